@@ -1,0 +1,149 @@
+/**
+ * The camera actor: one per camera, owns its ingest attempts and its gap tracking.
+ *
+ *   stopped ──START──► active.connecting ──INGEST.RECORDING──► active.recording
+ *                         ▲      │ INGEST.EXITED (camera gone, ffmpeg died, write error)
+ *                         │      ▼
+ *                         └── backoff (1 s doubling to 30 s; reset once recording)
+ *   STOP from any state → stopped (kills ffmpeg; the open segment is closed).
+ *
+ * Gaps: when an attempt fails after video was written, an open gap is stored at the
+ * end of the last fragment; when video flows again, the gap is closed at the new
+ * segment's start. The same rule covers a recorder that was down: the last segment's
+ * end from the index is where the gap starts.
+ */
+import { assign, setup } from 'xstate';
+import { iso } from '../lib/time.ts';
+import type { CameraConfig } from '../index/records.ts';
+import { ingestActor, type IngestEvent } from './ingest-actor.ts';
+import type { CameraDeps, CameraStateName } from './deps.ts';
+
+/** Video further apart than this across ingest attempts is recorded as a gap. */
+export const GAP_MIN_MS = 1000;
+
+export interface CameraInput {
+  camera: CameraConfig;
+  deps: CameraDeps;
+  startActive: boolean;
+}
+
+interface CameraContext {
+  camera: CameraConfig;
+  deps: CameraDeps;
+  backoffMs: number;
+  lastEndMs: number | null;
+  lastError: string | null;
+  /** What the supervisor last asked for (START/STOP); RECONFIGURE keeps it. */
+  wantActive: boolean;
+}
+
+export type CameraEvent = { type: 'START' } | { type: 'STOP' } | { type: 'RECONFIGURE'; camera: CameraConfig } | IngestEvent;
+
+export const cameraMachine = setup({
+  types: {
+    context: {} as CameraContext,
+    events: {} as CameraEvent,
+    input: {} as CameraInput,
+  },
+  actors: { ingest: ingestActor },
+  delays: {
+    backoff: ({ context }) => context.backoffMs,
+  },
+  guards: {
+    wantActive: ({ context }) => context.wantActive,
+  },
+  actions: {
+    closeGap: ({ context, event }) => {
+      if (event.type !== 'INGEST.RECORDING' || context.lastEndMs === null) return;
+      if (event.startMs - context.lastEndMs < GAP_MIN_MS) return;
+      const { deps, camera } = context;
+      deps.index
+        .putGap({ camera: camera.id, startMs: context.lastEndMs, endMs: event.startMs, state: 'pending', reason: context.lastError ?? 'recorder was not running', attempts: 0 })
+        .catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not store gap'));
+    },
+    openGap: ({ context }) => {
+      if (context.lastEndMs === null) return;
+      const { deps, camera } = context;
+      deps.index
+        .putGap({ camera: camera.id, startMs: context.lastEndMs, endMs: null, state: 'open', reason: context.lastError ?? 'camera offline', attempts: 0 })
+        .catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not store gap'));
+    },
+    noteExit: assign(({ context, event }) => {
+      if (event.type !== 'INGEST.EXITED') return {};
+      context.deps.log.warn({ camera: context.camera.id, error: event.error, retryInMs: context.backoffMs }, 'ingest ended');
+      return { lastError: event.error, lastEndMs: event.lastEndMs ?? context.lastEndMs };
+    }),
+    noteRecording: assign(({ context, event }) => {
+      if (event.type !== 'INGEST.RECORDING') return {};
+      return { backoffMs: context.deps.config.backoffInitialMs, lastError: null };
+    }),
+    doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMs * 2, context.deps.config.backoffMaxMs) })),
+    reconfigure: assign(({ event }) => (event.type === 'RECONFIGURE' ? { camera: event.camera } : {})),
+    want: assign(({ event }) => ({ wantActive: event.type === 'START' })),
+  },
+}).createMachine({
+  id: 'camera',
+  context: ({ input }) => ({
+    camera: input.camera,
+    deps: input.deps,
+    backoffMs: input.deps.config.backoffInitialMs,
+    lastEndMs: input.deps.index.lastSegment(input.camera.id)?.endMs ?? null,
+    lastError: null,
+    wantActive: input.startActive,
+  }),
+  initial: 'init',
+  on: {
+    RECONFIGURE: { target: '.init', actions: 'reconfigure', reenter: true },
+  },
+  states: {
+    init: {
+      always: [{ guard: 'wantActive', target: 'active' }, { target: 'stopped' }],
+    },
+    stopped: {
+      entry: ({ context }) => publishState(context, 'stopped'),
+      on: { START: { target: 'active', actions: 'want' } },
+    },
+    active: {
+      invoke: {
+        src: 'ingest',
+        input: ({ context }) => ({ camera: context.camera, deps: context.deps, lastEndMs: context.lastEndMs }),
+      },
+      initial: 'connecting',
+      states: {
+        connecting: {
+          entry: ({ context }) => publishState(context, 'connecting'),
+          on: { 'INGEST.RECORDING': { target: 'recording', actions: ['closeGap', 'noteRecording'] } },
+        },
+        recording: {
+          entry: ({ context }) => publishState(context, 'recording'),
+        },
+      },
+      on: {
+        'INGEST.EXITED': { target: 'backoff', actions: ['noteExit', 'openGap'] },
+        STOP: { target: 'stopped', actions: 'want' },
+      },
+    },
+    backoff: {
+      entry: ({ context }) => publishState(context, 'backoff', `${context.lastError ?? 'ingest failed'}; retry in ${context.backoffMs} ms`),
+      after: { backoff: { target: 'active', actions: 'doubleBackoff' } },
+      on: { STOP: { target: 'stopped', actions: 'want' } },
+    },
+  },
+});
+
+function publishState(context: CameraContext, state: CameraStateName, detail?: string): void {
+  context.deps.publishStatus({
+    camera: context.camera.id,
+    state,
+    at: iso(context.deps.clock.nowMs()),
+    ...(detail !== undefined ? { detail } : {}),
+  });
+}
+
+export function stateName(value: unknown): CameraStateName {
+  if (value === 'stopped' || value === 'backoff') return value;
+  if (typeof value === 'object' && value !== null && 'active' in value) {
+    return (value as { active: string }).active === 'recording' ? 'recording' : 'connecting';
+  }
+  return 'stopped';
+}

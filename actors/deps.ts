@@ -1,0 +1,27 @@
+/** What a camera actor needs from the node, injected so tests can swap parts. */
+import type { Logger } from '../lib/log.ts';
+import type { Clock } from '../lib/time.ts';
+import type { RecorderConfig } from '../lib/config.ts';
+import type { RecorderIndex } from '../index/db.ts';
+import type { SegmentRecord } from '../index/records.ts';
+
+export interface CameraStatus {
+  camera: string;
+  state: CameraStateName;
+  at: string;
+  detail?: string;
+}
+
+export type CameraStateName = 'stopped' | 'connecting' | 'recording' | 'backoff';
+
+export interface CameraDeps {
+  config: RecorderConfig;
+  index: RecorderIndex;
+  clock: Clock;
+  log: Logger;
+  /** Publishes a status change; must never block or throw (NATS may be down). */
+  publishStatus: (status: CameraStatus) => void;
+  /** Keeps an in-flight segment close alive until shutdown awaits it. */
+  track: (work: Promise<unknown>) => void;
+  onSegmentClosed?: (segment: SegmentRecord) => void;
+}

@@ -1,0 +1,71 @@
+/**
+ * One ingest attempt as an xstate callback actor: starts ffmpeg, feeds its fragments
+ * to a SegmentWriter, and reports back to the camera actor. The cleanup function kills
+ * ffmpeg; the writer then closes its segment when the pipe ends, and that close is
+ * handed to `track` so a shutdown can wait for every segment to be closed.
+ */
+import { fromCallback } from 'xstate';
+import { startIngest } from '../media/ffmpeg-ingest.ts';
+import { SegmentWriter } from '../storage/segment-writer.ts';
+import type { CameraDeps } from './deps.ts';
+import type { CameraConfig } from '../index/records.ts';
+
+export interface IngestInput {
+  camera: CameraConfig;
+  deps: CameraDeps;
+  lastEndMs: number | null;
+}
+
+export type IngestEvent =
+  | { type: 'INGEST.RECORDING'; startMs: number }
+  | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
+
+export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input, sendBack }) => {
+  const { camera, deps } = input;
+  const log = deps.log.child({ camera: camera.id });
+  const url = camera.streams[camera.record.stream] ?? camera.streams.main;
+  const session = startIngest({
+    url,
+    ffmpegPath: deps.config.ffmpegPath,
+    stallTimeoutMs: deps.config.ingestTimeoutMs,
+  });
+  const writer = new SegmentWriter(
+    camera,
+    {
+      index: deps.index,
+      dataDir: deps.config.dataDir,
+      clock: deps.clock,
+      log,
+      segmentMs: deps.config.segmentSeconds * 1000,
+      onFirstFragment: (startMs) => sendBack({ type: 'INGEST.RECORDING', startMs } satisfies IngestEvent),
+      ...(deps.onSegmentClosed ? { onSegmentClosed: deps.onSegmentClosed } : {}),
+    },
+    input.lastEndMs,
+  );
+  let stopped = false;
+
+  const run = (async () => {
+    let failure: Error | undefined;
+    try {
+      for await (const chunk of session.chunks) await writer.handle(chunk);
+    } catch (err) {
+      failure = err as Error;
+      session.stop(); // a write error or corrupt stream ends this attempt
+    }
+    try {
+      await writer.close();
+    } catch (err) {
+      failure ??= err as Error;
+    }
+    const exit = await session.exited;
+    if (stopped) return;
+    const error = failure?.message ?? exit.error?.message ?? 'ingest ended';
+    sendBack({ type: 'INGEST.EXITED', error, lastEndMs: writer.lastEndMs } satisfies IngestEvent);
+  })();
+  deps.track(run);
+
+  return () => {
+    stopped = true;
+    session.stop();
+  };
+});

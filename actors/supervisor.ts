@@ -1,0 +1,108 @@
+/**
+ * Owns the camera actors of this node: creates one per camera, reconfigures, stops
+ * and removes them, and starts/stops them as their plans say. It talks to each actor
+ * only by events. `shutdown()` stops every actor and waits until every open segment
+ * has been closed (CONTRACT.md: exit 0 on SIGTERM after closing every open segment).
+ */
+import { createActor, type ActorRefFrom } from 'xstate';
+import { cameraMachine, stateName } from './camera-machine.ts';
+import type { CameraDeps, CameraStateName } from './deps.ts';
+import type { CameraConfig, SchedulePlan } from '../index/records.ts';
+import { plannedAt } from '../schedule/plan.ts';
+
+type CameraActor = ActorRefFrom<typeof cameraMachine>;
+
+export interface CameraLiveState {
+  state: CameraStateName;
+  lastError: string | null;
+  lastEndMs: number | null;
+}
+
+/** How often plans are re-evaluated; slots have minute resolution. */
+const PLAN_TICK_MS = 5000;
+
+export class Supervisor {
+  private readonly actors = new Map<string, CameraActor>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly planTimer: NodeJS.Timeout;
+  private readonly plans = new Map<string, SchedulePlan>();
+  private readonly deps: CameraDeps;
+
+  constructor(deps: Omit<CameraDeps, 'track'>) {
+    this.deps = { ...deps, track: (work) => this.track(work) };
+    this.planTimer = setInterval(() => this.applyPlans(), PLAN_TICK_MS);
+    this.planTimer.unref();
+  }
+
+  private track(work: Promise<unknown>): void {
+    const p = work.catch((err: unknown) => this.deps.log.error({ err }, 'camera work failed')).finally(() => this.inflight.delete(p));
+    this.inflight.add(p);
+  }
+
+  private wanted(cameraId: string): boolean {
+    return plannedAt(this.plans.get(cameraId), this.deps.clock.nowMs()) === 'timing';
+  }
+
+  upsert(camera: CameraConfig, plan?: SchedulePlan): void {
+    if (plan) this.plans.set(camera.id, plan);
+    const existing = this.actors.get(camera.id);
+    if (existing) {
+      existing.send({ type: 'RECONFIGURE', camera });
+      return;
+    }
+    const actor = createActor(cameraMachine, { input: { camera, deps: this.deps, startActive: this.wanted(camera.id) } });
+    this.actors.set(camera.id, actor);
+    actor.start();
+  }
+
+  setPlan(plan: SchedulePlan): void {
+    this.plans.set(plan.camera, plan);
+    this.applyPlans();
+  }
+
+  /** Starts or stops each camera as its plan says now. */
+  applyPlans(): void {
+    for (const [id, actor] of this.actors) {
+      const want = this.wanted(id);
+      const state = stateName(actor.getSnapshot().value);
+      if (want && state === 'stopped') actor.send({ type: 'START' });
+      else if (!want && state !== 'stopped') actor.send({ type: 'STOP' });
+    }
+  }
+
+  async remove(cameraId: string): Promise<void> {
+    const actor = this.actors.get(cameraId);
+    if (!actor) return;
+    this.actors.delete(cameraId);
+    this.plans.delete(cameraId);
+    actor.send({ type: 'STOP' });
+    actor.stop();
+    await this.settle();
+  }
+
+  has(cameraId: string): boolean {
+    return this.actors.has(cameraId);
+  }
+
+  live(cameraId: string): CameraLiveState | undefined {
+    const actor = this.actors.get(cameraId);
+    if (!actor) return undefined;
+    const snap = actor.getSnapshot();
+    return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs: snap.context.lastEndMs };
+  }
+
+  /** Waits for segment closes in flight. */
+  async settle(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  async shutdown(): Promise<void> {
+    clearInterval(this.planTimer);
+    for (const actor of this.actors.values()) {
+      actor.send({ type: 'STOP' });
+      actor.stop();
+    }
+    this.actors.clear();
+    await this.settle();
+  }
+}

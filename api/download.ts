@@ -1,0 +1,107 @@
+/**
+ * GET /api/cameras/:id/video.mp4?from=&to= — one MP4 for any range, starting at the
+ * GOP that holds `from` and ending with the GOP that holds the last instant before
+ * `to`. Built per request from the index and the segment files (media/fmp4-range.ts);
+ * single byte ranges, If-Range and a strong ETag let a broken download resume.
+ */
+import type { FastifyInstance } from 'fastify';
+import { join } from 'node:path';
+import type { RecorderIndex } from '../index/db.ts';
+import { decodeGops } from '../index/gop-table.ts';
+import { NoVideoError, RecorderError } from '../lib/errors.ts';
+import { iso, parseRangeMs } from '../lib/time.ts';
+import { planFmp4Range, type SegmentSlice } from '../media/fmp4-range.ts';
+import type { HttpDeps } from './http.ts';
+
+export interface RangeSelection {
+  slices: SegmentSlice[];
+  fromMs: number;
+  toMs: number;
+  mimeType: string;
+}
+
+/** The fragments covering [fromMs, toMs), cut at the first codec change. */
+export function selectRange(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number): RangeSelection {
+  const slices: SegmentSlice[] = [];
+  let codecKey: string | null = null;
+  let mimeType = '';
+  let firstMs: number | null = null;
+  let lastMs = fromMs;
+  for (const seg of index.segmentsInRange(camera, fromMs, toMs)) {
+    if (codecKey !== null && seg.codecKey !== codecKey) break;
+    const gops = decodeGops(seg.gops);
+    const fragments = [];
+    for (let i = 0; i < gops.length; i++) {
+      const g = gops[i]!;
+      const startMs = seg.startMs + g.timeMs;
+      const endMs = i + 1 < gops.length ? seg.startMs + gops[i + 1]!.timeMs : seg.endMs;
+      if (endMs <= fromMs || startMs >= toMs) continue;
+      fragments.push({ offset: g.offset, size: g.size });
+      firstMs ??= startMs;
+      lastMs = endMs;
+    }
+    if (fragments.length === 0) continue;
+    codecKey ??= seg.codecKey;
+    mimeType ||= seg.mimeType;
+    slices.push({ path: join(dataDir, seg.file), initSize: seg.initSize, fragments });
+  }
+  if (firstMs === null) throw new NoVideoError(`no video of camera ${camera} between ${iso(fromMs)} and ${iso(toMs)}`);
+  return { slices, fromMs: firstMs, toMs: lastMs, mimeType };
+}
+
+/** Parses a single `bytes=` range against a body length; null means the whole body. */
+export function parseByteRange(header: string | undefined, length: number): { start: number; end: number } | null {
+  if (header === undefined) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) {
+    throw new RecorderError('BAD_RANGE', `unsupported Range ${JSON.stringify(header)}: one bytes=start-end range is served`);
+  }
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0) throw new RecorderError('RANGE_NOT_SATISFIABLE', 'empty suffix range');
+    start = Math.max(0, length - suffix);
+    end = length - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? length - 1 : Math.min(Number(m[2]), length - 1);
+  }
+  if (start >= length || end < start) throw new RecorderError('RANGE_NOT_SATISFIABLE', `range ${header} outside 0-${length - 1}`);
+  return { start, end };
+}
+
+export function registerDownload(app: FastifyInstance, deps: HttpDeps): void {
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.mp4', async (req, reply) => {
+    const camera = deps.service.requireCamera(req.params.id);
+    const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
+    const sel = selectRange(deps.index, deps.dataDir, camera.id, fromMs, toMs);
+    const body = await planFmp4Range(sel.slices);
+    const ifRange = req.headers['if-range'];
+    const rangeApplies = ifRange === undefined || ifRange === body.etag;
+    let range: { start: number; end: number } | null = null;
+    try {
+      range = rangeApplies ? parseByteRange(req.headers.range, body.contentLength) : null;
+    } catch (err) {
+      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${body.contentLength}`);
+      throw err;
+    }
+    const name = `${camera.id}_${iso(sel.fromMs).replace(/[:.]/g, '-')}.mp4`;
+    void reply
+      .header('Content-Type', sel.mimeType || 'video/mp4')
+      .header('Accept-Ranges', 'bytes')
+      .header('ETag', body.etag)
+      .header('Content-Disposition', `attachment; filename="${name}"`)
+      .header('X-Recording-From', iso(sel.fromMs))
+      .header('X-Recording-To', iso(sel.toMs));
+    if (range) {
+      void reply
+        .code(206)
+        .header('Content-Range', `bytes ${range.start}-${range.end}/${body.contentLength}`)
+        .header('Content-Length', range.end - range.start + 1);
+      return reply.send(body.stream(range.start, range.end));
+    }
+    void reply.header('Content-Length', body.contentLength);
+    return reply.send(body.stream());
+  });
+}

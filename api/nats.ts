@@ -1,0 +1,103 @@
+/**
+ * The NATS interface (CONTRACT.md), registered as a NATS service ("recorder") so
+ * `nats micro` discovery and stats work. Each endpoint: decode JSON, call one
+ * RecorderService function, reply `{ok:true,...}` or `{ok:false,error:{code,message}}`.
+ *
+ * NATS is never on the recording path: status publishes are fire-and-forget and
+ * dropped (with a counter) when the client cannot buffer them.
+ */
+import { connect, type NatsConnection, type Service, type ServiceMsg } from 'nats';
+import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import type { CameraStatus } from '../actors/deps.ts';
+import { VERSION, type RecorderService } from './service.ts';
+
+type Handler = (body: unknown) => unknown;
+
+export interface NatsApi {
+  nc: NatsConnection;
+  publishStatus(status: CameraStatus): void;
+  droppedPublishes(): number;
+  close(): Promise<void>;
+}
+
+export async function connectNats(url: string, log: Logger): Promise<NatsConnection> {
+  const nc = await connect({
+    servers: url.split(','),
+    name: 'recorder',
+    reconnect: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 1000,
+    waitOnFirstConnect: true,
+  });
+  void (async () => {
+    for await (const s of nc.status()) log.info({ nats: s.type, data: typeof s.data === 'string' ? s.data : undefined }, 'nats status');
+  })();
+  return nc;
+}
+
+export async function startNatsApi(nc: NatsConnection, service: RecorderService, prefix: string, log: Logger): Promise<NatsApi> {
+  const subject = (s: string): string => `${prefix}.v1.${s}`;
+  const srv: Service = await nc.services.add({ name: 'recorder', version: VERSION, description: 'IP camera recorder' });
+  const endpoints: Record<string, Handler> = {
+    'camera.put': (b) => service.putCamera(b).then((camera) => ({ camera })),
+    'camera.delete': (b) => service.deleteCamera(b),
+    'camera.list': () => ({ cameras: service.listCameras() }),
+    'camera.get': (b) => ({ camera: service.getCamera(b) }),
+    'schedule.put': (b) => service.putSchedule(b).then((schedule) => ({ schedule })),
+    search: (b) => service.search(b),
+  };
+  for (const [name, handler] of Object.entries(endpoints)) {
+    srv.addEndpoint(name.replace('.', '_'), {
+      subject: subject(name),
+      handler: (err, msg) => {
+        if (err) {
+          log.error({ err, endpoint: name }, 'nats endpoint failed');
+          return;
+        }
+        void respond(msg, handler, name, log);
+      },
+    });
+  }
+  let dropped = 0;
+  return {
+    nc,
+    publishStatus(status) {
+      try {
+        nc.publish(subject(`status.${status.camera}`), JSON.stringify(status));
+      } catch {
+        dropped++;
+      }
+    },
+    droppedPublishes: () => dropped,
+    async close() {
+      await srv.stop().catch(() => undefined);
+      await nc.drain().catch(() => nc.close());
+    },
+  };
+}
+
+async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Logger): Promise<void> {
+  let reply: unknown;
+  try {
+    let body: unknown = {};
+    if (msg.data.length > 0) {
+      try {
+        body = JSON.parse(msg.string());
+      } catch {
+        throw new RecorderError('BAD_JSON', 'request body is not JSON');
+      }
+    }
+    reply = { ok: true, ...(await handler(body) as object) };
+  } catch (err) {
+    const e = toRecorderError(err);
+    if (e.status >= 500) log.error({ err: e, endpoint: name }, 'request failed');
+    else log.info({ endpoint: name, code: e.code, message: e.message }, 'request refused');
+    reply = { ok: false, error: errorBody(e) };
+  }
+  try {
+    msg.respond(JSON.stringify(reply));
+  } catch (err) {
+    log.warn({ err, endpoint: name }, 'could not send reply');
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The domain functions behind both interfaces. HTTP and NATS handlers validate with
+ * schemas.ts, call exactly one of these, and map RecorderError to their wire shape.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Supervisor, CameraLiveState } from '../actors/supervisor.ts';
+import type { RecorderIndex } from '../index/db.ts';
+import type { CameraConfig, SchedulePlan } from '../index/records.ts';
+import { search } from '../index/search.ts';
+import { CameraNotFoundError } from '../lib/errors.ts';
+import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
+import type { Logger } from '../lib/log.ts';
+import { cameraDeleteSchema, cameraIdSchema, cameraPutSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
+
+export const VERSION = '0.1.0';
+
+export interface CameraView extends CameraConfig {
+  status: CameraLiveState['state'];
+  lastError: string | null;
+  lastVideoAt: string | null;
+}
+
+export interface SearchView {
+  spans: { from: string; to: string; types: { type: string; from: string; to: string }[]; locks: never[]; labels: never[] }[];
+  gaps: { from: string; to: string; state: string; reason: string }[];
+}
+
+export class RecorderService {
+  /** Cameras that live only in memory (the demo camera). */
+  private readonly transient = new Map<string, CameraConfig>();
+
+  constructor(
+    private readonly index: RecorderIndex,
+    private readonly supervisor: Supervisor,
+    private readonly clock: Clock,
+    private readonly dataDir: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts an actor for every camera persisted in the index (restart without the VMS). */
+  resume(): number {
+    const cameras = this.index.listCameras();
+    for (const camera of cameras) this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
+    return cameras.length;
+  }
+
+  async putCamera(body: unknown, opts: { transient?: boolean } = {}): Promise<CameraView> {
+    const parsed = validate(cameraPutSchema, body);
+    const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) } as CameraConfig;
+    if (opts.transient) this.transient.set(camera.id, camera);
+    else await this.index.cameras.put(camera.id, camera);
+    this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
+    this.log.info({ camera: camera.id }, 'camera configured');
+    return this.view(camera);
+  }
+
+  async deleteCamera(body: unknown): Promise<{ id: string; purged: number }> {
+    const { id, purge } = validate(cameraDeleteSchema, body);
+    this.requireCamera(id);
+    await this.supervisor.remove(id);
+    this.transient.delete(id);
+    await this.index.cameras.remove(id);
+    await this.index.schedules.remove(id);
+    let purged = 0;
+    if (purge) {
+      // Crash-safe order: drop the index entry, then unlink (a crash leaves an orphan
+      // file that reconcile re-indexes or removes, never an entry without a file).
+      for (const seg of [...this.index.allSegments(id)]) {
+        await this.index.removeSegment(id, seg.startMs);
+        await rm(join(this.dataDir, seg.file), { force: true });
+        purged++;
+      }
+      for (const { key } of [...this.index.gaps.getRange({ start: [id, -1], end: [id, Number.MAX_SAFE_INTEGER] })]) await this.index.gaps.remove(key);
+    }
+    this.log.info({ camera: id, purge, purged }, 'camera deleted');
+    return { id, purged };
+  }
+
+  listCameras(): CameraView[] {
+    return [...this.index.listCameras(), ...this.transient.values()].map((c) => this.view(c));
+  }
+
+  getCamera(body: unknown): CameraView {
+    const { id } = validate(cameraIdSchema, body);
+    return this.view(this.requireCamera(id));
+  }
+
+  async putSchedule(body: unknown): Promise<SchedulePlan> {
+    const parsed = validate(schedulePutSchema, body);
+    const camera = this.requireCamera(parsed.camera);
+    const plan: SchedulePlan = parsed;
+    if (!camera.transient) await this.index.schedules.put(plan.camera, plan);
+    this.supervisor.setPlan(plan);
+    return plan;
+  }
+
+  search(body: unknown): SearchView {
+    const q = validate(searchSchema, body);
+    this.requireCamera(q.camera);
+    const { fromMs, toMs } = parseRangeMs(q.from, q.to);
+    const result = search(this.index, { camera: q.camera, fromMs, toMs, types: q.types, nowMs: this.clock.nowMs() });
+    return {
+      spans: result.spans.map((s) => ({
+        from: iso(s.fromMs),
+        to: iso(s.toMs),
+        types: s.types.map((t) => ({ type: t.type, from: iso(t.fromMs), to: iso(t.toMs) })),
+        locks: [],
+        labels: [],
+      })),
+      gaps: result.gaps.map((g) => ({ from: iso(g.fromMs), to: iso(g.toMs), state: g.state, reason: g.reason })),
+    };
+  }
+
+  requireCamera(id: string): CameraConfig {
+    const camera = this.transient.get(id) ?? this.index.cameras.get(id);
+    if (!camera) throw new CameraNotFoundError(id);
+    return camera;
+  }
+
+  private view(camera: CameraConfig): CameraView {
+    const live = this.supervisor.live(camera.id);
+    const lastEndMs = this.index.lastSegment(camera.id)?.endMs ?? null;
+    return {
+      ...camera,
+      status: live?.state ?? 'stopped',
+      lastError: live?.lastError ?? null,
+      lastVideoAt: lastEndMs === null ? null : iso(lastEndMs),
+    };
+  }
+}

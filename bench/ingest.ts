@@ -1,0 +1,167 @@
+/**
+ * bench/ingest: N cameras of a pre-encoded 1080p 4 Mbps H.264 stream (served by the
+ * simulated camera from a file, no encoding), recorded by the recorder and, at the same
+ * time in the same process tree, by a bare `ffmpeg -c copy -f segment` per camera
+ * (the baseline). Reports CPU and PSS per camera for both, their ratio, fragments lost
+ * and disk bytes written. Method and figures: bench/README.md.
+ *
+ *   node --import tsx bench/ingest.ts --cameras 25,50,100 --seconds 60
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { SimCamera } from '../sim/camera.ts';
+import { freePort } from '../lib/nats-embedded.ts';
+import { sampleTrees, ticksToCores } from './proc-stats.ts';
+
+const { values } = parseArgs({
+  options: {
+    cameras: { type: 'string', default: '25,50' },
+    seconds: { type: 'string', default: '60' },
+    warmup: { type: 'string', default: '15' },
+    mode: { type: 'string', default: 'both' },
+  },
+});
+const counts = values.cameras.split(',').map(Number);
+const windowSec = Number(values.seconds);
+const warmupSec = Number(values.warmup);
+const outDir = join(import.meta.dirname, 'out');
+mkdirSync(outDir, { recursive: true });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function run(cmd: string, args: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} exited ${code}`))));
+  });
+}
+
+async function clip(): Promise<string> {
+  const file = join(outDir, 'clip-1080p25-4M-gop50.mp4');
+  if (existsSync(file)) return file;
+  console.error('encoding the 1080p test clip once (about a minute)…');
+  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-t', '30', '-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'main', '-b:v', '4M', '-maxrate', '4M', '-bufsize', '8M', '-g', '50', '-keyint_min', '50', '-sc_threshold', '0', '-bf', '0', '-pix_fmt', 'yuv420p', file]);
+  return file;
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size;
+  }
+  return total;
+}
+
+interface Group {
+  roots: number[];
+  stop(): Promise<void>;
+}
+
+function startBaseline(n: number, url: string, dir: string): Group {
+  const procs: ChildProcess[] = [];
+  for (let i = 0; i < n; i++) {
+    const camDir = join(dir, `cam${i}`);
+    mkdirSync(camDir, { recursive: true });
+    procs.push(
+      spawn('ffmpeg', ['-nostdin', '-v', 'error', '-rtsp_transport', 'tcp', '-i', url, '-c', 'copy', '-f', 'segment', '-segment_time', '60', '-reset_timestamps', '1', join(camDir, '%05d.mp4')], { stdio: 'ignore' }),
+    );
+  }
+  return {
+    roots: procs.map((p) => p.pid!),
+    async stop() {
+      await Promise.all(procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : (p.once('exit', r), p.kill('SIGINT'))))));
+    },
+  };
+}
+
+async function startRecorder(n: number, url: string, dir: string): Promise<Group & { http: string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts')], {
+    env: { ...process.env, RECORDER_DATA_DIR: dir, RECORDER_HTTP: `127.0.0.1:${port}`, RECORDER_LOG_LEVEL: 'warn', RECORDER_SEGMENT_SECONDS: '60' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const http = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${http}/api/health`)).ok) break;
+    } catch {
+      if (i > 100) throw new Error('recorder did not start');
+      await sleep(200);
+    }
+  }
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(`${http}/api/cameras/cam${i}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ streams: { main: url } }) });
+    if (!res.ok) throw new Error(`camera put ${res.status}`);
+  }
+  return {
+    http,
+    roots: [child.pid!],
+    async stop() {
+      await new Promise((r) => (child.once('exit', r), child.kill('SIGTERM')));
+    },
+  };
+}
+
+interface RecordedStats {
+  recordedSec: number;
+  gaps: number;
+}
+
+async function recorded(http: string, n: number, fromMs: number, toMs: number): Promise<RecordedStats> {
+  let recordedSec = 0;
+  let gaps = 0;
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(`${http}/api/recordings?camera=cam${i}&from=${fromMs}&to=${toMs}`);
+    const body = (await res.json()) as { spans: { from: string; to: string }[]; gaps: unknown[] };
+    for (const s of body.spans) recordedSec += (Date.parse(s.to) - Date.parse(s.from)) / 1000;
+    gaps += body.gaps.length;
+  }
+  return { recordedSec, gaps };
+}
+
+const results: Record<string, unknown>[] = [];
+const file = await clip();
+const sim = await SimCamera.start({ file });
+const url = sim.url('file');
+try {
+  for (const n of counts) {
+    const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
+    const base = values.mode !== 'recorder' ? startBaseline(n, url, join(work, 'baseline')) : null;
+    const rec = values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
+    await sleep(warmupSec * 1000);
+    const b0 = base ? sampleTrees(base.roots) : null;
+    const r0 = rec ? sampleTrees(rec.roots) : null;
+    const fromMs = Date.now();
+    await sleep(windowSec * 1000);
+    const toMs = Date.now();
+    const b1 = base ? sampleTrees(base.roots) : null;
+    const r1 = rec ? sampleTrees(rec.roots) : null;
+    // Video that ended in the window must be indexed; leave two GOPs for the tail.
+    const rs = rec ? await recorded(rec.http, n, fromMs, toMs - 4000) : null;
+    await rec?.stop();
+    await base?.stop();
+    const seconds = (toMs - fromMs) / 1000;
+    const row = {
+      cameras: n,
+      windowSec: Math.round(seconds),
+      baselineCoresPerCam: b0 && b1 ? ticksToCores(b1.ticks - b0.ticks, seconds) / n : null,
+      recorderCoresPerCam: r0 && r1 ? ticksToCores(r1.ticks - r0.ticks, seconds) / n : null,
+      baselinePssMbPerCam: b1 ? b1.pssKb / 1024 / n : null,
+      recorderPssMbPerCam: r1 ? r1.pssKb / 1024 / n : null,
+      cpuRatio: b0 && b1 && r0 && r1 ? (r1.ticks - r0.ticks) / Math.max(1, b1.ticks - b0.ticks) : null,
+      recordedShare: rs ? rs.recordedSec / (n * (seconds - 4)) : null,
+      gaps: rs?.gaps ?? null,
+      baselineDiskMb: base ? (await dirBytes(join(work, 'baseline'))) / 1e6 : null,
+      recorderDiskMb: rec ? (await dirBytes(join(work, 'recorder', 'pools'))) / 1e6 : null,
+    };
+    results.push(row);
+    console.log(JSON.stringify(row));
+    await rm(work, { recursive: true, force: true });
+  }
+} finally {
+  await sim.stop();
+}
+writeFileSync(join(outDir, `ingest-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}.json`), JSON.stringify(results, null, 2));

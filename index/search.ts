@@ -1,0 +1,71 @@
+/**
+ * Search: segments and gaps of one camera over [from, to), from the index alone
+ * (invariant 6). Consecutive segments closer than SPAN_JOIN_MS merge into one span;
+ * record-type runs merge across segments when the type does not change.
+ */
+import type { RecorderIndex } from './db.ts';
+import type { GapState, SegmentRecord } from './records.ts';
+
+/** Segments this close together belong to one span (rounding of wall-clock anchors). */
+export const SPAN_JOIN_MS = 1000;
+
+export interface TypeRunMs {
+  type: string;
+  fromMs: number;
+  toMs: number;
+}
+
+export interface SpanMs {
+  fromMs: number;
+  toMs: number;
+  types: TypeRunMs[];
+}
+
+export interface GapMs {
+  fromMs: number;
+  toMs: number;
+  state: GapState;
+  reason: string;
+}
+
+export interface SearchResultMs {
+  spans: SpanMs[];
+  gaps: GapMs[];
+}
+
+export function search(index: RecorderIndex, q: { camera: string; fromMs: number; toMs: number; types?: string[] | undefined; nowMs: number }): SearchResultMs {
+  const wanted = q.types && q.types.length > 0 ? new Set(q.types) : null;
+  const spans: SpanMs[] = [];
+  for (const seg of index.segmentsInRange(q.camera, q.fromMs, q.toMs)) {
+    for (const run of segmentRuns(seg)) {
+      if (wanted && !wanted.has(run.type)) continue;
+      const fromMs = Math.max(run.fromMs, q.fromMs);
+      const toMs = Math.min(run.toMs, q.toMs);
+      if (toMs <= fromMs) continue;
+      addRun(spans, { type: run.type, fromMs, toMs });
+    }
+  }
+  const gaps = index.gapsInRange(q.camera, q.fromMs, q.toMs, q.nowMs).map((g) => ({
+    fromMs: Math.max(g.startMs, q.fromMs),
+    toMs: Math.min(g.endMs ?? q.nowMs, q.toMs),
+    state: g.state,
+    reason: g.reason,
+  }));
+  return { spans, gaps: gaps.filter((g) => g.toMs > g.fromMs) };
+}
+
+function segmentRuns(seg: SegmentRecord): TypeRunMs[] {
+  return seg.types.map((run, i) => ({ type: run.type, fromMs: run.fromMs, toMs: seg.types[i + 1]?.fromMs ?? seg.endMs }));
+}
+
+function addRun(spans: SpanMs[], run: TypeRunMs): void {
+  const last = spans[spans.length - 1];
+  if (last && run.fromMs - last.toMs <= SPAN_JOIN_MS) {
+    const lastRun = last.types[last.types.length - 1]!;
+    if (lastRun.type === run.type) lastRun.toMs = run.toMs;
+    else last.types.push(run);
+    if (run.toMs > last.toMs) last.toMs = run.toMs;
+    return;
+  }
+  spans.push({ fromMs: run.fromMs, toMs: run.toMs, types: [{ ...run }] });
+}

@@ -1,0 +1,142 @@
+/**
+ * Settings: flags > environment (RECORDER_*) > config file (JSON) > defaults
+ * (CONTRACT.md "Start"). One schema with descriptions and bounds validates the merged
+ * result; unknown keys in the config file are rejected.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { RecorderError } from './errors.ts';
+
+const hostPort = z
+  .string()
+  .regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
+  .describe('HTTP listen address, host:port');
+
+export const configSchema = z
+  .object({
+    dataDir: z.string().min(1).default('./data').describe('where segments (pools/), the LMDB index (index/) and the embedded NATS store live'),
+    http: hostPort.default('127.0.0.1:8080'),
+    natsUrl: z.string().min(1).optional().describe('NATS server URL(s), comma separated; unset starts an embedded nats-server'),
+    subjectPrefix: z.string().regex(/^[A-Za-z0-9_-]+$/).default('rec').describe('first token of every subject'),
+    segmentSeconds: z.coerce.number().int().min(2).max(3600).default(60).describe('target segment length in seconds'),
+    backoffInitialMs: z.coerce.number().int().min(100).max(60_000).default(1000).describe('first reconnect delay; doubles per failure'),
+    backoffMaxMs: z.coerce.number().int().min(100).max(600_000).default(30_000).describe('reconnect delay cap'),
+    ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
+    authToken: z.string().min(16).optional().describe('bearer token required on HTTP; mandatory when HTTP binds beyond loopback'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    demo: z.boolean().default(false).describe('add a synthetic demo camera (a local GStreamer RTSP server)'),
+    ffmpegPath: z.string().min(1).default('ffmpeg'),
+    natsServerPath: z.string().min(1).default('nats-server'),
+  })
+  .strict();
+
+export type RecorderConfig = z.infer<typeof configSchema>;
+export type RecorderConfigInput = z.input<typeof configSchema>;
+
+const ENV: Record<string, keyof RecorderConfig> = {
+  RECORDER_DATA_DIR: 'dataDir',
+  RECORDER_HTTP: 'http',
+  RECORDER_NATS_URL: 'natsUrl',
+  RECORDER_SUBJECT_PREFIX: 'subjectPrefix',
+  RECORDER_SEGMENT_SECONDS: 'segmentSeconds',
+  RECORDER_BACKOFF_INITIAL_MS: 'backoffInitialMs',
+  RECORDER_BACKOFF_MAX_MS: 'backoffMaxMs',
+  RECORDER_INGEST_TIMEOUT_MS: 'ingestTimeoutMs',
+  RECORDER_AUTH_TOKEN: 'authToken',
+  RECORDER_LOG_LEVEL: 'logLevel',
+  RECORDER_FFMPEG: 'ffmpegPath',
+  RECORDER_NATS_SERVER: 'natsServerPath',
+};
+
+const FLAGS = {
+  config: { type: 'string' },
+  'data-dir': { type: 'string' },
+  http: { type: 'string' },
+  'nats-url': { type: 'string' },
+  'subject-prefix': { type: 'string' },
+  'segment-seconds': { type: 'string' },
+  'log-level': { type: 'string' },
+  demo: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const FLAG_KEYS: Record<string, keyof RecorderConfig> = {
+  'data-dir': 'dataDir',
+  http: 'http',
+  'nats-url': 'natsUrl',
+  'subject-prefix': 'subjectPrefix',
+  'segment-seconds': 'segmentSeconds',
+  'log-level': 'logLevel',
+  demo: 'demo',
+};
+
+export function helpText(): string {
+  const lines = ['usage: recorder [start|check|reindex] [flags]', '', 'flags (override RECORDER_* environment, which overrides --config FILE):'];
+  lines.push('  --config FILE            JSON file with any of the settings below (camelCase keys)');
+  for (const [flag, key] of Object.entries(FLAG_KEYS)) {
+    const env = Object.entries(ENV).find(([, k]) => k === key)?.[0] ?? '';
+    const desc = configSchema.shape[key].description ?? '';
+    lines.push(`  --${flag.padEnd(22)} ${env.padEnd(28)} ${desc}`);
+  }
+  lines.push('', 'environment only:');
+  for (const [env, key] of Object.entries(ENV)) {
+    if (Object.values(FLAG_KEYS).includes(key)) continue;
+    lines.push(`  ${env.padEnd(28)} ${configSchema.shape[key].description ?? ''}`);
+  }
+  return lines.join('\n');
+}
+
+export interface ParsedCommandLine {
+  command: 'start' | 'check' | 'reindex';
+  help: boolean;
+  config: RecorderConfig;
+}
+
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): ParsedCommandLine {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: FLAGS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new RecorderError('CONFIG_INVALID', (err as Error).message, { cause: err });
+  }
+  const command = parsed.positionals[0] ?? 'start';
+  if (command !== 'start' && command !== 'check' && command !== 'reindex') {
+    throw new RecorderError('CONFIG_INVALID', `unknown command ${JSON.stringify(command)}`);
+  }
+  const merged: Record<string, unknown> = {};
+  if (parsed.values.config) {
+    try {
+      Object.assign(merged, JSON.parse(readFileSync(parsed.values.config, 'utf8')));
+    } catch (err) {
+      throw new RecorderError('CONFIG_INVALID', `config file ${parsed.values.config}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  for (const [name, key] of Object.entries(ENV)) {
+    const v = env[name];
+    if (v !== undefined && v !== '') merged[key] = v;
+  }
+  for (const [flag, key] of Object.entries(FLAG_KEYS)) {
+    const v = (parsed.values as Record<string, unknown>)[flag];
+    if (v !== undefined) merged[key] = v;
+  }
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    throw new RecorderError('CONFIG_INVALID', `invalid settings: ${z.prettifyError(result.error)}`, { details: result.error.issues });
+  }
+  const config = result.data;
+  const host = config.http.slice(0, config.http.lastIndexOf(':'));
+  if (!isLoopback(host) && !config.authToken) {
+    throw new RecorderError('CONFIG_INVALID', `HTTP would bind ${host}, beyond loopback, without authentication: set RECORDER_AUTH_TOKEN`);
+  }
+  return { command, help: parsed.values.help === true, config };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+export function splitHostPort(hp: string): { host: string; port: number } {
+  const i = hp.lastIndexOf(':');
+  return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+}

@@ -1,0 +1,92 @@
+/**
+ * The recorder's error taxonomy. Every error that leaves a module edge (HTTP, NATS,
+ * CLI) is a RecorderError with a stable UPPER_SNAKE `code` that clients may rely on
+ * (CONTRACT.md) and an HTTP status the API maps it to. Map once, at the edge.
+ */
+export type ErrorCode =
+  | 'VALIDATION_FAILED'
+  | 'BAD_JSON'
+  | 'BAD_TIME'
+  | 'BAD_RANGE'
+  | 'CAMERA_NOT_FOUND'
+  | 'NOT_FOUND'
+  | 'UNAUTHORIZED'
+  | 'NO_VIDEO'
+  | 'RANGE_NOT_SATISFIABLE'
+  | 'CONFIG_INVALID'
+  | 'INDEX_SCHEMA_MISMATCH'
+  | 'STORAGE_IO'
+  | 'INGEST_FAILED'
+  | 'NATS_START_FAILED'
+  | 'INTERNAL';
+
+const STATUS: Record<ErrorCode, number> = {
+  VALIDATION_FAILED: 400,
+  BAD_JSON: 400,
+  BAD_TIME: 400,
+  BAD_RANGE: 400,
+  CAMERA_NOT_FOUND: 404,
+  NOT_FOUND: 404,
+  UNAUTHORIZED: 401,
+  NO_VIDEO: 404,
+  RANGE_NOT_SATISFIABLE: 416,
+  CONFIG_INVALID: 500,
+  INDEX_SCHEMA_MISMATCH: 500,
+  STORAGE_IO: 500,
+  INGEST_FAILED: 502,
+  NATS_START_FAILED: 500,
+  INTERNAL: 500,
+};
+
+export class RecorderError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: unknown;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'RecorderError';
+    this.code = code;
+    this.status = STATUS[code];
+    this.details = options?.details;
+  }
+}
+
+export class ValidationError extends RecorderError {
+  constructor(message: string, details?: unknown) {
+    super('VALIDATION_FAILED', message, { details });
+    this.name = 'ValidationError';
+  }
+}
+
+export class CameraNotFoundError extends RecorderError {
+  constructor(readonly cameraId: string) {
+    super('CAMERA_NOT_FOUND', `unknown camera ${JSON.stringify(cameraId)}`);
+    this.name = 'CameraNotFoundError';
+  }
+}
+
+export class BadTimeError extends RecorderError {
+  constructor(message: string) {
+    super('BAD_TIME', message);
+    this.name = 'BadTimeError';
+  }
+}
+
+export class NoVideoError extends RecorderError {
+  constructor(message: string) {
+    super('NO_VIDEO', message);
+    this.name = 'NoVideoError';
+  }
+}
+
+/** Wraps anything thrown into a RecorderError so edges can map it uniformly. */
+export function toRecorderError(err: unknown): RecorderError {
+  if (err instanceof RecorderError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new RecorderError('INTERNAL', message, { cause: err });
+}
+
+/** The wire shape of an error, as CONTRACT.md defines it for NATS and HTTP. */
+export function errorBody(err: RecorderError): { code: ErrorCode; message: string } {
+  return { code: err.code, message: err.message };
+}

@@ -1,0 +1,178 @@
+/**
+ * A virtual MP4 for a time range, served from the segment files without copying
+ * them: the first segment's init, then every selected fragment with its moof patched
+ * (decode times rebased to start near zero, sequence numbers renumbered) and its mdat
+ * streamed as a slice of the file. Patching never changes a byte count, so the body's
+ * length is known before the first byte and any byte range of it can be produced on
+ * its own: a broken download resumes with Range (same bytes every time).
+ *
+ * Decode-time mapping: all tracks of a segment shift by the same amount of time, so
+ * A/V sync is kept. Consecutive segments of one ingest session (the video decode time
+ * continues exactly) keep the shift; after a discontinuity (a gap, a new session) the
+ * next segment starts where the previous output ended, so players see no hole.
+ *
+ * All slices must share one codecKey (the caller cuts the range at a codec change).
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { parseInit, type InitInfo } from './init-info.ts';
+import { parseMoof, rewriteMoof, type MoofInfo } from './moof.ts';
+import { Mp4FormatError } from './boxes.ts';
+
+/** Bump when the bytes produced for the same input change (it is part of the ETag). */
+export const FMP4_RANGE_FORMAT_VERSION = 1;
+
+export interface FragmentRef {
+  offset: number;
+  size: number;
+}
+
+export interface SegmentSlice {
+  path: string;
+  initSize: number;
+  fragments: FragmentRef[];
+}
+
+interface PlannedFragment {
+  path: string;
+  offset: number;
+  size: number;
+  sequence: number;
+  shift: Map<number, bigint>;
+}
+
+export interface Fmp4RangeBody {
+  contentLength: number;
+  etag: string;
+  init: InitInfo;
+  /** Bytes [start, endInclusive] of the body. */
+  stream(start?: number, endInclusive?: number): Readable;
+}
+
+const READ_CHUNK = 256 * 1024;
+
+async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+    if (bytesRead === 0) throw new Mp4FormatError('MP4_TRUNCATED', `file ends at ${offset + done}, expected ${offset + length}`);
+    done += bytesRead;
+  }
+  return buf;
+}
+
+async function readMoof(fh: FileHandle, offset: number): Promise<Buffer> {
+  const head = await readAt(fh, offset, 8);
+  const size = head.readUInt32BE(0);
+  if (head.toString('latin1', 4, 8) !== 'moof' || size < 8) throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `no moof at offset ${offset}`);
+  return readAt(fh, offset, size);
+}
+
+function trackSeconds(ticks: bigint, timescale: number): number {
+  return Number(ticks) / timescale;
+}
+
+export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBody> {
+  const first = slices[0];
+  if (!first || first.fragments.length === 0) throw new Mp4FormatError('MP4_NO_INIT', 'nothing to serve');
+  let initBytes: Buffer;
+  {
+    const fh = await open(first.path, 'r');
+    try {
+      initBytes = await readAt(fh, 0, first.initSize);
+    } finally {
+      await fh.close();
+    }
+  }
+  const init = parseInit(initBytes);
+  const timescales = new Map(init.tracks.map((t) => [t.id, t.timescale]));
+  const videoId = init.videoTrackId ?? init.tracks[0]!.id;
+
+  const planned: PlannedFragment[] = [];
+  let sequence = 1;
+  let prevVideoNext: bigint | null = null; // input decode time where the previous output stopped
+  let outEndSec = 0; // latest end over tracks of what was output so far
+  let shift = new Map<number, bigint>();
+  for (const slice of slices) {
+    if (slice.fragments.length === 0) continue;
+    const fh = await open(slice.path, 'r');
+    let head: MoofInfo;
+    let tail: MoofInfo;
+    try {
+      head = parseMoof(await readMoof(fh, slice.fragments[0]!.offset), init.trexDefaults);
+      tail = parseMoof(await readMoof(fh, slice.fragments[slice.fragments.length - 1]!.offset), init.trexDefaults);
+    } finally {
+      await fh.close();
+    }
+    const headVideo = head.tracks.find((t) => t.trackId === videoId);
+    const continuous = prevVideoNext !== null && headVideo !== undefined && headVideo.baseDecodeTime === prevVideoNext;
+    if (!continuous) {
+      // Rebase so this slice's earliest track starts at outEndSec, all tracks by the same time.
+      const startSec = Math.min(...head.tracks.map((t) => trackSeconds(t.baseDecodeTime, timescales.get(t.trackId) ?? 1)));
+      shift = new Map(head.tracks.map((t) => {
+        const ts = timescales.get(t.trackId) ?? 1;
+        return [t.trackId, BigInt(Math.round((outEndSec - startSec) * ts))];
+      }));
+    }
+    for (const f of slice.fragments) planned.push({ path: slice.path, offset: f.offset, size: f.size, sequence: sequence++, shift });
+    for (const t of tail.tracks) {
+      const ts = timescales.get(t.trackId) ?? 1;
+      const end = trackSeconds(t.baseDecodeTime + BigInt(t.durationTicks) + (shift.get(t.trackId) ?? 0n), ts);
+      if (end > outEndSec) outEndSec = end;
+      if (t.trackId === videoId) prevVideoNext = t.baseDecodeTime + BigInt(t.durationTicks);
+    }
+  }
+
+  const contentLength = initBytes.length + planned.reduce((n, f) => n + f.size, 0);
+  const hash = createHash('sha1').update(initBytes);
+  for (const f of planned) hash.update(`${f.path}:${f.offset}:${f.size};`);
+  const etag = `"fmp4v${FMP4_RANGE_FORMAT_VERSION}-${hash.digest('hex').slice(0, 32)}"`;
+
+  return {
+    contentLength,
+    etag,
+    init,
+    stream(start = 0, endInclusive = contentLength - 1) {
+      return Readable.from(generate(initBytes, planned, init, start, endInclusive + 1), { objectMode: false });
+    },
+  };
+}
+
+async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: InitInfo, start: number, end: number): AsyncGenerator<Buffer> {
+  let pos = 0;
+  if (start < initBytes.length) yield initBytes.subarray(start, Math.min(end, initBytes.length));
+  pos = initBytes.length;
+  let fh: FileHandle | null = null;
+  let fhPath = '';
+  try {
+    for (const f of planned) {
+      const fragStart = pos;
+      pos += f.size;
+      if (pos <= start) continue;
+      if (fragStart >= end) break;
+      if (fhPath !== f.path) {
+        await fh?.close();
+        fh = await open(f.path, 'r');
+        fhPath = f.path;
+      }
+      const moof = await readMoof(fh!, f.offset);
+      const info = parseMoof(moof, init.trexDefaults);
+      const decode = new Map(info.tracks.map((t) => [t.trackId, t.baseDecodeTime + (f.shift.get(t.trackId) ?? 0n)]));
+      const patched = rewriteMoof(moof, { sequence: f.sequence, baseDecodeTime: decode });
+      // The part of [start, end) inside this fragment, relative to the fragment.
+      const from = Math.max(start - fragStart, 0);
+      const to = Math.min(end - fragStart, f.size);
+      if (from < patched.length) yield patched.subarray(from, Math.min(to, patched.length));
+      let p = Math.max(from, patched.length);
+      while (p < to) {
+        const n = Math.min(READ_CHUNK, to - p);
+        yield await readAt(fh!, f.offset + p, n);
+        p += n;
+      }
+    }
+  } finally {
+    await fh?.close();
+  }
+}

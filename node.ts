@@ -1,0 +1,131 @@
+/**
+ * The composition root of one recorder node. Start order keeps recording independent
+ * of NATS (DESIGN.md section 7): index → reconcile with the files → camera actors →
+ * HTTP → NATS (embedded server awaited; an external URL connects in the background
+ * and the service registers when it is reachable). Stop order is the reverse, and
+ * every open segment is closed before `stop()` resolves.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { NatsConnection } from 'nats';
+import { Supervisor } from './actors/supervisor.ts';
+import type { CameraStatus } from './actors/deps.ts';
+import { buildHttp } from './api/http.ts';
+import { connectNats, startNatsApi, type NatsApi } from './api/nats.ts';
+import { RecorderService } from './api/service.ts';
+import { RecorderIndex } from './index/db.ts';
+import type { RecorderConfig } from './lib/config.ts';
+import { splitHostPort } from './lib/config.ts';
+import type { Logger } from './lib/log.ts';
+import { startEmbeddedNats, type EmbeddedNats } from './lib/nats-embedded.ts';
+import { systemClock, type Clock } from './lib/time.ts';
+import { reconcile, type ReconcileReport } from './storage/reconcile.ts';
+
+export interface RecorderNodeOptions {
+  config: RecorderConfig;
+  log: Logger;
+  clock?: Clock;
+}
+
+export class RecorderNode {
+  natsUrl: string | null = null;
+  httpUrl = '';
+  reconcileReport: ReconcileReport | null = null;
+  private embedded: EmbeddedNats | null = null;
+  private natsApi: NatsApi | null = null;
+  private natsConnecting: Promise<void> | null = null;
+  private http: FastifyInstance | null = null;
+  private stopping = false;
+
+  private constructor(
+    readonly config: RecorderConfig,
+    readonly log: Logger,
+    readonly clock: Clock,
+    readonly index: RecorderIndex,
+    readonly supervisor: Supervisor,
+    readonly service: RecorderService,
+  ) {}
+
+  static async start(opts: RecorderNodeOptions): Promise<RecorderNode> {
+    const { config, log } = opts;
+    const clock = opts.clock ?? systemClock;
+    const index = await RecorderIndex.open(config.dataDir);
+    let node: RecorderNode | null = null;
+    try {
+      const report = await reconcile(index, config.dataDir, { mode: 'repair', log });
+      for (const dropped of report.droppedEntries) log.error({ alarm: 'index', ...dropped }, 'segment file vanished; index entry dropped');
+      const supervisor = new Supervisor({
+        config,
+        index,
+        clock,
+        log,
+        publishStatus: (status) => node?.publishStatus(status),
+      });
+      const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
+      node = new RecorderNode(config, log, clock, index, supervisor, service);
+      node.reconcileReport = report;
+      const resumed = service.resume();
+      log.info({ cameras: resumed }, 'cameras resumed from the index');
+      await node.startHttp();
+      await node.startNats();
+      return node;
+    } catch (err) {
+      if (node) await node.stop().catch(() => undefined);
+      else await index.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private publishStatus(status: CameraStatus): void {
+    this.log.info({ camera: status.camera, state: status.state, detail: status.detail }, 'camera state');
+    this.natsApi?.publishStatus(status);
+  }
+
+  private async startHttp(): Promise<void> {
+    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken });
+    const { host, port } = splitHostPort(this.config.http);
+    await this.http.listen({ host, port });
+    const addr = this.http.server.address();
+    const boundPort = typeof addr === 'object' && addr ? addr.port : port;
+    this.httpUrl = `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+    this.log.info({ url: this.httpUrl }, 'http listening');
+  }
+
+  private async startNats(): Promise<void> {
+    if (!this.config.natsUrl) {
+      this.embedded = await startEmbeddedNats({ dataDir: this.config.dataDir, binary: this.config.natsServerPath, log: this.log });
+      this.natsUrl = this.embedded.url;
+      await this.attachNats(await connectNats(this.embedded.url, this.log));
+      return;
+    }
+    this.natsUrl = this.config.natsUrl;
+    // Never wait for an external server: recording and HTTP are already running.
+    this.natsConnecting = connectNats(this.config.natsUrl, this.log)
+      .then((nc) => this.attachNats(nc))
+      .catch((err: unknown) => this.log.error({ err }, 'nats connection failed'));
+  }
+
+  private async attachNats(nc: NatsConnection): Promise<void> {
+    if (this.stopping) {
+      await nc.close();
+      return;
+    }
+    this.natsApi = await startNatsApi(nc, this.service, this.config.subjectPrefix, this.log);
+    this.log.info({ url: this.natsUrl, prefix: this.config.subjectPrefix }, 'nats service registered');
+  }
+
+  /** Resolves once the NATS service is registered (tests and the demo wait on it). */
+  async natsReady(): Promise<void> {
+    await this.natsConnecting;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await this.supervisor.shutdown();
+    await this.http?.close().catch((err: unknown) => this.log.warn({ err }, 'http close'));
+    await this.natsApi?.close().catch(() => undefined);
+    await this.embedded?.stop();
+    await this.index.close();
+    this.log.info('recorder stopped');
+  }
+}

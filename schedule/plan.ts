@@ -1,0 +1,60 @@
+/**
+ * What a weekly plan says about one instant. Pure: no I/O, no clock of its own.
+ * Slots are in the plan's IANA time zone; `end <= start` means the slot runs past
+ * midnight into the next day. Where timing and event slots overlap, event wins
+ * (seed: event recording has priority over timing).
+ */
+import type { SchedulePlan, ScheduleSlot } from '../index/records.ts';
+
+export type PlannedRecording = 'timing' | 'event' | null;
+
+interface LocalTime {
+  weekday: number; // 0 = Sunday
+  minute: number; // minutes since local midnight
+}
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+export function localTime(ms: number, timeZone: string): LocalTime {
+  let fmt = formatters.get(timeZone);
+  if (!fmt) {
+    fmt = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    formatters.set(timeZone, fmt);
+  }
+  let weekday = 0;
+  let hour = 0;
+  let minute = 0;
+  for (const part of fmt.formatToParts(ms)) {
+    if (part.type === 'weekday') weekday = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'].indexOf(part.value);
+    else if (part.type === 'hour') hour = Number(part.value);
+    else if (part.type === 'minute') minute = Number(part.value);
+  }
+  return { weekday, minute: hour * 60 + minute };
+}
+
+export function parseHHMM(s: string): number {
+  const [h, m] = s.split(':').map(Number) as [number, number];
+  return h * 60 + m;
+}
+
+function slotCovers(slot: ScheduleSlot, t: LocalTime): boolean {
+  const start = parseHHMM(slot.start);
+  const end = parseHHMM(slot.end);
+  if (end > start) return slot.days.includes(t.weekday) && t.minute >= start && t.minute < end;
+  // Overnight (or 24 h when end == start): the evening part on its day, the morning part on the next.
+  const yesterday = (t.weekday + 6) % 7;
+  return (slot.days.includes(t.weekday) && t.minute >= start) || (slot.days.includes(yesterday) && t.minute < end);
+}
+
+/** The record type the plan asks for at `ms`; a camera without a plan records always. */
+export function plannedAt(plan: SchedulePlan | undefined, ms: number): PlannedRecording {
+  if (!plan) return 'timing';
+  const t = localTime(ms, plan.timeZone);
+  let result: PlannedRecording = null;
+  for (const slot of plan.slots) {
+    if (!slotCovers(slot, t)) continue;
+    if (slot.type === 'event') return 'event';
+    result = 'timing';
+  }
+  return result;
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+"""A simulated IP camera: GStreamer's RTSP server on loopback.
+
+Mounts (each shared: one encoder however many clients):
+  /h264aac  H.264 main + AAC mono 48 kHz
+  /h264     H.264 only
+  /h265aac  H.265 main + AAC
+  /file     a pre-encoded H.264 MP4 served without encoding, looping (--file)
+Video carries the UTC wall clock burnt in (clockoverlay, HH:MM:SS, large, top-left)
+so tests can check recorded times against the picture.
+
+Prints "READY <port>" once listening. Exits on SIGTERM/SIGINT and when stdin reaches
+EOF, so it never outlives the process that started it (even after SIGKILL).
+"""
+import argparse
+import os
+import signal
+import sys
+import threading
+
+os.environ["TZ"] = "UTC"
+
+import gi  # noqa: E402
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+
+def video_source(a):
+    return (
+        f"videotestsrc is-live=true pattern=ball ! "
+        f"video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1,format=I420 ! "
+        f"clockoverlay time-format=\"%H:%M:%S\" halignment=left valignment=top "
+        f"font-desc=\"Sans Bold {max(12, a.height // 7)}\" shaded-background=true ! "
+        f"videoconvert ! video/x-raw,format=I420"
+    )
+
+
+def h264(a):
+    return (
+        f"{video_source(a)} ! x264enc tune=zerolatency sliced-threads=false speed-preset=superfast "
+        f"bitrate={a.bitrate} key-int-max={a.gop} ! video/x-h264,profile=main ! "
+        f"rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+def h265(a):
+    return (
+        f"{video_source(a)} ! x265enc tune=zerolatency speed-preset=superfast bitrate={a.bitrate} "
+        f"key-int-max={a.gop} ! video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+AAC = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.2 ! audio/x-raw,rate=48000,channels=1 ! "
+    "audioconvert ! avenc_aac bitrate=64000 ! aacparse ! rtpmp4gpay name=pay1 pt=97"
+)
+
+
+class LoopingFileFactory(GstRtspServer.RTSPMediaFactory):
+    """Serves a file with no encoding and loops it by seeking back at end of stream."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.set_shared(True)
+        self.set_launch(
+            f"( filesrc location=\"{path}\" ! qtdemux ! h264parse config-interval=-1 ! "
+            f"identity sync=true ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        )
+        self.connect("media-configure", self._on_configure)
+
+    def _on_configure(self, _factory, media):
+        pipeline = media.get_element()
+        bus = pipeline.get_bus() if hasattr(pipeline, "get_bus") else None
+        # The media's own bus watch sees EOS first; a pad probe on the payloader's
+        # sink catches it before it ends the stream and seeks the pipeline back.
+        pay = pipeline.get_by_name("pay0")
+        pad = pay.get_static_pad("sink")
+
+        def probe(_pad, info):
+            event = info.get_event()
+            if event is not None and event.type == Gst.EventType.EOS:
+                GLib.idle_add(lambda: pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0) and False)
+                return Gst.PadProbeReturn.DROP
+            if event is not None and event.type == Gst.EventType.SEGMENT:
+                return Gst.PadProbeReturn.OK
+            return Gst.PadProbeReturn.OK
+
+        pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, probe)
+        del bus
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--gop", type=int, default=50)
+    p.add_argument("--bitrate", type=int, default=300)
+    p.add_argument("--file")
+    a = p.parse_args()
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address(a.host)
+    server.set_service(str(a.port))
+    mounts = server.get_mount_points()
+
+    def add(path, launch):
+        f = GstRtspServer.RTSPMediaFactory()
+        f.set_launch(f"( {launch} )")
+        f.set_shared(True)
+        f.set_latency(50)
+        mounts.add_factory(path, f)
+
+    add("/h264aac", f"{h264(a)} {AAC}")
+    add("/h264", h264(a))
+    add("/h265aac", f"{h265(a)} {AAC}")
+    if a.file:
+        mounts.add_factory("/file", LoopingFileFactory(a.file))
+
+    if server.attach(None) == 0:
+        print(f"cannot listen on {a.host}:{a.port}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    loop = GLib.MainLoop()
+
+    def quit_loop(*_):
+        GLib.idle_add(loop.quit)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, lambda *_: (loop.quit(), False)[1])
+
+    def watch_stdin():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except Exception:
+            pass
+        quit_loop()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    print(f"READY {a.port}", flush=True)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+/**
+ * A simulated IP camera for tests, the demo and benches: sim/camera.py (GStreamer's
+ * RTSP server) as a child process on a loopback port. The child watches its stdin and
+ * exits at EOF, so it dies with this process even after SIGKILL; an exit hook kills
+ * any still running when this process exits normally.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { freePort } from '../lib/nats-embedded.ts';
+
+export { freePort };
+
+export type SimMount = 'h264aac' | 'h264' | 'h265aac' | 'file';
+
+export interface SimCameraOptions {
+  port?: number;
+  host?: string;
+  width?: number;
+  height?: number;
+  fps?: number;
+  gop?: number;
+  bitrateKbit?: number;
+  /** Pre-encoded H.264 MP4 served on /file without encoding, looping. */
+  file?: string;
+}
+
+export class SimCameraError extends Error {
+  constructor(
+    readonly code: 'SIM_START_FAILED' | 'SIM_NOT_RUNNING',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SimCameraError';
+  }
+}
+
+const PYTHON = '/usr/bin/python3';
+const SCRIPT = join(import.meta.dirname, 'camera.py');
+const live = new Set<ChildProcess>();
+let hooked = false;
+
+export class SimCamera {
+  private child: ChildProcess | null = null;
+
+  private constructor(
+    readonly port: number,
+    private readonly opts: SimCameraOptions,
+  ) {}
+
+  static async start(opts: SimCameraOptions = {}): Promise<SimCamera> {
+    const cam = new SimCamera(opts.port ?? (await freePort()), opts);
+    await cam.launch();
+    return cam;
+  }
+
+  get running(): boolean {
+    return this.child !== null;
+  }
+
+  url(mount: SimMount): string {
+    return `rtsp://${this.opts.host ?? '127.0.0.1'}:${this.port}/${mount}`;
+  }
+
+  private async launch(): Promise<void> {
+    if (!hooked) {
+      hooked = true;
+      process.on('exit', () => {
+        for (const c of live) c.kill('SIGKILL');
+      });
+    }
+    const o = this.opts;
+    const args = [SCRIPT, '--port', String(this.port), '--host', o.host ?? '127.0.0.1', '--width', String(o.width ?? 320), '--height', String(o.height ?? 240), '--fps', String(o.fps ?? 25), '--gop', String(o.gop ?? 50), '--bitrate', String(o.bitrateKbit ?? 300)];
+    if (o.file) args.push('--file', o.file);
+    const child = spawn(PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const tail: string[] = [];
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (s: string) => {
+      tail.push(...s.split('\n').filter(Boolean));
+      tail.splice(0, Math.max(0, tail.length - 50));
+    });
+    await new Promise<void>((resolve, reject) => {
+      const fail = (why: string): void => {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        reject(new SimCameraError('SIM_START_FAILED', `${why}: ${tail.slice(-10).join(' | ')}`));
+      };
+      const timer = setTimeout(() => fail('no READY within 15 s'), 15_000);
+      child.once('error', (err) => fail(err.message));
+      child.once('exit', (code) => fail(`exited with ${code}`));
+      child.stdout!.setEncoding('utf8');
+      child.stdout!.on('data', (s: string) => {
+        if (s.includes('READY')) {
+          clearTimeout(timer);
+          child.removeAllListeners('exit');
+          resolve();
+        }
+      });
+    });
+    live.add(child);
+    child.once('exit', () => {
+      live.delete(child);
+      if (this.child === child) this.child = null;
+    });
+    this.child = child;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.child = null;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Stops and starts again on the same port: a camera that dropped off comes back. */
+  async restart(): Promise<void> {
+    await this.stop();
+    let lastErr: unknown;
+    for (let i = 0; i < 10; i++) {
+      try {
+        await this.launch();
+        return;
+      } catch (err) {
+        lastErr = err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    throw lastErr;
+  }
+}

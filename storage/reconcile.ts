@@ -1,0 +1,147 @@
+/**
+ * Makes the index and the files agree (invariant 2), at start-up and by the
+ * `check` / `reindex` commands. Files are the source of truth:
+ *   - an entry still marked open (the recorder died while writing) is re-read from its
+ *     file: a partial trailing fragment is truncated away, fragments that reached the
+ *     disk after the last index commit are added, the entry is closed;
+ *   - a segment file the index lacks is indexed from its own bytes (the file name is
+ *     its wall-clock start; the fragments' decode times give the rest); a file with no
+ *     complete fragment is removed;
+ *   - an entry whose file vanished is dropped and reported (the caller raises an alarm).
+ * `check` reports the same differences without changing anything.
+ */
+import { readdir, rm, truncate, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RecorderIndex } from '../index/db.ts';
+import { encodeGops } from '../index/gop-table.ts';
+import type { SegmentRecord } from '../index/records.ts';
+import type { Logger } from '../lib/log.ts';
+import { scanFmp4File, type ScannedFile } from '../media/fmp4-file.ts';
+import { parseSegmentRelPath, poolsDir, type ParsedSegmentPath } from './layout.ts';
+
+export interface ReconcileReport {
+  checkedFiles: number;
+  truncated: { file: string; bytes: number }[];
+  reindexed: string[];
+  removedEmpty: string[];
+  droppedEntries: { camera: string; startMs: number; file: string }[];
+  unreadable: { file: string; error: string }[];
+}
+
+export interface ReconcileOptions {
+  mode: 'repair' | 'check' | 'rebuild';
+  log: Logger;
+}
+
+async function listSegmentFiles(dataDir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string, depth: number): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(join(dataDir, rel), { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const child = join(rel, e.name);
+      if (depth < 4 && e.isDirectory()) await walk(child, depth + 1);
+      else if (depth === 4 && e.isFile()) out.push(child);
+    }
+  };
+  await walk('pools', 1);
+  return out;
+}
+
+/** Builds the index record of a segment from its scanned bytes. */
+export function recordFromScan(parsed: ParsedSegmentPath, rel: string, scan: ScannedFile, previous?: SegmentRecord): SegmentRecord {
+  const videoId = scan.info.videoTrackId ?? scan.info.tracks[0]?.id;
+  const timescale = scan.info.tracks.find((t) => t.id === videoId)?.timescale ?? 90_000;
+  const firstTicks = scan.fragments[0] ? trackDecodeTime(scan.fragments[0].moof, videoId) : 0n;
+  const gops = scan.fragments.map((f) => ({
+    offset: f.offset,
+    size: f.size,
+    timeMs: Math.round((Number(trackDecodeTime(f.moof, videoId) - firstTicks) * 1000) / timescale),
+  }));
+  const last = scan.fragments[scan.fragments.length - 1];
+  const endMs = last ? parsed.startMs + gops[gops.length - 1]!.timeMs + Math.round((last.durationTicks * 1000) / timescale) : parsed.startMs;
+  const video = scan.info.tracks.find((t) => t.id === scan.info.videoTrackId);
+  return {
+    camera: parsed.camera,
+    startMs: parsed.startMs,
+    endMs,
+    file: rel,
+    format: parsed.format,
+    pool: parsed.pool,
+    stream: previous?.stream ?? 'main',
+    bytes: scan.validBytes,
+    initSize: scan.initSize,
+    mimeType: scan.info.mimeType,
+    codecKey: scan.info.codecKey,
+    ...(video?.width !== undefined ? { width: video.width } : {}),
+    ...(video?.height !== undefined ? { height: video.height } : {}),
+    types: previous?.types ?? [{ type: 'timing', fromMs: parsed.startMs }],
+    gops: encodeGops(gops),
+    open: false,
+    flags: previous?.flags ?? {},
+  };
+}
+
+function trackDecodeTime(moof: { tracks: { trackId: number; baseDecodeTime: bigint }[] }, trackId: number | undefined): bigint {
+  return (moof.tracks.find((t) => t.trackId === trackId) ?? moof.tracks[0])?.baseDecodeTime ?? 0n;
+}
+
+export async function reconcile(index: RecorderIndex, dataDir: string, opts: ReconcileOptions): Promise<ReconcileReport> {
+  const report: ReconcileReport = { checkedFiles: 0, truncated: [], reindexed: [], removedEmpty: [], droppedEntries: [], unreadable: [] };
+  const write = opts.mode !== 'check';
+  if (opts.mode === 'rebuild') await index.segments.clearAsync();
+
+  const files = await listSegmentFiles(dataDir);
+  const onDisk = new Set(files);
+  for (const rel of files) {
+    const parsed = parseSegmentRelPath(rel);
+    if (!parsed || parsed.format !== 'mp4') continue;
+    const entry = index.segments.get([parsed.camera, parsed.startMs]);
+    if (entry && !entry.open) {
+      // Closed entries are trusted unless we are checking: then the file must agree.
+      if (opts.mode !== 'check') continue;
+      const size = (await stat(join(dataDir, rel))).size;
+      if (size < entry.bytes) report.unreadable.push({ file: rel, error: `file has ${size} bytes, index expects ${entry.bytes}` });
+      report.checkedFiles++;
+      continue;
+    }
+    report.checkedFiles++;
+    const abs = join(dataDir, rel);
+    let scan: ScannedFile;
+    try {
+      scan = await scanFmp4File(abs);
+    } catch (err) {
+      report.unreadable.push({ file: rel, error: (err as Error).message });
+      opts.log.error({ file: rel, err }, 'segment file unreadable; left in place');
+      continue;
+    }
+    if (scan.fragments.length === 0) {
+      report.removedEmpty.push(rel);
+      if (write) {
+        if (entry) await index.removeSegment(parsed.camera, parsed.startMs);
+        await rm(abs, { force: true });
+      }
+      continue;
+    }
+    if (scan.validBytes < scan.fileBytes && scan.trailing === 'partial') {
+      report.truncated.push({ file: rel, bytes: scan.fileBytes - scan.validBytes });
+      if (write) await truncate(abs, scan.validBytes);
+    }
+    if (!entry) report.reindexed.push(rel);
+    if (write) await index.putSegment(recordFromScan(parsed, rel, scan, entry));
+  }
+
+  for (const seg of [...index.allSegments()]) {
+    if (onDisk.has(seg.file)) continue;
+    report.droppedEntries.push({ camera: seg.camera, startMs: seg.startMs, file: seg.file });
+    if (write) await index.removeSegment(seg.camera, seg.startMs);
+  }
+  if (report.truncated.length || report.reindexed.length || report.droppedEntries.length || report.removedEmpty.length) {
+    opts.log.warn({ mode: opts.mode, truncated: report.truncated.length, reindexed: report.reindexed.length, dropped: report.droppedEntries.length, removedEmpty: report.removedEmpty.length }, 'index reconciled with files');
+  }
+  return report;
+}

@@ -1,0 +1,114 @@
+/**
+ * Test harness: a real recorder node (in this process, or as a child process for
+ * crash tests) on a temp data dir with an embedded nats-server, real HTTP and a NATS
+ * client. Everything is torn down by t.teardown, also when the test fails.
+ */
+import type { ExecutionContext } from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { configSchema, type RecorderConfigInput } from '../../lib/config.ts';
+import { createLogger } from '../../lib/log.ts';
+import { RecorderNode } from '../../node.ts';
+
+export async function tempDir(t: ExecutionContext, prefix = 'rec-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface TestNode {
+  node: RecorderNode;
+  nc: NatsConnection;
+  http: string;
+  dataDir: string;
+  request<T = Record<string, unknown>>(subject: string, body: unknown): Promise<T & { ok: boolean; error?: { code: string; message: string } }>;
+}
+
+export async function startNode(t: ExecutionContext, overrides: RecorderConfigInput = {}, dataDir?: string): Promise<TestNode> {
+  const dir = dataDir ?? (await tempDir(t));
+  const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', segmentSeconds: 6, logLevel: process.env.TEST_LOG ?? 'silent', ...overrides });
+  const node = await RecorderNode.start({ config, log: createLogger(config.logLevel, process.stderr) });
+  let stopped = false;
+  t.teardown(async () => {
+    if (!stopped) await node.stop();
+  });
+  await node.natsReady();
+  const nc = await connect({ servers: node.natsUrl! });
+  t.teardown(() => nc.close());
+  const origStop = node.stop.bind(node);
+  node.stop = async () => {
+    stopped = true;
+    await origStop();
+  };
+  return {
+    node,
+    nc,
+    http: node.httpUrl,
+    dataDir: dir,
+    async request(subject, body) {
+      const msg = await nc.request(subject, JSON.stringify(body), { timeout: 10_000 });
+      return JSON.parse(msg.string());
+    },
+  };
+}
+
+/** Polls `probe` until it returns a truthy value (or throws after `timeoutMs`). */
+export async function waitFor<T>(what: string, probe: () => T | Promise<T>, timeoutMs = 30_000, everyMs = 250): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function getJson<T = Record<string, unknown>>(url: string): Promise<{ status: number; body: T }> {
+  const res = await fetch(url);
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+/** A recorder as a separate process (for kill -9 tests). */
+export interface RecorderProcess {
+  child: ChildProcess;
+  http: Promise<string>;
+  exited: Promise<number | null>;
+}
+
+export function spawnRecorder(t: ExecutionContext, env: Record<string, string>): RecorderProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts')], {
+    env: { ...process.env, RECORDER_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  let buf = '';
+  const http = new Promise<string>((resolve, reject) => {
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (s: string) => {
+      buf += s;
+      for (const line of buf.split('\n')) {
+        if (!line.includes('"http listening"')) continue;
+        try {
+          resolve((JSON.parse(line) as { url: string }).url);
+        } catch {
+          /* partial line */
+        }
+      }
+      if (buf.length > 1e6) buf = buf.slice(-1e5);
+    });
+    child.once('exit', (code) => reject(new Error(`recorder exited with ${code}`)));
+  });
+  http.catch(() => undefined);
+  return { child, http, exited };
+}

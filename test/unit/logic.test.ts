@@ -1,0 +1,102 @@
+/** Fast unit tests of pure logic: times, byte ranges, GOP tables, plans, settings. */
+import test from 'ava';
+import { parseRangeMs, parseTimeMs } from '../../lib/time.ts';
+import { parseByteRange } from '../../api/download.ts';
+import { decodeGops, encodeGops } from '../../index/gop-table.ts';
+import { plannedAt } from '../../schedule/plan.ts';
+import { loadConfig } from '../../lib/config.ts';
+import { RecorderError } from '../../lib/errors.ts';
+import { parseSegmentRelPath, segmentRelPath } from '../../storage/layout.ts';
+import type { SchedulePlan } from '../../index/records.ts';
+
+const code = (fn: () => unknown): string | undefined => {
+  try {
+    fn();
+  } catch (err) {
+    return (err as RecorderError).code;
+  }
+  return undefined;
+};
+
+test('times: ISO with zone and epoch ms parse; malformed and out-of-range are BAD_TIME', (t) => {
+  t.is(parseTimeMs('2026-11-25T10:00:00Z'), Date.UTC(2026, 10, 25, 10));
+  t.is(parseTimeMs('2026-11-25T11:00:00+01:00'), Date.UTC(2026, 10, 25, 10));
+  t.is(parseTimeMs(1764064800000), 1764064800000);
+  t.is(parseTimeMs('1764064800000'), 1764064800000);
+  for (const bad of ['yesterday', '2026-11-25T10:00:00', '2026-13-45T10:00:00Z', '', 12, -5, 'NaN', null, undefined, {}, '9999999999999999']) {
+    t.is(code(() => parseTimeMs(bad)), 'BAD_TIME', JSON.stringify(bad));
+  }
+  t.is(code(() => parseRangeMs('2026-11-25T10:00:00Z', '2026-11-25T09:00:00Z')), 'BAD_TIME', 'inverted');
+  t.is(code(() => parseRangeMs('2026-11-25T10:00:00Z', '2026-11-25T10:00:00Z')), 'BAD_TIME', 'empty');
+});
+
+test('byte ranges: single ranges, suffixes, clamping; multi-range is BAD_RANGE; outside is 416', (t) => {
+  t.is(parseByteRange(undefined, 100), null);
+  t.deepEqual(parseByteRange('bytes=0-9', 100), { start: 0, end: 9 });
+  t.deepEqual(parseByteRange('bytes=90-', 100), { start: 90, end: 99 });
+  t.deepEqual(parseByteRange('bytes=-10', 100), { start: 90, end: 99 });
+  t.deepEqual(parseByteRange('bytes=50-1000', 100), { start: 50, end: 99 });
+  t.is(code(() => parseByteRange('bytes=0-1,5-6', 100)), 'BAD_RANGE');
+  t.is(code(() => parseByteRange('items=0-1', 100)), 'BAD_RANGE');
+  t.is(code(() => parseByteRange('bytes=-', 100)), 'BAD_RANGE');
+  t.is(code(() => parseByteRange('bytes=100-', 100)), 'RANGE_NOT_SATISFIABLE');
+  t.is(code(() => parseByteRange('bytes=9-3', 100)), 'RANGE_NOT_SATISFIABLE');
+  t.is(code(() => parseByteRange('bytes=-0', 100)), 'RANGE_NOT_SATISFIABLE');
+});
+
+test('GOP table round-trips at 12 bytes per GOP', (t) => {
+  const gops = [
+    { offset: 1200, size: 500_000, timeMs: 0 },
+    { offset: 501_200, size: 480_123, timeMs: 2000 },
+    { offset: 981_323, size: 7, timeMs: 4001 },
+  ];
+  const enc = encodeGops(gops);
+  t.is(enc.byteLength, 36);
+  t.deepEqual(decodeGops(enc), gops);
+});
+
+test('segment paths round-trip and reject anything else', (t) => {
+  const ms = Date.UTC(2026, 10, 25, 23, 59, 59, 999);
+  const rel = segmentRelPath('default', 'cam-1', ms, 'mp4');
+  t.is(rel, `pools/default/cam-1/2026-11-25/${ms}.mp4`);
+  t.deepEqual(parseSegmentRelPath(rel), { pool: 'default', camera: 'cam-1', startMs: ms, format: 'mp4' });
+  t.is(parseSegmentRelPath(`pools/default/cam-1/2026-11-24/${ms}.mp4`), null, 'day folder must match');
+  t.is(parseSegmentRelPath(`pools/default/../2026-11-25/${ms}.mp4`), null);
+  t.is(parseSegmentRelPath(`pools/default/cam-1/2026-11-25/${ms}.mp4.tmp`), null);
+});
+
+const plan = (slots: SchedulePlan['slots'], timeZone = 'UTC'): SchedulePlan => ({ camera: 'c', slots, timeZone, preSeconds: 0, postSeconds: 0 });
+
+test('plans: no plan records always; slots by weekday; overnight slots wrap midnight', (t) => {
+  const wed10 = Date.UTC(2026, 10, 25, 10, 0); // Wednesday
+  t.is(plannedAt(undefined, wed10), 'timing');
+  t.is(plannedAt(plan([]), wed10), null);
+  t.is(plannedAt(plan([{ days: [3], start: '09:00', end: '17:00', type: 'timing' }]), wed10), 'timing');
+  t.is(plannedAt(plan([{ days: [2], start: '09:00', end: '17:00', type: 'timing' }]), wed10), null);
+  t.is(plannedAt(plan([{ days: [3], start: '10:01', end: '17:00', type: 'timing' }]), wed10), null);
+  const night = plan([{ days: [2], start: '22:00', end: '06:00', type: 'timing' }]);
+  t.is(plannedAt(night, Date.UTC(2026, 10, 24, 23, 0)), 'timing', 'Tuesday 23:00');
+  t.is(plannedAt(night, Date.UTC(2026, 10, 25, 5, 59)), 'timing', 'Wednesday 05:59 belongs to Tuesday night');
+  t.is(plannedAt(night, Date.UTC(2026, 10, 25, 6, 0)), null);
+  t.is(plannedAt(plan([{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '00:00', type: 'timing' }]), wed10), 'timing', 'all day');
+});
+
+test('plans follow the camera time zone across DST', (t) => {
+  // 08:00-09:00 Berlin: 07:00Z in winter (CET), 06:00Z in summer (CEST).
+  const p = plan([{ days: [0, 1, 2, 3, 4, 5, 6], start: '08:00', end: '09:00', type: 'timing' }], 'Europe/Berlin');
+  t.is(plannedAt(p, Date.UTC(2026, 0, 15, 7, 30)), 'timing');
+  t.is(plannedAt(p, Date.UTC(2026, 6, 15, 6, 30)), 'timing');
+  t.is(plannedAt(p, Date.UTC(2026, 6, 15, 7, 30)), null);
+});
+
+test('settings: flags beat env beat defaults; bad values and open binding without auth are refused', (t) => {
+  const { config } = loadConfig(['--segment-seconds', '10'], { RECORDER_SEGMENT_SECONDS: '20', RECORDER_DATA_DIR: '/tmp/x' });
+  t.is(config.segmentSeconds, 10);
+  t.is(config.dataDir, '/tmp/x');
+  t.is(config.http, '127.0.0.1:8080');
+  t.is(config.subjectPrefix, 'rec');
+  t.is(code(() => loadConfig([], { RECORDER_SEGMENT_SECONDS: 'abc' })), 'CONFIG_INVALID');
+  t.is(code(() => loadConfig(['--bogus'], {})), 'CONFIG_INVALID');
+  t.is(code(() => loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080' })), 'CONFIG_INVALID');
+  t.is(loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080', RECORDER_AUTH_TOKEN: 'a-long-enough-token-123' }).config.http, '0.0.0.0:8080');
+});
