@@ -72,7 +72,12 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     droppedPublishes: () => dropped,
     async close() {
       await srv.stop().catch(() => undefined);
-      await nc.drain().catch(() => nc.close());
+      // drain() throws at once while reconnecting; then only close() ends the retries.
+      try {
+        await nc.drain();
+      } catch {
+        await nc.close();
+      }
     },
   };
 }
