@@ -1,8 +1,10 @@
 /**
  * Scans a segment file on disk: its init, every complete fragment (moof parsed, mdat
- * skipped by offset: payloads are never read), and where the valid bytes end. A
- * partial trailing box (a crash mid-write) is reported, not thrown, so reconcile can
- * truncate it away.
+ * skipped by its header: payloads are never read), and where the valid bytes end. A
+ * partial trailing box (a crash mid-write) or garbage after the last good fragment is
+ * reported (`trailing: 'partial'`, `validBytes < fileBytes`), not thrown, so reconcile
+ * can truncate it away. Only a file that does not start with a complete ftyp+moov
+ * throws (MP4_NO_INIT).
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { MAX_BOX_BYTES, Mp4FormatError, readBoxHeader, type BoxHeader } from './boxes.ts';
@@ -10,10 +12,13 @@ import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof, type MoofInfo } from './moof.ts';
 
 export interface ScannedFragment {
+  /** Offset of the moof in the file. */
   offset: number;
+  /** moof+mdat bytes. */
   size: number;
   moofSize: number;
   moof: MoofInfo;
+  /** Duration of the video track (or of the first track without video), in ticks. */
   durationTicks: number;
   keyframe: boolean;
 }
@@ -23,82 +28,112 @@ export interface ScannedFile {
   init: Buffer;
   info: InitInfo;
   fragments: ScannedFragment[];
-  /** End of the last complete fragment (or of the init). */
+  /** End of the last complete fragment (or of the init when there is none). */
   validBytes: number;
   fileBytes: number;
+  /** What follows the fragments: nothing, a cut/garbled box, or ffmpeg's mfra index. */
   trailing: 'none' | 'partial' | 'mfra';
+  /** Why the tail is partial (for logs). */
+  partialReason?: string;
 }
 
-async function headerAt(fh: FileHandle, offset: number, fileBytes: number): Promise<BoxHeader | null> {
-  const want = Math.min(16, fileBytes - offset);
-  if (want < 8) return null;
-  const buf = Buffer.alloc(want);
-  await fh.read(buf, 0, want, offset);
-  try {
-    const h = readBoxHeader(buf, 0, fileBytes - offset);
-    if (h && buf.readUInt32BE(0) === 0) return null; // size 0 is never written by us
-    return h && h.size <= MAX_BOX_BYTES ? h : null;
-  } catch {
-    return null; // garbage where a box should start: treat as a partial tail
+/** Reads up to `length` bytes at `offset` (fewer at the end of the file). */
+async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
   }
+  return done === length ? buf : buf.subarray(0, done);
 }
 
-async function readBytes(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
-  const { bytesRead } = await fh.read(buf, 0, length, offset);
-  if (bytesRead !== length) throw new Mp4FormatError('MP4_TRUNCATED', `short read at ${offset}`);
-  return buf;
+/** A box header parsed from `buf` (bytes read at file offset `at`), or a reason it is not one. */
+function headerIn(buf: Buffer, fileBytes: number, at: number): BoxHeader | string {
+  if (buf.length < 8) return `box header cut at ${at}`;
+  let h: BoxHeader | null;
+  try {
+    h = readBoxHeader(buf, 0, fileBytes - at);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (!h) return `box header cut at ${at}`;
+  if (buf.readUInt32BE(0) === 0) return `box ${h.type} at ${at} has size 0 (to the end)`;
+  if (h.size > MAX_BOX_BYTES) return `box ${h.type} at ${at} of ${h.size} bytes is beyond the limit`;
+  if (at + h.size > fileBytes) return `box ${h.type} at ${at} (${h.size} bytes) runs past the end of the file (${fileBytes})`;
+  return h;
 }
 
 export async function scanFmp4File(path: string): Promise<ScannedFile> {
   const fh = await open(path, 'r');
   try {
     const fileBytes = (await fh.stat()).size;
-    const ftyp = await headerAt(fh, 0, fileBytes);
-    if (!ftyp || ftyp.type !== 'ftyp') throw new Mp4FormatError('MP4_NO_INIT', `${path} does not start with ftyp`);
-    const moov = await headerAt(fh, ftyp.size, fileBytes);
-    if (!moov || moov.type !== 'moov' || ftyp.size + moov.size > fileBytes) throw new Mp4FormatError('MP4_NO_INIT', `${path} has no complete moov after ftyp`);
+    const ftyp = headerIn(await readAt(fh, 0, 16), fileBytes, 0);
+    if (typeof ftyp === 'string' || ftyp.type !== 'ftyp') {
+      throw new Mp4FormatError('MP4_NO_INIT', `${path} does not start with ftyp (${typeof ftyp === 'string' ? ftyp : ftyp.type})`);
+    }
+    const moov = headerIn(await readAt(fh, ftyp.size, 16), fileBytes, ftyp.size);
+    if (typeof moov === 'string' || moov.type !== 'moov') {
+      throw new Mp4FormatError('MP4_NO_INIT', `${path} has no complete moov after ftyp (${typeof moov === 'string' ? moov : moov.type})`);
+    }
     const initSize = ftyp.size + moov.size;
-    const init = await readBytes(fh, 0, initSize);
-    const info = parseInit(init);
+    const init = await readAt(fh, 0, initSize);
+    let info: InitInfo;
+    try {
+      info = parseInit(init);
+    } catch (err) {
+      if (err instanceof Mp4FormatError) throw new Mp4FormatError('MP4_NO_INIT', `${path}: init not usable: ${err.message}`);
+      throw err;
+    }
     const mainId = info.videoTrackId ?? info.tracks[0]!.id;
+
     const fragments: ScannedFragment[] = [];
-    let p = initSize;
     let trailing: ScannedFile['trailing'] = 'none';
+    let partialReason: string | undefined;
+    let validBytes = initSize;
+    let p = initSize;
+    let head = await readAt(fh, p, 16);
     while (p < fileBytes) {
-      const h = await headerAt(fh, p, fileBytes);
-      if (!h || p + h.size > fileBytes) {
-        trailing = 'partial';
+      const h = headerIn(head, fileBytes, p);
+      if (typeof h === 'string') {
+        partialReason = h;
         break;
       }
-      if (h.type === 'mfra') {
-        trailing = 'mfra';
-        p += h.size;
-        continue;
-      }
       if (h.type !== 'moof') {
-        p += h.size; // free/skip and the like
+        if (h.type === 'mdat') {
+          partialReason = `mdat without moof at ${p}`;
+          break;
+        }
+        if (h.type === 'mfra') trailing = 'mfra';
+        p += h.size; // mfra, free, skip and the like
+        head = await readAt(fh, p, 16);
         continue;
       }
-      const mdat = await headerAt(fh, p + h.size, fileBytes);
-      if (!mdat || mdat.type !== 'mdat' || p + h.size + mdat.size > fileBytes) {
-        trailing = 'partial';
+      // The whole moof plus the next header (the mdat's, then the next box's) in one read.
+      const moofAndNext = await readAt(fh, p, h.size + 16);
+      const mdat = headerIn(moofAndNext.subarray(h.size), fileBytes, p + h.size);
+      if (typeof mdat === 'string' || mdat.type !== 'mdat') {
+        partialReason = typeof mdat === 'string' ? mdat : `moof at ${p} followed by ${mdat.type}`;
         break;
       }
       let moof: MoofInfo;
       try {
-        moof = parseMoof(await readBytes(fh, p, h.size), info.trexDefaults);
-      } catch {
-        trailing = 'partial';
+        moof = parseMoof(moofAndNext.subarray(0, h.size), info.trexDefaults);
+      } catch (err) {
+        partialReason = `moof at ${p}: ${(err as Error).message}`;
         break;
       }
       const main = moof.tracks.find((t) => t.trackId === mainId) ?? moof.tracks[0];
-      fragments.push({ offset: p, size: h.size + mdat.size, moofSize: h.size, moof, durationTicks: main?.durationTicks ?? 0, keyframe: main?.firstSampleSync ?? false });
-      p += h.size + mdat.size;
+      const size = h.size + mdat.size;
+      fragments.push({ offset: p, size, moofSize: h.size, moof, durationTicks: main?.durationTicks ?? 0, keyframe: main?.firstSampleSync ?? false });
+      p += size;
+      validBytes = p;
+      trailing = 'none';
+      head = p < fileBytes ? await readAt(fh, p, 16) : Buffer.alloc(0);
     }
-    const last = fragments[fragments.length - 1];
-    const validBytes = trailing === 'partial' ? (last ? last.offset + last.size : initSize) : fileBytes;
-    return { initSize, init, info, fragments, validBytes, fileBytes, trailing };
+    if (partialReason !== undefined) trailing = 'partial';
+    return { initSize, init, info, fragments, validBytes, fileBytes, trailing, ...(partialReason !== undefined ? { partialReason } : {}) };
   } finally {
     await fh.close();
   }

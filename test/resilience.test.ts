@@ -3,7 +3,7 @@
  * and comes back, a recorder killed with SIGKILL, a NATS server that goes away.
  */
 import test from 'ava';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
@@ -138,9 +138,13 @@ test('recording goes on while an external NATS server is away, and the service a
   t.teardown(() => sim.stop());
   const natsDir = await tempDir(t, 'nats-');
   const port = await freePort();
+  // Killed after the recorder and the client have closed (teardowns run last-in first-out):
+  // closing a nats.js connection while it is dialling can leave it retrying.
+  const natsProcs: ChildProcess[] = [];
+  t.teardown(() => natsProcs.forEach((p) => p.kill('SIGKILL')));
   const startNats = () => {
     const child = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir], { stdio: 'ignore' });
-    t.teardown(() => child.kill('SIGKILL'));
+    natsProcs.push(child);
     return child;
   };
   let natsProc = startNats();
