@@ -18,6 +18,10 @@ export interface EncodeOptions {
   seconds?: number;
   gop?: number;
   bframes?: number;
+  /** Video bitrate for x264/x265 (e.g. '4M'); default: their quality mode. */
+  bitrate?: string;
+  /** Add temporal noise so the encoder really spends the bitrate. */
+  noise?: boolean;
   /** Distinct creation times make otherwise identical encodes differ in mvhd/tkhd/mdhd. */
   creationTime?: string;
 }
@@ -64,6 +68,8 @@ export async function encode(dir: string, name: string, o: EncodeOptions = {}): 
     args.push('-c:v', 'libx265', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-g', String(o.gop ?? 25), '-bf', String(o.bframes ?? 2), '-x265-params', 'log-level=error');
     if (video === 'h265-hvc1') args.push('-tag:v', 'hvc1');
   }
+  if (o.bitrate) args.push('-b:v', o.bitrate, '-maxrate', o.bitrate, '-bufsize', o.bitrate);
+  if (o.noise) args.push('-vf', 'noise=alls=40:allf=t');
   if (o.audio ?? true) args.push('-c:a', 'aac', '-b:a', '64k');
   if (o.creationTime) args.push('-metadata', `creation_time=${o.creationTime}`);
   args.push('-f', 'mp4', ...FRAG_FLAGS, out);
