@@ -39,12 +39,17 @@ async function run(cmd: string, args: string[]): Promise<void> {
   });
 }
 
+/** A 20-minute 1080p25 4 Mbps H.264 file: 30 s encoded once, then repeated by stream copy. */
 async function clip(): Promise<string> {
-  const file = join(outDir, 'clip-1080p25-4M-gop50.mp4');
-  if (existsSync(file)) return file;
-  console.error('encoding the 1080p test clip once (about a minute)…');
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-t', '30', '-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'main', '-b:v', '4M', '-maxrate', '4M', '-bufsize', '8M', '-g', '50', '-keyint_min', '50', '-sc_threshold', '0', '-bf', '0', '-pix_fmt', 'yuv420p', file]);
-  return file;
+  const short = join(outDir, 'clip-1080p25-4M-gop50-30s.mp4');
+  const long = join(outDir, 'clip-1080p25-4M-gop50-20min.mp4');
+  if (existsSync(long)) return long;
+  if (!existsSync(short)) {
+    console.error('encoding the 1080p test clip once (about a minute)…');
+    await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-t', '30', '-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'main', '-b:v', '4M', '-maxrate', '4M', '-bufsize', '8M', '-g', '50', '-keyint_min', '50', '-sc_threshold', '0', '-bf', '0', '-pix_fmt', 'yuv420p', short]);
+  }
+  await run('ffmpeg', ['-v', 'error', '-y', '-stream_loop', '39', '-i', short, '-c', 'copy', long]);
+  return long;
 }
 
 async function dirBytes(dir: string): Promise<number> {

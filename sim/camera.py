@@ -5,7 +5,7 @@ Mounts (each shared: one encoder however many clients):
   /h264aac  H.264 main + AAC mono 48 kHz
   /h264     H.264 only
   /h265aac  H.265 main + AAC
-  /file     a pre-encoded H.264 MP4 served without encoding, looping (--file)
+  /file     a pre-encoded H.264 MP4 served without encoding, once (--file)
 Video carries the UTC wall clock burnt in (clockoverlay, HH:MM:SS, large, top-left)
 so tests can check recorded times against the picture.
 
@@ -58,38 +58,15 @@ AAC = (
 )
 
 
-class LoopingFileFactory(GstRtspServer.RTSPMediaFactory):
-    """Serves a file with no encoding and loops it by seeking back at end of stream."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-        self.set_shared(True)
-        self.set_launch(
-            f"( filesrc location=\"{path}\" ! qtdemux ! h264parse config-interval=-1 ! "
-            f"identity sync=true ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
-        )
-        self.connect("media-configure", self._on_configure)
-
-    def _on_configure(self, _factory, media):
-        pipeline = media.get_element()
-        bus = pipeline.get_bus() if hasattr(pipeline, "get_bus") else None
-        # The media's own bus watch sees EOS first; a pad probe on the payloader's
-        # sink catches it before it ends the stream and seeks the pipeline back.
-        pay = pipeline.get_by_name("pay0")
-        pad = pay.get_static_pad("sink")
-
-        def probe(_pad, info):
-            event = info.get_event()
-            if event is not None and event.type == Gst.EventType.EOS:
-                GLib.idle_add(lambda: pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0) and False)
-                return Gst.PadProbeReturn.DROP
-            if event is not None and event.type == Gst.EventType.SEGMENT:
-                return Gst.PadProbeReturn.OK
-            return Gst.PadProbeReturn.OK
-
-        pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, probe)
-        del bus
+def file_factory(path):
+    """Serves a pre-encoded file without encoding (benches make it long enough)."""
+    f = GstRtspServer.RTSPMediaFactory()
+    f.set_launch(
+        f"( filesrc location=\"{path}\" ! qtdemux ! h264parse config-interval=-1 ! "
+        f"identity sync=true ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    )
+    f.set_shared(True)
+    return f
 
 
 def main():
@@ -121,7 +98,7 @@ def main():
     add("/h264", h264(a))
     add("/h265aac", f"{h265(a)} {AAC}")
     if a.file:
-        mounts.add_factory("/file", LoopingFileFactory(a.file))
+        mounts.add_factory("/file", file_factory(a.file))
 
     if server.attach(None) == 0:
         print(f"cannot listen on {a.host}:{a.port}", file=sys.stderr, flush=True)

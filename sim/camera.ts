@@ -20,7 +20,7 @@ export interface SimCameraOptions {
   fps?: number;
   gop?: number;
   bitrateKbit?: number;
-  /** Pre-encoded H.264 MP4 served on /file without encoding, looping. */
+  /** Pre-encoded H.264 MP4 served on /file without encoding (once, from its start). */
   file?: string;
 }
 
