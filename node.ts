@@ -17,6 +17,7 @@ import type { RecorderConfig } from './lib/config.ts';
 import { splitHostPort } from './lib/config.ts';
 import type { Logger } from './lib/log.ts';
 import { startEmbeddedNats, type EmbeddedNats } from './lib/nats-embedded.ts';
+import { AlarmBus } from './lib/alarms.ts';
 import { systemClock, type Clock } from './lib/time.ts';
 import { reconcile, type ReconcileReport } from './storage/reconcile.ts';
 
@@ -43,25 +44,30 @@ export class RecorderNode {
     readonly index: RecorderIndex,
     readonly supervisor: Supervisor,
     readonly service: RecorderService,
+    private readonly alarms: AlarmBus,
   ) {}
 
   static async start(opts: RecorderNodeOptions): Promise<RecorderNode> {
     const { config, log } = opts;
     const clock = opts.clock ?? systemClock;
     const index = await RecorderIndex.open(config.dataDir);
+    const alarms = new AlarmBus(log, clock);
     let node: RecorderNode | null = null;
     try {
       const report = await reconcile(index, config.dataDir, { mode: 'repair', log });
-      for (const dropped of report.droppedEntries) log.error({ alarm: 'index', ...dropped }, 'segment file vanished; index entry dropped');
+      for (const d of report.droppedEntries) {
+        alarms.raise({ kind: 'index', camera: d.camera, message: `segment file ${d.file} vanished; its index entry was dropped`, details: { file: d.file, startMs: d.startMs } });
+      }
       const supervisor = new Supervisor({
         config,
         index,
         clock,
         log,
         publishStatus: (status) => node?.publishStatus(status),
+        raiseAlarm: (alarm) => alarms.raise(alarm),
       });
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
-      node = new RecorderNode(config, log, clock, index, supervisor, service);
+      node = new RecorderNode(config, log, clock, index, supervisor, service, alarms);
       node.reconcileReport = report;
       const resumed = service.resume();
       log.info({ cameras: resumed }, 'cameras resumed from the index');
@@ -109,7 +115,9 @@ export class RecorderNode {
       await nc.close();
       return;
     }
-    this.natsApi = await startNatsApi(nc, this.service, this.config.subjectPrefix, this.log);
+    const api = await startNatsApi(nc, this.service, this.config.subjectPrefix, this.log);
+    this.natsApi = api;
+    this.alarms.attach((alarm) => api.publishAlarm(alarm));
     this.log.info({ url: this.natsUrl, prefix: this.config.subjectPrefix }, 'nats service registered');
   }
 

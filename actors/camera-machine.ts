@@ -78,6 +78,10 @@ export const cameraMachine = setup({
       return { backoffMs: context.deps.config.backoffInitialMs, lastError: null };
     }),
     doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMs * 2, context.deps.config.backoffMaxMs) })),
+    alarmOffline: ({ context, event }) => {
+      if (event.type !== 'INGEST.EXITED') return;
+      context.deps.raiseAlarm({ kind: 'camera-offline', camera: context.camera.id, message: `camera ${context.camera.id} stopped sending video: ${event.error}` });
+    },
     reconfigure: assign(({ event }) => (event.type === 'RECONFIGURE' ? { camera: event.camera } : {})),
     want: assign(({ event }) => ({ wantActive: event.type === 'START' })),
   },
@@ -116,6 +120,8 @@ export const cameraMachine = setup({
         },
         recording: {
           entry: ({ context }) => publishState(context, 'recording'),
+          // Raised once per outage: later failed attempts only back off.
+          on: { 'INGEST.EXITED': { target: '#camera.backoff', actions: ['noteExit', 'openGap', 'alarmOffline'] } },
         },
       },
       on: {

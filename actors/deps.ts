@@ -4,6 +4,7 @@ import type { Clock } from '../lib/time.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
 
 export interface CameraStatus {
   camera: string;
@@ -21,6 +22,8 @@ export interface CameraDeps {
   log: Logger;
   /** Publishes a status change; must never block or throw (NATS may be down). */
   publishStatus: (status: CameraStatus) => void;
+  /** Raises an alarm (logged once, published on NATS); never blocks. */
+  raiseAlarm: (alarm: AlarmInput) => void;
   /** Keeps an in-flight segment close alive until shutdown awaits it. */
   track: (work: Promise<unknown>) => void;
   onSegmentClosed?: (segment: SegmentRecord) => void;

@@ -9,6 +9,7 @@ import { startIngest } from '../media/ffmpeg-ingest.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
 import type { CameraDeps } from './deps.ts';
 import type { CameraConfig } from '../index/records.ts';
+import { RecorderError } from '../lib/errors.ts';
 
 export interface IngestInput {
   camera: CameraConfig;
@@ -51,6 +52,9 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     } catch (err) {
       failure = err as Error;
       session.stop(); // a write error or corrupt stream ends this attempt
+      if (err instanceof RecorderError && err.code === 'STORAGE_IO') {
+        deps.raiseAlarm({ kind: 'write-error', camera: camera.id, pool: camera.pool, message: err.message });
+      }
     }
     try {
       await writer.close();

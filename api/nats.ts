@@ -10,6 +10,7 @@ import { connect, type NatsConnection, type Service, type ServiceMsg } from 'nat
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { CameraStatus } from '../actors/deps.ts';
+import type { Alarm } from '../lib/alarms.ts';
 import { VERSION, type RecorderService } from './service.ts';
 
 type Handler = (body: unknown) => unknown;
@@ -17,6 +18,7 @@ type Handler = (body: unknown) => unknown;
 export interface NatsApi {
   nc: NatsConnection;
   publishStatus(status: CameraStatus): void;
+  publishAlarm(alarm: Alarm): void;
   droppedPublishes(): number;
   close(): Promise<void>;
 }
@@ -65,6 +67,13 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     publishStatus(status) {
       try {
         nc.publish(subject(`status.${status.camera}`), JSON.stringify(status));
+      } catch {
+        dropped++;
+      }
+    },
+    publishAlarm(alarm) {
+      try {
+        nc.publish(subject(`alarm.${alarm.kind}`), JSON.stringify(alarm));
       } catch {
         dropped++;
       }

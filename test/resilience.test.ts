@@ -6,8 +6,9 @@ import test from 'ava';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
+import { connect } from 'nats';
 import { SimCamera } from '../sim/camera.ts';
 import { freePort } from '../lib/nats-embedded.ts';
 import { RecorderIndex } from '../index/db.ts';
@@ -52,6 +53,13 @@ test('a camera that drops off for 10 s leaves one gap of about that length and r
   await waitFor('recording', async () => (await cameraState(n, 'cam')) === 'recording', 30_000);
   await new Promise((r) => setTimeout(r, 6000));
 
+  const alarms: { kind: string; camera: string }[] = [];
+  const alarmSub = n.nc.subscribe('rec.v1.alarm.>');
+  void (async () => {
+    for await (const m of alarmSub) alarms.push(JSON.parse(m.string()) as { kind: string; camera: string });
+  })();
+  await n.nc.flush();
+
   // The camera vanishes mid-GOP: its RTSP server is stopped (it streams until it has exited).
   await sim.stop();
   const offAt = Date.now();
@@ -78,6 +86,9 @@ test('a camera that drops off for 10 s leaves one gap of about that length and r
   t.true(Date.parse(gap.from) <= offAt + 500 && Date.parse(gap.to) >= onAt - 500, `the gap ${gap.from}..${gap.to} covers the outage ${new Date(offAt).toISOString()}..${new Date(onAt).toISOString()}`);
   t.is(Date.parse(after.spans[0]!.to), Date.parse(gap.from));
   t.is(Date.parse(after.spans[1]!.from), Date.parse(gap.to));
+  // One offline alarm for the outage, not one per reconnect attempt.
+  t.deepEqual(alarms.map((x) => [x.kind, x.camera]), [['camera-offline', 'cam']]);
+  alarmSub.unsubscribe();
 });
 
 test('kill -9 mid-recording: index matches the files, video before the kill plays, at most the last GOP is lost, recording resumes', async (t) => {
@@ -171,4 +182,42 @@ test('recording goes on while an external NATS server is away, and the service a
   }, 20_000, 500);
   t.true(reply.ok);
   t.is(reply.cameras.length, 1);
+});
+
+test('a segment file that vanished while the recorder was down is dropped from the index with an alarm', async (t) => {
+  const sim = await SimCamera.start();
+  t.teardown(() => sim.stop());
+  const natsDir = await tempDir(t, 'nats-');
+  const port = await freePort();
+  const nats = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir], { stdio: 'ignore' });
+  t.teardown(() => nats.kill('SIGKILL'));
+  await waitFor('nats up', () => new Promise<boolean>((resolve) => {
+    const s = createConnection(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  }), 10_000, 100);
+  const natsUrl = `nats://127.0.0.1:${port}`;
+  const a = await startNode(t, { natsUrl, segmentSeconds: 2 });
+  t.true((await a.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
+  await waitFor('three segments', () => [...a.node.index.allSegments('cam')].filter((s) => !s.open).length >= 3, 40_000, 500);
+  await a.node.stop();
+
+  const index = await RecorderIndex.open(a.dataDir);
+  const victim = [...index.allSegments('cam')][1]!;
+  await index.close();
+  await rm(join(a.dataDir, victim.file));
+
+  const watcher = await connect({ servers: natsUrl });
+  t.teardown(() => watcher.close());
+  const alarms: { kind: string; camera: string; message: string }[] = [];
+  const sub = watcher.subscribe('rec.v1.alarm.index');
+  void (async () => {
+    for await (const m of sub) alarms.push(JSON.parse(m.string()) as { kind: string; camera: string; message: string });
+  })();
+  await watcher.flush();
+  const b = await startNode(t, { natsUrl, segmentSeconds: 2 }, a.dataDir);
+  await waitFor('index alarm', () => alarms.length > 0, 10_000);
+  t.is(alarms[0]!.camera, 'cam');
+  t.true(alarms[0]!.message.includes(victim.file));
+  t.is(b.node.index.segments.get(['cam', victim.startMs]), undefined);
+  t.is(b.node.reconcileReport?.droppedEntries.length, 1);
 });

@@ -1,0 +1,51 @@
+/**
+ * Alarms (CONTRACT.md `rec.v1.alarm.<kind>`): logged once when raised and published on
+ * NATS. Raised before NATS is attached (start-up reconcile runs first), they wait in a
+ * bounded buffer; raising never blocks or throws, whatever NATS is doing.
+ */
+import type { Logger } from './log.ts';
+import { iso, type Clock } from './time.ts';
+
+export type AlarmKind = 'camera-offline' | 'index' | 'write-error';
+
+export interface Alarm {
+  kind: AlarmKind;
+  camera?: string;
+  pool?: string;
+  at: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export type AlarmInput = Omit<Alarm, 'at'>;
+
+const BUFFER_LIMIT = 1000;
+
+export class AlarmBus {
+  private sink: ((alarm: Alarm) => void) | null = null;
+  private readonly pending: Alarm[] = [];
+  private dropped = 0;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly clock: Clock,
+  ) {}
+
+  raise(input: AlarmInput): void {
+    const alarm: Alarm = { ...input, at: iso(this.clock.nowMs()) };
+    this.log.warn({ alarm: alarm.kind, camera: alarm.camera, details: alarm.details }, alarm.message);
+    if (this.sink) return this.sink(alarm);
+    if (this.pending.length >= BUFFER_LIMIT) {
+      this.pending.shift();
+      this.dropped++;
+    }
+    this.pending.push(alarm);
+  }
+
+  /** Connects the publisher and flushes what waited for it. */
+  attach(sink: (alarm: Alarm) => void): void {
+    this.sink = sink;
+    for (const alarm of this.pending.splice(0)) sink(alarm);
+    if (this.dropped > 0) this.log.warn({ dropped: this.dropped }, 'alarms dropped before NATS was reachable');
+  }
+}
