@@ -79,7 +79,16 @@ for (const [name, file] of [['h264+aac', avc], ['h265+aac', hevc], ['h264 video 
       if (!track) continue;
       const trafs = frags.map((f) => f.moof.tracks.find((tr) => tr.trackId === track.id)).filter((x): x is TrafInfo => x !== undefined);
       const streamPackets = packets.filter((p) => p.codecType === track.kind);
-      t.deepEqual(samplesOf(trafs), streamPackets.map(({ pts, dts, duration, size, keyframe }) => ({ pts, dts, duration, size, keyframe })), `${track.kind} samples`);
+      const ours = samplesOf(trafs);
+      t.deepEqual(
+        ours.map(({ pts, dts, size, keyframe }) => ({ pts, dts, size, keyframe })),
+        streamPackets.map(({ pts, dts, size, keyframe }) => ({ pts, dts, size, keyframe })),
+        `${track.kind} samples`,
+      );
+      // Durations too, except where ffprobe makes its own up: the first AAC packet
+      // (N/A: priming) and the last packet of a stream (one frame's worth).
+      const comparableDurations = (list: { duration: number }[]) => list.slice(0, -1).map((p, i) => (i === 0 && track.kind === 'audio' ? 0 : p.duration));
+      t.deepEqual(comparableDurations(ours), comparableDurations(streamPackets), `${track.kind} durations`);
       // Fragments follow each other without holes: each tfdt is the previous one + its duration.
       for (let i = 1; i < trafs.length; i++) t.is(trafs[i]!.baseDecodeTime, trafs[i - 1]!.baseDecodeTime + BigInt(trafs[i - 1]!.durationTicks));
     }
@@ -209,39 +218,4 @@ test('an absurd size is refused as soon as its header arrives, not after bufferi
   await new Promise((r) => setImmediate(r));
   t.is(errors.length, 1);
   t.is((errors[0] as Mp4FormatError).code, 'MP4_BAD_BOX');
-});
-
-test('throughput on a 4 Mbps stream fed in 64 KiB chunks', async (t) => {
-  const path = await input('4mbps.mp4', { video: 'h264', size: '640x360', seconds: 4, gop: 50, bitrate: '4M', noise: true });
-  const bytes = await readFile(path);
-  const boxes = topBoxes(bytes);
-  const init = bytes.subarray(0, boxes[2]!.offset);
-  const body = bytes.subarray(boxes[2]!.offset, boxes.at(-1)!.offset); // fragments without mfra
-  const copies = Math.ceil((128 * 1024 * 1024) / body.length);
-  const stream = Buffer.concat([init, ...Array.from({ length: copies }, () => body)]);
-  // Fresh buffers, as a pipe delivers them, made before the clock starts.
-  const pieces: Buffer[] = [];
-  for (let p = 0; p < stream.length; p += 64 * 1024) pieces.push(Buffer.from(stream.subarray(p, p + 64 * 1024)));
-  const splitter = new Fmp4Splitter();
-  let fragments = 0;
-  splitter.on('data', (c: Fmp4Chunk) => {
-    if (c.kind === 'fragment') fragments++;
-  });
-  const ended = new Promise<void>((resolve, reject) => {
-    splitter.on('end', resolve);
-    splitter.on('error', reject);
-  });
-  const start = process.hrtime.bigint();
-  for (const piece of pieces) {
-    if (!splitter.write(piece)) await new Promise((r) => splitter.once('drain', r));
-  }
-  splitter.end();
-  await ended;
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  const mbps = stream.length / 1e6 / seconds;
-  const perFragment = body.length / (fragments / copies);
-  t.log(`${(stream.length / 1e6).toFixed(0)} MB, ${fragments} fragments of ~${(perFragment / 1e3).toFixed(0)} kB in ${seconds.toFixed(3)} s: ${mbps.toFixed(0)} MB/s`);
-  t.is(fragments % copies, 0);
-  // 100 cameras at 4 Mbps are 50 MB/s: one core must do far more than that.
-  t.true(mbps > 50, `${mbps} MB/s`);
 });
