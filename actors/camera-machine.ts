@@ -14,7 +14,9 @@
  */
 import { assign, setup } from 'xstate';
 import { iso } from '../lib/time.ts';
-import type { CameraConfig } from '../index/records.ts';
+import type { CameraConfig, SchedulePlan } from '../index/records.ts';
+import type { CameraEvent } from '../schedule/events.ts';
+import { RecordingDirector } from './recording-director.ts';
 import { ingestActor, type IngestEvent } from './ingest-actor.ts';
 import type { CameraDeps, CameraStateName } from './deps.ts';
 
@@ -24,7 +26,7 @@ export const GAP_MIN_MS = 1000;
 export interface CameraInput {
   camera: CameraConfig;
   deps: CameraDeps;
-  startActive: boolean;
+  plan: SchedulePlan | undefined;
 }
 
 interface CameraContext {
@@ -35,14 +37,23 @@ interface CameraContext {
   lastError: string | null;
   /** What the supervisor last asked for (START/STOP); RECONFIGURE keeps it. */
   wantActive: boolean;
+  /** Plan, events and manual recording: what is written, as what (shared with ingest). */
+  director: RecordingDirector;
 }
 
-export type CameraEvent = { type: 'START' } | { type: 'STOP' } | { type: 'RECONFIGURE'; camera: CameraConfig } | IngestEvent;
+export type CameraMachineEvent =
+  | { type: 'START' }
+  | { type: 'STOP' }
+  | { type: 'RECONFIGURE'; camera: CameraConfig }
+  | { type: 'PLAN'; plan: SchedulePlan | undefined }
+  | { type: 'EVENT'; event: CameraEvent }
+  | { type: 'MANUAL'; on: boolean }
+  | IngestEvent;
 
 export const cameraMachine = setup({
   types: {
     context: {} as CameraContext,
-    events: {} as CameraEvent,
+    events: {} as CameraMachineEvent,
     input: {} as CameraInput,
   },
   actors: { ingest: ingestActor },
@@ -56,13 +67,14 @@ export const cameraMachine = setup({
     closeGap: ({ context, event }) => {
       if (event.type !== 'INGEST.RECORDING' || context.lastEndMs === null) return;
       if (event.startMs - context.lastEndMs < GAP_MIN_MS) return;
+      if (!context.director.shouldWrite(context.lastEndMs)) return; // nothing was due then
       const { deps, camera } = context;
       deps.index
         .putGap({ camera: camera.id, startMs: context.lastEndMs, endMs: event.startMs, state: 'pending', reason: context.lastError ?? 'recorder was not running', attempts: 0 })
         .catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not store gap'));
     },
     openGap: ({ context }) => {
-      if (context.lastEndMs === null) return;
+      if (context.lastEndMs === null || !context.director.shouldWrite(context.lastEndMs)) return;
       const { deps, camera } = context;
       deps.index
         .putGap({ camera: camera.id, startMs: context.lastEndMs, endMs: null, state: 'open', reason: context.lastError ?? 'camera offline', attempts: 0 })
@@ -87,17 +99,24 @@ export const cameraMachine = setup({
   },
 }).createMachine({
   id: 'camera',
-  context: ({ input }) => ({
-    camera: input.camera,
-    deps: input.deps,
-    backoffMs: input.deps.config.backoffInitialMs,
-    lastEndMs: input.deps.index.lastSegment(input.camera.id)?.endMs ?? null,
-    lastError: null,
-    wantActive: input.startActive,
-  }),
+  context: ({ input }) => {
+    const director = new RecordingDirector(input.plan);
+    return {
+      camera: input.camera,
+      deps: input.deps,
+      backoffMs: input.deps.config.backoffInitialMs,
+      lastEndMs: input.deps.index.lastSegment(input.camera.id)?.endMs ?? null,
+      lastError: null,
+      wantActive: director.wantsIngest(input.deps.clock.nowMs()),
+      director,
+    };
+  },
   initial: 'init',
   on: {
     RECONFIGURE: { target: '.init', actions: 'reconfigure', reenter: true },
+    PLAN: { actions: ({ context, event }) => context.director.setPlan(event.plan) },
+    EVENT: { actions: ({ context, event }) => void context.director.applyEvent(event.event) },
+    MANUAL: { actions: ({ context, event }) => context.director.setManual(event.on) },
   },
   states: {
     init: {
@@ -110,7 +129,7 @@ export const cameraMachine = setup({
     active: {
       invoke: {
         src: 'ingest',
-        input: ({ context }) => ({ camera: context.camera, deps: context.deps, lastEndMs: context.lastEndMs }),
+        input: ({ context }) => ({ camera: context.camera, deps: context.deps, lastEndMs: context.lastEndMs, director: context.director }),
       },
       initial: 'connecting',
       states: {

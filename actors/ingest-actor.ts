@@ -9,12 +9,14 @@ import { startIngest } from '../media/ffmpeg-ingest.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
 import type { CameraDeps } from './deps.ts';
 import type { CameraConfig } from '../index/records.ts';
+import type { RecordingDirector } from './recording-director.ts';
 import { RecorderError } from '../lib/errors.ts';
 
 export interface IngestInput {
   camera: CameraConfig;
   deps: CameraDeps;
   lastEndMs: number | null;
+  director: RecordingDirector;
 }
 
 export type IngestEvent =
@@ -38,6 +40,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
       clock: deps.clock,
       log,
       segmentMs: deps.config.segmentSeconds * 1000,
+      decide: (startMs) => input.director.decide(startMs),
       onFirstFragment: (startMs) => sendBack({ type: 'INGEST.RECORDING', startMs } satisfies IngestEvent),
       ...(deps.onSegmentClosed ? { onSegmentClosed: deps.onSegmentClosed } : {}),
     },
@@ -64,7 +67,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     const exit = await session.exited;
     if (stopped) return;
     const error = failure?.message ?? exit.error?.message ?? 'ingest ended';
-    sendBack({ type: 'INGEST.EXITED', error, lastEndMs: writer.lastEndMs } satisfies IngestEvent);
+    sendBack({ type: 'INGEST.EXITED', error, lastEndMs: writer.lastSeenEndMs ?? writer.lastEndMs } satisfies IngestEvent);
   })();
   deps.track(run);
 

@@ -1,14 +1,15 @@
 /**
  * Owns the camera actors of this node: creates one per camera, reconfigures, stops
- * and removes them, and starts/stops them as their plans say. It talks to each actor
- * only by events. `shutdown()` stops every actor and waits until every open segment
- * has been closed (CONTRACT.md: exit 0 on SIGTERM after closing every open segment).
+ * and removes them, forwards plans, events and manual recording to them, and starts or
+ * stops their ingest as their plans say. It talks to each actor only by events.
+ * `shutdown()` stops every actor and waits until every open segment has been closed
+ * (CONTRACT.md: exit 0 on SIGTERM after closing every open segment).
  */
 import { createActor, type ActorRefFrom } from 'xstate';
 import { cameraMachine, stateName } from './camera-machine.ts';
 import type { CameraDeps, CameraStateName } from './deps.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
-import { plannedAt } from '../schedule/plan.ts';
+import type { CameraEvent } from '../schedule/events.ts';
 
 type CameraActor = ActorRefFrom<typeof cameraMachine>;
 
@@ -16,6 +17,7 @@ export interface CameraLiveState {
   state: CameraStateName;
   lastError: string | null;
   lastEndMs: number | null;
+  manual: boolean;
 }
 
 /** How often plans are re-evaluated; slots have minute resolution. */
@@ -25,7 +27,6 @@ export class Supervisor {
   private readonly actors = new Map<string, CameraActor>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly planTimer: NodeJS.Timeout;
-  private readonly plans = new Map<string, SchedulePlan>();
   private readonly deps: CameraDeps;
 
   constructor(deps: Omit<CameraDeps, 'track'>) {
@@ -39,32 +40,43 @@ export class Supervisor {
     this.inflight.add(p);
   }
 
-  private wanted(cameraId: string): boolean {
-    return plannedAt(this.plans.get(cameraId), this.deps.clock.nowMs()) === 'timing';
-  }
-
   upsert(camera: CameraConfig, plan?: SchedulePlan): void {
-    if (plan) this.plans.set(camera.id, plan);
     const existing = this.actors.get(camera.id);
     if (existing) {
       existing.send({ type: 'RECONFIGURE', camera });
       return;
     }
-    const actor = createActor(cameraMachine, { input: { camera, deps: this.deps, startActive: this.wanted(camera.id) } });
+    const actor = createActor(cameraMachine, { input: { camera, deps: this.deps, plan } });
     this.actors.set(camera.id, actor);
     actor.start();
   }
 
   setPlan(plan: SchedulePlan): void {
-    this.plans.set(plan.camera, plan);
+    this.actors.get(plan.camera)?.send({ type: 'PLAN', plan });
     this.applyPlans();
   }
 
-  /** Starts or stops each camera as its plan says now. */
+  /** Hands an event to the camera; returns whether it is being recorded (a slot or manual is on). */
+  event(cameraId: string, event: CameraEvent): boolean {
+    const actor = this.actors.get(cameraId);
+    if (!actor) return false;
+    actor.send({ type: 'EVENT', event });
+    this.applyPlans();
+    return actor.getSnapshot().context.director.wantsIngest(event.atMs);
+  }
+
+  manual(cameraId: string, on: boolean): void {
+    this.actors.get(cameraId)?.send({ type: 'MANUAL', on });
+    this.applyPlans();
+  }
+
+  /** Starts or stops each camera's ingest as its plan, events and manual flag say now. */
   applyPlans(): void {
-    for (const [id, actor] of this.actors) {
-      const want = this.wanted(id);
-      const state = stateName(actor.getSnapshot().value);
+    const now = this.deps.clock.nowMs();
+    for (const actor of this.actors.values()) {
+      const snap = actor.getSnapshot();
+      const want = snap.context.director.wantsIngest(now);
+      const state = stateName(snap.value);
       if (want && state === 'stopped') actor.send({ type: 'START' });
       else if (!want && state !== 'stopped') actor.send({ type: 'STOP' });
     }
@@ -74,7 +86,6 @@ export class Supervisor {
     const actor = this.actors.get(cameraId);
     if (!actor) return;
     this.actors.delete(cameraId);
-    this.plans.delete(cameraId);
     actor.send({ type: 'STOP' });
     actor.stop();
     await this.settle();
@@ -88,7 +99,7 @@ export class Supervisor {
     const actor = this.actors.get(cameraId);
     if (!actor) return undefined;
     const snap = actor.getSnapshot();
-    return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs: snap.context.lastEndMs };
+    return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs: snap.context.lastEndMs, manual: snap.context.director.manualOn };
   }
 
   /** Waits for segment closes in flight. */

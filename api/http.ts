@@ -70,6 +70,9 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
       ...(types ? { types: types.split(',').filter(Boolean) } : {}),
     });
   });
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/events', async (req) => ({ event: deps.service.event(req.params.id, req.body ?? {}) }));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/start', async (req) => deps.service.manual({ camera: req.params.id }, true));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', async (req) => deps.service.manual({ camera: req.params.id }, false));
   registerDownload(app, deps);
   return app;
 }

@@ -48,6 +48,8 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     'camera.get': (b) => ({ camera: service.getCamera(b) }),
     'schedule.put': (b) => service.putSchedule(b).then((schedule) => ({ schedule })),
     search: (b) => service.search(b),
+    'manual.start': (b) => service.manual(b, true),
+    'manual.stop': (b) => service.manual(b, false),
   };
   for (const [name, handler] of Object.entries(endpoints)) {
     srv.addEndpoint(name.replace('.', '_'), {
@@ -61,6 +63,15 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
       },
     });
   }
+  // Events: `rec.v1.event.<camera>`, as a request (replied) or a plain publish.
+  srv.addEndpoint('event', {
+    subject: subject('event.*'),
+    handler: (err, msg) => {
+      if (err) return;
+      const camera = msg.subject.slice(subject('event.').length);
+      void respond(msg, (b) => service.event(camera, b), 'event', log, msg.reply !== undefined && msg.reply !== '');
+    },
+  });
   let dropped = 0;
   return {
     nc,
@@ -91,7 +102,7 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
   };
 }
 
-async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Logger): Promise<void> {
+async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Logger, reply_ = true): Promise<void> {
   let reply: unknown;
   try {
     let body: unknown = {};
@@ -109,6 +120,7 @@ async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Log
     else log.info({ endpoint: name, code: e.code, message: e.message }, 'request refused');
     reply = { ok: false, error: errorBody(e) };
   }
+  if (!reply_) return;
   try {
     msg.respond(JSON.stringify(reply));
   } catch (err) {

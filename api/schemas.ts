@@ -52,7 +52,7 @@ export const schedulePutSchema = z
             days: z.array(z.number().int().min(0).max(6)).min(1).max(7),
             start: hhmm,
             end: hhmm,
-            type: z.literal('timing', { message: 'only "timing" slots are recorded by this version; event recording arrives with the schedules issue' }),
+            type: z.enum(['timing', 'event']).describe('timing records always; event records only around events'),
           })
           .strict(),
       )
@@ -61,6 +61,18 @@ export const schedulePutSchema = z
     postSeconds: z.number().int().min(0).max(3600).default(0),
   })
   .strict();
+
+/** Event types: the NVR ones (motion, alarm, vca, manual) or any custom word. */
+export const eventSchema = z
+  .object({
+    type: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$/, 'event types are 1-40 characters of A-Z a-z 0-9 _ . : -'),
+    action: z.enum(['start', 'stop', 'pulse']),
+    at: time.optional(),
+    seconds: z.number().positive().max(3600).optional().describe('length of a pulse; default 1 s'),
+  })
+  .strict();
+
+export const manualSchema = z.object({ camera: id }).strict();
 
 export const searchSchema = z
   .object({

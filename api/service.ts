@@ -11,12 +11,18 @@ import { search } from '../index/search.ts';
 import { CameraNotFoundError } from '../lib/errors.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
 import type { Logger } from '../lib/log.ts';
-import { cameraDeleteSchema, cameraIdSchema, cameraPutSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
+import { cameraDeleteSchema, cameraIdSchema, cameraPutSchema, eventSchema, manualSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
+import { BadTimeError } from '../lib/errors.ts';
+import { parseTimeMs } from '../lib/time.ts';
+
+/** Events further than this from now are refused: a wrong clock, not an event. */
+const EVENT_SKEW_MS = 24 * 3600_000;
 
 export const VERSION = '0.1.0';
 
 export interface CameraView extends CameraConfig {
   status: CameraLiveState['state'];
+  manual: boolean;
   lastError: string | null;
   lastVideoAt: string | null;
 }
@@ -95,6 +101,25 @@ export class RecorderService {
     return plan;
   }
 
+  /** An NVR-style event (CONTRACT.md `rec.v1.event.<camera>`). */
+  event(cameraId: string, body: unknown): { camera: string; type: string; action: string; at: string; recording: boolean } {
+    const e = validate(eventSchema, body);
+    this.requireCamera(cameraId);
+    const now = this.clock.nowMs();
+    const atMs = e.at === undefined ? now : parseTimeMs(e.at, 'at');
+    if (Math.abs(atMs - now) > EVENT_SKEW_MS) throw new BadTimeError(`event time ${iso(atMs)} is more than 24 h from now`);
+    const recording = this.supervisor.event(cameraId, { type: e.type, action: e.action, atMs, ...(e.seconds !== undefined ? { seconds: e.seconds } : {}) });
+    return { camera: cameraId, type: e.type, action: e.action, at: iso(atMs), recording };
+  }
+
+  /** Manual recording on or off (type `manual`; events during it still change the type). */
+  manual(body: unknown, on: boolean): { camera: string; manual: boolean } {
+    const { camera } = validate(manualSchema, body);
+    this.requireCamera(camera);
+    this.supervisor.manual(camera, on);
+    return { camera, manual: on };
+  }
+
   search(body: unknown): SearchView {
     const q = validate(searchSchema, body);
     this.requireCamera(q.camera);
@@ -124,6 +149,7 @@ export class RecorderService {
     return {
       ...camera,
       status: live?.state ?? 'stopped',
+    manual: live?.manual ?? false,
       lastError: live?.lastError ?? null,
       lastVideoAt: lastEndMs === null ? null : iso(lastEndMs),
     };

@@ -89,6 +89,8 @@ export function startIngest(opts: IngestOptions): IngestSession {
   command.on('start', () => {
     child = (command as unknown as { ffmpegProc?: ChildProcess }).ffmpegProc;
     if (child) live.add(child);
+    // fluent-ffmpeg spawns asynchronously: a stop() that came first could not kill it.
+    if (requested) command.kill('SIGKILL');
   });
   command.on('stderr', (line: string) => {
     stderrTail.push(line);

@@ -1,13 +1,20 @@
 /**
  * Turns one ingest session's init + fragments into segment files and index entries.
  *
- * Time (DESIGN.md section 6): the first fragment of a session is anchored on the wall
- * clock as arrival time minus its media duration (ffmpeg hands a GOP over only when
- * the next keyframe arrives). After that, times come from media timestamps, so a
- * segment's GOP times are exact relative to each other. A new segment starts when the
- * current one reaches its target length, when the codec config changes (new init with
- * another codecKey), when media timestamps jump, or when media time and wall clock
- * drift apart by more than MAX_DRIFT_MS (a wall-clock step); then it is re-anchored.
+ * Time (design/time.md): the session's timeline is anchored on the wall clock at its
+ * first fragment as arrival time minus the fragment's media duration (ffmpeg hands a
+ * GOP over only when the next keyframe arrives); after that, times come from media
+ * timestamps, so consecutive fragments abut exactly. A decode-time jump over
+ * MAX_TIMESTAMP_JUMP_MS or a drift from the wall clock over MAX_DRIFT_MS (a clock
+ * step) re-anchors the timeline and starts a new segment.
+ *
+ * What is written (DESIGN.md, schedules issue): for each fragment `decide(startMs)`
+ * says write (with a record type) or hold. Held fragments stay in a pre-record ring of
+ * at most `preMs` (and PRE_RECORD_MAX_BYTES); the next written fragment writes the ring
+ * first, so an event's clip starts before the event, GOP-aligned. A new segment starts
+ * at the target length, on a codec change (new init with another codecKey), after a
+ * discontinuity, and whenever writing resumes after a pause. A record-type change
+ * inside a segment adds a type run at that fragment.
  *
  * Durability order per fragment (invariant 2): append bytes → fdatasync → commit the
  * index entry that covers them. A crash loses at most the fragment being written.
@@ -27,6 +34,18 @@ import { segmentRelPath } from './layout.ts';
 const MAX_TIMESTAMP_JUMP_MS = 1000;
 /** Media time and wall clock further apart than this re-anchor (new segment). */
 const MAX_DRIFT_MS = 5000;
+/** Fragments this far apart in time do not share a segment. */
+const CONTIGUOUS_MS = 500;
+/** Upper bound of the pre-record ring whatever `preMs` says (60 s of 8 Mbps ≈ 60 MB). */
+export const PRE_RECORD_MAX_BYTES = 96 * 1024 * 1024;
+
+export interface WriteDecision {
+  write: boolean;
+  type: RecordType;
+  preMs: number;
+}
+
+const ALWAYS_TIMING: WriteDecision = { write: true, type: 'timing', preMs: 0 };
 
 export interface SegmentWriterDeps {
   index: RecorderIndex;
@@ -34,29 +53,40 @@ export interface SegmentWriterDeps {
   clock: Clock;
   log: Logger;
   segmentMs: number;
-  /** Called once with the wall-clock start of the first fragment written. */
+  /** Whether (and as what) the fragment starting at `startMs` is written; default: always, `timing`. */
+  decide?: (startMs: number) => WriteDecision;
+  /** Called once with the wall-clock start of the first fragment received. */
   onFirstFragment?: (startMs: number) => void;
   onSegmentClosed?: (segment: SegmentRecord) => void;
+}
+
+type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;
+
+interface TimedFragment {
+  frag: Fragment;
+  startMs: number;
+  endMs: number;
+  /** Starts a new timeline (after a jump or clock step): never joins the previous segment. */
+  discontinuous: boolean;
 }
 
 interface OpenSegment {
   file: SegmentFile;
   record: SegmentRecord;
   gops: GopEntry[];
-  /** Video (or first) track decode time of the first fragment, in ticks. */
-  firstTicks: bigint;
-  /** Expected decode time of the next fragment, in ticks. */
-  nextTicks: bigint;
-  timescale: number;
 }
 
 export class SegmentWriter {
   private init: { bytes: Buffer; info: InitInfo } | null = null;
   private current: OpenSegment | null = null;
-  private wroteAny = false;
+  private anchor: { ticks: bigint; ms: number; nextTicks: bigint; timescale: number } | null = null;
+  private ring: TimedFragment[] = [];
+  private ringBytes = 0;
+  private receivedAny = false;
   /** End of the last fragment written, wall-clock ms (null before the first). */
   lastEndMs: number | null;
-  recordType: RecordType = 'timing';
+  /** End of the last fragment received, written or held. */
+  lastSeenEndMs: number | null = null;
 
   constructor(
     private readonly camera: CameraConfig,
@@ -66,20 +96,41 @@ export class SegmentWriter {
     this.lastEndMs = previousEndMs;
   }
 
+  /** Bytes held for pre-record (for metrics and the memory bench). */
+  get preRecordBytes(): number {
+    return this.ringBytes;
+  }
+
   async handle(chunk: Fmp4Chunk): Promise<void> {
     if (chunk.kind === 'init') {
-      if (this.current && this.init && this.init.info.codecKey !== chunk.info.codecKey) {
+      if (this.init && this.init.info.codecKey !== chunk.info.codecKey) {
         this.deps.log.info({ camera: this.camera.id, from: this.init.info.mimeType, to: chunk.info.mimeType }, 'codec change: new segment');
         await this.closeCurrent();
+        this.dropRing(); // held GOPs belong to the old init
       }
       this.init = { bytes: chunk.bytes, info: chunk.info };
       return;
     }
     if (!this.init) throw new Error('fragment before init');
-    await this.writeFragment(chunk);
+    const timed = this.time(chunk);
+    this.lastSeenEndMs = timed.endMs;
+    if (!this.receivedAny) {
+      this.receivedAny = true;
+      this.deps.onFirstFragment?.(timed.startMs);
+    }
+    const decision = (this.deps.decide ?? (() => ALWAYS_TIMING))(timed.startMs);
+    if (!decision.write) {
+      await this.closeCurrent();
+      this.hold(timed, decision.preMs);
+      return;
+    }
+    for (const held of this.ring.splice(0)) await this.write(held, decision.type);
+    this.ringBytes = 0;
+    await this.write(timed, decision.type);
   }
 
-  private async writeFragment(frag: Extract<Fmp4Chunk, { kind: 'fragment' }>): Promise<void> {
+  /** Places a fragment on the session timeline (design/time.md). */
+  private time(frag: Fragment): TimedFragment {
     const init = this.init!;
     const videoId = init.info.videoTrackId ?? init.info.tracks[0]?.id;
     const traf = frag.moof.tracks.find((t) => t.trackId === videoId) ?? frag.moof.tracks[0];
@@ -87,48 +138,71 @@ export class SegmentWriter {
     const ticks = traf.baseDecodeTime;
     const durationMs = (frag.durationTicks * 1000) / frag.timescale;
     const arrivalStartMs = this.deps.clock.nowMs() - durationMs;
-
-    let seg = this.current;
-    let fragStartMs: number;
-    if (seg) {
-      fragStartMs = seg.record.startMs + (Number(ticks - seg.firstTicks) * 1000) / seg.timescale;
-      const jumpMs = Math.abs(Number(ticks - seg.nextTicks) * 1000) / seg.timescale;
-      const driftMs = Math.abs(fragStartMs - arrivalStartMs);
-      const lengthMs = fragStartMs - seg.record.startMs;
+    let discontinuous = false;
+    let a = this.anchor;
+    if (a && a.timescale === frag.timescale) {
+      const predicted = a.ms + (Number(ticks - a.ticks) * 1000) / a.timescale;
+      const jumpMs = Math.abs(Number(ticks - a.nextTicks) * 1000) / a.timescale;
+      const driftMs = Math.abs(predicted - arrivalStartMs);
       if (jumpMs > MAX_TIMESTAMP_JUMP_MS || driftMs > MAX_DRIFT_MS) {
         this.deps.log.warn({ camera: this.camera.id, jumpMs, driftMs }, 'timestamp jump or clock step: re-anchoring in a new segment');
-        await this.closeCurrent();
-        seg = null;
-        fragStartMs = arrivalStartMs;
-      } else if (lengthMs >= this.deps.segmentMs) {
-        await this.closeCurrent();
-        seg = null; // continuous: the next segment starts where this one's media time says
+        a = null;
+        discontinuous = true;
       }
     } else {
-      fragStartMs = arrivalStartMs;
+      a = null;
     }
+    if (!a) {
+      a = { ticks, ms: arrivalStartMs, nextTicks: ticks, timescale: frag.timescale };
+      this.anchor = a;
+    }
+    a.nextTicks = ticks + BigInt(frag.durationTicks);
+    let startMs = a.ms + (Number(ticks - a.ticks) * 1000) / a.timescale;
     // Keys are [camera, startMs]: never overlap or precede what is already stored.
-    if (this.lastEndMs !== null && fragStartMs < this.lastEndMs) fragStartMs = this.lastEndMs;
-    fragStartMs = Math.round(fragStartMs);
+    if (this.lastEndMs !== null && startMs < this.lastEndMs) startMs = this.lastEndMs;
+    return { frag, startMs: Math.round(startMs), endMs: Math.round(startMs + durationMs), discontinuous };
+  }
 
-    if (!seg) seg = await this.openSegment(fragStartMs, ticks, frag.timescale);
-    const offset = await seg.file.append(frag.bytes);
-    seg.gops.push({ offset, size: frag.bytes.byteLength, timeMs: fragStartMs - seg.record.startMs });
-    seg.nextTicks = ticks + BigInt(frag.durationTicks);
-    const endMs = Math.round(fragStartMs + durationMs);
-    seg.record.endMs = endMs;
+  private hold(timed: TimedFragment, preMs: number): void {
+    if (preMs <= 0) return this.dropRing();
+    if (timed.discontinuous) this.dropRing();
+    this.ring.push(timed);
+    this.ringBytes += timed.frag.bytes.byteLength;
+    // Keep the newest GOPs that cover preMs before the newest end, within the byte cap.
+    const newestEnd = timed.endMs;
+    while (this.ring.length > 1 && (this.ring[1]!.startMs <= newestEnd - preMs || this.ringBytes > PRE_RECORD_MAX_BYTES)) {
+      this.ringBytes -= this.ring.shift()!.frag.bytes.byteLength;
+    }
+  }
+
+  private dropRing(): void {
+    this.ring = [];
+    this.ringBytes = 0;
+  }
+
+  private async write(timed: TimedFragment, type: RecordType): Promise<void> {
+    let seg = this.current;
+    if (seg) {
+      const contiguous = !timed.discontinuous && Math.abs(timed.startMs - seg.record.endMs) <= CONTIGUOUS_MS;
+      if (!contiguous || timed.startMs - seg.record.startMs >= this.deps.segmentMs) {
+        await this.closeCurrent();
+        seg = null;
+      }
+    }
+    if (!seg) seg = await this.openSegment(timed.startMs, type);
+    const runs = seg.record.types;
+    if (runs[runs.length - 1]!.type !== type) runs.push({ type, fromMs: timed.startMs });
+    const offset = await seg.file.append(timed.frag.bytes);
+    seg.gops.push({ offset, size: timed.frag.bytes.byteLength, timeMs: timed.startMs - seg.record.startMs });
+    seg.record.endMs = timed.endMs;
     seg.record.bytes = seg.file.size;
     seg.record.gops = encodeGops(seg.gops);
     await seg.file.sync();
     await this.deps.index.putSegment(seg.record);
-    this.lastEndMs = endMs;
-    if (!this.wroteAny) {
-      this.wroteAny = true;
-      this.deps.onFirstFragment?.(seg.record.startMs);
-    }
+    this.lastEndMs = timed.endMs;
   }
 
-  private async openSegment(startMs: number, firstTicks: bigint, timescale: number): Promise<OpenSegment> {
+  private async openSegment(startMs: number, type: RecordType): Promise<OpenSegment> {
     const init = this.init!;
     const rel = segmentRelPath(this.camera.pool, this.camera.id, startMs, 'mp4');
     const file = await SegmentFile.create(join(this.deps.dataDir, rel), init.bytes);
@@ -147,12 +221,12 @@ export class SegmentWriter {
       codecKey: init.info.codecKey,
       ...(video?.width !== undefined ? { width: video.width } : {}),
       ...(video?.height !== undefined ? { height: video.height } : {}),
-      types: [{ type: this.recordType, fromMs: startMs }],
+      types: [{ type, fromMs: startMs }],
       gops: new Uint8Array(0),
       open: true,
       flags: {},
     };
-    const seg: OpenSegment = { file, record, gops: [], firstTicks, nextTicks: firstTicks, timescale };
+    const seg: OpenSegment = { file, record, gops: [] };
     this.current = seg;
     return seg;
   }
@@ -162,7 +236,7 @@ export class SegmentWriter {
     if (!seg) return;
     this.current = null;
     await seg.file.close();
-    if (seg.gops.length === 0) return; // never indexed; nothing points at it
+    if (seg.gops.length === 0) return; // never indexed; reconcile removes the empty file
     seg.record.open = false;
     await this.deps.index.putSegment(seg.record);
     this.deps.onSegmentClosed?.(seg.record);
@@ -171,5 +245,6 @@ export class SegmentWriter {
   /** Closes the open segment (end of session or shutdown). Safe to call twice. */
   async close(): Promise<void> {
     await this.closeCurrent();
+    this.dropRing();
   }
 }

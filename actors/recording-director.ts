@@ -1,0 +1,67 @@
+/**
+ * Decides, per fragment, whether a camera's video is written and with which record
+ * type: the plan (timing / event slots), the events (they outrank timing and change
+ * the record type of what follows), and manual recording. In event slots nothing is
+ * written until an event; the writer keeps `preSeconds` of GOPs in memory meanwhile
+ * and writes them first when an event comes (pre-record). Owned by the camera actor;
+ * its ingest child asks it about each fragment.
+ */
+import type { SchedulePlan } from '../index/records.ts';
+import { plannedAt } from '../schedule/plan.ts';
+import { EventTracker, type CameraEvent } from '../schedule/events.ts';
+
+export interface RecordDecision {
+  write: boolean;
+  type: string;
+  /** Pre-record to keep in memory while not writing (0: none). */
+  preMs: number;
+}
+
+export class RecordingDirector {
+  private readonly events: EventTracker;
+  private manual = false;
+
+  constructor(private plan: SchedulePlan | undefined) {
+    this.events = new EventTracker((plan?.postSeconds ?? 0) * 1000);
+  }
+
+  setPlan(plan: SchedulePlan | undefined): void {
+    this.plan = plan;
+    this.events.setPostSeconds(plan?.postSeconds ?? 0);
+  }
+
+  setManual(on: boolean): void {
+    this.manual = on;
+  }
+
+  get manualOn(): boolean {
+    return this.manual;
+  }
+
+  /** Applies an event; returns whether it leads to recording now (a slot or manual is on). */
+  applyEvent(e: CameraEvent): boolean {
+    this.events.apply(e);
+    this.events.prune(e.atMs - 3600_000);
+    return this.manual || plannedAt(this.plan, e.atMs) !== null;
+  }
+
+  decide(ms: number): RecordDecision {
+    const planned = plannedAt(this.plan, ms);
+    const event = planned !== null || this.manual ? this.events.activeType(ms) : null;
+    if (event) return { write: true, type: event, preMs: 0 };
+    if (this.manual) return { write: true, type: 'manual', preMs: 0 };
+    if (planned === 'timing') return { write: true, type: 'timing', preMs: 0 };
+    if (planned === 'event') return { write: false, type: 'event', preMs: (this.plan?.preSeconds ?? 0) * 1000 };
+    return { write: false, type: 'none', preMs: 0 };
+  }
+
+  /** Whether ingest must run at `ms`: a slot, manual recording or a live event. */
+  wantsIngest(ms: number): boolean {
+    return this.manual || plannedAt(this.plan, ms) !== null;
+  }
+
+  /** Whether video at `ms` should have been written (for gap records). */
+  shouldWrite(ms: number): boolean {
+    return this.decide(ms).write;
+  }
+}
