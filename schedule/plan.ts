@@ -58,3 +58,38 @@ export function plannedAt(plan: SchedulePlan | undefined, ms: number): PlannedRe
   }
   return result;
 }
+
+const MINUTE_MS = 60_000;
+/** Plans repeat weekly; a week plus a DST hour bounds any search. */
+const HORIZON_MS = 8 * 24 * 3600_000;
+
+/**
+ * When what the plan asks for next changes after `ms` (to the minute), or null if it
+ * never does. Steps from slot boundary to slot boundary in local time, at most 30 min
+ * at a time so a DST jump cannot skip a boundary unseen, then narrows to the minute.
+ */
+export function nextChangeMs(plan: SchedulePlan | undefined, ms: number): number | null {
+  if (!plan || plan.slots.length === 0) return null;
+  const boundaries = [...new Set(plan.slots.flatMap((s) => [parseHHMM(s.start) % 1440, parseHHMM(s.end) % 1440]))];
+  const current = plannedAt(plan, ms);
+  let t = Math.floor(ms / MINUTE_MS) * MINUTE_MS;
+  const end = ms + HORIZON_MS;
+  while (t < end) {
+    const local = localTime(t, plan.timeZone).minute;
+    const toNext = Math.min(...boundaries.map((b) => ((b - local + 1440) % 1440) || 1440));
+    const next = t + Math.min(toNext, 30) * MINUTE_MS;
+    if (plannedAt(plan, next) !== current) {
+      // The change lies in (t, next]: find its first minute.
+      let lo = t;
+      let hi = next;
+      while (hi - lo > MINUTE_MS) {
+        const mid = lo + Math.floor((hi - lo) / 2 / MINUTE_MS) * MINUTE_MS;
+        if (plannedAt(plan, mid) !== current) hi = mid;
+        else lo = mid;
+      }
+      return hi;
+    }
+    t = next;
+  }
+  return null;
+}

@@ -3,7 +3,7 @@ import test from 'ava';
 import { parseRangeMs, parseTimeMs } from '../../lib/time.ts';
 import { parseByteRange } from '../../api/download.ts';
 import { decodeGops, encodeGops } from '../../index/gop-table.ts';
-import { plannedAt } from '../../schedule/plan.ts';
+import { nextChangeMs, plannedAt } from '../../schedule/plan.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { RecorderError } from '../../lib/errors.ts';
 import { parseSegmentRelPath, segmentRelPath } from '../../storage/layout.ts';
@@ -99,4 +99,31 @@ test('settings: flags beat env beat defaults; bad values and open binding withou
   t.is(code(() => loadConfig(['--bogus'], {})), 'CONFIG_INVALID');
   t.is(code(() => loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080' })), 'CONFIG_INVALID');
   t.is(loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080', RECORDER_AUTH_TOKEN: 'a-long-enough-token-123' }).config.http, '0.0.0.0:8080');
+});
+
+test('next change: across midnight, over the week, and across DST in the plan time zone', (t) => {
+  const wed = Date.UTC(2026, 10, 25, 10, 0); // Wednesday 10:00 UTC
+  t.is(nextChangeMs(undefined, wed), null, 'no plan: always timing');
+  const office = plan([{ days: [1, 2, 3, 4, 5], start: '09:00', end: '17:00', type: 'timing' }]);
+  t.is(nextChangeMs(office, wed), Date.UTC(2026, 10, 25, 17, 0));
+  t.is(nextChangeMs(office, Date.UTC(2026, 10, 25, 17, 0)), Date.UTC(2026, 10, 26, 9, 0));
+  t.is(nextChangeMs(office, Date.UTC(2026, 10, 27, 18, 0)), Date.UTC(2026, 10, 30, 9, 0), 'Friday evening → Monday');
+  const night = plan([{ days: [2], start: '22:00', end: '06:00', type: 'timing' }]);
+  t.is(nextChangeMs(night, Date.UTC(2026, 10, 24, 23, 0)), Date.UTC(2026, 10, 25, 6, 0), 'overnight ends next morning');
+  t.is(nextChangeMs(night, Date.UTC(2026, 10, 25, 7, 0)), Date.UTC(2026, 11, 1, 22, 0), 'a week later');
+  const mixed = plan([
+    { days: [3], start: '08:00', end: '18:00', type: 'timing' },
+    { days: [3], start: '12:00', end: '12:10', type: 'event' },
+  ]);
+  t.is(nextChangeMs(mixed, Date.UTC(2026, 10, 25, 11, 55)), Date.UTC(2026, 10, 25, 12, 0), 'timing → event');
+  t.is(nextChangeMs(mixed, Date.UTC(2026, 10, 25, 12, 0)), Date.UTC(2026, 10, 25, 12, 10), 'a 10-minute slot is not skipped');
+  t.is(nextChangeMs(plan([{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '00:00', type: 'timing' }]), wed), null, 'always on');
+  // Berlin 01:30-03:30 local on the night CEST ends (Sun 2026-10-25, 03:00 CEST → 02:00 CET).
+  const berlin = plan([{ days: [0], start: '01:30', end: '03:30', type: 'timing' }], 'Europe/Berlin');
+  t.is(nextChangeMs(berlin, Date.UTC(2026, 9, 24, 22, 0)), Date.UTC(2026, 9, 24, 23, 30), '01:30 CEST');
+  t.is(nextChangeMs(berlin, Date.UTC(2026, 9, 24, 23, 30)), Date.UTC(2026, 9, 25, 2, 30), '03:30 CET, three real hours later');
+  // And the spring night (Sun 2026-03-29, 02:00 CET → 03:00 CEST): 02:30 does not exist.
+  const spring = plan([{ days: [0], start: '02:30', end: '04:00', type: 'timing' }], 'Europe/Berlin');
+  const s = nextChangeMs(spring, Date.UTC(2026, 2, 28, 23, 0))!;
+  t.true(s === Date.UTC(2026, 2, 29, 1, 0) || s === Date.UTC(2026, 2, 29, 1, 30), `starts at ${new Date(s).toISOString()}`);
 });
