@@ -90,6 +90,11 @@ export const cameraMachine = setup({
       return { backoffMs: context.deps.config.backoffInitialMs, lastError: null };
     }),
     doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMs * 2, context.deps.config.backoffMaxMs) })),
+    persistDirector: ({ context }) => {
+      const { deps, camera, director } = context;
+      if (camera.transient) return;
+      deps.index.recording.put(camera.id, director.snapshot()).catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not persist events'));
+    },
     alarmOffline: ({ context, event }) => {
       if (event.type !== 'INGEST.EXITED') return;
       context.deps.raiseAlarm({ kind: 'camera-offline', camera: context.camera.id, message: `camera ${context.camera.id} stopped sending video: ${event.error}` });
@@ -101,6 +106,8 @@ export const cameraMachine = setup({
   id: 'camera',
   context: ({ input }) => {
     const director = new RecordingDirector(input.plan);
+    const saved = input.deps.index.recording.get(input.camera.id);
+    if (saved) director.restore(saved);
     return {
       camera: input.camera,
       deps: input.deps,
@@ -115,8 +122,8 @@ export const cameraMachine = setup({
   on: {
     RECONFIGURE: { target: '.init', actions: 'reconfigure', reenter: true },
     PLAN: { actions: ({ context, event }) => context.director.setPlan(event.plan) },
-    EVENT: { actions: ({ context, event }) => void context.director.applyEvent(event.event) },
-    MANUAL: { actions: ({ context, event }) => context.director.setManual(event.on) },
+    EVENT: { actions: [({ context, event }) => void context.director.applyEvent(event.event), 'persistDirector'] },
+    MANUAL: { actions: [({ context, event }) => context.director.setManual(event.on), 'persistDirector'] },
   },
   states: {
     init: {

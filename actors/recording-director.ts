@@ -8,7 +8,13 @@
  */
 import type { SchedulePlan } from '../index/records.ts';
 import { plannedAt } from '../schedule/plan.ts';
-import { EventTracker, type CameraEvent } from '../schedule/events.ts';
+import { EventTracker, type CameraEvent, type TypeState } from '../schedule/events.ts';
+
+/** What survives a restart: live events and manual recording. */
+export interface DirectorState {
+  events: Record<string, TypeState>;
+  manual: boolean;
+}
 
 export interface RecordDecision {
   write: boolean;
@@ -23,6 +29,15 @@ export class RecordingDirector {
 
   constructor(private plan: SchedulePlan | undefined) {
     this.events = new EventTracker((plan?.postSeconds ?? 0) * 1000);
+  }
+
+  snapshot(): DirectorState {
+    return { events: this.events.snapshot(), manual: this.manual };
+  }
+
+  restore(state: DirectorState): void {
+    this.events.restore(state.events);
+    this.manual = state.manual;
   }
 
   setPlan(plan: SchedulePlan | undefined): void {

@@ -68,6 +68,7 @@ export class RecorderService {
     this.transient.delete(id);
     await this.index.cameras.remove(id);
     await this.index.schedules.remove(id);
+    await this.index.recording.remove(id);
     let purged = 0;
     if (purge) {
       // Crash-safe order: drop the index entry, then unlink (a crash leaves an orphan

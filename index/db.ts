@@ -8,6 +8,7 @@
  *   schedules  cameraId               → SchedulePlan
  *   segments   [cameraId, startMs]    → SegmentRecord (GOP table inside, 12 B per GOP)
  *   gaps       [cameraId, startMs]    → GapRecord
+ *   recording  cameraId               → live events + manual flag (survive a restart)
  * Writes resolve after the commit is durable (lmdb-js default sync mode), which is
  * what invariant 2 needs: callers fdatasync the file first, then await the put.
  */
@@ -16,6 +17,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecorderError } from '../lib/errors.ts';
 import type { CameraConfig, GapRecord, SchedulePlan, SegmentRecord } from './records.ts';
+import type { DirectorState } from '../actors/recording-director.ts';
 
 export const SCHEMA_VERSION = 1;
 
@@ -27,6 +29,7 @@ export class RecorderIndex {
   readonly schedules: Database<SchedulePlan, string>;
   readonly segments: Database<SegmentRecord, SegKey>;
   readonly gaps: Database<GapRecord, SegKey>;
+  readonly recording: Database<DirectorState, string>;
   private readonly meta: Database<number, string>;
 
   private constructor(root: RootDatabase) {
@@ -36,6 +39,7 @@ export class RecorderIndex {
     this.schedules = root.openDB<SchedulePlan, string>({ name: 'schedules' });
     this.segments = root.openDB<SegmentRecord, SegKey>({ name: 'segments' });
     this.gaps = root.openDB<GapRecord, SegKey>({ name: 'gaps' });
+    this.recording = root.openDB<DirectorState, string>({ name: 'recording' });
   }
 
   static async open(dataDir: string): Promise<RecorderIndex> {

@@ -14,7 +14,7 @@ export interface CameraEvent {
   seconds?: number;
 }
 
-interface TypeState {
+export interface TypeState {
   /** Start of the current (merged) run of this type. */
   startedMs: number;
   /** An open start without stop. */
@@ -27,6 +27,16 @@ export class EventTracker {
   private readonly types = new Map<string, TypeState>();
 
   constructor(private postMs: number) {}
+
+  /** Plain data to persist, so an event survives a restart. */
+  snapshot(): Record<string, TypeState> {
+    return Object.fromEntries(this.types);
+  }
+
+  restore(state: Record<string, TypeState>): void {
+    this.types.clear();
+    for (const [type, s] of Object.entries(state)) this.types.set(type, { ...s });
+  }
 
   setPostSeconds(seconds: number): void {
     this.postMs = seconds * 1000;

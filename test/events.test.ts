@@ -128,3 +128,34 @@ test('manual recording, bad events and an event flood', async (t) => {
   const types = new Set((await search(n, t0 - 5000)).spans.flatMap((s) => s.types.map((x) => x.type)));
   t.true(types.has('manual'));
 });
+
+test('a restart in the middle of an event: recording continues after it, and the event still ends', async (t) => {
+  const sim = await SimCamera.start();
+  t.teardown(() => sim.stop());
+  const n = await startNode(t);
+  t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
+  t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', slots: [{ days: ALL_WEEK, start: '00:00', end: '00:00', type: 'event' }], preSeconds: 0, postSeconds: 0 })).ok);
+  const t0 = Date.now();
+  t.true((await n.request('rec.v1.event.cam', { type: 'alarm', action: 'start' })).ok);
+  await waitFor('alarm video', async () => {
+    const s = (await search(n, t0 - 5000)).spans[0];
+    return s && Date.parse(s.to) - Date.parse(s.from) > 4000;
+  }, 30_000, 500);
+  await n.node.stop();
+  const stoppedAt = Date.now();
+
+  const n2 = await startNode(t, {}, n.dataDir);
+  await waitFor('alarm video after the restart', async () => {
+    const spans = (await search(n2, t0 - 5000)).spans;
+    const last = spans.at(-1);
+    return last && Date.parse(last.to) > stoppedAt + 4000;
+  }, 30_000, 500);
+  const stopAt = Date.now();
+  t.true((await n2.request('rec.v1.event.cam', { type: 'alarm', action: 'stop', at: stopAt })).ok);
+  await sleep(3 * GOP_MS + 1000);
+  const spans = (await search(n2, t0 - 5000)).spans;
+  const last = spans.at(-1)!;
+  t.deepEqual([...new Set(spans.flatMap((s) => s.types.map((x) => x.type)))], ['alarm']);
+  const end = Date.parse(last.to);
+  t.true(end >= stopAt && end - stopAt <= GOP_MS + 100, `writing ended ${end - stopAt} ms after the stop`);
+});
