@@ -39,6 +39,8 @@ interface CameraContext {
   wantActive: boolean;
   /** Plan, events and manual recording: what is written, as what (shared with ingest). */
   director: RecordingDirector;
+  /** The stream the running ingest pulls. */
+  stream: 'main' | 'sub';
 }
 
 export type CameraMachineEvent =
@@ -48,6 +50,7 @@ export type CameraMachineEvent =
   | { type: 'PLAN'; plan: SchedulePlan | undefined }
   | { type: 'EVENT'; event: CameraEvent }
   | { type: 'MANUAL'; on: boolean }
+  | { type: 'SWITCH_STREAM' }
   | IngestEvent;
 
 export const cameraMachine = setup({
@@ -116,11 +119,14 @@ export const cameraMachine = setup({
       lastError: null,
       wantActive: director.wantsIngest(input.deps.clock.nowMs()),
       director,
+      stream: input.camera.record.stream,
     };
   },
   initial: 'init',
   on: {
     RECONFIGURE: { target: '.init', actions: 'reconfigure', reenter: true },
+    // A plan slot asks for the other stream: a new ingest attempt on it (new segment).
+    SWITCH_STREAM: { target: '.init', reenter: true },
     PLAN: { actions: ({ context, event }) => context.director.setPlan(event.plan) },
     EVENT: { actions: [({ context, event }) => void context.director.applyEvent(event.event), 'persistDirector'] },
     MANUAL: { actions: [({ context, event }) => context.director.setManual(event.on), 'persistDirector'] },
@@ -134,9 +140,13 @@ export const cameraMachine = setup({
       on: { START: { target: 'active', actions: 'want' } },
     },
     active: {
+      entry: assign(({ context }) => {
+        const wanted = context.director.streamAt(context.deps.clock.nowMs(), context.camera.record.stream);
+        return { stream: context.camera.streams[wanted] ? wanted : 'main' };
+      }),
       invoke: {
         src: 'ingest',
-        input: ({ context }) => ({ camera: context.camera, deps: context.deps, lastEndMs: context.lastEndMs, director: context.director }),
+        input: ({ context }) => ({ camera: context.camera, deps: context.deps, lastEndMs: context.lastEndMs, director: context.director, stream: context.stream }),
       },
       initial: 'connecting',
       states: {

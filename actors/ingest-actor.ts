@@ -14,6 +14,7 @@ import { RecorderError } from '../lib/errors.ts';
 
 export interface IngestInput {
   camera: CameraConfig;
+  stream: 'main' | 'sub';
   deps: CameraDeps;
   lastEndMs: number | null;
   director: RecordingDirector;
@@ -26,14 +27,14 @@ export type IngestEvent =
 export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input, sendBack }) => {
   const { camera, deps } = input;
   const log = deps.log.child({ camera: camera.id });
-  const url = camera.streams[camera.record.stream] ?? camera.streams.main;
+  const url = camera.streams[input.stream] ?? camera.streams.main;
   const session = startIngest({
     url,
     ffmpegPath: deps.config.ffmpegPath,
     stallTimeoutMs: deps.config.ingestTimeoutMs,
   });
   const writer = new SegmentWriter(
-    camera,
+    { ...camera, record: { ...camera.record, stream: camera.streams[input.stream] ? input.stream : 'main' } },
     {
       index: deps.index,
       dataDir: deps.config.dataDir,

@@ -7,7 +7,7 @@
  * its ingest child asks it about each fragment.
  */
 import type { SchedulePlan } from '../index/records.ts';
-import { plannedAt } from '../schedule/plan.ts';
+import { plannedAt, plannedStream } from '../schedule/plan.ts';
 import { EventTracker, type CameraEvent, type TypeState } from '../schedule/events.ts';
 
 /** What survives a restart: live events and manual recording. */
@@ -73,6 +73,11 @@ export class RecordingDirector {
   /** Whether ingest must run at `ms`: a slot, manual recording or a live event. */
   wantsIngest(ms: number): boolean {
     return this.manual || plannedAt(this.plan, ms) !== null;
+  }
+
+  /** The stream to ingest at `ms`: the slot's, else the camera's default. */
+  streamAt(ms: number, fallback: 'main' | 'sub'): 'main' | 'sub' {
+    return plannedStream(this.plan, ms) ?? fallback;
   }
 
   /** Whether video at `ms` should have been written (for gap records). */

@@ -20,8 +20,8 @@ export interface CameraLiveState {
   manual: boolean;
 }
 
-/** How often plans are re-evaluated; slots have minute resolution. */
-const PLAN_TICK_MS = 5000;
+/** How often plans are re-evaluated: slot boundaries are met within a second. */
+const PLAN_TICK_MS = 1000;
 
 export class Supervisor {
   private readonly actors = new Map<string, CameraActor>();
@@ -79,6 +79,11 @@ export class Supervisor {
       const state = stateName(snap.value);
       if (want && state === 'stopped') actor.send({ type: 'START' });
       else if (!want && state !== 'stopped') actor.send({ type: 'STOP' });
+      else if (want && (state === 'connecting' || state === 'recording')) {
+        const { director, camera, stream } = snap.context;
+        const wanted = director.streamAt(now, camera.record.stream);
+        if (wanted !== stream && camera.streams[wanted]) actor.send({ type: 'SWITCH_STREAM' });
+      }
     }
   }
 

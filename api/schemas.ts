@@ -53,6 +53,7 @@ export const schedulePutSchema = z
             start: hhmm,
             end: hhmm,
             type: z.enum(['timing', 'event']).describe('timing records always; event records only around events'),
+            stream: z.enum(['main', 'sub']).optional().describe('stream recorded in this slot; default the camera record.stream'),
           })
           .strict(),
       )

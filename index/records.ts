@@ -25,6 +25,8 @@ export interface ScheduleSlot {
   start: string; // HH:MM
   end: string; // HH:MM; end <= start means the slot runs past midnight
   type: 'timing' | 'event';
+  /** Which RTSP stream to record in this slot; default: the camera's `record.stream`. */
+  stream?: StreamName;
 }
 
 export interface SchedulePlan {

@@ -46,6 +46,19 @@ function slotCovers(slot: ScheduleSlot, t: LocalTime): boolean {
   return (slot.days.includes(t.weekday) && t.minute >= start) || (slot.days.includes(yesterday) && t.minute < end);
 }
 
+/** The stream the slot in force at `ms` asks for (event slots outrank timing), if any. */
+export function plannedStream(plan: SchedulePlan | undefined, ms: number): 'main' | 'sub' | undefined {
+  if (!plan) return undefined;
+  const t = localTime(ms, plan.timeZone);
+  let result: 'main' | 'sub' | undefined;
+  for (const slot of plan.slots) {
+    if (!slotCovers(slot, t)) continue;
+    if (slot.type === 'event') return slot.stream;
+    result ??= slot.stream;
+  }
+  return result;
+}
+
 /** The record type the plan asks for at `ms`; a camera without a plan records always. */
 export function plannedAt(plan: SchedulePlan | undefined, ms: number): PlannedRecording {
   if (!plan) return 'timing';

@@ -159,3 +159,33 @@ test('a restart in the middle of an event: recording continues after it, and the
   const end = Date.parse(last.to);
   t.true(end >= stopAt && end - stopAt <= GOP_MS + 100, `writing ended ${end - stopAt} ms after the stop`);
 });
+
+test('a plan switching from the sub to the main stream at a slot boundary', async (t) => {
+  const sim = await SimCamera.start();
+  t.teardown(() => sim.stop());
+  const n = await startNode(t, { segmentSeconds: 4 });
+  // main: H.264+AAC, sub: H.264 only — two codec configs, so the switch is visible.
+  t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264aac'), sub: sim.url('h264') } })).ok);
+  let boundary = Math.ceil(Date.now() / 60_000) * 60_000;
+  if (boundary - Date.now() < 15_000) boundary += 60_000;
+  const hhmm = new Date(boundary).toISOString().slice(11, 16);
+  t.true((await n.request('rec.v1.schedule.put', {
+    camera: 'cam',
+    slots: [
+      { days: ALL_WEEK, start: '00:00', end: hhmm, type: 'timing', stream: 'sub' },
+      { days: ALL_WEEK, start: hhmm, end: '00:00', type: 'timing', stream: 'main' },
+    ],
+  })).ok);
+  await sleep(boundary - Date.now() + 12_000);
+  const segs = [...n.node.index.allSegments('cam')].filter((s) => !s.open || s.endMs > s.startMs);
+  const before = segs.filter((s) => s.stream === 'sub');
+  const after = segs.filter((s) => s.stream === 'main');
+  t.true(before.length > 0 && after.length > 0, segs.map((s) => `${s.stream}@${s.startMs}`).join(' '));
+  t.true(before.every((s) => s.startMs < boundary), 'sub before the boundary');
+  t.true(after.every((s) => s.startMs >= boundary - 1000), 'main after it');
+  t.regex(after[0]!.mimeType, /mp4a/, 'main has audio');
+  t.notRegex(before[0]!.mimeType, /mp4a/, 'sub has none');
+  const hole = after[0]!.startMs - before.at(-1)!.endMs;
+  // One GOP lost at the switch plus connecting to the other stream, plus the 1 s plan tick.
+  t.true(hole >= 0 && hole <= 2000 + 3000 + 1000, `hole of ${hole} ms at the switch`);
+});
