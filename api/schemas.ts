@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { ValidationError } from '../lib/errors.ts';
 import { ID_PATTERN } from '../storage/layout.ts';
+import { slotProblem } from '../schedule/plan.ts';
 
 const id = z.string().regex(ID_PATTERN, 'ids are 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit');
 const rtspUrl = z
@@ -61,7 +62,11 @@ export const schedulePutSchema = z
     preSeconds: z.number().int().min(0).max(60).default(0),
     postSeconds: z.number().int().min(0).max(3600).default(0),
   })
-  .strict();
+  .strict()
+  .superRefine((plan, ctx) => {
+    const problem = slotProblem(plan.slots);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem, path: ['slots'] });
+  });
 
 /** Event types: the NVR ones (motion, alarm, vca, manual) or any custom word. */
 export const eventSchema = z

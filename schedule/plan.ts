@@ -106,3 +106,32 @@ export function nextChangeMs(plan: SchedulePlan | undefined, ms: number): number
   }
   return null;
 }
+
+const DAY_NAMES = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+
+/**
+ * Problems a plan must not have: a slot of zero length (start == end, except the
+ * all-day 00:00-00:00), and two slots of the same type covering the same minute
+ * (slots of different types may overlap: event outranks timing). Null when fine.
+ */
+export function slotProblem(slots: ScheduleSlot[]): string | null {
+  const owner = { timing: new Int16Array(7 * 1440).fill(-1), event: new Int16Array(7 * 1440).fill(-1) };
+  for (const [i, slot] of slots.entries()) {
+    const start = parseHHMM(slot.start) % 1440;
+    let end = parseHHMM(slot.end) % 1440;
+    if (start === end && slot.start !== '00:00') return `slot ${i} is empty (start equals end ${slot.start})`;
+    if (end <= start) end += 1440; // overnight, or all day for 00:00-00:00
+    const mark = owner[slot.type];
+    for (const day of new Set(slot.days)) {
+      for (let m = start; m < end; m++) {
+        const cell = (day * 1440 + m) % (7 * 1440);
+        const other = mark[cell]!;
+        if (other >= 0 && other !== i) {
+          return `slots ${other} and ${i} (both ${slot.type}) overlap on ${DAY_NAMES[Math.floor(cell / 1440)]} at ${String(Math.floor((cell % 1440) / 60)).padStart(2, '0')}:${String(cell % 60).padStart(2, '0')}`;
+        }
+        mark[cell] = i;
+      }
+    }
+  }
+  return null;
+}

@@ -53,6 +53,11 @@ test('bad bodies, unknown cameras, malformed times and ranges get typed errors; 
     [{ days: [1], start: '25:00', end: '09:00', type: 'timing' }],
     [{ days: [], start: '08:00', end: '09:00', type: 'timing' }],
     [{ days: [1], start: '08:00', end: '09:00', type: 'sometimes' }],
+    [{ days: [1], start: '08:00', end: '08:00', type: 'timing' }],
+    [
+      { days: [1], start: '08:00', end: '12:00', type: 'timing' },
+      { days: [1], start: '11:00', end: '13:00', type: 'timing' },
+    ],
   ]) {
     t.is((await n.request('rec.v1.schedule.put', { camera: 'good', slots })).error?.code, 'VALIDATION_FAILED', JSON.stringify(slots));
   }

@@ -3,7 +3,7 @@ import test from 'ava';
 import { parseRangeMs, parseTimeMs } from '../../lib/time.ts';
 import { parseByteRange } from '../../api/download.ts';
 import { decodeGops, encodeGops } from '../../index/gop-table.ts';
-import { nextChangeMs, plannedAt } from '../../schedule/plan.ts';
+import { nextChangeMs, plannedAt, slotProblem } from '../../schedule/plan.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { RecorderError } from '../../lib/errors.ts';
 import { parseSegmentRelPath, segmentRelPath } from '../../storage/layout.ts';
@@ -126,4 +126,15 @@ test('next change: across midnight, over the week, and across DST in the plan ti
   const spring = plan([{ days: [0], start: '02:30', end: '04:00', type: 'timing' }], 'Europe/Berlin');
   const s = nextChangeMs(spring, Date.UTC(2026, 2, 28, 23, 0))!;
   t.true(s === Date.UTC(2026, 2, 29, 1, 0) || s === Date.UTC(2026, 2, 29, 1, 30), `starts at ${new Date(s).toISOString()}`);
+});
+
+test('slot problems: empty slots and same-type overlaps are refused, event over timing is fine', (t) => {
+  const s = (days: number[], start: string, end: string, type: 'timing' | 'event' = 'timing') => ({ days, start, end, type });
+  t.is(slotProblem([s([1], '08:00', '12:00'), s([1], '12:00', '18:00')]), null, 'touching');
+  t.is(slotProblem([s([1], '08:00', '18:00'), s([1], '12:00', '13:00', 'event')]), null, 'event over timing');
+  t.is(slotProblem([s([0, 1, 2, 3, 4, 5, 6], '00:00', '00:00')]), null, 'all week');
+  t.regex(slotProblem([s([1], '08:00', '12:00'), s([1], '11:00', '13:00')])!, /slots 0 and 1 .* overlap on Monday at 11:00/);
+  t.regex(slotProblem([s([1], '22:00', '06:00'), s([2], '05:00', '07:00')])!, /overlap on Tuesday at 05:00/, 'overnight spill');
+  t.regex(slotProblem([s([6], '23:00', '01:00'), s([0], '00:30', '02:00')])!, /overlap on Sunday at 00:30/, 'Saturday night wraps to Sunday');
+  t.regex(slotProblem([s([1], '08:00', '08:00')])!, /empty/);
 });
