@@ -50,6 +50,9 @@ test('an alarm during timing recording changes the type of what follows, with no
   t.true(to >= end && to - end <= GOP_MS + 100, `alarm run ends ${to - end} ms after pulse + post`);
   t.is(Date.parse(before!.to), from);
   t.is(Date.parse(after!.from), to);
+  // Search filters by record type and returns just those runs.
+  const onlyAlarm = await n.request<Search>('rec.v1.search', { camera: 'cam', from: t0 - 5000, to: Date.now(), types: ['alarm'] });
+  t.deepEqual(onlyAlarm.spans.map((sp) => [sp.from, sp.to, sp.types.map((x) => x.type)]), [[alarm!.from, alarm!.to, ['alarm']]]);
 });
 
 test('in an event slot nothing is written until a pulse; the clip starts preSeconds before it and ends after post-record', async (t) => {
@@ -122,8 +125,9 @@ test('manual recording, bad events and an event flood', async (t) => {
   const lastBefore = Date.parse((await search(n, t0 - 5000)).spans[0]!.to);
   await waitFor('video keeps flowing', async () => Date.parse((await search(n, t0 - 5000)).spans[0]!.to) > lastBefore + 2 * GOP_MS, 20_000, 500);
   t.is((await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status, 'recording');
-  const stopReply = await n.request('rec.v1.manual.stop', { camera: 'cam' });
-  t.true(stopReply.ok);
+  // Manual stop over HTTP (start was over NATS).
+  const stopRes = await fetch(`${n.http}/api/cameras/cam/manual/stop`, { method: 'POST' });
+  t.is(stopRes.status, 200, await stopRes.text());
   await waitFor('stopped again', async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'stopped', 10_000);
   const types = new Set((await search(n, t0 - 5000)).spans.flatMap((s) => s.types.map((x) => x.type)));
   t.true(types.has('manual'));
