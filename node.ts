@@ -87,7 +87,7 @@ export class RecorderNode {
   }
 
   private async startHttp(): Promise<void> {
-    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken });
+    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
     const addr = this.http.server.address();

@@ -9,6 +9,7 @@ import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { VERSION, type RecorderService } from './service.ts';
 import { registerDownload } from './download.ts';
+import { registerFrames } from './frames.ts';
 import type { RecorderIndex } from '../index/db.ts';
 
 export interface HttpDeps {
@@ -17,6 +18,7 @@ export interface HttpDeps {
   dataDir: string;
   log: Logger;
   authToken?: string | undefined;
+  ffmpegPath: string;
 }
 
 export function buildHttp(deps: HttpDeps): FastifyInstance {
@@ -74,5 +76,6 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/start', async (req) => deps.service.manual({ camera: req.params.id }, true));
   app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', async (req) => deps.service.manual({ camera: req.params.id }, false));
   registerDownload(app, deps);
+  registerFrames(app, deps);
   return app;
 }

@@ -5,6 +5,8 @@
  */
 import test from 'ava';
 import { writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { SimCamera } from '../sim/camera.ts';
 import { RecorderIndex } from '../index/db.ts';
@@ -12,6 +14,7 @@ import { decodeErrors, ffprobe } from './helpers/media.ts';
 import { readClockSeconds, secondsOfDayUtc, clockDiffSeconds } from './helpers/ocr.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
+const run = promisify(execFile);
 const GOP_SEC = 2; // the sim camera's key-int-max 50 at 25 fps
 
 interface SearchBody {
@@ -84,6 +87,25 @@ for (const [mount, codecs] of [
     t.not(shown, null, 'clock overlay readable');
     const diff = clockDiffSeconds(shown!, secondsOfDayUtc(fromMs));
     t.true(Math.abs(diff) <= GOP_SEC + 1, `overlay ${shown} vs from ${secondsOfDayUtc(fromMs)} (${diff} s)`);
+
+    // The I-frame at `from` as JPEG: the GOP's first picture, clock and size right.
+    const frameRes = await fetch(`${n.http}/api/cameras/cam1/frame.jpg?at=${fromMs}`);
+    t.is(frameRes.status, 200);
+    t.is(frameRes.headers.get('content-type'), 'image/jpeg');
+    const frameAt = Date.parse(frameRes.headers.get('x-frame-time')!);
+    t.is(frameAt, servedFrom, 'the I-frame that starts the GOP holding `from`');
+    const jpeg = join(dir, 'frame.jpg');
+    await writeFile(jpeg, Buffer.from(await frameRes.arrayBuffer()));
+    t.deepEqual((await ffprobe(jpeg)).codecs, ['mjpeg']);
+    const frameClock = await readClockSeconds(jpeg, 0);
+    t.true(frameClock !== null && Math.abs(clockDiffSeconds(frameClock, secondsOfDayUtc(frameAt))) <= 1, `frame clock ${frameClock}`);
+    const thumb = await fetch(`${n.http}/api/cameras/cam1/frame.jpg?at=${fromMs}&width=160`);
+    const thumbFile = join(dir, 'thumb.jpg');
+    await writeFile(thumbFile, Buffer.from(await thumb.arrayBuffer()));
+    t.is((await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=width,height', '-of', 'csv=p=0', thumbFile])).stdout.trim(), '160,120');
+    t.is((await fetch(`${n.http}/api/cameras/cam1/frame.jpg?at=2020-01-01T00:00:00Z`)).status, 404);
+    t.is((await fetch(`${n.http}/api/cameras/cam1/frame.jpg?at=noon`)).status, 400);
+    t.is((await fetch(`${n.http}/api/cameras/cam1/frame.jpg?at=${fromMs}&width=5`)).status, 400);
 
     // Same request, same bytes (a resumed download must match).
     const again = await download(n, 'cam1', fromMs, toMs, dir);

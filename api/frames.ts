@@ -1,0 +1,81 @@
+/**
+ * GET /api/cameras/:id/frame.jpg?at=&width= — the I-frame at or before `at` as JPEG.
+ * The GOP is found in the index (no file scan); its init and fragment are read from
+ * the segment file and decoded by media/ffmpeg-frame.ts. Results are cached by
+ * (segment, GOP, width) in a bounded LRU, so a timeline strip costs one decode per GOP.
+ */
+import type { FastifyInstance } from 'fastify';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { decodeGops } from '../index/gop-table.ts';
+import { NoVideoError, ValidationError } from '../lib/errors.ts';
+import { iso, parseTimeMs } from '../lib/time.ts';
+import { extractJpeg } from '../media/ffmpeg-frame.ts';
+import type { HttpDeps } from './http.ts';
+
+const CACHE_ENTRIES = 512;
+
+class Lru<V> {
+  private readonly map = new Map<string, V>();
+  constructor(private readonly limit: number) {}
+  get(key: string): V | undefined {
+    const v = this.map.get(key);
+    if (v !== undefined) {
+      this.map.delete(key);
+      this.map.set(key, v);
+    }
+    return v;
+  }
+  set(key: string, v: V): void {
+    this.map.delete(key);
+    this.map.set(key, v);
+    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value!);
+  }
+  delete(key: string): void {
+    this.map.delete(key);
+  }
+}
+
+async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, offset);
+    if (bytesRead !== length) throw new NoVideoError(`segment file ${path} is shorter than its index entry`);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
+export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPath: string }): void {
+  const cache = new Lru<Promise<Buffer>>(CACHE_ENTRIES);
+  app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>('/api/cameras/:id/frame.jpg', async (req, reply) => {
+    const camera = deps.service.requireCamera(req.params.id);
+    const atMs = parseTimeMs(req.query.at, 'at');
+    const width = req.query.width === undefined ? undefined : Number(req.query.width);
+    if (width !== undefined && (!Number.isInteger(width) || width < 16 || width > 3840)) throw new ValidationError('width: an integer from 16 to 3840');
+    const seg = deps.index.segmentsInRange(camera.id, atMs, atMs + 1)[0];
+    if (!seg || seg.startMs > atMs) throw new NoVideoError(`no video of camera ${camera.id} at ${iso(atMs)}`);
+    const gops = decodeGops(seg.gops);
+    let i = gops.length - 1;
+    while (i > 0 && seg.startMs + gops[i]!.timeMs > atMs) i--;
+    const gop = gops[i]!;
+    const key = `${seg.file}:${gop.offset}:${width ?? 0}`;
+    let jpeg = cache.get(key);
+    if (!jpeg) {
+      const path = join(deps.dataDir, seg.file);
+      jpeg = Promise.all([readRange(path, 0, seg.initSize), readRange(path, gop.offset, gop.size)]).then(([init, frag]) =>
+        extractJpeg(init, frag, { ffmpegPath: deps.ffmpegPath, ...(width !== undefined ? { width } : {}) }),
+      );
+      jpeg.catch(() => cache.delete(key)); // a failure is not cached
+      cache.set(key, jpeg);
+    }
+    const body = await jpeg;
+    void reply
+      .header('Content-Type', 'image/jpeg')
+      .header('Cache-Control', 'private, max-age=86400')
+      .header('X-Frame-Time', iso(seg.startMs + gop.timeMs));
+    return reply.send(body);
+  });
+}
