@@ -10,6 +10,7 @@ import type { Logger } from '../lib/log.ts';
 import { VERSION, type RecorderService } from './service.ts';
 import { registerDownload } from './download.ts';
 import { registerFrames } from './frames.ts';
+import { registerHls } from './hls.ts';
 import type { RecorderIndex } from '../index/db.ts';
 
 export interface HttpDeps {
@@ -77,5 +78,6 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', async (req) => deps.service.manual({ camera: req.params.id }, false));
   registerDownload(app, deps);
   registerFrames(app, deps);
+  registerHls(app, deps);
   return app;
 }

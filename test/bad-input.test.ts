@@ -87,6 +87,17 @@ test('bad bodies, unknown cameras, malformed times and ranges get typed errors; 
   t.is(stale.status, 200, 'If-Range with another ETag gets the whole body');
   await stale.arrayBuffer();
 
+  // Raw segment files (HLS byte ranges): unknown names 404, ranges past the durable bytes 416.
+  const seg = [...n.node.index.allSegments('good')][0]!;
+  const segUrl = `${n.http}/api/cameras/good/segments/${seg.startMs}.mp4`;
+  const head = await fetch(segUrl, { headers: { range: 'bytes=0-7' } });
+  t.is(head.status, 206);
+  t.is(Buffer.from(await head.arrayBuffer()).toString('latin1', 4, 8), 'ftyp');
+  t.is((await fetch(`${n.http}/api/cameras/good/segments/123.mp4`)).status, 404);
+  t.is((await fetch(`${n.http}/api/cameras/good/segments/..%2F..%2Findex.mp4`)).status, 404);
+  t.is((await fetch(segUrl, { headers: { range: 'bytes=999999999-' } })).status, 416);
+  t.is((await fetch(`${n.http}/api/cameras/good/video.m3u8?from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z`)).status, 404);
+
   // A URL that refuses, and one that speaks garbage: the camera backs off with a reason.
   const closedPort = await freePort();
   const garbage = createServer((s) => s.end('HTTP/1.0 200 OK\r\n\r\nthis is not rtsp\r\n'));

@@ -1,0 +1,74 @@
+/**
+ * HLS VOD for a range (fMP4 flavour): `GET /api/cameras/:id/video.m3u8?from=&to=` lists
+ * the GOPs covering the range as byte ranges of the segment files themselves, with
+ * each file's init as EXT-X-MAP, so players fetch the stored bytes with no remux.
+ * A codec change or a break in time between segments is an EXT-X-DISCONTINUITY;
+ * EXT-X-PROGRAM-DATE-TIME carries the wall clock of each segment.
+ * `GET /api/cameras/:id/segments/:startMs.mp4` serves one segment file with Range
+ * support, never beyond the bytes the index says are durable.
+ */
+import type { FastifyInstance } from 'fastify';
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { decodeGops } from '../index/gop-table.ts';
+import { NoVideoError, RecorderError } from '../lib/errors.ts';
+import { iso, parseRangeMs } from '../lib/time.ts';
+import { parseByteRange } from './download.ts';
+import type { HttpDeps } from './http.ts';
+
+/** Segments further apart than this are not one continuous stream for a player. */
+const CONTIGUOUS_MS = 500;
+
+export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.m3u8', async (req, reply) => {
+    const camera = deps.service.requireCamera(req.params.id);
+    const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
+    const lines: string[] = [];
+    let maxDurSec = 1;
+    let prev: { endMs: number; codecKey: string } | null = null;
+    for (const seg of deps.index.segmentsInRange(camera.id, fromMs, toMs)) {
+      const gops = decodeGops(seg.gops);
+      const uri = `segments/${seg.startMs}.mp4`;
+      const picked: string[] = [];
+      let firstMs: number | null = null;
+      for (let i = 0; i < gops.length; i++) {
+        const g = gops[i]!;
+        const startMs = seg.startMs + g.timeMs;
+        const endMs = i + 1 < gops.length ? seg.startMs + gops[i + 1]!.timeMs : seg.endMs;
+        if (endMs <= fromMs || startMs >= toMs) continue;
+        firstMs ??= startMs;
+        const dur = (endMs - startMs) / 1000;
+        maxDurSec = Math.max(maxDurSec, Math.ceil(dur));
+        picked.push(`#EXTINF:${dur.toFixed(3)},`, `#EXT-X-BYTERANGE:${g.size}@${g.offset}`, uri);
+      }
+      if (firstMs === null) continue;
+      if (prev && (prev.codecKey !== seg.codecKey || Math.abs(seg.startMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs)) lines.push('#EXT-X-DISCONTINUITY');
+      lines.push(`#EXT-X-MAP:URI="${uri}",BYTERANGE="${seg.initSize}@0"`, `#EXT-X-PROGRAM-DATE-TIME:${iso(firstMs)}`, ...picked);
+      prev = { endMs: seg.endMs, codecKey: seg.codecKey };
+    }
+    if (lines.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
+    const body = ['#EXTM3U', '#EXT-X-VERSION:7', `#EXT-X-TARGETDURATION:${maxDurSec}`, '#EXT-X-PLAYLIST-TYPE:VOD', '#EXT-X-INDEPENDENT-SEGMENTS', ...lines, '#EXT-X-ENDLIST', ''].join('\n');
+    void reply.header('Content-Type', 'application/vnd.apple.mpegurl');
+    return body;
+  });
+
+  app.get<{ Params: { id: string; file: string } }>('/api/cameras/:id/segments/:file', async (req, reply) => {
+    const camera = deps.service.requireCamera(req.params.id);
+    const m = /^(\d{10,15})\.mp4$/.exec(req.params.file);
+    if (!m) throw new RecorderError('NOT_FOUND', `no segment ${JSON.stringify(req.params.file)}`);
+    const seg = deps.index.segments.get([camera.id, Number(m[1])]);
+    if (!seg) throw new RecorderError('NOT_FOUND', `no segment ${req.params.file} of camera ${camera.id}`);
+    let range: { start: number; end: number } | null;
+    try {
+      range = parseByteRange(req.headers.range, seg.bytes);
+    } catch (err) {
+      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${seg.bytes}`);
+      throw err;
+    }
+    const start = range?.start ?? 0;
+    const end = range?.end ?? seg.bytes - 1;
+    void reply.header('Content-Type', 'video/mp4').header('Accept-Ranges', 'bytes').header('Content-Length', end - start + 1);
+    if (range) void reply.code(206).header('Content-Range', `bytes ${start}-${end}/${seg.bytes}`);
+    return reply.send(createReadStream(join(deps.dataDir, seg.file), { start, end }));
+  });
+}
