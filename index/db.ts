@@ -7,6 +7,10 @@
  *   cameras    cameraId               → CameraConfig
  *   schedules  cameraId               → SchedulePlan
  *   segments   [cameraId, startMs]    → SegmentRecord (GOP table inside, 12 B per GOP)
+ *   segtimes   [cameraId, startMs]    → SegmentTimes [endMs, type, fromMs, type, fromMs…]:
+ *                                       what search needs, written with every segment put
+ *                                       (same commit batch), so a month of search does not
+ *                                       decode GOP tables
  *   gaps       [cameraId, startMs]    → GapRecord
  *   recording  cameraId               → live events + manual flag (survive a restart)
  * Writes resolve after the commit is durable (lmdb-js default sync mode), which is
@@ -23,6 +27,15 @@ export const SCHEMA_VERSION = 1;
 
 type SegKey = [string, number];
 
+/** Compact search view of a segment: endMs, then its type runs flattened. */
+export type SegmentTimes = (number | string)[];
+
+export interface SegmentTimesView {
+  startMs: number;
+  endMs: number;
+  types: { type: string; fromMs: number }[];
+}
+
 export class RecorderIndex {
   readonly root: RootDatabase;
   readonly cameras: Database<CameraConfig, string>;
@@ -30,6 +43,7 @@ export class RecorderIndex {
   readonly segments: Database<SegmentRecord, SegKey>;
   readonly gaps: Database<GapRecord, SegKey>;
   readonly recording: Database<DirectorState, string>;
+  readonly segtimes: Database<SegmentTimes, SegKey>;
   private readonly meta: Database<number, string>;
 
   private constructor(root: RootDatabase) {
@@ -41,6 +55,7 @@ export class RecorderIndex {
     this.segments = root.openDB<SegmentRecord, SegKey>({ name: 'segments', sharedStructuresKey: Symbol.for('structures') });
     this.gaps = root.openDB<GapRecord, SegKey>({ name: 'gaps' });
     this.recording = root.openDB<DirectorState, string>({ name: 'recording' });
+    this.segtimes = root.openDB<SegmentTimes, SegKey>({ name: 'segtimes' });
   }
 
   static async open(dataDir: string): Promise<RecorderIndex> {
@@ -54,6 +69,11 @@ export class RecorderIndex {
       await root.close();
       throw new RecorderError('INDEX_SCHEMA_MISMATCH', `index schema ${version}, this build reads ${SCHEMA_VERSION}: run reindex`);
     }
+    // Indexes written before segtimes existed get it built once.
+    if (index.segtimes.getKeysCount({ limit: 1 }) === 0 && index.segments.getKeysCount({ limit: 1 }) > 0) {
+      for (const { value } of index.segments.getRange({})) void index.segtimes.put([value.camera, value.startMs], segmentTimes(value));
+      await index.segtimes.flushed;
+    }
     return index;
   }
 
@@ -63,12 +83,38 @@ export class RecorderIndex {
 
   // ---- segments -------------------------------------------------------------
 
+  /** Both puts land in the same lmdb-js commit batch. */
   putSegment(seg: SegmentRecord): Promise<boolean> {
+    void this.segtimes.put([seg.camera, seg.startMs], segmentTimes(seg));
     return this.segments.put([seg.camera, seg.startMs], seg);
   }
 
   removeSegment(camera: string, startMs: number): Promise<boolean> {
+    void this.segtimes.remove([camera, startMs]);
     return this.segments.remove([camera, startMs]);
+  }
+
+  async clearSegments(): Promise<void> {
+    await this.segtimes.clearAsync();
+    await this.segments.clearAsync();
+  }
+
+  /** Start, end and type runs of the segments overlapping [fromMs, toMs), in time order. */
+  segmentTimesInRange(camera: string, fromMs: number, toMs: number): SegmentTimesView[] {
+    const out: SegmentTimesView[] = [];
+    const view = (key: SegKey, v: SegmentTimes): SegmentTimesView => {
+      const types: { type: string; fromMs: number }[] = [];
+      for (let i = 1; i + 1 < v.length; i += 2) types.push({ type: v[i] as string, fromMs: v[i + 1] as number });
+      return { startMs: key[1], endMs: v[0] as number, types };
+    };
+    for (const { key, value } of this.segtimes.getRange({ start: [camera, fromMs], end: [camera, -1], reverse: true, limit: 1 })) {
+      if (key[0] === camera && (value[0] as number) > fromMs) out.push(view(key, value));
+    }
+    for (const { key, value } of this.segtimes.getRange({ start: [camera, fromMs], end: [camera, toMs] })) {
+      if (out.length > 0 && out[out.length - 1]!.startMs === key[1]) continue;
+      out.push(view(key, value));
+    }
+    return out;
   }
 
   /** Segments of `camera` that overlap [fromMs, toMs), in time order. */
@@ -125,4 +171,10 @@ export class RecorderIndex {
   listCameras(): CameraConfig[] {
     return [...this.cameras.getRange({})].map((e) => e.value);
   }
+}
+
+export function segmentTimes(seg: SegmentRecord): SegmentTimes {
+  const out: SegmentTimes = [seg.endMs];
+  for (const run of seg.types) out.push(run.type, run.fromMs);
+  return out;
 }

@@ -4,7 +4,8 @@
  * record-type runs merge across segments when the type does not change.
  */
 import type { RecorderIndex } from './db.ts';
-import type { GapState, SegmentRecord } from './records.ts';
+import type { SegmentTimesView } from './db.ts';
+import type { GapState } from './records.ts';
 
 /** Segments this close together belong to one span (rounding of wall-clock anchors). */
 export const SPAN_JOIN_MS = 1000;
@@ -36,7 +37,7 @@ export interface SearchResultMs {
 export function search(index: RecorderIndex, q: { camera: string; fromMs: number; toMs: number; types?: string[] | undefined; nowMs: number }): SearchResultMs {
   const wanted = q.types && q.types.length > 0 ? new Set(q.types) : null;
   const spans: SpanMs[] = [];
-  for (const seg of index.segmentsInRange(q.camera, q.fromMs, q.toMs)) {
+  for (const seg of index.segmentTimesInRange(q.camera, q.fromMs, q.toMs)) {
     for (const run of segmentRuns(seg)) {
       if (wanted && !wanted.has(run.type)) continue;
       const fromMs = Math.max(run.fromMs, q.fromMs);
@@ -54,7 +55,7 @@ export function search(index: RecorderIndex, q: { camera: string; fromMs: number
   return { spans, gaps: gaps.filter((g) => g.toMs > g.fromMs) };
 }
 
-function segmentRuns(seg: SegmentRecord): TypeRunMs[] {
+function segmentRuns(seg: SegmentTimesView): TypeRunMs[] {
   return seg.types.map((run, i) => ({ type: run.type, fromMs: run.fromMs, toMs: seg.types[i + 1]?.fromMs ?? seg.endMs }));
 }
 

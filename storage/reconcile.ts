@@ -93,7 +93,7 @@ function trackDecodeTime(moof: { tracks: { trackId: number; baseDecodeTime: bigi
 export async function reconcile(index: RecorderIndex, dataDir: string, opts: ReconcileOptions): Promise<ReconcileReport> {
   const report: ReconcileReport = { checkedFiles: 0, truncated: [], reindexed: [], removedEmpty: [], droppedEntries: [], unreadable: [] };
   const write = opts.mode !== 'check';
-  if (opts.mode === 'rebuild') await index.segments.clearAsync();
+  if (opts.mode === 'rebuild') await index.clearSegments();
 
   const files = await listSegmentFiles(dataDir);
   const onDisk = new Set(files);
