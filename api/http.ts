@@ -11,6 +11,7 @@ import { VERSION, type RecorderService } from './service.ts';
 import { registerDownload } from './download.ts';
 import { registerFrames } from './frames.ts';
 import { registerHls } from './hls.ts';
+import { registerPlay } from './play.ts';
 import type { RecorderIndex } from '../index/db.ts';
 
 export interface HttpDeps {
@@ -79,5 +80,6 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   registerDownload(app, deps);
   registerFrames(app, deps);
   registerHls(app, deps);
+  registerPlay(app, deps);
   return app;
 }

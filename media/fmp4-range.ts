@@ -95,6 +95,7 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
   let prevVideoNext: bigint | null = null; // input decode time where the previous output stopped
   let outEndSec = 0; // latest end over tracks of what was output so far
   let shift = new Map<number, bigint>();
+  let videoGrid: { lastDts: number; frame: number } | null = null; // output ticks of the last video frame
   for (const slice of slices) {
     if (slice.fragments.length === 0) continue;
     const fh = await open(slice.path, 'r');
@@ -109,7 +110,14 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
     const headVideo = head.tracks.find((t) => t.trackId === videoId);
     const continuous = prevVideoNext !== null && headVideo !== undefined && headVideo.baseDecodeTime === prevVideoNext;
     if (!continuous) {
-      // Rebase so this slice's earliest track starts at outEndSec, all tracks by the same time.
+      // Rebase so this slice's earliest track starts at outEndSec, all tracks by the same
+      // time. The start is put on the previous video's frame grid (a whole number of
+      // frames after its last frame), so tools that count in frames see no repeated time.
+      if (videoGrid) {
+        const vts = timescales.get(videoId) ?? 1;
+        const frames = Math.max(1, Math.ceil((outEndSec * vts - videoGrid.lastDts) / videoGrid.frame - 1e-9));
+        outEndSec = (videoGrid.lastDts + frames * videoGrid.frame) / vts;
+      }
       const startSec = Math.min(...head.tracks.map((t) => trackSeconds(t.baseDecodeTime, timescales.get(t.trackId) ?? 1)));
       shift = new Map(head.tracks.map((t) => {
         const ts = timescales.get(t.trackId) ?? 1;
@@ -119,9 +127,20 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
     for (const f of slice.fragments) planned.push({ path: slice.path, offset: f.offset, size: f.size, sequence: sequence++, shift });
     for (const t of tail.tracks) {
       const ts = timescales.get(t.trackId) ?? 1;
-      const end = trackSeconds(t.baseDecodeTime + BigInt(t.durationTicks) + (shift.get(t.trackId) ?? 0n), ts);
+      // ffmpeg may close a session's last fragment with a near-zero last sample; count it
+      // at least as long as the one before, or the next slice would start on the same
+      // frame tick (players and muxers working in frame units see a repeated time).
+      const lastDur = t.durations[t.durations.length - 1] ?? 0;
+      const pad = Math.max(0, (t.durations[t.durations.length - 2] ?? 1) - lastDur);
+      const end = trackSeconds(t.baseDecodeTime + BigInt(t.durationTicks + pad) + (shift.get(t.trackId) ?? 0n), ts);
       if (end > outEndSec) outEndSec = end;
-      if (t.trackId === videoId) prevVideoNext = t.baseDecodeTime + BigInt(t.durationTicks);
+      if (t.trackId === videoId) {
+        prevVideoNext = t.baseDecodeTime + BigInt(t.durationTicks);
+        const n = t.durations.length;
+        const lastDts = Number(t.baseDecodeTime + (shift.get(t.trackId) ?? 0n)) + t.durations.slice(0, n - 1).reduce((a, d) => a + d, 0);
+        const frame = Math.max(t.durations[n - 2] ?? 0, t.durations[n - 1] ?? 0, 1);
+        videoGrid = { lastDts, frame };
+      }
     }
   }
 

@@ -44,4 +44,46 @@ test('Chromium plays a downloaded H.264+AAC range', async (t) => {
   t.true(result.time! > 2);
   t.is(result.width, 320);
   t.true(result.duration! >= 5.9 && result.duration! <= 10.5, `duration ${result.duration}`);
+
+  // /play through Media Source Extensions: the player appends the fMP4 as it arrives.
+  const playFrom = Date.parse(span.from) + 2000;
+  const playUrl = `${n.http}/api/cameras/cam/play?from=${playFrom}`;
+  const head = await fetch(playUrl);
+  const mime = head.headers.get('content-type')!;
+  t.regex(mime, /^video\/mp4; codecs="avc1\.[0-9a-f]+,mp4a\.40\.2"$/);
+  t.is(head.headers.get('x-recording-from'), new Date(Date.parse(head.headers.get('x-recording-from')!)).toISOString());
+  await head.arrayBuffer();
+  // Same origin as the recorder, as its own web UI will be (fetch needs it; <video src> does not).
+  await page.goto(`${n.http}/api/health`);
+  await page.setContent(`<video id="m" muted autoplay></video><script>
+    const v = document.getElementById('m');
+    const ms = new MediaSource();
+    v.src = URL.createObjectURL(ms);
+    ms.addEventListener('sourceopen', async () => {
+      const sb = ms.addSourceBuffer(${JSON.stringify(mime)});
+      const reader = (await fetch(${JSON.stringify(playUrl)})).body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        sb.appendBuffer(value);
+        await new Promise((r) => sb.addEventListener('updateend', r, { once: true }));
+      }
+      ms.endOfStream();
+    });
+  </script>`);
+  const mse = await page.waitForFunction(
+    `(() => {
+      const v = document.getElementById('m');
+      if (v.error) return { error: v.error.code };
+      return v.currentTime > 2 ? { time: v.currentTime, width: v.videoWidth } : null;
+    })()`,
+    undefined,
+    { timeout: 20_000 },
+  );
+  const played = (await mse.jsonValue()) as { error?: number; time?: number; width?: number };
+  t.is(played.error, undefined);
+  t.true(played.time! > 2);
+  t.is(played.width, 320);
+  const trick = await getJson<{ error: { code: string } }>(`${playUrl}&speed=8`);
+  t.is(trick.status, 400);
 });

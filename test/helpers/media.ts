@@ -34,3 +34,12 @@ export async function decodeErrors(file: string): Promise<string> {
     return (err as { stderr?: string }).stderr ?? String(err);
   }
 }
+
+/** Video packets whose decode time does not increase (in the stream's own timescale). */
+export async function nonIncreasingDts(file: string): Promise<string[]> {
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=dts', '-of', 'csv=p=0', file], { maxBuffer: 64 * 1024 * 1024 });
+  const dts = stdout.split('\n').filter(Boolean).map(Number);
+  const bad: string[] = [];
+  for (let i = 1; i < dts.length; i++) if (dts[i]! <= dts[i - 1]!) bad.push(`packet ${i}: ${dts[i - 1]} then ${dts[i]}`);
+  return bad;
+}
