@@ -9,7 +9,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, ValidationError } from '../lib/errors.ts';
-import { iso, parseTimeMs } from '../lib/time.ts';
+import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
 import { extractJpeg } from '../media/ffmpeg-frame.ts';
 import type { HttpDeps } from './http.ts';
 
@@ -48,7 +48,49 @@ async function readRange(path: string, offset: number, length: number): Promise<
   }
 }
 
+export interface StripEntry {
+  at: string;
+  url: string;
+}
+
+/**
+ * A timeline strip: `count` evenly spaced instants over [from, to), each mapped to the
+ * I-frame at or before it (distinct GOPs only, gaps skipped), as frame.jpg URLs the
+ * client fetches (and this server caches per GOP).
+ */
+export function thumbnailStrip(deps: HttpDeps, cameraId: string, fromMs: number, toMs: number, count: number, width: number): StripEntry[] {
+  const out: StripEntry[] = [];
+  const seen = new Set<string>();
+  const segs = deps.index.segmentsInRange(cameraId, fromMs, toMs);
+  let si = 0;
+  for (let k = 0; k < count; k++) {
+    const at = fromMs + Math.floor(((toMs - fromMs) * k) / count);
+    while (si < segs.length && segs[si]!.endMs <= at) si++;
+    const seg = segs[si];
+    if (!seg || seg.startMs > at) continue; // in a gap
+    const gops = decodeGops(seg.gops);
+    let i = gops.length - 1;
+    while (i > 0 && seg.startMs + gops[i]!.timeMs > at) i--;
+    const frameMs = seg.startMs + gops[i]!.timeMs;
+    const key = `${seg.startMs}:${i}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ at: iso(frameMs), url: `/api/cameras/${encodeURIComponent(cameraId)}/frame.jpg?at=${frameMs}&width=${width}` });
+  }
+  return out;
+}
+
 export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPath: string }): void {
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; count?: string; width?: string } }>('/api/cameras/:id/thumbnails', async (req) => {
+    const camera = deps.service.requireCamera(req.params.id);
+    const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
+    const count = req.query.count === undefined ? 24 : Number(req.query.count);
+    const width = req.query.width === undefined ? 160 : Number(req.query.width);
+    if (!Number.isInteger(count) || count < 1 || count > 500) throw new ValidationError('count: an integer from 1 to 500');
+    if (!Number.isInteger(width) || width < 16 || width > 3840) throw new ValidationError('width: an integer from 16 to 3840');
+    return { thumbnails: thumbnailStrip(deps, camera.id, fromMs, toMs, count, width) };
+  });
+
   const cache = new Lru<Promise<Buffer>>(CACHE_ENTRIES);
   app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>('/api/cameras/:id/frame.jpg', async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
