@@ -1,36 +1,68 @@
 /**
- * GET /api/cameras/:id/play?from=&to= — playback as fragmented MP4 that an MSE player
- * appends as it arrives: the init, then every GOP from the one holding `from` (nearest
- * preceding I-frame) to `to` (default: the end of what is recorded now), across
- * segment boundaries; gaps are skipped (decode times continue), so playback never
- * stalls on a hole. Same bytes as `video.mp4` for the same range, but meant to be
- * played, not saved. Trick play (speed, reverse, I-frames only) is the playback issue's
- * next step and is refused with a clear error until then.
+ * GET /api/cameras/:id/play?from=&to=&speed=&reverse=&iframes= — playback as
+ * fragmented MP4 that an MSE player appends as it arrives: the init, then one fragment
+ * per GOP from the GOP holding `from` (nearest preceding I-frame), across segments;
+ * gaps are skipped with decode times continuing, so playback never stalls on a hole.
+ *
+ * Trick play (media/fmp4-trick.ts): `speed` 1/8..16 rescales decode times (video only;
+ * audio is dropped at any speed but 1); above IFRAME_SPEED_THRESHOLD, with
+ * `iframes=1` or `reverse=1` only each GOP's I-frame is sent, shown for the GOP's
+ * duration / speed; reverse walks the GOPs backwards from `from` while output times
+ * still increase. Streamed lazily (no Content-Length): memory per client is one GOP.
  */
 import type { FastifyInstance } from 'fastify';
-import { ValidationError } from '../lib/errors.ts';
-import { iso, parseTimeMs } from '../lib/time.ts';
-import { planFmp4Range } from '../media/fmp4-range.ts';
-import { selectRange } from './download.ts';
+import { Readable } from 'node:stream';
+import { NoVideoError } from '../lib/errors.ts';
+import { iso } from '../lib/time.ts';
+import { PlaybackStream } from '../media/playback-stream.ts';
 import type { HttpDeps } from './http.ts';
+import { access } from '../security/http-auth.ts';
+import { parsePlaybackQuery, playbackSegments, tableCache, type PlaybackQuery } from './playback-source.ts';
+
+/** Opens a playback stream for a parsed query; NO_VIDEO when nothing is recorded there. */
+export async function openPlayback(deps: Pick<HttpDeps, 'index' | 'dataDir'>, camera: string, q: PlaybackQuery, startSec = 0): Promise<PlaybackStream> {
+  const segments = playbackSegments(deps.index, deps.dataDir, camera, q.fromMs, q.toMs, q.reverse);
+  const stream = await PlaybackStream.open(segments, q.mode, tableCache(deps.index), startSec);
+  if (!stream) {
+    const [a, b] = q.reverse ? [q.toMs, q.fromMs] : [q.fromMs, q.toMs];
+    throw new NoVideoError(`no video of camera ${camera} ${q.reverse ? 'before' : 'from'} ${iso(q.fromMs)}${b < Number.MAX_SAFE_INTEGER && a > 0 ? ` (range ${iso(a)} to ${iso(b)})` : ''}`);
+  }
+  return stream;
+}
 
 export function registerPlay(app: FastifyInstance, deps: HttpDeps): void {
-  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/api/cameras/:id/play', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/api/cameras/:id/play', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
-    for (const trick of ['speed', 'reverse', 'iframes']) {
-      if (req.query[trick] !== undefined) throw new ValidationError(`${trick}: trick play is not available in this version; play at normal speed or download the range`);
+    const q = parsePlaybackQuery(req.query);
+    const stream = await openPlayback(deps, camera.id, q);
+    // The first fragment is read before the headers go out, so its errors are typed replies.
+    let first: Buffer[] | null;
+    try {
+      first = await stream.next();
+    } catch (err) {
+      await stream.close();
+      throw err;
     }
-    const fromMs = parseTimeMs(req.query.from, 'from');
-    const toMs = req.query.to === undefined ? Math.max(fromMs + 1, deps.index.lastSegment(camera.id)?.endMs ?? fromMs + 1) : parseTimeMs(req.query.to, 'to');
-    if (toMs <= fromMs) throw new ValidationError(`to (${iso(toMs)}) must be after from (${iso(fromMs)})`);
-    const sel = selectRange(deps.index, deps.dataDir, camera.id, fromMs, toMs);
-    const body = await planFmp4Range(sel.slices);
+    const firstMs = stream.positionMs;
+    async function* body(): AsyncGenerator<Buffer> {
+      try {
+        yield stream.init;
+        if (first) yield* first;
+        first = null;
+        for (let parts = await stream.next(); parts; parts = await stream.next()) yield* parts;
+      } catch (err) {
+        // Headers are gone: the connection is aborted (never a silent short stream).
+        deps.log.warn({ err, camera: camera.id, url: req.url }, 'playback aborted');
+        throw err;
+      } finally {
+        await stream.close();
+      }
+    }
     void reply
-      .header('Content-Type', sel.mimeType || 'video/mp4')
-      .header('Content-Length', body.contentLength)
+      .header('Content-Type', stream.mimeType)
       .header('Cache-Control', 'no-store')
-      .header('X-Recording-From', iso(sel.fromMs))
-      .header('X-Recording-To', iso(sel.toMs));
-    return reply.send(body.stream());
+      .header('X-Playback-Mode', q.mode.kind)
+      .header('X-Recording-From', firstMs === null ? '' : iso(firstMs));
+    return reply.send(Readable.from(body(), { objectMode: false, highWaterMark: 64 * 1024 }));
   });
 }

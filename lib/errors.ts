@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'UNAUTHORIZED'
   | 'NO_VIDEO'
   | 'RANGE_NOT_SATISFIABLE'
+  | 'SEGMENT_GONE'
   | 'CONFIG_INVALID'
   | 'INDEX_SCHEMA_MISMATCH'
   | 'STORAGE_IO'
@@ -30,6 +31,8 @@ const STATUS: Record<ErrorCode, number> = {
   UNAUTHORIZED: 401,
   NO_VIDEO: 404,
   RANGE_NOT_SATISFIABLE: 416,
+  // A segment file vanished (retention) between the index lookup and the read.
+  SEGMENT_GONE: 410,
   CONFIG_INVALID: 500,
   INDEX_SCHEMA_MISMATCH: 500,
   STORAGE_IO: 500,

@@ -24,6 +24,10 @@ export interface TrafInfo {
   firstSampleSync: boolean;
   /** data_offset of the first trun (relative to the moof start with default-base-is-moof); 0 when absent. */
   dataOffset: number;
+  /** Every trun in order: its data_offset (null when absent) and sample count. */
+  runs: { dataOffset: number | null; sampleCount: number }[];
+  /** tfhd flags (0x020000 default-base-is-moof, 0x01 base-data-offset present…). */
+  tfhdFlags: number;
   /** Where the tfdt value sits in the moof; -1 when there is no tfdt. */
   tfdtValueOffset: number;
   tfdtVersion: 0 | 1;
@@ -160,6 +164,8 @@ function parseTraf(b: Uint8Array, traf: Box, trex: Map<number, TrexDefaults>): T
     totalSize: 0,
     firstSampleSync: false,
     dataOffset: 0,
+    runs: [],
+    tfhdFlags: tfFlags,
     tfdtValueOffset: -1,
     tfdtVersion: 0,
   };
@@ -195,6 +201,7 @@ function parseTraf(b: Uint8Array, traf: Box, trex: Map<number, TrexDefaults>): T
     let firstFlags = -1;
     if (trFlags & TRUN_FIRST_FLAGS) (firstFlags = u32(b, q)), (q += 4);
     if (first) info.dataOffset = dataOffset;
+    info.runs.push({ dataOffset: trFlags & TRUN_DATA_OFFSET ? dataOffset : null, sampleCount: count });
     const hasDuration = (trFlags & TRUN_DURATION) !== 0;
     const hasSize = (trFlags & TRUN_SIZE) !== 0;
     const hasFlags = (trFlags & TRUN_FLAGS) !== 0;

@@ -84,6 +84,9 @@ test('Chromium plays a downloaded H.264+AAC range', async (t) => {
   t.is(played.error, undefined);
   t.true(played.time! > 2);
   t.is(played.width, 320);
-  const trick = await getJson<{ error: { code: string } }>(`${playUrl}&speed=8`);
-  t.is(trick.status, 400);
+  // Trick play answers video only (audio cannot follow at 8x), so its MIME names one codec.
+  const trick = await fetch(`${playUrl}&speed=8`);
+  t.is(trick.status, 200);
+  t.regex(trick.headers.get('content-type')!, /^video\/mp4; codecs="avc1\.[0-9a-f]+"$/);
+  await trick.arrayBuffer();
 });

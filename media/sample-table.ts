@@ -1,0 +1,194 @@
+/**
+ * Per-fragment sample tables read from a segment file's own `moof` boxes, in compact
+ * typed arrays, with a bounded LRU cache per segment file. The progressive download
+ * (moov built per request) and trick play both need every sample of a range; reading
+ * and parsing every moof on each request costs one pread per GOP, so tables are kept
+ * here keyed by file and fragment offset (a segment still being written only gains
+ * fragments; the ones already cached stay valid because files are append-only).
+ *
+ * Invariant: a fragment's sample data lies inside the fragment (moof + mdat) and is
+ * addressed relative to the moof start (default-base-is-moof, as the ingest writes it);
+ * anything else is refused with MP4_UNSUPPORTED rather than served wrong.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { Mp4FormatError } from './boxes.ts';
+import { parseInit, type InitInfo } from './init-info.ts';
+import { parseMoof } from './moof.ts';
+
+export interface FragmentRef {
+  offset: number;
+  size: number;
+}
+
+/** One contiguous run of a track's samples in the file. */
+export interface SampleRun {
+  fileOffset: number;
+  count: number;
+  bytes: number;
+}
+
+export interface TrackFragment {
+  trackId: number;
+  baseDecodeTime: bigint;
+  durations: Uint32Array;
+  sizes: Uint32Array;
+  flags: Uint32Array;
+  compositionOffsets: Int32Array;
+  runs: SampleRun[];
+  durationTicks: number;
+}
+
+export interface FragmentTable {
+  /** Where the fragment (moof+mdat) is in the file. */
+  offset: number;
+  size: number;
+  moofSize: number;
+  tracks: TrackFragment[];
+}
+
+export interface SegmentTables {
+  path: string;
+  init: Buffer;
+  info: InitInfo;
+  /** The fragments asked for, in the order asked. */
+  fragments: FragmentTable[];
+}
+
+const TFHD_BASE_DATA_OFFSET = 0x01;
+
+export async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+    if (bytesRead === 0) throw new Mp4FormatError('MP4_TRUNCATED', `file ends at ${offset + done}, expected ${offset + length}`);
+    done += bytesRead;
+  }
+  return buf;
+}
+
+/** Parses the moof at the start of `moof` (a fragment at `ref`) into a compact table. */
+export function fragmentTable(moof: Buffer, ref: FragmentRef, info: InitInfo): FragmentTable {
+  const parsed = parseMoof(moof, info.trexDefaults);
+  const moofSize = moof.readUInt32BE(0);
+  const tracks: TrackFragment[] = parsed.tracks.map((t) => {
+    if (t.tfhdFlags & TFHD_BASE_DATA_OFFSET) throw new Mp4FormatError('MP4_UNSUPPORTED', `fragment at ${ref.offset}: explicit base data offsets are not served`);
+    const runs: SampleRun[] = [];
+    let next = -1;
+    let i = 0;
+    for (const r of t.runs) {
+      const rel = r.dataOffset ?? (next < 0 ? 0 : next);
+      let bytes = 0;
+      for (let k = 0; k < r.sampleCount; k++) bytes += t.sizes[i + k]!;
+      if (rel < moofSize || rel + bytes > ref.size) {
+        throw new Mp4FormatError('MP4_BAD_BOX', `fragment at ${ref.offset}: track ${t.trackId} data [${rel}, ${rel + bytes}) outside the fragment (${ref.size} bytes)`);
+      }
+      runs.push({ fileOffset: ref.offset + rel, count: r.sampleCount, bytes });
+      next = rel + bytes;
+      i += r.sampleCount;
+    }
+    return {
+      trackId: t.trackId,
+      baseDecodeTime: t.baseDecodeTime,
+      durations: Uint32Array.from(t.durations),
+      sizes: Uint32Array.from(t.sizes),
+      flags: Uint32Array.from(t.flags),
+      compositionOffsets: Int32Array.from(t.compositionOffsets),
+      runs,
+      durationTicks: t.durationTicks,
+    };
+  });
+  return { offset: ref.offset, size: ref.size, moofSize, tracks };
+}
+
+async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
+  const head = await readAt(fh, ref.offset, 8);
+  const size = head.readUInt32BE(0);
+  if (head.toString('latin1', 4, 8) !== 'moof' || size < 8 || size > ref.size) throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `no moof at offset ${ref.offset}`);
+  return readAt(fh, ref.offset, size);
+}
+
+interface CachedSegment {
+  init: Buffer;
+  info: InitInfo;
+  fragments: Map<number, FragmentTable>;
+  bytes: number;
+}
+
+/** Rough heap cost of a table: 16 bytes per sample plus fixed overhead. */
+function tableBytes(f: FragmentTable): number {
+  let n = 200;
+  for (const t of f.tracks) n += 150 + t.durations.length * 16 + t.runs.length * 40;
+  return n;
+}
+
+/**
+ * LRU of segment tables bounded by an estimate of their heap bytes (default 64 MiB:
+ * about 16 hours of one 25 fps camera with AAC). Whole segments are evicted, oldest
+ * use first.
+ */
+export class SampleTableCache {
+  private readonly segments = new Map<string, CachedSegment>();
+  private total = 0;
+
+  constructor(readonly maxBytes = 64 * 1024 * 1024) {}
+
+  get bytes(): number {
+    return this.total;
+  }
+
+  /**
+   * Tables of `fragments` of the segment file at `path` whose init is `initSize` bytes.
+   * Reads only what is not cached. Throws Mp4FormatError on bad bytes and the fs
+   * error (ENOENT…) when the file is gone.
+   */
+  async read(path: string, initSize: number, fragments: readonly FragmentRef[]): Promise<SegmentTables> {
+    let seg = this.segments.get(path);
+    if (seg && seg.init.length !== initSize) {
+      this.drop(path);
+      seg = undefined;
+    }
+    const missing = seg ? fragments.filter((f) => seg!.fragments.get(f.offset)?.size !== f.size) : fragments;
+    if (!seg || missing.length > 0) {
+      const fh = await open(path, 'r');
+      try {
+        if (!seg) {
+          const init = await readAt(fh, 0, initSize);
+          seg = { init, info: parseInit(init), fragments: new Map(), bytes: initSize + 2000 };
+          this.total += seg.bytes;
+        }
+        for (const ref of missing) {
+          const table = fragmentTable(await readMoofAt(fh, ref), ref, seg.info);
+          const old = seg.fragments.get(ref.offset);
+          const cost = tableBytes(table) - (old ? tableBytes(old) : 0);
+          seg.fragments.set(ref.offset, table);
+          seg.bytes += cost;
+          this.total += cost;
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    // Most recently used goes last.
+    this.segments.delete(path);
+    this.segments.set(path, seg);
+    const out: SegmentTables = { path, init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
+    this.evict(path);
+    return out;
+  }
+
+  /** Forget a file (deleted or rewritten). */
+  drop(path: string): void {
+    const seg = this.segments.get(path);
+    if (!seg) return;
+    this.total -= seg.bytes;
+    this.segments.delete(path);
+  }
+
+  private evict(keep: string): void {
+    for (const [path] of this.segments) {
+      if (this.total <= this.maxBytes) break;
+      if (path !== keep) this.drop(path);
+    }
+  }
+}
