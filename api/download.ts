@@ -1,8 +1,10 @@
 /**
- * GET /api/cameras/:id/video.mp4?from=&to= — one MP4 for any range, starting at the
- * GOP that holds `from` and ending with the GOP that holds the last instant before
- * `to`. Built per request from the index and the segment files (media/fmp4-range.ts);
- * single byte ranges, If-Range and a strong ETag let a broken download resume.
+ * GET /api/cameras/:id/video.mp4?from=&to=&format= — one MP4 for any range: the GOPs
+ * from the one that holds `from` to the one that holds the last instant before `to`,
+ * presented from exactly `from` to `to` (edit lists). Progressive by default
+ * (media/progressive-mp4.ts), fragmented with `format=fmp4` (media/fmp4-range.ts);
+ * built per request from the index and the segment files (api/range-body.ts).
+ * Single byte ranges, If-Range and a strong ETag let a broken download resume.
  */
 import type { FastifyInstance } from 'fastify';
 import { join } from 'node:path';
@@ -10,7 +12,8 @@ import type { RecorderIndex } from '../index/db.ts';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
-import { planFmp4Range, type SegmentSlice } from '../media/fmp4-range.ts';
+import type { SegmentSlice } from '../media/fmp4-range.ts';
+import { rangeBody } from './range-body.ts';
 import type { HttpDeps } from './http.ts';
 
 export interface RangeSelection {
@@ -76,7 +79,7 @@ export function registerDownload(app: FastifyInstance, deps: HttpDeps): void {
     const camera = deps.service.requireCamera(req.params.id);
     const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
     const sel = selectRange(deps.index, deps.dataDir, camera.id, fromMs, toMs);
-    const body = await planFmp4Range(sel.slices);
+    const body = await rangeBody(deps, sel, fromMs, toMs, (req.query as { format?: string }).format);
     const ifRange = req.headers['if-range'];
     const rangeApplies = ifRange === undefined || ifRange === body.etag;
     let range: { start: number; end: number } | null = null;

@@ -1,0 +1,83 @@
+/**
+ * The body of `video.mp4` for a selected range: one progressive MP4 by default
+ * (media/progressive-mp4.ts), or the fragmented variant with `format=fmp4`
+ * (media/fmp4-range.ts). Both have an exact length, a strong ETag with their format
+ * version, and produce any byte range alone, so the route's Range/If-Range handling
+ * is the same for both.
+ *
+ * Built heads (ftyp+moov+mdat header, ~1 MB per hour of video) are kept in a small
+ * LRU by ETag: resumed downloads and many clients of one range share one head.
+ */
+import type { Readable } from 'node:stream';
+import type { Logger } from '../lib/log.ts';
+import { ValidationError } from '../lib/errors.ts';
+import { planFmp4Range } from '../media/fmp4-range.ts';
+import { segmentError } from '../media/playback-stream.ts';
+import { buildProgressive, progressiveEtag, progressiveStream, type ProgressiveLayout } from '../media/progressive-mp4.ts';
+import type { SegmentTables } from '../media/sample-table.ts';
+import type { RecorderIndex } from '../index/db.ts';
+import type { RangeSelection } from './download.ts';
+import { tableCache } from './playback-source.ts';
+
+export interface RangeBody {
+  contentLength: number;
+  etag: string;
+  stream(start?: number, endInclusive?: number): Readable;
+}
+
+const HEAD_CACHE_BYTES = 32 * 1024 * 1024;
+const heads = new Map<string, ProgressiveLayout>();
+let headBytes = 0;
+
+function remember(etag: string, layout: ProgressiveLayout): void {
+  if (layout.head.length > HEAD_CACHE_BYTES / 4) return;
+  heads.set(etag, layout);
+  headBytes += layout.head.length;
+  for (const [key, l] of heads) {
+    if (headBytes <= HEAD_CACHE_BYTES) break;
+    heads.delete(key);
+    headBytes -= l.head.length;
+  }
+}
+
+/**
+ * `fromMs`/`toMs` are the instants asked for; `sel` the GOPs covering them. The
+ * progressive body's edit lists cut presentation to exactly [fromMs, toMs).
+ */
+export async function rangeBody(deps: { index: RecorderIndex; log: Logger }, sel: RangeSelection, fromMs: number, toMs: number, format: string | undefined): Promise<RangeBody> {
+  if (format === 'fmp4') return planFmp4Range(sel.slices);
+  if (format !== undefined && format !== 'mp4') throw new ValidationError(`format: expected mp4 (progressive, default) or fmp4, got ${JSON.stringify(format)}`);
+  const cache = tableCache(deps.index);
+  const tables: SegmentTables[] = [];
+  for (const s of sel.slices) {
+    try {
+      tables.push(await cache.read(s.path, s.initSize, s.fragments));
+    } catch (err) {
+      throw segmentError(err, s.path);
+    }
+  }
+  const skipMs = Math.max(0, fromMs - sel.fromMs);
+  const trimEndMs = Math.max(0, sel.toMs - toMs);
+  const etag = progressiveEtag(tables[0]!.init, sel.slices, skipMs, trimEndMs);
+  let layout = heads.get(etag);
+  if (layout) {
+    heads.delete(etag);
+    heads.set(etag, layout);
+  } else {
+    layout = buildProgressive({ segments: tables, skipMs, trimEndMs });
+    remember(etag, layout);
+  }
+  const built = layout;
+  return {
+    contentLength: built.contentLength,
+    etag,
+    stream(start = 0, endInclusive = built.contentLength - 1) {
+      return progressiveStream(built, start, endInclusive, (err, part) => {
+        const e = segmentError(err, part.path);
+        // Logged once here; the connection is then aborted short of Content-Length.
+        deps.log.warn({ err: e, file: part.path }, 'download aborted: segment unreadable');
+        return e;
+      });
+    },
+  };
+}
