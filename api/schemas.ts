@@ -24,7 +24,7 @@ export const cameraPutSchema = z
     record: z
       .object({
         stream: z.enum(['main', 'sub']).default('main'),
-        format: z.enum(['mp4']).default('mp4').describe('segment format; "ps" arrives with the MPEG-PS issue'),
+        format: z.enum(['mp4', 'ps']).default('mp4').describe('segment format: fragmented MP4, or MPEG program stream (H.264/H.265, AAC)'),
       })
       .strict()
       .default({ stream: 'main', format: 'mp4' }),

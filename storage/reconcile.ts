@@ -18,6 +18,7 @@ import type { SegmentRecord } from '../index/records.ts';
 import type { Logger } from '../lib/log.ts';
 import { scanFmp4File, type ScannedFile } from '../media/fmp4-file.ts';
 import { parseSegmentRelPath, poolsDir, type ParsedSegmentPath } from './layout.ts';
+import { scanPsSegment } from './ps-segment-scan.ts';
 
 export interface ReconcileReport {
   checkedFiles: number;
@@ -90,6 +91,31 @@ function trackDecodeTime(moof: { tracks: { trackId: number; baseDecodeTime: bigi
   return (moof.tracks.find((t) => t.trackId === trackId) ?? moof.tracks[0])?.baseDecodeTime ?? 0n;
 }
 
+/** What reconcile needs of a scanned segment file, whatever its format. */
+interface SegmentScan {
+  fragmentCount: number;
+  validBytes: number;
+  fileBytes: number;
+  /** A cut or garbled tail after the last whole fragment (to truncate). */
+  partial: boolean;
+  record(): SegmentRecord;
+}
+
+async function scanSegment(abs: string, parsed: ParsedSegmentPath, rel: string, entry: SegmentRecord | undefined): Promise<SegmentScan> {
+  if (parsed.format === 'ps') {
+    const ps = await scanPsSegment(abs, parsed, rel, entry);
+    return { ...ps, record: () => ps.record! };
+  }
+  const scan = await scanFmp4File(abs);
+  return {
+    fragmentCount: scan.fragments.length,
+    validBytes: scan.validBytes,
+    fileBytes: scan.fileBytes,
+    partial: scan.validBytes < scan.fileBytes && scan.trailing === 'partial',
+    record: () => recordFromScan(parsed, rel, scan, entry),
+  };
+}
+
 export async function reconcile(index: RecorderIndex, dataDir: string, opts: ReconcileOptions): Promise<ReconcileReport> {
   const report: ReconcileReport = { checkedFiles: 0, truncated: [], reindexed: [], removedEmpty: [], droppedEntries: [], unreadable: [] };
   const write = opts.mode !== 'check';
@@ -99,7 +125,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
   const onDisk = new Set(files);
   for (const rel of files) {
     const parsed = parseSegmentRelPath(rel);
-    if (!parsed || parsed.format !== 'mp4') continue;
+    if (!parsed) continue;
     const entry = index.segments.get([parsed.camera, parsed.startMs]);
     if (entry && !entry.open) {
       // Closed entries are trusted unless we are checking: then the file must agree.
@@ -111,15 +137,15 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     }
     report.checkedFiles++;
     const abs = join(dataDir, rel);
-    let scan: ScannedFile;
+    let scan: SegmentScan;
     try {
-      scan = await scanFmp4File(abs);
+      scan = await scanSegment(abs, parsed, rel, entry);
     } catch (err) {
       report.unreadable.push({ file: rel, error: (err as Error).message });
       opts.log.error({ file: rel, err }, 'segment file unreadable; left in place');
       continue;
     }
-    if (scan.fragments.length === 0) {
+    if (scan.fragmentCount === 0) {
       report.removedEmpty.push(rel);
       if (write) {
         if (entry) await index.removeSegment(parsed.camera, parsed.startMs);
@@ -127,12 +153,12 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
       }
       continue;
     }
-    if (scan.validBytes < scan.fileBytes && scan.trailing === 'partial') {
+    if (scan.partial) {
       report.truncated.push({ file: rel, bytes: scan.fileBytes - scan.validBytes });
       if (write) await truncate(abs, scan.validBytes);
     }
     if (!entry) report.reindexed.push(rel);
-    if (write) await index.putSegment(recordFromScan(parsed, rel, scan, entry));
+    if (write) await index.putSegment(scan.record());
   }
 
   for (const seg of [...index.allSegments()]) {

@@ -18,6 +18,9 @@
  *
  * Durability order per fragment (invariant 2): append bytes → fdatasync → commit the
  * index entry that covers them. A crash loses at most the fragment being written.
+ *
+ * File format (fMP4 or MPEG-PS, the camera's `record.format`) is the encoder's business
+ * (storage/segment-format.ts): this class decides when and what, never how bytes look.
  */
 import { join } from 'node:path';
 import type { Logger } from '../lib/log.ts';
@@ -28,6 +31,7 @@ import type { CameraConfig, RecordType, SegmentRecord } from '../index/records.t
 import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
 import type { InitInfo } from '../media/init-info.ts';
 import { SegmentFile } from './segment-file.ts';
+import { segmentEncoder, type SegmentEncoder } from './segment-format.ts';
 import { segmentRelPath } from './layout.ts';
 
 /** Media timestamps that jump by more than this start a new segment. */
@@ -78,6 +82,7 @@ interface OpenSegment {
 
 export class SegmentWriter {
   private init: { bytes: Buffer; info: InitInfo } | null = null;
+  private encoder: SegmentEncoder | null = null;
   private current: OpenSegment | null = null;
   private anchor: { ticks: bigint; ms: number; nextTicks: bigint; timescale: number } | null = null;
   private ring: TimedFragment[] = [];
@@ -109,6 +114,9 @@ export class SegmentWriter {
         this.dropRing(); // held GOPs belong to the old init
       }
       this.init = { bytes: chunk.bytes, info: chunk.info };
+      this.encoder = segmentEncoder(this.camera.record.format, this.init);
+      const left = this.encoder.unsupported;
+      if (left.length > 0) this.deps.log.warn({ camera: this.camera.id, tracks: left }, 'tracks the segment format cannot carry are not recorded');
       return;
     }
     if (!this.init) throw new Error('fragment before init');
@@ -189,11 +197,13 @@ export class SegmentWriter {
         seg = null;
       }
     }
-    if (!seg) seg = await this.openSegment(timed.startMs, type);
+    const header = seg ? null : this.encoder!.startFile();
+    const bytes = this.encoder!.encode(timed.frag);
+    if (!seg) seg = await this.openSegment(timed.startMs, type, header!, bytes);
     const runs = seg.record.types;
     if (runs[runs.length - 1]!.type !== type) runs.push({ type, fromMs: timed.startMs });
-    const offset = await seg.file.append(timed.frag.bytes);
-    seg.gops.push({ offset, size: timed.frag.bytes.byteLength, timeMs: timed.startMs - seg.record.startMs });
+    const offset = await seg.file.append(bytes);
+    seg.gops.push({ offset, size: bytes.byteLength, timeMs: timed.startMs - seg.record.startMs });
     seg.record.endMs = timed.endMs;
     seg.record.bytes = seg.file.size;
     seg.record.gops = encodeGops(seg.gops);
@@ -202,25 +212,21 @@ export class SegmentWriter {
     this.lastEndMs = timed.endMs;
   }
 
-  private async openSegment(startMs: number, type: RecordType): Promise<OpenSegment> {
-    const init = this.init!;
-    const rel = segmentRelPath(this.camera.pool, this.camera.id, startMs, 'mp4');
-    const file = await SegmentFile.create(join(this.deps.dataDir, rel), init.bytes);
-    const video = init.info.tracks.find((t) => t.id === init.info.videoTrackId);
+  /** Creates the file (starting with `header`) for a segment whose first stored fragment is `first` (not yet written). */
+  private async openSegment(startMs: number, type: RecordType, header: Buffer, first: Buffer): Promise<OpenSegment> {
+    const encoder = this.encoder!;
+    const rel = segmentRelPath(this.camera.pool, this.camera.id, startMs, encoder.format);
+    const file = await SegmentFile.create(join(this.deps.dataDir, rel), header);
     const record: SegmentRecord = {
       camera: this.camera.id,
       startMs,
       endMs: startMs,
       file: rel,
-      format: 'mp4',
+      format: encoder.format,
       pool: this.camera.pool,
       stream: this.camera.record.stream,
       bytes: file.size,
-      initSize: init.bytes.byteLength,
-      mimeType: init.info.mimeType,
-      codecKey: init.info.codecKey,
-      ...(video?.width !== undefined ? { width: video.width } : {}),
-      ...(video?.height !== undefined ? { height: video.height } : {}),
+      ...encoder.describe(first),
       types: [{ type, fromMs: startMs }],
       gops: new Uint8Array(0),
       open: true,

@@ -1,0 +1,79 @@
+/**
+ * Scans a `.ps` segment file on disk GOP by GOP without reading the payloads: each GOP
+ * of our writer opens with pack header, system header, PSM and a GOP info packet that
+ * gives its byte length, first DTS and duration (media/ps-mux.ts), so the scan reads
+ * about a kilobyte per GOP through the demuxer and hops on. A GOP whose length runs
+ * past the end of the file (a crash mid-write) or a place where no GOP header is found
+ * ends the scan: `validBytes` is where the last whole GOP ends and `partialReason` says
+ * why the rest is not one, so reconcile can truncate it. Only a file that does not
+ * start with a GOP of ours throws (PS_BAD_STREAM).
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { MediaFormatError } from './media-error.ts';
+import { demuxPs } from './ps-demux.ts';
+
+export interface ScannedPsGop {
+  offset: number;
+  size: number;
+  /** 90 kHz, unwrapped. */
+  firstDts: bigint;
+  duration90k: number;
+}
+
+export interface ScannedPsFile {
+  gops: ScannedPsGop[];
+  validBytes: number;
+  fileBytes: number;
+  partialReason?: string;
+  /** The first GOP's bytes (its parameter sets describe the file), null without a whole GOP. */
+  firstGop: Buffer | null;
+}
+
+/** Enough for pack + system header + PSM + GOP info of a GOP with a few streams. */
+const HEAD_BYTES = 1024;
+
+async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return buf.subarray(0, done);
+}
+
+export async function scanPsFile(path: string): Promise<ScannedPsFile> {
+  const fh = await open(path, 'r');
+  try {
+    const fileBytes = (await fh.stat()).size;
+    const gops: ScannedPsGop[] = [];
+    let partialReason: string | undefined;
+    let p = 0;
+    while (p < fileBytes) {
+      const d = demuxPs(await readAt(fh, p, Math.min(HEAD_BYTES, fileBytes - p)));
+      const info = d.gopInfos[0];
+      if (!d.startsWithPack || !info || info.offset !== 0 || info.gopBytes === 0) {
+        if (p === 0 && !d.startsWithPack) throw new MediaFormatError('PS_BAD_STREAM', `${path} does not start with a pack header`);
+        partialReason = `no GOP header at ${p}`;
+        break;
+      }
+      if (p + info.gopBytes > fileBytes) {
+        partialReason = `GOP at ${p} has ${info.gopBytes} bytes, the file ends ${fileBytes - p} bytes after it starts`;
+        break;
+      }
+      gops.push({ offset: p, size: info.gopBytes, firstDts: info.firstDts, duration90k: info.duration90k });
+      p += info.gopBytes;
+    }
+    const first = gops[0];
+    return {
+      gops,
+      validBytes: p,
+      fileBytes,
+      ...(partialReason !== undefined ? { partialReason } : {}),
+      firstGop: first ? await readAt(fh, first.offset, first.size) : null,
+    };
+  } finally {
+    await fh.close();
+  }
+}
