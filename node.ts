@@ -20,6 +20,11 @@ import { startEmbeddedNats, type EmbeddedNats } from './lib/nats-embedded.ts';
 import { AlarmBus } from './lib/alarms.ts';
 import { systemClock, type Clock } from './lib/time.ts';
 import { reconcile, type ReconcileReport } from './storage/reconcile.ts';
+import { UserStore } from './security/users.ts';
+import { RecorderMetrics } from './ops/metrics.ts';
+import { HealthSampler, machineReader } from './ops/health-sampler.ts';
+import { assertAuthForBind } from './lib/config.ts';
+import { RecorderError } from './lib/errors.ts';
 
 export interface RecorderNodeOptions {
   config: RecorderConfig;
@@ -36,6 +41,11 @@ export class RecorderNode {
   private natsConnecting: Promise<void> | null = null;
   private http: FastifyInstance | null = null;
   private stopping = false;
+  private sampler: HealthSampler | null = null;
+  /** Users of the HTTP interface (security/users.ts), in the index. */
+  users!: UserStore;
+  /** Prometheus metrics; retention reports deletions and pool figures through it. */
+  metrics!: RecorderMetrics;
 
   private constructor(
     readonly config: RecorderConfig,
@@ -69,6 +79,21 @@ export class RecorderNode {
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
       node = new RecorderNode(config, log, clock, index, supervisor, service, alarms);
       node.reconcileReport = report;
+      node.users = new UserStore(index.root, clock);
+      node.assertHttpAuth();
+      node.metrics = new RecorderMetrics({
+        index,
+        nowMs: () => clock.nowMs(),
+        cameras: () => service.listCameras().map((c) => ({ id: c.id, pool: c.pool, status: c.status })),
+      });
+      const metrics = node.metrics;
+      alarms.observe((alarm) => metrics.onAlarm(alarm));
+      node.sampler = new HealthSampler(
+        machineReader(config.dataDir),
+        { cpuFraction: config.alarmCpuPercent / 100, memoryFraction: config.alarmMemoryPercent / 100, diskFraction: config.alarmDiskPercent / 100, sustain: 3 },
+        (alarm) => alarms.raise(alarm),
+      );
+      node.sampler.start(config.healthSampleSeconds * 1000);
       const resumed = service.resume();
       log.info({ cameras: resumed }, 'cameras resumed from the index');
       await node.startHttp();
@@ -81,13 +106,25 @@ export class RecorderNode {
     }
   }
 
+  /**
+   * CONTRACT.md: no HTTP beyond loopback without authentication. The settings were
+   * checked when parsed; here auth=required also needs someone who can log in.
+   */
+  private assertHttpAuth(): void {
+    assertAuthForBind(this.config);
+    if (this.config.auth === 'required' && !this.config.authToken && !this.users.list().some((u) => u.role === 'admin')) {
+      throw new RecorderError('CONFIG_INVALID', 'auth=required but no RECORDER_AUTH_TOKEN and no admin user: create one with `recorder user add NAME --role admin --password-stdin`');
+    }
+  }
+
   private publishStatus(status: CameraStatus): void {
+    this.metrics?.onStatus(status);
     this.log.info({ camera: status.camera, state: status.state, detail: status.detail }, 'camera state');
     this.natsApi?.publishStatus(status);
   }
 
   private async startHttp(): Promise<void> {
-    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath });
+    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
@@ -105,7 +142,7 @@ export class RecorderNode {
     }
     this.natsUrl = this.config.natsUrl;
     // Never wait for an external server: recording and HTTP are already running.
-    this.natsConnecting = connectNats(this.config.natsUrl, this.log)
+    this.natsConnecting = connectNats(this.config.natsUrl, this.log, this.config)
       .then((nc) => this.attachNats(nc))
       .catch((err: unknown) => this.log.error({ err }, 'nats connection failed'));
   }
@@ -129,6 +166,7 @@ export class RecorderNode {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    await this.sampler?.stop();
     await this.supervisor.shutdown();
     await this.http?.close().catch((err: unknown) => this.log.warn({ err }, 'http close'));
     await this.natsApi?.close().catch(() => undefined);

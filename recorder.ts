@@ -1,7 +1,9 @@
 #!/usr/bin/env -S node --import tsx
 /**
  * Command line: `recorder [start]` runs a node; `recorder check` verifies the index
- * against the segment files; `recorder reindex` rebuilds the index from the files.
+ * against the segment files; `recorder reindex` rebuilds the index from the files
+ * (both draw a progress bar on a terminal); `recorder user add|list|remove` manages
+ * HTTP users (security/users.ts), e.g. the first admin.
  * SIGTERM/SIGINT close every open segment and exit 0.
  */
 import { helpText, loadConfig } from './lib/config.ts';
@@ -11,6 +13,10 @@ import { RecorderIndex } from './index/db.ts';
 import { reconcile } from './storage/reconcile.ts';
 import { RecorderNode } from './node.ts';
 import { startDemoCamera } from './sim/demo.ts';
+import { ProgressBar } from './lib/progress.ts';
+import { UserStore } from './security/users.ts';
+import { systemClock } from './lib/time.ts';
+import type { UserCommand } from './lib/config.ts';
 
 async function main(): Promise<number> {
   let parsed;
@@ -30,10 +36,21 @@ async function main(): Promise<number> {
   if (command === 'check' || command === 'reindex') {
     const index = await RecorderIndex.open(config.dataDir);
     try {
-      const report = await reconcile(index, config.dataDir, { mode: command === 'check' ? 'check' : 'rebuild', log });
+      const bar = new ProgressBar(command);
+      const report = await reconcile(index, config.dataDir, { mode: command === 'check' ? 'check' : 'rebuild', log, onProgress: (done, total) => bar.update(done, total) });
+      bar.done();
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       const clean = report.truncated.length + report.reindexed.length + report.droppedEntries.length + report.unreadable.length + report.removedEmpty.length === 0;
       return command === 'check' && !clean ? 1 : 0;
+    } finally {
+      await index.close();
+    }
+  }
+
+  if (command === 'user') {
+    const index = await RecorderIndex.open(config.dataDir);
+    try {
+      return await userCommand(new UserStore(index.root, systemClock), parsed.user!);
     } finally {
       await index.close();
     }
@@ -52,6 +69,28 @@ async function main(): Promise<number> {
   });
   await node.stop();
   await stopDemo?.();
+  return 0;
+}
+
+/** `recorder user …`: the password comes from stdin (never argv, which `ps` shows). */
+async function userCommand(users: UserStore, cmd: UserCommand): Promise<number> {
+  if (cmd.verb === 'list') {
+    process.stdout.write(`${JSON.stringify(users.list(), null, 2)}\n`);
+    return 0;
+  }
+  if (cmd.verb === 'remove') {
+    process.stdout.write(`${JSON.stringify(await users.remove(cmd.name!))}\n`);
+    return 0;
+  }
+  let password: string | undefined;
+  if (cmd.passwordStdin) {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  }
+  const user = await users.put({ name: cmd.name, role: cmd.role, ...(cmd.pools ? { pools: cmd.pools } : {}), ...(password !== undefined ? { password } : {}) });
+  const token = cmd.token ? (await users.issueToken(user.name)).token : undefined;
+  process.stdout.write(`${JSON.stringify({ user: users.get(user.name), ...(token ? { token } : {}) }, null, 2)}\n`);
   return 0;
 }
 

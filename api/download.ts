@@ -15,6 +15,8 @@ import { iso, parseRangeMs } from '../lib/time.ts';
 import type { SegmentSlice } from '../media/fmp4-range.ts';
 import { rangeBody } from './range-body.ts';
 import type { HttpDeps } from './http.ts';
+import { access } from '../security/http-auth.ts';
+import { attachmentDisposition } from '../security/headers.ts';
 
 export interface RangeSelection {
   slices: SegmentSlice[];
@@ -75,7 +77,7 @@ export function parseByteRange(header: string | undefined, length: number): { st
 }
 
 export function registerDownload(app: FastifyInstance, deps: HttpDeps): void {
-  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.mp4', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.mp4', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
     const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
     const sel = selectRange(deps.index, deps.dataDir, camera.id, fromMs, toMs);
@@ -94,7 +96,7 @@ export function registerDownload(app: FastifyInstance, deps: HttpDeps): void {
       .header('Content-Type', sel.mimeType || 'video/mp4')
       .header('Accept-Ranges', 'bytes')
       .header('ETag', body.etag)
-      .header('Content-Disposition', `attachment; filename="${name}"`)
+      .header('Content-Disposition', attachmentDisposition(name))
       .header('X-Recording-From', iso(sel.fromMs))
       .header('X-Recording-To', iso(sel.toMs));
     if (range) {

@@ -12,6 +12,7 @@ import { NoVideoError, ValidationError } from '../lib/errors.ts';
 import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
 import { extractJpeg } from '../media/ffmpeg-frame.ts';
 import type { HttpDeps } from './http.ts';
+import { access } from '../security/http-auth.ts';
 
 const CACHE_ENTRIES = 512;
 
@@ -81,7 +82,7 @@ export function thumbnailStrip(deps: HttpDeps, cameraId: string, fromMs: number,
 }
 
 export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPath: string }): void {
-  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; count?: string; width?: string } }>('/api/cameras/:id/thumbnails', async (req) => {
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; count?: string; width?: string } }>('/api/cameras/:id/thumbnails', access('play', { camera: 'params.id' }), async (req) => {
     const camera = deps.service.requireCamera(req.params.id);
     const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
     const count = req.query.count === undefined ? 24 : Number(req.query.count);
@@ -92,7 +93,7 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
   });
 
   const cache = new Lru<Promise<Buffer>>(CACHE_ENTRIES);
-  app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>('/api/cameras/:id/frame.jpg', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>('/api/cameras/:id/frame.jpg', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
     const atMs = parseTimeMs(req.query.at, 'at');
     const width = req.query.width === undefined ? undefined : Number(req.query.width);

@@ -15,12 +15,13 @@ import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import { parseByteRange } from './download.ts';
 import type { HttpDeps } from './http.ts';
+import { access } from '../security/http-auth.ts';
 
 /** Segments further apart than this are not one continuous stream for a player. */
 const CONTIGUOUS_MS = 500;
 
 export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
-  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.m3u8', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.m3u8', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
     const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
     const lines: string[] = [];
@@ -52,7 +53,7 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
     return body;
   });
 
-  app.get<{ Params: { id: string; file: string } }>('/api/cameras/:id/segments/:file', async (req, reply) => {
+  app.get<{ Params: { id: string; file: string } }>('/api/cameras/:id/segments/:file', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
     const m = /^(\d{10,15})\.mp4$/.exec(req.params.file);
     if (!m) throw new RecorderError('NOT_FOUND', `no segment ${JSON.stringify(req.params.file)}`);

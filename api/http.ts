@@ -4,7 +4,6 @@
  * RecorderError's status.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
-import { timingSafeEqual } from 'node:crypto';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { VERSION, type RecorderService } from './service.ts';
@@ -13,6 +12,13 @@ import { registerFrames } from './frames.ts';
 import { registerHls } from './hls.ts';
 import { registerPlay } from './play.ts';
 import type { RecorderIndex } from '../index/db.ts';
+import { access, canSee, installAuth } from '../security/http-auth.ts';
+import type { UserStore } from '../security/users.ts';
+import type { RecorderMetrics } from '../ops/metrics.ts';
+import { registerUsers } from './users.ts';
+
+/** Request bodies above this are refused with 413 before they are parsed. */
+export const BODY_LIMIT_BYTES = 1024 * 1024;
 
 export interface HttpDeps {
   service: RecorderService;
@@ -21,27 +27,30 @@ export interface HttpDeps {
   log: Logger;
   authToken?: string | undefined;
   ffmpegPath: string;
+  users: UserStore;
+  /** auth=required: credentials even before any token or user exists. */
+  authRequired: boolean;
+  metrics: RecorderMetrics;
 }
 
 export function buildHttp(deps: HttpDeps): FastifyInstance {
   // Fastify's own logger stays off: errors are logged once, by the error handler below.
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT_BYTES });
 
-  if (deps.authToken) {
-    const expected = Buffer.from(`Bearer ${deps.authToken}`);
-    app.addHook('onRequest', async (req) => {
-      const got = Buffer.from(req.headers.authorization ?? '');
-      if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
-        throw new RecorderError('UNAUTHORIZED', 'authentication required: Authorization: Bearer <token>');
-      }
-    });
-  }
-
+  // Every route goes through this seam: it declares its action (and camera or pool) in
+  // its options with access(); undeclared routes are admin-only.
+  installAuth(app, {
+    users: deps.users,
+    authToken: deps.authToken,
+    required: deps.authRequired,
+    cameraPool: (id) => deps.service.requireCamera(id),
+    log: deps.log,
+  });
   app.setErrorHandler((err: unknown, req, reply) => {
     let e: RecorderError;
     const statusCode = (err as { statusCode?: number }).statusCode;
     if (err instanceof RecorderError) e = err;
-    else if (statusCode === 413) e = new RecorderError('VALIDATION_FAILED', 'request body too large');
+    else if (statusCode === 413) e = new RecorderError('PAYLOAD_TOO_LARGE', `request body over ${BODY_LIMIT_BYTES} bytes`);
     else if (statusCode === 400 || statusCode === 415) e = new RecorderError(statusCode === 400 ? 'BAD_JSON' : 'VALIDATION_FAILED', (err as Error).message);
     else e = toRecorderError(err);
     if (e.status >= 500) deps.log.error({ err, url: req.url }, 'request failed');
@@ -51,21 +60,21 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     void reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
   });
 
-  app.get('/api/health', async () => ({ status: 'ok', version: VERSION }));
-  app.get('/api/cameras', async () => ({ cameras: deps.service.listCameras() }));
-  app.get<{ Params: { id: string } }>('/api/cameras/:id', async (req) => ({ camera: deps.service.getCamera({ id: req.params.id }) }));
-  app.put<{ Params: { id: string } }>('/api/cameras/:id', async (req) => {
+  app.get('/api/health', access('public'), async () => ({ status: 'ok', version: VERSION }));
+  app.get('/api/cameras', access('read'), async (req) => ({ cameras: deps.service.listCameras().filter((c) => canSee(req.principal, c.pool)) }));
+  app.get<{ Params: { id: string } }>('/api/cameras/:id', access('read', { camera: 'params.id' }), async (req) => ({ camera: deps.service.getCamera({ id: req.params.id }) }));
+  app.put<{ Params: { id: string } }>('/api/cameras/:id', access('admin', { camera: 'params.id' }), async (req) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     return { camera: await deps.service.putCamera({ ...body, id: req.params.id }) };
   });
-  app.delete<{ Params: { id: string }; Querystring: { purge?: string } }>('/api/cameras/:id', async (req) =>
+  app.delete<{ Params: { id: string }; Querystring: { purge?: string } }>('/api/cameras/:id', access('admin', { camera: 'params.id' }), async (req) =>
     deps.service.deleteCamera({ id: req.params.id, purge: req.query.purge === '1' || req.query.purge === 'true' }),
   );
-  app.put<{ Params: { id: string } }>('/api/cameras/:id/schedule', async (req) => {
+  app.put<{ Params: { id: string } }>('/api/cameras/:id/schedule', access('admin', { camera: 'params.id' }), async (req) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     return { schedule: await deps.service.putSchedule({ ...body, camera: req.params.id }) };
   });
-  app.get<{ Querystring: Record<string, string | undefined> }>('/api/recordings', async (req) => {
+  app.get<{ Querystring: Record<string, string | undefined> }>('/api/recordings', access('read', { camera: 'query.camera' }), async (req) => {
     const { camera, from, to, types } = req.query;
     return deps.service.search({
       camera,
@@ -74,9 +83,15 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
       ...(types ? { types: types.split(',').filter(Boolean) } : {}),
     });
   });
-  app.post<{ Params: { id: string } }>('/api/cameras/:id/events', async (req) => ({ event: deps.service.event(req.params.id, req.body ?? {}) }));
-  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/start', async (req) => deps.service.manual({ camera: req.params.id }, true));
-  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', async (req) => deps.service.manual({ camera: req.params.id }, false));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/events', access('write', { camera: 'params.id' }), async (req) => ({ event: deps.service.event(req.params.id, req.body ?? {}) }));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/start', access('write', { camera: 'params.id' }), async (req) => deps.service.manual({ camera: req.params.id }, true));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', access('write', { camera: 'params.id' }), async (req) => deps.service.manual({ camera: req.params.id }, false));
+  app.get('/metrics', access('admin'), async (_req, reply) => {
+    const text = await deps.metrics.render();
+    return reply.header('Content-Type', deps.metrics.contentType).send(text);
+  });
+  app.get('/api/system', access('admin'), async () => ({ system: await deps.service.systemInfo() }));
+  registerUsers(app, deps.users);
   registerDownload(app, deps);
   registerFrames(app, deps);
   registerHls(app, deps);

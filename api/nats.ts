@@ -6,7 +6,9 @@
  * NATS is never on the recording path: status publishes are fire-and-forget and
  * dropped (with a counter) when the client cannot buffer them.
  */
-import { connect, type NatsConnection, type Service, type ServiceMsg } from 'nats';
+import { readFileSync } from 'node:fs';
+import { connect, nkeyAuthenticator, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg } from 'nats';
+import type { RecorderConfig } from '../lib/config.ts';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { CameraStatus } from '../actors/deps.ts';
@@ -23,8 +25,38 @@ export interface NatsApi {
   close(): Promise<void>;
 }
 
-export async function connectNats(url: string, log: Logger): Promise<NatsConnection> {
+/** Credentials and TLS of the NATS client, from the settings (lib/config.ts `nats*`). */
+export type NatsClientAuth = Pick<RecorderConfig, 'natsUser' | 'natsPassword' | 'natsToken' | 'natsNkeySeedFile' | 'natsTlsCa' | 'natsTlsCert' | 'natsTlsKey'>;
+
+/** Connection options for the configured credentials; bad combinations and unreadable files are CONFIG_INVALID. */
+export function natsAuthOptions(auth: NatsClientAuth): Partial<ConnectionOptions> {
+  const out: Partial<ConnectionOptions> = {};
+  if ((auth.natsUser === undefined) !== (auth.natsPassword === undefined)) throw new RecorderError('CONFIG_INVALID', 'natsUser and natsPassword go together');
+  if (auth.natsUser !== undefined) Object.assign(out, { user: auth.natsUser, pass: auth.natsPassword });
+  if (auth.natsToken !== undefined) out.token = auth.natsToken;
+  if (auth.natsNkeySeedFile !== undefined) {
+    let seed: string;
+    try {
+      seed = readFileSync(auth.natsNkeySeedFile, 'utf8').trim();
+    } catch (err) {
+      throw new RecorderError('CONFIG_INVALID', `natsNkeySeedFile ${auth.natsNkeySeedFile}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!/^SU[A-Z2-7]{50,}$/.test(seed)) throw new RecorderError('CONFIG_INVALID', `natsNkeySeedFile ${auth.natsNkeySeedFile} holds no user nkey seed (SU…)`);
+    out.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed));
+  }
+  if ((auth.natsTlsCert === undefined) !== (auth.natsTlsKey === undefined)) throw new RecorderError('CONFIG_INVALID', 'natsTlsCert and natsTlsKey go together');
+  if (auth.natsTlsCa !== undefined || auth.natsTlsCert !== undefined) {
+    out.tls = {
+      ...(auth.natsTlsCa !== undefined ? { caFile: auth.natsTlsCa } : {}),
+      ...(auth.natsTlsCert !== undefined ? { certFile: auth.natsTlsCert, keyFile: auth.natsTlsKey } : {}),
+    };
+  }
+  return out;
+}
+
+export async function connectNats(url: string, log: Logger, auth: NatsClientAuth = {}): Promise<NatsConnection> {
   const nc = await connect({
+    ...natsAuthOptions(auth),
     servers: url.split(','),
     name: 'recorder',
     reconnect: true,
@@ -50,6 +82,7 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     search: (b) => service.search(b),
     'manual.start': (b) => service.manual(b, true),
     'manual.stop': (b) => service.manual(b, false),
+    'system.info': () => service.systemInfo().then((system) => ({ system })),
   };
   for (const [name, handler] of Object.entries(endpoints)) {
     srv.addEndpoint(name.replace('.', '_'), {

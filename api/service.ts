@@ -14,6 +14,7 @@ import type { Logger } from '../lib/log.ts';
 import { cameraDeleteSchema, cameraIdSchema, cameraPutSchema, eventSchema, manualSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { parseTimeMs } from '../lib/time.ts';
+import { systemInfo, type SystemInfo } from '../ops/system.ts';
 
 /** Events further than this from now are refused: a wrong clock, not an event. */
 const EVENT_SKEW_MS = 24 * 3600_000;
@@ -136,6 +137,11 @@ export class RecorderService {
       })),
       gaps: result.gaps.map((g) => ({ from: iso(g.fromMs), to: iso(g.toMs), state: g.state, reason: g.reason })),
     };
+  }
+
+  /** Version, CPU, memory and the data disk (issue 8 "Operations"). */
+  systemInfo(): Promise<SystemInfo> {
+    return systemInfo(VERSION, this.dataDir);
   }
 
   requireCamera(id: string): CameraConfig {

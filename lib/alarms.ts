@@ -6,7 +6,12 @@
 import type { Logger } from './log.ts';
 import { iso, type Clock } from './time.ts';
 
-export type AlarmKind = 'camera-offline' | 'index' | 'write-error';
+/**
+ * `camera-offline`, `write-error`, `index`: raised by the camera actors and reconcile;
+ * `disk-near-full`, `cpu-high`, `memory-high`: by ops/health-sampler.ts;
+ * `backfill-failed`: by the back-fill jobs when a gap cannot be fetched.
+ */
+export type AlarmKind = 'camera-offline' | 'index' | 'write-error' | 'disk-near-full' | 'cpu-high' | 'memory-high' | 'backfill-failed';
 
 export interface Alarm {
   kind: AlarmKind;
@@ -25,6 +30,7 @@ export class AlarmBus {
   private sink: ((alarm: Alarm) => void) | null = null;
   private readonly pending: Alarm[] = [];
   private dropped = 0;
+  private readonly observers: ((alarm: Alarm) => void)[] = [];
 
   constructor(
     private readonly log: Logger,
@@ -34,12 +40,18 @@ export class AlarmBus {
   raise(input: AlarmInput): void {
     const alarm: Alarm = { ...input, at: iso(this.clock.nowMs()) };
     this.log.warn({ alarm: alarm.kind, camera: alarm.camera, details: alarm.details }, alarm.message);
+    for (const o of this.observers) o(alarm);
     if (this.sink) return this.sink(alarm);
     if (this.pending.length >= BUFFER_LIMIT) {
       this.pending.shift();
       this.dropped++;
     }
     this.pending.push(alarm);
+  }
+
+  /** Sees every alarm as it is raised (metrics count them); must not throw. */
+  observe(observer: (alarm: Alarm) => void): void {
+    this.observers.push(observer);
   }
 
   /** Connects the publisher and flushes what waited for it. */

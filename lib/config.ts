@@ -23,7 +23,22 @@ export const configSchema = z
     backoffInitialMs: z.coerce.number().int().min(100).max(60_000).default(1000).describe('first reconnect delay; doubles per failure'),
     backoffMaxMs: z.coerce.number().int().min(100).max(600_000).default(30_000).describe('reconnect delay cap'),
     ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
-    authToken: z.string().min(16).optional().describe('bearer token required on HTTP; mandatory when HTTP binds beyond loopback'),
+    authToken: z.string().min(16).optional().describe('an admin bearer token for HTTP; this or auth=required is mandatory when HTTP binds beyond loopback'),
+    auth: z
+      .enum(['auto', 'required'])
+      .default('auto')
+      .describe('auto: HTTP asks for credentials once a token or a user exists (loopback only before); required: always (start refuses without a token or an admin user)'),
+    natsUser: z.string().min(1).optional().describe('NATS user name (with natsPassword)'),
+    natsPassword: z.string().min(1).optional().describe('NATS password'),
+    natsToken: z.string().min(1).optional().describe('NATS authentication token'),
+    natsNkeySeedFile: z.string().min(1).optional().describe('file holding the NATS nkey seed (SU...) to sign the server nonce'),
+    natsTlsCa: z.string().min(1).optional().describe('PEM file of the CA that signed the NATS server certificate (enables TLS)'),
+    natsTlsCert: z.string().min(1).optional().describe('PEM client certificate for NATS TLS (with natsTlsKey)'),
+    natsTlsKey: z.string().min(1).optional().describe('PEM private key of natsTlsCert'),
+    alarmCpuPercent: z.coerce.number().min(1).max(100).default(90).describe('machine CPU busy share that raises cpu-high when sustained'),
+    alarmMemoryPercent: z.coerce.number().min(1).max(100).default(90).describe('machine memory used share that raises memory-high'),
+    alarmDiskPercent: z.coerce.number().min(1).max(100).default(90).describe('data disk used share that raises disk-near-full'),
+    healthSampleSeconds: z.coerce.number().int().min(1).max(3600).default(10).describe('how often CPU, memory and disk are sampled for alarms'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     demo: z.boolean().default(false).describe('add a synthetic demo camera (a local GStreamer RTSP server)'),
     ffmpegPath: z.string().min(1).default('ffmpeg'),
@@ -44,6 +59,18 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_BACKOFF_MAX_MS: 'backoffMaxMs',
   RECORDER_INGEST_TIMEOUT_MS: 'ingestTimeoutMs',
   RECORDER_AUTH_TOKEN: 'authToken',
+  RECORDER_AUTH: 'auth',
+  RECORDER_NATS_USER: 'natsUser',
+  RECORDER_NATS_PASSWORD: 'natsPassword',
+  RECORDER_NATS_TOKEN: 'natsToken',
+  RECORDER_NATS_NKEY_SEED_FILE: 'natsNkeySeedFile',
+  RECORDER_NATS_TLS_CA: 'natsTlsCa',
+  RECORDER_NATS_TLS_CERT: 'natsTlsCert',
+  RECORDER_NATS_TLS_KEY: 'natsTlsKey',
+  RECORDER_ALARM_CPU_PERCENT: 'alarmCpuPercent',
+  RECORDER_ALARM_MEMORY_PERCENT: 'alarmMemoryPercent',
+  RECORDER_ALARM_DISK_PERCENT: 'alarmDiskPercent',
+  RECORDER_HEALTH_SAMPLE_SECONDS: 'healthSampleSeconds',
   RECORDER_LOG_LEVEL: 'logLevel',
   RECORDER_FFMPEG: 'ffmpegPath',
   RECORDER_NATS_SERVER: 'natsServerPath',
@@ -59,6 +86,11 @@ const FLAGS = {
   'log-level': { type: 'string' },
   demo: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  // `recorder user …` only (see recorder.ts)
+  role: { type: 'string' },
+  pools: { type: 'string' },
+  'password-stdin': { type: 'boolean' },
+  token: { type: 'boolean' },
 } as const;
 
 const FLAG_KEYS: Record<string, keyof RecorderConfig> = {
@@ -72,7 +104,11 @@ const FLAG_KEYS: Record<string, keyof RecorderConfig> = {
 };
 
 export function helpText(): string {
-  const lines = ['usage: recorder [start|check|reindex] [flags]', '', 'flags (override RECORDER_* environment, which overrides --config FILE):'];
+  const lines = [
+    'usage: recorder [start|check|reindex] [flags]',
+    '       recorder user add NAME --role admin|operator|viewer [--pools a,b|*] [--password-stdin] [--token]',
+    '       recorder user list | recorder user remove NAME',
+    '', 'flags (override RECORDER_* environment, which overrides --config FILE):'];
   lines.push('  --config FILE            JSON file with any of the settings below (camelCase keys)');
   for (const [flag, key] of Object.entries(FLAG_KEYS)) {
     const env = Object.entries(ENV).find(([, k]) => k === key)?.[0] ?? '';
@@ -87,10 +123,21 @@ export function helpText(): string {
   return lines.join('\n');
 }
 
+export interface UserCommand {
+  verb: 'add' | 'list' | 'remove';
+  name?: string;
+  role?: string;
+  pools?: string[];
+  passwordStdin: boolean;
+  token: boolean;
+}
+
 export interface ParsedCommandLine {
-  command: 'start' | 'check' | 'reindex';
+  command: 'start' | 'check' | 'reindex' | 'user';
   help: boolean;
   config: RecorderConfig;
+  /** Set for `recorder user …`. */
+  user?: UserCommand;
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): ParsedCommandLine {
@@ -101,8 +148,23 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): ParsedComman
     throw new RecorderError('CONFIG_INVALID', (err as Error).message, { cause: err });
   }
   const command = parsed.positionals[0] ?? 'start';
-  if (command !== 'start' && command !== 'check' && command !== 'reindex') {
+  if (command !== 'start' && command !== 'check' && command !== 'reindex' && command !== 'user') {
     throw new RecorderError('CONFIG_INVALID', `unknown command ${JSON.stringify(command)}`);
+  }
+  let user: UserCommand | undefined;
+  if (command === 'user') {
+    const [verb, name, ...rest] = parsed.positionals.slice(1);
+    if ((verb !== 'add' && verb !== 'list' && verb !== 'remove') || rest.length > 0 || (verb !== 'list') !== (name !== undefined)) {
+      throw new RecorderError('CONFIG_INVALID', 'expected: user add NAME --role ROLE … | user list | user remove NAME');
+    }
+    user = {
+      verb,
+      ...(name !== undefined ? { name } : {}),
+      ...(parsed.values.role !== undefined ? { role: parsed.values.role } : {}),
+      ...(parsed.values.pools !== undefined ? { pools: parsed.values.pools.split(',').filter(Boolean) } : {}),
+      passwordStdin: parsed.values['password-stdin'] === true,
+      token: parsed.values.token === true,
+    };
   }
   const merged: Record<string, unknown> = {};
   if (parsed.values.config) {
@@ -125,11 +187,20 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): ParsedComman
     throw new RecorderError('CONFIG_INVALID', `invalid settings: ${z.prettifyError(result.error)}`, { details: result.error.issues });
   }
   const config = result.data;
+  if (command === 'start') assertAuthForBind(config);
+  return { command, help: parsed.values.help === true, config, ...(user ? { user } : {}) };
+}
+
+/**
+ * CONTRACT.md: binding HTTP beyond loopback requires authentication. Checked here (the
+ * settings alone) and again at node start (auth=required then needs a token or an
+ * admin user in the index).
+ */
+export function assertAuthForBind(config: RecorderConfig): void {
   const host = config.http.slice(0, config.http.lastIndexOf(':'));
-  if (!isLoopback(host) && !config.authToken) {
-    throw new RecorderError('CONFIG_INVALID', `HTTP would bind ${host}, beyond loopback, without authentication: set RECORDER_AUTH_TOKEN`);
+  if (!isLoopback(host) && !config.authToken && config.auth !== 'required') {
+    throw new RecorderError('CONFIG_INVALID', `HTTP would bind ${host}, beyond loopback, without authentication: set RECORDER_AUTH_TOKEN, or RECORDER_AUTH=required with users (recorder user add)`);
   }
-  return { command, help: parsed.values.help === true, config };
 }
 
 export function isLoopback(host: string): boolean {

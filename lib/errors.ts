@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'CAMERA_NOT_FOUND'
   | 'NOT_FOUND'
   | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
+  | 'PAYLOAD_TOO_LARGE'
   | 'NO_VIDEO'
   | 'RANGE_NOT_SATISFIABLE'
   | 'SEGMENT_GONE'
@@ -29,6 +31,8 @@ const STATUS: Record<ErrorCode, number> = {
   CAMERA_NOT_FOUND: 404,
   NOT_FOUND: 404,
   UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  PAYLOAD_TOO_LARGE: 413,
   NO_VIDEO: 404,
   RANGE_NOT_SATISFIABLE: 416,
   // A segment file vanished (retention) between the index lookup and the read.

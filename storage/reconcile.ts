@@ -32,6 +32,8 @@ export interface ReconcileReport {
 export interface ReconcileOptions {
   mode: 'repair' | 'check' | 'rebuild';
   log: Logger;
+  /** Called after each segment file is looked at (the CLI draws a progress bar). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 async function listSegmentFiles(dataDir: string): Promise<string[]> {
@@ -123,7 +125,9 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
 
   const files = await listSegmentFiles(dataDir);
   const onDisk = new Set(files);
+  let seen = 0;
   for (const rel of files) {
+    opts.onProgress?.(seen++, files.length);
     const parsed = parseSegmentRelPath(rel);
     if (!parsed) continue;
     const entry = index.segments.get([parsed.camera, parsed.startMs]);
@@ -161,6 +165,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     if (write) await index.putSegment(scan.record());
   }
 
+  opts.onProgress?.(files.length, files.length);
   for (const seg of [...index.allSegments()]) {
     if (onDisk.has(seg.file)) continue;
     report.droppedEntries.push({ camera: seg.camera, startMs: seg.startMs, file: seg.file });

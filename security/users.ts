@@ -1,0 +1,168 @@
+/**
+ * Users, kept in the node's LMDB index (db `users`, name → UserRecord).
+ *
+ * Why the index and not a config file: users are managed at run time over HTTP by an
+ * admin, and the CLI (`recorder user add`) may add one while the node runs; LMDB gives
+ * both atomic durable writes and multi-process access with no reload protocol, and a
+ * backup of the index carries the users with the cameras and pools they refer to.
+ *
+ * Credentials: a password (salted scrypt) for HTTP Basic, and/or one API token
+ * (`<name>.<secret>`, SHA-256 of the secret stored) for `Authorization: Bearer`.
+ * Successful Basic checks are cached for CACHE_MS (scrypt costs ~50 ms, and a player
+ * makes many requests); any change to a user made here clears the cache.
+ */
+import type { Database, RootDatabase } from 'lmdb';
+import { z } from 'zod';
+import { validate } from '../api/schemas.ts';
+import { RecorderError } from '../lib/errors.ts';
+import { iso, type Clock } from '../lib/time.ts';
+import { ID_PATTERN } from '../storage/layout.ts';
+import { ALL_POOLS, ROLES, type Principal, type Role } from './access.ts';
+import { hashPassword, newToken, tokenDigest, verifyPassword } from './passwords.ts';
+import { timingSafeEqual } from 'node:crypto';
+
+export interface UserRecord {
+  name: string;
+  role: Role;
+  /** Pool ids, or `*` for all; ignored for admins (they are global). */
+  pools: string[];
+  passwordHash?: string;
+  /** SHA-256 of the token's secret part, hex. */
+  tokenSha256?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** What leaves the store: never a hash. */
+export interface UserView {
+  name: string;
+  role: Role;
+  pools: string[];
+  password: boolean;
+  token: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+const CACHE_MS = 60_000;
+const CACHE_ENTRIES = 1000;
+
+const name = z.string().regex(ID_PATTERN, 'user names are 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit');
+export const userPutSchema = z
+  .object({
+    name,
+    role: z.enum(ROLES),
+    pools: z.array(z.union([z.literal(ALL_POOLS), z.string().regex(ID_PATTERN, 'pool ids are 1-64 characters of A-Z a-z 0-9 _ -')])).max(1000).default([]),
+    password: z.string().min(8, 'passwords have at least 8 characters').max(1024).optional(),
+  })
+  .strict();
+export type UserPut = z.input<typeof userPutSchema>;
+
+export function userNameValid(n: string): boolean {
+  return ID_PATTERN.test(n);
+}
+
+export class UserStore {
+  private readonly db: Database<UserRecord, string>;
+  private readonly cache = new Map<string, { principal: Principal; untilMs: number }>();
+
+  constructor(
+    root: RootDatabase,
+    private readonly clock: Clock,
+  ) {
+    this.db = root.openDB<UserRecord, string>({ name: 'users' });
+  }
+
+  count(): number {
+    return this.db.getKeysCount();
+  }
+
+  list(): UserView[] {
+    return [...this.db.getRange({})].map((e) => view(e.value));
+  }
+
+  get(userName: string): UserView {
+    return view(this.require(userName));
+  }
+
+  /** Creates or replaces a user; the password is kept when none is given, the token always. */
+  async put(body: unknown): Promise<UserView> {
+    const u = validate(userPutSchema, body);
+    const old = this.db.get(u.name);
+    if (old?.role === 'admin' && u.role !== 'admin') this.refuseLastAdmin(u.name);
+    const now = iso(this.clock.nowMs());
+    const passwordHash = u.password !== undefined ? await hashPassword(u.password) : old?.passwordHash;
+    const record: UserRecord = {
+      name: u.name,
+      role: u.role,
+      pools: [...new Set(u.pools)],
+      ...(passwordHash ? { passwordHash } : {}),
+      ...(old?.tokenSha256 ? { tokenSha256: old.tokenSha256 } : {}),
+      createdAt: old?.createdAt ?? now,
+      updatedAt: now,
+    };
+    await this.db.put(u.name, record);
+    this.cache.clear();
+    return view(record);
+  }
+
+  async remove(userName: string): Promise<{ name: string }> {
+    const old = this.require(userName);
+    if (old.role === 'admin') this.refuseLastAdmin(userName);
+    await this.db.remove(userName);
+    this.cache.clear();
+    return { name: userName };
+  }
+
+  /** A new API token for the user (replacing the old one); returned once, stored hashed. */
+  async issueToken(userName: string): Promise<{ name: string; token: string }> {
+    const old = this.require(userName);
+    const secret = newToken();
+    await this.db.put(userName, { ...old, tokenSha256: tokenDigest(secret).toString('hex'), updatedAt: iso(this.clock.nowMs()) });
+    this.cache.clear();
+    return { name: userName, token: `${userName}.${secret}` };
+  }
+
+  async authenticatePassword(userName: string, password: string): Promise<Principal | null> {
+    const key = tokenDigest(`${userName}\0${password}`).toString('hex');
+    const hit = this.cache.get(key);
+    if (hit && hit.untilMs > this.clock.nowMs()) return hit.principal;
+    const user = userNameValid(userName) ? this.db.get(userName) : undefined;
+    // Unknown users are checked against a decoy hash: same cost, no user enumeration by timing.
+    if (!(await verifyPassword(password, user?.passwordHash)) || !user) return null;
+    const principal = toPrincipal(user);
+    if (this.cache.size >= CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, { principal, untilMs: this.clock.nowMs() + CACHE_MS });
+    return principal;
+  }
+
+  authenticateToken(token: string): Principal | null {
+    const dot = token.indexOf('.');
+    if (dot <= 0) return null;
+    const userName = token.slice(0, dot);
+    const user = userNameValid(userName) ? this.db.get(userName) : undefined;
+    const got = tokenDigest(token.slice(dot + 1));
+    const expected = user?.tokenSha256 ? Buffer.from(user.tokenSha256, 'hex') : tokenDigest('');
+    return timingSafeEqual(got, expected) && user?.tokenSha256 ? toPrincipal(user) : null;
+  }
+
+  private require(userName: string): UserRecord {
+    const u = userNameValid(userName) ? this.db.get(userName) : undefined;
+    if (!u) throw new RecorderError('NOT_FOUND', `unknown user ${JSON.stringify(userName)}`);
+    return u;
+  }
+
+  /** Users exist only with an admin among them, or nobody could manage them any more. */
+  private refuseLastAdmin(userName: string): void {
+    const admins = [...this.db.getRange({})].filter((e) => e.value.role === 'admin' && e.key !== userName).length;
+    if (admins === 0) throw new RecorderError('VALIDATION_FAILED', `${JSON.stringify(userName)} is the last admin: add another admin first`);
+  }
+}
+
+function toPrincipal(u: UserRecord): Principal {
+  return { name: u.name, role: u.role, pools: u.pools };
+}
+
+function view(u: UserRecord): UserView {
+  return { name: u.name, role: u.role, pools: u.pools, password: u.passwordHash !== undefined, token: u.tokenSha256 !== undefined, createdAt: u.createdAt, updatedAt: u.updatedAt };
+}
