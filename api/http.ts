@@ -4,6 +4,7 @@
  * RecorderError's status.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { VERSION, type RecorderService } from './service.ts';
@@ -11,8 +12,9 @@ import { registerDownload } from './download.ts';
 import { registerFrames } from './frames.ts';
 import { registerHls } from './hls.ts';
 import { registerPlay } from './play.ts';
+import { registerPlaybackSessions } from './playback-session.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import { access, canSee, installAuth } from '../security/http-auth.ts';
+import { access, canSee, installAuth, scopeAccess } from '../security/http-auth.ts';
 import type { UserStore } from '../security/users.ts';
 import type { RecorderMetrics } from '../ops/metrics.ts';
 import { registerUsers } from './users.ts';
@@ -60,6 +62,9 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     void reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
   });
 
+  // Registered once, here, for every WebSocket route (live view, playback sessions).
+  void app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+
   app.get('/api/health', access('public'), async () => ({ status: 'ok', version: VERSION }));
   app.get('/api/cameras', access('read'), async (req) => ({ cameras: deps.service.listCameras().filter((c) => canSee(req.principal, c.pool)) }));
   app.get<{ Params: { id: string } }>('/api/cameras/:id', access('read', { camera: 'params.id' }), async (req) => ({ camera: deps.service.getCamera({ id: req.params.id }) }));
@@ -96,5 +101,10 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   registerFrames(app, deps);
   registerHls(app, deps);
   registerPlay(app, deps);
+  // WebSocket routes in their own scope, so they load after the websocket plugin.
+  void app.register(async (scope) => {
+    scopeAccess(scope, 'play', { camera: 'params.id' });
+    registerPlaybackSessions(scope, deps);
+  });
   return app;
 }

@@ -16,6 +16,9 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SimCamera } from '../sim/camera.ts';
 import { decodeGops } from '../index/gop-table.ts';
+import WebSocket from 'ws';
+import { parseInit } from '../media/init-info.ts';
+import { parseMoof } from '../media/moof.ts';
 import { probePackets } from './media/fixtures.ts';
 import { decodeErrors, ffprobe } from './helpers/media.ts';
 import { getJson, startNode, waitFor, type TestNode } from './helpers/recorder.ts';
@@ -58,6 +61,42 @@ function rawGet(url: string): Promise<{ status: number; length: number; received
       .end();
   });
 }
+
+type WsMsg = { text: Record<string, unknown> } | { bin: Buffer };
+
+/** A WebSocket client that queues what arrives and hands it out in order. */
+async function session(url: string): Promise<{ ws: WebSocket; send(o: unknown): void; next(what: string, pred: (m: WsMsg) => boolean): Promise<WsMsg>; since(): WsMsg[]; closed: Promise<number> }> {
+  const ws = new WebSocket(url);
+  const queue: WsMsg[] = [];
+  let waiter: (() => void) | null = null;
+  ws.on('message', (data, isBinary) => {
+    queue.push(isBinary ? { bin: Buffer.from(data as Buffer) } : { text: JSON.parse(data.toString()) as Record<string, unknown> });
+    waiter?.();
+  });
+  const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+  await new Promise<void>((resolve, reject) => ws.once('open', () => resolve()).once('error', reject));
+  return {
+    ws,
+    send: (o) => ws.send(typeof o === 'string' ? o : JSON.stringify(o)),
+    async next(what, pred) {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const i = queue.findIndex(pred);
+        if (i >= 0) return queue.splice(0, i + 1).at(-1)!;
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; queue: ${queue.map((m) => ('text' in m ? JSON.stringify(m.text) : `bin ${m.bin.length}`)).join(' | ')}`);
+        await new Promise<void>((r) => {
+          waiter = r;
+          setTimeout(r, 200);
+        });
+      }
+    },
+    since: () => queue.splice(0),
+    closed,
+  };
+}
+
+const isText = (type: string) => (m: WsMsg): boolean => 'text' in m && m.text.type === type;
+const isBox = (type: string) => (m: WsMsg): boolean => 'bin' in m && m.bin.toString('latin1', 4, 8) === type;
 
 test('a range over three segments and a gap: progressive download, resume, trick play, bad input, deleted segment', async (t) => {
   const sim = await SimCamera.start();
@@ -161,6 +200,56 @@ test('a range over three segments and a gap: progressive download, resume, trick
   t.deepEqual(bp.map((p) => p.size), fp.map((p) => p.size).reverse(), 'the same I-frames, last first');
   t.is((await getJson<{ error: { code: string } }>(`${n.http}/api/cameras/cam/play?from=${fromMs}&speed=32`)).body.error.code, 'VALIDATION_FAILED');
   t.is((await getJson<{ error: { code: string } }>(`${n.http}/api/cameras/cam/play?from=${fromMs}&to=${toMs}&reverse=1`)).body.error.code, 'BAD_TIME');
+
+  // A playback session over WebSocket: play, pause, speed, seek, bad commands, end, stop.
+  const ws = await session(`${n.http.replace(/^http/, 'ws')}/api/cameras/cam/playback`);
+  ws.send({ cmd: 'play', from: fromMs });
+  const init1 = (await ws.next('init', isText('init'))) as { text: { mimeType: string; mode: string; mediaStart: number } };
+  t.is(init1.text.mode, 'normal');
+  t.regex(init1.text.mimeType, /avc1\.[0-9a-f]+,mp4a/);
+  t.is(init1.text.mediaStart, 0);
+  const initBytes = ((await ws.next('init bytes', isBox('ftyp'))) as { bin: Buffer }).bin;
+  const videoTs = parseInit(initBytes).tracks.find((x) => x.kind === 'video')!.timescale;
+  await ws.next('first fragment', isBox('moof'));
+  await ws.next('second fragment', isBox('moof'));
+  ws.send({ cmd: 'pause' });
+  await ws.next('paused', (m) => isText('state')(m) && (m as { text: { state: string } }).text.state === 'paused');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.deepEqual(ws.since().filter((m) => 'bin' in m), [], 'nothing is sent while paused');
+  ws.send({ cmd: 'speed', speed: 8 });
+  const init2 = (await ws.next('trick init', isText('init'))) as { text: { mimeType: string; mode: string; mediaStart: number } };
+  t.is(init2.text.mode, 'iframes');
+  t.regex(init2.text.mimeType, /^video\/mp4; codecs="avc1\.[0-9a-f]+"$/);
+  t.true(init2.text.mediaStart > 0, 'the new stream continues the session timeline');
+  await ws.next('trick init bytes', isBox('ftyp'));
+  ws.send({ cmd: 'play' });
+  let lastDts = -1;
+  for (let i = 0; i < 3; i++) {
+    const frag = ((await ws.next('I-frame', isBox('moof'))) as { bin: Buffer }).bin;
+    const tr = parseMoof(frag, new Map()).tracks[0]!;
+    t.is(tr.sampleCount, 1, 'one I-frame per fragment at 8x');
+    const dts = Number(tr.baseDecodeTime) / videoTs;
+    t.true(dts >= init2.text.mediaStart - 0.001 && dts > lastDts, `decode time ${dts} after ${lastDts}`);
+    lastDts = dts;
+  }
+  for (const [bad, code] of [
+    [{ cmd: 'jump' }, 'VALIDATION_FAILED'],
+    ['not json', 'BAD_JSON'],
+    [{ cmd: 'play', from: 'yesterday' }, 'BAD_TIME'],
+    [{ cmd: 'speed', speed: 99 }, 'VALIDATION_FAILED'],
+    [{ cmd: 'seek' }, 'VALIDATION_FAILED'],
+  ] as const) {
+    ws.send(bad);
+    const err = (await ws.next(`error for ${JSON.stringify(bad)}`, isText('error'))) as { text: { error: { code: string } } };
+    t.is(err.text.error.code, code, JSON.stringify(bad));
+  }
+  ws.send({ cmd: 'seek', at: toMs - 3000 });
+  const init3 = (await ws.next('init after seek', isText('init'))) as { text: { from: string; mediaStart: number } };
+  t.is(init3.text.from, new Date(toMs - 3000).toISOString());
+  t.true(init3.text.mediaStart >= lastDts);
+  await ws.next('end of the recording', isText('end'));
+  ws.send({ cmd: 'stop' });
+  t.is(await ws.closed, 1000);
 
   // Retention removes a segment file while the index still lists it: a download whose
   // head was already planned is cut short (never a complete-looking wrong body);
