@@ -28,8 +28,11 @@ import { ANONYMOUS_ADMIN, authorize, authorizeCamera, boundToPool, type Action, 
 import { secretEquals } from './passwords.ts';
 import type { UserStore } from './users.ts';
 
-/** Where a route finds its target id: `params.id`, `query.camera`, `body.camera`… */
-export type Where = `${'params' | 'query' | 'body'}.${string}`;
+/**
+ * Where a route finds its target id: `params.id`, `query.camera`, `body.camera`…, or a
+ * function for ids that must be looked up (a lock or label id → its camera).
+ */
+export type Where = `${'params' | 'query' | 'body'}.${string}` | ((req: FastifyRequest) => string | undefined);
 
 export interface RouteAccess {
   action: Action | 'public';
@@ -135,13 +138,18 @@ function routeAccess(req: FastifyRequest): RouteAccess {
 
 /** The id at `where`, validated as an id (no `..`, `/`, NUL…): undefined when absent. */
 function pick(req: FastifyRequest, where: Where): string | undefined {
-  const dot = where.indexOf('.');
-  const from = where.slice(0, dot) as 'params' | 'query' | 'body';
-  const container = req[from] as Record<string, unknown> | null | undefined;
-  const v = container && typeof container === 'object' ? container[where.slice(dot + 1)] : undefined;
+  let v: unknown;
+  if (typeof where === 'function') v = where(req);
+  else {
+    const dot = where.indexOf('.');
+    const from = where.slice(0, dot) as 'params' | 'query' | 'body';
+    const container = req[from] as Record<string, unknown> | null | undefined;
+    v = container && typeof container === 'object' ? container[where.slice(dot + 1)] : undefined;
+  }
   if (v === undefined || v === null || v === '') return undefined;
   if (typeof v !== 'string' || !ID_PATTERN.test(v)) {
-    throw new ValidationError(`${where}: ids are 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit`);
+    const name = typeof where === 'function' ? 'id' : where;
+    throw new ValidationError(`${name}: ids are 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit`);
   }
   return v;
 }

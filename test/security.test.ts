@@ -161,6 +161,34 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   }
   t.true((await call(api(`/api/recordings?camera=camA&from=${from}&to=${to}`), admin)).body.spans.length > 0, 'the refused deletes deleted nothing');
 
+  // ---- locks and labels (the storage routes, declared through the seam) ------------------
+  const clip = (camera: string): string => JSON.stringify({ camera, from: spanA.from, to: new Date(Date.parse(spanA.from) + 1000).toISOString() });
+  const lockVa = await call(api('/api/locks'), va, { method: 'POST', body: clip('camA') });
+  t.is(lockVa.status, 403, 'a viewer cannot lock');
+  t.is(lockVa.body.error.code, 'FORBIDDEN');
+  t.is((await call(api('/api/locks'), va, { method: 'POST', body: clip('camB') })).status, 404, 'nor lock another pool');
+  t.is((await call(api('/api/locks'), oa, { method: 'POST', body: clip('camB') })).status, 404, 'operator of A cannot lock B');
+  t.is((await call(api('/api/locks'), oa, { method: 'POST', body: clip('camA') })).status, 200, 'operator of A locks A');
+  t.is((await call(api('/api/locks'), admin, { method: 'POST', body: clip('camB') })).status, 200, 'admin locks B');
+  const locksSeen = (await call(api('/api/locks'), va)).body.locks.map((l: { camera: string }) => l.camera);
+  t.deepEqual(locksSeen, ['camA'], 'a viewer of A lists only the locks of A');
+  const lockB = (await call(api('/api/locks?camera=camB'), admin)).body.locks[0] as { id: string };
+  t.is((await call(api(`/api/locks?camera=camB`), va)).status, 404);
+  t.not((await call(api(`/api/locks/${lockB.id}`), oa, { method: 'DELETE' })).status, 200, 'operator of A cannot unlock B by id');
+  t.is((await call(api('/api/locks?camera=camB'), admin)).body.locks.length, 1, 'B stays locked');
+  t.is((await call(api(`/api/locks?camera=camB&from=${encodeURIComponent(spanA.from)}&to=${to}`), oa, { method: 'DELETE' })).status, 404, 'nor by range');
+  const labelB = await call(api('/api/labels'), admin, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camB')), text: 'pool B only' }) });
+  t.is(labelB.status, 200);
+  t.is((await call(api('/api/labels'), va, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camA')), text: 'x' }) })).status, 403, 'viewers do not label');
+  t.is((await call(api('/api/labels'), oa, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camA')), text: 'pool A' }) })).status, 200, 'operators label their pool');
+  t.deepEqual((await call(api('/api/labels'), va)).body.labels.map((l: { text: string }) => l.text), ['pool A'], "B's labels are not listed to A");
+  t.not((await call(api(`/api/labels/${labelB.body.label.id}`), oa, { method: 'DELETE' })).status, 200, 'nor deleted by id');
+  t.not((await call(api(`/api/labels/${labelB.body.label.id}`), oa, { method: 'PATCH', body: JSON.stringify({ text: 'mine now' }) })).status, 200, 'nor edited');
+  t.deepEqual((await call(api('/api/labels?camera=camB'), admin)).body.labels.map((l: { text: string }) => l.text), ['pool B only']);
+  t.is((await call(api('/api/pools/poolB'), va)).status === 200, false, 'pool B is not readable to a viewer of A');
+  t.is((await call(api('/api/pools/poolA'), oa, { method: 'PUT', body: JSON.stringify({ capacityBytes: null, overwrite: 'capacity' }) })).status, 403, 'pools are for admins');
+  t.deepEqual((await call(api('/api/pools'), va)).body.pools.map((p: { id: string }) => p.id), ['poolA']);
+
   // ---- operations and user management are admin-only -------------------------------
   for (const auth of [va, oa]) {
     t.is((await call(api('/metrics'), auth)).status, 403);
@@ -285,6 +313,9 @@ test('the seam: routes declaring lock/delete on a body camera, undeclared routes
   app.post('/api/locks', access('lock', { camera: 'body.camera' }), async () => ({ locked: true }));
   app.delete('/api/recordings', access('delete', { camera: 'query.camera' }), async () => ({ deleted: true }));
   app.put<{ Params: { id: string } }>('/api/pools/:id', access('admin', { pool: 'params.id' }), async () => ({ pool: true }));
+  // A target found by lookup: label id → its camera.
+  const labels: Record<string, string> = { l1: 'camA', l2: 'camB' };
+  app.delete<{ Params: { id: string } }>('/api/labels/:id', access('write', { camera: (req) => labels[(req.params as { id: string }).id] }), async () => ({ deleted: true }));
   app.get('/api/undeclared', async () => ({ secret: true }));
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
@@ -309,6 +340,9 @@ test('the seam: routes declaring lock/delete on a body camera, undeclared routes
   t.is((await call(`${url}/api/recordings?camera=camA`, adm, { method: 'DELETE' })).status, 200);
   t.is((await call(`${url}/api/pools/A`, oa, { method: 'PUT', body: '{}' })).status, 403, 'pools are for admins');
   t.is((await call(`${url}/api/pools/A`, adm, { method: 'PUT', body: '{}' })).status, 200);
+  t.is((await call(`${url}/api/labels/l1`, oa, { method: 'DELETE' })).status, 200, 'operator of A deletes a label of A');
+  t.is((await call(`${url}/api/labels/l2`, oa, { method: 'DELETE' })).status, 404, 'not one of B, found by its id');
+  t.is((await call(`${url}/api/labels/l1`, va, { method: 'DELETE' })).status, 403, 'viewers do not write labels');
   t.is((await call(`${url}/api/undeclared`, oall)).status, 403, 'a route that declares nothing is admin-only');
   t.is((await call(`${url}/api/undeclared`, adm)).status, 200);
   t.is((await call(`${url}/api/undeclared`, undefined)).status, 401, 'users exist: no anonymous access');
