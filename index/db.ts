@@ -13,6 +13,8 @@
  *                                       decode GOP tables
  *   gaps       [cameraId, startMs]    → GapRecord
  *   recording  cameraId               → live events + manual flag (survive a restart)
+ *   users      userName               → UserRecord (security/users.ts opens it: role, pools,
+ *                                       scrypt password hash, SHA-256 of the API token)
  * Writes resolve after the commit is durable (lmdb-js default sync mode), which is
  * what invariant 2 needs: callers fdatasync the file first, then await the put.
  */
