@@ -25,6 +25,9 @@ import { RecorderMetrics } from './ops/metrics.ts';
 import { HealthSampler, machineReader } from './ops/health-sampler.ts';
 import { assertAuthForBind } from './lib/config.ts';
 import { RecorderError } from './lib/errors.ts';
+import { StorageSupervisor } from './actors/storage-supervisor.ts';
+import { StorageService } from './api/storage-service.ts';
+import { BackfillManager } from './backfill/manager.ts';
 
 export interface RecorderNodeOptions {
   config: RecorderConfig;
@@ -36,6 +39,8 @@ export class RecorderNode {
   natsUrl: string | null = null;
   httpUrl = '';
   reconcileReport: ReconcileReport | null = null;
+  storage: StorageSupervisor | null = null;
+  backfill: BackfillManager | null = null;
   private embedded: EmbeddedNats | null = null;
   private natsApi: NatsApi | null = null;
   private natsConnecting: Promise<void> | null = null;
@@ -63,7 +68,25 @@ export class RecorderNode {
     const index = await RecorderIndex.open(config.dataDir);
     const alarms = new AlarmBus(log, clock);
     let node: RecorderNode | null = null;
+    let storage: StorageSupervisor | null = null;
     try {
+      storage = new StorageSupervisor({
+        index,
+        dataDir: config.dataDir,
+        clock,
+        log,
+        raiseAlarm: (alarm) => alarms.raise(alarm),
+        onPoolBlocked: (pool, reason) => node?.supervisor.setStorageBlocked(pool, reason),
+        tickMs: config.retentionTickMs,
+        minFreeBytes: config.minFreeBytes,
+        minFreeRatio: config.minFreeRatio,
+        backupAuditMs: config.backupAuditMs,
+      });
+      // Crash replay first: an interrupted deletion must not be re-indexed by reconcile,
+      // and a primary copy lost while its backup survives must not be dropped by it.
+      const finished = await storage.finishIntents();
+      const restored = await storage.restoreFromBackups();
+      if (finished || restored) log.warn({ finished, restored }, 'storage work finished after a crash');
       const report = await reconcile(index, config.dataDir, { mode: 'repair', log });
       for (const d of report.droppedEntries) {
         alarms.raise({ kind: 'index', camera: d.camera, message: `segment file ${d.file} vanished; its index entry was dropped`, details: { file: d.file, startMs: d.startMs } });
@@ -75,9 +98,13 @@ export class RecorderNode {
         log,
         publishStatus: (status) => node?.publishStatus(status),
         raiseAlarm: (alarm) => alarms.raise(alarm),
+        onSegmentClosed: (seg) => storage?.segmentClosed(seg),
       });
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
+      const storageSupervisor = storage;
+      service.attachStorage(new StorageService(index, storageSupervisor, clock, config.dataDir, log, (id) => service.requireCamera(id)));
       node = new RecorderNode(config, log, clock, index, supervisor, service, alarms);
+      node.storage = storage;
       node.reconcileReport = report;
       node.users = new UserStore(index.root, clock);
       node.assertHttpAuth();
@@ -94,6 +121,27 @@ export class RecorderNode {
         (alarm) => alarms.raise(alarm),
       );
       node.sampler.start(config.healthSampleSeconds * 1000);
+      await storage.start();
+      // Before the camera actors: recorder-down gaps go into the ledger first.
+      node.backfill = new BackfillManager({
+        index,
+        config,
+        clock,
+        log,
+        camera: (id) => {
+          try {
+            return service.requireCamera(id);
+          } catch {
+            return undefined;
+          }
+        },
+        cameras: () => index.listCameras(),
+        raiseAlarm: (alarm) => alarms.raise(alarm),
+        publish: (progress) => node?.natsApi?.publishBackfill(progress),
+        onSegmentClosed: (seg) => storage?.segmentClosed(seg),
+      });
+      service.attachBackfill(node.backfill);
+      await node.backfill.start();
       const resumed = service.resume();
       log.info({ cameras: resumed }, 'cameras resumed from the index');
       await node.startHttp();
@@ -101,7 +149,10 @@ export class RecorderNode {
       return node;
     } catch (err) {
       if (node) await node.stop().catch(() => undefined);
-      else await index.close().catch(() => undefined);
+      else {
+        await storage?.stop().catch(() => undefined);
+        await index.close().catch(() => undefined);
+      }
       throw err;
     }
   }
@@ -121,6 +172,7 @@ export class RecorderNode {
     this.metrics?.onStatus(status);
     this.log.info({ camera: status.camera, state: status.state, detail: status.detail }, 'camera state');
     this.natsApi?.publishStatus(status);
+    if (status.state === 'recording') this.backfill?.cameraRecording(status.camera);
   }
 
   private async startHttp(): Promise<void> {
@@ -168,6 +220,8 @@ export class RecorderNode {
     this.stopping = true;
     await this.sampler?.stop();
     await this.supervisor.shutdown();
+    await this.backfill?.stop();
+    await this.storage?.stop();
     await this.http?.close().catch((err: unknown) => this.log.warn({ err }, 'http close'));
     await this.natsApi?.close().catch(() => undefined);
     await this.embedded?.stop();

@@ -17,6 +17,7 @@ import { iso } from '../lib/time.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
 import { RecordingDirector } from './recording-director.ts';
+import { accountedUntilMs } from '../index/gap-ledger.ts';
 import { ingestActor, type IngestEvent } from './ingest-actor.ts';
 import type { CameraDeps, CameraStateName } from './deps.ts';
 
@@ -41,6 +42,8 @@ interface CameraContext {
   director: RecordingDirector;
   /** The stream the running ingest pulls. */
   stream: 'main' | 'sub';
+  /** Start of the gap a full pool is causing, while it lasts. */
+  storageGapStartMs: number | null;
 }
 
 export type CameraMachineEvent =
@@ -51,6 +54,7 @@ export type CameraMachineEvent =
   | { type: 'EVENT'; event: CameraEvent }
   | { type: 'MANUAL'; on: boolean }
   | { type: 'SWITCH_STREAM' }
+  | { type: 'STORAGE'; blocked: string | null }
   | IngestEvent;
 
 export const cameraMachine = setup({
@@ -102,6 +106,31 @@ export const cameraMachine = setup({
       if (event.type !== 'INGEST.EXITED') return;
       context.deps.raiseAlarm({ kind: 'camera-offline', camera: context.camera.id, message: `camera ${context.camera.id} stopped sending video: ${event.error}` });
     },
+    /**
+     * The pool filled up (or has room again): writing holds or resumes. The hole is a
+     * gap like any other (reason: the pool), stored when it starts and closed when
+     * writing may resume, so search shows it and back-fill can try to fill it.
+     */
+    storage: assign(({ context, event }) => {
+      if (event.type !== 'STORAGE') return {};
+      const { deps, camera, director } = context;
+      const now = deps.clock.nowMs();
+      const wasBlocked = director.blockedBy !== null;
+      director.setStorageBlocked(event.blocked);
+      const putGap = (endMs: number | null, startMs: number): void =>
+        void deps.index
+          .putGap({ camera: camera.id, startMs, endMs, state: endMs === null ? 'open' : 'pending', reason: event.blocked ?? 'pool full', attempts: 0 })
+          .catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not store gap'));
+      if (event.blocked !== null && !wasBlocked && director.planned(now).write) {
+        putGap(null, now);
+        return { storageGapStartMs: now };
+      }
+      if (event.blocked === null && context.storageGapStartMs !== null) {
+        putGap(now, context.storageGapStartMs);
+        return { storageGapStartMs: null };
+      }
+      return {};
+    }),
     reconfigure: assign(({ event }) => (event.type === 'RECONFIGURE' ? { camera: event.camera } : {})),
     want: assign(({ event }) => ({ wantActive: event.type === 'START' })),
   },
@@ -115,11 +144,14 @@ export const cameraMachine = setup({
       camera: input.camera,
       deps: input.deps,
       backoffMs: input.deps.config.backoffInitialMs,
-      lastEndMs: input.deps.index.lastSegment(input.camera.id)?.endMs ?? null,
+      // What the index accounts for (video or a gap record, e.g. the recorder-down gap
+      // the back-fill manager recorded at start): a new gap starts after it.
+      lastEndMs: accountedUntilMs(input.deps.index, input.camera.id),
       lastError: null,
       wantActive: director.wantsIngest(input.deps.clock.nowMs()),
       director,
       stream: input.camera.record.stream,
+      storageGapStartMs: null,
     };
   },
   initial: 'init',
@@ -130,6 +162,7 @@ export const cameraMachine = setup({
     PLAN: { actions: ({ context, event }) => context.director.setPlan(event.plan) },
     EVENT: { actions: [({ context, event }) => void context.director.applyEvent(event.event), 'persistDirector'] },
     MANUAL: { actions: [({ context, event }) => context.director.setManual(event.on), 'persistDirector'] },
+    STORAGE: { actions: 'storage' },
   },
   states: {
     init: {

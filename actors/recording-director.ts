@@ -26,6 +26,8 @@ export interface RecordDecision {
 export class RecordingDirector {
   private readonly events: EventTracker;
   private manual = false;
+  /** Why the camera's pool refuses writes (full), or null. */
+  private storageBlocked: string | null = null;
 
   constructor(private plan: SchedulePlan | undefined) {
     this.events = new EventTracker((plan?.postSeconds ?? 0) * 1000);
@@ -49,6 +51,14 @@ export class RecordingDirector {
     this.manual = on;
   }
 
+  setStorageBlocked(reason: string | null): void {
+    this.storageBlocked = reason;
+  }
+
+  get blockedBy(): string | null {
+    return this.storageBlocked;
+  }
+
   get manualOn(): boolean {
     return this.manual;
   }
@@ -60,7 +70,14 @@ export class RecordingDirector {
     return this.manual || plannedAt(this.plan, e.atMs) !== null;
   }
 
+  /** A full pool holds writing whatever the plan says; ingest keeps running so it resumes at once. */
   decide(ms: number): RecordDecision {
+    if (this.storageBlocked !== null) return { write: false, type: 'blocked', preMs: 0 };
+    return this.planned(ms);
+  }
+
+  /** What the plan, events and manual flag say, whatever the storage. */
+  planned(ms: number): RecordDecision {
     const planned = plannedAt(this.plan, ms);
     const event = planned !== null || this.manual ? this.events.activeType(ms) : null;
     if (event) return { write: true, type: event, preMs: 0 };

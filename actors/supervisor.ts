@@ -10,6 +10,8 @@ import { cameraMachine, stateName } from './camera-machine.ts';
 import type { CameraDeps, CameraStateName } from './deps.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
+import { LiveHub, type LiveStats, type LiveSubscribeOptions } from '../media/live-hub.ts';
+import type { LiveSink, LiveViewer } from '../media/live-fanout.ts';
 
 type CameraActor = ActorRefFrom<typeof cameraMachine>;
 
@@ -26,11 +28,16 @@ const PLAN_TICK_MS = 1000;
 export class Supervisor {
   private readonly actors = new Map<string, CameraActor>();
   private readonly inflight = new Set<Promise<unknown>>();
+  /** Pools whose storage refuses writes, and why. */
+  private readonly blockedPools = new Map<string, string>();
   private readonly planTimer: NodeJS.Timeout;
   private readonly deps: CameraDeps;
+  /** Live fan-out of every running ingest; fed by the ingest children, read through subscribeLive. */
+  private readonly liveHub: LiveHub;
 
-  constructor(deps: Omit<CameraDeps, 'track'>) {
-    this.deps = { ...deps, track: (work) => this.track(work) };
+  constructor(deps: Omit<CameraDeps, 'track' | 'live'>) {
+    this.liveHub = new LiveHub({ ffmpegPath: deps.config.ffmpegPath, log: deps.log });
+    this.deps = { ...deps, track: (work) => this.track(work), live: this.liveHub };
     this.planTimer = setInterval(() => this.applyPlans(), PLAN_TICK_MS);
     this.planTimer.unref();
   }
@@ -44,11 +51,14 @@ export class Supervisor {
     const existing = this.actors.get(camera.id);
     if (existing) {
       existing.send({ type: 'RECONFIGURE', camera });
+      existing.send({ type: 'STORAGE', blocked: this.blockedPools.get(camera.pool) ?? null });
       return;
     }
     const actor = createActor(cameraMachine, { input: { camera, deps: this.deps, plan } });
     this.actors.set(camera.id, actor);
     actor.start();
+    const blocked = this.blockedPools.get(camera.pool);
+    if (blocked !== undefined) actor.send({ type: 'STORAGE', blocked });
   }
 
   setPlan(plan: SchedulePlan): void {
@@ -63,6 +73,15 @@ export class Supervisor {
     actor.send({ type: 'EVENT', event });
     this.applyPlans();
     return actor.getSnapshot().context.director.wantsIngest(event.atMs);
+  }
+
+  /** The pool's storage refuses writes (reason) or accepts them again (null): tells its cameras. */
+  setStorageBlocked(pool: string, reason: string | null): void {
+    if (reason === null) this.blockedPools.delete(pool);
+    else this.blockedPools.set(pool, reason);
+    for (const actor of this.actors.values()) {
+      if (actor.getSnapshot().context.camera.pool === pool) actor.send({ type: 'STORAGE', blocked: reason });
+    }
   }
 
   manual(cameraId: string, on: boolean): void {
@@ -93,6 +112,7 @@ export class Supervisor {
     this.actors.delete(cameraId);
     actor.send({ type: 'STOP' });
     actor.stop();
+    this.liveHub.close(cameraId, 'camera removed');
     await this.settle();
   }
 
@@ -107,6 +127,19 @@ export class Supervisor {
     return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs: snap.context.lastEndMs, manual: snap.context.director.manualOn };
   }
 
+  /**
+   * Subscribes a live viewer to the camera's running ingest (or its low-res H.264
+   * preview). Until ingest runs the viewer waits; it gets every new init and the
+   * fragments that follow. The caller closes the viewer when its client leaves.
+   */
+  subscribeLive(cameraId: string, sink: LiveSink, opts: LiveSubscribeOptions): LiveViewer {
+    return this.liveHub.subscribe(cameraId, sink, opts);
+  }
+
+  liveStats(cameraId: string): LiveStats {
+    return this.liveHub.stats(cameraId);
+  }
+
   /** Waits for segment closes in flight. */
   async settle(): Promise<void> {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
@@ -119,6 +152,7 @@ export class Supervisor {
       actor.stop();
     }
     this.actors.clear();
+    this.liveHub.closeAll('recorder stopping');
     await this.settle();
   }
 }

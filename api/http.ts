@@ -12,12 +12,17 @@ import { registerDownload } from './download.ts';
 import { registerFrames } from './frames.ts';
 import { registerHls } from './hls.ts';
 import { registerPlay } from './play.ts';
+import { registerVideoPs } from './video-ps.ts';
+import { registerSmart } from './smart.ts';
+import { registerLive, selectWsProtocol } from './live.ts';
 import { registerPlaybackSessions } from './playback-session.ts';
+import { registerUi } from './ui.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import { access, canSee, installAuth, scopeAccess } from '../security/http-auth.ts';
 import type { UserStore } from '../security/users.ts';
 import type { RecorderMetrics } from '../ops/metrics.ts';
 import { registerUsers } from './users.ts';
+import { registerStorageRoutes } from './storage-routes.ts';
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
@@ -63,7 +68,7 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   });
 
   // Registered once, here, for every WebSocket route (live view, playback sessions).
-  void app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  void app.register(websocket, { options: { maxPayload: 64 * 1024, handleProtocols: selectWsProtocol } });
 
   app.get('/api/health', access('public'), async () => ({ status: 'ok', version: VERSION }));
   app.get('/api/cameras', access('read'), async (req) => ({ cameras: deps.service.listCameras().filter((c) => canSee(req.principal, c.pool)) }));
@@ -80,31 +85,47 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     return { schedule: await deps.service.putSchedule({ ...body, camera: req.params.id }) };
   });
   app.get<{ Querystring: Record<string, string | undefined> }>('/api/recordings', access('read', { camera: 'query.camera' }), async (req) => {
-    const { camera, from, to, types } = req.query;
+    const { camera, from, to, types, locked, label } = req.query;
     return deps.service.search({
       camera,
       from,
       to,
       ...(types ? { types: types.split(',').filter(Boolean) } : {}),
+      ...(locked !== undefined ? { locked: locked === '1' || locked === 'true' } : {}),
+      ...(label !== undefined ? { label } : {}),
     });
   });
   app.post<{ Params: { id: string } }>('/api/cameras/:id/events', access('write', { camera: 'params.id' }), async (req) => ({ event: deps.service.event(req.params.id, req.body ?? {}) }));
   app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/start', access('write', { camera: 'params.id' }), async (req) => deps.service.manual({ camera: req.params.id }, true));
   app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', access('write', { camera: 'params.id' }), async (req) => deps.service.manual({ camera: req.params.id }, false));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/backfill', access('write', { camera: 'params.id' }), async (req, reply) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    void reply.code(202);
+    return deps.service.backfill({ ...body, camera: req.params.id });
+  });
   app.get('/metrics', access('admin'), async (_req, reply) => {
     const text = await deps.metrics.render();
     return reply.header('Content-Type', deps.metrics.contentType).send(text);
   });
   app.get('/api/system', access('admin'), async () => ({ system: await deps.service.systemInfo() }));
   registerUsers(app, deps.users);
+  registerStorageRoutes(app, deps);
   registerDownload(app, deps);
   registerFrames(app, deps);
   registerHls(app, deps);
   registerPlay(app, deps);
+  registerVideoPs(app, deps);
+  registerSmart(app, deps);
   // WebSocket routes in their own scope, so they load after the websocket plugin.
   void app.register(async (scope) => {
     scopeAccess(scope, 'play', { camera: 'params.id' });
+    registerLive(scope, deps);
     registerPlaybackSessions(scope, deps);
+  });
+  // The UI's static files hold no data (security/http-auth.ts scopeAccess).
+  void app.register(async (scope) => {
+    scopeAccess(scope, 'public');
+    registerUi(scope);
   });
   return app;
 }

@@ -13,6 +13,7 @@ import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { CameraStatus } from '../actors/deps.ts';
 import type { Alarm } from '../lib/alarms.ts';
+import type { BackfillProgress } from '../backfill/manager.ts';
 import { VERSION, type RecorderService } from './service.ts';
 
 type Handler = (body: unknown) => unknown;
@@ -21,6 +22,8 @@ export interface NatsApi {
   nc: NatsConnection;
   publishStatus(status: CameraStatus): void;
   publishAlarm(alarm: Alarm): void;
+  /** `rec.v1.backfill.<camera>`: a gap's back-fill state changed. */
+  publishBackfill(progress: BackfillProgress): void;
   droppedPublishes(): number;
   close(): Promise<void>;
 }
@@ -82,7 +85,18 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     search: (b) => service.search(b),
     'manual.start': (b) => service.manual(b, true),
     'manual.stop': (b) => service.manual(b, false),
+    backfill: (b) => service.backfill(b),
+    'smart.search': (b) => service.smart.search(b),
+    'smart.next': (b) => service.smart.next(b),
     'system.info': () => service.systemInfo().then((system) => ({ system })),
+    'pool.put': (b) => service.storage.putPool(b).then((pool) => ({ pool })),
+    'pool.list': () => ({ pools: service.storage.listPools() }),
+    lock: (b) => service.storage.lock(b).then((lock) => ({ lock })),
+    unlock: (b) => service.storage.unlock(b),
+    'label.add': (b) => service.storage.addLabel(b).then((label) => ({ label })),
+    'label.update': (b) => service.storage.updateLabel(b).then((label) => ({ label })),
+    'label.delete': (b) => service.storage.deleteLabel(b),
+    'label.search': (b) => ({ labels: service.storage.searchLabels(b) }),
   };
   for (const [name, handler] of Object.entries(endpoints)) {
     srv.addEndpoint(name.replace('.', '_'), {
@@ -118,6 +132,13 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     publishAlarm(alarm) {
       try {
         nc.publish(subject(`alarm.${alarm.kind}`), JSON.stringify(alarm));
+      } catch {
+        dropped++;
+      }
+    },
+    publishBackfill(progress) {
+      try {
+        nc.publish(subject(`backfill.${progress.camera}`), JSON.stringify(progress));
       } catch {
         dropped++;
       }

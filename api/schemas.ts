@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { ValidationError } from '../lib/errors.ts';
 import { ID_PATTERN } from '../storage/layout.ts';
 import { slotProblem } from '../schedule/plan.ts';
+import { templateProblem } from '../media/edge-url.ts';
 
 const id = z.string().regex(ID_PATTERN, 'ids are 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit');
 const rtspUrl = z
@@ -28,7 +29,18 @@ export const cameraPutSchema = z
       })
       .strict()
       .default({ stream: 'main', format: 'mp4' }),
-    edge: z.object({ replayUrl: z.string().max(2048) }).strict().optional(),
+    edge: z
+      .object({
+        replayUrl: z.string().max(2048).describe('rtsp URL of the edge replay; may hold {start}/{end} placeholders (media/edge-url.ts)'),
+        mode: z.enum(['onvif', 'url']).default('onvif').describe('onvif: Range: clock= replay; url: the interval is in the URL'),
+        rateControl: z.boolean().default(false).describe('false asks the camera for Rate-Control: no (faster than real time)'),
+      })
+      .strict()
+      .superRefine((e, ctx) => {
+        const problem = templateProblem(e.replayUrl, e.mode);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem, path: ['replayUrl'] });
+      })
+      .optional(),
   })
   .strict()
   .refine((c) => c.record.stream === 'main' || c.streams.sub !== undefined, { message: 'record.stream is "sub" but streams.sub is missing', path: ['record', 'stream'] });
@@ -78,6 +90,9 @@ export const eventSchema = z
   })
   .strict();
 
+/** `rec.v1.backfill` / `POST /api/cameras/:id/backfill`: fetch a range from the edge storage. */
+export const backfillSchema = z.object({ camera: id, from: time, to: time }).strict();
+
 export const manualSchema = z.object({ camera: id }).strict();
 
 export const searchSchema = z
@@ -86,7 +101,41 @@ export const searchSchema = z
     from: time,
     to: time,
     types: z.array(z.string().max(40)).max(20).optional(),
+    locked: z.boolean().optional().describe('only video under an active lock'),
+    label: z.string().min(1).max(200).optional().describe('only video under labels whose text contains this'),
   })
+  .strict();
+
+// ---- pools, locks, labels ------------------------------------------------------
+
+export const poolIdSchema = z.object({ id }).strict();
+
+export const poolPutSchema = z
+  .object({
+    id,
+    capacityBytes: z.number().int().positive().nullable().describe('bytes the pool may hold; null: bounded by the disk only'),
+    overwrite: z.enum(['none', 'capacity', 'cycle']),
+    cycleDays: z.number().positive().max(36500).optional(),
+    maxLockShare: z.number().gt(0).max(1).optional(),
+    thinAfterDays: z.number().positive().max(36500).optional(),
+    backupDir: z.string().min(1).max(1024).regex(/^\//, 'backupDir must be an absolute path').optional(),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.overwrite === 'cycle' && p.cycleDays === undefined) ctx.addIssue({ code: 'custom', message: 'cycle mode needs cycleDays', path: ['cycleDays'] });
+    if (p.overwrite !== 'cycle' && p.cycleDays !== undefined) ctx.addIssue({ code: 'custom', message: 'cycleDays applies to cycle mode only', path: ['cycleDays'] });
+    if (p.overwrite === 'none' && p.capacityBytes === null) ctx.addIssue({ code: 'custom', message: 'mode none needs a capacity to stop at', path: ['capacityBytes'] });
+  });
+
+export const lockSchema = z.object({ camera: id, from: time, to: time, until: time.nullable().optional() }).strict();
+export const unlockSchema = z.union([z.object({ id: z.string().uuid() }).strict(), z.object({ camera: id, from: time, to: time }).strict()]);
+
+const labelText = z.string().min(1).max(2000, 'label text is at most 2000 characters');
+export const labelAddSchema = z.object({ camera: id, from: time, to: time, text: labelText }).strict();
+export const labelUpdateSchema = z.object({ id: z.string().uuid(), from: time.optional(), to: time.optional(), text: labelText.optional() }).strict();
+export const labelIdSchema = z.object({ id: z.string().uuid() }).strict();
+export const labelSearchSchema = z
+  .object({ camera: id.optional(), from: time.optional(), to: time.optional(), text: z.string().max(200).optional(), limit: z.number().int().positive().max(10_000).optional() })
   .strict();
 
 function isTimeZone(tz: string): boolean {

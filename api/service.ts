@@ -7,12 +7,18 @@ import { join } from 'node:path';
 import type { Supervisor, CameraLiveState } from '../actors/supervisor.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
-import { search } from '../index/search.ts';
+import { clipSpans, intersectRanges, search, type RangeMs } from '../index/search.ts';
+import type { LabelView, LockView, StorageService } from './storage-service.ts';
+import { labelView, lockView } from './storage-service.ts';
 import { CameraNotFoundError } from '../lib/errors.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
 import type { Logger } from '../lib/log.ts';
-import { cameraDeleteSchema, cameraIdSchema, cameraPutSchema, eventSchema, manualSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
+import type { LiveSink, LiveViewer } from '../media/live-fanout.ts';
+import { backfillSchema, cameraDeleteSchema, cameraIdSchema, cameraPutSchema, eventSchema, manualSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
+import type { BackfillManager } from '../backfill/manager.ts';
 import { BadTimeError } from '../lib/errors.ts';
+import { SmartService } from './smart-service.ts';
+import { deleteSmartRange } from '../storage/smart-retention.ts';
 import { parseTimeMs } from '../lib/time.ts';
 import { systemInfo, type SystemInfo } from '../ops/system.ts';
 
@@ -29,13 +35,15 @@ export interface CameraView extends CameraConfig {
 }
 
 export interface SearchView {
-  spans: { from: string; to: string; types: { type: string; from: string; to: string }[]; locks: never[]; labels: never[] }[];
-  gaps: { from: string; to: string; state: string; reason: string }[];
+  spans: { from: string; to: string; types: { type: string; from: string; to: string }[]; locks: LockView[]; labels: LabelView[] }[];
+  gaps: { from: string; to: string; state: string; reason: string; attempts: number; error?: { code: string; message: string } }[];
 }
 
 export class RecorderService {
   /** Cameras that live only in memory (the demo camera). */
   private readonly transient = new Map<string, CameraConfig>();
+  private storageService: StorageService | null = null;
+  private backfillManager: BackfillManager | null = null;
 
   constructor(
     private readonly index: RecorderIndex,
@@ -44,6 +52,31 @@ export class RecorderService {
     private readonly dataDir: string,
     private readonly log: Logger,
   ) {}
+
+  /** Back-fill from edge storage (wired by the node). */
+  attachBackfill(manager: BackfillManager): void {
+    this.backfillManager = manager;
+  }
+
+  /** `rec.v1.backfill`: fetch [from, to) from the camera's edge storage (async; progress on NATS and in search). */
+  async backfill(body: unknown): Promise<{ camera: string; from: string; to: string; gaps: { from: string; to: string; state: string }[] }> {
+    const q = validate(backfillSchema, body);
+    this.requireCamera(q.camera);
+    const { fromMs, toMs } = parseRangeMs(q.from, q.to);
+    if (!this.backfillManager) throw new Error('back-fill not attached');
+    const gaps = await this.backfillManager.request(q.camera, fromMs, toMs);
+    return { camera: q.camera, from: iso(fromMs), to: iso(toMs), gaps: gaps.map((g) => ({ from: iso(g.startMs), to: iso(g.endMs ?? toMs), state: g.state })) };
+  }
+
+  /** Pools, locks and labels (wired by the node once storage is up). */
+  attachStorage(storage: StorageService): void {
+    this.storageService = storage;
+  }
+
+  get storage(): StorageService {
+    if (!this.storageService) throw new Error('storage service not attached');
+    return this.storageService;
+  }
 
   /** Starts an actor for every camera persisted in the index (restart without the VMS). */
   resume(): number {
@@ -54,6 +87,7 @@ export class RecorderService {
 
   async putCamera(body: unknown, opts: { transient?: boolean } = {}): Promise<CameraView> {
     const parsed = validate(cameraPutSchema, body);
+    this.storage.requirePool(parsed.pool);
     const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) } as CameraConfig;
     if (opts.transient) this.transient.set(camera.id, camera);
     else await this.index.cameras.put(camera.id, camera);
@@ -80,6 +114,7 @@ export class RecorderService {
         purged++;
       }
       for (const { key } of [...this.index.gaps.getRange({ start: [id, -1], end: [id, Number.MAX_SAFE_INTEGER] })]) await this.index.gaps.remove(key);
+      await deleteSmartRange(this.index, this.dataDir, id, -1, Number.MAX_SAFE_INTEGER, true);
     }
     this.log.info({ camera: id, purge, purged }, 'camera deleted');
     return { id, purged };
@@ -127,22 +162,54 @@ export class RecorderService {
     this.requireCamera(q.camera);
     const { fromMs, toMs } = parseRangeMs(q.from, q.to);
     const result = search(this.index, { camera: q.camera, fromMs, toMs, types: q.types, nowMs: this.clock.nowMs() });
+    const locks = this.storage.locksIn(q.camera, fromMs, toMs);
+    const labels = this.storage.labelsIn([q.camera], fromMs, toMs);
+    let spans = result.spans;
+    let within: RangeMs[] | null = null;
+    if (q.locked) within = locks.map((l) => ({ fromMs: l.startMs, toMs: l.endMs }));
+    if (q.label !== undefined) {
+      const needle = q.label.toLowerCase();
+      const labelled = labels.filter((l) => l.text.toLowerCase().includes(needle)).map((l) => ({ fromMs: l.startMs, toMs: l.endMs }));
+      within = within === null ? labelled : intersectRanges(within, labelled);
+    }
+    if (within !== null) spans = clipSpans(spans, within);
+    const overlapping = <T extends { startMs: number; endMs: number }>(items: T[], s: { fromMs: number; toMs: number }): T[] =>
+      items.filter((i) => i.startMs < s.toMs && i.endMs > s.fromMs);
     return {
-      spans: result.spans.map((s) => ({
+      spans: spans.map((s) => ({
         from: iso(s.fromMs),
         to: iso(s.toMs),
         types: s.types.map((t) => ({ type: t.type, from: iso(t.fromMs), to: iso(t.toMs) })),
-        locks: [],
-        labels: [],
+        locks: overlapping(locks, s).map(lockView),
+        labels: overlapping(labels, s).map(labelView),
       })),
-      gaps: result.gaps.map((g) => ({ from: iso(g.fromMs), to: iso(g.toMs), state: g.state, reason: g.reason })),
+      gaps: result.gaps.map((g) => ({ from: iso(g.fromMs), to: iso(g.toMs), state: g.state, reason: g.reason, attempts: g.attempts, ...(g.error ? { error: g.error } : {}) })),
     };
+  }
+
+  /** A live viewer of the camera's running ingest (api/live.ts); the caller closes it. */
+  subscribeLive(cameraId: string, sink: LiveSink, opts: { preview: boolean }): LiveViewer {
+    this.requireCamera(cameraId);
+    return this.supervisor.subscribeLive(cameraId, sink, opts);
+  }
+
+  /** The camera's state and the MIME type of its live stream (null while not ingesting). */
+  liveState(cameraId: string): { status: CameraLiveState['state']; mimeType: string | null } {
+    this.requireCamera(cameraId);
+    return { status: this.supervisor.live(cameraId)?.state ?? 'stopped', mimeType: this.supervisor.liveStats(cameraId).mimeType };
   }
 
   /** Version, CPU, memory and the data disk (issue 8 "Operations"). */
   systemInfo(): Promise<SystemInfo> {
     return systemInfo(VERSION, this.dataDir);
   }
+
+  /** Smart-stream search, jump and raw download (api/smart-service.ts). */
+  get smart(): SmartService {
+    this.smartService ??= new SmartService(this.index, this.dataDir, (id) => this.requireCamera(id));
+    return this.smartService;
+  }
+  private smartService: SmartService | undefined;
 
   requireCamera(id: string): CameraConfig {
     const camera = this.transient.get(id) ?? this.index.cameras.get(id);

@@ -15,6 +15,16 @@
  *   recording  cameraId               → live events + manual flag (survive a restart)
  *   users      userName               → UserRecord (security/users.ts opens it: role, pools,
  *                                       scrypt password hash, SHA-256 of the API token)
+ *   smart      [cameraId, ms, seq]    → SmartRecord, one per smart-stream packet (index/smart.ts)
+ *   smartfiles [cameraId, startMs]    → SmartFileRecord, one per smart file (index/smart.ts)
+ *   pools      poolId                 → PoolPolicy
+ *   poolusage  poolId                 → bytes of the pool's indexed segments, kept in the
+ *                                       same commit batch as every segment put/remove, so
+ *                                       it is exact and survives restarts
+ *   locks      [cameraId, startMs]    → LockRecord (a camera's locks never overlap)
+ *   labels     labelId                → LabelRecord
+ *   labelidx   [cameraId, startMs, id] → null (labels of a camera by time)
+ *   intents    [kind, cameraId, startMs] → IntentRecord (file work to finish after a crash)
  * Writes resolve after the commit is durable (lmdb-js default sync mode), which is
  * what invariant 2 needs: callers fdatasync the file first, then await the put.
  */
@@ -22,8 +32,9 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecorderError } from '../lib/errors.ts';
-import type { CameraConfig, GapRecord, SchedulePlan, SegmentRecord } from './records.ts';
+import type { CameraConfig, GapRecord, IntentRecord, LabelRecord, LockRecord, PoolPolicy, SchedulePlan, SegmentRecord } from './records.ts';
 import type { DirectorState } from '../actors/recording-director.ts';
+import type { SmartFileRecord, SmartKey, SmartRecord } from './smart.ts';
 
 export const SCHEMA_VERSION = 1;
 
@@ -46,7 +57,23 @@ export class RecorderIndex {
   readonly gaps: Database<GapRecord, SegKey>;
   readonly recording: Database<DirectorState, string>;
   readonly segtimes: Database<SegmentTimes, SegKey>;
+  readonly smart: Database<SmartRecord, SmartKey>;
+  readonly smartfiles: Database<SmartFileRecord, SegKey>;
+  readonly pools: Database<PoolPolicy, string>;
+  readonly locks: Database<LockRecord, SegKey>;
+  readonly labels: Database<LabelRecord, string>;
+  readonly labelidx: Database<null, [string, number, string]>;
+  readonly intents: Database<IntentRecord, [string, string, number]>;
+  private readonly poolusage: Database<number, string>;
   private readonly meta: Database<number, string>;
+  /** Bytes per pool, mirrored in `poolusage`. */
+  private readonly usage = new Map<string, number>();
+  /**
+   * Pool and bytes of segments whose latest put may not be committed yet, and of every
+   * open segment: a read of `segments` would return the older committed bytes, and the
+   * usage delta must be taken from what was last put.
+   */
+  private readonly lastPut = new Map<string, { pool: string; bytes: number }>();
 
   private constructor(root: RootDatabase) {
     this.root = root;
@@ -58,12 +85,20 @@ export class RecorderIndex {
     this.gaps = root.openDB<GapRecord, SegKey>({ name: 'gaps' });
     this.recording = root.openDB<DirectorState, string>({ name: 'recording' });
     this.segtimes = root.openDB<SegmentTimes, SegKey>({ name: 'segtimes' });
+    this.smart = root.openDB<SmartRecord, SmartKey>({ name: 'smart', sharedStructuresKey: Symbol.for('structures') });
+    this.smartfiles = root.openDB<SmartFileRecord, SegKey>({ name: 'smartfiles' });
+    this.pools = root.openDB<PoolPolicy, string>({ name: 'pools' });
+    this.poolusage = root.openDB<number, string>({ name: 'poolusage' });
+    this.locks = root.openDB<LockRecord, SegKey>({ name: 'locks' });
+    this.labels = root.openDB<LabelRecord, string>({ name: 'labels' });
+    this.labelidx = root.openDB<null, [string, number, string]>({ name: 'labelidx' });
+    this.intents = root.openDB<IntentRecord, [string, string, number]>({ name: 'intents' });
   }
 
   static async open(dataDir: string): Promise<RecorderIndex> {
     const path = join(dataDir, 'index');
     mkdirSync(path, { recursive: true });
-    const root = open({ path, maxDbs: 16, mapSize: 8 * 1024 ** 3 });
+    const root = open({ path, maxDbs: 32, mapSize: 8 * 1024 ** 3 });
     const index = new RecorderIndex(root);
     const version = index.meta.get('schema');
     if (version === undefined) await index.meta.put('schema', SCHEMA_VERSION);
@@ -76,6 +111,7 @@ export class RecorderIndex {
       for (const { value } of index.segments.getRange({})) void index.segtimes.put([value.camera, value.startMs], segmentTimes(value));
       await index.segtimes.flushed;
     }
+    await index.loadUsage();
     return index;
   }
 
@@ -85,13 +121,28 @@ export class RecorderIndex {
 
   // ---- segments -------------------------------------------------------------
 
-  /** Both puts land in the same lmdb-js commit batch. */
+  /** The segment, its search view and its pool's usage land in the same lmdb-js commit batch. */
   putSegment(seg: SegmentRecord): Promise<boolean> {
+    const k = segKeyString(seg.camera, seg.startMs);
+    const prev = this.lastPut.get(k) ?? this.committedBytes(seg.camera, seg.startMs);
+    if (prev) this.addUsage(prev.pool, -prev.bytes);
+    this.addUsage(seg.pool, seg.bytes);
+    const mine = { pool: seg.pool, bytes: seg.bytes };
+    this.lastPut.set(k, mine);
     void this.segtimes.put([seg.camera, seg.startMs], segmentTimes(seg));
-    return this.segments.put([seg.camera, seg.startMs], seg);
+    const done = this.segments.put([seg.camera, seg.startMs], seg);
+    // Once committed (and closed) the stored record is the truth again.
+    if (!seg.open) void done.then(() => this.lastPut.get(k) === mine && this.lastPut.delete(k), () => undefined);
+    return done;
   }
 
-  removeSegment(camera: string, startMs: number): Promise<boolean> {
+  /** Removes a segment entry (and its bytes from its pool's usage); `extra` puts go in the same commit. */
+  removeSegment(camera: string, startMs: number, extra?: () => void): Promise<boolean> {
+    const k = segKeyString(camera, startMs);
+    const prev = this.lastPut.get(k) ?? this.committedBytes(camera, startMs);
+    this.lastPut.delete(k);
+    if (prev) this.addUsage(prev.pool, -prev.bytes);
+    extra?.();
     void this.segtimes.remove([camera, startMs]);
     return this.segments.remove([camera, startMs]);
   }
@@ -99,6 +150,48 @@ export class RecorderIndex {
   async clearSegments(): Promise<void> {
     await this.segtimes.clearAsync();
     await this.segments.clearAsync();
+    await this.poolusage.clearAsync();
+    this.usage.clear();
+    this.lastPut.clear();
+  }
+
+  /** Bytes of the pool's indexed segments (open ones as far as they are durable). */
+  poolUsage(pool: string): number {
+    return this.usage.get(pool) ?? 0;
+  }
+
+  private committedBytes(camera: string, startMs: number): { pool: string; bytes: number } | undefined {
+    const seg = this.segments.get([camera, startMs]);
+    return seg ? { pool: seg.pool, bytes: seg.bytes } : undefined;
+  }
+
+  private addUsage(pool: string, delta: number): void {
+    if (delta === 0) return;
+    const bytes = Math.max(0, (this.usage.get(pool) ?? 0) + delta);
+    this.usage.set(pool, bytes);
+    void this.poolusage.put(pool, bytes);
+  }
+
+  /** Loads usage; an index written before `poolusage` existed gets it counted once. */
+  private async loadUsage(): Promise<void> {
+    for (const { key, value } of this.poolusage.getRange({})) this.usage.set(key, value);
+    if (this.usage.size === 0 && this.segments.getKeysCount({ limit: 1 }) > 0) {
+      for (const { value } of this.segments.getRange({})) this.usage.set(value.pool, (this.usage.get(value.pool) ?? 0) + value.bytes);
+      for (const [pool, bytes] of this.usage) void this.poolusage.put(pool, bytes);
+      await this.poolusage.flushed;
+    }
+  }
+
+  /** Cameras that have segments (including cameras deleted without purge), by key order. */
+  *segmentCameras(): Iterable<string> {
+    let start: SegKey | undefined = undefined;
+    for (;;) {
+      let next: string | undefined;
+      for (const key of this.segments.getKeys(start ? { start, limit: 1 } : { limit: 1 })) next = key[0];
+      if (next === undefined) return;
+      yield next;
+      start = [next, Number.MAX_VALUE];
+    }
   }
 
   /** Start, end and type runs of the segments overlapping [fromMs, toMs), in time order. */
@@ -173,6 +266,10 @@ export class RecorderIndex {
   listCameras(): CameraConfig[] {
     return [...this.cameras.getRange({})].map((e) => e.value);
   }
+}
+
+function segKeyString(camera: string, startMs: number): string {
+  return `${camera}\u0000${startMs}`;
 }
 
 export function segmentTimes(seg: SegmentRecord): SegmentTimes {

@@ -13,9 +13,22 @@ export interface CameraConfig {
   pool: string;
   streams: { main: string; sub?: string };
   record: { stream: StreamName; format: SegmentFormat };
-  edge?: { replayUrl: string };
+  /** Edge storage (SD card) to back-fill gaps from (design/backfill.md). */
+  edge?: EdgeConfig;
   /** Transient cameras (the demo) are kept in memory only. */
   transient?: boolean;
+}
+
+/**
+ * A camera's edge storage. `onvif`: ONVIF replay of `replayUrl` (`Range: clock=`);
+ * `url`: the interval is in the URL ({start}/{end} placeholders, media/edge-url.ts).
+ */
+export interface EdgeConfig {
+  replayUrl: string;
+  /** Default `onvif` (records written before the field existed have none). */
+  mode?: 'onvif' | 'url';
+  /** false (default): ask for `Rate-Control: no`, i.e. faster than real time. */
+  rateControl?: boolean;
 }
 
 export type RecordType = string; // 'timing' | 'event' | 'motion' | 'alarm' | 'manual' | 'backfill' | custom
@@ -82,4 +95,68 @@ export interface GapRecord {
   state: GapState;
   reason: string;
   attempts: number;
+  /** Why the last back-fill attempt did not fill it (a RecorderError code and message). */
+  lastError?: { code: string; message: string };
+  /** When the next back-fill attempt is due (epoch ms); absent: as soon as a slot is free. */
+  nextAttemptMs?: number;
 }
+
+// ---- storage lifecycle (pools, locks, labels; retention and thinning) ----------
+
+/**
+ * What a pool does when it is full (seed: resource pools):
+ * - `none`: stop writing its cameras (gap + alarm) until space is made;
+ * - `capacity`: delete the oldest unlocked segments first;
+ * - `cycle`: delete what ended more than `cycleDays` ago, and also keep to capacity.
+ */
+export type OverwriteMode = 'none' | 'capacity' | 'cycle';
+
+export interface PoolPolicy {
+  id: string;
+  /** Bytes the pool's segment files may occupy; null: bounded only by the disk (emergency overwrite). */
+  capacityBytes: number | null;
+  overwrite: OverwriteMode;
+  /** Only for `cycle`: segments that ended this many days ago go. */
+  cycleDays?: number;
+  /** Share of capacity (0..1] that locked video may hold; default 0.5. */
+  maxLockShare: number;
+  /** Segments older than this are thinned to their I-frames (frame-extracting storage). */
+  thinAfterDays?: number;
+  /** A second data dir (another disk) that holds a copy of every closed segment. */
+  backupDir?: string;
+}
+
+/**
+ * A lock: [startMs, endMs) of one camera is never deleted or thinned (invariant 3)
+ * until `untilMs` (null: until unlocked). Overlapping or touching locks of a camera are
+ * merged on creation, so stored locks of a camera never overlap; key [camera, startMs].
+ */
+export interface LockRecord {
+  id: string;
+  camera: string;
+  startMs: number;
+  endMs: number;
+  untilMs: number | null;
+  createdMs: number;
+}
+
+/** An annotation over [startMs, endMs) of one camera (seed: video annotation). */
+export interface LabelRecord {
+  id: string;
+  camera: string;
+  startMs: number;
+  endMs: number;
+  text: string;
+  createdMs: number;
+  updatedMs: number;
+}
+
+/**
+ * A file mutation recorded before it happens, so a crash in the middle is finished on
+ * the next start (storage/segment-delete.ts, storage/thin.ts).
+ * - `delete`: the index entry is already gone (same commit as the intent); unlink `files`.
+ * - `thin`: `tmp` is being written; if it was renamed over `file`, re-index `file`.
+ */
+export type IntentRecord =
+  | { kind: 'delete'; camera: string; startMs: number; files: string[] }
+  | { kind: 'thin'; camera: string; startMs: number; file: string; tmp: string };

@@ -27,6 +27,9 @@ export interface GapMs {
   toMs: number;
   state: GapState;
   reason: string;
+  /** Back-fill attempts so far and why the last one did not fill it. */
+  attempts: number;
+  error?: { code: string; message: string };
 }
 
 export interface SearchResultMs {
@@ -51,6 +54,8 @@ export function search(index: RecorderIndex, q: { camera: string; fromMs: number
     toMs: Math.min(g.endMs ?? q.nowMs, q.toMs),
     state: g.state,
     reason: g.reason,
+    attempts: g.attempts,
+    ...(g.lastError ? { error: g.lastError } : {}),
   }));
   return { spans, gaps: gaps.filter((g) => g.toMs > g.fromMs) };
 }
@@ -69,4 +74,54 @@ function addRun(spans: SpanMs[], run: TypeRunMs): void {
     return;
   }
   spans.push({ fromMs: run.fromMs, toMs: run.toMs, types: [{ ...run }] });
+}
+
+export interface RangeMs {
+  fromMs: number;
+  toMs: number;
+}
+
+/** Sorted, non-overlapping union of ranges. */
+export function unionRanges(ranges: readonly RangeMs[]): RangeMs[] {
+  const sorted = [...ranges].filter((r) => r.toMs > r.fromMs).sort((a, b) => a.fromMs - b.fromMs);
+  const out: RangeMs[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.fromMs <= last.toMs) last.toMs = Math.max(last.toMs, r.toMs);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+/** Intersection of two unions of ranges. */
+export function intersectRanges(a: readonly RangeMs[], b: readonly RangeMs[]): RangeMs[] {
+  const out: RangeMs[] = [];
+  for (const x of unionRanges(a)) {
+    for (const y of unionRanges(b)) {
+      const fromMs = Math.max(x.fromMs, y.fromMs);
+      const toMs = Math.min(x.toMs, y.toMs);
+      if (toMs > fromMs) out.push({ fromMs, toMs });
+    }
+  }
+  return out;
+}
+
+/**
+ * Keeps only the parts of the spans inside `within` (locked video, labelled video):
+ * type runs are cut at the range edges, and a span cut in two becomes two spans.
+ */
+export function clipSpans(spans: readonly SpanMs[], within: readonly RangeMs[]): SpanMs[] {
+  const out: SpanMs[] = [];
+  for (const range of unionRanges(within)) {
+    for (const span of spans) {
+      const fromMs = Math.max(span.fromMs, range.fromMs);
+      const toMs = Math.min(span.toMs, range.toMs);
+      if (toMs <= fromMs) continue;
+      const types = span.types
+        .map((t) => ({ type: t.type, fromMs: Math.max(t.fromMs, fromMs), toMs: Math.min(t.toMs, toMs) }))
+        .filter((t) => t.toMs > t.fromMs);
+      out.push({ fromMs, toMs, types });
+    }
+  }
+  return out.sort((a, b) => a.fromMs - b.fromMs);
 }

@@ -11,7 +11,7 @@ import { iso, type Clock } from './time.ts';
  * `disk-near-full`, `cpu-high`, `memory-high`: by ops/health-sampler.ts;
  * `backfill-failed`: by the back-fill jobs when a gap cannot be fetched.
  */
-export type AlarmKind = 'camera-offline' | 'index' | 'write-error' | 'disk-near-full' | 'cpu-high' | 'memory-high' | 'backfill-failed';
+export type AlarmKind = 'camera-offline' | 'index' | 'write-error' | 'disk-near-full' | 'cpu-high' | 'memory-high' | 'backfill-failed' | 'disk-full' | 'pool-full' | 'backup-failed';
 
 export interface Alarm {
   kind: AlarmKind;

@@ -41,8 +41,19 @@ export const configSchema = z
     healthSampleSeconds: z.coerce.number().int().min(1).max(3600).default(10).describe('how often CPU, memory and disk are sampled for alarms'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     demo: z.boolean().default(false).describe('add a synthetic demo camera (a local GStreamer RTSP server)'),
+    backfillConcurrency: z.coerce.number().int().min(1).max(16).default(2).describe('back-fill pulls running at once on this node (one per camera at most)'),
+    backfillMaxAttempts: z.coerce.number().int().min(1).max(100).default(5).describe('back-fill attempts per gap before it is given up (alarm)'),
+    backfillRetryMs: z.coerce.number().int().min(100).max(86_400_000).default(60_000).describe('delay before a failed back-fill is retried; doubles per attempt'),
+    backfillDelayMs: z.coerce.number().int().min(0).max(3_600_000).default(10_000).describe('wait after a camera returns before back-filling (its SD card flushes)'),
+    backfillSyncHours: z.coerce.number().min(0).max(24 * 31).default(24).describe('periodic sync looks back this many hours for holes to back-fill (0: off)'),
+    backfillSyncIntervalMs: z.coerce.number().int().min(1000).max(86_400_000).default(3_600_000).describe('how often the periodic sync runs'),
+    backfillPullSeconds: z.coerce.number().int().min(10).max(86_400).default(600).describe('longest interval asked for in one replay pull'),
     ffmpegPath: z.string().min(1).default('ffmpeg'),
     natsServerPath: z.string().min(1).default('nats-server'),
+    retentionTickMs: z.coerce.number().int().min(100).max(3_600_000).default(5000).describe('retention passes run on every segment close and at least this often'),
+    minFreeBytes: z.coerce.number().int().min(0).default(2 * 1024 ** 3).describe('emergency overwrite when the data disk has less free space than this or minFreeRatio of its size, whichever is larger'),
+    minFreeRatio: z.coerce.number().min(0).max(0.5).default(0.02).describe('emergency overwrite threshold as a share of the data disk'),
+    backupAuditMs: z.coerce.number().int().min(1000).default(3_600_000).describe('how often backup copies of pools with a backupDir are checked and re-created'),
   })
   .strict();
 
@@ -72,8 +83,19 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_ALARM_DISK_PERCENT: 'alarmDiskPercent',
   RECORDER_HEALTH_SAMPLE_SECONDS: 'healthSampleSeconds',
   RECORDER_LOG_LEVEL: 'logLevel',
+  RECORDER_BACKFILL_CONCURRENCY: 'backfillConcurrency',
+  RECORDER_BACKFILL_MAX_ATTEMPTS: 'backfillMaxAttempts',
+  RECORDER_BACKFILL_RETRY_MS: 'backfillRetryMs',
+  RECORDER_BACKFILL_DELAY_MS: 'backfillDelayMs',
+  RECORDER_BACKFILL_SYNC_HOURS: 'backfillSyncHours',
+  RECORDER_BACKFILL_SYNC_INTERVAL_MS: 'backfillSyncIntervalMs',
+  RECORDER_BACKFILL_PULL_SECONDS: 'backfillPullSeconds',
   RECORDER_FFMPEG: 'ffmpegPath',
   RECORDER_NATS_SERVER: 'natsServerPath',
+  RECORDER_RETENTION_TICK_MS: 'retentionTickMs',
+  RECORDER_MIN_FREE_BYTES: 'minFreeBytes',
+  RECORDER_MIN_FREE_RATIO: 'minFreeRatio',
+  RECORDER_BACKUP_AUDIT_MS: 'backupAuditMs',
 };
 
 const FLAGS = {

@@ -14,6 +14,9 @@ export type ErrorCode =
   | 'FORBIDDEN'
   | 'PAYLOAD_TOO_LARGE'
   | 'NO_VIDEO'
+  | 'MEDIA_UNSUPPORTED'
+  | 'NO_SMART_DATA'
+  | 'SMART_PACKET_INVALID'
   | 'RANGE_NOT_SATISFIABLE'
   | 'SEGMENT_GONE'
   | 'CONFIG_INVALID'
@@ -21,6 +24,18 @@ export type ErrorCode =
   | 'STORAGE_IO'
   | 'INGEST_FAILED'
   | 'NATS_START_FAILED'
+  | 'POOL_NOT_FOUND'
+  | 'LOCK_NOT_FOUND'
+  | 'LABEL_NOT_FOUND'
+  | 'LOCK_SHARE_EXCEEDED'
+  | 'POOL_IN_USE'
+  | 'EDGE_NOT_CONFIGURED'
+  | 'EDGE_REFUSED'
+  | 'EDGE_UNREACHABLE'
+  | 'EDGE_WRONG_INTERVAL'
+  | 'EDGE_OVERRUN'
+  | 'EDGE_TIMEOUT'
+  | 'EDGE_NO_VIDEO'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -34,6 +49,11 @@ const STATUS: Record<ErrorCode, number> = {
   FORBIDDEN: 403,
   PAYLOAD_TOO_LARGE: 413,
   NO_VIDEO: 404,
+  // A recording whose codec the asked-for container cannot carry (e.g. video.ps of a non-H.264/H.265 track).
+  MEDIA_UNSUPPORTED: 422,
+  NO_SMART_DATA: 404,
+  // A camera's smart-stream packet that cannot be read; counted and skipped at ingest.
+  SMART_PACKET_INVALID: 422,
   RANGE_NOT_SATISFIABLE: 416,
   // A segment file vanished (retention) between the index lookup and the read.
   SEGMENT_GONE: 410,
@@ -42,6 +62,19 @@ const STATUS: Record<ErrorCode, number> = {
   STORAGE_IO: 500,
   INGEST_FAILED: 502,
   NATS_START_FAILED: 500,
+  POOL_NOT_FOUND: 404,
+  LOCK_NOT_FOUND: 404,
+  LABEL_NOT_FOUND: 404,
+  LOCK_SHARE_EXCEEDED: 409,
+  POOL_IN_USE: 409,
+  // Back-fill from a camera's edge storage (design/backfill.md).
+  EDGE_NOT_CONFIGURED: 409,
+  EDGE_REFUSED: 502,
+  EDGE_UNREACHABLE: 504,
+  EDGE_WRONG_INTERVAL: 502,
+  EDGE_OVERRUN: 502,
+  EDGE_TIMEOUT: 504,
+  EDGE_NO_VIDEO: 404,
   INTERNAL: 500,
 };
 

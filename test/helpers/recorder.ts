@@ -29,7 +29,7 @@ export interface TestNode {
 
 export async function startNode(t: ExecutionContext, overrides: RecorderConfigInput = {}, dataDir?: string): Promise<TestNode> {
   const dir = dataDir ?? (await tempDir(t));
-  const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', segmentSeconds: 6, logLevel: process.env.TEST_LOG ?? 'silent', ...overrides });
+  const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', segmentSeconds: 6, logLevel: process.env.TEST_LOG ?? 'silent', minFreeBytes: 0, minFreeRatio: 0, ...overrides });
   const node = await RecorderNode.start({ config, log: createLogger(config.logLevel, process.stderr) });
   let stopped = false;
   t.teardown(async () => {
@@ -85,7 +85,7 @@ export interface RecorderProcess {
 
 export function spawnRecorder(t: ExecutionContext, env: Record<string, string>): RecorderProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts')], {
-    env: { ...process.env, RECORDER_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, RECORDER_LOG_LEVEL: 'info', RECORDER_MIN_FREE_BYTES: '0', RECORDER_MIN_FREE_RATIO: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.teardown(() => {

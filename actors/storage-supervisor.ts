@@ -1,0 +1,334 @@
+/**
+ * Owns the storage lifecycle of the node: one retention actor per pool (kicked by
+ * `segment.closed` and a timer), the emergency overwrite when the data disk runs low,
+ * backup copies for pools that want a second disk, and the one mutex under which
+ * every deletion, thinning and lock change runs (so a lock taken while a pass runs is
+ * seen by the pass before it deletes: invariant 3).
+ *
+ * Start order (RecorderNode): finishIntents → restoreFromBackups → reconcile → start().
+ */
+import { mkdir, stat, statfs } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { createActor, type ActorRefFrom } from 'xstate';
+import type { RecorderIndex } from '../index/db.ts';
+import { locksOf } from '../index/locks.ts';
+import { oldestFirst } from '../index/oldest-first.ts';
+import type { IntentRecord, LockRecord, PoolPolicy, SegmentRecord } from '../index/records.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
+import type { Logger } from '../lib/log.ts';
+import type { Clock } from '../lib/time.ts';
+import { deleteSegment, finishIntents, segmentCopies } from '../storage/segment-delete.ts';
+import { isLocked, lockActive, planRetention, DEFAULT_MAX_LOCK_SHARE } from '../storage/retention-policy.ts';
+import { finishThin, replaceCopy, thinSegment } from '../storage/thin.ts';
+import { retentionMachine } from './retention-actor.ts';
+
+export const DEFAULT_POOL: PoolPolicy = { id: 'default', capacityBytes: null, overwrite: 'capacity', maxLockShare: DEFAULT_MAX_LOCK_SHARE };
+
+export interface StorageDeps {
+  index: RecorderIndex;
+  dataDir: string;
+  clock: Clock;
+  log: Logger;
+  raiseAlarm: (alarm: AlarmInput) => void;
+  /** Writing of the pool's cameras must stop (reason) or may go on (null). */
+  onPoolBlocked: (pool: string, reason: string | null) => void;
+  /** Called after a segment's files are gone (the smart stream of the range goes with it). */
+  onSegmentDeleted?: (seg: SegmentRecord) => Promise<void>;
+  tickMs: number;
+  minFreeBytes: number;
+  minFreeRatio: number;
+  backupAuditMs: number;
+}
+
+export interface PoolView extends PoolPolicy {
+  usageBytes: number;
+  lockedBytes: number;
+  deletedSegments: number;
+  thinnedSegments: number;
+  blocked: string | null;
+}
+
+type RetentionActor = ActorRefFrom<typeof retentionMachine>;
+
+export class StorageSupervisor {
+  private readonly actors = new Map<string, RetentionActor>();
+  private readonly blocked = new Map<string, string>();
+  private readonly stats = new Map<string, { deleted: number; thinned: number }>();
+  private readonly passes = new Set<Promise<void>>();
+  private mutex: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+  private auditTimer: NodeJS.Timeout | null = null;
+  private lowDisk = false;
+  private stopped = false;
+
+  constructor(private readonly deps: StorageDeps) {}
+
+  /** Crash replay: finish interrupted deletions and thinnings (before reconcile). */
+  async finishIntents(): Promise<number> {
+    const { index, dataDir, log } = this.deps;
+    return finishIntents(index, (intent: Extract<IntentRecord, { kind: 'thin' }>) => finishThin(index, dataDir, intent), log);
+  }
+
+  /** A primary copy lost while its backup survives is copied back (before reconcile drops its entry). */
+  async restoreFromBackups(): Promise<number> {
+    let restored = 0;
+    for (const pool of this.pools()) {
+      if (!pool.backupDir) continue;
+      for (const seg of this.deps.index.allSegments()) {
+        if (seg.pool !== pool.id || seg.open) continue;
+        const [primary, backup] = segmentCopies(this.deps.dataDir, seg, pool.backupDir) as [string, string];
+        if (await exists(primary)) continue;
+        if (!(await exists(backup))) continue;
+        await mkdir(dirname(primary), { recursive: true });
+        await replaceCopy(backup, primary);
+        restored++;
+        this.deps.log.warn({ file: seg.file }, 'segment file lost: restored from its backup copy');
+      }
+    }
+    return restored;
+  }
+
+  async start(): Promise<void> {
+    if (!this.deps.index.pools.get(DEFAULT_POOL.id)) await this.deps.index.pools.put(DEFAULT_POOL.id, DEFAULT_POOL);
+    for (const pool of this.pools()) this.ensureActor(pool.id);
+    this.timer = setInterval(() => this.kickAll(), this.deps.tickMs);
+    this.timer.unref();
+    this.auditTimer = setInterval(() => void this.auditBackups().catch((err: unknown) => this.deps.log.error({ err }, 'backup audit failed')), this.deps.backupAuditMs);
+    this.auditTimer.unref();
+    this.kickAll();
+    void this.auditBackups().catch((err: unknown) => this.deps.log.error({ err }, 'backup audit failed'));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.auditTimer) clearInterval(this.auditTimer);
+    for (const a of this.actors.values()) a.stop();
+    await Promise.allSettled([...this.passes]);
+    await this.mutex.catch(() => undefined);
+  }
+
+  pools(): PoolPolicy[] {
+    return [...this.deps.index.pools.getRange({})].map((e) => e.value);
+  }
+
+  pool(id: string): PoolPolicy | undefined {
+    return this.deps.index.pools.get(id);
+  }
+
+  view(pool: PoolPolicy): PoolView {
+    const s = this.stats.get(pool.id);
+    return {
+      ...pool,
+      usageBytes: this.deps.index.poolUsage(pool.id),
+      lockedBytes: this.lockedBytes(pool.id),
+      deletedSegments: s?.deleted ?? 0,
+      thinnedSegments: s?.thinned ?? 0,
+      blocked: this.blocked.get(pool.id) ?? null,
+    };
+  }
+
+  /** Stores a policy and runs a pass at once (a shrunk pool overwrites now, a grown one unblocks). */
+  async putPool(policy: PoolPolicy): Promise<void> {
+    await this.deps.index.pools.put(policy.id, policy);
+    this.ensureActor(policy.id);
+    this.kick(policy.id);
+  }
+
+  segmentClosed(seg: SegmentRecord): void {
+    if (this.stopped) return;
+    const pool = this.pool(seg.pool);
+    if (pool?.backupDir) {
+      const backupDir = pool.backupDir;
+      void this.exclusive(() => this.copyToBackup(seg, backupDir)).catch((err: unknown) => {
+        this.deps.raiseAlarm({ kind: 'backup-failed', camera: seg.camera, pool: seg.pool, message: `backup copy of ${seg.file} failed: ${(err as Error).message}` });
+      });
+    }
+    this.kick(seg.pool);
+  }
+
+  kick(poolId: string): void {
+    if (this.stopped) return;
+    this.ensureActor(poolId).send({ type: 'KICK' });
+  }
+
+  /** Runs `work` under the storage mutex (deletions, thinning, lock changes). */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.mutex.then(work, work);
+    this.mutex = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Bytes of the pool's segments that overlap an active lock. */
+  lockedBytes(poolId: string, extra?: { camera: string; startMs: number; endMs: number }): number {
+    const now = this.deps.clock.nowMs();
+    const byCamera = new Map<string, LockRecord[]>();
+    for (const { value } of this.deps.index.locks.getRange({})) {
+      if (!lockActive(value, now)) continue;
+      byCamera.set(value.camera, [...(byCamera.get(value.camera) ?? []), value]);
+    }
+    if (extra) byCamera.set(extra.camera, [...(byCamera.get(extra.camera) ?? []), { id: 'new', ...extra, untilMs: null, createdMs: now }]);
+    let bytes = 0;
+    for (const [camera, locks] of byCamera) {
+      const seen = new Set<number>();
+      for (const l of locks) {
+        for (const seg of this.deps.index.segmentsInRange(camera, l.startMs, l.endMs)) {
+          if (seg.pool !== poolId || seen.has(seg.startMs)) continue;
+          seen.add(seg.startMs);
+          bytes += seg.bytes;
+        }
+      }
+    }
+    return bytes;
+  }
+
+  private ensureActor(poolId: string): RetentionActor {
+    let actor = this.actors.get(poolId);
+    if (!actor) {
+      actor = createActor(retentionMachine, { input: { pool: poolId, runPass: (p) => this.trackPass(p), log: this.deps.log } });
+      this.actors.set(poolId, actor);
+      actor.start();
+    }
+    return actor;
+  }
+
+  private kickAll(): void {
+    for (const id of this.actors.keys()) this.kick(id);
+    void this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed'));
+  }
+
+  private trackPass(poolId: string): Promise<void> {
+    const p = this.exclusive(() => this.runPass(poolId));
+    this.passes.add(p);
+    void p.finally(() => this.passes.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  /** One retention pass of a pool (runs under the mutex). */
+  private async runPass(poolId: string): Promise<void> {
+    if (this.stopped) return;
+    const { index, clock, log } = this.deps;
+    const policy = this.pool(poolId);
+    if (!policy) return;
+    const now = clock.nowMs();
+    await this.releaseExpiredLocks(now);
+    const locks = new Map<string, LockRecord[]>();
+    const locksOfCamera = (camera: string): LockRecord[] => {
+      let l = locks.get(camera);
+      if (!l) locks.set(camera, (l = locksOf(index, camera)));
+      return l;
+    };
+    const plan = planRetention(
+      policy,
+      index.poolUsage(poolId),
+      oldestFirst(index, (s) => s.pool === poolId),
+      locksOfCamera,
+      now,
+    );
+    const stats = this.stats.get(poolId) ?? { deleted: 0, thinned: 0 };
+    this.stats.set(poolId, stats);
+    for (const { seg, why } of plan.delete) {
+      if (this.stopped) return;
+      await deleteSegment(index, seg, segmentCopies(this.deps.dataDir, seg, policy.backupDir));
+      stats.deleted++;
+      log.info({ pool: poolId, camera: seg.camera, file: seg.file, why }, 'segment overwritten');
+      await this.deps.onSegmentDeleted?.(seg).catch((err: unknown) => log.warn({ err, file: seg.file }, 'could not delete what belongs to a deleted segment'));
+    }
+    for (const seg of plan.thin) {
+      if (this.stopped) return;
+      const fresh = index.segments.get([seg.camera, seg.startMs]);
+      if (!fresh || isLocked(locksOfCamera(seg.camera), fresh.startMs, fresh.endMs, now)) continue;
+      try {
+        const r = await thinSegment(index, this.deps.dataDir, fresh, policy.backupDir);
+        stats.thinned++;
+        log.info({ pool: poolId, file: seg.file, before: r.bytesBefore, after: r.bytesAfter }, 'segment thinned to its I-frames');
+      } catch (err) {
+        log.error({ err, file: seg.file }, 'thinning failed; the segment is left as it was');
+      }
+    }
+    this.setBlocked(poolId, plan.blocked);
+  }
+
+  private async releaseExpiredLocks(now: number): Promise<void> {
+    for (const { value } of [...this.deps.index.locks.getRange({})]) {
+      if (lockActive(value, now)) continue;
+      await this.deps.index.locks.remove([value.camera, value.startMs]);
+      this.deps.log.info({ camera: value.camera, lock: value.id }, 'lock expired and was released');
+    }
+  }
+
+  private setBlocked(poolId: string, reason: string | null): void {
+    const was = this.blocked.get(poolId) ?? null;
+    if (was === reason || (was !== null && reason !== null)) return;
+    if (reason === null) this.blocked.delete(poolId);
+    else {
+      this.blocked.set(poolId, reason);
+      this.deps.raiseAlarm({ kind: 'pool-full', pool: poolId, message: `${reason}: recording of its cameras stops until space is made` });
+    }
+    this.deps.log.warn({ pool: poolId, blocked: reason }, reason ? 'pool blocked' : 'pool unblocked');
+    this.deps.onPoolBlocked(poolId, reason);
+  }
+
+  /**
+   * Emergency overwrite: when the data disk's free space falls under
+   * max(minFreeBytes, minFreeRatio × size), delete the oldest unlocked closed segments
+   * on it whatever their pool's mode, until it is back over the threshold.
+   */
+  async emergencyPass(): Promise<void> {
+    if (this.stopped) return;
+    const threshold = async (): Promise<{ free: number; need: number }> => {
+      const s = await statfs(this.deps.dataDir);
+      return { free: s.bavail * s.bsize, need: Math.max(this.deps.minFreeBytes, this.deps.minFreeRatio * s.blocks * s.bsize) };
+    };
+    let { free, need } = await threshold();
+    if (free >= need) {
+      this.lowDisk = false;
+      return;
+    }
+    await this.exclusive(async () => {
+      const now = this.deps.clock.nowMs();
+      let deleted = 0;
+      for (const seg of oldestFirst(this.deps.index, (s) => !s.open)) {
+        if (free >= need || this.stopped) break;
+        if (isLocked(locksOf(this.deps.index, seg.camera), seg.startMs, seg.endMs, now)) continue;
+        await deleteSegment(this.deps.index, seg, segmentCopies(this.deps.dataDir, seg, this.pool(seg.pool)?.backupDir));
+        await this.deps.onSegmentDeleted?.(seg).catch(() => undefined);
+        deleted++;
+        ({ free, need } = await threshold());
+      }
+      if (!this.lowDisk) {
+        this.lowDisk = true;
+        this.deps.raiseAlarm({ kind: 'disk-full', message: `data disk has ${free} bytes free (threshold ${Math.round(need)}): emergency overwrite deleted ${deleted} oldest unlocked segments`, details: { free, need, deleted } });
+      }
+    });
+  }
+
+  private async copyToBackup(seg: SegmentRecord, backupDir: string): Promise<void> {
+    const to = join(backupDir, seg.file);
+    await mkdir(dirname(to), { recursive: true });
+    await replaceCopy(join(this.deps.dataDir, seg.file), to);
+  }
+
+  /** Re-creates missing or short backup copies (seed: copy loss and automatic supplement). */
+  async auditBackups(): Promise<number> {
+    let fixed = 0;
+    for (const pool of this.pools()) {
+      if (!pool.backupDir || this.stopped) continue;
+      const backupDir = pool.backupDir;
+      for (const seg of [...this.deps.index.allSegments()]) {
+        if (seg.pool !== pool.id || seg.open) continue;
+        const [primary, backup] = segmentCopies(this.deps.dataDir, seg, backupDir) as [string, string];
+        const size = await stat(backup).then((s) => s.size, () => -1);
+        if (size === seg.bytes || !(await exists(primary))) continue;
+        await this.exclusive(() => this.copyToBackup(seg, backupDir));
+        fixed++;
+        this.deps.log.warn({ file: seg.file, pool: pool.id }, 'backup copy missing or short: re-created');
+      }
+    }
+    return fixed;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}

@@ -1,0 +1,54 @@
+/**
+ * Deleting a segment, crash-safe (invariant 2 in reverse; Moonfire's "mark garbage,
+ * unlink, drop"):
+ *   1. one commit: the index entry goes (with its pool usage) and a `delete` intent
+ *      naming its files (primary and backup copy) is recorded;
+ *   2. the files are unlinked and their directories fsync'ed;
+ *   3. the intent is removed.
+ * A crash after 1 leaves files without an entry: `finishIntents()` on the next start
+ * (before reconcile, which would otherwise re-index them) unlinks them. A crash before
+ * 1 leaves everything as it was. So there is never an index entry without its file,
+ * nor an orphan file after a restart.
+ */
+import { rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { RecorderIndex } from '../index/db.ts';
+import type { IntentRecord, SegmentRecord } from '../index/records.ts';
+import { crashPoint } from '../lib/crash-point.ts';
+import type { Logger } from '../lib/log.ts';
+import { fsyncDir } from './segment-file.ts';
+
+/** Absolute paths of a segment's copies: the primary, and the backup when the pool has one. */
+export function segmentCopies(dataDir: string, seg: Pick<SegmentRecord, 'file'>, backupDir?: string): string[] {
+  return backupDir ? [join(dataDir, seg.file), join(backupDir, seg.file)] : [join(dataDir, seg.file)];
+}
+
+export async function deleteSegment(index: RecorderIndex, seg: SegmentRecord, files: string[]): Promise<void> {
+  const intent: IntentRecord = { kind: 'delete', camera: seg.camera, startMs: seg.startMs, files };
+  const key: [string, string, number] = ['delete', seg.camera, seg.startMs];
+  await index.removeSegment(seg.camera, seg.startMs, () => void index.intents.put(key, intent));
+  crashPoint('delete.after-intent');
+  await unlinkAll(files);
+  await index.intents.remove(key);
+}
+
+async function unlinkAll(files: string[]): Promise<void> {
+  for (const f of files) await rm(f, { force: true });
+  for (const dir of new Set(files.map((f) => dirname(f)))) await fsyncDir(dir).catch(() => undefined);
+}
+
+/** Finishes file work a crash interrupted; run on start before reconcile. Returns how many. */
+export async function finishIntents(index: RecorderIndex, finishThin: (intent: Extract<IntentRecord, { kind: 'thin' }>) => Promise<void>, log: Logger): Promise<number> {
+  let n = 0;
+  for (const { key, value } of [...index.intents.getRange({})]) {
+    if (value.kind === 'delete') {
+      await unlinkAll(value.files);
+      log.warn({ camera: value.camera, files: value.files }, 'finished a segment deletion interrupted by a crash');
+    } else {
+      await finishThin(value);
+    }
+    await index.intents.remove(key);
+    n++;
+  }
+  return n;
+}
