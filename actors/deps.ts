@@ -5,6 +5,7 @@ import type { RecorderConfig } from '../lib/config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
+import type { LivePublisher } from '../media/live-hub.ts';
 
 export interface CameraStatus {
   camera: string;
@@ -27,4 +28,6 @@ export interface CameraDeps {
   /** Keeps an in-flight segment close alive until shutdown awaits it. */
   track: (work: Promise<unknown>) => void;
   onSegmentClosed?: (segment: SegmentRecord) => void;
+  /** Live viewers of the running ingest (set by the supervisor). */
+  live?: LivePublisher;
 }

@@ -52,7 +52,12 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
   const run = (async () => {
     let failure: Error | undefined;
     try {
-      for await (const chunk of session.chunks) await writer.handle(chunk);
+      for await (const chunk of session.chunks) {
+        // Live viewers see every GOP the camera sends, written or held (event slots);
+        // once stopped, chunks still buffered are not theirs (a next attempt may run).
+        if (!stopped) deps.live?.publish(camera.id, chunk);
+        await writer.handle(chunk);
+      }
     } catch (err) {
       failure = err as Error;
       session.stop(); // a write error or corrupt stream ends this attempt
@@ -68,12 +73,15 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     const exit = await session.exited;
     if (stopped) return;
     const error = failure?.message ?? exit.error?.message ?? 'ingest ended';
+    deps.live?.ended(camera.id, error);
     sendBack({ type: 'INGEST.EXITED', error, lastEndMs: writer.lastSeenEndMs ?? writer.lastEndMs } satisfies IngestEvent);
   })();
   deps.track(run);
 
   return () => {
     stopped = true;
+    // Synchronous, so it reaches live viewers before a next attempt's init.
+    deps.live?.ended(camera.id, 'ingest stopped');
     session.stop();
   };
 });

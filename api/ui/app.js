@@ -1,0 +1,293 @@
+// The recorder's web UI: cameras with status, a day timeline per camera, a player for
+// recorded video (with trick-play controls and range download) and live view.
+
+import { apiFetch, apiJson, ApiError, getToken, setToken } from './api.js';
+import { LivePlayer, RecordingPlayer } from './player.js';
+import { Timeline, TYPE_COLORS } from './timeline.js';
+
+const $ = (id) => document.getElementById(id);
+const video = $('video');
+const state = {
+  cameras: [],
+  selected: null,
+  mode: 'idle', // 'live' | 'recording' | 'idle'
+  dayFrom: 0,
+  dayTo: 0,
+  selection: null,
+};
+
+function showError(err) {
+  const box = $('error');
+  const code = err instanceof ApiError ? err.code : 'ERROR';
+  box.textContent = `${code}: ${err.message}`;
+  box.dataset.code = code;
+  box.hidden = false;
+  if (err instanceof ApiError && err.status === 401) $('token-form').hidden = false;
+}
+
+function clearError() {
+  $('error').hidden = true;
+  $('error').textContent = '';
+  delete $('error').dataset.code;
+}
+
+function note(text) {
+  $('video-note').textContent = text;
+}
+
+const recording = new RecordingPlayer(video, showError, () => updatePlayButton());
+const live = new LivePlayer(video, showError, note);
+
+const timeline = new Timeline($('timeline'), {
+  onPlay: (camera, ms) => playRecording(camera, ms),
+  onSelect: (camera, fromMs, toMs) => selectRange(camera, fromMs, toMs),
+  onHover: (camera, ms, x) => hover(camera, ms, x),
+  onLeave: () => ($('hover').hidden = true),
+});
+
+// ---- day and cameras --------------------------------------------------------------
+
+function localDayBounds(value) {
+  const [y, m, d] = value.split('-').map(Number);
+  return [new Date(y, m - 1, d).getTime(), new Date(y, m - 1, d + 1).getTime()];
+}
+
+function todayValue() {
+  const now = new Date();
+  return `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, '0')}-${String(now.getDate()).padStart(2, '0')}`;
+}
+
+function setDay(value) {
+  [state.dayFrom, state.dayTo] = localDayBounds(value);
+  timeline.setDay(state.dayFrom, state.dayTo);
+  refreshTimeline();
+}
+
+async function refreshCameras() {
+  try {
+    const { cameras } = await apiJson('/api/cameras');
+    state.cameras = cameras;
+    $('token-form').hidden = true;
+    if (!state.selected && cameras.length) selectCamera(cameras[0].id, true);
+    renderCameras();
+    return true;
+  } catch (err) {
+    showError(err);
+    return false;
+  }
+}
+
+function renderCameras() {
+  const ul = $('cameras');
+  ul.replaceChildren(
+    ...state.cameras.map((c) => {
+      const li = document.createElement('li');
+      li.dataset.camera = c.id;
+      li.className = c.id === state.selected ? 'selected' : '';
+      const name = document.createElement('span');
+      name.textContent = c.name || c.id;
+      const status = document.createElement('span');
+      status.className = `status status-${c.status}`;
+      status.textContent = c.status;
+      if (c.lastError) status.title = c.lastError;
+      li.append(name, status);
+      li.addEventListener('click', () => selectCamera(c.id, true));
+      return li;
+    }),
+  );
+  if (!state.cameras.length) {
+    const li = document.createElement('li');
+    li.textContent = 'no cameras';
+    ul.append(li);
+  }
+}
+
+function selectCamera(id, startLive) {
+  state.selected = id;
+  timeline.selectedCamera = id;
+  renderCameras();
+  timeline.render();
+  if (startLive) startLive_();
+}
+
+async function refreshTimeline() {
+  const from = new Date(state.dayFrom).toISOString();
+  const to = new Date(state.dayTo).toISOString();
+  const rows = await Promise.all(
+    state.cameras.map(async (c) => {
+      const q = new URLSearchParams({ camera: c.id, from, to });
+      try {
+        return { camera: c.id, name: c.name || c.id, data: await apiJson(`/api/recordings?${q}`) };
+      } catch (err) {
+        return { camera: c.id, name: c.name || c.id, data: null, error: `${err.code}: ${err.message}` };
+      }
+    }),
+  );
+  state.rows = rows;
+  timeline.setRows(rows);
+}
+
+// ---- playback -----------------------------------------------------------------------
+
+function trickOptions() {
+  return { speed: Number($('speed').value), reverse: $('reverse').checked, iframes: $('iframes').checked };
+}
+
+function playRecording(camera, ms) {
+  clearError();
+  if (camera !== state.selected) selectCamera(camera, false);
+  live.stop();
+  state.mode = 'recording';
+  state.playFrom = ms;
+  $('live').classList.remove('active');
+  const o = trickOptions();
+  note(`${new Date(ms).toLocaleTimeString()}${o.speed !== 1 ? ` ×${o.speed}` : ''}${o.reverse ? ' reverse' : ''}${o.iframes ? ' I-frames' : ''}`);
+  recording.play(camera, ms, o);
+  $('play-pause').disabled = false;
+}
+
+function startLive_() {
+  if (!state.selected) return;
+  clearError();
+  recording.stop();
+  state.mode = 'live';
+  $('live').classList.add('active');
+  $('play-pause').disabled = false;
+  note('connecting…');
+  live.start(state.selected);
+}
+
+function restartWithOptions() {
+  if (state.mode !== 'recording') return;
+  const wall = recording.wallAt(video.currentTime) ?? state.playFrom;
+  playRecording(state.selected, wall);
+}
+
+function updatePlayButton() {
+  $('play-pause').textContent = video.paused ? 'Play' : 'Pause';
+}
+
+// ---- range download and hover thumbnails ---------------------------------------------
+
+function selectRange(camera, fromMs, toMs) {
+  state.selection = { camera, fromMs, toMs };
+  const q = new URLSearchParams({ from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString() });
+  const a = $('download');
+  a.href = `/api/cameras/${encodeURIComponent(camera)}/video.mp4?${q}`;
+  a.download = `${camera}-${new Date(fromMs).toISOString().replace(/[:.]/g, '-')}.mp4`;
+  a.textContent = `Download ${new Date(fromMs).toLocaleTimeString()}–${new Date(toMs).toLocaleTimeString()}`;
+  a.hidden = false;
+}
+
+// With a token the browser cannot put it on a plain link: fetch, then save the blob.
+$('download').addEventListener('click', async (e) => {
+  const a = e.currentTarget;
+  if (!getToken() || a.dataset.blob) return;
+  e.preventDefault();
+  try {
+    const blob = await (await apiFetch(a.href)).blob();
+    const url = URL.createObjectURL(blob);
+    const tmp = document.createElement('a');
+    tmp.href = url;
+    tmp.download = a.download;
+    tmp.click();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) {
+    showError(err);
+  }
+});
+
+let hoverTimer = null;
+let hoverUrl = null;
+function inSpan(camera, ms) {
+  const row = (state.rows || []).find((r) => r.camera === camera);
+  return !!row?.data?.spans?.some((s) => Date.parse(s.from) <= ms && ms < Date.parse(s.to));
+}
+
+function hover(camera, ms, x) {
+  const box = $('hover');
+  box.hidden = false;
+  box.style.left = `${x}px`;
+  $('hover-time').textContent = new Date(ms).toLocaleTimeString();
+  clearTimeout(hoverTimer);
+  const img = $('hover-img');
+  if (!inSpan(camera, ms)) {
+    img.hidden = true;
+    return;
+  }
+  hoverTimer = setTimeout(async () => {
+    try {
+      const res = await apiFetch(`/api/cameras/${encodeURIComponent(camera)}/frame.jpg?at=${new Date(ms).toISOString()}&width=160`);
+      const url = URL.createObjectURL(await res.blob());
+      if (hoverUrl) URL.revokeObjectURL(hoverUrl);
+      hoverUrl = url;
+      img.src = url;
+      img.hidden = false;
+    } catch {
+      img.hidden = true; // a thumbnail is a nicety: the time alone still shows
+    }
+  }, 150);
+}
+
+// ---- wiring ---------------------------------------------------------------------------
+
+function renderLegend() {
+  const items = [
+    ...Object.entries(TYPE_COLORS).map(([t, c]) => [t, c]),
+    ['gap', 'repeating-linear-gradient(45deg,#a33 0 3px,#2a1c1c 3px 6px)'],
+    ['back-filled', '#2f6b4f'],
+    ['lock', '#e0b020'],
+    ['label', '#7fb8ff'],
+  ];
+  $('legend').replaceChildren(
+    ...items.map(([name, color]) => {
+      const s = document.createElement('span');
+      const i = document.createElement('i');
+      i.style.background = color;
+      s.append(i, name);
+      return s;
+    }),
+  );
+}
+
+$('day').value = todayValue();
+$('day').addEventListener('change', () => setDay($('day').value));
+// Zoom around the playhead, else around now when the day is today.
+const zoomCenter = () => timeline.playheadMs ?? (Date.now() >= state.dayFrom && Date.now() < state.dayTo ? Date.now() : undefined);
+$('zoom-in').addEventListener('click', () => timeline.zoom(0.5, zoomCenter()));
+$('zoom-out').addEventListener('click', () => timeline.zoom(2, zoomCenter()));
+$('zoom-reset').addEventListener('click', () => timeline.resetZoom());
+$('live').addEventListener('click', () => startLive_());
+$('play-pause').addEventListener('click', () => {
+  if (video.paused) video.play().catch((err) => showError(new ApiError(0, 'PLAY_FAILED', err.message)));
+  else video.pause();
+});
+for (const id of ['speed', 'reverse', 'iframes']) $(id).addEventListener('change', restartWithOptions);
+video.addEventListener('play', updatePlayButton);
+video.addEventListener('pause', updatePlayButton);
+video.addEventListener('error', () => showError(new ApiError(0, 'MEDIA_ERROR', video.error?.message || `media error ${video.error?.code}`)));
+video.addEventListener('timeupdate', () => {
+  const wall = state.mode === 'recording' ? recording.wallAt(video.currentTime) : state.mode === 'live' ? Date.now() : null;
+  $('position').textContent = wall ? new Date(wall).toLocaleString() : '';
+  timeline.setPlayhead(state.mode === 'recording' ? wall : null);
+});
+$('error').addEventListener('click', clearError);
+$('token-button').addEventListener('click', () => ($('token-form').hidden = !$('token-form').hidden));
+$('token-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  setToken($('token').value.trim());
+  clearError();
+  if (await refreshCameras()) refreshTimeline();
+});
+
+renderLegend();
+[state.dayFrom, state.dayTo] = localDayBounds($('day').value);
+timeline.setDay(state.dayFrom, state.dayTo);
+(async () => {
+  if (await refreshCameras()) await refreshTimeline();
+})();
+// Status and the timeline follow what is being recorded.
+setInterval(async () => {
+  if (!$('token-form').hidden) return;
+  if (await refreshCameras()) await refreshTimeline();
+}, 5000);
