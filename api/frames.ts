@@ -5,7 +5,7 @@
  * (segment, GOP, width) in a bounded LRU, so a timeline strip costs one decode per GOP.
  */
 import type { FastifyInstance } from 'fastify';
-import { open } from 'node:fs/promises';
+import { openSegmentFile } from '../media/segment-source.ts';
 import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, ValidationError } from '../lib/errors.ts';
@@ -38,7 +38,7 @@ class Lru<V> {
 }
 
 async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
+  const fh = await openSegmentFile(path);
   try {
     const buf = Buffer.alloc(length);
     const { bytesRead } = await fh.read(buf, 0, length, offset);

@@ -147,10 +147,18 @@ export function isKeyframeAccessUnit(codec: VideoCodec, nals: readonly Uint8Arra
   return nals.some((n) => isRandomAccessNal(codec, n));
 }
 
-/** Parameter sets found in band in an access unit (empty lists when there are none). */
+/**
+ * Parameter sets found in band in an access unit (empty lists when there are none).
+ * Repeats are dropped (encoders and RTP depayloaders may send them twice in one unit),
+ * so the same configuration always gives the same lists.
+ */
 export function parameterSetsIn(codec: VideoCodec, nals: readonly Buffer[]): ParameterSets {
   const ps: ParameterSets = { codec, vps: [], sps: [], pps: [] };
+  const seen = new Set<string>();
   for (const n of nals) {
+    const key = n.toString('hex');
+    if (seen.has(key)) continue;
+    seen.add(key);
     const t = nalType(codec, n);
     if (codec === 'h264') {
       if (t === H264.SPS) ps.sps.push(n);

@@ -13,7 +13,8 @@
  *
  * All slices must share one codecKey (the caller cuts the range at a codec change).
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { openSegmentFile } from './segment-source.ts';
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { parseInit, type InitInfo } from './init-info.ts';
@@ -79,7 +80,7 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
   if (!first || first.fragments.length === 0) throw new Mp4FormatError('MP4_NO_INIT', 'nothing to serve');
   let initBytes: Buffer;
   {
-    const fh = await open(first.path, 'r');
+    const fh = await openSegmentFile(first.path);
     try {
       initBytes = await readAt(fh, 0, first.initSize);
     } finally {
@@ -98,7 +99,7 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
   let videoGrid: { lastDts: number; frame: number } | null = null; // output ticks of the last video frame
   for (const slice of slices) {
     if (slice.fragments.length === 0) continue;
-    const fh = await open(slice.path, 'r');
+    const fh = await openSegmentFile(slice.path);
     let head: MoofInfo;
     let tail: MoofInfo;
     try {
@@ -173,7 +174,7 @@ async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: In
       if (fragStart >= end) break;
       if (fhPath !== f.path) {
         await fh?.close();
-        fh = await open(f.path, 'r');
+        fh = await openSegmentFile(f.path);
         fhPath = f.path;
       }
       const moof = await readMoof(fh!, f.offset);

@@ -9,7 +9,8 @@
  * end of the iterator or at the first segment whose codec config differs from the
  * first one (`endReason`), since one init cannot describe both.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { openSegmentFile } from './segment-source.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { Mp4FormatError } from './boxes.ts';
 import { fragmentHeader, NON_SYNC_FLAGS, Rescaler, singleTrackInit, SYNC_FLAGS, type OutSample, type TrickMode } from './fmp4-trick.ts';
@@ -166,7 +167,7 @@ export class PlaybackStream {
     if (this.fh && this.fhPath === path) return this.fh;
     await this.fh?.close().catch(() => undefined);
     this.fh = null;
-    this.fh = await open(path, 'r');
+    this.fh = await openSegmentFile(path);
     this.fhPath = path;
     return this.fh;
   }

@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { Mp4FormatError, childBoxes, findAll, findChild, fullBoxBody, type Box } from './boxes.ts';
+import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, type Box } from './boxes.ts';
 import { isSyncSample } from './moof.ts';
 import type { SegmentTables } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
@@ -141,6 +141,7 @@ interface Placed {
   sizes: Uint32Array;
   flags: Uint32Array;
   ctts: Int32Array;
+  durationTicks: number;
   chunks: { rel: number; count: number }[];
 }
 
@@ -184,6 +185,7 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
             sizes: t.sizes,
             flags: t.flags,
             ctts: t.compositionOffsets,
+            durationTicks: t.durationTicks,
             chunks: t.runs.map((r) => ({ rel: payload + (r.fileOffset - lo), count: r.count })),
           });
         }
@@ -212,16 +214,14 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
     let dts = list[0]!.outBase;
     const startTicks = dts;
     list.forEach((f, j) => {
-      const fragStart = k;
-      for (let i = 0; i < f.durations.length; i++, k++) {
-        durations[k] = f.durations[i]!;
-        sizes[k] = f.sizes[i]!;
-        ctts[k] = f.ctts[i]!;
-        sync[k] = isSyncSample(f.flags[i]!) ? 1 : 0;
-      }
+      const n = f.durations.length;
+      durations.set(f.durations, k);
+      sizes.set(f.sizes, k);
+      ctts.set(f.ctts, k);
+      for (let i = 0; i < n; i++) sync[k + i] = isSyncSample(f.flags[i]!) ? 1 : 0;
+      k += n;
       for (const c of f.chunks) chunkOffsets.push(c.rel), chunkCounts.push(c.count);
-      let end = dts;
-      for (let i = fragStart; i < k; i++) end += durations[i]!;
+      let end = dts + f.durationTicks;
       const next = list[j + 1];
       if (next) {
         // Stretch (or shrink, never below 1 tick) the last sample to meet the next fragment.
@@ -252,7 +252,7 @@ function rle(values: ArrayLike<number>): { count: number; value: number }[] {
   return out;
 }
 
-function stbl(init: Buffer, t: TrackSamples, stsd: Buffer, base: number, wide: boolean): Buffer {
+function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): Buffer {
   const boxes: Buffer[] = [stsd];
   const stts = rle(t.durations);
   let o = new Out(16 + stts.length * 8);
@@ -291,13 +291,14 @@ function stbl(init: Buffer, t: TrackSamples, stsd: Buffer, base: number, wide: b
   o.full(o.buf.length, 'stsz', 0, 0);
   o.u32(0);
   o.u32(t.count);
-  for (let i = 0; i < t.count; i++) o.u32(t.sizes[i]!);
+  // Native byte swap of a copy: the sizes in big-endian order at memcpy speed.
+  o.bytes(Buffer.from(new Uint8Array(t.sizes.buffer, t.sizes.byteOffset, t.sizes.byteLength)).swap32());
   boxes.push(o.buf);
   const n = t.chunkOffsets.length;
   o = new Out(16 + n * (wide ? 8 : 4));
   o.full(o.buf.length, wide ? 'co64' : 'stco', 0, 0);
   o.u32(n);
-  for (const off of t.chunkOffsets) (wide ? o.u64(base + off) : o.u32(base + off));
+  for (const off of t.chunkOffsets) (wide ? o.u64(off) : o.u32(off));
   boxes.push(o.buf);
   return box('stbl', ...boxes);
 }
@@ -367,7 +368,29 @@ function ftyp(): Buffer {
   return o.buf;
 }
 
-function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, base: number, wide: boolean): { moov: Buffer; durationSec: number } {
+/** Adds `by` to every stco/co64 entry of a built moov. */
+function shiftChunkOffsets(moovBuf: Buffer, by: number): void {
+  const moovBox = childBoxes(moovBuf, 0, moovBuf.length)[0]!;
+  for (const trak of findAll(moovBuf, 'trak', moovBox)) {
+    const stblBox = findBox(moovBuf, 'mdia/minf/stbl', trak)!;
+    for (const b of childBoxes(moovBuf, stblBox.offset + stblBox.headerSize, stblBox.offset + stblBox.size)) {
+      if (b.type !== 'stco' && b.type !== 'co64') continue;
+      const n = moovBuf.readUInt32BE(b.offset + 12);
+      let p = b.offset + 16;
+      for (let i = 0; i < n; i++) {
+        if (b.type === 'stco') {
+          moovBuf.writeUInt32BE(moovBuf.readUInt32BE(p) + by, p);
+          p += 4;
+        } else {
+          moovBuf.writeBigUInt64BE(moovBuf.readBigUInt64BE(p) + BigInt(by), p);
+          p += 8;
+        }
+      }
+    }
+  }
+}
+
+function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, wide: boolean): { moov: Buffer; durationSec: number } {
   const video = tracks.find((t) => t.kind === 'video') ?? tracks[0]!;
   const skipSec = req.skipMs / 1000;
   const endSec = video.endTicks / video.timescale - req.trimEndMs / 1000;
@@ -389,7 +412,7 @@ function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, bas
             { durationMovie: Math.round(-lead * MOVIE_TIMESCALE), mediaTime: -1 },
             { durationMovie: Math.max(0, durationMovie - Math.round(-lead * MOVIE_TIMESCALE)), mediaTime: ptsZero },
           ];
-    return box('trak', tkhd(init, t, durationMovie), elst(edits), box('mdia', mdhd(init, t, mdia), slice(init, hdlr), box('minf', ...minfKeep, stbl(init, t, slice(init, stsd), base, wide))));
+    return box('trak', tkhd(init, t, durationMovie), elst(edits), box('mdia', mdhd(init, t, mdia), slice(init, hdlr), box('minf', ...minfKeep, stbl(t, slice(init, stsd), wide))));
   });
   const nextId = Math.max(...tracks.map((t) => t.id)) + 1;
   return { moov: box('moov', mvhd(durationMovie, nextId), ...traks), durationSec };
@@ -402,11 +425,13 @@ export function buildProgressive(req: ProgressiveRequest): ProgressiveLayout {
   const ft = ftyp();
   const largeMdat = payload + 8 > 0xffffffff;
   const mdatHeader = largeMdat ? 16 : 8;
-  // Chunk offsets depend on the head's length, which depends on stco vs co64: measure first.
-  const probe = moov(init, tracks, req, 0, false).moov.length;
-  const wide = ft.length + probe + mdatHeader + payload > 0xffffffff;
-  const headLen = ft.length + (wide ? moov(init, tracks, req, 0, true).moov.length : probe) + mdatHeader;
-  const built = moov(init, tracks, req, headLen, wide);
+  // Chunk offsets are relative to the payload while building (the moov's size does not
+  // depend on their values), then shifted by the head's length in place: one build.
+  let built = moov(init, tracks, req, false);
+  const wide = ft.length + built.moov.length + mdatHeader + payload > 0xffffffff;
+  if (wide) built = moov(init, tracks, req, true);
+  const headLen = ft.length + built.moov.length + mdatHeader;
+  shiftChunkOffsets(built.moov, headLen);
   const mh = new Out(mdatHeader);
   if (largeMdat) mh.u32(1), mh.type('mdat'), mh.u64(payload + 16);
   else mh.u32(payload + 8), mh.type('mdat');
@@ -415,7 +440,7 @@ export function buildProgressive(req: ProgressiveRequest): ProgressiveLayout {
   return { head, parts, contentLength: headLen + payload, durationSec: built.durationSec };
 }
 
-const READ_CHUNK = 64 * 1024;
+const READ_CHUNK = 256 * 1024;
 
 /**
  * Bytes [start, endInclusive] of the body. Files are opened as the stream reaches

@@ -8,14 +8,14 @@
  * evenly (ffmpeg's RTSP video is 90 kHz; AAC 48 kHz → 1920 per frame) and rounded down
  * otherwise. `shift90k` moves a GOP on the output timeline (callers keep it continuous).
  */
-import { sampleToAnnexB, splitAnnexB, parameterSetsIn, joinLengthPrefixed, isAccessUnitDelimiter } from './annexb.ts';
+import { sampleToAnnexB, splitAnnexB, parameterSetsIn, joinLengthPrefixed } from './annexb.ts';
 import { aacTrackFromAsc, adtsHeader, readAdts, tracksFromInit, videoTrackFromParams, type EsTrack } from './codec-config.ts';
-import { buildFragment, buildInit, type MuxSample, type MuxTrackRun } from './fmp4-mux.ts';
+import { buildFragment, buildInit, moofSize, type MuxSample, type MuxTrackRun } from './fmp4-mux.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { MediaFormatError } from './media-error.ts';
 import type { MoofInfo } from './moof.ts';
-import { demuxPs, type PsDemuxResult, type PsTrack } from './ps-demux.ts';
-import { AUDIO_STREAM_ID, STREAM_TYPE, VIDEO_STREAM_ID, muxGop, type MuxedGop, type PsStream, type PsUnit } from './ps-mux.ts';
+import { demuxPs, readPackScr, type PsDemuxResult, type PsTrack } from './ps-demux.ts';
+import { AUDIO_STREAM_ID, FILE_HEADER_BYTES, STREAM_TYPE, VIDEO_STREAM_ID, fileHeader, muxGop, type MuxedGop, type PsStream, type PsUnit } from './ps-mux.ts';
 
 export const PS_TIMESCALE = 90_000;
 
@@ -50,7 +50,9 @@ export class FragmentToPs {
   private readonly streams: PsStream[];
   private lastScr: bigint | undefined;
 
-  constructor(init: Buffer) {
+  /** `previousScr`: the last SCR of the output this continues (SCRs never go back). */
+  constructor(init: Buffer, previousScr?: bigint) {
+    this.lastScr = previousScr;
     const t = tracksFromInit(init);
     // One video and at most one audio track: PS stream ids 0xE0 / 0xC0.
     const video = t.tracks.find((x) => x.kind === 'video')!;
@@ -58,6 +60,20 @@ export class FragmentToPs {
     this.tracks = audio ? [video, audio] : [video];
     this.unsupported = [...t.unsupported, ...t.tracks.filter((x) => !this.tracks.includes(x)).map((x) => `${x.trackId}:${x.codec}`)];
     this.streams = this.tracks.map(streamOf);
+    // The fMP4 init this PS converts back to must fit the file header's room.
+    const psTracks: EsTrack[] = this.tracks.map((t) => (t.kind === 'video' ? { ...t, trackId: 1, timescale: PS_TIMESCALE, lengthSize: 4 } : { ...t, trackId: 2, timescale: t.sampleRate }));
+    const initBytes = buildInit(psTracks).length;
+    if (initBytes + 8 > FILE_HEADER_BYTES) throw new MediaFormatError('CODEC_UNSUPPORTED', `codec configuration too big for a PS segment header (${initBytes} bytes)`);
+  }
+
+  /** A segment file's header for a file whose first GOP is `firstGop` (same SCR). */
+  fileHeader(firstGop: Buffer): Buffer {
+    return fileHeader(this.streams, readPackScr(firstGop, 0) ?? 0n);
+  }
+
+  /** The last SCR written (to hand on to the next converter of one output). */
+  get scr(): bigint | undefined {
+    return this.lastScr;
   }
 
   restart(): void {
@@ -67,6 +83,9 @@ export class FragmentToPs {
   convert(frag: FragmentInput, shift90k = 0n): MuxedGop {
     const units: { unit: PsUnit; video: boolean; order: number }[] = [];
     let duration90k = 0;
+    // Bytes of the fMP4 fragment this GOP converts back to (see FILE_HEADER_BYTES / segment-source).
+    const counts = new Map<number, number>();
+    let mp4Bytes = 8;
     for (const traf of frag.moof.tracks) {
       const track = this.tracks.find((t) => t.trackId === traf.trackId);
       if (!track) continue;
@@ -84,6 +103,8 @@ export class FragmentToPs {
         if (track.kind === 'video') data = sampleToAnnexB(raw, track.lengthSize, keyframe, track.params);
         else if (track.codec === 'aac') data = Buffer.concat([adtsHeader(track, raw.length), raw]);
         else data = Buffer.from(raw);
+        mp4Bytes += track.kind === 'video' ? data.length : raw.length;
+        counts.set(stream.streamId, (counts.get(stream.streamId) ?? 0) + 1);
         const d90 = to90k(dts, track.timescale) + shift90k;
         const p90 = to90k(dts + BigInt(traf.compositionOffsets[i]!), track.timescale) + shift90k;
         units.push({ unit: { streamId: stream.streamId, pts: p90, dts: d90, data }, video: track.kind === 'video', order: units.length });
@@ -95,7 +116,14 @@ export class FragmentToPs {
     units.sort((a, b) => (a.unit.dts < b.unit.dts ? -1 : a.unit.dts > b.unit.dts ? 1 : a.video === b.video ? a.order - b.order : a.video ? -1 : 1));
     const firstVideo = units.findIndex((u) => u.video);
     if (firstVideo > 0) units.unshift(...units.splice(firstVideo, 1));
-    const gop = muxGop({ streams: this.streams, units: units.map((u) => u.unit), duration90k, ...(this.lastScr !== undefined ? { previousScr: this.lastScr } : {}) });
+    mp4Bytes += moofSize([...counts.values()]);
+    const gop = muxGop({
+      streams: this.streams,
+      units: units.map((u) => u.unit),
+      duration90k,
+      minBytes: mp4Bytes + 8, // room for the fragment plus a free box
+      ...(this.lastScr !== undefined ? { previousScr: this.lastScr } : {}),
+    });
     this.lastScr = gop.lastScr;
     return gop;
   }
@@ -144,8 +172,9 @@ function videoSamples(track: PsTrack, gopEnd90k: bigint | null): MuxSample[] {
   const s = track.samples;
   return s.map((x, i) => {
     const next = s[i + 1]?.dts ?? gopEnd90k ?? (i > 0 ? x.dts + (x.dts - s[i - 1]!.dts) : x.dts + 3600n);
-    // Drop in-band AUDs: MP4 samples do without them; parameter sets stay (avc1 allows them).
-    const nals = splitAnnexB(x.data).filter((n) => !isAccessUnitDelimiter(track.codec as 'h264' | 'h265', n));
+    // NAL units as they are (AUD and in-band parameter sets included: avc1/hvc1 allow them),
+    // so a sample is exactly as big as its Annex B unit with 4-byte start codes.
+    const nals = splitAnnexB(x.data);
     return { duration: Number(next > x.dts ? next - x.dts : 1n), cto: Number(x.pts - x.dts), keyframe: x.keyframe, data: joinLengthPrefixed(nals) };
   });
 }
@@ -161,8 +190,10 @@ export function psGopToFmp4(gop: Uint8Array, tracks: readonly EsTrack[], sequenc
   const v = d.tracks.find((t) => t.codec === 'h264' || t.codec === 'h265');
   if (!v || v.samples.length === 0) throw new MediaFormatError('PS_BAD_STREAM', 'GOP without video');
   const info = d.gopInfos[0];
-  const first = v.samples[0]!.dts;
-  const gopEnd = info ? info.firstDts + BigInt(info.duration90k) : null;
+  // Demuxed alone, times are unwrapped from this GOP's first one; the GOP info has the 64-bit time.
+  const unwrap = info ? info.firstDts - v.samples[0]!.dts : 0n;
+  const first = v.samples[0]!.dts + unwrap;
+  const gopEnd = info ? info.firstDts + BigInt(info.duration90k) - unwrap : null;
   const runs: MuxTrackRun[] = [];
   const vt = tracks.find((t) => t.kind === 'video')!;
   const vs = videoSamples(v, gopEnd);
@@ -178,7 +209,7 @@ export function psGopToFmp4(gop: Uint8Array, tracks: readonly EsTrack[], sequenc
       }
       return { duration: x.data.length, cto: 0, keyframe: true, data: x.data };
     });
-    const base = from90k(a.samples[0]!.dts + shift90k, at.timescale);
+    const base = from90k(a.samples[0]!.dts + unwrap + shift90k, at.timescale);
     runs.push({ trackId: at.trackId, baseDecodeTime: base < 0n ? 0n : base, samples });
   }
   const end90k = first + BigInt(vs.reduce((n, s) => n + s.duration, 0));

@@ -107,6 +107,12 @@ function readTs(b: Buffer, p: number): bigint {
   return (BigInt((b[p]! >> 1) & 7) << 30n) | (BigInt(b.readUInt16BE(p + 1) >> 1) << 15n) | BigInt(b.readUInt16BE(p + 3) >> 1);
 }
 
+/** The SCR base of the MPEG-2 pack header at `p`, or null when there is none. */
+export function readPackScr(b: Buffer, p: number): bigint | null {
+  if (p + 14 > b.length || b.readUInt32BE(p) !== 0x000001ba || (b[p + 4]! & 0xc0) !== 0x40) return null;
+  return readScrMpeg2(b, p + 4);
+}
+
 function readScrMpeg2(b: Buffer, p: number): bigint {
   const hi = (BigInt((b[p]! >> 3) & 7) << 30n) | (BigInt(b[p]! & 3) << 28n) | (BigInt(b[p + 1]!) << 20n) | (BigInt(b[p + 2]! >> 3) << 15n);
   const lo = (BigInt(b[p + 2]! & 3) << 13n) | (BigInt(b[p + 3]!) << 5n) | BigInt(b[p + 4]! >> 3);

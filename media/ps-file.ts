@@ -1,5 +1,6 @@
 /**
- * Scans a `.ps` segment file on disk GOP by GOP without reading the payloads: each GOP
+ * Scans a `.ps` segment file on disk GOP by GOP without reading the payloads. After
+ * the file header (pack header, system header, PSM, padding; see ps-mux.ts) each GOP
  * of our writer opens with pack header, system header, PSM and a GOP info packet that
  * gives its byte length, first DTS and duration (media/ps-mux.ts), so the scan reads
  * about a kilobyte per GOP through the demuxer and hops on. A GOP whose length runs
@@ -11,6 +12,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { MediaFormatError } from './media-error.ts';
 import { demuxPs } from './ps-demux.ts';
+import { FILE_HEADER_BYTES } from './ps-mux.ts';
 
 export interface ScannedPsGop {
   offset: number;
@@ -27,7 +29,19 @@ export interface ScannedPsFile {
   partialReason?: string;
   /** The first GOP's bytes (its parameter sets describe the file), null without a whole GOP. */
   firstGop: Buffer | null;
+  /** Bytes before the first GOP (the file header). */
+  headerBytes: number;
 }
+
+/** Where the first GOP starts: after the file header (the next pack header), or at 0 without one. */
+export function firstGopOffset(head: Buffer): number {
+  const d = demuxPs(head.subarray(0, Math.min(head.length, 2 * HEAD_BYTES)));
+  if (d.gopInfos[0]?.offset === 0) return 0;
+  const next = head.indexOf(PACK, 4);
+  return next < 0 ? head.length : next;
+}
+
+const PACK = Buffer.from([0, 0, 1, 0xba]);
 
 /** Enough for pack + system header + PSM + GOP info of a GOP with a few streams. */
 const HEAD_BYTES = 1024;
@@ -49,12 +63,14 @@ export async function scanPsFile(path: string): Promise<ScannedPsFile> {
     const fileBytes = (await fh.stat()).size;
     const gops: ScannedPsGop[] = [];
     let partialReason: string | undefined;
-    let p = 0;
+    const head = await readAt(fh, 0, Math.min(FILE_HEADER_BYTES + HEAD_BYTES, fileBytes));
+    if (!demuxPs(head.subarray(0, Math.min(head.length, 64))).startsWithPack) throw new MediaFormatError('PS_BAD_STREAM', `${path} does not start with a pack header`);
+    const headerBytes = firstGopOffset(head);
+    let p = headerBytes;
     while (p < fileBytes) {
       const d = demuxPs(await readAt(fh, p, Math.min(HEAD_BYTES, fileBytes - p)));
       const info = d.gopInfos[0];
       if (!d.startsWithPack || !info || info.offset !== 0 || info.gopBytes === 0) {
-        if (p === 0 && !d.startsWithPack) throw new MediaFormatError('PS_BAD_STREAM', `${path} does not start with a pack header`);
         partialReason = `no GOP header at ${p}`;
         break;
       }
@@ -72,6 +88,7 @@ export async function scanPsFile(path: string): Promise<ScannedPsFile> {
       fileBytes,
       ...(partialReason !== undefined ? { partialReason } : {}),
       firstGop: first ? await readAt(fh, first.offset, first.size) : null,
+      headerBytes,
     };
   } finally {
     await fh.close();

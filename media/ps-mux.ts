@@ -1,6 +1,10 @@
 /**
  * MPEG-2 program stream writer (ISO/IEC 13818-1 2.5), one GOP at a time.
  *
+ * A segment file opens with a file header (pack header · system header · PSM · padding
+ * packet, FILE_HEADER_BYTES in all): the room where media/segment-source.ts presents
+ * the file's fMP4 init. Then GOPs follow.
+ *
  * Layout of a GOP, the unit segment files and `video.ps` are made of:
  *   pack header (SCR) · system header · PSM · GOP info · PES…
  *   pack header (SCR) · PES…              (one pack per further access unit)
@@ -189,6 +193,25 @@ function pesPackets(unit: PsUnit): Buffer[] {
   return out;
 }
 
+/** Size of a segment file's header (room for the fMP4 init the file converts to). */
+export const FILE_HEADER_BYTES = 4096;
+export const PADDING_STREAM = 0xbe;
+
+/** A padding packet of exactly `bytes` (at least 6) bytes; players skip it. */
+export function paddingPacket(bytes: number): Buffer {
+  if (bytes < 6 || bytes > 65535 + 6) throw new Error(`padding packet of ${bytes} bytes`);
+  const b = Buffer.alloc(bytes, 0xff);
+  b.writeUInt32BE(0x00000100 | PADDING_STREAM, 0);
+  b.writeUInt16BE(bytes - 6, 4);
+  return b;
+}
+
+/** A segment file's header: pack header (`scr`: the first GOP's), system header, PSM, padding to FILE_HEADER_BYTES. */
+export function fileHeader(streams: readonly PsStream[], scr: bigint): Buffer {
+  const head = Buffer.concat([packHeader(scr), systemHeader(streams), psm(streams)]);
+  return Buffer.concat([head, paddingPacket(FILE_HEADER_BYTES - head.length)]);
+}
+
 export interface MuxGopInput {
   streams: readonly PsStream[];
   /** In write order; the first is the GOP's video keyframe. */
@@ -197,6 +220,8 @@ export interface MuxGopInput {
   duration90k: number;
   /** SCR of the previous pack written to the same stream (SCRs never go back); default none. */
   previousScr?: bigint;
+  /** Pad the GOP (padding packet at its end) to at least this many bytes. */
+  minBytes?: number;
 }
 
 export interface MuxedGop {
@@ -234,6 +259,12 @@ export function muxGop(input: MuxGopInput): MuxedGop {
     parts.push(...pesPackets(u));
   });
   info.gopBytes = parts.reduce((n, b) => n + b.length, 0) + 6 + GOP_INFO_BYTES;
+  const short = (input.minBytes ?? 0) - info.gopBytes;
+  if (short > 0) {
+    const pad = paddingPacket(Math.max(6, short));
+    parts.push(pad);
+    info.gopBytes += pad.length;
+  }
   parts[infoAt] = gopInfoPacket(info);
   return { bytes: Buffer.concat(parts), info, lastScr: scrFloor };
 }

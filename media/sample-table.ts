@@ -11,6 +11,7 @@
  * anything else is refused with MP4_UNSUPPORTED rather than served wrong.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { Mp4FormatError } from './boxes.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof } from './moof.ts';
@@ -129,6 +130,8 @@ function tableBytes(f: FragmentTable): number {
  */
 export class SampleTableCache {
   private readonly segments = new Map<string, CachedSegment>();
+  /** Parsed inits by content: a camera's segments nearly always share one init. */
+  private readonly inits = new Map<string, InitInfo>();
   private total = 0;
 
   constructor(readonly maxBytes = 64 * 1024 * 1024) {}
@@ -154,7 +157,7 @@ export class SampleTableCache {
       try {
         if (!seg) {
           const init = await readAt(fh, 0, initSize);
-          seg = { init, info: parseInit(init), fragments: new Map(), bytes: initSize + 2000 };
+          seg = { init, info: this.initInfo(init), fragments: new Map(), bytes: initSize + 2000 };
           this.total += seg.bytes;
         }
         for (const ref of missing) {
@@ -175,6 +178,17 @@ export class SampleTableCache {
     const out: SegmentTables = { path, init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
     this.evict(path);
     return out;
+  }
+
+  private initInfo(init: Buffer): InitInfo {
+    const key = createHash('sha1').update(init).digest('hex');
+    let info = this.inits.get(key);
+    if (!info) {
+      info = parseInit(init);
+      if (this.inits.size >= 64) this.inits.delete(this.inits.keys().next().value!);
+      this.inits.set(key, info);
+    }
+    return info;
   }
 
   /** Forget a file (deleted or rewritten). */

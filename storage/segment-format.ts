@@ -3,17 +3,20 @@
  * per session init turns each ingest fragment (fMP4 moof+mdat, one GOP) into the bytes
  * stored for it, and says what the index records about the file. Two formats:
  *   - `mp4`: the file starts with the session's init; a fragment is stored as received.
- *   - `ps`: nothing before the first GOP; each fragment becomes a PS GOP that starts with
- *     a pack header, system header and PSM (so the file, and any GOP of it, stands
- *     alone — invariant 1). The index's codecKey/mimeType describe the fMP4 init this PS
- *     converts back to (media/ps-convert.ts), computed from the first GOP's own bytes, so
- *     `reindex` derives exactly the same values from the file.
+ *   - `ps`: a file header (pack header, system header, PSM, padding: FILE_HEADER_BYTES)
+ *     then one PS GOP per fragment, each starting with pack header, system header and
+ *     PSM (so the file, and any GOP of it, stands alone — invariant 1). Each GOP is at
+ *     least as big as the fMP4 fragment it converts back to (media/segment-source.ts
+ *     presents the file as fMP4 at the same offsets). The index's codecKey/mimeType
+ *     describe that fMP4 init, computed from the first GOP's own bytes, so `reindex`
+ *     derives exactly the same values from the file.
  */
 import type { SegmentFormat } from '../index/records.ts';
 import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
 import type { InitInfo } from '../media/init-info.ts';
 import { FragmentToPs, describePs } from '../media/ps-convert.ts';
 import { demuxPs } from '../media/ps-demux.ts';
+import { FILE_HEADER_BYTES } from '../media/ps-mux.ts';
 
 type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;
 
@@ -31,10 +34,12 @@ export interface SegmentEncoder {
   readonly format: SegmentFormat;
   /** Tracks of the init this format leaves out, as `id:entry` (for a log line). */
   readonly unsupported: string[];
-  /** Starts a new file (per-file state restarts); returns the bytes it begins with. */
-  startFile(): Buffer;
+  /** Starts a new file: per-file state restarts (call before encoding its first fragment). */
+  startFile(): void;
   /** The bytes stored for one fragment. */
   encode(frag: Fragment): Buffer;
+  /** Bytes a new file begins with, before its first stored fragment `firstEncoded`. */
+  fileHeader(firstEncoded: Buffer): Buffer;
   /** The record fields of a file whose first stored fragment is `firstEncoded`. */
   describe(firstEncoded: Buffer): SegmentDescription;
 }
@@ -54,11 +59,12 @@ class Fmp4Encoder implements SegmentEncoder {
   readonly format = 'mp4' as const;
   readonly unsupported: string[] = [];
   constructor(private readonly init: { bytes: Buffer; info: InitInfo }) {}
-  startFile(): Buffer {
-    return this.init.bytes;
-  }
+  startFile(): void {}
   encode(frag: Fragment): Buffer {
     return frag.bytes;
+  }
+  fileHeader(): Buffer {
+    return this.init.bytes;
   }
   describe(): SegmentDescription {
     return fromInitInfo(this.init.info, this.init.bytes.byteLength);
@@ -75,12 +81,14 @@ class PsEncoder implements SegmentEncoder {
   get unsupported(): string[] {
     return this.conv.unsupported;
   }
-  startFile(): Buffer {
+  startFile(): void {
     this.conv.restart();
-    return Buffer.alloc(0);
   }
   encode(frag: Fragment): Buffer {
     return this.conv.convert(frag).bytes;
+  }
+  fileHeader(firstEncoded: Buffer): Buffer {
+    return this.conv.fileHeader(firstEncoded);
   }
   describe(firstEncoded: Buffer): SegmentDescription {
     return describePsSegment(firstEncoded);
@@ -89,18 +97,7 @@ class PsEncoder implements SegmentEncoder {
 
 /** Record fields of a PS segment from its first GOP (the writer and reindex share this). */
 export function describePsSegment(firstGop: Buffer): SegmentDescription {
-  const d = demuxPs(firstGop);
-  const desc = describePs(d);
-  // The header part: everything before the first PES (pack, system header, PSM, GOP info).
-  let initSize = 0;
-  for (let p = 0; p + 4 <= firstGop.length; ) {
-    const code = firstGop[p + 3]!;
-    if (code === 0xba) p += 14 + (firstGop[p + 13]! & 7);
-    else if (code === 0xbb || code === 0xbc || code === 0xbf) p += 6 + firstGop.readUInt16BE(p + 4);
-    else break;
-    initSize = p;
-  }
-  return fromInitInfo(desc.info, initSize);
+  return fromInitInfo(describePs(demuxPs(firstGop)).info, FILE_HEADER_BYTES);
 }
 
 export function segmentEncoder(format: SegmentFormat, init: { bytes: Buffer; info: InitInfo }): SegmentEncoder {

@@ -197,9 +197,9 @@ export class SegmentWriter {
         seg = null;
       }
     }
-    const header = seg ? null : this.encoder!.startFile();
+    if (!seg) this.encoder!.startFile();
     const bytes = this.encoder!.encode(timed.frag);
-    if (!seg) seg = await this.openSegment(timed.startMs, type, header!, bytes);
+    if (!seg) seg = await this.openSegment(timed.startMs, type, bytes);
     const runs = seg.record.types;
     if (runs[runs.length - 1]!.type !== type) runs.push({ type, fromMs: timed.startMs });
     const offset = await seg.file.append(bytes);
@@ -212,11 +212,11 @@ export class SegmentWriter {
     this.lastEndMs = timed.endMs;
   }
 
-  /** Creates the file (starting with `header`) for a segment whose first stored fragment is `first` (not yet written). */
-  private async openSegment(startMs: number, type: RecordType, header: Buffer, first: Buffer): Promise<OpenSegment> {
+  /** Creates the file for a segment whose first stored fragment is `first` (not yet written). */
+  private async openSegment(startMs: number, type: RecordType, first: Buffer): Promise<OpenSegment> {
     const encoder = this.encoder!;
     const rel = segmentRelPath(this.camera.pool, this.camera.id, startMs, encoder.format);
-    const file = await SegmentFile.create(join(this.deps.dataDir, rel), header);
+    const file = await SegmentFile.create(join(this.deps.dataDir, rel), encoder.fileHeader(first));
     const record: SegmentRecord = {
       camera: this.camera.id,
       startMs,

@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { appendFile, open, readFile, stat } from 'node:fs/promises';
+import { appendFile, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -17,6 +17,7 @@ import type { CameraConfig, SegmentRecord } from '../../index/records.ts';
 import { silentLogger } from '../../lib/log.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../../media/fmp4-splitter.ts';
 import { demuxPs } from '../../media/ps-demux.ts';
+import { openSegmentFile } from '../../media/segment-source.ts';
 import { reconcile } from '../../storage/reconcile.ts';
 import { SegmentWriter } from '../../storage/segment-writer.ts';
 import { tempDir } from '../helpers/recorder.ts';
@@ -84,6 +85,40 @@ test('format "ps": .ps segments that stand alone, GOP offsets into the PS file, 
   const after = [...index.allSegments('cam')].map(view);
   t.deepEqual(after.map((s) => ({ ...s, endMs: 0 })), before.map((s) => ({ ...s, endMs: 0 })));
   after.forEach((s, i) => t.true(Math.abs(s.endMs - before[i]!.endMs) <= 1, 'end within a millisecond (90 kHz rounding)'));
+});
+
+test('a .ps segment read through openSegmentFile is an fMP4 file with moofs at the GOP offsets and the same pictures', async (t) => {
+  const dir = await tempDir(t);
+  const chunks = await chunksOf(dir, 5);
+  const index = await RecorderIndex.open(dir);
+  t.teardown(() => index.close());
+  const segs = await writeAll(dir, index, chunks);
+  for (const s of segs) {
+    const fh = await openSegmentFile(join(dir, s.file));
+    const view = Buffer.alloc(s.bytes);
+    try {
+      const { bytesRead } = await fh.read(view, 0, s.bytes, 0);
+      t.is(bytesRead, s.bytes);
+      for (const g of decodeGops(s.gops)) {
+        t.is(view.toString('latin1', g.offset + 4, g.offset + 8), 'moof', `moof at ${g.offset}`);
+        // A read in the middle of a GOP gives the same bytes as the whole view.
+        const part = Buffer.alloc(100);
+        await fh.read(part, 0, 100, g.offset + 50);
+        t.true(part.equals(view.subarray(g.offset + 50, g.offset + 150)));
+      }
+    } finally {
+      await fh.close();
+    }
+    t.is(view.toString('latin1', 4, 8), 'ftyp');
+    const mp4 = join(dir, 'view.mp4');
+    await writeFile(mp4, view);
+    const frames = async (f: string) => (await run('ffmpeg', ['-v', 'error', '-i', f, '-map', '0:v', '-f', 'framemd5', '-'], { maxBuffer: 1 << 26 })).stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(',').pop());
+    const { stdout } = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name', '-of', 'csv=p=0', mp4]);
+    t.deepEqual(stdout.trim().split('\n'), ['h264', 'aac']);
+    const want = await frames(join(dir, s.file));
+    t.true(want.length >= 25);
+    t.deepEqual(await frames(mp4), want);
+  }
 });
 
 test('crash mid-GOP in a .ps segment: repair truncates the partial GOP, keeps the rest; a garbage .ps is reported, not indexed', async (t) => {
