@@ -102,11 +102,14 @@ export function fragmentTable(moof: Buffer, ref: FragmentRef, info: InitInfo): F
   return { offset: ref.offset, size: ref.size, moofSize, tracks };
 }
 
+/** A moof is a few KiB: one read of this much usually holds all of it. */
+const MOOF_GUESS = 8192;
+
 async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
-  const head = await readAt(fh, ref.offset, 8);
-  const size = head.readUInt32BE(0);
+  const head = await readAt(fh, ref.offset, Math.min(MOOF_GUESS, ref.size));
+  const size = head.length >= 8 ? head.readUInt32BE(0) : 0;
   if (head.toString('latin1', 4, 8) !== 'moof' || size < 8 || size > ref.size) throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `no moof at offset ${ref.offset}`);
-  return readAt(fh, ref.offset, size);
+  return size <= head.length ? head.subarray(0, size) : readAt(fh, ref.offset, size);
 }
 
 interface CachedSegment {
