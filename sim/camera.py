@@ -6,6 +6,8 @@ Mounts (each shared: one encoder however many clients):
   /h264     H.264 only
   /h265aac  H.265 main + AAC
   /file     a pre-encoded H.264 MP4 served without encoding, once (--file)
+  /h264meta     H.264 + an ONVIF metadata data track (sim/onvif_meta.py)
+  /h264metabad  the same plus malformed packets and a flood every second
 Video carries the UTC wall clock burnt in (clockoverlay, HH:MM:SS, large, top-left)
 so tests can check recorded times against the picture.
 
@@ -25,6 +27,8 @@ import gi  # noqa: E402
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+import onvif_meta  # noqa: E402  (beside this script)
 
 
 def video_source(a):
@@ -99,6 +103,13 @@ def main():
     add("/h265aac", f"{h265(a)} {AAC}")
     if a.file:
         mounts.add_factory("/file", file_factory(a.file))
+    for path, bad in (("/h264meta", False), ("/h264metabad", True)):
+        f = GstRtspServer.RTSPMediaFactory()
+        f.set_launch(f"( {h264(a)} {onvif_meta.appsrc_launch()} )")
+        f.set_shared(True)
+        f.set_latency(50)
+        f.connect("media-configure", lambda _f, media, bad=bad: onvif_meta.MetadataPusher(media, bad))
+        mounts.add_factory(path, f)
 
     if server.attach(None) == 0:
         print(f"cannot listen on {a.host}:{a.port}", file=sys.stderr, flush=True)

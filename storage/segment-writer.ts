@@ -101,6 +101,16 @@ export class SegmentWriter {
     this.lastEndMs = previousEndMs;
   }
 
+  /**
+   * Wall-clock ms of `mediaSec` seconds on this session's fMP4 decode timeline, by the
+   * current anchor (null before the first fragment): the smart stream's packets are
+   * timed exactly like the video they travel with (design/time.md).
+   */
+  wallMsAt(mediaSec: number): number | null {
+    const a = this.anchor;
+    return a ? a.ms + (mediaSec - Number(a.ticks) / a.timescale) * 1000 : null;
+  }
+
   /** Bytes held for pre-record (for metrics and the memory bench). */
   get preRecordBytes(): number {
     return this.ringBytes;

@@ -1,0 +1,66 @@
+/**
+ * HTTP routes of the smart stream (README "Smart (analytics) stream"):
+ *   GET /api/cameras/:id/smart?from=&to=&class=&rule=&topic=&kind=&limit=   records
+ *   GET /api/cameras/:id/smart/next?after=|before=&class=&rule=&topic=&kind= jump
+ *   GET /api/cameras/:id/smart/stats                                        counters
+ *   GET /api/cameras/:id/smart.bin?from=&to= (alias smart.raw)               raw stream
+ * The raw download has an exact Content-Length, single byte Range (api/download.ts
+ * parseByteRange), a strong ETag and If-Range, so a broken download resumes.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RecorderError } from '../lib/errors.ts';
+import { iso } from '../lib/time.ts';
+import { parseByteRange } from './download.ts';
+import type { HttpDeps } from './http.ts';
+
+type Query = Record<string, string | undefined>;
+type Req = FastifyRequest<{ Params: { id: string }; Querystring: Query }>;
+
+// Route options read by the auth seam (security/http-auth.ts) where it is installed.
+const readAccess = { config: { access: { action: 'read' as const, camera: 'params.id' as const } } };
+const playAccess = { config: { access: { action: 'play' as const, camera: 'params.id' as const } } };
+
+/** Query strings arrive as strings; drop absent keys so the strict schemas see only what was sent. */
+function defined(q: Query): Record<string, string> {
+  return Object.fromEntries(Object.entries(q).filter((e): e is [string, string] => e[1] !== undefined));
+}
+
+export function registerSmart(app: FastifyInstance, deps: HttpDeps): void {
+  const smart = (): HttpDeps['service']['smart'] => deps.service.smart;
+
+  app.get('/api/cameras/:id/smart', readAccess, async (req: Req) => smart().search({ ...defined(req.query), camera: req.params.id }));
+  app.get('/api/cameras/:id/smart/next', readAccess, async (req: Req) => smart().next({ ...defined(req.query), camera: req.params.id }));
+  app.get('/api/cameras/:id/smart/stats', readAccess, async (req: Req) => ({ stats: smart().stats(req.params.id) }));
+
+  const raw = async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
+    const body = smart().raw(req.params.id, req.query.from, req.query.to);
+    const ifRange = req.headers['if-range'];
+    const rangeApplies = ifRange === undefined || ifRange === body.etag;
+    let range: { start: number; end: number } | null = null;
+    try {
+      range = rangeApplies ? parseByteRange(req.headers.range, body.contentLength) : null;
+    } catch (err) {
+      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${body.contentLength}`);
+      throw err;
+    }
+    const name = `${req.params.id}_${iso(body.fromMs).replace(/[:.]/g, '-')}.smart`;
+    void reply
+      .header('Content-Type', 'application/octet-stream')
+      .header('Accept-Ranges', 'bytes')
+      .header('ETag', body.etag)
+      .header('Content-Disposition', `attachment; filename="${name}"`)
+      .header('X-Recording-From', iso(body.fromMs))
+      .header('X-Recording-To', iso(body.toMs));
+    if (range) {
+      void reply
+        .code(206)
+        .header('Content-Range', `bytes ${range.start}-${range.end}/${body.contentLength}`)
+        .header('Content-Length', range.end - range.start + 1);
+      return reply.send(body.stream(range.start, range.end));
+    }
+    void reply.header('Content-Length', body.contentLength);
+    return reply.send(body.stream());
+  };
+  app.get('/api/cameras/:id/smart.bin', playAccess, raw);
+  app.get('/api/cameras/:id/smart.raw', playAccess, raw);
+}

@@ -1,0 +1,49 @@
+/**
+ * Deleting smart-stream files with the video they belong to. Retention (and camera
+ * purge) call these with the same bounds it deletes video by; a smart file goes when
+ * all of its packets are in the deleted time, never a partial file.
+ *
+ * Crash-safe order, as for segments (design/crash-safety.md): drop the index entries
+ * (packets, then the file's entry) in one commit, then unlink. A crash in between
+ * leaves an unindexed file, never an entry pointing at nothing.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RecorderIndex } from '../index/db.ts';
+import type { SmartFileRecord } from '../index/smart.ts';
+
+export interface SmartDeleteReport {
+  files: number;
+  records: number;
+  bytes: number;
+}
+
+/** Deletes `camera`'s smart files whose packets all lie before `beforeMs` (not open ones). */
+export function deleteSmartBefore(index: RecorderIndex, dataDir: string, camera: string, beforeMs: number): Promise<SmartDeleteReport> {
+  return deleteSmartRange(index, dataDir, camera, -1, beforeMs);
+}
+
+/**
+ * Deletes `camera`'s smart files whose packets all lie in [fromMs, toMs). A file still
+ * being written (`open`) is kept unless `includeOpen` (camera purge after its actor stopped).
+ */
+export async function deleteSmartRange(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, includeOpen = false): Promise<SmartDeleteReport> {
+  const victims: SmartFileRecord[] = [];
+  for (const { value } of index.smartfiles.getRange({ start: [camera, fromMs], end: [camera, toMs] })) {
+    if (value.endMs < toMs && (includeOpen || !value.open)) victims.push(value);
+  }
+  const report: SmartDeleteReport = { files: 0, records: 0, bytes: 0 };
+  for (const f of victims) {
+    await index.root.transaction(() => {
+      for (const { key, value } of index.smart.getRange({ start: [camera, f.startMs - 1000, -1], end: [camera, f.endMs + 1, -1] })) {
+        if (value.fileMs === f.startMs) void index.smart.remove(key);
+      }
+      void index.smartfiles.remove([camera, f.startMs]);
+    });
+    await rm(join(dataDir, f.file), { force: true });
+    report.files++;
+    report.records += f.records;
+    report.bytes += f.bytes;
+  }
+  return report;
+}
