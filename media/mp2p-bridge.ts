@@ -1,0 +1,261 @@
+/**
+ * GB28181-style cameras send MPEG-PS over RTP (`a=rtpmap:96 MP2P/90000`), which
+ * ffmpeg 5.1's RTSP client does not depacketize (the stream shows as "unknown codec").
+ * This bridge is a minimal RTSP client for such a camera: DESCRIBE, SETUP (RTP over the
+ * RTSP TCP connection, interleaved 0-1), PLAY; the RTP payloads of the MP2P stream are
+ * the program stream byte for byte, in sequence order. It serves those bytes to one
+ * local reader on `tcp://127.0.0.1:<port>`, where ffmpeg reads them as `-f mpeg` and
+ * the usual ingest (fMP4 on a pipe → splitter → segment writer) goes on unchanged.
+ *
+ * Bounds and failures: bytes wait for the reader at most MAX_PENDING_BYTES (then the
+ * session fails); a lost RTP packet is counted (`lostPackets`) and the PS demuxer
+ * downstream resynchronises at the next pack header; RTSP errors, a 401 (no
+ * authentication here), a session without an MP2P stream and a silent camera fail the
+ * bridge with a typed Mp2pBridgeError; `close()` ends both sockets.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+
+export class Mp2pBridgeError extends Error {
+  constructor(
+    readonly code: 'MP2P_CONNECT' | 'MP2P_RTSP' | 'MP2P_NO_STREAM' | 'MP2P_AUTH' | 'MP2P_OVERFLOW' | 'MP2P_TIMEOUT',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'Mp2pBridgeError';
+  }
+}
+
+const MAX_PENDING_BYTES = 16 * 1024 * 1024;
+const MAX_MESSAGE_BYTES = 256 * 1024;
+const KEEPALIVE_MS = 20_000;
+
+interface RtspResponse {
+  status: number;
+  headers: Map<string, string>;
+  body: string;
+}
+
+/** Reads RTSP responses and `$`-framed interleaved data from one TCP connection. */
+class RtspReader {
+  private buf = Buffer.alloc(0);
+  private waiting: ((r: RtspResponse) => void) | null = null;
+  constructor(private readonly onFrame: (channel: number, payload: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    for (;;) {
+      if (this.buf.length === 0) return;
+      if (this.buf[0] === 0x24) {
+        if (this.buf.length < 4) return;
+        const len = this.buf.readUInt16BE(2);
+        if (this.buf.length < 4 + len) return;
+        this.onFrame(this.buf[1]!, this.buf.subarray(4, 4 + len));
+        this.buf = this.buf.subarray(4 + len);
+        continue;
+      }
+      const end = this.buf.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (this.buf.length > MAX_MESSAGE_BYTES) throw new Mp2pBridgeError('MP2P_RTSP', 'RTSP header too long');
+        return;
+      }
+      const lines = this.buf.toString('latin1', 0, end).split('\r\n');
+      const headers = new Map<string, string>();
+      for (const l of lines.slice(1)) {
+        const i = l.indexOf(':');
+        if (i > 0) headers.set(l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim());
+      }
+      const bodyLen = Number(headers.get('content-length') ?? 0);
+      if (bodyLen > MAX_MESSAGE_BYTES) throw new Mp2pBridgeError('MP2P_RTSP', `RTSP body of ${bodyLen} bytes`);
+      if (this.buf.length < end + 4 + bodyLen) return;
+      const m = /^RTSP\/1\.0 (\d{3})/.exec(lines[0] ?? '');
+      const body = this.buf.toString('utf8', end + 4, end + 4 + bodyLen);
+      this.buf = this.buf.subarray(end + 4 + bodyLen);
+      if (!m) continue; // a request from the server (e.g. OPTIONS): ignored
+      const w = this.waiting;
+      this.waiting = null;
+      w?.({ status: Number(m[1]), headers, body });
+    }
+  }
+
+  next(): Promise<RtspResponse> {
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+}
+
+/** The MP2P media of an SDP: payload type and control URL; null when there is none. */
+export function findMp2p(sdp: string, base: string): { payloadType: number; control: string } | null {
+  const sections = sdp.split(/\r?\n(?=m=)/);
+  for (const s of sections) {
+    if (!s.startsWith('m=')) continue;
+    const rtpmap = /^a=rtpmap:(\d+)\s+MP2P\/90000/im.exec(s);
+    if (!rtpmap) continue;
+    const control = /^a=control:(\S+)/im.exec(s)?.[1] ?? '';
+    const url = /^rtsps?:\/\//i.test(control) ? control : control === '' || control === '*' ? base : `${base.replace(/\/$/, '')}/${control}`;
+    return { payloadType: Number(rtpmap[1]), control: url };
+  }
+  return null;
+}
+
+/** The RTP payload (CSRCs, extension and padding removed); null if not RTP version 2. */
+export function rtpPayload(p: Buffer): { seq: number; payloadType: number; payload: Buffer } | null {
+  if (p.length < 12 || p[0]! >> 6 !== 2) return null;
+  let at = 12 + 4 * (p[0]! & 0x0f);
+  if (p[0]! & 0x10) {
+    if (p.length < at + 4) return null;
+    at += 4 + 4 * p.readUInt16BE(at + 2);
+  }
+  let end = p.length;
+  if (p[0]! & 0x20) end -= p[p.length - 1]!;
+  if (at > end) return null;
+  return { seq: p.readUInt16BE(2), payloadType: p[1]! & 0x7f, payload: p.subarray(at, end) };
+}
+
+class RtspSession {
+  private cseq = 0;
+  private session = '';
+  constructor(
+    private readonly sock: Socket,
+    private readonly reader: RtspReader,
+  ) {}
+
+  async request(method: string, url: string, extra: Record<string, string> = {}): Promise<RtspResponse> {
+    const headers = { CSeq: String(++this.cseq), 'User-Agent': 'ipcam-recorder', ...(this.session ? { Session: this.session } : {}), ...extra };
+    const text = `${method} ${url} RTSP/1.0\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`;
+    const reply = this.reader.next();
+    this.sock.write(text);
+    const r = await reply;
+    if (r.status === 401) throw new Mp2pBridgeError('MP2P_AUTH', `${method} ${url}: 401 (the MP2P bridge does not authenticate)`);
+    if (r.status !== 200) throw new Mp2pBridgeError('MP2P_RTSP', `${method} ${url}: ${r.status}`);
+    const s = r.headers.get('session');
+    if (s) this.session = s.split(';')[0]!.trim();
+    return r;
+  }
+
+  keepalive(url: string): void {
+    this.sock.write(`GET_PARAMETER ${url} RTSP/1.0\r\nCSeq: ${++this.cseq}\r\nSession: ${this.session}\r\n\r\n`);
+    void this.reader.next(); // the reply is read and dropped
+  }
+}
+
+function open(url: URL, timeoutMs: number, onFrame: (ch: number, p: Buffer) => void): Promise<{ sock: Socket; rtsp: RtspSession }> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: url.hostname, port: Number(url.port || 554) });
+    const reader = new RtspReader(onFrame);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Mp2pBridgeError('MP2P_TIMEOUT', `no connection to ${url.host} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      resolve({ sock, rtsp: new RtspSession(sock, reader) });
+    });
+    sock.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Mp2pBridgeError('MP2P_CONNECT', `${url.host}: ${err.message}`));
+    });
+    sock.on('data', (c: Buffer) => {
+      try {
+        reader.push(c);
+      } catch (err) {
+        sock.destroy(err as Error);
+      }
+    });
+  });
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Mp2pBridgeError('MP2P_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** Whether the camera's session carries MPEG-PS over RTP (one DESCRIBE). */
+export async function isMp2pCamera(rtspUrl: string, timeoutMs: number): Promise<boolean> {
+  const url = new URL(rtspUrl);
+  const { sock, rtsp } = await open(url, timeoutMs, () => undefined);
+  try {
+    const r = await withTimeout(rtsp.request('DESCRIBE', rtspUrl, { Accept: 'application/sdp' }), timeoutMs, 'DESCRIBE');
+    return findMp2p(r.body, r.headers.get('content-base') ?? rtspUrl) !== null;
+  } finally {
+    sock.destroy();
+  }
+}
+
+export interface Mp2pBridge {
+  /** Where ffmpeg reads the program stream (`-f mpeg -i <url>`). */
+  readonly url: string;
+  readonly lostPackets: number;
+  /** Settles when the camera connection ends (with the reason) or close() is called. */
+  readonly ended: Promise<Error | null>;
+  close(): void;
+}
+
+/** Connects to the camera and starts the stream; resolves once PLAY succeeded. */
+export async function startMp2pBridge(rtspUrl: string, timeoutMs: number): Promise<Mp2pBridge> {
+  const url = new URL(rtspUrl);
+  let channel = -1;
+  let expectSeq = -1;
+  let lost = 0;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let reader: Socket | null = null;
+  let endedResolve!: (e: Error | null) => void;
+  const ended = new Promise<Error | null>((r) => (endedResolve = r));
+  let closed = false;
+
+  const { sock, rtsp } = await open(url, timeoutMs, (ch, p) => {
+    if (ch !== channel) return; // RTCP or another stream
+    const rtp = rtpPayload(p);
+    if (!rtp) return;
+    if (expectSeq >= 0 && rtp.seq !== expectSeq) lost += (rtp.seq - expectSeq + 0x10000) & 0xffff;
+    expectSeq = (rtp.seq + 1) & 0xffff;
+    if (reader) reader.write(rtp.payload);
+    else {
+      pending.push(Buffer.from(rtp.payload));
+      pendingBytes += rtp.payload.length;
+      if (pendingBytes > MAX_PENDING_BYTES) finish(new Mp2pBridgeError('MP2P_OVERFLOW', `${pendingBytes} bytes of PS and no reader`));
+    }
+  });
+  const server: Server = createServer((s) => {
+    if (reader) return void s.destroy();
+    reader = s;
+    s.on('error', () => undefined);
+    s.on('close', () => finish(null)); // ffmpeg went away: the session is over
+    for (const b of pending) s.write(b);
+    pending = [];
+    pendingBytes = 0;
+  });
+  const keepalive = setInterval(() => rtsp.keepalive(rtspUrl), KEEPALIVE_MS);
+  keepalive.unref();
+  function finish(err: Error | null): void {
+    if (closed) return;
+    closed = true;
+    clearInterval(keepalive);
+    sock.destroy();
+    (reader as Socket | null)?.end();
+    server.close();
+    endedResolve(err);
+  }
+  sock.on('close', () => finish(new Mp2pBridgeError('MP2P_RTSP', 'camera closed the RTSP connection')));
+  sock.on('error', (err) => finish(err instanceof Mp2pBridgeError ? err : new Mp2pBridgeError('MP2P_RTSP', err.message)));
+  try {
+    const described = await withTimeout(rtsp.request('DESCRIBE', rtspUrl, { Accept: 'application/sdp' }), timeoutMs, 'DESCRIBE');
+    const media = findMp2p(described.body, described.headers.get('content-base') ?? rtspUrl);
+    if (!media) throw new Mp2pBridgeError('MP2P_NO_STREAM', `${url.host}${url.pathname} has no MP2P/90000 stream`);
+    const setup = await withTimeout(rtsp.request('SETUP', media.control, { Transport: 'RTP/AVP/TCP;unicast;interleaved=0-1' }), timeoutMs, 'SETUP');
+    channel = Number(/interleaved=(\d+)/.exec(setup.headers.get('transport') ?? '')?.[1] ?? 0);
+    await withTimeout(rtsp.request('PLAY', rtspUrl, { Range: 'npt=0.000-' }), timeoutMs, 'PLAY');
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  } catch (err) {
+    finish(err as Error);
+    throw err;
+  }
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `tcp://127.0.0.1:${port}`,
+    get lostPackets() {
+      return lost;
+    },
+    ended,
+    close: () => finish(null),
+  };
+}
