@@ -276,8 +276,11 @@ export class StorageSupervisor {
    */
   async emergencyPass(): Promise<void> {
     if (this.stopped) return;
+    // The pools dir, not the data dir: it may be a mount of its own (the disk the video is on).
+    const poolsDir = join(this.deps.dataDir, 'pools');
+    await mkdir(poolsDir, { recursive: true });
     const threshold = async (): Promise<{ free: number; need: number }> => {
-      const s = await statfs(this.deps.dataDir);
+      const s = await statfs(poolsDir);
       return { free: s.bavail * s.bsize, need: Math.max(this.deps.minFreeBytes, this.deps.minFreeRatio * s.blocks * s.bsize) };
     };
     let { free, need } = await threshold();

@@ -12,6 +12,7 @@ import { connect, type NatsConnection } from 'nats';
 import { configSchema, type RecorderConfigInput } from '../../lib/config.ts';
 import { createLogger } from '../../lib/log.ts';
 import { RecorderNode } from '../../node.ts';
+import type { Clock } from '../../lib/time.ts';
 
 export async function tempDir(t: ExecutionContext, prefix = 'rec-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
@@ -27,10 +28,10 @@ export interface TestNode {
   request<T = Record<string, unknown>>(subject: string, body: unknown): Promise<T & { ok: boolean; error?: { code: string; message: string } }>;
 }
 
-export async function startNode(t: ExecutionContext, overrides: RecorderConfigInput = {}, dataDir?: string): Promise<TestNode> {
+export async function startNode(t: ExecutionContext, overrides: RecorderConfigInput = {}, dataDir?: string, opts: { clock?: Clock } = {}): Promise<TestNode> {
   const dir = dataDir ?? (await tempDir(t));
   const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', segmentSeconds: 6, logLevel: process.env.TEST_LOG ?? 'silent', minFreeBytes: 0, minFreeRatio: 0, ...overrides });
-  const node = await RecorderNode.start({ config, log: createLogger(config.logLevel, process.stderr) });
+  const node = await RecorderNode.start({ config, log: createLogger(config.logLevel, process.stderr), ...(opts.clock ? { clock: opts.clock } : {}) });
   let stopped = false;
   t.teardown(async () => {
     if (!stopped) await node.stop();

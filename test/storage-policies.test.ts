@@ -1,0 +1,140 @@
+/**
+ * Pool policies that need time or a full disk, tried for real: `cycle` with an
+ * injected clock (a node restarted on recorded video with its clock moved on two
+ * days), backup copies lost and re-created, the emergency overwrite when the disk's
+ * free space is under the threshold, and ENOSPC on a real 512 KiB tmpfs mounted under
+ * the pools dir (root only; where mounting is not permitted the ENOSPC test says so
+ * in its log and checks nothing else).
+ */
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Alarm } from '../lib/alarms.ts';
+import { SimCamera } from '../sim/camera.ts';
+import { startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
+
+const run = promisify(execFile);
+const DAY_MS = 86_400_000;
+const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+
+function closedSegments(n: TestNode, camera: string) {
+  return [...n.node.index.allSegments(camera)].filter((s) => !s.open);
+}
+
+async function alarmsOf(t: import('ava').ExecutionContext, n: TestNode, kind: string): Promise<Alarm[]> {
+  const got: Alarm[] = [];
+  const sub = n.nc.subscribe(`rec.v1.alarm.${kind}`, { callback: (_e, m) => got.push(m.json<Alarm>()) });
+  t.teardown(() => sub.unsubscribe());
+  await n.nc.flush();
+  return got;
+}
+
+test('cycle mode with an injected clock: nothing older than the cycle remains, newer video stays', async (t) => {
+  const sim = await SimCamera.start({ gop: 25 });
+  t.teardown(() => sim.stop());
+  const dataDir = await tempDir(t);
+  const first = await startNode(t, { segmentSeconds: 2 }, dataDir);
+  t.true((await first.request('rec.v1.camera.put', { id: 'c', streams: { main: sim.url('h264') } })).ok);
+  const segs = await waitFor('6 closed segments', () => {
+    const s = closedSegments(first, 'c');
+    return s.length >= 6 ? s : null;
+  }, 60_000);
+  t.true((await first.request('rec.v1.camera.delete', { id: 'c' })).ok, 'stop recording, keep the video');
+  await first.node.stop();
+
+  // Two days and a bit later: the cycle cut falls in the middle of what was recorded.
+  const cut = segs[3]!.startMs;
+  const offset = cut + 2 * DAY_MS - Date.now();
+  const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300 }, dataDir, { clock: { nowMs: () => Date.now() + offset } });
+  t.true((await n.request('rec.v1.pool.put', { id: 'default', capacityBytes: null, overwrite: 'cycle', cycleDays: 2 })).ok);
+  await waitFor('the cycle pass', () => (n.node.index.segments.get(['c', segs[2]!.startMs]) ? null : true), 20_000);
+  const left = [...n.node.index.allSegments('c')];
+  t.true(left.length >= 3, `${left.length} newer segments kept`);
+  for (const s of left) t.true(s.endMs > cut - 1, `${new Date(s.startMs).toISOString()} is within the cycle`);
+  for (const s of segs.filter((x) => x.endMs <= cut)) t.false(await exists(join(dataDir, s.file)), `${s.file} deleted from disk`);
+});
+
+test('backup copies: every closed segment is copied to the backup disk; a lost copy on either side is re-created', async (t) => {
+  const sim = await SimCamera.start({ gop: 25 });
+  t.teardown(() => sim.stop());
+  const dataDir = await tempDir(t);
+  const backupDir = await tempDir(t, 'backup-');
+  const n = await startNode(t, { segmentSeconds: 2, backupAuditMs: 1000 }, dataDir);
+  t.true((await n.request('rec.v1.pool.put', { id: 'mirrored', capacityBytes: null, overwrite: 'capacity', backupDir })).ok);
+  t.true((await n.request('rec.v1.camera.put', { id: 'c', pool: 'mirrored', streams: { main: sim.url('h264') } })).ok);
+  const segs = await waitFor('3 closed segments with backups', async () => {
+    const s = closedSegments(n, 'c');
+    if (s.length < 3) return null;
+    for (const x of s) if (!(await exists(join(backupDir, x.file)))) return null;
+    return s;
+  }, 60_000);
+  for (const s of segs) t.is((await stat(join(backupDir, s.file))).size, s.bytes, 'backup is a full copy');
+
+  // A lost backup copy is re-created by the audit.
+  await rm(join(backupDir, segs[0]!.file));
+  await waitFor('backup re-created', () => exists(join(backupDir, segs[0]!.file)).then((e) => e || null), 15_000);
+
+  // A lost primary copy is restored from the backup at the next start (before reconcile would drop it).
+  t.true((await n.request('rec.v1.camera.delete', { id: 'c' })).ok);
+  await n.node.stop();
+  await rm(join(dataDir, segs[1]!.file));
+  const n2 = await startNode(t, { segmentSeconds: 2 }, dataDir);
+  t.true(await exists(join(dataDir, segs[1]!.file)), 'primary restored');
+  t.truthy(n2.node.index.segments.get(['c', segs[1]!.startMs]), 'its index entry kept');
+  t.is((await stat(join(dataDir, segs[1]!.file))).size, segs[1]!.bytes);
+});
+
+test('emergency overwrite: under the free-space threshold the oldest unlocked video goes whatever the pool mode, with an alarm', async (t) => {
+  const sim = await SimCamera.start({ gop: 25 });
+  t.teardown(() => sim.stop());
+  const dataDir = await tempDir(t);
+  const first = await startNode(t, { segmentSeconds: 2 }, dataDir);
+  t.true((await first.request('rec.v1.camera.put', { id: 'c', streams: { main: sim.url('h264') } })).ok);
+  const segs = await waitFor('4 closed segments', () => {
+    const s = closedSegments(first, 'c');
+    return s.length >= 4 ? s : null;
+  }, 60_000);
+  const lock = await first.request('rec.v1.lock', { camera: 'c', from: new Date(segs[1]!.startMs).toISOString(), to: new Date(segs[1]!.endMs - 1).toISOString() });
+  t.true(lock.ok, JSON.stringify(lock));
+  t.true((await first.request('rec.v1.camera.delete', { id: 'c' })).ok);
+  await first.node.stop();
+
+  // A threshold no disk can meet: everything unlocked must go, the locked segment stays.
+  const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300, minFreeBytes: Number.MAX_SAFE_INTEGER }, dataDir);
+  const alarms = await alarmsOf(t, n, 'disk-full');
+  await waitFor('emergency overwrite', () => ([...n.node.index.allSegments('c')].length === 1 ? true : null), 20_000);
+  t.truthy(n.node.index.segments.get(['c', segs[1]!.startMs]), 'the locked segment survives');
+  await waitFor('disk-full alarm', () => (alarms.length > 0 ? true : null), 10_000);
+  t.regex(alarms[0]!.message, /emergency overwrite/);
+});
+
+test('ENOSPC on the video disk is an alarm and a retry, never a crash; recording resumes when space is made', async (t) => {
+  const dataDir = await tempDir(t);
+  const pools = join(dataDir, 'pools');
+  await mkdir(pools, { recursive: true });
+  try {
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', pools]);
+  } catch (err) {
+    t.log(`cannot mount a tmpfs here (${(err as Error).message.split('\n')[0]}): ENOSPC not tried on this machine`);
+    t.pass();
+    return;
+  }
+  t.teardown(() => run('umount', ['-l', pools]).then(() => undefined, () => undefined));
+  const sim = await SimCamera.start({ gop: 25, bitrateKbit: 800 });
+  t.teardown(() => sim.stop());
+  const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300, backoffMaxMs: 1000 }, dataDir);
+  const writeErrors = await alarmsOf(t, n, 'write-error');
+  t.true((await n.request('rec.v1.camera.put', { id: 'c', streams: { main: sim.url('h264') } })).ok);
+  await waitFor('a write error alarm (disk full)', () => (writeErrors.length > 0 ? true : null), 90_000);
+  t.regex(writeErrors[0]!.message, /ENOSPC/);
+  const stuckAt = [...n.node.index.allSegments('c')].length;
+  t.true(stuckAt > 0);
+
+  // Make room through the pool: a capacity under what the disk holds.
+  t.true((await n.request('rec.v1.pool.put', { id: 'default', capacityBytes: 250_000, overwrite: 'capacity' })).ok);
+  const before = Date.now();
+  await waitFor('recording resumes', () => ([...n.node.index.allSegments('c')].some((s) => s.endMs > before + 3000) ? true : null), 60_000);
+  t.true(n.node.index.poolUsage('default') <= 250_000 + 200_000);
+});
