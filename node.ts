@@ -27,6 +27,7 @@ import { assertAuthForBind } from './lib/config.ts';
 import { RecorderError } from './lib/errors.ts';
 import { StorageSupervisor } from './actors/storage-supervisor.ts';
 import { StorageService } from './api/storage-service.ts';
+import { deleteSmartWithVideo } from './storage/smart-follows-video.ts';
 import { BackfillManager } from './backfill/manager.ts';
 
 export interface RecorderNodeOptions {
@@ -77,6 +78,7 @@ export class RecorderNode {
         log,
         raiseAlarm: (alarm) => alarms.raise(alarm),
         onPoolBlocked: (pool, reason) => node?.supervisor.setStorageBlocked(pool, reason),
+        onSegmentDeleted: async (seg) => void (await deleteSmartWithVideo(index, config.dataDir, seg)),
         tickMs: config.retentionTickMs,
         minFreeBytes: config.minFreeBytes,
         minFreeRatio: config.minFreeRatio,
