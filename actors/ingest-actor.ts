@@ -5,7 +5,7 @@
  * handed to `track` so a shutdown can wait for every segment to be closed.
  */
 import { fromCallback } from 'xstate';
-import { startIngest } from '../media/ffmpeg-ingest.ts';
+import { startCameraIngest } from '../media/camera-ingest.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
 import type { CameraDeps } from './deps.ts';
 import type { CameraConfig } from '../index/records.ts';
@@ -28,7 +28,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
   const { camera, deps } = input;
   const log = deps.log.child({ camera: camera.id });
   const url = camera.streams[input.stream] ?? camera.streams.main;
-  const session = startIngest({
+  const session = startCameraIngest({
     url,
     ffmpegPath: deps.config.ffmpegPath,
     stallTimeoutMs: deps.config.ingestTimeoutMs,

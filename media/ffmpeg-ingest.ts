@@ -20,6 +20,11 @@ export interface IngestOptions {
   /** Kill the session if the camera sends nothing for this long. */
   stallTimeoutMs: number;
   onStderrLine?: (line: string) => void;
+  /**
+   * Read `url` as this container instead of RTSP (an MPEG-PS camera through
+   * media/mp2p-bridge.ts: `mpeg` on a loopback tcp:// URL).
+   */
+  inputFormat?: 'mpeg';
 }
 
 export interface IngestExit {
@@ -67,7 +72,7 @@ export function startIngest(opts: IngestOptions): IngestSession {
       '-nostdin',
       '-hide_banner',
       '-loglevel', 'warning',
-      '-rtsp_transport', 'tcp',
+      ...(opts.inputFormat ? ['-f', opts.inputFormat] : ['-rtsp_transport', 'tcp']),
       // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
       '-timeout', String(opts.stallTimeoutMs * 1000),
     ])

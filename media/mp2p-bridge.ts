@@ -37,7 +37,7 @@ interface RtspResponse {
 
 /** Reads RTSP responses and `$`-framed interleaved data from one TCP connection. */
 class RtspReader {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private waiting: ((r: RtspResponse) => void) | null = null;
   constructor(private readonly onFrame: (channel: number, payload: Buffer) => void) {}
 

@@ -5,6 +5,7 @@ Mounts (each shared: one encoder however many clients):
   /h264aac  H.264 main + AAC mono 48 kHz
   /h264     H.264 only
   /h265aac  H.265 main + AAC
+  /h264ps   H.264 in MPEG-PS over RTP (MP2P/90000, GB28181 style; sim/mp2p.py)
   /file     a pre-encoded H.264 MP4 served without encoding, once (--file)
   /h264meta     H.264 + an ONVIF metadata data track (sim/onvif_meta.py)
   /h264metabad  the same plus malformed packets and a flood every second
@@ -46,6 +47,14 @@ def h264(a):
         f"{video_source(a)} ! x264enc tune=zerolatency sliced-threads=false speed-preset=superfast "
         f"bitrate={a.bitrate} key-int-max={a.gop} ! video/x-h264,profile=main ! "
         f"rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+def h264_es(a):
+    """The H.264 encoder chain without a payloader (for muxing)."""
+    return (
+        f"{video_source(a)} ! x264enc tune=zerolatency sliced-threads=false speed-preset=superfast "
+        f"bitrate={a.bitrate} key-int-max={a.gop} ! video/x-h264,profile=main"
     )
 
 
@@ -110,6 +119,15 @@ def main():
         f.set_latency(50)
         f.connect("media-configure", lambda _f, media, bad=bad: onvif_meta.MetadataPusher(media, bad))
         mounts.add_factory(path, f)
+
+    import mp2p  # beside this script
+
+    f = GstRtspServer.RTSPMediaFactory()
+    f.set_launch(f"( {mp2p.launch(h264_es(a))} )")
+    f.set_shared(True)
+    f.set_latency(50)
+    f.connect("media-configure", lambda _f, media: mp2p.Mp2pPayloader(media))
+    mounts.add_factory("/h264ps", f)
 
     if server.attach(None) == 0:
         print(f"cannot listen on {a.host}:{a.port}", file=sys.stderr, flush=True)

@@ -158,3 +158,32 @@ for (const [mount, videoCodec] of [
     }
   });
 }
+
+test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segments, MP4 and PS downloads with every frame', async (t) => {
+  const sim = await SimCamera.start();
+  t.teardown(() => sim.stop());
+  const n = await startNode(t);
+  const dir = await tempDir(t);
+  const put = await n.request('rec.v1.camera.put', { id: 'gb1', streams: { main: sim.url('h264ps') }, record: { format: 'ps' } });
+  t.true(put.ok, JSON.stringify(put));
+  const span = await waitSpan(n, 'gb1', 12_000);
+  const q = `from=${span.fromMs + 1000}&to=${span.fromMs + 9000}`;
+  const mp4 = join(dir, 'gb.mp4');
+  const ps = join(dir, 'gb.ps');
+  const res = await fetchTo(`${n.http}/api/cameras/gb1/video.mp4?${q}&format=fmp4`, mp4);
+  await fetchTo(`${n.http}/api/cameras/gb1/video.ps?${q}`, ps);
+  const seconds = (Date.parse(res.headers.get('x-recording-to')!) - Date.parse(res.headers.get('x-recording-from')!)) / 1000;
+  const want = await pictures(mp4);
+  t.true(Math.abs(want.length - seconds * FPS) <= 2, `${want.length} frames in ${seconds} s`);
+  t.deepEqual(await pictures(ps), want);
+  t.deepEqual((await streams(mp4)).map((s) => s.codec_name), ['h264']);
+  t.is(await decodeErrors(mp4), '');
+  await n.node.stop();
+  const index = await RecorderIndex.open(n.dataDir);
+  t.teardown(() => index.close());
+  for (const seg of [...index.allSegments('gb1')]) {
+    const s = await streams(join(n.dataDir, seg.file));
+    t.deepEqual(s.map((x) => x.codec_name), ['h264'], seg.file);
+    t.true(Math.abs(Number(s[0]!.nb_read_packets) - ((seg.endMs - seg.startMs) / 1000) * FPS) <= 2, seg.file);
+  }
+});

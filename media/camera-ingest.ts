@@ -1,0 +1,75 @@
+/**
+ * Starts the ingest of one camera session whatever its RTSP payload: most cameras go
+ * straight to ffmpeg (media/ffmpeg-ingest.ts); a camera whose session carries MPEG-PS
+ * over RTP (MP2P/90000, GB28181 style) is recognised by one DESCRIBE and read through
+ * media/mp2p-bridge.ts, ffmpeg then reading the program stream (`-f mpeg`) and writing
+ * the same fMP4 fragments, so segment writing, indexing and playback do not change.
+ * A DESCRIBE that fails is not an error here: ffmpeg then reports the camera's problem.
+ * The returned session behaves as startIngest's: `stop()` also ends the bridge, and
+ * the bridge ending (camera gone) ends the session with its reason.
+ */
+import type { Fmp4Chunk } from './fmp4-splitter.ts';
+import { startIngest, type IngestExit, type IngestOptions, type IngestSession } from './ffmpeg-ingest.ts';
+import { isMp2pCamera, startMp2pBridge, type Mp2pBridge } from './mp2p-bridge.ts';
+
+const DESCRIBE_TIMEOUT_MS = 5000;
+
+export function startCameraIngest(opts: IngestOptions): IngestSession {
+  let inner: IngestSession | null = null;
+  let bridge: Mp2pBridge | null = null;
+  let stopped = false;
+  let resolveExit!: (e: IngestExit) => void;
+  const exited = new Promise<IngestExit>((r) => (resolveExit = r));
+  const ready = (async (): Promise<IngestSession | null> => {
+    const timeout = Math.min(opts.stallTimeoutMs, DESCRIBE_TIMEOUT_MS);
+    const mp2p = await isMp2pCamera(opts.url, timeout).catch(() => false);
+    if (stopped) return null;
+    if (!mp2p) return startIngest(opts);
+    try {
+      bridge = await startMp2pBridge(opts.url, timeout);
+    } catch (err) {
+      resolveExit({ requested: stopped, error: err as Error });
+      return null;
+    }
+    if (stopped) {
+      bridge.close();
+      return null;
+    }
+    const b = bridge;
+    const session = startIngest({ ...opts, url: b.url, inputFormat: 'mpeg' });
+    // The camera hanging up ends ffmpeg's input; its reason is the better message.
+    void b.ended.then((err) => {
+      if (err && !stopped) session.stop();
+    });
+    void session.exited.then(async (exit) => {
+      b.close();
+      const why = await b.ended;
+      resolveExit(exit.requested || !why ? exit : { requested: false, error: why });
+    });
+    return session;
+  })();
+  void ready.then((s) => {
+    inner = s;
+    if (!s) {
+      if (stopped) resolveExit({ requested: true });
+      return;
+    }
+    if (!bridge) void s.exited.then(resolveExit);
+    if (stopped) s.stop();
+  });
+
+  async function* chunks(): AsyncGenerator<Fmp4Chunk> {
+    const s = await ready;
+    if (s) yield* s.chunks;
+  }
+
+  return {
+    chunks: chunks(),
+    exited,
+    stop() {
+      stopped = true;
+      inner?.stop();
+      bridge?.close();
+    },
+  };
+}
