@@ -48,7 +48,7 @@ export function selectRange(index: RecorderIndex, dataDir: string, camera: strin
     if (fragments.length === 0) continue;
     codecKey ??= seg.codecKey;
     mimeType ||= seg.mimeType;
-    slices.push({ path: join(dataDir, seg.file), initSize: seg.initSize, fragments });
+    slices.push({ path: join(dataDir, seg.file), initSize: seg.initSize, fragments, bytes: seg.bytes });
   }
   if (firstMs === null) throw new NoVideoError(`no video of camera ${camera} between ${iso(fromMs)} and ${iso(toMs)}`);
   return { slices, fromMs: firstMs, toMs: lastMs, mimeType };

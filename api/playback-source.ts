@@ -40,7 +40,7 @@ function fragmentsOf(seg: SegmentRecord, loMs: number, hiMs: number): PlaybackFr
 }
 
 function toPlayback(dataDir: string, seg: SegmentRecord, fragments: PlaybackFragment[]): PlaybackSegment {
-  return { path: join(dataDir, seg.file), initSize: seg.initSize, codecKey: seg.codecKey, fragments };
+  return { path: join(dataDir, seg.file), bytes: seg.bytes, initSize: seg.initSize, codecKey: seg.codecKey, fragments };
 }
 
 /**

@@ -57,7 +57,7 @@ export async function rangeBody(deps: { index: RecorderIndex; log: Logger }, sel
     for (let i = next++; i < sel.slices.length; i = next++) {
       const s = sel.slices[i]!;
       try {
-        tables[i] = await cache.read(s.path, s.initSize, s.fragments);
+        tables[i] = await cache.read(s.path, s.initSize, s.fragments, s.bytes);
       } catch (err) {
         throw segmentError(err, s.path);
       }

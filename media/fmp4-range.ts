@@ -33,6 +33,8 @@ export interface SegmentSlice {
   path: string;
   initSize: number;
   fragments: FragmentRef[];
+  /** File size the index gave when the range was planned (see media/sample-table.ts). */
+  bytes?: number;
 }
 
 interface PlannedFragment {

@@ -16,7 +16,7 @@ import { Mp4FormatError } from './boxes.ts';
 import { fragmentHeader, NON_SYNC_FLAGS, Rescaler, singleTrackInit, SYNC_FLAGS, type OutSample, type TrickMode } from './fmp4-trick.ts';
 import type { InitInfo } from './init-info.ts';
 import { isSyncSample, rewriteMoof } from './moof.ts';
-import { readAt, type FragmentRef, type FragmentTable, type SampleTableCache, type SegmentTables } from './sample-table.ts';
+import { checkUnchanged, readAt, type FragmentRef, type FragmentTable, type SampleTableCache, type SegmentTables } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
 
 export interface PlaybackFragment extends FragmentRef {
@@ -26,6 +26,8 @@ export interface PlaybackFragment extends FragmentRef {
 
 export interface PlaybackSegment {
   path: string;
+  /** File size in the index when looked up (a smaller file was rewritten since). */
+  bytes?: number;
   initSize: number;
   codecKey: string;
   fragments: PlaybackFragment[];
@@ -91,7 +93,7 @@ export class PlaybackStream {
       if (s.fragments.length === 0) continue;
       let seg: SegmentTables;
       try {
-        seg = await cache.read(s.path, s.initSize, s.fragments);
+        seg = await cache.read(s.path, s.initSize, s.fragments, s.bytes);
       } catch (err) {
         throw segmentError(err, s.path);
       }
@@ -153,7 +155,7 @@ export class PlaybackStream {
         return false;
       }
       try {
-        this.seg = await this.cache.read(s.path, s.initSize, s.fragments);
+        this.seg = await this.cache.read(s.path, s.initSize, s.fragments, s.bytes);
       } catch (err) {
         throw segmentError(err, s.path);
       }
@@ -168,6 +170,7 @@ export class PlaybackStream {
     await this.fh?.close().catch(() => undefined);
     this.fh = null;
     this.fh = await openSegmentFile(path);
+    await checkUnchanged(this.fh, path, this.seg?.fileBytes);
     this.fhPath = path;
     return this.fh;
   }

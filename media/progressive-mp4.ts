@@ -20,7 +20,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, type Box } from './boxes.ts';
 import { isSyncSample } from './moof.ts';
-import type { SegmentTables } from './sample-table.ts';
+import { checkUnchanged, type SegmentTables } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
 
 /** Bump when the bytes produced for the same input change (it is part of the ETag). */
@@ -39,6 +39,8 @@ export interface FilePart {
   path: string;
   offset: number;
   length: number;
+  /** The file's size when planned: a smaller file was rewritten since (not served). */
+  fileBytes?: number;
 }
 
 export interface ProgressiveLayout {
@@ -192,7 +194,7 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
         const last = parts[parts.length - 1];
         // Neighbouring fragments of a file are one contiguous part when their payloads touch.
         if (last && last.path === seg.path && last.offset + last.length === lo) last.length += hi - lo;
-        else parts.push({ path: seg.path, offset: lo, length: hi - lo });
+        else parts.push({ path: seg.path, offset: lo, length: hi - lo, ...(seg.fileBytes !== undefined ? { fileBytes: seg.fileBytes } : {}) });
         payload += hi - lo;
       }
       timeline.afterFragment(frag.tracks);
@@ -470,6 +472,7 @@ async function* generate(layout: ProgressiveLayout, start: number, end: number, 
           await fh?.close();
           fh = null;
           fh = await open(part.path, 'r');
+          await checkUnchanged(fh, part.path, part.fileBytes);
           fhPath = part.path;
         }
         while (p < to) {

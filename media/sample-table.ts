@@ -49,6 +49,8 @@ export interface FragmentTable {
 
 export interface SegmentTables {
   path: string;
+  /** File size the caller planned with (index), when given. */
+  fileBytes?: number;
   init: Buffer;
   info: InitInfo;
   /** The fragments asked for, in the order asked. */
@@ -112,7 +114,20 @@ async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
   return size <= head.length ? head.subarray(0, size) : readAt(fh, ref.offset, size);
 }
 
+/**
+ * Throws MP4_TRUNCATED (served as SEGMENT_GONE) when the file opened as `fh` is
+ * smaller than the `fileBytes` a request was planned with: it was rewritten (thinned)
+ * or cut since, and its offsets no longer mean what the plan says.
+ */
+export async function checkUnchanged(fh: FileHandle, path: string, fileBytes: number | undefined): Promise<void> {
+  if (fileBytes === undefined) return;
+  const { size } = await fh.stat();
+  if (size < fileBytes) throw new Mp4FormatError('MP4_TRUNCATED', `${path} has ${size} bytes, ${fileBytes} when the request was planned: rewritten since`);
+}
+
 interface CachedSegment {
+  /** Largest file size seen for this path: files only grow, unless rewritten. */
+  fileBytes: number;
   init: Buffer;
   info: InitInfo;
   fragments: Map<number, FragmentTable>;
@@ -148,9 +163,11 @@ export class SampleTableCache {
    * Reads only what is not cached. Throws Mp4FormatError on bad bytes and the fs
    * error (ENOENT…) when the file is gone.
    */
-  async read(path: string, initSize: number, fragments: readonly FragmentRef[]): Promise<SegmentTables> {
+  async read(path: string, initSize: number, fragments: readonly FragmentRef[], fileBytes?: number): Promise<SegmentTables> {
     let seg = this.segments.get(path);
-    if (seg && seg.init.length !== initSize) {
+    // A segment is append-only; a smaller one was rewritten at the same path (thinned
+    // to its I-frames by retention): nothing cached for it is valid any more.
+    if (seg && (seg.init.length !== initSize || (fileBytes !== undefined && fileBytes < seg.fileBytes))) {
       this.drop(path);
       seg = undefined;
     }
@@ -160,7 +177,7 @@ export class SampleTableCache {
       try {
         if (!seg) {
           const init = await readAt(fh, 0, initSize);
-          seg = { init, info: this.initInfo(init), fragments: new Map(), bytes: initSize + 2000 };
+          seg = { fileBytes: fileBytes ?? 0, init, info: this.initInfo(init), fragments: new Map(), bytes: initSize + 2000 };
           this.total += seg.bytes;
         }
         for (const ref of missing) {
@@ -175,10 +192,11 @@ export class SampleTableCache {
         await fh.close();
       }
     }
+    if (fileBytes !== undefined && fileBytes > seg.fileBytes) seg.fileBytes = fileBytes;
     // Most recently used goes last.
     this.segments.delete(path);
     this.segments.set(path, seg);
-    const out: SegmentTables = { path, init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
+    const out: SegmentTables = { path, ...(fileBytes !== undefined ? { fileBytes } : {}), init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
     this.evict(path);
     return out;
   }

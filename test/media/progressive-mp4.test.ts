@@ -5,7 +5,7 @@
  * byte ranges are slices of the whole; a file removed mid-stream fails the stream.
  */
 import test from 'ava';
-import { rm, writeFile, copyFile } from 'node:fs/promises';
+import { copyFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scanFmp4File } from '../../media/fmp4-file.ts';
 import { buildProgressive, progressiveStream, type ProgressiveLayout } from '../../media/progressive-mp4.ts';
@@ -92,4 +92,29 @@ test('a segment file removed while the body streams fails the stream with SEGMEN
     for (let r = await it.next(); !r.done; r = await it.next());
   });
   t.is((err as { code?: string }).code, 'SEGMENT_GONE');
+});
+
+test('a segment rewritten smaller at the same path (thinned) after planning is never served from the old plan', async (t) => {
+  const { dir, a, b } = await twoSegments(t);
+  const cache = new SampleTableCache();
+  const scanB = await scanFmp4File(b);
+  const refsB = scanB.fragments.map((f) => ({ offset: f.offset, size: f.size }));
+  const planned = [await tables(cache, a), await cache.read(b, scanB.initSize, refsB, scanB.fileBytes)];
+  const layout = buildProgressive({ segments: planned, skipMs: 0, trimEndMs: 0 });
+  // Retention renames another, smaller file over b (different bytes at b's offsets).
+  const other = join(dir, 'other.tmp');
+  await writeFile(other, (await readFile(a)).subarray(0, scanB.fileBytes - 1000));
+  await rename(other, b);
+  // Bytes from b's first part only: they exist in the new file, but are not b's.
+  const bPart = layout.parts.find((p) => p.path === b)!;
+  let at = layout.head.length;
+  for (const p of layout.parts) {
+    if (p === bPart) break;
+    at += p.length;
+  }
+  const err = await t.throwsAsync(collect(progressiveStream(layout, at, at + 100, (e, part) => segmentError(e, part.path))));
+  t.is((err as { code?: string }).code, 'SEGMENT_GONE');
+  // Planned again with the index's new (smaller) size, the cache drops the old tables.
+  const again = await cache.read(b, scanB.initSize, refsB, scanB.fileBytes - 1000).catch(() => null);
+  t.true(again === null || again.fragments[0] !== planned[1]!.fragments[0], 'old tables are not reused');
 });
