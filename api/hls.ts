@@ -9,6 +9,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { createReadStream } from 'node:fs';
+import { segmentRangeStream } from '../media/segment-source.ts';
 import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
@@ -70,6 +71,8 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
     const end = range?.end ?? seg.bytes - 1;
     void reply.header('Content-Type', 'video/mp4').header('Accept-Ranges', 'bytes').header('Content-Length', end - start + 1);
     if (range) void reply.code(206).header('Content-Range', `bytes ${start}-${end}/${seg.bytes}`);
-    return reply.send(createReadStream(join(deps.dataDir, seg.file), { start, end }));
+    // A .ps segment is served as the fMP4 it reads as (same offsets: the playlist's byte ranges hold).
+    const path = join(deps.dataDir, seg.file);
+    return reply.send(seg.format === 'ps' ? segmentRangeStream(path, start, end) : createReadStream(path, { start, end }));
   });
 }

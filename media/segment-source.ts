@@ -17,6 +17,7 @@
  * for the readers that take one.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import type { EsTrack } from './codec-config.ts';
 import { MediaFormatError } from './media-error.ts';
 import { firstGopOffset } from './ps-file.ts';
@@ -189,4 +190,26 @@ export function forgetSegmentFile(path: string): void {
       converted.delete(k);
     }
   }
+}
+
+const STREAM_CHUNK = 256 * 1024;
+
+/** Bytes [start, endInclusive] of a segment file as fMP4 (see openSegmentFile), streamed. */
+export function segmentRangeStream(path: string, start: number, endInclusive: number): Readable {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    const fh = await openSegmentFile(path);
+    try {
+      for (let p = start; p <= endInclusive; ) {
+        const n = Math.min(STREAM_CHUNK, endInclusive + 1 - p);
+        const buf = Buffer.alloc(n);
+        const { bytesRead } = await fh.read(buf, 0, n, p);
+        if (bytesRead === 0) throw new MediaFormatError('PS_BAD_STREAM', `${path} ends at ${p}, expected ${endInclusive + 1}`);
+        yield buf.subarray(0, bytesRead);
+        p += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  return Readable.from(chunks(), { objectMode: false });
 }

@@ -2,8 +2,9 @@
  * MPEG-PS recording end to end (issue "MPEG-PS segments"): a real GStreamer RTSP
  * camera, ffmpeg ingest, `record.format: "ps"`, LMDB, real HTTP. PS segments pass
  * ffprobe with the right codecs, duration and frame count; the same range downloaded
- * as MP4 (both variants), played through /play and downloaded as PS has the same
- * decoded pictures; video.ps also serves an MP4 recording; frame.jpg works on PS.
+ * as MP4 (both variants), played through /play, read over HLS and downloaded as PS has
+ * the same decoded pictures; video.ps also serves an MP4 recording; frame.jpg works on
+ * PS; an MP2P (PS over RTP) camera records.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -112,6 +113,13 @@ for (const [mount, videoCodec] of [
     t.is(jpg.status, 200);
     t.is(jpg.headers.get('content-type'), 'image/jpeg');
     t.true(Buffer.from(await jpg.arrayBuffer()).subarray(0, 2).equals(Buffer.from([0xff, 0xd8])));
+
+    // HLS: the playlist's byte ranges into a .ps segment read as fMP4; ffmpeg's HLS client decodes them.
+    if (mount === 'h264aac') {
+      const hls = join(dir, 'hls.mp4');
+      await run('ffmpeg', ['-v', 'error', '-i', `${n.http}/api/cameras/ps1/video.m3u8?${q}`, '-map', '0:v', '-c', 'copy', '-f', 'mp4', '-y', hls]);
+      t.deepEqual(await pictures(hls), want, 'HLS over PS segments has the same frames');
+    }
 
     // video.ps serves an MP4 recording too, with the same frames as its MP4 download.
     if (mount === 'h264aac') {
