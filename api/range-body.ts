@@ -46,7 +46,22 @@ function remember(etag: string, layout: ProgressiveLayout): void {
  * progressive body's edit lists cut presentation to exactly [fromMs, toMs).
  */
 export async function rangeBody(deps: { index: RecorderIndex; log: Logger }, sel: RangeSelection, fromMs: number, toMs: number, format: string | undefined): Promise<RangeBody> {
-  if (format === 'fmp4') return planFmp4Range(sel.slices);
+  if (format === 'fmp4') {
+    let body: RangeBody;
+    try {
+      body = await planFmp4Range(sel.slices);
+    } catch (err) {
+      throw segmentError(err, 'of the range');
+    }
+    return {
+      contentLength: body.contentLength,
+      etag: body.etag,
+      stream(start, endInclusive) {
+        // Logged once here; the connection is then aborted short of Content-Length.
+        return body.stream(start, endInclusive).once('error', (err) => deps.log.warn({ err: segmentError(err, 'of the range') }, 'download aborted: segment unreadable'));
+      },
+    };
+  }
   if (format !== undefined && format !== 'mp4') throw new ValidationError(`format: expected mp4 (progressive, default) or fmp4, got ${JSON.stringify(format)}`);
   const cache = tableCache(deps.index);
   // Segments not cached yet are read a few at a time (the first request of an hour

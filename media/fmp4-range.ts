@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof, rewriteMoof, type MoofInfo } from './moof.ts';
 import { Mp4FormatError } from './boxes.ts';
+import { checkUnchanged } from './sample-table.ts';
 
 /** Bump when the bytes produced for the same input change (it is part of the ETag). */
 export const FMP4_RANGE_FORMAT_VERSION = 1;
@@ -43,6 +44,8 @@ interface PlannedFragment {
   size: number;
   sequence: number;
   shift: Map<number, bigint>;
+  /** The file's size when planned (from the index), if known. */
+  fileBytes?: number;
 }
 
 export interface Fmp4RangeBody {
@@ -127,7 +130,7 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
         return [t.trackId, BigInt(Math.round((outEndSec - startSec) * ts))];
       }));
     }
-    for (const f of slice.fragments) planned.push({ path: slice.path, offset: f.offset, size: f.size, sequence: sequence++, shift });
+    for (const f of slice.fragments) planned.push({ path: slice.path, offset: f.offset, size: f.size, sequence: sequence++, shift, ...(slice.bytes !== undefined ? { fileBytes: slice.bytes } : {}) });
     for (const t of tail.tracks) {
       const ts = timescales.get(t.trackId) ?? 1;
       // ffmpeg may close a session's last fragment with a near-zero last sample; count it
@@ -177,6 +180,8 @@ async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: In
       if (fhPath !== f.path) {
         await fh?.close();
         fh = await openSegmentFile(f.path);
+        // A file smaller than planned was rewritten (thinned) since: refuse, never mix.
+        await checkUnchanged(fh, f.path, f.fileBytes);
         fhPath = f.path;
       }
       const moof = await readMoof(fh!, f.offset);

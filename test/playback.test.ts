@@ -260,6 +260,9 @@ test('a range over three segments and a gap: progressive download, resume, trick
   t.is(cut.status, 200);
   t.false(cut.complete, 'connection aborted');
   t.true(cut.received < cut.length, `${cut.received} of ${cut.length} bytes`);
+  const fragGone = await getJson<{ error: { code: string } }>(`${url}&format=fmp4`);
+  t.is(fragGone.status, 410, 'the fragmented variant reads every segment when planned');
+  t.is(fragGone.body.error.code, 'SEGMENT_GONE');
   const gone = await getJson<{ error: { code: string } }>(`${n.http}/api/cameras/cam/play?from=${victim.startMs + 100}&to=${victim.endMs}`);
   t.is(gone.status, 410);
   t.is(gone.body.error.code, 'SEGMENT_GONE');
