@@ -116,6 +116,12 @@ for (const [mount, videoCodec] of [
 
     // HLS: the playlist's byte ranges into a .ps segment read as fMP4; ffmpeg's HLS client decodes them.
     if (mount === 'h264aac') {
+      // Trick play over PS: I-frames only, one per GOP.
+      const trick = join(dir, 'iframes.mp4');
+      await fetchTo(`${n.http}/api/cameras/ps1/play?${q}&iframes=1`, trick);
+      const iframes = await pictures(trick);
+      t.true(iframes.length >= 4 && iframes.length <= 6, `${iframes.length} I-frames over 8 s of 2 s GOPs`);
+      t.true(want.includes(iframes[0]!), 'the first I-frame is the first picture of the range');
       const hls = join(dir, 'hls.mp4');
       await run('ffmpeg', ['-v', 'error', '-i', `${n.http}/api/cameras/ps1/video.m3u8?${q}`, '-map', '0:v', '-c', 'copy', '-f', 'mp4', '-y', hls]);
       t.deepEqual(await pictures(hls), want, 'HLS over PS segments has the same frames');
