@@ -142,7 +142,24 @@ export function parseKlv(payload: Buffer): SmartContent {
     at += n;
   }
   if (at + len > payload.length) throw new SmartPacketError('malformedKlv', `KLV value of ${len} bytes, ${payload.length - at} present`);
-  return { classes: [], rules: [], topics: [`klv:${payload.subarray(0, 16).toString('hex')}`], objects: 0 };
+  const key = payload.subarray(0, 16);
+  const contentMs = key.equals(MISB_0601_KEY) ? misbTimestampMs(payload.subarray(at, at + len)) : undefined;
+  return { classes: [], rules: [], topics: [`klv:${key.toString('hex')}`], objects: 0, ...(contentMs !== undefined ? { contentMs } : {}) };
+}
+
+/** MISB ST 0601 (UAS Datalink Local Set) universal key. */
+const MISB_0601_KEY = Buffer.from('060e2b34020b01010e01030101000000', 'hex');
+
+/** Tag 2 of a MISB ST 0601 local set: precision time stamp, UNIX microseconds (8 bytes). */
+function misbTimestampMs(set: Buffer): number | undefined {
+  for (let i = 0; i + 2 <= set.length; ) {
+    const tag = set[i]!;
+    const len = set[i + 1]!;
+    if (tag & 0x80 || len & 0x80) return undefined; // long tags/lengths: not the timestamp we look for
+    if (tag === 2 && len === 8 && i + 10 <= set.length) return Math.round(Number(set.readBigUInt64BE(i + 2)) / 1000);
+    i += 2 + len;
+  }
+  return undefined;
 }
 
 export function parseSmartPayload(kind: SmartKind, payload: Buffer): SmartContent {

@@ -9,6 +9,7 @@ Mounts (each shared: one encoder however many clients):
   /file     a pre-encoded H.264 MP4 served without encoding, once (--file)
   /h264meta     H.264 + an ONVIF metadata data track (sim/onvif_meta.py)
   /h264metabad  the same plus malformed packets and a flood every second
+  /h264metaklv  H.264 + the ONVIF metadata track + a KLV track (MISB ST 0601 time)
 Video carries the UTC wall clock burnt in (clockoverlay, HH:MM:SS, large, top-left)
 so tests can check recorded times against the picture.
 
@@ -119,6 +120,12 @@ def main():
         f.set_latency(50)
         f.connect("media-configure", lambda _f, media, bad=bad: onvif_meta.MetadataPusher(media, bad))
         mounts.add_factory(path, f)
+    f = GstRtspServer.RTSPMediaFactory()
+    f.set_launch(f"( {h264(a)} {onvif_meta.appsrc_launch()} {onvif_meta.klv_launch()} )")
+    f.set_shared(True)
+    f.set_latency(50)
+    f.connect("media-configure", lambda _f, media: (onvif_meta.MetadataPusher(media, False), onvif_meta.KlvPusher(media)))
+    mounts.add_factory("/h264metaklv", f)
 
     import mp2p  # beside this script
 

@@ -10,7 +10,7 @@ import { freePort } from '../lib/nats-embedded.ts';
 
 export { freePort };
 
-export type SimMount = 'h264aac' | 'h264' | 'h265aac' | 'file' | 'h264meta' | 'h264metabad' | 'h264ps';
+export type SimMount = 'h264aac' | 'h264' | 'h265aac' | 'file' | 'h264meta' | 'h264metabad' | 'h264metaklv' | 'h264ps';
 
 export interface SimCameraOptions {
   port?: number;

@@ -71,6 +71,40 @@ def document(now):
     ).encode()
 
 
+KLV_UL = bytes.fromhex("060e2b34020b01010e01030101000000")  # MISB ST 0601 UAS Datalink
+
+
+def klv_launch():
+    return "appsrc name=klvsrc is-live=true format=time do-timestamp=true caps=meta/x-klv,parsed=true ! rtpklvpay name=pay2 pt=108"
+
+
+def klv_packet(now):
+    """One MISB ST 0601 local set: tag 2 (UNIX time, microseconds, 8 bytes)."""
+    value = bytes([2, 8]) + int(now.timestamp() * 1_000_000).to_bytes(8, "big")
+    return KLV_UL + bytes([len(value)]) + value
+
+
+class KlvPusher:
+    """Pushes one KLV packet every 500 ms into the appsrc `klvsrc` (rtpklvpay times it)."""
+
+    def __init__(self, media):
+        self.media = media
+        self.src = media.get_element().get_by_name("klvsrc")
+        self.timer = GLib.timeout_add(500, self.tick)
+        media.connect("unprepared", self.stop)
+
+    def stop(self, *_):
+        if self.timer is not None:
+            GLib.source_remove(self.timer)
+            self.timer = None
+
+    def tick(self):
+        if self.media.get_element().get_clock() is None:
+            return True
+        self.src.emit("push-buffer", Gst.Buffer.new_wrapped(klv_packet(datetime.now(timezone.utc))))
+        return True
+
+
 class MetadataPusher:
     """Pushes RTP packets into the appsrc of one prepared media until it is unprepared."""
 
