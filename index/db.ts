@@ -17,6 +17,10 @@
  *                                       scrypt password hash, SHA-256 of the API token)
  *   smart      [cameraId, ms, seq]    → SmartRecord, one per smart-stream packet (index/smart.ts)
  *   smartfiles [cameraId, startMs]    → SmartFileRecord, one per smart file (index/smart.ts)
+ *   daysum     [cameraId, dayStartMs] → DaySummary: the day's recorded time as exact type
+ *                                       runs (index/day-summary.ts), kept in the same commit
+ *                                       batch as every segment put/remove; search reads
+ *                                       one record per day
  *   pools      poolId                 → PoolPolicy
  *   poolusage  poolId                 → bytes of the pool's indexed segments, kept in the
  *                                       same commit batch as every segment put/remove, so
@@ -34,6 +38,7 @@ import { join } from 'node:path';
 import { RecorderError } from '../lib/errors.ts';
 import type { CameraConfig, GapRecord, IntentRecord, LabelRecord, LockRecord, PoolPolicy, SchedulePlan, SegmentRecord } from './records.ts';
 import type { DirectorState } from '../actors/recording-director.ts';
+import { addRuns, cutRuns, daysOf, decodeSummary, encodeSummary, runsInDay, type DaySummary, type Run } from './day-summary.ts';
 import type { SmartFileRecord, SmartKey, SmartRecord } from './smart.ts';
 
 export const SCHEMA_VERSION = 1;
@@ -60,6 +65,12 @@ export class RecorderIndex {
   readonly smart: Database<SmartRecord, SmartKey>;
   readonly smartfiles: Database<SmartFileRecord, SegKey>;
   readonly pools: Database<PoolPolicy, string>;
+  readonly daysum: Database<DaySummary, SegKey>;
+  /**
+   * Day summaries with writes not yet committed: read-modify-write must start from the
+   * last value put, not the older committed one. An entry leaves once its last put commits.
+   */
+  private readonly daysumPending = new Map<string, { runs: Run[]; pending: number }>();
   readonly locks: Database<LockRecord, SegKey>;
   readonly labels: Database<LabelRecord, string>;
   readonly labelidx: Database<null, [string, number, string]>;
@@ -73,7 +84,7 @@ export class RecorderIndex {
    * open segment: a read of `segments` would return the older committed bytes, and the
    * usage delta must be taken from what was last put.
    */
-  private readonly lastPut = new Map<string, { pool: string; bytes: number }>();
+  private readonly lastPut = new Map<string, { pool: string; bytes: number; endMs: number }>();
 
   private constructor(root: RootDatabase) {
     this.root = root;
@@ -88,6 +99,7 @@ export class RecorderIndex {
     this.smart = root.openDB<SmartRecord, SmartKey>({ name: 'smart', sharedStructuresKey: Symbol.for('structures') });
     this.smartfiles = root.openDB<SmartFileRecord, SegKey>({ name: 'smartfiles' });
     this.pools = root.openDB<PoolPolicy, string>({ name: 'pools' });
+    this.daysum = root.openDB<DaySummary, SegKey>({ name: 'daysum' });
     this.poolusage = root.openDB<number, string>({ name: 'poolusage' });
     this.locks = root.openDB<LockRecord, SegKey>({ name: 'locks' });
     this.labels = root.openDB<LabelRecord, string>({ name: 'labels' });
@@ -112,6 +124,7 @@ export class RecorderIndex {
       await index.segtimes.flushed;
     }
     await index.loadUsage();
+    if (index.daysum.getKeysCount({ limit: 1 }) === 0 && index.segtimes.getKeysCount({ limit: 1 }) > 0) await index.buildDaySummaries();
     return index;
   }
 
@@ -127,9 +140,12 @@ export class RecorderIndex {
     const prev = this.lastPut.get(k) ?? this.committedBytes(seg.camera, seg.startMs);
     if (prev) this.addUsage(prev.pool, -prev.bytes);
     this.addUsage(seg.pool, seg.bytes);
-    const mine = { pool: seg.pool, bytes: seg.bytes };
+    const mine = { pool: seg.pool, bytes: seg.bytes, endMs: seg.endMs };
     this.lastPut.set(k, mine);
     void this.segtimes.put([seg.camera, seg.startMs], segmentTimes(seg));
+    // The new record replaces the old one's time: cut what the old covered, add the new runs.
+    const coveredEnd = Math.max(seg.endMs, prev?.endMs ?? seg.endMs);
+    this.updateDays(seg.camera, seg.startMs, coveredEnd, (runs, day) => addRuns(cutRuns(runs, seg.startMs, coveredEnd), runsInDay(segmentRuns(seg), day)));
     const done = this.segments.put([seg.camera, seg.startMs], seg);
     // Once committed (and closed) the stored record is the truth again.
     if (!seg.open) void done.then(() => this.lastPut.get(k) === mine && this.lastPut.delete(k), () => undefined);
@@ -143,6 +159,9 @@ export class RecorderIndex {
     this.lastPut.delete(k);
     if (prev) this.addUsage(prev.pool, -prev.bytes);
     extra?.();
+    const times = this.segtimes.get([camera, startMs]);
+    const endMs = prev?.endMs ?? (times ? (times[0] as number) : startMs);
+    if (endMs > startMs) this.updateDays(camera, startMs, endMs, (runs) => cutRuns(runs, startMs, endMs));
     void this.segtimes.remove([camera, startMs]);
     return this.segments.remove([camera, startMs]);
   }
@@ -151,8 +170,50 @@ export class RecorderIndex {
     await this.segtimes.clearAsync();
     await this.segments.clearAsync();
     await this.poolusage.clearAsync();
+    await this.daysum.clearAsync();
     this.usage.clear();
     this.lastPut.clear();
+    this.daysumPending.clear();
+  }
+
+  /** Recorded runs of one camera-day (pending writes included). */
+  daySummary(camera: string, day: number): Run[] {
+    return this.daysumPending.get(`${camera}\u0000${day}`)?.runs ?? decodeSummary(this.daysum.get([camera, day]));
+  }
+
+  private updateDays(camera: string, fromMs: number, toMs: number, change: (runs: Run[], day: number) => Run[]): void {
+    for (const day of daysOf(fromMs, toMs)) {
+      const k = `${camera}\u0000${day}`;
+      const entry = this.daysumPending.get(k) ?? { runs: decodeSummary(this.daysum.get([camera, day])), pending: 0 };
+      entry.runs = change(entry.runs, day);
+      entry.pending++;
+      this.daysumPending.set(k, entry);
+      const done = entry.runs.length > 0 ? this.daysum.put([camera, day], encodeSummary(entry.runs)) : this.daysum.remove([camera, day]);
+      void done.then(
+        () => {
+          entry.pending--;
+          if (entry.pending === 0 && this.daysumPending.get(k) === entry) this.daysumPending.delete(k);
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  /** Builds the day summaries of an index written before they existed (once, at open). */
+  private async buildDaySummaries(): Promise<void> {
+    const days = new Map<string, { camera: string; day: number; runs: Run[] }>();
+    for (const { key, value } of this.segtimes.getRange({})) {
+      const seg = { startMs: key[1], endMs: value[0] as number, types: [] as { type: string; fromMs: number }[] };
+      for (let i = 1; i + 1 < value.length; i += 2) seg.types.push({ type: value[i] as string, fromMs: value[i + 1] as number });
+      for (const day of daysOf(seg.startMs, seg.endMs)) {
+        const k = `${key[0]}\u0000${day}`;
+        const e = days.get(k) ?? { camera: key[0], day, runs: [] };
+        e.runs = addRuns(e.runs, runsInDay(segmentRuns(seg), day));
+        days.set(k, e);
+      }
+    }
+    for (const e of days.values()) void this.daysum.put([e.camera, e.day], encodeSummary(e.runs));
+    await this.daysum.flushed;
   }
 
   /** Bytes of the pool's indexed segments (open ones as far as they are durable). */
@@ -160,9 +221,9 @@ export class RecorderIndex {
     return this.usage.get(pool) ?? 0;
   }
 
-  private committedBytes(camera: string, startMs: number): { pool: string; bytes: number } | undefined {
+  private committedBytes(camera: string, startMs: number): { pool: string; bytes: number; endMs: number } | undefined {
     const seg = this.segments.get([camera, startMs]);
-    return seg ? { pool: seg.pool, bytes: seg.bytes } : undefined;
+    return seg ? { pool: seg.pool, bytes: seg.bytes, endMs: seg.endMs } : undefined;
   }
 
   private addUsage(pool: string, delta: number): void {
@@ -270,6 +331,11 @@ export class RecorderIndex {
 
 function segKeyString(camera: string, startMs: number): string {
   return `${camera}\u0000${startMs}`;
+}
+
+/** A segment's record-type runs with their ends. */
+export function segmentRuns(seg: { startMs: number; endMs: number; types: { type: string; fromMs: number }[] }): Run[] {
+  return seg.types.map((t, i) => ({ fromMs: t.fromMs, toMs: seg.types[i + 1]?.fromMs ?? seg.endMs, type: t.type }));
 }
 
 export function segmentTimes(seg: SegmentRecord): SegmentTimes {

@@ -4,7 +4,7 @@
  * record-type runs merge across segments when the type does not change.
  */
 import type { RecorderIndex } from './db.ts';
-import type { SegmentTimesView } from './db.ts';
+import { daysOf } from './day-summary.ts';
 import type { GapState } from './records.ts';
 
 /** Segments this close together belong to one span (rounding of wall-clock anchors). */
@@ -40,8 +40,9 @@ export interface SearchResultMs {
 export function search(index: RecorderIndex, q: { camera: string; fromMs: number; toMs: number; types?: string[] | undefined; nowMs: number }): SearchResultMs {
   const wanted = q.types && q.types.length > 0 ? new Set(q.types) : null;
   const spans: SpanMs[] = [];
-  for (const seg of index.segmentTimesInRange(q.camera, q.fromMs, q.toMs)) {
-    for (const run of segmentRuns(seg)) {
+  // One day summary per UTC day (index/day-summary.ts): a month is ~31 reads.
+  for (const day of daysOf(q.fromMs, q.toMs)) {
+    for (const run of index.daySummary(q.camera, day)) {
       if (wanted && !wanted.has(run.type)) continue;
       const fromMs = Math.max(run.fromMs, q.fromMs);
       const toMs = Math.min(run.toMs, q.toMs);
@@ -58,10 +59,6 @@ export function search(index: RecorderIndex, q: { camera: string; fromMs: number
     ...(g.lastError ? { error: g.lastError } : {}),
   }));
   return { spans, gaps: gaps.filter((g) => g.toMs > g.fromMs) };
-}
-
-function segmentRuns(seg: SegmentTimesView): TypeRunMs[] {
-  return seg.types.map((run, i) => ({ type: run.type, fromMs: run.fromMs, toMs: seg.types[i + 1]?.fromMs ?? seg.endMs }));
 }
 
 function addRun(spans: SpanMs[], run: TypeRunMs): void {

@@ -6,6 +6,7 @@ import test from 'ava';
 import { cutLocks, mergeLock } from '../../index/locks.ts';
 import type { LockRecord, PoolPolicy } from '../../index/records.ts';
 import { clipSpans, intersectRanges, unionRanges } from '../../index/search.ts';
+import { addRuns, cutRuns, dayStart, daysOf, runsInDay } from '../../index/day-summary.ts';
 import { DAY_MS, planRetention, type SegmentCandidate } from '../../storage/retention-policy.ts';
 
 const NOW = Date.UTC(2026, 10, 25, 12);
@@ -148,4 +149,25 @@ test('search clipping keeps only video inside the ranges, cutting type runs', (t
   ]);
   t.deepEqual(unionRanges([{ fromMs: 5, toMs: 10 }, { fromMs: 0, toMs: 6 }, { fromMs: 20, toMs: 20 }]), [{ fromMs: 0, toMs: 10 }]);
   t.deepEqual(intersectRanges([{ fromMs: 0, toMs: 10 }], [{ fromMs: 5, toMs: 20 }]), [{ fromMs: 5, toMs: 10 }]);
+});
+
+test('day summaries: a put adds runs (idempotent for a grown open segment), a remove cuts exactly its range', (t) => {
+  const day = dayStart(NOW);
+  let s = addRuns([], [{ fromMs: day + 0, toMs: day + 1000, type: 'timing' }]);
+  s = addRuns(s, [{ fromMs: day + 0, toMs: day + 2000, type: 'timing' }]);
+  s = addRuns(s, [{ fromMs: day + 2000, toMs: day + 2500, type: 'timing' }, { fromMs: day + 2500, toMs: day + 3000, type: 'motion' }]);
+  s = addRuns(s, [{ fromMs: day + 3010, toMs: day + 4000, type: 'motion' }]);
+  t.deepEqual(s, [
+    { fromMs: day, toMs: day + 2500, type: 'timing' },
+    { fromMs: day + 2500, toMs: day + 3000, type: 'motion' },
+    { fromMs: day + 3010, toMs: day + 4000, type: 'motion' },
+  ]);
+  t.deepEqual(cutRuns(s, day + 1000, day + 2000), [
+    { fromMs: day, toMs: day + 1000, type: 'timing' },
+    { fromMs: day + 2000, toMs: day + 2500, type: 'timing' },
+    { fromMs: day + 2500, toMs: day + 3000, type: 'motion' },
+    { fromMs: day + 3010, toMs: day + 4000, type: 'motion' },
+  ]);
+  t.deepEqual(daysOf(day + DAY_MS - 1, day + DAY_MS + 1), [day, day + DAY_MS]);
+  t.deepEqual(runsInDay([{ fromMs: day - 500, toMs: day + 500, type: 'x' }], day), [{ fromMs: day, toMs: day + 500, type: 'x' }]);
 });
