@@ -96,6 +96,13 @@ export function installAuth(app: FastifyInstance, deps: AuthDeps): { undeclared:
     if (list.length) deps.log.warn({ routes: list }, 'routes declare no access: admin only');
   });
 
+  // A WebSocket upgrade refused here never reaches the websocket plugin's own hooks, and
+  // its socket is no longer the HTTP server's to reap: once the error is sent, hang up,
+  // or the client could hold it open (and hold up close()) for ever.
+  app.addHook('onResponse', async (req, reply) => {
+    if (req.headers.upgrade !== undefined && reply.statusCode !== 101) reply.raw.socket?.destroy();
+  });
+
   app.addHook('onRequest', async (req, reply) => {
     if (routeAccess(req).action === 'public') return;
     const principal = await authenticate(req, deps);
@@ -103,7 +110,9 @@ export function installAuth(app: FastifyInstance, deps: AuthDeps): { undeclared:
       req.principal = principal;
       return;
     }
-    void reply.header('WWW-Authenticate', 'Basic realm="recorder", charset="UTF-8"');
+    // Bearer only: a Basic challenge would make browsers pop a login dialog over the
+    // UI's own form. Basic is still accepted when sent (curl -u).
+    void reply.header('WWW-Authenticate', 'Bearer realm="recorder"');
     throw new RecorderError('UNAUTHORIZED', 'authentication required: Authorization: Bearer <token> or Basic <user:password>');
   });
 

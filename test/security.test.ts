@@ -12,6 +12,7 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Fastify from 'fastify';
+import WebSocket from 'ws';
 import { connect, nkeys } from 'nats';
 import { SimCamera, freePort } from '../sim/camera.ts';
 import { configSchema, loadConfig } from '../lib/config.ts';
@@ -94,7 +95,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   const noAuth = await call(api('/api/cameras'), undefined);
   t.is(noAuth.status, 401, 'missing credentials');
   t.is(noAuth.body.error.code, 'UNAUTHORIZED');
-  t.regex(noAuth.headers.get('www-authenticate') ?? '', /Basic/);
+  t.is(noAuth.headers.get('www-authenticate'), 'Bearer realm="recorder"', 'no Basic challenge: browsers would pop a dialog over the UI');
   t.is((await call(api('/api/cameras'), basic('va', 'wrong-password'))).status, 401, 'wrong password');
   t.is((await call(api('/api/cameras'), basic('nobody', 'viewer-a-pass'))).status, 401, 'unknown user');
   t.is((await call(api('/api/cameras'), 'Bearer not-the-token-0123456789')).status, 401, 'wrong token');
@@ -208,6 +209,21 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   t.is((await call(api(`/api/cameras/camA/frame.jpg?at=${at}&access_token=${encodeURIComponent(vaToken)}`), undefined)).status, 200);
   t.is((await call(api(`/api/cameras/camB/frame.jpg?at=${at}&access_token=${encodeURIComponent(vaToken)}`), undefined)).status, 404);
   t.false(JSON.stringify((await call(api('/api/users'), boss)).body).includes(vaToken.split('.')[1]!), 'tokens are stored hashed');
+  // WebSocket routes (live view) go through the same seam; browsers send the token as a subprotocol.
+  const wsStatus = (cam: string, protocols: string[]): Promise<number> =>
+    new Promise((resolve) => {
+      const ws = new WebSocket(`${n.http.replace(/^http/, 'ws')}/api/cameras/${cam}/live`, protocols);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('open', () => {
+        resolve(101);
+        ws.close();
+      });
+      ws.on('error', () => undefined);
+    });
+  const wsToken = `bearer.${Buffer.from(vaToken).toString('base64url')}`;
+  t.is(await wsStatus('camA', ['recorder.v1']), 401, 'live without a token');
+  t.is(await wsStatus('camA', ['recorder.v1', wsToken]), 101, 'live of pool A for a viewer of A');
+  t.is(await wsStatus('camB', ['recorder.v1', wsToken]), 404, 'no live of pool B');
   // A new password takes effect; the old one stops working.
   t.is((await call(api('/api/users/va'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer', pools: ['poolA'], password: 'new-viewer-pass' }) })).status, 200);
   t.is((await call(api('/api/cameras'), va)).status, 401, 'old password refused');
