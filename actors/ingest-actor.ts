@@ -32,6 +32,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     url,
     ffmpegPath: deps.config.ffmpegPath,
     stallTimeoutMs: deps.config.ingestTimeoutMs,
+    onNotice: (level, message, details) => log[level](details, message),
   });
   const writer = new SegmentWriter(
     { ...camera, record: { ...camera.record, stream: camera.streams[input.stream] ? input.stream : 'main' } },

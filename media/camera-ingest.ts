@@ -14,7 +14,12 @@ import { isMp2pCamera, startMp2pBridge, type Mp2pBridge } from './mp2p-bridge.ts
 
 const DESCRIBE_TIMEOUT_MS = 5000;
 
-export function startCameraIngest(opts: IngestOptions): IngestSession {
+export interface CameraIngestOptions extends IngestOptions {
+  /** Things worth a log line that are not failures (MP2P in use, RTP packets lost). */
+  onNotice?: (level: 'info' | 'warn', message: string, details: Record<string, unknown>) => void;
+}
+
+export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
   let inner: IngestSession | null = null;
   let bridge: Mp2pBridge | null = null;
   let stopped = false;
@@ -36,6 +41,7 @@ export function startCameraIngest(opts: IngestOptions): IngestSession {
       return null;
     }
     const b = bridge;
+    opts.onNotice?.('info', 'camera sends MPEG-PS over RTP (MP2P): recording through the bridge', { via: b.url });
     const session = startIngest({ ...opts, url: b.url, inputFormat: 'mpeg' });
     // The camera hanging up ends ffmpeg's input; its reason is the better message.
     void b.ended.then((err) => {
@@ -44,6 +50,8 @@ export function startCameraIngest(opts: IngestOptions): IngestSession {
     void session.exited.then(async (exit) => {
       b.close();
       const why = await b.ended;
+      // Lost packets were skipped (ffmpeg resynchronises at the next pack header): counted and logged once.
+      if (b.lostPackets > 0) opts.onNotice?.('warn', 'MP2P: RTP packets lost in this session', { lostPackets: b.lostPackets });
       resolveExit(exit.requested || !why ? exit : { requested: false, error: why });
     });
     return session;
