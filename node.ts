@@ -78,7 +78,10 @@ export class RecorderNode {
         log,
         raiseAlarm: (alarm) => alarms.raise(alarm),
         onPoolBlocked: (pool, reason) => node?.supervisor.setStorageBlocked(pool, reason),
-        onSegmentDeleted: async (seg) => void (await deleteSmartWithVideo(index, config.dataDir, seg)),
+        onSegmentDeleted: async (seg) => {
+          node?.metrics.recordDeletion(seg.pool, 1, seg.bytes);
+          await deleteSmartWithVideo(index, config.dataDir, seg);
+        },
         tickMs: config.retentionTickMs,
         minFreeBytes: config.minFreeBytes,
         minFreeRatio: config.minFreeRatio,

@@ -1,5 +1,6 @@
 /**
- * Operations (issue 8): Prometheus metrics that move with a real camera, system info
+ * Operations (issue 8): Prometheus metrics that move with a real camera (and with
+ * retention deleting from a tiny pool), system info
  * over HTTP and NATS, and alarms published on a real nats-server — disk near full
  * (threshold set low) and camera offline (the simulated camera vanishes).
  */
@@ -61,6 +62,9 @@ test('metrics move with a recording camera; system info; alarms on NATS when the
 
   t.true((await n.request('rec.v1.pool.put', { id: 'p1', capacityBytes: 1024 ** 3, overwrite: 'capacity' })).ok);
   t.true((await n.request('rec.v1.camera.put', { id: 'cam1', pool: 'p1', streams: { main: sim.url('h264') } })).ok);
+  // A pool too small for more than a few segments: retention deletes, metrics count it.
+  t.true((await n.request('rec.v1.pool.put', { id: 'tiny', capacityBytes: 250_000, overwrite: 'capacity' })).ok);
+  t.true((await n.request('rec.v1.camera.put', { id: 'cam2', pool: 'tiny', streams: { main: sim.url('h264') } })).ok);
   const cam = { camera: 'cam1', pool: 'p1' };
   const scrape = async (): Promise<string> => {
     const res = await fetch(`${n.http}/metrics`);
@@ -93,6 +97,15 @@ test('metrics move with a recording camera; system info; alarms on NATS when the
   t.true(sample(second, 'process_cpu_seconds_total')! > 0, 'process CPU');
   t.true(sample(second, 'process_resident_memory_bytes')! > 10e6, 'process memory');
   t.true(sample(second, 'recorder_alarms_total', { kind: 'disk-near-full' })! >= 1);
+
+  const deleted = await waitFor('retention deletions counted', async () => {
+    const m = await scrape();
+    return (sample(m, 'recorder_pool_deleted_segments_total', { pool: 'tiny' }) ?? 0) >= 2 ? m : null;
+  }, 90_000);
+  t.true(sample(deleted, 'recorder_pool_deleted_bytes_total', { pool: 'tiny' })! > 0);
+  t.is(sample(deleted, 'recorder_pool_capacity_bytes', { pool: 'tiny' }), 250_000);
+  t.is(sample(deleted, 'recorder_pool_deleted_segments_total', { pool: 'p1' }) ?? 0, 0, 'the big pool deleted nothing');
+  t.true(sample(deleted, 'recorder_pool_usage_bytes', { pool: 'tiny' })! < 250_000 + 1_000_000, 'usage held near the capacity');
 
   // System info, over HTTP and NATS.
   const sys = (await (await fetch(`${n.http}/api/system`)).json()) as { system: { version: string; cpu: { cores: number }; memory: { totalBytes: number; processRssBytes: number }; disks: { path: string; totalBytes: number; availableBytes: number }[] } };
