@@ -12,6 +12,7 @@ import { RecorderError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
 import { parseByteRange } from './download.ts';
 import type { HttpDeps } from './http.ts';
+import { attachmentDisposition } from '../security/headers.ts';
 
 type Query = Record<string, string | undefined>;
 type Req = FastifyRequest<{ Params: { id: string }; Querystring: Query }>;
@@ -48,7 +49,7 @@ export function registerSmart(app: FastifyInstance, deps: HttpDeps): void {
       .header('Content-Type', 'application/octet-stream')
       .header('Accept-Ranges', 'bytes')
       .header('ETag', body.etag)
-      .header('Content-Disposition', `attachment; filename="${name}"`)
+      .header('Content-Disposition', attachmentDisposition(name))
       .header('X-Recording-From', iso(body.fromMs))
       .header('X-Recording-To', iso(body.toMs));
     if (range) {
