@@ -59,6 +59,7 @@ export const SKIP_REASONS = [
   'overflow',
   'unanchored',
   'writeError',
+  'badSei',
 ] as const;
 export type SmartSkipReason = (typeof SKIP_REASONS)[number];
 
@@ -97,7 +98,10 @@ export interface SmartWriterDeps {
 interface Pending {
   kind: SmartKind;
   streamType: number;
-  pts: number;
+  /** 90 kHz PTS of a TS packet (timed through the origin)… */
+  pts?: number;
+  /** …or the time (s) on the fMP4 timeline of SEI user data taken from a video sample. */
+  mediaSec?: number;
   payload: Buffer;
   content: SmartContent;
 }
@@ -202,6 +206,11 @@ export class SmartWriter {
     return this.chain;
   }
 
+  /** Counts (and logs once) packets a caller could not read, e.g. video samples with bad SEI. */
+  countSkipped(reason: SmartSkipReason, detail: string, n = 1): void {
+    this.skip(reason, detail, n);
+  }
+
   private skip(reason: SmartSkipReason, detail: string, n = 1): void {
     this.stats.skipped[reason] += n;
     if (this.logged.has(reason)) return;
@@ -227,8 +236,38 @@ export class SmartWriter {
       if (err instanceof SmartPacketError) return this.skip(err.problem, err.message);
       throw err;
     }
-    this.pending.push({ kind, streamType: pes.streamType, pts: pes.pts, payload: Buffer.from(pes.payload), content });
-    this.pendingBytes += pes.payload.length;
+    this.queue({ kind, streamType: pes.streamType, pts: pes.pts, payload: Buffer.from(pes.payload), content });
+  }
+
+  /**
+   * SEI user data found in a video sample (media/sei-userdata.ts): stored like a data
+   * track packet, timed by the sample's decode time. Never throws.
+   */
+  addSei(msg: { uuid: string; data: Buffer; mediaSec: number; streamType: number }): void {
+    if (this.closed) return;
+    const payload = Buffer.concat([Buffer.from(msg.uuid, 'hex'), msg.data]);
+    const now = this.deps.clock.nowMs();
+    if (!this.packetsBucket.take(1, now) || !this.bytesBucket.take(payload.length, now)) {
+      return this.skip('flood', `over ${SMART_MAX_PACKETS_PER_SEC} packets or ${SMART_MAX_BYTES_PER_SEC} bytes per second`);
+    }
+    // Vendors that put ONVIF-style XML in their SEI get it indexed; anything else by UUID.
+    let content: SmartContent = { classes: [], rules: [], topics: [], objects: 0 };
+    let text = msg.data;
+    while (text.length > 0 && text[text.length - 1] === 0) text = text.subarray(0, -1); // C strings end in NUL
+    if (classifyPayload(text) === 'onvif') {
+      try {
+        content = parseSmartPayload('onvif', text);
+      } catch {
+        /* not ONVIF after all: indexed by its UUID only */
+      }
+    }
+    content = { ...content, topics: [`sei:${msg.uuid}`, ...content.topics] };
+    this.queue({ kind: 'sei', streamType: msg.streamType, mediaSec: msg.mediaSec, payload, content });
+  }
+
+  private queue(p: Pending): void {
+    this.pending.push(p);
+    this.pendingBytes += p.payload.length;
     while (this.pending.length > MAX_PENDING_PACKETS || this.pendingBytes > MAX_PENDING_BYTES) {
       this.pendingBytes -= this.pending.shift()!.payload.length;
       this.skip('overflow', 'queue full (no video timeline yet, or a slow disk)');
@@ -236,8 +275,11 @@ export class SmartWriter {
   }
 
   private wallMs(p: Pending): number | null {
-    if (this.originTicks === null) return null;
-    const ms = this.deps.wallMsAt((p.pts - this.originTicks) / 90000);
+    let sec: number;
+    if (p.mediaSec !== undefined) sec = p.mediaSec;
+    else if (this.originTicks === null || p.pts === undefined) return null;
+    else sec = (p.pts - this.originTicks) / 90000;
+    const ms = this.deps.wallMsAt(sec);
     return ms === null ? null : Math.round(ms);
   }
 
@@ -279,7 +321,8 @@ export class SmartWriter {
       }
       const f = this.current ?? (await this.openFile(ms));
       const seq = ms === this.lastMs ? this.lastSeq + 1 : 0;
-      const rec = encodeRecord({ kind: p.kind, streamType: p.streamType, timeMs: ms, mediaTicks90k: p.pts, payload: p.payload });
+      const mediaTicks90k = p.pts ?? Math.round((p.mediaSec ?? 0) * 90000);
+      const rec = encodeRecord({ kind: p.kind, streamType: p.streamType, timeMs: ms, mediaTicks90k, payload: p.payload });
       const offset = f.file.size + bufs.reduce((n, b) => n + b.length, 0);
       bufs.push(rec);
       const c = p.content;
