@@ -7,13 +7,19 @@
  * segments alike) and muxed to PS by media/ps-convert.ts. Output time starts at 0 and
  * stays continuous: a GOP that continues the previous one in the recording keeps its
  * spacing, a GOP after a gap starts where the previous output ended (like video.mp4).
- * A codec change simply continues with a new PSM/parameter sets (PS allows it).
+ * A codec change continues with a new PSM and parameter sets (PS allows it); SCRs
+ * never go back.
  *
- * Streamed GOP by GOP (memory: one GOP), no temp file, no Content-Length: the bytes
- * are a pure function of the stored files, but their length is only known after
- * conversion, so Range is not offered (`Accept-Ranges: none`).
+ * The bytes are a pure function of the stored files, so a range of up to
+ * PLAN_LIMIT_BYTES of stored video is planned first (every GOP converted once, only
+ * its size and the converter state before it kept): exact Content-Length, a strong
+ * ETag, single `Range` and `If-Range`, each GOP converted again when it is sent. A
+ * longer range, or any with `stream=1` (first byte at once), is streamed as it is
+ * converted (no Content-Length, `Accept-Ranges: none`). Either way one GOP is in
+ * memory and no temp file is written.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -28,8 +34,13 @@ import { FragmentToPs, PS_TIMESCALE } from '../media/ps-convert.ts';
 import { openSegmentFile } from '../media/segment-source.ts';
 import { access } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
+import { parseByteRange } from './download.ts';
 import type { HttpDeps } from './http.ts';
 
+/** Bump when the bytes produced for the same stored video change (part of the ETag). */
+export const PS_OUTPUT_VERSION = 1;
+/** Ranges of up to this much stored video get Content-Length and Range (planned first). */
+export const PLAN_LIMIT_BYTES = 512 * 1024 * 1024;
 const PROGRAM_END = Buffer.from([0, 0, 1, 0xb9]);
 
 interface Pick {
@@ -71,88 +82,181 @@ function to90k(ticks: bigint, timescale: number): bigint {
   return (ticks * 90_000n) / BigInt(timescale);
 }
 
-/** The PS bytes of the picked GOPs, one GOP per chunk, then the program end code. */
-async function* psStream(deps: HttpDeps, picks: Pick[]): AsyncGenerator<Buffer> {
-  let conv: FragmentToPs | null = null;
-  let codecKey = '';
+/** One segment opened for conversion: its fMP4 view, init and converter. */
+interface OpenSegment {
+  path: string;
+  fh: FileHandle;
+  info: InitInfo;
+  conv: FragmentToPs;
+}
+
+async function openForPs(deps: HttpDeps, seg: SegmentRecord): Promise<OpenSegment> {
+  const path = join(deps.dataDir, seg.file);
+  const fh = await openSegmentFile(path).catch((err: unknown) => {
+    throw (err as { code?: string }).code === 'ENOENT' ? new RecorderError('SEGMENT_GONE', `segment ${seg.file} was removed`) : err;
+  });
+  try {
+    const init = await readAt(fh, 0, seg.initSize, path);
+    return { path, fh, info: parseInit(init), conv: new FragmentToPs(init) };
+  } catch (err) {
+    await fh.close();
+    if (err instanceof MediaFormatError && err.code === 'CODEC_UNSUPPORTED') throw new RecorderError('MEDIA_UNSUPPORTED', `${seg.file}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+/** Where a GOP goes in the output and what the converter state was before it. */
+interface PlannedGop {
+  seg: SegmentRecord;
+  offset: number;
+  size: number;
+  shift: bigint;
+  previousScr: bigint | undefined;
+  /** Output bytes (known once converted). */
+  outBytes: number;
+}
+
+/**
+ * Walks the picked GOPs in output order, deciding each one's time shift (continuous
+ * output time) and converting it: yields the plan entry and the PS bytes of each.
+ */
+async function* walk(deps: HttpDeps, picks: Pick[]): AsyncGenerator<{ planned: PlannedGop; bytes: Buffer }> {
   let shift: bigint | null = null;
   let srcNext: bigint | null = null; // source video time where the previous GOP ended (90 kHz)
   let outEnd = 0n; // output video time where the previous GOP ended
+  let scr: bigint | undefined;
   for (const { seg, gops } of picks) {
-    const path = join(deps.dataDir, seg.file);
-    const fh = await openSegmentFile(path).catch((err: unknown) => {
-      throw (err as { code?: string }).code === 'ENOENT' ? new RecorderError('SEGMENT_GONE', `segment ${seg.file} was removed`) : err;
-    });
+    const s = await openForPs(deps, seg);
     try {
-      const init = await readAt(fh, 0, seg.initSize, path);
-      let info: InitInfo;
-      try {
-        info = parseInit(init);
-        if (conv === null || codecKey !== seg.codecKey) {
-          const previousScr: bigint | undefined = conv === null ? undefined : (conv as FragmentToPs).scr;
-          conv = new FragmentToPs(init, previousScr);
-          codecKey = seg.codecKey;
-        }
-      } catch (err) {
-        if (err instanceof MediaFormatError && err.code === 'CODEC_UNSUPPORTED') throw new RecorderError('MEDIA_UNSUPPORTED', `${seg.file}: ${err.message}`, { cause: err });
-        throw err;
-      }
-      const videoId = info.videoTrackId ?? info.tracks[0]!.id;
-      const videoScale = info.tracks.find((t) => t.id === videoId)!.timescale;
+      const videoId = s.info.videoTrackId ?? s.info.tracks[0]!.id;
+      const videoScale = s.info.tracks.find((t) => t.id === videoId)!.timescale;
       for (const g of gops) {
-        const bytes = await readAt(fh, g.offset, g.size, path);
-        const moof = parseMoof(bytes, info.trexDefaults);
+        const bytes = await readAt(s.fh, g.offset, g.size, s.path);
+        const moof = parseMoof(bytes, s.info.trexDefaults);
         const v = moof.tracks.find((t) => t.trackId === videoId);
         if (!v) continue;
         const first = to90k(v.baseDecodeTime, videoScale);
         if (shift === null) {
           // Output starts at 0 with the earliest track of the first GOP.
-          const earliest = moof.tracks.reduce((m, t) => {
-            const ts = info.tracks.find((x) => x.id === t.trackId)?.timescale ?? PS_TIMESCALE;
-            const d = to90k(t.baseDecodeTime, ts);
-            return d < m ? d : m;
-          }, first);
+          let earliest = first;
+          for (const t of moof.tracks) {
+            const d = to90k(t.baseDecodeTime, s.info.tracks.find((x) => x.id === t.trackId)?.timescale ?? PS_TIMESCALE);
+            if (d < earliest) earliest = d;
+          }
           shift = -earliest;
         } else if (srcNext === null || first !== srcNext) {
           shift = outEnd - first; // after a gap or a new session: continue where output ended
         }
         srcNext = first + to90k(BigInt(v.durationTicks), videoScale);
         outEnd = srcNext + shift;
-        yield conv.convert({ bytes, moof }, shift).bytes;
+        const planned: PlannedGop = { seg, offset: g.offset, size: g.size, shift, previousScr: scr, outBytes: 0 };
+        const out = s.conv.convertAfter({ bytes, moof }, shift, scr);
+        scr = out.lastScr;
+        planned.outBytes = out.bytes.length;
+        yield { planned, bytes: out.bytes };
       }
     } finally {
-      await fh.close();
+      await s.fh.close();
     }
   }
-  yield PROGRAM_END;
+}
+
+/** Bytes [start, end) of a planned output, converting only the GOPs they touch. */
+async function* replay(deps: HttpDeps, plan: PlannedGop[], start: number, end: number): AsyncGenerator<Buffer> {
+  let pos = 0;
+  let open = null as { seg: SegmentRecord; s: OpenSegment } | null;
+  try {
+    for (const g of plan) {
+      const gStart = pos;
+      pos += g.outBytes;
+      if (pos <= start) continue;
+      if (gStart >= end) break;
+      if (open === null || open.seg !== g.seg) {
+        const previous = open;
+        open = null;
+        await previous?.s.fh.close();
+        open = { seg: g.seg, s: await openForPs(deps, g.seg) };
+      }
+      const s = open.s;
+      const bytes = await readAt(s.fh, g.offset, g.size, s.path);
+      const out = s.conv.convertAfter({ bytes, moof: parseMoof(bytes, s.info.trexDefaults) }, g.shift, g.previousScr).bytes;
+      if (out.length !== g.outBytes) throw new RecorderError('SEGMENT_GONE', `${g.seg.file}: GOP at ${g.offset} changed since the request was planned`);
+      yield out.subarray(Math.max(0, start - gStart), Math.min(out.length, end - gStart));
+    }
+  } finally {
+    await open?.s.fh.close();
+  }
+  if (end > pos) yield PROGRAM_END.subarray(Math.max(0, start - pos), end - pos);
+}
+
+function headers(reply: FastifyReply, cameraId: string, picks: Pick[]): void {
+  const name = `${cameraId}_${iso(picks[0]!.firstMs).replace(/[:.]/g, '-')}.ps`;
+  void reply
+    .header('Content-Type', 'video/MP2P')
+    .header('Content-Disposition', attachmentDisposition(name))
+    .header('X-Recording-From', iso(picks[0]!.firstMs))
+    .header('X-Recording-To', iso(picks[picks.length - 1]!.lastMs));
+}
+
+/** A body generator whose failure after the headers aborts the connection (logged once). */
+function guarded(deps: HttpDeps, url: string, gen: AsyncGenerator<Buffer>): Readable {
+  async function* body(): AsyncGenerator<Buffer> {
+    try {
+      yield* gen;
+    } catch (err) {
+      deps.log.warn({ err, url }, 'video.ps aborted');
+      throw err;
+    }
+  }
+  return Readable.from(body(), { objectMode: false });
 }
 
 export function registerVideoPs(app: FastifyInstance, deps: HttpDeps): void {
-  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.ps', access('play', { camera: 'params.id' }), async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; stream?: string } }>('/api/cameras/:id/video.ps', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
     const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
     const picks = pickGops(deps, camera.id, fromMs, toMs);
     if (picks.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
-    // The first GOP is converted before the headers go out, so its errors are typed replies.
-    const gen = psStream(deps, picks);
-    const first = await gen.next();
-    async function* body(): AsyncGenerator<Buffer> {
-      try {
-        if (!first.done) yield first.value;
-        yield* gen;
-      } catch (err) {
-        // Headers are gone: the connection is aborted short (never a silent truncated file).
-        deps.log.warn({ err, camera: camera.id, url: req.url }, 'video.ps aborted');
-        throw err;
+    headers(reply, camera.id, picks);
+    const sourceBytes = picks.reduce((n, p) => n + p.gops.reduce((m, g) => m + g.size, 0), 0);
+
+    if (req.query.stream === '1' || sourceBytes > PLAN_LIMIT_BYTES) {
+      // Streamed as converted. The first GOP is converted before the headers go out,
+      // so its errors are typed replies.
+      const gops = walk(deps, picks);
+      const first = await gops.next();
+      async function* body(): AsyncGenerator<Buffer> {
+        if (!first.done) yield first.value.bytes;
+        for await (const g of gops) yield g.bytes;
+        yield PROGRAM_END;
       }
+      void reply.header('Accept-Ranges', 'none');
+      return reply.send(guarded(deps, req.url, body()));
     }
-    const name = `${camera.id}_${iso(picks[0]!.firstMs).replace(/[:.]/g, '-')}.ps`;
-    void reply
-      .header('Content-Type', 'video/MP2P')
-      .header('Accept-Ranges', 'none')
-      .header('Content-Disposition', attachmentDisposition(name))
-      .header('X-Recording-From', iso(picks[0]!.firstMs))
-      .header('X-Recording-To', iso(picks[picks.length - 1]!.lastMs));
-    return reply.send(Readable.from(body(), { objectMode: false }));
+
+    const plan: PlannedGop[] = [];
+    for await (const g of walk(deps, picks)) plan.push(g.planned);
+    const contentLength = plan.reduce((n, g) => n + g.outBytes, 0) + PROGRAM_END.length;
+    const hash = createHash('sha1').update(`psv${PS_OUTPUT_VERSION};`);
+    for (const g of plan) hash.update(`${g.seg.file}:${g.seg.codecKey}:${g.offset}:${g.size};`);
+    const etag = `"psv${PS_OUTPUT_VERSION}-${hash.digest('hex').slice(0, 32)}"`;
+    const ifRange = req.headers['if-range'];
+    let range: { start: number; end: number } | null = null;
+    try {
+      range = ifRange === undefined || ifRange === etag ? parseByteRange(req.headers.range, contentLength) : null;
+    } catch (err) {
+      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${contentLength}`);
+      throw err;
+    }
+    void reply.header('Accept-Ranges', 'bytes').header('ETag', etag);
+    if (range) {
+      void reply
+        .code(206)
+        .header('Content-Range', `bytes ${range.start}-${range.end}/${contentLength}`)
+        .header('Content-Length', range.end - range.start + 1);
+      return reply.send(guarded(deps, req.url, replay(deps, plan, range.start, range.end + 1)));
+    }
+    void reply.header('Content-Length', contentLength);
+    return reply.send(guarded(deps, req.url, replay(deps, plan, 0, contentLength)));
   });
 }

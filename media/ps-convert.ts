@@ -80,6 +80,15 @@ export class FragmentToPs {
     this.lastScr = undefined;
   }
 
+  /**
+   * convert() as the GOP that follows an output whose last SCR was `previousScr`: an
+   * output planned once can be produced again from any of its GOPs, byte for byte.
+   */
+  convertAfter(frag: FragmentInput, shift90k: bigint, previousScr: bigint | undefined): MuxedGop {
+    this.lastScr = previousScr;
+    return this.convert(frag, shift90k);
+  }
+
   convert(frag: FragmentInput, shift90k = 0n): MuxedGop {
     const units: { unit: PsUnit; video: boolean; order: number }[] = [];
     let duration90k = 0;

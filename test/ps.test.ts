@@ -114,6 +114,31 @@ for (const [mount, videoCodec] of [
     t.is(jpg.headers.get('content-type'), 'image/jpeg');
     t.true(Buffer.from(await jpg.arrayBuffer()).subarray(0, 2).equals(Buffer.from([0xff, 0xd8])));
 
+    // video.ps: exact length, strong ETag, same bytes every time, Range/If-Range resume; stream=1 gives the same bytes.
+    if (mount === 'h264aac') {
+      const whole = await readFile(psFile);
+      t.is(Number(psRes.headers.get('content-length')), whole.length);
+      t.is(psRes.headers.get('accept-ranges'), 'bytes');
+      const etag = psRes.headers.get('etag')!;
+      t.regex(etag, /^"psv1-[0-9a-f]{32}"$/);
+      const part = await fetch(`${n.http}/api/cameras/ps1/video.ps?${q}`, { headers: { Range: 'bytes=1000-70000', 'If-Range': etag } });
+      t.is(part.status, 206);
+      t.is(part.headers.get('content-range'), `bytes 1000-70000/${whole.length}`);
+      t.true(Buffer.from(await part.arrayBuffer()).equals(whole.subarray(1000, 70001)), 'a resumed part is the same bytes');
+      const tail = await fetch(`${n.http}/api/cameras/ps1/video.ps?${q}`, { headers: { Range: 'bytes=-5000' } });
+      t.true(Buffer.from(await tail.arrayBuffer()).equals(whole.subarray(whole.length - 5000)));
+      const stale = await fetch(`${n.http}/api/cameras/ps1/video.ps?${q}`, { headers: { Range: 'bytes=0-99', 'If-Range': '"psv1-other"' } });
+      t.is(stale.status, 200, 'If-Range with another ETag: the whole body');
+      await stale.arrayBuffer();
+      const beyond = await fetch(`${n.http}/api/cameras/ps1/video.ps?${q}`, { headers: { Range: `bytes=${whole.length}-` } });
+      t.is(beyond.status, 416);
+      t.is(beyond.headers.get('content-range'), `bytes */${whole.length}`);
+      const streamed = await fetch(`${n.http}/api/cameras/ps1/video.ps?${q}&stream=1`);
+      t.is(streamed.headers.get('accept-ranges'), 'none');
+      t.is(streamed.headers.get('content-length'), null);
+      t.true(Buffer.from(await streamed.arrayBuffer()).equals(whole), 'streamed and planned bodies are the same bytes');
+    }
+
     // HLS: the playlist's byte ranges into a .ps segment read as fMP4; ffmpeg's HLS client decodes them.
     if (mount === 'h264aac') {
       // Trick play over PS: I-frames only, one per GOP.
