@@ -37,7 +37,7 @@ import type { HttpDeps } from './http.ts';
 import { openPlayback } from './play.ts';
 import { parsePlaybackQuery, type PlaybackQuery } from './playback-source.ts';
 
-export const MAX_BUFFERED_BYTES = 1024 * 1024;
+export const MAX_BUFFERED_BYTES = 256 * 1024;
 export const LEAD_SEC = 8;
 const POLL_MS = 25;
 

@@ -25,6 +25,8 @@ import type { SegmentRecord } from '../index/records.ts';
 import { freePort } from '../lib/nats-embedded.ts';
 import { scanFmp4File } from '../media/fmp4-file.ts';
 import { rewriteMoof } from '../media/moof.ts';
+import WebSocket from 'ws';
+import type { Socket } from 'node:net';
 
 const run = promisify(execFile);
 const { values } = parseArgs({ options: { minutes: { type: 'string', default: '60' }, requests: { type: 'string', default: '100' }, clients: { type: 'string', default: '200' } } });
@@ -207,6 +209,34 @@ try {
     clearInterval(sampler);
     for (const r of reqs) r.destroy();
 
+    // CLIENTS playback sessions at speed 4 (every frame, so 8 s of paced lead is 32 s
+    // of video, more than the kernel's socket buffers) whose clients stop reading after
+    // the init: the server must stall each at its bound instead of queueing.
+    const beforeWs = await rssMb(child.pid!);
+    let wsPeak = beforeWs;
+    const wsSampler = setInterval(() => void rssMb(child.pid!).then((m) => (wsPeak = Math.max(wsPeak, m))), 100);
+    let wsBytes = 0;
+    const sockets = await Promise.all(
+      Array.from({ length: CLIENTS }, (_, i) => new Promise<WebSocket>((resolve, reject) => {
+        const ws = new WebSocket(`${http.replace(/^http/, 'ws')}/api/cameras/bench/playback`);
+        ws.on('error', reject);
+        ws.on('open', () => {
+          ws.send(JSON.stringify({ cmd: 'play', from: BASE_MS + (i % 50) * 60_000, speed: 4 }));
+          resolve(ws);
+        });
+        ws.on('message', (data, isBinary) => {
+          if (!isBinary) return;
+          wsBytes += (data as Buffer).length;
+          // After the init, this client stops reading its TCP socket.
+          if ((data as Buffer).toString('latin1', 4, 8) === 'ftyp') (ws as unknown as { _socket: Socket })._socket.pause();
+        });
+      })),
+    );
+    await new Promise((r) => setTimeout(r, 10_000));
+    clearInterval(wsSampler);
+    const wsStalled = await rssMb(child.pid!);
+    for (const ws of sockets) ws.terminate();
+
     const row = (name: string, xs: number[]): string => `| ${name} | ${pct(xs, 50).toFixed(1)} ms | ${pct(xs, 99).toFixed(1)} ms |`;
     console.log(`\n${MINUTES} segments, ${(bytes / 1e6).toFixed(0)} MB; video.mp4 of the whole range: ${(dl.bytes / 1e6).toFixed(0)} MB\n`);
     console.log(`first request (nothing cached): ${cold.toFixed(1)} ms\n`);
@@ -216,6 +246,7 @@ try {
     console.log(row('/play at a random position', play));
     console.log(row('/play?speed=8 at a random position', trick));
     console.log(`\nthroughput (curl, best of 2): video.mp4 ${(dl.bytes / 1e6 / dl.sec).toFixed(0)} MB/s; cat of the files ${(bytes / 1e6 / catSec).toFixed(0)} MB/s: ratio ${((dl.bytes / dl.sec) / (bytes / catSec)).toFixed(2)}; the files as they are over HTTP ${(bytes / 1e6 / rawSec).toFixed(0)} MB/s: ratio ${((dl.bytes / dl.sec) / (bytes / rawSec)).toFixed(2)}`);
+    console.log(`${CLIENTS} WebSocket sessions at speed 4 whose clients stop reading: recorder RSS ${beforeWs.toFixed(0)} MB before, ${wsStalled.toFixed(0)} MB after 10 s (peak ${wsPeak.toFixed(0)} MB); the clients had received ${(wsBytes / 1e6).toFixed(1)} MB before stopping`);
     console.log(`${CLIENTS} concurrent downloads of ${MINUTES}-min ranges: ${(concBytes / 1e9).toFixed(1)} GB in ${concSec} s (${(concBytes / 1e6 / concSec).toFixed(0)} MB/s); recorder RSS ${idleRss.toFixed(0)} MB before, peak ${fullPeak.toFixed(0)} MB while reading, ${stalledRss.toFixed(0)} MB with all ${CLIENTS} stalled (peak overall ${peak.toFixed(0)} MB)`);
   } finally {
     child.kill('SIGTERM');
