@@ -21,9 +21,13 @@ type Req = FastifyRequest<{ Params: { id: string }; Querystring: Query }>;
 const readAccess = { config: { access: { action: 'read' as const, camera: 'params.id' as const } } };
 const playAccess = { config: { access: { action: 'play' as const, camera: 'params.id' as const } } };
 
-/** Query strings arrive as strings; drop absent keys so the strict schemas see only what was sent. */
+/**
+ * Query strings arrive as strings; absent keys are dropped so the strict schemas see
+ * only what was sent, and so is `access_token` (the auth seam's, for clients that
+ * cannot set headers).
+ */
 function defined(q: Query): Record<string, string> {
-  return Object.fromEntries(Object.entries(q).filter((e): e is [string, string] => e[1] !== undefined));
+  return Object.fromEntries(Object.entries(q).filter((e): e is [string, string] => e[1] !== undefined && e[0] !== 'access_token'));
 }
 
 export function registerSmart(app: FastifyInstance, deps: HttpDeps): void {
