@@ -96,6 +96,9 @@ export class PlaybackSession {
   private clockMedia = 0;
   private clockAt = 0;
   private mediaEnd = 0;
+  /** Wall-clock start of the GOP last sent (survives the end of its stream). */
+  private lastSentMs: number | null = null;
+  private pendingMs: number | null = null;
 
   constructor(
     private readonly socket: WebSocket,
@@ -132,7 +135,7 @@ export class PlaybackSession {
   }
 
   private position(): string | null {
-    const ms = this.stream?.positionMs ?? null;
+    const ms = this.lastSentMs;
     return ms === null ? (this.query ? iso(this.query.fromMs) : null) : iso(ms);
   }
 
@@ -163,7 +166,7 @@ export class PlaybackSession {
         case 'speed': {
           const q = this.requireQuery('speed');
           // Restart at the GOP last sent (it is sent again in the new mode).
-          const at = this.stream?.positionMs ?? q.fromMs;
+          const at = this.lastSentMs ?? q.fromMs;
           await this.start(parsePlaybackQuery({ from: at, speed: c.speed ?? q.speed, reverse: flagText(c.reverse ?? q.reverse), iframes: flagText(c.iframes ?? q.iframes) }));
           break;
         }
@@ -200,6 +203,7 @@ export class PlaybackSession {
     }
     this.query = q;
     this.stream = stream;
+    this.lastSentMs = null;
     this.clockMedia = this.mediaEnd;
     this.clockAt = Date.now();
     this.text({ type: 'init', mimeType: stream.mimeType, mode: q.mode.kind, speed: q.speed, reverse: q.reverse, from: iso(q.fromMs), mediaStart: this.mediaEnd });
@@ -248,6 +252,7 @@ export class PlaybackSession {
           continue;
         }
         this.pending = Buffer.concat(parts);
+        this.pendingMs = stream.positionMs;
         this.mediaEnd = Math.max(this.mediaEnd, stream.mediaEndSec);
       }
       // A pause that arrived while the fragment was read holds it until play.
@@ -255,6 +260,7 @@ export class PlaybackSession {
       if (this.socket.readyState !== this.socket.OPEN) break;
       this.socket.send(this.pending);
       this.pending = null;
+      this.lastSentMs = this.pendingMs;
     }
   }
 
