@@ -8,14 +8,20 @@
  *   node --import tsx bench/ingest.ts --cameras 25,50,100 --seconds 60
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
-import { freePort } from '../lib/nats-embedded.ts';
 import { sampleTrees, ticksToCores } from './proc-stats.ts';
+import { clip, dirBytes, outDir, putJson, sleep, startRecorder as startRecorderChild } from './harness.ts';
+
+async function startRecorder(n: number, url: string, dir: string): Promise<Group & { http: string }> {
+  const rec = await startRecorderChild(dir);
+  for (let i = 0; i < n; i++) await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url } });
+  return { http: rec.http, roots: [rec.child.pid!], stop: () => rec.stop() };
+}
 
 const { values } = parseArgs({
   options: {
@@ -28,38 +34,6 @@ const { values } = parseArgs({
 const counts = values.cameras.split(',').map(Number);
 const windowSec = Number(values.seconds);
 const warmupSec = Number(values.warmup);
-const outDir = join(import.meta.dirname, 'out');
-mkdirSync(outDir, { recursive: true });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function run(cmd: string, args: string[]): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
-    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} exited ${code}`))));
-  });
-}
-
-/** A 20-minute 1080p25 4 Mbps H.264 file: 30 s encoded once, then repeated by stream copy. */
-async function clip(): Promise<string> {
-  const short = join(outDir, 'clip-1080p25-4M-gop50-30s.mp4');
-  const long = join(outDir, 'clip-1080p25-4M-gop50-20min.mp4');
-  if (existsSync(long)) return long;
-  if (!existsSync(short)) {
-    console.error('encoding the 1080p test clip once (about a minute)…');
-    await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-t', '30', '-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'main', '-b:v', '4M', '-maxrate', '4M', '-bufsize', '8M', '-g', '50', '-keyint_min', '50', '-sc_threshold', '0', '-bf', '0', '-pix_fmt', 'yuv420p', short]);
-  }
-  await run('ffmpeg', ['-v', 'error', '-y', '-stream_loop', '39', '-i', short, '-c', 'copy', long]);
-  return long;
-}
-
-async function dirBytes(dir: string): Promise<number> {
-  let total = 0;
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size;
-  }
-  return total;
-}
-
 interface Group {
   roots: number[];
   stop(): Promise<void>;
@@ -78,34 +52,6 @@ function startBaseline(n: number, url: string, dir: string): Group {
     roots: procs.map((p) => p.pid!),
     async stop() {
       await Promise.all(procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : (p.once('exit', r), p.kill('SIGINT'))))));
-    },
-  };
-}
-
-async function startRecorder(n: number, url: string, dir: string): Promise<Group & { http: string }> {
-  const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts')], {
-    env: { ...process.env, RECORDER_DATA_DIR: dir, RECORDER_HTTP: `127.0.0.1:${port}`, RECORDER_LOG_LEVEL: 'warn', RECORDER_SEGMENT_SECONDS: '60' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const http = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${http}/api/health`)).ok) break;
-    } catch {
-      if (i > 100) throw new Error('recorder did not start');
-      await sleep(200);
-    }
-  }
-  for (let i = 0; i < n; i++) {
-    const res = await fetch(`${http}/api/cameras/cam${i}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ streams: { main: url } }) });
-    if (!res.ok) throw new Error(`camera put ${res.status}`);
-  }
-  return {
-    http,
-    roots: [child.pid!],
-    async stop() {
-      await new Promise((r) => (child.once('exit', r), child.kill('SIGTERM')));
     },
   };
 }

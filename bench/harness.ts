@@ -1,0 +1,89 @@
+/**
+ * What the benches share: the pre-encoded 1080p clip (made once into bench/out/), a
+ * recorder child process on a free port with N cameras, and small helpers. Benches
+ * measure the real recorder (`recorder.ts` as a child), never an in-process stand-in.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { freePort } from '../lib/nats-embedded.ts';
+
+export const outDir = join(import.meta.dirname, 'out');
+mkdirSync(outDir, { recursive: true });
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function run(cmd: string, args: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} exited ${code}`))));
+  });
+}
+
+/** A 20-minute 1080p25 4 Mbps H.264 file: 30 s encoded once, then repeated by stream copy. */
+export async function clip(): Promise<string> {
+  const short = join(outDir, 'clip-1080p25-4M-gop50-30s.mp4');
+  const long = join(outDir, 'clip-1080p25-4M-gop50-20min.mp4');
+  if (existsSync(long)) return long;
+  if (!existsSync(short)) {
+    console.error('encoding the 1080p test clip once (about a minute)…');
+    await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-t', '30', '-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'main', '-b:v', '4M', '-maxrate', '4M', '-bufsize', '8M', '-g', '50', '-keyint_min', '50', '-sc_threshold', '0', '-bf', '0', '-pix_fmt', 'yuv420p', short]);
+  }
+  await run('ffmpeg', ['-v', 'error', '-y', '-stream_loop', '39', '-i', short, '-c', 'copy', long]);
+  return long;
+}
+
+export async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (e.isFile()) total += await stat(join(e.parentPath, e.name)).then((s) => s.size, () => 0);
+  }
+  return total;
+}
+
+export interface RecorderChild {
+  http: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+  /** SIGTERM and wait (segments closed). */
+  stop(): Promise<void>;
+}
+
+/** Starts `recorder.ts` on `dataDir` with extra RECORDER_* settings; resolves once HTTP answers. */
+export async function startRecorder(dataDir: string, env: Record<string, string> = {}): Promise<RecorderChild> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts')], {
+    env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: `127.0.0.1:${port}`, RECORDER_LOG_LEVEL: 'warn', RECORDER_SEGMENT_SECONDS: '60', ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const http = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${http}/api/health`)).ok) break;
+    } catch {
+      if (i > 150 || child.exitCode !== null) throw new Error('recorder did not start');
+      await sleep(200);
+    }
+  }
+  return {
+    http,
+    child,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export async function putJson(url: string, body: unknown): Promise<void> {
+  const res = await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!res.ok) throw new Error(`PUT ${url}: ${res.status} ${await res.text()}`);
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
+}
