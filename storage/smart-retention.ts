@@ -11,6 +11,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SmartFileRecord } from '../index/smart.ts';
+import { liveSmartFiles } from './smart-writer.ts';
 
 export interface SmartDeleteReport {
   files: number;
@@ -24,13 +25,15 @@ export function deleteSmartBefore(index: RecorderIndex, dataDir: string, camera:
 }
 
 /**
- * Deletes `camera`'s smart files whose packets all lie in [fromMs, toMs). A file still
- * being written (`open`) is kept unless `includeOpen` (camera purge after its actor stopped).
+ * Deletes `camera`'s smart files whose packets all lie in [fromMs, toMs). A file a
+ * writer of this process still appends to is kept unless `includeOpen` (camera purge
+ * after its actor stopped); one whose entry is still `open` after a crash is not
+ * written any more and goes like any other.
  */
 export async function deleteSmartRange(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, includeOpen = false): Promise<SmartDeleteReport> {
   const victims: SmartFileRecord[] = [];
   for (const { value } of index.smartfiles.getRange({ start: [camera, fromMs], end: [camera, toMs] })) {
-    if (value.endMs < toMs && (includeOpen || !value.open)) victims.push(value);
+    if (value.endMs < toMs && (includeOpen || !liveSmartFiles.has(value.file))) victims.push(value);
   }
   const report: SmartDeleteReport = { files: 0, records: 0, bytes: 0 };
   for (const f of victims) {

@@ -73,6 +73,13 @@ export interface SmartStats {
 
 const statsByCamera = new Map<string, SmartStats>();
 
+/**
+ * Smart files a writer of this process has open (paths relative to the data dir).
+ * An index entry still marked `open` whose file is not here was left by a crash:
+ * nothing appends to it any more, so retention may delete it.
+ */
+export const liveSmartFiles = new Set<string>();
+
 /** What the smart streams of `camera` stored and skipped since this process started. */
 export function smartStats(camera: string): SmartStats {
   let s = statsByCamera.get(camera);
@@ -370,6 +377,7 @@ export class SmartWriter {
       try {
         const file = await SegmentFile.create(join(this.deps.dataDir, rel), encodeFileHeader(ms));
         this.current = { file, entry: { camera: this.camera, startMs: ms, endMs: ms, file: rel, bytes: file.size, records: 0, open: true } };
+        liveSmartFiles.add(rel);
         return this.current;
       } catch (err) {
         const errno = ((err as { details?: { errno?: string } }).details ?? {}).errno;
@@ -382,6 +390,7 @@ export class SmartWriter {
     const f = this.current;
     if (!f) return;
     this.current = null;
+    liveSmartFiles.delete(f.entry.file);
     await f.file.close();
     if (f.entry.records === 0) return; // never indexed: an empty file reconcile may remove
     f.entry.open = false;

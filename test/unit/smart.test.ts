@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -281,4 +281,27 @@ test('cut or garbled SEI never throws out of a fragment scan', (t) => {
   const uuid = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
   const nal = Buffer.concat([Buffer.from([39 << 1, 1, 0x05, 18]), uuid, Buffer.from('hi'), Buffer.from([0x80])]);
   t.deepEqual(seiUserData('h265', nal).map((m) => [m.uuid, m.data.toString()]), [[uuid.toString('hex'), 'hi']]);
+});
+
+test('retention deletes a smart file left open by a crash, never one a writer still appends to', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'smart-ret-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const index = await RecorderIndex.open(dataDir);
+  t.teardown(() => index.close());
+  const base = 1_760_000_000_000;
+  // A crash leftover: the entry still says open, no writer has the file.
+  const rel = join('smart', 'c1', '2025-10-09', `${base}.smart`);
+  await mkdir(join(dataDir, 'smart', 'c1', '2025-10-09'), { recursive: true });
+  await writeFile(join(dataDir, rel), encodeFileHeader(base));
+  await index.smartfiles.put(['c1', base], { camera: 'c1', startMs: base, endMs: base + 500, file: rel, bytes: 16, records: 0, open: true });
+  t.is((await deleteSmartBefore(index, dataDir, 'c1', base + 10_000)).files, 1);
+  await t.throwsAsync(readFile(join(dataDir, rel)));
+  // A live writer's file: kept while it is open, deleted once closed.
+  const writer = new SmartWriter('c1', { index, dataDir, clock: { nowMs: () => base }, log: createLogger('silent'), segmentMs: 60_000, wallMsAt: (sec) => base + sec * 1000 });
+  const mux = new TsMuxer([{ pid: 0x101, streamType: 0x1b }, { pid: 0x102, streamType: 0x06 }]);
+  writer.feed(Buffer.concat([mux.psi(), mux.pes(0x101, Buffer.alloc(10), 0, { dts: 0, streamId: 0xe0, unbounded: true }), mux.pes(0x102, doc('Human', new Date(base).toISOString()), 0)]));
+  for (let i = 0; i < 100 && index.smartfiles.getKeysCount({ start: ['c1', -1], end: ['c1', Number.MAX_SAFE_INTEGER] }) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  t.is((await deleteSmartBefore(index, dataDir, 'c1', Number.MAX_SAFE_INTEGER)).files, 0, 'the open file stays');
+  await writer.close();
+  t.is((await deleteSmartBefore(index, dataDir, 'c1', Number.MAX_SAFE_INTEGER)).files, 1);
 });
