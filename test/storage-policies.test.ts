@@ -138,3 +138,48 @@ test('ENOSPC on the video disk is an alarm and a retry, never a crash; recording
   await waitFor('recording resumes', () => ([...n.node.index.allSegments('c')].some((s) => s.endMs > before + 3000) ? true : null), 60_000);
   t.true(n.node.index.poolUsage('default') <= 250_000 + 200_000);
 });
+
+test('full pools stop recording with an alarm and an open gap (mode none; a capacity pool holding only locked video); growing the pool resumes at once; usage is exact across a restart', async (t) => {
+  const sim = await SimCamera.start({ gop: 25 });
+  t.teardown(() => sim.stop());
+  const dataDir = await tempDir(t);
+  const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300 }, dataDir);
+  const full = await alarmsOf(t, n, 'pool-full');
+  t.true((await n.request('rec.v1.pool.put', { id: 'p', capacityBytes: 120_000, overwrite: 'none' })).ok);
+  t.true((await n.request('rec.v1.camera.put', { id: 'c', pool: 'p', streams: { main: sim.url('h264') } })).ok);
+  await waitFor('pool-full alarm (mode none)', () => (full.length > 0 ? true : null), 60_000);
+  t.regex(full[0]!.message, /overwrite mode is none/);
+  const openGap = await waitFor('an open gap with the reason', () => n.node.index.openGaps('c').find((g) => /full/.test(g.reason)) ?? null, 10_000);
+  const stalled = n.node.index.lastSegment('c')!.endMs;
+  await new Promise((r) => setTimeout(r, 4000));
+  t.is([...n.node.index.allSegments('c')].filter((s) => s.endMs > stalled + 2500).length, 0, 'nothing written while full');
+
+  // Grow it: writing resumes at once and the gap closes.
+  t.true((await n.request('rec.v1.pool.put', { id: 'p', capacityBytes: 10_000_000, overwrite: 'none' })).ok);
+  await waitFor('recording resumes', () => (n.node.index.lastSegment('c')!.endMs > stalled + 3000 ? true : null), 30_000);
+  const closed = n.node.index.gaps.get(['c', openGap.startMs]);
+  t.truthy(closed?.endMs, 'the gap is closed');
+
+  // A capacity pool whose video is all locked: no deletion of locked video, recording stops.
+  const segs = [...n.node.index.allSegments('c')];
+  const from = new Date(segs[0]!.startMs).toISOString();
+  const to = new Date(Date.now() + 600_000).toISOString();
+  t.true((await n.request('rec.v1.lock', { camera: 'c', from, to })).ok);
+  const lockedBytes = n.node.index.poolUsage('p');
+  t.true((await n.request('rec.v1.pool.put', { id: 'p', capacityBytes: lockedBytes, overwrite: 'capacity', maxLockShare: 1 })).ok);
+  await waitFor('pool-full alarm (only locked video)', () => (full.some((a) => /only locked/.test(a.message)) ? true : null), 30_000);
+  for (const s of segs) t.truthy(n.node.index.segments.get(['c', s.startMs]), 'locked video kept');
+
+  // A lock that would exceed maxLockShare is refused.
+  t.true((await n.request('rec.v1.unlock', { camera: 'c', from, to })).ok);
+  t.true((await n.request('rec.v1.pool.put', { id: 'p', capacityBytes: 10_000_000, overwrite: 'capacity', maxLockShare: 0.001 })).ok);
+  const refused = await n.request('rec.v1.lock', { camera: 'c', from, to });
+  t.is(refused.error?.code, 'LOCK_SHARE_EXCEEDED');
+
+  // Usage is the exact sum of the indexed bytes, also after a restart (nothing records then).
+  t.true((await n.request('rec.v1.camera.delete', { id: 'c' })).ok);
+  await n.node.stop();
+  const again = await startNode(t, { segmentSeconds: 2 }, dataDir);
+  const sum = [...again.node.index.allSegments()].filter((s) => s.pool === 'p').reduce((a, s) => a + s.bytes, 0);
+  t.is(again.node.index.poolUsage('p'), sum);
+});
