@@ -43,7 +43,7 @@ export const PS_OUTPUT_VERSION = 1;
 export const PLAN_LIMIT_BYTES = 512 * 1024 * 1024;
 const PROGRAM_END = Buffer.from([0, 0, 1, 0xb9]);
 
-interface Pick {
+export interface PickedSegment {
   seg: SegmentRecord;
   gops: { offset: number; size: number }[];
   firstMs: number;
@@ -51,11 +51,11 @@ interface Pick {
 }
 
 /** The GOPs of every segment overlapping [fromMs, toMs), in time order. */
-function pickGops(deps: HttpDeps, camera: string, fromMs: number, toMs: number): Pick[] {
-  const out: Pick[] = [];
+export function pickGops(deps: Pick<HttpDeps, 'index'>, camera: string, fromMs: number, toMs: number): PickedSegment[] {
+  const out: PickedSegment[] = [];
   for (const seg of deps.index.segmentsInRange(camera, fromMs, toMs)) {
     const table = decodeGops(seg.gops);
-    const gops: Pick['gops'] = [];
+    const gops: PickedSegment['gops'] = [];
     let firstMs: number | null = null;
     let lastMs = 0;
     table.forEach((g, i) => {
@@ -90,7 +90,7 @@ interface OpenSegment {
   conv: FragmentToPs;
 }
 
-async function openForPs(deps: HttpDeps, seg: SegmentRecord): Promise<OpenSegment> {
+async function openForPs(deps: Pick<HttpDeps, 'dataDir'>, seg: SegmentRecord): Promise<OpenSegment> {
   const path = join(deps.dataDir, seg.file);
   const fh = await openSegmentFile(path).catch((err: unknown) => {
     throw (err as { code?: string }).code === 'ENOENT' ? new RecorderError('SEGMENT_GONE', `segment ${seg.file} was removed`) : err;
@@ -120,10 +120,10 @@ interface PlannedGop {
  * Walks the picked GOPs in output order, deciding each one's time shift (continuous
  * output time) and converting it: yields the plan entry and the PS bytes of each.
  */
-async function* walk(deps: HttpDeps, picks: Pick[]): AsyncGenerator<{ planned: PlannedGop; bytes: Buffer }> {
+export async function* walk(deps: Pick<HttpDeps, 'dataDir'>, picks: PickedSegment[]): AsyncGenerator<{ planned: PlannedGop; bytes: Buffer }> {
   let shift: bigint | null = null;
   let srcNext: bigint | null = null; // source video time where the previous GOP ended (90 kHz)
-  let outEnd = 0n; // output video time where the previous GOP ended
+  let outEnd = 0n; // latest output time any track reached so far
   let scr: bigint | undefined;
   for (const { seg, gops } of picks) {
     const s = await openForPs(deps, seg);
@@ -136,19 +136,23 @@ async function* walk(deps: HttpDeps, picks: Pick[]): AsyncGenerator<{ planned: P
         const v = moof.tracks.find((t) => t.trackId === videoId);
         if (!v) continue;
         const first = to90k(v.baseDecodeTime, videoScale);
-        if (shift === null) {
-          // Output starts at 0 with the earliest track of the first GOP.
-          let earliest = first;
-          for (const t of moof.tracks) {
-            const d = to90k(t.baseDecodeTime, s.info.tracks.find((x) => x.id === t.trackId)?.timescale ?? PS_TIMESCALE);
-            if (d < earliest) earliest = d;
-          }
-          shift = -earliest;
-        } else if (srcNext === null || first !== srcNext) {
-          shift = outEnd - first; // after a gap or a new session: continue where output ended
+        // Earliest start and latest end over all tracks of this GOP (90 kHz, source time).
+        let earliest = first;
+        let latest = first;
+        for (const t of moof.tracks) {
+          const ts = s.info.tracks.find((x) => x.id === t.trackId)?.timescale ?? PS_TIMESCALE;
+          const d = to90k(t.baseDecodeTime, ts);
+          const e = to90k(t.baseDecodeTime + BigInt(t.durationTicks), ts);
+          if (d < earliest) earliest = d;
+          if (e > latest) latest = e;
         }
+        // Output starts at 0 with the earliest track; a GOP that does not continue the
+        // previous one's video (a gap, a new session) starts, all tracks alike, where the
+        // output so far ended, so no track goes back in time.
+        if (shift === null) shift = -earliest;
+        else if (srcNext === null || first !== srcNext) shift = outEnd - earliest;
         srcNext = first + to90k(BigInt(v.durationTicks), videoScale);
-        outEnd = srcNext + shift;
+        if (latest + shift > outEnd) outEnd = latest + shift;
         const planned: PlannedGop = { seg, offset: g.offset, size: g.size, shift, previousScr: scr, outBytes: 0 };
         const out = s.conv.convertAfter({ bytes, moof }, shift, scr);
         scr = out.lastScr;
@@ -162,7 +166,7 @@ async function* walk(deps: HttpDeps, picks: Pick[]): AsyncGenerator<{ planned: P
 }
 
 /** Bytes [start, end) of a planned output, converting only the GOPs they touch. */
-async function* replay(deps: HttpDeps, plan: PlannedGop[], start: number, end: number): AsyncGenerator<Buffer> {
+async function* replay(deps: Pick<HttpDeps, 'dataDir'>, plan: PlannedGop[], start: number, end: number): AsyncGenerator<Buffer> {
   let pos = 0;
   let open = null as { seg: SegmentRecord; s: OpenSegment } | null;
   try {
@@ -189,7 +193,7 @@ async function* replay(deps: HttpDeps, plan: PlannedGop[], start: number, end: n
   if (end > pos) yield PROGRAM_END.subarray(Math.max(0, start - pos), end - pos);
 }
 
-function headers(reply: FastifyReply, cameraId: string, picks: Pick[]): void {
+function headers(reply: FastifyReply, cameraId: string, picks: PickedSegment[]): void {
   const name = `${cameraId}_${iso(picks[0]!.firstMs).replace(/[:.]/g, '-')}.ps`;
   void reply
     .header('Content-Type', 'video/MP2P')
