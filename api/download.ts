@@ -13,7 +13,7 @@ import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import type { SegmentSlice } from '../media/fmp4-range.ts';
-import { rangeBody } from './range-body.ts';
+import { headOnly, rangeBody } from './range-body.ts';
 import type { HttpDeps } from './http.ts';
 import { access } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
@@ -104,9 +104,9 @@ export function registerDownload(app: FastifyInstance, deps: HttpDeps): void {
         .code(206)
         .header('Content-Range', `bytes ${range.start}-${range.end}/${body.contentLength}`)
         .header('Content-Length', range.end - range.start + 1);
-      return reply.send(body.stream(range.start, range.end));
+      return reply.send(req.method === 'HEAD' ? headOnly() : body.stream(range.start, range.end));
     }
     void reply.header('Content-Length', body.contentLength);
-    return reply.send(body.stream());
+    return reply.send(req.method === 'HEAD' ? headOnly() : body.stream());
   });
 }

@@ -16,6 +16,7 @@ import { NoVideoError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
 import { PlaybackStream } from '../media/playback-stream.ts';
 import type { HttpDeps } from './http.ts';
+import { headOnly } from './range-body.ts';
 import { access } from '../security/http-auth.ts';
 import { parsePlaybackQuery, playbackSegments, tableCache, type PlaybackQuery } from './playback-source.ts';
 
@@ -63,6 +64,11 @@ export function registerPlay(app: FastifyInstance, deps: HttpDeps): void {
       .header('Cache-Control', 'no-store')
       .header('X-Playback-Mode', q.mode.kind)
       .header('X-Recording-From', firstMs === null ? '' : iso(firstMs));
+    if (req.method === 'HEAD') {
+      // The headers only: a body stream would be read to the end of the recording and dropped.
+      await stream.close();
+      return reply.send(headOnly());
+    }
     return reply.send(Readable.from(body(), { objectMode: false, highWaterMark: 64 * 1024 }));
   });
 }

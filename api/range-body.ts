@@ -8,7 +8,7 @@
  * Built heads (ftyp+moov+mdat header, ~1 MB per hour of video) are kept in a small
  * LRU by ETag: resumed downloads and many clients of one range share one head.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Logger } from '../lib/log.ts';
 import { ValidationError } from '../lib/errors.ts';
 import { planFmp4Range } from '../media/fmp4-range.ts';
@@ -18,6 +18,15 @@ import type { SegmentTables } from '../media/sample-table.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { RangeSelection } from './download.ts';
 import { tableCache } from './playback-source.ts';
+
+/**
+ * The body of a HEAD reply: empty, as a stream. Fastify's automatic HEAD route reads a
+ * stream payload to its end and drops it (a whole download for nothing) and answers
+ * `Content-Length: 0` for no payload; an empty stream keeps the GET's headers.
+ */
+export function headOnly(): Readable {
+  return Readable.from([]);
+}
 
 export interface RangeBody {
   contentLength: number;

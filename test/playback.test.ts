@@ -153,6 +153,11 @@ test('a range over three segments and a gap: progressive download, resume, trick
   t.is(stale.status, 200, 'If-Range with another ETag: the whole body');
   t.is(Buffer.from(await stale.arrayBuffer()).length, full.length);
 
+  const head = await fetch(url, { method: 'HEAD' });
+  t.is(head.status, 200);
+  t.is(Number(head.headers.get('content-length')), full.length, 'HEAD: the same length, no body');
+  t.is(head.headers.get('etag'), etag);
+
   // The fragmented variant stays available.
   const frag = await fetch(`${url}&format=fmp4`);
   t.is(frag.status, 200);
