@@ -201,7 +201,7 @@ for (const [mount, videoCodec] of [
   });
 }
 
-test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segments, MP4 and PS downloads with every frame', async (t) => {
+test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segments, MP4 and PS downloads with every frame; it goes away and comes back', async (t) => {
   const sim = await SimCamera.start();
   t.teardown(() => sim.stop());
   const n = await startNode(t);
@@ -220,6 +220,19 @@ test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segm
   t.deepEqual(await pictures(ps), want);
   t.deepEqual((await streams(mp4)).map((s) => s.codec_name), ['h264']);
   t.is(await decodeErrors(mp4), '');
+
+  // The camera goes away and comes back: the bridge fails the session (backoff), the
+  // next attempt bridges again and recording resumes.
+  const state = async () => (await getJson<{ camera: { status: string } }>(`${n.http}/api/cameras/gb1`)).body.camera.status;
+  await sim.stop();
+  await waitFor('backoff', async () => (await state()) === 'backoff', 30_000);
+  await sim.restart();
+  await waitFor('recording again', async () => {
+    const q2 = new URLSearchParams({ camera: 'gb1', from: new Date(span.fromMs).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
+    const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q2}`);
+    const last = body.spans[body.spans.length - 1];
+    return body.spans.length >= 2 && last && Date.parse(last.to) - Date.parse(last.from) >= 4000;
+  }, 90_000, 1000);
   await n.node.stop();
   const index = await RecorderIndex.open(n.dataDir);
   t.teardown(() => index.close());
