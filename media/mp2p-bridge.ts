@@ -163,14 +163,23 @@ function open(url: URL, timeoutMs: number, onFrame: (ch: number, p: Buffer) => v
   });
 }
 
+/** The URL without user:password (never sent in a request line; this client does not authenticate). */
+function requestUrl(url: URL): string {
+  const u = new URL(url.href);
+  u.username = '';
+  u.password = '';
+  return u.href;
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Mp2pBridgeError('MP2P_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
 }
 
 /** Whether the camera's session carries MPEG-PS over RTP (one DESCRIBE). */
-export async function isMp2pCamera(rtspUrl: string, timeoutMs: number): Promise<boolean> {
-  const url = new URL(rtspUrl);
+export async function isMp2pCamera(cameraUrl: string, timeoutMs: number): Promise<boolean> {
+  const url = new URL(cameraUrl);
+  const rtspUrl = requestUrl(url);
   const { sock, rtsp } = await open(url, timeoutMs, () => undefined);
   try {
     const r = await withTimeout(rtsp.request('DESCRIBE', rtspUrl, { Accept: 'application/sdp' }), timeoutMs, 'DESCRIBE');
@@ -190,8 +199,9 @@ export interface Mp2pBridge {
 }
 
 /** Connects to the camera and starts the stream; resolves once PLAY succeeded. */
-export async function startMp2pBridge(rtspUrl: string, timeoutMs: number): Promise<Mp2pBridge> {
-  const url = new URL(rtspUrl);
+export async function startMp2pBridge(cameraUrl: string, timeoutMs: number): Promise<Mp2pBridge> {
+  const url = new URL(cameraUrl);
+  const rtspUrl = requestUrl(url);
   let channel = -1;
   let expectSeq = -1;
   let lost = 0;
