@@ -13,7 +13,8 @@
  * Server → client:
  *   text {"type":"init","mimeType","mode","speed","reverse","from","mediaStart"} then one
  *        binary message with the init (ftyp+moov): a new stream starts. `mediaStart` is
- *        the decode time (s) of its first sample: streams of one session continue the
+ *        the decode time (s) of its first sample, `from` the wall-clock start of that
+ *        sample's GOP (the I-frame at or before the instant asked for): streams of one session continue the
  *        previous one's timeline, so a client keeps its SourceBuffer when `mimeType` is
  *        unchanged (audio is only present at speed 1).
  *   binary: one fragment (moof+mdat, one GOP or one I-frame) per message
@@ -206,7 +207,7 @@ export class PlaybackSession {
     this.lastSentMs = null;
     this.clockMedia = this.mediaEnd;
     this.clockAt = Date.now();
-    this.text({ type: 'init', mimeType: stream.mimeType, mode: q.mode.kind, speed: q.speed, reverse: q.reverse, from: iso(q.fromMs), mediaStart: this.mediaEnd });
+    this.text({ type: 'init', mimeType: stream.mimeType, mode: q.mode.kind, speed: q.speed, reverse: q.reverse, from: iso(stream.firstMs), mediaStart: this.mediaEnd });
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(stream.init);
   }
 

@@ -48,6 +48,8 @@ export class PlaybackStream {
   mediaEndSec: number;
   /** Wall-clock start of the last GOP sent (null before the first). */
   positionMs: number | null = null;
+  /** Wall-clock start of the first GOP the stream sends (the instant at its first decode time). */
+  readonly firstMs: number;
   endReason: EndReason | null = null;
 
   private seg: SegmentTables | null = null;
@@ -76,6 +78,7 @@ export class PlaybackStream {
   ) {
     this.seg = first.seg;
     this.segFrags = first.frags;
+    this.firstMs = first.frags[0]!.timeMs;
     const timescales = new Map(info.tracks.map((t) => [t.id, t.timescale]));
     this.timeline = new OutputTimeline(timescales, videoId, startSec);
     this.rescaler = mode.kind === 'normal' ? null : new Rescaler(mode.speed);
