@@ -52,7 +52,10 @@ export async function errorFrom(res) {
 export async function apiFetch(path, opts = {}) {
   let res;
   try {
-    res = await fetch(path, { ...opts, headers: { ...authHeaders(), ...(opts.headers || {}) } });
+    // credentials 'omit': the server's 401 carries a Basic challenge, and a fetch with
+    // credentials would make the browser pop its own login dialog (and wait on it);
+    // the UI asks for the token itself and sends it explicitly.
+    res = await fetch(path, { ...opts, credentials: 'omit', headers: { ...authHeaders(), ...(opts.headers || {}) } });
   } catch (err) {
     if (err.name === 'AbortError') throw err;
     throw new ApiError(0, 'NETWORK', `recorder not reachable: ${err.message}`);

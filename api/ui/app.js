@@ -2,7 +2,7 @@
 // recorded video (with trick-play controls and range download) and live view.
 
 import { apiFetch, apiJson, ApiError, getToken, setToken } from './api.js';
-import { LivePlayer, RecordingPlayer } from './player.js';
+import { LivePlayer, RecordingPlayer, SessionPlayer } from './player.js';
 import { Timeline, TYPE_COLORS } from './timeline.js';
 
 const $ = (id) => document.getElementById(id);
@@ -35,7 +35,16 @@ function note(text) {
   $('video-note').textContent = text;
 }
 
-const recording = new RecordingPlayer(video, showError, () => updatePlayButton());
+// video.dataset.mode / .started say what the element shows (for people debugging and for tests).
+const onRecordingState = (s) => {
+  if (s === 'playing') video.dataset.started = '1';
+  else if (s.startsWith('end')) note(`${$('video-note').textContent.split(' — ')[0]} — end of recorded video`);
+  updatePlayButton();
+};
+// Recorded video goes through a WebSocket playback session; /play when the server has none.
+const session = new SessionPlayer(video, showError, onRecordingState);
+const recording = new RecordingPlayer(video, showError, onRecordingState);
+let recorded = session;
 const live = new LivePlayer(video, showError, note);
 
 const timeline = new Timeline($('timeline'), {
@@ -139,10 +148,22 @@ function playRecording(camera, ms) {
   live.stop();
   state.mode = 'recording';
   state.playFrom = ms;
-  $('live').classList.remove('active');
   const o = trickOptions();
+  video.dataset.mode = 'recording';
+  video.dataset.started = '';
+  video.dataset.speed = String(o.speed);
+  $('live').classList.remove('active');
   note(`${new Date(ms).toLocaleTimeString()}${o.speed !== 1 ? ` ×${o.speed}` : ''}${o.reverse ? ' reverse' : ''}${o.iframes ? ' I-frames' : ''}`);
-  recording.play(camera, ms, o);
+  if (recorded === session) {
+    session.play(camera, ms, o).then((ok) => {
+      if (ok || state.mode !== 'recording') return;
+      recorded = recording;
+      recording.play(camera, ms, o);
+    });
+  } else {
+    recording.play(camera, ms, o);
+  }
+  video.dataset.via = recorded === session ? 'session' : 'play';
   $('play-pause').disabled = false;
 }
 
@@ -150,7 +171,10 @@ function startLive_() {
   if (!state.selected) return;
   clearError();
   recording.stop();
+  session.stop();
   state.mode = 'live';
+  video.dataset.mode = 'live';
+  video.dataset.started = '';
   $('live').classList.add('active');
   $('play-pause').disabled = false;
   note('connecting…');
@@ -159,7 +183,7 @@ function startLive_() {
 
 function restartWithOptions() {
   if (state.mode !== 'recording') return;
-  const wall = recording.wallAt(video.currentTime) ?? state.playFrom;
+  const wall = recorded.wallAt(video.currentTime) ?? state.playFrom;
   playRecording(state.selected, wall);
 }
 
@@ -259,15 +283,22 @@ $('zoom-out').addEventListener('click', () => timeline.zoom(2, zoomCenter()));
 $('zoom-reset').addEventListener('click', () => timeline.resetZoom());
 $('live').addEventListener('click', () => startLive_());
 $('play-pause').addEventListener('click', () => {
-  if (video.paused) video.play().catch((err) => showError(new ApiError(0, 'PLAY_FAILED', err.message)));
-  else video.pause();
+  const viaSession = state.mode === 'recording' && recorded === session && session.active;
+  if (video.paused) {
+    if (viaSession) session.resume();
+    else video.play().catch((err) => showError(new ApiError(0, 'PLAY_FAILED', err.message)));
+  } else if (viaSession) {
+    session.pause();
+  } else {
+    video.pause();
+  }
 });
 for (const id of ['speed', 'reverse', 'iframes']) $(id).addEventListener('change', restartWithOptions);
 video.addEventListener('play', updatePlayButton);
 video.addEventListener('pause', updatePlayButton);
 video.addEventListener('error', () => showError(new ApiError(0, 'MEDIA_ERROR', video.error?.message || `media error ${video.error?.code}`)));
 video.addEventListener('timeupdate', () => {
-  const wall = state.mode === 'recording' ? recording.wallAt(video.currentTime) : state.mode === 'live' ? Date.now() : null;
+  const wall = state.mode === 'recording' ? recorded.wallAt(video.currentTime) : state.mode === 'live' ? Date.now() : null;
   $('position').textContent = wall ? new Date(wall).toLocaleString() : '';
   timeline.setPlayhead(state.mode === 'recording' ? wall : null);
 });

@@ -15,6 +15,7 @@ class MseFeed {
     this.onError = onError;
     this.queue = [];
     this.sb = null;
+    this.started = false;
     this.current = null;
     this.closed = false;
     this.ms = new MediaSource();
@@ -34,6 +35,7 @@ class MseFeed {
         this.fail(new ApiError(0, 'MEDIA_ERROR', err.message));
       }
       resolve();
+      this.pump(); // pieces queued before the source opened, in order
     }, { once: true }));
   }
 
@@ -56,12 +58,14 @@ class MseFeed {
 
   /** Drops queued (not yet appended) pieces; for live, which would rather skip than lag. */
   dropQueued() {
+    if (!this.started) return; // the init is still queued: never drop it
     for (const q of this.queue.splice(0)) q.resolve();
   }
 
   pump() {
     const sb = this.sb;
-    if (!sb || sb.updating || this.closed || this.queue.length === 0) return;
+    // A MediaSource replaced under us (another feed took the element) has no buffers left.
+    if (this.closed || !sb || this.ms.readyState !== 'open' || sb.updating || this.queue.length === 0) return;
     const v = this.video;
     // Keep the buffer small: remove what is more than 30 s behind the play position.
     if (sb.buffered.length && v.currentTime - sb.buffered.start(0) > 40) {
@@ -90,6 +94,7 @@ class MseFeed {
     const { bytes, resolve } = this.queue.shift();
     try {
       sb.appendBuffer(bytes);
+      this.started = true; // the first piece (the init) has gone in
       this.current = resolve; // resolved at updateend: the reader waits for the player
     } catch (err) {
       if (err.name === 'QuotaExceededError' && sb.buffered.length) {
@@ -282,22 +287,18 @@ export class LivePlayer {
     }
   }
 
-  async onBinary(data) {
+  onBinary(data) {
     const feed = this.feed;
     if (!feed) return;
-    if (this.expectInit) {
-      this.expectInit = false;
-      await feed.opened;
-    } else if (feed.backlog > 4) {
-      // The tab fell behind: skip to this GOP (each fragment starts on a keyframe).
-      feed.dropQueued();
-    }
-    await feed.append(new Uint8Array(data));
-    if (!this.seeked && feed.bufferedStart() !== null) {
+    // Queued synchronously, so the init goes in before the fragments that follow it.
+    if (this.expectInit) this.expectInit = false;
+    else if (feed.backlog > 4) feed.dropQueued(); // the tab fell behind: skip to this GOP (each starts on a keyframe)
+    feed.append(new Uint8Array(data)).then(() => {
+      if (this.seeked || feed !== this.feed || feed.bufferedStart() === null) return;
       this.seeked = true;
       this.video.currentTime = feed.bufferedStart();
       this.video.play().catch((err) => this.onError(new ApiError(0, 'PLAY_FAILED', err.message)));
-    }
+    });
   }
 
   /** Stays within a few seconds of the newest video; jumps over holes left by skipped GOPs. */
@@ -328,5 +329,146 @@ export class LivePlayer {
     }
     this.feed?.close();
     this.feed = null;
+  }
+}
+
+/**
+ * Recorded playback over a WebSocket playback session (WS /api/cameras/:id/playback):
+ * the server paces the stream to real time, pause stops its sending, and a new
+ * `play` with `from` (a click, a speed or direction change) continues the same media
+ * timeline, so the SourceBuffer is kept while the MIME type stays the same.
+ * `play` resolves false when the server has no such endpoint: the caller then falls
+ * back to RecordingPlayer (/play).
+ */
+export class SessionPlayer {
+  constructor(video, onError, onState) {
+    this.video = video;
+    this.onError = onError;
+    this.onState = onState || (() => undefined);
+    this.ws = null;
+    this.camera = null;
+    this.feed = null;
+    this.anchor = null;
+    this.seekTo = null;
+    this.expectInit = false;
+  }
+
+  async play(camera, fromMs, { speed = 1, reverse = false, iframes = false } = {}) {
+    const cmd = { cmd: 'play', from: new Date(fromMs).toISOString(), speed, reverse, iframes };
+    if (this.ws && this.camera === camera && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(cmd));
+      return true;
+    }
+    this.stop();
+    this.camera = camera;
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const path = `/api/cameras/${encodeURIComponent(camera)}/playback`;
+    const ws = new WebSocket(`${proto}//${location.host}${path}`, wsProtocols());
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    const opened = await new Promise((resolve) => {
+      ws.onopen = () => resolve(true);
+      ws.onclose = () => resolve(false);
+    });
+    if (this.ws !== ws) return true; // replaced meanwhile
+    if (!opened) {
+      this.ws = null;
+      // A refused upgrade has no body: ask over HTTP why. No such route: fall back to /play.
+      try {
+        await apiFetch(path);
+      } catch (err) {
+        if (err.code === 'NOT_FOUND') return false;
+        if (err.code !== 'VALIDATION_FAILED') {
+          this.onError(err);
+          return true;
+        }
+      }
+      return false;
+    }
+    ws.onmessage = (e) => {
+      if (this.ws !== ws) return;
+      if (typeof e.data === 'string') this.onText(JSON.parse(e.data));
+      else this.onBinary(e.data);
+    };
+    ws.onclose = (e) => {
+      if (this.ws === ws && e.code !== 1000) this.onError(new ApiError(0, 'PLAYBACK_CLOSED', `playback session closed (${e.reason || e.code})`));
+    };
+    ws.send(JSON.stringify(cmd));
+    return true;
+  }
+
+  onText(msg) {
+    if (msg.type === 'init') {
+      if (!this.feed || this.feed.mimeType !== msg.mimeType) {
+        this.feed?.close();
+        try {
+          this.feed = new MseFeed(this.video, msg.mimeType, (err) => this.onError(err));
+        } catch (err) {
+          this.feed = null;
+          this.onError(err);
+          return;
+        }
+      }
+      this.expectInit = true;
+      this.seekTo = msg.mediaStart;
+      this.anchor = { wallMs: Date.parse(msg.from), mediaSec: msg.mediaStart, rate: msg.speed, reverse: msg.reverse };
+    } else if (msg.type === 'error') {
+      this.onError(new ApiError(0, msg.error.code, msg.error.message));
+    } else if (msg.type === 'end') {
+      this.onState(`end: ${msg.reason}`);
+    }
+  }
+
+  onBinary(data) {
+    const feed = this.feed;
+    if (!feed) return;
+    this.expectInit = false;
+    feed.append(new Uint8Array(data)).then(() => {
+      if (feed !== this.feed || this.seekTo === null) return;
+      const b = this.video.buffered;
+      for (let i = 0; i < b.length; i++) {
+        if (b.end(i) > this.seekTo + 0.05) {
+          this.video.currentTime = Math.max(b.start(i), this.seekTo);
+          this.seekTo = null;
+          this.video.play().catch((err) => this.onError(new ApiError(0, 'PLAY_FAILED', err.message)));
+          this.onState('playing');
+          return;
+        }
+      }
+    });
+  }
+
+  get active() {
+    return !!this.ws;
+  }
+
+  pause() {
+    this.ws?.send(JSON.stringify({ cmd: 'pause' }));
+    this.video.pause();
+  }
+
+  resume() {
+    this.ws?.send(JSON.stringify({ cmd: 'play' }));
+    this.video.play().catch((err) => this.onError(new ApiError(0, 'PLAY_FAILED', err.message)));
+  }
+
+  wallAt(currentTime) {
+    const a = this.anchor;
+    if (!a) return null;
+    const d = (currentTime - a.mediaSec) * 1000 * a.rate;
+    return a.reverse ? a.wallMs - d : a.wallMs + d;
+  }
+
+  stop() {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ cmd: 'stop' }));
+      ws.close(1000);
+    }
+    this.feed?.close();
+    this.feed = null;
+    this.anchor = null;
+    this.seekTo = null;
   }
 }
