@@ -167,5 +167,24 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   await shot(page, 'ui-speed-8.png');
 
   step('trick play answered');
+  // Dragging over the span selects a range: the download link is the recorder's video.mp4 of it.
+  const box2 = (await page.locator('#timeline g.row[data-camera="cam"] g.span rect.run').first().boundingBox())!;
+  const y = box2.y + box2.height / 2;
+  await page.mouse.move(box2.x + box2.width * 0.2, y);
+  await page.mouse.down();
+  await page.mouse.move(box2.x + box2.width * 0.5, y, { steps: 5 });
+  await page.mouse.move(box2.x + box2.width * 0.8, y, { steps: 5 });
+  await page.mouse.up();
+  const download = page.locator('#download');
+  await download.waitFor({ state: 'visible', timeout: 10_000 });
+  const href = (await download.getAttribute('href'))!;
+  t.regex(href, /^\/api\/cameras\/cam\/video\.mp4\?from=.+&to=.+$/);
+  const file = await fetch(`${n.http}${href}`, { headers: auth });
+  t.is(file.status, 200);
+  t.is(file.headers.get('content-type')?.split(';')[0], 'video/mp4');
+  t.true((await file.arrayBuffer()).byteLength > 10_000);
+  await shot(page, 'ui-selection.png');
+  step('range selected');
+
   t.deepEqual(pageErrors, []);
 });
