@@ -35,7 +35,14 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     onNotice: (level, message, details) => log[level](details, message),
   });
   const writer = new SegmentWriter(
-    { ...camera, record: { ...camera.record, stream: camera.streams[input.stream] ? input.stream : 'main' } },
+    {
+      ...camera,
+      record: {
+        stream: camera.streams[input.stream] ? input.stream : 'main',
+        // The camera's format, else its pool's (read at each session start), else mp4.
+        format: camera.record.format ?? deps.index.pools.get(camera.pool)?.format ?? 'mp4',
+      },
+    },
     {
       index: deps.index,
       dataDir: deps.config.dataDir,

@@ -25,10 +25,10 @@ export const cameraPutSchema = z
     record: z
       .object({
         stream: z.enum(['main', 'sub']).default('main'),
-        format: z.enum(['mp4', 'ps']).default('mp4').describe('segment format: fragmented MP4, or MPEG program stream (H.264/H.265, AAC)'),
+        format: z.enum(['mp4', 'ps']).optional().describe("segment format: fragmented MP4, or MPEG program stream (H.264/H.265, AAC); unset: the pool's, else mp4"),
       })
       .strict()
-      .default({ stream: 'main', format: 'mp4' }),
+      .default({ stream: 'main' }),
     edge: z
       .object({
         replayUrl: z.string().max(2048).describe('rtsp URL of the edge replay; may hold {start}/{end} placeholders (media/edge-url.ts)'),
@@ -119,6 +119,7 @@ export const poolPutSchema = z
     maxLockShare: z.number().gt(0).max(1).optional(),
     thinAfterDays: z.number().positive().max(36500).optional(),
     backupDir: z.string().min(1).max(1024).regex(/^\//, 'backupDir must be an absolute path').optional(),
+    format: z.enum(['mp4', 'ps']).optional().describe('segment format of cameras that set none (default mp4)'),
   })
   .strict()
   .superRefine((p, ctx) => {

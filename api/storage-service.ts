@@ -75,6 +75,7 @@ export class StorageService {
       ...(p.cycleDays !== undefined ? { cycleDays: p.cycleDays } : {}),
       ...(p.thinAfterDays !== undefined ? { thinAfterDays: p.thinAfterDays } : {}),
       ...(p.backupDir !== undefined ? { backupDir: resolve(p.backupDir) } : {}),
+      ...(p.format !== undefined ? { format: p.format } : {}),
     };
     await this.storage.putPool(policy);
     this.log.info({ pool: policy.id, capacityBytes: policy.capacityBytes, overwrite: policy.overwrite }, 'pool configured');

@@ -12,7 +12,8 @@ export interface CameraConfig {
   name?: string;
   pool: string;
   streams: { main: string; sub?: string };
-  record: { stream: StreamName; format: SegmentFormat };
+  /** `format` unset: the pool's `format`, else `mp4` (resolved when a session starts). */
+  record: { stream: StreamName; format?: SegmentFormat };
   /** Edge storage (SD card) to back-fill gaps from (design/backfill.md). */
   edge?: EdgeConfig;
   /** Transient cameras (the demo) are kept in memory only. */
@@ -124,6 +125,8 @@ export interface PoolPolicy {
   thinAfterDays?: number;
   /** A second data dir (another disk) that holds a copy of every closed segment. */
   backupDir?: string;
+  /** Segment format of the pool's cameras that set none themselves (default `mp4`). */
+  format?: SegmentFormat;
 }
 
 /**

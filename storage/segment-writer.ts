@@ -124,7 +124,7 @@ export class SegmentWriter {
         this.dropRing(); // held GOPs belong to the old init
       }
       this.init = { bytes: chunk.bytes, info: chunk.info };
-      this.encoder = segmentEncoder(this.camera.record.format, this.init);
+      this.encoder = segmentEncoder(this.camera.record.format ?? 'mp4', this.init);
       const left = this.encoder.unsupported;
       if (left.length > 0) this.deps.log.warn({ camera: this.camera.id, tracks: left }, 'tracks the segment format cannot carry are not recorded');
       return;

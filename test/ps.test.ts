@@ -68,12 +68,17 @@ for (const [mount, videoCodec] of [
   ['h264aac', 'h264'],
   ['h265aac', 'hevc'],
 ] as const) {
-  test(`PS recording of the ${mount} camera: segments pass ffprobe; MP4, /play and PS of one range have the same frames`, async (t) => {
+  test(`PS recording of the ${mount} camera (${mount === 'h265aac' ? 'pool' : 'camera'} format "ps"): segments pass ffprobe; MP4, /play and PS of one range have the same frames`, async (t) => {
     const sim = await SimCamera.start();
     t.teardown(() => sim.stop());
     const n = await startNode(t);
     const dir = await tempDir(t);
-    const put = await n.request<{ camera: { record: { format: string } } }>('rec.v1.camera.put', { id: 'ps1', streams: { main: sim.url(mount) }, record: { format: 'ps' } });
+    // H.264: the camera says `format: "ps"`; H.265: its pool does (the camera sets none).
+    if (mount === 'h265aac') t.true((await n.request('rec.v1.pool.put', { id: 'gb', capacityBytes: null, overwrite: 'capacity', format: 'ps' })).ok);
+    const put = await n.request<{ camera: { record: { format?: string } } }>(
+      'rec.v1.camera.put',
+      mount === 'h265aac' ? { id: 'ps1', pool: 'gb', streams: { main: sim.url(mount) } } : { id: 'ps1', streams: { main: sim.url(mount) }, record: { format: 'ps' } },
+    );
     t.true(put.ok, JSON.stringify(put));
     // The same camera recorded as MP4 too (GStreamer shares one encoder): video.ps of an MP4 recording.
     if (mount === 'h264aac') t.true((await n.request('rec.v1.camera.put', { id: 'mp4cam', streams: { main: sim.url(mount) } })).ok);
