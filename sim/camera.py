@@ -7,6 +7,8 @@ Mounts (each shared: one encoder however many clients):
   /h265aac  H.265 main + AAC
   /h264ps   H.264 in MPEG-PS over RTP (MP2P/90000, GB28181 style; sim/mp2p.py)
   /file     a pre-encoded H.264 MP4 served without encoding, once (--file)
+  /sdlive, /edge, /edge-skewed  live video recorded to an SD card and its ONVIF
+            replay (--sd DIR; sim/edge_sd.py)
   /h264meta     H.264 + an ONVIF metadata data track (sim/onvif_meta.py)
   /h264metabad  the same plus malformed packets and a flood every second
   /h264metaklv  H.264 + the ONVIF metadata track + a KLV track (MISB ST 0601 time)
@@ -93,10 +95,12 @@ def main():
     p.add_argument("--gop", type=int, default=50)
     p.add_argument("--bitrate", type=int, default=300)
     p.add_argument("--file")
+    p.add_argument("--sd", help="directory of an SD card recorded from /sdlive (sim/edge_sd.py)")
     a = p.parse_args()
 
     Gst.init(None)
-    server = GstRtspServer.RTSPServer()
+    # ONVIF replay (Require: onvif-replay) needs the ONVIF server's client handling.
+    server = GstRtspServer.RTSPOnvifServer() if a.sd else GstRtspServer.RTSPServer()
     server.set_address(a.host)
     server.set_service(str(a.port))
     mounts = server.get_mount_points()
@@ -113,6 +117,10 @@ def main():
     add("/h265aac", f"{h265(a)} {AAC}")
     if a.file:
         mounts.add_factory("/file", file_factory(a.file))
+    if a.sd:
+        import edge_sd  # beside this script
+
+        edge_sd.add_mounts(mounts, a, a.sd)
     for path, bad in (("/h264meta", False), ("/h264metabad", True)):
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(f"( {h264(a)} {onvif_meta.appsrc_launch()} )")

@@ -10,7 +10,7 @@ import { freePort } from '../lib/nats-embedded.ts';
 
 export { freePort };
 
-export type SimMount = 'h264aac' | 'h264' | 'h265aac' | 'file' | 'h264meta' | 'h264metabad' | 'h264metaklv' | 'h264ps';
+export type SimMount = 'h264aac' | 'h264' | 'h265aac' | 'file' | 'h264meta' | 'h264metabad' | 'h264metaklv' | 'sdlive' | 'edge' | 'edge-skewed' | 'h264ps';
 
 export interface SimCameraOptions {
   port?: number;
@@ -22,6 +22,11 @@ export interface SimCameraOptions {
   bitrateKbit?: number;
   /** Pre-encoded H.264 MP4 served on /file without encoding (once, from its start). */
   file?: string;
+  /**
+   * A directory for the camera's SD card (sim/edge_sd.py): /sdlive streams live video
+   * that is also recorded there, /edge and /edge-skewed replay it over ONVIF.
+   */
+  sd?: string;
 }
 
 export class SimCameraError extends Error {
@@ -71,6 +76,7 @@ export class SimCamera {
     const o = this.opts;
     const args = [SCRIPT, '--port', String(this.port), '--host', o.host ?? '127.0.0.1', '--width', String(o.width ?? 320), '--height', String(o.height ?? 240), '--fps', String(o.fps ?? 25), '--gop', String(o.gop ?? 50), '--bitrate', String(o.bitrateKbit ?? 300)];
     if (o.file) args.push('--file', o.file);
+    if (o.sd) args.push('--sd', o.sd);
     const child = spawn(PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const tail: string[] = [];
     child.stderr!.setEncoding('utf8');

@@ -62,6 +62,20 @@ export interface SegmentWriterDeps {
   /** Called once with the wall-clock start of the first fragment received. */
   onFirstFragment?: (startMs: number) => void;
   onSegmentClosed?: (segment: SegmentRecord) => void;
+  /**
+   * Back-fill (design/backfill.md): the first fragment's media time is this wall-clock
+   * instant (the interval asked for, or the camera's own clock), never its arrival;
+   * later fragments follow their media time with no drift check, since a replay comes
+   * faster than real time.
+   */
+  anchorMs?: number;
+  /**
+   * Where a fragment may go (back-fill: inside a hole between stored segments); may
+   * trim its times by less than a GOP; null drops it. Default: as timed.
+   */
+  fit?: (startMs: number, endMs: number) => { startMs: number; endMs: number } | null;
+  /** Flags of every segment this writer creates (back-fill: `{ backfill: true }`). */
+  flags?: SegmentRecord['flags'];
 }
 
 type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;
@@ -136,6 +150,12 @@ export class SegmentWriter {
       this.receivedAny = true;
       this.deps.onFirstFragment?.(timed.startMs);
     }
+    if (this.deps.fit) {
+      const placed = this.deps.fit(timed.startMs, timed.endMs);
+      if (!placed) return this.closeCurrent();
+      timed.startMs = placed.startMs;
+      timed.endMs = placed.endMs;
+    }
     const decision = (this.deps.decide ?? (() => ALWAYS_TIMING))(timed.startMs);
     if (!decision.write) {
       await this.closeCurrent();
@@ -155,16 +175,19 @@ export class SegmentWriter {
     if (!traf) throw new Error('fragment without tracks');
     const ticks = traf.baseDecodeTime;
     const durationMs = (frag.durationTicks * 1000) / frag.timescale;
-    const arrivalStartMs = this.deps.clock.nowMs() - durationMs;
+    const fixed = this.deps.anchorMs;
+    const arrivalStartMs = fixed ?? this.deps.clock.nowMs() - durationMs;
     let discontinuous = false;
     let a = this.anchor;
     if (a && a.timescale === frag.timescale) {
       const predicted = a.ms + (Number(ticks - a.ticks) * 1000) / a.timescale;
       const jumpMs = Math.abs(Number(ticks - a.nextTicks) * 1000) / a.timescale;
-      const driftMs = Math.abs(predicted - arrivalStartMs);
+      const driftMs = fixed === undefined ? Math.abs(predicted - arrivalStartMs) : 0;
       if (jumpMs > MAX_TIMESTAMP_JUMP_MS || driftMs > MAX_DRIFT_MS) {
         this.deps.log.warn({ camera: this.camera.id, jumpMs, driftMs }, 'timestamp jump or clock step: re-anchoring in a new segment');
-        a = null;
+        // Back-fill keeps mapping media time to the camera's timeline: a jump there is
+        // a hole in the edge recording, not a clock step.
+        if (fixed === undefined) a = null;
         discontinuous = true;
       }
     } else {
@@ -240,7 +263,7 @@ export class SegmentWriter {
       types: [{ type, fromMs: startMs }],
       gops: new Uint8Array(0),
       open: true,
-      flags: {},
+      flags: { ...this.deps.flags },
     };
     const seg: OpenSegment = { file, record, gops: [] };
     this.current = seg;

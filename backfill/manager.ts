@@ -1,0 +1,274 @@
+/**
+ * The back-fill manager of a node: decides when gaps are fetched from the cameras'
+ * edge storage and runs the attempts (backfill/attempt.ts) with bounded concurrency.
+ *
+ * When (issue "Back-fill gaps from the camera's edge storage"):
+ * - at start: gaps the recorder itself left (it was down) are put in the ledger, from
+ *   each camera's last segment or gap to now where its plan asks for timing recording;
+ *   gaps still `open` from before are closed at the start; due records are queued;
+ * - automatically, `backfillDelayMs` after a camera is recording again (its SD card
+ *   has flushed by then);
+ * - periodically (`backfillSyncIntervalMs`): holes of the last `backfillSyncHours` that
+ *   the plan wanted and nothing accounts for become gaps and are queued, with every
+ *   due record;
+ * - on demand (`rec.v1.backfill`, `POST /api/cameras/:id/backfill`).
+ *
+ * Bounds: at most `backfillConcurrency` attempts on the node and one per camera (so a
+ * camera's uplink carries one replay besides its live stream); a failed attempt is
+ * retried after `backfillRetryMs` doubling, `backfillMaxAttempts` times, then the gap is
+ * `unavailable` and a `backfill-failed` alarm is raised. Progress is published on
+ * `rec.v1.backfill.<camera>` and is the gap state that search shows.
+ */
+import { rm } from 'node:fs/promises';
+import type { RecorderIndex } from '../index/db.ts';
+import { applyLedger, gapsOverlapping, splitAt, subtract, timingIntervals, type Interval } from '../index/gap-ledger.ts';
+import type { CameraConfig, GapRecord, GapState, SchedulePlan, SegmentRecord } from '../index/records.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
+import type { RecorderConfig } from '../lib/config.ts';
+import { RecorderError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import { iso, type Clock } from '../lib/time.ts';
+import { MIN_HOLE_MS, runAttempt, stagingDir } from './attempt.ts';
+
+export type BackfillOrigin = 'auto' | 'periodic' | 'manual' | 'start';
+
+/** A `rec.v1.backfill.<camera>` message. */
+export interface BackfillProgress {
+  camera: string;
+  from: string;
+  to: string;
+  state: GapState;
+  attempts: number;
+  at: string;
+  error?: { code: string; message: string };
+}
+
+export interface BackfillDeps {
+  index: RecorderIndex;
+  config: RecorderConfig;
+  clock: Clock;
+  log: Logger;
+  /** The camera's configuration (persisted or transient), if it exists. */
+  camera: (id: string) => CameraConfig | undefined;
+  cameras: () => CameraConfig[];
+  raiseAlarm: (alarm: AlarmInput) => void;
+  publish: (progress: BackfillProgress) => void;
+  onSegmentClosed?: (segment: SegmentRecord) => void;
+}
+
+type Key = string;
+const keyOf = (camera: string, startMs: number): Key => `${camera}\u0000${startMs}`;
+
+/** Past video of the last moments is still arriving or being flushed: the sync leaves it alone. */
+const SYNC_MARGIN_MS = 30_000;
+
+export class BackfillManager {
+  private readonly queue = new Map<Key, { camera: string; startMs: number }>();
+  private readonly busyCameras = new Set<string>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly abort = new AbortController();
+  private syncTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(private readonly deps: BackfillDeps) {}
+
+  /** Before the camera actors start: recorder-down gaps into the ledger, due work queued. */
+  async start(): Promise<void> {
+    const { clock, config } = this.deps;
+    await rm(stagingDir(config.dataDir), { recursive: true, force: true });
+    const nowMs = clock.nowMs();
+    for (const camera of this.deps.cameras()) {
+      if (camera.transient) continue;
+      await this.recorderDownGaps(camera, nowMs);
+    }
+    for (const camera of this.deps.cameras()) this.queueDue(camera.id, 'start');
+    if (config.backfillSyncHours > 0) {
+      this.syncTimer = setInterval(() => void this.sync().catch((err: unknown) => this.deps.log.error({ err }, 'back-fill sync failed')), config.backfillSyncIntervalMs);
+      this.syncTimer.unref();
+    }
+  }
+
+  /**
+   * The recorder was not running from what the index accounts for until now: where the
+   * plan wanted timing recording, that is a gap. Gaps left `open` end now.
+   */
+  private async recorderDownGaps(camera: CameraConfig, nowMs: number): Promise<void> {
+    const { index } = this.deps;
+    const put: GapRecord[] = [];
+    let until = index.lastSegment(camera.id)?.endMs ?? null;
+    for (const { value } of index.gaps.getRange({ start: [camera.id, -1], end: [camera.id, Number.MAX_SAFE_INTEGER] })) {
+      if (value.endMs === null) put.push({ ...value, endMs: Math.max(nowMs, value.startMs + 1), state: 'pending' });
+      else if (value.state === 'fetching') put.push({ ...value, state: 'pending' }); // cut by a crash
+      const end = value.endMs ?? nowMs;
+      if (until === null || end > until) until = end;
+    }
+    if (until !== null && nowMs - until >= MIN_HOLE_MS) {
+      const plan: SchedulePlan | undefined = index.schedules.get(camera.id);
+      for (const i of timingIntervals(plan, until, nowMs)) {
+        if (i.toMs - i.fromMs >= MIN_HOLE_MS) put.push({ camera: camera.id, startMs: i.fromMs, endMs: i.toMs, state: 'pending', reason: 'recorder was not running', attempts: 0 });
+      }
+    }
+    if (put.length > 0) {
+      await applyLedger(index, camera.id, [], put);
+      this.deps.log.info({ camera: camera.id, gaps: put.length }, 'gaps from before the start recorded');
+    }
+  }
+
+  /** A camera is recording again: its closed gaps are fetched after the SD-card delay. */
+  cameraRecording(cameraId: string): void {
+    if (!this.deps.camera(cameraId)?.edge) return;
+    this.later(this.deps.config.backfillDelayMs, () => this.queueDue(cameraId, 'auto'));
+  }
+
+  /**
+   * On demand: every hole of [fromMs, toMs) without video becomes (or stays) a gap
+   * record and is queued now, whatever its attempts so far. Returns the records.
+   */
+  async request(cameraId: string, fromMs: number, toMs: number): Promise<GapRecord[]> {
+    const camera = this.deps.camera(cameraId);
+    if (!camera?.edge) throw new RecorderError('EDGE_NOT_CONFIGURED', `camera ${cameraId} has no edge storage configured (edge.replayUrl)`);
+    const nowMs = this.deps.clock.nowMs();
+    if (toMs > nowMs) throw new RecorderError('BAD_RANGE', `to (${iso(toMs)}) is in the future: only past video can be back-filled`);
+    const { index } = this.deps;
+    const window = { fromMs, toMs };
+    const overlapping = gapsOverlapping(index, cameraId, fromMs, toMs);
+    // A record being fetched is left whole: its attempt replaces it when it ends.
+    const busy = overlapping.filter((g) => g.state === 'fetching');
+    const existing = overlapping.filter((g) => g.state !== 'fetching');
+    const split = splitAt(existing, [fromMs, toMs]);
+    const video: Interval[] = index.segmentTimesInRange(cameraId, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
+    const recorded = [...split, ...busy].map((g) => ({ fromMs: g.startMs, toMs: g.endMs! }));
+    const fresh: GapRecord[] = subtract(window, [...video, ...recorded], MIN_HOLE_MS).map((h) => ({ camera: cameraId, startMs: h.fromMs, endMs: h.toMs, state: 'pending', reason: 'manual back-fill', attempts: 0 }));
+    const inside = split.map((g) => {
+      const within = g.startMs >= fromMs && g.endMs! <= toMs;
+      const retry = within && (g.state === 'pending' || g.state === 'partial' || g.state === 'unavailable');
+      if (!retry) return g;
+      const { nextAttemptMs: _drop, ...rest } = g;
+      return { ...rest, state: 'pending' as const, attempts: 0 };
+    });
+    await applyLedger(index, cameraId, existing.map((g) => g.startMs), [...inside, ...fresh]);
+    const wanted = [...inside, ...fresh].filter((g) => g.startMs >= fromMs && g.endMs! <= toMs).sort((a, b) => a.startMs - b.startMs);
+    for (const g of wanted) if (g.state === 'pending') this.enqueue(cameraId, g.startMs);
+    this.deps.log.info({ camera: cameraId, fromMs, toMs, gaps: wanted.length }, 'manual back-fill requested');
+    return wanted;
+  }
+
+  /** The periodic sync (also callable by tests and operators). */
+  async sync(): Promise<void> {
+    const { index, clock, config } = this.deps;
+    const nowMs = clock.nowMs();
+    const toMs = nowMs - Math.max(SYNC_MARGIN_MS, config.backfillDelayMs);
+    const fromMs = nowMs - config.backfillSyncHours * 3600_000;
+    if (toMs <= fromMs) return;
+    for (const camera of this.deps.cameras()) {
+      if (!camera.edge || camera.transient) continue;
+      const plan = index.schedules.get(camera.id);
+      const video: Interval[] = index.segmentTimesInRange(camera.id, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
+      const known: Interval[] = index.gapsInRange(camera.id, fromMs, toMs, nowMs).map((g) => ({ fromMs: g.startMs, toMs: g.endMs ?? nowMs }));
+      const fresh: GapRecord[] = [];
+      for (const want of timingIntervals(plan, fromMs, toMs)) {
+        for (const h of subtract(want, [...video, ...known], MIN_HOLE_MS)) fresh.push({ camera: camera.id, startMs: h.fromMs, endMs: h.toMs, state: 'pending', reason: 'found by the periodic sync', attempts: 0 });
+      }
+      if (fresh.length > 0) await applyLedger(index, camera.id, [], fresh);
+      this.queueDue(camera.id, 'periodic');
+    }
+  }
+
+  /** Queues the camera's closed records that wait for an attempt (now or at their time). */
+  private queueDue(cameraId: string, origin: BackfillOrigin): void {
+    const camera = this.deps.camera(cameraId);
+    if (!camera?.edge || this.stopped) return;
+    const nowMs = this.deps.clock.nowMs();
+    for (const { value: g } of this.deps.index.gaps.getRange({ start: [cameraId, -1], end: [cameraId, Number.MAX_SAFE_INTEGER] })) {
+      if (g.endMs === null || (g.state !== 'pending' && g.state !== 'partial')) continue;
+      const wait = (g.nextAttemptMs ?? 0) - nowMs;
+      if (wait <= 0) this.enqueue(cameraId, g.startMs);
+      else this.later(wait, () => this.enqueue(cameraId, g.startMs));
+    }
+    this.deps.log.debug({ camera: cameraId, origin }, 'back-fill queue checked');
+  }
+
+  private later(ms: number, fn: () => void): void {
+    if (this.stopped) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    timer.unref();
+    this.timers.add(timer);
+  }
+
+  private enqueue(camera: string, startMs: number): void {
+    if (this.stopped) return;
+    this.queue.set(keyOf(camera, startMs), { camera, startMs });
+    this.pump();
+  }
+
+  /** Starts queued attempts while the node and their cameras have room. */
+  private pump(): void {
+    for (const [key, job] of this.queue) {
+      if (this.running.size >= this.deps.config.backfillConcurrency) return;
+      if (this.busyCameras.has(job.camera)) continue;
+      this.queue.delete(key);
+      this.busyCameras.add(job.camera);
+      const run = this.attempt(job.camera, job.startMs)
+        .catch((err: unknown) => this.deps.log.error({ err, camera: job.camera }, 'back-fill attempt crashed'))
+        .finally(() => {
+          this.running.delete(run);
+          this.busyCameras.delete(job.camera);
+          this.pump();
+        });
+      this.running.add(run);
+    }
+  }
+
+  private async attempt(cameraId: string, startMs: number): Promise<void> {
+    const { index, clock } = this.deps;
+    const gap = index.gaps.get([cameraId, startMs]);
+    const camera = this.deps.camera(cameraId);
+    if (!gap || gap.endMs === null || !camera || (gap.state !== 'pending' && gap.state !== 'partial')) return;
+    const closed = { ...gap, endMs: gap.endMs };
+    const fetching: GapRecord = { ...closed, state: 'fetching' };
+    await index.putGap(fetching);
+    this.publish(fetching);
+    const result = await runAttempt({ ...this.deps }, camera, closed, this.abort.signal);
+    for (const r of result.records) this.publish(r);
+    const givenUp = result.records.filter((r) => r.state === 'unavailable');
+    if (givenUp.length > 0 && !this.abort.signal.aborted) {
+      const err = givenUp[0]!.lastError;
+      this.deps.raiseAlarm({
+        kind: 'backfill-failed',
+        camera: cameraId,
+        message: `back-fill of ${cameraId} ${iso(closed.startMs)}..${iso(closed.endMs)} given up after ${givenUp[0]!.attempts} attempt(s): ${err?.code ?? ''} ${err?.message ?? ''}`.trim(),
+        details: { from: iso(closed.startMs), to: iso(closed.endMs), gaps: givenUp.map((g) => ({ from: iso(g.startMs), to: iso(g.endMs!) })), error: err },
+      });
+    }
+    for (const r of result.records) {
+      if ((r.state === 'pending' || r.state === 'partial') && r.nextAttemptMs !== undefined) this.later(Math.max(0, r.nextAttemptMs - clock.nowMs()), () => this.enqueue(cameraId, r.startMs));
+    }
+  }
+
+  private publish(g: GapRecord): void {
+    this.deps.publish({
+      camera: g.camera,
+      from: iso(g.startMs),
+      to: iso(g.endMs ?? this.deps.clock.nowMs()),
+      state: g.state,
+      attempts: g.attempts,
+      at: iso(this.deps.clock.nowMs()),
+      ...(g.lastError ? { error: g.lastError } : {}),
+    });
+  }
+
+  /** Ends running pulls (they do not count as attempts), drops timers, waits. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.syncTimer) clearInterval(this.syncTimer);
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.queue.clear();
+    this.abort.abort();
+    await Promise.allSettled([...this.running]);
+  }
+}
