@@ -7,6 +7,9 @@
 import { fromCallback } from 'xstate';
 import { startCameraIngest } from '../media/camera-ingest.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
+import { SmartWriter } from '../storage/smart-writer.ts';
+import { fragmentUserData, videoSampleFormat, type VideoSampleFormat } from '../media/sei-userdata.ts';
+import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
 import type { CameraDeps } from './deps.ts';
 import type { CameraConfig } from '../index/records.ts';
 import type { RecordingDirector } from './recording-director.ts';
@@ -28,11 +31,53 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
   const { camera, deps } = input;
   const log = deps.log.child({ camera: camera.id });
   const url = camera.streams[input.stream] ?? camera.streams.main;
+  // The camera's smart stream: data tracks split off by the same ffmpeg when it has
+  // any, and SEI user data found in the video samples; stored apart and timed by the
+  // video writer's anchor (storage/smart-writer.ts). Created on the first need.
+  let smart: SmartWriter | null = null;
+  const ensureSmart = (): SmartWriter =>
+    (smart ??= new SmartWriter(camera.id, {
+      index: deps.index,
+      dataDir: deps.config.dataDir,
+      clock: deps.clock,
+      log,
+      segmentMs: deps.config.segmentSeconds * 1000,
+      wallMsAt: (sec) => writer.wallMsAt(sec),
+      // Kept while video is written or may be (pre-record of event slots).
+      keep: (ms) => {
+        const d = input.director.decide(ms);
+        return d.write || d.preMs > 0;
+      },
+    }));
+  let seiFormat: VideoSampleFormat | null = null;
+  const scanSei = (chunk: Fmp4Chunk): void => {
+    try {
+      if (chunk.kind === 'init') {
+        seiFormat = videoSampleFormat(chunk.bytes);
+        return;
+      }
+      if (!seiFormat) return;
+      const { messages, bad } = fragmentUserData(chunk, seiFormat);
+      if (messages.length === 0 && bad === 0) return;
+      const s = ensureSmart();
+      if (bad > 0) s.countSkipped('badSei', `${bad} video samples with unreadable NAL units or SEI`, bad);
+      const streamType = seiFormat.codec === 'h264' ? 0x1b : 0x24;
+      for (const m of messages) s.addSei({ uuid: m.uuid, data: m.data, mediaSec: Number(m.decodeTicks) / m.timescale, streamType });
+    } catch (err) {
+      log.warn({ err }, 'smart stream: SEI scan failed'); // never the video's problem
+    }
+  };
   const session = startCameraIngest({
     url,
     ffmpegPath: deps.config.ffmpegPath,
     stallTimeoutMs: deps.config.ingestTimeoutMs,
-    onNotice: (level, message, details) => log[level](details, message),
+    smart: {
+      onDataTrack: (present, why) => {
+        if (present) ensureSmart();
+        else if (!why.startsWith('no data track')) log.info({ why }, 'smart stream: not split off in this attempt');
+      },
+      onBytes: (b) => smart?.feed(b),
+    },
   });
   const writer = new SegmentWriter(
     {
@@ -65,6 +110,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
         // once stopped, chunks still buffered are not theirs (a next attempt may run).
         if (!stopped) deps.live?.publish(camera.id, chunk);
         await writer.handle(chunk);
+        scanSei(chunk);
       }
     } catch (err) {
       failure = err as Error;
@@ -78,6 +124,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     } catch (err) {
       failure ??= err as Error;
     }
+    await (smart as SmartWriter | null)?.close().catch((err: unknown) => log.warn({ err }, 'smart stream: close failed'));
     const exit = await session.exited;
     if (stopped) return;
     const error = failure?.message ?? exit.error?.message ?? 'ingest ended';

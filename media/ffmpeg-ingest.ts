@@ -9,10 +9,25 @@
  * failing test leaves no child. If this process dies by SIGKILL, ffmpeg's next write
  * to the pipe fails with EPIPE and it exits (at most one GOP later); -nostdin keeps it
  * from waiting on a terminal.
+ *
+ * Smart stream (data tracks): when `smart` is given and the camera's SDP announces a
+ * data track (one DESCRIBE first, media/rtsp-describe.ts; ffmpeg refuses an output
+ * with no stream, so it is only added when there is one), the same ffmpeg gets a
+ * second output: every data track copied into MPEG-TS (timestamps and packet
+ * boundaries kept) on a private unix socket, plus the first video keyframe only
+ * (`-frames:v 1`), whose DTS ties the TS times to the fMP4's (storage/smart-writer.ts).
+ * The fMP4 output stays output #0: ffmpeg 5.1 ends the other streams of an output
+ * file whose stream hit -frames only when it checks that file first. A camera
+ * without a data track gets exactly the command it always got.
  */
 import ffmpeg from 'fluent-ffmpeg';
 import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Fmp4Splitter, type Fmp4Chunk } from './fmp4-splitter.ts';
+import { describeWithRetry, hasDataTrack } from './rtsp-describe.ts';
 
 export interface IngestOptions {
   url: string;
@@ -25,6 +40,52 @@ export interface IngestOptions {
    * media/mp2p-bridge.ts: `mpeg` on a loopback tcp:// URL).
    */
   inputFormat?: 'mpeg';
+  /** Receives the TS bytes of the camera's data tracks, if it has any. */
+  smart?: {
+    onBytes(bytes: Buffer): void;
+    /** Whether this attempt splits off a data track, and if not, why (for one log line). */
+    onDataTrack?(present: boolean, why: string): void;
+  };
+}
+
+/** Output options of the data output (see the module comment). */
+const SMART_OUTPUT_OPTIONS = [
+  '-map', '0:v:0',
+  '-map', '0:d',
+  '-c', 'copy',
+  '-frames:v', '1',
+  // A first packet without timestamps would make the TS muxer fail the whole ffmpeg.
+  '-bsf:v', 'setts=dts=if(eq(DTS\\,NOPTS)\\,0\\,DTS):pts=if(eq(PTS\\,NOPTS)\\,if(eq(DTS\\,NOPTS)\\,0\\,DTS)\\,PTS)',
+  '-f', 'mpegts',
+  '-muxdelay', '0',
+  '-muxpreload', '0',
+  '-flush_packets', '1',
+  // The video stream gets no packet after its first: without this the muxer holds the
+  // data back waiting for one (up to its default 10 s) before interleaving.
+  '-max_interleave_delta', '1',
+];
+
+/** A listening unix socket in a private temp dir for ffmpeg's data output. */
+function openDataSocket(onBytes: (b: Buffer) => void): { url: string; close(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'rec-smart-'));
+  const path = join(dir, 'ts.sock');
+  const sockets = new Set<Socket>();
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on('data', onBytes);
+    sock.on('error', () => undefined); // ffmpeg's exit ends the stream; nothing to report
+    sock.on('close', () => sockets.delete(sock));
+  });
+  server.maxConnections = 1;
+  server.listen(path);
+  return {
+    url: `unix:${path}`,
+    close() {
+      server.close();
+      for (const s of sockets) s.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export interface IngestExit {
@@ -41,6 +102,12 @@ export interface IngestSession {
 }
 
 const live = new Set<ChildProcess>();
+/**
+ * URLs whose last attempt with a data output ended before any video: the next attempt
+ * goes without it, so a smart-stream problem can never keep a camera's video down
+ * (an offline camera just alternates, harmlessly).
+ */
+const smartAttemptFailed = new Set<string>();
 let exitHookInstalled = false;
 
 function installExitHook(): void {
@@ -65,60 +132,108 @@ export function startIngest(opts: IngestOptions): IngestSession {
   const exited = new Promise<IngestExit>((r) => (resolveExit = r));
   const stderrTail: string[] = [];
 
-  const command = ffmpeg({ stdoutLines: 0 })
-    .setFfmpegPath(opts.ffmpegPath)
-    .input(opts.url)
-    .inputOptions([
-      '-nostdin',
-      '-hide_banner',
-      '-loglevel', 'warning',
-      ...(opts.inputFormat ? ['-f', opts.inputFormat] : ['-rtsp_transport', 'tcp']),
-      // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
-      '-timeout', String(opts.stallTimeoutMs * 1000),
-    ])
-    .outputOptions([
-      '-map', '0:v:0',
-      '-map', '0:a:0?',
-      '-c', 'copy',
-      '-f', 'mp4',
-      '-movflags', 'frag_keyframe+empty_moov+default_base_moof',
-    ]);
-
+  let command: ffmpeg.FfmpegCommand | null = null;
+  let dataSocket: { url: string; close(): void } | null = null;
   let child: ChildProcess | undefined;
   let splitterError: Error | undefined;
+  let finished = false;
+  let gotVideo = false;
   const finish = (error?: Error): void => {
+    if (finished) return;
+    finished = true;
     clearInterval(watchdog);
     if (child) live.delete(child);
+    dataSocket?.close();
+    if (dataSocket && !gotVideo && !requested) smartAttemptFailed.add(opts.url);
     resolveExit(requested ? { requested } : { requested, error: splitterError ?? error });
   };
-  command.on('start', () => {
-    child = (command as unknown as { ffmpegProc?: ChildProcess }).ffmpegProc;
-    if (child) live.add(child);
-    // fluent-ffmpeg spawns asynchronously: a stop() that came first could not kill it.
-    if (requested) command.kill('SIGKILL');
-  });
-  command.on('stderr', (line: string) => {
-    stderrTail.push(line);
-    if (stderrTail.length > 20) stderrTail.shift();
-    opts.onStderrLine?.(line);
-  });
-  command.on('end', () => finish(new Error('camera stream ended')));
-  command.on('error', (err: Error) => {
-    const tail = stderrTail.filter((l) => l.trim() !== '').slice(-5).join(' | ');
-    finish(new Error(tail ? `${err.message.split('\n')[0]}: ${tail}` : err.message));
-  });
+  const kill = (): void => {
+    command?.kill('SIGKILL');
+  };
+
+  const launch = (dataUrl: string | null): void => {
+    const cmd = ffmpeg({ stdoutLines: 0 })
+      .setFfmpegPath(opts.ffmpegPath)
+      .input(opts.url)
+      .inputOptions([
+        '-nostdin',
+        '-hide_banner',
+        '-loglevel', 'warning',
+        ...(opts.inputFormat ? ['-f', opts.inputFormat] : ['-rtsp_transport', 'tcp']),
+        // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
+        '-timeout', String(opts.stallTimeoutMs * 1000),
+      ])
+      // fluent-ffmpeg pipes ffmpeg's stdout (output #0) into the splitter.
+      .output(splitter, { end: true })
+      .outputOptions([
+        '-map', '0:v:0',
+        '-map', '0:a:0?',
+        '-c', 'copy',
+        '-f', 'mp4',
+        '-movflags', 'frag_keyframe+empty_moov+default_base_moof',
+      ]);
+    if (dataUrl) cmd.output(dataUrl).outputOptions(SMART_OUTPUT_OPTIONS);
+    command = cmd;
+    cmd.on('start', () => {
+      child = (cmd as unknown as { ffmpegProc?: ChildProcess }).ffmpegProc;
+      if (child) live.add(child);
+      // fluent-ffmpeg spawns asynchronously: a stop() that came first could not kill it.
+      if (requested) cmd.kill('SIGKILL');
+    });
+    cmd.on('stderr', (line: string) => {
+      stderrTail.push(line);
+      if (stderrTail.length > 20) stderrTail.shift();
+      opts.onStderrLine?.(line);
+    });
+    cmd.on('end', () => finish(new Error('camera stream ended')));
+    cmd.on('error', (err: Error) => {
+      const tail = stderrTail.filter((l) => l.trim() !== '').slice(-5).join(' | ');
+      finish(new Error(tail ? `${err.message.split('\n')[0]}: ${tail}` : err.message));
+    });
+    cmd.run();
+  };
   splitter.on('error', (err: Error) => {
     splitterError = err;
-    command.kill('SIGKILL');
+    kill();
   });
 
-  // fluent-ffmpeg pipes ffmpeg's stdout into the splitter.
-  command.pipe(splitter, { end: true });
+  const smart = opts.smart;
+  if (!smart || opts.inputFormat) {
+    launch(null);
+  } else if (smartAttemptFailed.delete(opts.url)) {
+    smart.onDataTrack?.(false, 'the previous attempt with a data output got no video');
+    launch(null);
+  } else {
+    // A failed DESCRIBE only means no smart stream: ffmpeg then reports the real problem.
+    let why = 'no data track in the SDP';
+    void describeWithRetry(opts.url, opts.stallTimeoutMs)
+      .then(hasDataTrack, (err: Error) => {
+        why = `DESCRIBE failed: ${err.message}`;
+        return false;
+      })
+      .then((present) => {
+        if (requested) {
+          finish();
+          splitter.end();
+          return;
+        }
+        if (present) {
+          try {
+            dataSocket = openDataSocket((b) => smart.onBytes(b));
+          } catch (err) {
+            dataSocket = null; // no socket, no smart stream: the video goes on
+            why = `no socket for the data output: ${(err as Error).message}`;
+          }
+        }
+        smart.onDataTrack?.(dataSocket !== null, why);
+        launch(dataSocket?.url ?? null);
+      });
+  }
 
   const watchdog = setInterval(() => {
     if (Date.now() - lastDataAt > opts.stallTimeoutMs + 5000) {
       stderrTail.push(`no fragment for ${Date.now() - lastDataAt} ms`);
-      command.kill('SIGKILL');
+      kill();
     }
   }, 1000);
   watchdog.unref();
@@ -126,6 +241,7 @@ export function startIngest(opts: IngestOptions): IngestSession {
   async function* chunks(): AsyncGenerator<Fmp4Chunk> {
     for await (const chunk of splitter as AsyncIterable<Fmp4Chunk>) {
       lastDataAt = Date.now();
+      gotVideo = true;
       yield chunk;
     }
   }
@@ -135,7 +251,7 @@ export function startIngest(opts: IngestOptions): IngestSession {
     exited,
     stop() {
       requested = true;
-      command.kill('SIGKILL');
+      kill();
     },
   };
 }
