@@ -10,11 +10,14 @@ import type { FastifyInstance } from 'fastify';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import { decodeGops } from '../index/gop-table.ts';
-import { NoVideoError, RecorderError } from '../lib/errors.ts';
+import { NoVideoError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import type { SegmentSlice } from '../media/fmp4-range.ts';
 import { headOnly, rangeBody } from './range-body.ts';
 import type { HttpDeps } from './http.ts';
+import { replyRange } from './byte-ranges.ts';
+
+export { parseByteRange } from './byte-ranges.ts';
 import { access } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
 
@@ -54,59 +57,19 @@ export function selectRange(index: RecorderIndex, dataDir: string, camera: strin
   return { slices, fromMs: firstMs, toMs: lastMs, mimeType };
 }
 
-/** Parses a single `bytes=` range against a body length; null means the whole body. */
-export function parseByteRange(header: string | undefined, length: number): { start: number; end: number } | null {
-  if (header === undefined) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) {
-    throw new RecorderError('BAD_RANGE', `unsupported Range ${JSON.stringify(header)}: one bytes=start-end range is served`);
-  }
-  let start: number;
-  let end: number;
-  if (m[1] === '') {
-    const suffix = Number(m[2]);
-    if (suffix === 0) throw new RecorderError('RANGE_NOT_SATISFIABLE', 'empty suffix range');
-    start = Math.max(0, length - suffix);
-    end = length - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? length - 1 : Math.min(Number(m[2]), length - 1);
-  }
-  if (start >= length || end < start) throw new RecorderError('RANGE_NOT_SATISFIABLE', `range ${header} outside 0-${length - 1}`);
-  return { start, end };
-}
-
 export function registerDownload(app: FastifyInstance, deps: HttpDeps): void {
   app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.mp4', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
     const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
     const sel = selectRange(deps.index, deps.dataDir, camera.id, fromMs, toMs);
     const body = await rangeBody(deps, sel, fromMs, toMs, (req.query as { format?: string }).format);
-    const ifRange = req.headers['if-range'];
-    const rangeApplies = ifRange === undefined || ifRange === body.etag;
-    let range: { start: number; end: number } | null = null;
-    try {
-      range = rangeApplies ? parseByteRange(req.headers.range, body.contentLength) : null;
-    } catch (err) {
-      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${body.contentLength}`);
-      throw err;
-    }
     const name = `${camera.id}_${iso(sel.fromMs).replace(/[:.]/g, '-')}.mp4`;
     void reply
       .header('Content-Type', sel.mimeType || 'video/mp4')
-      .header('Accept-Ranges', 'bytes')
-      .header('ETag', body.etag)
       .header('Content-Disposition', attachmentDisposition(name))
       .header('X-Recording-From', iso(sel.fromMs))
       .header('X-Recording-To', iso(sel.toMs));
-    if (range) {
-      void reply
-        .code(206)
-        .header('Content-Range', `bytes ${range.start}-${range.end}/${body.contentLength}`)
-        .header('Content-Length', range.end - range.start + 1);
-      return reply.send(req.method === 'HEAD' ? headOnly() : body.stream(range.start, range.end));
-    }
-    void reply.header('Content-Length', body.contentLength);
-    return reply.send(req.method === 'HEAD' ? headOnly() : body.stream());
+    const range = replyRange(req, reply, body.contentLength, body.etag);
+    return reply.send(req.method === 'HEAD' ? headOnly() : body.stream(range.start, range.end));
   });
 }

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
-import { parseByteRange } from './download.ts';
+import { replyRange } from './byte-ranges.ts';
 import type { HttpDeps } from './http.ts';
 import { access } from '../security/http-auth.ts';
 
@@ -60,17 +60,8 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
     if (!m) throw new RecorderError('NOT_FOUND', `no segment ${JSON.stringify(req.params.file)}`);
     const seg = deps.index.segments.get([camera.id, Number(m[1])]);
     if (!seg) throw new RecorderError('NOT_FOUND', `no segment ${req.params.file} of camera ${camera.id}`);
-    let range: { start: number; end: number } | null;
-    try {
-      range = parseByteRange(req.headers.range, seg.bytes);
-    } catch (err) {
-      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${seg.bytes}`);
-      throw err;
-    }
-    const start = range?.start ?? 0;
-    const end = range?.end ?? seg.bytes - 1;
-    void reply.header('Content-Type', 'video/mp4').header('Accept-Ranges', 'bytes').header('Content-Length', end - start + 1);
-    if (range) void reply.code(206).header('Content-Range', `bytes ${start}-${end}/${seg.bytes}`);
+    void reply.header('Content-Type', 'video/mp4');
+    const { start, end } = replyRange(req, reply, seg.bytes);
     // A .ps segment is served as the fMP4 it reads as (same offsets: the playlist's byte ranges hold).
     const path = join(deps.dataDir, seg.file);
     return reply.send(seg.format === 'ps' ? segmentRangeStream(path, start, end) : createReadStream(path, { start, end }));

@@ -34,7 +34,7 @@ import { FragmentToPs, PS_TIMESCALE } from '../media/ps-convert.ts';
 import { openSegmentFile } from '../media/segment-source.ts';
 import { access } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
-import { parseByteRange } from './download.ts';
+import { replyRange } from './byte-ranges.ts';
 import type { HttpDeps } from './http.ts';
 
 /** Bump when the bytes produced for the same stored video change (part of the ETag). */
@@ -244,23 +244,7 @@ export function registerVideoPs(app: FastifyInstance, deps: HttpDeps): void {
     const hash = createHash('sha1').update(`psv${PS_OUTPUT_VERSION};`);
     for (const g of plan) hash.update(`${g.seg.file}:${g.seg.codecKey}:${g.offset}:${g.size};`);
     const etag = `"psv${PS_OUTPUT_VERSION}-${hash.digest('hex').slice(0, 32)}"`;
-    const ifRange = req.headers['if-range'];
-    let range: { start: number; end: number } | null = null;
-    try {
-      range = ifRange === undefined || ifRange === etag ? parseByteRange(req.headers.range, contentLength) : null;
-    } catch (err) {
-      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${contentLength}`);
-      throw err;
-    }
-    void reply.header('Accept-Ranges', 'bytes').header('ETag', etag);
-    if (range) {
-      void reply
-        .code(206)
-        .header('Content-Range', `bytes ${range.start}-${range.end}/${contentLength}`)
-        .header('Content-Length', range.end - range.start + 1);
-      return reply.send(guarded(deps, req.url, replay(deps, plan, range.start, range.end + 1)));
-    }
-    void reply.header('Content-Length', contentLength);
-    return reply.send(guarded(deps, req.url, replay(deps, plan, 0, contentLength)));
+    const range = replyRange(req, reply, contentLength, etag);
+    return reply.send(guarded(deps, req.url, replay(deps, plan, range.start, range.end + 1)));
   });
 }
