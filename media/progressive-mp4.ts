@@ -16,7 +16,8 @@
  * exact `from` (inside the first GOP) and ends it at `to`.
  */
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { openSegmentFile } from './segment-source.ts';
 import { Readable } from 'node:stream';
 import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, type Box } from './boxes.ts';
 import { isSyncSample } from './moof.ts';
@@ -471,7 +472,7 @@ async function* generate(layout: ProgressiveLayout, start: number, end: number, 
         if (fhPath !== part.path) {
           await fh?.close();
           fh = null;
-          fh = await open(part.path, 'r');
+          fh = await openSegmentFile(part.path);
           await checkUnchanged(fh, part.path, part.fileBytes);
           fhPath = part.path;
         }

@@ -10,7 +10,8 @@
  * addressed relative to the moof start (default-base-is-moof, as the ingest writes it);
  * anything else is refused with MP4_UNSUPPORTED rather than served wrong.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { openSegmentFile } from './segment-source.ts';
 import { createHash } from 'node:crypto';
 import { Mp4FormatError } from './boxes.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
@@ -173,7 +174,7 @@ export class SampleTableCache {
     }
     const missing = seg ? fragments.filter((f) => seg!.fragments.get(f.offset)?.size !== f.size) : fragments;
     if (!seg || missing.length > 0) {
-      const fh = await open(path, 'r');
+      const fh = await openSegmentFile(path);
       try {
         if (!seg) {
           const init = await readAt(fh, 0, initSize);
