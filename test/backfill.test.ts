@@ -134,6 +134,37 @@ test.serial('a camera gone for 20 s is back-filled from its SD card: one span wi
   t.true(checked >= 2, `clock overlay read in ${checked} back-filled frames`);
 });
 
+test.serial('a recorder that was down finds its own gap at start (last segment to now) and fills it from the SD card', async (t) => {
+  const sd = await tempDir(t, 'sd-');
+  const sim = await SimCamera.start({ sd });
+  t.teardown(() => sim.stop());
+  const dataDir = await tempDir(t);
+  const first = await startNode(t, settings, dataDir);
+  t.true((await first.request('rec.v1.camera.put', { id: 'down', streams: { main: sim.url('sdlive') }, edge: { replayUrl: sim.url('edge') } })).ok);
+  await waitFor('recording', async () => (await cameraState(first, 'down')) === 'recording', 60_000);
+  await new Promise((r) => setTimeout(r, 6000));
+  const t0 = [...first.node.index.allSegments('down')][0]!.startMs;
+  await first.node.stop();
+  await new Promise((r) => setTimeout(r, 12_000)); // the recorder is down; the card records
+
+  const n = await startNode(t, settings, dataDir);
+  const atStart = await search(n.http, 'down', t0, Date.now());
+  const own = atStart.gaps.find((g) => g.state !== 'open');
+  t.truthy(own, `a gap from before the start: ${JSON.stringify(atStart.gaps)}`);
+  t.true(Date.parse(own!.to) - Date.parse(own!.from) > 10_000);
+  const filled = await waitFor(
+    'the gaps filled',
+    async () => {
+      const r = await search(n.http, 'down', t0, Date.now() - 5000);
+      return r.gaps.length > 0 && r.gaps.every((g) => g.state === 'filled') && r.spans.length === 1 ? r : null;
+    },
+    120_000,
+    1000,
+  );
+  t.truthy(filled.spans[0]!.types.find((r) => r.type === 'backfill' && Date.parse(r.to) - Date.parse(r.from) > 10_000), JSON.stringify(filled.spans));
+  t.deepEqual(overlaps(n, 'down'), []);
+});
+
 test.serial('a manual back-fill fetches a range from before recording began, clipped at stored video', async (t) => {
   const sd = await tempDir(t, 'sd-');
   const sim = await SimCamera.start({ sd });
