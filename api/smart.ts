@@ -4,13 +4,11 @@
  *   GET /api/cameras/:id/smart/next?after=|before=&class=&rule=&topic=&kind= jump
  *   GET /api/cameras/:id/smart/stats                                        counters
  *   GET /api/cameras/:id/smart.bin?from=&to= (alias smart.raw)               raw stream
- * The raw download has an exact Content-Length, single byte Range (api/download.ts
- * parseByteRange), a strong ETag and If-Range, so a broken download resumes.
+ * The raw download has an exact Content-Length, single byte Range (api/byte-ranges.ts), a strong ETag and If-Range, so a broken download resumes.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { RecorderError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
-import { parseByteRange } from './download.ts';
+import { replyRange } from './byte-ranges.ts';
 import type { HttpDeps } from './http.ts';
 import { attachmentDisposition } from '../security/headers.ts';
 
@@ -39,32 +37,14 @@ export function registerSmart(app: FastifyInstance, deps: HttpDeps): void {
 
   const raw = async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
     const body = smart().raw(req.params.id, req.query.from, req.query.to);
-    const ifRange = req.headers['if-range'];
-    const rangeApplies = ifRange === undefined || ifRange === body.etag;
-    let range: { start: number; end: number } | null = null;
-    try {
-      range = rangeApplies ? parseByteRange(req.headers.range, body.contentLength) : null;
-    } catch (err) {
-      if (err instanceof RecorderError && err.code === 'RANGE_NOT_SATISFIABLE') void reply.header('Content-Range', `bytes */${body.contentLength}`);
-      throw err;
-    }
     const name = `${req.params.id}_${iso(body.fromMs).replace(/[:.]/g, '-')}.smart`;
     void reply
       .header('Content-Type', 'application/octet-stream')
-      .header('Accept-Ranges', 'bytes')
-      .header('ETag', body.etag)
       .header('Content-Disposition', attachmentDisposition(name))
       .header('X-Recording-From', iso(body.fromMs))
       .header('X-Recording-To', iso(body.toMs));
-    if (range) {
-      void reply
-        .code(206)
-        .header('Content-Range', `bytes ${range.start}-${range.end}/${body.contentLength}`)
-        .header('Content-Length', range.end - range.start + 1);
-      return reply.send(body.stream(range.start, range.end));
-    }
-    void reply.header('Content-Length', body.contentLength);
-    return reply.send(body.stream());
+    const range = replyRange(req, reply, body.contentLength, body.etag);
+    return reply.send(body.stream(range.start, range.end));
   };
   app.get('/api/cameras/:id/smart.bin', playAccess, raw);
   app.get('/api/cameras/:id/smart.raw', playAccess, raw);

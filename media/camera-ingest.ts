@@ -10,7 +10,8 @@
  */
 import type { Fmp4Chunk } from './fmp4-splitter.ts';
 import { startIngest, type IngestExit, type IngestOptions, type IngestSession } from './ffmpeg-ingest.ts';
-import { isMp2pCamera, startMp2pBridge, type Mp2pBridge } from './mp2p-bridge.ts';
+import { startMp2pBridge, type Mp2pBridge } from './mp2p-bridge.ts';
+import { describeWithRetry } from './rtsp-describe.ts';
 
 const DESCRIBE_TIMEOUT_MS = 5000;
 
@@ -27,9 +28,11 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
   const exited = new Promise<IngestExit>((r) => (resolveExit = r));
   const ready = (async (): Promise<IngestSession | null> => {
     const timeout = Math.min(opts.stallTimeoutMs, DESCRIBE_TIMEOUT_MS);
-    const mp2p = await isMp2pCamera(opts.url, timeout).catch(() => false);
+    // One DESCRIBE per attempt: MP2P here, the data-track check in startIngest.
+    const described = await describeWithRetry(opts.url, timeout).catch(() => null);
     if (stopped) return null;
-    if (!mp2p) return startIngest(opts);
+    const mp2p = described?.some((m) => m.encodings.includes('MP2P')) ?? false;
+    if (!mp2p) return startIngest({ ...opts, described });
     try {
       bridge = await startMp2pBridge(opts.url, timeout);
     } catch (err) {

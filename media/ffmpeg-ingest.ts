@@ -27,7 +27,7 @@ import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Fmp4Splitter, type Fmp4Chunk } from './fmp4-splitter.ts';
-import { describeWithRetry, hasDataTrack } from './rtsp-describe.ts';
+import { describeWithRetry, hasDataTrack, type SdpMedia } from './rtsp-describe.ts';
 
 export interface IngestOptions {
   url: string;
@@ -40,6 +40,12 @@ export interface IngestOptions {
    * media/mp2p-bridge.ts: `mpeg` on a loopback tcp:// URL).
    */
   inputFormat?: 'mpeg';
+  /**
+   * The camera's SDP media from a DESCRIBE the caller already made (media/camera-ingest.ts),
+   * or null when that DESCRIBE failed; absent: this module describes the camera itself.
+   * One DESCRIBE per attempt serves both the MP2P check and the data-track check.
+   */
+  described?: SdpMedia[] | null;
   /** Receives the TS bytes of the camera's data tracks, if it has any. */
   smart?: {
     onBytes(bytes: Buffer): void;
@@ -206,7 +212,9 @@ export function startIngest(opts: IngestOptions): IngestSession {
   } else {
     // A failed DESCRIBE only means no smart stream: ffmpeg then reports the real problem.
     let why = 'no data track in the SDP';
-    void describeWithRetry(opts.url, opts.stallTimeoutMs)
+    const described: Promise<SdpMedia[]> =
+      opts.described === undefined ? describeWithRetry(opts.url, opts.stallTimeoutMs) : opts.described === null ? Promise.reject(new Error('no answer')) : Promise.resolve(opts.described);
+    void described
       .then(hasDataTrack, (err: Error) => {
         why = `DESCRIBE failed: ${err.message}`;
         return false;
