@@ -8,9 +8,9 @@
  *   gaps still `open` from before are closed at the start; due records are queued;
  * - automatically, `backfillDelayMs` after a camera is recording again (its SD card
  *   has flushed by then);
- * - periodically (`backfillSyncIntervalMs`): holes of the last `backfillSyncHours` that
- *   the plan wanted and nothing accounts for become gaps and are queued, with every
- *   due record;
+ * - periodically (`backfillSyncIntervalMs`): holes of the last `backfillSyncHours` (not
+ *   before the camera's first segment, not in the last SYNC_MARGIN_MS) that the plan
+ *   wanted and nothing accounts for become gaps and are queued, with every due record;
  * - on demand (`rec.v1.backfill`, `POST /api/cameras/:id/backfill`).
  *
  * Bounds: at most `backfillConcurrency` attempts on the node and one per camera (so a
@@ -59,8 +59,8 @@ export interface BackfillDeps {
 type Key = string;
 const keyOf = (camera: string, startMs: number): Key => `${camera}\u0000${startMs}`;
 
-/** Past video of the last moments is still arriving or being flushed: the sync leaves it alone. */
-const SYNC_MARGIN_MS = 30_000;
+/** The last moments are still arriving (the GOP being cut) or being flushed: the sync leaves them alone. */
+const SYNC_MARGIN_MS = 10_000;
 
 export class BackfillManager {
   private readonly queue = new Map<Key, { camera: string; startMs: number }>();
@@ -159,10 +159,15 @@ export class BackfillManager {
     const { index, clock, config } = this.deps;
     const nowMs = clock.nowMs();
     const toMs = nowMs - Math.max(SYNC_MARGIN_MS, config.backfillDelayMs);
-    const fromMs = nowMs - config.backfillSyncHours * 3600_000;
-    if (toMs <= fromMs) return;
     for (const camera of this.deps.cameras()) {
       if (!camera.edge || camera.transient) continue;
+      // Only between video we have: before a camera's first segment it was not ours.
+      const it = index.allSegments(camera.id)[Symbol.iterator]();
+      const first = it.next().value;
+      it.return?.(); // ends the LMDB range read
+      if (!first) continue;
+      const fromMs = Math.max(nowMs - config.backfillSyncHours * 3600_000, first.startMs);
+      if (toMs <= fromMs) continue;
       const plan = index.schedules.get(camera.id);
       const video: Interval[] = index.segmentTimesInRange(camera.id, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
       const known: Interval[] = index.gapsInRange(camera.id, fromMs, toMs, nowMs).map((g) => ({ fromMs: g.startMs, toMs: g.endMs ?? nowMs }));
