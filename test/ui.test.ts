@@ -188,3 +188,56 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
 
   t.deepEqual(pageErrors, []);
 });
+
+test('web UI: locks and labels on the timeline, and the jump to the previous object of a class (smart stream) plays from it', async (t) => {
+  t.timeout(300_000);
+  const sim = await SimCamera.start();
+  t.teardown(() => sim.stop());
+  const n = await startNode(t);
+  t.true((await n.request('rec.v1.camera.put', { id: 'meta', name: 'Gate', streams: { main: sim.url('h264meta') } })).ok);
+  const t0 = Date.now();
+  const span = await waitFor('10 s of video', async () => {
+    const body = (await (await fetch(`${n.http}/api/recordings?camera=meta&from=${t0 - 5000}&to=${Date.now() + 60_000}`)).json()) as { spans: { from: string; to: string }[] };
+    const s = body.spans[0];
+    return s && Date.parse(s.to) - Date.parse(s.from) > 10_000 ? s : null;
+  }, 90_000, 500);
+  const from = Date.parse(span.from);
+  const lock = await n.request('rec.v1.lock', { camera: 'meta', from: new Date(from + 2000).toISOString(), to: new Date(from + 6000).toISOString() });
+  t.true(lock.ok, JSON.stringify(lock));
+  const label = await n.request('rec.v1.label.add', { camera: 'meta', from: new Date(from + 3000).toISOString(), to: new Date(from + 5000).toISOString(), text: 'Van at the gate' });
+  t.true(label.ok, JSON.stringify(label));
+
+  const profile = await tempDir(t, 'chromium-ui-');
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    viewport: { width: 1200, height: 900 },
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'],
+  });
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  const pageErrors: string[] = [];
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  await page.goto(`${n.http}/`);
+  await page.locator('#cameras li[data-camera="meta"]').waitFor({ timeout: 30_000 });
+  await page.locator('#timeline g.row[data-camera="meta"] rect.lock').first().waitFor({ state: 'attached', timeout: 30_000 });
+  const labelTitle = await page.locator('#timeline g.row[data-camera="meta"] rect.label title').first().textContent();
+  t.is(labelTitle, 'Van at the gate');
+  await page.click('#cameras li[data-camera="meta"]');
+
+  // The sim camera's analytics name a Vehicle on odd UTC seconds: ◀ finds the latest one.
+  await page.fill('#smart-class', 'Vehicle');
+  await page.click('#smart-prev');
+  const jumped = (await (
+    await page.waitForFunction(`(() => { const v = document.getElementById('video'); return v.dataset.jumpedTo && v.dataset.mode === 'recording' && v.dataset.started === '1' ? v.dataset.jumpedTo : null; })()`, undefined, { timeout: 60_000 })
+  ).jsonValue()) as string;
+  t.is(Math.floor(Date.parse(jumped) / 1000) % 2, 1, `jumped to ${jumped}, an odd second`);
+  await page.waitForFunction(`document.getElementById('video').currentTime > 0.5`, undefined, { timeout: 30_000 });
+  await shot(page, 'ui-smart-jump.png');
+
+  // A class nobody reports: a typed error shown to the user.
+  await page.fill('#smart-class', 'Unicorn');
+  await page.click('#smart-prev');
+  await page.waitForFunction(`!document.getElementById('error').hidden`, undefined, { timeout: 20_000 });
+  t.is(await page.locator('#error').getAttribute('data-code'), 'NO_SMART_DATA');
+  t.deepEqual(pageErrors, []);
+});

@@ -191,6 +191,26 @@ function updatePlayButton() {
   $('play-pause').textContent = video.paused ? 'Play' : 'Pause';
 }
 
+// ---- jump to an analytics object (smart stream) -------------------------------------
+
+/** Plays from the previous/next smart-stream packet naming the class (GET …/smart/next). */
+async function jumpToObject(direction) {
+  if (!state.selected) return;
+  clearError();
+  const here = state.mode === 'recording' ? (recorded.wallAt(video.currentTime) ?? state.playFrom) : Date.now();
+  const q = new URLSearchParams({ [direction === 'next' ? 'after' : 'before']: new Date(here + (direction === 'next' ? 1000 : -1000)).toISOString() });
+  const cls = $('smart-class').value.trim();
+  if (cls) q.set('class', cls);
+  try {
+    const { record } = await apiJson(`/api/cameras/${encodeURIComponent(state.selected)}/smart/next?${q}`);
+    const at = Date.parse(record.at);
+    video.dataset.jumpedTo = record.at;
+    playRecording(state.selected, at);
+  } catch (err) {
+    showError(err);
+  }
+}
+
 // ---- range download and hover thumbnails ---------------------------------------------
 
 function selectRange(camera, fromMs, toMs) {
@@ -282,6 +302,8 @@ $('zoom-in').addEventListener('click', () => timeline.zoom(0.5, zoomCenter()));
 $('zoom-out').addEventListener('click', () => timeline.zoom(2, zoomCenter()));
 $('zoom-reset').addEventListener('click', () => timeline.resetZoom());
 $('live').addEventListener('click', () => startLive_());
+$('smart-next').addEventListener('click', () => jumpToObject('next'));
+$('smart-prev').addEventListener('click', () => jumpToObject('previous'));
 $('play-pause').addEventListener('click', () => {
   const viaSession = state.mode === 'recording' && recorded === session && session.active;
   if (video.paused) {
