@@ -136,7 +136,7 @@ export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullR
       }
     } catch (err) {
       // A stream cut mid-GOP or garbage: what was staged before it is still good.
-      if (fragments === 0) failure ??= new RecorderError('EDGE_REFUSED', `the camera's replay stream is not usable: ${(err as Error).message}`, { cause: err });
+      if (fragments === 0) failure ??= new RecorderError('EDGE_REFUSED', `the camera's replay stream is not usable: ${redactUrls((err as Error).message)}`);
       session.stop();
     }
     const exit = await session.exited;
@@ -188,7 +188,13 @@ function cameraClock(proxy: ReplayProxy | null, asked: { fromMs: number; toMs: n
   return judgeCameraClock(proxy.report, asked);
 }
 
-function noVideo(proxy: ReplayProxy | null, o: EdgePullOptions, ffmpegError: string | undefined): RecorderError {
+/** Credentials of a URL never go into an error (errors are stored on the gap and published). */
+export function redactUrls(text: string): string {
+  return text.replace(/(rtsps?:\/\/)[^@\s/]*@/gi, '$1***@');
+}
+
+function noVideo(proxy: ReplayProxy | null, o: EdgePullOptions, rawError: string | undefined): RecorderError {
+  const ffmpegError = rawError === undefined ? undefined : redactUrls(rawError);
   const r = proxy?.report;
   if (r?.upstreamError) return new RecorderError('EDGE_UNREACHABLE', r.upstreamError);
   if (r?.refused) return new RecorderError('EDGE_REFUSED', `the camera refused ${r.refused.method} of ${span(o)}: ${r.refused.status} ${r.refused.reason}`, { details: r.refused });

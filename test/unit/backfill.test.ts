@@ -11,7 +11,7 @@ import { RtspProtocolError, RtspStreamParser, formatClockTime, header, onvifPack
 import { rewriteRequest, rewriteResponse, type RewriteContext } from '../../media/rtsp-replay-proxy.ts';
 import { authorization, parseChallenge, pickChallenge } from '../../media/rtsp-auth.ts';
 import { renderReplayUrl, templateProblem } from '../../media/edge-url.ts';
-import { judgeCameraClock } from '../../media/edge-replay.ts';
+import { judgeCameraClock, redactUrls } from '../../media/edge-replay.ts';
 import { fitIntoHole } from '../../backfill/attempt.ts';
 import { intersect, pieces, settleAttempt, splitAt, subtract, timingIntervals } from '../../index/gap-ledger.ts';
 import type { GapRecord, SchedulePlan } from '../../index/records.ts';
@@ -150,6 +150,11 @@ test('replay URL templates: the Hikvision form, patterns, and what is refused', 
   t.truthy(templateProblem('rtsp://cam/edge', 'url'), 'url mode needs the interval');
   t.truthy(templateProblem('rtsp://cam/x?t={now}', 'onvif'));
   t.truthy(templateProblem('http://cam/x?s={start}&e={end}', 'url'));
+});
+
+test('credentials in camera URLs are redacted from error text', (t) => {
+  t.is(redactUrls('rtsp://admin:s3cret@10.0.0.7/edge: 401 Unauthorized'), 'rtsp://***@10.0.0.7/edge: 401 Unauthorized');
+  t.is(redactUrls('rtsp://10.0.0.7/edge'), 'rtsp://10.0.0.7/edge');
 });
 
 test('a fragment goes into its hole within the tolerance, trimmed; otherwise it is left out', (t) => {
