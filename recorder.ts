@@ -56,10 +56,9 @@ async function main(): Promise<number> {
     }
   }
 
-  const node = await RecorderNode.start({ config, log });
-  const stopDemo = config.demo ? await startDemoCamera(node, log) : null;
-  log.info({ http: node.httpUrl, nats: node.natsUrl }, 'recorder running');
-  await new Promise<void>((resolve) => {
+  // Signals are handled from here on, also while the node is still starting: a SIGTERM
+  // then stops it cleanly once started, instead of killing it mid-write by default.
+  const signalled = new Promise<void>((resolve) => {
     const onSignal = (signal: string): void => {
       log.info({ signal }, 'stopping');
       resolve();
@@ -67,6 +66,10 @@ async function main(): Promise<number> {
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   });
+  const node = await RecorderNode.start({ config, log });
+  const stopDemo = config.demo ? await startDemoCamera(node, log) : null;
+  log.info({ http: node.httpUrl, nats: node.natsUrl }, 'recorder running');
+  await signalled;
   await node.stop();
   await stopDemo?.();
   return 0;
