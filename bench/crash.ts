@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { SimCamera } from '../sim/camera.ts';
-import { clip, outDir, percentile, putJson, sleep, startRecorder, type RecorderChild } from './harness.ts';
+import { CONNECT_STAGGER_MS, clip, outDir, percentile, putJson, sleep, startRecorder, type RecorderChild } from './harness.ts';
 
 const { values } = parseArgs({ options: { cameras: { type: 'string', default: '50' }, minutes: { type: 'string', default: '10' }, every: { type: 'string', default: '30' } } });
 const n = Number(values.cameras);
@@ -31,7 +31,7 @@ const lostGops: number[] = [];
 const restartMs: number[] = [];
 let kills = 0;
 try {
-  for (let i = 0; i < n; i++) await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: sim.url('file') } });
+  for (let i = 0; i < n; i++) { await sleep(CONNECT_STAGGER_MS); await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: sim.url('file') } }); }
   const t0 = Date.now();
   await sleep(everyMs);
   while (Date.now() - t0 < runMs) {

@@ -78,6 +78,13 @@ export async function startRecorder(dataDir: string, env: Record<string, string>
   };
 }
 
+/**
+ * Pause between starting cameras: GStreamer's RTSP server (the simulated camera) stalls
+ * every client when a few dozen connect to one shared media at the same instant; real
+ * NVRs stagger their connects too.
+ */
+export const CONNECT_STAGGER_MS = 150;
+
 export async function putJson(url: string, body: unknown): Promise<void> {
   const res = await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   if (!res.ok) throw new Error(`PUT ${url}: ${res.status} ${await res.text()}`);

@@ -15,11 +15,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
 import { sampleTrees, ticksToCores } from './proc-stats.ts';
-import { clip, dirBytes, outDir, putJson, sleep, startRecorder as startRecorderChild } from './harness.ts';
+import { CONNECT_STAGGER_MS, clip, dirBytes, outDir, putJson, sleep, startRecorder as startRecorderChild } from './harness.ts';
 
 async function startRecorder(n: number, url: string, dir: string): Promise<Group & { http: string }> {
   const rec = await startRecorderChild(dir);
-  for (let i = 0; i < n; i++) await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url } });
+  for (let i = 0; i < n; i++) {
+    await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url } });
+    await sleep(CONNECT_STAGGER_MS);
+  }
   return { http: rec.http, roots: [rec.child.pid!], stop: () => rec.stop() };
 }
 
@@ -39,9 +42,10 @@ interface Group {
   stop(): Promise<void>;
 }
 
-function startBaseline(n: number, url: string, dir: string): Group {
+async function startBaseline(n: number, url: string, dir: string): Promise<Group> {
   const procs: ChildProcess[] = [];
   for (let i = 0; i < n; i++) {
+    if (i > 0) await sleep(CONNECT_STAGGER_MS);
     const camDir = join(dir, `cam${i}`);
     mkdirSync(camDir, { recursive: true });
     procs.push(
@@ -80,7 +84,7 @@ const url = sim.url('file');
 try {
   for (const n of counts) {
     const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
-    const base = values.mode !== 'recorder' ? startBaseline(n, url, join(work, 'baseline')) : null;
+    const base = values.mode !== 'recorder' ? await startBaseline(n, url, join(work, 'baseline')) : null;
     const rec = values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
     await sleep(warmupSec * 1000);
     const b0 = base ? sampleTrees(base.roots) : null;

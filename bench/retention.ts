@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { SimCamera } from '../sim/camera.ts';
-import { clip, dirBytes, outDir, putJson, sleep, startRecorder } from './harness.ts';
+import { CONNECT_STAGGER_MS, clip, dirBytes, outDir, putJson, sleep, startRecorder } from './harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -32,7 +32,7 @@ const sim = await SimCamera.start({ file: await clip() });
 const rec = await startRecorder(join(work, 'data'), { RECORDER_SEGMENT_SECONDS: String(segmentSeconds), RECORDER_MIN_FREE_BYTES: '0', RECORDER_MIN_FREE_RATIO: '0' });
 try {
   await putJson(`${rec.http}/api/pools/bench`, { capacityBytes: capBytes, overwrite: 'capacity' });
-  for (let i = 0; i < n; i++) await putJson(`${rec.http}/api/cameras/cam${i}`, { pool: 'bench', streams: { main: sim.url('file') } });
+  for (let i = 0; i < n; i++) { await sleep(CONNECT_STAGGER_MS); await putJson(`${rec.http}/api/cameras/cam${i}`, { pool: 'bench', streams: { main: sim.url('file') } }); }
   const t0 = Date.now();
   let maxUsage = 0;
   let maxDisk = 0;
