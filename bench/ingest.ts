@@ -17,10 +17,10 @@ import { SimCamera } from '../sim/camera.ts';
 import { sampleTrees, ticksToCores } from './proc-stats.ts';
 import { CONNECT_STAGGER_MS, clip, dirBytes, outDir, putJson, sleep, startRecorder as startRecorderChild } from './harness.ts';
 
-async function startRecorder(n: number, url: string, dir: string): Promise<Group & { http: string }> {
+async function startRecorder(n: number, url: (i: number) => string, dir: string): Promise<Group & { http: string }> {
   const rec = await startRecorderChild(dir);
   for (let i = 0; i < n; i++) {
-    await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url } });
+    await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url(i) } });
     await sleep(CONNECT_STAGGER_MS);
   }
   return { http: rec.http, roots: [rec.child.pid!], stop: () => rec.stop() };
@@ -42,14 +42,14 @@ interface Group {
   stop(): Promise<void>;
 }
 
-async function startBaseline(n: number, url: string, dir: string): Promise<Group> {
+async function startBaseline(n: number, url: (i: number) => string, dir: string): Promise<Group> {
   const procs: ChildProcess[] = [];
   for (let i = 0; i < n; i++) {
     if (i > 0) await sleep(CONNECT_STAGGER_MS);
     const camDir = join(dir, `cam${i}`);
     mkdirSync(camDir, { recursive: true });
     procs.push(
-      spawn('ffmpeg', ['-nostdin', '-v', 'error', '-rtsp_transport', 'tcp', '-i', url, '-c', 'copy', '-f', 'segment', '-segment_time', '60', '-reset_timestamps', '1', join(camDir, '%05d.mp4')], { stdio: 'ignore' }),
+      spawn('ffmpeg', ['-nostdin', '-v', 'error', '-rtsp_transport', 'tcp', '-i', url(i), '-c', 'copy', '-f', 'segment', '-segment_time', '60', '-reset_timestamps', '1', join(camDir, '%05d.mp4')], { stdio: 'ignore' }),
     );
   }
   return {
@@ -79,8 +79,12 @@ async function recorded(http: string, n: number, fromMs: number, toMs: number): 
 
 const results: Record<string, unknown>[] = [];
 const file = await clip();
-const sim = await SimCamera.start({ file });
-const url = sim.url('file');
+// One simulated camera server per CAMERAS_PER_SIM cameras (both sides): GStreamer's RTSP
+// server stalls all clients of one shared media somewhere past ~50 TCP clients.
+const CAMERAS_PER_SIM = 25;
+const sims: SimCamera[] = [];
+for (let i = 0; i < Math.ceil(Math.max(...counts) / CAMERAS_PER_SIM); i++) sims.push(await SimCamera.start({ file }));
+const url = (i: number): string => sims[Math.floor(i / CAMERAS_PER_SIM) % sims.length]!.url('file');
 try {
   for (const n of counts) {
     const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
@@ -94,6 +98,7 @@ try {
     const toMs = Date.now();
     const b1 = base ? sampleTrees(base.roots) : null;
     const r1 = rec ? sampleTrees(rec.roots) : null;
+
     // Video that ended in the window must be indexed; leave two GOPs for the tail.
     const rs = rec ? await recorded(rec.http, n, fromMs, toMs - 4000) : null;
     await rec?.stop();
@@ -117,6 +122,6 @@ try {
     await rm(work, { recursive: true, force: true });
   }
 } finally {
-  await sim.stop();
+  for (const sim of sims) await sim.stop();
 }
 writeFileSync(join(outDir, `ingest-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}.json`), JSON.stringify(results, null, 2));

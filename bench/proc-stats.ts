@@ -73,3 +73,4 @@ export function sampleTrees(roots: number[]): TreeSample {
 export function ticksToCores(ticks: number, seconds: number): number {
   return ticks / TICKS_PER_SEC / seconds;
 }
+

@@ -62,6 +62,11 @@ export class SimCamera {
     return this.child !== null;
   }
 
+  /** The camera server's process id (benches subtract its CPU); 0 when not running. */
+  get pid(): number {
+    return this.child?.pid ?? 0;
+  }
+
   url(mount: SimMount): string {
     return `rtsp://${this.opts.host ?? '127.0.0.1'}:${this.port}/${mount}`;
   }
