@@ -5,10 +5,8 @@
  * plays at 8x and in reverse as I-frames with increasing times, and every bad input
  * of the download gets its defined answer, including a segment deleted mid-download.
  *
- * The issue asks for a 2-minute range; this one is about 25 s (4 s segments, a ~6 s
- * gap): the same structure (three segments, a gap, two sessions), a quarter of the
- * CPU on a 2-core machine shared with other test runs. One recording serves all the
- * checks for the same reason.
+ * As the issue asks: a 2-minute range (30 s segments, ~65 s of video, a ~8 s gap,
+ * ~55 s more) from one low-resolution camera. One recording serves all the checks.
  */
 import test from 'ava';
 import { request } from 'node:http';
@@ -101,26 +99,28 @@ const isBox = (type: string) => (m: WsMsg): boolean => 'bin' in m && m.bin.toStr
 test('a range over three segments and a gap: progressive download, resume, trick play, bad input, deleted segment', async (t) => {
   const sim = await SimCamera.start();
   t.teardown(() => sim.stop());
-  const n = await startNode(t, { segmentSeconds: 4, backoffInitialMs: 500, backoffMaxMs: 2000 });
+  t.timeout(300_000);
+  const n = await startNode(t, { segmentSeconds: 30, backoffInitialMs: 500, backoffMaxMs: 2000 });
   const t0 = Date.now();
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264aac') } })).ok);
-  await waitFor('10 s of video', async () => {
+  await waitFor('65 s of video', async () => {
     const s = (await search(n, t0 - 5000)).spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 10_000;
-  }, 90_000, 500);
+    return s && Date.parse(s.to) - Date.parse(s.from) > 65_000;
+  }, 150_000, 500);
   await sim.stop();
   await new Promise((r) => setTimeout(r, 6000));
   await sim.restart();
-  const rec = await waitFor('8 s of video after the gap', async () => {
+  const rec = await waitFor('55 s of video after the gap', async () => {
     const r = await search(n, t0 - 5000);
-    return r.spans.length === 2 && r.gaps.length === 1 && r.gaps[0]!.state !== 'open' && Date.parse(r.spans[1]!.to) - Date.parse(r.spans[1]!.from) > 8000 ? r : null;
-  }, 90_000, 500);
+    return r.spans.length === 2 && r.gaps.length === 1 && r.gaps[0]!.state !== 'open' && Date.parse(r.spans[1]!.to) - Date.parse(r.spans[1]!.from) > 55_000 ? r : null;
+  }, 150_000, 500);
   const gap = rec.gaps[0]!;
   const gapMs = Date.parse(gap.to) - Date.parse(gap.from);
   // Exact instants inside GOPs at both ends (the edit lists cut there).
   const fromMs = Date.parse(rec.spans[0]!.from) + 1300;
   const toMs = Date.parse(rec.spans[1]!.to) - 700;
   t.true(n.node.index.segmentsInRange('cam', fromMs, toMs).length >= 3, 'the range spans at least three segments');
+  t.true(toMs - fromMs >= 120_000, `a 2-minute range (${(toMs - fromMs) / 1000} s)`);
   const url = `${n.http}/api/cameras/cam/video.mp4?from=${fromMs}&to=${toMs}`;
 
   // The whole download: one progressive MP4 (no moof), exact length, strong ETag.
