@@ -32,6 +32,7 @@ import { MediaFormatError } from '../media/media-error.ts';
 import { parseMoof } from '../media/moof.ts';
 import { FragmentToPs, PS_TIMESCALE } from '../media/ps-convert.ts';
 import { openSegmentFile } from '../media/segment-source.ts';
+import { readUpTo } from '../media/file-read.ts';
 import { access } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
 import { replyRange } from './byte-ranges.ts';
@@ -72,9 +73,8 @@ export function pickGops(deps: Pick<HttpDeps, 'index'>, camera: string, fromMs: 
 }
 
 async function readAt(fh: FileHandle, offset: number, length: number, path: string): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
-  const { bytesRead } = await fh.read(buf, 0, length, offset);
-  if (bytesRead !== length) throw new RecorderError('SEGMENT_GONE', `segment ${path} is shorter than its index entry`);
+  const buf = await readUpTo(fh, offset, length);
+  if (buf.length !== length) throw new RecorderError('SEGMENT_GONE', `segment ${path} is shorter than its index entry`);
   return buf;
 }
 

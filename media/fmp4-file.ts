@@ -10,6 +10,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { MAX_BOX_BYTES, Mp4FormatError, readBoxHeader, type BoxHeader } from './boxes.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof, type MoofInfo } from './moof.ts';
+import { readUpTo } from './file-read.ts';
 
 export interface ScannedFragment {
   /** Offset of the moof in the file. */
@@ -37,18 +38,6 @@ export interface ScannedFile {
   partialReason?: string;
 }
 
-/** Reads up to `length` bytes at `offset` (fewer at the end of the file). */
-async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done === length ? buf : buf.subarray(0, done);
-}
-
 /** A box header parsed from `buf` (bytes read at file offset `at`), or a reason it is not one. */
 function headerIn(buf: Buffer, fileBytes: number, at: number): BoxHeader | string {
   if (buf.length < 8) return `box header cut at ${at}`;
@@ -69,16 +58,16 @@ export async function scanFmp4File(path: string): Promise<ScannedFile> {
   const fh = await open(path, 'r');
   try {
     const fileBytes = (await fh.stat()).size;
-    const ftyp = headerIn(await readAt(fh, 0, 16), fileBytes, 0);
+    const ftyp = headerIn(await readUpTo(fh, 0, 16), fileBytes, 0);
     if (typeof ftyp === 'string' || ftyp.type !== 'ftyp') {
       throw new Mp4FormatError('MP4_NO_INIT', `${path} does not start with ftyp (${typeof ftyp === 'string' ? ftyp : ftyp.type})`);
     }
-    const moov = headerIn(await readAt(fh, ftyp.size, 16), fileBytes, ftyp.size);
+    const moov = headerIn(await readUpTo(fh, ftyp.size, 16), fileBytes, ftyp.size);
     if (typeof moov === 'string' || moov.type !== 'moov') {
       throw new Mp4FormatError('MP4_NO_INIT', `${path} has no complete moov after ftyp (${typeof moov === 'string' ? moov : moov.type})`);
     }
     const initSize = ftyp.size + moov.size;
-    const init = await readAt(fh, 0, initSize);
+    const init = await readUpTo(fh, 0, initSize);
     let info: InitInfo;
     try {
       info = parseInit(init);
@@ -93,7 +82,7 @@ export async function scanFmp4File(path: string): Promise<ScannedFile> {
     let partialReason: string | undefined;
     let validBytes = initSize;
     let p = initSize;
-    let head = await readAt(fh, p, 16);
+    let head = await readUpTo(fh, p, 16);
     while (p < fileBytes) {
       const h = headerIn(head, fileBytes, p);
       if (typeof h === 'string') {
@@ -107,11 +96,11 @@ export async function scanFmp4File(path: string): Promise<ScannedFile> {
         }
         if (h.type === 'mfra') trailing = 'mfra';
         p += h.size; // mfra, free, skip and the like
-        head = await readAt(fh, p, 16);
+        head = await readUpTo(fh, p, 16);
         continue;
       }
       // The whole moof plus the next header (the mdat's, then the next box's) in one read.
-      const moofAndNext = await readAt(fh, p, h.size + 16);
+      const moofAndNext = await readUpTo(fh, p, h.size + 16);
       const mdat = headerIn(moofAndNext.subarray(h.size), fileBytes, p + h.size);
       if (typeof mdat === 'string' || mdat.type !== 'mdat') {
         partialReason = typeof mdat === 'string' ? mdat : `moof at ${p} followed by ${mdat.type}`;
@@ -130,7 +119,7 @@ export async function scanFmp4File(path: string): Promise<ScannedFile> {
       p += size;
       validBytes = p;
       trailing = 'none';
-      head = p < fileBytes ? await readAt(fh, p, 16) : Buffer.alloc(0);
+      head = p < fileBytes ? await readUpTo(fh, p, 16) : Buffer.alloc(0);
     }
     if (partialReason !== undefined) trailing = 'partial';
     return { initSize, init, info, fragments, validBytes, fileBytes, trailing, ...(partialReason !== undefined ? { partialReason } : {}) };

@@ -21,6 +21,7 @@ import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof, rewriteMoof, type MoofInfo } from './moof.ts';
 import { Mp4FormatError } from './boxes.ts';
 import { checkUnchanged } from './sample-table.ts';
+import { readExactly } from './file-read.ts';
 
 /** Bump when the bytes produced for the same input change (it is part of the ETag). */
 export const FMP4_RANGE_FORMAT_VERSION = 1;
@@ -58,22 +59,11 @@ export interface Fmp4RangeBody {
 
 const READ_CHUNK = 256 * 1024;
 
-async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
-    if (bytesRead === 0) throw new Mp4FormatError('MP4_TRUNCATED', `file ends at ${offset + done}, expected ${offset + length}`);
-    done += bytesRead;
-  }
-  return buf;
-}
-
 async function readMoof(fh: FileHandle, offset: number): Promise<Buffer> {
-  const head = await readAt(fh, offset, 8);
+  const head = await readExactly(fh, offset, 8);
   const size = head.readUInt32BE(0);
   if (head.toString('latin1', 4, 8) !== 'moof' || size < 8) throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `no moof at offset ${offset}`);
-  return readAt(fh, offset, size);
+  return readExactly(fh, offset, size);
 }
 
 function trackSeconds(ticks: bigint, timescale: number): number {
@@ -87,7 +77,7 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
   {
     const fh = await openSegmentFile(first.path);
     try {
-      initBytes = await readAt(fh, 0, first.initSize);
+      initBytes = await readExactly(fh, 0, first.initSize);
     } finally {
       await fh.close();
     }
@@ -195,7 +185,7 @@ async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: In
       let p = Math.max(from, patched.length);
       while (p < to) {
         const n = Math.min(READ_CHUNK, to - p);
-        yield await readAt(fh!, f.offset + p, n);
+        yield await readExactly(fh!, f.offset + p, n);
         p += n;
       }
     }

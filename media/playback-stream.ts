@@ -16,8 +16,9 @@ import { Mp4FormatError } from './boxes.ts';
 import { fragmentHeader, NON_SYNC_FLAGS, Rescaler, singleTrackInit, SYNC_FLAGS, type OutSample, type TrickMode } from './fmp4-trick.ts';
 import type { InitInfo } from './init-info.ts';
 import { isSyncSample, rewriteMoof } from './moof.ts';
-import { checkUnchanged, readAt, type FragmentRef, type FragmentTable, type SampleTableCache, type SegmentTables } from './sample-table.ts';
+import { checkUnchanged, type FragmentRef, type FragmentTable, type SampleTableCache, type SegmentTables } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
+import { readExactly } from './file-read.ts';
 
 export interface PlaybackFragment extends FragmentRef {
   /** Wall-clock start of the GOP (UTC ms). */
@@ -182,7 +183,7 @@ export class PlaybackStream {
     const fh = await this.handle(path);
     const timescale = this.info.tracks.find((t) => t.id === this.videoId)?.timescale ?? 1;
     if (this.mode.kind === 'normal') {
-      const bytes = await readAt(fh, table.offset, table.size);
+      const bytes = await readExactly(fh, table.offset, table.size);
       const decode = new Map(table.tracks.map((t) => [t.trackId, t.baseDecodeTime + (this.segShift.get(t.trackId) ?? 0n)]));
       const moof = rewriteMoof(bytes.subarray(0, table.moofSize), { sequence: this.sequence++, baseDecodeTime: decode });
       return [moof, bytes.subarray(table.moofSize)];
@@ -197,7 +198,7 @@ export class PlaybackStream {
       if (!isSyncSample(video.flags[0]!)) return null;
       const size = video.sizes[0]!;
       const sample: OutSample = { duration: rescaler.duration(video.durationTicks), size, flags: SYNC_FLAGS, compositionOffset: 0 };
-      out = [fragmentHeader(this.sequence++, this.videoId, base, [sample]), await readAt(fh, video.runs[0]!.fileOffset, size)];
+      out = [fragmentHeader(this.sequence++, this.videoId, base, [sample]), await readExactly(fh, video.runs[0]!.fileOffset, size)];
     } else {
       const samples: OutSample[] = [];
       for (let k = 0; k < video.durations.length; k++) {
@@ -209,7 +210,7 @@ export class PlaybackStream {
         });
       }
       out = [fragmentHeader(this.sequence++, this.videoId, base, samples)];
-      for (const run of video.runs) out.push(await readAt(fh, run.fileOffset, run.bytes));
+      for (const run of video.runs) out.push(await readExactly(fh, run.fileOffset, run.bytes));
     }
     this.mediaEndSec = (this.baseTicks + rescaler.elapsed) / timescale;
     return out;

@@ -13,6 +13,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { MediaFormatError } from './media-error.ts';
 import { demuxPs } from './ps-demux.ts';
 import { FILE_HEADER_BYTES } from './ps-mux.ts';
+import { readUpTo } from './file-read.ts';
 
 export interface ScannedPsGop {
   offset: number;
@@ -46,29 +47,18 @@ const PACK = Buffer.from([0, 0, 1, 0xba]);
 /** Enough for pack + system header + PSM + GOP info of a GOP with a few streams. */
 const HEAD_BYTES = 1024;
 
-async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return buf.subarray(0, done);
-}
-
 export async function scanPsFile(path: string): Promise<ScannedPsFile> {
   const fh = await open(path, 'r');
   try {
     const fileBytes = (await fh.stat()).size;
     const gops: ScannedPsGop[] = [];
     let partialReason: string | undefined;
-    const head = await readAt(fh, 0, Math.min(FILE_HEADER_BYTES + HEAD_BYTES, fileBytes));
+    const head = await readUpTo(fh, 0, Math.min(FILE_HEADER_BYTES + HEAD_BYTES, fileBytes));
     if (!demuxPs(head.subarray(0, Math.min(head.length, 64))).startsWithPack) throw new MediaFormatError('PS_BAD_STREAM', `${path} does not start with a pack header`);
     const headerBytes = firstGopOffset(head);
     let p = headerBytes;
     while (p < fileBytes) {
-      const d = demuxPs(await readAt(fh, p, Math.min(HEAD_BYTES, fileBytes - p)));
+      const d = demuxPs(await readUpTo(fh, p, Math.min(HEAD_BYTES, fileBytes - p)));
       const info = d.gopInfos[0];
       if (!d.startsWithPack || !info || info.offset !== 0 || info.gopBytes === 0) {
         partialReason = `no GOP header at ${p}`;
@@ -87,7 +77,7 @@ export async function scanPsFile(path: string): Promise<ScannedPsFile> {
       validBytes: p,
       fileBytes,
       ...(partialReason !== undefined ? { partialReason } : {}),
-      firstGop: first ? await readAt(fh, first.offset, first.size) : null,
+      firstGop: first ? await readUpTo(fh, first.offset, first.size) : null,
       headerBytes,
     };
   } finally {

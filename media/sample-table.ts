@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { Mp4FormatError } from './boxes.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof } from './moof.ts';
+import { readExactly } from './file-read.ts';
 
 export interface FragmentRef {
   offset: number;
@@ -60,17 +61,6 @@ export interface SegmentTables {
 
 const TFHD_BASE_DATA_OFFSET = 0x01;
 
-export async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
-    if (bytesRead === 0) throw new Mp4FormatError('MP4_TRUNCATED', `file ends at ${offset + done}, expected ${offset + length}`);
-    done += bytesRead;
-  }
-  return buf;
-}
-
 /** Parses the moof at the start of `moof` (a fragment at `ref`) into a compact table. */
 export function fragmentTable(moof: Buffer, ref: FragmentRef, info: InitInfo): FragmentTable {
   const parsed = parseMoof(moof, info.trexDefaults);
@@ -109,10 +99,10 @@ export function fragmentTable(moof: Buffer, ref: FragmentRef, info: InitInfo): F
 const MOOF_GUESS = 8192;
 
 async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
-  const head = await readAt(fh, ref.offset, Math.min(MOOF_GUESS, ref.size));
+  const head = await readExactly(fh, ref.offset, Math.min(MOOF_GUESS, ref.size));
   const size = head.length >= 8 ? head.readUInt32BE(0) : 0;
   if (head.toString('latin1', 4, 8) !== 'moof' || size < 8 || size > ref.size) throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `no moof at offset ${ref.offset}`);
-  return size <= head.length ? head.subarray(0, size) : readAt(fh, ref.offset, size);
+  return size <= head.length ? head.subarray(0, size) : readExactly(fh, ref.offset, size);
 }
 
 /**
@@ -177,7 +167,7 @@ export class SampleTableCache {
       const fh = await openSegmentFile(path);
       try {
         if (!seg) {
-          const init = await readAt(fh, 0, initSize);
+          const init = await readExactly(fh, 0, initSize);
           seg = { fileBytes: fileBytes ?? 0, init, info: this.initInfo(init), fragments: new Map(), bytes: initSize + 2000 };
           this.total += seg.bytes;
         }

@@ -23,6 +23,7 @@ import { MediaFormatError } from './media-error.ts';
 import { firstGopOffset } from './ps-file.ts';
 import { describePs, psGopToFmp4 } from './ps-convert.ts';
 import { demuxPs } from './ps-demux.ts';
+import { readUpTo } from './file-read.ts';
 
 const HEAD_BYTES = 8192;
 const GOP_HEAD_BYTES = 1024;
@@ -40,17 +41,6 @@ function padTo(bytes: Buffer, size: number, what: string): Buffer {
   if (bytes.length === size) return bytes;
   if (bytes.length + 8 > size) throw new MediaFormatError('PS_BAD_STREAM', `${what}: ${bytes.length} bytes of fMP4 do not fit the ${size} bytes of PS`);
   return Buffer.concat([bytes, freeBox(size - bytes.length)]);
-}
-
-async function readFully(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return buf.subarray(0, done);
 }
 
 interface PsLayout {
@@ -78,12 +68,12 @@ function remember(key: string, bytes: Buffer): void {
 async function layoutOf(path: string, fh: FileHandle): Promise<PsLayout> {
   const cached = layouts.get(path);
   if (cached) return cached;
-  const head = await readFully(fh, 0, HEAD_BYTES);
+  const head = await readUpTo(fh, 0, HEAD_BYTES);
   const headerBytes = firstGopOffset(head);
   if (headerBytes === 0) throw new MediaFormatError('PS_BAD_STREAM', `${path}: no file header before the first GOP (not written by this recorder)`);
-  const first = demuxPs(await readFully(fh, headerBytes, GOP_HEAD_BYTES)).gopInfos[0];
+  const first = demuxPs(await readUpTo(fh, headerBytes, GOP_HEAD_BYTES)).gopInfos[0];
   if (!first || first.offset !== 0) throw new MediaFormatError('PS_BAD_STREAM', `${path}: no GOP at ${headerBytes}`);
-  const desc = describePs(demuxPs(await readFully(fh, headerBytes, first.gopBytes)));
+  const desc = describePs(demuxPs(await readUpTo(fh, headerBytes, first.gopBytes)));
   const layout: PsLayout = { init: padTo(desc.init, headerBytes, `${path} init`), tracks: desc.tracks, gops: [{ offset: headerBytes, size: first.gopBytes }] };
   if (layouts.size > 1000) layouts.delete(layouts.keys().next().value!);
   layouts.set(path, layout);
@@ -98,7 +88,7 @@ async function gopAt(layout: PsLayout, fh: FileHandle, pos: number, fileBytes: n
     if (pos < last.offset) break;
     const next = last.offset + last.size;
     if (next >= fileBytes) return null;
-    const info = demuxPs(await readFully(fh, next, Math.min(GOP_HEAD_BYTES, fileBytes - next))).gopInfos[0];
+    const info = demuxPs(await readUpTo(fh, next, Math.min(GOP_HEAD_BYTES, fileBytes - next))).gopInfos[0];
     if (!info || info.offset !== 0 || next + info.gopBytes > fileBytes) return null;
     layout.gops.push({ offset: next, size: info.gopBytes });
   }
@@ -122,7 +112,7 @@ async function convertedGop(path: string, layout: PsLayout, fh: FileHandle, gop:
     converted.set(key, hit);
     return hit;
   }
-  const ps = await readFully(fh, gop.offset, gop.size);
+  const ps = await readUpTo(fh, gop.offset, gop.size);
   if (ps.length !== gop.size) throw new MediaFormatError('PS_BAD_STREAM', `${path}: GOP at ${gop.offset} cut short`);
   const bytes = padTo(psGopToFmp4(ps, layout.tracks, 1).fragment, gop.size, `${path} GOP at ${gop.offset}`);
   remember(key, bytes);
