@@ -13,7 +13,7 @@ command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1 \
-  || ! command -v gst-inspect-1.0 >/dev/null 2>&1 || ! gst-inspect-1.0 x265enc >/dev/null 2>&1 || ! gst-inspect-1.0 avenc_aac >/dev/null 2>&1; then
+  || ! command -v gst-inspect-1.0 >/dev/null 2>&1 || ! gst-inspect-1.0 x265enc >/dev/null 2>&1 || ! gst-inspect-1.0 avenc_aac >/dev/null 2>&1 || ! gst-inspect-1.0 mpegpsmux >/dev/null 2>&1 || ! gst-inspect-1.0 splitmuxsink >/dev/null 2>&1; then
   need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
          gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools)
 fi
