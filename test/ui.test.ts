@@ -227,10 +227,14 @@ test('web UI: locks and labels on the timeline, and the jump to the previous obj
   // The sim camera's analytics name a Vehicle on odd UTC seconds: ◀ finds the latest one.
   await page.fill('#smart-class', 'Vehicle');
   await page.click('#smart-prev');
+  t.teardown(async () => t.log(`error banner: ${await page.locator('#error').textContent().catch(() => '?')}; video: ${JSON.stringify(await page.evaluate('({...document.getElementById("video").dataset})').catch(() => null))}`));
   const jumped = (await (
     await page.waitForFunction(`(() => { const v = document.getElementById('video'); return v.dataset.jumpedTo && v.dataset.mode === 'recording' && v.dataset.started === '1' ? v.dataset.jumpedTo : null; })()`, undefined, { timeout: 60_000 })
   ).jsonValue()) as string;
-  t.is(Math.floor(Date.parse(jumped) / 1000) % 2, 1, `jumped to ${jumped}, an odd second`);
+  // The stored packet there names a Vehicle (its camera time is an odd UTC second).
+  const there = (await (await fetch(`${n.http}/api/cameras/meta/smart?from=${jumped}&to=${new Date(Date.parse(jumped) + 1).toISOString()}&class=Vehicle`)).json()) as { records: { contentTime?: string }[] };
+  t.is(there.records.length, 1, `a Vehicle packet at ${jumped}`);
+  t.is(Math.floor(Date.parse(there.records[0]!.contentTime!) / 1000) % 2, 1, `its camera time ${there.records[0]!.contentTime} is an odd second`);
   await page.waitForFunction(`document.getElementById('video').currentTime > 0.5`, undefined, { timeout: 30_000 });
   await shot(page, 'ui-smart-jump.png');
 

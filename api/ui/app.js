@@ -197,7 +197,11 @@ function updatePlayButton() {
 async function jumpToObject(direction) {
   if (!state.selected) return;
   clearError();
-  const here = state.mode === 'recording' ? (recorded.wallAt(video.currentTime) ?? state.playFrom) : Date.now();
+  // From live view: start at the end of the recorded video (the smart stream is stored
+  // before the GOP it belongs to, so "now" could name a time with no video yet).
+  const row = (state.rows || []).find((r) => r.camera === state.selected);
+  const lastSpan = row && row.data && row.data.spans.length ? row.data.spans[row.data.spans.length - 1] : null;
+  const here = state.mode === 'recording' ? (recorded.wallAt(video.currentTime) ?? state.playFrom) : lastSpan ? Date.parse(lastSpan.to) : Date.now() - 5000;
   const q = new URLSearchParams({ [direction === 'next' ? 'after' : 'before']: new Date(here + (direction === 'next' ? 1000 : -1000)).toISOString() });
   const cls = $('smart-class').value.trim();
   if (cls) q.set('class', cls);
