@@ -29,12 +29,10 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
   const ready = (async (): Promise<IngestSession | null> => {
     const timeout = Math.min(opts.stallTimeoutMs, DESCRIBE_TIMEOUT_MS);
     // One DESCRIBE per attempt: MP2P here, the data-track check in startIngest.
-    const described = await describeWithRetry(opts.url, timeout).catch(() => undefined);
+    const described = await describeWithRetry(opts.url, timeout).catch(() => null);
     if (stopped) return null;
     const mp2p = described?.some((m) => m.encodings.includes('MP2P')) ?? false;
-    // A DESCRIBE that failed here (a slow camera) is tried again by startIngest with the
-    // ingest's own, longer timeout, as the data-track check needs it.
-    if (!mp2p) return startIngest(described ? { ...opts, described } : opts);
+    if (!mp2p) return startIngest({ ...opts, described });
     try {
       bridge = await startMp2pBridge(opts.url, timeout);
     } catch (err) {
