@@ -51,11 +51,11 @@ export interface RecorderChild {
 }
 
 /** Starts `recorder.ts` on `dataDir` with extra RECORDER_* settings; resolves once HTTP answers. */
-export async function startRecorder(dataDir: string, env: Record<string, string> = {}): Promise<RecorderChild> {
+export async function startRecorder(dataDir: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<RecorderChild> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts')], {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(import.meta.dirname, '../recorder.ts')], {
     env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: `127.0.0.1:${port}`, RECORDER_LOG_LEVEL: 'warn', RECORDER_SEGMENT_SECONDS: '60', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', process.env.BENCH_RECORDER_STDOUT ? 'inherit' : 'ignore', 'inherit'],
   });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const http = `http://127.0.0.1:${port}`;

@@ -14,11 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
-import { sampleTrees, ticksToCores } from './proc-stats.ts';
+import { breakdownCores, recorderBreakdown, sampleTrees, threadTicks, ticksToCores, type ThreadTicks } from './proc-stats.ts';
 import { CONNECT_STAGGER_MS, clip, dirBytes, outDir, putJson, sleep, startRecorder as startRecorderChild } from './harness.ts';
 
 async function startRecorder(n: number, url: (i: number) => string, dir: string): Promise<Group & { http: string }> {
-  const rec = await startRecorderChild(dir);
+  // --cpu-prof: V8 profile of the recorder's main thread, written at its exit (bench/out/prof).
+  const rec = await startRecorderChild(dir, {}, [...(values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(outDir, 'prof')}`] : []), ...(values['node-arg'] ?? [])]);
   for (let i = 0; i < n; i++) {
     await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url(i) } });
     await sleep(CONNECT_STAGGER_MS);
@@ -32,6 +33,9 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '60' },
     warmup: { type: 'string', default: '15' },
     mode: { type: 'string', default: 'both' },
+    'cpu-prof': { type: 'boolean', default: false },
+    // Extra flags for the recorder's node (e.g. --max-semi-space-size=16), to try GC settings.
+    'node-arg': { type: 'string', multiple: true },
   },
 });
 const counts = values.cameras.split(',').map(Number);
@@ -55,8 +59,40 @@ async function startBaseline(n: number, url: (i: number) => string, dir: string)
   return {
     roots: procs.map((p) => p.pid!),
     async stop() {
-      await Promise.all(procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : (p.once('exit', r), p.kill('SIGINT'))))));
+      // SIGINT lets ffmpeg finish its file; one stuck on a stalled RTSP read gets SIGKILL.
+      await Promise.all(
+        procs.map(
+          (p) =>
+            new Promise((r) => {
+              if (p.exitCode !== null || p.signalCode !== null) return r(null);
+              const force = setTimeout(() => p.kill('SIGKILL'), 5000);
+              p.once('exit', () => (clearTimeout(force), r(null)));
+              p.kill('SIGINT');
+            }),
+        ),
+      );
     },
+  };
+}
+
+/** All baseline ffmpeg processes' user and system time together. */
+function baselineBreakdown(roots: number[]): ThreadTicks {
+  const all = { user: 0, sys: 0 };
+  for (const pid of roots) for (const t of Object.values(threadTicks(pid))) (all.user += t.user), (all.sys += t.sys);
+  return { 'ffmpeg': all };
+}
+
+/** bench/floor-recorder.ts: the same ffmpeg per camera piped into one Node process that only appends to files. */
+async function startFloor(n: number, url: (i: number) => string, dir: string): Promise<Group> {
+  const urls = Array.from({ length: n }, (_, i) => url(i));
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, process.env.FLOOR_SCRIPT ?? 'floor-recorder.ts'), dir, ...urls], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, CONNECT_STAGGER_MS: String(CONNECT_STAGGER_MS) },
+  });
+  await sleep(n * CONNECT_STAGGER_MS + 1000);
+  return {
+    roots: [child.pid!],
+    stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once('exit', () => r()), child.kill('SIGTERM')))),
   };
 }
 
@@ -89,23 +125,30 @@ try {
   for (const n of counts) {
     const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
     const base = values.mode !== 'recorder' ? await startBaseline(n, url, join(work, 'baseline')) : null;
-    const rec = values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
+    // --mode floor: the baseline beside bench/floor-recorder.ts instead of the recorder.
+    const floor = values.mode === 'floor';
+    const rec: (Group & { http?: string }) | null = floor ? await startFloor(n, url, join(work, 'floor')) : values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
     await sleep(warmupSec * 1000);
     const b0 = base ? sampleTrees(base.roots) : null;
     const r0 = rec ? sampleTrees(rec.roots) : null;
+    const bd0: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
+    const bb0: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
     const fromMs = Date.now();
     await sleep(windowSec * 1000);
     const toMs = Date.now();
     const b1 = base ? sampleTrees(base.roots) : null;
     const r1 = rec ? sampleTrees(rec.roots) : null;
+    const bd1: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
+    const bb1: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
 
     // Video that ended in the window must be indexed; leave two GOPs for the tail.
-    const rs = rec ? await recorded(rec.http, n, fromMs, toMs - 4000) : null;
+    const rs = rec?.http ? await recorded(rec.http, n, fromMs, toMs - 4000) : null;
     await rec?.stop();
     await base?.stop();
     const seconds = (toMs - fromMs) / 1000;
     const row = {
       cameras: n,
+      side: floor ? 'floor' : 'recorder',
       windowSec: Math.round(seconds),
       baselineCoresPerCam: b0 && b1 ? ticksToCores(b1.ticks - b0.ticks, seconds) / n : null,
       recorderCoresPerCam: r0 && r1 ? ticksToCores(r1.ticks - r0.ticks, seconds) / n : null,
@@ -114,8 +157,11 @@ try {
       cpuRatio: b0 && b1 && r0 && r1 ? (r1.ticks - r0.ticks) / Math.max(1, b1.ticks - b0.ticks) : null,
       recordedShare: rs ? rs.recordedSec / (n * (seconds - 4)) : null,
       gaps: rs?.gaps ?? null,
+      // Where the CPU goes (cores, whole window): node's threads by kind + ffmpeg children.
+      recorderCores: bd0 && bd1 ? breakdownCores(bd0, bd1, seconds) : null,
+      baselineCores: bb0 && bb1 ? breakdownCores(bb0, bb1, seconds) : null,
       baselineDiskMb: base ? (await dirBytes(join(work, 'baseline'))) / 1e6 : null,
-      recorderDiskMb: rec ? (await dirBytes(join(work, 'recorder', 'pools'))) / 1e6 : null,
+      recorderDiskMb: rec ? (await dirBytes(floor ? join(work, 'floor') : join(work, 'recorder', 'pools'))) / 1e6 : null,
     };
     results.push(row);
     console.log(JSON.stringify(row));

@@ -74,3 +74,61 @@ export function ticksToCores(ticks: number, seconds: number): number {
   return ticks / TICKS_PER_SEC / seconds;
 }
 
+
+/** CPU ticks of one process split by thread kind (user and system time apart). */
+export type ThreadTicks = Record<string, { user: number; sys: number }>;
+
+/**
+ * Threads of `pid` grouped by their name (`comm`): for node, `node` is the main thread
+ * (JavaScript, stream and HTTP work), `libuv-worker` the thread pool (fs reads, writes,
+ * fdatasync), `V8 Worker`/`V8 DefaultWorke` garbage collection and compilation.
+ */
+export function threadTicks(pid: number): ThreadTicks {
+  const out: ThreadTicks = {};
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const kind = tid === String(pid) ? 'main' : comm;
+      const e = (out[kind] ??= { user: 0, sys: 0 });
+      e.user += Number(fields[11]);
+      e.sys += Number(fields[12]);
+    } catch {
+      /* thread ended */
+    }
+  }
+  return out;
+}
+
+/** Recorder tree split: node's threads by kind plus all ffmpeg children together. */
+export function recorderBreakdown(root: number): ThreadTicks {
+  const out = threadTicks(root);
+  const ff = { user: 0, sys: 0 };
+  for (const pid of processTree(root)) {
+    if (pid === root) continue;
+    for (const t of Object.values(threadTicks(pid))) {
+      ff.user += t.user;
+      ff.sys += t.sys;
+    }
+  }
+  out['ffmpeg children'] = ff;
+  return out;
+}
+
+/** b − a per kind, as cores. */
+export function breakdownCores(a: ThreadTicks, b: ThreadTicks, seconds: number): Record<string, { user: number; sys: number }> {
+  const out: Record<string, { user: number; sys: number }> = {};
+  for (const [k, v] of Object.entries(b)) {
+    const u = v.user - (a[k]?.user ?? 0);
+    const s = v.sys - (a[k]?.sys ?? 0);
+    if (u + s > 0) out[k] = { user: +ticksToCores(u, seconds).toFixed(3), sys: +ticksToCores(s, seconds).toFixed(3) };
+  }
+  return out;
+}

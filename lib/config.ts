@@ -20,6 +20,12 @@ export const configSchema = z
     natsUrl: z.string().min(1).optional().describe('NATS server URL(s), comma separated; unset starts an embedded nats-server'),
     subjectPrefix: z.string().regex(/^[A-Za-z0-9_-]+$/).default('rec').describe('first token of every subject'),
     segmentSeconds: z.coerce.number().int().min(2).max(3600).default(60).describe('target segment length in seconds'),
+    syncSeconds: z.coerce
+      .number()
+      .min(0)
+      .max(10)
+      .default(4)
+      .describe('longest media time appended but not yet fdatasynced and indexed (0: every GOP); a power cut loses at most this, a killed process nothing more'),
     backoffInitialMs: z.coerce.number().int().min(100).max(60_000).default(1000).describe('first reconnect delay; doubles per failure'),
     backoffMaxMs: z.coerce.number().int().min(100).max(600_000).default(30_000).describe('reconnect delay cap'),
     ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
@@ -66,6 +72,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_NATS_URL: 'natsUrl',
   RECORDER_SUBJECT_PREFIX: 'subjectPrefix',
   RECORDER_SEGMENT_SECONDS: 'segmentSeconds',
+  RECORDER_SYNC_SECONDS: 'syncSeconds',
   RECORDER_BACKOFF_INITIAL_MS: 'backoffInitialMs',
   RECORDER_BACKOFF_MAX_MS: 'backoffMaxMs',
   RECORDER_INGEST_TIMEOUT_MS: 'ingestTimeoutMs',

@@ -77,6 +77,46 @@ test('segments rotate at the target length, on a timestamp jump and on a codec c
   }
 });
 
+test('appended GOPs are fdatasynced and indexed every syncMs of media, and everything at close', async (t) => {
+  const dir = await tempDir(t);
+  const index = await RecorderIndex.open(dir);
+  t.teardown(() => index.close());
+  const a = await chunksOf(dir, 'a.mp4', '160x120', 8); // init + 8 one-second GOPs
+  let now = Date.UTC(2026, 10, 25, 12, 0, 0);
+  const clock = { nowMs: () => now };
+  const writer = new SegmentWriter(camera, { index, dataDir: dir, clock, log: silentLogger, segmentMs: 60_000, syncMs: 3000 }, null);
+  const indexedGops = async (): Promise<number> => {
+    const seg = [...index.allSegments('cam')][0];
+    return seg ? decodeGops(seg.gops).length : 0;
+  };
+  const seen: number[] = [];
+  for (const c of a) {
+    if (c.kind === 'fragment') now += 1000;
+    await writer.handle(c);
+    if (c.kind === 'fragment') seen.push(await indexedGops());
+  }
+  // With 1 s GOPs and syncMs 3000: a commit when one more GOP would leave over 3 s
+  // unsynced, i.e. after GOPs 3 and 6; never an entry ahead of the synced bytes.
+  t.deepEqual(seen, [0, 0, 3, 3, 3, 6, 6, 6]);
+  await writer.close();
+  t.is(await indexedGops(), 8, 'close commits the rest');
+  t.false([...index.allSegments('cam')][0]!.open);
+
+  // syncMs 0: every GOP as it comes.
+  const dir2 = await tempDir(t);
+  const index2 = await RecorderIndex.open(dir2);
+  t.teardown(() => index2.close());
+  const every = new SegmentWriter(camera, { index: index2, dataDir: dir2, clock, log: silentLogger, segmentMs: 60_000, syncMs: 0 }, null);
+  const counts: number[] = [];
+  for (const c of a.slice(0, 4)) {
+    if (c.kind === 'fragment') now += 1000;
+    await every.handle(c);
+    if (c.kind === 'fragment') counts.push(decodeGops([...index2.allSegments('cam')][0]!.gops).length);
+  }
+  t.deepEqual(counts, [1, 2, 3]);
+  await every.close();
+});
+
 test('reindex rebuilds the segment index from the files alone; check flags a damaged file', async (t) => {
   const dir = await tempDir(t);
   const a = await chunksOf(dir, 'a.mp4', '160x120', 7);
