@@ -29,6 +29,8 @@ import { StorageSupervisor } from './actors/storage-supervisor.ts';
 import { StorageService } from './api/storage-service.ts';
 import { deleteSmartWithVideo } from './storage/smart-follows-video.ts';
 import { BackfillManager } from './backfill/manager.ts';
+import { SegmentTableStore } from './storage/segment-tables.ts';
+import type { SegmentRecord } from './index/records.ts';
 
 export interface RecorderNodeOptions {
   config: RecorderConfig;
@@ -41,6 +43,8 @@ export class RecorderNode {
   httpUrl = '';
   reconcileReport: ReconcileReport | null = null;
   storage: StorageSupervisor | null = null;
+  /** Sample tables persisted at segment close (storage/segment-tables.ts). */
+  tables: SegmentTableStore | null = null;
   backfill: BackfillManager | null = null;
   private embedded: EmbeddedNats | null = null;
   private natsApi: NatsApi | null = null;
@@ -70,6 +74,12 @@ export class RecorderNode {
     const alarms = new AlarmBus(log, clock);
     let node: RecorderNode | null = null;
     let storage: StorageSupervisor | null = null;
+    const tables = new SegmentTableStore({ index, dataDir: config.dataDir, log });
+    // Every closed segment (live or back-filled): retention and backup, and its sample tables.
+    const segmentClosed = (seg: SegmentRecord): void => {
+      storage?.segmentClosed(seg);
+      tables.segmentClosed(seg);
+    };
     try {
       storage = new StorageSupervisor({
         index,
@@ -103,13 +113,14 @@ export class RecorderNode {
         log,
         publishStatus: (status) => node?.publishStatus(status),
         raiseAlarm: (alarm) => alarms.raise(alarm),
-        onSegmentClosed: (seg) => storage?.segmentClosed(seg),
+        onSegmentClosed: segmentClosed,
       });
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
       const storageSupervisor = storage;
       service.attachStorage(new StorageService(index, storageSupervisor, clock, config.dataDir, log, (id) => service.requireCamera(id)));
       node = new RecorderNode(config, log, clock, index, supervisor, service, alarms);
       node.storage = storage;
+      node.tables = tables;
       node.reconcileReport = report;
       node.users = new UserStore(index.root, clock);
       node.assertHttpAuth();
@@ -143,7 +154,7 @@ export class RecorderNode {
         cameras: () => index.listCameras(),
         raiseAlarm: (alarm) => alarms.raise(alarm),
         publish: (progress) => node?.natsApi?.publishBackfill(progress),
-        onSegmentClosed: (seg) => storage?.segmentClosed(seg),
+        onSegmentClosed: segmentClosed,
       });
       service.attachBackfill(node.backfill);
       await node.backfill.start();
@@ -155,6 +166,7 @@ export class RecorderNode {
     } catch (err) {
       if (node) await node.stop().catch(() => undefined);
       else {
+        await tables.stop();
         await storage?.stop().catch(() => undefined);
         await index.close().catch(() => undefined);
       }
@@ -181,7 +193,7 @@ export class RecorderNode {
   }
 
   private async startHttp(): Promise<void> {
-    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics });
+    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics, ...(this.tables ? { tables: this.tables } : {}) });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
@@ -226,6 +238,8 @@ export class RecorderNode {
     await this.sampler?.stop();
     await this.supervisor.shutdown();
     await this.backfill?.stop();
+    // Segments closed by the shutdown above are not waited for: their tables are built when next read.
+    await this.tables?.stop();
     await this.storage?.stop();
     await this.http?.close().catch((err: unknown) => this.log.warn({ err }, 'http close'));
     await this.natsApi?.close().catch(() => undefined);

@@ -21,6 +21,7 @@ import type { RecorderIndex } from '../index/db.ts';
 import { access, canSee, installAuth, scopeAccess } from '../security/http-auth.ts';
 import type { UserStore } from '../security/users.ts';
 import type { RecorderMetrics } from '../ops/metrics.ts';
+import type { PersistedTableSource } from '../media/sample-table.ts';
 import { registerUsers } from './users.ts';
 import { registerStorageRoutes } from './storage-routes.ts';
 
@@ -38,6 +39,8 @@ export interface HttpDeps {
   /** auth=required: credentials even before any token or user exists. */
   authRequired: boolean;
   metrics: RecorderMetrics;
+  /** Sample tables persisted at segment close (storage/segment-tables.ts); without it every first read parses moofs. */
+  tables?: PersistedTableSource;
 }
 
 export function buildHttp(deps: HttpDeps): FastifyInstance {

@@ -14,15 +14,19 @@ import { BadTimeError, ValidationError } from '../lib/errors.ts';
 import { iso, parseTimeMs } from '../lib/time.ts';
 import { MAX_SPEED, MIN_SPEED, trickMode, type TrickMode } from '../media/fmp4-trick.ts';
 import type { PlaybackFragment, PlaybackSegment } from '../media/playback-stream.ts';
-import { SampleTableCache } from '../media/sample-table.ts';
+import { SampleTableCache, type PersistedTableSource } from '../media/sample-table.ts';
 
 const BATCH = 16;
 const caches = new WeakMap<RecorderIndex, SampleTableCache>();
 
-/** The node's sample-table cache (one per index, shared by download, /play and sessions). */
-export function tableCache(index: RecorderIndex): SampleTableCache {
+/**
+ * The node's sample-table cache (one per index, shared by download, /play and
+ * sessions), backed by the tables persisted at segment close when `persisted` is given
+ * (every HTTP route passes the node's; the first call decides).
+ */
+export function tableCache(index: RecorderIndex, persisted?: PersistedTableSource): SampleTableCache {
   let c = caches.get(index);
-  if (!c) caches.set(index, (c = new SampleTableCache()));
+  if (!c) caches.set(index, (c = new SampleTableCache(undefined, persisted)));
   return c;
 }
 

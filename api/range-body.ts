@@ -14,7 +14,7 @@ import { ValidationError } from '../lib/errors.ts';
 import { planFmp4Range } from '../media/fmp4-range.ts';
 import { segmentError } from '../media/playback-stream.ts';
 import { buildProgressive, progressiveEtag, progressiveStream, type ProgressiveLayout } from '../media/progressive-mp4.ts';
-import type { SegmentTables } from '../media/sample-table.ts';
+import type { PersistedTableSource, SegmentTables } from '../media/sample-table.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { RangeSelection } from './download.ts';
 import { tableCache } from './playback-source.ts';
@@ -54,7 +54,7 @@ function remember(etag: string, layout: ProgressiveLayout): void {
  * `fromMs`/`toMs` are the instants asked for; `sel` the GOPs covering them. The
  * progressive body's edit lists cut presentation to exactly [fromMs, toMs).
  */
-export async function rangeBody(deps: { index: RecorderIndex; log: Logger }, sel: RangeSelection, fromMs: number, toMs: number, format: string | undefined): Promise<RangeBody> {
+export async function rangeBody(deps: { index: RecorderIndex; log: Logger; tables?: PersistedTableSource | undefined }, sel: RangeSelection, fromMs: number, toMs: number, format: string | undefined): Promise<RangeBody> {
   if (format === 'fmp4') {
     let body: RangeBody;
     try {
@@ -72,9 +72,10 @@ export async function rangeBody(deps: { index: RecorderIndex; log: Logger }, sel
     };
   }
   if (format !== undefined && format !== 'mp4') throw new ValidationError(`format: expected mp4 (progressive, default) or fmp4, got ${JSON.stringify(format)}`);
-  const cache = tableCache(deps.index);
-  // Segments not cached yet are read a few at a time (the first request of an hour
-  // reads ~1800 moofs; in parallel the disk's queue and the thread pool are used).
+  const cache = tableCache(deps.index, deps.tables);
+  // Segments not cached yet are read a few at a time: from their persisted tables, or
+  // (none yet, or not usable) from their moofs, ~30 per segment, where running in
+  // parallel uses the disk's queue and the thread pool.
   const tables: SegmentTables[] = new Array(sel.slices.length);
   let next = 0;
   const worker = async (): Promise<void> => {

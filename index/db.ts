@@ -29,6 +29,11 @@
  *   labels     labelId                → LabelRecord
  *   labelidx   [cameraId, startMs, id] → null (labels of a camera by time)
  *   intents    [kind, cameraId, startMs] → IntentRecord (file work to finish after a crash)
+ *   sampletables [cameraId, startMs]  → binary: the closed segment's per-sample tables
+ *                                       (media/sample-table-codec.ts), a cache of its moofs
+ *                                       for the first request of a range; removed in the
+ *                                       same commit batch as the segment, dropped by any
+ *                                       re-put of a closed segment (thinning, repair)
  * Writes resolve after the commit is durable (lmdb-js default sync mode), which is
  * what invariant 2 needs: callers fdatasync the file first, then await the put.
  */
@@ -75,6 +80,8 @@ export class RecorderIndex {
   readonly labels: Database<LabelRecord, string>;
   readonly labelidx: Database<null, [string, number, string]>;
   readonly intents: Database<IntentRecord, [string, string, number]>;
+  /** Binary records, written only through putSampleTables (storage/segment-tables.ts). */
+  readonly sampletables: Database<Buffer, SegKey>;
   private readonly poolusage: Database<number, string>;
   private readonly meta: Database<number, string>;
   /** Bytes per pool, mirrored in `poolusage`. */
@@ -105,6 +112,7 @@ export class RecorderIndex {
     this.labels = root.openDB<LabelRecord, string>({ name: 'labels' });
     this.labelidx = root.openDB<null, [string, number, string]>({ name: 'labelidx' });
     this.intents = root.openDB<IntentRecord, [string, string, number]>({ name: 'intents' });
+    this.sampletables = root.openDB<Buffer, SegKey>({ name: 'sampletables', encoding: 'binary' });
   }
 
   static async open(dataDir: string): Promise<RecorderIndex> {
@@ -143,6 +151,9 @@ export class RecorderIndex {
     const mine = { pool: seg.pool, bytes: seg.bytes, endMs: seg.endMs };
     this.lastPut.set(k, mine);
     void this.segtimes.put([seg.camera, seg.startMs], segmentTimes(seg));
+    // Tables exist only for closed segments and describe the file as it was then: a
+    // closed segment put again (thinned, repaired) may point at other bytes.
+    if (!seg.open) void this.sampletables.remove([seg.camera, seg.startMs]);
     // The new record replaces the old one's time: cut what the old covered, add the new runs.
     const coveredEnd = Math.max(seg.endMs, prev?.endMs ?? seg.endMs);
     this.updateDays(seg.camera, seg.startMs, coveredEnd, (runs, day) => addRuns(cutRuns(runs, seg.startMs, coveredEnd), runsInDay(segmentRuns(seg), day)));
@@ -163,10 +174,31 @@ export class RecorderIndex {
     const endMs = prev?.endMs ?? (times ? (times[0] as number) : startMs);
     if (endMs > startMs) this.updateDays(camera, startMs, endMs, (runs) => cutRuns(runs, startMs, endMs));
     void this.segtimes.remove([camera, startMs]);
+    void this.sampletables.remove([camera, startMs]);
     return this.segments.remove([camera, startMs]);
   }
 
+  /**
+   * Stores a closed segment's sample tables, only if the segment's entry is still the
+   * one they were read for (`expected`: same file, bytes, init and GOP table, closed).
+   * Checked inside the write transaction, so a removal or re-put queued before it wins
+   * and one queued after it removes the record in its own commit. Resolves to whether
+   * the record was stored.
+   */
+  async putSampleTables(expected: SegmentRecord, record: Buffer): Promise<boolean> {
+    const key: SegKey = [expected.camera, expected.startMs];
+    let stored = false;
+    await this.root.transaction(() => {
+      const now = this.segments.get(key);
+      if (!now || now.open || now.file !== expected.file || now.bytes !== expected.bytes || now.initSize !== expected.initSize || !Buffer.from(now.gops).equals(Buffer.from(expected.gops))) return;
+      void this.sampletables.put(key, record);
+      stored = true;
+    });
+    return stored;
+  }
+
   async clearSegments(): Promise<void> {
+    await this.sampletables.clearAsync();
     await this.segtimes.clearAsync();
     await this.segments.clearAsync();
     await this.poolusage.clearAsync();

@@ -6,6 +6,13 @@
  * here keyed by file and fragment offset (a segment still being written only gains
  * fragments; the ones already cached stay valid because files are append-only).
  *
+ * A segment not cached yet is first looked up in the persisted tables (written when the
+ * segment closed, media/sample-table-codec.ts, storage/segment-tables.ts): one compact
+ * record per segment instead of one moof read per GOP. A record is used only when it
+ * describes the file the caller planned with (same size, same init size, every
+ * fragment asked for at the same offset and size); otherwise it is ignored, the moofs
+ * are read, and the source is told so it can rebuild the record off the request path.
+ *
  * Invariant: a fragment's sample data lies inside the fragment (moof + mdat) and is
  * addressed relative to the moof start (default-base-is-moof, as the ingest writes it);
  * anything else is refused with MP4_UNSUPPORTED rather than served wrong.
@@ -17,6 +24,7 @@ import { Mp4FormatError } from './boxes.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof } from './moof.ts';
 import { readExactly } from './file-read.ts';
+import { decodeSampleTables, type PersistedTables } from './sample-table-codec.ts';
 
 export interface FragmentRef {
   offset: number;
@@ -106,6 +114,37 @@ async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
 }
 
 /**
+ * The init and every fragment's table of a segment file, read from its moofs (for the
+ * persisted tables, storage/segment-tables.ts). PS files are read through their fMP4
+ * view like everything else. `fileBytes` is what the caller's index says; a file
+ * smaller than that is refused (MP4_TRUNCATED).
+ */
+export async function readFileTables(path: string, initSize: number, fragments: readonly FragmentRef[], fileBytes: number): Promise<PersistedTables> {
+  const fh = await openSegmentFile(path);
+  try {
+    await checkUnchanged(fh, path, fileBytes);
+    const init = await readExactly(fh, 0, initSize);
+    const info = parseInit(init);
+    const tables: FragmentTable[] = [];
+    for (const ref of fragments) tables.push(fragmentTable(await readMoofAt(fh, ref), ref, info));
+    return { fileBytes, init, fragments: tables };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Where persisted tables come from (storage/segment-tables.ts implements it on the
+ * index). Both calls are synchronous and cheap: they sit on the request path.
+ */
+export interface PersistedTableSource {
+  /** The stored record of the segment file at `path`, if there is one. */
+  get(path: string): Uint8Array | undefined;
+  /** No usable record for `path` (none, or `reason`): a chance to (re)build it in the background. */
+  missing(path: string, reason: string | null): void;
+}
+
+/**
  * Throws MP4_TRUNCATED (served as SEGMENT_GONE) when the file opened as `fh` is
  * smaller than the `fileBytes` a request was planned with: it was rewritten (thinned)
  * or cut since, and its offsets no longer mean what the plan says.
@@ -143,7 +182,10 @@ export class SampleTableCache {
   private readonly inits = new Map<string, InitInfo>();
   private total = 0;
 
-  constructor(readonly maxBytes = 64 * 1024 * 1024) {}
+  constructor(
+    readonly maxBytes = 64 * 1024 * 1024,
+    private readonly persisted?: PersistedTableSource,
+  ) {}
 
   get bytes(): number {
     return this.total;
@@ -162,7 +204,14 @@ export class SampleTableCache {
       this.drop(path);
       seg = undefined;
     }
-    const missing = seg ? fragments.filter((f) => seg!.fragments.get(f.offset)?.size !== f.size) : fragments;
+    let missing = seg ? fragments.filter((f) => seg!.fragments.get(f.offset)?.size !== f.size) : fragments;
+    if ((!seg || missing.length > 0) && this.persisted && fileBytes !== undefined) {
+      const stored = this.fromRecord(path, initSize, missing, fileBytes, seg);
+      if (stored) {
+        seg = stored;
+        missing = [];
+      }
+    }
     if (!seg || missing.length > 0) {
       const fh = await openSegmentFile(path);
       try {
@@ -190,6 +239,61 @@ export class SampleTableCache {
     const out: SegmentTables = { path, ...(fileBytes !== undefined ? { fileBytes } : {}), init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
     this.evict(path);
     return out;
+  }
+
+  /**
+   * The segment as cached, with every fragment of its persisted record added, when the
+   * record exists and describes the file planned with; otherwise null (and the source
+   * is told). A record never overrides what was read from the file: an init that
+   * differs from the one cached makes the record unusable.
+   */
+  private fromRecord(path: string, initSize: number, wanted: readonly FragmentRef[], fileBytes: number, seg: CachedSegment | undefined): CachedSegment | null {
+    const source = this.persisted!;
+    const record = source.get(path);
+    if (!record) {
+      source.missing(path, null);
+      return null;
+    }
+    let tables: PersistedTables;
+    try {
+      tables = decodeSampleTables(record);
+    } catch (err) {
+      source.missing(path, (err as Error).message);
+      return null;
+    }
+    const byOffset = new Map(tables.fragments.map((f) => [f.offset, f]));
+    let why: string | null = null;
+    if (tables.fileBytes !== fileBytes) why = `record of a ${tables.fileBytes}-byte file, the index says ${fileBytes}`;
+    else if (tables.init.length !== initSize) why = `record with a ${tables.init.length}-byte init, the index says ${initSize}`;
+    else if (seg && !seg.init.equals(tables.init)) why = 'record init differs from the file';
+    else {
+      const ref = wanted.find((f) => byOffset.get(f.offset)?.size !== f.size);
+      if (ref) why = `no fragment of ${ref.size} bytes at ${ref.offset} in the record`;
+    }
+    if (why) {
+      source.missing(path, why);
+      return null;
+    }
+    let info: InitInfo;
+    try {
+      info = seg?.info ?? this.initInfo(tables.init);
+    } catch (err) {
+      source.missing(path, (err as Error).message);
+      return null;
+    }
+    if (!seg) {
+      seg = { fileBytes, init: tables.init, info, fragments: new Map(), bytes: initSize + 2000 };
+      this.total += seg.bytes;
+    }
+    for (const table of tables.fragments) {
+      const old = seg.fragments.get(table.offset);
+      if (old?.size === table.size) continue;
+      const cost = tableBytes(table) - (old ? tableBytes(old) : 0);
+      seg.fragments.set(table.offset, table);
+      seg.bytes += cost;
+      this.total += cost;
+    }
+    return seg;
   }
 
   private initInfo(init: Buffer): InitInfo {
