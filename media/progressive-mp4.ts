@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { openSegmentFile } from './segment-source.ts';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, type Box } from './boxes.ts';
 import { isSyncSample } from './moof.ts';
 import { checkUnchanged, type SegmentTables } from './sample-table.ts';
@@ -106,12 +106,35 @@ class Out {
   }
 }
 
-function box(type: string, ...payload: Buffer[]): Buffer {
-  const size = 8 + payload.reduce((n, b) => n + b.length, 0);
-  const o = new Out(8);
-  o.u32(size);
-  o.type(type);
-  return Buffer.concat([o.buf, ...payload], size);
+/**
+ * A box not serialised yet: the moov (~1 MB for an hour) is assembled as a tree and
+ * written once into the head, not copied again at every level of nesting.
+ */
+interface BoxNode {
+  type: string;
+  size: number;
+  children: Piece[];
+}
+type Piece = Buffer | BoxNode;
+
+function pieceSize(p: Piece): number {
+  return Buffer.isBuffer(p) ? p.length : p.size;
+}
+
+function box(type: string, ...children: Piece[]): BoxNode {
+  let size = 8;
+  for (const c of children) size += pieceSize(c);
+  return { type, size, children };
+}
+
+/** Writes `p` at `at` in `out`; returns the offset after it. */
+function writePiece(p: Piece, out: Buffer, at: number): number {
+  if (Buffer.isBuffer(p)) return at + p.copy(out, at);
+  out.writeUInt32BE(p.size, at);
+  out.write(p.type, at + 4, 'latin1');
+  let q = at + 8;
+  for (const c of p.children) q = writePiece(c, out, q);
+  return q;
 }
 
 function slice(buf: Buffer, b: Box): Buffer {
@@ -130,6 +153,11 @@ interface TrackSamples {
   sizes: Uint32Array;
   ctts: Int32Array;
   sync: Uint8Array;
+  /** Samples that are sync samples (all of them: no stss). */
+  syncCount: number;
+  /** Whether any composition offset is non-zero / negative (ctts present / version 1). */
+  hasCtts: boolean;
+  negativeCtts: boolean;
   /** One chunk per sample run: payload-relative offset and sample count. */
   chunkOffsets: number[];
   chunkCounts: number[];
@@ -213,6 +241,7 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
     const sync = new Uint8Array(count);
     const chunkOffsets: number[] = [];
     const chunkCounts: number[] = [];
+    let syncCount = 0;
     let k = 0;
     let dts = list[0]!.outBase;
     const startTicks = dts;
@@ -221,7 +250,13 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
       durations.set(f.durations, k);
       sizes.set(f.sizes, k);
       ctts.set(f.ctts, k);
-      for (let i = 0; i < n; i++) sync[k + i] = isSyncSample(f.flags[i]!) ? 1 : 0;
+      const flags = f.flags;
+      for (let i = 0; i < n; i++) {
+        if (isSyncSample(flags[i]!)) {
+          sync[k + i] = 1;
+          syncCount++;
+        }
+      }
       k += n;
       for (const c of f.chunks) chunkOffsets.push(c.rel), chunkCounts.push(c.count);
       let end = dts + f.durationTicks;
@@ -237,66 +272,85 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
       }
       dts = end;
     });
-    tracks.push({ id: t.id, timescale: t.timescale, kind: t.kind, trak: traks.get(t.id)!, count, durations, sizes, ctts, sync, chunkOffsets, chunkCounts, startTicks, endTicks: dts });
+    let hasCtts = false;
+    let negativeCtts = false;
+    for (let i = 0; i < count; i++) {
+      const c = ctts[i]!;
+      if (c !== 0) hasCtts = true;
+      if (c < 0) {
+        negativeCtts = true;
+        break;
+      }
+    }
+    tracks.push({ id: t.id, timescale: t.timescale, kind: t.kind, trak: traks.get(t.id)!, count, durations, sizes, ctts, sync, syncCount, hasCtts, negativeCtts, chunkOffsets, chunkCounts, startTicks, endTicks: dts });
   }
   return { tracks, parts, payload, init };
 }
 
 // ---- boxes ---------------------------------------------------------------------
 
-function rle(values: ArrayLike<number>): { count: number; value: number }[] {
-  const out: { count: number; value: number }[] = [];
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]!;
-    const last = out[out.length - 1];
-    if (last && last.value === v) last.count++;
-    else out.push({ count: 1, value: v });
-  }
-  return out;
+/** How many runs of equal values `values` holds. */
+function runCount(values: ArrayLike<number>): number {
+  let runs = 0;
+  for (let i = 0; i < values.length; i++) if (i === 0 || values[i] !== values[i - 1]) runs++;
+  return runs;
 }
 
-function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): Buffer {
-  const boxes: Buffer[] = [stsd];
-  const stts = rle(t.durations);
-  let o = new Out(16 + stts.length * 8);
+/** stts/ctts entries: (sample count, value) per run of equal values (no intermediate objects). */
+function writeRuns(o: Out, values: ArrayLike<number>, signed: boolean): void {
+  const n = values.length;
+  for (let i = 0; i < n; ) {
+    const v = values[i]!;
+    let j = i + 1;
+    while (j < n && values[j] === v) j++;
+    o.u32(j - i);
+    if (signed) o.i32(v);
+    else o.u32(v);
+    i = j;
+  }
+}
+
+function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): BoxNode {
+  const boxes: Piece[] = [stsd];
+  const stts = runCount(t.durations);
+  let o = new Out(16 + stts * 8);
   o.full(o.buf.length, 'stts', 0, 0);
-  o.u32(stts.length);
-  for (const e of stts) o.u32(e.count), o.u32(e.value);
+  o.u32(stts);
+  writeRuns(o, t.durations, false);
   boxes.push(o.buf);
-  if (t.ctts.some((c) => c !== 0)) {
-    const ctts = rle(t.ctts);
-    o = new Out(16 + ctts.length * 8);
-    o.full(o.buf.length, 'ctts', t.ctts.some((c) => c < 0) ? 1 : 0, 0);
-    o.u32(ctts.length);
-    for (const e of ctts) o.u32(e.count), o.i32(e.value);
+  if (t.hasCtts) {
+    const ctts = runCount(t.ctts);
+    o = new Out(16 + ctts * 8);
+    o.full(o.buf.length, 'ctts', t.negativeCtts ? 1 : 0, 0);
+    o.u32(ctts);
+    writeRuns(o, t.ctts, true);
     boxes.push(o.buf);
   }
-  let syncCount = 0;
-  for (let i = 0; i < t.count; i++) syncCount += t.sync[i]!;
-  if (syncCount < t.count) {
-    o = new Out(16 + syncCount * 4);
+  if (t.syncCount < t.count) {
+    o = new Out(16 + t.syncCount * 4);
     o.full(o.buf.length, 'stss', 0, 0);
-    o.u32(syncCount);
+    o.u32(t.syncCount);
     for (let i = 0; i < t.count; i++) if (t.sync[i]) o.u32(i + 1);
     boxes.push(o.buf);
   }
-  const stsc = rle(t.chunkCounts);
-  o = new Out(16 + stsc.length * 12);
+  const stsc = runCount(t.chunkCounts);
+  o = new Out(16 + stsc * 12);
   o.full(o.buf.length, 'stsc', 0, 0);
-  o.u32(stsc.length);
-  let chunk = 1;
-  for (const e of stsc) {
-    o.u32(chunk), o.u32(e.value), o.u32(1);
-    chunk += e.count;
+  o.u32(stsc);
+  const counts = t.chunkCounts;
+  for (let i = 0; i < counts.length; ) {
+    let j = i + 1;
+    while (j < counts.length && counts[j] === counts[i]) j++;
+    o.u32(i + 1), o.u32(counts[i]!), o.u32(1); // first chunk (1-based), samples per chunk, description 1
+    i = j;
   }
   boxes.push(o.buf);
-  o = new Out(20 + t.count * 4);
-  o.full(o.buf.length, 'stsz', 0, 0);
+  o = new Out(20);
+  o.full(20 + t.count * 4, 'stsz', 0, 0);
   o.u32(0);
   o.u32(t.count);
-  // Native byte swap of a copy: the sizes in big-endian order at memcpy speed.
-  o.bytes(Buffer.from(new Uint8Array(t.sizes.buffer, t.sizes.byteOffset, t.sizes.byteLength)).swap32());
-  boxes.push(o.buf);
+  // Native byte swap of a copy: the sizes in big-endian order at memcpy speed, right after the stsz header.
+  boxes.push(o.buf, Buffer.from(new Uint8Array(t.sizes.buffer, t.sizes.byteOffset, t.sizes.byteLength)).swap32());
   const n = t.chunkOffsets.length;
   o = new Out(16 + n * (wide ? 8 : 4));
   o.full(o.buf.length, wide ? 'co64' : 'stco', 0, 0);
@@ -311,7 +365,7 @@ interface Edit {
   mediaTime: number;
 }
 
-function elst(edits: Edit[]): Buffer {
+function elst(edits: Edit[]): BoxNode {
   const o = new Out(16 + edits.length * 20);
   o.full(o.buf.length, 'elst', 1, 0);
   o.u32(edits.length);
@@ -393,7 +447,7 @@ function shiftChunkOffsets(moovBuf: Buffer, by: number): void {
   }
 }
 
-function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, wide: boolean): { moov: Buffer; durationSec: number } {
+function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, wide: boolean): { moov: BoxNode; durationSec: number } {
   const video = tracks.find((t) => t.kind === 'video') ?? tracks[0]!;
   const skipSec = req.skipMs / 1000;
   const endSec = video.endTicks / video.timescale - req.trimEndMs / 1000;
@@ -431,68 +485,249 @@ export function buildProgressive(req: ProgressiveRequest): ProgressiveLayout {
   // Chunk offsets are relative to the payload while building (the moov's size does not
   // depend on their values), then shifted by the head's length in place: one build.
   let built = moov(init, tracks, req, false);
-  const wide = ft.length + built.moov.length + mdatHeader + payload > 0xffffffff;
+  const wide = ft.length + built.moov.size + mdatHeader + payload > 0xffffffff;
   if (wide) built = moov(init, tracks, req, true);
-  const headLen = ft.length + built.moov.length + mdatHeader;
-  shiftChunkOffsets(built.moov, headLen);
+  const headLen = ft.length + built.moov.size + mdatHeader;
   const mh = new Out(mdatHeader);
   if (largeMdat) mh.u32(1), mh.type('mdat'), mh.u64(payload + 16);
   else mh.u32(payload + 8), mh.type('mdat');
-  const head = Buffer.concat([ft, built.moov, mh.buf]);
-  if (head.length !== headLen) throw new Error(`progressive head ${head.length} bytes, planned ${headLen}`);
+  const head = Buffer.allocUnsafe(headLen);
+  let at = ft.copy(head, 0);
+  at = writePiece(built.moov, head, at);
+  at += mh.buf.copy(head, at);
+  if (at !== headLen) throw new Error(`progressive head ${at} bytes, planned ${headLen}`);
+  shiftChunkOffsets(head.subarray(ft.length, ft.length + built.moov.size), headLen);
   return { head, parts, contentLength: headLen + payload, durationSec: built.durationSec };
 }
 
+/** Bytes of one positioned read and of one socket write. */
 const READ_CHUNK = 256 * 1024;
+/** Buffers a piped body cycles through: one in the socket while the next is read. */
+const RING = 2;
 
 /**
  * Bytes [start, endInclusive] of the body. Files are opened as the stream reaches
  * them; a file gone or shorter than planned fails the stream (the HTTP layer then
  * aborts the connection: a short body is never passed off as complete).
+ *
+ * Piped into an HTTP response (what fastify does with a stream payload) the body writes
+ * to it directly from RING reused buffers of READ_CHUNK bytes, a buffer being read
+ * again only once the socket has taken its bytes (the write's callback), and the next
+ * read running while the socket writes the previous one. A client that stops reading
+ * holds RING buffers and nothing more. Read any other way (async iteration, 'data'),
+ * each chunk is a fresh buffer.
  */
 export function progressiveStream(layout: ProgressiveLayout, start = 0, endInclusive = layout.contentLength - 1, onError?: (err: unknown, part: FilePart) => unknown): Readable {
-  return Readable.from(generate(layout, start, endInclusive + 1, onError), { objectMode: false, highWaterMark: READ_CHUNK });
+  return new ProgressiveBody(layout, start, endInclusive + 1, onError);
 }
 
-async function* generate(layout: ProgressiveLayout, start: number, end: number, onError?: (err: unknown, part: FilePart) => unknown): AsyncGenerator<Buffer> {
-  const head = layout.head;
-  if (start < head.length) yield head.subarray(start, Math.min(end, head.length));
-  let pos = head.length;
-  let fh: FileHandle | null = null;
-  let fhPath = '';
-  try {
-    for (const part of layout.parts) {
-      const partStart = pos;
-      pos += part.length;
-      if (pos <= start) continue;
-      if (partStart >= end) break;
-      let p = Math.max(start - partStart, 0);
-      const to = Math.min(end - partStart, part.length);
-      try {
-        if (fhPath !== part.path) {
-          await fh?.close();
-          fh = null;
-          fh = await openSegmentFile(part.path);
-          await checkUnchanged(fh, part.path, part.fileBytes);
-          fhPath = part.path;
-        }
-        while (p < to) {
-          const n = Math.min(READ_CHUNK, to - p);
-          const buf = Buffer.allocUnsafe(n);
-          let done = 0;
-          while (done < n) {
-            const { bytesRead } = await fh!.read(buf, done, n - done, part.offset + p + done);
-            if (bytesRead === 0) throw new Mp4FormatError('MP4_TRUNCATED', `${part.path} ends at ${part.offset + p + done}, expected ${part.offset + to}`);
-            done += bytesRead;
-          }
-          yield buf;
-          p += n;
-        }
-      } catch (err) {
-        throw onError ? onError(err, part) : err;
+/** Where the body is: the head, then the parts in order, opening their files as needed. */
+class BodyCursor {
+  private pos: number;
+  private part = 0;
+  /** Body offset where `parts[part]` starts. */
+  private partStart: number;
+  private fh: FileHandle | null = null;
+  private fhPath = '';
+
+  constructor(
+    private readonly layout: ProgressiveLayout,
+    start: number,
+    private readonly end: number,
+    private readonly onError?: (err: unknown, part: FilePart) => unknown,
+  ) {
+    this.pos = start;
+    this.partStart = layout.head.length;
+  }
+
+  /** Body bytes not yet returned. */
+  remaining(): number {
+    return Math.max(0, this.end - this.pos);
+  }
+
+  /** The rest of the head asked for (a view of the shared head), once; null past it. */
+  headSlice(): Buffer | null {
+    const head = this.layout.head;
+    if (this.pos >= head.length || this.pos >= this.end) return null;
+    const slice = head.subarray(this.pos, Math.min(this.end, head.length));
+    this.pos += slice.length;
+    return slice;
+  }
+
+  /**
+   * Reads the next bytes of the body into `buf` and returns where they are in it, in
+   * body order (empty at the end). Consecutive parts of one file are read with one
+   * positioned read spanning them, the bytes between them (their fragments' moofs)
+   * included but not returned: one read per buffer, not one per GOP.
+   */
+  async fill(buf: Buffer): Promise<{ start: number; length: number }[]> {
+    const parts = this.layout.parts;
+    if (this.pos >= this.end) return [];
+    while (this.pos >= this.partStart + parts[this.part]!.length) this.partStart += parts[this.part++]!.length;
+    const first = parts[this.part]!;
+    const from = first.offset + (this.pos - this.partStart);
+    const slices: { start: number; length: number }[] = [];
+    // Plan: the parts (or the piece of one) that fit in `buf` from `from`, same file, in file order.
+    let pos = this.pos;
+    let k = this.part;
+    let kStart = this.partStart;
+    let to = from;
+    while (pos < this.end && k < parts.length) {
+      const part = parts[k]!;
+      if (k > this.part && (part.path !== first.path || part.offset < to)) break;
+      const inPart = pos - kStart;
+      const at = part.offset + inPart;
+      const n = Math.min(part.length - inPart, this.end - pos, buf.length - (at - from));
+      if (n <= 0) break;
+      slices.push({ start: at - from, length: n });
+      to = at + n;
+      pos += n;
+      if (inPart + n < part.length) break;
+      kStart += part.length;
+      k++;
+    }
+    // The first part always contributes (it starts at `from`): an empty plan before the end would end the body short.
+    if (slices.length === 0) throw new Error(`progressive body: nothing to read at ${this.pos} of ${this.end}`);
+    try {
+      if (this.fhPath !== first.path) {
+        await this.close();
+        this.fh = await openSegmentFile(first.path);
+        await checkUnchanged(this.fh, first.path, first.fileBytes);
+        this.fhPath = first.path;
+      }
+      for (let got = 0; got < to - from; ) {
+        const { bytesRead } = await this.fh!.read(buf, got, to - from - got, from + got);
+        if (bytesRead === 0) throw new Mp4FormatError('MP4_TRUNCATED', `${first.path} ends at ${from + got}, expected ${to}`);
+        got += bytesRead;
+      }
+    } catch (err) {
+      throw this.onError ? this.onError(err, first) : err;
+    }
+    this.pos = pos;
+    this.part = k;
+    this.partStart = kStart;
+    return slices;
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = null;
+    this.fhPath = '';
+    await fh?.close();
+  }
+}
+
+class ProgressiveBody extends Readable {
+  private readonly cursor: BodyCursor;
+  /** The read in progress (a destroy waits for it before closing the file). */
+  private inflight: Promise<unknown> | null = null;
+  private piped = false;
+  /** Wakes a pump waiting for a buffer (a write done, or the body destroyed). */
+  private wake: (() => void) | null = null;
+
+  constructor(layout: ProgressiveLayout, start: number, end: number, onError?: (err: unknown, part: FilePart) => unknown) {
+    super({ highWaterMark: READ_CHUNK });
+    this.cursor = new BodyCursor(layout, start, end, onError);
+  }
+
+  override _read(): void {
+    if (this.piped || this.inflight) return;
+    const head = this.cursor.headSlice();
+    if (head) {
+      this.push(head);
+      return;
+    }
+    const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, this.cursor.remaining()));
+    const reading = this.cursor.fill(buf);
+    this.inflight = reading;
+    reading.then(
+      (slices) => {
+        this.inflight = null;
+        if (slices.length === 0) this.push(null);
+        else if (slices.length === 1) this.push(buf.subarray(slices[0]!.start, slices[0]!.start + slices[0]!.length));
+        else this.push(Buffer.concat(slices.map((x) => buf.subarray(x.start, x.start + x.length))));
+      },
+      (err: unknown) => {
+        this.inflight = null;
+        this.destroy(err as Error);
+      },
+    );
+  }
+
+  /**
+   * Into a fresh destination, the body writes itself (see progressiveStream); a body
+   * already being read some other way pipes the Readable way.
+   */
+  override pipe<T extends NodeJS.WritableStream>(dest: T, options?: { end?: boolean }): T {
+    if (this.piped || this.readableFlowing !== null || this.readableLength > 0 || this.inflight || this.destroyed) return super.pipe(dest, options);
+    this.piped = true;
+    this.pump(dest as unknown as Writable, options?.end !== false).catch((err: unknown) => this.destroy(err as Error));
+    return dest;
+  }
+
+  private async pump(dest: Writable, end: boolean): Promise<void> {
+    const head = this.cursor.headSlice();
+    if (head) dest.write(head);
+    // Made when first needed, no larger than what is left (a small range costs little).
+    const free: Buffer[] = [];
+    let made = 0;
+    const spare = (): Buffer | null => free.pop() ?? (made < RING ? (made++, Buffer.allocUnsafe(Math.min(READ_CHUNK, this.cursor.remaining()))) : null);
+    const take = async (): Promise<Buffer | null> => {
+      for (;;) {
+        if (this.destroyed) return null;
+        const buf = spare();
+        if (buf) return buf;
+        await new Promise<void>((resolve) => (this.wake = resolve));
+      }
+    };
+    type Slices = { start: number; length: number }[];
+    const read = (buf: Buffer): Promise<Slices> => {
+      const reading = this.cursor.fill(buf);
+      this.inflight = reading;
+      return reading.finally(() => (this.inflight = null));
+    };
+    const release = (buf: Buffer) => (err?: Error | null): void => {
+      if (err) return;
+      free.push(buf);
+      const wake = this.wake;
+      this.wake = null;
+      wake?.();
+    };
+    let buf = await take();
+    let slices: Slices = buf ? await read(buf) : [];
+    while (buf && slices.length > 0 && !this.destroyed) {
+      const owner = buf;
+      // The next read (thread pool) runs while this buffer is written (here); a buffer
+      // is reused only once the socket has taken all of its bytes (writes complete in
+      // order: the last one's callback frees it). Its slices go out as one writev.
+      const next = this.cursor.remaining() > 0 ? spare() : null;
+      const reading = next ? read(next) : null;
+      if (slices.length > 1) dest.cork();
+      slices.forEach((x, i) => dest.write(owner.subarray(x.start, x.start + x.length), i === slices.length - 1 ? release(owner) : undefined));
+      if (slices.length > 1) dest.uncork();
+      if (reading) {
+        buf = next;
+        slices = await reading;
+      } else {
+        buf = await take();
+        slices = buf ? await read(buf) : [];
       }
     }
-  } finally {
-    await fh?.close();
+    if (this.destroyed) return;
+    if (end) dest.end();
+    // The Readable side ends too (fastify waits for 'end' to finish the reply).
+    this.push(null);
+    this.read(0);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+    const settled = this.inflight ? this.inflight.then(() => undefined, () => undefined) : Promise.resolve();
+    settled.then(() => this.cursor.close()).then(
+      () => callback(err),
+      () => callback(err),
+    );
   }
 }

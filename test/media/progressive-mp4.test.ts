@@ -6,6 +6,7 @@
  */
 import test from 'ava';
 import { copyFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { scanFmp4File } from '../../media/fmp4-file.ts';
 import { buildProgressive, progressiveStream, type ProgressiveLayout } from '../../media/progressive-mp4.ts';
@@ -117,4 +118,103 @@ test('a segment rewritten smaller at the same path (thinned) after planning is n
   // Planned again with the index's new (smaller) size, the cache drops the old tables.
   const again = await cache.read(b, scanB.initSize, refsB, scanB.fileBytes - 1000).catch(() => null);
   t.true(again === null || again.fragments[0] !== planned[1]!.fragments[0], 'old tables are not reused');
+});
+
+/**
+ * A destination like a slow socket: each write is acknowledged a few ms later, and a
+ * chunk whose bytes change before its acknowledgement (a reused buffer) is counted.
+ */
+class SlowSink extends Writable {
+  readonly got: Buffer[] = [];
+  changed = 0;
+  held = 0;
+  maxHeld = 0;
+  constructor(private readonly holdMs: () => number) {
+    super({ highWaterMark: 16 * 1024 });
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const copy = Buffer.from(chunk);
+    this.held += chunk.length;
+    this.maxHeld = Math.max(this.maxHeld, this.held);
+    setTimeout(() => {
+      if (!chunk.equals(copy)) this.changed++;
+      this.held -= chunk.length;
+      this.got.push(copy);
+      cb();
+    }, this.holdMs());
+  }
+}
+
+function pipeInto(stream: NodeJS.ReadableStream, sink: SlowSink): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    stream.once('error', reject);
+    sink.once('finish', () => resolve(Buffer.concat(sink.got)));
+    stream.pipe(sink);
+  });
+}
+
+test('piped into a slow destination: the same bytes, no buffer reused before its write is done, two read buffers at most in flight', async (t) => {
+  const dir = await tempDir(t);
+  const a = join(dir, 'a.mp4');
+  const b = join(dir, 'b.mp4');
+  // Several MB per file, so a body is many read buffers and parts span them.
+  await copyFile(await input('big-a.mp4', { seconds: 8, gop: 25, bitrate: '3M', noise: true }), a);
+  await copyFile(await input('big-b.mp4', { seconds: 6, gop: 25, bitrate: '3M', noise: true }), b);
+  const cache = new SampleTableCache();
+  const layout = buildProgressive({ segments: [await tables(cache, a), await tables(cache, b)], skipMs: 300, trimEndMs: 200 });
+  const whole = await collect(progressiveStream(layout));
+  t.is(whole.length, layout.contentLength);
+  t.true(layout.contentLength > 4 * 1024 * 1024, `${layout.contentLength} bytes`);
+  for (const [start, end] of [
+    [0, layout.contentLength - 1],
+    [layout.head.length - 5, layout.contentLength - 1000],
+    [layout.head.length + 300_001, layout.head.length + 2_000_000],
+  ] as const) {
+    const sink = new SlowSink(() => Math.random() * 3);
+    const body = await pipeInto(progressiveStream(layout, start, end), sink);
+    t.true(body.equals(whole.subarray(start, end + 1)), `bytes ${start}-${end}`);
+    t.is(sink.changed, 0, 'no chunk changed before its write completed');
+    t.true(sink.maxHeld <= layout.head.length + 2 * 256 * 1024, `held at most the head and two read buffers: ${sink.maxHeld}`);
+  }
+});
+
+test('piped: a file removed mid-body fails the body with SEGMENT_GONE and the destination is never ended', async (t) => {
+  const dir = await tempDir(t);
+  const a = join(dir, 'a.mp4');
+  const b = join(dir, 'b.mp4');
+  await copyFile(await input('big-a.mp4', { seconds: 8, gop: 25, bitrate: '3M', noise: true }), a);
+  await copyFile(await input('big-b.mp4', { seconds: 6, gop: 25, bitrate: '3M', noise: true }), b);
+  const cache = new SampleTableCache();
+  const layout = buildProgressive({ segments: [await tables(cache, a), await tables(cache, b)], skipMs: 0, trimEndMs: 0 });
+  const stream = progressiveStream(layout, 0, layout.contentLength - 1, (err, part) => segmentError(err, part.path));
+  const sink = new SlowSink(() => 20);
+  let removed = false;
+  const origWrite = sink._write.bind(sink);
+  sink._write = (chunk, enc, cb) => {
+    if (!removed) {
+      removed = true;
+      void rm(b);
+    }
+    origWrite(chunk, enc, cb);
+  };
+  const err = await t.throwsAsync(pipeInto(stream, sink));
+  t.is((err as { code?: string }).code, 'SEGMENT_GONE');
+  t.false(sink.writableEnded, 'a short body is never ended as if complete');
+});
+
+test('piped: a destination that goes away (client gone) stops the body and closes it', async (t) => {
+  const dir = await tempDir(t);
+  const a = join(dir, 'a.mp4');
+  await copyFile(await input('big-a.mp4', { seconds: 8, gop: 25, bitrate: '3M', noise: true }), a);
+  const cache = new SampleTableCache();
+  const layout = buildProgressive({ segments: [await tables(cache, a)], skipMs: 0, trimEndMs: 0 });
+  const stream = progressiveStream(layout);
+  const sink = new SlowSink(() => 1000);
+  stream.pipe(sink);
+  await new Promise((r) => setTimeout(r, 50));
+  // What fastify does when the response closes early.
+  stream.destroy();
+  await new Promise((r) => stream.once('close', r));
+  t.true(stream.destroyed);
+  t.true(sink.held <= 2 * 256 * 1024 + layout.head.length);
 });
