@@ -6,6 +6,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
+import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
 import type { Logger } from '../lib/log.ts';
 import { VERSION, type RecorderService } from './service.ts';
 import { registerDownload } from './download.ts';
@@ -39,6 +40,8 @@ export interface HttpDeps {
   /** auth=required: credentials even before any token or user exists. */
   authRequired: boolean;
   metrics: RecorderMetrics;
+  /** Media streams served at once (RECORDER_MAX_STREAMS, api/stream-limit.ts); default 500. */
+  maxStreams?: number;
   /** Sample tables persisted at segment close (storage/segment-tables.ts); without it every first read parses moofs. */
   tables?: PersistedTableSource;
 }
@@ -56,6 +59,9 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     cameraPool: (id) => deps.service.requireCamera(id),
     log: deps.log,
   });
+  const streams = new StreamLimiter(deps.maxStreams ?? 500);
+  installStreamLimit(app, streams, deps.log);
+  deps.metrics.setStreamSource(() => ({ active: streams.active, max: streams.max, refused: streams.refused }));
   app.setErrorHandler((err: unknown, req, reply) => {
     let e: RecorderError;
     const statusCode = (err as { statusCode?: number }).statusCode;

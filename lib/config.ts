@@ -26,6 +26,13 @@ export const configSchema = z
       .max(10)
       .default(4)
       .describe('longest media time appended but not yet fdatasynced and indexed (0: every GOP); a power cut loses at most this, a killed process nothing more'),
+    maxStreams: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(500)
+      .describe('media streams (downloads, playback, live, WebSocket sessions) served at once; more get 503 TOO_MANY_STREAMS with Retry-After (~0.5 MB each when stalled)'),
     backoffInitialMs: z.coerce.number().int().min(100).max(60_000).default(1000).describe('first reconnect delay; doubles per failure'),
     backoffMaxMs: z.coerce.number().int().min(100).max(600_000).default(30_000).describe('reconnect delay cap'),
     ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
@@ -73,6 +80,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_SUBJECT_PREFIX: 'subjectPrefix',
   RECORDER_SEGMENT_SECONDS: 'segmentSeconds',
   RECORDER_SYNC_SECONDS: 'syncSeconds',
+  RECORDER_MAX_STREAMS: 'maxStreams',
   RECORDER_BACKOFF_INITIAL_MS: 'backoffInitialMs',
   RECORDER_BACKOFF_MAX_MS: 'backoffMaxMs',
   RECORDER_INGEST_TIMEOUT_MS: 'ingestTimeoutMs',

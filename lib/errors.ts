@@ -36,6 +36,7 @@ export type ErrorCode =
   | 'EDGE_OVERRUN'
   | 'EDGE_TIMEOUT'
   | 'EDGE_NO_VIDEO'
+  | 'TOO_MANY_STREAMS'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -75,6 +76,8 @@ const STATUS: Record<ErrorCode, number> = {
   EDGE_OVERRUN: 502,
   EDGE_TIMEOUT: 504,
   EDGE_NO_VIDEO: 404,
+  // Every media stream slot is taken (api/stream-limit.ts); Retry-After says when to try again.
+  TOO_MANY_STREAMS: 503,
   INTERNAL: 500,
 };
 

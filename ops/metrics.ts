@@ -52,6 +52,12 @@ interface Cursor {
   gops: number;
 }
 
+export interface StreamStats {
+  active: number;
+  max: number;
+  refused: number;
+}
+
 export class RecorderMetrics {
   readonly registry = new Registry();
   private readonly cursors = new Map<string, Cursor>();
@@ -70,6 +76,11 @@ export class RecorderMetrics {
   private readonly deletedSegments = new Counter({ name: 'recorder_pool_deleted_segments_total', help: 'segments deleted by retention', labelNames: ['pool'], registers: [this.registry] });
   private readonly deletedBytes = new Counter({ name: 'recorder_pool_deleted_bytes_total', help: 'bytes deleted by retention', labelNames: ['pool'], registers: [this.registry] });
   private readonly alarms = new Counter({ name: 'recorder_alarms_total', help: 'alarms raised, by kind', labelNames: ['kind'], registers: [this.registry] });
+  private readonly streams = this.gauge('recorder_media_streams', 'media streams (downloads, playback, live) served right now', []);
+  private readonly streamsMax = this.gauge('recorder_media_streams_max', 'bound on media streams served at once (RECORDER_MAX_STREAMS)', []);
+  private readonly streamsRefused = new Counter({ name: 'recorder_media_streams_refused_total', help: 'media stream requests refused with 503 TOO_MANY_STREAMS', registers: [this.registry] });
+  private streamSource: (() => StreamStats) | null = null;
+  private streamsRefusedSeen = 0;
 
   constructor(private readonly deps: MetricsDeps) {
     collectDefaultMetrics({ register: this.registry });
@@ -85,6 +96,11 @@ export class RecorderMetrics {
   /** The pool figures; retention replaces the default (pools db + index usage) if it knows better. */
   setPoolSource(source: () => Iterable<PoolStats>): void {
     this.poolSource = source;
+  }
+
+  /** The HTTP layer's stream limiter (api/stream-limit.ts). */
+  setStreamSource(source: () => StreamStats): void {
+    this.streamSource = source;
   }
 
   /** Retention calls this for every segment it deletes. */
@@ -136,6 +152,13 @@ export class RecorderMetrics {
     for (const p of this.poolSource()) {
       this.poolUsage.set({ pool: p.pool }, p.usedBytes);
       if (p.capacityBytes !== null) this.poolCapacity.set({ pool: p.pool }, p.capacityBytes);
+    }
+    const streams = this.streamSource?.();
+    if (streams) {
+      this.streams.set(streams.active);
+      this.streamsMax.set(streams.max);
+      this.streamsRefused.inc(Math.max(0, streams.refused - this.streamsRefusedSeen));
+      this.streamsRefusedSeen = streams.refused;
     }
   }
 
