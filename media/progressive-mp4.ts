@@ -115,7 +115,12 @@ interface BoxNode {
   size: number;
   children: Piece[];
 }
-type Piece = Buffer | BoxNode;
+/** Bytes written straight into the head (the sample sizes: no copy of them first). */
+interface Leaf {
+  size: number;
+  write(out: Buffer, at: number): void;
+}
+type Piece = Buffer | BoxNode | Leaf;
 
 function pieceSize(p: Piece): number {
   return Buffer.isBuffer(p) ? p.length : p.size;
@@ -130,6 +135,10 @@ function box(type: string, ...children: Piece[]): BoxNode {
 /** Writes `p` at `at` in `out`; returns the offset after it. */
 function writePiece(p: Piece, out: Buffer, at: number): number {
   if (Buffer.isBuffer(p)) return at + p.copy(out, at);
+  if ('write' in p) {
+    p.write(out, at);
+    return at + p.size;
+  }
   out.writeUInt32BE(p.size, at);
   out.write(p.type, at + 4, 'latin1');
   let q = at + 8;
@@ -149,10 +158,14 @@ interface TrackSamples {
   kind: 'video' | 'audio' | 'other';
   trak: Box;
   count: number;
-  durations: Uint32Array;
-  sizes: Uint32Array;
-  ctts: Int32Array;
-  sync: Uint8Array;
+  /**
+   * The track's samples as the fragments' own arrays, in order (never concatenated:
+   * an hour is ~250 k samples, and this is on the first-byte path), with the last
+   * sample of each fragment lasting `lastDurations[j]` instead (stretched to meet the
+   * next fragment).
+   */
+  frags: Placed[];
+  lastDurations: Uint32Array;
   /** Samples that are sync samples (all of them: no stss). */
   syncCount: number;
   /** Whether any composition offset is non-zero / negative (ctts present / version 1). */
@@ -235,54 +248,45 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
     const list = placed.get(t.id)!;
     const count = list.reduce((n, f) => n + f.durations.length, 0);
     if (count === 0) continue;
-    const durations = new Uint32Array(count);
-    const sizes = new Uint32Array(count);
-    const ctts = new Int32Array(count);
-    const sync = new Uint8Array(count);
+    const lastDurations = new Uint32Array(list.length);
     const chunkOffsets: number[] = [];
     const chunkCounts: number[] = [];
     let syncCount = 0;
-    let k = 0;
+    let hasCtts = false;
+    let negativeCtts = false;
     let dts = list[0]!.outBase;
     const startTicks = dts;
     list.forEach((f, j) => {
       const n = f.durations.length;
-      durations.set(f.durations, k);
-      sizes.set(f.sizes, k);
-      ctts.set(f.ctts, k);
       const flags = f.flags;
-      for (let i = 0; i < n; i++) {
-        if (isSyncSample(flags[i]!)) {
-          sync[k + i] = 1;
-          syncCount++;
+      for (let i = 0; i < n; i++) if (isSyncSample(flags[i]!)) syncCount++;
+      if (!negativeCtts) {
+        const c = f.ctts;
+        for (let i = 0; i < n; i++) {
+          if (c[i] !== 0) hasCtts = true;
+          if (c[i]! < 0) {
+            negativeCtts = true;
+            break;
+          }
         }
       }
-      k += n;
       for (const c of f.chunks) chunkOffsets.push(c.rel), chunkCounts.push(c.count);
+      let last = f.durations[n - 1]!;
       let end = dts + f.durationTicks;
       const next = list[j + 1];
       if (next) {
         // Stretch (or shrink, never below 1 tick) the last sample to meet the next fragment.
-        const lastDts = end - durations[k - 1]!;
+        const lastDts = end - last;
         const want = next.outBase - lastDts;
-        if (want >= 1 && want !== durations[k - 1]) {
-          durations[k - 1] = want;
+        if (want >= 1 && want !== last) {
+          last = want;
           end = next.outBase;
         }
       }
+      lastDurations[j] = last;
       dts = end;
     });
-    let hasCtts = false;
-    let negativeCtts = false;
-    for (let i = 0; i < count; i++) {
-      const c = ctts[i]!;
-      if (c !== 0) hasCtts = true;
-      if (c < 0) {
-        negativeCtts = true;
-        break;
-      }
-    }
-    tracks.push({ id: t.id, timescale: t.timescale, kind: t.kind, trak: traks.get(t.id)!, count, durations, sizes, ctts, sync, syncCount, hasCtts, negativeCtts, chunkOffsets, chunkCounts, startTicks, endTicks: dts });
+    tracks.push({ id: t.id, timescale: t.timescale, kind: t.kind, trak: traks.get(t.id)!, count, frags: list, lastDurations, syncCount, hasCtts, negativeCtts, chunkOffsets, chunkCounts, startTicks, endTicks: dts });
   }
   return { tracks, parts, payload, init };
 }
@@ -296,41 +300,62 @@ function runCount(values: ArrayLike<number>): number {
   return runs;
 }
 
-/** stts/ctts entries: (sample count, value) per run of equal values (no intermediate objects). */
-function writeRuns(o: Out, values: ArrayLike<number>, signed: boolean): void {
-  const n = values.length;
-  for (let i = 0; i < n; ) {
-    const v = values[i]!;
-    let j = i + 1;
-    while (j < n && values[j] === v) j++;
-    o.u32(j - i);
-    if (signed) o.i32(v);
-    else o.u32(v);
-    i = j;
-  }
+/**
+ * Runs of equal values over a track's samples (stts: durations with each fragment's
+ * last one replaced; ctts: composition offsets), without concatenating the fragments.
+ * `write` null: only counts them.
+ */
+function sampleRuns(t: TrackSamples, pick: (f: Placed) => ArrayLike<number>, last: Uint32Array | null, write: ((count: number, value: number) => void) | null): number {
+  let runs = 0;
+  let prev = 0;
+  let count = 0;
+  t.frags.forEach((f, j) => {
+    const values = pick(f);
+    const n = values.length;
+    for (let i = 0; i < n; i++) {
+      const v = last !== null && i === n - 1 ? last[j]! : values[i]!;
+      if (count > 0 && v === prev) {
+        count++;
+        continue;
+      }
+      if (count > 0) write?.(count, prev);
+      runs++;
+      prev = v;
+      count = 1;
+    }
+  });
+  if (count > 0) write?.(count, prev);
+  return runs;
 }
 
 function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): BoxNode {
   const boxes: Piece[] = [stsd];
-  const stts = runCount(t.durations);
+  const durations = (f: Placed): Uint32Array => f.durations;
+  const stts = sampleRuns(t, durations, t.lastDurations, null);
   let o = new Out(16 + stts * 8);
   o.full(o.buf.length, 'stts', 0, 0);
   o.u32(stts);
-  writeRuns(o, t.durations, false);
+  const out = o;
+  sampleRuns(t, durations, t.lastDurations, (count, value) => (out.u32(count), out.u32(value)));
   boxes.push(o.buf);
   if (t.hasCtts) {
-    const ctts = runCount(t.ctts);
-    o = new Out(16 + ctts * 8);
-    o.full(o.buf.length, 'ctts', t.negativeCtts ? 1 : 0, 0);
-    o.u32(ctts);
-    writeRuns(o, t.ctts, true);
-    boxes.push(o.buf);
+    const offsets = (f: Placed): Int32Array => f.ctts;
+    const ctts = sampleRuns(t, offsets, null, null);
+    const oc = new Out(16 + ctts * 8);
+    oc.full(oc.buf.length, 'ctts', t.negativeCtts ? 1 : 0, 0);
+    oc.u32(ctts);
+    sampleRuns(t, offsets, null, (count, value) => (oc.u32(count), oc.i32(value)));
+    boxes.push(oc.buf);
   }
   if (t.syncCount < t.count) {
     o = new Out(16 + t.syncCount * 4);
     o.full(o.buf.length, 'stss', 0, 0);
     o.u32(t.syncCount);
-    for (let i = 0; i < t.count; i++) if (t.sync[i]) o.u32(i + 1);
+    let k = 1;
+    for (const f of t.frags) {
+      const flags = f.flags;
+      for (let i = 0; i < flags.length; i++, k++) if (isSyncSample(flags[i]!)) o.u32(k);
+    }
     boxes.push(o.buf);
   }
   const stsc = runCount(t.chunkCounts);
@@ -349,8 +374,19 @@ function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): BoxNode {
   o.full(20 + t.count * 4, 'stsz', 0, 0);
   o.u32(0);
   o.u32(t.count);
-  // Native byte swap of a copy: the sizes in big-endian order at memcpy speed, right after the stsz header.
-  boxes.push(o.buf, Buffer.from(new Uint8Array(t.sizes.buffer, t.sizes.byteOffset, t.sizes.byteLength)).swap32());
+  const sizes: Leaf = {
+    size: t.count * 4,
+    // The fragments' sizes copied in place, then one native byte swap: big-endian at memcpy speed.
+    write(head, at) {
+      let q = at;
+      for (const f of t.frags) {
+        head.set(new Uint8Array(f.sizes.buffer, f.sizes.byteOffset, f.sizes.byteLength), q);
+        q += f.sizes.byteLength;
+      }
+      head.subarray(at, q).swap32();
+    },
+  };
+  boxes.push(o.buf, sizes);
   const n = t.chunkOffsets.length;
   o = new Out(16 + n * (wide ? 8 : 4));
   o.full(o.buf.length, wide ? 'co64' : 'stco', 0, 0);
@@ -461,7 +497,7 @@ function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, wid
     const minfKeep = childBoxes(init, minf.offset + minf.headerSize, minf.offset + minf.size).filter((b) => b.type !== 'stbl').map((b) => slice(init, b));
     // Seconds of this track's media before the presentation start (negative: the track starts later).
     const lead = skipSec - t.startTicks / t.timescale;
-    const ptsZero = t.ctts[0] ?? 0;
+    const ptsZero = t.frags[0]!.ctts[0] ?? 0;
     const edits: Edit[] =
       lead >= 0
         ? [{ durationMovie, mediaTime: Math.round(lead * t.timescale) + ptsZero }]
