@@ -153,15 +153,28 @@ function pipeInto(stream: NodeJS.ReadableStream, sink: SlowSink): Promise<Buffer
   });
 }
 
-test('piped into a slow destination: the same bytes, no buffer reused before its write is done, two read buffers at most in flight', async (t) => {
+/**
+ * Several-MB copies of the shared big inputs in a temp dir (so a body spans many read
+ * buffers and a test may remove them), with the layout of the whole of them.
+ */
+async function bigLayout(t: import('ava').ExecutionContext, names: readonly ('a' | 'b')[], trim = { skipMs: 0, trimEndMs: 0 }): Promise<{ paths: string[]; layout: ProgressiveLayout }> {
   const dir = await tempDir(t);
-  const a = join(dir, 'a.mp4');
-  const b = join(dir, 'b.mp4');
-  // Several MB per file, so a body is many read buffers and parts span them.
-  await copyFile(await input('big-a.mp4', { seconds: 8, gop: 25, bitrate: '3M', noise: true }), a);
-  await copyFile(await input('big-b.mp4', { seconds: 6, gop: 25, bitrate: '3M', noise: true }), b);
+  const seconds = { a: 8, b: 6 };
   const cache = new SampleTableCache();
-  const layout = buildProgressive({ segments: [await tables(cache, a), await tables(cache, b)], skipMs: 300, trimEndMs: 200 });
+  const paths: string[] = [];
+  const segments: SegmentTables[] = [];
+  for (const n of names) {
+    const path = join(dir, `${n}.mp4`);
+    await copyFile(await input(`big-${n}.mp4`, { seconds: seconds[n], gop: 25, bitrate: '3M', noise: true }), path);
+    paths.push(path);
+    segments.push(await tables(cache, path));
+  }
+  return { paths, layout: buildProgressive({ segments, ...trim }) };
+}
+
+test('piped into a slow destination: the same bytes, no buffer reused before its write is done, two read buffers at most in flight', async (t) => {
+  // Several MB per file, so a body is many read buffers and parts span them.
+  const { layout } = await bigLayout(t, ['a', 'b'], { skipMs: 300, trimEndMs: 200 });
   const whole = await collect(progressiveStream(layout));
   t.is(whole.length, layout.contentLength);
   t.true(layout.contentLength > 4 * 1024 * 1024, `${layout.contentLength} bytes`);
@@ -179,13 +192,10 @@ test('piped into a slow destination: the same bytes, no buffer reused before its
 });
 
 test('piped: a file removed mid-body fails the body with SEGMENT_GONE and the destination is never ended', async (t) => {
-  const dir = await tempDir(t);
-  const a = join(dir, 'a.mp4');
-  const b = join(dir, 'b.mp4');
-  await copyFile(await input('big-a.mp4', { seconds: 8, gop: 25, bitrate: '3M', noise: true }), a);
-  await copyFile(await input('big-b.mp4', { seconds: 6, gop: 25, bitrate: '3M', noise: true }), b);
-  const cache = new SampleTableCache();
-  const layout = buildProgressive({ segments: [await tables(cache, a), await tables(cache, b)], skipMs: 0, trimEndMs: 0 });
+  const {
+    paths: [, b],
+    layout,
+  } = await bigLayout(t, ['a', 'b']);
   const stream = progressiveStream(layout, 0, layout.contentLength - 1, (err, part) => segmentError(err, part.path));
   const sink = new SlowSink(() => 20);
   let removed = false;
@@ -193,7 +203,7 @@ test('piped: a file removed mid-body fails the body with SEGMENT_GONE and the de
   sink._write = (chunk, enc, cb) => {
     if (!removed) {
       removed = true;
-      void rm(b);
+      void rm(b!);
     }
     origWrite(chunk, enc, cb);
   };
@@ -203,11 +213,7 @@ test('piped: a file removed mid-body fails the body with SEGMENT_GONE and the de
 });
 
 test('piped: a destination that goes away (client gone) stops the body and closes it', async (t) => {
-  const dir = await tempDir(t);
-  const a = join(dir, 'a.mp4');
-  await copyFile(await input('big-a.mp4', { seconds: 8, gop: 25, bitrate: '3M', noise: true }), a);
-  const cache = new SampleTableCache();
-  const layout = buildProgressive({ segments: [await tables(cache, a)], skipMs: 0, trimEndMs: 0 });
+  const { layout } = await bigLayout(t, ['a']);
   const stream = progressiveStream(layout);
   const sink = new SlowSink(() => 1000);
   stream.pipe(sink);
