@@ -3,8 +3,10 @@
  * skipped by its header: payloads are never read), and where the valid bytes end. A
  * partial trailing box (a crash mid-write) or garbage after the last good fragment is
  * reported (`trailing: 'partial'`, `validBytes < fileBytes`), not thrown, so reconcile
- * can truncate it away. Only a file that does not start with a complete ftyp+moov
- * throws (MP4_NO_INIT).
+ * can truncate it away. A file that does not start with a complete ftyp+moov throws:
+ * MP4_TRUNCATED when the file ends inside its init (what a crash between creating a
+ * segment file and syncing its header leaves; no fragment can follow, since the writer
+ * appends fragments only after the header is synced), MP4_NO_INIT for anything else.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { MAX_BOX_BYTES, Mp4FormatError, readBoxHeader, type BoxHeader } from './boxes.ts';
@@ -54,17 +56,35 @@ function headerIn(buf: Buffer, fileBytes: number, at: number): BoxHeader | strin
   return h;
 }
 
+/**
+ * Whether the file ends inside the box expected at `at`: fewer than 8 bytes left, or a
+ * header of the expected type whose box runs past the end. Garbage is not "cut".
+ */
+function cutInside(buf: Buffer, fileBytes: number, at: number, type: string): boolean {
+  if (fileBytes - at < 8) return true;
+  try {
+    const h = readBoxHeader(buf, 0, fileBytes - at);
+    return h === null || (h.type === type && at + h.size > fileBytes);
+  } catch {
+    return false;
+  }
+}
+
 export async function scanFmp4File(path: string): Promise<ScannedFile> {
   const fh = await open(path, 'r');
   try {
     const fileBytes = (await fh.stat()).size;
-    const ftyp = headerIn(await readUpTo(fh, 0, 16), fileBytes, 0);
+    const ftypHead = await readUpTo(fh, 0, 16);
+    const ftyp = headerIn(ftypHead, fileBytes, 0);
     if (typeof ftyp === 'string' || ftyp.type !== 'ftyp') {
-      throw new Mp4FormatError('MP4_NO_INIT', `${path} does not start with ftyp (${typeof ftyp === 'string' ? ftyp : ftyp.type})`);
+      const code = cutInside(ftypHead, fileBytes, 0, 'ftyp') ? 'MP4_TRUNCATED' : 'MP4_NO_INIT';
+      throw new Mp4FormatError(code, `${path} does not start with ftyp (${typeof ftyp === 'string' ? ftyp : ftyp.type})`);
     }
-    const moov = headerIn(await readUpTo(fh, ftyp.size, 16), fileBytes, ftyp.size);
+    const moovHead = await readUpTo(fh, ftyp.size, 16);
+    const moov = headerIn(moovHead, fileBytes, ftyp.size);
     if (typeof moov === 'string' || moov.type !== 'moov') {
-      throw new Mp4FormatError('MP4_NO_INIT', `${path} has no complete moov after ftyp (${typeof moov === 'string' ? moov : moov.type})`);
+      const code = cutInside(moovHead, fileBytes, ftyp.size, 'moov') ? 'MP4_TRUNCATED' : 'MP4_NO_INIT';
+      throw new Mp4FormatError(code, `${path} has no complete moov after ftyp (${typeof moov === 'string' ? moov : moov.type})`);
     }
     const initSize = ftyp.size + moov.size;
     const init = await readUpTo(fh, 0, initSize);

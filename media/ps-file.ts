@@ -43,6 +43,8 @@ export function firstGopOffset(head: Buffer): number {
 }
 
 const PACK = Buffer.from([0, 0, 1, 0xba]);
+/** An MPEG-2 pack header without stuffing. */
+const PACK_HEADER_MIN_BYTES = 14;
 
 /** Enough for pack + system header + PSM + GOP info of a GOP with a few streams. */
 const HEAD_BYTES = 1024;
@@ -54,6 +56,11 @@ export async function scanPsFile(path: string): Promise<ScannedPsFile> {
     const gops: ScannedPsGop[] = [];
     let partialReason: string | undefined;
     const head = await readUpTo(fh, 0, Math.min(FILE_HEADER_BYTES + HEAD_BYTES, fileBytes));
+    // Shorter than a pack header and a prefix of one: created, then cut by a crash before
+    // its header was synced. No GOP (as a file cut later inside its header has none).
+    if (fileBytes < PACK_HEADER_MIN_BYTES && PACK.subarray(0, head.length).equals(head.subarray(0, PACK.length))) {
+      return { gops: [], validBytes: 0, fileBytes, partialReason: `file ends inside its header (${fileBytes} bytes)`, firstGop: null, headerBytes: 0 };
+    }
     if (!demuxPs(head.subarray(0, Math.min(head.length, 64))).startsWithPack) throw new MediaFormatError('PS_BAD_STREAM', `${path} does not start with a pack header`);
     const headerBytes = firstGopOffset(head);
     let p = headerBytes;

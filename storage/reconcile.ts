@@ -16,6 +16,7 @@ import type { RecorderIndex } from '../index/db.ts';
 import { encodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { Logger } from '../lib/log.ts';
+import { Mp4FormatError } from '../media/boxes.ts';
 import { scanFmp4File, type ScannedFile } from '../media/fmp4-file.ts';
 import { parseSegmentRelPath, poolsDir, type ParsedSegmentPath } from './layout.ts';
 import { scanPsSegment } from './ps-segment-scan.ts';
@@ -145,6 +146,16 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     try {
       scan = await scanSegment(abs, parsed, rel, entry);
     } catch (err) {
+      // Ends inside its header: created, then cut by a crash before the header was
+      // synced. No fragment can follow a header that was not synced, so nothing is lost.
+      if (err instanceof Mp4FormatError && err.code === 'MP4_TRUNCATED') {
+        report.removedEmpty.push(rel);
+        if (write) {
+          if (entry) await index.removeSegment(parsed.camera, parsed.startMs);
+          await rm(abs, { force: true });
+        }
+        continue;
+      }
       report.unreadable.push({ file: rel, error: (err as Error).message });
       opts.log.error({ file: rel, err }, 'segment file unreadable; left in place');
       continue;

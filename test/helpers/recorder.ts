@@ -5,6 +5,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,6 +94,14 @@ export function spawnRecorder(t: ExecutionContext, env: Record<string, string>):
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  // TEST_RECORDER_LOG_DIR keeps each spawned recorder's log (to chase a flaky crash test).
+  const logDir = process.env.TEST_RECORDER_LOG_DIR;
+  if (logDir) {
+    const out = createWriteStream(join(logDir, `${t.title.replace(/[^\w.-]+/g, '_')}-${child.pid}.log`));
+    child.stdout!.pipe(out, { end: false });
+    child.stderr!.pipe(out, { end: false });
+    child.once('close', () => out.end());
+  }
   let buf = '';
   const http = new Promise<string>((resolve, reject) => {
     child.stdout!.setEncoding('utf8');

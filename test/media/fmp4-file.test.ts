@@ -130,11 +130,16 @@ test('an init-only file and files without an init', async (t) => {
     await writeFile(file, content);
     return file;
   };
-  t.is(await codeOf(scanFmp4File(await write('empty.mp4', Buffer.alloc(0)))), 'MP4_NO_INIT');
+  // A file that ends inside its init is "cut" (a crash before the header was synced),
+  // told apart from one that is not an MP4 at all.
+  t.is(await codeOf(scanFmp4File(await write('empty.mp4', Buffer.alloc(0)))), 'MP4_TRUNCATED');
+  t.is(await codeOf(scanFmp4File(await write('seven.mp4', bytes.subarray(0, 7)))), 'MP4_TRUNCATED');
   t.is(await codeOf(scanFmp4File(await write('text.mp4', Buffer.from('hello, this is not a video file at all')))), 'MP4_NO_INIT');
   t.is(await codeOf(scanFmp4File(await write('frags.mp4', bytes.subarray(chunks[0]!.bytes.length)))), 'MP4_NO_INIT');
-  t.is(await codeOf(scanFmp4File(await write('cut-init.mp4', bytes.subarray(0, chunks[0]!.bytes.length - 10)))), 'MP4_NO_INIT');
-  t.is(await codeOf(scanFmp4File(await write('ftyp-only.mp4', bytes.subarray(0, topBoxes(bytes)[0]!.size)))), 'MP4_NO_INIT');
+  t.is(await codeOf(scanFmp4File(await write('cut-ftyp.mp4', bytes.subarray(0, topBoxes(bytes)[0]!.size - 2)))), 'MP4_TRUNCATED');
+  t.is(await codeOf(scanFmp4File(await write('cut-init.mp4', bytes.subarray(0, chunks[0]!.bytes.length - 10)))), 'MP4_TRUNCATED');
+  t.is(await codeOf(scanFmp4File(await write('ftyp-only.mp4', bytes.subarray(0, topBoxes(bytes)[0]!.size)))), 'MP4_TRUNCATED');
+  t.is(await codeOf(scanFmp4File(await write('ftyp-garbage.mp4', Buffer.concat([bytes.subarray(0, topBoxes(bytes)[0]!.size), Buffer.from('garbage, not a box')])))), 'MP4_NO_INIT');
   const brokenMoov = Buffer.from(bytes);
   brokenMoov.write('\u0001\u0002\u0003\u0004', topBoxes(bytes)[1]!.offset + 12, 'latin1');
   t.is(await codeOf(scanFmp4File(await write('bad-moov.mp4', brokenMoov))), 'MP4_NO_INIT');
