@@ -47,7 +47,9 @@ test('NATS service, status events, schedules, persistence and purge', async (t) 
   await waitFor('stopped by plan', () => states.at(-1) === 'stopped', 10_000);
   t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', timeZone: 'Europe/Paris', slots: [{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '00:00', type: 'timing' }] })).ok);
   await waitFor('recording by plan', () => states.at(-1) === 'recording', 30_000);
-  await waitFor('video indexed', async () => (await n.request<CameraReply>('rec.v1.camera.get', { id: 'cam' })).camera.lastVideoAt !== null, 20_000);
+  // An open segment is indexed only at the writer's first sync (~4 s of media after the
+  // first GOP) or its close: allow for a loaded machine.
+  await waitFor('video indexed', async () => (await n.request<CameraReply>('rec.v1.camera.get', { id: 'cam' })).camera.lastVideoAt !== null, 60_000);
 
   // A restart resumes recording from the persisted camera and plan, with no VMS.
   await n.node.stop();

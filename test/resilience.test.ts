@@ -64,7 +64,12 @@ test('a camera that drops off for 10 s leaves one gap of about that length and r
   await sim.stop();
   const offAt = Date.now();
   await waitFor('backoff', async () => (await cameraState(n, 'cam')) === 'backoff', 30_000);
-  const during = await search(n.http, 'cam', t0);
+  // The state is in memory; the open gap is put to the index with it and committed a
+  // moment later (an asynchronous LMDB write): a search right away may not see it yet.
+  const during = await waitFor('the gap in the index', async () => {
+    const r = await search(n.http, 'cam', t0);
+    return r.gaps.length > 0 ? r : null;
+  }, 10_000);
   t.is(during.gaps.length, 1, 'an open gap is visible while the camera is away');
   t.is(during.gaps[0]!.state, 'open');
   await new Promise((r) => setTimeout(r, Math.max(0, 10_000 - (Date.now() - offAt))));
@@ -204,8 +209,13 @@ test('recording goes on while an external NATS server is away, and the service a
   natsProc.kill('SIGKILL');
   const downAt = Date.now();
   await new Promise((r) => setTimeout(r, 8000));
-  const spans = (await search(n.http, 'cam', downAt - 30_000)).spans;
-  t.true(spans.length === 1 && Date.parse(spans[0]!.to) > downAt + 4000, 'video kept flowing while NATS was down');
+  // The index end moves at the writer's syncs (every ~4 s of media) and segment closes,
+  // so 4 s past `downAt` can first show ~8 s later, more on a loaded machine: wait for
+  // it (NATS stays down meanwhile). waitFor fails the test if video stops flowing.
+  await waitFor('video to keep flowing while NATS is down', async () => {
+    const spans = (await search(n.http, 'cam', downAt - 30_000)).spans;
+    return spans.length === 1 && Date.parse(spans[0]!.to) > downAt + 4000;
+  }, 30_000, 500);
   t.is(await cameraState(n, 'cam'), 'recording');
 
   natsProc = startNats();

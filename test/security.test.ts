@@ -83,7 +83,12 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   const from = t0 - 60_000;
   const to = Date.now() + 60_000;
   const spanA = (await call(api(`/api/recordings?camera=camA&from=${from}&to=${to}`), admin)).body.spans[0];
-  const at = Date.parse(spanA.from) + 500;
+  const spanB = (await call(api(`/api/recordings?camera=camB&from=${from}&to=${to}`), admin)).body.spans[0];
+  // The two ingests start apart (each joins the shared stream at its next keyframe and is
+  // anchored on its own arrival; more apart on a loaded machine): instants used on both
+  // cameras lie after the later start, so both have video there.
+  const bothFrom = Math.max(Date.parse(spanA.from), Date.parse(spanB.from));
+  const at = bothFrom + 500;
   const segFile = async (cam: string): Promise<string> => {
     const m3u8 = await fetch(api(`/api/cameras/${cam}/video.m3u8?from=${from}&to=${to}`), { headers: { authorization: admin } }).then((r) => r.text());
     return /segments\/(\d+\.mp4)/.exec(m3u8)![1]!;
@@ -163,7 +168,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   t.true((await call(api(`/api/recordings?camera=camA&from=${from}&to=${to}`), admin)).body.spans.length > 0, 'the refused deletes deleted nothing');
 
   // ---- locks and labels (the storage routes, declared through the seam) ------------------
-  const clip = (camera: string): string => JSON.stringify({ camera, from: spanA.from, to: new Date(Date.parse(spanA.from) + 1000).toISOString() });
+  const clip = (camera: string): string => JSON.stringify({ camera, from: new Date(bothFrom).toISOString(), to: new Date(bothFrom + 1000).toISOString() });
   const lockVa = await call(api('/api/locks'), va, { method: 'POST', body: clip('camA') });
   t.is(lockVa.status, 403, 'a viewer cannot lock');
   t.is(lockVa.body.error.code, 'FORBIDDEN');

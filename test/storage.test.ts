@@ -70,10 +70,12 @@ test('a capacity pool with 2 cameras stays within cap + one segment per camera, 
   });
 
   // Lock a range of camera a early on, with an expiry well after the pool has wrapped.
+  // Two ingests connecting, then ~8 s of media (a 2 s segment is indexed at its close):
+  // a loaded machine gets more than waitFor's default 30 s for that.
   const early = await waitFor('3 closed segments of a', () => {
     const segs = segments(n).filter((s) => s.camera === 'a');
     return segs.length >= 4 ? segs : null;
-  });
+  }, 60_000);
   const locked = early[1]!;
   const until = Date.now() + 25_000;
   const lock = await n.request<{ lock: { id: string; from: string; to: string; until: string } }>('rec.v1.lock', {
@@ -112,7 +114,8 @@ test('a capacity pool with 2 cameras stays within cap + one segment per camera, 
   const maxSeg = Math.max(...[...seen.values()].map((s) => s.bytes));
   const bound = CAP + 2 * maxSeg;
   t.true(maxUsage <= bound, `index usage ${maxUsage} ≤ cap ${CAP} + 2 × ${maxSeg}`);
-  // On disk there is also each file's init and the not-yet-indexed tail of the GOP being written.
+  // On disk there is also each file's init and the tail of each open segment not yet
+  // indexed (up to RECORDER_SYNC_SECONDS of media, within the 2 × maxSeg above).
   t.true(maxDisk <= bound + 2 * 64 * 1024, `disk usage ${maxDisk} ≤ ${bound} + slack`);
 
   // Oldest first: every deleted unlocked segment started before every surviving one (across cameras).

@@ -300,7 +300,10 @@ test('retention deletes a smart file left open by a crash, never one a writer st
   const writer = new SmartWriter('c1', { index, dataDir, clock: { nowMs: () => base }, log: createLogger('silent'), segmentMs: 60_000, wallMsAt: (sec) => base + sec * 1000 });
   const mux = new TsMuxer([{ pid: 0x101, streamType: 0x1b }, { pid: 0x102, streamType: 0x06 }]);
   writer.feed(Buffer.concat([mux.psi(), mux.pes(0x101, Buffer.alloc(10), 0, { dts: 0, streamId: 0xe0, unbounded: true }), mux.pes(0x102, doc('Human', new Date(base).toISOString()), 0)]));
-  for (let i = 0; i < 100 && index.smartfiles.getKeysCount({ start: ['c1', -1], end: ['c1', Number.MAX_SAFE_INTEGER] }) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  const files = (): number => index.smartfiles.getKeysCount({ start: ['c1', -1], end: ['c1', Number.MAX_SAFE_INTEGER] });
+  for (let i = 0; i < 100 && files() === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  // Without this the next check would pass with no file at all.
+  t.is(files(), 1, 'the writer has its file open');
   t.is((await deleteSmartBefore(index, dataDir, 'c1', Number.MAX_SAFE_INTEGER)).files, 0, 'the open file stays');
   await writer.close();
   t.is((await deleteSmartBefore(index, dataDir, 'c1', Number.MAX_SAFE_INTEGER)).files, 1);
