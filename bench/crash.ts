@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { SimCamera } from '../sim/camera.ts';
-import { CONNECT_STAGGER_MS, clip, outDir, percentile, putJson, sleep, startRecorder, type RecorderChild } from './harness.ts';
+import { CONNECT_STAGGER_MS, clip, outDir, percentile, putJson, recorderProgram, sleep, startRecorder, type RecorderChild } from './harness.ts';
 
 const { values } = parseArgs({ options: { cameras: { type: 'string', default: '50' }, minutes: { type: 'string', default: '10' }, every: { type: 'string', default: '30' } } });
 const n = Number(values.cameras);
@@ -52,7 +52,7 @@ try {
     await sleep(everyMs);
   }
   await rec.stop();
-  const check = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts'), 'check'], { env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'warn' } }).then(
+  const check = await promisify(execFile)(process.execPath, [...(await recorderProgram()), 'check'], { env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'warn' } }).then(
     () => 'consistent',
     (err: { code?: number }) => `check exited ${err.code}`,
   );

@@ -1,7 +1,8 @@
 /**
  * What the benches share: the pre-encoded 1080p clip (made once into bench/out/), a
  * recorder child process on a free port with N cameras, and small helpers. Benches
- * measure the real recorder (`recorder.ts` as a child), never an in-process stand-in.
+ * measure the real recorder (the compiled build `npm start` runs, as a child), never an
+ * in-process stand-in.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -50,10 +51,24 @@ export interface RecorderChild {
   stop(): Promise<void>;
 }
 
-/** Starts `recorder.ts` on `dataDir` with extra RECORDER_* settings; resolves once HTTP answers. */
+let built: Promise<string> | null = null;
+
+/**
+ * Node's arguments that run the recorder the benches measure: the compiled build users
+ * run (`npm start`), built once per bench process into bench/out/dist (inside the
+ * repository, so it finds node_modules and package.json); with BENCH_SOURCES=1 the
+ * TypeScript sources through tsx instead, to compare.
+ */
+export async function recorderProgram(): Promise<string[]> {
+  if (process.env.BENCH_SOURCES) return ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts')];
+  built ??= run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../scripts/build.ts'), join(outDir, 'dist')]).then(() => join(outDir, 'dist', 'recorder.js'));
+  return ['--enable-source-maps', await built];
+}
+
+/** Starts the recorder on `dataDir` with extra RECORDER_* settings; resolves once HTTP answers. */
 export async function startRecorder(dataDir: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<RecorderChild> {
   const port = await freePort();
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(import.meta.dirname, '../recorder.ts')], {
+  const child = spawn(process.execPath, [...nodeArgs, ...(await recorderProgram())], {
     env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: `127.0.0.1:${port}`, RECORDER_LOG_LEVEL: 'warn', RECORDER_SEGMENT_SECONDS: '60', ...env },
     stdio: ['ignore', process.env.BENCH_RECORDER_STDOUT ? 'inherit' : 'ignore', 'inherit'],
   });

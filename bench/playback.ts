@@ -36,6 +36,7 @@ import { scanFmp4File } from '../media/fmp4-file.ts';
 import { rewriteMoof } from '../media/moof.ts';
 import WebSocket from 'ws';
 import type { Socket } from 'node:net';
+import { recorderProgram } from './harness.ts';
 
 const run = promisify(execFile);
 const { values } = parseArgs({ options: { minutes: { type: 'string', default: '60' }, requests: { type: 'string', default: '100' }, clients: { type: 'string', default: '200' }, cold: { type: 'string', default: '100' } } });
@@ -119,7 +120,7 @@ async function prepare(dir: string): Promise<{ files: string[]; bytes: number }>
 
 async function startRecorder(dir: string): Promise<{ child: ChildProcess; http: string }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts')], {
+  const child = spawn(process.execPath, await recorderProgram(), {
     env: { ...process.env, RECORDER_DATA_DIR: dir, RECORDER_HTTP: `127.0.0.1:${port}`, RECORDER_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

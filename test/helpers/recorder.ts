@@ -85,8 +85,13 @@ export interface RecorderProcess {
   exited: Promise<number | null>;
 }
 
-export function spawnRecorder(t: ExecutionContext, env: Record<string, string>): RecorderProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts')], {
+/**
+ * `entry`: a compiled recorder (scripts/build.ts) to run instead of the sources through
+ * tsx; `args`: its command line (e.g. `--demo`).
+ */
+export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, opts: { entry?: string; args?: string[] } = {}): RecorderProcess {
+  const program = opts.entry ? ['--enable-source-maps', opts.entry] : ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts')];
+  const child = spawn(process.execPath, [...program, ...(opts.args ?? [])], {
     env: { ...process.env, RECORDER_LOG_LEVEL: 'info', RECORDER_MIN_FREE_BYTES: '0', RECORDER_MIN_FREE_RATIO: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
