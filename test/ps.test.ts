@@ -49,19 +49,31 @@ async function durationSec(file: string): Promise<number> {
   return Math.max(...pts) - Math.min(...pts) + 1 / FPS;
 }
 
+/**
+ * The first span of at least `ms` of continuous video. Not only the first span: an
+ * attempt cut short on a loaded machine (a stall, a refused DESCRIBE) leaves a short
+ * span before the one that grows. A timeout says what was recorded and the state.
+ */
 async function waitSpan(n: TestNode, camera: string, ms: number): Promise<{ fromMs: number; toMs: number }> {
   const t0 = Date.now() - 5000;
-  return waitFor(
-    `${ms} ms of ${camera}`,
-    async () => {
-      const q = new URLSearchParams({ camera, from: new Date(t0).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-      const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q}`);
-      const s = body.spans[0];
-      return s && Date.parse(s.to) - Date.parse(s.from) >= ms ? { fromMs: Date.parse(s.from), toMs: Date.parse(s.to) } : null;
-    },
-    90_000,
-    1000,
-  );
+  let seen: SearchBody['spans'] = [];
+  try {
+    return await waitFor(
+      `${ms} ms of ${camera}`,
+      async () => {
+        const q = new URLSearchParams({ camera, from: new Date(t0).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
+        const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q}`);
+        seen = body.spans;
+        const s = body.spans.find((x) => Date.parse(x.to) - Date.parse(x.from) >= ms);
+        return s ? { fromMs: Date.parse(s.from), toMs: Date.parse(s.to) } : null;
+      },
+      90_000,
+      1000,
+    );
+  } catch (err) {
+    const cam = await getJson<{ camera: { status: string; lastError?: string } }>(`${n.http}/api/cameras/${camera}`);
+    throw new Error(`${(err as Error).message}; spans ${JSON.stringify(seen.map((x) => [x.from, x.to]))}; camera ${JSON.stringify(cam.body.camera)}`);
+  }
 }
 
 for (const [mount, videoCodec] of [
