@@ -109,7 +109,19 @@ async function scanSegment(abs: string, parsed: ParsedSegmentPath, rel: string, 
     const ps = await scanPsSegment(abs, parsed, rel, entry);
     return { ...ps, record: () => ps.record! };
   }
-  const scan = await scanFmp4File(abs);
+  let scan: ScannedFile;
+  try {
+    scan = await scanFmp4File(abs);
+  } catch (err) {
+    // Ends inside its init: created, then cut by a crash before its header was synced.
+    // No fragment can follow an unsynced header, so it is a file without fragments
+    // (as a PS file cut inside its header scans), removed like any other.
+    if (err instanceof Mp4FormatError && err.code === 'MP4_TRUNCATED') {
+      const fileBytes = (await stat(abs)).size;
+      return { fragmentCount: 0, validBytes: 0, fileBytes, partial: fileBytes > 0, record: () => { throw err; } };
+    }
+    throw err;
+  }
   return {
     fragmentCount: scan.fragments.length,
     validBytes: scan.validBytes,
@@ -146,16 +158,6 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     try {
       scan = await scanSegment(abs, parsed, rel, entry);
     } catch (err) {
-      // Ends inside its header: created, then cut by a crash before the header was
-      // synced. No fragment can follow a header that was not synced, so nothing is lost.
-      if (err instanceof Mp4FormatError && err.code === 'MP4_TRUNCATED') {
-        report.removedEmpty.push(rel);
-        if (write) {
-          if (entry) await index.removeSegment(parsed.camera, parsed.startMs);
-          await rm(abs, { force: true });
-        }
-        continue;
-      }
       report.unreadable.push({ file: rel, error: (err as Error).message });
       opts.log.error({ file: rel, err }, 'segment file unreadable; left in place');
       continue;
