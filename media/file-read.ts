@@ -7,14 +7,20 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Mp4FormatError } from './boxes.ts';
 
-export async function readUpTo(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+/** Reads up to `length` bytes at file `offset` into `buf` at `at`; fewer only at the end of the file. */
+export async function readInto(fh: FileHandle, buf: Buffer, at: number, offset: number, length: number): Promise<number> {
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+    const { bytesRead } = await fh.read(buf, at + done, length - done, offset + done);
     if (bytesRead === 0) break;
     done += bytesRead;
   }
+  return done;
+}
+
+export async function readUpTo(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  const done = await readInto(fh, buf, 0, offset, length);
   return done === length ? buf : buf.subarray(0, done);
 }
 

@@ -23,6 +23,7 @@ import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, t
 import { isSyncSample } from './moof.ts';
 import { checkUnchanged, type SegmentTables } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
+import { readInto } from './file-read.ts';
 
 /** Bump when the bytes produced for the same input change (it is part of the ETag). */
 export const PROGRESSIVE_FORMAT_VERSION = 1;
@@ -631,11 +632,8 @@ class BodyCursor {
         await checkUnchanged(this.fh, first.path, first.fileBytes);
         this.fhPath = first.path;
       }
-      for (let got = 0; got < to - from; ) {
-        const { bytesRead } = await this.fh!.read(buf, got, to - from - got, from + got);
-        if (bytesRead === 0) throw new Mp4FormatError('MP4_TRUNCATED', `${first.path} ends at ${from + got}, expected ${to}`);
-        got += bytesRead;
-      }
+      const got = await readInto(this.fh!, buf, 0, from, to - from);
+      if (got < to - from) throw new Mp4FormatError('MP4_TRUNCATED', `${first.path} ends at ${from + got}, expected ${to}`);
     } catch (err) {
       throw this.onError ? this.onError(err, first) : err;
     }
