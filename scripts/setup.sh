@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine for the recorder and its tests: system packages
 # (ffmpeg, nats-server, GStreamer's RTSP server for the simulated camera, tesseract
-# for the clock-overlay check in tests, Chromium for the browser playback test)
+# for the clock-overlay check in tests, Chromium for the browser playback test,
+# procps for the tests' leaked-process checks)
 # through apt-get when missing, then npm dependencies when package-lock.json
 # changed. Fast (< 1 s) when nothing is missing.
 set -euo pipefail
@@ -12,6 +13,8 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# ps and pgrep: tests check that no child process outlives its owner.
+{ command -v ps >/dev/null 2>&1 && command -v pgrep >/dev/null 2>&1; } || need+=(procps)
 if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1 \
   || ! command -v gst-inspect-1.0 >/dev/null 2>&1 || ! gst-inspect-1.0 x265enc >/dev/null 2>&1 || ! gst-inspect-1.0 avenc_aac >/dev/null 2>&1 || ! gst-inspect-1.0 mpegpsmux >/dev/null 2>&1 || ! gst-inspect-1.0 splitmuxsink >/dev/null 2>&1; then
   need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
