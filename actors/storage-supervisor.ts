@@ -197,6 +197,11 @@ export class StorageSupervisor {
     void this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed'));
   }
 
+  /** One retention pass of `poolId` now, under the storage mutex (operators, tests). */
+  retentionPass(poolId: string): Promise<void> {
+    return this.trackPass(poolId);
+  }
+
   private trackPass(poolId: string): Promise<void> {
     const p = this.exclusive(() => this.runPass(poolId));
     this.passes.add(p);

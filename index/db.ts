@@ -48,6 +48,9 @@ import type { SmartFileRecord, SmartKey, SmartRecord } from './smart.ts';
 
 export const SCHEMA_VERSION = 1;
 
+/** Segments read per LMDB range read when walking many (allSegments). */
+const SEGMENT_BATCH = 256;
+
 type SegKey = [string, number];
 
 /** Compact search view of a segment: endMs, then its type runs flattened. */
@@ -275,6 +278,15 @@ export class RecorderIndex {
     }
   }
 
+  /**
+   * LMDB reader slots in use by this process (the lock table's rows). A slot held
+   * for good is a leak that ends in MDB_READERS_FULL (126 slots by default); the
+   * soak bench and the retention test watch this, and metrics export it.
+   */
+  readerSlots(): number {
+    return this.root.readerList().split('\n').filter((line) => /^\s*\d+\s/.test(line)).length;
+  }
+
   /** Cameras that have segments (including cameras deleted without purge), by key order. */
   *segmentCameras(): Iterable<string> {
     let start: SegKey | undefined = undefined;
@@ -326,9 +338,28 @@ export class RecorderIndex {
     return undefined;
   }
 
+  /**
+   * Every segment (of `camera`, or of all cameras), in key order, read in batches.
+   *
+   * Invariant: no LMDB cursor outlives one synchronous batch read. A range iterator
+   * left open (a consumer that stops early without closing the generator, or one
+   * held across an await) pins its read transaction and one of the environment's
+   * reader slots; a retention pass that did so on every tick filled the reader
+   * table within minutes (MDB_READERS_FULL, issue 12). Batches of materialised
+   * records make abandoning this generator at any point free.
+   */
   *allSegments(camera?: string): Iterable<SegmentRecord> {
-    const range = camera === undefined ? {} : { start: [camera, -1] as SegKey, end: [camera, Number.MAX_SAFE_INTEGER] as SegKey };
-    for (const { value } of this.segments.getRange(range)) yield value;
+    const end: SegKey | undefined = camera === undefined ? undefined : [camera, Number.MAX_SAFE_INTEGER];
+    let start: SegKey | undefined = camera === undefined ? undefined : [camera, -1];
+    let skipFirst = false;
+    for (;;) {
+      const batch = [...this.segments.getRange({ ...(start ? { start } : {}), ...(end ? { end } : {}), limit: SEGMENT_BATCH })];
+      for (let i = skipFirst ? 1 : 0; i < batch.length; i++) yield batch[i]!.value;
+      if (batch.length < SEGMENT_BATCH) return;
+      // The next batch starts at the last key read, which it then skips.
+      start = batch[batch.length - 1]!.key;
+      skipFirst = true;
+    }
   }
 
   // ---- gaps -----------------------------------------------------------------

@@ -2,6 +2,9 @@
  * Segments across cameras in start-time order (oldest first), lazily: a k-way merge of
  * each camera's key range, so a retention pass that deletes a few segments reads only
  * a few records per camera, however long the history.
+ *
+ * Stopping early is free: the per-camera walks (RecorderIndex.allSegments) hold no
+ * LMDB cursor between batches, and a consumer's `break` closes them all here too.
  */
 import type { RecorderIndex } from './db.ts';
 import type { SegmentRecord } from './records.ts';
@@ -13,14 +16,18 @@ export function* oldestFirst(index: RecorderIndex, keep: (seg: SegmentRecord) =>
     const first = nextKept(it, keep);
     if (first) heads.push({ it, seg: first });
   }
-  while (heads.length > 0) {
-    let min = 0;
-    for (let i = 1; i < heads.length; i++) if (heads[i]!.seg.startMs < heads[min]!.seg.startMs) min = i;
-    const head = heads[min]!;
-    yield head.seg;
-    const next = nextKept(head.it, keep);
-    if (next) head.seg = next;
-    else heads.splice(min, 1);
+  try {
+    while (heads.length > 0) {
+      let min = 0;
+      for (let i = 1; i < heads.length; i++) if (heads[i]!.seg.startMs < heads[min]!.seg.startMs) min = i;
+      const head = heads[min]!;
+      yield head.seg;
+      const next = nextKept(head.it, keep);
+      if (next) head.seg = next;
+      else heads.splice(min, 1);
+    }
+  } finally {
+    for (const head of heads) head.it.return?.();
   }
 }
 
