@@ -76,18 +76,18 @@ test('thousands of retention passes that stop early leave the LMDB reader slots 
   const { index, storage } = await setup(t);
   const usage = index.poolUsage('p');
   // Under capacity: every pass reads the oldest segment of each camera and stops there.
-  await index.pools.put('p', { id: 'p', capacityBytes: usage + 1, overwrite: 'capacity', thinAfterDays: 3650 });
+  await index.pools.put('p', { id: 'p', capacityBytes: usage + 1, overwrite: 'capacity', maxLockShare: 0.5, thinAfterDays: 3650 });
   const before = index.readerSlots();
   for (let i = 0; i < 3000; i++) {
     await storage.retentionPass('p');
     // Commits between passes are what made lmdb-js open a fresh read transaction each time.
-    if (i % 100 === 0) await index.pools.put('p', { id: 'p', capacityBytes: usage + 1 + i, overwrite: 'capacity', thinAfterDays: 3650 });
+    if (i % 100 === 0) await index.pools.put('p', { id: 'p', capacityBytes: usage + 1 + i, overwrite: 'capacity', maxLockShare: 0.5, thinAfterDays: 3650 });
   }
   t.true(index.readerSlots() <= Math.max(before, 1), `reader slots ${before} → ${index.readerSlots()}`);
   t.is(index.poolUsage('p'), usage, 'nothing deleted under capacity');
 
   // Over capacity: passes delete, and still hold nothing afterwards.
-  await index.pools.put('p', { id: 'p', capacityBytes: usage / 2, overwrite: 'capacity' });
+  await index.pools.put('p', { id: 'p', capacityBytes: usage / 2, overwrite: 'capacity', maxLockShare: 0.5 });
   await storage.retentionPass('p');
   t.true(index.poolUsage('p') <= usage / 2);
   for (let i = 0; i < 200; i++) await storage.retentionPass('p');
@@ -102,7 +102,7 @@ test('a walk abandoned mid-way, without closing it, pins no reader slot', async 
     walk.next(); // then dropped on the floor, as a careless caller would
     const camera = index.allSegments('b')[Symbol.iterator]();
     camera.next();
-    await index.pools.put('p', { id: 'p', capacityBytes: i, overwrite: 'capacity' });
+    await index.pools.put('p', { id: 'p', capacityBytes: i, overwrite: 'capacity', maxLockShare: 0.5 });
   }
   t.true(index.readerSlots() <= Math.max(before, 1), `reader slots ${before} → ${index.readerSlots()}`);
 });
