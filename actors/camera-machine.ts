@@ -7,12 +7,16 @@
  *                         └── backoff (1 s doubling to 30 s; reset once recording)
  *   STOP from any state → stopped (kills ffmpeg; the open segment is closed).
  *
+ * An attempt that throws while starting goes to backoff as a failed attempt does; an
+ * error thrown by this machine itself is contained by the supervisor (actors/supervisor.ts).
+ *
  * Gaps: when an attempt fails after video was written, an open gap is stored at the
  * end of the last fragment; when video flows again, the gap is closed at the new
  * segment's start. The same rule covers a recorder that was down: the last segment's
  * end from the index is where the gap starts.
  */
 import { assign, setup } from 'xstate';
+import { faultPoint } from '../lib/crash-point.ts';
 import { iso } from '../lib/time.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
@@ -180,6 +184,15 @@ export const cameraMachine = setup({
       invoke: {
         src: 'ingest',
         input: ({ context }) => ({ camera: context.camera, deps: context.deps, lastEndMs: context.lastEndMs, director: context.director, stream: context.stream }),
+        // The attempt threw while starting (an index read, a spawn): like ffmpeg dying.
+        onError: {
+          target: 'backoff',
+          actions: assign(({ context, event }) => {
+            const message = event.error instanceof Error ? event.error.message : String(event.error);
+            context.deps.log.error({ camera: context.camera.id, err: event.error, retryInMs: context.backoffMs }, 'ingest attempt failed to start');
+            return { lastError: `ingest attempt failed to start: ${message}` };
+          }),
+        },
       },
       initial: 'connecting',
       states: {
@@ -188,7 +201,10 @@ export const cameraMachine = setup({
           on: { 'INGEST.RECORDING': { target: 'recording', actions: ['closeGap', 'noteRecording'] } },
         },
         recording: {
-          entry: ({ context }) => publishState(context, 'recording'),
+          entry: ({ context }) => {
+            faultPoint('camera.recording', context.camera.id);
+            publishState(context, 'recording');
+          },
           // Raised once per outage: later failed attempts only back off.
           on: { 'INGEST.EXITED': { target: '#camera.backoff', actions: ['noteExit', 'openGap', 'alarmOffline'] } },
         },

@@ -14,6 +14,11 @@ export interface CameraStatus {
   detail?: string;
 }
 
+export interface IngestAttempt {
+  done: Promise<unknown>;
+  stop: () => void;
+}
+
 export type CameraStateName = 'stopped' | 'connecting' | 'recording' | 'backoff';
 
 export interface CameraDeps {
@@ -25,8 +30,13 @@ export interface CameraDeps {
   publishStatus: (status: CameraStatus) => void;
   /** Raises an alarm (logged once, published on NATS); never blocks. */
   raiseAlarm: (alarm: AlarmInput) => void;
-  /** Keeps an in-flight segment close alive until shutdown awaits it. */
-  track: (work: Promise<unknown>) => void;
+  /**
+   * Registers one running ingest attempt of `camera` with its owner: `done` settles
+   * once the attempt's segment is closed (a removal or shutdown awaits it), `stop`
+   * ends it. The owner can thus end an attempt whose camera actor failed (xstate does
+   * not stop the children of an actor that errored inside an action).
+   */
+  attempt: (camera: string, attempt: IngestAttempt) => void;
   onSegmentClosed?: (segment: SegmentRecord) => void;
   /** Live viewers of the running ingest (set by the supervisor). */
   live?: LivePublisher;

@@ -14,6 +14,7 @@ import type { CameraDeps } from './deps.ts';
 import type { CameraConfig } from '../index/records.ts';
 import type { RecordingDirector } from './recording-director.ts';
 import { RecorderError } from '../lib/errors.ts';
+import { faultPoint } from '../lib/crash-point.ts';
 
 export interface IngestInput {
   camera: CameraConfig;
@@ -29,6 +30,7 @@ export type IngestEvent =
 
 export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input, sendBack }) => {
   const { camera, deps } = input;
+  faultPoint('ingest.start', camera.id);
   const log = deps.log.child({ camera: camera.id });
   const url = camera.streams[input.stream] ?? camera.streams.main;
   // The camera's smart stream: data tracks split off by the same ffmpeg when it has
@@ -67,18 +69,6 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
       log.warn({ err }, 'smart stream: SEI scan failed'); // never the video's problem
     }
   };
-  const session = startCameraIngest({
-    url,
-    ffmpegPath: deps.config.ffmpegPath,
-    stallTimeoutMs: deps.config.ingestTimeoutMs,
-    smart: {
-      onDataTrack: (present, why) => {
-        if (present) ensureSmart();
-        else if (!why.startsWith('no data track')) log.info({ why }, 'smart stream: not split off in this attempt');
-      },
-      onBytes: (b) => smart?.feed(b),
-    },
-  });
   const writer = new SegmentWriter(
     {
       ...camera,
@@ -101,6 +91,19 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     },
     input.lastEndMs,
   );
+  // Started last: anything above that throws (an index read) leaves no ffmpeg behind.
+  const session = startCameraIngest({
+    url,
+    ffmpegPath: deps.config.ffmpegPath,
+    stallTimeoutMs: deps.config.ingestTimeoutMs,
+    smart: {
+      onDataTrack: (present, why) => {
+        if (present) ensureSmart();
+        else if (!why.startsWith('no data track')) log.info({ why }, 'smart stream: not split off in this attempt');
+      },
+      onBytes: (b) => smart?.feed(b),
+    },
+  });
   let stopped = false;
 
   const run = (async () => {
@@ -132,12 +135,13 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     deps.live?.ended(camera.id, error);
     sendBack({ type: 'INGEST.EXITED', error, lastEndMs: writer.lastSeenEndMs ?? writer.lastEndMs } satisfies IngestEvent);
   })();
-  deps.track(run);
-
-  return () => {
+  const stop = (): void => {
+    if (stopped) return;
     stopped = true;
     // Synchronous, so it reaches live viewers before a next attempt's init.
     deps.live?.ended(camera.id, 'ingest stopped');
     session.stop();
   };
+  deps.attempt(camera.id, { done: run, stop });
+  return stop;
 });

@@ -4,10 +4,21 @@
  * stops their ingest as their plans say. It talks to each actor only by events.
  * `shutdown()` stops every actor and waits until every open segment has been closed
  * (CONTRACT.md: exit 0 on SIGTERM after closing every open segment).
+ *
+ * Ingest attempts are owned per camera: removing one camera waits only for that
+ * camera's segment to close, never for the other cameras' ingest (which runs for as
+ * long as they record).
+ *
+ * Containment: an error thrown inside one camera's actor (an action, a guard, its
+ * context) stops that actor only. The supervisor observes it, ends the actor's ingest
+ * attempt (xstate leaves the children of an actor that failed in an action running),
+ * raises a `camera-fault` alarm, shows the camera in `backoff` with the error, and
+ * starts a fresh actor for it after 1 s doubling to 30 s (reset once it records
+ * again). No other camera notices; the process never exits for it.
  */
 import { createActor, type ActorRefFrom } from 'xstate';
 import { cameraMachine, stateName } from './camera-machine.ts';
-import type { CameraDeps, CameraStateName } from './deps.ts';
+import type { CameraDeps, CameraStateName, IngestAttempt } from './deps.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
 import { LiveHub, type LiveStats, type LiveSubscribeOptions } from '../media/live-hub.ts';
@@ -24,10 +35,30 @@ export interface CameraLiveState {
 
 /** How often plans are re-evaluated: slot boundaries are met within a second. */
 const PLAN_TICK_MS = 1000;
+/** Restart delay after a camera actor's fault: doubles per fault in a row, up to the max. */
+const FAULT_RESTART_MIN_MS = 1000;
+const FAULT_RESTART_MAX_MS = 30_000;
+
+interface TrackedAttempt {
+  /** Settles (never rejects) once the attempt's segment is closed. */
+  settled: Promise<void>;
+  stop: () => void;
+}
+
+/** A camera whose actor failed, until its new actor records. */
+interface CameraFault {
+  /** Faults in a row (the restart delay doubles with each). */
+  count: number;
+  error: string;
+  restart: NodeJS.Timeout | null;
+}
 
 export class Supervisor {
   private readonly actors = new Map<string, CameraActor>();
-  private readonly inflight = new Set<Promise<unknown>>();
+  /** Each camera's running ingest attempts (normally one; two while one is closing). */
+  private readonly attempts = new Map<string, Set<TrackedAttempt>>();
+  private readonly faults = new Map<string, CameraFault>();
+  private stopping = false;
   /** Pools whose storage refuses writes, and why. */
   private readonly blockedPools = new Map<string, string>();
   private readonly planTimer: NodeJS.Timeout;
@@ -35,40 +66,116 @@ export class Supervisor {
   /** Live fan-out of every running ingest; fed by the ingest children, read through subscribeLive. */
   private readonly liveHub: LiveHub;
 
-  constructor(deps: Omit<CameraDeps, 'track' | 'live'>) {
+  constructor(deps: Omit<CameraDeps, 'attempt' | 'live'>) {
     this.liveHub = new LiveHub({ ffmpegPath: deps.config.ffmpegPath, log: deps.log });
-    this.deps = { ...deps, track: (work) => this.track(work), live: this.liveHub };
+    this.deps = { ...deps, attempt: (camera, attempt) => this.ownAttempt(camera, attempt), live: this.liveHub };
     this.planTimer = setInterval(() => this.applyPlans(), PLAN_TICK_MS);
     this.planTimer.unref();
   }
 
-  private track(work: Promise<unknown>): void {
-    const p = work.catch((err: unknown) => this.deps.log.error({ err }, 'camera work failed')).finally(() => this.inflight.delete(p));
-    this.inflight.add(p);
+  private ownAttempt(camera: string, attempt: IngestAttempt): void {
+    let set = this.attempts.get(camera);
+    if (!set) this.attempts.set(camera, (set = new Set()));
+    const mine = set;
+    const tracked: TrackedAttempt = {
+      stop: attempt.stop,
+      settled: attempt.done
+        .then(
+          () => undefined,
+          (err: unknown) => this.deps.log.error({ camera, err }, 'camera work failed'),
+        )
+        .finally(() => {
+          mine.delete(tracked);
+          if (mine.size === 0 && this.attempts.get(camera) === mine) this.attempts.delete(camera);
+        }),
+    };
+    mine.add(tracked);
   }
 
   upsert(camera: CameraConfig, plan?: SchedulePlan): void {
     const existing = this.actors.get(camera.id);
-    if (existing) {
+    if (existing && existing.getSnapshot().status === 'active') {
       existing.send({ type: 'RECONFIGURE', camera });
       existing.send({ type: 'STORAGE', blocked: this.blockedPools.get(camera.pool) ?? null });
       return;
     }
+    // New, or its actor failed: a new config starts a fresh actor at once.
+    this.clearFault(camera.id);
+    this.spawn(camera, plan ?? this.deps.index.schedules.get(camera.id));
+  }
+
+  private spawn(camera: CameraConfig, plan: SchedulePlan | undefined): void {
     const actor = createActor(cameraMachine, { input: { camera, deps: this.deps, plan } });
     this.actors.set(camera.id, actor);
+    actor.subscribe({
+      next: (snap) => {
+        // Recording again after a fault: the next fault starts from the shortest delay.
+        if (stateName(snap.value) === 'recording' && this.faults.get(camera.id)?.restart === null) this.faults.delete(camera.id);
+      },
+      error: (err) => this.contain(camera.id, actor, err),
+    });
     actor.start();
     const blocked = this.blockedPools.get(camera.pool);
-    if (blocked !== undefined) actor.send({ type: 'STORAGE', blocked });
+    if (blocked !== undefined && actor.getSnapshot().status === 'active') actor.send({ type: 'STORAGE', blocked });
+  }
+
+  /** One camera's actor failed: end its attempt, alarm, start it again later (module comment). */
+  private contain(cameraId: string, actor: CameraActor, err: unknown): void {
+    if (this.actors.get(cameraId) !== actor || this.stopping) return;
+    for (const a of this.attempts.get(cameraId) ?? []) a.stop();
+    this.liveHub.close(cameraId, 'camera restarting after a fault');
+    const error = err instanceof Error ? err.message : String(err);
+    const count = (this.faults.get(cameraId)?.count ?? 0) + 1;
+    const delayMs = Math.min(FAULT_RESTART_MIN_MS * 2 ** (count - 1), FAULT_RESTART_MAX_MS);
+    const fault: CameraFault = { count, error, restart: null };
+    this.faults.set(cameraId, fault);
+    this.deps.log.error({ camera: cameraId, err, faults: count, restartInMs: delayMs }, 'camera actor failed; it is restarted, other cameras go on');
+    this.deps.raiseAlarm({
+      kind: 'camera-fault',
+      camera: cameraId,
+      message: `camera ${cameraId} failed inside the recorder (${error}); restarting in ${delayMs} ms`,
+      details: { faults: count },
+    });
+    const camera = actor.getSnapshot().context.camera;
+    fault.restart = setTimeout(() => {
+      fault.restart = null;
+      if (this.actors.get(cameraId) !== actor || this.stopping) return;
+      try {
+        this.spawn(camera, this.deps.index.schedules.get(cameraId));
+      } catch (e) {
+        // spawn reports actor errors to contain(); this is only the index read failing.
+        this.contain(cameraId, actor, e);
+        return;
+      }
+      this.applyPlans();
+    }, delayMs);
+    fault.restart.unref();
+  }
+
+  private clearFault(cameraId: string): void {
+    const fault = this.faults.get(cameraId);
+    if (fault?.restart) clearTimeout(fault.restart);
+    this.faults.delete(cameraId);
+  }
+
+  /** Actors that take events (a failed one waits for its restart). */
+  private *running(): Iterable<CameraActor> {
+    for (const actor of this.actors.values()) if (actor.getSnapshot().status === 'active') yield actor;
+  }
+
+  private activeActor(cameraId: string): CameraActor | undefined {
+    const actor = this.actors.get(cameraId);
+    return actor?.getSnapshot().status === 'active' ? actor : undefined;
   }
 
   setPlan(plan: SchedulePlan): void {
-    this.actors.get(plan.camera)?.send({ type: 'PLAN', plan });
+    this.activeActor(plan.camera)?.send({ type: 'PLAN', plan });
     this.applyPlans();
   }
 
   /** Hands an event to the camera; returns whether it is being recorded (a slot or manual is on). */
   event(cameraId: string, event: CameraEvent): boolean {
-    const actor = this.actors.get(cameraId);
+    const actor = this.activeActor(cameraId);
     if (!actor) return false;
     actor.send({ type: 'EVENT', event });
     this.applyPlans();
@@ -79,20 +186,20 @@ export class Supervisor {
   setStorageBlocked(pool: string, reason: string | null): void {
     if (reason === null) this.blockedPools.delete(pool);
     else this.blockedPools.set(pool, reason);
-    for (const actor of this.actors.values()) {
+    for (const actor of this.running()) {
       if (actor.getSnapshot().context.camera.pool === pool) actor.send({ type: 'STORAGE', blocked: reason });
     }
   }
 
   manual(cameraId: string, on: boolean): void {
-    this.actors.get(cameraId)?.send({ type: 'MANUAL', on });
+    this.activeActor(cameraId)?.send({ type: 'MANUAL', on });
     this.applyPlans();
   }
 
   /** Starts or stops each camera's ingest as its plan, events and manual flag say now. */
   applyPlans(): void {
     const now = this.deps.clock.nowMs();
-    for (const actor of this.actors.values()) {
+    for (const actor of this.running()) {
       const snap = actor.getSnapshot();
       const want = snap.context.director.wantsIngest(now);
       const state = stateName(snap.value);
@@ -106,14 +213,17 @@ export class Supervisor {
     }
   }
 
+  /** Stops and forgets one camera; resolves once its open segment is closed (and only its). */
   async remove(cameraId: string): Promise<void> {
     const actor = this.actors.get(cameraId);
     if (!actor) return;
     this.actors.delete(cameraId);
-    actor.send({ type: 'STOP' });
+    this.clearFault(cameraId);
+    if (actor.getSnapshot().status === 'active') actor.send({ type: 'STOP' });
     actor.stop();
+    for (const a of this.attempts.get(cameraId) ?? []) a.stop();
     this.liveHub.close(cameraId, 'camera removed');
-    await this.settle();
+    await this.settle(cameraId);
   }
 
   has(cameraId: string): boolean {
@@ -124,7 +234,12 @@ export class Supervisor {
     const actor = this.actors.get(cameraId);
     if (!actor) return undefined;
     const snap = actor.getSnapshot();
-    return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs: snap.context.lastEndMs, manual: snap.context.director.manualOn };
+    const { lastEndMs, director } = snap.context;
+    const fault = this.faults.get(cameraId);
+    if (snap.status !== 'active') {
+      return { state: 'backoff', lastError: `camera actor failed: ${fault?.error ?? 'unknown error'}; restarting`, lastEndMs, manual: director.manualOn };
+    }
+    return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs, manual: director.manualOn };
   }
 
   /**
@@ -140,18 +255,25 @@ export class Supervisor {
     return this.liveHub.stats(cameraId);
   }
 
-  /** Waits for segment closes in flight. */
-  async settle(): Promise<void> {
-    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  /** Waits for the segment closes in flight of one camera, or of every camera. */
+  async settle(cameraId?: string): Promise<void> {
+    const pending = (): Promise<void>[] =>
+      cameraId === undefined
+        ? [...this.attempts.values()].flatMap((set) => [...set].map((a) => a.settled))
+        : [...(this.attempts.get(cameraId) ?? [])].map((a) => a.settled);
+    for (let p = pending(); p.length > 0; p = pending()) await Promise.allSettled(p);
   }
 
   async shutdown(): Promise<void> {
+    this.stopping = true;
     clearInterval(this.planTimer);
+    for (const id of [...this.faults.keys()]) this.clearFault(id);
     for (const actor of this.actors.values()) {
-      actor.send({ type: 'STOP' });
+      if (actor.getSnapshot().status === 'active') actor.send({ type: 'STOP' });
       actor.stop();
     }
     this.actors.clear();
+    for (const set of this.attempts.values()) for (const a of set) a.stop();
     this.liveHub.closeAll('recorder stopping');
     await this.settle();
   }

@@ -9,9 +9,11 @@ import { iso, type Clock } from './time.ts';
 /**
  * `camera-offline`, `write-error`, `index`: raised by the camera actors and reconcile;
  * `disk-near-full`, `cpu-high`, `memory-high`: by ops/health-sampler.ts;
- * `backfill-failed`: by the back-fill jobs when a gap cannot be fetched.
+ * `backfill-failed`: by the back-fill jobs when a gap cannot be fetched;
+ * `camera-fault`: by the supervisor when a camera's actor failed with an error of ours
+ * (the camera is restarted; every other camera goes on).
  */
-export type AlarmKind = 'camera-offline' | 'index' | 'write-error' | 'disk-near-full' | 'cpu-high' | 'memory-high' | 'backfill-failed' | 'disk-full' | 'pool-full' | 'backup-failed';
+export type AlarmKind = 'camera-offline' | 'camera-fault' | 'index' | 'write-error' | 'disk-near-full' | 'cpu-high' | 'memory-high' | 'backfill-failed' | 'disk-full' | 'pool-full' | 'backup-failed';
 
 export interface Alarm {
   kind: AlarmKind;
