@@ -21,6 +21,7 @@ import { registerUi } from './ui.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import { access, canSee, installAuth, scopeAccess } from '../security/http-auth.ts';
 import type { UserStore } from '../security/users.ts';
+import type { Principal } from '../security/access.ts';
 import type { RecorderMetrics } from '../ops/metrics.ts';
 import type { PersistedTableSource } from '../media/sample-table.ts';
 import { registerUsers } from './users.ts';
@@ -80,11 +81,13 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   void app.register(websocket, { options: { maxPayload: 64 * 1024, handleProtocols: selectWsProtocol } });
 
   app.get('/api/health', access('public'), async () => ({ status: 'ok', version: VERSION }));
-  app.get('/api/cameras', access('read'), async (req) => ({ cameras: deps.service.listCameras().filter((c) => canSee(req.principal, c.pool)) }));
-  app.get<{ Params: { id: string } }>('/api/cameras/:id', access('read', { camera: 'params.id' }), async (req) => ({ camera: deps.service.getCamera({ id: req.params.id }) }));
+  // Camera URLs carry their passwords to admins only (security/redact.ts).
+  const credentials = (req: { principal: Principal }): { credentials: boolean } => ({ credentials: req.principal.role === 'admin' });
+  app.get('/api/cameras', access('read'), async (req) => ({ cameras: deps.service.listCameras(credentials(req)).filter((c) => canSee(req.principal, c.pool)) }));
+  app.get<{ Params: { id: string } }>('/api/cameras/:id', access('read', { camera: 'params.id' }), async (req) => ({ camera: deps.service.getCamera({ id: req.params.id }, credentials(req)) }));
   app.put<{ Params: { id: string } }>('/api/cameras/:id', access('admin', { camera: 'params.id' }), async (req) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
-    return { camera: await deps.service.putCamera({ ...body, id: req.params.id }) };
+    return { camera: await deps.service.putCamera({ ...body, id: req.params.id }, credentials(req)) };
   });
   app.delete<{ Params: { id: string }; Querystring: { purge?: string } }>('/api/cameras/:id', access('admin', { camera: 'params.id' }), async (req) =>
     deps.service.deleteCamera({ id: req.params.id, purge: req.query.purge === '1' || req.query.purge === 'true' }),

@@ -5,6 +5,11 @@
  *
  * NATS is never on the recording path: status publishes are fire-and-forget and
  * dropped (with a counter) when the client cannot buffer them.
+ *
+ * Credentials: NATS requests carry no principal, so replies show cameras as a
+ * non-admin sees them (URL passwords as `***`, security/redact.ts), and every publish
+ * (status details, alarms, back-fill errors quote ffmpeg, which quotes the URL) is
+ * redacted as text. A `camera.put` that sends `***` back keeps the stored password.
  */
 import { readFileSync } from 'node:fs';
 import { connect, nkeyAuthenticator, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg } from 'nats';
@@ -15,6 +20,7 @@ import type { CameraStatus } from '../actors/deps.ts';
 import type { Alarm } from '../lib/alarms.ts';
 import type { BackfillProgress } from '../backfill/manager.ts';
 import { VERSION, type RecorderService } from './service.ts';
+import { redactText } from '../lib/redact.ts';
 
 type Handler = (body: unknown) => unknown;
 
@@ -124,21 +130,21 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     nc,
     publishStatus(status) {
       try {
-        nc.publish(subject(`status.${status.camera}`), JSON.stringify(status));
+        nc.publish(subject(`status.${status.camera}`), redactText(JSON.stringify(status)));
       } catch {
         dropped++;
       }
     },
     publishAlarm(alarm) {
       try {
-        nc.publish(subject(`alarm.${alarm.kind}`), JSON.stringify(alarm));
+        nc.publish(subject(`alarm.${alarm.kind}`), redactText(JSON.stringify(alarm)));
       } catch {
         dropped++;
       }
     },
     publishBackfill(progress) {
       try {
-        nc.publish(subject(`backfill.${progress.camera}`), JSON.stringify(progress));
+        nc.publish(subject(`backfill.${progress.camera}`), redactText(JSON.stringify(progress)));
       } catch {
         dropped++;
       }

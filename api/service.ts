@@ -21,6 +21,7 @@ import { SmartService } from './smart-service.ts';
 import { deleteSmartRange } from '../storage/smart-retention.ts';
 import { parseTimeMs } from '../lib/time.ts';
 import { systemInfo, type SystemInfo } from '../ops/system.ts';
+import { redactCamera, redactText, restoreRedacted } from '../security/redact.ts';
 
 /** Events further than this from now are refused: a wrong clock, not an event. */
 const EVENT_SKEW_MS = 24 * 3600_000;
@@ -32,6 +33,15 @@ export interface CameraView extends CameraConfig {
   manual: boolean;
   lastError: string | null;
   lastVideoAt: string | null;
+}
+
+/**
+ * How a camera is shown: `credentials: true` (admins over HTTP) with the passwords of
+ * its URLs, otherwise with them replaced by `***` (security/redact.ts). NATS replies
+ * are never trusted with them (design/security.md "Credentials").
+ */
+export interface ViewOptions {
+  credentials?: boolean;
 }
 
 export interface SearchView {
@@ -85,15 +95,20 @@ export class RecorderService {
     return cameras.length;
   }
 
-  async putCamera(body: unknown, opts: { transient?: boolean } = {}): Promise<CameraView> {
-    const parsed = validate(cameraPutSchema, body);
+  /**
+   * A URL sent back with the password `***` (what a client was shown) keeps the stored
+   * password of the same user at the same host, or is refused (security/redact.ts).
+   */
+  async putCamera(body: unknown, opts: { transient?: boolean } & ViewOptions = {}): Promise<CameraView> {
+    const valid = validate(cameraPutSchema, body);
+    const parsed = restoreRedacted(valid, this.transient.get(valid.id) ?? this.index.cameras.get(valid.id));
     this.storage.requirePool(parsed.pool);
     const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) } as CameraConfig;
     if (opts.transient) this.transient.set(camera.id, camera);
     else await this.index.cameras.put(camera.id, camera);
     this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
     this.log.info({ camera: camera.id }, 'camera configured');
-    return this.view(camera);
+    return this.view(camera, opts);
   }
 
   async deleteCamera(body: unknown): Promise<{ id: string; purged: number }> {
@@ -120,13 +135,13 @@ export class RecorderService {
     return { id, purged };
   }
 
-  listCameras(): CameraView[] {
-    return [...this.index.listCameras(), ...this.transient.values()].map((c) => this.view(c));
+  listCameras(opts: ViewOptions = {}): CameraView[] {
+    return [...this.index.listCameras(), ...this.transient.values()].map((c) => this.view(c, opts));
   }
 
-  getCamera(body: unknown): CameraView {
+  getCamera(body: unknown, opts: ViewOptions = {}): CameraView {
     const { id } = validate(cameraIdSchema, body);
-    return this.view(this.requireCamera(id));
+    return this.view(this.requireCamera(id), opts);
   }
 
   async putSchedule(body: unknown): Promise<SchedulePlan> {
@@ -183,7 +198,15 @@ export class RecorderService {
         locks: overlapping(locks, s).map(lockView),
         labels: overlapping(labels, s).map(labelView),
       })),
-      gaps: result.gaps.map((g) => ({ from: iso(g.fromMs), to: iso(g.toMs), state: g.state, reason: g.reason, attempts: g.attempts, ...(g.error ? { error: g.error } : {}) })),
+      // Reasons and errors quote ffmpeg, which quotes the camera URL: never its password.
+      gaps: result.gaps.map((g) => ({
+        from: iso(g.fromMs),
+        to: iso(g.toMs),
+        state: g.state,
+        reason: redactText(g.reason),
+        attempts: g.attempts,
+        ...(g.error ? { error: { ...g.error, message: redactText(g.error.message) } } : {}),
+      })),
     };
   }
 
@@ -217,14 +240,15 @@ export class RecorderService {
     return camera;
   }
 
-  private view(camera: CameraConfig): CameraView {
+  private view(camera: CameraConfig, opts: ViewOptions): CameraView {
     const live = this.supervisor.live(camera.id);
     const lastEndMs = this.index.lastSegment(camera.id)?.endMs ?? null;
     return {
-      ...camera,
+      ...(opts.credentials ? camera : redactCamera(camera)),
       status: live?.state ?? 'stopped',
-    manual: live?.manual ?? false,
-      lastError: live?.lastError ?? null,
+      manual: live?.manual ?? false,
+      // ffmpeg's errors quote the URL: redacted for everyone (admins have the config).
+      lastError: live?.lastError ? redactText(live.lastError) : null,
       lastVideoAt: lastEndMs === null ? null : iso(lastEndMs),
     };
   }

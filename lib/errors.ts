@@ -3,6 +3,8 @@
  * CLI) is a RecorderError with a stable UPPER_SNAKE `code` that clients may rely on
  * (CONTRACT.md) and an HTTP status the API maps it to. Map once, at the edge.
  */
+import { redactText } from './redact.ts';
+
 export type ErrorCode =
   | 'VALIDATION_FAILED'
   | 'BAD_JSON'
@@ -130,6 +132,7 @@ export function toRecorderError(err: unknown): RecorderError {
 }
 
 /** The wire shape of an error, as CONTRACT.md defines it for NATS and HTTP. */
+/** The wire shape of an error; a URL's password in its message never leaves (ffmpeg quotes camera URLs). */
 export function errorBody(err: RecorderError): { code: ErrorCode; message: string } {
-  return { code: err.code, message: err.message };
+  return { code: err.code, message: redactText(err.message) };
 }
