@@ -13,7 +13,10 @@
  * exactly; a gap is skipped, timestamps continue). At each fragment boundary the last
  * sample's duration is stretched to reach the next fragment's decode time, so A/V stay
  * in sync across rebased segments. An edit list per track starts presentation at the
- * exact `from` (inside the first GOP) and ends it at `to`.
+ * exact `from` (inside the first GOP) and ends it at `to`. The samples presented at or
+ * after `to` (the decode-order tail of the last GOP, and audio from `to` on) are left
+ * out, with their bytes: Chromium ignores an edit list's end and would play the whole
+ * last GOP, ~0.7 s past `to` at a 1 s GOP (see keptCounts).
  */
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
@@ -21,12 +24,15 @@ import { openSegmentFile } from './segment-source.ts';
 import { Readable, type Writable } from 'node:stream';
 import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, type Box } from './boxes.ts';
 import { isSyncSample } from './moof.ts';
-import { checkUnchanged, type SegmentTables } from './sample-table.ts';
+import { checkUnchanged, type SegmentTables, type TrackFragment } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
 import { readInto } from './file-read.ts';
 
-/** Bump when the bytes produced for the same input change (it is part of the ETag). */
-export const PROGRESSIVE_FORMAT_VERSION = 1;
+/**
+ * Bump when the bytes produced for the same input change (it is part of the ETag).
+ * 2: the tail presented at or after `to` is left out.
+ */
+export const PROGRESSIVE_FORMAT_VERSION = 2;
 const MOVIE_TIMESCALE = 1000;
 
 export interface ProgressiveRequest {
@@ -163,7 +169,7 @@ interface TrackSamples {
    * The track's samples as the fragments' own arrays, in order (never concatenated:
    * an hour is ~250 k samples, and this is on the first-byte path), with the last
    * sample of each fragment lasting `lastDurations[j]` instead (stretched to meet the
-   * next fragment).
+   * next fragment). A fragment cut at `to` is a view of its kept first samples.
    */
   frags: Placed[];
   lastDurations: Uint32Array;
@@ -197,8 +203,85 @@ function trackIdOf(init: Buffer, trak: Box): number {
   return init.readUInt32BE(body + (version === 1 ? 16 : 8));
 }
 
+/** A fragment as the range holds it, before the tail is cut. */
+interface RawFragment {
+  path: string;
+  fileBytes?: number;
+  /** The file bytes spanning its tracks' sample runs. */
+  lo: number;
+  hi: number;
+  tracks: { t: TrackFragment; outBase: number }[];
+}
+
+/** A track's fragments in output order (indexes into the raw fragments). */
+interface TrackList {
+  id: number;
+  frags: { at: number; t: TrackFragment; outBase: number }[];
+}
+
+/**
+ * Output decode time of each fragment's first sample as stts will say it (the last
+ * sample of a fragment is stretched, or shrunk, never below 1 tick, to meet the next
+ * fragment), and the track's end. `layout` below writes exactly these durations.
+ */
+function fragmentStarts(list: readonly { outBase: number; durations: ArrayLike<number>; durationTicks: number }[]): { starts: number[]; lastDurations: Uint32Array; end: number } {
+  const starts: number[] = [];
+  const lastDurations = new Uint32Array(list.length);
+  let dts = list[0]?.outBase ?? 0;
+  list.forEach((f, j) => {
+    starts.push(dts);
+    const n = f.durations.length;
+    let last = f.durations[n - 1]!;
+    let end = dts + f.durationTicks;
+    const next = list[j + 1];
+    if (next) {
+      const lastDts = end - last;
+      const want = next.outBase - lastDts;
+      if (want >= 1 && want !== last) {
+        last = want;
+        end = next.outBase;
+      }
+    }
+    lastDurations[j] = last;
+    dts = end;
+  });
+  return { starts, lastDurations, end: dts };
+}
+
+/** Float noise allowance when comparing tick counts with a cut computed in seconds. */
+const CUT_EPSILON = 1e-6;
+
+/**
+ * How many samples of each of a track's fragments are kept so nothing is presented at
+ * or after `cutSec` (output seconds): the decode-order tail whose presentation time is
+ * at or after the cut is dropped, stopping at the first sample from the end that is
+ * presented before it. What is kept then only references what is kept (a reference
+ * comes before its users in decode order), also with B-frames; a frame presented after
+ * the cut that an earlier kept frame needs stays (at most the reorder depth). Players
+ * that ignore the edit list's end (Chromium) then stop within a frame of `to`.
+ */
+function keptCounts(list: TrackList['frags'], starts: number[], timescale: number, cutSec: number): number[] {
+  const keep = list.map((f) => f.t.durations.length);
+  if (list.length === 0) return keep;
+  const ptsZero = list[0]!.t.compositionOffsets[0] ?? 0;
+  const cut = cutSec * timescale - CUT_EPSILON;
+  for (let j = list.length - 1; j >= 0; j--) {
+    const t = list[j]!.t;
+    const n = t.durations.length;
+    // Decode times of this fragment's samples (the last one's duration does not matter).
+    let dts = starts[j]!;
+    const dtsOf = new Float64Array(n);
+    for (let i = 0; i < n; i++) (dtsOf[i] = dts), (dts += t.durations[i]!);
+    let k = n;
+    while (k > 0 && dtsOf[k - 1]! + t.compositionOffsets[k - 1]! - ptsZero >= cut) k--;
+    keep[j] = k;
+    if (k > 0) break;
+  }
+  return keep;
+}
+
 /** Lays out samples and payload slices; pure apart from reading the tables given. */
-function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: FilePart[]; payload: number; init: Buffer } {
+function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: FilePart[]; payload: number; init: Buffer; endSec: number } {
   const first = req.segments.find((s) => s.fragments.length > 0);
   if (!first) throw new Mp4FormatError('MP4_NO_INIT', 'nothing to serve');
   const init = first.init;
@@ -209,10 +292,10 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
   const timescales = new Map(info.tracks.map((t) => [t.id, t.timescale]));
   const videoId = info.videoTrackId ?? info.tracks[0]!.id;
   const timeline = new OutputTimeline(timescales, videoId);
-  const placed = new Map<number, Placed[]>(info.tracks.map((t) => [t.id, []]));
-  const parts: FilePart[] = [];
-  let payload = 0;
 
+  // 1. Every fragment on the output timeline, as stored.
+  const raw: RawFragment[] = [];
+  const lists = new Map<number, TrackList>(info.tracks.map((t) => [t.id, { id: t.id, frags: [] }]));
   for (const seg of req.segments) {
     let shift: ReadonlyMap<number, bigint> = new Map();
     seg.fragments.forEach((frag, i) => {
@@ -221,43 +304,95 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
       let hi = -Infinity;
       for (const t of frag.tracks) for (const r of t.runs) (lo = Math.min(lo, r.fileOffset)), (hi = Math.max(hi, r.fileOffset + r.bytes));
       if (lo < hi) {
+        const entry: RawFragment = { path: seg.path, ...(seg.fileBytes !== undefined ? { fileBytes: seg.fileBytes } : {}), lo, hi, tracks: [] };
         for (const t of frag.tracks) {
-          const list = placed.get(t.trackId);
+          const list = lists.get(t.trackId);
           if (!list || t.durations.length === 0) continue; // a track the first init does not have
-          list.push({
-            outBase: Number(t.baseDecodeTime + (shift.get(t.trackId) ?? 0n)),
-            durations: t.durations,
-            sizes: t.sizes,
-            flags: t.flags,
-            ctts: t.compositionOffsets,
-            durationTicks: t.durationTicks,
-            chunks: t.runs.map((r) => ({ rel: payload + (r.fileOffset - lo), count: r.count })),
-          });
+          const outBase = Number(t.baseDecodeTime + (shift.get(t.trackId) ?? 0n));
+          entry.tracks.push({ t, outBase });
+          list.frags.push({ at: raw.length, t, outBase });
         }
-        const last = parts[parts.length - 1];
-        // Neighbouring fragments of a file are one contiguous part when their payloads touch.
-        if (last && last.path === seg.path && last.offset + last.length === lo) last.length += hi - lo;
-        else parts.push({ path: seg.path, offset: lo, length: hi - lo, ...(seg.fileBytes !== undefined ? { fileBytes: seg.fileBytes } : {}) });
-        payload += hi - lo;
+        raw.push(entry);
       }
       timeline.afterFragment(frag.tracks);
     });
   }
+
+  // 2. The tail presented at or after the end of the presentation (exact `to`) is cut.
+  const timing = new Map([...lists.values()].map((l) => [l.id, fragmentStarts(l.frags.map((f) => ({ outBase: f.outBase, durations: f.t.durations, durationTicks: f.t.durationTicks })))]));
+  const video = lists.get(videoId)?.frags.length ? videoId : ([...lists.values()].find((l) => l.frags.length > 0)?.id ?? videoId);
+  const cutSec = timing.get(video)!.end / (timescales.get(video) ?? 1) - req.trimEndMs / 1000;
+  const kept = new Map<string, number>(); // `${fragment}:${track}` → samples kept, for cut fragments
+  for (const l of lists.values()) {
+    const counts = keptCounts(l.frags, timing.get(l.id)!.starts, timescales.get(l.id) ?? 1, cutSec);
+    l.frags.forEach((f, j) => {
+      if (counts[j]! < f.t.durations.length) kept.set(`${f.at}:${l.id}`, counts[j]!);
+    });
+  }
+
+  // 3. Payload: whole fragments as they lie in the file; a cut fragment keeps the bytes
+  //    of its kept samples only (each track's run prefix).
+  const placed = new Map<number, Placed[]>(info.tracks.map((t) => [t.id, []]));
+  const parts: FilePart[] = [];
+  let payload = 0;
+  const addPart = (f: RawFragment, offset: number, length: number): void => {
+    const last = parts[parts.length - 1];
+    // Neighbouring slices of a file are one contiguous part when they touch.
+    if (last && last.path === f.path && last.offset + last.length === offset) last.length += length;
+    else parts.push({ path: f.path, offset, length, ...(f.fileBytes !== undefined ? { fileBytes: f.fileBytes } : {}) });
+    payload += length;
+  };
+  raw.forEach((f, at) => {
+    const cut = f.tracks.some(({ t }) => kept.has(`${at}:${t.trackId}`));
+    if (!cut) {
+      for (const { t, outBase } of f.tracks) {
+        placed.get(t.trackId)!.push({ outBase, durations: t.durations, sizes: t.sizes, flags: t.flags, ctts: t.compositionOffsets, durationTicks: t.durationTicks, chunks: t.runs.map((r) => ({ rel: payload + (r.fileOffset - f.lo), count: r.count })) });
+      }
+      addPart(f, f.lo, f.hi - f.lo);
+      return;
+    }
+    // Kept byte ranges of each track's runs, in file order.
+    const ranges: { track: number; run: number; offset: number; bytes: number; count: number }[] = [];
+    for (const { t } of f.tracks) {
+      let left = kept.get(`${at}:${t.trackId}`) ?? t.durations.length;
+      let sample = 0;
+      t.runs.forEach((r, ri) => {
+        const count = Math.min(left, r.count);
+        let bytes = 0;
+        for (let i = 0; i < count; i++) bytes += t.sizes[sample + i]!;
+        if (count > 0) ranges.push({ track: t.trackId, run: ri, offset: r.fileOffset, bytes, count });
+        left -= count;
+        sample += r.count;
+      });
+    }
+    ranges.sort((a, b) => a.offset - b.offset);
+    const rel = new Map<string, number>();
+    for (const r of ranges) {
+      rel.set(`${r.track}:${r.run}`, payload);
+      addPart(f, r.offset, r.bytes);
+    }
+    for (const { t, outBase } of f.tracks) {
+      const k = kept.get(`${at}:${t.trackId}`) ?? t.durations.length;
+      if (k === 0) continue;
+      const durations = t.durations.subarray(0, k);
+      let durationTicks = 0;
+      for (let i = 0; i < k; i++) durationTicks += durations[i]!;
+      const chunks = ranges.filter((r) => r.track === t.trackId).map((r) => ({ rel: rel.get(`${r.track}:${r.run}`)!, count: r.count }));
+      placed.get(t.trackId)!.push({ outBase, durations, sizes: t.sizes.subarray(0, k), flags: t.flags.subarray(0, k), ctts: t.compositionOffsets.subarray(0, k), durationTicks, chunks });
+    }
+  });
 
   const tracks: TrackSamples[] = [];
   for (const t of info.tracks) {
     const list = placed.get(t.id)!;
     const count = list.reduce((n, f) => n + f.durations.length, 0);
     if (count === 0) continue;
-    const lastDurations = new Uint32Array(list.length);
     const chunkOffsets: number[] = [];
     const chunkCounts: number[] = [];
     let syncCount = 0;
     let hasCtts = false;
     let negativeCtts = false;
-    let dts = list[0]!.outBase;
-    const startTicks = dts;
-    list.forEach((f, j) => {
+    for (const f of list) {
       const n = f.durations.length;
       const flags = f.flags;
       for (let i = 0; i < n; i++) if (isSyncSample(flags[i]!)) syncCount++;
@@ -272,24 +407,11 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
         }
       }
       for (const c of f.chunks) chunkOffsets.push(c.rel), chunkCounts.push(c.count);
-      let last = f.durations[n - 1]!;
-      let end = dts + f.durationTicks;
-      const next = list[j + 1];
-      if (next) {
-        // Stretch (or shrink, never below 1 tick) the last sample to meet the next fragment.
-        const lastDts = end - last;
-        const want = next.outBase - lastDts;
-        if (want >= 1 && want !== last) {
-          last = want;
-          end = next.outBase;
-        }
-      }
-      lastDurations[j] = last;
-      dts = end;
-    });
-    tracks.push({ id: t.id, timescale: t.timescale, kind: t.kind, trak: traks.get(t.id)!, count, frags: list, lastDurations, syncCount, hasCtts, negativeCtts, chunkOffsets, chunkCounts, startTicks, endTicks: dts });
+    }
+    const { lastDurations, end } = fragmentStarts(list);
+    tracks.push({ id: t.id, timescale: t.timescale, kind: t.kind, trak: traks.get(t.id)!, count, frags: list, lastDurations, syncCount, hasCtts, negativeCtts, chunkOffsets, chunkCounts, startTicks: list[0]!.outBase, endTicks: end });
   }
-  return { tracks, parts, payload, init };
+  return { tracks, parts, payload, init, endSec: cutSec };
 }
 
 // ---- boxes ---------------------------------------------------------------------
@@ -484,10 +606,9 @@ function shiftChunkOffsets(moovBuf: Buffer, by: number): void {
   }
 }
 
-function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, wide: boolean): { moov: BoxNode; durationSec: number } {
-  const video = tracks.find((t) => t.kind === 'video') ?? tracks[0]!;
+/** `endSec`: where the presentation ends (exact `to`), output seconds. */
+function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, endSec: number, wide: boolean): { moov: BoxNode; durationSec: number } {
   const skipSec = req.skipMs / 1000;
-  const endSec = video.endTicks / video.timescale - req.trimEndMs / 1000;
   const durationSec = Math.max(0, endSec - skipSec);
   const durationMovie = Math.round(durationSec * MOVIE_TIMESCALE);
   const traks = tracks.map((t) => {
@@ -514,16 +635,16 @@ function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, wid
 
 /** Builds the head (ftyp+moov+mdat header) and the list of file slices. */
 export function buildProgressive(req: ProgressiveRequest): ProgressiveLayout {
-  const { tracks, parts, payload, init } = collect(req);
+  const { tracks, parts, payload, init, endSec } = collect(req);
   if (tracks.length === 0) throw new Mp4FormatError('MP4_NO_INIT', 'no samples to serve');
   const ft = ftyp();
   const largeMdat = payload + 8 > 0xffffffff;
   const mdatHeader = largeMdat ? 16 : 8;
   // Chunk offsets are relative to the payload while building (the moov's size does not
   // depend on their values), then shifted by the head's length in place: one build.
-  let built = moov(init, tracks, req, false);
+  let built = moov(init, tracks, req, endSec, false);
   const wide = ft.length + built.moov.size + mdatHeader + payload > 0xffffffff;
-  if (wide) built = moov(init, tracks, req, true);
+  if (wide) built = moov(init, tracks, req, endSec, true);
   const headLen = ft.length + built.moov.size + mdatHeader;
   const mh = new Out(mdatHeader);
   if (largeMdat) mh.u32(1), mh.type('mdat'), mh.u64(payload + 16);

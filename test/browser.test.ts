@@ -1,7 +1,8 @@
 /**
  * A downloaded range plays in a real browser: Debian's Chromium, driven headless by
- * playwright-core, loads the MP4 straight from our HTTP endpoint in a <video> element
- * and its clock advances. (Chromium here has no HEVC decoder, so this tries H.264.)
+ * playwright-core, loads the MP4 straight from our HTTP endpoint in a <video> element,
+ * its clock advances, and played to its end it stops at `to` within a frame. (Chromium
+ * here has no HEVC decoder, so this tries H.264.)
  */
 import test from 'ava';
 import { chromium } from 'playwright-core';
@@ -44,6 +45,22 @@ test('Chromium plays a downloaded H.264+AAC range', async (t) => {
   t.true(result.time! > 2);
   t.is(result.width, 320);
   t.true(result.duration! >= 5.9 && result.duration! <= 10.5, `duration ${result.duration}`);
+  // Played to its end it stops at `to`, within a frame (25 fps): Chromium ignores the
+  // edit list's end, so the samples presented from `to` on must not be in the file
+  // (before, it played the rest of the last GOP, up to a GOP past `to`).
+  await page.evaluate(`document.getElementById('v').playbackRate = 4`);
+  const ended = await page.waitForFunction(
+    `(() => {
+      const v = document.getElementById('v');
+      if (v.error) return { error: v.error.code };
+      return v.ended ? { time: v.currentTime, duration: v.duration } : null;
+    })()`,
+    undefined,
+    { timeout: 30_000 },
+  );
+  const end = (await ended.jsonValue()) as { error?: number; time?: number; duration?: number };
+  t.is(end.error, undefined, `media error ${end.error}`);
+  t.true(end.time! >= 6 - 0.041 && end.time! <= 6 + 0.041, `played to ${end.time} s of a 6 s range (duration ${end.duration})`);
 
   // /play through Media Source Extensions: the player appends the fMP4 as it arrives.
   const playFrom = Date.parse(span.from) + 2000;

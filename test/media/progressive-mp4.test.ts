@@ -1,7 +1,8 @@
 /**
  * The progressive MP4 on real ffmpeg output (H.264 with B-frames + AAC): two segments
  * with a gap between them, an exact start inside the first GOP and an exact end inside
- * the last. ffprobe/ffmpeg read it cleanly with the right duration and every sample;
+ * the last. ffprobe/ffmpeg read it cleanly with the right duration and every sample up
+ * to `to` (the decode-order tail presented from `to` on is left out, and only it);
  * byte ranges are slices of the whole; a file removed mid-stream fails the stream.
  */
 import test from 'ava';
@@ -9,10 +10,11 @@ import { copyFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { scanFmp4File } from '../../media/fmp4-file.ts';
+import { childBoxes, findAll, findBox, fullBoxBody } from '../../media/boxes.ts';
 import { buildProgressive, progressiveStream, type ProgressiveLayout } from '../../media/progressive-mp4.ts';
 import { SampleTableCache, type SegmentTables } from '../../media/sample-table.ts';
 import { segmentError } from '../../media/playback-stream.ts';
-import { decodeErrors, probePackets, sharedInputs, tempDir } from './fixtures.ts';
+import { decodeErrors, probePackets, sharedInputs, tempDir, type Packet } from './fixtures.ts';
 import { ffprobe } from '../helpers/media.ts';
 
 const input = sharedInputs(test);
@@ -55,7 +57,9 @@ test('two segments and a gap: exact start and end, every sample, clean decode, s
   t.true(Math.abs(layout.durationSec - probe.durationSec) < 0.05);
   const packets = await probePackets(file);
   const video = packets.filter((p) => p.codecType === 'video');
-  t.is(video.length, 250, 'every video sample is in the file');
+  const cut = tailOf(await probePackets(b), 300);
+  t.true(cut.video >= 6 && cut.video <= 8, `7.5 frames presented after \`to\`: ${cut.video} left out`);
+  t.is(video.length, 250 - cut.video, 'every video sample up to `to` is in the file');
   t.true(video.every((p, i) => i === 0 || p.dts > video[i - 1]!.dts), 'decode times increase across the gap');
   t.is(await decodeErrors(file), '');
 
@@ -67,6 +71,74 @@ test('two segments and a gap: exact start and end, every sample, clean decode, s
   const piece = await collect(progressiveStream(layout, 10, layout.head.length + 100));
   t.true(tail.equals(whole.subarray(mid)));
   t.true(piece.equals(whole.subarray(10, layout.head.length + 101)));
+});
+
+/** Sample sizes per handler (`vide`, `soun`) in a built head's moov. */
+function stszOf(head: Buffer): Map<string, number[]> {
+  // The head ends with the mdat's header: its boxes are ftyp and moov.
+  const ftyp = head.readUInt32BE(0);
+  const moov = childBoxes(head, ftyp, ftyp + head.readUInt32BE(ftyp))[0]!;
+  const out = new Map<string, number[]>();
+  for (const trak of findAll(head, 'trak', moov)) {
+    const hdlr = fullBoxBody(head, findBox(head, 'mdia/hdlr', trak)!, 8).body;
+    const handler = head.toString('latin1', hdlr + 4, hdlr + 8);
+    const { body } = fullBoxBody(head, findBox(head, 'mdia/minf/stbl/stsz', trak)!, 8);
+    const fixed = head.readUInt32BE(body);
+    const n = head.readUInt32BE(body + 4);
+    out.set(handler, Array.from({ length: n }, (_, i) => fixed || head.readUInt32BE(body + 8 + i * 4)));
+  }
+  return out;
+}
+
+/**
+ * What the rule leaves out of a segment cut `trimMs` before its video's end, from
+ * ffprobe's own packet list of the stored file (independent of our tables): video, the
+ * decode-order tail presented at or after the cut down to the first sample presented
+ * before it; audio, the packets starting at or after it.
+ */
+function tailOf(src: Packet[], trimMs: number, ts = { video: 12800, audio: 48000 }): { video: number; audio: number; cutSec: number } {
+  const video = src.filter((p) => p.codecType === 'video');
+  const audio = src.filter((p) => p.codecType === 'audio');
+  const last = video[video.length - 1]!;
+  const ptsZero = video[0]!.pts - video[0]!.dts;
+  const cutSec = (last.dts + last.duration) / ts.video - trimMs / 1000;
+  // `to` on a frame's time (the usual case: whole ms against a 40 ms grid) drops it.
+  const atOrAfter = (sec: number): boolean => sec >= cutSec - 1e-9;
+  let keep = video.length;
+  while (keep > 0 && atOrAfter((video[keep - 1]!.pts - ptsZero) / ts.video)) keep--;
+  return { video: video.length - keep, audio: audio.filter((p) => atOrAfter(p.pts / ts.audio)).length, cutSec };
+}
+
+test('the tail presented at or after `to` is left out, and only it: the kept samples are the stored ones in decode order, with their bytes only', async (t) => {
+  const { dir, b } = await twoSegments(t);
+  const cache = new SampleTableCache();
+  const segs = [await tables(cache, b)];
+  const info = segs[0]!.info;
+  const ts = { video: info.tracks.find((x) => x.kind === 'video')!.timescale, audio: info.tracks.find((x) => x.kind === 'audio')!.timescale };
+  const src = await probePackets(b);
+  const srcVideo = src.filter((p) => p.codecType === 'video').map((p) => p.size);
+  const srcAudio = src.filter((p) => p.codecType === 'audio').map((p) => p.size);
+  const v = src.filter((p) => p.codecType === 'video');
+  t.true(v.some((p) => p.pts - p.dts !== v[0]!.pts - v[0]!.dts), 'B-frames (varying composition offsets) in the input');
+  for (const trimMs of [0, 1, 40, 300, 700, 990]) {
+    const expected = tailOf(src, trimMs, ts);
+    const layout = buildProgressive({ segments: segs, skipMs: 0, trimEndMs: trimMs });
+    const sizes = stszOf(layout.head);
+    t.deepEqual(sizes.get('vide'), srcVideo.slice(0, srcVideo.length - expected.video), `video at ${trimMs} ms`);
+    t.deepEqual(sizes.get('soun'), srcAudio.slice(0, srcAudio.length - expected.audio), `audio at ${trimMs} ms`);
+    const kept = [...sizes.values()].flat().reduce((n, x) => n + x, 0);
+    t.is(layout.contentLength - layout.head.length, kept, `only the kept samples' bytes are served (${trimMs} ms)`);
+    t.true(Math.abs(layout.durationSec - (4 - trimMs / 1000)) < 0.05, `${layout.durationSec}`);
+    if (trimMs === 700) {
+      // 17.5 frames are presented in the last 0.7 s; one of them is a reference a kept B-frame needs.
+      t.true(expected.video >= 16 && expected.audio >= 32, JSON.stringify(expected));
+      const file = join(dir, 'trimmed.mp4');
+      await writeFile(file, await collect(progressiveStream(layout)));
+      t.is(await decodeErrors(file), '');
+      const probe = await ffprobe(file);
+      t.true(Math.abs(probe.durationSec - layout.durationSec) < 0.05, `${probe.durationSec}`);
+    }
+  }
 });
 
 test('without trims the file holds both segments back to back and ffprobe reads the gap as skipped', async (t) => {
