@@ -119,8 +119,8 @@ function readScrMpeg2(b: Buffer, p: number): bigint {
   return hi | lo;
 }
 
-/** Sniffs the codec of a video PES payload without a PSM entry (ffmpeg writes none). */
-function sniffVideo(payload: Buffer): number | null {
+/** Sniffs the codec of a video PES payload without a PSM entry (ffmpeg writes none): its stream type, or null. */
+export function sniffVideo(payload: Buffer): number | null {
   const sc = payload.indexOf(Buffer.from([0, 0, 1]));
   if (sc < 0 || sc + 5 > payload.length) return null;
   const b0 = payload[sc + 3]!;
@@ -133,11 +133,19 @@ function sniffVideo(payload: Buffer): number | null {
   return null;
 }
 
+export interface DemuxOptions {
+  /**
+   * Stream types known before these bytes (stream id → type), e.g. from a PSM in an
+   * earlier GOP of a live stream; a PSM in the bytes still overrides them.
+   */
+  psm?: ReadonlyMap<number, number>;
+}
+
 /** Demuxes a program stream held in memory (a GOP, a segment, a test file). */
-export function demuxPs(input: Uint8Array): PsDemuxResult {
+export function demuxPs(input: Uint8Array, opts: DemuxOptions = {}): PsDemuxResult {
   const b = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   const counters: PsCounters = { resyncBytes: 0, unknownStreamPackets: 0, truncatedPackets: 0, untimedUnits: 0, badAudioBytes: 0 };
-  const psm = new Map<number, number>();
+  const psm = new Map<number, number>(opts.psm ?? []);
   const streams = new Map<number, StreamState>();
   const gopInfos: PsGopInfoAt[] = [];
   let packOffset = -1;
@@ -271,7 +279,8 @@ export function demuxPs(input: Uint8Array): PsDemuxResult {
   return { tracks, gopInfos, psm, counters, validBytes, startsWithPack, psmFirst };
 }
 
-function parsePsm(body: Buffer, psm: Map<number, number>): void {
+/** Reads a PSM packet's body (after the 6-byte packet header) into `psm` (stream id → type). */
+export function parsePsm(body: Buffer, psm: Map<number, number>): void {
   if (body.length < 6) return;
   const infoLen = body.readUInt16BE(2);
   let q = 4 + infoLen;
@@ -311,7 +320,7 @@ function nalStarts(es: Buffer): { at: number; nal: number }[] {
 }
 
 /** H.264 / H.265 NAL types that open a new access unit when they follow a slice. */
-function opensUnit(codec: VideoCodec, nal: Buffer): boolean {
+export function opensUnit(codec: VideoCodec, nal: Buffer): boolean {
   const t = nalType(codec, nal);
   if (codec === 'h264') return t === 6 || t === 7 || t === 8 || t === 9 || (t >= 14 && t <= 18);
   return t === 32 || t === 33 || t === 34 || t === 35 || t === 39 || (t >= 41 && t <= 44) || (t >= 48 && t <= 55);
