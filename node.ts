@@ -12,9 +12,10 @@ import type { CameraStatus } from './actors/deps.ts';
 import { buildHttp } from './api/http.ts';
 import { connectNats, startNatsApi, type NatsApi } from './api/nats.ts';
 import { RecorderService } from './api/service.ts';
+import { lockDataDir, type DataDirLock } from './lib/data-dir-lock.ts';
 import { RecorderIndex } from './index/db.ts';
 import type { RecorderConfig } from './lib/config.ts';
-import { splitHostPort } from './lib/config.ts';
+import { assertAuthForBind, splitHostPort } from './lib/config.ts';
 import type { Logger } from './lib/log.ts';
 import { startEmbeddedNats, type EmbeddedNats } from './lib/nats-embedded.ts';
 import { AlarmBus } from './lib/alarms.ts';
@@ -23,7 +24,6 @@ import { reconcile, type ReconcileReport } from './storage/reconcile.ts';
 import { UserStore } from './security/users.ts';
 import { RecorderMetrics } from './ops/metrics.ts';
 import { HealthSampler, machineReader } from './ops/health-sampler.ts';
-import { assertAuthForBind } from './lib/config.ts';
 import { RecorderError } from './lib/errors.ts';
 import { StorageSupervisor } from './actors/storage-supervisor.ts';
 import { StorageService } from './api/storage-service.ts';
@@ -37,6 +37,9 @@ export interface RecorderNodeOptions {
   log: Logger;
   clock?: Clock;
 }
+
+/** How long a shutdown lets HTTP requests in flight finish before cutting them. */
+const HTTP_CLOSE_GRACE_MS = 2000;
 
 export class RecorderNode {
   natsUrl: string | null = null;
@@ -65,12 +68,21 @@ export class RecorderNode {
     readonly supervisor: Supervisor,
     readonly service: RecorderService,
     private readonly alarms: AlarmBus,
+    private readonly dirLock: DataDirLock,
   ) {}
 
   static async start(opts: RecorderNodeOptions): Promise<RecorderNode> {
     const { config, log } = opts;
     const clock = opts.clock ?? systemClock;
-    const index = await RecorderIndex.open(config.dataDir);
+    // Before anything touches the dir: a second recorder on it exits here (issue 13).
+    const dirLock = await lockDataDir(config.dataDir);
+    let index: RecorderIndex;
+    try {
+      index = await RecorderIndex.open(config.dataDir);
+    } catch (err) {
+      await dirLock.release();
+      throw err;
+    }
     const alarms = new AlarmBus(log, clock);
     let node: RecorderNode | null = null;
     let storage: StorageSupervisor | null = null;
@@ -118,7 +130,7 @@ export class RecorderNode {
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
       const storageSupervisor = storage;
       service.attachStorage(new StorageService(index, storageSupervisor, clock, config.dataDir, log, (id) => service.requireCamera(id)));
-      node = new RecorderNode(config, log, clock, index, supervisor, service, alarms);
+      node = new RecorderNode(config, log, clock, index, supervisor, service, alarms, dirLock);
       node.storage = storage;
       node.tables = tables;
       node.reconcileReport = report;
@@ -169,6 +181,7 @@ export class RecorderNode {
         await tables.stop();
         await storage?.stop().catch(() => undefined);
         await index.close().catch(() => undefined);
+        await dirLock.release();
       }
       throw err;
     }
@@ -187,6 +200,7 @@ export class RecorderNode {
 
   private publishStatus(status: CameraStatus): void {
     this.metrics?.onStatus(status);
+    this.service.noteStatus(status);
     this.log.info({ camera: status.camera, state: status.state, detail: status.detail }, 'camera state');
     this.natsApi?.publishStatus(status);
     if (status.state === 'recording') this.backfill?.cameraRecording(status.camera);
@@ -197,6 +211,15 @@ export class RecorderNode {
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
+    // The address a name resolved to is what is exposed: judge that, not the name.
+    if (typeof addr === 'object' && addr) {
+      try {
+        assertAuthForBind(this.config, addr.address);
+      } catch (err) {
+        await this.http.close();
+        throw err;
+      }
+    }
     const boundPort = typeof addr === 'object' && addr ? addr.port : port;
     this.httpUrl = `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
     this.log.info({ url: this.httpUrl }, 'http listening');
@@ -232,6 +255,27 @@ export class RecorderNode {
     await this.natsConnecting;
   }
 
+  /**
+   * Stops the HTTP server: new connections are refused at once, requests in flight get
+   * HTTP_CLOSE_GRACE_MS to finish, then every connection still open is cut (a client
+   * that sends its body slowly, or reads a download slowly, never holds a shutdown).
+   */
+  private async closeHttp(): Promise<void> {
+    const http = this.http;
+    if (!http) return;
+    const cut = setTimeout(() => {
+      this.log.warn('http: requests still open after the shutdown grace are cut');
+      http.server.closeAllConnections();
+    }, HTTP_CLOSE_GRACE_MS);
+    try {
+      await http.close();
+    } catch (err) {
+      this.log.warn({ err }, 'http close');
+    } finally {
+      clearTimeout(cut);
+    }
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -241,10 +285,11 @@ export class RecorderNode {
     // Segments closed by the shutdown above are not waited for: their tables are built when next read.
     await this.tables?.stop();
     await this.storage?.stop();
-    await this.http?.close().catch((err: unknown) => this.log.warn({ err }, 'http close'));
+    await this.closeHttp();
     await this.natsApi?.close().catch(() => undefined);
     await this.embedded?.stop();
     await this.index.close();
+    await this.dirLock.release();
     this.log.info('recorder stopped');
   }
 }

@@ -10,6 +10,7 @@ import { helpText, loadConfig } from './lib/config.ts';
 import { RecorderError } from './lib/errors.ts';
 import { createLogger } from './lib/log.ts';
 import { RecorderIndex } from './index/db.ts';
+import { lockDataDir } from './lib/data-dir-lock.ts';
 import { reconcile } from './storage/reconcile.ts';
 import { RecorderNode } from './node.ts';
 import { startDemoCamera } from './sim/demo.ts';
@@ -34,7 +35,12 @@ async function main(): Promise<number> {
   const log = createLogger(config.logLevel);
 
   if (command === 'check' || command === 'reindex') {
-    const index = await RecorderIndex.open(config.dataDir);
+    // A rebuild under a running recorder would fight it over the same files and index.
+    const dirLock = command === 'reindex' ? await lockDataDir(config.dataDir) : null;
+    const index = await RecorderIndex.open(config.dataDir).catch(async (err: unknown) => {
+      await dirLock?.release();
+      throw err;
+    });
     try {
       const bar = new ProgressBar(command);
       const report = await reconcile(index, config.dataDir, { mode: command === 'check' ? 'check' : 'rebuild', log, onProgress: (done, total) => bar.update(done, total) });
@@ -44,6 +50,7 @@ async function main(): Promise<number> {
       return command === 'check' && !clean ? 1 : 0;
     } finally {
       await index.close();
+      await dirLock?.release();
     }
   }
 

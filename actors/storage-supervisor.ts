@@ -302,6 +302,10 @@ export class StorageSupervisor {
         await deleteSegment(this.deps.index, seg, segmentCopies(this.deps.dataDir, seg, this.pool(seg.pool)?.backupDir));
         await this.deps.onSegmentDeleted?.(seg).catch(() => undefined);
         deleted++;
+        // The pool view counts every deletion of its video, emergency ones included.
+        const stats = this.stats.get(seg.pool) ?? { deleted: 0, thinned: 0 };
+        stats.deleted++;
+        this.stats.set(seg.pool, stats);
         ({ free, need } = await threshold());
       }
       if (!this.lowDisk) {

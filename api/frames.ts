@@ -3,6 +3,11 @@
  * The GOP is found in the index (no file scan); its init and fragment are read from
  * the segment file and decoded by media/ffmpeg-frame.ts. Results are cached by
  * (segment, GOP, width) in a bounded LRU, so a timeline strip costs one decode per GOP.
+ *
+ * Load: decodes go through one FrameDecoder per server (a few at once, a bounded queue,
+ * 503 FRAMES_BUSY with Retry-After past it), and `width` is rounded up to one of
+ * FRAME_WIDTHS (the reply says which in X-Frame-Width), so a client asking for every
+ * width from 16 to 3840 costs at most that many decodes of a GOP, not 3825.
  */
 import type { FastifyInstance } from 'fastify';
 import { openSegmentFile } from '../media/segment-source.ts';
@@ -10,11 +15,17 @@ import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, ValidationError } from '../lib/errors.ts';
 import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
-import { extractJpeg } from '../media/ffmpeg-frame.ts';
+import { FrameDecoder, FramesBusyError } from '../media/ffmpeg-frame.ts';
 import type { HttpDeps } from './http.ts';
 import { access } from '../security/http-auth.ts';
 
 const CACHE_ENTRIES = 512;
+/** Widths a frame is scaled to: a requested width is rounded up to the next (at most the last). */
+export const FRAME_WIDTHS = [80, 160, 320, 480, 640, 960, 1280, 1920, 3840] as const;
+
+export function frameWidth(requested: number): number {
+  return FRAME_WIDTHS.find((w) => w >= requested) ?? FRAME_WIDTHS[FRAME_WIDTHS.length - 1]!;
+}
 
 class Lru<V> {
   private readonly map = new Map<string, V>();
@@ -93,11 +104,13 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
   });
 
   const cache = new Lru<Promise<Buffer>>(CACHE_ENTRIES);
+  const decoder = new FrameDecoder({ ffmpegPath: deps.ffmpegPath });
   app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>('/api/cameras/:id/frame.jpg', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
     const atMs = parseTimeMs(req.query.at, 'at');
-    const width = req.query.width === undefined ? undefined : Number(req.query.width);
-    if (width !== undefined && (!Number.isInteger(width) || width < 16 || width > 3840)) throw new ValidationError('width: an integer from 16 to 3840');
+    const asked = req.query.width === undefined ? undefined : Number(req.query.width);
+    if (asked !== undefined && (!Number.isInteger(asked) || asked < 16 || asked > 3840)) throw new ValidationError('width: an integer from 16 to 3840');
+    const width = asked === undefined ? undefined : frameWidth(asked);
     const seg = deps.index.segmentsInRange(camera.id, atMs, atMs + 1)[0];
     if (!seg || seg.startMs > atMs) throw new NoVideoError(`no video of camera ${camera.id} at ${iso(atMs)}`);
     const gops = decodeGops(seg.gops);
@@ -108,13 +121,18 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
     let jpeg = cache.get(key);
     if (!jpeg) {
       const path = join(deps.dataDir, seg.file);
-      jpeg = Promise.all([readRange(path, 0, seg.initSize), readRange(path, gop.offset, gop.size)]).then(([init, frag]) =>
-        extractJpeg(init, frag, { ffmpegPath: deps.ffmpegPath, ...(width !== undefined ? { width } : {}) }),
-      );
+      jpeg = Promise.all([readRange(path, 0, seg.initSize), readRange(path, gop.offset, gop.size)]).then(([init, frag]) => decoder.decode(init, frag, width));
       jpeg.catch(() => cache.delete(key)); // a failure is not cached
       cache.set(key, jpeg);
     }
-    const body = await jpeg;
+    let body: Buffer;
+    try {
+      body = await jpeg;
+    } catch (err) {
+      if (err instanceof FramesBusyError) void reply.header('Retry-After', '1');
+      throw err;
+    }
+    if (width !== undefined) void reply.header('X-Frame-Width', String(width));
     void reply
       .header('Content-Type', 'image/jpeg')
       .header('Cache-Control', 'private, max-age=86400')

@@ -3,7 +3,8 @@
  * RecorderService function, and errors map once to `{error:{code,message}}` with the
  * RecorderError's status.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
@@ -47,9 +48,37 @@ export interface HttpDeps {
   tables?: PersistedTableSource;
 }
 
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * Destroys the socket of an upgrade request once its (non-101) answer is written: the
+ * socket belongs to no HTTP keep-alive loop, so left open it stays in CLOSE-WAIT for ever
+ * and holds a descriptor (and SIGTERM). Routed refusals are closed by the auth seam's
+ * onResponse hook (security/http-auth.ts); this is for the router's own errors.
+ */
+function closeRefusedUpgrade(req: IncomingMessage, res: ServerResponse): void {
+  if (!req.headers.upgrade) return;
+  const socket = req.socket;
+  if (res.writableFinished) socket.destroy();
+  else res.once('finish', () => socket.destroy());
+}
+
 export function buildHttp(deps: HttpDeps): FastifyInstance {
   // Fastify's own logger stays off: errors are logged once, by the error handler below.
-  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT_BYTES });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT_BYTES,
+    // A request whose head and body have not arrived within this is answered 408 and
+    // closed: bodies here are at most 1 MiB of JSON, so only a stalled client waits so long.
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    // Errors the router raises before any route or hook runs (a malformed URL, a path
+    // parameter over 100 characters) get the same {error:{code,message}} body.
+    frameworkErrors: (err, req, reply) => {
+      const e = (err as { statusCode?: number }).statusCode === 414 ? new RecorderError('URL_TOO_LONG', 'a path parameter is longer than 100 characters') : new RecorderError('VALIDATION_FAILED', 'the URL is not valid');
+      void (reply as FastifyReply).code(e.status).send({ error: errorBody(e) });
+      closeRefusedUpgrade(req.raw, reply.raw);
+    },
+  });
 
   // Every route goes through this seam: it declares its action (and camera or pool) in
   // its options with access(); undeclared routes are admin-only.
@@ -68,7 +97,12 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     const statusCode = (err as { statusCode?: number }).statusCode;
     if (err instanceof RecorderError) e = err;
     else if (statusCode === 413) e = new RecorderError('PAYLOAD_TOO_LARGE', `request body over ${BODY_LIMIT_BYTES} bytes`);
-    else if (statusCode === 400 || statusCode === 415) e = new RecorderError(statusCode === 400 ? 'BAD_JSON' : 'VALIDATION_FAILED', (err as Error).message);
+    else if (statusCode === 400) e = new RecorderError('BAD_JSON', (err as Error).message);
+    else if (statusCode === 415) e = new RecorderError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message);
+    // A plugin's own 4xx (the static files' 403 for a directory or a path out of its root,
+    // 404) is the client's mistake, not an INTERNAL error with a stack trace in the log.
+    else if (statusCode === 403 || statusCode === 404) e = new RecorderError('NOT_FOUND', `no such file ${req.url.split('?')[0]}`);
+    else if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) e = new RecorderError('VALIDATION_FAILED', (err as Error).message);
     else e = toRecorderError(err);
     if (e.status >= 500) deps.log.error({ err, url: req.url }, 'request failed');
     void reply.code(e.status).send({ error: errorBody(e) });

@@ -9,6 +9,9 @@ import { ID_PATTERN } from '../storage/layout.ts';
 import { slotProblem } from '../schedule/plan.ts';
 import { templateProblem } from '../media/edge-url.ts';
 
+/** `/` and the system's own trees: a backup copy there would overwrite or fill the system. */
+const SYSTEM_DIRS = /^\/+(?:(?:bin|boot|dev|etc|lib|lib32|lib64|libx32|proc|run|sbin|sys|usr)(?:\/.*)?)?\/*$/;
+
 const id = z.string().regex(ID_PATTERN, 'ids are 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit');
 const rtspUrl = z
   .string()
@@ -22,6 +25,10 @@ export const cameraPutSchema = z
     name: z.string().max(200).optional(),
     pool: id.default('default'),
     streams: z.object({ main: rtspUrl, sub: rtspUrl.optional() }).strict(),
+    transport: z
+      .enum(['auto', 'tcp', 'udp', 'http'])
+      .default('auto')
+      .describe('RTSP lower transport: auto tries TCP and uses UDP once the camera refuses TCP (461); http tunnels RTSP in HTTP (media/rtsp-transport.ts)'),
     record: z
       .object({
         stream: z.enum(['main', 'sub']).default('main'),
@@ -118,7 +125,14 @@ export const poolPutSchema = z
     cycleDays: z.number().positive().max(36500).optional(),
     maxLockShare: z.number().gt(0).max(1).optional(),
     thinAfterDays: z.number().positive().max(36500).optional(),
-    backupDir: z.string().min(1).max(1024).regex(/^\//, 'backupDir must be an absolute path').optional(),
+    backupDir: z
+      .string()
+      .min(1)
+      .max(1024)
+      .regex(/^\//, 'backupDir must be an absolute path')
+      .refine((d) => !d.split('/').includes('..'), 'backupDir must not contain ..')
+      .refine((d) => !SYSTEM_DIRS.test(d), 'backupDir must be a directory of its own on another disk, not / or a system directory')
+      .optional(),
     format: z.enum(['mp4', 'ps']).optional().describe('segment format of cameras that set none (default mp4)'),
   })
   .strict()

@@ -5,7 +5,7 @@
  * deletes what a lock acknowledged a moment ago protects.
  */
 import { randomUUID } from 'node:crypto';
-import { resolve } from 'node:path';
+import { resolve, relative, isAbsolute } from 'node:path';
 import type { StorageSupervisor, PoolView } from '../actors/storage-supervisor.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import { applyLockChange, cutLocks, locksOf, mergeLock } from '../index/locks.ts';
@@ -63,7 +63,12 @@ export class StorageService {
     if (p.backupDir !== undefined) {
       const backup = resolve(p.backupDir);
       const data = resolve(this.dataDir);
-      if (backup === data || backup.startsWith(`${data}/`) || data.startsWith(`${backup}/`)) {
+      // `/` holds every data dir: compare by relative path, not by a `${dir}/` prefix.
+      const inside = (dir: string, of: string): boolean => {
+        const rel = relative(of, dir);
+        return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+      };
+      if (inside(backup, data) || inside(data, backup)) {
         throw new ValidationError(`backupDir ${p.backupDir} must be outside the data dir (another disk), not inside it or around it`);
       }
     }

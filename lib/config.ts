@@ -3,6 +3,7 @@
  * (CONTRACT.md "Start"). One schema with descriptions and bounds validates the merged
  * result; unknown keys in the config file are rejected.
  */
+import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -10,8 +11,8 @@ import { RecorderError } from './errors.ts';
 
 const hostPort = z
   .string()
-  .regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
-  .describe('HTTP listen address, host:port');
+  .regex(/^(?:[^\s:[\]]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/, 'expected host:port or [ipv6]:port')
+  .describe('HTTP listen address, host:port or [ipv6]:port');
 
 export const configSchema = z
   .object({
@@ -233,18 +234,30 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): ParsedComman
  * settings alone) and again at node start (auth=required then needs a token or an
  * admin user in the index).
  */
-export function assertAuthForBind(config: RecorderConfig): void {
-  const host = config.http.slice(0, config.http.lastIndexOf(':'));
-  if (!isLoopback(host) && !config.authToken && config.auth !== 'required') {
+export function assertAuthForBind(config: RecorderConfig, boundAddress?: string): void {
+  if (config.authToken || config.auth === 'required') return;
+  // A name is judged by the address it was bound to (node start passes it): a name
+  // is only as loopback as what it resolves to, whatever it is called.
+  const host = boundAddress ?? splitHostPort(config.http).host;
+  if (isIP(host) === 0 ? boundAddress !== undefined || host !== 'localhost' : !isLoopbackAddress(host)) {
     throw new RecorderError('CONFIG_INVALID', `HTTP would bind ${host}, beyond loopback, without authentication: set RECORDER_AUTH_TOKEN, or RECORDER_AUTH=required with users (recorder user add)`);
   }
 }
 
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+/**
+ * Whether `address` is an IP literal of the loopback network: 127.0.0.0/8, ::1, or
+ * ::ffff:127.x. Names (`localhost`, `127.evil.example`) are never loopback here.
+ */
+export function isLoopbackAddress(address: string): boolean {
+  const a = address.toLowerCase();
+  if (isIP(a) === 4) return a.startsWith('127.');
+  if (isIP(a) === 6) return a === '::1' || a === '0:0:0:0:0:0:0:1' || (a.startsWith('::ffff:') && isIP(a.slice(7)) === 4 && a.slice(7).startsWith('127.'));
+  return false;
 }
 
+/** `host:port` or `[ipv6]:port` → host (without brackets) and port. */
 export function splitHostPort(hp: string): { host: string; port: number } {
   const i = hp.lastIndexOf(':');
-  return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+  const host = hp.slice(0, i);
+  return { host: host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host, port: Number(hp.slice(i + 1)) };
 }

@@ -39,6 +39,10 @@ export type ErrorCode =
   | 'EDGE_TIMEOUT'
   | 'EDGE_NO_VIDEO'
   | 'TOO_MANY_STREAMS'
+  | 'URL_TOO_LONG'
+  | 'DATA_DIR_LOCKED'
+  | 'FRAMES_BUSY'
+  | 'UNSUPPORTED_MEDIA_TYPE'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -80,6 +84,14 @@ const STATUS: Record<ErrorCode, number> = {
   EDGE_NO_VIDEO: 404,
   // Every media stream slot is taken (api/stream-limit.ts); Retry-After says when to try again.
   TOO_MANY_STREAMS: 503,
+  // A path parameter over the router's limit (100 characters): 414 before any route runs.
+  URL_TOO_LONG: 414,
+  // Another recorder runs on the data dir (lib/data-dir-lock.ts).
+  DATA_DIR_LOCKED: 409,
+  // Too many frame decodes waiting (media/ffmpeg-frame.ts); Retry-After says when to try again.
+  FRAMES_BUSY: 503,
+  // A request body in a content type the route does not read (JSON only).
+  UNSUPPORTED_MEDIA_TYPE: 415,
   INTERNAL: 500,
 };
 

@@ -12,10 +12,19 @@ const USERINFO = /([a-z][a-z0-9+.-]*:\/\/)((?:[^\s/"\\@:]|\\.)*):((?:[^\s/"\\]|\
 /** scheme, user, password, host[:port], the rest (a URL with a password only). */
 export const URL_PARTS = /^([a-z][a-z0-9+.-]*:\/\/)([^\s/@:]*):([^\s/]*)@([^/?#]*)(.*)$/is;
 
-/** Every URL's password in `text` replaced by the mark; text without one is returned as is. */
+// An API token in a query string (`?access_token=`, the WebSocket/`<video>` form of the
+// bearer token; `token=`): logged 5xx URLs carried it in the clear (issue 13).
+const QUERY_TOKEN = /([?&](?:access_token|token)=)(?!\*\*\*)[^&\s"#\\]+/gi;
+
+/**
+ * Every URL's password and every query-string token in `text` replaced by the mark;
+ * text without one is returned as is.
+ */
 export function redactText(text: string): string {
-  if (!text.includes('://')) return text;
-  return text.replace(USERINFO, (all, scheme: string, user: string, pass: string) => (pass === REDACTED ? all : `${scheme}${user}:${REDACTED}@`));
+  let out = text;
+  if (out.includes('://')) out = out.replace(USERINFO, (all, scheme: string, user: string, pass: string) => (pass === REDACTED ? all : `${scheme}${user}:${REDACTED}@`));
+  if (out.includes('token=')) out = out.replace(QUERY_TOKEN, `$1${REDACTED}`);
+  return out;
 }
 
 /** One URL with its password replaced by the mark (a URL without a password is unchanged). */

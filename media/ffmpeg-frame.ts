@@ -3,9 +3,63 @@
  * like ingest). The input is a tiny fragmented MP4 made of the segment's init and that
  * one fragment, fed on stdin; ffmpeg stops after one frame (`-frames:v 1`), so only
  * the GOP's I-frame is decoded. The child is killed if it runs past the timeout.
+ *
+ * Reads never starve recording: FrameDecoder runs at most a few decodes at once (each
+ * one thread, at a lower CPU priority than ingest), queues a bounded number more in
+ * arrival order, and refuses the rest at once (FramesBusyError, code FRAMES_BUSY → 503
+ * with Retry-After). Before the limit, 100 parallel requests from one viewer spawned
+ * 100 decoders: most answered 500 after up to 99 s and recording had 40 s holes.
  */
 import ffmpeg from 'fluent-ffmpeg';
 import { PassThrough, Readable } from 'node:stream';
+import { RecorderError } from '../lib/errors.ts';
+import { assertSpawnHeadroom } from './spawn-headroom.ts';
+
+export class FramesBusyError extends RecorderError {
+  constructor(queued: number) {
+    super('FRAMES_BUSY', `${queued} frame decodes are already waiting: try again shortly`);
+    this.name = 'FramesBusyError';
+  }
+}
+
+export interface FrameDecoderOptions {
+  ffmpegPath: string;
+  /** Decodes running at once. */
+  concurrency?: number;
+  /** Decodes waiting beyond those; past this a request is refused. */
+  maxQueued?: number;
+}
+
+/** Bounded, ordered frame decoding (see the module comment). */
+export class FrameDecoder {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+  readonly concurrency: number;
+  readonly maxQueued: number;
+
+  constructor(private readonly opts: FrameDecoderOptions) {
+    this.concurrency = opts.concurrency ?? 2;
+    this.maxQueued = opts.maxQueued ?? 200;
+  }
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  async decode(init: Buffer, fragment: Buffer, width?: number): Promise<Buffer> {
+    if (this.running >= this.concurrency) {
+      if (this.waiting.length >= this.maxQueued) throw new FramesBusyError(this.waiting.length);
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+    this.running++;
+    try {
+      return await extractJpeg(init, fragment, { ffmpegPath: this.opts.ffmpegPath, ...(width !== undefined ? { width } : {}) });
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+}
 
 export interface FrameOptions {
   ffmpegPath: string;
@@ -16,6 +70,7 @@ export interface FrameOptions {
 
 export function extractJpeg(init: Buffer, fragment: Buffer, opts: FrameOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    assertSpawnHeadroom();
     const out = new PassThrough();
     const parts: Buffer[] = [];
     out.on('data', (c: Buffer) => parts.push(c));
@@ -24,8 +79,10 @@ export function extractJpeg(init: Buffer, fragment: Buffer, opts: FrameOptions):
       .setFfmpegPath(opts.ffmpegPath)
       .input(Readable.from([init, fragment]))
       .inputFormat('mp4')
-      .inputOptions(['-nostdin', '-hide_banner', '-loglevel', 'error'])
-      .outputOptions(['-frames:v', '1', '-an', '-q:v', '3', ...(filters.length ? ['-vf', filters.join(',')] : [])])
+      .inputOptions(['-nostdin', '-hide_banner', '-loglevel', 'error', '-threads', '1'])
+      // Below ingest's priority: a burst of thumbnails waits, recording does not.
+      .renice(10)
+      .outputOptions(['-threads', '1', '-frames:v', '1', '-an', '-q:v', '3', ...(filters.length ? ['-vf', filters.join(',')] : [])])
       .format('image2pipe')
       .videoCodec('mjpeg');
     command.on('error', (err: Error) => reject(new Error(`frame extraction failed: ${err.message.split('\n')[0]}`)));

@@ -14,6 +14,7 @@
  * buffer without bound.
  */
 import ffmpeg from 'fluent-ffmpeg';
+import { assertSpawnHeadroom } from './spawn-headroom.ts';
 import type { ChildProcess } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import type { Logger } from '../lib/log.ts';
@@ -92,6 +93,13 @@ export class LivePreview {
   private startEncoder(): void {
     this.stopEncoder();
     if (this.stopped) return;
+    try {
+      assertSpawnHeadroom();
+    } catch (err) {
+      // No preview for this ingest attempt (viewers keep waiting); the next init tries again.
+      this.opts.log.warn({ err: (err as Error).message }, 'live preview transcoder not started');
+      return;
+    }
     const input = new PassThrough({ highWaterMark: 256 * 1024 });
     const splitter = new Fmp4Splitter();
     const command = ffmpeg({ stdoutLines: 0 })

@@ -119,6 +119,13 @@ export function installAuth(app: FastifyInstance, deps: AuthDeps): { undeclared:
   app.addHook('preHandler', async (req) => {
     const a = routeAccess(req);
     if (a.action === 'public') return;
+    // A public route that handed on to the not-found route (a missing UI file) skipped
+    // authentication in onRequest: authenticate now, fail closed.
+    if (!req.principal) {
+      const principal = await authenticate(req, deps);
+      if (!principal) throw new RecorderError('UNAUTHORIZED', 'authentication required: Authorization: Bearer <token> or Basic <user:password>');
+      req.principal = principal;
+    }
     const p = req.principal;
     const cameraId = a.camera ? pick(req, a.camera) : undefined;
     const poolId = a.pool ? pick(req, a.pool) : undefined;

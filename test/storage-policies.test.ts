@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Alarm } from '../lib/alarms.ts';
 import { SimCamera } from '../sim/camera.ts';
-import { startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
+import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
 const DAY_MS = 86_400_000;
@@ -108,6 +108,9 @@ test('emergency overwrite: under the free-space threshold the oldest unlocked vi
   t.truthy(n.node.index.segments.get(['c', segs[1]!.startMs]), 'the locked segment survives');
   await waitFor('disk-full alarm', () => (alarms.length > 0 ? true : null), 10_000);
   t.regex(alarms[0]!.message, /emergency overwrite/);
+  // The pool view counts emergency deletions with the others (issue 13: it left them out).
+  const pool = (await getJson<{ pool: { deletedSegments: number } }>(`${n.http}/api/pools/default`)).body.pool;
+  t.true(pool.deletedSegments >= segs.length - 1, JSON.stringify(pool));
 });
 
 test('ENOSPC on the video disk is an alarm and a retry, never a crash; recording resumes when space is made', async (t) => {
