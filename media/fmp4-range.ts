@@ -12,6 +12,13 @@
  * next segment starts where the previous output ended, so players see no hole.
  *
  * All slices must share one codecKey (the caller cuts the range at a codec change).
+ *
+ * The init served is the first segment's with the range's own durations (mehd, mvhd,
+ * tkhd: media/init-duration.ts), whatever the stored init says (its segment's length,
+ * or zeros while it was open, or no mehd in files written before segments had one).
+ * The range is whole GOPs at both ends (`X-Recording-From/To`): there is no edit list
+ * to present an exact [from, to), so no tail is cut either (a player shows every frame
+ * of the last GOP, as it does the first GOP's frames before `from`).
  */
 import type { FileHandle } from 'node:fs/promises';
 import { openSegmentFile } from './segment-source.ts';
@@ -22,9 +29,13 @@ import { parseMoof, rewriteMoof, type MoofInfo } from './moof.ts';
 import { Mp4FormatError } from './boxes.ts';
 import { checkUnchanged } from './sample-table.ts';
 import { readExactly } from './file-read.ts';
+import { withDurations } from './init-duration.ts';
 
-/** Bump when the bytes produced for the same input change (it is part of the ETag). */
-export const FMP4_RANGE_FORMAT_VERSION = 1;
+/**
+ * Bump when the bytes produced for the same input change (it is part of the ETag).
+ * 2: the init carries the range's durations (and a mehd).
+ */
+export const FMP4_RANGE_FORMAT_VERSION = 2;
 
 export interface FragmentRef {
   offset: number;
@@ -73,16 +84,16 @@ function trackSeconds(ticks: bigint, timescale: number): number {
 export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBody> {
   const first = slices[0];
   if (!first || first.fragments.length === 0) throw new Mp4FormatError('MP4_NO_INIT', 'nothing to serve');
-  let initBytes: Buffer;
+  let storedInit: Buffer;
   {
     const fh = await openSegmentFile(first.path);
     try {
-      initBytes = await readExactly(fh, 0, first.initSize);
+      storedInit = await readExactly(fh, 0, first.initSize);
     } finally {
       await fh.close();
     }
   }
-  const init = parseInit(initBytes);
+  const init = parseInit(storedInit);
   const timescales = new Map(init.tracks.map((t) => [t.id, t.timescale]));
   const videoId = init.videoTrackId ?? init.tracks[0]!.id;
 
@@ -92,6 +103,7 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
   let outEndSec = 0; // latest end over tracks of what was output so far
   let shift = new Map<number, bigint>();
   let videoGrid: { lastDts: number; frame: number } | null = null; // output ticks of the last video frame
+  const trackEnd = new Map<number, number>(); // output ticks where each track's last sample ends
   for (const slice of slices) {
     if (slice.fragments.length === 0) continue;
     const fh = await openSegmentFile(slice.path);
@@ -130,6 +142,8 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
       const pad = Math.max(0, (t.durations[t.durations.length - 2] ?? 1) - lastDur);
       const end = trackSeconds(t.baseDecodeTime + BigInt(t.durationTicks + pad) + (shift.get(t.trackId) ?? 0n), ts);
       if (end > outEndSec) outEndSec = end;
+      const ends = Number(t.baseDecodeTime + BigInt(t.durationTicks) + (shift.get(t.trackId) ?? 0n));
+      if (ends > (trackEnd.get(t.trackId) ?? 0)) trackEnd.set(t.trackId, ends);
       if (t.trackId === videoId) {
         prevVideoNext = t.baseDecodeTime + BigInt(t.durationTicks);
         const n = t.durations.length;
@@ -140,6 +154,8 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
     }
   }
 
+  // The output starts at 0: each track lasts until its end.
+  const initBytes = withDurations(storedInit, trackEnd);
   const contentLength = initBytes.length + planned.reduce((n, f) => n + f.size, 0);
   const hash = createHash('sha1').update(initBytes);
   for (const f of planned) hash.update(`${f.path}:${f.offset}:${f.size};`);

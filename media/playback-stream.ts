@@ -19,6 +19,7 @@ import { isSyncSample, rewriteMoof } from './moof.ts';
 import { checkUnchanged, type FragmentRef, type FragmentTable, type SampleTableCache, type SegmentTables } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
 import { readExactly } from './file-read.ts';
+import { withoutDurations } from './init-duration.ts';
 
 export interface PlaybackFragment extends FragmentRef {
   /** Wall-clock start of the GOP (UTC ms). */
@@ -105,7 +106,11 @@ export class PlaybackStream {
       const video = info.tracks.find((t) => t.kind === 'video');
       if (mode.kind !== 'normal' && !video) throw new RecorderError('VALIDATION_FAILED', 'trick play needs a video track');
       const videoId = video?.id ?? info.tracks[0]!.id;
-      const init = mode.kind === 'normal' ? seg.init : singleTrackInit(seg.init, videoId);
+      // Without the durations a closed segment's init carries: an MSE player would take
+      // that one segment's length for the stream's (and the same range would send other
+      // bytes once its segment closed).
+      const plain = withoutDurations(seg.init);
+      const init = mode.kind === 'normal' ? plain : singleTrackInit(plain, videoId);
       const mimeType = mode.kind === 'normal' ? info.mimeType : `video/mp4; codecs="${video!.codec}"`;
       return new PlaybackStream(segments, cache, mode, info, init, mimeType, s.codecKey, videoId, { seg, frags: s.fragments }, startSec);
     }

@@ -27,6 +27,7 @@ import { isSyncSample } from './moof.ts';
 import { checkUnchanged, type SegmentTables, type TrackFragment } from './sample-table.ts';
 import { OutputTimeline } from './timeline.ts';
 import { readInto } from './file-read.ts';
+import { withoutDurations } from './init-duration.ts';
 
 /**
  * Bump when the bytes produced for the same input change (it is part of the ETag).
@@ -60,9 +61,13 @@ export interface ProgressiveLayout {
   durationSec: number;
 }
 
-/** Strong ETag for a request: format version, init, every fragment and the trims. */
+/**
+ * Strong ETag for a request: format version, init, every fragment and the trims. The
+ * init is hashed without its duration fields (filled in when its segment closes, never
+ * read by the build), so a range gets one ETag whether it was read open or closed.
+ */
 export function progressiveEtag(init: Buffer, slices: { path: string; fragments: { offset: number; size: number }[] }[], skipMs: number, trimEndMs: number): string {
-  const h = createHash('sha1').update(`v${PROGRESSIVE_FORMAT_VERSION};${skipMs};${trimEndMs};`).update(init);
+  const h = createHash('sha1').update(`v${PROGRESSIVE_FORMAT_VERSION};${skipMs};${trimEndMs};`).update(withoutDurations(init));
   for (const s of slices) {
     h.update(`${s.path}|`);
     for (const f of s.fragments) h.update(`${f.offset}:${f.size};`);

@@ -25,6 +25,7 @@ import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof } from './moof.ts';
 import { readExactly } from './file-read.ts';
 import { decodeSampleTables, type PersistedTables } from './sample-table-codec.ts';
+import { sameInitButDurations } from './init-duration.ts';
 
 export interface FragmentRef {
   offset: number;
@@ -268,7 +269,9 @@ export class SampleTableCache {
     let why: string | null = null;
     if (tables.fileBytes !== fileBytes) why = `record of a ${tables.fileBytes}-byte file, the index says ${fileBytes}`;
     else if (tables.init.length !== initSize) why = `record with a ${tables.init.length}-byte init, the index says ${initSize}`;
-    else if (seg && !seg.init.equals(tables.init)) why = 'record init differs from the file';
+    // The durations in an init are filled in when its segment closes: a cache entry read
+    // while it was open and the record written after are the same init.
+    else if (seg && !sameInitButDurations(seg.init, tables.init)) why = 'record init differs from the file';
     else {
       const ref = wanted.find((f) => byOffset.get(f.offset)?.size !== f.size);
       if (ref) why = `no fragment of ${ref.size} bytes at ${ref.offset} in the record`;

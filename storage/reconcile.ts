@@ -3,14 +3,16 @@
  * `check` / `reindex` commands. Files are the source of truth:
  *   - an entry still marked open (the recorder died while writing) is re-read from its
  *     file: a partial trailing fragment is truncated away, fragments that reached the
- *     disk after the last index commit are added, the entry is closed;
+ *     disk after the last index commit are added, the header's durations are filled in
+ *     (mp4 files with a `mehd`; older files have none and are left so), the entry is
+ *     closed;
  *   - a segment file the index lacks is indexed from its own bytes (the file name is
  *     its wall-clock start; the fragments' decode times give the rest); a file with no
  *     complete fragment is removed;
  *   - an entry whose file vanished is dropped and reported (the caller raises an alarm).
  * `check` reports the same differences without changing anything.
  */
-import { readdir, rm, truncate, stat } from 'node:fs/promises';
+import { open, readdir, rm, truncate, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import { encodeGops } from '../index/gop-table.ts';
@@ -18,6 +20,7 @@ import type { SegmentRecord } from '../index/records.ts';
 import type { Logger } from '../lib/log.ts';
 import { Mp4FormatError } from '../media/boxes.ts';
 import { scanFmp4File, type ScannedFile } from '../media/fmp4-file.ts';
+import { durationPatches, initDurations } from '../media/init-duration.ts';
 import { parseSegmentRelPath, poolsDir, type ParsedSegmentPath } from './layout.ts';
 import { scanPsSegment } from './ps-segment-scan.ts';
 
@@ -102,12 +105,40 @@ interface SegmentScan {
   /** A cut or garbled tail after the last whole fragment (to truncate). */
   partial: boolean;
   record(): SegmentRecord;
+  /** Header writes that close the file (mp4: its durations), made durable before its entry. */
+  closing(): { at: number; bytes: Buffer }[];
+}
+
+/**
+ * The duration fields of a scanned mp4 file's init, as the segment writer fills them
+ * in at close, when the init has a mehd and they differ from what is there; else none.
+ */
+export function scanClosingPatches(scan: ScannedFile): { at: number; bytes: Buffer }[] {
+  try {
+    if (!initDurations(scan.init).mehd) return [];
+  } catch {
+    return []; // parseInit took it: fields it cannot place are left as they are
+  }
+  const durations = new Map<number, number>();
+  for (const f of scan.fragments) for (const t of f.moof.tracks) durations.set(t.trackId, (durations.get(t.trackId) ?? 0) + t.durationTicks);
+  return durationPatches(scan.init, durations).filter((p) => !scan.init.subarray(p.at, p.at + p.bytes.length).equals(p.bytes));
+}
+
+async function applyPatches(abs: string, patches: { at: number; bytes: Buffer }[]): Promise<void> {
+  if (patches.length === 0) return;
+  const fh = await open(abs, 'r+');
+  try {
+    for (const p of patches) await fh.write(p.bytes, 0, p.bytes.length, p.at);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
 }
 
 async function scanSegment(abs: string, parsed: ParsedSegmentPath, rel: string, entry: SegmentRecord | undefined): Promise<SegmentScan> {
   if (parsed.format === 'ps') {
     const ps = await scanPsSegment(abs, parsed, rel, entry);
-    return { ...ps, record: () => ps.record! };
+    return { ...ps, record: () => ps.record!, closing: () => [] };
   }
   let scan: ScannedFile;
   try {
@@ -118,7 +149,7 @@ async function scanSegment(abs: string, parsed: ParsedSegmentPath, rel: string, 
     // (as a PS file cut inside its header scans), removed like any other.
     if (err instanceof Mp4FormatError && err.code === 'MP4_TRUNCATED') {
       const fileBytes = (await stat(abs)).size;
-      return { fragmentCount: 0, validBytes: 0, fileBytes, partial: fileBytes > 0, record: () => { throw err; } };
+      return { fragmentCount: 0, validBytes: 0, fileBytes, partial: fileBytes > 0, record: () => { throw err; }, closing: () => [] };
     }
     throw err;
   }
@@ -128,6 +159,7 @@ async function scanSegment(abs: string, parsed: ParsedSegmentPath, rel: string, 
     fileBytes: scan.fileBytes,
     partial: scan.validBytes < scan.fileBytes && scan.trailing === 'partial',
     record: () => recordFromScan(parsed, rel, scan, entry),
+    closing: () => scanClosingPatches(scan),
   };
 }
 
@@ -175,7 +207,10 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
       if (write) await truncate(abs, scan.validBytes);
     }
     if (!entry) report.reindexed.push(rel);
-    if (write) await index.putSegment(scan.record());
+    if (write) {
+      await applyPatches(abs, scan.closing());
+      await index.putSegment(scan.record());
+    }
   }
 
   opts.onProgress?.(files.length, files.length);

@@ -4,7 +4,8 @@
  *   1. mkdir -p the day folder; 2. create the file exclusively and write the init;
  *   3. fdatasync the file and fsync the folder so the name survives a crash;
  *   then fragments are appended and `sync()` makes them durable before the index
- *   entry that points at them is committed (invariant 2).
+ *   entry that points at them is committed (invariant 2). `patch()` fills in header
+ *   fields at close, before the close's fdatasync.
  */
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -49,6 +50,23 @@ export class SegmentFile {
     }
     this.bytesWritten += bytes.byteLength;
     return offset;
+  }
+
+  /**
+   * Overwrites bytes already written (a header field filled in at close). Durable only
+   * with the next sync or close, like anything appended.
+   */
+  async patch(at: number, bytes: Uint8Array): Promise<void> {
+    if (at < 0 || at + bytes.byteLength > this.bytesWritten) throw new RangeError(`patch [${at}, ${at + bytes.byteLength}) outside the ${this.bytesWritten} bytes written`);
+    try {
+      let done = 0;
+      while (done < bytes.byteLength) {
+        const { bytesWritten } = await this.fh.write(bytes, done, bytes.byteLength - done, at + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw storageError(`writing ${this.path}`, err);
+    }
   }
 
   async sync(): Promise<void> {

@@ -2,7 +2,9 @@
  * The one seam between the segment writer and the bytes of a segment file: an encoder
  * per session init turns each ingest fragment (fMP4 moof+mdat, one GOP) into the bytes
  * stored for it, and says what the index records about the file. Two formats:
- *   - `mp4`: the file starts with the session's init; a fragment is stored as received.
+ *   - `mp4`: the file starts with the session's init with a `mehd` added (its duration
+ *     fields are filled in at close, media/init-duration.ts); a fragment is stored as
+ *     received.
  *   - `ps`: a file header (pack header, system header, PSM, padding: FILE_HEADER_BYTES)
  *     then one PS GOP per fragment, each starting with pack header, system header and
  *     PSM (so the file, and any GOP of it, stands alone — invariant 1). Each GOP is at
@@ -17,6 +19,7 @@ import type { InitInfo } from '../media/init-info.ts';
 import { FragmentToPs, describePs } from '../media/ps-convert.ts';
 import { demuxPs } from '../media/ps-demux.ts';
 import { FILE_HEADER_BYTES } from '../media/ps-mux.ts';
+import { durationPatches, withMehd, type TrackDurations } from '../media/init-duration.ts';
 
 type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;
 
@@ -42,6 +45,12 @@ export interface SegmentEncoder {
   fileHeader(firstEncoded: Buffer): Buffer;
   /** The record fields of a file whose first stored fragment is `firstEncoded`. */
   describe(firstEncoded: Buffer): SegmentDescription;
+  /**
+   * Writes into a file's header (`header`: what fileHeader gave it) that finish it at
+   * close, from the media duration of each track stored in it (ticks of the track's
+   * timescale). mp4: the init's duration fields; ps: none.
+   */
+  closingPatches(header: Buffer, durations: TrackDurations): { at: number; bytes: Buffer }[];
 }
 
 function fromInitInfo(info: InitInfo, initSize: number): SegmentDescription {
@@ -58,16 +67,23 @@ function fromInitInfo(info: InitInfo, initSize: number): SegmentDescription {
 class Fmp4Encoder implements SegmentEncoder {
   readonly format = 'mp4' as const;
   readonly unsupported: string[] = [];
-  constructor(private readonly init: { bytes: Buffer; info: InitInfo }) {}
+  /** The init with a mehd of reserved size (zero until the file closes). */
+  private readonly header: Buffer;
+  constructor(private readonly init: { bytes: Buffer; info: InitInfo }) {
+    this.header = withMehd(init.bytes);
+  }
   startFile(): void {}
   encode(frag: Fragment): Buffer {
     return frag.bytes;
   }
   fileHeader(): Buffer {
-    return this.init.bytes;
+    return this.header;
   }
   describe(): SegmentDescription {
-    return fromInitInfo(this.init.info, this.init.bytes.byteLength);
+    return fromInitInfo(this.init.info, this.header.byteLength);
+  }
+  closingPatches(header: Buffer, durations: TrackDurations): { at: number; bytes: Buffer }[] {
+    return durationPatches(header, durations);
   }
 }
 
@@ -92,6 +108,9 @@ class PsEncoder implements SegmentEncoder {
   }
   describe(firstEncoded: Buffer): SegmentDescription {
     return describePsSegment(firstEncoded);
+  }
+  closingPatches(): { at: number; bytes: Buffer }[] {
+    return [];
   }
 }
 

@@ -25,6 +25,13 @@
  * cut loses at most `syncMs` plus the fragment being assembled. One sync and one commit
  * per `syncMs` instead of per GOP is what the ingest bench measured as worth it.
  *
+ * Close: the header's duration fields (mp4: mehd, mvhd, tkhd; media/init-duration.ts)
+ * are patched in place from the media stored, then the close's fdatasync, then the
+ * index entry marked closed: the same order, so an entry never says closed over a file
+ * whose header is not durable. A file a crash leaves open keeps zero durations (players
+ * scan its fragments, as for files written before this); reconcile closes its entry
+ * and fills them in.
+ *
  * File format (fMP4 or MPEG-PS, the camera's `record.format`) is the encoder's business
  * (storage/segment-format.ts): this class decides when and what, never how bytes look.
  */
@@ -101,6 +108,11 @@ interface TimedFragment {
 
 interface OpenSegment {
   file: SegmentFile;
+  /** Its header as written, and the encoder that wrote it (closingPatches at close). */
+  header: Buffer;
+  encoder: SegmentEncoder;
+  /** Media ticks stored per track (sums of fragment durations: robust to decode-time jumps). */
+  durations: Map<number, number>;
   record: SegmentRecord;
   gops: GopEntry[];
   /** End of what the index holds of this segment (synced and committed). */
@@ -249,6 +261,7 @@ export class SegmentWriter {
     const runs = seg.record.types;
     if (runs[runs.length - 1]!.type !== type) runs.push({ type, fromMs: timed.startMs });
     const offset = await seg.file.append(bytes);
+    for (const t of timed.frag.moof.tracks) seg.durations.set(t.trackId, (seg.durations.get(t.trackId) ?? 0) + t.durationTicks);
     seg.gops.push({ offset, size: bytes.byteLength, timeMs: timed.startMs - seg.record.startMs });
     seg.record.endMs = timed.endMs;
     seg.record.bytes = seg.file.size;
@@ -271,7 +284,8 @@ export class SegmentWriter {
   private async openSegment(startMs: number, type: RecordType, first: Buffer): Promise<OpenSegment> {
     const encoder = this.encoder!;
     const rel = segmentRelPath(this.camera.pool, this.camera.id, startMs, encoder.format);
-    const file = await SegmentFile.create(join(this.deps.dataDir, rel), encoder.fileHeader(first));
+    const header = encoder.fileHeader(first);
+    const file = await SegmentFile.create(join(this.deps.dataDir, rel), header);
     const record: SegmentRecord = {
       camera: this.camera.id,
       startMs,
@@ -287,7 +301,7 @@ export class SegmentWriter {
       open: true,
       flags: { ...this.deps.flags },
     };
-    const seg: OpenSegment = { file, record, gops: [], committedEndMs: startMs };
+    const seg: OpenSegment = { file, header, encoder, durations: new Map(), record, gops: [], committedEndMs: startMs };
     this.current = seg;
     return seg;
   }
@@ -296,6 +310,13 @@ export class SegmentWriter {
     const seg = this.current;
     if (!seg) return;
     this.current = null;
+    try {
+      // The header's durations, durable with the close's fdatasync, before the entry says closed.
+      if (seg.gops.length > 0) for (const p of seg.encoder.closingPatches(seg.header, seg.durations)) await seg.file.patch(p.at, p.bytes);
+    } catch (err) {
+      await seg.file.close().catch(() => undefined);
+      throw err;
+    }
     await seg.file.close(); // fdatasyncs what the last commit did not cover
     if (seg.gops.length === 0) return; // never indexed; reconcile removes the empty file
     seg.record.open = false;

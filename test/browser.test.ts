@@ -1,8 +1,9 @@
 /**
  * A downloaded range plays in a real browser: Debian's Chromium, driven headless by
  * playwright-core, loads the MP4 straight from our HTTP endpoint in a <video> element,
- * its clock advances, and played to its end it stops at `to` within a frame. (Chromium
- * here has no HEVC decoder, so this tries H.264.)
+ * its clock advances, and played to its end it stops at `to` within a frame; a closed
+ * segment file's init gives MSE its length. (Chromium here has no HEVC decoder, so
+ * this tries H.264.)
  */
 import test from 'ava';
 import { chromium } from 'playwright-core';
@@ -149,4 +150,29 @@ test('Chromium plays a downloaded H.264+AAC range', async (t) => {
     t.is(r.error, undefined, query);
     t.true(r.time! > 1.5, `${query}: ${JSON.stringify(r)}`);
   }
+
+  // A closed segment file says its length in its init (mehd): a player that reads the
+  // init alone (MSE here, as hls.js does with EXT-X-MAP) takes it as the duration.
+  // Before, the init said nothing (Infinity here) and players that do not scan the
+  // whole file showed the first GOP's length.
+  const m3u8 = await (await fetch(`${n.http}/api/cameras/cam/video.m3u8?from=${encodeURIComponent(span.from)}&to=${Date.now() + 60_000}`)).text();
+  const maps = [...m3u8.matchAll(/#EXT-X-MAP:URI="(segments\/\d+\.mp4)"/g)].map((m) => m[1]!);
+  t.true(maps.length >= 2, `a closed segment (one followed by another): ${m3u8}`);
+  const first = m3u8.split('#EXT-X-MAP:')[1]!;
+  const segmentSec = [...first.matchAll(/#EXTINF:([\d.]+),/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  const initDuration = await page.evaluate(`(async () => {
+    const buf = await (await fetch(${JSON.stringify(`${n.http}/api/cameras/cam/${maps[0]}`)})).arrayBuffer();
+    const dv = new DataView(buf);
+    let p = 0;
+    while (p + 8 <= buf.byteLength && String.fromCharCode(...new Uint8Array(buf, p + 4, 4)) !== 'moof') p += dv.getUint32(p);
+    const ms = new MediaSource();
+    const v = document.createElement('video');
+    v.src = URL.createObjectURL(ms);
+    await new Promise((r) => ms.addEventListener('sourceopen', r, { once: true }));
+    const sb = ms.addSourceBuffer(${JSON.stringify(mime)});
+    sb.appendBuffer(buf.slice(0, p));
+    await new Promise((r) => sb.addEventListener('updateend', r, { once: true }));
+    return ms.duration;
+  })()`);
+  t.true(typeof initDuration === 'number' && Math.abs(initDuration - segmentSec) < 0.15, `init says ${initDuration} s, the segment's GOPs ${segmentSec} s`);
 });
