@@ -156,6 +156,7 @@ export function parameterSetsIn(codec: VideoCodec, nals: readonly Buffer[]): Par
   const ps: ParameterSets = { codec, vps: [], sps: [], pps: [] };
   const seen = new Set<string>();
   for (const n of nals) {
+    if (!isParameterSet(codec, n)) continue;
     const key = n.toString('hex');
     if (seen.has(key)) continue;
     seen.add(key);

@@ -145,6 +145,11 @@ export function buildFragment(sequence: number, runs: readonly MuxTrackRun[]): B
     trafs.push(box('traf', tfhd, tfdt, trun));
   }
   const moof = box('moof', fullBox('mfhd', 0, 0, u32s(sequence)), ...trafs);
-  const mdat = box('mdat', ...used.flatMap((r) => r.samples.map((s) => Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength))));
-  return Buffer.concat([moof, mdat]);
+  // One copy of the sample bytes: the mdat header and the samples straight after the moof.
+  const samples = used.flatMap((r) => r.samples.map((s) => Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength)));
+  const mdatSize = 8 + samples.reduce((n, s) => n + s.length, 0);
+  const mdatHeader = Buffer.alloc(8);
+  mdatHeader.writeUInt32BE(mdatSize, 0);
+  mdatHeader.write('mdat', 4, 'latin1');
+  return Buffer.concat([moof, mdatHeader, ...samples], moof.length + mdatSize);
 }

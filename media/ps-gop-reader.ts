@@ -82,6 +82,7 @@ export const MAX_KEYFRAMES_WITHOUT_PSM = 3;
 const MAX_RUN_BYTES = 64 * 1024;
 const PACK = Buffer.from([0, 0, 1, 0xba]);
 const START3 = Buffer.from([0, 0, 1]);
+const EMPTY = Buffer.alloc(0);
 const TS_MOD = 2n ** 33n;
 
 /** Input chunks not yet framed, read as one byte string. */
@@ -432,8 +433,10 @@ export class PsGopReader {
     const cur: VideoPes = { pkt, payloadStart: info.payloadStart, pts: info.pts, dts: info.dts, taken: false };
     this.curVideo = cur;
     const payload = pkt.subarray(info.payloadStart);
-    const c = this.carry.length;
-    const s = c > 0 ? Buffer.concat([this.carry, payload]) : payload;
+    // The ES tail of the PES before is only looked at again when a start code may begin in it.
+    const carry = this.carry.includes(0) ? this.carry : EMPTY;
+    const c = carry.length;
+    const s = c > 0 ? Buffer.concat([carry, payload]) : payload;
     /** Payload offsets of `cur` moved by this much when it was rebuilt by a cut. */
     let moved = 0;
     const limit = s.length - 6; // a NAL is looked at once its first 3 bytes are here
