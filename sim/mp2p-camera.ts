@@ -27,6 +27,8 @@ export interface SimMp2pOptions {
   fps?: number;
   gop?: number;
   bitrateKbit?: number;
+  /** videotestsrc pattern (default `ball`; `snow` is noise that spends the whole bitrate). */
+  pattern?: string;
 }
 
 const PYTHON = '/usr/bin/python3';
@@ -48,7 +50,7 @@ export class SimMp2pCamera {
       });
     }
     const port = opts.port ?? (await freePort());
-    const args = [SCRIPT, '--port', String(port), '--width', String(opts.width ?? 320), '--height', String(opts.height ?? 240), '--fps', String(opts.fps ?? 25), '--gop', String(opts.gop ?? 50), '--bitrate', String(opts.bitrateKbit ?? 300)];
+    const args = [SCRIPT, '--port', String(port), '--width', String(opts.width ?? 320), '--height', String(opts.height ?? 240), '--fps', String(opts.fps ?? 25), '--gop', String(opts.gop ?? 50), '--bitrate', String(opts.bitrateKbit ?? 300), '--pattern', opts.pattern ?? 'ball'];
     const child = spawn(PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const tail: string[] = [];
     child.stderr!.setEncoding('utf8');

@@ -161,7 +161,7 @@ def pes(stream_id, payload, pts, dts=None):
 def es_launch(a, video, audio):
     """Video (and audio) encoder chains ending in appsinks `vout` / `aout`."""
     src = (
-        f"videotestsrc is-live=true pattern=ball ! "
+        f"videotestsrc is-live=true pattern={a.pattern} ! "
         f"video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1,format=I420 ! "
         f"clockoverlay time-format=\"%H:%M:%S\" halignment=left valignment=top "
         f"font-desc=\"Sans Bold {max(12, a.height // 7)}\" shaded-background=true ! "
@@ -307,6 +307,7 @@ def main():
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--gop", type=int, default=50)
     p.add_argument("--bitrate", type=int, default=300)
+    p.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: noise that uses the whole bitrate)")
     a = p.parse_args()
 
     Gst.init(None)
