@@ -12,6 +12,13 @@ Mounts (each shared: one encoder however many clients):
   /h264meta     H.264 + an ONVIF metadata data track (sim/onvif_meta.py)
   /h264metabad  the same plus malformed packets and a flood every second
   /h264metaklv  H.264 + the ONVIF metadata track + a KLV track (MISB ST 0601 time)
+  /h264pcma     H.264 + G.711 A-law 8 kHz mono (RTP payload type 8)
+  /h264pcmu     H.264 + G.711 µ-law 8 kHz mono (RTP payload type 0)
+  /h264pcmasilent  H.264 + G.711 A-law announced in the SDP, never sent
+  /h264bframes  H.264 main with 2 B-frames between references (no zerolatency tune)
+  /mjpeg        Motion JPEG (RTP payload type 26)
+  /h264aacudp   H.264 + AAC offering UDP transport only (TCP SETUP gets 461)
+--auth basic|digest (with --user/--password) makes every mount ask for credentials.
 Video carries the UTC wall clock burnt in (clockoverlay, HH:MM:SS, large, top-left)
 so tests can check recorded times against the picture.
 
@@ -30,7 +37,8 @@ import gi  # noqa: E402
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+gi.require_version("GstRtsp", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 import onvif_meta  # noqa: E402  (beside this script)
 
@@ -53,6 +61,19 @@ def h264(a):
     )
 
 
+def h264_bframes(a):
+    """H.264 with B-frames: without tune=zerolatency (which disables them), fixed 2 B-frames."""
+    return (
+        f"{video_source(a)} ! x264enc sliced-threads=false speed-preset=superfast bframes=2 b-adapt=false "
+        f"bitrate={a.bitrate} key-int-max={a.gop} ! video/x-h264,profile=main ! "
+        f"rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+def mjpeg(a):
+    return f"{video_source(a)} ! jpegenc quality=50 ! rtpjpegpay name=pay0 pt=26"
+
+
 def h264_es(a):
     """The H.264 encoder chain without a payloader (for muxing)."""
     return (
@@ -72,6 +93,58 @@ AAC = (
     "audiotestsrc is-live=true wave=sine freq=440 volume=0.2 ! audio/x-raw,rate=48000,channels=1 ! "
     "audioconvert ! avenc_aac bitrate=64000 ! aacparse ! rtpmp4gpay name=pay1 pt=97"
 )
+
+
+def g711(encoder, payloader, pt):
+    """G.711 as IP cameras and intercoms send it: 8 kHz mono, 20 ms packets."""
+    return (
+        "audiotestsrc is-live=true wave=sine freq=440 volume=0.2 samplesperbuffer=160 ! audioconvert ! "
+        f"audioresample ! audio/x-raw,format=S16LE,rate=8000,channels=1 ! {encoder} ! {payloader} name=pay1 pt={pt}"
+    )
+
+
+PCMA = g711("alawenc", "rtppcmapay", 8)
+PCMU = g711("mulawenc", "rtppcmupay", 0)
+# Announced in the SDP but never sent (a camera with its microphone off): identity drops
+# every buffer and lets the caps through, so the payloader still describes the track.
+# (A valve with drop=true instead hangs the shared media's preparation, and with it the
+# whole server.)
+PCMA_SILENT = PCMA.replace(
+    " ! rtppcmapay", " ! identity drop-probability=1.0 ! rtppcmapay"
+)
+
+
+class AuthMounts:
+    """The server's mount points, giving every factory the role the auth token carries."""
+
+    def __init__(self, mounts, permissions):
+        self._mounts = mounts
+        self._permissions = permissions
+
+    def add_factory(self, path, factory):
+        if self._permissions is not None:
+            factory.set_permissions(self._permissions)
+        self._mounts.add_factory(path, factory)
+
+
+def setup_auth(server, a):
+    """Basic or Digest on every mount (GstRtspServer.RTSPAuth); None without --auth."""
+    if not a.auth:
+        return None
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string("media.factory.role", "user")
+    if a.auth == "basic":
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+    else:
+        auth.add_digest(a.user, a.password, token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    permissions.add_permission_for_role("user", "media.factory.access", True)
+    permissions.add_permission_for_role("user", "media.factory.construct", True)
+    return permissions
 
 
 def file_factory(path):
@@ -96,6 +169,9 @@ def main():
     p.add_argument("--bitrate", type=int, default=300)
     p.add_argument("--file")
     p.add_argument("--sd", help="directory of an SD card recorded from /sdlive (sim/edge_sd.py)")
+    p.add_argument("--auth", choices=["basic", "digest"], help="every mount asks for these credentials")
+    p.add_argument("--user", default="user")
+    p.add_argument("--password", default="secret")
     a = p.parse_args()
 
     Gst.init(None)
@@ -103,18 +179,26 @@ def main():
     server = GstRtspServer.RTSPOnvifServer() if a.sd else GstRtspServer.RTSPServer()
     server.set_address(a.host)
     server.set_service(str(a.port))
-    mounts = server.get_mount_points()
+    mounts = AuthMounts(server.get_mount_points(), setup_auth(server, a))
 
-    def add(path, launch):
+    def add(path, launch, protocols=None):
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(f"( {launch} )")
         f.set_shared(True)
         f.set_latency(50)
+        if protocols is not None:
+            f.set_protocols(protocols)
         mounts.add_factory(path, f)
 
     add("/h264aac", f"{h264(a)} {AAC}")
     add("/h264", h264(a))
     add("/h265aac", f"{h265(a)} {AAC}")
+    add("/h264pcma", f"{h264(a)} {PCMA}")
+    add("/h264pcmu", f"{h264(a)} {PCMU}")
+    add("/h264pcmasilent", f"{h264(a)} {PCMA_SILENT}")
+    add("/h264bframes", h264_bframes(a))
+    add("/mjpeg", mjpeg(a))
+    add("/h264aacudp", f"{h264(a)} {AAC}", GstRtsp.RTSPLowerTrans.UDP)
     if a.file:
         mounts.add_factory("/file", file_factory(a.file))
     if a.sd:

@@ -10,7 +10,29 @@ import { freePort } from '../lib/nats-embedded.ts';
 
 export { freePort };
 
-export type SimMount = 'h264aac' | 'h264' | 'h265aac' | 'file' | 'h264meta' | 'h264metabad' | 'h264metaklv' | 'sdlive' | 'edge' | 'edge-skewed' | 'h264ps';
+export type SimMount =
+  | 'h264aac'
+  | 'h264'
+  | 'h265aac'
+  | 'file'
+  | 'h264meta'
+  | 'h264metabad'
+  | 'h264metaklv'
+  | 'sdlive'
+  | 'edge'
+  | 'edge-skewed'
+  | 'h264ps'
+  /** H.264 + G.711 A-law (payload type 8) / µ-law (0), 8 kHz mono. */
+  | 'h264pcma'
+  | 'h264pcmu'
+  /** H.264 + G.711 A-law announced in the SDP and never sent. */
+  | 'h264pcmasilent'
+  /** H.264 with 2 B-frames between references. */
+  | 'h264bframes'
+  /** Motion JPEG (payload type 26). */
+  | 'mjpeg'
+  /** H.264 + AAC offering UDP transport only: TCP SETUP is answered 461. */
+  | 'h264aacudp';
 
 export interface SimCameraOptions {
   port?: number;
@@ -27,6 +49,8 @@ export interface SimCameraOptions {
    * that is also recorded there, /edge and /edge-skewed replay it over ONVIF.
    */
   sd?: string;
+  /** Every mount asks for these credentials, with this one scheme (GstRtspServer.RTSPAuth). */
+  auth?: { scheme: 'basic' | 'digest'; user: string; password: string };
 }
 
 export class SimCameraError extends Error {
@@ -67,8 +91,10 @@ export class SimCamera {
     return this.child?.pid ?? 0;
   }
 
-  url(mount: SimMount): string {
-    return `rtsp://${this.opts.host ?? '127.0.0.1'}:${this.port}/${mount}`;
+  /** The mount's URL; with `auth`, the credentials are in it (as a VMS configures a camera). */
+  url(mount: SimMount, credentials: { user: string; password: string } | undefined = this.opts.auth): string {
+    const who = credentials ? `${encodeURIComponent(credentials.user)}:${encodeURIComponent(credentials.password)}@` : '';
+    return `rtsp://${who}${this.opts.host ?? '127.0.0.1'}:${this.port}/${mount}`;
   }
 
   private async launch(): Promise<void> {
@@ -82,6 +108,7 @@ export class SimCamera {
     const args = [SCRIPT, '--port', String(this.port), '--host', o.host ?? '127.0.0.1', '--width', String(o.width ?? 320), '--height', String(o.height ?? 240), '--fps', String(o.fps ?? 25), '--gop', String(o.gop ?? 50), '--bitrate', String(o.bitrateKbit ?? 300)];
     if (o.file) args.push('--file', o.file);
     if (o.sd) args.push('--sd', o.sd);
+    if (o.auth) args.push('--auth', o.auth.scheme, '--user', o.auth.user, '--password', o.auth.password);
     const child = spawn(PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const tail: string[] = [];
     child.stderr!.setEncoding('utf8');
