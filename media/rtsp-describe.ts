@@ -1,8 +1,11 @@
 /**
  * One RTSP DESCRIBE, to learn which media a camera's stream has before ffmpeg starts:
  * ffmpeg refuses an output without streams, so the smart-stream (data) output may only
- * be added when the SDP announces a data track (`m=application`). DESCRIBE opens no
- * session (no SETUP/PLAY): the camera still sees one streaming session, ffmpeg's.
+ * be added when the SDP announces a data track (`m=application`); the audio encoding
+ * decides whether audio is copied or made AAC (media/audio-plan.ts), a JPEG video
+ * track how fragments are cut. DESCRIBE opens no session (no SETUP/PLAY): the camera
+ * still sees one streaming session, ffmpeg's, and the RTP transport (TCP, UDP, HTTP
+ * tunnel) plays no part in it, so a camera that offers only UDP answers it as any.
  * Basic and Digest authentication come from the URL's user info (media/rtsp-auth.ts).
  */
 import { connect } from 'node:net';
@@ -11,25 +14,79 @@ import { pickChallenge, authorization } from './rtsp-auth.ts';
 export interface SdpMedia {
   /** The `m=` media type: video, audio, application, text… */
   media: string;
-  /** Encoding names of its payload types (`a=rtpmap`), upper-case. */
+  /**
+   * Encoding names of its payload types, upper-case, in the `m=` line's order: from
+   * `a=rtpmap`, or for a static payload type without one (cameras often send `m=audio
+   * 0 RTP/AVP 8` alone) its RFC 3551 name.
+   */
   encodings: string[];
+  /** Clock rate and channels of the first payload type when its rtpmap says them (e.g. OPUS/48000/2). */
+  clockRate?: number;
+  channels?: number;
 }
 
+/** RFC 3551 static payload types a camera may send without an rtpmap line. */
+const STATIC_PAYLOAD_TYPES: Record<number, { encoding: string; clockRate: number; channels?: number }> = {
+  0: { encoding: 'PCMU', clockRate: 8000, channels: 1 },
+  3: { encoding: 'GSM', clockRate: 8000, channels: 1 },
+  4: { encoding: 'G723', clockRate: 8000, channels: 1 },
+  8: { encoding: 'PCMA', clockRate: 8000, channels: 1 },
+  9: { encoding: 'G722', clockRate: 8000, channels: 1 },
+  10: { encoding: 'L16', clockRate: 44100, channels: 2 },
+  11: { encoding: 'L16', clockRate: 44100, channels: 1 },
+  14: { encoding: 'MPA', clockRate: 90000 },
+  18: { encoding: 'G729', clockRate: 8000, channels: 1 },
+  26: { encoding: 'JPEG', clockRate: 90000 },
+  32: { encoding: 'MPV', clockRate: 90000 },
+  33: { encoding: 'MP2T', clockRate: 90000 },
+  34: { encoding: 'H263', clockRate: 90000 },
+};
+
 const MAX_RESPONSE_BYTES = 256 * 1024;
+const MAX_SDP_MEDIA = 64;
 
 /** The media sections of an SDP body. */
 export function parseSdpMedia(sdp: string): SdpMedia[] {
-  const out: SdpMedia[] = [];
+  interface Section {
+    media: string;
+    payloadTypes: number[];
+    rtpmap: Map<number, { encoding: string; clockRate?: number; channels?: number }>;
+  }
+  const sections: Section[] = [];
   for (const line of sdp.split(/\r?\n/)) {
-    const m = /^m=(\S+)\s/.exec(line);
+    const m = /^m=(\S+)\s+\S+\s+\S+((?:\s+\S+)*)/.exec(line);
     if (m) {
-      out.push({ media: m[1]!.toLowerCase(), encodings: [] });
+      if (sections.length >= MAX_SDP_MEDIA) break;
+      const payloadTypes = (m[2] ?? '').trim().split(/\s+/).filter((x) => /^\d{1,3}$/.test(x)).map(Number);
+      sections.push({ media: m[1]!.toLowerCase(), payloadTypes, rtpmap: new Map() });
       continue;
     }
-    const r = /^a=rtpmap:\d+\s+([^/\s]+)/.exec(line);
-    if (r && out.length > 0) out[out.length - 1]!.encodings.push(r[1]!.toUpperCase());
+    const r = /^a=rtpmap:(\d+)\s+([^/\s]+)(?:\/(\d+))?(?:\/(\d+))?/.exec(line);
+    const section = sections[sections.length - 1];
+    if (r && section) {
+      section.rtpmap.set(Number(r[1]), {
+        encoding: r[2]!.toUpperCase(),
+        ...(r[3] ? { clockRate: Number(r[3]) } : {}),
+        ...(r[4] ? { channels: Number(r[4]) } : {}),
+      });
+    }
   }
-  return out;
+  return sections.map((s) => {
+    const formats: { encoding: string; clockRate?: number; channels?: number }[] = [];
+    for (const pt of s.payloadTypes) {
+      const f = s.rtpmap.get(pt) ?? STATIC_PAYLOAD_TYPES[pt];
+      if (f) formats.push(f);
+    }
+    // rtpmap lines for payload types the m= line does not list (malformed, but seen): kept.
+    for (const [pt, f] of s.rtpmap) if (!s.payloadTypes.includes(pt)) formats.push(f);
+    const first = formats[0];
+    return {
+      media: s.media,
+      encodings: formats.map((f) => f.encoding),
+      ...(first?.clockRate !== undefined ? { clockRate: first.clockRate } : {}),
+      ...(first?.channels !== undefined ? { channels: first.channels } : {}),
+    };
+  });
 }
 
 export function hasDataTrack(media: SdpMedia[]): boolean {
