@@ -201,6 +201,7 @@ export class RecorderNode {
   private publishStatus(status: CameraStatus): void {
     this.metrics?.onStatus(status);
     this.service.noteStatus(status);
+    this.service.noteStatus(status);
     this.log.info({ camera: status.camera, state: status.state, detail: status.detail }, 'camera state');
     this.natsApi?.publishStatus(status);
     if (status.state === 'recording') this.backfill?.cameraRecording(status.camera);

@@ -10,7 +10,10 @@ import { SegmentWriter } from '../storage/segment-writer.ts';
 import { SmartWriter } from '../storage/smart-writer.ts';
 import { fragmentUserData, videoSampleFormat, type VideoSampleFormat } from '../media/sei-userdata.ts';
 import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
-import type { CameraDeps } from './deps.ts';
+import type { CameraDeps, IngestMedia } from './deps.ts';
+import type { IngestPlan } from '../media/ffmpeg-ingest.ts';
+import { audioStatusFromInit } from '../media/audio-plan.ts';
+import { transportSetting } from '../media/rtsp-transport.ts';
 import type { CameraConfig } from '../index/records.ts';
 import type { RecordingDirector } from './recording-director.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -25,7 +28,7 @@ export interface IngestInput {
 }
 
 export type IngestEvent =
-  | { type: 'INGEST.RECORDING'; startMs: number }
+  | { type: 'INGEST.RECORDING'; startMs: number; media?: IngestMedia }
   | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
 
 export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input, sendBack }) => {
@@ -86,16 +89,41 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
       segmentMs: deps.config.segmentSeconds * 1000,
       syncMs: deps.config.syncSeconds * 1000,
       decide: (startMs) => input.director.decide(startMs),
-      onFirstFragment: (startMs) => sendBack({ type: 'INGEST.RECORDING', startMs } satisfies IngestEvent),
+      onFirstFragment: (startMs) => sendBack({ type: 'INGEST.RECORDING', startMs, ...(media ? { media } : {}) } satisfies IngestEvent),
       ...(deps.onSegmentClosed ? { onSegmentClosed: deps.onSegmentClosed } : {}),
     },
     input.lastEndMs,
   );
+  // This attempt's plan (transport, audio) and what its init showed: the status says it.
+  let plan: IngestPlan | null = null;
+  let media: IngestMedia | undefined;
+  let audioTrackId: number | null = null;
+  let firstFragmentSeen = false;
+  const noteMedia = (chunk: Fmp4Chunk): void => {
+    if (!plan) return;
+    if (chunk.kind === 'init') {
+      media = { audio: audioStatusFromInit(plan.audio, chunk.info), transportInUse: plan.transport };
+      audioTrackId = chunk.info.tracks.find((tr) => tr.kind === 'audio')?.id ?? null;
+      firstFragmentSeen = false;
+      return;
+    }
+    if (firstFragmentSeen || !media) return;
+    firstFragmentSeen = true;
+    // A camera may announce audio and send none (microphone off): the track stays empty.
+    if (audioTrackId !== null && !chunk.moof.tracks.some((tr) => tr.trackId === audioTrackId && tr.sampleCount > 0)) {
+      media = { ...media, audio: { ...media.audio, reason: 'the camera announces audio but sent none with the first GOP' } };
+    }
+    log.info(media, 'ingest media');
+  };
   // Started last: anything above that throws (an index read) leaves no ffmpeg behind.
   const session = startCameraIngest({
     url,
     ffmpegPath: deps.config.ffmpegPath,
     stallTimeoutMs: deps.config.ingestTimeoutMs,
+    transport: transportSetting(camera),
+    onPlan: (p) => {
+      plan = p;
+    },
     smart: {
       onDataTrack: (present, why) => {
         if (present) ensureSmart();
@@ -113,6 +141,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
         // Live viewers see every GOP the camera sends, written or held (event slots);
         // once stopped, chunks still buffered are not theirs (a next attempt may run).
         if (!stopped) deps.live?.publish(camera.id, chunk);
+        noteMedia(chunk);
         await writer.handle(chunk);
         scanSei(chunk);
       }

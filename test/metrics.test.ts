@@ -97,6 +97,11 @@ test('metrics move with a recording camera; system info; alarms on NATS when the
   t.true(sample(second, 'process_cpu_seconds_total')! > 0, 'process CPU');
   t.true(sample(second, 'process_resident_memory_bytes')! > 10e6, 'process memory');
   t.true(sample(second, 'recorder_alarms_total', { kind: 'disk-near-full' })! >= 1);
+  // Long-run health (issue 12): reader slots held, descriptors, live ffmpeg children.
+  const slots = sample(second, 'recorder_lmdb_reader_slots')!;
+  t.true(slots >= 1 && slots < 126, `reader slots ${slots}`);
+  t.true(sample(second, 'process_open_fds')! > 0, 'open descriptors');
+  t.true(sample(second, 'recorder_child_processes', { command: 'ffmpeg' })! >= 1, 'the recording camera\'s ffmpeg is counted');
 
   const deleted = await waitFor('retention deletions counted', async () => {
     const m = await scrape();
