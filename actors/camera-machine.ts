@@ -23,7 +23,7 @@ import type { CameraEvent } from '../schedule/events.ts';
 import { RecordingDirector } from './recording-director.ts';
 import { accountedUntilMs } from '../index/gap-ledger.ts';
 import { ingestActor, type IngestEvent } from './ingest-actor.ts';
-import type { CameraDeps, CameraStateName } from './deps.ts';
+import type { CameraDeps, CameraStateName, IngestMedia } from './deps.ts';
 
 /** Video further apart than this across ingest attempts is recorded as a gap. */
 export const GAP_MIN_MS = 1000;
@@ -48,6 +48,8 @@ interface CameraContext {
   stream: 'main' | 'sub';
   /** Start of the gap a full pool is causing, while it lasts. */
   storageGapStartMs: number | null;
+  /** What the recording attempt does with audio and which transport it uses (status). */
+  media: IngestMedia | null;
 }
 
 export type CameraMachineEvent =
@@ -98,7 +100,7 @@ export const cameraMachine = setup({
     }),
     noteRecording: assign(({ context, event }) => {
       if (event.type !== 'INGEST.RECORDING') return {};
-      return { backoffMs: context.deps.config.backoffInitialMs, lastError: null };
+      return { backoffMs: context.deps.config.backoffInitialMs, lastError: null, media: event.media ?? null };
     }),
     doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMs * 2, context.deps.config.backoffMaxMs) })),
     persistDirector: ({ context }) => {
@@ -156,6 +158,7 @@ export const cameraMachine = setup({
       director,
       stream: input.camera.record.stream,
       storageGapStartMs: null,
+      media: null,
     };
   },
   initial: 'init',
@@ -223,11 +226,14 @@ export const cameraMachine = setup({
 });
 
 function publishState(context: CameraContext, state: CameraStateName, detail?: string): void {
+  // Audio and transport are facts of a running recording: said only with `recording`.
+  const media = state === 'recording' && context.media ? { audio: context.media.audio, transportInUse: context.media.transportInUse } : {};
   context.deps.publishStatus({
     camera: context.camera.id,
     state,
     at: iso(context.deps.clock.nowMs()),
     ...(detail !== undefined ? { detail } : {}),
+    ...media,
   });
 }
 

@@ -5,6 +5,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Supervisor, CameraLiveState } from '../actors/supervisor.ts';
+import type { CameraStatus, IngestMedia } from '../actors/deps.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import { clipSpans, intersectRanges, search, type RangeMs } from '../index/search.ts';
@@ -33,6 +34,10 @@ export interface CameraView extends CameraConfig {
   manual: boolean;
   lastError: string | null;
   lastVideoAt: string | null;
+  /** What the last attempt that recorded did with the camera's audio; null before one did. */
+  audio: IngestMedia['audio'] | null;
+  /** The RTSP transport of that attempt (`transport` is the setting). */
+  transportInUse: IngestMedia['transportInUse'];
 }
 
 /**
@@ -54,6 +59,8 @@ export class RecorderService {
   private readonly transient = new Map<string, CameraConfig>();
   private storageService: StorageService | null = null;
   private backfillManager: BackfillManager | null = null;
+  /** Audio handling and transport of each camera's recording attempt, from its published statuses. */
+  private readonly media = new Map<string, IngestMedia>();
 
   constructor(
     private readonly index: RecorderIndex,
@@ -210,6 +217,15 @@ export class RecorderService {
     };
   }
 
+  /**
+   * Every published camera status passes here (node.ts): the camera view shows what the
+   * last attempt that recorded does with audio and transport, as NATS status said it.
+   */
+  noteStatus(status: CameraStatus): void {
+    if (status.state === 'recording' && status.audio) this.media.set(status.camera, { audio: status.audio, transportInUse: status.transportInUse ?? null });
+    else if (status.state === 'stopped') this.media.delete(status.camera);
+  }
+
   /** A live viewer of the camera's running ingest (api/live.ts); the caller closes it. */
   subscribeLive(cameraId: string, sink: LiveSink, opts: { preview: boolean }): LiveViewer {
     this.requireCamera(cameraId);
@@ -250,6 +266,8 @@ export class RecorderService {
       // ffmpeg's errors quote the URL: redacted for everyone (admins have the config).
       lastError: live?.lastError ? redactText(live.lastError) : null,
       lastVideoAt: lastEndMs === null ? null : iso(lastEndMs),
+      audio: this.media.get(camera.id)?.audio ?? null,
+      transportInUse: this.media.get(camera.id)?.transportInUse ?? null,
     };
   }
 }

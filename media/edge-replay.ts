@@ -75,7 +75,9 @@ export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullR
   if (opts.mode === 'onvif') {
     proxy = await startReplayProxy({ target: url, replay: { startMs: opts.fromMs, endMs: opts.toMs, rateControl: opts.rateControl }, connectTimeoutMs: opts.connectTimeoutMs });
   }
-  const session = startIngest({ url: proxy?.url ?? url, ffmpegPath: opts.ffmpegPath, stallTimeoutMs: opts.stallTimeoutMs });
+  // What attempts learn about the camera's audio is kept under its template: the URL
+  // ffmpeg opens is a proxy's (or holds the interval), new for every pull.
+  const session = startIngest({ url: proxy?.url ?? url, memoryKey: opts.template, ffmpegPath: opts.ffmpegPath, stallTimeoutMs: opts.stallTimeoutMs });
   let failure: RecorderError | null = null;
   const stop = (err: RecorderError): void => {
     failure ??= err;

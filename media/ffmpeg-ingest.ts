@@ -1,8 +1,15 @@
 /**
  * The one module that runs ffmpeg for ingest (through fluent-ffmpeg, which is
- * unmaintained upstream, so nothing else imports it). It pulls RTSP over TCP and
- * writes fragmented MP4 to a pipe that Fmp4Splitter cuts into init + one fragment
- * per GOP.
+ * unmaintained upstream, so nothing else imports it). It pulls RTSP (over TCP unless
+ * the camera's `transport` says otherwise or the camera refused TCP:
+ * media/rtsp-transport.ts) and writes fragmented MP4 to a pipe that Fmp4Splitter cuts
+ * into init + one fragment per GOP (per second for Motion JPEG, where every frame is
+ * a keyframe).
+ *
+ * Per attempt, before ffmpeg starts, a plan (`onPlan`) says the transport and what
+ * happens to the audio: copied when it is AAC, transcoded to AAC otherwise, left out
+ * after an attempt with audio got no video (media/audio-plan.ts). Both learn from an
+ * attempt that failed before any video, per URL, for the attempts after it.
  *
  * Child lifetime: every ffmpeg we start is in `live` until it exits; `stop()` kills
  * it, and a process 'exit' hook kills whatever is left, so a thrown exception or a
@@ -28,6 +35,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Fmp4Splitter, type Fmp4Chunk } from './fmp4-splitter.ts';
 import { describeWithRetry, hasDataTrack, type SdpMedia } from './rtsp-describe.ts';
+import { noteAudioOutcome, planAudio, type AudioPlan } from './audio-plan.ts';
+import { chooseTransport, noteTransportOutcome, type RtspTransport, type TransportSetting } from './rtsp-transport.ts';
 
 export interface IngestOptions {
   url: string;
@@ -46,6 +55,15 @@ export interface IngestOptions {
    * One DESCRIBE per attempt serves both the MP2P check and the data-track check.
    */
   described?: SdpMedia[] | null;
+  /** The camera's RTSP transport setting (default `auto`). */
+  transport?: TransportSetting;
+  /**
+   * Names the camera stream across attempts for what attempts learn (audio, transport);
+   * default `url`. Edge replay passes the camera's replay URL (its own URL is a proxy's).
+   */
+  memoryKey?: string;
+  /** This attempt's plan, once decided (before ffmpeg starts). */
+  onPlan?: (plan: IngestPlan) => void;
   /** Receives the TS bytes of the camera's data tracks, if it has any. */
   smart?: {
     onBytes(bytes: Buffer): void;
@@ -93,6 +111,17 @@ function openDataSocket(onBytes: (b: Buffer) => void): { url: string; close(): v
     },
   };
 }
+
+export interface IngestPlan {
+  /** The RTSP lower transport asked for; null when the input is not RTSP (the MP2P bridge). */
+  transport: RtspTransport | null;
+  audio: AudioPlan;
+  /** `keyframe`: one fragment per GOP; `second`: one per second (Motion JPEG: every frame is a keyframe). */
+  fragments: 'keyframe' | 'second';
+}
+
+/** The bridge's program stream: ffmpeg's `-c copy` as always (its audio is issue 12 item 3's). */
+const BRIDGE_AUDIO: AudioPlan = { source: null, stored: 'copy', reason: 'MPEG-PS input: audio copied as sent', outputOptions: ['-map', '0:v:0', '-map', '0:a:0?', '-c', 'copy'] };
 
 export interface IngestExit {
   /** True when stop() was called: the exit was ours, not the camera's. */
@@ -144,6 +173,9 @@ export function startIngest(opts: IngestOptions): IngestSession {
   let splitterError: Error | undefined;
   let finished = false;
   let gotVideo = false;
+  let plan: IngestPlan | null = null;
+  const memoryKey = opts.memoryKey ?? opts.url;
+  const transportSetting = opts.transport ?? 'auto';
   const finish = (error?: Error): void => {
     if (finished) return;
     finished = true;
@@ -151,13 +183,18 @@ export function startIngest(opts: IngestOptions): IngestSession {
     if (child) live.delete(child);
     dataSocket?.close();
     if (dataSocket && !gotVideo && !requested) smartAttemptFailed.add(opts.url);
+    if (plan && !opts.inputFormat) {
+      const outcome = { gotVideo, requested, stderr: stderrTail };
+      if (plan.transport) noteTransportOutcome(memoryKey, transportSetting, plan.transport, outcome);
+      noteAudioOutcome(memoryKey, plan.audio, outcome);
+    }
     resolveExit(requested ? { requested } : { requested, error: splitterError ?? error });
   };
   const kill = (): void => {
     command?.kill('SIGKILL');
   };
 
-  const launch = (dataUrl: string | null): void => {
+  const launch = (dataUrl: string | null, p: IngestPlan): void => {
     const cmd = ffmpeg({ stdoutLines: 0 })
       .setFfmpegPath(opts.ffmpegPath)
       .input(opts.url)
@@ -165,18 +202,18 @@ export function startIngest(opts: IngestOptions): IngestSession {
         '-nostdin',
         '-hide_banner',
         '-loglevel', 'warning',
-        ...(opts.inputFormat ? ['-f', opts.inputFormat] : ['-rtsp_transport', 'tcp']),
+        ...(opts.inputFormat ? ['-f', opts.inputFormat] : ['-rtsp_transport', p.transport ?? 'tcp']),
         // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
         '-timeout', String(opts.stallTimeoutMs * 1000),
       ])
       // fluent-ffmpeg pipes ffmpeg's stdout (output #0) into the splitter.
       .output(splitter, { end: true })
       .outputOptions([
-        '-map', '0:v:0',
-        '-map', '0:a:0?',
-        '-c', 'copy',
+        ...p.audio.outputOptions,
         '-f', 'mp4',
-        '-movflags', 'frag_keyframe+empty_moov+default_base_moof',
+        ...(p.fragments === 'second'
+          ? ['-movflags', 'empty_moov+default_base_moof', '-frag_duration', '1000000']
+          : ['-movflags', 'frag_keyframe+empty_moov+default_base_moof']),
       ]);
     if (dataUrl) cmd.output(dataUrl).outputOptions(SMART_OUTPUT_OPTIONS);
     command = cmd;
@@ -203,40 +240,52 @@ export function startIngest(opts: IngestOptions): IngestSession {
     kill();
   });
 
-  const smart = opts.smart;
-  if (!smart || opts.inputFormat) {
-    launch(null);
-  } else if (smartAttemptFailed.delete(opts.url)) {
-    smart.onDataTrack?.(false, 'the previous attempt with a data output got no video');
-    launch(null);
-  } else {
-    // A failed DESCRIBE only means no smart stream: ffmpeg then reports the real problem.
-    let why = 'no data track in the SDP';
-    const described: Promise<SdpMedia[]> =
-      opts.described === undefined ? describeWithRetry(opts.url, opts.stallTimeoutMs) : opts.described === null ? Promise.reject(new Error('no answer')) : Promise.resolve(opts.described);
-    void described
-      .then(hasDataTrack, (err: Error) => {
-        why = `DESCRIBE failed: ${err.message}`;
-        return false;
-      })
-      .then((present) => {
-        if (requested) {
-          finish();
-          splitter.end();
-          return;
+  const smart = opts.smart && !opts.inputFormat ? opts.smart : undefined;
+  // One DESCRIBE per attempt, made by the caller (media/camera-ingest.ts) or here when
+  // the smart stream needs one; a failed DESCRIBE only means less is known: ffmpeg then
+  // reports the real problem.
+  let describeError: string | null = opts.described === null ? 'no answer' : null;
+  const described: Promise<SdpMedia[] | null | undefined> = opts.inputFormat
+    ? Promise.resolve(undefined)
+    : opts.described !== undefined
+      ? Promise.resolve(opts.described)
+      : smart
+        ? describeWithRetry(opts.url, opts.stallTimeoutMs).catch((err: Error) => {
+            describeError = err.message;
+            return null;
+          })
+        : Promise.resolve(undefined);
+  void described.then((media) => {
+    if (requested) {
+      finish();
+      splitter.end();
+      return;
+    }
+    const video = media?.find((m) => m.media === 'video');
+    plan = {
+      transport: opts.inputFormat ? null : chooseTransport(memoryKey, transportSetting),
+      audio: opts.inputFormat ? BRIDGE_AUDIO : planAudio(memoryKey, media),
+      fragments: video?.encodings[0] === 'JPEG' ? 'second' : 'keyframe',
+    };
+    if (smart) {
+      let why = 'no data track in the SDP';
+      if (smartAttemptFailed.delete(opts.url)) {
+        why = 'the previous attempt with a data output got no video';
+      } else if (!media) {
+        why = `DESCRIBE failed: ${describeError ?? 'no answer'}`;
+      } else if (hasDataTrack(media)) {
+        try {
+          dataSocket = openDataSocket((b) => smart.onBytes(b));
+        } catch (err) {
+          dataSocket = null; // no socket, no smart stream: the video goes on
+          why = `no socket for the data output: ${(err as Error).message}`;
         }
-        if (present) {
-          try {
-            dataSocket = openDataSocket((b) => smart.onBytes(b));
-          } catch (err) {
-            dataSocket = null; // no socket, no smart stream: the video goes on
-            why = `no socket for the data output: ${(err as Error).message}`;
-          }
-        }
-        smart.onDataTrack?.(dataSocket !== null, why);
-        launch(dataSocket?.url ?? null);
-      });
-  }
+      }
+      smart.onDataTrack?.(dataSocket !== null, why);
+    }
+    opts.onPlan?.(plan);
+    launch(dataSocket?.url ?? null, plan);
+  });
 
   const watchdog = setInterval(() => {
     if (Date.now() - lastDataAt > opts.stallTimeoutMs + 5000) {
