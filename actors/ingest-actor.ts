@@ -120,6 +120,9 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     url,
     ffmpegPath: deps.config.ffmpegPath,
     stallTimeoutMs: deps.config.ingestTimeoutMs,
+    // The writer's format (same rule): MP2P cameras keep G.711 only where it is stored as is.
+    recordFormat: camera.record.format ?? deps.index.pools.get(camera.pool)?.format ?? 'mp4',
+    onNotice: (level, message, details) => log[level](details, message),
     transport: transportSetting(camera),
     onPlan: (p) => {
       plan = p;

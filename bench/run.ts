@@ -11,6 +11,7 @@ const BENCHES: Record<string, string[]> = {
   splitter: ['splitter.ts'],
   index: ['index.ts', '--cameras', '1,100'],
   ps: ['ps.ts', '--seconds', '60'],
+  mp2p: ['mp2p.ts', '--seconds', '60'],
   prerecord: ['prerecord.ts'],
   ingest: ['ingest.ts', '--cameras', '25,50,100,150', '--seconds', '45'],
   'ingest-floor': ['ingest.ts', '--cameras', '100', '--seconds', '40', '--mode', 'floor'],

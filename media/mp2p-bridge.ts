@@ -3,21 +3,21 @@
  * ffmpeg 5.1's RTSP client does not depacketize (the stream shows as "unknown codec").
  * This bridge is a minimal RTSP client for such a camera: DESCRIBE, SETUP (RTP over the
  * RTSP TCP connection, interleaved 0-1), PLAY; the RTP payloads of the MP2P stream are
- * the program stream byte for byte, in sequence order. It serves those bytes to one
- * local reader on `tcp://127.0.0.1:<port>`, where ffmpeg reads them as `-f mpeg` and
- * the usual ingest (fMP4 on a pipe → splitter → segment writer) goes on unchanged.
+ * the program stream byte for byte, in sequence order, and go to the caller's sink
+ * (media/mp2p-ingest.ts reads them with our own PS reader; no ffmpeg).
  *
- * Bounds and failures: bytes wait for the reader at most MAX_PENDING_BYTES (then the
- * session fails); a lost RTP packet is counted (`lostPackets`) and the PS demuxer
- * downstream resynchronises at the next pack header; RTSP errors, a 401 (no
- * authentication here), a session without an MP2P stream and a silent camera fail the
- * bridge with a typed Mp2pBridgeError; `close()` ends both sockets.
+ * Bounds and failures: the sink is called synchronously per RTP packet; `pause()`
+ * stops reading the camera's socket (TCP back-pressure) until `resume()`. A gap in RTP
+ * sequence numbers is counted (`lostPackets`) and flagged to the sink with the packet
+ * after it, so the reader drops its partial packet and resynchronises. RTSP errors, a
+ * 401 (no authentication here), a session without an MP2P stream and a silent camera
+ * fail the bridge with a typed Mp2pBridgeError; `close()` ends the connection.
  */
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 
 export class Mp2pBridgeError extends Error {
   constructor(
-    readonly code: 'MP2P_CONNECT' | 'MP2P_RTSP' | 'MP2P_NO_STREAM' | 'MP2P_AUTH' | 'MP2P_OVERFLOW' | 'MP2P_TIMEOUT',
+    readonly code: 'MP2P_CONNECT' | 'MP2P_RTSP' | 'MP2P_NO_STREAM' | 'MP2P_AUTH' | 'MP2P_TIMEOUT',
     message: string,
   ) {
     super(message);
@@ -25,7 +25,6 @@ export class Mp2pBridgeError extends Error {
   }
 }
 
-const MAX_PENDING_BYTES = 16 * 1024 * 1024;
 const MAX_MESSAGE_BYTES = 256 * 1024;
 const KEEPALIVE_MS = 20_000;
 
@@ -189,50 +188,48 @@ export async function isMp2pCamera(cameraUrl: string, timeoutMs: number): Promis
   }
 }
 
+export interface Mp2pSink {
+  /**
+   * The program-stream bytes of one RTP packet, in sequence order. `gap`: packets are
+   * missing (or out of order) right before this one.
+   */
+  onBytes(bytes: Buffer, gap: boolean): void;
+}
+
 export interface Mp2pBridge {
-  /** Where ffmpeg reads the program stream (`-f mpeg -i <url>`). */
-  readonly url: string;
+  /** RTP packets missing by sequence number so far. */
   readonly lostPackets: number;
   /** Settles when the camera connection ends (with the reason) or close() is called. */
   readonly ended: Promise<Error | null>;
+  /** Stops reading the camera (TCP back-pressure) until resume(). */
+  pause(): void;
+  resume(): void;
   close(): void;
 }
 
 /** Connects to the camera and starts the stream; resolves once PLAY succeeded. */
-export async function startMp2pBridge(cameraUrl: string, timeoutMs: number): Promise<Mp2pBridge> {
+export async function startMp2pBridge(cameraUrl: string, timeoutMs: number, sink: Mp2pSink): Promise<Mp2pBridge> {
   const url = new URL(cameraUrl);
   const rtspUrl = requestUrl(url);
   let channel = -1;
   let expectSeq = -1;
   let lost = 0;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  let reader: Socket | null = null;
   let endedResolve!: (e: Error | null) => void;
   const ended = new Promise<Error | null>((r) => (endedResolve = r));
   let closed = false;
 
   const { sock, rtsp } = await open(url, timeoutMs, (ch, p) => {
-    if (ch !== channel) return; // RTCP or another stream
+    if (ch !== channel || closed) return; // RTCP or another stream
     const rtp = rtpPayload(p);
     if (!rtp) return;
-    if (expectSeq >= 0 && rtp.seq !== expectSeq) lost += (rtp.seq - expectSeq + 0x10000) & 0xffff;
-    expectSeq = (rtp.seq + 1) & 0xffff;
-    if (reader) reader.write(rtp.payload);
-    else {
-      pending.push(Buffer.from(rtp.payload));
-      pendingBytes += rtp.payload.length;
-      if (pendingBytes > MAX_PENDING_BYTES) finish(new Mp2pBridgeError('MP2P_OVERFLOW', `${pendingBytes} bytes of PS and no reader`));
+    let gap = false;
+    if (expectSeq >= 0 && rtp.seq !== expectSeq) {
+      const ahead = (rtp.seq - expectSeq + 0x10000) & 0xffff;
+      if (ahead < 0x8000) lost += ahead; // else a late or repeated packet: no count, but a hole all the same
+      gap = true;
     }
-  });
-  const server: Server = createServer((s) => {
-    if (reader) return void s.destroy();
-    reader = s;
-    s.on('error', () => undefined);
-    s.on('close', () => finish(null)); // ffmpeg went away: the session is over
-    for (const b of pending) s.write(b);
-    pending = [];
-    pendingBytes = 0;
+    expectSeq = (rtp.seq + 1) & 0xffff;
+    if (rtp.payload.length > 0) sink.onBytes(rtp.payload, gap);
   });
   const keepalive = setInterval(() => rtsp.keepalive(rtspUrl), KEEPALIVE_MS);
   keepalive.unref();
@@ -241,8 +238,6 @@ export async function startMp2pBridge(cameraUrl: string, timeoutMs: number): Pro
     closed = true;
     clearInterval(keepalive);
     sock.destroy();
-    (reader as Socket | null)?.end();
-    server.close();
     endedResolve(err);
   }
   sock.on('close', () => finish(new Mp2pBridgeError('MP2P_RTSP', 'camera closed the RTSP connection')));
@@ -254,18 +249,17 @@ export async function startMp2pBridge(cameraUrl: string, timeoutMs: number): Pro
     const setup = await withTimeout(rtsp.request('SETUP', media.control, { Transport: 'RTP/AVP/TCP;unicast;interleaved=0-1' }), timeoutMs, 'SETUP');
     channel = Number(/interleaved=(\d+)/.exec(setup.headers.get('transport') ?? '')?.[1] ?? 0);
     await withTimeout(rtsp.request('PLAY', rtspUrl, { Range: 'npt=0.000-' }), timeoutMs, 'PLAY');
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   } catch (err) {
     finish(err as Error);
     throw err;
   }
-  const port = (server.address() as { port: number }).port;
   return {
-    url: `tcp://127.0.0.1:${port}`,
     get lostPackets() {
       return lost;
     },
     ended,
+    pause: () => void sock.pause(),
+    resume: () => void sock.resume(),
     close: () => finish(null),
   };
 }

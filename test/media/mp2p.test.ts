@@ -31,7 +31,7 @@ test('rtpPayload: skips CSRCs and the header extension, drops padding, refuses n
 
 test('a camera that is not there or answers garbage: typed errors, not MP2P', async (t) => {
   const port = await freePort();
-  const err = await t.throwsAsync(startMp2pBridge(`rtsp://127.0.0.1:${port}/x`, 2000));
+  const err = await t.throwsAsync(startMp2pBridge(`rtsp://127.0.0.1:${port}/x`, 2000, { onBytes: () => undefined }));
   t.true(err instanceof Mp2pBridgeError && err.code === 'MP2P_CONNECT', String(err));
   t.false(await isMp2pCamera(`rtsp://127.0.0.1:${port}/x`, 2000).catch(() => false));
   // A server that accepts and answers 404 to everything.
@@ -39,7 +39,7 @@ test('a camera that is not there or answers garbage: typed errors, not MP2P', as
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => server.close());
   const url = `rtsp://user:secret@127.0.0.1:${(server.address() as { port: number }).port}/x`;
-  const e2 = await t.throwsAsync(startMp2pBridge(url, 2000));
+  const e2 = await t.throwsAsync(startMp2pBridge(url, 2000, { onBytes: () => undefined }));
   t.true(e2 instanceof Mp2pBridgeError && e2.code === 'MP2P_RTSP', String(e2));
   t.false(String(e2).includes('secret'), 'credentials never appear in errors');
 });
