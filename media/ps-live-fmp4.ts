@@ -163,6 +163,17 @@ export class PsLiveFmp4 {
   /** One GOP → [init?, fragment], or nothing when the GOP cannot be written (counted). */
   push(gop: PsGop): Fmp4Chunk[] {
     this.counters.gops++;
+    try {
+      return this.convert(gop);
+    } catch (err) {
+      // Parameter sets or a configuration our muxer cannot describe: this GOP is skipped.
+      if (!(err instanceof MediaFormatError)) throw err;
+      this.counters.skippedGops++;
+      return [];
+    }
+  }
+
+  private convert(gop: PsGop): Fmp4Chunk[] {
     const d = demuxPs(gop.bytes, { psm: gop.psm });
     for (const k of Object.keys(d.counters) as (keyof PsCounters)[]) this.counters[k] += d.counters[k];
     const v = d.tracks.find((t) => (t.codec === 'h264' || t.codec === 'h265') && t.samples.length > 0);
