@@ -124,6 +124,9 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     recordFormat: camera.record.format ?? deps.index.pools.get(camera.pool)?.format ?? 'mp4',
     onNotice: (level, message, details) => log[level](details, message),
     transport: transportSetting(camera),
+    // What attempts learn (audio, transport) is this camera's: two cameras configured
+    // on one URL must not count each other's failed attempts.
+    memoryKey: `${camera.id} ${url}`,
     onPlan: (p) => {
       plan = p;
     },
