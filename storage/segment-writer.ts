@@ -45,6 +45,7 @@ import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
 import type { InitInfo } from '../media/init-info.ts';
 import { SegmentFile } from './segment-file.ts';
 import { segmentEncoder, type SegmentEncoder } from './segment-format.ts';
+import { MediaFormatError } from '../media/media-error.ts';
 import { segmentRelPath } from './layout.ts';
 
 /** Media timestamps that jump by more than this start a new segment. */
@@ -155,6 +156,21 @@ export class SegmentWriter {
     return this.ringBytes;
   }
 
+  /**
+   * The camera's format's encoder; MPEG-PS carries H.264/H.265 only, so a camera sending
+   * another video codec (Motion JPEG) is recorded as fMP4 rather than not at all.
+   */
+  private encoderFor(init: { bytes: Buffer; info: InitInfo }): SegmentEncoder {
+    const format = this.camera.record.format ?? 'mp4';
+    try {
+      return segmentEncoder(format, init);
+    } catch (err) {
+      if (format !== 'ps' || !(err instanceof MediaFormatError) || err.code !== 'CODEC_UNSUPPORTED') throw err;
+      this.deps.log.warn({ camera: this.camera.id, mimeType: init.info.mimeType, why: err.message }, 'MPEG-PS cannot carry this video: recorded as fMP4');
+      return segmentEncoder('mp4', init);
+    }
+  }
+
   async handle(chunk: Fmp4Chunk): Promise<void> {
     if (chunk.kind === 'init') {
       if (this.init && this.init.info.codecKey !== chunk.info.codecKey) {
@@ -163,7 +179,7 @@ export class SegmentWriter {
         this.dropRing(); // held GOPs belong to the old init
       }
       this.init = { bytes: chunk.bytes, info: chunk.info };
-      this.encoder = segmentEncoder(this.camera.record.format ?? 'mp4', this.init);
+      this.encoder = this.encoderFor(this.init);
       const left = this.encoder.unsupported;
       if (left.length > 0) this.deps.log.warn({ camera: this.camera.id, tracks: left }, 'tracks the segment format cannot carry are not recorded');
       return;
