@@ -70,6 +70,8 @@ let hooked = false;
 
 export class SimCamera {
   private child: ChildProcess | null = null;
+  /** Why the server ended when nobody stopped it (a crash), else null. */
+  unexpectedExit: string | null = null;
 
   private constructor(
     readonly port: number,
@@ -135,9 +137,13 @@ export class SimCamera {
       });
     });
     live.add(child);
-    child.once('exit', () => {
+    child.once('exit', (code, signal) => {
       live.delete(child);
-      if (this.child === child) this.child = null;
+      if (this.child === child) {
+        this.child = null;
+        // Not asked for (stop() clears this.child first): say why, for a test's failure message.
+        this.unexpectedExit = `camera server exited with ${signal ?? code}: ${tail.slice(-5).join(' | ')}`;
+      }
     });
     this.child = child;
   }
