@@ -2,8 +2,10 @@
  * The composition root of one recorder node. Start order keeps recording independent
  * of NATS (DESIGN.md section 7): index → reconcile with the files → camera actors →
  * HTTP → NATS (embedded server awaited; an external URL connects in the background
- * and the service registers when it is reachable). Stop order is the reverse, and
- * every open segment is closed before `stop()` resolves.
+ * and the service registers when it is reachable). The embedded server is
+ * authenticated and restarted when it dies (lib/nats-embedded.ts); whichever server,
+ * alarms wait in lib/alarms.ts while the client is disconnected. Stop order is the
+ * reverse, and every open segment is closed before `stop()` resolves.
  */
 import type { FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
@@ -18,7 +20,7 @@ import type { RecorderConfig } from './lib/config.ts';
 import { assertAuthForBind, splitHostPort } from './lib/config.ts';
 import type { Logger } from './lib/log.ts';
 import { startEmbeddedNats, type EmbeddedNats } from './lib/nats-embedded.ts';
-import { AlarmBus } from './lib/alarms.ts';
+import { AlarmBus, type Alarm } from './lib/alarms.ts';
 import { systemClock, type Clock } from './lib/time.ts';
 import { reconcile, type ReconcileReport } from './storage/reconcile.ts';
 import { UserStore } from './security/users.ts';
@@ -38,6 +40,13 @@ export interface RecorderNodeOptions {
   clock?: Clock;
 }
 
+/**
+ * After a NATS reconnect, how long held alarms wait before they are sent: longer than a
+ * NATS client's default reconnect wait (2 s plus jitter), so a VMS whose connection
+ * broke with ours is subscribed again when they arrive.
+ */
+const NATS_RECONNECT_GRACE_MS = 3000;
+
 /** How long a shutdown lets HTTP requests in flight finish before cutting them. */
 const HTTP_CLOSE_GRACE_MS = 2000;
 
@@ -50,6 +59,9 @@ export class RecorderNode {
   tables: SegmentTableStore | null = null;
   backfill: BackfillManager | null = null;
   private embedded: EmbeddedNats | null = null;
+  private natsGraceTimer: NodeJS.Timeout | null = null;
+  /** Each camera's last published status, sent again after a NATS reconnect. */
+  private readonly lastStatus = new Map<string, CameraStatus>();
   private natsApi: NatsApi | null = null;
   private natsConnecting: Promise<void> | null = null;
   private http: FastifyInstance | null = null;
@@ -198,9 +210,17 @@ export class RecorderNode {
     }
   }
 
+  private republishStatuses(api: NatsApi): void {
+    const known = new Set(this.service.listCameras().map((c) => c.id));
+    for (const [camera, status] of this.lastStatus) {
+      if (known.has(camera)) api.publishStatus(status);
+      else this.lastStatus.delete(camera);
+    }
+  }
+
   private publishStatus(status: CameraStatus): void {
+    this.lastStatus.set(status.camera, status);
     this.metrics?.onStatus(status);
-    this.service.noteStatus(status);
     this.service.noteStatus(status);
     this.log.info({ camera: status.camera, state: status.state, detail: status.detail }, 'camera state');
     this.natsApi?.publishStatus(status);
@@ -228,9 +248,13 @@ export class RecorderNode {
 
   private async startNats(): Promise<void> {
     if (!this.config.natsUrl) {
-      this.embedded = await startEmbeddedNats({ dataDir: this.config.dataDir, binary: this.config.natsServerPath, log: this.log });
+      const { natsUser, natsToken, natsNkeySeedFile, natsTlsCa, natsTlsCert } = this.config;
+      if (natsUser || natsToken || natsNkeySeedFile || natsTlsCa || natsTlsCert) {
+        this.log.warn('NATS client credentials are set but no RECORDER_NATS_URL: they apply to an external server only; the embedded one uses its own (<data>/nats/credentials.json)');
+      }
+      this.embedded = await startEmbeddedNats({ dataDir: this.config.dataDir, binary: this.config.natsServerPath, log: this.log, subjectPrefix: this.config.subjectPrefix });
       this.natsUrl = this.embedded.url;
-      await this.attachNats(await connectNats(this.embedded.url, this.log));
+      await this.attachNats(await connectNats(this.embedded.url, this.log, this.embedded.auth));
       return;
     }
     this.natsUrl = this.config.natsUrl;
@@ -247,8 +271,39 @@ export class RecorderNode {
     }
     const api = await startNatsApi(nc, this.service, this.config.subjectPrefix, this.log);
     this.natsApi = api;
-    this.alarms.attach((alarm) => api.publishAlarm(alarm));
+    const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
+    this.alarms.attach(sink);
+    // Disconnected (the embedded server died, an external one went away): alarms are
+    // held. Reconnected: after a grace that lets the VMS's own client reconnect too (a
+    // NATS client retries every 2 s by default, and core NATS delivers to whoever is
+    // subscribed at that instant), the held alarms go out in order and every camera's
+    // last status is sent again: nats.js drops what was published while disconnected.
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (this.stopping) break;
+        if (s.type === 'disconnect') {
+          this.alarms.detach();
+          if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
+          this.natsGraceTimer = null;
+        } else if (s.type === 'reconnect') {
+          if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
+          this.natsGraceTimer = setTimeout(() => {
+            this.natsGraceTimer = null;
+            if (this.stopping) return;
+            this.alarms.attach(sink);
+            this.republishStatuses(api);
+            this.log.info({ queuedAlarms: this.alarms.queued() }, 'nats reconnected: held alarms and current statuses sent');
+          }, NATS_RECONNECT_GRACE_MS);
+          this.natsGraceTimer.unref();
+        }
+      }
+    })();
     this.log.info({ url: this.natsUrl, prefix: this.config.subjectPrefix }, 'nats service registered');
+  }
+
+  /** The embedded nats-server (pid, restarts, credentials file); null with an external NATS. */
+  get embeddedNats(): EmbeddedNats | null {
+    return this.embedded;
   }
 
   /** Resolves once the NATS service is registered (tests and the demo wait on it). */
@@ -287,6 +342,8 @@ export class RecorderNode {
     await this.tables?.stop();
     await this.storage?.stop();
     await this.closeHttp();
+    this.alarms.detach();
+    if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
     await this.natsApi?.close().catch(() => undefined);
     await this.embedded?.stop();
     await this.index.close();

@@ -4,7 +4,9 @@
  * RecorderService function, reply `{ok:true,...}` or `{ok:false,error:{code,message}}`.
  *
  * NATS is never on the recording path: status publishes are fire-and-forget and
- * dropped (with a counter) when the client cannot buffer them.
+ * dropped (with a counter) when the client cannot buffer them. Alarms are confirmed
+ * (`deliverAlarms`), so lib/alarms.ts holds them while NATS is away: nats.js discards
+ * what was published while disconnected when it reconnects.
  *
  * Credentials: NATS requests carry no principal, so replies show cameras as a
  * non-admin sees them (URL passwords as `***`, security/redact.ts), and every publish
@@ -24,10 +26,17 @@ import { redactText } from '../lib/redact.ts';
 
 type Handler = (body: unknown) => unknown;
 
+const FLUSH_TIMEOUT_MS = 5000;
+
 export interface NatsApi {
   nc: NatsConnection;
   publishStatus(status: CameraStatus): void;
-  publishAlarm(alarm: Alarm): void;
+  /**
+   * Publishes alarms in order and resolves once the server has them (a flush: its PONG
+   * comes after the publishes); rejects when that is not known within 5 s (disconnected,
+   * reconnecting): lib/alarms.ts keeps them and sends them again.
+   */
+  deliverAlarms(alarms: Alarm[]): Promise<void>;
   /** `rec.v1.backfill.<camera>`: a gap's back-fill state changed. */
   publishBackfill(progress: BackfillProgress): void;
   droppedPublishes(): number;
@@ -135,11 +144,18 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
         dropped++;
       }
     },
-    publishAlarm(alarm) {
+    async deliverAlarms(alarms) {
+      for (const alarm of alarms) nc.publish(subject(`alarm.${alarm.kind}`), redactText(JSON.stringify(alarm)));
+      let timer: NodeJS.Timeout | undefined;
       try {
-        nc.publish(subject(`alarm.${alarm.kind}`), redactText(JSON.stringify(alarm)));
-      } catch {
-        dropped++;
+        await Promise.race([
+          nc.flush(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error('no confirmation from the NATS server within 5 s')), FLUSH_TIMEOUT_MS);
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
       }
     },
     publishBackfill(progress) {

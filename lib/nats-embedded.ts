@@ -1,25 +1,56 @@
 /**
  * The embedded nats-server child used when no RECORDER_NATS_URL is set: JetStream on,
- * store under <data>/nats, loopback only, free ports.
+ * store under <data>/nats, loopback only, authenticated (lib/nats-credentials.ts), on the
+ * port it had last time when that is free.
+ *
+ * Supervision: when the server exits without being asked to, it is started again on
+ * the same port and store after 1 s, doubling to 30 s while restarts keep failing (back
+ * to 1 s once a server has run 30 s). The recorder's client reconnects by itself
+ * (api/nats.ts `connectNats`); alarms wait in lib/alarms.ts until delivered.
  *
  * Lifetime: nats-server runs under a tiny sh wrapper that kills it when its stdin
  * reaches EOF. Our end of that pipe closes when this process exits for any reason,
- * including SIGKILL, so the server never outlives the recorder.
+ * including SIGKILL, so the server never outlives the recorder. When a server (or its
+ * wrapper) dies, our end of its pipe is closed at once, so the wrapper's watcher exits
+ * too and, had only the wrapper died, takes its server with it before the restart.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
 import { RecorderError } from './errors.ts';
 import type { Logger } from './log.ts';
+import { credentialsFile, loadOrCreateCredentials, natsDir, saveEndpoint, writeServerConfig } from './nats-credentials.ts';
 
 export interface EmbeddedNats {
   url: string;
+  port: number;
+  /** `<data>/nats/credentials.json`: the users' passwords (0600). */
+  credentialsFile: string;
+  /** The recorder's own user (lib/config.ts `natsUser`/`natsPassword` shape). */
+  auth: { natsUser: string; natsPassword: string };
+  /** The running nats-server's pid (not its wrapper's); null while it is down. */
+  pid(): number | null;
+  /** Restarts after an unexpected exit, since start. */
+  restarts(): number;
   stop(): Promise<void>;
+}
+
+export interface EmbeddedNatsOptions {
+  dataDir: string;
+  binary: string;
+  log: Logger;
+  /** Default: the port of the last start if it is free, else any free port. */
+  port?: number;
+  /** First token of every subject (permissions are written for it). */
+  subjectPrefix?: string;
+  restartInitialMs?: number;
+  restartMaxMs?: number;
 }
 
 // A background job's stdin is /dev/null in sh, so the watcher reads our pipe via fd 3.
 const WRAPPER = 'exec 3<&0; "$0" "$@" </dev/null & p=$!; trap \'kill $p 2>/dev/null; wait $p; exit 0\' TERM INT; (cat <&3 >/dev/null; kill $p 2>/dev/null) & wait $p';
+
+const READY_TIMEOUT_MS = 15_000;
+const INFO_LINE = /^\[\d+\] \S+ \S+ \[(INF|DBG|TRC)\]/;
 
 export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -33,31 +64,68 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-export async function startEmbeddedNats(opts: { dataDir: string; binary: string; log: Logger; port?: number }): Promise<EmbeddedNats> {
-  const store = join(opts.dataDir, 'nats');
-  mkdirSync(store, { recursive: true });
-  const port = opts.port ?? (await freePort());
-  const args = ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store];
-  const child: ChildProcess = spawn('sh', ['-c', WRAPPER, opts.binary, ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
-  const tail: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+function portFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
+interface Running {
+  child: ChildProcess;
+  pid: number | null;
+  readyAt: number;
+  tail: string[];
+  exited: Promise<void>;
+}
+
+/** Starts one nats-server under the wrapper and resolves once it reports ready. */
+async function spawnServer(binary: string, args: string[]): Promise<Running> {
+  const child: ChildProcess = spawn('sh', ['-c', WRAPPER, binary, ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const running: Running = { child, pid: null, readyAt: 0, tail: [], exited: new Promise<void>((resolve) => child.once('exit', () => resolve())) };
+  // A write to the pipe of a wrapper that died fails with EPIPE: nothing to do then.
+  child.stdin!.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error('nats-server did not report ready within 15 s')), 15_000);
+    const timer = setTimeout(() => fail(new Error(`nats-server did not report ready within ${READY_TIMEOUT_MS / 1000} s`)), READY_TIMEOUT_MS);
+    let failed = false;
     const fail = (err: Error): void => {
+      if (failed) return;
+      failed = true;
       clearTimeout(timer);
+      child.stdin!.destroy();
       child.kill('SIGTERM');
-      reject(new RecorderError('NATS_START_FAILED', `${err.message}: ${tail.join(' | ')}`, { cause: err }));
+      reject(new RecorderError('NATS_START_FAILED', `${err.message}: ${running.tail.join(' | ')}`, { cause: err }));
     };
-    const onEarlyExit = (code: number | null): void => fail(new Error(`nats-server exited with ${code}`));
+    // Its last words (e.g. the port is taken) may still be in the pipe at 'exit': read
+    // them first ('close' follows once the wrapper's watcher, which shares the pipe, ends).
+    const onEarlyExit = (code: number | null): void => {
+      child.stdin!.destroy();
+      const give = setTimeout(() => fail(new Error(`nats-server exited with ${code}`)), 1000);
+      child.once('close', () => {
+        clearTimeout(give);
+        fail(new Error(`nats-server exited with ${code}`));
+      });
+    };
     child.once('error', fail);
     child.once('exit', onEarlyExit);
     child.stderr!.setEncoding('utf8');
+    // Read to the end: a server whose stderr pipe fills up blocks on its next log line.
     child.stderr!.on('data', (text: string) => {
       for (const line of text.split('\n')) {
         if (!line.trim()) continue;
-        tail.push(line.trim());
-        if (tail.length > 10) tail.shift();
-        if (line.includes('Server is ready')) {
+        // What to show when it fails: warnings, errors, panics; not the start-up banner.
+        if (!INFO_LINE.test(line.trim())) {
+          running.tail.push(line.trim());
+          if (running.tail.length > 10) running.tail.shift();
+        }
+        // Every line starts with the server's pid: `[1234] 2026/01/01 … [INF] …`.
+        if (running.pid === null) {
+          const m = /^\[(\d+)\]/.exec(line.trim());
+          if (m) running.pid = Number(m[1]);
+        }
+        if (running.readyAt === 0 && line.includes('Server is ready')) {
+          running.readyAt = Date.now();
           clearTimeout(timer);
           child.removeListener('exit', onEarlyExit);
           resolve();
@@ -65,17 +133,99 @@ export async function startEmbeddedNats(opts: { dataDir: string; binary: string;
       }
     });
   });
+  return running;
+}
+
+async function terminate(r: Running): Promise<void> {
+  if (r.child.exitCode !== null || r.child.signalCode !== null) return;
+  r.child.stdin!.end();
+  r.child.kill('SIGTERM');
+  const timer = setTimeout(() => r.child.kill('SIGKILL'), 5000);
+  await r.exited;
+  clearTimeout(timer);
+}
+
+export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<EmbeddedNats> {
+  const { log } = opts;
+  const store = natsDir(opts.dataDir);
+  const prefix = opts.subjectPrefix ?? 'rec';
+  const initialMs = opts.restartInitialMs ?? 1000;
+  const maxMs = opts.restartMaxMs ?? 30_000;
+  const creds = loadOrCreateCredentials(opts.dataDir, log);
+  const conf = writeServerConfig(opts.dataDir, creds, prefix);
+  const port = opts.port ?? (creds.port !== undefined && (await portFree(creds.port)) ? creds.port : await freePort());
+  // -sd on the command line too: tests and operators find the server by its data dir.
+  const args = ['-c', conf, '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store];
+  let current: Running | null = await spawnServer(opts.binary, args);
   const url = `nats://127.0.0.1:${port}`;
-  opts.log.info({ url, store }, 'embedded nats-server started');
+  saveEndpoint(opts.dataDir, creds, url, port, prefix);
+  const file = credentialsFile(opts.dataDir);
+  log.info({ url, store, pid: current.pid, credentials: file, users: ['recorder', 'vms', 'observer'] }, 'embedded nats-server started (authenticated; a VMS connects as user vms with the password in the credentials file)');
+
+  let stopping = false;
+  let restarts = 0;
+  let delayMs = initialMs;
+  let timer: NodeJS.Timeout | null = null;
+  let attempt: Promise<void> | null = null;
+
+  const schedule = (): void => {
+    const wait = delayMs;
+    delayMs = Math.min(delayMs * 2, maxMs);
+    timer = setTimeout(() => {
+      timer = null;
+      attempt = restart().finally(() => {
+        attempt = null;
+      });
+    }, wait);
+  };
+
+  const restart = async (): Promise<void> => {
+    if (stopping) return;
+    let r: Running;
+    try {
+      r = await spawnServer(opts.binary, args);
+    } catch (err) {
+      if (stopping) return;
+      log.error({ err, retryInMs: delayMs }, 'embedded nats-server restart failed');
+      schedule();
+      return;
+    }
+    if (stopping) {
+      await terminate(r);
+      return;
+    }
+    restarts++;
+    current = r;
+    watch(r);
+    log.warn({ url, pid: r.pid, restarts }, 'embedded nats-server restarted');
+  };
+
+  const watch = (r: Running): void => {
+    r.child.once('exit', (code, signal) => {
+      // Our end of the wrapper's pipe: its watcher ends (and ends a server it still had).
+      r.child.stdin!.destroy();
+      if (current === r) current = null;
+      if (stopping) return;
+      if (Date.now() - r.readyAt >= maxMs) delayMs = initialMs;
+      log.error({ code, signal, pid: r.pid, restartInMs: delayMs, tail: r.tail }, 'embedded nats-server exited unexpectedly: restarting it');
+      schedule();
+    });
+  };
+  watch(current);
+
   return {
     url,
+    port,
+    credentialsFile: file,
+    auth: { natsUser: creds.users.recorder.user, natsPassword: creds.users.recorder.password },
+    pid: () => current?.pid ?? null,
+    restarts: () => restarts,
     async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.stdin!.end();
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
+      stopping = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      await attempt;
+      if (current) await terminate(current);
     },
   };
 }

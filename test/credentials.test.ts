@@ -14,7 +14,7 @@ import { SimCamera, freePort } from '../sim/camera.ts';
 import { configSchema } from '../lib/config.ts';
 import { createLogger } from '../lib/log.ts';
 import { RecorderNode } from '../node.ts';
-import { tempDir, waitFor } from './helpers/recorder.ts';
+import { embeddedNatsUser, tempDir, waitFor } from './helpers/recorder.ts';
 
 const ADMIN_TOKEN = 'admin-token-for-credential-tests-0123';
 const PASSWORD = 'cam-Secret-1';
@@ -44,7 +44,7 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
   const node = await RecorderNode.start({ config, log: createLogger('debug', sink) });
   t.teardown(() => node.stop());
   await node.natsReady();
-  const nc = await connect({ servers: node.natsUrl! });
+  const nc = await connect({ servers: node.natsUrl!, ...embeddedNatsUser(dir) });
   t.teardown(() => nc.close());
   const published: string[] = [];
   for (const subject of ['rec.v1.status.>', 'rec.v1.alarm.>']) {

@@ -9,8 +9,9 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
+import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { configSchema, type RecorderConfigInput } from '../../lib/config.ts';
+import { readEmbeddedNatsCredentials, type NatsUserName } from '../../lib/nats-credentials.ts';
 import { createLogger } from '../../lib/log.ts';
 import { RecorderNode } from '../../node.ts';
 import type { Clock } from '../../lib/time.ts';
@@ -38,7 +39,8 @@ export async function startNode(t: ExecutionContext, overrides: RecorderConfigIn
     if (!stopped) await node.stop();
   });
   await node.natsReady();
-  const nc = await connect({ servers: node.natsUrl! });
+  // The VMS's user of the embedded server (an external server in these tests has no auth).
+  const nc = await connect({ servers: node.natsUrl!, ...(node.embeddedNats ? embeddedNatsUser(dir) : {}) });
   t.teardown(() => nc.close());
   const origStop = node.stop.bind(node);
   node.stop = async () => {
@@ -55,6 +57,16 @@ export async function startNode(t: ExecutionContext, overrides: RecorderConfigIn
       return JSON.parse(msg.string());
     },
   };
+}
+
+/**
+ * Connection options of one of the embedded nats-server's users of a data dir
+ * (`<data>/nats/credentials.json`): `vms` calls the control API, `observer` listens.
+ */
+export function embeddedNatsUser(dataDir: string, name: NatsUserName = 'vms'): Pick<ConnectionOptions, 'user' | 'pass'> {
+  const creds = readEmbeddedNatsCredentials(dataDir);
+  if (!creds) throw new Error(`no NATS credentials in ${dataDir}`);
+  return { user: creds.users[name].user, pass: creds.users[name].password };
 }
 
 /** Polls `probe` until it returns a truthy value (or throws after `timeoutMs`). */
