@@ -7,6 +7,7 @@ import test from 'ava';
 import { aacBitrate, audioStatusFromInit, noteAudioOutcome, planAudio, resetAudioMemory, sdpAudioCodec } from '../../media/audio-plan.ts';
 import { chooseTransport, noteTransportOutcome, resetTransportMemory, transportSetting } from '../../media/rtsp-transport.ts';
 import { parseSdpMedia } from '../../media/rtsp-describe.ts';
+import { cameraPutSchema } from '../../api/schemas.ts';
 
 const sdp = (audio: string): ReturnType<typeof parseSdpMedia> => parseSdpMedia(`m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000\n${audio}`);
 const failed = (stderr: string[]): { gotVideo: boolean; requested: boolean; stderr: string[] } => ({ gotVideo: false, requested: false, stderr });
@@ -140,4 +141,11 @@ test.serial('transport: auto is TCP until the camera refuses it (461), then UDP 
   t.is(transportSetting({}), 'auto');
   t.is(transportSetting({ transport: 'udp' }), 'udp');
   t.is(transportSetting({ transport: 'bogus' }), 'auto');
+});
+
+test('the camera field transport: auto by default, one of auto/tcp/udp/http, anything else refused', (t) => {
+  const base = { id: 'cam', streams: { main: 'rtsp://127.0.0.1/x' } };
+  t.is(cameraPutSchema.parse(base).transport, 'auto');
+  for (const v of ['auto', 'tcp', 'udp', 'http'] as const) t.is(cameraPutSchema.parse({ ...base, transport: v }).transport, v);
+  for (const v of ['sctp', 'TCP', '', 1, null]) t.false(cameraPutSchema.safeParse({ ...base, transport: v }).success, String(v));
 });
