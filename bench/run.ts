@@ -22,6 +22,7 @@ const BENCHES: Record<string, string[]> = {
   backfill: ['backfill.ts', '--record', '45', '--seconds', '20'],
   retention: ['retention.ts', '--cameras', '50', '--minutes', '10', '--cap-mb', '2000', '--segment-seconds', '10'],
   crash: ['crash.ts', '--cameras', '50', '--minutes', '10', '--every', '30'],
+  soak: ['soak.ts', '--minutes', '10', '--cameras', '4'],
 };
 
 /** Node flags a bench needs besides tsx. */
