@@ -36,8 +36,22 @@
  *                                       re-put of a closed segment (thinning, repair)
  * Writes resolve after the commit is durable (lmdb-js default sync mode), which is
  * what invariant 2 needs: callers fdatasync the file first, then await the put.
+ *
+ * Failed commits (issue 13): a full disk fails the commit of a whole batch. Every
+ * database opened on this environment (also later, through `root.openDB`: the users)
+ * is wrapped so that each write's promise is observed: a failure reaches
+ * `onWriteFailure` once per failed commit with its cause (the node releases the index
+ * reserve, alarms and overwrites: actors/storage-supervisor.ts), and process-wide the
+ * rejections lmdb-js leaves unhandled are taken (index/commit-guard.ts), so no write
+ * path can end the process. Segment, gap and removal writes reject with STORAGE_IO
+ * (`index commit failed: ENOSPC …`), which the camera treats as a write error (alarm,
+ * retry with backoff). A segment entry whose commit failed is put again with backoff
+ * until it commits or is superseded (its bytes were durable before the first put).
+ * Reads go on meanwhile. Successful writes to the databases the config journal keeps
+ * (JOURNALED) reach `onJournaledChange` (index/journal.ts).
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecorderError } from '../lib/errors.ts';
@@ -45,11 +59,24 @@ import type { CameraConfig, GapRecord, IntentRecord, LabelRecord, LockRecord, Po
 import type { DirectorState } from '../actors/recording-director.ts';
 import { addRuns, cutRuns, daysOf, decodeSummary, encodeSummary, runsInDay, type DaySummary, type Run } from './day-summary.ts';
 import type { SmartFileRecord, SmartKey, SmartRecord } from './smart.ts';
+import { commitCause, guardCommitRejections, indexWriteError, isCommitFailure, type CommitCause } from './commit-guard.ts';
 
 export const SCHEMA_VERSION = 1;
 
 /** Segments read per LMDB range read when walking many (allSegments). */
 const SEGMENT_BATCH = 256;
+
+/** Databases whose records the files cannot say, kept in the config journal (index/journal.ts). */
+export const JOURNALED = ['cameras', 'schedules', 'users', 'pools', 'locks', 'labels'] as const;
+export type JournaledDb = (typeof JOURNALED)[number];
+const JOURNALED_SET = new Set<string>(JOURNALED);
+
+/** Write methods of an lmdb-js database whose promises are observed (guardDb). */
+const WRITE_METHODS = ['put', 'remove', 'clearAsync', 'drop', 'ifVersion', 'batch'] as const;
+
+/** Re-put of a segment entry whose commit failed: first delay, doubling to the cap. */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30_000;
 
 type SegKey = [string, number];
 
@@ -85,8 +112,25 @@ export class RecorderIndex {
   readonly intents: Database<IntentRecord, [string, string, number]>;
   /** Binary records, written only through putSampleTables (storage/segment-tables.ts). */
   readonly sampletables: Database<Buffer, SegKey>;
+  /** Users (security/users.ts writes them through its own handle); read by the journal. */
+  readonly users: Database<unknown, string>;
   private readonly poolusage: Database<number, string>;
-  private readonly meta: Database<number, string>;
+  private readonly meta: Database<number | string, string>;
+  private readonly failureListeners: ((cause: CommitCause) => void)[] = [];
+  private readonly changeListeners: (() => void)[] = [];
+  /** Write promises already observed (many writes of a batch share one), and whether a journaled db was written. */
+  private readonly observed = new WeakMap<object, { journaled: boolean; txns: { journaled: boolean }[] }>();
+  /** Failed commits already reported (one `commitError` per failed batch). */
+  private readonly reported = new WeakSet<object>();
+  /** Set while a transaction callback of ours runs: writes inside it belong to its commit. */
+  private txnState: { journaled: boolean } | null = null;
+  /** Segment entries whose last put failed, to put again (key → the record as it was put). */
+  private readonly retry = new Map<string, SegmentRecord>();
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs = RETRY_FIRST_MS;
+  private closed = false;
+  /** The last failed commit's cause and when (metrics, tests). */
+  lastWriteFailure: { cause: CommitCause; atMs: number } | null = null;
   /** Bytes per pool, mirrored in `poolusage`. */
   private readonly usage = new Map<string, number>();
   /**
@@ -98,7 +142,15 @@ export class RecorderIndex {
 
   private constructor(root: RootDatabase) {
     this.root = root;
-    this.meta = root.openDB<number, string>({ name: 'meta' });
+    this.guardDb(root, '');
+    // Databases opened later on this environment (the users store) are guarded too.
+    const openDB = root.openDB.bind(root) as (...args: unknown[]) => Database;
+    (root as { openDB: unknown }).openDB = (...args: unknown[]): Database => {
+      const first = args[0] as string | { name?: string } | undefined;
+      const name = typeof first === 'string' ? first : (first?.name ?? '');
+      return this.guardDb(openDB(...args), name);
+    };
+    this.meta = root.openDB<number | string, string>({ name: 'meta' });
     this.cameras = root.openDB<CameraConfig, string>({ name: 'cameras' });
     this.schedules = root.openDB<SchedulePlan, string>({ name: 'schedules' });
     // Shared msgpack structures: records of one shape decode several times faster (search).
@@ -116,9 +168,11 @@ export class RecorderIndex {
     this.labelidx = root.openDB<null, [string, number, string]>({ name: 'labelidx' });
     this.intents = root.openDB<IntentRecord, [string, string, number]>({ name: 'intents' });
     this.sampletables = root.openDB<Buffer, SegKey>({ name: 'sampletables', encoding: 'binary' });
+    this.users = root.openDB<unknown, string>({ name: 'users' });
   }
 
   static async open(dataDir: string): Promise<RecorderIndex> {
+    guardCommitRejections();
     const path = join(dataDir, 'index');
     mkdirSync(path, { recursive: true });
     const root = open({ path, maxDbs: 32, mapSize: 8 * 1024 ** 3 });
@@ -140,7 +194,148 @@ export class RecorderIndex {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.retry.clear();
     await this.root.close();
+  }
+
+  /**
+   * This index's identity (meta `id`, a UUID given once): the config journal names the
+   * index it was written from, so an index that was deleted, replaced or emptied is
+   * told from the one the journal describes (index/journal.ts).
+   */
+  get id(): string | undefined {
+    const v = this.meta.get('id');
+    return typeof v === 'string' ? v : undefined;
+  }
+
+  /** Gives the index its id if it has none (undefined when that commit failed: a full disk). */
+  async ensureId(): Promise<string | undefined> {
+    const had = this.id;
+    if (had) return had;
+    const id = randomUUID();
+    try {
+      await this.meta.put('id', id);
+      return id;
+    } catch {
+      return undefined;
+    }
+  }
+
+  // ---- failed commits and changes -------------------------------------------
+
+  /** Called once per failed commit with its cause (never throws into the index). */
+  onWriteFailure(listener: (cause: CommitCause) => void): void {
+    this.failureListeners.push(listener);
+  }
+
+  /** Called after each commit that changed a journaled database. */
+  onJournaledChange(listener: () => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  /** Segment entries waiting to be put again after a failed commit. */
+  get pendingRetries(): number {
+    return this.retry.size;
+  }
+
+  /** Wraps a database's write methods so every write's promise is observed (returns it unchanged). */
+  private guardDb<D>(db: D, name: string): D {
+    const journaled = JOURNALED_SET.has(name);
+    const target = db as unknown as Record<string, unknown>;
+    for (const m of WRITE_METHODS) {
+      const orig = target[m];
+      if (typeof orig !== 'function') continue;
+      const index = this;
+      target[m] = function (this: unknown, ...args: unknown[]): unknown {
+        const result: unknown = orig.apply(this, args);
+        index.observe(result, journaled);
+        return result;
+      };
+    }
+    const txn = target.transaction;
+    if (typeof txn === 'function') {
+      const index = this;
+      target.transaction = function (this: unknown, callback: (...a: unknown[]) => unknown): unknown {
+        const state = { journaled: false };
+        const wrapped = (...a: unknown[]): unknown => {
+          const outer = index.txnState;
+          index.txnState = state;
+          try {
+            return callback(...a);
+          } finally {
+            index.txnState = outer;
+          }
+        };
+        const result: unknown = txn.call(this, wrapped);
+        index.observe(result, state);
+        return result;
+      };
+    }
+    return db;
+  }
+
+  private observe(result: unknown, journaled: boolean | { journaled: boolean }): void {
+    if (journaled === true && this.txnState) {
+      // Inside a transaction callback: the write commits with the transaction.
+      this.txnState.journaled = true;
+      return;
+    }
+    if (this.txnState && typeof journaled === 'boolean') return;
+    if (!result || typeof (result as { then?: unknown }).then !== 'function') return;
+    const promise = result as Promise<unknown>;
+    let entry = this.observed.get(promise);
+    if (!entry) {
+      const e = { journaled: false, txns: [] as { journaled: boolean }[] };
+      entry = e;
+      this.observed.set(promise, e);
+      promise.then(
+        () => {
+          if (e.journaled || e.txns.some((t) => t.journaled)) for (const l of this.changeListeners) safely(l);
+        },
+        (err: unknown) => this.failed(err),
+      );
+    }
+    if (journaled === true) entry.journaled = true;
+    else if (typeof journaled === 'object') entry.txns.push(journaled);
+  }
+
+  private failed(err: unknown): void {
+    if (!isCommitFailure(err)) return;
+    err.commitError.catch(() => undefined);
+    if (this.reported.has(err.commitError)) return;
+    this.reported.add(err.commitError);
+    void commitCause(err).then((cause) => {
+      this.lastWriteFailure = { cause, atMs: Date.now() };
+      for (const l of this.failureListeners) safely(() => l(cause));
+    });
+  }
+
+  /** A write's promise whose commit failure rejects as STORAGE_IO with its errno. */
+  private typed<T>(p: Promise<T>): Promise<T> {
+    return p.then(undefined, async (err: unknown) => {
+      throw isCommitFailure(err) ? indexWriteError(await commitCause(err), err) : err;
+    });
+  }
+
+  private scheduleRetry(k: string, seg: SegmentRecord): void {
+    if (this.closed) return;
+    this.retry.set(k, seg);
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => void this.retryPuts(), this.retryDelayMs);
+    this.retryTimer.unref();
+  }
+
+  /** Puts again the segment entries whose commit failed (a put of the same key since has superseded them). */
+  private async retryPuts(): Promise<void> {
+    this.retryTimer = null;
+    const batch = [...this.retry.values()];
+    this.retry.clear();
+    let failed = false;
+    await Promise.all(batch.map((seg) => this.putSegment(seg).catch(() => (failed = true))));
+    this.retryDelayMs = failed ? Math.min(this.retryDelayMs * 2, RETRY_MAX_MS) : RETRY_FIRST_MS;
   }
 
   // ---- segments -------------------------------------------------------------
@@ -148,6 +343,9 @@ export class RecorderIndex {
   /** The segment, its search view and its pool's usage land in the same lmdb-js commit batch. */
   putSegment(seg: SegmentRecord): Promise<boolean> {
     const k = segKeyString(seg.camera, seg.startMs);
+    this.retry.delete(k);
+    // What was durable when this put was made (the writer goes on changing its record).
+    const asPut: SegmentRecord = { ...seg, types: seg.types.map((t) => ({ ...t })), flags: { ...seg.flags } };
     const prev = this.lastPut.get(k) ?? this.committedBytes(seg.camera, seg.startMs);
     if (prev) this.addUsage(prev.pool, -prev.bytes);
     this.addUsage(seg.pool, seg.bytes);
@@ -163,12 +361,17 @@ export class RecorderIndex {
     const done = this.segments.put([seg.camera, seg.startMs], seg);
     // Once committed (and closed) the stored record is the truth again.
     if (!seg.open) void done.then(() => this.lastPut.get(k) === mine && this.lastPut.delete(k), () => undefined);
-    return done;
+    return this.typed(done).catch((err: unknown) => {
+      // Not superseded by a later put or a removal: put it again when the disk has room.
+      if (this.lastPut.get(k) === mine) this.scheduleRetry(k, asPut);
+      throw err;
+    });
   }
 
   /** Removes a segment entry (and its bytes from its pool's usage); `extra` puts go in the same commit. */
   removeSegment(camera: string, startMs: number, extra?: () => void): Promise<boolean> {
     const k = segKeyString(camera, startMs);
+    this.retry.delete(k);
     const prev = this.lastPut.get(k) ?? this.committedBytes(camera, startMs);
     this.lastPut.delete(k);
     if (prev) this.addUsage(prev.pool, -prev.bytes);
@@ -178,7 +381,7 @@ export class RecorderIndex {
     if (endMs > startMs) this.updateDays(camera, startMs, endMs, (runs) => cutRuns(runs, startMs, endMs));
     void this.segtimes.remove([camera, startMs]);
     void this.sampletables.remove([camera, startMs]);
-    return this.segments.remove([camera, startMs]);
+    return this.typed(this.segments.remove([camera, startMs]));
   }
 
   /**
@@ -224,13 +427,13 @@ export class RecorderIndex {
       entry.pending++;
       this.daysumPending.set(k, entry);
       const done = entry.runs.length > 0 ? this.daysum.put([camera, day], encodeSummary(entry.runs)) : this.daysum.remove([camera, day]);
-      void done.then(
-        () => {
-          entry.pending--;
-          if (entry.pending === 0 && this.daysumPending.get(k) === entry) this.daysumPending.delete(k);
-        },
-        () => undefined,
-      );
+      // Also when the commit failed: the runs held are what was last put, and the
+      // segment entry's re-put (or its removal) writes them again.
+      const settled = (): void => {
+        entry.pending--;
+        if (entry.pending === 0 && this.daysumPending.get(k) === entry) this.daysumPending.delete(k);
+      };
+      void done.then(settled, settled);
     }
   }
 
@@ -365,7 +568,7 @@ export class RecorderIndex {
   // ---- gaps -----------------------------------------------------------------
 
   putGap(gap: GapRecord): Promise<boolean> {
-    return this.gaps.put([gap.camera, gap.startMs], gap);
+    return this.typed(this.gaps.put([gap.camera, gap.startMs], gap));
   }
 
   gapsInRange(camera: string, fromMs: number, toMs: number, nowMs: number): GapRecord[] {
@@ -389,6 +592,14 @@ export class RecorderIndex {
 
   listCameras(): CameraConfig[] {
     return [...this.cameras.getRange({})].map((e) => e.value);
+  }
+}
+
+function safely(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    /* a listener's fault is not the index's */
   }
 }
 

@@ -23,6 +23,8 @@ export type ErrorCode =
   | 'SEGMENT_GONE'
   | 'CONFIG_INVALID'
   | 'INDEX_SCHEMA_MISMATCH'
+  | 'INDEX_CORRUPT'
+  | 'INDEX_LOST'
   | 'STORAGE_IO'
   | 'INGEST_FAILED'
   | 'NATS_START_FAILED'
@@ -66,6 +68,10 @@ const STATUS: Record<ErrorCode, number> = {
   SEGMENT_GONE: 410,
   CONFIG_INVALID: 500,
   INDEX_SCHEMA_MISMATCH: 500,
+  // The index file fails its check before it is opened (index/integrity.ts): exit 3.
+  INDEX_CORRUPT: 500,
+  // The index is not the one the config journal describes, or lost its users (index/journal.ts): exit 3.
+  INDEX_LOST: 500,
   STORAGE_IO: 500,
   INGEST_FAILED: 502,
   NATS_START_FAILED: 500,
@@ -139,6 +145,10 @@ export class NoVideoError extends RecorderError {
 /** Wraps anything thrown into a RecorderError so edges can map it uniformly. */
 export function toRecorderError(err: unknown): RecorderError {
   if (err instanceof RecorderError) return err;
+  // lmdb-js's failed commit (index/commit-guard.ts): a full disk, not a bug of ours.
+  if (err instanceof Error && err.message.startsWith('Commit failed') && 'commitError' in err) {
+    return new RecorderError('STORAGE_IO', 'index commit failed (the disk may be full)', { cause: err, details: { index: true } });
+  }
   const message = err instanceof Error ? err.message : String(err);
   return new RecorderError('INTERNAL', message, { cause: err });
 }

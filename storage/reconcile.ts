@@ -11,6 +11,9 @@
  *     complete fragment is removed;
  *   - an entry whose file vanished is dropped and reported (the caller raises an alarm).
  * `check` reports the same differences without changing anything.
+ * At start-up (`repair`) an index write that fails (a full disk, issue 13) is reported
+ * in `failedWrites` and the rest goes on: the recorder starts, the emergency overwrite
+ * makes room, and the next start finishes the job. `rebuild` stops at the first.
  */
 import { open, readdir, rm, truncate, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +21,7 @@ import type { RecorderIndex } from '../index/db.ts';
 import { encodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { Logger } from '../lib/log.ts';
+import { RecorderError } from '../lib/errors.ts';
 import { Mp4FormatError } from '../media/boxes.ts';
 import { scanFmp4File, type ScannedFile } from '../media/fmp4-file.ts';
 import { durationPatches, initDurations } from '../media/init-duration.ts';
@@ -31,6 +35,8 @@ export interface ReconcileReport {
   removedEmpty: string[];
   droppedEntries: { camera: string; startMs: number; file: string }[];
   unreadable: { file: string; error: string }[];
+  /** Index writes that failed at start-up (repair mode): done at the next start. */
+  failedWrites: { file: string; error: string }[];
 }
 
 export interface ReconcileOptions {
@@ -164,8 +170,20 @@ async function scanSegment(abs: string, parsed: ParsedSegmentPath, rel: string, 
 }
 
 export async function reconcile(index: RecorderIndex, dataDir: string, opts: ReconcileOptions): Promise<ReconcileReport> {
-  const report: ReconcileReport = { checkedFiles: 0, truncated: [], reindexed: [], removedEmpty: [], droppedEntries: [], unreadable: [] };
+  const report: ReconcileReport = { checkedFiles: 0, truncated: [], reindexed: [], removedEmpty: [], droppedEntries: [], unreadable: [], failedWrites: [] };
   const write = opts.mode !== 'check';
+  /** An index write; in repair mode a failed commit is reported and skipped. */
+  const indexWrite = async (file: string, w: () => Promise<unknown>): Promise<boolean> => {
+    try {
+      await w();
+      return true;
+    } catch (err) {
+      if (opts.mode !== 'repair' || !(err instanceof RecorderError) || err.code !== 'STORAGE_IO') throw err;
+      report.failedWrites.push({ file, error: err.message });
+      opts.log.error({ file, err }, 'reconcile: index write failed; left for the next start');
+      return false;
+    }
+  };
   if (opts.mode === 'rebuild') await index.clearSegments();
 
   const files = await listSegmentFiles(dataDir);
@@ -197,7 +215,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     if (scan.fragmentCount === 0) {
       report.removedEmpty.push(rel);
       if (write) {
-        if (entry) await index.removeSegment(parsed.camera, parsed.startMs);
+        if (entry && !(await indexWrite(rel, () => index.removeSegment(parsed.camera, parsed.startMs)))) continue;
         await rm(abs, { force: true });
       }
       continue;
@@ -209,7 +227,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     if (!entry) report.reindexed.push(rel);
     if (write) {
       await applyPatches(abs, scan.closing());
-      await index.putSegment(scan.record());
+      await indexWrite(rel, () => index.putSegment(scan.record()));
     }
   }
 
@@ -217,7 +235,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
   for (const seg of [...index.allSegments()]) {
     if (onDisk.has(seg.file)) continue;
     report.droppedEntries.push({ camera: seg.camera, startMs: seg.startMs, file: seg.file });
-    if (write) await index.removeSegment(seg.camera, seg.startMs);
+    if (write) await indexWrite(seg.file, () => index.removeSegment(seg.camera, seg.startMs));
   }
   if (report.truncated.length || report.reindexed.length || report.droppedEntries.length || report.removedEmpty.length) {
     opts.log.warn({ mode: opts.mode, truncated: report.truncated.length, reindexed: report.reindexed.length, dropped: report.droppedEntries.length, removedEmpty: report.removedEmpty.length }, 'index reconciled with files');

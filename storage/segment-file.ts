@@ -96,6 +96,9 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 function storageError(what: string, err: unknown): RecorderError {
-  const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+  // A STORAGE_IO from a step inside (append during create) keeps its errno: ENOSPC must
+  // stay readable (the storage supervisor reacts to a full disk).
+  const inner = err instanceof RecorderError ? (err.details as { errno?: string } | undefined)?.errno : undefined;
+  const code = inner ?? (err as NodeJS.ErrnoException).code ?? 'EIO';
   return new RecorderError('STORAGE_IO', `${what}: ${code}`, { cause: err, details: { errno: code } });
 }
