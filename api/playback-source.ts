@@ -54,8 +54,12 @@ function toPlayback(dataDir: string, seg: SegmentRecord, fragments: PlaybackFrag
  */
 export function* playbackSegments(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, reverse: boolean): Generator<PlaybackSegment> {
   if (!reverse) {
-    // The segment that starts before `from` may hold it.
-    for (const { value } of index.segments.getRange({ start: [camera, fromMs], end: [camera, -1], reverse: true, limit: 1 })) {
+    // The segment that starts before `from` may hold it. Read whole before yielding: a
+    // yield inside an lmdb-js range iteration keeps its read transaction open for as
+    // long as the consumer waits (a paused or slow player, or one that went away), and
+    // an open read transaction stops LMDB from reusing any page freed after it: the
+    // index file then grew by every commit (issue 13: 5.3 MB of index for 0.4 MB of video).
+    for (const { value } of [...index.segments.getRange({ start: [camera, fromMs], end: [camera, -1], reverse: true, limit: 1 })]) {
       if (value.camera === camera && value.endMs > fromMs && value.startMs < fromMs) {
         const f = fragmentsOf(value, fromMs, toMs - 1);
         if (f.length) yield toPlayback(dataDir, value, f);

@@ -144,6 +144,8 @@ export class PlaybackStream {
 
   async close(): Promise<void> {
     this.closed = true;
+    // Ends the segment walk (a generator over the index): nothing of it stays suspended.
+    this.segments.return?.(undefined);
     await this.fh?.close().catch(() => undefined);
     this.fh = null;
   }
