@@ -5,7 +5,19 @@
  * every deletion, thinning and lock change runs (so a lock taken while a pass runs is
  * seen by the pass before it deletes: invariant 3).
  *
- * Start order (RecorderNode): finishIntents → restoreFromBackups → reconcile → start().
+ * Start order (RecorderNode): startOnFullDisk → finishIntents → restoreFromBackups →
+ * reconcile → start().
+ *
+ * A full disk (issue 13 item 1): `diskFull()` (an index commit or a segment write
+ * failed with ENOSPC, or the disk is full at start-up) deletes the index's reserve
+ * (storage/index-reserve.ts) so the index can commit deletions, raises one `disk-full`
+ * alarm per episode, raises the free-space floor for the rest of the run to
+ * `fullHeadroom` (the configured threshold had let the disk fill) and runs the
+ * emergency overwrite. The reserve is written again once the disk has room for it
+ * above the threshold. When even the deletion's commit fails (no reserve: a disk
+ * filled before this build), the oldest unlocked file is unlinked first and its entry
+ * removed after (a crash in between leaves an entry without a file, which reconcile
+ * drops with an `index` alarm).
  */
 import { mkdir, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -18,6 +30,8 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import { deleteSegment, finishIntents, segmentCopies } from '../storage/segment-delete.ts';
+import type { IndexReserve } from '../storage/index-reserve.ts';
+import { isIndexFullError } from '../index/commit-guard.ts';
 import { isLocked, lockActive, planRetention, DEFAULT_MAX_LOCK_SHARE } from '../storage/retention-policy.ts';
 import { finishThin, replaceCopy, thinSegment } from '../storage/thin.ts';
 import { retentionMachine } from './retention-actor.ts';
@@ -38,6 +52,16 @@ export interface StorageDeps {
   minFreeBytes: number;
   minFreeRatio: number;
   backupAuditMs: number;
+  /** The index's reserve, released when the disk fills (none: tests, tools). */
+  reserve?: IndexReserve;
+}
+
+/** A disk that keeps filling raises `disk-full` at most this often (each pass that deletes logs). */
+export const DISK_FULL_ALARM_EVERY_MS = 10 * 60_000;
+
+/** Free space kept after a full disk: 5 % of the disk, at least twice the reserve, at most 1 GiB. */
+export function fullHeadroom(diskBytes: number, reserveBytes: number): number {
+  return Math.min(1024 ** 3, Math.max(2 * reserveBytes, Math.floor(diskBytes * 0.05)));
 }
 
 export interface PoolView extends PoolPolicy {
@@ -60,6 +84,11 @@ export class StorageSupervisor {
   private auditTimer: NodeJS.Timeout | null = null;
   private lowDisk = false;
   private stopped = false;
+  /** Free space the emergency pass keeps on top of the threshold, raised by a full disk. */
+  private fullFloor = 0;
+  private fullRun: Promise<void> | null = null;
+  private lastFullAlarmMs = -Infinity;
+  private sameDisk: boolean | null = null;
 
   constructor(private readonly deps: StorageDeps) {}
 
@@ -89,7 +118,10 @@ export class StorageSupervisor {
   }
 
   async start(): Promise<void> {
-    if (!this.deps.index.pools.get(DEFAULT_POOL.id)) await this.deps.index.pools.put(DEFAULT_POOL.id, DEFAULT_POOL);
+    if (!this.deps.index.pools.get(DEFAULT_POOL.id)) {
+      // On a full disk this commit may fail: the pool is created at a later start.
+      await this.deps.index.pools.put(DEFAULT_POOL.id, DEFAULT_POOL).catch((err: unknown) => this.deps.log.error({ err }, 'the default pool could not be stored'));
+    }
     for (const pool of this.pools()) this.ensureActor(pool.id);
     this.timer = setInterval(() => this.kickAll(), this.deps.tickMs);
     this.timer.unref();
@@ -275,31 +307,124 @@ export class StorageSupervisor {
   }
 
   /**
+   * The disk is full (`what` says how it showed): release the index's reserve, alarm
+   * once per episode, keep `fullHeadroom` free from now on, and overwrite. Calls while
+   * one runs join it.
+   */
+  diskFull(what: string): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.fullRun ??= this.onDiskFull(what).finally(() => (this.fullRun = null));
+    return this.fullRun;
+  }
+
+  private async onDiskFull(what: string): Promise<void> {
+    const released = (await this.deps.reserve?.release().catch(() => false)) ?? false;
+    const reserveBytes = (await this.deps.reserve?.bytes().catch(() => 0)) ?? 0;
+    const s = await statfs(this.poolsDir());
+    const floor = fullHeadroom(s.blocks * s.bsize, reserveBytes);
+    if (floor > this.fullFloor) {
+      this.fullFloor = floor;
+      this.deps.log.warn({ floorBytes: floor }, 'disk full: free-space floor raised for this run');
+    }
+    if (!this.lowDisk && this.fullAlarmDue()) {
+      this.lowDisk = true;
+      this.deps.raiseAlarm({
+        kind: 'disk-full',
+        message: `data disk full (${what}): ${released ? `index reserve released (${reserveBytes} bytes) so the index can commit deletions; ` : ''}emergency overwrite of the oldest unlocked video until ${floor} bytes are free; recording retries meanwhile`,
+        details: { cause: what, reserveReleased: released, floorBytes: floor, freeBytes: s.bavail * s.bsize },
+      });
+    }
+    await this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed'));
+  }
+
+  /** Whether a `disk-full` alarm may be raised now (one per episode, at most one per DISK_FULL_ALARM_EVERY_MS). */
+  private fullAlarmDue(): boolean {
+    const now = this.deps.clock.nowMs();
+    if (now - this.lastFullAlarmMs < DISK_FULL_ALARM_EVERY_MS) return false;
+    this.lastFullAlarmMs = now;
+    return true;
+  }
+
+  /**
+   * Start-up on a disk too full to hold the reserve: the emergency overwrite runs
+   * before reconcile (whose commits need room); else the reserve is written if missing.
+   */
+  async startOnFullDisk(): Promise<void> {
+    const reserve = this.deps.reserve;
+    if (!reserve) return;
+    await mkdir(this.poolsDir(), { recursive: true });
+    const s = await statfs(this.deps.dataDir);
+    const free = s.bavail * s.bsize;
+    if (free < (await reserve.bytes())) await this.diskFull(`${free} bytes free at start-up`);
+    else await reserve.ensure();
+  }
+
+  private poolsDir(): string {
+    // The pools dir, not the data dir: it may be a mount of its own (the disk the video is on).
+    return join(this.deps.dataDir, 'pools');
+  }
+
+  /** Whether the reserve (beside the index) is on the disk the video is on. */
+  private async reserveOnVideoDisk(): Promise<boolean> {
+    if (this.sameDisk === null) {
+      const [a, b] = await Promise.all([stat(this.poolsDir()), stat(this.deps.dataDir)]);
+      this.sameDisk = a.dev === b.dev;
+    }
+    return this.sameDisk;
+  }
+
+  /**
    * Emergency overwrite: when the data disk's free space falls under
-   * max(minFreeBytes, minFreeRatio × size), delete the oldest unlocked closed segments
-   * on it whatever their pool's mode, until it is back over the threshold.
+   * max(minFreeBytes, minFreeRatio × size) or, after a full disk, the floor it raised
+   * plus the reserve's size while it is missing (so there is room to write it again;
+   * this part at most half of our own video's bytes) — delete
+   * the oldest unlocked closed segments on it whatever their pool's mode, until it is
+   * back over that. With room, a missing reserve is written again.
    */
   async emergencyPass(): Promise<void> {
     if (this.stopped) return;
-    // The pools dir, not the data dir: it may be a mount of its own (the disk the video is on).
-    const poolsDir = join(this.deps.dataDir, 'pools');
+    const poolsDir = this.poolsDir();
     await mkdir(poolsDir, { recursive: true });
+    const reserve = this.deps.reserve;
+    const reserveMissing = reserve !== undefined && !(await reserve.present()) && (await reserve.bytes()) > 0 && (await this.reserveOnVideoDisk());
+    const reserveBytes = reserveMissing ? await reserve!.bytes() : 0;
     const threshold = async (): Promise<{ free: number; need: number }> => {
       const s = await statfs(poolsDir);
-      return { free: s.bavail * s.bsize, need: Math.max(this.deps.minFreeBytes, this.deps.minFreeRatio * s.blocks * s.bsize) };
+      const configured = Math.max(this.deps.minFreeBytes, this.deps.minFreeRatio * s.blocks * s.bsize);
+      // The headroom a full disk asked for is kept with at most half of our own video:
+      // on a disk filled by something else, deleting every segment as it closes keeps
+      // nothing and frees nothing lasting.
+      const ours = this.pools().reduce((sum, p) => sum + this.deps.index.poolUsage(p.id), 0);
+      return { free: s.bavail * s.bsize, need: Math.max(configured, Math.min(this.fullFloor + reserveBytes, Math.floor(ours / 2))) };
     };
     let { free, need } = await threshold();
     if (free >= need) {
       this.lowDisk = false;
+      if (reserve && !(await reserve.present())) await reserve.ensure(Math.max(0, need - reserveBytes));
       return;
     }
     await this.exclusive(async () => {
+      // Another pass may have run while this one waited for the mutex.
+      ({ free, need } = await threshold());
       const now = this.deps.clock.nowMs();
       let deleted = 0;
       for (const seg of oldestFirst(this.deps.index, (s) => !s.open)) {
         if (free >= need || this.stopped) break;
         if (isLocked(locksOf(this.deps.index, seg.camera), seg.startMs, seg.endMs, now)) continue;
-        await deleteSegment(this.deps.index, seg, segmentCopies(this.deps.dataDir, seg, this.pool(seg.pool)?.backupDir));
+        const files = segmentCopies(this.deps.dataDir, seg, this.pool(seg.pool)?.backupDir);
+        try {
+          await deleteSegment(this.deps.index, seg, files);
+        } catch (err) {
+          if (!isIndexFullError(err)) throw err;
+          // Not even a deletion commits: free the file's bytes first, then drop its entry.
+          this.deps.log.warn({ file: seg.file }, 'disk full: the index cannot commit a deletion; unlinking the oldest file before its entry');
+          const committed = await deleteSegment(this.deps.index, seg, files, { unlinkFirst: true }).then(
+            () => true,
+            () => false,
+          );
+          ({ free, need } = await threshold());
+          if (!committed) continue;
+        }
         await this.deps.onSegmentDeleted?.(seg).catch(() => undefined);
         deleted++;
         // The pool view counts every deletion of its video, emergency ones included.
@@ -308,7 +433,8 @@ export class StorageSupervisor {
         this.stats.set(seg.pool, stats);
         ({ free, need } = await threshold());
       }
-      if (!this.lowDisk) {
+      if (deleted > 0) this.deps.log.warn({ deleted, freeBytes: free, needBytes: Math.round(need) }, 'emergency overwrite');
+      if (!this.lowDisk && this.fullAlarmDue()) {
         this.lowDisk = true;
         this.deps.raiseAlarm({ kind: 'disk-full', message: `data disk has ${free} bytes free (threshold ${Math.round(need)}): emergency overwrite deleted ${deleted} oldest unlocked segments`, details: { free, need, deleted } });
       }

@@ -67,6 +67,7 @@ export const configSchema = z
     retentionTickMs: z.coerce.number().int().min(100).max(3_600_000).default(5000).describe('retention passes run on every segment close and at least this often'),
     minFreeBytes: z.coerce.number().int().min(0).default(2 * 1024 ** 3).describe('emergency overwrite when the data disk has less free space than this or minFreeRatio of its size, whichever is larger'),
     minFreeRatio: z.coerce.number().min(0).max(0.5).default(0.02).describe('emergency overwrite threshold as a share of the data disk'),
+    indexReserveBytes: z.coerce.number().int().min(0).default(8 * 1024 ** 2).describe('file beside the index (index.reserve) deleted when the disk fills so the index can commit deletions; at most 1/16 of the disk; 0: none'),
     backupAuditMs: z.coerce.number().int().min(1000).default(3_600_000).describe('how often backup copies of pools with a backupDir are checked and re-created'),
   })
   .strict();
@@ -111,6 +112,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_RETENTION_TICK_MS: 'retentionTickMs',
   RECORDER_MIN_FREE_BYTES: 'minFreeBytes',
   RECORDER_MIN_FREE_RATIO: 'minFreeRatio',
+  RECORDER_INDEX_RESERVE_BYTES: 'indexReserveBytes',
   RECORDER_BACKUP_AUDIT_MS: 'backupAuditMs',
 };
 

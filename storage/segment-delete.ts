@@ -23,7 +23,17 @@ export function segmentCopies(dataDir: string, seg: Pick<SegmentRecord, 'file'>,
   return backupDir ? [join(dataDir, seg.file), join(backupDir, seg.file)] : [join(dataDir, seg.file)];
 }
 
-export async function deleteSegment(index: RecorderIndex, seg: SegmentRecord, files: string[]): Promise<void> {
+/**
+ * `unlinkFirst`: the last resort of a full disk whose index cannot commit even this
+ * deletion (actors/storage-supervisor.ts): the files go first, then the entry. A crash
+ * in between leaves an entry without its file: reconcile drops it (an `index` alarm).
+ */
+export async function deleteSegment(index: RecorderIndex, seg: SegmentRecord, files: string[], opts: { unlinkFirst?: boolean } = {}): Promise<void> {
+  if (opts.unlinkFirst) {
+    await unlinkAll(files);
+    await index.removeSegment(seg.camera, seg.startMs);
+    return;
+  }
   const intent: IntentRecord = { kind: 'delete', camera: seg.camera, startMs: seg.startMs, files };
   const key: [string, string, number] = ['delete', seg.camera, seg.startMs];
   await index.removeSegment(seg.camera, seg.startMs, () => void index.intents.put(key, intent));
