@@ -1,6 +1,8 @@
 /**
  * The composition root of one recorder node. Start order keeps recording independent
- * of NATS (DESIGN.md section 7): index → reconcile with the files → camera actors →
+ * of NATS (DESIGN.md section 7): index (checked, compacted, compared with the config
+ * journal: index/startup.ts) → on a full disk the emergency overwrite first →
+ * reconcile with the files → camera actors →
  * HTTP → NATS (embedded server awaited; an external URL connects in the background
  * and the service registers when it is reachable). The embedded server is
  * authenticated and restarted when it dies (lib/nats-embedded.ts); whichever server,
@@ -33,6 +35,18 @@ import { deleteSmartWithVideo } from './storage/smart-follows-video.ts';
 import { BackfillManager } from './backfill/manager.ts';
 import { SegmentTableStore } from './storage/segment-tables.ts';
 import type { SegmentRecord } from './index/records.ts';
+import { openCheckedIndex } from './index/startup.ts';
+import { JournalWriter } from './index/journal.ts';
+import { IndexReserve } from './storage/index-reserve.ts';
+import type { AlarmInput } from './lib/alarms.ts';
+
+/** A camera's write error that says the disk is full. */
+function diskFullAlarm(alarm: AlarmInput): boolean {
+  return alarm.kind === 'write-error' && /\b(ENOSPC|EDQUOT)\b/.test(alarm.message);
+}
+
+/** At most one `write-error` alarm per this long for index commits failing other than by a full disk. */
+const INDEX_ALARM_EVERY_MS = 60_000;
 
 export interface RecorderNodeOptions {
   config: RecorderConfig;
@@ -58,6 +72,8 @@ export class RecorderNode {
   /** Sample tables persisted at segment close (storage/segment-tables.ts). */
   tables: SegmentTableStore | null = null;
   backfill: BackfillManager | null = null;
+  /** The config journal beside the data (index/journal.ts). */
+  journal: JournalWriter | null = null;
   private embedded: EmbeddedNats | null = null;
   private natsGraceTimer: NodeJS.Timeout | null = null;
   /** Each camera's last published status, sent again after a NATS reconnect. */
@@ -90,12 +106,14 @@ export class RecorderNode {
     const dirLock = await lockDataDir(config.dataDir);
     let index: RecorderIndex;
     try {
-      index = await RecorderIndex.open(config.dataDir);
+      // A corrupt file is refused before LMDB maps it; an index that lost what the journal lists, too.
+      ({ index } = await openCheckedIndex(config.dataDir, log, { compact: true }));
     } catch (err) {
       await dirLock.release();
       throw err;
     }
     const alarms = new AlarmBus(log, clock);
+    const journal = new JournalWriter(index, config.dataDir, log, (err) => alarms.raise({ kind: 'write-error', message: `config journal could not be written (retrying): ${err.message}` }));
     let node: RecorderNode | null = null;
     let storage: StorageSupervisor | null = null;
     const tables = new SegmentTableStore({ index, dataDir: config.dataDir, log });
@@ -104,12 +122,25 @@ export class RecorderNode {
       storage?.segmentClosed(seg);
       tables.segmentClosed(seg);
     };
+    // Camera alarms: a write that failed on a full disk also starts the emergency overwrite.
+    const cameraAlarm = (alarm: AlarmInput): void => {
+      alarms.raise(alarm);
+      if (diskFullAlarm(alarm)) void storage?.diskFull(`${alarm.camera ?? 'a camera'}: ${alarm.message}`);
+    };
+    let lastIndexAlarmMs = -Infinity;
+    index.onWriteFailure((cause) => {
+      if (cause.full) return void storage?.diskFull(`index commit failed: ${cause.errno}`);
+      if (clock.nowMs() - lastIndexAlarmMs < INDEX_ALARM_EVERY_MS) return;
+      lastIndexAlarmMs = clock.nowMs();
+      alarms.raise({ kind: 'write-error', message: `index commit failed: ${cause.errno} (${cause.message}); writers retry`, details: { errno: cause.errno } });
+    });
     try {
       storage = new StorageSupervisor({
         index,
         dataDir: config.dataDir,
         clock,
         log,
+        reserve: new IndexReserve(config.dataDir, config.indexReserveBytes),
         raiseAlarm: (alarm) => alarms.raise(alarm),
         onPoolBlocked: (pool, reason) => node?.supervisor.setStorageBlocked(pool, reason),
         onSegmentDeleted: async (seg) => {
@@ -121,12 +152,15 @@ export class RecorderNode {
         minFreeRatio: config.minFreeRatio,
         backupAuditMs: config.backupAuditMs,
       });
+      // A disk too full for the index to commit: overwrite before anything else writes.
+      await storage.startOnFullDisk();
       // Crash replay first: an interrupted deletion must not be re-indexed by reconcile,
       // and a primary copy lost while its backup survives must not be dropped by it.
       const finished = await storage.finishIntents();
       const restored = await storage.restoreFromBackups();
       if (finished || restored) log.warn({ finished, restored }, 'storage work finished after a crash');
       const report = await reconcile(index, config.dataDir, { mode: 'repair', log });
+      if (report.failedWrites.length > 0) void storage.diskFull(`${report.failedWrites.length} index writes of reconcile failed`);
       for (const d of report.droppedEntries) {
         alarms.raise({ kind: 'index', camera: d.camera, message: `segment file ${d.file} vanished; its index entry was dropped`, details: { file: d.file, startMs: d.startMs } });
       }
@@ -136,7 +170,7 @@ export class RecorderNode {
         clock,
         log,
         publishStatus: (status) => node?.publishStatus(status),
-        raiseAlarm: (alarm) => alarms.raise(alarm),
+        raiseAlarm: cameraAlarm,
         onSegmentClosed: segmentClosed,
       });
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
@@ -145,6 +179,7 @@ export class RecorderNode {
       node = new RecorderNode(config, log, clock, index, supervisor, service, alarms, dirLock);
       node.storage = storage;
       node.tables = tables;
+      node.journal = journal;
       node.reconcileReport = report;
       node.users = new UserStore(index.root, clock);
       node.assertHttpAuth();
@@ -162,6 +197,8 @@ export class RecorderNode {
       );
       node.sampler.start(config.healthSampleSeconds * 1000);
       await storage.start();
+      // The journal as the index is now (the first start after an upgrade writes the first one).
+      journal.changed(0);
       // Before the camera actors: recorder-down gaps go into the ledger first.
       node.backfill = new BackfillManager({
         index,
@@ -176,7 +213,7 @@ export class RecorderNode {
           }
         },
         cameras: () => index.listCameras(),
-        raiseAlarm: (alarm) => alarms.raise(alarm),
+        raiseAlarm: cameraAlarm,
         publish: (progress) => node?.natsApi?.publishBackfill(progress),
         onSegmentClosed: segmentClosed,
       });
@@ -192,6 +229,7 @@ export class RecorderNode {
       else {
         await tables.stop();
         await storage?.stop().catch(() => undefined);
+        await journal.stop();
         await index.close().catch(() => undefined);
         await dirLock.release();
       }
@@ -346,6 +384,7 @@ export class RecorderNode {
     if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
     await this.natsApi?.close().catch(() => undefined);
     await this.embedded?.stop();
+    await this.journal?.stop();
     await this.index.close();
     await this.dirLock.release();
     this.log.info('recorder stopped');

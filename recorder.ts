@@ -5,12 +5,21 @@
  * (both draw a progress bar on a terminal); `recorder user add|list|remove` manages
  * HTTP users (security/users.ts), e.g. the first admin.
  * SIGTERM/SIGINT close every open segment and exit 0.
+ *
+ * Exit status: 0 done, 1 failed (the message says why), 2 bad command line, 3 the index
+ * is corrupt (INDEX_CORRUPT) or not the one the config journal describes (INDEX_LOST):
+ * `recorder reindex` rebuilds it (issue 13 item 5).
  */
 import { helpText, loadConfig } from './lib/config.ts';
 import { RecorderError } from './lib/errors.ts';
 import { createLogger } from './lib/log.ts';
 import { RecorderIndex } from './index/db.ts';
 import { lockDataDir } from './lib/data-dir-lock.ts';
+import { EXIT_INDEX, assertIndexIntact, moveIndexAside, openCheckedIndex } from './index/startup.ts';
+import { checkIndexFile, describeCheck } from './index/integrity.ts';
+import { JournalWriter, journalPath, readJournal, restoreFromJournal } from './index/journal.ts';
+import type { Logger } from './lib/log.ts';
+import type { RecorderConfig } from './lib/config.ts';
 import { reconcile } from './storage/reconcile.ts';
 import { RecorderNode } from './node.ts';
 import { startDemoCamera } from './sim/demo.ts';
@@ -34,31 +43,32 @@ async function main(): Promise<number> {
   const { config, command } = parsed;
   const log = createLogger(config.logLevel);
 
-  if (command === 'check' || command === 'reindex') {
-    // A rebuild under a running recorder would fight it over the same files and index.
-    const dirLock = command === 'reindex' ? await lockDataDir(config.dataDir) : null;
-    const index = await RecorderIndex.open(config.dataDir).catch(async (err: unknown) => {
-      await dirLock?.release();
-      throw err;
-    });
+  if (command === 'reindex') return reindex(config, log);
+
+  if (command === 'check') {
+    // A corrupt file is reported (exit 3), never opened; the journal is compared, not enforced.
+    const { index } = await openCheckedIndex(config.dataDir, log, { journal: false });
     try {
       const bar = new ProgressBar(command);
-      const report = await reconcile(index, config.dataDir, { mode: command === 'check' ? 'check' : 'rebuild', log, onProgress: (done, total) => bar.update(done, total) });
+      const report = await reconcile(index, config.dataDir, { mode: 'check', log, onProgress: (done, total) => bar.update(done, total) });
       bar.done();
-      process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ index: describeCheck(checkIndexFile(config.dataDir)), ...report }, null, 2)}\n`);
       const clean = report.truncated.length + report.reindexed.length + report.droppedEntries.length + report.unreadable.length + report.removedEmpty.length === 0;
-      return command === 'check' && !clean ? 1 : 0;
+      return clean ? 0 : 1;
     } finally {
       await index.close();
-      await dirLock?.release();
     }
   }
 
   if (command === 'user') {
-    const index = await RecorderIndex.open(config.dataDir);
+    // Never onto a corrupt index, nor a lost one (a first user there would hide the loss).
+    const { index } = await openCheckedIndex(config.dataDir, log);
+    const journal = new JournalWriter(index, config.dataDir, log);
     try {
       return await userCommand(new UserStore(index.root, systemClock), parsed.user!);
     } finally {
+      await journal.flush().catch((err: unknown) => log.error({ err }, 'config journal not written'));
+      await journal.stop();
       await index.close();
     }
   }
@@ -80,6 +90,44 @@ async function main(): Promise<number> {
   await node.stop();
   await stopDemo?.();
   return 0;
+}
+
+/**
+ * `recorder reindex`: under the data-dir lock, a corrupt index is set aside
+ * (`index.corrupt-<time>`, never opened) and a new one made; kinds of records the index
+ * has none of (a new index: all of them) are restored from the config journal; the
+ * segment index is rebuilt from the files; the journal is written for the new index.
+ */
+async function reindex(config: RecorderConfig, log: Logger): Promise<number> {
+  const dirLock = await lockDataDir(config.dataDir);
+  try {
+    const check = checkIndexFile(config.dataDir);
+    let setAside: string | null = null;
+    if (!check.ok) {
+      setAside = await moveIndexAside(config.dataDir);
+      log.warn({ problems: check.problems, setAside }, 'index corrupt: set aside, building a new one');
+    }
+    assertIndexIntact(config.dataDir);
+    const journal = await readJournal(config.dataDir);
+    const index = await RecorderIndex.open(config.dataDir);
+    const writer = new JournalWriter(index, config.dataDir, log);
+    try {
+      await index.ensureId();
+      const restored = journal ? await restoreFromJournal(index, journal) : {};
+      if (!journal) log.warn({ journal: journalPath(config.dataDir) }, 'no config journal: cameras, schedules, users, pools, locks and labels are not restored');
+      const bar = new ProgressBar('reindex');
+      const report = await reconcile(index, config.dataDir, { mode: 'rebuild', log, onProgress: (done, total) => bar.update(done, total) });
+      bar.done();
+      await writer.flush();
+      process.stdout.write(`${JSON.stringify({ ...(setAside ? { corruptIndexSetAside: setAside, problems: check.problems } : {}), restoredFromJournal: restored, ...report }, null, 2)}\n`);
+      return 0;
+    } finally {
+      await writer.stop();
+      await index.close();
+    }
+  } finally {
+    await dirLock.release();
+  }
 }
 
 /** `recorder user …`: the password comes from stdin (never argv, which `ps` shows). */
@@ -109,6 +157,6 @@ main().then(
   (err: unknown) => {
     const e = err instanceof RecorderError ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
     process.stderr.write(`recorder failed to start: ${e}\n`);
-    process.exit(1);
+    process.exit(err instanceof RecorderError && (err.code === 'INDEX_CORRUPT' || err.code === 'INDEX_LOST') ? EXIT_INDEX : 1);
   },
 );

@@ -32,7 +32,7 @@ export interface TestNode {
 
 export async function startNode(t: ExecutionContext, overrides: RecorderConfigInput = {}, dataDir?: string, opts: { clock?: Clock } = {}): Promise<TestNode> {
   const dir = dataDir ?? (await tempDir(t));
-  const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', segmentSeconds: 6, logLevel: process.env.TEST_LOG ?? 'silent', minFreeBytes: 0, minFreeRatio: 0, ...overrides });
+  const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', segmentSeconds: 6, logLevel: process.env.TEST_LOG ?? 'silent', minFreeBytes: 0, minFreeRatio: 0, indexReserveBytes: 0, ...overrides });
   const node = await RecorderNode.start({ config, log: createLogger(config.logLevel, process.stderr), ...(opts.clock ? { clock: opts.clock } : {}) });
   let stopped = false;
   t.teardown(async () => {
@@ -104,7 +104,7 @@ export interface RecorderProcess {
 export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, opts: { entry?: string; args?: string[] } = {}): RecorderProcess {
   const program = opts.entry ? ['--enable-source-maps', opts.entry] : ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts')];
   const child = spawn(process.execPath, [...program, ...(opts.args ?? [])], {
-    env: { ...process.env, RECORDER_LOG_LEVEL: 'info', RECORDER_MIN_FREE_BYTES: '0', RECORDER_MIN_FREE_RATIO: '0', ...env },
+    env: { ...process.env, RECORDER_LOG_LEVEL: 'info', RECORDER_MIN_FREE_BYTES: '0', RECORDER_MIN_FREE_RATIO: '0', RECORDER_INDEX_RESERVE_BYTES: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.teardown(() => {
