@@ -22,9 +22,11 @@
  * Not checked: the bytes of keys and values (a scribbled value decodes to an error,
  * never a signal; sample tables carry a CRC).
  *
- * Cost: one read of every page in use except the data pages of overflow values
- * (first page only), synchronous, before anything else runs: measured ~0.1 s per
- * 100 MB of index (page cache warm).
+ * Cost: one positioned read of every tree page and of the first page of each overflow
+ * value (the rest of a value is not read), synchronous, before anything else runs:
+ * ~3-6 µs a page with the page cache warm, measured 0.6 s for a 774 MB index of 200 000
+ * segments and 50 000 sample-table records (~90 000 pages read); a cold disk pays one
+ * random read per page. Memory: two bytes per page of the file.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
