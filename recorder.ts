@@ -15,7 +15,7 @@ import { RecorderError } from './lib/errors.ts';
 import { createLogger } from './lib/log.ts';
 import { RecorderIndex } from './index/db.ts';
 import { lockDataDir } from './lib/data-dir-lock.ts';
-import { EXIT_INDEX, assertIndexIntact, moveIndexAside, openCheckedIndex } from './index/startup.ts';
+import { EXIT_INDEX, assertIndexIntact, dataDirInUse, moveIndexAside, openCheckedIndex } from './index/startup.ts';
 import { checkIndexFile, describeCheck } from './index/integrity.ts';
 import { JournalWriter, journalPath, readJournal, restoreFromJournal } from './index/journal.ts';
 import type { Logger } from './lib/log.ts';
@@ -47,12 +47,12 @@ async function main(): Promise<number> {
 
   if (command === 'check') {
     // A corrupt file is reported (exit 3), never opened; the journal is compared, not enforced.
-    const { index } = await openCheckedIndex(config.dataDir, log, { journal: false });
+    const { index } = await openCheckedIndex(config.dataDir, log, { journal: false, metaOnly: await dataDirInUse(config.dataDir) });
     try {
       const bar = new ProgressBar(command);
       const report = await reconcile(index, config.dataDir, { mode: 'check', log, onProgress: (done, total) => bar.update(done, total) });
       bar.done();
-      process.stdout.write(`${JSON.stringify({ index: describeCheck(checkIndexFile(config.dataDir)), ...report }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ index: describeCheck(checkIndexFile(config.dataDir, { metaOnly: await dataDirInUse(config.dataDir) })), ...report }, null, 2)}\n`);
       const clean = report.truncated.length + report.reindexed.length + report.droppedEntries.length + report.unreadable.length + report.removedEmpty.length === 0;
       return clean ? 0 : 1;
     } finally {
@@ -62,7 +62,7 @@ async function main(): Promise<number> {
 
   if (command === 'user') {
     // Never onto a corrupt index, nor a lost one (a first user there would hide the loss).
-    const { index } = await openCheckedIndex(config.dataDir, log);
+    const { index } = await openCheckedIndex(config.dataDir, log, { metaOnly: await dataDirInUse(config.dataDir) });
     const journal = new JournalWriter(index, config.dataDir, log);
     try {
       return await userCommand(new UserStore(index.root, systemClock), parsed.user!);

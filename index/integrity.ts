@@ -60,6 +60,8 @@ export interface IndexCheck {
   freePages: number;
   txnId: number;
   databases: number;
+  /** Every tree was walked (false: the metas and the size only). */
+  walked: boolean;
 }
 
 interface DbRecord {
@@ -74,13 +76,27 @@ interface DbRecord {
 
 class Corrupt extends Error {}
 
-/** Checks `<dataDir>/index/data.mdb`. Never throws for a bad file: the answer says what is wrong. */
-export function checkIndexFile(dataDir: string): IndexCheck {
-  return checkLmdbFile(join(dataDir, 'index', 'data.mdb'));
+/**
+ * Checks `<dataDir>/index/data.mdb`. Never throws for a bad file: the answer says what
+ * is wrong. `metaOnly`: the metas and the file's size only (a file another process is
+ * writing: its pages change under a walk).
+ */
+export function checkIndexFile(dataDir: string, opts: { metaOnly?: boolean } = {}): IndexCheck {
+  const path = join(dataDir, 'index', 'data.mdb');
+  let check = checkLmdbFile(path, opts);
+  // A writer may have reused pages during the walk: a failure is believed only when
+  // the newest meta did not move meanwhile.
+  for (let i = 0; i < 3 && !check.ok && check.txnId > 0; i++) {
+    const again = checkLmdbFile(path, opts);
+    const moved = again.txnId !== check.txnId;
+    check = again;
+    if (!moved) break;
+  }
+  return check;
 }
 
-export function checkLmdbFile(path: string): IndexCheck {
-  const out: IndexCheck = { exists: false, ok: true, problems: [], fileBytes: 0, pageSize: 0, pages: 0, usedPages: 0, freePages: 0, txnId: 0, databases: 0 };
+export function checkLmdbFile(path: string, opts: { metaOnly?: boolean } = {}): IndexCheck {
+  const out: IndexCheck = { exists: false, ok: true, problems: [], fileBytes: 0, pageSize: 0, pages: 0, usedPages: 0, freePages: 0, txnId: 0, databases: 0, walked: false };
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -92,7 +108,7 @@ export function checkLmdbFile(path: string): IndexCheck {
     out.fileBytes = fstatSync(fd).size;
     if (out.fileBytes === 0) return out;
     out.exists = true;
-    new Walker(fd, out).run();
+    new Walker(fd, out).run(opts.metaOnly === true);
   } catch (err) {
     out.ok = false;
     if (!(err instanceof Corrupt)) out.problems.push(`check failed: ${(err as Error).message}`);
@@ -105,6 +121,8 @@ export function checkLmdbFile(path: string): IndexCheck {
 
 /** One line for logs and error messages. */
 export function describeCheck(c: IndexCheck): string {
+  if (c.ok && !c.exists) return 'no index yet';
+  if (c.ok && !c.walked) return `${c.pages} pages of ${c.pageSize} bytes, transaction ${c.txnId} (metas and size checked: a recorder is writing it)`;
   if (c.ok) return `${c.pages} pages of ${c.pageSize} bytes (${c.usedPages} in use, ${c.freePages} free), ${c.databases} databases, transaction ${c.txnId}`;
   return c.problems.join('; ');
 }
@@ -133,10 +151,13 @@ class Walker {
     throw new Corrupt();
   }
 
-  run(): void {
+  run(metaOnly: boolean): void {
     const meta = this.pickMeta();
     const { free, main } = meta;
     this.out.txnId = meta.txnId;
+    this.out.pages = this.lastPg + 1;
+    if (metaOnly) return;
+    this.out.walked = true;
     this.seen = new Uint8Array(this.lastPg + 1);
     this.free = new Uint8Array(this.lastPg + 1);
     this.seen[0] = 1;

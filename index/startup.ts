@@ -4,11 +4,13 @@
  * mostly free pages (index/compact.ts), opened, and compared with the config journal
  * (index/journal.ts: an index that is not the one the journal describes, or that lost
  * its users, is INDEX_LOST). The recorder, `recorder user …` and `recorder check` open
- * it this way; `recorder reindex` sets a corrupt one aside (moveIndexAside) instead.
+ * it this way (beside a running recorder, the metas only); `recorder reindex` sets a
+ * corrupt one aside (moveIndexAside) instead.
  */
 import { rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RecorderError } from '../lib/errors.ts';
+import { DataDirLockedError, lockDataDir } from '../lib/data-dir-lock.ts';
 import type { Logger } from '../lib/log.ts';
 import { compactIndex } from './compact.ts';
 import { RecorderIndex } from './db.ts';
@@ -27,10 +29,26 @@ export function indexCorruptError(dataDir: string, check: IndexCheck): RecorderE
 }
 
 /** Checks the index file; throws INDEX_CORRUPT when it fails. */
-export function assertIndexIntact(dataDir: string): IndexCheck {
-  const check = checkIndexFile(dataDir);
+export function assertIndexIntact(dataDir: string, opts: { metaOnly?: boolean } = {}): IndexCheck {
+  const check = checkIndexFile(dataDir, opts);
   if (!check.ok) throw indexCorruptError(dataDir, check);
   return check;
+}
+
+/**
+ * Whether a recorder runs on the data dir now (it holds the data-dir lock). Its index
+ * passed the whole check when it started and is being written: a command beside it
+ * (`user`, `check`) checks the metas only.
+ */
+export async function dataDirInUse(dataDir: string): Promise<boolean> {
+  try {
+    const lock = await lockDataDir(dataDir);
+    await lock.release();
+    return false;
+  } catch (err) {
+    if (err instanceof DataDirLockedError) return true;
+    throw err;
+  }
 }
 
 export interface CheckedIndex {
@@ -44,8 +62,8 @@ export interface CheckedIndex {
  * with the journal. `journal: false` skips the comparison (`recorder check` reports
  * instead of refusing).
  */
-export async function openCheckedIndex(dataDir: string, log: Logger, opts: { compact?: boolean; journal?: boolean } = {}): Promise<CheckedIndex> {
-  let check = assertIndexIntact(dataDir);
+export async function openCheckedIndex(dataDir: string, log: Logger, opts: { compact?: boolean; journal?: boolean; metaOnly?: boolean } = {}): Promise<CheckedIndex> {
+  let check = assertIndexIntact(dataDir, { metaOnly: opts.metaOnly === true });
   if (opts.compact) {
     const r = await compactIndex(dataDir, check, log);
     if (r.compacted) check = assertIndexIntact(dataDir);
