@@ -217,8 +217,9 @@ export class RecorderIndex {
     if (had) return had;
     const id = randomUUID();
     try {
-      await this.meta.put('id', id);
-      return id;
+      // Only if none: a CLI command and the node giving ids at once must agree on one.
+      await this.meta.ifNoExists('id', () => void this.meta.put('id', id));
+      return this.id;
     } catch {
       return undefined;
     }
