@@ -33,6 +33,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { assertSpawnHeadroom } from './spawn-headroom.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from './fmp4-splitter.ts';
 import { describeWithRetry, hasDataTrack, type SdpMedia } from './rtsp-describe.ts';
 import { noteAudioOutcome, planAudio, type AudioPlan } from './audio-plan.ts';
@@ -44,11 +45,6 @@ export interface IngestOptions {
   /** Kill the session if the camera sends nothing for this long. */
   stallTimeoutMs: number;
   onStderrLine?: (line: string) => void;
-  /**
-   * Read `url` as this container instead of RTSP (an MPEG-PS camera through
-   * media/mp2p-bridge.ts: `mpeg` on a loopback tcp:// URL).
-   */
-  inputFormat?: 'mpeg';
   /**
    * The camera's SDP media from a DESCRIBE the caller already made (media/camera-ingest.ts),
    * or null when that DESCRIBE failed; absent: this module describes the camera itself.
@@ -120,8 +116,6 @@ export interface IngestPlan {
   fragments: 'keyframe' | 'second';
 }
 
-/** The bridge's program stream: ffmpeg's `-c copy` as always (its audio is issue 12 item 3's). */
-const BRIDGE_AUDIO: AudioPlan = { source: null, stored: 'copy', reason: 'MPEG-PS input: audio copied as sent', outputOptions: ['-map', '0:v:0', '-map', '0:a:0?', '-c', 'copy'] };
 
 export interface IngestExit {
   /** True when stop() was called: the exit was ours, not the camera's. */
@@ -183,7 +177,7 @@ export function startIngest(opts: IngestOptions): IngestSession {
     if (child) live.delete(child);
     dataSocket?.close();
     if (dataSocket && !gotVideo && !requested) smartAttemptFailed.add(opts.url);
-    if (plan && !opts.inputFormat) {
+    if (plan) {
       const outcome = { gotVideo, requested, stderr: stderrTail };
       if (plan.transport) noteTransportOutcome(memoryKey, transportSetting, plan.transport, outcome);
       noteAudioOutcome(memoryKey, plan.audio, outcome);
@@ -195,6 +189,13 @@ export function startIngest(opts: IngestOptions): IngestSession {
   };
 
   const launch = (dataUrl: string | null, p: IngestPlan): void => {
+    try {
+      assertSpawnHeadroom(); // out of descriptors: a failed attempt, never fluent-ffmpeg's uncaught TypeError
+    } catch (err) {
+      finish(err as Error);
+      splitter.end();
+      return;
+    }
     const cmd = ffmpeg({ stdoutLines: 0 })
       .setFfmpegPath(opts.ffmpegPath)
       .input(opts.url)
@@ -202,7 +203,7 @@ export function startIngest(opts: IngestOptions): IngestSession {
         '-nostdin',
         '-hide_banner',
         '-loglevel', 'warning',
-        ...(opts.inputFormat ? ['-f', opts.inputFormat] : ['-rtsp_transport', p.transport ?? 'tcp']),
+        '-rtsp_transport', p.transport ?? 'tcp',
         // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
         '-timeout', String(opts.stallTimeoutMs * 1000),
       ])
@@ -240,14 +241,13 @@ export function startIngest(opts: IngestOptions): IngestSession {
     kill();
   });
 
-  const smart = opts.smart && !opts.inputFormat ? opts.smart : undefined;
+  const smart = opts.smart;
   // One DESCRIBE per attempt, made by the caller (media/camera-ingest.ts) or here when
   // the smart stream needs one; a failed DESCRIBE only means less is known: ffmpeg then
   // reports the real problem.
   let describeError: string | null = opts.described === null ? 'no answer' : null;
-  const described: Promise<SdpMedia[] | null | undefined> = opts.inputFormat
-    ? Promise.resolve(undefined)
-    : opts.described !== undefined
+  const described: Promise<SdpMedia[] | null | undefined> =
+    opts.described !== undefined
       ? Promise.resolve(opts.described)
       : smart
         ? describeWithRetry(opts.url, opts.stallTimeoutMs).catch((err: Error) => {
@@ -263,8 +263,8 @@ export function startIngest(opts: IngestOptions): IngestSession {
     }
     const video = media?.find((m) => m.media === 'video');
     plan = {
-      transport: opts.inputFormat ? null : chooseTransport(memoryKey, transportSetting),
-      audio: opts.inputFormat ? BRIDGE_AUDIO : planAudio(memoryKey, media),
+      transport: chooseTransport(memoryKey, transportSetting),
+      audio: planAudio(memoryKey, media),
       fragments: video?.encodings[0] === 'JPEG' ? 'second' : 'keyframe',
     };
     if (smart) {
