@@ -18,6 +18,8 @@ export interface CameraConfig {
   edge?: EdgeConfig;
   /** Transient cameras (the demo) are kept in memory only. */
   transient?: boolean;
+  /** RTSP lower transport (media/rtsp-transport.ts); unset: `auto` (TCP, UDP once TCP is refused). */
+  transport?: 'auto' | 'tcp' | 'udp' | 'http';
 }
 
 /**

@@ -19,8 +19,8 @@ export const TRANSPORT_SETTINGS: readonly TransportSetting[] = ['auto', 'tcp', '
 const tcpRefused = new Set<string>();
 
 /** The camera's setting (configs stored before the field existed have none: auto). */
-export function transportSetting(camera: object): TransportSetting {
-  const v = (camera as { transport?: unknown }).transport;
+export function transportSetting(camera: { transport?: unknown }): TransportSetting {
+  const v = camera.transport;
   return TRANSPORT_SETTINGS.includes(v as TransportSetting) ? (v as TransportSetting) : 'auto';
 }
 
