@@ -129,6 +129,7 @@ export class RecorderNode {
     };
     let lastIndexAlarmMs = -Infinity;
     index.onWriteFailure((cause) => {
+      log.error({ errno: cause.errno }, `index commit failed: ${cause.errno} (${cause.message})`);
       if (cause.full) return void storage?.diskFull(`index commit failed: ${cause.errno}`);
       if (clock.nowMs() - lastIndexAlarmMs < INDEX_ALARM_EVERY_MS) return;
       lastIndexAlarmMs = clock.nowMs();
@@ -140,7 +141,7 @@ export class RecorderNode {
         dataDir: config.dataDir,
         clock,
         log,
-        reserve: new IndexReserve(config.dataDir, config.indexReserveBytes),
+        reserve: new IndexReserve(config.dataDir, config.indexReserveBytes, log),
         raiseAlarm: (alarm) => alarms.raise(alarm),
         onPoolBlocked: (pool, reason) => node?.supervisor.setStorageBlocked(pool, reason),
         onSegmentDeleted: async (seg) => {

@@ -10,6 +10,7 @@
  *
  * A full disk (issue 13 item 1): `diskFull()` (an index commit or a segment write
  * failed with ENOSPC, or the disk is full at start-up) deletes the index's reserve
+ * file and gives its space to the index file's preallocated tail
  * (storage/index-reserve.ts) so the index can commit deletions, raises one `disk-full`
  * alarm per episode, raises the free-space floor for the rest of the run to
  * `fullHeadroom` (the configured threshold had let the disk fill) and runs the
@@ -376,18 +377,18 @@ export class StorageSupervisor {
   /**
    * Emergency overwrite: when the data disk's free space falls under
    * max(minFreeBytes, minFreeRatio × size) or, after a full disk, the floor it raised
-   * plus the reserve's size while it is missing (so there is room to write it again;
-   * this part at most half of our own video's bytes) — delete
-   * the oldest unlocked closed segments on it whatever their pool's mode, until it is
-   * back over that. With room, a missing reserve is written again.
+   * plus what the reserve lacks (so there is room to restore it; this part at most half
+   * of our own video's bytes) — delete the oldest unlocked closed segments on it
+   * whatever their pool's mode, until it is back over that. With room, the reserve is
+   * restored (the index file's tail topped up, the file written).
    */
   async emergencyPass(): Promise<void> {
     if (this.stopped) return;
     const poolsDir = this.poolsDir();
     await mkdir(poolsDir, { recursive: true });
     const reserve = this.deps.reserve;
-    const reserveMissing = reserve !== undefined && !(await reserve.present()) && (await reserve.bytes()) > 0 && (await this.reserveOnVideoDisk());
-    const reserveBytes = reserveMissing ? await reserve!.bytes() : 0;
+    // What the reserve lacks (its file, its part of the index file's tail), when it is on this disk.
+    const reserveBytes = reserve && (await this.reserveOnVideoDisk()) ? await reserve.shortBytes() : 0;
     const threshold = async (): Promise<{ free: number; need: number }> => {
       const s = await statfs(poolsDir);
       const configured = Math.max(this.deps.minFreeBytes, this.deps.minFreeRatio * s.blocks * s.bsize);
@@ -400,7 +401,7 @@ export class StorageSupervisor {
     let { free, need } = await threshold();
     if (free >= need) {
       this.lowDisk = false;
-      if (reserve && !(await reserve.present())) await reserve.ensure(Math.max(0, need - reserveBytes));
+      await reserve?.ensure(Math.max(0, need - reserveBytes));
       return;
     }
     await this.exclusive(async () => {

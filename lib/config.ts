@@ -67,7 +67,7 @@ export const configSchema = z
     retentionTickMs: z.coerce.number().int().min(100).max(3_600_000).default(5000).describe('retention passes run on every segment close and at least this often'),
     minFreeBytes: z.coerce.number().int().min(0).default(2 * 1024 ** 3).describe('emergency overwrite when the data disk has less free space than this or minFreeRatio of its size, whichever is larger'),
     minFreeRatio: z.coerce.number().min(0).max(0.5).default(0.02).describe('emergency overwrite threshold as a share of the data disk'),
-    indexReserveBytes: z.coerce.number().int().min(0).default(8 * 1024 ** 2).describe('file beside the index (index.reserve) deleted when the disk fills so the index can commit deletions; at most 1/16 of the disk; 0: none'),
+    indexReserveBytes: z.coerce.number().int().min(0).default(8 * 1024 ** 2).describe('room kept for the index: this much preallocated past the end of its file, and a file beside it (index.reserve) deleted when the disk fills; each at most 1/32 of the disk; 0: none'),
     backupAuditMs: z.coerce.number().int().min(1000).default(3_600_000).describe('how often backup copies of pools with a backupDir are checked and re-created'),
   })
   .strict();

@@ -4,9 +4,10 @@
  * a real camera, and the disk filled three ways:
  *   A. by another file, until the segment writes hit ENOSPC: a `disk-full` alarm, the
  *      index reserve released, the oldest video overwritten, recording goes on;
- *   B. to the last byte, so that LMDB commits fail: writes over HTTP get STORAGE_IO
- *      (`index commit failed: ENOSPC`), reads go on, the process lives, recording
- *      goes on once the overwrite made room;
+ *   B. to the last byte: index writes over HTTP still commit (into the index file's
+ *      preallocated tail: LMDB never meets ENOSPC, whose error path corrupts lmdb-js's
+ *      heap), reads go on, the process lives, recording goes on once the overwrite
+ *      made room;
  *   C. to the last byte again and the recorder killed: the restart onto the full disk
  *      overwrites first, starts, and records.
  * Root only (mount); where mounting is not permitted the test says so and checks nothing.
@@ -86,7 +87,13 @@ async function put(http: string, path: string, body: unknown): Promise<void> {
   if (res.status !== 200) throw new Error(`PUT ${path}: ${res.status} ${await res.text()}`);
 }
 
-test('a full disk: alarms, the reserve released, old video overwritten, index commits fail typed, the process lives and records; a restart onto the full disk records', async (t) => {
+/** Bytes allocated to a file past its end (its preallocated tail). */
+async function tailOf(file: string): Promise<number> {
+  const s = await stat(file);
+  return s.blocks * 512 - s.size;
+}
+
+test('a full disk: alarms, the reserve released, old video overwritten, index writes still commit, the process lives and records; a restart onto the full disk records', async (t) => {
   const dataDir = await tempDir(t, 'rec-fulldisk-');
   try {
     await run('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', dataDir]);
@@ -109,7 +116,10 @@ test('a full disk: alarms, the reserve released, old video overwritten, index co
   let rec = spawnRecorder(t, env);
   let log = collectLog(rec);
   const http = await rec.http;
-  t.true((await stat(join(dataDir, 'index.reserve'))).size === 256 * 1024, 'the reserve is written at start');
+  const reserveBytes = (await stat(join(dataDir, 'index.reserve'))).size;
+  t.true(reserveBytes > 64 * 1024, `the reserve file is written at start (${reserveBytes} bytes)`);
+  const indexFile = join(dataDir, 'index', 'data.mdb');
+  t.true((await tailOf(indexFile)) >= reserveBytes / 2, 'and the index file has its preallocated tail');
   await put(http, '/api/cameras/c', { streams: { main: sim.url('h264') } });
   const first = await waitFor('3 segments', async () => ((await segmentStarts(dataDir)).length >= 3 ? (await segmentStarts(dataDir))[0] : null), 60_000);
 
@@ -120,28 +130,24 @@ test('a full disk: alarms, the reserve released, old video overwritten, index co
   t.regex(String(alarm.msg), /data disk full .*ENOSPC.*index reserve released.*emergency overwrite/);
   await waitFor('the oldest video overwritten', async () => !(await segmentStarts(dataDir)).includes(first), 60_000);
   await waitFor('recording goes on after the disk filled', async () => (await segmentStarts(dataDir)).filter((s) => s > fullAt + 1000).length >= 3, 90_000);
-  await waitFor('the reserve written again once there is room', () => stat(join(dataDir, 'index.reserve')).then((s) => s.size === 256 * 1024, () => false), 60_000);
+  await waitFor('the reserve written again once there is room', () => stat(join(dataDir, 'index.reserve')).then((s) => s.size === reserveBytes, () => false), 60_000);
   t.is(rec.child.exitCode, null, 'alive');
 
-  // B. The last byte taken: index commits fail. Writes over HTTP are refused typed, reads go on.
+  // B. The last byte taken: index writes still commit (the tail), reads go on.
   await fill(join(dataDir, 'filler-b'), Infinity);
-  let refused: { status: number; body: { error?: { code: string; message: string } } } | null = null;
-  for (let i = 0; i < 300 && !refused; i++) {
+  t.true((await freeBytes(dataDir)) < 64 * 1024, 'the disk is full');
+  for (let i = 0; i < 40; i++) {
     const res = await fetch(`${http}/api/labels`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ camera: 'c', from: new Date(Date.now() - 60_000).toISOString(), to: new Date().toISOString(), text: `label ${i} ${'x'.repeat(1900)}` }),
     });
-    const body = (await res.json()) as { error?: { code: string; message: string } };
-    if (res.status !== 200) refused = { status: res.status, body };
+    t.is(res.status, 200, `label ${i} committed on the full disk: ${await res.text()}`);
   }
-  t.truthy(refused, 'a label write failed to commit');
-  t.is(refused!.body.error?.code, 'STORAGE_IO', JSON.stringify(refused));
-  t.regex(refused!.body.error!.message, /index commit failed/);
   t.is((await fetch(`${http}/api/cameras/c`)).status, 200, 'reads go on');
   const bAt = Date.now();
   await waitFor('recording goes on after the index commits failed', async () => (await segmentStarts(dataDir)).filter((s) => s > bAt + 1000).length >= 2, 90_000);
-  t.true(log.some((l) => /index commit failed: ENOSPC/.test(String(l.msg)) || /index commit failed: ENOSPC/.test(JSON.stringify(l))), 'the failed commits are in the log');
+  t.false(log.some((l) => /index commit failed/.test(String(l.msg))), 'no index commit failed: LMDB never met the full disk');
   t.is(rec.child.exitCode, null, 'alive');
   const search = (await (await fetch(`${http}/api/recordings?camera=c&from=${new Date(fullAt - 120_000).toISOString()}&to=${new Date(Date.now() + 60_000).toISOString()}`)).json()) as { spans?: unknown[] };
   t.true((search.spans ?? []).length > 0, 'search answers from the index');
