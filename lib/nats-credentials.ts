@@ -111,6 +111,13 @@ export function readEmbeddedNatsCredentials(dataDir: string): EmbeddedNatsCreden
 }
 
 function writePrivate(file: string, text: string): void {
+  // Unchanged (the usual restart: same users, same port): nothing to write, so a start
+  // on a full disk does not fail here (issue 13 item 1).
+  try {
+    if ((statSync(file).mode & 0o077) === 0 && readFileSync(file, 'utf8') === text) return;
+  } catch {
+    /* no file yet */
+  }
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, text, { mode: 0o600 });
   chmodSync(tmp, 0o600);
