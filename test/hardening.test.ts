@@ -167,7 +167,12 @@ test('100 parallel frame requests: each answered 200 or 503 with Retry-After, an
   const requests = Array.from({ length: 100 }, (_, i) => {
     const at = from + 500 + ((i * 1000) % 11_000);
     const width = 16 + ((i * 37) % 3800);
-    return fetch(`${n.http}/api/cameras/cam/frame.jpg?at=${at}&width=${width}`).then(async (r) => ({ status: r.status, retry: r.headers.get('retry-after'), type: r.headers.get('content-type'), bytes: (await r.arrayBuffer()).byteLength }));
+    return fetch(`${n.http}/api/cameras/cam/frame.jpg?at=${at}&width=${width}`).then(async (r) => {
+      const body = Buffer.from(await r.arrayBuffer());
+      // What a refusal said, so a failure names its cause.
+      const said = r.status === 200 ? undefined : body.toString('utf8').slice(0, 300);
+      return { status: r.status, retry: r.headers.get('retry-after'), type: r.headers.get('content-type'), bytes: body.byteLength, at, width, said };
+    });
   });
   const replies = await Promise.all(requests);
   const by = (s: number) => replies.filter((r) => r.status === s).length;
