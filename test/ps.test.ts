@@ -49,6 +49,14 @@ async function durationSec(file: string): Promise<number> {
   return Math.max(...pts) - Math.min(...pts) + 1 / FPS;
 }
 
+/** How many video frames of `file` are presented less than `sec` after its first. */
+async function framesPresentedBefore(file: string, sec: number): Promise<number> {
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', file], { maxBuffer: 16 << 20 });
+  const pts = stdout.trim().split('\n').map(Number).filter(Number.isFinite);
+  const first = Math.min(...pts);
+  return pts.filter((p) => p - first < sec - 1e-6).length;
+}
+
 /**
  * The first span of at least `ms` of continuous video. Not only the first span: an
  * attempt cut short on a loaded machine (a stall, a refused DESCRIBE) leaves a short
@@ -116,8 +124,13 @@ for (const [mount, videoCodec] of [
     t.true(want.length >= 8 * FPS, `${want.length} frames in the MP4`);
     t.deepEqual(await pictures(psFile), want, 'video.ps has the same frames');
     t.deepEqual(await pictures(playFile), want, '/play has the same frames');
-    // The progressive variant cuts presentation to [from, to) with edit lists; its samples are the same.
-    t.deepEqual(await pictures(mp4File, ['-ignore_editlist', '1']), want, 'progressive video.mp4 has the same frames');
+    // The progressive variant cuts presentation to [from, to) with edit lists and leaves
+    // out the samples presented at or after `to` (players ignore the edit list's end):
+    // its samples are the ones of the GOP-aligned range presented before `to`.
+    const recFromMs = Date.parse(fRes.headers.get('x-recording-from')!);
+    const beforeTo = await framesPresentedBefore(fmp4File, (toMs - recFromMs) / 1000);
+    t.true(beforeTo > want.length - 2 * FPS && beforeTo <= want.length, `${beforeTo} of ${want.length} frames before \`to\``);
+    t.deepEqual(await pictures(mp4File, ['-ignore_editlist', '1']), want.slice(0, beforeTo), 'progressive video.mp4 has the same frames up to `to`');
     for (const f of [psFile, fmp4File]) t.deepEqual((await streams(f)).map((s) => s.codec_name), [videoCodec, 'aac'], f);
     // PS adds no decode error of its own: whatever ffmpeg says about the PS it says about
     // the MP4 of the same range (a camera starved of CPU by a loaded host may send broken
