@@ -224,13 +224,26 @@ test('web UI: locks and labels on the timeline, and the jump to the previous obj
   t.is(labelTitle, 'Van at the gate');
   await page.click('#cameras li[data-camera="meta"]');
 
-  // The sim camera's analytics name a Vehicle on odd UTC seconds: ◀ finds the latest one.
+  // The sim camera's analytics name a Vehicle on odd UTC seconds: ◀ finds the latest one
+  // once one is stored (the UI's search is the API's: wait for what it will find).
+  await waitFor('a stored Vehicle packet', async () => {
+    const q = `from=${new Date(from).toISOString()}&to=${new Date(Date.now() + 60_000).toISOString()}&class=Vehicle`;
+    const body = (await (await fetch(`${n.http}/api/cameras/meta/smart?${q}`)).json()) as { records?: unknown[] };
+    return body.records?.length ? true : null;
+  }, 60_000, 500);
   await page.fill('#smart-class', 'Vehicle');
   await page.click('#smart-prev');
   t.teardown(async () => t.log(`error banner: ${await page.locator('#error').textContent().catch(() => '?')}; video: ${JSON.stringify(await page.evaluate('({...document.getElementById("video").dataset})').catch(() => null))}`));
   const jumped = (await (
-    await page.waitForFunction(`(() => { const v = document.getElementById('video'); return v.dataset.jumpedTo && v.dataset.mode === 'recording' && v.dataset.started === '1' ? v.dataset.jumpedTo : null; })()`, undefined, { timeout: 60_000 })
+    await page.waitForFunction(`(() => {
+      // An error shown to the user ends the wait at once and names itself below.
+      const e = document.getElementById('error');
+      if (!e.hidden && e.dataset.code) return 'error ' + e.dataset.code + ': ' + e.textContent;
+      const v = document.getElementById('video');
+      return v.dataset.jumpedTo && v.dataset.mode === 'recording' && v.dataset.started === '1' ? v.dataset.jumpedTo : null;
+    })()`, undefined, { timeout: 60_000 })
   ).jsonValue()) as string;
+  t.false(jumped.startsWith('error'), jumped);
   // The stored packet there names a Vehicle (its camera time is an odd UTC second).
   const there = (await (await fetch(`${n.http}/api/cameras/meta/smart?from=${jumped}&to=${new Date(Date.parse(jumped) + 1).toISOString()}&class=Vehicle`)).json()) as { records: { contentTime?: string }[] };
   t.is(there.records.length, 1, `a Vehicle packet at ${jumped}`);
