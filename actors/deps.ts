@@ -5,13 +5,13 @@ import type { RecorderConfig } from '../lib/config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
-import type { LivePublisher } from '../media/live-hub.ts';
-import type { AudioStatus } from '../media/audio-plan.ts';
-import type { RtspTransport } from '../media/rtsp-transport.ts';
+import type { LivePublisher } from '../live/live-hub.ts';
+import type { AudioStatus } from '../ingest/audio-plan.ts';
+import type { RtspTransport } from '../rtsp/rtsp-transport.ts';
 
 /** What the running ingest does with the camera's stream, as status reports it. */
 export interface IngestMedia {
-  /** What happens to the camera's audio (media/audio-plan.ts). */
+  /** What happens to the camera's audio (ingest/audio-plan.ts). */
   audio: AudioStatus;
   /** The RTSP transport in use; null when ffmpeg does not speak RTSP itself (the MP2P bridge). */
   transportInUse: RtspTransport | null;

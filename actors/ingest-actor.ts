@@ -5,15 +5,15 @@
  * handed to `track` so a shutdown can wait for every segment to be closed.
  */
 import { fromCallback } from 'xstate';
-import { startCameraIngest } from '../media/camera-ingest.ts';
+import { startCameraIngest } from '../ingest/camera-ingest.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
-import { SmartWriter } from '../storage/smart-writer.ts';
-import { fragmentUserData, videoSampleFormat, type VideoSampleFormat } from '../media/sei-userdata.ts';
-import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
+import { SmartWriter } from '../smart/smart-writer.ts';
+import { fragmentUserData, videoSampleFormat, type VideoSampleFormat } from '../media/codec/sei-userdata.ts';
+import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import type { CameraDeps, IngestMedia } from './deps.ts';
-import type { IngestPlan } from '../media/ffmpeg-ingest.ts';
-import { audioStatusFromInit } from '../media/audio-plan.ts';
-import { transportSetting } from '../media/rtsp-transport.ts';
+import type { IngestPlan } from '../ffmpeg/ffmpeg-ingest.ts';
+import { audioStatusFromInit } from '../ingest/audio-plan.ts';
+import { transportSetting } from '../rtsp/rtsp-transport.ts';
 import type { CameraConfig } from '../index/records.ts';
 import type { RecordingDirector } from './recording-director.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -38,7 +38,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
   const url = camera.streams[input.stream] ?? camera.streams.main;
   // The camera's smart stream: data tracks split off by the same ffmpeg when it has
   // any, and SEI user data found in the video samples; stored apart and timed by the
-  // video writer's anchor (storage/smart-writer.ts). Created on the first need.
+  // video writer's anchor (smart/smart-writer.ts). Created on the first need.
   let smart: SmartWriter | null = null;
   const ensureSmart = (): SmartWriter =>
     (smart ??= new SmartWriter(camera.id, {

@@ -21,8 +21,8 @@ import { cameraMachine, stateName } from './camera-machine.ts';
 import type { CameraDeps, CameraStateName, IngestAttempt } from './deps.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
-import { LiveHub, type LiveStats, type LiveSubscribeOptions } from '../media/live-hub.ts';
-import type { LiveSink, LiveViewer } from '../media/live-fanout.ts';
+import { LiveHub, type LiveStats, type LiveSubscribeOptions } from '../live/live-hub.ts';
+import type { LiveSink, LiveViewer } from '../live/live-fanout.ts';
 
 type CameraActor = ActorRefFrom<typeof cameraMachine>;
 

@@ -2,8 +2,8 @@
  * GET /api/cameras/:id/video.mp4?from=&to=&format= — one MP4 for any range: the GOPs
  * from the one that holds `from` to the one that holds the last instant before `to`,
  * presented from exactly `from` to `to` (edit lists). Progressive by default
- * (media/progressive-mp4.ts), fragmented with `format=fmp4` (media/fmp4-range.ts);
- * built per request from the index and the segment files (api/range-body.ts).
+ * (playback/progressive-mp4.ts), fragmented with `format=fmp4` (playback/fmp4-range.ts);
+ * built per request from the index and the segment files (playback/range-body.ts).
  * Single byte ranges, If-Range and a strong ETag let a broken download resume.
  */
 import type { FastifyInstance } from 'fastify';
@@ -12,8 +12,8 @@ import type { RecorderIndex } from '../index/db.ts';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
-import type { SegmentSlice } from '../media/fmp4-range.ts';
-import { headOnly, rangeBody } from './range-body.ts';
+import type { SegmentSlice } from '../playback/fmp4-range.ts';
+import { headOnly, rangeBody } from '../playback/range-body.ts';
 import type { HttpDeps } from './http.ts';
 import { replyRange } from './byte-ranges.ts';
 

@@ -1,7 +1,7 @@
 /**
  * GET /api/cameras/:id/frame.jpg?at=&width= — the I-frame at or before `at` as JPEG.
  * The GOP is found in the index (no file scan); its init and fragment are read from
- * the segment file and decoded by media/ffmpeg-frame.ts. Results are cached by
+ * the segment file and decoded by ffmpeg/ffmpeg-frame.ts. Results are cached by
  * (segment, GOP, width) in a bounded LRU, so a timeline strip costs one decode per GOP.
  *
  * Load: decodes go through one FrameDecoder per server (a few at once, a bounded queue,
@@ -10,12 +10,12 @@
  * width from 16 to 3840 costs at most that many decodes of a GOP, not 3825.
  */
 import type { FastifyInstance } from 'fastify';
-import { openSegmentFile } from '../media/segment-source.ts';
+import { openSegmentFile } from '../playback/segment-source.ts';
 import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, ValidationError } from '../lib/errors.ts';
 import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
-import { FrameDecoder, FramesBusyError } from '../media/ffmpeg-frame.ts';
+import { FrameDecoder, FramesBusyError } from '../ffmpeg/ffmpeg-frame.ts';
 import type { HttpDeps } from './http.ts';
 import { access } from '../security/http-auth.ts';
 

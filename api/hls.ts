@@ -9,7 +9,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { createReadStream } from 'node:fs';
-import { segmentRangeStream } from '../media/segment-source.ts';
+import { segmentRangeStream } from '../playback/segment-source.ts';
 import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';

@@ -9,7 +9,7 @@ import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
 import type { Logger } from '../lib/log.ts';
-import { VERSION, type RecorderService } from './service.ts';
+import { VERSION, type RecorderService } from '../services/recorder-service.ts';
 import { registerDownload } from './download.ts';
 import { registerFrames } from './frames.ts';
 import { registerHls } from './hls.ts';
@@ -24,7 +24,7 @@ import { access, canSee, installAuth, scopeAccess } from '../security/http-auth.
 import type { UserStore } from '../security/users.ts';
 import type { Principal } from '../security/access.ts';
 import type { RecorderMetrics } from '../ops/metrics.ts';
-import type { PersistedTableSource } from '../media/sample-table.ts';
+import type { PersistedTableSource } from '../playback/sample-table.ts';
 import { registerUsers } from './users.ts';
 import { registerStorageRoutes } from './storage-routes.ts';
 

@@ -14,7 +14,7 @@
  * - text `{"type":"closed","reason":…}` then close 1001 when the camera is removed or
  *   the node stops.
  * A viewer that reads too slowly skips ahead: its backlog (bounded) is dropped up to
- * the next keyframe (media/live-fanout.ts), so fragments may be missing, never late
+ * the next keyframe (live/live-fanout.ts), so fragments may be missing, never late
  * without bound. `preview=1` gives a 240-line H.264 transcode (for H.265 cameras in
  * a browser without HEVC) made by one ffmpeg per camera while it has viewers.
  *
@@ -27,7 +27,7 @@ import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
 import type {} from '@fastify/websocket'; // route option types (wsHandler)
 import { ValidationError } from '../lib/errors.ts';
-import type { LiveMessage } from '../media/live-fanout.ts';
+import type { LiveMessage } from '../live/live-fanout.ts';
 import type { HttpDeps } from './http.ts';
 
 const BEARER_PREFIX = 'bearer.';

@@ -21,7 +21,7 @@ import type { Logger } from '../lib/log.ts';
 import type { CameraStatus } from '../actors/deps.ts';
 import type { Alarm } from '../lib/alarms.ts';
 import type { BackfillProgress } from '../backfill/manager.ts';
-import { VERSION, type RecorderService } from './service.ts';
+import { VERSION, type RecorderService } from '../services/recorder-service.ts';
 import { redactText } from '../lib/redact.ts';
 
 type Handler = (body: unknown) => unknown;

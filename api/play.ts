@@ -4,7 +4,7 @@
  * per GOP from the GOP holding `from` (nearest preceding I-frame), across segments;
  * gaps are skipped with decode times continuing, so playback never stalls on a hole.
  *
- * Trick play (media/fmp4-trick.ts): `speed` 1/8..16 rescales decode times (video only;
+ * Trick play (media/mp4/fmp4-trick.ts): `speed` 1/8..16 rescales decode times (video only;
  * audio is dropped at any speed but 1); above IFRAME_SPEED_THRESHOLD, with
  * `iframes=1` or `reverse=1` only each GOP's I-frame is sent, shown for the GOP's
  * duration / speed; reverse walks the GOPs backwards from `from` while output times
@@ -14,11 +14,11 @@ import type { FastifyInstance } from 'fastify';
 import { Readable } from 'node:stream';
 import { NoVideoError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
-import { PlaybackStream } from '../media/playback-stream.ts';
+import { PlaybackStream } from '../playback/playback-stream.ts';
 import type { HttpDeps } from './http.ts';
-import { headOnly } from './range-body.ts';
+import { headOnly } from '../playback/range-body.ts';
 import { access } from '../security/http-auth.ts';
-import { parsePlaybackQuery, playbackSegments, tableCache, type PlaybackQuery } from './playback-source.ts';
+import { parsePlaybackQuery, playbackSegments, tableCache, type PlaybackQuery } from '../playback/playback-source.ts';
 
 /** Opens a playback stream for a parsed query; NO_VIDEO when nothing is recorded there. */
 export async function openPlayback(deps: Pick<HttpDeps, 'index' | 'dataDir' | 'tables'>, camera: string, q: PlaybackQuery, startSec = 0): Promise<PlaybackStream> {

@@ -33,10 +33,10 @@ import type {} from '@fastify/websocket';
 import { errorBody, RecorderError, toRecorderError, ValidationError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { iso, parseTimeMs } from '../lib/time.ts';
-import type { PlaybackStream } from '../media/playback-stream.ts';
+import type { PlaybackStream } from '../playback/playback-stream.ts';
 import type { HttpDeps } from './http.ts';
 import { openPlayback } from './play.ts';
-import { parsePlaybackQuery, type PlaybackQuery } from './playback-source.ts';
+import { parsePlaybackQuery, type PlaybackQuery } from '../playback/playback-source.ts';
 
 export const MAX_BUFFERED_BYTES = 256 * 1024;
 export const LEAD_SEC = 8;

@@ -1,5 +1,5 @@
 /**
- * GET / and /ui/* — the web UI: static files from api/ui/ (plain ES modules, no build
+ * GET / and /ui/* — the web UI: static files from web/ (plain ES modules, no build
  * step), served by @fastify/static. The files hold no data, so they are public (http.ts
  * registers this in a `public` scope); the UI asks for the token when the API answers
  * 401 and sends it on every API call.
@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import { join } from 'node:path';
 
-const ROOT = join(import.meta.dirname, 'ui');
+const ROOT = join(import.meta.dirname, '..', 'web');
 
 export function registerUi(app: FastifyInstance): void {
   void app.register(async (scope) => {

@@ -3,8 +3,8 @@
  * format, as one MPEG program stream: the GOPs from the one holding `from` to the one
  * holding the last instant before `to`, across segments, codec changes and gaps.
  *
- * Every GOP is read through media/segment-source.ts (fMP4 view of `.mp4` and `.ps`
- * segments alike) and muxed to PS by media/ps-convert.ts. Output time starts at 0 and
+ * Every GOP is read through playback/segment-source.ts (fMP4 view of `.mp4` and `.ps`
+ * segments alike) and muxed to PS by media/ps/ps-convert.ts. Output time starts at 0 and
  * stays continuous: a GOP that continues the previous one in the recording keeps its
  * spacing, a GOP after a gap starts where the previous output ended (like video.mp4).
  * A codec change continues with a new PSM and parameter sets (PS allows it); SCRs
@@ -27,12 +27,12 @@ import { decodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
-import { parseInit, type InitInfo } from '../media/init-info.ts';
+import { parseInit, type InitInfo } from '../media/mp4/init-info.ts';
 import { MediaFormatError } from '../media/media-error.ts';
-import { parseMoof } from '../media/moof.ts';
-import { FragmentToPs, PS_TIMESCALE } from '../media/ps-convert.ts';
-import { openSegmentFile } from '../media/segment-source.ts';
-import { readUpTo } from '../media/file-read.ts';
+import { parseMoof } from '../media/mp4/moof.ts';
+import { FragmentToPs, PS_TIMESCALE } from '../media/ps/ps-convert.ts';
+import { openSegmentFile } from '../playback/segment-source.ts';
+import { readUpTo } from '../media/mp4/file-read.ts';
 import { access } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
 import { replyRange } from './byte-ranges.ts';

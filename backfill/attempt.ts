@@ -6,7 +6,7 @@
  * index now covers (index/gap-ledger.ts settleAttempt).
  *
  * Placement (design/backfill.md): a fragment takes its time from the camera's clock
- * or the interval asked for (media/edge-replay.ts); it goes in only if it lies inside a
+ * or the interval asked for (ingest/edge-replay.ts); it goes in only if it lies inside a
  * hole, give or take FIT_TOLERANCE_MS (the live side is timed by arrival, so its edges
  * are a little late), and is then trimmed to the hole: back-filled video never
  * overlaps stored video. The first error ends the attempt; holes pulled before it keep
@@ -22,8 +22,8 @@ import type { RecorderConfig } from '../lib/config.ts';
 import { RecorderError, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
-import { pullEdgeInterval } from '../media/edge-replay.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/fmp4-splitter.ts';
+import { pullEdgeInterval } from '../ingest/edge-replay.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
 
 /** A fragment may stick out of its hole by this much and is then trimmed (below one GOP). */

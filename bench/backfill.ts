@@ -2,7 +2,7 @@
  * bench/backfill — how fast an edge replay comes in: the simulated camera records its
  * live stream to an SD card (sim/edge_sd.py) for `--record` seconds, then intervals of
  * `--seconds` are pulled over ONVIF replay through the loopback proxy
- * (media/edge-replay.ts), with `Rate-Control: no` and with rate control (real time).
+ * (ingest/edge-replay.ts), with `Rate-Control: no` and with rate control (real time).
  *
  *   node --import tsx bench/backfill.ts [--record 50] [--seconds 20] [--width 320 --height 240]
  *
@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
-import { pullEdgeInterval } from '../media/edge-replay.ts';
+import { pullEdgeInterval } from '../ingest/edge-replay.ts';
 
 const { values } = parseArgs({ options: { record: { type: 'string', default: '50' }, seconds: { type: 'string', default: '20' }, width: { type: 'string', default: '320' }, height: { type: 'string', default: '240' } } });
 const recordS = Number(values.record);

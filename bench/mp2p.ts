@@ -1,10 +1,10 @@
 /**
  * bench/mp2p: what one MP2P (MPEG-PS over RTP) camera costs to ingest, our way against
  * the way before it. One simulated camera (sim/mp2p.py, H.264 video only, so ffmpeg
- * can read it too) is pulled by the RTSP bridge (media/mp2p-bridge.ts) and
- *   - ours:   its bytes → PsGopReader → PsLiveFmp4 (media/mp2p-ingest.ts's pipeline),
+ * can read it too) is pulled by the RTSP bridge (rtsp/mp2p-bridge.ts) and
+ *   - ours:   its bytes → PsGopReader → PsLiveFmp4 (ingest/mp2p-ingest.ts's pipeline),
  *   - ffmpeg: its bytes → a loopback socket → `ffmpeg -f mpeg -c copy -f mp4` (frag) →
- *             pipe → Fmp4Splitter (media/camera-ingest.ts before issue 12 item 3),
+ *             pipe → Fmp4Splitter (ingest/camera-ingest.ts before issue 12 item 3),
  * one after the other for the same number of seconds; the recorder process's CPU
  * (process.cpuUsage, everything in it: bridge, reader/splitter) plus ffmpeg's CPU from
  * /proc, as percent of one core, and ffmpeg's PSS. Fragments seen, to check both ran.
@@ -14,10 +14,10 @@
 import { spawn } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/fmp4-splitter.ts';
-import { startMp2pBridge } from '../media/mp2p-bridge.ts';
-import { PsGopReader } from '../media/ps-gop-reader.ts';
-import { PsLiveFmp4 } from '../media/ps-live-fmp4.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import { startMp2pBridge } from '../rtsp/mp2p-bridge.ts';
+import { PsGopReader } from '../media/ps/ps-gop-reader.ts';
+import { PsLiveFmp4 } from '../media/ps/ps-live-fmp4.ts';
 import { SimMp2pCamera } from '../sim/mp2p-camera.ts';
 import { cpuTicks, pssKb } from './proc-stats.ts';
 

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { RecorderIndex } from '../index/db.ts';
 import { silentLogger } from '../lib/log.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/fmp4-splitter.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
 
 const clip = join(import.meta.dirname, 'out', 'clip-1080p25-4M-gop50-30s.mp4');

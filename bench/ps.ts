@@ -11,11 +11,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/fmp4-splitter.ts';
-import { scanFmp4File } from '../media/fmp4-file.ts';
-import { FragmentToPs, describePs, psGopToFmp4 } from '../media/ps-convert.ts';
-import { demuxPs } from '../media/ps-demux.ts';
-import { scanPsFile } from '../media/ps-file.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import { scanFmp4File } from '../media/mp4/fmp4-file.ts';
+import { FragmentToPs, describePs, psGopToFmp4 } from '../media/ps/ps-convert.ts';
+import { demuxPs } from '../media/ps/ps-demux.ts';
+import { scanPsFile } from '../media/ps/ps-file.ts';
 
 const run = promisify(execFile);
 const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1] || 60) || 60;

@@ -4,7 +4,7 @@
  *      a camera with a data track), in µs per packet;
  *   2. the SmartWriter: feed (demux, parse, queue) per packet, and one flush (write,
  *      fdatasync, LMDB commit) of a full queue;
- *   3. the SEI scan every camera's video fragments get (media/sei-userdata.ts), in µs
+ *   3. the SEI scan every camera's video fragments get (media/codec/sei-userdata.ts), in µs
  *      per 2 s GOP of 720p25 H.264 from ffmpeg.
  * Run: node --import tsx bench/smart.ts
  */
@@ -15,11 +15,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RecorderIndex } from '../index/db.ts';
 import { createLogger } from '../lib/log.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/fmp4-splitter.ts';
-import { classifyPayload, parseSmartPayload } from '../media/onvif-meta.ts';
-import { fragmentUserData, videoSampleFormat } from '../media/sei-userdata.ts';
-import { TsDemuxer, TsMuxer } from '../media/ts-demux.ts';
-import { SmartWriter } from '../storage/smart-writer.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import { classifyPayload, parseSmartPayload } from '../smart/onvif-meta.ts';
+import { fragmentUserData, videoSampleFormat } from '../media/codec/sei-userdata.ts';
+import { TsDemuxer, TsMuxer } from '../smart/ts-demux.ts';
+import { SmartWriter } from '../smart/smart-writer.ts';
 
 const run = promisify(execFile);
 const N = 20_000;

@@ -8,7 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/fmp4-splitter.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 
 const out = join(import.meta.dirname, 'out');
 mkdirSync(out, { recursive: true });

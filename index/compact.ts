@@ -4,7 +4,7 @@
  * LMDB never gives pages back to the file system: the file keeps the size of its
  * largest snapshot, and pages freed by later commits are reused only when no reader
  * still sees an older snapshot. A read transaction left open (an lmdb-js range
- * iterator abandoned mid-way, as playback did: api/playback-source.ts) stops all reuse,
+ * iterator abandoned mid-way, as playback did: playback/playback-source.ts) stops all reuse,
  * and every commit then grows the file by the pages it copied (~5 per segment commit,
  * one every few seconds per camera: megabytes per hour). Once such a leak is gone the
  * free pages are reused, but the file stays large; on a small disk that is space the

@@ -30,7 +30,7 @@
  *   labelidx   [cameraId, startMs, id] → null (labels of a camera by time)
  *   intents    [kind, cameraId, startMs] → IntentRecord (file work to finish after a crash)
  *   sampletables [cameraId, startMs]  → binary: the closed segment's per-sample tables
- *                                       (media/sample-table-codec.ts), a cache of its moofs
+ *                                       (playback/sample-table-codec.ts), a cache of its moofs
  *                                       for the first request of a range; removed in the
  *                                       same commit batch as the segment, dropped by any
  *                                       re-put of a closed segment (thinning, repair)

@@ -18,13 +18,13 @@ export interface CameraConfig {
   edge?: EdgeConfig;
   /** Transient cameras (the demo) are kept in memory only. */
   transient?: boolean;
-  /** RTSP lower transport (media/rtsp-transport.ts); unset: `auto` (TCP, UDP once TCP is refused). */
+  /** RTSP lower transport (rtsp/rtsp-transport.ts); unset: `auto` (TCP, UDP once TCP is refused). */
   transport?: 'auto' | 'tcp' | 'udp' | 'http';
 }
 
 /**
  * A camera's edge storage. `onvif`: ONVIF replay of `replayUrl` (`Range: clock=`);
- * `url`: the interval is in the URL ({start}/{end} placeholders, media/edge-url.ts).
+ * `url`: the interval is in the URL ({start}/{end} placeholders, rtsp/edge-url.ts).
  */
 export interface EdgeConfig {
   replayUrl: string;
@@ -78,7 +78,7 @@ export interface SegmentRecord {
   initSize: number;
   /** RFC 6381 MIME type with codecs, as a player's SourceBuffer wants it. */
   mimeType: string;
-  /** Equal keys mean the inits are interchangeable (see media/init-info.ts). */
+  /** Equal keys mean the inits are interchangeable (see media/mp4/init-info.ts). */
   codecKey: string;
   width?: number;
   height?: number;

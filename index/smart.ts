@@ -10,10 +10,10 @@
  *                                     committed (durable) bytes and time range.
  *
  * Invariant (as for video, invariant 2): every entry points at bytes that were
- * fdatasync'ed before the entry was committed (storage/smart-writer.ts).
+ * fdatasync'ed before the entry was committed (smart/smart-writer.ts).
  */
 import type { RecorderIndex } from './db.ts';
-import type { SmartKind } from '../media/smart-frame.ts';
+import type { SmartKind } from '../smart/smart-frame.ts';
 
 export type SmartKey = [string, number, number];
 

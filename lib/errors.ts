@@ -94,7 +94,7 @@ const STATUS: Record<ErrorCode, number> = {
   URL_TOO_LONG: 414,
   // Another recorder runs on the data dir (lib/data-dir-lock.ts).
   DATA_DIR_LOCKED: 409,
-  // Too many frame decodes waiting (media/ffmpeg-frame.ts); Retry-After says when to try again.
+  // Too many frame decodes waiting (ffmpeg/ffmpeg-frame.ts); Retry-After says when to try again.
   FRAMES_BUSY: 503,
   // A request body in a content type the route does not read (JSON only).
   UNSUPPORTED_MEDIA_TYPE: 415,

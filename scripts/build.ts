@@ -26,9 +26,9 @@ if (built.status !== 0) {
   process.stderr.write(`build: tsc failed (exit ${built.status ?? built.signal})\n`);
   process.exit(1);
 }
-// Run-time files that are not TypeScript: api/ui.ts serves ui/ from beside itself,
+// Run-time files that are not TypeScript: api/ui.ts serves web/ from the root beside api/,
 // sim/camera.ts starts camera.py (and its modules) from beside itself.
-await cp(join(root, 'api', 'ui'), join(out, 'api', 'ui'), { recursive: true });
+await cp(join(root, 'web'), join(out, 'web'), { recursive: true });
 await mkdir(join(out, 'sim'), { recursive: true });
 for (const f of await readdir(join(root, 'sim'))) {
   if (f.endsWith('.py')) await cp(join(root, 'sim', f), join(out, 'sim', f));

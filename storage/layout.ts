@@ -17,7 +17,7 @@ export function segmentRelPath(pool: string, camera: string, startMs: number, fo
   return join('pools', pool, camera, utcDay(startMs), `${startMs}.${format}`);
 }
 
-/** `<data>/smart/<camera>/<yyyy-mm-dd>/<startMs>.smart`: a camera's separated smart stream (media/smart-frame.ts). */
+/** `<data>/smart/<camera>/<yyyy-mm-dd>/<startMs>.smart`: a camera's separated smart stream (smart/smart-frame.ts). */
 export function smartRelPath(camera: string, startMs: number): string {
   return join('smart', camera, utcDay(startMs), `${startMs}.smart`);
 }

@@ -1,13 +1,13 @@
 /**
  * Reconcile's view of a `.ps` segment file: its GOP table and index record rebuilt from
- * the file alone (invariant 1), through media/ps-file.ts. Times follow the same rule as
+ * the file alone (invariant 1), through media/ps/ps-file.ts. Times follow the same rule as
  * for fMP4 files: the file name is the wall-clock start of the first GOP, later GOPs
  * sit at their first DTS minus the first GOP's, and the end is the last GOP's start
  * plus its duration (both from the GOP info the writer put in front of each GOP).
  */
 import { encodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
-import { scanPsFile } from '../media/ps-file.ts';
+import { scanPsFile } from '../media/ps/ps-file.ts';
 import type { ParsedSegmentPath } from './layout.ts';
 import { describePsSegment } from './segment-format.ts';
 

@@ -22,9 +22,9 @@ import { encodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { Logger } from '../lib/log.ts';
 import { RecorderError } from '../lib/errors.ts';
-import { Mp4FormatError } from '../media/boxes.ts';
-import { scanFmp4File, type ScannedFile } from '../media/fmp4-file.ts';
-import { durationPatches, initDurations } from '../media/init-duration.ts';
+import { Mp4FormatError } from '../media/mp4/boxes.ts';
+import { scanFmp4File, type ScannedFile } from '../media/mp4/fmp4-file.ts';
+import { durationPatches, initDurations } from '../media/mp4/init-duration.ts';
 import { parseSegmentRelPath, poolsDir, type ParsedSegmentPath } from './layout.ts';
 import { scanPsSegment } from './ps-segment-scan.ts';
 

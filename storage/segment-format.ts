@@ -3,23 +3,23 @@
  * per session init turns each ingest fragment (fMP4 moof+mdat, one GOP) into the bytes
  * stored for it, and says what the index records about the file. Two formats:
  *   - `mp4`: the file starts with the session's init with a `mehd` added (its duration
- *     fields are filled in at close, media/init-duration.ts); a fragment is stored as
+ *     fields are filled in at close, media/mp4/init-duration.ts); a fragment is stored as
  *     received.
  *   - `ps`: a file header (pack header, system header, PSM, padding: FILE_HEADER_BYTES)
  *     then one PS GOP per fragment, each starting with pack header, system header and
  *     PSM (so the file, and any GOP of it, stands alone — invariant 1). Each GOP is at
- *     least as big as the fMP4 fragment it converts back to (media/segment-source.ts
+ *     least as big as the fMP4 fragment it converts back to (playback/segment-source.ts
  *     presents the file as fMP4 at the same offsets). The index's codecKey/mimeType
  *     describe that fMP4 init, computed from the first GOP's own bytes, so `reindex`
  *     derives exactly the same values from the file.
  */
 import type { SegmentFormat } from '../index/records.ts';
-import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
-import type { InitInfo } from '../media/init-info.ts';
-import { FragmentToPs, describePs } from '../media/ps-convert.ts';
-import { demuxPs } from '../media/ps-demux.ts';
-import { FILE_HEADER_BYTES } from '../media/ps-mux.ts';
-import { durationPatches, withMehd, type TrackDurations } from '../media/init-duration.ts';
+import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import type { InitInfo } from '../media/mp4/init-info.ts';
+import { FragmentToPs, describePs } from '../media/ps/ps-convert.ts';
+import { demuxPs } from '../media/ps/ps-demux.ts';
+import { FILE_HEADER_BYTES } from '../media/ps/ps-mux.ts';
+import { durationPatches, withMehd, type TrackDurations } from '../media/mp4/init-duration.ts';
 
 type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;
 

@@ -1,5 +1,5 @@
 /**
- * Persisted sample tables (index db `sampletables`, media/sample-table-codec.ts): when a
+ * Persisted sample tables (index db `sampletables`, playback/sample-table-codec.ts): when a
  * segment closes, its file's moofs are read once more, off the recording path, and the
  * tables are stored in the index in compact form, so the first download or playback of
  * a range decodes one record per segment instead of reading one moof per GOP
@@ -12,7 +12,7 @@
  *     (RecorderIndex.putSampleTables checks inside the write transaction);
  *   - it goes in the same commit as the segment's removal (retention, purge, reconcile)
  *     and is dropped by any re-put of a closed segment (thinning, repair);
- *   - readers (media/sample-table.ts) use it only when it matches the index and fall
+ *   - readers (playback/sample-table.ts) use it only when it matches the index and fall
  *     back to the moofs otherwise, telling this store, which rebuilds it.
  * Segments recorded before this existed, thinned ones and ones whose record was bad get
  * theirs built the first time they are read.
@@ -25,8 +25,8 @@ import type { RecorderIndex } from '../index/db.ts';
 import { decodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { Logger } from '../lib/log.ts';
-import { decodeSampleTables, encodeSampleTables } from '../media/sample-table-codec.ts';
-import { readFileTables, type PersistedTableSource } from '../media/sample-table.ts';
+import { decodeSampleTables, encodeSampleTables } from '../playback/sample-table-codec.ts';
+import { readFileTables, type PersistedTableSource } from '../playback/sample-table.ts';
 import { parseSegmentRelPath } from './layout.ts';
 
 type SegKey = [string, number];

@@ -25,7 +25,7 @@
  * cut loses at most `syncMs` plus the fragment being assembled. One sync and one commit
  * per `syncMs` instead of per GOP is what the ingest bench measured as worth it.
  *
- * Close: the header's duration fields (mp4: mehd, mvhd, tkhd; media/init-duration.ts)
+ * Close: the header's duration fields (mp4: mehd, mvhd, tkhd; media/mp4/init-duration.ts)
  * are patched in place from the media stored, then the close's fdatasync, then the
  * index entry marked closed: the same order, so an entry never says closed over a file
  * whose header is not durable. A file a crash leaves open keeps zero durations (players
@@ -41,8 +41,8 @@ import type { Clock } from '../lib/time.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import { encodeGops, type GopEntry } from '../index/gop-table.ts';
 import type { CameraConfig, RecordType, SegmentRecord } from '../index/records.ts';
-import type { Fmp4Chunk } from '../media/fmp4-splitter.ts';
-import type { InitInfo } from '../media/init-info.ts';
+import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import type { InitInfo } from '../media/mp4/init-info.ts';
 import { SegmentFile } from './segment-file.ts';
 import { segmentEncoder, type SegmentEncoder } from './segment-format.ts';
 import { MediaFormatError } from '../media/media-error.ts';

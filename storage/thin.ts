@@ -1,5 +1,5 @@
 /**
- * Thinning a closed segment to its I-frames (media/fmp4-thin.ts), crash-safe:
+ * Thinning a closed segment to its I-frames (media/mp4/fmp4-thin.ts), crash-safe:
  *   1. a `thin` intent (file, tmp) is committed;
  *   2. the thinned copy is written to `tmp` and fdatasync'ed;
  *   3. `tmp` is renamed over the segment file (atomic) and the directory fsync'ed;
@@ -16,8 +16,8 @@ import type { RecorderIndex } from '../index/db.ts';
 import type { IntentRecord, SegmentRecord } from '../index/records.ts';
 import { crashPoint } from '../lib/crash-point.ts';
 import { RecorderError } from '../lib/errors.ts';
-import { scanFmp4File, type ScannedFile } from '../media/fmp4-file.ts';
-import { isThinned, thinFragment } from '../media/fmp4-thin.ts';
+import { scanFmp4File, type ScannedFile } from '../media/mp4/fmp4-file.ts';
+import { isThinned, thinFragment } from '../media/mp4/fmp4-thin.ts';
 import { parseSegmentRelPath } from './layout.ts';
 import { recordFromScan } from './reconcile.ts';
 import { fsyncDir } from './segment-file.ts';

@@ -218,7 +218,7 @@ for (const k of KINDS) {
       t.true(pts.some((p, i) => i > 0 && p < pts[i - 1]!), 'B-frames kept: presentation order differs from decode order');
     }
     if (k.format === 'ps' && k.video !== 'mjpeg') {
-      // The PS segment carries the AAC made from G.711 (media/ps-convert.ts), and reads back.
+      // The PS segment carries the AAC made from G.711 (media/ps/ps-convert.ts), and reads back.
       const ps = await fetch(`${m.node.http}/api/cameras/${k.id}/video.ps?${q}`);
       t.is(ps.status, 200);
       const psFile = join(m.dir, `${k.id}.ps`);

@@ -13,9 +13,9 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import WebSocket from 'ws';
 import { SimCamera } from '../sim/camera.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/fmp4-splitter.ts';
-import { livePreviewCount } from '../media/live-preview.ts';
-import type { LiveMessage } from '../media/live-fanout.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import { livePreviewCount } from '../ffmpeg/live-preview.ts';
+import type { LiveMessage } from '../live/live-fanout.ts';
 import { decodeErrors, ffprobe } from './helpers/media.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 

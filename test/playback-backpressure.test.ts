@@ -15,7 +15,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { RecorderIndex } from '../index/db.ts';
 import { encodeGops } from '../index/gop-table.ts';
 import { createLogger } from '../lib/log.ts';
-import { scanFmp4File } from '../media/fmp4-file.ts';
+import { scanFmp4File } from '../media/mp4/fmp4-file.ts';
 import { MAX_BUFFERED_BYTES, PlaybackSession } from '../api/playback-session.ts';
 import { encode, tempDir } from './media/fixtures.ts';
 

@@ -14,7 +14,7 @@ import test from 'ava';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPlayback } from '../api/play.ts';
-import { parsePlaybackQuery } from '../api/playback-source.ts';
+import { parsePlaybackQuery } from '../playback/playback-source.ts';
 import { SimCamera } from '../sim/camera.ts';
 import { startNode, waitFor } from './helpers/recorder.ts';
 

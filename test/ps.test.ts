@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RecorderIndex } from '../index/db.ts';
-import { demuxPs } from '../media/ps-demux.ts';
+import { demuxPs } from '../media/ps/ps-demux.ts';
 import { SimCamera } from '../sim/camera.ts';
 import { decodeErrors } from './helpers/media.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';

@@ -10,9 +10,9 @@ import test from 'ava';
 import { SimCamera } from '../sim/camera.ts';
 import { selectRange } from '../api/download.ts';
 import type { SegmentRecord } from '../index/records.ts';
-import { buildProgressive, progressiveEtag, progressiveStream } from '../media/progressive-mp4.ts';
-import { decodeSampleTables } from '../media/sample-table-codec.ts';
-import { SampleTableCache } from '../media/sample-table.ts';
+import { buildProgressive, progressiveEtag, progressiveStream } from '../playback/progressive-mp4.ts';
+import { decodeSampleTables } from '../playback/sample-table-codec.ts';
+import { SampleTableCache } from '../playback/sample-table.ts';
 import { startNode, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const closed = (n: TestNode): SegmentRecord[] => [...n.node.index.allSegments('cam')].filter((s) => !s.open);

@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
 import { RecorderIndex } from '../index/db.ts';
 import { decodeGops } from '../index/gop-table.ts';
-import { scanFmp4File } from '../media/fmp4-file.ts';
+import { scanFmp4File } from '../media/mp4/fmp4-file.ts';
 import { ffprobe } from './helpers/media.ts';
 import { spawnRecorder, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 

@@ -10,7 +10,7 @@
 import test from 'ava';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { extractJpeg, FramesBusyError } from '../../media/ffmpeg-frame.ts';
+import { extractJpeg, FramesBusyError } from '../../ffmpeg/ffmpeg-frame.ts';
 import { sharedInputs, tempDir } from './fixtures.ts';
 
 const input = sharedInputs(test);

@@ -1,9 +1,9 @@
 import test from 'ava';
 import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Mp4FormatError } from '../../media/boxes.ts';
-import { scanFmp4File } from '../../media/fmp4-file.ts';
-import type { Fmp4Chunk } from '../../media/fmp4-splitter.ts';
+import { Mp4FormatError } from '../../media/mp4/boxes.ts';
+import { scanFmp4File } from '../../media/mp4/fmp4-file.ts';
+import type { Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
 import { box, decodeErrors, probePackets, sharedInputs, split, tempDir, topBoxes } from './fixtures.ts';
 
 const input = sharedInputs(test);

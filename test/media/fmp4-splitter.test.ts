@@ -1,8 +1,8 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
-import { Mp4FormatError } from '../../media/boxes.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../../media/fmp4-splitter.ts';
-import { isSyncSample, type TrafInfo } from '../../media/moof.ts';
+import { Mp4FormatError } from '../../media/mp4/boxes.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
+import { isSyncSample, type TrafInfo } from '../../media/mp4/moof.ts';
 import { box, probePackets, rng, sharedInputs, split, topBoxes, u32s, type Packet } from './fixtures.ts';
 
 const input = sharedInputs(test);

@@ -7,12 +7,12 @@
 import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { scanFmp4File } from '../../media/fmp4-file.ts';
-import { fragmentHeader, Rescaler, singleTrackInit, trickMode, SYNC_FLAGS } from '../../media/fmp4-trick.ts';
-import { parseInit } from '../../media/init-info.ts';
-import { parseMoof } from '../../media/moof.ts';
-import { PlaybackStream, type PlaybackSegment } from '../../media/playback-stream.ts';
-import { SampleTableCache } from '../../media/sample-table.ts';
+import { scanFmp4File } from '../../media/mp4/fmp4-file.ts';
+import { fragmentHeader, Rescaler, singleTrackInit, trickMode, SYNC_FLAGS } from '../../media/mp4/fmp4-trick.ts';
+import { parseInit } from '../../media/mp4/init-info.ts';
+import { parseMoof } from '../../media/mp4/moof.ts';
+import { PlaybackStream, type PlaybackSegment } from '../../playback/playback-stream.ts';
+import { SampleTableCache } from '../../playback/sample-table.ts';
 import { decodeErrors, encode, probePackets, sharedInputs, tempDir } from './fixtures.ts';
 import { ffprobe } from '../helpers/media.ts';
 

@@ -8,12 +8,12 @@ import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { Fmp4Splitter, type Fmp4Chunk } from '../../media/fmp4-splitter.ts';
-import { parseInit } from '../../media/init-info.ts';
-import { parseMoof, rewriteMoof } from '../../media/moof.ts';
-import { scanFmp4File } from '../../media/fmp4-file.ts';
-import { planFmp4Range } from '../../media/fmp4-range.ts';
-import { Mp4FormatError } from '../../media/boxes.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
+import { parseInit } from '../../media/mp4/init-info.ts';
+import { parseMoof, rewriteMoof } from '../../media/mp4/moof.ts';
+import { scanFmp4File } from '../../media/mp4/fmp4-file.ts';
+import { planFmp4Range } from '../../playback/fmp4-range.ts';
+import { Mp4FormatError } from '../../media/mp4/boxes.ts';
 import { decodeErrors, ffprobe } from '../helpers/media.ts';
 import { tempDir } from '../helpers/recorder.ts';
 

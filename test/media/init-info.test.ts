@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
-import { Mp4FormatError, childBoxes, findBox, readBoxHeader } from '../../media/boxes.ts';
-import { parseInit } from '../../media/init-info.ts';
+import { Mp4FormatError, childBoxes, findBox, readBoxHeader } from '../../media/mp4/boxes.ts';
+import { parseInit } from '../../media/mp4/init-info.ts';
 import { box, rng, sharedInputs, topBoxes, u32s } from './fixtures.ts';
 
 const input = sharedInputs(test);

@@ -1,9 +1,9 @@
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Mp4FormatError } from '../../media/boxes.ts';
-import { parseInit, type TrexDefaults } from '../../media/init-info.ts';
-import { parseMoof, rewriteMoof } from '../../media/moof.ts';
+import { Mp4FormatError } from '../../media/mp4/boxes.ts';
+import { parseInit, type TrexDefaults } from '../../media/mp4/init-info.ts';
+import { parseMoof, rewriteMoof } from '../../media/mp4/moof.ts';
 import { box, decodeErrors, fullBox, probePackets, probeStart, rng, sharedInputs, tempDir, topBoxes, u32s } from './fixtures.ts';
 
 const input = sharedInputs(test);

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { createServer } from 'node:net';
-import { Mp2pBridgeError, findMp2p, isMp2pCamera, rtpPayload, startMp2pBridge } from '../../media/mp2p-bridge.ts';
+import { Mp2pBridgeError, findMp2p, isMp2pCamera, rtpPayload, startMp2pBridge } from '../../rtsp/mp2p-bridge.ts';
 import { freePort } from '../../sim/camera.ts';
 
 test('findMp2p: the MP2P/90000 media and its control URL (relative, absolute, none)', (t) => {

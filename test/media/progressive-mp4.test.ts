@@ -9,11 +9,11 @@ import test from 'ava';
 import { copyFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
-import { scanFmp4File } from '../../media/fmp4-file.ts';
-import { childBoxes, findAll, findBox, fullBoxBody } from '../../media/boxes.ts';
-import { buildProgressive, progressiveStream, type ProgressiveLayout } from '../../media/progressive-mp4.ts';
-import { SampleTableCache, type SegmentTables } from '../../media/sample-table.ts';
-import { segmentError } from '../../media/playback-stream.ts';
+import { scanFmp4File } from '../../media/mp4/fmp4-file.ts';
+import { childBoxes, findAll, findBox, fullBoxBody } from '../../media/mp4/boxes.ts';
+import { buildProgressive, progressiveStream, type ProgressiveLayout } from '../../playback/progressive-mp4.ts';
+import { SampleTableCache, type SegmentTables } from '../../playback/sample-table.ts';
+import { segmentError } from '../../playback/playback-stream.ts';
 import { decodeErrors, probePackets, sharedInputs, tempDir, type Packet } from './fixtures.ts';
 import { ffprobe } from '../helpers/media.ts';
 

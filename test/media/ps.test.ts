@@ -10,12 +10,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { joinLengthPrefixed, sampleToAnnexB, splitAnnexB, splitLengthPrefixed } from '../../media/annexb.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../../media/fmp4-splitter.ts';
+import { joinLengthPrefixed, sampleToAnnexB, splitAnnexB, splitLengthPrefixed } from '../../media/codec/annexb.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
 import { MediaFormatError } from '../../media/media-error.ts';
-import { FragmentToPs, describePs, psGopToFmp4 } from '../../media/ps-convert.ts';
-import { demuxPs } from '../../media/ps-demux.ts';
-import { MAX_PES_PAYLOAD, STREAM_TYPE, muxGop } from '../../media/ps-mux.ts';
+import { FragmentToPs, describePs, psGopToFmp4 } from '../../media/ps/ps-convert.ts';
+import { demuxPs } from '../../media/ps/ps-demux.ts';
+import { MAX_PES_PAYLOAD, STREAM_TYPE, muxGop } from '../../media/ps/ps-mux.ts';
 import { tempDir } from '../helpers/recorder.ts';
 
 const run = promisify(execFile);

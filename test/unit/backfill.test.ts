@@ -7,11 +7,11 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { RtspProtocolError, RtspStreamParser, formatClockTime, header, onvifPacketTimeMs, parseClockRange, requestLine, serialize, type RtspItem, type RtspMessage } from '../../media/rtsp-message.ts';
-import { rewriteRequest, rewriteResponse, type RewriteContext } from '../../media/rtsp-replay-proxy.ts';
-import { authorization, parseChallenge, pickChallenge } from '../../media/rtsp-auth.ts';
-import { renderReplayUrl, templateProblem } from '../../media/edge-url.ts';
-import { judgeCameraClock, redactUrls } from '../../media/edge-replay.ts';
+import { RtspProtocolError, RtspStreamParser, formatClockTime, header, onvifPacketTimeMs, parseClockRange, requestLine, serialize, type RtspItem, type RtspMessage } from '../../rtsp/rtsp-message.ts';
+import { rewriteRequest, rewriteResponse, type RewriteContext } from '../../rtsp/rtsp-replay-proxy.ts';
+import { authorization, parseChallenge, pickChallenge } from '../../rtsp/rtsp-auth.ts';
+import { renderReplayUrl, templateProblem } from '../../rtsp/edge-url.ts';
+import { judgeCameraClock, redactUrls } from '../../ingest/edge-replay.ts';
 import { fitIntoHole } from '../../backfill/attempt.ts';
 import { intersect, pieces, settleAttempt, splitAt, subtract, timingIntervals } from '../../index/gap-ledger.ts';
 import type { GapRecord, SchedulePlan } from '../../index/records.ts';

@@ -5,12 +5,12 @@
  */
 import test from 'ava';
 import { Writable } from 'node:stream';
-import { poolPutSchema } from '../../api/schemas.ts';
+import { poolPutSchema } from '../../services/schemas.ts';
 import { FRAME_WIDTHS, frameWidth } from '../../api/frames.ts';
 import { assertAuthForBind, configSchema, isLoopbackAddress, splitHostPort } from '../../lib/config.ts';
 import { createLogger } from '../../lib/log.ts';
 import { parseTimeMs } from '../../lib/time.ts';
-import { FrameDecoder, FramesBusyError } from '../../media/ffmpeg-frame.ts';
+import { FrameDecoder, FramesBusyError } from '../../ffmpeg/ffmpeg-frame.ts';
 
 test('dates that do not exist are refused, not rolled into the next month', (t) => {
   for (const bad of ['2026-02-30T00:00Z', '2026-02-29T12:00:00Z', '2026-13-01T00:00Z', '2026-04-31T00:00Z', '2026-01-01T24:00Z', '2026-01-01T10:60Z', '2026-01-01T10:00:60Z']) {

@@ -1,13 +1,13 @@
 /**
  * What an ingest attempt does with the camera's audio and which RTSP transport it asks
- * for, and what it learns from a failed attempt (media/audio-plan.ts,
- * media/rtsp-transport.ts). The real cameras are in test/camera-matrix.test.ts.
+ * for, and what it learns from a failed attempt (ingest/audio-plan.ts,
+ * rtsp/rtsp-transport.ts). The real cameras are in test/camera-matrix.test.ts.
  */
 import test from 'ava';
-import { aacBitrate, audioStatusFromInit, noteAudioOutcome, planAudio, resetAudioMemory, sdpAudioCodec } from '../../media/audio-plan.ts';
-import { chooseTransport, noteTransportOutcome, resetTransportMemory, transportSetting } from '../../media/rtsp-transport.ts';
-import { parseSdpMedia } from '../../media/rtsp-describe.ts';
-import { cameraPutSchema } from '../../api/schemas.ts';
+import { aacBitrate, audioStatusFromInit, noteAudioOutcome, planAudio, resetAudioMemory, sdpAudioCodec } from '../../ingest/audio-plan.ts';
+import { chooseTransport, noteTransportOutcome, resetTransportMemory, transportSetting } from '../../rtsp/rtsp-transport.ts';
+import { parseSdpMedia } from '../../rtsp/rtsp-describe.ts';
+import { cameraPutSchema } from '../../services/schemas.ts';
 
 const sdp = (audio: string): ReturnType<typeof parseSdpMedia> => parseSdpMedia(`m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000\n${audio}`);
 const failed = (stderr: string[]): { gotVideo: boolean; requested: boolean; stderr: string[] } => ({ gotVideo: false, requested: false, stderr });

@@ -1,13 +1,13 @@
 /**
- * The live fan-out's per-viewer queue policy (media/live-fanout.ts), without I/O:
+ * The live fan-out's per-viewer queue policy (live/live-fanout.ts), without I/O:
  * one message in flight, a bounded backlog dropped to the next keyframe, init and
  * status messages never dropped, a joining viewer starting at init + newest GOP.
  */
 import test from 'ava';
-import type { Fmp4Chunk } from '../../media/fmp4-splitter.ts';
-import type { InitInfo } from '../../media/init-info.ts';
-import type { MoofInfo } from '../../media/moof.ts';
-import { LiveChannel, type LiveMessage } from '../../media/live-fanout.ts';
+import type { Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
+import type { InitInfo } from '../../media/mp4/init-info.ts';
+import type { MoofInfo } from '../../media/mp4/moof.ts';
+import { LiveChannel, type LiveMessage } from '../../live/live-fanout.ts';
 
 const info: InitInfo = { tracks: [], videoTrackId: 1, mimeType: 'video/mp4; codecs="avc1.4d401e"', codecKey: 'k', trexDefaults: new Map() };
 const init: Fmp4Chunk = { kind: 'init', bytes: Buffer.from('init'), info };

@@ -3,10 +3,10 @@
  * typed error) and the output timeline across continuous and broken segments.
  */
 import test from 'ava';
-import { parsePlaybackQuery, parseSpeed } from '../../api/playback-source.ts';
+import { parsePlaybackQuery, parseSpeed } from '../../playback/playback-source.ts';
 import { parseCommand } from '../../api/playback-session.ts';
 import { RecorderError } from '../../lib/errors.ts';
-import { OutputTimeline } from '../../media/timeline.ts';
+import { OutputTimeline } from '../../playback/timeline.ts';
 
 function code(fn: () => unknown): string | undefined {
   try {

@@ -1,6 +1,6 @@
 /**
- * The incremental PS → GOP reader (media/ps-gop-reader.ts) and the live PS → fMP4
- * writer (media/ps-live-fmp4.ts), on program streams made here: Hikvision-style (pack +
+ * The incremental PS → GOP reader (media/ps/ps-gop-reader.ts) and the live PS → fMP4
+ * writer (media/ps/ps-live-fmp4.ts), on program streams made here: Hikvision-style (pack +
  * system header + PSM before each I-frame, one PES per NAL unit, AAC or G.711 audio
  * interleaved) and ffmpeg-style (units packed several per fixed-size PES, start codes
  * cut by PES boundaries). Fed in random chunk sizes; every access unit must come out
@@ -8,12 +8,12 @@
  * garbage, the size bound, a 33-bit wrap and a codec change. Pure: no processes.
  */
 import test from 'ava';
-import { splitAnnexB } from '../../media/annexb.ts';
-import { demuxPs } from '../../media/ps-demux.ts';
-import { PsGopReader, type PsGop } from '../../media/ps-gop-reader.ts';
-import { PsLiveFmp4, nearestUnwrap } from '../../media/ps-live-fmp4.ts';
-import { crc32Mpeg } from '../../media/ps-mux.ts';
-import type { Fmp4Chunk } from '../../media/fmp4-splitter.ts';
+import { splitAnnexB } from '../../media/codec/annexb.ts';
+import { demuxPs } from '../../media/ps/ps-demux.ts';
+import { PsGopReader, type PsGop } from '../../media/ps/ps-gop-reader.ts';
+import { PsLiveFmp4, nearestUnwrap } from '../../media/ps/ps-live-fmp4.ts';
+import { crc32Mpeg } from '../../media/ps/ps-mux.ts';
+import type { Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
 
 const TS_MOD = 2n ** 33n;
 // Real parameter sets (x264 / x265, 320x240) so the fMP4 side can describe the tracks.

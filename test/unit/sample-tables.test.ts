@@ -1,5 +1,5 @@
 /**
- * Persisted sample tables (media/sample-table-codec.ts, storage/segment-tables.ts) on
+ * Persisted sample tables (playback/sample-table-codec.ts, storage/segment-tables.ts) on
  * real ffmpeg output written by the real segment writer (fMP4 and PS, H.264 with
  * B-frames + AAC) into a real LMDB index:
  *   - the record decodes to exactly the tables parsed from the moofs, and a download
@@ -22,10 +22,10 @@ import { RecorderIndex } from '../../index/db.ts';
 import { decodeGops } from '../../index/gop-table.ts';
 import type { CameraConfig, SegmentRecord } from '../../index/records.ts';
 import { silentLogger } from '../../lib/log.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../../media/fmp4-splitter.ts';
-import { buildProgressive, progressiveEtag, progressiveStream } from '../../media/progressive-mp4.ts';
-import { SAMPLE_TABLE_FORMAT, SampleTableRecordError, decodeSampleTables, encodeSampleTables, type PersistedTables } from '../../media/sample-table-codec.ts';
-import { SampleTableCache, type FragmentTable, type PersistedTableSource, type SegmentTables } from '../../media/sample-table.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
+import { buildProgressive, progressiveEtag, progressiveStream } from '../../playback/progressive-mp4.ts';
+import { SAMPLE_TABLE_FORMAT, SampleTableRecordError, decodeSampleTables, encodeSampleTables, type PersistedTables } from '../../playback/sample-table-codec.ts';
+import { SampleTableCache, type FragmentTable, type PersistedTableSource, type SegmentTables } from '../../playback/sample-table.ts';
 import { SegmentTableStore } from '../../storage/segment-tables.ts';
 import { SegmentWriter } from '../../storage/segment-writer.ts';
 import { thinSegment } from '../../storage/thin.ts';

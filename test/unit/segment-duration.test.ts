@@ -1,5 +1,5 @@
 /**
- * Segment durations in the fMP4 header (issue 12 item 6c, media/init-duration.ts): the
+ * Segment durations in the fMP4 header (issue 12 item 6c, media/mp4/init-duration.ts): the
  * segment writer on real ffmpeg output (H.264 with B-frames + AAC) writes each file's
  * init with a mehd of reserved size and fills mehd/mvhd/tkhd in at close. Closed files
  * say their media duration; an open one (a crash) says zero, still scans and plays, and
@@ -19,15 +19,15 @@ import { RecorderIndex } from '../../index/db.ts';
 import { decodeGops } from '../../index/gop-table.ts';
 import type { CameraConfig, SegmentRecord } from '../../index/records.ts';
 import { silentLogger } from '../../lib/log.ts';
-import { scanFmp4File } from '../../media/fmp4-file.ts';
-import { planFmp4Range } from '../../media/fmp4-range.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../../media/fmp4-splitter.ts';
-import { MEHD_BYTES, initDurations, withoutDurations } from '../../media/init-duration.ts';
-import { parseInit } from '../../media/init-info.ts';
-import { PlaybackStream, type PlaybackSegment } from '../../media/playback-stream.ts';
-import { progressiveEtag } from '../../media/progressive-mp4.ts';
-import { encodeSampleTables } from '../../media/sample-table-codec.ts';
-import { SampleTableCache, readFileTables, type PersistedTableSource } from '../../media/sample-table.ts';
+import { scanFmp4File } from '../../media/mp4/fmp4-file.ts';
+import { planFmp4Range } from '../../playback/fmp4-range.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
+import { MEHD_BYTES, initDurations, withoutDurations } from '../../media/mp4/init-duration.ts';
+import { parseInit } from '../../media/mp4/init-info.ts';
+import { PlaybackStream, type PlaybackSegment } from '../../playback/playback-stream.ts';
+import { progressiveEtag } from '../../playback/progressive-mp4.ts';
+import { encodeSampleTables } from '../../playback/sample-table-codec.ts';
+import { SampleTableCache, readFileTables, type PersistedTableSource } from '../../playback/sample-table.ts';
 import { reconcile } from '../../storage/reconcile.ts';
 import { segmentRelPath } from '../../storage/layout.ts';
 import { SegmentWriter } from '../../storage/segment-writer.ts';
@@ -104,7 +104,7 @@ async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** The segment as /play looks it up (api/playback-source.ts). */
+/** The segment as /play looks it up (playback/playback-source.ts). */
 function playbackSegment(path: string, seg: SegmentRecord): Iterator<PlaybackSegment> {
   const fragments = decodeGops(seg.gops).map((g) => ({ offset: g.offset, size: g.size, timeMs: seg.startMs + g.timeMs }));
   return [{ path, bytes: seg.bytes, initSize: seg.initSize, codecKey: seg.codecKey, fragments }][Symbol.iterator]();

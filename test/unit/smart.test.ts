@@ -12,13 +12,13 @@ import { promisify } from 'node:util';
 import { RecorderIndex } from '../../index/db.ts';
 import { smartInRange, smartNext } from '../../index/smart.ts';
 import { createLogger } from '../../lib/log.ts';
-import { classifyPayload, parseKlv, parseOnvifMetadata, SmartPacketError } from '../../media/onvif-meta.ts';
-import { decodeFileHeader, decodeRecords, encodeFileHeader, encodeRecord, SMART_FILE_HEADER_BYTES } from '../../media/smart-frame.ts';
-import { TsDemuxer, TsMuxer, unwrap, type PesPacket } from '../../media/ts-demux.ts';
+import { classifyPayload, parseKlv, parseOnvifMetadata, SmartPacketError } from '../../smart/onvif-meta.ts';
+import { decodeFileHeader, decodeRecords, encodeFileHeader, encodeRecord, SMART_FILE_HEADER_BYTES } from '../../smart/smart-frame.ts';
+import { TsDemuxer, TsMuxer, unwrap, type PesPacket } from '../../smart/ts-demux.ts';
 import { deleteSmartBefore, deleteSmartRange } from '../../storage/smart-retention.ts';
-import { Fmp4Splitter, type Fmp4Chunk } from '../../media/fmp4-splitter.ts';
-import { fragmentUserData, seiUserData, videoSampleFormat } from '../../media/sei-userdata.ts';
-import { SmartWriter, smartStats, SMART_MAX_PACKETS_PER_SEC } from '../../storage/smart-writer.ts';
+import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
+import { fragmentUserData, seiUserData, videoSampleFormat } from '../../media/codec/sei-userdata.ts';
+import { SmartWriter, smartStats, SMART_MAX_PACKETS_PER_SEC } from '../../smart/smart-writer.ts';
 
 const run = promisify(execFile);
 

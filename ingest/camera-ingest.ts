@@ -1,0 +1,77 @@
+/**
+ * Starts the ingest of one camera session whatever its RTSP payload: most cameras go
+ * straight to ffmpeg (ffmpeg/ffmpeg-ingest.ts); a camera whose session carries MPEG-PS
+ * over RTP (MP2P/90000, GB28181 style) is recognised by one DESCRIBE and read without
+ * ffmpeg (ingest/mp2p-ingest.ts: our RTSP bridge, PS reader and fMP4 writer), giving the
+ * same fMP4 chunks, so segment writing, indexing and playback do not change.
+ * A DESCRIBE that fails is not an error here: the camera is taken for what its last
+ * answer said (MP2P or not), else ffmpeg reports the camera's problem.
+ * The returned session behaves as startIngest's.
+ */
+import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import { startIngest, type IngestExit, type IngestOptions, type IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
+import { startMp2pIngest } from './mp2p-ingest.ts';
+import { describeWithRetry } from '../rtsp/rtsp-describe.ts';
+
+const DESCRIBE_TIMEOUT_MS = 5000;
+/** URL → whether its last DESCRIBE answer had an MP2P stream (for attempts whose DESCRIBE gets none). */
+const knownMp2p = new Map<string, boolean>();
+
+export interface CameraIngestOptions extends IngestOptions {
+  /** Things worth a log line that are not failures (MP2P in use, RTP packets lost). */
+  onNotice?: (level: 'info' | 'warn', message: string, details: Record<string, unknown>) => void;
+  /**
+   * The segment format the chunks are written as. Only MP2P cameras look at it: their
+   * G.711 audio is kept for PS segments (which carry it) and left out of MP4 ones
+   * (browsers cannot play G.711 in MP4, and would not play the video either).
+   */
+  recordFormat?: 'mp4' | 'ps';
+}
+
+export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
+  let inner: IngestSession | null = null;
+  let stopped = false;
+  let resolveExit!: (e: IngestExit) => void;
+  const exited = new Promise<IngestExit>((r) => (resolveExit = r));
+  const ready = (async (): Promise<IngestSession | null> => {
+    const timeout = Math.min(opts.stallTimeoutMs, DESCRIBE_TIMEOUT_MS);
+    // One DESCRIBE per attempt: MP2P here, the data-track check in startIngest.
+    const described = await describeWithRetry(opts.url, timeout).catch(() => null);
+    if (stopped) return null;
+    // No answer this time (a busy camera): what the last answer said, since ffmpeg
+    // cannot read MP2P at all and the bridge makes its own DESCRIBE anyway.
+    const mp2p = described ? described.some((m) => m.encodings.includes('MP2P')) : (knownMp2p.get(opts.url) ?? false);
+    if (described) knownMp2p.set(opts.url, mp2p);
+    if (!mp2p) return startIngest({ ...opts, described });
+    return startMp2pIngest({
+      url: opts.url,
+      stallTimeoutMs: opts.stallTimeoutMs,
+      g711: opts.recordFormat === 'ps' ? 'keep' : 'drop',
+      onAudio: (audio) => opts.onPlan?.({ transport: null, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
+      ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
+    });
+  })();
+  void ready.then((s) => {
+    inner = s;
+    if (!s) {
+      if (stopped) resolveExit({ requested: true });
+      return;
+    }
+    void s.exited.then(resolveExit);
+    if (stopped) s.stop();
+  });
+
+  async function* chunks(): AsyncGenerator<Fmp4Chunk> {
+    const s = await ready;
+    if (s) yield* s.chunks;
+  }
+
+  return {
+    chunks: chunks(),
+    exited,
+    stop() {
+      stopped = true;
+      inner?.stop();
+    },
+  };
+}

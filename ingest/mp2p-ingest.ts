@@ -1,0 +1,221 @@
+/**
+ * Ingest of a camera that sends MPEG-PS over RTP (MP2P/90000, GB28181 / Hikvision),
+ * without ffmpeg: rtsp/mp2p-bridge.ts pulls the program stream, media/ps/ps-gop-reader.ts
+ * cuts it into GOPs at video keyframes, media/ps/ps-live-fmp4.ts makes an fMP4 init and
+ * one fragment per GOP. The result is the same IngestSession as ffmpeg's ingest
+ * (ffmpeg/ffmpeg-ingest.ts): `chunks` (Fmp4Chunk init/fragments), `exited`, `stop()`,
+ * so the camera actor, segment writers, pre-record and live view do not change.
+ *
+ * Why not ffmpeg (`-f mpeg` on the bridge's bytes, as before): ffmpeg 5.1 probes a
+ * program stream from its first bytes; with AAC it fails on the ADTS headers
+ * (`Malformed AAC bitstream`), it takes G.711 (PSM type 0x90) and any audio whose PSM it
+ * has not seen yet (a camera joined mid-GOP) for MPEG audio and then writes no header.
+ * Our reader knows those streams, waits for a keyframe with its PSM, and costs no
+ * process per camera.
+ *
+ * Failures end the session with an Mp2pIngestError (the camera actor backs off and
+ * retries): the PSM names a video codec we do not record (MP2P_VIDEO_UNSUPPORTED),
+ * bytes arrive but no GOP can be made of them for NO_VIDEO_MS (MP2P_NO_VIDEO: no
+ * keyframe, no H.264/H.265, no parameter sets), nothing arrives for `stallTimeoutMs`
+ * (MP2P_STALLED). The bridge's own errors (Mp2pBridgeError) pass as they are.
+ * Corrupt input is skipped and counted (`stats()`), never an error by itself.
+ *
+ * Bounds: the reader holds at most one GOP (plus its bound); fragments not yet taken
+ * by the consumer (a slow disk) pause the camera's socket past QUEUE_HIGH_BYTES and
+ * resume it below QUEUE_LOW_BYTES.
+ */
+import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
+import type { IngestExit, IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
+import { startMp2pBridge, type Mp2pBridge } from '../rtsp/mp2p-bridge.ts';
+import { PsGopReader, type PsGop, type PsGopReaderCounters } from '../media/ps/ps-gop-reader.ts';
+import { PsLiveFmp4, VIDEO_TYPES, type PsAudioStatus, type PsLiveCounters } from '../media/ps/ps-live-fmp4.ts';
+import { STREAM_TYPE } from '../media/ps/ps-mux.ts';
+
+export type Mp2pIngestErrorCode = 'MP2P_VIDEO_UNSUPPORTED' | 'MP2P_NO_VIDEO' | 'MP2P_STALLED';
+
+export class Mp2pIngestError extends Error {
+  constructor(
+    readonly code: Mp2pIngestErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'Mp2pIngestError';
+  }
+}
+
+export interface Mp2pIngestOptions {
+  url: string;
+  /** The camera sends nothing for this long: the session ends (MP2P_STALLED). */
+  stallTimeoutMs: number;
+  /** G.711 A-law audio: kept (PS segments carry it) or left out (MP4 segments). Default keep. */
+  g711?: 'keep' | 'drop';
+  maxGopBytes?: number;
+  /** What happens to the audio, before the init it applies to (and whenever it changes). */
+  onAudio?: (audio: PsAudioStatus) => void;
+  /** Things worth a log line that are not failures (counters at the end of a session). */
+  onNotice?: (level: 'info' | 'warn', message: string, details: Record<string, unknown>) => void;
+}
+
+export interface Mp2pIngestStats {
+  reader: PsGopReaderCounters;
+  fmp4: PsLiveCounters;
+  lostPackets: number;
+  audio: PsAudioStatus;
+}
+
+export interface Mp2pIngestSession extends IngestSession {
+  stats(): Mp2pIngestStats;
+}
+
+/** Fragments waiting for the consumer past this pause the camera's socket … */
+const QUEUE_HIGH_BYTES = 32 * 1024 * 1024;
+/** … until they are below this. */
+const QUEUE_LOW_BYTES = 8 * 1024 * 1024;
+
+export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
+  const reader = new PsGopReader(opts.maxGopBytes !== undefined ? { maxGopBytes: opts.maxGopBytes } : {});
+  const fmp4 = new PsLiveFmp4({ g711: opts.g711 ?? 'keep' });
+  const noVideoMs = 2 * opts.stallTimeoutMs + 10_000;
+  const queue: Fmp4Chunk[] = [];
+  let queueBytes = 0;
+  let wake: (() => void) | null = null;
+  let bridge: Mp2pBridge | null = null;
+  let paused = false;
+  let requested = false;
+  let finished = false;
+  let failure: Error | undefined;
+  let lastBytesAt = Date.now();
+  let lastFragmentAt = Date.now();
+  let lastAudio = '';
+  let resolveExit!: (e: IngestExit) => void;
+  const exited = new Promise<IngestExit>((r) => (resolveExit = r));
+
+  const notify = (): void => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const enqueue = (c: Fmp4Chunk): void => {
+    queue.push(c);
+    queueBytes += c.bytes.length;
+    if (!paused && queueBytes > QUEUE_HIGH_BYTES && bridge) {
+      paused = true;
+      bridge.pause();
+    }
+    notify();
+  };
+  const convert = (gop: PsGop): void => {
+    for (const c of fmp4.push(gop)) {
+      if (c.kind === 'init') {
+        const audio = JSON.stringify(fmp4.audio);
+        if (audio !== lastAudio) {
+          lastAudio = audio;
+          opts.onAudio?.(fmp4.audio);
+          opts.onNotice?.('info', 'MP2P audio', { ...fmp4.audio });
+        }
+      } else {
+        lastFragmentAt = Date.now();
+      }
+      enqueue(c);
+    }
+  };
+  const stats = (): Mp2pIngestStats => ({ reader: { ...reader.counters }, fmp4: { ...fmp4.counters }, lostPackets: bridge?.lostPackets ?? 0, audio: fmp4.audio });
+
+  const finish = (error?: Error): void => {
+    if (finished) return;
+    finished = true;
+    clearInterval(watchdog);
+    bridge?.close();
+    const s = stats();
+    const trouble = s.lostPackets + s.reader.resyncBytes + s.reader.droppedBytes + s.reader.oversizedGops + s.reader.droppedGops + s.fmp4.skippedGops + s.fmp4.truncatedPackets;
+    if (trouble > 0) opts.onNotice?.('warn', 'MP2P: damaged input in this session (skipped and resynchronised)', { lostPackets: s.lostPackets, ...s.reader, ...s.fmp4 });
+    resolveExit(requested ? { requested: true } : { requested: false, ...(failure ?? error ? { error: failure ?? error } : {}) });
+    notify();
+  };
+  const fail = (err: Error): void => {
+    failure ??= err;
+    finish(err);
+  };
+
+  /** The PSM names video, none of it H.264/H.265: nothing to record. */
+  const checkVideoType = (): void => {
+    if (reader.codec !== null) return;
+    const video = [...reader.psm.entries()].filter(([id]) => id >= 0xe0 && id <= 0xef);
+    if (video.length === 0 || video.some(([, t]) => t === STREAM_TYPE.H264 || t === STREAM_TYPE.H265)) return;
+    const names = video.map(([, t]) => VIDEO_TYPES[t] ?? `stream type 0x${t.toString(16)}`);
+    fail(new Mp2pIngestError('MP2P_VIDEO_UNSUPPORTED', `the camera sends ${names.join(', ')} in MPEG-PS; H.264 and H.265 are recorded`));
+  };
+
+  const watchdog = setInterval(() => {
+    const now = Date.now();
+    if (!bridge) return; // connecting: the bridge times its own steps out
+    if (now - lastBytesAt > opts.stallTimeoutMs) {
+      fail(new Mp2pIngestError('MP2P_STALLED', `no data from the camera for ${now - lastBytesAt} ms`));
+    } else if (!paused && now - lastFragmentAt > noVideoMs) {
+      const r = reader.counters;
+      const why = reader.codec === null ? 'no H.264/H.265 video found' : r.gops === 0 ? 'no keyframe with a PSM' : 'no GOP with readable video';
+      fail(new Mp2pIngestError('MP2P_NO_VIDEO', `${why} in ${now - lastFragmentAt} ms of MPEG-PS (${r.bytesIn} bytes, ${r.skippedBytes} skipped, ${r.resyncBytes} resynchronised)`));
+    }
+  }, 1000);
+  watchdog.unref();
+
+  void (async () => {
+    try {
+      const b = await startMp2pBridge(opts.url, opts.stallTimeoutMs, {
+        onBytes(bytes, gap) {
+          if (finished) return;
+          lastBytesAt = Date.now();
+          if (gap) reader.discontinuity();
+          try {
+            for (const gop of reader.push(bytes)) convert(gop);
+            checkVideoType();
+          } catch (err) {
+            // Our bug, not the camera's: end this attempt with it rather than the process.
+            fail(err as Error);
+          }
+        },
+      });
+      bridge = b;
+      if (finished) return void b.close();
+      lastBytesAt = lastFragmentAt = Date.now();
+      opts.onNotice?.('info', 'camera sends MPEG-PS over RTP (MP2P): read by our PS reader', {});
+      const why = await b.ended;
+      if (finished) return;
+      if (!requested) {
+        // The camera hung up: its last GOP is whole up to the last packet.
+        const last = reader.end();
+        if (last) convert(last);
+      }
+      finish(why ?? new Error('camera stream ended'));
+    } catch (err) {
+      fail(err as Error);
+    }
+  })();
+
+  async function* chunks(): AsyncGenerator<Fmp4Chunk> {
+    for (;;) {
+      const c = queue.shift();
+      if (c) {
+        queueBytes -= c.bytes.length;
+        if (paused && queueBytes < QUEUE_LOW_BYTES) {
+          paused = false;
+          bridge?.resume();
+        }
+        yield c;
+        continue;
+      }
+      if (finished) return;
+      await new Promise<void>((r) => (wake = r));
+    }
+  }
+
+  return {
+    chunks: chunks(),
+    exited,
+    stats,
+    stop() {
+      requested = true;
+      finish();
+    },
+  };
+}

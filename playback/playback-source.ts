@@ -1,0 +1,142 @@
+/**
+ * Feeds playback streams from the index, lazily: segments are looked up in small
+ * batches as the stream reaches them (no long-lived LMDB read transaction, no list of
+ * a month of segments in memory), forwards from the GOP holding `from` up to `to`, or
+ * backwards from the GOP holding `from` down to `to` for reverse play. Also the one
+ * shared table cache (playback/sample-table.ts) of a node, and the parsing of the
+ * playback query shared by HTTP `/play` and WebSocket sessions.
+ */
+import { join } from 'node:path';
+import type { RecorderIndex } from '../index/db.ts';
+import { decodeGops } from '../index/gop-table.ts';
+import type { SegmentRecord } from '../index/records.ts';
+import { BadTimeError, ValidationError } from '../lib/errors.ts';
+import { iso, parseTimeMs } from '../lib/time.ts';
+import { MAX_SPEED, MIN_SPEED, trickMode, type TrickMode } from '../media/mp4/fmp4-trick.ts';
+import type { PlaybackFragment, PlaybackSegment } from './playback-stream.ts';
+import { SampleTableCache, type PersistedTableSource } from './sample-table.ts';
+
+const BATCH = 16;
+const caches = new WeakMap<RecorderIndex, SampleTableCache>();
+
+/**
+ * The node's sample-table cache (one per index, shared by download, /play and
+ * sessions), backed by the tables persisted at segment close when `persisted` is given
+ * (every HTTP route passes the node's; the first call decides).
+ */
+export function tableCache(index: RecorderIndex, persisted?: PersistedTableSource): SampleTableCache {
+  let c = caches.get(index);
+  if (!c) caches.set(index, (c = new SampleTableCache(undefined, persisted)));
+  return c;
+}
+
+function fragmentsOf(seg: SegmentRecord, loMs: number, hiMs: number): PlaybackFragment[] {
+  const gops = decodeGops(seg.gops);
+  const out: PlaybackFragment[] = [];
+  for (let i = 0; i < gops.length; i++) {
+    const g = gops[i]!;
+    const startMs = seg.startMs + g.timeMs;
+    const endMs = i + 1 < gops.length ? seg.startMs + gops[i + 1]!.timeMs : seg.endMs;
+    if (endMs <= loMs || startMs > hiMs) continue;
+    out.push({ offset: g.offset, size: g.size, timeMs: startMs });
+  }
+  return out;
+}
+
+function toPlayback(dataDir: string, seg: SegmentRecord, fragments: PlaybackFragment[]): PlaybackSegment {
+  return { path: join(dataDir, seg.file), bytes: seg.bytes, initSize: seg.initSize, codecKey: seg.codecKey, fragments };
+}
+
+/**
+ * Segments of `camera` in playback order. Forward: GOPs that overlap [fromMs, toMs)
+ * (the first is the GOP holding fromMs). Reverse: GOPs that start at or before fromMs
+ * and end after toMs (toMs < fromMs), latest first.
+ */
+export function* playbackSegments(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, reverse: boolean): Generator<PlaybackSegment> {
+  if (!reverse) {
+    // The segment that starts before `from` may hold it. Read whole before yielding: a
+    // yield inside an lmdb-js range iteration keeps its read transaction open for as
+    // long as the consumer waits (a paused or slow player, or one that went away), and
+    // an open read transaction stops LMDB from reusing any page freed after it: the
+    // index file then grew by every commit (issue 13: 5.3 MB of index for 0.4 MB of video).
+    for (const { value } of [...index.segments.getRange({ start: [camera, fromMs], end: [camera, -1], reverse: true, limit: 1 })]) {
+      if (value.camera === camera && value.endMs > fromMs && value.startMs < fromMs) {
+        const f = fragmentsOf(value, fromMs, toMs - 1);
+        if (f.length) yield toPlayback(dataDir, value, f);
+      }
+    }
+    let next = fromMs;
+    for (;;) {
+      const batch = [...index.segments.getRange({ start: [camera, next], end: [camera, toMs], limit: BATCH })].map((e) => e.value);
+      for (const seg of batch) {
+        const f = fragmentsOf(seg, fromMs, toMs - 1);
+        if (f.length) yield toPlayback(dataDir, seg, f);
+      }
+      if (batch.length < BATCH) return;
+      next = batch[batch.length - 1]!.startMs + 1;
+    }
+  }
+  let next = fromMs;
+  for (;;) {
+    const batch = [...index.segments.getRange({ start: [camera, next], end: [camera, -1], reverse: true, limit: BATCH })].map((e) => e.value);
+    for (const seg of batch) {
+      if (seg.camera !== camera) return;
+      if (seg.endMs <= toMs) return;
+      const f = fragmentsOf(seg, toMs, fromMs).reverse();
+      if (f.length) yield toPlayback(dataDir, seg, f);
+    }
+    if (batch.length < BATCH) return;
+    next = batch[batch.length - 1]!.startMs - 1;
+  }
+}
+
+export interface PlaybackQuery {
+  fromMs: number;
+  /** Forward: end (exclusive); reverse: lower bound. */
+  toMs: number;
+  speed: number;
+  reverse: boolean;
+  iframes: boolean;
+  mode: TrickMode;
+}
+
+function flag(value: unknown, field: string): boolean {
+  if (value === undefined || value === '0' || value === 'false' || value === false) return false;
+  if (value === '1' || value === 'true' || value === true) return true;
+  throw new ValidationError(`${field}: expected 1/0 or true/false, got ${JSON.stringify(value)}`);
+}
+
+/** `speed` as a number or a fraction like `1/8`, within [1/8, 16]. */
+export function parseSpeed(value: unknown): number {
+  if (value === undefined) return 1;
+  let speed = NaN;
+  if (typeof value === 'number') speed = value;
+  else if (typeof value === 'string') {
+    const m = /^(\d+(?:\.\d+)?)(?:\/(\d+(?:\.\d+)?))?$/.exec(value.trim());
+    if (m) speed = Number(m[1]) / (m[2] === undefined ? 1 : Number(m[2]));
+  }
+  if (!Number.isFinite(speed) || speed < MIN_SPEED - 1e-9 || speed > MAX_SPEED + 1e-9) {
+    throw new ValidationError(`speed: expected a number from 1/8 to 16 (e.g. 0.5, 1/8, 8), got ${JSON.stringify(value)}`);
+  }
+  return speed;
+}
+
+/**
+ * Parses from/to/speed/reverse/iframes. Forward `to` defaults to "whatever is
+ * recorded" and must be after `from`; reverse `to` defaults to the beginning and must
+ * be before `from`.
+ */
+export function parsePlaybackQuery(q: { from?: unknown; to?: unknown; speed?: unknown; reverse?: unknown; iframes?: unknown }): PlaybackQuery {
+  const fromMs = parseTimeMs(q.from, 'from');
+  const speed = parseSpeed(q.speed);
+  const reverse = flag(q.reverse, 'reverse');
+  const iframes = flag(q.iframes, 'iframes');
+  let toMs: number;
+  if (q.to === undefined) toMs = reverse ? 0 : Number.MAX_SAFE_INTEGER;
+  else {
+    toMs = parseTimeMs(q.to, 'to');
+    if (!reverse && toMs <= fromMs) throw new BadTimeError(`to (${iso(toMs)}) must be after from (${iso(fromMs)})`);
+    if (reverse && toMs >= fromMs) throw new BadTimeError(`reverse play runs from \`from\` back to \`to\`: to (${iso(toMs)}) must be before from (${iso(fromMs)})`);
+  }
+  return { fromMs, toMs, speed, reverse, iframes, mode: trickMode(speed, iframes, reverse) };
+}

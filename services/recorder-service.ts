@@ -1,0 +1,273 @@
+/**
+ * The domain functions behind both interfaces. HTTP and NATS handlers validate with
+ * schemas.ts, call exactly one of these, and map RecorderError to their wire shape.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Supervisor, CameraLiveState } from '../actors/supervisor.ts';
+import type { CameraStatus, IngestMedia } from '../actors/deps.ts';
+import type { RecorderIndex } from '../index/db.ts';
+import type { CameraConfig, SchedulePlan } from '../index/records.ts';
+import { clipSpans, intersectRanges, search, type RangeMs } from '../index/search.ts';
+import type { LabelView, LockView, StorageService } from './storage-service.ts';
+import { labelView, lockView } from './storage-service.ts';
+import { CameraNotFoundError } from '../lib/errors.ts';
+import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
+import type { Logger } from '../lib/log.ts';
+import type { LiveSink, LiveViewer } from '../live/live-fanout.ts';
+import { backfillSchema, cameraDeleteSchema, cameraIdSchema, cameraPutSchema, eventSchema, manualSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
+import type { BackfillManager } from '../backfill/manager.ts';
+import { BadTimeError } from '../lib/errors.ts';
+import { SmartService } from './smart-service.ts';
+import { deleteSmartRange } from '../storage/smart-retention.ts';
+import { parseTimeMs } from '../lib/time.ts';
+import { systemInfo, type SystemInfo } from '../ops/system.ts';
+import { redactCamera, redactText, restoreRedacted } from '../security/redact.ts';
+
+/** Events further than this from now are refused: a wrong clock, not an event. */
+const EVENT_SKEW_MS = 24 * 3600_000;
+
+export const VERSION = '0.1.0';
+
+export interface CameraView extends CameraConfig {
+  status: CameraLiveState['state'];
+  manual: boolean;
+  lastError: string | null;
+  lastVideoAt: string | null;
+  /** What the last attempt that recorded did with the camera's audio; null before one did. */
+  audio: IngestMedia['audio'] | null;
+  /** The RTSP transport of that attempt (`transport` is the setting). */
+  transportInUse: IngestMedia['transportInUse'];
+}
+
+/**
+ * How a camera is shown: `credentials: true` (admins over HTTP) with the passwords of
+ * its URLs, otherwise with them replaced by `***` (security/redact.ts). NATS replies
+ * are never trusted with them (design/security.md "Credentials").
+ */
+export interface ViewOptions {
+  credentials?: boolean;
+}
+
+export interface SearchView {
+  spans: { from: string; to: string; types: { type: string; from: string; to: string }[]; locks: LockView[]; labels: LabelView[] }[];
+  gaps: { from: string; to: string; state: string; reason: string; attempts: number; error?: { code: string; message: string } }[];
+}
+
+export class RecorderService {
+  /** Cameras that live only in memory (the demo camera). */
+  private readonly transient = new Map<string, CameraConfig>();
+  private storageService: StorageService | null = null;
+  private backfillManager: BackfillManager | null = null;
+  /** Audio handling and transport of each camera's recording attempt, from its published statuses. */
+  private readonly media = new Map<string, IngestMedia>();
+
+  constructor(
+    private readonly index: RecorderIndex,
+    private readonly supervisor: Supervisor,
+    private readonly clock: Clock,
+    private readonly dataDir: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Back-fill from edge storage (wired by the node). */
+  attachBackfill(manager: BackfillManager): void {
+    this.backfillManager = manager;
+  }
+
+  /** `rec.v1.backfill`: fetch [from, to) from the camera's edge storage (async; progress on NATS and in search). */
+  async backfill(body: unknown): Promise<{ camera: string; from: string; to: string; gaps: { from: string; to: string; state: string }[] }> {
+    const q = validate(backfillSchema, body);
+    this.requireCamera(q.camera);
+    const { fromMs, toMs } = parseRangeMs(q.from, q.to);
+    if (!this.backfillManager) throw new Error('back-fill not attached');
+    const gaps = await this.backfillManager.request(q.camera, fromMs, toMs);
+    return { camera: q.camera, from: iso(fromMs), to: iso(toMs), gaps: gaps.map((g) => ({ from: iso(g.startMs), to: iso(g.endMs ?? toMs), state: g.state })) };
+  }
+
+  /** Pools, locks and labels (wired by the node once storage is up). */
+  attachStorage(storage: StorageService): void {
+    this.storageService = storage;
+  }
+
+  get storage(): StorageService {
+    if (!this.storageService) throw new Error('storage service not attached');
+    return this.storageService;
+  }
+
+  /** Starts an actor for every camera persisted in the index (restart without the VMS). */
+  resume(): number {
+    const cameras = this.index.listCameras();
+    for (const camera of cameras) this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
+    return cameras.length;
+  }
+
+  /**
+   * A URL sent back with the password `***` (what a client was shown) keeps the stored
+   * password of the same user at the same host, or is refused (security/redact.ts).
+   */
+  async putCamera(body: unknown, opts: { transient?: boolean } & ViewOptions = {}): Promise<CameraView> {
+    const valid = validate(cameraPutSchema, body);
+    const parsed = restoreRedacted(valid, this.transient.get(valid.id) ?? this.index.cameras.get(valid.id));
+    this.storage.requirePool(parsed.pool);
+    const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) } as CameraConfig;
+    if (opts.transient) this.transient.set(camera.id, camera);
+    else await this.index.cameras.put(camera.id, camera);
+    this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
+    this.log.info({ camera: camera.id }, 'camera configured');
+    return this.view(camera, opts);
+  }
+
+  async deleteCamera(body: unknown): Promise<{ id: string; purged: number }> {
+    const { id, purge } = validate(cameraDeleteSchema, body);
+    this.requireCamera(id);
+    await this.supervisor.remove(id);
+    this.transient.delete(id);
+    await this.index.cameras.remove(id);
+    await this.index.schedules.remove(id);
+    await this.index.recording.remove(id);
+    let purged = 0;
+    if (purge) {
+      // Crash-safe order: drop the index entry, then unlink (a crash leaves an orphan
+      // file that reconcile re-indexes or removes, never an entry without a file).
+      for (const seg of [...this.index.allSegments(id)]) {
+        await this.index.removeSegment(id, seg.startMs);
+        await rm(join(this.dataDir, seg.file), { force: true });
+        purged++;
+      }
+      for (const { key } of [...this.index.gaps.getRange({ start: [id, -1], end: [id, Number.MAX_SAFE_INTEGER] })]) await this.index.gaps.remove(key);
+      await deleteSmartRange(this.index, this.dataDir, id, -1, Number.MAX_SAFE_INTEGER, true);
+    }
+    this.log.info({ camera: id, purge, purged }, 'camera deleted');
+    return { id, purged };
+  }
+
+  listCameras(opts: ViewOptions = {}): CameraView[] {
+    return [...this.index.listCameras(), ...this.transient.values()].map((c) => this.view(c, opts));
+  }
+
+  getCamera(body: unknown, opts: ViewOptions = {}): CameraView {
+    const { id } = validate(cameraIdSchema, body);
+    return this.view(this.requireCamera(id), opts);
+  }
+
+  async putSchedule(body: unknown): Promise<SchedulePlan> {
+    const parsed = validate(schedulePutSchema, body);
+    const camera = this.requireCamera(parsed.camera);
+    const plan: SchedulePlan = parsed;
+    if (!camera.transient) await this.index.schedules.put(plan.camera, plan);
+    this.supervisor.setPlan(plan);
+    return plan;
+  }
+
+  /** An NVR-style event (CONTRACT.md `rec.v1.event.<camera>`). */
+  event(cameraId: string, body: unknown): { camera: string; type: string; action: string; at: string; recording: boolean } {
+    const e = validate(eventSchema, body);
+    this.requireCamera(cameraId);
+    const now = this.clock.nowMs();
+    const atMs = e.at === undefined ? now : parseTimeMs(e.at, 'at');
+    if (Math.abs(atMs - now) > EVENT_SKEW_MS) throw new BadTimeError(`event time ${iso(atMs)} is more than 24 h from now`);
+    const recording = this.supervisor.event(cameraId, { type: e.type, action: e.action, atMs, ...(e.seconds !== undefined ? { seconds: e.seconds } : {}) });
+    return { camera: cameraId, type: e.type, action: e.action, at: iso(atMs), recording };
+  }
+
+  /** Manual recording on or off (type `manual`; events during it still change the type). */
+  manual(body: unknown, on: boolean): { camera: string; manual: boolean } {
+    const { camera } = validate(manualSchema, body);
+    this.requireCamera(camera);
+    this.supervisor.manual(camera, on);
+    return { camera, manual: on };
+  }
+
+  search(body: unknown): SearchView {
+    const q = validate(searchSchema, body);
+    this.requireCamera(q.camera);
+    const { fromMs, toMs } = parseRangeMs(q.from, q.to);
+    const result = search(this.index, { camera: q.camera, fromMs, toMs, types: q.types, nowMs: this.clock.nowMs() });
+    const locks = this.storage.locksIn(q.camera, fromMs, toMs);
+    const labels = this.storage.labelsIn([q.camera], fromMs, toMs);
+    let spans = result.spans;
+    let within: RangeMs[] | null = null;
+    if (q.locked) within = locks.map((l) => ({ fromMs: l.startMs, toMs: l.endMs }));
+    if (q.label !== undefined) {
+      const needle = q.label.toLowerCase();
+      const labelled = labels.filter((l) => l.text.toLowerCase().includes(needle)).map((l) => ({ fromMs: l.startMs, toMs: l.endMs }));
+      within = within === null ? labelled : intersectRanges(within, labelled);
+    }
+    if (within !== null) spans = clipSpans(spans, within);
+    const overlapping = <T extends { startMs: number; endMs: number }>(items: T[], s: { fromMs: number; toMs: number }): T[] =>
+      items.filter((i) => i.startMs < s.toMs && i.endMs > s.fromMs);
+    return {
+      spans: spans.map((s) => ({
+        from: iso(s.fromMs),
+        to: iso(s.toMs),
+        types: s.types.map((t) => ({ type: t.type, from: iso(t.fromMs), to: iso(t.toMs) })),
+        locks: overlapping(locks, s).map(lockView),
+        labels: overlapping(labels, s).map(labelView),
+      })),
+      // Reasons and errors quote ffmpeg, which quotes the camera URL: never its password.
+      gaps: result.gaps.map((g) => ({
+        from: iso(g.fromMs),
+        to: iso(g.toMs),
+        state: g.state,
+        reason: redactText(g.reason),
+        attempts: g.attempts,
+        ...(g.error ? { error: { ...g.error, message: redactText(g.error.message) } } : {}),
+      })),
+    };
+  }
+
+  /**
+   * Every published camera status passes here (node.ts): the camera view shows what the
+   * last attempt that recorded does with audio and transport, as NATS status said it.
+   */
+  noteStatus(status: CameraStatus): void {
+    if (status.state === 'recording' && status.audio) this.media.set(status.camera, { audio: status.audio, transportInUse: status.transportInUse ?? null });
+    else if (status.state === 'stopped') this.media.delete(status.camera);
+  }
+
+  /** A live viewer of the camera's running ingest (api/live.ts); the caller closes it. */
+  subscribeLive(cameraId: string, sink: LiveSink, opts: { preview: boolean }): LiveViewer {
+    this.requireCamera(cameraId);
+    return this.supervisor.subscribeLive(cameraId, sink, opts);
+  }
+
+  /** The camera's state and the MIME type of its live stream (null while not ingesting). */
+  liveState(cameraId: string): { status: CameraLiveState['state']; mimeType: string | null } {
+    this.requireCamera(cameraId);
+    return { status: this.supervisor.live(cameraId)?.state ?? 'stopped', mimeType: this.supervisor.liveStats(cameraId).mimeType };
+  }
+
+  /** Version, CPU, memory and the data disk (issue 8 "Operations"). */
+  systemInfo(): Promise<SystemInfo> {
+    return systemInfo(VERSION, this.dataDir);
+  }
+
+  /** Smart-stream search, jump and raw download (services/smart-service.ts). */
+  get smart(): SmartService {
+    this.smartService ??= new SmartService(this.index, this.dataDir, (id) => this.requireCamera(id));
+    return this.smartService;
+  }
+  private smartService: SmartService | undefined;
+
+  requireCamera(id: string): CameraConfig {
+    const camera = this.transient.get(id) ?? this.index.cameras.get(id);
+    if (!camera) throw new CameraNotFoundError(id);
+    return camera;
+  }
+
+  private view(camera: CameraConfig, opts: ViewOptions): CameraView {
+    const live = this.supervisor.live(camera.id);
+    const lastEndMs = this.index.lastSegment(camera.id)?.endMs ?? null;
+    return {
+      ...(opts.credentials ? camera : redactCamera(camera)),
+      status: live?.state ?? 'stopped',
+      manual: live?.manual ?? false,
+      // ffmpeg's errors quote the URL: redacted for everyone (admins have the config).
+      lastError: live?.lastError ? redactText(live.lastError) : null,
+      lastVideoAt: lastEndMs === null ? null : iso(lastEndMs),
+      audio: this.media.get(camera.id)?.audio ?? null,
+      transportInUse: this.media.get(camera.id)?.transportInUse ?? null,
+    };
+  }
+}
