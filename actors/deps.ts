@@ -6,12 +6,12 @@ import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { LivePublisher } from '../live/live-hub.ts';
-import type { AudioStatus } from '../ingest/audio-plan.ts';
+import type { AudioStatus } from '../ffmpeg/audio-plan.ts';
 import type { RtspTransport } from '../rtsp/rtsp-transport.ts';
 
 /** What the running ingest does with the camera's stream, as status reports it. */
 export interface IngestMedia {
-  /** What happens to the camera's audio (ingest/audio-plan.ts). */
+  /** What happens to the camera's audio (ffmpeg/audio-plan.ts). */
   audio: AudioStatus;
   /** The RTSP transport in use; null when ffmpeg does not speak RTSP itself (the MP2P bridge). */
   transportInUse: RtspTransport | null;

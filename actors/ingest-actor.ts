@@ -12,7 +12,7 @@ import { fragmentUserData, videoSampleFormat, type VideoSampleFormat } from '../
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import type { CameraDeps, IngestMedia } from './deps.ts';
 import type { IngestPlan } from '../ffmpeg/ffmpeg-ingest.ts';
-import { audioStatusFromInit } from '../ingest/audio-plan.ts';
+import { audioStatusFromInit } from '../ffmpeg/audio-plan.ts';
 import { transportSetting } from '../rtsp/rtsp-transport.ts';
 import type { CameraConfig } from '../index/records.ts';
 import type { RecordingDirector } from './recording-director.ts';

@@ -8,7 +8,7 @@
  *
  * Per attempt, before ffmpeg starts, a plan (`onPlan`) says the transport and what
  * happens to the audio: copied when it is AAC, transcoded to AAC otherwise, left out
- * after an attempt with audio got no video (ingest/audio-plan.ts). Both learn from an
+ * after an attempt with audio got no video (ffmpeg/audio-plan.ts). Both learn from an
  * attempt that failed before any video, per URL, for the attempts after it.
  *
  * Child lifetime: every ffmpeg we start is in `live` until it exits; `stop()` kills
@@ -36,7 +36,7 @@ import { join } from 'node:path';
 import { assertSpawnHeadroom } from './spawn-headroom.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { describeWithRetry, hasDataTrack, type SdpMedia } from '../rtsp/rtsp-describe.ts';
-import { noteAudioOutcome, planAudio, type AudioPlan } from '../ingest/audio-plan.ts';
+import { noteAudioOutcome, planAudio, type AudioPlan } from './audio-plan.ts';
 import { chooseTransport, noteTransportOutcome, type RtspTransport, type TransportSetting } from '../rtsp/rtsp-transport.ts';
 
 export interface IngestOptions {

@@ -1,13 +1,13 @@
 /**
  * The live channels of one node, by camera id, and their transcoded previews.
  * Ingest attempts publish into it (LivePublisher, the narrow producer side); the
- * supervisor hands out subscriptions. A preview (ffmpeg/live-preview.ts) exists only
+ * supervisor hands out subscriptions. A preview (live/live-preview.ts) exists only
  * while it has viewers and is stopped with its camera's channel.
  */
 import type { Logger } from '../lib/log.ts';
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { DEFAULT_MAX_QUEUED_BYTES, LiveChannel, type LiveSink, type LiveViewer, type LiveViewerStats } from './live-fanout.ts';
-import { LivePreview } from '../ffmpeg/live-preview.ts';
+import { LivePreview } from './live-preview.ts';
 
 /** What an ingest needs to feed live viewers. Never blocks, never throws. */
 export interface LivePublisher {

@@ -2,7 +2,7 @@
  * One RTSP DESCRIBE, to learn which media a camera's stream has before ffmpeg starts:
  * ffmpeg refuses an output without streams, so the smart-stream (data) output may only
  * be added when the SDP announces a data track (`m=application`); the audio encoding
- * decides whether audio is copied or made AAC (ingest/audio-plan.ts), a JPEG video
+ * decides whether audio is copied or made AAC (ffmpeg/audio-plan.ts), a JPEG video
  * track how fragments are cut. DESCRIBE opens no session (no SETUP/PLAY): the camera
  * still sees one streaming session, ffmpeg's, and the RTP transport (TCP, UDP, HTTP
  * tunnel) plays no part in it, so a camera that offers only UDP answers it as any.

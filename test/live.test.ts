@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import WebSocket from 'ws';
 import { SimCamera } from '../sim/camera.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
-import { livePreviewCount } from '../ffmpeg/live-preview.ts';
+import { livePreviewCount } from '../live/live-preview.ts';
 import type { LiveMessage } from '../live/live-fanout.ts';
 import { decodeErrors, ffprobe } from './helpers/media.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';

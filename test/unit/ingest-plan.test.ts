@@ -1,10 +1,10 @@
 /**
  * What an ingest attempt does with the camera's audio and which RTSP transport it asks
- * for, and what it learns from a failed attempt (ingest/audio-plan.ts,
+ * for, and what it learns from a failed attempt (ffmpeg/audio-plan.ts,
  * rtsp/rtsp-transport.ts). The real cameras are in test/camera-matrix.test.ts.
  */
 import test from 'ava';
-import { aacBitrate, audioStatusFromInit, noteAudioOutcome, planAudio, resetAudioMemory, sdpAudioCodec } from '../../ingest/audio-plan.ts';
+import { aacBitrate, audioStatusFromInit, noteAudioOutcome, planAudio, resetAudioMemory, sdpAudioCodec } from '../../ffmpeg/audio-plan.ts';
 import { chooseTransport, noteTransportOutcome, resetTransportMemory, transportSetting } from '../../rtsp/rtsp-transport.ts';
 import { parseSdpMedia } from '../../rtsp/rtsp-describe.ts';
 import { cameraPutSchema } from '../../services/schemas.ts';
