@@ -31,7 +31,7 @@ import { HealthSampler, machineReader } from './ops/health-sampler.ts';
 import { RecorderError } from './lib/errors.ts';
 import { StorageSupervisor } from './actors/storage-supervisor.ts';
 import { StorageService } from './services/storage-service.ts';
-import { deleteSmartWithVideo } from './storage/smart-follows-video.ts';
+import { deleteSmartWithVideo } from './smart/smart-follows-video.ts';
 import { BackfillManager } from './backfill/manager.ts';
 import { SegmentTableStore } from './storage/segment-tables.ts';
 import type { SegmentRecord } from './index/records.ts';

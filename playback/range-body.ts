@@ -16,7 +16,7 @@ import { segmentError } from './playback-stream.ts';
 import { buildProgressive, progressiveEtag, progressiveStream, type ProgressiveLayout } from './progressive-mp4.ts';
 import type { PersistedTableSource, SegmentTables } from './sample-table.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import type { RangeSelection } from '../api/download.ts';
+import type { RangeSelection } from './range-selection.ts';
 import { tableCache } from './playback-source.ts';
 
 /**

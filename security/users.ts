@@ -13,7 +13,7 @@
  */
 import type { Database, RootDatabase } from 'lmdb';
 import { z } from 'zod';
-import { validate } from '../services/schemas.ts';
+import { validate } from '../lib/validate.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { iso, type Clock } from '../lib/time.ts';
 import { ID_PATTERN } from '../storage/layout.ts';

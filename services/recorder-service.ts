@@ -19,7 +19,7 @@ import { backfillSchema, cameraDeleteSchema, cameraIdSchema, cameraPutSchema, ev
 import type { BackfillManager } from '../backfill/manager.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { SmartService } from './smart-service.ts';
-import { deleteSmartRange } from '../storage/smart-retention.ts';
+import { deleteSmartRange } from '../smart/smart-retention.ts';
 import { parseTimeMs } from '../lib/time.ts';
 import { systemInfo, type SystemInfo } from '../ops/system.ts';
 import { redactCamera, redactText, restoreRedacted } from '../security/redact.ts';

@@ -4,7 +4,6 @@
  * error instead of being silently ignored.
  */
 import { z } from 'zod';
-import { ValidationError } from '../lib/errors.ts';
 import { ID_PATTERN } from '../storage/layout.ts';
 import { slotProblem } from '../schedule/plan.ts';
 import { templateProblem } from '../rtsp/edge-url.ts';
@@ -162,12 +161,4 @@ function isTimeZone(tz: string): boolean {
   }
 }
 
-/** Parses with a schema or throws a ValidationError listing every problem. */
-export function validate<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
-  const result = schema.safeParse(body);
-  if (!result.success) {
-    const issues = result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
-    throw new ValidationError(issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; '), issues);
-  }
-  return result.data;
-}
+export { validate } from '../lib/validate.ts';

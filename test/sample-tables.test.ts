@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import { SimCamera } from '../sim/camera.ts';
-import { selectRange } from '../api/download.ts';
+import { selectRange } from '../playback/range-selection.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { buildProgressive, progressiveEtag, progressiveStream } from '../playback/progressive-mp4.ts';
 import { decodeSampleTables } from '../playback/sample-table-codec.ts';

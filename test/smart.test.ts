@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { SimCamera } from '../sim/camera.ts';
 import { RecorderIndex } from '../index/db.ts';
 import { decodeFileHeader, decodeRecords, SMART_FILE_HEADER_BYTES } from '../smart/smart-frame.ts';
-import { deleteSmartBefore } from '../storage/smart-retention.ts';
+import { deleteSmartBefore } from '../smart/smart-retention.ts';
 import { FLUSH_MS } from '../smart/smart-writer.ts';
 import { ffprobe } from './helpers/media.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';

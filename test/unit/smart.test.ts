@@ -15,7 +15,7 @@ import { createLogger } from '../../lib/log.ts';
 import { classifyPayload, parseKlv, parseOnvifMetadata, SmartPacketError } from '../../smart/onvif-meta.ts';
 import { decodeFileHeader, decodeRecords, encodeFileHeader, encodeRecord, SMART_FILE_HEADER_BYTES } from '../../smart/smart-frame.ts';
 import { TsDemuxer, TsMuxer, unwrap, type PesPacket } from '../../smart/ts-demux.ts';
-import { deleteSmartBefore, deleteSmartRange } from '../../storage/smart-retention.ts';
+import { deleteSmartBefore, deleteSmartRange } from '../../smart/smart-retention.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
 import { fragmentUserData, seiUserData, videoSampleFormat } from '../../media/codec/sei-userdata.ts';
 import { SmartWriter, smartStats, SMART_MAX_PACKETS_PER_SEC } from '../../smart/smart-writer.ts';

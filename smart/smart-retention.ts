@@ -11,7 +11,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SmartFileRecord } from '../index/smart.ts';
-import { liveSmartFiles } from '../smart/smart-writer.ts';
+import { liveSmartFiles } from './smart-writer.ts';
 
 export interface SmartDeleteReport {
   files: number;

@@ -1,0 +1,47 @@
+/**
+ * The segment fragments (GOPs) a download of [from, to) reads: from the GOP that holds
+ * `from` to the one that holds the last instant before `to`, cut at the first codec
+ * change (one MP4 has one codec configuration).
+ */
+import { join } from 'node:path';
+import type { RecorderIndex } from '../index/db.ts';
+import { decodeGops } from '../index/gop-table.ts';
+import { NoVideoError } from '../lib/errors.ts';
+import { iso } from '../lib/time.ts';
+import type { SegmentSlice } from './fmp4-range.ts';
+
+export interface RangeSelection {
+  slices: SegmentSlice[];
+  fromMs: number;
+  toMs: number;
+  mimeType: string;
+}
+
+/** The fragments covering [fromMs, toMs), cut at the first codec change. */
+export function selectRange(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number): RangeSelection {
+  const slices: SegmentSlice[] = [];
+  let codecKey: string | null = null;
+  let mimeType = '';
+  let firstMs: number | null = null;
+  let lastMs = fromMs;
+  for (const seg of index.segmentsInRange(camera, fromMs, toMs)) {
+    if (codecKey !== null && seg.codecKey !== codecKey) break;
+    const gops = decodeGops(seg.gops);
+    const fragments = [];
+    for (let i = 0; i < gops.length; i++) {
+      const g = gops[i]!;
+      const startMs = seg.startMs + g.timeMs;
+      const endMs = i + 1 < gops.length ? seg.startMs + gops[i + 1]!.timeMs : seg.endMs;
+      if (endMs <= fromMs || startMs >= toMs) continue;
+      fragments.push({ offset: g.offset, size: g.size });
+      firstMs ??= startMs;
+      lastMs = endMs;
+    }
+    if (fragments.length === 0) continue;
+    codecKey ??= seg.codecKey;
+    mimeType ||= seg.mimeType;
+    slices.push({ path: join(dataDir, seg.file), initSize: seg.initSize, fragments, bytes: seg.bytes });
+  }
+  if (firstMs === null) throw new NoVideoError(`no video of camera ${camera} between ${iso(fromMs)} and ${iso(toMs)}`);
+  return { slices, fromMs: firstMs, toMs: lastMs, mimeType };
+}
