@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import { headOnly, rangeBody } from '../playback/range-body.ts';
 import { selectRange } from '../playback/range-selection.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 import { replyRange } from './byte-ranges.ts';
 
 export { parseByteRange } from './byte-ranges.ts';

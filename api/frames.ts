@@ -16,7 +16,7 @@ import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, ValidationError } from '../lib/errors.ts';
 import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
 import { FrameDecoder, FramesBusyError } from '../ffmpeg/ffmpeg-frame.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 import { access } from '../security/http-auth.ts';
 
 const CACHE_ENTRIES = 512;

@@ -15,7 +15,7 @@ import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import { replyRange } from './byte-ranges.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 import { access } from '../security/http-auth.ts';
 
 /** Segments further apart than this are not one continuous stream for a player. */

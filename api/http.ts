@@ -9,7 +9,10 @@ import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
 import type { Logger } from '../lib/log.ts';
-import { VERSION, type RecorderService } from '../services/recorder-service.ts';
+import { VERSION } from '../services/recorder-service.ts';
+import type { HttpDeps } from './http-deps.ts';
+
+export type { HttpDeps } from './http-deps.ts';
 import { registerDownload } from './download.ts';
 import { registerFrames } from './frames.ts';
 import { registerHls } from './hls.ts';
@@ -19,34 +22,14 @@ import { registerSmart } from './smart.ts';
 import { registerLive, selectWsProtocol } from './live.ts';
 import { registerPlaybackSessions } from './playback-session.ts';
 import { registerUi } from './ui.ts';
-import type { RecorderIndex } from '../index/db.ts';
 import { access, canSee, installAuth, scopeAccess } from '../security/http-auth.ts';
-import type { UserStore } from '../security/users.ts';
 import type { Principal } from '../security/access.ts';
-import type { RecorderMetrics } from '../ops/metrics.ts';
-import type { PersistedTableSource } from '../playback/sample-table.ts';
 import { registerUsers } from './users.ts';
 import { registerStorageRoutes } from './storage-routes.ts';
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
 
-export interface HttpDeps {
-  service: RecorderService;
-  index: RecorderIndex;
-  dataDir: string;
-  log: Logger;
-  authToken?: string | undefined;
-  ffmpegPath: string;
-  users: UserStore;
-  /** auth=required: credentials even before any token or user exists. */
-  authRequired: boolean;
-  metrics: RecorderMetrics;
-  /** Media streams served at once (RECORDER_MAX_STREAMS, api/stream-limit.ts); default 500. */
-  maxStreams?: number;
-  /** Sample tables persisted at segment close (storage/segment-tables.ts); without it every first read parses moofs. */
-  tables?: PersistedTableSource;
-}
 
 const REQUEST_TIMEOUT_MS = 30_000;
 

@@ -28,7 +28,7 @@ import type { WebSocket } from 'ws';
 import type {} from '@fastify/websocket'; // route option types (wsHandler)
 import { ValidationError } from '../lib/errors.ts';
 import type { LiveMessage } from '../live/live-fanout.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 
 const BEARER_PREFIX = 'bearer.';
 

@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import { NoVideoError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
 import { PlaybackStream } from '../playback/playback-stream.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 import { headOnly } from '../playback/range-body.ts';
 import { access } from '../security/http-auth.ts';
 import { parsePlaybackQuery, playbackSegments, tableCache, type PlaybackQuery } from '../playback/playback-source.ts';

@@ -34,7 +34,7 @@ import { errorBody, RecorderError, toRecorderError, ValidationError } from '../l
 import type { Logger } from '../lib/log.ts';
 import { iso, parseTimeMs } from '../lib/time.ts';
 import type { PlaybackStream } from '../playback/playback-stream.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 import { openPlayback } from './play.ts';
 import { parsePlaybackQuery, type PlaybackQuery } from '../playback/playback-source.ts';
 

@@ -9,7 +9,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { iso } from '../lib/time.ts';
 import { replyRange } from './byte-ranges.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 import { attachmentDisposition } from '../security/headers.ts';
 
 type Query = Record<string, string | undefined>;

@@ -7,7 +7,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RecorderError } from '../lib/errors.ts';
 import { access, canSee } from '../security/http-auth.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 
 type Query = Record<string, string | undefined>;
 

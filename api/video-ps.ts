@@ -36,7 +36,7 @@ import { readUpTo } from '../media/mp4/file-read.ts';
 import { access } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
 import { replyRange } from './byte-ranges.ts';
-import type { HttpDeps } from './http.ts';
+import type { HttpDeps } from './http-deps.ts';
 
 /** Bump when the bytes produced for the same stored video change (part of the ETag). */
 export const PS_OUTPUT_VERSION = 1;

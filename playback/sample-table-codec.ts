@@ -41,7 +41,7 @@
  */
 import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
-import type { FragmentTable, SampleRun, TrackFragment } from './sample-table.ts';
+import type { FragmentTable, SampleRun, TrackFragment } from './sample-table-types.ts';
 
 /** Bump when the layout changes; records of another format are ignored (and rebuilt). */
 export const SAMPLE_TABLE_FORMAT = 1;

@@ -27,36 +27,8 @@ import { readExactly } from '../media/mp4/file-read.ts';
 import { decodeSampleTables, type PersistedTables } from './sample-table-codec.ts';
 import { sameInitButDurations } from '../media/mp4/init-duration.ts';
 
-export interface FragmentRef {
-  offset: number;
-  size: number;
-}
-
-/** One contiguous run of a track's samples in the file. */
-export interface SampleRun {
-  fileOffset: number;
-  count: number;
-  bytes: number;
-}
-
-export interface TrackFragment {
-  trackId: number;
-  baseDecodeTime: bigint;
-  durations: Uint32Array;
-  sizes: Uint32Array;
-  flags: Uint32Array;
-  compositionOffsets: Int32Array;
-  runs: SampleRun[];
-  durationTicks: number;
-}
-
-export interface FragmentTable {
-  /** Where the fragment (moof+mdat) is in the file. */
-  offset: number;
-  size: number;
-  moofSize: number;
-  tracks: TrackFragment[];
-}
+export type { FragmentRef, FragmentTable, SampleRun, TrackFragment } from './sample-table-types.ts';
+import type { FragmentRef, FragmentTable, SampleRun, TrackFragment } from './sample-table-types.ts';
 
 export interface SegmentTables {
   path: string;

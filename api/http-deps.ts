@@ -1,0 +1,28 @@
+/**
+ * What the HTTP routes are given by the composition root. Its own module so that
+ * http.ts (which registers the routes) and the route files (which use it) do not
+ * import each other.
+ */
+import type { RecorderIndex } from '../index/db.ts';
+import type { Logger } from '../lib/log.ts';
+import type { RecorderMetrics } from '../ops/metrics.ts';
+import type { PersistedTableSource } from '../playback/sample-table.ts';
+import type { UserStore } from '../security/users.ts';
+import type { RecorderService } from '../services/recorder-service.ts';
+
+export interface HttpDeps {
+  service: RecorderService;
+  index: RecorderIndex;
+  dataDir: string;
+  log: Logger;
+  authToken?: string | undefined;
+  ffmpegPath: string;
+  users: UserStore;
+  /** auth=required: credentials even before any token or user exists. */
+  authRequired: boolean;
+  metrics: RecorderMetrics;
+  /** Media streams served at once (RECORDER_MAX_STREAMS, api/stream-limit.ts); default 500. */
+  maxStreams?: number;
+  /** Sample tables persisted at segment close (storage/segment-tables.ts); without it every first read parses moofs. */
+  tables?: PersistedTableSource;
+}
