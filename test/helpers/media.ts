@@ -28,7 +28,9 @@ export async function ffprobe(file: string, countFrames = false): Promise<Probe>
 /** Decodes the whole file; returns ffmpeg's error output (empty when clean). */
 export async function decodeErrors(file: string): Promise<string> {
   try {
-    const { stderr } = await run('ffmpeg', ['-v', 'error', '-i', file, '-f', 'null', '-'], { maxBuffer: 16 * 1024 * 1024 });
+    // repeat: every message on its own line, never "Last message repeated n times" (a
+    // filtered message would otherwise leave its repeat count behind as an error line).
+    const { stderr } = await run('ffmpeg', ['-v', 'repeat+error', '-i', file, '-f', 'null', '-'], { maxBuffer: 16 * 1024 * 1024 });
     return stderr.trim();
   } catch (err) {
     return (err as { stderr?: string }).stderr ?? String(err);

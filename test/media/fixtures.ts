@@ -119,7 +119,7 @@ export async function probeStart(file: string): Promise<{ startSec: number; stde
 /** Decodes the whole file; ffmpeg's error output (empty when clean). */
 export async function decodeErrors(file: string): Promise<string> {
   try {
-    const { stderr } = await run('ffmpeg', ['-v', 'error', '-i', file, '-f', 'null', '-'], { maxBuffer: 16 * 1024 * 1024 });
+    const { stderr } = await run('ffmpeg', ['-v', 'repeat+error', '-i', file, '-f', 'null', '-'], { maxBuffer: 16 * 1024 * 1024 });
     return stderr.trim();
   } catch (err) {
     return (err as { stderr?: string }).stderr ?? String(err);
