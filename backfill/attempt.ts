@@ -5,7 +5,7 @@
  * as `backfill` segments into the holes only, then split the gap record by what the
  * index now covers (index/gap-ledger.ts settleAttempt).
  *
- * Placement (design/backfill.md): a fragment takes its time from the camera's clock
+ * Placement (docs/design/backfill.md): a fragment takes its time from the camera's clock
  * or the interval asked for (ingest/edge-replay.ts); it goes in only if it lies inside a
  * hole, give or take FIT_TOLERANCE_MS (the live side is timed by arrival, so its edges
  * are a little late), and is then trimmed to the hole: back-filled video never

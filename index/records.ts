@@ -14,7 +14,7 @@ export interface CameraConfig {
   streams: { main: string; sub?: string };
   /** `format` unset: the pool's `format`, else `mp4` (resolved when a session starts). */
   record: { stream: StreamName; format?: SegmentFormat };
-  /** Edge storage (SD card) to back-fill gaps from (design/backfill.md). */
+  /** Edge storage (SD card) to back-fill gaps from (docs/design/backfill.md). */
   edge?: EdgeConfig;
   /** Transient cameras (the demo) are kept in memory only. */
   transient?: boolean;

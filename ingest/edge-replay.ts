@@ -4,7 +4,7 @@
  * instant its first fragment starts. Nothing here touches the index: the caller writes
  * the staged fragments into segments only when the pull succeeded, so a camera that
  * refuses, answers with another interval or never stops leaves stored video and the
- * gap ledger as they were (design/backfill.md).
+ * gap ledger as they were (docs/design/backfill.md).
  *
  * Modes: `onvif` (ONVIF replay through rtsp/rtsp-replay-proxy.ts: `Require:
  * onvif-replay`, `Range: clock=`, `Rate-Control: no`), or `url` (the interval is in the

@@ -80,7 +80,7 @@ const STATUS: Record<ErrorCode, number> = {
   LABEL_NOT_FOUND: 404,
   LOCK_SHARE_EXCEEDED: 409,
   POOL_IN_USE: 409,
-  // Back-fill from a camera's edge storage (design/backfill.md).
+  // Back-fill from a camera's edge storage (docs/design/backfill.md).
   EDGE_NOT_CONFIGURED: 409,
   EDGE_REFUSED: 502,
   EDGE_UNREACHABLE: 504,

@@ -2,7 +2,7 @@
  * A compact binary encoding of one segment file's sample tables (what
  * playback/sample-table.ts reads from the fragments' `moof`s), stored in the index when a
  * segment closes so that the first request of an hour decodes ~60 records instead of
- * parsing ~1800 moofs (design/playback.md, design/index-layout.md `sampletables`).
+ * parsing ~1800 moofs (docs/design/playback.md, docs/design/index-layout.md `sampletables`).
  *
  * It is a cache of what the file says, never a second truth: decoding gives exactly
  * the tables `fragmentTable()` parses from the same file (test/unit/sample-table-codec),

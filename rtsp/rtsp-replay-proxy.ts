@@ -4,7 +4,7 @@
  * `Rate-Control: no` (RECIPES.md), so it connects here instead; we forward its
  * requests to the camera with those headers added and hand the camera's answers and
  * interleaved RTP back unchanged, so the normal ingest path (ffmpeg → fMP4 splitter)
- * depacketizes and muxes (design/backfill.md says why this and not our own client).
+ * depacketizes and muxes (docs/design/backfill.md says why this and not our own client).
  *
  * Per request (ffmpeg → camera): the URL's scheme/host/port become the camera's
  * (path and query are the camera's already); CSeq is renumbered on our own sequence

@@ -1,6 +1,6 @@
 /**
  * Camera credentials (the `user:password@` of RTSP URLs) are shown to admins only
- * (design/security.md "Credentials"). Everything else that echoes a camera's config or
+ * (docs/design/security.md "Credentials"). Everything else that echoes a camera's config or
  * free text that may quote a URL (ffmpeg's messages quote the input URL) goes through
  * here:
  *   - `redactUrl` / `redactCamera`: `rtsp://user:pass@host/…` → `rtsp://user:***@host/…`

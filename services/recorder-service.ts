@@ -43,7 +43,7 @@ export interface CameraView extends CameraConfig {
 /**
  * How a camera is shown: `credentials: true` (admins over HTTP) with the passwords of
  * its URLs, otherwise with them replaced by `***` (security/redact.ts). NATS replies
- * are never trusted with them (design/security.md "Credentials").
+ * are never trusted with them (docs/design/security.md "Credentials").
  */
 export interface ViewOptions {
   credentials?: boolean;

@@ -3,7 +3,7 @@
  * purge) call these with the same bounds it deletes video by; a smart file goes when
  * all of its packets are in the deleted time, never a partial file.
  *
- * Crash-safe order, as for segments (design/crash-safety.md): drop the index entries
+ * Crash-safe order, as for segments (docs/design/crash-safety.md): drop the index entries
  * (packets, then the file's entry) in one commit, then unlink. A crash in between
  * leaves an unindexed file, never an entry pointing at nothing.
  */

@@ -7,7 +7,7 @@
  * (ONVIF XML, KLV) → per-camera rate limit → content parsed (smart/onvif-meta.ts) →
  * queued. Every FLUSH_MS the queue is timed, written and committed.
  *
- * Time (design/time.md): ffmpeg writes the fMP4 video with decode times starting at 0
+ * Time (docs/design/time.md): ffmpeg writes the fMP4 video with decode times starting at 0
  * on the first keyframe it copies, while the TS output's times start at the input's
  * start. Our TS output therefore also carries exactly that first keyframe (`-frames:v 1`,
  * ffmpeg/ffmpeg-ingest.ts): its DTS is the origin, and a packet's media time on the

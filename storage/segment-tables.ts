@@ -3,7 +3,7 @@
  * segment closes, its file's moofs are read once more, off the recording path, and the
  * tables are stored in the index in compact form, so the first download or playback of
  * a range decodes one record per segment instead of reading one moof per GOP
- * (design/playback.md "Sample tables").
+ * (docs/design/playback.md "Sample tables").
  *
  * The record is a cache of the file, never a second truth:
  *   - it is computed from the file itself, through openSegmentFile (PS segments through

@@ -1,7 +1,7 @@
 /**
  * Turns one ingest session's init + fragments into segment files and index entries.
  *
- * Time (design/time.md): the session's timeline is anchored on the wall clock at its
+ * Time (docs/design/time.md): the session's timeline is anchored on the wall clock at its
  * first fragment as arrival time minus the fragment's media duration (ffmpeg hands a
  * GOP over only when the next keyframe arrives); after that, times come from media
  * timestamps, so consecutive fragments abut exactly. A decode-time jump over
@@ -77,7 +77,7 @@ export interface SegmentWriterDeps {
   onFirstFragment?: (startMs: number) => void;
   onSegmentClosed?: (segment: SegmentRecord) => void;
   /**
-   * Back-fill (design/backfill.md): the first fragment's media time is this wall-clock
+   * Back-fill (docs/design/backfill.md): the first fragment's media time is this wall-clock
    * instant (the interval asked for, or the camera's own clock), never its arrival;
    * later fragments follow their media time with no drift check, since a replay comes
    * faster than real time.
@@ -144,7 +144,7 @@ export class SegmentWriter {
   /**
    * Wall-clock ms of `mediaSec` seconds on this session's fMP4 decode timeline, by the
    * current anchor (null before the first fragment): the smart stream's packets are
-   * timed exactly like the video they travel with (design/time.md).
+   * timed exactly like the video they travel with (docs/design/time.md).
    */
   wallMsAt(mediaSec: number): number | null {
     const a = this.anchor;
@@ -208,7 +208,7 @@ export class SegmentWriter {
     await this.write(timed, decision.type);
   }
 
-  /** Places a fragment on the session timeline (design/time.md). */
+  /** Places a fragment on the session timeline (docs/design/time.md). */
   private time(frag: Fragment): TimedFragment {
     const init = this.init!;
     const videoId = init.info.videoTrackId ?? init.info.tracks[0]?.id;
