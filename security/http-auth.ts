@@ -76,7 +76,7 @@ export function canSee(p: Principal, pool: string): boolean {
 /** Gives every route registered later in `scope` that declares nothing this access. */
 export function scopeAccess(scope: FastifyInstance, action: Action | 'public', target: { camera?: Where; pool?: Where } = {}): void {
   scope.addHook('onRoute', (route) => {
-    const cfg = (route.config ?? {}) as { access?: RouteAccess };
+    const cfg = (route.config ?? {});
     if (!cfg.access) route.config = { ...cfg, access: { action, ...target } };
   });
 }
@@ -91,9 +91,10 @@ export function installAuth(app: FastifyInstance, deps: AuthDeps): { undeclared:
   app.addHook('onRoute', (route) => {
     routes.push({ method: String(route.method), url: route.url, opts: route });
   });
-  app.addHook('onReady', async () => {
+  app.addHook('onReady', (done) => {
     const list = undeclared();
     if (list.length) deps.log.warn({ routes: list }, 'routes declare no access: admin only');
+    done();
   });
 
   // A WebSocket upgrade refused here never reaches the websocket plugin's own hooks, and

@@ -45,7 +45,7 @@ export function encodeFileHeader(startMs: number): Buffer {
 export function decodeFileHeader(b: Buffer): { startMs: number; version: number } | null {
   if (b.length < SMART_FILE_HEADER_BYTES || b.toString('latin1', 0, 4) !== SMART_FILE_MAGIC) return null;
   if (b[4] !== SMART_FORMAT_VERSION) return null;
-  return { startMs: Number(b.readBigUInt64BE(8)), version: b[4]! };
+  return { startMs: Number(b.readBigUInt64BE(8)), version: b[4] };
 }
 
 export function encodeRecord(f: SmartFrame): Buffer {

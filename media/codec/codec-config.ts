@@ -208,7 +208,7 @@ export function readAdts(b: Buffer, p: number): AdtsFrame | null {
   const headerBytes = protectionAbsent ? 7 : 9;
   if (frameBytes < headerBytes || AAC_RATES[rateIndex] === undefined) return null;
   const asc = Buffer.from([(objectType << 3) | (rateIndex >> 1), ((rateIndex & 1) << 7) | (channels << 3)]);
-  return { asc, sampleRate: AAC_RATES[rateIndex]!, headerBytes, frameBytes };
+  return { asc, sampleRate: AAC_RATES[rateIndex], headerBytes, frameBytes };
 }
 
 /** Reads an MPEG-4 descriptor (tag + expandable length) at `p`. */

@@ -8,7 +8,7 @@
  * segment file and syncing its header leaves; no fragment can follow, since the writer
  * appends fragments only after the header is synced), MP4_NO_INIT for anything else.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { MAX_BOX_BYTES, Mp4FormatError, readBoxHeader, type BoxHeader } from './boxes.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof, type MoofInfo } from './moof.ts';

@@ -84,7 +84,7 @@ export class Fmp4Splitter extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    if (!Buffer.isBuffer(chunk)) chunk = Buffer.from(chunk as Uint8Array);
+    if (!Buffer.isBuffer(chunk)) chunk = Buffer.from(chunk);
     this.bytesIn += chunk.length;
     try {
       this.accept(chunk);

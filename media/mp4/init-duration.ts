@@ -65,10 +65,11 @@ export function initDurations(init: Buffer): InitDurations {
     if (tk.version === 1 && tk.end - tk.body < 32) throw new Mp4FormatError('MP4_BAD_BOX', 'tkhd v1 too short');
     const md = fullBoxBody(init, mdhdBox, 12);
     if (md.version === 1 && md.end - md.body < 20) throw new Mp4FormatError('MP4_BAD_BOX', 'mdhd v1 too short');
+    const tkhd: DurationField = tk.version === 1 ? { at: tk.body + 24, bytes: 8 } : { at: tk.body + 16, bytes: 4 };
     return {
       id: init.readUInt32BE(tk.body + (tk.version === 1 ? 16 : 8)),
       timescale: init.readUInt32BE(md.body + (md.version === 1 ? 16 : 8)),
-      tkhd: (tk.version === 1 ? { at: tk.body + 24, bytes: 8 } : { at: tk.body + 16, bytes: 4 }) as DurationField,
+      tkhd,
     };
   });
   if (movieTimescale === 0) throw new Mp4FormatError('MP4_BAD_BOX', 'mvhd timescale 0');

@@ -148,9 +148,18 @@ function parseTraf(b: Uint8Array, traf: Box, trex: Map<number, TrexDefaults>): T
   let defDuration = defaults?.sampleDuration ?? 0;
   let defSize = defaults?.sampleSize ?? 0;
   let defFlags = defaults?.sampleFlags ?? 0;
-  if (tfFlags & TFHD_DEFAULT_DURATION) (defDuration = u32(b, p)), (p += 4);
-  if (tfFlags & TFHD_DEFAULT_SIZE) (defSize = u32(b, p)), (p += 4);
-  if (tfFlags & TFHD_DEFAULT_FLAGS) (defFlags = u32(b, p)), (p += 4);
+  if (tfFlags & TFHD_DEFAULT_DURATION) {
+    defDuration = u32(b, p);
+    p += 4;
+  }
+  if (tfFlags & TFHD_DEFAULT_SIZE) {
+    defSize = u32(b, p);
+    p += 4;
+  }
+  if (tfFlags & TFHD_DEFAULT_FLAGS) {
+    defFlags = u32(b, p);
+    p += 4;
+  }
 
   const info: TrafInfo = {
     trackId,
@@ -197,9 +206,15 @@ function parseTraf(b: Uint8Array, traf: Box, trex: Map<number, TrexDefaults>): T
     }
     if (perSample === 0 && count > 1_000_000) throw new Mp4FormatError('MP4_BAD_BOX', `trun at ${trun.offset} claims ${count} samples`);
     let dataOffset = 0;
-    if (trFlags & TRUN_DATA_OFFSET) (dataOffset = i32(b, q)), (q += 4);
+    if (trFlags & TRUN_DATA_OFFSET) {
+      dataOffset = i32(b, q);
+      q += 4;
+    }
     let firstFlags = -1;
-    if (trFlags & TRUN_FIRST_FLAGS) (firstFlags = u32(b, q)), (q += 4);
+    if (trFlags & TRUN_FIRST_FLAGS) {
+      firstFlags = u32(b, q);
+      q += 4;
+    }
     if (first) info.dataOffset = dataOffset;
     info.runs.push({ dataOffset: trFlags & TRUN_DATA_OFFSET ? dataOffset : null, sampleCount: count });
     const hasDuration = (trFlags & TRUN_DURATION) !== 0;
@@ -211,10 +226,22 @@ function parseTraf(b: Uint8Array, traf: Box, trex: Map<number, TrexDefaults>): T
       let s = defSize;
       let f = defFlags;
       let c = 0;
-      if (hasDuration) (d = u32(b, q)), (q += 4);
-      if (hasSize) (s = u32(b, q)), (q += 4);
-      if (hasFlags) (f = u32(b, q)), (q += 4);
-      if (hasCto) (c = version === 0 ? u32(b, q) : i32(b, q)), (q += 4);
+      if (hasDuration) {
+        d = u32(b, q);
+        q += 4;
+      }
+      if (hasSize) {
+        s = u32(b, q);
+        q += 4;
+      }
+      if (hasFlags) {
+        f = u32(b, q);
+        q += 4;
+      }
+      if (hasCto) {
+        c = version === 0 ? u32(b, q) : i32(b, q);
+        q += 4;
+      }
       if (i === 0 && firstFlags !== -1) f = firstFlags;
       info.durations.push(d);
       info.sizes.push(s);
