@@ -13,7 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
 import { Supervisor } from './actors/supervisor.ts';
 import type { CameraStatus } from './actors/deps.ts';
-import { buildHttp } from './api/http.ts';
+import { buildHttp, registeredRoutes, type RegisteredRoute } from './api/http.ts';
 import { connectNats, startNatsApi, type NatsApi } from './api/nats.ts';
 import { RecorderService } from './services/recorder-service.ts';
 import { lockDataDir, type DataDirLock } from './lib/data-dir-lock.ts';
@@ -343,6 +343,11 @@ export class RecorderNode {
   /** The embedded nats-server (pid, restarts, credentials file); null with an external NATS. */
   get embeddedNats(): EmbeddedNats | null {
     return this.embedded;
+  }
+
+  /** The HTTP routes as registered, with their declared access (test/docs.test.ts checks docs/api/ against them). */
+  httpRoutes(): RegisteredRoute[] {
+    return this.http ? registeredRoutes(this.http) : [];
   }
 
   /** Resolves once the NATS service is registered (tests and the demo wait on it). */

@@ -4,7 +4,7 @@
  * RecorderError's status.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type RouteOptions } from 'fastify';
 import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
@@ -22,10 +22,27 @@ import { registerSmart } from './smart.ts';
 import { registerLive, selectWsProtocol } from './live.ts';
 import { registerPlaybackSessions } from './playback-session.ts';
 import { registerUi } from './ui.ts';
-import { access, canSee, installAuth, scopeAccess } from '../security/http-auth.ts';
+import { access, canSee, installAuth, scopeAccess, type RouteAccess } from '../security/http-auth.ts';
 import type { Principal } from '../security/access.ts';
 import { registerUsers } from './users.ts';
 import { registerStorageRoutes } from './storage-routes.ts';
+
+/** A route as registered: what docs/api/ must describe (test/docs.test.ts compares them). */
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  /** The declared access (security/http-auth.ts); undefined: admin only. */
+  access: RouteAccess | undefined;
+}
+
+const registered = new WeakMap<FastifyInstance, RouteOptions[]>();
+
+/** Every route of an app built by buildHttp, HEAD included, with its access as declared now. */
+export function registeredRoutes(app: FastifyInstance): RegisteredRoute[] {
+  return (registered.get(app) ?? []).flatMap((r) =>
+    (Array.isArray(r.method) ? r.method : [r.method]).map((method) => ({ method: String(method), url: r.url, access: (r.config as { access?: RouteAccess } | undefined)?.access })),
+  );
+}
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
@@ -61,6 +78,13 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
       void (reply as FastifyReply).code(e.status).send({ error: errorBody(e) });
       closeRefusedUpgrade(req.raw, reply.raw);
     },
+  });
+
+  // Kept by reference: scope hooks that run later may still declare a route's access.
+  const routes: RouteOptions[] = [];
+  registered.set(app, routes);
+  app.addHook('onRoute', (route) => {
+    routes.push(route);
   });
 
   // Every route goes through this seam: it declares its action (and camera or pool) in
