@@ -38,7 +38,11 @@ import gi  # noqa: E402
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstRtsp", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import GLib, GObject, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+# Before any subclass of a GStreamer type is made (LiveMedia): its signals name
+# GStreamer's types, which exist only once GStreamer is initialised.
+Gst.init(None)
 
 import onvif_meta  # noqa: E402  (beside this script)
 
@@ -127,6 +131,42 @@ class AuthMounts:
         self._mounts.add_factory(path, factory)
 
 
+class LiveMedia(GstRtspServer.RTSPMedia):
+    """A live mount's media: the Range of a PLAY never moves it, as on a live camera.
+
+    ffmpeg sends `Range: npt=0.000-` with every PLAY, and GstRTSPServer answers a range
+    by a flushing seek of the media to its start. Our media are shared, so every client
+    already playing saw its RTP timestamps go back by the media's position (0.24 s when
+    a second client came 0.6 s after the first; a whole minute for a client that
+    reconnects a minute in), and ffmpeg's muxer squashed the frames in between to one
+    tick each ("Non-monotonous DTS"): a PS test segment held 207 frames in 7.999 s.
+    An npt range becomes `now-`, which gives the seek no start and no end, so
+    GstRTSPMedia does not seek (gst_rtsp_media_seek_trickmode: "no seek needed").
+    """
+
+    def do_convert_range(self, rng, unit):
+        if rng.unit != GstRtsp.RTSPRangeUnit.NPT or unit != GstRtsp.RTSPRangeUnit.NPT:
+            return GstRtspServer.RTSPMedia.do_convert_range(self, rng, unit)
+        rng.min.type = GstRtsp.RTSPTimeType.NOW
+        rng.max.type = GstRtsp.RTSPTimeType.END
+        return True
+
+
+GObject.type_register(LiveMedia)
+
+
+def live_factory(launch, protocols=None):
+    """A shared live mount: one encoder however many clients, never rewound by a PLAY."""
+    f = GstRtspServer.RTSPMediaFactory()
+    f.set_media_gtype(LiveMedia.__gtype__)
+    f.set_launch(f"( {launch} )")
+    f.set_shared(True)
+    f.set_latency(50)
+    if protocols is not None:
+        f.set_protocols(protocols)
+    return f
+
+
 def setup_auth(server, a):
     """Basic or Digest on every mount (GstRtspServer.RTSPAuth); None without --auth."""
     if not a.auth:
@@ -150,6 +190,7 @@ def setup_auth(server, a):
 def file_factory(path):
     """Serves a pre-encoded file without encoding (benches make it long enough)."""
     f = GstRtspServer.RTSPMediaFactory()
+    f.set_media_gtype(LiveMedia.__gtype__)  # a camera: a PLAY does not rewind the file
     f.set_launch(
         f"( filesrc location=\"{path}\" ! qtdemux ! h264parse config-interval=-1 ! "
         f"identity sync=true ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
@@ -174,7 +215,6 @@ def main():
     p.add_argument("--password", default="secret")
     a = p.parse_args()
 
-    Gst.init(None)
     # ONVIF replay (Require: onvif-replay) needs the ONVIF server's client handling.
     server = GstRtspServer.RTSPOnvifServer() if a.sd else GstRtspServer.RTSPServer()
     server.set_address(a.host)
@@ -182,13 +222,7 @@ def main():
     mounts = AuthMounts(server.get_mount_points(), setup_auth(server, a))
 
     def add(path, launch, protocols=None):
-        f = GstRtspServer.RTSPMediaFactory()
-        f.set_launch(f"( {launch} )")
-        f.set_shared(True)
-        f.set_latency(50)
-        if protocols is not None:
-            f.set_protocols(protocols)
-        mounts.add_factory(path, f)
+        mounts.add_factory(path, live_factory(launch, protocols))
 
     add("/h264aac", f"{h264(a)} {AAC}")
     add("/h264", h264(a))
@@ -206,25 +240,16 @@ def main():
 
         edge_sd.add_mounts(mounts, a, a.sd)
     for path, bad in (("/h264meta", False), ("/h264metabad", True)):
-        f = GstRtspServer.RTSPMediaFactory()
-        f.set_launch(f"( {h264(a)} {onvif_meta.appsrc_launch()} )")
-        f.set_shared(True)
-        f.set_latency(50)
+        f = live_factory(f"{h264(a)} {onvif_meta.appsrc_launch()}")
         f.connect("media-configure", lambda _f, media, bad=bad: onvif_meta.MetadataPusher(media, bad))
         mounts.add_factory(path, f)
-    f = GstRtspServer.RTSPMediaFactory()
-    f.set_launch(f"( {h264(a)} {onvif_meta.appsrc_launch()} {onvif_meta.klv_launch()} )")
-    f.set_shared(True)
-    f.set_latency(50)
+    f = live_factory(f"{h264(a)} {onvif_meta.appsrc_launch()} {onvif_meta.klv_launch()}")
     f.connect("media-configure", lambda _f, media: (onvif_meta.MetadataPusher(media, False), onvif_meta.KlvPusher(media)))
     mounts.add_factory("/h264metaklv", f)
 
     import mp2p  # beside this script
 
-    f = GstRtspServer.RTSPMediaFactory()
-    f.set_launch(f"( {mp2p.launch(h264_es(a))} )")
-    f.set_shared(True)
-    f.set_latency(50)
+    f = live_factory(mp2p.launch(h264_es(a)))
     f.connect("media-configure", lambda _f, media: mp2p.Mp2pPayloader(media))
     mounts.add_factory("/h264ps", f)
 
