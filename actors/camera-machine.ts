@@ -1,49 +1,69 @@
 /**
  * The camera actor: one per camera, owns its ingest attempts and its gap tracking.
+ * Two regions run side by side:
  *
- *   stopped ──START──► active.connecting ──INGEST.RECORDING──► active.recording
- *                         ▲      │ INGEST.EXITED (camera gone, ffmpeg died, write error)
- *                         │      ▼
- *                         └── backoff (1 s doubling to 30 s; reset once recording)
- *   STOP from any state → stopped (kills ffmpeg; the open segment is closed).
+ *   ingest:   stopped ──(plan, manual want ingest)──► active.connecting ──INGEST.RECORDING──► active.recording
+ *                ▲                                     ▲      │ INGEST.EXITED (camera gone, ffmpeg died, write error)
+ *                └──(nothing wanted)── any ──          │      ▼
+ *                                                      └── backoff (1 s doubling to 30 s; reset once recording)
+ *             STOP from any state → halted (final: kills ffmpeg; the open segment is closed).
+ *   schedule: waiting ──after the plan's next change──► waiting (reads the clock; the ingest
+ *             region's guards then start, stop or switch the stream)
+ *
+ * Data only in the context: the camera, the recording state (plan, events, manual,
+ * blocked pool: schedule/recording.ts), the time as last read, backoff, gaps. The
+ * ingest attempt gets the recording state as input and every change of it by event
+ * (`RECORDING`). What touches the world is injected with `.provide()` (provideCamera):
+ * the clock (`readClock`), the gap and recording stores, and the ingest actor. Status,
+ * alarms and the end of each attempt go out as emitted events (`status`, `alarm`,
+ * `ingest.ended`); the owner (actors/supervisor.ts) publishes and logs them.
  *
  * An attempt that throws while starting goes to backoff as a failed attempt does; an
- * error thrown by this machine itself is contained by the supervisor (actors/supervisor.ts).
+ * error thrown by this machine itself is contained by the supervisor.
  *
  * Gaps: when an attempt fails after video was written, an open gap is stored at the
  * end of the last fragment; when video flows again, the gap is closed at the new
- * segment's start. The same rule covers a recorder that was down: the last segment's
- * end from the index is where the gap starts.
+ * segment's start. The same rule covers a recorder that was down: what the index
+ * accounted for at the start (input `accountedUntilMs`) is where the gap starts.
  */
-import { assign, setup } from 'xstate';
+import { assign, emit, enqueueActions, fromCallback, not, sendTo, setup, type ActorLogic, type CallbackSnapshot } from 'xstate';
 import { faultPoint } from '../lib/crash-point.ts';
-import { iso } from '../lib/time.ts';
-import type { CameraConfig, SchedulePlan } from '../index/records.ts';
+import type { Clock } from '../lib/time.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
+import type { CameraConfig, GapRecord, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
-import { RecordingDirector } from './recording-director.ts';
-import { accountedUntilMs } from '../index/gap-ledger.ts';
-import { ingestActor, type IngestEvent } from './ingest-actor.ts';
-import type { CameraDeps, CameraStateName, IngestMedia } from './deps.ts';
+import { nextPlanChangeMs } from '../schedule/plan.ts';
+import { directorState, planned, recordingState, shouldWrite, streamAt, wantsIngest, withCameraEvent, type DirectorState, type RecordingState } from '../schedule/recording.ts';
+import type { CameraStateName, IngestMedia } from './deps.ts';
 
 /** Video further apart than this across ingest attempts is recorded as a gap. */
 export const GAP_MIN_MS = 1000;
+/**
+ * The schedule region wakes at least this often even when the plan's next change is
+ * further off: a wall-clock step (NTP) then moves a slot boundary by at most this much.
+ */
+export const PLAN_WAKE_MAX_MS = 60_000;
 
 export interface CameraInput {
   camera: CameraConfig;
-  deps: CameraDeps;
   plan: SchedulePlan | undefined;
+  /** Events and manual recording as persisted before a restart. */
+  saved?: DirectorState | undefined;
+  /** Where the index accounts for this camera until (video or a gap record), if anywhere. */
+  accountedUntilMs: number | null;
+  backoff: { initialMs: number; maxMs: number };
 }
 
-interface CameraContext {
+export interface CameraContext {
   camera: CameraConfig;
-  deps: CameraDeps;
+  /** What is written, as what: plan, events, manual, blocked pool (shared with ingest by event). */
+  recording: RecordingState;
+  /** The node's clock as last read (readClock): the plan is judged at this time. */
+  nowMs: number;
+  backoff: { initialMs: number; maxMs: number };
   backoffMs: number;
   lastEndMs: number | null;
   lastError: string | null;
-  /** What the supervisor last asked for (START/STOP); RECONFIGURE keeps it. */
-  wantActive: boolean;
-  /** Plan, events and manual recording: what is written, as what (shared with ingest). */
-  director: RecordingDirector;
   /** The stream the running ingest pulls. */
   stream: 'main' | 'sub';
   /** Start of the gap a full pool is causing, while it lasts. */
@@ -52,195 +72,273 @@ interface CameraContext {
   media: IngestMedia | null;
 }
 
+/** What an ingest attempt is given. */
+export interface IngestInput {
+  camera: CameraConfig;
+  stream: 'main' | 'sub';
+  lastEndMs: number | null;
+  recording: RecordingState;
+}
+
+/** What an ingest attempt tells its camera. */
+export type IngestEvent =
+  | { type: 'INGEST.RECORDING'; startMs: number; media?: IngestMedia }
+  | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
+
+/** What the camera tells its running attempt: the recording state changed. */
+export type IngestCommand = { type: 'RECORDING'; recording: RecordingState };
+
+/** The ingest attempt's logic: a callback actor (one attempt; its cleanup ends it). */
+export type IngestLogic = ActorLogic<CallbackSnapshot<IngestInput>, IngestCommand, IngestInput, any, any>;
+
 export type CameraMachineEvent =
-  | { type: 'START' }
   | { type: 'STOP' }
   | { type: 'RECONFIGURE'; camera: CameraConfig }
   | { type: 'PLAN'; plan: SchedulePlan | undefined }
   | { type: 'EVENT'; event: CameraEvent }
   | { type: 'MANUAL'; on: boolean }
-  | { type: 'SWITCH_STREAM' }
   | { type: 'STORAGE'; blocked: string | null }
   | IngestEvent;
+
+export type CameraEmitted =
+  /** A state entered (the owner adds camera and time and publishes it). */
+  | { type: 'status'; state: CameraStateName; detail?: string; media?: IngestMedia }
+  | { type: 'alarm'; alarm: AlarmInput }
+  /** An attempt ended (`cause`: what it threw when it failed to start); backoff follows. */
+  | { type: 'ingest.ended'; error: string; retryInMs: number; cause?: unknown };
+
+/** What the camera machine needs from the node (provideCamera). */
+export interface CameraPorts {
+  clock: Clock;
+  /** Stores a gap record; must not throw (a failed write is the store's to log). */
+  storeGap: (gap: GapRecord) => void;
+  /** Persists a camera's events and manual flag; must not throw. */
+  storeRecording: (camera: string, state: DirectorState) => void;
+  ingest: IngestLogic;
+}
+
+const notProvided = (what: string) => (): never => {
+  throw new Error(`camera machine: ${what} not provided (provideCamera)`);
+};
 
 export const cameraMachine = setup({
   types: {
     context: {} as CameraContext,
     events: {} as CameraMachineEvent,
     input: {} as CameraInput,
+    emitted: {} as CameraEmitted,
   },
-  actors: { ingest: ingestActor },
+  actors: {
+    ingest: fromCallback<IngestCommand, IngestInput>(notProvided('ingest')) as IngestLogic,
+  },
   delays: {
     backoff: ({ context }) => context.backoffMs,
+    planChange: ({ context }) => {
+      const next = nextPlanChangeMs(context.recording.plan, context.nowMs);
+      return next === null ? PLAN_WAKE_MAX_MS : Math.min(PLAN_WAKE_MAX_MS, Math.max(0, next - context.nowMs));
+    },
   },
   guards: {
-    wantActive: ({ context }) => context.wantActive,
+    wantsIngest: ({ context }) => wantsIngest(context.recording, context.nowMs),
+    /** The plan asks for the other stream now, and the camera has it. */
+    otherStream: ({ context }) => {
+      const wanted = streamAt(context.recording, context.nowMs, context.camera.record.stream);
+      return wanted !== context.stream && context.camera.streams[wanted] !== undefined;
+    },
   },
   actions: {
-    closeGap: ({ context, event }) => {
+    /** Injected: sets `nowMs` from the node's clock. */
+    readClock: notProvided('readClock'),
+    /** Injected: stores a gap record. */
+    storeGap: notProvided('storeGap') as (_: unknown, gap: GapRecord) => void,
+    /** Injected: persists events and manual recording. */
+    storeRecording: notProvided('storeRecording') as (_: unknown, p: { camera: string; state: DirectorState }) => void,
+    persistRecording: enqueueActions(({ context, enqueue }) => {
+      if (context.camera.transient) return;
+      enqueue({ type: 'storeRecording', params: { camera: context.camera.id, state: directorState(context.recording) } });
+    }),
+    /** The running attempt decides per fragment from the recording state: it gets every change. */
+    syncIngest: sendTo('ingest', ({ context }) => ({ type: 'RECORDING', recording: context.recording }) satisfies IngestCommand),
+    setPlan: assign(({ context, event }) => (event.type === 'PLAN' ? { recording: { ...context.recording, plan: event.plan } } : {})),
+    applyEvent: assign(({ context, event }) => (event.type === 'EVENT' ? { recording: withCameraEvent(context.recording, event.event) } : {})),
+    setManual: assign(({ context, event }) => (event.type === 'MANUAL' ? { recording: { ...context.recording, manual: event.on } } : {})),
+    reconfigure: assign(({ event }) => (event.type === 'RECONFIGURE' ? { camera: event.camera } : {})),
+    chooseStream: assign(({ context }) => {
+      const wanted = streamAt(context.recording, context.nowMs, context.camera.record.stream);
+      return { stream: context.camera.streams[wanted] ? wanted : 'main' };
+    }),
+    closeGap: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'INGEST.RECORDING' || context.lastEndMs === null) return;
       if (event.startMs - context.lastEndMs < GAP_MIN_MS) return;
-      if (!context.director.shouldWrite(context.lastEndMs)) return; // nothing was due then
-      const { deps, camera } = context;
-      deps.index
-        .putGap({ camera: camera.id, startMs: context.lastEndMs, endMs: event.startMs, state: 'pending', reason: context.lastError ?? 'recorder was not running', attempts: 0 })
-        .catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not store gap'));
-    },
-    openGap: ({ context }) => {
-      if (context.lastEndMs === null || !context.director.shouldWrite(context.lastEndMs)) return;
-      const { deps, camera } = context;
-      deps.index
-        .putGap({ camera: camera.id, startMs: context.lastEndMs, endMs: null, state: 'open', reason: context.lastError ?? 'camera offline', attempts: 0 })
-        .catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not store gap'));
-    },
-    noteExit: assign(({ context, event }) => {
-      if (event.type !== 'INGEST.EXITED') return {};
-      context.deps.log.warn({ camera: context.camera.id, error: event.error, retryInMs: context.backoffMs }, 'ingest ended');
-      return { lastError: event.error, lastEndMs: event.lastEndMs ?? context.lastEndMs };
+      if (!shouldWrite(context.recording, context.lastEndMs)) return; // nothing was due then
+      const gap: GapRecord = { camera: context.camera.id, startMs: context.lastEndMs, endMs: event.startMs, state: 'pending', reason: context.lastError ?? 'recorder was not running', attempts: 0 };
+      enqueue({ type: 'storeGap', params: gap });
+    }),
+    openGap: enqueueActions(({ context, enqueue }) => {
+      if (context.lastEndMs === null || !shouldWrite(context.recording, context.lastEndMs)) return;
+      const gap: GapRecord = { camera: context.camera.id, startMs: context.lastEndMs, endMs: null, state: 'open', reason: context.lastError ?? 'camera offline', attempts: 0 };
+      enqueue({ type: 'storeGap', params: gap });
+    }),
+    noteExit: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'INGEST.EXITED') return;
+      enqueue.assign({ lastError: event.error, lastEndMs: event.lastEndMs ?? context.lastEndMs });
+      enqueue.emit({ type: 'ingest.ended', error: event.error, retryInMs: context.backoffMs });
+    }),
+    noteStartFailure: enqueueActions(({ context, event, enqueue }) => {
+      const error = (event as { error?: unknown }).error;
+      const message = error instanceof Error ? error.message : String(error);
+      enqueue.assign({ lastError: `ingest attempt failed to start: ${message}` });
+      enqueue.emit({ type: 'ingest.ended', error: `ingest attempt failed to start: ${message}`, retryInMs: context.backoffMs, cause: error });
     }),
     noteRecording: assign(({ context, event }) => {
       if (event.type !== 'INGEST.RECORDING') return {};
-      return { backoffMs: context.deps.config.backoffInitialMs, lastError: null, media: event.media ?? null };
+      return { backoffMs: context.backoff.initialMs, lastError: null, media: event.media ?? null };
     }),
-    doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMs * 2, context.deps.config.backoffMaxMs) })),
-    persistDirector: ({ context }) => {
-      const { deps, camera, director } = context;
-      if (camera.transient) return;
-      deps.index.recording.put(camera.id, director.snapshot()).catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not persist events'));
-    },
-    alarmOffline: ({ context, event }) => {
-      if (event.type !== 'INGEST.EXITED') return;
-      context.deps.raiseAlarm({ kind: 'camera-offline', camera: context.camera.id, message: `camera ${context.camera.id} stopped sending video: ${event.error}` });
-    },
+    doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMs * 2, context.backoff.maxMs) })),
+    /** Raised once per outage: later failed attempts only back off. */
+    alarmOffline: emit(({ context, event }) => ({
+      type: 'alarm' as const,
+      alarm: { kind: 'camera-offline', camera: context.camera.id, message: `camera ${context.camera.id} stopped sending video: ${event.type === 'INGEST.EXITED' ? event.error : 'ingest ended'}` },
+    })),
     /**
      * The pool filled up (or has room again): writing holds or resumes. The hole is a
      * gap like any other (reason: the pool), stored when it starts and closed when
      * writing may resume, so search shows it and back-fill can try to fill it.
      */
-    storage: assign(({ context, event }) => {
-      if (event.type !== 'STORAGE') return {};
-      const { deps, camera, director } = context;
-      const now = deps.clock.nowMs();
-      const wasBlocked = director.blockedBy !== null;
-      director.setStorageBlocked(event.blocked);
-      const putGap = (endMs: number | null, startMs: number): void =>
-        void deps.index
-          .putGap({ camera: camera.id, startMs, endMs, state: endMs === null ? 'open' : 'pending', reason: event.blocked ?? 'pool full', attempts: 0 })
-          .catch((err: Error) => deps.log.error({ camera: camera.id, err }, 'could not store gap'));
-      if (event.blocked !== null && !wasBlocked && director.planned(now).write) {
-        putGap(null, now);
-        return { storageGapStartMs: now };
+    storage: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'STORAGE') return;
+      const { camera, nowMs } = context;
+      const wasBlocked = context.recording.blocked !== null;
+      const recording = { ...context.recording, blocked: event.blocked };
+      const gap = (startMs: number, endMs: number | null): GapRecord => ({ camera: camera.id, startMs, endMs, state: endMs === null ? 'open' : 'pending', reason: event.blocked ?? 'pool full', attempts: 0 });
+      if (event.blocked !== null && !wasBlocked && planned(recording, nowMs).write) {
+        enqueue({ type: 'storeGap', params: gap(nowMs, null) });
+        enqueue.assign({ recording, storageGapStartMs: nowMs });
+      } else if (event.blocked === null && context.storageGapStartMs !== null) {
+        enqueue({ type: 'storeGap', params: gap(context.storageGapStartMs, nowMs) });
+        enqueue.assign({ recording, storageGapStartMs: null });
+      } else {
+        enqueue.assign({ recording });
       }
-      if (event.blocked === null && context.storageGapStartMs !== null) {
-        putGap(now, context.storageGapStartMs);
-        return { storageGapStartMs: null };
-      }
-      return {};
     }),
-    reconfigure: assign(({ event }) => (event.type === 'RECONFIGURE' ? { camera: event.camera } : {})),
-    want: assign(({ event }) => ({ wantActive: event.type === 'START' })),
+    statusStopped: emit({ type: 'status' as const, state: 'stopped' as const }),
+    statusConnecting: emit({ type: 'status' as const, state: 'connecting' as const }),
+    // Audio and transport are facts of a running recording: said only with `recording`.
+    statusRecording: emit(({ context }) => ({ type: 'status' as const, state: 'recording' as const, ...(context.media ? { media: context.media } : {}) })),
+    statusBackoff: emit(({ context }) => ({ type: 'status' as const, state: 'backoff' as const, detail: `${context.lastError ?? 'ingest failed'}; retry in ${context.backoffMs} ms` })),
+    /** A test hook (lib/crash-point.ts): throws here when asked to, as a bug in this machine would. */
+    faultPointRecording: ({ context }) => faultPoint('camera.recording', context.camera.id),
   },
 }).createMachine({
   id: 'camera',
-  context: ({ input }) => {
-    const director = new RecordingDirector(input.plan);
-    const saved = input.deps.index.recording.get(input.camera.id);
-    if (saved) director.restore(saved);
-    return {
-      camera: input.camera,
-      deps: input.deps,
-      backoffMs: input.deps.config.backoffInitialMs,
-      // What the index accounts for (video or a gap record, e.g. the recorder-down gap
-      // the back-fill manager recorded at start): a new gap starts after it.
-      lastEndMs: accountedUntilMs(input.deps.index, input.camera.id),
-      lastError: null,
-      wantActive: director.wantsIngest(input.deps.clock.nowMs()),
-      director,
-      stream: input.camera.record.stream,
-      storageGapStartMs: null,
-      media: null,
-    };
-  },
-  initial: 'init',
-  on: {
-    RECONFIGURE: { target: '.init', actions: 'reconfigure', reenter: true },
-    // A plan slot asks for the other stream: a new ingest attempt on it (new segment).
-    SWITCH_STREAM: { target: '.init', reenter: true },
-    PLAN: { actions: ({ context, event }) => context.director.setPlan(event.plan) },
-    EVENT: { actions: [({ context, event }) => void context.director.applyEvent(event.event), 'persistDirector'] },
-    MANUAL: { actions: [({ context, event }) => context.director.setManual(event.on), 'persistDirector'] },
-    STORAGE: { actions: 'storage' },
-  },
+  type: 'parallel',
+  context: ({ input }) => ({
+    camera: input.camera,
+    recording: recordingState(input.plan, input.saved),
+    nowMs: 0, // read at once (entry)
+    backoff: input.backoff,
+    backoffMs: input.backoff.initialMs,
+    lastEndMs: input.accountedUntilMs,
+    lastError: null,
+    stream: input.camera.record.stream,
+    storageGapStartMs: null,
+    media: null,
+  }),
+  entry: 'readClock',
   states: {
-    init: {
-      always: [{ guard: 'wantActive', target: 'active' }, { target: 'stopped' }],
-    },
-    stopped: {
-      entry: ({ context }) => publishState(context, 'stopped'),
-      on: { START: { target: 'active', actions: 'want' } },
-    },
-    active: {
-      entry: assign(({ context }) => {
-        const wanted = context.director.streamAt(context.deps.clock.nowMs(), context.camera.record.stream);
-        return { stream: context.camera.streams[wanted] ? wanted : 'main' };
-      }),
-      invoke: {
-        src: 'ingest',
-        input: ({ context }) => ({ camera: context.camera, deps: context.deps, lastEndMs: context.lastEndMs, director: context.director, stream: context.stream }),
-        // The attempt threw while starting (an index read, a spawn): like ffmpeg dying.
-        onError: {
-          target: 'backoff',
-          actions: assign(({ context, event }) => {
-            const message = event.error instanceof Error ? event.error.message : String(event.error);
-            context.deps.log.error({ camera: context.camera.id, err: event.error, retryInMs: context.backoffMs }, 'ingest attempt failed to start');
-            return { lastError: `ingest attempt failed to start: ${message}` };
-          }),
-        },
-      },
-      initial: 'connecting',
-      states: {
-        connecting: {
-          entry: ({ context }) => publishState(context, 'connecting'),
-          on: { 'INGEST.RECORDING': { target: 'recording', actions: ['closeGap', 'noteRecording'] } },
-        },
-        recording: {
-          entry: ({ context }) => {
-            faultPoint('camera.recording', context.camera.id);
-            publishState(context, 'recording');
-          },
-          // Raised once per outage: later failed attempts only back off.
-          on: { 'INGEST.EXITED': { target: '#camera.backoff', actions: ['noteExit', 'openGap', 'alarmOffline'] } },
-        },
-      },
+    ingest: {
+      initial: 'choosing',
       on: {
-        'INGEST.EXITED': { target: 'backoff', actions: ['noteExit', 'openGap'] },
-        STOP: { target: 'stopped', actions: 'want' },
+        RECONFIGURE: { target: '.choosing', actions: ['readClock', 'reconfigure'] },
+        PLAN: { actions: ['readClock', 'setPlan'] },
+        EVENT: { actions: ['readClock', 'applyEvent', 'persistRecording'] },
+        MANUAL: { actions: ['readClock', 'setManual', 'persistRecording'] },
+        STORAGE: { actions: ['readClock', 'storage'] },
+        STOP: '.halted',
+      },
+      states: {
+        choosing: {
+          always: [{ guard: 'wantsIngest', target: 'active' }, { target: 'stopped' }],
+        },
+        stopped: {
+          entry: 'statusStopped',
+          always: { guard: 'wantsIngest', target: 'active' },
+        },
+        active: {
+          entry: 'chooseStream',
+          invoke: {
+            id: 'ingest',
+            src: 'ingest',
+            input: ({ context }) => ({ camera: context.camera, stream: context.stream, lastEndMs: context.lastEndMs, recording: context.recording }),
+            // The attempt threw while starting (an index read, a spawn): like ffmpeg dying.
+            onError: { target: 'backoff', actions: 'noteStartFailure' },
+          },
+          // Nothing wanted any more (plan, manual), or a slot asks for the other stream (a new attempt, a new segment).
+          always: [
+            { guard: not('wantsIngest'), target: 'stopped' },
+            { guard: 'otherStream', target: 'active', reenter: true },
+          ],
+          on: {
+            PLAN: { actions: ['readClock', 'setPlan', 'syncIngest'] },
+            EVENT: { actions: ['readClock', 'applyEvent', 'persistRecording', 'syncIngest'] },
+            MANUAL: { actions: ['readClock', 'setManual', 'persistRecording', 'syncIngest'] },
+            STORAGE: { actions: ['readClock', 'storage', 'syncIngest'] },
+            'INGEST.EXITED': { target: 'backoff', actions: ['noteExit', 'openGap'] },
+          },
+          initial: 'connecting',
+          states: {
+            connecting: {
+              entry: 'statusConnecting',
+              on: { 'INGEST.RECORDING': { target: 'recording', actions: ['closeGap', 'noteRecording'] } },
+            },
+            recording: {
+              entry: ['faultPointRecording', 'statusRecording'],
+              on: { 'INGEST.EXITED': { target: '#camera.ingest.backoff', actions: ['noteExit', 'openGap', 'alarmOffline'] } },
+            },
+          },
+        },
+        backoff: {
+          entry: 'statusBackoff',
+          always: { guard: not('wantsIngest'), target: 'stopped' },
+          after: { backoff: { target: 'active', actions: ['readClock', 'doubleBackoff'] } },
+        },
+        halted: {
+          type: 'final',
+          entry: 'statusStopped',
+        },
       },
     },
-    backoff: {
-      entry: ({ context }) => publishState(context, 'backoff', `${context.lastError ?? 'ingest failed'}; retry in ${context.backoffMs} ms`),
-      after: { backoff: { target: 'active', actions: 'doubleBackoff' } },
-      on: { STOP: { target: 'stopped', actions: 'want' } },
+    schedule: {
+      initial: 'waiting',
+      states: {
+        // Re-armed whenever the plan changes: the delay is computed from the plan's next change.
+        waiting: {
+          after: { planChange: { target: 'waiting', reenter: true, actions: 'readClock' } },
+          on: { PLAN: { target: 'waiting', reenter: true } },
+        },
+      },
     },
   },
 });
 
-function publishState(context: CameraContext, state: CameraStateName, detail?: string): void {
-  // Audio and transport are facts of a running recording: said only with `recording`.
-  const media = state === 'recording' && context.media ? { audio: context.media.audio, transportInUse: context.media.transportInUse } : {};
-  context.deps.publishStatus({
-    camera: context.camera.id,
-    state,
-    at: iso(context.deps.clock.nowMs()),
-    ...(detail !== undefined ? { detail } : {}),
-    ...media,
+/** The camera machine with the node's implementations (tests inject fakes the same way). */
+export function provideCamera(ports: CameraPorts) {
+  return cameraMachine.provide({
+    actions: {
+      readClock: assign({ nowMs: () => ports.clock.nowMs() }),
+      storeGap: (_, gap) => ports.storeGap(gap),
+      storeRecording: (_, p) => ports.storeRecording(p.camera, p.state),
+    },
+    actors: { ingest: ports.ingest },
   });
 }
 
+/** The state the camera is in, as status names it (from a snapshot's value). */
 export function stateName(value: unknown): CameraStateName {
-  if (value === 'stopped' || value === 'backoff') return value;
-  if (typeof value === 'object' && value !== null && 'active' in value) {
-    return (value as { active: string }).active === 'recording' ? 'recording' : 'connecting';
+  const ingest = typeof value === 'object' && value !== null ? (value as { ingest?: unknown }).ingest : undefined;
+  if (ingest === 'backoff') return 'backoff';
+  if (typeof ingest === 'object' && ingest !== null && 'active' in ingest) {
+    return (ingest as { active: string }).active === 'recording' ? 'recording' : 'connecting';
   }
   return 'stopped';
 }

@@ -1,8 +1,14 @@
 /**
  * One ingest attempt as an xstate callback actor: starts ffmpeg, feeds its fragments
- * to a SegmentWriter, and reports back to the camera actor. The cleanup function kills
- * ffmpeg; the writer then closes its segment when the pipe ends, and that close is
- * handed to `track` so a shutdown can wait for every segment to be closed.
+ * to a SegmentWriter, and reports back to the camera actor (IngestEvent). The camera
+ * hands it its recording state as input and every change of it as a `RECORDING`
+ * event; each fragment is judged against the latest (write, hold for pre-record, or
+ * as which type). The cleanup function kills ffmpeg; the writer then closes its
+ * segment when the pipe ends, and that close is registered with the owner
+ * (`deps.attempt`) so a removal or shutdown can wait for it.
+ *
+ * This is the camera machine's `ingest` implementation, injected by the supervisor
+ * (provideCamera); unit tests of the machine inject a fake instead.
  */
 import { fromCallback } from 'xstate';
 import { startCameraIngest } from '../ingest/camera-ingest.ts';
@@ -14,25 +20,18 @@ import type { CameraDeps, IngestMedia } from './deps.ts';
 import type { IngestPlan } from '../ffmpeg/ffmpeg-ingest.ts';
 import { audioStatusFromInit } from '../ffmpeg/audio-plan.ts';
 import { transportSetting } from '../rtsp/rtsp-transport.ts';
-import type { CameraConfig } from '../index/records.ts';
-import type { RecordingDirector } from './recording-director.ts';
+import { decide } from '../schedule/recording.ts';
+import { segmentFormatOf } from '../storage/segment-format.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { faultPoint } from '../lib/crash-point.ts';
+import type { IngestCommand, IngestEvent, IngestInput, IngestLogic } from './camera-machine.ts';
 
-export interface IngestInput {
-  camera: CameraConfig;
-  stream: 'main' | 'sub';
-  deps: CameraDeps;
-  lastEndMs: number | null;
-  director: RecordingDirector;
-}
-
-export type IngestEvent =
-  | { type: 'INGEST.RECORDING'; startMs: number; media?: IngestMedia }
-  | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
-
-export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input, sendBack }) => {
-  const { camera, deps } = input;
+export const ingestActor = (deps: CameraDeps): IngestLogic => fromCallback<IngestCommand, IngestInput>(({ input, sendBack, receive }) => {
+  const { camera } = input;
+  let recording = input.recording;
+  receive((command) => {
+    recording = command.recording;
+  });
   faultPoint('ingest.start', camera.id);
   const log = deps.log.child({ camera: camera.id });
   const url = camera.streams[input.stream] ?? camera.streams.main;
@@ -50,7 +49,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
       wallMsAt: (sec) => writer.wallMsAt(sec),
       // Kept while video is written or may be (pre-record of event slots).
       keep: (ms) => {
-        const d = input.director.decide(ms);
+        const d = decide(recording, ms);
         return d.write || d.preMs > 0;
       },
     }));
@@ -72,13 +71,14 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
       log.warn({ err }, 'smart stream: SEI scan failed'); // never the video's problem
     }
   };
+  // The camera's format, else its pool's (read at each session start), else mp4.
+  const format = segmentFormatOf(camera, deps.index.pools.get(camera.pool)?.format);
   const writer = new SegmentWriter(
     {
       ...camera,
       record: {
         stream: camera.streams[input.stream] ? input.stream : 'main',
-        // The camera's format, else its pool's (read at each session start), else mp4.
-        format: camera.record.format ?? deps.index.pools.get(camera.pool)?.format ?? 'mp4',
+        format,
       },
     },
     {
@@ -88,7 +88,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
       log,
       segmentMs: deps.config.segmentSeconds * 1000,
       syncMs: deps.config.syncSeconds * 1000,
-      decide: (startMs) => input.director.decide(startMs),
+      decide: (startMs) => decide(recording, startMs),
       onFirstFragment: (startMs) => sendBack({ type: 'INGEST.RECORDING', startMs, ...(media ? { media } : {}) } satisfies IngestEvent),
       ...(deps.onSegmentClosed ? { onSegmentClosed: deps.onSegmentClosed } : {}),
     },
@@ -121,7 +121,7 @@ export const ingestActor = fromCallback<{ type: 'NOOP' }, IngestInput>(({ input,
     ffmpegPath: deps.config.ffmpegPath,
     stallTimeoutMs: deps.config.ingestTimeoutMs,
     // The writer's format (same rule): MP2P cameras keep G.711 only where it is stored as is.
-    recordFormat: camera.record.format ?? deps.index.pools.get(camera.pool)?.format ?? 'mp4',
+    recordFormat: format,
     onNotice: (level, message, details) => log[level](details, message),
     transport: transportSetting(camera),
     // What attempts learn (audio, transport) is this camera's: two cameras configured

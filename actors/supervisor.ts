@@ -1,7 +1,10 @@
 /**
- * Owns the camera actors of this node: creates one per camera, reconfigures, stops
- * and removes them, forwards plans, events and manual recording to them, and starts or
- * stops their ingest as their plans say. It talks to each actor only by events.
+ * Owns the camera actors of this node: creates one per camera with the node's
+ * implementations injected (provideCamera: clock, gap and recording stores, the ingest
+ * attempt), reconfigures, stops and removes them, and forwards plans, events, manual
+ * recording and pool state to them; each actor starts and stops its own ingest at its
+ * plan's boundaries. It talks to each actor only by events and hears from it only by
+ * what it emits (status, alarms, attempt ends).
  * `shutdown()` stops every actor and waits until every open segment has been closed
  * (CONTRACT.md: exit 0 on SIGTERM after closing every open segment).
  *
@@ -17,14 +20,19 @@
  * again). No other camera notices; the process never exits for it.
  */
 import { createActor, type ActorRefFrom } from 'xstate';
-import { cameraMachine, stateName } from './camera-machine.ts';
+import { provideCamera, stateName, type CameraInput } from './camera-machine.ts';
+import { ingestActor } from './ingest-actor.ts';
 import type { CameraDeps, CameraStateName, IngestAttempt } from './deps.ts';
 import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
+import { eventRecorded } from '../schedule/recording.ts';
+import { accountedUntilMs } from '../index/gap-ledger.ts';
+import { iso } from '../lib/time.ts';
 import { LiveHub, type LiveStats, type LiveSubscribeOptions } from '../live/live-hub.ts';
 import type { LiveSink, LiveViewer } from '../live/live-fanout.ts';
 
-type CameraActor = ActorRefFrom<typeof cameraMachine>;
+type CameraLogic = ReturnType<typeof provideCamera>;
+type CameraActor = ActorRefFrom<CameraLogic>;
 
 export interface CameraLiveState {
   state: CameraStateName;
@@ -33,8 +41,6 @@ export interface CameraLiveState {
   manual: boolean;
 }
 
-/** How often plans are re-evaluated: slot boundaries are met within a second. */
-const PLAN_TICK_MS = 1000;
 /** Restart delay after a camera actor's fault: doubles per fault in a row, up to the max. */
 const FAULT_RESTART_MIN_MS = 1000;
 const FAULT_RESTART_MAX_MS = 30_000;
@@ -61,16 +67,21 @@ export class Supervisor {
   private stopping = false;
   /** Pools whose storage refuses writes, and why. */
   private readonly blockedPools = new Map<string, string>();
-  private readonly planTimer: NodeJS.Timeout;
   private readonly deps: CameraDeps;
+  private readonly logic: CameraLogic;
   /** Live fan-out of every running ingest; fed by the ingest children, read through subscribeLive. */
   private readonly liveHub: LiveHub;
 
   constructor(deps: Omit<CameraDeps, 'attempt' | 'live'>) {
     this.liveHub = new LiveHub({ ffmpegPath: deps.config.ffmpegPath, log: deps.log });
     this.deps = { ...deps, attempt: (camera, attempt) => this.ownAttempt(camera, attempt), live: this.liveHub };
-    this.planTimer = setInterval(() => this.applyPlans(), PLAN_TICK_MS);
-    this.planTimer.unref();
+    const { index, log, clock } = this.deps;
+    this.logic = provideCamera({
+      clock,
+      storeGap: (gap) => void index.putGap(gap).catch((err: Error) => log.error({ camera: gap.camera, err }, 'could not store gap')),
+      storeRecording: (camera, state) => void index.recording.put(camera, state).catch((err: Error) => log.error({ camera, err }, 'could not persist events')),
+      ingest: ingestActor(this.deps),
+    });
   }
 
   private ownAttempt(camera: string, attempt: IngestAttempt): void {
@@ -104,24 +115,63 @@ export class Supervisor {
     this.spawn(camera, plan ?? this.deps.index.schedules.get(camera.id));
   }
 
+  /** What a new actor starts from: the index's view of the camera (read here, handed over as data). */
+  private inputFor(camera: CameraConfig, plan: SchedulePlan | undefined): CameraInput {
+    const { index, config } = this.deps;
+    return {
+      camera,
+      plan,
+      saved: index.recording.get(camera.id),
+      // What the index accounts for (video or a gap record, e.g. the recorder-down gap
+      // the back-fill manager recorded at start): a new gap starts after it.
+      accountedUntilMs: accountedUntilMs(index, camera.id),
+      backoff: { initialMs: config.backoffInitialMs, maxMs: config.backoffMaxMs },
+    };
+  }
+
   private spawn(camera: CameraConfig, plan: SchedulePlan | undefined): void {
-    const actor = createActor(cameraMachine, { input: { camera, deps: this.deps, plan } });
+    let input: CameraInput;
+    try {
+      input = this.inputFor(camera, plan);
+    } catch (err) {
+      // The index read failed: a fault of this camera like any other (restarted later).
+      this.actors.delete(camera.id);
+      this.contain(camera.id, undefined, err, camera);
+      return;
+    }
+    const actor = createActor(this.logic, { input });
     this.actors.set(camera.id, actor);
-    actor.subscribe({
-      next: (snap) => {
-        // Recording again after a fault: the next fault starts from the shortest delay.
-        if (stateName(snap.value) === 'recording' && this.faults.get(camera.id)?.restart === null) this.faults.delete(camera.id);
-      },
-      error: (err) => this.contain(camera.id, actor, err),
+    const { log } = this.deps;
+    actor.on('status', (s) => {
+      // Recording again after a fault: the next fault starts from the shortest delay.
+      if (s.state === 'recording' && this.faults.get(camera.id)?.restart === null) this.faults.delete(camera.id);
+      this.deps.publishStatus({
+        camera: camera.id,
+        state: s.state,
+        at: iso(this.deps.clock.nowMs()),
+        ...(s.detail !== undefined ? { detail: s.detail } : {}),
+        ...(s.media ? { audio: s.media.audio, transportInUse: s.media.transportInUse } : {}),
+      });
     });
+    actor.on('alarm', (a) => this.deps.raiseAlarm(a.alarm));
+    actor.on('ingest.ended', (e) => {
+      if (e.cause !== undefined) log.error({ camera: camera.id, err: e.cause, retryInMs: e.retryInMs }, 'ingest attempt failed to start');
+      else log.warn({ camera: camera.id, error: e.error, retryInMs: e.retryInMs }, 'ingest ended');
+    });
+    actor.subscribe({ error: (err) => this.contain(camera.id, actor, err) });
     actor.start();
     const blocked = this.blockedPools.get(camera.pool);
     if (blocked !== undefined && actor.getSnapshot().status === 'active') actor.send({ type: 'STORAGE', blocked });
   }
 
-  /** One camera's actor failed: end its attempt, alarm, start it again later (module comment). */
-  private contain(cameraId: string, actor: CameraActor, err: unknown): void {
+  /**
+   * One camera's actor failed (or could not be made: `actor` undefined): end its
+   * attempt, alarm, start it again later (module comment).
+   */
+  private contain(cameraId: string, actor: CameraActor | undefined, err: unknown, config?: CameraConfig): void {
     if (this.actors.get(cameraId) !== actor || this.stopping) return;
+    const camera = config ?? actor?.getSnapshot().context.camera;
+    if (!camera) return;
     for (const a of this.attempts.get(cameraId) ?? []) a.stop();
     this.liveHub.close(cameraId, 'camera restarting after a fault');
     const error = err instanceof Error ? err.message : String(err);
@@ -136,18 +186,18 @@ export class Supervisor {
       message: `camera ${cameraId} failed inside the recorder (${error}); restarting in ${delayMs} ms`,
       details: { faults: count },
     });
-    const camera = actor.getSnapshot().context.camera;
     fault.restart = setTimeout(() => {
       fault.restart = null;
-      if (this.actors.get(cameraId) !== actor || this.stopping) return;
+      if (this.actors.get(cameraId) !== actor || this.stopping || this.faults.get(cameraId) !== fault) return;
+      let plan: SchedulePlan | undefined;
       try {
-        this.spawn(camera, this.deps.index.schedules.get(cameraId));
+        plan = this.deps.index.schedules.get(cameraId);
       } catch (e) {
-        // spawn reports actor errors to contain(); this is only the index read failing.
-        this.contain(cameraId, actor, e);
+        this.contain(cameraId, actor, e, camera);
         return;
       }
-      this.applyPlans();
+      // spawn reports actor errors (and a failed index read of its input) to contain().
+      this.spawn(camera, plan);
     }, delayMs);
     fault.restart.unref();
   }
@@ -170,7 +220,6 @@ export class Supervisor {
 
   setPlan(plan: SchedulePlan): void {
     this.activeActor(plan.camera)?.send({ type: 'PLAN', plan });
-    this.applyPlans();
   }
 
   /** Hands an event to the camera; returns whether it is being recorded (a slot or manual is on). */
@@ -178,8 +227,7 @@ export class Supervisor {
     const actor = this.activeActor(cameraId);
     if (!actor) return false;
     actor.send({ type: 'EVENT', event });
-    this.applyPlans();
-    return actor.getSnapshot().context.director.wantsIngest(event.atMs);
+    return eventRecorded(actor.getSnapshot().context.recording, event.atMs);
   }
 
   /** The pool's storage refuses writes (reason) or accepts them again (null): tells its cameras. */
@@ -193,32 +241,14 @@ export class Supervisor {
 
   manual(cameraId: string, on: boolean): void {
     this.activeActor(cameraId)?.send({ type: 'MANUAL', on });
-    this.applyPlans();
-  }
-
-  /** Starts or stops each camera's ingest as its plan, events and manual flag say now. */
-  applyPlans(): void {
-    const now = this.deps.clock.nowMs();
-    for (const actor of this.running()) {
-      const snap = actor.getSnapshot();
-      const want = snap.context.director.wantsIngest(now);
-      const state = stateName(snap.value);
-      if (want && state === 'stopped') actor.send({ type: 'START' });
-      else if (!want && state !== 'stopped') actor.send({ type: 'STOP' });
-      else if (want && (state === 'connecting' || state === 'recording')) {
-        const { director, camera, stream } = snap.context;
-        const wanted = director.streamAt(now, camera.record.stream);
-        if (wanted !== stream && camera.streams[wanted]) actor.send({ type: 'SWITCH_STREAM' });
-      }
-    }
   }
 
   /** Stops and forgets one camera; resolves once its open segment is closed (and only its). */
   async remove(cameraId: string): Promise<void> {
     const actor = this.actors.get(cameraId);
+    this.clearFault(cameraId);
     if (!actor) return;
     this.actors.delete(cameraId);
-    this.clearFault(cameraId);
     if (actor.getSnapshot().status === 'active') actor.send({ type: 'STOP' });
     actor.stop();
     for (const a of this.attempts.get(cameraId) ?? []) a.stop();
@@ -227,19 +257,22 @@ export class Supervisor {
   }
 
   has(cameraId: string): boolean {
-    return this.actors.has(cameraId);
+    return this.actors.has(cameraId) || this.faults.has(cameraId);
   }
 
   live(cameraId: string): CameraLiveState | undefined {
     const actor = this.actors.get(cameraId);
-    if (!actor) return undefined;
-    const snap = actor.getSnapshot();
-    const { lastEndMs, director } = snap.context;
     const fault = this.faults.get(cameraId);
-    if (snap.status !== 'active') {
-      return { state: 'backoff', lastError: `camera actor failed: ${fault?.error ?? 'unknown error'}; restarting`, lastEndMs, manual: director.manualOn };
+    if (!actor) {
+      // Its actor could not even be made (the index read failed): it waits for its restart.
+      return fault ? { state: 'backoff', lastError: `camera actor failed: ${fault.error}; restarting`, lastEndMs: null, manual: false } : undefined;
     }
-    return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs, manual: director.manualOn };
+    const snap = actor.getSnapshot();
+    const { lastEndMs, recording } = snap.context;
+    if (snap.status !== 'active') {
+      return { state: 'backoff', lastError: `camera actor failed: ${fault?.error ?? 'unknown error'}; restarting`, lastEndMs, manual: recording.manual };
+    }
+    return { state: stateName(snap.value), lastError: snap.context.lastError, lastEndMs, manual: recording.manual };
   }
 
   /**
@@ -266,7 +299,6 @@ export class Supervisor {
 
   async shutdown(): Promise<void> {
     this.stopping = true;
-    clearInterval(this.planTimer);
     for (const id of [...this.faults.keys()]) this.clearFault(id);
     for (const actor of this.actors.values()) {
       if (actor.getSnapshot().status === 'active') actor.send({ type: 'STOP' });

@@ -23,19 +23,53 @@ export interface TypeState {
   endMs: number;
 }
 
+/** The event runs of one camera by type: plain data (persisted, held in actor context). */
+export type EventRuns = Record<string, TypeState>;
+
+/** `runs` with `e` merged in (a new object; `runs` is left as it was). */
+export function withEvent(runs: EventRuns, e: CameraEvent, postMs: number): EventRuns {
+  const s = runs[e.type];
+  const live = s !== undefined && (s.open || e.atMs <= s.endMs + postMs);
+  let next: TypeState | undefined;
+  if (e.action === 'start') {
+    next = { startedMs: live ? Math.min(s.startedMs, e.atMs) : e.atMs, open: true, endMs: e.atMs };
+  } else if (e.action === 'stop') {
+    if (s) next = { ...s, open: false, endMs: Math.max(e.atMs, s.open ? e.atMs : s.endMs) };
+  } else {
+    const end = e.atMs + (e.seconds ?? 1) * 1000;
+    next = live ? { startedMs: Math.min(s.startedMs, e.atMs), open: s.open, endMs: Math.max(s.endMs, end) } : { startedMs: e.atMs, open: false, endMs: end };
+  }
+  return next ? { ...runs, [e.type]: next } : runs;
+}
+
+/** The type of the most recently started event active at `ms`, or null. */
+export function activeEventType(runs: EventRuns, ms: number, postMs: number): string | null {
+  let best: { type: string; startedMs: number } | null = null;
+  for (const [type, s] of Object.entries(runs)) {
+    const active = s.startedMs <= ms && (s.open || ms < s.endMs + postMs);
+    if (active && (!best || s.startedMs > best.startedMs)) best = { type, startedMs: s.startedMs };
+  }
+  return best?.type ?? null;
+}
+
+/** `runs` without the runs that ended (with post-record) before `ms`. */
+export function prunedEvents(runs: EventRuns, ms: number, postMs: number): EventRuns {
+  return Object.fromEntries(Object.entries(runs).filter(([, s]) => s.open || s.endMs + postMs >= ms));
+}
+
+/** The same rules over a mutable holder (for callers that keep one tracker). */
 export class EventTracker {
-  private readonly types = new Map<string, TypeState>();
+  private runs: EventRuns = {};
 
   constructor(private postMs: number) {}
 
   /** Plain data to persist, so an event survives a restart. */
-  snapshot(): Record<string, TypeState> {
-    return Object.fromEntries(this.types);
+  snapshot(): EventRuns {
+    return { ...this.runs };
   }
 
-  restore(state: Record<string, TypeState>): void {
-    this.types.clear();
-    for (const [type, s] of Object.entries(state)) this.types.set(type, { ...s });
+  restore(state: EventRuns): void {
+    this.runs = { ...state };
   }
 
   setPostSeconds(seconds: number): void {
@@ -43,31 +77,14 @@ export class EventTracker {
   }
 
   apply(e: CameraEvent): void {
-    const s = this.types.get(e.type);
-    const live = s !== undefined && (s.open || e.atMs <= s.endMs + this.postMs);
-    if (e.action === 'start') {
-      this.types.set(e.type, { startedMs: live ? Math.min(s.startedMs, e.atMs) : e.atMs, open: true, endMs: e.atMs });
-    } else if (e.action === 'stop') {
-      if (s) this.types.set(e.type, { ...s, open: false, endMs: Math.max(e.atMs, s.open ? e.atMs : s.endMs) });
-    } else {
-      const end = e.atMs + (e.seconds ?? 1) * 1000;
-      if (live) this.types.set(e.type, { startedMs: Math.min(s.startedMs, e.atMs), open: s.open, endMs: Math.max(s.endMs, end) });
-      else this.types.set(e.type, { startedMs: e.atMs, open: false, endMs: end });
-    }
+    this.runs = withEvent(this.runs, e, this.postMs);
   }
 
-  /** The type of the most recently started event active at `ms`, or null. */
   activeType(ms: number): string | null {
-    let best: { type: string; startedMs: number } | null = null;
-    for (const [type, s] of this.types) {
-      const active = s.startedMs <= ms && (s.open || ms < s.endMs + this.postMs);
-      if (active && (!best || s.startedMs > best.startedMs)) best = { type, startedMs: s.startedMs };
-    }
-    return best?.type ?? null;
+    return activeEventType(this.runs, ms, this.postMs);
   }
 
-  /** Forgets runs that ended (with post-record) before `ms`. */
   prune(ms: number): void {
-    for (const [type, s] of this.types) if (!s.open && s.endMs + this.postMs < ms) this.types.delete(type);
+    this.runs = prunedEvents(this.runs, ms, this.postMs);
   }
 }

@@ -82,22 +82,35 @@ const HORIZON_MS = 8 * 24 * 3600_000;
  * at a time so a DST jump cannot skip a boundary unseen, then narrows to the minute.
  */
 export function nextChangeMs(plan: SchedulePlan | undefined, ms: number): number | null {
+  return nextChange(plan, ms, (at) => plannedAt(plan, at));
+}
+
+/**
+ * When the record type or the stream the plan asks for next changes after `ms` (a
+ * timing slot on `sub` followed by one on `main` is a change): the next moment a
+ * camera actor must look at its plan again. Null if never.
+ */
+export function nextPlanChangeMs(plan: SchedulePlan | undefined, ms: number): number | null {
+  return nextChange(plan, ms, (at) => `${plannedAt(plan, at)} ${plannedStream(plan, at)}`);
+}
+
+function nextChange(plan: SchedulePlan | undefined, ms: number, said: (ms: number) => string | null): number | null {
   if (!plan || plan.slots.length === 0) return null;
   const boundaries = [...new Set(plan.slots.flatMap((s) => [parseHHMM(s.start) % 1440, parseHHMM(s.end) % 1440]))];
-  const current = plannedAt(plan, ms);
+  const current = said(ms);
   let t = Math.floor(ms / MINUTE_MS) * MINUTE_MS;
   const end = ms + HORIZON_MS;
   while (t < end) {
     const local = localTime(t, plan.timeZone).minute;
     const toNext = Math.min(...boundaries.map((b) => ((b - local + 1440) % 1440) || 1440));
     const next = t + Math.min(toNext, 30) * MINUTE_MS;
-    if (plannedAt(plan, next) !== current) {
+    if (said(next) !== current) {
       // The change lies in (t, next]: find its first minute.
       let lo = t;
       let hi = next;
       while (hi - lo > MINUTE_MS) {
         const mid = lo + Math.floor((hi - lo) / 2 / MINUTE_MS) * MINUTE_MS;
-        if (plannedAt(plan, mid) !== current) hi = mid;
+        if (said(mid) !== current) hi = mid;
         else lo = mid;
       }
       return hi;

@@ -13,7 +13,7 @@
  *     describe that fMP4 init, computed from the first GOP's own bytes, so `reindex`
  *     derives exactly the same values from the file.
  */
-import type { SegmentFormat } from '../index/records.ts';
+import type { CameraConfig, SegmentFormat } from '../index/records.ts';
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import type { InitInfo } from '../media/mp4/init-info.ts';
 import { FragmentToPs, describePs } from '../media/ps/ps-convert.ts';
@@ -22,6 +22,15 @@ import { FILE_HEADER_BYTES } from '../media/ps/ps-mux.ts';
 import { durationPatches, withMehd, type TrackDurations } from '../media/mp4/init-duration.ts';
 
 type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;
+
+/**
+ * The format a camera's new segments are written in: its own, else its pool's (read
+ * when a session starts, so a changed pool applies from the next segment), else mp4.
+ * Live ingest and back-fill both ask this.
+ */
+export function segmentFormatOf(camera: Pick<CameraConfig, 'record'>, poolFormat: SegmentFormat | undefined): SegmentFormat {
+  return camera.record.format ?? poolFormat ?? 'mp4';
+}
 
 /** What the index record of a segment says about its codec and layout. */
 export interface SegmentDescription {

@@ -1,7 +1,7 @@
 /** Pure event and recording-decision logic with explicit times. */
 import test from 'ava';
 import { EventTracker } from '../../schedule/events.ts';
-import { RecordingDirector } from '../../actors/recording-director.ts';
+import { decide, eventRecorded, recordingState, wantsIngest, withCameraEvent, type RecordingState } from '../../schedule/recording.ts';
 import { plannedAt } from '../../schedule/plan.ts';
 import type { SchedulePlan } from '../../index/records.ts';
 
@@ -48,20 +48,33 @@ test('event slots outrank timing slots where they overlap', (t) => {
 });
 
 test('the director: timing writes, event slots hold with pre-record, events and manual write with their type', (t) => {
-  const d = new RecordingDirector(plan([{ days: [3], start: '11:00', end: '13:00', type: 'event' }]));
-  t.deepEqual(d.decide(s(0)), { write: false, type: 'event', preMs: 5000 });
-  t.true(d.applyEvent({ type: 'motion', action: 'pulse', atMs: s(10), seconds: 3 }));
-  t.deepEqual(d.decide(s(11)), { write: true, type: 'motion', preMs: 0 });
-  t.false(d.decide(s(15)).write, 'after pulse + post');
-  d.setManual(true);
-  t.deepEqual(d.decide(s(20)), { write: true, type: 'manual', preMs: 0 });
+  let d: RecordingState = recordingState(plan([{ days: [3], start: '11:00', end: '13:00', type: 'event' }]));
+  t.deepEqual(decide(d, s(0)), { write: false, type: 'event', preMs: 5000 });
+  const motion = { type: 'motion', action: 'pulse' as const, atMs: s(10), seconds: 3 };
+  d = withCameraEvent(d, motion);
+  t.true(eventRecorded(d, motion.atMs));
+  t.deepEqual(decide(d, s(11)), { write: true, type: 'motion', preMs: 0 });
+  t.false(decide(d, s(15)).write, 'after pulse + post');
+  d = { ...d, manual: true };
+  t.deepEqual(decide(d, s(20)), { write: true, type: 'manual', preMs: 0 });
   const outside = Date.UTC(2026, 10, 25, 20);
-  t.deepEqual(d.decide(outside), { write: true, type: 'manual', preMs: 0 }, 'manual works outside slots');
-  d.setManual(false);
-  t.false(d.applyEvent({ type: 'alarm', action: 'pulse', atMs: outside, seconds: 3 }), 'no slot: not recorded');
-  t.false(d.decide(outside + 1000).write);
-  t.false(d.wantsIngest(outside));
-  t.true(d.wantsIngest(s(0)));
-  const timing = new RecordingDirector(undefined);
-  t.deepEqual(timing.decide(s(0)), { write: true, type: 'timing', preMs: 0 }, 'no plan: always timing');
+  t.deepEqual(decide(d, outside), { write: true, type: 'manual', preMs: 0 }, 'manual works outside slots');
+  d = { ...d, manual: false };
+  const alarm = { type: 'alarm', action: 'pulse' as const, atMs: outside, seconds: 3 };
+  d = withCameraEvent(d, alarm);
+  t.false(eventRecorded(d, alarm.atMs), 'no slot: not recorded');
+  t.false(decide(d, outside + 1000).write);
+  t.false(wantsIngest(d, outside));
+  t.true(wantsIngest(d, s(0)));
+  const timing = recordingState(undefined);
+  t.deepEqual(decide(timing, s(0)), { write: true, type: 'timing', preMs: 0 }, 'no plan: always timing');
+});
+
+test('the recording state is data: applying an event returns a new state and leaves the old one as it was', (t) => {
+  const before = recordingState(plan([{ days: [3], start: '11:00', end: '13:00', type: 'event' }]));
+  const after = withCameraEvent(before, { type: 'motion', action: 'start', atMs: s(0) });
+  t.deepEqual(before.events, {});
+  t.is(decide(before, s(1)).write, false);
+  t.is(decide(after, s(1)).write, true);
+  t.is(decide({ ...after, blocked: 'pool full' }, s(1)).type, 'blocked', 'a full pool holds writing');
 });
