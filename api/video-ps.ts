@@ -38,8 +38,11 @@ import { attachmentDisposition } from '../security/headers.ts';
 import { replyRange } from './byte-ranges.ts';
 import type { HttpDeps } from './http-deps.ts';
 
-/** Bump when the bytes produced for the same stored video change (part of the ETag). */
-export const PS_OUTPUT_VERSION = 1;
+/**
+ * Bump when the bytes produced for the same stored video change (part of the ETag).
+ * 2: after a break in time the next GOP starts on the previous video's frame grid.
+ */
+export const PS_OUTPUT_VERSION = 2;
 /** Ranges of up to this much stored video get Content-Length and Range (planned first). */
 export const PLAN_LIMIT_BYTES = 512 * 1024 * 1024;
 const PROGRAM_END = Buffer.from([0, 0, 1, 0xb9]);
@@ -124,6 +127,7 @@ export async function* walk(deps: Pick<HttpDeps, 'dataDir'>, picks: PickedSegmen
   let shift: bigint | null = null;
   let srcNext: bigint | null = null; // source video time where the previous GOP ended (90 kHz)
   let outEnd = 0n; // latest output time any track reached so far
+  let videoGrid: { lastDts: bigint; frame: bigint } | null = null; // output DTS of the last video frame, and a frame's length
   let scr: bigint | undefined;
   for (const { seg, gops } of picks) {
     const s = await openForPs(deps, seg);
@@ -148,11 +152,26 @@ export async function* walk(deps: Pick<HttpDeps, 'dataDir'>, picks: PickedSegmen
         }
         // Output starts at 0 with the earliest track; a GOP that does not continue the
         // previous one's video (a gap, a new session) starts, all tracks alike, where the
-        // output so far ended, so no track goes back in time.
+        // output so far ended, so no track goes back in time, and on the previous video's
+        // frame grid at least one frame after its last frame: a session may end on a
+        // near-zero last sample, and the next frame must not land on the same time
+        // (as playback/fmp4-range.ts does for the fMP4 range).
         if (shift === null) shift = -earliest;
-        else if (srcNext === null || first !== srcNext) shift = outEnd - earliest;
+        else if (srcNext === null || first !== srcNext) {
+          let start = outEnd;
+          if (videoGrid) {
+            const { lastDts, frame } = videoGrid;
+            const frames = (start - lastDts + frame - 1n) / frame; // ceil, start >= lastDts
+            start = lastDts + (frames > 1n ? frames : 1n) * frame;
+          }
+          shift = start - earliest;
+        }
         srcNext = first + to90k(BigInt(v.durationTicks), videoScale);
         if (latest + shift > outEnd) outEnd = latest + shift;
+        const n = v.durations.length;
+        const lastDts = v.baseDecodeTime + BigInt(v.durations.slice(0, n - 1).reduce((a, d) => a + d, 0));
+        const frame = Math.max(v.durations[n - 2] ?? 0, v.durations[n - 1] ?? 0, 1);
+        videoGrid = { lastDts: to90k(lastDts, videoScale) + shift, frame: to90k(BigInt(frame), videoScale) || 1n };
         const planned: PlannedGop = { seg, offset: g.offset, size: g.size, shift, previousScr: scr, outBytes: 0 };
         const out = s.conv.convertAfter({ bytes, moof }, shift, scr);
         scr = out.lastScr;

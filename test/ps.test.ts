@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { PS_OUTPUT_VERSION } from '../api/video-ps.ts';
 import { RecorderIndex } from '../index/db.ts';
 import { demuxPs } from '../media/ps/ps-demux.ts';
 import { SimCamera } from '../sim/camera.ts';
@@ -153,7 +154,7 @@ for (const [mount, videoCodec] of [
       t.is(Number(psRes.headers.get('content-length')), whole.length);
       t.is(psRes.headers.get('accept-ranges'), 'bytes');
       const etag = psRes.headers.get('etag')!;
-      t.regex(etag, /^"psv1-[0-9a-f]{32}"$/);
+      t.regex(etag, new RegExp(`^"psv${PS_OUTPUT_VERSION}-[0-9a-f]{32}"$`));
       const part = await fetch(`${n.http}/api/cameras/ps1/video.ps?${q}`, { headers: { Range: 'bytes=1000-70000', 'If-Range': etag } });
       t.is(part.status, 206);
       t.is(part.headers.get('content-range'), `bytes 1000-70000/${whole.length}`);

@@ -87,3 +87,47 @@ for (const format of ['mp4', 'ps'] as const) {
     for (let i = 1; i < audio.length; i++) t.true(audio[i]! > audio[i - 1]!, `audio dts ${audio[i - 1]} then ${audio[i]}`);
   });
 }
+
+test('after a break in time the next GOP starts one frame after the last frame, even when its session ended on a near-zero last sample', async (t) => {
+  // The PS twin of the fMP4 range's frame grid (playback/fmp4-range.ts): walk put the GOP
+  // after a break where the output so far ended, and a session whose last video sample
+  // lasts 1 tick (ffmpeg may close a session so) ended there, so the next frame came
+  // 1 tick after the last one: the same time for anything counting in frames.
+  const dir = await tempDir(t);
+  const src = join(dir, 'src.mp4');
+  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-t', '2', '-c:v', 'libx264', '-g', '25', '-pix_fmt', 'yuv420p', '-f', 'mp4', src]);
+  const cut = join(dir, 'cut.mp4');
+  await run('ffmpeg', ['-v', 'error', '-y', '-i', src, '-c', 'copy', '-bsf:v', "setts=duration='if(eq(N\\,49)\\,1\\,DURATION)'", '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', cut]);
+  const chunks: Fmp4Chunk[] = [];
+  for await (const c of Readable.from([await readFile(cut)]).pipe(new Fmp4Splitter())) chunks.push(c as Fmp4Chunk);
+  const init = chunks[0]!;
+  if (init.kind !== 'init') throw new Error('no init');
+  const last = chunks[chunks.length - 1]!;
+  if (last.kind !== 'fragment') throw new Error('no fragment');
+  t.is(last.moof.tracks[0]!.durations.at(-1), 1, 'the session ends on a 1-tick sample');
+  const scales = new Map(init.info.tracks.map((x) => [x.id, x.timescale]));
+
+  const index = await RecorderIndex.open(dir);
+  t.teardown(() => index.close());
+  const camera: CameraConfig = { id: 'cam', pool: 'default', streams: { main: 'rtsp://x/y' }, record: { stream: 'main', format: 'ps' } };
+  let now = Date.UTC(2026, 10, 25, 12, 0, 0);
+  const writer = new SegmentWriter(camera, { index, dataDir: dir, clock: { nowMs: () => now }, log: silentLogger, segmentMs: 60_000 }, null);
+  const fragments = chunks.slice(1);
+  const feed = [init, ...fragments, ...fragments.map((c) => jumped(c, 30, scales))];
+  for (const [i, c] of feed.entries()) {
+    if (c.kind === 'fragment') now += i === 1 + fragments.length ? 31_000 : 1000; // the wall clock jumps with the media time
+    await writer.handle(c);
+  }
+  await writer.close();
+  const segs = [...index.allSegments('cam')];
+  t.is(segs.length, 2, 'the break started a new segment');
+
+  const parts: Buffer[] = [];
+  for await (const g of walk({ dataDir: dir }, pickGops({ index }, 'cam', segs[0]!.startMs, segs[1]!.endMs))) parts.push(g.bytes);
+  const file = join(dir, 'out.ps');
+  await writeFile(file, Buffer.concat([...parts, Buffer.from([0, 0, 1, 0xb9])]));
+  const video = await packets(file, 'v:0');
+  t.is(video.length, 100);
+  const steps = video.slice(1).map((d, i) => Number((d - video[i]!).toFixed(5)));
+  t.deepEqual(steps.filter((s) => s < 0.039 || s > 0.041), [], 'every video DTS step is one frame (40 ms)');
+});
