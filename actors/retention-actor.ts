@@ -1,35 +1,50 @@
 /**
  * The retention actor of one pool. It runs one pass at a time; a KICK (a segment of
- * the pool closed, the timer ticked, the policy or a lock changed) that arrives during
- * a pass is remembered and causes exactly one more pass afterwards, so kicks never
- * pile up and never interleave two passes of the same pool.
+ * the pool closed, the policy or a lock changed) that arrives during a pass is
+ * remembered and causes exactly one more pass afterwards, so kicks never pile up and
+ * never interleave two passes of the same pool. A pool left alone for `tickMs` passes
+ * anyway (locks expire, `cycle` video ages without any segment closing).
  *
- *   idle ──KICK──► passing ──done──► idle        (or straight to passing if kicked meanwhile)
+ *   idle ──KICK, or after tickMs──► passing ──done──► idle   (or straight to passing if kicked meanwhile)
+ *
+ * The pass itself is injected with `.provide()` (`pass`, the storage supervisor's pass
+ * under its mutex); a failed pass is emitted (`pass.failed`) for the owner to log and
+ * the next kick or tick retries. The context is the pool's id, its tick and one flag.
  */
-import { assign, fromPromise, setup } from 'xstate';
-import type { Logger } from '../lib/log.ts';
+import { assign, emit, fromPromise, setup } from 'xstate';
 
 export interface RetentionInput {
   pool: string;
-  runPass: (pool: string) => Promise<void>;
-  log: Logger;
+  /** Idle this long, the pool passes without a kick. */
+  tickMs: number;
 }
 
 interface RetentionContext extends RetentionInput {
   again: boolean;
 }
 
+export type RetentionEmitted = { type: 'pass.failed'; pool: string; error: unknown };
+
 export const retentionMachine = setup({
   types: {
     context: {} as RetentionContext,
     events: {} as { type: 'KICK' },
     input: {} as RetentionInput,
+    emitted: {} as RetentionEmitted,
   },
   actors: {
-    pass: fromPromise<void, { pool: string; runPass: (pool: string) => Promise<void> }>(({ input }) => input.runPass(input.pool)),
+    pass: fromPromise<void, { pool: string }>(() => Promise.reject(new Error('retention machine: pass not provided'))),
+  },
+  delays: {
+    tick: ({ context }) => context.tickMs,
   },
   guards: {
     kickedMeanwhile: ({ context }) => context.again,
+  },
+  actions: {
+    remember: assign({ again: true }),
+    forget: assign({ again: false }),
+    failed: emit(({ context, event }) => ({ type: 'pass.failed' as const, pool: context.pool, error: (event as { error?: unknown }).error })),
   },
 }).createMachine({
   id: 'retention',
@@ -38,22 +53,25 @@ export const retentionMachine = setup({
   states: {
     idle: {
       on: { KICK: 'passing' },
+      after: { tick: 'passing' },
     },
     passing: {
-      entry: assign({ again: false }),
+      entry: 'forget',
       invoke: {
         src: 'pass',
-        input: ({ context }) => ({ pool: context.pool, runPass: context.runPass }),
+        input: ({ context }) => ({ pool: context.pool }),
         onDone: 'settle',
-        onError: {
-          target: 'settle',
-          actions: ({ context, event }) => context.log.error({ pool: context.pool, err: event.error }, 'retention pass failed; the next kick retries'),
-        },
+        onError: { target: 'settle', actions: 'failed' },
       },
-      on: { KICK: { actions: assign({ again: true }) } },
+      on: { KICK: { actions: 'remember' } },
     },
     settle: {
       always: [{ guard: 'kickedMeanwhile', target: 'passing' }, { target: 'idle' }],
     },
   },
 });
+
+/** The retention machine with the pass it runs (the storage supervisor's; tests inject fakes). */
+export function provideRetention(runPass: (pool: string) => Promise<void>) {
+  return retentionMachine.provide({ actors: { pass: fromPromise<void, { pool: string }>(({ input }) => runPass(input.pool)) } });
+}

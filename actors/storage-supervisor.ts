@@ -1,6 +1,6 @@
 /**
  * Owns the storage lifecycle of the node: one retention actor per pool (kicked by
- * `segment.closed` and a timer), the emergency overwrite when the data disk runs low,
+ * `segment.closed`, passing on its own after `tickMs` idle), the emergency overwrite when the data disk runs low,
  * backup copies for pools that want a second disk, and the one mutex under which
  * every deletion, thinning and lock change runs (so a lock taken while a pass runs is
  * seen by the pass before it deletes: invariant 3).
@@ -35,7 +35,7 @@ import type { IndexReserve } from '../storage/index-reserve.ts';
 import { isIndexFullError } from '../index/commit-guard.ts';
 import { isLocked, lockActive, planRetention, DEFAULT_MAX_LOCK_SHARE } from '../storage/retention-policy.ts';
 import { finishThin, replaceCopy, thinSegment } from '../storage/thin.ts';
-import { retentionMachine } from './retention-actor.ts';
+import { provideRetention } from './retention-actor.ts';
 
 export const DEFAULT_POOL: PoolPolicy = { id: 'default', capacityBytes: null, overwrite: 'capacity', maxLockShare: DEFAULT_MAX_LOCK_SHARE };
 
@@ -73,7 +73,7 @@ export interface PoolView extends PoolPolicy {
   blocked: string | null;
 }
 
-type RetentionActor = ActorRefFrom<typeof retentionMachine>;
+type RetentionActor = ActorRefFrom<ReturnType<typeof provideRetention>>;
 
 export class StorageSupervisor {
   private readonly actors = new Map<string, RetentionActor>();
@@ -124,7 +124,8 @@ export class StorageSupervisor {
       await this.deps.index.pools.put(DEFAULT_POOL.id, DEFAULT_POOL).catch((err: unknown) => this.deps.log.error({ err }, 'the default pool could not be stored'));
     }
     for (const pool of this.pools()) this.ensureActor(pool.id);
-    this.timer = setInterval(() => this.kickAll(), this.deps.tickMs);
+    // Each pool's actor passes on its own after tickMs idle; the disk is watched here.
+    this.timer = setInterval(() => void this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed')), this.deps.tickMs);
     this.timer.unref();
     this.auditTimer = setInterval(() => void this.auditBackups().catch((err: unknown) => this.deps.log.error({ err }, 'backup audit failed')), this.deps.backupAuditMs);
     this.auditTimer.unref();
@@ -218,7 +219,8 @@ export class StorageSupervisor {
   private ensureActor(poolId: string): RetentionActor {
     let actor = this.actors.get(poolId);
     if (!actor) {
-      actor = createActor(retentionMachine, { input: { pool: poolId, runPass: (p) => this.trackPass(p), log: this.deps.log } });
+      actor = createActor(provideRetention((p) => this.trackPass(p)), { input: { pool: poolId, tickMs: this.deps.tickMs } });
+      actor.on('pass.failed', (e) => this.deps.log.error({ pool: e.pool, err: e.error }, 'retention pass failed; the next kick retries'));
       this.actors.set(poolId, actor);
       actor.start();
     }
