@@ -1,6 +1,6 @@
 /**
  * The composition root of one recorder node. Start order keeps recording independent
- * of NATS (DESIGN.md section 7): index (checked, compacted, compared with the config
+ * of NATS (docs/design/architecture.md section 7): index (checked, compacted, compared with the config
  * journal: index/startup.ts) → on a full disk the emergency overwrite first →
  * reconcile with the files → camera actors →
  * HTTP → NATS (embedded server awaited; an external URL connects in the background
@@ -239,7 +239,7 @@ export class RecorderNode {
   }
 
   /**
-   * CONTRACT.md: no HTTP beyond loopback without authentication. The settings were
+   * docs/security.md: no HTTP beyond loopback without authentication. The settings were
    * checked when parsed; here auth=required also needs someone who can log in.
    */
   private assertHttpAuth(): void {

@@ -6,7 +6,7 @@
  * plan's boundaries. It talks to each actor only by events and hears from it only by
  * what it emits (status, alarms, attempt ends).
  * `shutdown()` stops every actor and waits until every open segment has been closed
- * (CONTRACT.md: exit 0 on SIGTERM after closing every open segment).
+ * (docs/operations.md "Shutdown": exit 0 on SIGTERM after closing every open segment).
  *
  * Ingest attempts are owned per camera: removing one camera waits only for that
  * camera's segment to close, never for the other cameras' ingest (which runs for as

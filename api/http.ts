@@ -1,5 +1,5 @@
 /**
- * The HTTP interface (CONTRACT.md) on fastify. Handlers validate, call one
+ * The HTTP interface (docs/api/http-*.md) on fastify. Handlers validate, call one
  * RecorderService function, and errors map once to `{error:{code,message}}` with the
  * RecorderError's status.
  */

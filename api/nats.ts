@@ -1,5 +1,5 @@
 /**
- * The NATS interface (CONTRACT.md), registered as a NATS service ("recorder") so
+ * The NATS interface (docs/api/nats.md), registered as a NATS service ("recorder") so
  * `nats micro` discovery and stats work. Each endpoint: decode JSON, call one
  * RecorderService function, reply `{ok:true,...}` or `{ok:false,error:{code,message}}`.
  *

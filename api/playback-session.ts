@@ -1,6 +1,6 @@
 /**
  * WS /api/cameras/:id/playback — a playback session: JSON commands in, fragmented MP4
- * out, over one socket. The protocol (also in README.md):
+ * out, over one socket. The protocol (also in docs/api/http-media.md):
  *
  * Client → server (text, one JSON object each):
  *   {"cmd":"play","from":T,"to"?:T,"speed"?:S,"reverse"?:bool,"iframes"?:bool}

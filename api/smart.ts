@@ -1,5 +1,5 @@
 /**
- * HTTP routes of the smart stream (README "Smart (analytics) stream"):
+ * HTTP routes of the smart stream (docs/api/http-smart.md):
  *   GET /api/cameras/:id/smart?from=&to=&class=&rule=&topic=&kind=&limit=   records
  *   GET /api/cameras/:id/smart/next?after=|before=&class=&rule=&topic=&kind= jump
  *   GET /api/cameras/:id/smart/stats                                        counters

@@ -1,5 +1,5 @@
 /**
- * HTTP routes for pools, locks and labels (CONTRACT.md `POST/DELETE /api/locks`,
+ * HTTP routes for pools, locks and labels (docs/api/http-storage.md: `POST/DELETE /api/locks`,
  * `POST/PATCH/DELETE /api/labels`, plus pool and list routes). Thin: validate through
  * StorageService, which throws typed errors. Routes addressed by a lock or label id
  * check the pool of the camera it belongs to themselves (the id names no camera).

@@ -541,7 +541,7 @@ async function cleanup(): Promise<void> {
     await recorderExit;
     clearTimeout(timer);
   }
-  // ffmpeg children end with the recorder (DESIGN.md: no orphans): check, then make sure.
+  // ffmpeg children end with the recorder (docs/design/architecture.md: no orphans): check, then make sure.
   await sleep(2000);
   const left = lastDescendants.filter(alive);
   if (left.length > 0) {

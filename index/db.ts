@@ -1,6 +1,6 @@
 /**
  * The node's LMDB index (one environment under <data>/index). Files are the source of
- * truth; this is the fast path to them (DESIGN.md section 5).
+ * truth; this is the fast path to them (docs/design/architecture.md section 5).
  *
  * Key layout, schema version 1 (lmdb-js orders array keys element by element):
  *   meta       'schema'               → SCHEMA_VERSION

@@ -2,7 +2,7 @@
  * The compact GOP table stored with each segment: 12 bytes per fragment, three
  * little-endian uint32 — byte offset in the file, byte size (moof+mdat), start time in
  * ms relative to the segment start. Segment files stay below 4 GiB and 49 days, which
- * a segment never reaches (DESIGN.md keeps segments at about a minute).
+ * a segment never reaches (docs/design/architecture.md keeps segments at about a minute).
  */
 export interface GopEntry {
   offset: number;

@@ -6,7 +6,7 @@
 export type StreamName = 'main' | 'sub';
 export type SegmentFormat = 'mp4' | 'ps';
 
-/** A camera as the VMS configured it (CONTRACT.md `camera.put`). */
+/** A camera as the VMS configured it (docs/api/nats.md `rec.v1.camera.put`). */
 export interface CameraConfig {
   id: string;
   name?: string;

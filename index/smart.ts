@@ -1,5 +1,5 @@
 /**
- * Smart-stream records in the index (DESIGN.md section 5: `smart`), and the queries
+ * Smart-stream records in the index (docs/design/architecture.md section 5: `smart`), and the queries
  * on them. Two LMDB dbs, opened in index/db.ts:
  *
  *   smart       [cameraId, ms, seq] → SmartRecord: one per stored packet, where it is

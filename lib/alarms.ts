@@ -1,5 +1,5 @@
 /**
- * Alarms (CONTRACT.md `rec.v1.alarm.<kind>`): logged once when raised and published on
+ * Alarms (docs/api/nats.md `rec.v1.alarm.<kind>`): logged once when raised and published on
  * NATS. An alarm stays queued until the sink confirms it reached the server (the NATS
  * sink publishes, then flushes: a PING answered after the publishes): raised before
  * NATS is attached (start-up reconcile runs first), while NATS is down or the embedded

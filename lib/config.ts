@@ -1,6 +1,6 @@
 /**
  * Settings: flags > environment (RECORDER_*) > config file (JSON) > defaults
- * (CONTRACT.md "Start"). One schema with descriptions and bounds validates the merged
+ * (docs/settings.md). One schema with descriptions and bounds validates the merged
  * result; unknown keys in the config file are rejected.
  */
 import { isIP } from 'node:net';
@@ -232,7 +232,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): ParsedComman
 }
 
 /**
- * CONTRACT.md: binding HTTP beyond loopback requires authentication. Checked here (the
+ * docs/security.md: binding HTTP beyond loopback requires authentication. Checked here (the
  * settings alone) and again at node start (auth=required then needs a token or an
  * admin user in the index).
  */

@@ -4,7 +4,7 @@
  * crashPoint, for crash-safety tests: when RECORDER_CRASH_POINT names a point the
  * process reaches, it kills itself with SIGKILL right there (no cleanup runs, as in a
  * power cut). Unset in production; the names are listed where they are called
- * (storage/segment-delete.ts, storage/thin.ts) and in README "Crash safety".
+ * (storage/segment-delete.ts, storage/thin.ts) and in docs/settings.md "For tests only".
  */
 export function crashPoint(name: string): void {
   if (process.env.RECORDER_CRASH_POINT === name) process.kill(process.pid, 'SIGKILL');

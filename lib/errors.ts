@@ -1,7 +1,7 @@
 /**
  * The recorder's error taxonomy. Every error that leaves a module edge (HTTP, NATS,
  * CLI) is a RecorderError with a stable UPPER_SNAKE `code` that clients may rely on
- * (CONTRACT.md) and an HTTP status the API maps it to. Map once, at the edge.
+ * (docs/api/errors.md) and an HTTP status the API maps it to. Map once, at the edge.
  */
 import { redactText } from './redact.ts';
 
@@ -153,7 +153,6 @@ export function toRecorderError(err: unknown): RecorderError {
   return new RecorderError('INTERNAL', message, { cause: err });
 }
 
-/** The wire shape of an error, as CONTRACT.md defines it for NATS and HTTP. */
 /** The wire shape of an error; a URL's password in its message never leaves (ffmpeg quotes camera URLs). */
 export function errorBody(err: RecorderError): { code: ErrorCode; message: string } {
   return { code: err.code, message: redactText(err.message) };

@@ -1,5 +1,5 @@
 /**
- * One JSON line per event (pino), as CONTRACT.md "Start" asks. Every line passes
+ * One JSON line per event (pino), as docs/settings.md says. Every line passes
  * through redactText as it is written: a camera URL's password never reaches a log,
  * whoever logged it (an error quoting ffmpeg, which quotes its input URL, included).
  */

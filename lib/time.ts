@@ -1,6 +1,6 @@
 /**
  * The one module that converts times. Stored times are UTC epoch milliseconds on the
- * recorder's wall clock (DESIGN.md invariant 5); names carry units (`startMs`).
+ * recorder's wall clock (docs/design/architecture.md invariant 5); names carry units (`startMs`).
  * Clients send ISO-8601 strings or epoch milliseconds; replies use ISO-8601.
  */
 import { BadTimeError } from './errors.ts';

@@ -1,7 +1,7 @@
 /**
  * A loopback RTSP proxy that lets ffmpeg pull ONVIF replay from a camera's edge
  * storage. ffmpeg cannot send `Require: onvif-replay`, `Range: clock=…` or
- * `Rate-Control: no` (RECIPES.md), so it connects here instead; we forward its
+ * `Rate-Control: no` (docs/design/toolchain.md), so it connects here instead; we forward its
  * requests to the camera with those headers added and hand the camera's answers and
  * interleaved RTP back unchanged, so the normal ingest path (ffmpeg → fMP4 splitter)
  * depacketizes and muxes (docs/design/backfill.md says why this and not our own client).

@@ -160,7 +160,7 @@ export class RecorderService {
     return plan;
   }
 
-  /** An NVR-style event (CONTRACT.md `rec.v1.event.<camera>`). */
+  /** An NVR-style event (docs/api/nats.md `rec.v1.event.<camera>`). */
   event(cameraId: string, body: unknown): { camera: string; type: string; action: string; at: string; recording: boolean } {
     const e = validate(eventSchema, body);
     this.requireCamera(cameraId);

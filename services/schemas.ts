@@ -1,5 +1,5 @@
 /**
- * Request bodies of the NATS and HTTP interfaces (CONTRACT.md), validated by one zod
+ * Request bodies of the NATS and HTTP interfaces (docs/api/), validated by one zod
  * schema each. Unknown keys are rejected so a typo in a VMS integration surfaces as an
  * error instead of being silently ignored.
  */

@@ -1,5 +1,5 @@
 /**
- * Domain functions for pools, locks and labels behind HTTP and NATS (CONTRACT.md
+ * Domain functions for pools, locks and labels behind HTTP and NATS (docs/api/nats.md
  * `pool.*`, `lock`/`unlock`, `label.*`), and the lock/label annotation of search
  * results. Every lock change runs under the storage mutex, so a retention pass never
  * deletes what a lock acknowledged a moment ago protects.

@@ -1,6 +1,6 @@
 /**
  * The smart stream of one ingest session: MPEG-TS bytes from ffmpeg's data output in,
- * smart files and `smart` index entries out (DESIGN.md sections 1 and 5).
+ * smart files and `smart` index entries out (docs/design/architecture.md sections 1 and 5).
  *
  * Pipeline per packet: TS demux (smart/ts-demux.ts) → the first video PES gives the
  * origin of the fMP4's timeline (see below) → stream type and payload checked

@@ -1,5 +1,5 @@
 /**
- * The disk layout (DESIGN.md section 5), in one place:
+ * The disk layout (docs/design/architecture.md section 5), in one place:
  *   <data>/index/                                    LMDB
  *   <data>/pools/<pool>/<camera>/<yyyy-mm-dd>/<startMs>.<mp4|ps>
  * The file name carries the segment's wall-clock start, so the index can be rebuilt

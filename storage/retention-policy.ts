@@ -2,7 +2,7 @@
  * Which segments a pool's retention pass deletes or thins: pure, given the pool's
  * policy, its usage, its segments oldest first (across its cameras) and their locks.
  *
- * Rules (issue "storage lifecycle", DESIGN.md invariants 3 and 4):
+ * Rules (issue "storage lifecycle", docs/design/architecture.md invariants 3 and 4):
  * - open segments and segments overlapping an active lock are never chosen;
  * - `cycle`: every segment that ended at or before now − cycleDays goes;
  * - `capacity` and `cycle`: oldest first until usage ≤ capacity;

@@ -8,7 +8,7 @@
  * MAX_TIMESTAMP_JUMP_MS or a drift from the wall clock over MAX_DRIFT_MS (a clock
  * step) re-anchors the timeline and starts a new segment.
  *
- * What is written (DESIGN.md, schedules issue): for each fragment `decide(startMs)`
+ * What is written (docs/design/architecture.md, schedules issue): for each fragment `decide(startMs)`
  * says write (with a record type) or hold. Held fragments stay in a pre-record ring of
  * at most `preMs` (and PRE_RECORD_MAX_BYTES); the next written fragment writes the ring
  * first, so an event's clip starts before the event, GOP-aligned. A new segment starts
@@ -19,7 +19,7 @@
  * Durability order (invariant 2): append bytes → fdatasync → commit the index entry
  * that covers them. Fragments are appended as they come; the fdatasync + commit pair
  * runs when holding back one more GOP would leave more than `syncMs` of media unsynced
- * (DESIGN.md: "at least at segment close and every few seconds"), and always at close.
+ * (invariant 2, docs/design/architecture.md: "at least at segment close and every few seconds"), and always at close.
  * A killed process loses nothing more for it: the appended bytes are in the page cache
  * and reconcile adds fragments that reached the file after the last commit. A power
  * cut loses at most `syncMs` plus the fragment being assembled. One sync and one commit
@@ -94,7 +94,7 @@ export interface SegmentWriterDeps {
   syncMs?: number;
 }
 
-/** Default of `syncMs`: a few seconds, as DESIGN.md invariant 2 allows. */
+/** Default of `syncMs`: a few seconds, as invariant 2 (docs/design/architecture.md) allows. */
 export const SYNC_MS = 4000;
 
 type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;

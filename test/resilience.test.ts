@@ -1,5 +1,5 @@
 /**
- * Failure model (DESIGN.md section 7) through real processes: a camera that drops off
+ * Failure model (docs/design/architecture.md section 7) through real processes: a camera that drops off
  * and comes back, a recorder killed with SIGKILL, a NATS server that goes away.
  */
 import test from 'ava';
