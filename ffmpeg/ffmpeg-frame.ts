@@ -1,8 +1,14 @@
 /**
- * Decodes the first picture of one GOP to JPEG with ffmpeg (through fluent-ffmpeg,
- * like ingest). The input is a tiny fragmented MP4 made of the segment's init and that
- * one fragment, fed on stdin; ffmpeg stops after one frame (`-frames:v 1`), so only
- * the GOP's I-frame is decoded. The child is killed if it runs past the timeout.
+ * Decodes the first picture of one GOP to JPEG with ffmpeg (spawned through
+ * lib/child-process.ts, like every child). The input is a tiny fragmented MP4 made of
+ * the segment's init and that one fragment, fed on stdin; ffmpeg stops after one frame
+ * (`-frames:v 1`), so only the GOP's I-frame is decoded. The child is killed if it
+ * runs past the timeout (FRAMES_BUSY: the host is loaded, try again).
+ *
+ * The answer is judged once ffmpeg has exited and its stdout has ended, whichever comes
+ * last: fluent-ffmpeg, which ran it before, gave the process 20 ms between the end of
+ * its stdout and its exit and then reported 'Output stream closed'; on a loaded machine
+ * the exit comes later (4 of 100 frame requests answered 500 in a full test run).
  *
  * Reads never starve recording: FrameDecoder runs at most a few decodes at once (each
  * one thread, at a lower CPU priority than ingest), queues a bounded number more in
@@ -10,10 +16,8 @@
  * with Retry-After). Before the limit, 100 parallel requests from one viewer spawned
  * 100 decoders: most answered 500 after up to 99 s and recording had 40 s holes.
  */
-import ffmpeg from 'fluent-ffmpeg';
-import { PassThrough, Readable } from 'node:stream';
 import { RecorderError } from '../lib/errors.ts';
-import { assertSpawnHeadroom } from './spawn-headroom.ts';
+import { spawnChild } from '../lib/child-process.ts';
 
 export class FramesBusyError extends RecorderError {
   constructor(queued: number, message = `${queued} frame decodes are already waiting: try again shortly`) {
@@ -68,40 +72,47 @@ export interface FrameOptions {
   timeoutMs?: number;
 }
 
-export function extractJpeg(init: Buffer, fragment: Buffer, opts: FrameOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    assertSpawnHeadroom();
-    const out = new PassThrough();
-    const parts: Buffer[] = [];
-    out.on('data', (c: Buffer) => parts.push(c));
-    const filters = opts.width ? [`scale=${opts.width}:-2`] : [];
-    const command = ffmpeg({ stdoutLines: 0, timeout: Math.ceil((opts.timeoutMs ?? 10_000) / 1000) })
-      .setFfmpegPath(opts.ffmpegPath)
-      .input(Readable.from([init, fragment]))
-      .inputFormat('mp4')
-      .inputOptions(['-nostdin', '-hide_banner', '-loglevel', 'error', '-threads', '1'])
-      // Below ingest's priority: a burst of thumbnails waits, recording does not.
-      .renice(10)
-      .outputOptions(['-threads', '1', '-frames:v', '1', '-an', '-q:v', '3', ...(filters.length ? ['-vf', filters.join(',')] : [])])
-      .format('image2pipe')
-      .videoCodec('mjpeg');
-    command.on('error', (err: Error) => {
-      // fluent-ffmpeg gives the process 20 ms between the end of its stdout and its exit
-      // before it reports 'Output stream closed' and kills it; on a loaded machine the
-      // exit comes later (4 of 100 frame requests answered 500 in the full test run).
-      // A whole JPEG on stdout is the answer whatever the exit raced with.
-      const jpeg = Buffer.concat(parts);
-      if (err.message === 'Output stream closed' && isWholeJpeg(jpeg)) resolve(jpeg);
-      else if (/ran into a timeout/.test(err.message)) reject(new FramesBusyError(0, `a frame decode took over ${opts.timeoutMs ?? 10_000} ms (the host is loaded)`));
-      else reject(new Error(`frame extraction failed: ${err.message.split('\n')[0]}`));
-    });
-    command.on('end', () => {
-      const jpeg = Buffer.concat(parts);
-      if (!isWholeJpeg(jpeg)) reject(new Error('frame extraction produced no JPEG'));
-      else resolve(jpeg);
-    });
-    command.pipe(out, { end: true });
+/** How long after ffmpeg's exit its stdout may still be read. */
+const STDOUT_DRAIN_MS = 1000;
+
+/** ffmpeg's arguments: fMP4 on stdin, one JPEG on stdout. */
+function frameArgs(width: number | undefined): string[] {
+  return [
+    '-f', 'mp4',
+    '-nostdin', '-hide_banner', '-loglevel', 'error', '-threads', '1',
+    '-i', 'pipe:0',
+    '-vcodec', 'mjpeg',
+    '-threads', '1', '-frames:v', '1', '-an', '-q:v', '3',
+    ...(width ? ['-vf', `scale=${width}:-2`] : []),
+    '-f', 'image2pipe',
+    'pipe:1',
+  ];
+}
+
+export async function extractJpeg(init: Buffer, fragment: Buffer, opts: FrameOptions): Promise<Buffer> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  // Below ingest's priority (nice 10): a burst of thumbnails waits, recording does not.
+  const child = spawnChild({ command: 'ffmpeg', purpose: 'frame', file: opts.ffmpegPath, args: frameArgs(opts.width), stdin: 'pipe', nice: 10, timeoutMs });
+  const parts: Buffer[] = [];
+  const stdout = child.stdout!;
+  const ended = new Promise<void>((resolve) => {
+    stdout.on('data', (c: Buffer) => parts.push(c));
+    stdout.once('close', () => resolve());
+    stdout.on('error', () => undefined);
   });
+  // ffmpeg stops reading after one frame: the rest of the input may meet a closed pipe.
+  child.stdin!.end(Buffer.concat([init, fragment]));
+  const exit = await child.exited;
+  if (exit.error?.code === 'CHILD_TIMEOUT') throw new FramesBusyError(0, `a frame decode took over ${timeoutMs} ms (the host is loaded)`);
+  // stdout ends with ffmpeg; a grandchild of a wrapper that holds it open is not waited for.
+  let late: NodeJS.Timeout | undefined;
+  await Promise.race([ended, new Promise<void>((r) => (late = setTimeout(r, STDOUT_DRAIN_MS)))]);
+  clearTimeout(late);
+  stdout.destroy();
+  const jpeg = Buffer.concat(parts);
+  if (exit.error) throw new Error(`frame extraction failed: ${exit.error.message.split('\n')[0]}`);
+  if (!isWholeJpeg(jpeg)) throw new Error('frame extraction produced no JPEG');
+  return jpeg;
 }
 
 /** Starts with SOI and ends with EOI: ffmpeg wrote the picture to its end. */

@@ -1,6 +1,6 @@
 /**
- * The one module that runs ffmpeg for ingest (through fluent-ffmpeg, which is
- * unmaintained upstream, so nothing else imports it). It pulls RTSP (over TCP unless
+ * The one module that runs ffmpeg for ingest (spawned through lib/child-process.ts,
+ * like every child of the recorder). It pulls RTSP (over TCP unless
  * the camera's `transport` says otherwise or the camera refused TCP:
  * rtsp/rtsp-transport.ts) and writes fragmented MP4 to a pipe that Fmp4Splitter cuts
  * into init + one fragment per GOP (per second for Motion JPEG, where every frame is
@@ -11,11 +11,17 @@
  * after an attempt with audio got no video (ffmpeg/audio-plan.ts). Both learn from an
  * attempt that failed before any video, per URL, for the attempts after it.
  *
- * Child lifetime: every ffmpeg we start is in `live` until it exits; `stop()` kills
- * it, and a process 'exit' hook kills whatever is left, so a thrown exception or a
- * failing test leaves no child. If this process dies by SIGKILL, ffmpeg's next write
- * to the pipe fails with EPIPE and it exits (at most one GOP later); -nostdin keeps it
- * from waiting on a terminal.
+ * Child lifetime: ffmpeg is spawned through lib/child-process.ts, which kills it when
+ * `stop()` is called, when the owner's `signal` aborts and when this process exits, so
+ * a thrown exception or a failing test leaves no child. If this process dies by
+ * SIGKILL, ffmpeg's next write to the pipe fails with EPIPE and it exits (at most one
+ * GOP later); -nostdin keeps it from waiting on a terminal.
+ *
+ * Watchdog: a camera that sends nothing for `stallTimeoutMs` + 5 s ends the session.
+ * Silence is judged by the bytes ffmpeg writes (lib/silence-watch.ts), counted only
+ * while we read them: a segment writer that is behind (a slow disk) pauses the pipe,
+ * and that pause is never taken for a silent camera (issue 14: the watchdog timed the
+ * writer, so a disk that stalled restarted a camera that was streaming).
  *
  * Smart stream (data tracks): when `smart` is given and the camera's SDP announces a
  * data track (one DESCRIBE first, rtsp/rtsp-describe.ts; ffmpeg refuses an output
@@ -27,13 +33,12 @@
  * file whose stream hit -frames only when it checks that file first. A camera
  * without a data track gets exactly the command it always got.
  */
-import ffmpeg from 'fluent-ffmpeg';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertSpawnHeadroom } from './spawn-headroom.ts';
+import { spawnChild, type Child } from '../lib/child-process.ts';
+import { SilenceWatch } from '../lib/silence-watch.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { describeWithRetry, hasDataTrack, type SdpMedia } from '../rtsp/rtsp-describe.ts';
 import { noteAudioOutcome, planAudio, type AudioPlan } from './audio-plan.ts';
@@ -60,6 +65,8 @@ export interface IngestOptions {
   memoryKey?: string;
   /** This attempt's plan, once decided (before ffmpeg starts). */
   onPlan?: (plan: IngestPlan) => void;
+  /** The owner's signal: aborting it stops the session like `stop()` (ffmpeg is killed). */
+  signal?: AbortSignal;
   /** Receives the TS bytes of the camera's data tracks, if it has any. */
   smart?: {
     onBytes(bytes: Buffer): void;
@@ -130,41 +137,49 @@ export interface IngestSession {
   stop(): void;
 }
 
-const live = new Set<ChildProcess>();
 /**
  * URLs whose last attempt with a data output ended before any video: the next attempt
  * goes without it, so a smart-stream problem can never keep a camera's video down
  * (an offline camera just alternates, harmlessly).
  */
 const smartAttemptFailed = new Set<string>();
-let exitHookInstalled = false;
 
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
-}
+/** The watchdog looks this often; a camera is silent after `stallTimeoutMs` + STALL_GRACE_MS. */
+const WATCHDOG_EVERY_MS = 1000;
+const STALL_GRACE_MS = 5000;
 
-/** Number of ffmpeg children alive in this process (for tests and metrics). */
-export function liveIngestCount(): number {
-  return live.size;
+/** ffmpeg's arguments for one attempt: RTSP in, fMP4 on stdout (output #0), the data output after it. */
+export function ingestArgs(url: string, stallTimeoutMs: number, p: IngestPlan, dataUrl: string | null): string[] {
+  return [
+    '-nostdin',
+    '-hide_banner',
+    '-loglevel', 'warning',
+    '-rtsp_transport', p.transport ?? 'tcp',
+    // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
+    '-timeout', String(stallTimeoutMs * 1000),
+    '-i', url,
+    ...p.audio.outputOptions,
+    '-f', 'mp4',
+    ...(p.fragments === 'second'
+      ? ['-movflags', 'empty_moov+default_base_moof', '-frag_duration', '1000000']
+      : ['-movflags', 'frag_keyframe+empty_moov+default_base_moof']),
+    'pipe:1',
+    ...(dataUrl ? [...SMART_OUTPUT_OPTIONS, dataUrl] : []),
+  ];
 }
 
 export function startIngest(opts: IngestOptions): IngestSession {
-  installExitHook();
   const splitter = new Fmp4Splitter();
   let requested = false;
-  let lastDataAt = Date.now();
+  const silence = new SilenceWatch();
   let resolveExit!: (exit: IngestExit) => void;
   const exited = new Promise<IngestExit>((r) => (resolveExit = r));
   const stderrTail: string[] = [];
 
-  let command: ffmpeg.FfmpegCommand | null = null;
   let dataSocket: { url: string; close(): void } | null = null;
-  let child: ChildProcess | undefined;
+  let child: Child | null = null;
   let splitterError: Error | undefined;
+  let stallNote: string | null = null;
   let finished = false;
   let gotVideo = false;
   let plan: IngestPlan | null = null;
@@ -174,7 +189,7 @@ export function startIngest(opts: IngestOptions): IngestSession {
     if (finished) return;
     finished = true;
     clearInterval(watchdog);
-    if (child) live.delete(child);
+    opts.signal?.removeEventListener('abort', onAbort);
     dataSocket?.close();
     if (dataSocket && !gotVideo && !requested) smartAttemptFailed.add(opts.url);
     if (plan) {
@@ -185,62 +200,56 @@ export function startIngest(opts: IngestOptions): IngestSession {
     resolveExit(requested ? { requested } : { requested, error: splitterError ?? error });
   };
   const kill = (): void => {
-    command?.kill('SIGKILL');
+    void child?.stop();
   };
 
   const launch = (dataUrl: string | null, p: IngestPlan): void => {
+    let c: Child;
     try {
-      assertSpawnHeadroom(); // out of descriptors: a failed attempt, never fluent-ffmpeg's uncaught TypeError
+      c = spawnChild({
+        command: 'ffmpeg',
+        purpose: 'ingest',
+        file: opts.ffmpegPath,
+        args: ingestArgs(opts.url, opts.stallTimeoutMs, p, dataUrl),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        onStderrLine: (line) => {
+          stderrTail.push(line);
+          if (stderrTail.length > 20) stderrTail.shift();
+          opts.onStderrLine?.(line);
+        },
+      });
     } catch (err) {
+      // Out of descriptors, or the owner stopped: a failed attempt, never an uncaught error.
       finish(err as Error);
       splitter.end();
       return;
     }
-    const cmd = ffmpeg({ stdoutLines: 0 })
-      .setFfmpegPath(opts.ffmpegPath)
-      .input(opts.url)
-      .inputOptions([
-        '-nostdin',
-        '-hide_banner',
-        '-loglevel', 'warning',
-        '-rtsp_transport', p.transport ?? 'tcp',
-        // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
-        '-timeout', String(opts.stallTimeoutMs * 1000),
-      ])
-      // fluent-ffmpeg pipes ffmpeg's stdout (output #0) into the splitter.
-      .output(splitter, { end: true })
-      .outputOptions([
-        ...p.audio.outputOptions,
-        '-f', 'mp4',
-        ...(p.fragments === 'second'
-          ? ['-movflags', 'empty_moov+default_base_moof', '-frag_duration', '1000000']
-          : ['-movflags', 'frag_keyframe+empty_moov+default_base_moof']),
-      ]);
-    if (dataUrl) cmd.output(dataUrl).outputOptions(SMART_OUTPUT_OPTIONS);
-    command = cmd;
-    cmd.on('start', () => {
-      child = (cmd as unknown as { ffmpegProc?: ChildProcess }).ffmpegProc;
-      if (child) live.add(child);
-      // fluent-ffmpeg spawns asynchronously: a stop() that came first could not kill it.
-      if (requested) cmd.kill('SIGKILL');
+    child = c;
+    silence.heard();
+    const stdout = c.stdout!;
+    // Our own pipe into the splitter, so the watchdog knows when we hold ffmpeg back.
+    stdout.on('data', (bytes: Buffer) => {
+      silence.heard();
+      if (splitter.write(bytes)) return;
+      stdout.pause();
+      silence.hold();
+      splitter.once('drain', () => {
+        silence.release();
+        stdout.resume();
+      });
     });
-    cmd.on('stderr', (line: string) => {
-      stderrTail.push(line);
-      if (stderrTail.length > 20) stderrTail.shift();
-      opts.onStderrLine?.(line);
+    stdout.once('end', () => splitter.end());
+    stdout.on('error', () => undefined); // the exit says what happened
+    void c.exited.then((exit) => {
+      if (exit.requested) return finish();
+      if (stallNote !== null) return finish(new Error(`ffmpeg was killed with signal SIGKILL: ${stderrTail.filter((l) => l.trim() !== '').slice(-5).join(' | ')}`));
+      finish(exit.error ?? new Error('camera stream ended'));
     });
-    cmd.on('end', () => finish(new Error('camera stream ended')));
-    cmd.on('error', (err: Error) => {
-      const tail = stderrTail.filter((l) => l.trim() !== '').slice(-5).join(' | ');
-      finish(new Error(tail ? `${err.message.split('\n')[0]}: ${tail}` : err.message));
-    });
-    cmd.run();
   };
   splitter.on('error', (err: Error) => {
     splitterError = err;
     kill();
   });
-
   const smart = opts.smart;
   // One DESCRIBE per attempt, made by the caller (ingest/camera-ingest.ts) or here when
   // the smart stream needs one; a failed DESCRIBE only means less is known: ffmpeg then
@@ -287,17 +296,29 @@ export function startIngest(opts: IngestOptions): IngestSession {
     launch(dataSocket?.url ?? null, plan);
   });
 
+  // Judges the camera, not the writer: see the module comment.
   const watchdog = setInterval(() => {
-    if (Date.now() - lastDataAt > opts.stallTimeoutMs + 5000) {
-      stderrTail.push(`no fragment for ${Date.now() - lastDataAt} ms`);
+    const silentMs = silence.silentMs();
+    if (child?.running && stallNote === null && silentMs > opts.stallTimeoutMs + STALL_GRACE_MS) {
+      stallNote = `no data from the camera for ${silentMs} ms`;
+      stderrTail.push(stallNote);
       kill();
     }
-  }, 1000);
+  }, WATCHDOG_EVERY_MS);
   watchdog.unref();
+
+  function stop(): void {
+    requested = true;
+    kill();
+  }
+  function onAbort(): void {
+    stop();
+  }
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) stop();
 
   async function* chunks(): AsyncGenerator<Fmp4Chunk> {
     for await (const chunk of splitter as AsyncIterable<Fmp4Chunk>) {
-      lastDataAt = Date.now();
       gotVideo = true;
       yield chunk;
     }
@@ -306,9 +327,6 @@ export function startIngest(opts: IngestOptions): IngestSession {
   return {
     chunks: chunks(),
     exited,
-    stop() {
-      requested = true;
-      kill();
-    },
+    stop,
   };
 }

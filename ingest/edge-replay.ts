@@ -70,6 +70,7 @@ export interface EdgePullResult {
 type Fragment = Extract<Fmp4Chunk, { kind: 'fragment' }>;
 
 export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullResult> {
+  if (opts.signal?.aborted) throw shuttingDown();
   const url = renderReplayUrl(opts.template, opts.fromMs, opts.toMs);
   let proxy: ReplayProxy | null = null;
   if (opts.mode === 'onvif') {
@@ -77,15 +78,17 @@ export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullR
   }
   // What attempts learn about the camera's audio is kept under its template: the URL
   // ffmpeg opens is a proxy's (or holds the interval), new for every pull.
-  const session = startIngest({ url: proxy?.url ?? url, memoryKey: opts.template, ffmpegPath: opts.ffmpegPath, stallTimeoutMs: opts.stallTimeoutMs });
+  // The back-fill's signal reaches ffmpeg too (lib/child-process.ts kills it when it aborts).
+  const session = startIngest({ url: proxy?.url ?? url, memoryKey: opts.template, ffmpegPath: opts.ffmpegPath, stallTimeoutMs: opts.stallTimeoutMs, ...(opts.signal ? { signal: opts.signal } : {}) });
   let failure: RecorderError | null = null;
   const stop = (err: RecorderError): void => {
     failure ??= err;
     session.stop();
   };
   const deadline = setTimeout(() => stop(new RecorderError('EDGE_TIMEOUT', `edge replay of ${span(opts)} not done within ${opts.deadlineMs} ms`)), opts.deadlineMs);
-  const onAbort = (): void => stop(new RecorderError('EDGE_TIMEOUT', 'back-fill stopped: the recorder is shutting down'));
+  const onAbort = (): void => stop(shuttingDown());
   opts.signal?.addEventListener('abort', onAbort);
+  if (opts.signal?.aborted) onAbort(); // aborted while the proxy connected
   let fh: FileHandle | null = await open(opts.stagingPath, 'w');
   let bytes = 0;
   let init: InitInfo | null = null;
@@ -157,6 +160,10 @@ export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullR
     session.stop();
     proxy?.close();
   }
+}
+
+function shuttingDown(): RecorderError {
+  return new RecorderError('EDGE_TIMEOUT', 'back-fill stopped: the recorder is shutting down');
 }
 
 function span(o: { fromMs: number; toMs: number }): string {

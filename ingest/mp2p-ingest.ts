@@ -22,7 +22,8 @@
  *
  * Bounds: the reader holds at most one GOP (plus its bound); fragments not yet taken
  * by the consumer (a slow disk) pause the camera's socket past QUEUE_HIGH_BYTES and
- * resume it below QUEUE_LOW_BYTES.
+ * resume it below QUEUE_LOW_BYTES. While paused the camera is not judged silent
+ * (lib/silence-watch.ts): a slow disk is not a stalled camera.
  */
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import type { IngestExit, IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
@@ -30,6 +31,7 @@ import { startMp2pBridge, type Mp2pBridge } from '../rtsp/mp2p-bridge.ts';
 import { PsGopReader, type PsGop, type PsGopReaderCounters } from '../media/ps/ps-gop-reader.ts';
 import { PsLiveFmp4, VIDEO_TYPES, type PsAudioStatus, type PsLiveCounters } from '../media/ps/ps-live-fmp4.ts';
 import { STREAM_TYPE } from '../media/ps/ps-mux.ts';
+import { SilenceWatch } from '../lib/silence-watch.ts';
 
 export type Mp2pIngestErrorCode = 'MP2P_VIDEO_UNSUPPORTED' | 'MP2P_NO_VIDEO' | 'MP2P_STALLED';
 
@@ -54,6 +56,10 @@ export interface Mp2pIngestOptions {
   onAudio?: (audio: PsAudioStatus) => void;
   /** Things worth a log line that are not failures (counters at the end of a session). */
   onNotice?: (level: 'info' | 'warn', message: string, details: Record<string, unknown>) => void;
+  /** Fragments waiting for the consumer past this pause the camera (default QUEUE_HIGH_BYTES) … */
+  queueHighBytes?: number;
+  /** … until they are below this (default QUEUE_LOW_BYTES). */
+  queueLowBytes?: number;
 }
 
 export interface Mp2pIngestStats {
@@ -84,7 +90,9 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
   let requested = false;
   let finished = false;
   let failure: Error | undefined;
-  let lastBytesAt = Date.now();
+  const highBytes = opts.queueHighBytes ?? QUEUE_HIGH_BYTES;
+  const lowBytes = opts.queueLowBytes ?? QUEUE_LOW_BYTES;
+  const silence = new SilenceWatch();
   let lastFragmentAt = Date.now();
   let lastAudio = '';
   let resolveExit!: (e: IngestExit) => void;
@@ -98,8 +106,9 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
   const enqueue = (c: Fmp4Chunk): void => {
     queue.push(c);
     queueBytes += c.bytes.length;
-    if (!paused && queueBytes > QUEUE_HIGH_BYTES && bridge) {
+    if (!paused && queueBytes > highBytes && bridge) {
       paused = true;
+      silence.hold();
       bridge.pause();
     }
     notify();
@@ -149,8 +158,9 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
   const watchdog = setInterval(() => {
     const now = Date.now();
     if (!bridge) return; // connecting: the bridge times its own steps out
-    if (now - lastBytesAt > opts.stallTimeoutMs) {
-      fail(new Mp2pIngestError('MP2P_STALLED', `no data from the camera for ${now - lastBytesAt} ms`));
+    const silentMs = silence.silentMs();
+    if (silentMs > opts.stallTimeoutMs) {
+      fail(new Mp2pIngestError('MP2P_STALLED', `no data from the camera for ${silentMs} ms`));
     } else if (!paused && now - lastFragmentAt > noVideoMs) {
       const r = reader.counters;
       const why = reader.codec === null ? 'no H.264/H.265 video found' : r.gops === 0 ? 'no keyframe with a PSM' : 'no GOP with readable video';
@@ -164,7 +174,7 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
       const b = await startMp2pBridge(opts.url, opts.stallTimeoutMs, {
         onBytes(bytes, gap) {
           if (finished) return;
-          lastBytesAt = Date.now();
+          silence.heard();
           if (gap) reader.discontinuity();
           try {
             for (const gop of reader.push(bytes)) convert(gop);
@@ -177,7 +187,8 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
       });
       bridge = b;
       if (finished) return void b.close();
-      lastBytesAt = lastFragmentAt = Date.now();
+      silence.heard();
+      lastFragmentAt = Date.now();
       opts.onNotice?.('info', 'camera sends MPEG-PS over RTP (MP2P): read by our PS reader', {});
       const why = await b.ended;
       if (finished) return;
@@ -197,8 +208,11 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
       const c = queue.shift();
       if (c) {
         queueBytes -= c.bytes.length;
-        if (paused && queueBytes < QUEUE_LOW_BYTES) {
+        if (paused && queueBytes < lowBytes) {
           paused = false;
+          silence.release();
+          // Time paused is not time without video either.
+          lastFragmentAt = Date.now();
           bridge?.resume();
         }
         yield c;

@@ -8,14 +8,15 @@
  * to 1 s once a server has run 30 s). The recorder's client reconnects by itself
  * (api/nats.ts `connectNats`); alarms wait in lib/alarms.ts until delivered.
  *
- * Lifetime: nats-server runs under a tiny sh wrapper that kills it when its stdin
+ * Lifetime: spawned, watched and stopped (SIGTERM, SIGKILL 5 s later) through
+ * lib/child-process.ts. nats-server runs under a tiny sh wrapper that kills it when its stdin
  * reaches EOF. Our end of that pipe closes when this process exits for any reason,
  * including SIGKILL, so the server never outlives the recorder. When a server (or its
  * wrapper) dies, our end of its pipe is closed at once, so the wrapper's watcher exits
  * too and, had only the wrapper died, takes its server with it before the restart.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { spawnChild, type Child } from './child-process.ts';
 import { RecorderError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { credentialsFile, loadOrCreateCredentials, natsDir, saveEndpoint, writeServerConfig } from './nats-credentials.ts';
@@ -73,76 +74,73 @@ function portFree(port: number, host = '127.0.0.1'): Promise<boolean> {
 }
 
 interface Running {
-  child: ChildProcess;
+  child: Child;
   pid: number | null;
   readyAt: number;
+  /** Warnings, errors and panics it wrote (not its start-up banner), last 10. */
   tail: string[];
-  exited: Promise<void>;
 }
 
-/** Starts one nats-server under the wrapper and resolves once it reports ready. */
-async function spawnServer(binary: string, args: string[]): Promise<Running> {
-  const child: ChildProcess = spawn('sh', ['-c', WRAPPER, binary, ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
-  const running: Running = { child, pid: null, readyAt: 0, tail: [], exited: new Promise<void>((resolve) => child.once('exit', () => resolve())) };
-  // A write to the pipe of a wrapper that died fails with EPIPE: nothing to do then.
-  child.stdin!.on('error', () => undefined);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`nats-server did not report ready within ${READY_TIMEOUT_MS / 1000} s`)), READY_TIMEOUT_MS);
-    let failed = false;
-    const fail = (err: Error): void => {
-      if (failed) return;
-      failed = true;
-      clearTimeout(timer);
-      child.stdin!.destroy();
-      child.kill('SIGTERM');
-      reject(new RecorderError('NATS_START_FAILED', `${err.message}: ${running.tail.join(' | ')}`, { cause: err }));
-    };
-    // Its last words (e.g. the port is taken) may still be in the pipe at 'exit': read
-    // them first ('close' follows once the wrapper's watcher, which shares the pipe, ends).
-    const onEarlyExit = (code: number | null): void => {
-      child.stdin!.destroy();
-      const give = setTimeout(() => fail(new Error(`nats-server exited with ${code}`)), 1000);
-      child.once('close', () => {
-        clearTimeout(give);
-        fail(new Error(`nats-server exited with ${code}`));
-      });
-    };
-    child.once('error', fail);
-    child.once('exit', onEarlyExit);
-    child.stderr!.setEncoding('utf8');
-    // Read to the end: a server whose stderr pipe fills up blocks on its next log line.
-    child.stderr!.on('data', (text: string) => {
-      for (const line of text.split('\n')) {
-        if (!line.trim()) continue;
-        // What to show when it fails: warnings, errors, panics; not the start-up banner.
-        if (!INFO_LINE.test(line.trim())) {
-          running.tail.push(line.trim());
-          if (running.tail.length > 10) running.tail.shift();
-        }
-        // Every line starts with the server's pid: `[1234] 2026/01/01 … [INF] …`.
-        if (running.pid === null) {
-          const m = /^\[(\d+)\]/.exec(line.trim());
-          if (m) running.pid = Number(m[1]);
-        }
-        if (running.readyAt === 0 && line.includes('Server is ready')) {
-          running.readyAt = Date.now();
-          clearTimeout(timer);
-          child.removeListener('exit', onEarlyExit);
-          resolve();
-        }
+/**
+ * Starts one nats-server under the wrapper (through lib/child-process.ts, stopped with
+ * SIGTERM and SIGKILL 5 s later, or when `signal` aborts) and resolves once it reports
+ * ready.
+ */
+async function spawnServer(binary: string, args: string[], signal: AbortSignal): Promise<Running> {
+  const running: Running = { child: null as unknown as Child, pid: null, readyAt: 0, tail: [] };
+  let ready: (() => void) | null = null;
+  const child = spawnChild({
+    command: 'nats-server',
+    file: 'sh',
+    args: ['-c', WRAPPER, binary, ...args],
+    // The wrapper's watcher reads our end of stdin: EOF (our exit, even by SIGKILL) ends the server.
+    stdin: 'pipe',
+    stdout: 'ignore',
+    signal,
+    stopSignal: 'SIGTERM',
+    stopGraceMs: 5000,
+    stderrLines: 10,
+    // Read to the end (lib/child-process.ts does): a server whose stderr pipe fills up blocks on its next log line.
+    onStderrLine: (raw) => {
+      const line = raw.trim();
+      if (!line) return;
+      // What to show when it fails: warnings, errors, panics; not the start-up banner.
+      if (!INFO_LINE.test(line)) {
+        running.tail.push(line);
+        if (running.tail.length > 10) running.tail.shift();
       }
-    });
+      // Every line starts with the server's pid: `[1234] 2026/01/01 … [INF] …`.
+      if (running.pid === null) {
+        const m = /^\[(\d+)\]/.exec(line);
+        if (m) running.pid = Number(m[1]);
+      }
+      if (running.readyAt === 0 && line.includes('Server is ready')) {
+        running.readyAt = Date.now();
+        ready?.();
+      }
+    },
+  });
+  running.child = child;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => fail(`nats-server did not report ready within ${READY_TIMEOUT_MS / 1000} s`), READY_TIMEOUT_MS);
+    let done = false;
+    const fail = (why: string): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      void child.stop();
+      reject(new RecorderError('NATS_START_FAILED', `${why}: ${running.tail.join(' | ')}`));
+    };
+    ready = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve();
+    };
+    // Its last words (e.g. the port is taken) are read before `exited` resolves.
+    void child.exited.then((exit) => fail(exit.error?.code === 'SPAWN_FAILED' ? exit.error.message : `nats-server exited with ${exit.code ?? exit.signal}`));
   });
   return running;
-}
-
-async function terminate(r: Running): Promise<void> {
-  if (r.child.exitCode !== null || r.child.signalCode !== null) return;
-  r.child.stdin!.end();
-  r.child.kill('SIGTERM');
-  const timer = setTimeout(() => r.child.kill('SIGKILL'), 5000);
-  await r.exited;
-  clearTimeout(timer);
 }
 
 export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<EmbeddedNats> {
@@ -156,13 +154,14 @@ export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<Embe
   const port = opts.port ?? (creds.port !== undefined && (await portFree(creds.port)) ? creds.port : await freePort());
   // -sd on the command line too: tests and operators find the server by its data dir.
   const args = ['-c', conf, '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store];
-  let current: Running | null = await spawnServer(opts.binary, args);
+  // Aborted by stop(): every server of ours is stopped and none is started again.
+  const stopped = new AbortController();
+  let current: Running | null = await spawnServer(opts.binary, args, stopped.signal);
   const url = `nats://127.0.0.1:${port}`;
   saveEndpoint(opts.dataDir, creds, url, port, prefix);
   const file = credentialsFile(opts.dataDir);
   log.info({ url, store, pid: current.pid, credentials: file, users: ['recorder', 'vms', 'observer'] }, 'embedded nats-server started (authenticated; a VMS connects as user vms with the password in the credentials file)');
 
-  let stopping = false;
   let restarts = 0;
   let delayMs = initialMs;
   let timer: NodeJS.Timeout | null = null;
@@ -180,18 +179,14 @@ export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<Embe
   };
 
   const restart = async (): Promise<void> => {
-    if (stopping) return;
+    if (stopped.signal.aborted) return;
     let r: Running;
     try {
-      r = await spawnServer(opts.binary, args);
+      r = await spawnServer(opts.binary, args, stopped.signal);
     } catch (err) {
-      if (stopping) return;
+      if (stopped.signal.aborted) return;
       log.error({ err, retryInMs: delayMs }, 'embedded nats-server restart failed');
       schedule();
-      return;
-    }
-    if (stopping) {
-      await terminate(r);
       return;
     }
     restarts++;
@@ -201,13 +196,11 @@ export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<Embe
   };
 
   const watch = (r: Running): void => {
-    r.child.once('exit', (code, signal) => {
-      // Our end of the wrapper's pipe: its watcher ends (and ends a server it still had).
-      r.child.stdin!.destroy();
+    void r.child.exited.then((exit) => {
       if (current === r) current = null;
-      if (stopping) return;
+      if (exit.requested) return;
       if (Date.now() - r.readyAt >= maxMs) delayMs = initialMs;
-      log.error({ code, signal, pid: r.pid, restartInMs: delayMs, tail: r.tail }, 'embedded nats-server exited unexpectedly: restarting it');
+      log.error({ code: exit.code, signal: exit.signal, pid: r.pid, restartInMs: delayMs, tail: r.tail }, 'embedded nats-server exited unexpectedly: restarting it');
       schedule();
     });
   };
@@ -221,11 +214,11 @@ export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<Embe
     pid: () => current?.pid ?? null,
     restarts: () => restarts,
     async stop() {
-      stopping = true;
+      stopped.abort();
       if (timer) clearTimeout(timer);
       timer = null;
       await attempt;
-      if (current) await terminate(current);
+      await current?.child.exited;
     },
   };
 }

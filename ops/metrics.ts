@@ -17,17 +17,18 @@
  * Process health for long runs, read at scrape time: LMDB reader slots in use
  * (`RecorderIndex.readerSlots()`; a slot pinned for good ends in MDB_READERS_FULL at
  * 126) and this process's live children by command (ffmpeg ingest, previews, frame
- * decodes, an embedded nats-server; zombies counted too, since an unreaped child is a
- * leak as well) from /proc. Open descriptors, RSS and heap are the default metrics
+ * decodes, an embedded nats-server), as lib/child-process.ts, the one module that
+ * starts them, counts them: from the spawn until the exit is reaped, so a zombie
+ * counts too. Open descriptors, RSS and heap are the default metrics
  * (`process_open_fds`, `process_resident_memory_bytes`, `nodejs_heap_size_used_bytes`).
  */
-import { readdir, readFile } from 'node:fs/promises';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { CameraStatus, CameraStateName } from '../actors/deps.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import { decodeGops, gopCount } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { Alarm } from '../lib/alarms.ts';
+import { liveChildren } from '../lib/child-process.ts';
 
 const STATES: readonly CameraStateName[] = ['stopped', 'connecting', 'recording', 'backoff'];
 /** Bitrate is measured over the last GOPs of the newest segment, up to this much media time. */
@@ -88,7 +89,7 @@ export class RecorderMetrics {
   private readonly streamsMax = this.gauge('recorder_media_streams_max', 'bound on media streams served at once (RECORDER_MAX_STREAMS)', []);
   private readonly streamsRefused = new Counter({ name: 'recorder_media_streams_refused_total', help: 'media stream requests refused with 503 TOO_MANY_STREAMS', registers: [this.registry] });
   private readonly readerSlots = this.gauge('recorder_lmdb_reader_slots', 'rows of the index\'s LMDB reader table (read transactions held); MDB_READERS_FULL at 126', []);
-  private readonly children = this.gauge('recorder_child_processes', 'live child processes of the recorder by command, zombies included (Linux /proc)', ['command']);
+  private readonly children = this.gauge('recorder_child_processes', 'live child processes of the recorder by command (lib/child-process.ts), zombies included', ['command']);
   private streamSource: (() => StreamStats) | null = null;
   private streamsRefusedSeen = 0;
 
@@ -132,12 +133,9 @@ export class RecorderMetrics {
 
   /** The text exposition, refreshed from the index and the live states. */
   async render(): Promise<string> {
-    const kids = await childProcesses(process.pid);
     this.refresh();
-    if (kids) {
-      this.children.set({ command: 'ffmpeg' }, 0); // the usual child: its series exists from the first scrape
-      for (const [command, n] of kids) this.children.set({ command }, n);
-    }
+    this.children.set({ command: 'ffmpeg' }, 0); // the usual child: its series exists from the first scrape
+    for (const [command, n] of liveChildren()) this.children.set({ command }, n);
     return this.registry.metrics();
   }
 
@@ -212,58 +210,6 @@ export class RecorderMetrics {
   private gauge(name: string, help: string, labelNames: string[]): Gauge {
     return new Gauge({ name, help, labelNames, registers: [this.registry] });
   }
-}
-
-/**
- * Live children of `pid` by command name (`comm`), zombies included; null where /proc
- * is not there. Reads /proc/<pid>/task/<tid>/children where the kernel has it
- * (CONFIG_PROC_CHILDREN, most distributions), else scans every /proc/<n>/stat for
- * the parent pid. Read one file at a time, asynchronously: a scrape never blocks the
- * event loop nor fills libuv's thread pool that segment writes use.
- */
-export async function childProcesses(pid: number): Promise<Map<string, number> | null> {
-  const out = new Map<string, number>();
-  const add = (stat: string): void => {
-    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    out.set(comm, (out.get(comm) ?? 0) + 1);
-  };
-  let tasks: string[] | null = null;
-  try {
-    tasks = await readdir(`/proc/${pid}/task`);
-  } catch {
-    return null;
-  }
-  let listed = false;
-  for (const tid of tasks) {
-    let kids: string;
-    try {
-      kids = await readFile(`/proc/${pid}/task/${tid}/children`, 'latin1');
-    } catch {
-      continue;
-    }
-    listed = true;
-    for (const child of kids.split(' ')) {
-      if (!/^\d+$/.test(child)) continue;
-      try {
-        add(await readFile(`/proc/${child}/stat`, 'latin1'));
-      } catch {
-        // exited meanwhile
-      }
-    }
-  }
-  if (listed) return out;
-  for (const name of await readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = await readFile(`/proc/${name}/stat`, 'latin1');
-    } catch {
-      continue;
-    }
-    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so cut at the last ')'.
-    if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) add(stat);
-  }
-  return out;
 }
 
 /** Bits per second over the newest GOPs of a segment (up to BITRATE_WINDOW_MS of media). */

@@ -1,11 +1,12 @@
 /**
  * A simulated IP camera for tests, the demo and benches: sim/camera.py (GStreamer's
- * RTSP server) as a child process on a loopback port. The child watches its stdin and
- * exits at EOF, so it dies with this process even after SIGKILL; an exit hook kills
- * any still running when this process exits normally.
+ * RTSP server) as a child process on a loopback port, spawned through
+ * lib/child-process.ts. The child watches its stdin and exits at EOF, so it dies with
+ * this process even after SIGKILL; lib/child-process.ts kills any still running when
+ * this process exits normally.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { spawnChild, type Child } from '../lib/child-process.ts';
 import { freePort } from '../lib/nats-embedded.ts';
 
 export { freePort };
@@ -65,11 +66,9 @@ export class SimCameraError extends Error {
 
 const PYTHON = '/usr/bin/python3';
 const SCRIPT = join(import.meta.dirname, 'camera.py');
-const live = new Set<ChildProcess>();
-let hooked = false;
 
 export class SimCamera {
-  private child: ChildProcess | null = null;
+  private child: Child | null = null;
   /** Why the server ended when nobody stopped it (a crash), else null. */
   unexpectedExit: string | null = null;
 
@@ -100,50 +99,17 @@ export class SimCamera {
   }
 
   private async launch(): Promise<void> {
-    if (!hooked) {
-      hooked = true;
-      process.on('exit', () => {
-        for (const c of live) c.kill('SIGKILL');
-      });
-    }
     const o = this.opts;
     const args = [SCRIPT, '--port', String(this.port), '--host', o.host ?? '127.0.0.1', '--width', String(o.width ?? 320), '--height', String(o.height ?? 240), '--fps', String(o.fps ?? 25), '--gop', String(o.gop ?? 50), '--bitrate', String(o.bitrateKbit ?? 300)];
     if (o.file) args.push('--file', o.file);
     if (o.sd) args.push('--sd', o.sd);
     if (o.auth) args.push('--auth', o.auth.scheme, '--user', o.auth.user, '--password', o.auth.password);
-    const child = spawn(PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const tail: string[] = [];
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (s: string) => {
-      tail.push(...s.split('\n').filter(Boolean));
-      tail.splice(0, Math.max(0, tail.length - 50));
-    });
-    await new Promise<void>((resolve, reject) => {
-      const fail = (why: string): void => {
-        clearTimeout(timer);
-        child.kill('SIGKILL');
-        reject(new SimCameraError('SIM_START_FAILED', `${why}: ${tail.slice(-10).join(' | ')}`));
-      };
-      const timer = setTimeout(() => fail('no READY within 15 s'), 15_000);
-      child.once('error', (err) => fail(err.message));
-      child.once('exit', (code) => fail(`exited with ${code}`));
-      child.stdout!.setEncoding('utf8');
-      child.stdout!.on('data', (s: string) => {
-        if (s.includes('READY')) {
-          clearTimeout(timer);
-          child.removeAllListeners('exit');
-          resolve();
-        }
-      });
-    });
-    live.add(child);
-    child.once('exit', (code, signal) => {
-      live.delete(child);
-      if (this.child === child) {
-        this.child = null;
-        // Not asked for (stop() clears this.child first): say why, for a test's failure message.
-        this.unexpectedExit = `camera server exited with ${signal ?? code}: ${tail.slice(-5).join(' | ')}`;
-      }
+    const child = await startSimChild('sim-camera', args, (why) => new SimCameraError('SIM_START_FAILED', why));
+    void child.exited.then((exit) => {
+      if (this.child !== child) return;
+      this.child = null;
+      // Not asked for (stop() clears this.child first): say why, for a test's failure message.
+      this.unexpectedExit = `camera server exited with ${exit.signal ?? exit.code}: ${child.stderrTail.slice(-5).join(' | ')}`;
     });
     this.child = child;
   }
@@ -152,12 +118,7 @@ export class SimCamera {
     const child = this.child;
     if (!child) return;
     this.child = null;
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
+    await child.stop();
   }
 
   /** Stops and starts again on the same port: a camera that dropped off comes back. */
@@ -175,4 +136,32 @@ export class SimCamera {
     }
     throw lastErr;
   }
+}
+
+/**
+ * Starts a sim/*.py camera server (lib/child-process.ts: SIGTERM to stop, SIGKILL 3 s
+ * later) and resolves once it prints READY; stdin is a pipe it watches for EOF.
+ */
+export async function startSimChild(command: string, args: string[], error: (why: string) => Error): Promise<Child> {
+  const child = spawnChild({ command, file: PYTHON, args, stdin: 'pipe', stopSignal: 'SIGTERM', stopGraceMs: 3000, stderrLines: 50 });
+  await new Promise<void>((resolve, reject) => {
+    let done = false;
+    const fail = (why: string): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      void child.stop();
+      reject(error(`${why}: ${child.stderrTail.filter(Boolean).slice(-10).join(' | ')}`));
+    };
+    const timer = setTimeout(() => fail('no READY within 15 s'), 15_000);
+    void child.exited.then((exit) => fail(exit.error?.code === 'SPAWN_FAILED' ? exit.error.message : `exited with ${exit.code ?? exit.signal}`));
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (s: string) => {
+      if (done || !s.includes('READY')) return;
+      done = true;
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  return child;
 }

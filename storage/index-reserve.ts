@@ -23,11 +23,11 @@
  * (logged once) and the file alone remains; on copy-on-write file systems (btrfs, zfs)
  * even rewriting a page needs new space, which neither part can promise.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../lib/log.ts';
+import { spawnChild } from '../lib/child-process.ts';
 import { fsyncDir } from './segment-file.ts';
 
 export const RESERVE_FILE = 'index.reserve';
@@ -38,13 +38,13 @@ export function reserveSize(configuredBytes: number, fsBytes: number): number {
   return Math.max(0, Math.min(configuredBytes, Math.floor(fsBytes / 32 / 4096) * 4096));
 }
 
-function fallocate(file: string, offset: number, length: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('fallocate', ['--keep-size', '--offset', String(offset), '--length', String(length), file], { timeout: 30_000 }, (err, _out, stderr) => {
-      if (err) reject(Object.assign(new Error(`fallocate: ${String(stderr).trim() || err.message}`), { code: (err as NodeJS.ErrnoException).code }));
-      else resolve();
-    });
-  });
+/** Rejects with the child's error; `code` is ENOENT when there is no fallocate. */
+async function fallocate(file: string, offset: number, length: number): Promise<void> {
+  const child = spawnChild({ command: 'fallocate', file: 'fallocate', args: ['--keep-size', '--offset', String(offset), '--length', String(length), file], stdout: 'ignore', timeoutMs: 30_000 });
+  const { error } = await child.exited;
+  if (!error) return;
+  const words = child.stderrTail.join(' ').trim();
+  throw Object.assign(new Error(`fallocate: ${words || error.message}`), { code: (error.cause as NodeJS.ErrnoException | undefined)?.code ?? error.code });
 }
 
 export class IndexReserve {

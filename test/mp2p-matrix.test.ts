@@ -15,7 +15,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RecorderIndex } from '../index/db.ts';
-import { liveIngestCount } from '../ffmpeg/ffmpeg-ingest.ts';
+import { liveChildCount } from '../lib/child-process.ts';
 import { demuxPs } from '../media/ps/ps-demux.ts';
 import { SimMp2pCamera, WRAP_AFTER_SECONDS, type Mp2pMount } from '../sim/mp2p-camera.ts';
 import { decodeErrors } from './helpers/media.ts';
@@ -160,7 +160,7 @@ for (const v of VARIANTS) {
 
     // Stored segments: PS files read back with both streams; every file is whole.
     await n.node.stop();
-    await waitFor('no ingest child left', () => liveIngestCount() === 0, 10_000);
+    await waitFor('no ingest child left', () => liveChildCount('ffmpeg', 'ingest') === 0, 10_000);
     const index = await RecorderIndex.open(n.dataDir);
     t.teardown(() => index.close());
     for (const seg of [...index.allSegments(`${v.mount}-ps`)]) {
