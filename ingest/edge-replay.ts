@@ -10,7 +10,7 @@
  * onvif-replay`, `Range: clock=`, `Rate-Control: no`), or `url` (the interval is in the
  * URL template; ffmpeg opens it directly).
  *
- * Time (DESIGN.md section 6): the first fragment starts at the camera's absolute clock
+ * Time (docs/design/architecture.md section 6): the first fragment starts at the camera's absolute clock
  * when it says one (the ONVIF RTP extension of the first packet, else the clock range
  * of its PLAY reply), else at the start asked for; later fragments follow media time.
  * Never arrival time.
