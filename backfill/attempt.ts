@@ -10,9 +10,11 @@
  * hole, give or take FIT_TOLERANCE_MS (the live side is timed by arrival, so its edges
  * are a little late), and is then trimmed to the hole: back-filled video never
  * overlaps stored video. The first error ends the attempt; holes pulled before it keep
- * their video.
+ * their video. Segments are written in the camera's format, else its pool's, as live
+ * video is (storage/segment-format.ts segmentFormatOf).
  */
 import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
@@ -22,9 +24,10 @@ import type { RecorderConfig } from '../lib/config.ts';
 import { RecorderError, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
-import { pullEdgeInterval } from '../ingest/edge-replay.ts';
+import { pullEdgeInterval, type EdgePullOptions, type EdgePullResult } from '../ingest/edge-replay.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
+import { segmentFormatOf } from '../storage/segment-format.ts';
 
 /** A fragment may stick out of its hole by this much and is then trimmed (below one GOP). */
 export const FIT_TOLERANCE_MS = 1000;
@@ -39,6 +42,8 @@ export interface AttemptDeps {
   clock: Clock;
   log: Logger;
   onSegmentClosed?: (segment: SegmentRecord) => void;
+  /** Pulls an interval from the camera into a staging file (ingest/edge-replay.ts; tests inject a fake camera). */
+  pull?: (opts: EdgePullOptions) => Promise<EdgePullResult>;
 }
 
 export interface AttemptResult {
@@ -59,23 +64,62 @@ export function fitIntoHole(hole: Interval, startMs: number, endMs: number, tole
   return e - s > 0 ? { startMs: s, endMs: e } : null;
 }
 
+/**
+ * Runs one attempt and settles the gap record by what the index then covers. Never
+ * throws for what the camera or the files do (that is the attempt's error, recorded in
+ * the ledger); throws only when the ledger itself cannot be read or written, and then
+ * the caller gives the record back with releaseAttempt.
+ */
 export async function runAttempt(deps: AttemptDeps, camera: CameraConfig, gap: GapRecord & { endMs: number }, signal: AbortSignal): Promise<AttemptResult> {
-  const { index, config } = deps;
   const log = deps.log.child({ camera: camera.id, gapStartMs: gap.startMs });
-  const window = { fromMs: gap.startMs, toMs: gap.endMs };
-  const stored = (): Interval[] => index.segmentTimesInRange(camera.id, window.fromMs, window.toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
   let error: RecorderError | null = null;
   try {
-    if (!camera.edge) throw new RecorderError('EDGE_NOT_CONFIGURED', `camera ${camera.id} has no edge storage configured`);
-    const edge = camera.edge;
-    await mkdir(stagingDir(config.dataDir), { recursive: true });
-    for (const hole of subtract(window, stored(), MIN_HOLE_MS)) {
-      let writtenUntil = hole.fromMs;
-      for (const piece of pieces([hole], config.backfillPullSeconds * 1000)) {
-        if (piece.toMs <= writtenUntil) continue;
-        const staging = join(stagingDir(config.dataDir), `${camera.id}-${piece.fromMs}.mp4`);
-        const seconds = (piece.toMs - piece.fromMs) / 1000;
-        const pulled = await pullEdgeInterval({
+    await fillHoles(deps, camera, gap, signal, log);
+  } catch (err) {
+    error = toRecorderError(err);
+    if (error.code === 'INTERNAL' || error.code === 'STORAGE_IO') log.error({ err }, 'back-fill attempt failed');
+    else log.warn({ code: error.code, message: error.message }, 'back-fill attempt failed');
+  }
+  return settle(deps, camera.id, gap, error, storedIn(deps.index, camera.id, gap), signal);
+}
+
+/**
+ * An attempt that threw (the index failed under it, or a bug): its record goes back to
+ * the ledger with that error, as a failed attempt, so it is retried after
+ * `backfillRetryMs` (or given up) instead of staying `fetching` until a restart. What
+ * the index covers is read if it can be; if not, the whole record is retried.
+ */
+export async function releaseAttempt(deps: AttemptDeps, cameraId: string, gap: GapRecord & { endMs: number }, thrown: unknown, signal: AbortSignal): Promise<AttemptResult> {
+  let covered: Interval[] = [];
+  try {
+    covered = storedIn(deps.index, cameraId, gap);
+  } catch (err) {
+    deps.log.warn({ camera: cameraId, err }, 'back-fill: what the index covers could not be read; the whole gap is retried');
+  }
+  return settle(deps, cameraId, gap, toRecorderError(thrown), covered, signal);
+}
+
+function storedIn(index: RecorderIndex, cameraId: string, gap: GapRecord & { endMs: number }): Interval[] {
+  return index.segmentTimesInRange(cameraId, gap.startMs, gap.endMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
+}
+
+/** Pulls every hole of the gap (piece by piece) and writes what came; the first error ends it. */
+async function fillHoles(deps: AttemptDeps, camera: CameraConfig, gap: GapRecord & { endMs: number }, signal: AbortSignal, log: Logger): Promise<void> {
+  const { config } = deps;
+  const window = { fromMs: gap.startMs, toMs: gap.endMs };
+  if (!camera.edge) throw new RecorderError('EDGE_NOT_CONFIGURED', `camera ${camera.id} has no edge storage configured`);
+  const edge = camera.edge;
+  // Back-filled video is stored as the camera's live video is (its format, else its pool's).
+  const writeAs: CameraConfig = { ...camera, record: { ...camera.record, format: segmentFormatOf(camera, deps.index.pools.get(camera.pool)?.format) } };
+  await mkdir(stagingDir(config.dataDir), { recursive: true });
+  for (const hole of subtract(window, storedIn(deps.index, camera.id, gap), MIN_HOLE_MS)) {
+    let writtenUntil = hole.fromMs;
+    for (const piece of pieces([hole], config.backfillPullSeconds * 1000)) {
+      if (piece.toMs <= writtenUntil) continue;
+      const staging = join(stagingDir(config.dataDir), `${camera.id}-${piece.fromMs}.mp4`);
+      const seconds = (piece.toMs - piece.fromMs) / 1000;
+      try {
+        const pulled = await (deps.pull ?? pullEdgeInterval)({
           template: edge.replayUrl,
           mode: edge.mode ?? 'onvif',
           rateControl: edge.rateControl ?? false,
@@ -90,21 +134,19 @@ export async function runAttempt(deps: AttemptDeps, camera: CameraConfig, gap: G
           maxBytes: 16 * 1024 * 1024 + seconds * MAX_BYTES_PER_SECOND,
           signal,
         });
-        try {
-          log.info({ fromMs: piece.fromMs, toMs: piece.toMs, clock: pulled.clockSource, fragments: pulled.fragments, bytes: pulled.bytes }, 'edge replay pulled');
-          const end = await writeStaged(deps, camera, staging, pulled.anchorMs, { fromMs: writtenUntil, toMs: hole.toMs });
-          if (end !== null) writtenUntil = Math.max(writtenUntil, end);
-        } finally {
-          await rm(staging, { force: true });
-        }
+        log.info({ fromMs: piece.fromMs, toMs: piece.toMs, clock: pulled.clockSource, fragments: pulled.fragments, bytes: pulled.bytes }, 'edge replay pulled');
+        const end = await writeStaged(deps, writeAs, staging, pulled.anchorMs, { fromMs: writtenUntil, toMs: hole.toMs });
+        if (end !== null) writtenUntil = Math.max(writtenUntil, end);
+      } finally {
+        await rm(staging, { force: true, recursive: true });
       }
     }
-  } catch (err) {
-    error = toRecorderError(err);
-    if (error.code === 'INTERNAL' || error.code === 'STORAGE_IO') log.error({ err }, 'back-fill attempt failed');
-    else log.warn({ code: error.code, message: error.message }, 'back-fill attempt failed');
   }
-  const covered = stored();
+}
+
+/** Splits the gap record by what the index covers (index/gap-ledger.ts settleAttempt) and stores the pieces. */
+async function settle(deps: AttemptDeps, cameraId: string, gap: GapRecord & { endMs: number }, error: RecorderError | null, covered: Interval[], signal: AbortSignal): Promise<AttemptResult> {
+  const { config } = deps;
   const records = settleAttempt(gap, {
     covered,
     error: error ? { code: error.code, message: error.message } : null,
@@ -115,7 +157,7 @@ export async function runAttempt(deps: AttemptDeps, camera: CameraConfig, gap: G
     minMs: MIN_HOLE_MS,
     counts: !signal.aborted,
   });
-  await applyLedger(index, camera.id, [gap.startMs], records);
+  await applyLedger(deps.index, cameraId, [gap.startMs], records);
   const filledMs = records.filter((r) => r.state === 'filled').reduce((n, r) => n + (r.endMs! - r.startMs), 0);
   return { records, error, filledMs };
 }
@@ -139,7 +181,10 @@ async function writeStaged(deps: AttemptDeps, camera: CameraConfig, staging: str
     hole.fromMs,
   );
   const splitter = new Fmp4Splitter();
-  createReadStream(staging).pipe(splitter);
+  // A read error of the staging file ends the splitter with it, and so the loop below
+  // (pipe() dropped it: the loop waited for ever, holding the camera's slot); a loop
+  // that stops early ends the read.
+  pipeline(createReadStream(staging), splitter, () => undefined);
   try {
     for await (const chunk of splitter as AsyncIterable<Fmp4Chunk>) await writer.handle(chunk);
   } finally {

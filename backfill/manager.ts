@@ -18,8 +18,15 @@
  * retried after `backfillRetryMs` doubling, `backfillMaxAttempts` times, then the gap is
  * `unavailable` and a `backfill-failed` alarm is raised. Progress is published on
  * `rec.v1.backfill.<camera>` and is the gap state that search shows.
+ *
+ * Per camera, a back-fill actor (backfill/machine.ts) runs the attempts one at a time;
+ * this manager reads and writes the ledger, injects the actors' work with `.provide()`
+ * (claim, attempt, release, checkDue), counts the node's slots, and publishes and logs
+ * what the actors emit. An attempt that throws gives its record back to the ledger
+ * (releaseAttempt) instead of leaving it `fetching`.
  */
 import { rm } from 'node:fs/promises';
+import { createActor, fromPromise, type ActorRefFrom } from 'xstate';
 import type { RecorderIndex } from '../index/db.ts';
 import { applyLedger, gapsOverlapping, splitAt, subtract, timingIntervals, type Interval } from '../index/gap-ledger.ts';
 import type { CameraConfig, GapRecord, GapState, SchedulePlan, SegmentRecord } from '../index/records.ts';
@@ -28,7 +35,8 @@ import type { RecorderConfig } from '../lib/config.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { iso, type Clock } from '../lib/time.ts';
-import { MIN_HOLE_MS, runAttempt, stagingDir } from './attempt.ts';
+import { MIN_HOLE_MS, releaseAttempt, runAttempt, stagingDir, type AttemptDeps, type AttemptResult } from './attempt.ts';
+import { backfillMachine, type AttemptOutcome } from './machine.ts';
 
 export type BackfillOrigin = 'auto' | 'periodic' | 'manual' | 'start';
 
@@ -54,24 +62,98 @@ export interface BackfillDeps {
   raiseAlarm: (alarm: AlarmInput) => void;
   publish: (progress: BackfillProgress) => void;
   onSegmentClosed?: (segment: SegmentRecord) => void;
+  /** The edge pull (tests inject a fake camera); default ingest/edge-replay.ts. */
+  pull?: AttemptDeps['pull'];
 }
 
-type Key = string;
-const keyOf = (camera: string, startMs: number): Key => `${camera}\u0000${startMs}`;
+type ClosedGap = GapRecord & { endMs: number };
+
+const FAILED = {
+  claim: 'back-fill: a due gap could not be marked fetching; it stays due',
+  attempt: 'back-fill attempt crashed; its gap is given back for a retry',
+  release: 'back-fill: a crashed attempt\'s gap could not be given back; claimed again after backfillRetryMs',
+} as const;
 
 /** The last moments are still arriving (the GOP being cut) or being flushed: the sync leaves them alone. */
 const SYNC_MARGIN_MS = 10_000;
 
 export class BackfillManager {
-  private readonly queue = new Map<Key, { camera: string; startMs: number }>();
-  private readonly busyCameras = new Set<string>();
-  private readonly running = new Set<Promise<void>>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  /** One back-fill actor per camera that has had something to fetch. */
+  private readonly actors = new Map<string, ActorRefFrom<typeof backfillMachine>>();
+  /** Cameras waiting for a node slot, in the order they asked. */
+  private readonly waiting: string[] = [];
+  /** Cameras holding a node slot (an attempt claimed, running or being given back). */
+  private readonly holding = new Set<string>();
+  /** The actors' work in flight (a stop waits for it). */
+  private readonly running = new Set<Promise<unknown>>();
   private readonly abort = new AbortController();
   private syncTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private readonly logic;
 
-  constructor(private readonly deps: BackfillDeps) {}
+  constructor(private readonly deps: BackfillDeps) {
+    this.logic = backfillMachine.provide({
+      actors: {
+        claim: fromPromise(({ input }) => this.track(this.claim(input.camera, input.startMs))),
+        attempt: fromPromise(({ input }) => this.track(this.attempt(input.gap))),
+        release: fromPromise(({ input }) => this.track(this.release(input.gap, input.error))),
+      },
+      actions: {
+        checkDue: (_, { camera }) => this.queueDue(camera, 'auto'),
+      },
+    });
+  }
+
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.running.add(work);
+    void work.finally(() => this.running.delete(work)).catch(() => undefined);
+    return work;
+  }
+
+  /** The camera's back-fill actor (made on first need). */
+  private actor(cameraId: string): ActorRefFrom<typeof backfillMachine> | null {
+    if (this.stopped) return null;
+    let actor = this.actors.get(cameraId);
+    if (actor) return actor;
+    const { config, log } = this.deps;
+    actor = createActor(this.logic, { input: { camera: cameraId, sdFlushMs: config.backfillDelayMs, retryMs: config.backfillRetryMs } });
+    actor.on('slot.wanted', (e) => {
+      if (!this.waiting.includes(e.camera)) this.waiting.push(e.camera);
+      this.pump();
+    });
+    actor.on('slot.freed', (e) => {
+      this.holding.delete(e.camera);
+      this.pump();
+    });
+    actor.on('progress', (e) => this.publish(e.gap));
+    actor.on('alarm', (e) => this.deps.raiseAlarm(e.alarm));
+    actor.on('failed', (e) => log.error({ camera: e.camera, gapStartMs: e.startMs, stage: e.stage, err: e.error }, FAILED[e.stage]));
+    const ref = actor;
+    actor.subscribe({
+      error: (err) => {
+        // Its slot and place in line go; the camera's next due record makes a new actor.
+        log.error({ camera: cameraId, err }, 'back-fill actor failed');
+        if (this.actors.get(cameraId) === ref) this.actors.delete(cameraId);
+        this.holding.delete(cameraId);
+        this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((c) => c !== cameraId));
+        this.pump();
+      },
+    });
+    this.actors.set(cameraId, ref);
+    ref.start();
+    return ref;
+  }
+
+  /** Grants node slots to waiting cameras while there are any (one attempt per camera: its actor). */
+  private pump(): void {
+    while (!this.stopped && this.holding.size < this.deps.config.backfillConcurrency && this.waiting.length > 0) {
+      const camera = this.waiting.shift()!;
+      const actor = this.actors.get(camera);
+      if (!actor) continue;
+      this.holding.add(camera);
+      actor.send({ type: 'GO' });
+    }
+  }
 
   /** Before the camera actors start: recorder-down gaps into the ledger, due work queued. */
   async start(): Promise<void> {
@@ -118,7 +200,7 @@ export class BackfillManager {
   /** A camera is recording again: its closed gaps are fetched after the SD-card delay. */
   cameraRecording(cameraId: string): void {
     if (!this.deps.camera(cameraId)?.edge) return;
-    this.later(this.deps.config.backfillDelayMs, () => this.queueDue(cameraId, 'auto'));
+    this.actor(cameraId)?.send({ type: 'RECORDING' });
   }
 
   /**
@@ -188,70 +270,53 @@ export class BackfillManager {
     for (const { value: g } of this.deps.index.gaps.getRange({ start: [cameraId, -1], end: [cameraId, Number.MAX_SAFE_INTEGER] })) {
       if (g.endMs === null || (g.state !== 'pending' && g.state !== 'partial')) continue;
       const wait = (g.nextAttemptMs ?? 0) - nowMs;
-      if (wait <= 0) this.enqueue(cameraId, g.startMs);
-      else this.later(wait, () => this.enqueue(cameraId, g.startMs));
+      this.actor(cameraId)?.send({ type: 'DUE', startMs: g.startMs, ...(wait > 0 ? { inMs: wait } : {}) });
     }
     this.deps.log.debug({ camera: cameraId, origin }, 'back-fill queue checked');
   }
 
-  private later(ms: number, fn: () => void): void {
-    if (this.stopped) return;
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      fn();
-    }, ms);
-    timer.unref();
-    this.timers.add(timer);
-  }
-
   private enqueue(camera: string, startMs: number): void {
-    if (this.stopped) return;
-    this.queue.set(keyOf(camera, startMs), { camera, startMs });
-    this.pump();
+    this.actor(camera)?.send({ type: 'DUE', startMs });
   }
 
-  /** Starts queued attempts while the node and their cameras have room. */
-  private pump(): void {
-    for (const [key, job] of this.queue) {
-      if (this.running.size >= this.deps.config.backfillConcurrency) return;
-      if (this.busyCameras.has(job.camera)) continue;
-      this.queue.delete(key);
-      this.busyCameras.add(job.camera);
-      const run = this.attempt(job.camera, job.startMs)
-        .catch((err: unknown) => this.deps.log.error({ err, camera: job.camera }, 'back-fill attempt crashed'))
-        .finally(() => {
-          this.running.delete(run);
-          this.busyCameras.delete(job.camera);
-          this.pump();
-        });
-      this.running.add(run);
-    }
+  /** Marks a due record `fetching` for its actor (null: it is no longer due, or its camera is gone). */
+  private async claim(cameraId: string, startMs: number): Promise<ClosedGap | null> {
+    const gap = this.deps.index.gaps.get([cameraId, startMs]);
+    if (!gap || gap.endMs === null || !this.deps.camera(cameraId)) return null;
+    // `fetching` here is one a release could not give back: only this camera's actor fetches its records.
+    if (gap.state !== 'pending' && gap.state !== 'partial' && gap.state !== 'fetching') return null;
+    const fetching: ClosedGap = { ...gap, endMs: gap.endMs, state: 'fetching' };
+    await this.deps.index.putGap(fetching);
+    return fetching;
   }
 
-  private async attempt(cameraId: string, startMs: number): Promise<void> {
-    const { index, clock } = this.deps;
-    const gap = index.gaps.get([cameraId, startMs]);
-    const camera = this.deps.camera(cameraId);
-    if (!gap || gap.endMs === null || !camera || (gap.state !== 'pending' && gap.state !== 'partial')) return;
-    const closed = { ...gap, endMs: gap.endMs };
-    const fetching: GapRecord = { ...closed, state: 'fetching' };
-    await index.putGap(fetching);
-    this.publish(fetching);
-    const result = await runAttempt({ ...this.deps }, camera, closed, this.abort.signal);
-    for (const r of result.records) this.publish(r);
+  private async attempt(gap: ClosedGap): Promise<AttemptOutcome> {
+    const camera = this.deps.camera(gap.camera);
+    if (!camera) throw new RecorderError('CAMERA_NOT_FOUND', `camera ${gap.camera} is gone`);
+    return this.outcome(gap, await runAttempt(this.deps, camera, gap, this.abort.signal));
+  }
+
+  private async release(gap: ClosedGap, error: unknown): Promise<AttemptOutcome> {
+    return this.outcome(gap, await releaseAttempt(this.deps, gap.camera, gap, error, this.abort.signal));
+  }
+
+  /** What the actor reports of an attempt: the records, their retries, an alarm if given up. */
+  private outcome(gap: ClosedGap, result: AttemptResult): AttemptOutcome {
+    const nowMs = this.deps.clock.nowMs();
+    const retries = result.records.flatMap((r) => ((r.state === 'pending' || r.state === 'partial') && r.nextAttemptMs !== undefined ? [{ startMs: r.startMs, inMs: Math.max(0, r.nextAttemptMs - nowMs) }] : []));
     const givenUp = result.records.filter((r) => r.state === 'unavailable');
-    if (givenUp.length > 0 && !this.abort.signal.aborted) {
-      const err = givenUp[0]!.lastError;
-      this.deps.raiseAlarm({
+    if (givenUp.length === 0 || this.abort.signal.aborted) return { records: result.records, retries, alarm: null };
+    const err = givenUp[0]!.lastError;
+    return {
+      records: result.records,
+      retries,
+      alarm: {
         kind: 'backfill-failed',
-        camera: cameraId,
-        message: `back-fill of ${cameraId} ${iso(closed.startMs)}..${iso(closed.endMs)} given up after ${givenUp[0]!.attempts} attempt(s): ${err?.code ?? ''} ${err?.message ?? ''}`.trim(),
-        details: { from: iso(closed.startMs), to: iso(closed.endMs), gaps: givenUp.map((g) => ({ from: iso(g.startMs), to: iso(g.endMs!) })), error: err },
-      });
-    }
-    for (const r of result.records) {
-      if ((r.state === 'pending' || r.state === 'partial') && r.nextAttemptMs !== undefined) this.later(Math.max(0, r.nextAttemptMs - clock.nowMs()), () => this.enqueue(cameraId, r.startMs));
-    }
+        camera: gap.camera,
+        message: `back-fill of ${gap.camera} ${iso(gap.startMs)}..${iso(gap.endMs)} given up after ${givenUp[0]!.attempts} attempt(s): ${err?.code ?? ''} ${err?.message ?? ''}`.trim(),
+        details: { from: iso(gap.startMs), to: iso(gap.endMs), gaps: givenUp.map((g) => ({ from: iso(g.startMs), to: iso(g.endMs!) })), error: err },
+      },
+    };
   }
 
   private publish(g: GapRecord): void {
@@ -266,14 +331,14 @@ export class BackfillManager {
     });
   }
 
-  /** Ends running pulls (they do not count as attempts), drops timers, waits. */
+  /** Ends running pulls (they do not count as attempts), stops the actors (their delayed retries with them), waits. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    this.queue.clear();
     this.abort.abort();
+    for (const a of this.actors.values()) a.stop();
+    this.actors.clear();
+    this.waiting.length = 0;
     await Promise.allSettled([...this.running]);
   }
 }
