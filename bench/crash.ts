@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { SimCamera } from '../sim/camera.ts';
-import { CONNECT_STAGGER_MS, clip, outDir, percentile, putJson, recorderProgram, sleep, startRecorder, type RecorderChild } from './harness.ts';
+import { CONNECT_STAGGER_MS, cameraStates, clip, outDir, percentile, putJson, recorderProgram, requireWork, sleep, startRecorder, type RecorderChild } from './harness.ts';
 
 const { values } = parseArgs({ options: { cameras: { type: 'string', default: '50' }, minutes: { type: 'string', default: '10' }, every: { type: 'string', default: '30' } } });
 const n = Number(values.cameras);
@@ -30,11 +30,14 @@ let rec: RecorderChild = await startRecorder(dataDir, env);
 const lostGops: number[] = [];
 const restartMs: number[] = [];
 let kills = 0;
+/** Kills at which no camera had recorded in the `--every` before it (the side did nothing). */
+const idleKills: string[] = [];
 try {
   for (let i = 0; i < n; i++) { await sleep(CONNECT_STAGGER_MS); await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: sim.url('file') } }); }
   const t0 = Date.now();
   await sleep(everyMs);
   while (Date.now() - t0 < runMs) {
+    const states = await cameraStates(rec.http);
     const killedAt = Date.now();
     rec.child.kill('SIGKILL');
     await rec.exited;
@@ -42,16 +45,21 @@ try {
     const r0 = Date.now();
     rec = await startRecorder(dataDir, env);
     restartMs.push(Date.now() - r0);
+    let recording = 0;
     for (let i = 0; i < n; i++) {
       const q = new URLSearchParams({ camera: `cam${i}`, from: new Date(killedAt - everyMs).toISOString(), to: new Date(killedAt).toISOString() });
-      const body = (await (await fetch(`${rec.http}/api/recordings?${q}`)).json()) as { spans: { to: string }[] };
+      const body = (await (await fetch(`${rec.http}/api/recordings?${q.toString()}`)).json()) as { spans: { to: string }[] };
       const last = body.spans.at(-1);
       // No span before the kill in the window: the camera had not recorded yet since the last restart.
       if (last) lostGops.push(Math.max(0, killedAt - Date.parse(last.to)) / GOP_MS);
+      if (last) recording++;
     }
+    if (recording === 0) idleKills.push(`kill ${kills} at +${Math.round((killedAt - t0) / 1000)} s (cameras before it: ${states})`);
     await sleep(everyMs);
   }
   await rec.stop();
+  // A side that did nothing gives no figures (bench/README.md).
+  requireWork('crash', [...(kills === 0 ? ['no kill in the run (--minutes shorter than --every)'] : []), ...idleKills.map((k) => `no camera had recorded before ${k}`)]);
   const check = await promisify(execFile)(process.execPath, [...(await recorderProgram()), 'check'], { env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'warn' } }).then(
     () => 'consistent',
     (err: { code?: number }) => `check exited ${err.code}`,

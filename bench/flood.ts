@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
-import { clip, percentile, putJson, sleep, startRecorder } from './harness.ts';
+import { BenchFailure, cameraStates, clip, percentile, putJson, requireWork, sleep, startRecorder } from './harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -41,7 +41,9 @@ try {
   await putJson(`${rec.http}/api/cameras/cam`, { streams: { main: sim.url('file') } });
   await sleep((Number(values.record) + 6) * 1000);
   const search = (await (await fetch(`${rec.http}/api/recordings?camera=cam&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z`)).json()) as { spans: { from: string; to: string }[] };
-  const span = search.spans[0]!;
+  const span = search.spans[0];
+  // A side that did nothing gives no figures (bench/README.md).
+  if (!span) throw new BenchFailure('flood', [`the recorder recorded nothing in ${values.record} s (camera: ${await cameraStates(rec.http)})`]);
   const url = `${rec.http}/api/cameras/cam/video.mp4?from=${span.from}&to=${span.to}`;
   const pid = rec.child.pid!;
   const before = rssMb(pid);
@@ -87,6 +89,7 @@ try {
   clearInterval(sampler);
   const after = rssMb(pid);
   const served = statuses.get(200) ?? 0;
+  requireWork('flood', served > 0 ? [] : [`no client was served (statuses ${JSON.stringify(Object.fromEntries(statuses))})`]);
   const result = {
     clients,
     maxStreams: Number(values['max-streams']),

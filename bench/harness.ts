@@ -109,3 +109,37 @@ export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 }
+
+/**
+ * A side of a bench that did not do its work (a recorder that recorded nothing, a
+ * baseline whose ffmpeg all died, viewers that received nothing): the run fails with
+ * the reason and prints no figure (bench/README.md, "A side that did nothing"). Thrown
+ * inside the bench's try, so its finally still stops what it started; the process
+ * exits non-zero with the reason.
+ */
+export class BenchFailure extends Error {
+  constructor(what: string, problems: string[]) {
+    super(`${what}: ${problems.join('; ')}`);
+    this.name = 'BenchFailure';
+  }
+}
+
+/** Throws BenchFailure when `problems` names any. */
+export function requireWork(what: string, problems: string[]): void {
+  if (problems.length > 0) throw new BenchFailure(what, problems);
+}
+
+/** Why each camera of a recorder is not recording (status and last error), for a failure's reason. */
+export async function cameraStates(http: string): Promise<string> {
+  try {
+    const body = (await (await fetch(`${http}/api/cameras`)).json()) as { cameras: { id: string; status: string; lastError?: string | null }[] };
+    const by = new Map<string, string[]>();
+    for (const c of body.cameras) {
+      const key = `${c.status}${c.lastError ? ` (${c.lastError.slice(0, 160)})` : ''}`;
+      by.set(key, [...(by.get(key) ?? []), c.id]);
+    }
+    return [...by].map(([k, ids]) => `${ids.length} ${k}`).join(', ');
+  } catch (err) {
+    return `camera states unknown: ${(err as Error).message}`;
+  }
+}

@@ -14,6 +14,7 @@ import { RecorderIndex } from '../index/db.ts';
 import { decodeGops, encodeGops } from '../index/gop-table.ts';
 import { search } from '../index/search.ts';
 import type { SegmentRecord } from '../index/records.ts';
+import { requireWork } from './harness.ts';
 
 const { values } = parseArgs({ options: { cameras: { type: 'string', default: '1,100' }, days: { type: 'string', default: '30' } } });
 const DAY = 86_400_000;
@@ -73,6 +74,8 @@ for (const cameras of values.cameras.split(',').map(Number)) {
     lookup.push(performance.now() - t);
   }
   await index.close();
+  // A search that found nothing measured nothing (bench/README.md).
+  requireWork(`index, ${cameras} cameras`, spans > 0 ? [] : ['the month search found no span']);
   const bytes = await dirBytes(join(dir, 'index'));
   const totalGops = segments * 30;
   console.log(JSON.stringify({

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
 import { breakdownCores, recorderBreakdown, sampleTrees, threadTicks, ticksToCores, type ThreadTicks } from './proc-stats.ts';
-import { CONNECT_STAGGER_MS, clip, dirBytes, outDir, putJson, sleep, startRecorder as startRecorderChild } from './harness.ts';
+import { CONNECT_STAGGER_MS, cameraStates, clip, dirBytes, outDir, putJson, requireWork, sleep, startRecorder as startRecorderChild } from './harness.ts';
 
 async function startRecorder(n: number, url: (i: number) => string, dir: string): Promise<Group & { http: string }> {
   // --cpu-prof: V8 profile of the recorder's main thread, written at its exit (bench/out/prof).
@@ -24,7 +24,7 @@ async function startRecorder(n: number, url: (i: number) => string, dir: string)
     await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url(i) } });
     await sleep(CONNECT_STAGGER_MS);
   }
-  return { http: rec.http, roots: [rec.child.pid!], stop: () => rec.stop() };
+  return { http: rec.http, roots: [rec.child.pid!], exited: () => (rec.child.exitCode !== null || rec.child.signalCode !== null ? 1 : 0), stop: () => rec.stop() };
 }
 
 const { values } = parseArgs({
@@ -43,6 +43,8 @@ const windowSec = Number(values.seconds);
 const warmupSec = Number(values.warmup);
 interface Group {
   roots: number[];
+  /** How many of the side's processes (roots) have exited. */
+  exited(): number;
   stop(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ async function startBaseline(n: number, url: (i: number) => string, dir: string)
   }
   return {
     roots: procs.map((p) => p.pid!),
+    exited: () => procs.filter((p) => p.exitCode !== null || p.signalCode !== null).length,
     async stop() {
       // SIGINT lets ffmpeg finish its file; one stuck on a stalled RTSP read gets SIGKILL.
       await Promise.all(
@@ -78,7 +81,12 @@ async function startBaseline(n: number, url: (i: number) => string, dir: string)
 /** All baseline ffmpeg processes' user and system time together. */
 function baselineBreakdown(roots: number[]): ThreadTicks {
   const all = { user: 0, sys: 0 };
-  for (const pid of roots) for (const t of Object.values(threadTicks(pid))) (all.user += t.user), (all.sys += t.sys);
+  for (const pid of roots) {
+    for (const t of Object.values(threadTicks(pid))) {
+      all.user += t.user;
+      all.sys += t.sys;
+    }
+  }
   return { 'ffmpeg': all };
 }
 
@@ -92,7 +100,8 @@ async function startFloor(n: number, url: (i: number) => string, dir: string): P
   await sleep(n * CONNECT_STAGGER_MS + 1000);
   return {
     roots: [child.pid!],
-    stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once('exit', () => r()), child.kill('SIGTERM')))),
+    exited: () => (child.exitCode !== null || child.signalCode !== null ? 1 : 0),
+    stop: () => new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : (child.once('exit', () => r()), child.kill('SIGTERM')))),
   };
 }
 
@@ -124,48 +133,81 @@ const url = (i: number): string => sims[Math.floor(i / CAMERAS_PER_SIM) % sims.l
 try {
   for (const n of counts) {
     const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
-    const base = values.mode !== 'recorder' ? await startBaseline(n, url, join(work, 'baseline')) : null;
     // --mode floor: the baseline beside bench/floor-recorder.ts instead of the recorder.
     const floor = values.mode === 'floor';
-    const rec: (Group & { http?: string }) | null = floor ? await startFloor(n, url, join(work, 'floor')) : values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
-    await sleep(warmupSec * 1000);
-    const b0 = base ? sampleTrees(base.roots) : null;
-    const r0 = rec ? sampleTrees(rec.roots) : null;
-    const bd0: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
-    const bb0: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
-    const fromMs = Date.now();
-    await sleep(windowSec * 1000);
-    const toMs = Date.now();
-    const b1 = base ? sampleTrees(base.roots) : null;
-    const r1 = rec ? sampleTrees(rec.roots) : null;
-    const bd1: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
-    const bb1: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
+    const side = floor ? 'floor recorder' : 'recorder';
+    const baseDir = join(work, 'baseline');
+    const recDir = floor ? join(work, 'floor') : join(work, 'recorder', 'pools');
+    let base: Group | null = null;
+    let rec: (Group & { http?: string }) | null = null;
+    try {
+      base = values.mode !== 'recorder' ? await startBaseline(n, url, baseDir) : null;
+      rec = floor ? await startFloor(n, url, join(work, 'floor')) : values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
+      await sleep(warmupSec * 1000);
+      const b0 = base ? sampleTrees(base.roots) : null;
+      const r0 = rec ? sampleTrees(rec.roots) : null;
+      const bd0: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
+      const bb0: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
+      const baseBytes0 = base ? await dirBytes(baseDir) : 0;
+      const recBytes0 = rec ? await dirBytes(recDir) : 0;
+      const fromMs = Date.now();
+      await sleep(windowSec * 1000);
+      const toMs = Date.now();
+      const b1 = base ? sampleTrees(base.roots) : null;
+      const r1 = rec ? sampleTrees(rec.roots) : null;
+      const bd1: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
+      const bb1: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
+      const baseBytes1 = base ? await dirBytes(baseDir) : 0;
+      const recBytes1 = rec ? await dirBytes(recDir) : 0;
 
-    // Video that ended in the window must be indexed; leave two GOPs for the tail.
-    const rs = rec?.http ? await recorded(rec.http, n, fromMs, toMs - 4000) : null;
-    await rec?.stop();
-    await base?.stop();
-    const seconds = (toMs - fromMs) / 1000;
-    const row = {
-      cameras: n,
-      side: floor ? 'floor' : 'recorder',
-      windowSec: Math.round(seconds),
-      baselineCoresPerCam: b0 && b1 ? ticksToCores(b1.ticks - b0.ticks, seconds) / n : null,
-      recorderCoresPerCam: r0 && r1 ? ticksToCores(r1.ticks - r0.ticks, seconds) / n : null,
-      baselinePssMbPerCam: b1 ? b1.pssKb / 1024 / n : null,
-      recorderPssMbPerCam: r1 ? r1.pssKb / 1024 / n : null,
-      cpuRatio: b0 && b1 && r0 && r1 ? (r1.ticks - r0.ticks) / Math.max(1, b1.ticks - b0.ticks) : null,
-      recordedShare: rs ? rs.recordedSec / (n * (seconds - 4)) : null,
-      gaps: rs?.gaps ?? null,
-      // Where the CPU goes (cores, whole window): node's threads by kind + ffmpeg children.
-      recorderCores: bd0 && bd1 ? breakdownCores(bd0, bd1, seconds) : null,
-      baselineCores: bb0 && bb1 ? breakdownCores(bb0, bb1, seconds) : null,
-      baselineDiskMb: base ? (await dirBytes(join(work, 'baseline'))) / 1e6 : null,
-      recorderDiskMb: rec ? (await dirBytes(floor ? join(work, 'floor') : join(work, 'recorder', 'pools'))) / 1e6 : null,
-    };
-    results.push(row);
-    console.log(JSON.stringify(row));
-    await rm(work, { recursive: true, force: true });
+      // A side that did nothing in the window gives no figures (bench/README.md): a
+      // recorder that recorded nothing once printed a negative CPU ratio (its dying
+      // ffmpeg children took their ticks out of the tree) and a recorded share of 0.
+      const problems: string[] = [];
+      if (base && b0 && b1) {
+        if (baseBytes1 <= baseBytes0) problems.push(`the baseline wrote nothing in the window (${base.exited()} of its ${n} ffmpeg exited)`);
+        if (b1.ticks < b0.ticks) problems.push(`the baseline's CPU ticks went down in the window (${b0.ticks} → ${b1.ticks}): ${base.exited()} of its ${n} ffmpeg exited`);
+      }
+      // Video that ended in the window must be indexed; leave two GOPs for the tail.
+      let rs: RecordedStats | null = null;
+      if (rec && r0 && r1) {
+        if (rec.exited() > 0) problems.push(`the ${side} exited`);
+        else if (rec.http) {
+          rs = await recorded(rec.http, n, fromMs, toMs - 4000);
+          if (rs.recordedSec <= 0) problems.push(`the recorder recorded nothing in the window (${rs.gaps} gaps; cameras: ${await cameraStates(rec.http)})`);
+        }
+        if (floor && recBytes1 <= recBytes0) problems.push('the floor recorder wrote nothing in the window');
+        if (r1.ticks < r0.ticks) problems.push(`the ${side}'s CPU ticks went down in the window (${r0.ticks} → ${r1.ticks}): processes of its tree exited`);
+      }
+      requireWork(`ingest, ${n} cameras`, problems);
+
+      await rec?.stop();
+      await base?.stop();
+      const seconds = (toMs - fromMs) / 1000;
+      const row = {
+        cameras: n,
+        side: floor ? 'floor' : 'recorder',
+        windowSec: Math.round(seconds),
+        baselineCoresPerCam: b0 && b1 ? ticksToCores(b1.ticks - b0.ticks, seconds) / n : null,
+        recorderCoresPerCam: r0 && r1 ? ticksToCores(r1.ticks - r0.ticks, seconds) / n : null,
+        baselinePssMbPerCam: b1 ? b1.pssKb / 1024 / n : null,
+        recorderPssMbPerCam: r1 ? r1.pssKb / 1024 / n : null,
+        cpuRatio: b0 && b1 && r0 && r1 ? (r1.ticks - r0.ticks) / Math.max(1, b1.ticks - b0.ticks) : null,
+        recordedShare: rs ? rs.recordedSec / (n * (seconds - 4)) : null,
+        gaps: rs?.gaps ?? null,
+        // Where the CPU goes (cores, whole window): node's threads by kind + ffmpeg children.
+        recorderCores: bd0 && bd1 ? breakdownCores(bd0, bd1, seconds) : null,
+        baselineCores: bb0 && bb1 ? breakdownCores(bb0, bb1, seconds) : null,
+        baselineDiskMb: base ? (await dirBytes(baseDir)) / 1e6 : null,
+        recorderDiskMb: rec ? (await dirBytes(recDir)) / 1e6 : null,
+      };
+      results.push(row);
+      console.log(JSON.stringify(row));
+    } finally {
+      await rec?.stop();
+      await base?.stop();
+      await rm(work, { recursive: true, force: true });
+    }
   }
 } finally {
   for (const sim of sims) await sim.stop();

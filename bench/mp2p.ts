@@ -20,6 +20,7 @@ import { PsGopReader } from '../media/ps/ps-gop-reader.ts';
 import { PsLiveFmp4 } from '../media/ps/ps-live-fmp4.ts';
 import { SimMp2pCamera } from '../sim/mp2p-camera.ts';
 import { cpuTicks, pssKb } from './proc-stats.ts';
+import { requireWork } from './harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -58,6 +59,13 @@ async function window(fn: () => { ffmpegPid?: number; fragments(): number; bytes
   const wall = (performance.now() - t0) / 1000;
   const c = process.cpuUsage(c0);
   const ffTicks = probe.ffmpegPid ? cpuTicks(probe.ffmpegPid) - f0 : 0;
+  // A way that did nothing gives no figures (bench/README.md): it must have made
+  // fragments from the camera's bytes in the window, and its ffmpeg must still run.
+  const problems: string[] = [];
+  if (probe.bytes() <= b0) problems.push('the bridge received nothing from the camera in the window');
+  if (probe.fragments() <= n0) problems.push('no fragment came out in the window');
+  if (probe.ffmpegPid && cpuTicks(probe.ffmpegPid) === 0) problems.push('its ffmpeg exited');
+  requireWork(`mp2p, ${way}`, problems);
   const recorderCorePct = ((c.user + c.system) / 1e6 / wall) * 100;
   const ffmpegCorePct = (ffTicks / 100 / wall) * 100;
   return {

@@ -36,7 +36,7 @@ import { scanFmp4File } from '../media/mp4/fmp4-file.ts';
 import { rewriteMoof } from '../media/mp4/moof.ts';
 import WebSocket from 'ws';
 import type { Socket } from 'node:net';
-import { recorderProgram } from './harness.ts';
+import { recorderProgram, requireWork } from './harness.ts';
 
 const run = promisify(execFile);
 const { values } = parseArgs({ options: { minutes: { type: 'string', default: '60' }, requests: { type: 'string', default: '100' }, clients: { type: 'string', default: '200' }, cold: { type: 'string', default: '100' } } });
@@ -126,15 +126,15 @@ async function startRecorder(dir: string): Promise<{ child: ChildProcess; http: 
   });
   await new Promise<void>((resolve, reject) => {
     let buf = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (s: string) => {
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (s: string) => {
       buf += s;
       if (buf.includes('"http listening"')) resolve();
       if (buf.length > 1e5) buf = buf.slice(-1e4);
     });
     child.once('exit', (code) => reject(new Error(`recorder exited with ${code}`)));
   });
-  child.stdout!.resume();
+  child.stdout.resume();
   return { child, http: `http://127.0.0.1:${port}` };
 }
 
@@ -151,21 +151,6 @@ function ttfb(url: string): Promise<number> {
     });
     req.on('error', (err) => (err.message.includes('socket hang up') ? undefined : reject(err)));
     req.end();
-  });
-}
-
-/** Reads a whole body; bytes and seconds. */
-function download(url: string): Promise<{ bytes: number; sec: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    request(url, (res) => {
-      let bytes = 0;
-      res.on('data', (c: Buffer) => (bytes += c.length));
-      res.on('end', () => resolve({ bytes, sec: (performance.now() - t0) / 1000 }));
-      res.on('error', reject);
-    })
-      .on('error', reject)
-      .end();
   });
 }
 
@@ -223,11 +208,11 @@ try {
       const { stdout } = await run('curl', ['-s', '--http0.9', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://127.0.0.1:${catPort}/`]);
       const [b, sec] = stdout.trim().split(' ').map(Number);
       if (b !== bytes) throw new Error(`cat over TCP sent ${b} bytes, expected ${bytes}`);
-      return { bytes: b!, sec: sec! };
+      return { bytes: b, sec: sec! };
     };
     // curl as the client (as a person downloading would); Node's own client is slower.
     const curl = async (): Promise<{ bytes: number; sec: number }> => {
-      const { stdout } = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', range(BASE_MS)]);
+      const { stdout } = await run('curl', ['-s', '-f', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', range(BASE_MS)]);
       const [b, sec] = stdout.trim().split(' ').map(Number);
       return { bytes: b!, sec: sec! };
     };
@@ -242,11 +227,14 @@ try {
       if (d.sec < dl.sec) dl = d;
     }
     catServer.close();
+    // A side that did nothing gives no figures (bench/README.md): the download must have
+    // carried the hour (the files' bytes, less their per-segment headers).
+    requireWork('playback, throughput', dl.bytes > bytes * 0.9 ? [] : [`video.mp4 of the hour gave ${dl.bytes} bytes, the files hold ${bytes}`]);
     // The same files served as they are over the same HTTP stack (GET …/segments/<startMs>.mp4).
     const rawUrls = Array.from({ length: MINUTES }, (_, k) => `${http}/api/cameras/bench/segments/${BASE_MS + k * 60_000}.mp4`);
     const raw = async (): Promise<number> => {
       const t0 = performance.now();
-      await run('sh', ['-c', `curl -s ${rawUrls.map((u) => `'${u}'`).join(' ')} > /dev/null`]);
+      await run('sh', ['-c', `curl -s -f ${rawUrls.map((u) => `'${u}'`).join(' ')} > /dev/null`]);
       return (performance.now() - t0) / 1000;
     };
     const rawSec = Math.min(await raw(), await raw());
@@ -273,6 +261,8 @@ try {
     const stalledRss = await rssMb(child.pid!);
     clearInterval(sampler);
     for (const r of reqs) r.destroy();
+    const servedConc = responses.filter((res) => res.statusCode === 200).length;
+    requireWork(`playback, ${CLIENTS} concurrent downloads`, concBytes > 0 && servedConc > 0 ? [] : [`${servedConc} of ${CLIENTS} were served, ${concBytes} bytes received`]);
 
     // CLIENTS playback sessions at speed 4 (every frame, so 8 s of paced lead is 32 s
     // of video, more than the kernel's socket buffers) whose clients stop reading after
@@ -301,6 +291,7 @@ try {
     clearInterval(wsSampler);
     const wsStalled = await rssMb(child.pid!);
     for (const ws of sockets) ws.terminate();
+    requireWork(`playback, ${CLIENTS} WebSocket sessions`, wsBytes > 0 ? [] : ['the sessions received nothing']);
 
     const row = (name: string, xs: number[]): string => `| ${name} | ${pct(xs, 50).toFixed(1)} ms | ${pct(xs, 99).toFixed(1)} ms |`;
     console.log(`\n${MINUTES} segments, ${(bytes / 1e6).toFixed(0)} MB; video.mp4 of the whole range: ${(dl.bytes / 1e6).toFixed(0)} MB\n`);

@@ -15,6 +15,7 @@ import { RecorderIndex } from '../index/db.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { SegmentWriter } from '../storage/segment-writer.ts';
+import { requireWork } from './harness.ts';
 
 const clip = join(import.meta.dirname, 'out', 'clip-1080p25-4M-gop50-30s.mp4');
 if (!existsSync(clip)) throw new Error(`run bench/ingest.ts once first: it makes ${clip}`);
@@ -49,6 +50,8 @@ for (const preSeconds of [5, 30, 60]) {
     await writer.handle({ ...shifted, bytes: Buffer.from(f.bytes) });
     maxRing = Math.max(maxRing, writer.preRecordBytes);
   }
+  // A ring that held nothing measured nothing (bench/README.md).
+  requireWork(`prerecord, ${preSeconds} s`, maxRing > 0 ? [] : ['the pre-record ring held nothing']);
   global.gc?.();
   const heap1 = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
   console.log(JSON.stringify({ preSeconds, gopKB: Math.round(gopBytes / 1024), ringMB: +(writer.preRecordBytes / 1e6).toFixed(1), maxRingMB: +(maxRing / 1e6).toFixed(1), expectedMB: +(((preSeconds + 2) * 4e6) / 8 / 1e6).toFixed(1), heapGrowthMB: +((heap1 - heap0) / 1e6).toFixed(1), rssMB: Math.round(process.memoryUsage().rss / 1e6) }));

@@ -16,6 +16,7 @@ import { scanFmp4File } from '../media/mp4/fmp4-file.ts';
 import { FragmentToPs, describePs, psGopToFmp4 } from '../media/ps/ps-convert.ts';
 import { demuxPs } from '../media/ps/ps-demux.ts';
 import { scanPsFile } from '../media/ps/ps-file.ts';
+import { requireWork } from './harness.ts';
 
 const run = promisify(execFile);
 const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1] || 60) || 60;
@@ -33,6 +34,8 @@ for await (const c of Readable.from([await readFile(src)]).pipe(new Fmp4Splitter
 const init = chunks[0]!;
 if (init.kind !== 'init') throw new Error('no init');
 const frags = chunks.filter((c): c is Extract<Fmp4Chunk, { kind: 'fragment' }> => c.kind === 'fragment');
+// A source with no fragment measures nothing (bench/README.md).
+requireWork('ps', frags.length > 0 ? [] : ['the source has no fragment']);
 const mp4Bytes = init.bytes.length + frags.reduce((n, f) => n + f.bytes.length, 0);
 
 function time<T>(fn: () => T, reps = 3): { ms: number; value: T } {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { SimCamera } from '../sim/camera.ts';
-import { CONNECT_STAGGER_MS, clip, dirBytes, outDir, putJson, sleep, startRecorder } from './harness.ts';
+import { CONNECT_STAGGER_MS, cameraStates, clip, dirBytes, outDir, putJson, requireWork, sleep, startRecorder } from './harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -51,6 +51,13 @@ try {
     }
     await sleep(2000);
   }
+  // A side that did nothing gives no figures (bench/README.md): the cameras must have
+  // recorded, and filled the pool to its cap, or retention never ran and the bound
+  // says nothing.
+  requireWork('retention', [
+    ...(maxUsage === 0 ? [`the recorder recorded nothing (cameras: ${await cameraStates(rec.http)})`] : []),
+    ...(maxUsage > 0 && pool.deletedSegments === 0 ? [`the pool never reached its cap (at most ${(maxUsage / 1e6).toFixed(1)} of ${capBytes / 1e6} MB): retention deleted nothing`] : []),
+  ]);
   // One segment per camera at 4 Mbps (+ init and container overhead, ~2 %).
   const segmentBytes = (4e6 / 8) * segmentSeconds * 1.02;
   const bound = capBytes + n * segmentBytes;

@@ -20,6 +20,7 @@ import { classifyPayload, parseSmartPayload } from '../smart/onvif-meta.ts';
 import { fragmentUserData, videoSampleFormat } from '../media/codec/sei-userdata.ts';
 import { TsDemuxer, TsMuxer } from '../smart/ts-demux.ts';
 import { SmartWriter } from '../smart/smart-writer.ts';
+import { requireWork } from './harness.ts';
 
 const run = promisify(execFile);
 const N = 20_000;
@@ -49,6 +50,8 @@ const demux = new TsDemuxer({
 });
 for (let at = 0; at < ts.length; at += 64 * 1024) demux.push(ts.subarray(at, at + 64 * 1024));
 const us1 = Number(process.hrtime.bigint() - t1) / 1000 / N;
+// A stage that did nothing gives no figure (bench/README.md).
+requireWork('smart, demux+parse', parsed > 0 ? [] : ['no object class parsed from the documents']);
 console.log(`demux+parse: ${us1.toFixed(1)} µs per ${doc(0).length}-byte ONVIF document (${parsed} classes)`);
 
 // 2. the writer to disk and LMDB
@@ -66,6 +69,7 @@ try {
   const t2b = process.hrtime.bigint();
   await writer.close();
   const t2c = process.hrtime.bigint();
+  requireWork('smart, writer', writer.stored > 0 ? [] : ['the writer stored no packet']);
   console.log(`writer: ${writer.stored} packets: feed ${(Number(t2b - t2) / 1e3 / M).toFixed(0)} µs/packet, flush (write + fdatasync + LMDB commit) ${(Number(t2c - t2b) / 1e6).toFixed(0)} ms for all`);
   await index.close();
 
@@ -78,6 +82,7 @@ try {
   for await (const c of splitter as AsyncIterable<Fmp4Chunk>) chunks.push(c);
   const fmt = videoSampleFormat(chunks.find((c) => c.kind === 'init')!.bytes)!;
   const frags = chunks.filter((c): c is Extract<Fmp4Chunk, { kind: 'fragment' }> => c.kind === 'fragment');
+  requireWork('smart, SEI scan', frags.length > 0 ? [] : ['the video has no fragment']);
   const rounds = 50;
   const t3 = process.hrtime.bigint();
   for (let r = 0; r < rounds; r++) for (const f of frags) fragmentUserData(f, fmt);
