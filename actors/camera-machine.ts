@@ -26,7 +26,7 @@
  * segment's start. The same rule covers a recorder that was down: what the index
  * accounted for at the start (input `accountedUntilMs`) is where the gap starts.
  */
-import { assign, emit, enqueueActions, fromCallback, not, sendTo, setup, type ActorLogic, type CallbackSnapshot } from 'xstate';
+import { assign, emit, enqueueActions, fromCallback, not, sendTo, setup, type CallbackActorLogic } from 'xstate';
 import { faultPoint } from '../lib/crash-point.ts';
 import type { Clock } from '../lib/time.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
@@ -89,7 +89,7 @@ export type IngestEvent =
 export type IngestCommand = { type: 'RECORDING'; recording: RecordingState };
 
 /** The ingest attempt's logic: a callback actor (one attempt; its cleanup ends it). */
-export type IngestLogic = ActorLogic<CallbackSnapshot<IngestInput>, IngestCommand, IngestInput, any, any>;
+export type IngestLogic = CallbackActorLogic<IngestCommand, IngestInput>;
 
 export type CameraMachineEvent =
   | { type: 'STOP' }
@@ -120,6 +120,12 @@ export interface CameraPorts {
 const notProvided = (what: string) => (): never => {
   throw new Error(`camera machine: ${what} not provided (provideCamera)`);
 };
+/** A parameterized action the owner provides (its params typed here). */
+const injected =
+  <P,>(what: string) =>
+  (_: unknown, params: P): void => {
+    throw new Error(`camera machine: ${what} not provided, called with ${JSON.stringify(params)}`);
+  };
 
 export const cameraMachine = setup({
   types: {
@@ -129,7 +135,7 @@ export const cameraMachine = setup({
     emitted: {} as CameraEmitted,
   },
   actors: {
-    ingest: fromCallback<IngestCommand, IngestInput>(notProvided('ingest')) as IngestLogic,
+    ingest: fromCallback<IngestCommand, IngestInput>(notProvided('ingest')),
   },
   delays: {
     backoff: ({ context }) => context.backoffMs,
@@ -150,9 +156,9 @@ export const cameraMachine = setup({
     /** Injected: sets `nowMs` from the node's clock. */
     readClock: notProvided('readClock'),
     /** Injected: stores a gap record. */
-    storeGap: notProvided('storeGap') as (_: unknown, gap: GapRecord) => void,
+    storeGap: injected<GapRecord>('storeGap'),
     /** Injected: persists events and manual recording. */
-    storeRecording: notProvided('storeRecording') as (_: unknown, p: { camera: string; state: DirectorState }) => void,
+    storeRecording: injected<{ camera: string; state: DirectorState }>('storeRecording'),
     persistRecording: enqueueActions(({ context, enqueue }) => {
       if (context.camera.transient) return;
       enqueue({ type: 'storeRecording', params: { camera: context.camera.id, state: directorState(context.recording) } });

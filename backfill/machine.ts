@@ -69,6 +69,12 @@ export type BackfillEmitted =
 const notProvided = (what: string) => (): never => {
   throw new Error(`back-fill machine: ${what} not provided (.provide())`);
 };
+/** A parameterized action the owner provides (its params typed here). */
+const injected =
+  <P,>(what: string) =>
+  (_: unknown, params: P): void => {
+    throw new Error(`back-fill machine: ${what} not provided, called with ${JSON.stringify(params)}`);
+  };
 
 type Claimed = (GapRecord & { endMs: number }) | null;
 
@@ -102,7 +108,7 @@ export const backfillMachine = setup({
   },
   actions: {
     /** Injected: queues the camera's due records (the manager reads the ledger and sends DUE). */
-    checkDue: notProvided('checkDue') as (_: unknown, p: { camera: string }) => void,
+    checkDue: injected<{ camera: string }>('checkDue'),
     enqueue: assign(({ context, event }) => {
       if (event.type !== 'DUE' || context.queue.includes(event.startMs)) return {};
       return { queue: [...context.queue, event.startMs] };
