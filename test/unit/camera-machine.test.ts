@@ -31,6 +31,8 @@ const plan = (slots: SchedulePlan['slots'], extra: Partial<SchedulePlan> = {}): 
 function start(t: ExecutionContext, input: Partial<CameraInput> = {}, opts: { failStart?: string } = {}) {
   const sim = new SimulatedClock();
   sim.set(T0);
+  /** The node's wall clock minus xstate's timer clock: a step of the wall clock (NTP). */
+  const wall = { stepMs: 0 };
   let clockReads = 0;
   const attempts: FakeAttempt[] = [];
   const gaps: GapRecord[] = [];
@@ -52,7 +54,7 @@ function start(t: ExecutionContext, input: Partial<CameraInput> = {}, opts: { fa
     return () => (a.stopped = true);
   });
   const logic = provideCamera({
-    clock: { nowMs: () => (clockReads++, sim.now()) },
+    clock: { nowMs: () => (clockReads++, sim.now() + wall.stepMs) },
     storeGap: (g) => gaps.push(g),
     storeRecording: (_camera, s) => persisted.push(s),
     ingest,
@@ -70,7 +72,7 @@ function start(t: ExecutionContext, input: Partial<CameraInput> = {}, opts: { fa
   t.teardown(() => actor.stop());
   const state = () => stateName(actor.getSnapshot().value);
   const running = () => attempts.filter((a) => !a.stopped);
-  return { sim, actor, attempts, running, gaps, persisted, statuses, alarms, ended, errors, state, reads: () => clockReads };
+  return { sim, wall, actor, attempts, running, gaps, persisted, statuses, alarms, ended, errors, state, reads: () => clockReads };
 }
 
 test('a timing slot starts ingest at its start and stops it at its end, woken by delayed transitions, not a poller', (t) => {
@@ -94,6 +96,17 @@ test('a timing slot starts ingest at its start and stops it at its end, woken by
   // timer wakes at its boundaries and at most every PLAN_WAKE_MAX_MS between them.
   t.true(c.reads() <= 2 + (40 * MIN) / PLAN_WAKE_MAX_MS + 4, `${c.reads()} clock reads`);
   t.deepEqual(c.errors, []);
+});
+
+test('a wall-clock step moves a slot boundary by at most PLAN_WAKE_MAX_MS', (t) => {
+  const c = start(t, { plan: plan([{ days: [3], start: '12:00', end: '13:00', type: 'timing' }]) });
+  t.is(c.state(), 'stopped');
+  // NTP steps the wall clock 10 minutes ahead: it is 12:00 now, but the timer was set for 10 minutes of elapsed time.
+  c.wall.stepMs = 10 * MIN;
+  c.sim.increment(PLAN_WAKE_MAX_MS - 1);
+  t.is(c.state(), 'stopped');
+  c.sim.increment(1);
+  t.is(c.state(), 'connecting', 'the plan is judged again at the next wake, with the stepped clock');
 });
 
 test('a slot boundary that changes only the stream starts a new attempt on the other stream', (t) => {
