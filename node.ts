@@ -1,13 +1,26 @@
 /**
- * The composition root of one recorder node. Start order keeps recording independent
- * of NATS (docs/design/architecture.md section 7): index (checked, compacted, compared with the config
- * journal: index/startup.ts) → on a full disk the emergency overwrite first →
- * reconcile with the files → camera actors →
- * HTTP → NATS (embedded server awaited; an external URL connects in the background
- * and the service registers when it is reachable). The embedded server is
- * authenticated and restarted when it dies (lib/nats-embedded.ts); whichever server,
- * alarms wait in lib/alarms.ts while the client is disconnected. Stop order is the
- * reverse, and every open segment is closed before `stop()` resolves.
+ * The composition root of one recorder node (docs/design/lifecycle.md). Components start
+ * in this order, each through lib/lifecycle.ts, and stop in reverse:
+ *
+ *   data-dir lock → index (checked, compacted, compared with the config journal:
+ *   index/startup.ts) → config journal → sample-table builder → storage (on a full disk
+ *   the emergency overwrite first; crash replay; reconcile with the files) → cameras'
+ *   supervisor → health sampler → retention → back-fill → cameras resumed → HTTP →
+ *   NATS (embedded server awaited; an external URL connects in the background and the
+ *   service registers when it is reachable).
+ *
+ * Recording is thus independent of NATS (docs/design/architecture.md section 7). The
+ * embedded server is authenticated and restarted when it dies (lib/nats-embedded.ts);
+ * whichever server, alarms wait in lib/alarms.ts while the client is disconnected.
+ *
+ * Shutdown (`stop()`, or the `signal` given to start aborting): the lifecycle's one
+ * AbortSignal aborts first, so from that instant HTTP and NATS answer every new
+ * request 503 SHUTTING_DOWN and start nothing (a camera.put that arrived during a
+ * shutdown used to start an actor and an ffmpeg that were never stopped and wrote into
+ * the closed index), live viewers are told the recorder stops, back-fill pulls end.
+ * Then NATS, HTTP (requests in flight get a grace), back-fill, the sampler, the
+ * cameras (every open segment is closed before `stop()` resolves), storage with its
+ * retention, the sample tables, the journal, the index and the lock, in that order.
  */
 import type { FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
@@ -16,7 +29,7 @@ import type { CameraStatus } from './actors/deps.ts';
 import { buildHttp, registeredRoutes, type RegisteredRoute } from './api/http.ts';
 import { connectNats, startNatsApi, type NatsApi } from './api/nats.ts';
 import { RecorderService } from './services/recorder-service.ts';
-import { lockDataDir, type DataDirLock } from './lib/data-dir-lock.ts';
+import { lockDataDir } from './lib/data-dir-lock.ts';
 import { RecorderIndex } from './index/db.ts';
 import type { RecorderConfig } from './lib/config.ts';
 import { assertAuthForBind, splitHostPort } from './lib/config.ts';
@@ -29,6 +42,7 @@ import { UserStore } from './security/users.ts';
 import { RecorderMetrics } from './ops/metrics.ts';
 import { HealthSampler, machineReader } from './ops/health-sampler.ts';
 import { RecorderError } from './lib/errors.ts';
+import { Lifecycle } from './lib/lifecycle.ts';
 import { StorageSupervisor } from './actors/storage-supervisor.ts';
 import { StorageService } from './services/storage-service.ts';
 import { deleteSmartWithVideo } from './smart/smart-follows-video.ts';
@@ -52,6 +66,8 @@ export interface RecorderNodeOptions {
   config: RecorderConfig;
   log: Logger;
   clock?: Clock;
+  /** Aborting it stops the node (the CLI's SIGTERM), also while it starts: start() then rejects with SHUTTING_DOWN. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -81,7 +97,6 @@ export class RecorderNode {
   private natsApi: NatsApi | null = null;
   private natsConnecting: Promise<void> | null = null;
   private http: FastifyInstance | null = null;
-  private stopping = false;
   private sampler: HealthSampler | null = null;
   /** Users of the HTTP interface (security/users.ts), in the index. */
   users!: UserStore;
@@ -96,144 +111,172 @@ export class RecorderNode {
     readonly supervisor: Supervisor,
     readonly service: RecorderService,
     private readonly alarms: AlarmBus,
-    private readonly dirLock: DataDirLock,
+    /** Start order, stop in reverse, and the one AbortSignal every component gets. */
+    readonly lifecycle: Lifecycle,
   ) {}
 
   static async start(opts: RecorderNodeOptions): Promise<RecorderNode> {
     const { config, log } = opts;
     const clock = opts.clock ?? systemClock;
-    // Before anything touches the dir: a second recorder on it exits here (issue 13).
-    const dirLock = await lockDataDir(config.dataDir);
-    let index: RecorderIndex;
-    try {
-      // A corrupt file is refused before LMDB maps it; an index that lost what the journal lists, too.
-      ({ index } = await openCheckedIndex(config.dataDir, log, { compact: true }));
-    } catch (err) {
-      await dirLock.release();
-      throw err;
-    }
-    const alarms = new AlarmBus(log, clock);
-    const journal = new JournalWriter(index, config.dataDir, log, (err) => alarms.raise({ kind: 'write-error', message: `config journal could not be written (retrying): ${err.message}` }));
+    const life = new Lifecycle(log, opts.signal, 'recorder stopped');
+    const { signal } = life;
     let node: RecorderNode | null = null;
-    let storage: StorageSupervisor | null = null;
-    const tables = new SegmentTableStore({ index, dataDir: config.dataDir, log });
-    // Every closed segment (live or back-filled): retention and backup, and its sample tables.
-    const segmentClosed = (seg: SegmentRecord): void => {
-      storage?.segmentClosed(seg);
-      tables.segmentClosed(seg);
-    };
-    // Camera alarms: a write that failed on a full disk also starts the emergency overwrite.
-    const cameraAlarm = (alarm: AlarmInput): void => {
-      alarms.raise(alarm);
-      if (diskFullAlarm(alarm)) void storage?.diskFull(`${alarm.camera ?? 'a camera'}: ${alarm.message}`);
-    };
-    let lastIndexAlarmMs = -Infinity;
-    index.onWriteFailure((cause) => {
-      log.error({ errno: cause.errno }, `index commit failed: ${cause.errno} (${cause.message})`);
-      if (cause.full) return void storage?.diskFull(`index commit failed: ${cause.errno}`);
-      if (clock.nowMs() - lastIndexAlarmMs < INDEX_ALARM_EVERY_MS) return;
-      lastIndexAlarmMs = clock.nowMs();
-      alarms.raise({ kind: 'write-error', message: `index commit failed: ${cause.errno} (${cause.message}); writers retry`, details: { errno: cause.errno } });
-    });
     try {
-      storage = new StorageSupervisor({
-        index,
-        dataDir: config.dataDir,
-        clock,
-        log,
-        reserve: new IndexReserve(config.dataDir, config.indexReserveBytes, log),
-        raiseAlarm: (alarm) => alarms.raise(alarm),
-        onPoolBlocked: (pool, reason) => node?.supervisor.setStorageBlocked(pool, reason),
-        onSegmentDeleted: async (seg) => {
-          node?.metrics.recordDeletion(seg.pool, 1, seg.bytes);
-          await deleteSmartWithVideo(index, config.dataDir, seg);
-        },
-        tickMs: config.retentionTickMs,
-        minFreeBytes: config.minFreeBytes,
-        minFreeRatio: config.minFreeRatio,
-        backupAuditMs: config.backupAuditMs,
+      // Before anything touches the dir: a second recorder on it exits here (issue 13).
+      await life.start('data-dir lock', () => lockDataDir(config.dataDir), (lock) => lock.release());
+      // A corrupt file is refused before LMDB maps it; an index that lost what the journal lists, too.
+      const { index } = await life.start('index', () => openCheckedIndex(config.dataDir, log, { compact: true }), (opened) => opened.index.close());
+      const alarms = new AlarmBus(log, clock);
+      const journal = await life.start(
+        'config journal',
+        () => new JournalWriter(index, config.dataDir, log, (err) => alarms.raise({ kind: 'write-error', message: `config journal could not be written (retrying): ${err.message}` })),
+        (j) => j.stop(),
+      );
+      let storage: StorageSupervisor | null = null;
+      // Segments closed by the cameras' stop are not waited for: their tables are built when next read.
+      const tables = await life.start('sample tables', () => new SegmentTableStore({ index, dataDir: config.dataDir, log, signal }), (t) => t.stop());
+      // Every closed segment (live or back-filled): retention and backup, and its sample tables.
+      const segmentClosed = (seg: SegmentRecord): void => {
+        storage?.segmentClosed(seg);
+        tables.segmentClosed(seg);
+      };
+      // Camera alarms: a write that failed on a full disk also starts the emergency overwrite.
+      const cameraAlarm = (alarm: AlarmInput): void => {
+        alarms.raise(alarm);
+        if (diskFullAlarm(alarm)) void storage?.diskFull(`${alarm.camera ?? 'a camera'}: ${alarm.message}`);
+      };
+      let lastIndexAlarmMs = -Infinity;
+      index.onWriteFailure((cause) => {
+        log.error({ errno: cause.errno }, `index commit failed: ${cause.errno} (${cause.message})`);
+        if (cause.full) return void storage?.diskFull(`index commit failed: ${cause.errno}`);
+        if (clock.nowMs() - lastIndexAlarmMs < INDEX_ALARM_EVERY_MS) return;
+        lastIndexAlarmMs = clock.nowMs();
+        alarms.raise({ kind: 'write-error', message: `index commit failed: ${cause.errno} (${cause.message}); writers retry`, details: { errno: cause.errno } });
       });
-      // A disk too full for the index to commit: overwrite before anything else writes.
-      await storage.startOnFullDisk();
-      // Crash replay first: an interrupted deletion must not be re-indexed by reconcile,
-      // and a primary copy lost while its backup survives must not be dropped by it.
-      const finished = await storage.finishIntents();
-      const restored = await storage.restoreFromBackups();
-      if (finished || restored) log.warn({ finished, restored }, 'storage work finished after a crash');
-      const report = await reconcile(index, config.dataDir, { mode: 'repair', log });
-      if (report.failedWrites.length > 0) void storage.diskFull(`${report.failedWrites.length} index writes of reconcile failed`);
+      const store = await life.start(
+        'storage',
+        () =>
+          new StorageSupervisor({
+            index,
+            dataDir: config.dataDir,
+            clock,
+            log,
+            reserve: new IndexReserve(config.dataDir, config.indexReserveBytes, log),
+            raiseAlarm: (alarm) => alarms.raise(alarm),
+            onPoolBlocked: (pool, reason) => node?.supervisor.setStorageBlocked(pool, reason),
+            onSegmentDeleted: async (seg) => {
+              node?.metrics.recordDeletion(seg.pool, 1, seg.bytes);
+              await deleteSmartWithVideo(index, config.dataDir, seg);
+            },
+            tickMs: config.retentionTickMs,
+            minFreeBytes: config.minFreeBytes,
+            minFreeRatio: config.minFreeRatio,
+            backupAuditMs: config.backupAuditMs,
+          }),
+        (s) => s.stop(),
+      );
+      storage = store;
+      const report = await life.start('storage recovery', async () => {
+        // A disk too full for the index to commit: overwrite before anything else writes.
+        await store.startOnFullDisk();
+        // Crash replay first: an interrupted deletion must not be re-indexed by reconcile,
+        // and a primary copy lost while its backup survives must not be dropped by it.
+        const finished = await store.finishIntents();
+        const restored = await store.restoreFromBackups();
+        if (finished || restored) log.warn({ finished, restored }, 'storage work finished after a crash');
+        return reconcile(index, config.dataDir, { mode: 'repair', log });
+      });
+      if (report.failedWrites.length > 0) void store.diskFull(`${report.failedWrites.length} index writes of reconcile failed`);
       for (const d of report.droppedEntries) {
         alarms.raise({ kind: 'index', camera: d.camera, message: `segment file ${d.file} vanished; its index entry was dropped`, details: { file: d.file, startMs: d.startMs } });
       }
-      const supervisor = new Supervisor({
-        config,
-        index,
-        clock,
-        log,
-        publishStatus: (status) => node?.publishStatus(status),
-        raiseAlarm: cameraAlarm,
-        onSegmentClosed: segmentClosed,
-      });
-      const service = new RecorderService(index, supervisor, clock, config.dataDir, log);
-      const storageSupervisor = storage;
-      service.attachStorage(new StorageService(index, storageSupervisor, clock, config.dataDir, log, (id) => service.requireCamera(id)));
-      node = new RecorderNode(config, log, clock, index, supervisor, service, alarms, dirLock);
-      node.storage = storage;
-      node.tables = tables;
-      node.journal = journal;
-      node.reconcileReport = report;
-      node.users = new UserStore(index.root, clock);
-      node.assertHttpAuth();
-      node.metrics = new RecorderMetrics({
+      // Stopped after back-fill and before storage: the segments its cameras close at
+      // the stop still reach retention, backup and the sample tables.
+      const supervisor = await life.start(
+        'cameras',
+        () =>
+          new Supervisor(
+            {
+              config,
+              index,
+              clock,
+              log,
+              publishStatus: (status) => node?.publishStatus(status),
+              raiseAlarm: cameraAlarm,
+              onSegmentClosed: segmentClosed,
+            },
+            signal,
+          ),
+        (s) => s.shutdown(),
+      );
+      const service = new RecorderService(index, supervisor, clock, config.dataDir, log, signal);
+      service.attachStorage(new StorageService(index, store, clock, config.dataDir, log, (id) => service.requireCamera(id)));
+      const self = new RecorderNode(config, log, clock, index, supervisor, service, alarms, life);
+      node = self;
+      self.storage = store;
+      self.tables = tables;
+      self.journal = journal;
+      self.reconcileReport = report;
+      self.users = new UserStore(index.root, clock);
+      self.assertHttpAuth();
+      const metrics = new RecorderMetrics({
         index,
         nowMs: () => clock.nowMs(),
         cameras: () => service.listCameras().map((c) => ({ id: c.id, pool: c.pool, status: c.status })),
       });
-      const metrics = node.metrics;
+      self.metrics = metrics;
       alarms.observe((alarm) => metrics.onAlarm(alarm));
-      node.sampler = new HealthSampler(
-        machineReader(config.dataDir),
-        { cpuFraction: config.alarmCpuPercent / 100, memoryFraction: config.alarmMemoryPercent / 100, diskFraction: config.alarmDiskPercent / 100, sustain: 3 },
-        (alarm) => alarms.raise(alarm),
+      self.sampler = await life.start(
+        'health sampler',
+        () => {
+          const sampler = new HealthSampler(
+            machineReader(config.dataDir),
+            { cpuFraction: config.alarmCpuPercent / 100, memoryFraction: config.alarmMemoryPercent / 100, diskFraction: config.alarmDiskPercent / 100, sustain: 3 },
+            (alarm) => alarms.raise(alarm),
+          );
+          sampler.start(config.healthSampleSeconds * 1000);
+          return sampler;
+        },
+        (sampler) => sampler.stop(),
       );
-      node.sampler.start(config.healthSampleSeconds * 1000);
-      await storage.start();
+      // Retention, once a blocked pool can reach the cameras' supervisor (it stops with storage).
+      await life.start('retention', () => store.start());
       // The journal as the index is now (the first start after an upgrade writes the first one).
       journal.changed(0);
       // Before the camera actors: recorder-down gaps go into the ledger first.
-      node.backfill = new BackfillManager({
-        index,
-        config,
-        clock,
-        log,
-        camera: (id) => {
-          try {
-            return service.requireCamera(id);
-          } catch {
-            return undefined;
-          }
+      self.backfill = await life.start(
+        'back-fill',
+        async () => {
+          const manager = new BackfillManager({
+            index,
+            config,
+            clock,
+            log,
+            camera: (id) => {
+              try {
+                return service.requireCamera(id);
+              } catch {
+                return undefined;
+              }
+            },
+            cameras: () => index.listCameras(),
+            raiseAlarm: cameraAlarm,
+            publish: (progress) => self.natsApi?.publishBackfill(progress),
+            onSegmentClosed: segmentClosed,
+          });
+          service.attachBackfill(manager);
+          await manager.start();
+          return manager;
         },
-        cameras: () => index.listCameras(),
-        raiseAlarm: cameraAlarm,
-        publish: (progress) => node?.natsApi?.publishBackfill(progress),
-        onSegmentClosed: segmentClosed,
-      });
-      service.attachBackfill(node.backfill);
-      await node.backfill.start();
-      const resumed = service.resume();
+        (manager) => manager.stop(),
+      );
+      const resumed = await life.start('camera resume', () => service.resume());
       log.info({ cameras: resumed }, 'cameras resumed from the index');
-      await node.startHttp();
-      await node.startNats();
-      return node;
+      await life.start('http', () => self.startHttp(), () => self.closeHttp());
+      await self.startNats();
+      return self;
     } catch (err) {
-      if (node) await node.stop().catch(() => undefined);
-      else {
-        await tables.stop();
-        await storage?.stop().catch(() => undefined);
-        await journal.stop();
-        await index.close().catch(() => undefined);
-        await dirLock.release();
-      }
+      await life.stop();
       throw err;
     }
   }
@@ -267,7 +310,7 @@ export class RecorderNode {
   }
 
   private async startHttp(): Promise<void> {
-    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics, maxStreams: this.config.maxStreams, ...(this.tables ? { tables: this.tables } : {}) });
+    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics, maxStreams: this.config.maxStreams, signal: this.lifecycle.signal, ...(this.tables ? { tables: this.tables } : {}) });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
@@ -291,24 +334,48 @@ export class RecorderNode {
       if (natsUser || natsToken || natsNkeySeedFile || natsTlsCa || natsTlsCert) {
         this.log.warn('NATS client credentials are set but no RECORDER_NATS_URL: they apply to an external server only; the embedded one uses its own (<data>/nats/credentials.json)');
       }
-      this.embedded = await startEmbeddedNats({ dataDir: this.config.dataDir, binary: this.config.natsServerPath, log: this.log, subjectPrefix: this.config.subjectPrefix });
-      this.natsUrl = this.embedded.url;
-      await this.attachNats(await connectNats(this.embedded.url, this.log, this.embedded.auth));
+      const embedded = await this.lifecycle.start(
+        'embedded nats-server',
+        () => startEmbeddedNats({ dataDir: this.config.dataDir, binary: this.config.natsServerPath, log: this.log, subjectPrefix: this.config.subjectPrefix }),
+        (e) => e.stop(),
+      );
+      this.embedded = embedded;
+      this.natsUrl = embedded.url;
+      await this.lifecycle.start('nats', async () => this.attachNats(await connectNats(embedded.url, this.log, embedded.auth)), () => this.stopNats());
       return;
     }
-    this.natsUrl = this.config.natsUrl;
+    const url = this.config.natsUrl;
+    this.natsUrl = url;
     // Never wait for an external server: recording and HTTP are already running.
-    this.natsConnecting = connectNats(this.config.natsUrl, this.log, this.config)
-      .then((nc) => this.attachNats(nc))
-      .catch((err: unknown) => this.log.error({ err }, 'nats connection failed'));
+    await this.lifecycle.start(
+      'nats',
+      () => {
+        this.natsConnecting = connectNats(url, this.log, this.config)
+          .then((nc) => this.attachNats(nc))
+          .catch((err: unknown) => this.log.error({ err }, 'nats connection failed'));
+      },
+      () => this.stopNats(),
+    );
   }
 
   private async attachNats(nc: NatsConnection): Promise<void> {
-    if (this.stopping) {
+    const { signal } = this.lifecycle;
+    if (signal.aborted) {
       await nc.close();
       return;
     }
-    const api = await startNatsApi(nc, this.service, this.config.subjectPrefix, this.log);
+    let api: NatsApi;
+    try {
+      api = await startNatsApi(nc, this.service, this.config.subjectPrefix, this.log, signal);
+    } catch (err) {
+      await nc.close().catch(() => undefined);
+      throw err;
+    }
+    // Stopped while the service registered: stopNats() ran before there was an api to close.
+    if (signal.aborted) {
+      await api.close().catch(() => undefined);
+      return;
+    }
     this.natsApi = api;
     const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
     this.alarms.attach(sink);
@@ -319,7 +386,7 @@ export class RecorderNode {
     // last status is sent again: nats.js drops what was published while disconnected.
     void (async () => {
       for await (const s of nc.status()) {
-        if (this.stopping) break;
+        if (signal.aborted) break;
         if (s.type === 'disconnect') {
           this.alarms.detach();
           if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
@@ -328,7 +395,7 @@ export class RecorderNode {
           if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
           this.natsGraceTimer = setTimeout(() => {
             this.natsGraceTimer = null;
-            if (this.stopping) return;
+            if (signal.aborted) return;
             this.alarms.attach(sink);
             this.republishStatuses(api);
             this.log.info({ queuedAlarms: this.alarms.queued() }, 'nats reconnected: held alarms and current statuses sent');
@@ -376,23 +443,16 @@ export class RecorderNode {
     }
   }
 
-  async stop(): Promise<void> {
-    if (this.stopping) return;
-    this.stopping = true;
-    await this.sampler?.stop();
-    await this.supervisor.shutdown();
-    await this.backfill?.stop();
-    // Segments closed by the shutdown above are not waited for: their tables are built when next read.
-    await this.tables?.stop();
-    await this.storage?.stop();
-    await this.closeHttp();
+  /** NATS's stop: alarms held, the service and its connection closed (the embedded server stops next). */
+  private async stopNats(): Promise<void> {
     this.alarms.detach();
     if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
+    // An external server still connecting: attachNats() sees the signal and closes it.
     await this.natsApi?.close().catch(() => undefined);
-    await this.embedded?.stop();
-    await this.journal?.stop();
-    await this.index.close();
-    await this.dirLock.release();
-    this.log.info('recorder stopped');
+  }
+
+  /** Stops every component in reverse start order (see the module comment); idempotent. */
+  async stop(): Promise<void> {
+    await this.lifecycle.stop();
   }
 }

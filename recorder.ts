@@ -74,19 +74,29 @@ async function main(): Promise<number> {
   }
 
   // Signals are handled from here on, also while the node is still starting: a SIGTERM
-  // then stops it cleanly once started, instead of killing it mid-write by default.
-  const signalled = new Promise<void>((resolve) => {
-    const onSignal = (signal: string): void => {
-      log.info({ signal }, 'stopping');
-      resolve();
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
-  const node = await RecorderNode.start({ config, log });
+  // then stops it cleanly (what started is stopped in reverse, lib/lifecycle.ts) instead
+  // of killing it mid-write by default.
+  const shutdown = new AbortController();
+  const onSignal = (signal: string): void => {
+    log.info({ signal }, 'stopping');
+    shutdown.abort();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  let node: RecorderNode;
+  try {
+    node = await RecorderNode.start({ config, log, signal: shutdown.signal });
+  } catch (err) {
+    // Stopped by a signal while it started: everything started was stopped; that is a clean exit.
+    if (shutdown.signal.aborted && err instanceof RecorderError && err.code === 'SHUTTING_DOWN') return 0;
+    throw err;
+  }
   const stopDemo = config.demo ? await startDemoCamera(node, log) : null;
   log.info({ http: node.httpUrl, nats: node.natsUrl }, 'recorder running');
-  await signalled;
+  await new Promise<void>((resolve) => {
+    if (shutdown.signal.aborted) resolve();
+    else shutdown.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
   await node.stop();
   await stopDemo?.();
   return 0;

@@ -28,6 +28,7 @@ import type { CameraEvent } from '../schedule/events.ts';
 import { eventRecorded } from '../schedule/recording.ts';
 import { accountedUntilMs } from '../index/gap-ledger.ts';
 import { iso } from '../lib/time.ts';
+import { assertRunning, followSignal } from '../lib/lifecycle.ts';
 import { LiveHub, type LiveStats, type LiveSubscribeOptions } from '../live/live-hub.ts';
 import type { LiveSink, LiveViewer } from '../live/live-fanout.ts';
 
@@ -64,7 +65,8 @@ export class Supervisor {
   /** Each camera's running ingest attempts (normally one; two while one is closing). */
   private readonly attempts = new Map<string, Set<TrackedAttempt>>();
   private readonly faults = new Map<string, CameraFault>();
-  private stopping = false;
+  /** Aborted by shutdown() or with the node's signal (lib/lifecycle.ts): no camera starts after. */
+  private readonly life: AbortController;
   /** Pools whose storage refuses writes, and why. */
   private readonly blockedPools = new Map<string, string>();
   private readonly deps: CameraDeps;
@@ -72,8 +74,11 @@ export class Supervisor {
   /** Live fan-out of every running ingest; fed by the ingest children, read through subscribeLive. */
   private readonly liveHub: LiveHub;
 
-  constructor(deps: Omit<CameraDeps, 'attempt' | 'live'>) {
+  constructor(deps: Omit<CameraDeps, 'attempt' | 'live'>, signal?: AbortSignal) {
     this.liveHub = new LiveHub({ ffmpegPath: deps.config.ffmpegPath, log: deps.log });
+    this.life = followSignal(signal);
+    // The node stops: live viewers are told at once (HTTP, stopped before the cameras, need not wait for them).
+    this.life.signal.addEventListener('abort', () => this.liveHub.closeAll('recorder stopping'), { once: true });
     this.deps = { ...deps, attempt: (camera, attempt) => this.ownAttempt(camera, attempt), live: this.liveHub };
     const { index, log, clock } = this.deps;
     this.logic = provideCamera({
@@ -103,7 +108,13 @@ export class Supervisor {
     mine.add(tracked);
   }
 
+  private get stopping(): boolean {
+    return this.life.signal.aborted;
+  }
+
+  /** Throws SHUTTING_DOWN once the node stops: a camera put then must start nothing. */
   upsert(camera: CameraConfig, plan?: SchedulePlan): void {
+    assertRunning(this.life.signal, `starting camera ${camera.id}`);
     const existing = this.actors.get(camera.id);
     if (existing && existing.getSnapshot().status === 'active') {
       existing.send({ type: 'RECONFIGURE', camera });
@@ -298,7 +309,7 @@ export class Supervisor {
   }
 
   async shutdown(): Promise<void> {
-    this.stopping = true;
+    this.life.abort();
     for (const id of [...this.faults.keys()]) this.clearFault(id);
     for (const actor of this.actors.values()) {
       if (actor.getSnapshot().status === 'active') actor.send({ type: 'STOP' });

@@ -25,4 +25,6 @@ export interface HttpDeps {
   maxStreams?: number;
   /** Sample tables persisted at segment close (storage/segment-tables.ts); without it every first read parses moofs. */
   tables?: PersistedTableSource;
+  /** The node's shutdown signal (lib/lifecycle.ts): once aborted every request is answered 503 SHUTTING_DOWN. */
+  signal?: AbortSignal;
 }

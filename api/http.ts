@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type RouteOptions } from 'fastify';
 import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
+import { shuttingDown } from '../lib/lifecycle.ts';
 import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
 import type { Logger } from '../lib/log.ts';
 import { VERSION } from '../services/recorder-service.ts';
@@ -71,6 +72,8 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     // A request whose head and body have not arrived within this is answered 408 and
     // closed: bodies here are at most 1 MiB of JSON, so only a stalled client waits so long.
     requestTimeout: REQUEST_TIMEOUT_MS,
+    // While closing, requests on open connections get the typed SHUTTING_DOWN below, not fastify's own 503.
+    return503OnClosing: false,
     // Errors the router raises before any route or hook runs (a malformed URL, a path
     // parameter over 100 characters) get the same {error:{code,message}} body.
     frameworkErrors: (err, req, reply) => {
@@ -86,6 +89,18 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   app.addHook('onRoute', (route) => {
     routes.push(route);
   });
+
+  // Shutting down (lib/lifecycle.ts): every request from now on starts nothing, before
+  // auth or any route runs. Requests already in flight finish within the close grace.
+  const { signal } = deps;
+  if (signal) {
+    app.addHook('onRequest', async (req, reply) => {
+      if (!signal.aborted) return;
+      const e = shuttingDown(`${req.method} ${req.url.split('?')[0]}`);
+      // A refused WebSocket upgrade's socket is hung up by the auth seam's onResponse hook.
+      return reply.code(e.status).header('Connection', 'close').send({ error: errorBody(e) });
+    });
+  }
 
   // Every route goes through this seam: it declares its action (and camera or pool) in
   // its options with access(); undeclared routes are admin-only.

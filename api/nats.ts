@@ -23,6 +23,7 @@ import type { Alarm } from '../lib/alarms.ts';
 import type { BackfillProgress } from '../backfill/manager.ts';
 import { VERSION, type RecorderService } from '../services/recorder-service.ts';
 import { redactText } from '../lib/redact.ts';
+import { assertRunning } from '../lib/lifecycle.ts';
 
 type Handler = (body: unknown) => unknown;
 
@@ -88,7 +89,11 @@ export async function connectNats(url: string, log: Logger, auth: NatsClientAuth
   return nc;
 }
 
-export async function startNatsApi(nc: NatsConnection, service: RecorderService, prefix: string, log: Logger): Promise<NatsApi> {
+/**
+ * Registers the service. Once `signal` (the node's shutdown, lib/lifecycle.ts) aborts,
+ * every request is answered `SHUTTING_DOWN` without calling the service.
+ */
+export async function startNatsApi(nc: NatsConnection, service: RecorderService, prefix: string, log: Logger, signal?: AbortSignal): Promise<NatsApi> {
   const subject = (s: string): string => `${prefix}.v1.${s}`;
   const srv: Service = await nc.services.add({ name: 'recorder', version: VERSION, description: 'IP camera recorder' });
   const endpoints: Record<string, Handler> = {
@@ -121,7 +126,7 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
           log.error({ err, endpoint: name }, 'nats endpoint failed');
           return;
         }
-        void respond(msg, handler, name, log);
+        void respond(msg, handler, name, log, true, signal);
       },
     });
   }
@@ -131,7 +136,7 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     handler: (err, msg) => {
       if (err) return;
       const camera = msg.subject.slice(subject('event.').length);
-      void respond(msg, (b) => service.event(camera, b), 'event', log, msg.reply !== undefined && msg.reply !== '');
+      void respond(msg, (b) => service.event(camera, b), 'event', log, msg.reply !== undefined && msg.reply !== '', signal);
     },
   });
   let dropped = 0;
@@ -178,9 +183,10 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
   };
 }
 
-async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Logger, reply_ = true): Promise<void> {
+async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Logger, reply_ = true, signal?: AbortSignal): Promise<void> {
   let reply: unknown;
   try {
+    assertRunning(signal, name);
     let body: unknown = {};
     if (msg.data.length > 0) {
       try {
@@ -192,7 +198,7 @@ async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Log
     reply = { ok: true, ...(await handler(body) as object) };
   } catch (err) {
     const e = toRecorderError(err);
-    if (e.status >= 500) log.error({ err: e, endpoint: name }, 'request failed');
+    if (e.status >= 500 && e.code !== 'SHUTTING_DOWN') log.error({ err: e, endpoint: name }, 'request failed');
     else log.info({ endpoint: name, code: e.code, message: e.message }, 'request refused');
     reply = { ok: false, error: errorBody(e) };
   }

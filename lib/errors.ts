@@ -45,6 +45,7 @@ export type ErrorCode =
   | 'DATA_DIR_LOCKED'
   | 'FRAMES_BUSY'
   | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'SHUTTING_DOWN'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -98,6 +99,8 @@ const STATUS: Record<ErrorCode, number> = {
   FRAMES_BUSY: 503,
   // A request body in a content type the route does not read (JSON only).
   UNSUPPORTED_MEDIA_TYPE: 415,
+  // The recorder is stopping (lib/lifecycle.ts): the request started nothing; ask another node or again later.
+  SHUTTING_DOWN: 503,
   INTERNAL: 500,
 };
 

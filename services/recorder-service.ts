@@ -12,6 +12,7 @@ import { clipSpans, intersectRanges, search, type RangeMs } from '../index/searc
 import type { LabelView, LockView, StorageService } from './storage-service.ts';
 import { labelView, lockView } from './storage-service.ts';
 import { CameraNotFoundError } from '../lib/errors.ts';
+import { assertRunning } from '../lib/lifecycle.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
 import type { Logger } from '../lib/log.ts';
 import type { LiveSink, LiveViewer } from '../live/live-fanout.ts';
@@ -68,6 +69,8 @@ export class RecorderService {
     private readonly clock: Clock,
     private readonly dataDir: string,
     private readonly log: Logger,
+    /** The node's shutdown signal (lib/lifecycle.ts): once aborted, no camera is started. */
+    private readonly signal?: AbortSignal,
   ) {}
 
   /** Back-fill from edge storage (wired by the node). */
@@ -107,12 +110,18 @@ export class RecorderService {
    * password of the same user at the same host, or is refused (security/redact.ts).
    */
   async putCamera(body: unknown, opts: { transient?: boolean } & ViewOptions = {}): Promise<CameraView> {
+    assertRunning(this.signal, 'camera.put');
     const valid = validate(cameraPutSchema, body);
     const parsed = restoreRedacted(valid, this.transient.get(valid.id) ?? this.index.cameras.get(valid.id));
     this.storage.requirePool(parsed.pool);
     const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) } as CameraConfig;
     if (opts.transient) this.transient.set(camera.id, camera);
     else await this.index.cameras.put(camera.id, camera);
+    if (this.signal?.aborted) {
+      // Stored while the shutdown began: it starts with the next start, like every camera.
+      this.log.info({ camera: camera.id }, 'camera configured during shutdown: not started');
+      return this.view(camera, opts);
+    }
     this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
     this.log.info({ camera: camera.id }, 'camera configured');
     return this.view(camera, opts);

@@ -18,13 +18,15 @@
  * theirs built the first time they are read.
  *
  * Work runs one segment at a time (bounded queue, deduplicated); a node stopping drops
- * what is queued (rebuilt on a later read) and waits for the segment in progress.
+ * what is queued (rebuilt on a later read) and waits for the segment in progress. From
+ * the moment the node's shutdown begins (`signal`) nothing more is queued.
  */
 import { join, relative } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import { decodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import type { Logger } from '../lib/log.ts';
+import { followSignal } from '../lib/lifecycle.ts';
 import { decodeSampleTables, encodeSampleTables } from '../playback/sample-table-codec.ts';
 import { readFileTables, type PersistedTableSource } from '../playback/sample-table.ts';
 import { parseSegmentRelPath } from './layout.ts';
@@ -39,6 +41,8 @@ export interface SegmentTableDeps {
   concurrency?: number;
   /** Segments waiting at most; more are dropped and built when next read (default 10000). */
   maxQueued?: number;
+  /** The node's shutdown signal (lib/lifecycle.ts): once it aborts nothing is queued. */
+  signal?: AbortSignal;
 }
 
 export interface SegmentTableStats {
@@ -58,13 +62,19 @@ export class SegmentTableStore implements PersistedTableSource {
   private readonly warned = new Set<string>();
   private readonly running = new Set<Promise<void>>();
   private idleWaiters: (() => void)[] = [];
-  private stopped = false;
+  /** Aborted by stop() or with the node's signal. */
+  private readonly life: AbortController;
   private readonly concurrency: number;
   private readonly maxQueued: number;
 
   constructor(private readonly deps: SegmentTableDeps) {
     this.concurrency = deps.concurrency ?? 1;
     this.maxQueued = deps.maxQueued ?? 10_000;
+    this.life = followSignal(deps.signal);
+  }
+
+  private get stopped(): boolean {
+    return this.life.signal.aborted;
   }
 
   /** The segment writer's `onSegmentClosed` hook. */
@@ -96,7 +106,7 @@ export class SegmentTableStore implements PersistedTableSource {
 
   /** Drops what is queued and waits for the segment in progress. */
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.life.abort();
     this.queue.clear();
     await Promise.allSettled([...this.running]);
     this.settle();
