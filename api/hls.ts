@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { createReadStream } from 'node:fs';
 import { segmentRangeStream } from '../playback/segment-source.ts';
 import { join } from 'node:path';
-import { decodeGops } from '../index/gop-table.ts';
+import { gopsOverlapping } from '../playback/gop-range.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import { replyRange } from './byte-ranges.ts';
@@ -29,17 +29,12 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
     let maxDurSec = 1;
     let prev: { endMs: number; codecKey: string } | null = null;
     for (const seg of deps.index.segmentsInRange(camera.id, fromMs, toMs)) {
-      const gops = decodeGops(seg.gops);
       const uri = `segments/${seg.startMs}.mp4`;
       const picked: string[] = [];
       let firstMs: number | null = null;
-      for (let i = 0; i < gops.length; i++) {
-        const g = gops[i]!;
-        const startMs = seg.startMs + g.timeMs;
-        const endMs = i + 1 < gops.length ? seg.startMs + gops[i + 1]!.timeMs : seg.endMs;
-        if (endMs <= fromMs || startMs >= toMs) continue;
-        firstMs ??= startMs;
-        const dur = (endMs - startMs) / 1000;
+      for (const g of gopsOverlapping(seg, fromMs, toMs)) {
+        firstMs ??= g.startMs;
+        const dur = (g.endMs - g.startMs) / 1000;
         maxDurSec = Math.max(maxDurSec, Math.ceil(dur));
         picked.push(`#EXTINF:${dur.toFixed(3)},`, `#EXT-X-BYTERANGE:${g.size}@${g.offset}`, uri);
       }

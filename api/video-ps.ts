@@ -23,7 +23,7 @@ import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { decodeGops } from '../index/gop-table.ts';
+import { gopsOverlapping } from '../playback/gop-range.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
@@ -58,19 +58,9 @@ export interface PickedSegment {
 export function pickGops(deps: Pick<HttpDeps, 'index'>, camera: string, fromMs: number, toMs: number): PickedSegment[] {
   const out: PickedSegment[] = [];
   for (const seg of deps.index.segmentsInRange(camera, fromMs, toMs)) {
-    const table = decodeGops(seg.gops);
-    const gops: PickedSegment['gops'] = [];
-    let firstMs: number | null = null;
-    let lastMs = 0;
-    table.forEach((g, i) => {
-      const startMs = seg.startMs + g.timeMs;
-      const endMs = i + 1 < table.length ? seg.startMs + table[i + 1]!.timeMs : seg.endMs;
-      if (endMs <= fromMs || startMs >= toMs) return;
-      gops.push({ offset: g.offset, size: g.size });
-      firstMs ??= startMs;
-      lastMs = endMs;
-    });
-    if (firstMs !== null) out.push({ seg, gops, firstMs, lastMs });
+    const picked = gopsOverlapping(seg, fromMs, toMs);
+    if (picked.length === 0) continue;
+    out.push({ seg, gops: picked.map((g) => ({ offset: g.offset, size: g.size })), firstMs: picked[0]!.startMs, lastMs: picked[picked.length - 1]!.endMs });
   }
   return out;
 }

@@ -8,12 +8,12 @@
  */
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
-import { decodeGops } from '../index/gop-table.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { BadTimeError, ValidationError } from '../lib/errors.ts';
 import { iso, parseTimeMs } from '../lib/time.ts';
 import { MAX_SPEED, MIN_SPEED, trickMode, type TrickMode } from '../media/mp4/fmp4-trick.ts';
 import type { PlaybackFragment, PlaybackSegment } from './playback-stream.ts';
+import { gopsOverlapping } from './gop-range.ts';
 import { SampleTableCache, type PersistedTableSource } from './sample-table.ts';
 
 const BATCH = 16;
@@ -30,17 +30,9 @@ export function tableCache(index: RecorderIndex, persisted?: PersistedTableSourc
   return c;
 }
 
-function fragmentsOf(seg: SegmentRecord, loMs: number, hiMs: number): PlaybackFragment[] {
-  const gops = decodeGops(seg.gops);
-  const out: PlaybackFragment[] = [];
-  for (let i = 0; i < gops.length; i++) {
-    const g = gops[i]!;
-    const startMs = seg.startMs + g.timeMs;
-    const endMs = i + 1 < gops.length ? seg.startMs + gops[i + 1]!.timeMs : seg.endMs;
-    if (endMs <= loMs || startMs > hiMs) continue;
-    out.push({ offset: g.offset, size: g.size, timeMs: startMs });
-  }
-  return out;
+/** The GOPs of `seg` overlapping [fromMs, toMs) (playback/gop-range.ts), as playback fragments. */
+function fragmentsOf(seg: SegmentRecord, fromMs: number, toMs: number): PlaybackFragment[] {
+  return gopsOverlapping(seg, fromMs, toMs).map((g) => ({ offset: g.offset, size: g.size, timeMs: g.startMs }));
 }
 
 function toPlayback(dataDir: string, seg: SegmentRecord, fragments: PlaybackFragment[]): PlaybackSegment {
@@ -61,7 +53,7 @@ export function* playbackSegments(index: RecorderIndex, dataDir: string, camera:
     // index file then grew by every commit (issue 13: 5.3 MB of index for 0.4 MB of video).
     for (const { value } of [...index.segments.getRange({ start: [camera, fromMs], end: [camera, -1], reverse: true, limit: 1 })]) {
       if (value.camera === camera && value.endMs > fromMs && value.startMs < fromMs) {
-        const f = fragmentsOf(value, fromMs, toMs - 1);
+        const f = fragmentsOf(value, fromMs, toMs);
         if (f.length) yield toPlayback(dataDir, value, f);
       }
     }
@@ -69,7 +61,7 @@ export function* playbackSegments(index: RecorderIndex, dataDir: string, camera:
     for (;;) {
       const batch = [...index.segments.getRange({ start: [camera, next], end: [camera, toMs], limit: BATCH })].map((e) => e.value);
       for (const seg of batch) {
-        const f = fragmentsOf(seg, fromMs, toMs - 1);
+        const f = fragmentsOf(seg, fromMs, toMs);
         if (f.length) yield toPlayback(dataDir, seg, f);
       }
       if (batch.length < BATCH) return;
@@ -82,7 +74,8 @@ export function* playbackSegments(index: RecorderIndex, dataDir: string, camera:
     for (const seg of batch) {
       if (seg.camera !== camera) return;
       if (seg.endMs <= toMs) return;
-      const f = fragmentsOf(seg, toMs, fromMs).reverse();
+      // Down to `toMs`, up to the GOP holding `fromMs` itself: [toMs, fromMs] in whole ms.
+      const f = fragmentsOf(seg, toMs, fromMs + 1).reverse();
       if (f.length) yield toPlayback(dataDir, seg, f);
     }
     if (batch.length < BATCH) return;

@@ -1,14 +1,14 @@
 /**
  * The segment fragments (GOPs) a download of [from, to) reads: from the GOP that holds
- * `from` to the one that holds the last instant before `to`, cut at the first codec
- * change (one MP4 has one codec configuration).
+ * `from` to the one that holds the last instant before `to` (playback/gop-range.ts),
+ * cut at the first codec change (one MP4 has one codec configuration).
  */
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
-import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
 import type { SegmentSlice } from './fmp4-range.ts';
+import { gopsOverlapping } from './gop-range.ts';
 
 export interface RangeSelection {
   slices: SegmentSlice[];
@@ -26,16 +26,11 @@ export function selectRange(index: RecorderIndex, dataDir: string, camera: strin
   let lastMs = fromMs;
   for (const seg of index.segmentsInRange(camera, fromMs, toMs)) {
     if (codecKey !== null && seg.codecKey !== codecKey) break;
-    const gops = decodeGops(seg.gops);
     const fragments = [];
-    for (let i = 0; i < gops.length; i++) {
-      const g = gops[i]!;
-      const startMs = seg.startMs + g.timeMs;
-      const endMs = i + 1 < gops.length ? seg.startMs + gops[i + 1]!.timeMs : seg.endMs;
-      if (endMs <= fromMs || startMs >= toMs) continue;
+    for (const g of gopsOverlapping(seg, fromMs, toMs)) {
       fragments.push({ offset: g.offset, size: g.size });
-      firstMs ??= startMs;
-      lastMs = endMs;
+      firstMs ??= g.startMs;
+      lastMs = g.endMs;
     }
     if (fragments.length === 0) continue;
     codecKey ??= seg.codecKey;
