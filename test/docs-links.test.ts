@@ -2,10 +2,12 @@
  * The docs hold together: every relative link in every .md of the repository reaches a
  * file that exists (and its #anchor a heading there), and every repository file a page
  * names in a code span (`storage/segment-writer.ts`) exists, so a move or a rename
- * that forgets the docs fails here. The README stays a guide (docs/ holds the rest).
+ * that forgets the docs fails here. Code comments cite the repository's own docs, by
+ * paths that exist, never a file outside it. The README stays a guide (docs/ holds the
+ * rest).
  */
 import test from 'ava';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { ROOT, headings, links, markdownFiles, pathMentions, read } from './helpers/markdown.ts';
 
@@ -58,6 +60,37 @@ test('every repository file the docs name in a code span exists', (t) => {
   }
   t.true(checked > 50, `only ${checked} path mentions found`);
   t.deepEqual(missing, [], `stale paths:\n${missing.join('\n')}`);
+});
+
+/** Source files of the repository (not dependencies, build output or run artifacts). */
+function sourceFiles(dir = ROOT): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) {
+      if (!['node_modules', '.git', 'dist', 'data', 'test-artifacts'].includes(e.name)) out.push(...sourceFiles(join(dir, e.name)));
+    } else if (/\.(ts|js|mjs|cjs|py|sh)$/.test(e.name)) out.push(relative(ROOT, join(dir, e.name)));
+  }
+  return out;
+}
+
+test('code cites the docs of the repository by paths that exist, never a file outside it', (t) => {
+  // Files that were never part of the repository (the brief it started from), spelled so this file does not match.
+  const outside = new RegExp(`\\b(${['CONTRACT', 'DESIGN', 'RECIPES', 'STYLE'].join('|')})\\.md\\b|(^|[^\\w./-])(${['shared', 'reference'].join('|')})/`);
+  const problems: string[] = [];
+  let cited = 0;
+  for (const file of sourceFiles()) {
+    readFileSync(join(ROOT, file), 'utf8')
+      .split('\n')
+      .forEach((text, i) => {
+        if (outside.test(text)) problems.push(`${file}:${i + 1}: cites a file outside the repository: ${text.trim()}`);
+        for (const m of text.matchAll(/\bdocs\/[\w./-]*[\w-]\.md\b/g)) {
+          cited++;
+          if (!existsSync(join(ROOT, m[0]))) problems.push(`${file}:${i + 1}: ${m[0]} does not exist`);
+        }
+      });
+  }
+  t.true(cited > 20, `only ${cited} citations of docs/ found in the code`);
+  t.deepEqual(problems, []);
 });
 
 test(`the README is a guide of at most ${README_MAX_LINES} lines that links into docs/`, (t) => {
