@@ -48,6 +48,7 @@ import { StorageService } from './services/storage-service.ts';
 import { deleteSmartWithVideo } from './smart/smart-follows-video.ts';
 import { BackfillManager } from './backfill/manager.ts';
 import { SegmentTableStore } from './storage/segment-tables.ts';
+import { createReadCaches, type ReadCaches } from './playback/read-caches.ts';
 import type { SegmentRecord } from './index/records.ts';
 import { openCheckedIndex } from './index/startup.ts';
 import { JournalWriter } from './index/journal.ts';
@@ -87,6 +88,8 @@ export class RecorderNode {
   storage: StorageSupervisor | null = null;
   /** Sample tables persisted at segment close (storage/segment-tables.ts). */
   tables: SegmentTableStore | null = null;
+  /** The read path's caches (playback/read-caches.ts), built here and handed to the HTTP routes. */
+  caches!: ReadCaches;
   backfill: BackfillManager | null = null;
   /** The config journal beside the data (index/journal.ts). */
   journal: JournalWriter | null = null;
@@ -215,6 +218,8 @@ export class RecorderNode {
       node = self;
       self.storage = store;
       self.tables = tables;
+      // Sample tables (backed by the persisted ones), PS views, progressive heads, frames.
+      self.caches = createReadCaches({ persisted: tables });
       self.journal = journal;
       self.reconcileReport = report;
       self.users = new UserStore(index.root, clock);
@@ -310,7 +315,7 @@ export class RecorderNode {
   }
 
   private async startHttp(): Promise<void> {
-    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics, maxStreams: this.config.maxStreams, signal: this.lifecycle.signal, ...(this.tables ? { tables: this.tables } : {}) });
+    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics, maxStreams: this.config.maxStreams, signal: this.lifecycle.signal, caches: this.caches });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
     const addr = this.http.server.address();

@@ -2,7 +2,8 @@
  * GET /api/cameras/:id/frame.jpg?at=&width= — the I-frame at or before `at` as JPEG.
  * The GOP is found in the index (no file scan); its init and fragment are read from
  * the segment file and decoded by ffmpeg/ffmpeg-frame.ts. Results are cached by
- * (segment, GOP, width) in a bounded LRU, so a timeline strip costs one decode per GOP.
+ * (segment, GOP, width) in the node's LRU (playback/read-caches.ts), so a timeline
+ * strip costs one decode per GOP.
  *
  * Load: decodes go through one FrameDecoder per server (a few at once, a bounded queue,
  * 503 FRAMES_BUSY with Retry-After past it), and `width` is rounded up to one of
@@ -10,7 +11,7 @@
  * width from 16 to 3840 costs at most that many decodes of a GOP, not 3825.
  */
 import type { FastifyInstance } from 'fastify';
-import { openSegmentFile } from '../playback/segment-source.ts';
+import { openSegmentFile, type PsViews } from '../playback/segment-source.ts';
 import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
 import { NoVideoError, ValidationError } from '../lib/errors.ts';
@@ -19,7 +20,6 @@ import { FrameDecoder, FramesBusyError } from '../ffmpeg/ffmpeg-frame.ts';
 import type { HttpDeps } from './http-deps.ts';
 import { access } from '../security/http-auth.ts';
 
-const CACHE_ENTRIES = 512;
 /** Widths a frame is scaled to: a requested width is rounded up to the next (at most the last). */
 export const FRAME_WIDTHS = [80, 160, 320, 480, 640, 960, 1280, 1920, 3840] as const;
 
@@ -27,29 +27,8 @@ export function frameWidth(requested: number): number {
   return FRAME_WIDTHS.find((w) => w >= requested) ?? FRAME_WIDTHS[FRAME_WIDTHS.length - 1]!;
 }
 
-class Lru<V> {
-  private readonly map = new Map<string, V>();
-  constructor(private readonly limit: number) {}
-  get(key: string): V | undefined {
-    const v = this.map.get(key);
-    if (v !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, v);
-    }
-    return v;
-  }
-  set(key: string, v: V): void {
-    this.map.delete(key);
-    this.map.set(key, v);
-    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value!);
-  }
-  delete(key: string): void {
-    this.map.delete(key);
-  }
-}
-
-async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await openSegmentFile(path);
+async function readRange(path: string, offset: number, length: number, views: PsViews): Promise<Buffer> {
+  const fh = await openSegmentFile(path, views);
   try {
     const buf = Buffer.alloc(length);
     const { bytesRead } = await fh.read(buf, 0, length, offset);
@@ -103,7 +82,7 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
     return { thumbnails: thumbnailStrip(deps, camera.id, fromMs, toMs, count, width) };
   });
 
-  const cache = new Lru<Promise<Buffer>>(CACHE_ENTRIES);
+  const cache = deps.caches.frames;
   const decoder = new FrameDecoder({ ffmpegPath: deps.ffmpegPath });
   app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>('/api/cameras/:id/frame.jpg', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);
@@ -121,9 +100,13 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
     let jpeg = cache.get(key);
     if (!jpeg) {
       const path = join(deps.dataDir, seg.file);
-      jpeg = Promise.all([readRange(path, 0, seg.initSize), readRange(path, gop.offset, gop.size)]).then(([init, frag]) => decoder.decode(init, frag, width));
-      jpeg.catch(() => cache.delete(key)); // a failure is not cached
-      cache.set(key, jpeg);
+      const decoding = Promise.all([readRange(path, 0, seg.initSize, deps.caches.psViews), readRange(path, gop.offset, gop.size, deps.caches.psViews)]).then(([init, frag]) => decoder.decode(init, frag, width));
+      // A failure is not cached (nor does it evict a later decode of the same frame).
+      decoding.catch(() => {
+        if (cache.peek(key) === decoding) cache.delete(key);
+      });
+      cache.set(key, decoding);
+      jpeg = decoding;
     }
     let body: Buffer;
     try {

@@ -59,6 +59,6 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
     const { start, end } = replyRange(req, reply, seg.bytes);
     // A .ps segment is served as the fMP4 it reads as (same offsets: the playlist's byte ranges hold).
     const path = join(deps.dataDir, seg.file);
-    return reply.send(seg.format === 'ps' ? segmentRangeStream(path, start, end) : createReadStream(path, { start, end }));
+    return reply.send(seg.format === 'ps' ? segmentRangeStream(path, start, end, deps.caches.psViews) : createReadStream(path, { start, end }));
   });
 }

@@ -6,7 +6,7 @@
 import type { RecorderIndex } from '../index/db.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderMetrics } from '../ops/metrics.ts';
-import type { PersistedTableSource } from '../playback/sample-table.ts';
+import type { ReadCaches } from '../playback/read-caches.ts';
 import type { UserStore } from '../security/users.ts';
 import type { RecorderService } from '../services/recorder-service.ts';
 
@@ -23,8 +23,8 @@ export interface HttpDeps {
   metrics: RecorderMetrics;
   /** Media streams served at once (RECORDER_MAX_STREAMS, api/stream-limit.ts); default 500. */
   maxStreams?: number;
-  /** Sample tables persisted at segment close (storage/segment-tables.ts); without it every first read parses moofs. */
-  tables?: PersistedTableSource;
+  /** The node's read caches (sample tables, PS views, progressive heads, frames: playback/read-caches.ts). */
+  caches: ReadCaches;
   /** The node's shutdown signal (lib/lifecycle.ts): once aborted every request is answered 503 SHUTTING_DOWN. */
   signal?: AbortSignal;
 }

@@ -18,12 +18,12 @@ import { PlaybackStream } from '../playback/playback-stream.ts';
 import type { HttpDeps } from './http-deps.ts';
 import { headOnly } from '../playback/range-body.ts';
 import { access } from '../security/http-auth.ts';
-import { parsePlaybackQuery, playbackSegments, tableCache, type PlaybackQuery } from '../playback/playback-source.ts';
+import { parsePlaybackQuery, playbackSegments, type PlaybackQuery } from '../playback/playback-source.ts';
 
 /** Opens a playback stream for a parsed query; NO_VIDEO when nothing is recorded there. */
-export async function openPlayback(deps: Pick<HttpDeps, 'index' | 'dataDir' | 'tables'>, camera: string, q: PlaybackQuery, startSec = 0): Promise<PlaybackStream> {
+export async function openPlayback(deps: Pick<HttpDeps, 'index' | 'dataDir' | 'caches'>, camera: string, q: PlaybackQuery, startSec = 0): Promise<PlaybackStream> {
   const segments = playbackSegments(deps.index, deps.dataDir, camera, q.fromMs, q.toMs, q.reverse);
-  const stream = await PlaybackStream.open(segments, q.mode, tableCache(deps.index, deps.tables), startSec);
+  const stream = await PlaybackStream.open(segments, q.mode, deps.caches.tables, startSec);
   if (!stream) {
     const [a, b] = q.reverse ? [q.toMs, q.fromMs] : [q.fromMs, q.toMs];
     throw new NoVideoError(`no video of camera ${camera} ${q.reverse ? 'before' : 'from'} ${iso(q.fromMs)}${b < Number.MAX_SAFE_INTEGER && a > 0 ? ` (range ${iso(a)} to ${iso(b)})` : ''}`);

@@ -103,7 +103,7 @@ export class PlaybackSession {
 
   constructor(
     private readonly socket: WebSocket,
-    private readonly deps: Pick<HttpDeps, 'index' | 'dataDir' | 'tables'>,
+    private readonly deps: Pick<HttpDeps, 'index' | 'dataDir' | 'caches'>,
     private readonly camera: string,
     private readonly log: Logger,
   ) {

@@ -54,6 +54,9 @@ export interface PickedSegment {
   lastMs: number;
 }
 
+/** Where segments are, and the node's PS views when there are (tests read without). */
+type PsDeps = Pick<HttpDeps, 'dataDir'> & Partial<Pick<HttpDeps, 'caches'>>;
+
 /** The GOPs of every segment overlapping [fromMs, toMs), in time order. */
 export function pickGops(deps: Pick<HttpDeps, 'index'>, camera: string, fromMs: number, toMs: number): PickedSegment[] {
   const out: PickedSegment[] = [];
@@ -83,9 +86,9 @@ interface OpenSegment {
   conv: FragmentToPs;
 }
 
-async function openForPs(deps: Pick<HttpDeps, 'dataDir'>, seg: SegmentRecord): Promise<OpenSegment> {
+async function openForPs(deps: PsDeps, seg: SegmentRecord): Promise<OpenSegment> {
   const path = join(deps.dataDir, seg.file);
-  const fh = await openSegmentFile(path).catch((err: unknown) => {
+  const fh = await openSegmentFile(path, deps.caches?.psViews).catch((err: unknown) => {
     throw (err as { code?: string }).code === 'ENOENT' ? new RecorderError('SEGMENT_GONE', `segment ${seg.file} was removed`) : err;
   });
   try {
@@ -113,7 +116,7 @@ interface PlannedGop {
  * Walks the picked GOPs in output order, deciding each one's time shift (continuous
  * output time) and converting it: yields the plan entry and the PS bytes of each.
  */
-export async function* walk(deps: Pick<HttpDeps, 'dataDir'>, picks: PickedSegment[]): AsyncGenerator<{ planned: PlannedGop; bytes: Buffer }> {
+export async function* walk(deps: PsDeps, picks: PickedSegment[]): AsyncGenerator<{ planned: PlannedGop; bytes: Buffer }> {
   let shift: bigint | null = null;
   let srcNext: bigint | null = null; // source video time where the previous GOP ended (90 kHz)
   let outEnd = 0n; // latest output time any track reached so far
@@ -175,7 +178,7 @@ export async function* walk(deps: Pick<HttpDeps, 'dataDir'>, picks: PickedSegmen
 }
 
 /** Bytes [start, end) of a planned output, converting only the GOPs they touch. */
-async function* replay(deps: Pick<HttpDeps, 'dataDir'>, plan: PlannedGop[], start: number, end: number): AsyncGenerator<Buffer> {
+async function* replay(deps: PsDeps, plan: PlannedGop[], start: number, end: number): AsyncGenerator<Buffer> {
   let pos = 0;
   let open = null as { seg: SegmentRecord; s: OpenSegment } | null;
   try {

@@ -21,7 +21,7 @@
  * of the last GOP, as it does the first GOP's frames before `from`).
  */
 import type { FileHandle } from 'node:fs/promises';
-import { openSegmentFile } from './segment-source.ts';
+import { openSegmentFile, type PsViews } from './segment-source.ts';
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { parseInit, type InitInfo } from '../media/mp4/init-info.ts';
@@ -81,12 +81,13 @@ function trackSeconds(ticks: bigint, timescale: number): number {
   return Number(ticks) / timescale;
 }
 
-export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBody> {
+/** `views`: the node's PS views (playback/read-caches.ts), kept across requests. */
+export async function planFmp4Range(slices: SegmentSlice[], views?: PsViews): Promise<Fmp4RangeBody> {
   const first = slices[0];
   if (!first || first.fragments.length === 0) throw new Mp4FormatError('MP4_NO_INIT', 'nothing to serve');
   let storedInit: Buffer;
   {
-    const fh = await openSegmentFile(first.path);
+    const fh = await openSegmentFile(first.path, views);
     try {
       storedInit = await readExactly(fh, 0, first.initSize);
     } finally {
@@ -106,7 +107,7 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
   const trackEnd = new Map<number, number>(); // output ticks where each track's last sample ends
   for (const slice of slices) {
     if (slice.fragments.length === 0) continue;
-    const fh = await openSegmentFile(slice.path);
+    const fh = await openSegmentFile(slice.path, views);
     let head: MoofInfo;
     let tail: MoofInfo;
     try {
@@ -166,12 +167,12 @@ export async function planFmp4Range(slices: SegmentSlice[]): Promise<Fmp4RangeBo
     etag,
     init,
     stream(start = 0, endInclusive = contentLength - 1) {
-      return Readable.from(generate(initBytes, planned, init, start, endInclusive + 1), { objectMode: false });
+      return Readable.from(generate(initBytes, planned, init, start, endInclusive + 1, views), { objectMode: false });
     },
   };
 }
 
-async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: InitInfo, start: number, end: number): AsyncGenerator<Buffer> {
+async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: InitInfo, start: number, end: number, views: PsViews | undefined): AsyncGenerator<Buffer> {
   let pos = 0;
   if (start < initBytes.length) yield initBytes.subarray(start, Math.min(end, initBytes.length));
   pos = initBytes.length;
@@ -185,7 +186,7 @@ async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: In
       if (fragStart >= end) break;
       if (fhPath !== f.path) {
         await fh?.close();
-        fh = await openSegmentFile(f.path);
+        fh = await openSegmentFile(f.path, views);
         // A file smaller than planned was rewritten (thinned) since: refuse, never mix.
         await checkUnchanged(fh, f.path, f.fileBytes);
         fhPath = f.path;

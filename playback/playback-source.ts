@@ -2,9 +2,8 @@
  * Feeds playback streams from the index, lazily: segments are looked up in small
  * batches as the stream reaches them (no long-lived LMDB read transaction, no list of
  * a month of segments in memory), forwards from the GOP holding `from` up to `to`, or
- * backwards from the GOP holding `from` down to `to` for reverse play. Also the one
- * shared table cache (playback/sample-table.ts) of a node, and the parsing of the
- * playback query shared by HTTP `/play` and WebSocket sessions.
+ * backwards from the GOP holding `from` down to `to` for reverse play. Also the parsing
+ * of the playback query shared by HTTP `/play` and WebSocket sessions.
  */
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
@@ -14,22 +13,8 @@ import { iso, parseTimeMs } from '../lib/time.ts';
 import { MAX_SPEED, MIN_SPEED, trickMode, type TrickMode } from '../media/mp4/fmp4-trick.ts';
 import type { PlaybackFragment, PlaybackSegment } from './playback-stream.ts';
 import { gopsOverlapping } from './gop-range.ts';
-import { SampleTableCache, type PersistedTableSource } from './sample-table.ts';
 
 const BATCH = 16;
-const caches = new WeakMap<RecorderIndex, SampleTableCache>();
-
-/**
- * The node's sample-table cache (one per index, shared by download, /play and
- * sessions), backed by the tables persisted at segment close when `persisted` is given
- * (every HTTP route passes the node's; the first call decides).
- */
-export function tableCache(index: RecorderIndex, persisted?: PersistedTableSource): SampleTableCache {
-  let c = caches.get(index);
-  if (!c) caches.set(index, (c = new SampleTableCache(undefined, persisted)));
-  return c;
-}
-
 /** The GOPs of `seg` overlapping [fromMs, toMs) (playback/gop-range.ts), as playback fragments. */
 function fragmentsOf(seg: SegmentRecord, fromMs: number, toMs: number): PlaybackFragment[] {
   return gopsOverlapping(seg, fromMs, toMs).map((g) => ({ offset: g.offset, size: g.size, timeMs: g.startMs }));

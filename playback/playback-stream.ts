@@ -180,7 +180,7 @@ export class PlaybackStream {
     if (this.fh && this.fhPath === path) return this.fh;
     await this.fh?.close().catch(() => undefined);
     this.fh = null;
-    this.fh = await openSegmentFile(path);
+    this.fh = await openSegmentFile(path, this.cache.views);
     await checkUnchanged(this.fh, path, this.seg?.fileBytes);
     this.fhPath = path;
     return this.fh;

@@ -20,7 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { openSegmentFile } from './segment-source.ts';
+import { openSegmentFile, type PsViews } from './segment-source.ts';
 import { Readable, type Writable } from 'node:stream';
 import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, type Box } from '../media/mp4/boxes.ts';
 import { isSyncSample } from '../media/mp4/moof.ts';
@@ -680,8 +680,8 @@ const RING = 2;
  * holds RING buffers and nothing more. Read any other way (async iteration, 'data'),
  * each chunk is a fresh buffer.
  */
-export function progressiveStream(layout: ProgressiveLayout, start = 0, endInclusive = layout.contentLength - 1, onError?: (err: unknown, part: FilePart) => unknown): Readable {
-  return new ProgressiveBody(layout, start, endInclusive + 1, onError);
+export function progressiveStream(layout: ProgressiveLayout, start = 0, endInclusive = layout.contentLength - 1, onError?: (err: unknown, part: FilePart) => unknown, views?: PsViews): Readable {
+  return new ProgressiveBody(layout, start, endInclusive + 1, onError, views);
 }
 
 /** Where the body is: the head, then the parts in order, opening their files as needed. */
@@ -698,6 +698,7 @@ class BodyCursor {
     start: number,
     private readonly end: number,
     private readonly onError?: (err: unknown, part: FilePart) => unknown,
+    private readonly views?: PsViews,
   ) {
     this.pos = start;
     this.partStart = layout.head.length;
@@ -754,7 +755,7 @@ class BodyCursor {
     try {
       if (this.fhPath !== first.path) {
         await this.close();
-        this.fh = await openSegmentFile(first.path);
+        this.fh = await openSegmentFile(first.path, this.views);
         await checkUnchanged(this.fh, first.path, first.fileBytes);
         this.fhPath = first.path;
       }
@@ -785,9 +786,9 @@ class ProgressiveBody extends Readable {
   /** Wakes a pump waiting for a buffer (a write done, or the body destroyed). */
   private wake: (() => void) | null = null;
 
-  constructor(layout: ProgressiveLayout, start: number, end: number, onError?: (err: unknown, part: FilePart) => unknown) {
+  constructor(layout: ProgressiveLayout, start: number, end: number, onError?: (err: unknown, part: FilePart) => unknown, views?: PsViews) {
     super({ highWaterMark: READ_CHUNK });
-    this.cursor = new BodyCursor(layout, start, end, onError);
+    this.cursor = new BodyCursor(layout, start, end, onError, views);
   }
 
   override _read(): void {

@@ -5,19 +5,19 @@
  * version, and produce any byte range alone, so the route's Range/If-Range handling
  * is the same for both.
  *
- * Built heads (ftyp+moov+mdat header, ~1 MB per hour of video) are kept in a small
- * LRU by ETag: resumed downloads and many clients of one range share one head.
+ * Built heads (ftyp+moov+mdat header, ~1 MB per hour of video) are kept in the node's
+ * LRU by ETag (playback/read-caches.ts): resumed downloads and many clients of one
+ * range share one head.
  */
 import { Readable } from 'node:stream';
 import type { Logger } from '../lib/log.ts';
 import { ValidationError } from '../lib/errors.ts';
 import { planFmp4Range } from './fmp4-range.ts';
 import { segmentError } from './playback-stream.ts';
-import { buildProgressive, progressiveEtag, progressiveStream, type ProgressiveLayout } from './progressive-mp4.ts';
-import type { PersistedTableSource, SegmentTables } from './sample-table.ts';
-import type { RecorderIndex } from '../index/db.ts';
+import { buildProgressive, progressiveEtag, progressiveStream } from './progressive-mp4.ts';
+import type { SegmentTables } from './sample-table.ts';
 import type { RangeSelection } from './range-selection.ts';
-import { tableCache } from './playback-source.ts';
+import type { ReadCaches } from './read-caches.ts';
 
 /**
  * The body of a HEAD reply: empty, as a stream. Fastify's automatic HEAD route reads a
@@ -34,31 +34,17 @@ export interface RangeBody {
   stream(start?: number, endInclusive?: number): Readable;
 }
 
-const HEAD_CACHE_BYTES = 32 * 1024 * 1024;
 const READ_PARALLEL = 4;
-const heads = new Map<string, ProgressiveLayout>();
-let headBytes = 0;
-
-function remember(etag: string, layout: ProgressiveLayout): void {
-  if (layout.head.length > HEAD_CACHE_BYTES / 4) return;
-  heads.set(etag, layout);
-  headBytes += layout.head.length;
-  for (const [key, l] of heads) {
-    if (headBytes <= HEAD_CACHE_BYTES) break;
-    heads.delete(key);
-    headBytes -= l.head.length;
-  }
-}
 
 /**
  * `fromMs`/`toMs` are the instants asked for; `sel` the GOPs covering them. The
  * progressive body's edit lists cut presentation to exactly [fromMs, toMs).
  */
-export async function rangeBody(deps: { index: RecorderIndex; log: Logger; tables?: PersistedTableSource | undefined }, sel: RangeSelection, fromMs: number, toMs: number, format: string | undefined): Promise<RangeBody> {
+export async function rangeBody(deps: { log: Logger; caches: ReadCaches }, sel: RangeSelection, fromMs: number, toMs: number, format: string | undefined): Promise<RangeBody> {
   if (format === 'fmp4') {
     let body: RangeBody;
     try {
-      body = await planFmp4Range(sel.slices);
+      body = await planFmp4Range(sel.slices, deps.caches.psViews);
     } catch (err) {
       throw segmentError(err, 'of the range');
     }
@@ -72,7 +58,7 @@ export async function rangeBody(deps: { index: RecorderIndex; log: Logger; table
     };
   }
   if (format !== undefined && format !== 'mp4') throw new ValidationError(`format: expected mp4 (progressive, default) or fmp4, got ${JSON.stringify(format)}`);
-  const cache = tableCache(deps.index, deps.tables);
+  const cache = deps.caches.tables;
   // Segments not cached yet are read a few at a time: from their persisted tables, or
   // (none yet, or not usable) from their moofs, ~30 per segment, where running in
   // parallel uses the disk's queue and the thread pool.
@@ -92,25 +78,29 @@ export async function rangeBody(deps: { index: RecorderIndex; log: Logger; table
   const skipMs = Math.max(0, fromMs - sel.fromMs);
   const trimEndMs = Math.max(0, sel.toMs - toMs);
   const etag = progressiveEtag(tables[0]!.init, sel.slices, skipMs, trimEndMs);
-  let layout = heads.get(etag);
-  if (layout) {
-    heads.delete(etag);
-    heads.set(etag, layout);
-  } else {
+  // The head (moov, sample tables) of a download asked for again is not built again.
+  let layout = deps.caches.progressiveHeads.get(etag);
+  if (!layout) {
     layout = buildProgressive({ segments: tables, skipMs, trimEndMs });
-    remember(etag, layout);
+    deps.caches.progressiveHeads.set(etag, layout);
   }
   const built = layout;
   return {
     contentLength: built.contentLength,
     etag,
     stream(start = 0, endInclusive = built.contentLength - 1) {
-      return progressiveStream(built, start, endInclusive, (err, part) => {
-        const e = segmentError(err, part.path);
-        // Logged once here; the connection is then aborted short of Content-Length.
-        deps.log.warn({ err: e, file: part.path }, 'download aborted: segment unreadable');
-        return e;
-      });
+      return progressiveStream(
+        built,
+        start,
+        endInclusive,
+        (err, part) => {
+          const e = segmentError(err, part.path);
+          // Logged once here; the connection is then aborted short of Content-Length.
+          deps.log.warn({ err: e, file: part.path }, 'download aborted: segment unreadable');
+          return e;
+        },
+        deps.caches.psViews,
+      );
     },
   };
 }

@@ -18,7 +18,8 @@
  * anything else is refused with MP4_UNSUPPORTED rather than served wrong.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { openSegmentFile } from './segment-source.ts';
+import { LRUCache } from 'lru-cache';
+import { openSegmentFile, type PsViews } from './segment-source.ts';
 import { createHash } from 'node:crypto';
 import { Mp4FormatError } from '../media/mp4/boxes.ts';
 import { parseInit, type InitInfo } from '../media/mp4/init-info.ts';
@@ -92,8 +93,8 @@ async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
  * view like everything else. `fileBytes` is what the caller's index says; a file
  * smaller than that is refused (MP4_TRUNCATED).
  */
-export async function readFileTables(path: string, initSize: number, fragments: readonly FragmentRef[], fileBytes: number): Promise<PersistedTables> {
-  const fh = await openSegmentFile(path);
+export async function readFileTables(path: string, initSize: number, fragments: readonly FragmentRef[], fileBytes: number, views?: PsViews): Promise<PersistedTables> {
+  const fh = await openSegmentFile(path, views);
   try {
     await checkUnchanged(fh, path, fileBytes);
     const init = await readExactly(fh, 0, initSize);
@@ -145,15 +146,15 @@ function tableBytes(f: FragmentTable): number {
 }
 
 /**
- * LRU of segment tables bounded by an estimate of their heap bytes (default 16 MiB:
- * about 3 hours of one 25 fps camera with AAC). Whole segments are evicted, oldest
- * use first.
+ * LRU (lru-cache) of segment tables bounded by an estimate of their heap bytes
+ * (default 16 MiB: about 3 hours of one 25 fps camera with AAC). Whole segments are
+ * evicted, oldest use first; a segment's size is counted again each time it is read.
+ * One per node, built with the node's read caches (playback/read-caches.ts).
  */
 export class SampleTableCache {
-  private readonly segments = new Map<string, CachedSegment>();
+  private readonly segments: LRUCache<string, CachedSegment>;
   /** Parsed inits by content: a camera's segments nearly always share one init. */
-  private readonly inits = new Map<string, InitInfo>();
-  private total = 0;
+  private readonly inits = new LRUCache<string, InitInfo>({ max: 64 });
 
   constructor(
     // Small on purpose: a miss with a persisted record costs ~0.1 ms per segment, while
@@ -161,10 +162,14 @@ export class SampleTableCache {
     // pauses were the p99 of bench/playback's cold first bytes: 55–90 ms, 46–50 at 16).
     readonly maxBytes = 16 * 1024 * 1024,
     private readonly persisted?: PersistedTableSource,
-  ) {}
+    /** PS views kept across opens (the node's); without, each read converts what it reads. */
+    readonly views?: PsViews,
+  ) {
+    this.segments = new LRUCache<string, CachedSegment>({ maxSize: maxBytes, sizeCalculation: (seg) => Math.max(1, seg.bytes) });
+  }
 
   get bytes(): number {
-    return this.total;
+    return this.segments.calculatedSize;
   }
 
   /**
@@ -189,32 +194,26 @@ export class SampleTableCache {
       }
     }
     if (!seg || missing.length > 0) {
-      const fh = await openSegmentFile(path);
+      const fh = await openSegmentFile(path, this.views);
       try {
         if (!seg) {
           const init = await readExactly(fh, 0, initSize);
           seg = { fileBytes: fileBytes ?? 0, init, info: this.initInfo(init), fragments: new Map(), bytes: initSize + 2000 };
-          this.total += seg.bytes;
         }
         for (const ref of missing) {
           const table = fragmentTable(await readMoofAt(fh, ref), ref, seg.info);
           const old = seg.fragments.get(ref.offset);
-          const cost = tableBytes(table) - (old ? tableBytes(old) : 0);
           seg.fragments.set(ref.offset, table);
-          seg.bytes += cost;
-          this.total += cost;
+          seg.bytes += tableBytes(table) - (old ? tableBytes(old) : 0);
         }
       } finally {
         await fh.close();
       }
     }
     if (fileBytes !== undefined && fileBytes > seg.fileBytes) seg.fileBytes = fileBytes;
-    // Most recently used goes last.
-    this.segments.delete(path);
+    // Most recently used, at its size now; older segments go while the total is over maxBytes.
     this.segments.set(path, seg);
-    const out: SegmentTables = { path, ...(fileBytes !== undefined ? { fileBytes } : {}), init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
-    this.evict(path);
-    return out;
+    return { path, ...(fileBytes !== undefined ? { fileBytes } : {}), init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
   }
 
   /**
@@ -259,17 +258,12 @@ export class SampleTableCache {
       source.missing(path, (err as Error).message);
       return null;
     }
-    if (!seg) {
-      seg = { fileBytes, init: tables.init, info, fragments: new Map(), bytes: initSize + 2000 };
-      this.total += seg.bytes;
-    }
+    seg ??= { fileBytes, init: tables.init, info, fragments: new Map(), bytes: initSize + 2000 };
     for (const table of tables.fragments) {
       const old = seg.fragments.get(table.offset);
       if (old?.size === table.size) continue;
-      const cost = tableBytes(table) - (old ? tableBytes(old) : 0);
       seg.fragments.set(table.offset, table);
-      seg.bytes += cost;
-      this.total += cost;
+      seg.bytes += tableBytes(table) - (old ? tableBytes(old) : 0);
     }
     return seg;
   }
@@ -279,7 +273,6 @@ export class SampleTableCache {
     let info = this.inits.get(key);
     if (!info) {
       info = parseInit(init);
-      if (this.inits.size >= 64) this.inits.delete(this.inits.keys().next().value!);
       this.inits.set(key, info);
     }
     return info;
@@ -287,16 +280,6 @@ export class SampleTableCache {
 
   /** Forget a file (deleted or rewritten). */
   drop(path: string): void {
-    const seg = this.segments.get(path);
-    if (!seg) return;
-    this.total -= seg.bytes;
     this.segments.delete(path);
-  }
-
-  private evict(keep: string): void {
-    for (const [path] of this.segments) {
-      if (this.total <= this.maxBytes) break;
-      if (path !== keep) this.drop(path);
-    }
   }
 }

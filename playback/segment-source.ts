@@ -9,15 +9,21 @@
  *     box to exactly `size` (the writer makes every GOP big enough, ps-mux.ts). So the
  *     index's GOP table, initSize and byte counts are valid for both views, and every
  *     MP4 path (download, /play, frames, sample tables) serves PS recordings unchanged.
- * Converted GOPs are cached (LRU, CONVERTED_CACHE_BYTES); decode times are the PS
- * times (90 kHz video, unwrapped from the GOP info), so a segment's GOPs and the
- * segments of one session continue exactly as the fMP4 originals did.
+ * Decode times are the PS times (90 kHz video, unwrapped from the GOP info), so a
+ * segment's GOPs and the segments of one session continue exactly as the fMP4
+ * originals did.
+ *
+ * Caches: a PsViews (lru-cache, built with the node's read caches in the composition
+ * root, playback/read-caches.ts) keeps layouts by path and converted GOPs by bytes
+ * across opens; a handle opened without one converts each GOP once per handle (the
+ * last one is kept, which serves the moof-then-mdat reads of one GOP).
  *
  * Only `read`, `stat` and `close` are served on a PS view; it is typed as a FileHandle
  * for the readers that take one.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import type { EsTrack } from '../media/codec/codec-config.ts';
 import { MediaFormatError } from '../media/media-error.ts';
 import { firstGopOffset } from '../media/ps/ps-file.ts';
@@ -27,7 +33,9 @@ import { readUpTo } from '../media/mp4/file-read.ts';
 
 const HEAD_BYTES = 8192;
 const GOP_HEAD_BYTES = 1024;
-const CONVERTED_CACHE_BYTES = 48 * 1024 * 1024;
+/** Converted GOPs kept by a PsViews, and PS files whose layout it keeps. */
+export const CONVERTED_CACHE_BYTES = 48 * 1024 * 1024;
+const LAYOUTS = 1000;
 
 /** A `free` box of exactly `bytes` (≥ 8). */
 function freeBox(bytes: number): Buffer {
@@ -51,22 +59,14 @@ interface PsLayout {
   gops: { offset: number; size: number }[];
 }
 
-const layouts = new Map<string, PsLayout>();
-const converted = new Map<string, Buffer>();
-let convertedBytes = 0;
-
-function remember(key: string, bytes: Buffer): void {
-  converted.set(key, bytes);
-  convertedBytes += bytes.length;
-  for (const [k, v] of converted) {
-    if (convertedBytes <= CONVERTED_CACHE_BYTES || k === key) break;
-    converted.delete(k);
-    convertedBytes -= v.length;
-  }
+/** What PS views keep across opens (see the module comment); one per node. */
+export class PsViews {
+  readonly layouts = new LRUCache<string, PsLayout>({ max: LAYOUTS });
+  readonly converted = new LRUCache<string, Buffer>({ maxSize: CONVERTED_CACHE_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
 }
 
-async function layoutOf(path: string, fh: FileHandle): Promise<PsLayout> {
-  const cached = layouts.get(path);
+async function layoutOf(path: string, fh: FileHandle, views: PsViews | undefined): Promise<PsLayout> {
+  const cached = views?.layouts.get(path);
   if (cached) return cached;
   const head = await readUpTo(fh, 0, HEAD_BYTES);
   const headerBytes = firstGopOffset(head);
@@ -75,8 +75,7 @@ async function layoutOf(path: string, fh: FileHandle): Promise<PsLayout> {
   if (!first || first.offset !== 0) throw new MediaFormatError('PS_BAD_STREAM', `${path}: no GOP at ${headerBytes}`);
   const desc = describePs(demuxPs(await readUpTo(fh, headerBytes, first.gopBytes)));
   const layout: PsLayout = { init: padTo(desc.init, headerBytes, `${path} init`), tracks: desc.tracks, gops: [{ offset: headerBytes, size: first.gopBytes }] };
-  if (layouts.size > 1000) layouts.delete(layouts.keys().next().value!);
-  layouts.set(path, layout);
+  views?.layouts.set(path, layout);
   return layout;
 }
 
@@ -104,27 +103,35 @@ async function gopAt(layout: PsLayout, fh: FileHandle, pos: number, fileBytes: n
   return pos >= g.offset && pos < g.offset + g.size ? g : null;
 }
 
-async function convertedGop(path: string, layout: PsLayout, fh: FileHandle, gop: { offset: number; size: number }): Promise<Buffer> {
-  const key = `${path}:${gop.offset}:${gop.size}`;
-  const hit = converted.get(key);
-  if (hit) {
-    converted.delete(key);
-    converted.set(key, hit);
-    return hit;
-  }
+/** One GOP of `path` as the fMP4 it reads as, padded to the GOP's size. */
+async function convertGop(path: string, layout: PsLayout, fh: FileHandle, gop: { offset: number; size: number }): Promise<Buffer> {
   const ps = await readUpTo(fh, gop.offset, gop.size);
   if (ps.length !== gop.size) throw new MediaFormatError('PS_BAD_STREAM', `${path}: GOP at ${gop.offset} cut short`);
-  const bytes = padTo(psGopToFmp4(ps, layout.tracks, 1).fragment, gop.size, `${path} GOP at ${gop.offset}`);
-  remember(key, bytes);
-  return bytes;
+  return padTo(psGopToFmp4(ps, layout.tracks, 1).fragment, gop.size, `${path} GOP at ${gop.offset}`);
 }
 
 class PsFmp4Handle {
+  /** The GOP converted last by this handle (moof and mdat are read apart). */
+  private last: { key: string; bytes: Buffer } | null = null;
+
   constructor(
     private readonly path: string,
     private readonly fh: FileHandle,
     private readonly layout: PsLayout,
+    private readonly views: PsViews | undefined,
   ) {}
+
+  private async converted(gop: { offset: number; size: number }): Promise<Buffer> {
+    const key = `${this.path}:${gop.offset}:${gop.size}`;
+    if (this.last?.key === key) return this.last.bytes;
+    let bytes = this.views?.converted.get(key);
+    if (!bytes) {
+      bytes = await convertGop(this.path, this.layout, this.fh, gop);
+      this.views?.converted.set(key, bytes);
+    }
+    this.last = { key, bytes };
+    return bytes;
+  }
 
   async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number; buffer: Uint8Array }> {
     const fileBytes = (await this.fh.stat()).size;
@@ -139,7 +146,7 @@ class PsFmp4Handle {
       } else {
         const g = await gopAt(this.layout, this.fh, pos, fileBytes);
         if (!g) break; // a partial trailing GOP: nothing served past the last whole one
-        src = await convertedGop(this.path, this.layout, this.fh, g);
+        src = await this.converted(g);
         base = g.offset;
       }
       const n = Math.min(length - done, src.length - (pos - base));
@@ -158,36 +165,25 @@ class PsFmp4Handle {
   }
 }
 
-/** Opens a segment file for reading as fMP4 (see the module comment). */
-export async function openSegmentFile(path: string): Promise<FileHandle> {
+/** Opens a segment file for reading as fMP4 (see the module comment); `views` caches PS views across opens. */
+export async function openSegmentFile(path: string, views?: PsViews): Promise<FileHandle> {
   const fh = await open(path, 'r');
   if (!path.endsWith('.ps')) return fh;
   try {
-    const layout = await layoutOf(path, fh);
-    return new PsFmp4Handle(path, fh, layout) as unknown as FileHandle;
+    const layout = await layoutOf(path, fh, views);
+    return new PsFmp4Handle(path, fh, layout, views) as unknown as FileHandle;
   } catch (err) {
     await fh.close();
     throw err;
   }
 }
 
-/** Forget cached views of a file (deleted or rewritten). */
-export function forgetSegmentFile(path: string): void {
-  layouts.delete(path);
-  for (const k of converted.keys()) {
-    if (k.startsWith(`${path}:`)) {
-      convertedBytes -= converted.get(k)!.length;
-      converted.delete(k);
-    }
-  }
-}
-
 const STREAM_CHUNK = 256 * 1024;
 
 /** Bytes [start, endInclusive] of a segment file as fMP4 (see openSegmentFile), streamed. */
-export function segmentRangeStream(path: string, start: number, endInclusive: number): Readable {
+export function segmentRangeStream(path: string, start: number, endInclusive: number, views?: PsViews): Readable {
   async function* chunks(): AsyncGenerator<Buffer> {
-    const fh = await openSegmentFile(path);
+    const fh = await openSegmentFile(path, views);
     try {
       for (let p = start; p <= endInclusive; ) {
         const n = Math.min(STREAM_CHUNK, endInclusive + 1 - p);

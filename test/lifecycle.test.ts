@@ -96,7 +96,7 @@ test('once the shutdown began, HTTP answers every request 503 SHUTTING_DOWN and 
   const n = await startNode(t);
   const shutdown = new AbortController();
   shutdown.abort(shuttingDown());
-  const app = buildHttp({ service: n.node.service, index: n.node.index, dataDir: n.dataDir, log: silentLogger, ffmpegPath: 'ffmpeg', users: n.node.users, authRequired: false, metrics: n.node.metrics, signal: shutdown.signal });
+  const app = buildHttp({ service: n.node.service, index: n.node.index, dataDir: n.dataDir, log: silentLogger, ffmpegPath: 'ffmpeg', users: n.node.users, authRequired: false, metrics: n.node.metrics, caches: n.node.caches, signal: shutdown.signal });
   t.teardown(() => app.close());
   for (const [method, url] of [['PUT', '/api/cameras/late'], ['GET', '/api/health'], ['GET', '/api/cameras'], ['GET', '/no/such/route']] as const) {
     const res = await app.inject({ method, url, ...(method === 'PUT' ? { payload: { streams: { main: 'rtsp://127.0.0.1:1/x' } } } : {}) });

@@ -17,6 +17,7 @@ import { encodeGops } from '../index/gop-table.ts';
 import { createLogger } from '../lib/log.ts';
 import { scanFmp4File } from '../media/mp4/fmp4-file.ts';
 import { MAX_BUFFERED_BYTES, PlaybackSession } from '../api/playback-session.ts';
+import { createReadCaches } from '../playback/read-caches.ts';
 import { encode, tempDir } from './media/fixtures.ts';
 
 const START_MS = Date.UTC(2026, 9, 1, 8);
@@ -40,7 +41,7 @@ test('a client that stops reading stalls its session at the unsent-bytes bound; 
   t.teardown(() => new Promise<void>((r) => wss.close(() => r())));
   const server = new Promise<WebSocket>((resolve) =>
     wss.on('connection', (ws) => {
-      new PlaybackSession(ws, { index, dataDir: dir }, 'cam', createLogger('silent'));
+      new PlaybackSession(ws, { index, dataDir: dir, caches: createReadCaches() }, 'cam', createLogger('silent'));
       resolve(ws);
     }),
   );

@@ -34,7 +34,7 @@ test('an idle playback stream pins no snapshot: the index reuses its pages, and 
   // From inside the first closed segment: the walk starts with the segment before `from`.
   const seg = closed[0]!;
   const q = parsePlaybackQuery({ from: new Date(Math.round((seg.startMs + seg.endMs) / 2)).toISOString() });
-  const stream = await openPlayback({ index, dataDir: n.dataDir }, 'c', q);
+  const stream = await openPlayback({ index, dataDir: n.dataDir, caches: n.node.caches }, 'c', q);
   t.truthy(await stream.next(), 'a fragment was served; the player now waits');
 
   const file = join(n.dataDir, 'index', 'data.mdb');
