@@ -257,6 +257,7 @@ export class RecorderNode {
             config,
             clock,
             log,
+            signal,
             camera: (id) => {
               try {
                 return service.requireCamera(id);

@@ -27,6 +27,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { createActor, fromPromise, type ActorRefFrom } from 'xstate';
+import { followSignal } from '../lib/lifecycle.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import { applyLedger, gapsOverlapping, splitAt, subtract, timingIntervals, type Interval } from '../index/gap-ledger.ts';
 import type { CameraConfig, GapRecord, GapState, SchedulePlan, SegmentRecord } from '../index/records.ts';
@@ -64,6 +65,8 @@ export interface BackfillDeps {
   onSegmentClosed?: (segment: SegmentRecord) => void;
   /** The edge pull (tests inject a fake camera); default ingest/edge-replay.ts. */
   pull?: AttemptDeps['pull'];
+  /** The node's shutdown signal (lib/lifecycle.ts): when it aborts, pulls end and nothing new starts. */
+  signal?: AbortSignal;
 }
 
 type ClosedGap = GapRecord & { endMs: number };
@@ -86,12 +89,17 @@ export class BackfillManager {
   private readonly holding = new Set<string>();
   /** The actors' work in flight (a stop waits for it). */
   private readonly running = new Set<Promise<unknown>>();
-  private readonly abort = new AbortController();
+  /** Aborted by stop() or with the node's signal: running pulls end, no attempt starts. */
+  private readonly abort: AbortController;
   private syncTimer: NodeJS.Timeout | null = null;
-  private stopped = false;
   private readonly logic;
 
+  private get stopped(): boolean {
+    return this.abort.signal.aborted;
+  }
+
   constructor(private readonly deps: BackfillDeps) {
+    this.abort = followSignal(deps.signal);
     this.logic = backfillMachine.provide({
       actors: {
         claim: fromPromise(({ input }) => this.track(this.claim(input.camera, input.startMs))),
@@ -333,9 +341,8 @@ export class BackfillManager {
 
   /** Ends running pulls (they do not count as attempts), stops the actors (their delayed retries with them), waits. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.syncTimer) clearInterval(this.syncTimer);
     this.abort.abort();
+    if (this.syncTimer) clearInterval(this.syncTimer);
     for (const a of this.actors.values()) a.stop();
     this.actors.clear();
     this.waiting.length = 0;

@@ -2,9 +2,17 @@
  * lib/lifecycle.ts: components stop in reverse start order, the signal aborts before
  * the first stop, a failing stop does not keep the others (the data-dir lock) from
  * stopping, nothing starts once the shutdown began, and a parent signal aborting in the
- * middle of a start lets that start finish and stops everything started.
+ * middle of a start lets that start finish and stops everything started. The signal
+ * reaches components: a back-fill pull ends as the shutdown begins.
  */
 import test from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BackfillManager } from '../../backfill/manager.ts';
+import { RecorderIndex } from '../../index/db.ts';
+import type { CameraConfig } from '../../index/records.ts';
+import { configSchema } from '../../lib/config.ts';
 import { RecorderError } from '../../lib/errors.ts';
 import { Lifecycle, followSignal } from '../../lib/lifecycle.ts';
 import { silentLogger } from '../../lib/log.ts';
@@ -93,3 +101,54 @@ test("followSignal: a component's own stop signal aborts with its stop() or with
   t.true(followSignal(node.signal).signal.aborted, 'made after the abort: aborted already');
   t.false(followSignal(undefined).signal.aborted);
 });
+
+test("the node's signal reaches the back-fill manager: a pull in progress ends when the shutdown begins, before the manager's own stop", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'life-bf-'));
+  const index = await RecorderIndex.open(dir);
+  t.teardown(async () => {
+    await index.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
+  const camera: CameraConfig = { id: 'c', pool: 'default', streams: { main: 'rtsp://127.0.0.1:1/x' }, record: { stream: 'main', format: 'mp4' }, edge: { replayUrl: 'rtsp://127.0.0.1:1/edge', mode: 'onvif', rateControl: false } };
+  await index.cameras.put('c', camera);
+  await index.putGap({ camera: 'c', startMs: NOW - 120_000, endMs: NOW - 60_000, state: 'pending', reason: 'camera offline', attempts: 0 });
+  const node = new AbortController();
+  let pulling: AbortSignal | null = null;
+  let pullEnded = false;
+  const manager = new BackfillManager({
+    index,
+    config: configSchema.parse({ dataDir: dir, logLevel: 'silent' }),
+    clock: { nowMs: () => NOW },
+    log: silentLogger,
+    camera: (id) => (id === 'c' ? camera : undefined),
+    cameras: () => [camera],
+    raiseAlarm: () => undefined,
+    publish: () => undefined,
+    signal: node.signal,
+    // A camera whose replay never ends: the pull lasts until its signal aborts.
+    pull: (opts) =>
+      new Promise((_, reject) => {
+        pulling = opts.signal ?? null;
+        opts.signal?.addEventListener('abort', () => {
+          pullEnded = true;
+          reject(new RecorderError('EDGE_TIMEOUT', 'back-fill stopped: the recorder is shutting down'));
+        });
+      }),
+  });
+  t.teardown(() => manager.stop());
+  await manager.start();
+  await waitUntil(() => pulling !== null);
+  t.false(pullEnded);
+  node.abort(); // the shutdown begins; the manager's stop() comes later, in its turn
+  await waitUntil(() => pullEnded);
+  t.true(pulling!.aborted);
+  await manager.stop();
+  const gap = index.gaps.get(['c', NOW - 120_000])!;
+  t.not(gap.state, 'fetching', 'the gap was given back');
+});
+
+async function waitUntil(probe: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !probe(); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!probe()) throw new Error('condition never held');
+}
