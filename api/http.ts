@@ -41,7 +41,7 @@ const registered = new WeakMap<FastifyInstance, RouteOptions[]>();
 /** Every route of an app built by buildHttp, HEAD included, with its access as declared now. */
 export function registeredRoutes(app: FastifyInstance): RegisteredRoute[] {
   return (registered.get(app) ?? []).flatMap((r) =>
-    (Array.isArray(r.method) ? r.method : [r.method]).map((method) => ({ method: String(method), url: r.url, access: (r.config as { access?: RouteAccess } | undefined)?.access })),
+    (Array.isArray(r.method) ? r.method : [r.method]).map((method) => ({ method: String(method), url: r.url, access: (r.config)?.access })),
   );
 }
 

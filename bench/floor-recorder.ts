@@ -46,12 +46,12 @@ for (const [i, url] of urls.entries()) {
   children.push(child);
   const out = createWriteStream(join(outDir, `cam${i}.mp4`));
   if (!copyGops) {
-    child.stdout!.pipe(out);
+    child.stdout.pipe(out);
     continue;
   }
   let parts: Buffer[] = [];
   let held = 0;
-  child.stdout!.on('data', (b: Buffer) => {
+  child.stdout.on('data', (b: Buffer) => {
     parts.push(b);
     held += b.length;
     if (held < GOP_BYTES) return;

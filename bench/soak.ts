@@ -178,8 +178,8 @@ async function startRecorder(): Promise<string> {
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.pipe(log, { end: false });
-  child.stderr!.pipe(log, { end: false });
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
   recorder = child;
   recorderExit = new Promise<void>((r) =>
     child.once('exit', (code, signal) => {

@@ -620,7 +620,7 @@ function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, end
     const mdia = findChild(init, 'mdia', t.trak)!;
     const minf = findChild(init, 'minf', mdia)!;
     const hdlr = findChild(init, 'hdlr', mdia)!;
-    const stsd = findChild(init, 'stsd', findChild(init, 'stbl', minf)!)!;
+    const stsd = findChild(init, 'stsd', findChild(init, 'stbl', minf))!;
     const minfKeep = childBoxes(init, minf.offset + minf.headerSize, minf.offset + minf.size).filter((b) => b.type !== 'stbl').map((b) => slice(init, b));
     // Seconds of this track's media before the presentation start (negative: the track starts later).
     const lead = skipSec - t.startTicks / t.timescale;

@@ -213,7 +213,7 @@ export class SampleTableCache {
     if (fileBytes !== undefined && fileBytes > seg.fileBytes) seg.fileBytes = fileBytes;
     // Most recently used, at its size now; older segments go while the total is over maxBytes.
     this.segments.set(path, seg);
-    return { path, ...(fileBytes !== undefined ? { fileBytes } : {}), init: seg.init, info: seg.info, fragments: fragments.map((f) => seg!.fragments.get(f.offset)!) };
+    return { path, ...(fileBytes !== undefined ? { fileBytes } : {}), init: seg.init, info: seg.info, fragments: fragments.map((f) => seg.fragments.get(f.offset)!) };
   }
 
   /**

@@ -114,7 +114,7 @@ export class RecorderService {
     const valid = validate(cameraPutSchema, body);
     const parsed = restoreRedacted(valid, this.transient.get(valid.id) ?? this.index.cameras.get(valid.id));
     this.storage.requirePool(parsed.pool);
-    const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) } as CameraConfig;
+    const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) };
     if (opts.transient) this.transient.set(camera.id, camera);
     else await this.index.cameras.put(camera.id, camera);
     if (this.signal?.aborted) {

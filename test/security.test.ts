@@ -332,7 +332,7 @@ test('the seam: routes declaring lock/delete on a body camera, undeclared routes
     log: silentLogger,
     cameraPool: (id) => {
       if (!cameras[id]) throw new RecorderError('CAMERA_NOT_FOUND', `unknown camera ${id}`);
-      return { id, pool: cameras[id]! };
+      return { id, pool: cameras[id] };
     },
   });
   app.setErrorHandler((err, _req, reply) => {

@@ -76,7 +76,7 @@ export async function waitFor<T>(what: string, probe: () => T | Promise<T>, time
   for (;;) {
     try {
       const v = await probe();
-      if (v) return v as NonNullable<T>;
+      if (v) return v;
     } catch (err) {
       last = err;
     }
@@ -115,14 +115,14 @@ export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, 
   const logDir = process.env.TEST_RECORDER_LOG_DIR;
   if (logDir) {
     const out = createWriteStream(join(logDir, `${t.title.replace(/[^\w.-]+/g, '_')}-${child.pid}.log`));
-    child.stdout!.pipe(out, { end: false });
-    child.stderr!.pipe(out, { end: false });
+    child.stdout.pipe(out, { end: false });
+    child.stderr.pipe(out, { end: false });
     child.once('close', () => out.end());
   }
   let buf = '';
   const http = new Promise<string>((resolve, reject) => {
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (s: string) => {
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (s: string) => {
       buf += s;
       for (const line of buf.split('\n')) {
         if (!line.includes('"http listening"')) continue;

@@ -45,5 +45,5 @@ test.serial('a decode past its timeout is FRAMES_BUSY (try again), not an intern
 
 test.serial('ffmpeg failing on a bad input is still an error', async (t) => {
   const err = await t.throwsAsync(extractJpeg(Buffer.from('not a video at all'), Buffer.alloc(0), { ffmpegPath: '/usr/bin/ffmpeg' }));
-  t.regex(err!.message, /frame extraction/);
+  t.regex(err.message, /frame extraction/);
 });

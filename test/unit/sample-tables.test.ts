@@ -255,7 +255,7 @@ test('synthetic edge values survive the round trip; values that do not hold toge
   const refuse = (what: string, t2: PersistedTables, re: RegExp): void => {
     const err = t.throws(() => decodeSampleTables(encodeSampleTables(t2)), undefined, what);
     t.true(err instanceof SampleTableRecordError, what);
-    t.regex(err!.message, re, what);
+    t.regex(err.message, re, what);
   };
   refuse('a fragment past the file', { ...tables, fileBytes: tables.fileBytes - 1 }, /runs past the file/);
   const base: PersistedTables = { fileBytes: 7000, init, fragments: [fragA, fragB] };
