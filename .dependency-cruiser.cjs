@@ -58,6 +58,13 @@ module.exports = {
       to: { path: '^index/', pathNot: '^index/records\\.ts$' },
     },
     {
+      name: 'index-tables-private',
+      comment: 'the LMDB databases are private to index/: everything else reads and writes through the record stores of RecorderIndex (index/db.ts)',
+      severity: 'error',
+      from: { pathNot: '^index/' },
+      to: { path: '^index/(tables\\.ts$|migrations/)' },
+    },
+    {
       name: 'no-circular',
       comment: 'an import circle makes load order and ownership unclear',
       severity: 'error',

@@ -222,7 +222,7 @@ export class RecorderNode {
       self.caches = createReadCaches({ persisted: tables });
       self.journal = journal;
       self.reconcileReport = report;
-      self.users = new UserStore(index.root, clock);
+      self.users = new UserStore(index.users, clock);
       self.assertHttpAuth();
       const metrics = new RecorderMetrics({
         index,
@@ -265,7 +265,7 @@ export class RecorderNode {
                 return undefined;
               }
             },
-            cameras: () => index.listCameras(),
+            cameras: () => index.cameras.list(),
             raiseAlarm: cameraAlarm,
             publish: (progress) => self.natsApi?.publishBackfill(progress),
             onSegmentClosed: segmentClosed,

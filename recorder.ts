@@ -65,7 +65,7 @@ async function main(): Promise<number> {
     const { index } = await openCheckedIndex(config.dataDir, log, { metaOnly: await dataDirInUse(config.dataDir) });
     const journal = new JournalWriter(index, config.dataDir, log);
     try {
-      return await userCommand(new UserStore(index.root, systemClock), parsed.user!);
+      return await userCommand(new UserStore(index.users, systemClock), parsed.user!);
     } finally {
       await journal.flush().catch((err: unknown) => log.error({ err }, 'config journal not written'));
       await journal.stop();

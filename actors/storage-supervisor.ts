@@ -24,7 +24,6 @@ import { mkdir, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createActor, type ActorRefFrom } from 'xstate';
 import type { RecorderIndex } from '../index/db.ts';
-import { locksOf } from '../index/locks.ts';
 import { oldestFirst } from '../index/oldest-first.ts';
 import type { IntentRecord, LockRecord, PoolPolicy, SegmentRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
@@ -104,7 +103,7 @@ export class StorageSupervisor {
     let restored = 0;
     for (const pool of this.pools()) {
       if (!pool.backupDir) continue;
-      for (const seg of this.deps.index.allSegments()) {
+      for (const seg of this.deps.index.segments.all()) {
         if (seg.pool !== pool.id || seg.open) continue;
         const [primary, backup] = segmentCopies(this.deps.dataDir, seg, pool.backupDir) as [string, string];
         if (await exists(primary)) continue;
@@ -143,7 +142,7 @@ export class StorageSupervisor {
   }
 
   pools(): PoolPolicy[] {
-    return [...this.deps.index.pools.getRange({})].map((e) => e.value);
+    return this.deps.index.pools.list();
   }
 
   pool(id: string): PoolPolicy | undefined {
@@ -154,7 +153,7 @@ export class StorageSupervisor {
     const s = this.stats.get(pool.id);
     return {
       ...pool,
-      usageBytes: this.deps.index.poolUsage(pool.id),
+      usageBytes: this.deps.index.segments.poolUsage(pool.id),
       lockedBytes: this.lockedBytes(pool.id),
       deletedSegments: s?.deleted ?? 0,
       thinnedSegments: s?.thinned ?? 0,
@@ -197,7 +196,7 @@ export class StorageSupervisor {
   lockedBytes(poolId: string, extra?: { camera: string; startMs: number; endMs: number }): number {
     const now = this.deps.clock.nowMs();
     const byCamera = new Map<string, LockRecord[]>();
-    for (const { value } of this.deps.index.locks.getRange({})) {
+    for (const value of this.deps.index.locks.all()) {
       if (!lockActive(value, now)) continue;
       byCamera.set(value.camera, [...(byCamera.get(value.camera) ?? []), value]);
     }
@@ -206,7 +205,7 @@ export class StorageSupervisor {
     for (const [camera, locks] of byCamera) {
       const seen = new Set<number>();
       for (const l of locks) {
-        for (const seg of this.deps.index.segmentsInRange(camera, l.startMs, l.endMs)) {
+        for (const seg of this.deps.index.segments.inRange(camera, l.startMs, l.endMs)) {
           if (seg.pool !== poolId || seen.has(seg.startMs)) continue;
           seen.add(seg.startMs);
           bytes += seg.bytes;
@@ -255,12 +254,12 @@ export class StorageSupervisor {
     const locks = new Map<string, LockRecord[]>();
     const locksOfCamera = (camera: string): LockRecord[] => {
       let l = locks.get(camera);
-      if (!l) locks.set(camera, (l = locksOf(index, camera)));
+      if (!l) locks.set(camera, (l = index.locks.ofCamera(camera)));
       return l;
     };
     const plan = planRetention(
       policy,
-      index.poolUsage(poolId),
+      index.segments.poolUsage(poolId),
       oldestFirst(index, (s) => s.pool === poolId),
       locksOfCamera,
       now,
@@ -276,7 +275,7 @@ export class StorageSupervisor {
     }
     for (const seg of plan.thin) {
       if (this.stopped) return;
-      const fresh = index.segments.get([seg.camera, seg.startMs]);
+      const fresh = index.segments.get(seg.camera, seg.startMs);
       if (!fresh || isLocked(locksOfCamera(seg.camera), fresh.startMs, fresh.endMs, now)) continue;
       try {
         const r = await thinSegment(index, this.deps.dataDir, fresh, policy.backupDir);
@@ -290,11 +289,10 @@ export class StorageSupervisor {
   }
 
   private async releaseExpiredLocks(now: number): Promise<void> {
-    for (const { value } of [...this.deps.index.locks.getRange({})]) {
-      if (lockActive(value, now)) continue;
-      await this.deps.index.locks.remove([value.camera, value.startMs]);
-      this.deps.log.info({ camera: value.camera, lock: value.id }, 'lock expired and was released');
-    }
+    const expired = this.deps.index.locks.all().filter((l) => !lockActive(l, now));
+    if (expired.length === 0) return;
+    await this.deps.index.locks.apply({ put: [], remove: expired });
+    for (const l of expired) this.deps.log.info({ camera: l.camera, lock: l.id }, 'lock expired and was released');
   }
 
   private setBlocked(poolId: string, reason: string | null): void {
@@ -397,7 +395,7 @@ export class StorageSupervisor {
       // The headroom a full disk asked for is kept with at most half of our own video:
       // on a disk filled by something else, deleting every segment as it closes keeps
       // nothing and frees nothing lasting.
-      const ours = this.pools().reduce((sum, p) => sum + this.deps.index.poolUsage(p.id), 0);
+      const ours = this.pools().reduce((sum, p) => sum + this.deps.index.segments.poolUsage(p.id), 0);
       return { free: s.bavail * s.bsize, need: Math.max(configured, Math.min(this.fullFloor + reserveBytes, Math.floor(ours / 2))) };
     };
     let { free, need } = await threshold();
@@ -413,7 +411,7 @@ export class StorageSupervisor {
       let deleted = 0;
       for (const seg of oldestFirst(this.deps.index, (s) => !s.open)) {
         if (free >= need || this.stopped) break;
-        if (isLocked(locksOf(this.deps.index, seg.camera), seg.startMs, seg.endMs, now)) continue;
+        if (isLocked(this.deps.index.locks.ofCamera(seg.camera), seg.startMs, seg.endMs, now)) continue;
         const files = segmentCopies(this.deps.dataDir, seg, this.pool(seg.pool)?.backupDir);
         try {
           await deleteSegment(this.deps.index, seg, files);
@@ -456,7 +454,7 @@ export class StorageSupervisor {
     for (const pool of this.pools()) {
       if (!pool.backupDir || this.stopped) continue;
       const backupDir = pool.backupDir;
-      for (const seg of [...this.deps.index.allSegments()]) {
+      for (const seg of [...this.deps.index.segments.all()]) {
         if (seg.pool !== pool.id || seg.open) continue;
         const [primary, backup] = segmentCopies(this.deps.dataDir, seg, backupDir) as [string, string];
         const size = await stat(backup).then((s) => s.size, () => -1);

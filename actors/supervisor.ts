@@ -83,7 +83,7 @@ export class Supervisor {
     const { index, log, clock } = this.deps;
     this.logic = provideCamera({
       clock,
-      storeGap: (gap) => void index.putGap(gap).catch((err: Error) => log.error({ camera: gap.camera, err }, 'could not store gap')),
+      storeGap: (gap) => void index.gaps.put(gap).catch((err: Error) => log.error({ camera: gap.camera, err }, 'could not store gap')),
       storeRecording: (camera, state) => void index.recording.put(camera, state).catch((err: Error) => log.error({ camera, err }, 'could not persist events')),
       ingest: ingestActor(this.deps),
     });

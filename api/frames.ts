@@ -52,7 +52,7 @@ export interface StripEntry {
 export function thumbnailStrip(deps: HttpDeps, cameraId: string, fromMs: number, toMs: number, count: number, width: number): StripEntry[] {
   const out: StripEntry[] = [];
   const seen = new Set<string>();
-  const segs = deps.index.segmentsInRange(cameraId, fromMs, toMs);
+  const segs = deps.index.segments.inRange(cameraId, fromMs, toMs);
   let si = 0;
   for (let k = 0; k < count; k++) {
     const at = fromMs + Math.floor(((toMs - fromMs) * k) / count);
@@ -90,7 +90,7 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
     const asked = req.query.width === undefined ? undefined : Number(req.query.width);
     if (asked !== undefined && (!Number.isInteger(asked) || asked < 16 || asked > 3840)) throw new ValidationError('width: an integer from 16 to 3840');
     const width = asked === undefined ? undefined : frameWidth(asked);
-    const seg = deps.index.segmentsInRange(camera.id, atMs, atMs + 1)[0];
+    const seg = deps.index.segments.inRange(camera.id, atMs, atMs + 1)[0];
     if (!seg || seg.startMs > atMs) throw new NoVideoError(`no video of camera ${camera.id} at ${iso(atMs)}`);
     const gops = decodeGops(seg.gops);
     let i = gops.length - 1;

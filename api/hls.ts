@@ -28,7 +28,7 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
     const lines: string[] = [];
     let maxDurSec = 1;
     let prev: { endMs: number; codecKey: string } | null = null;
-    for (const seg of deps.index.segmentsInRange(camera.id, fromMs, toMs)) {
+    for (const seg of deps.index.segments.inRange(camera.id, fromMs, toMs)) {
       const uri = `segments/${seg.startMs}.mp4`;
       const picked: string[] = [];
       let firstMs: number | null = null;
@@ -53,7 +53,7 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
     const camera = deps.service.requireCamera(req.params.id);
     const m = /^(\d{10,15})\.mp4$/.exec(req.params.file);
     if (!m) throw new RecorderError('NOT_FOUND', `no segment ${JSON.stringify(req.params.file)}`);
-    const seg = deps.index.segments.get([camera.id, Number(m[1])]);
+    const seg = deps.index.segments.get(camera.id, Number(m[1]));
     if (!seg) throw new RecorderError('NOT_FOUND', `no segment ${req.params.file} of camera ${camera.id}`);
     void reply.header('Content-Type', 'video/mp4');
     const { start, end } = replyRange(req, reply, seg.bytes);

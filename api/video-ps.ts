@@ -60,7 +60,7 @@ type PsDeps = Pick<HttpDeps, 'dataDir'> & Partial<Pick<HttpDeps, 'caches'>>;
 /** The GOPs of every segment overlapping [fromMs, toMs), in time order. */
 export function pickGops(deps: Pick<HttpDeps, 'index'>, camera: string, fromMs: number, toMs: number): PickedSegment[] {
   const out: PickedSegment[] = [];
-  for (const seg of deps.index.segmentsInRange(camera, fromMs, toMs)) {
+  for (const seg of deps.index.segments.inRange(camera, fromMs, toMs)) {
     const picked = gopsOverlapping(seg, fromMs, toMs);
     if (picked.length === 0) continue;
     out.push({ seg, gops: picked.map((g) => ({ offset: g.offset, size: g.size })), firstMs: picked[0]!.startMs, lastMs: picked[picked.length - 1]!.endMs });

@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
-import { applyLedger, pieces, settleAttempt, subtract, type Interval } from '../index/gap-ledger.ts';
+import { pieces, settleAttempt, subtract, type Interval } from '../index/gap-ledger.ts';
 import type { CameraConfig, GapRecord, SegmentRecord } from '../index/records.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { RecorderError, toRecorderError } from '../lib/errors.ts';
@@ -100,7 +100,7 @@ export async function releaseAttempt(deps: AttemptDeps, cameraId: string, gap: G
 }
 
 function storedIn(index: RecorderIndex, cameraId: string, gap: GapRecord & { endMs: number }): Interval[] {
-  return index.segmentTimesInRange(cameraId, gap.startMs, gap.endMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
+  return index.segments.timesInRange(cameraId, gap.startMs, gap.endMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
 }
 
 /** Pulls every hole of the gap (piece by piece) and writes what came; the first error ends it. */
@@ -157,7 +157,7 @@ async function settle(deps: AttemptDeps, cameraId: string, gap: GapRecord & { en
     minMs: MIN_HOLE_MS,
     counts: !signal.aborted,
   });
-  await applyLedger(deps.index, cameraId, [gap.startMs], records);
+  await deps.index.gaps.replace(cameraId, [gap.startMs], records);
   const filledMs = records.filter((r) => r.state === 'filled').reduce((n, r) => n + (r.endMs! - r.startMs), 0);
   return { records, error, filledMs };
 }

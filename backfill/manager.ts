@@ -29,7 +29,7 @@ import { rm } from 'node:fs/promises';
 import { createActor, fromPromise, type ActorRefFrom } from 'xstate';
 import { followSignal } from '../lib/lifecycle.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import { applyLedger, gapsOverlapping, splitAt, subtract, timingIntervals, type Interval } from '../index/gap-ledger.ts';
+import { splitAt, subtract, timingIntervals, type Interval } from '../index/gap-ledger.ts';
 import type { CameraConfig, GapRecord, GapState, SchedulePlan, SegmentRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { RecorderConfig } from '../lib/config.ts';
@@ -186,8 +186,8 @@ export class BackfillManager {
   private async recorderDownGaps(camera: CameraConfig, nowMs: number): Promise<void> {
     const { index } = this.deps;
     const put: GapRecord[] = [];
-    let until = index.lastSegment(camera.id)?.endMs ?? null;
-    for (const { value } of index.gaps.getRange({ start: [camera.id, -1], end: [camera.id, Number.MAX_SAFE_INTEGER] })) {
+    let until = index.segments.last(camera.id)?.endMs ?? null;
+    for (const value of index.gaps.ofCamera(camera.id)) {
       if (value.endMs === null) put.push({ ...value, endMs: Math.max(nowMs, value.startMs + 1), state: 'pending' });
       else if (value.state === 'fetching') put.push({ ...value, state: 'pending' }); // cut by a crash
       const end = value.endMs ?? nowMs;
@@ -200,7 +200,7 @@ export class BackfillManager {
       }
     }
     if (put.length > 0) {
-      await applyLedger(index, camera.id, [], put);
+      await index.gaps.replace(camera.id, [], put);
       this.deps.log.info({ camera: camera.id, gaps: put.length }, 'gaps from before the start recorded');
     }
   }
@@ -222,12 +222,12 @@ export class BackfillManager {
     if (toMs > nowMs) throw new RecorderError('BAD_RANGE', `to (${iso(toMs)}) is in the future: only past video can be back-filled`);
     const { index } = this.deps;
     const window = { fromMs, toMs };
-    const overlapping = gapsOverlapping(index, cameraId, fromMs, toMs);
+    const overlapping = index.gaps.closedInRange(cameraId, fromMs, toMs);
     // A record being fetched is left whole: its attempt replaces it when it ends.
     const busy = overlapping.filter((g) => g.state === 'fetching');
     const existing = overlapping.filter((g) => g.state !== 'fetching');
     const split = splitAt(existing, [fromMs, toMs]);
-    const video: Interval[] = index.segmentTimesInRange(cameraId, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
+    const video: Interval[] = index.segments.timesInRange(cameraId, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
     const recorded = [...split, ...busy].map((g) => ({ fromMs: g.startMs, toMs: g.endMs! }));
     const fresh: GapRecord[] = subtract(window, [...video, ...recorded], MIN_HOLE_MS).map((h) => ({ camera: cameraId, startMs: h.fromMs, endMs: h.toMs, state: 'pending', reason: 'manual back-fill', attempts: 0 }));
     const inside = split.map((g) => {
@@ -237,7 +237,7 @@ export class BackfillManager {
       const { nextAttemptMs: _drop, ...rest } = g;
       return { ...rest, state: 'pending' as const, attempts: 0 };
     });
-    await applyLedger(index, cameraId, existing.map((g) => g.startMs), [...inside, ...fresh]);
+    await index.gaps.replace(cameraId, existing.map((g) => g.startMs), [...inside, ...fresh]);
     const wanted = [...inside, ...fresh].filter((g) => g.startMs >= fromMs && g.endMs! <= toMs).sort((a, b) => a.startMs - b.startMs);
     for (const g of wanted) if (g.state === 'pending') this.enqueue(cameraId, g.startMs);
     this.deps.log.info({ camera: cameraId, fromMs, toMs, gaps: wanted.length }, 'manual back-fill requested');
@@ -252,20 +252,20 @@ export class BackfillManager {
     for (const camera of this.deps.cameras()) {
       if (!camera.edge || camera.transient) continue;
       // Only between video we have: before a camera's first segment it was not ours.
-      const it = index.allSegments(camera.id)[Symbol.iterator]();
+      const it = index.segments.all(camera.id)[Symbol.iterator]();
       const first = it.next().value;
       it.return?.(); // ends the LMDB range read
       if (!first) continue;
       const fromMs = Math.max(nowMs - config.backfillSyncHours * 3600_000, first.startMs);
       if (toMs <= fromMs) continue;
       const plan = index.schedules.get(camera.id);
-      const video: Interval[] = index.segmentTimesInRange(camera.id, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
-      const known: Interval[] = index.gapsInRange(camera.id, fromMs, toMs, nowMs).map((g) => ({ fromMs: g.startMs, toMs: g.endMs ?? nowMs }));
+      const video: Interval[] = index.segments.timesInRange(camera.id, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
+      const known: Interval[] = index.gaps.inRange(camera.id, fromMs, toMs, nowMs).map((g) => ({ fromMs: g.startMs, toMs: g.endMs ?? nowMs }));
       const fresh: GapRecord[] = [];
       for (const want of timingIntervals(plan, fromMs, toMs)) {
         for (const h of subtract(want, [...video, ...known], MIN_HOLE_MS)) fresh.push({ camera: camera.id, startMs: h.fromMs, endMs: h.toMs, state: 'pending', reason: 'found by the periodic sync', attempts: 0 });
       }
-      if (fresh.length > 0) await applyLedger(index, camera.id, [], fresh);
+      if (fresh.length > 0) await index.gaps.replace(camera.id, [], fresh);
       this.queueDue(camera.id, 'periodic');
     }
   }
@@ -275,7 +275,7 @@ export class BackfillManager {
     const camera = this.deps.camera(cameraId);
     if (!camera?.edge || this.stopped) return;
     const nowMs = this.deps.clock.nowMs();
-    for (const { value: g } of this.deps.index.gaps.getRange({ start: [cameraId, -1], end: [cameraId, Number.MAX_SAFE_INTEGER] })) {
+    for (const g of this.deps.index.gaps.ofCamera(cameraId)) {
       if (g.endMs === null || (g.state !== 'pending' && g.state !== 'partial')) continue;
       const wait = (g.nextAttemptMs ?? 0) - nowMs;
       this.actor(cameraId)?.send({ type: 'DUE', startMs: g.startMs, ...(wait > 0 ? { inMs: wait } : {}) });
@@ -289,12 +289,12 @@ export class BackfillManager {
 
   /** Marks a due record `fetching` for its actor (null: it is no longer due, or its camera is gone). */
   private async claim(cameraId: string, startMs: number): Promise<ClosedGap | null> {
-    const gap = this.deps.index.gaps.get([cameraId, startMs]);
+    const gap = this.deps.index.gaps.get(cameraId, startMs);
     if (!gap || gap.endMs === null || !this.deps.camera(cameraId)) return null;
     // `fetching` here is one a release could not give back: only this camera's actor fetches its records.
     if (gap.state !== 'pending' && gap.state !== 'partial' && gap.state !== 'fetching') return null;
     const fetching: ClosedGap = { ...gap, endMs: gap.endMs, state: 'fetching' };
-    await this.deps.index.putGap(fetching);
+    await this.deps.index.gaps.put(fetching);
     return fetching;
   }
 

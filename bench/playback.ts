@@ -106,13 +106,15 @@ async function prepare(dir: string): Promise<{ files: string[]; bytes: number }>
         camera, startMs, endMs: startMs + 60_000, file: own, format: 'mp4', pool: 'default', stream: 'main', bytes: file.length, initSize: scan.initSize,
         mimeType: scan.info.mimeType, codecKey: scan.info.codecKey, types: [{ type: 'timing', fromMs: startMs }], gops: encodeGops(gops), open: false, flags: {},
       };
-      await index.putSegment(seg);
+      await index.segments.put(seg);
       if (!camera.startsWith('moof')) tables.segmentClosed(seg);
     }
   }
   await tables.idle();
-  const stored = [...index.sampletables.getRange({})];
-  const recordBytes = stored.filter((e) => e.key[0] === 'bench').reduce((n, e) => n + e.value.length, 0);
+  const recordBytes = index.segments
+    .sampleTableKeys()
+    .filter((k) => k.camera === 'bench')
+    .reduce((n, k) => n + (index.segments.sampleTables(k.camera, k.startMs)?.length ?? 0), 0);
   console.log(`persisted sample tables: ${tables.stats.stored} records; one camera's hour: ${(recordBytes / 1e3).toFixed(0)} kB in ${MINUTES} records (GOP tables: ${((MINUTES * scan.fragments.length * 12) / 1e3).toFixed(0)} kB)`);
   await index.close();
   return { files, bytes: total };

@@ -12,9 +12,11 @@
  * and a restart onto the still-full disk died again at its first commit.
  *
  * So, per process, `guardCommitRejections()` installs an `unhandledRejection` listener
- * that takes exactly these rejections (they are also seen, with their cause, by the
- * index's own observer: index/db.ts) and leaves every other one to Node's default
- * (it rethrows when it is the only listener, which ends the process as before).
+ * that takes exactly these rejections, and the STORAGE_IO errors the index's stores
+ * turn them into (`typedCommit`) on writes nobody awaited (all are also seen, with
+ * their cause, by the index's own observer: index/db.ts), and leaves every other one
+ * to Node's default (it rethrows when it is the only listener, which ends the process
+ * as before).
  */
 import { RecorderError } from '../lib/errors.ts';
 
@@ -86,14 +88,29 @@ export function guardCommitRejections(): void {
       return;
     }
     if (isCommitCause(reason, promise)) return;
+    // The same failure as our stores type it (typedCommit), on a write nobody awaited.
+    if (isIndexWriteError(reason)) return;
     // Not ours: what Node would have done without a listener (others may be listening: ava).
     if (process.listenerCount('unhandledRejection') === 1) throw reason;
   });
 }
 
+/** A failed index commit as the stores report it (STORAGE_IO from typedCommit). */
+export function isIndexWriteError(err: unknown): boolean {
+  if (!(err instanceof RecorderError) || err.code !== 'STORAGE_IO') return false;
+  return (err.details as { index?: boolean } | undefined)?.index === true;
+}
+
 /** A write of the index failed because the disk (or the map) is full. */
 export function isIndexFullError(err: unknown): boolean {
-  if (!(err instanceof RecorderError) || err.code !== 'STORAGE_IO') return false;
-  const d = err.details as { errno?: string; index?: boolean } | undefined;
-  return d?.index === true && describeCause(Object.assign(new Error(''), { code: d.errno })).full;
+  if (!isIndexWriteError(err)) return false;
+  const d = (err as RecorderError).details as { errno?: string };
+  return describeCause(Object.assign(new Error(''), { code: d.errno })).full;
+}
+
+/** A write's promise whose commit failure rejects as STORAGE_IO with its errno. */
+export function typedCommit<T>(p: Promise<T>): Promise<T> {
+  return p.then(undefined, async (err: unknown) => {
+    throw isCommitFailure(err) ? indexWriteError(await commitCause(err), err) : err;
+  });
 }

@@ -10,11 +10,10 @@
  * After an attempt, a record is split where the index now has video: covered pieces
  * become `filled` records (kept, so search shows what was back-filled), uncovered ones
  * stay to be retried (`partial` if anything was filled, else `pending`) until the
- * attempts run out (`unavailable`). The pure functions here decide; `applyLedger`
- * writes their result in one transaction.
+ * attempts run out (`unavailable`). The pure functions here decide; the gap store
+ * (index/gap-store.ts `replace`) writes their result in one commit.
  */
-import type { RecorderIndex } from './db.ts';
-import type { GapRecord, GapState, SchedulePlan } from './records.ts';
+import type { GapRecord, GapState, SchedulePlan, SegmentRecord } from './records.ts';
 import { nextChangeMs, plannedAt } from '../schedule/plan.ts';
 
 export interface Interval {
@@ -141,28 +140,16 @@ export function splitAt(records: readonly GapRecord[], cutsMs: readonly number[]
   return out;
 }
 
-/** Replaces `remove` (keys) with `put` in one transaction. */
-export async function applyLedger(index: RecorderIndex, camera: string, removeStartMs: readonly number[], put: readonly GapRecord[]): Promise<void> {
-  await index.gaps.transaction(() => {
-    for (const s of removeStartMs) void index.gaps.remove([camera, s]);
-    for (const g of put) void index.gaps.put([g.camera, g.startMs], g);
-  });
-}
-
-/** Closed records of a camera overlapping [fromMs, toMs). */
-export function gapsOverlapping(index: RecorderIndex, camera: string, fromMs: number, toMs: number): GapRecord[] {
-  const out: GapRecord[] = [];
-  for (const { value } of index.gaps.getRange({ start: [camera, -1], end: [camera, toMs] })) {
-    if (value.endMs !== null && value.endMs > fromMs) out.push(value);
-  }
-  return out;
+/** What accountedUntilMs reads of the index (RecorderIndex's segment and gap stores). */
+export interface AccountedIndex {
+  segments: { last(camera: string): Pick<SegmentRecord, 'endMs'> | undefined };
+  gaps: { last(camera: string): GapRecord | undefined };
 }
 
 /** The end of what a camera's index accounts for: its last segment or its last gap record. */
-export function accountedUntilMs(index: RecorderIndex, camera: string): number | null {
-  let end = index.lastSegment(camera)?.endMs ?? null;
-  for (const { value } of index.gaps.getRange({ start: [camera, Number.MAX_SAFE_INTEGER], end: [camera, -1], reverse: true, limit: 1 })) {
-    if (value.camera === camera && value.endMs !== null && (end === null || value.endMs > end)) end = value.endMs;
-  }
+export function accountedUntilMs(index: AccountedIndex, camera: string): number | null {
+  let end = index.segments.last(camera)?.endMs ?? null;
+  const gap = index.gaps.last(camera);
+  if (gap && gap.endMs !== null && (end === null || gap.endMs > end)) end = gap.endMs;
   return end;
 }

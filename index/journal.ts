@@ -30,13 +30,13 @@ import { open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
-import { JOURNALED, type JournaledDb, type RecorderIndex } from './db.ts';
+import { JOURNALED, type JournaledDb, type JournalRows, type RecorderIndex } from './db.ts';
 
 export const JOURNAL_FILE = 'config-journal.json';
 const FORMAT = 1;
 const RETRY_MS = 5000;
 
-export type JournalRecords = Record<JournaledDb, [unknown, unknown][]>;
+export type JournalRecords = JournalRows;
 
 export interface JournalSnapshot {
   format: number;
@@ -54,13 +54,7 @@ export function journalPath(dataDir: string): string {
 export function snapshotOf(index: RecorderIndex): JournalSnapshot | null {
   const indexId = index.id;
   if (!indexId) return null;
-  const records = {} as JournalRecords;
-  for (const name of JOURNALED) records[name] = [...dbOf(index, name).getRange({})].map((e) => [e.key, e.value] as [unknown, unknown]);
-  return { format: FORMAT, indexId, writtenAt: new Date().toISOString(), records };
-}
-
-function dbOf(index: RecorderIndex, name: JournaledDb): { getRange(o: object): Iterable<{ key: unknown; value: unknown }>; put(k: unknown, v: unknown): Promise<boolean> } {
-  return index[name] as never;
+  return { format: FORMAT, indexId, writtenAt: new Date().toISOString(), records: index.journaledRows() };
 }
 
 /** The journal on disk; null when there is none. A file that is not one is an error. */
@@ -142,7 +136,7 @@ export function journalMismatch(index: RecorderIndex, journal: JournalSnapshot |
   if (journal.indexId !== index.id && holdsRecords(journal.records)) {
     return `the index at ${join(dataDir, 'index')} is not the one ${journalPath(dataDir)} was written from (it lists ${what}): the index was deleted, replaced or cut to nothing, and starting on it would lose those records, every lock with them, and switch HTTP authentication off on loopback`;
   }
-  if (journal.records.users.length > 0 && index.users.getKeysCount({ limit: 1 }) === 0) {
+  if (journal.records.users.length > 0 && index.users.count() === 0) {
     return `the index has no users but ${journalPath(dataDir)} lists ${journal.records.users.length}: starting would switch HTTP authentication off on loopback`;
   }
   return null;
@@ -162,21 +156,12 @@ export function assertJournalMatches(index: RecorderIndex, journal: JournalSnaps
 export async function restoreFromJournal(index: RecorderIndex, journal: JournalSnapshot): Promise<Partial<Record<JournaledDb, number>>> {
   const restored: Partial<Record<JournaledDb, number>> = {};
   for (const name of JOURNALED) {
-    const db = dbOf(index, name);
-    const existing = [...db.getRange({})].map((e) => e.key);
+    const existing = index.journaledKeys(name);
     // Pools: the default pool is created at every start; the others are what counts.
     if (existing.some((k) => name !== 'pools' || k !== 'default')) continue;
     const rows = journal.records[name].filter(([key]) => !existing.includes(key as string));
     if (rows.length === 0) continue;
-    const writes: Promise<boolean>[] = [];
-    for (const [key, value] of rows) {
-      writes.push(db.put(key, value));
-      if (name === 'labels') {
-        const l = value as { camera: string; startMs: number; id: string };
-        writes.push(index.labelidx.put([l.camera, l.startMs, l.id], null));
-      }
-    }
-    await Promise.all(writes);
+    await index.restoreJournaled(name, rows);
     restored[name] = rows.length;
   }
   return restored;

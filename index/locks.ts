@@ -2,18 +2,39 @@
  * Lock ranges of a camera (invariant 3). Stored locks of a camera never overlap: a new
  * lock absorbs every lock it overlaps or touches (the union of the ranges, the later
  * expiry, "forever" winning); an unlock of a range cuts it out of the locks it hits,
- * splitting one when the range is inside it. Pure functions plus small index reads.
+ * splitting one when the range is inside it. Pure functions (mergeLock, cutLocks) that
+ * decide a change, and the store (`locks`, key [camera, startMs]) that commits it whole.
  */
 import { randomUUID } from 'node:crypto';
-import type { RecorderIndex } from './db.ts';
+import { typedCommit } from './commit-guard.ts';
 import type { LockRecord } from './records.ts';
+import type { Tables } from './tables.ts';
 
-export function locksOf(index: RecorderIndex, camera: string): LockRecord[] {
-  return [...index.locks.getRange({ start: [camera, -Infinity], end: [camera, Infinity] })].map((e) => e.value);
-}
+export class LockStore {
+  constructor(private readonly t: Tables) {}
 
-export function allLocks(index: RecorderIndex): LockRecord[] {
-  return [...index.locks.getRange({})].map((e) => e.value);
+  /** A camera's locks (active or expired but not yet released), in time order. */
+  ofCamera(camera: string): LockRecord[] {
+    return [...this.t.locks.getRange({ start: [camera, -Infinity], end: [camera, Infinity] })].map((e) => e.value);
+  }
+
+  all(): LockRecord[] {
+    return [...this.t.locks.getRange({})].map((e) => e.value);
+  }
+
+  byId(id: string): LockRecord | undefined {
+    return this.all().find((l) => l.id === id);
+  }
+
+  /** Applies a change in one commit: removals first (keys may be reused by puts). */
+  async apply(change: LockChange): Promise<void> {
+    await typedCommit(
+      this.t.locks.transaction(() => {
+        for (const l of change.remove) void this.t.locks.remove([l.camera, l.startMs]);
+        for (const l of change.put) void this.t.locks.put([l.camera, l.startMs], l);
+      }),
+    );
+  }
 }
 
 export interface LockChange {
@@ -59,12 +80,4 @@ export function cutLocks(existing: readonly LockRecord[], fromMs: number, toMs: 
     if (l.endMs > toMs) change.put.push({ ...l, id: l.startMs < fromMs ? randomUUID() : l.id, startMs: toMs });
   }
   return change;
-}
-
-/** Applies a change in one commit batch: removals first (keys may be reused by puts). */
-export async function applyLockChange(index: RecorderIndex, change: LockChange): Promise<void> {
-  const writes: Promise<boolean>[] = [];
-  for (const l of change.remove) writes.push(index.locks.remove([l.camera, l.startMs]));
-  for (const l of change.put) writes.push(index.locks.put([l.camera, l.startMs], l));
-  await Promise.all(writes);
 }

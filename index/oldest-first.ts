@@ -3,7 +3,7 @@
  * each camera's key range, so a retention pass that deletes a few segments reads only
  * a few records per camera, however long the history.
  *
- * Stopping early is free: the per-camera walks (RecorderIndex.allSegments) hold no
+ * Stopping early is free: the per-camera walks (SegmentStore.all) hold no
  * LMDB cursor between batches, and a consumer's `break` closes them all here too.
  */
 import type { RecorderIndex } from './db.ts';
@@ -11,8 +11,8 @@ import type { SegmentRecord } from './records.ts';
 
 export function* oldestFirst(index: RecorderIndex, keep: (seg: SegmentRecord) => boolean): Generator<SegmentRecord> {
   const heads: { it: Iterator<SegmentRecord>; seg: SegmentRecord }[] = [];
-  for (const camera of [...index.segmentCameras()]) {
-    const it = index.allSegments(camera)[Symbol.iterator]();
+  for (const camera of [...index.segments.cameras()]) {
+    const it = index.segments.all(camera)[Symbol.iterator]();
     const first = nextKept(it, keep);
     if (first) heads.push({ it, seg: first });
   }

@@ -1,6 +1,7 @@
 /**
  * Records kept in the index. Plain data (msgpack-encoded by lmdb-js); units in names.
- * Changing a shape means bumping SCHEMA_VERSION in db.ts and writing a migration.
+ * Changing a shape means a numbered migration (index/migrations/) that rewrites the
+ * records an older build wrote; docs/design/index-layout.md says how.
  */
 
 export type StreamName = 'main' | 'sub';
@@ -165,3 +166,67 @@ export interface LabelRecord {
 export type IntentRecord =
   | { kind: 'delete'; camera: string; startMs: number; files: string[] }
   | { kind: 'thin'; camera: string; startMs: number; file: string; tmp: string };
+
+/** Key of an intent: [kind, camera, startMs] (one of each kind per segment at most). */
+export type IntentKey = [IntentRecord['kind'], string, number];
+
+/**
+ * What of a camera's recording state survives a restart (db `recording`): the event
+ * runs by type (schedule/events.ts TypeState) and whether manual recording is on.
+ */
+export interface SavedRecording {
+  events: Record<string, { startedMs: number; open: boolean; endMs: number }>;
+  manual: boolean;
+}
+
+export type UserRole = 'admin' | 'operator' | 'viewer';
+
+/** A user of the HTTP interface (security/users.ts decides what it may do). */
+export interface UserRecord {
+  name: string;
+  role: UserRole;
+  /** Pool ids, or `*` for all; ignored for admins (they are global). */
+  pools: string[];
+  /** Salted scrypt (security/passwords.ts). */
+  passwordHash?: string;
+  /** SHA-256 of the API token's secret part, hex. */
+  tokenSha256?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+// ---- smart stream (index/smart.ts) --------------------------------------------
+
+/** What a packet carries, decided from its bytes (smart/onvif-meta.ts classify). */
+export const SMART_KINDS = ['onvif', 'klv', 'sei', 'data'] as const;
+export type SmartKind = (typeof SMART_KINDS)[number];
+
+export type SmartKey = [string, number, number];
+
+export interface SmartRecord {
+  /** startMs of the smart file that holds the packet (key of `smartfiles`). */
+  fileMs: number;
+  /** Offset of the record (its header) in that file, and header + payload bytes. */
+  offset: number;
+  size: number;
+  kind: SmartKind;
+  classes?: string[];
+  rules?: string[];
+  topics?: string[];
+  objects?: number;
+  /** The time the packet states for itself (ONVIF Frame/@UtcTime), if any. */
+  contentMs?: number;
+}
+
+export interface SmartFileRecord {
+  camera: string;
+  startMs: number;
+  /** ms of the last committed record. */
+  endMs: number;
+  /** Relative to the data dir: smart/<camera>/<yyyy-mm-dd>/<startMs>.smart */
+  file: string;
+  /** Durable bytes the index covers (header + committed records). */
+  bytes: number;
+  records: number;
+  open: boolean;
+}

@@ -42,7 +42,7 @@ export function search(index: RecorderIndex, q: { camera: string; fromMs: number
   const spans: SpanMs[] = [];
   // One day summary per UTC day (index/day-summary.ts): a month is ~31 reads.
   for (const day of daysOf(q.fromMs, q.toMs)) {
-    for (const run of index.daySummary(q.camera, day)) {
+    for (const run of index.segments.daySummary(q.camera, day)) {
       if (wanted && !wanted.has(run.type)) continue;
       const fromMs = Math.max(run.fromMs, q.fromMs);
       const toMs = Math.min(run.toMs, q.toMs);
@@ -50,7 +50,7 @@ export function search(index: RecorderIndex, q: { camera: string; fromMs: number
       addRun(spans, { type: run.type, fromMs, toMs });
     }
   }
-  const gaps = index.gapsInRange(q.camera, q.fromMs, q.toMs, q.nowMs).map((g) => ({
+  const gaps = index.gaps.inRange(q.camera, q.fromMs, q.toMs, q.nowMs).map((g) => ({
     fromMs: Math.max(g.startMs, q.fromMs),
     toMs: Math.min(g.endMs ?? q.nowMs, q.toMs),
     state: g.state,

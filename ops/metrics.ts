@@ -153,11 +153,11 @@ export class RecorderMetrics {
       if (written.fragments > 0) this.fragments.inc(labels, written.fragments);
       else this.fragments.inc(labels, 0); // the series exists from the first scrape
       this.bytes.inc(labels, written.bytes);
-      const last = this.deps.index.lastSegment(c.id);
+      const last = this.deps.index.segments.last(c.id);
       if (last) this.lastWrite.set(labels, last.endMs / 1000);
       this.bitrate.set(labels, last && now - last.endMs < STALE_MS ? bitrateOf(last) : 0);
       const byState = new Map<string, number>();
-      for (const { value } of this.deps.index.gaps.getRange({ start: [c.id, -1], end: [c.id, Number.MAX_SAFE_INTEGER] })) {
+      for (const value of this.deps.index.gaps.ofCamera(c.id)) {
         byState.set(value.state, (byState.get(value.state) ?? 0) + 1);
       }
       for (const [state, n] of byState) this.gaps.set({ ...labels, state }, n);
@@ -179,7 +179,7 @@ export class RecorderMetrics {
   private cursorFor(camera: string): Cursor {
     let cur = this.cursors.get(camera);
     if (!cur) {
-      const last = this.deps.index.lastSegment(camera);
+      const last = this.deps.index.segments.last(camera);
       cur = last ? { startMs: last.startMs, bytes: last.bytes, gops: gopCount(last.gops) } : { startMs: -1, bytes: 0, gops: 0 };
       this.cursors.set(camera, cur);
     }
@@ -191,7 +191,7 @@ export class RecorderMetrics {
     const cur = this.cursorFor(camera);
     let fragments = 0;
     let bytes = 0;
-    for (const { value: seg } of this.deps.index.segments.getRange({ start: [camera, Math.max(cur.startMs, 0)], end: [camera, Number.MAX_SAFE_INTEGER] })) {
+    for (const seg of this.deps.index.segments.all(camera, Math.max(cur.startMs, 0))) {
       const gops = gopCount(seg.gops);
       if (seg.startMs === cur.startMs) {
         fragments += Math.max(0, gops - cur.gops);
@@ -226,21 +226,10 @@ export function bitrateOf(seg: Pick<SegmentRecord, 'gops' | 'startMs' | 'endMs'>
   return endMs > fromMs ? Math.round((bytes * 8 * 1000) / (endMs - fromMs)) : 0;
 }
 
-/**
- * Pools as the index knows them: the `pools` db (policies) and the index's per-pool
- * usage, when this build's index has them; pools that only cameras name are included.
- * Read defensively so the metrics work with or without the retention code.
- */
+/** Pools as the index knows them (policies and usage); pools that only cameras name are included. */
 function defaultPoolStats(index: RecorderIndex, cameras: CameraSnapshot[]): PoolStats[] {
-  const ix = index as unknown as {
-    pools?: { getRange(o: object): Iterable<{ key: string; value: { capacityBytes?: number | null } }> };
-    poolUsage?: (pool: string) => number;
-  };
   const capacity = new Map<string, number | null>();
-  if (ix.pools && typeof ix.pools.getRange === 'function') {
-    for (const { key, value } of ix.pools.getRange({})) capacity.set(key, typeof value?.capacityBytes === 'number' ? value.capacityBytes : null);
-  }
+  for (const p of index.pools.list()) capacity.set(p.id, p.capacityBytes);
   for (const c of cameras) if (!capacity.has(c.pool)) capacity.set(c.pool, null);
-  if (typeof ix.poolUsage !== 'function') return [];
-  return [...capacity].map(([pool, capacityBytes]) => ({ pool, capacityBytes, usedBytes: ix.poolUsage!.call(index, pool) }));
+  return [...capacity].map(([pool, capacityBytes]) => ({ pool, capacityBytes, usedBytes: index.segments.poolUsage(pool) }));
 }

@@ -31,20 +31,20 @@ function toPlayback(dataDir: string, seg: SegmentRecord, fragments: PlaybackFrag
  */
 export function* playbackSegments(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, reverse: boolean): Generator<PlaybackSegment> {
   if (!reverse) {
-    // The segment that starts before `from` may hold it. Read whole before yielding: a
-    // yield inside an lmdb-js range iteration keeps its read transaction open for as
-    // long as the consumer waits (a paused or slow player, or one that went away), and
-    // an open read transaction stops LMDB from reusing any page freed after it: the
-    // index file then grew by every commit (issue 13: 5.3 MB of index for 0.4 MB of video).
-    for (const { value } of [...index.segments.getRange({ start: [camera, fromMs], end: [camera, -1], reverse: true, limit: 1 })]) {
-      if (value.camera === camera && value.endMs > fromMs && value.startMs < fromMs) {
-        const f = fragmentsOf(value, fromMs, toMs);
-        if (f.length) yield toPlayback(dataDir, value, f);
-      }
+    // The segment that starts before `from` may hold it. Every read here returns whole
+    // records before anything is yielded: a yield inside an lmdb-js range iteration keeps
+    // its read transaction open for as long as the consumer waits (a paused or slow
+    // player, or one that went away), and an open read transaction stops LMDB from
+    // reusing any page freed after it: the index file then grew by every commit (issue
+    // 13: 5.3 MB of index for 0.4 MB of video).
+    const before = index.segments.atOrBefore(camera, fromMs);
+    if (before && before.endMs > fromMs && before.startMs < fromMs) {
+      const f = fragmentsOf(before, fromMs, toMs);
+      if (f.length) yield toPlayback(dataDir, before, f);
     }
     let next = fromMs;
     for (;;) {
-      const batch = [...index.segments.getRange({ start: [camera, next], end: [camera, toMs], limit: BATCH })].map((e) => e.value);
+      const batch = index.segments.page(camera, next, { toMs, limit: BATCH });
       for (const seg of batch) {
         const f = fragmentsOf(seg, fromMs, toMs);
         if (f.length) yield toPlayback(dataDir, seg, f);
@@ -55,7 +55,7 @@ export function* playbackSegments(index: RecorderIndex, dataDir: string, camera:
   }
   let next = fromMs;
   for (;;) {
-    const batch = [...index.segments.getRange({ start: [camera, next], end: [camera, -1], reverse: true, limit: BATCH })].map((e) => e.value);
+    const batch = index.segments.page(camera, next, { reverse: true, limit: BATCH });
     for (const seg of batch) {
       if (seg.camera !== camera) return;
       if (seg.endMs <= toMs) return;

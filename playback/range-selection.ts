@@ -24,7 +24,7 @@ export function selectRange(index: RecorderIndex, dataDir: string, camera: strin
   let mimeType = '';
   let firstMs: number | null = null;
   let lastMs = fromMs;
-  for (const seg of index.segmentsInRange(camera, fromMs, toMs)) {
+  for (const seg of index.segments.inRange(camera, fromMs, toMs)) {
     if (codecKey !== null && seg.codecKey !== codecKey) break;
     const fragments = [];
     for (const g of gopsOverlapping(seg, fromMs, toMs)) {

@@ -11,8 +11,9 @@
  * Successful Basic checks are cached for CACHE_MS (scrypt costs ~50 ms, and a player
  * makes many requests); any change to a user made here clears the cache.
  */
-import type { Database, RootDatabase } from 'lmdb';
 import { z } from 'zod';
+import type { UserTable } from '../index/config-stores.ts';
+import type { UserRecord } from '../index/records.ts';
 import { validate } from '../lib/validate.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { iso, type Clock } from '../lib/time.ts';
@@ -20,18 +21,6 @@ import { ID_PATTERN } from '../storage/layout.ts';
 import { ALL_POOLS, ROLES, type Principal, type Role } from './access.ts';
 import { hashPassword, newToken, tokenDigest, verifyPassword } from './passwords.ts';
 import { timingSafeEqual } from 'node:crypto';
-
-export interface UserRecord {
-  name: string;
-  role: Role;
-  /** Pool ids, or `*` for all; ignored for admins (they are global). */
-  pools: string[];
-  passwordHash?: string;
-  /** SHA-256 of the token's secret part, hex. */
-  tokenSha256?: string;
-  createdAt: string;
-  updatedAt: string;
-}
 
 /** What leaves the store: never a hash. */
 export interface UserView {
@@ -63,22 +52,20 @@ export function userNameValid(n: string): boolean {
 }
 
 export class UserStore {
-  private readonly db: Database<UserRecord, string>;
   private readonly cache = new Map<string, { principal: Principal; untilMs: number }>();
 
   constructor(
-    root: RootDatabase,
+    /** The index's users (RecorderIndex.users). */
+    private readonly db: UserTable,
     private readonly clock: Clock,
-  ) {
-    this.db = root.openDB<UserRecord, string>({ name: 'users' });
-  }
+  ) {}
 
   count(): number {
-    return this.db.getKeysCount();
+    return this.db.count();
   }
 
   list(): UserView[] {
-    return [...this.db.getRange({})].map((e) => view(e.value));
+    return this.db.list().map(view);
   }
 
   get(userName: string): UserView {
@@ -154,7 +141,7 @@ export class UserStore {
 
   /** Users exist only with an admin among them, or nobody could manage them any more. */
   private refuseLastAdmin(userName: string): void {
-    const admins = [...this.db.getRange({})].filter((e) => e.value.role === 'admin' && e.key !== userName).length;
+    const admins = this.db.list().filter((u) => u.role === 'admin' && u.name !== userName).length;
     if (admins === 0) throw new RecorderError('VALIDATION_FAILED', `${JSON.stringify(userName)} is the last admin: add another admin first`);
   }
 }

@@ -100,7 +100,7 @@ export class RecorderService {
 
   /** Starts an actor for every camera persisted in the index (restart without the VMS). */
   resume(): number {
-    const cameras = this.index.listCameras();
+    const cameras = this.index.cameras.list();
     for (const camera of cameras) this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
     return cameras.length;
   }
@@ -133,18 +133,16 @@ export class RecorderService {
     await this.supervisor.remove(id);
     this.transient.delete(id);
     await this.index.cameras.remove(id);
-    await this.index.schedules.remove(id);
-    await this.index.recording.remove(id);
     let purged = 0;
     if (purge) {
       // Crash-safe order: drop the index entry, then unlink (a crash leaves an orphan
       // file that reconcile re-indexes or removes, never an entry without a file).
-      for (const seg of [...this.index.allSegments(id)]) {
-        await this.index.removeSegment(id, seg.startMs);
+      for (const seg of [...this.index.segments.all(id)]) {
+        await this.index.segments.remove(id, seg.startMs);
         await rm(join(this.dataDir, seg.file), { force: true });
         purged++;
       }
-      for (const { key } of [...this.index.gaps.getRange({ start: [id, -1], end: [id, Number.MAX_SAFE_INTEGER] })]) await this.index.gaps.remove(key);
+      await this.index.gaps.removeCamera(id);
       await deleteSmartRange(this.index, this.dataDir, id, -1, Number.MAX_SAFE_INTEGER, true);
     }
     this.log.info({ camera: id, purge, purged }, 'camera deleted');
@@ -152,7 +150,7 @@ export class RecorderService {
   }
 
   listCameras(opts: ViewOptions = {}): CameraView[] {
-    return [...this.index.listCameras(), ...this.transient.values()].map((c) => this.view(c, opts));
+    return [...this.index.cameras.list(), ...this.transient.values()].map((c) => this.view(c, opts));
   }
 
   getCamera(body: unknown, opts: ViewOptions = {}): CameraView {
@@ -267,7 +265,7 @@ export class RecorderService {
 
   private view(camera: CameraConfig, opts: ViewOptions): CameraView {
     const live = this.supervisor.live(camera.id);
-    const lastEndMs = this.index.lastSegment(camera.id)?.endMs ?? null;
+    const lastEndMs = this.index.segments.last(camera.id)?.endMs ?? null;
     return {
       ...(opts.credentials ? camera : redactCamera(camera)),
       status: live?.state ?? 'stopped',

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { RecorderIndex } from '../index/db.ts';
-import { smartFilesInRange, smartInRange, smartNext, type SmartFilter, type SmartHit } from '../index/smart.ts';
+import type { SmartFilter, SmartHit } from '../index/smart.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
 import { SMART_FORMAT_VERSION, SMART_KINDS, encodeFileHeader } from '../smart/smart-frame.ts';
@@ -101,7 +101,7 @@ export class SmartService {
     const q = validate(smartSearchSchema, body);
     this.requireCamera(q.camera);
     const { fromMs, toMs } = parseRangeMs(q.from, q.to);
-    const { hits, truncated } = smartInRange(this.index, q.camera, fromMs, toMs, filterOf(q), q.limit ?? SMART_SEARCH_DEFAULT_LIMIT);
+    const { hits, truncated } = this.index.smart.inRange(q.camera, fromMs, toMs, filterOf(q), q.limit ?? SMART_SEARCH_DEFAULT_LIMIT);
     return { records: hits.map(view), truncated };
   }
 
@@ -111,7 +111,7 @@ export class SmartService {
     this.requireCamera(q.camera);
     const reverse = q.before !== undefined;
     const atMs = reverse ? parseTimeMs(q.before, 'before') : parseTimeMs(q.after, 'after');
-    const hit = smartNext(this.index, q.camera, atMs, filterOf(q), reverse);
+    const hit = this.index.smart.next(q.camera, atMs, filterOf(q), reverse);
     if (!hit) throw new RecorderError('NO_SMART_DATA', `no smart-stream packet of camera ${q.camera} ${reverse ? 'before' : 'after'} ${iso(atMs)} matches`);
     return { record: view(hit) };
   }
@@ -135,14 +135,14 @@ export class SmartService {
     let lastMs = fromMs;
     // Records of one file are in time order: the in-range ones are one contiguous span.
     const spans = new Map<number, { start: number; end: number }>();
-    for (const h of smartInRange(this.index, camera, fromMs, toMs, {}, Number.MAX_SAFE_INTEGER).hits) {
+    for (const h of this.index.smart.inRange(camera, fromMs, toMs, {}, Number.MAX_SAFE_INTEGER).hits) {
       const span = spans.get(h.record.fileMs);
       if (span) span.end = h.record.offset + h.record.size;
       else spans.set(h.record.fileMs, { start: h.record.offset, end: h.record.offset + h.record.size });
       firstMs ??= h.ms;
       lastMs = h.ms;
     }
-    for (const f of smartFilesInRange(this.index, camera, fromMs, toMs)) {
+    for (const f of this.index.smart.filesInRange(camera, fromMs, toMs)) {
       const span = spans.get(f.startMs);
       if (span && span.end <= f.bytes) parts.push({ path: join(this.dataDir, f.file), rel: f.file, ...span });
     }

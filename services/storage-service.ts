@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { resolve, relative, isAbsolute } from 'node:path';
 import type { StorageSupervisor, PoolView } from '../actors/storage-supervisor.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import { applyLockChange, cutLocks, locksOf, mergeLock } from '../index/locks.ts';
+import { cutLocks, mergeLock } from '../index/locks.ts';
 import type { LabelRecord, LockRecord, PoolPolicy } from '../index/records.ts';
 import { DEFAULT_MAX_LOCK_SHARE, lockActive } from '../storage/retention-policy.ts';
 import { NoVideoError, RecorderError, ValidationError } from '../lib/errors.ts';
@@ -103,9 +103,9 @@ export class StorageService {
     const untilMs = q.until === undefined || q.until === null ? null : parseTimeMs(q.until, 'until');
     if (untilMs !== null && untilMs <= now) throw new ValidationError(`until (${iso(untilMs)}) is already past`);
     return this.storage.exclusive(async () => {
-      const segs = this.index.segmentsInRange(camera.id, fromMs, toMs);
+      const segs = this.index.segments.inRange(camera.id, fromMs, toMs);
       if (segs.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)} to lock`);
-      const change = mergeLock(locksOf(this.index, camera.id).filter((l) => lockActive(l, now)), { camera: camera.id, startMs: fromMs, endMs: toMs, untilMs }, now);
+      const change = mergeLock(this.index.locks.ofCamera(camera.id).filter((l) => lockActive(l, now)), { camera: camera.id, startMs: fromMs, endMs: toMs, untilMs }, now);
       const pool = this.storage.pool(camera.pool);
       if (pool && pool.capacityBytes !== null) {
         const after = this.storage.lockedBytes(camera.pool, { camera: camera.id, startMs: fromMs, endMs: toMs });
@@ -114,7 +114,7 @@ export class StorageService {
           throw new RecorderError('LOCK_SHARE_EXCEEDED', `locking would hold ${after} bytes of pool ${pool.id}, over its maxLockShare ${pool.maxLockShare} of ${pool.capacityBytes} bytes`);
         }
       }
-      await applyLockChange(this.index, change);
+      await this.index.locks.apply(change);
       this.log.info({ camera: camera.id, lock: change.lock.id, from: iso(change.lock.startMs), to: iso(change.lock.endMs) }, 'video locked');
       return lockView(change.lock);
     });
@@ -126,16 +126,16 @@ export class StorageService {
     return this.storage.exclusive(async () => {
       let change;
       if ('id' in q) {
-        const lock = [...this.index.locks.getRange({})].map((e) => e.value).find((l) => l.id === q.id);
+        const lock = this.index.locks.byId(q.id);
         if (!lock) throw new RecorderError('LOCK_NOT_FOUND', `no lock ${q.id}`);
         change = { put: [], remove: [lock] };
       } else {
         const camera = this.requireCamera(q.camera);
         const { fromMs, toMs } = parseRangeMs(q.from, q.to);
-        change = cutLocks(locksOf(this.index, camera.id), fromMs, toMs);
+        change = cutLocks(this.index.locks.ofCamera(camera.id), fromMs, toMs);
         if (change.remove.length === 0) throw new RecorderError('LOCK_NOT_FOUND', `no lock of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
       }
-      await applyLockChange(this.index, change);
+      await this.index.locks.apply(change);
       for (const l of change.remove) this.storage.kick(this.requireCameraPool(l.camera));
       return { released: change.remove.map(lockView), kept: change.put.map(lockView) };
     });
@@ -143,7 +143,7 @@ export class StorageService {
 
   listLocks(camera?: string): LockView[] {
     const now = this.clock.nowMs();
-    const locks = camera ? locksOf(this.index, this.requireCamera(camera).id) : [...this.index.locks.getRange({})].map((e) => e.value);
+    const locks = camera ? this.index.locks.ofCamera(this.requireCamera(camera).id) : this.index.locks.all();
     return locks.filter((l) => lockActive(l, now)).map(lockView);
   }
 
@@ -163,8 +163,7 @@ export class StorageService {
     const { fromMs, toMs } = parseRangeMs(q.from, q.to);
     const now = this.clock.nowMs();
     const label: LabelRecord = { id: randomUUID(), camera: camera.id, startMs: fromMs, endMs: toMs, text: q.text, createdMs: now, updatedMs: now };
-    void this.index.labels.put(label.id, label);
-    await this.index.labelidx.put([label.camera, label.startMs, label.id], null);
+    await this.index.labels.put(label);
     return labelView(label);
   }
 
@@ -175,17 +174,14 @@ export class StorageService {
     const endMs = q.to !== undefined ? parseTimeMs(q.to, 'to') : old.endMs;
     if (endMs <= startMs) throw new ValidationError(`to (${iso(endMs)}) must be after from (${iso(startMs)})`);
     const label: LabelRecord = { ...old, startMs, endMs, text: q.text ?? old.text, updatedMs: this.clock.nowMs() };
-    void this.index.labelidx.remove([old.camera, old.startMs, old.id]);
-    void this.index.labelidx.put([label.camera, label.startMs, label.id], null);
-    await this.index.labels.put(label.id, label);
+    await this.index.labels.put(label, old);
     return labelView(label);
   }
 
   async deleteLabel(body: unknown): Promise<{ id: string }> {
     const { id } = validate(labelIdSchema, body);
     const old = this.requireLabel(id);
-    void this.index.labelidx.remove([old.camera, old.startMs, old.id]);
-    await this.index.labels.remove(id);
+    await this.index.labels.remove(old);
     return { id };
   }
 
@@ -208,10 +204,10 @@ export class StorageService {
       out.push(l);
     };
     if (cameras === null) {
-      for (const { value } of this.index.labels.getRange({})) keep(value);
+      for (const l of this.index.labels.all()) keep(l);
     } else {
       for (const camera of cameras) {
-        for (const key of this.index.labelidx.getKeys({ start: [camera, -Infinity, ''], end: [camera, toMs, ''] })) keep(this.index.labels.get(key[2]));
+        for (const l of this.index.labels.ofCameraBefore(camera, toMs)) keep(l);
       }
     }
     return out.sort((a, b) => a.startMs - b.startMs);
@@ -228,7 +224,7 @@ export class StorageService {
   /** Active locks of a camera overlapping [fromMs, toMs). */
   locksIn(camera: string, fromMs: number, toMs: number): LockRecord[] {
     const now = this.clock.nowMs();
-    return locksOf(this.index, camera).filter((l) => lockActive(l, now) && l.startMs < toMs && l.endMs > fromMs);
+    return this.index.locks.ofCamera(camera).filter((l) => lockActive(l, now) && l.startMs < toMs && l.endMs > fromMs);
   }
 }
 

@@ -10,14 +10,7 @@ import type { SegmentRecord } from '../index/records.ts';
 import { deleteSmartRange, type SmartDeleteReport } from './smart-retention.ts';
 
 export function deleteSmartWithVideo(index: RecorderIndex, dataDir: string, seg: SegmentRecord): Promise<SmartDeleteReport> {
-  let fromMs = -1;
-  for (const { value } of index.segments.getRange({ start: [seg.camera, seg.startMs], end: [seg.camera, -1], reverse: true, limit: 2 })) {
-    if (value.camera === seg.camera && value.startMs < seg.startMs) {
-      fromMs = value.endMs;
-      break;
-    }
-  }
-  let toMs = seg.endMs;
-  for (const { value } of index.segments.getRange({ start: [seg.camera, seg.startMs + 1], end: [seg.camera, Number.MAX_SAFE_INTEGER], limit: 1 })) toMs = value.startMs;
+  const fromMs = index.segments.atOrBefore(seg.camera, seg.startMs - 1)?.endMs ?? -1;
+  const toMs = index.segments.after(seg.camera, seg.startMs)?.startMs ?? seg.endMs;
   return deleteSmartRange(index, dataDir, seg.camera, fromMs, toMs);
 }

@@ -14,15 +14,15 @@
  * `decodeRecords` stops there: everything before it is still read.
  */
 import { crc32 } from 'node:zlib';
+import { SMART_KINDS, type SmartKind } from '../index/smart.ts';
 
 export const SMART_FILE_MAGIC = 'RSMT';
 export const SMART_FORMAT_VERSION = 1;
 export const SMART_FILE_HEADER_BYTES = 16;
 export const SMART_RECORD_HEADER_BYTES = 28;
 
-/** What a packet carries, decided from its bytes (smart/onvif-meta.ts classify). */
-export const SMART_KINDS = ['onvif', 'klv', 'sei', 'data'] as const;
-export type SmartKind = (typeof SMART_KINDS)[number];
+/** What a packet carries, decided from its bytes (smart/onvif-meta.ts classify); the index stores it (index/smart.ts). */
+export { SMART_KINDS, type SmartKind };
 const KIND_CODE: Record<SmartKind, number> = { onvif: 1, klv: 2, sei: 3, data: 0 };
 
 export interface SmartFrame {

@@ -32,17 +32,12 @@ export function deleteSmartBefore(index: RecorderIndex, dataDir: string, camera:
  */
 export async function deleteSmartRange(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, includeOpen = false): Promise<SmartDeleteReport> {
   const victims: SmartFileRecord[] = [];
-  for (const { value } of index.smartfiles.getRange({ start: [camera, fromMs], end: [camera, toMs] })) {
-    if (value.endMs < toMs && (includeOpen || !liveSmartFiles.has(value.file))) victims.push(value);
+  for (const f of index.smart.filesStartingIn(camera, fromMs, toMs)) {
+    if (f.endMs < toMs && (includeOpen || !liveSmartFiles.has(f.file))) victims.push(f);
   }
   const report: SmartDeleteReport = { files: 0, records: 0, bytes: 0 };
   for (const f of victims) {
-    await index.root.transaction(() => {
-      for (const { key, value } of index.smart.getRange({ start: [camera, f.startMs - 1000, -1], end: [camera, f.endMs + 1, -1] })) {
-        if (value.fileMs === f.startMs) void index.smart.remove(key);
-      }
-      void index.smartfiles.remove([camera, f.startMs]);
-    });
+    await index.smart.removeFile(f);
     await rm(join(dataDir, f.file), { force: true });
     report.files++;
     report.records += f.records;

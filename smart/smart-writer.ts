@@ -27,7 +27,7 @@
  */
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
-import { lastSmartKey, type SmartFileRecord, type SmartKey, type SmartRecord } from '../index/smart.ts';
+import type { SmartFileRecord, SmartKey, SmartRecord } from '../index/smart.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import { SmartPacketError, classifyPayload, parseSmartPayload, type SmartContent } from './onvif-meta.ts';
@@ -169,7 +169,7 @@ export class SmartWriter {
     const now = deps.clock.nowMs();
     this.packetsBucket = new Bucket(SMART_MAX_PACKETS_PER_SEC, 2 * SMART_MAX_PACKETS_PER_SEC, now);
     this.bytesBucket = new Bucket(SMART_MAX_BYTES_PER_SEC, 2 * SMART_MAX_BYTES_PER_SEC, now);
-    const last: SmartKey | null = lastSmartKey(deps.index, camera);
+    const last: SmartKey | null = deps.index.smart.lastKey(camera);
     this.lastMs = last ? last[1] : -1;
     this.lastSeq = last ? last[2] : -1;
     this.demux = new TsDemuxer({
@@ -363,8 +363,7 @@ export class SmartWriter {
     f.entry.bytes = f.file.size;
     f.entry.records += puts.length;
     f.entry.endMs = puts[puts.length - 1]!.key[1];
-    for (const { key, value } of puts) void this.deps.index.smart.put(key, value);
-    await this.deps.index.smartfiles.put([this.camera, f.entry.startMs], { ...f.entry });
+    await this.deps.index.smart.putPackets(f.entry, puts);
     this.stored += puts.length;
     this.stats.packets += puts.length;
     this.stats.bytes += bytes.length;
@@ -394,6 +393,6 @@ export class SmartWriter {
     await f.file.close();
     if (f.entry.records === 0) return; // never indexed: an empty file reconcile may remove
     f.entry.open = false;
-    await this.deps.index.smartfiles.put([this.camera, f.entry.startMs], { ...f.entry });
+    await this.deps.index.smart.putFile(f.entry);
   }
 }

@@ -184,7 +184,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
       return false;
     }
   };
-  if (opts.mode === 'rebuild') await index.clearSegments();
+  if (opts.mode === 'rebuild') await index.segments.clear();
 
   const files = await listSegmentFiles(dataDir);
   const onDisk = new Set(files);
@@ -193,7 +193,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     opts.onProgress?.(seen++, files.length);
     const parsed = parseSegmentRelPath(rel);
     if (!parsed) continue;
-    const entry = index.segments.get([parsed.camera, parsed.startMs]);
+    const entry = index.segments.get(parsed.camera, parsed.startMs);
     if (entry && !entry.open) {
       // Closed entries are trusted unless we are checking: then the file must agree.
       if (opts.mode !== 'check') continue;
@@ -215,7 +215,7 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     if (scan.fragmentCount === 0) {
       report.removedEmpty.push(rel);
       if (write) {
-        if (entry && !(await indexWrite(rel, () => index.removeSegment(parsed.camera, parsed.startMs)))) continue;
+        if (entry && !(await indexWrite(rel, () => index.segments.remove(parsed.camera, parsed.startMs)))) continue;
         await rm(abs, { force: true });
       }
       continue;
@@ -227,15 +227,15 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     if (!entry) report.reindexed.push(rel);
     if (write) {
       await applyPatches(abs, scan.closing());
-      await indexWrite(rel, () => index.putSegment(scan.record()));
+      await indexWrite(rel, () => index.segments.put(scan.record()));
     }
   }
 
   opts.onProgress?.(files.length, files.length);
-  for (const seg of [...index.allSegments()]) {
+  for (const seg of [...index.segments.all()]) {
     if (onDisk.has(seg.file)) continue;
     report.droppedEntries.push({ camera: seg.camera, startMs: seg.startMs, file: seg.file });
-    if (write) await indexWrite(seg.file, () => index.removeSegment(seg.camera, seg.startMs));
+    if (write) await indexWrite(seg.file, () => index.segments.remove(seg.camera, seg.startMs));
   }
   if (report.truncated.length || report.reindexed.length || report.droppedEntries.length || report.removedEmpty.length) {
     opts.log.warn({ mode: opts.mode, truncated: report.truncated.length, reindexed: report.reindexed.length, dropped: report.droppedEntries.length, removedEmpty: report.removedEmpty.length }, 'index reconciled with files');

@@ -2,7 +2,8 @@
  * Deleting a segment, crash-safe (invariant 2 in reverse; Moonfire's "mark garbage,
  * unlink, drop"):
  *   1. one commit: the index entry goes (with its pool usage) and a `delete` intent
- *      naming its files (primary and backup copy) is recorded;
+ *      naming its files (primary and backup copy) is recorded (one method of the
+ *      index, SegmentStore.removeWithIntent, so the two cannot be split);
  *   2. the files are unlinked and their directories fsync'ed;
  *   3. the intent is removed.
  * A crash after 1 leaves files without an entry: `finishIntents()` on the next start
@@ -31,15 +32,13 @@ export function segmentCopies(dataDir: string, seg: Pick<SegmentRecord, 'file'>,
 export async function deleteSegment(index: RecorderIndex, seg: SegmentRecord, files: string[], opts: { unlinkFirst?: boolean } = {}): Promise<void> {
   if (opts.unlinkFirst) {
     await unlinkAll(files);
-    await index.removeSegment(seg.camera, seg.startMs);
+    await index.segments.remove(seg.camera, seg.startMs);
     return;
   }
-  const intent: IntentRecord = { kind: 'delete', camera: seg.camera, startMs: seg.startMs, files };
-  const key: [string, string, number] = ['delete', seg.camera, seg.startMs];
-  await index.removeSegment(seg.camera, seg.startMs, () => void index.intents.put(key, intent));
+  const intent = await index.segments.removeWithIntent(seg, files);
   crashPoint('delete.after-intent');
   await unlinkAll(files);
-  await index.intents.remove(key);
+  await index.intents.finish(intent);
 }
 
 async function unlinkAll(files: string[]): Promise<void> {
@@ -50,14 +49,14 @@ async function unlinkAll(files: string[]): Promise<void> {
 /** Finishes file work a crash interrupted; run on start before reconcile. Returns how many. */
 export async function finishIntents(index: RecorderIndex, finishThin: (intent: Extract<IntentRecord, { kind: 'thin' }>) => Promise<void>, log: Logger): Promise<number> {
   let n = 0;
-  for (const { key, value } of [...index.intents.getRange({})]) {
-    if (value.kind === 'delete') {
-      await unlinkAll(value.files);
-      log.warn({ camera: value.camera, files: value.files }, 'finished a segment deletion interrupted by a crash');
+  for (const intent of index.intents.list()) {
+    if (intent.kind === 'delete') {
+      await unlinkAll(intent.files);
+      log.warn({ camera: intent.camera, files: intent.files }, 'finished a segment deletion interrupted by a crash');
     } else {
-      await finishThin(value);
+      await finishThin(intent);
     }
-    await index.intents.remove(key);
+    await index.intents.finish(intent);
     n++;
   }
   return n;

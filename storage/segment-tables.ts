@@ -9,7 +9,7 @@
  *   - it is computed from the file itself, through openSegmentFile (PS segments through
  *     their fMP4 view), with the offsets of the index's GOP table;
  *   - it is stored only if the segment's entry is still the one it was read for
- *     (RecorderIndex.putSampleTables checks inside the write transaction);
+ *     (index.segments.putSampleTables checks inside the write transaction);
  *   - it goes in the same commit as the segment's removal (retention, purge, reconcile)
  *     and is dropped by any re-put of a closed segment (thinning, repair);
  *   - readers (playback/sample-table.ts) use it only when it matches the index and fall
@@ -84,7 +84,7 @@ export class SegmentTableStore implements PersistedTableSource {
 
   get(path: string): Uint8Array | undefined {
     const key = this.keyOf(path);
-    return key ? this.deps.index.sampletables.get(key) : undefined;
+    return key ? this.deps.index.segments.sampleTables(key[0], key[1]) : undefined;
   }
 
   missing(path: string, reason: string | null): void {
@@ -147,7 +147,7 @@ export class SegmentTableStore implements PersistedTableSource {
 
   private async build(k: string, key: SegKey): Promise<void> {
     const { index, dataDir, log } = this.deps;
-    const seg = index.segments.get(key);
+    const seg = index.segments.get(key[0], key[1]);
     // Open segments still grow: their tables are read from the moofs until they close.
     if (!seg || seg.open || this.failed.has(`${k}\u0000${seg.bytes}`) || this.current(seg)) {
       this.stats.skipped++;
@@ -156,7 +156,7 @@ export class SegmentTableStore implements PersistedTableSource {
     try {
       const gops = decodeGops(seg.gops).map((g) => ({ offset: g.offset, size: g.size }));
       const tables = await readFileTables(join(dataDir, seg.file), seg.initSize, gops, seg.bytes);
-      if (await index.putSampleTables(seg, encodeSampleTables(tables))) this.stats.stored++;
+      if (await index.segments.putSampleTables(seg, encodeSampleTables(tables))) this.stats.stored++;
       else this.stats.skipped++;
     } catch (err) {
       // A file gone or rewritten meanwhile is retention's doing; anything else is worth a line.
@@ -169,7 +169,7 @@ export class SegmentTableStore implements PersistedTableSource {
 
   /** A stored record that already describes `seg` (two reads asked for the same segment). */
   private current(seg: SegmentRecord): boolean {
-    const record = this.deps.index.sampletables.get([seg.camera, seg.startMs]);
+    const record = this.deps.index.segments.sampleTables(seg.camera, seg.startMs);
     if (!record) return false;
     try {
       const t = decodeSampleTables(record);

@@ -292,7 +292,7 @@ export class SegmentWriter {
   private async commit(seg: OpenSegment): Promise<void> {
     seg.record.gops = encodeGops(seg.gops);
     await seg.file.sync();
-    await this.deps.index.putSegment(seg.record);
+    await this.deps.index.segments.put(seg.record);
     seg.committedEndMs = seg.record.endMs;
   }
 
@@ -337,7 +337,7 @@ export class SegmentWriter {
     if (seg.gops.length === 0) return; // never indexed; reconcile removes the empty file
     seg.record.open = false;
     seg.record.gops = encodeGops(seg.gops);
-    await this.deps.index.putSegment(seg.record);
+    await this.deps.index.segments.put(seg.record);
     this.deps.onSegmentClosed?.(seg.record);
   }
 

@@ -4,7 +4,8 @@
  *   2. the thinned copy is written to `tmp` and fdatasync'ed;
  *   3. `tmp` is renamed over the segment file (atomic) and the directory fsync'ed;
  *   4. one commit: the segment entry is rebuilt from the new file (GOP offsets, bytes,
- *      `iframesOnly`; record-type runs kept) and the intent removed.
+ *      `iframesOnly`; record-type runs kept) and the intent removed
+ *      (SegmentStore.putThinned).
  * Replay after a crash (`finishThin`): `tmp` still there → the rename never happened,
  * the original and its entry are intact, drop `tmp`; `tmp` gone → the file may be the
  * thinned one with a stale entry: re-scan it and rebuild the entry. Either way no
@@ -32,21 +33,20 @@ export async function thinSegment(index: RecorderIndex, dataDir: string, seg: Se
   if (seg.open) throw new RecorderError('VALIDATION_FAILED', `segment ${seg.file} is still being written`);
   const abs = join(dataDir, seg.file);
   const tmp = `${abs}.thin-tmp`;
-  const key: [string, string, number] = ['thin', seg.camera, seg.startMs];
-  await index.intents.put(key, { kind: 'thin', camera: seg.camera, startMs: seg.startMs, file: seg.file, tmp });
+  const intent = await index.intents.beginThin(seg, tmp);
   try {
     await writeThinned(abs, tmp);
   } catch (err) {
     // Nothing was renamed: the original and its entry stand; undo the attempt.
     await rm(tmp, { force: true });
-    await index.intents.remove(key);
+    await index.intents.finish(intent);
     throw err;
   }
   crashPoint('thin.before-rename');
   await rename(tmp, abs);
   await fsyncDir(dirname(abs));
   crashPoint('thin.after-rename');
-  await reindexThinned(index, dataDir, seg, key);
+  await reindexThinned(index, dataDir, seg);
   if (backupDir) await replaceCopy(abs, join(backupDir, seg.file));
   const after = (await stat(abs)).size;
   return { bytesBefore: seg.bytes, bytesAfter: after };
@@ -76,14 +76,13 @@ async function writeThinned(abs: string, tmp: string): Promise<void> {
 }
 
 /** Rebuilds the entry from the (thinned) file and drops the intent, in one commit. */
-async function reindexThinned(index: RecorderIndex, dataDir: string, previous: SegmentRecord, key: [string, string, number]): Promise<void> {
+async function reindexThinned(index: RecorderIndex, dataDir: string, previous: SegmentRecord): Promise<void> {
   const scan = await scanFmp4File(join(dataDir, previous.file));
   const parsed = parseSegmentRelPath(previous.file);
   if (!parsed) throw new RecorderError('INTERNAL', `unparseable segment path ${previous.file}`);
   const record = recordFromScan(parsed, previous.file, scan, previous);
   record.flags = { ...previous.flags, iframesOnly: allThinned(scan) };
-  void index.intents.remove(key);
-  await index.putSegment(record);
+  await index.segments.putThinned(record);
 }
 
 function allThinned(scan: ScannedFile): boolean {
@@ -112,8 +111,8 @@ export async function finishThin(index: RecorderIndex, dataDir: string, intent: 
     await rm(intent.tmp, { force: true });
     return;
   }
-  const previous = index.segments.get([intent.camera, intent.startMs]);
+  const previous = index.segments.get(intent.camera, intent.startMs);
   const fileExists = await stat(join(dataDir, intent.file)).then(() => true, () => false);
   if (!previous || !fileExists) return; // deleted meanwhile; reconcile settles the rest
-  await reindexThinned(index, dataDir, previous, ['thin', intent.camera, intent.startMs]);
+  await reindexThinned(index, dataDir, previous);
 }

@@ -47,7 +47,7 @@ async function postJson(url: string, body: unknown): Promise<{ status: number; b
 
 /** Every stored segment of a camera, in order, must not overlap the next. */
 function overlaps(n: TestNode, camera: string): string[] {
-  const segs = [...n.node.index.allSegments(camera)];
+  const segs = [...n.node.index.segments.all(camera)];
   const bad: string[] = [];
   for (let i = 1; i < segs.length; i++) if (segs[i]!.startMs < segs[i - 1]!.endMs) bad.push(`${segs[i - 1]!.startMs}-${segs[i - 1]!.endMs} / ${segs[i]!.startMs}`);
   return bad;
@@ -95,7 +95,7 @@ test.serial('a camera gone for 20 s is back-filled from its SD card: one span wi
   t.true(gapMs > 15_000, `the gap covered the outage (${gapMs} ms)`);
   t.true(Date.parse(backfillRun!.to) - Date.parse(backfillRun!.from) > 15_000, 'the backfill run covers the outage');
   t.deepEqual(overlaps(n, 'cam'), [], 'back-filled video never overlaps stored video');
-  const bf = [...n.node.index.allSegments('cam')].filter((s) => s.flags.backfill);
+  const bf = [...n.node.index.segments.all('cam')].filter((s) => s.flags.backfill);
   t.true(bf.length > 0 && bf.every((s) => s.types.every((r) => r.type === 'backfill')));
   // Progress is published after the ledger is written, and goes through the nats-server
   // while the search above came straight over HTTP: the last event can trail the search.
@@ -155,7 +155,7 @@ test.serial('a recorder that was down finds its own gap at start (last segment t
   await new Promise((r) => setTimeout(r, 6000));
   // 'recording' comes with the first GOP; the index holds an open segment only from the
   // writer's first sync (~4 s of media), which a loaded machine can push past the wait.
-  const t0 = (await waitFor('a segment in the index', () => [...first.node.index.allSegments('down')][0], 30_000)).startMs;
+  const t0 = (await waitFor('a segment in the index', () => [...first.node.index.segments.all('down')][0], 30_000)).startMs;
   await first.node.stop();
   await new Promise((r) => setTimeout(r, 12_000)); // the recorder is down; the card records
 
@@ -190,8 +190,8 @@ test.serial('a manual back-fill fetches a range from before recording began, cli
   await new Promise((r) => setTimeout(r, 14_000)); // the SD card records before the recorder knows the camera
   const n = await startNode(t, settings);
   t.true((await n.request('rec.v1.camera.put', { id: 'man', streams: { main: sim.url('sdlive') }, edge: { replayUrl: sim.url('edge') } })).ok);
-  const first = await waitFor('live video', () => n.node.index.lastSegment('man'), 60_000);
-  const liveStart = [...n.node.index.allSegments('man')][0]!.startMs;
+  const first = await waitFor('live video', () => n.node.index.segments.last('man'), 60_000);
+  const liveStart = [...n.node.index.segments.all('man')][0]!.startMs;
   void first;
   await new Promise((r) => setTimeout(r, 4000));
 
@@ -220,7 +220,7 @@ test.serial('a manual back-fill fetches a range from before recording began, cli
   t.deepEqual(overlaps(n, 'man'), []);
 
   // Over NATS: a range that is all stored video has nothing to fetch.
-  const last = n.node.index.lastSegment('man')!;
+  const last = n.node.index.segments.last('man')!;
   const none = await n.request<{ gaps: Gap[] }>('rec.v1.backfill', { camera: 'man', from: liveStart + 500, to: last.endMs - 500 });
   t.true(none.ok, JSON.stringify(none.error));
   t.deepEqual(none.gaps, []);
@@ -272,7 +272,7 @@ test.serial('edge storage that refuses, answers another interval, streams foreve
     t.is(Date.parse(gap.from), from);
     t.is(Date.parse(gap.to), to);
     t.deepEqual(given.spans, [], `${c.id}: nothing was written`);
-    t.is([...n.node.index.allSegments(c.id)].filter((s) => s.flags.backfill).length, 0);
+    t.is([...n.node.index.segments.all(c.id)].filter((s) => s.flags.backfill).length, 0);
   }
   await waitFor('one alarm per camera', () => cases.every((c) => alarms.some((a) => a.camera === c.id)), 10_000);
 

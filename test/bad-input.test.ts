@@ -88,7 +88,7 @@ test('bad bodies, unknown cameras, malformed times and ranges get typed errors; 
   await stale.arrayBuffer();
 
   // Raw segment files (HLS byte ranges): unknown names 404, ranges past the durable bytes 416.
-  const seg = [...n.node.index.allSegments('good')][0]!;
+  const seg = [...n.node.index.segments.all('good')][0]!;
   const segUrl = `${n.http}/api/cameras/good/segments/${seg.startMs}.mp4`;
   const head = await fetch(segUrl, { headers: { range: 'bytes=0-7' } });
   t.is(head.status, 206);

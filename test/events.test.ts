@@ -197,7 +197,7 @@ test('a plan switching from the sub to the main stream at a slot boundary', asyn
   // close. A fixed wait is overrun on a loaded machine: wait for a main segment.
   await sleep(Math.max(0, boundary - Date.now()));
   const segs = await waitFor('a main-stream segment indexed after the boundary', () => {
-    const s = [...n.node.index.allSegments('cam')].filter((x) => !x.open || x.endMs > x.startMs);
+    const s = [...n.node.index.segments.all('cam')].filter((x) => !x.open || x.endMs > x.startMs);
     return s.some((x) => x.stream === 'main') ? s : null;
   }, 60_000, 500);
   const before = segs.filter((s) => s.stream === 'sub');

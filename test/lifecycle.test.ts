@@ -86,10 +86,10 @@ test('a camera.put during shutdown starts no actor and no ffmpeg: refused, nothi
   const index = await RecorderIndex.open(n.dataDir);
   t.teardown(() => index.close());
   t.deepEqual(
-    index.listCameras().map((c) => c.id).filter((id) => id.startsWith('late-')),
+    index.cameras.list().map((c) => c.id).filter((id) => id.startsWith('late-')),
     [],
   );
-  t.deepEqual([...index.allSegments()].filter((s) => s.camera.startsWith('late-')).map((s) => s.file), []);
+  t.deepEqual([...index.segments.all()].filter((s) => s.camera.startsWith('late-')).map((s) => s.file), []);
 });
 
 test('once the shutdown began, HTTP answers every request 503 SHUTTING_DOWN and starts nothing', async (t) => {

@@ -163,13 +163,13 @@ for (const v of VARIANTS) {
     await waitFor('no ingest child left', () => liveChildCount('ffmpeg', 'ingest') === 0, 10_000);
     const index = await RecorderIndex.open(n.dataDir);
     t.teardown(() => index.close());
-    for (const seg of [...index.allSegments(`${v.mount}-ps`)]) {
+    for (const seg of [...index.segments.all(`${v.mount}-ps`)]) {
       const d = demuxPs(await readFile(join(n.dataDir, seg.file)));
       t.true(d.startsWithPack && d.psmFirst, seg.file);
       t.is(d.tracks.find((x) => x.streamId === 0xe0)?.codec, v.video === 'hevc' ? 'h265' : 'h264', seg.file);
       t.is(d.tracks.find((x) => x.streamId === 0xc0)?.codec, v.audio.ps[0] === 'pcm_alaw' ? 'g711a' : 'aac', seg.file);
     }
-    for (const seg of [...index.allSegments(`${v.mount}-mp4`)]) {
+    for (const seg of [...index.segments.all(`${v.mount}-mp4`)]) {
       t.deepEqual(await codecs(join(n.dataDir, seg.file)), [v.video, ...v.audio.mp4], seg.file);
     }
   });

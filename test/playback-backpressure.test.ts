@@ -30,7 +30,7 @@ test('a client that stops reading stalls its session at the unsent-bytes bound; 
   const index = await RecorderIndex.open(dir);
   t.teardown(() => index.close());
   const vts = scan.info.tracks[0]!.timescale;
-  await index.putSegment({
+  await index.segments.put({
     camera: 'cam', startMs: START_MS, endMs: START_MS + 40_000, file: 'seg.mp4', format: 'mp4', pool: 'default', stream: 'main',
     bytes: scan.validBytes, initSize: scan.initSize, mimeType: scan.info.mimeType, codecKey: scan.info.codecKey,
     types: [{ type: 'timing', fromMs: START_MS }], open: false, flags: {},

@@ -33,7 +33,7 @@ async function search(n: TestNode, fromMs: number): Promise<SearchBody> {
 /** GOPs of the index overlapping [fromMs, toMs). */
 function gopsIn(n: TestNode, fromMs: number, toMs: number): number {
   let count = 0;
-  for (const seg of n.node.index.segmentsInRange('cam', fromMs, toMs)) {
+  for (const seg of n.node.index.segments.inRange('cam', fromMs, toMs)) {
     const gops = decodeGops(seg.gops);
     gops.forEach((g, i) => {
       const start = seg.startMs + g.timeMs;
@@ -119,7 +119,7 @@ test('a range over three segments and a gap: progressive download, resume, trick
   // Exact instants inside GOPs at both ends (the edit lists cut there).
   const fromMs = Date.parse(rec.spans[0]!.from) + 1300;
   const toMs = Date.parse(rec.spans[1]!.to) - 700;
-  t.true(n.node.index.segmentsInRange('cam', fromMs, toMs).length >= 3, 'the range spans at least three segments');
+  t.true(n.node.index.segments.inRange('cam', fromMs, toMs).length >= 3, 'the range spans at least three segments');
   t.true(toMs - fromMs >= 120_000, `a 2-minute range (${(toMs - fromMs) / 1000} s)`);
   const url = `${n.http}/api/cameras/cam/video.mp4?from=${fromMs}&to=${toMs}`;
 
@@ -261,7 +261,7 @@ test('a range over three segments and a gap: progressive download, resume, trick
   // Retention removes a segment file while the index still lists it: a download whose
   // head was already planned is cut short (never a complete-looking wrong body);
   // a new /play there gets SEGMENT_GONE.
-  const victim = n.node.index.segmentsInRange('cam', fromMs, toMs).at(-1)!;
+  const victim = n.node.index.segments.inRange('cam', fromMs, toMs).at(-1)!;
   await rm(join(n.dataDir, victim.file));
   const cut = await rawGet(url);
   t.is(cut.status, 200);

@@ -213,7 +213,7 @@ for (const [mount, videoCodec] of [
     await n.node.stop();
     const index = await RecorderIndex.open(n.dataDir);
     t.teardown(() => index.close());
-    const segs = [...index.allSegments('ps1')];
+    const segs = [...index.segments.all('ps1')];
     t.true(segs.length >= 2, `${segs.length} segments of 6 s`);
     for (const seg of segs) {
       t.regex(seg.file, /\.ps$/);
@@ -267,7 +267,7 @@ test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segm
   await n.node.stop();
   const index = await RecorderIndex.open(n.dataDir);
   t.teardown(() => index.close());
-  for (const seg of [...index.allSegments('gb1')]) {
+  for (const seg of [...index.segments.all('gb1')]) {
     const s = await streams(join(n.dataDir, seg.file));
     t.deepEqual(s.map((x) => x.codec_name), ['h264'], seg.file);
     t.true(Math.abs(Number(s[0]!.nb_read_packets) - ((seg.endMs - seg.startMs) / 1000) * FPS) <= 2, seg.file);

@@ -125,7 +125,7 @@ for (const [mount, codecs] of [
     await n.node.stop();
     const index = await RecorderIndex.open(n.dataDir);
     t.teardown(() => index.close());
-    const segs = [...index.allSegments('cam1')];
+    const segs = [...index.segments.all('cam1')];
     t.true(segs.length >= 3, `${segs.length} segments of 6 s`);
     for (const seg of segs) {
       const p = await ffprobe(join(n.dataDir, seg.file));

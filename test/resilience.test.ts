@@ -176,7 +176,7 @@ test('kill -9 mid-recording: index matches the files, video before the kill play
   t.is(check.code, 0, check.out);
   const index = await RecorderIndex.open(dataDir);
   t.teardown(() => index.close());
-  for (const seg of index.allSegments('cam')) {
+  for (const seg of index.segments.all('cam')) {
     t.false(seg.open);
     t.true((await ffprobe(join(dataDir, seg.file))).durationSec > 0.5, seg.file);
   }
@@ -241,11 +241,11 @@ test('a segment file that vanished while the recorder was down is dropped from t
   const natsUrl = `nats://127.0.0.1:${port}`;
   const a = await startNode(t, { natsUrl, segmentSeconds: 2 });
   t.true((await a.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
-  await waitFor('three segments', () => [...a.node.index.allSegments('cam')].filter((s) => !s.open).length >= 3, 40_000, 500);
+  await waitFor('three segments', () => [...a.node.index.segments.all('cam')].filter((s) => !s.open).length >= 3, 40_000, 500);
   await a.node.stop();
 
   const index = await RecorderIndex.open(a.dataDir);
-  const victim = [...index.allSegments('cam')][1]!;
+  const victim = [...index.segments.all('cam')][1]!;
   await index.close();
   await rm(join(a.dataDir, victim.file));
 
@@ -261,6 +261,6 @@ test('a segment file that vanished while the recorder was down is dropped from t
   await waitFor('index alarm', () => alarms.length > 0, 10_000);
   t.is(alarms[0]!.camera, 'cam');
   t.true(alarms[0]!.message.includes(victim.file));
-  t.is(b.node.index.segments.get(['cam', victim.startMs]), undefined);
+  t.is(b.node.index.segments.get('cam', victim.startMs), undefined);
   t.is(b.node.reconcileReport?.droppedEntries.length, 1);
 });

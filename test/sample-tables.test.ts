@@ -15,7 +15,7 @@ import { decodeSampleTables } from '../playback/sample-table-codec.ts';
 import { SampleTableCache } from '../playback/sample-table.ts';
 import { startNode, waitFor, type TestNode } from './helpers/recorder.ts';
 
-const closed = (n: TestNode): SegmentRecord[] => [...n.node.index.allSegments('cam')].filter((s) => !s.open);
+const closed = (n: TestNode): SegmentRecord[] => [...n.node.index.segments.all('cam')].filter((s) => !s.open);
 
 async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -34,7 +34,7 @@ test('records are written at close, serve the first download byte-identically, a
   const segs = await waitFor('4 closed segments', () => (closed(n).length >= 4 ? closed(n) : null), 60_000);
   await store.idle();
   for (const seg of closed(n)) {
-    const record = n.node.index.sampletables.get([seg.camera, seg.startMs]);
+    const record = n.node.index.segments.sampleTables(seg.camera, seg.startMs);
     t.truthy(record, `record of ${seg.file}`);
     const tables = decodeSampleTables(record!);
     t.is(tables.fileBytes, seg.bytes);
@@ -71,12 +71,12 @@ test('records are written at close, serve the first download byte-identically, a
   // Shrink the pool: retention deletes the oldest segments, and their records with them.
   const shrink = await n.request('rec.v1.pool.put', { id: 'default', capacityBytes: 3 * segs[1]!.bytes, overwrite: 'capacity' });
   t.true(shrink.ok, JSON.stringify(shrink));
-  await waitFor('the first 4 segments deleted', () => (segs.every((s) => !n.node.index.segments.get([s.camera, s.startMs])) ? true : null), 60_000);
-  for (const s of segs) t.is(n.node.index.sampletables.get([s.camera, s.startMs]), undefined, `record of deleted ${s.file}`);
+  await waitFor('the first 4 segments deleted', () => (segs.every((s) => !n.node.index.segments.get(s.camera, s.startMs)) ? true : null), 60_000);
+  for (const s of segs) t.is(n.node.index.segments.sampleTables(s.camera, s.startMs), undefined, `record of deleted ${s.file}`);
   // Stop recording so nothing closes meanwhile, then: every record has its segment.
   await n.request('rec.v1.camera.delete', { id: 'cam' });
   await store.idle();
-  const keys = [...n.node.index.sampletables.getKeys({})];
+  const keys = n.node.index.segments.sampleTableKeys();
   t.true(keys.length > 0, 'segments recorded since still have records');
-  for (const key of keys) t.truthy(n.node.index.segments.get(key), `segment of record ${key.join('/')}`);
+  for (const key of keys) t.truthy(n.node.index.segments.get(key.camera, key.startMs), `segment of record ${key.camera}/${key.startMs}`);
 });

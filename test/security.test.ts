@@ -319,7 +319,7 @@ test('the seam: routes declaring lock/delete on a body camera, undeclared routes
   const dir = await tempDir(t);
   const index = await RecorderIndex.open(dir);
   t.teardown(() => index.close());
-  const users = new UserStore(index.root, systemClock);
+  const users = new UserStore(index.users, systemClock);
   await users.put({ name: 'admin1', role: 'admin', password: 'admin-password' });
   await users.put({ name: 'va', role: 'viewer', pools: ['A'], password: 'viewer-password' });
   await users.put({ name: 'oa', role: 'operator', pools: ['A'], password: 'operator-password' });
@@ -395,7 +395,7 @@ test('HTTP beyond loopback without authentication is refused at start', async (t
   await t.throwsAsync(fetch(`http://127.0.0.1:${port}/api/health`), undefined, 'nothing listens');
   // …and starts once an admin exists (created as `recorder user add` does), asking for credentials.
   const index = await RecorderIndex.open(dir);
-  await new UserStore(index.root, systemClock).put({ name: 'root', role: 'admin', password: 'root-password' });
+  await new UserStore(index.users, systemClock).put({ name: 'root', role: 'admin', password: 'root-password' });
   await index.close();
   const n = await startNode(t, { http: '127.0.0.1:0', auth: 'required' }, dir);
   t.is((await call(`${n.http}/api/cameras`, undefined)).status, 401);

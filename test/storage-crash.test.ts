@@ -35,7 +35,7 @@ async function segmentFilesOnDisk(dataDir: string): Promise<string[]> {
 async function assertConsistent(t: import('ava').ExecutionContext, dataDir: string): Promise<void> {
   const index = await RecorderIndex.open(dataDir);
   try {
-    const entries = [...index.allSegments()];
+    const entries = [...index.segments.all()];
     const files = new Set(await segmentFilesOnDisk(dataDir));
     const indexed = new Set(entries.map((e) => e.file));
     t.deepEqual([...files].filter((f) => !indexed.has(f)), [], 'no orphan files');
@@ -46,7 +46,7 @@ async function assertConsistent(t: import('ava').ExecutionContext, dataDir: stri
       for (const g of decodeGops(e.gops)) t.true(offsets.has(g.offset), `${e.file}: GOP at ${g.offset} is a fragment`);
       t.true(scan.validBytes >= e.bytes, `${e.file}: ${scan.validBytes} valid bytes ≥ ${e.bytes} indexed`);
     }
-    t.deepEqual([...index.intents.getRange({})].map((e) => e.value), [], 'no unfinished intents');
+    t.deepEqual(index.intents.list(), [], 'no unfinished intents');
   } finally {
     await index.close();
   }
@@ -66,7 +66,7 @@ test('thinning keeps exactly the I-frames (byte-identical), shrinks the segment,
   t.true((await n.request('rec.v1.pool.put', { id: 'thin', capacityBytes: null, overwrite: 'capacity' })).ok);
   t.true((await n.request('rec.v1.camera.put', { id: 'c', pool: 'thin', streams: { main: sim.url('h264aac') } })).ok);
   const closed = await waitFor('2 closed segments', () => {
-    const segs = [...n.node.index.allSegments('c')].filter((s) => !s.open);
+    const segs = [...n.node.index.segments.all('c')].filter((s) => !s.open);
     return segs.length >= 2 ? segs : null;
   }, 60_000);
   const original = closed[0]!;
@@ -76,7 +76,7 @@ test('thinning keeps exactly the I-frames (byte-identical), shrinks the segment,
   // Thin what is older than 1 s: the closed segments go at the next pass.
   t.true((await n.request('rec.v1.pool.put', { id: 'thin', capacityBytes: null, overwrite: 'capacity', thinAfterDays: SECOND_IN_DAYS })).ok);
   const thinned = await waitFor('the first segment thinned', () => {
-    const s = n.node.index.segments.get(['c', original.startMs]);
+    const s = n.node.index.segments.get('c', original.startMs);
     return s?.flags.iframesOnly ? s : null;
   }, 30_000);
   t.is(thinned.startMs, original.startMs);
@@ -117,7 +117,7 @@ for (const point of ['delete.after-intent', 'thin.after-rename', 'thin.before-re
 
     // What was in flight at the kill.
     const index = await RecorderIndex.open(dataDir);
-    const intents = [...index.intents.getRange({})].map((e) => e.value);
+    const intents = index.intents.list();
     await index.close();
     t.is(intents.length, 1, 'one intent was pending at the kill');
     const intent = intents[0]!;
@@ -134,9 +134,9 @@ for (const point of ['delete.after-intent', 'thin.after-rename', 'thin.before-re
     try {
       if (intent.kind === 'delete') {
         t.false(await stat(intent.files[0]!).then(() => true, () => false), 'the deletion was finished');
-        t.is(index2.segments.get([intent.camera, intent.startMs]), undefined);
+        t.is(index2.segments.get(intent.camera, intent.startMs), undefined);
       } else {
-        const seg = index2.segments.get([intent.camera, intent.startMs]);
+        const seg = index2.segments.get(intent.camera, intent.startMs);
         t.truthy(seg, 'the segment is still indexed');
         if (point === 'thin.after-rename') t.true(seg!.flags.iframesOnly === true, 'the thinned file was re-indexed as iframes-only');
         t.false(await stat(intent.tmp).then(() => true, () => false), 'no tmp file left');

@@ -20,7 +20,7 @@ const DAY_MS = 86_400_000;
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
 
 function closedSegments(n: TestNode, camera: string) {
-  return [...n.node.index.allSegments(camera)].filter((s) => !s.open);
+  return [...n.node.index.segments.all(camera)].filter((s) => !s.open);
 }
 
 async function alarmsOf(t: import('ava').ExecutionContext, n: TestNode, kind: string): Promise<Alarm[]> {
@@ -49,8 +49,8 @@ test('cycle mode with an injected clock: nothing older than the cycle remains, n
   const offset = cut + 2 * DAY_MS - Date.now();
   const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300 }, dataDir, { clock: { nowMs: () => Date.now() + offset } });
   t.true((await n.request('rec.v1.pool.put', { id: 'default', capacityBytes: null, overwrite: 'cycle', cycleDays: 2 })).ok);
-  await waitFor('the cycle pass', () => (n.node.index.segments.get(['c', segs[2]!.startMs]) ? null : true), 20_000);
-  const left = [...n.node.index.allSegments('c')];
+  await waitFor('the cycle pass', () => (n.node.index.segments.get('c', segs[2]!.startMs) ? null : true), 20_000);
+  const left = [...n.node.index.segments.all('c')];
   t.true(left.length >= 3, `${left.length} newer segments kept`);
   for (const s of left) t.true(s.endMs > cut - 1, `${new Date(s.startMs).toISOString()} is within the cycle`);
   for (const s of segs.filter((x) => x.endMs <= cut)) t.false(await exists(join(dataDir, s.file)), `${s.file} deleted from disk`);
@@ -82,7 +82,7 @@ test('backup copies: every closed segment is copied to the backup disk; a lost c
   await rm(join(dataDir, segs[1]!.file));
   const n2 = await startNode(t, { segmentSeconds: 2 }, dataDir);
   t.true(await exists(join(dataDir, segs[1]!.file)), 'primary restored');
-  t.truthy(n2.node.index.segments.get(['c', segs[1]!.startMs]), 'its index entry kept');
+  t.truthy(n2.node.index.segments.get('c', segs[1]!.startMs), 'its index entry kept');
   t.is((await stat(join(dataDir, segs[1]!.file))).size, segs[1]!.bytes);
 });
 
@@ -104,8 +104,8 @@ test('emergency overwrite: under the free-space threshold the oldest unlocked vi
   // A threshold no disk can meet: everything unlocked must go, the locked segment stays.
   const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300, minFreeBytes: Number.MAX_SAFE_INTEGER }, dataDir);
   const alarms = await alarmsOf(t, n, 'disk-full');
-  await waitFor('emergency overwrite', () => ([...n.node.index.allSegments('c')].length === 1 ? true : null), 20_000);
-  t.truthy(n.node.index.segments.get(['c', segs[1]!.startMs]), 'the locked segment survives');
+  await waitFor('emergency overwrite', () => ([...n.node.index.segments.all('c')].length === 1 ? true : null), 20_000);
+  t.truthy(n.node.index.segments.get('c', segs[1]!.startMs), 'the locked segment survives');
   await waitFor('disk-full alarm', () => (alarms.length > 0 ? true : null), 10_000);
   t.regex(alarms[0]!.message, /emergency overwrite/);
   // The pool view counts emergency deletions with the others (issue 13: it left them out).
@@ -132,14 +132,14 @@ test('ENOSPC on the video disk is an alarm and a retry, never a crash; recording
   t.true((await n.request('rec.v1.camera.put', { id: 'c', streams: { main: sim.url('h264') } })).ok);
   await waitFor('a write error alarm (disk full)', () => (writeErrors.length > 0 ? true : null), 90_000);
   t.regex(writeErrors[0]!.message, /ENOSPC/);
-  const stuckAt = [...n.node.index.allSegments('c')].length;
+  const stuckAt = [...n.node.index.segments.all('c')].length;
   t.true(stuckAt > 0);
 
   // Make room through the pool: a capacity under what the disk holds.
   t.true((await n.request('rec.v1.pool.put', { id: 'default', capacityBytes: 250_000, overwrite: 'capacity' })).ok);
   const before = Date.now();
-  await waitFor('recording resumes', () => ([...n.node.index.allSegments('c')].some((s) => s.endMs > before + 3000) ? true : null), 60_000);
-  t.true(n.node.index.poolUsage('default') <= 250_000 + 200_000);
+  await waitFor('recording resumes', () => ([...n.node.index.segments.all('c')].some((s) => s.endMs > before + 3000) ? true : null), 60_000);
+  t.true(n.node.index.segments.poolUsage('default') <= 250_000 + 200_000);
 });
 
 test('full pools stop recording with an alarm and an open gap (mode none; a capacity pool holding only locked video); growing the pool resumes at once; usage is exact across a restart', async (t) => {
@@ -152,26 +152,26 @@ test('full pools stop recording with an alarm and an open gap (mode none; a capa
   t.true((await n.request('rec.v1.camera.put', { id: 'c', pool: 'p', streams: { main: sim.url('h264') } })).ok);
   await waitFor('pool-full alarm (mode none)', () => (full.length > 0 ? true : null), 60_000);
   t.regex(full[0]!.message, /overwrite mode is none/);
-  const openGap = await waitFor('an open gap with the reason', () => n.node.index.openGaps('c').find((g) => /full/.test(g.reason)) ?? null, 10_000);
-  const stalled = n.node.index.lastSegment('c')!.endMs;
+  const openGap = await waitFor('an open gap with the reason', () => n.node.index.gaps.open('c').find((g) => /full/.test(g.reason)) ?? null, 10_000);
+  const stalled = n.node.index.segments.last('c')!.endMs;
   await new Promise((r) => setTimeout(r, 4000));
-  t.is([...n.node.index.allSegments('c')].filter((s) => s.endMs > stalled + 2500).length, 0, 'nothing written while full');
+  t.is([...n.node.index.segments.all('c')].filter((s) => s.endMs > stalled + 2500).length, 0, 'nothing written while full');
 
   // Grow it: writing resumes at once and the gap closes.
   t.true((await n.request('rec.v1.pool.put', { id: 'p', capacityBytes: 10_000_000, overwrite: 'none' })).ok);
-  await waitFor('recording resumes', () => (n.node.index.lastSegment('c')!.endMs > stalled + 3000 ? true : null), 30_000);
-  const closed = n.node.index.gaps.get(['c', openGap.startMs]);
+  await waitFor('recording resumes', () => (n.node.index.segments.last('c')!.endMs > stalled + 3000 ? true : null), 30_000);
+  const closed = n.node.index.gaps.get('c', openGap.startMs);
   t.truthy(closed?.endMs, 'the gap is closed');
 
   // A capacity pool whose video is all locked: no deletion of locked video, recording stops.
-  const segs = [...n.node.index.allSegments('c')];
+  const segs = [...n.node.index.segments.all('c')];
   const from = new Date(segs[0]!.startMs).toISOString();
   const to = new Date(Date.now() + 600_000).toISOString();
   t.true((await n.request('rec.v1.lock', { camera: 'c', from, to })).ok);
-  const lockedBytes = n.node.index.poolUsage('p');
+  const lockedBytes = n.node.index.segments.poolUsage('p');
   t.true((await n.request('rec.v1.pool.put', { id: 'p', capacityBytes: lockedBytes, overwrite: 'capacity', maxLockShare: 1 })).ok);
   await waitFor('pool-full alarm (only locked video)', () => (full.some((a) => /only locked/.test(a.message)) ? true : null), 30_000);
-  for (const s of segs) t.truthy(n.node.index.segments.get(['c', s.startMs]), 'locked video kept');
+  for (const s of segs) t.truthy(n.node.index.segments.get('c', s.startMs), 'locked video kept');
 
   // A lock that would exceed maxLockShare is refused.
   t.true((await n.request('rec.v1.unlock', { camera: 'c', from, to })).ok);
@@ -183,6 +183,6 @@ test('full pools stop recording with an alarm and an open gap (mode none; a capa
   t.true((await n.request('rec.v1.camera.delete', { id: 'c' })).ok);
   await n.node.stop();
   const again = await startNode(t, { segmentSeconds: 2 }, dataDir);
-  const sum = [...again.node.index.allSegments()].filter((s) => s.pool === 'p').reduce((a, s) => a + s.bytes, 0);
-  t.is(again.node.index.poolUsage('p'), sum);
+  const sum = [...again.node.index.segments.all()].filter((s) => s.pool === 'p').reduce((a, s) => a + s.bytes, 0);
+  t.is(again.node.index.segments.poolUsage('p'), sum);
 });

@@ -20,7 +20,7 @@ interface SegInfo {
 }
 
 function segments(n: TestNode): SegInfo[] {
-  return [...n.node.index.allSegments()].map((s) => ({ camera: s.camera, startMs: s.startMs, endMs: s.endMs, bytes: s.bytes, file: s.file }));
+  return [...n.node.index.segments.all()].map((s) => ({ camera: s.camera, startMs: s.startMs, endMs: s.endMs, bytes: s.bytes, file: s.file }));
 }
 
 async function poolBytesOnDisk(dataDir: string, pool: string): Promise<number> {
@@ -59,7 +59,7 @@ test('a capacity pool with 2 cameras stays within cap + one segment per camera, 
   const sampler = (async () => {
     while (sampling) {
       for (const s of segments(n)) seen.set(s.file, s);
-      maxUsage = Math.max(maxUsage, n.node.index.poolUsage('small'));
+      maxUsage = Math.max(maxUsage, n.node.index.segments.poolUsage('small'));
       maxDisk = Math.max(maxDisk, await poolBytesOnDisk(n.dataDir, 'small'));
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -130,7 +130,7 @@ test('a capacity pool with 2 cameras stays within cap + one segment per camera, 
   const pools = await getJson<{ pools: { id: string; usageBytes: number; deletedSegments: number }[] }>(`${n.http}/api/pools`);
   const small = pools.body.pools.find((p) => p.id === 'small')!;
   t.true(small.deletedSegments >= deleted.length);
-  t.is(small.usageBytes, n.node.index.poolUsage('small'));
+  t.is(small.usageBytes, n.node.index.segments.poolUsage('small'));
 });
 
 test('storage bad input gets typed errors and changes nothing', async (t) => {

@@ -43,7 +43,7 @@ async function setup(t: ExecutionContext, poolFormat: 'ps' | undefined) {
   const camera: CameraConfig = { id: 'c', pool: 'p', streams: { main: 'rtsp://127.0.0.1:1/x' }, record: { stream: 'main' }, edge: { replayUrl: 'rtsp://127.0.0.1:1/edge' } };
   await index.cameras.put('c', camera);
   const gap: GapRecord & { endMs: number } = { camera: 'c', startMs: GAP.fromMs, endMs: GAP.toMs, state: 'fetching', reason: 'camera offline', attempts: 0 };
-  await index.putGap(gap);
+  await index.gaps.put(gap);
   const config = configSchema.parse({ dataDir: dir, logLevel: 'silent', backfillMaxAttempts: 3 });
   const src = await clipFile(await tempDir(t, 'clip-'));
   const stagedClip = async (opts: EdgePullOptions): Promise<EdgePullResult> => {
@@ -58,7 +58,7 @@ test('a camera that inherits ps from its pool is back-filled as .ps, like its li
   const { index, camera, gap, config, stagedClip } = await setup(t, 'ps');
   const result = await runAttempt({ index, config, clock: { nowMs: () => NOW }, log: silentLogger, pull: stagedClip }, camera, gap, new AbortController().signal);
   t.is(result.error, null, result.error?.message);
-  const segs = [...index.allSegments('c')];
+  const segs = [...index.segments.all('c')];
   t.true(segs.length > 0, 'video was written');
   t.deepEqual([...new Set(segs.map((s) => s.format))], ['ps']);
   t.true(segs.every((s) => s.file.endsWith('.ps')), segs.map((s) => s.file).join(' '));
@@ -78,7 +78,7 @@ test('a staging file that cannot be read ends the attempt with an error; it does
   if (outcome === 'hung') return;
   t.truthy(outcome.error, 'the read error is the attempt\'s error');
   t.regex(outcome.error!.message, /EISDIR/);
-  const after = index.gaps.get(['c', GAP.fromMs])!;
+  const after = index.gaps.get('c', GAP.fromMs)!;
   t.is(after.state, 'pending', 'the gap waits for a retry');
   t.is(after.attempts, 1);
   t.is(after.lastError?.message, outcome.error!.message);
@@ -89,15 +89,16 @@ test('an attempt that throws gives its gap back for a retry instead of leaving i
   // Two gaps of the camera, both due (and at start a third: from the last one to now).
   // Every read of the camera's video fails (an index that cannot be read), which the
   // attempt does not expect and throws out of.
-  await index.putGap({ camera: 'c', startMs: GAP.fromMs, endMs: GAP.toMs, state: 'pending', reason: 'camera offline', attempts: 0 });
-  await index.putGap({ camera: 'c', startMs: GAP.toMs + 60_000, endMs: GAP.toMs + 64_000, state: 'pending', reason: 'camera offline', attempts: 0 });
-  const broken = Object.create(index, {
-    segmentTimesInRange: {
+  await index.gaps.put({ camera: 'c', startMs: GAP.fromMs, endMs: GAP.toMs, state: 'pending', reason: 'camera offline', attempts: 0 });
+  await index.gaps.put({ camera: 'c', startMs: GAP.toMs + 60_000, endMs: GAP.toMs + 64_000, state: 'pending', reason: 'camera offline', attempts: 0 });
+  const segments = Object.create(index.segments, {
+    timesInRange: {
       value: () => {
         throw new Error('index read failed');
       },
     },
-  }) as RecorderIndex;
+  }) as RecorderIndex['segments'];
+  const broken = Object.create(index, { segments: { value: segments } }) as RecorderIndex;
   const progress: BackfillProgress[] = [];
   const manager = new BackfillManager({
     index: broken,
@@ -111,7 +112,7 @@ test('an attempt that throws gives its gap back for a retry instead of leaving i
   });
   t.teardown(() => manager.stop());
   await manager.start();
-  const gaps = (): GapRecord[] => [...index.gaps.getRange({ start: ['c', -1], end: ['c', Number.MAX_SAFE_INTEGER] })].map((e) => e.value);
+  const gaps = (): GapRecord[] => index.gaps.ofCamera('c');
   const settled = await waitFor('every gap given back', () => {
     const g = gaps();
     return g.length === 3 && g.every((x) => x.state === 'pending' && x.attempts === 1) ? g : null;

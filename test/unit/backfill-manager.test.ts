@@ -28,7 +28,7 @@ async function setup(t: import('ava').ExecutionContext, plan?: SchedulePlan) {
   await index.cameras.put('c', camera);
   if (plan) await index.schedules.put('c', plan);
   const seg = (startMs: number, endMs: number) =>
-    index.putSegment({ camera: 'c', startMs, endMs, file: `pools/default/c/x/${startMs}.mp4`, format: 'mp4', pool: 'default', stream: 'main', bytes: 1, initSize: 1, mimeType: 'video/mp4', codecKey: 'k', types: [{ type: 'timing', fromMs: startMs }], gops: new Uint8Array(0), open: false, flags: {} });
+    index.segments.put({ camera: 'c', startMs, endMs, file: `pools/default/c/x/${startMs}.mp4`, format: 'mp4', pool: 'default', stream: 'main', bytes: 1, initSize: 1, mimeType: 'video/mp4', codecKey: 'k', types: [{ type: 'timing', fromMs: startMs }], gops: new Uint8Array(0), open: false, flags: {} });
   const progress: BackfillProgress[] = [];
   const config = configSchema.parse({ dataDir: dir, backfillSyncHours: 6, backfillDelayMs: 1000, backfillMaxAttempts: 3, logLevel: 'silent' });
   const manager = new BackfillManager({
@@ -42,7 +42,7 @@ async function setup(t: import('ava').ExecutionContext, plan?: SchedulePlan) {
     publish: (p) => progress.push(p),
   });
   t.teardown(() => manager.stop());
-  const gaps = (): GapRecord[] => [...index.gaps.getRange({ start: ['c', -1], end: ['c', Number.MAX_SAFE_INTEGER] })].map((e) => e.value);
+  const gaps = (): GapRecord[] => index.gaps.ofCamera('c');
   return { index, manager, seg, gaps };
 }
 
@@ -50,7 +50,7 @@ test('at start, the time from the last segment to now becomes a gap where the pl
   const plan: SchedulePlan = { camera: 'c', timeZone: 'UTC', preSeconds: 0, postSeconds: 0, slots: [{ days: [3], start: '06:00', end: '09:00', type: 'timing' }, { days: [3], start: '10:00', end: '23:00', type: 'timing' }] };
   const { manager, seg, gaps, index } = await setup(t, plan);
   await seg(NOW - 5 * H, NOW - 4 * H); // 07:00-08:00
-  await index.putGap({ camera: 'c', startMs: NOW - 4 * H, endMs: null, state: 'open', reason: 'camera offline', attempts: 0 });
+  await index.gaps.put({ camera: 'c', startMs: NOW - 4 * H, endMs: null, state: 'open', reason: 'camera offline', attempts: 0 });
   await manager.start();
   await manager.stop(); // ends the attempts queued at start (they do not count)
   const g = gaps();
@@ -77,7 +77,7 @@ test('the periodic sync turns unaccounted holes between video into gaps, not bef
   await seg(NOW - 3 * H, NOW - 2 * H);
   await seg(NOW - 2 * H + 60_000, NOW - H); // a 1 min hole nobody recorded as a gap
   await seg(NOW - H + 500, NOW - 30 * 60_000); // a 0.5 s hole: not a gap
-  await index.putGap({ camera: 'c', startMs: NOW - 30 * 60_000, endMs: NOW - 20 * 60_000, state: 'filled', reason: 'camera offline', attempts: 1 });
+  await index.gaps.put({ camera: 'c', startMs: NOW - 30 * 60_000, endMs: NOW - 20 * 60_000, state: 'filled', reason: 'camera offline', attempts: 1 });
   await seg(NOW - 20 * 60_000, NOW - 5000); // live, the last seconds still arriving
   await manager.sync();
   await manager.stop();
@@ -88,7 +88,7 @@ test('the periodic sync turns unaccounted holes between video into gaps, not bef
 test('a manual request splits gaps at its edges, adds records for holes without one and leaves video alone', async (t) => {
   const { manager, seg, gaps, index } = await setup(t);
   await seg(NOW - 3 * H, NOW - 2 * H);
-  await index.putGap({ camera: 'c', startMs: NOW - 2 * H, endMs: NOW - H, state: 'unavailable', reason: 'camera offline', attempts: 3 });
+  await index.gaps.put({ camera: 'c', startMs: NOW - 2 * H, endMs: NOW - H, state: 'unavailable', reason: 'camera offline', attempts: 3 });
   await seg(NOW - H, NOW - 30 * 60_000);
   const asked = await manager.request('c', NOW - 2.5 * H, NOW - 1.5 * H);
   await manager.stop();

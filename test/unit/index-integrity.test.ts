@@ -52,13 +52,13 @@ async function churnedIndex(dataDir: string, rounds = 12): Promise<void> {
   for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < 120; i++) {
       const seg = segment(i % 2 ? 'a' : 'b', i, 12 * (10 + ((i * 7 + r) % 90)));
-      void index.putSegment(seg);
-      if (i % 3 === r % 3) void index.sampletables.put([seg.camera, seg.startMs], randomBytes(2000 + ((i * 131 + r) % 9000)));
-      if (i % 11 === r % 11) void index.removeSegment(seg.camera, seg.startMs);
+      void index.segments.put(seg);
+      if (i % 3 === r % 3) void index.segments.putSampleTables(seg, randomBytes(2000 + ((i * 131 + r) % 9000)));
+      if (i % 11 === r % 11) void index.segments.remove(seg.camera, seg.startMs);
     }
-    void index.labels.put(`l${r}`, { id: `l${r}`, camera: 'a', startMs: T0 + r, endMs: T0 + r + 1000, text: 'x'.repeat(r * 40), createdMs: 0, updatedMs: 0 });
-    void index.users.put(`u${r % 3}`, { name: `u${r % 3}`, role: 'admin', pools: [] });
-    await index.putSegment(segment('c', r, 24));
+    void index.labels.put({ id: `l${r}`, camera: 'a', startMs: T0 + r, endMs: T0 + r + 1000, text: 'x'.repeat(r * 40), createdMs: 0, updatedMs: 0 });
+    void index.users.put(`u${r % 3}`, { name: `u${r % 3}`, role: 'admin', pools: [], createdAt: '', updatedAt: '' });
+    await index.segments.put(segment('c', r, 24));
   }
   await index.close();
 }
@@ -136,10 +136,13 @@ test('a scribbled file is corrupt: random pages over its middle, or one tree pag
 test('compaction gives free pages back; the copy passes the check and reads the same', async (t) => {
   const dataDir = tempData(t);
   const index = await RecorderIndex.open(dataDir);
-  for (let i = 0; i < 400; i++) void index.sampletables.put(['a', i], randomBytes(6000));
-  await index.putSegment(segment('a', 1, 120));
-  for (let i = 0; i < 400; i++) if (i % 20 !== 0) void index.sampletables.remove(['a', i]);
-  await index.putSegment(segment('a', 2, 120));
+  // 400 segments with 6 kB of sample tables each (overflow pages), then 380 of them gone.
+  for (let i = 0; i < 400; i++) void index.segments.put(segment('x', i, 12));
+  await index.segments.put(segment('a', 1, 120));
+  for (let i = 0; i < 400; i++) void index.segments.putSampleTables(segment('x', i, 12), randomBytes(6000));
+  await index.segments.put(segment('a', 1, 120));
+  for (let i = 0; i < 400; i++) if (i % 20 !== 0) void index.segments.remove('x', segment('x', i, 12).startMs);
+  await index.segments.put(segment('a', 2, 120));
   await index.close();
   const before = checkIndexFile(dataDir);
   t.true(before.ok);
@@ -151,10 +154,10 @@ test('compaction gives free pages back; the copy passes the check and reads the 
   t.true(after.ok, after.problems.join('; '));
   const again = await RecorderIndex.open(dataDir);
   t.teardown(() => again.close());
-  t.is(again.sampletables.getKeysCount(), 20);
-  t.is(again.segments.get(['a', T0 + 20_000])?.bytes, 1002);
-  await again.putSegment(segment('a', 3, 12));
-  t.truthy(again.segments.get(['a', T0 + 30_000]), 'writes after compaction');
+  t.is(again.segments.sampleTableKeys().length, 20);
+  t.is(again.segments.get('a', T0 + 20_000)?.bytes, 1002);
+  await again.segments.put(segment('a', 3, 12));
+  t.truthy(again.segments.get('a', T0 + 30_000), 'writes after compaction');
 });
 
 test('the journal names its index: a new index or one without the users it lists is refused; restore fills what is missing', async (t) => {
@@ -162,9 +165,9 @@ test('the journal names its index: a new index or one without the users it lists
   const index = await RecorderIndex.open(dataDir);
   await index.ensureId();
   await index.cameras.put('c', { id: 'c', pool: 'default', streams: { main: 'rtsp://u:p@h/x' }, record: { stream: 'main' } } as never);
-  await index.users.put('admin', { name: 'admin', role: 'admin', pools: [], passwordHash: 'h' });
-  await index.locks.put(['c', T0], { id: 'L', camera: 'c', startMs: T0, endMs: T0 + 5000, untilMs: null, createdMs: 0 });
-  await index.labels.put('lab', { id: 'lab', camera: 'c', startMs: T0, endMs: T0 + 1, text: 'door', createdMs: 0, updatedMs: 0 });
+  await index.users.put('admin', { name: 'admin', role: 'admin', pools: [], passwordHash: 'h', createdAt: '', updatedAt: '' });
+  await index.locks.apply({ put: [{ id: 'L', camera: 'c', startMs: T0, endMs: T0 + 5000, untilMs: null, createdMs: 0 }], remove: [] });
+  await index.labels.put({ id: 'lab', camera: 'c', startMs: T0, endMs: T0 + 1, text: 'door', createdMs: 0, updatedMs: 0 });
   await index.pools.put('default', { id: 'default', capacityBytes: null, overwrite: 'capacity' } as never);
   const snap = snapshotOf(index)!;
   await writeJournal(dataDir, snap);
@@ -186,6 +189,6 @@ test('the journal names its index: a new index or one without the users it lists
   const restored = await restoreFromJournal(fresh, journal!);
   t.deepEqual(restored, { cameras: 1, users: 1, pools: 1, locks: 1, labels: 1 });
   t.is((fresh.users.get('admin') as { passwordHash: string }).passwordHash, 'h');
-  t.deepEqual([...fresh.labelidx.getKeys({})], [['c', T0, 'lab']]);
+  t.deepEqual(fresh.labels.ofCameraBefore('c', Infinity).map((l) => [l.camera, l.startMs, l.id]), [['c', T0, 'lab']]);
   t.deepEqual(await restoreFromJournal(fresh, journal!), {}, 'nothing twice');
 });

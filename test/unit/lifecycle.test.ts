@@ -112,7 +112,7 @@ test("the node's signal reaches the back-fill manager: a pull in progress ends w
   const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
   const camera: CameraConfig = { id: 'c', pool: 'default', streams: { main: 'rtsp://127.0.0.1:1/x' }, record: { stream: 'main', format: 'mp4' }, edge: { replayUrl: 'rtsp://127.0.0.1:1/edge', mode: 'onvif', rateControl: false } };
   await index.cameras.put('c', camera);
-  await index.putGap({ camera: 'c', startMs: NOW - 120_000, endMs: NOW - 60_000, state: 'pending', reason: 'camera offline', attempts: 0 });
+  await index.gaps.put({ camera: 'c', startMs: NOW - 120_000, endMs: NOW - 60_000, state: 'pending', reason: 'camera offline', attempts: 0 });
   const node = new AbortController();
   let pulling: AbortSignal | null = null;
   let pullEnded = false;
@@ -144,7 +144,7 @@ test("the node's signal reaches the back-fill manager: a pull in progress ends w
   await waitUntil(() => pullEnded);
   t.true(pulling!.aborted);
   await manager.stop();
-  const gap = index.gaps.get(['c', NOW - 120_000])!;
+  const gap = index.gaps.get('c', NOW - 120_000)!;
   t.not(gap.state, 'fetching', 'the gap was given back');
 });
 

@@ -41,7 +41,7 @@ async function writeAll(dir: string, index: RecorderIndex, chunks: Fmp4Chunk[]):
     await writer.handle(c);
   }
   await writer.close();
-  return [...index.allSegments('cam')];
+  return [...index.segments.all('cam')];
 }
 
 const view = (s: SegmentRecord) => ({ startMs: s.startMs, endMs: s.endMs, file: s.file, format: s.format, bytes: s.bytes, gops: decodeGops(s.gops), codecKey: s.codecKey, mimeType: s.mimeType, width: s.width, initSize: s.initSize });
@@ -82,7 +82,7 @@ test('format "ps": .ps segments that stand alone, GOP offsets into the PS file, 
   const report = await reconcile(index, dir, { mode: 'rebuild', log: silentLogger });
   t.is(report.reindexed.length, 3);
   t.deepEqual(report.unreadable, []);
-  const after = [...index.allSegments('cam')].map(view);
+  const after = [...index.segments.all('cam')].map(view);
   t.deepEqual(after.map((s) => ({ ...s, endMs: 0 })), before.map((s) => ({ ...s, endMs: 0 })));
   after.forEach((s, i) => t.true(Math.abs(s.endMs - before[i]!.endMs) <= 1, 'end within a millisecond (90 kHz rounding)'));
 });
@@ -133,11 +133,11 @@ test('crash mid-GOP in a .ps segment: repair truncates the partial GOP, keeps th
   const gops = decodeGops(last.gops);
   // The recorder died while appending one more GOP: half of a copy of the first GOP is on disk.
   await appendFile(abs, whole.subarray(gops[0]!.offset, gops[0]!.offset + Math.floor(gops[0]!.size / 2)));
-  await index.putSegment({ ...last, open: true });
+  await index.segments.put({ ...last, open: true });
   const report = await reconcile(index, dir, { mode: 'repair', log: silentLogger });
   t.deepEqual(report.truncated, [{ file: last.file, bytes: Math.floor(gops[0]!.size / 2) }]);
   t.is((await stat(abs)).size, whole.length);
-  const fixed = index.segments.get(['cam', last.startMs])!;
+  const fixed = index.segments.get('cam', last.startMs)!;
   t.false(fixed.open);
   t.deepEqual(decodeGops(fixed.gops), gops);
 
@@ -149,5 +149,5 @@ test('crash mid-GOP in a .ps segment: repair truncates the partial GOP, keeps th
   const r2 = await reconcile(index, dir, { mode: 'repair', log: silentLogger });
   t.is(r2.unreadable.length, 1);
   t.true(r2.unreadable[0]!.file.endsWith('.ps'));
-  t.is(index.segments.get(['cam', Date.UTC(2026, 10, 25, 13)]), undefined);
+  t.is(index.segments.get('cam', Date.UTC(2026, 10, 25, 13)), undefined);
 });

@@ -44,5 +44,5 @@ test('files cut inside their header are removed as empty by repair; check only r
   t.deepEqual(repaired.removedEmpty.sort(), checked.removedEmpty);
   t.deepEqual(repaired.unreadable.map((u) => u.file), files.filter((f) => !f.cut).map((f) => f.rel));
   for (const f of files) t.is(await exists(f.rel), !f.cut, f.rel);
-  t.deepEqual([...index.allSegments()], [], 'nothing indexed');
+  t.deepEqual([...index.segments.all()], [], 'nothing indexed');
 });

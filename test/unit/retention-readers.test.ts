@@ -45,7 +45,7 @@ async function setup(t: import('ava').ExecutionContext): Promise<{ index: Record
   let storage: StorageSupervisor | null = null;
   t.teardown(async () => {
     await storage?.stop();
-    await index.root.close();
+    await index.close();
     rmSync(dataDir, { recursive: true, force: true });
   });
   for (const camera of CAMERAS) {
@@ -53,10 +53,10 @@ async function setup(t: import('ava').ExecutionContext): Promise<{ index: Record
       const seg = segment(camera, i);
       mkdirSync(dirname(join(dataDir, seg.file)), { recursive: true });
       writeFileSync(join(dataDir, seg.file), Buffer.alloc(seg.bytes));
-      void index.putSegment(seg);
+      void index.segments.put(seg);
     }
   }
-  await index.putSegment(segment('a', PER_CAMERA)); // the last put resolves after all before it
+  await index.segments.put(segment('a', PER_CAMERA)); // the last put resolves after all before it
   storage = new StorageSupervisor({
     index,
     dataDir,
@@ -74,7 +74,7 @@ async function setup(t: import('ava').ExecutionContext): Promise<{ index: Record
 
 test('thousands of retention passes that stop early leave the LMDB reader slots flat', async (t) => {
   const { index, storage } = await setup(t);
-  const usage = index.poolUsage('p');
+  const usage = index.segments.poolUsage('p');
   // Under capacity: every pass reads the oldest segment of each camera and stops there.
   await index.pools.put('p', { id: 'p', capacityBytes: usage + 1, overwrite: 'capacity', maxLockShare: 0.5, thinAfterDays: 3650 });
   const before = index.readerSlots();
@@ -84,12 +84,12 @@ test('thousands of retention passes that stop early leave the LMDB reader slots 
     if (i % 100 === 0) await index.pools.put('p', { id: 'p', capacityBytes: usage + 1 + i, overwrite: 'capacity', maxLockShare: 0.5, thinAfterDays: 3650 });
   }
   t.true(index.readerSlots() <= Math.max(before, 1), `reader slots ${before} → ${index.readerSlots()}`);
-  t.is(index.poolUsage('p'), usage, 'nothing deleted under capacity');
+  t.is(index.segments.poolUsage('p'), usage, 'nothing deleted under capacity');
 
   // Over capacity: passes delete, and still hold nothing afterwards.
   await index.pools.put('p', { id: 'p', capacityBytes: usage / 2, overwrite: 'capacity', maxLockShare: 0.5 });
   await storage.retentionPass('p');
-  t.true(index.poolUsage('p') <= usage / 2);
+  t.true(index.segments.poolUsage('p') <= usage / 2);
   for (let i = 0; i < 200; i++) await storage.retentionPass('p');
   t.true(index.readerSlots() <= Math.max(before, 1), `reader slots after deleting: ${index.readerSlots()}`);
 });
@@ -100,7 +100,7 @@ test('a walk abandoned mid-way, without closing it, pins no reader slot', async 
   for (let i = 0; i < 500; i++) {
     const walk = oldestFirst(index, () => true);
     walk.next(); // then dropped on the floor, as a careless caller would
-    const camera = index.allSegments('b')[Symbol.iterator]();
+    const camera = index.segments.all('b')[Symbol.iterator]();
     camera.next();
     await index.pools.put('p', { id: 'p', capacityBytes: i, overwrite: 'capacity', maxLockShare: 0.5 });
   }

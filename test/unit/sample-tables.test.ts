@@ -65,7 +65,7 @@ async function record(t: import('ava').ExecutionContext, format: 'mp4' | 'ps', s
   }
   await writer.close();
   await store.idle();
-  return { dir, index, store, segs: [...index.allSegments('cam')] };
+  return { dir, index, store, segs: [...index.segments.all('cam')] };
 }
 
 const refsOf = (seg: SegmentRecord) => decodeGops(seg.gops).map((g) => ({ offset: g.offset, size: g.size }));
@@ -104,7 +104,7 @@ for (const format of ['mp4', 'ps'] as const) {
     const viaRecord = new SampleTableCache(undefined, store);
     const planned: { a: SegmentTables; b: SegmentTables }[] = [];
     for (const seg of segs) {
-      const bytes = index.sampletables.get([seg.camera, seg.startMs]);
+      const bytes = index.segments.sampleTables(seg.camera, seg.startMs);
       t.truthy(bytes, `record of ${seg.file}`);
       t.is(bytes![0], SAMPLE_TABLE_FORMAT);
       const decoded = decodeSampleTables(bytes!);
@@ -132,7 +132,7 @@ test('a record is used without reading the file; the file is only opened when se
   const seg = segs[0]!;
   const path = join(dir, seg.file);
   const original = await fromMoofs(dir, seg);
-  const records = new Map([[path, index.sampletables.get([seg.camera, seg.startMs])!]]);
+  const records = new Map([[path, index.segments.sampleTables(seg.camera, seg.startMs)!]]);
   // Garbage of the same size at the path: reading its moofs would fail.
   await writeFile(path, Buffer.alloc(seg.bytes, 0xab));
   const source = mapSource(records);
@@ -148,10 +148,10 @@ test('records that do not match what the index says are ignored: the moofs are r
   const { dir, index, segs } = await record(t, 'mp4', 7);
   const [seg, other] = segs as [SegmentRecord, SegmentRecord];
   const path = join(dir, seg.file);
-  const good = index.sampletables.get([seg.camera, seg.startMs])!;
+  const good = index.segments.sampleTables(seg.camera, seg.startMs)!;
   const moofs = await fromMoofs(dir, seg);
   const cases: [string, Uint8Array, RegExp][] = [
-    ['another segment\'s record', index.sampletables.get([other.camera, other.startMs])!, /record of a \d+-byte file|no fragment/],
+    ['another segment\'s record', index.segments.sampleTables(other.camera, other.startMs)!, /record of a \d+-byte file|no fragment/],
     ['a flipped byte', Buffer.from(good).fill(good[40]! ^ 0xff, 40, 41), /checksum/],
     ['cut short', good.subarray(0, good.length - 9), /checksum|cut short|bytes/],
     ['a newer format', withFormat(good, SAMPLE_TABLE_FORMAT + 1), /format/],
@@ -276,14 +276,14 @@ test('synthetic edge values survive the round trip; values that do not hold toge
 test('the record goes with the segment, is dropped by a re-put of the closed segment, and is never stored for an entry that changed', async (t) => {
   const { dir, index, store, segs } = await record(t, 'mp4', 7);
   const [a, b, c] = segs as [SegmentRecord, SegmentRecord, SegmentRecord];
-  const has = (s: SegmentRecord): boolean => index.sampletables.get([s.camera, s.startMs]) !== undefined;
+  const has = (s: SegmentRecord): boolean => index.segments.sampleTables(s.camera, s.startMs) !== undefined;
   t.true(has(a) && has(b) && has(c));
-  const recordOfA = index.sampletables.get([a.camera, a.startMs])!;
+  const recordOfA = index.segments.sampleTables(a.camera, a.startMs)!;
 
-  // Removal (retention's deleteSegment, purge, reconcile all go through removeSegment).
-  await index.removeSegment(a.camera, a.startMs);
+  // Removal (retention's deleteSegment, purge, reconcile all go through index.segments.remove).
+  await index.segments.remove(a.camera, a.startMs);
   t.false(has(a));
-  t.false(await index.putSampleTables(a, recordOfA), 'no record for a segment that is gone');
+  t.false(await index.segments.putSampleTables(a, recordOfA), 'no record for a segment that is gone');
   t.false(has(a));
   // A build that was queued before the removal finds nothing to do.
   store.segmentClosed(a);
@@ -291,18 +291,17 @@ test('the record goes with the segment, is dropped by a re-put of the closed seg
   t.false(has(a));
 
   // An entry that changed since the tables were read (bytes, GOP table, open) is not written.
-  const recordOfB = index.sampletables.get([b.camera, b.startMs])!;
-  await index.sampletables.remove([b.camera, b.startMs]);
-  t.false(await index.putSampleTables({ ...b, bytes: b.bytes + 1 }, recordOfB));
-  t.false(await index.putSampleTables({ ...b, gops: b.gops.subarray(12) }, recordOfB));
-  t.true(await index.putSampleTables(b, recordOfB));
+  const recordOfB = index.segments.sampleTables(b.camera, b.startMs)!;
+  t.false(await index.segments.putSampleTables({ ...b, bytes: b.bytes + 1 }, recordOfB));
+  t.false(await index.segments.putSampleTables({ ...b, gops: b.gops.subarray(12) }, recordOfB));
+  t.true(await index.segments.putSampleTables(b, recordOfB));
   // Racing a removal in the same write batch, either order: no record outlives its segment.
   // (lmdb-js runs transaction callbacks after the batch's plain writes, so the build may
   // see the removal even when queued first; either way nothing is left.)
-  await Promise.all([index.putSampleTables(b, recordOfB), index.removeSegment(b.camera, b.startMs)]);
+  await Promise.all([index.segments.putSampleTables(b, recordOfB), index.segments.remove(b.camera, b.startMs)]);
   t.false(has(b), 'build queued first, removal after');
-  await index.putSegment(b);
-  const [, removedFirst] = await Promise.all([index.removeSegment(b.camera, b.startMs), index.putSampleTables(b, recordOfB)]);
+  await index.segments.put(b);
+  const [, removedFirst] = await Promise.all([index.segments.remove(b.camera, b.startMs), index.segments.putSampleTables(b, recordOfB)]);
   t.false(removedFirst, 'a build queued after the removal in the same turn stores nothing');
   t.false(has(b));
 
@@ -310,16 +309,16 @@ test('the record goes with the segment, is dropped by a re-put of the closed seg
   const thinned = await thinSegment(index, dir, c);
   t.true(thinned.bytesAfter < thinned.bytesBefore);
   t.false(has(c), 'record dropped with the re-put');
-  const fresh = index.segments.get([c.camera, c.startMs])!;
+  const fresh = index.segments.get(c.camera, c.startMs)!;
   const cache = new SampleTableCache(undefined, store);
   const got = await cache.read(join(dir, fresh.file), fresh.initSize, refsOf(fresh), fresh.bytes);
   await store.idle();
-  const rebuilt = decodeSampleTables(index.sampletables.get([c.camera, c.startMs])!);
+  const rebuilt = decodeSampleTables(index.segments.sampleTables(c.camera, c.startMs)!);
   t.is(rebuilt.fileBytes, fresh.bytes);
   t.deepEqual(rebuilt.fragments, got.fragments);
   t.deepEqual(rebuilt.fragments, (await fromMoofs(dir, fresh)).fragments);
 
   // A full re-index clears them all.
-  await index.clearSegments();
-  t.is(index.sampletables.getKeysCount(), 0);
+  await index.segments.clear();
+  t.is(index.segments.sampleTableKeys().length, 0);
 });

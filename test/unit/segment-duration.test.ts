@@ -78,7 +78,7 @@ async function setup(t: import('ava').ExecutionContext, seconds: number, segment
       }
       next += n;
     },
-    segs: () => [...index.allSegments('cam')],
+    segs: () => [...index.segments.all('cam')],
   };
 }
 
@@ -157,7 +157,7 @@ test('an open segment (a crash before close) says zero, scans and plays; reconci
   t.true(Math.abs(probe.durationSec - 4) < 0.15, `ffprobe scans it: ${probe.durationSec} s`);
   t.is(probe.videoFrames, 100);
   // The entry (committed at the last sync) is open, as a crash leaves it.
-  const entry = s.index.segments.get(['cam', T0]);
+  const entry = s.index.segments.get('cam', T0);
   t.true(entry?.open);
   const report = await reconcile(s.index, s.dir, { mode: 'repair', log: silentLogger });
   t.deepEqual(report.truncated, []);
@@ -167,7 +167,7 @@ test('an open segment (a crash before close) says zero, scans and plays; reconci
   const fixed = headerSeconds(after.subarray(0, scan.initSize));
   const media = await mediaSeconds(path);
   t.true(Math.abs(fixed.mehd! - Math.max(...media.values())) < 0.002, `${fixed.mehd}`);
-  const closed = s.index.segments.get(['cam', T0])!;
+  const closed = s.index.segments.get('cam', T0)!;
   t.false(closed.open);
   t.is(closed.initSize, scan.initSize);
   t.is(decodeGops(closed.gops).length, 4);
@@ -189,7 +189,7 @@ test('a file written before segments had a mehd is indexed as it is, bytes untou
   const report = await reconcile(index, dir, { mode: 'repair', log: silentLogger });
   t.deepEqual(report.reindexed, [rel]);
   t.is(await hash(), h0);
-  const seg = index.segments.get(['cam', T0])!;
+  const seg = index.segments.get('cam', T0)!;
   t.true(Math.abs(seg.endMs - seg.startMs - 3000) < 100);
   // Its fmp4 download gets a mehd all the same: the range's duration.
   const body = await planFmp4Range([{ path: join(dir, rel), initSize: seg.initSize, fragments: decodeGops(seg.gops).map((g) => ({ offset: g.offset, size: g.size })), bytes: seg.bytes }]);
@@ -205,7 +205,7 @@ test('what caches or hashes an init is the same for a segment read open and read
   const s = await setup(t, 7, 60_000);
   await s.feed(1 + 4); // indexed at the writer's first sync (4 s)
   const path = join(s.dir, segmentRelPath('default', 'cam', T0, 'mp4'));
-  const openEntry = s.index.segments.get(['cam', T0])!;
+  const openEntry = s.index.segments.get('cam', T0)!;
   const openRefs = decodeGops(openEntry.gops).map((g) => ({ offset: g.offset, size: g.size }));
   // Read while open, as a download of the live edge would.
   const records = new Map<string, Uint8Array>();
@@ -219,7 +219,7 @@ test('what caches or hashes an init is the same for a segment read open and read
 
   await s.feed();
   await s.writer.close();
-  const seg = s.index.segments.get(['cam', T0])!;
+  const seg = s.index.segments.get('cam', T0)!;
   t.false(seg.open);
   const refs = decodeGops(seg.gops).map((g) => ({ offset: g.offset, size: g.size }));
   const closedInit = await initOf(path, seg);

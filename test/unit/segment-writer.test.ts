@@ -60,7 +60,7 @@ test('segments rotate at the target length, on a timestamp jump and on a codec c
   for (const c of b) await feed(c); // new init with another codecKey
   await writer.close();
 
-  const segs = [...index.allSegments('cam')];
+  const segs = [...index.segments.all('cam')];
   t.is(segs.length, 4, segs.map((s) => `${s.startMs}-${s.endMs}`).join(' '));
   const [s1, s2, s3, s4] = segs as [typeof segs[0], typeof segs[0], typeof segs[0], typeof segs[0]];
   t.is(decodeGops(s1.gops).length, 3, 'rotated at 3 s');
@@ -86,7 +86,7 @@ test('appended GOPs are fdatasynced and indexed every syncMs of media, and every
   const clock = { nowMs: () => now };
   const writer = new SegmentWriter(camera, { index, dataDir: dir, clock, log: silentLogger, segmentMs: 60_000, syncMs: 3000 }, null);
   const indexedGops = async (): Promise<number> => {
-    const seg = [...index.allSegments('cam')][0];
+    const seg = [...index.segments.all('cam')][0];
     return seg ? decodeGops(seg.gops).length : 0;
   };
   const seen: number[] = [];
@@ -100,7 +100,7 @@ test('appended GOPs are fdatasynced and indexed every syncMs of media, and every
   t.deepEqual(seen, [0, 0, 3, 3, 3, 6, 6, 6]);
   await writer.close();
   t.is(await indexedGops(), 8, 'close commits the rest');
-  t.false([...index.allSegments('cam')][0]!.open);
+  t.false([...index.segments.all('cam')][0]!.open);
 
   // syncMs 0: every GOP as it comes.
   const dir2 = await tempDir(t);
@@ -111,7 +111,7 @@ test('appended GOPs are fdatasynced and indexed every syncMs of media, and every
   for (const c of a.slice(0, 4)) {
     if (c.kind === 'fragment') now += 1000;
     await every.handle(c);
-    if (c.kind === 'fragment') counts.push(decodeGops([...index2.allSegments('cam')][0]!.gops).length);
+    if (c.kind === 'fragment') counts.push(decodeGops([...index2.segments.all('cam')][0]!.gops).length);
   }
   t.deepEqual(counts, [1, 2, 3]);
   await every.close();
@@ -127,7 +127,7 @@ test('reindex rebuilds the segment index from the files alone; check flags a dam
     const writer = new SegmentWriter(camera, { index, dataDir: dir, clock: { nowMs: () => (now += 500) }, log: silentLogger, segmentMs: 2000 }, null);
     for (const c of a) await writer.handle(c);
     await writer.close();
-    before = [...index.allSegments('cam')].map((s) => ({ startMs: s.startMs, endMs: s.endMs, file: s.file, gops: decodeGops(s.gops), bytes: s.bytes }));
+    before = [...index.segments.all('cam')].map((s) => ({ startMs: s.startMs, endMs: s.endMs, file: s.file, gops: decodeGops(s.gops), bytes: s.bytes }));
     await index.close();
   }
   t.true(before.length >= 3);
@@ -142,7 +142,7 @@ test('reindex rebuilds the segment index from the files alone; check flags a dam
   t.is((JSON.parse(re.out) as { reindexed: string[] }).reindexed.length, before.length);
   {
     const index = await RecorderIndex.open(dir);
-    const after = [...index.allSegments('cam')].map((s) => ({ startMs: s.startMs, endMs: s.endMs, file: s.file, gops: decodeGops(s.gops), bytes: s.bytes }));
+    const after = [...index.segments.all('cam')].map((s) => ({ startMs: s.startMs, endMs: s.endMs, file: s.file, gops: decodeGops(s.gops), bytes: s.bytes }));
     await index.close();
     t.deepEqual(after, before);
   }

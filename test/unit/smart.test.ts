@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RecorderIndex } from '../../index/db.ts';
-import { smartInRange, smartNext } from '../../index/smart.ts';
 import { createLogger } from '../../lib/log.ts';
 import { classifyPayload, parseKlv, parseOnvifMetadata, SmartPacketError } from '../../smart/onvif-meta.ts';
 import { decodeFileHeader, decodeRecords, encodeFileHeader, encodeRecord, SMART_FILE_HEADER_BYTES } from '../../smart/smart-frame.ts';
@@ -203,19 +202,19 @@ test('the smart writer times, stores, indexes, caps a flood and deletes with ret
   t.is(stats.skipped.unknownPayload, 1);
   t.is(stats.skipped.unknownStreamType, 1);
   t.true(stats.skipped.flood >= 1000 - 2 * SMART_MAX_PACKETS_PER_SEC, `flood ${stats.skipped.flood}`);
-  const { hits } = smartInRange(index, 'w1', anchorMs - 1, anchorMs + 60_000, {}, 10_000);
+  const { hits } = index.smart.inRange('w1', anchorMs - 1, anchorMs + 60_000, {}, 10_000);
   t.is(hits.length, stats.packets);
   const firstTen = hits.slice(0, 10);
   t.deepEqual(firstTen.map((h) => h.ms), Array.from({ length: 10 }, (_, i) => anchorMs + i * 1000), 'times from PTS through the video anchor');
   t.deepEqual(firstTen.map((h) => h.record.contentMs), firstTen.map((h) => h.ms));
-  t.is(smartInRange(index, 'w1', anchorMs - 1, anchorMs + 60_000, { class: 'vehicle' }, 100).hits.length, 5);
-  t.is(smartNext(index, 'w1', anchorMs, { class: 'Human' })!.ms, anchorMs + 2000);
-  t.is(smartNext(index, 'w1', anchorMs + 2000, { class: 'Human' }, true)!.ms, anchorMs);
+  t.is(index.smart.inRange('w1', anchorMs - 1, anchorMs + 60_000, { class: 'vehicle' }, 100).hits.length, 5);
+  t.is(index.smart.next('w1', anchorMs, { class: 'Human' })!.ms, anchorMs + 2000);
+  t.is(index.smart.next('w1', anchorMs + 2000, { class: 'Human' }, true)!.ms, anchorMs);
   // Keys of equal ms are told apart by seq, never overwritten.
   const flood = hits.filter((h) => h.ms === anchorMs + 10_000);
   t.deepEqual(flood.map((h) => h.seq), flood.map((_, i) => i));
   // Files rotate at segmentMs and each reads back whole.
-  const files = [...index.smartfiles.getRange({ start: ['w1', -1], end: ['w1', Number.MAX_SAFE_INTEGER] })].map((e) => e.value);
+  const files = index.smart.files('w1');
   t.true(files.length >= 2, `${files.length} files`);
   let records = 0;
   for (const f of files) {
@@ -231,9 +230,9 @@ test('the smart writer times, stores, indexes, caps a flood and deletes with ret
   t.is((await deleteSmartRange(index, dataDir, 'w1', anchorMs + 1, anchorMs + 2)).files, 0);
   const first = await deleteSmartBefore(index, dataDir, 'w1', files[0]!.endMs + 1);
   t.is(first.files, 1);
-  t.is(smartInRange(index, 'w1', anchorMs - 1, files[0]!.endMs + 1, {}, 10_000).hits.length, 0);
+  t.is(index.smart.inRange('w1', anchorMs - 1, files[0]!.endMs + 1, {}, 10_000).hits.length, 0);
   await deleteSmartBefore(index, dataDir, 'w1', Number.MAX_SAFE_INTEGER);
-  t.is(index.smartfiles.getKeysCount({ start: ['w1', -1], end: ['w1', Number.MAX_SAFE_INTEGER] }), 0);
+  t.is(index.smart.files('w1').length, 0);
 });
 
 test('SEI user data in H.264 samples (ffmpeg h264_metadata) is found with its sample time; x264\'s own is not', async (t) => {
@@ -265,7 +264,7 @@ test('SEI user data in H.264 samples (ffmpeg h264_metadata) is found with its sa
   const writer = new SmartWriter('sei1', { index, dataDir, clock: { nowMs: () => 1_760_000_000_000 }, log: createLogger('silent'), segmentMs: 60_000, wallMsAt: (sec) => 1_760_000_000_000 + sec * 1000 });
   for (const m of messages) writer.addSei({ uuid: m.uuid, data: m.data, mediaSec: Number(m.decodeTicks) / m.timescale, streamType: 0x1b });
   await writer.close();
-  const hits = smartInRange(index, 'sei1', 0, 2_000_000_000_000, { class: 'Human' }, 100).hits;
+  const hits = index.smart.inRange('sei1', 0, 2_000_000_000_000, { class: 'Human' }, 100).hits;
   t.is(hits.length, messages.length);
   t.is(hits[0]!.ms, 1_760_000_000_000);
   t.is(hits[0]!.record.kind, 'sei');
@@ -293,14 +292,14 @@ test('retention deletes a smart file left open by a crash, never one a writer st
   const rel = join('smart', 'c1', '2025-10-09', `${base}.smart`);
   await mkdir(join(dataDir, 'smart', 'c1', '2025-10-09'), { recursive: true });
   await writeFile(join(dataDir, rel), encodeFileHeader(base));
-  await index.smartfiles.put(['c1', base], { camera: 'c1', startMs: base, endMs: base + 500, file: rel, bytes: 16, records: 0, open: true });
+  await index.smart.putFile({ camera: 'c1', startMs: base, endMs: base + 500, file: rel, bytes: 16, records: 0, open: true });
   t.is((await deleteSmartBefore(index, dataDir, 'c1', base + 10_000)).files, 1);
   await t.throwsAsync(readFile(join(dataDir, rel)));
   // A live writer's file: kept while it is open, deleted once closed.
   const writer = new SmartWriter('c1', { index, dataDir, clock: { nowMs: () => base }, log: createLogger('silent'), segmentMs: 60_000, wallMsAt: (sec) => base + sec * 1000 });
   const mux = new TsMuxer([{ pid: 0x101, streamType: 0x1b }, { pid: 0x102, streamType: 0x06 }]);
   writer.feed(Buffer.concat([mux.psi(), mux.pes(0x101, Buffer.alloc(10), 0, { dts: 0, streamId: 0xe0, unbounded: true }), mux.pes(0x102, doc('Human', new Date(base).toISOString()), 0)]));
-  const files = (): number => index.smartfiles.getKeysCount({ start: ['c1', -1], end: ['c1', Number.MAX_SAFE_INTEGER] });
+  const files = (): number => index.smart.files('c1').length;
   for (let i = 0; i < 100 && files() === 0; i++) await new Promise((r) => setTimeout(r, 100));
   // Without this the next check would pass with no file at all.
   t.is(files(), 1, 'the writer has its file open');

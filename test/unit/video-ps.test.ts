@@ -60,7 +60,7 @@ for (const format of ['mp4', 'ps'] as const) {
       await writer.handle(i >= 4 ? jumped(c, 30, scales) : c);
     }
     await writer.close();
-    const segs = [...index.allSegments('cam')];
+    const segs = [...index.segments.all('cam')];
     t.is(segs.length, 2, 'the jump started a new segment');
 
     const picks = pickGops({ index }, 'cam', segs[0]!.startMs, segs[1]!.endMs);
@@ -119,7 +119,7 @@ test('after a break in time the next GOP starts one frame after the last frame, 
     await writer.handle(c);
   }
   await writer.close();
-  const segs = [...index.allSegments('cam')];
+  const segs = [...index.segments.all('cam')];
   t.is(segs.length, 2, 'the break started a new segment');
 
   const parts: Buffer[] = [];

@@ -1,0 +1,57 @@
+/**
+ * The records a VMS or an admin configures, keyed by one string: cameras, schedules,
+ * pools, users, and what a camera's recording state keeps over a restart. These are
+ * also what the config journal copies (index/journal.ts: the files cannot say them).
+ */
+import type { Database } from 'lmdb';
+import { typedCommit } from './commit-guard.ts';
+import type { CameraConfig, PoolPolicy, SavedRecording, SchedulePlan, UserRecord } from './records.ts';
+import type { Tables } from './tables.ts';
+
+/** Records of one kind by id. */
+export class KeyedStore<V> {
+  constructor(protected readonly db: Database<V, string>) {}
+
+  get(id: string): V | undefined {
+    return this.db.get(id);
+  }
+
+  async put(id: string, value: V): Promise<void> {
+    await typedCommit(this.db.put(id, value));
+  }
+
+  async remove(id: string): Promise<void> {
+    await typedCommit(this.db.remove(id));
+  }
+
+  /** Every record, by id. */
+  list(): V[] {
+    return [...this.db.getRange({})].map((e) => e.value);
+  }
+
+  count(): number {
+    return this.db.getKeysCount();
+  }
+}
+
+export class CameraStore extends KeyedStore<CameraConfig> {
+  constructor(private readonly t: Tables) {
+    super(t.cameras);
+  }
+
+  /** A camera's config, its schedule and its saved recording state go in one commit. */
+  override async remove(id: string): Promise<void> {
+    await typedCommit(
+      this.t.root.transaction(() => {
+        void this.t.cameras.remove(id);
+        void this.t.schedules.remove(id);
+        void this.t.recording.remove(id);
+      }),
+    );
+  }
+}
+
+export type ScheduleStore = KeyedStore<SchedulePlan>;
+export type RecordingStore = KeyedStore<SavedRecording>;
+export type PoolStore = KeyedStore<PoolPolicy>;
+export type UserTable = KeyedStore<UserRecord>;

@@ -1,0 +1,31 @@
+/**
+ * File work recorded before it happens (`intents`, key [kind, camera, startMs]), so a
+ * crash in the middle is finished on the next start (docs/design/crash-safety.md). A
+ * `delete` intent is committed with the removal of its segment's entry
+ * (SegmentStore.removeWithIntent), a `thin` intent ends with the thinned entry
+ * (SegmentStore.putThinned); both end here once the files are settled.
+ */
+import { typedCommit } from './commit-guard.ts';
+import type { IntentRecord } from './records.ts';
+import type { Tables } from './tables.ts';
+
+export class IntentStore {
+  constructor(private readonly t: Tables) {}
+
+  /** Step 1 of a thinning (storage/thin.ts): `tmp` is about to be written for `file`. */
+  async beginThin(seg: { camera: string; startMs: number; file: string }, tmp: string): Promise<IntentRecord> {
+    const intent: IntentRecord = { kind: 'thin', camera: seg.camera, startMs: seg.startMs, file: seg.file, tmp };
+    await typedCommit(this.t.intents.put([intent.kind, intent.camera, intent.startMs], intent));
+    return intent;
+  }
+
+  /** The file work is done (or undone): the intent goes. */
+  async finish(intent: IntentRecord): Promise<void> {
+    await typedCommit(this.t.intents.remove([intent.kind, intent.camera, intent.startMs]));
+  }
+
+  /** Every pending intent (crash replay). */
+  list(): IntentRecord[] {
+    return [...this.t.intents.getRange({})].map((e) => e.value);
+  }
+}
