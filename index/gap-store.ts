@@ -49,19 +49,32 @@ export class GapStore {
 
   /** Records of `camera` overlapping [fromMs, toMs); an open one (endMs null) reaches `nowMs`. */
   inRange(camera: string, fromMs: number, toMs: number, nowMs: number): GapRecord[] {
-    const out: GapRecord[] = [];
-    for (const { value } of this.t.gaps.getRange({ start: [camera, -1], end: [camera, toMs] })) {
-      const end = value.endMs ?? nowMs;
-      if (end > fromMs) out.push(value);
-    }
-    return out;
+    return this.overlapping(camera, fromMs, toMs, (g) => g.endMs ?? nowMs);
   }
 
   /** Closed records of `camera` overlapping [fromMs, toMs). */
   closedInRange(camera: string, fromMs: number, toMs: number): GapRecord[] {
-    const out: GapRecord[] = [];
-    for (const { value } of this.t.gaps.getRange({ start: [camera, -1], end: [camera, toMs] })) {
-      if (value.endMs !== null && value.endMs > fromMs) out.push(value);
+    return this.overlapping(camera, fromMs, toMs, (g) => g.endMs ?? Infinity).filter((g) => g.endMs !== null);
+  }
+
+  /**
+   * A keyed range read of the records overlapping [fromMs, toMs), in time order: the
+   * records that start inside it, and before them those that start earlier and reach
+   * into it. A camera's records never overlap, so that is the one record that starts
+   * last before `fromMs`; the walk back goes on while records reach `fromMs` and
+   * stops at the first that does not (one more read), which keeps it exact should two
+   * records ever overlap.
+   */
+  private overlapping(camera: string, fromMs: number, toMs: number, endOf: (g: GapRecord) => number): GapRecord[] {
+    const before: GapRecord[] = [];
+    for (const { value } of this.t.gaps.getRange({ start: [camera, fromMs], end: [camera, -Infinity], reverse: true })) {
+      if (value.startMs >= fromMs) continue;
+      if (endOf(value) <= fromMs) break;
+      before.push(value);
+    }
+    const out = before.reverse();
+    for (const { value } of this.t.gaps.getRange({ start: [camera, fromMs], end: [camera, toMs] })) {
+      if (endOf(value) > fromMs) out.push(value);
     }
     return out;
   }
