@@ -103,8 +103,7 @@ export class StorageSupervisor {
     let restored = 0;
     for (const pool of this.pools()) {
       if (!pool.backupDir) continue;
-      for (const seg of this.deps.index.segments.all()) {
-        if (seg.pool !== pool.id || seg.open) continue;
+      for (const seg of this.closedSegmentsOf(pool.id)) {
         const [primary, backup] = segmentCopies(this.deps.dataDir, seg, pool.backupDir) as [string, string];
         if (await exists(primary)) continue;
         if (!(await exists(backup))) continue;
@@ -448,14 +447,28 @@ export class StorageSupervisor {
     await replaceCopy(join(this.deps.dataDir, seg.file), to);
   }
 
-  /** Re-creates missing or short backup copies (seed: copy loss and automatic supplement). */
+  /**
+   * The pool's closed segments: only the cameras that have video in the pool (a keyed
+   * read), each walked in batches that hold no read transaction between them, so the
+   * caller may wait (a copy, the mutex) between segments.
+   */
+  private *closedSegmentsOf(poolId: string): Iterable<SegmentRecord> {
+    for (const camera of this.deps.index.segments.poolCameras(poolId)) {
+      for (const seg of this.deps.index.segments.all(camera)) if (seg.pool === poolId && !seg.open) yield seg;
+    }
+  }
+
+  /**
+   * Re-creates missing or short backup copies (seed: copy loss and automatic supplement).
+   * Reads only the segments of pools with a backup dir (closedSegmentsOf).
+   */
   async auditBackups(): Promise<number> {
     let fixed = 0;
     for (const pool of this.pools()) {
       if (!pool.backupDir || this.stopped) continue;
       const backupDir = pool.backupDir;
-      for (const seg of [...this.deps.index.segments.all()]) {
-        if (seg.pool !== pool.id || seg.open) continue;
+      for (const seg of this.closedSegmentsOf(pool.id)) {
+        if (this.stopped) break;
         const [primary, backup] = segmentCopies(this.deps.dataDir, seg, backupDir) as [string, string];
         const size = await stat(backup).then((s) => s.size, () => -1);
         if (size === seg.bytes || !(await exists(primary))) continue;

@@ -18,6 +18,7 @@
  * to Node's default (it rethrows when it is the only listener, which ends the process
  * as before).
  */
+import { statfsSync } from 'node:fs';
 import { RecorderError } from '../lib/errors.ts';
 
 const COMMIT_FAILED = 'Commit failed';
@@ -45,8 +46,11 @@ export interface CommitCause {
 
 const ERRNO: Record<number, string> = { 28: 'ENOSPC', 122: 'EDQUOT', 5: 'EIO', 27: 'EFBIG', 30: 'EROFS', 12: 'ENOMEM', [-30792]: 'MDB_MAP_FULL' };
 
-/** What made a commit fail (waits briefly for lmdb-js to reject `commitError`). */
-export async function commitCause(err: Error & { commitError?: Promise<never> }, waitMs = 1000): Promise<CommitCause> {
+/**
+ * What made a commit fail (waits briefly for lmdb-js to reject `commitError`). `dir`:
+ * the index's directory, to tell a short write on a full disk from an I/O error.
+ */
+export async function commitCause(err: Error & { commitError?: Promise<never> }, dir?: string, waitMs = 1000): Promise<CommitCause> {
   let timer: NodeJS.Timeout | undefined;
   const cause = await Promise.race([
     (err.commitError ?? Promise.reject(err)).then(
@@ -59,8 +63,26 @@ export async function commitCause(err: Error & { commitError?: Promise<never> },
     }),
   ]);
   clearTimeout(timer);
-  return describeCause(cause);
+  const described = describeCause(cause);
+  return described.errno === 'EIO' && dir !== undefined && diskFull(dir) ? { errno: 'ENOSPC', message: `${described.message}: a short write, the disk is full`, full: true } : described;
 }
+
+/**
+ * LMDB reports a page write that fit only in part as EIO (mdb.c, mdb_page_flush: "short
+ * write"); on a disk with no room left that is the disk being full, and must be handled
+ * as such (the reserve released, space made: actors/storage-supervisor.ts).
+ */
+function diskFull(dir: string): boolean {
+  try {
+    const s = statfsSync(dir);
+    return s.bavail * s.bsize < SHORT_WRITE_FULL_BYTES;
+  } catch {
+    return false;
+  }
+}
+
+/** Free space under which an EIO of a commit is taken for a short write on a full disk. */
+const SHORT_WRITE_FULL_BYTES = 64 * 1024;
 
 export function describeCause(cause: unknown): CommitCause {
   if (!(cause instanceof Error)) return { errno: 'UNKNOWN', message: 'commit failed for an unknown reason', full: false };
@@ -108,9 +130,9 @@ export function isIndexFullError(err: unknown): boolean {
   return describeCause(Object.assign(new Error(''), { code: d.errno })).full;
 }
 
-/** A write's promise whose commit failure rejects as STORAGE_IO with its errno. */
-export function typedCommit<T>(p: Promise<T>): Promise<T> {
+/** A write's promise whose commit failure rejects as STORAGE_IO with its errno (`dir`: see commitCause). */
+export function typedCommit<T>(p: Promise<T>, dir?: string): Promise<T> {
   return p.then(undefined, async (err: unknown) => {
-    throw isCommitFailure(err) ? indexWriteError(await commitCause(err), err) : err;
+    throw isCommitFailure(err) ? indexWriteError(await commitCause(err, dir), err) : err;
   });
 }

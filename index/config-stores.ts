@@ -4,24 +4,27 @@
  * also what the config journal copies (index/journal.ts: the files cannot say them).
  */
 import type { Database } from 'lmdb';
-import { typedCommit } from './commit-guard.ts';
 import type { CameraConfig, PoolPolicy, SavedRecording, SchedulePlan, UserRecord } from './records.ts';
 import type { Tables } from './tables.ts';
 
 /** Records of one kind by id. */
 export class KeyedStore<V> {
-  constructor(protected readonly db: Database<V, string>) {}
+  constructor(
+    protected readonly db: Database<V, string>,
+    /** Tables.commit of the index: a failed commit rejects as STORAGE_IO. */
+    protected readonly commit: <T>(p: Promise<T>) => Promise<T>,
+  ) {}
 
   get(id: string): V | undefined {
     return this.db.get(id);
   }
 
   async put(id: string, value: V): Promise<void> {
-    await typedCommit(this.db.put(id, value));
+    await this.commit(this.db.put(id, value));
   }
 
   async remove(id: string): Promise<void> {
-    await typedCommit(this.db.remove(id));
+    await this.commit(this.db.remove(id));
   }
 
   /** Every record, by id. */
@@ -36,12 +39,12 @@ export class KeyedStore<V> {
 
 export class CameraStore extends KeyedStore<CameraConfig> {
   constructor(private readonly t: Tables) {
-    super(t.cameras);
+    super(t.cameras, t.commit);
   }
 
   /** A camera's config, its schedule and its saved recording state go in one commit. */
   override async remove(id: string): Promise<void> {
-    await typedCommit(
+    await this.t.commit(
       this.t.root.transaction(() => {
         void this.t.cameras.remove(id);
         void this.t.schedules.remove(id);

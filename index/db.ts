@@ -84,7 +84,7 @@ export class RecorderIndex {
   /** The last failed commit's cause and when (metrics, tests). */
   lastWriteFailure: { cause: CommitCause; atMs: number } | null = null;
 
-  private constructor(root: RootDatabase) {
+  private constructor(root: RootDatabase, path: string) {
     this.guardDb(root, '');
     const openDB = root.openDB.bind(root) as (...args: unknown[]) => Database;
     (root as { openDB: unknown }).openDB = (...args: unknown[]): Database => {
@@ -92,7 +92,7 @@ export class RecorderIndex {
       const name = typeof first === 'string' ? first : (first?.name ?? '');
       return this.guardDb(openDB(...args), name);
     };
-    const t = (this.t = openTables(root));
+    const t = (this.t = openTables(root, path));
     this.segments = new SegmentStore(t);
     this.gaps = new GapStore(t);
     this.locks = new LockStore(t);
@@ -100,10 +100,10 @@ export class RecorderIndex {
     this.smart = new SmartStore(t);
     this.intents = new IntentStore(t);
     this.cameras = new CameraStore(t);
-    this.schedules = new KeyedStore(t.schedules);
-    this.recording = new KeyedStore(t.recording);
-    this.pools = new KeyedStore(t.pools);
-    this.users = new KeyedStore(t.users);
+    this.schedules = new KeyedStore(t.schedules, t.commit);
+    this.recording = new KeyedStore(t.recording, t.commit);
+    this.pools = new KeyedStore(t.pools, t.commit);
+    this.users = new KeyedStore(t.users, t.commit);
   }
 
   /** Opens (or creates) the index of `dataDir` and brings its schema up to this build's. */
@@ -116,7 +116,7 @@ export class RecorderIndex {
     try {
       // Before any database is opened (which would create the missing ones in it).
       assertSchemaReadable(root.openDB<number | string, string>({ name: 'meta' }).get('schema'));
-      index = new RecorderIndex(root);
+      index = new RecorderIndex(root, path);
       index.migrations = await migrate(index.t);
     } catch (err) {
       await root.close();
@@ -284,7 +284,7 @@ export class RecorderIndex {
     err.commitError.catch(() => undefined);
     if (this.reported.has(err.commitError)) return;
     this.reported.add(err.commitError);
-    void commitCause(err).then((cause) => {
+    void commitCause(err, this.t.path).then((cause) => {
       this.lastWriteFailure = { cause, atMs: Date.now() };
       for (const l of this.failureListeners) safely(() => l(cause));
     });

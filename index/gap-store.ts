@@ -3,7 +3,6 @@
  * what they become). A camera's records never overlap: the pure ledger functions keep
  * it so, and a change of several records is one commit (`replace`).
  */
-import { typedCommit } from './commit-guard.ts';
 import type { GapRecord } from './records.ts';
 import { first, type Tables } from './tables.ts';
 
@@ -11,7 +10,7 @@ export class GapStore {
   constructor(private readonly t: Tables) {}
 
   put(gap: GapRecord): Promise<boolean> {
-    return typedCommit(this.t.gaps.put([gap.camera, gap.startMs], gap));
+    return this.t.commit(this.t.gaps.put([gap.camera, gap.startMs], gap));
   }
 
   get(camera: string, startMs: number): GapRecord | undefined {
@@ -20,7 +19,7 @@ export class GapStore {
 
   /** Replaces the records starting at `removeStartMs` with `put`, in one commit. */
   async replace(camera: string, removeStartMs: readonly number[], put: readonly GapRecord[]): Promise<void> {
-    await typedCommit(
+    await this.t.commit(
       this.t.gaps.transaction(() => {
         for (const s of removeStartMs) void this.t.gaps.remove([camera, s]);
         for (const g of put) void this.t.gaps.put([g.camera, g.startMs], g);
@@ -31,7 +30,7 @@ export class GapStore {
   /** Removes every record of a camera in one commit (camera purge). */
   async removeCamera(camera: string): Promise<number> {
     let n = 0;
-    await typedCommit(
+    await this.t.commit(
       this.t.gaps.transaction(() => {
         for (const key of this.t.gaps.getKeys({ start: [camera, -Infinity], end: [camera, Infinity] })) {
           void this.t.gaps.remove(key);

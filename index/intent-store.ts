@@ -5,7 +5,6 @@
  * (SegmentStore.removeWithIntent), a `thin` intent ends with the thinned entry
  * (SegmentStore.putThinned); both end here once the files are settled.
  */
-import { typedCommit } from './commit-guard.ts';
 import type { IntentRecord } from './records.ts';
 import type { Tables } from './tables.ts';
 
@@ -15,13 +14,13 @@ export class IntentStore {
   /** Step 1 of a thinning (storage/thin.ts): `tmp` is about to be written for `file`. */
   async beginThin(seg: { camera: string; startMs: number; file: string }, tmp: string): Promise<IntentRecord> {
     const intent: IntentRecord = { kind: 'thin', camera: seg.camera, startMs: seg.startMs, file: seg.file, tmp };
-    await typedCommit(this.t.intents.put([intent.kind, intent.camera, intent.startMs], intent));
+    await this.t.commit(this.t.intents.put([intent.kind, intent.camera, intent.startMs], intent));
     return intent;
   }
 
   /** The file work is done (or undone): the intent goes. */
   async finish(intent: IntentRecord): Promise<void> {
-    await typedCommit(this.t.intents.remove([intent.kind, intent.camera, intent.startMs]));
+    await this.t.commit(this.t.intents.remove([intent.kind, intent.camera, intent.startMs]));
   }
 
   /** Every pending intent (crash replay). */

@@ -3,7 +3,6 @@
  * [camera, startMs, labelId] → null). A label and its index key are written and
  * removed in one commit, so the index never names a label that is not there.
  */
-import { typedCommit } from './commit-guard.ts';
 import type { LabelRecord } from './records.ts';
 import type { Tables } from './tables.ts';
 
@@ -16,7 +15,7 @@ export class LabelStore {
 
   /** Stores a new label, or replaces `old` (same id; camera or start may have changed). */
   async put(label: LabelRecord, old?: LabelRecord): Promise<void> {
-    await typedCommit(
+    await this.t.commit(
       this.t.root.transaction(() => {
         if (old) void this.t.labelidx.remove([old.camera, old.startMs, old.id]);
         void this.t.labelidx.put([label.camera, label.startMs, label.id], null);
@@ -26,7 +25,7 @@ export class LabelStore {
   }
 
   async remove(label: LabelRecord): Promise<void> {
-    await typedCommit(
+    await this.t.commit(
       this.t.root.transaction(() => {
         void this.t.labelidx.remove([label.camera, label.startMs, label.id]);
         void this.t.labels.remove(label.id);

@@ -6,7 +6,6 @@
  * decide a change, and the store (`locks`, key [camera, startMs]) that commits it whole.
  */
 import { randomUUID } from 'node:crypto';
-import { typedCommit } from './commit-guard.ts';
 import type { LockRecord } from './records.ts';
 import type { Tables } from './tables.ts';
 
@@ -28,7 +27,7 @@ export class LockStore {
 
   /** Applies a change in one commit: removals first (keys may be reused by puts). */
   async apply(change: LockChange): Promise<void> {
-    await typedCommit(
+    await this.t.commit(
       this.t.locks.transaction(() => {
         for (const l of change.remove) void this.t.locks.remove([l.camera, l.startMs]);
         for (const l of change.put) void this.t.locks.put([l.camera, l.startMs], l);

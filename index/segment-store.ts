@@ -1,8 +1,8 @@
 /**
  * Segments and what is kept with them (docs/design/index-layout.md): the entry with its
  * GOP table (`segments`), its search view (`segtimes`), the camera-day summaries
- * (`daysum`), the pool's bytes (`poolusage`), and its cached sample tables
- * (`sampletables`). Every put and remove
+ * (`daysum`), the pool's bytes (`poolusage`) and the camera's bytes in the pool
+ * (`poolcameras`), and its cached sample tables (`sampletables`). Every put and remove
  * writes all of them in one commit batch, so none of them ever disagrees with the
  * entries after a crash or a failed commit. A deletion and its `delete` intent, and a
  * thinned entry and the end of its `thin` intent, are one method each
@@ -15,7 +15,7 @@
  * backoff until it commits or is superseded (its bytes were durable before the first
  * put).
  *
- * Read-modify-write values (`daysum`, `poolusage`) are computed from the
+ * Read-modify-write values (`daysum`, `poolusage`, `poolcameras`) are computed from the
  * last value *put*, held in memory until its commit resolves, not from the committed
  * value: lmdb-js batches async writes, so a read right after a put still sees the old
  * value.
@@ -27,7 +27,6 @@
  * and an idle playback stream that did so stopped LMDB from reusing pages (issue 13).
  * Every walk here reads batches of materialised records, so abandoning it is free.
  */
-import { typedCommit } from './commit-guard.ts';
 import { addRuns, cutRuns, daysOf, decodeSummary, encodeSummary, runsInDay, type Run } from './day-summary.ts';
 import type { IntentKey, IntentRecord, SegmentRecord } from './records.ts';
 import { first, type SegKey, type SegmentTimes, type Tables } from './tables.ts';
@@ -64,6 +63,8 @@ export class SegmentStore {
   private closed = false;
   /** Bytes per pool, mirrored in `poolusage`. */
   private readonly usage = new Map<string, number>();
+  /** Bytes per pool and camera (`pool\0camera`), mirrored in `poolcameras`. */
+  private readonly cameraUsage = new Map<string, number>();
   /**
    * Pool and bytes of segments whose latest put may not be committed yet, and of every
    * open segment: a read of `segments` would return the older committed bytes, and the
@@ -76,6 +77,7 @@ export class SegmentStore {
   /** Loads the pools' usage (at open, after the migrations built it). */
   load(): void {
     for (const { key, value } of this.t.poolusage.getRange({})) this.usage.set(key, value);
+    for (const { key, value } of this.t.poolcameras.getRange({})) this.cameraUsage.set(`${key[0]}\u0000${key[1]}`, value);
   }
 
   close(): void {
@@ -99,8 +101,8 @@ export class SegmentStore {
     // What was durable when this put was made (the writer goes on changing its record).
     const asPut: SegmentRecord = { ...seg, types: seg.types.map((t) => ({ ...t })), flags: { ...seg.flags } };
     const prev = this.lastPut.get(k) ?? this.committedBytes(seg.camera, seg.startMs);
-    if (prev) this.addUsage(prev.pool, -prev.bytes);
-    this.addUsage(seg.pool, seg.bytes);
+    if (prev) this.addUsage(prev.pool, seg.camera, -prev.bytes);
+    this.addUsage(seg.pool, seg.camera, seg.bytes);
     const mine: Put = { pool: seg.pool, bytes: seg.bytes, endMs: seg.endMs };
     this.lastPut.set(k, mine);
     void this.t.segtimes.put([seg.camera, seg.startMs], segmentTimes(seg));
@@ -113,7 +115,7 @@ export class SegmentStore {
     const done = this.t.segments.put([seg.camera, seg.startMs], seg);
     // Once committed (and closed) the stored record is the truth again.
     if (!seg.open) void done.then(() => this.lastPut.get(k) === mine && this.lastPut.delete(k), () => undefined);
-    return typedCommit(done).catch((err: unknown) => {
+    return this.t.commit(done).catch((err: unknown) => {
       // Not superseded by a later put or a removal: put it again when the disk has room.
       if (this.lastPut.get(k) === mine) this.scheduleRetry(k, asPut);
       throw err;
@@ -151,14 +153,14 @@ export class SegmentStore {
     this.retry.delete(k);
     const prev = this.lastPut.get(k) ?? this.committedBytes(camera, startMs);
     this.lastPut.delete(k);
-    if (prev) this.addUsage(prev.pool, -prev.bytes);
+    if (prev) this.addUsage(prev.pool, camera, -prev.bytes);
     if (intent) void this.t.intents.put([intent.kind, intent.camera, intent.startMs], intent);
     const times = this.t.segtimes.get([camera, startMs]);
     const endMs = prev?.endMs ?? (times ? (times[0] as number) : startMs);
     if (endMs > startMs) this.updateDays(camera, startMs, endMs, (runs) => cutRuns(runs, startMs, endMs));
     void this.t.segtimes.remove([camera, startMs]);
     void this.t.sampletables.remove([camera, startMs]);
-    return typedCommit(this.t.segments.remove([camera, startMs]));
+    return this.t.commit(this.t.segments.remove([camera, startMs]));
   }
 
   /**
@@ -196,8 +198,10 @@ export class SegmentStore {
     await this.t.segtimes.clearAsync();
     await this.t.segments.clearAsync();
     await this.t.poolusage.clearAsync();
+    await this.t.poolcameras.clearAsync();
     await this.t.daysum.clearAsync();
     this.usage.clear();
+    this.cameraUsage.clear();
     this.lastPut.clear();
     this.daysumPending.clear();
   }
@@ -243,11 +247,20 @@ export class SegmentStore {
     return seg ? { pool: seg.pool, bytes: seg.bytes, endMs: seg.endMs } : undefined;
   }
 
-  private addUsage(pool: string, delta: number): void {
+  private addUsage(pool: string, camera: string, delta: number): void {
     if (delta === 0) return;
     const bytes = Math.max(0, (this.usage.get(pool) ?? 0) + delta);
     this.usage.set(pool, bytes);
     void this.t.poolusage.put(pool, bytes);
+    const k = `${pool}\u0000${camera}`;
+    const cameraBytes = Math.max(0, (this.cameraUsage.get(k) ?? 0) + delta);
+    if (cameraBytes > 0) {
+      this.cameraUsage.set(k, cameraBytes);
+      void this.t.poolcameras.put([pool, camera], cameraBytes);
+    } else {
+      this.cameraUsage.delete(k);
+      void this.t.poolcameras.remove([pool, camera]);
+    }
   }
 
   // ---- reads ----------------------------------------------------------------
@@ -259,6 +272,14 @@ export class SegmentStore {
   /** Bytes of the pool's indexed segments (open ones as far as they are durable). */
   poolUsage(pool: string): number {
     return this.usage.get(pool) ?? 0;
+  }
+
+  /**
+   * Cameras with segments in the pool (a keyed read of `poolcameras`), including
+   * cameras deleted without purge and cameras since moved to another pool.
+   */
+  poolCameras(pool: string): string[] {
+    return [...this.t.poolcameras.getKeys({ start: [pool, ''], end: [pool, '\uffff'] })].map((k) => k[1]);
   }
 
   /** Recorded runs of one camera-day (pending writes included). */

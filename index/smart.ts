@@ -12,7 +12,6 @@
  * Invariant (as for video, invariant 2): every entry points at bytes that were
  * fdatasync'ed before the entry was committed (smart/smart-writer.ts).
  */
-import { typedCommit } from './commit-guard.ts';
 import type { SmartFileRecord, SmartKey, SmartKind, SmartRecord } from './records.ts';
 import { first, type SegKey, type Tables } from './tables.ts';
 
@@ -51,18 +50,18 @@ export class SmartStore {
    */
   async putPackets(file: SmartFileRecord, packets: readonly { key: SmartKey; value: SmartRecord }[]): Promise<void> {
     for (const { key, value } of packets) void this.t.smart.put(key, value);
-    await typedCommit(this.t.smartfiles.put([file.camera, file.startMs], { ...file }));
+    await this.t.commit(this.t.smartfiles.put([file.camera, file.startMs], { ...file }));
   }
 
   /** A smart file's entry (closed, or its bytes after a recovery). */
   async putFile(file: SmartFileRecord): Promise<void> {
-    await typedCommit(this.t.smartfiles.put([file.camera, file.startMs], { ...file }));
+    await this.t.commit(this.t.smartfiles.put([file.camera, file.startMs], { ...file }));
   }
 
   /** A smart file's entry and every packet it holds, in one commit (smart/smart-retention.ts). */
   async removeFile(file: SmartFileRecord): Promise<void> {
     const { camera } = file;
-    await typedCommit(
+    await this.t.commit(
       this.t.root.transaction(() => {
         for (const { key, value } of this.t.smart.getRange({ start: [camera, file.startMs - 1000, -1], end: [camera, file.endMs + 1, -1] })) {
           if (value.fileMs === file.startMs) void this.t.smart.remove(key);

@@ -9,6 +9,7 @@
  * Layout: docs/design/index-layout.md (one line per db: key → value, and why).
  */
 import type { Database, Key, RangeOptions, RootDatabase } from 'lmdb';
+import { typedCommit } from './commit-guard.ts';
 import type { DaySummary } from './day-summary.ts';
 import type { CameraConfig, GapRecord, IntentKey, IntentRecord, LabelRecord, LockRecord, PoolPolicy, SavedRecording, SchedulePlan, SegmentRecord, SmartFileRecord, SmartKey, SmartRecord, UserRecord } from './records.ts';
 
@@ -18,6 +19,13 @@ export type SegKey = [string, number];
 export type SegmentTimes = (number | string)[];
 
 export interface Tables {
+  /** The environment's directory (<data>/index). */
+  readonly path: string;
+  /**
+   * A write's promise whose commit failure rejects as STORAGE_IO with its cause
+   * (index/commit-guard.ts typedCommit; a short write on a full disk is ENOSPC).
+   */
+  readonly commit: <T>(p: Promise<T>) => Promise<T>;
   readonly root: RootDatabase;
   /** `schema` → the schema version (index/migrations/), `id` → this index's identity. */
   readonly meta: Database<number | string, string>;
@@ -28,6 +36,8 @@ export interface Tables {
   readonly segtimes: Database<SegmentTimes, SegKey>;
   readonly daysum: Database<DaySummary, SegKey>;
   readonly poolusage: Database<number, string>;
+  /** [poolId, cameraId] → bytes of the camera's segments in the pool (schema 5). */
+  readonly poolcameras: Database<number, [string, string]>;
   readonly sampletables: Database<Buffer, SegKey>;
   readonly gaps: Database<GapRecord, SegKey>;
   readonly smart: Database<SmartRecord, SmartKey>;
@@ -41,8 +51,10 @@ export interface Tables {
 }
 
 /** Opens every database of the environment (creating the missing ones). */
-export function openTables(root: RootDatabase): Tables {
+export function openTables(root: RootDatabase, path: string): Tables {
   return {
+    path,
+    commit: (p) => typedCommit(p, path),
     root,
     meta: root.openDB<number | string, string>({ name: 'meta' }),
     cameras: root.openDB<CameraConfig, string>({ name: 'cameras' }),
@@ -53,6 +65,7 @@ export function openTables(root: RootDatabase): Tables {
     segtimes: root.openDB<SegmentTimes, SegKey>({ name: 'segtimes' }),
     daysum: root.openDB<DaySummary, SegKey>({ name: 'daysum' }),
     poolusage: root.openDB<number, string>({ name: 'poolusage' }),
+    poolcameras: root.openDB<number, [string, string]>({ name: 'poolcameras' }),
     sampletables: root.openDB<Buffer, SegKey>({ name: 'sampletables', encoding: 'binary' }),
     gaps: root.openDB<GapRecord, SegKey>({ name: 'gaps' }),
     smart: root.openDB<SmartRecord, SmartKey>({ name: 'smart', sharedStructuresKey: Symbol.for('structures') }),

@@ -16,8 +16,9 @@ import type { Migration } from './migration.ts';
 import { segmentTimesMigration } from './002-segment-times.ts';
 import { poolUsageMigration } from './003-pool-usage.ts';
 import { daySummariesMigration } from './004-day-summaries.ts';
+import { poolCamerasMigration } from './005-pool-cameras.ts';
 
-export const MIGRATIONS: readonly Migration[] = [segmentTimesMigration, poolUsageMigration, daySummariesMigration];
+export const MIGRATIONS: readonly Migration[] = [segmentTimesMigration, poolUsageMigration, daySummariesMigration, poolCamerasMigration];
 
 /** The layout this build reads and writes. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

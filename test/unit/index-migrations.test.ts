@@ -4,7 +4,7 @@
  * The older indexes are written here with raw lmdb-js puts, as the older builds laid
  * them out (docs/design/index-layout.md "Schema versions"): schema 1 in each of the
  * layouts its builds wrote (no `segtimes`; `segtimes` but no `poolusage`; … ; all of
- * them), and schemas 2 and 3 as an upgrade interrupted after a migration committed
+ * them), and schemas 2 to 4 as an upgrade interrupted after a migration committed
  * leaves them. An index of a newer build is refused and left as it was.
  */
 import test from 'ava';
@@ -122,6 +122,8 @@ async function assertCurrent(t: import('ava').ExecutionContext, index: RecorderI
   const usageP = SEGMENTS.filter((s) => s.pool === 'p').reduce((n, s) => n + s.bytes, 0);
   t.is(index.segments.poolUsage('p'), usageP);
   t.is(index.segments.poolUsage('q'), 1500);
+  t.deepEqual(index.segments.poolCameras('p'), ['a']);
+  t.deepEqual(index.segments.poolCameras('q'), ['b']);
   const r = search(index, { camera: 'a', fromMs: T0 - DAY, toMs: T0 + DAY, nowMs: T0 + DAY });
   t.deepEqual(r.spans, [
     {
@@ -147,16 +149,21 @@ async function assertCurrent(t: import('ava').ExecutionContext, index: RecorderI
   // And it goes on as a current index: a put moves usage, search and the day summary.
   await index.segments.put(segment('a', 'p', T0 + 10 * HOUR, 'event', 7));
   t.is(index.segments.poolUsage('p'), usageP + 7);
+  await index.segments.put(segment('c', 'q', T0, 'timing', 9));
+  t.deepEqual(index.segments.poolCameras('q'), ['b', 'c']);
+  await index.segments.remove('c', T0);
+  t.deepEqual(index.segments.poolCameras('q'), ['b'], 'a camera without video in the pool leaves it');
   t.is(search(index, { camera: 'a', fromMs: T0, toMs: T0 + DAY, nowMs: T0 + DAY }).spans[0]!.toMs, T0 + 11 * HOUR);
 }
 
 const OLDER: { name: string; schema: number; derived: Derived[]; applied: number[] }[] = [
-  { name: 'schema 1 as first written (no segtimes, poolusage, daysum)', schema: 1, derived: [], applied: [2, 3, 4] },
-  { name: 'schema 1 with segtimes', schema: 1, derived: ['segtimes'], applied: [2, 3, 4] },
-  { name: 'schema 1 with segtimes and poolusage', schema: 1, derived: ['segtimes', 'poolusage'], applied: [2, 3, 4] },
-  { name: 'schema 1 as the last build of it wrote it (all three)', schema: 1, derived: ['segtimes', 'poolusage', 'daysum'], applied: [2, 3, 4] },
-  { name: 'schema 2 (an upgrade cut after migration 2)', schema: 2, derived: ['segtimes'], applied: [3, 4] },
-  { name: 'schema 3 (an upgrade cut after migration 3)', schema: 3, derived: ['segtimes', 'poolusage'], applied: [4] },
+  { name: 'schema 1 as first written (no segtimes, poolusage, daysum)', schema: 1, derived: [], applied: [2, 3, 4, 5] },
+  { name: 'schema 1 with segtimes', schema: 1, derived: ['segtimes'], applied: [2, 3, 4, 5] },
+  { name: 'schema 1 with segtimes and poolusage', schema: 1, derived: ['segtimes', 'poolusage'], applied: [2, 3, 4, 5] },
+  { name: 'schema 1 as the last build of it wrote it (all three)', schema: 1, derived: ['segtimes', 'poolusage', 'daysum'], applied: [2, 3, 4, 5] },
+  { name: 'schema 2 (an upgrade cut after migration 2)', schema: 2, derived: ['segtimes'], applied: [3, 4, 5] },
+  { name: 'schema 3 (an upgrade cut after migration 3)', schema: 3, derived: ['segtimes', 'poolusage'], applied: [4, 5] },
+  { name: 'schema 4 (as builds before poolcameras wrote it)', schema: 4, derived: ['segtimes', 'poolusage', 'daysum'], applied: [5] },
 ];
 
 for (const older of OLDER) {
