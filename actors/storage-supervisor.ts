@@ -30,6 +30,7 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import { deleteSegment, finishIntents, segmentCopies } from '../storage/segment-delete.ts';
+import { deleteSmartRange } from '../smart/smart-retention.ts';
 import type { IndexReserve } from '../storage/index-reserve.ts';
 import { isIndexFullError } from '../index/commit-guard.ts';
 import { isLocked, lockActive, planRetention, DEFAULT_MAX_LOCK_SHARE } from '../storage/retention-policy.ts';
@@ -92,10 +93,47 @@ export class StorageSupervisor {
 
   constructor(private readonly deps: StorageDeps) {}
 
-  /** Crash replay: finish interrupted deletions and thinnings (before reconcile). */
+  /** Crash replay: finish interrupted deletions, purges and thinnings (before reconcile). */
   async finishIntents(): Promise<number> {
     const { index, dataDir, log } = this.deps;
-    return finishIntents(index, (intent: Extract<IntentRecord, { kind: 'thin' }>) => finishThin(index, dataDir, intent), log);
+    const finish = {
+      thin: (intent: Extract<IntentRecord, { kind: 'thin' }>) => finishThin(index, dataDir, intent),
+      purge: async (intent: Extract<IntentRecord, { kind: 'purge' }>) => {
+        await this.purgeRest(intent.camera);
+      },
+    };
+    return finishIntents(index, finish, log);
+  }
+
+  /**
+   * Camera delete with purge (its actor has stopped): the camera's records go with a
+   * `purge` intent in one commit, then every segment is deleted as retention deletes
+   * (storage/segment-delete.ts: intent, primary and backup copy, end of intent), then
+   * its gap records and smart files; the intent ends last. All under the storage
+   * mutex, so no retention pass runs meanwhile on the pool's usage. A crash on the way
+   * is finished at the next start (finishIntents). Returns how many segments went.
+   */
+  async purgeCamera(camera: string): Promise<number> {
+    const intent = await this.deps.index.cameras.removeWithPurgeIntent(camera);
+    const purged = await this.purgeRest(camera);
+    await this.deps.index.intents.finish(intent);
+    return purged;
+  }
+
+  /** What is left of a purged camera: segments, gap records, smart files. */
+  private purgeRest(camera: string): Promise<number> {
+    const { index, dataDir, log } = this.deps;
+    return this.exclusive(async () => {
+      let purged = 0;
+      for (const seg of index.segments.all(camera)) {
+        await deleteSegment(index, seg, segmentCopies(dataDir, seg, this.pool(seg.pool)?.backupDir));
+        purged++;
+      }
+      const gaps = await index.gaps.removeCamera(camera);
+      const smart = await deleteSmartRange(index, dataDir, camera, -1, Number.MAX_SAFE_INTEGER, true);
+      log.info({ camera, segments: purged, gaps, smartFiles: smart.files }, 'camera purged');
+      return purged;
+    });
   }
 
   /** A primary copy lost while its backup survives is copied back (before reconcile drops its entry). */

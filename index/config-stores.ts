@@ -4,7 +4,8 @@
  * also what the config journal copies (index/journal.ts: the files cannot say them).
  */
 import type { Database } from 'lmdb';
-import type { CameraConfig, PoolPolicy, SavedRecording, SchedulePlan, UserRecord } from './records.ts';
+import { intentKey } from './intent-store.ts';
+import type { CameraConfig, IntentRecord, PoolPolicy, SavedRecording, SchedulePlan, UserRecord } from './records.ts';
 import type { Tables } from './tables.ts';
 
 /** Records of one kind by id. */
@@ -44,13 +45,29 @@ export class CameraStore extends KeyedStore<CameraConfig> {
 
   /** A camera's config, its schedule and its saved recording state go in one commit. */
   override async remove(id: string): Promise<void> {
+    await this.t.commit(this.t.root.transaction(() => this.removeRecords(id)));
+  }
+
+  /**
+   * Step 1 of a camera purge (actors/storage-supervisor.ts purgeCamera): the camera's
+   * records go and a `purge` intent is recorded, in one commit, so a purge cut by a
+   * crash is finished at the next start instead of leaving a deleted camera's video.
+   */
+  async removeWithPurgeIntent(id: string): Promise<IntentRecord> {
+    const intent: IntentRecord = { kind: 'purge', camera: id };
     await this.t.commit(
       this.t.root.transaction(() => {
-        void this.t.cameras.remove(id);
-        void this.t.schedules.remove(id);
-        void this.t.recording.remove(id);
+        this.removeRecords(id);
+        void this.t.intents.put(intentKey(intent), intent);
       }),
     );
+    return intent;
+  }
+
+  private removeRecords(id: string): void {
+    void this.t.cameras.remove(id);
+    void this.t.schedules.remove(id);
+    void this.t.recording.remove(id);
   }
 }
 

@@ -162,12 +162,15 @@ export interface LabelRecord {
  * the next start (storage/segment-delete.ts, storage/thin.ts).
  * - `delete`: the index entry is already gone (same commit as the intent); unlink `files`.
  * - `thin`: `tmp` is being written; if it was renamed over `file`, re-index `file`.
+ * - `purge`: the camera's config is already gone (same commit); delete every segment
+ *   of it (each as a `delete`), its gap records and its smart files (schema 5).
  */
 export type IntentRecord =
   | { kind: 'delete'; camera: string; startMs: number; files: string[] }
-  | { kind: 'thin'; camera: string; startMs: number; file: string; tmp: string };
+  | { kind: 'thin'; camera: string; startMs: number; file: string; tmp: string }
+  | { kind: 'purge'; camera: string };
 
-/** Key of an intent: [kind, camera, startMs] (one of each kind per segment at most). */
+/** Key of an intent: [kind, camera, startMs] (a purge: startMs 0); one of each per segment at most. */
 export type IntentKey = [IntentRecord['kind'], string, number];
 
 /**

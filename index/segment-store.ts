@@ -27,6 +27,7 @@
  * and an idle playback stream that did so stopped LMDB from reusing pages (issue 13).
  * Every walk here reads batches of materialised records, so abandoning it is free.
  */
+import { intentKey } from './intent-store.ts';
 import { addRuns, cutRuns, daysOf, decodeSummary, encodeSummary, runsInDay, type Run } from './day-summary.ts';
 import type { IntentKey, IntentRecord, SegmentRecord } from './records.ts';
 import { first, type SegKey, type SegmentTimes, type Tables } from './tables.ts';
@@ -154,7 +155,7 @@ export class SegmentStore {
     const prev = this.lastPut.get(k) ?? this.committedBytes(camera, startMs);
     this.lastPut.delete(k);
     if (prev) this.addUsage(prev.pool, camera, -prev.bytes);
-    if (intent) void this.t.intents.put([intent.kind, intent.camera, intent.startMs], intent);
+    if (intent) void this.t.intents.put(intentKey(intent), intent);
     const times = this.t.segtimes.get([camera, startMs]);
     const endMs = prev?.endMs ?? (times ? (times[0] as number) : startMs);
     if (endMs > startMs) this.updateDays(camera, startMs, endMs, (runs) => cutRuns(runs, startMs, endMs));

@@ -2,8 +2,6 @@
  * The domain functions behind both interfaces. HTTP and NATS handlers validate with
  * schemas.ts, call exactly one of these, and map RecorderError to their wire shape.
  */
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Supervisor, CameraLiveState } from '../actors/supervisor.ts';
 import type { CameraStatus, IngestMedia } from '../actors/deps.ts';
 import type { RecorderIndex } from '../index/db.ts';
@@ -20,7 +18,6 @@ import { backfillSchema, cameraDeleteSchema, cameraIdSchema, cameraPutSchema, ev
 import type { BackfillManager } from '../backfill/manager.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { SmartService } from './smart-service.ts';
-import { deleteSmartRange } from '../smart/smart-retention.ts';
 import { parseTimeMs } from '../lib/time.ts';
 import { systemInfo, type SystemInfo } from '../ops/system.ts';
 import { redactCamera, redactText, restoreRedacted } from '../security/redact.ts';
@@ -132,19 +129,10 @@ export class RecorderService {
     this.requireCamera(id);
     await this.supervisor.remove(id);
     this.transient.delete(id);
-    await this.index.cameras.remove(id);
     let purged = 0;
-    if (purge) {
-      // Crash-safe order: drop the index entry, then unlink (a crash leaves an orphan
-      // file that reconcile re-indexes or removes, never an entry without a file).
-      for (const seg of [...this.index.segments.all(id)]) {
-        await this.index.segments.remove(id, seg.startMs);
-        await rm(join(this.dataDir, seg.file), { force: true });
-        purged++;
-      }
-      await this.index.gaps.removeCamera(id);
-      await deleteSmartRange(this.index, this.dataDir, id, -1, Number.MAX_SAFE_INTEGER, true);
-    }
+    // A purge deletes as retention does: crash-safe, backup copies too, under the storage mutex.
+    if (purge) purged = await this.storage.purgeCamera(id);
+    else await this.index.cameras.remove(id);
     this.log.info({ camera: id, purge, purged }, 'camera deleted');
     return { id, purged };
   }

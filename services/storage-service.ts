@@ -93,6 +93,11 @@ export class StorageService {
     return pool;
   }
 
+  /** Deletes every segment, gap record and smart file of a camera whose actor has stopped, and its records (StorageSupervisor.purgeCamera). */
+  purgeCamera(camera: string): Promise<number> {
+    return this.storage.purgeCamera(camera);
+  }
+
   // ---- locks ----------------------------------------------------------------
 
   async lock(body: unknown): Promise<LockView> {

@@ -46,15 +46,28 @@ async function unlinkAll(files: string[]): Promise<void> {
   for (const dir of new Set(files.map((f) => dirname(f)))) await fsyncDir(dir).catch(() => undefined);
 }
 
-/** Finishes file work a crash interrupted; run on start before reconcile. Returns how many. */
-export async function finishIntents(index: RecorderIndex, finishThin: (intent: Extract<IntentRecord, { kind: 'thin' }>) => Promise<void>, log: Logger): Promise<number> {
+/** How the intents other than `delete` are finished (actors/storage-supervisor.ts). */
+export interface IntentFinishers {
+  thin: (intent: Extract<IntentRecord, { kind: 'thin' }>) => Promise<void>;
+  /** Deletes what is left of the camera (each segment with its own `delete` intent). */
+  purge: (intent: Extract<IntentRecord, { kind: 'purge' }>) => Promise<void>;
+}
+
+/**
+ * Finishes file work a crash interrupted; run on start before reconcile. Returns how
+ * many, in key order: deletions first, then purges, then thinnings.
+ */
+export async function finishIntents(index: RecorderIndex, finish: IntentFinishers, log: Logger): Promise<number> {
   let n = 0;
   for (const intent of index.intents.list()) {
     if (intent.kind === 'delete') {
       await unlinkAll(intent.files);
       log.warn({ camera: intent.camera, files: intent.files }, 'finished a segment deletion interrupted by a crash');
+    } else if (intent.kind === 'thin') {
+      await finish.thin(intent);
     } else {
-      await finishThin(intent);
+      await finish.purge(intent);
+      log.warn({ camera: intent.camera }, 'finished a camera purge interrupted by a crash');
     }
     await index.intents.finish(intent);
     n++;

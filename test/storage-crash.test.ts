@@ -135,7 +135,7 @@ for (const point of ['delete.after-intent', 'thin.after-rename', 'thin.before-re
       if (intent.kind === 'delete') {
         t.false(await stat(intent.files[0]!).then(() => true, () => false), 'the deletion was finished');
         t.is(index2.segments.get(intent.camera, intent.startMs), undefined);
-      } else {
+      } else if (intent.kind === 'thin') {
         const seg = index2.segments.get(intent.camera, intent.startMs);
         t.truthy(seg, 'the segment is still indexed');
         if (point === 'thin.after-rename') t.true(seg!.flags.iframesOnly === true, 'the thinned file was re-indexed as iframes-only');
