@@ -126,18 +126,33 @@ export class RecorderNode {
     let node: RecorderNode | null = null;
     try {
       // Before anything touches the dir: a second recorder on it exits here (issue 13).
-      await life.start('data-dir lock', () => lockDataDir(config.dataDir), (lock) => lock.release());
+      await life.start(
+        'data-dir lock',
+        () => lockDataDir(config.dataDir),
+        (lock) => lock.release(),
+      );
       // A corrupt file is refused before LMDB maps it; an index that lost what the journal lists, too.
-      const { index } = await life.start('index', () => openCheckedIndex(config.dataDir, log, { compact: true }), (opened) => opened.index.close());
+      const { index } = await life.start(
+        'index',
+        () => openCheckedIndex(config.dataDir, log, { compact: true }),
+        (opened) => opened.index.close(),
+      );
       const alarms = new AlarmBus(log, clock);
       const journal = await life.start(
         'config journal',
-        () => new JournalWriter(index, config.dataDir, log, (err) => alarms.raise({ kind: 'write-error', message: `config journal could not be written (retrying): ${err.message}` })),
+        () =>
+          new JournalWriter(index, config.dataDir, log, (err) =>
+            alarms.raise({ kind: 'write-error', message: `config journal could not be written (retrying): ${err.message}` }),
+          ),
         (j) => j.stop(),
       );
       let storage: StorageSupervisor | null = null;
       // Segments closed by the cameras' stop are not waited for: their tables are built when next read.
-      const tables = await life.start('sample tables', () => new SegmentTableStore({ index, dataDir: config.dataDir, log, signal }), (t) => t.stop());
+      const tables = await life.start(
+        'sample tables',
+        () => new SegmentTableStore({ index, dataDir: config.dataDir, log, signal }),
+        (t) => t.stop(),
+      );
       // Every closed segment (live or back-filled): retention and backup, and its sample tables.
       const segmentClosed = (seg: SegmentRecord): void => {
         storage?.segmentClosed(seg);
@@ -154,7 +169,11 @@ export class RecorderNode {
         if (cause.full) return void storage?.diskFull(`index commit failed: ${cause.errno}`);
         if (clock.nowMs() - lastIndexAlarmMs < INDEX_ALARM_EVERY_MS) return;
         lastIndexAlarmMs = clock.nowMs();
-        alarms.raise({ kind: 'write-error', message: `index commit failed: ${cause.errno} (${cause.message}); writers retry`, details: { errno: cause.errno } });
+        alarms.raise({
+          kind: 'write-error',
+          message: `index commit failed: ${cause.errno} (${cause.message}); writers retry`,
+          details: { errno: cause.errno },
+        });
       });
       const store = await life.start(
         'storage',
@@ -191,7 +210,12 @@ export class RecorderNode {
       });
       if (report.failedWrites.length > 0) void store.diskFull(`${report.failedWrites.length} index writes of reconcile failed`);
       for (const d of report.droppedEntries) {
-        alarms.raise({ kind: 'index', camera: d.camera, message: `segment file ${d.file} vanished; its index entry was dropped`, details: { file: d.file, startMs: d.startMs } });
+        alarms.raise({
+          kind: 'index',
+          camera: d.camera,
+          message: `segment file ${d.file} vanished; its index entry was dropped`,
+          details: { file: d.file, startMs: d.startMs },
+        });
       }
       // Stopped after back-fill and before storage: the segments its cameras close at
       // the stop still reach retention, backup and the sample tables.
@@ -236,7 +260,12 @@ export class RecorderNode {
         () => {
           const sampler = new HealthSampler(
             machineReader(config.dataDir),
-            { cpuFraction: config.alarmCpuPercent / 100, memoryFraction: config.alarmMemoryPercent / 100, diskFraction: config.alarmDiskPercent / 100, sustain: 3 },
+            {
+              cpuFraction: config.alarmCpuPercent / 100,
+              memoryFraction: config.alarmMemoryPercent / 100,
+              diskFraction: config.alarmDiskPercent / 100,
+              sustain: 3,
+            },
             (alarm) => alarms.raise(alarm),
           );
           sampler.start(config.healthSampleSeconds * 1000);
@@ -278,7 +307,11 @@ export class RecorderNode {
       );
       const resumed = await life.start('camera resume', () => service.resume());
       log.info({ cameras: resumed }, 'cameras resumed from the index');
-      await life.start('http', () => self.startHttp(), () => self.closeHttp());
+      await life.start(
+        'http',
+        () => self.startHttp(),
+        () => self.closeHttp(),
+      );
       await self.startNats();
       return self;
     } catch (err) {
@@ -294,7 +327,10 @@ export class RecorderNode {
   private assertHttpAuth(): void {
     assertAuthForBind(this.config);
     if (this.config.auth === 'required' && !this.config.authToken && !this.users.list().some((u) => u.role === 'admin')) {
-      throw new RecorderError('CONFIG_INVALID', 'auth=required but no RECORDER_AUTH_TOKEN and no admin user: create one with `recorder user add NAME --role admin --password-stdin`');
+      throw new RecorderError(
+        'CONFIG_INVALID',
+        'auth=required but no RECORDER_AUTH_TOKEN and no admin user: create one with `recorder user add NAME --role admin --password-stdin`',
+      );
     }
   }
 
@@ -316,7 +352,20 @@ export class RecorderNode {
   }
 
   private async startHttp(): Promise<void> {
-    this.http = buildHttp({ service: this.service, index: this.index, dataDir: this.config.dataDir, log: this.log, authToken: this.config.authToken, ffmpegPath: this.config.ffmpegPath, users: this.users, authRequired: this.config.auth === 'required', metrics: this.metrics, maxStreams: this.config.maxStreams, signal: this.lifecycle.signal, caches: this.caches });
+    this.http = buildHttp({
+      service: this.service,
+      index: this.index,
+      dataDir: this.config.dataDir,
+      log: this.log,
+      authToken: this.config.authToken,
+      ffmpegPath: this.config.ffmpegPath,
+      users: this.users,
+      authRequired: this.config.auth === 'required',
+      metrics: this.metrics,
+      maxStreams: this.config.maxStreams,
+      signal: this.lifecycle.signal,
+      caches: this.caches,
+    });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
@@ -338,7 +387,9 @@ export class RecorderNode {
     if (!this.config.natsUrl) {
       const { natsUser, natsToken, natsNkeySeedFile, natsTlsCa, natsTlsCert } = this.config;
       if (natsUser || natsToken || natsNkeySeedFile || natsTlsCa || natsTlsCert) {
-        this.log.warn('NATS client credentials are set but no RECORDER_NATS_URL: they apply to an external server only; the embedded one uses its own (<data>/nats/credentials.json)');
+        this.log.warn(
+          'NATS client credentials are set but no RECORDER_NATS_URL: they apply to an external server only; the embedded one uses its own (<data>/nats/credentials.json)',
+        );
       }
       const embedded = await this.lifecycle.start(
         'embedded nats-server',
@@ -347,7 +398,11 @@ export class RecorderNode {
       );
       this.embedded = embedded;
       this.natsUrl = embedded.url;
-      await this.lifecycle.start('nats', async () => this.attachNats(await connectNats(embedded.url, this.log, embedded.auth)), () => this.stopNats());
+      await this.lifecycle.start(
+        'nats',
+        async () => this.attachNats(await connectNats(embedded.url, this.log, embedded.auth)),
+        () => this.stopNats(),
+      );
       return;
     }
     const url = this.config.natsUrl;

@@ -52,8 +52,11 @@ async function main(): Promise<number> {
       const bar = new ProgressBar(command);
       const report = await reconcile(index, config.dataDir, { mode: 'check', log, onProgress: (done, total) => bar.update(done, total) });
       bar.done();
-      process.stdout.write(`${JSON.stringify({ index: describeCheck(checkIndexFile(config.dataDir, { metaOnly: await dataDirInUse(config.dataDir) })), ...report }, null, 2)}\n`);
-      const clean = report.truncated.length + report.reindexed.length + report.droppedEntries.length + report.unreadable.length + report.removedEmpty.length === 0;
+      process.stdout.write(
+        `${JSON.stringify({ index: describeCheck(checkIndexFile(config.dataDir, { metaOnly: await dataDirInUse(config.dataDir) })), ...report }, null, 2)}\n`,
+      );
+      const clean =
+        report.truncated.length + report.reindexed.length + report.droppedEntries.length + report.unreadable.length + report.removedEmpty.length === 0;
       return clean ? 0 : 1;
     } finally {
       await index.close();
@@ -124,12 +127,15 @@ async function reindex(config: RecorderConfig, log: Logger): Promise<number> {
     try {
       await index.ensureId();
       const restored = journal ? await restoreFromJournal(index, journal) : {};
-      if (!journal) log.warn({ journal: journalPath(config.dataDir) }, 'no config journal: cameras, schedules, users, pools, locks and labels are not restored');
+      if (!journal)
+        log.warn({ journal: journalPath(config.dataDir) }, 'no config journal: cameras, schedules, users, pools, locks and labels are not restored');
       const bar = new ProgressBar('reindex');
       const report = await reconcile(index, config.dataDir, { mode: 'rebuild', log, onProgress: (done, total) => bar.update(done, total) });
       bar.done();
       await writer.flush();
-      process.stdout.write(`${JSON.stringify({ ...(setAside ? { corruptIndexSetAside: setAside, problems: check.problems } : {}), restoredFromJournal: restored, ...report }, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ ...(setAside ? { corruptIndexSetAside: setAside, problems: check.problems } : {}), restoredFromJournal: restored, ...report }, null, 2)}\n`,
+      );
       return 0;
     } finally {
       await writer.stop();
@@ -154,7 +160,9 @@ async function userCommand(users: UserStore, cmd: UserCommand): Promise<number> 
   if (cmd.passwordStdin) {
     const chunks: Buffer[] = [];
     for await (const c of process.stdin) chunks.push(c as Buffer);
-    password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    password = Buffer.concat(chunks)
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
   }
   const user = await users.put({ name: cmd.name, role: cmd.role, ...(cmd.pools ? { pools: cmd.pools } : {}), ...(password !== undefined ? { password } : {}) });
   const token = cmd.token ? (await users.issueToken(user.name)).token : undefined;
@@ -165,7 +173,7 @@ async function userCommand(users: UserStore, cmd: UserCommand): Promise<number> 
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    const e = err instanceof RecorderError ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
+    const e = err instanceof RecorderError ? `${err.code}: ${err.message}` : ((err as Error).stack ?? String(err));
     process.stderr.write(`recorder failed to start: ${e}\n`);
     process.exit(err instanceof RecorderError && (err.code === 'INDEX_CORRUPT' || err.code === 'INDEX_LOST') ? EXIT_INDEX : 1);
   },

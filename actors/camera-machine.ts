@@ -33,7 +33,17 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { CameraConfig, GapRecord, SchedulePlan } from '../index/records.ts';
 import type { CameraEvent } from '../schedule/events.ts';
 import { nextPlanChangeMs } from '../schedule/plan.ts';
-import { directorState, planned, recordingState, shouldWrite, streamAt, wantsIngest, withCameraEvent, type DirectorState, type RecordingState } from '../schedule/recording.ts';
+import {
+  directorState,
+  planned,
+  recordingState,
+  shouldWrite,
+  streamAt,
+  wantsIngest,
+  withCameraEvent,
+  type DirectorState,
+  type RecordingState,
+} from '../schedule/recording.ts';
 import type { CameraStateName, IngestMedia } from './deps.ts';
 
 /** Video further apart than this across ingest attempts is recorded as a gap. */
@@ -82,8 +92,7 @@ export interface IngestInput {
 
 /** What an ingest attempt tells its camera. */
 export type IngestEvent =
-  | { type: 'INGEST.RECORDING'; startMs: number; media?: IngestMedia }
-  | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
+  { type: 'INGEST.RECORDING'; startMs: number; media?: IngestMedia } | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
 
 /** What the camera tells its running attempt: the recording state changed. */
 export type IngestCommand = { type: 'RECORDING'; recording: RecordingState };
@@ -122,7 +131,7 @@ const notProvided = (what: string) => (): never => {
 };
 /** A parameterized action the owner provides (its params typed here). */
 const injected =
-  <P,>(what: string) =>
+  <P>(what: string) =>
   (_: unknown, params: P): void => {
     throw new Error(`camera machine: ${what} not provided, called with ${JSON.stringify(params)}`);
   };
@@ -177,12 +186,26 @@ export const cameraMachine = setup({
       if (event.type !== 'INGEST.RECORDING' || context.lastEndMs === null) return;
       if (event.startMs - context.lastEndMs < GAP_MIN_MS) return;
       if (!shouldWrite(context.recording, context.lastEndMs)) return; // nothing was due then
-      const gap: GapRecord = { camera: context.camera.id, startMs: context.lastEndMs, endMs: event.startMs, state: 'pending', reason: context.lastError ?? 'recorder was not running', attempts: 0 };
+      const gap: GapRecord = {
+        camera: context.camera.id,
+        startMs: context.lastEndMs,
+        endMs: event.startMs,
+        state: 'pending',
+        reason: context.lastError ?? 'recorder was not running',
+        attempts: 0,
+      };
       enqueue({ type: 'storeGap', params: gap });
     }),
     openGap: enqueueActions(({ context, enqueue }) => {
       if (context.lastEndMs === null || !shouldWrite(context.recording, context.lastEndMs)) return;
-      const gap: GapRecord = { camera: context.camera.id, startMs: context.lastEndMs, endMs: null, state: 'open', reason: context.lastError ?? 'camera offline', attempts: 0 };
+      const gap: GapRecord = {
+        camera: context.camera.id,
+        startMs: context.lastEndMs,
+        endMs: null,
+        state: 'open',
+        reason: context.lastError ?? 'camera offline',
+        attempts: 0,
+      };
       enqueue({ type: 'storeGap', params: gap });
     }),
     noteExit: enqueueActions(({ context, event, enqueue }) => {
@@ -204,7 +227,11 @@ export const cameraMachine = setup({
     /** Raised once per outage: later failed attempts only back off. */
     alarmOffline: emit(({ context, event }) => ({
       type: 'alarm' as const,
-      alarm: { kind: 'camera-offline', camera: context.camera.id, message: `camera ${context.camera.id} stopped sending video: ${event.type === 'INGEST.EXITED' ? event.error : 'ingest ended'}` },
+      alarm: {
+        kind: 'camera-offline',
+        camera: context.camera.id,
+        message: `camera ${context.camera.id} stopped sending video: ${event.type === 'INGEST.EXITED' ? event.error : 'ingest ended'}`,
+      },
     })),
     /**
      * The pool filled up (or has room again): writing holds or resumes. The hole is a
@@ -216,7 +243,14 @@ export const cameraMachine = setup({
       const { camera, nowMs } = context;
       const wasBlocked = context.recording.blocked !== null;
       const recording = { ...context.recording, blocked: event.blocked };
-      const gap = (startMs: number, endMs: number | null): GapRecord => ({ camera: camera.id, startMs, endMs, state: endMs === null ? 'open' : 'pending', reason: event.blocked ?? 'pool full', attempts: 0 });
+      const gap = (startMs: number, endMs: number | null): GapRecord => ({
+        camera: camera.id,
+        startMs,
+        endMs,
+        state: endMs === null ? 'open' : 'pending',
+        reason: event.blocked ?? 'pool full',
+        attempts: 0,
+      });
       if (event.blocked !== null && !wasBlocked && planned(recording, nowMs).write) {
         enqueue({ type: 'storeGap', params: gap(nowMs, null) });
         enqueue.assign({ recording, storageGapStartMs: nowMs });
@@ -231,7 +265,11 @@ export const cameraMachine = setup({
     statusConnecting: emit({ type: 'status' as const, state: 'connecting' as const }),
     // Audio and transport are facts of a running recording: said only with `recording`.
     statusRecording: emit(({ context }) => ({ type: 'status' as const, state: 'recording' as const, ...(context.media ? { media: context.media } : {}) })),
-    statusBackoff: emit(({ context }) => ({ type: 'status' as const, state: 'backoff' as const, detail: `${context.lastError ?? 'ingest failed'}; retry in ${context.backoffMs} ms` })),
+    statusBackoff: emit(({ context }) => ({
+      type: 'status' as const,
+      state: 'backoff' as const,
+      detail: `${context.lastError ?? 'ingest failed'}; retry in ${context.backoffMs} ms`,
+    })),
     /** A test hook (lib/crash-point.ts): throws here when asked to, as a bug in this machine would. */
     faultPointRecording: ({ context }) => faultPoint('camera.recording', context.camera.id),
   },

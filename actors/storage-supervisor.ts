@@ -157,13 +157,21 @@ export class StorageSupervisor {
   async start(): Promise<void> {
     if (!this.deps.index.pools.get(DEFAULT_POOL.id)) {
       // On a full disk this commit may fail: the pool is created at a later start.
-      await this.deps.index.pools.put(DEFAULT_POOL.id, DEFAULT_POOL).catch((err: unknown) => this.deps.log.error({ err }, 'the default pool could not be stored'));
+      await this.deps.index.pools
+        .put(DEFAULT_POOL.id, DEFAULT_POOL)
+        .catch((err: unknown) => this.deps.log.error({ err }, 'the default pool could not be stored'));
     }
     for (const pool of this.pools()) this.ensureActor(pool.id);
     // Each pool's actor passes on its own after tickMs idle; the disk is watched here.
-    this.timer = setInterval(() => void this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed')), this.deps.tickMs);
+    this.timer = setInterval(
+      () => void this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed')),
+      this.deps.tickMs,
+    );
     this.timer.unref();
-    this.auditTimer = setInterval(() => void this.auditBackups().catch((err: unknown) => this.deps.log.error({ err }, 'backup audit failed')), this.deps.backupAuditMs);
+    this.auditTimer = setInterval(
+      () => void this.auditBackups().catch((err: unknown) => this.deps.log.error({ err }, 'backup audit failed')),
+      this.deps.backupAuditMs,
+    );
     this.auditTimer.unref();
     this.kickAll();
     void this.auditBackups().catch((err: unknown) => this.deps.log.error({ err }, 'backup audit failed'));
@@ -211,7 +219,12 @@ export class StorageSupervisor {
     if (pool?.backupDir) {
       const backupDir = pool.backupDir;
       void this.exclusive(() => this.copyToBackup(seg, backupDir)).catch((err: unknown) => {
-        this.deps.raiseAlarm({ kind: 'backup-failed', camera: seg.camera, pool: seg.pool, message: `backup copy of ${seg.file} failed: ${(err as Error).message}` });
+        this.deps.raiseAlarm({
+          kind: 'backup-failed',
+          camera: seg.camera,
+          pool: seg.pool,
+          message: `backup copy of ${seg.file} failed: ${(err as Error).message}`,
+        });
       });
     }
     this.kick(seg.pool);
@@ -255,7 +268,10 @@ export class StorageSupervisor {
   private ensureActor(poolId: string): RetentionActor {
     let actor = this.actors.get(poolId);
     if (!actor) {
-      actor = createActor(provideRetention((p) => this.trackPass(p)), { input: { pool: poolId, tickMs: this.deps.tickMs } });
+      actor = createActor(
+        provideRetention((p) => this.trackPass(p)),
+        { input: { pool: poolId, tickMs: this.deps.tickMs } },
+      );
       actor.on('pass.failed', (e) => this.deps.log.error({ pool: e.pool, err: e.error }, 'retention pass failed; the next kick retries'));
       this.actors.set(poolId, actor);
       actor.start();
@@ -474,7 +490,11 @@ export class StorageSupervisor {
       if (deleted > 0) this.deps.log.warn({ deleted, freeBytes: free, needBytes: Math.round(need) }, 'emergency overwrite');
       if (!this.lowDisk && this.fullAlarmDue()) {
         this.lowDisk = true;
-        this.deps.raiseAlarm({ kind: 'disk-full', message: `data disk has ${free} bytes free (threshold ${Math.round(need)}): emergency overwrite deleted ${deleted} oldest unlocked segments`, details: { free, need, deleted } });
+        this.deps.raiseAlarm({
+          kind: 'disk-full',
+          message: `data disk has ${free} bytes free (threshold ${Math.round(need)}): emergency overwrite deleted ${deleted} oldest unlocked segments`,
+          details: { free, need, deleted },
+        });
       }
     });
   }
@@ -508,7 +528,10 @@ export class StorageSupervisor {
       for (const seg of this.closedSegmentsOf(pool.id)) {
         if (this.stopped) break;
         const [primary, backup] = segmentCopies(this.deps.dataDir, seg, backupDir) as [string, string];
-        const size = await stat(backup).then((s) => s.size, () => -1);
+        const size = await stat(backup).then(
+          (s) => s.size,
+          () => -1,
+        );
         if (size === seg.bytes || !(await exists(primary))) continue;
         await this.exclusive(() => this.copyToBackup(seg, backupDir));
         fixed++;
@@ -520,5 +543,8 @@ export class StorageSupervisor {
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }

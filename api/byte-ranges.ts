@@ -56,7 +56,10 @@ export function replyRange(req: FastifyRequest, reply: FastifyReply, length: num
   void reply.header('Accept-Ranges', 'bytes');
   if (etag !== undefined) void reply.header('ETag', etag);
   if (range) {
-    void reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${length}`).header('Content-Length', range.end - range.start + 1);
+    void reply
+      .code(206)
+      .header('Content-Range', `bytes ${range.start}-${range.end}/${length}`)
+      .header('Content-Length', range.end - range.start + 1);
     return range;
   }
   void reply.header('Content-Length', length);

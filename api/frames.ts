@@ -72,54 +72,64 @@ export function thumbnailStrip(deps: HttpDeps, cameraId: string, fromMs: number,
 }
 
 export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPath: string }): void {
-  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; count?: string; width?: string } }>('/api/cameras/:id/thumbnails', access('play', { camera: 'params.id' }), async (req) => {
-    const camera = deps.service.requireCamera(req.params.id);
-    const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
-    const count = req.query.count === undefined ? 24 : Number(req.query.count);
-    const width = req.query.width === undefined ? 160 : Number(req.query.width);
-    if (!Number.isInteger(count) || count < 1 || count > 500) throw new ValidationError('count: an integer from 1 to 500');
-    if (!Number.isInteger(width) || width < 16 || width > 3840) throw new ValidationError('width: an integer from 16 to 3840');
-    return { thumbnails: thumbnailStrip(deps, camera.id, fromMs, toMs, count, width) };
-  });
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; count?: string; width?: string } }>(
+    '/api/cameras/:id/thumbnails',
+    access('play', { camera: 'params.id' }),
+    async (req) => {
+      const camera = deps.service.requireCamera(req.params.id);
+      const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
+      const count = req.query.count === undefined ? 24 : Number(req.query.count);
+      const width = req.query.width === undefined ? 160 : Number(req.query.width);
+      if (!Number.isInteger(count) || count < 1 || count > 500) throw new ValidationError('count: an integer from 1 to 500');
+      if (!Number.isInteger(width) || width < 16 || width > 3840) throw new ValidationError('width: an integer from 16 to 3840');
+      return { thumbnails: thumbnailStrip(deps, camera.id, fromMs, toMs, count, width) };
+    },
+  );
 
   const cache = deps.caches.frames;
   const decoder = new FrameDecoder({ ffmpegPath: deps.ffmpegPath });
-  app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>('/api/cameras/:id/frame.jpg', access('play', { camera: 'params.id' }), async (req, reply) => {
-    const camera = deps.service.requireCamera(req.params.id);
-    const atMs = parseTimeMs(req.query.at, 'at');
-    const asked = req.query.width === undefined ? undefined : Number(req.query.width);
-    if (asked !== undefined && (!Number.isInteger(asked) || asked < 16 || asked > 3840)) throw new ValidationError('width: an integer from 16 to 3840');
-    const width = asked === undefined ? undefined : frameWidth(asked);
-    const seg = deps.index.segments.inRange(camera.id, atMs, atMs + 1)[0];
-    if (!seg || seg.startMs > atMs) throw new NoVideoError(`no video of camera ${camera.id} at ${iso(atMs)}`);
-    const gops = decodeGops(seg.gops);
-    let i = gops.length - 1;
-    while (i > 0 && seg.startMs + gops[i]!.timeMs > atMs) i--;
-    const gop = gops[i]!;
-    const key = `${seg.file}:${gop.offset}:${width ?? 0}`;
-    let jpeg = cache.get(key);
-    if (!jpeg) {
-      const path = join(deps.dataDir, seg.file);
-      const decoding = Promise.all([readRange(path, 0, seg.initSize, deps.caches.psViews), readRange(path, gop.offset, gop.size, deps.caches.psViews)]).then(([init, frag]) => decoder.decode(init, frag, width));
-      // A failure is not cached (nor does it evict a later decode of the same frame).
-      decoding.catch(() => {
-        if (cache.peek(key) === decoding) cache.delete(key);
-      });
-      cache.set(key, decoding);
-      jpeg = decoding;
-    }
-    let body: Buffer;
-    try {
-      body = await jpeg;
-    } catch (err) {
-      if (err instanceof FramesBusyError) void reply.header('Retry-After', '1');
-      throw err;
-    }
-    if (width !== undefined) void reply.header('X-Frame-Width', String(width));
-    void reply
-      .header('Content-Type', 'image/jpeg')
-      .header('Cache-Control', 'private, max-age=86400')
-      .header('X-Frame-Time', iso(seg.startMs + gop.timeMs));
-    return reply.send(body);
-  });
+  app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>(
+    '/api/cameras/:id/frame.jpg',
+    access('play', { camera: 'params.id' }),
+    async (req, reply) => {
+      const camera = deps.service.requireCamera(req.params.id);
+      const atMs = parseTimeMs(req.query.at, 'at');
+      const asked = req.query.width === undefined ? undefined : Number(req.query.width);
+      if (asked !== undefined && (!Number.isInteger(asked) || asked < 16 || asked > 3840)) throw new ValidationError('width: an integer from 16 to 3840');
+      const width = asked === undefined ? undefined : frameWidth(asked);
+      const seg = deps.index.segments.inRange(camera.id, atMs, atMs + 1)[0];
+      if (!seg || seg.startMs > atMs) throw new NoVideoError(`no video of camera ${camera.id} at ${iso(atMs)}`);
+      const gops = decodeGops(seg.gops);
+      let i = gops.length - 1;
+      while (i > 0 && seg.startMs + gops[i]!.timeMs > atMs) i--;
+      const gop = gops[i]!;
+      const key = `${seg.file}:${gop.offset}:${width ?? 0}`;
+      let jpeg = cache.get(key);
+      if (!jpeg) {
+        const path = join(deps.dataDir, seg.file);
+        const decoding = Promise.all([readRange(path, 0, seg.initSize, deps.caches.psViews), readRange(path, gop.offset, gop.size, deps.caches.psViews)]).then(
+          ([init, frag]) => decoder.decode(init, frag, width),
+        );
+        // A failure is not cached (nor does it evict a later decode of the same frame).
+        decoding.catch(() => {
+          if (cache.peek(key) === decoding) cache.delete(key);
+        });
+        cache.set(key, decoding);
+        jpeg = decoding;
+      }
+      let body: Buffer;
+      try {
+        body = await jpeg;
+      } catch (err) {
+        if (err instanceof FramesBusyError) void reply.header('Retry-After', '1');
+        throw err;
+      }
+      if (width !== undefined) void reply.header('X-Frame-Width', String(width));
+      void reply
+        .header('Content-Type', 'image/jpeg')
+        .header('Cache-Control', 'private, max-age=86400')
+        .header('X-Frame-Time', iso(seg.startMs + gop.timeMs));
+      return reply.send(body);
+    },
+  );
 }

@@ -22,32 +22,46 @@ import { access } from '../security/http-auth.ts';
 const CONTIGUOUS_MS = 500;
 
 export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
-  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>('/api/cameras/:id/video.m3u8', access('play', { camera: 'params.id' }), async (req, reply) => {
-    const camera = deps.service.requireCamera(req.params.id);
-    const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
-    const lines: string[] = [];
-    let maxDurSec = 1;
-    let prev: { endMs: number; codecKey: string } | null = null;
-    for (const seg of deps.index.segments.inRange(camera.id, fromMs, toMs)) {
-      const uri = `segments/${seg.startMs}.mp4`;
-      const picked: string[] = [];
-      let firstMs: number | null = null;
-      for (const g of gopsOverlapping(seg, fromMs, toMs)) {
-        firstMs ??= g.startMs;
-        const dur = (g.endMs - g.startMs) / 1000;
-        maxDurSec = Math.max(maxDurSec, Math.ceil(dur));
-        picked.push(`#EXTINF:${dur.toFixed(3)},`, `#EXT-X-BYTERANGE:${g.size}@${g.offset}`, uri);
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>(
+    '/api/cameras/:id/video.m3u8',
+    access('play', { camera: 'params.id' }),
+    async (req, reply) => {
+      const camera = deps.service.requireCamera(req.params.id);
+      const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
+      const lines: string[] = [];
+      let maxDurSec = 1;
+      let prev: { endMs: number; codecKey: string } | null = null;
+      for (const seg of deps.index.segments.inRange(camera.id, fromMs, toMs)) {
+        const uri = `segments/${seg.startMs}.mp4`;
+        const picked: string[] = [];
+        let firstMs: number | null = null;
+        for (const g of gopsOverlapping(seg, fromMs, toMs)) {
+          firstMs ??= g.startMs;
+          const dur = (g.endMs - g.startMs) / 1000;
+          maxDurSec = Math.max(maxDurSec, Math.ceil(dur));
+          picked.push(`#EXTINF:${dur.toFixed(3)},`, `#EXT-X-BYTERANGE:${g.size}@${g.offset}`, uri);
+        }
+        if (firstMs === null) continue;
+        if (prev && (prev.codecKey !== seg.codecKey || Math.abs(seg.startMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs))
+          lines.push('#EXT-X-DISCONTINUITY');
+        lines.push(`#EXT-X-MAP:URI="${uri}",BYTERANGE="${seg.initSize}@0"`, `#EXT-X-PROGRAM-DATE-TIME:${iso(firstMs)}`, ...picked);
+        prev = { endMs: seg.endMs, codecKey: seg.codecKey };
       }
-      if (firstMs === null) continue;
-      if (prev && (prev.codecKey !== seg.codecKey || Math.abs(seg.startMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs)) lines.push('#EXT-X-DISCONTINUITY');
-      lines.push(`#EXT-X-MAP:URI="${uri}",BYTERANGE="${seg.initSize}@0"`, `#EXT-X-PROGRAM-DATE-TIME:${iso(firstMs)}`, ...picked);
-      prev = { endMs: seg.endMs, codecKey: seg.codecKey };
-    }
-    if (lines.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
-    const body = ['#EXTM3U', '#EXT-X-VERSION:7', `#EXT-X-TARGETDURATION:${maxDurSec}`, '#EXT-X-PLAYLIST-TYPE:VOD', '#EXT-X-INDEPENDENT-SEGMENTS', ...lines, '#EXT-X-ENDLIST', ''].join('\n');
-    void reply.header('Content-Type', 'application/vnd.apple.mpegurl');
-    return body;
-  });
+      if (lines.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
+      const body = [
+        '#EXTM3U',
+        '#EXT-X-VERSION:7',
+        `#EXT-X-TARGETDURATION:${maxDurSec}`,
+        '#EXT-X-PLAYLIST-TYPE:VOD',
+        '#EXT-X-INDEPENDENT-SEGMENTS',
+        ...lines,
+        '#EXT-X-ENDLIST',
+        '',
+      ].join('\n');
+      void reply.header('Content-Type', 'application/vnd.apple.mpegurl');
+      return body;
+    },
+  );
 
   app.get<{ Params: { id: string; file: string } }>('/api/cameras/:id/segments/:file', access('play', { camera: 'params.id' }), async (req, reply) => {
     const camera = deps.service.requireCamera(req.params.id);

@@ -41,13 +41,12 @@ const registered = new WeakMap<FastifyInstance, RouteOptions[]>();
 /** Every route of an app built by buildHttp, HEAD included, with its access as declared now. */
 export function registeredRoutes(app: FastifyInstance): RegisteredRoute[] {
   return (registered.get(app) ?? []).flatMap((r) =>
-    (Array.isArray(r.method) ? r.method : [r.method]).map((method) => ({ method: String(method), url: r.url, access: (r.config)?.access })),
+    (Array.isArray(r.method) ? r.method : [r.method]).map((method) => ({ method: String(method), url: r.url, access: r.config?.access })),
   );
 }
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
-
 
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -77,7 +76,10 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     // Errors the router raises before any route or hook runs (a malformed URL, a path
     // parameter over 100 characters) get the same {error:{code,message}} body.
     frameworkErrors: (err, req, reply) => {
-      const e = (err as { statusCode?: number }).statusCode === 414 ? new RecorderError('URL_TOO_LONG', 'a path parameter is longer than 100 characters') : new RecorderError('VALIDATION_FAILED', 'the URL is not valid');
+      const e =
+        (err as { statusCode?: number }).statusCode === 414
+          ? new RecorderError('URL_TOO_LONG', 'a path parameter is longer than 100 characters')
+          : new RecorderError('VALIDATION_FAILED', 'the URL is not valid');
       void (reply as FastifyReply).code(e.status).send({ error: errorBody(e) });
       closeRefusedUpgrade(req.raw, reply.raw);
     },
@@ -98,7 +100,10 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
       if (!signal.aborted) return;
       const e = shuttingDown(`${req.method} ${req.url.split('?')[0]}`);
       // A refused WebSocket upgrade's socket is hung up by the auth seam's onResponse hook.
-      return reply.code(e.status).header('Connection', 'close').send({ error: errorBody(e) });
+      return reply
+        .code(e.status)
+        .header('Connection', 'close')
+        .send({ error: errorBody(e) });
     });
   }
 
@@ -139,8 +144,12 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   app.get('/api/health', access('public'), async () => ({ status: 'ok', version: VERSION }));
   // Camera URLs carry their passwords to admins only (security/redact.ts).
   const credentials = (req: { principal: Principal }): { credentials: boolean } => ({ credentials: req.principal.role === 'admin' });
-  app.get('/api/cameras', access('read'), async (req) => ({ cameras: deps.service.listCameras(credentials(req)).filter((c) => canSee(req.principal, c.pool)) }));
-  app.get<{ Params: { id: string } }>('/api/cameras/:id', access('read', { camera: 'params.id' }), async (req) => ({ camera: deps.service.getCamera({ id: req.params.id }, credentials(req)) }));
+  app.get('/api/cameras', access('read'), async (req) => ({
+    cameras: deps.service.listCameras(credentials(req)).filter((c) => canSee(req.principal, c.pool)),
+  }));
+  app.get<{ Params: { id: string } }>('/api/cameras/:id', access('read', { camera: 'params.id' }), async (req) => ({
+    camera: deps.service.getCamera({ id: req.params.id }, credentials(req)),
+  }));
   app.put<{ Params: { id: string } }>('/api/cameras/:id', access('admin', { camera: 'params.id' }), async (req) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     return { camera: await deps.service.putCamera({ ...body, id: req.params.id }, credentials(req)) };
@@ -163,9 +172,15 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
       ...(label !== undefined ? { label } : {}),
     });
   });
-  app.post<{ Params: { id: string } }>('/api/cameras/:id/events', access('write', { camera: 'params.id' }), async (req) => ({ event: deps.service.event(req.params.id, req.body ?? {}) }));
-  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/start', access('write', { camera: 'params.id' }), async (req) => deps.service.manual({ camera: req.params.id }, true));
-  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', access('write', { camera: 'params.id' }), async (req) => deps.service.manual({ camera: req.params.id }, false));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/events', access('write', { camera: 'params.id' }), async (req) => ({
+    event: deps.service.event(req.params.id, req.body ?? {}),
+  }));
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/start', access('write', { camera: 'params.id' }), async (req) =>
+    deps.service.manual({ camera: req.params.id }, true),
+  );
+  app.post<{ Params: { id: string } }>('/api/cameras/:id/manual/stop', access('write', { camera: 'params.id' }), async (req) =>
+    deps.service.manual({ camera: req.params.id }, false),
+  );
   app.post<{ Params: { id: string } }>('/api/cameras/:id/backfill', access('write', { camera: 'params.id' }), async (req, reply) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     void reply.code(202);

@@ -71,30 +71,43 @@ export function registerLive(app: FastifyInstance, deps: HttpDeps): void {
       };
       const state = deps.service.liveState(cameraId);
       if (!state.mimeType || preview) send(JSON.stringify({ type: 'waiting', camera: cameraId, state: state.status, preview }));
-      const viewer = deps.service.subscribeLive(cameraId, {
-        deliver(msg: LiveMessage, done: () => void) {
-          switch (msg.kind) {
-            case 'init': {
-              const video = msg.info.tracks.find((t) => t.kind === 'video');
-              send(JSON.stringify({ type: 'init', camera: cameraId, preview, mimeType: msg.info.mimeType, width: video?.width ?? null, height: video?.height ?? null }));
-              send(msg.bytes, done);
-              return;
+      const viewer = deps.service.subscribeLive(
+        cameraId,
+        {
+          deliver(msg: LiveMessage, done: () => void) {
+            switch (msg.kind) {
+              case 'init': {
+                const video = msg.info.tracks.find((t) => t.kind === 'video');
+                send(
+                  JSON.stringify({
+                    type: 'init',
+                    camera: cameraId,
+                    preview,
+                    mimeType: msg.info.mimeType,
+                    width: video?.width ?? null,
+                    height: video?.height ?? null,
+                  }),
+                );
+                send(msg.bytes, done);
+                return;
+              }
+              case 'fragment':
+                send(msg.bytes, done);
+                return;
+              case 'ended':
+                send(JSON.stringify({ type: 'ended', reason: msg.reason }), done);
+                return;
+              case 'closed':
+                send(JSON.stringify({ type: 'closed', reason: msg.reason }), () => {
+                  done();
+                  socket.close(1001, 'camera gone');
+                });
+                return;
             }
-            case 'fragment':
-              send(msg.bytes, done);
-              return;
-            case 'ended':
-              send(JSON.stringify({ type: 'ended', reason: msg.reason }), done);
-              return;
-            case 'closed':
-              send(JSON.stringify({ type: 'closed', reason: msg.reason }), () => {
-                done();
-                socket.close(1001, 'camera gone');
-              });
-              return;
-          }
+          },
         },
-      }, { preview });
+        { preview },
+      );
       log.debug('live viewer joined');
       socket.on('close', () => {
         viewer.close();

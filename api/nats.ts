@@ -195,7 +195,7 @@ async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Log
         throw new RecorderError('BAD_JSON', 'request body is not JSON');
       }
     }
-    reply = { ok: true, ...(await handler(body) as object) };
+    reply = { ok: true, ...((await handler(body)) as object) };
   } catch (err) {
     const e = toRecorderError(err);
     if (e.status >= 500 && e.code !== 'SHUTTING_DOWN') log.error({ err: e, endpoint: name }, 'request failed');

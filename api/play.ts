@@ -21,54 +21,65 @@ import { access } from '../security/http-auth.ts';
 import { parsePlaybackQuery, playbackSegments, type PlaybackQuery } from '../playback/playback-source.ts';
 
 /** Opens a playback stream for a parsed query; NO_VIDEO when nothing is recorded there. */
-export async function openPlayback(deps: Pick<HttpDeps, 'index' | 'dataDir' | 'caches'>, camera: string, q: PlaybackQuery, startSec = 0): Promise<PlaybackStream> {
+export async function openPlayback(
+  deps: Pick<HttpDeps, 'index' | 'dataDir' | 'caches'>,
+  camera: string,
+  q: PlaybackQuery,
+  startSec = 0,
+): Promise<PlaybackStream> {
   const segments = playbackSegments(deps.index, deps.dataDir, camera, q.fromMs, q.toMs, q.reverse);
   const stream = await PlaybackStream.open(segments, q.mode, deps.caches.tables, startSec);
   if (!stream) {
     const [a, b] = q.reverse ? [q.toMs, q.fromMs] : [q.fromMs, q.toMs];
-    throw new NoVideoError(`no video of camera ${camera} ${q.reverse ? 'before' : 'from'} ${iso(q.fromMs)}${b < Number.MAX_SAFE_INTEGER && a > 0 ? ` (range ${iso(a)} to ${iso(b)})` : ''}`);
+    throw new NoVideoError(
+      `no video of camera ${camera} ${q.reverse ? 'before' : 'from'} ${iso(q.fromMs)}${b < Number.MAX_SAFE_INTEGER && a > 0 ? ` (range ${iso(a)} to ${iso(b)})` : ''}`,
+    );
   }
   return stream;
 }
 
 export function registerPlay(app: FastifyInstance, deps: HttpDeps): void {
-  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/api/cameras/:id/play', access('play', { camera: 'params.id' }), async (req, reply) => {
-    const camera = deps.service.requireCamera(req.params.id);
-    const q = parsePlaybackQuery(req.query);
-    const stream = await openPlayback(deps, camera.id, q);
-    // The first fragment is read before the headers go out, so its errors are typed replies.
-    let first: Buffer[] | null;
-    try {
-      first = await stream.next();
-    } catch (err) {
-      await stream.close();
-      throw err;
-    }
-    const firstMs = stream.positionMs;
-    async function* body(): AsyncGenerator<Buffer> {
+  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>(
+    '/api/cameras/:id/play',
+    access('play', { camera: 'params.id' }),
+    async (req, reply) => {
+      const camera = deps.service.requireCamera(req.params.id);
+      const q = parsePlaybackQuery(req.query);
+      const stream = await openPlayback(deps, camera.id, q);
+      // The first fragment is read before the headers go out, so its errors are typed replies.
+      let first: Buffer[] | null;
       try {
-        yield stream.init;
-        if (first) yield* first;
-        first = null;
-        for (let parts = await stream.next(); parts; parts = await stream.next()) yield* parts;
+        first = await stream.next();
       } catch (err) {
-        // Headers are gone: the connection is aborted (never a silent short stream).
-        deps.log.warn({ err, camera: camera.id, url: req.url }, 'playback aborted');
-        throw err;
-      } finally {
         await stream.close();
+        throw err;
       }
-    }
-    void reply
-      .header('Content-Type', stream.mimeType)
-      .header('Cache-Control', 'no-store')
-      .header('X-Playback-Mode', q.mode.kind)
-      .header('X-Recording-From', firstMs === null ? '' : iso(firstMs));
-    if (req.method === 'HEAD') {
-      // The headers only: a body stream would be read to the end of the recording and dropped.
-      await stream.close();
-      return reply.send(headOnly());
-    }
-    return reply.send(Readable.from(body(), { objectMode: false, highWaterMark: 64 * 1024 }));
-  });
+      const firstMs = stream.positionMs;
+      async function* body(): AsyncGenerator<Buffer> {
+        try {
+          yield stream.init;
+          if (first) yield* first;
+          first = null;
+          for (let parts = await stream.next(); parts; parts = await stream.next()) yield* parts;
+        } catch (err) {
+          // Headers are gone: the connection is aborted (never a silent short stream).
+          deps.log.warn({ err, camera: camera.id, url: req.url }, 'playback aborted');
+          throw err;
+        } finally {
+          await stream.close();
+        }
+      }
+      void reply
+        .header('Content-Type', stream.mimeType)
+        .header('Cache-Control', 'no-store')
+        .header('X-Playback-Mode', q.mode.kind)
+        .header('X-Recording-From', firstMs === null ? '' : iso(firstMs));
+      if (req.method === 'HEAD') {
+        // The headers only: a body stream would be read to the end of the recording and dropped.
+        await stream.close();
+        return reply.send(headOnly());
+      }
+      return reply.send(Readable.from(body(), { objectMode: false, highWaterMark: 64 * 1024 }));
+    },
+  );
 }

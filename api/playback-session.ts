@@ -49,11 +49,7 @@ interface Options {
 }
 
 type Command =
-  | ({ cmd: 'play'; from?: unknown; to?: unknown } & Options)
-  | { cmd: 'pause' }
-  | { cmd: 'seek'; at: unknown }
-  | ({ cmd: 'speed' } & Options)
-  | { cmd: 'stop' };
+  ({ cmd: 'play'; from?: unknown; to?: unknown } & Options) | { cmd: 'pause' } | { cmd: 'seek'; at: unknown } | ({ cmd: 'speed' } & Options) | { cmd: 'stop' };
 
 const FIELDS: Record<Command['cmd'], string[]> = {
   play: ['from', 'to', 'speed', 'reverse', 'iframes'],
@@ -168,7 +164,9 @@ export class PlaybackSession {
           const q = this.requireQuery('speed');
           // Restart at the GOP last sent (it is sent again in the new mode).
           const at = this.lastSentMs ?? q.fromMs;
-          await this.start(parsePlaybackQuery({ from: at, speed: c.speed ?? q.speed, reverse: flagText(c.reverse ?? q.reverse), iframes: flagText(c.iframes ?? q.iframes) }));
+          await this.start(
+            parsePlaybackQuery({ from: at, speed: c.speed ?? q.speed, reverse: flagText(c.reverse ?? q.reverse), iframes: flagText(c.iframes ?? q.iframes) }),
+          );
           break;
         }
         case 'stop':
@@ -207,7 +205,15 @@ export class PlaybackSession {
     this.lastSentMs = null;
     this.clockMedia = this.mediaEnd;
     this.clockAt = Date.now();
-    this.text({ type: 'init', mimeType: stream.mimeType, mode: q.mode.kind, speed: q.speed, reverse: q.reverse, from: iso(stream.firstMs), mediaStart: this.mediaEnd });
+    this.text({
+      type: 'init',
+      mimeType: stream.mimeType,
+      mode: q.mode.kind,
+      speed: q.speed,
+      reverse: q.reverse,
+      from: iso(stream.firstMs),
+      mediaStart: this.mediaEnd,
+    });
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(stream.init);
   }
 

@@ -30,8 +30,14 @@ export function registerStorageRoutes(app: FastifyInstance, deps: HttpDeps): voi
   };
 
   // ---- pools
-  app.get('/api/pools', access('read'), async (req) => ({ pools: storage().listPools().filter((p) => canSee(req.principal, p.id)) }));
-  app.get<{ Params: { id: string } }>('/api/pools/:id', access('read', { pool: 'params.id' }), async (req) => ({ pool: storage().getPool({ id: req.params.id }) }));
+  app.get('/api/pools', access('read'), async (req) => ({
+    pools: storage()
+      .listPools()
+      .filter((p) => canSee(req.principal, p.id)),
+  }));
+  app.get<{ Params: { id: string } }>('/api/pools/:id', access('read', { pool: 'params.id' }), async (req) => ({
+    pool: storage().getPool({ id: req.params.id }),
+  }));
   app.put<{ Params: { id: string } }>('/api/pools/:id', access('admin', { pool: 'params.id' }), async (req) => ({
     pool: await storage().putPool({ ...((req.body ?? {}) as Record<string, unknown>), id: req.params.id }),
   }));
@@ -43,7 +49,9 @@ export function registerStorageRoutes(app: FastifyInstance, deps: HttpDeps): voi
       .filter((l) => req.query.camera !== undefined || canSee(req.principal, poolOf(deps, l.camera))),
   }));
   app.post('/api/locks', access('lock', { camera: 'body.camera' }), async (req) => ({ lock: await storage().lock(req.body ?? {}) }));
-  app.delete<{ Querystring: Query }>('/api/locks', access('lock', { camera: 'query.camera' }), async (req) => storage().unlock(optionalQuery(req.query, ['camera', 'from', 'to'])));
+  app.delete<{ Querystring: Query }>('/api/locks', access('lock', { camera: 'query.camera' }), async (req) =>
+    storage().unlock(optionalQuery(req.query, ['camera', 'from', 'to'])),
+  );
   app.delete<{ Params: { id: string } }>('/api/locks/:id', access('lock'), async (req) => {
     const lock = storage()
       .listLocks()

@@ -96,7 +96,8 @@ async function openForPs(deps: PsDeps, seg: SegmentRecord): Promise<OpenSegment>
     return { path, fh, info: parseInit(init), conv: new FragmentToPs(init) };
   } catch (err) {
     await fh.close();
-    if (err instanceof MediaFormatError && err.code === 'CODEC_UNSUPPORTED') throw new RecorderError('MEDIA_UNSUPPORTED', `${seg.file}: ${err.message}`, { cause: err });
+    if (err instanceof MediaFormatError && err.code === 'CODEC_UNSUPPORTED')
+      throw new RecorderError('MEDIA_UNSUPPORTED', `${seg.file}: ${err.message}`, { cause: err });
     throw err;
   }
 }
@@ -228,35 +229,39 @@ function guarded(deps: HttpDeps, url: string, gen: AsyncGenerator<Buffer>): Read
 }
 
 export function registerVideoPs(app: FastifyInstance, deps: HttpDeps): void {
-  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; stream?: string } }>('/api/cameras/:id/video.ps', access('play', { camera: 'params.id' }), async (req, reply) => {
-    const camera = deps.service.requireCamera(req.params.id);
-    const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
-    const picks = pickGops(deps, camera.id, fromMs, toMs);
-    if (picks.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
-    headers(reply, camera.id, picks);
-    const sourceBytes = picks.reduce((n, p) => n + p.gops.reduce((m, g) => m + g.size, 0), 0);
+  app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string; stream?: string } }>(
+    '/api/cameras/:id/video.ps',
+    access('play', { camera: 'params.id' }),
+    async (req, reply) => {
+      const camera = deps.service.requireCamera(req.params.id);
+      const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
+      const picks = pickGops(deps, camera.id, fromMs, toMs);
+      if (picks.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
+      headers(reply, camera.id, picks);
+      const sourceBytes = picks.reduce((n, p) => n + p.gops.reduce((m, g) => m + g.size, 0), 0);
 
-    if (req.query.stream === '1' || sourceBytes > PLAN_LIMIT_BYTES) {
-      // Streamed as converted. The first GOP is converted before the headers go out,
-      // so its errors are typed replies.
-      const gops = walk(deps, picks);
-      const first = await gops.next();
-      async function* body(): AsyncGenerator<Buffer> {
-        if (!first.done) yield first.value.bytes;
-        for await (const g of gops) yield g.bytes;
-        yield PROGRAM_END;
+      if (req.query.stream === '1' || sourceBytes > PLAN_LIMIT_BYTES) {
+        // Streamed as converted. The first GOP is converted before the headers go out,
+        // so its errors are typed replies.
+        const gops = walk(deps, picks);
+        const first = await gops.next();
+        async function* body(): AsyncGenerator<Buffer> {
+          if (!first.done) yield first.value.bytes;
+          for await (const g of gops) yield g.bytes;
+          yield PROGRAM_END;
+        }
+        void reply.header('Accept-Ranges', 'none');
+        return reply.send(guarded(deps, req.url, body()));
       }
-      void reply.header('Accept-Ranges', 'none');
-      return reply.send(guarded(deps, req.url, body()));
-    }
 
-    const plan: PlannedGop[] = [];
-    for await (const g of walk(deps, picks)) plan.push(g.planned);
-    const contentLength = plan.reduce((n, g) => n + g.outBytes, 0) + PROGRAM_END.length;
-    const hash = createHash('sha1').update(`psv${PS_OUTPUT_VERSION};`);
-    for (const g of plan) hash.update(`${g.seg.file}:${g.seg.codecKey}:${g.offset}:${g.size};`);
-    const etag = `"psv${PS_OUTPUT_VERSION}-${hash.digest('hex').slice(0, 32)}"`;
-    const range = replyRange(req, reply, contentLength, etag);
-    return reply.send(guarded(deps, req.url, replay(deps, plan, range.start, range.end + 1)));
-  });
+      const plan: PlannedGop[] = [];
+      for await (const g of walk(deps, picks)) plan.push(g.planned);
+      const contentLength = plan.reduce((n, g) => n + g.outBytes, 0) + PROGRAM_END.length;
+      const hash = createHash('sha1').update(`psv${PS_OUTPUT_VERSION};`);
+      for (const g of plan) hash.update(`${g.seg.file}:${g.seg.codecKey}:${g.offset}:${g.size};`);
+      const etag = `"psv${PS_OUTPUT_VERSION}-${hash.digest('hex').slice(0, 32)}"`;
+      const range = replyRange(req, reply, contentLength, etag);
+      return reply.send(guarded(deps, req.url, replay(deps, plan, range.start, range.end + 1)));
+    },
+  );
 }

@@ -89,7 +89,13 @@ export async function runAttempt(deps: AttemptDeps, camera: CameraConfig, gap: G
  * `backfillRetryMs` (or given up) instead of staying `fetching` until a restart. What
  * the index covers is read if it can be; if not, the whole record is retried.
  */
-export async function releaseAttempt(deps: AttemptDeps, cameraId: string, gap: GapRecord & { endMs: number }, thrown: unknown, signal: AbortSignal): Promise<AttemptResult> {
+export async function releaseAttempt(
+  deps: AttemptDeps,
+  cameraId: string,
+  gap: GapRecord & { endMs: number },
+  thrown: unknown,
+  signal: AbortSignal,
+): Promise<AttemptResult> {
   let covered: Interval[] = [];
   try {
     covered = storedIn(deps.index, cameraId, gap);
@@ -145,7 +151,14 @@ async function fillHoles(deps: AttemptDeps, camera: CameraConfig, gap: GapRecord
 }
 
 /** Splits the gap record by what the index covers (index/gap-ledger.ts settleAttempt) and stores the pieces. */
-async function settle(deps: AttemptDeps, cameraId: string, gap: GapRecord & { endMs: number }, error: RecorderError | null, covered: Interval[], signal: AbortSignal): Promise<AttemptResult> {
+async function settle(
+  deps: AttemptDeps,
+  cameraId: string,
+  gap: GapRecord & { endMs: number },
+  error: RecorderError | null,
+  covered: Interval[],
+  signal: AbortSignal,
+): Promise<AttemptResult> {
   const { config } = deps;
   const records = settleAttempt(gap, {
     covered,

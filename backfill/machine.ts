@@ -71,7 +71,7 @@ const notProvided = (what: string) => (): never => {
 };
 /** A parameterized action the owner provides (its params typed here). */
 const injected =
-  <P,>(what: string) =>
+  <P>(what: string) =>
   (_: unknown, params: P): void => {
     throw new Error(`back-fill machine: ${what} not provided, called with ${JSON.stringify(params)}`);
   };

@@ -74,7 +74,7 @@ type ClosedGap = GapRecord & { endMs: number };
 const FAILED = {
   claim: 'back-fill: a due gap could not be marked fetching; it stays due',
   attempt: 'back-fill attempt crashed; its gap is given back for a retry',
-  release: 'back-fill: a crashed attempt\'s gap could not be given back; claimed again after backfillRetryMs',
+  release: "back-fill: a crashed attempt's gap could not be given back; claimed again after backfillRetryMs",
 } as const;
 
 /** The last moments are still arriving (the GOP being cut) or being flushed: the sync leaves them alone. */
@@ -174,7 +174,10 @@ export class BackfillManager {
     }
     for (const camera of this.deps.cameras()) this.queueDue(camera.id, 'start');
     if (config.backfillSyncHours > 0) {
-      this.syncTimer = setInterval(() => void this.sync().catch((err: unknown) => this.deps.log.error({ err }, 'back-fill sync failed')), config.backfillSyncIntervalMs);
+      this.syncTimer = setInterval(
+        () => void this.sync().catch((err: unknown) => this.deps.log.error({ err }, 'back-fill sync failed')),
+        config.backfillSyncIntervalMs,
+      );
       this.syncTimer.unref();
     }
   }
@@ -196,7 +199,8 @@ export class BackfillManager {
     if (until !== null && nowMs - until >= MIN_HOLE_MS) {
       const plan: SchedulePlan | undefined = index.schedules.get(camera.id);
       for (const i of timingIntervals(plan, until, nowMs)) {
-        if (i.toMs - i.fromMs >= MIN_HOLE_MS) put.push({ camera: camera.id, startMs: i.fromMs, endMs: i.toMs, state: 'pending', reason: 'recorder was not running', attempts: 0 });
+        if (i.toMs - i.fromMs >= MIN_HOLE_MS)
+          put.push({ camera: camera.id, startMs: i.fromMs, endMs: i.toMs, state: 'pending', reason: 'recorder was not running', attempts: 0 });
       }
     }
     if (put.length > 0) {
@@ -229,7 +233,14 @@ export class BackfillManager {
     const split = splitAt(existing, [fromMs, toMs]);
     const video: Interval[] = index.segments.timesInRange(cameraId, fromMs, toMs).map((s) => ({ fromMs: s.startMs, toMs: s.endMs }));
     const recorded = [...split, ...busy].map((g) => ({ fromMs: g.startMs, toMs: g.endMs! }));
-    const fresh: GapRecord[] = subtract(window, [...video, ...recorded], MIN_HOLE_MS).map((h) => ({ camera: cameraId, startMs: h.fromMs, endMs: h.toMs, state: 'pending', reason: 'manual back-fill', attempts: 0 }));
+    const fresh: GapRecord[] = subtract(window, [...video, ...recorded], MIN_HOLE_MS).map((h) => ({
+      camera: cameraId,
+      startMs: h.fromMs,
+      endMs: h.toMs,
+      state: 'pending',
+      reason: 'manual back-fill',
+      attempts: 0,
+    }));
     const inside = split.map((g) => {
       const within = g.startMs >= fromMs && g.endMs! <= toMs;
       const retry = within && (g.state === 'pending' || g.state === 'partial' || g.state === 'unavailable');
@@ -237,7 +248,11 @@ export class BackfillManager {
       const { nextAttemptMs: _drop, ...rest } = g;
       return { ...rest, state: 'pending' as const, attempts: 0 };
     });
-    await index.gaps.replace(cameraId, existing.map((g) => g.startMs), [...inside, ...fresh]);
+    await index.gaps.replace(
+      cameraId,
+      existing.map((g) => g.startMs),
+      [...inside, ...fresh],
+    );
     const wanted = [...inside, ...fresh].filter((g) => g.startMs >= fromMs && g.endMs! <= toMs).sort((a, b) => a.startMs - b.startMs);
     for (const g of wanted) if (g.state === 'pending') this.enqueue(cameraId, g.startMs);
     this.deps.log.info({ camera: cameraId, fromMs, toMs, gaps: wanted.length }, 'manual back-fill requested');
@@ -263,7 +278,8 @@ export class BackfillManager {
       const known: Interval[] = index.gaps.inRange(camera.id, fromMs, toMs, nowMs).map((g) => ({ fromMs: g.startMs, toMs: g.endMs ?? nowMs }));
       const fresh: GapRecord[] = [];
       for (const want of timingIntervals(plan, fromMs, toMs)) {
-        for (const h of subtract(want, [...video, ...known], MIN_HOLE_MS)) fresh.push({ camera: camera.id, startMs: h.fromMs, endMs: h.toMs, state: 'pending', reason: 'found by the periodic sync', attempts: 0 });
+        for (const h of subtract(want, [...video, ...known], MIN_HOLE_MS))
+          fresh.push({ camera: camera.id, startMs: h.fromMs, endMs: h.toMs, state: 'pending', reason: 'found by the periodic sync', attempts: 0 });
       }
       if (fresh.length > 0) await index.gaps.replace(camera.id, [], fresh);
       this.queueDue(camera.id, 'periodic');
@@ -311,7 +327,11 @@ export class BackfillManager {
   /** What the actor reports of an attempt: the records, their retries, an alarm if given up. */
   private outcome(gap: ClosedGap, result: AttemptResult): AttemptOutcome {
     const nowMs = this.deps.clock.nowMs();
-    const retries = result.records.flatMap((r) => ((r.state === 'pending' || r.state === 'partial') && r.nextAttemptMs !== undefined ? [{ startMs: r.startMs, inMs: Math.max(0, r.nextAttemptMs - nowMs) }] : []));
+    const retries = result.records.flatMap((r) =>
+      (r.state === 'pending' || r.state === 'partial') && r.nextAttemptMs !== undefined
+        ? [{ startMs: r.startMs, inMs: Math.max(0, r.nextAttemptMs - nowMs) }]
+        : [],
+    );
     const givenUp = result.records.filter((r) => r.state === 'unavailable');
     if (givenUp.length === 0 || this.abort.signal.aborted) return { records: result.records, retries, alarm: null };
     const err = givenUp[0]!.lastError;
@@ -321,7 +341,8 @@ export class BackfillManager {
       alarm: {
         kind: 'backfill-failed',
         camera: gap.camera,
-        message: `back-fill of ${gap.camera} ${iso(gap.startMs)}..${iso(gap.endMs)} given up after ${givenUp[0]!.attempts} attempt(s): ${err?.code ?? ''} ${err?.message ?? ''}`.trim(),
+        message:
+          `back-fill of ${gap.camera} ${iso(gap.startMs)}..${iso(gap.endMs)} given up after ${givenUp[0]!.attempts} attempt(s): ${err?.code ?? ''} ${err?.message ?? ''}`.trim(),
         details: { from: iso(gap.startMs), to: iso(gap.endMs), gaps: givenUp.map((g) => ({ from: iso(g.startMs), to: iso(g.endMs!) })), error: err },
       },
     };

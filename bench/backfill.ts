@@ -15,7 +15,14 @@ import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
 import { pullEdgeInterval } from '../ingest/edge-replay.ts';
 
-const { values } = parseArgs({ options: { record: { type: 'string', default: '50' }, seconds: { type: 'string', default: '20' }, width: { type: 'string', default: '320' }, height: { type: 'string', default: '240' } } });
+const { values } = parseArgs({
+  options: {
+    record: { type: 'string', default: '50' },
+    seconds: { type: 'string', default: '20' },
+    width: { type: 'string', default: '320' },
+    height: { type: 'string', default: '240' },
+  },
+});
 const recordS = Number(values.record);
 const seconds = Number(values.seconds);
 const dir = await mkdtemp(join(tmpdir(), 'bench-backfill-'));
@@ -42,7 +49,19 @@ try {
     });
     const wallMs = performance.now() - t0;
     const mediaS = (r.lastEndMs - r.firstStartMs) / 1000;
-    console.log(JSON.stringify({ rateControl, askedS: seconds, mediaS, fragments: r.fragments, bytes: r.bytes, wallMs: Math.round(wallMs), speed: Number((mediaS / (wallMs / 1000)).toFixed(1)), clock: r.clockSource, startOffMs: r.anchorMs - fromMs }));
+    console.log(
+      JSON.stringify({
+        rateControl,
+        askedS: seconds,
+        mediaS,
+        fragments: r.fragments,
+        bytes: r.bytes,
+        wallMs: Math.round(wallMs),
+        speed: Number((mediaS / (wallMs / 1000)).toFixed(1)),
+        clock: r.clockSource,
+        startOffMs: r.anchorMs - fromMs,
+      }),
+    );
   }
 } finally {
   await sim.stop();

@@ -14,9 +14,23 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { SimCamera } from '../sim/camera.ts';
-import { CONNECT_STAGGER_MS, cameraStates, clip, outDir, percentile, putJson, recorderProgram, requireWork, sleep, startRecorder, type RecorderChild } from './harness.ts';
+import {
+  CONNECT_STAGGER_MS,
+  cameraStates,
+  clip,
+  outDir,
+  percentile,
+  putJson,
+  recorderProgram,
+  requireWork,
+  sleep,
+  startRecorder,
+  type RecorderChild,
+} from './harness.ts';
 
-const { values } = parseArgs({ options: { cameras: { type: 'string', default: '50' }, minutes: { type: 'string', default: '10' }, every: { type: 'string', default: '30' } } });
+const { values } = parseArgs({
+  options: { cameras: { type: 'string', default: '50' }, minutes: { type: 'string', default: '10' }, every: { type: 'string', default: '30' } },
+});
 const n = Number(values.cameras);
 const everyMs = Number(values.every) * 1000;
 const runMs = Number(values.minutes) * 60_000;
@@ -33,7 +47,10 @@ let kills = 0;
 /** Kills at which no camera had recorded in the `--every` before it (the side did nothing). */
 const idleKills: string[] = [];
 try {
-  for (let i = 0; i < n; i++) { await sleep(CONNECT_STAGGER_MS); await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: sim.url('file') } }); }
+  for (let i = 0; i < n; i++) {
+    await sleep(CONNECT_STAGGER_MS);
+    await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: sim.url('file') } });
+  }
   const t0 = Date.now();
   await sleep(everyMs);
   while (Date.now() - t0 < runMs) {
@@ -59,8 +76,13 @@ try {
   }
   await rec.stop();
   // A side that did nothing gives no figures (bench/README.md).
-  requireWork('crash', [...(kills === 0 ? ['no kill in the run (--minutes shorter than --every)'] : []), ...idleKills.map((k) => `no camera had recorded before ${k}`)]);
-  const check = await promisify(execFile)(process.execPath, [...(await recorderProgram()), 'check'], { env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'warn' } }).then(
+  requireWork('crash', [
+    ...(kills === 0 ? ['no kill in the run (--minutes shorter than --every)'] : []),
+    ...idleKills.map((k) => `no camera had recorded before ${k}`),
+  ]);
+  const check = await promisify(execFile)(process.execPath, [...(await recorderProgram()), 'check'], {
+    env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'warn' },
+  }).then(
     () => 'consistent',
     (err: { code?: number }) => `check exited ${err.code}`,
   );

@@ -40,7 +40,9 @@ const open: ClientRequest[] = [];
 try {
   await putJson(`${rec.http}/api/cameras/cam`, { streams: { main: sim.url('file') } });
   await sleep((Number(values.record) + 6) * 1000);
-  const search = (await (await fetch(`${rec.http}/api/recordings?camera=cam&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z`)).json()) as { spans: { from: string; to: string }[] };
+  const search = (await (await fetch(`${rec.http}/api/recordings?camera=cam&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z`)).json()) as {
+    spans: { from: string; to: string }[];
+  };
   const span = search.spans[0];
   // A side that did nothing gives no figures (bench/README.md).
   if (!span) throw new BenchFailure('flood', [`the recorder recorded nothing in ${values.record} s (camera: ${await cameraStates(rec.http)})`]);

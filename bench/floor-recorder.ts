@@ -40,7 +40,27 @@ for (const [i, url] of urls.entries()) {
   if (i > 0) await sleep(Number(process.env.CONNECT_STAGGER_MS ?? 150));
   const child = spawn(
     'ffmpeg',
-    ['-nostdin', '-hide_banner', '-loglevel', 'warning', '-rtsp_transport', 'tcp', '-i', url, '-map', '0:v:0', '-map', '0:a:0?', '-c', 'copy', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', 'pipe:1'],
+    [
+      '-nostdin',
+      '-hide_banner',
+      '-loglevel',
+      'warning',
+      '-rtsp_transport',
+      'tcp',
+      '-i',
+      url,
+      '-map',
+      '0:v:0',
+      '-map',
+      '0:a:0?',
+      '-c',
+      'copy',
+      '-f',
+      'mp4',
+      '-movflags',
+      'frag_keyframe+empty_moov+default_base_moof',
+      'pipe:1',
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   children.push(child);

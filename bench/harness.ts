@@ -29,7 +29,40 @@ export async function clip(): Promise<string> {
   if (existsSync(long)) return long;
   if (!existsSync(short)) {
     console.error('encoding the 1080p test clip once (about a minute)…');
-    await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-t', '30', '-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'main', '-b:v', '4M', '-maxrate', '4M', '-bufsize', '8M', '-g', '50', '-keyint_min', '50', '-sc_threshold', '0', '-bf', '0', '-pix_fmt', 'yuv420p', short]);
+    await run('ffmpeg', [
+      '-v',
+      'error',
+      '-y',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=1920x1080:rate=25',
+      '-t',
+      '30',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'veryfast',
+      '-profile:v',
+      'main',
+      '-b:v',
+      '4M',
+      '-maxrate',
+      '4M',
+      '-bufsize',
+      '8M',
+      '-g',
+      '50',
+      '-keyint_min',
+      '50',
+      '-sc_threshold',
+      '0',
+      '-bf',
+      '0',
+      '-pix_fmt',
+      'yuv420p',
+      short,
+    ]);
   }
   await run('ffmpeg', ['-v', 'error', '-y', '-stream_loop', '39', '-i', short, '-c', 'copy', long]);
   return long;
@@ -38,7 +71,11 @@ export async function clip(): Promise<string> {
 export async function dirBytes(dir: string): Promise<number> {
   let total = 0;
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
-    if (e.isFile()) total += await stat(join(e.parentPath, e.name)).then((s) => s.size, () => 0);
+    if (e.isFile())
+      total += await stat(join(e.parentPath, e.name)).then(
+        (s) => s.size,
+        () => 0,
+      );
   }
   return total;
 }
@@ -61,7 +98,9 @@ let built: Promise<string> | null = null;
  */
 export async function recorderProgram(): Promise<string[]> {
   if (process.env.BENCH_SOURCES) return ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts')];
-  built ??= run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../scripts/build.ts'), join(outDir, 'dist')]).then(() => join(outDir, 'dist', 'recorder.js'));
+  built ??= run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../scripts/build.ts'), join(outDir, 'dist')]).then(() =>
+    join(outDir, 'dist', 'recorder.js'),
+  );
   return ['--enable-source-maps', await built];
 }
 

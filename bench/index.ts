@@ -45,8 +45,21 @@ for (const cameras of values.cameras.split(',').map(Number)) {
     for (let ms = start; ms < start + days * DAY; ms += 60_000) {
       if ((ms / 60_000) % 997 === 0) continue; // a gap now and then
       const seg: SegmentRecord = {
-        camera, startMs: ms, endMs: ms + 60_000, file: `pools/default/${camera}/x/${ms}.mp4`, format: 'mp4', pool: 'default', stream: 'main',
-        bytes: 30_001_200, initSize: 1200, mimeType: 'video/mp4; codecs="avc1.640028,mp4a.40.2"', codecKey: 'k', types: [{ type: 'timing', fromMs: ms }], gops, open: false, flags: {},
+        camera,
+        startMs: ms,
+        endMs: ms + 60_000,
+        file: `pools/default/${camera}/x/${ms}.mp4`,
+        format: 'mp4',
+        pool: 'default',
+        stream: 'main',
+        bytes: 30_001_200,
+        initSize: 1200,
+        mimeType: 'video/mp4; codecs="avc1.640028,mp4a.40.2"',
+        codecKey: 'k',
+        types: [{ type: 'timing', fromMs: ms }],
+        gops,
+        open: false,
+        flags: {},
       };
       last = index.segments.put(seg);
       segments++;
@@ -70,7 +83,9 @@ for (const cameras of values.cameras.split(',').map(Number)) {
     t = performance.now();
     const at = h + 1_234_567;
     const seg = index.segments.inRange(camera, at, at + 1)[0]!;
-    const g = decodeGops(seg.gops).filter((x) => seg.startMs + x.timeMs <= at).at(-1);
+    const g = decodeGops(seg.gops)
+      .filter((x) => seg.startMs + x.timeMs <= at)
+      .at(-1);
     if (!g) throw new Error('lookup failed');
     lookup.push(performance.now() - t);
   }
@@ -79,12 +94,18 @@ for (const cameras of values.cameras.split(',').map(Number)) {
   requireWork(`index, ${cameras} cameras`, spans > 0 ? [] : ['the month search found no span']);
   const bytes = await dirBytes(join(dir, 'index'));
   const totalGops = segments * 30;
-  console.log(JSON.stringify({
-    cameras, days, segments, writeSegmentsPerSec: Math.round(segments / writeSec),
-    monthSearchMs: { p50: +percentile(month, 50).toFixed(2), p99: +percentile(month, 99).toFixed(2), spans },
-    hourSearchMs: { p50: +percentile(hour, 50).toFixed(3), p99: +percentile(hour, 99).toFixed(3) },
-    gopLookupMs: { p50: +percentile(lookup, 50).toFixed(3), p99: +percentile(lookup, 99).toFixed(3) },
-    indexMB: +(bytes / 1e6).toFixed(1), indexBytesPerGop: +(bytes / totalGops).toFixed(1),
-  }));
+  console.log(
+    JSON.stringify({
+      cameras,
+      days,
+      segments,
+      writeSegmentsPerSec: Math.round(segments / writeSec),
+      monthSearchMs: { p50: +percentile(month, 50).toFixed(2), p99: +percentile(month, 99).toFixed(2), spans },
+      hourSearchMs: { p50: +percentile(hour, 50).toFixed(3), p99: +percentile(hour, 99).toFixed(3) },
+      gopLookupMs: { p50: +percentile(lookup, 50).toFixed(3), p99: +percentile(lookup, 99).toFixed(3) },
+      indexMB: +(bytes / 1e6).toFixed(1),
+      indexBytesPerGop: +(bytes / totalGops).toFixed(1),
+    }),
+  );
   await rm(dir, { recursive: true, force: true });
 }

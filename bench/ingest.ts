@@ -19,12 +19,20 @@ import { CONNECT_STAGGER_MS, cameraStates, clip, dirBytes, outDir, putJson, requ
 
 async function startRecorder(n: number, url: (i: number) => string, dir: string): Promise<Group & { http: string }> {
   // --cpu-prof: V8 profile of the recorder's main thread, written at its exit (bench/out/prof).
-  const rec = await startRecorderChild(dir, {}, [...(values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(outDir, 'prof')}`] : []), ...(values['node-arg'] ?? [])]);
+  const rec = await startRecorderChild(dir, {}, [
+    ...(values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(outDir, 'prof')}`] : []),
+    ...(values['node-arg'] ?? []),
+  ]);
   for (let i = 0; i < n; i++) {
     await putJson(`${rec.http}/api/cameras/cam${i}`, { streams: { main: url(i) } });
     await sleep(CONNECT_STAGGER_MS);
   }
-  return { http: rec.http, roots: [rec.child.pid!], exited: () => (rec.child.exitCode !== null || rec.child.signalCode !== null ? 1 : 0), stop: () => rec.stop() };
+  return {
+    http: rec.http,
+    roots: [rec.child.pid!],
+    exited: () => (rec.child.exitCode !== null || rec.child.signalCode !== null ? 1 : 0),
+    stop: () => rec.stop(),
+  };
 }
 
 const { values } = parseArgs({
@@ -55,7 +63,28 @@ async function startBaseline(n: number, url: (i: number) => string, dir: string)
     const camDir = join(dir, `cam${i}`);
     mkdirSync(camDir, { recursive: true });
     procs.push(
-      spawn('ffmpeg', ['-nostdin', '-v', 'error', '-rtsp_transport', 'tcp', '-i', url(i), '-c', 'copy', '-f', 'segment', '-segment_time', '60', '-reset_timestamps', '1', join(camDir, '%05d.mp4')], { stdio: 'ignore' }),
+      spawn(
+        'ffmpeg',
+        [
+          '-nostdin',
+          '-v',
+          'error',
+          '-rtsp_transport',
+          'tcp',
+          '-i',
+          url(i),
+          '-c',
+          'copy',
+          '-f',
+          'segment',
+          '-segment_time',
+          '60',
+          '-reset_timestamps',
+          '1',
+          join(camDir, '%05d.mp4'),
+        ],
+        { stdio: 'ignore' },
+      ),
     );
   }
   return {
@@ -87,7 +116,7 @@ function baselineBreakdown(roots: number[]): ThreadTicks {
       all.sys += t.sys;
     }
   }
-  return { 'ffmpeg': all };
+  return { ffmpeg: all };
 }
 
 /** bench/floor-recorder.ts: the same ffmpeg per camera piped into one Node process that only appends to files. */
@@ -166,7 +195,8 @@ try {
       const problems: string[] = [];
       if (base && b0 && b1) {
         if (baseBytes1 <= baseBytes0) problems.push(`the baseline wrote nothing in the window (${base.exited()} of its ${n} ffmpeg exited)`);
-        if (b1.ticks < b0.ticks) problems.push(`the baseline's CPU ticks went down in the window (${b0.ticks} → ${b1.ticks}): ${base.exited()} of its ${n} ffmpeg exited`);
+        if (b1.ticks < b0.ticks)
+          problems.push(`the baseline's CPU ticks went down in the window (${b0.ticks} → ${b1.ticks}): ${base.exited()} of its ${n} ffmpeg exited`);
       }
       // Video that ended in the window must be indexed; leave two GOPs for the tail.
       let rs: RecordedStats | null = null;

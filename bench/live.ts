@@ -69,7 +69,13 @@ async function measure(label: string): Promise<Record<string, unknown>> {
   if (silent > 0) problems.push(`${silent} of ${sockets.length} viewers received nothing in the window`);
   if (s1.ticks < s0.ticks) problems.push(`the recorder's CPU ticks went down in the window (${s0.ticks} → ${s1.ticks}): processes of its tree exited`);
   requireWork(`live, ${label}`, problems);
-  const row = { case: label, recorderCores: Number(ticksToCores(s1.ticks - s0.ticks, windowSec).toFixed(3)), processes: s1.processes, pssMb: Math.round(s1.pssKb / 1024), viewerMbitPerSec: Number((((bytes - b0) * 8) / windowSec / 1e6).toFixed(2)) };
+  const row = {
+    case: label,
+    recorderCores: Number(ticksToCores(s1.ticks - s0.ticks, windowSec).toFixed(3)),
+    processes: s1.processes,
+    pssMb: Math.round(s1.pssKb / 1024),
+    viewerMbitPerSec: Number((((bytes - b0) * 8) / windowSec / 1e6).toFixed(2)),
+  };
   console.log(JSON.stringify(row));
   return row;
 }

@@ -79,7 +79,12 @@ async function window(fn: () => { ffmpegPid?: number; fragments(): number; bytes
   };
 }
 
-const cam = await SimMp2pCamera.start({ width: Number(values.width), height: Number(values.height), bitrateKbit: Number(values.bitrate), pattern: values.pattern });
+const cam = await SimMp2pCamera.start({
+  width: Number(values.width),
+  height: Number(values.height),
+  bitrateKbit: Number(values.bitrate),
+  pattern: values.pattern,
+});
 const results: Result[] = [];
 try {
   // Ours.
@@ -118,7 +123,29 @@ try {
         else pending.push(Buffer.from(b));
       },
     });
-    const ff = spawn('ffmpeg', ['-nostdin', '-hide_banner', '-loglevel', 'warning', '-f', 'mpeg', '-i', `tcp://127.0.0.1:${port}`, '-map', '0:v:0', '-c', 'copy', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', 'pipe:1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const ff = spawn(
+      'ffmpeg',
+      [
+        '-nostdin',
+        '-hide_banner',
+        '-loglevel',
+        'warning',
+        '-f',
+        'mpeg',
+        '-i',
+        `tcp://127.0.0.1:${port}`,
+        '-map',
+        '0:v:0',
+        '-c',
+        'copy',
+        '-f',
+        'mp4',
+        '-movflags',
+        'frag_keyframe+empty_moov+default_base_moof',
+        'pipe:1',
+      ],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     const splitter = new Fmp4Splitter();
     ff.stdout.pipe(splitter);
     let fragments = 0;

@@ -39,7 +39,14 @@ import type { Socket } from 'node:net';
 import { recorderProgram, requireWork } from './harness.ts';
 
 const run = promisify(execFile);
-const { values } = parseArgs({ options: { minutes: { type: 'string', default: '60' }, requests: { type: 'string', default: '100' }, clients: { type: 'string', default: '200' }, cold: { type: 'string', default: '100' } } });
+const { values } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '60' },
+    requests: { type: 'string', default: '100' },
+    clients: { type: 'string', default: '200' },
+    cold: { type: 'string', default: '100' },
+  },
+});
 const MINUTES = Number(values.minutes);
 const REQUESTS = Number(values.requests);
 const CLIENTS = Number(values.clients);
@@ -61,9 +68,46 @@ function rssMb(pid: number): Promise<number> {
 
 async function prepare(dir: string): Promise<{ files: string[]; bytes: number }> {
   const clip = join(dir, 'clip.mp4');
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25', '-f', 'lavfi', '-i', 'sine=f=440:sample_rate=48000', '-t', '60',
-    '-c:v', 'libx264', '-preset', 'superfast', '-g', '50', '-bf', '0', '-b:v', '800k', '-maxrate', '800k', '-bufsize', '800k', '-pix_fmt', 'yuv420p',
-    '-c:a', 'aac', '-b:a', '64k', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', clip]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=640x360:rate=25',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=f=440:sample_rate=48000',
+    '-t',
+    '60',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'superfast',
+    '-g',
+    '50',
+    '-bf',
+    '0',
+    '-b:v',
+    '800k',
+    '-maxrate',
+    '800k',
+    '-bufsize',
+    '800k',
+    '-pix_fmt',
+    'yuv420p',
+    '-c:a',
+    'aac',
+    '-b:a',
+    '64k',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    clip,
+  ]);
   const scan = await scanFmp4File(clip);
   const bytes = await readFile(clip);
   const videoId = scan.info.videoTrackId!;
@@ -103,8 +147,21 @@ async function prepare(dir: string): Promise<{ files: string[]; bytes: number }>
         await link(join(dir, rel), join(dir, own));
       }
       const seg: SegmentRecord = {
-        camera, startMs, endMs: startMs + 60_000, file: own, format: 'mp4', pool: 'default', stream: 'main', bytes: file.length, initSize: scan.initSize,
-        mimeType: scan.info.mimeType, codecKey: scan.info.codecKey, types: [{ type: 'timing', fromMs: startMs }], gops: encodeGops(gops), open: false, flags: {},
+        camera,
+        startMs,
+        endMs: startMs + 60_000,
+        file: own,
+        format: 'mp4',
+        pool: 'default',
+        stream: 'main',
+        bytes: file.length,
+        initSize: scan.initSize,
+        mimeType: scan.info.mimeType,
+        codecKey: scan.info.codecKey,
+        types: [{ type: 'timing', fromMs: startMs }],
+        gops: encodeGops(gops),
+        open: false,
+        flags: {},
       };
       await index.segments.put(seg);
       if (!camera.startsWith('moof')) tables.segmentClosed(seg);
@@ -115,7 +172,9 @@ async function prepare(dir: string): Promise<{ files: string[]; bytes: number }>
     .sampleTableKeys()
     .filter((k) => k.camera === 'bench')
     .reduce((n, k) => n + (index.segments.sampleTables(k.camera, k.startMs)?.length ?? 0), 0);
-  console.log(`persisted sample tables: ${tables.stats.stored} records; one camera's hour: ${(recordBytes / 1e3).toFixed(0)} kB in ${MINUTES} records (GOP tables: ${((MINUTES * scan.fragments.length * 12) / 1e3).toFixed(0)} kB)`);
+  console.log(
+    `persisted sample tables: ${tables.stats.stored} records; one camera's hour: ${(recordBytes / 1e3).toFixed(0)} kB in ${MINUTES} records (GOP tables: ${((MINUTES * scan.fragments.length * 12) / 1e3).toFixed(0)} kB)`,
+  );
   await index.close();
   return { files, bytes: total };
 }
@@ -157,7 +216,10 @@ function ttfb(url: string): Promise<number> {
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'bench-playback-'));
-const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+const load = (): string =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 console.log(`load average at start: ${load()}`);
 try {
   console.log(`preparing ${MINUTES} min of segments in ${dir}…`);
@@ -184,7 +246,8 @@ try {
     const play: number[] = [];
     for (let i = 0; i < REQUESTS; i++) play.push(await ttfb(`${http}/api/cameras/bench/play?from=${BASE_MS + Math.floor(Math.random() * (hour - 5000))}`));
     const trick: number[] = [];
-    for (let i = 0; i < REQUESTS; i++) trick.push(await ttfb(`${http}/api/cameras/bench/play?from=${BASE_MS + Math.floor(Math.random() * (hour - 5000))}&speed=8`));
+    for (let i = 0; i < REQUESTS; i++)
+      trick.push(await ttfb(`${http}/api/cameras/bench/play?from=${BASE_MS + Math.floor(Math.random() * (hour - 5000))}&speed=8`));
     // Hours without persisted tables last: each makes the recorder rebuild its 60 records
     // in the background, which must not overlap the figures above or below.
     const coldMoofs: number[] = [];
@@ -264,7 +327,10 @@ try {
     clearInterval(sampler);
     for (const r of reqs) r.destroy();
     const servedConc = responses.filter((res) => res.statusCode === 200).length;
-    requireWork(`playback, ${CLIENTS} concurrent downloads`, concBytes > 0 && servedConc > 0 ? [] : [`${servedConc} of ${CLIENTS} were served, ${concBytes} bytes received`]);
+    requireWork(
+      `playback, ${CLIENTS} concurrent downloads`,
+      concBytes > 0 && servedConc > 0 ? [] : [`${servedConc} of ${CLIENTS} were served, ${concBytes} bytes received`],
+    );
 
     // CLIENTS playback sessions at speed 4 (every frame, so 8 s of paced lead is 32 s
     // of video, more than the kernel's socket buffers) whose clients stop reading after
@@ -274,20 +340,24 @@ try {
     const wsSampler = setInterval(() => void rssMb(child.pid!).then((m) => (wsPeak = Math.max(wsPeak, m))), 100);
     let wsBytes = 0;
     const sockets = await Promise.all(
-      Array.from({ length: CLIENTS }, (_, i) => new Promise<WebSocket>((resolve, reject) => {
-        const ws = new WebSocket(`${http.replace(/^http/, 'ws')}/api/cameras/bench/playback`);
-        ws.on('error', reject);
-        ws.on('open', () => {
-          ws.send(JSON.stringify({ cmd: 'play', from: BASE_MS + (i % 50) * 60_000, speed: 4 }));
-          resolve(ws);
-        });
-        ws.on('message', (data, isBinary) => {
-          if (!isBinary) return;
-          wsBytes += (data as Buffer).length;
-          // After the init, this client stops reading its TCP socket.
-          if ((data as Buffer).toString('latin1', 4, 8) === 'ftyp') (ws as unknown as { _socket: Socket })._socket.pause();
-        });
-      })),
+      Array.from(
+        { length: CLIENTS },
+        (_, i) =>
+          new Promise<WebSocket>((resolve, reject) => {
+            const ws = new WebSocket(`${http.replace(/^http/, 'ws')}/api/cameras/bench/playback`);
+            ws.on('error', reject);
+            ws.on('open', () => {
+              ws.send(JSON.stringify({ cmd: 'play', from: BASE_MS + (i % 50) * 60_000, speed: 4 }));
+              resolve(ws);
+            });
+            ws.on('message', (data, isBinary) => {
+              if (!isBinary) return;
+              wsBytes += (data as Buffer).length;
+              // After the init, this client stops reading its TCP socket.
+              if ((data as Buffer).toString('latin1', 4, 8) === 'ftyp') (ws as unknown as { _socket: Socket })._socket.pause();
+            });
+          }),
+      ),
     );
     await new Promise((r) => setTimeout(r, 10_000));
     clearInterval(wsSampler);
@@ -298,7 +368,9 @@ try {
     const row = (name: string, xs: number[]): string => `| ${name} | ${pct(xs, 50).toFixed(1)} ms | ${pct(xs, 99).toFixed(1)} ms |`;
     console.log(`\n${MINUTES} segments, ${(bytes / 1e6).toFixed(0)} MB; video.mp4 of the whole range: ${(dl.bytes / 1e6).toFixed(0)} MB\n`);
     console.log(`very first request after start (nothing cached or compiled, persisted tables): ${cold.toFixed(1)} ms`);
-    console.log(`first request of ${coldTables.length} more hours (nothing cached for them, persisted tables): p50 ${pct(coldTables, 50).toFixed(1)} ms, p90 ${pct(coldTables, 90).toFixed(1)} ms, p99 ${pct(coldTables, 99).toFixed(1)} ms, max ${Math.max(...coldTables).toFixed(1)} ms`);
+    console.log(
+      `first request of ${coldTables.length} more hours (nothing cached for them, persisted tables): p50 ${pct(coldTables, 50).toFixed(1)} ms, p90 ${pct(coldTables, 90).toFixed(1)} ms, p99 ${pct(coldTables, 99).toFixed(1)} ms, max ${Math.max(...coldTables).toFixed(1)} ms`,
+    );
     console.log(`first request of ${coldMoofs.length} hours without persisted tables (moofs read): ${coldMoofs.map((x) => x.toFixed(0)).join(', ')} ms\n`);
     console.log('| time to first byte | p50 | p99 |\n| --- | --- | --- |');
     console.log(row(`video.mp4, ${MINUTES} min, random start (moov built each time)`, moovBuilt));
@@ -306,9 +378,15 @@ try {
     console.log(row('/play at a random position', play));
     console.log(row('/play?speed=8 at a random position', trick));
     const rate = dl.bytes / dl.sec;
-    console.log(`\nthroughput (curl, best of 3): video.mp4 ${(rate / 1e6).toFixed(0)} MB/s; cat of the files into a loopback TCP socket read by curl ${(bytes / 1e6 / tcpSec).toFixed(0)} MB/s: ratio ${(rate / (bytes / tcpSec)).toFixed(2)}; cat to /dev/null ${(bytes / 1e6 / catSec).toFixed(0)} MB/s: ratio ${(rate / (bytes / catSec)).toFixed(2)}; the files as they are over HTTP ${(bytes / 1e6 / rawSec).toFixed(0)} MB/s: ratio ${(rate / (bytes / rawSec)).toFixed(2)}`);
-    console.log(`${CLIENTS} WebSocket sessions at speed 4 whose clients stop reading: recorder RSS ${beforeWs.toFixed(0)} MB before, ${wsStalled.toFixed(0)} MB after 10 s (peak ${wsPeak.toFixed(0)} MB); the clients had received ${(wsBytes / 1e6).toFixed(1)} MB before stopping`);
-    console.log(`${CLIENTS} concurrent downloads of ${MINUTES}-min ranges: ${(concBytes / 1e9).toFixed(1)} GB in ${concSec} s (${(concBytes / 1e6 / concSec).toFixed(0)} MB/s); recorder RSS ${idleRss.toFixed(0)} MB before, peak ${fullPeak.toFixed(0)} MB while reading, ${stalledRss.toFixed(0)} MB with all ${CLIENTS} stalled (peak overall ${peak.toFixed(0)} MB)`);
+    console.log(
+      `\nthroughput (curl, best of 3): video.mp4 ${(rate / 1e6).toFixed(0)} MB/s; cat of the files into a loopback TCP socket read by curl ${(bytes / 1e6 / tcpSec).toFixed(0)} MB/s: ratio ${(rate / (bytes / tcpSec)).toFixed(2)}; cat to /dev/null ${(bytes / 1e6 / catSec).toFixed(0)} MB/s: ratio ${(rate / (bytes / catSec)).toFixed(2)}; the files as they are over HTTP ${(bytes / 1e6 / rawSec).toFixed(0)} MB/s: ratio ${(rate / (bytes / rawSec)).toFixed(2)}`,
+    );
+    console.log(
+      `${CLIENTS} WebSocket sessions at speed 4 whose clients stop reading: recorder RSS ${beforeWs.toFixed(0)} MB before, ${wsStalled.toFixed(0)} MB after 10 s (peak ${wsPeak.toFixed(0)} MB); the clients had received ${(wsBytes / 1e6).toFixed(1)} MB before stopping`,
+    );
+    console.log(
+      `${CLIENTS} concurrent downloads of ${MINUTES}-min ranges: ${(concBytes / 1e9).toFixed(1)} GB in ${concSec} s (${(concBytes / 1e6 / concSec).toFixed(0)} MB/s); recorder RSS ${idleRss.toFixed(0)} MB before, peak ${fullPeak.toFixed(0)} MB while reading, ${stalledRss.toFixed(0)} MB with all ${CLIENTS} stalled (peak overall ${peak.toFixed(0)} MB)`,
+    );
     console.log(`load average at the end: ${load()}`);
   } finally {
     child.kill('SIGTERM');

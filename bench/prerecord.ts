@@ -22,7 +22,8 @@ if (!existsSync(clip)) throw new Error(`run bench/ingest.ts once first: it makes
 // The clip is a plain MP4; fragment it the way ingest does.
 const { execFileSync } = await import('node:child_process');
 const fragmented = join(import.meta.dirname, 'out', 'prerecord-frag.mp4');
-if (!existsSync(fragmented)) execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', clip, '-c', 'copy', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', fragmented]);
+if (!existsSync(fragmented))
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', clip, '-c', 'copy', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', fragmented]);
 const chunks: Fmp4Chunk[] = [];
 for await (const c of Readable.from([readFileSync(fragmented)]).pipe(new Fmp4Splitter())) chunks.push(c as Fmp4Chunk);
 const init = chunks[0]!;
@@ -34,7 +35,18 @@ for (const preSeconds of [5, 30, 60]) {
   const index = await RecorderIndex.open(dir);
   let now = Date.now();
   const camera = { id: 'cam', pool: 'default', streams: { main: 'rtsp://x/y' }, record: { stream: 'main' as const, format: 'mp4' as const } };
-  const writer = new SegmentWriter(camera, { index, dataDir: dir, clock: { nowMs: () => now }, log: silentLogger, segmentMs: 60_000, decide: () => ({ write: false, type: 'event', preMs: preSeconds * 1000 }) }, null);
+  const writer = new SegmentWriter(
+    camera,
+    {
+      index,
+      dataDir: dir,
+      clock: { nowMs: () => now },
+      log: silentLogger,
+      segmentMs: 60_000,
+      decide: () => ({ write: false, type: 'event', preMs: preSeconds * 1000 }),
+    },
+    null,
+  );
   await writer.handle(init);
   global.gc?.();
   const heap0 = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
@@ -54,7 +66,17 @@ for (const preSeconds of [5, 30, 60]) {
   requireWork(`prerecord, ${preSeconds} s`, maxRing > 0 ? [] : ['the pre-record ring held nothing']);
   global.gc?.();
   const heap1 = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
-  console.log(JSON.stringify({ preSeconds, gopKB: Math.round(gopBytes / 1024), ringMB: +(writer.preRecordBytes / 1e6).toFixed(1), maxRingMB: +(maxRing / 1e6).toFixed(1), expectedMB: +(((preSeconds + 2) * 4e6) / 8 / 1e6).toFixed(1), heapGrowthMB: +((heap1 - heap0) / 1e6).toFixed(1), rssMB: Math.round(process.memoryUsage().rss / 1e6) }));
+  console.log(
+    JSON.stringify({
+      preSeconds,
+      gopKB: Math.round(gopBytes / 1024),
+      ringMB: +(writer.preRecordBytes / 1e6).toFixed(1),
+      maxRingMB: +(maxRing / 1e6).toFixed(1),
+      expectedMB: +(((preSeconds + 2) * 4e6) / 8 / 1e6).toFixed(1),
+      heapGrowthMB: +((heap1 - heap0) / 1e6).toFixed(1),
+      rssMB: Math.round(process.memoryUsage().rss / 1e6),
+    }),
+  );
   await writer.close();
   await index.close();
   await rm(dir, { recursive: true, force: true });

@@ -74,7 +74,6 @@ export function ticksToCores(ticks: number, seconds: number): number {
   return ticks / TICKS_PER_SEC / seconds;
 }
 
-
 /** CPU ticks of one process split by thread kind (user and system time apart). */
 export type ThreadTicks = Record<string, { user: number; sys: number }>;
 

@@ -27,7 +27,42 @@ try {
   await readFile(src);
 } catch {
   // 1080p25, 4 Mbps, 2 s GOP, AAC: like bench/ingest's input.
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-f', 'lavfi', '-i', 'sine=r=48000', '-t', String(seconds), '-c:v', 'libx264', '-preset', 'superfast', '-b:v', '4M', '-g', '50', '-bf', '0', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-ac', '1', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', src]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=1920x1080:rate=25',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=r=48000',
+    '-t',
+    String(seconds),
+    '-c:v',
+    'libx264',
+    '-preset',
+    'superfast',
+    '-b:v',
+    '4M',
+    '-g',
+    '50',
+    '-bf',
+    '0',
+    '-pix_fmt',
+    'yuv420p',
+    '-c:a',
+    'aac',
+    '-ac',
+    '1',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    src,
+  ]);
 }
 const chunks: Fmp4Chunk[] = [];
 for await (const c of Readable.from([await readFile(src)]).pipe(new Fmp4Splitter())) chunks.push(c as Fmp4Chunk);

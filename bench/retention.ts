@@ -29,10 +29,17 @@ const runMs = Number(values.minutes) * 60_000;
 
 const work = await mkdtemp(join(tmpdir(), 'bench-retention-'));
 const sim = await SimCamera.start({ file: await clip() });
-const rec = await startRecorder(join(work, 'data'), { RECORDER_SEGMENT_SECONDS: String(segmentSeconds), RECORDER_MIN_FREE_BYTES: '0', RECORDER_MIN_FREE_RATIO: '0' });
+const rec = await startRecorder(join(work, 'data'), {
+  RECORDER_SEGMENT_SECONDS: String(segmentSeconds),
+  RECORDER_MIN_FREE_BYTES: '0',
+  RECORDER_MIN_FREE_RATIO: '0',
+});
 try {
   await putJson(`${rec.http}/api/pools/bench`, { capacityBytes: capBytes, overwrite: 'capacity' });
-  for (let i = 0; i < n; i++) { await sleep(CONNECT_STAGGER_MS); await putJson(`${rec.http}/api/cameras/cam${i}`, { pool: 'bench', streams: { main: sim.url('file') } }); }
+  for (let i = 0; i < n; i++) {
+    await sleep(CONNECT_STAGGER_MS);
+    await putJson(`${rec.http}/api/cameras/cam${i}`, { pool: 'bench', streams: { main: sim.url('file') } });
+  }
   const t0 = Date.now();
   let maxUsage = 0;
   let maxDisk = 0;
@@ -56,7 +63,9 @@ try {
   // says nothing.
   requireWork('retention', [
     ...(maxUsage === 0 ? [`the recorder recorded nothing (cameras: ${await cameraStates(rec.http)})`] : []),
-    ...(maxUsage > 0 && pool.deletedSegments === 0 ? [`the pool never reached its cap (at most ${(maxUsage / 1e6).toFixed(1)} of ${capBytes / 1e6} MB): retention deleted nothing`] : []),
+    ...(maxUsage > 0 && pool.deletedSegments === 0
+      ? [`the pool never reached its cap (at most ${(maxUsage / 1e6).toFixed(1)} of ${capBytes / 1e6} MB): retention deleted nothing`]
+      : []),
   ]);
   // One segment per camera at 4 Mbps (+ init and container overhead, ~2 %).
   const segmentBytes = (4e6 / 8) * segmentSeconds * 1.02;

@@ -30,7 +30,8 @@ const NODE_FLAGS: Record<string, string[]> = { prerecord: ['--expose-gc'] };
 
 const asked = process.argv.slice(2);
 if (asked.includes('--list')) {
-  for (const [name, args] of Object.entries(BENCHES)) console.log(`${name.padEnd(13)} node ${[...(NODE_FLAGS[name] ?? []), '--import', 'tsx'].join(' ')} bench/${args.join(' ')}`);
+  for (const [name, args] of Object.entries(BENCHES))
+    console.log(`${name.padEnd(13)} node ${[...(NODE_FLAGS[name] ?? []), '--import', 'tsx'].join(' ')} bench/${args.join(' ')}`);
   process.exit(0);
 }
 const unknown = asked.filter((n) => !(n in BENCHES));

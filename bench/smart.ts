@@ -34,8 +34,15 @@ function doc(i: number): Buffer {
   );
 }
 
-const mux = new TsMuxer([{ pid: 0x101, streamType: 0x1b }, { pid: 0x102, streamType: 0x06 }]);
-const ts = Buffer.concat([mux.psi(), mux.pes(0x101, Buffer.alloc(100), 0, { dts: 0, streamId: 0xe0, unbounded: true }), ...Array.from({ length: N }, (_, i) => mux.pes(0x102, doc(i), i * 22500))]);
+const mux = new TsMuxer([
+  { pid: 0x101, streamType: 0x1b },
+  { pid: 0x102, streamType: 0x06 },
+]);
+const ts = Buffer.concat([
+  mux.psi(),
+  mux.pes(0x101, Buffer.alloc(100), 0, { dts: 0, streamId: 0xe0, unbounded: true }),
+  ...Array.from({ length: N }, (_, i) => mux.pes(0x102, doc(i), i * 22500)),
+]);
 
 // 1. demux + classify + parse
 let parsed = 0;
@@ -62,20 +69,54 @@ try {
   // fdatasyncs and commits them in one batch.
   const M = 2000;
   let now = 1_760_000_000_000;
-  const writer = new SmartWriter('bench', { index, dataDir: dir, clock: { nowMs: () => (now += 25) }, log: createLogger('silent'), segmentMs: 3_600_000, wallMsAt: (s) => 1_760_000_000_000 + s * 1000 });
-  const part = Buffer.concat([mux.psi(), mux.pes(0x101, Buffer.alloc(100), 0, { dts: 0, streamId: 0xe0, unbounded: true }), ...Array.from({ length: M }, (_, i) => mux.pes(0x102, doc(i), i * 22500))]);
+  const writer = new SmartWriter('bench', {
+    index,
+    dataDir: dir,
+    clock: { nowMs: () => (now += 25) },
+    log: createLogger('silent'),
+    segmentMs: 3_600_000,
+    wallMsAt: (s) => 1_760_000_000_000 + s * 1000,
+  });
+  const part = Buffer.concat([
+    mux.psi(),
+    mux.pes(0x101, Buffer.alloc(100), 0, { dts: 0, streamId: 0xe0, unbounded: true }),
+    ...Array.from({ length: M }, (_, i) => mux.pes(0x102, doc(i), i * 22500)),
+  ]);
   const t2 = process.hrtime.bigint();
   writer.feed(part);
   const t2b = process.hrtime.bigint();
   await writer.close();
   const t2c = process.hrtime.bigint();
   requireWork('smart, writer', writer.stored > 0 ? [] : ['the writer stored no packet']);
-  console.log(`writer: ${writer.stored} packets: feed ${(Number(t2b - t2) / 1e3 / M).toFixed(0)} µs/packet, flush (write + fdatasync + LMDB commit) ${(Number(t2c - t2b) / 1e6).toFixed(0)} ms for all`);
+  console.log(
+    `writer: ${writer.stored} packets: feed ${(Number(t2b - t2) / 1e3 / M).toFixed(0)} µs/packet, flush (write + fdatasync + LMDB commit) ${(Number(t2c - t2b) / 1e6).toFixed(0)} ms for all`,
+  );
   await index.close();
 
   // 3. SEI scan of 720p25 fragments
   const file = join(dir, 'v.mp4');
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=25:duration=20', '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '50', '-b:v', '4M', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=1280x720:rate=25:duration=20',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-g',
+    '50',
+    '-b:v',
+    '4M',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
   const splitter = new Fmp4Splitter();
   splitter.end(await readFile(file));
   const chunks: Fmp4Chunk[] = [];

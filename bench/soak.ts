@@ -131,7 +131,21 @@ const fail = (why: string): void => {
   if (!failures.includes(why)) failures.push(why);
   console.error(`FAIL: ${why}`);
 };
-const counts = { downloads: 0, downloadBytes: 0, searches: 0, frames: 0, smart: 0, locks: 0, labels: 0, labelDeletes: 0, events: 0, expected: 0, ok: 0, cameraRestarts: 0, liveReconnects: 0 };
+const counts = {
+  downloads: 0,
+  downloadBytes: 0,
+  searches: 0,
+  frames: 0,
+  smart: 0,
+  locks: 0,
+  labels: 0,
+  labelDeletes: 0,
+  events: 0,
+  expected: 0,
+  ok: 0,
+  cameraRestarts: 0,
+  liveReconnects: 0,
+};
 const unexpected: string[] = [];
 let liveBytes = 0;
 let stopping = false;
@@ -233,7 +247,13 @@ async function call(http: string, method: string, path: string, body?: unknown):
   }
   const code: string = json?.error?.code ?? '';
   if (status >= 200 && status < 300) counts.ok++;
-  else if ((status === 404 && (code === 'NO_VIDEO' || code === 'NO_SMART_DATA' || code === 'LOCK_NOT_FOUND' || code === 'LABEL_NOT_FOUND')) || status === 410 || status === 503 || (status === 409 && code === 'LOCK_SHARE_EXCEEDED')) counts.expected++;
+  else if (
+    (status === 404 && (code === 'NO_VIDEO' || code === 'NO_SMART_DATA' || code === 'LOCK_NOT_FOUND' || code === 'LABEL_NOT_FOUND')) ||
+    status === 410 ||
+    status === 503 ||
+    (status === 409 && code === 'LOCK_SHARE_EXCEEDED')
+  )
+    counts.expected++;
   else if (!stopping) {
     const line = `${method} ${path.split('?')[0]} → ${status || 'no answer'} ${code || text.slice(0, 200)}`;
     unexpected.push(`${minutes(Date.now() - t0)} min: ${line}`);
@@ -336,7 +356,11 @@ async function sample(http: string): Promise<Sample | null> {
   if (!pid || recorder?.exitCode !== null) return null;
   const now = Date.now();
   const metrics = await (await fetch(`${http}/metrics`, { signal: AbortSignal.timeout(30_000) })).text();
-  const pools = ((await (await fetch(`${http}/api/pools`, { signal: AbortSignal.timeout(30_000) })).json()) as { pools: { id: string; usageBytes: number; deletedSegments?: number; thinnedSegments?: number }[] }).pools;
+  const pools = (
+    (await (await fetch(`${http}/api/pools`, { signal: AbortSignal.timeout(30_000) })).json()) as {
+      pools: { id: string; usageBytes: number; deletedSegments?: number; thinnedSegments?: number }[];
+    }
+  ).pools;
   let fds = NaN;
   let rssKb = NaN;
   try {
@@ -358,12 +382,16 @@ async function sample(http: string): Promise<Sample | null> {
     if (state === 1) recording++;
     if (ok || !lastOk.has(c.id)) lastOk.set(c.id, ok ? now : (lastOk.get(c.id) ?? now));
     const down = now - lastOk.get(c.id)!;
-    if (down > maxDownMs) fail(`camera ${c.id} not recording for ${Math.round(down / 1000)} s (state ${['stopped', 'connecting', 'recording', 'backoff'].find((s) => one(metrics, 'recorder_camera_state', { camera: c.id, state: s }) === 1)}, last write ${Number.isFinite(lastWriteMs) ? `${Math.round((now - lastWriteMs) / 1000)} s ago` : 'never'})`);
+    if (down > maxDownMs)
+      fail(
+        `camera ${c.id} not recording for ${Math.round(down / 1000)} s (state ${['stopped', 'connecting', 'recording', 'backoff'].find((s) => one(metrics, 'recorder_camera_state', { camera: c.id, state: s }) === 1)}, last write ${Number.isFinite(lastWriteMs) ? `${Math.round((now - lastWriteMs) / 1000)} s ago` : 'never'})`,
+      );
   }
   if (liveBytes > lastLiveBytes) {
     lastLiveBytes = liveBytes;
     lastLiveGrowth = now;
-  } else if (now - lastLiveGrowth > maxDownMs && lastOk.get(cameras[0]!.id) === now) fail(`the live viewer received nothing for ${Math.round((now - lastLiveGrowth) / 1000)} s while its camera recorded`);
+  } else if (now - lastLiveGrowth > maxDownMs && lastOk.get(cameras[0]!.id) === now)
+    fail(`the live viewer received nothing for ${Math.round((now - lastLiveGrowth) / 1000)} s while its camera recorded`);
 
   const slots = one(metrics, 'recorder_lmdb_reader_slots');
   if (slots > maxSlots) fail(`LMDB reader slots at ${slots} (bound ${maxSlots}; MDB_READERS_FULL at 126)`);
@@ -404,7 +432,13 @@ const COLUMNS: [string, (s: Sample) => string][] = [
   ['slots', (s) => String(s.slots)],
   ['recording', (s) => `${s.recording}/${nCameras}`],
   ['segments', (s) => String(s.segments)],
-  ['pools MB', (s) => Object.values(s.poolMb).map((v) => v.toFixed(1)).join('/')],
+  [
+    'pools MB',
+    (s) =>
+      Object.values(s.poolMb)
+        .map((v) => v.toFixed(1))
+        .join('/'),
+  ],
   ['deleted', (s) => String(s.deleted)],
   ['thinned', (s) => String(s.thinned)],
   ['restarts', (s) => String(s.restarts)],
@@ -473,7 +507,10 @@ function summarize(): { figures: Figure[]; warm: Sample[] } {
   if (warm.length >= 6) {
     const grown = (name: string, margin: number): void => {
       const g = figures.find((x) => x.figure === name)!;
-      if (g.lateMin > g.earlyMax + margin) fail(`${name} grew: at least ${g.lateMin} through the last third, at most ${g.earlyMax} in the first third after the warm-up (slope ${g.slopePerHour.toFixed(1)}/h)`);
+      if (g.lateMin > g.earlyMax + margin)
+        fail(
+          `${name} grew: at least ${g.lateMin} through the last third, at most ${g.earlyMax} in the first third after the warm-up (slope ${g.slopePerHour.toFixed(1)}/h)`,
+        );
     };
     grown('open fds', 16);
     grown('child processes', 1);
@@ -491,17 +528,31 @@ function report(): void {
   const suspects: string[] = [];
   for (const name of ['heap used MB', 'rss MB']) {
     const g = figures.find((x) => x.figure === name)!;
-    if (warm.length >= 6 && g.lateMin > g.earlyMax * 1.25) suspects.push(`${name}: ${g.earlyMax.toFixed(1)} → at least ${g.lateMin.toFixed(1)} (${g.slopePerHour.toFixed(1)}/h)`);
+    if (warm.length >= 6 && g.lateMin > g.earlyMax * 1.25)
+      suspects.push(`${name}: ${g.earlyMax.toFixed(1)} → at least ${g.lateMin.toFixed(1)} (${g.slopePerHour.toFixed(1)}/h)`);
   }
   const last = samples[samples.length - 1]!;
   console.log('');
   console.log(failures.length > 0 ? 'FAILED — figures of a failed run, not a pass:' : interrupted ? 'interrupted — figures so far:' : 'summary:');
-  console.log(`${minutes(last.t)} min, ${samples.length} samples every ${sampleMs / 1000} s, slopes after a ${minutes(warmupMs)} min warm-up (${warm.length} samples)`);
+  console.log(
+    `${minutes(last.t)} min, ${samples.length} samples every ${sampleMs / 1000} s, slopes after a ${minutes(warmupMs)} min warm-up (${warm.length} samples)`,
+  );
   console.log(['figure'.padEnd(22), 'first', 'last', 'max', 'slope/h'].map((c, i) => (i ? c.padStart(10) : c)).join(''));
-  for (const g of figures) console.log([g.figure.padEnd(22), g.first.toFixed(1), g.last.toFixed(1), g.max.toFixed(1), g.slopePerHour.toFixed(2)].map((c, i) => (i ? c.padStart(10) : c)).join(''));
-  console.log(`children at the end: ${JSON.stringify(last.childCommands)}; pools MB at the end: ${JSON.stringify(Object.fromEntries(Object.entries(last.poolMb).map(([k, v]) => [k, +v.toFixed(1)])))}`);
-  console.log(`segments deleted by retention ${last.deleted}, thinned ${last.thinned}; ffmpeg restarts ${last.restarts} (camera server restarted ${counts.cameraRestarts} times); camera-fault alarms ${last.faults}`);
-  console.log(`requests: ${counts.ok} ok, ${counts.expected} expected refusals (retention races, busy), ${unexpected.length} unexpected; downloads ${counts.downloads} (${(counts.downloadBytes / 1e6).toFixed(1)} MB), searches ${counts.searches}, frames ${counts.frames}, smart searches ${counts.smart}, locks ${counts.locks}, labels ${counts.labels} (+${counts.labelDeletes} deleted), events ${counts.events}; live ${(liveBytes / 1e6).toFixed(1)} MB, ${counts.liveReconnects} reconnects`);
+  for (const g of figures)
+    console.log(
+      [g.figure.padEnd(22), g.first.toFixed(1), g.last.toFixed(1), g.max.toFixed(1), g.slopePerHour.toFixed(2)]
+        .map((c, i) => (i ? c.padStart(10) : c))
+        .join(''),
+    );
+  console.log(
+    `children at the end: ${JSON.stringify(last.childCommands)}; pools MB at the end: ${JSON.stringify(Object.fromEntries(Object.entries(last.poolMb).map(([k, v]) => [k, +v.toFixed(1)])))}`,
+  );
+  console.log(
+    `segments deleted by retention ${last.deleted}, thinned ${last.thinned}; ffmpeg restarts ${last.restarts} (camera server restarted ${counts.cameraRestarts} times); camera-fault alarms ${last.faults}`,
+  );
+  console.log(
+    `requests: ${counts.ok} ok, ${counts.expected} expected refusals (retention races, busy), ${unexpected.length} unexpected; downloads ${counts.downloads} (${(counts.downloadBytes / 1e6).toFixed(1)} MB), searches ${counts.searches}, frames ${counts.frames}, smart searches ${counts.smart}, locks ${counts.locks}, labels ${counts.labels} (+${counts.labelDeletes} deleted), events ${counts.events}; live ${(liveBytes / 1e6).toFixed(1)} MB, ${counts.liveReconnects} reconnects`,
+  );
   for (const u of unexpected.slice(0, 10)) console.log(`  unexpected: ${u}`);
   if (suspects.length) console.log(`suspect (not a failure): ${suspects.join('; ')}`);
   if (failures.length > 0) {
@@ -557,14 +608,40 @@ try {
   t0 = Date.now();
   http = await startRecorder();
   const seg = Number(values['segment-seconds']);
-  await putJson(`${http}/api/pools/ring`, { capacityBytes: Math.round(num('pool-mb') * 1e6 * Math.max(1, nOf((c) => c.pool === 'ring') / 3)), overwrite: 'capacity' });
-  await putJson(`${http}/api/pools/thin`, { capacityBytes: Math.round(num('thin-pool-mb') * 1e6 * Math.max(1, nOf((c) => c.pool === 'thin'))), overwrite: 'capacity', thinAfterDays: num('thin-after-seconds') / 86_400 });
+  await putJson(`${http}/api/pools/ring`, {
+    capacityBytes: Math.round(num('pool-mb') * 1e6 * Math.max(1, nOf((c) => c.pool === 'ring') / 3)),
+    overwrite: 'capacity',
+  });
+  await putJson(`${http}/api/pools/thin`, {
+    capacityBytes: Math.round(
+      num('thin-pool-mb') *
+        1e6 *
+        Math.max(
+          1,
+          nOf((c) => c.pool === 'thin'),
+        ),
+    ),
+    overwrite: 'capacity',
+    thinAfterDays: num('thin-after-seconds') / 86_400,
+  });
   for (const c of cameras) {
-    await putJson(`${http}/api/cameras/${c.id}`, { pool: c.pool, streams: { main: sim.url(MOUNT[c.role]) }, ...(c.role === 'ps' ? { record: { stream: 'main', format: 'ps' } } : {}) });
-    if (c.role === 'event') await putJson(`${http}/api/cameras/${c.id}/schedule`, { timeZone: 'UTC', slots: [{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '24:00', type: 'event' }], preSeconds: 10, postSeconds: 5 });
+    await putJson(`${http}/api/cameras/${c.id}`, {
+      pool: c.pool,
+      streams: { main: sim.url(MOUNT[c.role]) },
+      ...(c.role === 'ps' ? { record: { stream: 'main', format: 'ps' } } : {}),
+    });
+    if (c.role === 'event')
+      await putJson(`${http}/api/cameras/${c.id}/schedule`, {
+        timeZone: 'UTC',
+        slots: [{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '24:00', type: 'event' }],
+        preSeconds: 10,
+        postSeconds: 5,
+      });
     await sleep(300);
   }
-  console.error(`soak: ${nCameras} cameras (${cameras.map((c) => c.id).join(', ')}), ${minutes(runMs)} min, segments ${seg} s, retention tick ${values['retention-tick-ms']} ms, data ${dataDir}, recorder pid ${recorder!.pid}`);
+  console.error(
+    `soak: ${nCameras} cameras (${cameras.map((c) => c.id).join(', ')}), ${minutes(runMs)} min, segments ${seg} s, retention tick ${values['retention-tick-ms']} ms, data ${dataDir}, recorder pid ${recorder!.pid}`,
+  );
   liveViewer(http, cameras[0]!.id);
 
   const recent = (): { from: string; to: string } => ({ from: iso(Date.now() - 40_000), to: iso(Date.now() - 10_000) });
@@ -613,7 +690,12 @@ try {
     }),
     every(30_000, async () => {
       const c = pickCamera();
-      const got = await call(http, 'POST', '/api/labels', { camera: c.id, from: iso(Date.now() - 20_000), to: iso(Date.now() - 10_000), text: `soak ${counts.labels}` });
+      const got = await call(http, 'POST', '/api/labels', {
+        camera: c.id,
+        from: iso(Date.now() - 20_000),
+        to: iso(Date.now() - 10_000),
+        text: `soak ${counts.labels}`,
+      });
       counts.labels++;
       if (got.json?.label?.id) labelIds.push(got.json.label.id as string);
       if (labelIds.length > 5) {

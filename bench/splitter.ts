@@ -15,7 +15,32 @@ const out = join(import.meta.dirname, 'out');
 mkdirSync(out, { recursive: true });
 const file = join(out, 'splitter-1080p-4M.mp4');
 if (!existsSync(file)) {
-  execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=25', '-t', '20', '-c:v', 'libx264', '-preset', 'veryfast', '-b:v', '4M', '-g', '50', '-pix_fmt', 'yuv420p', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  execFileSync('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=1920x1080:rate=25',
+    '-t',
+    '20',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'veryfast',
+    '-b:v',
+    '4M',
+    '-g',
+    '50',
+    '-pix_fmt',
+    'yuv420p',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
 }
 const bytes = readFileSync(file);
 const moof = bytes.indexOf(Buffer.from('moof')) - 4;
@@ -43,4 +68,12 @@ for (let run = 0; run < 5; run++) {
 // A splitter that cut nothing measured nothing (bench/README.md).
 requireWork('splitter', fragments > 0 ? [] : ['the splitter gave no fragment']);
 const mbps = stream.length / 1e6 / best;
-console.log(JSON.stringify({ megabytes: Math.round(stream.length / 1e6), fragments, seconds: +best.toFixed(3), mbPerSec: Math.round(mbps), coreShareAt100Cameras4Mbps: +((100 * 0.5) / mbps).toFixed(4) }));
+console.log(
+  JSON.stringify({
+    megabytes: Math.round(stream.length / 1e6),
+    fragments,
+    seconds: +best.toFixed(3),
+    mbPerSec: Math.round(mbps),
+    coreShareAt100Cameras4Mbps: +((100 * 0.5) / mbps).toFixed(4),
+  }),
+);

@@ -131,7 +131,11 @@ export function planAudio(key: string, described: SdpMedia[] | null | undefined)
     }
     const source = sdpAudioCodec(encoding);
     if (COPIED.has(source) && refused === undefined) return { source, stored: 'copy', outputOptions: COPY_OPTIONS };
-    return transcode(source, aacBitrate(audio.clockRate, audio.channels), COPIED.has(source) ? 'the MP4 muxer refused it as sent' : `${encoding} cannot be stored as it is in MP4`);
+    return transcode(
+      source,
+      aacBitrate(audio.clockRate, audio.channels),
+      COPIED.has(source) ? 'the MP4 muxer refused it as sent' : `${encoding} cannot be stored as it is in MP4`,
+    );
   }
   if (refused !== undefined) return transcode(refused, 64_000, 'the MP4 muxer refused it as sent');
   return {
@@ -148,13 +152,15 @@ const MUX_REFUSED = /Could not find tag for codec (\w+) in stream #(\d+)/;
  * Failures that are the camera's or the network's, not the audio's: the connection,
  * the RTSP dialogue (an error status to DESCRIBE/SETUP/PLAY, e.g. 401, 404, 461).
  */
-const NOT_AUDIO = /Connection refused|Connection timed out|No route to host|Network is unreachable|Name or service not known|Connection reset|method \w+ failed|Server returned \d|\b(401|403|404|454|461)\b|Unsupported transport/i;
+const NOT_AUDIO =
+  /Connection refused|Connection timed out|No route to host|Network is unreachable|Name or service not known|Connection reset|method \w+ failed|Server returned \d|\b(401|403|404|454|461)\b|Unsupported transport/i;
 /**
  * ffmpeg naming the audio: the input's or the output's stream 1 (video is mapped first,
  * so audio is #0:1 on both sides), a decoder or encoder that cannot start, or video
  * piling up in the muxing queue while the audio encoder still waits for its first frame.
  */
-const AUDIO_NAMED = /(stream|Stream) #?0:1\b|output stream 0:1|Decoder \(codec [^)]*\) not found|Error while opening (de|en)coder|Too many packets buffered for output stream/;
+const AUDIO_NAMED =
+  /(stream|Stream) #?0:1\b|output stream 0:1|Decoder \(codec [^)]*\) not found|Error while opening (de|en)coder|Too many packets buffered for output stream/;
 
 /**
  * Learns from an attempt that ended: `gotVideo` whether any fragment arrived,

@@ -77,19 +77,29 @@ export interface IngestOptions {
 
 /** Output options of the data output (see the module comment). */
 const SMART_OUTPUT_OPTIONS = [
-  '-map', '0:v:0',
-  '-map', '0:d',
-  '-c', 'copy',
-  '-frames:v', '1',
+  '-map',
+  '0:v:0',
+  '-map',
+  '0:d',
+  '-c',
+  'copy',
+  '-frames:v',
+  '1',
   // A first packet without timestamps would make the TS muxer fail the whole ffmpeg.
-  '-bsf:v', 'setts=dts=if(eq(DTS\\,NOPTS)\\,0\\,DTS):pts=if(eq(PTS\\,NOPTS)\\,if(eq(DTS\\,NOPTS)\\,0\\,DTS)\\,PTS)',
-  '-f', 'mpegts',
-  '-muxdelay', '0',
-  '-muxpreload', '0',
-  '-flush_packets', '1',
+  '-bsf:v',
+  'setts=dts=if(eq(DTS\\,NOPTS)\\,0\\,DTS):pts=if(eq(PTS\\,NOPTS)\\,if(eq(DTS\\,NOPTS)\\,0\\,DTS)\\,PTS)',
+  '-f',
+  'mpegts',
+  '-muxdelay',
+  '0',
+  '-muxpreload',
+  '0',
+  '-flush_packets',
+  '1',
   // The video stream gets no packet after its first: without this the muxer holds the
   // data back waiting for one (up to its default 10 s) before interleaving.
-  '-max_interleave_delta', '1',
+  '-max_interleave_delta',
+  '1',
 ];
 
 /** A listening unix socket in a private temp dir for ffmpeg's data output. */
@@ -123,7 +133,6 @@ export interface IngestPlan {
   fragments: 'keyframe' | 'second';
 }
 
-
 export interface IngestExit {
   /** True when stop() was called: the exit was ours, not the camera's. */
   requested: boolean;
@@ -153,13 +162,18 @@ export function ingestArgs(url: string, stallTimeoutMs: number, p: IngestPlan, d
   return [
     '-nostdin',
     '-hide_banner',
-    '-loglevel', 'warning',
-    '-rtsp_transport', p.transport ?? 'tcp',
+    '-loglevel',
+    'warning',
+    '-rtsp_transport',
+    p.transport ?? 'tcp',
     // RTSP socket I/O timeout in microseconds: a vanished camera ends the session.
-    '-timeout', String(stallTimeoutMs * 1000),
-    '-i', url,
+    '-timeout',
+    String(stallTimeoutMs * 1000),
+    '-i',
+    url,
     ...p.audio.outputOptions,
-    '-f', 'mp4',
+    '-f',
+    'mp4',
     ...(p.fragments === 'second'
       ? ['-movflags', 'empty_moov+default_base_moof', '-frag_duration', '1000000']
       : ['-movflags', 'frag_keyframe+empty_moov+default_base_moof']),
@@ -242,7 +256,15 @@ export function startIngest(opts: IngestOptions): IngestSession {
     stdout.on('error', () => undefined); // the exit says what happened
     void c.exited.then((exit) => {
       if (exit.requested) return finish();
-      if (stallNote !== null) return finish(new Error(`ffmpeg was killed with signal SIGKILL: ${stderrTail.filter((l) => l.trim() !== '').slice(-5).join(' | ')}`));
+      if (stallNote !== null)
+        return finish(
+          new Error(
+            `ffmpeg was killed with signal SIGKILL: ${stderrTail
+              .filter((l) => l.trim() !== '')
+              .slice(-5)
+              .join(' | ')}`,
+          ),
+        );
       finish(exit.error ?? new Error('camera stream ended'));
     });
   };

@@ -64,7 +64,9 @@ export async function commitCause(err: Error & { commitError?: Promise<never> },
   ]);
   clearTimeout(timer);
   const described = describeCause(cause);
-  return described.errno === 'EIO' && dir !== undefined && diskFull(dir) ? { errno: 'ENOSPC', message: `${described.message}: a short write, the disk is full`, full: true } : described;
+  return described.errno === 'EIO' && dir !== undefined && diskFull(dir)
+    ? { errno: 'ENOSPC', message: `${described.message}: a short write, the disk is full`, full: true }
+    : described;
 }
 
 /**
@@ -87,7 +89,16 @@ const SHORT_WRITE_FULL_BYTES = 64 * 1024;
 export function describeCause(cause: unknown): CommitCause {
   if (!(cause instanceof Error)) return { errno: 'UNKNOWN', message: 'commit failed for an unknown reason', full: false };
   const code = (cause as { code?: unknown }).code;
-  const errno = typeof code === 'number' ? (ERRNO[code] ?? `errno ${code}`) : typeof code === 'string' ? code : /No space left/i.test(cause.message) ? 'ENOSPC' : /MAP_FULL/.test(cause.message) ? 'MDB_MAP_FULL' : 'UNKNOWN';
+  const errno =
+    typeof code === 'number'
+      ? (ERRNO[code] ?? `errno ${code}`)
+      : typeof code === 'string'
+        ? code
+        : /No space left/i.test(cause.message)
+          ? 'ENOSPC'
+          : /MAP_FULL/.test(cause.message)
+            ? 'MDB_MAP_FULL'
+            : 'UNKNOWN';
   // lmdb-js appends its buffer addresses to the message: keep the first sentence.
   const message = cause.message.split(/: Attempting|\n/)[0]!.trim();
   return { errno, message, full: errno === 'ENOSPC' || errno === 'EDQUOT' || errno === 'MDB_MAP_FULL' || errno === 'EFBIG' };
@@ -95,7 +106,10 @@ export function describeCause(cause: unknown): CommitCause {
 
 /** The error a caller of the index sees for a failed commit: STORAGE_IO, with the errno. */
 export function indexWriteError(cause: CommitCause, original?: unknown): RecorderError {
-  return new RecorderError('STORAGE_IO', `index commit failed: ${cause.errno} (${cause.message})`, { cause: original, details: { errno: cause.errno, index: true } });
+  return new RecorderError('STORAGE_IO', `index commit failed: ${cause.errno} (${cause.message})`, {
+    cause: original,
+    details: { errno: cause.errno, index: true },
+  });
 }
 
 let installed = false;

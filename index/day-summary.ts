@@ -84,7 +84,5 @@ export function cutRuns(summary: readonly Run[], fromMs: number, toMs: number): 
 /** A segment's runs clipped to one day. */
 export function runsInDay(runs: readonly Run[], day: number): Run[] {
   const end = day + DAY_MS;
-  return runs
-    .map((r) => ({ fromMs: Math.max(r.fromMs, day), toMs: Math.min(r.toMs, end), type: r.type }))
-    .filter((r) => r.toMs > r.fromMs);
+  return runs.map((r) => ({ fromMs: Math.max(r.fromMs, day), toMs: Math.min(r.toMs, end), type: r.type })).filter((r) => r.toMs > r.fromMs);
 }

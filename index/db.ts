@@ -166,7 +166,10 @@ export class RecorderIndex {
    * soak bench and the retention test watch this, and metrics export it.
    */
   readerSlots(): number {
-    return this.t.root.readerList().split('\n').filter((line) => /^\s*\d+\s/.test(line)).length;
+    return this.t.root
+      .readerList()
+      .split('\n')
+      .filter((line) => /^\s*\d+\s/.test(line)).length;
   }
 
   // ---- the config journal ---------------------------------------------------

@@ -96,7 +96,19 @@ export function checkIndexFile(dataDir: string, opts: { metaOnly?: boolean } = {
 }
 
 export function checkLmdbFile(path: string, opts: { metaOnly?: boolean } = {}): IndexCheck {
-  const out: IndexCheck = { exists: false, ok: true, problems: [], fileBytes: 0, pageSize: 0, pages: 0, usedPages: 0, freePages: 0, txnId: 0, databases: 0, walked: false };
+  const out: IndexCheck = {
+    exists: false,
+    ok: true,
+    problems: [],
+    fileBytes: 0,
+    pageSize: 0,
+    pages: 0,
+    usedPages: 0,
+    freePages: 0,
+    txnId: 0,
+    databases: 0,
+    walked: false,
+  };
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -208,7 +220,9 @@ class Walker {
     this.lastPg = best.lastPg;
     if (this.filePages < 2) this.fatal(`the file has ${this.out.fileBytes} bytes: less than its two meta pages (cut short)`);
     if (this.lastPg + 1 > this.filePages) {
-      this.fatal(`the file has ${this.out.fileBytes} bytes but its meta page says it uses ${(this.lastPg + 1) * best.psize} (pages 0..${this.lastPg}): cut short`);
+      this.fatal(
+        `the file has ${this.out.fileBytes} bytes but its meta page says it uses ${(this.lastPg + 1) * best.psize} (pages 0..${this.lastPg}): cut short`,
+      );
     }
     return { txnId: best.txnId, free: best.free, main: best.main };
   }
@@ -245,7 +259,9 @@ class Walker {
     if (db.depth < 1 || db.depth > 64) this.problem(`${what}: depth ${db.depth}`);
     else this.walkPage(what, root, 1, db.depth, counts, onLeaf);
     if (counts.branch !== db.branch || counts.leaf !== db.leaf || counts.overflow !== db.overflow) {
-      this.problem(`${what}: ${counts.branch}/${counts.leaf}/${counts.overflow} branch/leaf/overflow pages found, its record says ${db.branch}/${db.leaf}/${db.overflow}`);
+      this.problem(
+        `${what}: ${counts.branch}/${counts.leaf}/${counts.overflow} branch/leaf/overflow pages found, its record says ${db.branch}/${db.leaf}/${db.overflow}`,
+      );
     }
     if (!counts.dup && counts.entries !== db.entries) this.problem(`${what}: ${counts.entries} entries found, its record says ${db.entries}`);
     return counts.branch + counts.leaf + counts.overflow + counts.subPages;
@@ -268,7 +284,8 @@ class Walker {
     if (stored !== BigInt(pgno)) return this.problem(`${what}: page ${pgno} says it is page ${stored}`);
     const isBranch = (flags & P_BRANCH) !== 0;
     const isLeaf = (flags & P_LEAF) !== 0;
-    if (isBranch === isLeaf || flags & (P_OVERFLOW | P_META)) return this.problem(`${what}: page ${pgno} has flags 0x${flags.toString(16)}, not a branch or leaf page`);
+    if (isBranch === isLeaf || flags & (P_OVERFLOW | P_META))
+      return this.problem(`${what}: page ${pgno} has flags 0x${flags.toString(16)}, not a branch or leaf page`);
     if (isLeaf !== (depth === treeDepth)) return this.problem(`${what}: page ${pgno} is a ${isLeaf ? 'leaf' : 'branch'} at depth ${depth} of ${treeDepth}`);
     const room = this.psize - PAGEHDRSZ;
     if (lower % 2 !== 0 || lower > upper || upper > room) return this.problem(`${what}: page ${pgno} has free space bounds ${lower}..${upper}`);
@@ -381,7 +398,8 @@ class Walker {
         n = toSafe(-e);
         first = toSafe(buf.readBigInt64LE(at + 8 * ++i));
       }
-      if (first < 2 || first + n - 1 > this.lastPg) return this.problem(`free-page tree: free pages ${first}..${first + n - 1} are outside the pages in use (2..${this.lastPg})`);
+      if (first < 2 || first + n - 1 > this.lastPg)
+        return this.problem(`free-page tree: free pages ${first}..${first + n - 1} are outside the pages in use (2..${this.lastPg})`);
       for (let p = first; p < first + n; p++) this.free[p] = 1;
     }
   }

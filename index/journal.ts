@@ -70,7 +70,10 @@ export async function readJournal(dataDir: string): Promise<JournalSnapshot | nu
   try {
     j = JSON.parse(text) as JournalSnapshot;
   } catch (err) {
-    throw new RecorderError('INDEX_LOST', `${journalPath(dataDir)} is not valid JSON (${(err as Error).message}): it is written atomically, so something else wrote it; move it away to start without it`);
+    throw new RecorderError(
+      'INDEX_LOST',
+      `${journalPath(dataDir)} is not valid JSON (${(err as Error).message}): it is written atomically, so something else wrote it; move it away to start without it`,
+    );
   }
   if (j?.format !== FORMAT || typeof j.indexId !== 'string' || typeof j.records !== 'object' || j.records === null) {
     throw new RecorderError('INDEX_LOST', `${journalPath(dataDir)} is not a config journal of format ${FORMAT}; move it away to start without it`);
@@ -146,7 +149,10 @@ export function journalMismatch(index: RecorderIndex, journal: JournalSnapshot |
 export function assertJournalMatches(index: RecorderIndex, journal: JournalSnapshot | null, dataDir: string): void {
   const why = journalMismatch(index, journal, dataDir);
   if (!why) return;
-  throw new RecorderError('INDEX_LOST', `${why}. Run \`recorder reindex\` to rebuild the index from the segment files and restore them from the journal (or, to start over without them on purpose, move ${journalPath(dataDir)} away).`);
+  throw new RecorderError(
+    'INDEX_LOST',
+    `${why}. Run \`recorder reindex\` to rebuild the index from the segment files and restore them from the journal (or, to start over without them on purpose, move ${journalPath(dataDir)} away).`,
+  );
 }
 
 /**

@@ -42,7 +42,11 @@ export interface LockChange {
 }
 
 /** The change that adds [startMs, endMs) until `untilMs` to a camera's `existing` locks. */
-export function mergeLock(existing: readonly LockRecord[], add: { camera: string; startMs: number; endMs: number; untilMs: number | null }, nowMs: number): LockChange & { lock: LockRecord } {
+export function mergeLock(
+  existing: readonly LockRecord[],
+  add: { camera: string; startMs: number; endMs: number; untilMs: number | null },
+  nowMs: number,
+): LockChange & { lock: LockRecord } {
   let startMs = add.startMs;
   let endMs = add.endMs;
   let untilMs = add.untilMs;

@@ -115,7 +115,11 @@ export class SegmentStore {
     this.updateDays(seg.camera, seg.startMs, coveredEnd, (runs, day) => addRuns(cutRuns(runs, seg.startMs, coveredEnd), runsInDay(segmentRuns(seg), day)));
     const done = this.t.segments.put([seg.camera, seg.startMs], seg);
     // Once committed (and closed) the stored record is the truth again.
-    if (!seg.open) void done.then(() => this.lastPut.get(k) === mine && this.lastPut.delete(k), () => undefined);
+    if (!seg.open)
+      void done.then(
+        () => this.lastPut.get(k) === mine && this.lastPut.delete(k),
+        () => undefined,
+      );
     return this.t.commit(done).catch((err: unknown) => {
       // Not superseded by a later put or a removal: put it again when the disk has room.
       if (this.lastPut.get(k) === mine) this.scheduleRetry(k, asPut);
@@ -176,7 +180,15 @@ export class SegmentStore {
     let stored = false;
     await this.t.root.transaction(() => {
       const now = this.t.segments.get(key);
-      if (!now || now.open || now.file !== expected.file || now.bytes !== expected.bytes || now.initSize !== expected.initSize || !Buffer.from(now.gops).equals(Buffer.from(expected.gops))) return;
+      if (
+        !now ||
+        now.open ||
+        now.file !== expected.file ||
+        now.bytes !== expected.bytes ||
+        now.initSize !== expected.initSize ||
+        !Buffer.from(now.gops).equals(Buffer.from(expected.gops))
+      )
+        return;
       void this.t.sampletables.put(key, record);
       stored = true;
     });
@@ -346,7 +358,9 @@ export class SegmentStore {
    * caller pages on from the last one (playback).
    */
   page(camera: string, fromMs: number, opts: { toMs?: number; reverse?: boolean; limit: number }): SegmentRecord[] {
-    const range = opts.reverse ? { start: [camera, fromMs] as SegKey, end: [camera, -1] as SegKey, reverse: true } : { start: [camera, fromMs] as SegKey, end: [camera, opts.toMs ?? Number.MAX_SAFE_INTEGER] as SegKey };
+    const range = opts.reverse
+      ? { start: [camera, fromMs] as SegKey, end: [camera, -1] as SegKey, reverse: true }
+      : { start: [camera, fromMs] as SegKey, end: [camera, opts.toMs ?? Number.MAX_SAFE_INTEGER] as SegKey };
     return [...this.t.segments.getRange({ ...range, limit: opts.limit })].map((e) => e.value).filter((s) => s.camera === camera);
   }
 

@@ -62,7 +62,11 @@ export interface CheckedIndex {
  * with the journal. `journal: false` skips the comparison (`recorder check` reports
  * instead of refusing).
  */
-export async function openCheckedIndex(dataDir: string, log: Logger, opts: { compact?: boolean; journal?: boolean; metaOnly?: boolean } = {}): Promise<CheckedIndex> {
+export async function openCheckedIndex(
+  dataDir: string,
+  log: Logger,
+  opts: { compact?: boolean; journal?: boolean; metaOnly?: boolean } = {},
+): Promise<CheckedIndex> {
   let check = assertIndexIntact(dataDir, { metaOnly: opts.metaOnly === true });
   if (opts.compact) {
     const r = await compactIndex(dataDir, check, log);
@@ -82,7 +86,13 @@ export async function openCheckedIndex(dataDir: string, log: Logger, opts: { com
 /** Renames `<data>/index` to `<data>/index.corrupt-<time>` (reindex of a corrupt index); returns where. */
 export async function moveIndexAside(dataDir: string, nowMs = Date.now()): Promise<string | null> {
   const from = join(dataDir, 'index');
-  if (!(await stat(from).then(() => true, () => false))) return null;
+  if (
+    !(await stat(from).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return null;
   const to = join(dataDir, `index.corrupt-${new Date(nowMs).toISOString().replace(/[:.]/g, '-')}`);
   await rename(from, to);
   return to;

@@ -11,7 +11,22 @@
 import type { Database, Key, RangeOptions, RootDatabase } from 'lmdb';
 import { typedCommit } from './commit-guard.ts';
 import type { DaySummary } from './day-summary.ts';
-import type { CameraConfig, GapRecord, IntentKey, IntentRecord, LabelRecord, LockRecord, PoolPolicy, SavedRecording, SchedulePlan, SegmentRecord, SmartFileRecord, SmartKey, SmartRecord, UserRecord } from './records.ts';
+import type {
+  CameraConfig,
+  GapRecord,
+  IntentKey,
+  IntentRecord,
+  LabelRecord,
+  LockRecord,
+  PoolPolicy,
+  SavedRecording,
+  SchedulePlan,
+  SegmentRecord,
+  SmartFileRecord,
+  SmartKey,
+  SmartRecord,
+  UserRecord,
+} from './records.ts';
 
 export type SegKey = [string, number];
 

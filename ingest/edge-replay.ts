@@ -74,18 +74,31 @@ export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullR
   const url = renderReplayUrl(opts.template, opts.fromMs, opts.toMs);
   let proxy: ReplayProxy | null = null;
   if (opts.mode === 'onvif') {
-    proxy = await startReplayProxy({ target: url, replay: { startMs: opts.fromMs, endMs: opts.toMs, rateControl: opts.rateControl }, connectTimeoutMs: opts.connectTimeoutMs });
+    proxy = await startReplayProxy({
+      target: url,
+      replay: { startMs: opts.fromMs, endMs: opts.toMs, rateControl: opts.rateControl },
+      connectTimeoutMs: opts.connectTimeoutMs,
+    });
   }
   // What attempts learn about the camera's audio is kept under its template: the URL
   // ffmpeg opens is a proxy's (or holds the interval), new for every pull.
   // The back-fill's signal reaches ffmpeg too (lib/child-process.ts kills it when it aborts).
-  const session = startIngest({ url: proxy?.url ?? url, memoryKey: opts.template, ffmpegPath: opts.ffmpegPath, stallTimeoutMs: opts.stallTimeoutMs, ...(opts.signal ? { signal: opts.signal } : {}) });
+  const session = startIngest({
+    url: proxy?.url ?? url,
+    memoryKey: opts.template,
+    ffmpegPath: opts.ffmpegPath,
+    stallTimeoutMs: opts.stallTimeoutMs,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   let failure: RecorderError | null = null;
   const stop = (err: RecorderError): void => {
     failure ??= err;
     session.stop();
   };
-  const deadline = setTimeout(() => stop(new RecorderError('EDGE_TIMEOUT', `edge replay of ${span(opts)} not done within ${opts.deadlineMs} ms`)), opts.deadlineMs);
+  const deadline = setTimeout(
+    () => stop(new RecorderError('EDGE_TIMEOUT', `edge replay of ${span(opts)} not done within ${opts.deadlineMs} ms`)),
+    opts.deadlineMs,
+  );
   const onAbort = (): void => stop(shuttingDown());
   opts.signal?.addEventListener('abort', onAbort);
   if (opts.signal?.aborted) onAbort(); // aborted while the proxy connected
@@ -117,7 +130,9 @@ export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullR
         if (!timeline) {
           const clock = cameraClock(proxy, opts);
           if (clock.problem) {
-            stop(new RecorderError('EDGE_WRONG_INTERVAL', clock.problem, { details: { asked: { fromMs: opts.fromMs, toMs: opts.toMs }, camera: clock.range } }));
+            stop(
+              new RecorderError('EDGE_WRONG_INTERVAL', clock.problem, { details: { asked: { fromMs: opts.fromMs, toMs: opts.toMs }, camera: clock.range } }),
+            );
             continue;
           }
           timeline = { ticks, anchorMs: clock.startMs, source: clock.source };
@@ -149,7 +164,14 @@ export async function pullEdgeInterval(opts: EdgePullOptions): Promise<EdgePullR
     fh = null;
     if (failure) throw failure;
     if (fragments === 0) throw noVideo(proxy, opts, exit.error?.message);
-    return { anchorMs: timeline!.anchorMs, clockSource: timeline!.source, fragments, bytes, firstStartMs: Math.round(firstStartMs), lastEndMs: Math.round(lastEndMs) };
+    return {
+      anchorMs: timeline!.anchorMs,
+      clockSource: timeline!.source,
+      fragments,
+      bytes,
+      firstStartMs: Math.round(firstStartMs),
+      lastEndMs: Math.round(lastEndMs),
+    };
   } catch (err) {
     await rm(opts.stagingPath, { force: true });
     throw err;
@@ -186,9 +208,11 @@ export function judgeCameraClock(
   const source: ClockSource = said.firstPacketMs !== null ? 'onvif-rtp' : 'play-range';
   const off = (ms: number): string => `${Math.round(ms / 1000)} s`;
   let problem: string | null = null;
-  if (range.startMs < asked.fromMs - WRONG_INTERVAL_MS) problem = `the camera sends video from ${off(asked.fromMs - range.startMs)} before the interval asked for`;
+  if (range.startMs < asked.fromMs - WRONG_INTERVAL_MS)
+    problem = `the camera sends video from ${off(asked.fromMs - range.startMs)} before the interval asked for`;
   else if (range.startMs > asked.toMs) problem = `the camera sends video from ${off(range.startMs - asked.toMs)} after the interval asked for`;
-  else if (range.endMs !== null && range.endMs > asked.toMs + WRONG_INTERVAL_MS) problem = `the camera sends video until ${off(range.endMs - asked.toMs)} after the interval asked for`;
+  else if (range.endMs !== null && range.endMs > asked.toMs + WRONG_INTERVAL_MS)
+    problem = `the camera sends video until ${off(range.endMs - asked.toMs)} after the interval asked for`;
   return { startMs: range.startMs, source, problem, range };
 }
 
@@ -206,8 +230,12 @@ function noVideo(proxy: ReplayProxy | null, o: EdgePullOptions, rawError: string
   const ffmpegError = rawError === undefined ? undefined : redactUrls(rawError);
   const r = proxy?.report;
   if (r?.upstreamError) return new RecorderError('EDGE_UNREACHABLE', r.upstreamError);
-  if (r?.refused) return new RecorderError('EDGE_REFUSED', `the camera refused ${r.refused.method} of ${span(o)}: ${r.refused.status} ${r.refused.reason}`, { details: r.refused });
-  if (ffmpegError && /Connection refused|No route to host|Connection timed out|Name or service not known/i.test(ffmpegError)) return new RecorderError('EDGE_UNREACHABLE', ffmpegError);
+  if (r?.refused)
+    return new RecorderError('EDGE_REFUSED', `the camera refused ${r.refused.method} of ${span(o)}: ${r.refused.status} ${r.refused.reason}`, {
+      details: r.refused,
+    });
+  if (ffmpegError && /Connection refused|No route to host|Connection timed out|Name or service not known/i.test(ffmpegError))
+    return new RecorderError('EDGE_UNREACHABLE', ffmpegError);
   // An answer that ended cleanly without a GOP: nothing recorded there. Anything else
   // (an RTSP error status, an SDP or stream ffmpeg cannot read) is the camera refusing.
   if (!ffmpegError || /stream ended/.test(ffmpegError)) return new RecorderError('EDGE_NO_VIDEO', `the camera has no video for ${span(o)}`);

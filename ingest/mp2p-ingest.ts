@@ -128,7 +128,12 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
       enqueue(c);
     }
   };
-  const stats = (): Mp2pIngestStats => ({ reader: { ...reader.counters }, fmp4: { ...fmp4.counters }, lostPackets: bridge?.lostPackets ?? 0, audio: fmp4.audio });
+  const stats = (): Mp2pIngestStats => ({
+    reader: { ...reader.counters },
+    fmp4: { ...fmp4.counters },
+    lostPackets: bridge?.lostPackets ?? 0,
+    audio: fmp4.audio,
+  });
 
   const finish = (error?: Error): void => {
     if (finished) return;
@@ -136,9 +141,17 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     clearInterval(watchdog);
     bridge?.close();
     const s = stats();
-    const trouble = s.lostPackets + s.reader.resyncBytes + s.reader.droppedBytes + s.reader.oversizedGops + s.reader.droppedGops + s.fmp4.skippedGops + s.fmp4.truncatedPackets;
-    if (trouble > 0) opts.onNotice?.('warn', 'MP2P: damaged input in this session (skipped and resynchronised)', { lostPackets: s.lostPackets, ...s.reader, ...s.fmp4 });
-    resolveExit(requested ? { requested: true } : { requested: false, ...(failure ?? error ? { error: failure ?? error } : {}) });
+    const trouble =
+      s.lostPackets +
+      s.reader.resyncBytes +
+      s.reader.droppedBytes +
+      s.reader.oversizedGops +
+      s.reader.droppedGops +
+      s.fmp4.skippedGops +
+      s.fmp4.truncatedPackets;
+    if (trouble > 0)
+      opts.onNotice?.('warn', 'MP2P: damaged input in this session (skipped and resynchronised)', { lostPackets: s.lostPackets, ...s.reader, ...s.fmp4 });
+    resolveExit(requested ? { requested: true } : { requested: false, ...((failure ?? error) ? { error: failure ?? error } : {}) });
     notify();
   };
   const fail = (err: Error): void => {
@@ -164,7 +177,12 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     } else if (!paused && now - lastFragmentAt > noVideoMs) {
       const r = reader.counters;
       const why = reader.codec === null ? 'no H.264/H.265 video found' : r.gops === 0 ? 'no keyframe with a PSM' : 'no GOP with readable video';
-      fail(new Mp2pIngestError('MP2P_NO_VIDEO', `${why} in ${now - lastFragmentAt} ms of MPEG-PS (${r.bytesIn} bytes, ${r.skippedBytes} skipped, ${r.resyncBytes} resynchronised)`));
+      fail(
+        new Mp2pIngestError(
+          'MP2P_NO_VIDEO',
+          `${why} in ${now - lastFragmentAt} ms of MPEG-PS (${r.bytesIn} bytes, ${r.skippedBytes} skipped, ${r.resyncBytes} resynchronised)`,
+        ),
+      );
     }
   }, 1000);
   watchdog.unref();

@@ -18,7 +18,18 @@ import { iso, type Clock } from './time.ts';
  * `camera-fault`: by the supervisor when a camera's actor failed with an error of ours
  * (the camera is restarted; every other camera goes on).
  */
-export type AlarmKind = 'camera-offline' | 'camera-fault' | 'index' | 'write-error' | 'disk-near-full' | 'cpu-high' | 'memory-high' | 'backfill-failed' | 'disk-full' | 'pool-full' | 'backup-failed';
+export type AlarmKind =
+  | 'camera-offline'
+  | 'camera-fault'
+  | 'index'
+  | 'write-error'
+  | 'disk-near-full'
+  | 'cpu-high'
+  | 'memory-high'
+  | 'backfill-failed'
+  | 'disk-full'
+  | 'pool-full'
+  | 'backup-failed';
 
 export interface Alarm {
   kind: AlarmKind;

@@ -151,7 +151,9 @@ let cachedLimit: number | null | undefined;
 function fdLimit(): number | null {
   if (cachedLimit !== undefined) return cachedLimit;
   try {
-    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
     const soft = line?.split(/\s{2,}/)[1];
     cachedLimit = soft && /^\d+$/.test(soft) ? Number(soft) : null;
   } catch {
@@ -175,7 +177,11 @@ export function assertSpawnHeadroom(command = 'a child process'): void {
   if (limit === null) return;
   const open = openDescriptors();
   if (open !== null && limit - open < SPAWN_RESERVE) {
-    throw new ChildProcessError('SPAWN_NO_DESCRIPTORS', command, `cannot start ${command}: ${open} of ${limit} file descriptors are open (fewer than ${SPAWN_RESERVE} left)`);
+    throw new ChildProcessError(
+      'SPAWN_NO_DESCRIPTORS',
+      command,
+      `cannot start ${command}: ${open} of ${limit} file descriptors are open (fewer than ${SPAWN_RESERVE} left)`,
+    );
   }
 }
 
@@ -273,8 +279,16 @@ export function spawnChild(opts: SpawnChildOptions): Child {
     child.stdin?.destroy();
     const finish = (): void => {
       let error: ChildProcessError | null = null;
-      if (spawnError) error = new ChildProcessError('SPAWN_FAILED', command, `cannot start ${command}: ${spawnError.message}`, null, [...tail], { cause: spawnError });
-      else if (timedOut) error = new ChildProcessError('CHILD_TIMEOUT', command, `${command} ran past its ${opts.timeoutMs} ms and was killed${tail.length ? `: ${tailText(tail)}` : ''}`, { code, signal }, [...tail]);
+      if (spawnError)
+        error = new ChildProcessError('SPAWN_FAILED', command, `cannot start ${command}: ${spawnError.message}`, null, [...tail], { cause: spawnError });
+      else if (timedOut)
+        error = new ChildProcessError(
+          'CHILD_TIMEOUT',
+          command,
+          `${command} ran past its ${opts.timeoutMs} ms and was killed${tail.length ? `: ${tailText(tail)}` : ''}`,
+          { code, signal },
+          [...tail],
+        );
       else if (!requested && (code !== 0 || signal !== null)) {
         const how = signal !== null ? `was killed with signal ${signal}` : `exited with code ${code}`;
         const words = tailText(tail);

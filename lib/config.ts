@@ -19,21 +19,29 @@ export const configSchema = z
     dataDir: z.string().min(1).default('./data').describe('where segments (pools/), the LMDB index (index/) and the embedded NATS store live'),
     http: hostPort.default('127.0.0.1:8080'),
     natsUrl: z.string().min(1).optional().describe('NATS server URL(s), comma separated; unset starts an embedded nats-server'),
-    subjectPrefix: z.string().regex(/^[A-Za-z0-9_-]+$/).default('rec').describe('first token of every subject'),
+    subjectPrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/)
+      .default('rec')
+      .describe('first token of every subject'),
     segmentSeconds: z.coerce.number().int().min(2).max(3600).default(60).describe('target segment length in seconds'),
     syncSeconds: z.coerce
       .number()
       .min(0)
       .max(10)
       .default(4)
-      .describe('longest media time appended but not yet fdatasynced and indexed (0: every GOP); a power cut loses at most this, a killed process nothing more'),
+      .describe(
+        'longest media time appended but not yet fdatasynced and indexed (0: every GOP); a power cut loses at most this, a killed process nothing more',
+      ),
     maxStreams: z.coerce
       .number()
       .int()
       .min(1)
       .max(100_000)
       .default(500)
-      .describe('media streams (downloads, playback, live, WebSocket sessions) served at once; more get 503 TOO_MANY_STREAMS with Retry-After (~0.5 MB each when stalled)'),
+      .describe(
+        'media streams (downloads, playback, live, WebSocket sessions) served at once; more get 503 TOO_MANY_STREAMS with Retry-After (~0.5 MB each when stalled)',
+      ),
     backoffInitialMs: z.coerce.number().int().min(100).max(60_000).default(1000).describe('first reconnect delay; doubles per failure'),
     backoffMaxMs: z.coerce.number().int().min(100).max(600_000).default(30_000).describe('reconnect delay cap'),
     ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
@@ -41,7 +49,9 @@ export const configSchema = z
     auth: z
       .enum(['auto', 'required'])
       .default('auto')
-      .describe('auto: HTTP asks for credentials once a token or a user exists (loopback only before); required: always (start refuses without a token or an admin user)'),
+      .describe(
+        'auto: HTTP asks for credentials once a token or a user exists (loopback only before); required: always (start refuses without a token or an admin user)',
+      ),
     natsUser: z.string().min(1).optional().describe('NATS user name (with natsPassword)'),
     natsPassword: z.string().min(1).optional().describe('NATS password'),
     natsToken: z.string().min(1).optional().describe('NATS authentication token'),
@@ -57,18 +67,58 @@ export const configSchema = z
     demo: z.boolean().default(false).describe('add a synthetic demo camera (a local GStreamer RTSP server)'),
     backfillConcurrency: z.coerce.number().int().min(1).max(16).default(2).describe('back-fill pulls running at once on this node (one per camera at most)'),
     backfillMaxAttempts: z.coerce.number().int().min(1).max(100).default(5).describe('back-fill attempts per gap before it is given up (alarm)'),
-    backfillRetryMs: z.coerce.number().int().min(100).max(86_400_000).default(60_000).describe('delay before a failed back-fill is retried; doubles per attempt'),
-    backfillDelayMs: z.coerce.number().int().min(0).max(3_600_000).default(10_000).describe('wait after a camera returns before back-filling (its SD card flushes)'),
-    backfillSyncHours: z.coerce.number().min(0).max(24 * 31).default(24).describe('periodic sync looks back this many hours for holes to back-fill (0: off)'),
+    backfillRetryMs: z.coerce
+      .number()
+      .int()
+      .min(100)
+      .max(86_400_000)
+      .default(60_000)
+      .describe('delay before a failed back-fill is retried; doubles per attempt'),
+    backfillDelayMs: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(3_600_000)
+      .default(10_000)
+      .describe('wait after a camera returns before back-filling (its SD card flushes)'),
+    backfillSyncHours: z.coerce
+      .number()
+      .min(0)
+      .max(24 * 31)
+      .default(24)
+      .describe('periodic sync looks back this many hours for holes to back-fill (0: off)'),
     backfillSyncIntervalMs: z.coerce.number().int().min(1000).max(86_400_000).default(3_600_000).describe('how often the periodic sync runs'),
     backfillPullSeconds: z.coerce.number().int().min(10).max(86_400).default(600).describe('longest interval asked for in one replay pull'),
     ffmpegPath: z.string().min(1).default('ffmpeg'),
     natsServerPath: z.string().min(1).default('nats-server'),
-    retentionTickMs: z.coerce.number().int().min(100).max(3_600_000).default(5000).describe('retention passes run on every segment close and at least this often'),
-    minFreeBytes: z.coerce.number().int().min(0).default(2 * 1024 ** 3).describe('emergency overwrite when the data disk has less free space than this or minFreeRatio of its size, whichever is larger'),
+    retentionTickMs: z.coerce
+      .number()
+      .int()
+      .min(100)
+      .max(3_600_000)
+      .default(5000)
+      .describe('retention passes run on every segment close and at least this often'),
+    minFreeBytes: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(2 * 1024 ** 3)
+      .describe('emergency overwrite when the data disk has less free space than this or minFreeRatio of its size, whichever is larger'),
     minFreeRatio: z.coerce.number().min(0).max(0.5).default(0.02).describe('emergency overwrite threshold as a share of the data disk'),
-    indexReserveBytes: z.coerce.number().int().min(0).default(8 * 1024 ** 2).describe('room kept for the index: this much preallocated past the end of its file, and a file beside it (index.reserve) deleted when the disk fills; each at most 1/32 of the disk; 0: none'),
-    backupAuditMs: z.coerce.number().int().min(1000).default(3_600_000).describe('how often backup copies of pools with a backupDir are checked and re-created'),
+    indexReserveBytes: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(8 * 1024 ** 2)
+      .describe(
+        'room kept for the index: this much preallocated past the end of its file, and a file beside it (index.reserve) deleted when the disk fills; each at most 1/32 of the disk; 0: none',
+      ),
+    backupAuditMs: z.coerce
+      .number()
+      .int()
+      .min(1000)
+      .default(3_600_000)
+      .describe('how often backup copies of pools with a backupDir are checked and re-created'),
   })
   .strict();
 
@@ -148,7 +198,9 @@ export function helpText(): string {
     'usage: recorder [start|check|reindex] [flags]',
     '       recorder user add NAME --role admin|operator|viewer [--pools a,b|*] [--password-stdin] [--token]',
     '       recorder user list | recorder user remove NAME',
-    '', 'flags (override RECORDER_* environment, which overrides --config FILE):'];
+    '',
+    'flags (override RECORDER_* environment, which overrides --config FILE):',
+  ];
   lines.push('  --config FILE            JSON file with any of the settings below (camelCase keys)');
   for (const [flag, key] of Object.entries(FLAG_KEYS)) {
     const env = Object.entries(ENV).find(([, k]) => k === key)?.[0] ?? '';
@@ -242,7 +294,10 @@ export function assertAuthForBind(config: RecorderConfig, boundAddress?: string)
   // is only as loopback as what it resolves to, whatever it is called.
   const host = boundAddress ?? splitHostPort(config.http).host;
   if (isIP(host) === 0 ? boundAddress !== undefined || host !== 'localhost' : !isLoopbackAddress(host)) {
-    throw new RecorderError('CONFIG_INVALID', `HTTP would bind ${host}, beyond loopback, without authentication: set RECORDER_AUTH_TOKEN, or RECORDER_AUTH=required with users (recorder user add)`);
+    throw new RecorderError(
+      'CONFIG_INVALID',
+      `HTTP would bind ${host}, beyond loopback, without authentication: set RECORDER_AUTH_TOKEN, or RECORDER_AUTH=required with users (recorder user add)`,
+    );
   }
 }
 

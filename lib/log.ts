@@ -9,7 +9,10 @@ import { redactText } from './redact.ts';
 export type { Logger };
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
-  return pino({ level, base: { app: 'recorder' }, timestamp: pino.stdTimeFunctions.isoTime, hooks: { streamWrite: redactText } }, destination ?? process.stdout);
+  return pino(
+    { level, base: { app: 'recorder' }, timestamp: pino.stdTimeFunctions.isoTime, hooks: { streamWrite: redactText } },
+    destination ?? process.stdout,
+  );
 }
 
 export const silentLogger: Logger = pino({ level: 'silent' });

@@ -142,7 +142,10 @@ export function loadOrCreateCredentials(dataDir: string, log: Logger): EmbeddedN
   }
   const creds: EmbeddedNatsCredentials = {
     version: 1,
-    users: Object.fromEntries(NATS_USERS.map((name) => [name, { user: name, password: randomBytes(24).toString('base64url') }])) as Record<NatsUserName, NatsUserCredentials>,
+    users: Object.fromEntries(NATS_USERS.map((name) => [name, { user: name, password: randomBytes(24).toString('base64url') }])) as Record<
+      NatsUserName,
+      NatsUserCredentials
+    >,
   };
   writePrivate(file, `${JSON.stringify(creds, null, 2)}\n`);
   log.info({ file }, 'NATS credentials generated for the embedded nats-server (users recorder, vms, observer)');

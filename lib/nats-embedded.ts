@@ -48,7 +48,8 @@ export interface EmbeddedNatsOptions {
 }
 
 // A background job's stdin is /dev/null in sh, so the watcher reads our pipe via fd 3.
-const WRAPPER = 'exec 3<&0; "$0" "$@" </dev/null & p=$!; trap \'kill $p 2>/dev/null; wait $p; exit 0\' TERM INT; (cat <&3 >/dev/null; kill $p 2>/dev/null) & wait $p';
+const WRAPPER =
+  'exec 3<&0; "$0" "$@" </dev/null & p=$!; trap \'kill $p 2>/dev/null; wait $p; exit 0\' TERM INT; (cat <&3 >/dev/null; kill $p 2>/dev/null) & wait $p';
 
 const READY_TIMEOUT_MS = 15_000;
 const INFO_LINE = /^\[\d+\] \S+ \S+ \[(INF|DBG|TRC)\]/;
@@ -160,7 +161,10 @@ export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<Embe
   const url = `nats://127.0.0.1:${port}`;
   saveEndpoint(opts.dataDir, creds, url, port, prefix);
   const file = credentialsFile(opts.dataDir);
-  log.info({ url, store, pid: current.pid, credentials: file, users: ['recorder', 'vms', 'observer'] }, 'embedded nats-server started (authenticated; a VMS connects as user vms with the password in the credentials file)');
+  log.info(
+    { url, store, pid: current.pid, credentials: file, users: ['recorder', 'vms', 'observer'] },
+    'embedded nats-server started (authenticated; a VMS connects as user vms with the password in the credentials file)',
+  );
 
   let restarts = 0;
   let delayMs = initialMs;
@@ -200,7 +204,10 @@ export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<Embe
       if (current === r) current = null;
       if (exit.requested) return;
       if (Date.now() - r.readyAt >= maxMs) delayMs = initialMs;
-      log.error({ code: exit.code, signal: exit.signal, pid: r.pid, restartInMs: delayMs, tail: r.tail }, 'embedded nats-server exited unexpectedly: restarting it');
+      log.error(
+        { code: exit.code, signal: exit.signal, pid: r.pid, restartInMs: delayMs, tail: r.tail },
+        'embedded nats-server exited unexpectedly: restarting it',
+      );
       schedule();
     });
   };

@@ -22,7 +22,8 @@ const QUERY_TOKEN = /([?&](?:access_token|token)=)(?!\*\*\*)[^&\s"#\\]+/gi;
  */
 export function redactText(text: string): string {
   let out = text;
-  if (out.includes('://')) out = out.replace(USERINFO, (all, scheme: string, user: string, pass: string) => (pass === REDACTED ? all : `${scheme}${user}:${REDACTED}@`));
+  if (out.includes('://'))
+    out = out.replace(USERINFO, (all, scheme: string, user: string, pass: string) => (pass === REDACTED ? all : `${scheme}${user}:${REDACTED}@`));
   if (out.includes('token=')) out = out.replace(QUERY_TOKEN, `$1${REDACTED}`);
   return out;
 }
@@ -32,4 +33,3 @@ export function redactUrl(url: string): string {
   const p = URL_PARTS.exec(url);
   return p ? `${p[1]}${p[2]}:${REDACTED}@${p[4]}${p[5]}` : url;
 }
-

@@ -21,7 +21,9 @@ const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:
  * for March 2 and `24:00` for the next day, silently answering for another instant.
  */
 function calendarValid(value: string): boolean {
-  const [y, mo, d, h, mi, sec] = [value.slice(0, 4), value.slice(5, 7), value.slice(8, 10), value.slice(11, 13), value.slice(14, 16), value.slice(17, 19)].map(Number) as [number, number, number, number, number, number];
+  const [y, mo, d, h, mi, sec] = [value.slice(0, 4), value.slice(5, 7), value.slice(8, 10), value.slice(11, 13), value.slice(14, 16), value.slice(17, 19)].map(
+    Number,
+  ) as [number, number, number, number, number, number];
   const daysInMonth = new Date(Date.UTC(y, mo, 0)).getUTCDate();
   const hasSeconds = value[16] === ':';
   return mo >= 1 && mo <= 12 && d >= 1 && d <= daysInMonth && h <= 23 && mi <= 59 && (!hasSeconds || sec <= 59);

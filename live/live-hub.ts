@@ -67,7 +67,11 @@ export class LiveHub implements LivePublisher {
     if (!preview) return this.channel(cameraId).subscribe(sink, max);
     let p = this.previews.get(cameraId);
     if (!p || p.isStopped) {
-      p = new LivePreview(this.channel(cameraId), { ffmpegPath: this.opts.ffmpegPath, height: this.opts.previewHeight ?? 240, log: this.opts.log.child({ camera: cameraId }) });
+      p = new LivePreview(this.channel(cameraId), {
+        ffmpegPath: this.opts.ffmpegPath,
+        height: this.opts.previewHeight ?? 240,
+        log: this.opts.log.child({ camera: cameraId }),
+      });
       this.previews.set(cameraId, p);
     }
     return p.channel.subscribe(sink, max);

@@ -52,10 +52,17 @@ export class HealthSampler {
     this.check('cpu-high', 'cpu', r.cpuFraction, t.cpuFraction, `CPU busy ${pct(r.cpuFraction)} (threshold ${pct(t.cpuFraction)})`, {});
     this.check('memory-high', 'memory', r.memoryFraction, t.memoryFraction, `memory used ${pct(r.memoryFraction)} (threshold ${pct(t.memoryFraction)})`, {});
     for (const d of r.disks) {
-      this.check('disk-near-full', `disk:${d.path}`, d.usedFraction, t.diskFraction, `disk ${d.path} is ${pct(d.usedFraction)} full (threshold ${pct(t.diskFraction)}), ${d.availableBytes} bytes left`, {
-        path: d.path,
-        availableBytes: d.availableBytes,
-      });
+      this.check(
+        'disk-near-full',
+        `disk:${d.path}`,
+        d.usedFraction,
+        t.diskFraction,
+        `disk ${d.path} is ${pct(d.usedFraction)} full (threshold ${pct(t.diskFraction)}), ${d.availableBytes} bytes left`,
+        {
+          path: d.path,
+          availableBytes: d.availableBytes,
+        },
+      );
     }
   }
 
@@ -100,7 +107,11 @@ export function machineReader(dataDir: string): () => Promise<HealthReading> {
     const busy = total > 0 ? (total - (now.idle - prev.idle)) / total : 0;
     prev = now;
     const d = await diskInfo(dataDir);
-    return { cpuFraction: busy, memoryFraction: 1 - os.freemem() / os.totalmem(), disks: [{ path: d.path, usedFraction: d.usedFraction, availableBytes: d.availableBytes }] };
+    return {
+      cpuFraction: busy,
+      memoryFraction: 1 - os.freemem() / os.totalmem(),
+      disks: [{ path: d.path, usedFraction: d.usedFraction, availableBytes: d.availableBytes }],
+    };
   };
 }
 

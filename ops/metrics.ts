@@ -75,21 +75,61 @@ export class RecorderMetrics {
 
   private readonly state = this.gauge('recorder_camera_state', 'camera state: 1 for the current one', ['camera', 'pool', 'state']);
   private readonly bitrate = this.gauge('recorder_camera_bitrate_bits_per_second', 'bits per second of media over the last GOPs written', ['camera', 'pool']);
-  private readonly lastWrite = this.gauge('recorder_camera_last_write_timestamp_seconds', 'wall-clock end of the newest video in the index', ['camera', 'pool']);
+  private readonly lastWrite = this.gauge('recorder_camera_last_write_timestamp_seconds', 'wall-clock end of the newest video in the index', [
+    'camera',
+    'pool',
+  ]);
   private readonly gaps = this.gauge('recorder_camera_gaps', 'gaps recorded for the camera, by state', ['camera', 'pool', 'state']);
-  private readonly fragments = new Counter({ name: 'recorder_camera_fragments_total', help: 'fragments (GOPs) written since the node started', labelNames: ['camera', 'pool'], registers: [this.registry] });
-  private readonly bytes = new Counter({ name: 'recorder_camera_bytes_written_total', help: 'segment bytes written since the node started', labelNames: ['camera', 'pool'], registers: [this.registry] });
-  private readonly restarts = new Counter({ name: 'recorder_ffmpeg_restarts_total', help: 'ingest (ffmpeg) restarts after a failure', labelNames: ['camera'], registers: [this.registry] });
-  private readonly poolUsage = this.gauge('recorder_pool_usage_bytes', 'bytes of the pool\'s segments', ['pool']);
+  private readonly fragments = new Counter({
+    name: 'recorder_camera_fragments_total',
+    help: 'fragments (GOPs) written since the node started',
+    labelNames: ['camera', 'pool'],
+    registers: [this.registry],
+  });
+  private readonly bytes = new Counter({
+    name: 'recorder_camera_bytes_written_total',
+    help: 'segment bytes written since the node started',
+    labelNames: ['camera', 'pool'],
+    registers: [this.registry],
+  });
+  private readonly restarts = new Counter({
+    name: 'recorder_ffmpeg_restarts_total',
+    help: 'ingest (ffmpeg) restarts after a failure',
+    labelNames: ['camera'],
+    registers: [this.registry],
+  });
+  private readonly poolUsage = this.gauge('recorder_pool_usage_bytes', "bytes of the pool's segments", ['pool']);
   private readonly poolCapacity = this.gauge('recorder_pool_capacity_bytes', 'pool capacity (absent: bounded by the disk only)', ['pool']);
-  private readonly deletedSegments = new Counter({ name: 'recorder_pool_deleted_segments_total', help: 'segments deleted by retention', labelNames: ['pool'], registers: [this.registry] });
-  private readonly deletedBytes = new Counter({ name: 'recorder_pool_deleted_bytes_total', help: 'bytes deleted by retention', labelNames: ['pool'], registers: [this.registry] });
+  private readonly deletedSegments = new Counter({
+    name: 'recorder_pool_deleted_segments_total',
+    help: 'segments deleted by retention',
+    labelNames: ['pool'],
+    registers: [this.registry],
+  });
+  private readonly deletedBytes = new Counter({
+    name: 'recorder_pool_deleted_bytes_total',
+    help: 'bytes deleted by retention',
+    labelNames: ['pool'],
+    registers: [this.registry],
+  });
   private readonly alarms = new Counter({ name: 'recorder_alarms_total', help: 'alarms raised, by kind', labelNames: ['kind'], registers: [this.registry] });
   private readonly streams = this.gauge('recorder_media_streams', 'media streams (downloads, playback, live) served right now', []);
   private readonly streamsMax = this.gauge('recorder_media_streams_max', 'bound on media streams served at once (RECORDER_MAX_STREAMS)', []);
-  private readonly streamsRefused = new Counter({ name: 'recorder_media_streams_refused_total', help: 'media stream requests refused with 503 TOO_MANY_STREAMS', registers: [this.registry] });
-  private readonly readerSlots = this.gauge('recorder_lmdb_reader_slots', 'rows of the index\'s LMDB reader table (read transactions held); MDB_READERS_FULL at 126', []);
-  private readonly children = this.gauge('recorder_child_processes', 'live child processes of the recorder by command (lib/child-process.ts), zombies included', ['command']);
+  private readonly streamsRefused = new Counter({
+    name: 'recorder_media_streams_refused_total',
+    help: 'media stream requests refused with 503 TOO_MANY_STREAMS',
+    registers: [this.registry],
+  });
+  private readonly readerSlots = this.gauge(
+    'recorder_lmdb_reader_slots',
+    "rows of the index's LMDB reader table (read transactions held); MDB_READERS_FULL at 126",
+    [],
+  );
+  private readonly children = this.gauge(
+    'recorder_child_processes',
+    'live child processes of the recorder by command (lib/child-process.ts), zombies included',
+    ['command'],
+  );
   private streamSource: (() => StreamStats) | null = null;
   private streamsRefusedSeen = 0;
 

@@ -128,12 +128,22 @@ export async function planFmp4Range(slices: SegmentSlice[], views?: PsViews): Pr
         outEndSec = (videoGrid.lastDts + frames * videoGrid.frame) / vts;
       }
       const startSec = Math.min(...head.tracks.map((t) => trackSeconds(t.baseDecodeTime, timescales.get(t.trackId) ?? 1)));
-      shift = new Map(head.tracks.map((t) => {
-        const ts = timescales.get(t.trackId) ?? 1;
-        return [t.trackId, BigInt(Math.round((outEndSec - startSec) * ts))];
-      }));
+      shift = new Map(
+        head.tracks.map((t) => {
+          const ts = timescales.get(t.trackId) ?? 1;
+          return [t.trackId, BigInt(Math.round((outEndSec - startSec) * ts))];
+        }),
+      );
     }
-    for (const f of slice.fragments) planned.push({ path: slice.path, offset: f.offset, size: f.size, sequence: sequence++, shift, ...(slice.bytes !== undefined ? { fileBytes: slice.bytes } : {}) });
+    for (const f of slice.fragments)
+      planned.push({
+        path: slice.path,
+        offset: f.offset,
+        size: f.size,
+        sequence: sequence++,
+        shift,
+        ...(slice.bytes !== undefined ? { fileBytes: slice.bytes } : {}),
+      });
     for (const t of tail.tracks) {
       const ts = timescales.get(t.trackId) ?? 1;
       // ffmpeg may close a session's last fragment with a near-zero last sample; count it
@@ -172,7 +182,14 @@ export async function planFmp4Range(slices: SegmentSlice[], views?: PsViews): Pr
   };
 }
 
-async function* generate(initBytes: Buffer, planned: PlannedFragment[], init: InitInfo, start: number, end: number, views: PsViews | undefined): AsyncGenerator<Buffer> {
+async function* generate(
+  initBytes: Buffer,
+  planned: PlannedFragment[],
+  init: InitInfo,
+  start: number,
+  end: number,
+  views: PsViews | undefined,
+): AsyncGenerator<Buffer> {
   let pos = 0;
   if (start < initBytes.length) yield initBytes.subarray(start, Math.min(end, initBytes.length));
   pos = initBytes.length;

@@ -29,7 +29,14 @@ function toPlayback(dataDir: string, seg: SegmentRecord, fragments: PlaybackFrag
  * (the first is the GOP holding fromMs). Reverse: GOPs that start at or before fromMs
  * and end after toMs (toMs < fromMs), latest first.
  */
-export function* playbackSegments(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, reverse: boolean): Generator<PlaybackSegment> {
+export function* playbackSegments(
+  index: RecorderIndex,
+  dataDir: string,
+  camera: string,
+  fromMs: number,
+  toMs: number,
+  reverse: boolean,
+): Generator<PlaybackSegment> {
   if (!reverse) {
     // The segment that starts before `from` may hold it. Every read here returns whole
     // records before anything is yielded: a yield inside an lmdb-js range iteration keeps
@@ -114,7 +121,8 @@ export function parsePlaybackQuery(q: { from?: unknown; to?: unknown; speed?: un
   else {
     toMs = parseTimeMs(q.to, 'to');
     if (!reverse && toMs <= fromMs) throw new BadTimeError(`to (${iso(toMs)}) must be after from (${iso(fromMs)})`);
-    if (reverse && toMs >= fromMs) throw new BadTimeError(`reverse play runs from \`from\` back to \`to\`: to (${iso(toMs)}) must be before from (${iso(fromMs)})`);
+    if (reverse && toMs >= fromMs)
+      throw new BadTimeError(`reverse play runs from \`from\` back to \`to\`: to (${iso(toMs)}) must be before from (${iso(fromMs)})`);
   }
   return { fromMs, toMs, speed, reverse, iframes, mode: trickMode(speed, iframes, reverse) };
 }

@@ -41,7 +41,8 @@ export type EndReason = 'end' | 'codec-change';
 export function segmentError(err: unknown, path: string): unknown {
   const code = (err as { code?: string }).code;
   if (code === 'ENOENT') return new RecorderError('SEGMENT_GONE', `segment ${path} was removed while being read`, { cause: err });
-  if (err instanceof Mp4FormatError && err.code === 'MP4_TRUNCATED') return new RecorderError('SEGMENT_GONE', `segment ${path} was truncated while being read`, { cause: err });
+  if (err instanceof Mp4FormatError && err.code === 'MP4_TRUNCATED')
+    return new RecorderError('SEGMENT_GONE', `segment ${path} was truncated while being read`, { cause: err });
   return err;
 }
 

@@ -66,7 +66,12 @@ export interface ProgressiveLayout {
  * init is hashed without its duration fields (filled in when its segment closes, never
  * read by the build), so a range gets one ETag whether it was read open or closed.
  */
-export function progressiveEtag(init: Buffer, slices: { path: string; fragments: { offset: number; size: number }[] }[], skipMs: number, trimEndMs: number): string {
+export function progressiveEtag(
+  init: Buffer,
+  slices: { path: string; fragments: { offset: number; size: number }[] }[],
+  skipMs: number,
+  trimEndMs: number,
+): string {
   const h = createHash('sha1').update(`v${PROGRESSIVE_FORMAT_VERSION};${skipMs};${trimEndMs};`).update(withoutDurations(init));
   for (const s of slices) {
     h.update(`${s.path}|`);
@@ -229,7 +234,11 @@ interface TrackList {
  * sample of a fragment is stretched, or shrunk, never below 1 tick, to meet the next
  * fragment), and the track's end. `layout` below writes exactly these durations.
  */
-function fragmentStarts(list: readonly { outBase: number; durations: ArrayLike<number>; durationTicks: number }[]): { starts: number[]; lastDurations: Uint32Array; end: number } {
+function fragmentStarts(list: readonly { outBase: number; durations: ArrayLike<number>; durationTicks: number }[]): {
+  starts: number[];
+  lastDurations: Uint32Array;
+  end: number;
+} {
   const starts: number[] = [];
   const lastDurations = new Uint32Array(list.length);
   let dts = list[0]?.outBase ?? 0;
@@ -276,7 +285,7 @@ function keptCounts(list: TrackList['frags'], starts: number[], timescale: numbe
     // Decode times of this fragment's samples (the last one's duration does not matter).
     let dts = starts[j]!;
     const dtsOf = new Float64Array(n);
-    for (let i = 0; i < n; i++) (dtsOf[i] = dts), (dts += t.durations[i]!);
+    for (let i = 0; i < n; i++) ((dtsOf[i] = dts), (dts += t.durations[i]!));
     let k = n;
     while (k > 0 && dtsOf[k - 1]! + t.compositionOffsets[k - 1]! - ptsZero >= cut) k--;
     keep[j] = k;
@@ -307,7 +316,7 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
       if (i === 0) shift = timeline.enterSegment(frag.tracks);
       let lo = Infinity;
       let hi = -Infinity;
-      for (const t of frag.tracks) for (const r of t.runs) (lo = Math.min(lo, r.fileOffset)), (hi = Math.max(hi, r.fileOffset + r.bytes));
+      for (const t of frag.tracks) for (const r of t.runs) ((lo = Math.min(lo, r.fileOffset)), (hi = Math.max(hi, r.fileOffset + r.bytes)));
       if (lo < hi) {
         const entry: RawFragment = { path: seg.path, ...(seg.fileBytes !== undefined ? { fileBytes: seg.fileBytes } : {}), lo, hi, tracks: [] };
         for (const t of frag.tracks) {
@@ -324,7 +333,12 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
   }
 
   // 2. The tail presented at or after the end of the presentation (exact `to`) is cut.
-  const timing = new Map([...lists.values()].map((l) => [l.id, fragmentStarts(l.frags.map((f) => ({ outBase: f.outBase, durations: f.t.durations, durationTicks: f.t.durationTicks })))]));
+  const timing = new Map(
+    [...lists.values()].map((l) => [
+      l.id,
+      fragmentStarts(l.frags.map((f) => ({ outBase: f.outBase, durations: f.t.durations, durationTicks: f.t.durationTicks }))),
+    ]),
+  );
   const video = lists.get(videoId)?.frags.length ? videoId : ([...lists.values()].find((l) => l.frags.length > 0)?.id ?? videoId);
   const cutSec = timing.get(video)!.end / (timescales.get(video) ?? 1) - req.trimEndMs / 1000;
   const kept = new Map<string, number>(); // `${fragment}:${track}` → samples kept, for cut fragments
@@ -351,7 +365,17 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
     const cut = f.tracks.some(({ t }) => kept.has(`${at}:${t.trackId}`));
     if (!cut) {
       for (const { t, outBase } of f.tracks) {
-        placed.get(t.trackId)!.push({ outBase, durations: t.durations, sizes: t.sizes, flags: t.flags, ctts: t.compositionOffsets, durationTicks: t.durationTicks, chunks: t.runs.map((r) => ({ rel: payload + (r.fileOffset - f.lo), count: r.count })) });
+        placed
+          .get(t.trackId)!
+          .push({
+            outBase,
+            durations: t.durations,
+            sizes: t.sizes,
+            flags: t.flags,
+            ctts: t.compositionOffsets,
+            durationTicks: t.durationTicks,
+            chunks: t.runs.map((r) => ({ rel: payload + (r.fileOffset - f.lo), count: r.count })),
+          });
       }
       addPart(f, f.lo, f.hi - f.lo);
       return;
@@ -383,7 +407,17 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
       let durationTicks = 0;
       for (let i = 0; i < k; i++) durationTicks += durations[i]!;
       const chunks = ranges.filter((r) => r.track === t.trackId).map((r) => ({ rel: rel.get(`${r.track}:${r.run}`)!, count: r.count }));
-      placed.get(t.trackId)!.push({ outBase, durations, sizes: t.sizes.subarray(0, k), flags: t.flags.subarray(0, k), ctts: t.compositionOffsets.subarray(0, k), durationTicks, chunks });
+      placed
+        .get(t.trackId)!
+        .push({
+          outBase,
+          durations,
+          sizes: t.sizes.subarray(0, k),
+          flags: t.flags.subarray(0, k),
+          ctts: t.compositionOffsets.subarray(0, k),
+          durationTicks,
+          chunks,
+        });
     }
   });
 
@@ -411,10 +445,25 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
           }
         }
       }
-      for (const c of f.chunks) chunkOffsets.push(c.rel), chunkCounts.push(c.count);
+      for (const c of f.chunks) (chunkOffsets.push(c.rel), chunkCounts.push(c.count));
     }
     const { lastDurations, end } = fragmentStarts(list);
-    tracks.push({ id: t.id, timescale: t.timescale, kind: t.kind, trak: traks.get(t.id)!, count, frags: list, lastDurations, syncCount, hasCtts, negativeCtts, chunkOffsets, chunkCounts, startTicks: list[0]!.outBase, endTicks: end });
+    tracks.push({
+      id: t.id,
+      timescale: t.timescale,
+      kind: t.kind,
+      trak: traks.get(t.id)!,
+      count,
+      frags: list,
+      lastDurations,
+      syncCount,
+      hasCtts,
+      negativeCtts,
+      chunkOffsets,
+      chunkCounts,
+      startTicks: list[0]!.outBase,
+      endTicks: end,
+    });
   }
   return { tracks, parts, payload, init, endSec: cutSec };
 }
@@ -433,7 +482,12 @@ function runCount(values: ArrayLike<number>): number {
  * last one replaced; ctts: composition offsets), without concatenating the fragments.
  * `write` null: only counts them.
  */
-function sampleRuns(t: TrackSamples, pick: (f: Placed) => ArrayLike<number>, last: Uint32Array | null, write: ((count: number, value: number) => void) | null): number {
+function sampleRuns(
+  t: TrackSamples,
+  pick: (f: Placed) => ArrayLike<number>,
+  last: Uint32Array | null,
+  write: ((count: number, value: number) => void) | null,
+): number {
   let runs = 0;
   let prev = 0;
   let count = 0;
@@ -491,10 +545,10 @@ function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): BoxNode {
   o.full(o.buf.length, 'stsc', 0, 0);
   o.u32(stsc);
   const counts = t.chunkCounts;
-  for (let i = 0; i < counts.length; ) {
+  for (let i = 0; i < counts.length;) {
     let j = i + 1;
     while (j < counts.length && counts[j] === counts[i]) j++;
-    o.u32(i + 1), o.u32(counts[i]!), o.u32(1); // first chunk (1-based), samples per chunk, description 1
+    (o.u32(i + 1), o.u32(counts[i]!), o.u32(1)); // first chunk (1-based), samples per chunk, description 1
     i = j;
   }
   boxes.push(o.buf);
@@ -519,7 +573,7 @@ function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): BoxNode {
   o = new Out(16 + n * (wide ? 8 : 4));
   o.full(o.buf.length, wide ? 'co64' : 'stco', 0, 0);
   o.u32(n);
-  for (const off of t.chunkOffsets) (wide ? o.u64(off) : o.u32(off));
+  for (const off of t.chunkOffsets) wide ? o.u64(off) : o.u32(off);
   boxes.push(o.buf);
   return box('stbl', ...boxes);
 }
@@ -535,9 +589,9 @@ function elst(edits: Edit[]): BoxNode {
   o.u32(edits.length);
   for (const e of edits) {
     o.u64(e.durationMovie);
-    if (e.mediaTime < 0) o.u32(0xffffffff), o.u32(0xffffffff);
+    if (e.mediaTime < 0) (o.u32(0xffffffff), o.u32(0xffffffff));
     else o.u64(e.mediaTime);
-    o.u16(1), o.u16(0); // media rate 1.0
+    (o.u16(1), o.u16(0)); // media rate 1.0
   }
   return box('edts', o.buf);
 }
@@ -548,8 +602,8 @@ function tkhd(init: Buffer, t: TrackSamples, durationMovie: number): Buffer {
   const tail = s.body + (s.version === 1 ? 32 : 20); // layer … height (60 bytes)
   const o = new Out(12 + 32 + 60);
   o.full(o.buf.length, 'tkhd', 1, 3); // enabled, in movie
-  o.u64(0), o.u64(0); // creation, modification: fixed, so the bytes never change
-  o.u32(t.id), o.u32(0);
+  (o.u64(0), o.u64(0)); // creation, modification: fixed, so the bytes never change
+  (o.u32(t.id), o.u32(0));
   o.u64(durationMovie);
   o.bytes(init.subarray(tail, tail + 60));
   return o.buf;
@@ -561,17 +615,17 @@ function mdhd(init: Buffer, t: TrackSamples, mdia: Box): Buffer {
   const lang = init.readUInt16BE(s.body + (s.version === 1 ? 28 : 16));
   const o = new Out(12 + 32);
   o.full(o.buf.length, 'mdhd', 1, 0);
-  o.u64(0), o.u64(0);
+  (o.u64(0), o.u64(0));
   o.u32(t.timescale);
   o.u64(t.endTicks - t.startTicks);
-  o.u16(lang), o.u16(0);
+  (o.u16(lang), o.u16(0));
   return o.buf;
 }
 
 function mvhd(durationMovie: number, nextTrackId: number): Buffer {
   const o = new Out(12 + 108);
   o.full(o.buf.length, 'mvhd', 1, 0);
-  o.u64(0), o.u64(0);
+  (o.u64(0), o.u64(0));
   o.u32(MOVIE_TIMESCALE);
   o.u64(durationMovie);
   o.u32(0x00010000); // rate 1.0
@@ -585,7 +639,7 @@ function mvhd(durationMovie: number, nextTrackId: number): Buffer {
 
 function ftyp(): Buffer {
   const o = new Out(8 + 16);
-  o.u32(24), o.type('ftyp'), o.type('isom'), o.u32(0x200), o.type('isom'), o.type('mp41');
+  (o.u32(24), o.type('ftyp'), o.type('isom'), o.u32(0x200), o.type('isom'), o.type('mp41'));
   return o.buf;
 }
 
@@ -621,7 +675,9 @@ function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, end
     const minf = findChild(init, 'minf', mdia)!;
     const hdlr = findChild(init, 'hdlr', mdia)!;
     const stsd = findChild(init, 'stsd', findChild(init, 'stbl', minf))!;
-    const minfKeep = childBoxes(init, minf.offset + minf.headerSize, minf.offset + minf.size).filter((b) => b.type !== 'stbl').map((b) => slice(init, b));
+    const minfKeep = childBoxes(init, minf.offset + minf.headerSize, minf.offset + minf.size)
+      .filter((b) => b.type !== 'stbl')
+      .map((b) => slice(init, b));
     // Seconds of this track's media before the presentation start (negative: the track starts later).
     const lead = skipSec - t.startTicks / t.timescale;
     const ptsZero = t.frags[0]!.ctts[0] ?? 0;
@@ -632,7 +688,12 @@ function moov(init: Buffer, tracks: TrackSamples[], req: ProgressiveRequest, end
             { durationMovie: Math.round(-lead * MOVIE_TIMESCALE), mediaTime: -1 },
             { durationMovie: Math.max(0, durationMovie - Math.round(-lead * MOVIE_TIMESCALE)), mediaTime: ptsZero },
           ];
-    return box('trak', tkhd(init, t, durationMovie), elst(edits), box('mdia', mdhd(init, t, mdia), slice(init, hdlr), box('minf', ...minfKeep, stbl(t, slice(init, stsd), wide))));
+    return box(
+      'trak',
+      tkhd(init, t, durationMovie),
+      elst(edits),
+      box('mdia', mdhd(init, t, mdia), slice(init, hdlr), box('minf', ...minfKeep, stbl(t, slice(init, stsd), wide))),
+    );
   });
   const nextId = Math.max(...tracks.map((t) => t.id)) + 1;
   return { moov: box('moov', mvhd(durationMovie, nextId), ...traks), durationSec };
@@ -652,8 +713,8 @@ export function buildProgressive(req: ProgressiveRequest): ProgressiveLayout {
   if (wide) built = moov(init, tracks, req, endSec, true);
   const headLen = ft.length + built.moov.size + mdatHeader;
   const mh = new Out(mdatHeader);
-  if (largeMdat) mh.u32(1), mh.type('mdat'), mh.u64(payload + 16);
-  else mh.u32(payload + 8), mh.type('mdat');
+  if (largeMdat) (mh.u32(1), mh.type('mdat'), mh.u64(payload + 16));
+  else (mh.u32(payload + 8), mh.type('mdat'));
   const head = Buffer.allocUnsafe(headLen);
   let at = ft.copy(head, 0);
   at = writePiece(built.moov, head, at);
@@ -680,7 +741,13 @@ const RING = 2;
  * holds RING buffers and nothing more. Read any other way (async iteration, 'data'),
  * each chunk is a fresh buffer.
  */
-export function progressiveStream(layout: ProgressiveLayout, start = 0, endInclusive = layout.contentLength - 1, onError?: (err: unknown, part: FilePart) => unknown, views?: PsViews): Readable {
+export function progressiveStream(
+  layout: ProgressiveLayout,
+  start = 0,
+  endInclusive = layout.contentLength - 1,
+  onError?: (err: unknown, part: FilePart) => unknown,
+  views?: PsViews,
+): Readable {
   return new ProgressiveBody(layout, start, endInclusive + 1, onError, views);
 }
 
@@ -847,13 +914,15 @@ class ProgressiveBody extends Readable {
       this.inflight = reading;
       return reading.finally(() => (this.inflight = null));
     };
-    const release = (buf: Buffer) => (err?: Error | null): void => {
-      if (err) return;
-      free.push(buf);
-      const wake = this.wake;
-      this.wake = null;
-      wake?.();
-    };
+    const release =
+      (buf: Buffer) =>
+      (err?: Error | null): void => {
+        if (err) return;
+        free.push(buf);
+        const wake = this.wake;
+        this.wake = null;
+        wake?.();
+      };
     let buf = await take();
     let slices: Slices = buf ? await read(buf) : [];
     while (buf && slices.length > 0 && !this.destroyed) {
@@ -885,10 +954,17 @@ class ProgressiveBody extends Readable {
     const wake = this.wake;
     this.wake = null;
     wake?.();
-    const settled = this.inflight ? this.inflight.then(() => undefined, () => undefined) : Promise.resolve();
-    settled.then(() => this.cursor.close()).then(
-      () => callback(err),
-      () => callback(err),
-    );
+    const settled = this.inflight
+      ? this.inflight.then(
+          () => undefined,
+          () => undefined,
+        )
+      : Promise.resolve();
+    settled
+      .then(() => this.cursor.close())
+      .then(
+        () => callback(err),
+        () => callback(err),
+      );
   }
 }

@@ -40,7 +40,13 @@ const READ_PARALLEL = 4;
  * `fromMs`/`toMs` are the instants asked for; `sel` the GOPs covering them. The
  * progressive body's edit lists cut presentation to exactly [fromMs, toMs).
  */
-export async function rangeBody(deps: { log: Logger; caches: ReadCaches }, sel: RangeSelection, fromMs: number, toMs: number, format: string | undefined): Promise<RangeBody> {
+export async function rangeBody(
+  deps: { log: Logger; caches: ReadCaches },
+  sel: RangeSelection,
+  fromMs: number,
+  toMs: number,
+  format: string | undefined,
+): Promise<RangeBody> {
   if (format === 'fmp4') {
     let body: RangeBody;
     try {
@@ -53,7 +59,9 @@ export async function rangeBody(deps: { log: Logger; caches: ReadCaches }, sel: 
       etag: body.etag,
       stream(start, endInclusive) {
         // Logged once here; the connection is then aborted short of Content-Length.
-        return body.stream(start, endInclusive).once('error', (err) => deps.log.warn({ err: segmentError(err, 'of the range') }, 'download aborted: segment unreadable'));
+        return body
+          .stream(start, endInclusive)
+          .once('error', (err) => deps.log.warn({ err: segmentError(err, 'of the range') }, 'download aborted: segment unreadable'));
       },
     };
   }

@@ -35,7 +35,11 @@ export function createReadCaches(opts: { persisted?: PersistedTableSource | unde
   return {
     psViews,
     tables: new SampleTableCache(undefined, opts.persisted, psViews),
-    progressiveHeads: new LRUCache<string, ProgressiveLayout>({ maxSize: HEAD_CACHE_BYTES, maxEntrySize: HEAD_CACHE_BYTES / 4, sizeCalculation: (l) => Math.max(1, l.head.length) }),
+    progressiveHeads: new LRUCache<string, ProgressiveLayout>({
+      maxSize: HEAD_CACHE_BYTES,
+      maxEntrySize: HEAD_CACHE_BYTES / 4,
+      sizeCalculation: (l) => Math.max(1, l.head.length),
+    }),
     frames: new LRUCache<string, Promise<Buffer>>({ max: FRAME_ENTRIES }),
   };
 }

@@ -129,7 +129,7 @@ class Writer {
     const n = values.length;
     let rle = 0;
     let runs = 0;
-    for (let i = 0; i < n; ) {
+    for (let i = 0; i < n;) {
       const v = values[i]!;
       let j = i + 1;
       while (j < n && values[j] === v) j++;
@@ -144,7 +144,7 @@ class Writer {
     if (rle === best) {
       this.u8(RUNS);
       this.uv(runs);
-      for (let i = 0; i < n; ) {
+      for (let i = 0; i < n;) {
         const v = values[i]!;
         let j = i + 1;
         while (j < n && values[j] === v) j++;
@@ -382,7 +382,8 @@ export function decodeSampleTables(record: Uint8Array): PersistedTables {
   const bodyEnd = record.length - 4;
   const body = record.subarray(0, bodyEnd);
   const stored = Buffer.from(record.buffer, record.byteOffset, record.byteLength).readUInt32LE(bodyEnd);
-  if (record[0] !== SAMPLE_TABLE_FORMAT) throw new SampleTableRecordError(`sample table record of format ${record[0]}, this build reads ${SAMPLE_TABLE_FORMAT}`);
+  if (record[0] !== SAMPLE_TABLE_FORMAT)
+    throw new SampleTableRecordError(`sample table record of format ${record[0]}, this build reads ${SAMPLE_TABLE_FORMAT}`);
   if (crc32(body) !== stored) throw new SampleTableRecordError('sample table record fails its checksum');
   const r = new Reader(record, bodyEnd);
   r.p = 1;

@@ -48,7 +48,8 @@ export function fragmentTable(moof: Buffer, ref: FragmentRef, info: InitInfo): F
   const parsed = parseMoof(moof, info.trexDefaults);
   const moofSize = moof.readUInt32BE(0);
   const tracks: TrackFragment[] = parsed.tracks.map((t) => {
-    if (t.tfhdFlags & TFHD_BASE_DATA_OFFSET) throw new Mp4FormatError('MP4_UNSUPPORTED', `fragment at ${ref.offset}: explicit base data offsets are not served`);
+    if (t.tfhdFlags & TFHD_BASE_DATA_OFFSET)
+      throw new Mp4FormatError('MP4_UNSUPPORTED', `fragment at ${ref.offset}: explicit base data offsets are not served`);
     const runs: SampleRun[] = [];
     let next = -1;
     let i = 0;
@@ -57,7 +58,10 @@ export function fragmentTable(moof: Buffer, ref: FragmentRef, info: InitInfo): F
       let bytes = 0;
       for (let k = 0; k < r.sampleCount; k++) bytes += t.sizes[i + k]!;
       if (rel < moofSize || rel + bytes > ref.size) {
-        throw new Mp4FormatError('MP4_BAD_BOX', `fragment at ${ref.offset}: track ${t.trackId} data [${rel}, ${rel + bytes}) outside the fragment (${ref.size} bytes)`);
+        throw new Mp4FormatError(
+          'MP4_BAD_BOX',
+          `fragment at ${ref.offset}: track ${t.trackId} data [${rel}, ${rel + bytes}) outside the fragment (${ref.size} bytes)`,
+        );
       }
       runs.push({ fileOffset: ref.offset + rel, count: r.sampleCount, bytes });
       next = rel + bytes;
@@ -83,7 +87,8 @@ const MOOF_GUESS = 8192;
 async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
   const head = await readExactly(fh, ref.offset, Math.min(MOOF_GUESS, ref.size));
   const size = head.length >= 8 ? head.readUInt32BE(0) : 0;
-  if (head.toString('latin1', 4, 8) !== 'moof' || size < 8 || size > ref.size) throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `no moof at offset ${ref.offset}`);
+  if (head.toString('latin1', 4, 8) !== 'moof' || size < 8 || size > ref.size)
+    throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `no moof at offset ${ref.offset}`);
   return size <= head.length ? head.subarray(0, size) : readExactly(fh, ref.offset, size);
 }
 
@@ -93,7 +98,13 @@ async function readMoofAt(fh: FileHandle, ref: FragmentRef): Promise<Buffer> {
  * view like everything else. `fileBytes` is what the caller's index says; a file
  * smaller than that is refused (MP4_TRUNCATED).
  */
-export async function readFileTables(path: string, initSize: number, fragments: readonly FragmentRef[], fileBytes: number, views?: PsViews): Promise<PersistedTables> {
+export async function readFileTables(
+  path: string,
+  initSize: number,
+  fragments: readonly FragmentRef[],
+  fileBytes: number,
+  views?: PsViews,
+): Promise<PersistedTables> {
   const fh = await openSegmentFile(path, views);
   try {
     await checkUnchanged(fh, path, fileBytes);
@@ -213,7 +224,13 @@ export class SampleTableCache {
     if (fileBytes !== undefined && fileBytes > seg.fileBytes) seg.fileBytes = fileBytes;
     // Most recently used, at its size now; older segments go while the total is over maxBytes.
     this.segments.set(path, seg);
-    return { path, ...(fileBytes !== undefined ? { fileBytes } : {}), init: seg.init, info: seg.info, fragments: fragments.map((f) => seg.fragments.get(f.offset)!) };
+    return {
+      path,
+      ...(fileBytes !== undefined ? { fileBytes } : {}),
+      init: seg.init,
+      info: seg.info,
+      fragments: fragments.map((f) => seg.fragments.get(f.offset)!),
+    };
   }
 
   /**

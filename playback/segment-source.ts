@@ -185,7 +185,7 @@ export function segmentRangeStream(path: string, start: number, endInclusive: nu
   async function* chunks(): AsyncGenerator<Buffer> {
     const fh = await openSegmentFile(path, views);
     try {
-      for (let p = start; p <= endInclusive; ) {
+      for (let p = start; p <= endInclusive;) {
         const n = Math.min(STREAM_CHUNK, endInclusive + 1 - p);
         const buf = Buffer.alloc(n);
         const { bytesRead } = await fh.read(buf, 0, n, p);

@@ -32,7 +32,9 @@ export function templateProblem(template: string, mode: 'onvif' | 'url'): string
 }
 
 export function renderReplayUrl(template: string, startMs: number, endMs: number): string {
-  return template.replace(PLACEHOLDER, (_m, which: string, pattern: string | undefined) => formatUtc(which === 'start' ? startMs : endMs, pattern ?? DEFAULT_PATTERN));
+  return template.replace(PLACEHOLDER, (_m, which: string, pattern: string | undefined) =>
+    formatUtc(which === 'start' ? startMs : endMs, pattern ?? DEFAULT_PATTERN),
+  );
 }
 
 export function formatUtc(ms: number, pattern: string): string {

@@ -119,7 +119,9 @@ class RtspSession {
 
   async request(method: string, url: string, extra: Record<string, string> = {}): Promise<RtspResponse> {
     const headers = { CSeq: String(++this.cseq), 'User-Agent': 'ipcam-recorder', ...(this.session ? { Session: this.session } : {}), ...extra };
-    const text = `${method} ${url} RTSP/1.0\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`;
+    const text = `${method} ${url} RTSP/1.0\r\n${Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join('\r\n')}\r\n\r\n`;
     const reply = this.reader.next();
     this.sock.write(text);
     const r = await reply;
@@ -172,7 +174,10 @@ function requestUrl(url: URL): string {
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Mp2pBridgeError('MP2P_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Mp2pBridgeError('MP2P_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Whether the camera's session carries MPEG-PS over RTP (one DESCRIBE). */

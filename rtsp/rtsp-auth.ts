@@ -41,7 +41,12 @@ export function authorization(ch: Challenge, cred: Credentials, method: string, 
   const { realm = '', nonce = '', opaque, qop } = ch.params;
   const ha1 = md5(`${cred.user}:${realm}:${cred.password}`);
   const ha2 = md5(`${method}:${uri}`);
-  const useQop = qop?.split(',').map((q) => q.trim()).includes('auth') ? 'auth' : undefined;
+  const useQop = qop
+    ?.split(',')
+    .map((q) => q.trim())
+    .includes('auth')
+    ? 'auth'
+    : undefined;
   const ncHex = nc.toString(16).padStart(8, '0');
   const response = useQop ? md5(`${ha1}:${nonce}:${ncHex}:${cnonce}:${useQop}:${ha2}`) : md5(`${ha1}:${nonce}:${ha2}`);
   const parts = [`username="${cred.user}"`, `realm="${realm}"`, `nonce="${nonce}"`, `uri="${uri}"`, `response="${response}"`];

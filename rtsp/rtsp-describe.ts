@@ -57,7 +57,11 @@ export function parseSdpMedia(sdp: string): SdpMedia[] {
     const m = /^m=(\S+)\s+\S+\s+\S+((?:\s+\S+)*)/.exec(line);
     if (m) {
       if (sections.length >= MAX_SDP_MEDIA) break;
-      const payloadTypes = (m[2] ?? '').trim().split(/\s+/).filter((x) => /^\d{1,3}$/.test(x)).map(Number);
+      const payloadTypes = (m[2] ?? '')
+        .trim()
+        .split(/\s+/)
+        .filter((x) => /^\d{1,3}$/.test(x))
+        .map(Number);
       sections.push({ media: m[1]!.toLowerCase(), payloadTypes, rtpmap: new Map() });
       continue;
     }
@@ -151,7 +155,9 @@ export async function describeRtsp(url: string, timeoutMs: number): Promise<SdpM
       if (failure) return reject(failure);
       waiting = { resolve, reject };
       cseq++;
-      socket.write(`DESCRIBE ${target} RTSP/1.0\r\nCSeq: ${cseq}\r\nAccept: application/sdp\r\nUser-Agent: ipcam-recorder\r\n${auth ? `Authorization: ${auth}\r\n` : ''}\r\n`);
+      socket.write(
+        `DESCRIBE ${target} RTSP/1.0\r\nCSeq: ${cseq}\r\nAccept: application/sdp\r\nUser-Agent: ipcam-recorder\r\n${auth ? `Authorization: ${auth}\r\n` : ''}\r\n`,
+      );
       tryParse();
     });
   try {

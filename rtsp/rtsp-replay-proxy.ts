@@ -177,8 +177,10 @@ export async function startReplayProxy(opts: { target: string; replay: ReplayReq
         return fail(`ffmpeg: ${(err as Error).message}`);
       }
       for (const item of items) {
-        if (item.kind === 'frame') upstream.write(item.raw); // RTCP receiver reports
-        else if (isResponse(item.message)) upstream.write(serialize(item.message)); // answer to a camera request
+        if (item.kind === 'frame')
+          upstream.write(item.raw); // RTCP receiver reports
+        else if (isResponse(item.message))
+          upstream.write(serialize(item.message)); // answer to a camera request
         else send(rewriteRequest(item.message, ctx), header(item.message, 'CSeq'), false);
       }
     });

@@ -41,7 +41,12 @@ export function transportRefused(stderr: string[]): boolean {
  * Learns from an attempt that ended before any video: under `auto`, a camera that
  * refused the transport used gets the other one next time.
  */
-export function noteTransportOutcome(url: string, setting: TransportSetting, used: RtspTransport, outcome: { gotVideo: boolean; requested: boolean; stderr: string[] }): boolean {
+export function noteTransportOutcome(
+  url: string,
+  setting: TransportSetting,
+  used: RtspTransport,
+  outcome: { gotVideo: boolean; requested: boolean; stderr: string[] },
+): boolean {
   if (setting !== 'auto' || outcome.gotVideo || outcome.requested || !transportRefused(outcome.stderr)) return false;
   if (used === 'tcp') tcpRefused.add(url);
   else tcpRefused.delete(url);

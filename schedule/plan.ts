@@ -102,7 +102,7 @@ function nextChange(plan: SchedulePlan | undefined, ms: number, said: (ms: numbe
   const end = ms + HORIZON_MS;
   while (t < end) {
     const local = localTime(t, plan.timeZone).minute;
-    const toNext = Math.min(...boundaries.map((b) => ((b - local + 1440) % 1440) || 1440));
+    const toNext = Math.min(...boundaries.map((b) => (b - local + 1440) % 1440 || 1440));
     const next = t + Math.min(toNext, 30) * MINUTE_MS;
     if (said(next) !== current) {
       // The change lies in (t, next]: find its first minute.

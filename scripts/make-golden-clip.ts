@@ -46,17 +46,63 @@ const CAMERAS: { id: string; format: 'mp4' | 'ps' }[] = [
 /** ffmpeg arguments of the source clip: every choice that decides its bytes is here. */
 function encodeArgs(out: string): string[] {
   return [
-    '-v', 'error', '-nostdin', '-y',
-    '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=25',
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', String(SECONDS),
-    '-map', '0:v', '-map', '1:a',
-    '-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'main', '-pix_fmt', 'yuv420p',
-    '-g', '25', '-keyint_min', '25', '-sc_threshold', '0', '-bf', '2', '-b:v', '300k', '-threads', '1',
-    '-c:a', 'aac', '-b:a', '64k', '-ac', '1',
-    '-map_metadata', '-1', '-fflags', '+bitexact', '-flags:v', '+bitexact', '-flags:a', '+bitexact',
+    '-v',
+    'error',
+    '-nostdin',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=320x240:rate=25',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=frequency=440:sample_rate=48000',
+    '-t',
+    String(SECONDS),
+    '-map',
+    '0:v',
+    '-map',
+    '1:a',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'veryfast',
+    '-profile:v',
+    'main',
+    '-pix_fmt',
+    'yuv420p',
+    '-g',
+    '25',
+    '-keyint_min',
+    '25',
+    '-sc_threshold',
+    '0',
+    '-bf',
+    '2',
+    '-b:v',
+    '300k',
+    '-threads',
+    '1',
+    '-c:a',
+    'aac',
+    '-b:a',
+    '64k',
+    '-ac',
+    '1',
+    '-map_metadata',
+    '-1',
+    '-fflags',
+    '+bitexact',
+    '-flags:v',
+    '+bitexact',
+    '-flags:a',
+    '+bitexact',
     // As the ingest's ffmpeg writes (ffmpeg/ffmpeg-ingest.ts): one fragment per GOP.
-    '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
     out,
   ];
 }
@@ -97,7 +143,12 @@ async function make(out: string): Promise<GoldenManifest> {
     const index = await RecorderIndex.open(dataDir);
     try {
       for (const cam of CAMERAS) {
-        const camera: CameraConfig = { id: cam.id, pool: 'default', streams: { main: 'rtsp://127.0.0.1:9/none' }, record: { stream: 'main', format: cam.format } };
+        const camera: CameraConfig = {
+          id: cam.id,
+          pool: 'default',
+          streams: { main: 'rtsp://127.0.0.1:9/none' },
+          record: { stream: 'main', format: cam.format },
+        };
         // Each fragment "arrives" when its GOP is complete: the clock is the clip's start
         // plus the media time at the fragment's end, so the first starts at CLIP_START_MS.
         let now = CLIP_START_MS;
@@ -137,7 +188,9 @@ async function main(): Promise<void> {
       const names = [...new Set([...Object.keys(made.files), ...Object.keys(kept.files)])].sort();
       const differ = names.filter((n) => made.files[n] !== kept.files[n]);
       if (differ.length > 0) {
-        process.stderr.write(`golden clip: ${differ.length} files differ from test/fixtures/golden (${differ.join(', ')}); kept with "${kept.ffmpeg}", made with "${made.ffmpeg}"\n`);
+        process.stderr.write(
+          `golden clip: ${differ.length} files differ from test/fixtures/golden (${differ.join(', ')}); kept with "${kept.ffmpeg}", made with "${made.ffmpeg}"\n`,
+        );
         process.exit(1);
       }
       process.stdout.write(`golden clip: the ${names.length} files are made again byte for byte (${made.ffmpeg})\n`);
@@ -149,7 +202,9 @@ async function main(): Promise<void> {
   const manifest = await make(GOLDEN_DIR);
   await writeFile(join(GOLDEN_DIR, 'clip.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   const bytes = await Promise.all(Object.keys(manifest.files).map(async (f) => (await readFile(join(GOLDEN_DIR, f))).length));
-  process.stdout.write(`golden clip: ${Object.keys(manifest.files).length} segment files, ${bytes.reduce((a, b) => a + b, 0)} bytes in ${relative(root, GOLDEN_DIR)}\n`);
+  process.stdout.write(
+    `golden clip: ${Object.keys(manifest.files).length} segment files, ${bytes.reduce((a, b) => a + b, 0)} bytes in ${relative(root, GOLDEN_DIR)}\n`,
+  );
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === resolve(import.meta.filename)) await main();

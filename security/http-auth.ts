@@ -76,7 +76,7 @@ export function canSee(p: Principal, pool: string): boolean {
 /** Gives every route registered later in `scope` that declares nothing this access. */
 export function scopeAccess(scope: FastifyInstance, action: Action | 'public', target: { camera?: Where; pool?: Where } = {}): void {
   scope.addHook('onRoute', (route) => {
-    const cfg = (route.config ?? {});
+    const cfg = route.config ?? {};
     if (!cfg.access) route.config = { ...cfg, access: { action, ...target } };
   });
 }
@@ -177,7 +177,7 @@ async function authenticate(req: FastifyRequest, deps: AuthDeps): Promise<Princi
   const bearer = header?.startsWith('Bearer ')
     ? header.slice(7).trim()
     : header === undefined
-      ? (typeof queryToken === 'string' ? queryToken : undefined) ?? wsProtocolToken(req.headers['sec-websocket-protocol'])
+      ? ((typeof queryToken === 'string' ? queryToken : undefined) ?? wsProtocolToken(req.headers['sec-websocket-protocol']))
       : undefined;
   let principal: Principal | null = null;
   let who = '';

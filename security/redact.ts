@@ -54,7 +54,10 @@ function sameLogin(a: UrlParts, b: UrlParts): boolean {
  * shown redacted). Nothing matching: VALIDATION_FAILED naming the field, since storing
  * `***` as the password would only fail later, at the camera.
  */
-export function restoreRedacted<T extends Pick<CameraConfig, 'id' | 'streams' | 'edge'>>(incoming: T, stored: Pick<CameraConfig, 'streams' | 'edge'> | undefined): T {
+export function restoreRedacted<T extends Pick<CameraConfig, 'id' | 'streams' | 'edge'>>(
+  incoming: T,
+  stored: Pick<CameraConfig, 'streams' | 'edge'> | undefined,
+): T {
   const storedUrls: { field: string; url: string }[] = [];
   if (stored) {
     storedUrls.push({ field: 'streams.main', url: stored.streams.main });
@@ -78,7 +81,11 @@ export function restoreRedacted<T extends Pick<CameraConfig, 'id' | 'streams' | 
   };
   const out: T = {
     ...incoming,
-    streams: { ...incoming.streams, main: restore('streams.main', incoming.streams.main), ...(incoming.streams.sub !== undefined ? { sub: restore('streams.sub', incoming.streams.sub) } : {}) },
+    streams: {
+      ...incoming.streams,
+      main: restore('streams.main', incoming.streams.main),
+      ...(incoming.streams.sub !== undefined ? { sub: restore('streams.sub', incoming.streams.sub) } : {}),
+    },
     ...(incoming.edge ? { edge: { ...incoming.edge, replayUrl: restore('edge.replayUrl', incoming.edge.replayUrl) } } : {}),
   };
   if (problems.length > 0) throw new ValidationError(problems.map((i) => `${i.path}: ${i.message}`).join('; '), problems);

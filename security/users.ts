@@ -41,7 +41,10 @@ export const userPutSchema = z
   .object({
     name,
     role: z.enum(ROLES),
-    pools: z.array(z.union([z.literal(ALL_POOLS), z.string().regex(ID_PATTERN, 'pool ids are 1-64 characters of A-Z a-z 0-9 _ -')])).max(1000).default([]),
+    pools: z
+      .array(z.union([z.literal(ALL_POOLS), z.string().regex(ID_PATTERN, 'pool ids are 1-64 characters of A-Z a-z 0-9 _ -')]))
+      .max(1000)
+      .default([]),
     password: z.string().min(8, 'passwords have at least 8 characters').max(1024).optional(),
   })
   .strict();
@@ -151,5 +154,13 @@ function toPrincipal(u: UserRecord): Principal {
 }
 
 function view(u: UserRecord): UserView {
-  return { name: u.name, role: u.role, pools: u.pools, password: u.passwordHash !== undefined, token: u.tokenSha256 !== undefined, createdAt: u.createdAt, updatedAt: u.updatedAt };
+  return {
+    name: u.name,
+    role: u.role,
+    pools: u.pools,
+    password: u.passwordHash !== undefined,
+    token: u.tokenSha256 !== undefined,
+    createdAt: u.createdAt,
+    updatedAt: u.updatedAt,
+  };
 }

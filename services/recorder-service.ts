@@ -14,7 +14,17 @@ import { assertRunning } from '../lib/lifecycle.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
 import type { Logger } from '../lib/log.ts';
 import type { LiveSink, LiveViewer } from '../live/live-fanout.ts';
-import { backfillSchema, cameraDeleteSchema, cameraIdSchema, cameraPutSchema, eventSchema, manualSchema, schedulePutSchema, searchSchema, validate } from './schemas.ts';
+import {
+  backfillSchema,
+  cameraDeleteSchema,
+  cameraIdSchema,
+  cameraPutSchema,
+  eventSchema,
+  manualSchema,
+  schedulePutSchema,
+  searchSchema,
+  validate,
+} from './schemas.ts';
 import type { BackfillManager } from '../backfill/manager.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { SmartService } from './smart-service.ts';

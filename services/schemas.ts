@@ -31,7 +31,10 @@ export const cameraPutSchema = z
     record: z
       .object({
         stream: z.enum(['main', 'sub']).default('main'),
-        format: z.enum(['mp4', 'ps']).optional().describe("segment format: fragmented MP4, or MPEG program stream (H.264/H.265, AAC); unset: the pool's, else mp4"),
+        format: z
+          .enum(['mp4', 'ps'])
+          .optional()
+          .describe("segment format: fragmented MP4, or MPEG program stream (H.264/H.265, AAC); unset: the pool's, else mp4"),
       })
       .strict()
       .default({ stream: 'main' }),
@@ -49,7 +52,10 @@ export const cameraPutSchema = z
       .optional(),
   })
   .strict()
-  .refine((c) => c.record.stream === 'main' || c.streams.sub !== undefined, { message: 'record.stream is "sub" but streams.sub is missing', path: ['record', 'stream'] });
+  .refine((c) => c.record.stream === 'main' || c.streams.sub !== undefined, {
+    message: 'record.stream is "sub" but streams.sub is missing',
+    path: ['record', 'stream'],
+  });
 
 export const cameraIdSchema = z.object({ id }).strict();
 export const cameraDeleteSchema = z.object({ id, purge: z.boolean().default(false) }).strict();
@@ -137,8 +143,10 @@ export const poolPutSchema = z
   .strict()
   .superRefine((p, ctx) => {
     if (p.overwrite === 'cycle' && p.cycleDays === undefined) ctx.addIssue({ code: 'custom', message: 'cycle mode needs cycleDays', path: ['cycleDays'] });
-    if (p.overwrite !== 'cycle' && p.cycleDays !== undefined) ctx.addIssue({ code: 'custom', message: 'cycleDays applies to cycle mode only', path: ['cycleDays'] });
-    if (p.overwrite === 'none' && p.capacityBytes === null) ctx.addIssue({ code: 'custom', message: 'mode none needs a capacity to stop at', path: ['capacityBytes'] });
+    if (p.overwrite !== 'cycle' && p.cycleDays !== undefined)
+      ctx.addIssue({ code: 'custom', message: 'cycleDays applies to cycle mode only', path: ['cycleDays'] });
+    if (p.overwrite === 'none' && p.capacityBytes === null)
+      ctx.addIssue({ code: 'custom', message: 'mode none needs a capacity to stop at', path: ['capacityBytes'] });
   });
 
 export const lockSchema = z.object({ camera: id, from: time, to: time, until: time.nullable().optional() }).strict();
@@ -149,7 +157,13 @@ export const labelAddSchema = z.object({ camera: id, from: time, to: time, text:
 export const labelUpdateSchema = z.object({ id: z.string().uuid(), from: time.optional(), to: time.optional(), text: labelText.optional() }).strict();
 export const labelIdSchema = z.object({ id: z.string().uuid() }).strict();
 export const labelSearchSchema = z
-  .object({ camera: id.optional(), from: time.optional(), to: time.optional(), text: z.string().max(200).optional(), limit: z.number().int().positive().max(10_000).optional() })
+  .object({
+    camera: id.optional(),
+    from: time.optional(),
+    to: time.optional(),
+    text: z.string().max(200).optional(),
+    limit: z.number().int().positive().max(10_000).optional(),
+  })
   .strict();
 
 function isTimeZone(tz: string): boolean {

@@ -81,7 +81,12 @@ function view(h: SmartHit): SmartRecordView {
   };
 }
 
-function filterOf(q: { class?: string | undefined; rule?: string | undefined; topic?: string | undefined; kind?: SmartFilter['kind'] | undefined }): SmartFilter {
+function filterOf(q: {
+  class?: string | undefined;
+  rule?: string | undefined;
+  topic?: string | undefined;
+  kind?: SmartFilter['kind'] | undefined;
+}): SmartFilter {
   return {
     ...(q.class !== undefined ? { class: q.class } : {}),
     ...(q.rule !== undefined ? { rule: q.rule } : {}),
@@ -146,7 +151,8 @@ export class SmartService {
       const span = spans.get(f.startMs);
       if (span && span.end <= f.bytes) parts.push({ path: join(this.dataDir, f.file), rel: f.file, ...span });
     }
-    if (firstMs === null || parts.length === 0) throw new RecorderError('NO_SMART_DATA', `no smart-stream packets of camera ${camera} between ${iso(fromMs)} and ${iso(toMs)}`);
+    if (firstMs === null || parts.length === 0)
+      throw new RecorderError('NO_SMART_DATA', `no smart-stream packets of camera ${camera} between ${iso(fromMs)} and ${iso(toMs)}`);
     const header = encodeFileHeader(firstMs);
     const contentLength = header.length + parts.reduce((n, p) => n + p.end - p.start, 0);
     const etag = `"smart${SMART_FORMAT_VERSION}-${createHash('sha1')

@@ -14,7 +14,17 @@ import { DEFAULT_MAX_LOCK_SHARE, lockActive } from '../storage/retention-policy.
 import { NoVideoError, RecorderError, ValidationError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { iso, parseRangeMs, parseTimeMs, type Clock } from '../lib/time.ts';
-import { labelAddSchema, labelIdSchema, labelSearchSchema, labelUpdateSchema, lockSchema, poolIdSchema, poolPutSchema, unlockSchema, validate } from './schemas.ts';
+import {
+  labelAddSchema,
+  labelIdSchema,
+  labelSearchSchema,
+  labelUpdateSchema,
+  lockSchema,
+  poolIdSchema,
+  poolPutSchema,
+  unlockSchema,
+  validate,
+} from './schemas.ts';
 
 export interface LockView {
   id: string;
@@ -110,13 +120,20 @@ export class StorageService {
     return this.storage.exclusive(async () => {
       const segs = this.index.segments.inRange(camera.id, fromMs, toMs);
       if (segs.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)} to lock`);
-      const change = mergeLock(this.index.locks.ofCamera(camera.id).filter((l) => lockActive(l, now)), { camera: camera.id, startMs: fromMs, endMs: toMs, untilMs }, now);
+      const change = mergeLock(
+        this.index.locks.ofCamera(camera.id).filter((l) => lockActive(l, now)),
+        { camera: camera.id, startMs: fromMs, endMs: toMs, untilMs },
+        now,
+      );
       const pool = this.storage.pool(camera.pool);
       if (pool && pool.capacityBytes !== null) {
         const after = this.storage.lockedBytes(camera.pool, { camera: camera.id, startMs: fromMs, endMs: toMs });
         const allowed = pool.maxLockShare * pool.capacityBytes;
         if (after > allowed) {
-          throw new RecorderError('LOCK_SHARE_EXCEEDED', `locking would hold ${after} bytes of pool ${pool.id}, over its maxLockShare ${pool.maxLockShare} of ${pool.capacityBytes} bytes`);
+          throw new RecorderError(
+            'LOCK_SHARE_EXCEEDED',
+            `locking would hold ${after} bytes of pool ${pool.id}, over its maxLockShare ${pool.maxLockShare} of ${pool.capacityBytes} bytes`,
+          );
         }
       }
       await this.index.locks.apply(change);
@@ -196,7 +213,9 @@ export class StorageService {
     const toMs = q.to !== undefined ? parseTimeMs(q.to, 'to') : Infinity;
     if (toMs <= fromMs) throw new ValidationError('to must be after from');
     const cameras = q.camera ? [this.requireCamera(q.camera).id] : null;
-    return this.labelsIn(cameras, fromMs, toMs, q.text).slice(0, q.limit ?? LABEL_SEARCH_LIMIT).map(labelView);
+    return this.labelsIn(cameras, fromMs, toMs, q.text)
+      .slice(0, q.limit ?? LABEL_SEARCH_LIMIT)
+      .map(labelView);
   }
 
   /** Labels overlapping [fromMs, toMs) of the cameras (all when null) whose text contains `text`. */

@@ -100,7 +100,23 @@ export class SimCamera {
 
   private async launch(): Promise<void> {
     const o = this.opts;
-    const args = [SCRIPT, '--port', String(this.port), '--host', o.host ?? '127.0.0.1', '--width', String(o.width ?? 320), '--height', String(o.height ?? 240), '--fps', String(o.fps ?? 25), '--gop', String(o.gop ?? 50), '--bitrate', String(o.bitrateKbit ?? 300)];
+    const args = [
+      SCRIPT,
+      '--port',
+      String(this.port),
+      '--host',
+      o.host ?? '127.0.0.1',
+      '--width',
+      String(o.width ?? 320),
+      '--height',
+      String(o.height ?? 240),
+      '--fps',
+      String(o.fps ?? 25),
+      '--gop',
+      String(o.gop ?? 50),
+      '--bitrate',
+      String(o.bitrateKbit ?? 300),
+    ];
     if (o.file) args.push('--file', o.file);
     if (o.sd) args.push('--sd', o.sd);
     if (o.auth) args.push('--auth', o.auth.scheme, '--user', o.auth.user, '--password', o.auth.password);

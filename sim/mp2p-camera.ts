@@ -42,7 +42,23 @@ export class SimMp2pCamera {
 
   static async start(opts: SimMp2pOptions = {}): Promise<SimMp2pCamera> {
     const port = opts.port ?? (await freePort());
-    const args = [SCRIPT, '--port', String(port), '--width', String(opts.width ?? 320), '--height', String(opts.height ?? 240), '--fps', String(opts.fps ?? 25), '--gop', String(opts.gop ?? 50), '--bitrate', String(opts.bitrateKbit ?? 300), '--pattern', opts.pattern ?? 'ball'];
+    const args = [
+      SCRIPT,
+      '--port',
+      String(port),
+      '--width',
+      String(opts.width ?? 320),
+      '--height',
+      String(opts.height ?? 240),
+      '--fps',
+      String(opts.fps ?? 25),
+      '--gop',
+      String(opts.gop ?? 50),
+      '--bitrate',
+      String(opts.bitrateKbit ?? 300),
+      '--pattern',
+      opts.pattern ?? 'ball',
+    ];
     const child = await startSimChild('sim-mp2p-camera', args, (why) => new Error(`sim/mp2p.py: ${why}`));
     const cam = new SimMp2pCamera(port, child);
     void child.exited.then(() => {

@@ -152,7 +152,7 @@ const MISB_0601_KEY = Buffer.from('060e2b34020b01010e01030101000000', 'hex');
 
 /** Tag 2 of a MISB ST 0601 local set: precision time stamp, UNIX microseconds (8 bytes). */
 function misbTimestampMs(set: Buffer): number | undefined {
-  for (let i = 0; i + 2 <= set.length; ) {
+  for (let i = 0; i + 2 <= set.length;) {
     const tag = set[i]!;
     const len = set[i + 1]!;
     if (tag & 0x80 || len & 0x80) return undefined; // long tags/lengths: not the timestamp we look for

@@ -30,7 +30,14 @@ export function deleteSmartBefore(index: RecorderIndex, dataDir: string, camera:
  * after its actor stopped); one whose entry is still `open` after a crash is not
  * written any more and goes like any other.
  */
-export async function deleteSmartRange(index: RecorderIndex, dataDir: string, camera: string, fromMs: number, toMs: number, includeOpen = false): Promise<SmartDeleteReport> {
+export async function deleteSmartRange(
+  index: RecorderIndex,
+  dataDir: string,
+  camera: string,
+  fromMs: number,
+  toMs: number,
+  includeOpen = false,
+): Promise<SmartDeleteReport> {
   const victims: SmartFileRecord[] = [];
   for (const f of index.smart.filesStartingIn(camera, fromMs, toMs)) {
     if (f.endMs < toMs && (includeOpen || !liveSmartFiles.has(f.file))) victims.push(f);

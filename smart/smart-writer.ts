@@ -208,7 +208,11 @@ export class SmartWriter {
       await this.flush(true);
       await this.closeFile();
       const skipped = Object.entries(this.stats.skipped).filter(([, n]) => n > 0);
-      if (skipped.length > 0) this.deps.log.info({ camera: this.camera, stored: this.stored, skipped: Object.fromEntries(skipped) }, 'smart stream: session ended with skipped packets');
+      if (skipped.length > 0)
+        this.deps.log.info(
+          { camera: this.camera, stored: this.stored, skipped: Object.fromEntries(skipped) },
+          'smart stream: session ended with skipped packets',
+        );
     });
     return this.chain;
   }
@@ -222,7 +226,10 @@ export class SmartWriter {
     this.stats.skipped[reason] += n;
     if (this.logged.has(reason)) return;
     this.logged.add(reason);
-    this.deps.log.warn({ camera: this.camera, reason, detail }, 'smart stream: skipping bad packets (counted in /smart/stats; further ones of this kind are not logged)');
+    this.deps.log.warn(
+      { camera: this.camera, reason, detail },
+      'smart stream: skipping bad packets (counted in /smart/stats; further ones of this kind are not logged)',
+    );
   }
 
   private onPes(pes: PesPacket): void {

@@ -136,7 +136,14 @@ export class TsDemuxer {
           // Peek without unwrapping state: the emitted PES updates it.
           const pts = head.pts === undefined ? undefined : unwrap(head.pts, st.lastTs);
           const dts = head.dts === undefined ? undefined : unwrap(head.dts, st.lastTs);
-          this.handlers.onPesStart({ pid, streamType: st.streamType, ...(st.registration !== undefined ? { registration: st.registration } : {}), streamId: head.streamId, ...(pts !== undefined ? { pts } : {}), ...(dts !== undefined ? { dts } : {}) });
+          this.handlers.onPesStart({
+            pid,
+            streamType: st.streamType,
+            ...(st.registration !== undefined ? { registration: st.registration } : {}),
+            streamId: head.streamId,
+            ...(pts !== undefined ? { pts } : {}),
+            ...(dts !== undefined ? { dts } : {}),
+          });
         }
       }
       if (this.handlers.wantsPayload?.(st.streamType) === false) {

@@ -40,7 +40,13 @@ export function reserveSize(configuredBytes: number, fsBytes: number): number {
 
 /** Rejects with the child's error; `code` is ENOENT when there is no fallocate. */
 async function fallocate(file: string, offset: number, length: number): Promise<void> {
-  const child = spawnChild({ command: 'fallocate', file: 'fallocate', args: ['--keep-size', '--offset', String(offset), '--length', String(length), file], stdout: 'ignore', timeoutMs: 30_000 });
+  const child = spawnChild({
+    command: 'fallocate',
+    file: 'fallocate',
+    args: ['--keep-size', '--offset', String(offset), '--length', String(length), file],
+    stdout: 'ignore',
+    timeoutMs: 30_000,
+  });
   const { error } = await child.exited;
   if (!error) return;
   const words = child.stderrTail.join(' ').trim();

@@ -155,7 +155,16 @@ async function scanSegment(abs: string, parsed: ParsedSegmentPath, rel: string, 
     // (as a PS file cut inside its header scans), removed like any other.
     if (err instanceof Mp4FormatError && err.code === 'MP4_TRUNCATED') {
       const fileBytes = (await stat(abs)).size;
-      return { fragmentCount: 0, validBytes: 0, fileBytes, partial: fileBytes > 0, record: () => { throw err; }, closing: () => [] };
+      return {
+        fragmentCount: 0,
+        validBytes: 0,
+        fileBytes,
+        partial: fileBytes > 0,
+        record: () => {
+          throw err;
+        },
+        closing: () => [],
+      };
     }
     throw err;
   }
@@ -238,7 +247,16 @@ export async function reconcile(index: RecorderIndex, dataDir: string, opts: Rec
     if (write) await indexWrite(seg.file, () => index.segments.remove(seg.camera, seg.startMs));
   }
   if (report.truncated.length || report.reindexed.length || report.droppedEntries.length || report.removedEmpty.length) {
-    opts.log.warn({ mode: opts.mode, truncated: report.truncated.length, reindexed: report.reindexed.length, dropped: report.droppedEntries.length, removedEmpty: report.removedEmpty.length }, 'index reconciled with files');
+    opts.log.warn(
+      {
+        mode: opts.mode,
+        truncated: report.truncated.length,
+        reindexed: report.reindexed.length,
+        dropped: report.droppedEntries.length,
+        removedEmpty: report.removedEmpty.length,
+      },
+      'index reconciled with files',
+    );
   }
   return report;
 }

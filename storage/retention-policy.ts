@@ -80,7 +80,8 @@ export function planRetention<S extends SegmentCandidate>(
     deletableLeft = true;
   }
   if (cap !== null) {
-    if (policy.overwrite === 'none' && plan.usageAfter >= cap) plan.blocked = `pool ${policy.id} is full (${plan.usageAfter} of ${cap} bytes) and its overwrite mode is none`;
+    if (policy.overwrite === 'none' && plan.usageAfter >= cap)
+      plan.blocked = `pool ${policy.id} is full (${plan.usageAfter} of ${cap} bytes) and its overwrite mode is none`;
     else if (policy.overwrite !== 'none' && plan.usageAfter > cap && !deletableLeft) {
       plan.blocked = `pool ${policy.id} is full (${plan.usageAfter} of ${cap} bytes) and only locked or open video is left`;
     }

@@ -57,7 +57,8 @@ export class SegmentFile {
    * with the next sync or close, like anything appended.
    */
   async patch(at: number, bytes: Uint8Array): Promise<void> {
-    if (at < 0 || at + bytes.byteLength > this.bytesWritten) throw new RangeError(`patch [${at}, ${at + bytes.byteLength}) outside the ${this.bytesWritten} bytes written`);
+    if (at < 0 || at + bytes.byteLength > this.bytesWritten)
+      throw new RangeError(`patch [${at}, ${at + bytes.byteLength}) outside the ${this.bytesWritten} bytes written`);
     try {
       let done = 0;
       while (done < bytes.byteLength) {

@@ -163,7 +163,8 @@ export class SegmentTableStore implements PersistedTableSource {
       this.stats.failed++;
       if (this.failed.size >= MAX_REMEMBERED) this.failed.clear();
       this.failed.add(`${k}\u0000${seg.bytes}`);
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err, file: seg.file }, 'could not persist the sample tables of a segment; its moofs are read instead');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        log.warn({ err, file: seg.file }, 'could not persist the sample tables of a segment; its moofs are read instead');
     }
   }
 

@@ -106,13 +106,19 @@ export async function replaceCopy(from: string, to: string): Promise<void> {
 
 /** Replay of an interrupted thinning (see the module comment). */
 export async function finishThin(index: RecorderIndex, dataDir: string, intent: Extract<IntentRecord, { kind: 'thin' }>): Promise<void> {
-  const tmpExists = await stat(intent.tmp).then(() => true, () => false);
+  const tmpExists = await stat(intent.tmp).then(
+    () => true,
+    () => false,
+  );
   if (tmpExists) {
     await rm(intent.tmp, { force: true });
     return;
   }
   const previous = index.segments.get(intent.camera, intent.startMs);
-  const fileExists = await stat(join(dataDir, intent.file)).then(() => true, () => false);
+  const fileExists = await stat(join(dataDir, intent.file)).then(
+    () => true,
+    () => false,
+  );
   if (!previous || !fileExists) return; // deleted meanwhile; reconcile settles the rest
   await reindexThinned(index, dataDir, previous);
 }

@@ -49,7 +49,8 @@ async function postJson(url: string, body: unknown): Promise<{ status: number; b
 function overlaps(n: TestNode, camera: string): string[] {
   const segs = [...n.node.index.segments.all(camera)];
   const bad: string[] = [];
-  for (let i = 1; i < segs.length; i++) if (segs[i]!.startMs < segs[i - 1]!.endMs) bad.push(`${segs[i - 1]!.startMs}-${segs[i - 1]!.endMs} / ${segs[i]!.startMs}`);
+  for (let i = 1; i < segs.length; i++)
+    if (segs[i]!.startMs < segs[i - 1]!.endMs) bad.push(`${segs[i - 1]!.startMs}-${segs[i - 1]!.endMs} / ${segs[i]!.startMs}`);
   return bad;
 }
 
@@ -137,7 +138,7 @@ test.serial('a camera gone for 20 s is back-filled from its SD card: one span wi
     await writeFile(jpg, Buffer.from(await frame.arrayBuffer()));
     const clock = await readClockSeconds(jpg);
     if (clock === null) continue; // OCR may miss a frame; enough others are checked
-    const diff = ((clockDiffSeconds(clock, secondsOfDayUtc(frameMs)) % 3600) + 5400) % 3600 - 1800;
+    const diff = (((clockDiffSeconds(clock, secondsOfDayUtc(frameMs)) % 3600) + 5400) % 3600) - 1800;
     readings.push(`${iso(frameMs)}: overlay ${clock} s of day, ${diff} s off`);
     if (Math.abs(diff) <= GOP_S + 1) matched++;
   }
@@ -178,7 +179,10 @@ test.serial('a recorder that was down finds its own gap at start (last segment t
   const whole = await search(n.http, 'down', t0, Date.now());
   // Most of the recorder's own gap is back-filled (its edges are trimmed to whole fragments).
   const ownMs = Date.parse(own!.to) - Date.parse(own!.from);
-  t.truthy(whole.spans[0]!.types.find((r) => r.type === 'backfill' && Date.parse(r.to) - Date.parse(r.from) > 0.8 * ownMs), `${ownMs} ms gap: ${JSON.stringify(whole.spans)}`);
+  t.truthy(
+    whole.spans[0]!.types.find((r) => r.type === 'backfill' && Date.parse(r.to) - Date.parse(r.from) > 0.8 * ownMs),
+    `${ownMs} ms gap: ${JSON.stringify(whole.spans)}`,
+  );
   t.deepEqual(overlaps(n, 'down'), []);
 });
 
@@ -287,7 +291,11 @@ test.serial('edge storage that refuses, answers another interval, streams foreve
   t.is(inverted.error?.code, 'BAD_TIME');
   const unknown = await postJson(`${n.http}/api/cameras/nope/backfill`, { from: iso(from), to: iso(to) });
   t.is(unknown.status, 404);
-  const badTemplate = await n.request('rec.v1.camera.put', { id: 'bad', streams: { main: sim.url('sdlive') }, edge: { replayUrl: sim.url('edge'), mode: 'url' } });
+  const badTemplate = await n.request('rec.v1.camera.put', {
+    id: 'bad',
+    streams: { main: sim.url('sdlive') },
+    edge: { replayUrl: sim.url('edge'), mode: 'url' },
+  });
   t.is(badTemplate.error?.code, 'VALIDATION_FAILED');
   const extraKey = await n.request('rec.v1.backfill', { camera: 'refused', from, to, speed: 8 });
   t.is(extraKey.error?.code, 'VALIDATION_FAILED');

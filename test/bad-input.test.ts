@@ -15,11 +15,16 @@ test('bad bodies, unknown cameras, malformed times and ranges get typed errors; 
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'good', streams: { main: sim.url('h264') } })).ok);
   const t0 = Date.now() - 5000;
-  await waitFor('6 s of video', async () => {
-    const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?camera=good&from=${t0}&to=${Date.now() + 60_000}`);
-    const s = body.spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 6000;
-  }, 60_000, 500);
+  await waitFor(
+    '6 s of video',
+    async () => {
+      const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?camera=good&from=${t0}&to=${Date.now() + 60_000}`);
+      const s = body.spans[0];
+      return s && Date.parse(s.to) - Date.parse(s.from) > 6000;
+    },
+    60_000,
+    500,
+  );
   const range = `from=${t0}&to=${t0 + 4000 + 5000}`;
   const before = Buffer.from(await (await fetch(`${n.http}/api/cameras/good/video.mp4?${range}`)).arrayBuffer());
 
@@ -109,10 +114,14 @@ test('bad bodies, unknown cameras, malformed times and ranges get typed errors; 
     ['garbage', `rtsp://127.0.0.1:${garbagePort}/x`],
   ] as const) {
     t.true((await n.request('rec.v1.camera.put', { id, streams: { main: url } })).ok);
-    const cam = await waitFor(`${id} backs off`, async () => {
-      const { body } = await getJson<{ camera: { status: string; lastError: string | null } }>(`${n.http}/api/cameras/${id}`);
-      return body.camera.status === 'backoff' && body.camera.lastError ? body.camera : null;
-    }, 30_000);
+    const cam = await waitFor(
+      `${id} backs off`,
+      async () => {
+        const { body } = await getJson<{ camera: { status: string; lastError: string | null } }>(`${n.http}/api/cameras/${id}`);
+        return body.camera.status === 'backoff' && body.camera.lastError ? body.camera : null;
+      },
+      30_000,
+    );
     t.truthy(cam.lastError, id);
   }
 

@@ -16,16 +16,30 @@ test('Chromium plays a downloaded H.264+AAC range', async (t) => {
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264aac') } })).ok);
   const t0 = Date.now() - 5000;
-  const span = await waitFor('8 s of video', async () => {
-    const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?camera=cam&from=${t0}&to=${Date.now() + 60_000}`);
-    // Any span: an attempt cut short leaves a short span before the one that grows.
-    return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 8000) ?? null;
-  }, 60_000, 500);
+  const span = await waitFor(
+    '8 s of video',
+    async () => {
+      const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?camera=cam&from=${t0}&to=${Date.now() + 60_000}`);
+      // Any span: an attempt cut short leaves a short span before the one that grows.
+      return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 8000) ?? null;
+    },
+    60_000,
+    500,
+  );
 
   const profile = await tempDir(t, 'chromium-');
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
   });
   t.teardown(() => browser.close());
   const page = await browser.newPage();

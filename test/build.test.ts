@@ -31,14 +31,19 @@ test('the compiled recorder runs the demo: a camera recorded and searchable, the
   const dataDir = await tempDir(t);
   const rec = spawnRecorder(t, { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: '127.0.0.1:0' }, { entry: join(out, 'recorder.js'), args: ['--demo'] });
   const http = await rec.http;
-  const recorded = await waitFor('6 s of demo video', async () => {
-    const now = Date.now();
-    const res = await fetch(`${http}/api/recordings?camera=demo&from=${new Date(now - 120_000).toISOString()}&to=${new Date(now + 60_000).toISOString()}`);
-    if (res.status !== 200) return null;
-    // Any span: an attempt cut short leaves a short span before the one that grows.
-    const spans = ((await res.json()) as { spans: { from: string; to: string }[] }).spans;
-    return spans.find((s) => Date.parse(s.to) - Date.parse(s.from) >= 6000) ?? null;
-  }, 90_000, 1000);
+  const recorded = await waitFor(
+    '6 s of demo video',
+    async () => {
+      const now = Date.now();
+      const res = await fetch(`${http}/api/recordings?camera=demo&from=${new Date(now - 120_000).toISOString()}&to=${new Date(now + 60_000).toISOString()}`);
+      if (res.status !== 200) return null;
+      // Any span: an attempt cut short leaves a short span before the one that grows.
+      const spans = ((await res.json()) as { spans: { from: string; to: string }[] }).spans;
+      return spans.find((s) => Date.parse(s.to) - Date.parse(s.from) >= 6000) ?? null;
+    },
+    90_000,
+    1000,
+  );
   t.truthy(recorded);
 
   const page = await fetch(`${http}/`);
@@ -51,7 +56,11 @@ test('the compiled recorder runs the demo: a camera recorded and searchable, the
   // Its children now: ffmpeg for the camera, the embedded nats-server, the demo's
   // camera server. None may outlive it.
   const { stdout } = await run('ps', ['-o', 'pid=,args=', '--ppid', String(rec.child.pid)]);
-  const children = stdout.trim().split('\n').filter(Boolean).map((l) => ({ pid: Number(l.trim().split(/\s+/)[0]), args: l.trim() }));
+  const children = stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => ({ pid: Number(l.trim().split(/\s+/)[0]), args: l.trim() }));
   t.true(children.some((c) => c.args.includes('ffmpeg')) && children.some((c) => c.args.includes('camera.py')), stdout);
   rec.child.kill('SIGTERM');
   t.is(await rec.exited, 0);
@@ -64,6 +73,9 @@ test('the compiled recorder runs the demo: a camera recorded and searchable, the
     }
   };
   await waitFor('children gone', () => (children.some((c) => alive(c.pid)) ? null : true), 10_000, 250).catch(() => undefined);
-  t.deepEqual(children.filter((c) => alive(c.pid)).map((c) => c.args), []);
+  t.deepEqual(
+    children.filter((c) => alive(c.pid)).map((c) => c.args),
+    [],
+  );
   t.deepEqual(await processesMentioning(dataDir), [], 'no nats-server left on the data dir');
 });

@@ -140,7 +140,9 @@ async function probeStreams(file: string): Promise<{ codec_type: string; codec_n
 
 /** Presentation times of the video packets in decode order: out of order only with B-frames. */
 async function videoPtsInDecodeOrder(file: string): Promise<number[]> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts', '-of', 'csv=p=0', file], { maxBuffer: 16 * 1024 * 1024 });
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts', '-of', 'csv=p=0', file], {
+    maxBuffer: 16 * 1024 * 1024,
+  });
   return stdout.split('\n').filter(Boolean).map(Number);
 }
 
@@ -149,13 +151,19 @@ for (const k of KINDS) {
     t.timeout(240_000);
     matrix ??= startMatrix();
     const m = await matrix;
-    const ctx = (): string => JSON.stringify({ camera: k.id, statuses: m.statuses.filter((s) => s.camera === k.id).slice(-4), sim: m.sims[k.sim].unexpectedExit });
+    const ctx = (): string =>
+      JSON.stringify({ camera: k.id, statuses: m.statuses.filter((s) => s.camera === k.id).slice(-4), sim: m.sims[k.sim].unexpectedExit });
 
     // Status over HTTP: recording, with what happens to the audio and the transport.
-    const cam = await waitFor(`${k.id} recording`, async () => {
-      const c = await camera(m, k.id);
-      return c.status === 'recording' && c.audio ? c : null;
-    }, 180_000, 500).catch((err: Error) => {
+    const cam = await waitFor(
+      `${k.id} recording`,
+      async () => {
+        const c = await camera(m, k.id);
+        return c.status === 'recording' && c.audio ? c : null;
+      },
+      180_000,
+      500,
+    ).catch((err: Error) => {
       throw new Error(`${err.message} ${ctx()}`);
     });
     t.like(cam.audio, k.audio, `${JSON.stringify(cam.audio)} ${ctx()}`);
@@ -164,7 +172,12 @@ for (const k of KINDS) {
     t.is(cam.transport, k.transport ?? 'auto', 'the setting, default auto');
 
     // The same over NATS (rec.v1.status.<camera>; it may arrive after HTTP shows it).
-    const recording = await waitFor(`${k.id}: recording status on NATS`, () => m.statuses.find((s) => s.camera === k.id && s.state === 'recording'), 30_000, 200);
+    const recording = await waitFor(
+      `${k.id}: recording status on NATS`,
+      () => m.statuses.find((s) => s.camera === k.id && s.state === 'recording'),
+      30_000,
+      200,
+    );
     t.like(recording, { audio: k.audio, transportInUse: k.transportInUse }, ctx());
     if (k.id === 'silent') {
       t.regex(cam.audio?.reason ?? '', /previous attempt with audio got no video/);
@@ -172,7 +185,10 @@ for (const k of KINDS) {
     }
     if (k.id === 'udponly') {
       // An attempt asked for TCP and was refused; the next went over UDP.
-      t.true(m.statuses.some((s) => s.camera === k.id && s.state === 'backoff' && /461|Unsupported transport/.test(s.detail ?? '')), ctx());
+      t.true(
+        m.statuses.some((s) => s.camera === k.id && s.state === 'backoff' && /461|Unsupported transport/.test(s.detail ?? '')),
+        ctx(),
+      );
     }
 
     // A span in search, long enough to download its last seconds: the first seconds of a
@@ -180,12 +196,17 @@ for (const k of KINDS) {
     // the stream not re-based by the first RTCP sender report steps back by the A/V
     // latency difference and the muxer squashes frames to 1-tick durations until it
     // catches up, seconds on a loaded machine).
-    const span = await waitFor(`${k.id}: a span of 12 s`, async () => {
-      const q = new URLSearchParams({ camera: k.id, from: new Date(m.startedMs - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-      const { status, body } = await getJson<SearchBody>(`${m.node.http}/api/recordings?${q}`);
-      if (status !== 200) throw new Error(`search ${status}`);
-      return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) >= 12_000) ?? null;
-    }, 180_000, 500);
+    const span = await waitFor(
+      `${k.id}: a span of 12 s`,
+      async () => {
+        const q = new URLSearchParams({ camera: k.id, from: new Date(m.startedMs - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
+        const { status, body } = await getJson<SearchBody>(`${m.node.http}/api/recordings?${q}`);
+        if (status !== 200) throw new Error(`search ${status}`);
+        return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) >= 12_000) ?? null;
+      },
+      180_000,
+      500,
+    );
     const fromMs = Date.parse(span.to) - 4500;
     const q = new URLSearchParams({ from: new Date(fromMs).toISOString(), to: new Date(fromMs + 3500).toISOString() });
     const res = await fetch(`${m.node.http}/api/cameras/${k.id}/video.mp4?${q}`);
@@ -193,10 +214,19 @@ for (const k of KINDS) {
     const file = join(m.dir, `${k.id}.mp4`);
     await writeFile(file, Buffer.from(await res.arrayBuffer()));
     const streams = await probeStreams(file);
-    t.deepEqual(streams.filter((s) => s.codec_type === 'video').map((s) => s.codec_name), [k.video], JSON.stringify(streams));
+    t.deepEqual(
+      streams.filter((s) => s.codec_type === 'video').map((s) => s.codec_name),
+      [k.video],
+      JSON.stringify(streams),
+    );
     const audio = streams.filter((s) => s.codec_type === 'audio');
     if (k.audio.stored === 'none') t.deepEqual(audio, [], 'no audio track');
-    else t.deepEqual(audio.map((s) => s.codec_name), ['aac'], JSON.stringify(streams));
+    else
+      t.deepEqual(
+        audio.map((s) => s.codec_name),
+        ['aac'],
+        JSON.stringify(streams),
+      );
     // G.711 is 8 kHz: the AAC made from it keeps the rate.
     if (k.audio.stored === 'aac' && (k.audio.source === 'pcm_alaw' || k.audio.source === 'pcm_mulaw')) t.is(audio[0]?.sample_rate, '8000');
     t.is(await decodeErrors(file), '', 'decodes without errors');
@@ -215,7 +245,10 @@ for (const k of KINDS) {
     }
     if (k.id === 'bframes') {
       const pts = await videoPtsInDecodeOrder(file);
-      t.true(pts.some((p, i) => i > 0 && p < pts[i - 1]!), 'B-frames kept: presentation order differs from decode order');
+      t.true(
+        pts.some((p, i) => i > 0 && p < pts[i - 1]!),
+        'B-frames kept: presentation order differs from decode order',
+      );
     }
     if (k.format === 'ps' && k.video !== 'mjpeg') {
       // The PS segment carries the AAC made from G.711 (media/ps/ps-convert.ts), and reads back.

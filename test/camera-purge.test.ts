@@ -17,7 +17,10 @@ import type { SegmentRecord } from '../index/records.ts';
 import { spawnRecorder, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Files under `dir` (recursively), relative names; none when it does not exist. */
@@ -44,12 +47,16 @@ test('a purge deletes primary and backup copies, waits for the storage mutex, an
   t.true((await n.request('rec.v1.pool.put', { id: 'mirrored', capacityBytes: null, overwrite: 'capacity', backupDir })).ok);
   t.true((await n.request('rec.v1.camera.put', { id: 'c', pool: 'mirrored', streams: { main: sim.url('h264') } })).ok);
   t.true((await n.request('rec.v1.camera.put', { id: 'other', pool: 'mirrored', streams: { main: sim.url('h264') } })).ok);
-  await waitFor('2 closed segments of c with backups', async () => {
-    const s = closedSegments(n, 'c');
-    if (s.length < 2) return null;
-    for (const x of s) if (!(await exists(join(backupDir, x.file)))) return null;
-    return s;
-  }, 60_000);
+  await waitFor(
+    '2 closed segments of c with backups',
+    async () => {
+      const s = closedSegments(n, 'c');
+      if (s.length < 2) return null;
+      for (const x of s) if (!(await exists(join(backupDir, x.file)))) return null;
+      return s;
+    },
+    60_000,
+  );
 
   // Retention (or anything else under the storage mutex) is busy: the purge waits for it.
   let release: (() => void) | undefined;
@@ -70,7 +77,10 @@ test('a purge deletes primary and backup copies, waits for the storage mutex, an
   const segs = [...n.node.index.segments.all('c')];
   t.true(segs.length >= 2, `the purge waits for the storage mutex (${segs.length} segments of c left while it is held)`);
   const usage = n.node.index.segments.poolUsage('mirrored');
-  t.true(segs.every((s) => n.node.index.segments.get('c', s.startMs) !== undefined), 'nothing deleted while the mutex is held');
+  t.true(
+    segs.every((s) => n.node.index.segments.get('c', s.startMs) !== undefined),
+    'nothing deleted while the mutex is held',
+  );
   release!();
   await held;
   const reply = await purge;
@@ -81,7 +91,7 @@ test('a purge deletes primary and backup copies, waits for the storage mutex, an
   t.deepEqual(await filesUnder(join(dataDir, 'pools', 'mirrored', 'c')), [], 'no primary copy left');
   t.deepEqual(await filesUnder(join(backupDir, 'pools', 'mirrored', 'c')), [], 'no backup copy left');
   t.deepEqual(n.node.index.intents.list(), [], 'every intent finished');
-  t.is(n.node.index.segments.poolUsage('mirrored'), usage - segs.reduce((sum, s) => sum + s.bytes, 0), 'the pool\'s usage lost exactly c\'s bytes');
+  t.is(n.node.index.segments.poolUsage('mirrored'), usage - segs.reduce((sum, s) => sum + s.bytes, 0), "the pool's usage lost exactly c's bytes");
   t.true(closedSegments(n, 'other').length > 0, 'the other camera keeps its video');
 });
 
@@ -100,7 +110,7 @@ test('kill -9 in the middle of a purge: the restart finishes it, and reconcile b
   // The first segment's deletion is committed with its intent, then the process dies.
   void fetch(`${http}/api/cameras/c?purge=1`, { method: 'DELETE' }).catch(() => undefined);
   const code = await Promise.race([first.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
-  t.not(code, 'timeout', 'the purge reached its first deletion\'s intent');
+  t.not(code, 'timeout', "the purge reached its first deletion's intent");
   const before = await RecorderIndex.open(dataDir);
   const intents = before.intents.list();
   await before.close();

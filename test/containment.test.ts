@@ -40,7 +40,11 @@ async function ffmpegFor(url: string): Promise<number> {
 }
 
 async function put(http: string, id: string, url: string): Promise<void> {
-  const r = await fetch(`${http}/api/cameras/${id}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ streams: { main: url } }) });
+  const r = await fetch(`${http}/api/cameras/${id}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ streams: { main: url } }),
+  });
   if (r.status !== 200) throw new Error(`PUT ${id}: ${r.status} ${await r.text()}`);
 }
 
@@ -70,13 +74,21 @@ test('an error inside one camera actor is contained: the camera restarts, the pr
 
   await waitFor('two faults of faulty alarmed', () => faults.filter((l) => l.includes('"faulty"')).length >= 2, 60_000);
   const lastFaultAt = Date.now();
-  await waitFor('faulty records again after its restarts', async () => {
-    if ((await status(http, 'faulty'))?.status !== 'recording') return false;
-    const s = await search(http, 'faulty', lastFaultAt - 10_000);
-    return s.spans.some((sp) => Date.parse(sp.to) - Date.parse(sp.from) > 3000);
-  }, 90_000, 500);
+  await waitFor(
+    'faulty records again after its restarts',
+    async () => {
+      if ((await status(http, 'faulty'))?.status !== 'recording') return false;
+      const s = await search(http, 'faulty', lastFaultAt - 10_000);
+      return s.spans.some((sp) => Date.parse(sp.to) - Date.parse(sp.from) > 3000);
+    },
+    90_000,
+    500,
+  );
   await waitFor('flaky records after its failed start', async () => (await status(http, 'flaky'))?.status === 'recording', 60_000);
-  t.false(faults.some((l) => l.includes('"flaky"')), 'an attempt that fails to start is a backoff, not an actor fault');
+  t.false(
+    faults.some((l) => l.includes('"flaky"')),
+    'an attempt that fails to start is a backoff, not an actor fault',
+  );
 
   t.is(rec.child.exitCode, null, 'the recorder process is alive');
   await waitFor('one ffmpeg for faulty: the failed actors left none behind', async () => (await ffmpegFor(sim.url('h264'))) === 1, 20_000).catch(async () => {
@@ -85,10 +97,14 @@ test('an error inside one camera actor is contained: the camera restarts, the pr
 
   // steady never noticed: one span from before the faults until now, no gap.
   const steadyTo = Date.now() - 6000;
-  const steady = await waitFor('steady indexed past the faults', async () => {
-    const s = await search(http, 'steady', steadyFrom);
-    return s.spans.some((sp) => Date.parse(sp.to) >= steadyTo) ? s : null;
-  }, 30_000);
+  const steady = await waitFor(
+    'steady indexed past the faults',
+    async () => {
+      const s = await search(http, 'steady', steadyFrom);
+      return s.spans.some((sp) => Date.parse(sp.to) >= steadyTo) ? s : null;
+    },
+    30_000,
+  );
   t.is(steady.gaps.length, 0, JSON.stringify(steady.gaps));
   t.is(steady.spans.filter((sp) => Date.parse(sp.to) > steadyFrom).length, 1, JSON.stringify(steady.spans));
 

@@ -23,7 +23,10 @@ test('NATS service, status events, schedules, persistence and purge', async (t) 
   const info = JSON.parse((await n.nc.request('$SRV.INFO.recorder', '', { timeout: 5000 })).string()) as { name: string; endpoints: { subject: string }[] };
   t.is(info.name, 'recorder');
   for (const s of ['rec.v1.camera.put', 'rec.v1.camera.delete', 'rec.v1.camera.list', 'rec.v1.camera.get', 'rec.v1.schedule.put', 'rec.v1.search']) {
-    t.true(info.endpoints.some((e) => e.subject === s), s);
+    t.true(
+      info.endpoints.some((e) => e.subject === s),
+      s,
+    );
   }
 
   // Every state change is published on rec.v1.status.<camera>.
@@ -38,14 +41,25 @@ test('NATS service, status events, schedules, persistence and purge', async (t) 
   const got = await n.request<CameraReply>('rec.v1.camera.get', { id: 'cam' });
   t.is(got.camera.status, 'recording');
   const list = await n.request<{ cameras: { id: string }[] }>('rec.v1.camera.list', {});
-  t.deepEqual(list.cameras.map((c) => c.id), ['cam']);
+  t.deepEqual(
+    list.cameras.map((c) => c.id),
+    ['cam'],
+  );
 
   // A plan with no slot now stops the camera; an all-week slot starts it again.
   const now = new Date();
   const otherDay = (now.getUTCDay() + 3) % 7;
   t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', slots: [{ days: [otherDay], start: '00:00', end: '01:00', type: 'timing' }] })).ok);
   await waitFor('stopped by plan', () => states.at(-1) === 'stopped', 10_000);
-  t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', timeZone: 'Europe/Paris', slots: [{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '00:00', type: 'timing' }] })).ok);
+  t.true(
+    (
+      await n.request('rec.v1.schedule.put', {
+        camera: 'cam',
+        timeZone: 'Europe/Paris',
+        slots: [{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '00:00', type: 'timing' }],
+      })
+    ).ok,
+  );
   await waitFor('recording by plan', () => states.at(-1) === 'recording', 30_000);
   // An open segment is indexed only at the writer's first sync (~4 s of media after the
   // first GOP) or its close: allow for a loaded machine.
@@ -62,6 +76,9 @@ test('NATS service, status events, schedules, persistence and purge', async (t) 
   t.true(del.purged >= 1);
   t.is((await n2.request('rec.v1.camera.get', { id: 'cam' })).error?.code, 'CAMERA_NOT_FOUND');
   const files = await readdir(join(n.dataDir, 'pools', 'default', 'cam'), { recursive: true }).catch(() => []);
-  t.deepEqual(files.filter((f) => String(f).endsWith('.mp4')), []);
+  t.deepEqual(
+    files.filter((f) => String(f).endsWith('.mp4')),
+    [],
+  );
   sub.unsubscribe();
 });

@@ -40,7 +40,15 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
     },
   });
   const dir = await tempDir(t);
-  const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', authToken: ADMIN_TOKEN, segmentSeconds: 6, logLevel: 'debug', minFreeBytes: 0, minFreeRatio: 0 });
+  const config = configSchema.parse({
+    dataDir: dir,
+    http: '127.0.0.1:0',
+    authToken: ADMIN_TOKEN,
+    segmentSeconds: 6,
+    logLevel: 'debug',
+    minFreeBytes: 0,
+    minFreeRatio: 0,
+  });
   const node = await RecorderNode.start({ config, log: createLogger('debug', sink) });
   t.teardown(() => node.stop());
   await node.natsReady();
@@ -53,7 +61,8 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
       for await (const m of sub) published.push(m.string());
     })();
   }
-  const nats = async (subject: string, body: unknown): Promise<any> => JSON.parse((await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
+  const nats = async (subject: string, body: unknown): Promise<any> =>
+    JSON.parse((await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
   const api = (path: string): string => `${node.httpUrl}${path}`;
   const admin = `Bearer ${ADMIN_TOKEN}`;
   // The simulated camera asks for no credentials: it takes any.
@@ -65,23 +74,37 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
   t.is(put.status, 200);
   t.is(put.body.camera.streams.main, good, 'the admin who put it gets it back whole');
   t.is((await call(api('/api/cameras/wrong'), admin, { method: 'PUT', body: JSON.stringify({ streams: { main: bad } }) })).status, 200);
-  t.is((await call(api('/api/users/v'), admin, { method: 'PUT', body: JSON.stringify({ role: 'viewer', pools: ['*'], password: 'viewer-pass-1' }) })).status, 200);
+  t.is(
+    (await call(api('/api/users/v'), admin, { method: 'PUT', body: JSON.stringify({ role: 'viewer', pools: ['*'], password: 'viewer-pass-1' }) })).status,
+    200,
+  );
   const viewer = `Basic ${Buffer.from('v:viewer-pass-1').toString('base64')}`;
 
   await waitFor('cam recording', async () => (await call(api('/api/cameras/cam'), admin)).body.camera.status === 'recording', 60_000);
-  const failed = await waitFor('the closed port refused', async () => (await call(api('/api/cameras/wrong'), admin)).body.camera.lastError as string | null, 60_000);
+  const failed = await waitFor(
+    'the closed port refused',
+    async () => (await call(api('/api/cameras/wrong'), admin)).body.camera.lastError as string | null,
+    60_000,
+  );
 
   // ---- what each one sees ---------------------------------------------------------
   const adminList = await call(api('/api/cameras'), admin);
   t.deepEqual(adminList.body.cameras.map((c: { streams: { main: string } }) => c.streams.main).sort(), [bad, good].sort(), 'admins see the URLs whole');
   const viewerList = await call(api('/api/cameras'), viewer);
   t.is(viewerList.status, 200);
-  t.deepEqual(viewerList.body.cameras.map((c: { id: string; streams: { main: string } }) => [c.id, c.streams.main]).sort(), [['cam', goodShown], ['wrong', bad.replace(WRONG, '***')]]);
+  t.deepEqual(viewerList.body.cameras.map((c: { id: string; streams: { main: string } }) => [c.id, c.streams.main]).sort(), [
+    ['cam', goodShown],
+    ['wrong', bad.replace(WRONG, '***')],
+  ]);
   const viewerGet = await call(api('/api/cameras/wrong'), viewer);
   t.is(viewerGet.body.camera.streams.main, bad.replace(WRONG, '***'));
   t.is(typeof viewerGet.body.camera.lastError, 'string');
   const natsList = await nats('rec.v1.camera.list', {});
-  t.deepEqual(natsList.cameras.map((c: { streams: { main: string } }) => c.streams.main).sort(), [goodShown, bad.replace(WRONG, '***')].sort(), 'NATS carries no principal: redacted');
+  t.deepEqual(
+    natsList.cameras.map((c: { streams: { main: string } }) => c.streams.main).sort(),
+    [goodShown, bad.replace(WRONG, '***')].sort(),
+    'NATS carries no principal: redacted',
+  );
   const natsGet = await nats('rec.v1.camera.get', { id: 'wrong' });
   const search = await call(api(`/api/recordings?camera=wrong&from=${Date.now() - 600_000}&to=${Date.now() + 60_000}`), viewer);
   t.is(search.status, 200);
@@ -102,16 +125,23 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
   t.is(back.body.camera.streams.main, good, 'the stored password is kept');
   t.true((await nats('rec.v1.camera.put', { id: 'cam', name: 'Gate 2', streams: { main: goodShown } })).ok, 'over NATS too');
   t.is((await call(api('/api/cameras/cam'), admin)).body.camera.streams.main, good);
-  const elsewhere = await call(api('/api/cameras/cam'), admin, { method: 'PUT', body: JSON.stringify({ streams: { main: goodShown.replace('127.0.0.1', 'localhost') } }) });
+  const elsewhere = await call(api('/api/cameras/cam'), admin, {
+    method: 'PUT',
+    body: JSON.stringify({ streams: { main: goodShown.replace('127.0.0.1', 'localhost') } }),
+  });
   t.is(elsewhere.status, 400, 'the password never travels to another host');
   t.is(elsewhere.body.error.code, 'VALIDATION_FAILED');
   t.is((await call(api('/api/cameras/cam'), viewer, { method: 'PUT', body: JSON.stringify({ streams: { main: goodShown } }) })).status, 403);
   // Still the right password: recording goes on after the re-configuration.
   const since = Date.now();
-  await waitFor('cam records after the PUT', async () => {
-    const r = await call(api(`/api/recordings?camera=cam&from=${since - 60_000}&to=${Date.now() + 60_000}`), admin);
-    return (r.body.spans as { to: string }[]).some((s) => Date.parse(s.to) > since + 2000);
-  }, 60_000);
+  await waitFor(
+    'cam records after the PUT',
+    async () => {
+      const r = await call(api(`/api/recordings?camera=cam&from=${since - 60_000}&to=${Date.now() + 60_000}`), admin);
+      return (r.body.spans as { to: string }[]).some((s) => Date.parse(s.to) > since + 2000);
+    },
+    60_000,
+  );
 
   // ---- publishes and the log ------------------------------------------------------
   t.true(published.length > 0);

@@ -102,7 +102,12 @@ test('a full disk: alarms, the reserve released, old video overwritten, index wr
     t.pass();
     return;
   }
-  t.teardown(() => run('umount', ['-l', dataDir]).then(() => undefined, () => undefined));
+  t.teardown(() =>
+    run('umount', ['-l', dataDir]).then(
+      () => undefined,
+      () => undefined,
+    ),
+  );
   const sim = await SimCamera.start({ gop: 25, bitrateKbit: 2000, width: 640, height: 480 });
   t.teardown(() => sim.stop());
   const env = {
@@ -130,7 +135,15 @@ test('a full disk: alarms, the reserve released, old video overwritten, index wr
   t.regex(String(alarm.msg), /data disk full .*ENOSPC.*index reserve released.*emergency overwrite/);
   await waitFor('the oldest video overwritten', async () => !(await segmentStarts(dataDir)).includes(first), 60_000);
   await waitFor('recording goes on after the disk filled', async () => (await segmentStarts(dataDir)).filter((s) => s > fullAt + 1000).length >= 3, 90_000);
-  await waitFor('the reserve written again once there is room', () => stat(join(dataDir, 'index.reserve')).then((s) => s.size === reserveBytes, () => false), 60_000);
+  await waitFor(
+    'the reserve written again once there is room',
+    () =>
+      stat(join(dataDir, 'index.reserve')).then(
+        (s) => s.size === reserveBytes,
+        () => false,
+      ),
+    60_000,
+  );
   t.is(rec.child.exitCode, null, 'alive');
 
   // B. The last byte taken: index writes still commit (the tail), reads go on.
@@ -140,16 +153,30 @@ test('a full disk: alarms, the reserve released, old video overwritten, index wr
     const res = await fetch(`${http}/api/labels`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ camera: 'c', from: new Date(Date.now() - 60_000).toISOString(), to: new Date().toISOString(), text: `label ${i} ${'x'.repeat(1900)}` }),
+      body: JSON.stringify({
+        camera: 'c',
+        from: new Date(Date.now() - 60_000).toISOString(),
+        to: new Date().toISOString(),
+        text: `label ${i} ${'x'.repeat(1900)}`,
+      }),
     });
     t.is(res.status, 200, `label ${i} committed on the full disk: ${await res.text()}`);
   }
   t.is((await fetch(`${http}/api/cameras/c`)).status, 200, 'reads go on');
   const bAt = Date.now();
-  await waitFor('recording goes on after the index commits failed', async () => (await segmentStarts(dataDir)).filter((s) => s > bAt + 1000).length >= 2, 90_000);
-  t.false(log.some((l) => /index commit failed/.test(String(l.msg))), 'no index commit failed: LMDB never met the full disk');
+  await waitFor(
+    'recording goes on after the index commits failed',
+    async () => (await segmentStarts(dataDir)).filter((s) => s > bAt + 1000).length >= 2,
+    90_000,
+  );
+  t.false(
+    log.some((l) => /index commit failed/.test(String(l.msg))),
+    'no index commit failed: LMDB never met the full disk',
+  );
   t.is(rec.child.exitCode, null, 'alive');
-  const search = (await (await fetch(`${http}/api/recordings?camera=c&from=${new Date(fullAt - 120_000).toISOString()}&to=${new Date(Date.now() + 60_000).toISOString()}`)).json()) as { spans?: unknown[] };
+  const search = (await (
+    await fetch(`${http}/api/recordings?camera=c&from=${new Date(fullAt - 120_000).toISOString()}&to=${new Date(Date.now() + 60_000).toISOString()}`)
+  ).json()) as { spans?: unknown[] };
   t.true((search.spans ?? []).length > 0, 'search answers from the index');
 
   // C. Full to the last byte, then killed: the restart overwrites first and records.

@@ -13,7 +13,11 @@ import { ROOT, headings, links, markdownFiles, pathMentions, read } from './help
 
 const README_MAX_LINES = 250;
 
-const topDirs = new Set(readdirSync(ROOT, { withFileTypes: true }).filter((e) => e.isDirectory() && !e.name.startsWith('.') && e.name !== 'node_modules').map((e) => e.name));
+const topDirs = new Set(
+  readdirSync(ROOT, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && !e.name.startsWith('.') && e.name !== 'node_modules')
+    .map((e) => e.name),
+);
 
 function anchorsOf(path: string): Set<string> {
   return new Set(headings(read(path)).map((h) => h.anchor));
@@ -99,7 +103,10 @@ test(`the README is a guide of at most ${README_MAX_LINES} lines that links into
   t.true(lines <= README_MAX_LINES, `README.md has ${lines} lines: move detail to the right page under docs/`);
   const targets = links(readme).map((l) => l.target);
   for (const page of ['docs/api/README.md', 'docs/changelog.md', 'docs/settings.md']) {
-    t.true(targets.some((x) => normalize(x.split('#')[0]!) === page), `README.md links to ${page}`);
+    t.true(
+      targets.some((x) => normalize(x.split('#')[0]!) === page),
+      `README.md links to ${page}`,
+    );
   }
   // Every page of docs/ is reachable from the README or from a page it links to.
   const reached = new Set<string>();

@@ -72,7 +72,8 @@ test('every registered HTTP route is in docs/api/http-*.md with the access it de
     }
     const declared = r.access?.action ?? 'admin';
     const said = /^Access: `(\w+)`/m.exec(s.body)?.[1];
-    if (said !== declared) problems.push(`${s.file}:${s.line}: ${key} says Access: ${said === undefined ? '(no Access: line)' : `\`${said}\``}, the route declares \`${declared}\``);
+    if (said !== declared)
+      problems.push(`${s.file}:${s.line}: ${key} says Access: ${said === undefined ? '(no Access: line)' : `\`${said}\``}, the route declares \`${declared}\``);
   }
   const keys = new Set(routes.map((r) => `${r.method} ${r.url}`));
   for (const [key, s] of documented) if (!keys.has(key)) problems.push(`${s.file}:${s.line}: ${key} is documented but not registered`);
@@ -106,7 +107,9 @@ test('every NATS endpoint the service registers and every subject it publishes i
     if (seen.has(subject)) problems.push(`docs/api/nats.md:${s.line}: ${m[1]} is documented twice`);
     seen.set(subject, s);
     if (isPublished ? !published.has(subject) : !endpoints.has(subject)) {
-      problems.push(`docs/api/nats.md:${s.line}: ${m[1]}${isPublished ? ' (published)' : ''} is documented but the recorder does not ${isPublished ? 'publish' : 'serve'} it`);
+      problems.push(
+        `docs/api/nats.md:${s.line}: ${m[1]}${isPublished ? ' (published)' : ''} is documented but the recorder does not ${isPublished ? 'publish' : 'serve'} it`,
+      );
     }
     if (!/^Access: `/m.test(s.body)) problems.push(`docs/api/nats.md:${s.line}: ${m[1]} has no Access: line`);
   }
@@ -131,7 +134,8 @@ test('every error code of lib/errors.ts is in docs/api/errors.md with the HTTP s
     if (!rows.has(code)) problems.push(`${code} (${status}) has no row "| \`${code}\` | ${status} |" in docs/api/errors.md`);
     else if (rows.get(code) !== status) problems.push(`${code}: docs/api/errors.md says ${rows.get(code)}, lib/errors.ts maps it to ${status}`);
   }
-  for (const code of rows.keys()) if (!codes.includes(code as ErrorCode)) problems.push(`docs/api/errors.md lists ${code}, which lib/errors.ts does not define`);
+  for (const code of rows.keys())
+    if (!codes.includes(code as ErrorCode)) problems.push(`docs/api/errors.md lists ${code}, which lib/errors.ts does not define`);
   t.deepEqual(problems, []);
 });
 
@@ -146,7 +150,11 @@ test('every setting is in docs/settings.md, and the docs name no RECORDER_ varia
   const sourceText = ['lib', 'node.ts', 'recorder.ts', 'actors', 'storage', 'test/helpers']
     .flatMap((p) => {
       const full = join(ROOT, p);
-      return p.endsWith('.ts') ? [full] : readdirSync(full, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => join(full, f));
+      return p.endsWith('.ts')
+        ? [full]
+        : readdirSync(full, { recursive: true, encoding: 'utf8' })
+            .filter((f) => f.endsWith('.ts'))
+            .map((f) => join(full, f));
     })
     .map((f) => readFileSync(f, 'utf8'))
     .join('\n');

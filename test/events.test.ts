@@ -24,23 +24,35 @@ test('an alarm during timing recording changes the type of what follows, with no
   t.teardown(() => sim.stop());
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
-  t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', slots: [{ days: ALL_WEEK, start: '00:00', end: '00:00', type: 'timing' }], postSeconds: 2 })).ok);
+  t.true(
+    (await n.request('rec.v1.schedule.put', { camera: 'cam', slots: [{ days: ALL_WEEK, start: '00:00', end: '00:00', type: 'timing' }], postSeconds: 2 })).ok,
+  );
   const t0 = Date.now();
   // Connecting, then ~8 s of media: the index shows a segment's GOPs only at the
   // writer's sync (every ~4 s of media) or its close, so allow a loaded machine time.
-  await waitFor('5 s of timing', async () => {
-    const s = (await search(n, t0 - 5000)).spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 5000;
-  }, 60_000, 500);
+  await waitFor(
+    '5 s of timing',
+    async () => {
+      const s = (await search(n, t0 - 5000)).spans[0];
+      return s && Date.parse(s.to) - Date.parse(s.from) > 5000;
+    },
+    60_000,
+    500,
+  );
   const T = Date.now();
   const reply = await n.request<{ event: unknown; recording: boolean }>('rec.v1.event.cam', { type: 'alarm', action: 'pulse', seconds: 4, at: T });
   t.true(reply.ok, JSON.stringify(reply));
   t.true(reply.recording);
-  const result = await waitFor('timing again after the alarm', async () => {
-    const r = await search(n, t0 - 5000);
-    const types = r.spans[0]?.types ?? [];
-    return types.length >= 3 ? r : null;
-  }, 40_000, 500);
+  const result = await waitFor(
+    'timing again after the alarm',
+    async () => {
+      const r = await search(n, t0 - 5000);
+      const types = r.spans[0]?.types ?? [];
+      return types.length >= 3 ? r : null;
+    },
+    40_000,
+    500,
+  );
   t.is(result.spans.length, 1, 'one span: no gap');
   t.is(result.gaps.length, 0);
   const [before, alarm, after] = result.spans[0]!.types;
@@ -54,7 +66,10 @@ test('an alarm during timing recording changes the type of what follows, with no
   t.is(Date.parse(after!.from), to);
   // Search filters by record type and returns just those runs.
   const onlyAlarm = await n.request<Search>('rec.v1.search', { camera: 'cam', from: t0 - 5000, to: Date.now(), types: ['alarm'] });
-  t.deepEqual(onlyAlarm.spans.map((sp) => [sp.from, sp.to, sp.types.map((x) => x.type)]), [[alarm!.from, alarm!.to, ['alarm']]]);
+  t.deepEqual(
+    onlyAlarm.spans.map((sp) => [sp.from, sp.to, sp.types.map((x) => x.type)]),
+    [[alarm!.from, alarm!.to, ['alarm']]],
+  );
 });
 
 test('in an event slot nothing is written until a pulse; the clip starts preSeconds before it and ends after post-record', async (t) => {
@@ -62,19 +77,37 @@ test('in an event slot nothing is written until a pulse; the clip starts preSeco
   t.teardown(() => sim.stop());
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
-  t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', slots: [{ days: ALL_WEEK, start: '00:00', end: '00:00', type: 'event' }], preSeconds: 5, postSeconds: 2 })).ok);
+  t.true(
+    (
+      await n.request('rec.v1.schedule.put', {
+        camera: 'cam',
+        slots: [{ days: ALL_WEEK, start: '00:00', end: '00:00', type: 'event' }],
+        preSeconds: 5,
+        postSeconds: 2,
+      })
+    ).ok,
+  );
   const t0 = Date.now();
-  await waitFor('ingest running', async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'recording', 30_000);
+  await waitFor(
+    'ingest running',
+    async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'recording',
+    30_000,
+  );
   await sleep(9000); // the pre-record ring fills
   t.deepEqual((await search(n, t0 - 5000)).spans, [], 'nothing written before the event');
 
   const T = Date.now();
   const reply = await n.request<{ recording: boolean }>('rec.v1.event.cam', { type: 'motion', action: 'pulse', seconds: 3, at: T });
   t.true(reply.ok && reply.recording);
-  const span = await waitFor('the clip', async () => {
-    const s = (await search(n, t0 - 5000)).spans;
-    return s.length === 1 && Date.parse(s[0]!.to) >= T + 5000 ? s[0] : null;
-  }, 30_000, 500);
+  const span = await waitFor(
+    'the clip',
+    async () => {
+      const s = (await search(n, t0 - 5000)).spans;
+      return s.length === 1 && Date.parse(s[0]!.to) >= T + 5000 ? s[0] : null;
+    },
+    30_000,
+    500,
+  );
   await sleep(3 * GOP_MS); // nothing more may be written after post-record
   const final = (await search(n, t0 - 5000)).spans;
   t.is(final.length, 1);
@@ -84,7 +117,10 @@ test('in an event slot nothing is written until a pulse; the clip starts preSeco
   t.true(from <= T - 5000 && T - 5000 - from <= GOP_MS + 100, `starts ${T - 5000 - from} ms before T-5 s`);
   const end = T + 3000 + 2000;
   t.true(to >= end && to - end <= GOP_MS + 100, `ends ${to - end} ms after T + pulse + post`);
-  t.deepEqual(span.types.map((x) => x.type), ['motion']);
+  t.deepEqual(
+    span.types.map((x) => x.type),
+    ['motion'],
+  );
 });
 
 test('manual recording, bad events and an event flood', async (t) => {
@@ -94,17 +130,26 @@ test('manual recording, bad events and an event flood', async (t) => {
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   // No slot at all: the camera does not record until manual recording starts.
   t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', slots: [] })).ok);
-  await waitFor('stopped', async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'stopped', 10_000);
+  await waitFor(
+    'stopped',
+    async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'stopped',
+    10_000,
+  );
   const off = await n.request<{ recording: boolean }>('rec.v1.event.cam', { type: 'motion', action: 'pulse', seconds: 2 });
   t.true(off.ok);
   t.false(off.recording, 'an event outside every slot is acknowledged, not recorded');
 
   const t0 = Date.now();
   t.true((await n.request('rec.v1.manual.start', { camera: 'cam' })).ok);
-  await waitFor('manual video', async () => {
-    const s = (await search(n, t0 - 5000)).spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 4000;
-  }, 60_000, 500); // connecting plus the first syncs of the index (every ~4 s of media)
+  await waitFor(
+    'manual video',
+    async () => {
+      const s = (await search(n, t0 - 5000)).spans[0];
+      return s && Date.parse(s.to) - Date.parse(s.from) > 4000;
+    },
+    60_000,
+    500,
+  ); // connecting plus the first syncs of the index (every ~4 s of media)
 
   // Bad events get typed errors.
   const bad = async (subject: string, body: unknown) => (await n.request(subject, body)).error?.code;
@@ -132,7 +177,11 @@ test('manual recording, bad events and an event flood', async (t) => {
   // Manual stop over HTTP (start was over NATS).
   const stopRes = await fetch(`${n.http}/api/cameras/cam/manual/stop`, { method: 'POST' });
   t.is(stopRes.status, 200, await stopRes.text());
-  await waitFor('stopped again', async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'stopped', 10_000);
+  await waitFor(
+    'stopped again',
+    async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'stopped',
+    10_000,
+  );
   const types = new Set((await search(n, t0 - 5000)).spans.flatMap((s) => s.types.map((x) => x.type)));
   t.true(types.has('manual'));
 });
@@ -142,32 +191,56 @@ test('a restart in the middle of an event: recording continues after it, and the
   t.teardown(() => sim.stop());
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
-  t.true((await n.request('rec.v1.schedule.put', { camera: 'cam', slots: [{ days: ALL_WEEK, start: '00:00', end: '00:00', type: 'event' }], preSeconds: 0, postSeconds: 0 })).ok);
+  t.true(
+    (
+      await n.request('rec.v1.schedule.put', {
+        camera: 'cam',
+        slots: [{ days: ALL_WEEK, start: '00:00', end: '00:00', type: 'event' }],
+        preSeconds: 0,
+        postSeconds: 0,
+      })
+    ).ok,
+  );
   const t0 = Date.now();
   t.true((await n.request('rec.v1.event.cam', { type: 'alarm', action: 'start' })).ok);
-  await waitFor('alarm video', async () => {
-    const s = (await search(n, t0 - 5000)).spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 4000;
-  }, 60_000, 500); // connecting plus the first syncs of the index (every ~4 s of media)
+  await waitFor(
+    'alarm video',
+    async () => {
+      const s = (await search(n, t0 - 5000)).spans[0];
+      return s && Date.parse(s.to) - Date.parse(s.from) > 4000;
+    },
+    60_000,
+    500,
+  ); // connecting plus the first syncs of the index (every ~4 s of media)
   await n.node.stop();
   const stoppedAt = Date.now();
 
   const n2 = await startNode(t, {}, n.dataDir);
-  await waitFor('alarm video after the restart', async () => {
-    const spans = (await search(n2, t0 - 5000)).spans;
-    const last = spans.at(-1);
-    return last && Date.parse(last.to) > stoppedAt + 4000;
-  }, 60_000, 500); // a new node, a new ingest, and the index's first syncs
+  await waitFor(
+    'alarm video after the restart',
+    async () => {
+      const spans = (await search(n2, t0 - 5000)).spans;
+      const last = spans.at(-1);
+      return last && Date.parse(last.to) > stoppedAt + 4000;
+    },
+    60_000,
+    500,
+  ); // a new node, a new ingest, and the index's first syncs
   const stopAt = Date.now();
   t.true((await n2.request('rec.v1.event.cam', { type: 'alarm', action: 'stop', at: stopAt })).ok);
   // The GOP holding the stop reaches the index at the writer's next sync or when the
   // segment closes at the next (held) GOP: up to ~2 GOPs after the stop plus ffmpeg's
   // delay, which a loaded machine can stretch past a fixed wait. Wait for it, then as
   // long again as before, so that writing that goes on would show in the index.
-  await waitFor('the index to reach the stop', async () => {
-    const last = (await search(n2, t0 - 5000)).spans.at(-1);
-    return last && Date.parse(last.to) >= stopAt;
-  }, 30_000, 500);
+  await waitFor(
+    'the index to reach the stop',
+    async () => {
+      const last = (await search(n2, t0 - 5000)).spans.at(-1);
+      return last && Date.parse(last.to) >= stopAt;
+    },
+    30_000,
+    500,
+  );
   await sleep(3 * GOP_MS + 1000);
   const spans = (await search(n2, t0 - 5000)).spans;
   const last = spans.at(-1)!;
@@ -185,26 +258,41 @@ test('a plan switching from the sub to the main stream at a slot boundary', asyn
   let boundary = Math.ceil(Date.now() / 60_000) * 60_000;
   if (boundary - Date.now() < 15_000) boundary += 60_000;
   const hhmm = new Date(boundary).toISOString().slice(11, 16);
-  t.true((await n.request('rec.v1.schedule.put', {
-    camera: 'cam',
-    slots: [
-      { days: ALL_WEEK, start: '00:00', end: hhmm, type: 'timing', stream: 'sub' },
-      { days: ALL_WEEK, start: hhmm, end: '00:00', type: 'timing', stream: 'main' },
-    ],
-  })).ok);
+  t.true(
+    (
+      await n.request('rec.v1.schedule.put', {
+        camera: 'cam',
+        slots: [
+          { days: ALL_WEEK, start: '00:00', end: hhmm, type: 'timing', stream: 'sub' },
+          { days: ALL_WEEK, start: hhmm, end: '00:00', type: 'timing', stream: 'main' },
+        ],
+      })
+    ).ok,
+  );
   // After the boundary: the main stream's ingest connecting, and its
   // first segment reaching the index at the writer's first sync (~4 s of media) or
   // close. A fixed wait is overrun on a loaded machine: wait for a main segment.
   await sleep(Math.max(0, boundary - Date.now()));
-  const segs = await waitFor('a main-stream segment indexed after the boundary', () => {
-    const s = [...n.node.index.segments.all('cam')].filter((x) => !x.open || x.endMs > x.startMs);
-    return s.some((x) => x.stream === 'main') ? s : null;
-  }, 60_000, 500);
+  const segs = await waitFor(
+    'a main-stream segment indexed after the boundary',
+    () => {
+      const s = [...n.node.index.segments.all('cam')].filter((x) => !x.open || x.endMs > x.startMs);
+      return s.some((x) => x.stream === 'main') ? s : null;
+    },
+    60_000,
+    500,
+  );
   const before = segs.filter((s) => s.stream === 'sub');
   const after = segs.filter((s) => s.stream === 'main');
   t.true(before.length > 0 && after.length > 0, segs.map((s) => `${s.stream}@${s.startMs}`).join(' '));
-  t.true(before.every((s) => s.startMs < boundary), 'sub before the boundary');
-  t.true(after.every((s) => s.startMs >= boundary - 1000), 'main after it');
+  t.true(
+    before.every((s) => s.startMs < boundary),
+    'sub before the boundary',
+  );
+  t.true(
+    after.every((s) => s.startMs >= boundary - 1000),
+    'main after it',
+  );
   t.regex(after[0]!.mimeType, /mp4a/, 'main has audio');
   t.notRegex(before[0]!.mimeType, /mp4a/, 'sub has none');
   const hole = after[0]!.startMs - before.at(-1)!.endMs;

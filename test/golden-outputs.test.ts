@@ -29,7 +29,11 @@ type Output = 'progressive' | 'fmp4' | 'ps';
 
 /** Where each output's format version lives, what it is now and its ETag prefix. */
 const FORMATS: Record<Output, { file: string; version: number; etag: string }> = {
-  progressive: { file: 'playback/progressive-mp4.ts (PROGRESSIVE_FORMAT_VERSION)', version: PROGRESSIVE_FORMAT_VERSION, etag: `"mp4v${PROGRESSIVE_FORMAT_VERSION}-` },
+  progressive: {
+    file: 'playback/progressive-mp4.ts (PROGRESSIVE_FORMAT_VERSION)',
+    version: PROGRESSIVE_FORMAT_VERSION,
+    etag: `"mp4v${PROGRESSIVE_FORMAT_VERSION}-`,
+  },
   fmp4: { file: 'playback/fmp4-range.ts (FMP4_RANGE_FORMAT_VERSION)', version: FMP4_RANGE_FORMAT_VERSION, etag: `"fmp4v${FMP4_RANGE_FORMAT_VERSION}-` },
   ps: { file: 'api/video-ps.ts (PS_OUTPUT_VERSION)', version: PS_OUTPUT_VERSION, etag: `"psv${PS_OUTPUT_VERSION}-` },
 };
@@ -83,7 +87,11 @@ test('the progressive MP4, fMP4 and PS downloads of fixed ranges of the golden c
   const manifest = JSON.parse(await readFile(join(GOLDEN_DIR, 'clip.json'), 'utf8')) as GoldenManifest;
   // A changed fixture is not an output change: say which it is.
   for (const [rel, digest] of Object.entries(manifest.files)) {
-    t.is(sha256(await readFile(join(GOLDEN_DIR, rel))), digest, `test/fixtures/golden/${rel} is not the file clip.json lists (made by scripts/make-golden-clip.ts)`);
+    t.is(
+      sha256(await readFile(join(GOLDEN_DIR, rel))),
+      digest,
+      `test/fixtures/golden/${rel} is not the file clip.json lists (made by scripts/make-golden-clip.ts)`,
+    );
   }
 
   const dir = await tempDir(t, 'rec-golden-');

@@ -51,7 +51,12 @@ test('every refused WebSocket upgrade hangs up, and router errors use the error 
   const n = await startNode(t);
   const port = Number(new URL(n.http).port);
   const long = 'a'.repeat(101);
-  const refusals = [upgrade(`/api/cameras/${long}/live`), upgrade('/api/cameras/nosuch/live'), upgrade('/api/nosuchroute'), upgrade('/api/cameras/%E0%A4%A/live')];
+  const refusals = [
+    upgrade(`/api/cameras/${long}/live`),
+    upgrade('/api/cameras/nosuch/live'),
+    upgrade('/api/nosuchroute'),
+    upgrade('/api/cameras/%E0%A4%A/live'),
+  ];
   for (const head of refusals) {
     const r = await rawExchange(port, head, 15_000);
     t.true(r.closedByServer, `left open: ${r.response.split('\r\n')[0]}`);
@@ -84,7 +89,11 @@ test('the UI answers 404 for what it does not have, logs no error, and a token i
   await fetch(`${http}/api/cameras/none/frame.jpg?at=1&access_token=SECRET-TOKEN-1`);
   rec.child.kill('SIGTERM');
   t.is(await rec.exited, 0);
-  t.deepEqual(log.filter((l) => l.includes('"level":50')), [], 'no error-level line');
+  t.deepEqual(
+    log.filter((l) => l.includes('"level":50')),
+    [],
+    'no error-level line',
+  );
   t.false(log.some((l) => l.includes('SECRET-TOKEN-1')));
 });
 
@@ -95,7 +104,10 @@ test('a second recorder on the same data dir exits with a clear message; the fir
   const second = spawnRecorder(t, { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: '127.0.0.1:0' });
   const secondLog = collectLog(second);
   t.is(await second.exited, 1);
-  t.true(secondLog.some((l) => l.includes('DATA_DIR_LOCKED') && l.includes('another recorder is running')), secondLog.join('\n'));
+  t.true(
+    secondLog.some((l) => l.includes('DATA_DIR_LOCKED') && l.includes('another recorder is running')),
+    secondLog.join('\n'),
+  );
   t.is((await getJson(`${http}/api/health`)).status, 200, 'the first is untouched');
   // `recorder reindex` would rebuild the index under it: refused the same way.
   const reindex = spawnRecorder(t, { RECORDER_DATA_DIR: dataDir }, { args: ['reindex'] });
@@ -158,10 +170,15 @@ test('100 parallel frame requests: each answered 200 or 503 with Retry-After, an
     const q = new URLSearchParams({ camera: 'cam', from: new Date(startedAt - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
     return (await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?${q}`)).body.spans;
   };
-  const first = await waitFor('12 s recorded', async () => {
-    const s = await spanOf();
-    return s[0] && Date.parse(s[0].to) - Date.parse(s[0].from) > 12_000 ? s[0] : null;
-  }, 60_000, 500);
+  const first = await waitFor(
+    '12 s recorded',
+    async () => {
+      const s = await spanOf();
+      return s[0] && Date.parse(s[0].to) - Date.parse(s[0].from) > 12_000 ? s[0] : null;
+    },
+    60_000,
+    500,
+  );
   const from = Date.parse(first.from);
   // Distinct GOPs and widths: as uncached as a viewer can make it.
   const requests = Array.from({ length: 100 }, (_, i) => {
@@ -183,9 +200,14 @@ test('100 parallel frame requests: each answered 200 or 503 with Retry-After, an
   t.true(replies.filter((r) => r.status === 503).every((r) => r.retry === '1'));
   // Recording went on through the burst: still one span, reaching past it.
   const burstEnd = Date.now();
-  const spans = await waitFor('video past the burst', async () => {
-    const s = await spanOf();
-    return s.some((sp) => Date.parse(sp.to) > burstEnd + 2000) ? s : null;
-  }, 60_000, 500);
+  const spans = await waitFor(
+    'video past the burst',
+    async () => {
+      const s = await spanOf();
+      return s.some((sp) => Date.parse(sp.to) > burstEnd + 2000) ? s : null;
+    },
+    60_000,
+    500,
+  );
   t.is(spans.length, 1, JSON.stringify(spans));
 });

@@ -47,7 +47,11 @@ function cli(dataDir: string, args: string[], stdin = ''): Promise<CliResult> {
   });
 }
 
-async function api<T = Record<string, unknown>>(http: string, path: string, init: RequestInit & { auth?: string | null } = {}): Promise<{ status: number; body: T }> {
+async function api<T = Record<string, unknown>>(
+  http: string,
+  path: string,
+  init: RequestInit & { auth?: string | null } = {},
+): Promise<{ status: number; body: T }> {
   const headers = new Headers(init.headers);
   if (init.auth !== null) headers.set('authorization', init.auth ?? ADMIN);
   if (init.body !== undefined) headers.set('content-type', 'application/json');
@@ -57,7 +61,10 @@ async function api<T = Record<string, unknown>>(http: string, path: string, init
 
 async function segmentFiles(dataDir: string): Promise<string[]> {
   const entries = await readdir(join(dataDir, 'pools'), { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries.filter((e) => e.isFile()).map((e) => e.name).sort();
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => e.name)
+    .sort();
 }
 
 interface Golden {
@@ -92,7 +99,10 @@ test.before(async () => {
     const from = new Date(Date.now() - 4000).toISOString();
     const to = new Date(Date.now() - 2000).toISOString();
     const lock = await api<{ lock: { id: string } }>(http, '/api/locks', { method: 'POST', body: JSON.stringify({ camera: 'c', from, to }) });
-    const label = await api<{ label: { id: string } }>(http, '/api/labels', { method: 'POST', body: JSON.stringify({ camera: 'c', from, to, text: 'door opened' }) });
+    const label = await api<{ label: { id: string } }>(http, '/api/labels', {
+      method: 'POST',
+      body: JSON.stringify({ camera: 'c', from, to, text: 'door opened' }),
+    });
     if (lock.status !== 200 || label.status !== 200) throw new Error(`lock ${lock.status}, label ${label.status}`);
     rec.child.kill('SIGTERM');
     if ((await rec.exited) !== 0) throw new Error('the golden recorder did not stop cleanly');
@@ -124,12 +134,23 @@ async function assertRebuilt(t: import('ava').ExecutionContext, dir: string): Pr
   t.is((await api(http, '/api/cameras', { auth: null })).status, 401);
   const users = await api<{ users: { name: string }[] }>(http, '/api/users');
   t.is(users.status, 200, 'the admin logs in with the password it had');
-  t.deepEqual(users.body.users.map((u) => u.name), ['admin']);
+  t.deepEqual(
+    users.body.users.map((u) => u.name),
+    ['admin'],
+  );
   t.is((await api(http, '/api/cameras/c')).status, 200, 'the camera is back');
   const locks = await api<{ locks: { id: string }[] }>(http, '/api/locks?camera=c');
-  t.deepEqual(locks.body.locks.map((l) => l.id), [golden.lock.id], 'the lock is back');
+  t.deepEqual(
+    locks.body.locks.map((l) => l.id),
+    [golden.lock.id],
+    'the lock is back',
+  );
   const labels = await api<{ labels: { id: string; text: string }[] }>(http, '/api/labels?camera=c');
-  t.deepEqual(labels.body.labels.map((l) => l.text), ['door opened'], 'the label is back');
+  t.deepEqual(
+    labels.body.labels.map((l) => l.text),
+    ['door opened'],
+    'the label is back',
+  );
   const q = new URLSearchParams({ camera: 'c', from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
   const search = await api<{ spans: unknown[] }>(http, `/api/recordings?${q}`);
   t.true(search.body.spans.length > 0, 'segments are searchable');

@@ -23,7 +23,11 @@ import { tempDir, waitFor } from './helpers/recorder.ts';
 const STALL_MS = 1000;
 
 /** A file whose `stallAt`-th write takes `holdMs`, as an overloaded disk does. */
-async function slowFile(t: ExecutionContext, stallAt: number, holdMs: number): Promise<{ write(b: Uint8Array): Promise<void>; writes: number; heldDone: boolean }> {
+async function slowFile(
+  t: ExecutionContext,
+  stallAt: number,
+  holdMs: number,
+): Promise<{ write(b: Uint8Array): Promise<void>; writes: number; heldDone: boolean }> {
   const fh = await open(join(await tempDir(t, 'slow-disk-'), 'segment.mp4'), 'w');
   t.teardown(() => fh.close());
   const file = {

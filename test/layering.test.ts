@@ -25,10 +25,12 @@ test('no import goes against the layering and no module import circle exists', a
   t.true(folders.includes('index') && folders.includes('api'), folders.join(' '));
   const args = ['--config', '.dependency-cruiser.cjs', '--output-type', 'json', ...folders, 'node.ts', 'recorder.ts'];
   // depcruise exits non-zero when it finds violations; its JSON says which.
-  const { stdout } = await run(join(root, 'node_modules', '.bin', 'depcruise'), args, { cwd: root, maxBuffer: 256 << 20 }).catch((err: { stdout?: string; stderr?: string }) => {
-    if (!err.stdout) throw new Error(`depcruise failed: ${err.stderr ?? String(err)}`);
-    return { stdout: err.stdout };
-  });
+  const { stdout } = await run(join(root, 'node_modules', '.bin', 'depcruise'), args, { cwd: root, maxBuffer: 256 << 20 }).catch(
+    (err: { stdout?: string; stderr?: string }) => {
+      if (!err.stdout) throw new Error(`depcruise failed: ${err.stderr ?? String(err)}`);
+      return { stdout: err.stdout };
+    },
+  );
   const result = JSON.parse(stdout) as { summary: { violations: Violation[]; totalCruised: number } };
   t.true(result.summary.totalCruised > 200, `${result.summary.totalCruised} modules cruised`);
   const lines = result.summary.violations.map((v) => `${v.rule.name}: ${v.from} → ${v.cycle?.length ? v.cycle.map((c) => c.name).join(' → ') : v.to}`);

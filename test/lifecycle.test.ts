@@ -27,12 +27,15 @@ import { embeddedNatsUser, startNode, tempDir, waitFor } from './helpers/recorde
 function put(agent: Agent, base: string, path: string, body: unknown): Promise<{ status: number; body: string } | { error: string }> {
   return new Promise((resolve) => {
     const url = new URL(path, base);
-    const req = httpRequest({ agent, host: url.hostname, port: url.port, path: url.pathname, method: 'PUT', headers: { 'content-type': 'application/json' } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (s: string) => (text += s));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-      res.on('error', (err) => resolve({ error: err.message }));
-    });
+    const req = httpRequest(
+      { agent, host: url.hostname, port: url.port, path: url.pathname, method: 'PUT', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (s: string) => (text += s));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on('error', (err) => resolve({ error: err.message }));
+      },
+    );
     req.on('error', (err) => resolve({ error: err.message }));
     req.end(JSON.stringify(body));
   });
@@ -43,7 +46,11 @@ test('a camera.put during shutdown starts no actor and no ffmpeg: refused, nothi
   t.teardown(() => sim.stop());
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
-  await waitFor('cam recording', async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'recording', 60_000);
+  await waitFor(
+    'cam recording',
+    async () => (await n.request<{ camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' })).camera.status === 'recording',
+    60_000,
+  );
   const agent = new Agent({ keepAlive: true, maxSockets: 4 });
   t.teardown(() => agent.destroy());
   // Connections open before the shutdown, as a VMS keeps them.
@@ -86,19 +93,41 @@ test('a camera.put during shutdown starts no actor and no ffmpeg: refused, nothi
   const index = await RecorderIndex.open(n.dataDir);
   t.teardown(() => index.close());
   t.deepEqual(
-    index.cameras.list().map((c) => c.id).filter((id) => id.startsWith('late-')),
+    index.cameras
+      .list()
+      .map((c) => c.id)
+      .filter((id) => id.startsWith('late-')),
     [],
   );
-  t.deepEqual([...index.segments.all()].filter((s) => s.camera.startsWith('late-')).map((s) => s.file), []);
+  t.deepEqual(
+    [...index.segments.all()].filter((s) => s.camera.startsWith('late-')).map((s) => s.file),
+    [],
+  );
 });
 
 test('once the shutdown began, HTTP answers every request 503 SHUTTING_DOWN and starts nothing', async (t) => {
   const n = await startNode(t);
   const shutdown = new AbortController();
   shutdown.abort(shuttingDown());
-  const app = buildHttp({ service: n.node.service, index: n.node.index, dataDir: n.dataDir, log: silentLogger, ffmpegPath: 'ffmpeg', users: n.node.users, authRequired: false, metrics: n.node.metrics, caches: n.node.caches, signal: shutdown.signal });
+  const app = buildHttp({
+    service: n.node.service,
+    index: n.node.index,
+    dataDir: n.dataDir,
+    log: silentLogger,
+    ffmpegPath: 'ffmpeg',
+    users: n.node.users,
+    authRequired: false,
+    metrics: n.node.metrics,
+    caches: n.node.caches,
+    signal: shutdown.signal,
+  });
   t.teardown(() => app.close());
-  for (const [method, url] of [['PUT', '/api/cameras/late'], ['GET', '/api/health'], ['GET', '/api/cameras'], ['GET', '/no/such/route']] as const) {
+  for (const [method, url] of [
+    ['PUT', '/api/cameras/late'],
+    ['GET', '/api/health'],
+    ['GET', '/api/cameras'],
+    ['GET', '/no/such/route'],
+  ] as const) {
     const res = await app.inject({ method, url, ...(method === 'PUT' ? { payload: { streams: { main: 'rtsp://127.0.0.1:1/x' } } } : {}) });
     t.is(res.statusCode, 503, `${method} ${url}`);
     t.is(res.json<{ error: { code: string } }>().error.code, 'SHUTTING_DOWN', `${method} ${url}`);
@@ -115,7 +144,15 @@ test('once the shutdown began, NATS answers every request SHUTTING_DOWN without 
   t.teardown(() => server.stop());
   const nc = await connect({ servers: server.url, user: server.auth.natsUser, pass: server.auth.natsPassword });
   const calls: string[] = [];
-  const service = new Proxy({}, { get: (_, name) => (...args: unknown[]) => void calls.push(`${String(name)}(${JSON.stringify(args)})`) }) as unknown as RecorderService;
+  const service = new Proxy(
+    {},
+    {
+      get:
+        (_, name) =>
+        (...args: unknown[]) =>
+          void calls.push(`${String(name)}(${JSON.stringify(args)})`),
+    },
+  ) as unknown as RecorderService;
   const shutdown = new AbortController();
   const api = await startNatsApi(nc, service, 'rec', silentLogger, shutdown.signal);
   t.teardown(() => api.close());
@@ -123,7 +160,9 @@ test('once the shutdown began, NATS answers every request SHUTTING_DOWN without 
   t.teardown(() => vms.close());
   shutdown.abort(shuttingDown());
   for (const subject of ['rec.v1.camera.put', 'rec.v1.camera.list', 'rec.v1.search', 'rec.v1.event.cam']) {
-    const reply = JSON.parse((await vms.request(subject, JSON.stringify({ id: 'late', streams: { main: 'rtsp://127.0.0.1:1/x' } }), { timeout: 5000 })).string()) as { ok: boolean; error?: { code: string } };
+    const reply = JSON.parse(
+      (await vms.request(subject, JSON.stringify({ id: 'late', streams: { main: 'rtsp://127.0.0.1:1/x' } }), { timeout: 5000 })).string(),
+    ) as { ok: boolean; error?: { code: string } };
     t.false(reply.ok, subject);
     t.is(reply.error?.code, 'SHUTTING_DOWN', subject);
   }

@@ -112,7 +112,11 @@ test('live fMP4 over WebSocket from the running ingest while recording goes on; 
   // A viewer that never completes a delivery (in-process sink, 64 KiB bound) and one
   // that never reads its TCP socket: neither holds more than its bound nor slows the others.
   const bound = 64 * 1024;
-  const stuck = n.node.supervisor.subscribeLive('cam', { deliver: (_m: LiveMessage, _done: () => void) => undefined }, { preview: false, maxQueuedBytes: bound });
+  const stuck = n.node.supervisor.subscribeLive(
+    'cam',
+    { deliver: (_m: LiveMessage, _done: () => void) => undefined },
+    { preview: false, maxQueuedBytes: bound },
+  );
   t.teardown(() => stuck.close());
   const raw = await rawNeverReadingViewer(n.http, '/api/cameras/cam/live');
   t.teardown(() => raw.destroy());

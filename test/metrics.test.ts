@@ -73,19 +73,28 @@ test('metrics move with a recording camera; system info; alarms on NATS when the
     return res.text();
   };
 
-  const first = await waitFor('fragments counted', async () => {
-    const m = await scrape();
-    return (sample(m, 'recorder_camera_fragments_total', cam) ?? 0) > 0 ? m : null;
-  }, 90_000);
+  const first = await waitFor(
+    'fragments counted',
+    async () => {
+      const m = await scrape();
+      return (sample(m, 'recorder_camera_fragments_total', cam) ?? 0) > 0 ? m : null;
+    },
+    90_000,
+  );
   t.is(sample(first, 'recorder_camera_state', { ...cam, state: 'recording' }), 1);
   t.is(sample(first, 'recorder_camera_state', { ...cam, state: 'backoff' }), 0);
   // Later scrapes show more fragments, more bytes, a newer last write, a bitrate.
-  const second = await waitFor('metrics moving', async () => {
-    const m = await scrape();
-    const more = (sample(m, 'recorder_camera_fragments_total', cam) ?? 0) > sample(first, 'recorder_camera_fragments_total', cam)!;
-    const later = (sample(m, 'recorder_camera_last_write_timestamp_seconds', cam) ?? 0) > (sample(first, 'recorder_camera_last_write_timestamp_seconds', cam) ?? 0);
-    return more && later ? m : null;
-  }, 60_000);
+  const second = await waitFor(
+    'metrics moving',
+    async () => {
+      const m = await scrape();
+      const more = (sample(m, 'recorder_camera_fragments_total', cam) ?? 0) > sample(first, 'recorder_camera_fragments_total', cam)!;
+      const later =
+        (sample(m, 'recorder_camera_last_write_timestamp_seconds', cam) ?? 0) > (sample(first, 'recorder_camera_last_write_timestamp_seconds', cam) ?? 0);
+      return more && later ? m : null;
+    },
+    60_000,
+  );
   t.true(sample(second, 'recorder_camera_bytes_written_total', cam)! > sample(first, 'recorder_camera_bytes_written_total', cam)!);
   const lastWrite = sample(second, 'recorder_camera_last_write_timestamp_seconds', cam)!;
   t.true(Math.abs(lastWrite - Date.now() / 1000) < 120, 'last write is recent wall-clock time');
@@ -101,19 +110,30 @@ test('metrics move with a recording camera; system info; alarms on NATS when the
   const slots = sample(second, 'recorder_lmdb_reader_slots')!;
   t.true(slots >= 1 && slots < 126, `reader slots ${slots}`);
   t.true(sample(second, 'process_open_fds')! > 0, 'open descriptors');
-  t.true(sample(second, 'recorder_child_processes', { command: 'ffmpeg' })! >= 1, 'the recording camera\'s ffmpeg is counted');
+  t.true(sample(second, 'recorder_child_processes', { command: 'ffmpeg' })! >= 1, "the recording camera's ffmpeg is counted");
 
-  const deleted = await waitFor('retention deletions counted', async () => {
-    const m = await scrape();
-    return (sample(m, 'recorder_pool_deleted_segments_total', { pool: 'tiny' }) ?? 0) >= 2 ? m : null;
-  }, 90_000);
+  const deleted = await waitFor(
+    'retention deletions counted',
+    async () => {
+      const m = await scrape();
+      return (sample(m, 'recorder_pool_deleted_segments_total', { pool: 'tiny' }) ?? 0) >= 2 ? m : null;
+    },
+    90_000,
+  );
   t.true(sample(deleted, 'recorder_pool_deleted_bytes_total', { pool: 'tiny' })! > 0);
   t.is(sample(deleted, 'recorder_pool_capacity_bytes', { pool: 'tiny' }), 250_000);
   t.is(sample(deleted, 'recorder_pool_deleted_segments_total', { pool: 'p1' }) ?? 0, 0, 'the big pool deleted nothing');
   t.true(sample(deleted, 'recorder_pool_usage_bytes', { pool: 'tiny' })! < 250_000 + 1_000_000, 'usage held near the capacity');
 
   // System info, over HTTP and NATS.
-  const sys = (await (await fetch(`${n.http}/api/system`)).json()) as { system: { version: string; cpu: { cores: number }; memory: { totalBytes: number; processRssBytes: number }; disks: { path: string; totalBytes: number; availableBytes: number }[] } };
+  const sys = (await (await fetch(`${n.http}/api/system`)).json()) as {
+    system: {
+      version: string;
+      cpu: { cores: number };
+      memory: { totalBytes: number; processRssBytes: number };
+      disks: { path: string; totalBytes: number; availableBytes: number }[];
+    };
+  };
   t.regex(sys.system.version, /^\d+\.\d+\.\d+/);
   t.true(sys.system.cpu.cores >= 1);
   t.true(sys.system.memory.totalBytes > sys.system.memory.processRssBytes);
@@ -129,10 +149,14 @@ test('metrics move with a recording camera; system info; alarms on NATS when the
   await sim.stop();
   const offline = await waitFor('camera-offline alarm', () => alarms.find((a) => a.kind === 'camera-offline' && a.camera === 'cam1'), 90_000);
   t.is(subjects[alarms.indexOf(offline)], 'rec.v1.alarm.camera-offline');
-  const after = await waitFor('restart counted', async () => {
-    const m = await scrape();
-    return (sample(m, 'recorder_ffmpeg_restarts_total', { camera: 'cam1' }) ?? 0) >= 1 ? m : null;
-  }, 60_000);
+  const after = await waitFor(
+    'restart counted',
+    async () => {
+      const m = await scrape();
+      return (sample(m, 'recorder_ffmpeg_restarts_total', { camera: 'cam1' }) ?? 0) >= 1 ? m : null;
+    },
+    60_000,
+  );
   t.is(sample(after, 'recorder_camera_state', { ...cam, state: 'recording' }), 0);
   t.true((sample(after, 'recorder_camera_gaps', { ...cam, state: 'open' }) ?? 0) >= 1, 'an open gap');
   t.true(sample(after, 'recorder_alarms_total', { kind: 'camera-offline' })! >= 1);

@@ -37,7 +37,12 @@ async function camera(n: TestNode, id: string): Promise<CameraView> {
 }
 
 /** The spans of `id` since `sinceMs`; waits until one lasts `ms`, says what there was if none does. */
-async function waitSpan(n: TestNode, id: string, sinceMs: number, ms: number): Promise<{ spans: { fromMs: number; toMs: number }[]; span: { fromMs: number; toMs: number } }> {
+async function waitSpan(
+  n: TestNode,
+  id: string,
+  sinceMs: number,
+  ms: number,
+): Promise<{ spans: { fromMs: number; toMs: number }[]; span: { fromMs: number; toMs: number } }> {
   let seen: { fromMs: number; toMs: number }[] = [];
   try {
     return await waitFor(
@@ -71,7 +76,9 @@ async function codecs(file: string): Promise<string[]> {
 
 /** Presentation times (s) of the video packets, in file order. */
 async function videoPts(file: string): Promise<number[]> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', file], { maxBuffer: 16 << 20 });
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', file], {
+    maxBuffer: 16 << 20,
+  });
   return stdout.split('\n').filter(Boolean).map(Number);
 }
 
@@ -88,8 +95,20 @@ interface Variant {
 const VARIANTS: Variant[] = [
   { mount: 'h264aac', what: 'H.264 + AAC starting at an I-frame', video: 'h264', audio: { mp4: ['aac'], ps: ['aac'] }, stored: { mp4: 'copy', ps: 'copy' } },
   { mount: 'h264alaw', what: 'H.264 + G.711 A-law (PSM type 0x90)', video: 'h264', audio: { mp4: [], ps: ['pcm_alaw'] }, stored: { mp4: 'none', ps: 'copy' } },
-  { mount: 'h264aac-midgop', what: 'H.264 + AAC joined mid-GOP (no PSM before the next I-frame)', video: 'h264', audio: { mp4: ['aac'], ps: ['aac'] }, stored: { mp4: 'copy', ps: 'copy' } },
-  { mount: 'h264aac-wrap', what: `H.264 + AAC whose PTS passes 2^33 ${WRAP_AFTER_SECONDS} s in`, video: 'h264', audio: { mp4: ['aac'], ps: ['aac'] }, stored: { mp4: 'copy', ps: 'copy' } },
+  {
+    mount: 'h264aac-midgop',
+    what: 'H.264 + AAC joined mid-GOP (no PSM before the next I-frame)',
+    video: 'h264',
+    audio: { mp4: ['aac'], ps: ['aac'] },
+    stored: { mp4: 'copy', ps: 'copy' },
+  },
+  {
+    mount: 'h264aac-wrap',
+    what: `H.264 + AAC whose PTS passes 2^33 ${WRAP_AFTER_SECONDS} s in`,
+    video: 'h264',
+    audio: { mp4: ['aac'], ps: ['aac'] },
+    stored: { mp4: 'copy', ps: 'copy' },
+  },
   { mount: 'h265aac', what: 'H.265 + AAC', video: 'hevc', audio: { mp4: ['aac'], ps: ['aac'] }, stored: { mp4: 'copy', ps: 'copy' } },
 ];
 

@@ -47,7 +47,8 @@ function violations(nc: NatsConnection): string[] {
   const seen: string[] = [];
   void (async () => {
     for await (const s of nc.status() as AsyncIterable<Status & { permissionContext?: { operation: string; subject: string } }>) {
-      if (s.type === 'error' && s.data === 'PERMISSIONS_VIOLATION' && s.permissionContext) seen.push(`${s.permissionContext.operation} ${s.permissionContext.subject}`);
+      if (s.type === 'error' && s.data === 'PERMISSIONS_VIOLATION' && s.permissionContext)
+        seen.push(`${s.permissionContext.operation} ${s.permissionContext.subject}`);
     }
   })();
   return seen;
@@ -80,7 +81,11 @@ test('embedded NATS: generated credentials, anonymous refused, observer cannot d
   // The log says where the credentials are, never what they are.
   const started = lines.map((l) => JSON.parse(l) as { msg: string; credentials?: string }).find((l) => l.msg.startsWith('embedded nats-server started'));
   t.is(started?.credentials, credentialsFile(dir));
-  for (const p of passwords) t.false(lines.some((l) => l.includes(p)), 'a NATS password in the log');
+  for (const p of passwords)
+    t.false(
+      lines.some((l) => l.includes(p)),
+      'a NATS password in the log',
+    );
 
   // No credentials, a wrong password, a known user with another's password: refused.
   t.is(await refusal(url, {}), 'AUTHORIZATION_VIOLATION');
@@ -91,7 +96,8 @@ test('embedded NATS: generated credentials, anonymous refused, observer cannot d
   const vms = await connect({ servers: url, ...embeddedNatsUser(dir, 'vms') });
   t.teardown(() => vms.close());
   const vmsViolations = violations(vms);
-  const request = async (subject: string, body: unknown): Promise<any> => JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
+  const request = async (subject: string, body: unknown): Promise<any> =>
+    JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
   const put = await request('rec.v1.camera.put', { id: 'cam', streams: { main: `rtsp://127.0.0.1:${await freePort()}/none` } });
   t.true(put.ok, JSON.stringify(put));
   const info = JSON.parse((await vms.request('$SRV.INFO.recorder', '', { timeout: 5000 })).string()) as { name: string };
@@ -104,19 +110,35 @@ test('embedded NATS: generated credentials, anonymous refused, observer cannot d
   observer.subscribe('rec.v1.alarm.>');
   observer.subscribe('rec.v1.status.>');
   await observer.flush();
-  await t.throwsAsync(observer.request('rec.v1.camera.delete', JSON.stringify({ id: 'cam', purge: true }), { timeout: 3000 }), undefined, 'a request needs a reply inbox the observer may not have');
+  await t.throwsAsync(
+    observer.request('rec.v1.camera.delete', JSON.stringify({ id: 'cam', purge: true }), { timeout: 3000 }),
+    undefined,
+    'a request needs a reply inbox the observer may not have',
+  );
   observer.publish('rec.v1.camera.delete', JSON.stringify({ id: 'cam', purge: true }));
   await observer.flush();
   await waitFor('the publish violation', () => observerViolations.includes('publish rec.v1.camera.delete'), 10_000, 50);
-  t.false(observerViolations.some((v) => /^subscription rec\.v1\.(alarm|status)/.test(v)), observerViolations.join('; '));
+  t.false(
+    observerViolations.some((v) => /^subscription rec\.v1\.(alarm|status)/.test(v)),
+    observerViolations.join('; '),
+  );
   t.false(observer.isClosed());
   const list = await request('rec.v1.camera.list', {});
-  t.deepEqual(list.cameras.map((c: { id: string }) => c.id), ['cam'], 'the camera is still there');
+  t.deepEqual(
+    list.cameras.map((c: { id: string }) => c.id),
+    ['cam'],
+    'the camera is still there',
+  );
 
   // vms may not answer in the recorder's place, nor publish alarms or statuses.
   vms.subscribe('rec.v1.camera.delete');
   vms.publish('rec.v1.alarm.camera-offline', JSON.stringify({ kind: 'camera-offline', camera: 'cam', message: 'spoofed' }));
-  await waitFor('both violations', () => vmsViolations.includes('subscription rec.v1.camera.delete') && vmsViolations.includes('publish rec.v1.alarm.camera-offline'), 10_000, 50);
+  await waitFor(
+    'both violations',
+    () => vmsViolations.includes('subscription rec.v1.camera.delete') && vmsViolations.includes('publish rec.v1.alarm.camera-offline'),
+    10_000,
+    50,
+  );
 
   // A restart keeps the passwords and, when it is free, the port.
   await vms.close();
@@ -148,7 +170,8 @@ test('a SIGKILLed embedded nats-server is restarted: alarms raised while it was 
   vms.subscribe('rec.v1.status.cam', { callback: (_e, m) => statuses.push({ ...m.json<{ state: string; at: string }>(), receivedAt: Date.now() }) });
   await observer.flush();
   await vms.flush();
-  const request = async (subject: string, body: unknown): Promise<any> => JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
+  const request = async (subject: string, body: unknown): Promise<any> =>
+    JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
   t.true((await request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   await waitFor('recording', () => statuses.some((s) => s.state === 'recording'), 30_000);
   t.is((await natsServersOf(n.dataDir)).length, 1);
@@ -159,23 +182,36 @@ test('a SIGKILLed embedded nats-server is restarted: alarms raised while it was 
   process.kill(pid, 'SIGKILL');
   let holder: Server | null = null;
   // Clients that reach the holder are hung up on at once (they retry), never left waiting.
-  await waitFor('the port held', () => new Promise<boolean>((resolve) => {
-    const srv = createServer((s) => s.destroy());
-    srv.once('error', () => resolve(false));
-    srv.listen(embedded.port, '127.0.0.1', () => {
-      holder = srv;
-      resolve(true);
-    });
-  }), 900, 10).catch(() => t.fail('the server came back before the test could hold its port'));
+  await waitFor(
+    'the port held',
+    () =>
+      new Promise<boolean>((resolve) => {
+        const srv = createServer((s) => s.destroy());
+        srv.once('error', () => resolve(false));
+        srv.listen(embedded.port, '127.0.0.1', () => {
+          holder = srv;
+          resolve(true);
+        });
+      }),
+    900,
+    10,
+  ).catch(() => t.fail('the server came back before the test could hold its port'));
   t.teardown(() => holder?.close());
   await waitFor('the server seen dead', () => embedded.pid() === null, 10_000, 50);
 
   // The camera goes away while NATS is down: its offline alarm is raised now.
   await sim.stop();
-  await waitFor('camera in backoff', async () => (await getJson<{ camera: { status: string } }>(`${n.http}/api/cameras/cam`)).body.camera.status === 'backoff', 30_000);
+  await waitFor(
+    'camera in backoff',
+    async () => (await getJson<{ camera: { status: string } }>(`${n.http}/api/cameras/cam`)).body.camera.status === 'backoff',
+    30_000,
+  );
   t.is(embedded.pid(), null, 'still down: restarts fail while the port is taken');
   t.is(embedded.restarts(), 0);
-  t.deepEqual(alarms.filter((a) => a.camera === 'cam'), []);
+  t.deepEqual(
+    alarms.filter((a) => a.camera === 'cam'),
+    [],
+  );
   const downUntil = Date.now();
 
   // Port free: the next attempt (1 s doubling to 30 s) starts it on the same port.
@@ -201,10 +237,14 @@ test('a SIGKILLed embedded nats-server is restarted: alarms raised while it was 
   t.deepEqual((await request('rec.v1.camera.list', {})).cameras.map((c: { id: string }) => c.id).sort(), ['cam', 'cam2']);
   // One server, and the dead one's wrapper gone with it.
   t.is((await natsServersOf(n.dataDir)).length, 1);
-  await waitFor('one wrapper', async () => (await processesMentioning(n.dataDir)).filter((l) => / sh -c /.test(l)).length <= 2, 10_000).catch(async () => t.fail((await processesMentioning(n.dataDir)).join('\n')));
+  await waitFor('one wrapper', async () => (await processesMentioning(n.dataDir)).filter((l) => / sh -c /.test(l)).length <= 2, 10_000).catch(async () =>
+    t.fail((await processesMentioning(n.dataDir)).join('\n')),
+  );
 
   await vms.close();
   await observer.close();
   await n.node.stop();
-  await waitFor('no nats-server left', async () => (await processesMentioning(n.dataDir)).length === 0, 10_000).catch(async () => t.fail((await processesMentioning(n.dataDir)).join('\n')));
+  await waitFor('no nats-server left', async () => (await processesMentioning(n.dataDir)).length === 0, 10_000).catch(async () =>
+    t.fail((await processesMentioning(n.dataDir)).join('\n')),
+  );
 });

@@ -31,10 +31,23 @@ test('a client that stops reading stalls its session at the unsent-bytes bound; 
   t.teardown(() => index.close());
   const vts = scan.info.tracks[0]!.timescale;
   await index.segments.put({
-    camera: 'cam', startMs: START_MS, endMs: START_MS + 40_000, file: 'seg.mp4', format: 'mp4', pool: 'default', stream: 'main',
-    bytes: scan.validBytes, initSize: scan.initSize, mimeType: scan.info.mimeType, codecKey: scan.info.codecKey,
-    types: [{ type: 'timing', fromMs: START_MS }], open: false, flags: {},
-    gops: encodeGops(scan.fragments.map((f) => ({ offset: f.offset, size: f.size, timeMs: Math.round((Number(f.moof.tracks[0]!.baseDecodeTime) * 1000) / vts) }))),
+    camera: 'cam',
+    startMs: START_MS,
+    endMs: START_MS + 40_000,
+    file: 'seg.mp4',
+    format: 'mp4',
+    pool: 'default',
+    stream: 'main',
+    bytes: scan.validBytes,
+    initSize: scan.initSize,
+    mimeType: scan.info.mimeType,
+    codecKey: scan.info.codecKey,
+    types: [{ type: 'timing', fromMs: START_MS }],
+    open: false,
+    flags: {},
+    gops: encodeGops(
+      scan.fragments.map((f) => ({ offset: f.offset, size: f.size, timeMs: Math.round((Number(f.moof.tracks[0]!.baseDecodeTime) * 1000) / vts) })),
+    ),
   });
 
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });

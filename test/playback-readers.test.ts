@@ -23,10 +23,14 @@ test('an idle playback stream pins no snapshot: the index reuses its pages, and 
   t.teardown(() => sim.stop());
   const n = await startNode(t, { segmentSeconds: 2 });
   t.true((await n.request('rec.v1.camera.put', { id: 'c', streams: { main: sim.url('h264') } })).ok);
-  const closed = await waitFor('2 closed segments', () => {
-    const s = [...n.node.index.segments.all('c')].filter((x) => !x.open);
-    return s.length >= 2 ? s : null;
-  }, 60_000);
+  const closed = await waitFor(
+    '2 closed segments',
+    () => {
+      const s = [...n.node.index.segments.all('c')].filter((x) => !x.open);
+      return s.length >= 2 ? s : null;
+    },
+    60_000,
+  );
   const index = n.node.index;
   const readers = (): number => index.readerSlots();
   const baseline = readers();
@@ -39,7 +43,8 @@ test('an idle playback stream pins no snapshot: the index reuses its pages, and 
 
   const file = join(n.dataDir, 'index', 'data.mdb');
   const before = statSync(file).size;
-  for (let i = 0; i < 300; i++) await index.pools.put('churn', { id: 'churn', capacityBytes: null, overwrite: 'capacity', note: 'x'.repeat(2000 + (i % 7)) } as never);
+  for (let i = 0; i < 300; i++)
+    await index.pools.put('churn', { id: 'churn', capacityBytes: null, overwrite: 'capacity', note: 'x'.repeat(2000 + (i % 7)) } as never);
   const grown = statSync(file).size - before;
   // Pinned, each commit would leave its copied pages behind (~300 × 2+ pages).
   t.true(grown < 600 * 1024, `the index grew by ${grown} bytes over 300 commits while a playback stream was idle`);

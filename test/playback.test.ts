@@ -63,7 +63,15 @@ function rawGet(url: string): Promise<{ status: number; length: number; received
 type WsMsg = { text: Record<string, unknown> } | { bin: Buffer };
 
 /** A WebSocket client that queues what arrives and hands it out in order. */
-async function session(url: string): Promise<{ ws: WebSocket; send(o: unknown): void; next(what: string, pred: (m: WsMsg) => boolean): Promise<WsMsg>; since(): WsMsg[]; closed: Promise<number> }> {
+async function session(
+  url: string,
+): Promise<{
+  ws: WebSocket;
+  send(o: unknown): void;
+  next(what: string, pred: (m: WsMsg) => boolean): Promise<WsMsg>;
+  since(): WsMsg[];
+  closed: Promise<number>;
+}> {
   const ws = new WebSocket(url);
   const queue: WsMsg[] = [];
   let waiter: (() => void) | null = null;
@@ -81,7 +89,10 @@ async function session(url: string): Promise<{ ws: WebSocket; send(o: unknown): 
       for (;;) {
         const i = queue.findIndex(pred);
         if (i >= 0) return queue.splice(0, i + 1).at(-1)!;
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; queue: ${queue.map((m) => ('text' in m ? JSON.stringify(m.text) : `bin ${m.bin.length}`)).join(' | ')}`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `timed out waiting for ${what}; queue: ${queue.map((m) => ('text' in m ? JSON.stringify(m.text) : `bin ${m.bin.length}`)).join(' | ')}`,
+          );
         await new Promise<void>((r) => {
           waiter = r;
           setTimeout(r, 200);
@@ -93,8 +104,14 @@ async function session(url: string): Promise<{ ws: WebSocket; send(o: unknown): 
   };
 }
 
-const isText = (type: string) => (m: WsMsg): boolean => 'text' in m && m.text.type === type;
-const isBox = (type: string) => (m: WsMsg): boolean => 'bin' in m && m.bin.toString('latin1', 4, 8) === type;
+const isText =
+  (type: string) =>
+  (m: WsMsg): boolean =>
+    'text' in m && m.text.type === type;
+const isBox =
+  (type: string) =>
+  (m: WsMsg): boolean =>
+    'bin' in m && m.bin.toString('latin1', 4, 8) === type;
 
 test('a range over three segments and a gap: progressive download, resume, trick play, bad input, deleted segment', async (t) => {
   const sim = await SimCamera.start();
@@ -103,17 +120,29 @@ test('a range over three segments and a gap: progressive download, resume, trick
   const n = await startNode(t, { segmentSeconds: 30, backoffInitialMs: 500, backoffMaxMs: 2000 });
   const t0 = Date.now();
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264aac') } })).ok);
-  await waitFor('65 s of video', async () => {
-    const s = (await search(n, t0 - 5000)).spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 65_000;
-  }, 150_000, 500);
+  await waitFor(
+    '65 s of video',
+    async () => {
+      const s = (await search(n, t0 - 5000)).spans[0];
+      return s && Date.parse(s.to) - Date.parse(s.from) > 65_000;
+    },
+    150_000,
+    500,
+  );
   await sim.stop();
   await new Promise((r) => setTimeout(r, 6000));
   await sim.restart();
-  const rec = await waitFor('55 s of video after the gap', async () => {
-    const r = await search(n, t0 - 5000);
-    return r.spans.length === 2 && r.gaps.length === 1 && r.gaps[0]!.state !== 'open' && Date.parse(r.spans[1]!.to) - Date.parse(r.spans[1]!.from) > 55_000 ? r : null;
-  }, 150_000, 500);
+  const rec = await waitFor(
+    '55 s of video after the gap',
+    async () => {
+      const r = await search(n, t0 - 5000);
+      return r.spans.length === 2 && r.gaps.length === 1 && r.gaps[0]!.state !== 'open' && Date.parse(r.spans[1]!.to) - Date.parse(r.spans[1]!.from) > 55_000
+        ? r
+        : null;
+    },
+    150_000,
+    500,
+  );
   const gap = rec.gaps[0]!;
   const gapMs = Date.parse(gap.to) - Date.parse(gap.from);
   // Exact instants inside GOPs at both ends (the edit lists cut there).
@@ -175,7 +204,9 @@ test('a range over three segments and a gap: progressive download, resume, trick
   t.is((await fetch(url, { headers: { range: 'lines=1-2' } })).status, 400);
   const inverted = await getJson<{ error: { code: string } }>(`${n.http}/api/cameras/cam/video.mp4?from=${toMs}&to=${fromMs}`);
   t.is(inverted.body.error.code, 'BAD_TIME');
-  const gapOnly = await getJson<{ error: { code: string } }>(`${n.http}/api/cameras/cam/video.mp4?from=${Date.parse(gap.from) + 500}&to=${Date.parse(gap.to) - 500}`);
+  const gapOnly = await getJson<{ error: { code: string } }>(
+    `${n.http}/api/cameras/cam/video.mp4?from=${Date.parse(gap.from) + 500}&to=${Date.parse(gap.to) - 500}`,
+  );
   t.is(gapOnly.status, 404);
   t.is(gapOnly.body.error.code, 'NO_VIDEO');
   t.is((await getJson<{ error: { code: string } }>(`${url}&format=avi`)).body.error.code, 'VALIDATION_FAILED');
@@ -190,7 +221,10 @@ test('a range over three segments and a gap: progressive download, resume, trick
   const fp = await probePackets(fastFile);
   t.is(fp.length, gops, `${gops} GOPs in the range`);
   t.true(fp.every((p) => p.keyframe && p.codecType === 'video'));
-  t.true(fp.every((p, i) => i === 0 || p.dts > fp[i - 1]!.dts), 'decode times increase');
+  t.true(
+    fp.every((p, i) => i === 0 || p.dts > fp[i - 1]!.dts),
+    'decode times increase',
+  );
   const fastSec = (await ffprobe(fastFile)).durationSec;
   t.true(Math.abs(fastSec - (probe.durationSec + 2) / 8) < 1, `8x: ${fastSec} s for ${probe.durationSec} s`);
 
@@ -201,8 +235,15 @@ test('a range over three segments and a gap: progressive download, resume, trick
   const bp = await probePackets(backFile);
   t.is(bp.length, gops);
   t.true(bp.every((p) => p.keyframe));
-  t.true(bp.every((p, i) => i === 0 || p.dts > bp[i - 1]!.dts), 'times increase while the GOPs go backwards');
-  t.deepEqual(bp.map((p) => p.size), fp.map((p) => p.size).reverse(), 'the same I-frames, last first');
+  t.true(
+    bp.every((p, i) => i === 0 || p.dts > bp[i - 1]!.dts),
+    'times increase while the GOPs go backwards',
+  );
+  t.deepEqual(
+    bp.map((p) => p.size),
+    fp.map((p) => p.size).reverse(),
+    'the same I-frames, last first',
+  );
   t.is((await getJson<{ error: { code: string } }>(`${n.http}/api/cameras/cam/play?from=${fromMs}&speed=32`)).body.error.code, 'VALIDATION_FAILED');
   t.is((await getJson<{ error: { code: string } }>(`${n.http}/api/cameras/cam/play?from=${fromMs}&to=${toMs}&reverse=1`)).body.error.code, 'BAD_TIME');
 
@@ -220,7 +261,11 @@ test('a range over three segments and a gap: progressive download, resume, trick
   ws.send({ cmd: 'pause' });
   await ws.next('paused', (m) => isText('state')(m) && (m as { text: { state: string } }).text.state === 'paused');
   await new Promise((r) => setTimeout(r, 1500));
-  t.deepEqual(ws.since().filter((m) => 'bin' in m), [], 'nothing is sent while paused');
+  t.deepEqual(
+    ws.since().filter((m) => 'bin' in m),
+    [],
+    'nothing is sent while paused',
+  );
   ws.send({ cmd: 'speed', speed: 8 });
   const init2 = (await ws.next('trick init', isText('init'))) as { text: { mimeType: string; mode: string; mediaStart: number } };
   t.is(init2.text.mode, 'iframes');

@@ -36,7 +36,10 @@ async function fetchTo(url: string, file: string): Promise<Response> {
 /** Per video frame, the md5 of the decoded picture (order of decoding output). */
 async function pictures(file: string, extra: string[] = []): Promise<string[]> {
   const { stdout } = await run('ffmpeg', ['-v', 'error', ...extra, '-i', file, '-map', '0:v', '-f', 'framemd5', '-'], { maxBuffer: 64 << 20 });
-  return stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(',').pop()!.trim());
+  return stdout
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => l.split(',').pop()!.trim());
 }
 
 async function streams(file: string): Promise<{ codec_name: string; nb_read_packets?: string }[]> {
@@ -45,14 +48,22 @@ async function streams(file: string): Promise<{ codec_name: string; nb_read_pack
 }
 
 async function durationSec(file: string): Promise<number> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,duration_time', '-of', 'csv=p=0', file], { maxBuffer: 16 << 20 });
-  const pts = stdout.trim().split('\n').map((l) => Number(l.split(',')[0])).filter(Number.isFinite);
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,duration_time', '-of', 'csv=p=0', file], {
+    maxBuffer: 16 << 20,
+  });
+  const pts = stdout
+    .trim()
+    .split('\n')
+    .map((l) => Number(l.split(',')[0]))
+    .filter(Number.isFinite);
   return Math.max(...pts) - Math.min(...pts) + 1 / FPS;
 }
 
 /** How many video frames of `file` are presented less than `sec` after its first. */
 async function framesPresentedBefore(file: string, sec: number): Promise<number> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', file], { maxBuffer: 16 << 20 });
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', file], {
+    maxBuffer: 16 << 20,
+  });
   const pts = stdout.trim().split('\n').map(Number).filter(Number.isFinite);
   const first = Math.min(...pts);
   return pts.filter((p) => p - first < sec - 1e-6).length;
@@ -98,7 +109,9 @@ for (const [mount, videoCodec] of [
     if (mount === 'h265aac') t.true((await n.request('rec.v1.pool.put', { id: 'gb', capacityBytes: null, overwrite: 'capacity', format: 'ps' })).ok);
     const put = await n.request<{ camera: { record: { format?: string } } }>(
       'rec.v1.camera.put',
-      mount === 'h265aac' ? { id: 'ps1', pool: 'gb', streams: { main: sim.url(mount) } } : { id: 'ps1', streams: { main: sim.url(mount) }, record: { format: 'ps' } },
+      mount === 'h265aac'
+        ? { id: 'ps1', pool: 'gb', streams: { main: sim.url(mount) } }
+        : { id: 'ps1', streams: { main: sim.url(mount) }, record: { format: 'ps' } },
     );
     t.true(put.ok, JSON.stringify(put));
     // The same camera recorded as MP4 too (GStreamer shares one encoder): video.ps of an MP4 recording.
@@ -132,13 +145,28 @@ for (const [mount, videoCodec] of [
     const beforeTo = await framesPresentedBefore(fmp4File, (toMs - recFromMs) / 1000);
     t.true(beforeTo > want.length - 2 * FPS && beforeTo <= want.length, `${beforeTo} of ${want.length} frames before \`to\``);
     t.deepEqual(await pictures(mp4File, ['-ignore_editlist', '1']), want.slice(0, beforeTo), 'progressive video.mp4 has the same frames up to `to`');
-    for (const f of [psFile, fmp4File]) t.deepEqual((await streams(f)).map((s) => s.codec_name), [videoCodec, 'aac'], f);
+    for (const f of [psFile, fmp4File])
+      t.deepEqual(
+        (await streams(f)).map((s) => s.codec_name),
+        [videoCodec, 'aac'],
+        f,
+      );
     // PS adds no decode error of its own: whatever ffmpeg says about the PS it says about
     // the MP4 of the same range (a camera starved of CPU by a loaded host may send broken
     // slices; those show up in both).
-    const errorLines = async (f: string) => new Set((await decodeErrors(f)).split('\n').filter(Boolean).map((l) => l.replace(/ @ 0x[0-9a-f]+/g, '')));
+    const errorLines = async (f: string) =>
+      new Set(
+        (await decodeErrors(f))
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => l.replace(/ @ 0x[0-9a-f]+/g, '')),
+      );
     const mp4Errors = await errorLines(fmp4File);
-    t.deepEqual([...(await errorLines(psFile))].filter((l) => !mp4Errors.has(l)), [], 'decode errors only the PS has');
+    t.deepEqual(
+      [...(await errorLines(psFile))].filter((l) => !mp4Errors.has(l)),
+      [],
+      'decode errors only the PS has',
+    );
     const psFrames = demuxPs(await readFile(psFile)).tracks.find((x) => x.streamId === 0xe0)!.samples.length;
     t.is(psFrames, want.length);
 
@@ -146,7 +174,11 @@ for (const [mount, videoCodec] of [
     const jpg = await fetch(`${n.http}/api/cameras/ps1/frame.jpg?at=${fromMs}&width=160`);
     t.is(jpg.status, 200);
     t.is(jpg.headers.get('content-type'), 'image/jpeg');
-    t.true(Buffer.from(await jpg.arrayBuffer()).subarray(0, 2).equals(Buffer.from([0xff, 0xd8])));
+    t.true(
+      Buffer.from(await jpg.arrayBuffer())
+        .subarray(0, 2)
+        .equals(Buffer.from([0xff, 0xd8])),
+    );
 
     // video.ps: exact length, strong ETag, same bytes every time, Range/If-Range resume; stream=1 gives the same bytes.
     if (mount === 'h264aac') {
@@ -194,7 +226,10 @@ for (const [mount, videoCodec] of [
       const b = join(dir, 'mp4cam.mp4');
       await fetchTo(`${n.http}/api/cameras/mp4cam/video.ps?${q2}`, a);
       await fetchTo(`${n.http}/api/cameras/mp4cam/video.mp4?${q2}&format=fmp4`, b);
-      t.deepEqual((await streams(a)).map((s) => s.codec_name), ['h264', 'aac']);
+      t.deepEqual(
+        (await streams(a)).map((s) => s.codec_name),
+        ['h264', 'aac'],
+      );
       t.deepEqual(await pictures(a), await pictures(b));
     }
 
@@ -220,7 +255,11 @@ for (const [mount, videoCodec] of [
       t.false(seg.open);
       const file = join(n.dataDir, seg.file);
       const s = await streams(file);
-      t.deepEqual(s.map((x) => x.codec_name), [videoCodec, 'aac'], seg.file);
+      t.deepEqual(
+        s.map((x) => x.codec_name),
+        [videoCodec, 'aac'],
+        seg.file,
+      );
       const frames = Number(s[0]!.nb_read_packets);
       const sec = (seg.endMs - seg.startMs) / 1000;
       t.true(Math.abs(frames - sec * FPS) <= 2, `${seg.file}: ${frames} frames in ${sec} s`);
@@ -249,7 +288,10 @@ test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segm
   const want = await pictures(mp4);
   t.true(Math.abs(want.length - seconds * FPS) <= 2, `${want.length} frames in ${seconds} s`);
   t.deepEqual(await pictures(ps), want);
-  t.deepEqual((await streams(mp4)).map((s) => s.codec_name), ['h264']);
+  t.deepEqual(
+    (await streams(mp4)).map((s) => s.codec_name),
+    ['h264'],
+  );
   t.is(await decodeErrors(mp4), '');
 
   // The camera goes away and comes back: the bridge fails the session (backoff), the
@@ -258,18 +300,27 @@ test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segm
   await sim.stop();
   await waitFor('backoff', async () => (await state()) === 'backoff', 30_000);
   await sim.restart();
-  await waitFor('recording again', async () => {
-    const q2 = new URLSearchParams({ camera: 'gb1', from: new Date(span.fromMs).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-    const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q2}`);
-    const last = body.spans[body.spans.length - 1];
-    return body.spans.length >= 2 && last && Date.parse(last.to) - Date.parse(last.from) >= 4000;
-  }, 90_000, 1000);
+  await waitFor(
+    'recording again',
+    async () => {
+      const q2 = new URLSearchParams({ camera: 'gb1', from: new Date(span.fromMs).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
+      const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q2}`);
+      const last = body.spans[body.spans.length - 1];
+      return body.spans.length >= 2 && last && Date.parse(last.to) - Date.parse(last.from) >= 4000;
+    },
+    90_000,
+    1000,
+  );
   await n.node.stop();
   const index = await RecorderIndex.open(n.dataDir);
   t.teardown(() => index.close());
   for (const seg of [...index.segments.all('gb1')]) {
     const s = await streams(join(n.dataDir, seg.file));
-    t.deepEqual(s.map((x) => x.codec_name), ['h264'], seg.file);
+    t.deepEqual(
+      s.map((x) => x.codec_name),
+      ['h264'],
+      seg.file,
+    );
     t.true(Math.abs(Number(s[0]!.nb_read_packets) - ((seg.endMs - seg.startMs) / 1000) * FPS) <= 2, seg.file);
   }
 });

@@ -104,11 +104,17 @@ for (const [mount, codecs] of [
     await writeFile(thumbFile, Buffer.from(await thumb.arrayBuffer()));
     t.is((await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=width,height', '-of', 'csv=p=0', thumbFile])).stdout.trim(), '160,120');
     // A thumbnail strip over the download range: distinct GOPs, each URL a JPEG.
-    const strip = await getJson<{ thumbnails: { at: string; url: string }[] }>(`${n.http}/api/cameras/cam1/thumbnails?from=${fromMs}&to=${toMs}&count=20&width=80`);
+    const strip = await getJson<{ thumbnails: { at: string; url: string }[] }>(
+      `${n.http}/api/cameras/cam1/thumbnails?from=${fromMs}&to=${toMs}&count=20&width=80`,
+    );
     t.is(strip.status, 200);
     const ats = strip.body.thumbnails.map((x) => Date.parse(x.at));
     t.true(ats.length >= 5 && ats.length <= 7, `${ats.length} thumbnails for 10 s of 2 s GOPs`);
-    t.deepEqual(ats, [...new Set(ats)].sort((a, b) => a - b), 'distinct and in time order');
+    t.deepEqual(
+      ats,
+      [...new Set(ats)].sort((a, b) => a - b),
+      'distinct and in time order',
+    );
     const first = await fetch(`${n.http}${strip.body.thumbnails[0]!.url}`);
     t.is(first.headers.get('content-type'), 'image/jpeg');
     await first.arrayBuffer();

@@ -66,10 +66,14 @@ test('a camera that drops off for 10 s leaves one gap of about that length and r
   await waitFor('backoff', async () => (await cameraState(n, 'cam')) === 'backoff', 30_000);
   // The state is in memory; the open gap is put to the index with it and committed a
   // moment later (an asynchronous LMDB write): a search right away may not see it yet.
-  const during = await waitFor('the gap in the index', async () => {
-    const r = await search(n.http, 'cam', t0);
-    return r.gaps.length > 0 ? r : null;
-  }, 10_000);
+  const during = await waitFor(
+    'the gap in the index',
+    async () => {
+      const r = await search(n.http, 'cam', t0);
+      return r.gaps.length > 0 ? r : null;
+    },
+    10_000,
+  );
   t.is(during.gaps.length, 1, 'an open gap is visible while the camera is away');
   t.is(during.gaps[0]!.state, 'open');
   await new Promise((r) => setTimeout(r, Math.max(0, 10_000 - (Date.now() - offAt))));
@@ -77,10 +81,15 @@ test('a camera that drops off for 10 s leaves one gap of about that length and r
   const onAt = Date.now();
 
   await waitFor('recording again', async () => (await cameraState(n, 'cam')) === 'recording', 30_000);
-  const after = await waitFor('video after the gap', async () => {
-    const r = await search(n.http, 'cam', t0);
-    return r.spans.length === 2 && Date.parse(r.spans[1]!.to) - Date.parse(r.spans[1]!.from) > 2000 ? r : null;
-  }, 30_000, 500);
+  const after = await waitFor(
+    'video after the gap',
+    async () => {
+      const r = await search(n.http, 'cam', t0);
+      return r.spans.length === 2 && Date.parse(r.spans[1]!.to) - Date.parse(r.spans[1]!.from) > 2000 ? r : null;
+    },
+    30_000,
+    500,
+  );
   t.is(after.gaps.length, 1);
   const gap = after.gaps[0]!;
   t.not(gap.state, 'open');
@@ -88,12 +97,18 @@ test('a camera that drops off for 10 s leaves one gap of about that length and r
   // Offline 10 s; the gap also holds the unfinished GOP and the reconnect delay.
   t.true(gapSec >= 9 && gapSec <= 10 + 2 + 4 + 3, `gap ${gapSec} s`);
   // 500 ms: the precision of anchoring a session on the wall clock (arrival minus GOP duration).
-  t.true(Date.parse(gap.from) <= offAt + 500 && Date.parse(gap.to) >= onAt - 500, `the gap ${gap.from}..${gap.to} covers the outage ${new Date(offAt).toISOString()}..${new Date(onAt).toISOString()}`);
+  t.true(
+    Date.parse(gap.from) <= offAt + 500 && Date.parse(gap.to) >= onAt - 500,
+    `the gap ${gap.from}..${gap.to} covers the outage ${new Date(offAt).toISOString()}..${new Date(onAt).toISOString()}`,
+  );
   t.is(Date.parse(after.spans[0]!.to), Date.parse(gap.from));
   t.is(Date.parse(after.spans[1]!.from), Date.parse(gap.to));
   // One offline alarm for the outage, not one per reconnect attempt. (Machine alarms —
   // cpu-high, memory-high, disk-near-full — carry no camera and depend on the host.)
-  t.deepEqual(alarms.filter((x) => x.camera !== undefined).map((x) => [x.kind, x.camera]), [['camera-offline', 'cam']]);
+  t.deepEqual(
+    alarms.filter((x) => x.camera !== undefined).map((x) => [x.kind, x.camera]),
+    [['camera-offline', 'cam']],
+  );
   alarmSub.unsubscribe();
 
   // HLS over the gap: byte ranges into the segment files, a discontinuity at the gap,
@@ -136,21 +151,41 @@ test('kill -9 mid-recording: index matches the files, video before the kill play
   const env = { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: `127.0.0.1:${await freePort()}`, RECORDER_SEGMENT_SECONDS: '4' };
   const first = spawnRecorder(t, env);
   const http = await first.http;
-  const put = await fetch(`${http}/api/cameras/cam`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ streams: { main: sim.url('h264aac') } }) });
+  const put = await fetch(`${http}/api/cameras/cam`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ streams: { main: sim.url('h264aac') } }),
+  });
   t.is(put.status, 200, await put.text());
   const t0 = Date.now();
-  await waitFor('9 s of video', async () => {
-    const s = (await search(http, 'cam', t0 - 5000)).spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 9000;
-  }, 60_000, 500);
+  await waitFor(
+    '9 s of video',
+    async () => {
+      const s = (await search(http, 'cam', t0 - 5000)).spans[0];
+      return s && Date.parse(s.to) - Date.parse(s.from) > 9000;
+    },
+    60_000,
+    500,
+  );
 
   const killedAt = Date.now();
   first.child.kill('SIGKILL');
   await first.exited;
   // ffmpeg notices the closed pipe at its next write (within one GOP) and exits.
   await waitFor('no ffmpeg left behind', async () => (await ffmpegChildrenFor(sim.url('h264aac'))).length === 0, 10_000);
-  const nats = await run('pgrep', ['-af', `nats-server.*${dataDir}`]).then((r) => r.stdout.trim(), () => '');
-  await waitFor('no nats-server left behind', async () => (await run('pgrep', ['-f', `nats-server.*${dataDir}`]).then(() => false, () => true)), 10_000).catch(() => t.fail(`nats-server still running: ${nats}`));
+  const nats = await run('pgrep', ['-af', `nats-server.*${dataDir}`]).then(
+    (r) => r.stdout.trim(),
+    () => '',
+  );
+  await waitFor(
+    'no nats-server left behind',
+    async () =>
+      await run('pgrep', ['-f', `nats-server.*${dataDir}`]).then(
+        () => false,
+        () => true,
+      ),
+    10_000,
+  ).catch(() => t.fail(`nats-server still running: ${nats}`));
 
   // The recorder's own check before restart: the files hold at least what the index says.
   const second = spawnRecorder(t, env);
@@ -169,7 +204,9 @@ test('kill -9 mid-recording: index matches the files, video before the kill play
 
   second.child.kill('SIGTERM');
   t.is(await second.exited, 0, 'SIGTERM exits 0 after closing segments');
-  const check = await run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts'), 'check'], { env: { ...process.env, ...env, RECORDER_LOG_LEVEL: 'silent' } }).then(
+  const check = await run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts'), 'check'], {
+    env: { ...process.env, ...env, RECORDER_LOG_LEVEL: 'silent' },
+  }).then(
     (r) => ({ code: 0, out: r.stdout }),
     (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
   );
@@ -198,10 +235,16 @@ test('recording goes on while an external NATS server is away, and the service a
   };
   let natsProc = startNats();
   // Probe the port with plain TCP: a failed nats.js connect() leaves its timer running.
-  await waitFor('nats up', () => new Promise<boolean>((resolve) => {
-    const s = createConnection(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-  }), 10_000, 100);
+  await waitFor(
+    'nats up',
+    () =>
+      new Promise<boolean>((resolve) => {
+        const s = createConnection(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+        s.once('error', () => resolve(false));
+      }),
+    10_000,
+    100,
+  );
   const n = await startNode(t, { natsUrl: `nats://127.0.0.1:${port}` });
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   await waitFor('recording', async () => (await cameraState(n, 'cam')) === 'recording', 30_000);
@@ -212,17 +255,27 @@ test('recording goes on while an external NATS server is away, and the service a
   // The index end moves at the writer's syncs (every ~4 s of media) and segment closes,
   // so 4 s past `downAt` can first show ~8 s later, more on a loaded machine: wait for
   // it (NATS stays down meanwhile). waitFor fails the test if video stops flowing.
-  await waitFor('video to keep flowing while NATS is down', async () => {
-    const spans = (await search(n.http, 'cam', downAt - 30_000)).spans;
-    return spans.length === 1 && Date.parse(spans[0]!.to) > downAt + 4000;
-  }, 30_000, 500);
+  await waitFor(
+    'video to keep flowing while NATS is down',
+    async () => {
+      const spans = (await search(n.http, 'cam', downAt - 30_000)).spans;
+      return spans.length === 1 && Date.parse(spans[0]!.to) > downAt + 4000;
+    },
+    30_000,
+    500,
+  );
   t.is(await cameraState(n, 'cam'), 'recording');
 
   natsProc = startNats();
-  const reply = await waitFor('service answers again', async () => {
-    const msg = await n.nc.request('rec.v1.camera.list', '{}', { timeout: 1000 });
-    return JSON.parse(msg.string()) as { ok: boolean; cameras: unknown[] };
-  }, 20_000, 500);
+  const reply = await waitFor(
+    'service answers again',
+    async () => {
+      const msg = await n.nc.request('rec.v1.camera.list', '{}', { timeout: 1000 });
+      return JSON.parse(msg.string()) as { ok: boolean; cameras: unknown[] };
+    },
+    20_000,
+    500,
+  );
   t.true(reply.ok);
   t.is(reply.cameras.length, 1);
 });
@@ -234,10 +287,16 @@ test('a segment file that vanished while the recorder was down is dropped from t
   const port = await freePort();
   const nats = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir], { stdio: 'ignore' });
   t.teardown(() => nats.kill('SIGKILL'));
-  await waitFor('nats up', () => new Promise<boolean>((resolve) => {
-    const s = createConnection(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-  }), 10_000, 100);
+  await waitFor(
+    'nats up',
+    () =>
+      new Promise<boolean>((resolve) => {
+        const s = createConnection(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+        s.once('error', () => resolve(false));
+      }),
+    10_000,
+    100,
+  );
   const natsUrl = `nats://127.0.0.1:${port}`;
   const a = await startNode(t, { natsUrl, segmentSeconds: 2 });
   t.true((await a.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);

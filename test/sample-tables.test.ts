@@ -66,7 +66,7 @@ test('records are written at close, serve the first download byte-identically, a
   const layout = buildProgressive({ segments: tables, skipMs, trimEndMs });
   t.true(skipMs > 0 && trimEndMs > 0, 'edit lists at both ends');
   t.is(res.headers.get('etag'), progressiveEtag(tables[0]!.init, sel.slices, skipMs, trimEndMs));
-  t.true(body.equals(await collect(progressiveStream(layout))), 'byte-identical to the moofs\' download');
+  t.true(body.equals(await collect(progressiveStream(layout))), "byte-identical to the moofs' download");
 
   // Shrink the pool: retention deletes the oldest segments, and their records with them.
   const shrink = await n.request('rec.v1.pool.put', { id: 'default', capacityBytes: 3 * segs[1]!.bytes, overwrite: 'capacity' });

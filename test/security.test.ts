@@ -53,7 +53,10 @@ test('viewers and operators act only on their pools; admins manage; credentials 
 
   // Two pools (over NATS, the VMS's channel), two cameras, both recording (same source, two ingests).
   for (const id of ['poolA', 'poolB']) t.true((await n.request('rec.v1.pool.put', { id, capacityBytes: null, overwrite: 'capacity' })).ok, `pool ${id}`);
-  for (const [id, pool] of [['camA', 'poolA'], ['camB', 'poolB']] as const) {
+  for (const [id, pool] of [
+    ['camA', 'poolA'],
+    ['camB', 'poolB'],
+  ] as const) {
     const r = await call(api(`/api/cameras/${id}`), admin, { method: 'PUT', body: JSON.stringify({ pool, streams: { main: sim.url('h264') } }) });
     t.is(r.status, 200, `put ${id}`);
   }
@@ -79,12 +82,16 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   const long: Record<string, { from: string; to: string }> = {};
   for (const cam of ['camA', 'camB']) {
     let seen: unknown = null;
-    long[cam] = await waitFor(`${cam} video`, async () => {
-      const r = await call(api(`/api/recordings?camera=${cam}&from=${t0 - 60_000}&to=${Date.now() + 60_000}`), admin);
-      seen = r.body;
-      const spans = (r.status === 200 ? r.body.spans : []) as { from: string; to: string }[];
-      return spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 2500) ?? null;
-    }, 90_000).catch(async (err: Error) => {
+    long[cam] = await waitFor(
+      `${cam} video`,
+      async () => {
+        const r = await call(api(`/api/recordings?camera=${cam}&from=${t0 - 60_000}&to=${Date.now() + 60_000}`), admin);
+        seen = r.body;
+        const spans = (r.status === 200 ? r.body.spans : []) as { from: string; to: string }[];
+        return spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 2500) ?? null;
+      },
+      90_000,
+    ).catch(async (err: Error) => {
       const state = await call(api(`/api/cameras/${cam}`), admin);
       throw new Error(`${err.message}; search ${JSON.stringify(seen)}; camera ${JSON.stringify(state.body)}`);
     });
@@ -121,7 +128,11 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   // ---- seeing ----------------------------------------------------------------
   const listA = await call(api('/api/cameras'), va);
   t.is(listA.status, 200);
-  t.deepEqual(listA.body.cameras.map((c: { id: string }) => c.id), ['camA'], 'a viewer of A lists only A');
+  t.deepEqual(
+    listA.body.cameras.map((c: { id: string }) => c.id),
+    ['camA'],
+    'a viewer of A lists only A',
+  );
   t.deepEqual((await call(api('/api/cameras'), admin)).body.cameras.map((c: { id: string }) => c.id).sort(), ['camA', 'camB']);
   t.is((await call(api('/api/cameras/camA'), va)).status, 200);
   const getB = await call(api('/api/cameras/camB'), va);
@@ -170,9 +181,17 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   for (const auth of [va, oa]) {
     t.is((await call(api('/api/cameras/camA?purge=1'), auth, { method: 'DELETE' })).status, 403, 'only admins delete video of their pool');
     t.is((await call(api('/api/cameras/camB?purge=1'), auth, { method: 'DELETE' })).status, 404, 'nor of another pool');
-    t.is((await call(api('/api/cameras/camA'), auth, { method: 'PUT', body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }) })).status, 403, 'nor configure cameras');
+    t.is(
+      (await call(api('/api/cameras/camA'), auth, { method: 'PUT', body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }) })).status,
+      403,
+      'nor configure cameras',
+    );
     t.is((await call(api('/api/cameras/camA/schedule'), auth, { method: 'PUT', body: JSON.stringify({ slots: [] }) })).status, 403, 'nor schedules');
-    t.is((await call(api('/api/cameras/camNew'), auth, { method: 'PUT', body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }) })).status, 404, 'nor create cameras');
+    t.is(
+      (await call(api('/api/cameras/camNew'), auth, { method: 'PUT', body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }) })).status,
+      404,
+      'nor create cameras',
+    );
   }
   t.true((await call(api(`/api/recordings?camera=camA&from=${from}&to=${to}`), admin)).body.spans.length > 0, 'the refused deletes deleted nothing');
 
@@ -194,15 +213,41 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   t.is((await call(api(`/api/locks?camera=camB&from=${encodeURIComponent(spanA.from)}&to=${to}`), oa, { method: 'DELETE' })).status, 404, 'nor by range');
   const labelB = await call(api('/api/labels'), admin, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camB')), text: 'pool B only' }) });
   t.is(labelB.status, 200);
-  t.is((await call(api('/api/labels'), va, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camA')), text: 'x' }) })).status, 403, 'viewers do not label');
-  t.is((await call(api('/api/labels'), oa, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camA')), text: 'pool A' }) })).status, 200, 'operators label their pool');
-  t.deepEqual((await call(api('/api/labels'), va)).body.labels.map((l: { text: string }) => l.text), ['pool A'], "B's labels are not listed to A");
+  t.is(
+    (await call(api('/api/labels'), va, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camA')), text: 'x' }) })).status,
+    403,
+    'viewers do not label',
+  );
+  t.is(
+    (await call(api('/api/labels'), oa, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camA')), text: 'pool A' }) })).status,
+    200,
+    'operators label their pool',
+  );
+  t.deepEqual(
+    (await call(api('/api/labels'), va)).body.labels.map((l: { text: string }) => l.text),
+    ['pool A'],
+    "B's labels are not listed to A",
+  );
   t.not((await call(api(`/api/labels/${labelB.body.label.id}`), oa, { method: 'DELETE' })).status, 200, 'nor deleted by id');
-  t.not((await call(api(`/api/labels/${labelB.body.label.id}`), oa, { method: 'PATCH', body: JSON.stringify({ text: 'mine now' }) })).status, 200, 'nor edited');
-  t.deepEqual((await call(api('/api/labels?camera=camB'), admin)).body.labels.map((l: { text: string }) => l.text), ['pool B only']);
+  t.not(
+    (await call(api(`/api/labels/${labelB.body.label.id}`), oa, { method: 'PATCH', body: JSON.stringify({ text: 'mine now' }) })).status,
+    200,
+    'nor edited',
+  );
+  t.deepEqual(
+    (await call(api('/api/labels?camera=camB'), admin)).body.labels.map((l: { text: string }) => l.text),
+    ['pool B only'],
+  );
   t.is((await call(api('/api/pools/poolB'), va)).status === 200, false, 'pool B is not readable to a viewer of A');
-  t.is((await call(api('/api/pools/poolA'), oa, { method: 'PUT', body: JSON.stringify({ capacityBytes: null, overwrite: 'capacity' }) })).status, 403, 'pools are for admins');
-  t.deepEqual((await call(api('/api/pools'), va)).body.pools.map((p: { id: string }) => p.id), ['poolA']);
+  t.is(
+    (await call(api('/api/pools/poolA'), oa, { method: 'PUT', body: JSON.stringify({ capacityBytes: null, overwrite: 'capacity' }) })).status,
+    403,
+    'pools are for admins',
+  );
+  t.deepEqual(
+    (await call(api('/api/pools'), va)).body.pools.map((p: { id: string }) => p.id),
+    ['poolA'],
+  );
 
   // ---- operations and user management are admin-only -------------------------------
   for (const auth of [va, oa]) {
@@ -239,11 +284,17 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   t.is(await wsStatus('camA', ['recorder.v1', wsToken]), 101, 'live of pool A for a viewer of A');
   t.is(await wsStatus('camB', ['recorder.v1', wsToken]), 404, 'no live of pool B');
   // A new password takes effect; the old one stops working.
-  t.is((await call(api('/api/users/va'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer', pools: ['poolA'], password: 'new-viewer-pass' }) })).status, 200);
+  t.is(
+    (await call(api('/api/users/va'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer', pools: ['poolA'], password: 'new-viewer-pass' }) })).status,
+    200,
+  );
   t.is((await call(api('/api/cameras'), va)).status, 401, 'old password refused');
   t.is((await call(api('/api/cameras'), basic('va', 'new-viewer-pass'))).status, 200);
   // Bad user input: short password, bad role, bad name; the last admin stays.
-  t.is((await call(api('/api/users/x1'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer', password: 'short' }) })).body.error.code, 'VALIDATION_FAILED');
+  t.is(
+    (await call(api('/api/users/x1'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer', password: 'short' }) })).body.error.code,
+    'VALIDATION_FAILED',
+  );
   t.is((await call(api('/api/users/x1'), boss, { method: 'PUT', body: JSON.stringify({ role: 'root' }) })).status, 400);
   t.is((await call(api('/api/users/..%2Fx'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer' }) })).status, 400);
   t.is((await call(api('/api/users/boss'), boss, { method: 'DELETE' })).status, 400, 'the last admin user cannot be removed');
@@ -263,7 +314,14 @@ test('viewers and operators act only on their pools; admins manage; credentials 
     t.is(r.status, 400, `traversal in a camera id: ${p}`);
     t.is(r.body.error.code, 'VALIDATION_FAILED');
   }
-  for (const file of ['..%2F..%2F..%2F..%2Findex%2Fdata.mdb', '..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd', `${fileA.replace('.mp4', '')}%2F..%2F..%2Fdata.mdb`, '%2Fetc%2Fpasswd', '..', '%2E%2E']) {
+  for (const file of [
+    '..%2F..%2F..%2F..%2Findex%2Fdata.mdb',
+    '..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd',
+    `${fileA.replace('.mp4', '')}%2F..%2F..%2Fdata.mdb`,
+    '%2Fetc%2Fpasswd',
+    '..',
+    '%2E%2E',
+  ]) {
     const r = await rawGet(n.http, `/api/cameras/camA/segments/${file}`, admin);
     t.is(r.status, 404, `traversal in a segment name: ${file}`);
     t.is(r.body.error.code, 'NOT_FOUND');
@@ -274,13 +332,19 @@ test('viewers and operators act only on their pools; admins manage; credentials 
     t.is(r.status, 404, p);
     t.is(typeof r.body.error.code, 'string');
   }
-  const badPut = await call(api('/api/cameras/..%2F..%2Fx'), admin, { method: 'PUT', body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }) });
+  const badPut = await call(api('/api/cameras/..%2F..%2Fx'), admin, {
+    method: 'PUT',
+    body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }),
+  });
   t.is(badPut.status, 400, 'a camera id that is a path is refused over HTTP');
   const badNats = await n.request('rec.v1.camera.put', { id: '../../x', pool: 'poolA', streams: { main: sim.url('h264') } });
   t.is(badNats.error?.code, 'VALIDATION_FAILED', 'and over NATS');
 
   // ---- header injection ----------------------------------------------------------------
-  const crlf = await call(api('/api/cameras/a%0D%0ASet-Cookie:x'), admin, { method: 'PUT', body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }) });
+  const crlf = await call(api('/api/cameras/a%0D%0ASet-Cookie:x'), admin, {
+    method: 'PUT',
+    body: JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') } }),
+  });
   t.is(crlf.status, 400, 'CR/LF in a camera id is refused');
   t.is(crlf.headers.get('set-cookie'), null);
 
@@ -345,7 +409,9 @@ test('the seam: routes declaring lock/delete on a body camera, undeclared routes
   app.put<{ Params: { id: string } }>('/api/pools/:id', access('admin', { pool: 'params.id' }), async () => ({ pool: true }));
   // A target found by lookup: label id → its camera.
   const labels: Record<string, string> = { l1: 'camA', l2: 'camB' };
-  app.delete<{ Params: { id: string } }>('/api/labels/:id', access('write', { camera: (req) => labels[(req.params as { id: string }).id] }), async () => ({ deleted: true }));
+  app.delete<{ Params: { id: string } }>('/api/labels/:id', access('write', { camera: (req) => labels[(req.params as { id: string }).id] }), async () => ({
+    deleted: true,
+  }));
   app.get('/api/undeclared', async () => ({ secret: true }));
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
@@ -381,16 +447,25 @@ test('the seam: routes declaring lock/delete on a body camera, undeclared routes
 test('HTTP beyond loopback without authentication is refused at start', async (t) => {
   const dir = await tempDir(t);
   const log = createLogger('silent');
-  t.is(errCode(() => loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080' })), 'CONFIG_INVALID');
+  t.is(
+    errCode(() => loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080' })),
+    'CONFIG_INVALID',
+  );
   t.is(loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080', RECORDER_AUTH: 'required' }).config.auth, 'required');
   // The node itself refuses too (a config built in code, not parsed from the command line).
   const port = await freePort();
   const open = configSchema.parse({ dataDir: dir, http: `0.0.0.0:${port}`, logLevel: 'silent' });
-  const refused = await RecorderNode.start({ config: open, log }).then(() => null, (err: unknown) => err);
+  const refused = await RecorderNode.start({ config: open, log }).then(
+    () => null,
+    (err: unknown) => err,
+  );
   t.true(refused instanceof RecorderError && refused.code === 'CONFIG_INVALID', String(refused));
   // auth=required with nobody able to log in is refused as well…
   const required = configSchema.parse({ dataDir: dir, http: `0.0.0.0:${port}`, auth: 'required', logLevel: 'silent' });
-  const refused2 = await RecorderNode.start({ config: required, log }).then(() => null, (err: unknown) => err);
+  const refused2 = await RecorderNode.start({ config: required, log }).then(
+    () => null,
+    (err: unknown) => err,
+  );
   t.true(refused2 instanceof RecorderError && refused2.code === 'CONFIG_INVALID', String(refused2));
   await t.throwsAsync(fetch(`http://127.0.0.1:${port}/api/health`), undefined, 'nothing listens');
   // …and starts once an admin exists (created as `recorder user add` does), asking for credentials.
@@ -404,7 +479,24 @@ test('HTTP beyond loopback without authentication is refused at start', async (t
 
 test('the CLI creates the first admin with a password from stdin', async (t) => {
   const dir = await tempDir(t);
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts'), 'user', 'add', 'first', '--role', 'admin', '--password-stdin', '--token', '--data-dir', dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(import.meta.dirname, '../recorder.ts'),
+      'user',
+      'add',
+      'first',
+      '--role',
+      'admin',
+      '--password-stdin',
+      '--token',
+      '--data-dir',
+      dir,
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
   t.teardown(() => child.kill('SIGKILL'));
   child.stdin.end('first-admin-pass\n');
   let out = '';
@@ -483,19 +575,50 @@ test('NATS client: user/password, token, nkey and TLS from the settings', async 
   // bad settings are typed errors before any connection
   const bad = join(dir, 'bad.nk');
   await writeFile(bad, 'not a seed');
-  t.is(errCode(() => natsAuthOptions({ natsNkeySeedFile: bad })), 'CONFIG_INVALID');
-  t.is(errCode(() => natsAuthOptions({ natsNkeySeedFile: join(dir, 'missing.nk') })), 'CONFIG_INVALID');
-  t.is(errCode(() => natsAuthOptions({ natsUser: 'only-user' })), 'CONFIG_INVALID');
-  t.is(errCode(() => natsAuthOptions({ natsTlsCert: 'c.pem' })), 'CONFIG_INVALID');
+  t.is(
+    errCode(() => natsAuthOptions({ natsNkeySeedFile: bad })),
+    'CONFIG_INVALID',
+  );
+  t.is(
+    errCode(() => natsAuthOptions({ natsNkeySeedFile: join(dir, 'missing.nk') })),
+    'CONFIG_INVALID',
+  );
+  t.is(
+    errCode(() => natsAuthOptions({ natsUser: 'only-user' })),
+    'CONFIG_INVALID',
+  );
+  t.is(
+    errCode(() => natsAuthOptions({ natsTlsCert: 'c.pem' })),
+    'CONFIG_INVALID',
+  );
   // TLS with our own CA and a client certificate the server verifies
   const run = promisify(execFile);
   const f = (n: string): string => join(dir, n);
   await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=test-ca', '-keyout', f('ca.key'), '-out', f('ca.pem')]);
-  for (const [name, ext] of [['server', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], ['client', 'extendedKeyUsage=clientAuth']] as const) {
+  for (const [name, ext] of [
+    ['server', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
+    ['client', 'extendedKeyUsage=clientAuth'],
+  ] as const) {
     await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`)]);
     await writeFile(f(`${name}.ext`), `${ext}\n`);
     // (server.ext gets DNS too: some TLS stacks check a name even when dialing an IP)
-    await run('openssl', ['x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`)]);
+    await run('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      f(`${name}.ext`),
+      '-out',
+      f(`${name}.pem`),
+    ]);
   }
   const tls = await startNatsWithConfig(
     t,

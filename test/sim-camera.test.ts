@@ -21,7 +21,9 @@ interface Packet {
 
 /** An ffprobe client of `url` printing each packet's stream and DTS as it demuxes it. */
 function probe(t: ExecutionContext, url: string): { packets: Packet[]; stop: () => void; stderr: () => string } {
-  const child = spawn('ffprobe', ['-v', 'error', '-rtsp_transport', 'tcp', '-show_entries', 'packet=stream_index,dts', '-of', 'csv=p=0', url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ffprobe', ['-v', 'error', '-rtsp_transport', 'tcp', '-show_entries', 'packet=stream_index,dts', '-of', 'csv=p=0', url], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const stop = (): void => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };

@@ -47,10 +47,15 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
   t.true(put.ok, JSON.stringify(put));
   const t0 = Date.now() - 5000;
 
-  const span = await waitFor('14 s of video', async () => {
-    const s = await videoSpanMs(n, 'meta1', t0);
-    return s && s.to - s.from >= 16_000 ? s : null;
-  }, 90_000, 1000);
+  const span = await waitFor(
+    '14 s of video',
+    async () => {
+      const s = await videoSpanMs(n, 'meta1', t0);
+      return s && s.to - s.from >= 16_000 ? s : null;
+    },
+    90_000,
+    1000,
+  );
   // End the range well before the live edge: packets there are still being queued and
   // committed (FLUSH_MS), so the raw body (and its ETag) would change between requests.
   const range = { from: new Date(span.from).toISOString(), to: new Date(span.to - 2 * FLUSH_MS - 1000).toISOString() };
@@ -65,7 +70,11 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
     const diff = Date.parse(r.at) - Date.parse(r.contentTime!);
     if (Math.abs(diff) > 1000) t.fail(`record at ${r.at} says ${r.contentTime} (${diff} ms)`);
   }
-  t.deepEqual(all.map((r) => r.at), [...all.map((r) => r.at)].sort(), 'in time order');
+  t.deepEqual(
+    all.map((r) => r.at),
+    [...all.map((r) => r.at)].sort(),
+    'in time order',
+  );
 
   // Content: classes follow the camera's clock (even second Human, odd Vehicle).
   const humans = await smartSearch(n, 'meta1', { ...range, class: 'human' });
@@ -82,20 +91,29 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
     t.deepEqual(r.topics, ['tns1:RuleEngine/LineDetector/Crossed']);
     t.is(Math.floor(Date.parse(r.contentTime!) / 1000) % 5, 0);
   }
-  t.deepEqual((await smartSearch(n, 'meta1', { ...range, rule: 'Gate' })).map((r) => r.at), crossings.map((r) => r.at));
+  t.deepEqual(
+    (await smartSearch(n, 'meta1', { ...range, rule: 'Gate' })).map((r) => r.at),
+    crossings.map((r) => r.at),
+  );
   t.is((await smartSearch(n, 'meta1', { ...range, class: 'Bicycle' })).length, 0);
-  const limited = await getJson<{ records: SmartView[]; truncated: boolean }>(`${n.http}/api/cameras/meta1/smart?${new URLSearchParams({ ...range, limit: '3' })}`);
+  const limited = await getJson<{ records: SmartView[]; truncated: boolean }>(
+    `${n.http}/api/cameras/meta1/smart?${new URLSearchParams({ ...range, limit: '3' })}`,
+  );
   t.is(limited.body.records.length, 3);
   t.true(limited.body.truncated);
 
   // Jump to the next object of a class, both ways.
   const firstHuman = humans[0]!;
-  const next = await getJson<{ record: SmartView }>(`${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ after: firstHuman.at, class: 'Vehicle' })}`);
+  const next = await getJson<{ record: SmartView }>(
+    `${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ after: firstHuman.at, class: 'Vehicle' })}`,
+  );
   t.is(next.status, 200);
   t.true(Date.parse(next.body.record.at) > Date.parse(firstHuman.at));
   t.deepEqual(next.body.record.classes, ['Vehicle']);
   t.is(next.body.record.at, vehicles.find((v) => Date.parse(v.at) > Date.parse(firstHuman.at))!.at);
-  const prev = await getJson<{ record: SmartView }>(`${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ before: next.body.record.at, class: 'Human' })}`);
+  const prev = await getJson<{ record: SmartView }>(
+    `${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ before: next.body.record.at, class: 'Human' })}`,
+  );
   t.deepEqual(prev.body.record.classes, ['Human']);
   t.true(Date.parse(prev.body.record.at) < Date.parse(next.body.record.at));
   t.is((await getJson(`${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ after: range.to, class: 'Bicycle' })}`)).status, 404);
@@ -103,7 +121,10 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
   // NATS answers the same search.
   const viaNats = await n.request<{ records: SmartView[] }>('rec.v1.smart.search', { camera: 'meta1', ...range, class: 'Human' });
   t.true(viaNats.ok, JSON.stringify(viaNats.error));
-  t.deepEqual(viaNats.records.map((r) => r.at), humans.map((r) => r.at));
+  t.deepEqual(
+    viaNats.records.map((r) => r.at),
+    humans.map((r) => r.at),
+  );
   const natsNext = await n.request<{ record: SmartView }>('rec.v1.smart.next', { camera: 'meta1', after: firstHuman.at, class: 'Vehicle' });
   t.is(natsNext.record.at, next.body.record.at);
 
@@ -120,7 +141,10 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
   const decoded = decodeRecords(bytes, SMART_FILE_HEADER_BYTES);
   t.is(decoded.validBytes, bytes.length, 'the whole body is whole records');
   t.is(decoded.records.length, all.length, 'one record per stored packet');
-  t.deepEqual(decoded.records.map((r) => new Date(r.timeMs).toISOString()), all.map((r) => r.at));
+  t.deepEqual(
+    decoded.records.map((r) => new Date(r.timeMs).toISOString()),
+    all.map((r) => r.at),
+  );
   t.true(decoded.records.every((r) => r.payload.toString('utf8').includes('tt:MetadataStream')));
   const mid = Math.floor(bytes.length / 2);
   const resumed = await fetch(rawUrl, { headers: { Range: `bytes=${mid}-`, 'If-Range': etag } });
@@ -145,7 +169,11 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
 
   const stats = await getJson<{ stats: { packets: number; skipped: Record<string, number> } }>(`${n.http}/api/cameras/meta1/smart/stats`);
   t.true(stats.body.stats.packets >= all.length);
-  t.deepEqual(Object.entries(stats.body.stats.skipped).filter(([, v]) => v > 0), [], 'a clean camera skips nothing');
+  t.deepEqual(
+    Object.entries(stats.body.stats.skipped).filter(([, v]) => v > 0),
+    [],
+    'a clean camera skips nothing',
+  );
 
   // On disk: smart files apart from the video; retention deletes them with the video.
   await n.node.stop();
@@ -173,15 +201,25 @@ test('a smart track with malformed XML, garbage and a flood is skipped and count
   // GOP gives them a time, at the writer's next flush), so the count of stored packets
   // can lag the skips by a few seconds on a loaded machine: wait for both.
   // waitFor fails the test when the time runs out: good packets must get through the flood.
-  await waitFor('skips counted and good packets stored', async () => {
-    const { body } = await getJson<{ stats: { packets: number; skipped: Record<string, number> } }>(`${n.http}/api/cameras/bad1/smart/stats`);
-    const s = body.stats.skipped;
-    return s.malformedXml! >= 3 && s.unknownPayload! >= 3 && s.flood! > 100 && body.stats.packets > 0 ? body.stats : null;
-  }, 90_000, 1000);
-  const span = await waitFor('12 s of video', async () => {
-    const s = await videoSpanMs(n, 'bad1', t0);
-    return s && s.to - s.from >= 12_000 ? s : null;
-  }, 90_000, 1000);
+  await waitFor(
+    'skips counted and good packets stored',
+    async () => {
+      const { body } = await getJson<{ stats: { packets: number; skipped: Record<string, number> } }>(`${n.http}/api/cameras/bad1/smart/stats`);
+      const s = body.stats.skipped;
+      return s.malformedXml! >= 3 && s.unknownPayload! >= 3 && s.flood! > 100 && body.stats.packets > 0 ? body.stats : null;
+    },
+    90_000,
+    1000,
+  );
+  const span = await waitFor(
+    '12 s of video',
+    async () => {
+      const s = await videoSpanMs(n, 'bad1', t0);
+      return s && s.to - s.from >= 12_000 ? s : null;
+    },
+    90_000,
+    1000,
+  );
   const humans = await smartSearch(n, 'bad1', { from: String(span.from), to: String(span.to), class: 'Human' });
   t.true(humans.length > 0);
   const cam = await getJson<{ camera: { status: string } }>(`${n.http}/api/cameras/bad1`);
@@ -203,10 +241,15 @@ test('a KLV track (MISB ST 0601) next to ONVIF metadata is stored apart, timed a
   const put = await n.request('rec.v1.camera.put', { id: 'klv1', streams: { main: sim.url('h264metaklv') } });
   t.true(put.ok, JSON.stringify(put));
   const t0 = Date.now() - 5000;
-  const span = await waitFor('8 s of video', async () => {
-    const s = await videoSpanMs(n, 'klv1', t0);
-    return s && s.to - s.from >= 8_000 ? s : null;
-  }, 90_000, 1000);
+  const span = await waitFor(
+    '8 s of video',
+    async () => {
+      const s = await videoSpanMs(n, 'klv1', t0);
+      return s && s.to - s.from >= 8_000 ? s : null;
+    },
+    90_000,
+    1000,
+  );
   const range = { from: new Date(span.from).toISOString(), to: new Date(span.to).toISOString() };
   const klv = await smartSearch(n, 'klv1', { ...range, kind: 'klv' });
   const onvif = await smartSearch(n, 'klv1', { ...range, kind: 'onvif' });
@@ -218,7 +261,13 @@ test('a KLV track (MISB ST 0601) next to ONVIF metadata is stored apart, timed a
     const diff = Date.parse(r.at) - Date.parse(r.contentTime!);
     if (Math.abs(diff) > 1000) t.fail(`KLV at ${r.at} says ${r.contentTime} (${diff} ms)`);
   }
-  t.deepEqual((await smartSearch(n, 'klv1', { ...range, topic: '060e2b34020b' })).map((r) => r.at), klv.map((r) => r.at));
+  t.deepEqual(
+    (await smartSearch(n, 'klv1', { ...range, topic: '060e2b34020b' })).map((r) => r.at),
+    klv.map((r) => r.at),
+  );
   const stats = await getJson<{ stats: { skipped: Record<string, number> } }>(`${n.http}/api/cameras/klv1/smart/stats`);
-  t.deepEqual(Object.entries(stats.body.stats.skipped).filter(([, v]) => v > 0), []);
+  t.deepEqual(
+    Object.entries(stats.body.stats.skipped).filter(([, v]) => v > 0),
+    [],
+  );
 });

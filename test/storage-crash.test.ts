@@ -38,7 +38,11 @@ async function assertConsistent(t: import('ava').ExecutionContext, dataDir: stri
     const entries = [...index.segments.all()];
     const files = new Set(await segmentFilesOnDisk(dataDir));
     const indexed = new Set(entries.map((e) => e.file));
-    t.deepEqual([...files].filter((f) => !indexed.has(f)), [], 'no orphan files');
+    t.deepEqual(
+      [...files].filter((f) => !indexed.has(f)),
+      [],
+      'no orphan files',
+    );
     for (const e of entries) {
       t.true(files.has(e.file), `entry ${e.file} has its file`);
       const scan = await scanFmp4File(join(dataDir, e.file));
@@ -53,7 +57,11 @@ async function assertConsistent(t: import('ava').ExecutionContext, dataDir: stri
 }
 
 async function keyframeHashes(file: string, onlyKey: boolean): Promise<string[]> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v', '-show_data_hash', 'MD5', '-show_entries', 'packet=flags,data_hash', '-of', 'json', file], { maxBuffer: 64 * 1024 * 1024 });
+  const { stdout } = await run(
+    'ffprobe',
+    ['-v', 'error', '-select_streams', 'v', '-show_data_hash', 'MD5', '-show_entries', 'packet=flags,data_hash', '-of', 'json', file],
+    { maxBuffer: 64 * 1024 * 1024 },
+  );
   const packets = (JSON.parse(stdout) as { packets: { flags: string; data_hash: string }[] }).packets;
   return packets.filter((p) => !onlyKey || p.flags.includes('K')).map((p) => p.data_hash);
 }
@@ -65,20 +73,28 @@ test('thinning keeps exactly the I-frames (byte-identical), shrinks the segment,
   const dir = await tempDir(t);
   t.true((await n.request('rec.v1.pool.put', { id: 'thin', capacityBytes: null, overwrite: 'capacity' })).ok);
   t.true((await n.request('rec.v1.camera.put', { id: 'c', pool: 'thin', streams: { main: sim.url('h264aac') } })).ok);
-  const closed = await waitFor('2 closed segments', () => {
-    const segs = [...n.node.index.segments.all('c')].filter((s) => !s.open);
-    return segs.length >= 2 ? segs : null;
-  }, 60_000);
+  const closed = await waitFor(
+    '2 closed segments',
+    () => {
+      const segs = [...n.node.index.segments.all('c')].filter((s) => !s.open);
+      return segs.length >= 2 ? segs : null;
+    },
+    60_000,
+  );
   const original = closed[0]!;
   const copy = join(dir, 'original.mp4');
   await copyFile(join(n.dataDir, original.file), copy);
 
   // Thin what is older than 1 s: the closed segments go at the next pass.
   t.true((await n.request('rec.v1.pool.put', { id: 'thin', capacityBytes: null, overwrite: 'capacity', thinAfterDays: SECOND_IN_DAYS })).ok);
-  const thinned = await waitFor('the first segment thinned', () => {
-    const s = n.node.index.segments.get('c', original.startMs);
-    return s?.flags.iframesOnly ? s : null;
-  }, 30_000);
+  const thinned = await waitFor(
+    'the first segment thinned',
+    () => {
+      const s = n.node.index.segments.get('c', original.startMs);
+      return s?.flags.iframesOnly ? s : null;
+    },
+    30_000,
+  );
   t.is(thinned.startMs, original.startMs);
   t.is(thinned.endMs, original.endMs, 'same time range');
   t.deepEqual(thinned.types, original.types, 'record types kept');
@@ -110,7 +126,11 @@ for (const point of ['delete.after-intent', 'thin.after-rename', 'thin.before-re
     const env = { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: '127.0.0.1:0', RECORDER_SEGMENT_SECONDS: '2', RECORDER_RETENTION_TICK_MS: '300' };
     const first = spawnRecorder(t, { ...env, RECORDER_CRASH_POINT: point });
     const http = await first.http;
-    await put(http, '/api/pools/p', { capacityBytes: point.startsWith('delete') ? 150_000 : null, overwrite: 'capacity', ...(point.startsWith('thin') ? { thinAfterDays: SECOND_IN_DAYS } : {}) });
+    await put(http, '/api/pools/p', {
+      capacityBytes: point.startsWith('delete') ? 150_000 : null,
+      overwrite: 'capacity',
+      ...(point.startsWith('thin') ? { thinAfterDays: SECOND_IN_DAYS } : {}),
+    });
     await put(http, '/api/cameras/c', { pool: 'p', streams: { main: sim.url('h264aac') } });
     const code = await Promise.race([first.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 90_000))]);
     t.not(code, 'timeout', 'the crash point was reached');
@@ -121,8 +141,24 @@ for (const point of ['delete.after-intent', 'thin.after-rename', 'thin.before-re
     await index.close();
     t.is(intents.length, 1, 'one intent was pending at the kill');
     const intent = intents[0]!;
-    if (point === 'delete.after-intent') t.true(intent.kind === 'delete' && (await stat(join(intent.files[0]!)).then(() => true, () => false)), 'the file outlived its entry');
-    if (point === 'thin.before-rename') t.true(intent.kind === 'thin' && (await stat(intent.tmp).then(() => true, () => false)), 'the tmp file exists');
+    if (point === 'delete.after-intent')
+      t.true(
+        intent.kind === 'delete' &&
+          (await stat(join(intent.files[0]!)).then(
+            () => true,
+            () => false,
+          )),
+        'the file outlived its entry',
+      );
+    if (point === 'thin.before-rename')
+      t.true(
+        intent.kind === 'thin' &&
+          (await stat(intent.tmp).then(
+            () => true,
+            () => false,
+          )),
+        'the tmp file exists',
+      );
 
     // Restart without the crash point; then stop it and inspect.
     const second = spawnRecorder(t, env);
@@ -133,13 +169,25 @@ for (const point of ['delete.after-intent', 'thin.after-rename', 'thin.before-re
     const index2 = await RecorderIndex.open(dataDir);
     try {
       if (intent.kind === 'delete') {
-        t.false(await stat(intent.files[0]!).then(() => true, () => false), 'the deletion was finished');
+        t.false(
+          await stat(intent.files[0]!).then(
+            () => true,
+            () => false,
+          ),
+          'the deletion was finished',
+        );
         t.is(index2.segments.get(intent.camera, intent.startMs), undefined);
       } else if (intent.kind === 'thin') {
         const seg = index2.segments.get(intent.camera, intent.startMs);
         t.truthy(seg, 'the segment is still indexed');
         if (point === 'thin.after-rename') t.true(seg!.flags.iframesOnly === true, 'the thinned file was re-indexed as iframes-only');
-        t.false(await stat(intent.tmp).then(() => true, () => false), 'no tmp file left');
+        t.false(
+          await stat(intent.tmp).then(
+            () => true,
+            () => false,
+          ),
+          'no tmp file left',
+        );
       }
     } finally {
       await index2.close();

@@ -17,7 +17,11 @@ import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/r
 
 const run = promisify(execFile);
 const DAY_MS = 86_400_000;
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 function closedSegments(n: TestNode, camera: string) {
   return [...n.node.index.segments.all(camera)].filter((s) => !s.open);
@@ -37,10 +41,14 @@ test('cycle mode with an injected clock: nothing older than the cycle remains, n
   const dataDir = await tempDir(t);
   const first = await startNode(t, { segmentSeconds: 2 }, dataDir);
   t.true((await first.request('rec.v1.camera.put', { id: 'c', streams: { main: sim.url('h264') } })).ok);
-  const segs = await waitFor('6 closed segments', () => {
-    const s = closedSegments(first, 'c');
-    return s.length >= 6 ? s : null;
-  }, 60_000);
+  const segs = await waitFor(
+    '6 closed segments',
+    () => {
+      const s = closedSegments(first, 'c');
+      return s.length >= 6 ? s : null;
+    },
+    60_000,
+  );
   t.true((await first.request('rec.v1.camera.delete', { id: 'c' })).ok, 'stop recording, keep the video');
   await first.node.stop();
 
@@ -64,12 +72,16 @@ test('backup copies: every closed segment is copied to the backup disk; a lost c
   const n = await startNode(t, { segmentSeconds: 2, backupAuditMs: 1000 }, dataDir);
   t.true((await n.request('rec.v1.pool.put', { id: 'mirrored', capacityBytes: null, overwrite: 'capacity', backupDir })).ok);
   t.true((await n.request('rec.v1.camera.put', { id: 'c', pool: 'mirrored', streams: { main: sim.url('h264') } })).ok);
-  const segs = await waitFor('3 closed segments with backups', async () => {
-    const s = closedSegments(n, 'c');
-    if (s.length < 3) return null;
-    for (const x of s) if (!(await exists(join(backupDir, x.file)))) return null;
-    return s;
-  }, 60_000);
+  const segs = await waitFor(
+    '3 closed segments with backups',
+    async () => {
+      const s = closedSegments(n, 'c');
+      if (s.length < 3) return null;
+      for (const x of s) if (!(await exists(join(backupDir, x.file)))) return null;
+      return s;
+    },
+    60_000,
+  );
   for (const s of segs) t.is((await stat(join(backupDir, s.file))).size, s.bytes, 'backup is a full copy');
 
   // A lost backup copy is re-created by the audit.
@@ -92,11 +104,19 @@ test('emergency overwrite: under the free-space threshold the oldest unlocked vi
   const dataDir = await tempDir(t);
   const first = await startNode(t, { segmentSeconds: 2 }, dataDir);
   t.true((await first.request('rec.v1.camera.put', { id: 'c', streams: { main: sim.url('h264') } })).ok);
-  const segs = await waitFor('4 closed segments', () => {
-    const s = closedSegments(first, 'c');
-    return s.length >= 4 ? s : null;
-  }, 60_000);
-  const lock = await first.request('rec.v1.lock', { camera: 'c', from: new Date(segs[1]!.startMs).toISOString(), to: new Date(segs[1]!.endMs - 1).toISOString() });
+  const segs = await waitFor(
+    '4 closed segments',
+    () => {
+      const s = closedSegments(first, 'c');
+      return s.length >= 4 ? s : null;
+    },
+    60_000,
+  );
+  const lock = await first.request('rec.v1.lock', {
+    camera: 'c',
+    from: new Date(segs[1]!.startMs).toISOString(),
+    to: new Date(segs[1]!.endMs - 1).toISOString(),
+  });
   t.true(lock.ok, JSON.stringify(lock));
   t.true((await first.request('rec.v1.camera.delete', { id: 'c' })).ok);
   await first.node.stop();
@@ -124,7 +144,12 @@ test('ENOSPC on the video disk is an alarm and a retry, never a crash; recording
     t.pass();
     return;
   }
-  t.teardown(() => run('umount', ['-l', pools]).then(() => undefined, () => undefined));
+  t.teardown(() =>
+    run('umount', ['-l', pools]).then(
+      () => undefined,
+      () => undefined,
+    ),
+  );
   const sim = await SimCamera.start({ gop: 25, bitrateKbit: 800 });
   t.teardown(() => sim.stop());
   const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300, backoffMaxMs: 1000 }, dataDir);

@@ -44,7 +44,12 @@ test('a capacity pool with 2 cameras stays within cap + one segment per camera, 
   t.teardown(() => sim.stop());
   const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 500 });
   const CAP = 400_000;
-  const pool = await n.request<{ pool: { id: string; capacityBytes: number } }>('rec.v1.pool.put', { id: 'small', capacityBytes: CAP, overwrite: 'capacity', maxLockShare: 0.6 });
+  const pool = await n.request<{ pool: { id: string; capacityBytes: number } }>('rec.v1.pool.put', {
+    id: 'small',
+    capacityBytes: CAP,
+    overwrite: 'capacity',
+    maxLockShare: 0.6,
+  });
   t.true(pool.ok, JSON.stringify(pool));
   for (const id of ['a', 'b']) {
     const r = await n.request('rec.v1.camera.put', { id, pool: 'small', streams: { main: sim.url('h264') } });
@@ -72,10 +77,14 @@ test('a capacity pool with 2 cameras stays within cap + one segment per camera, 
   // Lock a range of camera a early on, with an expiry well after the pool has wrapped.
   // Two ingests connecting, then ~8 s of media (a 2 s segment is indexed at its close):
   // a loaded machine gets more than waitFor's default 30 s for that.
-  const early = await waitFor('3 closed segments of a', () => {
-    const segs = segments(n).filter((s) => s.camera === 'a');
-    return segs.length >= 4 ? segs : null;
-  }, 60_000);
+  const early = await waitFor(
+    '3 closed segments of a',
+    () => {
+      const segs = segments(n).filter((s) => s.camera === 'a');
+      return segs.length >= 4 ? segs : null;
+    },
+    60_000,
+  );
   const locked = early[1]!;
   const until = Date.now() + 25_000;
   const lock = await n.request<{ lock: { id: string; from: string; to: string; until: string } }>('rec.v1.lock', {
@@ -165,13 +174,21 @@ test('storage bad input gets typed errors and changes nothing', async (t) => {
   // Overlapping locks merge; unlocking the middle splits; HTTP DELETE by id works.
   const first = segments(n)[0]!;
   const l1 = await n.request<{ lock: { id: string } }>('rec.v1.lock', { camera: 'c', from: iso(first.startMs), to: iso(first.startMs + 1000) });
-  const l2 = await n.request<{ lock: { id: string; from: string; to: string } }>('rec.v1.lock', { camera: 'c', from: iso(first.startMs + 500), to: iso(first.startMs + 1500) });
+  const l2 = await n.request<{ lock: { id: string; from: string; to: string } }>('rec.v1.lock', {
+    camera: 'c',
+    from: iso(first.startMs + 500),
+    to: iso(first.startMs + 1500),
+  });
   t.true(l1.ok && l2.ok);
   t.is(l2.lock.from, iso(first.startMs));
   t.is(l2.lock.to, iso(first.startMs + 1500));
   const locks = await getJson<{ locks: unknown[] }>(`${n.http}/api/locks?camera=c`);
   t.is(locks.body.locks.length, 1, 'merged into one lock');
-  const cut = await n.request<{ released: unknown[]; kept: { from: string; to: string }[] }>('rec.v1.unlock', { camera: 'c', from: iso(first.startMs + 600), to: iso(first.startMs + 700) });
+  const cut = await n.request<{ released: unknown[]; kept: { from: string; to: string }[] }>('rec.v1.unlock', {
+    camera: 'c',
+    from: iso(first.startMs + 600),
+    to: iso(first.startMs + 700),
+  });
   t.is(cut.kept.length, 2);
   for (const k of (await getJson<{ locks: { id: string }[] }>(`${n.http}/api/locks?camera=c`)).body.locks) {
     const res = await fetch(`${n.http}/api/locks/${k.id}`, { method: 'DELETE' });
@@ -182,16 +199,27 @@ test('storage bad input gets typed errors and changes nothing', async (t) => {
   // Labels: huge text refused; add, update, search by text, delete; shown by search.
   t.is(code(await n.request('rec.v1.label.add', { camera: 'c', from: iso(first.startMs), to: iso(first.endMs), text: 'x'.repeat(5000) })), 'VALIDATION_FAILED');
   t.is(code(await n.request('rec.v1.label.update', { id: '6f1c3c2e-8f5e-4a53-9d51-1a2b3c4d5e6f', text: 'y' })), 'LABEL_NOT_FOUND');
-  const added = await n.request<{ label: { id: string } }>('rec.v1.label.add', { camera: 'c', from: iso(first.startMs), to: iso(first.endMs), text: 'Red van at the gate' });
+  const added = await n.request<{ label: { id: string } }>('rec.v1.label.add', {
+    camera: 'c',
+    from: iso(first.startMs),
+    to: iso(first.endMs),
+    text: 'Red van at the gate',
+  });
   t.true(added.ok, JSON.stringify(added));
-  const updated = await fetch(`${n.http}/api/labels/${added.label.id}`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'Red van leaves the gate' }) });
+  const updated = await fetch(`${n.http}/api/labels/${added.label.id}`, {
+    method: 'PATCH',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ text: 'Red van leaves the gate' }),
+  });
   t.is(updated.status, 200);
   const found = await n.request<{ labels: { id: string; text: string }[] }>('rec.v1.label.search', { camera: 'c', text: 'VAN LEAVES' });
   t.deepEqual(
     found.labels.map((l) => l.text),
     ['Red van leaves the gate'],
   );
-  const s = await getJson<{ spans: { labels: { text: string }[] }[] }>(`${n.http}/api/recordings?camera=c&from=${iso(first.startMs - 1000)}&to=${iso(Date.now())}&label=van`);
+  const s = await getJson<{ spans: { labels: { text: string }[] }[] }>(
+    `${n.http}/api/recordings?camera=c&from=${iso(first.startMs - 1000)}&to=${iso(Date.now())}&label=van`,
+  );
   t.is(s.body.spans.length, 1);
   t.is(s.body.spans[0]!.labels[0]!.text, 'Red van leaves the gate');
   const del = await fetch(`${n.http}/api/labels/${added.label.id}`, { method: 'DELETE' });

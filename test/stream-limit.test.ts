@@ -34,11 +34,17 @@ test('media streams past RECORDER_MAX_STREAMS get 503 TOO_MANY_STREAMS; metadata
   t.teardown(() => sim.stop());
   const n = await startNode(t, { maxStreams: 2, segmentSeconds: 2 });
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
-  const spans = await waitFor('4 s recorded', async () => {
-    const body = (await (await fetch(`${n.http}/api/recordings?camera=cam&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z`)).json()) as { spans: { from: string; to: string }[] };
-    // Any span: an attempt cut short leaves a short span before the one that grows.
-    return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) >= 4000) ?? null;
-  }, 60_000);
+  const spans = await waitFor(
+    '4 s recorded',
+    async () => {
+      const body = (await (await fetch(`${n.http}/api/recordings?camera=cam&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z`)).json()) as {
+        spans: { from: string; to: string }[];
+      };
+      // Any span: an attempt cut short leaves a short span before the one that grows.
+      return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) >= 4000) ?? null;
+    },
+    60_000,
+  );
   const video = `${n.http}/api/cameras/cam/video.mp4?from=${spans.from}&to=${spans.to}`;
 
   const session = `${n.http.replace('http', 'ws')}/api/cameras/cam/playback`;
@@ -64,10 +70,15 @@ test('media streams past RECORDER_MAX_STREAMS get 503 TOO_MANY_STREAMS; metadata
 
   // A session ends: its slot comes back and the next download streams whole.
   a.close();
-  const full = await waitFor('a free slot', async () => {
-    const res = await fetch(video);
-    return res.status === 200 ? res : (await res.arrayBuffer(), null);
-  }, 10_000, 100);
+  const full = await waitFor(
+    'a free slot',
+    async () => {
+      const res = await fetch(video);
+      return res.status === 200 ? res : (await res.arrayBuffer(), null);
+    },
+    10_000,
+    100,
+  );
   const bytes = Buffer.from(await full.arrayBuffer());
   t.is(bytes.toString('latin1', 4, 8), 'ftyp');
   t.is(bytes.length, Number(full.headers.get('content-length')));

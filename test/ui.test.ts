@@ -64,12 +64,17 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   const auth = { Authorization: `Bearer ${TOKEN}` };
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', name: 'Front door', streams: { main: sim.url('h264aac') } })).ok);
   const t0 = Date.now() - 5000;
-  await waitFor('16 s of video', async () => {
-    const res = await fetch(`${n.http}/api/recordings?camera=cam&from=${t0}&to=${Date.now() + 60_000}`, { headers: auth });
-    const body = (await res.json()) as { spans: { from: string; to: string }[] };
-    const s = body.spans[0];
-    return s && Date.parse(s.to) - Date.parse(s.from) > 16_000;
-  }, 90_000, 500);
+  await waitFor(
+    '16 s of video',
+    async () => {
+      const res = await fetch(`${n.http}/api/recordings?camera=cam&from=${t0}&to=${Date.now() + 60_000}`, { headers: auth });
+      const body = (await res.json()) as { spans: { from: string; to: string }[] };
+      const s = body.spans[0];
+      return s && Date.parse(s.to) - Date.parse(s.from) > 16_000;
+    },
+    90_000,
+    500,
+  );
 
   step('video recorded');
   // The live WebSocket is behind the same token (given as a subprotocol by browsers).
@@ -85,7 +90,16 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
     viewport: { width: 1200, height: 900 },
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
   });
   t.teardown(() => browser.close());
   const page = await browser.newPage();
@@ -99,7 +113,9 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   t.is(await page.locator('#error').getAttribute('data-code'), 'UNAUTHORIZED');
   await page.fill('#token', 'wrong-token-wrong-token');
   await page.click('#token-form button[type=submit]');
-  await page.waitForFunction(`document.getElementById('error').dataset.code === 'UNAUTHORIZED' && !document.getElementById('error').hidden`, undefined, { timeout: 20_000 });
+  await page.waitForFunction(`document.getElementById('error').dataset.code === 'UNAUTHORIZED' && !document.getElementById('error').hidden`, undefined, {
+    timeout: 20_000,
+  });
   await page.fill('#token', TOKEN);
   await page.click('#token-form button[type=submit]');
 
@@ -114,7 +130,11 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   t.is(await run.getAttribute('data-type'), 'timing');
   step('timeline drawn');
   // Selecting the camera started live view: video arrives from the running ingest.
-  await page.waitForFunction(`document.getElementById('video-note').textContent.startsWith('LIVE') && document.getElementById('video').currentTime > 0`, undefined, { timeout: 60_000 });
+  await page.waitForFunction(
+    `document.getElementById('video-note').textContent.startsWith('LIVE') && document.getElementById('video').currentTime > 0`,
+    undefined,
+    { timeout: 60_000 },
+  );
   await shot(page, 'ui-live.png');
 
   step('live playing');
@@ -125,14 +145,20 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   t.true(spanBox!.width > 20, `span is ${spanBox!.width} px wide`);
   await shot(page, 'ui-timeline.png', '#timeline');
   // 12 s before the span's end, so there is more than the 2 s to watch below.
-  const [spanFrom, spanTo] = (await page.evaluate(`(() => { const s = document.querySelector('#timeline g.row[data-camera="cam"] g.span'); return [Date.parse(s.dataset.from), Date.parse(s.dataset.to)]; })()`)) as [number, number];
+  const [spanFrom, spanTo] = (await page.evaluate(
+    `(() => { const s = document.querySelector('#timeline g.row[data-camera="cam"] g.span'); return [Date.parse(s.dataset.from), Date.parse(s.dataset.to)]; })()`,
+  )) as [number, number];
   const at = Math.max(0.05, (spanTo - 12_000 - spanFrom) / (spanTo - spanFrom));
   await page.mouse.click(spanBox!.x + spanBox!.width * at, spanBox!.y + spanBox!.height / 2);
 
   step('clicked the span');
   // The recording's own picture (not the live one still on screen until the first append).
   const started = (await (
-    await page.waitForFunction(`(() => { const v = document.getElementById('video'); const s = ${VIDEO_STATE}; return v.dataset.mode === 'recording' && v.dataset.started === '1' && !s.paused && s.width > 0 ? s : null; })()`, undefined, { timeout: 30_000 })
+    await page.waitForFunction(
+      `(() => { const v = document.getElementById('video'); const s = ${VIDEO_STATE}; return v.dataset.mode === 'recording' && v.dataset.started === '1' && !s.paused && s.width > 0 ? s : null; })()`,
+      undefined,
+      { timeout: 30_000 },
+    )
   ).jsonValue()) as VideoState;
   t.is(started.error, null);
   t.is(started.width, 320);
@@ -155,12 +181,16 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   // A trick-play request is either played or answered with a typed error the UI shows.
   await page.selectOption('#speed', '8');
   const outcome = (await (
-    await page.waitForFunction(`(() => {
+    await page.waitForFunction(
+      `(() => {
       const e = document.getElementById('error');
       if (!e.hidden && e.dataset.code) return { error: e.dataset.code, text: e.textContent };
       const v = document.getElementById('video');
       return v.dataset.speed === '8' && v.dataset.started === '1' && v.buffered.length ? { playing: true, via: v.dataset.via } : null;
-    })()`, undefined, { timeout: 30_000 })
+    })()`,
+      undefined,
+      { timeout: 30_000 },
+    )
   ).jsonValue()) as { error?: string; text?: string; playing?: boolean };
   t.true(outcome.playing === true || /^[A-Z_]+$/.test(outcome.error ?? ''), JSON.stringify(outcome));
   t.log(`speed 8: ${JSON.stringify(outcome)}`);
@@ -196,15 +226,27 @@ test('web UI: locks and labels on the timeline, and the jump to the previous obj
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'meta', name: 'Gate', streams: { main: sim.url('h264meta') } })).ok);
   const t0 = Date.now();
-  const span = await waitFor('10 s of video', async () => {
-    const body = (await (await fetch(`${n.http}/api/recordings?camera=meta&from=${t0 - 5000}&to=${Date.now() + 60_000}`)).json()) as { spans: { from: string; to: string }[] };
-    // Any span: an attempt cut short leaves a short span before the one that grows.
-    return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 10_000) ?? null;
-  }, 90_000, 500);
+  const span = await waitFor(
+    '10 s of video',
+    async () => {
+      const body = (await (await fetch(`${n.http}/api/recordings?camera=meta&from=${t0 - 5000}&to=${Date.now() + 60_000}`)).json()) as {
+        spans: { from: string; to: string }[];
+      };
+      // Any span: an attempt cut short leaves a short span before the one that grows.
+      return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 10_000) ?? null;
+    },
+    90_000,
+    500,
+  );
   const from = Date.parse(span.from);
   const lock = await n.request('rec.v1.lock', { camera: 'meta', from: new Date(from + 2000).toISOString(), to: new Date(from + 6000).toISOString() });
   t.true(lock.ok, JSON.stringify(lock));
-  const label = await n.request('rec.v1.label.add', { camera: 'meta', from: new Date(from + 3000).toISOString(), to: new Date(from + 5000).toISOString(), text: 'Van at the gate' });
+  const label = await n.request('rec.v1.label.add', {
+    camera: 'meta',
+    from: new Date(from + 3000).toISOString(),
+    to: new Date(from + 5000).toISOString(),
+    text: 'Van at the gate',
+  });
   t.true(label.ok, JSON.stringify(label));
 
   const profile = await tempDir(t, 'chromium-ui-');
@@ -226,26 +268,44 @@ test('web UI: locks and labels on the timeline, and the jump to the previous obj
 
   // The sim camera's analytics name a Vehicle on odd UTC seconds: ◀ finds the latest one
   // once one is stored (the UI's search is the API's: wait for what it will find).
-  await waitFor('a stored Vehicle packet', async () => {
-    const q = `from=${new Date(from).toISOString()}&to=${new Date(Date.now() + 60_000).toISOString()}&class=Vehicle`;
-    const body = (await (await fetch(`${n.http}/api/cameras/meta/smart?${q}`)).json()) as { records?: unknown[] };
-    return body.records?.length ? true : null;
-  }, 60_000, 500);
+  await waitFor(
+    'a stored Vehicle packet',
+    async () => {
+      const q = `from=${new Date(from).toISOString()}&to=${new Date(Date.now() + 60_000).toISOString()}&class=Vehicle`;
+      const body = (await (await fetch(`${n.http}/api/cameras/meta/smart?${q}`)).json()) as { records?: unknown[] };
+      return body.records?.length ? true : null;
+    },
+    60_000,
+    500,
+  );
   await page.fill('#smart-class', 'Vehicle');
   await page.click('#smart-prev');
-  t.teardown(async () => t.log(`error banner: ${await page.locator('#error').textContent().catch(() => '?')}; video: ${JSON.stringify(await page.evaluate('({...document.getElementById("video").dataset})').catch(() => null))}`));
+  t.teardown(async () =>
+    t.log(
+      `error banner: ${await page
+        .locator('#error')
+        .textContent()
+        .catch(() => '?')}; video: ${JSON.stringify(await page.evaluate('({...document.getElementById("video").dataset})').catch(() => null))}`,
+    ),
+  );
   const jumped = (await (
-    await page.waitForFunction(`(() => {
+    await page.waitForFunction(
+      `(() => {
       // An error shown to the user ends the wait at once and names itself below.
       const e = document.getElementById('error');
       if (!e.hidden && e.dataset.code) return 'error ' + e.dataset.code + ': ' + e.textContent;
       const v = document.getElementById('video');
       return v.dataset.jumpedTo && v.dataset.mode === 'recording' && v.dataset.started === '1' ? v.dataset.jumpedTo : null;
-    })()`, undefined, { timeout: 60_000 })
+    })()`,
+      undefined,
+      { timeout: 60_000 },
+    )
   ).jsonValue()) as string;
   t.false(jumped.startsWith('error'), jumped);
   // The stored packet there names a Vehicle (its camera time is an odd UTC second).
-  const there = (await (await fetch(`${n.http}/api/cameras/meta/smart?from=${jumped}&to=${new Date(Date.parse(jumped) + 1).toISOString()}&class=Vehicle`)).json()) as { records: { contentTime?: string }[] };
+  const there = (await (
+    await fetch(`${n.http}/api/cameras/meta/smart?from=${jumped}&to=${new Date(Date.parse(jumped) + 1).toISOString()}&class=Vehicle`)
+  ).json()) as { records: { contentTime?: string }[] };
   t.is(there.records.length, 1, `a Vehicle packet at ${jumped}`);
   t.is(Math.floor(Date.parse(there.records[0]!.contentTime!) / 1000) % 2, 1, `its camera time ${there.records[0]!.contentTime} is an odd second`);
   await page.waitForFunction(`document.getElementById('video').currentTime > 0.5`, undefined, { timeout: 30_000 });

@@ -29,7 +29,10 @@ export function authHeaders() {
 export function wsProtocols() {
   const token = getToken();
   if (!token) return ['recorder.v1'];
-  const b64url = btoa(String.fromCharCode(...new TextEncoder().encode(token))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  const b64url = btoa(String.fromCharCode(...new TextEncoder().encode(token)))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_')
+    .replace(/=+$/, '');
   return ['recorder.v1', `bearer.${b64url}`];
 }
 

@@ -21,22 +21,28 @@ class MseFeed {
     this.ms = new MediaSource();
     this.url = URL.createObjectURL(this.ms);
     video.src = this.url;
-    this.opened = new Promise((resolve) => this.ms.addEventListener('sourceopen', () => {
-      try {
-        this.sb = this.ms.addSourceBuffer(mimeType);
-        this.sb.addEventListener('updateend', () => {
-          const done = this.current;
-          this.current = null;
-          done?.();
-          this.pump();
-        });
-        this.sb.addEventListener('error', () => this.fail(new ApiError(0, 'MEDIA_ERROR', 'the browser refused a piece of video')));
-      } catch (err) {
-        this.fail(new ApiError(0, 'MEDIA_ERROR', err.message));
-      }
-      resolve();
-      this.pump(); // pieces queued before the source opened, in order
-    }, { once: true }));
+    this.opened = new Promise((resolve) =>
+      this.ms.addEventListener(
+        'sourceopen',
+        () => {
+          try {
+            this.sb = this.ms.addSourceBuffer(mimeType);
+            this.sb.addEventListener('updateend', () => {
+              const done = this.current;
+              this.current = null;
+              done?.();
+              this.pump();
+            });
+            this.sb.addEventListener('error', () => this.fail(new ApiError(0, 'MEDIA_ERROR', 'the browser refused a piece of video')));
+          } catch (err) {
+            this.fail(new ApiError(0, 'MEDIA_ERROR', err.message));
+          }
+          resolve();
+          this.pump(); // pieces queued before the source opened, in order
+        },
+        { once: true },
+      ),
+    );
   }
 
   fail(err) {

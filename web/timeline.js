@@ -52,10 +52,14 @@ export class Timeline {
     window.addEventListener('mousemove', (e) => this.onMove(e));
     window.addEventListener('mouseup', (e) => this.onUp(e));
     svg.addEventListener('mouseleave', () => this.handlers.onLeave?.());
-    svg.addEventListener('wheel', (e) => {
-      e.preventDefault();
-      this.zoom(e.deltaY < 0 ? 0.5 : 2, this.xToMs(this.localX(e)));
-    }, { passive: false });
+    svg.addEventListener(
+      'wheel',
+      (e) => {
+        e.preventDefault();
+        this.zoom(e.deltaY < 0 ? 0.5 : 2, this.xToMs(this.localX(e)));
+      },
+      { passive: false },
+    );
     new ResizeObserver(() => this.render()).observe(svg);
   }
 
@@ -163,7 +167,10 @@ export class Timeline {
     svg.setAttribute('height', h);
     svg.replaceChildren();
     const defs = el('defs', {}, svg);
-    for (const [id, color] of [['gap-hatch', '#a33'], ['gap-hatch-busy', '#c90']]) {
+    for (const [id, color] of [
+      ['gap-hatch', '#a33'],
+      ['gap-hatch-busy', '#c90'],
+    ]) {
       const p = el('pattern', { id, width: 6, height: 6, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)' }, defs);
       el('rect', { width: 6, height: 6, fill: '#2a1c1c' }, p);
       el('line', { x1: 0, y1: 0, x2: 0, y2: 6, stroke: color, 'stroke-width': 3 }, p);
@@ -215,7 +222,11 @@ export class Timeline {
           const ra = clipX(Date.parse(run.from));
           const rb = clipX(Date.parse(run.to));
           if (rb <= ra - 1) continue;
-          const r = el('rect', { class: 'run', 'data-type': run.type, x: ra, y: barY, width: Math.max(1, rb - ra), height: barH, fill: typeColor(run.type) }, sg);
+          const r = el(
+            'rect',
+            { class: 'run', 'data-type': run.type, x: ra, y: barY, width: Math.max(1, rb - ra), height: barH, fill: typeColor(run.type) },
+            sg,
+          );
           el('title', {}, r).textContent = `${run.type} ${new Date(run.from).toLocaleTimeString()}–${new Date(run.to).toLocaleTimeString()}`;
         }
         for (const lock of span.locks || []) {

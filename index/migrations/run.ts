@@ -37,7 +37,10 @@ export interface MigrationReport {
 export function assertSchemaReadable(stored: unknown): void {
   if (stored === undefined) return;
   if (typeof stored !== 'number' || !Number.isInteger(stored) || stored < 1 || stored > SCHEMA_VERSION) {
-    throw new RecorderError('INDEX_SCHEMA_MISMATCH', `index schema ${JSON.stringify(stored)}, this build reads ${SCHEMA_VERSION} and older: run a newer build, or reindex`);
+    throw new RecorderError(
+      'INDEX_SCHEMA_MISMATCH',
+      `index schema ${JSON.stringify(stored)}, this build reads ${SCHEMA_VERSION} and older: run a newer build, or reindex`,
+    );
   }
 }
 

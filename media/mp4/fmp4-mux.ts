@@ -73,7 +73,15 @@ function trak(t: EsTrack): Buffer {
     u32s(video ? t.width * 0x10000 : 0, video ? t.height * 0x10000 : 0),
   );
   const mdhd = fullBox('mdhd', 0, 0, u32s(0, 0, t.timescale, 0), Buffer.from([0x55, 0xc4, 0, 0]));
-  const hdlr = fullBox('hdlr', 0, 0, u32s(0), Buffer.from(video ? 'vide' : 'soun', 'latin1'), u32s(0, 0, 0), Buffer.from(video ? 'VideoHandler\0' : 'SoundHandler\0', 'latin1'));
+  const hdlr = fullBox(
+    'hdlr',
+    0,
+    0,
+    u32s(0),
+    Buffer.from(video ? 'vide' : 'soun', 'latin1'),
+    u32s(0, 0, 0),
+    Buffer.from(video ? 'VideoHandler\0' : 'SoundHandler\0', 'latin1'),
+  );
   const mediaHeader = video ? fullBox('vmhd', 0, 1, Buffer.alloc(8)) : fullBox('smhd', 0, 0, Buffer.alloc(4));
   const dinf = box('dinf', fullBox('dref', 0, 0, u32s(1), fullBox('url ', 0, 1)));
   const stbl = box(

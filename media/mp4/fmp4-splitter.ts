@@ -158,7 +158,10 @@ export class Fmp4Splitter extends Transform {
     if (!this.peek(offset, 8)) return null;
     const s = this.scratch;
     if (!isBoxType(s, 4)) {
-      throw new Mp4FormatError('MP4_BAD_BOX', `not a box type: ${JSON.stringify(s.toString('latin1', 4, 8))} at stream byte ${this.bytesIn - this.buffered + offset}`);
+      throw new Mp4FormatError(
+        'MP4_BAD_BOX',
+        `not a box type: ${JSON.stringify(s.toString('latin1', 4, 8))} at stream byte ${this.bytesIn - this.buffered + offset}`,
+      );
     }
     const type = s.toString('latin1', 4, 8);
     let size = s.readUInt32BE(0);
@@ -204,7 +207,8 @@ export class Fmp4Splitter extends Transform {
     if (!h) return false;
     const [type, size] = h;
     if (type !== 'mdat') throw new Mp4FormatError('MP4_UNEXPECTED_BOX', `moof followed by ${type}, not mdat`);
-    if (this.moofSize + size > this.maxBoxBytes) throw new Mp4FormatError('MP4_BAD_BOX', `fragment of ${this.moofSize + size} bytes is beyond the ${this.maxBoxBytes} limit`);
+    if (this.moofSize + size > this.maxBoxBytes)
+      throw new Mp4FormatError('MP4_BAD_BOX', `fragment of ${this.moofSize + size} bytes is beyond the ${this.maxBoxBytes} limit`);
     this.boxSize = this.moofSize + size;
     return true;
   }

@@ -28,7 +28,14 @@ export function thinFragment(frag: Uint8Array, moof: MoofInfo, videoTrackId: num
   const tracks: OutTrack[] = moof.tracks.map((t) => {
     const samples = sliceSamples(frag, t);
     if (t.trackId !== videoTrackId || t.sampleCount <= 1) {
-      return { trackId: t.trackId, baseDecodeTime: t.baseDecodeTime, durations: t.durations, flags: t.flags, compositionOffsets: t.compositionOffsets, samples };
+      return {
+        trackId: t.trackId,
+        baseDecodeTime: t.baseDecodeTime,
+        durations: t.durations,
+        flags: t.flags,
+        compositionOffsets: t.compositionOffsets,
+        samples,
+      };
     }
     return {
       trackId: t.trackId,
@@ -51,7 +58,10 @@ export function isThinned(moof: MoofInfo, videoTrackId: number): boolean {
 function sliceSamples(frag: Uint8Array, t: TrafInfo): Uint8Array[] {
   if (t.sampleCount === 0) return [];
   if (t.dataOffset <= 0 || t.dataOffset + t.totalSize > frag.byteLength) {
-    throw new Mp4FormatError('MP4_UNSUPPORTED', `track ${t.trackId}: samples at ${t.dataOffset}+${t.totalSize} are not inside the fragment (${frag.byteLength} bytes)`);
+    throw new Mp4FormatError(
+      'MP4_UNSUPPORTED',
+      `track ${t.trackId}: samples at ${t.dataOffset}+${t.totalSize} are not inside the fragment (${frag.byteLength} bytes)`,
+    );
   }
   const out: Uint8Array[] = [];
   let p = t.dataOffset;

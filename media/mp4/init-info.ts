@@ -110,7 +110,8 @@ function checkTree(buf: Buffer, box: Box, depth = 0): void {
     } else if (box.type === 'dref' && (child.type === 'url ' || child.type === 'urn ')) {
       // Self-contained (flag 1) or followed by a location string.
       const { flags, body, end } = fullBoxBody(buf, child, 0);
-      if (flags !== 1 && end === body) throw new Mp4FormatError('MP4_BAD_BOX', `${child.type} at ${child.offset} has neither the self-contained flag nor a location`);
+      if (flags !== 1 && end === body)
+        throw new Mp4FormatError('MP4_BAD_BOX', `${child.type} at ${child.offset} has neither the self-contained flag nor a location`);
     } else {
       checkTree(buf, child, depth + 1);
     }
@@ -234,7 +235,8 @@ function topBoxesUntilMoov(buf: Buffer): Box[] {
     const h = readBoxHeader(buf, p);
     if (!h) throw new Mp4FormatError(p === 0 ? 'MP4_NO_INIT' : 'MP4_TRUNCATED', `box header cut at ${p}`);
     if (p === 0 && h.type !== 'ftyp') throw new Mp4FormatError('MP4_NO_INIT', `expected ftyp first, got ${h.type}`);
-    if (p + h.size > buf.byteLength) throw new Mp4FormatError('MP4_TRUNCATED', `box ${h.type} at ${p} (${h.size} bytes) runs past the data (${buf.byteLength})`);
+    if (p + h.size > buf.byteLength)
+      throw new Mp4FormatError('MP4_TRUNCATED', `box ${h.type} at ${p} (${h.size} bytes) runs past the data (${buf.byteLength})`);
     out.push({ ...h, offset: p });
     p += h.size;
     if (h.type === 'moov') break;

@@ -61,9 +61,12 @@ export class FragmentToPs {
     this.unsupported = [...t.unsupported, ...t.tracks.filter((x) => !this.tracks.includes(x)).map((x) => `${x.trackId}:${x.codec}`)];
     this.streams = this.tracks.map(streamOf);
     // The fMP4 init this PS converts back to must fit the file header's room.
-    const psTracks: EsTrack[] = this.tracks.map((t) => (t.kind === 'video' ? { ...t, trackId: 1, timescale: PS_TIMESCALE, lengthSize: 4 } : { ...t, trackId: 2, timescale: t.sampleRate }));
+    const psTracks: EsTrack[] = this.tracks.map((t) =>
+      t.kind === 'video' ? { ...t, trackId: 1, timescale: PS_TIMESCALE, lengthSize: 4 } : { ...t, trackId: 2, timescale: t.sampleRate },
+    );
     const initBytes = buildInit(psTracks).length;
-    if (initBytes + 8 > FILE_HEADER_BYTES) throw new MediaFormatError('CODEC_UNSUPPORTED', `codec configuration too big for a PS segment header (${initBytes} bytes)`);
+    if (initBytes + 8 > FILE_HEADER_BYTES)
+      throw new MediaFormatError('CODEC_UNSUPPORTED', `codec configuration too big for a PS segment header (${initBytes} bytes)`);
   }
 
   /** A segment file's header for a file whose first GOP is `firstGop` (same SCR). */
@@ -104,7 +107,8 @@ export class FragmentToPs {
       if (track.kind === 'video') duration90k = Number(to90k(BigInt(traf.durationTicks), track.timescale));
       for (let i = 0; i < traf.sampleCount; i++) {
         const size = traf.sizes[i]!;
-        if (at < 0 || at + size > frag.bytes.length) throw new MediaFormatError('NAL_BAD_LENGTH', `sample ${i} of track ${traf.trackId} lies outside its fragment`);
+        if (at < 0 || at + size > frag.bytes.length)
+          throw new MediaFormatError('NAL_BAD_LENGTH', `sample ${i} of track ${traf.trackId} lies outside its fragment`);
         const raw = frag.bytes.subarray(at, at + size);
         at += size;
         const keyframe = (traf.flags[i]! & 0x00010000) === 0;
@@ -194,7 +198,12 @@ function videoSamples(track: PsTrack, gopEnd90k: bigint | null): MuxSample[] {
  * in each track's timescale. The last video sample lasts until the GOP info's end
  * (our files) or as long as the one before it.
  */
-export function psGopToFmp4(gop: Uint8Array, tracks: readonly EsTrack[], sequence: number, shift90k = 0n): { fragment: Buffer; firstDts90k: bigint; end90k: bigint } {
+export function psGopToFmp4(
+  gop: Uint8Array,
+  tracks: readonly EsTrack[],
+  sequence: number,
+  shift90k = 0n,
+): { fragment: Buffer; firstDts90k: bigint; end90k: bigint } {
   const d = demuxPs(gop);
   const v = d.tracks.find((t) => t.codec === 'h264' || t.codec === 'h265');
   if (!v || v.samples.length === 0) throw new MediaFormatError('PS_BAD_STREAM', 'GOP without video');

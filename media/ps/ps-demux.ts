@@ -17,14 +17,7 @@
  * belongs to the first unit that starts in that PES; units without one get the
  * previous unit's DTS plus its duration (`untimedUnits`).
  */
-import {
-  isAccessUnitDelimiter,
-  isFirstSliceOfPicture,
-  isKeyframeAccessUnit,
-  isSliceNal,
-  nalType,
-  type VideoCodec,
-} from '../codec/annexb.ts';
+import { isAccessUnitDelimiter, isFirstSliceOfPicture, isKeyframeAccessUnit, isSliceNal, nalType, type VideoCodec } from '../codec/annexb.ts';
 import { readAdts } from '../codec/codec-config.ts';
 import { PRIVATE_STREAM_2, STREAM_TYPE, parseGopInfo, type GopInfo } from './ps-mux.ts';
 
@@ -242,8 +235,8 @@ export function demuxPs(input: Uint8Array, opts: DemuxOptions = {}): PsDemuxResu
       while (q < body.length && body[q] === 0xff && q < 16) q++;
       if (q < body.length && (body[q]! & 0xc0) === 0x40) q += 2;
       const m = body[q] ?? 0;
-      if ((m & 0xf0) === 0x20 && q + 5 <= body.length) (pts = readTs(body, q)), (q += 5);
-      else if ((m & 0xf0) === 0x30 && q + 10 <= body.length) (pts = readTs(body, q)), (dts = readTs(body, q + 5)), (q += 10);
+      if ((m & 0xf0) === 0x20 && q + 5 <= body.length) ((pts = readTs(body, q)), (q += 5));
+      else if ((m & 0xf0) === 0x30 && q + 10 <= body.length) ((pts = readTs(body, q)), (dts = readTs(body, q + 5)), (q += 10));
       else if (m === 0x0f) q += 1;
       else return void counters.unknownStreamPackets++;
     }
@@ -271,7 +264,12 @@ export function demuxPs(input: Uint8Array, opts: DemuxOptions = {}): PsDemuxResu
     const codec = CODEC_OF_TYPE.get(s.streamType);
     if (!codec) continue;
     const es = Buffer.concat(s.es);
-    const cuts = codec === 'h264' || codec === 'h265' ? videoUnits(es, codec) : codec === 'aac' ? adtsUnits(es, counters) : s.chunks.map((c) => ({ start: c.esStart, end: c.esEnd, keyframe: true, duration: (BigInt(c.esEnd - c.esStart) * 90_000n) / 8000n }));
+    const cuts =
+      codec === 'h264' || codec === 'h265'
+        ? videoUnits(es, codec)
+        : codec === 'aac'
+          ? adtsUnits(es, counters)
+          : s.chunks.map((c) => ({ start: c.esStart, end: c.esEnd, keyframe: true, duration: (BigInt(c.esEnd - c.esStart) * 90_000n) / 8000n }));
     const samples = timeUnits(s, codec, es, cuts, counters);
     tracks.push({ streamId: s.streamId, streamType: s.streamType, codec, samples });
   }

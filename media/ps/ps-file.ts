@@ -61,7 +61,8 @@ export async function scanPsFile(path: string): Promise<ScannedPsFile> {
     if (fileBytes < PACK_HEADER_MIN_BYTES && PACK.subarray(0, head.length).equals(head.subarray(0, PACK.length))) {
       return { gops: [], validBytes: 0, fileBytes, partialReason: `file ends inside its header (${fileBytes} bytes)`, firstGop: null, headerBytes: 0 };
     }
-    if (!demuxPs(head.subarray(0, Math.min(head.length, 64))).startsWithPack) throw new MediaFormatError('PS_BAD_STREAM', `${path} does not start with a pack header`);
+    if (!demuxPs(head.subarray(0, Math.min(head.length, 64))).startsWithPack)
+      throw new MediaFormatError('PS_BAD_STREAM', `${path} does not start with a pack header`);
     const headerBytes = firstGopOffset(head);
     let p = headerBytes;
     while (p < fileBytes) {

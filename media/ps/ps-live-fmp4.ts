@@ -230,7 +230,12 @@ export class PsLiveFmp4 {
       // Nothing readable in this GOP: keep the track in force (a GOP without audio).
       if (this.audioConfig) return this.audioConfig;
       const other = declared.find(([, t]) => t !== STREAM_TYPE.AAC && t !== STREAM_TYPE.G711A);
-      if (other) this.audio = { source: audioTypeName(other[1]), stored: 'none', reason: `${audioTypeName(other[1])} in MPEG-PS is not recorded (AAC and G.711 A-law are)` };
+      if (other)
+        this.audio = {
+          source: audioTypeName(other[1]),
+          stored: 'none',
+          reason: `${audioTypeName(other[1])} in MPEG-PS is not recorded (AAC and G.711 A-law are)`,
+        };
       else if (declared.length === 0) this.audio = { source: null, stored: 'none', reason: 'no audio in the program stream' };
       return null;
     }

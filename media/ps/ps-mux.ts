@@ -156,7 +156,13 @@ function gopInfoPacket(info: GopInfo): Buffer {
 export function parseGopInfo(payload: Uint8Array): GopInfo | null {
   const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   if (b.length < GOP_INFO_BYTES || b.toString('latin1', 0, 4) !== GOP_INFO_MAGIC || b[4] !== GOP_INFO_VERSION) return null;
-  return { gopBytes: b.readUInt32BE(6), firstDts: b.readBigUInt64BE(10), duration90k: b.readUInt32BE(18), videoUnits: b.readUInt32BE(22), audioUnits: b.readUInt32BE(26) };
+  return {
+    gopBytes: b.readUInt32BE(6),
+    firstDts: b.readBigUInt64BE(10),
+    duration90k: b.readUInt32BE(18),
+    videoUnits: b.readUInt32BE(22),
+    audioUnits: b.readUInt32BE(26),
+  };
 }
 
 /** Writes a 33-bit timestamp in the 5-byte PES form with the 4-bit prefix. */

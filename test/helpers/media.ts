@@ -15,7 +15,10 @@ export async function ffprobe(file: string, countFrames = false): Promise<Probe>
   const args = ['-v', 'error', '-show_format', '-show_streams', '-of', 'json'];
   if (countFrames) args.push('-count_packets');
   const { stdout } = await run('ffprobe', [...args, file], { maxBuffer: 16 * 1024 * 1024 });
-  const j = JSON.parse(stdout) as { format: { duration?: string; start_time?: string }; streams: { codec_name: string; codec_type: string; nb_read_packets?: string }[] };
+  const j = JSON.parse(stdout) as {
+    format: { duration?: string; start_time?: string };
+    streams: { codec_name: string; codec_type: string; nb_read_packets?: string }[];
+  };
   const video = j.streams.find((s) => s.codec_type === 'video');
   return {
     durationSec: Number(j.format.duration ?? NaN),
@@ -39,7 +42,9 @@ export async function decodeErrors(file: string): Promise<string> {
 
 /** Video packets whose decode time does not increase (in the stream's own timescale). */
 export async function nonIncreasingDts(file: string): Promise<string[]> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=dts', '-of', 'csv=p=0', file], { maxBuffer: 64 * 1024 * 1024 });
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=dts', '-of', 'csv=p=0', file], {
+    maxBuffer: 64 * 1024 * 1024,
+  });
   const dts = stdout.split('\n').filter(Boolean).map(Number);
   const bad: string[] = [];
   for (let i = 1; i < dts.length; i++) if (dts[i]! <= dts[i - 1]!) bad.push(`packet ${i}: ${dts[i - 1]} then ${dts[i]}`);

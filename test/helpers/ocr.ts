@@ -17,7 +17,19 @@ export async function readClockSeconds(videoFile: string, atSeconds = 0): Promis
     const png = join(dir, 'clock.png');
     // No -ss for 0: on a still image (JPEG) it drops the only frame.
     const seek = atSeconds > 0 ? ['-ss', String(atSeconds)] : [];
-    await run('ffmpeg', ['-v', 'error', '-y', ...seek, '-i', videoFile, '-frames:v', '1', '-vf', 'crop=iw*0.8:ih*0.25:0:0,scale=iw*3:ih*3:flags=bicubic,format=gray,negate', png]);
+    await run('ffmpeg', [
+      '-v',
+      'error',
+      '-y',
+      ...seek,
+      '-i',
+      videoFile,
+      '-frames:v',
+      '1',
+      '-vf',
+      'crop=iw*0.8:ih*0.25:0:0,scale=iw*3:ih*3:flags=bicubic,format=gray,negate',
+      png,
+    ]);
     const { stdout } = await run('tesseract', [png, '-', '--psm', '7', '-c', 'tessedit_char_whitelist=0123456789:']);
     const m = /(\d{1,2}):?(\d{2}):?(\d{2})/.exec(stdout.replace(/\s/g, ''));
     if (!m) return null;

@@ -32,7 +32,16 @@ export interface TestNode {
 
 export async function startNode(t: ExecutionContext, overrides: RecorderConfigInput = {}, dataDir?: string, opts: { clock?: Clock } = {}): Promise<TestNode> {
   const dir = dataDir ?? (await tempDir(t));
-  const config = configSchema.parse({ dataDir: dir, http: '127.0.0.1:0', segmentSeconds: 6, logLevel: process.env.TEST_LOG ?? 'silent', minFreeBytes: 0, minFreeRatio: 0, indexReserveBytes: 0, ...overrides });
+  const config = configSchema.parse({
+    dataDir: dir,
+    http: '127.0.0.1:0',
+    segmentSeconds: 6,
+    logLevel: process.env.TEST_LOG ?? 'silent',
+    minFreeBytes: 0,
+    minFreeRatio: 0,
+    indexReserveBytes: 0,
+    ...overrides,
+  });
   const node = await RecorderNode.start({ config, log: createLogger(config.logLevel, process.stderr), ...(opts.clock ? { clock: opts.clock } : {}) });
   let stopped = false;
   t.teardown(async () => {

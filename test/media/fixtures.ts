@@ -65,7 +65,20 @@ export async function encode(dir: string, name: string, o: EncodeOptions = {}): 
   args.push('-t', seconds);
   if (video === 'h264') args.push('-c:v', 'libx264', '-preset', 'veryfast', '-pix_fmt', 'yuv420p', '-g', String(o.gop ?? 25), '-bf', String(o.bframes ?? 2));
   if (video === 'h265' || video === 'h265-hvc1') {
-    args.push('-c:v', 'libx265', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-g', String(o.gop ?? 25), '-bf', String(o.bframes ?? 2), '-x265-params', 'log-level=error');
+    args.push(
+      '-c:v',
+      'libx265',
+      '-preset',
+      'ultrafast',
+      '-pix_fmt',
+      'yuv420p',
+      '-g',
+      String(o.gop ?? 25),
+      '-bf',
+      String(o.bframes ?? 2),
+      '-x265-params',
+      'log-level=error',
+    );
     if (video === 'h265-hvc1') args.push('-tag:v', 'hvc1');
   }
   if (o.bitrate) args.push('-b:v', o.bitrate, '-maxrate', o.bitrate, '-bufsize', o.bitrate);
@@ -143,7 +156,7 @@ export async function split(input: Buffer, pieceSizes: () => number = () => inpu
     splitter.on('end', () => resolve(null));
     splitter.on('error', (err) => resolve(err));
   });
-  for (let p = 0; p < input.length && !splitter.destroyed; ) {
+  for (let p = 0; p < input.length && !splitter.destroyed;) {
     const n = Math.max(1, Math.min(pieceSizes(), input.length - p));
     splitter.write(input.subarray(p, p + n));
     maxBuffered = Math.max(maxBuffered, splitter.bufferedBytes);
@@ -168,7 +181,7 @@ export function rng(seed: number): () => number {
 /** Top-level boxes of a whole file as [type, offset, size]. */
 export function topBoxes(buf: Buffer): { type: string; offset: number; size: number }[] {
   const out: { type: string; offset: number; size: number }[] = [];
-  for (let p = 0; p + 8 <= buf.length; ) {
+  for (let p = 0; p + 8 <= buf.length;) {
     const size = buf.readUInt32BE(p);
     out.push({ type: buf.toString('latin1', p + 4, p + 8), offset: p, size });
     if (size < 8) break;

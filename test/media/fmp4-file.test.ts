@@ -139,7 +139,12 @@ test('an init-only file and files without an init', async (t) => {
   t.is(await codeOf(scanFmp4File(await write('cut-ftyp.mp4', bytes.subarray(0, topBoxes(bytes)[0]!.size - 2)))), 'MP4_TRUNCATED');
   t.is(await codeOf(scanFmp4File(await write('cut-init.mp4', bytes.subarray(0, chunks[0]!.bytes.length - 10)))), 'MP4_TRUNCATED');
   t.is(await codeOf(scanFmp4File(await write('ftyp-only.mp4', bytes.subarray(0, topBoxes(bytes)[0]!.size)))), 'MP4_TRUNCATED');
-  t.is(await codeOf(scanFmp4File(await write('ftyp-garbage.mp4', Buffer.concat([bytes.subarray(0, topBoxes(bytes)[0]!.size), Buffer.from('garbage, not a box')])))), 'MP4_NO_INIT');
+  t.is(
+    await codeOf(
+      scanFmp4File(await write('ftyp-garbage.mp4', Buffer.concat([bytes.subarray(0, topBoxes(bytes)[0]!.size), Buffer.from('garbage, not a box')]))),
+    ),
+    'MP4_NO_INIT',
+  );
   const brokenMoov = Buffer.from(bytes);
   brokenMoov.write('\u0001\u0002\u0003\u0004', topBoxes(bytes)[1]!.offset + 12, 'latin1');
   t.is(await codeOf(scanFmp4File(await write('bad-moov.mp4', brokenMoov))), 'MP4_NO_INIT');

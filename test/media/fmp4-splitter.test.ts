@@ -17,11 +17,23 @@ function comparable(chunks: Fmp4Chunk[]) {
   return chunks.map((c) =>
     c.kind === 'init'
       ? { kind: c.kind, bytes: c.bytes.toString('hex'), codecKey: c.info.codecKey, mimeType: c.info.mimeType }
-      : { kind: c.kind, bytes: c.bytes.toString('hex'), moofSize: c.moofSize, moof: c.moof, durationTicks: c.durationTicks, timescale: c.timescale, keyframe: c.keyframe },
+      : {
+          kind: c.kind,
+          bytes: c.bytes.toString('hex'),
+          moofSize: c.moofSize,
+          moof: c.moof,
+          durationTicks: c.durationTicks,
+          timescale: c.timescale,
+          keyframe: c.keyframe,
+        },
   );
 }
 
-for (const [name, file] of [['h264+aac', avc], ['h265+aac', hevc], ['h264 video only', videoOnly]] as const) {
+for (const [name, file] of [
+  ['h264+aac', avc],
+  ['h265+aac', hevc],
+  ['h264 video only', videoOnly],
+] as const) {
   test(`${name}: random small pieces give the same chunks as one write, and the bytes round-trip`, async (t) => {
     const bytes = await readFile(await file());
     const whole = await split(bytes);
@@ -70,7 +82,10 @@ for (const [name, file] of [['h264+aac', avc], ['h265+aac', hevc], ['h264 video 
       const gop = videoPackets.slice(k, k + n);
       t.true(gop[0]!.keyframe);
       t.false(gop.slice(1).some((p) => p.keyframe));
-      t.is(f.durationTicks, gop.reduce((s, p) => s + p.duration, 0));
+      t.is(
+        f.durationTicks,
+        gop.reduce((s, p) => s + p.duration, 0),
+      );
       k += n;
     }
     t.is(k, videoPackets.length);
@@ -93,7 +108,10 @@ for (const [name, file] of [['h264+aac', avc], ['h265+aac', hevc], ['h264 video 
       for (let i = 1; i < trafs.length; i++) t.is(trafs[i]!.baseDecodeTime, trafs[i - 1]!.baseDecodeTime + BigInt(trafs[i - 1]!.durationTicks));
     }
     // Sequence numbers count up from 1.
-    t.deepEqual(frags.map((f) => f.moof.sequence), frags.map((_, i) => i + 1));
+    t.deepEqual(
+      frags.map((f) => f.moof.sequence),
+      frags.map((_, i) => i + 1),
+    );
   });
 }
 
@@ -175,7 +193,16 @@ test('garbage gets typed errors with the right codes', async (t) => {
   await expectError(t, Buffer.concat([init, u32s(300 * 1024 * 1024), Buffer.from('moof'), Buffer.alloc(64)]), 'MP4_BAD_BOX');
   await expectError(t, Buffer.concat([init, u32s(1), Buffer.from('mdat'), u32s(256, 0), Buffer.alloc(64)]), 'MP4_BAD_BOX');
   // A moof followed by something else than its mdat.
-  await expectError(t, Buffer.concat([init, bytes.subarray(moof.offset, moof.offset + moof.size), box('free', Buffer.alloc(8)), bytes.subarray(mdat.offset, mdat.offset + mdat.size)]), 'MP4_UNEXPECTED_BOX');
+  await expectError(
+    t,
+    Buffer.concat([
+      init,
+      bytes.subarray(moof.offset, moof.offset + moof.size),
+      box('free', Buffer.alloc(8)),
+      bytes.subarray(mdat.offset, mdat.offset + mdat.size),
+    ]),
+    'MP4_UNEXPECTED_BOX',
+  );
   // An mdat without a moof.
   await expectError(t, Buffer.concat([init, bytes.subarray(mdat.offset, mdat.offset + mdat.size)]), 'MP4_UNEXPECTED_BOX');
   // A fragment before any init; a moov without ftyp.
@@ -195,7 +222,10 @@ test('a stream that stops mid-box is MP4_TRUNCATED at the end, after the complet
   const thirdMdat = boxes.filter((b) => b.type === 'mdat')[2]!;
   // Cut in the middle of the third mdat (mid-GOP): init + 2 fragments, then the error.
   const midGop = await expectError(t, bytes.subarray(0, thirdMdat.offset + thirdMdat.size / 2), 'MP4_TRUNCATED', () => 777);
-  t.deepEqual(midGop.chunks.map((c) => c.kind), ['init', 'fragment', 'fragment']);
+  t.deepEqual(
+    midGop.chunks.map((c) => c.kind),
+    ['init', 'fragment', 'fragment'],
+  );
   // Cut inside a box header, inside a moof, and between a moof and its mdat.
   await expectError(t, bytes.subarray(0, thirdMdat.offset + 3), 'MP4_TRUNCATED');
   await expectError(t, bytes.subarray(0, boxes[2]!.offset + 20), 'MP4_TRUNCATED');

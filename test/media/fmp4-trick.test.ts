@@ -96,7 +96,10 @@ test('singleTrackInit keeps the video track only', async (t) => {
   t.is(scan.info.tracks.length, 2);
   const video = singleTrackInit(scan.init, scan.info.videoTrackId!);
   const info = parseInit(video);
-  t.deepEqual(info.tracks.map((x) => x.kind), ['video']);
+  t.deepEqual(
+    info.tracks.map((x) => x.kind),
+    ['video'],
+  );
   t.is(info.trexDefaults.size, 1);
 });
 
@@ -110,7 +113,10 @@ test('normal, speed 2, I-frames at 8x and reverse over two segments and a gap', 
   const np = await probePackets(normal);
   const nv = np.filter((p) => p.codecType === 'video');
   t.is(nv.length, 250);
-  t.true(np.some((p) => p.codecType === 'audio'), 'audio kept at speed 1');
+  t.true(
+    np.some((p) => p.codecType === 'audio'),
+    'audio kept at speed 1',
+  );
   t.true(dtsIncreasing(nv.map((p) => p.dts)));
   const nprobe = await ffprobe(normal);
   t.true(nprobe.durationSec > 9.8 && nprobe.durationSec < 10.3, `gap skipped: ${nprobe.durationSec}`);
@@ -118,7 +124,10 @@ test('normal, speed 2, I-frames at 8x and reverse over two segments and a gap', 
 
   const double = await play(dir, 'x2.mp4', segs, trickMode(2, false, false));
   const dp = await probePackets(double);
-  t.true(dp.every((p) => p.codecType === 'video'), 'audio dropped at speed 2');
+  t.true(
+    dp.every((p) => p.codecType === 'video'),
+    'audio dropped at speed 2',
+  );
   t.is(dp.length, 250);
   t.true(dtsIncreasing(dp.map((p) => p.dts)));
   const dprobe = await ffprobe(double);
@@ -140,7 +149,11 @@ test('normal, speed 2, I-frames at 8x and reverse over two segments and a gap', 
   t.is(bp.length, gops);
   t.true(bp.every((p) => p.keyframe));
   t.true(dtsIncreasing(bp.map((p) => p.dts)), 'output times increase while the GOPs go backwards');
-  t.deepEqual(bp.map((p) => p.size), [...fp.map((p) => p.size)].reverse(), 'the same I-frames, last first');
+  t.deepEqual(
+    bp.map((p) => p.size),
+    [...fp.map((p) => p.size)].reverse(),
+    'the same I-frames, last first',
+  );
   t.is(await decodeErrors(back), '');
 });
 

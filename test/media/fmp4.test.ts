@@ -19,7 +19,11 @@ import { tempDir } from '../helpers/recorder.ts';
 
 const run = promisify(execFile);
 
-async function encode(dir: string, name: string, opts: { codec?: 'libx264' | 'libx265'; size?: string; seconds?: number; audio?: boolean } = {}): Promise<string> {
+async function encode(
+  dir: string,
+  name: string,
+  opts: { codec?: 'libx264' | 'libx265'; size?: string; seconds?: number; audio?: boolean } = {},
+): Promise<string> {
   const file = join(dir, name);
   const args = ['-v', 'error', '-y', '-f', 'lavfi', '-i', `testsrc=size=${opts.size ?? '160x120'}:rate=25`];
   if (opts.audio !== false) args.push('-f', 'lavfi', '-i', 'sine=f=440:sample_rate=48000');
@@ -34,7 +38,7 @@ async function encode(dir: string, name: string, opts: { codec?: 'libx264' | 'li
 
 async function split(bytes: Buffer, chunkSizes: () => number): Promise<Fmp4Chunk[]> {
   const parts: Buffer[] = [];
-  for (let p = 0; p < bytes.length; ) {
+  for (let p = 0; p < bytes.length;) {
     const n = Math.min(chunkSizes(), bytes.length - p);
     parts.push(bytes.subarray(p, p + n));
     p += n;
@@ -66,7 +70,10 @@ test('the splitter yields the same init and one fragment per GOP whatever the ch
   }
   t.true(Math.abs(seconds - 5) < 0.05, `${seconds}`);
   // Every byte except ffmpeg's trailing mfra is in a chunk.
-  t.is(whole.reduce((n, c) => n + c.bytes.length, 0), bytes.length - (bytes.readUInt32BE(bytes.length - 4)));
+  t.is(
+    whole.reduce((n, c) => n + c.bytes.length, 0),
+    bytes.length - bytes.readUInt32BE(bytes.length - 4),
+  );
 });
 
 test('init parsing gives codec strings, sizes and a codecKey that ignores everything but the codec config', async (t) => {
@@ -83,7 +90,10 @@ test('init parsing gives codec strings, sizes and a codecKey that ignores everyt
   };
   const [ia, ib, ic, ih] = await Promise.all([info(a), info(b), info(c), info(h)]);
   t.regex(ia.mimeType, /^video\/mp4; codecs="avc1\.[0-9a-f]{6},mp4a\.40\.2"$/);
-  t.deepEqual(ia.tracks.map((x) => x.kind), ['video', 'audio']);
+  t.deepEqual(
+    ia.tracks.map((x) => x.kind),
+    ['video', 'audio'],
+  );
   t.is(ia.tracks[0]!.width, 160);
   t.is(ia.tracks[1]!.sampleRate, 48000);
   t.is(ia.codecKey, ib.codecKey, 'same settings, other length');
@@ -174,7 +184,12 @@ test('a virtual range over two recordings plays as one continuous MP4 and any by
   t.true(Math.abs(p.durationSec - 6) < 0.25, `duration ${p.durationSec}`);
   t.true(p.startSec < 0.05);
   t.is(await decodeErrors(out), '');
-  for (const [s, e] of [[0, 10], [100, 5000], [body.contentLength - 7, body.contentLength - 1], [1234, body.contentLength - 1]] as const) {
+  for (const [s, e] of [
+    [0, 10],
+    [100, 5000],
+    [body.contentLength - 7, body.contentLength - 1],
+    [1234, body.contentLength - 1],
+  ] as const) {
     const part: Buffer[] = [];
     for await (const c of body.stream(s, e)) part.push(c as Buffer);
     t.true(Buffer.concat(part).equals(all.subarray(s, e + 1)), `${s}-${e}`);

@@ -63,7 +63,10 @@ test('codecKey: equal for two encodes with the same settings, different when the
 
 test('box reader: headers, largesize, size 0, paths', async (t) => {
   const init = await initOf(await input('avc.mp4', { video: 'h264' }));
-  t.deepEqual(childBoxes(init).map((b) => b.type), ['ftyp', 'moov']);
+  t.deepEqual(
+    childBoxes(init).map((b) => b.type),
+    ['ftyp', 'moov'],
+  );
   const mdhd = findBox(init, 'moov/trak/mdia/mdhd');
   t.is(mdhd?.type, 'mdhd');
   t.is(init.toString('latin1', mdhd!.offset + 4, mdhd!.offset + 8), 'mdhd');

@@ -8,7 +8,10 @@ import { box, decodeErrors, fullBox, probePackets, probeStart, rng, sharedInputs
 
 const input = sharedInputs(test);
 
-const trex = (id: number, d: Partial<TrexDefaults> = {}): [number, TrexDefaults] => [id, { sampleDescriptionIndex: 1, sampleDuration: 0, sampleSize: 0, sampleFlags: 0, ...d }];
+const trex = (id: number, d: Partial<TrexDefaults> = {}): [number, TrexDefaults] => [
+  id,
+  { sampleDescriptionIndex: 1, sampleDuration: 0, sampleSize: 0, sampleFlags: 0, ...d },
+];
 
 function errorCode(fn: () => unknown): string {
   try {
@@ -91,7 +94,10 @@ test('parseMoof on ffmpeg fragments: data offsets point into the mdat, tracks la
     t.is(audio!.dataOffset, video!.dataOffset + video!.totalSize);
     t.is(boxes[i + 1]!.size, 8 + video!.totalSize + audio!.totalSize);
     t.true(video!.firstSampleSync);
-    t.true(video!.flags.slice(1).every((f) => (f & 0x10000) !== 0), 'the other video samples are non-sync');
+    t.true(
+      video!.flags.slice(1).every((f) => (f & 0x10000) !== 0),
+      'the other video samples are non-sync',
+    );
     // The moof may be given with its mdat: same result.
     t.deepEqual(parseMoof(bytes.subarray(moofBox.offset, moofBox.offset + moofBox.size + boxes[i + 1]!.size), init.trexDefaults), info);
   }
@@ -112,7 +118,14 @@ test('a fragment whose first sample is not sync is reported so', async (t) => {
 test('rewriteMoof patches sequence and tfdt in a copy', (t) => {
   const moof = craftedMoof();
   const before = Buffer.from(moof);
-  const out = rewriteMoof(moof, { sequence: 7, baseDecodeTime: new Map([[1, 123456n], [2, 0x7_0000_0001n], [99, 5n]]) });
+  const out = rewriteMoof(moof, {
+    sequence: 7,
+    baseDecodeTime: new Map([
+      [1, 123456n],
+      [2, 0x7_0000_0001n],
+      [99, 5n],
+    ]),
+  });
   t.true(moof.equals(before), 'input untouched');
   t.is(out.length, moof.length);
   const info = parseMoof(out, new Map());
@@ -125,7 +138,19 @@ test('rewriteMoof patches sequence and tfdt in a copy', (t) => {
   const patched = new Set([...range(o.sequenceOffset, 4), ...range(o.tracks[0]!.tfdtValueOffset, 4), ...range(o.tracks[1]!.tfdtValueOffset, 8)]);
   t.true(differing.every((i) => patched.has(i)));
   // Passing parseMoof's info gives the same bytes.
-  t.true(rewriteMoof(moof, { sequence: 7, baseDecodeTime: new Map([[1, 123456n], [2, 0x7_0000_0001n]]) }, o).equals(out));
+  t.true(
+    rewriteMoof(
+      moof,
+      {
+        sequence: 7,
+        baseDecodeTime: new Map([
+          [1, 123456n],
+          [2, 0x7_0000_0001n],
+        ]),
+      },
+      o,
+    ).equals(out),
+  );
   // Only a sequence, or nothing.
   t.is(parseMoof(rewriteMoof(moof, { sequence: 0xffffffff }), new Map()).sequence, 0xffffffff);
   t.true(rewriteMoof(moof, {}).equals(moof));
@@ -134,16 +159,40 @@ test('rewriteMoof patches sequence and tfdt in a copy', (t) => {
 test('rewriteMoof refuses values that do not fit', (t) => {
   const moof = craftedMoof();
   // Track 1 has a version-0 tfdt: 32 bits only.
-  t.is(errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[1, 0x1_0000_0000n]]) })), 'MP4_UNSUPPORTED');
-  t.is(errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[1, 0xffff_ffffn]]) })), 'ok');
-  t.is(errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[2, 0x1_0000_0000_0000_0000n]]) })), 'MP4_UNSUPPORTED');
-  t.is(errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[2, -1n]]) })), 'MP4_UNSUPPORTED');
-  t.is(errorCode(() => rewriteMoof(moof, { sequence: -1 })), 'MP4_UNSUPPORTED');
-  t.is(errorCode(() => rewriteMoof(moof, { sequence: 2 ** 32 })), 'MP4_UNSUPPORTED');
-  t.is(errorCode(() => rewriteMoof(moof, { sequence: 1.5 })), 'MP4_UNSUPPORTED');
+  t.is(
+    errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[1, 0x1_0000_0000n]]) })),
+    'MP4_UNSUPPORTED',
+  );
+  t.is(
+    errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[1, 0xffff_ffffn]]) })),
+    'ok',
+  );
+  t.is(
+    errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[2, 0x1_0000_0000_0000_0000n]]) })),
+    'MP4_UNSUPPORTED',
+  );
+  t.is(
+    errorCode(() => rewriteMoof(moof, { baseDecodeTime: new Map([[2, -1n]]) })),
+    'MP4_UNSUPPORTED',
+  );
+  t.is(
+    errorCode(() => rewriteMoof(moof, { sequence: -1 })),
+    'MP4_UNSUPPORTED',
+  );
+  t.is(
+    errorCode(() => rewriteMoof(moof, { sequence: 2 ** 32 })),
+    'MP4_UNSUPPORTED',
+  );
+  t.is(
+    errorCode(() => rewriteMoof(moof, { sequence: 1.5 })),
+    'MP4_UNSUPPORTED',
+  );
   // A traf without tfdt cannot take a time.
   const noTfdt = box('moof', fullBox('mfhd', 0, 0, u32s(1)), box('traf', fullBox('tfhd', 0, 0, u32s(3)), fullBox('trun', 0, 0, u32s(0))));
-  t.is(errorCode(() => rewriteMoof(noTfdt, { baseDecodeTime: new Map([[3, 1n]]) })), 'MP4_UNSUPPORTED');
+  t.is(
+    errorCode(() => rewriteMoof(noTfdt, { baseDecodeTime: new Map([[3, 1n]]) })),
+    'MP4_UNSUPPORTED',
+  );
 });
 
 test('init + rewritten fragments play in ffprobe with the new start time', async (t) => {
@@ -191,17 +240,41 @@ test('init + rewritten fragments play in ffprobe with the new start time', async
 
 test('garbage moofs get Mp4FormatError with the right codes', (t) => {
   const moof = craftedMoof();
-  t.is(errorCode(() => parseMoof(box('mdat', Buffer.alloc(8)), new Map())), 'MP4_UNEXPECTED_BOX');
-  t.is(errorCode(() => parseMoof(moof.subarray(0, 40), new Map())), 'MP4_TRUNCATED');
-  t.is(errorCode(() => parseMoof(Buffer.alloc(4), new Map())), 'MP4_TRUNCATED');
-  t.is(errorCode(() => parseMoof(Buffer.from([0, 0, 0, 16, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0]), new Map())), 'MP4_BAD_BOX');
+  t.is(
+    errorCode(() => parseMoof(box('mdat', Buffer.alloc(8)), new Map())),
+    'MP4_UNEXPECTED_BOX',
+  );
+  t.is(
+    errorCode(() => parseMoof(moof.subarray(0, 40), new Map())),
+    'MP4_TRUNCATED',
+  );
+  t.is(
+    errorCode(() => parseMoof(Buffer.alloc(4), new Map())),
+    'MP4_TRUNCATED',
+  );
+  t.is(
+    errorCode(() => parseMoof(Buffer.from([0, 0, 0, 16, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0]), new Map())),
+    'MP4_BAD_BOX',
+  );
   // trun claiming more samples than it holds.
   const greedy = box('moof', box('traf', fullBox('tfhd', 0, 0, u32s(1)), fullBox('trun', 0, 0x200, u32s(1000, 5))));
-  t.is(errorCode(() => parseMoof(greedy, new Map())), 'MP4_BAD_BOX');
+  t.is(
+    errorCode(() => parseMoof(greedy, new Map())),
+    'MP4_BAD_BOX',
+  );
   // traf without tfhd; tfhd too short for its flags.
-  t.is(errorCode(() => parseMoof(box('moof', box('traf', fullBox('trun', 0, 0, u32s(0)))), new Map())), 'MP4_BAD_BOX');
-  t.is(errorCode(() => parseMoof(box('moof', box('traf', fullBox('tfhd', 0, 0x3b, u32s(1)))), new Map())), 'MP4_BAD_BOX');
-  t.is(errorCode(() => rewriteMoof(box('mdat'), { sequence: 1 })), 'MP4_UNEXPECTED_BOX');
+  t.is(
+    errorCode(() => parseMoof(box('moof', box('traf', fullBox('trun', 0, 0, u32s(0)))), new Map())),
+    'MP4_BAD_BOX',
+  );
+  t.is(
+    errorCode(() => parseMoof(box('moof', box('traf', fullBox('tfhd', 0, 0x3b, u32s(1)))), new Map())),
+    'MP4_BAD_BOX',
+  );
+  t.is(
+    errorCode(() => rewriteMoof(box('mdat'), { sequence: 1 })),
+    'MP4_UNEXPECTED_BOX',
+  );
 });
 
 test('fuzzed moofs fail with Mp4FormatError, never another exception', async (t) => {
@@ -214,7 +287,17 @@ test('fuzzed moofs fail with Mp4FormatError, never another exception', async (t)
     const m = boxes[2 + 2 * Math.floor(random() * 3)]!;
     const bad = Buffer.from(bytes.subarray(m.offset, m.offset + m.size));
     for (let f = 0; f < 1 + Math.floor(random() * 3); f++) bad[Math.floor(random() * Math.min(bad.length, 120))] = Math.floor(random() * 256);
-    for (const fn of [() => parseMoof(bad, trexDefaults), () => rewriteMoof(bad, { sequence: 1, baseDecodeTime: new Map([[1, 5n], [2, 6n]]) })]) {
+    for (const fn of [
+      () => parseMoof(bad, trexDefaults),
+      () =>
+        rewriteMoof(bad, {
+          sequence: 1,
+          baseDecodeTime: new Map([
+            [1, 5n],
+            [2, 6n],
+          ]),
+        }),
+    ]) {
       try {
         fn();
       } catch (err) {

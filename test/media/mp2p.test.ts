@@ -21,7 +21,14 @@ test('rtpPayload: skips CSRCs and the header extension, drops padding, refuses n
   const plain = Buffer.concat([Buffer.from([0x80, 96, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2]), payload]);
   t.deepEqual(rtpPayload(plain), { seq: 7, payloadType: 96, payload });
   // 1 CSRC, an extension of one word, 3 bytes of padding.
-  const fancy = Buffer.concat([Buffer.from([0xb1, 0xe0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 2]), Buffer.alloc(4), Buffer.from([0xbe, 0xde, 0, 1]), Buffer.alloc(4), payload, Buffer.from([0, 0, 3])]);
+  const fancy = Buffer.concat([
+    Buffer.from([0xb1, 0xe0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 2]),
+    Buffer.alloc(4),
+    Buffer.from([0xbe, 0xde, 0, 1]),
+    Buffer.alloc(4),
+    payload,
+    Buffer.from([0, 0, 3]),
+  ]);
   const r = rtpPayload(fancy)!;
   t.is(r.payloadType, 96);
   t.true(r.payload.equals(payload));

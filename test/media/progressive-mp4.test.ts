@@ -21,7 +21,11 @@ const input = sharedInputs(test);
 
 async function tables(cache: SampleTableCache, path: string): Promise<SegmentTables> {
   const scan = await scanFmp4File(path);
-  return cache.read(path, scan.initSize, scan.fragments.map((f) => ({ offset: f.offset, size: f.size })));
+  return cache.read(
+    path,
+    scan.initSize,
+    scan.fragments.map((f) => ({ offset: f.offset, size: f.size })),
+  );
 }
 
 async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
@@ -60,7 +64,10 @@ test('two segments and a gap: exact start and end, every sample, clean decode, s
   const cut = tailOf(await probePackets(b), 300);
   t.true(cut.video >= 6 && cut.video <= 8, `7.5 frames presented after \`to\`: ${cut.video} left out`);
   t.is(video.length, 250 - cut.video, 'every video sample up to `to` is in the file');
-  t.true(video.every((p, i) => i === 0 || p.dts > video[i - 1]!.dts), 'decode times increase across the gap');
+  t.true(
+    video.every((p, i) => i === 0 || p.dts > video[i - 1]!.dts),
+    'decode times increase across the gap',
+  );
   t.is(await decodeErrors(file), '');
 
   // The same request gives the same bytes; ranges are slices of them.
@@ -85,7 +92,10 @@ function stszOf(head: Buffer): Map<string, number[]> {
     const { body } = fullBoxBody(head, findBox(head, 'mdia/minf/stbl/stsz', trak)!, 8);
     const fixed = head.readUInt32BE(body);
     const n = head.readUInt32BE(body + 4);
-    out.set(handler, Array.from({ length: n }, (_, i) => fixed || head.readUInt32BE(body + 8 + i * 4)));
+    out.set(
+      handler,
+      Array.from({ length: n }, (_, i) => fixed || head.readUInt32BE(body + 8 + i * 4)),
+    );
   }
   return out;
 }
@@ -119,7 +129,10 @@ test('the tail presented at or after `to` is left out, and only it: the kept sam
   const srcVideo = src.filter((p) => p.codecType === 'video').map((p) => p.size);
   const srcAudio = src.filter((p) => p.codecType === 'audio').map((p) => p.size);
   const v = src.filter((p) => p.codecType === 'video');
-  t.true(v.some((p) => p.pts - p.dts !== v[0]!.pts - v[0]!.dts), 'B-frames (varying composition offsets) in the input');
+  t.true(
+    v.some((p) => p.pts - p.dts !== v[0]!.pts - v[0]!.dts),
+    'B-frames (varying composition offsets) in the input',
+  );
   for (const trimMs of [0, 1, 40, 300, 700, 990]) {
     const expected = tailOf(src, trimMs, ts);
     const layout = buildProgressive({ segments: segs, skipMs: 0, trimEndMs: trimMs });
@@ -229,7 +242,11 @@ function pipeInto(stream: NodeJS.ReadableStream, sink: SlowSink): Promise<Buffer
  * Several-MB copies of the shared big inputs in a temp dir (so a body spans many read
  * buffers and a test may remove them), with the layout of the whole of them.
  */
-async function bigLayout(t: import('ava').ExecutionContext, names: readonly ('a' | 'b')[], trim = { skipMs: 0, trimEndMs: 0 }): Promise<{ paths: string[]; layout: ProgressiveLayout }> {
+async function bigLayout(
+  t: import('ava').ExecutionContext,
+  names: readonly ('a' | 'b')[],
+  trim = { skipMs: 0, trimEndMs: 0 },
+): Promise<{ paths: string[]; layout: ProgressiveLayout }> {
   const dir = await tempDir(t);
   const seconds = { a: 8, b: 6 };
   const cache = new SampleTableCache();

@@ -35,7 +35,10 @@ async function chunksOf(file: string): Promise<{ init: Buffer; frags: Extract<Fm
 /** Per video frame, the md5 of the decoded picture (framemd5 without timestamps). */
 async function pictures(file: string): Promise<string[]> {
   const { stdout } = await run('ffmpeg', ['-v', 'error', '-i', file, '-map', '0:v', '-f', 'framemd5', '-'], { maxBuffer: 64 << 20 });
-  return stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(',').pop()!.trim());
+  return stdout
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => l.split(',').pop()!.trim());
 }
 
 async function probe(file: string): Promise<{ codec_name: string; nb_read_packets: string; width?: number }[]> {
@@ -51,7 +54,35 @@ for (const [codec, lib, psType, ffName] of [
     const dir = await tempDir(t);
     const src = join(dir, 'src.mp4');
     // B-frames on, so composition offsets and DTS ≠ PTS are exercised.
-    await ffmpeg(['-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-f', 'lavfi', '-i', 'sine=f=440:r=48000', '-t', '4', '-c:v', lib, '-g', '25', '-bf', '2', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-ac', '1', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', src]);
+    await ffmpeg([
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc=size=160x120:rate=25',
+      '-f',
+      'lavfi',
+      '-i',
+      'sine=f=440:r=48000',
+      '-t',
+      '4',
+      '-c:v',
+      lib,
+      '-g',
+      '25',
+      '-bf',
+      '2',
+      '-pix_fmt',
+      'yuv420p',
+      '-c:a',
+      'aac',
+      '-ac',
+      '1',
+      '-f',
+      'mp4',
+      '-movflags',
+      'frag_keyframe+empty_moov+default_base_moof',
+      src,
+    ]);
     const { init, frags } = await chunksOf(src);
     const conv = new FragmentToPs(init);
     const gops = frags.map((f) => conv.convert(f).bytes);
@@ -60,7 +91,10 @@ for (const [codec, lib, psType, ffName] of [
 
     const srcProbe = await probe(src);
     const psProbe = await probe(psFile);
-    t.deepEqual(psProbe.map((s) => s.codec_name), [ffName, 'aac']);
+    t.deepEqual(
+      psProbe.map((s) => s.codec_name),
+      [ffName, 'aac'],
+    );
     t.is(psProbe[0]!.nb_read_packets, srcProbe[0]!.nb_read_packets, 'video frames');
     t.is(psProbe[1]!.nb_read_packets, srcProbe[1]!.nb_read_packets, 'audio frames');
     const want = await pictures(src);
@@ -70,7 +104,10 @@ for (const [codec, lib, psType, ffName] of [
     for (const g of gops) {
       const d = demuxPs(g);
       t.true(d.startsWithPack && d.psmFirst);
-      t.deepEqual([...d.psm.entries()].sort(), [[0xc0, STREAM_TYPE.AAC], [0xe0, psType]]);
+      t.deepEqual([...d.psm.entries()].sort(), [
+        [0xc0, STREAM_TYPE.AAC],
+        [0xe0, psType],
+      ]);
       t.is(d.gopInfos[0]?.gopBytes, g.length);
       t.true(d.tracks.find((x) => x.streamId === 0xe0)!.samples[0]!.keyframe);
     }
@@ -79,7 +116,10 @@ for (const [codec, lib, psType, ffName] of [
     const video = all.tracks.find((x) => x.streamId === 0xe0)!;
     t.is(video.samples.length, 100);
     t.is(video.samples.filter((s) => s.keyframe).length, frags.length);
-    t.true(video.samples.some((s) => s.pts !== s.dts), 'B-frames keep PTS ≠ DTS');
+    t.true(
+      video.samples.some((s) => s.pts !== s.dts),
+      'B-frames keep PTS ≠ DTS',
+    );
 
     // Back to fMP4, GOP by GOP, as the playback paths do.
     const desc = describePs(demuxPs(gops[0]!));
@@ -88,7 +128,10 @@ for (const [codec, lib, psType, ffName] of [
     const back = join(dir, 'back.mp4');
     await writeFile(back, Buffer.concat([desc.init, ...gops.map((g, i) => psGopToFmp4(g, desc.tracks, i + 1).fragment)]));
     const backProbe = await probe(back);
-    t.deepEqual(backProbe.map((s) => s.codec_name), [ffName, 'aac']);
+    t.deepEqual(
+      backProbe.map((s) => s.codec_name),
+      [ffName, 'aac'],
+    );
     t.is(backProbe[1]!.nb_read_packets, srcProbe[1]!.nb_read_packets);
     t.deepEqual(await pictures(back), want);
   });
@@ -156,7 +199,25 @@ test('a frame bigger than one PES is split across PES packets and read back whol
 test('bad input: garbage, unknown stream types and a cut PES are skipped with counters; what is whole is kept', async (t) => {
   const dir = await tempDir(t);
   const src = join(dir, 'src.mp4');
-  await ffmpeg(['-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-t', '3', '-c:v', 'libx264', '-g', '25', '-pix_fmt', 'yuv420p', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', src]);
+  await ffmpeg([
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc=size=160x120:rate=25',
+    '-t',
+    '3',
+    '-c:v',
+    'libx264',
+    '-g',
+    '25',
+    '-pix_fmt',
+    'yuv420p',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    src,
+  ]);
   const { init, frags } = await chunksOf(src);
   const conv = new FragmentToPs(init);
   const gops = frags.map((f) => conv.convert(f).bytes);
@@ -207,7 +268,10 @@ test('Annex B: parameter sets go in front of a keyframe without in-band SPS, not
   const aud = Buffer.from('09f0', 'hex');
   const sample = joinLengthPrefixed([aud, idr]);
   const nals = splitAnnexB(sampleToAnnexB(sample, 4, true, params));
-  t.deepEqual(nals.map((n) => n.toString('hex')), ['09f0', '6764000bacd94284', '68ee3c80', '658800aabb']);
+  t.deepEqual(
+    nals.map((n) => n.toString('hex')),
+    ['09f0', '6764000bacd94284', '68ee3c80', '658800aabb'],
+  );
   const withSps = joinLengthPrefixed([params.sps[0]!, params.pps[0]!, idr]);
   t.is(splitAnnexB(sampleToAnnexB(withSps, 4, true, params)).length, 3);
   t.is(splitAnnexB(sampleToAnnexB(joinLengthPrefixed([Buffer.from('41e0', 'hex')]), 4, false, params)).length, 1);

@@ -33,7 +33,10 @@ test('alarms are held while the sink cannot confirm them and delivered in order 
   up = true;
   bus.wake();
   await until(() => bus.queued() === 0);
-  t.deepEqual(delivered.map((a) => a.camera), ['before-attach', 'a', 'b']);
+  t.deepEqual(
+    delivered.map((a) => a.camera),
+    ['before-attach', 'a', 'b'],
+  );
   // Detached (NATS disconnected): held, even though the sink would work.
   bus.detach();
   bus.raise(offline('c'));
@@ -43,7 +46,10 @@ test('alarms are held while the sink cannot confirm them and delivered in order 
     delivered.push(...batch);
   });
   await until(() => bus.queued() === 0);
-  t.deepEqual(delivered.map((a) => a.camera), ['before-attach', 'a', 'b', 'c']);
+  t.deepEqual(
+    delivered.map((a) => a.camera),
+    ['before-attach', 'a', 'b', 'c'],
+  );
 });
 
 test('the queue keeps the newest 1000 alarms while nothing delivers them', async (t) => {

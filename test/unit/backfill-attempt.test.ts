@@ -28,7 +28,29 @@ let clip: Promise<string> | null = null;
 function clipFile(dir: string): Promise<string> {
   clip ??= (async () => {
     const file = join(dir, 'clip.mp4');
-    await run('ffmpeg', ['-v', 'error', '-nostdin', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-t', '4', '-c:v', 'libx264', '-g', '25', '-pix_fmt', 'yuv420p', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+    await run('ffmpeg', [
+      '-v',
+      'error',
+      '-nostdin',
+      '-y',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc=size=160x120:rate=25',
+      '-t',
+      '4',
+      '-c:v',
+      'libx264',
+      '-g',
+      '25',
+      '-pix_fmt',
+      'yuv420p',
+      '-f',
+      'mp4',
+      '-movflags',
+      'frag_keyframe+empty_moov+default_base_moof',
+      file,
+    ]);
     return file;
   })();
   return clip;
@@ -40,7 +62,13 @@ async function setup(t: ExecutionContext, poolFormat: 'ps' | undefined) {
   t.teardown(() => index.close());
   await index.pools.put('p', { id: 'p', capacityBytes: null, overwrite: 'capacity', maxLockShare: 0.5, ...(poolFormat ? { format: poolFormat } : {}) });
   // The camera sets no format: it inherits its pool's.
-  const camera: CameraConfig = { id: 'c', pool: 'p', streams: { main: 'rtsp://127.0.0.1:1/x' }, record: { stream: 'main' }, edge: { replayUrl: 'rtsp://127.0.0.1:1/edge' } };
+  const camera: CameraConfig = {
+    id: 'c',
+    pool: 'p',
+    streams: { main: 'rtsp://127.0.0.1:1/x' },
+    record: { stream: 'main' },
+    edge: { replayUrl: 'rtsp://127.0.0.1:1/edge' },
+  };
   await index.cameras.put('c', camera);
   const gap: GapRecord & { endMs: number } = { camera: 'c', startMs: GAP.fromMs, endMs: GAP.toMs, state: 'fetching', reason: 'camera offline', attempts: 0 };
   await index.gaps.put(gap);
@@ -56,12 +84,20 @@ async function setup(t: ExecutionContext, poolFormat: 'ps' | undefined) {
 
 test('a camera that inherits ps from its pool is back-filled as .ps, like its live video', async (t) => {
   const { index, camera, gap, config, stagedClip } = await setup(t, 'ps');
-  const result = await runAttempt({ index, config, clock: { nowMs: () => NOW }, log: silentLogger, pull: stagedClip }, camera, gap, new AbortController().signal);
+  const result = await runAttempt(
+    { index, config, clock: { nowMs: () => NOW }, log: silentLogger, pull: stagedClip },
+    camera,
+    gap,
+    new AbortController().signal,
+  );
   t.is(result.error, null, result.error?.message);
   const segs = [...index.segments.all('c')];
   t.true(segs.length > 0, 'video was written');
   t.deepEqual([...new Set(segs.map((s) => s.format))], ['ps']);
-  t.true(segs.every((s) => s.file.endsWith('.ps')), segs.map((s) => s.file).join(' '));
+  t.true(
+    segs.every((s) => s.file.endsWith('.ps')),
+    segs.map((s) => s.file).join(' '),
+  );
   t.true(segs.every((s) => s.flags.backfill === true));
 });
 
@@ -76,7 +112,7 @@ test('a staging file that cannot be read ends the attempt with an error; it does
   const outcome = await Promise.race([attempt, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000).unref())]);
   t.not(outcome, 'hung', 'the attempt never ended');
   if (outcome === 'hung') return;
-  t.truthy(outcome.error, 'the read error is the attempt\'s error');
+  t.truthy(outcome.error, "the read error is the attempt's error");
   t.regex(outcome.error!.message, /EISDIR/);
   const after = index.gaps.get('c', GAP.fromMs)!;
   t.is(after.state, 'pending', 'the gap waits for a retry');
@@ -113,13 +149,28 @@ test('an attempt that throws gives its gap back for a retry instead of leaving i
   t.teardown(() => manager.stop());
   await manager.start();
   const gaps = (): GapRecord[] => index.gaps.ofCamera('c');
-  const settled = await waitFor('every gap given back', () => {
-    const g = gaps();
-    return g.length === 3 && g.every((x) => x.state === 'pending' && x.attempts === 1) ? g : null;
-  }, 10_000, 50).catch(() => null);
+  const settled = await waitFor(
+    'every gap given back',
+    () => {
+      const g = gaps();
+      return g.length === 3 && g.every((x) => x.state === 'pending' && x.attempts === 1) ? g : null;
+    },
+    10_000,
+    50,
+  ).catch(() => null);
   t.truthy(settled, `gaps: ${JSON.stringify(gaps().map((g) => [g.state, g.attempts]))}`);
   if (!settled) return;
-  t.true(settled.every((g) => g.lastError?.message.includes('index read failed')), JSON.stringify(settled.map((g) => g.lastError)));
-  t.true(settled.every((g) => g.nextAttemptMs === NOW + 3_600_000), 'retried after backfillRetryMs');
-  t.deepEqual(progress.filter((p) => p.state !== 'fetching').map((p) => p.state), ['pending', 'pending', 'pending'], 'the gap state search shows is published');
+  t.true(
+    settled.every((g) => g.lastError?.message.includes('index read failed')),
+    JSON.stringify(settled.map((g) => g.lastError)),
+  );
+  t.true(
+    settled.every((g) => g.nextAttemptMs === NOW + 3_600_000),
+    'retried after backfillRetryMs',
+  );
+  t.deepEqual(
+    progress.filter((p) => p.state !== 'fetching').map((p) => p.state),
+    ['pending', 'pending', 'pending'],
+    'the gap state search shows is published',
+  );
 });

@@ -10,7 +10,15 @@ import { backfillMachine, type AttemptOutcome, type BackfillEmitted } from '../.
 import type { GapRecord } from '../../index/records.ts';
 
 type Closed = GapRecord & { endMs: number };
-const gap = (startMs: number, state: GapRecord['state'] = 'fetching', extra: Partial<Omit<GapRecord, 'endMs'>> = {}): Closed => ({ camera: 'c', startMs, endMs: startMs + 1000, state, reason: 'camera offline', attempts: 0, ...extra });
+const gap = (startMs: number, state: GapRecord['state'] = 'fetching', extra: Partial<Omit<GapRecord, 'endMs'>> = {}): Closed => ({
+  camera: 'c',
+  startMs,
+  endMs: startMs + 1000,
+  state,
+  reason: 'camera offline',
+  attempts: 0,
+  ...extra,
+});
 
 interface Pending<T> {
   input: unknown;
@@ -107,7 +115,11 @@ test('a release that fails too claims the record again after retryMs; an alarm f
   t.deepEqual(b.claims[1]!.input, { camera: 'c', startMs: 1000 });
   b.claims[1]!.resolve(gap(1000));
   await b.tick();
-  b.attempts[1]!.resolve({ records: [gap(1000, 'unavailable', { attempts: 5 })], retries: [], alarm: { kind: 'backfill-failed', camera: 'c', message: 'given up' } });
+  b.attempts[1]!.resolve({
+    records: [gap(1000, 'unavailable', { attempts: 5 })],
+    retries: [],
+    alarm: { kind: 'backfill-failed', camera: 'c', message: 'given up' },
+  });
   await b.tick();
   t.true(b.emitted.some((e) => e.type === 'alarm' && e.alarm.kind === 'backfill-failed'));
 });

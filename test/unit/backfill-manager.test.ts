@@ -24,11 +24,33 @@ async function setup(t: import('ava').ExecutionContext, plan?: SchedulePlan) {
     await index.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const camera: CameraConfig = { id: 'c', pool: 'default', streams: { main: 'rtsp://127.0.0.1:1/x' }, record: { stream: 'main', format: 'mp4' }, edge: { replayUrl: `rtsp://127.0.0.1:${await freePort()}/edge`, mode: 'onvif', rateControl: false } };
+  const camera: CameraConfig = {
+    id: 'c',
+    pool: 'default',
+    streams: { main: 'rtsp://127.0.0.1:1/x' },
+    record: { stream: 'main', format: 'mp4' },
+    edge: { replayUrl: `rtsp://127.0.0.1:${await freePort()}/edge`, mode: 'onvif', rateControl: false },
+  };
   await index.cameras.put('c', camera);
   if (plan) await index.schedules.put('c', plan);
   const seg = (startMs: number, endMs: number) =>
-    index.segments.put({ camera: 'c', startMs, endMs, file: `pools/default/c/x/${startMs}.mp4`, format: 'mp4', pool: 'default', stream: 'main', bytes: 1, initSize: 1, mimeType: 'video/mp4', codecKey: 'k', types: [{ type: 'timing', fromMs: startMs }], gops: new Uint8Array(0), open: false, flags: {} });
+    index.segments.put({
+      camera: 'c',
+      startMs,
+      endMs,
+      file: `pools/default/c/x/${startMs}.mp4`,
+      format: 'mp4',
+      pool: 'default',
+      stream: 'main',
+      bytes: 1,
+      initSize: 1,
+      mimeType: 'video/mp4',
+      codecKey: 'k',
+      types: [{ type: 'timing', fromMs: startMs }],
+      gops: new Uint8Array(0),
+      open: false,
+      flags: {},
+    });
   const progress: BackfillProgress[] = [];
   const config = configSchema.parse({ dataDir: dir, backfillSyncHours: 6, backfillDelayMs: 1000, backfillMaxAttempts: 3, logLevel: 'silent' });
   const manager = new BackfillManager({
@@ -47,7 +69,16 @@ async function setup(t: import('ava').ExecutionContext, plan?: SchedulePlan) {
 }
 
 test('at start, the time from the last segment to now becomes a gap where the plan wanted timing; open gaps end now', async (t) => {
-  const plan: SchedulePlan = { camera: 'c', timeZone: 'UTC', preSeconds: 0, postSeconds: 0, slots: [{ days: [3], start: '06:00', end: '09:00', type: 'timing' }, { days: [3], start: '10:00', end: '23:00', type: 'timing' }] };
+  const plan: SchedulePlan = {
+    camera: 'c',
+    timeZone: 'UTC',
+    preSeconds: 0,
+    postSeconds: 0,
+    slots: [
+      { days: [3], start: '06:00', end: '09:00', type: 'timing' },
+      { days: [3], start: '10:00', end: '23:00', type: 'timing' },
+    ],
+  };
   const { manager, seg, gaps, index } = await setup(t, plan);
   await seg(NOW - 5 * H, NOW - 4 * H); // 07:00-08:00
   await index.gaps.put({ camera: 'c', startMs: NOW - 4 * H, endMs: null, state: 'open', reason: 'camera offline', attempts: 0 });
@@ -61,15 +92,27 @@ test('at start, the time from the last segment to now becomes a gap where the pl
 });
 
 test('at start without an open gap: one gap per planned interval since the last segment', async (t) => {
-  const plan: SchedulePlan = { camera: 'c', timeZone: 'UTC', preSeconds: 0, postSeconds: 0, slots: [{ days: [3], start: '06:00', end: '09:00', type: 'timing' }, { days: [3], start: '10:00', end: '23:00', type: 'timing' }] };
+  const plan: SchedulePlan = {
+    camera: 'c',
+    timeZone: 'UTC',
+    preSeconds: 0,
+    postSeconds: 0,
+    slots: [
+      { days: [3], start: '06:00', end: '09:00', type: 'timing' },
+      { days: [3], start: '10:00', end: '23:00', type: 'timing' },
+    ],
+  };
   const { manager, seg, gaps } = await setup(t, plan);
   await seg(NOW - 5 * H, NOW - 4 * H); // until 08:00
   await manager.start();
   await manager.stop();
-  t.deepEqual(gaps().map((g) => [g.startMs - NOW, g.endMs! - NOW, g.reason]), [
-    [-4 * H, -3 * H, 'recorder was not running'],
-    [-2 * H, 0, 'recorder was not running'],
-  ]);
+  t.deepEqual(
+    gaps().map((g) => [g.startMs - NOW, g.endMs! - NOW, g.reason]),
+    [
+      [-4 * H, -3 * H, 'recorder was not running'],
+      [-2 * H, 0, 'recorder was not running'],
+    ],
+  );
 });
 
 test('the periodic sync turns unaccounted holes between video into gaps, not before the first segment', async (t) => {
@@ -82,7 +125,10 @@ test('the periodic sync turns unaccounted holes between video into gaps, not bef
   await manager.sync();
   await manager.stop();
   const found = gaps().filter((g) => g.reason === 'found by the periodic sync');
-  t.deepEqual(found.map((g) => [g.startMs - NOW, g.endMs! - NOW]), [[-2 * H, -2 * H + 60_000]]);
+  t.deepEqual(
+    found.map((g) => [g.startMs - NOW, g.endMs! - NOW]),
+    [[-2 * H, -2 * H + 60_000]],
+  );
 });
 
 test('a manual request splits gaps at its edges, adds records for holes without one and leaves video alone', async (t) => {
@@ -92,8 +138,18 @@ test('a manual request splits gaps at its edges, adds records for holes without 
   await seg(NOW - H, NOW - 30 * 60_000);
   const asked = await manager.request('c', NOW - 2.5 * H, NOW - 1.5 * H);
   await manager.stop();
-  t.deepEqual(asked.map((g) => [g.startMs - NOW, g.endMs! - NOW, g.state, g.attempts]), [[-2 * H, -1.5 * H, 'pending', 0]], 'the unavailable gap is tried again, from its first attempt');
-  t.deepEqual(gaps().map((g) => [g.startMs - NOW, g.endMs! - NOW]), [[-2 * H, -1.5 * H], [-1.5 * H, -H]]);
+  t.deepEqual(
+    asked.map((g) => [g.startMs - NOW, g.endMs! - NOW, g.state, g.attempts]),
+    [[-2 * H, -1.5 * H, 'pending', 0]],
+    'the unavailable gap is tried again, from its first attempt',
+  );
+  t.deepEqual(
+    gaps().map((g) => [g.startMs - NOW, g.endMs! - NOW]),
+    [
+      [-2 * H, -1.5 * H],
+      [-1.5 * H, -H],
+    ],
+  );
   t.is(gaps()[1]!.state, 'unavailable', 'outside the range it stays as it was');
   const before = await manager.request('c', NOW - 4 * H, NOW - 3 * H).catch((e: Error) => e);
   t.true(Array.isArray(before));

@@ -59,7 +59,7 @@ function countSegmentReads(index: RecorderIndex): { read: number } {
   return counter;
 }
 
-test('the backup audit reads only the pool\'s cameras, in batches, holding no snapshot while it waits', async (t) => {
+test("the backup audit reads only the pool's cameras, in batches, holding no snapshot while it waits", async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'rec-audit-'));
   const backupDir = mkdtempSync(join(tmpdir(), 'rec-audit-bk-'));
   const index = await RecorderIndex.open(dataDir);
@@ -100,7 +100,8 @@ test('the backup audit reads only the pool\'s cameras, in batches, holding no sn
   const audit = storage.auditBackups();
   const file = join(dataDir, 'index', 'data.mdb');
   const before = statSync(file).size;
-  for (let i = 0; i < 300; i++) await index.pools.put('churn', { id: 'churn', capacityBytes: i, overwrite: 'capacity', maxLockShare: 0.5, backupDir: 'x'.repeat(2000 + (i % 7)) });
+  for (let i = 0; i < 300; i++)
+    await index.pools.put('churn', { id: 'churn', capacityBytes: i, overwrite: 'capacity', maxLockShare: 0.5, backupDir: 'x'.repeat(2000 + (i % 7)) });
   const grown = statSync(file).size - before;
   release();
   t.is(await audit, BACKED_UP, 'every missing backup copy re-created');

@@ -7,7 +7,15 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createActor, fromCallback, SimulatedClock } from 'xstate';
-import { provideCamera, PLAN_WAKE_MAX_MS, stateName, type CameraEmitted, type CameraInput, type IngestCommand, type IngestInput } from '../../actors/camera-machine.ts';
+import {
+  provideCamera,
+  PLAN_WAKE_MAX_MS,
+  stateName,
+  type CameraEmitted,
+  type CameraInput,
+  type IngestCommand,
+  type IngestInput,
+} from '../../actors/camera-machine.ts';
 import type { CameraConfig, GapRecord, SchedulePlan } from '../../index/records.ts';
 import type { AlarmInput } from '../../lib/alarms.ts';
 import { decide, type DirectorState, type RecordingState } from '../../schedule/recording.ts';
@@ -25,8 +33,21 @@ interface FakeAttempt {
   exit: (error: string, lastEndMs: number | null) => void;
 }
 
-const camera = (over: Partial<CameraConfig> = {}): CameraConfig => ({ id: 'c', pool: 'default', streams: { main: 'rtsp://cam/main', sub: 'rtsp://cam/sub' }, record: { stream: 'main' }, ...over });
-const plan = (slots: SchedulePlan['slots'], extra: Partial<SchedulePlan> = {}): SchedulePlan => ({ camera: 'c', timeZone: 'UTC', preSeconds: 0, postSeconds: 0, slots, ...extra });
+const camera = (over: Partial<CameraConfig> = {}): CameraConfig => ({
+  id: 'c',
+  pool: 'default',
+  streams: { main: 'rtsp://cam/main', sub: 'rtsp://cam/sub' },
+  record: { stream: 'main' },
+  ...over,
+});
+const plan = (slots: SchedulePlan['slots'], extra: Partial<SchedulePlan> = {}): SchedulePlan => ({
+  camera: 'c',
+  timeZone: 'UTC',
+  preSeconds: 0,
+  postSeconds: 0,
+  slots,
+  ...extra,
+});
 
 function start(t: ExecutionContext, input: Partial<CameraInput> = {}, opts: { failStart?: string } = {}) {
   const sim = new SimulatedClock();
@@ -133,10 +154,16 @@ test('ingest exits: backoff doubles per failed attempt to its cap, one offline a
   t.deepEqual(c.gaps, []);
   c.attempts[0]!.exit('camera gone', T0 + 5000);
   t.is(c.state(), 'backoff');
-  t.deepEqual(c.gaps.map((g) => [g.state, g.startMs - T0, g.endMs, g.reason]), [['open', 5000, null, 'camera gone']]);
+  t.deepEqual(
+    c.gaps.map((g) => [g.state, g.startMs - T0, g.endMs, g.reason]),
+    [['open', 5000, null, 'camera gone']],
+  );
   t.is(c.alarms.length, 1);
   t.is(c.alarms[0]!.kind, 'camera-offline');
-  t.deepEqual(c.ended.map((e) => [e.error, e.retryInMs]), [['camera gone', 1000]]);
+  t.deepEqual(
+    c.ended.map((e) => [e.error, e.retryInMs]),
+    [['camera gone', 1000]],
+  );
   c.sim.increment(999);
   t.is(c.attempts.length, 1, 'still backing off');
   c.sim.increment(1);
@@ -146,7 +173,11 @@ test('ingest exits: backoff doubles per failed attempt to its cap, one offline a
   c.attempts[2]!.exit('connection refused', null);
   c.sim.increment(4000);
   c.attempts[3]!.exit('connection refused', null);
-  t.deepEqual(c.ended.map((e) => e.retryInMs), [1000, 2000, 4000, 4000], 'doubling up to backoffMaxMs');
+  t.deepEqual(
+    c.ended.map((e) => e.retryInMs),
+    [1000, 2000, 4000, 4000],
+    'doubling up to backoffMaxMs',
+  );
   t.is(c.alarms.length, 1, 'failed attempts of the same outage raise no more alarms');
   t.true(c.statuses.includes('backoff: connection refused; retry in 4000 ms'));
   c.sim.increment(4000);
@@ -206,7 +237,7 @@ test('a new plan re-arms the boundary timer at once', (t) => {
   c.actor.send({ type: 'PLAN', plan: plan([{ days: [3], start: '11:55', end: '12:00', type: 'timing' }]) });
   t.is(c.state(), 'stopped');
   c.sim.increment(5 * MIN);
-  t.is(c.state(), 'connecting', 'started at 11:55, the new plan\'s boundary');
+  t.is(c.state(), 'connecting', "started at 11:55, the new plan's boundary");
   c.sim.increment(5 * MIN);
   t.is(c.state(), 'stopped');
 });
@@ -220,10 +251,13 @@ test('a full pool holds writing with a gap from when it filled until it has room
   t.is(decide(c.attempts[0]!.recording, T0 + 11_000).type, 'blocked');
   c.sim.increment(20_000);
   c.actor.send({ type: 'STORAGE', blocked: null });
-  t.deepEqual(c.gaps.map((g) => [g.state, g.startMs - T0, g.endMs === null ? null : g.endMs - T0, g.reason]), [
-    ['open', 10_000, null, 'pool default is full'],
-    ['pending', 10_000, 30_000, 'pool full'],
-  ]);
+  t.deepEqual(
+    c.gaps.map((g) => [g.state, g.startMs - T0, g.endMs === null ? null : g.endMs - T0, g.reason]),
+    [
+      ['open', 10_000, null, 'pool default is full'],
+      ['pending', 10_000, 30_000, 'pool full'],
+    ],
+  );
   t.is(c.attempts.length, 1, 'ingest kept running');
 });
 

@@ -32,7 +32,10 @@ async function until(what: string, probe: () => boolean, ms = 10_000): Promise<v
 /** Runs a TypeScript snippet in a fresh node (tsx), under `ulimit -n` when given; resolves with its stdout and exit code. */
 function runScript(code: string, fdLimit?: number): Promise<{ out: string; code: number | null }> {
   const node = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', code];
-  const child = spawn('sh', ['-c', `${fdLimit ? `ulimit -n ${fdLimit} && ` : ''}exec "$@"`, 'sh', ...node], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('sh', ['-c', `${fdLimit ? `ulimit -n ${fdLimit} && ` : ''}exec "$@"`, 'sh', ...node], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
   return new Promise((resolve) => child.once('close', (exitCode) => resolve({ out, code: exitCode })));
@@ -40,7 +43,13 @@ function runScript(code: string, fdLimit?: number): Promise<{ out: string; code:
 
 test('stderr is read to the end line by line, and only its last lines are kept', async (t) => {
   const lines: string[] = [];
-  const child = spawnChild({ command: 'sh', file: 'sh', args: ['-c', 'i=0; while [ $i -lt 500 ]; do echo "line $i" >&2; i=$((i+1)); done'], stderrLines: 5, onStderrLine: (l) => lines.push(l) });
+  const child = spawnChild({
+    command: 'sh',
+    file: 'sh',
+    args: ['-c', 'i=0; while [ $i -lt 500 ]; do echo "line $i" >&2; i=$((i+1)); done'],
+    stderrLines: 5,
+    onStderrLine: (l) => lines.push(l),
+  });
   const exit = await child.exited;
   t.is(exit.code, 0);
   t.is(exit.error, null);
@@ -68,7 +77,10 @@ test('an owner that already stopped starts nothing: the spawn throws its reason'
   const reason = new Error('shutting down');
   owner.abort(reason);
   const before = liveChildCount('sleeper');
-  t.is(t.throws(() => spawnChild({ command: 'sleeper', file: 'sleep', args: ['60'], signal: owner.signal })), reason);
+  t.is(
+    t.throws(() => spawnChild({ command: 'sleeper', file: 'sleep', args: ['60'], signal: owner.signal })),
+    reason,
+  );
   t.is(liveChildCount('sleeper'), before);
 });
 
@@ -90,7 +102,13 @@ test('an exit nobody asked for is CHILD_EXITED with its last stderr lines; a mis
 });
 
 test('stop() sends the stop signal and SIGKILL after the grace when the child ignores it', async (t) => {
-  const child = spawnChild({ command: 'stubborn', file: 'sh', args: ['-c', "trap '' TERM; echo ready; sleep 60 & wait"], stopSignal: 'SIGTERM', stopGraceMs: 300 });
+  const child = spawnChild({
+    command: 'stubborn',
+    file: 'sh',
+    args: ['-c', "trap '' TERM; echo ready; sleep 60 & wait"],
+    stopSignal: 'SIGTERM',
+    stopGraceMs: 300,
+  });
   await new Promise<void>((r) => child.stdout!.once('data', () => r()));
   const started = Date.now();
   const exit = await child.stop();

@@ -49,19 +49,23 @@ async function setup(t: import('ava').ExecutionContext): Promise<RecorderIndex> 
     rmSync(dir, { recursive: true, force: true });
   });
   const old = Array.from({ length: OLD_GAPS }, (_, i) => gap(OLD + i * HOUR, OLD + i * HOUR + 600_000, i % 2 ? 'unavailable' : 'filled'));
-  await index.gaps.replace('c', [], [
-    ...old,
-    gap(T0 - HOUR, T0 + 600_000), // reaches into the range from before it
-    gap(T0 + HOUR, T0 + 2 * HOUR), // inside it
-    gap(T0 + 3 * HOUR, null, 'open'), // still open at the end
-  ]);
+  await index.gaps.replace(
+    'c',
+    [],
+    [
+      ...old,
+      gap(T0 - HOUR, T0 + 600_000), // reaches into the range from before it
+      gap(T0 + HOUR, T0 + 2 * HOUR), // inside it
+      gap(T0 + 3 * HOUR, null, 'open'), // still open at the end
+    ],
+  );
   // Another camera's records on both sides of c's keys.
   await index.gaps.replace('b', [], [{ ...gap(T0, T0 + HOUR), camera: 'b' }]);
   await index.gaps.replace('d', [], [{ ...gap(OLD, OLD + HOUR), camera: 'd' }]);
   return index;
 }
 
-test('search of a recent range reads only the gap records that overlap it, not the camera\'s history', async (t) => {
+test("search of a recent range reads only the gap records that overlap it, not the camera's history", async (t) => {
   const index = await setup(t);
   const reads = countGapReads(index);
   const r = search(index, { camera: 'c', fromMs: T0, toMs: T0 + 4 * HOUR, nowMs: T0 + 5 * HOUR });
@@ -80,9 +84,16 @@ test('the back-fill view of a range (closed records overlapping it) reads only t
   const index = await setup(t);
   const reads = countGapReads(index);
   const closed = index.gaps.closedInRange('c', T0 + 300_000, T0 + 5 * HOUR);
-  t.deepEqual(closed.map((g) => g.startMs), [T0 - HOUR, T0 + HOUR]);
+  t.deepEqual(
+    closed.map((g) => g.startMs),
+    [T0 - HOUR, T0 + HOUR],
+  );
   t.true(reads.read <= 5, `${reads.read} gap records read`);
   // The history is still there, and a range over it finds it.
   t.is(index.gaps.inRange('c', OLD, OLD + 10 * HOUR, T0).length, 10);
-  t.deepEqual(index.gaps.inRange('c', OLD + 5 * 60_000, OLD + HOUR, T0).map((g) => g.startMs), [OLD], 'the record that starts before the range');
+  t.deepEqual(
+    index.gaps.inRange('c', OLD + 5 * 60_000, OLD + HOUR, T0).map((g) => g.startMs),
+    [OLD],
+    'the record that starts before the range',
+  );
 });

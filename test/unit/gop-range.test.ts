@@ -8,7 +8,15 @@ import { encodeGops } from '../../index/gop-table.ts';
 import { gopsOverlapping } from '../../playback/gop-range.ts';
 
 // GOPs at +0, +2000, +4000 ms of a segment from 10 000 to 16 000.
-const seg = { startMs: 10_000, endMs: 16_000, gops: encodeGops([{ offset: 100, size: 10, timeMs: 0 }, { offset: 110, size: 20, timeMs: 2000 }, { offset: 130, size: 30, timeMs: 4000 }]) };
+const seg = {
+  startMs: 10_000,
+  endMs: 16_000,
+  gops: encodeGops([
+    { offset: 100, size: 10, timeMs: 0 },
+    { offset: 110, size: 20, timeMs: 2000 },
+    { offset: 130, size: 30, timeMs: 4000 },
+  ]),
+};
 const starts = (from: number, to: number): number[] => gopsOverlapping(seg, from, to).map((g) => g.startMs);
 
 test('the GOP holding `from` to the one holding the last instant before `to`', (t) => {

@@ -13,7 +13,15 @@ import { parseTimeMs } from '../../lib/time.ts';
 import { FrameDecoder, FramesBusyError } from '../../ffmpeg/ffmpeg-frame.ts';
 
 test('dates that do not exist are refused, not rolled into the next month', (t) => {
-  for (const bad of ['2026-02-30T00:00Z', '2026-02-29T12:00:00Z', '2026-13-01T00:00Z', '2026-04-31T00:00Z', '2026-01-01T24:00Z', '2026-01-01T10:60Z', '2026-01-01T10:00:60Z']) {
+  for (const bad of [
+    '2026-02-30T00:00Z',
+    '2026-02-29T12:00:00Z',
+    '2026-13-01T00:00Z',
+    '2026-04-31T00:00Z',
+    '2026-01-01T24:00Z',
+    '2026-01-01T10:60Z',
+    '2026-01-01T10:00:60Z',
+  ]) {
     t.throws(() => parseTimeMs(bad), { code: 'BAD_TIME' } as never, bad);
   }
   t.is(parseTimeMs('2024-02-29T23:59:59.999Z'), Date.UTC(2024, 1, 29, 23, 59, 59, 999));
@@ -41,7 +49,8 @@ test('a backup dir is refused at / and in the system trees', (t) => {
   for (const bad of ['/', '//', '/etc', '/usr/local/x', '/proc/self', '/dev/sda', '/boot/', '/mnt/../etc']) {
     t.false(poolPutSchema.safeParse({ ...base, backupDir: bad }).success, bad);
   }
-  for (const good of ['/mnt/backup', '/backup', '/srv/recorder-copy', '/var/lib/recorder-backup']) t.true(poolPutSchema.safeParse({ ...base, backupDir: good }).success, good);
+  for (const good of ['/mnt/backup', '/backup', '/srv/recorder-copy', '/var/lib/recorder-backup'])
+    t.true(poolPutSchema.safeParse({ ...base, backupDir: good }).success, good);
 });
 
 test('frame widths round up to a few sizes, so widths cannot multiply decodes', (t) => {
@@ -71,7 +80,12 @@ test('tokens in URLs never reach a log line', (t) => {
 test('the frame decoder refuses past its queue instead of spawning without bound', async (t) => {
   const decoder = new FrameDecoder({ ffmpegPath: '/bin/false', concurrency: 1, maxQueued: 2 });
   const junk = Buffer.from('not an mp4');
-  const runs = [0, 1, 2, 3, 4].map(() => decoder.decode(junk, junk).then(() => 'ok', (err: unknown) => (err instanceof FramesBusyError ? 'busy' : 'failed')));
+  const runs = [0, 1, 2, 3, 4].map(() =>
+    decoder.decode(junk, junk).then(
+      () => 'ok',
+      (err: unknown) => (err instanceof FramesBusyError ? 'busy' : 'failed'),
+    ),
+  );
   const results = await Promise.all(runs);
   t.deepEqual(results.filter((r) => r === 'busy').length, 2, results.join());
   t.deepEqual(results.filter((r) => r === 'failed').length, 3, 'one running and two queued are decoded (here: fail as typed errors)');

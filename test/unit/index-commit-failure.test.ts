@@ -25,7 +25,12 @@ async function tmpfs(t: import('ava').ExecutionContext): Promise<string | null> 
     t.log(`cannot mount a tmpfs here (${(err as Error).message.split('\n')[0]}): not tried on this machine`);
     return null;
   }
-  t.teardown(() => run('umount', ['-l', dir]).then(() => undefined, () => undefined));
+  t.teardown(() =>
+    run('umount', ['-l', dir]).then(
+      () => undefined,
+      () => undefined,
+    ),
+  );
   return dir;
 }
 
@@ -42,7 +47,13 @@ test('a commit that fails on a full disk is a typed error, reported once, retrie
   if (!dir) return t.pass();
   const r = await child(dir);
   t.is(r.code, 0, r.stderr.slice(-2000));
-  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { rejected: { code: string; message: string; at: number } | null; failures: string[]; readsGoOn: boolean; pendingRetries: number; retried: boolean };
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    rejected: { code: string; message: string; at: number } | null;
+    failures: string[];
+    readsGoOn: boolean;
+    pendingRetries: number;
+    retried: boolean;
+  };
   t.truthy(out.rejected, 'a commit failed');
   t.is(out.rejected!.code, 'STORAGE_IO');
   t.regex(out.rejected!.message, /index commit failed: ENOSPC/);

@@ -189,6 +189,9 @@ test('the journal names its index: a new index or one without the users it lists
   const restored = await restoreFromJournal(fresh, journal!);
   t.deepEqual(restored, { cameras: 1, users: 1, pools: 1, locks: 1, labels: 1 });
   t.is((fresh.users.get('admin') as { passwordHash: string }).passwordHash, 'h');
-  t.deepEqual(fresh.labels.ofCameraBefore('c', Infinity).map((l) => [l.camera, l.startMs, l.id]), [['c', T0, 'lab']]);
+  t.deepEqual(
+    fresh.labels.ofCameraBefore('c', Infinity).map((l) => [l.camera, l.startMs, l.id]),
+    [['c', T0, 'lab']],
+  );
   t.deepEqual(await restoreFromJournal(fresh, journal!), {}, 'nothing twice');
 });

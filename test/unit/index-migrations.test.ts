@@ -98,7 +98,10 @@ async function writeOldIndex(dataDir: string, schema: number, derived: readonly 
   }
   if (derived.includes('poolusage')) {
     const db = root.openDB<number, string>({ name: 'poolusage' });
-    void db.put('p', SEGMENTS.filter((s) => s.pool === 'p').reduce((n, s) => n + s.bytes, 0));
+    void db.put(
+      'p',
+      SEGMENTS.filter((s) => s.pool === 'p').reduce((n, s) => n + s.bytes, 0),
+    );
     void db.put('q', 1500);
   }
   if (derived.includes('daysum')) {
@@ -135,13 +138,23 @@ async function assertCurrent(t: import('ava').ExecutionContext, index: RecorderI
       ],
     },
   ]);
-  t.deepEqual(r.gaps.map((g) => [g.fromMs, g.toMs, g.state]), [[T0 - HOUR, T0, 'pending']]);
-  t.deepEqual(index.segments.timesInRange('b', T0, T0 + DAY).map((s) => [s.startMs, s.endMs]), [0, 1, 2].map((i) => [T0 + i * HOUR, T0 + (i + 1) * HOUR]));
+  t.deepEqual(
+    r.gaps.map((g) => [g.fromMs, g.toMs, g.state]),
+    [[T0 - HOUR, T0, 'pending']],
+  );
+  t.deepEqual(
+    index.segments.timesInRange('b', T0, T0 + DAY).map((s) => [s.startMs, s.endMs]),
+    [0, 1, 2].map((i) => [T0 + i * HOUR, T0 + (i + 1) * HOUR]),
+  );
   const day2 = T0 + 4 * HOUR;
-  t.deepEqual(index.segments.daySummary('a', day2), [
-    { fromMs: day2, toMs: day2 + HOUR, type: 'timing' },
-    { fromMs: day2 + HOUR, toMs: day2 + 6 * HOUR, type: 'event' },
-  ], 'the second UTC day');
+  t.deepEqual(
+    index.segments.daySummary('a', day2),
+    [
+      { fromMs: day2, toMs: day2 + HOUR, type: 'timing' },
+      { fromMs: day2 + HOUR, toMs: day2 + 6 * HOUR, type: 'event' },
+    ],
+    'the second UTC day',
+  );
   t.deepEqual(index.cameras.get('a'), CAMERA);
   t.deepEqual(index.pools.get('p'), POOL);
   t.deepEqual(index.locks.ofCamera('a'), [LOCK]);
@@ -172,7 +185,10 @@ for (const older of OLDER) {
     await writeOldIndex(dataDir, older.schema, older.derived);
     const index = await RecorderIndex.open(dataDir);
     t.teardown(() => index.close());
-    t.deepEqual(index.migrations.applied.map((a) => Number(a.split(':')[0])), older.applied.filter((v) => v <= SCHEMA_VERSION));
+    t.deepEqual(
+      index.migrations.applied.map((a) => Number(a.split(':')[0])),
+      older.applied.filter((v) => v <= SCHEMA_VERSION),
+    );
     t.is(index.migrations.from, older.schema);
     await assertCurrent(t, index);
     await index.close();
@@ -196,6 +212,9 @@ test('an index of a newer build is refused (INDEX_SCHEMA_MISMATCH) and left as i
   await writeOldIndex(dataDir, SCHEMA_VERSION + 1, []);
   const file = join(dataDir, 'index', 'data.mdb');
   const before = readFileSync(file);
-  await t.throwsAsync(RecorderIndex.open(dataDir), { code: 'INDEX_SCHEMA_MISMATCH', message: new RegExp(`index schema ${SCHEMA_VERSION + 1}, this build reads ${SCHEMA_VERSION}`) } as never);
+  await t.throwsAsync(RecorderIndex.open(dataDir), {
+    code: 'INDEX_SCHEMA_MISMATCH',
+    message: new RegExp(`index schema ${SCHEMA_VERSION + 1}, this build reads ${SCHEMA_VERSION}`),
+  } as never);
   t.true(readFileSync(file).equals(before), 'not a byte changed');
 });

@@ -62,7 +62,11 @@ test.serial('an attempt with audio that got no video makes the next one video on
   t.false(second.outputOptions.some((o) => o.startsWith('0:a')));
   t.like(planAudio('cam', pcma), { stored: 'aac' }, 'the fallback is used once');
   t.like(planAudio('other', pcma), { stored: 'aac' }, 'per URL');
-  for (const words of ['Too many packets buffered for output stream 0:0.', 'Decoder (codec g729) not found for input stream #0:1', 'Error initializing output stream 0:1 -- Error while opening encoder']) {
+  for (const words of [
+    'Too many packets buffered for output stream 0:0.',
+    'Decoder (codec g729) not found for input stream #0:1',
+    'Error initializing output stream 0:1 -- Error while opening encoder',
+  ]) {
     noteAudioOutcome('named', planAudio('named', pcma), failed([words]));
     t.like(planAudio('named', pcma), { stored: 'none' }, words);
   }
@@ -102,7 +106,14 @@ test.serial("the camera's own failures do not count against its audio", (t) => {
 test.serial('no DESCRIBE answer: copied; the muxer refusing the codec makes the next attempts transcode it', (t) => {
   const first = planAudio('cam', null);
   t.like(first, { source: null, stored: 'copy' });
-  noteAudioOutcome('cam', first, failed(['[mp4 @ 0x5] Could not find tag for codec pcm_alaw in stream #1, codec not currently supported in container', 'Could not write header for output file #0']));
+  noteAudioOutcome(
+    'cam',
+    first,
+    failed([
+      '[mp4 @ 0x5] Could not find tag for codec pcm_alaw in stream #1, codec not currently supported in container',
+      'Could not write header for output file #0',
+    ]),
+  );
   const second = planAudio('cam', null);
   t.like(second, { source: 'pcm_alaw', stored: 'aac' });
   t.like(planAudio('cam', null), { stored: 'aac' }, 'remembered');
@@ -116,12 +127,29 @@ test.serial('no DESCRIBE answer: copied; the muxer refusing the codec makes the 
 });
 
 test.serial('what was stored follows the init: copied unknown audio is named, a missing track is none', (t) => {
-  const aacTrack = { tracks: [{ id: 1, kind: 'video' as const, timescale: 90000, codec: 'avc1.4d401e' }, { id: 2, kind: 'audio' as const, timescale: 8000, codec: 'mp4a.40.2' }] };
+  const aacTrack = {
+    tracks: [
+      { id: 1, kind: 'video' as const, timescale: 90000, codec: 'avc1.4d401e' },
+      { id: 2, kind: 'audio' as const, timescale: 8000, codec: 'mp4a.40.2' },
+    ],
+  };
   const videoOnly = { tracks: [aacTrack.tracks[0]!] };
-  t.deepEqual(audioStatusFromInit(planAudio('x', sdp('m=audio 0 RTP/AVP 8\n')), aacTrack), { source: 'pcm_alaw', stored: 'aac', reason: 'PCMA cannot be stored as it is in MP4' });
-  t.deepEqual(audioStatusFromInit(planAudio('x', null), aacTrack), { source: 'aac', stored: 'copy', reason: 'no DESCRIBE answer: audio copied as the camera sends it' });
+  t.deepEqual(audioStatusFromInit(planAudio('x', sdp('m=audio 0 RTP/AVP 8\n')), aacTrack), {
+    source: 'pcm_alaw',
+    stored: 'aac',
+    reason: 'PCMA cannot be stored as it is in MP4',
+  });
+  t.deepEqual(audioStatusFromInit(planAudio('x', null), aacTrack), {
+    source: 'aac',
+    stored: 'copy',
+    reason: 'no DESCRIBE answer: audio copied as the camera sends it',
+  });
   t.deepEqual(audioStatusFromInit(planAudio('x', null), videoOnly), { source: null, stored: 'none', reason: 'the camera sends no audio' });
-  t.deepEqual(audioStatusFromInit(planAudio('x', sdp('m=audio 0 RTP/AVP 8\n')), videoOnly), { source: 'pcm_alaw', stored: 'none', reason: 'ffmpeg wrote no audio track' });
+  t.deepEqual(audioStatusFromInit(planAudio('x', sdp('m=audio 0 RTP/AVP 8\n')), videoOnly), {
+    source: 'pcm_alaw',
+    stored: 'none',
+    reason: 'ffmpeg wrote no audio track',
+  });
   t.deepEqual(audioStatusFromInit(planAudio('x', sdp('')), videoOnly), { source: null, stored: 'none', reason: 'the camera sends no audio' });
 });
 

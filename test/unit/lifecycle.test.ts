@@ -21,7 +21,11 @@ test('stops in reverse start order, after aborting the signal, and once however 
   const life = new Lifecycle(silentLogger);
   const events: string[] = [];
   for (const name of ['lock', 'index', 'cameras', 'http']) {
-    await life.start(name, () => events.push(`start ${name}`), () => void events.push(`stop ${name} (aborted: ${life.signal.aborted})`));
+    await life.start(
+      name,
+      () => events.push(`start ${name}`),
+      () => void events.push(`stop ${name} (aborted: ${life.signal.aborted})`),
+    );
   }
   t.deepEqual(life.components, ['lock', 'index', 'cameras', 'http']);
   await Promise.all([life.stop(), life.stop()]);
@@ -44,10 +48,18 @@ test('stops in reverse start order, after aborting the signal, and once however 
 test('a stop that fails does not keep the components started before it from stopping', async (t) => {
   const life = new Lifecycle(silentLogger);
   const stopped: string[] = [];
-  await life.start('lock', () => 1, () => void stopped.push('lock'));
-  await life.start('broken', () => 2, () => {
-    throw new Error('boom');
-  });
+  await life.start(
+    'lock',
+    () => 1,
+    () => void stopped.push('lock'),
+  );
+  await life.start(
+    'broken',
+    () => 2,
+    () => {
+      throw new Error('boom');
+    },
+  );
   await life.stop();
   t.deepEqual(stopped, ['lock']);
 });
@@ -65,7 +77,11 @@ test('a parent signal aborting during a start: that start finishes, is stopped w
   const parent = new AbortController();
   const life = new Lifecycle(silentLogger, parent.signal);
   const events: string[] = [];
-  await life.start('lock', () => events.push('start lock'), () => void events.push('stop lock'));
+  await life.start(
+    'lock',
+    () => events.push('start lock'),
+    () => void events.push('stop lock'),
+  );
   let release!: () => void;
   const slow = life.start(
     'reconcile',
@@ -85,7 +101,10 @@ test('a parent signal aborting during a start: that start finishes, is stopped w
   t.is((err as RecorderError).code, 'SHUTTING_DOWN');
   await life.stop();
   t.deepEqual(events, ['start lock', 'start reconcile', 'reconcile done', 'stop reconcile', 'stop lock']);
-  await t.throwsAsync(life.start('http', () => undefined), { message: /shutting down/ });
+  await t.throwsAsync(
+    life.start('http', () => undefined),
+    { message: /shutting down/ },
+  );
 });
 
 test("followSignal: a component's own stop signal aborts with its stop() or with the node's", (t) => {
@@ -110,7 +129,13 @@ test("the node's signal reaches the back-fill manager: a pull in progress ends w
     await rm(dir, { recursive: true, force: true });
   });
   const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
-  const camera: CameraConfig = { id: 'c', pool: 'default', streams: { main: 'rtsp://127.0.0.1:1/x' }, record: { stream: 'main', format: 'mp4' }, edge: { replayUrl: 'rtsp://127.0.0.1:1/edge', mode: 'onvif', rateControl: false } };
+  const camera: CameraConfig = {
+    id: 'c',
+    pool: 'default',
+    streams: { main: 'rtsp://127.0.0.1:1/x' },
+    record: { stream: 'main', format: 'mp4' },
+    edge: { replayUrl: 'rtsp://127.0.0.1:1/edge', mode: 'onvif', rateControl: false },
+  };
   await index.cameras.put('c', camera);
   await index.gaps.put({ camera: 'c', startMs: NOW - 120_000, endMs: NOW - 60_000, state: 'pending', reason: 'camera offline', attempts: 0 });
   const node = new AbortController();

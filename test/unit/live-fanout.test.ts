@@ -51,7 +51,10 @@ test('after a skip, fragments that do not start with a keyframe are dropped unti
   ch.publish(k);
   // Complete deliveries: init, then only the keyframe fragment.
   while (s.pending.length) s.pending.shift()!();
-  t.deepEqual(s.got.map((m) => m.kind), ['init', 'fragment']);
+  t.deepEqual(
+    s.got.map((m) => m.kind),
+    ['init', 'fragment'],
+  );
   t.is((s.got[1] as { bytes: Buffer }).bytes, (k as { bytes: Buffer }).bytes);
   t.is(v.stats().droppedFragments, 3);
 });
@@ -70,7 +73,10 @@ test('init and status messages are never dropped; a joining viewer gets init and
   const late = manualSink();
   ch.subscribe(late.sink, 100);
   while (late.pending.length) late.pending.shift()!();
-  t.deepEqual(late.got.map((m) => m.kind), ['init', 'fragment']);
+  t.deepEqual(
+    late.got.map((m) => m.kind),
+    ['init', 'fragment'],
+  );
   t.is((late.got[1] as { bytes: Buffer }).bytes, (newest as { bytes: Buffer }).bytes);
 
   ch.ended('camera offline');
@@ -97,11 +103,17 @@ test('closing the channel: viewers get `closed` last, are unsubscribed and their
   t.is(v.stats().queuedBytes, 0);
   ch.publish(frag(100));
   while (s.pending.length) s.pending.shift()!();
-  t.deepEqual(s.got.map((m) => m.kind), ['init', 'closed']);
+  t.deepEqual(
+    s.got.map((m) => m.kind),
+    ['init', 'closed'],
+  );
   // A viewer joining a closed channel is told at once.
   const late = manualSink();
   ch.subscribe(late.sink);
-  t.deepEqual(late.got.map((m) => m.kind), ['closed']);
+  t.deepEqual(
+    late.got.map((m) => m.kind),
+    ['closed'],
+  );
 });
 
 test('a viewer that leaves frees its queue and stops receiving', (t) => {
@@ -113,6 +125,9 @@ test('a viewer that leaves frees its queue and stops receiving', (t) => {
   v.close();
   ch.publish(frag(100));
   while (s.pending.length) s.pending.shift()!();
-  t.deepEqual(s.got.map((m) => m.kind), ['init']);
+  t.deepEqual(
+    s.got.map((m) => m.kind),
+    ['init'],
+  );
   t.is(ch.viewerCount, 0);
 });

@@ -24,10 +24,22 @@ test('times: ISO with zone and epoch ms parse; malformed and out-of-range are BA
   t.is(parseTimeMs(1764064800000), 1764064800000);
   t.is(parseTimeMs('1764064800000'), 1764064800000);
   for (const bad of ['yesterday', '2026-11-25T10:00:00', '2026-13-45T10:00:00Z', '', 12, -5, 'NaN', null, undefined, {}, '9999999999999999']) {
-    t.is(code(() => parseTimeMs(bad)), 'BAD_TIME', JSON.stringify(bad));
+    t.is(
+      code(() => parseTimeMs(bad)),
+      'BAD_TIME',
+      JSON.stringify(bad),
+    );
   }
-  t.is(code(() => parseRangeMs('2026-11-25T10:00:00Z', '2026-11-25T09:00:00Z')), 'BAD_TIME', 'inverted');
-  t.is(code(() => parseRangeMs('2026-11-25T10:00:00Z', '2026-11-25T10:00:00Z')), 'BAD_TIME', 'empty');
+  t.is(
+    code(() => parseRangeMs('2026-11-25T10:00:00Z', '2026-11-25T09:00:00Z')),
+    'BAD_TIME',
+    'inverted',
+  );
+  t.is(
+    code(() => parseRangeMs('2026-11-25T10:00:00Z', '2026-11-25T10:00:00Z')),
+    'BAD_TIME',
+    'empty',
+  );
 });
 
 test('byte ranges: single ranges, suffixes, clamping; multi-range is BAD_RANGE; outside is 416', (t) => {
@@ -36,12 +48,30 @@ test('byte ranges: single ranges, suffixes, clamping; multi-range is BAD_RANGE; 
   t.deepEqual(parseByteRange('bytes=90-', 100), { start: 90, end: 99 });
   t.deepEqual(parseByteRange('bytes=-10', 100), { start: 90, end: 99 });
   t.deepEqual(parseByteRange('bytes=50-1000', 100), { start: 50, end: 99 });
-  t.is(code(() => parseByteRange('bytes=0-1,5-6', 100)), 'BAD_RANGE');
-  t.is(code(() => parseByteRange('items=0-1', 100)), 'BAD_RANGE');
-  t.is(code(() => parseByteRange('bytes=-', 100)), 'BAD_RANGE');
-  t.is(code(() => parseByteRange('bytes=100-', 100)), 'RANGE_NOT_SATISFIABLE');
-  t.is(code(() => parseByteRange('bytes=9-3', 100)), 'RANGE_NOT_SATISFIABLE');
-  t.is(code(() => parseByteRange('bytes=-0', 100)), 'RANGE_NOT_SATISFIABLE');
+  t.is(
+    code(() => parseByteRange('bytes=0-1,5-6', 100)),
+    'BAD_RANGE',
+  );
+  t.is(
+    code(() => parseByteRange('items=0-1', 100)),
+    'BAD_RANGE',
+  );
+  t.is(
+    code(() => parseByteRange('bytes=-', 100)),
+    'BAD_RANGE',
+  );
+  t.is(
+    code(() => parseByteRange('bytes=100-', 100)),
+    'RANGE_NOT_SATISFIABLE',
+  );
+  t.is(
+    code(() => parseByteRange('bytes=9-3', 100)),
+    'RANGE_NOT_SATISFIABLE',
+  );
+  t.is(
+    code(() => parseByteRange('bytes=-0', 100)),
+    'RANGE_NOT_SATISFIABLE',
+  );
 });
 
 test('GOP table round-trips at 12 bytes per GOP', (t) => {
@@ -95,9 +125,18 @@ test('settings: flags beat env beat defaults; bad values and open binding withou
   t.is(config.dataDir, '/tmp/x');
   t.is(config.http, '127.0.0.1:8080');
   t.is(config.subjectPrefix, 'rec');
-  t.is(code(() => loadConfig([], { RECORDER_SEGMENT_SECONDS: 'abc' })), 'CONFIG_INVALID');
-  t.is(code(() => loadConfig(['--bogus'], {})), 'CONFIG_INVALID');
-  t.is(code(() => loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080' })), 'CONFIG_INVALID');
+  t.is(
+    code(() => loadConfig([], { RECORDER_SEGMENT_SECONDS: 'abc' })),
+    'CONFIG_INVALID',
+  );
+  t.is(
+    code(() => loadConfig(['--bogus'], {})),
+    'CONFIG_INVALID',
+  );
+  t.is(
+    code(() => loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080' })),
+    'CONFIG_INVALID',
+  );
   t.is(loadConfig([], { RECORDER_HTTP: '0.0.0.0:8080', RECORDER_AUTH_TOKEN: 'a-long-enough-token-123' }).config.http, '0.0.0.0:8080');
 });
 

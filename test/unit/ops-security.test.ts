@@ -31,21 +31,54 @@ test('roles: viewer reads and plays, operator also writes and locks, only admin 
   t.deepEqual(allowed(viewerA), ['read', 'play']);
   t.deepEqual(allowed(operatorA), ['read', 'play', 'write', 'lock']);
   t.deepEqual(allowed(admin), [...ACTIONS]);
-  t.deepEqual(ACTIONS.filter((a) => can(viewerA, a, 'B')), [], 'nothing at all in another pool');
-  t.deepEqual(ACTIONS.filter((a) => can(operatorA, a, 'B')), []);
-  t.deepEqual(ACTIONS.filter((a) => can(operatorAll, a, 'B')), ['read', 'play', 'write', 'lock'], '* binds every pool');
+  t.deepEqual(
+    ACTIONS.filter((a) => can(viewerA, a, 'B')),
+    [],
+    'nothing at all in another pool',
+  );
+  t.deepEqual(
+    ACTIONS.filter((a) => can(operatorA, a, 'B')),
+    [],
+  );
+  t.deepEqual(
+    ACTIONS.filter((a) => can(operatorAll, a, 'B')),
+    ['read', 'play', 'write', 'lock'],
+    '* binds every pool',
+  );
 });
 
 test('camera checks hide other pools (404) and refuse missing rights (403)', (t) => {
   const camB = { id: 'camB', pool: 'B' };
   const camA = { id: 'camA', pool: 'A' };
-  t.is(code(() => authorizeCamera(viewerA, 'read', camB)), 'CAMERA_NOT_FOUND');
-  t.is(code(() => authorizeCamera(viewerA, 'lock', camB)), 'CAMERA_NOT_FOUND', 'not even "forbidden": B does not exist for A');
-  t.is(code(() => authorizeCamera(viewerA, 'lock', camA)), 'FORBIDDEN');
-  t.is(code(() => authorizeCamera(operatorA, 'delete', camA)), 'FORBIDDEN');
-  t.is(code(() => authorizeCamera(operatorA, 'lock', camA)), undefined);
-  t.is(code(() => authorizeCamera(admin, 'delete', camB)), undefined);
-  t.is(code(() => authorize(operatorA, 'admin')), 'FORBIDDEN');
+  t.is(
+    code(() => authorizeCamera(viewerA, 'read', camB)),
+    'CAMERA_NOT_FOUND',
+  );
+  t.is(
+    code(() => authorizeCamera(viewerA, 'lock', camB)),
+    'CAMERA_NOT_FOUND',
+    'not even "forbidden": B does not exist for A',
+  );
+  t.is(
+    code(() => authorizeCamera(viewerA, 'lock', camA)),
+    'FORBIDDEN',
+  );
+  t.is(
+    code(() => authorizeCamera(operatorA, 'delete', camA)),
+    'FORBIDDEN',
+  );
+  t.is(
+    code(() => authorizeCamera(operatorA, 'lock', camA)),
+    undefined,
+  );
+  t.is(
+    code(() => authorizeCamera(admin, 'delete', camB)),
+    undefined,
+  );
+  t.is(
+    code(() => authorize(operatorA, 'admin')),
+    'FORBIDDEN',
+  );
 });
 
 test('passwords: salted scrypt, verified timing-safe; malformed hashes never match', async (t) => {
@@ -66,14 +99,21 @@ test('passwords: salted scrypt, verified timing-safe; malformed hashes never mat
 test('health sampler: alarms after `sustain` samples over, once per excursion, re-armed below the margin', async (t) => {
   let reading: HealthReading = { cpuFraction: 0.1, memoryFraction: 0.2, disks: [{ path: '/data', usedFraction: 0.5, availableBytes: 1e9 }] };
   const raised: AlarmInput[] = [];
-  const s = new HealthSampler(async () => reading, { cpuFraction: 0.9, memoryFraction: 0.8, diskFraction: 0.95, sustain: 2 }, (a) => raised.push(a));
+  const s = new HealthSampler(
+    async () => reading,
+    { cpuFraction: 0.9, memoryFraction: 0.8, diskFraction: 0.95, sustain: 2 },
+    (a) => raised.push(a),
+  );
   await s.sample();
   t.is(raised.length, 0);
   reading = { ...reading, cpuFraction: 0.95 };
   await s.sample();
   t.is(raised.length, 0, 'one sample over is a spike');
   await s.sample();
-  t.deepEqual(raised.map((a) => a.kind), ['cpu-high']);
+  t.deepEqual(
+    raised.map((a) => a.kind),
+    ['cpu-high'],
+  );
   await s.sample();
   t.is(raised.length, 1, 'still over: no repeat');
   reading = { ...reading, cpuFraction: 0.88 };
@@ -87,9 +127,16 @@ test('health sampler: alarms after `sustain` samples over, once per excursion, r
   reading = { ...reading, cpuFraction: 0.99, memoryFraction: 0.85, disks: [{ path: '/data', usedFraction: 0.97, availableBytes: 1e6 }] };
   await s.sample();
   await s.sample();
-  t.deepEqual(raised.map((a) => a.kind), ['cpu-high', 'cpu-high', 'memory-high', 'disk-near-full']);
+  t.deepEqual(
+    raised.map((a) => a.kind),
+    ['cpu-high', 'cpu-high', 'memory-high', 'disk-near-full'],
+  );
   t.like(raised[3]!.details, { path: '/data', availableBytes: 1e6, threshold: 0.95 });
-  const failing = new HealthSampler(async () => Promise.reject(new Error('statfs failed')), { cpuFraction: 0.1, memoryFraction: 0.1, diskFraction: 0.1, sustain: 1 }, (a) => raised.push(a));
+  const failing = new HealthSampler(
+    async () => Promise.reject(new Error('statfs failed')),
+    { cpuFraction: 0.1, memoryFraction: 0.1, diskFraction: 0.1, sustain: 1 },
+    (a) => raised.push(a),
+  );
   await failing.sample();
   t.is(raised.length, 4, 'a failed reading raises nothing and does not throw');
 });

@@ -80,7 +80,12 @@ function psmPacket(entries: [number, number][]): Buffer {
 }
 
 function pes(id: number, payload: Buffer, pts: bigint | null, dts: bigint | null = null): Buffer {
-  const opt = pts === null ? Buffer.from([0x80, 0, 0]) : dts !== null && dts !== pts ? Buffer.concat([Buffer.from([0x80, 0xc0, 10]), ts(3, pts), ts(1, dts)]) : Buffer.concat([Buffer.from([0x80, 0x80, 5]), ts(2, pts)]);
+  const opt =
+    pts === null
+      ? Buffer.from([0x80, 0, 0])
+      : dts !== null && dts !== pts
+        ? Buffer.concat([Buffer.from([0x80, 0xc0, 10]), ts(3, pts), ts(1, dts)])
+        : Buffer.concat([Buffer.from([0x80, 0x80, 5]), ts(2, pts)]);
   const head = Buffer.from([0, 0, 1, id, 0, 0]);
   head.writeUInt16BE(opt.length + payload.length, 4);
   return Buffer.concat([head, opt, payload]);
@@ -240,7 +245,7 @@ function makeStream(o: StreamOptions = {}): Made {
 function readAll(reader: PsGopReader, bytes: Buffer, seed = 3): PsGop[] {
   const r = rng(seed);
   const gops: PsGop[] = [];
-  for (let p = 0; p < bytes.length; ) {
+  for (let p = 0; p < bytes.length;) {
     const n = 1 + Math.floor(r() * 3000);
     gops.push(...reader.push(bytes.subarray(p, p + n)));
     p += n;
@@ -341,7 +346,7 @@ test('a stream without any PSM starts at its third keyframe (video sniffed, audi
   // Remove the PSM packets: rebuild the byte string without them.
   const parts: Buffer[] = [];
   const psm = psmPacket([[0x1b, 0xe0]]);
-  for (let p = 0; p < made.bytes.length; ) {
+  for (let p = 0; p < made.bytes.length;) {
     const i = made.bytes.indexOf(psm, p);
     if (i < 0) {
       parts.push(made.bytes.subarray(p));

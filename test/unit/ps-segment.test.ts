@@ -27,7 +27,36 @@ const camera: CameraConfig = { id: 'cam', pool: 'default', streams: { main: 'rts
 
 async function chunksOf(dir: string, seconds: number): Promise<Fmp4Chunk[]> {
   const file = join(dir, 'src.mp4');
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-f', 'lavfi', '-i', 'sine=r=48000', '-t', String(seconds), '-c:v', 'libx264', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-ac', '1', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc=size=160x120:rate=25',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=r=48000',
+    '-t',
+    String(seconds),
+    '-c:v',
+    'libx264',
+    '-g',
+    '25',
+    '-pix_fmt',
+    'yuv420p',
+    '-c:a',
+    'aac',
+    '-ac',
+    '1',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
   const out: Fmp4Chunk[] = [];
   for await (const c of Readable.from([await readFile(file)]).pipe(new Fmp4Splitter())) out.push(c as Fmp4Chunk);
   return out;
@@ -44,7 +73,18 @@ async function writeAll(dir: string, index: RecorderIndex, chunks: Fmp4Chunk[]):
   return [...index.segments.all('cam')];
 }
 
-const view = (s: SegmentRecord) => ({ startMs: s.startMs, endMs: s.endMs, file: s.file, format: s.format, bytes: s.bytes, gops: decodeGops(s.gops), codecKey: s.codecKey, mimeType: s.mimeType, width: s.width, initSize: s.initSize });
+const view = (s: SegmentRecord) => ({
+  startMs: s.startMs,
+  endMs: s.endMs,
+  file: s.file,
+  format: s.format,
+  bytes: s.bytes,
+  gops: decodeGops(s.gops),
+  codecKey: s.codecKey,
+  mimeType: s.mimeType,
+  width: s.width,
+  initSize: s.initSize,
+});
 
 test('format "ps": .ps segments that stand alone, GOP offsets into the PS file, rebuilt alike from the files', async (t) => {
   const dir = await tempDir(t);
@@ -69,9 +109,22 @@ test('format "ps": .ps segments that stand alone, GOP offsets into the PS file, 
       t.is(gop.gopInfos[0]!.gopBytes, g.size);
       t.true(gop.tracks.find((x) => x.codec === 'h264')!.samples[0]!.keyframe);
     }
-    const { stdout } = await run('ffprobe', ['-v', 'error', '-count_packets', '-show_entries', 'stream=codec_name,nb_read_packets', '-of', 'csv=p=0', join(dir, s.file)]);
+    const { stdout } = await run('ffprobe', [
+      '-v',
+      'error',
+      '-count_packets',
+      '-show_entries',
+      'stream=codec_name,nb_read_packets',
+      '-of',
+      'csv=p=0',
+      join(dir, s.file),
+    ]);
     const lines = stdout.trim().split('\n');
-    t.deepEqual(lines.map((l) => l.split(',')[0]), ['h264', 'aac'], s.file);
+    t.deepEqual(
+      lines.map((l) => l.split(',')[0]),
+      ['h264', 'aac'],
+      s.file,
+    );
     frames += Number(lines[0]!.split(',')[1]);
   }
   t.is(frames, 175, 'every frame of 7 s at 25 fps');
@@ -83,7 +136,10 @@ test('format "ps": .ps segments that stand alone, GOP offsets into the PS file, 
   t.is(report.reindexed.length, 3);
   t.deepEqual(report.unreadable, []);
   const after = [...index.segments.all('cam')].map(view);
-  t.deepEqual(after.map((s) => ({ ...s, endMs: 0 })), before.map((s) => ({ ...s, endMs: 0 })));
+  t.deepEqual(
+    after.map((s) => ({ ...s, endMs: 0 })),
+    before.map((s) => ({ ...s, endMs: 0 })),
+  );
   after.forEach((s, i) => t.true(Math.abs(s.endMs - before[i]!.endMs) <= 1, 'end within a millisecond (90 kHz rounding)'));
 });
 
@@ -112,7 +168,11 @@ test('a .ps segment read through openSegmentFile is an fMP4 file with moofs at t
     t.is(view.toString('latin1', 4, 8), 'ftyp');
     const mp4 = join(dir, 'view.mp4');
     await writeFile(mp4, view);
-    const frames = async (f: string) => (await run('ffmpeg', ['-v', 'error', '-i', f, '-map', '0:v', '-f', 'framemd5', '-'], { maxBuffer: 1 << 26 })).stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(',').pop());
+    const frames = async (f: string) =>
+      (await run('ffmpeg', ['-v', 'error', '-i', f, '-map', '0:v', '-f', 'framemd5', '-'], { maxBuffer: 1 << 26 })).stdout
+        .split('\n')
+        .filter((l) => l && !l.startsWith('#'))
+        .map((l) => l.split(',').pop());
     const { stdout } = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name', '-of', 'csv=p=0', mp4]);
     t.deepEqual(stdout.trim().split('\n'), ['h264', 'aac']);
     const want = await frames(join(dir, s.file));

@@ -34,7 +34,7 @@ test('frames: 512 decodes kept; converted PS GOPs bounded by bytes', (t) => {
   t.is(psViews.converted.size, CONVERTED_CACHE_BYTES / MiB);
 });
 
-test('two nodes share no cache; the sample tables read PS through their node\'s views', (t) => {
+test("two nodes share no cache; the sample tables read PS through their node's views", (t) => {
   const a = createReadCaches();
   const b = createReadCaches();
   a.progressiveHeads.set('etag', layout(10));

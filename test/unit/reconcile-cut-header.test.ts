@@ -34,15 +34,28 @@ test('files cut inside their header are removed as empty by repair; check only r
   }
   const index = await RecorderIndex.open(dir);
   t.teardown(() => index.close());
-  const exists = (rel: string) => stat(join(dir, rel)).then(() => true, () => false);
+  const exists = (rel: string) =>
+    stat(join(dir, rel)).then(
+      () => true,
+      () => false,
+    );
 
   const checked = await reconcile(index, dir, { mode: 'check', log: silentLogger });
-  t.deepEqual(checked.removedEmpty.sort(), files.filter((f) => f.cut).map((f) => f.rel).sort());
+  t.deepEqual(
+    checked.removedEmpty.sort(),
+    files
+      .filter((f) => f.cut)
+      .map((f) => f.rel)
+      .sort(),
+  );
   for (const f of files) t.true(await exists(f.rel), `check leaves ${f.rel}`);
 
   const repaired = await reconcile(index, dir, { mode: 'repair', log: silentLogger });
   t.deepEqual(repaired.removedEmpty.sort(), checked.removedEmpty);
-  t.deepEqual(repaired.unreadable.map((u) => u.file), files.filter((f) => !f.cut).map((f) => f.rel));
+  t.deepEqual(
+    repaired.unreadable.map((u) => u.file),
+    files.filter((f) => !f.cut).map((f) => f.rel),
+  );
   for (const f of files) t.is(await exists(f.rel), !f.cut, f.rel);
   t.deepEqual([...index.segments.all()], [], 'nothing indexed');
 });

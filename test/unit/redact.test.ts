@@ -90,12 +90,21 @@ test('a redacted URL with another path keeps the password of the same user at th
   const put = { ...stored, streams: { main: 'rtsp://admin:***@10.0.0.7:554/Streaming/201' }, edge: undefined };
   t.is(restoreRedacted(put, stored).streams.main, 'rtsp://admin:main-pass@10.0.0.7:554/Streaming/201');
   // A new sub stream of the same login takes the main stream's password.
-  const sub = restoreRedacted({ ...stored, streams: { main: stored.streams.main, sub: 'rtsp://admin:***@10.0.0.7:554/Streaming/202' } }, { ...stored, streams: { main: stored.streams.main } });
+  const sub = restoreRedacted(
+    { ...stored, streams: { main: stored.streams.main, sub: 'rtsp://admin:***@10.0.0.7:554/Streaming/202' } },
+    { ...stored, streams: { main: stored.streams.main } },
+  );
   t.is(sub.streams.sub, 'rtsp://admin:main-pass@10.0.0.7:554/Streaming/202');
   // Same field first: the sub stream's own login when it matches.
-  t.is(restoreRedacted({ ...stored, streams: { ...stored.streams, sub: 'rtsp://viewer:***@10.0.0.7:554/Streaming/102' } }, stored).streams.sub, stored.streams.sub);
+  t.is(
+    restoreRedacted({ ...stored, streams: { ...stored.streams, sub: 'rtsp://viewer:***@10.0.0.7:554/Streaming/102' } }, stored).streams.sub,
+    stored.streams.sub,
+  );
   // Scheme and host compare without case, as URLs do.
-  t.is(restoreRedacted({ ...stored, streams: { main: 'RTSP://admin:***@10.0.0.7:554/x' }, edge: undefined }, stored).streams.main, 'RTSP://admin:main-pass@10.0.0.7:554/x');
+  t.is(
+    restoreRedacted({ ...stored, streams: { main: 'RTSP://admin:***@10.0.0.7:554/x' }, edge: undefined }, stored).streams.main,
+    'RTSP://admin:main-pass@10.0.0.7:554/x',
+  );
 });
 
 test('a redacted URL that matches no stored login is refused, never stored as ***', (t) => {
@@ -113,9 +122,17 @@ test('a redacted URL that matches no stored login is refused, never stored as **
     'rtsp://root:***@10.0.0.7:554/Streaming/101', // another user
     'rtsps://admin:***@10.0.0.7:554/Streaming/101', // another scheme
   ]) {
-    t.is(code(() => restoreRedacted({ ...stored, streams: { main }, edge: undefined }, stored)), 'VALIDATION_FAILED', main);
+    t.is(
+      code(() => restoreRedacted({ ...stored, streams: { main }, edge: undefined }, stored)),
+      'VALIDATION_FAILED',
+      main,
+    );
   }
-  t.is(code(() => restoreRedacted({ ...stored, streams: { main: 'rtsp://admin:***@10.0.0.7/x' }, edge: undefined }, undefined)), 'VALIDATION_FAILED', 'a new camera');
+  t.is(
+    code(() => restoreRedacted({ ...stored, streams: { main: 'rtsp://admin:***@10.0.0.7/x' }, edge: undefined }, undefined)),
+    'VALIDATION_FAILED',
+    'a new camera',
+  );
   let message = '';
   try {
     restoreRedacted({ ...stored, streams: { main: stored.streams.main }, edge: { replayUrl: 'rtsp://admin:***@other/x', mode: 'onvif' as const } }, stored);

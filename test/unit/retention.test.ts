@@ -40,14 +40,20 @@ test('capacity: locked and open segments are skipped, never deleted (invariant 3
   const segs = [seg('a', 0), seg('a', 10_000), seg('a', 20_000), seg('a', 30_000, 100, { open: true })];
   const locks = [lock('a', 12_000, 13_000)];
   const plan = planRetention(pool({ capacityBytes: 150 }), 400, segs, (c) => (c === 'a' ? locks : []), NOW);
-  t.deepEqual(plan.delete.map((d) => d.seg.startMs), [0, 20_000]);
+  t.deepEqual(
+    plan.delete.map((d) => d.seg.startMs),
+    [0, 20_000],
+  );
   t.is(plan.usageAfter, 200);
   t.regex(plan.blocked ?? '', /only locked or open video is left/);
 });
 
 test('an expired lock protects nothing', (t) => {
   const plan = planRetention(pool({ capacityBytes: 100 }), 200, [seg('a', 0), seg('a', 10_000)], () => [lock('a', 0, 20_000, NOW - 1)], NOW);
-  t.deepEqual(plan.delete.map((d) => d.seg.startMs), [0]);
+  t.deepEqual(
+    plan.delete.map((d) => d.seg.startMs),
+    [0],
+  );
 });
 
 test('none: nothing is deleted; writing blocks at capacity', (t) => {
@@ -61,16 +67,28 @@ test('cycle: everything that ended before now − cycleDays goes, also under cap
   const old = NOW - 3 * DAY_MS;
   const segs = [seg('a', old), seg('b', old + 1000), seg('a', NOW - 2 * DAY_MS + 5_000), seg('a', NOW - 1000)];
   const plan = planRetention(pool({ overwrite: 'cycle', cycleDays: 2, capacityBytes: 1e9 }), 400, segs, noLocks, NOW);
-  t.deepEqual(plan.delete.map((d) => [d.seg.startMs, d.why]), [
-    [old, 'cycle'],
-    [old + 1000, 'cycle'],
-  ]);
+  t.deepEqual(
+    plan.delete.map((d) => [d.seg.startMs, d.why]),
+    [
+      [old, 'cycle'],
+      [old + 1000, 'cycle'],
+    ],
+  );
 });
 
 test('cycle keeps a locked old segment', (t) => {
   const old = NOW - 3 * DAY_MS;
-  const plan = planRetention(pool({ overwrite: 'cycle', cycleDays: 1, capacityBytes: null }), 200, [seg('a', old), seg('a', old + 10_000)], () => [lock('a', old, old + 1)], NOW);
-  t.deepEqual(plan.delete.map((d) => d.seg.startMs), [old + 10_000]);
+  const plan = planRetention(
+    pool({ overwrite: 'cycle', cycleDays: 1, capacityBytes: null }),
+    200,
+    [seg('a', old), seg('a', old + 10_000)],
+    () => [lock('a', old, old + 1)],
+    NOW,
+  );
+  t.deepEqual(
+    plan.delete.map((d) => d.seg.startMs),
+    [old + 10_000],
+  );
 });
 
 test('thinning: old closed unlocked mp4 segments, not yet thinned, at most maxThin', (t) => {
@@ -84,9 +102,15 @@ test('thinning: old closed unlocked mp4 segments, not yet thinned, at most maxTh
     seg('a', NOW - 1000),
   ];
   const plan = planRetention(pool({ capacityBytes: null, thinAfterDays: 7 }), 600, segs, () => [lock('a', old + 30_000, old + 30_001)], NOW, 1);
-  t.deepEqual(plan.thin.map((s) => s.startMs), [old + 10_000]);
+  t.deepEqual(
+    plan.thin.map((s) => s.startMs),
+    [old + 10_000],
+  );
   const all = planRetention(pool({ capacityBytes: null, thinAfterDays: 7 }), 600, segs, () => [lock('a', old + 30_000, old + 30_001)], NOW);
-  t.deepEqual(all.thin.map((s) => s.startMs), [old + 10_000, old + 40_000]);
+  t.deepEqual(
+    all.thin.map((s) => s.startMs),
+    [old + 10_000, old + 40_000],
+  );
   t.deepEqual(all.delete, []);
 });
 
@@ -96,7 +120,10 @@ test('locks: overlapping and touching locks merge into one; the later expiry and
   t.is(r.lock.startMs, 0);
   t.is(r.lock.endMs, 300);
   t.is(r.lock.untilMs, null);
-  t.deepEqual(r.remove.map((l) => l.startMs), [0, 200]);
+  t.deepEqual(
+    r.remove.map((l) => l.startMs),
+    [0, 200],
+  );
   const apart = mergeLock(existing, { camera: 'a', startMs: 400, endMs: 450, untilMs: NOW + 50 }, NOW);
   t.deepEqual(apart.remove, []);
   t.is(apart.lock.untilMs, NOW + 50);
@@ -105,17 +132,26 @@ test('locks: overlapping and touching locks merge into one; the later expiry and
 test('unlock of a range cuts locks, splitting one it falls inside', (t) => {
   const existing = [lock('a', 0, 1000), lock('a', 2000, 3000)];
   const inside = cutLocks(existing, 400, 600);
-  t.deepEqual(inside.remove.map((l) => l.startMs), [0]);
-  t.deepEqual(inside.put.map((l) => [l.startMs, l.endMs]), [
-    [0, 400],
-    [600, 1000],
-  ]);
+  t.deepEqual(
+    inside.remove.map((l) => l.startMs),
+    [0],
+  );
+  t.deepEqual(
+    inside.put.map((l) => [l.startMs, l.endMs]),
+    [
+      [0, 400],
+      [600, 1000],
+    ],
+  );
   t.not(inside.put[0]!.id, inside.put[1]!.id);
   const across = cutLocks(existing, 500, 2500);
-  t.deepEqual(across.put.map((l) => [l.startMs, l.endMs]), [
-    [0, 500],
-    [2500, 3000],
-  ]);
+  t.deepEqual(
+    across.put.map((l) => [l.startMs, l.endMs]),
+    [
+      [0, 500],
+      [2500, 3000],
+    ],
+  );
   t.deepEqual(cutLocks(existing, 1000, 2000), { put: [], remove: [] });
 });
 
@@ -147,7 +183,14 @@ test('search clipping keeps only video inside the ranges, cutting type runs', (t
     },
     { fromMs: 250, toMs: 300, types: [{ type: 'timing', fromMs: 250, toMs: 300 }] },
   ]);
-  t.deepEqual(unionRanges([{ fromMs: 5, toMs: 10 }, { fromMs: 0, toMs: 6 }, { fromMs: 20, toMs: 20 }]), [{ fromMs: 0, toMs: 10 }]);
+  t.deepEqual(
+    unionRanges([
+      { fromMs: 5, toMs: 10 },
+      { fromMs: 0, toMs: 6 },
+      { fromMs: 20, toMs: 20 },
+    ]),
+    [{ fromMs: 0, toMs: 10 }],
+  );
   t.deepEqual(intersectRanges([{ fromMs: 0, toMs: 10 }], [{ fromMs: 5, toMs: 20 }]), [{ fromMs: 5, toMs: 10 }]);
 });
 
@@ -155,7 +198,10 @@ test('day summaries: a put adds runs (idempotent for a grown open segment), a re
   const day = dayStart(NOW);
   let s = addRuns([], [{ fromMs: day + 0, toMs: day + 1000, type: 'timing' }]);
   s = addRuns(s, [{ fromMs: day + 0, toMs: day + 2000, type: 'timing' }]);
-  s = addRuns(s, [{ fromMs: day + 2000, toMs: day + 2500, type: 'timing' }, { fromMs: day + 2500, toMs: day + 3000, type: 'motion' }]);
+  s = addRuns(s, [
+    { fromMs: day + 2000, toMs: day + 2500, type: 'timing' },
+    { fromMs: day + 2500, toMs: day + 3000, type: 'motion' },
+  ]);
   s = addRuns(s, [{ fromMs: day + 3010, toMs: day + 4000, type: 'motion' }]);
   t.deepEqual(s, [
     { fromMs: day, toMs: day + 2500, type: 'timing' },

@@ -24,7 +24,9 @@ test('SDP: static payload types without an rtpmap line are named (G.711 as many 
 
 test('SDP: rate and channels of the first format come from its rtpmap; an rtpmap for a type the m= line lacks is kept', (t) => {
   t.deepEqual(parseSdpMedia('m=audio 0 RTP/AVP 111\na=rtpmap:111 opus/48000/2\n'), [{ media: 'audio', encodings: ['OPUS'], clockRate: 48000, channels: 2 }]);
-  t.deepEqual(parseSdpMedia('m=audio 0 RTP/AVP 97\na=rtpmap:98 MPEG4-GENERIC/16000/1\n'), [{ media: 'audio', encodings: ['MPEG4-GENERIC'], clockRate: 16000, channels: 1 }]);
+  t.deepEqual(parseSdpMedia('m=audio 0 RTP/AVP 97\na=rtpmap:98 MPEG4-GENERIC/16000/1\n'), [
+    { media: 'audio', encodings: ['MPEG4-GENERIC'], clockRate: 16000, channels: 1 },
+  ]);
   t.deepEqual(parseSdpMedia('m=audio 0 RTP/AVP 97\n'), [{ media: 'audio', encodings: [] }]);
   t.deepEqual(parseSdpMedia('garbage\na=rtpmap:96 H264/90000\n'), []);
 });

@@ -24,7 +24,13 @@ import type { CameraConfig, SegmentRecord } from '../../index/records.ts';
 import { silentLogger } from '../../lib/log.ts';
 import { Fmp4Splitter, type Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
 import { buildProgressive, progressiveEtag, progressiveStream } from '../../playback/progressive-mp4.ts';
-import { SAMPLE_TABLE_FORMAT, SampleTableRecordError, decodeSampleTables, encodeSampleTables, type PersistedTables } from '../../playback/sample-table-codec.ts';
+import {
+  SAMPLE_TABLE_FORMAT,
+  SampleTableRecordError,
+  decodeSampleTables,
+  encodeSampleTables,
+  type PersistedTables,
+} from '../../playback/sample-table-codec.ts';
 import { SampleTableCache, type FragmentTable, type PersistedTableSource, type SegmentTables } from '../../playback/sample-table.ts';
 import { SegmentTableStore } from '../../storage/segment-tables.ts';
 import { SegmentWriter } from '../../storage/segment-writer.ts';
@@ -35,7 +41,38 @@ const run = promisify(execFile);
 
 async function chunksOf(dir: string, seconds: number): Promise<Fmp4Chunk[]> {
   const file = join(dir, 'src.mp4');
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-f', 'lavfi', '-i', 'sine=r=48000', '-t', String(seconds), '-c:v', 'libx264', '-g', '25', '-bf', '2', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-ac', '1', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc=size=160x120:rate=25',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=r=48000',
+    '-t',
+    String(seconds),
+    '-c:v',
+    'libx264',
+    '-g',
+    '25',
+    '-bf',
+    '2',
+    '-pix_fmt',
+    'yuv420p',
+    '-c:a',
+    'aac',
+    '-ac',
+    '1',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
   const out: Fmp4Chunk[] = [];
   for await (const c of Readable.from([await readFile(file)]).pipe(new Fmp4Splitter())) out.push(c as Fmp4Chunk);
   return out;
@@ -58,7 +95,11 @@ async function record(t: import('ava').ExecutionContext, format: 'mp4' | 'ps', s
   t.teardown(() => store.stop());
   const camera: CameraConfig = { id: 'cam', pool: 'default', streams: { main: 'rtsp://x/y' }, record: { stream: 'main', format } };
   let now = Date.UTC(2026, 10, 25, 12, 0, 0);
-  const writer = new SegmentWriter(camera, { index, dataDir: dir, clock: { nowMs: () => now }, log: silentLogger, segmentMs: 3000, onSegmentClosed: (s) => store.segmentClosed(s) }, null);
+  const writer = new SegmentWriter(
+    camera,
+    { index, dataDir: dir, clock: { nowMs: () => now }, log: silentLogger, segmentMs: 3000, onSegmentClosed: (s) => store.segmentClosed(s) },
+    null,
+  );
   for (const c of chunks) {
     if (c.kind === 'fragment') now += 1000;
     await writer.handle(c);
@@ -151,7 +192,7 @@ test('records that do not match what the index says are ignored: the moofs are r
   const good = index.segments.sampleTables(seg.camera, seg.startMs)!;
   const moofs = await fromMoofs(dir, seg);
   const cases: [string, Uint8Array, RegExp][] = [
-    ['another segment\'s record', index.segments.sampleTables(other.camera, other.startMs)!, /record of a \d+-byte file|no fragment/],
+    ["another segment's record", index.segments.sampleTables(other.camera, other.startMs)!, /record of a \d+-byte file|no fragment/],
     ['a flipped byte', Buffer.from(good).fill(good[40]! ^ 0xff, 40, 41), /checksum/],
     ['cut short', good.subarray(0, good.length - 9), /checksum|cut short|bytes/],
     ['a newer format', withFormat(good, SAMPLE_TABLE_FORMAT + 1), /format/],
@@ -215,7 +256,17 @@ test('synthetic edge values survive the round trip; values that do not hold toge
     size: 1000,
     moofSize: 100,
     tracks: [
-      track({ trackId: 1, baseDecodeTime: (1n << 64n) - 5000n, sizes: sizesA, durations: Uint32Array.from([0xffffffff, 0, 3]), compositionOffsets: Int32Array.from([-(2 ** 31), 2 ** 31 - 1, -1]), flags: Uint32Array.from(big.slice(0, 3)) }, 210),
+      track(
+        {
+          trackId: 1,
+          baseDecodeTime: (1n << 64n) - 5000n,
+          sizes: sizesA,
+          durations: Uint32Array.from([0xffffffff, 0, 3]),
+          compositionOffsets: Int32Array.from([-(2 ** 31), 2 ** 31 - 1, -1]),
+          flags: Uint32Array.from(big.slice(0, 3)),
+        },
+        210,
+      ),
       track({ trackId: 7, sizes: [], runs: [] }, 0),
     ],
   };
@@ -225,7 +276,18 @@ test('synthetic edge values survive the round trip; values that do not hold toge
     size: 5000,
     moofSize: 200,
     tracks: [
-      track({ trackId: 1, baseDecodeTime: 12345n, sizes: [5, 6, 7, 8], runs: [{ fileOffset: 2200, count: 2, bytes: 11 }, { fileOffset: 2300, count: 2, bytes: 15 }] }, 0),
+      track(
+        {
+          trackId: 1,
+          baseDecodeTime: 12345n,
+          sizes: [5, 6, 7, 8],
+          runs: [
+            { fileOffset: 2200, count: 2, bytes: 11 },
+            { fileOffset: 2300, count: 2, bytes: 15 },
+          ],
+        },
+        0,
+      ),
       track({ trackId: 2, baseDecodeTime: 0n, sizes: big.slice(0, 8).map((v) => v % 300), flags: Uint32Array.from(big.slice(0, 8)) }, 2211),
     ],
   };
@@ -243,7 +305,8 @@ test('synthetic edge values survive the round trip; values that do not hold toge
   const enc = encodeSampleTables(tables);
   t.deepEqual(decodeSampleTables(enc), tables);
   // Mostly-small sizes cost less than two bytes each, mostly-16-bit ones less than four.
-  const sizesOnly = (sizes: number[]): number => encodeSampleTables({ fileBytes: 1e9, init, fragments: [{ offset: 110, size: 200 + sum(sizes), moofSize: 200, tracks: [track({ sizes }, 310)] }] }).length;
+  const sizesOnly = (sizes: number[]): number =>
+    encodeSampleTables({ fileBytes: 1e9, init, fragments: [{ offset: 110, size: 200 + sum(sizes), moofSize: 200, tracks: [track({ sizes }, 310)] }] }).length;
   const constant = sizesOnly(u8Sizes.map(() => 100));
   t.true(sizesOnly(u8Sizes) < constant + 2 * 40, `u8: ${sizesOnly(u8Sizes)} bytes, ${constant} with constant sizes`);
   t.true(sizesOnly(u16Sizes) < constant + 4 * 40, `u16: ${sizesOnly(u16Sizes)} bytes, ${constant} with constant sizes`);
@@ -261,7 +324,11 @@ test('synthetic edge values survive the round trip; values that do not hold toge
   const base: PersistedTables = { fileBytes: 7000, init, fragments: [fragA, fragB] };
   refuse('samples before the moof end', { ...base, fragments: [{ ...fragA, moofSize: 150 }] }, /outside its fragment/);
   refuse('samples past the fragment', { ...base, fragments: [{ ...fragA, size: 150 }] }, /outside its fragment/);
-  refuse('runs that do not hold every sample', { ...base, fragments: [{ ...fragA, tracks: [{ ...fragA.tracks[0]!, runs: [{ fileOffset: 210, count: 2, bytes: 30 }] }] }] }, /every sample/);
+  refuse(
+    'runs that do not hold every sample',
+    { ...base, fragments: [{ ...fragA, tracks: [{ ...fragA.tracks[0]!, runs: [{ fileOffset: 210, count: 2, bytes: 30 }] }] }] },
+    /every sample/,
+  );
   refuse('overlapping fragments', { ...base, fragments: [fragA, { ...fragB, offset: 1000 }] }, /overlaps/);
 
   // Every truncation and every single flipped byte is refused (never decoded into other tables).

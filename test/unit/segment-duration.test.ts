@@ -40,7 +40,38 @@ const T0 = Date.UTC(2026, 10, 25, 12, 0, 0);
 
 async function encode(dir: string, seconds: number): Promise<string> {
   const file = join(dir, `src-${seconds}.mp4`);
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-f', 'lavfi', '-i', 'sine=r=48000', '-t', String(seconds), '-c:v', 'libx264', '-g', '25', '-bf', '2', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-ac', '1', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc=size=160x120:rate=25',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=r=48000',
+    '-t',
+    String(seconds),
+    '-c:v',
+    'libx264',
+    '-g',
+    '25',
+    '-bf',
+    '2',
+    '-pix_fmt',
+    'yuv420p',
+    '-c:a',
+    'aac',
+    '-ac',
+    '1',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
   return file;
 }
 
@@ -181,7 +212,10 @@ test('a file written before segments had a mehd is indexed as it is, bytes untou
   const rel = segmentRelPath('default', 'cam', T0, 'mp4');
   await run('mkdir', ['-p', join(dir, rel, '..')]);
   await copyFile(src, join(dir, rel));
-  const hash = async (): Promise<string> => createHash('sha1').update(await readFile(join(dir, rel))).digest('hex');
+  const hash = async (): Promise<string> =>
+    createHash('sha1')
+      .update(await readFile(join(dir, rel)))
+      .digest('hex');
   const h0 = await hash();
   t.is(initDurations((await scanFmp4File(join(dir, rel))).init).mehd, null);
   const index = await RecorderIndex.open(dir);
@@ -192,7 +226,9 @@ test('a file written before segments had a mehd is indexed as it is, bytes untou
   const seg = index.segments.get('cam', T0)!;
   t.true(Math.abs(seg.endMs - seg.startMs - 3000) < 100);
   // Its fmp4 download gets a mehd all the same: the range's duration.
-  const body = await planFmp4Range([{ path: join(dir, rel), initSize: seg.initSize, fragments: decodeGops(seg.gops).map((g) => ({ offset: g.offset, size: g.size })), bytes: seg.bytes }]);
+  const body = await planFmp4Range([
+    { path: join(dir, rel), initSize: seg.initSize, fragments: decodeGops(seg.gops).map((g) => ({ offset: g.offset, size: g.size })), bytes: seg.bytes },
+  ]);
   const served = await collect(body.stream());
   t.is(served.length, body.contentLength);
   const head = headerSeconds(served);

@@ -24,7 +24,28 @@ const camera: CameraConfig = { id: 'cam', pool: 'default', streams: { main: 'rts
 
 async function chunksOf(dir: string, name: string, size: string, seconds: number): Promise<Fmp4Chunk[]> {
   const file = join(dir, name);
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `testsrc=size=${size}:rate=25`, '-t', String(seconds), '-c:v', 'libx264', '-g', '25', '-pix_fmt', 'yuv420p', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    `testsrc=size=${size}:rate=25`,
+    '-t',
+    String(seconds),
+    '-c:v',
+    'libx264',
+    '-g',
+    '25',
+    '-pix_fmt',
+    'yuv420p',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
   const out: Fmp4Chunk[] = [];
   for await (const c of Readable.from([await readFile(file)]).pipe(new Fmp4Splitter())) out.push(c as Fmp4Chunk);
   return out;
@@ -39,7 +60,11 @@ test('segments rotate at the target length, on a timestamp jump and on a codec c
   let now = Date.UTC(2026, 10, 25, 12, 0, 0);
   const clock = { nowMs: () => now };
   const closed: number[] = [];
-  const writer = new SegmentWriter(camera, { index, dataDir: dir, clock, log: silentLogger, segmentMs: 3000, onSegmentClosed: (s) => closed.push(s.startMs) }, null);
+  const writer = new SegmentWriter(
+    camera,
+    { index, dataDir: dir, clock, log: silentLogger, segmentMs: 3000, onSegmentClosed: (s) => closed.push(s.startMs) },
+    null,
+  );
 
   // Fragments arrive one second apart, each when its GOP is complete.
   const feed = async (c: Fmp4Chunk, jumpTicks = 0n): Promise<void> => {
@@ -62,14 +87,17 @@ test('segments rotate at the target length, on a timestamp jump and on a codec c
 
   const segs = [...index.segments.all('cam')];
   t.is(segs.length, 4, segs.map((s) => `${s.startMs}-${s.endMs}`).join(' '));
-  const [s1, s2, s3, s4] = segs as [typeof segs[0], typeof segs[0], typeof segs[0], typeof segs[0]];
+  const [s1, s2, s3, s4] = segs as [(typeof segs)[0], (typeof segs)[0], (typeof segs)[0], (typeof segs)[0]];
   t.is(decodeGops(s1.gops).length, 3, 'rotated at 3 s');
   t.is(s2.startMs, s1.endMs, 'rotation keeps time continuous');
   t.is(decodeGops(s2.gops).length, 2);
   t.is(decodeGops(s3.gops).length, 3, 'after the jump: re-anchored');
   t.not(s4.codecKey, s3.codecKey, 'codec change starts a new segment');
   t.is(s4.width, 176);
-  t.deepEqual(closed, segs.map((s) => s.startMs));
+  t.deepEqual(
+    closed,
+    segs.map((s) => s.startMs),
+  );
   for (const s of segs) {
     t.false(s.open);
     t.true(s.startMs >= (segs[segs.indexOf(s) - 1]?.endMs ?? 0), 'no overlap');
@@ -132,7 +160,9 @@ test('reindex rebuilds the segment index from the files alone; check flags a dam
   }
   t.true(before.length >= 3);
   const cli = (cmd: string) =>
-    run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts'), cmd], { env: { ...process.env, RECORDER_DATA_DIR: dir, RECORDER_LOG_LEVEL: 'silent' } }).then(
+    run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts'), cmd], {
+      env: { ...process.env, RECORDER_DATA_DIR: dir, RECORDER_LOG_LEVEL: 'silent' },
+    }).then(
       (r) => ({ code: 0, out: r.stdout }),
       (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
     );

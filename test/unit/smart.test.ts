@@ -41,7 +41,11 @@ test('ONVIF metadata: classes (2.x and 1.x), objects, UtcTime, topics and rule n
   t.deepEqual(c.topics, ['tns1:RuleEngine/FieldDetector/ObjectsInside']);
   t.deepEqual(c.rules, ['Yard']);
   // No prefix at all (some vendors): matched by local name.
-  const plain = parseOnvifMetadata(Buffer.from('<MetadataStream><VideoAnalytics><Frame UtcTime="2026-03-01T10:00:01Z"><Object><Appearance><Class><Type>Vehicle</Type></Class></Appearance></Object></Frame></VideoAnalytics></MetadataStream>'));
+  const plain = parseOnvifMetadata(
+    Buffer.from(
+      '<MetadataStream><VideoAnalytics><Frame UtcTime="2026-03-01T10:00:01Z"><Object><Appearance><Class><Type>Vehicle</Type></Class></Appearance></Object></Frame></VideoAnalytics></MetadataStream>',
+    ),
+  );
   t.deepEqual(plain.classes, ['Vehicle']);
 });
 
@@ -57,8 +61,15 @@ test('malformed XML, foreign XML and oversize documents are refused with SmartPa
     t.is(err.code, 'SMART_PACKET_INVALID');
   }
   // A hostile document cannot bloat the index: terms are capped.
-  const many = Array.from({ length: 100 }, (_, i) => `<tt:Object><tt:Appearance><tt:Class><tt:Type>C${i}</tt:Type></tt:Class></tt:Appearance></tt:Object>`).join('');
-  t.is(parseOnvifMetadata(Buffer.from(`<tt:MetadataStream><tt:VideoAnalytics><tt:Frame>${many}</tt:Frame></tt:VideoAnalytics></tt:MetadataStream>`)).classes.length, 32);
+  const many = Array.from(
+    { length: 100 },
+    (_, i) => `<tt:Object><tt:Appearance><tt:Class><tt:Type>C${i}</tt:Type></tt:Class></tt:Appearance></tt:Object>`,
+  ).join('');
+  t.is(
+    parseOnvifMetadata(Buffer.from(`<tt:MetadataStream><tt:VideoAnalytics><tt:Frame>${many}</tt:Frame></tt:VideoAnalytics></tt:MetadataStream>`)).classes
+      .length,
+    32,
+  );
 });
 
 test('payload classification and KLV framing', (t) => {
@@ -78,7 +89,9 @@ test('payload classification and KLV framing', (t) => {
 });
 
 test('smart framing round-trips and stops at a torn record', (t) => {
-  const recs = [0, 1, 2].map((i) => encodeRecord({ kind: 'onvif', streamType: 6, timeMs: 1_760_000_000_000 + i, mediaTicks90k: 2 ** 33 + i * 9000, payload: Buffer.from(`<x>${i}</x>`) }));
+  const recs = [0, 1, 2].map((i) =>
+    encodeRecord({ kind: 'onvif', streamType: 6, timeMs: 1_760_000_000_000 + i, mediaTicks90k: 2 ** 33 + i * 9000, payload: Buffer.from(`<x>${i}</x>`) }),
+  );
   const file = Buffer.concat([encodeFileHeader(1_760_000_000_000), ...recs]);
   t.deepEqual(decodeFileHeader(file), { startMs: 1_760_000_000_000, version: 1 });
   const all = decodeRecords(file, SMART_FILE_HEADER_BYTES);
@@ -107,12 +120,28 @@ function collect(chunks: Buffer[], cut = 0): { pes: PesPacket[]; demux: TsDemuxe
 }
 
 test('TS demux: packets, boundaries and PTS/DTS kept across any cut of the input', (t) => {
-  const mux = new TsMuxer([{ pid: 0x101, streamType: 0x06 }, { pid: 0x102, streamType: 0x06, registration: 'KLVA' }]);
+  const mux = new TsMuxer([
+    { pid: 0x101, streamType: 0x06 },
+    { pid: 0x102, streamType: 0x06, registration: 'KLVA' },
+  ]);
   const big = Buffer.alloc(1000, 0x41);
-  const chunks = [mux.psi(), mux.pes(0x101, Buffer.from('<a/>'), 90000), mux.pes(0x101, big, 93600, { dts: 93000 }), mux.pes(0x102, Buffer.from([6, 14, 43, 52]), 100)];
+  const chunks = [
+    mux.psi(),
+    mux.pes(0x101, Buffer.from('<a/>'), 90000),
+    mux.pes(0x101, big, 93600, { dts: 93000 }),
+    mux.pes(0x102, Buffer.from([6, 14, 43, 52]), 100),
+  ];
   for (const cut of [0, 1, 7, 188, 500]) {
     const { pes, demux } = collect(chunks, cut);
-    t.deepEqual(pes.map((p) => [p.pid, p.pts, p.dts, p.payload.length]), [[0x101, 90000, undefined, 4], [0x101, 93600, 93000, 1000], [0x102, 100, undefined, 4]], `cut ${cut}`);
+    t.deepEqual(
+      pes.map((p) => [p.pid, p.pts, p.dts, p.payload.length]),
+      [
+        [0x101, 90000, undefined, 4],
+        [0x101, 93600, 93000, 1000],
+        [0x102, 100, undefined, 4],
+      ],
+      `cut ${cut}`,
+    );
     t.true(pes[1]!.payload.equals(big));
     t.is(pes[2]!.registration, 'KLVA');
     t.deepEqual(demux.counters, { truncatedPes: 0, syncLost: 0, badSection: 0 });
@@ -127,7 +156,10 @@ test('TS demux: truncated PES, continuity gaps, lost sync and unannounced PIDs a
   // Drop the second TS packet of the long PES: a continuity gap.
   const gap = Buffer.concat([long.subarray(0, 188), long.subarray(376)]);
   let r = collect([psi, gap, ok]);
-  t.deepEqual(r.pes.map((p) => p.payload.toString()), ['<ok/>']);
+  t.deepEqual(
+    r.pes.map((p) => p.payload.toString()),
+    ['<ok/>'],
+  );
   t.is(r.demux.counters.truncatedPes, 1);
   // Cut off at the end: the declared length is never reached.
   r = collect([psi, long.subarray(0, 376)]);
@@ -135,7 +167,10 @@ test('TS demux: truncated PES, continuity gaps, lost sync and unannounced PIDs a
   t.is(r.demux.counters.truncatedPes, 1);
   // Garbage between packets: resync on the next sync byte.
   r = collect([psi, Buffer.from('garbage!'), ok]);
-  t.deepEqual(r.pes.map((p) => p.payload.toString()), ['<ok/>']);
+  t.deepEqual(
+    r.pes.map((p) => p.payload.toString()),
+    ['<ok/>'],
+  );
   t.true(r.demux.counters.syncLost >= 1);
   // A PID no PMT announced is ignored.
   const other = new TsMuxer([{ pid: 0x105, streamType: 0x06 }]);
@@ -148,7 +183,10 @@ test('TS demux: PTS unwraps across the 33-bit wrap', (t) => {
   t.is(unwrap(2 ** 33 - 100, 2 ** 33 + 100), 2 ** 33 - 100);
   const mux = new TsMuxer([{ pid: 0x101, streamType: 0x06 }]);
   const { pes } = collect([mux.psi(), mux.pes(0x101, Buffer.from('a'), 2 ** 33 - 9000), mux.pes(0x101, Buffer.from('b'), 9000)]);
-  t.deepEqual(pes.map((p) => p.pts), [2 ** 33 - 9000, 2 ** 33 + 9000]);
+  t.deepEqual(
+    pes.map((p) => p.pts),
+    [2 ** 33 - 9000, 2 ** 33 + 9000],
+  );
 });
 
 test("TS demux reads ffmpeg's MPEG-TS data stream (stream type 0x06, one PES per packet)", async (t) => {
@@ -158,12 +196,32 @@ test("TS demux reads ffmpeg's MPEG-TS data stream (stream type 0x06, one PES per
   const mux = new TsMuxer([{ pid: 0x101, streamType: 0x06 }]);
   const docs = [0, 1, 2, 3, 4].map((i) => doc(i % 2 ? 'Vehicle' : 'Human', `2026-03-01T10:00:0${i}Z`));
   await writeFile(join(dir, 'in.ts'), Buffer.concat([mux.psi(), ...docs.map((d, i) => mux.pes(0x101, d, 90000 * (i + 1)))]));
-  await run('ffmpeg', ['-v', 'error', '-y', '-i', join(dir, 'in.ts'), '-map', '0:d', '-c', 'copy', '-f', 'mpegts', '-muxdelay', '0', '-muxpreload', '0', join(dir, 'out.ts')]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-i',
+    join(dir, 'in.ts'),
+    '-map',
+    '0:d',
+    '-c',
+    'copy',
+    '-f',
+    'mpegts',
+    '-muxdelay',
+    '0',
+    '-muxpreload',
+    '0',
+    join(dir, 'out.ts'),
+  ]);
   const { pes } = collect([await readFile(join(dir, 'out.ts'))], 1000);
   t.is(pes.length, 5);
   t.true(pes.every((p, i) => p.streamType === 0x06 && p.payload.equals(docs[i]!)));
   const pts = pes.map((p) => p.pts!);
-  t.deepEqual(pts.map((p) => p - pts[0]!), [0, 90000, 180000, 270000, 360000]);
+  t.deepEqual(
+    pts.map((p) => p - pts[0]!),
+    [0, 90000, 180000, 270000, 360000],
+  );
 });
 
 test('the smart writer times, stores, indexes, caps a flood and deletes with retention', async (t) => {
@@ -182,7 +240,11 @@ test('the smart writer times, stores, indexes, caps a flood and deletes with ret
     // fMP4 time 0 is at anchorMs.
     wallMsAt: (sec) => anchorMs + sec * 1000,
   });
-  const mux = new TsMuxer([{ pid: 0x100 + 1, streamType: 0x1b }, { pid: 0x102, streamType: 0x06 }, { pid: 0x103, streamType: 0x03 }]);
+  const mux = new TsMuxer([
+    { pid: 0x100 + 1, streamType: 0x1b },
+    { pid: 0x102, streamType: 0x06 },
+    { pid: 0x103, streamType: 0x03 },
+  ]);
   const origin = 450000; // the first video PES: fMP4 time 0
   writer.feed(Buffer.concat([mux.psi(), mux.pes(0x101, Buffer.alloc(50), origin, { dts: origin, streamId: 0xe0, unbounded: true })]));
   // 10 s of one document per second, then a bad one of each kind.
@@ -205,14 +267,24 @@ test('the smart writer times, stores, indexes, caps a flood and deletes with ret
   const { hits } = index.smart.inRange('w1', anchorMs - 1, anchorMs + 60_000, {}, 10_000);
   t.is(hits.length, stats.packets);
   const firstTen = hits.slice(0, 10);
-  t.deepEqual(firstTen.map((h) => h.ms), Array.from({ length: 10 }, (_, i) => anchorMs + i * 1000), 'times from PTS through the video anchor');
-  t.deepEqual(firstTen.map((h) => h.record.contentMs), firstTen.map((h) => h.ms));
+  t.deepEqual(
+    firstTen.map((h) => h.ms),
+    Array.from({ length: 10 }, (_, i) => anchorMs + i * 1000),
+    'times from PTS through the video anchor',
+  );
+  t.deepEqual(
+    firstTen.map((h) => h.record.contentMs),
+    firstTen.map((h) => h.ms),
+  );
   t.is(index.smart.inRange('w1', anchorMs - 1, anchorMs + 60_000, { class: 'vehicle' }, 100).hits.length, 5);
   t.is(index.smart.next('w1', anchorMs, { class: 'Human' })!.ms, anchorMs + 2000);
   t.is(index.smart.next('w1', anchorMs + 2000, { class: 'Human' }, true)!.ms, anchorMs);
   // Keys of equal ms are told apart by seq, never overwritten.
   const flood = hits.filter((h) => h.ms === anchorMs + 10_000);
-  t.deepEqual(flood.map((h) => h.seq), flood.map((_, i) => i));
+  t.deepEqual(
+    flood.map((h) => h.seq),
+    flood.map((_, i) => i),
+  );
   // Files rotate at segmentMs and each reads back whole.
   const files = index.smart.files('w1');
   t.true(files.length >= 2, `${files.length} files`);
@@ -235,12 +307,32 @@ test('the smart writer times, stores, indexes, caps a flood and deletes with ret
   t.is(index.smart.files('w1').length, 0);
 });
 
-test('SEI user data in H.264 samples (ffmpeg h264_metadata) is found with its sample time; x264\'s own is not', async (t) => {
+test("SEI user data in H.264 samples (ffmpeg h264_metadata) is found with its sample time; x264's own is not", async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'smart-sei-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'sei.mp4');
-  const xml = '<MetadataStream><VideoAnalytics><Frame><Object><Appearance><Class><Type>Human</Type></Class></Appearance></Object></Frame></VideoAnalytics></MetadataStream>';
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=10:duration=3', '-c:v', 'libx264', '-g', '10', '-bsf:v', `h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+${xml}`, '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  const xml =
+    '<MetadataStream><VideoAnalytics><Frame><Object><Appearance><Class><Type>Human</Type></Class></Appearance></Object></Frame></VideoAnalytics></MetadataStream>';
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc=size=160x120:rate=10:duration=3',
+    '-c:v',
+    'libx264',
+    '-g',
+    '10',
+    '-bsf:v',
+    `h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+${xml}`,
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
   const chunks: Fmp4Chunk[] = [];
   const splitter = new Fmp4Splitter();
   splitter.end(await readFile(file));
@@ -251,7 +343,10 @@ test('SEI user data in H.264 samples (ffmpeg h264_metadata) is found with its sa
   const found = chunks.filter((c): c is Extract<Fmp4Chunk, { kind: 'fragment' }> => c.kind === 'fragment').map((f) => fragmentUserData(f, fmt!));
   const messages = found.flatMap((f) => f.messages);
   t.true(messages.length >= 1, `${messages.length} messages`);
-  t.true(messages.every((m) => m.uuid === '086f3693b7b34f2c965321492feee5b8'), 'x264 encoder info is left out');
+  t.true(
+    messages.every((m) => m.uuid === '086f3693b7b34f2c965321492feee5b8'),
+    'x264 encoder info is left out',
+  );
   t.is(messages[0]!.data.toString().replace(/\0$/, ''), xml, 'ffmpeg ends the string with a NUL');
   t.is(messages[0]!.decodeTicks, 0n);
   t.true(found.every((f) => f.bad === 0));
@@ -261,7 +356,14 @@ test('SEI user data in H.264 samples (ffmpeg h264_metadata) is found with its sa
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
   const index = await RecorderIndex.open(dataDir);
   t.teardown(() => index.close());
-  const writer = new SmartWriter('sei1', { index, dataDir, clock: { nowMs: () => 1_760_000_000_000 }, log: createLogger('silent'), segmentMs: 60_000, wallMsAt: (sec) => 1_760_000_000_000 + sec * 1000 });
+  const writer = new SmartWriter('sei1', {
+    index,
+    dataDir,
+    clock: { nowMs: () => 1_760_000_000_000 },
+    log: createLogger('silent'),
+    segmentMs: 60_000,
+    wallMsAt: (sec) => 1_760_000_000_000 + sec * 1000,
+  });
   for (const m of messages) writer.addSei({ uuid: m.uuid, data: m.data, mediaSec: Number(m.decodeTicks) / m.timescale, streamType: 0x1b });
   await writer.close();
   const hits = index.smart.inRange('sei1', 0, 2_000_000_000_000, { class: 'Human' }, 100).hits;
@@ -279,7 +381,10 @@ test('cut or garbled SEI never throws out of a fragment scan', (t) => {
   // H.265 prefix SEI (type 39) with one user data message.
   const uuid = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
   const nal = Buffer.concat([Buffer.from([39 << 1, 1, 0x05, 18]), uuid, Buffer.from('hi'), Buffer.from([0x80])]);
-  t.deepEqual(seiUserData('h265', nal).map((m) => [m.uuid, m.data.toString()]), [[uuid.toString('hex'), 'hi']]);
+  t.deepEqual(
+    seiUserData('h265', nal).map((m) => [m.uuid, m.data.toString()]),
+    [[uuid.toString('hex'), 'hi']],
+  );
 });
 
 test('retention deletes a smart file left open by a crash, never one a writer still appends to', async (t) => {
@@ -296,9 +401,25 @@ test('retention deletes a smart file left open by a crash, never one a writer st
   t.is((await deleteSmartBefore(index, dataDir, 'c1', base + 10_000)).files, 1);
   await t.throwsAsync(readFile(join(dataDir, rel)));
   // A live writer's file: kept while it is open, deleted once closed.
-  const writer = new SmartWriter('c1', { index, dataDir, clock: { nowMs: () => base }, log: createLogger('silent'), segmentMs: 60_000, wallMsAt: (sec) => base + sec * 1000 });
-  const mux = new TsMuxer([{ pid: 0x101, streamType: 0x1b }, { pid: 0x102, streamType: 0x06 }]);
-  writer.feed(Buffer.concat([mux.psi(), mux.pes(0x101, Buffer.alloc(10), 0, { dts: 0, streamId: 0xe0, unbounded: true }), mux.pes(0x102, doc('Human', new Date(base).toISOString()), 0)]));
+  const writer = new SmartWriter('c1', {
+    index,
+    dataDir,
+    clock: { nowMs: () => base },
+    log: createLogger('silent'),
+    segmentMs: 60_000,
+    wallMsAt: (sec) => base + sec * 1000,
+  });
+  const mux = new TsMuxer([
+    { pid: 0x101, streamType: 0x1b },
+    { pid: 0x102, streamType: 0x06 },
+  ]);
+  writer.feed(
+    Buffer.concat([
+      mux.psi(),
+      mux.pes(0x101, Buffer.alloc(10), 0, { dts: 0, streamId: 0xe0, unbounded: true }),
+      mux.pes(0x102, doc('Human', new Date(base).toISOString()), 0),
+    ]),
+  );
   const files = (): number => index.smart.files('c1').length;
   for (let i = 0; i < 100 && files() === 0; i++) await new Promise((r) => setTimeout(r, 100));
   // Without this the next check would pass with no file at all.

@@ -23,6 +23,13 @@ test('the stream limiter hands out at most max slots, counts refusals, and a rel
 });
 
 test('only media routes are limited: search, cameras, health and metrics never are', (t) => {
-  for (const r of ['/api/cameras/:id/video.mp4', '/api/cameras/:id/play', '/api/cameras/:id/playback', '/api/cameras/:id/live', '/api/cameras/:id/segments/:file']) t.true(STREAM_ROUTES.has(r), r);
+  for (const r of [
+    '/api/cameras/:id/video.mp4',
+    '/api/cameras/:id/play',
+    '/api/cameras/:id/playback',
+    '/api/cameras/:id/live',
+    '/api/cameras/:id/segments/:file',
+  ])
+    t.true(STREAM_ROUTES.has(r), r);
   for (const r of ['/api/recordings', '/api/cameras', '/api/health', '/metrics', '/api/cameras/:id/video.m3u8']) t.false(STREAM_ROUTES.has(r), r);
 });

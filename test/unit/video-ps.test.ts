@@ -24,7 +24,36 @@ const run = promisify(execFile);
 
 async function chunksOf(dir: string): Promise<Fmp4Chunk[]> {
   const file = join(dir, 'src.mp4');
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-f', 'lavfi', '-i', 'sine=r=48000', '-t', '6', '-c:v', 'libx264', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-ac', '1', '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', file]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc=size=160x120:rate=25',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=r=48000',
+    '-t',
+    '6',
+    '-c:v',
+    'libx264',
+    '-g',
+    '25',
+    '-pix_fmt',
+    'yuv420p',
+    '-c:a',
+    'aac',
+    '-ac',
+    '1',
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    file,
+  ]);
   const out: Fmp4Chunk[] = [];
   for await (const c of Readable.from([await readFile(file)]).pipe(new Fmp4Splitter())) out.push(c as Fmp4Chunk);
   return out;
@@ -35,11 +64,17 @@ function jumped(c: Fmp4Chunk, seconds: number, scales: Map<number, number>): Fmp
   if (c.kind !== 'fragment') return c;
   const shifted = new Map(c.moof.tracks.map((tr) => [tr.trackId, tr.baseDecodeTime + BigInt(seconds * scales.get(tr.trackId)!)]));
   const moof = rewriteMoof(c.bytes.subarray(0, c.moofSize), { baseDecodeTime: shifted });
-  return { ...c, bytes: Buffer.concat([moof, c.bytes.subarray(c.moofSize)]), moof: { ...c.moof, tracks: c.moof.tracks.map((tr) => ({ ...tr, baseDecodeTime: shifted.get(tr.trackId)! })) } };
+  return {
+    ...c,
+    bytes: Buffer.concat([moof, c.bytes.subarray(c.moofSize)]),
+    moof: { ...c.moof, tracks: c.moof.tracks.map((tr) => ({ ...tr, baseDecodeTime: shifted.get(tr.trackId)! })) },
+  };
 }
 
 async function packets(file: string, stream: string): Promise<number[]> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', stream, '-show_entries', 'packet=dts_time', '-of', 'csv=p=0', file], { maxBuffer: 1 << 24 });
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', stream, '-show_entries', 'packet=dts_time', '-of', 'csv=p=0', file], {
+    maxBuffer: 1 << 24,
+  });
   return stdout.split('\n').filter(Boolean).map(Number);
 }
 
@@ -70,7 +105,10 @@ for (const format of ['mp4', 'ps'] as const) {
       parts.push(g.bytes);
       outBytes.push(g.planned.outBytes);
     }
-    t.deepEqual(outBytes, parts.map((p) => p.length));
+    t.deepEqual(
+      outBytes,
+      parts.map((p) => p.length),
+    );
     const file = join(dir, 'out.ps');
     await writeFile(file, Buffer.concat([...parts, Buffer.from([0, 0, 1, 0xb9])]));
 
@@ -95,9 +133,43 @@ test('after a break in time the next GOP starts one frame after the last frame, 
   // 1 tick after the last one: the same time for anything counting in frames.
   const dir = await tempDir(t);
   const src = join(dir, 'src.mp4');
-  await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=25', '-t', '2', '-c:v', 'libx264', '-g', '25', '-pix_fmt', 'yuv420p', '-f', 'mp4', src]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc=size=160x120:rate=25',
+    '-t',
+    '2',
+    '-c:v',
+    'libx264',
+    '-g',
+    '25',
+    '-pix_fmt',
+    'yuv420p',
+    '-f',
+    'mp4',
+    src,
+  ]);
   const cut = join(dir, 'cut.mp4');
-  await run('ffmpeg', ['-v', 'error', '-y', '-i', src, '-c', 'copy', '-bsf:v', "setts=duration='if(eq(N\\,49)\\,1\\,DURATION)'", '-f', 'mp4', '-movflags', 'frag_keyframe+empty_moov+default_base_moof', cut]);
+  await run('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-i',
+    src,
+    '-c',
+    'copy',
+    '-bsf:v',
+    "setts=duration='if(eq(N\\,49)\\,1\\,DURATION)'",
+    '-f',
+    'mp4',
+    '-movflags',
+    'frag_keyframe+empty_moov+default_base_moof',
+    cut,
+  ]);
   const chunks: Fmp4Chunk[] = [];
   for await (const c of Readable.from([await readFile(cut)]).pipe(new Fmp4Splitter())) chunks.push(c as Fmp4Chunk);
   const init = chunks[0]!;
@@ -129,5 +201,9 @@ test('after a break in time the next GOP starts one frame after the last frame, 
   const video = await packets(file, 'v:0');
   t.is(video.length, 100);
   const steps = video.slice(1).map((d, i) => Number((d - video[i]!).toFixed(5)));
-  t.deepEqual(steps.filter((s) => s < 0.039 || s > 0.041), [], 'every video DTS step is one frame (40 ms)');
+  t.deepEqual(
+    steps.filter((s) => s < 0.039 || s > 0.041),
+    [],
+    'every video DTS step is one frame (40 ms)',
+  );
 });
