@@ -217,12 +217,18 @@ let t0 = Date.now();
 const minutes = (ms: number): string => (ms / 60_000).toFixed(1);
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** The parts of a JSON answer the soak reads. */
+interface CallJson {
+  error?: { code?: string };
+  label?: { id?: string };
+}
+
 /** One HTTP request, counted: 2xx ok; the answers retention races explain expected; anything else unexpected. */
-async function call(http: string, method: string, path: string, body?: unknown): Promise<{ status: number; bytes: number; json: any }> {
+async function call(http: string, method: string, path: string, body?: unknown): Promise<{ status: number; bytes: number; json: CallJson | null }> {
   let status = 0;
   let text = '';
   let bytes = 0;
-  let json: any = null;
+  let json: CallJson | null = null;
   try {
     const res = await fetch(`${http}${path}`, {
       method,
@@ -234,7 +240,7 @@ async function call(http: string, method: string, path: string, body?: unknown):
     if (type.includes('json') || status >= 400) {
       text = await res.text();
       try {
-        json = JSON.parse(text);
+        json = JSON.parse(text) as CallJson;
       } catch {
         /* not JSON */
       }
@@ -303,7 +309,7 @@ function metric(text: string, name: string, labels: Record<string, string> = {})
     if (!line.startsWith(name)) continue;
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m || m[1] !== name) continue;
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]] as [string, string]));
     if (Object.entries(labels).every(([k, v]) => got[k] === v)) out.push(Number(m[3]));
   }
   return out;
@@ -697,7 +703,7 @@ try {
         text: `soak ${counts.labels}`,
       });
       counts.labels++;
-      if (got.json?.label?.id) labelIds.push(got.json.label.id as string);
+      if (got.json?.label?.id) labelIds.push(got.json.label.id);
       if (labelIds.length > 5) {
         await call(http, 'DELETE', `/api/labels/${labelIds.shift()}`);
         counts.labelDeletes++;
@@ -732,7 +738,7 @@ try {
   stopping = true;
   await Promise.all(loops);
 } catch (err) {
-  fail(`soak: ${(err as Error).stack ?? err}`);
+  fail(`soak: ${(err as Error).stack ?? String(err)}`);
 } finally {
   await cleanup();
   report();

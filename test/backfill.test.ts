@@ -30,7 +30,7 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 
 async function search(http: string, camera: string, fromMs: number, toMs: number): Promise<SearchBody> {
   const q = new URLSearchParams({ camera, from: iso(fromMs), to: iso(toMs) });
-  const { status, body } = await getJson<SearchBody>(`${http}/api/recordings?${q}`);
+  const { status, body } = await getJson<SearchBody>(`${http}/api/recordings?${q.toString()}`);
   if (status !== 200) throw new Error(`search ${status}`);
   return body;
 }
@@ -108,7 +108,7 @@ test.serial('a camera gone for 20 s is back-filled from its SD card: one span wi
   const gapFrom = Date.parse(filled.gaps[0]!.from);
   const gapTo = Date.parse(filled.gaps[filled.gaps.length - 1]!.to);
   const q = new URLSearchParams({ from: iso(gapFrom - 4000), to: iso(gapTo + 4000) });
-  const res = await fetch(`${n.http}/api/cameras/cam/video.mp4?${q}`);
+  const res = await fetch(`${n.http}/api/cameras/cam/video.mp4?${q.toString()}`);
   t.is(res.status, 200);
   const dir = await tempDir(t, 'dl-');
   const file = join(dir, 'across.mp4');

@@ -188,5 +188,8 @@ test('Chromium plays a downloaded H.264+AAC range', async (t) => {
     await new Promise((r) => sb.addEventListener('updateend', r, { once: true }));
     return ms.duration;
   })()`);
-  t.true(typeof initDuration === 'number' && Math.abs(initDuration - segmentSec) < 0.15, `init says ${initDuration} s, the segment's GOPs ${segmentSec} s`);
+  t.true(
+    typeof initDuration === 'number' && Math.abs(initDuration - segmentSec) < 0.15,
+    `init says ${String(initDuration)} s, the segment's GOPs ${segmentSec} s`,
+  );
 });

@@ -200,7 +200,7 @@ for (const k of KINDS) {
       `${k.id}: a span of 12 s`,
       async () => {
         const q = new URLSearchParams({ camera: k.id, from: new Date(m.startedMs - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-        const { status, body } = await getJson<SearchBody>(`${m.node.http}/api/recordings?${q}`);
+        const { status, body } = await getJson<SearchBody>(`${m.node.http}/api/recordings?${q.toString()}`);
         if (status !== 200) throw new Error(`search ${status}`);
         return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) >= 12_000) ?? null;
       },
@@ -209,7 +209,7 @@ for (const k of KINDS) {
     );
     const fromMs = Date.parse(span.to) - 4500;
     const q = new URLSearchParams({ from: new Date(fromMs).toISOString(), to: new Date(fromMs + 3500).toISOString() });
-    const res = await fetch(`${m.node.http}/api/cameras/${k.id}/video.mp4?${q}`);
+    const res = await fetch(`${m.node.http}/api/cameras/${k.id}/video.mp4?${q.toString()}`);
     t.is(res.status, 200, res.status === 200 ? '' : await res.text());
     const file = join(m.dir, `${k.id}.mp4`);
     await writeFile(file, Buffer.from(await res.arrayBuffer()));
@@ -252,7 +252,7 @@ for (const k of KINDS) {
     }
     if (k.format === 'ps' && k.video !== 'mjpeg') {
       // The PS segment carries the AAC made from G.711 (media/ps/ps-convert.ts), and reads back.
-      const ps = await fetch(`${m.node.http}/api/cameras/${k.id}/video.ps?${q}`);
+      const ps = await fetch(`${m.node.http}/api/cameras/${k.id}/video.ps?${q.toString()}`);
       t.is(ps.status, 200);
       const psFile = join(m.dir, `${k.id}.ps`);
       await writeFile(psFile, Buffer.from(await ps.arrayBuffer()));

@@ -168,7 +168,7 @@ test('100 parallel frame requests: each answered 200 or 503 with Retry-After, an
   const startedAt = Date.now();
   const spanOf = async (): Promise<{ from: string; to: string }[]> => {
     const q = new URLSearchParams({ camera: 'cam', from: new Date(startedAt - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-    return (await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?${q}`)).body.spans;
+    return (await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?${q.toString()}`)).body.spans;
   };
   const first = await waitFor(
     '12 s recorded',

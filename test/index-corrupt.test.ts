@@ -152,7 +152,7 @@ async function assertRebuilt(t: import('ava').ExecutionContext, dir: string): Pr
     'the label is back',
   );
   const q = new URLSearchParams({ camera: 'c', from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-  const search = await api<{ spans: unknown[] }>(http, `/api/recordings?${q}`);
+  const search = await api<{ spans: unknown[] }>(http, `/api/recordings?${q.toString()}`);
   t.true(search.body.spans.length > 0, 'segments are searchable');
   rec.child.kill('SIGTERM');
   t.is(await rec.exited, 0);

@@ -81,7 +81,7 @@ test('ffmpeg ingest: a camera that goes silent ends the session (the camera acto
   t.teardown(() => sim.stop());
   const session = startIngest({ url: sim.url('h264'), ffmpegPath: '/usr/bin/ffmpeg', stallTimeoutMs: STALL_MS });
   t.teardown(() => session.stop());
-  const run = consume(session, async () => undefined);
+  const run = consume(session, () => Promise.resolve());
   await waitFor('fragments', () => run.fragments >= 2, 60_000, 100);
   process.kill(sim.pid, 'SIGSTOP');
   t.teardown(() => {

@@ -26,7 +26,7 @@ test('no import goes against the layering and no module import circle exists', a
   const args = ['--config', '.dependency-cruiser.cjs', '--output-type', 'json', ...folders, 'node.ts', 'recorder.ts'];
   // depcruise exits non-zero when it finds violations; its JSON says which.
   const { stdout } = await run(join(root, 'node_modules', '.bin', 'depcruise'), args, { cwd: root, maxBuffer: 256 << 20 }).catch(
-    (err: { stdout?: string; stderr?: string }) => {
+    (err: Error & { stdout?: string; stderr?: string }) => {
       if (!err.stdout) throw new Error(`depcruise failed: ${err.stderr ?? String(err)}`);
       return { stdout: err.stdout };
     },

@@ -32,7 +32,7 @@ function openLive(url: string, protocols: string[] = ['recorder.v1']): Promise<L
     const c: LiveClient = { ws, texts: [], binaries: [], closed: new Promise((r) => ws.once('close', (code) => r(code))) };
     ws.on('message', (data, isBinary) => {
       if (isBinary) c.binaries.push(data as Buffer);
-      else c.texts.push(JSON.parse(String(data)) as Record<string, unknown>);
+      else c.texts.push(JSON.parse((data as Buffer).toString()) as Record<string, unknown>);
     });
     ws.once('open', () => resolve(c));
     ws.once('unexpected-response', (_req, res) => {

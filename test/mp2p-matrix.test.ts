@@ -49,7 +49,7 @@ async function waitSpan(
       `${ms} ms of ${id}`,
       async () => {
         const q = new URLSearchParams({ camera: id, from: new Date(sinceMs).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-        const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?${q}`);
+        const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?${q.toString()}`);
         seen = body.spans.map((s) => ({ fromMs: Date.parse(s.from), toMs: Date.parse(s.to) }));
         const span = seen.find((s) => s.toMs - s.fromMs >= ms);
         return span ? { spans: seen, span } : null;

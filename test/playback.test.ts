@@ -63,9 +63,7 @@ function rawGet(url: string): Promise<{ status: number; length: number; received
 type WsMsg = { text: Record<string, unknown> } | { bin: Buffer };
 
 /** A WebSocket client that queues what arrives and hands it out in order. */
-async function session(
-  url: string,
-): Promise<{
+async function session(url: string): Promise<{
   ws: WebSocket;
   send(o: unknown): void;
   next(what: string, pred: (m: WsMsg) => boolean): Promise<WsMsg>;
@@ -76,7 +74,7 @@ async function session(
   const queue: WsMsg[] = [];
   let waiter: (() => void) | null = null;
   ws.on('message', (data, isBinary) => {
-    queue.push(isBinary ? { bin: Buffer.from(data as Buffer) } : { text: JSON.parse(data.toString()) as Record<string, unknown> });
+    queue.push(isBinary ? { bin: Buffer.from(data as Buffer) } : { text: JSON.parse((data as Buffer).toString()) as Record<string, unknown> });
     waiter?.();
   });
   const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));

@@ -82,7 +82,7 @@ async function waitSpan(n: TestNode, camera: string, ms: number): Promise<{ from
       `${ms} ms of ${camera}`,
       async () => {
         const q = new URLSearchParams({ camera, from: new Date(t0).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-        const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q}`);
+        const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q.toString()}`);
         seen = body.spans;
         const s = body.spans.find((x) => Date.parse(x.to) - Date.parse(x.from) >= ms);
         return s ? { fromMs: Date.parse(s.from), toMs: Date.parse(s.to) } : null;
@@ -304,7 +304,7 @@ test('a GB28181-style camera sending MPEG-PS over RTP (MP2P/90000) records: segm
     'recording again',
     async () => {
       const q2 = new URLSearchParams({ camera: 'gb1', from: new Date(span.fromMs).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-      const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q2}`);
+      const { body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q2.toString()}`);
       const last = body.spans[body.spans.length - 1];
       return body.spans.length >= 2 && last && Date.parse(last.to) - Date.parse(last.from) >= 4000;
     },

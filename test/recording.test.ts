@@ -24,14 +24,14 @@ interface SearchBody {
 
 async function searchHttp(n: TestNode, camera: string, fromMs: number, toMs: number): Promise<SearchBody> {
   const q = new URLSearchParams({ camera, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString() });
-  const { status, body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q}`);
+  const { status, body } = await getJson<SearchBody>(`${n.http}/api/recordings?${q.toString()}`);
   if (status !== 200) throw new Error(`search ${status}: ${JSON.stringify(body)}`);
   return body;
 }
 
 async function download(n: TestNode, camera: string, fromMs: number, toMs: number, dir: string): Promise<{ file: string; headers: Headers; bytes: Buffer }> {
   const q = new URLSearchParams({ from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString() });
-  const res = await fetch(`${n.http}/api/cameras/${camera}/video.mp4?${q}`);
+  const res = await fetch(`${n.http}/api/cameras/${camera}/video.mp4?${q.toString()}`);
   if (res.status !== 200) throw new Error(`download ${res.status}: ${await res.text()}`);
   const bytes = Buffer.from(await res.arrayBuffer());
   const file = join(dir, `${camera}-${fromMs}.mp4`);

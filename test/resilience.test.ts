@@ -24,7 +24,7 @@ interface SearchBody {
 
 async function search(http: string, camera: string, fromMs: number): Promise<SearchBody> {
   const q = new URLSearchParams({ camera, from: new Date(fromMs).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-  const { status, body } = await getJson<SearchBody>(`${http}/api/recordings?${q}`);
+  const { status, body } = await getJson<SearchBody>(`${http}/api/recordings?${q.toString()}`);
   if (status !== 200) throw new Error(`search ${status}`);
   return body;
 }

@@ -108,7 +108,7 @@ test('thinning keeps exactly the I-frames (byte-identical), shrinks the segment,
 
   // Download over the thinned range: plays, with the I-frames and the audio.
   const q = new URLSearchParams({ from: new Date(original.startMs).toISOString(), to: new Date(original.endMs).toISOString() });
-  const res = await fetch(`${n.http}/api/cameras/c/video.mp4?${q}`);
+  const res = await fetch(`${n.http}/api/cameras/c/video.mp4?${q.toString()}`);
   t.is(res.status, 200);
   const dl = join(dir, 'dl.mp4');
   await import('node:fs/promises').then((fs) => res.arrayBuffer().then((b) => fs.writeFile(dl, Buffer.from(b))));

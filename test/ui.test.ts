@@ -145,9 +145,9 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   t.true(spanBox!.width > 20, `span is ${spanBox!.width} px wide`);
   await shot(page, 'ui-timeline.png', '#timeline');
   // 12 s before the span's end, so there is more than the 2 s to watch below.
-  const [spanFrom, spanTo] = (await page.evaluate(
+  const [spanFrom, spanTo] = await page.evaluate<[number, number]>(
     `(() => { const s = document.querySelector('#timeline g.row[data-camera="cam"] g.span'); return [Date.parse(s.dataset.from), Date.parse(s.dataset.to)]; })()`,
-  )) as [number, number];
+  );
   const at = Math.max(0.05, (spanTo - 12_000 - spanFrom) / (spanTo - spanFrom));
   await page.mouse.click(spanBox!.x + spanBox!.width * at, spanBox!.y + spanBox!.height / 2);
 
@@ -164,11 +164,11 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   t.is(started.width, 320);
   t.false(await page.evaluate(`document.getElementById('live').classList.contains('active')`));
   step('playback started');
-  const first = (await page.evaluate(FRAME_DIFF)) as { changed: number; pixels: number };
+  const first = await page.evaluate<{ changed: number; pixels: number }>(FRAME_DIFF);
   t.is(first.changed, -1);
   const pngA = await shot(page, 'ui-playing-1.png', '#video-box');
   await page.waitForFunction(`document.getElementById('video').currentTime > ${started.time + 2}`, undefined, { timeout: 30_000 });
-  const diff = (await page.evaluate(FRAME_DIFF)) as { changed: number; pixels: number };
+  const diff = await page.evaluate<{ changed: number; pixels: number }>(FRAME_DIFF);
   const pngB = await shot(page, 'ui-playing-2.png', '#video-box');
   await shot(page, 'ui-playing-page.png');
   // The moving ball and the burnt-in clock change between the two pictures.

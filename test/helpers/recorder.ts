@@ -61,9 +61,9 @@ export async function startNode(t: ExecutionContext, overrides: RecorderConfigIn
     nc,
     http: node.httpUrl,
     dataDir: dir,
-    async request(subject, body) {
+    async request<T>(subject: string, body: unknown) {
       const msg = await nc.request(subject, JSON.stringify(body), { timeout: 10_000 });
-      return JSON.parse(msg.string());
+      return JSON.parse(msg.string()) as T & { ok: boolean; error?: { code: string; message: string } };
     },
   };
 }

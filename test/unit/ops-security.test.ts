@@ -100,7 +100,7 @@ test('health sampler: alarms after `sustain` samples over, once per excursion, r
   let reading: HealthReading = { cpuFraction: 0.1, memoryFraction: 0.2, disks: [{ path: '/data', usedFraction: 0.5, availableBytes: 1e9 }] };
   const raised: AlarmInput[] = [];
   const s = new HealthSampler(
-    async () => reading,
+    () => Promise.resolve(reading),
     { cpuFraction: 0.9, memoryFraction: 0.8, diskFraction: 0.95, sustain: 2 },
     (a) => raised.push(a),
   );

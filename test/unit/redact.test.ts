@@ -50,7 +50,7 @@ test('log lines never hold a password, whatever field or error carries it', (t) 
   for (const l of lines) {
     t.false(l.includes('Top$ecret'), l);
     t.false(l.includes('quoted'), l);
-    t.notThrows(() => JSON.parse(l));
+    t.notThrows(() => JSON.parse(l) as unknown);
   }
   t.true(lines[0]!.includes('rtsp://admin:***@10.1.2.3/Streaming/101'));
   t.true(lines[1]!.includes('rtsp://admin:***@10.1.2.3/Streaming/101: Server returned 401'), 'the error message and stack too');

@@ -113,9 +113,9 @@ test('appended GOPs are fdatasynced and indexed every syncMs of media, and every
   let now = Date.UTC(2026, 10, 25, 12, 0, 0);
   const clock = { nowMs: () => now };
   const writer = new SegmentWriter(camera, { index, dataDir: dir, clock, log: silentLogger, segmentMs: 60_000, syncMs: 3000 }, null);
-  const indexedGops = async (): Promise<number> => {
+  const indexedGops = (): Promise<number> => {
     const seg = [...index.segments.all('cam')][0];
-    return seg ? decodeGops(seg.gops).length : 0;
+    return Promise.resolve(seg ? decodeGops(seg.gops).length : 0);
   };
   const seen: number[] = [];
   for (const c of a) {
