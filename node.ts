@@ -23,7 +23,7 @@
  * retention, the sample tables, the journal, the index and the lock, in that order.
  */
 import type { FastifyInstance } from 'fastify';
-import type { NatsConnection } from 'nats';
+import { Events, type NatsConnection } from 'nats';
 import { Supervisor } from './actors/supervisor.ts';
 import type { CameraStatus } from './actors/deps.ts';
 import { buildHttp, registeredRoutes, type RegisteredRoute } from './api/http.ts';
@@ -448,11 +448,11 @@ export class RecorderNode {
     void (async () => {
       for await (const s of nc.status()) {
         if (signal.aborted) break;
-        if (s.type === 'disconnect') {
+        if (s.type === Events.Disconnect) {
           this.alarms.detach();
           if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
           this.natsGraceTimer = null;
-        } else if (s.type === 'reconnect') {
+        } else if (s.type === Events.Reconnect) {
           if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
           this.natsGraceTimer = setTimeout(() => {
             this.natsGraceTimer = null;

@@ -9,7 +9,6 @@ import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import { shuttingDown } from '../lib/lifecycle.ts';
 import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
-import type { Logger } from '../lib/log.ts';
 import { VERSION } from '../services/recorder-service.ts';
 import type { HttpDeps } from './http-deps.ts';
 

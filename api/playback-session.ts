@@ -28,7 +28,7 @@
  * stream; server memory per session stays at one GOP plus that bound.
  */
 import type { FastifyInstance } from 'fastify';
-import type { WebSocket } from 'ws';
+import type { RawData, WebSocket } from 'ws';
 import type {} from '@fastify/websocket';
 import { errorBody, RecorderError, toRecorderError, ValidationError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
@@ -77,6 +77,13 @@ export function parseCommand(text: string): Command {
 }
 
 /** Query strings carry flags as text; commands carry JSON booleans. Both mean the same. */
+/** A text frame's payload as a string (ws hands it over as one buffer, fragments or an ArrayBuffer). */
+function rawText(data: RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
+  return data.toString('utf8');
+}
+
 function flagText(v: unknown): unknown {
   return typeof v === 'boolean' ? (v ? '1' : '0') : v;
 }
@@ -103,7 +110,7 @@ export class PlaybackSession {
     private readonly camera: string,
     private readonly log: Logger,
   ) {
-    socket.on('message', (data, isBinary) => void this.onMessage(isBinary ? null : data.toString()));
+    socket.on('message', (data, isBinary) => void this.onMessage(isBinary ? null : rawText(data)));
     socket.on('close', () => void this.close());
     socket.on('error', () => void this.close());
     void this.pump();

@@ -369,7 +369,7 @@ export class SegmentStore {
    * batches of SEGMENT_BATCH: no read transaction is held between batches, so the
    * caller may await between records and stop at any point.
    */
-  *all(camera?: string, fromMs = -1): Iterable<SegmentRecord> {
+  *all(camera?: string, fromMs = -1): Generator<SegmentRecord, void, undefined> {
     const end: SegKey | undefined = camera === undefined ? undefined : [camera, Number.MAX_SAFE_INTEGER];
     let start: SegKey | undefined = camera === undefined ? undefined : [camera, fromMs];
     let skipFirst = false;

@@ -120,7 +120,7 @@ export class AlarmBus {
     try {
       delivery = sink(batch);
     } catch (err) {
-      delivery = Promise.reject(err);
+      delivery = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     delivery.then(
       () => {

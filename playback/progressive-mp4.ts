@@ -285,7 +285,10 @@ function keptCounts(list: TrackList['frags'], starts: number[], timescale: numbe
     // Decode times of this fragment's samples (the last one's duration does not matter).
     let dts = starts[j]!;
     const dtsOf = new Float64Array(n);
-    for (let i = 0; i < n; i++) ((dtsOf[i] = dts), (dts += t.durations[i]!));
+    for (let i = 0; i < n; i++) {
+      dtsOf[i] = dts;
+      dts += t.durations[i]!;
+    }
     let k = n;
     while (k > 0 && dtsOf[k - 1]! + t.compositionOffsets[k - 1]! - ptsZero >= cut) k--;
     keep[j] = k;
@@ -316,7 +319,12 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
       if (i === 0) shift = timeline.enterSegment(frag.tracks);
       let lo = Infinity;
       let hi = -Infinity;
-      for (const t of frag.tracks) for (const r of t.runs) ((lo = Math.min(lo, r.fileOffset)), (hi = Math.max(hi, r.fileOffset + r.bytes)));
+      for (const t of frag.tracks) {
+        for (const r of t.runs) {
+          lo = Math.min(lo, r.fileOffset);
+          hi = Math.max(hi, r.fileOffset + r.bytes);
+        }
+      }
       if (lo < hi) {
         const entry: RawFragment = { path: seg.path, ...(seg.fileBytes !== undefined ? { fileBytes: seg.fileBytes } : {}), lo, hi, tracks: [] };
         for (const t of frag.tracks) {
@@ -365,17 +373,15 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
     const cut = f.tracks.some(({ t }) => kept.has(`${at}:${t.trackId}`));
     if (!cut) {
       for (const { t, outBase } of f.tracks) {
-        placed
-          .get(t.trackId)!
-          .push({
-            outBase,
-            durations: t.durations,
-            sizes: t.sizes,
-            flags: t.flags,
-            ctts: t.compositionOffsets,
-            durationTicks: t.durationTicks,
-            chunks: t.runs.map((r) => ({ rel: payload + (r.fileOffset - f.lo), count: r.count })),
-          });
+        placed.get(t.trackId)!.push({
+          outBase,
+          durations: t.durations,
+          sizes: t.sizes,
+          flags: t.flags,
+          ctts: t.compositionOffsets,
+          durationTicks: t.durationTicks,
+          chunks: t.runs.map((r) => ({ rel: payload + (r.fileOffset - f.lo), count: r.count })),
+        });
       }
       addPart(f, f.lo, f.hi - f.lo);
       return;
@@ -407,17 +413,15 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
       let durationTicks = 0;
       for (let i = 0; i < k; i++) durationTicks += durations[i]!;
       const chunks = ranges.filter((r) => r.track === t.trackId).map((r) => ({ rel: rel.get(`${r.track}:${r.run}`)!, count: r.count }));
-      placed
-        .get(t.trackId)!
-        .push({
-          outBase,
-          durations,
-          sizes: t.sizes.subarray(0, k),
-          flags: t.flags.subarray(0, k),
-          ctts: t.compositionOffsets.subarray(0, k),
-          durationTicks,
-          chunks,
-        });
+      placed.get(t.trackId)!.push({
+        outBase,
+        durations,
+        sizes: t.sizes.subarray(0, k),
+        flags: t.flags.subarray(0, k),
+        ctts: t.compositionOffsets.subarray(0, k),
+        durationTicks,
+        chunks,
+      });
     }
   });
 
@@ -445,7 +449,10 @@ function collect(req: ProgressiveRequest): { tracks: TrackSamples[]; parts: File
           }
         }
       }
-      for (const c of f.chunks) (chunkOffsets.push(c.rel), chunkCounts.push(c.count));
+      for (const c of f.chunks) {
+        chunkOffsets.push(c.rel);
+        chunkCounts.push(c.count);
+      }
     }
     const { lastDurations, end } = fragmentStarts(list);
     tracks.push({
@@ -548,7 +555,10 @@ function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): BoxNode {
   for (let i = 0; i < counts.length;) {
     let j = i + 1;
     while (j < counts.length && counts[j] === counts[i]) j++;
-    (o.u32(i + 1), o.u32(counts[i]!), o.u32(1)); // first chunk (1-based), samples per chunk, description 1
+    // first chunk (1-based), samples per chunk, description 1
+    o.u32(i + 1);
+    o.u32(counts[i]!);
+    o.u32(1);
     i = j;
   }
   boxes.push(o.buf);
@@ -573,7 +583,10 @@ function stbl(t: TrackSamples, stsd: Buffer, wide: boolean): BoxNode {
   o = new Out(16 + n * (wide ? 8 : 4));
   o.full(o.buf.length, wide ? 'co64' : 'stco', 0, 0);
   o.u32(n);
-  for (const off of t.chunkOffsets) wide ? o.u64(off) : o.u32(off);
+  for (const off of t.chunkOffsets) {
+    if (wide) o.u64(off);
+    else o.u32(off);
+  }
   boxes.push(o.buf);
   return box('stbl', ...boxes);
 }
@@ -589,9 +602,12 @@ function elst(edits: Edit[]): BoxNode {
   o.u32(edits.length);
   for (const e of edits) {
     o.u64(e.durationMovie);
-    if (e.mediaTime < 0) (o.u32(0xffffffff), o.u32(0xffffffff));
-    else o.u64(e.mediaTime);
-    (o.u16(1), o.u16(0)); // media rate 1.0
+    if (e.mediaTime < 0) {
+      o.u32(0xffffffff);
+      o.u32(0xffffffff);
+    } else o.u64(e.mediaTime);
+    o.u16(1); // media rate 1.0
+    o.u16(0);
   }
   return box('edts', o.buf);
 }
@@ -602,8 +618,10 @@ function tkhd(init: Buffer, t: TrackSamples, durationMovie: number): Buffer {
   const tail = s.body + (s.version === 1 ? 32 : 20); // layer … height (60 bytes)
   const o = new Out(12 + 32 + 60);
   o.full(o.buf.length, 'tkhd', 1, 3); // enabled, in movie
-  (o.u64(0), o.u64(0)); // creation, modification: fixed, so the bytes never change
-  (o.u32(t.id), o.u32(0));
+  o.u64(0); // creation, modification: fixed, so the bytes never change
+  o.u64(0);
+  o.u32(t.id);
+  o.u32(0);
   o.u64(durationMovie);
   o.bytes(init.subarray(tail, tail + 60));
   return o.buf;
@@ -615,17 +633,20 @@ function mdhd(init: Buffer, t: TrackSamples, mdia: Box): Buffer {
   const lang = init.readUInt16BE(s.body + (s.version === 1 ? 28 : 16));
   const o = new Out(12 + 32);
   o.full(o.buf.length, 'mdhd', 1, 0);
-  (o.u64(0), o.u64(0));
+  o.u64(0);
+  o.u64(0);
   o.u32(t.timescale);
   o.u64(t.endTicks - t.startTicks);
-  (o.u16(lang), o.u16(0));
+  o.u16(lang);
+  o.u16(0);
   return o.buf;
 }
 
 function mvhd(durationMovie: number, nextTrackId: number): Buffer {
   const o = new Out(12 + 108);
   o.full(o.buf.length, 'mvhd', 1, 0);
-  (o.u64(0), o.u64(0));
+  o.u64(0);
+  o.u64(0);
   o.u32(MOVIE_TIMESCALE);
   o.u64(durationMovie);
   o.u32(0x00010000); // rate 1.0
@@ -639,7 +660,12 @@ function mvhd(durationMovie: number, nextTrackId: number): Buffer {
 
 function ftyp(): Buffer {
   const o = new Out(8 + 16);
-  (o.u32(24), o.type('ftyp'), o.type('isom'), o.u32(0x200), o.type('isom'), o.type('mp41'));
+  o.u32(24);
+  o.type('ftyp');
+  o.type('isom');
+  o.u32(0x200);
+  o.type('isom');
+  o.type('mp41');
   return o.buf;
 }
 
@@ -713,8 +739,14 @@ export function buildProgressive(req: ProgressiveRequest): ProgressiveLayout {
   if (wide) built = moov(init, tracks, req, endSec, true);
   const headLen = ft.length + built.moov.size + mdatHeader;
   const mh = new Out(mdatHeader);
-  if (largeMdat) (mh.u32(1), mh.type('mdat'), mh.u64(payload + 16));
-  else (mh.u32(payload + 8), mh.type('mdat'));
+  if (largeMdat) {
+    mh.u32(1);
+    mh.type('mdat');
+    mh.u64(payload + 16);
+  } else {
+    mh.u32(payload + 8);
+    mh.type('mdat');
+  }
   const head = Buffer.allocUnsafe(headLen);
   let at = ft.copy(head, 0);
   at = writePiece(built.moov, head, at);

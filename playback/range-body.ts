@@ -70,7 +70,7 @@ export async function rangeBody(
   // Segments not cached yet are read a few at a time: from their persisted tables, or
   // (none yet, or not usable) from their moofs, ~30 per segment, where running in
   // parallel uses the disk's queue and the thread pool.
-  const tables: SegmentTables[] = new Array(sel.slices.length);
+  const tables: SegmentTables[] = new Array<SegmentTables>(sel.slices.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     for (let i = next++; i < sel.slices.length; i = next++) {

@@ -25,7 +25,7 @@ import { RecorderError } from '../lib/errors.ts';
 import { Mp4FormatError } from '../media/mp4/boxes.ts';
 import { scanFmp4File, type ScannedFile } from '../media/mp4/fmp4-file.ts';
 import { durationPatches, initDurations } from '../media/mp4/init-duration.ts';
-import { parseSegmentRelPath, poolsDir, type ParsedSegmentPath } from './layout.ts';
+import { parseSegmentRelPath, type ParsedSegmentPath } from './layout.ts';
 import { scanPsSegment } from './ps-segment-scan.ts';
 
 export interface ReconcileReport {

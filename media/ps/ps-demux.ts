@@ -235,9 +235,14 @@ export function demuxPs(input: Uint8Array, opts: DemuxOptions = {}): PsDemuxResu
       while (q < body.length && body[q] === 0xff && q < 16) q++;
       if (q < body.length && (body[q]! & 0xc0) === 0x40) q += 2;
       const m = body[q] ?? 0;
-      if ((m & 0xf0) === 0x20 && q + 5 <= body.length) ((pts = readTs(body, q)), (q += 5));
-      else if ((m & 0xf0) === 0x30 && q + 10 <= body.length) ((pts = readTs(body, q)), (dts = readTs(body, q + 5)), (q += 10));
-      else if (m === 0x0f) q += 1;
+      if ((m & 0xf0) === 0x20 && q + 5 <= body.length) {
+        pts = readTs(body, q);
+        q += 5;
+      } else if ((m & 0xf0) === 0x30 && q + 10 <= body.length) {
+        pts = readTs(body, q);
+        dts = readTs(body, q + 5);
+        q += 10;
+      } else if (m === 0x0f) q += 1;
       else return void counters.unknownStreamPackets++;
     }
     const payload = body.subarray(q);

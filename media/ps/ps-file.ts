@@ -9,7 +9,7 @@
  * why the rest is not one, so reconcile can truncate it. Only a file that does not
  * start with a GOP of ours throws (PS_BAD_STREAM).
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { MediaFormatError } from '../media-error.ts';
 import { demuxPs } from './ps-demux.ts';
 import { FILE_HEADER_BYTES } from './ps-mux.ts';
