@@ -7,7 +7,10 @@
  * in its log and checks nothing else).
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createConnection } from 'node:net';
+import { connect } from 'nats';
+import { freePort } from '../lib/nats-embedded.ts';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -25,6 +28,30 @@ const exists = (p: string): Promise<boolean> =>
 
 function closedSegments(n: TestNode, camera: string) {
   return [...n.node.index.segments.all(camera)].filter((s) => !s.open);
+}
+
+/** A nats-server of this test's own (killed after the clients close: teardowns run last-in first-out). */
+async function externalNats(t: import('ava').ExecutionContext): Promise<string> {
+  const port = await freePort();
+  const child = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  // Probe the port with plain TCP: a failed nats.js connect() leaves its timer running.
+  await waitFor(
+    'nats up',
+    () =>
+      new Promise<boolean>((resolve) => {
+        const s = createConnection(port, '127.0.0.1', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      }),
+    10_000,
+    100,
+  );
+  return `nats://127.0.0.1:${port}`;
 }
 
 async function alarmsOf(t: import('ava').ExecutionContext, n: TestNode, kind: string): Promise<Alarm[]> {
@@ -122,8 +149,16 @@ test('emergency overwrite: under the free-space threshold the oldest unlocked vi
   await first.node.stop();
 
   // A threshold no disk can meet: everything unlocked must go, the locked segment stays.
-  const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300, minFreeBytes: Number.MAX_SAFE_INTEGER }, dataDir);
-  const alarms = await alarmsOf(t, n, 'disk-full');
+  // The disk is "full" from the first instant, so the alarm is raised during start-up and
+  // sent when NATS connects (it starts last): listen on the server before the node
+  // starts, as a VMS already connected to it does.
+  const natsUrl = await externalNats(t);
+  const listener = await connect({ servers: natsUrl });
+  t.teardown(() => listener.close());
+  const alarms: Alarm[] = [];
+  listener.subscribe('rec.v1.alarm.disk-full', { callback: (_e, m) => alarms.push(m.json<Alarm>()) });
+  await listener.flush();
+  const n = await startNode(t, { segmentSeconds: 2, retentionTickMs: 300, minFreeBytes: Number.MAX_SAFE_INTEGER, natsUrl }, dataDir);
   await waitFor('emergency overwrite', () => ([...n.node.index.segments.all('c')].length === 1 ? true : null), 20_000);
   t.truthy(n.node.index.segments.get('c', segs[1]!.startMs), 'the locked segment survives');
   await waitFor('disk-full alarm', () => (alarms.length > 0 ? true : null), 10_000);
