@@ -65,7 +65,7 @@ export async function compactIndex(dataDir: string, check: IndexCheck, log: Logg
   }
   await mkdir(tmpDir, { recursive: true });
   try {
-    const env = openLmdb({ path: dir, maxDbs: 32, mapSize: 8 * 1024 ** 3 });
+    const env = openLmdb({ path: dir, maxDbs: 64, mapSize: 8 * 1024 ** 3 });
     try {
       await env.backup(tmpDir, true);
     } finally {

@@ -111,7 +111,7 @@ export class RecorderIndex {
     guardCommitRejections();
     const path = join(dataDir, 'index');
     mkdirSync(path, { recursive: true });
-    const root = open({ path, maxDbs: 32, mapSize: 8 * 1024 ** 3 });
+    const root = open({ path, maxDbs: 64, mapSize: 8 * 1024 ** 3 });
     let index: RecorderIndex;
     try {
       // Before any database is opened (which would create the missing ones in it).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine for the recorder and its tests: system packages
 # (ffmpeg, nats-server, GStreamer's RTSP server for the simulated camera, tesseract
-# for the clock-overlay check in tests, Chromium for the browser playback test,
+# for the clock-overlay check in tests, Chromium for the browser playback test, the
+# AWS CLI, rclone and s3cmd for the S3 API tests,
 # procps for the tests' leaked-process checks)
 # through apt-get when missing, then npm dependencies when package-lock.json
 # changed. Fast (< 1 s) when nothing is missing.
@@ -13,6 +14,10 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The S3 clients people use, to test the S3 API with them unchanged.
+command -v aws >/dev/null 2>&1 || need+=(awscli)
+command -v rclone >/dev/null 2>&1 || need+=(rclone)
+command -v s3cmd >/dev/null 2>&1 || need+=(s3cmd)
 # ps and pgrep: tests check that no child process outlives its owner.
 { command -v ps >/dev/null 2>&1 && command -v pgrep >/dev/null 2>&1; } || need+=(procps)
 if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1 \
