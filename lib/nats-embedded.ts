@@ -52,6 +52,10 @@ const WRAPPER =
   'exec 3<&0; "$0" "$@" </dev/null & p=$!; trap \'kill $p 2>/dev/null; wait $p; exit 0\' TERM INT; (cat <&3 >/dev/null; kill $p 2>/dev/null) & wait $p';
 
 const READY_TIMEOUT_MS = 15_000;
+/** Starts tried when the chosen port is taken before nats-server binds it. */
+const PORT_ATTEMPTS = 3;
+/** nats-server's words for a port in use (`listen tcp 127.0.0.1:4222: bind: address already in use`). */
+const PORT_TAKEN = /address already in use/i;
 const INFO_LINE = /^\[\d+\] \S+ \S+ \[(INF|DBG|TRC)\]/;
 
 export function freePort(host = '127.0.0.1'): Promise<number> {
@@ -152,12 +156,27 @@ export async function startEmbeddedNats(opts: EmbeddedNatsOptions): Promise<Embe
   const maxMs = opts.restartMaxMs ?? 30_000;
   const creds = loadOrCreateCredentials(opts.dataDir, log);
   const conf = writeServerConfig(opts.dataDir, creds, prefix);
-  const port = opts.port ?? (creds.port !== undefined && (await portFree(creds.port)) ? creds.port : await freePort());
+  let port = opts.port ?? (creds.port !== undefined && (await portFree(creds.port)) ? creds.port : await freePort());
   // -sd on the command line too: tests and operators find the server by its data dir.
-  const args = ['-c', conf, '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store];
+  let args = ['-c', conf, '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store];
   // Aborted by stop(): every server of ours is stopped and none is started again.
   const stopped = new AbortController();
-  let current: Running | null = await spawnServer(opts.binary, args, stopped.signal);
+  let current: Running | null = null;
+  // A port found free can be taken before nats-server binds it (another process, or
+  // recorders started at once from copies of one data dir, which remember one port):
+  // then another free port is tried. A port the operator set is never changed.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      current = await spawnServer(opts.binary, args, stopped.signal);
+      break;
+    } catch (err) {
+      if (opts.port !== undefined || attempt >= PORT_ATTEMPTS || !PORT_TAKEN.test((err as Error).message)) throw err;
+      const taken = port;
+      port = await freePort();
+      args = args.map((a, i) => (i > 0 && args[i - 1] === '-p' ? String(port) : a));
+      log.warn({ port: taken, next: port }, 'the embedded nats-server port was taken as it started: trying another');
+    }
+  }
   const url = `nats://127.0.0.1:${port}`;
   saveEndpoint(opts.dataDir, creds, url, port, prefix);
   const file = credentialsFile(opts.dataDir);

@@ -55,7 +55,10 @@ async function api<T = Record<string, unknown>>(
   const headers = new Headers(init.headers);
   if (init.auth !== null) headers.set('authorization', init.auth ?? ADMIN);
   if (init.body !== undefined) headers.set('content-type', 'application/json');
-  const res = await fetch(`${http}${path}`, { ...init, headers });
+  const res = await fetch(`${http}${path}`, { ...init, headers }).catch((e: unknown) => {
+    // undici says only "fetch failed"; the reason is its cause.
+    throw new Error(`${init.method ?? 'GET'} ${http}${path}: ${String((e as { cause?: unknown }).cause ?? e)}`);
+  });
   return { status: res.status, body: (await res.json()) as T };
 }
 

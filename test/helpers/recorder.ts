@@ -128,10 +128,27 @@ export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, 
     child.stderr.pipe(out, { end: false });
     child.once('close', () => out.end());
   }
+  // The last lines the recorder wrote, logged when the test fails (a recorder that
+  // exited or stopped answering says why).
+  const tail: string[] = [];
+  const keep = (s: string): void => {
+    tail.push(...s.split('\n').filter(Boolean));
+    if (tail.length > 40) tail.splice(0, tail.length - 40);
+  };
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', keep);
+  t.teardown(() => {
+    if (t.passed) return;
+    const said = `recorder ${child.pid} (exit ${child.exitCode ?? child.signalCode ?? 'running'}), last lines:\n${tail.join('\n')}`;
+    // A before hook's teardown runs after the hook's context has closed: t.log is gone
+    // and t.passed says nothing, so only a test's own recorder is reported.
+    if (typeof t.log === 'function') t.log(said);
+  });
   let buf = '';
   const http = new Promise<string>((resolve, reject) => {
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (s: string) => {
+      keep(s);
       buf += s;
       for (const line of buf.split('\n')) {
         if (!line.includes('"http listening"')) continue;
