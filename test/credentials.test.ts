@@ -20,13 +20,26 @@ const ADMIN_TOKEN = 'admin-token-for-credential-tests-0123';
 const PASSWORD = 'cam-Secret-1';
 const WRONG = 'Wrong-Pass-2';
 
-async function call(url: string, auth: string, init: RequestInit = {}): Promise<{ status: number; body: any; text: string }> {
+interface CameraView {
+  id: string;
+  status: string;
+  lastError: string | null;
+  streams: { main: string };
+}
+interface CameraAnswer {
+  camera: CameraView;
+}
+interface CameraList {
+  cameras: CameraView[];
+}
+
+async function call<T = unknown>(url: string, auth: string, init: RequestInit = {}): Promise<{ status: number; body: T; text: string }> {
   const headers = new Headers(init.headers);
   headers.set('authorization', auth);
   if (init.body !== undefined) headers.set('content-type', 'application/json');
   const res = await fetch(url, { ...init, headers });
   const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null, text };
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T, text };
 }
 
 test('camera passwords reach admins only: never a viewer, NATS, status, search or the log', async (t) => {
@@ -61,8 +74,8 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
       for await (const m of sub) published.push(m.string());
     })();
   }
-  const nats = async (subject: string, body: unknown): Promise<any> =>
-    JSON.parse((await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
+  const nats = async <T>(subject: string, body: unknown): Promise<T> =>
+    JSON.parse((await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).string()) as T;
   const api = (path: string): string => `${node.httpUrl}${path}`;
   const admin = `Bearer ${ADMIN_TOKEN}`;
   // The simulated camera asks for no credentials: it takes any.
@@ -70,7 +83,7 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
   const bad = `rtsp://admin:${WRONG}@127.0.0.1:${await freePort()}/h264`;
   const goodShown = good.replace(PASSWORD, '***');
 
-  const put = await call(api('/api/cameras/cam'), admin, { method: 'PUT', body: JSON.stringify({ streams: { main: good } }) });
+  const put = await call<CameraAnswer>(api('/api/cameras/cam'), admin, { method: 'PUT', body: JSON.stringify({ streams: { main: good } }) });
   t.is(put.status, 200);
   t.is(put.body.camera.streams.main, good, 'the admin who put it gets it back whole');
   t.is((await call(api('/api/cameras/wrong'), admin, { method: 'PUT', body: JSON.stringify({ streams: { main: bad } }) })).status, 200);
@@ -80,32 +93,28 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
   );
   const viewer = `Basic ${Buffer.from('v:viewer-pass-1').toString('base64')}`;
 
-  await waitFor('cam recording', async () => (await call(api('/api/cameras/cam'), admin)).body.camera.status === 'recording', 60_000);
+  await waitFor('cam recording', async () => (await call<CameraAnswer>(api('/api/cameras/cam'), admin)).body.camera.status === 'recording', 60_000);
   const failed = await waitFor(
     'the closed port refused',
-    async () => (await call(api('/api/cameras/wrong'), admin)).body.camera.lastError as string | null,
+    async () => (await call<CameraAnswer>(api('/api/cameras/wrong'), admin)).body.camera.lastError,
     60_000,
   );
 
   // ---- what each one sees ---------------------------------------------------------
-  const adminList = await call(api('/api/cameras'), admin);
-  t.deepEqual(adminList.body.cameras.map((c: { streams: { main: string } }) => c.streams.main).sort(), [bad, good].sort(), 'admins see the URLs whole');
-  const viewerList = await call(api('/api/cameras'), viewer);
+  const adminList = await call<CameraList>(api('/api/cameras'), admin);
+  t.deepEqual(adminList.body.cameras.map((c) => c.streams.main).sort(), [bad, good].sort(), 'admins see the URLs whole');
+  const viewerList = await call<CameraList>(api('/api/cameras'), viewer);
   t.is(viewerList.status, 200);
-  t.deepEqual(viewerList.body.cameras.map((c: { id: string; streams: { main: string } }) => [c.id, c.streams.main]).sort(), [
+  t.deepEqual(viewerList.body.cameras.map((c) => [c.id, c.streams.main]).sort(), [
     ['cam', goodShown],
     ['wrong', bad.replace(WRONG, '***')],
   ]);
-  const viewerGet = await call(api('/api/cameras/wrong'), viewer);
+  const viewerGet = await call<CameraAnswer>(api('/api/cameras/wrong'), viewer);
   t.is(viewerGet.body.camera.streams.main, bad.replace(WRONG, '***'));
   t.is(typeof viewerGet.body.camera.lastError, 'string');
-  const natsList = await nats('rec.v1.camera.list', {});
-  t.deepEqual(
-    natsList.cameras.map((c: { streams: { main: string } }) => c.streams.main).sort(),
-    [goodShown, bad.replace(WRONG, '***')].sort(),
-    'NATS carries no principal: redacted',
-  );
-  const natsGet = await nats('rec.v1.camera.get', { id: 'wrong' });
+  const natsList = await nats<CameraList>('rec.v1.camera.list', {});
+  t.deepEqual(natsList.cameras.map((c) => c.streams.main).sort(), [goodShown, bad.replace(WRONG, '***')].sort(), 'NATS carries no principal: redacted');
+  const natsGet = await nats<CameraAnswer>('rec.v1.camera.get', { id: 'wrong' });
   const search = await call(api(`/api/recordings?camera=wrong&from=${Date.now() - 600_000}&to=${Date.now() + 60_000}`), viewer);
   t.is(search.status, 200);
   for (const [what, text] of [
@@ -120,12 +129,15 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
   }
 
   // ---- a client sends back what it was shown ------------------------------------
-  const back = await call(api('/api/cameras/cam'), admin, { method: 'PUT', body: JSON.stringify({ name: 'Gate', streams: { main: goodShown } }) });
+  const back = await call<CameraAnswer>(api('/api/cameras/cam'), admin, {
+    method: 'PUT',
+    body: JSON.stringify({ name: 'Gate', streams: { main: goodShown } }),
+  });
   t.is(back.status, 200, back.text);
   t.is(back.body.camera.streams.main, good, 'the stored password is kept');
-  t.true((await nats('rec.v1.camera.put', { id: 'cam', name: 'Gate 2', streams: { main: goodShown } })).ok, 'over NATS too');
-  t.is((await call(api('/api/cameras/cam'), admin)).body.camera.streams.main, good);
-  const elsewhere = await call(api('/api/cameras/cam'), admin, {
+  t.true((await nats<{ ok: boolean }>('rec.v1.camera.put', { id: 'cam', name: 'Gate 2', streams: { main: goodShown } })).ok, 'over NATS too');
+  t.is((await call<CameraAnswer>(api('/api/cameras/cam'), admin)).body.camera.streams.main, good);
+  const elsewhere = await call<{ error: { code: string } }>(api('/api/cameras/cam'), admin, {
     method: 'PUT',
     body: JSON.stringify({ streams: { main: goodShown.replace('127.0.0.1', 'localhost') } }),
   });
@@ -137,8 +149,8 @@ test('camera passwords reach admins only: never a viewer, NATS, status, search o
   await waitFor(
     'cam records after the PUT',
     async () => {
-      const r = await call(api(`/api/recordings?camera=cam&from=${since - 60_000}&to=${Date.now() + 60_000}`), admin);
-      return (r.body.spans as { to: string }[]).some((s) => Date.parse(s.to) > since + 2000);
+      const r = await call<{ spans: { to: string }[] }>(api(`/api/recordings?camera=cam&from=${since - 60_000}&to=${Date.now() + 60_000}`), admin);
+      return r.body.spans.some((s) => Date.parse(s.to) > since + 2000);
     },
     60_000,
   );

@@ -12,7 +12,7 @@ import { statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import { connect, type NatsConnection, type Status } from 'nats';
+import { Events, connect, type NatsConnection, type Status } from 'nats';
 import { SimCamera, freePort } from '../sim/camera.ts';
 import { configSchema } from '../lib/config.ts';
 import { createLogger } from '../lib/log.ts';
@@ -21,6 +21,11 @@ import { RecorderNode } from '../node.ts';
 import { embeddedNatsUser, getJson, startNode, tempDir, waitFor } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
+
+/** The answer to rec.v1.camera.list, as far as these tests read it. */
+interface CameraList {
+  cameras: { id: string }[];
+}
 
 /** Processes whose command line names the data dir (the nats-server and its sh wrapper). */
 async function processesMentioning(dir: string): Promise<string[]> {
@@ -47,7 +52,7 @@ function violations(nc: NatsConnection): string[] {
   const seen: string[] = [];
   void (async () => {
     for await (const s of nc.status() as AsyncIterable<Status & { permissionContext?: { operation: string; subject: string } }>) {
-      if (s.type === 'error' && s.data === 'PERMISSIONS_VIOLATION' && s.permissionContext)
+      if (s.type === Events.Error && s.data === 'PERMISSIONS_VIOLATION' && s.permissionContext)
         seen.push(`${s.permissionContext.operation} ${s.permissionContext.subject}`);
     }
   })();
@@ -96,9 +101,9 @@ test('embedded NATS: generated credentials, anonymous refused, observer cannot d
   const vms = await connect({ servers: url, ...embeddedNatsUser(dir, 'vms') });
   t.teardown(() => vms.close());
   const vmsViolations = violations(vms);
-  const request = async (subject: string, body: unknown): Promise<any> =>
-    JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
-  const put = await request('rec.v1.camera.put', { id: 'cam', streams: { main: `rtsp://127.0.0.1:${await freePort()}/none` } });
+  const request = async <T>(subject: string, body: unknown): Promise<T> =>
+    JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string()) as T;
+  const put = await request<{ ok: boolean }>('rec.v1.camera.put', { id: 'cam', streams: { main: `rtsp://127.0.0.1:${await freePort()}/none` } });
   t.true(put.ok, JSON.stringify(put));
   const info = JSON.parse((await vms.request('$SRV.INFO.recorder', '', { timeout: 5000 })).string()) as { name: string };
   t.is(info.name, 'recorder', 'service discovery');
@@ -123,9 +128,9 @@ test('embedded NATS: generated credentials, anonymous refused, observer cannot d
     observerViolations.join('; '),
   );
   t.false(observer.isClosed());
-  const list = await request('rec.v1.camera.list', {});
+  const list = await request<CameraList>('rec.v1.camera.list', {});
   t.deepEqual(
-    list.cameras.map((c: { id: string }) => c.id),
+    list.cameras.map((c) => c.id),
     ['cam'],
     'the camera is still there',
   );
@@ -170,9 +175,9 @@ test('a SIGKILLed embedded nats-server is restarted: alarms raised while it was 
   vms.subscribe('rec.v1.status.cam', { callback: (_e, m) => statuses.push({ ...m.json<{ state: string; at: string }>(), receivedAt: Date.now() }) });
   await observer.flush();
   await vms.flush();
-  const request = async (subject: string, body: unknown): Promise<any> =>
-    JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string());
-  t.true((await request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
+  const request = async <T>(subject: string, body: unknown): Promise<T> =>
+    JSON.parse((await vms.request(subject, JSON.stringify(body), { timeout: 10_000 })).string()) as T;
+  t.true((await request<{ ok: boolean }>('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   await waitFor('recording', () => statuses.some((s) => s.state === 'recording'), 30_000);
   t.is((await natsServersOf(n.dataDir)).length, 1);
 
@@ -230,11 +235,11 @@ test('a SIGKILLed embedded nats-server is restarted: alarms raised while it was 
   await waitFor('a status after the restart', () => statuses.some((s) => s.receivedAt > downUntil && s.state !== 'recording'), 30_000, 100);
 
   // Control works again, through the same service.
-  const got = await request('rec.v1.camera.get', { id: 'cam' });
+  const got = await request<{ ok: boolean; camera: { status: string } }>('rec.v1.camera.get', { id: 'cam' });
   t.true(got.ok);
   t.not(got.camera.status, 'recording');
-  t.true((await request('rec.v1.camera.put', { id: 'cam2', streams: { main: sim.url('h264') } })).ok);
-  t.deepEqual((await request('rec.v1.camera.list', {})).cameras.map((c: { id: string }) => c.id).sort(), ['cam', 'cam2']);
+  t.true((await request<{ ok: boolean }>('rec.v1.camera.put', { id: 'cam2', streams: { main: sim.url('h264') } })).ok);
+  t.deepEqual((await request<CameraList>('rec.v1.camera.list', {})).cameras.map((c) => c.id).sort(), ['cam', 'cam2']);
   // One server, and the dead one's wrapper gone with it.
   t.is((await natsServersOf(n.dataDir)).length, 1);
   await waitFor('one wrapper', async () => (await processesMentioning(n.dataDir)).filter((l) => / sh -c /.test(l)).length <= 2, 10_000).catch(async () =>

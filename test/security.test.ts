@@ -33,7 +33,30 @@ function basic(user: string, password: string): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 }
 
-async function call(url: string, auth: string | undefined, init: RequestInit = {}): Promise<{ status: number; body: any; headers: Headers; bytes: number }> {
+/** The answers these tests read, as far as they read them. */
+interface ErrorAnswer {
+  error: { code: string };
+}
+interface Span {
+  from: string;
+  to: string;
+}
+interface CameraList {
+  cameras: { id: string }[];
+}
+interface LockList {
+  locks: { id: string; camera: string }[];
+}
+interface LabelList {
+  labels: { text: string }[];
+}
+
+/** An HTTP call; `T` is the JSON answer as the caller reads it (null when the answer is not JSON). */
+async function call<T = unknown>(
+  url: string,
+  auth: string | undefined,
+  init: RequestInit = {},
+): Promise<{ status: number; body: T; headers: Headers; bytes: number }> {
   const headers = new Headers(init.headers);
   if (auth) headers.set('authorization', auth);
   if (init.body !== undefined) headers.set('content-type', 'application/json');
@@ -41,7 +64,7 @@ async function call(url: string, auth: string | undefined, init: RequestInit = {
   const buf = Buffer.from(await res.arrayBuffer());
   let body: unknown = null;
   if ((res.headers.get('content-type') ?? '').includes('json')) body = JSON.parse(buf.toString('utf8'));
-  return { status: res.status, body, headers: res.headers, bytes: buf.length };
+  return { status: res.status, body: body as T, headers: res.headers, bytes: buf.length };
 }
 
 test('viewers and operators act only on their pools; admins manage; credentials are checked', async (t) => {
@@ -85,9 +108,9 @@ test('viewers and operators act only on their pools; admins manage; credentials 
     long[cam] = await waitFor(
       `${cam} video`,
       async () => {
-        const r = await call(api(`/api/recordings?camera=${cam}&from=${t0 - 60_000}&to=${Date.now() + 60_000}`), admin);
+        const r = await call<{ spans: Span[] }>(api(`/api/recordings?camera=${cam}&from=${t0 - 60_000}&to=${Date.now() + 60_000}`), admin);
         seen = r.body;
-        const spans = (r.status === 200 ? r.body.spans : []) as { from: string; to: string }[];
+        const spans = r.status === 200 ? r.body.spans : [];
         return spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 2500) ?? null;
       },
       90_000,
@@ -113,7 +136,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   const fileB = await segFile('camB');
 
   // ---- credentials ----------------------------------------------------------
-  const noAuth = await call(api('/api/cameras'), undefined);
+  const noAuth = await call<ErrorAnswer>(api('/api/cameras'), undefined);
   t.is(noAuth.status, 401, 'missing credentials');
   t.is(noAuth.body.error.code, 'UNAUTHORIZED');
   t.is(noAuth.headers.get('www-authenticate'), 'Bearer realm="recorder"', 'no Basic challenge: browsers would pop a dialog over the UI');
@@ -126,16 +149,16 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   t.is((await call(api('/api/health'), undefined)).status, 200, 'health stays public (liveness probes)');
 
   // ---- seeing ----------------------------------------------------------------
-  const listA = await call(api('/api/cameras'), va);
+  const listA = await call<CameraList>(api('/api/cameras'), va);
   t.is(listA.status, 200);
   t.deepEqual(
-    listA.body.cameras.map((c: { id: string }) => c.id),
+    listA.body.cameras.map((c) => c.id),
     ['camA'],
     'a viewer of A lists only A',
   );
-  t.deepEqual((await call(api('/api/cameras'), admin)).body.cameras.map((c: { id: string }) => c.id).sort(), ['camA', 'camB']);
+  t.deepEqual((await call<CameraList>(api('/api/cameras'), admin)).body.cameras.map((c) => c.id).sort(), ['camA', 'camB']);
   t.is((await call(api('/api/cameras/camA'), va)).status, 200);
-  const getB = await call(api('/api/cameras/camB'), va);
+  const getB = await call<ErrorAnswer>(api('/api/cameras/camB'), va);
   t.is(getB.status, 404, 'pool B is invisible to a viewer of A');
   t.is(getB.body.error.code, 'CAMERA_NOT_FOUND');
   t.is((await call(api(`/api/recordings?camera=camA&from=${from}&to=${to}`), va)).status, 200, 'search A');
@@ -169,7 +192,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
 
   // ---- writing: events, manual recording (operator), cameras and deletion (admin) ----
   const event = { type: 'motion', action: 'pulse', seconds: 1 };
-  const ev = await call(api('/api/cameras/camA/events'), va, { method: 'POST', body: JSON.stringify(event) });
+  const ev = await call<ErrorAnswer>(api('/api/cameras/camA/events'), va, { method: 'POST', body: JSON.stringify(event) });
   t.is(ev.status, 403, 'a viewer cannot trigger events');
   t.is(ev.body.error.code, 'FORBIDDEN');
   t.is((await call(api('/api/cameras/camA/manual/start'), va, { method: 'POST' })).status, 403, 'nor manual recording');
@@ -193,25 +216,31 @@ test('viewers and operators act only on their pools; admins manage; credentials 
       'nor create cameras',
     );
   }
-  t.true((await call(api(`/api/recordings?camera=camA&from=${from}&to=${to}`), admin)).body.spans.length > 0, 'the refused deletes deleted nothing');
+  t.true(
+    (await call<{ spans: Span[] }>(api(`/api/recordings?camera=camA&from=${from}&to=${to}`), admin)).body.spans.length > 0,
+    'the refused deletes deleted nothing',
+  );
 
   // ---- locks and labels (the storage routes, declared through the seam) ------------------
   const clip = (camera: string): string => JSON.stringify({ camera, from: new Date(bothFrom).toISOString(), to: new Date(bothFrom + 1000).toISOString() });
-  const lockVa = await call(api('/api/locks'), va, { method: 'POST', body: clip('camA') });
+  const lockVa = await call<ErrorAnswer>(api('/api/locks'), va, { method: 'POST', body: clip('camA') });
   t.is(lockVa.status, 403, 'a viewer cannot lock');
   t.is(lockVa.body.error.code, 'FORBIDDEN');
   t.is((await call(api('/api/locks'), va, { method: 'POST', body: clip('camB') })).status, 404, 'nor lock another pool');
   t.is((await call(api('/api/locks'), oa, { method: 'POST', body: clip('camB') })).status, 404, 'operator of A cannot lock B');
   t.is((await call(api('/api/locks'), oa, { method: 'POST', body: clip('camA') })).status, 200, 'operator of A locks A');
   t.is((await call(api('/api/locks'), admin, { method: 'POST', body: clip('camB') })).status, 200, 'admin locks B');
-  const locksSeen = (await call(api('/api/locks'), va)).body.locks.map((l: { camera: string }) => l.camera);
+  const locksSeen = (await call<LockList>(api('/api/locks'), va)).body.locks.map((l) => l.camera);
   t.deepEqual(locksSeen, ['camA'], 'a viewer of A lists only the locks of A');
-  const lockB = (await call(api('/api/locks?camera=camB'), admin)).body.locks[0] as { id: string };
+  const lockB = (await call<LockList>(api('/api/locks?camera=camB'), admin)).body.locks[0] as { id: string };
   t.is((await call(api(`/api/locks?camera=camB`), va)).status, 404);
   t.not((await call(api(`/api/locks/${lockB.id}`), oa, { method: 'DELETE' })).status, 200, 'operator of A cannot unlock B by id');
-  t.is((await call(api('/api/locks?camera=camB'), admin)).body.locks.length, 1, 'B stays locked');
+  t.is((await call<LockList>(api('/api/locks?camera=camB'), admin)).body.locks.length, 1, 'B stays locked');
   t.is((await call(api(`/api/locks?camera=camB&from=${encodeURIComponent(spanA.from)}&to=${to}`), oa, { method: 'DELETE' })).status, 404, 'nor by range');
-  const labelB = await call(api('/api/labels'), admin, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camB')), text: 'pool B only' }) });
+  const labelB = await call<{ label: { id: string } }>(api('/api/labels'), admin, {
+    method: 'POST',
+    body: JSON.stringify({ ...JSON.parse(clip('camB')), text: 'pool B only' }),
+  });
   t.is(labelB.status, 200);
   t.is(
     (await call(api('/api/labels'), va, { method: 'POST', body: JSON.stringify({ ...JSON.parse(clip('camA')), text: 'x' }) })).status,
@@ -224,7 +253,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
     'operators label their pool',
   );
   t.deepEqual(
-    (await call(api('/api/labels'), va)).body.labels.map((l: { text: string }) => l.text),
+    (await call<LabelList>(api('/api/labels'), va)).body.labels.map((l) => l.text),
     ['pool A'],
     "B's labels are not listed to A",
   );
@@ -235,7 +264,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
     'nor edited',
   );
   t.deepEqual(
-    (await call(api('/api/labels?camera=camB'), admin)).body.labels.map((l: { text: string }) => l.text),
+    (await call<LabelList>(api('/api/labels?camera=camB'), admin)).body.labels.map((l) => l.text),
     ['pool B only'],
   );
   t.is((await call(api('/api/pools/poolB'), va)).status === 200, false, 'pool B is not readable to a viewer of A');
@@ -245,7 +274,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
     'pools are for admins',
   );
   t.deepEqual(
-    (await call(api('/api/pools'), va)).body.pools.map((p: { id: string }) => p.id),
+    (await call<{ pools: { id: string }[] }>(api('/api/pools'), va)).body.pools.map((p) => p.id),
     ['poolA'],
   );
 
@@ -258,13 +287,13 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   }
   const boss = basic('boss', 'boss-password');
   t.is((await call(api('/api/users'), boss)).status, 200, 'an admin user manages users');
-  t.deepEqual((await call(api('/api/me'), va)).body.user, { name: 'va', role: 'viewer', pools: ['poolA'] });
+  t.deepEqual((await call<{ user: unknown }>(api('/api/me'), va)).body.user, { name: 'va', role: 'viewer', pools: ['poolA'] });
 
   // Tokens: issued once by an admin, work as Bearer and as ?access_token (for <img>/<video>).
-  const issued = await call(api('/api/users/va/token'), boss, { method: 'POST' });
+  const issued = await call<{ token: string }>(api('/api/users/va/token'), boss, { method: 'POST' });
   t.is(issued.status, 200);
-  const vaToken = issued.body.token as string;
-  t.is((await call(api('/api/cameras'), `Bearer ${vaToken}`)).body.cameras.length, 1);
+  const vaToken = issued.body.token;
+  t.is((await call<CameraList>(api('/api/cameras'), `Bearer ${vaToken}`)).body.cameras.length, 1);
   t.is((await call(api(`/api/cameras/camA/frame.jpg?at=${at}&access_token=${encodeURIComponent(vaToken)}`), undefined)).status, 200);
   t.is((await call(api(`/api/cameras/camB/frame.jpg?at=${at}&access_token=${encodeURIComponent(vaToken)}`), undefined)).status, 404);
   t.false(JSON.stringify((await call(api('/api/users'), boss)).body).includes(vaToken.split('.')[1]!), 'tokens are stored hashed');
@@ -292,7 +321,7 @@ test('viewers and operators act only on their pools; admins manage; credentials 
   t.is((await call(api('/api/cameras'), basic('va', 'new-viewer-pass'))).status, 200);
   // Bad user input: short password, bad role, bad name; the last admin stays.
   t.is(
-    (await call(api('/api/users/x1'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer', password: 'short' }) })).body.error.code,
+    (await call<ErrorAnswer>(api('/api/users/x1'), boss, { method: 'PUT', body: JSON.stringify({ role: 'viewer', password: 'short' }) })).body.error.code,
     'VALIDATION_FAILED',
   );
   t.is((await call(api('/api/users/x1'), boss, { method: 'PUT', body: JSON.stringify({ role: 'root' }) })).status, 400);
@@ -350,14 +379,14 @@ test('viewers and operators act only on their pools; admins manage; credentials 
 
   // ---- oversized bodies ---------------------------------------------------------------------
   const big = JSON.stringify({ pool: 'poolA', streams: { main: sim.url('h264') }, name: 'x'.repeat(2 * 1024 * 1024) });
-  const tooBig = await call(api('/api/cameras/camBig'), admin, { method: 'PUT', body: big });
+  const tooBig = await call<ErrorAnswer>(api('/api/cameras/camBig'), admin, { method: 'PUT', body: big });
   t.is(tooBig.status, 413);
   t.is(tooBig.body.error.code, 'PAYLOAD_TOO_LARGE');
   t.is((await call(api('/api/cameras/camBig'), admin)).status, 404, 'nothing was created');
 });
 
 /** A GET with the path sent exactly as given (fetch would normalize `..` and `%2E`). */
-function rawGet(base: string, path: string, auth: string): Promise<{ status: number; body: any }> {
+function rawGet(base: string, path: string, auth: string): Promise<{ status: number; body: ErrorAnswer }> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: u.hostname, port: u.port, path, method: 'GET', headers: { authorization: auth } }, (res) => {
@@ -371,7 +400,7 @@ function rawGet(base: string, path: string, auth: string): Promise<{ status: num
         } catch {
           body = { raw: text.slice(0, 200) };
         }
-        resolve({ status: res.statusCode ?? 0, body });
+        resolve({ status: res.statusCode ?? 0, body: body as ErrorAnswer });
       });
     });
     req.on('error', reject);
@@ -404,15 +433,23 @@ test('the seam: routes declaring lock/delete on a body camera, undeclared routes
     void reply.code(e.status).send({ error: errorBody(e) });
   });
   // As the lock, label and pool routes declare themselves.
-  app.post('/api/locks', access('lock', { camera: 'body.camera' }), async () => ({ locked: true }));
-  app.delete('/api/recordings', access('delete', { camera: 'query.camera' }), async () => ({ deleted: true }));
-  app.put<{ Params: { id: string } }>('/api/pools/:id', access('admin', { pool: 'params.id' }), async () => ({ pool: true }));
+  app.post('/api/locks', access('lock', { camera: 'body.camera' }), (_req, reply) => {
+    void reply.send({ locked: true });
+  });
+  app.delete('/api/recordings', access('delete', { camera: 'query.camera' }), (_req, reply) => {
+    void reply.send({ deleted: true });
+  });
+  app.put<{ Params: { id: string } }>('/api/pools/:id', access('admin', { pool: 'params.id' }), (_req, reply) => {
+    void reply.send({ pool: true });
+  });
   // A target found by lookup: label id → its camera.
   const labels: Record<string, string> = { l1: 'camA', l2: 'camB' };
-  app.delete<{ Params: { id: string } }>('/api/labels/:id', access('write', { camera: (req) => labels[(req.params as { id: string }).id] }), async () => ({
-    deleted: true,
-  }));
-  app.get('/api/undeclared', async () => ({ secret: true }));
+  app.delete<{ Params: { id: string } }>('/api/labels/:id', access('write', { camera: (req) => labels[(req.params as { id: string }).id] }), (_req, reply) => {
+    void reply.send({ deleted: true });
+  });
+  app.get('/api/undeclared', (_req, reply) => {
+    void reply.send({ secret: true });
+  });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
   t.deepEqual(seam.undeclared(), ['GET /api/undeclared']);
@@ -519,6 +556,9 @@ test('header values from ids are sanitized', (t) => {
 
 // ---- NATS client authentication against a real nats-server -----------------------------
 
+/** nats declares its `nkeys` export as `any`: the part of nkeys.js used here. */
+const userKeys = nkeys as { createUser(): { getSeed(): Uint8Array; getPublicKey(): string } };
+
 async function tryConnect(server: string, opts: object): Promise<string> {
   try {
     const nc = await connect({ servers: server, reconnect: false, timeout: 5000, ...opts });
@@ -564,13 +604,13 @@ test('NATS client: user/password, token, nkey and TLS from the settings', async 
   t.is(await tryConnect(tok, natsAuthOptions({ natsToken: 'nats-token-123' })), 'ok');
   t.not(await tryConnect(tok, natsAuthOptions({ natsToken: 'nope' })), 'ok');
   // nkey: the seed stays in a file
-  const kp = nkeys.createUser();
+  const kp = userKeys.createUser();
   const seedFile = join(dir, 'user.nk');
   await writeFile(seedFile, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600 });
   const nk = await startNatsWithConfig(t, (p) => `listen: 127.0.0.1:${p}\nauthorization { users: [ { nkey: ${kp.getPublicKey()} } ] }\n`);
   t.is(await tryConnect(nk, natsAuthOptions({ natsNkeySeedFile: seedFile })), 'ok');
   const otherSeed = join(dir, 'other.nk');
-  await writeFile(otherSeed, new TextDecoder().decode(nkeys.createUser().getSeed()));
+  await writeFile(otherSeed, new TextDecoder().decode(userKeys.createUser().getSeed()));
   t.not(await tryConnect(nk, natsAuthOptions({ natsNkeySeedFile: otherSeed })), 'ok', 'another key is refused');
   // bad settings are typed errors before any connection
   const bad = join(dir, 'bad.nk');

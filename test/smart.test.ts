@@ -26,14 +26,14 @@ interface SmartView {
 }
 
 async function smartSearch(n: TestNode, camera: string, q: Record<string, string>): Promise<SmartView[]> {
-  const { status, body } = await getJson<{ records: SmartView[] }>(`${n.http}/api/cameras/${camera}/smart?${new URLSearchParams(q)}`);
+  const { status, body } = await getJson<{ records: SmartView[] }>(`${n.http}/api/cameras/${camera}/smart?${new URLSearchParams(q).toString()}`);
   if (status !== 200) throw new Error(`smart search ${status}: ${JSON.stringify(body)}`);
   return body.records;
 }
 
 async function videoSpanMs(n: TestNode, camera: string, fromMs: number): Promise<{ from: number; to: number } | null> {
   const q = new URLSearchParams({ camera, from: String(fromMs), to: String(Date.now() + 60_000) });
-  const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?${q}`);
+  const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${n.http}/api/recordings?${q.toString()}`);
   const s = body.spans?.[0];
   return s ? { from: Date.parse(s.from), to: Date.parse(s.to) } : null;
 }
@@ -97,7 +97,7 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
   );
   t.is((await smartSearch(n, 'meta1', { ...range, class: 'Bicycle' })).length, 0);
   const limited = await getJson<{ records: SmartView[]; truncated: boolean }>(
-    `${n.http}/api/cameras/meta1/smart?${new URLSearchParams({ ...range, limit: '3' })}`,
+    `${n.http}/api/cameras/meta1/smart?${new URLSearchParams({ ...range, limit: '3' }).toString()}`,
   );
   t.is(limited.body.records.length, 3);
   t.true(limited.body.truncated);
@@ -105,18 +105,18 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
   // Jump to the next object of a class, both ways.
   const firstHuman = humans[0]!;
   const next = await getJson<{ record: SmartView }>(
-    `${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ after: firstHuman.at, class: 'Vehicle' })}`,
+    `${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ after: firstHuman.at, class: 'Vehicle' }).toString()}`,
   );
   t.is(next.status, 200);
   t.true(Date.parse(next.body.record.at) > Date.parse(firstHuman.at));
   t.deepEqual(next.body.record.classes, ['Vehicle']);
   t.is(next.body.record.at, vehicles.find((v) => Date.parse(v.at) > Date.parse(firstHuman.at))!.at);
   const prev = await getJson<{ record: SmartView }>(
-    `${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ before: next.body.record.at, class: 'Human' })}`,
+    `${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ before: next.body.record.at, class: 'Human' }).toString()}`,
   );
   t.deepEqual(prev.body.record.classes, ['Human']);
   t.true(Date.parse(prev.body.record.at) < Date.parse(next.body.record.at));
-  t.is((await getJson(`${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ after: range.to, class: 'Bicycle' })}`)).status, 404);
+  t.is((await getJson(`${n.http}/api/cameras/meta1/smart/next?${new URLSearchParams({ after: range.to, class: 'Bicycle' }).toString()}`)).status, 404);
 
   // NATS answers the same search.
   const viaNats = await n.request<{ records: SmartView[] }>('rec.v1.smart.search', { camera: 'meta1', ...range, class: 'Human' });
@@ -129,7 +129,7 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
   t.is(natsNext.record.at, next.body.record.at);
 
   // The raw separated stream: our framing, one record per camera packet, resumable.
-  const rawUrl = `${n.http}/api/cameras/meta1/smart.bin?${new URLSearchParams(range)}`;
+  const rawUrl = `${n.http}/api/cameras/meta1/smart.bin?${new URLSearchParams(range).toString()}`;
   const full = await fetch(rawUrl);
   t.is(full.status, 200);
   const bytes = Buffer.from(await full.arrayBuffer());
@@ -161,7 +161,7 @@ test('ONVIF metadata is stored apart with the right times, searchable by content
   t.is((await fetch(`${n.http}/api/cameras/meta1/smart.raw?from=2021-01-01T00:00:00Z&to=2021-01-01T00:01:00Z`)).status, 404);
 
   // The video stays plain: its MP4 download has no data track.
-  const mp4 = await fetch(`${n.http}/api/cameras/meta1/video.mp4?${new URLSearchParams(range)}`);
+  const mp4 = await fetch(`${n.http}/api/cameras/meta1/video.mp4?${new URLSearchParams(range).toString()}`);
   t.is(mp4.status, 200);
   const mp4File = join(dir, 'meta1.mp4');
   await writeFile(mp4File, Buffer.from(await mp4.arrayBuffer()));

@@ -20,10 +20,11 @@ test('alarms are held while the sink cannot confirm them and delivered in order 
   let up = false;
   const delivered: Alarm[] = [];
   let attempts = 0;
-  bus.attach(async (batch) => {
+  bus.attach((batch) => {
     attempts++;
-    if (!up) throw new Error('disconnected');
+    if (!up) return Promise.reject(new Error('disconnected'));
     delivered.push(...batch);
+    return Promise.resolve();
   });
   await until(() => attempts === 1);
   bus.raise(offline('a'));
@@ -42,8 +43,9 @@ test('alarms are held while the sink cannot confirm them and delivered in order 
   bus.raise(offline('c'));
   await new Promise((r) => setImmediate(r));
   t.is(bus.queued(), 1);
-  bus.attach(async (batch) => {
+  bus.attach((batch) => {
     delivered.push(...batch);
+    return Promise.resolve();
   });
   await until(() => bus.queued() === 0);
   t.deepEqual(
@@ -57,8 +59,9 @@ test('the queue keeps the newest 1000 alarms while nothing delivers them', async
   for (let i = 0; i < 1005; i++) bus.raise(offline(`c${i}`));
   t.is(bus.queued(), 1000);
   const delivered: Alarm[] = [];
-  bus.attach(async (batch) => {
+  bus.attach((batch) => {
     delivered.push(...batch);
+    return Promise.resolve();
   });
   await until(() => bus.queued() === 0);
   t.is(delivered.length, 1000);
