@@ -28,9 +28,11 @@ const LAYERS = [
   ['playback'],
   ['storage'],
   ['smart'],
+  ['pictures', 'buckets'],
   ['ingest', 'live'],
   ['actors', 'backfill'],
   ['ops', 'security'],
+  ['cluster'],
   ['services'],
   ['api'],
 ];
