@@ -6,6 +6,7 @@
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { Writable } from 'node:stream';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,13 +37,21 @@ export async function startNode(t: ExecutionContext, overrides: RecorderConfigIn
     dataDir: dir,
     http: '127.0.0.1:0',
     segmentSeconds: 6,
-    logLevel: process.env.TEST_LOG ?? 'silent',
+    logLevel: process.env.TEST_LOG ?? 'info',
     minFreeBytes: 0,
     minFreeRatio: 0,
     indexReserveBytes: 0,
     ...overrides,
   });
-  const node = await RecorderNode.start({ config, log: createLogger(config.logLevel, process.stderr), ...(opts.clock ? { clock: opts.clock } : {}) });
+  // The node's log goes to stderr when TEST_LOG asks for it; otherwise its last lines are
+  // kept and logged only when the test fails (a camera in backoff says why).
+  const logTail = process.env.TEST_LOG ? null : lineTail(60);
+  const node = await RecorderNode.start({
+    config,
+    log: createLogger(config.logLevel, logTail?.stream ?? process.stderr),
+    ...(opts.clock ? { clock: opts.clock } : {}),
+  });
+  if (logTail) t.teardown(() => reportTailOnFailure(t, 'recorder log (in-process node), last lines', logTail.lines));
   let stopped = false;
   t.teardown(async () => {
     if (!stopped) await node.stop();
@@ -66,6 +75,26 @@ export async function startNode(t: ExecutionContext, overrides: RecorderConfigIn
       return JSON.parse(msg.string()) as T & { ok: boolean; error?: { code: string; message: string } };
     },
   };
+}
+
+/** A writable that keeps the last `max` lines written to it. */
+function lineTail(max: number): { stream: Writable; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      if (lines.length > max) lines.splice(0, lines.length - max);
+      done();
+    },
+  });
+  return { stream, lines };
+}
+
+function reportTailOnFailure(t: ExecutionContext, heading: string, lines: string[]): void {
+  // A before hook's teardown runs after the hook's context has closed: t.log is gone
+  // and t.passed says nothing, so only a test's own node is reported.
+  if (t.passed || typeof t.log !== 'function') return;
+  t.log(`${heading}:\n${lines.join('\n')}`);
 }
 
 /**
