@@ -54,6 +54,8 @@ import { openCheckedIndex } from './index/startup.ts';
 import { JournalWriter } from './index/journal.ts';
 import { IndexReserve } from './storage/index-reserve.ts';
 import type { AlarmInput } from './lib/alarms.ts';
+import { PictureStorage } from './pictures/picture-storage.ts';
+import { PictureService } from './services/picture-service.ts';
 
 /** A camera's write error that says the disk is full. */
 function diskFullAlarm(alarm: AlarmInput): boolean {
@@ -91,6 +93,8 @@ export class RecorderNode {
   /** The read path's caches (playback/read-caches.ts), built here and handed to the HTTP routes. */
   caches!: ReadCaches;
   backfill: BackfillManager | null = null;
+  /** Picture packs (pictures/picture-storage.ts). */
+  pictures: PictureStorage | null = null;
   /** The config journal beside the data (index/journal.ts). */
   journal: JournalWriter | null = null;
   private embedded: EmbeddedNats | null = null;
@@ -217,6 +221,12 @@ export class RecorderNode {
           details: { file: d.file, startMs: d.startMs },
         });
       }
+      // Picture packs reconciled with the index (a synced tail indexed, a torn one cut) before any write.
+      const pictures = await life.start(
+        'pictures',
+        () => PictureStorage.open({ index, dataDir: config.dataDir, clock, log, config, raiseAlarm: (a) => alarms.raise(a) }),
+        (p) => p.stop(),
+      );
       // Stopped after back-fill and before storage: the segments its cameras close at
       // the stop still reach retention, backup and the sample tables.
       const supervisor = await life.start(
@@ -238,8 +248,10 @@ export class RecorderNode {
       );
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log, signal);
       service.attachStorage(new StorageService(index, store, clock, config.dataDir, log, (id) => service.requireCamera(id)));
+      service.pictures = new PictureService(pictures, (id) => service.requireCamera(id), clock, log, config.pictureMaxBytes);
       const self = new RecorderNode(config, log, clock, index, supervisor, service, alarms, life);
       node = self;
+      self.pictures = pictures;
       self.storage = store;
       self.tables = tables;
       // Sample tables (backed by the persisted ones), PS views, progressive heads, frames.

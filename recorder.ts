@@ -21,6 +21,7 @@ import { JournalWriter, journalPath, readJournal, restoreFromJournal } from './i
 import type { Logger } from './lib/log.ts';
 import type { RecorderConfig } from './lib/config.ts';
 import { reconcile } from './storage/reconcile.ts';
+import { picturesClean, reconcilePictures } from './pictures/reconcile.ts';
 import { RecorderNode } from './node.ts';
 import { startDemoCamera } from './sim/demo.ts';
 import { ProgressBar } from './lib/progress.ts';
@@ -52,11 +53,13 @@ async function main(): Promise<number> {
       const bar = new ProgressBar(command);
       const report = await reconcile(index, config.dataDir, { mode: 'check', log, onProgress: (done, total) => bar.update(done, total) });
       bar.done();
+      const pictures = await reconcilePictures(index, config.dataDir, { mode: 'check', log });
       process.stdout.write(
-        `${JSON.stringify({ index: describeCheck(checkIndexFile(config.dataDir, { metaOnly: await dataDirInUse(config.dataDir) })), ...report }, null, 2)}\n`,
+        `${JSON.stringify({ index: describeCheck(checkIndexFile(config.dataDir, { metaOnly: await dataDirInUse(config.dataDir) })), ...report, pictures }, null, 2)}\n`,
       );
       const clean =
-        report.truncated.length + report.reindexed.length + report.droppedEntries.length + report.unreadable.length + report.removedEmpty.length === 0;
+        report.truncated.length + report.reindexed.length + report.droppedEntries.length + report.unreadable.length + report.removedEmpty.length === 0 &&
+        picturesClean(pictures);
       return clean ? 0 : 1;
     } finally {
       await index.close();
@@ -132,9 +135,11 @@ async function reindex(config: RecorderConfig, log: Logger): Promise<number> {
       const bar = new ProgressBar('reindex');
       const report = await reconcile(index, config.dataDir, { mode: 'rebuild', log, onProgress: (done, total) => bar.update(done, total) });
       bar.done();
+      // Packs describe themselves: a new index gets every pack's pictures back from its records.
+      const pictures = await reconcilePictures(index, config.dataDir, { mode: 'repair', log });
       await writer.flush();
       process.stdout.write(
-        `${JSON.stringify({ ...(setAside ? { corruptIndexSetAside: setAside, problems: check.problems } : {}), restoredFromJournal: restored, ...report }, null, 2)}\n`,
+        `${JSON.stringify({ ...(setAside ? { corruptIndexSetAside: setAside, problems: check.problems } : {}), restoredFromJournal: restored, ...report, pictures }, null, 2)}\n`,
       );
       return 0;
     } finally {

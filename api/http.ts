@@ -26,6 +26,7 @@ import { access, canSee, installAuth, scopeAccess, type RouteAccess } from '../s
 import type { Principal } from '../security/access.ts';
 import { registerUsers } from './users.ts';
 import { registerStorageRoutes } from './storage-routes.ts';
+import { registerPictures } from './pictures.ts';
 
 /** A route as registered: what docs/api/ must describe (test/docs.test.ts compares them). */
 export interface RegisteredRoute {
@@ -198,6 +199,7 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   registerPlay(app, deps);
   registerVideoPs(app, deps);
   registerSmart(app, deps);
+  registerPictures(app, deps);
   // WebSocket routes in their own scope, so they load after the websocket plugin.
   void app.register(async (scope) => {
     scopeAccess(scope, 'play', { camera: 'params.id' });

@@ -37,6 +37,7 @@ import { GapStore } from './gap-store.ts';
 import { IntentStore } from './intent-store.ts';
 import { LabelStore } from './label-store.ts';
 import { LockStore } from './locks.ts';
+import { PictureStore } from './pictures.ts';
 import { assertSchemaReadable, migrate, type MigrationReport } from './migrations/run.ts';
 import type { LabelRecord } from './records.ts';
 import { SegmentStore } from './segment-store.ts';
@@ -63,6 +64,8 @@ export class RecorderIndex {
   readonly labels: LabelStore;
   readonly smart: SmartStore;
   readonly intents: IntentStore;
+  /** Pictures and their pack files (index/pictures.ts, issue 16). */
+  readonly pictures: PictureStore;
   readonly cameras: CameraStore;
   readonly schedules: ScheduleStore;
   /** What of each camera's recording state survives a restart (events, manual). */
@@ -99,6 +102,7 @@ export class RecorderIndex {
     this.labels = new LabelStore(t);
     this.smart = new SmartStore(t);
     this.intents = new IntentStore(t);
+    this.pictures = new PictureStore(t);
     this.cameras = new CameraStore(t);
     this.schedules = new KeyedStore(t.schedules, t.commit);
     this.recording = new KeyedStore(t.recording, t.commit);

@@ -119,6 +119,26 @@ export const configSchema = z
       .min(1000)
       .default(3_600_000)
       .describe('how often backup copies of pools with a backupDir are checked and re-created'),
+    pictureMaxBytes: z.coerce
+      .number()
+      .int()
+      .min(1024)
+      .max(256 * 1024 ** 2)
+      .default(16 * 1024 ** 2)
+      .describe('largest picture accepted (bytes); a larger body is refused 413 before it is read'),
+    picturePackBytes: z.coerce
+      .number()
+      .int()
+      .min(64 * 1024)
+      .default(256 * 1024 ** 2)
+      .describe('a picture pack file is closed and a new one started once it holds this many bytes'),
+    picturePackSeconds: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(86_400 * 31)
+      .default(3600)
+      .describe('… or once it is this old at the next write'),
   })
   .strict();
 
@@ -164,6 +184,9 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_MIN_FREE_RATIO: 'minFreeRatio',
   RECORDER_INDEX_RESERVE_BYTES: 'indexReserveBytes',
   RECORDER_BACKUP_AUDIT_MS: 'backupAuditMs',
+  RECORDER_PICTURE_MAX_BYTES: 'pictureMaxBytes',
+  RECORDER_PICTURE_PACK_BYTES: 'picturePackBytes',
+  RECORDER_PICTURE_PACK_SECONDS: 'picturePackSeconds',
 };
 
 const FLAGS = {

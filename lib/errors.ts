@@ -46,6 +46,8 @@ export type ErrorCode =
   | 'FRAMES_BUSY'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'SHUTTING_DOWN'
+  | 'PICTURE_INVALID'
+  | 'PICTURE_NOT_FOUND'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -101,6 +103,10 @@ const STATUS: Record<ErrorCode, number> = {
   UNSUPPORTED_MEDIA_TYPE: 415,
   // The recorder is stopping (lib/lifecycle.ts): the request started nothing; ask another node or again later.
   SHUTTING_DOWN: 503,
+  // A picture body that is not a whole JPEG (pictures/jpeg.ts): nothing is stored.
+  PICTURE_INVALID: 422,
+  // No picture under that id (never stored, or covered by retention).
+  PICTURE_NOT_FOUND: 404,
   INTERNAL: 500,
 };
 

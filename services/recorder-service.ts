@@ -9,6 +9,7 @@ import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import { clipSpans, intersectRanges, search, type RangeMs } from '../index/search.ts';
 import type { LabelView, LockView, StorageService } from './storage-service.ts';
 import { labelView, lockView } from './storage-service.ts';
+import type { PictureService } from './picture-service.ts';
 import { CameraNotFoundError } from '../lib/errors.ts';
 import { assertRunning } from '../lib/lifecycle.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
@@ -104,6 +105,9 @@ export class RecorderService {
     if (!this.storageService) throw new Error('storage service not attached');
     return this.storageService;
   }
+
+  /** Pictures (services/picture-service.ts; wired by the node before HTTP and NATS). */
+  pictures!: PictureService;
 
   /** Starts an actor for every camera persisted in the index (restart without the VMS). */
   resume(): number {

@@ -1,0 +1,239 @@
+/**
+ * Pictures in the index (docs/design/pictures.md): where each stored picture is, and
+ * the pack files that hold them. Three LMDB databases, opened here (they are this
+ * store's alone):
+ *
+ *   pictures  [atMs, seq] → [camera, pack, offset, length, type, meta?] (msgpack array):
+ *                                     time first, so a node's writes append at the end
+ *                                     of the tree and its pages stay full: ~45 bytes a
+ *                                     picture with LMDB's own overhead (a camera-first
+ *                                     key measured 111-119 bytes with 4-20 cameras
+ *                                     writing at once: each camera's insertion point
+ *                                     split pages in half). `seq` tells apart pictures
+ *                                     of one ms, node-wide.
+ *   piccam    [camera, minuteMs] → null: the minutes in which a camera has pictures, so
+ *                                     a camera's search reads only those minutes.
+ *   picpacks  packId → PackRecord: one per pack file, its durable (fdatasync'ed and
+ *                                     committed) length and the time range of its
+ *                                     pictures, so a pack's entries are found without
+ *                                     scanning every picture.
+ *
+ * A picture's identity (its id and URL) is [camera, atMs, seq]; the store checks the
+ * camera of the entry at [atMs, seq] against it.
+ *
+ * Invariant (as for video, invariant 2 of docs/design/architecture.md): an entry never
+ * points at bytes that were not fdatasync'ed before its commit; a pack record's `bytes`
+ * is committed with the entries that end there, in one transaction.
+ */
+import type { Database } from 'lmdb';
+import { first, type Tables } from './tables.ts';
+
+/** A picture's identity: its camera, time and seq (its id is these joined by dots). */
+export type PictureKey = [camera: string, atMs: number, seq: number];
+
+/** One stored picture: its bytes are `length` bytes at `offset` of pack `pack`. */
+export interface PictureEntry {
+  pack: number;
+  /** Offset of the picture's bytes (after its record header) in the pack file. */
+  offset: number;
+  length: number;
+  type: string;
+  /** Free metadata given at write time (e.g. a plate number). */
+  meta?: Record<string, string>;
+}
+
+type TimeKey = [atMs: number, seq: number];
+/** What is stored in `pictures`: positional, for size. */
+type StoredEntry = [string, number, number, number, string] | [string, number, number, number, string, Record<string, string>];
+
+/** One pack file: pictures appended one after another (pictures/pack-format.ts). */
+export interface PackRecord {
+  id: number;
+  pool: string;
+  /** Path relative to the data dir: pictures/<pool>/<id>.pack */
+  file: string;
+  /** Bytes of the file that are durable and indexed (a longer file has an unindexed tail). */
+  bytes: number;
+  /** Pictures indexed in it. */
+  count: number;
+  createdMs: number;
+  /** No more appends (rotated by size or age). */
+  closed: boolean;
+  /** [first atMs, last atMs] of its pictures; null while it has none. */
+  range: [number, number] | null;
+}
+
+export interface PictureHit {
+  key: PictureKey;
+  entry: PictureEntry;
+}
+
+const MAX_MS = Number.MAX_SAFE_INTEGER;
+export const MINUTE_MS = 60_000;
+const minuteOf = (ms: number): number => ms - (((ms % MINUTE_MS) + MINUTE_MS) % MINUTE_MS);
+
+function decode(k: TimeKey, v: StoredEntry): PictureHit {
+  const entry: PictureEntry = { pack: v[1], offset: v[2], length: v[3], type: v[4] };
+  if (v.length === 6) entry.meta = v[5];
+  return { key: [v[0], k[0], k[1]], entry };
+}
+
+function encode(camera: string, e: PictureEntry): StoredEntry {
+  return e.meta && Object.keys(e.meta).length > 0 ? [camera, e.pack, e.offset, e.length, e.type, e.meta] : [camera, e.pack, e.offset, e.length, e.type];
+}
+
+/** A pack record with the pictures of `keys` counted and its time range widened to them. */
+export function widenPack(pack: PackRecord, keys: readonly PictureKey[]): PackRecord {
+  let range = pack.range;
+  for (const [, atMs] of keys) range = range ? [Math.min(range[0], atMs), Math.max(range[1], atMs)] : [atMs, atMs];
+  return { ...pack, range, count: pack.count + keys.length };
+}
+
+export interface PictureQuery {
+  /** Only these cameras (null: every camera). */
+  cameras: readonly string[] | null;
+  fromMs: number;
+  toMs: number;
+  limit: number;
+  /** Continue after this picture (paging). */
+  after?: PictureKey;
+  keep?: (hit: PictureHit) => boolean;
+}
+
+export class PictureStore {
+  private readonly pictures: Database<StoredEntry, TimeKey>;
+  private readonly piccam: Database<null, [string, number]>;
+  private readonly packs: Database<PackRecord, number>;
+
+  constructor(private readonly t: Tables) {
+    this.pictures = t.root.openDB<StoredEntry, TimeKey>({ name: 'pictures' });
+    this.piccam = t.root.openDB<null, [string, number]>({ name: 'piccam' });
+    this.packs = t.root.openDB<PackRecord, number>({ name: 'picpacks' });
+  }
+
+  // ---- writes (each one commit) ----------------------------------------------
+
+  /** A new or changed pack record alone (a pack created, closed, or reconciled empty). */
+  async putPack(pack: PackRecord): Promise<void> {
+    await this.t.commit(this.packs.put(pack.id, pack));
+  }
+
+  /**
+   * Pictures appended to a pack, their cameras' minutes and the pack's new durable
+   * length, in one commit: the record never counts bytes whose entries are missing,
+   * nor the reverse. The caller has fdatasync'ed the pack through `pack.bytes` before.
+   */
+  async append(pack: PackRecord, entries: readonly { key: PictureKey; entry: PictureEntry }[]): Promise<void> {
+    await this.t.commit(
+      this.t.root.transaction(() => {
+        const minutes = new Set<string>();
+        for (const { key, entry } of entries) {
+          void this.pictures.put([key[1], key[2]], encode(key[0], entry));
+          const minute = minuteOf(key[1]);
+          const m = `${key[0]}\u0000${minute}`;
+          if (minutes.has(m)) continue;
+          minutes.add(m);
+          if (this.piccam.get([key[0], minute]) === undefined) void this.piccam.put([key[0], minute], null);
+        }
+        void this.packs.put(pack.id, pack);
+      }),
+    );
+  }
+
+  /** A pack's record and every entry pointing into it, in one commit (its file is gone or goes). */
+  async removePack(pack: PackRecord): Promise<number> {
+    let removed = 0;
+    await this.t.commit(
+      this.t.root.transaction(() => {
+        for (const { key } of this.entriesOfPack(pack)) {
+          void this.pictures.remove([key[1], key[2]]);
+          removed++;
+        }
+        void this.packs.remove(pack.id);
+      }),
+    );
+    return removed;
+  }
+
+  // ---- reads -----------------------------------------------------------------
+
+  get(key: PictureKey): PictureEntry | undefined {
+    const v = this.pictures.get([key[1], key[2]]);
+    return v && v[0] === key[0] ? decode([key[1], key[2]], v).entry : undefined;
+  }
+
+  pack(id: number): PackRecord | undefined {
+    return this.packs.get(id);
+  }
+
+  /** Every pack record, by id (packs are few: one per few hundred MB). */
+  allPacks(): PackRecord[] {
+    return [...this.packs.getRange({})].map((e) => e.value);
+  }
+
+  /** The highest pack id ever recorded (0: none). */
+  lastPackId(): number {
+    const e = first(this.packs, { reverse: true });
+    return e ? e.key : 0;
+  }
+
+  /** The highest seq of any picture at `atMs`, or -1. */
+  lastSeq(atMs: number): number {
+    const e = first(this.pictures, { start: [atMs, MAX_MS], end: [atMs, -1], reverse: true });
+    return e ? e.key[1] : -1;
+  }
+
+  /**
+   * Pictures with fromMs <= atMs < toMs of the cameras asked for, in time order (then
+   * seq), after `after` when given, at most `limit` of those `keep` accepts. With
+   * cameras named, only the minutes in which one of them has pictures are read.
+   */
+  search(q: PictureQuery): PictureHit[] {
+    const out: PictureHit[] = [];
+    const from = q.after ? Math.max(q.fromMs, q.after[1]) : q.fromMs;
+    const cams = q.cameras ? new Set(q.cameras) : null;
+    const windows: [number, number][] = [];
+    if (!cams) windows.push([from, q.toMs]);
+    else {
+      const minutes = new Set<number>();
+      for (const c of cams) for (const key of this.piccam.getKeys({ start: [c, minuteOf(from)], end: [c, q.toMs] })) minutes.add(key[1]);
+      for (const m of [...minutes].sort((a, b) => a - b)) windows.push([Math.max(from, m), Math.min(q.toMs, m + MINUTE_MS)]);
+    }
+    for (const [a, b] of windows) {
+      const start: TimeKey = q.after && q.after[1] === a ? [a, q.after[2] + 1] : [a, -1];
+      for (const { key, value } of this.pictures.getRange({ start, end: [b, -1] })) {
+        if (cams && !cams.has(value[0])) continue;
+        const hit = decode(key, value);
+        if (q.keep && !q.keep(hit)) continue;
+        out.push(hit);
+        if (out.length >= q.limit) return out;
+      }
+    }
+    return out;
+  }
+
+  /** Entries of `pack`, with their keys (reconcile, check, retention), read through its time range. */
+  entriesOfPack(pack: PackRecord): PictureHit[] {
+    const out: PictureHit[] = [];
+    if (!pack.range) return out;
+    for (const { key, value } of this.pictures.getRange({ start: [pack.range[0], -1], end: [pack.range[1], MAX_MS] })) {
+      if (value[1] === pack.id) out.push(decode(key, value));
+    }
+    return out;
+  }
+
+  /** Pictures indexed. */
+  count(): number {
+    return this.pictures.getKeysCount();
+  }
+
+  /** Bytes of LMDB pages the picture databases hold (bench: index bytes per picture). */
+  indexBytes(): number {
+    let bytes = 0;
+    for (const db of [this.pictures, this.piccam]) {
+      const s = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
+      bytes += (s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages) * s.pageSize;
+    }
+    return bytes;
+  }
+}

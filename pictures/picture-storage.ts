@@ -1,0 +1,172 @@
+/**
+ * The node's picture storage (docs/design/pictures.md): one pack writer per pool
+ * (pictures/pack-writer.ts, group commit), the `seq` of each new picture, and reads of
+ * a picture's bytes. Pictures are checked (pictures/jpeg.ts) before anything is
+ * written, so bad input stores nothing.
+ *
+ * `seq` tells apart pictures of one ms (node-wide: the index is keyed by time first):
+ * the next after the highest the index or a write still in flight holds for that ms,
+ * so two writers at the same instant never share a key.
+ */
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RecorderIndex } from '../index/db.ts';
+import type { PackRecord, PictureEntry, PictureKey } from '../index/pictures.ts';
+import { RecorderError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import type { Clock } from '../lib/time.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
+import type { RecorderConfig } from '../lib/config.ts';
+import { inspectJpeg } from './jpeg.ts';
+import { PackWriter } from './pack-writer.ts';
+import type { PictureHeader } from './pack-format.ts';
+import { pictureId } from './layout.ts';
+import { reconcilePictures, type PictureReconcileReport } from './reconcile.ts';
+
+export interface PictureStorageOptions {
+  index: RecorderIndex;
+  dataDir: string;
+  clock: Clock;
+  log: Logger;
+  /** A pack is rotated once it holds this many bytes. */
+  packMaxBytes: number;
+  /** … or once it is this old at the next write. */
+  packMaxAgeMs: number;
+}
+
+export interface PictureInput {
+  camera: string;
+  pool: string;
+  atMs: number;
+  type: string;
+  meta?: Record<string, string>;
+  bytes: Uint8Array;
+}
+
+export interface StoredPicture {
+  key: PictureKey;
+  entry: PictureEntry;
+  width: number;
+  height: number;
+}
+
+export class PictureStorage {
+  private readonly writers = new Map<string, PackWriter>();
+  private readonly seqs = new Map<number, { next: number; pending: number }>();
+  private lastPackId: number;
+  private stopped = false;
+
+  constructor(private readonly opts: PictureStorageOptions) {
+    this.lastPackId = opts.index.pictures.lastPackId();
+  }
+
+  /** Opens the node's picture storage: packs reconciled with the index first; a vanished pack raises an `index` alarm. */
+  static async open(o: {
+    index: RecorderIndex;
+    dataDir: string;
+    clock: Clock;
+    log: Logger;
+    config: Pick<RecorderConfig, 'picturePackBytes' | 'picturePackSeconds'>;
+    raiseAlarm: (alarm: AlarmInput) => void;
+  }): Promise<PictureStorage> {
+    const storage = new PictureStorage({ ...o, packMaxBytes: o.config.picturePackBytes, packMaxAgeMs: o.config.picturePackSeconds * 1000 });
+    const report = await storage.recover();
+    for (const d of report.droppedPacks) {
+      o.raiseAlarm({ kind: 'index', message: `picture pack ${d.file} vanished; its ${d.pictures} pictures were dropped from the index`, details: d });
+    }
+    return storage;
+  }
+
+  /** Start-up: packs reconciled with the index before the first write. */
+  async recover(): Promise<PictureReconcileReport> {
+    const report = await reconcilePictures(this.opts.index, this.opts.dataDir, { mode: 'repair', log: this.opts.log });
+    // Never a name some file already has (an unreadable one is left in place).
+    this.lastPackId = Math.max(this.lastPackId, this.opts.index.pictures.lastPackId(), report.highestPackId);
+    return report;
+  }
+
+  /** Stores one picture; resolves once its bytes are durable and indexed. Throws PICTURE_INVALID before writing anything. */
+  async put(input: PictureInput): Promise<StoredPicture> {
+    if (this.stopped) throw new RecorderError('SHUTTING_DOWN', 'picture storage is stopping');
+    const { width, height } = inspectJpeg(input.bytes);
+    let s = this.seqs.get(input.atMs);
+    if (!s) {
+      s = { next: this.opts.index.pictures.lastSeq(input.atMs) + 1, pending: 0 };
+      this.seqs.set(input.atMs, s);
+    }
+    const seq = s.next++;
+    s.pending++;
+    const key: PictureKey = [input.camera, input.atMs, seq];
+    const header: PictureHeader = { camera: input.camera, atMs: input.atMs, seq, type: input.type, width, height };
+    if (input.meta && Object.keys(input.meta).length > 0) header.meta = input.meta;
+    try {
+      const entry = await this.writer(input.pool).write(key, header, input.bytes);
+      return { key, entry, width, height };
+    } finally {
+      if (--s.pending === 0) this.seqs.delete(input.atMs);
+    }
+  }
+
+  /** The entry of a stored picture, or PICTURE_NOT_FOUND. */
+  entry(key: PictureKey): PictureEntry {
+    const entry = this.opts.index.pictures.get(key);
+    if (!entry) throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)}`);
+    return entry;
+  }
+
+  /** A stored picture's original bytes (one positioned read). */
+  async read(key: PictureKey, entry = this.entry(key)): Promise<Buffer> {
+    const pack = this.opts.index.pictures.pack(entry.pack);
+    if (!pack) throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)} (its pack is gone)`);
+    return readAt(join(this.opts.dataDir, pack.file), entry.offset, entry.length, key);
+  }
+
+  /** A pack's record. */
+  pack(id: number): PackRecord | undefined {
+    return this.opts.index.pictures.pack(id);
+  }
+
+  /** The pack a pool is appending to (tests, bench). */
+  currentPack(pool: string): PackRecord | null {
+    return this.writers.get(pool)?.currentPack ?? null;
+  }
+
+  /** Group-commit batches committed so far, over every pool (bench: pictures per fdatasync). */
+  batches(): number {
+    let n = 0;
+    for (const w of this.writers.values()) n += w.batches;
+    return n;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all([...this.writers.values()].map((w) => w.stop()));
+  }
+
+  private writer(pool: string): PackWriter {
+    let w = this.writers.get(pool);
+    if (!w) {
+      const { index, dataDir, clock, log, packMaxBytes, packMaxAgeMs } = this.opts;
+      w = new PackWriter({ index, dataDir, pool, clock, log, maxBytes: packMaxBytes, maxAgeMs: packMaxAgeMs, newPackId: () => ++this.lastPackId });
+      this.writers.set(pool, w);
+    }
+    return w;
+  }
+}
+
+async function readAt(path: string, offset: number, length: number, key: PictureKey): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)} (its pack is gone)`, { cause: err });
+  }
+  try {
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await fh.read(buf, 0, length, offset);
+    if (bytesRead !== length) throw new RecorderError('STORAGE_IO', `pack ${path} is shorter than the index says`);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
