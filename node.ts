@@ -56,6 +56,8 @@ import { IndexReserve } from './storage/index-reserve.ts';
 import type { AlarmInput } from './lib/alarms.ts';
 import { PictureStorage } from './pictures/picture-storage.ts';
 import { PictureService } from './services/picture-service.ts';
+import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
+import { loadOrCreateNodeId } from './cluster/node-id.ts';
 
 /** A camera's write error that says the disk is full. */
 function diskFullAlarm(alarm: AlarmInput): boolean {
@@ -109,6 +111,8 @@ export class RecorderNode {
   users!: UserStore;
   /** Prometheus metrics; retention reports deletions and pool figures through it. */
   metrics!: RecorderMetrics;
+  /** This node's part in a cluster (cluster/cluster.ts); null outside cluster mode. */
+  cluster: ClusterNode | null = null;
 
   private constructor(
     readonly config: RecorderConfig,
@@ -241,6 +245,7 @@ export class RecorderNode {
               publishStatus: (status) => node?.publishStatus(status),
               raiseAlarm: cameraAlarm,
               onSegmentClosed: segmentClosed,
+              ...(clusterMode(config) ? { fence: (id: string) => node!.cluster!.fence(id) } : {}),
             },
             signal,
           ),
@@ -252,6 +257,21 @@ export class RecorderNode {
       const self = new RecorderNode(config, log, clock, index, supervisor, service, alarms, life);
       node = self;
       self.pictures = pictures;
+      if (clusterMode(config)) {
+        self.cluster = new ClusterNode({
+          nodeId: loadOrCreateNodeId(config.dataDir),
+          prefix: config.subjectPrefix,
+          index,
+          supervisor,
+          log,
+          tickMs: config.clusterTickMs,
+          deadTicks: config.clusterDeadTicks,
+          replicas: replicasFor(config.natsUrl?.split(',') ?? []),
+          httpUrl: () => self.httpUrl,
+          signal,
+        });
+        service.attachCluster(self.cluster);
+      }
       self.storage = store;
       self.tables = tables;
       // Sample tables (backed by the persisted ones), PS views, progressive heads, frames.
@@ -306,7 +326,8 @@ export class RecorderNode {
                 return undefined;
               }
             },
-            cameras: () => index.cameras.list(),
+            // In a cluster: only the cameras this node records.
+            cameras: () => index.cameras.list().filter((c) => self.cluster?.runsHere(c.id) ?? true),
             raiseAlarm: cameraAlarm,
             publish: (progress) => self.natsApi?.publishBackfill(progress),
             onSegmentClosed: segmentClosed,
@@ -450,6 +471,7 @@ export class RecorderNode {
       return;
     }
     this.natsApi = api;
+    this.cluster?.start(nc);
     const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
     this.alarms.attach(sink);
     // Disconnected (the embedded server died, an external one went away): alarms are
@@ -518,6 +540,8 @@ export class RecorderNode {
 
   /** NATS's stop: alarms held, the service and its connection closed (the embedded server stops next). */
   private async stopNats(): Promise<void> {
+    // Its cameras stopped and given up first, while NATS still carries the release.
+    await this.cluster?.stop();
     this.alarms.detach();
     if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
     // An external server still connecting: attachNats() sees the signal and closes it.

@@ -3,7 +3,7 @@ import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import type { SegmentRecord } from '../index/records.ts';
+import type { FenceStamp, SegmentRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { LivePublisher } from '../live/live-hub.ts';
 import type { AudioStatus } from '../ffmpeg/audio-plan.ts';
@@ -53,4 +53,6 @@ export interface CameraDeps {
   onSegmentClosed?: (segment: SegmentRecord) => void;
   /** Live viewers of the running ingest (set by the supervisor). */
   live?: LivePublisher;
+  /** In a cluster: the camera's fence token before each write, or CAMERA_FENCED (storage/segment-writer.ts `fence`). */
+  fence?: (camera: string) => Promise<FenceStamp | undefined>;
 }

@@ -92,6 +92,7 @@ export const ingestActor = (deps: CameraDeps): IngestLogic =>
         decide: (startMs) => decide(recording, startMs),
         onFirstFragment: (startMs) => sendBack({ type: 'INGEST.RECORDING', startMs, ...(media ? { media } : {}) } satisfies IngestEvent),
         ...(deps.onSegmentClosed ? { onSegmentClosed: deps.onSegmentClosed } : {}),
+        ...(deps.fence ? { fence: () => deps.fence!(camera.id) } : {}),
       },
       input.lastEndMs,
     );

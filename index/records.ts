@@ -87,6 +87,17 @@ export interface SegmentRecord {
   gops: Uint8Array;
   open: boolean;
   flags: { backfill?: boolean; iframesOnly?: boolean };
+  /** In a cluster: the node that wrote it and the ownership grant it wrote under (docs/design/cluster.md). */
+  fence?: FenceStamp;
+}
+
+/**
+ * The fence token of a cluster node's writes: its node id and the KV revision of the
+ * compare-and-set that granted it the camera (a higher `rev` is a later grant).
+ */
+export interface FenceStamp {
+  node: string;
+  rev: number;
 }
 
 export type GapState = 'open' | 'pending' | 'fetching' | 'filled' | 'partial' | 'unavailable';

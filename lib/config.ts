@@ -113,6 +113,18 @@ export const configSchema = z
       .describe(
         'room kept for the index: this much preallocated past the end of its file, and a file beside it (index.reserve) deleted when the disk fills; each at most 1/32 of the disk; 0: none',
       ),
+    cluster: z
+      .enum(['auto', 'on', 'off'])
+      .default('auto')
+      .describe('cluster mode (docs/cluster.md): auto is on when natsUrl lists several servers; on: also with one server (the embedded one included)'),
+    clusterTickMs: z.coerce.number().int().min(100).max(60_000).default(500).describe('cluster heartbeat and ownership tick'),
+    clusterDeadTicks: z.coerce
+      .number()
+      .int()
+      .min(2)
+      .max(100)
+      .default(5)
+      .describe("a peer is dead once this many of this node's successful heartbeats passed without one of its own"),
     backupAuditMs: z.coerce
       .number()
       .int()
@@ -187,6 +199,9 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_PICTURE_MAX_BYTES: 'pictureMaxBytes',
   RECORDER_PICTURE_PACK_BYTES: 'picturePackBytes',
   RECORDER_PICTURE_PACK_SECONDS: 'picturePackSeconds',
+  RECORDER_CLUSTER: 'cluster',
+  RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
+  RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',
 };
 
 const FLAGS = {

@@ -48,6 +48,8 @@ export type ErrorCode =
   | 'SHUTTING_DOWN'
   | 'PICTURE_INVALID'
   | 'PICTURE_NOT_FOUND'
+  | 'CLUSTER_UNAVAILABLE'
+  | 'CAMERA_FENCED'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -107,6 +109,10 @@ const STATUS: Record<ErrorCode, number> = {
   PICTURE_INVALID: 422,
   // No picture under that id (never stored, or covered by retention).
   PICTURE_NOT_FOUND: 404,
+  // A cluster config write the replicated KV did not confirm (quorum lost, leader election): recording goes on (cluster/cluster.ts).
+  CLUSTER_UNAVAILABLE: 503,
+  // A write of a camera that another cluster node holds now: this node stops recording it (cluster/cluster.ts).
+  CAMERA_FENCED: 409,
   INTERNAL: 500,
 };
 

@@ -27,6 +27,7 @@ import {
   validate,
 } from './schemas.ts';
 import type { BackfillManager } from '../backfill/manager.ts';
+import type { CameraPlacement } from '../cluster/cluster.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { SmartService } from './smart-service.ts';
 import { parseTimeMs } from '../lib/time.ts';
@@ -68,6 +69,8 @@ export class RecorderService {
   private readonly transient = new Map<string, CameraConfig>();
   private storageService: StorageService | null = null;
   private backfillManager: BackfillManager | null = null;
+  /** In a cluster (cluster/cluster.ts): cameras are shared through its KV and run where it places them. */
+  private cluster: CameraPlacement | null = null;
   /** Audio handling and transport of each camera's recording attempt, from its published statuses. */
   private readonly media = new Map<string, IngestMedia>();
 
@@ -96,6 +99,14 @@ export class RecorderService {
     return { camera: q.camera, from: iso(fromMs), to: iso(toMs), gaps: gaps.map((g) => ({ from: iso(g.startMs), to: iso(g.endMs ?? toMs), state: g.state })) };
   }
 
+  /**
+   * Cluster mode (wired by the node before the cameras resume): camera configs go to the
+   * shared KV before the local index, and a camera runs only on the node that holds it.
+   */
+  attachCluster(cluster: CameraPlacement): void {
+    this.cluster = cluster;
+  }
+
   /** Pools, locks and labels (wired by the node once storage is up). */
   attachStorage(storage: StorageService): void {
     this.storageService = storage;
@@ -112,6 +123,8 @@ export class RecorderService {
   /** Starts an actor for every camera persisted in the index (restart without the VMS). */
   resume(): number {
     const cameras = this.index.cameras.list();
+    // In a cluster a camera starts once this node holds it (cluster/cluster.ts claims it).
+    if (this.cluster) return 0;
     for (const camera of cameras) this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
     return cameras.length;
   }
@@ -127,20 +140,25 @@ export class RecorderService {
     this.storage.requirePool(parsed.pool);
     const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) };
     if (opts.transient) this.transient.set(camera.id, camera);
-    else await this.index.cameras.put(camera.id, camera);
+    else {
+      // Shared first: a change the cluster did not confirm is refused (CLUSTER_UNAVAILABLE), not kept here alone.
+      await this.cluster?.putCamera(camera);
+      await this.index.cameras.put(camera.id, camera);
+    }
     if (this.signal?.aborted) {
       // Stored while the shutdown began: it starts with the next start, like every camera.
       this.log.info({ camera: camera.id }, 'camera configured during shutdown: not started');
       return this.view(camera, opts);
     }
-    this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
+    if (!this.cluster || camera.transient || this.cluster.runsHere(camera.id)) this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
     this.log.info({ camera: camera.id }, 'camera configured');
     return this.view(camera, opts);
   }
 
   async deleteCamera(body: unknown): Promise<{ id: string; purged: number }> {
     const { id, purge } = validate(cameraDeleteSchema, body);
-    this.requireCamera(id);
+    const camera = this.requireCamera(id);
+    if (!camera.transient) await this.cluster?.deleteCamera(id);
     await this.supervisor.remove(id);
     this.transient.delete(id);
     let purged = 0;

@@ -40,7 +40,7 @@ import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import { encodeGops, type GopEntry } from '../index/gop-table.ts';
-import type { CameraConfig, RecordType, SegmentRecord } from '../index/records.ts';
+import type { CameraConfig, FenceStamp, RecordType, SegmentRecord } from '../index/records.ts';
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import type { InitInfo } from '../media/mp4/init-info.ts';
 import { SegmentFile } from './segment-file.ts';
@@ -92,6 +92,12 @@ export interface SegmentWriterDeps {
   flags?: SegmentRecord['flags'];
   /** Longest media time appended but not yet fdatasync'ed and indexed (default SYNC_MS; 0: every fragment). */
   syncMs?: number;
+  /**
+   * In a cluster: asked before each fragment is appended; resolves to the fence token
+   * stamped on the segment, or rejects (CAMERA_FENCED) when the camera is no longer
+   * this node's, so no byte of it reaches the file (docs/design/cluster.md "Fencing").
+   */
+  fence?: () => Promise<FenceStamp | undefined>;
 }
 
 /** Default of `syncMs`: a few seconds, as invariant 2 (docs/design/architecture.md) allows. */
@@ -263,6 +269,7 @@ export class SegmentWriter {
   }
 
   private async write(timed: TimedFragment, type: RecordType): Promise<void> {
+    const fence = await this.deps.fence?.();
     let seg = this.current;
     if (seg) {
       const contiguous = !timed.discontinuous && Math.abs(timed.startMs - seg.record.endMs) <= CONTIGUOUS_MS;
@@ -274,6 +281,7 @@ export class SegmentWriter {
     if (!seg) this.encoder!.startFile();
     const bytes = this.encoder!.encode(timed.frag);
     if (!seg) seg = await this.openSegment(timed.startMs, type, bytes);
+    if (fence) seg.record.fence = fence;
     const runs = seg.record.types;
     if (runs[runs.length - 1]!.type !== type) runs.push({ type, fromMs: timed.startMs });
     const offset = await seg.file.append(bytes);

@@ -1,0 +1,546 @@
+/**
+ * One node's part in the cluster (docs/design/cluster.md): membership and liveness,
+ * camera ownership with fencing, placement of cameras without a live owner, and the
+ * cameras' shared config. NATS JetStream is the engine: three replicated KV buckets,
+ *
+ *   <prefix>-nodes    node id → heartbeat {node, session, http, cameras}; TTL 1 h
+ *   <prefix>-owners   camera id → {node, session, at}; changed only by compare-and-set
+ *   <prefix>-config   `camera.<id>` → the camera's config (every node mirrors it into LMDB)
+ *
+ * Every tick (`clusterTickMs`): put our heartbeat; read each camera's owner key and,
+ * after a successful beat, each peer's heartbeat revision (cluster/liveness.ts counts
+ * them); confirm the cameras we hold or drop the ones whose key names another owner;
+ * claim by CAS what cluster/placement.ts gives us among the cameras without a live
+ * owner. Nothing is claimed in a tick whose own heartbeat failed (then our view may be
+ * that of a minority, and our writes would fail anyway).
+ *
+ * Fencing: the KV revision our CAS wrote is the camera's fence token. The segment
+ * writer asks `fence(camera)` before it appends each GOP (storage/segment-writer.ts),
+ * and stamps the token on the segment record. A confirmation older than FRESH is
+ * re-read from the KV first, so a node that was frozen (SIGSTOP, a stalled VM) learns
+ * it lost the camera before it writes a byte more; a node that cannot reach NATS at
+ * all keeps recording under its old token (a partition: recording goes on, the
+ * higher token wins on heal).
+ *
+ * Errors: CLUSTER_UNAVAILABLE (503) for a config write the KV did not confirm,
+ * CAMERA_FENCED (409) for a write of a camera this node no longer holds.
+ */
+import { randomBytes } from 'node:crypto';
+import { JSONCodec, type KV, type KvEntry, type NatsConnection, type QueuedIterator } from 'nats';
+import type { Supervisor } from '../actors/supervisor.ts';
+import type { RecorderIndex } from '../index/db.ts';
+import type { CameraConfig, FenceStamp } from '../index/records.ts';
+import { RecorderError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import type { RecorderConfig } from '../lib/config.ts';
+import { LivenessCounter } from './liveness.ts';
+import { placeOrphans, type OwnerView } from './placement.ts';
+
+/** Heartbeats of nodes gone for this long vanish from the nodes bucket. */
+const NODES_TTL_MS = 3600_000;
+/** One KV read or write waits this long at most (a stalled leader election answers 503 or nothing). */
+const KV_TIMEOUT_MS = 2000;
+/** How long a fence re-read may take before NATS is judged unreachable (recording goes on). */
+const FENCE_READ_TIMEOUT_MS = 1000;
+
+export interface ClusterOptions {
+  nodeId: string;
+  prefix: string;
+  index: RecorderIndex;
+  supervisor: Supervisor;
+  log: Logger;
+  tickMs: number;
+  deadTicks: number;
+  /** KV replicas: 3 on a JetStream cluster of three or more servers, else the servers there are. */
+  replicas: number;
+  /** This node's HTTP base URL (peers proxy to it); known once HTTP listens. */
+  httpUrl: () => string;
+  signal: AbortSignal;
+}
+
+/** What the service asks of the cluster (services/recorder-service.ts). */
+export interface CameraPlacement {
+  /** Whether this node records the camera now. */
+  runsHere(camera: string): boolean;
+  /** Stores a camera's config in the shared KV (every node mirrors it); CLUSTER_UNAVAILABLE when not confirmed. */
+  putCamera(camera: CameraConfig): Promise<void>;
+  /** Deletes it there and gives up its ownership if held here. */
+  deleteCamera(id: string): Promise<void>;
+}
+
+interface Owner {
+  node: string;
+  session: string;
+  at: string;
+}
+
+interface Heartbeat {
+  node: string;
+  session: string;
+  http: string;
+  cameras: number;
+}
+
+interface Held {
+  /** The revision our CAS wrote: the fence token. */
+  rev: number;
+  /** performance.now() when a read that showed the key still ours was issued. */
+  confirmedAt: number;
+}
+
+/** A node as `nodes()` shows it. */
+export interface ClusterNodeView {
+  node: string;
+  http: string | null;
+  alive: boolean;
+  self: boolean;
+  /** Cameras it owns per the owner keys read in the last tick. */
+  cameras: string[];
+  /** Ticks of ours since it last beat (null for this node). */
+  missedTicks: number | null;
+}
+
+const json = JSONCodec();
+
+function decode<T>(e: KvEntry | null | undefined): T | null {
+  if (!e || e.operation !== 'PUT') return null;
+  try {
+    return json.decode(e.value) as T;
+  } catch {
+    return null;
+  }
+}
+
+function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const now = (): number => performance.now();
+
+export class ClusterNode implements CameraPlacement {
+  readonly nodeId: string;
+  /** Random per process start: a restarted node re-grants its cameras (a fresh fence). */
+  readonly session = randomBytes(6).toString('hex');
+  private readonly liveness: LivenessCounter;
+  private readonly held = new Map<string, Held>();
+  /** Owner of every camera as read in the last tick. */
+  private owners = new Map<string, Owner>();
+  private nodesKv: KV | null = null;
+  private ownersKv: KV | null = null;
+  private configKv: KV | null = null;
+  private watch: QueuedIterator<KvEntry> | null = null;
+  /** Node ids heard of (heartbeat watch, owner keys): whose heartbeats are counted. */
+  private readonly peers = new Set<string>();
+  private readonly httpOf = new Map<string, string>();
+  private readonly stopped = new AbortController();
+  private loopDone: Promise<void> = Promise.resolve();
+  /** Set once the config bucket's current cameras were mirrored (claims wait for it). */
+  private synced = false;
+  /** performance.now() of the last fence re-read that failed for want of NATS. */
+  private unreachableAt = -Infinity;
+  private beatFailing = false;
+  private readonly freshMs: number;
+  private nc: NatsConnection | null = null;
+  /** Successful ticks so far (tests and the nodes view). */
+  ticks = 0;
+
+  constructor(private readonly o: ClusterOptions) {
+    this.nodeId = o.nodeId;
+    this.liveness = new LivenessCounter(o.nodeId, o.deadTicks);
+    // Younger than the K-1 ticks a peer waits before claiming: a confirmation this fresh
+    // was issued before any peer could have taken the camera.
+    this.freshMs = Math.max(o.tickMs / 2, (o.deadTicks - 1) * o.tickMs - o.tickMs / 2);
+  }
+
+  /**
+   * Starts the node's cluster work on its NATS connection, in the background (buckets
+   * are bound as JetStream becomes ready). Until then this node holds no camera and
+   * config writes answer CLUSTER_UNAVAILABLE.
+   */
+  start(nc: NatsConnection): void {
+    if (this.nc || this.halted) return;
+    this.nc = nc;
+    this.loopDone = this.loop();
+    this.o.log.info(
+      { node: this.nodeId, session: this.session, replicas: this.o.replicas, tickMs: this.o.tickMs, deadTicks: this.o.deadTicks },
+      'cluster: joining',
+    );
+  }
+
+  runsHere(camera: string): boolean {
+    return this.held.has(camera);
+  }
+
+  /** Cameras this node holds, with their fence tokens. */
+  heldCameras(): { camera: string; rev: number }[] {
+    return [...this.held].map(([camera, h]) => ({ camera, rev: h.rev }));
+  }
+
+  /**
+   * The fence token to stamp on the next bytes of `camera`, after making sure the
+   * camera is still ours (module comment); CAMERA_FENCED when it is not.
+   */
+  async fence(camera: string): Promise<FenceStamp> {
+    const h = this.held.get(camera);
+    if (!h) throw new RecorderError('CAMERA_FENCED', `camera ${camera} is not held by node ${this.nodeId}`);
+    const stamp = { node: this.nodeId, rev: h.rev };
+    if (now() - h.confirmedAt <= this.freshMs || !this.ownersKv) return stamp;
+    // NATS was unreachable a moment ago: do not make every GOP wait for it again.
+    if (now() - this.unreachableAt < this.o.tickMs) return stamp;
+    const issued = now();
+    let entry: KvEntry | null;
+    try {
+      entry = await timeout(this.ownersKv.get(camera), FENCE_READ_TIMEOUT_MS, 'owner read');
+    } catch (err) {
+      this.unreachableAt = now();
+      this.o.log.warn(
+        { camera, err: (err as Error).message },
+        'cluster: ownership cannot be confirmed (NATS unreachable); recording goes on under the last fence',
+      );
+      return stamp;
+    }
+    const owner = decode<Owner>(entry);
+    if (this.held.get(camera) === h && owner?.node === this.nodeId && owner.session === this.session && entry?.revision === h.rev) {
+      h.confirmedAt = issued;
+      return stamp;
+    }
+    this.lose(camera, owner);
+    throw new RecorderError('CAMERA_FENCED', `camera ${camera} is now held by ${owner?.node ?? 'nobody'}; node ${this.nodeId} stops writing it`);
+  }
+
+  async putCamera(camera: CameraConfig): Promise<void> {
+    await this.share(this.requireConfig(), camera);
+  }
+
+  private async share(kv: KV, camera: CameraConfig): Promise<void> {
+    try {
+      await timeout(kv.put(`camera.${camera.id}`, json.encode(camera)), KV_TIMEOUT_MS * 2, 'config write');
+    } catch (err) {
+      throw unavailable(`camera ${camera.id}`, err);
+    }
+  }
+
+  async deleteCamera(id: string): Promise<void> {
+    const kv = this.requireConfig();
+    try {
+      await timeout(kv.delete(`camera.${id}`), KV_TIMEOUT_MS * 2, 'config delete');
+    } catch (err) {
+      throw unavailable(`camera ${id}`, err);
+    }
+    await this.release(id);
+  }
+
+  /** Every node heard of, with its cameras as the last tick read them. */
+  nodes(): ClusterNodeView[] {
+    const all = new Set<string>([this.nodeId, ...this.peers]);
+    const cams = new Map<string, string[]>();
+    for (const [camera, o] of this.owners) cams.set(o.node, [...(cams.get(o.node) ?? []), camera]);
+    return [...all].sort().map((node) => ({
+      node,
+      http: node === this.nodeId ? this.o.httpUrl() : (this.httpOf.get(node) ?? null),
+      alive: this.liveness.alive(node),
+      self: node === this.nodeId,
+      cameras: (cams.get(node) ?? []).sort(),
+      missedTicks: node === this.nodeId ? null : (this.liveness.missed(node) ?? null),
+    }));
+  }
+
+  /**
+   * Leaves the cluster: stops recording the held cameras (their open segments closed),
+   * then gives up their owner keys so survivors take them at their next tick, then
+   * deletes the heartbeat (peers count this node gone at once).
+   */
+  async stop(): Promise<void> {
+    if (this.stopped.signal.aborted) return;
+    this.stopped.abort();
+    this.watch?.stop();
+    await this.loopDone;
+    const cams = [...this.held.keys()];
+    await Promise.allSettled(cams.map((c) => this.o.supervisor.remove(c)));
+    await Promise.allSettled(cams.map((c) => this.release(c)));
+    if (this.nodesKv) await timeout(this.nodesKv.delete(this.nodeId), KV_TIMEOUT_MS, 'heartbeat delete').catch(() => undefined);
+    this.o.log.info({ node: this.nodeId, released: cams.length }, 'cluster: left');
+  }
+
+  // ---- the tick loop ----------------------------------------------------------
+
+  private get halted(): boolean {
+    return this.stopped.signal.aborted || this.o.signal.aborted;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.halted) {
+      const started = now();
+      try {
+        if (!this.ownersKv) await this.bind();
+        else await this.tick();
+      } catch (err) {
+        this.o.log.warn({ err: (err as Error).message }, 'cluster: tick failed');
+      }
+      const wait = Math.max(0, this.o.tickMs - (now() - started));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        this.stopped.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      });
+    }
+  }
+
+  /** Binds (creating where missing) the three buckets; retried each tick until JetStream answers. */
+  private async bind(): Promise<void> {
+    const js = this.nc!.jetstream({ timeout: KV_TIMEOUT_MS });
+    const opts = { replicas: this.o.replicas, history: 1, timeout: KV_TIMEOUT_MS };
+    try {
+      const nodes = await js.views.kv(`${this.o.prefix}-nodes`, { ...opts, ttl: NODES_TTL_MS });
+      const owners = await js.views.kv(`${this.o.prefix}-owners`, opts);
+      const config = await js.views.kv(`${this.o.prefix}-config`, opts);
+      this.nodesKv = nodes;
+      this.configKv = config;
+      this.ownersKv = owners;
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'cluster: JetStream KV not ready yet; retrying');
+      return;
+    }
+    this.o.log.info({ node: this.nodeId }, 'cluster: buckets bound');
+    void this.watchNodes();
+    await this.mirrorConfig();
+  }
+
+  private async watchNodes(): Promise<void> {
+    const kv = this.nodesKv!;
+    while (!this.halted) {
+      try {
+        const it = await kv.watch({ key: '>' });
+        this.stopped.signal.addEventListener('abort', () => it.stop(), { once: true });
+        for await (const e of it) {
+          const hb = decode<Heartbeat>(e);
+          if (e.key !== this.nodeId) this.peers.add(e.key);
+          if (hb) this.httpOf.set(hb.node, hb.http);
+        }
+      } catch (err) {
+        this.o.log.debug({ err: (err as Error).message }, 'cluster: nodes watch ended; again');
+      }
+      await new Promise((r) => setTimeout(r, this.o.tickMs));
+    }
+  }
+
+  /**
+   * The cameras' shared config mirrored into this node's index: what the bucket holds
+   * now first (a camera deleted while this node was down goes; one this node has and
+   * the bucket never had is brought in: a node joining with cameras), then every change.
+   */
+  private async mirrorConfig(): Promise<void> {
+    const kv = this.configKv!;
+    const initial = new Map<string, KvEntry>();
+    let initialized!: () => void;
+    const ready = new Promise<void>((r) => (initialized = r));
+    let phase: 'initial' | 'live' = 'initial';
+    const it = await kv.watch({ key: 'camera.>', initializedFn: () => initialized() });
+    this.watch = it;
+    void (async () => {
+      try {
+        for await (const e of it) {
+          if (phase === 'initial') initial.set(e.key, e);
+          else await this.applyCamera(e);
+        }
+      } catch (err) {
+        this.o.log.warn({ err: (err as Error).message }, 'cluster: config watch ended');
+      }
+      // A watch that ended (its server died and it could not resume): bind afresh.
+      if (!this.halted && this.watch === it) {
+        this.watch = null;
+        this.ownersKv = null;
+        this.synced = false;
+      }
+    })();
+    await ready;
+    for (const e of initial.values()) await this.applyCamera(e);
+    const inKv = new Set([...initial.keys()].map((k) => k.slice('camera.'.length)));
+    for (const c of this.o.index.cameras.list()) {
+      if (c.transient || inKv.has(c.id)) continue;
+      await this.share(kv, c).catch((err: unknown) => this.o.log.warn({ camera: c.id, err }, 'cluster: could not share a local camera'));
+    }
+    phase = 'live';
+    this.synced = true;
+  }
+
+  private async applyCamera(e: KvEntry): Promise<void> {
+    const id = e.key.slice('camera.'.length);
+    const camera = decode<CameraConfig>(e);
+    if (camera && camera.id === id) {
+      await this.o.index.cameras.put(id, camera);
+      if (this.held.has(id)) this.startCamera(camera);
+      return;
+    }
+    if (e.operation === 'PUT') return this.o.log.warn({ key: e.key }, 'cluster: unreadable camera config ignored');
+    if (this.held.has(id)) await this.o.supervisor.remove(id);
+    await this.release(id);
+    if (this.o.index.cameras.get(id)) await this.o.index.cameras.remove(id);
+  }
+
+  private async tick(): Promise<void> {
+    const nodes = this.nodesKv!;
+    const owners = this.ownersKv!;
+    const beat: Heartbeat = { node: this.nodeId, session: this.session, http: this.o.httpUrl(), cameras: this.held.size };
+    let beatOk = false;
+    try {
+      await timeout(nodes.put(this.nodeId, json.encode(beat)), KV_TIMEOUT_MS, 'heartbeat');
+      beatOk = true;
+      if (this.beatFailing) this.o.log.info('cluster: heartbeats succeed again');
+      this.beatFailing = false;
+    } catch (err) {
+      if (!this.beatFailing) this.o.log.warn({ err: (err as Error).message }, 'cluster: heartbeat failed (no tick counted, nothing claimed)');
+      this.beatFailing = true;
+    }
+    const cameras = this.o.index.cameras.list().filter((c) => !c.transient);
+    const issued = now();
+    const reads = await Promise.all(
+      cameras.map(async (c) => {
+        try {
+          return { camera: c.id, ok: true as const, entry: await timeout(owners.get(c.id), KV_TIMEOUT_MS, 'owner read') };
+        } catch {
+          return { camera: c.id, ok: false as const, entry: null };
+        }
+      }),
+    );
+    const current = new Map<string, Owner>();
+    for (const r of reads) {
+      const o = decode<Owner>(r.entry);
+      if (o) current.set(r.camera, o);
+      if (o && o.node !== this.nodeId) this.peers.add(o.node);
+    }
+    this.owners = current;
+    if (beatOk) {
+      const seen = new Map<string, number>();
+      await Promise.all(
+        [...this.peers].map(async (peer) => {
+          try {
+            const e = await timeout(nodes.get(peer), KV_TIMEOUT_MS, 'heartbeat read');
+            // A deleted heartbeat: the node left (cluster/liveness.ts counts it gone at once).
+            seen.set(peer, e === null ? 0 : e.operation === 'PUT' ? e.revision : -1);
+          } catch {
+            /* not counted this tick */
+          }
+        }),
+      );
+      this.liveness.tick(seen);
+      this.ticks++;
+    }
+    // Ours: confirmed, lost, or found (a claim whose answer timed out but that committed).
+    const orphans: string[] = [];
+    /** Ours from an earlier life of this node (a restart): taken back at once, by CAS. */
+    const earlier: string[] = [];
+    const live = new Map<string, OwnerView>();
+    for (const r of reads) {
+      if (!r.ok) continue;
+      const o = decode<Owner>(r.entry);
+      const h = this.held.get(r.camera);
+      const mine = o?.node === this.nodeId && o.session === this.session;
+      if (h) {
+        if (mine && r.entry!.revision === h.rev) h.confirmedAt = issued;
+        else if (mine) this.held.set(r.camera, { rev: r.entry!.revision, confirmedAt: issued });
+        else this.lose(r.camera, o);
+      } else if (mine) {
+        this.adopt(r.camera, r.entry!.revision, issued);
+      }
+      if (o?.node === this.nodeId && !mine) earlier.push(r.camera);
+      else if (o && this.liveness.alive(o.node)) live.set(r.camera, o);
+      else if (!o || this.liveness.dead(o.node)) orphans.push(r.camera);
+    }
+    if (!beatOk || !this.synced || this.halted) return;
+    for (const camera of earlier) live.set(camera, { node: this.nodeId });
+    const plan = placeOrphans(orphans, live, this.liveness.aliveNodes());
+    const entries = new Map(reads.map((r) => [r.camera, r.entry]));
+    const mineToClaim = [...earlier, ...[...plan].filter(([, node]) => node === this.nodeId).map(([camera]) => camera)];
+    await Promise.all(mineToClaim.map((camera) => this.claim(camera, entries.get(camera) ?? null)));
+  }
+
+  private async claim(camera: string, entry: KvEntry | null): Promise<void> {
+    const owners = this.ownersKv!;
+    const previous = decode<Owner>(entry);
+    const value = json.encode({ node: this.nodeId, session: this.session, at: new Date().toISOString() } satisfies Owner);
+    const issued = now();
+    let rev: number;
+    try {
+      rev = await timeout(entry ? owners.update(camera, value, entry.revision) : owners.create(camera, value), KV_TIMEOUT_MS, 'claim');
+    } catch (err) {
+      // Another node won the CAS, or no answer (it may still have committed: the next tick reads it).
+      this.o.log.debug({ camera, err: (err as Error).message }, 'cluster: claim not granted');
+      return;
+    }
+    this.o.log.info({ camera, fence: rev, from: previous?.node ?? null }, 'cluster: camera claimed');
+    this.adopt(camera, rev, issued);
+  }
+
+  private adopt(camera: string, rev: number, confirmedAt: number): void {
+    if (this.halted) return;
+    this.held.set(camera, { rev, confirmedAt });
+    const config = this.o.index.cameras.get(camera);
+    if (config) this.startCamera(config);
+  }
+
+  private startCamera(camera: CameraConfig): void {
+    try {
+      this.o.supervisor.upsert(camera, this.o.index.schedules.get(camera.id));
+    } catch (err) {
+      this.o.log.warn({ camera: camera.id, err: (err as Error).message }, 'cluster: camera not started');
+    }
+  }
+
+  /** Another node holds the camera now (or nobody): stop recording it at once. */
+  private lose(camera: string, owner: Owner | null): void {
+    if (!this.held.delete(camera)) return;
+    this.o.log.warn({ camera, to: owner?.node ?? null }, 'cluster: camera lost to another node; recording it stops here');
+    void this.o.supervisor.remove(camera).catch((err: unknown) => this.o.log.error({ camera, err }, 'cluster: stopping a lost camera failed'));
+  }
+
+  /** Gives up the owner key of a camera we hold (CAS on our revision: never someone else's grant). */
+  private async release(camera: string): Promise<void> {
+    const h = this.held.get(camera);
+    if (!h || !this.ownersKv) return;
+    this.held.delete(camera);
+    await timeout(this.ownersKv.delete(camera, { previousSeq: h.rev }), KV_TIMEOUT_MS, 'release').catch((err: unknown) =>
+      this.o.log.debug({ camera, err: (err as Error).message }, 'cluster: release not confirmed (survivors take it once we count dead)'),
+    );
+  }
+
+  private requireConfig(): KV {
+    if (!this.configKv || !this.synced)
+      throw new RecorderError('CLUSTER_UNAVAILABLE', 'the cluster config is not reachable yet (JetStream not ready); try again');
+    return this.configKv;
+  }
+}
+
+function unavailable(what: string, err: unknown): RecorderError {
+  return new RecorderError(
+    'CLUSTER_UNAVAILABLE',
+    `${what}: the shared config did not confirm the change (${(err as Error).message}); it may still apply: read it back before retrying`,
+    { cause: err },
+  );
+}
+
+/** The KV replicas for a cluster whose servers are these URLs: 3 when there are three or more. */
+export function replicasFor(urls: readonly string[]): number {
+  const hosts = new Set(
+    urls
+      .map((u) =>
+        u
+          .trim()
+          .replace(/^\w+:\/\//, '')
+          .replace(/^[^@]*@/, ''),
+      )
+      .filter(Boolean),
+  );
+  return Math.max(1, Math.min(3, hosts.size));
+}
+
+/** Whether the settings put this node in cluster mode (docs/cluster.md "Joining"). */
+export function clusterMode(config: Pick<RecorderConfig, 'cluster' | 'natsUrl'>): boolean {
+  if (config.cluster !== 'auto') return config.cluster === 'on';
+  return (config.natsUrl ?? '').split(',').filter((u) => u.trim()).length > 1;
+}

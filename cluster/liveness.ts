@@ -1,0 +1,80 @@
+/**
+ * Liveness by counting (docs/design/cluster.md "Liveness"): a peer is dead once K of
+ * *this* node's successful heartbeats have passed without the peer's heartbeat key
+ * changing revision. Nothing here reads a wall clock: a JetStream leader election
+ * stalls every write for 4-9 s, and while it does this node's own heartbeats fail too,
+ * so no tick is counted and nobody is judged dead for a stall that hit everyone alike.
+ *
+ * Pure bookkeeping; cluster/cluster.ts feeds it what it read after each successful beat.
+ */
+
+export interface PeerView {
+  /** Revision of its heartbeat key when last seen to change (0: no key). */
+  revision: number;
+  /** This node's successful ticks since then. */
+  missed: number;
+}
+
+export class LivenessCounter {
+  private readonly peers = new Map<string, PeerView>();
+
+  constructor(
+    readonly self: string,
+    /** K: ticks of ours without a change of theirs after which a peer is dead. */
+    readonly deadTicks: number,
+  ) {}
+
+  /**
+   * One successful tick of ours: `seen` is each peer's heartbeat revision as read after
+   * our beat (0 when it has no key, -1 when its key was deleted: it left, and is gone at
+   * once); peers whose read failed are left out (not counted).
+   */
+  tick(seen: ReadonlyMap<string, number>): void {
+    for (const [node, revision] of seen) {
+      if (node === this.self) continue;
+      if (revision < 0) {
+        this.peers.set(node, { revision, missed: Math.max(this.deadTicks, (this.peers.get(node)?.missed ?? 0) + 1) });
+        continue;
+      }
+      const p = this.peers.get(node);
+      if (!p) this.peers.set(node, { revision, missed: revision === 0 ? 1 : 0 });
+      else if (p.revision !== revision) {
+        p.revision = revision;
+        p.missed = revision === 0 ? p.missed + 1 : 0;
+      } else p.missed++;
+    }
+  }
+
+  /** Whether `node` is alive as far as this node can tell (itself always; unknown nodes are not). */
+  alive(node: string): boolean {
+    if (node === this.self) return true;
+    const p = this.peers.get(node);
+    return p !== undefined && p.missed < this.deadTicks;
+  }
+
+  /** Whether `node` was watched for K ticks and never changed: safe to take its cameras. */
+  dead(node: string): boolean {
+    if (node === this.self) return false;
+    const p = this.peers.get(node);
+    return p !== undefined && p.missed >= this.deadTicks;
+  }
+
+  /** Ticks of ours since `node` last beat (undefined: never watched). */
+  missed(node: string): number | undefined {
+    return this.peers.get(node)?.missed;
+  }
+
+  /** The nodes alive now, this one included, sorted by id. */
+  aliveNodes(): string[] {
+    return [this.self, ...[...this.peers.keys()].filter((n) => this.alive(n))].sort();
+  }
+
+  /** Every node watched (alive or dead). */
+  known(): string[] {
+    return [...this.peers.keys()];
+  }
+
+  forget(node: string): void {
+    this.peers.delete(node);
+  }
+}

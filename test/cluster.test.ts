@@ -1,0 +1,232 @@
+/**
+ * The cluster through real processes (docs/design/cluster.md): three nats-servers
+ * clustered on loopback (sim/nats-cluster.ts), three recorder processes given all three
+ * URLs, one simulated camera serving four camera ids. A recorder killed with SIGKILL
+ * loses its cameras to the survivors (the time is measured and logged; the goal is 6 s,
+ * the assertion leaves room for a loaded machine); a recorder frozen with SIGSTOP loses
+ * its cameras too and, resumed, writes none of them again; an audit of every node's
+ * index finds no camera written by two nodes over the same instant, and every segment
+ * written in the cluster stamped with its node and fence token.
+ */
+import test from 'ava';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, type KV, type NatsConnection } from 'nats';
+import { SimCamera } from '../sim/camera.ts';
+import { startNatsCluster } from '../sim/nats-cluster.ts';
+import { RecorderIndex } from '../index/db.ts';
+import type { SegmentRecord } from '../index/records.ts';
+import { getJson, spawnRecorder, tempDir, waitFor, type RecorderProcess } from './helpers/recorder.ts';
+
+const CAMERAS = ['c1', 'c2', 'c3', 'c4'];
+/** Failover goal of the issue; asserted with room for a loaded 2-core machine (figures: bench/cluster.ts). */
+const GOAL_MS = 6000;
+const ASSERT_MS = 20_000;
+
+interface Node {
+  name: string;
+  dataDir: string;
+  proc: RecorderProcess;
+  http: string;
+  id: string;
+}
+
+async function status(http: string, camera: string): Promise<string> {
+  const { body } = await getJson<{ camera: { status: string } }>(`${http}/api/cameras/${camera}`);
+  return body.camera.status;
+}
+
+async function owner(kv: KV, camera: string): Promise<{ node: string; revision: number } | null> {
+  const e = await kv.get(camera);
+  if (!e || e.operation !== 'PUT') return null;
+  return { node: e.json<{ node: string }>().node, revision: e.revision };
+}
+
+async function ownersOf(kv: KV): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const c of CAMERAS) {
+    const o = await owner(kv, c);
+    if (o) out.set(c, o.node);
+  }
+  return out;
+}
+
+/** Every segment of every camera in a node's index (opened after the node stopped or died). */
+async function segmentsOf(dataDir: string): Promise<SegmentRecord[]> {
+  const index = await RecorderIndex.open(dataDir);
+  try {
+    return CAMERAS.flatMap((c) => index.segments.inRange(c, 0, Number.MAX_SAFE_INTEGER));
+  } finally {
+    await index.close();
+  }
+}
+
+test('kill -9 and SIGSTOP: cameras move to the survivors, a node that lost a camera writes none of it, no instant is written twice', async (t) => {
+  t.timeout(150_000);
+  const dir = await tempDir(t, 'rec-cluster-');
+  const cluster = await startNatsCluster({ dir: join(dir, 'nats') });
+  t.teardown(() => cluster.stop());
+  const sim = await SimCamera.start({ width: 160, height: 120, bitrateKbit: 150 });
+  t.teardown(() => sim.stop());
+
+  const nodes: Node[] = await Promise.all(
+    ['a', 'b', 'c'].map(async (name) => {
+      const dataDir = join(dir, name);
+      const proc = spawnRecorder(t, {
+        RECORDER_DATA_DIR: dataDir,
+        RECORDER_HTTP: '127.0.0.1:0',
+        RECORDER_NATS_URL: cluster.urls,
+        RECORDER_SEGMENT_SECONDS: '4',
+        RECORDER_SYNC_SECONDS: '0',
+      });
+      const http = await proc.http;
+      const id = readFileSync(join(dataDir, 'cluster', 'node-id'), 'utf8').trim();
+      return { name, dataDir, proc, http, id };
+    }),
+  );
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+
+  const nc: NatsConnection = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  t.teardown(() => nc.close());
+  // Any node takes a camera.put (the service endpoints share a queue group); the shared config reaches all.
+  for (const id of CAMERAS) {
+    const reply = await waitFor(
+      `camera ${id} accepted`,
+      async () => {
+        const m = await nc.request('rec.v1.camera.put', JSON.stringify({ id, streams: { main: sim.url('h264') } }), { timeout: 10_000 });
+        const r = JSON.parse(m.string()) as { ok: boolean; error?: { code: string } };
+        if (!r.ok && r.error?.code !== 'CLUSTER_UNAVAILABLE') throw new Error(JSON.stringify(r));
+        return r.ok;
+      },
+      60_000,
+      500,
+    );
+    t.true(reply);
+  }
+  const kv = await nc.jetstream().views.kv('rec-owners', { bindOnly: true });
+
+  // Every camera owned by a live node and recording there; each node mirrors every camera.
+  const placed = await waitFor(
+    'every camera recording on its owner',
+    async () => {
+      const owners = await ownersOf(kv);
+      if (owners.size < CAMERAS.length) return null;
+      for (const [camera, node] of owners) if ((await status(byId.get(node)!.http, camera)) !== 'recording') return null;
+      return owners;
+    },
+    60_000,
+    500,
+  );
+  for (const n of nodes)
+    t.is((await getJson<{ cameras: unknown[] }>(`${n.http}/api/cameras`)).body.cameras.length, CAMERAS.length, `${n.name} mirrors every camera`);
+  const counts = nodes.map((n) => [...placed.values()].filter((o) => o === n.id).length);
+  t.log(`placement: ${nodes.map((n, i) => `${n.name}=${counts[i]}`).join(' ')}`);
+  t.true(Math.max(...counts) - Math.min(...counts) <= 2, 'least-loaded placement spreads the cameras');
+
+  // ---- kill -9 the node with the most cameras ----
+  const victim = nodes[counts.indexOf(Math.max(...counts))]!;
+  const lost = [...placed].filter(([, o]) => o === victim.id).map(([c]) => c);
+  await new Promise((r) => setTimeout(r, 2000)); // some video on the victim first
+  const killedAt = Date.now();
+  victim.proc.child.kill('SIGKILL');
+  await victim.proc.exited;
+  const survivors = nodes.filter((n) => n !== victim);
+  const moved = new Map<string, { owned: number; recording: number }>();
+  await waitFor(
+    'the killed node’s cameras recording on survivors',
+    async () => {
+      for (const camera of lost) {
+        if (moved.get(camera)?.recording) continue;
+        const o = await owner(kv, camera);
+        if (!o || o.node === victim.id) continue;
+        const m = moved.get(camera) ?? { owned: Date.now() - killedAt, recording: 0 };
+        moved.set(camera, m);
+        if ((await status(byId.get(o.node)!.http, camera)) === 'recording') m.recording = Date.now() - killedAt;
+      }
+      return lost.every((c) => moved.get(c)?.recording);
+    },
+    ASSERT_MS + 10_000,
+    100,
+  );
+  const worst = Math.max(...lost.map((c) => moved.get(c)!.recording));
+  t.log(
+    `kill -9 of ${victim.name} (${lost.join(', ')}): owned elsewhere after ${lost.map((c) => moved.get(c)!.owned).join('/')} ms, recording after ${lost.map((c) => moved.get(c)!.recording).join('/')} ms (goal ${GOAL_MS} ms)`,
+  );
+  t.true(worst <= ASSERT_MS, `failover took ${worst} ms`);
+
+  // ---- SIGSTOP a survivor that records something, then SIGCONT ----
+  const now = await ownersOf(kv);
+  const frozen = survivors.find((n) => [...now.values()].includes(n.id))!;
+  const other = survivors.find((n) => n !== frozen)!;
+  const frozenCams = [...now].filter(([, o]) => o === frozen.id).map(([c]) => c);
+  frozen.proc.child.kill('SIGSTOP');
+  const stoppedAt = Date.now();
+  let thawed = false;
+  t.teardown(() => {
+    if (!thawed) frozen.proc.child.kill('SIGCONT');
+  });
+  await waitFor(
+    'the frozen node’s cameras recording on the other survivor',
+    async () => {
+      for (const c of frozenCams) {
+        const o = await owner(kv, c);
+        if (o?.node !== other.id || (await status(other.http, c)) !== 'recording') return false;
+      }
+      return true;
+    },
+    ASSERT_MS + 10_000,
+    200,
+  );
+  t.log(`SIGSTOP of ${frozen.name} (${frozenCams.join(', ')}): recording on ${other.name} after ${Date.now() - stoppedAt} ms`);
+  // Video keeps arriving at the frozen node's ffmpeg meanwhile; it must not reach its index.
+  await new Promise((r) => setTimeout(r, 2000));
+  frozen.proc.child.kill('SIGCONT');
+  thawed = true;
+  await waitFor(
+    'the resumed node stops recording what it lost',
+    async () => {
+      for (const c of frozenCams) if ((await status(frozen.http, c)) === 'recording') return false;
+      return true;
+    },
+    20_000,
+    200,
+  );
+  // The resumed node takes nothing back from a live owner, and writes none of its lost cameras.
+  await new Promise((r) => setTimeout(r, 3000));
+  const after = await ownersOf(kv);
+  for (const c of frozenCams) t.is(after.get(c), other.id, `${c} stays with ${other.name}`);
+  for (const c of frozenCams) t.not(await status(frozen.http, c), 'recording');
+
+  // ---- audit: stop the survivors, read every index ----
+  for (const n of survivors) n.proc.child.kill('SIGTERM');
+  for (const n of survivors) t.is(await n.proc.exited, 0);
+  const all: (SegmentRecord & { holder: string })[] = [];
+  for (const n of nodes) for (const s of await segmentsOf(n.dataDir)) all.push({ ...s, holder: n.name });
+  t.true(all.length > 0);
+  const overlaps: string[] = [];
+  for (const c of CAMERAS) {
+    const segs = all.filter((s) => s.camera === c).sort((x, y) => x.startMs - y.startMs);
+    for (let i = 0; i < segs.length; i++) {
+      for (let j = i + 1; j < segs.length && segs[j]!.startMs < segs[i]!.endMs; j++) {
+        if (segs[j]!.holder !== segs[i]!.holder)
+          overlaps.push(`${c}: ${segs[i]!.holder} [${segs[i]!.startMs}, ${segs[i]!.endMs}) and ${segs[j]!.holder} [${segs[j]!.startMs}, ${segs[j]!.endMs})`);
+      }
+    }
+  }
+  t.deepEqual(overlaps, [], 'no camera written by two nodes at once');
+  for (const s of all) t.is(s.fence?.node, byId.get(s.fence?.node ?? '')?.id, `segment ${s.file} stamped with its node`);
+  for (const s of all) t.is(byId.get(s.fence!.node)!.name, s.holder, 'the stamp names the node that wrote it');
+  // The frozen node wrote nothing of its lost cameras after it was frozen (beyond the GOP it had in hand).
+  const late = all.filter((s) => s.holder === frozen.name && frozenCams.includes(s.camera) && s.endMs > stoppedAt + 2500);
+  t.deepEqual(
+    late.map((s) => `${s.camera} ${s.startMs}-${s.endMs}`),
+    [],
+  );
+  // Every camera moved to a higher fence: the later grant has the higher token.
+  for (const c of lost) {
+    const theirs = all.filter((s) => s.camera === c);
+    const victimMax = Math.max(...theirs.filter((s) => s.holder === victim.name).map((s) => s.fence!.rev));
+    const laterMin = Math.min(...theirs.filter((s) => s.holder !== victim.name && s.startMs > killedAt).map((s) => s.fence!.rev));
+    t.true(laterMin > victimMax, `${c}: fence ${laterMin} after ${victimMax}`);
+  }
+});
