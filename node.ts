@@ -253,7 +253,7 @@ export class RecorderNode {
       );
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log, signal);
       service.attachStorage(new StorageService(index, store, clock, config.dataDir, log, (id) => service.requireCamera(id)));
-      service.pictures = new PictureService(pictures, (id) => service.requireCamera(id), clock, log, config.pictureMaxBytes);
+      service.pictures = new PictureService(pictures, (id) => service.requireCamera(id), clock, log, config.pictureMaxBytes, config.picturePreviewCacheBytes);
       const self = new RecorderNode(config, log, clock, index, supervisor, service, alarms, life);
       node = self;
       self.pictures = pictures;

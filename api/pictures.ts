@@ -31,8 +31,8 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
       pictures().put(req.query, req.body),
     );
 
-    scope.get<{ Params: { id: string } }>('/api/pictures/:id', access('read', { camera: cameraOfId }), async (req, reply) => {
-      const { bytes, etag } = await pictures().original(req.params.id);
+    scope.get<{ Params: { id: string }; Querystring: Query }>('/api/pictures/:id', access('read', { camera: cameraOfId }), async (req, reply) => {
+      const { bytes, etag } = await pictures().read(req.params.id, req.query);
       if (req.headers['if-none-match'] === etag) return reply.code(304).header('ETag', etag).send();
       const range = replyRange(req, reply, bytes.length, etag);
       return reply

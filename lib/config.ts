@@ -151,6 +151,12 @@ export const configSchema = z
       .max(86_400 * 31)
       .default(3600)
       .describe('… or once it is this old at the next write'),
+    picturePreviewCacheBytes: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(32 * 1024 ** 2)
+      .describe('rendered picture previews kept in memory (bytes; none over a quarter of it; 0: none kept)'),
   })
   .strict();
 
@@ -202,6 +208,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_CLUSTER: 'cluster',
   RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
   RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',
+  RECORDER_PICTURE_PREVIEW_CACHE_BYTES: 'picturePreviewCacheBytes',
 };
 
 const FLAGS = {

@@ -12,6 +12,8 @@ import { iso, parseTimeMs, type Clock } from '../lib/time.ts';
 import { validate } from '../lib/validate.ts';
 import { parsePictureId, pictureId, pictureUrl } from '../pictures/layout.ts';
 import type { PictureStorage } from '../pictures/picture-storage.ts';
+import { inspectJpeg } from '../pictures/jpeg.ts';
+import { PreviewCache, parsePreviewSpec, renderPreview, specKey, type PreviewSpec } from '../pictures/preview.ts';
 
 /** A picture dated further ahead of the recorder's clock than this is refused (a camera's clock gone wrong). */
 export const PICTURE_MAX_FUTURE_MS = 60 * 60_000;
@@ -63,6 +65,9 @@ export function splitMeta(query: Record<string, unknown>): { rest: Record<string
 }
 
 export class PictureService {
+  /** Rendered previews (pictures/preview.ts), bounded by RECORDER_PICTURE_PREVIEW_CACHE_BYTES. */
+  readonly previews: PreviewCache;
+
   constructor(
     readonly storage: PictureStorage,
     private readonly requireCamera: (id: string) => { id: string; pool: string },
@@ -70,7 +75,10 @@ export class PictureService {
     private readonly log: Logger,
     /** Largest picture accepted (RECORDER_PICTURE_MAX_BYTES). */
     readonly maxBytes: number,
-  ) {}
+    previewCacheBytes: number,
+  ) {
+    this.previews = new PreviewCache(previewCacheBytes);
+  }
 
   /** Stores `body` (a JPEG) as a picture of `camera` at `at` (default: now). */
   async put(query: Record<string, unknown>, body: unknown): Promise<PictureView> {
@@ -101,6 +109,28 @@ export class PictureService {
     const entry = this.storage.entry(key);
     const bytes = await this.storage.read(key, entry);
     return { bytes, etag: this.etag(key), view: view(key, entry) };
+  }
+
+  /**
+   * A picture as asked for by the query of its URL: the original without preview keys,
+   * else a preview (`scale`, `width`/`height`/`fit`, `maxBytes`) with its own ETag.
+   * `access_token` (authentication for <img> tags) is not a preview key.
+   */
+  async read(id: string, query: Record<string, unknown>): Promise<{ bytes: Buffer; etag: string }> {
+    const { access_token: _token, ...rest } = query;
+    const spec = parsePreviewSpec(rest);
+    if (!spec) return this.original(id);
+    const key = this.key(id);
+    const etag = this.etag(key);
+    return { bytes: await this.preview(key, etag, spec), etag: `${etag.slice(0, -1)}-${specKey(spec)}"` };
+  }
+
+  /** A picture's preview, from the cache or rendered once. */
+  async preview(key: PictureKey, etag: string, spec: PreviewSpec): Promise<Buffer> {
+    return this.previews.get(`${etag}|${specKey(spec)}`, async () => {
+      const original = await this.storage.read(key);
+      return renderPreview(original, inspectJpeg(original), spec);
+    });
   }
 
   /** Unique for these bytes: pack ids are not reused while the pack exists, and its creation time tells a later pack of the same id apart. */

@@ -13,7 +13,7 @@ import { appendFile, readdir, stat } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { spawnRecorder, startNode, tempDir, waitFor } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
@@ -274,4 +274,88 @@ test('a SIGKILL between fdatasync and the index commit: the restart indexes the 
   t.is(await restarted.exited, 0);
   const clean = await check(dataDir);
   t.is(clean.code, 0, JSON.stringify(clean.pictures));
+});
+
+/** A 1080p picture with gradients, edges and mild noise: compresses as a camera's does. */
+async function scene(w = 1920, h = 1080): Promise<Buffer> {
+  const raw = Buffer.alloc(w * h * 3);
+  let x = 12345;
+  for (let y = 0; y < h; y++) {
+    for (let c = 0; c < w; c++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      const n = (x >>> 28) - 8;
+      const i = (y * w + c) * 3;
+      const block = ((c >> 6) + (y >> 6)) % 2 === 0 ? 40 : 0;
+      raw[i] = Math.max(0, Math.min(255, ((c * 255) / w + block + n) | 0));
+      raw[i + 1] = Math.max(0, Math.min(255, ((y * 255) / h + n) | 0));
+      raw[i + 2] = Math.max(0, Math.min(255, (128 + block - n) | 0));
+    }
+  }
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
+}
+
+test('previews by URL: scale, width/height/fit, maxBytes (best quality that fits), decoded and measured; bounded cache', async (t) => {
+  const { http, node } = await startNode(t, { picturePreviewCacheBytes: 200_000 });
+  await addCamera(http, 'yard');
+  const pic = await scene();
+  const put = await post(http, 'camera=yard&type=alarm', pic);
+  t.is(put.status, 200);
+  const url = `${http}${put.body.url}`;
+  const fetchPreview = async (q: string): Promise<{ status: number; bytes: Buffer; etag: string | null; meta: Metadata | null }> => {
+    const res = await fetch(`${url}?${q}`);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    return { status: res.status, bytes, etag: res.headers.get('etag'), meta: res.status === 200 ? await sharp(bytes).metadata() : null };
+  };
+
+  const cases: [string, number, number][] = [
+    ['scale=25', 480, 270],
+    ['scale=10', 192, 108],
+    ['width=320', 320, 180],
+    ['height=180', 320, 180],
+    ['width=320&height=180&fit=cover', 320, 180],
+    ['width=320&height=320', 320, 180],
+    ['width=320&height=320&fit=contain', 320, 320],
+    ['width=320&height=320&fit=cover', 320, 320],
+    ['width=100&height=300&fit=fill', 100, 300],
+  ];
+  for (const [q, w, h] of cases) {
+    const p = await fetchPreview(q);
+    t.is(p.status, 200, q);
+    t.is(p.meta?.format, 'jpeg', q);
+    t.deepEqual([p.meta?.width, p.meta?.height], [w, h], q);
+  }
+
+  const small = await fetchPreview('maxBytes=30000');
+  t.is(small.status, 200);
+  t.true(small.bytes.length <= 30000 && small.bytes.length > 15000, `maxBytes=30000 gave ${small.bytes.length} bytes`);
+  t.deepEqual([small.meta?.width, small.meta?.height], [1920, 1080], 'the size is kept while a quality fits');
+  const tiny = await fetchPreview('maxBytes=3000');
+  t.true(tiny.bytes.length <= 3000, `maxBytes=3000 gave ${tiny.bytes.length} bytes`);
+  t.true(tiny.meta!.width < 1920, 'made smaller when no quality fits');
+  const both = await fetchPreview('width=640&maxBytes=20000');
+  t.true(both.bytes.length <= 20000);
+  t.is(both.meta?.width, 640);
+  const whole = await fetchPreview(`maxBytes=${pic.length}`);
+  t.deepEqual(whole.bytes, pic, 'an original that fits is answered as it is');
+
+  // Same preview: same bytes and ETag, rendered once; other ETag than the original's.
+  const rendersBefore = node.service.pictures.previews.renders;
+  const again = await fetchPreview('scale=25');
+  const again2 = await fetchPreview('scale=25');
+  t.deepEqual(again.bytes, again2.bytes);
+  t.is(again.etag, again2.etag);
+  t.not(again.etag, (await fetch(url)).headers.get('etag'));
+  t.is(node.service.pictures.previews.renders - rendersBefore, 0, 'served from the cache');
+  t.true(node.service.pictures.previews.size <= 200_000, `cache holds ${node.service.pictures.previews.size} bytes`);
+  const ranged = await fetch(`${url}?scale=25`, { headers: { range: 'bytes=0-99' } });
+  t.is(ranged.status, 206);
+  t.deepEqual(Buffer.from(await ranged.arrayBuffer()), again.bytes.subarray(0, 100));
+
+  for (const q of ['scale=0', 'scale=1000', 'scale=25&width=100', 'width=0', 'fit=cover', 'width=100&fit=squash', 'maxBytes=10', 'colour=red']) {
+    const res = await fetch(`${url}?${q}`);
+    t.is(res.status, 400, q);
+    t.is(((await res.json()) as { error: { code: string } }).error.code, 'VALIDATION_FAILED', q);
+  }
 });
