@@ -6,8 +6,9 @@
  *   index/startup.ts) → config journal → sample-table builder → storage (on a full disk
  *   the emergency overwrite first; crash replay; reconcile with the files) → cameras'
  *   supervisor → health sampler → retention → back-fill → cameras resumed → HTTP →
- *   NATS (embedded server awaited; an external URL connects in the background and the
- *   service registers when it is reachable).
+ *   S3 (buckets/, when an access key exists) → NATS (embedded server awaited; an
+ *   external URL connects in the background and the service registers when it is
+ *   reachable).
  *
  * Recording is thus independent of NATS (docs/design/architecture.md section 7). The
  * embedded server is authenticated and restarted when it dies (lib/nats-embedded.ts);
@@ -58,6 +59,8 @@ import { PictureStorage } from './pictures/picture-storage.ts';
 import { PictureService } from './services/picture-service.ts';
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
+import { startS3Listener } from './buckets/listener.ts';
+import type { S3Server } from './buckets/s3-server.ts';
 
 /** A camera's write error that says the disk is full. */
 function diskFullAlarm(alarm: AlarmInput): boolean {
@@ -88,6 +91,9 @@ const HTTP_CLOSE_GRACE_MS = 2000;
 export class RecorderNode {
   natsUrl: string | null = null;
   httpUrl = '';
+  /** The S3 listener (buckets/), null when off or no access key exists; its URL, '' then. */
+  s3: S3Server | null = null;
+  s3Url = '';
   reconcileReport: ReconcileReport | null = null;
   storage: StorageSupervisor | null = null;
   /** Sample tables persisted at segment close (storage/segment-tables.ts). */
@@ -345,6 +351,12 @@ export class RecorderNode {
         () => self.startHttp(),
         () => self.closeHttp(),
       );
+      self.s3 = await life.start(
+        's3',
+        () => startS3Listener({ config, index, log, clock, signal }),
+        (s3) => s3?.stop(),
+      );
+      self.s3Url = self.s3?.url ?? '';
       await self.startNats();
       return self;
     } catch (err) {

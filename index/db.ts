@@ -11,7 +11,7 @@
  *              day summaries, pool usage and sample tables; a deletion with its intent
  *   gaps       GapStore (index/gap-store.ts)           locks   LockStore (index/locks.ts)
  *   labels     LabelStore (index/label-store.ts)       smart   SmartStore (index/smart.ts)
- *   intents    IntentStore (index/intent-store.ts)
+ *   intents    IntentStore (index/intent-store.ts)         s3*     BucketStore (index/buckets.ts)
  *   cameras, schedules, recording, pools, users: KeyedStore (index/config-stores.ts)
  *
  * Opening runs the schema migrations (index/migrations/run.ts) before anything reads.
@@ -38,6 +38,7 @@ import { IntentStore } from './intent-store.ts';
 import { LabelStore } from './label-store.ts';
 import { LockStore } from './locks.ts';
 import { PictureStore } from './pictures.ts';
+import { BucketStore } from './buckets.ts';
 import { assertSchemaReadable, migrate, type MigrationReport } from './migrations/run.ts';
 import type { LabelRecord } from './records.ts';
 import { SegmentStore } from './segment-store.ts';
@@ -73,6 +74,8 @@ export class RecorderIndex {
   readonly pools: PoolStore;
   /** Users of the HTTP interface (security/users.ts decides what they may do). */
   readonly users: UserTable;
+  /** S3 buckets and objects (index/buckets.ts, issue 17). */
+  readonly buckets: BucketStore;
   /** What the migrations did when this index was opened. */
   migrations: MigrationReport = { from: 0, to: 0, applied: [] };
   private readonly t: Tables;
@@ -108,6 +111,7 @@ export class RecorderIndex {
     this.recording = new KeyedStore(t.recording, t.commit);
     this.pools = new KeyedStore(t.pools, t.commit);
     this.users = new KeyedStore(t.users, t.commit);
+    this.buckets = new BucketStore(t);
   }
 
   /** Opens (or creates) the index of `dataDir` and brings its schema up to this build's. */

@@ -125,6 +125,16 @@ export const configSchema = z
       .max(100)
       .default(5)
       .describe("a peer is dead once this many of this node's successful heartbeats passed without one of its own"),
+    s3: z
+      .union([z.literal('off'), hostPort])
+      .default('127.0.0.1:9000')
+      .describe('S3 listen address, host:port or [ipv6]:port, or off; it starts once an S3 access key exists (s3AccessKey, or a user key)'),
+    s3AccessKey: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{3,128}$/, 'expected 3-128 characters of A-Z a-z 0-9 . _ -')
+      .optional()
+      .describe('the first S3 access key id (acts as an admin), with s3SecretKey'),
+    s3SecretKey: z.string().min(8).max(256).optional().describe('the secret of the first S3 access key'),
     backupAuditMs: z.coerce
       .number()
       .int()
@@ -209,6 +219,9 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
   RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',
   RECORDER_PICTURE_PREVIEW_CACHE_BYTES: 'picturePreviewCacheBytes',
+  RECORDER_S3: 's3',
+  RECORDER_S3_ACCESS_KEY: 's3AccessKey',
+  RECORDER_S3_SECRET_KEY: 's3SecretKey',
 };
 
 const FLAGS = {

@@ -1,0 +1,233 @@
+/**
+ * Object files on disk (docs/design/buckets.md):
+ *
+ *   <data>/buckets/tmp/<fileId>                         an upload in progress
+ *   <data>/buckets/objects/<bucket>/<xx>/<fileId>       an object version (xx: the id's last two characters)
+ *
+ * A file holds the object's bytes from offset 0, then a footer that describes it
+ * (JSON: bucket, key, ETag, size, metadata, time; its length as uint32 LE; `RS3O`), so
+ * the file says what it is without the index and ranges need no offset arithmetic.
+ *
+ * Durability order (invariant 2 for objects): the bytes and the footer are written to
+ * tmp/, fdatasync'ed, renamed to the object's name, its folder fsync'ed; only then does
+ * the caller commit the catalog record (index/buckets.ts). A crash before the commit
+ * leaves a file no record names; the start-up sweep removes it, with every tmp/ file.
+ * Replacing or deleting an object commits first and unlinks the old file after; a crash
+ * in between leaves a file no record names, removed the same way. So an object is
+ * visible only once its bytes are durable, and never half.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
+import { S3Error } from './s3-errors.ts';
+
+const MAGIC = Buffer.from('RS3O');
+/** Bytes gathered before one write to the file (fewer system calls for big objects). */
+const WRITE_BATCH = 1024 * 1024;
+
+export interface ObjectFooter {
+  bucket: string;
+  key: string;
+  etag: string;
+  size: number;
+  lastModifiedMs: number;
+  meta: Record<string, string>;
+  contentType?: string;
+}
+
+export interface WrittenFile {
+  fileId: string;
+  size: number;
+  md5Hex: string;
+  md5Base64: string;
+  /** Hex SHA-256 of the bytes, when asked for (a signed payload hash to check). */
+  sha256Hex?: string;
+  /** CRC-32 of the bytes as S3 writes it (base64 of the big-endian value). */
+  crc32Base64: string;
+}
+
+/** A new object file id: time-ordered (ms, hex) then random, safe in paths and as an S3 version id. */
+export function newFileId(nowMs: number): string {
+  return `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`;
+}
+
+export class ObjectFiles {
+  readonly root: string;
+  readonly tmpDir: string;
+
+  constructor(dataDir: string) {
+    this.root = join(dataDir, 'buckets');
+    this.tmpDir = join(this.root, 'tmp');
+  }
+
+  bucketDir(bucket: string): string {
+    return join(this.root, 'objects', bucket);
+  }
+
+  path(bucket: string, fileId: string): string {
+    return join(this.bucketDir(bucket), fileId.slice(-2), fileId);
+  }
+
+  tmpPath(fileId: string): string {
+    return join(this.tmpDir, fileId);
+  }
+
+  async init(): Promise<void> {
+    await mkdirDurable(this.tmpDir);
+    await mkdirDurable(join(this.root, 'objects'));
+  }
+
+  /**
+   * Streams `body` into a tmp file, hashing as it goes; at most `maxBytes`. The file is
+   * not yet durable nor named: `finish` adds the footer, syncs and renames it.
+   */
+  async receive(body: Readable, nowMs: number, opts: { maxBytes: number; sha256?: boolean }): Promise<WrittenFile & { handle: FileHandle }> {
+    const fileId = newFileId(nowMs);
+    const handle = await open(this.tmpPath(fileId), 'wx', 0o600);
+    try {
+      const md5 = createHash('md5');
+      const sha = opts.sha256 ? createHash('sha256') : null;
+      let crc = 0;
+      let size = 0;
+      let batch: Buffer[] = [];
+      let batched = 0;
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > opts.maxBytes) throw new S3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
+        md5.update(chunk);
+        sha?.update(chunk);
+        crc = crc32(chunk, crc);
+        batch.push(chunk);
+        batched += chunk.length;
+        if (batched >= WRITE_BATCH) {
+          await writeAll(handle, batch);
+          batch = [];
+          batched = 0;
+        }
+      }
+      await writeAll(handle, batch);
+      const digest = md5.digest();
+      const crcBuf = Buffer.alloc(4);
+      crcBuf.writeUInt32BE(crc >>> 0);
+      return {
+        handle,
+        fileId,
+        size,
+        md5Hex: digest.toString('hex'),
+        md5Base64: digest.toString('base64'),
+        crc32Base64: crcBuf.toString('base64'),
+        ...(sha ? { sha256Hex: sha.digest('hex') } : {}),
+      };
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(this.tmpPath(fileId)).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Writes the footer, fdatasyncs, renames the tmp file to the object's name and fsyncs its folder. */
+  async finish(handle: FileHandle, fileId: string, footer: ObjectFooter): Promise<void> {
+    try {
+      const json = Buffer.from(JSON.stringify(footer));
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(json.length);
+      await writeAll(handle, [json, len, MAGIC]);
+      await handle.datasync();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(this.tmpPath(fileId)).catch(() => undefined);
+      throw err;
+    }
+    await handle.close();
+    const dest = this.path(footer.bucket, fileId);
+    await mkdirDurable(dirname(dest));
+    await rename(this.tmpPath(fileId), dest);
+    await fsyncDir(dirname(dest));
+  }
+
+  /** Drops an upload that will not be committed (tmp file or already renamed). */
+  async discard(bucket: string, fileId: string): Promise<void> {
+    await unlink(this.tmpPath(fileId)).catch(() => undefined);
+    await unlink(this.path(bucket, fileId)).catch(() => undefined);
+  }
+
+  /** Unlinks an object file whose record is gone (after that commit). A missing file is fine. */
+  async remove(bucket: string, fileId: string): Promise<void> {
+    try {
+      await unlink(this.path(bucket, fileId));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+
+  /** Bytes [start, end] (inclusive) of an object file. */
+  read(bucket: string, fileId: string, start: number, end: number): ReadStream {
+    return createReadStream(this.path(bucket, fileId), { start, end, highWaterMark: 256 * 1024 });
+  }
+
+  /** Removes an empty bucket's folder. */
+  async removeBucketDir(bucket: string): Promise<void> {
+    await rm(this.bucketDir(bucket), { recursive: true, force: true });
+  }
+
+  /**
+   * The start-up sweep: every tmp/ file goes (uploads cut by a crash or a stop), and
+   * every object file the catalog does not hold (`holds`), and the folders of buckets
+   * that no longer exist. Returns how many files went.
+   */
+  async sweep(holds: (fileId: string) => boolean, bucketExists: (bucket: string) => boolean): Promise<{ tmp: number; orphans: number }> {
+    let tmp = 0;
+    for (const f of await readdir(this.tmpDir)) {
+      await rm(join(this.tmpDir, f), { recursive: true, force: true });
+      tmp++;
+    }
+    let orphans = 0;
+    const objects = join(this.root, 'objects');
+    for (const bucket of await readdir(objects)) {
+      const dir = join(objects, bucket);
+      const fans = await readdir(dir);
+      for (const fan of fans) {
+        for (const f of await readdir(join(dir, fan))) {
+          if (holds(f)) continue;
+          await unlink(join(dir, fan, f));
+          orphans++;
+        }
+      }
+      if (!bucketExists(bucket)) await rm(dir, { recursive: true, force: true });
+    }
+    return { tmp, orphans };
+  }
+}
+
+async function writeAll(handle: FileHandle, bufs: Buffer[]): Promise<void> {
+  if (bufs.length === 0) return;
+  // One buffer: a write of many small chunks would need more iovecs than one call takes.
+  const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+  let at = 0;
+  while (at < all.length) {
+    const { bytesWritten } = await handle.write(all, at, all.length - at);
+    at += bytesWritten;
+  }
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const h = await open(dir, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+/** mkdir -p, and each folder it made synced into its parent (the names survive a crash). */
+async function mkdirDurable(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true });
+  if (first === undefined) return;
+  for (let d = dir; ; d = dirname(d)) {
+    await fsyncDir(dirname(d));
+    if (d === first) break;
+  }
+}

@@ -1,0 +1,342 @@
+/**
+ * Object operations: PutObject, GetObject (Range, If-Match, If-None-Match,
+ * If-Modified-Since, If-Unmodified-Since, response-* overrides), HeadObject,
+ * DeleteObject. The write follows buckets/object-files.ts's order: bytes to a tmp file,
+ * checked (length, signed SHA-256, Content-MD5, CRC-32), fdatasync'ed and renamed, then
+ * the catalog commit (index/buckets.ts), then the replaced version's file unlinked. Any
+ * refusal before the commit leaves nothing (the tmp file goes), so a bad or cut upload
+ * never replaces the object it names.
+ */
+import { statfs } from 'node:fs/promises';
+import type { Logger } from '../lib/log.ts';
+import { CANNED_ACLS, type BucketRecord, type BucketStore, type CannedAcl, type ObjectHeaders, type ObjectRecord } from '../index/buckets.ts';
+import { assertKey } from './names.ts';
+import type { ObjectFiles } from './object-files.ts';
+import { bodyStream, declaredLength, httpTime, MAX_PUT_BYTES, payloadHashToCheck, sendEmpty, type S3Request } from './request.ts';
+import { S3Error } from './s3-errors.ts';
+import type { Access } from './access.ts';
+
+/** S3's limit on user metadata (names and values of x-amz-meta-*). */
+const MAX_META_BYTES = 2048;
+/** Room kept free on the data disk beyond an upload's size. */
+const FREE_MARGIN_BYTES = 64 * 1024 ** 2;
+
+export interface ObjectDeps {
+  catalog: BucketStore;
+  files: ObjectFiles;
+  access: Access;
+  log: Logger;
+  dataDir: string;
+}
+
+const HEADER_FIELDS: [keyof ObjectHeaders, string][] = [
+  ['contentType', 'content-type'],
+  ['cacheControl', 'cache-control'],
+  ['contentDisposition', 'content-disposition'],
+  ['contentEncoding', 'content-encoding'],
+  ['contentLanguage', 'content-language'],
+  ['expires', 'expires'],
+];
+
+export function requireBucket(d: { catalog: BucketStore }, name: string): BucketRecord {
+  const b = d.catalog.bucket(name);
+  if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: name });
+  return b;
+}
+
+/** x-amz-meta-* of a request (names lower case, prefix cut), at most 2 kB as S3 allows. */
+export function userMeta(r: S3Request): Record<string, string> {
+  const meta: Record<string, string> = {};
+  let bytes = 0;
+  for (const [name, value] of Object.entries(r.req.headers)) {
+    if (!name.startsWith('x-amz-meta-') || value === undefined) continue;
+    const v = Array.isArray(value) ? value.join(',') : value;
+    const n = name.slice('x-amz-meta-'.length);
+    meta[n] = v;
+    bytes += Buffer.byteLength(n) + Buffer.byteLength(v);
+  }
+  if (bytes > MAX_META_BYTES) throw new S3Error('InvalidArgument', 'Your metadata headers exceed the maximum allowed metadata size (2 kB)');
+  return meta;
+}
+
+export function requestHeaders(r: S3Request): ObjectHeaders {
+  const h: ObjectHeaders = {};
+  for (const [field, name] of HEADER_FIELDS) {
+    const v = r.req.headers[name];
+    // aws-chunked is how the body travelled, not how the object is encoded.
+    const value = name === 'content-encoding' && typeof v === 'string' ? v.replace(/(^|,)\s*aws-chunked\s*(,|$)/, '$1').replace(/^,|,$/g, '') : v;
+    if (typeof value === 'string' && value !== '') h[field] = value;
+  }
+  return h;
+}
+
+/** The headers a GET or HEAD answers with for an object. */
+export function objectHeaders(rec: ObjectRecord): Record<string, string> {
+  const h: Record<string, string> = {
+    ETag: `"${rec.etag}"`,
+    'Last-Modified': httpTime(rec.lastModifiedMs),
+    'Accept-Ranges': 'bytes',
+    'Content-Type': rec.headers.contentType ?? 'binary/octet-stream',
+  };
+  for (const [field, name] of HEADER_FIELDS) {
+    const v = rec.headers[field];
+    if (v !== undefined && field !== 'contentType') h[name] = v;
+  }
+  for (const [n, v] of Object.entries(rec.meta)) h[`x-amz-meta-${n}`] = v;
+  return h;
+}
+
+async function assertRoom(dataDir: string, bytes: number): Promise<void> {
+  const s = await statfs(dataDir);
+  if (bytes + FREE_MARGIN_BYTES > s.bavail * s.bsize) {
+    throw new S3Error('InsufficientStorage', 'The recorder has not enough free disk space for this object');
+  }
+}
+
+export async function putObject(d: ObjectDeps, r: S3Request): Promise<void> {
+  const bucket = requireBucket(d, r.bucket!);
+  const key = r.key!;
+  assertKey(key);
+  d.access.require(r, bucket, 'write');
+  const length = declaredLength(r);
+  if (length > MAX_PUT_BYTES)
+    throw new S3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.', {
+      ProposedSize: String(length),
+      MaxSizeAllowed: String(MAX_PUT_BYTES),
+    });
+  const meta = userMeta(r);
+  const headers = requestHeaders(r);
+  const onlyIfAbsent = r.req.headers['if-none-match'] === '*';
+  if (onlyIfAbsent && d.catalog.object(bucket.name, key))
+    throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
+  const contentMd5 = r.req.headers['content-md5'] as string | undefined;
+  if (contentMd5 !== undefined && !/^[A-Za-z0-9+/]{22}==$/.test(contentMd5)) throw new S3Error('InvalidDigest', 'The Content-MD5 you specified is not valid.');
+  await assertRoom(d.dataDir, length);
+
+  const acl = cannedAcl(r);
+  const rec = await receiveObject(d, r, bucket.name, key, length, meta, headers);
+  if (acl) rec.acl = acl;
+  await commitOrDiscard(d, bucket.name, key, rec, onlyIfAbsent);
+  r.res.setHeader('ETag', `"${rec.etag}"`);
+  if (rec.checksumCrc32) r.res.setHeader('x-amz-checksum-crc32', rec.checksumCrc32);
+  sendEmpty(r, 200);
+}
+
+/** The x-amz-acl header: one of the canned ACLs kept (InvalidArgument otherwise); undefined when absent. */
+export function cannedAcl(r: S3Request): CannedAcl | undefined {
+  const v = r.req.headers['x-amz-acl'];
+  if (v === undefined) return undefined;
+  if (!(CANNED_ACLS as readonly string[]).includes(v as string)) {
+    throw new S3Error('InvalidArgument', `x-amz-acl must be one of ${CANNED_ACLS.join(', ')}`, { ArgumentName: 'x-amz-acl', ArgumentValue: String(v) });
+  }
+  return v as CannedAcl;
+}
+
+/**
+ * Receives a body into a durable object file (not yet cataloged): every check of
+ * length, hash and checksum is made before it is named. Throws (and leaves nothing)
+ * on a cut, short, long or tampered body.
+ */
+export async function receiveObject(
+  d: ObjectDeps,
+  r: S3Request,
+  bucket: string,
+  key: string,
+  length: number,
+  meta: Record<string, string>,
+  headers: ObjectHeaders,
+): Promise<ObjectRecord> {
+  const { stream, decoder } = bodyStream(r, length);
+  const wantSha = payloadHashToCheck(r);
+  let written;
+  try {
+    written = await d.files.receive(stream, r.nowMs, { maxBytes: length, sha256: wantSha !== undefined });
+  } catch (err) {
+    if (err instanceof S3Error) throw err.code === 'EntityTooLarge' ? new S3Error('IncompleteBody', 'The body holds more bytes than its declared length') : err;
+    throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header');
+  }
+  const { handle, fileId } = written;
+  const refuse = async (e: S3Error): Promise<never> => {
+    await handle.close().catch(() => undefined);
+    await d.files.discard(bucket, fileId);
+    throw e;
+  };
+  if (written.size !== length || (!decoder && !r.req.complete)) {
+    await refuse(new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header'));
+  }
+  if (wantSha && written.sha256Hex !== wantSha)
+    await refuse(new S3Error('XAmzContentSHA256Mismatch', "The provided 'x-amz-content-sha256' header does not match what was computed."));
+  const contentMd5 = r.req.headers['content-md5'] as string | undefined;
+  if (contentMd5 !== undefined && contentMd5 !== written.md5Base64)
+    await refuse(new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.'));
+  const crcSent = decoder?.trailers.get('x-amz-checksum-crc32') ?? (r.req.headers['x-amz-checksum-crc32'] as string | undefined);
+  if (crcSent !== undefined && crcSent !== written.crc32Base64) {
+    await refuse(new S3Error('BadDigest', 'The CRC32 you specified did not match the calculated checksum.'));
+  }
+  const rec: ObjectRecord = {
+    fileId,
+    size: written.size,
+    etag: written.md5Hex,
+    lastModifiedMs: r.nowMs,
+    headers,
+    meta,
+    ...(crcSent !== undefined ? { checksumCrc32: crcSent } : {}),
+  };
+  await d.files.finish(handle, fileId, {
+    bucket,
+    key,
+    etag: rec.etag,
+    size: rec.size,
+    lastModifiedMs: rec.lastModifiedMs,
+    meta,
+    ...(headers.contentType ? { contentType: headers.contentType } : {}),
+  });
+  return rec;
+}
+
+/** Commits a durable object file as the key's current version and unlinks the one it replaced. */
+export async function commitOrDiscard(d: ObjectDeps, bucket: string, key: string, rec: ObjectRecord, onlyIfAbsent = false): Promise<void> {
+  let result;
+  try {
+    result = await d.catalog.putObject(bucket, key, rec, { onlyIfAbsent });
+  } catch (err) {
+    await d.files.discard(bucket, rec.fileId);
+    throw err;
+  }
+  if (result === 'no-bucket') {
+    await d.files.discard(bucket, rec.fileId);
+    throw new S3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: bucket });
+  }
+  if (result === 'exists') {
+    await d.files.discard(bucket, rec.fileId);
+    throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
+  }
+  if (result.previous)
+    await d.files
+      .remove(bucket, result.previous.fileId)
+      .catch((err: unknown) => d.log.warn({ err, bucket, key }, 's3: replaced object file not removed (the next start sweeps it)'));
+}
+
+function requireObject(d: ObjectDeps, bucket: string, key: string): ObjectRecord {
+  const rec = d.catalog.object(bucket, key);
+  if (!rec) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+  return rec;
+}
+
+/** RFC 7232 as S3 applies it: 412 for If-Match / If-Unmodified-Since, 304 for If-None-Match / If-Modified-Since. */
+function preconditions(r: S3Request, rec: ObjectRecord): 200 | 304 | 412 {
+  const h = r.req.headers;
+  const etag = `"${rec.etag}"`;
+  const matches = (list: string): boolean => list.split(',').some((t) => t.trim() === '*' || t.trim() === etag || t.trim() === rec.etag);
+  const modifiedS = Math.floor(rec.lastModifiedMs / 1000);
+  if (h['if-match'] !== undefined) {
+    if (!matches(h['if-match'])) return 412;
+  } else if (h['if-unmodified-since'] !== undefined) {
+    const t = Date.parse(h['if-unmodified-since']);
+    if (Number.isFinite(t) && modifiedS > Math.floor(t / 1000)) return 412;
+  }
+  if (h['if-none-match'] !== undefined) {
+    if (matches(h['if-none-match'])) return 304;
+  } else if (h['if-modified-since'] !== undefined) {
+    const t = Date.parse(h['if-modified-since']);
+    if (Number.isFinite(t) && t <= r.nowMs && modifiedS <= Math.floor(t / 1000)) return 304;
+  }
+  return 200;
+}
+
+/** One `bytes=` range of an object of `size` bytes; null: serve it whole (no or an unreadable header, as S3 does). */
+function byteRange(header: string | undefined, size: number): { start: number; end: number } | null {
+  if (header === undefined) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0) throw new S3Error('InvalidRange', 'The requested range is not satisfiable', { RangeRequested: header, ActualObjectSize: String(size) });
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+    if (m[2] !== '' && Number(m[2]) < start) return null;
+  }
+  if (start >= size) throw new S3Error('InvalidRange', 'The requested range is not satisfiable', { RangeRequested: header, ActualObjectSize: String(size) });
+  return { start, end };
+}
+
+const OVERRIDES: [string, string][] = [
+  ['response-content-type', 'Content-Type'],
+  ['response-content-language', 'Content-Language'],
+  ['response-expires', 'Expires'],
+  ['response-cache-control', 'Cache-Control'],
+  ['response-content-disposition', 'Content-Disposition'],
+  ['response-content-encoding', 'Content-Encoding'],
+];
+
+export async function getObject(d: ObjectDeps, r: S3Request): Promise<void> {
+  const bucket = requireBucket(d, r.bucket!);
+  const found = d.catalog.object(bucket.name, r.key!);
+  if (found) d.access.requireObject(r, bucket, found, 'read');
+  else d.access.require(r, bucket, 'read');
+  const rec = requireObject(d, bucket.name, r.key!);
+  const headers = objectHeaders(rec);
+  const pre = preconditions(r, rec);
+  if (pre === 412) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
+  if (pre === 304) {
+    r.res.writeHead(304, { ETag: headers.ETag!, 'Last-Modified': headers['Last-Modified']! });
+    r.res.end();
+    return;
+  }
+  for (const [q, h] of OVERRIDES) {
+    const v = r.query.get(q);
+    if (v !== null) headers[h] = v;
+  }
+  const range = byteRange(r.req.headers.range, rec.size);
+  const start = range?.start ?? 0;
+  const end = range?.end ?? rec.size - 1;
+  if (range) headers['Content-Range'] = `bytes ${start}-${end}/${rec.size}`;
+  // The whole object's checksum, asked for and only with the whole object (clients check it against the body).
+  else if (rec.checksumCrc32 && r.req.headers['x-amz-checksum-mode'] === 'ENABLED') headers['x-amz-checksum-crc32'] = rec.checksumCrc32;
+  headers['Content-Length'] = String(Math.max(0, end - start + 1));
+  if (r.method === 'HEAD' || rec.size === 0) {
+    r.res.writeHead(range ? 206 : 200, headers);
+    r.res.end();
+    return;
+  }
+  const stream = d.files.read(bucket.name, rec.fileId, start, end);
+  await new Promise<void>((resolve, reject) => {
+    stream.once('open', () => {
+      r.res.writeHead(range ? 206 : 200, headers);
+      stream.pipe(r.res);
+    });
+    stream.once('error', (err: NodeJS.ErrnoException) => {
+      // Deleted between the lookup and the open: the object is gone.
+      if (!r.res.headersSent && err.code === 'ENOENT') reject(new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: r.key! }));
+      else {
+        r.res.destroy(err);
+        resolve();
+      }
+    });
+    r.res.once('close', () => {
+      stream.destroy();
+      resolve();
+    });
+  });
+}
+
+export async function deleteObject(d: ObjectDeps, r: S3Request): Promise<void> {
+  const bucket = requireBucket(d, r.bucket!);
+  d.access.require(r, bucket, 'write');
+  await removeKey(d, bucket.name, r.key!);
+  sendEmpty(r, 204);
+}
+
+/** Removes a key's current version (catalog first, then its file); absent keys are fine, as in S3. */
+export async function removeKey(d: ObjectDeps, bucket: string, key: string): Promise<void> {
+  const removed = await d.catalog.removeObject(bucket, key);
+  if (removed)
+    await d.files
+      .remove(bucket, removed.fileId)
+      .catch((err: unknown) => d.log.warn({ err, bucket, key }, 's3: deleted object file not removed (the next start sweeps it)'));
+}

@@ -1,0 +1,288 @@
+/**
+ * The S3 listener (issue 17; docs/s3.md, docs/design/buckets.md): its own node:http
+ * server, apart from the Fastify API, because S3 clients need exact control of raw
+ * bodies (aws-chunked, a 5 GiB PUT streamed to disk), of headers (ETag quoting,
+ * x-amz-*, Content-Length on HEAD) and of the error shape (XML, S3's codes), none of
+ * which the JSON API has.
+ *
+ * One request: the target is split (path style `/bucket/key`, or virtual-host style
+ * `bucket.host/key` when the Host's first label names a bucket), the signature checked
+ * (buckets/sigv4.ts; none: anonymous, allowed only where an ACL says so), the
+ * operation chosen by method, bucket, key and sub-resource, and any failure answered
+ * as S3's XML error (HEAD: status only). Unexpected faults are logged once here and
+ * answered InternalError.
+ *
+ * Start: the object store's folders are made and swept (buckets/object-files.ts: tmp
+ * files and files no catalog record names go) before the listener binds. Stop: no new
+ * connection; requests in flight get a grace, then are cut (their tmp files go).
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import type { RecorderIndex } from '../index/db.ts';
+import type { Logger } from '../lib/log.ts';
+import type { Clock } from '../lib/time.ts';
+import { Access } from './access.ts';
+import { createBucket, deleteBucket, getBucketLocation, headBucket, listBuckets, listObjects, type BucketDeps } from './bucket-ops.ts';
+import { ObjectFiles } from './object-files.ts';
+import { deleteObject, getObject, putObject, requireBucket, type ObjectDeps } from './object-ops.ts';
+import { sendXml, type S3Request } from './request.ts';
+import { S3Error, s3ErrorXml } from './s3-errors.ts';
+import { verifyHeaderAuth, verifyQueryAuth, type KeyLookup } from './sigv4.ts';
+
+/** How long a connection may send or receive nothing before it is cut (S3 cuts idle uploads after ~20 s). */
+const IDLE_MS = 60_000;
+/** How long a stop lets requests in flight finish. */
+const CLOSE_GRACE_MS = 2000;
+
+/** Sub-resources this listener answers; any other is NotImplemented (never mistaken for a plain GET or PUT). */
+const KNOWN_SUBRESOURCES = new Set(['location', 'list-type', 'versioning', 'acl']);
+const SUBRESOURCES = new Set([
+  'accelerate',
+  'acl',
+  'analytics',
+  'attributes',
+  'cors',
+  'delete',
+  'encryption',
+  'intelligent-tiering',
+  'inventory',
+  'legal-hold',
+  'lifecycle',
+  'location',
+  'logging',
+  'metrics',
+  'notification',
+  'object-lock',
+  'ownershipControls',
+  'partNumber',
+  'policy',
+  'policyStatus',
+  'publicAccessBlock',
+  'replication',
+  'requestPayment',
+  'restore',
+  'retention',
+  'select',
+  'tagging',
+  'torrent',
+  'uploadId',
+  'uploads',
+  'versionId',
+  'versioning',
+  'versions',
+  'website',
+]);
+
+export interface S3ServerOptions {
+  index: RecorderIndex;
+  dataDir: string;
+  log: Logger;
+  clock: Clock;
+  keys: KeyLookup;
+  signal: AbortSignal;
+}
+
+export class S3Server {
+  url = '';
+  private server: Server | null = null;
+  private readonly files: ObjectFiles;
+  private readonly deps: ObjectDeps & BucketDeps;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly opts: S3ServerOptions) {
+    this.files = new ObjectFiles(opts.dataDir);
+    const { index } = opts;
+    this.deps = {
+      catalog: index.buckets,
+      files: this.files,
+      access: new Access((name) => index.users.get(name)),
+      log: opts.log,
+      dataDir: opts.dataDir,
+      poolExists: (pool) => index.pools.get(pool) !== undefined,
+    };
+  }
+
+  /** Sweeps the object store, then listens on `host:port`. */
+  async start(host: string, port: number): Promise<void> {
+    await this.files.init();
+    const catalog = this.opts.index.buckets;
+    const swept = await this.files.sweep(
+      (id) => catalog.holdsFile(id),
+      (b) => catalog.bucket(b) !== undefined,
+    );
+    if (swept.tmp + swept.orphans > 0) this.opts.log.warn(swept, 's3: unfinished uploads and unreferenced object files removed at start');
+    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5000 }, (req, res) => {
+      const p = this.handle(req, res);
+      this.inFlight.add(p);
+      void p.finally(() => this.inFlight.delete(p));
+    });
+    server.setTimeout(IDLE_MS);
+    // A request the HTTP parser gave up on: a body cut short by the client's FIN (S3's
+    // IncompleteBody), or a malformed request. S3's XML instead of Node's bare 400.
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable) return void socket.destroy();
+      const e =
+        err.code === 'HPE_INVALID_EOF_STATE'
+          ? new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header')
+          : new S3Error('InvalidRequest', `The request could not be parsed: ${err.code ?? err.message}`);
+      const body = s3ErrorXml(e, '', randomBytes(8).toString('hex').toUpperCase());
+      socket.end(
+        `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const addr = server.address();
+    const bound = typeof addr === 'object' && addr ? addr.port : port;
+    this.url = `http://${host.includes(':') ? `[${host}]` : host}:${bound}`;
+    this.opts.log.info({ url: this.url }, 's3 listening');
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = null;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+    await closed;
+    clearTimeout(cut);
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const requestId = randomBytes(8).toString('hex').toUpperCase();
+    res.setHeader('x-amz-request-id', requestId);
+    res.setHeader('Server', 'ipcam-recorder');
+    const target = req.url ?? '/';
+    const q = target.indexOf('?');
+    const rawPath = q < 0 ? target : target.slice(0, q);
+    let r: S3Request | undefined;
+    try {
+      if (this.opts.signal.aborted) throw new S3Error('ServiceUnavailable', 'The recorder is stopping');
+      if (!rawPath.startsWith('/')) throw new S3Error('InvalidRequest', 'The request target must be a path');
+      const rawQuery = q < 0 ? '' : target.slice(q + 1);
+      const query = new URLSearchParams(rawQuery);
+      const nowMs = this.opts.clock.nowMs();
+      let path: string;
+      try {
+        path = decodeURIComponent(rawPath);
+      } catch {
+        throw new S3Error('InvalidURI', 'Could not parse the specified URI.');
+      }
+      const { bucket, key } = this.split(path, req.headers.host);
+      let auth = null;
+      if (req.headers.authorization !== undefined) auth = verifyHeaderAuth(req, rawPath, rawQuery, this.opts.keys, nowMs);
+      else if (query.has('X-Amz-Signature') || query.has('X-Amz-Credential')) auth = verifyQueryAuth(req, rawPath, rawQuery, query, this.opts.keys, nowMs);
+      r = {
+        req,
+        res,
+        method: req.method ?? 'GET',
+        ...(bucket !== undefined ? { bucket } : {}),
+        ...(key !== undefined ? { key } : {}),
+        query,
+        auth,
+        requestId,
+        nowMs,
+      };
+      await this.route(r);
+    } catch (err) {
+      this.fail(req, res, err, rawPath, requestId);
+    }
+  }
+
+  /** Bucket and key of a decoded path; virtual-host style when the Host's first label is a bucket. */
+  private split(path: string, host: string | undefined): { bucket?: string; key?: string } {
+    const hostname = (host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    const dot = hostname.indexOf('.');
+    if (dot > 0 && isIP(hostname) === 0) {
+      const label = hostname.slice(0, dot);
+      if (this.deps.catalog.bucket(label)) {
+        const key = path.slice(1);
+        return { bucket: label, ...(key ? { key } : {}) };
+      }
+    }
+    const p = path.slice(1);
+    const slash = p.indexOf('/');
+    const bucket = slash < 0 ? p : p.slice(0, slash);
+    const key = slash < 0 ? '' : p.slice(slash + 1);
+    return { ...(bucket ? { bucket } : {}), ...(key ? { key } : {}) };
+  }
+
+  private async route(r: S3Request): Promise<void> {
+    const d = this.deps;
+    for (const name of r.query.keys()) {
+      if (SUBRESOURCES.has(name) && !KNOWN_SUBRESOURCES.has(name))
+        throw new S3Error('NotImplemented', `The ${name} sub-resource is not implemented by the recorder`);
+    }
+    const m = r.method;
+    if (r.bucket === undefined) {
+      if (m === 'GET') return listBuckets(d, r);
+      throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
+    }
+    if (r.key === undefined) {
+      if (r.query.has('versioning') && m === 'GET') return this.unversioned(r);
+      if (r.query.has('acl')) return this.bucketAcl(r);
+      if (m === 'PUT') return createBucket(d, r);
+      if (m === 'DELETE') return deleteBucket(d, r);
+      if (m === 'HEAD') return headBucket(d, r);
+      if (m === 'GET' && r.query.has('location')) return getBucketLocation(d, r);
+      if (m === 'GET') return listObjects(d, r);
+      throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
+    }
+    if (r.query.has('acl')) throw new S3Error('NotImplemented', 'Object ACLs are set with x-amz-acl on PUT and copy');
+    if (m === 'PUT') return putObject(d, r);
+    if (m === 'GET' || m === 'HEAD') return getObject(d, r);
+    if (m === 'DELETE') return deleteObject(d, r);
+    throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
+  }
+
+  private unversioned(r: S3Request): void {
+    const b = requireBucket(this.deps, r.bucket!);
+    this.deps.access.require(r, b, 'read');
+    sendXml(r, 200, 'VersioningConfiguration', {});
+  }
+
+  /** GetBucketAcl: the owner's full control, and the canned ACL's grants to everyone. */
+  private bucketAcl(r: S3Request): void {
+    const b = requireBucket(this.deps, r.bucket!);
+    this.deps.access.require(r, b, 'read');
+    if (r.method !== 'GET') throw new S3Error('NotImplemented', 'Bucket ACLs are set with x-amz-acl on CreateBucket');
+    const everyone = (perm: string): unknown => ({
+      Grantee: { URI: 'http://acs.amazonaws.com/groups/global/AllUsers' },
+      Permission: perm,
+    });
+    const grants = [{ Grantee: { ID: b.owner, DisplayName: b.owner }, Permission: 'FULL_CONTROL' }];
+    if (b.acl !== 'private') grants.push(everyone('READ') as (typeof grants)[number]);
+    if (b.acl === 'public-read-write') grants.push(everyone('WRITE') as (typeof grants)[number]);
+    sendXml(r, 200, 'AccessControlPolicy', { Owner: { ID: b.owner, DisplayName: b.owner }, AccessControlList: { Grant: grants } });
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string): void {
+    let e: S3Error;
+    if (err instanceof S3Error) {
+      e = err;
+      this.opts.log.debug({ code: e.code, method: req.method, resource }, `s3: ${e.code}: ${e.message}`);
+    } else {
+      e = new S3Error('InternalError', 'We encountered an internal error. Please try again.');
+      this.opts.log.error({ err, method: req.method, resource }, 's3: request failed');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const body = Buffer.from(s3ErrorXml(e, resource, requestId));
+    // A body not read to its end is not read at all (a 5 GiB PUT refused at once): close instead.
+    const headers: Record<string, string> = { 'Content-Type': 'application/xml', 'Content-Length': String(body.length) };
+    if (!req.complete) headers.Connection = 'close';
+    res.writeHead(e.status, headers);
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+}
