@@ -208,6 +208,8 @@ export class RecorderNode {
             minFreeBytes: config.minFreeBytes,
             minFreeRatio: config.minFreeRatio,
             backupAuditMs: config.backupAuditMs,
+            // In a cluster a pass deletes only once this node mirrors every acknowledged lock.
+            ...(clusterMode(config) ? { syncLocks: () => node?.cluster?.barrier() ?? Promise.resolve(false) } : {}),
           }),
         (s) => s.stop(),
       );
@@ -274,6 +276,7 @@ export class RecorderNode {
           deadTicks: config.clusterDeadTicks,
           replicas: replicasFor(config.natsUrl?.split(',') ?? []),
           httpUrl: () => self.httpUrl,
+          storage: () => self.storage,
           signal,
         });
         service.attachCluster(self.cluster);

@@ -55,6 +55,13 @@ export interface StorageDeps {
   backupAuditMs: number;
   /** The index's reserve, released when the disk fills (none: tests, tools). */
   reserve?: IndexReserve;
+  /**
+   * In a cluster (cluster/shared-config.ts `barrier`): resolves true once this node's
+   * index holds every lock the cluster acknowledged. A retention pass asks before it
+   * deletes and, on false, deletes nothing this time (the emergency overwrite of a
+   * full disk does not wait: it goes by the locks mirrored so far).
+   */
+  syncLocks?: () => Promise<boolean>;
 }
 
 /** A disk that keeps filling raises `disk-full` at most this often (each pass that deletes logs). */
@@ -85,6 +92,8 @@ export class StorageSupervisor {
   private auditTimer: NodeJS.Timeout | null = null;
   private lowDisk = false;
   private stopped = false;
+  /** The last pass waited for the cluster's lock barrier (logged once until it passes again). */
+  private unsynced = false;
   /** Free space the emergency pass keeps on top of the threshold, raised by a full disk. */
   private fullFloor = 0;
   private fullRun: Promise<void> | null = null;
@@ -290,7 +299,16 @@ export class StorageSupervisor {
   }
 
   private trackPass(poolId: string): Promise<void> {
-    const p = this.exclusive(() => this.runPass(poolId));
+    // The barrier runs outside the mutex: mirroring a lock change takes the mutex too.
+    const p = (async () => {
+      if (this.deps.syncLocks && !(await this.deps.syncLocks())) {
+        if (!this.unsynced) this.deps.log.warn({ pool: poolId }, 'retention waits: the cluster cannot confirm this node has every lock');
+        this.unsynced = true;
+        return;
+      }
+      this.unsynced = false;
+      await this.exclusive(() => this.runPass(poolId));
+    })();
     this.passes.add(p);
     void p.finally(() => this.passes.delete(p)).catch(() => undefined);
     return p;

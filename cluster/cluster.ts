@@ -26,8 +26,10 @@
  * CAMERA_FENCED (409) for a write of a camera this node no longer holds.
  */
 import { randomBytes } from 'node:crypto';
-import { JSONCodec, type KV, type KvEntry, type NatsConnection, type QueuedIterator } from 'nats';
+import { JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
 import type { Supervisor } from '../actors/supervisor.ts';
+import type { StorageSupervisor } from '../actors/storage-supervisor.ts';
+import { SharedConfig } from './shared-config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { CameraConfig, FenceStamp } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -53,6 +55,8 @@ export interface ClusterOptions {
   deadTicks: number;
   /** KV replicas: 3 on a JetStream cluster of three or more servers, else the servers there are. */
   replicas: number;
+  /** The storage supervisor (pools and locks mirror through it); null before storage is up. */
+  storage: () => StorageSupervisor | null;
   /** This node's HTTP base URL (peers proxy to it); known once HTTP listens. */
   httpUrl: () => string;
   signal: AbortSignal;
@@ -66,6 +70,8 @@ export interface CameraPlacement {
   putCamera(camera: CameraConfig): Promise<void>;
   /** Deletes it there and gives up its ownership if held here. */
   deleteCamera(id: string): Promise<void>;
+  /** Schedules, pools, locks, labels: written there first (cluster/shared-config.ts). */
+  config(): SharedConfig;
 }
 
 interface Owner {
@@ -133,18 +139,16 @@ export class ClusterNode implements CameraPlacement {
   private owners = new Map<string, Owner>();
   private nodesKv: KV | null = null;
   private ownersKv: KV | null = null;
-  private configKv: KV | null = null;
-  private watch: QueuedIterator<KvEntry> | null = null;
+  private shared: SharedConfig | null = null;
   /** Node ids heard of (heartbeat watch, owner keys): whose heartbeats are counted. */
   private readonly peers = new Set<string>();
   private readonly httpOf = new Map<string, string>();
   private readonly stopped = new AbortController();
   private loopDone: Promise<void> = Promise.resolve();
-  /** Set once the config bucket's current cameras were mirrored (claims wait for it). */
-  private synced = false;
   /** performance.now() of the last fence re-read that failed for want of NATS. */
   private unreachableAt = -Infinity;
   private beatFailing = false;
+  private watchingNodes = false;
   private readonly freshMs: number;
   private nc: NatsConnection | null = null;
   /** Successful ticks so far (tests and the nodes view). */
@@ -215,25 +219,26 @@ export class ClusterNode implements CameraPlacement {
   }
 
   async putCamera(camera: CameraConfig): Promise<void> {
-    await this.share(this.requireConfig(), camera);
-  }
-
-  private async share(kv: KV, camera: CameraConfig): Promise<void> {
-    try {
-      await timeout(kv.put(`camera.${camera.id}`, json.encode(camera)), KV_TIMEOUT_MS * 2, 'config write');
-    } catch (err) {
-      throw unavailable(`camera ${camera.id}`, err);
-    }
+    await this.config().put('camera', camera.id, camera);
   }
 
   async deleteCamera(id: string): Promise<void> {
-    const kv = this.requireConfig();
-    try {
-      await timeout(kv.delete(`camera.${id}`), KV_TIMEOUT_MS * 2, 'config delete');
-    } catch (err) {
-      throw unavailable(`camera ${id}`, err);
-    }
+    await this.config().remove('camera', id);
     await this.release(id);
+  }
+
+  /** The shared config (cluster/shared-config.ts); CLUSTER_UNAVAILABLE until it is mirrored. */
+  config(): SharedConfig {
+    if (!this.shared?.synced) throw new RecorderError('CLUSTER_UNAVAILABLE', 'the cluster config is not mirrored yet (JetStream not ready); try again');
+    return this.shared;
+  }
+
+  /**
+   * Before a retention pass deletes (actors/storage-supervisor.ts `syncLocks`): whether
+   * this node's mirror holds every lock the cluster acknowledged (SharedConfig.barrier).
+   */
+  async barrier(): Promise<boolean> {
+    return (await this.shared?.barrier()) ?? false;
   }
 
   /** Every node heard of, with its cameras as the last tick read them. */
@@ -259,7 +264,7 @@ export class ClusterNode implements CameraPlacement {
   async stop(): Promise<void> {
     if (this.stopped.signal.aborted) return;
     this.stopped.abort();
-    this.watch?.stop();
+    this.shared?.stop();
     await this.loopDone;
     const cams = [...this.held.keys()];
     await Promise.allSettled(cams.map((c) => this.o.supervisor.remove(c)));
@@ -284,11 +289,22 @@ export class ClusterNode implements CameraPlacement {
         this.o.log.warn({ err: (err as Error).message }, 'cluster: tick failed');
       }
       const wait = Math.max(0, this.o.tickMs - (now() - started));
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, wait);
-        this.stopped.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-      });
+      await this.sleep(wait);
     }
+  }
+
+  /** Waits `ms`, or less when the node leaves. */
+  private sleep(ms: number): Promise<void> {
+    const signal = this.stopped.signal;
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+    });
   }
 
   /** Binds (creating where missing) the three buckets; retried each tick until JetStream answers. */
@@ -300,15 +316,41 @@ export class ClusterNode implements CameraPlacement {
       const owners = await js.views.kv(`${this.o.prefix}-owners`, opts);
       const config = await js.views.kv(`${this.o.prefix}-config`, opts);
       this.nodesKv = nodes;
-      this.configKv = config;
       this.ownersKv = owners;
+      this.shared = new SharedConfig(config, {
+        index: this.o.index,
+        supervisor: this.o.supervisor,
+        storage: this.o.storage,
+        log: this.o.log,
+        holds: (camera) => this.held.has(camera),
+        cameraDeleted: async (camera) => {
+          if (this.held.has(camera)) await this.o.supervisor.remove(camera);
+          await this.release(camera);
+        },
+      });
     } catch (err) {
       this.o.log.warn({ err: (err as Error).message }, 'cluster: JetStream KV not ready yet; retrying');
       return;
     }
     this.o.log.info({ node: this.nodeId }, 'cluster: buckets bound');
-    void this.watchNodes();
-    await this.mirrorConfig();
+    if (!this.watchingNodes) {
+      this.watchingNodes = true;
+      void this.watchNodes();
+    }
+    const shared = this.shared;
+    try {
+      await shared.start((err) => {
+        // The watch ended by itself (its server died and it could not resume): bind afresh.
+        if (this.halted || this.shared !== shared) return;
+        this.o.log.warn({ err: err instanceof Error ? err.message : undefined }, 'cluster: config watch ended; binding again');
+        this.shared = null;
+        this.ownersKv = null;
+      });
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'cluster: config mirror not started; retrying');
+      this.shared = null;
+      this.ownersKv = null;
+    }
   }
 
   private async watchNodes(): Promise<void> {
@@ -316,71 +358,22 @@ export class ClusterNode implements CameraPlacement {
     while (!this.halted) {
       try {
         const it = await kv.watch({ key: '>' });
-        this.stopped.signal.addEventListener('abort', () => it.stop(), { once: true });
-        for await (const e of it) {
-          const hb = decode<Heartbeat>(e);
-          if (e.key !== this.nodeId) this.peers.add(e.key);
-          if (hb) this.httpOf.set(hb.node, hb.http);
+        const stop = (): void => it.stop();
+        this.stopped.signal.addEventListener('abort', stop, { once: true });
+        try {
+          for await (const e of it) {
+            const hb = decode<Heartbeat>(e);
+            if (e.key !== this.nodeId) this.peers.add(e.key);
+            if (hb) this.httpOf.set(hb.node, hb.http);
+          }
+        } finally {
+          this.stopped.signal.removeEventListener('abort', stop);
         }
       } catch (err) {
         this.o.log.debug({ err: (err as Error).message }, 'cluster: nodes watch ended; again');
       }
-      await new Promise((r) => setTimeout(r, this.o.tickMs));
+      await this.sleep(this.o.tickMs);
     }
-  }
-
-  /**
-   * The cameras' shared config mirrored into this node's index: what the bucket holds
-   * now first (a camera deleted while this node was down goes; one this node has and
-   * the bucket never had is brought in: a node joining with cameras), then every change.
-   */
-  private async mirrorConfig(): Promise<void> {
-    const kv = this.configKv!;
-    const initial = new Map<string, KvEntry>();
-    let initialized!: () => void;
-    const ready = new Promise<void>((r) => (initialized = r));
-    let phase: 'initial' | 'live' = 'initial';
-    const it = await kv.watch({ key: 'camera.>', initializedFn: () => initialized() });
-    this.watch = it;
-    void (async () => {
-      try {
-        for await (const e of it) {
-          if (phase === 'initial') initial.set(e.key, e);
-          else await this.applyCamera(e);
-        }
-      } catch (err) {
-        this.o.log.warn({ err: (err as Error).message }, 'cluster: config watch ended');
-      }
-      // A watch that ended (its server died and it could not resume): bind afresh.
-      if (!this.halted && this.watch === it) {
-        this.watch = null;
-        this.ownersKv = null;
-        this.synced = false;
-      }
-    })();
-    await ready;
-    for (const e of initial.values()) await this.applyCamera(e);
-    const inKv = new Set([...initial.keys()].map((k) => k.slice('camera.'.length)));
-    for (const c of this.o.index.cameras.list()) {
-      if (c.transient || inKv.has(c.id)) continue;
-      await this.share(kv, c).catch((err: unknown) => this.o.log.warn({ camera: c.id, err }, 'cluster: could not share a local camera'));
-    }
-    phase = 'live';
-    this.synced = true;
-  }
-
-  private async applyCamera(e: KvEntry): Promise<void> {
-    const id = e.key.slice('camera.'.length);
-    const camera = decode<CameraConfig>(e);
-    if (camera && camera.id === id) {
-      await this.o.index.cameras.put(id, camera);
-      if (this.held.has(id)) this.startCamera(camera);
-      return;
-    }
-    if (e.operation === 'PUT') return this.o.log.warn({ key: e.key }, 'cluster: unreadable camera config ignored');
-    if (this.held.has(id)) await this.o.supervisor.remove(id);
-    await this.release(id);
-    if (this.o.index.cameras.get(id)) await this.o.index.cameras.remove(id);
   }
 
   private async tick(): Promise<void> {
@@ -452,7 +445,7 @@ export class ClusterNode implements CameraPlacement {
       else if (o && this.liveness.alive(o.node)) live.set(r.camera, o);
       else if (!o || this.liveness.dead(o.node)) orphans.push(r.camera);
     }
-    if (!beatOk || !this.synced || this.halted) return;
+    if (!beatOk || !this.shared?.synced || this.halted) return;
     for (const camera of earlier) live.set(camera, { node: this.nodeId });
     const plan = placeOrphans(orphans, live, this.liveness.aliveNodes());
     const entries = new Map(reads.map((r) => [r.camera, r.entry]));
@@ -508,20 +501,6 @@ export class ClusterNode implements CameraPlacement {
       this.o.log.debug({ camera, err: (err as Error).message }, 'cluster: release not confirmed (survivors take it once we count dead)'),
     );
   }
-
-  private requireConfig(): KV {
-    if (!this.configKv || !this.synced)
-      throw new RecorderError('CLUSTER_UNAVAILABLE', 'the cluster config is not reachable yet (JetStream not ready); try again');
-    return this.configKv;
-  }
-}
-
-function unavailable(what: string, err: unknown): RecorderError {
-  return new RecorderError(
-    'CLUSTER_UNAVAILABLE',
-    `${what}: the shared config did not confirm the change (${(err as Error).message}); it may still apply: read it back before retrying`,
-    { cause: err },
-  );
 }
 
 /** The KV replicas for a cluster whose servers are these URLs: 3 when there are three or more. */

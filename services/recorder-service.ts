@@ -105,6 +105,7 @@ export class RecorderService {
    */
   attachCluster(cluster: CameraPlacement): void {
     this.cluster = cluster;
+    this.storageService?.attachCluster(cluster);
   }
 
   /** Pools, locks and labels (wired by the node once storage is up). */
@@ -182,7 +183,10 @@ export class RecorderService {
     const parsed = validate(schedulePutSchema, body);
     const camera = this.requireCamera(parsed.camera);
     const plan: SchedulePlan = parsed;
-    if (!camera.transient) await this.index.schedules.put(plan.camera, plan);
+    if (!camera.transient) {
+      await this.cluster?.config().put('schedule', plan.camera, plan);
+      await this.index.schedules.put(plan.camera, plan);
+    }
     this.supervisor.setPlan(plan);
     return plan;
   }

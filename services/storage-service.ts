@@ -7,8 +7,9 @@
 import { randomUUID } from 'node:crypto';
 import { resolve, relative, isAbsolute } from 'node:path';
 import type { StorageSupervisor, PoolView } from '../actors/storage-supervisor.ts';
+import type { CameraPlacement } from '../cluster/cluster.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import { cutLocks, mergeLock } from '../index/locks.ts';
+import { cutLocks, mergeLock, type LockChange } from '../index/locks.ts';
 import type { LabelRecord, LockRecord, PoolPolicy } from '../index/records.ts';
 import { DEFAULT_MAX_LOCK_SHARE, lockActive } from '../storage/retention-policy.ts';
 import { NoVideoError, RecorderError, ValidationError } from '../lib/errors.ts';
@@ -57,6 +58,33 @@ export class StorageService {
     private readonly requireCamera: (id: string) => { id: string; pool: string },
   ) {}
 
+  /** In a cluster (cluster/shared-config.ts): pools, locks and labels go to the shared config first. */
+  private cluster: CameraPlacement | null = null;
+
+  attachCluster(cluster: CameraPlacement): void {
+    this.cluster = cluster;
+  }
+
+  /**
+   * Applies a lock change decided by `decide` on a camera's current locks: here alone,
+   * or in a cluster by compare-and-set on the camera's shared lock set first (decided on
+   * that set, which every node mirrors), then here.
+   */
+  private async changeLocks<R extends LockChange>(camera: string, decide: (current: LockRecord[]) => R): Promise<R> {
+    if (!this.cluster) {
+      const change = decide(this.index.locks.ofCamera(camera));
+      await this.index.locks.apply(change);
+      return change;
+    }
+    const { change, locks } = await this.cluster.config().changeLocks(camera, (current) => {
+      const c = decide(current);
+      const next = [...current.filter((l) => !c.remove.some((r) => r.id === l.id && r.startMs === l.startMs)), ...c.put];
+      return { locks: next, result: { change: c, locks: next } };
+    });
+    await this.index.locks.apply({ remove: this.index.locks.ofCamera(camera), put: locks });
+    return change;
+  }
+
   // ---- pools ----------------------------------------------------------------
 
   listPools(): PoolView[] {
@@ -92,6 +120,7 @@ export class StorageService {
       ...(p.backupDir !== undefined ? { backupDir: resolve(p.backupDir) } : {}),
       ...(p.format !== undefined ? { format: p.format } : {}),
     };
+    await this.cluster?.config().put('pool', policy.id, policy);
     await this.storage.putPool(policy);
     this.log.info({ pool: policy.id, capacityBytes: policy.capacityBytes, overwrite: policy.overwrite }, 'pool configured');
     return this.storage.view(policy);
@@ -118,13 +147,9 @@ export class StorageService {
     const untilMs = q.until === undefined || q.until === null ? null : parseTimeMs(q.until, 'until');
     if (untilMs !== null && untilMs <= now) throw new ValidationError(`until (${iso(untilMs)}) is already past`);
     return this.storage.exclusive(async () => {
-      const segs = this.index.segments.inRange(camera.id, fromMs, toMs);
-      if (segs.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)} to lock`);
-      const change = mergeLock(
-        this.index.locks.ofCamera(camera.id).filter((l) => lockActive(l, now)),
-        { camera: camera.id, startMs: fromMs, endMs: toMs, untilMs },
-        now,
-      );
+      // In a cluster the video may be on another node that held the camera: only a single node requires it here.
+      if (!this.cluster && this.index.segments.inRange(camera.id, fromMs, toMs).length === 0)
+        throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)} to lock`);
       const pool = this.storage.pool(camera.pool);
       if (pool && pool.capacityBytes !== null) {
         const after = this.storage.lockedBytes(camera.pool, { camera: camera.id, startMs: fromMs, endMs: toMs });
@@ -136,7 +161,13 @@ export class StorageService {
           );
         }
       }
-      await this.index.locks.apply(change);
+      const change = await this.changeLocks(camera.id, (current) =>
+        mergeLock(
+          current.filter((l) => lockActive(l, now)),
+          { camera: camera.id, startMs: fromMs, endMs: toMs, untilMs },
+          now,
+        ),
+      );
       this.log.info({ camera: camera.id, lock: change.lock.id, from: iso(change.lock.startMs), to: iso(change.lock.endMs) }, 'video locked');
       return lockView(change.lock);
     });
@@ -146,18 +177,24 @@ export class StorageService {
   async unlock(body: unknown): Promise<{ released: LockView[]; kept: LockView[] }> {
     const q = validate(unlockSchema, body);
     return this.storage.exclusive(async () => {
-      let change;
+      let change: LockChange;
       if ('id' in q) {
-        const lock = this.index.locks.byId(q.id);
-        if (!lock) throw new RecorderError('LOCK_NOT_FOUND', `no lock ${q.id}`);
-        change = { put: [], remove: [lock] };
+        const found = this.index.locks.byId(q.id);
+        if (!found) throw new RecorderError('LOCK_NOT_FOUND', `no lock ${q.id}`);
+        change = await this.changeLocks(found.camera, (current) => {
+          const lock = current.find((l) => l.id === q.id);
+          if (!lock) throw new RecorderError('LOCK_NOT_FOUND', `no lock ${q.id}`);
+          return { put: [], remove: [lock] };
+        });
       } else {
         const camera = this.requireCamera(q.camera);
         const { fromMs, toMs } = parseRangeMs(q.from, q.to);
-        change = cutLocks(this.index.locks.ofCamera(camera.id), fromMs, toMs);
-        if (change.remove.length === 0) throw new RecorderError('LOCK_NOT_FOUND', `no lock of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
+        change = await this.changeLocks(camera.id, (current) => {
+          const cut = cutLocks(current, fromMs, toMs);
+          if (cut.remove.length === 0) throw new RecorderError('LOCK_NOT_FOUND', `no lock of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
+          return cut;
+        });
       }
-      await this.index.locks.apply(change);
       for (const l of change.remove) this.storage.kick(this.requireCameraPool(l.camera));
       return { released: change.remove.map(lockView), kept: change.put.map(lockView) };
     });
@@ -185,6 +222,7 @@ export class StorageService {
     const { fromMs, toMs } = parseRangeMs(q.from, q.to);
     const now = this.clock.nowMs();
     const label: LabelRecord = { id: randomUUID(), camera: camera.id, startMs: fromMs, endMs: toMs, text: q.text, createdMs: now, updatedMs: now };
+    await this.cluster?.config().put('label', label.id, label);
     await this.index.labels.put(label);
     return labelView(label);
   }
@@ -196,6 +234,7 @@ export class StorageService {
     const endMs = q.to !== undefined ? parseTimeMs(q.to, 'to') : old.endMs;
     if (endMs <= startMs) throw new ValidationError(`to (${iso(endMs)}) must be after from (${iso(startMs)})`);
     const label: LabelRecord = { ...old, startMs, endMs, text: q.text ?? old.text, updatedMs: this.clock.nowMs() };
+    await this.cluster?.config().put('label', label.id, label);
     await this.index.labels.put(label, old);
     return labelView(label);
   }
@@ -203,6 +242,7 @@ export class StorageService {
   async deleteLabel(body: unknown): Promise<{ id: string }> {
     const { id } = validate(labelIdSchema, body);
     const old = this.requireLabel(id);
+    await this.cluster?.config().remove('label', id);
     await this.index.labels.remove(old);
     return { id };
   }

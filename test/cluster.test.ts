@@ -61,7 +61,7 @@ async function segmentsOf(dataDir: string): Promise<SegmentRecord[]> {
   }
 }
 
-test('kill -9 and SIGSTOP: cameras move to the survivors, a node that lost a camera writes none of it, no instant is written twice', async (t) => {
+test.serial('kill -9 and SIGSTOP: cameras move to the survivors, a node that lost a camera writes none of it, no instant is written twice', async (t) => {
   t.timeout(150_000);
   const dir = await tempDir(t, 'rec-cluster-');
   const cluster = await startNatsCluster({ dir: join(dir, 'nats') });
@@ -230,3 +230,166 @@ test('kill -9 and SIGSTOP: cameras move to the survivors, a node that lost a cam
     t.true(laterMin > victimMax, `${c}: fence ${laterMin} after ${victimMax}`);
   }
 });
+
+async function send<T = Record<string, unknown>>(method: string, url: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(url, {
+    method,
+    ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+interface Spans {
+  spans: { from: string; to: string }[];
+}
+
+async function spans(http: string, camera: string, fromMs: number, toMs: number): Promise<{ fromMs: number; toMs: number }[]> {
+  const q = new URLSearchParams({ camera, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString() });
+  const { status, body } = await getJson<Spans>(`${http}/api/recordings?${q.toString()}`);
+  if (status !== 200) throw new Error(`search ${status}`);
+  return body.spans.map((s) => ({ fromMs: Date.parse(s.from), toMs: Date.parse(s.to) }));
+}
+
+test.serial(
+  'shared config: a pool, schedule, lock and label put on one node reach the other; the lock holds against the holder’s retention; quorum lost: recording goes on, config writes 503',
+  async (t) => {
+    t.timeout(150_000);
+    const dir = await tempDir(t, 'rec-cluster-cfg-');
+    const cluster = await startNatsCluster({ dir: join(dir, 'nats') });
+    t.teardown(() => cluster.stop());
+    const sim = await SimCamera.start({ width: 160, height: 120, bitrateKbit: 150 });
+    t.teardown(() => sim.stop());
+    const nodes = await Promise.all(
+      ['a', 'b'].map(async (name) => {
+        const dataDir = join(dir, name);
+        const proc = spawnRecorder(t, {
+          RECORDER_DATA_DIR: dataDir,
+          RECORDER_HTTP: '127.0.0.1:0',
+          RECORDER_NATS_URL: cluster.urls,
+          RECORDER_SEGMENT_SECONDS: '2',
+          RECORDER_SYNC_SECONDS: '0',
+          RECORDER_RETENTION_TICK_MS: '500',
+        });
+        const http = await proc.http;
+        return { name, dataDir, proc, http, id: readFileSync(join(dataDir, 'cluster', 'node-id'), 'utf8').trim() };
+      }),
+    );
+    const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+    // A small pool (about 8 segments of this camera), put through a; the camera through b.
+    const pool = await waitFor(
+      'the pool accepted (the cluster config is up)',
+      async () => {
+        const r = await send('PUT', `${a.http}/api/pools/small`, { capacityBytes: 400_000, overwrite: 'capacity', maxLockShare: 0.9 });
+        return r.status === 200 ? r : null;
+      },
+      60_000,
+      500,
+    );
+    t.is(pool.status, 200);
+    await waitFor('the pool on b', async () => (await getJson(`${b.http}/api/pools/small`)).status === 200, 10_000, 100);
+    t.is((await send('PUT', `${b.http}/api/cameras/k1`, { pool: 'small', streams: { main: sim.url('h264') } })).status, 200);
+    const kv = await (async () => {
+      const nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      t.teardown(() => nc.close());
+      return nc.jetstream().views.kv('rec-owners', { bindOnly: true });
+    })();
+    const holderId = await waitFor('k1 owned', async () => (await owner(kv, 'k1'))?.node, 30_000, 200);
+    const holder = nodes.find((n) => n.id === holderId)!;
+    const other = nodes.find((n) => n !== holder)!;
+    await waitFor('k1 recording', async () => (await status(holder.http, 'k1')) === 'recording', 30_000, 200);
+
+    // Schedule and label through the node that does not record k1: the holder mirrors them.
+    const plan = { slots: [{ days: [0, 1, 2, 3, 4, 5, 6], start: '00:00', end: '00:00', type: 'timing' }], timeZone: 'UTC', preSeconds: 0, postSeconds: 0 };
+    t.is((await send('PUT', `${other.http}/api/cameras/k1/schedule`, plan)).status, 200);
+    // The first few seconds of video, locked through the node that does not hold it.
+    const first = await waitFor(
+      'a first closed segment on the holder',
+      async () => {
+        const s = await spans(holder.http, 'k1', Date.now() - 60_000, Date.now() + 1000);
+        return s.length > 0 && s[0]!.toMs - s[0]!.fromMs > 4000 ? s[0] : null;
+      },
+      30_000,
+      200,
+    );
+    const lockFrom = first.fromMs;
+    const lockTo = first.fromMs + 3000;
+    const lock = await send<{ lock: { id: string } }>('POST', `${other.http}/api/locks`, {
+      camera: 'k1',
+      from: new Date(lockFrom).toISOString(),
+      to: new Date(lockTo).toISOString(),
+    });
+    t.is(lock.status, 200, JSON.stringify(lock.body));
+    const label = await send('POST', `${other.http}/api/labels`, {
+      camera: 'k1',
+      from: new Date(lockFrom).toISOString(),
+      to: new Date(lockTo).toISOString(),
+      text: 'parcel van',
+    });
+    t.is(label.status, 200);
+    // The holder knows the lock and the label (mirrored, not asked for).
+    await waitFor(
+      'the lock on the holder',
+      async () => (await getJson<{ locks: { id: string }[] }>(`${holder.http}/api/locks?camera=k1`)).body.locks.some((l) => l.id === lock.body.lock.id),
+      5000,
+      50,
+    );
+    t.is((await getJson<{ labels: unknown[] }>(`${holder.http}/api/labels?camera=k1&text=parcel`)).body.labels.length, 1);
+
+    // Retention on the holder overwrites the oldest video but the locked range.
+    await waitFor(
+      'the holder overwrote unlocked video after the lock',
+      async () => {
+        const s = await spans(holder.http, 'k1', lockFrom, Date.now() + 1000);
+        return s.length >= 2 && s[1]!.fromMs > lockTo + 2000;
+      },
+      60_000,
+      500,
+    );
+    const kept = await spans(holder.http, 'k1', lockFrom, lockTo);
+    t.true(
+      kept.length > 0 && kept[0]!.fromMs <= lockFrom && kept[kept.length - 1]!.toMs >= lockTo,
+      `the locked range is still on the holder: ${JSON.stringify(kept)}`,
+    );
+
+    // The pool grows (through the holder this time): the outage's video stays to be checked.
+    t.is((await send('PUT', `${holder.http}/api/pools/small`, { capacityBytes: 50_000_000, overwrite: 'capacity', maxLockShare: 0.9 })).status, 200);
+    await waitFor(
+      'the grown pool on the other node',
+      async () => (await getJson<{ pool: { capacityBytes: number } }>(`${other.http}/api/pools/small`)).body.pool.capacityBytes === 50_000_000,
+      10_000,
+      100,
+    );
+
+    // ---- quorum lost: two of three nats-servers down ----
+    const lostAt = Date.now();
+    await Promise.all([cluster.servers[1]!.stop(), cluster.servers[2]!.stop()]);
+    const refused = await send<{ error: { code: string } }>('PUT', `${other.http}/api/cameras/k2`, { pool: 'small', streams: { main: sim.url('h264') } });
+    t.is(refused.status, 503);
+    t.is(refused.body.error.code, 'CLUSTER_UNAVAILABLE');
+    const refusedLock = await send<{ error: { code: string } }>('POST', `${holder.http}/api/locks`, {
+      camera: 'k1',
+      from: new Date(Date.now() - 3000).toISOString(),
+      to: new Date(Date.now() - 1000).toISOString(),
+    });
+    t.is(refusedLock.body.error?.code, 'CLUSTER_UNAVAILABLE');
+    t.is((await getJson(`${holder.http}/api/cameras/k2`)).status, 404, 'a refused camera is nowhere');
+    await new Promise((r) => setTimeout(r, 4000));
+    t.is(await status(holder.http, 'k1'), 'recording', 'recording goes on without quorum');
+    await Promise.all([cluster.servers[1]!.start(), cluster.servers[2]!.start()]);
+    const back = await waitFor(
+      'config writes accepted again',
+      async () => {
+        const r = await send('PUT', `${other.http}/api/cameras/k2`, { pool: 'small', streams: { main: sim.url('h264') } });
+        return r.status === 200 ? Date.now() : null;
+      },
+      60_000,
+      500,
+    );
+    t.log(`quorum lost for ${back - lostAt} ms`);
+    t.is((await waitFor('k1 owner readable', () => owner(kv, 'k1'), 30_000, 250)).node, holder.id, 'no camera moved while quorum was lost');
+    // One span across the outage: no hole in k1's recording.
+    const across = await spans(holder.http, 'k1', lostAt, back - 1000);
+    t.is(across.length, 1, `k1 recorded through the outage: ${JSON.stringify(across)}`);
+    t.true(across[0]!.fromMs <= lostAt && across[0]!.toMs >= back - 1000);
+  },
+);
