@@ -70,7 +70,10 @@ export async function createBucket(d: BucketDeps, r: S3Request): Promise<void> {
 export async function deleteBucket(d: BucketDeps, r: S3Request): Promise<void> {
   const b = requireBucket(d, r.bucket!);
   d.access.require(r, b, 'admin');
-  if (!(await d.catalog.removeBucket(b.name))) throw new S3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: b.name });
+  const removed = await d.catalog.removeBucket(b.name);
+  if (!removed) throw new S3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: b.name });
+  // Its multipart uploads in progress went with it.
+  for (const id of removed.uploads) await d.files.removeUploadFiles(id);
   await d.files.removeBucketDir(b.name);
   sendEmpty(r, 204);
 }

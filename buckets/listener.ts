@@ -34,7 +34,15 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
       ? { accessKeyId: config.s3AccessKey, secret: config.s3SecretKey, user: ROOT_USER }
       : undefined;
   const keys: KeyLookup = (id) => (root && id === root.accessKeyId ? root : undefined);
-  const server = new S3Server({ index: d.index, dataDir: config.dataDir, log: d.log, clock: d.clock, keys, signal: d.signal });
+  const server = new S3Server({
+    index: d.index,
+    dataDir: config.dataDir,
+    log: d.log,
+    clock: d.clock,
+    keys,
+    signal: d.signal,
+    uploadExpiryMs: config.s3UploadExpiryMs,
+  });
   const { host, port } = splitHostPort(config.s3);
   await server.start(host, port);
   return server;

@@ -3,6 +3,7 @@
  *
  *   <data>/buckets/tmp/<fileId>                         an upload in progress
  *   <data>/buckets/objects/<bucket>/<xx>/<fileId>       an object version (xx: the id's last two characters)
+ *   <data>/buckets/parts/<uploadId>/<fileId>             a part of a multipart upload in progress (bytes only)
  *
  * A file holds the object's bytes from offset 0, then a footer that describes it
  * (JSON: bucket, key, ETag, size, metadata, time; its length as uint32 LE; `RS3O`), so
@@ -15,10 +16,17 @@
  * Replacing or deleting an object commits first and unlinks the old file after; a crash
  * in between leaves a file no record names, removed the same way. So an object is
  * visible only once its bytes are durable, and never half.
+ *
+ * Parts follow the same order into parts/<uploadId>/ (the part record commits after the
+ * rename). Completing an upload copies its parts, in order, into one new tmp file with
+ * the footer, syncs and renames it like any object, then commits (object record in,
+ * upload and part records out) and only then removes the part folder. The sweep removes
+ * part folders of uploads the catalog no longer has, and part files no record names.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { copyFile, mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
@@ -75,9 +83,18 @@ export class ObjectFiles {
     return join(this.tmpDir, fileId);
   }
 
+  partDir(uploadId: string): string {
+    return join(this.root, 'parts', uploadId);
+  }
+
+  partPath(uploadId: string, fileId: string): string {
+    return join(this.partDir(uploadId), fileId);
+  }
+
   async init(): Promise<void> {
     await mkdirDurable(this.tmpDir);
     await mkdirDurable(join(this.root, 'objects'));
+    await mkdirDurable(join(this.root, 'parts'));
   }
 
   /**
@@ -148,6 +165,104 @@ export class ObjectFiles {
     await fsyncDir(dirname(dest));
   }
 
+  /** A received part: fdatasync, rename into its upload's folder, fsync that folder. */
+  async finishPart(handle: FileHandle, fileId: string, uploadId: string): Promise<void> {
+    try {
+      await handle.datasync();
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+    const dest = this.partPath(uploadId, fileId);
+    try {
+      await mkdirDurable(dirname(dest));
+      await rename(this.tmpPath(fileId), dest);
+    } catch (err) {
+      await unlink(this.tmpPath(fileId)).catch(() => undefined);
+      throw err;
+    }
+    await fsyncDir(dirname(dest));
+  }
+
+  async removePart(uploadId: string, fileId: string): Promise<void> {
+    await unlink(this.partPath(uploadId, fileId)).catch(() => undefined);
+  }
+
+  /** Removes an upload's part folder (after its records are gone). */
+  async removeUploadFiles(uploadId: string): Promise<void> {
+    await rm(this.partDir(uploadId), { recursive: true, force: true });
+  }
+
+  /**
+   * Assembles an object from part files, in order, into a new durable object file
+   * (footer, fdatasync, rename); returns its id. The parts stay until the caller's commit.
+   */
+  async assemble(uploadId: string, parts: readonly { fileId: string; size: number }[], nowMs: number, footer: ObjectFooter): Promise<string> {
+    const fileId = newFileId(nowMs);
+    const handle = await open(this.tmpPath(fileId), 'wx', 0o600);
+    const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+    try {
+      for (const p of parts) {
+        const src = await open(this.partPath(uploadId, p.fileId), 'r');
+        try {
+          let copied = 0;
+          while (copied < p.size) {
+            const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, p.size - copied), copied);
+            if (bytesRead === 0) throw new Error(`part file ${p.fileId} of upload ${uploadId} is shorter than its record`);
+            await writeAll(handle, [buf.subarray(0, bytesRead)]);
+            copied += bytesRead;
+          }
+        } finally {
+          await src.close();
+        }
+      }
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(this.tmpPath(fileId)).catch(() => undefined);
+      throw err;
+    }
+    await this.finish(handle, fileId, footer);
+    return fileId;
+  }
+
+  /**
+   * A new object file holding the first `size` bytes of another (CopyObject): copied by
+   * the kernel (copy_file_range or a reflink where the file system has them), cut to the
+   * bytes, given its own footer, synced and renamed. Returns its id; ENOENT if the source
+   * went meanwhile.
+   */
+  async copy(srcBucket: string, srcFileId: string, size: number, nowMs: number, footer: ObjectFooter): Promise<string> {
+    const fileId = newFileId(nowMs);
+    const tmp = this.tmpPath(fileId);
+    await copyFile(this.path(srcBucket, srcFileId), tmp, constants.COPYFILE_EXCL);
+    let handle: FileHandle;
+    try {
+      handle = await open(tmp, 'r+');
+      await handle.truncate(size);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    try {
+      const json = Buffer.from(JSON.stringify(footer));
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(json.length);
+      const tail = Buffer.concat([json, len, MAGIC]);
+      let at = 0;
+      while (at < tail.length) at += (await handle.write(tail, at, tail.length - at, size + at)).bytesWritten;
+      await handle.datasync();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    await handle.close();
+    const dest = this.path(footer.bucket, fileId);
+    await mkdirDurable(dirname(dest));
+    await rename(tmp, dest);
+    await fsyncDir(dirname(dest));
+    return fileId;
+  }
+
   /** Drops an upload that will not be committed (tmp file or already renamed). */
   async discard(bucket: string, fileId: string): Promise<void> {
     await unlink(this.tmpPath(fileId)).catch(() => undefined);
@@ -178,7 +293,12 @@ export class ObjectFiles {
    * every object file the catalog does not hold (`holds`), and the folders of buckets
    * that no longer exist. Returns how many files went.
    */
-  async sweep(holds: (fileId: string) => boolean, bucketExists: (bucket: string) => boolean): Promise<{ tmp: number; orphans: number }> {
+  async sweep(
+    holds: (fileId: string) => boolean,
+    bucketExists: (bucket: string) => boolean,
+    /** Uploads in progress, with the part files their records name. */
+    uploads: ReadonlyMap<string, ReadonlySet<string>>,
+  ): Promise<{ tmp: number; orphans: number; parts: number }> {
     let tmp = 0;
     for (const f of await readdir(this.tmpDir)) {
       await rm(join(this.tmpDir, f), { recursive: true, force: true });
@@ -198,7 +318,19 @@ export class ObjectFiles {
       }
       if (!bucketExists(bucket)) await rm(dir, { recursive: true, force: true });
     }
-    return { tmp, orphans };
+    let parts = 0;
+    const partsRoot = join(this.root, 'parts');
+    for (const uploadId of await readdir(partsRoot)) {
+      const held = uploads.get(uploadId);
+      const dir = join(partsRoot, uploadId);
+      for (const f of await readdir(dir)) {
+        if (held?.has(f)) continue;
+        await unlink(join(dir, f));
+        parts++;
+      }
+      if (!held) await rm(dir, { recursive: true, force: true });
+    }
+    return { tmp, orphans, parts };
   }
 }
 

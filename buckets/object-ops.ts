@@ -12,7 +12,19 @@ import type { Logger } from '../lib/log.ts';
 import { CANNED_ACLS, type BucketRecord, type BucketStore, type CannedAcl, type ObjectHeaders, type ObjectRecord } from '../index/buckets.ts';
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
-import { bodyStream, declaredLength, httpTime, MAX_PUT_BYTES, payloadHashToCheck, sendEmpty, type S3Request } from './request.ts';
+import {
+  bodyStream,
+  declaredLength,
+  httpTime,
+  MAX_PUT_BYTES,
+  payloadHashToCheck,
+  readSmallBody,
+  sendEmpty,
+  sendXml,
+  xmlTime,
+  type S3Request,
+} from './request.ts';
+import { parseXmlBody, xmlList, xmlText, type XmlObject } from './xml.ts';
 import { S3Error } from './s3-errors.ts';
 import type { Access } from './access.ts';
 
@@ -323,6 +335,127 @@ export async function getObject(d: ObjectDeps, r: S3Request): Promise<void> {
       resolve();
     });
   });
+}
+
+/** The object x-amz-copy-source names (`/bucket/key`, URL-encoded), readable by the caller. */
+export function copySource(d: ObjectDeps, r: S3Request): { bucket: string; key: string; rec: ObjectRecord } {
+  const raw = r.req.headers['x-amz-copy-source'] as string;
+  const q = raw.indexOf('?');
+  let path: string;
+  try {
+    path = decodeURIComponent(q < 0 ? raw : raw.slice(0, q));
+  } catch {
+    throw new S3Error('InvalidArgument', 'Copy Source must mention the source bucket and key: sourcebucket/sourcekey', { ArgumentName: 'x-amz-copy-source' });
+  }
+  if (q >= 0 && /(^|&)versionId=/.test(raw.slice(q + 1)))
+    throw new S3Error('NotImplemented', 'Copying a version other than the current one is not implemented');
+  const p = path.replace(/^\//, '');
+  const slash = p.indexOf('/');
+  if (slash <= 0 || slash === p.length - 1)
+    throw new S3Error('InvalidArgument', 'Copy Source must mention the source bucket and key: sourcebucket/sourcekey', { ArgumentName: 'x-amz-copy-source' });
+  const bucketName = p.slice(0, slash);
+  const key = p.slice(slash + 1);
+  const bucket = requireBucket(d, bucketName);
+  const rec = d.catalog.object(bucketName, key);
+  if (rec) d.access.requireObject(r, bucket, rec, 'read');
+  else d.access.require(r, bucket, 'read');
+  if (!rec) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+  // x-amz-copy-source-if-*: the same rules as a GET's conditions, all answered 412.
+  const h = r.req.headers;
+  const etag = `"${rec.etag}"`;
+  const matches = (list: string): boolean => list.split(',').some((t) => ['*', etag, rec.etag].includes(t.trim()));
+  const im = h['x-amz-copy-source-if-match'] as string | undefined;
+  const inm = h['x-amz-copy-source-if-none-match'] as string | undefined;
+  const ims = h['x-amz-copy-source-if-modified-since'] as string | undefined;
+  const ius = h['x-amz-copy-source-if-unmodified-since'] as string | undefined;
+  const modifiedS = Math.floor(rec.lastModifiedMs / 1000);
+  if (
+    (im !== undefined && !matches(im)) ||
+    (inm !== undefined && matches(inm)) ||
+    (im === undefined && ius !== undefined && modifiedS > Math.floor(Date.parse(ius) / 1000)) ||
+    (inm === undefined && ims !== undefined && modifiedS <= Math.floor(Date.parse(ims) / 1000))
+  ) {
+    throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
+  }
+  return { bucket: bucketName, key, rec };
+}
+
+/**
+ * CopyObject: a new object file with the source's bytes (copied by the kernel), its
+ * metadata copied or, with x-amz-metadata-directive REPLACE, the request's; the ACL of
+ * x-amz-acl (else private, as S3 does). Copying an object onto itself changes nothing
+ * but metadata, so it needs REPLACE (S3's rule).
+ */
+export async function copyObject(d: ObjectDeps, r: S3Request): Promise<void> {
+  const bucket = requireBucket(d, r.bucket!);
+  const key = r.key!;
+  assertKey(key);
+  d.access.require(r, bucket, 'write');
+  const src = copySource(d, r);
+  const directive = (r.req.headers['x-amz-metadata-directive'] as string | undefined) ?? 'COPY';
+  if (directive !== 'COPY' && directive !== 'REPLACE')
+    throw new S3Error('InvalidArgument', 'Unknown metadata directive.', { ArgumentName: 'x-amz-metadata-directive', ArgumentValue: directive });
+  const acl = cannedAcl(r);
+  if (src.bucket === bucket.name && src.key === key && directive === 'COPY' && acl === undefined) {
+    throw new S3Error(
+      'InvalidRequest',
+      "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+    );
+  }
+  const meta = directive === 'REPLACE' ? userMeta(r) : src.rec.meta;
+  const headers = directive === 'REPLACE' ? requestHeaders(r) : src.rec.headers;
+  await assertRoom(d.dataDir, src.rec.size);
+  let fileId: string;
+  try {
+    fileId = await d.files.copy(src.bucket, src.rec.fileId, src.rec.size, r.nowMs, {
+      bucket: bucket.name,
+      key,
+      etag: src.rec.etag,
+      size: src.rec.size,
+      lastModifiedMs: r.nowMs,
+      meta,
+      ...(headers.contentType ? { contentType: headers.contentType } : {}),
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: src.key });
+    throw err;
+  }
+  const rec: ObjectRecord = {
+    fileId,
+    size: src.rec.size,
+    etag: src.rec.etag,
+    lastModifiedMs: r.nowMs,
+    headers,
+    meta,
+    ...(acl ? { acl } : {}),
+    ...(src.rec.checksumCrc32 ? { checksumCrc32: src.rec.checksumCrc32 } : {}),
+  };
+  await commitOrDiscard(d, bucket.name, key, rec);
+  sendXml(r, 200, 'CopyObjectResult', { ETag: `"${rec.etag}"`, LastModified: xmlTime(r.nowMs) });
+}
+
+/** DeleteObjects: up to 1000 keys in one XML body; each deleted as DeleteObject does, the result per key. */
+export async function deleteObjects(d: ObjectDeps, r: S3Request): Promise<void> {
+  const bucket = requireBucket(d, r.bucket!);
+  d.access.require(r, bucket, 'write');
+  const body = parseXmlBody(await readSmallBody(r), 'Delete');
+  const quiet = xmlText(body.Quiet) === 'true';
+  const objects = xmlList(body.Object).map((o) => xmlText((o as Record<string, unknown> | null)?.Key) ?? '');
+  if (objects.length === 0 || objects.length > 1000) throw new S3Error('MalformedXML', 'A Delete request names 1 to 1000 objects');
+  const deleted: XmlObject[] = [];
+  const errors: XmlObject[] = [];
+  for (const key of objects) {
+    try {
+      assertKey(key);
+      await removeKey(d, bucket.name, key);
+      if (!quiet) deleted.push({ Key: key });
+    } catch (err) {
+      const e = err instanceof S3Error ? err : new S3Error('InternalError', 'We encountered an internal error. Please try again.');
+      if (!(err instanceof S3Error)) d.log.error({ err, bucket: bucket.name, key }, 's3: delete failed');
+      errors.push({ Key: key, Code: e.code, Message: e.message });
+    }
+  }
+  sendXml(r, 200, 'DeleteResult', { Deleted: deleted, Error: errors });
 }
 
 export async function deleteObject(d: ObjectDeps, r: S3Request): Promise<void> {

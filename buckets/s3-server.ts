@@ -25,7 +25,16 @@ import type { Clock } from '../lib/time.ts';
 import { Access } from './access.ts';
 import { createBucket, deleteBucket, getBucketLocation, headBucket, listBuckets, listObjects, type BucketDeps } from './bucket-ops.ts';
 import { ObjectFiles } from './object-files.ts';
-import { deleteObject, getObject, putObject, requireBucket, type ObjectDeps } from './object-ops.ts';
+import {
+  abortMultipartUpload,
+  completeMultipartUpload,
+  createMultipartUpload,
+  expireUploads,
+  listMultipartUploads,
+  listParts,
+  uploadPart,
+} from './multipart-ops.ts';
+import { copyObject, deleteObject, deleteObjects, getObject, putObject, requireBucket, type ObjectDeps } from './object-ops.ts';
 import { sendXml, type S3Request } from './request.ts';
 import { S3Error, s3ErrorXml } from './s3-errors.ts';
 import { verifyHeaderAuth, verifyQueryAuth, type KeyLookup } from './sigv4.ts';
@@ -36,7 +45,7 @@ const IDLE_MS = 60_000;
 const CLOSE_GRACE_MS = 2000;
 
 /** Sub-resources this listener answers; any other is NotImplemented (never mistaken for a plain GET or PUT). */
-const KNOWN_SUBRESOURCES = new Set(['location', 'list-type', 'versioning', 'acl']);
+const KNOWN_SUBRESOURCES = new Set(['location', 'list-type', 'versioning', 'acl', 'uploads', 'uploadId', 'partNumber', 'delete']);
 const SUBRESOURCES = new Set([
   'accelerate',
   'acl',
@@ -81,6 +90,8 @@ export interface S3ServerOptions {
   clock: Clock;
   keys: KeyLookup;
   signal: AbortSignal;
+  /** Multipart uploads started longer ago are aborted (their parts removed). */
+  uploadExpiryMs: number;
 }
 
 export class S3Server {
@@ -89,6 +100,7 @@ export class S3Server {
   private readonly files: ObjectFiles;
   private readonly deps: ObjectDeps & BucketDeps;
   private readonly inFlight = new Set<Promise<void>>();
+  private expiryTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: S3ServerOptions) {
     this.files = new ObjectFiles(opts.dataDir);
@@ -107,11 +119,19 @@ export class S3Server {
   async start(host: string, port: number): Promise<void> {
     await this.files.init();
     const catalog = this.opts.index.buckets;
+    const uploads = new Map<string, Set<string>>();
+    for (const up of catalog.allUploads()) uploads.set(up.uploadId, new Set(catalog.listParts(up.uploadId).map((p) => p.part.fileId)));
     const swept = await this.files.sweep(
       (id) => catalog.holdsFile(id),
       (b) => catalog.bucket(b) !== undefined,
+      uploads,
     );
-    if (swept.tmp + swept.orphans > 0) this.opts.log.warn(swept, 's3: unfinished uploads and unreferenced object files removed at start');
+    if (swept.tmp + swept.orphans + swept.parts > 0)
+      this.opts.log.warn(swept, 's3: unfinished uploads and unreferenced object and part files removed at start');
+    await this.expire();
+    // Abandoned multipart uploads go after uploadExpiryMs, checked this often.
+    this.expiryTimer = setInterval(() => void this.expire(), Math.min(this.opts.uploadExpiryMs, 3_600_000));
+    this.expiryTimer.unref();
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5000 }, (req, res) => {
       const p = this.handle(req, res);
       this.inFlight.add(p);
@@ -145,7 +165,16 @@ export class S3Server {
     this.opts.log.info({ url: this.url }, 's3 listening');
   }
 
+  private async expire(): Promise<void> {
+    try {
+      await expireUploads(this.opts.index.buckets, this.files, this.opts.clock.nowMs(), this.opts.uploadExpiryMs, this.opts.log);
+    } catch (err) {
+      this.opts.log.error({ err }, 's3: expiring abandoned multipart uploads failed (retried at the next pass)');
+    }
+  }
+
   async stop(): Promise<void> {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
     const server = this.server;
     if (!server) return;
     this.server = null;
@@ -228,6 +257,8 @@ export class S3Server {
       throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
     }
     if (r.key === undefined) {
+      if (r.query.has('uploads') && m === 'GET') return listMultipartUploads(d, r);
+      if (r.query.has('delete') && m === 'POST') return deleteObjects(d, r);
       if (r.query.has('versioning') && m === 'GET') return this.unversioned(r);
       if (r.query.has('acl')) return this.bucketAcl(r);
       if (m === 'PUT') return createBucket(d, r);
@@ -238,9 +269,19 @@ export class S3Server {
       throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
     }
     if (r.query.has('acl')) throw new S3Error('NotImplemented', 'Object ACLs are set with x-amz-acl on PUT and copy');
-    if (m === 'PUT') return putObject(d, r);
-    if (m === 'GET' || m === 'HEAD') return getObject(d, r);
-    if (m === 'DELETE') return deleteObject(d, r);
+    if (r.query.has('uploadId')) {
+      if (m === 'PUT' && r.query.has('partNumber')) return uploadPart(d, r);
+      if (m === 'POST') return completeMultipartUpload(d, r);
+      if (m === 'GET') return listParts(d, r);
+      if (m === 'DELETE') return abortMultipartUpload(d, r);
+    } else if (r.query.has('uploads')) {
+      if (m === 'POST') return createMultipartUpload(d, r);
+    } else {
+      if (m === 'PUT' && r.req.headers['x-amz-copy-source'] !== undefined) return copyObject(d, r);
+      if (m === 'PUT') return putObject(d, r);
+      if (m === 'GET' || m === 'HEAD') return getObject(d, r);
+      if (m === 'DELETE') return deleteObject(d, r);
+    }
     throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
   }
 

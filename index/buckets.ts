@@ -14,6 +14,8 @@
  *              which is S3's listing order)
  *   s3files    fileId → [bucket, key]: every object file the catalog holds
  *   s3usage    bucket → [objects, bytes], in the same commit as every object put/remove
+ *   s3uploads  [bucket, key, uploadId] → UploadRecord: a multipart upload in progress
+ *   s3parts    [uploadId, partNumber] → PartRecord: its parts (files under buckets/parts/<uploadId>/)
  *
  * What must share one commit is one method: an object's record, its file's entry, the
  * previous version's file entry going and the bucket's usage.
@@ -63,6 +65,29 @@ export interface ObjectRecord {
 
 export type ObjectKey = [string, string];
 
+/** A multipart upload in progress (CreateMultipartUpload until Complete or Abort, or its expiry). */
+export interface UploadRecord {
+  bucket: string;
+  key: string;
+  uploadId: string;
+  initiatedMs: number;
+  owner: string;
+  headers: ObjectHeaders;
+  meta: Record<string, string>;
+  acl?: CannedAcl;
+}
+
+export interface PartRecord {
+  /** The part file's name under buckets/parts/<uploadId>/. */
+  fileId: string;
+  size: number;
+  /** MD5 of the part's bytes, hex. */
+  etag: string;
+  lastModifiedMs: number;
+}
+
+export type UploadKey = [string, string, string];
+
 export interface ListedObject {
   key: string;
   record: ObjectRecord;
@@ -93,6 +118,8 @@ export class BucketStore {
   private readonly objects: Database<ObjectRecord, ObjectKey>;
   private readonly files: Database<ObjectKey, string>;
   private readonly usage: Database<[number, number], string>;
+  private readonly uploads: Database<UploadRecord, UploadKey>;
+  private readonly parts: Database<PartRecord, [string, number]>;
   private readonly commit: <T>(p: Promise<T>) => Promise<T>;
 
   constructor(t: Tables) {
@@ -102,6 +129,8 @@ export class BucketStore {
     this.objects = t.root.openDB<ObjectRecord, ObjectKey>({ name: 's3objects', sharedStructuresKey: Symbol.for('s3structures') });
     this.files = t.root.openDB<ObjectKey, string>({ name: 's3files' });
     this.usage = t.root.openDB<[number, number], string>({ name: 's3usage' });
+    this.uploads = t.root.openDB<UploadRecord, UploadKey>({ name: 's3uploads' });
+    this.parts = t.root.openDB<PartRecord, [string, number]>({ name: 's3parts' });
   }
 
   // ---- buckets -----------------------------------------------------------------
@@ -123,9 +152,14 @@ export class BucketStore {
     await this.commit(this.buckets.put(rec.name, rec));
   }
 
-  /** Removes an empty bucket; false (nothing written) if it holds an object. */
-  async removeBucket(name: string): Promise<boolean> {
+  /**
+   * Removes an empty bucket, with the multipart uploads still in progress in it (whose
+   * part files the caller removes after: their ids are returned); false (nothing
+   * written) if it holds an object.
+   */
+  async removeBucket(name: string): Promise<false | { uploads: string[] }> {
     let notEmpty = false;
+    const uploads: string[] = [];
     await this.commit(
       this.root.transaction(() => {
         if ((this.usage.get(name)?.[0] ?? 0) > 0) {
@@ -134,15 +168,123 @@ export class BucketStore {
         }
         void this.buckets.remove(name);
         void this.usage.remove(name);
+        for (const { key } of this.uploads.getRange({ start: [name, '', ''] })) {
+          if (key[0] !== name) break;
+          uploads.push(key[2]);
+          void this.uploads.remove(key);
+          for (const k of this.parts.getKeys({ start: [key[2], 0], end: [key[2], Number.MAX_SAFE_INTEGER] })) void this.parts.remove(k);
+        }
       }),
     );
-    return !notEmpty;
+    return notEmpty ? false : { uploads };
   }
 
   /** [objects, bytes] of a bucket's current versions. */
   bucketUsage(name: string): { objects: number; bytes: number } {
     const u = this.usage.get(name);
     return { objects: u?.[0] ?? 0, bytes: u?.[1] ?? 0 };
+  }
+
+  // ---- multipart uploads ---------------------------------------------------------
+
+  async createUpload(rec: UploadRecord): Promise<void> {
+    await this.commit(this.uploads.put([rec.bucket, rec.key, rec.uploadId], rec));
+  }
+
+  upload(bucket: string, key: string, uploadId: string): UploadRecord | undefined {
+    return this.uploads.get([bucket, key, uploadId]);
+  }
+
+  /** Uploads in progress of a bucket in key order (then by id), from `after` on, at most `limit`. */
+  listUploads(bucket: string, prefix: string, limit: number, after?: { key: string; uploadId: string }): { uploads: UploadRecord[]; truncated: boolean } {
+    const uploads: UploadRecord[] = [];
+    const start: UploadKey = after ? [bucket, after.key, after.uploadId] : [bucket, prefix, ''];
+    for (const { key, value } of this.uploads.getRange({ start })) {
+      if (key[0] !== bucket) break;
+      if (after && key[1] === after.key && key[2] === after.uploadId) continue;
+      if (!key[1].startsWith(prefix)) {
+        if (key[1] > prefix) break;
+        continue;
+      }
+      if (uploads.length === limit) return { uploads, truncated: true };
+      uploads.push(value);
+    }
+    return { uploads, truncated: false };
+  }
+
+  /** Every upload in progress, all buckets (the expiry pass). */
+  allUploads(): UploadRecord[] {
+    return [...this.uploads.getRange({})].map((e) => e.value);
+  }
+
+  /** The parts of an upload by number. */
+  listParts(uploadId: string): { partNumber: number; part: PartRecord }[] {
+    return [...this.parts.getRange({ start: [uploadId, 0], end: [uploadId, Number.MAX_SAFE_INTEGER] })].map((e) => ({ partNumber: e.key[1], part: e.value }));
+  }
+
+  /**
+   * Makes `part` the upload's part `partNumber` (its file already durable); returns the
+   * part it replaced, whose file the caller unlinks after this commit. 'no-upload' when
+   * the upload was completed or aborted meanwhile (nothing written).
+   */
+  async putPart(up: UploadRecord, partNumber: number, part: PartRecord): Promise<{ previous?: PartRecord } | 'no-upload'> {
+    let previous: PartRecord | undefined;
+    let gone = false;
+    await this.commit(
+      this.root.transaction(() => {
+        if (!this.uploads.doesExist([up.bucket, up.key, up.uploadId])) {
+          gone = true;
+          return;
+        }
+        previous = this.parts.get([up.uploadId, partNumber]);
+        void this.parts.put([up.uploadId, partNumber], part);
+      }),
+    );
+    if (gone) return 'no-upload';
+    return previous ? { previous } : {};
+  }
+
+  /** Drops an upload and its part records (Abort, expiry); its part files are the caller's to remove after. false: it was gone. */
+  async removeUpload(up: Pick<UploadRecord, 'bucket' | 'key' | 'uploadId'>): Promise<boolean> {
+    let had = false;
+    await this.commit(
+      this.root.transaction(() => {
+        had = this.uploads.doesExist([up.bucket, up.key, up.uploadId]);
+        if (!had) return;
+        void this.uploads.remove([up.bucket, up.key, up.uploadId]);
+        for (const k of this.parts.getKeys({ start: [up.uploadId, 0], end: [up.uploadId, Number.MAX_SAFE_INTEGER] })) void this.parts.remove(k);
+      }),
+    );
+    return had;
+  }
+
+  /**
+   * CompleteMultipartUpload's commit: the assembled object becomes the key's current
+   * version and the upload with its part records goes, in one commit. Returns the
+   * version replaced (its file the caller's to unlink), or 'no-upload' / 'no-bucket'
+   * with nothing written.
+   */
+  async completeUpload(up: UploadRecord, rec: ObjectRecord): Promise<{ previous?: ObjectRecord } | 'no-upload' | 'no-bucket'> {
+    let previous: ObjectRecord | undefined;
+    let refused: 'no-upload' | 'no-bucket' | undefined;
+    const { bucket, key } = up;
+    await this.commit(
+      this.root.transaction(() => {
+        if (!this.buckets.doesExist(bucket)) {
+          refused = 'no-bucket';
+          return;
+        }
+        if (!this.uploads.doesExist([bucket, key, up.uploadId])) {
+          refused = 'no-upload';
+          return;
+        }
+        void this.uploads.remove([bucket, key, up.uploadId]);
+        for (const k of this.parts.getKeys({ start: [up.uploadId, 0], end: [up.uploadId, Number.MAX_SAFE_INTEGER] })) void this.parts.remove(k);
+        previous = this.objects.get([bucket, key]);
+        this.writeObject(bucket, key, rec, previous);
+      }),
+    );
+    return refused ?? (previous ? { previous } : {});
   }
 
   // ---- objects -----------------------------------------------------------------
@@ -181,14 +323,19 @@ export class BucketStore {
           refused = 'exists';
           return;
         }
-        void this.objects.put([bucket, key], rec);
-        void this.files.put(rec.fileId, [bucket, key]);
-        if (previous) void this.files.remove(previous.fileId);
-        const [n, bytes] = this.usage.get(bucket) ?? [0, 0];
-        void this.usage.put(bucket, [n + (previous ? 0 : 1), bytes + rec.size - (previous?.size ?? 0)]);
+        this.writeObject(bucket, key, rec, previous);
       }),
     );
     return refused ?? (previous ? { previous } : {});
+  }
+
+  /** Inside a transaction: `rec` replaces `previous` as the key's current version. */
+  private writeObject(bucket: string, key: string, rec: ObjectRecord, previous: ObjectRecord | undefined): void {
+    void this.objects.put([bucket, key], rec);
+    void this.files.put(rec.fileId, [bucket, key]);
+    if (previous) void this.files.remove(previous.fileId);
+    const [n, bytes] = this.usage.get(bucket) ?? [0, 0];
+    void this.usage.put(bucket, [n + (previous ? 0 : 1), bytes + rec.size - (previous?.size ?? 0)]);
   }
 
   /**

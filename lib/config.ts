@@ -135,6 +135,12 @@ export const configSchema = z
       .optional()
       .describe('the first S3 access key id (acts as an admin), with s3SecretKey'),
     s3SecretKey: z.string().min(8).max(256).optional().describe('the secret of the first S3 access key'),
+    s3UploadExpiryMs: z.coerce
+      .number()
+      .int()
+      .min(1000)
+      .default(86_400_000)
+      .describe('an S3 multipart upload neither completed nor aborted this long after it started is aborted and its parts removed'),
     backupAuditMs: z.coerce
       .number()
       .int()
@@ -222,6 +228,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_S3: 's3',
   RECORDER_S3_ACCESS_KEY: 's3AccessKey',
   RECORDER_S3_SECRET_KEY: 's3SecretKey',
+  RECORDER_S3_UPLOAD_EXPIRY_MS: 's3UploadExpiryMs',
 };
 
 const FLAGS = {

@@ -34,7 +34,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { startNode, tempDir, type TestNode } from './helpers/recorder.ts';
+import { startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
 const KEY = 'AKIDRECORDERTEST';
@@ -97,7 +97,7 @@ test('SDK: buckets, objects with metadata, ranges, conditional GETs, listings by
   const md5 = createHash('md5').update(data).digest('hex');
   t.is(put.ETag, `"${md5}"`);
   const got = await client.send(new GetObjectCommand({ Bucket: 'clips', Key: 'cam 1/2026/ä+b.bin' }));
-  t.deepEqual(Buffer.from(await got.Body!.transformToByteArray()), data);
+  t.true(Buffer.from(await got.Body!.transformToByteArray()).equals(data));
   t.is(got.ContentType, 'video/mp4');
   t.deepEqual(got.Metadata, { camera: 'gate', note: 'x y' });
   t.is(got.ETag, `"${md5}"`);
@@ -114,7 +114,7 @@ test('SDK: buckets, objects with metadata, ranges, conditional GETs, listings by
   );
   t.is(sput.ETag, `"${createHash('md5').update(streamed).digest('hex')}"`);
   const sget = await client.send(new GetObjectCommand({ Bucket: 'clips', Key: 'streamed' }));
-  t.deepEqual(Buffer.from(await sget.Body!.transformToByteArray()), streamed);
+  t.true(Buffer.from(await sget.Body!.transformToByteArray()).equals(streamed));
   t.truthy(sget.ChecksumCRC32, 'the whole object comes with the CRC-32 the client sent');
   await client.send(new DeleteObjectCommand({ Bucket: 'clips', Key: 'streamed' }));
 
@@ -249,7 +249,7 @@ test('aws CLI: s3 mb, cp up and down, ls, rm, with a temp config and env credent
   t.regex(ls, /\b5 small\.txt/);
   t.regex(await aws('s3', 'ls', '--recursive', 's3://cli-bucket/'), new RegExp(`${data.length} dir/in\\.bin`));
   await aws('s3', 'cp', 's3://cli-bucket/dir/in.bin', join(dir, 'out.bin'));
-  t.deepEqual(await readFile(join(dir, 'out.bin')), data);
+  t.true((await readFile(join(dir, 'out.bin'))).equals(data));
   await aws('s3', 'rm', 's3://cli-bucket/dir/in.bin');
   const left = await client.send(new ListObjectsV2Command({ Bucket: 'cli-bucket' }));
   t.deepEqual(
@@ -321,7 +321,8 @@ test('bad input: wrong signatures, bad keys, short bodies and a 5 GiB PUT get S3
     listed.Contents?.map((c) => c.Key),
     ['presigned'],
   );
-  t.deepEqual(await readdir(join(dataDir, 'buckets', 'tmp')), [], 'no upload left half-way');
+  // The cut upload's tmp file goes as its request ends (after the parser already answered).
+  await waitFor('no upload left half-way', async () => (await readdir(join(dataDir, 'buckets', 'tmp'))).length === 0, 10_000, 50);
 });
 
 test('start-up sweep: tmp files and object files no record names are removed, objects kept', async (t) => {
