@@ -25,6 +25,7 @@ import { registerUi } from './ui.ts';
 import { access, canSee, installAuth, scopeAccess, type RouteAccess } from '../security/http-auth.ts';
 import type { Principal } from '../security/access.ts';
 import { registerUsers } from './users.ts';
+import { registerS3Keys } from './s3-keys.ts';
 import { registerStorageRoutes } from './storage-routes.ts';
 import { registerPictures } from './pictures.ts';
 
@@ -192,6 +193,7 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   });
   app.get('/api/system', access('admin'), async () => ({ system: await deps.service.systemInfo() }));
   registerUsers(app, deps.users);
+  registerS3Keys(app, deps.index);
   registerStorageRoutes(app, deps);
   registerDownload(app, deps);
   registerFrames(app, deps);

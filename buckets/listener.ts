@@ -1,8 +1,9 @@
 /**
  * Whether and where the node runs its S3 listener (buckets/s3-server.ts), from the
  * settings: `s3` (host:port, or `off`) and the first access key (`s3AccessKey` with
- * `s3SecretKey`, acting as `root`, an admin). Without any key nobody could sign a
- * request, so no listener starts and no port is taken.
+ * `s3SecretKey`, acting as `root`, an admin) or the users' keys (buckets/keys.ts).
+ * Without any key nobody could sign a request, so no listener starts and no port is
+ * taken (a first user key issued later takes effect at the next start).
  */
 import type { RecorderIndex } from '../index/db.ts';
 import type { RecorderConfig } from '../lib/config.ts';
@@ -12,7 +13,8 @@ import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import { ROOT_USER } from './access.ts';
 import { S3Server } from './s3-server.ts';
-import type { Credential, KeyLookup } from './sigv4.ts';
+import { S3Keys } from './keys.ts';
+import type { Credential } from './sigv4.ts';
 
 export interface S3ListenerDeps {
   config: RecorderConfig;
@@ -28,12 +30,13 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
   if ((config.s3AccessKey === undefined) !== (config.s3SecretKey === undefined)) {
     throw new RecorderError('CONFIG_INVALID', 'RECORDER_S3_ACCESS_KEY and RECORDER_S3_SECRET_KEY go together: set both or neither');
   }
-  if (config.s3 === 'off' || config.s3AccessKey === undefined) return null;
+  const userKeys = new S3Keys(d.index);
+  if (config.s3 === 'off' || (config.s3AccessKey === undefined && !userKeys.any())) return null;
   const root: Credential | undefined =
     config.s3AccessKey !== undefined && config.s3SecretKey !== undefined
       ? { accessKeyId: config.s3AccessKey, secret: config.s3SecretKey, user: ROOT_USER }
       : undefined;
-  const keys: KeyLookup = (id) => (root && id === root.accessKeyId ? root : undefined);
+  const keys = userKeys.lookup(root);
   const server = new S3Server({
     index: d.index,
     dataDir: config.dataDir,

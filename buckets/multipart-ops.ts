@@ -16,7 +16,7 @@ import type { Logger } from '../lib/log.ts';
 import type { BucketStore, PartRecord, UploadRecord } from '../index/buckets.ts';
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
-import { cannedAcl, copySource, requestHeaders, requireBucket, userMeta, type ObjectDeps } from './object-ops.ts';
+import { cannedAcl, copySource, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
 import { bodyStream, declaredLength, MAX_PUT_BYTES, payloadHashToCheck, readSmallBody, sendEmpty, sendXml, xmlTime, type S3Request } from './request.ts';
 import { S3Error } from './s3-errors.ts';
 import { parseXmlBody, xmlList, xmlText, type XmlObject } from './xml.ts';
@@ -227,8 +227,14 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
     throw new S3Error('NoSuchUpload', 'The specified multipart upload does not exist.', { UploadId: up.uploadId });
   }
   await d.files.removeUploadFiles(up.uploadId);
-  if (result.previous) await d.files.remove(up.bucket, result.previous.fileId);
-  sendXml(r, 200, 'CompleteMultipartUploadResult', { Location: `/${up.bucket}/${up.key}`, Bucket: up.bucket, Key: up.key, ETag: `"${etag}"` });
+  await unlinkAfterCommit(d, up.bucket, up.key, result.unlink);
+  sendXml(
+    r,
+    200,
+    'CompleteMultipartUploadResult',
+    { Location: `/${up.bucket}/${up.key}`, Bucket: up.bucket, Key: up.key, ETag: `"${etag}"` },
+    result.versionId ? { 'x-amz-version-id': result.versionId } : {},
+  );
 }
 
 export async function abortMultipartUpload(d: ObjectDeps, r: S3Request): Promise<void> {

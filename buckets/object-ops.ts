@@ -128,7 +128,8 @@ export async function putObject(d: ObjectDeps, r: S3Request): Promise<void> {
   const acl = cannedAcl(r);
   const rec = await receiveObject(d, r, bucket.name, key, length, meta, headers);
   if (acl) rec.acl = acl;
-  await commitOrDiscard(d, bucket.name, key, rec, onlyIfAbsent);
+  const versionId = await commitOrDiscard(d, bucket.name, key, rec, onlyIfAbsent);
+  if (versionId) r.res.setHeader('x-amz-version-id', versionId);
   r.res.setHeader('ETag', `"${rec.etag}"`);
   if (rec.checksumCrc32) r.res.setHeader('x-amz-checksum-crc32', rec.checksumCrc32);
   sendEmpty(r, 200);
@@ -206,8 +207,8 @@ export async function receiveObject(
   return rec;
 }
 
-/** Commits a durable object file as the key's current version and unlinks the one it replaced. */
-export async function commitOrDiscard(d: ObjectDeps, bucket: string, key: string, rec: ObjectRecord, onlyIfAbsent = false): Promise<void> {
+/** Commits a durable object file as the key's current version and unlinks what that replaced; returns the version id. */
+export async function commitOrDiscard(d: ObjectDeps, bucket: string, key: string, rec: ObjectRecord, onlyIfAbsent = false): Promise<string | undefined> {
   let result;
   try {
     result = await d.catalog.putObject(bucket, key, rec, { onlyIfAbsent });
@@ -223,16 +224,29 @@ export async function commitOrDiscard(d: ObjectDeps, bucket: string, key: string
     await d.files.discard(bucket, rec.fileId);
     throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
   }
-  if (result.previous)
-    await d.files
-      .remove(bucket, result.previous.fileId)
-      .catch((err: unknown) => d.log.warn({ err, bucket, key }, 's3: replaced object file not removed (the next start sweeps it)'));
+  await unlinkAfterCommit(d, bucket, key, result.unlink);
+  await keepVersions(d, bucket, key, rec.lastModifiedMs);
+  return result.versionId;
 }
 
-function requireObject(d: ObjectDeps, bucket: string, key: string): ObjectRecord {
-  const rec = d.catalog.object(bucket, key);
-  if (!rec) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
-  return rec;
+/** After a write to a versioned key: noncurrent versions beyond a NoncurrentDays-0 rule's count go now. */
+export async function keepVersions(d: Pick<ObjectDeps, 'catalog' | 'files' | 'log'>, bucket: string, key: string, nowMs: number): Promise<void> {
+  const b = d.catalog.bucket(bucket);
+  if (!b?.versioning) return;
+  for (const rule of b.lifecycle ?? []) {
+    if (!rule.enabled || !key.startsWith(rule.prefix)) continue;
+    if (rule.noncurrentDays !== 0) continue;
+    await unlinkAfterCommit(d, bucket, key, await d.catalog.expireNoncurrent(bucket, key, rule, nowMs));
+  }
+}
+
+/** Unlinks object files whose records a commit removed; one that stays is swept at the next start. */
+export async function unlinkAfterCommit(d: Pick<ObjectDeps, 'files' | 'log'>, bucket: string, key: string, fileIds: readonly string[]): Promise<void> {
+  for (const id of fileIds) {
+    await d.files
+      .remove(bucket, id)
+      .catch((err: unknown) => d.log.warn({ err, bucket, key }, 's3: an object file no record names was not removed (the next start sweeps it)'));
+  }
 }
 
 /** RFC 7232 as S3 applies it: 412 for If-Match / If-Unmodified-Since, 304 for If-None-Match / If-Modified-Since. */
@@ -288,11 +302,23 @@ const OVERRIDES: [string, string][] = [
 
 export async function getObject(d: ObjectDeps, r: S3Request): Promise<void> {
   const bucket = requireBucket(d, r.bucket!);
-  const found = d.catalog.object(bucket.name, r.key!);
-  if (found) d.access.requireObject(r, bucket, found, 'read');
+  const versionId = r.query.get('versionId');
+  const found = versionId !== null ? d.catalog.objectVersion(bucket.name, r.key!, versionId) : d.catalog.object(bucket.name, r.key!);
+  if (found && !found.deleteMarker) d.access.requireObject(r, bucket, found, 'read');
   else d.access.require(r, bucket, 'read');
-  const rec = requireObject(d, bucket.name, r.key!);
+  if (!found) {
+    if (versionId !== null) throw new S3Error('NoSuchVersion', 'The specified version does not exist.', { Key: r.key!, VersionId: versionId });
+    throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: r.key! });
+  }
+  const vid = found.versionId ?? 'null';
+  if (found.deleteMarker) {
+    const headers = { 'x-amz-delete-marker': 'true', 'x-amz-version-id': vid };
+    if (versionId !== null) throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.', { Key: r.key! }, headers);
+    throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: r.key! }, headers);
+  }
+  const rec = found;
   const headers = objectHeaders(rec);
+  if (bucket.versioning || rec.versionId) headers['x-amz-version-id'] = vid;
   const pre = preconditions(r, rec);
   if (pre === 412) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
   if (pre === 304) {
@@ -347,8 +373,7 @@ export function copySource(d: ObjectDeps, r: S3Request): { bucket: string; key: 
   } catch {
     throw new S3Error('InvalidArgument', 'Copy Source must mention the source bucket and key: sourcebucket/sourcekey', { ArgumentName: 'x-amz-copy-source' });
   }
-  if (q >= 0 && /(^|&)versionId=/.test(raw.slice(q + 1)))
-    throw new S3Error('NotImplemented', 'Copying a version other than the current one is not implemented');
+  const sourceVersion = q >= 0 ? new URLSearchParams(raw.slice(q + 1)).get('versionId') : null;
   const p = path.replace(/^\//, '');
   const slash = p.indexOf('/');
   if (slash <= 0 || slash === p.length - 1)
@@ -356,10 +381,14 @@ export function copySource(d: ObjectDeps, r: S3Request): { bucket: string; key: 
   const bucketName = p.slice(0, slash);
   const key = p.slice(slash + 1);
   const bucket = requireBucket(d, bucketName);
-  const rec = d.catalog.object(bucketName, key);
+  const found = sourceVersion !== null ? d.catalog.objectVersion(bucketName, key, sourceVersion) : d.catalog.object(bucketName, key);
+  const rec = found?.deleteMarker ? undefined : found;
   if (rec) d.access.requireObject(r, bucket, rec, 'read');
   else d.access.require(r, bucket, 'read');
-  if (!rec) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+  if (!rec) {
+    if (sourceVersion !== null) throw new S3Error('NoSuchVersion', 'The specified version does not exist.', { Key: key, VersionId: sourceVersion });
+    throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+  }
   // x-amz-copy-source-if-*: the same rules as a GET's conditions, all answered 412.
   const h = r.req.headers;
   const etag = `"${rec.etag}"`;
@@ -430,8 +459,11 @@ export async function copyObject(d: ObjectDeps, r: S3Request): Promise<void> {
     ...(acl ? { acl } : {}),
     ...(src.rec.checksumCrc32 ? { checksumCrc32: src.rec.checksumCrc32 } : {}),
   };
-  await commitOrDiscard(d, bucket.name, key, rec);
-  sendXml(r, 200, 'CopyObjectResult', { ETag: `"${rec.etag}"`, LastModified: xmlTime(r.nowMs) });
+  const versionId = await commitOrDiscard(d, bucket.name, key, rec);
+  const answer: Record<string, string> = {};
+  if (versionId) answer['x-amz-version-id'] = versionId;
+  if (src.rec.versionId) answer['x-amz-copy-source-version-id'] = src.rec.versionId;
+  sendXml(r, 200, 'CopyObjectResult', { ETag: `"${rec.etag}"`, LastModified: xmlTime(r.nowMs) }, answer);
 }
 
 /** DeleteObjects: up to 1000 keys in one XML body; each deleted as DeleteObject does, the result per key. */
@@ -440,15 +472,24 @@ export async function deleteObjects(d: ObjectDeps, r: S3Request): Promise<void> 
   d.access.require(r, bucket, 'write');
   const body = parseXmlBody(await readSmallBody(r), 'Delete');
   const quiet = xmlText(body.Quiet) === 'true';
-  const objects = xmlList(body.Object).map((o) => xmlText((o as Record<string, unknown> | null)?.Key) ?? '');
+  const objects = xmlList(body.Object).map((o) => {
+    const x = (o ?? {}) as Record<string, unknown>;
+    return { key: xmlText(x.Key) ?? '', versionId: xmlText(x.VersionId) };
+  });
   if (objects.length === 0 || objects.length > 1000) throw new S3Error('MalformedXML', 'A Delete request names 1 to 1000 objects');
   const deleted: XmlObject[] = [];
   const errors: XmlObject[] = [];
-  for (const key of objects) {
+  for (const { key, versionId } of objects) {
     try {
       assertKey(key);
-      await removeKey(d, bucket.name, key);
-      if (!quiet) deleted.push({ Key: key });
+      const out = await removeKey(d, bucket.name, key, versionId, r.nowMs);
+      if (!quiet) {
+        deleted.push({
+          Key: key,
+          ...(versionId !== undefined ? { VersionId: versionId } : {}),
+          ...(out.deleteMarker ? { DeleteMarker: true, ...(versionId === undefined && out.versionId ? { DeleteMarkerVersionId: out.versionId } : {}) } : {}),
+        });
+      }
     } catch (err) {
       const e = err instanceof S3Error ? err : new S3Error('InternalError', 'We encountered an internal error. Please try again.');
       if (!(err instanceof S3Error)) d.log.error({ err, bucket: bucket.name, key }, 's3: delete failed');
@@ -461,15 +502,26 @@ export async function deleteObjects(d: ObjectDeps, r: S3Request): Promise<void> 
 export async function deleteObject(d: ObjectDeps, r: S3Request): Promise<void> {
   const bucket = requireBucket(d, r.bucket!);
   d.access.require(r, bucket, 'write');
-  await removeKey(d, bucket.name, r.key!);
-  sendEmpty(r, 204);
+  const out = await removeKey(d, bucket.name, r.key!, r.query.get('versionId') ?? undefined, r.nowMs);
+  const headers: Record<string, string> = {};
+  if (out.versionId) headers['x-amz-version-id'] = out.versionId;
+  if (out.deleteMarker) headers['x-amz-delete-marker'] = 'true';
+  sendEmpty(r, 204, headers);
 }
 
-/** Removes a key's current version (catalog first, then its file); absent keys are fine, as in S3. */
-export async function removeKey(d: ObjectDeps, bucket: string, key: string): Promise<void> {
-  const removed = await d.catalog.removeObject(bucket, key);
-  if (removed)
-    await d.files
-      .remove(bucket, removed.fileId)
-      .catch((err: unknown) => d.log.warn({ err, bucket, key }, 's3: deleted object file not removed (the next start sweeps it)'));
+/**
+ * DeleteObject's catalog side and then the files (absent keys are fine, as in S3):
+ * a version for good, the unversioned object, or a delete marker.
+ */
+export async function removeKey(
+  d: ObjectDeps,
+  bucket: string,
+  key: string,
+  versionId: string | undefined,
+  nowMs: number,
+): Promise<{ versionId?: string; deleteMarker?: boolean }> {
+  const out = await d.catalog.deleteObject(bucket, key, versionId, nowMs);
+  await unlinkAfterCommit(d, bucket, key, out.unlink);
+  if (versionId === undefined) await keepVersions(d, bucket, key, nowMs);
+  return { ...(out.versionId ? { versionId: out.versionId } : {}), ...(out.deleteMarker ? { deleteMarker: true } : {}) };
 }

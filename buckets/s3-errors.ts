@@ -35,6 +35,7 @@ const STATUS = {
   NoSuchKey: 404,
   NoSuchUpload: 404,
   NoSuchVersion: 404,
+  NoSuchLifecycleConfiguration: 404,
   NotImplemented: 501,
   PreconditionFailed: 412,
   RequestTimeTooSkewed: 403,
@@ -57,6 +58,8 @@ export class S3Error extends Error {
     message: string,
     /** Extra elements of the XML body (BucketName, Key, …). */
     readonly extra: Record<string, string> = {},
+    /** Headers the answer carries (x-amz-delete-marker, x-amz-version-id). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
     this.name = 'S3Error';

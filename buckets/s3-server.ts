@@ -23,6 +23,17 @@ import type { RecorderIndex } from '../index/db.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import { Access } from './access.ts';
+import {
+  bucketAcl,
+  deleteBucketLifecycle,
+  getBucketLifecycle,
+  getBucketVersioning,
+  listObjectVersions,
+  objectAcl,
+  putBucketLifecycle,
+  putBucketVersioning,
+} from './bucket-config-ops.ts';
+import { runLifecycle, type LifecycleReport } from './lifecycle.ts';
 import { createBucket, deleteBucket, getBucketLocation, headBucket, listBuckets, listObjects, type BucketDeps } from './bucket-ops.ts';
 import { ObjectFiles } from './object-files.ts';
 import {
@@ -34,8 +45,8 @@ import {
   listParts,
   uploadPart,
 } from './multipart-ops.ts';
-import { copyObject, deleteObject, deleteObjects, getObject, putObject, requireBucket, type ObjectDeps } from './object-ops.ts';
-import { sendXml, type S3Request } from './request.ts';
+import { copyObject, deleteObject, deleteObjects, getObject, putObject, type ObjectDeps } from './object-ops.ts';
+import type { S3Request } from './request.ts';
 import { S3Error, s3ErrorXml } from './s3-errors.ts';
 import { verifyHeaderAuth, verifyQueryAuth, type KeyLookup } from './sigv4.ts';
 
@@ -45,7 +56,19 @@ const IDLE_MS = 60_000;
 const CLOSE_GRACE_MS = 2000;
 
 /** Sub-resources this listener answers; any other is NotImplemented (never mistaken for a plain GET or PUT). */
-const KNOWN_SUBRESOURCES = new Set(['location', 'list-type', 'versioning', 'acl', 'uploads', 'uploadId', 'partNumber', 'delete']);
+const KNOWN_SUBRESOURCES = new Set([
+  'location',
+  'list-type',
+  'versioning',
+  'acl',
+  'uploads',
+  'uploadId',
+  'partNumber',
+  'delete',
+  'versions',
+  'versionId',
+  'lifecycle',
+]);
 const SUBRESOURCES = new Set([
   'accelerate',
   'acl',
@@ -101,6 +124,8 @@ export class S3Server {
   private readonly deps: ObjectDeps & BucketDeps;
   private readonly inFlight = new Set<Promise<void>>();
   private expiryTimer: NodeJS.Timeout | null = null;
+  private lifecycleTimer: NodeJS.Timeout | null = null;
+  private lifecycleRun: Promise<LifecycleReport> | null = null;
 
   constructor(private readonly opts: S3ServerOptions) {
     this.files = new ObjectFiles(opts.dataDir);
@@ -132,6 +157,9 @@ export class S3Server {
     // Abandoned multipart uploads go after uploadExpiryMs, checked this often.
     this.expiryTimer = setInterval(() => void this.expire(), Math.min(this.opts.uploadExpiryMs, 3_600_000));
     this.expiryTimer.unref();
+    this.lifecycleTick();
+    this.lifecycleTimer = setInterval(() => this.lifecycleTick(), 3_600_000);
+    this.lifecycleTimer.unref();
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5000 }, (req, res) => {
       const p = this.handle(req, res);
       this.inFlight.add(p);
@@ -173,8 +201,19 @@ export class S3Server {
     }
   }
 
+  /** One lifecycle pass now (it also runs at start and hourly); one at a time. */
+  async lifecycle(): Promise<LifecycleReport> {
+    const run = (this.lifecycleRun ??= runLifecycle(this.deps, this.opts.clock.nowMs()).finally(() => (this.lifecycleRun = null)));
+    return run;
+  }
+
+  private lifecycleTick(): void {
+    this.lifecycle().catch((err: unknown) => this.opts.log.error({ err }, 's3: lifecycle pass failed (retried at the next pass)'));
+  }
+
   async stop(): Promise<void> {
     if (this.expiryTimer) clearInterval(this.expiryTimer);
+    if (this.lifecycleTimer) clearInterval(this.lifecycleTimer);
     const server = this.server;
     if (!server) return;
     this.server = null;
@@ -183,13 +222,16 @@ export class S3Server {
     const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
     await closed;
     clearTimeout(cut);
-    await Promise.allSettled([...this.inFlight]);
+    await Promise.allSettled([...this.inFlight, this.lifecycleRun]);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = randomBytes(8).toString('hex').toUpperCase();
     res.setHeader('x-amz-request-id', requestId);
     res.setHeader('Server', 'ipcam-recorder');
+    // The recorder's clock, which signatures are judged by: clients correct their skew from it.
+    res.sendDate = false;
+    res.setHeader('Date', new Date(this.opts.clock.nowMs()).toUTCString());
     const target = req.url ?? '/';
     const q = target.indexOf('?');
     const rawPath = q < 0 ? target : target.slice(0, q);
@@ -259,8 +301,15 @@ export class S3Server {
     if (r.key === undefined) {
       if (r.query.has('uploads') && m === 'GET') return listMultipartUploads(d, r);
       if (r.query.has('delete') && m === 'POST') return deleteObjects(d, r);
-      if (r.query.has('versioning') && m === 'GET') return this.unversioned(r);
-      if (r.query.has('acl')) return this.bucketAcl(r);
+      if (r.query.has('versioning') && m === 'GET') return getBucketVersioning(d, r);
+      if (r.query.has('versioning') && m === 'PUT') return putBucketVersioning(d, r);
+      if (r.query.has('versions') && m === 'GET') return listObjectVersions(d, r);
+      if (r.query.has('lifecycle')) {
+        if (m === 'PUT') return putBucketLifecycle(d, r);
+        if (m === 'GET') return getBucketLifecycle(d, r);
+        if (m === 'DELETE') return deleteBucketLifecycle(d, r);
+      }
+      if (r.query.has('acl')) return bucketAcl(d, r);
       if (m === 'PUT') return createBucket(d, r);
       if (m === 'DELETE') return deleteBucket(d, r);
       if (m === 'HEAD') return headBucket(d, r);
@@ -268,7 +317,7 @@ export class S3Server {
       if (m === 'GET') return listObjects(d, r);
       throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
     }
-    if (r.query.has('acl')) throw new S3Error('NotImplemented', 'Object ACLs are set with x-amz-acl on PUT and copy');
+    if (r.query.has('acl')) return objectAcl(d, r);
     if (r.query.has('uploadId')) {
       if (m === 'PUT' && r.query.has('partNumber')) return uploadPart(d, r);
       if (m === 'POST') return completeMultipartUpload(d, r);
@@ -283,27 +332,6 @@ export class S3Server {
       if (m === 'DELETE') return deleteObject(d, r);
     }
     throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
-  }
-
-  private unversioned(r: S3Request): void {
-    const b = requireBucket(this.deps, r.bucket!);
-    this.deps.access.require(r, b, 'read');
-    sendXml(r, 200, 'VersioningConfiguration', {});
-  }
-
-  /** GetBucketAcl: the owner's full control, and the canned ACL's grants to everyone. */
-  private bucketAcl(r: S3Request): void {
-    const b = requireBucket(this.deps, r.bucket!);
-    this.deps.access.require(r, b, 'read');
-    if (r.method !== 'GET') throw new S3Error('NotImplemented', 'Bucket ACLs are set with x-amz-acl on CreateBucket');
-    const everyone = (perm: string): unknown => ({
-      Grantee: { URI: 'http://acs.amazonaws.com/groups/global/AllUsers' },
-      Permission: perm,
-    });
-    const grants = [{ Grantee: { ID: b.owner, DisplayName: b.owner }, Permission: 'FULL_CONTROL' }];
-    if (b.acl !== 'private') grants.push(everyone('READ') as (typeof grants)[number]);
-    if (b.acl === 'public-read-write') grants.push(everyone('WRITE') as (typeof grants)[number]);
-    sendXml(r, 200, 'AccessControlPolicy', { Owner: { ID: b.owner, DisplayName: b.owner }, AccessControlList: { Grant: grants } });
   }
 
   private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string): void {
@@ -321,7 +349,7 @@ export class S3Server {
     }
     const body = Buffer.from(s3ErrorXml(e, resource, requestId));
     // A body not read to its end is not read at all (a 5 GiB PUT refused at once): close instead.
-    const headers: Record<string, string> = { 'Content-Type': 'application/xml', 'Content-Length': String(body.length) };
+    const headers: Record<string, string> = { ...e.headers, 'Content-Type': 'application/xml', 'Content-Length': String(body.length) };
     if (!req.complete) headers.Connection = 'close';
     res.writeHead(e.status, headers);
     res.end(req.method === 'HEAD' ? undefined : body);

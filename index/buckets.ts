@@ -13,7 +13,9 @@
  *   s3objects  [bucket, key] → ObjectRecord (the current version; keys in UTF-8 byte order,
  *              which is S3's listing order)
  *   s3files    fileId → [bucket, key]: every object file the catalog holds
- *   s3usage    bucket → [objects, bytes], in the same commit as every object put/remove
+ *   s3versions [bucket, key, fileId] → ObjectRecord: noncurrent versions (fileIds are time-ordered: oldest first)
+ *   s3usage    bucket → [versions, bytes] (delete markers and noncurrent versions counted), in the same commit as every write
+ *   s3keys     accessKeyId → S3KeyRecord: users' access keys (the secret kept as is: SigV4 signs with it)
  *   s3uploads  [bucket, key, uploadId] → UploadRecord: a multipart upload in progress
  *   s3parts    [uploadId, partNumber] → PartRecord: its parts (files under buckets/parts/<uploadId>/)
  *
@@ -21,11 +23,30 @@
  * previous version's file entry going and the bucket's usage.
  */
 import type { Database, RootDatabase } from 'lmdb';
+import { randomBytes } from 'node:crypto';
 import type { Tables } from './tables.ts';
 
 /** S3's canned ACLs the recorder keeps (the seed's private, read-only, read-write). */
 export const CANNED_ACLS = ['private', 'public-read', 'public-read-write'] as const;
 export type CannedAcl = (typeof CANNED_ACLS)[number];
+
+export type Versioning = 'Enabled' | 'Suspended';
+
+/** One rule of a bucket's lifecycle (PutBucketLifecycleConfiguration): expiry by days. */
+export interface LifecycleRule {
+  id: string;
+  /** Keys it applies to (empty: all). */
+  prefix: string;
+  enabled: boolean;
+  /** Current versions older than this many days are deleted (a delete marker in a versioned bucket). */
+  expirationDays?: number;
+  /** Noncurrent versions go this many days after they became noncurrent … */
+  noncurrentDays?: number;
+  /** … except the newest this many of each key (S3's NewerNoncurrentVersions: the versions kept). */
+  newerNoncurrent?: number;
+  /** Multipart uploads started longer ago are aborted. */
+  abortDays?: number;
+}
 
 export interface BucketRecord {
   name: string;
@@ -35,6 +56,9 @@ export interface BucketRecord {
   acl: CannedAcl;
   /** Who created it (a user name; `root` for the first key of the settings). */
   owner: string;
+  /** Unset: never versioned (every object is the `null` version and a PUT replaces it). */
+  versioning?: Versioning;
+  lifecycle?: LifecycleRule[];
 }
 
 /** Headers S3 stores with an object and returns on GET/HEAD. */
@@ -48,8 +72,14 @@ export interface ObjectHeaders {
 }
 
 export interface ObjectRecord {
-  /** The object file's name (buckets/object-files.ts), also the S3 version id. */
+  /** The object file's name (buckets/object-files.ts); a delete marker has one but no file. */
   fileId: string;
+  /** S3's version id (the fileId) for versions written while versioning was on; unset: the `null` version. */
+  versionId?: string;
+  /** A delete marker: the key reads as deleted, its older versions stay. */
+  deleteMarker?: boolean;
+  /** When it stopped being the current version (noncurrent versions, for the lifecycle). */
+  noncurrentSinceMs?: number;
   /** Bytes of the object: the file's first `size` bytes (a footer describing the object follows them). */
   size: number;
   /** MD5 of the bytes in hex, or the multipart form `<md5 of the part md5s>-<parts>`. */
@@ -88,6 +118,15 @@ export interface PartRecord {
 
 export type UploadKey = [string, string, string];
 
+/** An S3 access key of a user (buckets/keys.ts). */
+export interface S3KeyRecord {
+  accessKeyId: string;
+  user: string;
+  /** SigV4 needs the secret itself to sign with, so it is stored, not a digest of it. */
+  secret: string;
+  createdMs: number;
+}
+
 export interface ListedObject {
   key: string;
   record: ObjectRecord;
@@ -109,6 +148,14 @@ export interface ListQuery {
   maxKeys: number;
 }
 
+/** What a write commits besides its records: the object files to unlink after the commit, and the version id written or removed. */
+export interface Written {
+  unlink: string[];
+  versionId?: string;
+}
+
+const DAY_MS = 86_400_000;
+
 /** Greater than any character a key may hold after a common prefix (U+10FFFF encodes to the largest UTF-8 bytes). */
 const AFTER_ALL = '\u{10FFFF}';
 
@@ -119,6 +166,8 @@ export class BucketStore {
   private readonly files: Database<ObjectKey, string>;
   private readonly usage: Database<[number, number], string>;
   private readonly uploads: Database<UploadRecord, UploadKey>;
+  private readonly versions: Database<ObjectRecord, [string, string, string]>;
+  private readonly keyDb: Database<S3KeyRecord, string>;
   private readonly parts: Database<PartRecord, [string, number]>;
   private readonly commit: <T>(p: Promise<T>) => Promise<T>;
 
@@ -130,6 +179,8 @@ export class BucketStore {
     this.files = t.root.openDB<ObjectKey, string>({ name: 's3files' });
     this.usage = t.root.openDB<[number, number], string>({ name: 's3usage' });
     this.uploads = t.root.openDB<UploadRecord, UploadKey>({ name: 's3uploads' });
+    this.keyDb = t.root.openDB<S3KeyRecord, string>({ name: 's3keys' });
+    this.versions = t.root.openDB<ObjectRecord, [string, string, string]>({ name: 's3versions', sharedStructuresKey: Symbol.for('s3structures') });
     this.parts = t.root.openDB<PartRecord, [string, number]>({ name: 's3parts' });
   }
 
@@ -183,6 +234,26 @@ export class BucketStore {
   bucketUsage(name: string): { objects: number; bytes: number } {
     const u = this.usage.get(name);
     return { objects: u?.[0] ?? 0, bytes: u?.[1] ?? 0 };
+  }
+
+  // ---- access keys -----------------------------------------------------------------
+
+  accessKey(accessKeyId: string): S3KeyRecord | undefined {
+    return this.keyDb.get(accessKeyId);
+  }
+
+  accessKeys(user?: string): S3KeyRecord[] {
+    return [...this.keyDb.getRange({})].map((e) => e.value).filter((k) => user === undefined || k.user === user);
+  }
+
+  async putAccessKey(rec: S3KeyRecord): Promise<void> {
+    await this.commit(this.keyDb.put(rec.accessKeyId, rec));
+  }
+
+  async removeAccessKey(accessKeyId: string): Promise<boolean> {
+    const had = this.keyDb.doesExist(accessKeyId);
+    if (had) await this.commit(this.keyDb.remove(accessKeyId));
+    return had;
   }
 
   // ---- multipart uploads ---------------------------------------------------------
@@ -264,8 +335,8 @@ export class BucketStore {
    * version replaced (its file the caller's to unlink), or 'no-upload' / 'no-bucket'
    * with nothing written.
    */
-  async completeUpload(up: UploadRecord, rec: ObjectRecord): Promise<{ previous?: ObjectRecord } | 'no-upload' | 'no-bucket'> {
-    let previous: ObjectRecord | undefined;
+  async completeUpload(up: UploadRecord, rec: ObjectRecord): Promise<Written | 'no-upload' | 'no-bucket'> {
+    let written: Written = { unlink: [] };
     let refused: 'no-upload' | 'no-bucket' | undefined;
     const { bucket, key } = up;
     await this.commit(
@@ -280,11 +351,10 @@ export class BucketStore {
         }
         void this.uploads.remove([bucket, key, up.uploadId]);
         for (const k of this.parts.getKeys({ start: [up.uploadId, 0], end: [up.uploadId, Number.MAX_SAFE_INTEGER] })) void this.parts.remove(k);
-        previous = this.objects.get([bucket, key]);
-        this.writeObject(bucket, key, rec, previous);
+        written = this.writeVersion(bucket, key, rec, this.objects.get([bucket, key]));
       }),
     );
-    return refused ?? (previous ? { previous } : {});
+    return refused ?? written;
   }
 
   // ---- objects -----------------------------------------------------------------
@@ -298,19 +368,30 @@ export class BucketStore {
     return this.files.doesExist(fileId);
   }
 
+  /** A version of a key by S3 version id (`null`: the null version), current or not. */
+  objectVersion(bucket: string, key: string, versionId: string): ObjectRecord | undefined {
+    const cur = this.objects.get([bucket, key]);
+    if (cur && (cur.versionId ?? 'null') === versionId) return cur;
+    if (versionId !== 'null') return this.versions.get([bucket, key, versionId]);
+    return this.noncurrent(bucket, key).find((v) => v.versionId === undefined);
+  }
+
+  /** Noncurrent versions of a key, oldest first. */
+  noncurrent(bucket: string, key: string): ObjectRecord[] {
+    return [...this.versions.getRange({ start: [bucket, key, ''], end: [bucket, key, AFTER_ALL] })].map((e) => e.value);
+  }
+
   /**
-   * Makes `rec` the object's current version (its file is already durable) and returns
-   * the version it replaced, whose file the caller unlinks after this commit.
-   * `onlyIfAbsent`: commit nothing and return 'exists' if the key has an object
-   * (a PUT with If-None-Match: *); 'no-bucket' if the bucket went meanwhile.
+   * Makes `rec` the key's current version (its file already durable), by the bucket's
+   * versioning: unversioned, the old current version is replaced; Enabled, it becomes
+   * noncurrent and `rec` gets a version id; Suspended, `rec` is the `null` version and
+   * replaces the old one wherever it is. Also drops noncurrent versions beyond the
+   * bucket's NewerNoncurrentVersions once they are old enough. Returns the files to
+   * unlink after this commit and the version id; 'exists' with `onlyIfAbsent` when the
+   * key reads as present (If-None-Match: *), 'no-bucket' when the bucket went.
    */
-  async putObject(
-    bucket: string,
-    key: string,
-    rec: ObjectRecord,
-    opts: { onlyIfAbsent?: boolean } = {},
-  ): Promise<{ previous?: ObjectRecord } | 'exists' | 'no-bucket'> {
-    let previous: ObjectRecord | undefined;
+  async putObject(bucket: string, key: string, rec: ObjectRecord, opts: { onlyIfAbsent?: boolean } = {}): Promise<Written | 'exists' | 'no-bucket'> {
+    let written: Written = { unlink: [] };
     let refused: 'exists' | 'no-bucket' | undefined;
     await this.commit(
       this.root.transaction(() => {
@@ -318,45 +399,208 @@ export class BucketStore {
           refused = 'no-bucket';
           return;
         }
-        previous = this.objects.get([bucket, key]);
-        if (previous && opts.onlyIfAbsent) {
+        const previous = this.objects.get([bucket, key]);
+        if (previous && !previous.deleteMarker && opts.onlyIfAbsent) {
           refused = 'exists';
           return;
         }
-        this.writeObject(bucket, key, rec, previous);
+        written = this.writeVersion(bucket, key, rec, previous);
       }),
     );
-    return refused ?? (previous ? { previous } : {});
-  }
-
-  /** Inside a transaction: `rec` replaces `previous` as the key's current version. */
-  private writeObject(bucket: string, key: string, rec: ObjectRecord, previous: ObjectRecord | undefined): void {
-    void this.objects.put([bucket, key], rec);
-    void this.files.put(rec.fileId, [bucket, key]);
-    if (previous) void this.files.remove(previous.fileId);
-    const [n, bytes] = this.usage.get(bucket) ?? [0, 0];
-    void this.usage.put(bucket, [n + (previous ? 0 : 1), bytes + rec.size - (previous?.size ?? 0)]);
+    return refused ?? written;
   }
 
   /**
-   * Removes the object's current version and returns it (its file is the caller's to
-   * unlink after this commit); undefined when there is none. `fileId`: only if the
-   * current version is still that one.
+   * DeleteObject. With a version id: that version goes for good (if it was current, the
+   * newest noncurrent one becomes current). Without: unversioned, the object goes;
+   * versioned, a delete marker becomes the current version. Returns the files to unlink
+   * after this commit, the version id removed or created, and whether that is a marker.
    */
-  async removeObject(bucket: string, key: string, fileId?: string): Promise<ObjectRecord | undefined> {
-    let removed: ObjectRecord | undefined;
+  async deleteObject(bucket: string, key: string, versionId?: string, nowMs = Date.now()): Promise<Written & { deleteMarker?: boolean }> {
+    let out: Written & { deleteMarker?: boolean } = { unlink: [] };
+    await this.commit(
+      this.root.transaction(() => {
+        const b = this.buckets.get(bucket);
+        if (!b) return;
+        const cur = this.objects.get([bucket, key]);
+        if (versionId !== undefined) {
+          out = this.removeVersion(bucket, key, versionId, cur);
+          return;
+        }
+        if (!b.versioning) {
+          if (!cur) return;
+          this.dropCurrent(bucket, key, cur);
+          out = { unlink: cur.deleteMarker ? [] : [cur.fileId] };
+          return;
+        }
+        const marker: ObjectRecord = {
+          fileId: `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`,
+          size: 0,
+          etag: '',
+          lastModifiedMs: nowMs,
+          headers: {},
+          meta: {},
+          deleteMarker: true,
+        };
+        if (b.versioning === 'Enabled') marker.versionId = marker.fileId;
+        out = { ...this.writeVersion(bucket, key, marker, cur), deleteMarker: true };
+      }),
+    );
+    return out;
+  }
+
+  /** Inside a transaction: `rec` becomes current as the bucket's versioning says. */
+  private writeVersion(bucket: string, key: string, rec: ObjectRecord, previous: ObjectRecord | undefined): Written {
+    const b = this.buckets.get(bucket)!;
+    const unlink: string[] = [];
+    let [n, bytes] = this.usage.get(bucket) ?? [0, 0];
+    if (b.versioning === 'Enabled') rec.versionId = rec.fileId;
+    else delete rec.versionId;
+    if (previous) {
+      if (b.versioning === undefined || (b.versioning === 'Suspended' && previous.versionId === undefined)) {
+        // The null version is replaced where it stands.
+        if (!previous.deleteMarker) unlink.push(previous.fileId);
+        void this.files.remove(previous.fileId);
+        n--;
+        bytes -= previous.size;
+      } else {
+        void this.versions.put([bucket, key, previous.fileId], { ...previous, noncurrentSinceMs: rec.lastModifiedMs });
+      }
+    }
+    if (b.versioning === 'Suspended') {
+      // Only one null version per key: an older noncurrent one goes.
+      for (const v of this.noncurrent(bucket, key)) {
+        if (v.versionId !== undefined) continue;
+        void this.versions.remove([bucket, key, v.fileId]);
+        void this.files.remove(v.fileId);
+        if (!v.deleteMarker) unlink.push(v.fileId);
+        n--;
+        bytes -= v.size;
+      }
+    }
+    void this.objects.put([bucket, key], rec);
+    if (!rec.deleteMarker) void this.files.put(rec.fileId, [bucket, key]);
+    n++;
+    bytes += rec.size;
+    void this.usage.put(bucket, [Math.max(0, n), Math.max(0, bytes)]);
+    return { unlink, ...(rec.versionId ? { versionId: rec.versionId } : b.versioning ? { versionId: 'null' } : {}) };
+  }
+
+  /** Inside a transaction: the current version goes, the newest noncurrent (if any) takes its place. */
+  private dropCurrent(bucket: string, key: string, cur: ObjectRecord): void {
+    void this.objects.remove([bucket, key]);
+    void this.files.remove(cur.fileId);
+    const older = this.noncurrent(bucket, key);
+    const next = older[older.length - 1];
+    if (next) {
+      void this.versions.remove([bucket, key, next.fileId]);
+      const { noncurrentSinceMs: _since, ...promoted } = next;
+      void this.objects.put([bucket, key], promoted);
+    }
+    const [n, bytes] = this.usage.get(bucket) ?? [1, cur.size];
+    void this.usage.put(bucket, [Math.max(0, n - 1), Math.max(0, bytes - cur.size)]);
+  }
+
+  /** Inside a transaction: one version goes for good. */
+  private removeVersion(bucket: string, key: string, versionId: string, cur: ObjectRecord | undefined): Written & { deleteMarker?: boolean } {
+    if (cur && (cur.versionId ?? 'null') === versionId) {
+      this.dropCurrent(bucket, key, cur);
+      return { unlink: cur.deleteMarker ? [] : [cur.fileId], versionId, ...(cur.deleteMarker ? { deleteMarker: true } : {}) };
+    }
+    const v = versionId === 'null' ? this.noncurrent(bucket, key).find((x) => x.versionId === undefined) : this.versions.get([bucket, key, versionId]);
+    if (!v) return { unlink: [], versionId };
+    void this.versions.remove([bucket, key, v.fileId]);
+    void this.files.remove(v.fileId);
+    const [n, bytes] = this.usage.get(bucket) ?? [1, v.size];
+    void this.usage.put(bucket, [Math.max(0, n - 1), Math.max(0, bytes - v.size)]);
+    return { unlink: v.deleteMarker ? [] : [v.fileId], versionId, ...(v.deleteMarker ? { deleteMarker: true } : {}) };
+  }
+
+  /** Sets the canned ACL of one version of a key (by its fileId); false if that version went meanwhile. */
+  async setObjectAcl(bucket: string, key: string, fileId: string, acl: CannedAcl): Promise<boolean> {
+    let done = false;
     await this.commit(
       this.root.transaction(() => {
         const cur = this.objects.get([bucket, key]);
-        if (!cur || (fileId !== undefined && cur.fileId !== fileId)) return;
-        removed = cur;
-        void this.objects.remove([bucket, key]);
-        void this.files.remove(cur.fileId);
-        const [n, bytes] = this.usage.get(bucket) ?? [1, cur.size];
-        void this.usage.put(bucket, [Math.max(0, n - 1), Math.max(0, bytes - cur.size)]);
+        if (cur?.fileId === fileId) {
+          void this.objects.put([bucket, key], { ...cur, acl });
+          done = true;
+          return;
+        }
+        const v = this.versions.get([bucket, key, fileId]);
+        if (v) {
+          void this.versions.put([bucket, key, fileId], { ...v, acl });
+          done = true;
+        }
       }),
     );
-    return removed;
+    return done;
+  }
+
+  /**
+   * Noncurrent versions of a key that the rule lets go at `nowMs`: noncurrent for
+   * `noncurrentDays` and not among the `newerNoncurrent` newest. Removed in one commit;
+   * returns the files to unlink.
+   */
+  async expireNoncurrent(bucket: string, key: string, rule: LifecycleRule, nowMs: number): Promise<string[]> {
+    const unlink: string[] = [];
+    await this.commit(
+      this.root.transaction(() => {
+        const all = this.noncurrent(bucket, key);
+        const keep = rule.newerNoncurrent ?? 0;
+        const candidates = all.slice(0, Math.max(0, all.length - keep));
+        for (const v of candidates) {
+          if (nowMs - (v.noncurrentSinceMs ?? v.lastModifiedMs) < (rule.noncurrentDays ?? 0) * DAY_MS) continue;
+          const out = this.removeVersion(bucket, key, v.versionId ?? 'null', this.objects.get([bucket, key]));
+          unlink.push(...out.unlink);
+        }
+      }),
+    );
+    return unlink;
+  }
+
+  /** Keys of a bucket under a prefix, from `after` on, at most `limit` (the lifecycle pass walks them page by page). */
+  keys(bucket: string, prefix: string, after: string | undefined, limit: number): { key: string; record: ObjectRecord }[] {
+    const out: { key: string; record: ObjectRecord }[] = [];
+    for (const { key, value } of this.objects.getRange({ start: [bucket, after ?? prefix] })) {
+      if (key[0] !== bucket || !key[1].startsWith(prefix)) break;
+      if (key[1] === after) continue;
+      out.push({ key: key[1], record: value });
+      if (out.length === limit) break;
+    }
+    return out;
+  }
+
+  /**
+   * ListObjectVersions: every version of the keys under `prefix` in key order, each key's
+   * newest first (current, then noncurrent), from after (keyMarker, versionIdMarker) on.
+   */
+  listVersions(
+    bucket: string,
+    prefix: string,
+    max: number,
+    after?: { key: string; versionId?: string },
+  ): { versions: { key: string; record: ObjectRecord; latest: boolean }[]; truncated: boolean } {
+    const versions: { key: string; record: ObjectRecord; latest: boolean }[] = [];
+    let skipping = after?.versionId !== undefined;
+    const startKey = after ? after.key : prefix;
+    for (const { key, value } of this.objects.getRange({ start: [bucket, startKey] })) {
+      const [b, k] = key;
+      if (b !== bucket || !k.startsWith(prefix)) break;
+      if (after && k === after.key && after.versionId === undefined) continue;
+      const all = [value, ...this.noncurrent(bucket, k).reverse()];
+      for (let i = 0; i < all.length; i++) {
+        const v = all[i]!;
+        if (skipping && k === after!.key) {
+          if ((v.versionId ?? 'null') === after!.versionId) skipping = false;
+          continue;
+        }
+        if (versions.length === max) return { versions, truncated: true };
+        versions.push({ key: k, record: v, latest: i === 0 });
+      }
+      skipping = false;
+    }
+    return { versions, truncated: false };
   }
 
   /**
@@ -384,7 +628,7 @@ export class BucketStore {
       for (const { key, value } of this.objects.getRange({ start: [bucket, from] })) {
         const [b, k] = key;
         if (b !== bucket || !k.startsWith(q.prefix)) return page;
-        if (k === exclusive) continue;
+        if (k === exclusive || value.deleteMarker) continue;
         if (count === q.maxKeys) {
           page.truncated = true;
           return page;

@@ -1,0 +1,22 @@
+/**
+ * S3 access keys of users over HTTP (admin only; buckets/keys.ts holds the rules):
+ *   POST   /api/users/:name/s3-keys                 a new key, its secret shown once
+ *   GET    /api/users/:name/s3-keys                 the user's keys (never a secret)
+ *   DELETE /api/users/:name/s3-keys/:accessKeyId    revoke one
+ */
+import type { FastifyInstance } from 'fastify';
+import type { RecorderIndex } from '../index/db.ts';
+import { S3Keys } from '../buckets/keys.ts';
+import { access } from '../security/http-auth.ts';
+
+export function registerS3Keys(app: FastifyInstance, index: RecorderIndex): void {
+  const keys = new S3Keys(index);
+  app.post<{ Params: { name: string } }>('/api/users/:name/s3-keys', access('admin'), async (req, reply) => {
+    reply.code(201);
+    return keys.issue(req.params.name, Date.now());
+  });
+  app.get<{ Params: { name: string } }>('/api/users/:name/s3-keys', access('admin'), async (req) => ({ keys: keys.list(req.params.name) }));
+  app.delete<{ Params: { name: string; accessKeyId: string } }>('/api/users/:name/s3-keys/:accessKeyId', access('admin'), async (req) =>
+    keys.revoke(req.params.name, req.params.accessKeyId),
+  );
+}
