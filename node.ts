@@ -280,6 +280,8 @@ export class RecorderNode {
           signal,
         });
         service.attachCluster(self.cluster);
+        // What peers ask this node on its own subject: its own index's spans (services/recorder-service.ts search).
+        self.cluster.serve('search', (b) => service.localSearch(b));
       }
       self.storage = store;
       self.tables = tables;

@@ -28,6 +28,7 @@ import { registerUsers } from './users.ts';
 import { registerS3Keys } from './s3-keys.ts';
 import { registerStorageRoutes } from './storage-routes.ts';
 import { registerPictures } from './pictures.ts';
+import { registerCluster } from './cluster-routes.ts';
 
 /** A route as registered: what docs/api/ must describe (test/docs.test.ts compares them). */
 export interface RegisteredRoute {
@@ -195,6 +196,7 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   registerUsers(app, deps.users);
   registerS3Keys(app, deps.index);
   registerStorageRoutes(app, deps);
+  registerCluster(app, deps);
   registerDownload(app, deps);
   registerFrames(app, deps);
   registerHls(app, deps);

@@ -72,7 +72,23 @@ export interface CameraPlacement {
   deleteCamera(id: string): Promise<void>;
   /** Schedules, pools, locks, labels: written there first (cluster/shared-config.ts). */
   config(): SharedConfig;
+  /** This node's id. */
+  readonly nodeId: string;
+  /** Nodes that have held the camera (the holders catalog), this one included when it did. */
+  holders(camera: string): string[];
+  /** Asks one node (its own subject `<prefix>.v1.node.<node>.<what>`): its answer, or an error when it does not answer. */
+  ask<T>(node: string, what: string, body: unknown, timeoutMs?: number): Promise<T>;
+  /** A peer node's HTTP base URL as its heartbeat says (null: unknown). */
+  peerHttp(node: string): string | null;
+  /** The nodes, alive or not, with their cameras. */
+  nodes(): ClusterNodeView[];
 }
+
+/** A request a peer answers on this node's own subject (registered by node.ts). */
+export type PeerHandler = (body: unknown) => unknown;
+
+/** How long a peer request waits for its answer by default. */
+export const PEER_TIMEOUT_MS = 2000;
 
 interface Owner {
   node: string;
@@ -140,6 +156,13 @@ export class ClusterNode implements CameraPlacement {
   private nodesKv: KV | null = null;
   private ownersKv: KV | null = null;
   private shared: SharedConfig | null = null;
+  private holdersKv: KV | null = null;
+  /** The holders catalog as watched: camera → nodes that held it. */
+  private readonly holderMap = new Map<string, Set<string>>();
+  /** Cameras whose holder entry this session wrote. */
+  private readonly cataloged = new Set<string>();
+  private readonly cataloging = new Set<string>();
+  private readonly handlers = new Map<string, PeerHandler>();
   /** Node ids heard of (heartbeat watch, owner keys): whose heartbeats are counted. */
   private readonly peers = new Set<string>();
   private readonly httpOf = new Map<string, string>();
@@ -170,11 +193,49 @@ export class ClusterNode implements CameraPlacement {
   start(nc: NatsConnection): void {
     if (this.nc || this.halted) return;
     this.nc = nc;
+    for (const [what, handler] of this.handlers) {
+      nc.subscribe(`${this.o.prefix}.v1.node.${this.nodeId}.${what}`, {
+        callback: (err, msg) => {
+          if (err || !msg.reply) return;
+          void (async () => {
+            let reply: unknown;
+            try {
+              reply = { ok: true, ...((await handler(msg.data.length > 0 ? json.decode(msg.data) : {})) as object) };
+            } catch (e) {
+              const re = e instanceof RecorderError ? e : new RecorderError('INTERNAL', (e as Error).message);
+              reply = { ok: false, error: { code: re.code, message: re.message } };
+            }
+            msg.respond(json.encode(reply));
+          })();
+        },
+      });
+    }
     this.loopDone = this.loop();
     this.o.log.info(
       { node: this.nodeId, session: this.session, replicas: this.o.replicas, tickMs: this.o.tickMs, deadTicks: this.o.deadTicks },
       'cluster: joining',
     );
+  }
+
+  /** Registers what this node answers on `<prefix>.v1.node.<id>.<what>` (subscribed once NATS is there). */
+  serve(what: string, handler: PeerHandler): void {
+    this.handlers.set(what, handler);
+  }
+
+  holders(camera: string): string[] {
+    return [...(this.holderMap.get(camera) ?? [])].sort();
+  }
+
+  peerHttp(node: string): string | null {
+    return node === this.nodeId ? this.o.httpUrl() : (this.httpOf.get(node) ?? null);
+  }
+
+  async ask<T>(node: string, what: string, body: unknown, timeoutMs = PEER_TIMEOUT_MS): Promise<T> {
+    if (!this.nc) throw new RecorderError('CLUSTER_UNAVAILABLE', 'not connected to the cluster');
+    const m = await this.nc.request(`${this.o.prefix}.v1.node.${node}.${what}`, json.encode(body), { timeout: timeoutMs });
+    const r = json.decode(m.data) as { ok: boolean; error?: { code: string; message: string } } & T;
+    if (!r.ok) throw new Error(`node ${node}: ${r.error?.code ?? 'error'} ${r.error?.message ?? ''}`);
+    return r;
   }
 
   runsHere(camera: string): boolean {
@@ -256,6 +317,34 @@ export class ClusterNode implements CameraPlacement {
     }));
   }
 
+  /** The holders catalog (`<prefix>-holders`, key `<camera>.<node>`) kept as a map. */
+  private async watchHolders(): Promise<void> {
+    const kv = this.holdersKv!;
+    while (!this.halted) {
+      try {
+        const it = await kv.watch({ key: '>' });
+        const stop = (): void => it.stop();
+        this.stopped.signal.addEventListener('abort', stop, { once: true });
+        try {
+          for await (const e of it) {
+            const dot = e.key.lastIndexOf('.');
+            const camera = e.key.slice(0, dot);
+            const node = e.key.slice(dot + 1);
+            const set = this.holderMap.get(camera) ?? new Set<string>();
+            if (e.operation === 'PUT') set.add(node);
+            else set.delete(node);
+            this.holderMap.set(camera, set);
+          }
+        } finally {
+          this.stopped.signal.removeEventListener('abort', stop);
+        }
+      } catch (err) {
+        this.o.log.debug({ err: (err as Error).message }, 'cluster: holders watch ended; again');
+      }
+      await this.sleep(this.o.tickMs);
+    }
+  }
+
   /**
    * Leaves the cluster: stops recording the held cameras (their open segments closed),
    * then gives up their owner keys so survivors take them at their next tick, then
@@ -315,6 +404,7 @@ export class ClusterNode implements CameraPlacement {
       const nodes = await js.views.kv(`${this.o.prefix}-nodes`, { ...opts, ttl: NODES_TTL_MS });
       const owners = await js.views.kv(`${this.o.prefix}-owners`, opts);
       const config = await js.views.kv(`${this.o.prefix}-config`, opts);
+      this.holdersKv ??= await js.views.kv(`${this.o.prefix}-holders`, opts);
       this.nodesKv = nodes;
       this.ownersKv = owners;
       this.shared = new SharedConfig(config, {
@@ -336,6 +426,7 @@ export class ClusterNode implements CameraPlacement {
     if (!this.watchingNodes) {
       this.watchingNodes = true;
       void this.watchNodes();
+      void this.watchHolders();
     }
     const shared = this.shared;
     try {
@@ -445,6 +536,7 @@ export class ClusterNode implements CameraPlacement {
       else if (o && this.liveness.alive(o.node)) live.set(r.camera, o);
       else if (!o || this.liveness.dead(o.node)) orphans.push(r.camera);
     }
+    for (const camera of this.held.keys()) this.catalog(camera);
     if (!beatOk || !this.shared?.synced || this.halted) return;
     for (const camera of earlier) live.set(camera, { node: this.nodeId });
     const plan = placeOrphans(orphans, live, this.liveness.aliveNodes());
@@ -473,6 +565,7 @@ export class ClusterNode implements CameraPlacement {
   private adopt(camera: string, rev: number, confirmedAt: number): void {
     if (this.halted) return;
     this.held.set(camera, { rev, confirmedAt });
+    this.catalog(camera);
     const config = this.o.index.cameras.get(camera);
     if (config) this.startCamera(config);
   }
@@ -483,6 +576,20 @@ export class ClusterNode implements CameraPlacement {
     } catch (err) {
       this.o.log.warn({ camera: camera.id, err: (err as Error).message }, 'cluster: camera not started');
     }
+  }
+
+  /**
+   * Search asks every node that ever held the camera: this node's entry in the holders
+   * catalog, written once per session (a write that failed is tried again each tick).
+   */
+  private catalog(camera: string): void {
+    if (this.cataloged.has(camera) || this.cataloging.has(camera) || !this.holdersKv) return;
+    this.cataloging.add(camera);
+    const entry = json.encode({ node: this.nodeId, since: new Date().toISOString() });
+    void timeout(this.holdersKv.put(`${camera}.${this.nodeId}`, entry), KV_TIMEOUT_MS, 'holders')
+      .then(() => this.cataloged.add(camera))
+      .catch((err: unknown) => this.o.log.debug({ camera, err: (err as Error).message }, 'cluster: holders catalog not written; again next tick'))
+      .finally(() => this.cataloging.delete(camera));
   }
 
   /** Another node holds the camera now (or nobody): stop recording it at once. */

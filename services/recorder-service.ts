@@ -27,7 +27,8 @@ import {
   validate,
 } from './schemas.ts';
 import type { BackfillManager } from '../backfill/manager.ts';
-import type { CameraPlacement } from '../cluster/cluster.ts';
+import type { CameraPlacement, ClusterNodeView } from '../cluster/cluster.ts';
+import { mergeSearch } from './search-merge.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { SmartService } from './smart-service.ts';
 import { parseTimeMs } from '../lib/time.ts';
@@ -62,6 +63,10 @@ export interface ViewOptions {
 export interface SearchView {
   spans: { from: string; to: string; types: { type: string; from: string; to: string }[]; locks: LockView[]; labels: LabelView[] }[];
   gaps: { from: string; to: string; state: string; reason: string; attempts: number; error?: { code: string; message: string } }[];
+  /** In a cluster: true when a node that held the camera did not answer (its video may be missing here). */
+  partial?: boolean;
+  /** Those nodes' ids. */
+  unreachable?: string[];
 }
 
 export class RecorderService {
@@ -210,7 +215,63 @@ export class RecorderService {
     return { camera, manual: on };
   }
 
-  search(body: unknown): SearchView {
+  /**
+   * Search. In a cluster it merges what every node that held the camera has
+   * (services/search-merge.ts), asked over each node's own subject in parallel; a node
+   * that does not answer makes the answer `partial`, never silently shorter.
+   */
+  async search(body: unknown): Promise<SearchView> {
+    const local = this.localSearch(body);
+    const cluster = this.cluster;
+    if (!cluster) return local;
+    const { camera } = validate(searchSchema, body);
+    const peers = cluster.holders(camera).filter((n) => n !== cluster.nodeId);
+    if (peers.length === 0) return local;
+    const answers = await Promise.all(
+      peers.map((node) =>
+        cluster.ask<SearchView>(node, 'search', body).then(
+          (v) => ({ node, view: { spans: v.spans, gaps: v.gaps } }),
+          () => ({ node, view: null }),
+        ),
+      ),
+    );
+    const merged = mergeSearch([local, ...answers.flatMap((a) => (a.view ? [a.view] : []))]);
+    const unreachable = answers.filter((a) => !a.view).map((a) => a.node);
+    return unreachable.length > 0 ? { ...merged, partial: true, unreachable } : { ...merged, partial: false };
+  }
+
+  /**
+   * In a cluster, where a media request for [fromMs, toMs) of a camera is best served:
+   * null here (this node has the most of the range, or no node has more), else the HTTP
+   * base URL of the node that holds the most of it (api/cluster-routes.ts proxies there).
+   */
+  async mediaSource(camera: string, fromMs: number, toMs: number): Promise<{ node: string; http: string } | null> {
+    const cluster = this.cluster;
+    if (!cluster) return null;
+    const q = { camera, from: iso(fromMs), to: iso(toMs) };
+    const covered = (v: SearchView): number =>
+      v.spans.reduce((sum, s) => sum + Math.max(0, Math.min(toMs, Date.parse(s.to)) - Math.max(fromMs, Date.parse(s.from))), 0);
+    const here = covered(this.localSearch(q));
+    if (here >= toMs - fromMs) return null;
+    let best: { node: string; http: string; ms: number } | null = null;
+    await Promise.all(
+      cluster
+        .holders(camera)
+        .filter((n) => n !== cluster.nodeId)
+        .map(async (node) => {
+          const http = cluster.peerHttp(node);
+          const v = await cluster.ask<SearchView>(node, 'search', q).catch(() => null);
+          if (!v || !http) return;
+          const ms = covered(v);
+          if (ms > here && (!best || ms > best.ms)) best = { node, http, ms };
+        }),
+    );
+    const found = best as { node: string; http: string; ms: number } | null;
+    return found ? { node: found.node, http: found.http } : null;
+  }
+
+  /** This node's own index only (what a peer asks for: `<prefix>.v1.node.<id>.search`). */
+  localSearch(body: unknown): SearchView {
     const q = validate(searchSchema, body);
     this.requireCamera(q.camera);
     const { fromMs, toMs } = parseRangeMs(q.from, q.to);
@@ -267,6 +328,20 @@ export class RecorderService {
   liveState(cameraId: string): { status: CameraLiveState['state']; mimeType: string | null } {
     this.requireCamera(cameraId);
     return { status: this.supervisor.live(cameraId)?.state ?? 'stopped', mimeType: this.supervisor.liveStats(cameraId).mimeType };
+  }
+
+  /**
+   * The cluster's nodes, their cameras and load (`GET /api/cluster/nodes`,
+   * `rec.v1.cluster.nodes`); a single node shows itself alone.
+   */
+  clusterNodes(): { cluster: boolean; nodes: (ClusterNodeView | { node: string; self: true; alive: true; cameras: string[] })[] } {
+    if (!this.cluster) {
+      const cameras = this.listCameras()
+        .filter((c) => c.status !== 'stopped')
+        .map((c) => c.id);
+      return { cluster: false, nodes: [{ node: 'local', self: true, alive: true, cameras }] };
+    }
+    return { cluster: true, nodes: this.cluster.nodes() };
   }
 
   /** Version, CPU, memory and the data disk (issue 8 "Operations"). */
