@@ -282,6 +282,7 @@ export class RecorderNode {
         service.attachCluster(self.cluster);
         // What peers ask this node on its own subject: its own index's spans (services/recorder-service.ts search).
         self.cluster.serve('search', (b) => service.localSearch(b));
+        self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
       }
       self.storage = store;
       self.tables = tables;

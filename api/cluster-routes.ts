@@ -36,6 +36,7 @@ const FORWARD_REPLY = [
 
 export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
   app.get('/api/cluster/nodes', access('read'), async () => deps.service.clusterNodes());
+  app.post('/api/cluster/drain', access('admin'), async (req) => deps.service.clusterDrain(req.body ?? {}));
 
   // After the auth seam (its preHandler was added first): only an allowed request is passed on.
   app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {

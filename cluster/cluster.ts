@@ -82,6 +82,8 @@ export interface CameraPlacement {
   peerHttp(node: string): string | null;
   /** The nodes, alive or not, with their cameras. */
   nodes(): ClusterNodeView[];
+  /** Drains this node (or ends its drain). */
+  drain(on: boolean): { node: string; draining: boolean; cameras: number };
 }
 
 /** A request a peer answers on this node's own subject (registered by node.ts). */
@@ -101,6 +103,8 @@ interface Heartbeat {
   session: string;
   http: string;
   cameras: number;
+  /** Being drained: it takes no camera and gives up the ones it has, one per tick. */
+  draining?: boolean;
 }
 
 interface Held {
@@ -120,6 +124,8 @@ export interface ClusterNodeView {
   cameras: string[];
   /** Ticks of ours since it last beat (null for this node). */
   missedTicks: number | null;
+  /** Being drained: takes no camera, gives up the ones it has. */
+  draining: boolean;
 }
 
 const json = JSONCodec();
@@ -171,6 +177,12 @@ export class ClusterNode implements CameraPlacement {
   /** performance.now() of the last fence re-read that failed for want of NATS. */
   private unreachableAt = -Infinity;
   private beatFailing = false;
+  /** A camera is being given up (one at a time). */
+  private releasing = false;
+  /** This node is being drained (`drain()`): placement skips it and it gives its cameras up. */
+  private draining = false;
+  /** Peers whose last heartbeat said they are being drained. */
+  private readonly drainingPeers = new Set<string>();
   private watchingNodes = false;
   private readonly freshMs: number;
   private nc: NatsConnection | null = null;
@@ -314,6 +326,7 @@ export class ClusterNode implements CameraPlacement {
       self: node === this.nodeId,
       cameras: (cams.get(node) ?? []).sort(),
       missedTicks: node === this.nodeId ? null : (this.liveness.missed(node) ?? null),
+      draining: node === this.nodeId ? this.draining : this.drainingPeers.has(node),
     }));
   }
 
@@ -470,7 +483,13 @@ export class ClusterNode implements CameraPlacement {
   private async tick(): Promise<void> {
     const nodes = this.nodesKv!;
     const owners = this.ownersKv!;
-    const beat: Heartbeat = { node: this.nodeId, session: this.session, http: this.o.httpUrl(), cameras: this.held.size };
+    const beat: Heartbeat = {
+      node: this.nodeId,
+      session: this.session,
+      http: this.o.httpUrl(),
+      cameras: this.held.size,
+      ...(this.draining ? { draining: true } : {}),
+    };
     let beatOk = false;
     try {
       await timeout(nodes.put(this.nodeId, json.encode(beat)), KV_TIMEOUT_MS, 'heartbeat');
@@ -507,6 +526,8 @@ export class ClusterNode implements CameraPlacement {
             const e = await timeout(nodes.get(peer), KV_TIMEOUT_MS, 'heartbeat read');
             // A deleted heartbeat: the node left (cluster/liveness.ts counts it gone at once).
             seen.set(peer, e === null ? 0 : e.operation === 'PUT' ? e.revision : -1);
+            if (decode<Heartbeat>(e)?.draining) this.drainingPeers.add(peer);
+            else this.drainingPeers.delete(peer);
           } catch {
             /* not counted this tick */
           }
@@ -539,10 +560,55 @@ export class ClusterNode implements CameraPlacement {
     for (const camera of this.held.keys()) this.catalog(camera);
     if (!beatOk || !this.shared?.synced || this.halted) return;
     for (const camera of earlier) live.set(camera, { node: this.nodeId });
-    const plan = placeOrphans(orphans, live, this.liveness.aliveNodes());
+    if (this.draining) return this.giveUpOne(null);
+    // Placement skips nodes being drained.
+    const eligible = this.liveness.aliveNodes().filter((n) => !this.drainingPeers.has(n));
+    const plan = placeOrphans(orphans, live, eligible);
+    if (plan.size === 0) this.rebalance(live, eligible);
     const entries = new Map(reads.map((r) => [r.camera, r.entry]));
     const mineToClaim = [...earlier, ...[...plan].filter(([, node]) => node === this.nodeId).map(([camera]) => camera)];
     await Promise.all(mineToClaim.map((camera) => this.claim(camera, entries.get(camera) ?? null)));
+  }
+
+  /**
+   * Rebalancing (a node joined or came back): when this node has at least two cameras
+   * more than the least-loaded steady node (alive for 2·K ticks in a row), it gives up
+   * one camera per tick; placement hands it to the least loaded at the next tick.
+   */
+  private rebalance(owners: ReadonlyMap<string, OwnerView>, eligible: readonly string[]): void {
+    const steady = eligible.filter((n) => n === this.nodeId || this.liveness.aliveTicks(n) >= 2 * this.o.deadTicks);
+    if (steady.length < 2) return;
+    const load = new Map(steady.map((n) => [n, 0]));
+    for (const o of owners.values()) if (load.has(o.node)) load.set(o.node, load.get(o.node)! + 1);
+    const mine = load.get(this.nodeId) ?? 0;
+    const least = Math.min(...load.values());
+    if (mine - least >= 2) this.giveUpOne(`rebalancing: ${mine} cameras here, ${least} on the least-loaded node`);
+  }
+
+  /** Stops one held camera (the last by id) and releases its owner key; `why` null: draining. */
+  private giveUpOne(why: string | null): void {
+    const camera = [...this.held.keys()].sort().pop();
+    if (camera === undefined || this.releasing) return;
+    this.releasing = true;
+    this.o.log.info({ camera, why: why ?? 'draining' }, 'cluster: giving a camera up');
+    void (async () => {
+      try {
+        await this.o.supervisor.remove(camera);
+        await this.release(camera);
+      } finally {
+        this.releasing = false;
+      }
+    })();
+  }
+
+  /**
+   * Drain (`POST /api/cluster/drain`, `rec.v1.cluster.drain`): this node takes no camera
+   * and gives its cameras up one per tick, until undrained; said in its heartbeat.
+   */
+  drain(on: boolean): { node: string; draining: boolean; cameras: number } {
+    this.draining = on;
+    this.o.log.info({ node: this.nodeId, draining: on }, on ? 'cluster: draining' : 'cluster: drain ended');
+    return { node: this.nodeId, draining: on, cameras: this.held.size };
   }
 
   private async claim(camera: string, entry: KvEntry | null): Promise<void> {

@@ -13,6 +13,8 @@ export interface PeerView {
   revision: number;
   /** This node's successful ticks since then. */
   missed: number;
+  /** Our ticks since it was first seen alive or came back from dead (rebalancing waits for a steady node). */
+  aliveTicks: number;
 }
 
 export class LivenessCounter {
@@ -33,16 +35,24 @@ export class LivenessCounter {
     for (const [node, revision] of seen) {
       if (node === this.self) continue;
       if (revision < 0) {
-        this.peers.set(node, { revision, missed: Math.max(this.deadTicks, (this.peers.get(node)?.missed ?? 0) + 1) });
+        this.peers.set(node, { revision, missed: Math.max(this.deadTicks, (this.peers.get(node)?.missed ?? 0) + 1), aliveTicks: 0 });
         continue;
       }
       const p = this.peers.get(node);
-      if (!p) this.peers.set(node, { revision, missed: revision === 0 ? 1 : 0 });
+      if (!p) this.peers.set(node, { revision, missed: revision === 0 ? 1 : 0, aliveTicks: 0 });
       else if (p.revision !== revision) {
+        if (p.missed >= this.deadTicks) p.aliveTicks = 0;
         p.revision = revision;
         p.missed = revision === 0 ? p.missed + 1 : 0;
       } else p.missed++;
+      const q = this.peers.get(node)!;
+      q.aliveTicks = q.missed < this.deadTicks ? q.aliveTicks + 1 : 0;
     }
+  }
+
+  /** Our ticks since `node` was seen alive in a row (0: dead or unknown). */
+  aliveTicks(node: string): number {
+    return this.peers.get(node)?.aliveTicks ?? 0;
   }
 
   /** Whether `node` is alive as far as this node can tell (itself always; unknown nodes are not). */

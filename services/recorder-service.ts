@@ -10,13 +10,14 @@ import { clipSpans, intersectRanges, search, type RangeMs } from '../index/searc
 import type { LabelView, LockView, StorageService } from './storage-service.ts';
 import { labelView, lockView } from './storage-service.ts';
 import type { PictureService } from './picture-service.ts';
-import { CameraNotFoundError } from '../lib/errors.ts';
+import { CameraNotFoundError, RecorderError } from '../lib/errors.ts';
 import { assertRunning } from '../lib/lifecycle.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
 import type { Logger } from '../lib/log.ts';
 import type { LiveSink, LiveViewer } from '../live/live-fanout.ts';
 import {
   backfillSchema,
+  clusterDrainSchema,
   cameraDeleteSchema,
   cameraIdSchema,
   cameraPutSchema,
@@ -342,6 +343,22 @@ export class RecorderService {
       return { cluster: false, nodes: [{ node: 'local', self: true, alive: true, cameras }] };
     }
     return { cluster: true, nodes: this.cluster.nodes() };
+  }
+
+  /**
+   * Drains a node (it takes no camera and gives its cameras up one per tick) or ends its
+   * drain; another node is asked on its own subject. Outside a cluster: NOT_FOUND.
+   */
+  async clusterDrain(body: unknown): Promise<{ node: string; draining: boolean; cameras: number }> {
+    const q = validate(clusterDrainSchema, body);
+    const cluster = this.cluster;
+    if (!cluster) throw new RecorderError('NOT_FOUND', 'this recorder is not in a cluster');
+    if (q.node === undefined || q.node === cluster.nodeId) return cluster.drain(q.drain);
+    try {
+      return await cluster.ask<{ node: string; draining: boolean; cameras: number }>(q.node, 'drain', { drain: q.drain });
+    } catch (err) {
+      throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${q.node} did not answer: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   /** Version, CPU, memory and the data disk (issue 8 "Operations"). */

@@ -104,6 +104,16 @@ export const eventSchema = z
 
 /** `rec.v1.backfill` / `POST /api/cameras/:id/backfill`: fetch a range from the edge storage. */
 export const backfillSchema = z.object({ camera: id, from: time, to: time }).strict();
+/** `rec.v1.cluster.drain`: drain a node (default: the one asked) or end its drain. */
+export const clusterDrainSchema = z
+  .object({
+    node: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,62}$/)
+      .optional(),
+    drain: z.boolean().default(true),
+  })
+  .strict();
 
 export const manualSchema = z.object({ camera: id }).strict();
 
