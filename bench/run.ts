@@ -23,6 +23,7 @@ const BENCHES: Record<string, string[]> = {
   retention: ['retention.ts', '--cameras', '50', '--minutes', '10', '--cap-mb', '2000', '--segment-seconds', '10'],
   crash: ['crash.ts', '--cameras', '50', '--minutes', '10', '--every', '30'],
   soak: ['soak.ts', '--minutes', '10', '--cameras', '4'],
+  cluster: ['cluster.ts', '--cameras', '12', '--kills', '10', '--searches', '200'],
 };
 
 /** Node flags a bench needs besides tsx. */
