@@ -24,6 +24,7 @@ const BENCHES: Record<string, string[]> = {
   crash: ['crash.ts', '--cameras', '50', '--minutes', '10', '--every', '30'],
   soak: ['soak.ts', '--minutes', '10', '--cameras', '4'],
   cluster: ['cluster.ts', '--cameras', '12', '--kills', '10', '--searches', '200'],
+  s3: ['s3.ts'],
 };
 
 /** Node flags a bench needs besides tsx. */

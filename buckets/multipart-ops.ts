@@ -17,7 +17,18 @@ import type { BucketStore, PartRecord, UploadRecord } from '../index/buckets.ts'
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
 import { cannedAcl, copySource, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
-import { bodyStream, declaredLength, MAX_PUT_BYTES, payloadHashToCheck, readSmallBody, sendEmpty, sendXml, xmlTime, type S3Request } from './request.ts';
+import {
+  bodyStream,
+  crc32Announced,
+  declaredLength,
+  MAX_PUT_BYTES,
+  payloadHashToCheck,
+  readSmallBody,
+  sendEmpty,
+  sendXml,
+  xmlTime,
+  type S3Request,
+} from './request.ts';
 import { S3Error } from './s3-errors.ts';
 import { parseXmlBody, xmlList, xmlText, type XmlObject } from './xml.ts';
 
@@ -96,7 +107,7 @@ export async function uploadPart(d: ObjectDeps, r: S3Request): Promise<void> {
   const wantSha = payloadHashToCheck(r);
   let written;
   try {
-    written = await d.files.receive(stream, r.nowMs, { maxBytes: length, sha256: wantSha !== undefined });
+    written = await d.files.receive(stream, r.nowMs, { maxBytes: length, sha256: wantSha !== undefined, crc32: crc32Announced(r) });
   } catch (err) {
     if (err instanceof S3Error && err.code !== 'EntityTooLarge') throw err;
     throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header');

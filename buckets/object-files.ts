@@ -53,8 +53,8 @@ export interface WrittenFile {
   md5Base64: string;
   /** Hex SHA-256 of the bytes, when asked for (a signed payload hash to check). */
   sha256Hex?: string;
-  /** CRC-32 of the bytes as S3 writes it (base64 of the big-endian value). */
-  crc32Base64: string;
+  /** CRC-32 of the bytes as S3 writes it (base64 of the big-endian value), when asked for. */
+  crc32Base64?: string;
 }
 
 /** A new object file id: time-ordered (ms, hex) then random, safe in paths and as an S3 version id. */
@@ -101,9 +101,11 @@ export class ObjectFiles {
    * Streams `body` into a tmp file, hashing as it goes; at most `maxBytes`. The file is
    * not yet durable nor named: `finish` adds the footer, syncs and renames it.
    */
-  async receive(body: Readable, nowMs: number, opts: { maxBytes: number; sha256?: boolean }): Promise<WrittenFile & { handle: FileHandle }> {
+  async receive(body: Readable, nowMs: number, opts: { maxBytes: number; sha256?: boolean; crc32?: boolean }): Promise<WrittenFile & { handle: FileHandle }> {
     const fileId = newFileId(nowMs);
     const handle = await open(this.tmpPath(fileId), 'wx', 0o600);
+    // One write in flight while the next batch is received and hashed.
+    let inFlight: Promise<void> | null = null;
     try {
       const md5 = createHash('md5');
       const sha = opts.sha256 ? createHash('sha256') : null;
@@ -116,15 +118,18 @@ export class ObjectFiles {
         if (size > opts.maxBytes) throw new S3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
         md5.update(chunk);
         sha?.update(chunk);
-        crc = crc32(chunk, crc);
+        if (opts.crc32) crc = crc32(chunk, crc);
         batch.push(chunk);
         batched += chunk.length;
         if (batched >= WRITE_BATCH) {
-          await writeAll(handle, batch);
+          await inFlight;
+          inFlight = writeAll(handle, batch);
           batch = [];
           batched = 0;
         }
       }
+      await inFlight;
+      inFlight = null;
       await writeAll(handle, batch);
       const digest = md5.digest();
       const crcBuf = Buffer.alloc(4);
@@ -135,10 +140,11 @@ export class ObjectFiles {
         size,
         md5Hex: digest.toString('hex'),
         md5Base64: digest.toString('base64'),
-        crc32Base64: crcBuf.toString('base64'),
+        ...(opts.crc32 ? { crc32Base64: crcBuf.toString('base64') } : {}),
         ...(sha ? { sha256Hex: sha.digest('hex') } : {}),
       };
     } catch (err) {
+      await inFlight?.catch(() => undefined);
       await handle.close().catch(() => undefined);
       await unlink(this.tmpPath(fileId)).catch(() => undefined);
       throw err;
@@ -280,7 +286,7 @@ export class ObjectFiles {
 
   /** Bytes [start, end] (inclusive) of an object file. */
   read(bucket: string, fileId: string, start: number, end: number): ReadStream {
-    return createReadStream(this.path(bucket, fileId), { start, end, highWaterMark: 256 * 1024 });
+    return createReadStream(this.path(bucket, fileId), { start, end, highWaterMark: 1024 * 1024 });
   }
 
   /** Removes an empty bucket's folder. */

@@ -14,6 +14,7 @@ import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
 import {
   bodyStream,
+  crc32Announced,
   declaredLength,
   httpTime,
   MAX_PUT_BYTES,
@@ -163,7 +164,7 @@ export async function receiveObject(
   const wantSha = payloadHashToCheck(r);
   let written;
   try {
-    written = await d.files.receive(stream, r.nowMs, { maxBytes: length, sha256: wantSha !== undefined });
+    written = await d.files.receive(stream, r.nowMs, { maxBytes: length, sha256: wantSha !== undefined, crc32: crc32Announced(r) });
   } catch (err) {
     if (err instanceof S3Error) throw err.code === 'EntityTooLarge' ? new S3Error('IncompleteBody', 'The body holds more bytes than its declared length') : err;
     throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header');

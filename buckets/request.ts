@@ -67,6 +67,12 @@ export function payloadHashToCheck(r: S3Request): string | undefined {
   return h && /^[0-9a-f]{64}$/.test(h) ? h : undefined;
 }
 
+/** Whether the client sends a CRC-32 to check (as a header, or announced as a trailer): only then is one computed. */
+export function crc32Announced(r: S3Request): boolean {
+  const trailer = (r.req.headers['x-amz-trailer'] as string | undefined) ?? '';
+  return r.req.headers['x-amz-checksum-crc32'] !== undefined || trailer.split(',').some((t) => t.trim().toLowerCase() === 'x-amz-checksum-crc32');
+}
+
 /** A small body (XML), decoded and checked against its signed hash. */
 export async function readSmallBody(r: S3Request): Promise<Buffer> {
   const length = declaredLength(r);
