@@ -168,6 +168,8 @@ export class ClusterNode implements CameraPlacement {
   /** Cameras whose holder entry this session wrote. */
   private readonly cataloged = new Set<string>();
   private readonly cataloging = new Set<string>();
+  /** The config each held camera's actor was last given (JSON): a mirror echo of the same one changes nothing. */
+  private readonly startedWith = new Map<string, string>();
   private readonly handlers = new Map<string, PeerHandler>();
   /** Node ids heard of (heartbeat watch, owner keys): whose heartbeats are counted. */
   private readonly peers = new Set<string>();
@@ -426,6 +428,10 @@ export class ClusterNode implements CameraPlacement {
         storage: this.o.storage,
         log: this.o.log,
         holds: (camera) => this.held.has(camera),
+        cameraChanged: (camera) => {
+          // The same config put again (a retried write, the writer's own echo) must not restart its ingest.
+          if (this.held.has(camera.id) && this.startedWith.get(camera.id) !== JSON.stringify(camera)) this.startCamera(camera);
+        },
         cameraDeleted: async (camera) => {
           if (this.held.has(camera)) await this.o.supervisor.remove(camera);
           await this.release(camera);
@@ -637,6 +643,7 @@ export class ClusterNode implements CameraPlacement {
   }
 
   private startCamera(camera: CameraConfig): void {
+    this.startedWith.set(camera.id, JSON.stringify(camera));
     try {
       this.o.supervisor.upsert(camera, this.o.index.schedules.get(camera.id));
     } catch (err) {
@@ -661,6 +668,7 @@ export class ClusterNode implements CameraPlacement {
   /** Another node holds the camera now (or nobody): stop recording it at once. */
   private lose(camera: string, owner: Owner | null): void {
     if (!this.held.delete(camera)) return;
+    this.startedWith.delete(camera);
     this.o.log.warn({ camera, to: owner?.node ?? null }, 'cluster: camera lost to another node; recording it stops here');
     void this.o.supervisor.remove(camera).catch((err: unknown) => this.o.log.error({ camera, err }, 'cluster: stopping a lost camera failed'));
   }
@@ -670,6 +678,7 @@ export class ClusterNode implements CameraPlacement {
     const h = this.held.get(camera);
     if (!h || !this.ownersKv) return;
     this.held.delete(camera);
+    this.startedWith.delete(camera);
     await timeout(this.ownersKv.delete(camera, { previousSeq: h.rev }), KV_TIMEOUT_MS, 'release').catch((err: unknown) =>
       this.o.log.debug({ camera, err: (err as Error).message }, 'cluster: release not confirmed (survivors take it once we count dead)'),
     );

@@ -43,6 +43,8 @@ export interface MirrorDeps {
   log: Logger;
   /** Whether this node records the camera now. */
   holds: (camera: string) => boolean;
+  /** A camera's config changed (or was put again unchanged): the holder reconfigures its actor if it differs. */
+  cameraChanged: (camera: CameraConfig) => void;
   /** A camera deleted from the cluster: stop it here and give up its ownership. */
   cameraDeleted: (camera: string) => Promise<void>;
 }
@@ -217,7 +219,7 @@ export class SharedConfig {
         const camera = value as CameraConfig | null;
         if (camera && camera.id === id) {
           await index.cameras.put(id, camera);
-          if (this.d.holds(id)) supervisor.upsert(camera, index.schedules.get(id));
+          this.d.cameraChanged(camera);
         } else if (gone) {
           await this.d.cameraDeleted(id);
           if (index.cameras.get(id)) await index.cameras.remove(id);

@@ -157,7 +157,8 @@ export class RecorderService {
       this.log.info({ camera: camera.id }, 'camera configured during shutdown: not started');
       return this.view(camera, opts);
     }
-    if (!this.cluster || camera.transient || this.cluster.runsHere(camera.id)) this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
+    // In a cluster the holder's mirror of the shared config reconfigures its actor (cluster/cluster.ts), once.
+    if (!this.cluster || camera.transient) this.supervisor.upsert(camera, this.index.schedules.get(camera.id));
     this.log.info({ camera: camera.id }, 'camera configured');
     return this.view(camera, opts);
   }

@@ -342,9 +342,9 @@ async function spans(http: string, camera: string, fromMs: number, toMs: number)
 }
 
 test.serial(
-  'shared config: a pool, schedule, lock and label put on one node reach the other; the lock holds against the holder’s retention; quorum lost: recording goes on, config writes 503',
+  'shared config: a pool, schedule, lock and label put on one node reach the other; the lock holds against the holder’s retention; quorum lost: recording goes on, config writes 503; the stream leader killed: nothing moves, no hole',
   async (t) => {
-    t.timeout(150_000);
+    t.timeout(200_000);
     const dir = await tempDir(t, 'rec-cluster-cfg-');
     const cluster = await startNatsCluster({ dir: join(dir, 'nats') });
     t.teardown(() => cluster.stop());
@@ -379,11 +379,10 @@ test.serial(
     t.is(pool.status, 200);
     await waitFor('the pool on b', async () => (await getJson(`${b.http}/api/pools/small`)).status === 200, 10_000, 100);
     t.is((await send('PUT', `${b.http}/api/cameras/k1`, { pool: 'small', streams: { main: sim.url('h264') } })).status, 200);
-    const kv = await (async () => {
-      const nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-      t.teardown(() => nc.close());
-      return nc.jetstream().views.kv('rec-owners', { bindOnly: true });
-    })();
+    const kvConnection = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    t.teardown(() => kvConnection.close());
+    const kv = await kvConnection.jetstream().views.kv('rec-owners', { bindOnly: true });
+    const byId = (id: string): (typeof nodes)[number] => nodes.find((n) => n.id === id)!;
     const holderId = await waitFor('k1 owned', async () => (await owner(kv, 'k1'))?.node, 30_000, 200);
     const holder = nodes.find((n) => n.id === holderId)!;
     const other = nodes.find((n) => n !== holder)!;
@@ -424,7 +423,12 @@ test.serial(
       5000,
       50,
     );
-    t.is((await getJson<{ labels: unknown[] }>(`${holder.http}/api/labels?camera=k1&text=parcel`)).body.labels.length, 1);
+    await waitFor(
+      'the label on the holder (mirrored after the lock, in the bucket’s order)',
+      async () => (await getJson<{ labels: unknown[] }>(`${holder.http}/api/labels?camera=k1&text=parcel`)).body.labels.length === 1,
+      5000,
+      50,
+    );
 
     // Retention on the holder overwrites the oldest video but the locked range.
     await waitFor(
@@ -490,5 +494,48 @@ test.serial(
     );
     t.is(across.length, 1, `k1 recorded through the outage: ${JSON.stringify(across)}`);
     t.true(across[0]!.fromMs <= lostAt && across[0]!.toMs >= back, JSON.stringify({ lostAt, back, across }));
+
+    // ---- kill -9 the nats-server that leads the heartbeat stream: nothing moves, no hole ----
+    await waitFor(
+      'k2 recording',
+      async () => {
+        const o = await owner(kv, 'k2');
+        return o !== null && (await status(byId(o.node).http, 'k2')) === 'recording';
+      },
+      30_000,
+      250,
+    );
+    const owners = new Map([
+      ['k1', (await owner(kv, 'k1'))!],
+      ['k2', (await owner(kv, 'k2'))!],
+    ]);
+    const jsm = await kvConnection.jetstreamManager();
+    const leaderName = await waitFor('the heartbeat stream’s leader', async () => (await jsm.streams.info('KV_rec-nodes')).cluster?.leader, 20_000, 250);
+    const leader = cluster.servers.find((s) => s.name === leaderName)!;
+    const killedAt = Date.now();
+    leader.kill('SIGKILL');
+    // Longer than a leader election (4-9 s) and than K ticks: a lease would have moved cameras by now.
+    await new Promise((r) => setTimeout(r, 12_000));
+    for (const [c, o] of owners) {
+      const now = await waitFor(`${c} owner readable`, () => owner(kv, c), 20_000, 250);
+      t.deepEqual(now, o, `${c}: same owner, same grant, after the stream leader died`);
+    }
+    await leader.start();
+    const checkTo = Date.now();
+    for (const c of owners.keys()) {
+      const h = byId(owners.get(c)!.node);
+      const sp = await waitFor(
+        `${c} indexed past the leader's death`,
+        async () => {
+          const x = await spans(h.http, c, killedAt - 1000, Date.now() + 1000);
+          return x.length > 0 && x[x.length - 1]!.toMs >= checkTo ? x : null;
+        },
+        20_000,
+        250,
+      );
+      // Spans join across holes under 0.5 s: one span is no hole over 1 s.
+      t.is(sp.length, 1, `${c}: no recording hole while the stream leader was replaced: ${JSON.stringify(sp)}`);
+    }
+    t.log(`stream leader ${leaderName} killed: no camera moved, no hole`);
   },
 );
