@@ -16,7 +16,7 @@ import type { Logger } from '../lib/log.ts';
 import type { BucketStore, PartRecord, UploadRecord } from '../index/buckets.ts';
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
-import { cannedAcl, copySource, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
+import { assertPoolRoom, cannedAcl, copySource, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
 import {
   bodyStream,
   crc32Announced,
@@ -103,6 +103,7 @@ export async function uploadPart(d: ObjectDeps, r: S3Request): Promise<void> {
       ProposedSize: String(length),
       MaxSizeAllowed: String(MAX_PUT_BYTES),
     });
+  assertPoolRoom(d, bucket.pool, length);
   const { stream, decoder } = bodyStream(r, length);
   const wantSha = payloadHashToCheck(r);
   let written;
@@ -212,6 +213,7 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
   }
   const size = chosen.reduce((n, p) => n + p.size, 0);
   if (size > MAX_OBJECT_BYTES) throw new S3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
+  assertPoolRoom(d, bucket.pool, size);
   const md5s = createHash('md5');
   for (const p of chosen) md5s.update(Buffer.from(p.etag, 'hex'));
   const etag = `${md5s.digest('hex')}-${chosen.length}`;

@@ -40,6 +40,8 @@ export interface ObjectDeps {
   access: Access;
   log: Logger;
   dataDir: string;
+  /** Bytes a pool may still take (its capacity less its video and its buckets' objects); null: no capacity set. */
+  poolRoom: (pool: string) => number | null;
 }
 
 const HEADER_FIELDS: [keyof ObjectHeaders, string][] = [
@@ -99,6 +101,14 @@ export function objectHeaders(rec: ObjectRecord): Record<string, string> {
   return h;
 }
 
+/** A bucket's pool has a capacity: its objects count against it with its video, and an object that would pass it is refused. */
+export function assertPoolRoom(d: Pick<ObjectDeps, 'poolRoom'>, pool: string, bytes: number): void {
+  const room = d.poolRoom(pool);
+  if (room !== null && bytes > room) {
+    throw new S3Error('InsufficientStorage', `Pool ${pool} has ${Math.max(0, room)} bytes left of its capacity, less than this object's ${bytes}`);
+  }
+}
+
 async function assertRoom(dataDir: string, bytes: number): Promise<void> {
   const s = await statfs(dataDir);
   if (bytes + FREE_MARGIN_BYTES > s.bavail * s.bsize) {
@@ -124,6 +134,7 @@ export async function putObject(d: ObjectDeps, r: S3Request): Promise<void> {
     throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
   const contentMd5 = r.req.headers['content-md5'] as string | undefined;
   if (contentMd5 !== undefined && !/^[A-Za-z0-9+/]{22}==$/.test(contentMd5)) throw new S3Error('InvalidDigest', 'The Content-MD5 you specified is not valid.');
+  assertPoolRoom(d, bucket.pool, length);
   await assertRoom(d.dataDir, length);
 
   const acl = cannedAcl(r);
@@ -434,6 +445,7 @@ export async function copyObject(d: ObjectDeps, r: S3Request): Promise<void> {
   }
   const meta = directive === 'REPLACE' ? userMeta(r) : src.rec.meta;
   const headers = directive === 'REPLACE' ? requestHeaders(r) : src.rec.headers;
+  assertPoolRoom(d, bucket.pool, src.rec.size);
   await assertRoom(d.dataDir, src.rec.size);
   let fileId: string;
   try {

@@ -137,6 +137,15 @@ export class S3Server {
       log: opts.log,
       dataDir: opts.dataDir,
       poolExists: (pool) => index.pools.get(pool) !== undefined,
+      poolRoom: (pool) => {
+        const cap = index.pools.get(pool)?.capacityBytes;
+        if (cap === undefined || cap === null) return null;
+        const objects = index.buckets
+          .listBuckets()
+          .filter((b) => b.pool === pool)
+          .reduce((n, b) => n + index.buckets.bucketUsage(b.name).bytes, 0);
+        return cap - index.segments.poolUsage(pool) - objects;
+      },
     };
   }
 

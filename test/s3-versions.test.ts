@@ -296,3 +296,32 @@ test("users' access keys: issued over HTTP, a user sees only the buckets of thei
   t.is((await http('DELETE', `/api/users/alice/s3-keys/${issued.body.accessKeyId}`)).status, 200);
   t.is(await code(t, alice.send(new ListBucketsCommand({}))), 'InvalidAccessKeyId');
 });
+
+test("a pool's capacity holds for its buckets' objects: an upload that would pass it is refused, nothing stored", async (t) => {
+  const TOKEN = 'admin-token-0123456789abcdef';
+  const n = await startNode(t, { s3: '127.0.0.1:0', s3AccessKey: KEY, s3SecretKey: SECRET, authToken: TOKEN });
+  const put = await fetch(`${n.http}/api/pools/tiny`, {
+    method: 'PUT',
+    headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ capacityBytes: 1_000_000, overwrite: 'capacity' }),
+  });
+  t.is(put.status, 200);
+  const c = new S3Client({
+    endpoint: n.node.s3Url,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    maxAttempts: 1,
+    credentials: { accessKeyId: KEY, secretAccessKey: SECRET },
+  });
+  t.teardown(() => c.destroy());
+  await c.send(new CreateBucketCommand({ Bucket: 'tiny-bucket', CreateBucketConfiguration: { LocationConstraint: 'tiny' as never } }));
+  await c.send(new PutObjectCommand({ Bucket: 'tiny-bucket', Key: 'a', Body: Buffer.alloc(600_000, 1) }));
+  t.is(await code(t, c.send(new PutObjectCommand({ Bucket: 'tiny-bucket', Key: 'b', Body: Buffer.alloc(600_000, 2) }))), 'InsufficientStorage');
+  t.deepEqual(
+    (await c.send(new ListObjectsV2Command({ Bucket: 'tiny-bucket' }))).Contents?.map((o) => o.Key),
+    ['a'],
+  );
+  // Room again once an object goes.
+  await c.send(new DeleteObjectCommand({ Bucket: 'tiny-bucket', Key: 'a' }));
+  await c.send(new PutObjectCommand({ Bucket: 'tiny-bucket', Key: 'b', Body: Buffer.alloc(600_000, 2) }));
+});
