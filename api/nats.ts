@@ -119,6 +119,7 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     'label.update': (b) => service.storage.updateLabel(b).then((label) => ({ label })),
     'label.delete': (b) => service.storage.deleteLabel(b),
     'label.search': (b) => ({ labels: service.storage.searchLabels(b) }),
+    'picture.put': (b) => service.pictures.putJson(b).then((picture) => ({ picture })),
   };
   for (const [name, handler] of Object.entries(endpoints)) {
     srv.addEndpoint(name.replace('.', '_'), {

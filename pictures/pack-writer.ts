@@ -101,9 +101,12 @@ export class PackWriter {
     if (this.stopped) return Promise.reject(new RecorderError('SHUTTING_DOWN', 'picture storage is stopping'));
     return new Promise((resolve, reject) => {
       this.queue.push({ key, header, payload, resolve, reject });
-      this.running ??= this.drain().finally(() => {
-        this.running = null;
-      });
+      // Started on the next microtask: writes queued in the same turn (a multipart batch) share the first batch too.
+      this.running ??= Promise.resolve()
+        .then(() => this.drain())
+        .finally(() => {
+          this.running = null;
+        });
     });
   }
 

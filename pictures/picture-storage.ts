@@ -11,7 +11,7 @@
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
-import type { PackRecord, PictureEntry, PictureKey } from '../index/pictures.ts';
+import type { PackRecord, PictureEntry, PictureHit, PictureKey } from '../index/pictures.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
@@ -119,6 +119,18 @@ export class PictureStorage {
     const pack = this.opts.index.pictures.pack(entry.pack);
     if (!pack) throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)} (its pack is gone)`);
     return readAt(join(this.opts.dataDir, pack.file), entry.offset, entry.length, key);
+  }
+
+  /** Pictures of the cameras (null: all) in [fromMs, toMs), time order, after `after`, at most `limit` that `keep` accepts. */
+  search(
+    cameras: readonly string[] | null,
+    fromMs: number,
+    toMs: number,
+    limit: number,
+    keep?: (hit: PictureHit) => boolean,
+    after?: PictureKey,
+  ): PictureHit[] {
+    return this.opts.index.pictures.search({ cameras, fromMs, toMs, limit, ...(keep ? { keep } : {}), ...(after ? { after } : {}) });
   }
 
   /** A pack's record. */

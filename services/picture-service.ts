@@ -8,12 +8,17 @@ import { z } from 'zod';
 import type { PictureKey } from '../index/pictures.ts';
 import { BadTimeError, RecorderError, ValidationError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
-import { iso, parseTimeMs, type Clock } from '../lib/time.ts';
+import { iso, parseRangeMs, parseTimeMs, type Clock } from '../lib/time.ts';
 import { validate } from '../lib/validate.ts';
 import { parsePictureId, pictureId, pictureUrl } from '../pictures/layout.ts';
-import type { PictureStorage } from '../pictures/picture-storage.ts';
+import type { PictureInput, PictureStorage } from '../pictures/picture-storage.ts';
 import { inspectJpeg } from '../pictures/jpeg.ts';
 import { PreviewCache, parsePreviewSpec, renderPreview, specKey, type PreviewSpec } from '../pictures/preview.ts';
+import type { Part } from '../pictures/multipart.ts';
+import { buildZip, type ZipItem } from '../pictures/zip.ts';
+import type { PictureHit } from '../index/pictures.ts';
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 
 /** A picture dated further ahead of the recorder's clock than this is refused (a camera's clock gone wrong). */
 export const PICTURE_MAX_FUTURE_MS = 60 * 60_000;
@@ -30,6 +35,50 @@ const putQuerySchema = z
       .default('picture'),
   })
   .strict();
+
+/** Pictures one search page answers at most (and by default). */
+export const SEARCH_MAX_LIMIT = 1000;
+const SEARCH_DEFAULT_LIMIT = 100;
+/** Pictures one ZIP holds at most (previews: fewer, each is rendered before the first byte to know its size). */
+export const ZIP_MAX_PICTURES = 10_000;
+export const ZIP_MAX_PREVIEWS = 2000;
+
+const listOf = z
+  .union([z.string().min(1), z.array(z.string().min(1))])
+  .transform((v) => (Array.isArray(v) ? v : [v]).flatMap((s) => s.split(',')).filter(Boolean));
+
+const filterSchema = z
+  .object({
+    camera: listOf.optional(),
+    from: z.string().min(1),
+    to: z.string().min(1),
+    type: listOf.optional(),
+    limit: z.coerce.number().int().min(1).max(SEARCH_MAX_LIMIT).optional(),
+    after: z.string().min(1).optional(),
+  })
+  .strict();
+
+const jsonPutSchema = z
+  .object({
+    camera: z.string().min(1),
+    at: z.union([z.string().min(1), z.number()]).optional(),
+    type: z
+      .string()
+      .regex(/^[a-z0-9_-]{1,32}$/)
+      .optional(),
+    meta: z.record(z.string(), z.string()).optional(),
+    data: z.string().min(4).describe('the JPEG, base64'),
+  })
+  .strict();
+
+/** What a picture search or batch download selects. */
+export interface PictureFilter {
+  cameras: string[] | null;
+  fromMs: number;
+  toMs: number;
+  types: Set<string> | null;
+  meta: Record<string, string> | undefined;
+}
 
 export interface PictureView {
   id: string;
@@ -94,6 +143,135 @@ export class PictureService {
     const stored = await this.storage.put({ camera: camera.id, pool: camera.pool, atMs, type: q.type, ...(meta ? { meta } : {}), bytes: body });
     this.log.debug({ picture: pictureId(stored.key), bytes: body.length }, 'picture stored');
     return { ...view(stored.key, stored.entry), width: stored.width, height: stored.height };
+  }
+
+  /**
+   * Several pictures in one request (multipart/form-data): text fields `camera`, `at`,
+   * `type`, `meta.<name>` apply to the picture parts after them (the query gives the
+   * first values); each part with a filename or an image/* type is a picture. Every
+   * field and picture is checked before any is written, so bad input stores none; the
+   * writes are queued together (one fdatasync when they fit one batch).
+   */
+  async putMany(query: Record<string, unknown>, parts: readonly Part[]): Promise<PictureView[]> {
+    const fields: Record<string, unknown> = { ...query };
+    const inputs: { query: Record<string, unknown>; body: Buffer; n: number }[] = [];
+    parts.forEach((part, n) => {
+      if (part.filename !== undefined || part.type?.startsWith('image/') || part.type === 'application/octet-stream') {
+        inputs.push({ query: { ...fields }, body: part.data, n });
+      } else {
+        fields[part.name] = part.data.toString('utf8');
+      }
+    });
+    if (inputs.length === 0) throw new RecorderError('PICTURE_INVALID', 'the multipart body holds no picture part (one with a filename or an image/jpeg type)');
+    const checked = inputs.map(({ query: q, body, n }) => {
+      try {
+        return this.check(q, body);
+      } catch (err) {
+        if (err instanceof RecorderError) throw new RecorderError(err.code, `part ${n + 1}: ${err.message}`, { details: err.details });
+        throw err;
+      }
+    });
+    const stored = await Promise.all(checked.map((c) => this.storage.put(c)));
+    return stored.map((p) => ({ ...view(p.key, p.entry), width: p.width, height: p.height }));
+  }
+
+  /** `rec.v1.picture.put`: a small picture as base64 in a JSON body (NATS carries ~1 MB a message). */
+  async putJson(body: unknown): Promise<PictureView> {
+    const b = validate(jsonPutSchema, body);
+    const bytes = Buffer.from(b.data, 'base64');
+    const query: Record<string, unknown> = {
+      camera: b.camera,
+      ...(b.at !== undefined ? { at: String(b.at) } : {}),
+      ...(b.type !== undefined ? { type: b.type } : {}),
+    };
+    for (const [k, v] of Object.entries(b.meta ?? {})) query[`meta.${k}`] = v;
+    return this.put(query, bytes);
+  }
+
+  /**
+   * Pictures matching a filter, in time order, one page: `next` is the id to pass as
+   * `after` for the following page (null on the last). `visible` says whether the
+   * caller may see a camera (its pool); cameras named in the query must be visible.
+   */
+  search(query: Record<string, unknown>, visible: (camera: string) => boolean): { pictures: PictureView[]; next: string | null } {
+    const { filter, limit, after } = this.filter(query, visible);
+    const hits = this.storage.search(filter.cameras, filter.fromMs, filter.toMs, limit ?? SEARCH_DEFAULT_LIMIT, this.keep(filter, visible), after);
+    const full = hits.length === (limit ?? SEARCH_DEFAULT_LIMIT);
+    return { pictures: hits.map((h) => view(h.key, h.entry)), next: full ? pictureId(hits[hits.length - 1]!.key) : null };
+  }
+
+  /**
+   * The batch download: every picture the filter selects (originals, or the preview the
+   * query's preview keys ask for, the same for each) as one stored ZIP of exact length.
+   * The same request answers the same bytes (entries in time order, named by id, dated
+   * by the picture's time); its ETag is a hash of what it holds.
+   */
+  async zip(query: Record<string, unknown>, visible: (camera: string) => boolean): Promise<{ length: number; stream: Readable; etag: string; count: number }> {
+    const { access_token: _token, scale, width, height, fit, maxBytes, ...rest } = query;
+    const previewQuery = Object.fromEntries(Object.entries({ scale, width, height, fit, maxBytes }).filter(([, v]) => v !== undefined));
+    const spec = parsePreviewSpec(previewQuery);
+    const { filter, limit, after } = this.filter(rest, visible);
+    if (limit !== undefined || after !== undefined) throw new ValidationError('limit and after page a search; a ZIP holds every picture of the range');
+    const max = spec ? ZIP_MAX_PREVIEWS : ZIP_MAX_PICTURES;
+    const hits = this.storage.search(filter.cameras, filter.fromMs, filter.toMs, max + 1, this.keep(filter, visible));
+    if (hits.length > max) throw new ValidationError(`over ${max} pictures ${spec ? 'with previews ' : ''}in one ZIP: narrow the range or the filter`);
+    const hash = createHash('sha256').update(spec ? specKey(spec) : 'original');
+    const items: ZipItem[] = [];
+    for (const { key, entry } of hits) {
+      const etag = this.etag(key);
+      hash.update(`\n${pictureId(key)} ${etag}`);
+      const mtime = new Date(key[1]);
+      const name = `${pictureId(key)}.jpg`;
+      if (!spec) items.push({ name, mtime, size: entry.length, load: () => this.storage.read(key, entry) });
+      else {
+        const size = (await this.preview(key, etag, spec)).length;
+        items.push({ name, mtime, size, load: () => this.preview(key, etag, spec) });
+      }
+    }
+    const { length, stream } = await buildZip(items);
+    return { length, stream, etag: `"z${hash.digest('hex').slice(0, 32)}"`, count: items.length };
+  }
+
+  private filter(query: Record<string, unknown>, visible: (camera: string) => boolean): { filter: PictureFilter; limit?: number; after?: PictureKey } {
+    const { access_token: _token, ...q0 } = query;
+    const { rest, meta } = splitMeta(q0);
+    const q = validate(filterSchema, rest);
+    const { fromMs, toMs } = parseRangeMs(q.from, q.to);
+    let cameras: string[] | null = null;
+    if (q.camera) {
+      cameras = [...new Set(q.camera)].map((c) => this.requireCamera(c).id);
+      for (const c of cameras) if (!visible(c)) throw new RecorderError('FORBIDDEN', `no access to camera ${c}`);
+    }
+    const out: { filter: PictureFilter; limit?: number; after?: PictureKey } = {
+      filter: { cameras, fromMs, toMs, types: q.type ? new Set(q.type) : null, meta },
+    };
+    if (q.limit !== undefined) out.limit = q.limit;
+    if (q.after !== undefined) out.after = this.key(q.after);
+    return out;
+  }
+
+  private keep(f: PictureFilter, visible: (camera: string) => boolean): (hit: PictureHit) => boolean {
+    const meta = f.meta ? Object.entries(f.meta).map(([k, v]) => [k, v.toLowerCase()] as const) : null;
+    return (hit) => {
+      if (f.types && !f.types.has(hit.entry.type)) return false;
+      if (meta && !meta.every(([k, v]) => hit.entry.meta?.[k]?.toLowerCase() === v)) return false;
+      return f.cameras !== null || visible(hit.key[0]);
+    };
+  }
+
+  /** A write's query and body checked (camera, time, type, metadata, JPEG structure); nothing is written. */
+  private check(query: Record<string, unknown>, body: unknown): PictureInput {
+    const { rest, meta } = splitMeta(query);
+    const q = validate(putQuerySchema, rest);
+    const camera = this.requireCamera(q.camera);
+    const now = this.clock.nowMs();
+    const atMs = q.at === undefined ? now : parseTimeMs(q.at, 'at');
+    if (atMs > now + PICTURE_MAX_FUTURE_MS)
+      throw new BadTimeError(`at (${iso(atMs)}) is more than ${PICTURE_MAX_FUTURE_MS / 60_000} min ahead of the recorder's clock`);
+    if (!(body instanceof Uint8Array) || body.length === 0)
+      throw new RecorderError('PICTURE_INVALID', 'the body must be the picture: a JPEG (Content-Type image/jpeg)');
+    inspectJpeg(body);
+    return { camera: camera.id, pool: camera.pool, atMs, type: q.type, ...(meta ? { meta } : {}), bytes: body };
   }
 
   /** The key of a picture id (PICTURE_NOT_FOUND when it cannot be one). */
