@@ -304,25 +304,35 @@ export class ObjectFiles {
     bucketExists: (bucket: string) => boolean,
     /** Uploads in progress, with the part files their records name. */
     uploads: ReadonlyMap<string, ReadonlySet<string>>,
-  ): Promise<{ tmp: number; orphans: number; parts: number }> {
+  ): Promise<{ tmp: number; orphans: number; parts: number; lost: Map<string, { fileId: string; footer: ObjectFooter }[]> }> {
     let tmp = 0;
     for (const f of await readdir(this.tmpDir)) {
       await rm(join(this.tmpDir, f), { recursive: true, force: true });
       tmp++;
     }
     let orphans = 0;
+    const lost = new Map<string, { fileId: string; footer: ObjectFooter }[]>();
     const objects = join(this.root, 'objects');
     for (const bucket of await readdir(objects)) {
       const dir = join(objects, bucket);
-      const fans = await readdir(dir);
-      for (const fan of fans) {
+      const known = bucketExists(bucket);
+      const found: { fileId: string; footer: ObjectFooter }[] = [];
+      for (const fan of await readdir(dir)) {
         for (const f of await readdir(join(dir, fan))) {
           if (holds(f)) continue;
+          // A bucket the catalog does not know at all: the catalog was lost (a reindex),
+          // not a crash in one write. Its files say what they are: kept to be recovered.
+          const footer = known ? null : await readFooter(join(dir, fan, f));
+          if (footer && footer.bucket === bucket) {
+            found.push({ fileId: f, footer });
+            continue;
+          }
           await unlink(join(dir, fan, f));
           orphans++;
         }
       }
-      if (!bucketExists(bucket)) await rm(dir, { recursive: true, force: true });
+      if (found.length > 0) lost.set(bucket, found);
+      else if (!known) await rm(dir, { recursive: true, force: true });
     }
     let parts = 0;
     const partsRoot = join(this.root, 'parts');
@@ -336,7 +346,29 @@ export class ObjectFiles {
       }
       if (!held) await rm(dir, { recursive: true, force: true });
     }
-    return { tmp, orphans, parts };
+    return { tmp, orphans, parts, lost };
+  }
+}
+
+/** The footer of an object file (null if it has none or it does not parse). */
+export async function readFooter(path: string): Promise<ObjectFooter | null> {
+  const h = await open(path, 'r');
+  try {
+    const { size } = await h.stat();
+    if (size < 8) return null;
+    const tail = Buffer.alloc(8);
+    await h.read(tail, 0, 8, size - 8);
+    if (!tail.subarray(4).equals(MAGIC)) return null;
+    const len = tail.readUInt32LE(0);
+    if (len > size - 8 || len > 1024 * 1024) return null;
+    const json = Buffer.alloc(len);
+    await h.read(json, 0, len, size - 8 - len);
+    const f = JSON.parse(json.toString('utf8')) as ObjectFooter;
+    return typeof f.bucket === 'string' && typeof f.key === 'string' && f.size === size - 8 - len ? f : null;
+  } catch {
+    return null;
+  } finally {
+    await h.close();
   }
 }
 

@@ -13,7 +13,8 @@
  * answered InternalError.
  *
  * Start: the object store's folders are made and swept (buckets/object-files.ts: tmp
- * files and files no catalog record names go) before the listener binds. Stop: no new
+ * files and files no catalog record names go; buckets the catalog lost entirely are
+ * recovered from their files' footers) before the listener binds. Stop: no new
  * connection; requests in flight get a grace, then are cut (their tmp files go).
  */
 import { randomBytes } from 'node:crypto';
@@ -22,7 +23,6 @@ import { isIP } from 'node:net';
 import type { RecorderIndex } from '../index/db.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
-import { Access } from './access.ts';
 import {
   bucketAcl,
   deleteBucketLifecycle,
@@ -35,7 +35,8 @@ import {
 } from './bucket-config-ops.ts';
 import { runLifecycle, type LifecycleReport } from './lifecycle.ts';
 import { createBucket, deleteBucket, getBucketLocation, headBucket, listBuckets, listObjects, type BucketDeps } from './bucket-ops.ts';
-import { ObjectFiles } from './object-files.ts';
+import { Access, ROOT_USER } from './access.ts';
+import { ObjectFiles, type ObjectFooter } from './object-files.ts';
 import {
   abortMultipartUpload,
   completeMultipartUpload,
@@ -160,8 +161,13 @@ export class S3Server {
       (b) => catalog.bucket(b) !== undefined,
       uploads,
     );
-    if (swept.tmp + swept.orphans + swept.parts > 0)
-      this.opts.log.warn(swept, 's3: unfinished uploads and unreferenced object and part files removed at start');
+    if (swept.tmp + swept.orphans + swept.parts > 0) {
+      this.opts.log.warn(
+        { tmp: swept.tmp, orphans: swept.orphans, parts: swept.parts },
+        's3: unfinished uploads and unreferenced object and part files removed at start',
+      );
+    }
+    for (const [bucket, found] of swept.lost) await this.recover(bucket, found);
     await this.expire();
     // Abandoned multipart uploads go after uploadExpiryMs, checked this often.
     this.expiryTimer = setInterval(() => void this.expire(), Math.min(this.opts.uploadExpiryMs, 3_600_000));
@@ -200,6 +206,34 @@ export class S3Server {
     const bound = typeof addr === 'object' && addr ? addr.port : port;
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${bound}`;
     this.opts.log.info({ url: this.url }, 's3 listening');
+  }
+
+  /**
+   * Re-catalogs a bucket the catalog lost (a reindex sets a corrupt index aside) from
+   * its files' footers: the bucket comes back private, in the pool `default`, owned by
+   * root; each key's newest file becomes its object (older ones go: their versions are
+   * not recovered).
+   */
+  private async recover(bucket: string, found: { fileId: string; footer: ObjectFooter }[]): Promise<void> {
+    const catalog = this.opts.index.buckets;
+    found.sort((a, b) => a.footer.lastModifiedMs - b.footer.lastModifiedMs || (a.fileId < b.fileId ? -1 : 1));
+    await catalog.createBucket({ name: bucket, pool: 'default', createdMs: found[0]!.footer.lastModifiedMs, acl: 'private', owner: ROOT_USER });
+    for (const { fileId, footer } of found) {
+      const rec = {
+        fileId,
+        size: footer.size,
+        etag: footer.etag,
+        lastModifiedMs: footer.lastModifiedMs,
+        headers: footer.contentType ? { contentType: footer.contentType } : {},
+        meta: footer.meta,
+      };
+      const written = await catalog.putObject(bucket, footer.key, rec);
+      if (typeof written === 'object') for (const id of written.unlink) await this.files.remove(bucket, id);
+    }
+    this.opts.log.warn(
+      { bucket, files: found.length },
+      's3: a bucket the catalog lost was recovered from its object files (private, pool default, newest version of each key)',
+    );
   }
 
   private async expire(): Promise<void> {

@@ -29,7 +29,7 @@ import { execFile } from 'node:child_process';
 import { Agent } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -341,4 +341,31 @@ test('start-up sweep: tmp files and object files no record names are removed, ob
   t.false(existsSync(join(fan, '00000000000000zz')));
   const got = await second.client.send(new GetObjectCommand({ Bucket: 'keep', Key: 'k' }));
   t.is(await got.Body!.transformToString(), 'kept bytes');
+});
+
+test('a lost catalog: after the index is rebuilt (recorder reindex), buckets and objects come back from the object files', async (t) => {
+  const dir = await tempDir(t);
+  const first = await s3Node(t, dir);
+  await first.client.send(new CreateBucketCommand({ Bucket: 'survivor' }));
+  await first.client.send(new PutObjectCommand({ Bucket: 'survivor', Key: 'doc.txt', Body: 'old', ContentType: 'text/plain' }));
+  await first.client.send(
+    new PutObjectCommand({ Bucket: 'survivor', Key: 'doc.txt', Body: 'newest', ContentType: 'text/plain', Metadata: { camera: 'gate' } }),
+  );
+  await first.client.send(new PutObjectCommand({ Bucket: 'survivor', Key: 'dir/b.bin', Body: 'bee' }));
+  await first.node.stop();
+  await rm(join(dir, 'index'), { recursive: true, force: true });
+  await run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'recorder.ts'), 'reindex'], {
+    env: { ...process.env, RECORDER_DATA_DIR: dir, RECORDER_LOG_LEVEL: 'silent' },
+    timeout: 60_000,
+  });
+  const second = await s3Node(t, dir);
+  const listed = await second.client.send(new ListObjectsV2Command({ Bucket: 'survivor' }));
+  t.deepEqual(
+    listed.Contents?.map((o) => o.Key),
+    ['dir/b.bin', 'doc.txt'],
+  );
+  const got = await second.client.send(new GetObjectCommand({ Bucket: 'survivor', Key: 'doc.txt' }));
+  t.is(await got.Body!.transformToString(), 'newest');
+  t.is(got.ContentType, 'text/plain');
+  t.deepEqual(got.Metadata, { camera: 'gate' });
 });
