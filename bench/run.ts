@@ -25,6 +25,7 @@ const BENCHES: Record<string, string[]> = {
   soak: ['soak.ts', '--minutes', '10', '--cameras', '4'],
   cluster: ['cluster.ts', '--cameras', '12', '--kills', '10', '--searches', '200'],
   s3: ['s3.ts'],
+  pictures: ['pictures.ts'],
 };
 
 /** Node flags a bench needs besides tsx. */

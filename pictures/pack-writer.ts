@@ -101,13 +101,23 @@ export class PackWriter {
     if (this.stopped) return Promise.reject(new RecorderError('SHUTTING_DOWN', 'picture storage is stopping'));
     return new Promise((resolve, reject) => {
       this.queue.push({ key, header, payload, resolve, reject });
-      // Started on the next microtask: writes queued in the same turn (a multipart batch) share the first batch too.
-      this.running ??= Promise.resolve()
-        .then(() => this.drain())
-        .finally(() => {
-          this.running = null;
-        });
+      this.kick();
     });
+  }
+
+  /**
+   * Starts draining unless a drain runs. On the next microtask, so writes queued in the
+   * same turn (a multipart batch) share the first batch; and again when a drain ends
+   * with writes queued after its last look at the queue (they would wait for ever).
+   */
+  private kick(): void {
+    if (this.running) return;
+    this.running = Promise.resolve()
+      .then(() => this.drain())
+      .finally(() => {
+        this.running = null;
+        if (this.queue.length > 0) this.kick();
+      });
   }
 
   /** The pack being appended to (null before the first write). */
