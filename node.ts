@@ -277,6 +277,7 @@ export class RecorderNode {
           replicas: replicasFor(config.natsUrl?.split(',') ?? []),
           httpUrl: () => self.httpUrl,
           storage: () => self.storage,
+          usersChanged: () => self.users.forget(),
           signal,
         });
         service.attachCluster(self.cluster);
@@ -291,6 +292,14 @@ export class RecorderNode {
       self.journal = journal;
       self.reconcileReport = report;
       self.users = new UserStore(index.users, clock);
+      const shared = self.cluster;
+      // In a cluster users are shared config too (cluster/shared-config.ts): written there first.
+      if (shared) {
+        self.users.shareWith(async (name, record) => {
+          if (record) await shared.config().put('user', name, record);
+          else await shared.config().remove('user', name);
+        });
+      }
       self.assertHttpAuth();
       const metrics = new RecorderMetrics({
         index,

@@ -55,6 +55,8 @@ export interface ClusterOptions {
   deadTicks: number;
   /** KV replicas: 3 on a JetStream cluster of three or more servers, else the servers there are. */
   replicas: number;
+  /** Called when another node changed a user (the node's UserStore forgets cached logins). */
+  usersChanged: () => void;
   /** The storage supervisor (pools and locks mirror through it); null before storage is up. */
   storage: () => StorageSupervisor | null;
   /** This node's HTTP base URL (peers proxy to it); known once HTTP listens. */
@@ -428,6 +430,7 @@ export class ClusterNode implements CameraPlacement {
         storage: this.o.storage,
         log: this.o.log,
         holds: (camera) => this.held.has(camera),
+        usersChanged: this.o.usersChanged,
         cameraChanged: (camera) => {
           // The same config put again (a retried write, the writer's own echo) must not restart its ingest.
           if (this.held.has(camera.id) && this.startedWith.get(camera.id) !== JSON.stringify(camera)) this.startCamera(camera);

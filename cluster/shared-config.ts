@@ -8,6 +8,7 @@
  *   pool.<id>       PoolPolicy          → the storage supervisor's putPool (retention kicks)
  *   locks.<camera>  LockRecord[]        → the camera's whole lock set, replaced in one commit
  *   label.<id>      LabelRecord         → index labels
+ *   user.<name>     UserRecord          → index users (password and token hashes only)
  *
  * Writes go to the bucket first and the local index after (a change the bucket did not
  * confirm is refused: CLUSTER_UNAVAILABLE, 503). A camera's lock set changes only by
@@ -24,7 +25,7 @@ import { JSONCodec, type KV, type KvEntry, type QueuedIterator } from 'nats';
 import type { Supervisor } from '../actors/supervisor.ts';
 import type { StorageSupervisor } from '../actors/storage-supervisor.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import type { CameraConfig, LabelRecord, LockRecord, PoolPolicy, SchedulePlan } from '../index/records.ts';
+import type { CameraConfig, LabelRecord, LockRecord, PoolPolicy, SchedulePlan, UserRecord } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 
@@ -33,7 +34,7 @@ const WRITE_TIMEOUT_MS = 4000;
 /** Compare-and-set attempts of a lock change before it is refused. */
 const CAS_ATTEMPTS = 5;
 
-export type ConfigKind = 'camera' | 'schedule' | 'pool' | 'locks' | 'label';
+export type ConfigKind = 'camera' | 'schedule' | 'pool' | 'locks' | 'label' | 'user';
 
 export interface MirrorDeps {
   index: RecorderIndex;
@@ -45,6 +46,8 @@ export interface MirrorDeps {
   holds: (camera: string) => boolean;
   /** A camera's config changed (or was put again unchanged): the holder reconfigures its actor if it differs. */
   cameraChanged: (camera: CameraConfig) => void;
+  /** A user changed on another node: cached logins are checked again (security/users.ts forget). */
+  usersChanged: () => void;
   /** A camera deleted from the cluster: stop it here and give up its ownership. */
   cameraDeleted: (camera: string) => Promise<void>;
 }
@@ -258,6 +261,13 @@ export class SharedConfig {
         else if (gone && old) await index.labels.remove(old);
         return;
       }
+      case 'user': {
+        const user = value as UserRecord | null;
+        if (user && user.name === id) await index.users.put(id, user);
+        else if (gone && index.users.get(id)) await index.users.remove(id);
+        this.d.usersChanged();
+        return;
+      }
       default:
         log.warn({ key: e.key }, 'cluster: unknown shared config key ignored');
     }
@@ -273,6 +283,7 @@ export class SharedConfig {
     const lockCameras = new Set(index.locks.all().map((l) => l.camera));
     for (const camera of lockCameras) if (!keys.has(`locks.${camera}`)) missing.push([`locks.${camera}`, index.locks.ofCamera(camera)]);
     for (const l of index.labels.all()) if (!keys.has(`label.${l.id}`)) missing.push([`label.${l.id}`, l]);
+    for (const u of index.users.list()) if (!keys.has(`user.${u.name}`)) missing.push([`user.${u.name}`, u]);
     for (const [key, value] of missing) {
       // create(): a node that shared the same record a moment earlier wins; ours is mirrored from it.
       await timeout(this.kv.create(key, json.encode(value)), WRITE_TIMEOUT_MS, 'share').catch((err: unknown) =>

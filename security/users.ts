@@ -63,6 +63,21 @@ export class UserStore {
     private readonly clock: Clock,
   ) {}
 
+  /**
+   * In a cluster (cluster/shared-config.ts): every change of a user is written to the
+   * shared config first (CLUSTER_UNAVAILABLE when not confirmed), then here; null removes.
+   */
+  private share: ((name: string, record: UserRecord | null) => Promise<void>) | null = null;
+
+  shareWith(share: (name: string, record: UserRecord | null) => Promise<void>): void {
+    this.share = share;
+  }
+
+  /** Another node changed a user (mirrored into the index): cached logins are checked again. */
+  forget(): void {
+    this.cache.clear();
+  }
+
   count(): number {
     return this.db.count();
   }
@@ -91,6 +106,7 @@ export class UserStore {
       createdAt: old?.createdAt ?? now,
       updatedAt: now,
     };
+    await this.share?.(u.name, record);
     await this.db.put(u.name, record);
     this.cache.clear();
     return view(record);
@@ -99,6 +115,7 @@ export class UserStore {
   async remove(userName: string): Promise<{ name: string }> {
     const old = this.require(userName);
     if (old.role === 'admin') this.refuseLastAdmin(userName);
+    await this.share?.(userName, null);
     await this.db.remove(userName);
     this.cache.clear();
     return { name: userName };
@@ -108,7 +125,9 @@ export class UserStore {
   async issueToken(userName: string): Promise<{ name: string; token: string }> {
     const old = this.require(userName);
     const secret = newToken();
-    await this.db.put(userName, { ...old, tokenSha256: tokenDigest(secret).toString('hex'), updatedAt: iso(this.clock.nowMs()) });
+    const record: UserRecord = { ...old, tokenSha256: tokenDigest(secret).toString('hex'), updatedAt: iso(this.clock.nowMs()) };
+    await this.share?.(userName, record);
+    await this.db.put(userName, record);
     this.cache.clear();
     return { name: userName, token: `${userName}.${secret}` };
   }

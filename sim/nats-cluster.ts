@@ -104,7 +104,8 @@ function server(name: string, port: number, binary: string, conf: string): Clust
       if (child?.running) return;
       let ready!: () => void;
       const isReady = new Promise<void>((r) => (ready = r));
-      const c = spawnChild({
+      pid = null;
+      const c: Child = spawnChild({
         command: 'nats-server',
         file: 'sh',
         args: ['-c', WRAPPER, binary, '-c', conf],
@@ -115,7 +116,8 @@ function server(name: string, port: number, binary: string, conf: string): Clust
         stderrLines: 20,
         onStderrLine: (line) => {
           const m = /^\[(\d+)\]/.exec(line);
-          if (m && pid === null) pid = Number(m[1]);
+          // Only this child's: a stopped server's last lines must not name a dead pid.
+          if (m && pid === null && child === c) pid = Number(m[1]);
           if (line.includes('Server is ready')) ready();
         },
       });

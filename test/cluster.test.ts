@@ -342,7 +342,7 @@ async function spans(http: string, camera: string, fromMs: number, toMs: number)
 }
 
 test.serial(
-  'shared config: a pool, schedule, lock and label put on one node reach the other; the lock holds against the holder’s retention; quorum lost: recording goes on, config writes 503; the stream leader killed: nothing moves, no hole',
+  'shared config: a pool, schedule, lock and label put on one node reach the other; the lock holds against the holder’s retention; quorum lost: recording goes on, config writes 503; the stream leader killed: nothing moves, no hole; users shared',
   async (t) => {
     t.timeout(200_000);
     const dir = await tempDir(t, 'rec-cluster-cfg-');
@@ -537,5 +537,23 @@ test.serial(
       t.is(sp.length, 1, `${c}: no recording hole while the stream leader was replaced: ${JSON.stringify(sp)}`);
     }
     t.log(`stream leader ${leaderName} killed: no camera moved, no hole`);
+
+    // ---- users are shared too: an admin made on one node logs in on the other (last: from now on HTTP asks for credentials) ----
+    t.is((await send('PUT', `${other.http}/api/users/ops`, { role: 'admin', password: 'cluster pass phrase' })).status, 200);
+    const basic = { authorization: `Basic ${Buffer.from('ops:cluster pass phrase').toString('base64')}` };
+    const seenThere = await waitFor(
+      'the user on the holder',
+      async () => {
+        const r = await fetch(`${holder.http}/api/users`, { headers: basic });
+        return r.status === 200 ? ((await r.json()) as { users: { name: string }[] }) : null;
+      },
+      5000,
+      50,
+    );
+    t.deepEqual(
+      seenThere.users.map((u) => u.name),
+      ['ops'],
+    );
+    t.is((await fetch(`${holder.http}/api/users`)).status, 401, 'the holder asks for credentials now that a user exists');
   },
 );
