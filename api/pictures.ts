@@ -52,6 +52,10 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
       return { pictures: await pictures().putMany(req.query, parseMultipart(req.body, boundary)) };
     });
 
+    scope.post<{ Querystring: Query }>('/api/pictures/similar', { ...access('read'), bodyLimit: maxBytes }, async (req) =>
+      pictures().similar(req.query, req.body, visible(req)),
+    );
+
     scope.get<{ Querystring: Query }>('/api/pictures', access('read'), async (req) => pictures().search(req.query, visible(req)));
 
     scope.get<{ Querystring: Query }>('/api/pictures/download.zip', access('read'), async (req, reply) => {

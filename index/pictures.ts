@@ -104,11 +104,32 @@ export class PictureStore {
   private readonly pictures: Database<StoredEntry, TimeKey>;
   private readonly piccam: Database<null, [string, number]>;
   private readonly packs: Database<PackRecord, number>;
+  /** [atMs, seq] → visual signature (pictures/signature.ts) then the camera's id in UTF-8. */
+  private readonly sigs: Database<Buffer, TimeKey>;
 
   constructor(private readonly t: Tables) {
     this.pictures = t.root.openDB<StoredEntry, TimeKey>({ name: 'pictures' });
     this.piccam = t.root.openDB<null, [string, number]>({ name: 'piccam' });
     this.packs = t.root.openDB<PackRecord, number>({ name: 'picpacks' });
+    this.sigs = t.root.openDB<Buffer, TimeKey>({ name: 'picsig', encoding: 'binary' });
+  }
+
+  /** Visual signatures of stored pictures, in one commit (computed after the pictures were answered). */
+  async putSignatures(list: readonly { key: PictureKey; signature: Buffer }[]): Promise<void> {
+    await this.t.commit(
+      this.t.root.transaction(() => {
+        for (const { key, signature } of list) {
+          if (this.get(key)) void this.sigs.put([key[1], key[2]], Buffer.concat([signature, Buffer.from(key[0])]));
+        }
+      }),
+    );
+  }
+
+  /** Signatures (of `sigBytes` bytes) of pictures in [fromMs, toMs), each with its key. */
+  *signatures(fromMs: number, toMs: number, sigBytes: number): Generator<{ key: PictureKey; signature: Buffer }> {
+    for (const { key, value } of this.sigs.getRange({ start: [fromMs, -1], end: [toMs, -1] })) {
+      yield { key: [value.subarray(sigBytes).toString(), key[0], key[1]], signature: value.subarray(0, sigBytes) };
+    }
   }
 
   // ---- writes (each one commit) ----------------------------------------------

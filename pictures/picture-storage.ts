@@ -19,6 +19,7 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { inspectJpeg } from './jpeg.ts';
 import { PackWriter } from './pack-writer.ts';
+import { Signer } from './signer.ts';
 import type { PictureHeader } from './pack-format.ts';
 import { pictureId } from './layout.ts';
 import { reconcilePictures, type PictureReconcileReport } from './reconcile.ts';
@@ -55,8 +56,14 @@ export class PictureStorage {
   private readonly seqs = new Map<number, { next: number; pending: number }>();
   private lastPackId: number;
   private stopped = false;
+  /** The node's index (its picture store). */
+  readonly index: RecorderIndex;
+  /** Visual signatures of stored pictures, computed after each write (search by image). */
+  readonly signer: Signer;
 
   constructor(private readonly opts: PictureStorageOptions) {
+    this.index = opts.index;
+    this.signer = new Signer(opts.index, opts.log);
     this.lastPackId = opts.index.pictures.lastPackId();
   }
 
@@ -153,6 +160,7 @@ export class PictureStorage {
   async stop(): Promise<void> {
     this.stopped = true;
     await Promise.all([...this.writers.values()].map((w) => w.stop()));
+    await this.signer.stop();
   }
 
   private writer(pool: string): PackWriter {

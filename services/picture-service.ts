@@ -16,6 +16,7 @@ import { inspectJpeg } from '../pictures/jpeg.ts';
 import { PreviewCache, parsePreviewSpec, renderPreview, specKey, type PreviewSpec } from '../pictures/preview.ts';
 import type { Part } from '../pictures/multipart.ts';
 import { buildZip, type ZipItem } from '../pictures/zip.ts';
+import { SIGNATURE_BYTES, signatureOf, similarity } from '../pictures/signature.ts';
 import type { PictureHit } from '../index/pictures.ts';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -55,6 +56,16 @@ const filterSchema = z
     type: listOf.optional(),
     limit: z.coerce.number().int().min(1).max(SEARCH_MAX_LIMIT).optional(),
     after: z.string().min(1).optional(),
+  })
+  .strict();
+
+const similarSchema = z
+  .object({
+    camera: listOf.optional(),
+    from: z.string().min(1).optional(),
+    to: z.string().min(1).optional(),
+    limit: z.coerce.number().int().min(1).max(100).optional(),
+    access_token: z.string().optional(),
   })
   .strict();
 
@@ -142,6 +153,7 @@ export class PictureService {
       throw new RecorderError('PICTURE_INVALID', 'the body must be the picture: a JPEG (Content-Type image/jpeg)');
     const stored = await this.storage.put({ camera: camera.id, pool: camera.pool, atMs, type: q.type, ...(meta ? { meta } : {}), bytes: body });
     this.log.debug({ picture: pictureId(stored.key), bytes: body.length }, 'picture stored');
+    this.storage.signer.add(stored.key, Buffer.from(body.buffer, body.byteOffset, body.length));
     return { ...view(stored.key, stored.entry), width: stored.width, height: stored.height };
   }
 
@@ -172,6 +184,7 @@ export class PictureService {
       }
     });
     const stored = await Promise.all(checked.map((c) => this.storage.put(c)));
+    stored.forEach((p, i) => this.storage.signer.add(p.key, Buffer.from(checked[i]!.bytes.buffer, checked[i]!.bytes.byteOffset, checked[i]!.bytes.length)));
     return stored.map((p) => ({ ...view(p.key, p.entry), width: p.width, height: p.height }));
   }
 
@@ -272,6 +285,42 @@ export class PictureService {
       throw new RecorderError('PICTURE_INVALID', 'the body must be the picture: a JPEG (Content-Type image/jpeg)');
     inspectJpeg(body);
     return { camera: camera.id, pool: camera.pool, atMs, type: q.type, ...(meta ? { meta } : {}), bytes: body };
+  }
+
+  /**
+   * Search by image: the stored pictures most like the query JPEG (dHash and colour
+   * layout, pictures/signature.ts), best first with their scores (0-1), over an optional
+   * camera and time filter. Pictures whose signature is not computed yet are not found.
+   */
+  async similar(
+    query: Record<string, unknown>,
+    body: unknown,
+    visible: (camera: string) => boolean,
+  ): Promise<{ matches: (PictureView & { score: number })[] }> {
+    const q = validate(similarSchema, query);
+    if (!(body instanceof Uint8Array) || body.length === 0) throw new RecorderError('PICTURE_INVALID', 'the body must be the query picture: a JPEG');
+    inspectJpeg(body);
+    const fromMs = q.from !== undefined ? parseTimeMs(q.from, 'from') : 0;
+    const toMs = q.to !== undefined ? parseTimeMs(q.to, 'to') : Number.MAX_SAFE_INTEGER;
+    const cameras = q.camera ? new Set(q.camera.map((c) => this.requireCamera(c).id)) : null;
+    for (const c of cameras ?? []) if (!visible(c)) throw new RecorderError('FORBIDDEN', `no access to camera ${c}`);
+    const sig = await signatureOf(Buffer.from(body));
+    const limit = q.limit ?? 10;
+    const best: { key: PictureKey; score: number }[] = [];
+    for (const { key, signature } of this.storage.index.pictures.signatures(fromMs, toMs, SIGNATURE_BYTES)) {
+      if (cameras ? !cameras.has(key[0]) : !visible(key[0])) continue;
+      const score = similarity(sig, signature);
+      if (best.length === limit && score <= best[limit - 1]!.score) continue;
+      best.push({ key, score });
+      best.sort((a, b) => b.score - a.score);
+      if (best.length > limit) best.pop();
+    }
+    const matches: (PictureView & { score: number })[] = [];
+    for (const { key, score } of best) {
+      const entry = this.storage.index.pictures.get(key);
+      if (entry) matches.push({ ...view(key, entry), score: Math.round(score * 1000) / 1000 });
+    }
+    return { matches };
   }
 
   /** The key of a picture id (PICTURE_NOT_FOUND when it cannot be one). */

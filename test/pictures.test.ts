@@ -523,3 +523,52 @@ test('search by cameras, time, type and metadata, paged; the batch ZIP is exact,
   const natsBad = await request('rec.v1.picture.put', { camera: 'north', data: Buffer.from('not a jpeg').toString('base64') });
   t.like(natsBad, { ok: false, error: { code: 'PICTURE_INVALID' } });
 });
+
+test('search by image: a resized, recompressed copy finds its original first', async (t) => {
+  const { http, node } = await startNode(t);
+  await addCamera(http, 'lane');
+  // Six different scenes: gradients turned and tinted, blocks of other sizes.
+  const scenes = await Promise.all(
+    Array.from({ length: 6 }, async (_, k) => {
+      const w = 640;
+      const h = 360;
+      const raw = Buffer.alloc(w * h * 3);
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          const i = (y * w + x) * 3;
+          const block = ((x >> (4 + (k % 3))) + (y >> (4 + (k % 2)))) % 2 === 0 ? 60 : 0;
+          const g = k % 2 === 0 ? (x * 255) / w : (y * 255) / h;
+          raw[i] = (g + block + k * 30) % 256;
+          raw[i + 1] = (255 - g + k * 50) % 256;
+          raw[i + 2] = (block * 2 + k * 40) % 256;
+        }
+      }
+      return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer();
+    }),
+  );
+  const ids: string[] = [];
+  for (const s of scenes) ids.push((await post(http, 'camera=lane&type=alarm', s)).body.id);
+  await waitFor(
+    'signatures',
+    () => {
+      const s = node.pictures!.signer;
+      if (s.skipped > 0) throw new Error(`${s.skipped} skipped`);
+      return s.signed >= scenes.length && s.pending === 0;
+    },
+    20_000,
+    50,
+  );
+  for (const k of [1, 4]) {
+    const copy = await sharp(scenes[k]).resize(400).jpeg({ quality: 40 }).toBuffer();
+    const res = await fetch(`${http}/api/pictures/similar?camera=lane&limit=3`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: copy });
+    t.is(res.status, 200);
+    const { matches } = (await res.json()) as { matches: (PutAnswer & { score: number })[] };
+    t.is(matches.length, 3);
+    t.is(matches[0]!.id, ids[k]!, JSON.stringify(matches.map((m) => [m.id, m.score])));
+    t.true(matches[0]!.score > matches[1]!.score);
+  }
+  const bad = await fetch(`${http}/api/pictures/similar`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: Buffer.from('nope') });
+  t.is(bad.status, 422);
+});

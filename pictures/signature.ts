@@ -1,0 +1,40 @@
+/**
+ * Visual signatures for search by image (docs/design/pictures.md "Search by image"):
+ * a 64-bit difference hash (dHash: a 9x8 greyscale thumbnail, each bit whether a pixel
+ * is brighter than its right neighbour) and a colour layout (the mean RGB of a 2x2 grid,
+ * 12 bytes). Both come from one small resize with sharp (JPEG shrink-on-load), survive
+ * recompression and resizing, and compare in nanoseconds: a search scans signatures.
+ *
+ * Stored as 20 bytes: 8 of hash, 12 of colour layout.
+ */
+import sharp from 'sharp';
+
+export const SIGNATURE_BYTES = 20;
+
+export async function signatureOf(jpeg: Buffer): Promise<Buffer> {
+  const grey = await sharp(jpeg).greyscale().resize(9, 8, { fit: 'fill' }).raw().toBuffer();
+  const colour = await sharp(jpeg).removeAlpha().resize(2, 2, { fit: 'fill' }).raw().toBuffer();
+  const out = Buffer.alloc(SIGNATURE_BYTES);
+  for (let y = 0; y < 8; y++) {
+    let byte = 0;
+    for (let x = 0; x < 8; x++) byte = (byte << 1) | (grey[y * 9 + x]! > grey[y * 9 + x + 1]! ? 1 : 0);
+    out[y] = byte;
+  }
+  colour.copy(out, 8, 0, 12);
+  return out;
+}
+
+const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
+  let n = 0;
+  for (let v = i; v; v >>= 1) n += v & 1;
+  return n;
+});
+
+/** Similarity in [0, 1]: 0.7 of it from the hash's Hamming distance, 0.3 from the colour layout's distance. */
+export function similarity(a: Uint8Array, b: Uint8Array): number {
+  let bits = 0;
+  for (let i = 0; i < 8; i++) bits += POPCOUNT[a[i]! ^ b[i]!]!;
+  let colour = 0;
+  for (let i = 8; i < SIGNATURE_BYTES; i++) colour += Math.abs(a[i]! - b[i]!);
+  return 0.7 * (1 - bits / 64) + 0.3 * (1 - colour / (12 * 255));
+}
