@@ -11,17 +11,22 @@
  *      pictures): p50/p99 against readFile of the baseline's files. Goal: p99 ≤ 5 ms.
  *   3. Preview of a 1080p JPEG to 320 px (pictures/preview.ts, in this process, no
  *      cache): p50 against a full decode of the same JPEG. Goal: p50 ≤ 15 ms.
+ *   5. Search by image over --signatures signatures (default 1 million) put into an
+ *      index directly: the scan `POST /api/pictures/similar` does (read each signature,
+ *      score it, keep the best 10), p50 over 5 runs. Goal: ≤ 100 ms.
  *   4. Index bytes per picture: the LMDB pages of the picture databases over the
  *      pictures they hold, after the run. Goal: ≤ 80.
  * Run: node --import tsx bench/pictures.ts [--seconds 10] [--rounds 3] [--writers 32]
  */
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { RecorderIndex } from '../index/db.ts';
+import type { PackRecord, PictureKey } from '../index/pictures.ts';
+import { SIGNATURE_BYTES, signatureOf, similarity } from '../pictures/signature.ts';
 import { inspectJpeg } from '../pictures/jpeg.ts';
 import { renderPreview } from '../pictures/preview.ts';
 import { PictureStorage } from '../pictures/picture-storage.ts';
@@ -34,11 +39,13 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '3' },
     writers: { type: 'string', default: '32' },
+    signatures: { type: 'string', default: '1000000' },
   },
 });
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const WRITERS = Number(values.writers);
+const SIGNATURES = Number(values.signatures);
 const PICTURE_BYTES = 200_000;
 
 /** A JPEG of noise of about `bytes` (noise does not compress: its size follows its pixels). */
@@ -221,6 +228,42 @@ async function main(): Promise<void> {
     await index.close();
     requireWork('pictures', count < ids.length ? [`the index holds ${count} pictures, ${ids.length} were answered`] : []);
 
+    // Search by image over many signatures (the scan of POST /api/pictures/similar).
+    const sigDir = join(work, 'signatures');
+    await mkdir(sigDir, { recursive: true });
+    const sigIndex = await RecorderIndex.open(sigDir);
+    const t0 = Date.UTC(2026, 0, 1);
+    const pack: PackRecord = { id: 1, pool: 'default', file: 'x', bytes: 0, count: 0, createdMs: t0, closed: true, range: null };
+    for (let b = 0; b < SIGNATURES; b += 10_000) {
+      const n = Math.min(10_000, SIGNATURES - b);
+      const entries = Array.from({ length: n }, (_, i) => ({
+        key: [`cam${(b + i) % 50}`, t0 + (b + i) * 10, 0] as PictureKey,
+        entry: { pack: 1, offset: 0, length: 1, type: 'alarm' },
+      }));
+      await sigIndex.pictures.append(pack, entries);
+      await sigIndex.pictures.putSignatures(entries.map((e) => ({ key: e.key, signature: randomBytes(SIGNATURE_BYTES) })));
+    }
+    const query = await signatureOf(pics[0]!);
+    const scans: number[] = [];
+    let scanned = 0;
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      const best: number[] = [];
+      scanned = 0;
+      for (const { signature } of sigIndex.pictures.signatures(0, Number.MAX_SAFE_INTEGER, SIGNATURE_BYTES)) {
+        scanned++;
+        const score = similarity(query, signature);
+        if (best.length < 10 || score > best[9]!) {
+          best.push(score);
+          best.sort((a, b) => b - a);
+          if (best.length > 10) best.pop();
+        }
+      }
+      scans.push(performance.now() - t);
+    }
+    await sigIndex.close();
+    requireWork('pictures', scanned < SIGNATURES ? [`the scan read ${scanned} of ${SIGNATURES} signatures`] : []);
+
     const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
     const r = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d;
     console.log(
@@ -241,6 +284,7 @@ async function main(): Promise<void> {
           },
           preview1080To320Ms: { p50: r(percentile(preview, 50), 2), p99: r(percentile(preview, 99), 2), fullDecodeP50: r(percentile(decode, 50), 2) },
           index: { pictures: count, bytesPerPicture: r(indexBytes / count, 1) },
+          searchByImage: { signatures: SIGNATURES, scanMs: { p50: r(percentile(scans, 50), 1), max: r(Math.max(...scans), 1) } },
         },
         null,
         2,
