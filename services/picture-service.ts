@@ -142,18 +142,11 @@ export class PictureService {
 
   /** Stores `body` (a JPEG) as a picture of `camera` at `at` (default: now). */
   async put(query: Record<string, unknown>, body: unknown): Promise<PictureView> {
-    const { rest, meta } = splitMeta(query);
-    const q = validate(putQuerySchema, rest);
-    const camera = this.requireCamera(q.camera);
-    const now = this.clock.nowMs();
-    const atMs = q.at === undefined ? now : parseTimeMs(q.at, 'at');
-    if (atMs > now + PICTURE_MAX_FUTURE_MS)
-      throw new BadTimeError(`at (${iso(atMs)}) is more than ${PICTURE_MAX_FUTURE_MS / 60_000} min ahead of the recorder's clock`);
-    if (!(body instanceof Uint8Array) || body.length === 0)
-      throw new RecorderError('PICTURE_INVALID', 'the body must be the picture: a JPEG (Content-Type image/jpeg)');
-    const stored = await this.storage.put({ camera: camera.id, pool: camera.pool, atMs, type: q.type, ...(meta ? { meta } : {}), bytes: body });
-    this.log.debug({ picture: pictureId(stored.key), bytes: body.length }, 'picture stored');
-    this.storage.signer.add(stored.key, Buffer.from(body.buffer, body.byteOffset, body.length));
+    // The JPEG's structure is checked once, by the storage, before anything is written.
+    const input = this.input(query, body);
+    const stored = await this.storage.put(input);
+    this.log.debug({ picture: pictureId(stored.key), bytes: input.bytes.length }, 'picture stored');
+    this.storage.signer.add(stored.key, Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.length));
     return { ...view(stored.key, stored.entry), width: stored.width, height: stored.height };
   }
 
@@ -274,6 +267,13 @@ export class PictureService {
 
   /** A write's query and body checked (camera, time, type, metadata, JPEG structure); nothing is written. */
   private check(query: Record<string, unknown>, body: unknown): PictureInput {
+    const input = this.input(query, body);
+    inspectJpeg(input.bytes);
+    return input;
+  }
+
+  /** A write's query and body checked (camera, time, type, metadata, a non-empty body); the JPEG's structure is not. */
+  private input(query: Record<string, unknown>, body: unknown): PictureInput {
     const { rest, meta } = splitMeta(query);
     const q = validate(putQuerySchema, rest);
     const camera = this.requireCamera(q.camera);
@@ -283,7 +283,6 @@ export class PictureService {
       throw new BadTimeError(`at (${iso(atMs)}) is more than ${PICTURE_MAX_FUTURE_MS / 60_000} min ahead of the recorder's clock`);
     if (!(body instanceof Uint8Array) || body.length === 0)
       throw new RecorderError('PICTURE_INVALID', 'the body must be the picture: a JPEG (Content-Type image/jpeg)');
-    inspectJpeg(body);
     return { camera: camera.id, pool: camera.pool, atMs, type: q.type, ...(meta ? { meta } : {}), bytes: body };
   }
 
