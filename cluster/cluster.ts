@@ -336,27 +336,35 @@ export class ClusterNode implements CameraPlacement {
 
   /** The holders catalog (`<prefix>-holders`, key `<camera>.<node>`) kept as a map. */
   private async watchHolders(): Promise<void> {
-    const kv = this.holdersKv!;
+    await this.watchKv(this.holdersKv!, 'holders', (e) => {
+      const dot = e.key.lastIndexOf('.');
+      const camera = e.key.slice(0, dot);
+      const node = e.key.slice(dot + 1);
+      const set = this.holderMap.get(camera) ?? new Set<string>();
+      if (e.operation === 'PUT') set.add(node);
+      else set.delete(node);
+      this.holderMap.set(camera, set);
+    });
+  }
+
+  /**
+   * Applies every entry of a KV bucket, then every change, until the node stops. A
+   * watch ends when its server dies (silent ~10 s, RECIPES.md) or the stream moves:
+   * it is opened again a tick later and replays the bucket, so `apply` is idempotent.
+   */
+  private async watchKv(kv: KV, what: string, apply: (e: KvEntry) => void): Promise<void> {
     while (!this.halted) {
       try {
         const it = await kv.watch({ key: '>' });
         const stop = (): void => it.stop();
         this.stopped.signal.addEventListener('abort', stop, { once: true });
         try {
-          for await (const e of it) {
-            const dot = e.key.lastIndexOf('.');
-            const camera = e.key.slice(0, dot);
-            const node = e.key.slice(dot + 1);
-            const set = this.holderMap.get(camera) ?? new Set<string>();
-            if (e.operation === 'PUT') set.add(node);
-            else set.delete(node);
-            this.holderMap.set(camera, set);
-          }
+          for await (const e of it) apply(e);
         } finally {
           this.stopped.signal.removeEventListener('abort', stop);
         }
       } catch (err) {
-        this.o.log.debug({ err: (err as Error).message }, 'cluster: holders watch ended; again');
+        this.o.log.debug({ err: (err as Error).message }, `cluster: ${what} watch ended; again`);
       }
       await this.sleep(this.o.tickMs);
     }
@@ -467,26 +475,11 @@ export class ClusterNode implements CameraPlacement {
   }
 
   private async watchNodes(): Promise<void> {
-    const kv = this.nodesKv!;
-    while (!this.halted) {
-      try {
-        const it = await kv.watch({ key: '>' });
-        const stop = (): void => it.stop();
-        this.stopped.signal.addEventListener('abort', stop, { once: true });
-        try {
-          for await (const e of it) {
-            const hb = decode<Heartbeat>(e);
-            if (e.key !== this.nodeId) this.peers.add(e.key);
-            if (hb) this.httpOf.set(hb.node, hb.http);
-          }
-        } finally {
-          this.stopped.signal.removeEventListener('abort', stop);
-        }
-      } catch (err) {
-        this.o.log.debug({ err: (err as Error).message }, 'cluster: nodes watch ended; again');
-      }
-      await this.sleep(this.o.tickMs);
-    }
+    await this.watchKv(this.nodesKv!, 'nodes', (e) => {
+      const hb = decode<Heartbeat>(e);
+      if (e.key !== this.nodeId) this.peers.add(e.key);
+      if (hb) this.httpOf.set(hb.node, hb.http);
+    });
   }
 
   private async tick(): Promise<void> {

@@ -42,14 +42,19 @@ export function withEvent(runs: EventRuns, e: CameraEvent, postMs: number): Even
   return next ? { ...runs, [e.type]: next } : runs;
 }
 
-/** The type of the most recently started event active at `ms`, or null. */
-export function activeEventType(runs: EventRuns, ms: number, postMs: number): string | null {
+/** The most recently started event run active at `ms` (its type and start), or null. */
+export function activeEvent(runs: EventRuns, ms: number, postMs: number): { type: string; startedMs: number } | null {
   let best: { type: string; startedMs: number } | null = null;
   for (const [type, s] of Object.entries(runs)) {
     const active = s.startedMs <= ms && (s.open || ms < s.endMs + postMs);
     if (active && (!best || s.startedMs > best.startedMs)) best = { type, startedMs: s.startedMs };
   }
-  return best?.type ?? null;
+  return best;
+}
+
+/** The type of the most recently started event active at `ms`, or null. */
+export function activeEventType(runs: EventRuns, ms: number, postMs: number): string | null {
+  return activeEvent(runs, ms, postMs)?.type ?? null;
 }
 
 /** `runs` without the runs that ended (with post-record) before `ms`. */

@@ -10,7 +10,7 @@
  */
 import type { SchedulePlan } from '../index/records.ts';
 import { plannedAt, plannedStream } from './plan.ts';
-import { activeEventType, prunedEvents, withEvent, type CameraEvent, type EventRuns } from './events.ts';
+import { activeEvent, prunedEvents, withEvent, type CameraEvent, type EventRuns } from './events.ts';
 
 /** What survives a restart (index db `recording`): live events and manual recording. */
 export interface DirectorState {
@@ -29,6 +29,12 @@ export interface RecordDecision {
   type: string;
   /** Pre-record to keep in memory while not writing (0: none). */
   preMs: number;
+  /**
+   * For a write an event causes: when its run started. The pre-record held until then
+   * is cut to begin at the last GOP that starts `preSeconds` before this instant, so
+   * the clip covers the time before the event, not before the fragment that followed it.
+   */
+  sinceMs?: number;
 }
 
 /** Runs that ended this long before an event are forgotten when it arrives. */
@@ -64,8 +70,8 @@ export function decide(s: RecordingState, ms: number): RecordDecision {
 /** What the plan, events and manual flag say, whatever the storage. */
 export function planned(s: RecordingState, ms: number): RecordDecision {
   const slot = plannedAt(s.plan, ms);
-  const event = slot !== null || s.manual ? activeEventType(s.events, ms, postMs(s)) : null;
-  if (event) return { write: true, type: event, preMs: 0 };
+  const event = slot !== null || s.manual ? activeEvent(s.events, ms, postMs(s)) : null;
+  if (event) return { write: true, type: event.type, preMs: 0, sinceMs: event.startedMs };
   if (s.manual) return { write: true, type: 'manual', preMs: 0 };
   if (slot === 'timing') return { write: true, type: 'timing', preMs: 0 };
   if (slot === 'event') return { write: false, type: 'event', preMs: (s.plan?.preSeconds ?? 0) * 1000 };

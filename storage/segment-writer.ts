@@ -61,6 +61,8 @@ export interface WriteDecision {
   write: boolean;
   type: RecordType;
   preMs: number;
+  /** For an event's write: when the event began; the held pre-record is cut to `preMs` before it. */
+  sinceMs?: number;
 }
 
 const ALWAYS_TIMING: WriteDecision = { write: true, type: 'timing', preMs: 0 };
@@ -133,6 +135,8 @@ export class SegmentWriter {
   private anchor: { ticks: bigint; ms: number; nextTicks: bigint; timescale: number } | null = null;
   private ring: TimedFragment[] = [];
   private ringBytes = 0;
+  /** The pre-record the ring was last held for. */
+  private ringPreMs = 0;
   private receivedAny = false;
   /** End of the last fragment written, wall-clock ms (null before the first). */
   lastEndMs: number | null;
@@ -209,8 +213,7 @@ export class SegmentWriter {
       this.hold(timed, decision.preMs);
       return;
     }
-    for (const held of this.ring.splice(0)) await this.write(held, decision.type);
-    this.ringBytes = 0;
+    for (const held of this.preRecordFor(decision.sinceMs ?? timed.startMs)) await this.write(held, decision.type);
     await this.write(timed, decision.type);
   }
 
@@ -251,16 +254,32 @@ export class SegmentWriter {
     return { frag, startMs: Math.round(startMs), endMs: Math.round(startMs + durationMs), discontinuous };
   }
 
+  /**
+   * Holds a fragment in the pre-record ring. Invariant (once filled, within the byte
+   * cap): the ring's first GOP starts at or before `preMs` before the newest held GOP's
+   * *start*. An event that makes the next fragment written began after that start (the
+   * newest GOP was judged before it), so the ring always reaches `preMs` before the event.
+   */
   private hold(timed: TimedFragment, preMs: number): void {
     if (preMs <= 0) return this.dropRing();
     if (timed.discontinuous) this.dropRing();
     this.ring.push(timed);
     this.ringBytes += timed.frag.bytes.byteLength;
-    // Keep the newest GOPs that cover preMs before the newest end, within the byte cap.
-    const newestEnd = timed.endMs;
-    while (this.ring.length > 1 && (this.ring[1]!.startMs <= newestEnd - preMs || this.ringBytes > PRE_RECORD_MAX_BYTES)) {
+    this.ringPreMs = preMs;
+    const newestStart = timed.startMs;
+    while (this.ring.length > 1 && (this.ring[1]!.startMs <= newestStart - preMs || this.ringBytes > PRE_RECORD_MAX_BYTES)) {
       this.ringBytes -= this.ring.shift()!.frag.bytes.byteLength;
     }
+  }
+
+  /** Empties the ring, returning the held GOPs from the last that starts `preMs` before `sinceMs` on. */
+  private preRecordFor(sinceMs: number): TimedFragment[] {
+    const from = sinceMs - this.ringPreMs;
+    let first = 0;
+    while (first + 1 < this.ring.length && this.ring[first + 1]!.startMs <= from) first++;
+    const held = this.ring.slice(first);
+    this.dropRing();
+    return held;
   }
 
   private dropRing(): void {

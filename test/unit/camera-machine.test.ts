@@ -208,7 +208,7 @@ test('events and manual recording reach the running attempt as data; both are pe
   const a = c.attempts[0]!;
   t.deepEqual(decide(a.recording, T0 + 1000), { write: false, type: 'event', preMs: 5000 });
   c.actor.send({ type: 'EVENT', event: { type: 'motion', action: 'pulse', atMs: T0 + 1000, seconds: 3 } });
-  t.deepEqual(decide(a.recording, T0 + 2000), { write: true, type: 'motion', preMs: 0 }, 'the attempt judges fragments by the new state');
+  t.deepEqual(decide(a.recording, T0 + 2000), { write: true, type: 'motion', preMs: 0, sinceMs: T0 + 1000 }, 'the attempt judges fragments by the new state');
   t.false(decide(a.recording, T0 + 6000).write, 'after pulse and post-record');
   c.actor.send({ type: 'MANUAL', on: true });
   t.is(decide(a.recording, T0 + 9000).type, 'manual');

@@ -53,7 +53,7 @@ test('the director: timing writes, event slots hold with pre-record, events and 
   const motion = { type: 'motion', action: 'pulse' as const, atMs: s(10), seconds: 3 };
   d = withCameraEvent(d, motion);
   t.true(eventRecorded(d, motion.atMs));
-  t.deepEqual(decide(d, s(11)), { write: true, type: 'motion', preMs: 0 });
+  t.deepEqual(decide(d, s(11)), { write: true, type: 'motion', preMs: 0, sinceMs: s(10) });
   t.false(decide(d, s(15)).write, 'after pulse + post');
   d = { ...d, manual: true };
   t.deepEqual(decide(d, s(20)), { write: true, type: 'manual', preMs: 0 });

@@ -182,3 +182,43 @@ test('reindex rebuilds the segment index from the files alone; check flags a dam
   t.is(bad.code, 1);
   t.true(bad.out.includes(before[1]!.file));
 });
+
+test('pre-record: an event written after a held GOP starts at the last GOP that begins preSeconds before the event, wherever the event falls in a GOP', async (t) => {
+  const a = await chunksOf(await tempDir(t), 'a.mp4', '160x120', 12); // init + 12 one-second GOPs
+  const T0 = Date.UTC(2026, 10, 25, 12, 0, 0);
+  // The event falls at several points of the GOP that is held when it arrives.
+  for (const offsetMs of [0, 1, 300, 999, 1000]) {
+    const dir = await tempDir(t);
+    const index = await RecorderIndex.open(dir);
+    t.teardown(() => index.close());
+    let now = T0;
+    let eventMs: number | null = null;
+    const writer = new SegmentWriter(
+      camera,
+      {
+        index,
+        dataDir: dir,
+        clock: { nowMs: () => now },
+        log: silentLogger,
+        segmentMs: 60_000,
+        decide: (startMs) =>
+          eventMs !== null && startMs >= eventMs ? { write: true, type: 'motion', preMs: 0, sinceMs: eventMs } : { write: false, type: 'event', preMs: 3000 },
+      },
+      null,
+    );
+    let held = 0;
+    for (const c of a) {
+      if (c.kind === 'fragment') now += 1000;
+      await writer.handle(c);
+      if (c.kind !== 'fragment') continue;
+      // After the 8th GOP is held, the event comes inside that GOP (or at its end).
+      if (++held === 8) eventMs = writer.lastSeenEndMs! - 1000 + offsetMs;
+    }
+    await writer.close();
+    const segs = [...index.segments.all('cam')];
+    t.is(segs.length, 1);
+    const from = segs[0]!.startMs;
+    const want = eventMs! - 3000;
+    t.true(from <= want && want - from < 1000, `event +${offsetMs} ms into its GOP: clip starts ${want - from} ms before event − 3 s`);
+  }
+});
