@@ -349,7 +349,7 @@ export class ClusterNode implements CameraPlacement {
 
   /**
    * Applies every entry of a KV bucket, then every change, until the node stops. A
-   * watch ends when its server dies (silent ~10 s, RECIPES.md) or the stream moves:
+   * watch ends when its server dies (silent ~10 s, docs/design/cluster.md) or the stream moves:
    * it is opened again a tick later and replays the bucket, so `apply` is idempotent.
    */
   private async watchKv(kv: KV, what: string, apply: (e: KvEntry) => void): Promise<void> {
