@@ -24,7 +24,10 @@
  * search of each camera every 10 s, a frame.jpg every 10 s, a smart search every 30 s,
  * a live-view WebSocket client connected the whole time, and the camera server
  * restarted every --camera-restart-minutes (every camera drops off, opens a gap, backs
- * off and comes back).
+ * off and comes back). Pictures: an alarm picture of a `ring` camera every
+ * --picture-ms (default 500), a picture search and a preview every 10 s. S3 (the
+ * `@aws-sdk/client-s3` client on the S3 listener): a 256 kB object put every 5 s,
+ * read back and compared, the oldest deleted beyond 20, a listing every 10 s.
  *
  * Every --sample-seconds: LMDB reader slots, RSS, heap used, active handles and the
  * event loop's p99 lag (GET /metrics), open fds (/proc/<pid>/fd), child processes
@@ -54,6 +57,9 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
+import sharp from 'sharp';
 import WebSocket from 'ws';
 import { freePort } from '../lib/nats-embedded.ts';
 import { SimCamera, type SimMount } from '../sim/camera.ts';
@@ -76,6 +82,7 @@ const { values } = parseArgs({
     width: { type: 'string', default: '320' },
     height: { type: 'string', default: '240' },
     kbit: { type: 'string', default: '400' },
+    'picture-ms': { type: 'string', default: '500' },
     keep: { type: 'boolean', default: false },
   },
 });
@@ -145,6 +152,11 @@ const counts = {
   ok: 0,
   cameraRestarts: 0,
   liveReconnects: 0,
+  pictures: 0,
+  pictureReads: 0,
+  s3Puts: 0,
+  s3Gets: 0,
+  s3Deletes: 0,
 };
 const unexpected: string[] = [];
 let liveBytes = 0;
@@ -176,8 +188,13 @@ function onSignal(): void {
 
 // ---------------------------------------------------------------- recorder and cameras
 
+const S3_KEY = 'SOAKACCESSKEY';
+const S3_SECRET = 'soak secret of the soak bench';
+let s3Url = '';
+
 async function startRecorder(): Promise<string> {
   const port = await freePort();
+  s3Url = `http://127.0.0.1:${await freePort()}`;
   const log = createWriteStream(logFile);
   const child = spawn(process.execPath, await recorderProgram(), {
     env: {
@@ -189,6 +206,9 @@ async function startRecorder(): Promise<string> {
       RECORDER_RETENTION_TICK_MS: values['retention-tick-ms'],
       RECORDER_MIN_FREE_BYTES: '0',
       RECORDER_MIN_FREE_RATIO: '0',
+      RECORDER_S3: s3Url.slice('http://'.length),
+      RECORDER_S3_ACCESS_KEY: S3_KEY,
+      RECORDER_S3_SECRET_KEY: S3_SECRET,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -224,7 +244,13 @@ interface CallJson {
 }
 
 /** One HTTP request, counted: 2xx ok; the answers retention races explain expected; anything else unexpected. */
-async function call(http: string, method: string, path: string, body?: unknown): Promise<{ status: number; bytes: number; json: CallJson | null }> {
+async function call(
+  http: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  raw?: { type: string; bytes: Buffer },
+): Promise<{ status: number; bytes: number; json: CallJson | null }> {
   let status = 0;
   let text = '';
   let bytes = 0;
@@ -232,6 +258,7 @@ async function call(http: string, method: string, path: string, body?: unknown):
   try {
     const res = await fetch(`${http}${path}`, {
       method,
+      ...(raw ? { headers: { 'content-type': raw.type }, body: raw.bytes } : {}),
       ...(body !== undefined ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) } : {}),
       signal: AbortSignal.timeout(60_000),
     });
@@ -254,7 +281,8 @@ async function call(http: string, method: string, path: string, body?: unknown):
   const code: string = json?.error?.code ?? '';
   if (status >= 200 && status < 300) counts.ok++;
   else if (
-    (status === 404 && (code === 'NO_VIDEO' || code === 'NO_SMART_DATA' || code === 'LOCK_NOT_FOUND' || code === 'LABEL_NOT_FOUND')) ||
+    (status === 404 &&
+      (code === 'NO_VIDEO' || code === 'NO_SMART_DATA' || code === 'LOCK_NOT_FOUND' || code === 'LABEL_NOT_FOUND' || code === 'PICTURE_NOT_FOUND')) ||
     status === 410 ||
     status === 503 ||
     (status === 409 && code === 'LOCK_SHARE_EXCEEDED')
@@ -557,7 +585,7 @@ function report(): void {
     `segments deleted by retention ${last.deleted}, thinned ${last.thinned}; ffmpeg restarts ${last.restarts} (camera server restarted ${counts.cameraRestarts} times); camera-fault alarms ${last.faults}`,
   );
   console.log(
-    `requests: ${counts.ok} ok, ${counts.expected} expected refusals (retention races, busy), ${unexpected.length} unexpected; downloads ${counts.downloads} (${(counts.downloadBytes / 1e6).toFixed(1)} MB), searches ${counts.searches}, frames ${counts.frames}, smart searches ${counts.smart}, locks ${counts.locks}, labels ${counts.labels} (+${counts.labelDeletes} deleted), events ${counts.events}; live ${(liveBytes / 1e6).toFixed(1)} MB, ${counts.liveReconnects} reconnects`,
+    `requests: ${counts.ok} ok, ${counts.expected} expected refusals (retention races, busy), ${unexpected.length} unexpected; downloads ${counts.downloads} (${(counts.downloadBytes / 1e6).toFixed(1)} MB), searches ${counts.searches}, frames ${counts.frames}, smart searches ${counts.smart}, locks ${counts.locks}, labels ${counts.labels} (+${counts.labelDeletes} deleted), events ${counts.events}; live ${(liveBytes / 1e6).toFixed(1)} MB, ${counts.liveReconnects} reconnects; pictures written ${counts.pictures}, read ${counts.pictureReads}; S3 puts ${counts.s3Puts}, gets ${counts.s3Gets}, deletes ${counts.s3Deletes}`,
   );
   for (const u of unexpected.slice(0, 10)) console.log(`  unexpected: ${u}`);
   if (suspects.length) console.log(`suspect (not a failure): ${suspects.join('; ')}`);
@@ -654,7 +682,73 @@ try {
   let turn = 0;
   const pickCamera = (): (typeof cameras)[number] => cameras[turn++ % cameras.length]!;
   const labelIds: string[] = [];
+  // Alarm pictures: eight 640x360 JPEGs of noise (no two alike, as camera pictures are).
+  const jpegs = await Promise.all(
+    Array.from({ length: 8 }, (_, i) =>
+      sharp(randomBytes(160 * 90 * 3), { raw: { width: 160, height: 90, channels: 3 } })
+        .resize(640, 360)
+        .jpeg({ quality: 70 + i })
+        .toBuffer(),
+    ),
+  );
+  const pictureIds: string[] = [];
+  const ringCameras = cameras.filter((c) => c.pool === 'ring');
+  const s3 = new S3Client({ endpoint: s3Url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET } });
+  await s3.send(new CreateBucketCommand({ Bucket: 'soak' }));
+  const objectKeys: string[] = [];
+  const s3Step = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      if (!stopping) {
+        const line = `S3 ${what} → ${(err as Error).name}: ${(err as Error).message.slice(0, 200)}`;
+        unexpected.push(`${minutes(Date.now() - t0)} min: ${line}`);
+        fail(`unexpected answer: ${line}`);
+      }
+    }
+  };
   const loops = [
+    every(num('picture-ms'), async () => {
+      const c = ringCameras[counts.pictures % Math.max(1, ringCameras.length)] ?? cameras[0]!;
+      const got = await call(http, 'POST', `/api/pictures?camera=${c.id}&type=alarm&meta.n=${counts.pictures}`, undefined, {
+        type: 'image/jpeg',
+        bytes: jpegs[counts.pictures % jpegs.length]!,
+      });
+      counts.pictures++;
+      const id = (got.json as { id?: string } | null)?.id;
+      if (id) pictureIds.push(id);
+      if (pictureIds.length > 200) pictureIds.shift();
+    }),
+    every(10_000, async () => {
+      await call(http, 'GET', `/api/pictures?from=${iso(Date.now() - 600_000)}&to=${iso(Date.now())}&type=alarm&limit=100`);
+      const id = pictureIds[Math.floor(pictureIds.length / 2)];
+      if (id) await call(http, 'GET', `/api/pictures/${id}?width=160`);
+      counts.pictureReads += 2;
+    }),
+    every(5_000, async () => {
+      const key = `clips/${Date.now()}.bin`;
+      const body = randomBytes(256 * 1024);
+      await s3Step('PutObject', async () => {
+        await s3.send(new PutObjectCommand({ Bucket: 'soak', Key: key, Body: body }));
+        counts.s3Puts++;
+        objectKeys.push(key);
+        const back = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'soak', Key: key }))).Body!.transformToByteArray());
+        counts.s3Gets++;
+        if (!back.equals(body)) fail(`S3 object ${key} read back different from what was put`);
+      });
+      while (objectKeys.length > 20) {
+        const old = objectKeys.shift()!;
+        await s3Step('DeleteObject', async () => {
+          await s3.send(new DeleteObjectCommand({ Bucket: 'soak', Key: old }));
+          counts.s3Deletes++;
+        });
+      }
+    }),
+    every(10_000, async () => {
+      await s3Step('ListObjectsV2', async () => {
+        await s3.send(new ListObjectsV2Command({ Bucket: 'soak', Prefix: 'clips/' }));
+      });
+    }),
     every(30_000, async () => {
       for (const c of cameras.filter((x) => x.role === 'event')) {
         await call(http, 'POST', `/api/cameras/${c.id}/events`, { type: 'motion', action: 'pulse', seconds: 2 });
