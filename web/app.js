@@ -1,5 +1,7 @@
 // The recorder's web UI: cameras with status, a day timeline per camera, a player for
-// recorded video (with trick-play controls and range download) and live view.
+// recorded video (with trick-play controls and range download), live view, the
+// selected camera's pictures (markers on the timeline, a strip of previews, the picture
+// itself) and the nodes of a cluster.
 
 import { apiFetch, apiJson, ApiError, getToken, setToken } from './api.js';
 import { LivePlayer, RecordingPlayer, SessionPlayer } from './player.js';
@@ -52,6 +54,10 @@ const timeline = new Timeline($('timeline'), {
   onSelect: (camera, fromMs, toMs) => selectRange(camera, fromMs, toMs),
   onHover: (camera, ms, x) => hover(camera, ms, x),
   onLeave: () => ($('hover').hidden = true),
+  onPicture: (camera, id) => {
+    const p = (state.rows || []).find((r) => r.camera === camera)?.pictures?.find((x) => x.id === id);
+    if (p) openPicture(p);
+  },
 });
 
 // ---- day and cameras --------------------------------------------------------------
@@ -116,6 +122,7 @@ function selectCamera(id, startLive) {
   timeline.selectedCamera = id;
   renderCameras();
   timeline.render();
+  renderPictures();
   if (startLive) startLive_();
 }
 
@@ -125,15 +132,133 @@ async function refreshTimeline() {
   const rows = await Promise.all(
     state.cameras.map(async (c) => {
       const q = new URLSearchParams({ camera: c.id, from, to });
-      try {
-        return { camera: c.id, name: c.name || c.id, data: await apiJson(`/api/recordings?${q}`) };
-      } catch (err) {
-        return { camera: c.id, name: c.name || c.id, data: null, error: `${err.code}: ${err.message}` };
-      }
+      const [recordings, pictures] = await Promise.allSettled([
+        apiJson(`/api/recordings?${q}`),
+        apiJson(`/api/pictures?${new URLSearchParams({ camera: c.id, from, to, limit: String(PICTURES_PER_DAY) })}`),
+      ]);
+      // Pictures are a layer over the video: a failed picture search leaves the row as it is.
+      const pics = pictures.status === 'fulfilled' ? pictures.value : { pictures: [], next: null };
+      const row = { camera: c.id, name: c.name || c.id, pictures: pics.pictures, picturesMore: pics.next !== null };
+      if (recordings.status === 'fulfilled') return { ...row, data: recordings.value };
+      return { ...row, data: null, error: `${recordings.reason.code}: ${recordings.reason.message}` };
     }),
   );
   state.rows = rows;
   timeline.setRows(rows);
+  renderPictures();
+}
+
+// ---- pictures -------------------------------------------------------------------------
+
+/** Markers drawn per camera and day: the first this many (one page of the search). */
+const PICTURES_PER_DAY = 1000;
+/** Previews in the strip under the timeline: the newest of the day's pictures. */
+const PICTURES_IN_STRIP = 24;
+const previewUrls = new Map(); // picture id → blob URL of its 160 px preview
+let pictureUrl = null;
+let pictureShown = null;
+
+/** A blob URL of an API resource (through apiFetch, so a token reaches it too). */
+async function blobUrl(path) {
+  const res = await apiFetch(path);
+  return URL.createObjectURL(await res.blob());
+}
+
+function renderPictures() {
+  const row = (state.rows || []).find((r) => r.camera === state.selected);
+  const pictures = row?.pictures ?? [];
+  $('pictures-count').textContent = row?.picturesMore ? `(the first ${pictures.length} of the day)` : `(${pictures.length})`;
+  const shown = pictures.slice(-PICTURES_IN_STRIP).reverse();
+  const box = $('pictures');
+  const ids = `${state.selected}:${shown.map((p) => p.id).join(',')}`;
+  if (box.dataset.ids === ids) return; // unchanged: keep the previews already loaded
+  box.dataset.ids = ids;
+  for (const [id, url] of previewUrls) {
+    if (!shown.some((p) => p.id === id)) {
+      URL.revokeObjectURL(url);
+      previewUrls.delete(id);
+    }
+  }
+  if (!shown.length) {
+    box.textContent = 'no pictures on this day';
+    return;
+  }
+  box.replaceChildren(
+    ...shown.map((p) => {
+      const b = document.createElement('button');
+      b.className = 'picture-thumb';
+      b.dataset.id = p.id;
+      b.title = `${p.type} ${new Date(p.at).toLocaleString()}`;
+      const img = document.createElement('img');
+      img.alt = p.type;
+      const cap = document.createElement('span');
+      cap.textContent = `${new Date(p.at).toLocaleTimeString()} ${p.type}`;
+      b.append(img, cap);
+      b.addEventListener('click', () => openPicture(p));
+      const have = previewUrls.get(p.id);
+      if (have) img.src = have;
+      else
+        blobUrl(`/api/pictures/${encodeURIComponent(p.id)}?width=160`)
+          .then((url) => {
+            previewUrls.set(p.id, url);
+            img.src = url;
+          })
+          .catch(() => b.classList.add('failed')); // the caption still names it
+      return b;
+    }),
+  );
+}
+
+async function openPicture(p) {
+  clearError();
+  try {
+    const url = await blobUrl(`/api/pictures/${encodeURIComponent(p.id)}`);
+    if (pictureUrl) URL.revokeObjectURL(pictureUrl);
+    pictureUrl = url;
+    pictureShown = p;
+    $('picture-img').src = url;
+    $('picture-view').dataset.id = p.id;
+    const meta = Object.entries(p.meta || {}).map(([k, v]) => `${k}=${v}`);
+    $('picture-caption').textContent = [p.camera, new Date(p.at).toLocaleString(), p.type, ...meta, `${p.bytes} bytes`].join(' · ');
+    $('picture-download').href = url;
+    $('picture-download').download = `${p.id}.jpg`;
+    $('picture-view').hidden = false;
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---- nodes (GET /api/cluster/nodes) -----------------------------------------------------
+
+async function refreshNodes() {
+  if ($('nodes-panel').hidden) return;
+  try {
+    const { cluster, nodes } = await apiJson('/api/cluster/nodes');
+    $('nodes-mode').textContent = cluster ? `(a cluster of ${nodes.length})` : '(a single node, not in a cluster)';
+    $('nodes').tBodies[0].replaceChildren(
+      ...nodes.map((n) => {
+        const tr = document.createElement('tr');
+        tr.dataset.node = n.node;
+        const stateText = !n.alive ? 'dead' : n.draining ? 'draining' : 'alive';
+        tr.className = `node-${stateText}`;
+        const cells = [
+          `${n.node}${n.self ? ' (this node)' : ''}`,
+          `${stateText}${n.alive && n.missedTicks ? ` (${n.missedTicks} heartbeats missed)` : ''}`,
+          String(n.cameras.length),
+          n.http ?? '',
+        ];
+        for (const text of cells) {
+          const td = document.createElement('td');
+          td.textContent = text;
+          tr.append(td);
+        }
+        tr.children[2].title = n.cameras.join(', ');
+        return tr;
+      }),
+    );
+  } catch (err) {
+    showError(err);
+  }
 }
 
 // ---- playback -----------------------------------------------------------------------
@@ -329,6 +454,15 @@ video.addEventListener('timeupdate', () => {
   timeline.setPlayhead(state.mode === 'recording' ? wall : null);
 });
 $('error').addEventListener('click', clearError);
+$('picture-close').addEventListener('click', () => ($('picture-view').hidden = true));
+$('picture-play').addEventListener('click', () => {
+  if (pictureShown) playRecording(pictureShown.camera, Date.parse(pictureShown.at));
+});
+$('nodes-button').addEventListener('click', () => {
+  $('nodes-panel').hidden = !$('nodes-panel').hidden;
+  $('nodes-button').classList.toggle('active', !$('nodes-panel').hidden);
+  refreshNodes();
+});
 $('token-button').addEventListener('click', () => ($('token-form').hidden = !$('token-form').hidden));
 $('token-form').addEventListener('submit', async (e) => {
   e.preventDefault();
@@ -347,4 +481,5 @@ timeline.setDay(state.dayFrom, state.dayTo);
 setInterval(async () => {
   if (!$('token-form').hidden) return;
   if (await refreshCameras()) await refreshTimeline();
+  await refreshNodes();
 }, 5000);

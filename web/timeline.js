@@ -1,6 +1,8 @@
 // A day timeline, one row per camera, drawn as SVG from GET /api/recordings: spans
 // coloured by record type (type runs), gaps by their back-fill state, locks and labels
-// above. Click plays from that instant; drag selects a range; the wheel zooms.
+// above, and the camera's pictures (GET /api/pictures) as dots coloured by their type.
+// Click plays from that instant (or opens the picture under the pointer); drag selects
+// a range; the wheel zooms.
 
 const SVG = 'http://www.w3.org/2000/svg';
 const ROW_H = 34;
@@ -34,12 +36,12 @@ function el(name, attrs = {}, parent) {
 export class Timeline {
   /**
    * @param svg the <svg> element
-   * @param handlers { onPlay(camera, ms), onSelect(camera, fromMs, toMs), onHover(camera, ms, x) , onLeave() }
+   * @param handlers { onPlay(camera, ms), onSelect(camera, fromMs, toMs), onHover(camera, ms, x) , onLeave(), onPicture(camera, id) }
    */
   constructor(svg, handlers) {
     this.svg = svg;
     this.handlers = handlers;
-    this.rows = []; // { camera, name, data: {spans, gaps} | null, error }
+    this.rows = []; // { camera, name, data: {spans, gaps} | null, error, pictures?: [{id, at, type}] }
     this.selectedCamera = null;
     this.dayFrom = 0;
     this.dayTo = 0;
@@ -126,6 +128,11 @@ export class Timeline {
 
   onDown(e) {
     if (e.button !== 0) return;
+    const picture = e.target instanceof Element ? e.target.closest('.picture') : null;
+    if (picture) {
+      this.handlers.onPicture?.(picture.getAttribute('data-camera'), picture.getAttribute('data-id'));
+      return;
+    }
     const row = this.rowAt(e);
     const x = this.localX(e);
     if (!row || x < NAME_W) return;
@@ -241,6 +248,16 @@ export class Timeline {
           const r = el('rect', { class: 'label', x: la, y: y + ROW_H - 6, width: Math.max(3, lb - la), height: 3 }, sg);
           el('title', {}, r).textContent = label.text ?? 'label';
         }
+      }
+      for (const p of row.pictures || []) {
+        const at = Date.parse(p.at);
+        if (at < this.viewFrom || at > this.viewTo) continue;
+        const c = el(
+          'circle',
+          { class: 'picture', 'data-id': p.id, 'data-camera': row.camera, cx: this.msToX(at), cy: y + 5, r: 3.5, fill: typeColor(p.type) },
+          g,
+        );
+        el('title', {}, c).textContent = `${p.type} picture ${new Date(at).toLocaleTimeString()}`;
       }
     });
 
