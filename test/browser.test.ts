@@ -6,9 +6,9 @@
  * this tries H.264.)
  */
 import test from 'ava';
-import { chromium } from 'playwright-core';
 import { SimCamera } from '../sim/camera.ts';
-import { getJson, startNode, tempDir, waitFor } from './helpers/recorder.ts';
+import { launchChromium } from './helpers/browser.ts';
+import { getJson, startNode, waitFor } from './helpers/recorder.ts';
 
 test('Chromium plays a downloaded H.264+AAC range', async (t) => {
   const sim = await SimCamera.start();
@@ -27,21 +27,7 @@ test('Chromium plays a downloaded H.264+AAC range', async (t) => {
     500,
   );
 
-  const profile = await tempDir(t, 'chromium-');
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
-  t.teardown(() => browser.close());
+  const browser = await launchChromium(t);
   const page = await browser.newPage();
   const url = `${n.http}/api/cameras/cam/video.mp4?from=${encodeURIComponent(span.from)}&to=${Date.parse(span.from) + 6000}`;
   await page.setContent(`<video id="v" muted autoplay src="${url}"></video>`);

@@ -9,10 +9,10 @@
 import test from 'ava';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import sharp from 'sharp';
 import { SimCamera } from '../sim/camera.ts';
-import { startNode, tempDir, waitFor } from './helpers/recorder.ts';
+import { launchChromium } from './helpers/browser.ts';
+import { startNode, waitFor } from './helpers/recorder.ts';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'test-artifacts');
 
@@ -50,22 +50,7 @@ test('web UI: picture markers on the timeline, previews, the picture with its me
     written[type] = ((await res.json()) as { id: string }).id;
   }
 
-  const profile = await tempDir(t, 'chromium-ui-pictures-');
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    viewport: { width: 1200, height: 1000 },
-    timezoneId: 'UTC',
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
-  t.teardown(() => browser.close());
+  const browser = await launchChromium(t, { viewport: { width: 1200, height: 1000 }, timezoneId: 'UTC' });
   const page = await browser.newPage();
   const pageErrors: string[] = [];
   page.on('pageerror', (err) => pageErrors.push(err.message));

@@ -8,10 +8,11 @@
 import test from 'ava';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { SimCamera } from '../sim/camera.ts';
-import { startNode, tempDir, waitFor } from './helpers/recorder.ts';
+import { launchChromium } from './helpers/browser.ts';
+import { startNode, waitFor } from './helpers/recorder.ts';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'test-artifacts');
 const TOKEN = 'ui-test-token-0123456789';
@@ -86,22 +87,7 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
   });
   t.is(refused, 401);
 
-  const profile = await tempDir(t, 'chromium-ui-');
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    viewport: { width: 1200, height: 900 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
-  t.teardown(() => browser.close());
+  const browser = await launchChromium(t, { viewport: { width: 1200, height: 900 } });
   const page = await browser.newPage();
   const pageErrors: string[] = [];
   page.on('pageerror', (err) => pageErrors.push(err.message));
@@ -249,13 +235,7 @@ test('web UI: locks and labels on the timeline, and the jump to the previous obj
   });
   t.true(label.ok, JSON.stringify(label));
 
-  const profile = await tempDir(t, 'chromium-ui-');
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    viewport: { width: 1200, height: 900 },
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'],
-  });
-  t.teardown(() => browser.close());
+  const browser = await launchChromium(t, { viewport: { width: 1200, height: 900 } });
   const page = await browser.newPage();
   const pageErrors: string[] = [];
   page.on('pageerror', (err) => pageErrors.push(err.message));
