@@ -261,10 +261,24 @@ export class RecorderNode {
       );
       const service = new RecorderService(index, supervisor, clock, config.dataDir, log, signal);
       service.attachStorage(new StorageService(index, store, clock, config.dataDir, log, (id) => service.requireCamera(id)));
-      service.pictures = new PictureService(pictures, (id) => service.requireCamera(id), clock, log, config.pictureMaxBytes, config.picturePreviewCacheBytes);
+      service.pictures = new PictureService(
+        pictures,
+        (id) => service.requireCamera(id),
+        clock,
+        log,
+        config.pictureMaxBytes,
+        config.picturePreviewCacheBytes,
+        (work) => store.exclusive(work),
+      );
       const self = new RecorderNode(config, log, clock, index, supervisor, service, alarms, life);
       node = self;
       self.pictures = pictures;
+      store.attachPictures({
+        cover: (pools, nowMs) => pictures.cover(pools, nowMs),
+        oldestPackMs: () => pictures.oldestPackMs(),
+        coverOldest: (nowMs) => pictures.coverOldest(nowMs),
+        poolBytes: (pool) => index.pictures.poolBytes(pool),
+      });
       if (clusterMode(config)) {
         self.cluster = new ClusterNode({
           nodeId: loadOrCreateNodeId(config.dataDir),

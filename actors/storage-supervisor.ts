@@ -72,8 +72,22 @@ export function fullHeadroom(diskBytes: number, reserveBytes: number): number {
   return Math.min(1024 ** 3, Math.max(2 * reserveBytes, Math.floor(diskBytes * 0.05)));
 }
 
+/** The picture storage as retention sees it (pictures/cover.ts), attached once it is open. */
+export interface PictureCover {
+  /** Covers what each pool's policy says goes now (capacity, cycle). */
+  cover(pools: readonly PoolPolicy[], nowMs: number): Promise<void>;
+  /** Newest picture time of the oldest closed pack on the node, or null: none. */
+  oldestPackMs(): number | null;
+  /** Covers that pack (its locked pictures kept); the bytes freed. */
+  coverOldest(nowMs: number): Promise<number>;
+  /** Bytes of a pool's picture packs. */
+  poolBytes(pool: string): number;
+}
+
 export interface PoolView extends PoolPolicy {
   usageBytes: number;
+  /** Bytes of the pool's picture packs (beside `usageBytes` of video). */
+  pictureBytes: number;
   lockedBytes: number;
   deletedSegments: number;
   thinnedSegments: number;
@@ -99,6 +113,7 @@ export class StorageSupervisor {
   private fullRun: Promise<void> | null = null;
   private lastFullAlarmMs = -Infinity;
   private sameDisk: boolean | null = null;
+  private pictures: PictureCover | null = null;
 
   constructor(private readonly deps: StorageDeps) {}
 
@@ -172,10 +187,10 @@ export class StorageSupervisor {
     }
     for (const pool of this.pools()) this.ensureActor(pool.id);
     // Each pool's actor passes on its own after tickMs idle; the disk is watched here.
-    this.timer = setInterval(
-      () => void this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed')),
-      this.deps.tickMs,
-    );
+    this.timer = setInterval(() => {
+      void this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed'));
+      void this.coverPictures().catch((err: unknown) => this.deps.log.error({ err }, 'picture cover failed'));
+    }, this.deps.tickMs);
     this.timer.unref();
     this.auditTimer = setInterval(
       () => void this.auditBackups().catch((err: unknown) => this.deps.log.error({ err }, 'backup audit failed')),
@@ -195,6 +210,18 @@ export class StorageSupervisor {
     await this.mutex.catch(() => undefined);
   }
 
+  /** The picture storage, once open: its packs are covered by the pools' policies and by the emergency overwrite. */
+  attachPictures(pictures: PictureCover): void {
+    this.pictures = pictures;
+  }
+
+  /** Covers the pictures each pool's policy says go (under the mutex, so a picture lock taken meanwhile is seen). */
+  async coverPictures(): Promise<void> {
+    const pictures = this.pictures;
+    if (!pictures || this.stopped) return;
+    await this.exclusive(() => pictures.cover(this.pools(), this.deps.clock.nowMs()));
+  }
+
   pools(): PoolPolicy[] {
     return this.deps.index.pools.list();
   }
@@ -208,6 +235,7 @@ export class StorageSupervisor {
     return {
       ...pool,
       usageBytes: this.deps.index.segments.poolUsage(pool.id),
+      pictureBytes: this.pictures?.poolBytes(pool.id) ?? 0,
       lockedBytes: this.lockedBytes(pool.id),
       deletedSegments: s?.deleted ?? 0,
       thinnedSegments: s?.thinned ?? 0,
@@ -480,7 +508,20 @@ export class StorageSupervisor {
       ({ free, need } = await threshold());
       const now = this.deps.clock.nowMs();
       let deleted = 0;
+      // Pictures and video go oldest first: a picture pack whose newest picture is older
+      // than the next segment is covered before it.
+      const coverOlderPictures = async (thanMs: number): Promise<void> => {
+        const pictures = this.pictures;
+        while (pictures && free < need && !this.stopped) {
+          const oldest = pictures.oldestPackMs();
+          if (oldest === null || oldest > thanMs) return;
+          if ((await pictures.coverOldest(this.deps.clock.nowMs())) <= 0) return;
+          deleted++;
+          ({ free, need } = await threshold());
+        }
+      };
       for (const seg of oldestFirst(this.deps.index, (s) => !s.open)) {
+        await coverOlderPictures(seg.startMs);
         if (free >= need || this.stopped) break;
         if (isLocked(this.deps.index.locks.ofCamera(seg.camera), seg.startMs, seg.endMs, now)) continue;
         const files = segmentCopies(this.deps.dataDir, seg, this.pool(seg.pool)?.backupDir);
@@ -505,6 +546,7 @@ export class StorageSupervisor {
         this.stats.set(seg.pool, stats);
         ({ free, need } = await threshold());
       }
+      await coverOlderPictures(Infinity);
       if (deleted > 0) this.deps.log.warn({ deleted, freeBytes: free, needBytes: Math.round(need) }, 'emergency overwrite');
       if (!this.lowDisk && this.fullAlarmDue()) {
         this.lowDisk = true;

@@ -58,6 +58,16 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
 
     scope.get<{ Querystring: Query }>('/api/pictures', access('read'), async (req) => pictures().search(req.query, visible(req)));
 
+    // Locks: by URL, and in batch (cameras and a time range; the service checks each camera's pool).
+    scope.post<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) => ({
+      picture: await pictures().lock(req.params.id, req.body),
+    }));
+    scope.delete<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) => ({
+      picture: await pictures().unlock(req.params.id),
+    }));
+    scope.post('/api/pictures/locks', access('lock'), async (req) => pictures().lockBatch(req.body, visible(req), false));
+    scope.delete<{ Querystring: Query }>('/api/pictures/locks', access('lock'), async (req) => pictures().lockBatch(req.query, visible(req), true));
+
     scope.get<{ Querystring: Query }>('/api/pictures/download.zip', access('read'), async (req, reply) => {
       const zip = await pictures().zip(req.query, visible(req));
       let range;

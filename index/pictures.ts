@@ -17,6 +17,9 @@
  *                                     committed) length and the time range of its
  *                                     pictures, so a pack's entries are found without
  *                                     scanning every picture.
+ *   piclock   [atMs, seq] → [camera, untilMs | null]: locked pictures (null: until
+ *                                     unlocked); cover never removes one while its lock
+ *                                     holds (pictures/cover.ts moves it out of its pack).
  *
  * A picture's identity (its id and URL) is [camera, atMs, seq]; the store checks the
  * camera of the entry at [atMs, seq] against it.
@@ -59,6 +62,11 @@ export interface PackRecord {
   createdMs: number;
   /** No more appends (rotated by size or age). */
   closed: boolean;
+  /**
+   * Being covered (pictures/cover.ts): committed before its file is unlinked, so a crash
+   * in between is finished at the next start instead of the file being indexed again.
+   */
+  covering?: true;
   /** [first atMs, last atMs] of its pictures; null while it has none. */
   range: [number, number] | null;
 }
@@ -106,12 +114,60 @@ export class PictureStore {
   private readonly packs: Database<PackRecord, number>;
   /** [atMs, seq] → visual signature (pictures/signature.ts) then the camera's id in UTF-8. */
   private readonly sigs: Database<Buffer, TimeKey>;
+  private readonly locks: Database<[string, number | null], TimeKey>;
 
   constructor(private readonly t: Tables) {
     this.pictures = t.root.openDB<StoredEntry, TimeKey>({ name: 'pictures' });
     this.piccam = t.root.openDB<null, [string, number]>({ name: 'piccam' });
     this.packs = t.root.openDB<PackRecord, number>({ name: 'picpacks' });
     this.sigs = t.root.openDB<Buffer, TimeKey>({ name: 'picsig', encoding: 'binary' });
+    this.locks = t.root.openDB<[string, number | null], TimeKey>({ name: 'piclock' });
+  }
+
+  // ---- locks -------------------------------------------------------------------
+
+  /** Locks the pictures (until `untilMs`, null: until unlocked) in one commit; keys without a picture are skipped. Returns how many were locked. */
+  async lock(keys: readonly PictureKey[], untilMs: number | null): Promise<number> {
+    let n = 0;
+    await this.t.commit(
+      this.t.root.transaction(() => {
+        for (const key of keys) {
+          if (!this.get(key)) continue;
+          void this.locks.put([key[1], key[2]], [key[0], untilMs]);
+          n++;
+        }
+      }),
+    );
+    return n;
+  }
+
+  /** Removes the locks of the pictures in one commit; returns how many were locked. */
+  async unlock(keys: readonly PictureKey[]): Promise<number> {
+    let n = 0;
+    await this.t.commit(
+      this.t.root.transaction(() => {
+        for (const key of keys) {
+          const l = this.locks.get([key[1], key[2]]);
+          if (!l || l[0] !== key[0]) continue;
+          void this.locks.remove([key[1], key[2]]);
+          n++;
+        }
+      }),
+    );
+    return n;
+  }
+
+  /** The picture's lock: `{untilMs}` (null: until unlocked), or undefined when it has none (expired ones included: the caller compares). */
+  lockOf(key: PictureKey): { untilMs: number | null } | undefined {
+    const l = this.locks.get([key[1], key[2]]);
+    return l && l[0] === key[0] ? { untilMs: l[1] } : undefined;
+  }
+
+  /** Bytes of the pool's packs that hold indexed pictures (its picture usage). */
+  poolBytes(pool: string): number {
+    let bytes = 0;
+    for (const { value } of this.packs.getRange({})) if (value.pool === pool && !value.covering) bytes += value.bytes;
+    return bytes;
   }
 
   /** Visual signatures of stored pictures, in one commit (computed after the pictures were answered). */
@@ -161,13 +217,19 @@ export class PictureStore {
     );
   }
 
-  /** A pack's record and every entry pointing into it, in one commit (its file is gone or goes). */
+  /**
+   * A pack's record and every entry pointing into it, with their signatures and locks,
+   * in one commit (its file is gone or goes). Entries moved to another pack are not its
+   * own any more and stay.
+   */
   async removePack(pack: PackRecord): Promise<number> {
     let removed = 0;
     await this.t.commit(
       this.t.root.transaction(() => {
         for (const { key } of this.entriesOfPack(pack)) {
           void this.pictures.remove([key[1], key[2]]);
+          void this.sigs.remove([key[1], key[2]]);
+          void this.locks.remove([key[1], key[2]]);
           removed++;
         }
         void this.packs.remove(pack.id);

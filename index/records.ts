@@ -141,6 +141,8 @@ export interface PoolPolicy {
   backupDir?: string;
   /** Segment format of the pool's cameras that set none themselves (default `mp4`). */
   format?: SegmentFormat;
+  /** Bytes the pool's picture packs may hold before the oldest are covered (pictures/cover.ts); unset: bounded by the cycle and the disk. */
+  pictureCapacityBytes?: number;
 }
 
 /**

@@ -23,6 +23,8 @@ import { Signer } from './signer.ts';
 import type { PictureHeader } from './pack-format.ts';
 import { pictureId } from './layout.ts';
 import { reconcilePictures, type PictureReconcileReport } from './reconcile.ts';
+import { coverOrder, coverPack, coverPass, type CoverDeps } from './cover.ts';
+import type { PoolPolicy } from '../index/records.ts';
 
 export interface PictureStorageOptions {
   index: RecorderIndex;
@@ -138,6 +140,46 @@ export class PictureStorage {
     after?: PictureKey,
   ): PictureHit[] {
     return this.opts.index.pictures.search({ cameras, fromMs, toMs, limit, ...(keep ? { keep } : {}), ...(after ? { after } : {}) });
+  }
+
+  /**
+   * Writes a stored picture again, with the same key, type and metadata, into its pool's
+   * current pack (cover keeps a locked picture this way): once it resolves the entry
+   * points at the new, fdatasync'ed copy.
+   */
+  async rewrite(key: PictureKey): Promise<void> {
+    const entry = this.entry(key);
+    const pack = this.pack(entry.pack);
+    if (!pack) throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)} (its pack is gone)`);
+    const bytes = await this.read(key, entry);
+    const { width, height } = inspectJpeg(bytes);
+    const header: PictureHeader = { camera: key[0], atMs: key[1], seq: key[2], type: entry.type, width, height };
+    if (entry.meta) header.meta = entry.meta;
+    await this.writer(pack.pool).write(key, header, bytes);
+  }
+
+  /** Covers what each pool's policy says goes now (pictures/cover.ts); the caller holds retention's mutex. */
+  async cover(pools: readonly PoolPolicy[], nowMs: number): Promise<void> {
+    await coverPass(this.coverDeps(), pools, nowMs);
+  }
+
+  /** Newest picture time of the node's oldest closed pack (null: none): the emergency overwrite compares it with video. */
+  oldestPackMs(): number | null {
+    const pack = coverOrder(this.opts.index, null)[0];
+    return pack ? (pack.range?.[1] ?? -Infinity) : null;
+  }
+
+  /** Covers the node's oldest closed pack (emergency overwrite); the bytes its file held. */
+  async coverOldest(nowMs: number): Promise<number> {
+    const pack = coverOrder(this.opts.index, null)[0];
+    if (!pack) return 0;
+    const r = await coverPack(this.coverDeps(), pack, nowMs);
+    this.opts.log.warn({ pack: pack.file, pictures: r.pictures, kept: r.moved }, 'emergency overwrite: oldest picture pack covered');
+    return r.bytes;
+  }
+
+  private coverDeps(): CoverDeps {
+    return { index: this.opts.index, dataDir: this.opts.dataDir, log: this.opts.log, rewrite: (key) => this.rewrite(key) };
   }
 
   /** A pack's record. */

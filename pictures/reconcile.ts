@@ -11,7 +11,10 @@
  *   left in place and reported;
  * - a record whose file vanished is dropped with its entries (reported, the node
  *   raises an `index` alarm);
- * - packs left open by the last run are closed (the next write starts a new pack).
+ * - packs left open by the last run are closed (the next write starts a new pack);
+ * - a pack a crash left half covered (`covering`, pictures/cover.ts) is finished: its
+ *   file unlinked (if still there) and its record and entries removed, silently (cover
+ *   had decided it).
  *
  * `check` mode changes nothing and also counts each pack's entries against its record.
  */
@@ -40,13 +43,24 @@ export interface PictureReconcileReport {
   unreadable: string[];
   /** Packs whose entries disagree with their record (check mode only). */
   mismatched: { file: string; why: string }[];
+  /** Packs a crash left half covered, finished (check: would be). */
+  finishedCovers: string[];
   /** The highest pack id a file under pictures/ is named with (new packs are numbered above it). */
   highestPackId: number;
 }
 
 /** Whether a report found nothing to change. */
 export function picturesClean(r: PictureReconcileReport): boolean {
-  return r.indexedTail.length + r.truncated.length + r.droppedPacks.length + r.removedEmpty.length + r.unreadable.length + r.mismatched.length === 0;
+  return (
+    r.indexedTail.length +
+      r.truncated.length +
+      r.droppedPacks.length +
+      r.removedEmpty.length +
+      r.unreadable.length +
+      r.mismatched.length +
+      r.finishedCovers.length ===
+    0
+  );
 }
 
 async function packFiles(dataDir: string): Promise<{ rel: string; pool: string; id: number }[]> {
@@ -97,6 +111,7 @@ export async function reconcilePictures(
     removedEmpty: [],
     unreadable: [],
     mismatched: [],
+    finishedCovers: [],
     highestPackId: 0,
   };
   const files = await packFiles(dataDir);
@@ -107,6 +122,14 @@ export async function reconcilePictures(
   for (const rec of index.pictures.allPacks()) {
     const file = onDisk.get(rec.id);
     onDisk.delete(rec.id);
+    if (rec.covering) {
+      report.finishedCovers.push(rec.file);
+      if (repair) {
+        if (file) await unlink(join(dataDir, file.rel)).catch(() => undefined);
+        await index.pictures.removePack(rec);
+      }
+      continue;
+    }
     if (!file || file.rel !== rec.file) {
       const lost = index.pictures.entriesOfPack(rec).length;
       report.droppedPacks.push({ file: rec.file, pictures: lost });

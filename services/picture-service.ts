@@ -18,6 +18,7 @@ import type { Part } from '../pictures/multipart.ts';
 import { buildZip, type ZipItem } from '../pictures/zip.ts';
 import { SIGNATURE_BYTES, signatureOf, similarity } from '../pictures/signature.ts';
 import type { PictureHit } from '../index/pictures.ts';
+import { pictureLockHolds } from '../pictures/cover.ts';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 
@@ -56,8 +57,26 @@ const filterSchema = z
     type: listOf.optional(),
     limit: z.coerce.number().int().min(1).max(SEARCH_MAX_LIMIT).optional(),
     after: z.string().min(1).optional(),
+    locked: z.enum(['true', 'false']).optional(),
   })
   .strict();
+
+/** Lock one picture (by its URL): until when (absent: until unlocked). */
+const lockOneSchema = z.object({ until: z.union([z.string().min(1), z.number()]).optional() }).strict();
+
+/** Lock or unlock in batch: the pictures of cameras over [from, to), optionally of some types. */
+const lockBatchSchema = z
+  .object({
+    camera: listOf,
+    from: z.union([z.string().min(1), z.number()]),
+    to: z.union([z.string().min(1), z.number()]),
+    type: listOf.optional(),
+    until: z.union([z.string().min(1), z.number()]).optional(),
+  })
+  .strict();
+
+/** Pictures one batch lock or unlock touches at most (a larger range: several requests). */
+export const LOCK_BATCH_MAX = 100_000;
 
 const similarSchema = z
   .object({
@@ -89,6 +108,8 @@ export interface PictureFilter {
   toMs: number;
   types: Set<string> | null;
   meta: Record<string, string> | undefined;
+  /** Only locked (true) or unlocked (false) pictures; null: both. */
+  locked: boolean | null;
 }
 
 export interface PictureView {
@@ -103,6 +124,8 @@ export interface PictureView {
   width?: number;
   height?: number;
   meta?: Record<string, string>;
+  /** Present when the picture is locked: until when (null: until unlocked). */
+  lockedUntil?: string | null;
 }
 
 /** `meta.<name>=<value>` query keys → metadata; the rest is returned for the schema. */
@@ -136,6 +159,8 @@ export class PictureService {
     /** Largest picture accepted (RECORDER_PICTURE_MAX_BYTES). */
     readonly maxBytes: number,
     previewCacheBytes: number,
+    /** Retention's mutex: a lock change never lands between cover's look at a lock and its removal of the pack. */
+    private readonly exclusive: <T>(work: () => Promise<T>) => Promise<T> = (work) => work(),
   ) {
     this.previews = new PreviewCache(previewCacheBytes);
   }
@@ -203,7 +228,63 @@ export class PictureService {
     const { filter, limit, after } = this.filter(query, visible);
     const hits = this.storage.search(filter.cameras, filter.fromMs, filter.toMs, limit ?? SEARCH_DEFAULT_LIMIT, this.keep(filter, visible), after);
     const full = hits.length === (limit ?? SEARCH_DEFAULT_LIMIT);
-    return { pictures: hits.map((h) => view(h.key, h.entry)), next: full ? pictureId(hits[hits.length - 1]!.key) : null };
+    return { pictures: hits.map((h) => this.lockedView(h.key, h.entry)), next: full ? pictureId(hits[hits.length - 1]!.key) : null };
+  }
+
+  /** Locks one picture (cover never removes it while the lock holds); `until` absent: until unlocked. */
+  async lock(id: string, body: unknown): Promise<PictureView> {
+    const key = this.key(id);
+    const b = validate(lockOneSchema, body ?? {});
+    const untilMs = this.untilOf(b.until);
+    return this.exclusive(async () => {
+      const entry = this.storage.entry(key);
+      await this.storage.index.pictures.lock([key], untilMs);
+      this.log.info({ picture: id, untilMs }, 'picture locked');
+      return this.lockedView(key, entry);
+    });
+  }
+
+  /** Removes one picture's lock (a picture without one: answered as it is). */
+  async unlock(id: string): Promise<PictureView> {
+    const key = this.key(id);
+    return this.exclusive(async () => {
+      const entry = this.storage.entry(key);
+      await this.storage.index.pictures.unlock([key]);
+      this.log.info({ picture: id }, 'picture unlocked');
+      return this.lockedView(key, entry);
+    });
+  }
+
+  /** Locks (or with `unlock`, unlocks) every picture of the cameras over [from, to) (and the types given). */
+  async lockBatch(body: unknown, visible: (camera: string) => boolean, unlock: boolean): Promise<{ pictures: number }> {
+    const b = validate(lockBatchSchema, body ?? {});
+    const cameras = [...new Set(b.camera)].map((c) => this.requireCamera(c).id);
+    for (const c of cameras) if (!visible(c)) throw new RecorderError('FORBIDDEN', `no access to camera ${c}`);
+    const { fromMs, toMs } = parseRangeMs(String(b.from), String(b.to));
+    const untilMs = unlock ? null : this.untilOf(b.until);
+    const types = b.type ? new Set(b.type) : null;
+    const hits = this.storage.search(cameras, fromMs, toMs, LOCK_BATCH_MAX + 1, types ? (h) => types.has(h.entry.type) : undefined);
+    if (hits.length > LOCK_BATCH_MAX) throw new ValidationError(`over ${LOCK_BATCH_MAX} pictures in one batch: narrow the range`);
+    const keys = hits.map((h) => h.key);
+    const n = await this.exclusive(() => (unlock ? this.storage.index.pictures.unlock(keys) : this.storage.index.pictures.lock(keys, untilMs)));
+    this.log.info({ cameras, fromMs, toMs, pictures: n, unlock }, unlock ? 'pictures unlocked' : 'pictures locked');
+    return { pictures: n };
+  }
+
+  /** A lock's end: a future instant, or null (until unlocked). */
+  private untilOf(until: string | number | undefined): number | null {
+    if (until === undefined) return null;
+    const ms = parseTimeMs(String(until), 'until');
+    if (ms <= this.clock.nowMs()) throw new BadTimeError('until must be in the future');
+    return ms;
+  }
+
+  /** The view of a picture with its lock, when one holds. */
+  private lockedView(key: PictureKey, entry: { length: number; type: string; meta?: Record<string, string> }): PictureView {
+    const lock = this.storage.index.pictures.lockOf(key);
+    const v = view(key, entry);
+    if (pictureLockHolds(lock, this.clock.nowMs())) v.lockedUntil = lock!.untilMs === null ? null : iso(lock!.untilMs);
+    return v;
   }
 
   /**
@@ -249,7 +330,7 @@ export class PictureService {
       for (const c of cameras) if (!visible(c)) throw new RecorderError('FORBIDDEN', `no access to camera ${c}`);
     }
     const out: { filter: PictureFilter; limit?: number; after?: PictureKey } = {
-      filter: { cameras, fromMs, toMs, types: q.type ? new Set(q.type) : null, meta },
+      filter: { cameras, fromMs, toMs, types: q.type ? new Set(q.type) : null, meta, locked: q.locked === undefined ? null : q.locked === 'true' },
     };
     if (q.limit !== undefined) out.limit = q.limit;
     if (q.after !== undefined) out.after = this.key(q.after);
@@ -261,6 +342,7 @@ export class PictureService {
     return (hit) => {
       if (f.types && !f.types.has(hit.entry.type)) return false;
       if (meta && !meta.every(([k, v]) => hit.entry.meta?.[k]?.toLowerCase() === v)) return false;
+      if (f.locked !== null && pictureLockHolds(this.storage.index.pictures.lockOf(hit.key), this.clock.nowMs()) !== f.locked) return false;
       return f.cameras !== null || visible(hit.key[0]);
     };
   }

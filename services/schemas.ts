@@ -140,6 +140,7 @@ export const poolPutSchema = z
     cycleDays: z.number().positive().max(36500).optional(),
     maxLockShare: z.number().gt(0).max(1).optional(),
     thinAfterDays: z.number().positive().max(36500).optional(),
+    pictureCapacityBytes: z.number().int().positive().optional().describe("bytes the pool's pictures may hold before the oldest are covered"),
     backupDir: z
       .string()
       .min(1)

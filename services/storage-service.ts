@@ -119,6 +119,7 @@ export class StorageService {
       ...(p.thinAfterDays !== undefined ? { thinAfterDays: p.thinAfterDays } : {}),
       ...(p.backupDir !== undefined ? { backupDir: resolve(p.backupDir) } : {}),
       ...(p.format !== undefined ? { format: p.format } : {}),
+      ...(p.pictureCapacityBytes !== undefined ? { pictureCapacityBytes: p.pictureCapacityBytes } : {}),
     };
     await this.cluster?.config().put('pool', policy.id, policy);
     await this.storage.putPool(policy);
