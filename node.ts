@@ -50,6 +50,7 @@ import { deleteSmartWithVideo } from './smart/smart-follows-video.ts';
 import { BackfillManager } from './backfill/manager.ts';
 import { SegmentTableStore } from './storage/segment-tables.ts';
 import { createReadCaches, type ReadCaches } from './playback/read-caches.ts';
+import { FrameGrabber } from './playback/frame-grab.ts';
 import type { SegmentRecord } from './index/records.ts';
 import { openCheckedIndex } from './index/startup.ts';
 import { JournalWriter } from './index/journal.ts';
@@ -100,6 +101,7 @@ export class RecorderNode {
   tables: SegmentTableStore | null = null;
   /** The read path's caches (playback/read-caches.ts), built here and handed to the HTTP routes. */
   caches!: ReadCaches;
+  frames!: FrameGrabber;
   backfill: BackfillManager | null = null;
   /** Picture packs (pictures/picture-storage.ts). */
   pictures: PictureStorage | null = null;
@@ -303,6 +305,11 @@ export class RecorderNode {
       self.tables = tables;
       // Sample tables (backed by the persisted ones), PS views, progressive heads, frames.
       self.caches = createReadCaches({ persisted: tables });
+      // One bounded frame decoder for frame.jpg and picture snapshots (playback/frame-grab.ts).
+      self.frames = new FrameGrabber({ index, dataDir: config.dataDir, caches: self.caches, ffmpegPath: config.ffmpegPath });
+      service.pictures.attachFrames(self.frames, { eventSnapshots: config.eventSnapshots === 'on' });
+      // A snapshot waiting for its event's video stops waiting when the node stops.
+      signal.addEventListener('abort', () => service.pictures.stop(), { once: true });
       self.journal = journal;
       self.reconcileReport = report;
       self.users = new UserStore(index.users, clock);
@@ -439,6 +446,7 @@ export class RecorderNode {
       maxStreams: this.config.maxStreams,
       signal: this.lifecycle.signal,
       caches: this.caches,
+      frames: this.frames,
     });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });

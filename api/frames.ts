@@ -1,9 +1,7 @@
 /**
- * GET /api/cameras/:id/frame.jpg?at=&width= — the I-frame at or before `at` as JPEG.
- * The GOP is found in the index (no file scan); its init and fragment are read from
- * the segment file and decoded by ffmpeg/ffmpeg-frame.ts. Results are cached by
- * (segment, GOP, width) in the node's LRU (playback/read-caches.ts), so a timeline
- * strip costs one decode per GOP.
+ * GET /api/cameras/:id/frame.jpg?at=&width= — the I-frame at or before `at` as JPEG
+ * (playback/frame-grab.ts: found in the index, decoded once per GOP and width and
+ * cached, so a timeline strip costs one decode per GOP).
  *
  * Load: decodes go through one FrameDecoder per server (a few at once, a bounded queue,
  * 503 FRAMES_BUSY with Retry-After past it), and `width` is rounded up to one of
@@ -11,12 +9,11 @@
  * width from 16 to 3840 costs at most that many decodes of a GOP, not 3825.
  */
 import type { FastifyInstance } from 'fastify';
-import { openSegmentFile, type PsViews } from '../playback/segment-source.ts';
-import { join } from 'node:path';
 import { decodeGops } from '../index/gop-table.ts';
-import { NoVideoError, ValidationError } from '../lib/errors.ts';
+import { ValidationError } from '../lib/errors.ts';
 import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
-import { FrameDecoder, FramesBusyError } from '../ffmpeg/ffmpeg-frame.ts';
+import { FramesBusyError } from '../ffmpeg/ffmpeg-frame.ts';
+import { FrameGrabber } from '../playback/frame-grab.ts';
 import type { HttpDeps } from './http-deps.ts';
 import { access } from '../security/http-auth.ts';
 
@@ -25,18 +22,6 @@ export const FRAME_WIDTHS = [80, 160, 320, 480, 640, 960, 1280, 1920, 3840] as c
 
 export function frameWidth(requested: number): number {
   return FRAME_WIDTHS.find((w) => w >= requested) ?? FRAME_WIDTHS[FRAME_WIDTHS.length - 1]!;
-}
-
-async function readRange(path: string, offset: number, length: number, views: PsViews): Promise<Buffer> {
-  const fh = await openSegmentFile(path, views);
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    if (bytesRead !== length) throw new NoVideoError(`segment file ${path} is shorter than its index entry`);
-    return buf;
-  } finally {
-    await fh.close();
-  }
 }
 
 export interface StripEntry {
@@ -86,8 +71,7 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
     },
   );
 
-  const cache = deps.caches.frames;
-  const decoder = new FrameDecoder({ ffmpegPath: deps.ffmpegPath });
+  const frames = deps.frames ?? new FrameGrabber({ index: deps.index, dataDir: deps.dataDir, caches: deps.caches, ffmpegPath: deps.ffmpegPath });
   app.get<{ Params: { id: string }; Querystring: { at?: string; width?: string } }>(
     '/api/cameras/:id/frame.jpg',
     access('play', { camera: 'params.id' }),
@@ -97,39 +81,16 @@ export function registerFrames(app: FastifyInstance, deps: HttpDeps & { ffmpegPa
       const asked = req.query.width === undefined ? undefined : Number(req.query.width);
       if (asked !== undefined && (!Number.isInteger(asked) || asked < 16 || asked > 3840)) throw new ValidationError('width: an integer from 16 to 3840');
       const width = asked === undefined ? undefined : frameWidth(asked);
-      const seg = deps.index.segments.inRange(camera.id, atMs, atMs + 1)[0];
-      if (!seg || seg.startMs > atMs) throw new NoVideoError(`no video of camera ${camera.id} at ${iso(atMs)}`);
-      const gops = decodeGops(seg.gops);
-      let i = gops.length - 1;
-      while (i > 0 && seg.startMs + gops[i]!.timeMs > atMs) i--;
-      const gop = gops[i]!;
-      const key = `${seg.file}:${gop.offset}:${width ?? 0}`;
-      let jpeg = cache.get(key);
-      if (!jpeg) {
-        const path = join(deps.dataDir, seg.file);
-        const decoding = Promise.all([readRange(path, 0, seg.initSize, deps.caches.psViews), readRange(path, gop.offset, gop.size, deps.caches.psViews)]).then(
-          ([init, frag]) => decoder.decode(init, frag, width),
-        );
-        // A failure is not cached (nor does it evict a later decode of the same frame).
-        decoding.catch(() => {
-          if (cache.peek(key) === decoding) cache.delete(key);
-        });
-        cache.set(key, decoding);
-        jpeg = decoding;
-      }
-      let body: Buffer;
+      let frame;
       try {
-        body = await jpeg;
+        frame = await frames.grab(camera.id, atMs, width);
       } catch (err) {
         if (err instanceof FramesBusyError) void reply.header('Retry-After', '1');
         throw err;
       }
       if (width !== undefined) void reply.header('X-Frame-Width', String(width));
-      void reply
-        .header('Content-Type', 'image/jpeg')
-        .header('Cache-Control', 'private, max-age=86400')
-        .header('X-Frame-Time', iso(seg.startMs + gop.timeMs));
-      return reply.send(body);
+      void reply.header('Content-Type', 'image/jpeg').header('Cache-Control', 'private, max-age=86400').header('X-Frame-Time', iso(frame.frameMs));
+      return reply.send(frame.jpeg);
     },
   );
 }

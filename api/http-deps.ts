@@ -7,6 +7,7 @@ import type { RecorderIndex } from '../index/db.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderMetrics } from '../ops/metrics.ts';
 import type { ReadCaches } from '../playback/read-caches.ts';
+import type { FrameGrabber } from '../playback/frame-grab.ts';
 import type { UserStore } from '../security/users.ts';
 import type { RecorderService } from '../services/recorder-service.ts';
 
@@ -25,6 +26,8 @@ export interface HttpDeps {
   maxStreams?: number;
   /** The node's read caches (sample tables, PS views, progressive heads, frames: playback/read-caches.ts). */
   caches: ReadCaches;
+  /** The node's frame decodes (playback/frame-grab.ts), shared with picture snapshots; absent: the routes make their own. */
+  frames?: FrameGrabber;
   /** The node's shutdown signal (lib/lifecycle.ts): once aborted every request is answered 503 SHUTTING_DOWN. */
   signal?: AbortSignal;
 }

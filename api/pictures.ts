@@ -58,6 +58,10 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
 
     scope.get<{ Querystring: Query }>('/api/pictures', access('read'), async (req) => pictures().search(req.query, visible(req)));
 
+    scope.post<{ Params: { id: string }; Querystring: Query }>('/api/cameras/:id/snapshot', access('write', { camera: 'params.id' }), async (req) =>
+      pictures().snapshot(req.params.id, req.query),
+    );
+
     // Locks: by URL, and in batch (cameras and a time range; the service checks each camera's pool).
     scope.post<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) => ({
       picture: await pictures().lock(req.params.id, req.body),

@@ -173,6 +173,7 @@ export const configSchema = z
       .min(0)
       .default(32 * 1024 ** 2)
       .describe('rendered picture previews kept in memory (bytes; none over a quarter of it; 0: none kept)'),
+    eventSnapshots: z.enum(['on', 'off']).default('on').describe("an NVR event a camera records stores the event's I-frame as a picture typed with the event"),
   })
   .strict();
 
@@ -225,6 +226,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
   RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',
   RECORDER_PICTURE_PREVIEW_CACHE_BYTES: 'picturePreviewCacheBytes',
+  RECORDER_EVENT_SNAPSHOTS: 'eventSnapshots',
   RECORDER_S3: 's3',
   RECORDER_S3_ACCESS_KEY: 's3AccessKey',
   RECORDER_S3_SECRET_KEY: 's3SecretKey',

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { PictureKey } from '../index/pictures.ts';
-import { BadTimeError, RecorderError, ValidationError } from '../lib/errors.ts';
+import { BadTimeError, NoVideoError, RecorderError, ValidationError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { iso, parseRangeMs, parseTimeMs, type Clock } from '../lib/time.ts';
 import { validate } from '../lib/validate.ts';
@@ -19,6 +19,7 @@ import { buildZip, type ZipItem } from '../pictures/zip.ts';
 import { SIGNATURE_BYTES, signatureOf, similarity } from '../pictures/signature.ts';
 import type { PictureHit } from '../index/pictures.ts';
 import { pictureLockHolds } from '../pictures/cover.ts';
+import type { FrameGrabber } from '../playback/frame-grab.ts';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 
@@ -74,6 +75,13 @@ const lockBatchSchema = z
     until: z.union([z.string().min(1), z.number()]).optional(),
   })
   .strict();
+
+const snapshotSchema = z.object({ at: z.string().min(1).optional(), access_token: z.string().optional() }).strict();
+
+/** How long an event's snapshot waits for the event's instant to be recorded and indexed. */
+export const EVENT_SNAPSHOT_WAIT_MS = 30_000;
+/** A camera's events closer than this to its last snapshot take none (an event flood costs nothing). */
+export const EVENT_SNAPSHOT_EVERY_MS = 1000;
 
 /** Pictures one batch lock or unlock touches at most (a larger range: several requests). */
 export const LOCK_BATCH_MAX = 100_000;
@@ -151,6 +159,12 @@ export class PictureService {
   /** Rendered previews (pictures/preview.ts), bounded by RECORDER_PICTURE_PREVIEW_CACHE_BYTES. */
   readonly previews: PreviewCache;
 
+  private frames: FrameGrabber | null = null;
+  private eventSnapshots = false;
+  /** Per camera: the event instant of its last snapshot, and whether one is waiting. */
+  private readonly lastSnapshot = new Map<string, { atMs: number; waiting: boolean }>();
+  private stopped = false;
+
   constructor(
     readonly storage: PictureStorage,
     private readonly requireCamera: (id: string) => { id: string; pool: string },
@@ -163,6 +177,84 @@ export class PictureService {
     private readonly exclusive: <T>(work: () => Promise<T>) => Promise<T> = (work) => work(),
   ) {
     this.previews = new PreviewCache(previewCacheBytes);
+  }
+
+  /** The node's frame decodes (snapshots come from them); `eventSnapshots`: NVR events take one (RECORDER_EVENT_SNAPSHOTS). */
+  attachFrames(frames: FrameGrabber, opts: { eventSnapshots: boolean }): void {
+    this.frames = frames;
+    this.eventSnapshots = opts.eventSnapshots;
+  }
+
+  /** No more event snapshots (the node stops). */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /**
+   * A snapshot on request: the recorded I-frame at or before `at` (default: the newest
+   * recorded instant) stored as a picture of type `snapshot`. NO_VIDEO where nothing is
+   * recorded.
+   */
+  async snapshot(cameraId: string, query: Record<string, unknown>): Promise<PictureView> {
+    const q = validate(snapshotSchema, query);
+    const camera = this.requireCamera(cameraId);
+    const atMs = q.at !== undefined ? parseTimeMs(q.at, 'at') : this.newestRecorded(camera.id);
+    return this.storeFrame(camera, atMs, 'snapshot', {});
+  }
+
+  /**
+   * An NVR event a camera records: once the event's instant is recorded and indexed
+   * (at most EVENT_SNAPSHOT_WAIT_MS), its I-frame is stored as a picture typed with the
+   * event (`meta.event` = the event's type as sent). One at a time per camera and at
+   * most one per EVENT_SNAPSHOT_EVERY_MS of event time; never throws (logged).
+   */
+  eventSnapshot(cameraId: string, type: string, atMs: number): void {
+    if (!this.eventSnapshots || !this.frames || this.stopped) return;
+    const last = this.lastSnapshot.get(cameraId);
+    if (last && (last.waiting || Math.abs(atMs - last.atMs) < EVENT_SNAPSHOT_EVERY_MS)) return;
+    const state = { atMs, waiting: true };
+    this.lastSnapshot.set(cameraId, state);
+    const pictureType = /^[a-z0-9_-]{1,32}$/.test(type) ? type : 'event';
+    void (async () => {
+      const deadline = this.clock.nowMs() + EVENT_SNAPSHOT_WAIT_MS;
+      while (!this.stopped && !this.recordedAt(cameraId, atMs)) {
+        if (this.clock.nowMs() > deadline) {
+          this.log.warn({ camera: cameraId, at: iso(atMs), type }, 'event snapshot: the event instant was not recorded in time; none taken');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      if (this.stopped) return;
+      const pic = await this.storeFrame(this.requireCamera(cameraId), atMs, pictureType, { event: type.slice(0, 256) });
+      this.log.info({ camera: cameraId, picture: pic.id, type }, 'event snapshot stored');
+    })()
+      .catch((err: unknown) => this.log.warn({ camera: cameraId, err: (err as Error).message }, 'event snapshot failed'))
+      .finally(() => {
+        state.waiting = false;
+      });
+  }
+
+  /** Whether the GOP holding `atMs` is indexed (the segment's committed end is past it). */
+  private recordedAt(camera: string, atMs: number): boolean {
+    const seg = this.storage.index.segments.inRange(camera, atMs, atMs + 1)[0];
+    return seg !== undefined && seg.startMs <= atMs && seg.endMs > atMs;
+  }
+
+  /** The last indexed instant of a camera (NO_VIDEO: none). */
+  private newestRecorded(camera: string): number {
+    const seg = this.storage.index.segments.inRange(camera, 0, Number.MAX_SAFE_INTEGER).at(-1);
+    if (!seg || seg.endMs <= seg.startMs) throw new NoVideoError(`no video of camera ${camera}`);
+    return seg.endMs - 1;
+  }
+
+  private async storeFrame(camera: { id: string; pool: string }, atMs: number, type: string, meta: Record<string, string>): Promise<PictureView> {
+    if (!this.frames) throw new RecorderError('SHUTTING_DOWN', 'frame decoding is not ready');
+    const frame = await this.frames.grab(camera.id, atMs);
+    const input: PictureInput = { camera: camera.id, pool: camera.pool, atMs: frame.frameMs, type, bytes: frame.jpeg };
+    if (Object.keys(meta).length > 0) input.meta = meta;
+    const stored = await this.storage.put(input);
+    this.storage.signer.add(stored.key, frame.jpeg);
+    return { ...view(stored.key, stored.entry), width: stored.width, height: stored.height };
   }
 
   /** Stores `body` (a JPEG) as a picture of `camera` at `at` (default: now). */

@@ -206,6 +206,8 @@ export class RecorderService {
     const atMs = e.at === undefined ? now : parseTimeMs(e.at, 'at');
     if (Math.abs(atMs - now) > EVENT_SKEW_MS) throw new BadTimeError(`event time ${iso(atMs)} is more than 24 h from now`);
     const recording = this.supervisor.event(cameraId, { type: e.type, action: e.action, atMs, ...(e.seconds !== undefined ? { seconds: e.seconds } : {}) });
+    // The event's I-frame as a picture typed with it (services/picture-service.ts), once recorded.
+    if (recording && e.action !== 'stop') this.pictures?.eventSnapshot(cameraId, e.type, atMs);
     return { camera: cameraId, type: e.type, action: e.action, at: iso(atMs), recording };
   }
 

@@ -12,14 +12,9 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { SimCamera } from '../sim/camera.ts';
 import { launchChromium } from './helpers/browser.ts';
-import { startNode, waitFor } from './helpers/recorder.ts';
+import { startNode, waitForSpan } from './helpers/recorder.ts';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'test-artifacts');
-
-interface Span {
-  from: string;
-  to: string;
-}
 
 test('web UI: picture markers on the timeline, previews, the picture with its metadata, play from it; the nodes panel', async (t) => {
   t.timeout(300_000);
@@ -28,15 +23,7 @@ test('web UI: picture markers on the timeline, previews, the picture with its me
   const n = await startNode(t);
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   const t0 = Date.now() - 5000;
-  const span = await waitFor(
-    '8 s of video',
-    async () => {
-      const body = (await (await fetch(`${n.http}/api/recordings?camera=cam&from=${t0}&to=${Date.now() + 60_000}`)).json()) as { spans: Span[] };
-      return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > 8000) ?? null;
-    },
-    90_000,
-    500,
-  );
+  const span = await waitForSpan(n.http, 'cam', t0, 8_000);
   // Three pictures inside the recorded span, of three types, one with a plate.
   const from = Date.parse(span.from);
   const written: Record<string, string> = {};

@@ -108,6 +108,20 @@ export function embeddedNatsUser(dataDir: string, name: NatsUserName = 'vms'): P
 }
 
 /** Polls `probe` until it returns a truthy value (or throws after `timeoutMs`). */
+/** Waits until `camera` has a span (searched over HTTP from `sinceMs`) longer than `ms`; returns it. */
+export async function waitForSpan(http: string, camera: string, sinceMs: number, ms: number, timeoutMs = 90_000): Promise<{ from: string; to: string }> {
+  return waitFor(
+    `${ms / 1000} s of video of ${camera}`,
+    async () => {
+      const q = `camera=${encodeURIComponent(camera)}&from=${sinceMs}&to=${Date.now() + 60_000}`;
+      const body = (await (await fetch(`${http}/api/recordings?${q}`)).json()) as { spans: { from: string; to: string }[] };
+      return body.spans.find((s) => Date.parse(s.to) - Date.parse(s.from) > ms) ?? null;
+    },
+    timeoutMs,
+    500,
+  );
+}
+
 export async function waitFor<T>(what: string, probe: () => T | Promise<T>, timeoutMs = 30_000, everyMs = 250): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
