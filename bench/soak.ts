@@ -25,7 +25,9 @@
  * a live-view WebSocket client connected the whole time, and the camera server
  * restarted every --camera-restart-minutes (every camera drops off, opens a gap, backs
  * off and comes back). Pictures: an alarm picture of a `ring` camera every
- * --picture-ms (default 500), a picture search and a preview every 10 s. S3 (the
+ * --picture-ms (default 500) into the `ring` pool, whose pictures may hold
+ * --picture-pool-mb (packs of 1 MB, so cover runs all the time), a picture search and a
+ * preview every 10 s. S3 (the
  * `@aws-sdk/client-s3` client on the S3 listener): a 256 kB object put every 5 s,
  * read back and compared, the oldest deleted beyond 20, a listing every 10 s.
  *
@@ -83,6 +85,7 @@ const { values } = parseArgs({
     height: { type: 'string', default: '240' },
     kbit: { type: 'string', default: '400' },
     'picture-ms': { type: 'string', default: '500' },
+    'picture-pool-mb': { type: 'string', default: '4' },
     keep: { type: 'boolean', default: false },
   },
 });
@@ -123,6 +126,7 @@ interface Sample {
   recording: number;
   segments: number;
   poolMb: Record<string, number>;
+  pictureMb: number;
   deleted: number;
   thinned: number;
   restarts: number;
@@ -207,6 +211,7 @@ async function startRecorder(): Promise<string> {
       RECORDER_MIN_FREE_BYTES: '0',
       RECORDER_MIN_FREE_RATIO: '0',
       RECORDER_S3: s3Url.slice('http://'.length),
+      RECORDER_PICTURE_PACK_BYTES: String(1024 * 1024),
       RECORDER_S3_ACCESS_KEY: S3_KEY,
       RECORDER_S3_SECRET_KEY: S3_SECRET,
     },
@@ -392,7 +397,7 @@ async function sample(http: string): Promise<Sample | null> {
   const metrics = await (await fetch(`${http}/metrics`, { signal: AbortSignal.timeout(30_000) })).text();
   const pools = (
     (await (await fetch(`${http}/api/pools`, { signal: AbortSignal.timeout(30_000) })).json()) as {
-      pools: { id: string; usageBytes: number; deletedSegments?: number; thinnedSegments?: number }[];
+      pools: { id: string; usageBytes: number; pictureBytes?: number; deletedSegments?: number; thinnedSegments?: number }[];
     }
   ).pools;
   let fds = NaN;
@@ -427,6 +432,10 @@ async function sample(http: string): Promise<Sample | null> {
   } else if (now - lastLiveGrowth > maxDownMs && lastOk.get(cameras[0]!.id) === now)
     fail(`the live viewer received nothing for ${Math.round((now - lastLiveGrowth) / 1000)} s while its camera recorded`);
 
+  // Cover keeps the pictures at their quota plus the open pack and one being covered.
+  const pictureMb = sum(pools.map((p) => p.pictureBytes ?? 0)) / 1e6;
+  if (pictureMb > num('picture-pool-mb') + 3)
+    fail(`pictures hold ${pictureMb.toFixed(1)} MB, over their ${num('picture-pool-mb')} MB quota: cover is not keeping up`);
   const slots = one(metrics, 'recorder_lmdb_reader_slots');
   if (slots > maxSlots) fail(`LMDB reader slots at ${slots} (bound ${maxSlots}; MDB_READERS_FULL at 126)`);
   const requests = counts.ok + counts.expected + unexpected.length;
@@ -443,6 +452,7 @@ async function sample(http: string): Promise<Sample | null> {
     recording,
     segments: await countSegments(),
     poolMb: Object.fromEntries(pools.filter((p) => p.id !== 'default').map((p) => [p.id, p.usageBytes / 1e6])),
+    pictureMb,
     deleted: sum(pools.map((p) => p.deletedSegments ?? 0)),
     thinned: sum(pools.map((p) => p.thinnedSegments ?? 0)),
     restarts: sum(metric(metrics, 'recorder_ffmpeg_restarts_total')),
@@ -473,6 +483,7 @@ const COLUMNS: [string, (s: Sample) => string][] = [
         .map((v) => v.toFixed(1))
         .join('/'),
   ],
+  ['pictures MB', (s) => s.pictureMb.toFixed(1)],
   ['deleted', (s) => String(s.deleted)],
   ['thinned', (s) => String(s.thinned)],
   ['restarts', (s) => String(s.restarts)],
@@ -645,6 +656,8 @@ try {
   await putJson(`${http}/api/pools/ring`, {
     capacityBytes: Math.round(num('pool-mb') * 1e6 * Math.max(1, nOf((c) => c.pool === 'ring') / 3)),
     overwrite: 'capacity',
+    // The alarm pictures are covered too (issue 16): a few MB of them, packs of 1 MB.
+    pictureCapacityBytes: Math.round(num('picture-pool-mb') * 1e6),
   });
   await putJson(`${http}/api/pools/thin`, {
     capacityBytes: Math.round(
