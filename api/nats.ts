@@ -120,6 +120,8 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     'label.delete': (b) => service.storage.deleteLabel(b),
     'label.search': (b) => ({ labels: service.storage.searchLabels(b) }),
     'picture.put': (b) => service.pictures.putJson(b).then((picture) => ({ picture })),
+    'picture.lock': (b) => service.pictures.lockJson(b, false),
+    'picture.unlock': (b) => service.pictures.lockJson(b, true),
   };
   for (const [name, handler] of Object.entries(endpoints)) {
     srv.addEndpoint(name.replace('.', '_'), {

@@ -363,6 +363,17 @@ export class PictureService {
     return { pictures: n };
   }
 
+  /**
+   * `rec.v1.picture.lock` / `.unlock` (the VMS sees every pool): one picture by `id`, or
+   * in batch by `camera`, `from`, `to` (and `type`), as the HTTP routes.
+   */
+  async lockJson(body: unknown, unlock: boolean): Promise<{ picture: PictureView } | { pictures: number }> {
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (typeof b.id !== 'string') return this.lockBatch(body, () => true, unlock);
+    const { id, ...rest } = b;
+    return { picture: unlock ? await this.unlock(id) : await this.lock(id, rest) };
+  }
+
   /** A lock's end: a future instant, or null (until unlocked). */
   private untilOf(until: string | number | undefined): number | null {
     if (until === undefined) return null;

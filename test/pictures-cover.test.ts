@@ -174,4 +174,18 @@ test('a cycle pool covers picture packs older than its days; a picture lock expi
   const gone = async (id: string): Promise<boolean> => (await fetch(`${n.http}/api/pictures/${id}`)).status === 404;
   await waitFor('the old packs covered', async () => (await Promise.all(ids.slice(0, 8).map(gone))).every(Boolean), 30_000, 200);
   t.is((await fetch(`${n.http}/api/pictures/${recent[recent.length - 1]!}`)).status, 200);
+
+  // The same over NATS: one picture by id, then in batch.
+  const last = recent[recent.length - 1]!;
+  const viaNats = await n.request<{ picture: { id: string; lockedUntil: string | null } }>('rec.v1.picture.lock', { id: last });
+  t.true(viaNats.ok, JSON.stringify(viaNats));
+  t.deepEqual([viaNats.picture.id, viaNats.picture.lockedUntil], [last, null]);
+  const q = `camera=door&from=${Date.now() - 600_000}&to=${Date.now() + 60_000}&locked=true`;
+  t.deepEqual(
+    (await json<Search>('GET', `${n.http}/api/pictures?${q}`)).body.pictures.map((p) => p.id),
+    [last],
+  );
+  const batch = await n.request<{ pictures: number }>('rec.v1.picture.unlock', { camera: 'door', from: Date.now() - 600_000, to: Date.now() + 60_000 });
+  t.deepEqual([batch.ok, batch.pictures], [true, 1]);
+  t.is((await n.request<{ error: { code: string } }>('rec.v1.picture.lock', { id: 'door.1.0' })).error?.code, 'PICTURE_NOT_FOUND');
 });
