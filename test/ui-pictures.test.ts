@@ -75,6 +75,21 @@ test('web UI: picture markers on the timeline, previews, the picture with its me
   await mkdir(ARTIFACTS, { recursive: true });
   await writeFile(join(ARTIFACTS, 'ui-pictures.png'), await page.screenshot({ fullPage: true }));
 
+  // Lock it from the UI: the API says it is locked; unlock again.
+  t.is(await page.locator('#picture-lock').innerText(), 'Lock');
+  await page.click('#picture-lock');
+  await page.waitForFunction(`document.getElementById('picture-view').dataset.locked === '1'`, undefined, { timeout: 30_000 });
+  const locked = (await (await fetch(`${n.http}/api/pictures?camera=cam&from=${t0}&to=${Date.now() + 60_000}&locked=true`)).json()) as {
+    pictures: { id: string }[];
+  };
+  t.deepEqual(
+    locked.pictures.map((p) => p.id),
+    [written.anpr],
+  );
+  t.is(await page.locator('#picture-lock').innerText(), 'Unlock');
+  await page.click('#picture-lock');
+  await page.waitForFunction(`document.getElementById('picture-view').dataset.locked === ''`, undefined, { timeout: 30_000 });
+
   // A preview opens its picture too.
   await page.click(`#pictures .picture-thumb[data-id="${written.face}"]`);
   await page.waitForFunction(`document.getElementById('picture-view').dataset.id === ${JSON.stringify(written.face)}`, undefined, { timeout: 30_000 });

@@ -67,8 +67,8 @@ export async function apiFetch(path, opts = {}) {
   return res;
 }
 
-export async function apiJson(path) {
-  return (await apiFetch(path)).json();
+export async function apiJson(path, opts = {}) {
+  return (await apiFetch(path, opts)).json();
 }
 
 export function iso(ms) {

@@ -220,9 +220,37 @@ async function openPicture(p) {
     $('picture-view').dataset.id = p.id;
     const meta = Object.entries(p.meta || {}).map(([k, v]) => `${k}=${v}`);
     $('picture-caption').textContent = [p.camera, new Date(p.at).toLocaleString(), p.type, ...meta, `${p.bytes} bytes`].join(' · ');
+    showLock(p);
     $('picture-download').href = url;
     $('picture-download').download = `${p.id}.jpg`;
     $('picture-view').hidden = false;
+  } catch (err) {
+    showError(err);
+  }
+}
+
+/** The lock button says what a click does: lock, or unlock a picture whose lock holds. */
+function showLock(p) {
+  const locked = p.lockedUntil !== undefined;
+  $('picture-lock').textContent = locked ? 'Unlock' : 'Lock';
+  $('picture-lock').title = locked
+    ? `locked${p.lockedUntil ? ` until ${new Date(p.lockedUntil).toLocaleString()}` : ''}: click to unlock`
+    : 'Lock: cover never removes a locked picture';
+  $('picture-view').dataset.locked = locked ? '1' : '';
+}
+
+async function toggleLock() {
+  const p = pictureShown;
+  if (!p) return;
+  try {
+    const { picture } = await apiJson(`/api/pictures/${encodeURIComponent(p.id)}/lock`, {
+      method: p.lockedUntil !== undefined ? 'DELETE' : 'POST',
+      ...(p.lockedUntil !== undefined ? {} : { headers: { 'content-type': 'application/json' }, body: '{}' }),
+    });
+    pictureShown = { ...p, ...picture };
+    if (picture.lockedUntil === undefined) delete pictureShown.lockedUntil;
+    showLock(pictureShown);
+    refreshTimeline();
   } catch (err) {
     showError(err);
   }
@@ -455,6 +483,7 @@ video.addEventListener('timeupdate', () => {
 });
 $('error').addEventListener('click', clearError);
 $('picture-close').addEventListener('click', () => ($('picture-view').hidden = true));
+$('picture-lock').addEventListener('click', toggleLock);
 $('picture-play').addEventListener('click', () => {
   if (pictureShown) playRecording(pictureShown.camera, Date.parse(pictureShown.at));
 });
