@@ -33,6 +33,8 @@ export interface CoverDeps {
   log: Logger;
   /** Writes a stored picture again into its pool's current pack (the same key, new place). */
   rewrite: (key: PictureKey) => Promise<void>;
+  /** Told of the pictures a cover removed (the in-memory signature index forgets them). */
+  onRemoved?: (keys: PictureKey[]) => void;
 }
 
 export interface CoverReport {
@@ -80,11 +82,13 @@ export async function coverPack(d: CoverDeps, pack: PackRecord, nowMs: number): 
     await d.rewrite(key);
     report.moved++;
   }
+  const gone = d.index.pictures.entriesOfPack(pack).map((h) => h.key);
   await d.index.pictures.putPack({ ...pack, covering: true });
   await unlink(join(d.dataDir, pack.file)).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
   });
   report.pictures = await d.index.pictures.removePack(pack);
+  d.onRemoved?.(gone);
   report.packs = 1;
   report.bytes = pack.bytes;
   return report;

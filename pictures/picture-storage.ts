@@ -22,6 +22,7 @@ import { PackWriter } from './pack-writer.ts';
 import { Signer } from './signer.ts';
 import type { PictureHeader } from './pack-format.ts';
 import { pictureId } from './layout.ts';
+import { SignatureIndex } from './signature-index.ts';
 import { reconcilePictures, type PictureReconcileReport } from './reconcile.ts';
 import { coverOrder, coverPack, coverPass, type CoverDeps } from './cover.ts';
 import type { PoolPolicy } from '../index/records.ts';
@@ -62,10 +63,13 @@ export class PictureStorage {
   readonly index: RecorderIndex;
   /** Visual signatures of stored pictures, computed after each write (search by image). */
   readonly signer: Signer;
+  /** Every signature in memory, for search by image (loaded on the first search). */
+  readonly signatures: SignatureIndex;
 
   constructor(private readonly opts: PictureStorageOptions) {
     this.index = opts.index;
-    this.signer = new Signer(opts.index, opts.log);
+    this.signatures = new SignatureIndex(opts.index.pictures);
+    this.signer = new Signer(opts.index, opts.log, undefined, (done) => this.signatures.add(done));
     this.lastPackId = opts.index.pictures.lastPackId();
   }
 
@@ -179,7 +183,13 @@ export class PictureStorage {
   }
 
   private coverDeps(): CoverDeps {
-    return { index: this.opts.index, dataDir: this.opts.dataDir, log: this.opts.log, rewrite: (key) => this.rewrite(key) };
+    return {
+      index: this.opts.index,
+      dataDir: this.opts.dataDir,
+      log: this.opts.log,
+      rewrite: (key) => this.rewrite(key),
+      onRemoved: (keys) => this.signatures.remove(keys),
+    };
   }
 
   /** A pack's record. */

@@ -10,6 +10,9 @@
 import sharp from 'sharp';
 
 export const SIGNATURE_BYTES = 20;
+/** The first HASH_BYTES of a signature are the dHash; the score weighs it HASH_WEIGHT, the colour layout the rest. */
+export const HASH_BYTES = 8;
+export const HASH_WEIGHT = 0.7;
 
 export async function signatureOf(jpeg: Buffer): Promise<Buffer> {
   const grey = await sharp(jpeg).greyscale().resize(9, 8, { fit: 'fill' }).raw().toBuffer();
@@ -24,7 +27,7 @@ export async function signatureOf(jpeg: Buffer): Promise<Buffer> {
   return out;
 }
 
-const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
+export const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
   let n = 0;
   for (let v = i; v; v >>= 1) n += v & 1;
   return n;
@@ -33,8 +36,8 @@ const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
 /** Similarity in [0, 1]: 0.7 of it from the hash's Hamming distance, 0.3 from the colour layout's distance. */
 export function similarity(a: Uint8Array, b: Uint8Array): number {
   let bits = 0;
-  for (let i = 0; i < 8; i++) bits += POPCOUNT[a[i]! ^ b[i]!]!;
+  for (let i = 0; i < HASH_BYTES; i++) bits += POPCOUNT[a[i]! ^ b[i]!]!;
   let colour = 0;
-  for (let i = 8; i < SIGNATURE_BYTES; i++) colour += Math.abs(a[i]! - b[i]!);
-  return 0.7 * (1 - bits / 64) + 0.3 * (1 - colour / (12 * 255));
+  for (let i = HASH_BYTES; i < SIGNATURE_BYTES; i++) colour += Math.abs(a[i]! - b[i]!);
+  return HASH_WEIGHT * (1 - bits / 64) + (1 - HASH_WEIGHT) * (1 - colour / ((SIGNATURE_BYTES - HASH_BYTES) * 255));
 }

@@ -20,6 +20,8 @@ export class Signer {
     private readonly index: RecorderIndex,
     private readonly log: Logger,
     private readonly maxPending = 2000,
+    /** Told of each batch once committed (the in-memory signature index). */
+    private readonly onSigned: (done: readonly { key: PictureKey; signature: Buffer }[]) => void = () => undefined,
   ) {}
 
   add(key: PictureKey, bytes: Buffer): void {
@@ -66,6 +68,7 @@ export class Signer {
       try {
         await this.index.pictures.putSignatures(done);
         this.signed += done.length;
+        this.onSigned(done);
       } catch (err) {
         this.skipped += done.length;
         this.log.warn({ err }, 'picture signatures not stored');

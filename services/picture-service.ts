@@ -16,7 +16,7 @@ import { inspectJpeg } from '../pictures/jpeg.ts';
 import { PreviewCache, parsePreviewSpec, renderPreview, specKey, type PreviewSpec } from '../pictures/preview.ts';
 import type { Part } from '../pictures/multipart.ts';
 import { buildZip, type ZipItem } from '../pictures/zip.ts';
-import { SIGNATURE_BYTES, signatureOf, similarity } from '../pictures/signature.ts';
+import { signatureOf } from '../pictures/signature.ts';
 import type { PictureHit } from '../index/pictures.ts';
 import { pictureLockHolds } from '../pictures/cover.ts';
 import type { FrameGrabber } from '../playback/frame-grab.ts';
@@ -490,15 +490,8 @@ export class PictureService {
     for (const c of cameras ?? []) if (!visible(c)) throw new RecorderError('FORBIDDEN', `no access to camera ${c}`);
     const sig = await signatureOf(Buffer.from(body));
     const limit = q.limit ?? 10;
-    const best: { key: PictureKey; score: number }[] = [];
-    for (const { key, signature } of this.storage.index.pictures.signatures(fromMs, toMs, SIGNATURE_BYTES)) {
-      if (cameras ? !cameras.has(key[0]) : !visible(key[0])) continue;
-      const score = similarity(sig, signature);
-      if (best.length === limit && score <= best[limit - 1]!.score) continue;
-      best.push({ key, score });
-      best.sort((a, b) => b.score - a.score);
-      if (best.length > limit) best.pop();
-    }
+    // The in-memory signatures (pictures/signature-index.ts); the index is checked for each match.
+    const best = this.storage.signatures.best(sig, fromMs, toMs, limit, (camera) => (cameras ? cameras.has(camera) : visible(camera)));
     const matches: (PictureView & { score: number })[] = [];
     for (const { key, score } of best) {
       const entry = this.storage.index.pictures.get(key);
