@@ -7,7 +7,7 @@
  * no torn object, the old version intact, no tmp or part file leaked, the committed
  * parts still there to resume, then gone when the upload expires.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -22,7 +22,6 @@ import {
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
-  S3ServiceException,
   UploadPartCommand,
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
@@ -34,28 +33,11 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startNode, spawnRecorder, tempDir, waitFor } from './helpers/recorder.ts';
+import { spawnRecorder, tempDir, waitFor } from './helpers/recorder.ts';
+import { S3_KEY as KEY, S3_SECRET as SECRET, s3Client, s3Code as code, s3Node } from './helpers/s3.ts';
 
 const run = promisify(execFile);
-const KEY = 'AKIDMULTIPART';
-const SECRET = 'multipart-secret-key-0123456789';
 const MiB = 1024 * 1024;
-
-function client(endpoint: string, t: ExecutionContext): S3Client {
-  const c = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: KEY, secretAccessKey: SECRET } });
-  t.teardown(() => c.destroy());
-  return c;
-}
-
-async function s3Node(t: ExecutionContext, dataDir?: string): Promise<{ s3: string; client: S3Client; dataDir: string }> {
-  const n = await startNode(t, { s3: '127.0.0.1:0', s3AccessKey: KEY, s3SecretKey: SECRET }, dataDir);
-  return { s3: n.node.s3Url, client: client(n.node.s3Url, t), dataDir: n.dataDir };
-}
-
-async function code(t: ExecutionContext, p: Promise<unknown>): Promise<string> {
-  const err = await t.throwsAsync(p);
-  return err instanceof S3ServiceException ? err.name : String(err);
-}
 
 async function bytes(c: S3Client, Bucket: string, Key: string, Range?: string): Promise<Buffer> {
   const got = await c.send(new GetObjectCommand({ Bucket, Key, ...(Range ? { Range } : {}) }));
@@ -433,7 +415,7 @@ test('kill -9 during uploads: no torn object, the old version intact, no leaked 
   };
   const first = spawnRecorder(t, env);
   await first.http;
-  const c = client(s3, t);
+  const c = s3Client(t, s3);
   await waitFor('the S3 listener', () => c.send(new CreateBucketCommand({ Bucket: 'crash' })).then(() => true));
   const old = randomBytes(300_000);
   await c.send(new PutObjectCommand({ Bucket: 'crash', Key: 'over', Body: old }));

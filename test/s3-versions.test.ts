@@ -5,7 +5,7 @@
  * (the node's clock and the client's moved two days on); anonymous access exactly where
  * an ACL opens it; a presigned URL before and after its expiry.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import {
   CreateBucketCommand,
   CreateMultipartUploadCommand,
@@ -22,41 +22,21 @@ import {
   PutObjectAclCommand,
   PutObjectCommand,
   S3Client,
-  S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { execFile } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startNode, tempDir, type TestNode } from './helpers/recorder.ts';
+import { startNode, tempDir } from './helpers/recorder.ts';
+import { S3_KEY as KEY, S3_SECRET as SECRET, s3Client, s3Code as code, s3Node } from './helpers/s3.ts';
 
 const run = promisify(execFile);
-const KEY = 'AKIDVERSIONS';
-const SECRET = 'versions-secret-key-0123456789';
 const DAY = 86_400_000;
-
-async function s3Node(t: ExecutionContext, offset?: { ms: number }): Promise<TestNode & { s3: string; client: S3Client }> {
-  const clock = offset ? { nowMs: () => Date.now() + offset.ms } : undefined;
-  const n = await startNode(t, { s3: '127.0.0.1:0', s3AccessKey: KEY, s3SecretKey: SECRET }, undefined, clock ? { clock } : {});
-  const client = new S3Client({
-    endpoint: n.node.s3Url,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: KEY, secretAccessKey: SECRET },
-  });
-  t.teardown(() => client.destroy());
-  return { ...n, s3: n.node.s3Url, client };
-}
 
 async function text(c: S3Client, Bucket: string, Key: string, VersionId?: string): Promise<string> {
   const got = await c.send(new GetObjectCommand({ Bucket, Key, ...(VersionId ? { VersionId } : {}) }));
   return got.Body!.transformToString();
-}
-
-async function code(t: ExecutionContext, p: Promise<unknown>): Promise<string> {
-  const err = await t.throwsAsync(p);
-  return err instanceof S3ServiceException ? err.name : String(err);
 }
 
 async function objectFiles(dataDir: string, bucket: string): Promise<number> {
@@ -150,7 +130,7 @@ test('versioning: versions by id, delete markers, removing a version, a suspende
 
 test('lifecycle: keep N versions, expiry by days, old uploads aborted (clocks moved two days on)', async (t) => {
   const offset = { ms: 0 };
-  const { client: c, node, dataDir, s3 } = await s3Node(t, offset);
+  const { client: c, node, dataDir, s3 } = await s3Node(t, { offset });
   await c.send(new CreateBucketCommand({ Bucket: 'life' }));
   await c.send(new PutBucketVersioningCommand({ Bucket: 'life', VersioningConfiguration: { Status: 'Enabled' } }));
   await c.send(
@@ -247,8 +227,7 @@ test("users' access keys: issued over HTTP, a user sees only the buckets of thei
     return { status: res.status, body: (await res.json()) as T };
   };
   for (const pool of ['p1', 'p2']) t.is((await http('PUT', `/api/pools/${pool}`, { capacityBytes: null, overwrite: 'capacity' })).status, 200);
-  const root = new S3Client({ endpoint: s3, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: KEY, secretAccessKey: SECRET } });
-  t.teardown(() => root.destroy());
+  const root = s3Client(t, s3);
   await root.send(new CreateBucketCommand({ Bucket: 'pool-one', CreateBucketConfiguration: { LocationConstraint: 'p1' as never } }));
   await root.send(new CreateBucketCommand({ Bucket: 'pool-two', CreateBucketConfiguration: { LocationConstraint: 'p2' as never } }));
   t.is(
@@ -269,11 +248,7 @@ test("users' access keys: issued over HTTP, a user sees only the buckets of thei
   t.false(JSON.stringify(listedKeys.body).includes(issued.body.secretAccessKey), 'the secret is shown once');
   t.is((await http('POST', '/api/users/nobody/s3-keys')).status, 404);
 
-  const as = (id: string, secret: string): S3Client => {
-    const c = new S3Client({ endpoint: s3, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: id, secretAccessKey: secret } });
-    t.teardown(() => c.destroy());
-    return c;
-  };
+  const as = (id: string, secret: string): S3Client => s3Client(t, s3, { accessKeyId: id, secretAccessKey: secret });
   const alice = as(issued.body.accessKeyId, issued.body.secretAccessKey);
   const victor = as(vkey.accessKeyId, vkey.secretAccessKey);
   t.deepEqual(

@@ -8,7 +8,7 @@
  * shorter than its Content-Length, a 5 GiB PUT) answered with S3's error and nothing
  * stored; the start-up sweep of unfinished uploads.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import {
   CreateBucketCommand,
   DeleteBucketCommand,
@@ -20,7 +20,6 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
-  S3ServiceException,
   paginateListObjectsV2,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
@@ -34,27 +33,10 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
+import { tempDir, waitFor } from './helpers/recorder.ts';
+import { S3_KEY as KEY, S3_SECRET as SECRET, s3Error, s3Node } from './helpers/s3.ts';
 
 const run = promisify(execFile);
-const KEY = 'AKIDRECORDERTEST';
-const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
-
-async function s3Node(t: ExecutionContext, dataDir?: string): Promise<TestNode & { s3: string; client: S3Client }> {
-  const n = await startNode(t, { s3: '127.0.0.1:0', s3AccessKey: KEY, s3SecretKey: SECRET }, dataDir);
-  const s3 = n.node.s3Url;
-  t.truthy(s3, 'the S3 listener started');
-  const client = new S3Client({ endpoint: s3, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: KEY, secretAccessKey: SECRET } });
-  t.teardown(() => client.destroy());
-  return { ...n, s3, client };
-}
-
-async function s3Error(t: ExecutionContext, p: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
-  const err = await t.throwsAsync(p);
-  if (err instanceof S3ServiceException) return { name: err.name, status: err.$metadata.httpStatusCode };
-  return { name: err?.name ?? 'none', status: undefined };
-}
-
 /** A raw HTTP exchange on one socket: what the server answers, until it closes or `until` matches. */
 function rawExchange(url: string, head: string, body: Buffer, opts: { end?: boolean } = {}): Promise<string> {
   const { hostname, port } = new URL(url);
@@ -327,7 +309,7 @@ test('bad input: wrong signatures, bad keys, short bodies and a 5 GiB PUT get S3
 
 test('start-up sweep: tmp files and object files no record names are removed, objects kept', async (t) => {
   const dir = await tempDir(t);
-  const first = await s3Node(t, dir);
+  const first = await s3Node(t, { dataDir: dir });
   await first.client.send(new CreateBucketCommand({ Bucket: 'keep' }));
   await first.client.send(new PutObjectCommand({ Bucket: 'keep', Key: 'k', Body: 'kept bytes' }));
   await first.node.stop();
@@ -336,7 +318,7 @@ test('start-up sweep: tmp files and object files no record names are removed, ob
   const fan = join(dir, 'buckets', 'objects', 'keep', 'zz');
   await mkdir(fan, { recursive: true });
   await writeFile(join(fan, '00000000000000zz'), 'torn');
-  const second = await s3Node(t, dir);
+  const second = await s3Node(t, { dataDir: dir });
   t.false(existsSync(join(dir, 'buckets', 'tmp', '0000abcdef')));
   t.false(existsSync(join(fan, '00000000000000zz')));
   const got = await second.client.send(new GetObjectCommand({ Bucket: 'keep', Key: 'k' }));
@@ -345,7 +327,7 @@ test('start-up sweep: tmp files and object files no record names are removed, ob
 
 test('a lost catalog: after the index is rebuilt (recorder reindex), buckets and objects come back from the object files', async (t) => {
   const dir = await tempDir(t);
-  const first = await s3Node(t, dir);
+  const first = await s3Node(t, { dataDir: dir });
   await first.client.send(new CreateBucketCommand({ Bucket: 'survivor' }));
   await first.client.send(new PutObjectCommand({ Bucket: 'survivor', Key: 'doc.txt', Body: 'old', ContentType: 'text/plain' }));
   await first.client.send(
@@ -358,7 +340,7 @@ test('a lost catalog: after the index is rebuilt (recorder reindex), buckets and
     env: { ...process.env, RECORDER_DATA_DIR: dir, RECORDER_LOG_LEVEL: 'silent' },
     timeout: 60_000,
   });
-  const second = await s3Node(t, dir);
+  const second = await s3Node(t, { dataDir: dir });
   const listed = await second.client.send(new ListObjectsV2Command({ Bucket: 'survivor' }));
   t.deepEqual(
     listed.Contents?.map((o) => o.Key),
