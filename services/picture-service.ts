@@ -242,7 +242,7 @@ export class PictureService {
 
   /** The last indexed instant of a camera (NO_VIDEO: none). */
   private newestRecorded(camera: string): number {
-    const seg = this.storage.index.segments.inRange(camera, 0, Number.MAX_SAFE_INTEGER).at(-1);
+    const seg = this.storage.index.segments.last(camera);
     if (!seg || seg.endMs <= seg.startMs) throw new NoVideoError(`no video of camera ${camera}`);
     return seg.endMs - 1;
   }

@@ -40,6 +40,11 @@ test('a snapshot on request and on an NVR event: the recorded I-frame as a pictu
   t.deepEqual([snap.width, snap.height], [320, 240]);
   const jpeg = Buffer.from(await (await fetch(`${n.http}/api/pictures/${snap.id}`)).arrayBuffer());
   t.like(await sharp(jpeg).metadata(), { format: 'jpeg', width: 320, height: 240 });
+  // Without `at`: the newest recorded instant's I-frame.
+  const newest = await fetch(`${n.http}/api/cameras/cam/snapshot`, { method: 'POST' });
+  const newestSnap = (await newest.json()) as Picture;
+  t.is(newest.status, 200, JSON.stringify(newestSnap));
+  t.true(Date.parse(newestSnap.at) >= Date.parse(span.to) - 2100, `${newestSnap.at} after ${span.to}`);
   // Nothing recorded there: a typed error, nothing stored.
   const none = await fetch(`${n.http}/api/cameras/cam/snapshot?at=${t0 - 3600_000}`, { method: 'POST' });
   t.is(none.status, 404);
