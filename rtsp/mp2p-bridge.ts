@@ -9,9 +9,10 @@
  * Bounds and failures: the sink is called synchronously per RTP packet; `pause()`
  * stops reading the camera's socket (TCP back-pressure) until `resume()`. A gap in RTP
  * sequence numbers is counted (`lostPackets`) and flagged to the sink with the packet
- * after it, so the reader drops its partial packet and resynchronises. RTSP errors, a
- * 401 (no authentication here), a session without an MP2P stream and a silent camera
- * fail the bridge with a typed Mp2pBridgeError; `close()` ends the connection.
+ * after it, so the reader drops its partial packet and resynchronises. A DESCRIBE
+ * answered 5xx is asked again (DESCRIBE_ATTEMPTS). RTSP errors, a 401 (no
+ * authentication here), a session without an MP2P stream and a silent camera fail the
+ * bridge with a typed Mp2pBridgeError; `close()` ends the connection.
  */
 import { connect, type Socket } from 'node:net';
 
@@ -19,6 +20,8 @@ export class Mp2pBridgeError extends Error {
   constructor(
     readonly code: 'MP2P_CONNECT' | 'MP2P_RTSP' | 'MP2P_NO_STREAM' | 'MP2P_AUTH' | 'MP2P_TIMEOUT',
     message: string,
+    /** The RTSP status of a refused request (MP2P_RTSP, MP2P_AUTH); null otherwise. */
+    readonly status: number | null = null,
   ) {
     super(message);
     this.name = 'Mp2pBridgeError';
@@ -27,6 +30,17 @@ export class Mp2pBridgeError extends Error {
 
 const MAX_MESSAGE_BYTES = 256 * 1024;
 const KEEPALIVE_MS = 20_000;
+/**
+ * A DESCRIBE answered 5xx is asked again on the same connection, this many times in all,
+ * this far apart (as rtsp/rtsp-describe.ts's describeWithRetry does): GStreamer's server
+ * answers 503 to a DESCRIBE that arrives while it unprepares the shared media of a client
+ * that just left, and the ingest's own DESCRIBE (ingest/camera-ingest.ts) is such a client,
+ * closed a moment before this bridge connects. Without this, most attempts on a loaded
+ * machine failed so (14 of 20 measured), each doubling the camera's backoff up to its 30 s
+ * cap: a camera that came back was recorded again only minutes later.
+ */
+const DESCRIBE_ATTEMPTS = 3;
+const DESCRIBE_RETRY_MS = 700;
 
 interface RtspResponse {
   status: number;
@@ -125,8 +139,8 @@ class RtspSession {
     const reply = this.reader.next();
     this.sock.write(text);
     const r = await reply;
-    if (r.status === 401) throw new Mp2pBridgeError('MP2P_AUTH', `${method} ${url}: 401 (the MP2P bridge does not authenticate)`);
-    if (r.status !== 200) throw new Mp2pBridgeError('MP2P_RTSP', `${method} ${url}: ${r.status}`);
+    if (r.status === 401) throw new Mp2pBridgeError('MP2P_AUTH', `${method} ${url}: 401 (the MP2P bridge does not authenticate)`, 401);
+    if (r.status !== 200) throw new Mp2pBridgeError('MP2P_RTSP', `${method} ${url}: ${r.status}`, r.status);
     const s = r.headers.get('session');
     if (s) this.session = s.split(';')[0]!.trim();
     return r;
@@ -247,8 +261,19 @@ export async function startMp2pBridge(cameraUrl: string, timeoutMs: number, sink
   }
   sock.on('close', () => finish(new Mp2pBridgeError('MP2P_RTSP', 'camera closed the RTSP connection')));
   sock.on('error', (err) => finish(err instanceof Mp2pBridgeError ? err : new Mp2pBridgeError('MP2P_RTSP', err.message)));
+  const describe = async (): Promise<RtspResponse> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await withTimeout(rtsp.request('DESCRIBE', rtspUrl, { Accept: 'application/sdp' }), timeoutMs, 'DESCRIBE');
+      } catch (err) {
+        if (attempt >= DESCRIBE_ATTEMPTS || !(err instanceof Mp2pBridgeError) || err.status === null || err.status < 500) throw err;
+        await new Promise((r) => setTimeout(r, DESCRIBE_RETRY_MS));
+        if (closed) throw new Mp2pBridgeError('MP2P_RTSP', 'camera closed the RTSP connection');
+      }
+    }
+  };
   try {
-    const described = await withTimeout(rtsp.request('DESCRIBE', rtspUrl, { Accept: 'application/sdp' }), timeoutMs, 'DESCRIBE');
+    const described = await describe();
     const media = findMp2p(described.body, described.headers.get('content-base') ?? rtspUrl);
     if (!media) throw new Mp2pBridgeError('MP2P_NO_STREAM', `${url.host}${url.pathname} has no MP2P/90000 stream`);
     const setup = await withTimeout(rtsp.request('SETUP', media.control, { Transport: 'RTP/AVP/TCP;unicast;interleaved=0-1' }), timeoutMs, 'SETUP');

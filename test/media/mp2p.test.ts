@@ -50,3 +50,38 @@ test('a camera that is not there or answers garbage: typed errors, not MP2P', as
   t.true(e2 instanceof Mp2pBridgeError && e2.code === 'MP2P_RTSP', String(e2));
   t.false(String(e2).includes('secret'), 'credentials never appear in errors');
 });
+
+test('a DESCRIBE answered 503 (GStreamer unpreparing the shared media a probe just left) is asked again on the connection; 503 every time fails typed', async (t) => {
+  const sdp = 'v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 MP2P/90000\r\na=control:stream=0\r\n';
+  const listen = async (refusals: number): Promise<{ url: string; describes: () => number }> => {
+    let describes = 0;
+    const server = createServer((s) => {
+      let buf = '';
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
+          const req = buf.slice(0, end);
+          buf = buf.slice(end + 4);
+          const cseq = /CSeq: (\d+)/.exec(req)![1];
+          const method = req.split(' ')[0];
+          if (method === 'DESCRIBE' && describes++ < refusals) s.write(`RTSP/1.0 503 Service Unavailable\r\nCSeq: ${cseq}\r\n\r\n`);
+          else if (method === 'DESCRIBE')
+            s.write(`RTSP/1.0 200 OK\r\nCSeq: ${cseq}\r\nContent-Type: application/sdp\r\nContent-Length: ${sdp.length}\r\n\r\n${sdp}`);
+          else if (method === 'SETUP') s.write(`RTSP/1.0 200 OK\r\nCSeq: ${cseq}\r\nSession: 42\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n`);
+          else s.write(`RTSP/1.0 200 OK\r\nCSeq: ${cseq}\r\nSession: 42\r\n\r\n`);
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    t.teardown(() => server.close());
+    return { url: `rtsp://127.0.0.1:${(server.address() as { port: number }).port}/h264ps`, describes: () => describes };
+  };
+  const once = await listen(1);
+  const bridge = await startMp2pBridge(once.url, 2000, { onBytes: () => undefined });
+  bridge.close();
+  t.is(once.describes(), 2);
+  const always = await listen(Infinity);
+  const err = await t.throwsAsync(startMp2pBridge(always.url, 2000, { onBytes: () => undefined }));
+  t.true(err instanceof Mp2pBridgeError && err.code === 'MP2P_RTSP' && err.status === 503, String(err));
+  t.is(always.describes(), 3);
+});
