@@ -60,6 +60,7 @@ import { PictureStorage } from './pictures/picture-storage.ts';
 import { PictureService } from './services/picture-service.ts';
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
+import { CopyService } from './cluster/copies.ts';
 import { startS3Listener } from './buckets/listener.ts';
 import type { S3Server } from './buckets/s3-server.ts';
 
@@ -121,6 +122,8 @@ export class RecorderNode {
   metrics!: RecorderMetrics;
   /** This node's part in a cluster (cluster/cluster.ts); null outside cluster mode. */
   cluster: ClusterNode | null = null;
+  /** Copies of closed segments on other nodes (cluster/copies.ts); null outside cluster mode. */
+  copies: CopyService | null = null;
 
   private constructor(
     readonly config: RecorderConfig,
@@ -173,6 +176,7 @@ export class RecorderNode {
       const segmentClosed = (seg: SegmentRecord): void => {
         storage?.segmentClosed(seg);
         tables.segmentClosed(seg);
+        node?.copies?.announce(seg);
       };
       // Camera alarms: a write that failed on a full disk also starts the emergency overwrite.
       const cameraAlarm = (alarm: AlarmInput): void => {
@@ -294,9 +298,32 @@ export class RecorderNode {
           httpUrl: () => self.httpUrl,
           storage: () => self.storage,
           usersChanged: () => self.users.forget(),
+          raiseAlarm: (alarm) => alarms.raise(alarm),
+          peerDied: (dead) =>
+            void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed')),
           signal,
         });
-        service.attachCluster(self.cluster);
+        const cluster = self.cluster;
+        const copies = new CopyService({
+          nodeId: cluster.nodeId,
+          prefix: config.subjectPrefix,
+          replicas: replicasFor(config.natsUrl?.split(',') ?? []),
+          index,
+          dataDir: config.dataDir,
+          log,
+          signal,
+          liveNodes: () => cluster.liveNodes(),
+          peerHttp: (n) => cluster.peerHttp(n),
+          catalog: (camera) => cluster.catalog(camera),
+          raiseAlarm: (alarm) => alarms.raise(alarm),
+          // A copy is a closed segment here: retention, a local backup and its sample tables.
+          copied: (seg) => {
+            store.segmentClosed(seg);
+            tables.segmentClosed(seg);
+          },
+        });
+        self.copies = copies;
+        service.attachCluster(cluster, () => copies.status());
         // What peers ask this node on its own subject: its own index's spans (services/recorder-service.ts search).
         self.cluster.serve('search', (b) => service.localSearch(b));
         self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
@@ -447,6 +474,7 @@ export class RecorderNode {
       signal: this.lifecycle.signal,
       caches: this.caches,
       frames: this.frames,
+      clusterToken: () => this.copies?.clusterToken() ?? null,
     });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
@@ -521,6 +549,7 @@ export class RecorderNode {
     }
     this.natsApi = api;
     this.cluster?.start(nc);
+    this.copies?.start(nc);
     const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
     this.alarms.attach(sink);
     // Disconnected (the embedded server died, an external one went away): alarms are
@@ -591,6 +620,8 @@ export class RecorderNode {
   private async stopNats(): Promise<void> {
     // Its cameras stopped and given up first, while NATS still carries the release.
     await this.cluster?.stop();
+    // A pull in flight is cut (its .pull file resumes at the next start).
+    await this.copies?.close();
     this.alarms.detach();
     if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
     // An external server still connecting: attachNats() sees the signal and closes it.

@@ -11,11 +11,17 @@
  * range split between nodes is served by the node with the most of it (what is left:
  * one file stitched from two nodes).
  */
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { CLUSTER_TOKEN_HEADER, recordToWire } from '../cluster/copies.ts';
+import type { SegmentRecord } from '../index/records.ts';
 import { parseRangeMs } from '../lib/time.ts';
-import { RecorderError } from '../lib/errors.ts';
+import { RecorderError, ValidationError } from '../lib/errors.ts';
 import { access } from '../security/http-auth.ts';
+import { secretEquals } from '../security/passwords.ts';
+import { ID_PATTERN } from '../storage/layout.ts';
 import type { HttpDeps } from './http-deps.ts';
 
 const PROXIED = new Set(['/api/cameras/:id/video.mp4', '/api/cameras/:id/video.ps', '/api/cameras/:id/play']);
@@ -37,6 +43,32 @@ const FORWARD_REPLY = [
 export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
   app.get('/api/cluster/nodes', access('read'), async () => deps.service.clusterNodes());
   app.post('/api/cluster/drain', access('admin'), async (req) => deps.service.clusterDrain(req.body ?? {}));
+
+  // A peer pulling a copy (cluster/copies.ts): the closed segment's record, then its bytes.
+  // Public to the user seam: the cluster token is the credential, checked here.
+  app.get('/api/cluster/segments/:camera/:startMs', access('public'), async (req) => ({
+    segment: recordToWire(peerSegment(deps, req)),
+  }));
+  app.get('/api/cluster/segments/:camera/:startMs/file', access('public'), async (req, reply) => {
+    const seg = peerSegment(deps, req);
+    const range = req.headers.range;
+    let start = 0;
+    if (range !== undefined) {
+      const m = /^bytes=(\d+)-$/.exec(range);
+      if (!m || Number(m[1]) >= seg.bytes) {
+        void reply.header('content-range', `bytes */${seg.bytes}`);
+        throw new RecorderError('RANGE_NOT_SATISFIABLE', `range ${range} of a ${seg.bytes}-byte segment (only bytes=N- is served here)`);
+      }
+      start = Number(m[1]);
+      void reply.code(206).header('content-range', `bytes ${start}-${seg.bytes - 1}/${seg.bytes}`);
+    }
+    // Exactly the bytes the record covers: a file the writer still appends to is never this one (closed only).
+    return reply
+      .header('content-type', 'application/octet-stream')
+      .header('content-length', String(seg.bytes - start))
+      .header('accept-ranges', 'bytes')
+      .send(createReadStream(join(deps.dataDir, seg.file), { start, end: seg.bytes - 1 }));
+  });
 
   // After the auth seam (its preHandler was added first): only an allowed request is passed on.
   app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
@@ -73,4 +105,17 @@ export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
     deps.log.debug({ camera, node: source.node, status: res.status }, 'media request proxied to the holder');
     return reply.send(res.body ? Readable.fromWeb(res.body) : '');
   });
+}
+
+/** The closed segment a peer asks for, after its cluster token is checked. */
+function peerSegment(deps: HttpDeps, req: FastifyRequest): SegmentRecord {
+  const expected = deps.clusterToken?.() ?? null;
+  if (expected === null) throw new RecorderError('NOT_FOUND', 'this node is not in a cluster');
+  const given = req.headers[CLUSTER_TOKEN_HEADER];
+  if (typeof given !== 'string' || !secretEquals(given, expected)) throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token');
+  const { camera, startMs } = req.params as { camera: string; startMs: string };
+  if (!ID_PATTERN.test(camera) || !/^\d{1,15}$/.test(startMs)) throw new ValidationError('camera id and startMs (ms since the epoch) expected');
+  const seg = deps.index.segments.get(camera, Number(startMs));
+  if (!seg || seg.open) throw new RecorderError('NOT_FOUND', `no closed segment ${camera}/${startMs} on this node`);
+  return seg;
 }

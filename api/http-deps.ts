@@ -28,6 +28,8 @@ export interface HttpDeps {
   caches: ReadCaches;
   /** The node's frame decodes (playback/frame-grab.ts), shared with picture snapshots; absent: the routes make their own. */
   frames?: FrameGrabber;
+  /** In a cluster: the token peers show to pull segment copies (cluster/copies.ts); null or absent: not in one. */
+  clusterToken?: () => string | null;
   /** The node's shutdown signal (lib/lifecycle.ts): once aborted every request is answered 503 SHUTTING_DOWN. */
   signal?: AbortSignal;
 }

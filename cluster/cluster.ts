@@ -33,6 +33,7 @@ import { SharedConfig } from './shared-config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { CameraConfig, FenceStamp } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { LivenessCounter } from './liveness.ts';
@@ -42,6 +43,8 @@ import { placeOrphans, type OwnerView } from './placement.ts';
 const NODES_TTL_MS = 3600_000;
 /** One KV read or write waits this long at most (a stalled leader election answers 503 or nothing). */
 const KV_TIMEOUT_MS = 2000;
+/** Heartbeats failing this long raise `cluster-unavailable`: longer than a leader election (4-9 s). */
+const UNAVAILABLE_ALARM_MS = 15_000;
 /** How long a fence re-read may take before NATS is judged unreachable (recording goes on). */
 const FENCE_READ_TIMEOUT_MS = 1000;
 
@@ -61,6 +64,10 @@ export interface ClusterOptions {
   storage: () => StorageSupervisor | null;
   /** This node's HTTP base URL (peers proxy to it); known once HTTP listens. */
   httpUrl: () => string;
+  /** A peer was judged dead by this node's count (once per death; cluster/copies.ts re-makes its copies). */
+  peerDied?: (node: string) => void;
+  /** `node-left` (a peer judged dead) and `cluster-unavailable` (heartbeats failing: no quorum). */
+  raiseAlarm?: (alarm: AlarmInput) => void;
   signal: AbortSignal;
 }
 
@@ -74,6 +81,8 @@ export interface CameraPlacement {
   deleteCamera(id: string): Promise<void>;
   /** Schedules, pools, locks, labels: written there first (cluster/shared-config.ts). */
   config(): SharedConfig;
+  /** Resolves true once this node's mirror holds every change the shared config acknowledged (≤ 2 s; false: not confirmed). */
+  barrier(): Promise<boolean>;
   /** This node's id. */
   readonly nodeId: string;
   /** Nodes that have held the camera (the holders catalog), this one included when it did. */
@@ -181,12 +190,17 @@ export class ClusterNode implements CameraPlacement {
   /** performance.now() of the last fence re-read that failed for want of NATS. */
   private unreachableAt = -Infinity;
   private beatFailing = false;
+  /** performance.now() of the first failed heartbeat of the current outage. */
+  private beatFailingSince: number | null = null;
+  private unavailableRaised = false;
   /** A camera is being given up (one at a time). */
   private releasing = false;
   /** This node is being drained (`drain()`): placement skips it and it gives its cameras up. */
   private draining = false;
   /** Peers whose last heartbeat said they are being drained. */
   private readonly drainingPeers = new Set<string>();
+  /** Peers judged dead (peerDied called once for each until it beats again). */
+  private readonly deadPeers = new Set<string>();
   private watchingNodes = false;
   private readonly freshMs: number;
   private nc: NatsConnection | null = null;
@@ -236,6 +250,11 @@ export class ClusterNode implements CameraPlacement {
   /** Registers what this node answers on `<prefix>.v1.node.<id>.<what>` (subscribed once NATS is there). */
   serve(what: string, handler: PeerHandler): void {
     this.handlers.set(what, handler);
+  }
+
+  /** The nodes alive by this node's count, itself included, sorted. */
+  liveNodes(): string[] {
+    return this.liveness.aliveNodes();
   }
 
   holders(camera: string): string[] {
@@ -498,9 +517,21 @@ export class ClusterNode implements CameraPlacement {
       beatOk = true;
       if (this.beatFailing) this.o.log.info('cluster: heartbeats succeed again');
       this.beatFailing = false;
+      this.beatFailingSince = null;
+      this.unavailableRaised = false;
     } catch (err) {
       if (!this.beatFailing) this.o.log.warn({ err: (err as Error).message }, 'cluster: heartbeat failed (no tick counted, nothing claimed)');
       this.beatFailing = true;
+      this.beatFailingSince ??= now();
+      // Longer than any leader election (4-9 s): no quorum. Once per outage.
+      if (!this.unavailableRaised && now() - this.beatFailingSince > UNAVAILABLE_ALARM_MS) {
+        this.unavailableRaised = true;
+        this.o.raiseAlarm?.({
+          kind: 'cluster-unavailable',
+          message: `cluster state unreachable for ${Math.round((now() - this.beatFailingSince) / 1000)} s (no JetStream quorum?): recording goes on, nothing moves, config changes are refused`,
+          details: { error: (err as Error).message },
+        });
+      }
     }
     const cameras = this.o.index.cameras.list().filter((c) => !c.transient);
     const issued = now();
@@ -537,6 +568,17 @@ export class ClusterNode implements CameraPlacement {
       );
       this.liveness.tick(seen);
       this.ticks++;
+      for (const peer of this.peers) {
+        const dead = this.liveness.dead(peer);
+        if (dead && !this.deadPeers.has(peer)) {
+          this.deadPeers.add(peer);
+          this.o.raiseAlarm?.({ kind: 'node-left', message: `cluster node ${peer} stopped beating: judged dead, its cameras move`, details: { node: peer } });
+          this.o.peerDied?.(peer);
+        } else if (!dead && this.deadPeers.has(peer) && this.liveness.alive(peer)) {
+          this.deadPeers.delete(peer);
+          this.o.log.info({ node: peer }, 'cluster: node alive again');
+        }
+      }
     }
     // Ours: confirmed, lost, or found (a claim whose answer timed out but that committed).
     const orphans: string[] = [];
@@ -649,9 +691,10 @@ export class ClusterNode implements CameraPlacement {
 
   /**
    * Search asks every node that ever held the camera: this node's entry in the holders
-   * catalog, written once per session (a write that failed is tried again each tick).
+   * catalog, written once per session (a write that failed is tried again each tick;
+   * a node that copied a segment of the camera writes it too: cluster/copies.ts).
    */
-  private catalog(camera: string): void {
+  catalog(camera: string): void {
     if (this.cataloged.has(camera) || this.cataloging.has(camera) || !this.holdersKv) return;
     this.cataloging.add(camera);
     const entry = json.encode({ node: this.nodeId, since: new Date().toISOString() });

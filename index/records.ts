@@ -143,6 +143,11 @@ export interface PoolPolicy {
   format?: SegmentFormat;
   /** Bytes the pool's picture packs may hold before the oldest are covered (pictures/cover.ts); unset: bounded by the cycle and the disk. */
   pictureCapacityBytes?: number;
+  /**
+   * In a cluster: how many nodes hold each closed segment (1-3; unset: 1). The writer
+   * keeps its own; the others pull theirs (cluster/copies.ts).
+   */
+  copies?: number;
 }
 
 /**

@@ -29,7 +29,10 @@ export type AlarmKind =
   | 'backfill-failed'
   | 'disk-full'
   | 'pool-full'
-  | 'backup-failed';
+  | 'backup-failed'
+  | 'node-left'
+  | 'cluster-unavailable'
+  | 'copies-behind';
 
 export interface Alarm {
   kind: AlarmKind;

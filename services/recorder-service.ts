@@ -29,6 +29,7 @@ import {
 } from './schemas.ts';
 import type { BackfillManager } from '../backfill/manager.ts';
 import type { CameraPlacement, ClusterNodeView } from '../cluster/cluster.ts';
+import type { CopyStatus } from '../cluster/copies.ts';
 import { mergeSearch } from './search-merge.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { SmartService } from './smart-service.ts';
@@ -77,6 +78,8 @@ export class RecorderService {
   private backfillManager: BackfillManager | null = null;
   /** In a cluster (cluster/cluster.ts): cameras are shared through its KV and run where it places them. */
   private cluster: CameraPlacement | null = null;
+  /** This node's copy work (cluster/copies.ts), shown with the nodes. */
+  private copyStatus: (() => CopyStatus) | null = null;
   /** Audio handling and transport of each camera's recording attempt, from its published statuses. */
   private readonly media = new Map<string, IngestMedia>();
 
@@ -109,8 +112,9 @@ export class RecorderService {
    * Cluster mode (wired by the node before the cameras resume): camera configs go to the
    * shared KV before the local index, and a camera runs only on the node that holds it.
    */
-  attachCluster(cluster: CameraPlacement): void {
+  attachCluster(cluster: CameraPlacement, copies?: () => CopyStatus): void {
     this.cluster = cluster;
+    if (copies) this.copyStatus = copies;
     this.storageService?.attachCluster(cluster);
   }
 
@@ -144,6 +148,11 @@ export class RecorderService {
     assertRunning(this.signal, 'camera.put');
     const valid = validate(cameraPutSchema, body);
     const parsed = restoreRedacted(valid, this.transient.get(valid.id) ?? this.index.cameras.get(valid.id));
+    // A pool just put on another node may not be mirrored here yet: wait for the mirror to
+    // reach the bucket's last change (≤ 2 s) before calling it unknown.
+    if (this.cluster && !this.index.pools.get(parsed.pool) && !(await this.cluster.barrier().catch(() => false))) {
+      throw new RecorderError('CLUSTER_UNAVAILABLE', `pool ${JSON.stringify(parsed.pool)} is not here and the cluster config could not be confirmed mirrored; try again`);
+    }
     this.storage.requirePool(parsed.pool);
     const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) };
     if (opts.transient) this.transient.set(camera.id, camera);
@@ -338,14 +347,18 @@ export class RecorderService {
    * The cluster's nodes, their cameras and load (`GET /api/cluster/nodes`,
    * `rec.v1.cluster.nodes`); a single node shows itself alone.
    */
-  clusterNodes(): { cluster: boolean; nodes: (ClusterNodeView | { node: string; self: true; alive: true; cameras: string[] })[] } {
+  clusterNodes(): {
+    cluster: boolean;
+    nodes: (ClusterNodeView | { node: string; self: true; alive: true; cameras: string[] })[];
+    copies?: CopyStatus;
+  } {
     if (!this.cluster) {
       const cameras = this.listCameras()
         .filter((c) => c.status !== 'stopped')
         .map((c) => c.id);
       return { cluster: false, nodes: [{ node: 'local', self: true, alive: true, cameras }] };
     }
-    return { cluster: true, nodes: this.cluster.nodes() };
+    return { cluster: true, nodes: this.cluster.nodes(), ...(this.copyStatus ? { copies: this.copyStatus() } : {}) };
   }
 
   /**

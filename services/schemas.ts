@@ -150,6 +150,7 @@ export const poolPutSchema = z
       .refine((d) => !SYSTEM_DIRS.test(d), 'backupDir must be a directory of its own on another disk, not / or a system directory')
       .optional(),
     format: z.enum(['mp4', 'ps']).optional().describe('segment format of cameras that set none (default mp4)'),
+    copies: z.number().int().min(1).max(3).optional().describe('in a cluster: nodes that hold each closed segment (default 1)'),
   })
   .strict()
   .superRefine((p, ctx) => {

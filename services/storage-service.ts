@@ -120,6 +120,7 @@ export class StorageService {
       ...(p.backupDir !== undefined ? { backupDir: resolve(p.backupDir) } : {}),
       ...(p.format !== undefined ? { format: p.format } : {}),
       ...(p.pictureCapacityBytes !== undefined ? { pictureCapacityBytes: p.pictureCapacityBytes } : {}),
+      ...(p.copies !== undefined ? { copies: p.copies } : {}),
     };
     await this.cluster?.config().put('pool', policy.id, policy);
     await this.storage.putPool(policy);

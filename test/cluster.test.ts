@@ -9,7 +9,6 @@
  * written in the cluster stamped with its node and fence token.
  */
 import test from 'ava';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type KV, type NatsConnection } from 'nats';
@@ -17,7 +16,8 @@ import { SimCamera } from '../sim/camera.ts';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
 import { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
-import { getJson, spawnRecorder, tempDir, waitFor, type RecorderProcess } from './helpers/recorder.ts';
+import { getJson, tempDir, waitFor } from './helpers/recorder.ts';
+import { send, spawnClusterNodes, type ClusterNodeProcess } from './helpers/cluster.ts';
 import { decodeErrors, ffprobe } from './helpers/media.ts';
 
 const CAMERAS = ['c1', 'c2', 'c3', 'c4'];
@@ -25,13 +25,7 @@ const CAMERAS = ['c1', 'c2', 'c3', 'c4'];
 const GOAL_MS = 6000;
 const ASSERT_MS = 20_000;
 
-interface Node {
-  name: string;
-  dataDir: string;
-  proc: RecorderProcess;
-  http: string;
-  id: string;
-}
+type Node = ClusterNodeProcess;
 
 async function status(http: string, camera: string): Promise<string> {
   const { body } = await getJson<{ camera: { status: string } }>(`${http}/api/cameras/${camera}`);
@@ -71,21 +65,7 @@ test.serial('kill -9 and SIGSTOP: cameras move to the survivors, a node that los
   const sim = await SimCamera.start({ width: 160, height: 120, bitrateKbit: 150 });
   t.teardown(() => sim.stop());
 
-  const nodes: Node[] = await Promise.all(
-    ['a', 'b', 'c'].map(async (name) => {
-      const dataDir = join(dir, name);
-      const proc = spawnRecorder(t, {
-        RECORDER_DATA_DIR: dataDir,
-        RECORDER_HTTP: '127.0.0.1:0',
-        RECORDER_NATS_URL: cluster.urls,
-        RECORDER_SEGMENT_SECONDS: '4',
-        RECORDER_SYNC_SECONDS: '0',
-      });
-      const http = await proc.http;
-      const id = readFileSync(join(dataDir, 'cluster', 'node-id'), 'utf8').trim();
-      return { name, dataDir, proc, http, id };
-    }),
-  );
+  const nodes: Node[] = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], { RECORDER_SEGMENT_SECONDS: '4' });
   const byId = new Map(nodes.map((n) => [n.id, n]));
 
   const nc: NatsConnection = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
@@ -322,14 +302,6 @@ test.serial('kill -9 and SIGSTOP: cameras move to the survivors, a node that los
   }
 });
 
-async function send<T = Record<string, unknown>>(method: string, url: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(url, {
-    method,
-    ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
-  });
-  return { status: res.status, body: (await res.json()) as T };
-}
-
 interface Spans {
   spans: { from: string; to: string }[];
 }
@@ -350,21 +322,7 @@ test.serial(
     t.teardown(() => cluster.stop());
     const sim = await SimCamera.start({ width: 160, height: 120, bitrateKbit: 150 });
     t.teardown(() => sim.stop());
-    const nodes = await Promise.all(
-      ['a', 'b'].map(async (name) => {
-        const dataDir = join(dir, name);
-        const proc = spawnRecorder(t, {
-          RECORDER_DATA_DIR: dataDir,
-          RECORDER_HTTP: '127.0.0.1:0',
-          RECORDER_NATS_URL: cluster.urls,
-          RECORDER_SEGMENT_SECONDS: '2',
-          RECORDER_SYNC_SECONDS: '0',
-          RECORDER_RETENTION_TICK_MS: '500',
-        });
-        const http = await proc.http;
-        return { name, dataDir, proc, http, id: readFileSync(join(dataDir, 'cluster', 'node-id'), 'utf8').trim() };
-      }),
-    );
+    const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b'], { RECORDER_SEGMENT_SECONDS: '2', RECORDER_RETENTION_TICK_MS: '500' });
     const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
     // A small pool (about 8 segments of this camera), put through a; the camera through b.
     const pool = await waitFor(

@@ -1,0 +1,444 @@
+/**
+ * Redundant copies of closed segments on other nodes (docs/design/cluster.md
+ * "Redundant copies"; a pool's `copies`, 1 to 3).
+ *
+ * Announce, then pull:
+ * - The node that closes a segment of a pool with `copies` > 1 publishes an
+ *   announcement on the replicated JetStream stream `<prefix>-copies`: the segment, its
+ *   source (this node) and the nodes that should hold it (cluster/copy-plan.ts, over
+ *   the nodes alive now).
+ * - Every node reads the stream through its own durable consumer (`copy-<node>`), so
+ *   an announcement made while it was down waits for it. A node named among the
+ *   holders that lacks the segment pulls it from the source over HTTP: the record
+ *   (`GET /api/cluster/segments/:camera/:startMs`), then the bytes
+ *   (`…/file`, resumed with a Range from what a `.pull` temp file already has), checks
+ *   the length, fdatasyncs, renames into place, fsyncs the directory, and only then
+ *   indexes the record (invariant: an index entry points at synced bytes) and joins
+ *   the camera's holders catalog, so search and media find it.
+ * - A node judged dead: each survivor announces again every segment it holds that the
+ *   dead node was a holder of, naming the holders among the nodes still alive; the
+ *   next node in the ranking pulls it (the copy re-made). Several survivors may
+ *   announce one segment: a node that has it already acknowledges and does nothing.
+ *
+ * Failures wait and retry: an announcement that cannot be published (no JetStream
+ * quorum) is kept and published again; a pull whose source does not answer is
+ * redelivered later with a growing delay (the source may come back); a segment the
+ * source no longer has (retention) is dropped. Copies are ordinary segments of the
+ * pool on the node that holds them: retention, locks and thinning apply to each.
+ *
+ * Peers authenticate with the cluster's token (`<prefix>-cluster` KV key `token`,
+ * made by the first node with a create and read by the others), sent as
+ * `X-Recorder-Cluster-Token`.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { AckPolicy, DeliverPolicy, JSONCodec, nanos, RetentionPolicy, StorageType, type JsMsg, type KV, type NatsConnection } from 'nats';
+import type { RecorderIndex } from '../index/db.ts';
+import type { SegmentRecord } from '../index/records.ts';
+import { RecorderError } from '../lib/errors.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
+import type { Logger } from '../lib/log.ts';
+import { parseSegmentRelPath } from '../storage/layout.ts';
+import { fsyncDir } from '../storage/segment-file.ts';
+import { copyHolders, heldByDead, segmentKey } from './copy-plan.ts';
+
+/** The header a peer's pull carries (its value: the cluster token). */
+export const CLUSTER_TOKEN_HEADER = 'x-recorder-cluster-token';
+
+/** Announcements older than this leave the stream: a node down longer misses them (docs/design/cluster.md). */
+const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
+const JS_TIMEOUT_MS = 4000;
+/** A pull not finished in this long is redelivered; `working()` extends it while bytes flow. */
+const ACK_WAIT_MS = 60_000;
+/** The longest a failed pull waits before it is tried again. */
+const MAX_RETRY_DELAY_MS = 60_000;
+/** A pull failing this many times in a row (about 30 s of retries) is behind: an alarm. */
+const BEHIND_AFTER = 5;
+const BEHIND_ALARM_EVERY_MS = 10 * 60_000;
+/** Announcements kept for a publish that failed (quorum lost), tried again each round. */
+const MAX_UNPUBLISHED = 100_000;
+
+/** What the stream carries: one closed segment and where it should be. */
+export interface CopyAnnouncement {
+  camera: string;
+  startMs: number;
+  bytes: number;
+  pool: string;
+  /** A node that holds the segment: the one to pull from. */
+  source: string;
+  /** The nodes that should hold it (cluster/copy-plan.ts), the source among them when alive. */
+  holders: string[];
+}
+
+/** A segment record as it travels between nodes (the GOP table in base64). */
+export type SegmentRecordWire = Omit<SegmentRecord, 'gops'> & { gops: string };
+
+export function recordToWire(seg: SegmentRecord): SegmentRecordWire {
+  return { ...seg, gops: Buffer.from(seg.gops).toString('base64') };
+}
+
+export function recordFromWire(w: SegmentRecordWire): SegmentRecord {
+  return { ...w, gops: new Uint8Array(Buffer.from(w.gops, 'base64')) };
+}
+
+export interface CopyDeps {
+  nodeId: string;
+  prefix: string;
+  replicas: number;
+  index: RecorderIndex;
+  dataDir: string;
+  log: Logger;
+  signal: AbortSignal;
+  /** The nodes alive by this node's count, itself included (cluster/liveness.ts). */
+  liveNodes: () => string[];
+  /** A peer's HTTP base URL (null: not known). */
+  peerHttp: (node: string) => string | null;
+  /** Joins the camera's holders catalog (search and media then ask this node too). */
+  catalog: (camera: string) => void;
+  /** A copy is indexed: retention, backup and sample tables see it as any closed segment. */
+  copied: (seg: SegmentRecord) => void;
+  /** `copies-behind`: a pull still failing after BEHIND_AFTER deliveries (at most once per BEHIND_ALARM_EVERY_MS). */
+  raiseAlarm?: (alarm: AlarmInput) => void;
+}
+
+/** What the node's copy work shows (`GET /api/cluster/nodes`, this node's entry). */
+export interface CopyStatus {
+  /** Announcements not yet handled by this node's consumer (null: not known yet). */
+  pending: number | null;
+  /** Announcements this node could not publish yet (no quorum). */
+  unpublished: number;
+  copied: number;
+  copiedBytes: number;
+  failed: number;
+  lastError: string | null;
+}
+
+const json = JSONCodec();
+
+export class CopyService {
+  private nc: NatsConnection | null = null;
+  private token: string | null = null;
+  private bound = false;
+  private readonly unpublished = new Map<string, CopyAnnouncement>();
+  private readonly stats = { copied: 0, copiedBytes: 0, failed: 0, lastError: null as string | null };
+  private pending: number | null = null;
+  private behindAlarmAt = -Infinity;
+  private readonly stop = new AbortController();
+  private done: Promise<void> = Promise.resolve();
+
+  constructor(private readonly d: CopyDeps) {
+    d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+  }
+
+  private get stream(): string {
+    return `${this.d.prefix}-copies`;
+  }
+
+  private get durable(): string {
+    // Consumer names may not hold '.', '*', '>' or spaces; node ids are host names.
+    return `copy-${this.d.nodeId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+  }
+
+  /** Starts binding the stream, the token and the consumer, then the pull loop (in the background). */
+  start(nc: NatsConnection): void {
+    if (this.nc) return;
+    this.nc = nc;
+    this.done = this.loop();
+  }
+
+  async close(): Promise<void> {
+    this.stop.abort();
+    await this.done;
+  }
+
+  /** The cluster token peers must show to read this node's segments (null: not bound yet). */
+  clusterToken(): string | null {
+    return this.token;
+  }
+
+  status(): CopyStatus {
+    return { pending: this.pending, unpublished: this.unpublished.size, ...this.stats };
+  }
+
+  /** A segment closed on this node: announce it when its pool wants copies elsewhere. */
+  announce(seg: SegmentRecord): void {
+    if (seg.open) return;
+    const copies = this.copiesOf(seg.pool);
+    if (copies <= 1) return;
+    const key = segmentKey(seg.camera, seg.startMs);
+    const a: CopyAnnouncement = {
+      camera: seg.camera,
+      startMs: seg.startMs,
+      bytes: seg.bytes,
+      pool: seg.pool,
+      source: this.d.nodeId,
+      holders: copyHolders(key, this.d.nodeId, this.d.liveNodes(), copies),
+    };
+    void this.publish(a);
+  }
+
+  /**
+   * `dead` was judged dead: announce again the segments held here that it was a holder
+   * of, with their holders among the nodes alive now (the copy re-made elsewhere).
+   */
+  async peerDied(dead: string): Promise<number> {
+    const live = this.d.liveNodes().filter((n) => n !== dead);
+    let announced = 0;
+    for (const pool of this.d.index.pools.list()) {
+      const copies = pool.copies ?? 1;
+      if (copies <= 1) continue;
+      for (const camera of this.d.index.segments.poolCameras(pool.id)) {
+        for (const seg of this.d.index.segments.all(camera)) {
+          if (this.stop.signal.aborted) return announced;
+          if (seg.pool !== pool.id || seg.open) continue;
+          const key = segmentKey(seg.camera, seg.startMs);
+          const writer = seg.fence?.node ?? null;
+          if (!heldByDead(key, writer, live, dead, copies)) continue;
+          await this.publish({
+            camera: seg.camera,
+            startMs: seg.startMs,
+            bytes: seg.bytes,
+            pool: seg.pool,
+            source: this.d.nodeId,
+            holders: copyHolders(key, writer, live, copies),
+          });
+          announced++;
+        }
+      }
+    }
+    if (announced > 0) this.d.log.info({ dead, announced }, 'copies: segments the dead node held announced again (re-made elsewhere)');
+    return announced;
+  }
+
+  private copiesOf(pool: string): number {
+    return this.d.index.pools.get(pool)?.copies ?? 1;
+  }
+
+  private async publish(a: CopyAnnouncement): Promise<void> {
+    const key = segmentKey(a.camera, a.startMs);
+    if (!this.bound || !this.nc) {
+      this.keep(key, a);
+      return;
+    }
+    try {
+      await this.nc.jetstream({ timeout: JS_TIMEOUT_MS }).publish(`${this.d.prefix}.copies.${a.camera}`, json.encode(a));
+      this.unpublished.delete(key);
+    } catch (err) {
+      this.keep(key, a);
+      this.d.log.debug({ camera: a.camera, startMs: a.startMs, err: (err as Error).message }, 'copies: announcement not published; kept for the next round');
+    }
+  }
+
+  private keep(key: string, a: CopyAnnouncement): void {
+    if (this.unpublished.size >= MAX_UNPUBLISHED && !this.unpublished.has(key)) return;
+    this.unpublished.set(key, a);
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stop.signal.aborted) {
+      try {
+        if (!this.bound) await this.bind();
+        if (this.bound) await this.round();
+      } catch (err) {
+        if (!this.stop.signal.aborted) this.d.log.warn({ err: (err as Error).message }, 'copies: round failed; again shortly');
+        await this.sleep(1000);
+      }
+    }
+  }
+
+  /** The stream (replicated as the KV buckets), the token and this node's durable consumer. */
+  private async bind(): Promise<void> {
+    const nc = this.nc!;
+    try {
+      const jsm = await nc.jetstreamManager({ timeout: JS_TIMEOUT_MS });
+      const config = {
+        name: this.stream,
+        subjects: [`${this.d.prefix}.copies.>`],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        num_replicas: this.d.replicas,
+        max_age: nanos(STREAM_MAX_AGE_MS),
+      };
+      await jsm.streams.info(this.stream).catch(() => jsm.streams.add(config));
+      await jsm.consumers.info(this.stream, this.durable).catch(() =>
+        jsm.consumers.add(this.stream, {
+          durable_name: this.durable,
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(ACK_WAIT_MS),
+          // A node that joins copies what is closed from now on; a node that was down resumes where it was.
+          deliver_policy: DeliverPolicy.New,
+          max_ack_pending: 64,
+        }),
+      );
+      const kv = await nc
+        .jetstream({ timeout: JS_TIMEOUT_MS })
+        .views.kv(`${this.d.prefix}-cluster`, { replicas: this.d.replicas, history: 1, timeout: JS_TIMEOUT_MS });
+      this.token = await clusterToken(kv);
+      this.bound = true;
+      this.d.log.info({ stream: this.stream, consumer: this.durable }, 'copies: bound');
+    } catch (err) {
+      this.d.log.debug({ err: (err as Error).message }, 'copies: JetStream not ready yet; retrying');
+      await this.sleep(1000);
+    }
+  }
+
+  /** Publishes what was kept, then handles one batch of announcements (waits up to 2 s for one). */
+  private async round(): Promise<void> {
+    for (const [, a] of [...this.unpublished].slice(0, 500)) {
+      if (this.stop.signal.aborted) return;
+      await this.publish(a);
+    }
+    const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
+    const consumer = await js.consumers.get(this.stream, this.durable);
+    const batch = await consumer.fetch({ max_messages: 16, expires: 2000 });
+    for await (const m of batch) {
+      if (this.stop.signal.aborted) {
+        m.nak();
+        continue;
+      }
+      await this.handle(m);
+    }
+    this.pending = await consumer
+      .info(true)
+      .then((i) => i.num_pending + i.num_ack_pending)
+      .catch(() => this.pending);
+  }
+
+  private async handle(m: JsMsg): Promise<void> {
+    let a: CopyAnnouncement;
+    try {
+      a = m.json<CopyAnnouncement>();
+    } catch {
+      m.term('not an announcement');
+      return;
+    }
+    const have = this.d.index.segments.get(a.camera, a.startMs);
+    if (a.source === this.d.nodeId || !a.holders.includes(this.d.nodeId) || (have && !have.open)) {
+      m.ack();
+      return;
+    }
+    const working = setInterval(() => m.working(), 10_000);
+    try {
+      const seg = await this.pull(a);
+      if (seg) {
+        this.stats.copied++;
+        this.stats.copiedBytes += seg.bytes;
+      }
+      m.ack();
+    } catch (err) {
+      const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(6, m.info.redeliveryCount));
+      this.stats.failed++;
+      this.stats.lastError = (err as Error).message;
+      this.d.log.warn(
+        { camera: a.camera, startMs: a.startMs, source: a.source, retryInMs: delay, err: (err as Error).message },
+        'copies: pull failed; tried again later',
+      );
+      if (m.info.redeliveryCount >= BEHIND_AFTER && performance.now() - this.behindAlarmAt > BEHIND_ALARM_EVERY_MS) {
+        this.behindAlarmAt = performance.now();
+        this.d.raiseAlarm?.({
+          kind: 'copies-behind',
+          camera: a.camera,
+          pool: a.pool,
+          message: `copies fall behind: ${a.camera}/${a.startMs} could not be pulled from ${a.source} in ${m.info.redeliveryCount} tries (${(err as Error).message}); retrying`,
+          details: { source: a.source, startMs: a.startMs, pending: this.pending },
+        });
+      }
+      m.nak(delay);
+    } finally {
+      clearInterval(working);
+    }
+  }
+
+  /** Pulls one segment from its source and indexes it here; null: the source no longer has it. */
+  async pull(a: CopyAnnouncement): Promise<SegmentRecord | null> {
+    const http = this.d.peerHttp(a.source);
+    if (!http) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source} has no known HTTP address`);
+    const base = `${http}/api/cluster/segments/${encodeURIComponent(a.camera)}/${a.startMs}`;
+    const headers = { [CLUSTER_TOKEN_HEADER]: this.token ?? '' };
+    const res = await fetch(base, { headers, signal: this.stop.signal });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return null;
+    }
+    if (!res.ok) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source}: segment record ${res.status}`);
+    const seg = recordFromWire(((await res.json()) as { segment: SegmentRecordWire }).segment);
+    const parsed = parseSegmentRelPath(seg.file);
+    // The record names where its bytes go here: only a segment path of this camera and instant.
+    if (!parsed || parsed.camera !== a.camera || parsed.startMs !== a.startMs || seg.camera !== a.camera || seg.startMs !== a.startMs || seg.open) {
+      throw new RecorderError('VALIDATION_FAILED', `node ${a.source} sent a record that does not match ${a.camera}/${a.startMs}: ${seg.file}`);
+    }
+    const abs = join(this.d.dataDir, seg.file);
+    const tmp = `${abs}.pull`;
+    await mkdir(dirname(abs), { recursive: true });
+    await this.download(`${base}/file`, headers, tmp, seg.bytes);
+    await rename(tmp, abs);
+    await fsyncDir(dirname(abs));
+    // A segment this node wrote or copied meanwhile is not replaced.
+    if (this.d.index.segments.get(seg.camera, seg.startMs)) return null;
+    await this.d.index.segments.put(seg);
+    this.d.catalog(seg.camera);
+    this.d.copied(seg);
+    this.d.log.info({ camera: seg.camera, startMs: seg.startMs, bytes: seg.bytes, from: a.source }, 'copies: segment copied');
+    return seg;
+  }
+
+  /** Fills `tmp` to `bytes` from `url`, resuming from what it has; fdatasync'ed at the end. */
+  private async download(url: string, headers: Record<string, string>, tmp: string, bytes: number): Promise<void> {
+    let have = await stat(tmp).then(
+      (s) => s.size,
+      () => 0,
+    );
+    if (have > bytes) {
+      await rm(tmp, { force: true });
+      have = 0;
+    }
+    if (have < bytes) {
+      const res = await fetch(url, { headers: { ...headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, signal: this.stop.signal });
+      if (res.status !== 200 && res.status !== 206) {
+        await res.body?.cancel();
+        throw new RecorderError('CLUSTER_UNAVAILABLE', `segment bytes: ${res.status}`);
+      }
+      // A 200 is the whole file again: start over.
+      const fh = await open(tmp, res.status === 206 ? 'a' : 'w');
+      try {
+        if (res.body) for await (const chunk of res.body) await fh.write(chunk as Uint8Array);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+    }
+    const got = (await stat(tmp)).size;
+    if (got !== bytes) {
+      if (got > bytes) await rm(tmp, { force: true });
+      throw new RecorderError('STORAGE_IO', `pulled ${got} bytes where the record says ${bytes}`);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      const signal = this.stop.signal;
+      function done(): void {
+        clearTimeout(t);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}
+
+/** The cluster's token: made by the first node (a create), read by every later one. */
+async function clusterToken(kv: KV): Promise<string> {
+  const mine = randomBytes(24).toString('base64url');
+  try {
+    await kv.create('token', json.encode({ token: mine }));
+    return mine;
+  } catch {
+    const e = await kv.get('token');
+    const t = e && e.operation === 'PUT' ? (json.decode(e.value) as { token?: string }).token : undefined;
+    if (!t) throw new Error('cluster token missing');
+    return t;
+  }
+}

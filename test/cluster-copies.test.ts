@@ -1,0 +1,188 @@
+/**
+ * Redundant copies through real processes (docs/design/cluster.md "Redundant copies"):
+ * three nats-servers clustered on loopback, three recorders, a pool with `copies: 2`.
+ * Every closed segment of the camera reaches exactly one other node, byte for byte;
+ * the node that recorded it is killed with SIGKILL: its video is still found and
+ * downloaded through the survivors (read from the copy), and the copy it held is
+ * re-made on the survivor that lacked it, so two nodes hold every segment again.
+ */
+import test from 'ava';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { SimCamera } from '../sim/camera.ts';
+import { startNatsCluster } from '../sim/nats-cluster.ts';
+import { RecorderIndex } from '../index/db.ts';
+import { getJson, tempDir, waitFor } from './helpers/recorder.ts';
+import { send, spawnClusterNodes } from './helpers/cluster.ts';
+import { decodeErrors } from './helpers/media.ts';
+
+interface Range {
+  fromMs: number;
+  toMs: number;
+}
+
+/** A node's own spans of the camera (its peer subject: its index only, nothing merged). */
+async function ownSpans(nc: NatsConnection, node: string, camera: string, r: Range): Promise<Range[]> {
+  const m = await nc.request(
+    `rec.v1.node.${node}.search`,
+    JSON.stringify({ camera, from: new Date(r.fromMs).toISOString(), to: new Date(r.toMs).toISOString() }),
+    {
+      timeout: 5000,
+    },
+  );
+  const body = JSON.parse(m.string()) as { ok: boolean; spans: { from: string; to: string }[] };
+  if (!body.ok) throw new Error(JSON.stringify(body));
+  return body.spans.map((s) => ({ fromMs: Date.parse(s.from), toMs: Date.parse(s.to) }));
+}
+
+/** Whether `spans` cover [from, to) with no hole longer than `slackMs`. */
+function covers(spans: Range[], r: Range, slackMs = 300): boolean {
+  let at = r.fromMs;
+  for (const s of [...spans].sort((x, y) => x.fromMs - y.fromMs)) {
+    if (s.fromMs > at + slackMs) return false;
+    at = Math.max(at, s.toMs);
+    if (at >= r.toMs - slackMs) return true;
+  }
+  return at >= r.toMs - slackMs;
+}
+
+test('copies: every closed segment of a copies-2 pool reaches one other node byte for byte; the recorder killed, its video is read from the copy and the copy re-made', async (t) => {
+  t.timeout(170_000);
+  const dir = await tempDir(t, 'rec-copies-');
+  const cluster = await startNatsCluster({ dir: join(dir, 'nats') });
+  t.teardown(() => cluster.stop());
+  const sim = await SimCamera.start({ width: 160, height: 120, bitrateKbit: 150 });
+  t.teardown(() => sim.stop());
+  const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], { RECORDER_SEGMENT_SECONDS: '2' });
+  const nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  t.teardown(() => nc.close());
+
+  const pool = await waitFor(
+    'the pool accepted (the cluster config is up)',
+    async () => {
+      const r = await send<{ pool: { copies?: number } }>('PUT', `${nodes[0]!.http}/api/pools/dup`, { capacityBytes: null, overwrite: 'capacity', copies: 2 });
+      return r.status === 200 ? r : null;
+    },
+    60_000,
+    500,
+  );
+  t.is(pool.body.pool.copies, 2);
+  const bad = await send<{ error: { code: string } }>('PUT', `${nodes[0]!.http}/api/pools/dup`, { capacityBytes: null, overwrite: 'capacity', copies: 4 });
+  t.is(bad.status, 400, 'copies beyond 3 is refused');
+  t.is(bad.body.error.code, 'VALIDATION_FAILED');
+  // Put through another node at once: it waits for its mirror to have the pool (503 only while it is not bound yet).
+  const put = await waitFor(
+    'the camera accepted by another node',
+    async () => {
+      const r = await send('PUT', `${nodes[1]!.http}/api/cameras/k1`, { pool: 'dup', streams: { main: sim.url('h264') } });
+      return r.status === 503 ? null : r;
+    },
+    30_000,
+    200,
+  );
+  t.is(put.status, 200, JSON.stringify(put.body));
+  const kv = await nc.jetstream().views.kv('rec-owners', { bindOnly: true });
+  const writerId = await waitFor(
+    'k1 owned',
+    async () => {
+      const e = await kv.get('k1');
+      return e && e.operation === 'PUT' ? e.json<{ node: string }>().node : null;
+    },
+    30_000,
+    200,
+  );
+  const writer = nodes.find((n) => n.id === writerId)!;
+  const others = nodes.filter((n) => n !== writer);
+
+  // Ten seconds of closed segments on the writer, each copied to exactly one other node.
+  const since = Date.now() - 60_000;
+  const recorded = await waitFor(
+    'ten seconds of k1 on its writer',
+    async () => {
+      const s = await ownSpans(nc, writer.id, 'k1', { fromMs: since, toMs: Date.now() + 60_000 });
+      return s.length > 0 && s[0]!.toMs - s[0]!.fromMs > 10_000 ? s[0]! : null;
+    },
+    60_000,
+    250,
+  );
+  // The last segment may still be open: what closed before it is what must be copied.
+  const closed: Range = { fromMs: recorded.fromMs, toMs: recorded.toMs - 2500 };
+  await waitFor(
+    'the closed segments copied to the other nodes',
+    async () => {
+      const theirs = (await Promise.all(others.map((n) => ownSpans(nc, n.id, 'k1', closed)))).flat();
+      return covers(theirs, closed);
+    },
+    30_000,
+    250,
+  );
+  // Exactly one other node holds each segment (copies 2): the two nodes' spans do not overlap.
+  const [first, second] = await Promise.all(others.map((n) => ownSpans(nc, n.id, 'k1', closed)));
+  const overlap = first!.reduce((sum, x) => sum + second!.reduce((s2, y) => s2 + Math.max(0, Math.min(x.toMs, y.toMs) - Math.max(x.fromMs, y.fromMs)), 0), 0);
+  t.true(overlap < 300, `${overlap} ms held by both other nodes`);
+  const nodesView = await getJson<{ copies: { copied: number; failed: number } }>(`${others[0]!.http}/api/cluster/nodes`);
+  t.is(nodesView.status, 200);
+  t.is(typeof nodesView.body.copies.copied, 'number', 'a node shows its copy work');
+
+  // Peers authenticate: a pull without the cluster token is refused.
+  const noToken = await fetch(`${writer.http}/api/cluster/segments/k1/${closed.fromMs}`);
+  t.is(noToken.status, 401);
+
+  // ---- the writer killed: its video is read from the copies, and the copies re-made ----
+  writer.proc.child.kill('SIGKILL');
+  await writer.proc.exited;
+  const survivor = others[0]!;
+  const q = `from=${new Date(closed.fromMs + 500).toISOString()}&to=${new Date(closed.toMs - 500).toISOString()}`;
+  const search = await waitFor(
+    'the dead writer’s video found through a survivor',
+    async () => {
+      const { body } = await getJson<{ spans: { from: string; to: string }[] }>(`${survivor.http}/api/recordings?camera=k1&${q}`);
+      const s = body.spans.map((x) => ({ fromMs: Date.parse(x.from), toMs: Date.parse(x.to) }));
+      return covers(s, { fromMs: closed.fromMs + 500, toMs: closed.toMs - 500 }) ? s : null;
+    },
+    30_000,
+    500,
+  );
+  t.true(search.length >= 1);
+  for (const n of others) {
+    const res = await fetch(`${n.http}/api/cameras/k1/video.mp4?${q}&format=fmp4`);
+    t.is(res.status, 200, `${n.name}: download of the dead writer’s range`);
+    const file = join(dir, `${n.name}.mp4`);
+    await writeFile(file, Buffer.from(await res.arrayBuffer()));
+    t.is(await decodeErrors(file), '', `${n.name}: the download decodes`);
+  }
+  // Re-made: with the writer gone, copies 2 means both survivors hold every segment.
+  await waitFor(
+    'both survivors hold the dead writer’s segments',
+    async () => {
+      for (const n of others) if (!covers(await ownSpans(nc, n.id, 'k1', closed), closed)) return false;
+      return true;
+    },
+    60_000,
+    500,
+  );
+
+  // Byte for byte: every copy equals what the writer wrote.
+  for (const n of others) n.proc.child.kill('SIGTERM');
+  await Promise.all(others.map((n) => n.proc.exited));
+  const idx = await RecorderIndex.open(writer.dataDir);
+  const written = idx.segments.inRange('k1', closed.fromMs, closed.toMs).filter((s) => !s.open && s.endMs <= closed.toMs);
+  await idx.close();
+  t.true(written.length >= 3, `${written.length} closed segments`);
+  for (const n of others) {
+    const theirs = await RecorderIndex.open(n.dataDir);
+    try {
+      for (const seg of written) {
+        const copy = theirs.segments.get('k1', seg.startMs);
+        t.truthy(copy, `${n.name} holds ${seg.file}`);
+        if (!copy) continue;
+        t.is(copy.bytes, seg.bytes);
+        t.deepEqual(copy.fence, seg.fence, 'the copy keeps the writer’s fence stamp');
+        t.true((await readFile(join(n.dataDir, seg.file))).equals(await readFile(join(writer.dataDir, seg.file))), `${n.name}: ${seg.file} byte for byte`);
+      }
+    } finally {
+      await theirs.close();
+    }
+  }
+});
