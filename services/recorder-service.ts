@@ -151,7 +151,10 @@ export class RecorderService {
     // A pool just put on another node may not be mirrored here yet: wait for the mirror to
     // reach the bucket's last change (≤ 2 s) before calling it unknown.
     if (this.cluster && !this.index.pools.get(parsed.pool) && !(await this.cluster.barrier().catch(() => false))) {
-      throw new RecorderError('CLUSTER_UNAVAILABLE', `pool ${JSON.stringify(parsed.pool)} is not here and the cluster config could not be confirmed mirrored; try again`);
+      throw new RecorderError(
+        'CLUSTER_UNAVAILABLE',
+        `pool ${JSON.stringify(parsed.pool)} is not here and the cluster config could not be confirmed mirrored; try again`,
+      );
     }
     this.storage.requirePool(parsed.pool);
     const camera: CameraConfig = { ...parsed, ...(opts.transient ? { transient: true } : {}) };
