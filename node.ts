@@ -416,7 +416,7 @@ export class RecorderNode {
       );
       self.s3 = await life.start(
         's3',
-        () => startS3Listener({ config, index, log, clock, signal }),
+        () => startS3Listener({ config, index, log, clock, signal, raiseAlarm: (a) => self.alarms.raise(a) }),
         (s3) => s3?.stop(),
       );
       self.s3Url = self.s3?.url ?? '';

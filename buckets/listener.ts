@@ -9,6 +9,7 @@ import type { RecorderIndex } from '../index/db.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { splitHostPort } from '../lib/config.ts';
 import { RecorderError } from '../lib/errors.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import { ROOT_USER } from './access.ts';
@@ -22,6 +23,7 @@ export interface S3ListenerDeps {
   log: Logger;
   clock: Clock;
   signal: AbortSignal;
+  raiseAlarm?: (alarm: AlarmInput) => void;
 }
 
 /** The started listener, or null when it is off or no access key exists. */
@@ -45,6 +47,8 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
     keys,
     signal: d.signal,
     uploadExpiryMs: config.s3UploadExpiryMs,
+    backupAuditMs: config.backupAuditMs,
+    ...(d.raiseAlarm ? { raiseAlarm: d.raiseAlarm } : {}),
   });
   const { host, port } = splitHostPort(config.s3);
   await server.start(host, port);

@@ -22,11 +22,20 @@
  * the footer, syncs and renames it like any object, then commits (object record in,
  * upload and part records out) and only then removes the part folder. The sweep removes
  * part folders of uploads the catalog no longer has, and part files no record names.
+ *
+ * Backup copies (the bucket's pool has a `backupDir`, typically another disk): each
+ * object file, once renamed into place and before its record commits, is copied to
+ * `<backupDir>/buckets/objects/<bucket>/<xx>/<fileId>` (tmp, fdatasync, rename, folder
+ * fsync), so an acknowledged object is on both disks. A copy that fails (the backup disk
+ * gone or full) does not fail the write: it is reported and re-made by the audit
+ * (`auditBackups`, at start and every RECORDER_BACKUP_AUDIT_MS), which also copies a
+ * lost primary back from its backup and removes backup files no record names. Reads of
+ * an object whose primary file is gone come from the backup; deletes unlink both.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, type ReadStream } from 'node:fs';
+import { createReadStream, existsSync, type ReadStream } from 'node:fs';
 import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
@@ -62,13 +71,47 @@ export function newFileId(nowMs: number): string {
   return `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`;
 }
 
+export interface ObjectBackups {
+  /** The backup dir of a bucket's pool (null: none). */
+  dirOf: (bucket: string) => string | null;
+  /** A backup copy could not be made (the write itself went on). */
+  failed: (bucket: string, fileId: string, err: Error) => void;
+}
+
+const NO_BACKUPS: ObjectBackups = { dirOf: () => null, failed: () => undefined };
+
 export class ObjectFiles {
   readonly root: string;
   readonly tmpDir: string;
 
-  constructor(dataDir: string) {
+  constructor(
+    dataDir: string,
+    private readonly backups: ObjectBackups = NO_BACKUPS,
+  ) {
     this.root = join(dataDir, 'buckets');
     this.tmpDir = join(this.root, 'tmp');
+  }
+
+  /** Whether the bucket's pool has a backup dir. */
+  hasBackup(bucket: string): boolean {
+    return this.backups.dirOf(bucket) !== null;
+  }
+
+  /** Where the backup copy of an object file goes (null: its pool has no backup dir). */
+  backupPath(bucket: string, fileId: string): string | null {
+    const dir = this.backups.dirOf(bucket);
+    return dir ? join(dir, 'buckets', 'objects', bucket, fileId.slice(-2), fileId) : null;
+  }
+
+  /** Copies a renamed object file to its backup (when its pool has one); a failure is reported, not thrown. */
+  private async backUp(bucket: string, fileId: string): Promise<void> {
+    const to = this.backupPath(bucket, fileId);
+    if (!to) return;
+    try {
+      await copyDurably(this.path(bucket, fileId), to);
+    } catch (err) {
+      this.backups.failed(bucket, fileId, err as Error);
+    }
   }
 
   bucketDir(bucket: string): string {
@@ -169,6 +212,7 @@ export class ObjectFiles {
     await mkdirDurable(dirname(dest));
     await rename(this.tmpPath(fileId), dest);
     await fsyncDir(dirname(dest));
+    await this.backUp(footer.bucket, fileId);
   }
 
   /** A received part: fdatasync, rename into its upload's folder, fsync that folder. */
@@ -266,6 +310,7 @@ export class ObjectFiles {
     await mkdirDurable(dirname(dest));
     await rename(tmp, dest);
     await fsyncDir(dirname(dest));
+    await this.backUp(footer.bucket, fileId);
     return fileId;
   }
 
@@ -273,20 +318,64 @@ export class ObjectFiles {
   async discard(bucket: string, fileId: string): Promise<void> {
     await unlink(this.tmpPath(fileId)).catch(() => undefined);
     await unlink(this.path(bucket, fileId)).catch(() => undefined);
+    const backup = this.backupPath(bucket, fileId);
+    if (backup) await unlink(backup).catch(() => undefined);
   }
 
   /** Unlinks an object file whose record is gone (after that commit). A missing file is fine. */
   async remove(bucket: string, fileId: string): Promise<void> {
-    try {
-      await unlink(this.path(bucket, fileId));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const backup = this.backupPath(bucket, fileId);
+    for (const path of backup ? [this.path(bucket, fileId), backup] : [this.path(bucket, fileId)]) {
+      try {
+        await unlink(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
     }
   }
 
-  /** Bytes [start, end] (inclusive) of an object file. */
+  /** Bytes [start, end] (inclusive) of an object file: from its backup when the primary file is gone. */
   read(bucket: string, fileId: string, start: number, end: number): ReadStream {
-    return createReadStream(this.path(bucket, fileId), { start, end, highWaterMark: 1024 * 1024 });
+    const primary = this.path(bucket, fileId);
+    const backup = this.backupPath(bucket, fileId);
+    const from = backup && !existsSync(primary) && existsSync(backup) ? backup : primary;
+    return createReadStream(from, { start, end, highWaterMark: 1024 * 1024 });
+  }
+
+  /**
+   * One object file against its backup: a backup missing or of another size is copied
+   * again from the primary; a primary missing is copied back from the backup. Returns
+   * what was done (null: both there, or neither: nothing to copy from).
+   */
+  async auditBackup(bucket: string, fileId: string): Promise<'backed-up' | 'restored' | null> {
+    const backup = this.backupPath(bucket, fileId);
+    if (!backup) return null;
+    const primary = this.path(bucket, fileId);
+    const [p, b] = await Promise.all([sizeOf(primary), sizeOf(backup)]);
+    if (p !== null && p === b) return null;
+    if (p !== null) {
+      await copyDurably(primary, backup);
+      return 'backed-up';
+    }
+    if (b === null) return null;
+    await copyDurably(backup, primary);
+    return 'restored';
+  }
+
+  /** Backup files of a bucket that no record names (a crash between the copy and the commit, a delete cut short). */
+  async sweepBackups(bucket: string, holds: (fileId: string) => boolean): Promise<number> {
+    const dir = this.backups.dirOf(bucket);
+    if (!dir) return 0;
+    const root = join(dir, 'buckets', 'objects', bucket);
+    let removed = 0;
+    for (const fan of await readdir(root).catch(() => [] as string[])) {
+      for (const f of await readdir(join(root, fan)).catch(() => [] as string[])) {
+        if (holds(f)) continue;
+        await unlink(join(root, fan, f)).catch(() => undefined);
+        removed++;
+      }
+    }
+    return removed;
   }
 
   /** Removes an empty bucket's folder. */
@@ -348,6 +437,28 @@ export class ObjectFiles {
     }
     return { tmp, orphans, parts, lost };
   }
+}
+
+async function sizeOf(path: string): Promise<number | null> {
+  return stat(path).then(
+    (s) => s.size,
+    () => null,
+  );
+}
+
+/** `from` copied to `to` durably: a tmp file beside it, fdatasync, rename, folder fsync. */
+async function copyDurably(from: string, to: string): Promise<void> {
+  await mkdir(dirname(to), { recursive: true });
+  const tmp = `${to}.copy-tmp`;
+  await copyFile(from, tmp);
+  const h = await open(tmp, 'r+');
+  try {
+    await h.datasync();
+  } finally {
+    await h.close();
+  }
+  await rename(tmp, to);
+  await fsyncDir(dirname(to));
 }
 
 /** The footer of an object file (null if it has none or it does not parse). */

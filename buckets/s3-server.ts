@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { RecorderIndex } from '../index/db.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import {
@@ -116,6 +117,10 @@ export interface S3ServerOptions {
   signal: AbortSignal;
   /** Multipart uploads started longer ago are aborted (their parts removed). */
   uploadExpiryMs: number;
+  /** How often backup copies of objects (pools with a backupDir) are checked and re-made (RECORDER_BACKUP_AUDIT_MS). */
+  backupAuditMs?: number;
+  /** `backup-failed` when an object's backup copy could not be made. */
+  raiseAlarm?: (alarm: AlarmInput) => void;
 }
 
 export class S3Server {
@@ -127,10 +132,23 @@ export class S3Server {
   private expiryTimer: NodeJS.Timeout | null = null;
   private lifecycleTimer: NodeJS.Timeout | null = null;
   private lifecycleRun: Promise<LifecycleReport> | null = null;
+  private backupTimer: NodeJS.Timeout | null = null;
+  private auditing: Promise<unknown> | null = null;
 
   constructor(private readonly opts: S3ServerOptions) {
-    this.files = new ObjectFiles(opts.dataDir);
     const { index } = opts;
+    this.files = new ObjectFiles(opts.dataDir, {
+      dirOf: (bucket) => {
+        const b = index.buckets.bucket(bucket);
+        return (b && index.pools.get(b.pool)?.backupDir) ?? null;
+      },
+      failed: (bucket, fileId, err) =>
+        opts.raiseAlarm?.({
+          kind: 'backup-failed',
+          message: `backup copy of an object of bucket ${bucket} could not be made (${err.message}); the audit makes it again`,
+          details: { bucket, fileId },
+        }),
+    });
     this.deps = {
       catalog: index.buckets,
       files: this.files,
@@ -168,6 +186,9 @@ export class S3Server {
       );
     }
     for (const [bucket, found] of swept.lost) await this.recover(bucket, found);
+    await this.auditBackups();
+    this.backupTimer = setInterval(() => void this.auditBackups(), this.opts.backupAuditMs ?? 3_600_000);
+    this.backupTimer.unref();
     await this.expire();
     // Abandoned multipart uploads go after uploadExpiryMs, checked this often.
     this.expiryTimer = setInterval(() => void this.expire(), Math.min(this.opts.uploadExpiryMs, 3_600_000));
@@ -236,6 +257,48 @@ export class S3Server {
     );
   }
 
+  /**
+   * Every object of the buckets whose pool has a backup dir against its backup copy
+   * (buckets/object-files.ts auditBackup): missing or short backups made again, lost
+   * primaries copied back, backup files no record names removed. One audit at a time.
+   */
+  auditBackups(): Promise<unknown> {
+    this.auditing ??= this.runAudit().finally(() => (this.auditing = null));
+    return this.auditing;
+  }
+
+  private async runAudit(): Promise<{ backedUp: number; restored: number; removed: number }> {
+    const catalog = this.opts.index.buckets;
+    const done = { backedUp: 0, restored: 0, removed: 0 };
+    try {
+      for (const b of catalog.listBuckets()) {
+        if (!this.files.hasBackup(b.name)) continue;
+        let after: { key: string; versionId?: string } | undefined;
+        for (;;) {
+          if (this.opts.signal.aborted) return done;
+          const page = catalog.listVersions(b.name, '', 1000, after);
+          for (const { key, record } of page.versions) {
+            if (record.deleteMarker) continue;
+            const r = await this.files.auditBackup(b.name, record.fileId);
+            if (r === 'backed-up') done.backedUp++;
+            else if (r === 'restored') {
+              done.restored++;
+              this.opts.log.warn({ bucket: b.name, key }, 's3: an object file was lost and is copied back from its backup');
+            }
+          }
+          const last = page.versions[page.versions.length - 1];
+          if (!page.truncated || !last) break;
+          after = { key: last.key, versionId: last.record.versionId ?? 'null' };
+        }
+        done.removed += await this.files.sweepBackups(b.name, (id) => catalog.holdsFile(id));
+      }
+      if (done.backedUp + done.restored + done.removed > 0) this.opts.log.warn(done, 's3: backup copies audited');
+    } catch (err) {
+      this.opts.log.error({ err }, 's3: backup audit failed; tried again at the next one');
+    }
+    return done;
+  }
+
   private async expire(): Promise<void> {
     try {
       await expireUploads(this.opts.index.buckets, this.files, this.opts.clock.nowMs(), this.opts.uploadExpiryMs, this.opts.log);
@@ -255,6 +318,7 @@ export class S3Server {
   }
 
   async stop(): Promise<void> {
+    if (this.backupTimer) clearInterval(this.backupTimer);
     if (this.expiryTimer) clearInterval(this.expiryTimer);
     if (this.lifecycleTimer) clearInterval(this.lifecycleTimer);
     const server = this.server;
