@@ -299,6 +299,9 @@ export class RecorderNode {
           storage: () => self.storage,
           usersChanged: () => self.users.forget(),
           raiseAlarm: (alarm) => alarms.raise(alarm),
+          weight: config.clusterWeight,
+          // Cameras move off a node whose CPU, memory or disk alarm holds.
+          pressure: () => self.sampler?.pressure() ?? null,
           peerDied: (dead) =>
             void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed')),
           signal,
@@ -323,9 +326,14 @@ export class RecorderNode {
           },
         });
         self.copies = copies;
-        service.attachCluster(cluster, () => copies.status());
+        service.attachCluster(cluster, {
+          status: () => copies.status(),
+          pull: async (source, camera, seg) =>
+            (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null,
+        });
         // What peers ask this node on its own subject: its own index's spans (services/recorder-service.ts search).
         self.cluster.serve('search', (b) => service.localSearch(b));
+        self.cluster.serve('segments', (b) => service.localSegments(b));
         self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
       }
       self.storage = store;

@@ -7,9 +7,9 @@
  * (status, length, ranges, ETag): the client sees one file. A proxied request carries
  * `X-Recorder-Proxied` and is never proxied again.
  *
- * What is proxied: `video.mp4`, `video.ps` and `/play` of a range held by one node. A
- * range split between nodes is served by the node with the most of it (what is left:
- * one file stitched from two nodes).
+ * What is proxied: `video.mp4`, `video.ps` and `/play` of a range another node holds all
+ * of; a range split between nodes is pulled here and served as one (the choice:
+ * services/media-source.ts).
  */
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';

@@ -37,7 +37,7 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { LivenessCounter } from './liveness.ts';
-import { placeOrphans, type OwnerView } from './placement.ts';
+import { placeOrphans, shouldGiveUp, type NodeCapacity, type OwnerView } from './placement.ts';
 
 /** Heartbeats of nodes gone for this long vanish from the nodes bucket. */
 const NODES_TTL_MS = 3600_000;
@@ -66,6 +66,10 @@ export interface ClusterOptions {
   httpUrl: () => string;
   /** A peer was judged dead by this node's count (once per death; cluster/copies.ts re-makes its copies). */
   peerDied?: (node: string) => void;
+  /** This node's weight in placement (RECORDER_CLUSTER_WEIGHT; default 1). */
+  weight?: number;
+  /** Why this node is under pressure now (its health alarms that hold), or null. */
+  pressure?: () => string | null;
   /** `node-left` (a peer judged dead) and `cluster-unavailable` (heartbeats failing: no quorum). */
   raiseAlarm?: (alarm: AlarmInput) => void;
   signal: AbortSignal;
@@ -116,6 +120,10 @@ interface Heartbeat {
   cameras: number;
   /** Being drained: it takes no camera and gives up the ones it has, one per tick. */
   draining?: boolean;
+  /** Its capacity relative to the others (RECORDER_CLUSTER_WEIGHT); absent: 1. */
+  weight?: number;
+  /** Why it is under pressure (cpu-high, memory-high, disk-near-full); absent: none. */
+  pressure?: string;
 }
 
 interface Held {
@@ -137,6 +145,10 @@ export interface ClusterNodeView {
   missedTicks: number | null;
   /** Being drained: takes no camera, gives up the ones it has. */
   draining: boolean;
+  /** Its weight in placement (cameras per weight are balanced). */
+  weight: number;
+  /** Why it is under pressure (it takes no camera and gives its own up), or null. */
+  pressure: string | null;
 }
 
 const json = JSONCodec();
@@ -199,6 +211,8 @@ export class ClusterNode implements CameraPlacement {
   private draining = false;
   /** Peers whose last heartbeat said they are being drained. */
   private readonly drainingPeers = new Set<string>();
+  /** What each peer's last heartbeat read said of its capacity. */
+  private readonly peerCapacity = new Map<string, NodeCapacity>();
   /** Peers judged dead (peerDied called once for each until it beats again). */
   private readonly deadPeers = new Set<string>();
   private watchingNodes = false;
@@ -350,6 +364,8 @@ export class ClusterNode implements CameraPlacement {
       cameras: (cams.get(node) ?? []).sort(),
       missedTicks: node === this.nodeId ? null : (this.liveness.missed(node) ?? null),
       draining: node === this.nodeId ? this.draining : this.drainingPeers.has(node),
+      weight: node === this.nodeId ? (this.o.weight ?? 1) : (this.peerCapacity.get(node)?.weight ?? 1),
+      pressure: node === this.nodeId ? this.pressureNow() : (this.peerCapacity.get(node)?.pressure ?? null),
     }));
   }
 
@@ -510,6 +526,8 @@ export class ClusterNode implements CameraPlacement {
       http: this.o.httpUrl(),
       cameras: this.held.size,
       ...(this.draining ? { draining: true } : {}),
+      ...(this.o.weight !== undefined && this.o.weight !== 1 ? { weight: this.o.weight } : {}),
+      ...(this.pressureNow() ? { pressure: this.pressureNow()! } : {}),
     };
     let beatOk = false;
     try {
@@ -559,8 +577,10 @@ export class ClusterNode implements CameraPlacement {
             const e = await timeout(nodes.get(peer), KV_TIMEOUT_MS, 'heartbeat read');
             // A deleted heartbeat: the node left (cluster/liveness.ts counts it gone at once).
             seen.set(peer, e === null ? 0 : e.operation === 'PUT' ? e.revision : -1);
-            if (decode<Heartbeat>(e)?.draining) this.drainingPeers.add(peer);
+            const hb = decode<Heartbeat>(e);
+            if (hb?.draining) this.drainingPeers.add(peer);
             else this.drainingPeers.delete(peer);
+            if (hb) this.peerCapacity.set(peer, { weight: hb.weight ?? 1, pressure: hb.pressure ?? null });
           } catch {
             /* not counted this tick */
           }
@@ -607,7 +627,7 @@ export class ClusterNode implements CameraPlacement {
     if (this.draining) return this.giveUpOne(null);
     // Placement skips nodes being drained.
     const eligible = this.liveness.aliveNodes().filter((n) => !this.drainingPeers.has(n));
-    const plan = placeOrphans(orphans, live, eligible);
+    const plan = placeOrphans(orphans, live, eligible, this.capacities());
     if (plan.size === 0) this.rebalance(live, eligible);
     const entries = new Map(reads.map((r) => [r.camera, r.entry]));
     const mineToClaim = [...earlier, ...[...plan].filter(([, node]) => node === this.nodeId).map(([camera]) => camera)];
@@ -621,12 +641,19 @@ export class ClusterNode implements CameraPlacement {
    */
   private rebalance(owners: ReadonlyMap<string, OwnerView>, eligible: readonly string[]): void {
     const steady = eligible.filter((n) => n === this.nodeId || this.liveness.aliveTicks(n) >= 2 * this.o.deadTicks);
-    if (steady.length < 2) return;
-    const load = new Map(steady.map((n) => [n, 0]));
-    for (const o of owners.values()) if (load.has(o.node)) load.set(o.node, load.get(o.node)! + 1);
-    const mine = load.get(this.nodeId) ?? 0;
-    const least = Math.min(...load.values());
-    if (mine - least >= 2) this.giveUpOne(`rebalancing: ${mine} cameras here, ${least} on the least-loaded node`);
+    const why = shouldGiveUp(this.nodeId, owners, steady, this.capacities());
+    if (why) this.giveUpOne(why);
+  }
+
+  /** Every node's weight and pressure, this one's included. */
+  private capacities(): Map<string, NodeCapacity> {
+    const all = new Map(this.peerCapacity);
+    all.set(this.nodeId, { weight: this.o.weight ?? 1, pressure: this.pressureNow() });
+    return all;
+  }
+
+  private pressureNow(): string | null {
+    return this.o.pressure?.() ?? null;
   }
 
   /** Stops one held camera (the last by id) and releases its owner key; `why` null: draining. */

@@ -124,6 +124,7 @@ export class CopyService {
   private readonly stats = { copied: 0, copiedBytes: 0, failed: 0, lastError: null as string | null };
   private pending: number | null = null;
   private behindAlarmAt = -Infinity;
+  private readonly pulling = new Map<string, Promise<SegmentRecord | null>>();
   private readonly stop = new AbortController();
   private done: Promise<void> = Promise.resolve();
 
@@ -350,8 +351,21 @@ export class CopyService {
     }
   }
 
-  /** Pulls one segment from its source and indexes it here; null: the source no longer has it. */
-  async pull(a: CopyAnnouncement): Promise<SegmentRecord | null> {
+  /**
+   * Pulls one segment from its source and indexes it here; null: the source no longer
+   * has it, or this node has it already. One pull per segment at a time (the consumer
+   * and a stitched download may ask for the same one): a second caller shares the first's.
+   */
+  pull(a: CopyAnnouncement): Promise<SegmentRecord | null> {
+    const key = segmentKey(a.camera, a.startMs);
+    const running = this.pulling.get(key);
+    if (running) return running;
+    const p = this.pullOnce(a).finally(() => this.pulling.delete(key));
+    this.pulling.set(key, p);
+    return p;
+  }
+
+  private async pullOnce(a: CopyAnnouncement): Promise<SegmentRecord | null> {
     const http = this.d.peerHttp(a.source);
     if (!http) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source} has no known HTTP address`);
     const base = `${http}/api/cluster/segments/${encodeURIComponent(a.camera)}/${a.startMs}`;
@@ -368,14 +382,19 @@ export class CopyService {
     if (!parsed || parsed.camera !== a.camera || parsed.startMs !== a.startMs || seg.camera !== a.camera || seg.startMs !== a.startMs || seg.open) {
       throw new RecorderError('VALIDATION_FAILED', `node ${a.source} sent a record that does not match ${a.camera}/${a.startMs}: ${seg.file}`);
     }
+    // A segment this node has at that instant (written or copied) is never replaced: its
+    // file is what its entry describes (checked again right before the rename).
+    if (this.d.index.segments.get(seg.camera, seg.startMs)) return null;
     const abs = join(this.d.dataDir, seg.file);
     const tmp = `${abs}.pull`;
     await mkdir(dirname(abs), { recursive: true });
     await this.download(`${base}/file`, headers, tmp, seg.bytes);
+    if (this.d.index.segments.get(seg.camera, seg.startMs)) {
+      await rm(tmp, { force: true });
+      return null;
+    }
     await rename(tmp, abs);
     await fsyncDir(dirname(abs));
-    // A segment this node wrote or copied meanwhile is not replaced.
-    if (this.d.index.segments.get(seg.camera, seg.startMs)) return null;
     await this.d.index.segments.put(seg);
     this.d.catalog(seg.camera);
     this.d.copied(seg);

@@ -118,6 +118,7 @@ export const configSchema = z
       .default('auto')
       .describe('cluster mode (docs/cluster.md): auto is on when natsUrl lists several servers; on: also with one server (the embedded one included)'),
     clusterTickMs: z.coerce.number().int().min(100).max(60_000).default(500).describe('cluster heartbeat and ownership tick'),
+    clusterWeight: z.coerce.number().gt(0).max(100).default(1).describe("this node's capacity relative to the others in camera placement"),
     clusterDeadTicks: z.coerce
       .number()
       .int()
@@ -224,6 +225,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_PICTURE_PACK_SECONDS: 'picturePackSeconds',
   RECORDER_CLUSTER: 'cluster',
   RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
+  RECORDER_CLUSTER_WEIGHT: 'clusterWeight',
   RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',
   RECORDER_PICTURE_PREVIEW_CACHE_BYTES: 'picturePreviewCacheBytes',
   RECORDER_EVENT_SNAPSHOTS: 'eventSnapshots',

@@ -66,6 +66,16 @@ export class HealthSampler {
     }
   }
 
+  /**
+   * The conditions that hold now (alarmed and not yet re-armed), e.g. `cpu-high`, or
+   * null: what a cluster node says in its heartbeat (it then takes no camera and gives its
+   * own up, cluster/placement.ts).
+   */
+  pressure(): string | null {
+    const kinds = new Set([...this.alarmed].map((key) => (key === 'cpu' ? 'cpu-high' : key === 'memory' ? 'memory-high' : 'disk-near-full')));
+    return kinds.size > 0 ? [...kinds].sort().join(', ') : null;
+  }
+
   start(intervalMs: number): void {
     this.timer = setInterval(() => {
       this.running ??= this.sample().finally(() => (this.running = null));

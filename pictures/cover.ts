@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import type { PackRecord, PictureKey } from '../index/pictures.ts';
 import type { PoolPolicy } from '../index/records.ts';
+import { crashPoint } from '../lib/crash-point.ts';
 import type { Logger } from '../lib/log.ts';
 
 const DAY_MS = 86_400_000;
@@ -84,6 +85,7 @@ export async function coverPack(d: CoverDeps, pack: PackRecord, nowMs: number): 
   }
   const gone = d.index.pictures.entriesOfPack(pack).map((h) => h.key);
   await d.index.pictures.putPack({ ...pack, covering: true });
+  crashPoint('pictures.cover-marked');
   await unlink(join(d.dataDir, pack.file)).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
   });

@@ -30,6 +30,14 @@ import {
 import type { BackfillManager } from '../backfill/manager.ts';
 import type { CameraPlacement, ClusterNodeView } from '../cluster/cluster.ts';
 import type { CopyStatus } from '../cluster/copies.ts';
+import { chooseMediaSource, type RemoteSegment } from './media-source.ts';
+
+/** What the service uses of the node's copy work (cluster/copies.ts). */
+export interface ClusterCopies {
+  status(): CopyStatus;
+  /** Pulls one closed segment of `camera` from `node` and indexes it here (true: copied). */
+  pull(node: string, camera: string, seg: RemoteSegment): Promise<boolean>;
+}
 import { mergeSearch } from './search-merge.ts';
 import { BadTimeError } from '../lib/errors.ts';
 import { SmartService } from './smart-service.ts';
@@ -78,8 +86,8 @@ export class RecorderService {
   private backfillManager: BackfillManager | null = null;
   /** In a cluster (cluster/cluster.ts): cameras are shared through its KV and run where it places them. */
   private cluster: CameraPlacement | null = null;
-  /** This node's copy work (cluster/copies.ts), shown with the nodes. */
-  private copyStatus: (() => CopyStatus) | null = null;
+  /** This node's copy work (cluster/copies.ts): shown with the nodes, and the pulls that stitch a split range. */
+  private copies: ClusterCopies | null = null;
   /** Audio handling and transport of each camera's recording attempt, from its published statuses. */
   private readonly media = new Map<string, IngestMedia>();
 
@@ -112,9 +120,9 @@ export class RecorderService {
    * Cluster mode (wired by the node before the cameras resume): camera configs go to the
    * shared KV before the local index, and a camera runs only on the node that holds it.
    */
-  attachCluster(cluster: CameraPlacement, copies?: () => CopyStatus): void {
+  attachCluster(cluster: CameraPlacement, copies?: ClusterCopies): void {
     this.cluster = cluster;
-    if (copies) this.copyStatus = copies;
+    if (copies) this.copies = copies;
     this.storageService?.attachCluster(cluster);
   }
 
@@ -262,28 +270,32 @@ export class RecorderService {
    * base URL of the node that holds the most of it (api/cluster-routes.ts proxies there).
    */
   async mediaSource(camera: string, fromMs: number, toMs: number): Promise<{ node: string; http: string } | null> {
-    const cluster = this.cluster;
-    if (!cluster) return null;
-    const q = { camera, from: iso(fromMs), to: iso(toMs) };
-    const covered = (v: SearchView): number =>
-      v.spans.reduce((sum, s) => sum + Math.max(0, Math.min(toMs, Date.parse(s.to)) - Math.max(fromMs, Date.parse(s.from))), 0);
-    const here = covered(this.localSearch(q));
-    if (here >= toMs - fromMs) return null;
-    let best: { node: string; http: string; ms: number } | null = null;
-    await Promise.all(
-      cluster
-        .holders(camera)
-        .filter((n) => n !== cluster.nodeId)
-        .map(async (node) => {
-          const http = cluster.peerHttp(node);
-          const v = await cluster.ask<SearchView>(node, 'search', q).catch(() => null);
-          if (!v || !http) return;
-          const ms = covered(v);
-          if (ms > here && (!best || ms > best.ms)) best = { node, http, ms };
-        }),
+    if (!this.cluster) return null;
+    const copies = this.copies;
+    return chooseMediaSource(
+      {
+        cluster: this.cluster,
+        localSearch: (q) => this.localSearch(q),
+        hasLocal: (c, from, to) => this.index.segments.inRange(c, from, to).length > 0,
+        ...(copies ? { pull: (node: string, c: string, seg: RemoteSegment) => copies.pull(node, c, seg) } : {}),
+        log: this.log,
+      },
+      camera,
+      fromMs,
+      toMs,
     );
-    const found = best as { node: string; http: string; ms: number } | null;
-    return found ? { node: found.node, http: found.http } : null;
+  }
+
+  /** This node's closed segments of a camera in a range (what a peer stitching a split range asks: `<prefix>.v1.node.<id>.segments`). */
+  localSegments(body: unknown): { segments: RemoteSegment[] } {
+    const q = validate(searchSchema, body);
+    this.requireCamera(q.camera);
+    const { fromMs, toMs } = parseRangeMs(q.from, q.to);
+    const segments = this.index.segments
+      .inRange(q.camera, fromMs, toMs)
+      .filter((s) => !s.open)
+      .map((s) => ({ startMs: s.startMs, endMs: s.endMs, bytes: s.bytes, pool: s.pool }));
+    return { segments };
   }
 
   /** This node's own index only (what a peer asks for: `<prefix>.v1.node.<id>.search`). */
@@ -361,7 +373,7 @@ export class RecorderService {
         .map((c) => c.id);
       return { cluster: false, nodes: [{ node: 'local', self: true, alive: true, cameras }] };
     }
-    return { cluster: true, nodes: this.cluster.nodes(), ...(this.copyStatus ? { copies: this.copyStatus() } : {}) };
+    return { cluster: true, nodes: this.cluster.nodes(), ...(this.copies ? { copies: this.copies.status() } : {}) };
   }
 
   /**

@@ -15,7 +15,7 @@ import { startNatsCluster } from '../sim/nats-cluster.ts';
 import { RecorderIndex } from '../index/db.ts';
 import { getJson, tempDir, waitFor } from './helpers/recorder.ts';
 import { send, spawnClusterNodes } from './helpers/cluster.ts';
-import { decodeErrors } from './helpers/media.ts';
+import { decodeErrors, ffprobe } from './helpers/media.ts';
 
 interface Range {
   fromMs: number;
@@ -162,6 +162,53 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
     60_000,
     500,
   );
+
+  // ---- a range split between two live nodes (a camera moved by a drain), downloaded as one file ----
+  const [s1, s2] = others as [(typeof others)[0], (typeof others)[0]];
+  t.is((await send('PUT', `${s1.http}/api/cameras/k2`, { streams: { main: sim.url('h264') } })).status, 200);
+  const k2Owner = async (): Promise<string | null> => {
+    const e = await kv.get('k2');
+    return e && e.operation === 'PUT' ? e.json<{ node: string }>().node : null;
+  };
+  const k2First = await waitFor('k2 owned', k2Owner, 30_000, 200);
+  const from = k2First === s1.id ? s1 : s2;
+  const to = from === s1 ? s2 : s1;
+  const before = await waitFor(
+    `6 s of k2 on ${from.name}`,
+    async () => {
+      const s = await ownSpans(nc, from.id, 'k2', { fromMs: Date.now() - 60_000, toMs: Date.now() + 60_000 });
+      return s.length > 0 && s[0]!.toMs - s[0]!.fromMs > 6000 ? s[0]! : null;
+    },
+    60_000,
+    250,
+  );
+  t.is((await send('POST', `${from.http}/api/cluster/drain`, { node: from.id })).status, 200);
+  t.teardown(() => send('POST', `${from.http}/api/cluster/drain`, { node: from.id, drain: false }).catch(() => undefined));
+  const after = await waitFor(
+    `k2 moved to ${to.name}, 6 s closed there`,
+    async () => {
+      const s = await ownSpans(nc, to.id, 'k2', { fromMs: before.fromMs, toMs: Date.now() + 60_000 });
+      return s.length > 0 && s[0]!.toMs - s[0]!.fromMs > 8000 ? s[0]! : null;
+    },
+    60_000,
+    250,
+  );
+  const mine = (await ownSpans(nc, from.id, 'k2', { fromMs: before.fromMs, toMs: after.toMs })).reduce((n, s) => n + s.toMs - s.fromMs, 0);
+  // From inside the from node's video to inside the to's closed segments.
+  const range = { fromMs: before.fromMs + 1000, toMs: after.toMs - 3000 };
+  const split = await fetch(`${from.http}/api/cameras/k2/video.mp4?from=${range.fromMs}&to=${range.toMs}&format=fmp4`);
+  t.is(split.status, 200);
+  t.is(split.headers.get('x-recorder-node'), null, 'served by the node asked, not proxied');
+  const stitched = join(dir, 'stitched.mp4');
+  await writeFile(stitched, Buffer.from(await split.arrayBuffer()));
+  // The download is whole GOPs (X-Recording-From/To) with the hole of the move skipped.
+  const served = { fromMs: Date.parse(split.headers.get('x-recording-from')!), toMs: Date.parse(split.headers.get('x-recording-to')!) };
+  const covered = (await ownSpans(nc, from.id, 'k2', served)).reduce((n, s) => n + Math.min(served.toMs, s.toMs) - Math.max(served.fromMs, s.fromMs), 0);
+  const probe = await ffprobe(stitched);
+  t.log(`k2 split: ${from.name} had ${mine} ms, the download has ${probe.durationSec} s for ${covered} ms of video in ${JSON.stringify(served)}`);
+  t.true(probe.durationSec * 1000 > mine - 1000 + 3000, `the download holds more than ${from.name}'s own part: ${probe.durationSec} s`);
+  t.true(Math.abs(probe.durationSec * 1000 - covered) < 500, `${probe.durationSec} s against ${covered} ms of video served`);
+  t.is(await decodeErrors(stitched), '', 'the stitched download decodes as one file');
 
   // Byte for byte: every copy equals what the writer wrote.
   for (const n of others) n.proc.child.kill('SIGTERM');

@@ -4,8 +4,9 @@
  * covered and the pool's picture bytes stay bounded; a picture locked by URL and the
  * pictures locked in batch survive with the same bytes (written again into the current
  * pack), are found by `locked=true`, and go once unlocked; a cycle pool covers what is
- * older than its days; a pack a crash left half covered is finished at the next start;
- * `recorder check` is clean at the end.
+ * older than its days; a pack a crash left half covered is finished at the next start,
+ * also after a real SIGKILL between the mark and the unlink; `recorder check` is clean
+ * at the end.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -14,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
-import { startNode, tempDir, waitFor } from './helpers/recorder.ts';
+import { spawnRecorder, startNode, tempDir, waitFor } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -188,4 +189,86 @@ test('a cycle pool covers picture packs older than its days; a picture lock expi
   const batch = await n.request<{ pictures: number }>('rec.v1.picture.unlock', { camera: 'door', from: Date.now() - 600_000, to: Date.now() + 60_000 });
   t.deepEqual([batch.ok, batch.pictures], [true, 1]);
   t.is((await n.request<{ error: { code: string } }>('rec.v1.picture.lock', { id: 'door.1.0' })).error?.code, 'PICTURE_NOT_FOUND');
+});
+
+async function check(dataDir: string): Promise<{ code: number; pictures: Record<string, unknown> }> {
+  try {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts'), 'check'], {
+      env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'silent' },
+    });
+    return { code: 0, pictures: (JSON.parse(stdout) as { pictures: Record<string, unknown> }).pictures };
+  } catch (err) {
+    const e = err as { code: number; stdout: string };
+    return { code: e.code, pictures: (JSON.parse(e.stdout) as { pictures: Record<string, unknown> }).pictures };
+  }
+}
+
+test('kill -9 inside a cover, between the pack marked covering and its unlink: the restart finishes it; locked and newer pictures keep their bytes; check is clean', async (t) => {
+  t.timeout(120_000);
+  const dataDir = await tempDir(t);
+  const env = { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: '127.0.0.1:0', RECORDER_PICTURE_PACK_BYTES: '65536', RECORDER_RETENTION_TICK_MS: '200' };
+  const t0 = Date.parse('2026-03-01T10:00:00Z');
+  const answered = new Map<string, string>();
+  const write = async (http: string, i: number): Promise<string> => {
+    const bytes = await jpeg(i + 1);
+    const res = await fetch(`${http}/api/pictures?camera=gate&type=alarm&at=${t0 + i * 1000}`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: bytes,
+    });
+    if (res.status !== 200) throw new Error(`write ${i}: ${res.status}`);
+    const id = ((await res.json()) as { id: string }).id;
+    answered.set(id, sha(bytes));
+    return id;
+  };
+  // Set up: a pool of ~300 kB of pictures, the first picture locked for ever.
+  const setup = spawnRecorder(t, env);
+  const http0 = await setup.http;
+  t.is((await json('PUT', `${http0}/api/pools/pics`, { capacityBytes: null, overwrite: 'capacity', pictureCapacityBytes: 300_000 })).status, 200);
+  t.is((await json('PUT', `${http0}/api/cameras/gate`, { pool: 'pics', streams: { main: 'rtsp://127.0.0.1:9/none' } })).status, 200);
+  const locked = await write(http0, 0);
+  t.is((await json('POST', `${http0}/api/pictures/${locked}/lock`, {})).status, 200);
+  // A first pack of a few pictures beside the locked one: the one the first cover takes.
+  for (let i = 1; i < 4; i++) await write(http0, i);
+  setup.child.kill('SIGTERM');
+  t.is(await setup.exited, 0);
+
+  // The flood until the first cover kills the process right after marking its pack.
+  const crashing = spawnRecorder(t, { ...env, RECORDER_CRASH_POINT: 'pictures.cover-marked' });
+  const http1 = await crashing.http;
+  let died = false;
+  void crashing.exited.then(() => (died = true));
+  for (let i = 4; i < 200 && !died; i++) await write(http1, i).catch(() => undefined);
+  await crashing.exited;
+  t.true(died, 'the cover reached its crash point');
+  const marked = await check(dataDir);
+  const finishing = (marked.pictures.finishedCovers as string[] | undefined) ?? [];
+  t.is(finishing.length, 1, `check finds the pack marked covering: ${JSON.stringify(marked.pictures)}`);
+  t.true(existsSync(join(dataDir, finishing[0]!)), 'the kill came before its file was unlinked');
+
+  // The restart finishes the cover: nothing half there, every kept picture byte-identical.
+  const second = spawnRecorder(t, env);
+  const http2 = await second.http;
+  let kept = 0;
+  let covered = 0;
+  for (const [id, hash] of answered) {
+    const res = await fetch(`${http2}/api/pictures/${id}`);
+    if (res.status === 404) {
+      covered++;
+      continue;
+    }
+    t.is(res.status, 200, id);
+    t.is(sha(Buffer.from(await res.arrayBuffer())), hash, `${id}: the same bytes`);
+    kept++;
+  }
+  t.true(covered > 0, 'the marked pack’s pictures are gone');
+  t.false(existsSync(join(dataDir, finishing[0]!)), 'its file is gone');
+  t.true(kept > 0);
+  const lockedRes = await fetch(`${http2}/api/pictures/${locked}`);
+  t.is(lockedRes.status, 200, 'the locked picture survived the crash inside its pack’s cover');
+  second.child.kill('SIGTERM');
+  t.is(await second.exited, 0);
+  const clean = await check(dataDir);
+  t.is(clean.code, 0, JSON.stringify(clean.pictures));
+  t.like(clean.pictures, { droppedPacks: [], mismatched: [] });
 });

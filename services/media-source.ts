@@ -1,0 +1,120 @@
+/**
+ * Which node serves a camera's media range in a cluster (docs/design/cluster.md "Any
+ * node answers"), and the stitching of a range split between nodes.
+ *
+ * - This node has all of the range → it serves it (null).
+ * - One node has as much as all nodes together (within half a second) → that node:
+ *   this one (null) or another, to which the request is proxied.
+ * - Split (a camera that moved, a failover): the closed segments this node lacks are
+ *   pulled from the holders that have them, as copies (cluster/copies.ts `pull`: synced,
+ *   then indexed here), and this node serves the whole range as one file. At most
+ *   STITCH_MAX_BYTES are pulled for one request; beyond that, or when a pull fails, the
+ *   node with the most of the range serves it (what it has). A segment still being
+ *   written on its owner cannot be pulled: the range's very end may be cut to the last
+ *   closed segment.
+ */
+import type { CameraPlacement } from '../cluster/cluster.ts';
+import { iso } from '../lib/time.ts';
+import type { Logger } from '../lib/log.ts';
+
+/** A closed segment another node has (what its `segments` peer request answers). */
+export interface RemoteSegment {
+  startMs: number;
+  endMs: number;
+  bytes: number;
+  pool: string;
+}
+
+/** Bytes one request may pull to stitch a split range (a 4 Mbit/s camera: about 2 hours). */
+export const STITCH_MAX_BYTES = 4 * 1024 ** 3;
+
+export interface MediaSourceDeps {
+  cluster: CameraPlacement;
+  /** This node's own spans of the camera. */
+  localSearch: (q: { camera: string; from: string; to: string }) => SpansView;
+  /** Whether this node has a segment of the camera overlapping [fromMs, toMs). */
+  hasLocal: (camera: string, fromMs: number, toMs: number) => boolean;
+  /** Pulls one closed segment from `node` and indexes it here (true: copied). Absent: no stitching. */
+  pull?: (node: string, camera: string, seg: RemoteSegment) => Promise<boolean>;
+  log: Logger;
+}
+
+/** What a search answers, as far as choosing a source needs it. */
+interface SpansView {
+  spans: readonly { from: string; to: string }[];
+}
+
+interface Range {
+  fromMs: number;
+  toMs: number;
+}
+
+function clipped(v: SpansView, r: Range): Range[] {
+  return v.spans.map((s) => ({ fromMs: Math.max(r.fromMs, Date.parse(s.from)), toMs: Math.min(r.toMs, Date.parse(s.to)) })).filter((s) => s.toMs > s.fromMs);
+}
+
+function length(ranges: readonly Range[]): number {
+  return ranges.reduce((n, s) => n + (s.toMs - s.fromMs), 0);
+}
+
+/** The union of ranges, merged. */
+function union(ranges: readonly Range[]): Range[] {
+  const out: Range[] = [];
+  for (const s of [...ranges].sort((a, b) => a.fromMs - b.fromMs)) {
+    const last = out[out.length - 1];
+    if (last && s.fromMs <= last.toMs) last.toMs = Math.max(last.toMs, s.toMs);
+    else out.push({ ...s });
+  }
+  return out;
+}
+
+/** Where `[fromMs, toMs)` of `camera` is served from: another node to proxy to, or null (here). */
+export async function chooseMediaSource(d: MediaSourceDeps, camera: string, fromMs: number, toMs: number): Promise<{ node: string; http: string } | null> {
+  const cluster = d.cluster;
+  const range = { fromMs, toMs };
+  const q = { camera, from: iso(fromMs), to: iso(toMs) };
+  const here = clipped(d.localSearch(q), range);
+  const hereMs = length(here);
+  if (hereMs >= toMs - fromMs) return null;
+  const others = (
+    await Promise.all(
+      cluster
+        .holders(camera)
+        .filter((n) => n !== cluster.nodeId)
+        .map(async (node) => {
+          const http = cluster.peerHttp(node);
+          const v = await cluster.ask<SpansView>(node, 'search', q).catch(() => null);
+          return v && http ? { node, http, ranges: clipped(v, range) } : null;
+        }),
+    )
+  ).filter((o) => o !== null);
+  const allMs = length(union([...here, ...others.flatMap((o) => o.ranges)]));
+  let best: { node: string; http: string; ms: number } | null = null;
+  for (const o of others) {
+    const ms = length(o.ranges);
+    if (ms > hereMs && (!best || ms > best.ms)) best = { node: o.node, http: o.http, ms };
+  }
+  const bestMs = best?.ms ?? hereMs;
+  // One node has it all (as far as any node has it): no stitching.
+  if (bestMs >= allMs - 500 || !d.pull) return best ? { node: best.node, http: best.http } : null;
+  try {
+    let pulled = 0;
+    let bytes = 0;
+    // The nodes with the most first: fewer, longer pulls.
+    for (const o of [...others].sort((a, b) => length(b.ranges) - length(a.ranges))) {
+      if (o.ranges.length === 0) continue;
+      const { segments } = await cluster.ask<{ segments: RemoteSegment[] }>(o.node, 'segments', q);
+      for (const seg of segments) {
+        if (d.hasLocal(camera, seg.startMs, seg.endMs)) continue;
+        bytes += seg.bytes;
+        if (bytes > STITCH_MAX_BYTES) throw new Error(`more than ${STITCH_MAX_BYTES} bytes to pull`);
+        if (await d.pull(o.node, camera, seg)) pulled++;
+      }
+    }
+    d.log.info({ camera, from: q.from, to: q.to, pulled, bytes }, 'media range split between nodes: the segments this node lacked pulled, served here as one');
+    return null;
+  } catch (err) {
+    d.log.warn({ camera, err: (err as Error).message }, 'media range split between nodes could not be stitched: served by the node with the most of it');
+    return best ? { node: best.node, http: best.http } : null;
+  }
+}
