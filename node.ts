@@ -334,6 +334,13 @@ export class RecorderNode {
         // What peers ask this node on its own subject: its own index's spans (services/recorder-service.ts search).
         self.cluster.serve('search', (b) => service.localSearch(b));
         self.cluster.serve('segments', (b) => service.localSegments(b));
+        // Pictures: whether this node stores one, and its own search (merged by the node asked).
+        self.cluster.serve('picture', (b) => {
+          const id = (b as { id?: unknown }).id;
+          return { has: typeof id === 'string' && service.pictures.has(id) };
+        });
+        self.cluster.serve('pictures.search', (b) => service.pictures.search(b as Record<string, unknown>, () => true));
+        service.pictures.onStored((camera) => cluster.catalog(camera));
         self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
       }
       self.storage = store;

@@ -7,9 +7,10 @@
  * (status, length, ranges, ETag): the client sees one file. A proxied request carries
  * `X-Recorder-Proxied` and is never proxied again.
  *
- * What is proxied: `video.mp4`, `video.ps` and `/play` of a range another node holds all
- * of; a range split between nodes is pulled here and served as one (the choice:
- * services/media-source.ts).
+ * What is proxied: `video.mp4`, `video.ps`, `/play` and the HLS playlist `video.m3u8` of
+ * a range another node holds all of (a range split between nodes is pulled here and
+ * served as one; the choice: services/media-source.ts), and an HLS segment file this
+ * node does not have (the playlist's URIs are relative, so they come here).
  */
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
@@ -24,7 +25,11 @@ import { secretEquals } from '../security/passwords.ts';
 import { ID_PATTERN } from '../storage/layout.ts';
 import type { HttpDeps } from './http-deps.ts';
 
-const PROXIED = new Set(['/api/cameras/:id/video.mp4', '/api/cameras/:id/video.ps', '/api/cameras/:id/play']);
+const PROXIED = new Set(['/api/cameras/:id/video.mp4', '/api/cameras/:id/video.ps', '/api/cameras/:id/play', '/api/cameras/:id/video.m3u8']);
+/** An HLS playlist's media (its URIs are relative: they come to the node that answered the playlist). */
+const SEGMENT_FILE = '/api/cameras/:id/segments/:file';
+/** A picture by URL and its lock: answered by the node that stores it. */
+const PICTURE_ROUTES = new Set(['/api/pictures/:id', '/api/pictures/:id/lock']);
 const MARK = 'x-recorder-proxied';
 const FORWARD_REQUEST = ['range', 'if-range', 'authorization', 'cookie', 'accept'];
 const FORWARD_REPLY = [
@@ -72,38 +77,34 @@ export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
 
   // After the auth seam (its preHandler was added first): only an allowed request is passed on.
   app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!PROXIED.has(req.routeOptions.url ?? '') || req.headers[MARK] !== undefined) return;
+    const route = req.routeOptions.url ?? '';
+    if (req.headers[MARK] !== undefined) return;
+    if (PICTURE_ROUTES.has(route)) {
+      // A picture (its preview, its lock) this node does not store: the node that does answers.
+      const holder = await deps.service.pictureSource((req.params as { id?: string }).id ?? '');
+      return holder ? passOn(req, reply, holder, deps) : undefined;
+    }
+    if (!PROXIED.has(route) && route !== SEGMENT_FILE) return;
     const camera = (req.params as { id?: string }).id;
-    const query = req.query as { from?: string; to?: string };
-    if (!camera || query.from === undefined || query.to === undefined) return;
+    if (!camera) return;
     let range: { fromMs: number; toMs: number };
-    try {
-      range = parseRangeMs(query.from, query.to);
-    } catch {
-      return; // the route answers its own BAD_TIME
+    if (route === SEGMENT_FILE) {
+      // A segment file this node does not have: served by a holder that has it.
+      const m = /^(\d{10,15})\.mp4$/.exec((req.params as { file?: string }).file ?? '');
+      if (!m || deps.index.segments.get(camera, Number(m[1]))) return;
+      range = { fromMs: Number(m[1]), toMs: Number(m[1]) + 1 };
+    } else {
+      const query = req.query as { from?: string; to?: string };
+      if (query.from === undefined || query.to === undefined) return;
+      try {
+        range = parseRangeMs(query.from, query.to);
+      } catch {
+        return; // the route answers its own BAD_TIME
+      }
     }
     const source = await deps.service.mediaSource(camera, range.fromMs, range.toMs);
     if (!source) return;
-    const aborted = new AbortController();
-    req.raw.once('close', () => aborted.abort());
-    const headers: Record<string, string> = { [MARK]: '1' };
-    for (const h of FORWARD_REQUEST) {
-      const v = req.headers[h];
-      if (typeof v === 'string') headers[h] = v;
-    }
-    let res: Response;
-    try {
-      res = await fetch(`${source.http}${req.url}`, { method: req.method, headers, signal: aborted.signal });
-    } catch (err) {
-      throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${source.node} holds this video but did not answer (${(err as Error).message})`, { cause: err });
-    }
-    void reply.code(res.status).header('x-recorder-node', source.node);
-    for (const h of FORWARD_REPLY) {
-      const v = res.headers.get(h);
-      if (v !== null) void reply.header(h, v);
-    }
-    deps.log.debug({ camera, node: source.node, status: res.status }, 'media request proxied to the holder');
-    return reply.send(res.body ? Readable.fromWeb(res.body) : '');
+    return passOn(req, reply, source, deps);
   });
 }
 
@@ -118,4 +119,31 @@ function peerSegment(deps: HttpDeps, req: FastifyRequest): SegmentRecord {
   const seg = deps.index.segments.get(camera, Number(startMs));
   if (!seg || seg.open) throw new RecorderError('NOT_FOUND', `no closed segment ${camera}/${startMs} on this node`);
   return seg;
+}
+
+/** Passes the request to `to` (its Range, credentials and a JSON body) and streams the answer back unchanged. */
+async function passOn(req: FastifyRequest, reply: FastifyReply, source: { node: string; http: string }, deps: HttpDeps): Promise<FastifyReply> {
+  const aborted = new AbortController();
+  req.raw.once('close', () => aborted.abort());
+  const headers: Record<string, string> = { [MARK]: '1' };
+  for (const h of FORWARD_REQUEST) {
+    const v = req.headers[h];
+    if (typeof v === 'string') headers[h] = v;
+  }
+  let res: Response;
+  try {
+    // A lock's JSON body goes along (media and picture reads have none).
+    const body = req.method !== 'GET' && req.method !== 'HEAD' && req.body !== undefined ? JSON.stringify(req.body) : undefined;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    res = await fetch(`${source.http}${req.url}`, { method: req.method, headers, signal: aborted.signal, ...(body !== undefined ? { body } : {}) });
+  } catch (err) {
+    throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${source.node} holds this but did not answer (${(err as Error).message})`, { cause: err });
+  }
+  void reply.code(res.status).header('x-recorder-node', source.node);
+  for (const h of FORWARD_REPLY) {
+    const v = res.headers.get(h);
+    if (v !== null) void reply.header(h, v);
+  }
+  deps.log.debug({ url: req.url, node: source.node, status: res.status }, 'request passed to the node that holds it');
+  return reply.send(res.body ? Readable.fromWeb(res.body) : '');
 }

@@ -18,6 +18,9 @@
  * without bound. `preview=1` gives a 240-line H.264 transcode (for H.265 cameras in
  * a browser without HEVC) made by one ffmpeg per camera while it has viewers.
  *
+ * In a cluster a viewer of a camera another node records is relayed to that node
+ * (api/live-relay.ts).
+ *
  * Auth: browsers cannot set headers on a WebSocket, so besides `Authorization` the
  * token may come as a subprotocol `bearer.<base64url(token)>` next to `recorder.v1`
  * (checked by the auth seam, security/http-auth.ts); the server answers `recorder.v1`,
@@ -29,6 +32,7 @@ import type {} from '@fastify/websocket'; // route option types (wsHandler)
 import { ValidationError } from '../lib/errors.ts';
 import type { LiveMessage } from '../live/live-fanout.ts';
 import type { HttpDeps } from './http-deps.ts';
+import { relayLive, relayed } from './live-relay.ts';
 
 const BEARER_PREFIX = 'bearer.';
 
@@ -58,6 +62,9 @@ export function registerLive(app: FastifyInstance, deps: HttpDeps): void {
     },
     wsHandler: (socket: WebSocket, req) => {
       const cameraId = req.params.id;
+      // In a cluster, a camera another node records: relayed from its owner.
+      const owner = relayed(req) ? null : deps.service.liveSource(cameraId);
+      if (owner) return relayLive(socket, req, owner, deps.log.child({ camera: cameraId }));
       const preview = parsePreview(req.query.preview);
       const log = deps.log.child({ camera: cameraId, live: preview ? 'preview' : 'direct' });
       const send = (data: string | Buffer, done?: () => void): void => {

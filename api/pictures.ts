@@ -56,7 +56,8 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
       pictures().similar(req.query, req.body, visible(req)),
     );
 
-    scope.get<{ Querystring: Query }>('/api/pictures', access('read'), async (req) => pictures().search(req.query, visible(req)));
+    // In a cluster every node that stores pictures of the cameras is asked and the pages merged.
+    scope.get<{ Querystring: Query }>('/api/pictures', access('read'), async (req) => deps.service.searchPictures(req.query, visible(req)));
 
     scope.post<{ Params: { id: string }; Querystring: Query }>('/api/cameras/:id/snapshot', access('write', { camera: 'params.id' }), async (req) =>
       pictures().snapshot(req.params.id, req.query),

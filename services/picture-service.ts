@@ -252,16 +252,35 @@ export class PictureService {
     const frame = await this.frames.grab(camera.id, atMs);
     const input: PictureInput = { camera: camera.id, pool: camera.pool, atMs: frame.frameMs, type, bytes: frame.jpeg };
     if (Object.keys(meta).length > 0) input.meta = meta;
-    const stored = await this.storage.put(input);
+    const stored = await this.store(input);
     this.storage.signer.add(stored.key, frame.jpeg);
     return { ...view(stored.key, stored.entry), width: stored.width, height: stored.height };
+  }
+
+  /** In a cluster: told of each camera a picture was stored for (the node joins its holders catalog). */
+  onStored(hook: (camera: string) => void): void {
+    this.storedHook = hook;
+  }
+
+  private storedHook: ((camera: string) => void) | null = null;
+
+  private async store(input: PictureInput): Promise<Awaited<ReturnType<PictureStorage['put']>>> {
+    const stored = await this.storage.put(input);
+    this.storedHook?.(input.camera);
+    return stored;
+  }
+
+  /** Whether this node stores the picture `id` (a peer asks before passing a request on). */
+  has(id: string): boolean {
+    const key = parsePictureId(id);
+    return key !== null && this.storage.index.pictures.get(key) !== undefined;
   }
 
   /** Stores `body` (a JPEG) as a picture of `camera` at `at` (default: now). */
   async put(query: Record<string, unknown>, body: unknown): Promise<PictureView> {
     // The JPEG's structure is checked once, by the storage, before anything is written.
     const input = this.input(query, body);
-    const stored = await this.storage.put(input);
+    const stored = await this.store(input);
     this.log.debug({ picture: pictureId(stored.key), bytes: input.bytes.length }, 'picture stored');
     this.storage.signer.add(stored.key, Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.length));
     return { ...view(stored.key, stored.entry), width: stored.width, height: stored.height };
@@ -293,7 +312,7 @@ export class PictureService {
         throw err;
       }
     });
-    const stored = await Promise.all(checked.map((c) => this.storage.put(c)));
+    const stored = await Promise.all(checked.map((c) => this.store(c)));
     stored.forEach((p, i) => this.storage.signer.add(p.key, Buffer.from(checked[i]!.bytes.buffer, checked[i]!.bytes.byteOffset, checked[i]!.bytes.length)));
     return stored.map((p) => ({ ...view(p.key, p.entry), width: p.width, height: p.height }));
   }

@@ -9,7 +9,7 @@ import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import { clipSpans, intersectRanges, search, type RangeMs } from '../index/search.ts';
 import type { LabelView, LockView, StorageService } from './storage-service.ts';
 import { labelView, lockView } from './storage-service.ts';
-import type { PictureService } from './picture-service.ts';
+import type { PictureService, PictureView } from './picture-service.ts';
 import { CameraNotFoundError, RecorderError } from '../lib/errors.ts';
 import { assertRunning } from '../lib/lifecycle.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
@@ -31,6 +31,7 @@ import type { BackfillManager } from '../backfill/manager.ts';
 import type { CameraPlacement, ClusterNodeView } from '../cluster/cluster.ts';
 import type { CopyStatus } from '../cluster/copies.ts';
 import { chooseMediaSource, type RemoteSegment } from './media-source.ts';
+import { parsePictureId } from '../pictures/layout.ts';
 
 /** What the service uses of the node's copy work (cluster/copies.ts). */
 export interface ClusterCopies {
@@ -284,6 +285,79 @@ export class RecorderService {
       fromMs,
       toMs,
     );
+  }
+
+  /** In a cluster: the live node that records `camera` when this one does not (live view is relayed from it), or null. */
+  liveSource(camera: string): { node: string; http: string } | null {
+    const cluster = this.cluster;
+    if (!cluster || cluster.runsHere(camera)) return null;
+    const owner = cluster.nodes().find((n) => !n.self && n.alive && n.cameras.includes(camera));
+    return owner?.http ? { node: owner.node, http: owner.http } : null;
+  }
+
+  /**
+   * In a cluster: the node that stores picture `id` when this one does not (asked on each
+   * holder of its camera's `picture` subject), or null: here, or nowhere (the route
+   * answers PICTURE_NOT_FOUND).
+   */
+  async pictureSource(id: string): Promise<{ node: string; http: string } | null> {
+    const cluster = this.cluster;
+    const camera = parsePictureId(id)?.[0];
+    if (!cluster || camera === undefined || this.pictures.has(id)) return null;
+    for (const node of cluster.holders(camera)) {
+      if (node === cluster.nodeId) continue;
+      const http = cluster.peerHttp(node);
+      const r = await cluster.ask<{ has: boolean }>(node, 'picture', { id }).catch(() => null);
+      if (r?.has && http) return { node, http };
+    }
+    return null;
+  }
+
+  /**
+   * The picture search on every node that stores pictures of the cameras asked for (all
+   * nodes heard of when none is named), merged in time order (then seq, then camera):
+   * one page of `limit`, `next` as on one node. A node that does not answer makes the
+   * reply `partial` with its id in `unreachable`.
+   */
+  async searchPictures(
+    query: Record<string, unknown>,
+    visible: (camera: string) => boolean,
+  ): Promise<{ pictures: PictureView[]; next: string | null; partial?: boolean; unreachable?: string[] }> {
+    const local = this.pictures.search(query, visible);
+    const cluster = this.cluster;
+    if (!cluster) return local;
+    const named = [query.camera]
+      .flat()
+      .filter((c): c is string => typeof c === 'string')
+      .flatMap((c) => c.split(','))
+      .filter(Boolean);
+    const nodes = new Set(named.length > 0 ? named.flatMap((c) => cluster.holders(c)) : cluster.nodes().map((n) => n.node));
+    nodes.delete(cluster.nodeId);
+    if (nodes.size === 0) return local;
+    const unreachable: string[] = [];
+    const pages = await Promise.all(
+      [...nodes].map((node) =>
+        cluster.ask<{ pictures: PictureView[]; next: string | null }>(node, 'pictures.search', query).catch(() => {
+          unreachable.push(node);
+          return null;
+        }),
+      ),
+    );
+    const limit = Number(query.limit ?? 100) || 100;
+    const all = [local, ...pages.filter((p) => p !== null)];
+    const order = (a: PictureView, b: PictureView): number =>
+      Date.parse(a.at) - Date.parse(b.at) || a.seq - b.seq || (a.camera < b.camera ? -1 : a.camera > b.camera ? 1 : 0);
+    const merged = all
+      .flatMap((p) => p.pictures)
+      .filter((p) => visible(p.camera))
+      .sort(order);
+    const page = merged.slice(0, limit);
+    const more = merged.length > limit || all.some((p) => p.next !== null);
+    return {
+      pictures: page,
+      next: more && page.length > 0 ? page[page.length - 1]!.id : null,
+      ...(unreachable.length > 0 ? { partial: true, unreachable: unreachable.sort() } : {}),
+    };
   }
 
   /** This node's closed segments of a camera in a range (what a peer stitching a split range asks: `<prefix>.v1.node.<id>.segments`). */

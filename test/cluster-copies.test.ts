@@ -10,6 +10,8 @@ import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
+import sharp from 'sharp';
+import WebSocket from 'ws';
 import { SimCamera } from '../sim/camera.ts';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
 import { RecorderIndex } from '../index/db.ts';
@@ -209,6 +211,91 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
   t.true(probe.durationSec * 1000 > mine - 1000 + 3000, `the download holds more than ${from.name}'s own part: ${probe.durationSec} s`);
   t.true(Math.abs(probe.durationSec * 1000 - covered) < 500, `${probe.durationSec} s against ${covered} ms of video served`);
   t.is(await decodeErrors(stitched), '', 'the stitched download decodes as one file');
+  // HLS of the range through the node that has only its own part: the playlist and every
+  // segment file it names come through it (proxied to the node that has them).
+  const hls = `${to.http}/api/cameras/k2/video.m3u8?from=${range.fromMs}&to=${range.toMs}`;
+  const playlist = await fetch(hls);
+  t.is(playlist.status, 200);
+  const uris = [...new Set((await playlist.text()).split('\n').filter((l) => l.startsWith('segments/')))];
+  t.true(uris.length >= 4, `${uris.length} segment files in the playlist`);
+  for (const uri of uris) t.is((await fetch(`${to.http}/api/cameras/k2/${uri}`, { headers: { range: 'bytes=0-99' } })).status, 206, uri);
+  const viaHls = await ffprobe(hls);
+  t.true(Math.abs(viaHls.durationSec - probe.durationSec) < 0.5, `HLS ${viaHls.durationSec} s, download ${probe.durationSec} s`);
+  t.is(await decodeErrors(hls), '', 'the HLS playlist through another node decodes');
+
+  // ---- pictures through any node: by URL (original, preview, lock) and in search ----
+  const picture = await sharp({ create: { width: 320, height: 240, channels: 3, background: { r: 200, g: 40, b: 90 } } })
+    .jpeg()
+    .toBuffer();
+  const stored = async (node: typeof from, atMs: number): Promise<string> => {
+    const res = await fetch(`${node.http}/api/pictures?camera=k2&type=alarm&at=${atMs}`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: picture,
+    });
+    t.is(res.status, 200);
+    return ((await res.json()) as { id: string }).id;
+  };
+  const picAt = Date.now() - 5000;
+  const onTo = await stored(to, picAt);
+  const onFrom = await stored(from, picAt + 1000);
+  const viaFrom = await fetch(`${from.http}/api/pictures/${onTo}`);
+  t.is(viaFrom.status, 200, 'a picture stored on another node, by its URL');
+  t.is(viaFrom.headers.get('x-recorder-node'), to.id);
+  t.true(Buffer.from(await viaFrom.arrayBuffer()).equals(picture), 'the same bytes');
+  const preview = await fetch(`${from.http}/api/pictures/${onTo}?width=80`);
+  t.is(preview.status, 200);
+  t.is((await sharp(Buffer.from(await preview.arrayBuffer())).metadata()).width, 80, 'its preview too');
+  const lockRes = await send<{ picture: { lockedUntil: string | null } }>('POST', `${from.http}/api/pictures/${onTo}/lock`, {});
+  t.is(lockRes.status, 200, JSON.stringify(lockRes.body));
+  t.is(lockRes.body.picture.lockedUntil, null, 'locked on the node that stores it');
+  t.is((await fetch(`${from.http}/api/pictures/k2.${picAt}.99`)).status, 404, 'a picture no node stores');
+  for (const n of [from, to]) {
+    const found = await getJson<{ pictures: { id: string }[]; next: string | null }>(
+      `${n.http}/api/pictures?camera=k2&from=${picAt - 1000}&to=${picAt + 5000}`,
+    );
+    t.deepEqual(
+      found.body.pictures.map((p) => p.id),
+      [onTo, onFrom],
+      `search through ${n.name} merges both nodes' pictures in time order`,
+    );
+    const paged = await getJson<{ pictures: { id: string }[]; next: string | null }>(
+      `${n.http}/api/pictures?camera=k2&from=${picAt - 1000}&to=${picAt + 5000}&limit=1`,
+    );
+    t.deepEqual(
+      paged.body.pictures.map((p) => p.id),
+      [onTo],
+    );
+    t.is(paged.body.next, onTo);
+    const page2 = await getJson<{ pictures: { id: string }[]; next: string | null }>(
+      `${n.http}/api/pictures?camera=k2&from=${picAt - 1000}&to=${picAt + 5000}&limit=1&after=${paged.body.next}`,
+    );
+    t.deepEqual(
+      page2.body.pictures.map((p) => p.id),
+      [onFrom],
+      `page 2 through ${n.name}`,
+    );
+  }
+
+  // ---- live view through a node that does not record the camera: relayed from its owner ----
+  const k2Now = await waitFor('k2 recorded by a live node', k2Owner, 10_000, 200);
+  const viewerNode = nodes.find((n) => n.id !== k2Now && n !== writer)!;
+  const live = new WebSocket(`${viewerNode.http.replace(/^http/, 'ws')}/api/cameras/k2/live`, ['recorder.v1']);
+  t.teardown(() => live.terminate());
+  const texts: { type: string; mimeType?: string }[] = [];
+  let binaries = 0;
+  live.on('message', (data, isBinary) => {
+    if (isBinary) binaries++;
+    else texts.push(JSON.parse((data as Buffer).toString()) as { type: string });
+  });
+  await waitFor(
+    `live k2 through ${viewerNode.name}: an init and fragments`,
+    () => Promise.resolve(texts.some((m) => m.type === 'init') && binaries >= 3),
+    30_000,
+    100,
+  );
+  t.regex(texts.find((m) => m.type === 'init')!.mimeType ?? '', /^video\/mp4/);
+  live.close();
 
   // Byte for byte: every copy equals what the writer wrote.
   for (const n of others) n.proc.child.kill('SIGTERM');

@@ -261,8 +261,11 @@ async function toggleLock() {
 async function refreshNodes() {
   if ($('nodes-panel').hidden) return;
   try {
-    const { cluster, nodes } = await apiJson('/api/cluster/nodes');
-    $('nodes-mode').textContent = cluster ? `(a cluster of ${nodes.length})` : '(a single node, not in a cluster)';
+    const { cluster, nodes, copies } = await apiJson('/api/cluster/nodes');
+    const copyWork = copies
+      ? `; this node copied ${copies.copied} segments, ${copies.pending ?? '?'} announcements pending${copies.failed ? `, ${copies.failed} pulls retried` : ''}`
+      : '';
+    $('nodes-mode').textContent = cluster ? `(a cluster of ${nodes.length}${copyWork})` : '(a single node, not in a cluster)';
     $('nodes').tBodies[0].replaceChildren(
       ...nodes.map((n) => {
         const tr = document.createElement('tr');
@@ -271,7 +274,7 @@ async function refreshNodes() {
         tr.className = `node-${stateText}`;
         const cells = [
           `${n.node}${n.self ? ' (this node)' : ''}`,
-          `${stateText}${n.alive && n.missedTicks ? ` (${n.missedTicks} heartbeats missed)` : ''}`,
+          `${stateText}${n.alive && n.missedTicks ? ` (${n.missedTicks} heartbeats missed)` : ''}${n.pressure ? `, under pressure: ${n.pressure}` : ''}${n.weight && n.weight !== 1 ? `, weight ${n.weight}` : ''}`,
           String(n.cameras.length),
           n.http ?? '',
         ];
