@@ -163,6 +163,23 @@ export class PictureStore {
     return l && l[0] === key[0] ? { untilMs: l[1] } : undefined;
   }
 
+  /**
+   * Bytes of the pool's pictures whose lock holds at `nowMs` (the lock share a pool's
+   * `maxLockShare` bounds). Reads every lock: a pool holds thousands, not millions.
+   */
+  lockedBytes(pool: string, nowMs: number): number {
+    let bytes = 0;
+    const packPool = new Map<number, string | undefined>();
+    for (const { key, value } of this.locks.getRange({})) {
+      if (value[1] !== null && value[1] <= nowMs) continue;
+      const entry = this.get([value[0], key[0], key[1]]);
+      if (!entry) continue;
+      if (!packPool.has(entry.pack)) packPool.set(entry.pack, this.pack(entry.pack)?.pool);
+      if (packPool.get(entry.pack) === pool) bytes += entry.length;
+    }
+    return bytes;
+  }
+
   /** Bytes of the pool's packs that hold indexed pictures (its picture usage). */
   poolBytes(pool: string): number {
     let bytes = 0;

@@ -349,6 +349,7 @@ export class PictureService {
     const untilMs = this.untilOf(b.until);
     return this.exclusive(async () => {
       const entry = this.storage.entry(key);
+      this.assertLockShare([key]);
       await this.storage.index.pictures.lock([key], untilMs);
       this.log.info({ picture: id, untilMs }, 'picture locked');
       return this.lockedView(key, entry);
@@ -377,7 +378,11 @@ export class PictureService {
     const hits = this.storage.search(cameras, fromMs, toMs, LOCK_BATCH_MAX + 1, types ? (h) => types.has(h.entry.type) : undefined);
     if (hits.length > LOCK_BATCH_MAX) throw new ValidationError(`over ${LOCK_BATCH_MAX} pictures in one batch: narrow the range`);
     const keys = hits.map((h) => h.key);
-    const n = await this.exclusive(() => (unlock ? this.storage.index.pictures.unlock(keys) : this.storage.index.pictures.lock(keys, untilMs)));
+    const n = await this.exclusive(() => {
+      if (unlock) return this.storage.index.pictures.unlock(keys);
+      this.assertLockShare(keys);
+      return this.storage.index.pictures.lock(keys, untilMs);
+    });
     this.log.info({ cameras, fromMs, toMs, pictures: n, unlock }, unlock ? 'pictures unlocked' : 'pictures locked');
     return { pictures: n };
   }
@@ -391,6 +396,38 @@ export class PictureService {
     if (typeof b.id !== 'string') return this.lockBatch(body, () => true, unlock);
     const { id, ...rest } = b;
     return { picture: unlock ? await this.unlock(id) : await this.lock(id, rest) };
+  }
+
+  /**
+   * A pool with a picture quota keeps locks to `maxLockShare` of it, as video's locks are
+   * kept to a share of the pool's capacity: locked pictures are never covered, so locks
+   * without a bound would leave cover nothing to take. LOCK_SHARE_EXCEEDED when locking
+   * `keys` (those not already locked) would pass it; a pool without `pictureCapacityBytes`
+   * has no bound. Called under the storage mutex.
+   */
+  private assertLockShare(keys: readonly PictureKey[]): void {
+    const pics = this.storage.index.pictures;
+    const nowMs = this.clock.nowMs();
+    const adding = new Map<string, number>();
+    for (const key of keys) {
+      const entry = pics.get(key);
+      if (!entry || pictureLockHolds(pics.lockOf(key), nowMs)) continue;
+      const pool = pics.pack(entry.pack)?.pool;
+      if (pool !== undefined) adding.set(pool, (adding.get(pool) ?? 0) + entry.length);
+    }
+    for (const [poolId, bytes] of adding) {
+      const pool = this.storage.index.pools.get(poolId);
+      if (!pool?.pictureCapacityBytes) continue;
+      const cap = Math.floor(pool.pictureCapacityBytes * pool.maxLockShare);
+      const locked = pics.lockedBytes(poolId, nowMs);
+      if (locked + bytes > cap) {
+        throw new RecorderError(
+          'LOCK_SHARE_EXCEEDED',
+          `locking ${bytes} bytes of pictures would make pool ${poolId}'s locked pictures ${locked + bytes} bytes, over ${cap} (maxLockShare ${pool.maxLockShare} of pictureCapacityBytes ${pool.pictureCapacityBytes})`,
+          { details: { pool: poolId, lockedBytes: locked, addingBytes: bytes, capBytes: cap } },
+        );
+      }
+    }
   }
 
   /** A lock's end: a future instant, or null (until unlocked). */

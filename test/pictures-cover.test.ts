@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { spawnRecorder, startNode, tempDir, waitFor } from './helpers/recorder.ts';
+import { checkPictures } from './helpers/check.ts';
 
 const run = promisify(execFile);
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -191,18 +192,6 @@ test('a cycle pool covers picture packs older than its days; a picture lock expi
   t.is((await n.request<{ error: { code: string } }>('rec.v1.picture.lock', { id: 'door.1.0' })).error?.code, 'PICTURE_NOT_FOUND');
 });
 
-async function check(dataDir: string): Promise<{ code: number; pictures: Record<string, unknown> }> {
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts'), 'check'], {
-      env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'silent' },
-    });
-    return { code: 0, pictures: (JSON.parse(stdout) as { pictures: Record<string, unknown> }).pictures };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, pictures: (JSON.parse(e.stdout) as { pictures: Record<string, unknown> }).pictures };
-  }
-}
-
 test('kill -9 inside a cover, between the pack marked covering and its unlink: the restart finishes it; locked and newer pictures keep their bytes; check is clean', async (t) => {
   t.timeout(120_000);
   const dataDir = await tempDir(t);
@@ -241,7 +230,7 @@ test('kill -9 inside a cover, between the pack marked covering and its unlink: t
   for (let i = 4; i < 200 && !died; i++) await write(http1, i).catch(() => undefined);
   await crashing.exited;
   t.true(died, 'the cover reached its crash point');
-  const marked = await check(dataDir);
+  const marked = await checkPictures(dataDir);
   const finishing = (marked.pictures.finishedCovers as string[] | undefined) ?? [];
   t.is(finishing.length, 1, `check finds the pack marked covering: ${JSON.stringify(marked.pictures)}`);
   t.true(existsSync(join(dataDir, finishing[0]!)), 'the kill came before its file was unlinked');
@@ -268,7 +257,48 @@ test('kill -9 inside a cover, between the pack marked covering and its unlink: t
   t.is(lockedRes.status, 200, 'the locked picture survived the crash inside its pack’s cover');
   second.child.kill('SIGTERM');
   t.is(await second.exited, 0);
-  const clean = await check(dataDir);
+  const clean = await checkPictures(dataDir);
   t.is(clean.code, 0, JSON.stringify(clean.pictures));
   t.like(clean.pictures, { droppedPacks: [], mismatched: [] });
+});
+
+test('picture locks are kept to the pool’s maxLockShare of its picture quota: a lock past it is LOCK_SHARE_EXCEEDED and changes nothing', async (t) => {
+  const n = await startNode(t, { picturePackBytes: 64 * 1024 });
+  t.is(
+    (await json('PUT', `${n.http}/api/pools/small`, { capacityBytes: null, overwrite: 'capacity', pictureCapacityBytes: 100_000, maxLockShare: 0.5 })).status,
+    200,
+  );
+  t.is((await json('PUT', `${n.http}/api/cameras/door`, { pool: 'small', streams: { main: 'rtsp://127.0.0.1:9/none' } })).status, 200);
+  const t0 = Date.parse('2026-03-02T10:00:00Z');
+  const ids: string[] = [];
+  let bytes = 0;
+  for (let i = 0; i < 6; i++) {
+    const body = await jpeg(100 + i);
+    bytes += body.length;
+    const res = await fetch(`${n.http}/api/pictures?camera=door&type=alarm&at=${t0 + i * 1000}`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body,
+    });
+    t.is(res.status, 200);
+    ids.push(((await res.json()) as { id: string }).id);
+  }
+  const each = bytes / ids.length;
+  // 50 kB may be locked: three pictures of ~12 kB fit, a fifth does not.
+  const batch = await json<{ pictures: number }>('POST', `${n.http}/api/pictures/locks`, { camera: 'door', from: t0, to: t0 + 3000 });
+  t.is(batch.status, 200);
+  t.deepEqual(batch.body, { pictures: 3 });
+  t.is((await json('POST', `${n.http}/api/pictures/${ids[3]!}/lock`, {})).status, 200, `a fourth (${Math.round(4 * each)} bytes in all) still fits`);
+  const over = await json<{ error: { code: string; message: string } }>('POST', `${n.http}/api/pictures/${ids[4]!}/lock`, {});
+  t.is(over.status, 409);
+  t.is(over.body.error.code, 'LOCK_SHARE_EXCEEDED');
+  t.regex(over.body.error.message, /over 50000 \(maxLockShare 0.5 of pictureCapacityBytes 100000\)/);
+  const overBatch = await json<{ error: { code: string } }>('POST', `${n.http}/api/pictures/locks`, { camera: 'door', from: t0 + 4000, to: t0 + 6000 });
+  t.is(overBatch.body.error.code, 'LOCK_SHARE_EXCEEDED');
+  const locked = (await json<Search>('GET', `${n.http}/api/pictures?camera=door&from=${t0}&to=${t0 + 10_000}&locked=true`)).body.pictures.map((p) => p.id);
+  t.deepEqual(locked, ids.slice(0, 4), 'the refused locks changed nothing');
+  // Locking again what is locked costs nothing; unlocking makes room.
+  t.is((await json('POST', `${n.http}/api/pictures/${ids[0]!}/lock`, {})).status, 200);
+  t.is((await json('DELETE', `${n.http}/api/pictures/${ids[0]!}/lock`)).status, 200);
+  t.is((await json('POST', `${n.http}/api/pictures/${ids[4]!}/lock`, {})).status, 200);
 });

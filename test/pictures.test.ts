@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import sharp, { type Metadata } from 'sharp';
 import { spawnRecorder, startNode, tempDir, waitFor } from './helpers/recorder.ts';
+import { checkPictures } from './helpers/check.ts';
 
 const run = promisify(execFile);
 
@@ -69,18 +70,6 @@ async function packSizes(dataDir: string): Promise<number> {
     if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size;
   }
   return total;
-}
-
-async function check(dataDir: string): Promise<{ code: number; pictures: Record<string, unknown> }> {
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../recorder.ts'), 'check'], {
-      env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_LOG_LEVEL: 'silent' },
-    });
-    return { code: 0, pictures: (JSON.parse(stdout) as { pictures: Record<string, unknown> }).pictures };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, pictures: (JSON.parse(e.stdout) as { pictures: Record<string, unknown> }).pictures };
-  }
 }
 
 test('a picture written over HTTP reads back by its URL: same bytes, ETag, Range, metadata', async (t) => {
@@ -232,7 +221,7 @@ test('kill -9 during a write flood loses no answered picture; check is consisten
   }
   second.child.kill('SIGTERM');
   t.is(await second.exited, 0);
-  const after = await check(dataDir);
+  const after = await checkPictures(dataDir);
   t.is(after.code, 0, JSON.stringify(after.pictures));
   t.true((after.pictures.pictures as number) >= answered.size);
 });
@@ -251,7 +240,7 @@ test('a SIGKILL between fdatasync and the index commit: the restart indexes the 
   const atMs = Date.now() - 60_000;
   await t.throwsAsync(post(await crashing.http, `camera=cut&at=${atMs}&type=face`, pic), undefined, 'the writer never gets an answer');
   await crashing.exited;
-  const synced = await check(dataDir);
+  const synced = await checkPictures(dataDir);
   t.is(synced.code, 1, 'check sees a tail the index lacks');
   t.like(synced.pictures, { indexedTail: [{ pictures: 1 }] });
 
@@ -272,7 +261,7 @@ test('a SIGKILL between fdatasync and the index commit: the restart indexes the 
   t.is(next.body.seq, 1, 'the next picture at that instant gets the next seq');
   restarted.child.kill('SIGTERM');
   t.is(await restarted.exited, 0);
-  const clean = await check(dataDir);
+  const clean = await checkPictures(dataDir);
   t.is(clean.code, 0, JSON.stringify(clean.pictures));
 });
 
