@@ -14,7 +14,6 @@
  * one after another as its consumer does. B's copies are removed between rounds.
  * A pull that copied nothing, or a curl that failed, fails the run.
  */
-import { spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -34,13 +33,6 @@ const CAMERA = 'bench1';
 
 const dir = await mkdtemp(join(tmpdir(), 'bench-copies-'));
 const stops: (() => Promise<unknown>)[] = [];
-
-function exec(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
-    p.once('exit', (code) => (code === 0 ? resolve() : reject(new BenchFailure('copies', [`${cmd} exited ${code}`]))));
-  });
-}
 
 async function until<T>(what: string, probe: () => T | null | false | undefined, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -126,8 +118,8 @@ try {
     const args = ['-sf', '-H', `${CLUSTER_TOKEN_HEADER}: ${token}`];
     segs.forEach((s, i) => args.push('-o', files[i]!, `${a.httpUrl}/api/cluster/segments/${CAMERA}/${s.startMs}/file`));
     const t0 = performance.now();
-    await exec('curl', args);
-    await exec('sync', ['-d', ...files]);
+    await run('curl', args);
+    await run('sync', ['-d', ...files]);
     const ms = performance.now() - t0;
     let got = 0;
     for (const s of segs) got += (await stat(join(out, `${s.startMs}.mp4`))).size;
