@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type RouteOptions } f
 import websocket from '@fastify/websocket';
 import { RecorderError, errorBody, toRecorderError } from '../lib/errors.ts';
 import { shuttingDown } from '../lib/lifecycle.ts';
+import { faultPoint } from '../lib/crash-point.ts';
 import { StreamLimiter, installStreamLimit } from './stream-limit.ts';
 import { VERSION } from '../services/recorder-service.ts';
 import type { HttpDeps } from './http-deps.ts';
@@ -108,6 +109,12 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
         .send({ error: errorBody(e) });
     });
   }
+
+  // Tests only (lib/crash-point.ts): RECORDER_FAULT_POINT=http.request:<path> makes a
+  // request to that path fail as an unexpected error would (500 INTERNAL, logged once).
+  app.addHook('onRequest', async (req) => {
+    faultPoint('http.request', req.url.split('?')[0]!);
+  });
 
   // Every route goes through this seam: it declares its action (and camera or pool) in
   // its options with access(); undeclared routes are admin-only.

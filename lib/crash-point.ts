@@ -27,7 +27,8 @@ const faultsFired = new Map<string, number>();
  * first <times> times (default 1) this process reaches it; e.g. `camera.recording:cam2:2`
  * throws inside camera cam2's actor twice. Points: `camera.recording` (an action of the
  * camera machine, actors/camera-machine.ts), `ingest.start` (the start of an ingest
- * attempt, actors/ingest-actor.ts).
+ * attempt, actors/ingest-actor.ts), `http.request` (any HTTP request, keyed by its path
+ * without the query, api/http.ts).
  */
 export function faultPoint(name: string, key: string): void {
   const specs = process.env.RECORDER_FAULT_POINT;

@@ -73,11 +73,22 @@ test('every refused WebSocket upgrade hangs up, and router errors use the error 
   t.deepEqual([unknown.status, unknown.body.error.code], [404, 'NOT_FOUND']);
   const xml = await fetch(`${n.http}/api/cameras/x/events`, { method: 'POST', headers: { 'content-type': 'application/xml' }, body: '<x/>' });
   t.deepEqual([xml.status, ((await xml.json()) as { error: { code: string } }).error.code], [415, 'UNSUPPORTED_MEDIA_TYPE']);
+
+  // Item 9 through HTTP: a date that does not exist, and a backup dir at the root.
+  const feb30 = await getJson<{ error: { code: string } }>(`${n.http}/api/pictures?from=2026-02-30T00:00:00Z&to=2026-03-01T00:00:00Z`);
+  t.deepEqual([feb30.status, feb30.body.error.code], [400, 'BAD_TIME']);
+  const rootBackup = await fetch(`${n.http}/api/pools/yard`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ capacityBytes: 1e9, overwrite: 'capacity', backupDir: '/' }),
+  });
+  t.deepEqual([rootBackup.status, ((await rootBackup.json()) as { error: { code: string } }).error.code], [400, 'VALIDATION_FAILED']);
+  t.is((await getJson(`${n.http}/api/pools/yard`)).status, 404, 'nothing stored');
 });
 
 test('the UI answers 404 for what it does not have, logs no error, and a token in a URL never reaches the log', async (t) => {
   const dataDir = await tempDir(t);
-  const rec = spawnRecorder(t, { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: '127.0.0.1:0' });
+  const rec = spawnRecorder(t, { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: '127.0.0.1:0', RECORDER_FAULT_POINT: 'http.request:/api/system' });
   const log = collectLog(rec);
   const http = await rec.http;
   for (const path of ['/ui/missing.js', '/ui/', '/ui/%2e%2e/package.json', '/ui/..%2f..%2fpackage.json']) {
@@ -87,14 +98,15 @@ test('the UI answers 404 for what it does not have, logs no error, and a token i
   }
   t.is((await fetch(`${http}/ui/app.js`)).status, 200);
   await fetch(`${http}/api/cameras/none/frame.jpg?at=1&access_token=SECRET-TOKEN-1`);
+  // A 5xx logs its URL (the reported leak): the token in it is redacted.
+  const failed = await getJson<{ error: { code: string } }>(`${http}/api/system?access_token=SECRET-TOKEN-2`);
+  t.deepEqual([failed.status, failed.body.error.code], [500, 'INTERNAL']);
   rec.child.kill('SIGTERM');
   t.is(await rec.exited, 0);
-  t.deepEqual(
-    log.filter((l) => l.includes('"level":50')),
-    [],
-    'no error-level line',
-  );
-  t.false(log.some((l) => l.includes('SECRET-TOKEN-1')));
+  const errors = log.filter((l) => l.includes('"level":50'));
+  t.is(errors.length, 1, `only the injected 5xx is an error line: ${errors.join('\n')}`);
+  t.true(errors[0]!.includes('request failed') && errors[0]!.includes('/api/system?access_token=***'), errors[0]);
+  t.false(log.some((l) => l.includes('SECRET-TOKEN-1') || l.includes('SECRET-TOKEN-2')));
 });
 
 test('a second recorder on the same data dir exits with a clear message; the first records on', async (t) => {
