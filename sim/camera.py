@@ -22,7 +22,8 @@ Mounts (each shared: one encoder however many clients):
 Video carries the UTC wall clock burnt in (clockoverlay, HH:MM:SS, large, top-left)
 so tests can check recorded times against the picture.
 
-Prints "READY <port>" once listening. Exits on SIGTERM/SIGINT and when stdin reaches
+Prints "READY <port>" once listening, and "HOLE <mount path> <n>" for each run of n
+frames a mount's encoder did not deliver (a camera starved of CPU drops frames). Exits on SIGTERM/SIGINT and when stdin reaches
 EOF, so it never outlives the process that started it (even after SIGKILL).
 """
 import argparse
@@ -155,7 +156,36 @@ class LiveMedia(GstRtspServer.RTSPMedia):
 GObject.type_register(LiveMedia)
 
 
-def live_factory(launch, protocols=None):
+class FrameHoles:
+    """Counts the video frames a mount's encoder did not deliver (a starved camera).
+
+    A probe on the video payloader's input (one buffer per frame) reads each frame's
+    timestamp; a step of more than one frame interval is a hole of (step - 1) frames the
+    camera never sent. Each hole is printed as `HOLE <path> <frames>` (stdout), so a test
+    can tell the frames the camera dropped from frames a recorder lost.
+    """
+
+    def __init__(self, path, fps, media):
+        self.path = path
+        self.interval = Gst.SECOND // fps
+        self.last = None
+        pay = media.get_element().get_by_name("pay0")
+        if pay is not None:
+            pay.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self.on_buffer)
+
+    def on_buffer(self, _pad, info):
+        pts = info.get_buffer().pts
+        if pts == Gst.CLOCK_TIME_NONE:
+            return Gst.PadProbeReturn.OK
+        if self.last is not None and pts > self.last:
+            missing = round((pts - self.last) / self.interval) - 1
+            if missing > 0:
+                print(f"HOLE {self.path} {missing}", flush=True)
+        self.last = pts if self.last is None else max(self.last, pts)
+        return Gst.PadProbeReturn.OK
+
+
+def live_factory(launch, protocols=None, path=None, fps=None):
     """A shared live mount: one encoder however many clients, never rewound by a PLAY."""
     f = GstRtspServer.RTSPMediaFactory()
     f.set_media_gtype(LiveMedia.__gtype__)
@@ -164,6 +194,8 @@ def live_factory(launch, protocols=None):
     f.set_latency(50)
     if protocols is not None:
         f.set_protocols(protocols)
+    if path is not None and fps:
+        f.connect("media-configure", lambda _f, media: FrameHoles(path, fps, media))
     return f
 
 
@@ -222,7 +254,7 @@ def main():
     mounts = AuthMounts(server.get_mount_points(), setup_auth(server, a))
 
     def add(path, launch, protocols=None):
-        mounts.add_factory(path, live_factory(launch, protocols))
+        mounts.add_factory(path, live_factory(launch, protocols, path, a.fps))
 
     add("/h264aac", f"{h264(a)} {AAC}")
     add("/h264", h264(a))

@@ -71,6 +71,8 @@ export class SimCamera {
   private child: Child | null = null;
   /** Why the server ended when nobody stopped it (a crash), else null. */
   unexpectedExit: string | null = null;
+  /** Frames each mount's encoder did not deliver (camera.py's HOLE lines), by mount. */
+  private readonly holes = new Map<string, number>();
 
   private constructor(
     readonly port: number,
@@ -127,7 +129,25 @@ export class SimCamera {
       // Not asked for (stop() clears this.child first): say why, for a test's failure message.
       this.unexpectedExit = `camera server exited with ${exit.signal ?? exit.code}: ${child.stderrTail.slice(-5).join(' | ')}`;
     });
+    let rest = '';
+    child.stdout!.on('data', (s: string) => {
+      const lines = (rest + s).split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) {
+        const m = /^HOLE \/(\S+) (\d+)$/.exec(line.trim());
+        if (m) this.holes.set(m[1]!, (this.holes.get(m[1]!) ?? 0) + Number(m[2]));
+      }
+    });
     this.child = child;
+  }
+
+  /**
+   * How many frames the mount's encoder has not delivered since this camera started (a
+   * camera starved of CPU drops frames): holes in a recording up to this many are the
+   * camera's, any more were lost on the way.
+   */
+  framesDropped(mount: SimMount): number {
+    return this.holes.get(mount) ?? 0;
   }
 
   async stop(): Promise<void> {

@@ -52,7 +52,13 @@ async function streams(file: string): Promise<{ codec_name: string; nb_read_pack
  * one grid step apart count one each; a hole of n steps counts as n-1 frames the
  * camera dropped; frames on the same step count once).
  */
-async function gridFrames(file: string): Promise<{ frames: number; dropped: number }> {
+/**
+ * The frames of a file on the 25 fps grid of its own timestamps, and the frames missing
+ * from that grid. `connectSec`: in a segment that starts a recording (a connect), holes
+ * in its first second are ffmpeg re-basing the video at the camera's first RTCP report
+ * (a known limit, docs/cameras.md) and are counted apart as `steps`.
+ */
+async function gridFrames(file: string, connectSec: number): Promise<{ frames: number; dropped: number; holes: string[]; steps: string[] }> {
   const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', file], {
     maxBuffer: 16 << 20,
   });
@@ -64,12 +70,20 @@ async function gridFrames(file: string): Promise<{ frames: number; dropped: numb
     .sort((a, b) => a - b);
   let frames = pts.length ? 1 : 0;
   let dropped = 0;
+  const holes: string[] = [];
+  const rebased: string[] = [];
   for (let i = 1; i < pts.length; i++) {
     const steps = Math.round((pts[i]! - pts[i - 1]!) * FPS);
     if (steps >= 1) frames++;
-    if (steps > 1) dropped += steps - 1;
+    if (steps <= 1) continue;
+    const what = `${pts[i - 1]!.toFixed(3)}→${pts[i]!.toFixed(3)} s (frame ${i} of ${pts.length})`;
+    if (pts[i - 1]! - pts[0]! < connectSec) rebased.push(what);
+    else {
+      dropped += steps - 1;
+      holes.push(what);
+    }
   }
-  return { frames, dropped };
+  return { frames, dropped, holes, steps: rebased };
 }
 
 async function durationSec(file: string): Promise<number> {
@@ -275,7 +289,10 @@ for (const [mount, videoCodec] of [
     t.teardown(() => index.close());
     const segs = [...index.segments.all('ps1')];
     t.true(segs.length >= 2, `${segs.length} segments of 6 s`);
-    for (const seg of segs) {
+    /** Frames missing on the 25 fps grid of the segments' own timestamps. */
+    let holes = 0;
+    const where: string[] = [];
+    for (const [i, seg] of segs.entries()) {
       t.regex(seg.file, /\.ps$/);
       t.false(seg.open);
       const file = join(n.dataDir, seg.file);
@@ -290,15 +307,22 @@ for (const [mount, videoCodec] of [
       // Each frame on the 25 fps grid of its own timestamps: a camera starved of CPU
       // drops frames (a hole in its timestamps, not ours to fill), but frames squashed
       // onto the same instant (the old '207 frames in 7.999 s') or lost by us show.
-      const grid = await gridFrames(file);
+      const startsRecording = i === 0 || seg.startMs > segs[i - 1]!.endMs + 100;
+      const grid = await gridFrames(file, startsRecording ? 1 : 0);
+      if (grid.steps.length > 0) t.log(`${seg.file}: timestamps re-based after the connect: ${grid.steps.join('; ')}`);
       t.true(Math.abs(frames - grid.frames) <= 2, `${seg.file}: ${frames} frames where its timestamps hold ${grid.frames} (${sec} s)`);
       t.true(grid.frames <= sec * FPS + 2, `${seg.file}: ${grid.frames} frames on the grid in ${sec} s`);
-      if (grid.dropped > 0) t.log(`${seg.file}: the camera dropped ${grid.dropped} frames (holes in its timestamps)`);
+      holes += grid.dropped;
+      where.push(...grid.holes.map((h) => `${seg.file}: ${h}`));
       t.true(Math.abs((await durationSec(file)) - sec) < 0.2, `${seg.file}: ffprobe duration vs index ${sec}`);
       const d = demuxPs(await readFile(file));
       t.true(d.startsWithPack && d.psmFirst, 'pack header and PSM first');
       t.is(d.tracks.find((x) => x.streamId === 0xe0)!.samples.length, frames);
     }
+    // Holes in the recording are the camera's own (its encoder starved of CPU, which it
+    // reports) and never more: a frame lost between the camera and the file fails here.
+    t.true(holes <= sim.framesDropped(mount), `${holes} frames missing from the segments; the camera dropped ${sim.framesDropped(mount)}: ${where.join('; ')}`);
+    if (holes > 0) t.log(`the camera dropped ${sim.framesDropped(mount)} frames; the segments miss ${holes}`);
   });
 }
 
