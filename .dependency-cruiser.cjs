@@ -74,6 +74,20 @@ module.exports = {
       to: { circular: true },
     },
     {
+      name: 'web-is-the-browser',
+      comment: 'web/ runs in the browser: it imports its own modules only and reaches the server over HTTP',
+      severity: 'error',
+      from: { path: '^web/' },
+      to: { pathNot: '^web/' },
+    },
+    {
+      name: 'product-not-from-sim',
+      comment: 'sim/ holds the test cameras: only the CLI (recorder.ts, for --demo), tests, benches and scripts start them',
+      severity: 'error',
+      from: { pathNot: '^(test|bench|scripts|sim)/|^recorder\\.ts$' },
+      to: { path: '^sim/' },
+    },
+    {
       name: 'product-not-from-tests',
       comment: 'the product never imports test/, bench/ or scripts/',
       severity: 'error',

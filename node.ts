@@ -57,6 +57,7 @@ import { JournalWriter } from './index/journal.ts';
 import { IndexReserve } from './storage/index-reserve.ts';
 import type { AlarmInput } from './lib/alarms.ts';
 import { PictureStorage } from './pictures/picture-storage.ts';
+import { PreviewCache } from './pictures/preview.ts';
 import { PictureService } from './services/picture-service.ts';
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
@@ -216,6 +217,7 @@ export class RecorderNode {
             backupAuditMs: config.backupAuditMs,
             // In a cluster a pass deletes only once this node mirrors every acknowledged lock.
             ...(clusterMode(config) ? { syncLocks: () => node?.cluster?.barrier() ?? Promise.resolve(false) } : {}),
+            signal,
           }),
         (s) => s.stop(),
       );
@@ -273,7 +275,7 @@ export class RecorderNode {
         clock,
         log,
         config.pictureMaxBytes,
-        config.picturePreviewCacheBytes,
+        new PreviewCache(config.picturePreviewCacheBytes),
         (work) => store.exclusive(work),
       );
       const self = new RecorderNode(config, log, clock, index, supervisor, service, alarms, life);

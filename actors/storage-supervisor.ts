@@ -36,6 +36,7 @@ import { isIndexFullError } from '../index/commit-guard.ts';
 import { isLocked, lockActive, planRetention, DEFAULT_MAX_LOCK_SHARE } from '../storage/retention-policy.ts';
 import { finishThin, replaceCopy, thinSegment } from '../storage/thin.ts';
 import { provideRetention } from './retention-actor.ts';
+import { followSignal } from '../lib/lifecycle.ts';
 
 export const DEFAULT_POOL: PoolPolicy = { id: 'default', capacityBytes: null, overwrite: 'capacity', maxLockShare: DEFAULT_MAX_LOCK_SHARE };
 
@@ -62,6 +63,8 @@ export interface StorageDeps {
    * full disk does not wait: it goes by the locks mirrored so far).
    */
   syncLocks?: () => Promise<boolean>;
+  /** The node's shutdown signal (lib/lifecycle.ts): once aborted no pass, audit or cover starts. */
+  signal?: AbortSignal;
 }
 
 /** A disk that keeps filling raises `disk-full` at most this often (each pass that deletes logs). */
@@ -105,7 +108,8 @@ export class StorageSupervisor {
   private timer: NodeJS.Timeout | null = null;
   private auditTimer: NodeJS.Timeout | null = null;
   private lowDisk = false;
-  private stopped = false;
+  /** Aborted by stop() or with the node's signal: no pass, audit or cover starts after. */
+  private readonly life: AbortController;
   /** The last pass waited for the cluster's lock barrier (logged once until it passes again). */
   private unsynced = false;
   /** Free space the emergency pass keeps on top of the threshold, raised by a full disk. */
@@ -115,7 +119,13 @@ export class StorageSupervisor {
   private sameDisk: boolean | null = null;
   private pictures: PictureCover | null = null;
 
-  constructor(private readonly deps: StorageDeps) {}
+  constructor(private readonly deps: StorageDeps) {
+    this.life = followSignal(deps.signal);
+  }
+
+  private get stopped(): boolean {
+    return this.life.signal.aborted;
+  }
 
   /** Crash replay: finish interrupted deletions, purges and thinnings (before reconcile). */
   async finishIntents(): Promise<number> {
@@ -202,7 +212,7 @@ export class StorageSupervisor {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.life.abort();
     if (this.timer) clearInterval(this.timer);
     if (this.auditTimer) clearInterval(this.auditTimer);
     for (const a of this.actors.values()) a.stop();

@@ -9,7 +9,7 @@
  * width from 16 to 3840 costs at most that many decodes of a GOP, not 3825.
  */
 import type { FastifyInstance } from 'fastify';
-import { decodeGops } from '../index/gop-table.ts';
+import { gopAtOrBefore } from '../playback/gop-range.ts';
 import { ValidationError } from '../lib/errors.ts';
 import { iso, parseRangeMs, parseTimeMs } from '../lib/time.ts';
 import { FramesBusyError } from '../ffmpeg/ffmpeg-frame.ts';
@@ -44,11 +44,9 @@ export function thumbnailStrip(deps: HttpDeps, cameraId: string, fromMs: number,
     while (si < segs.length && segs[si]!.endMs <= at) si++;
     const seg = segs[si];
     if (!seg || seg.startMs > at) continue; // in a gap
-    const gops = decodeGops(seg.gops);
-    let i = gops.length - 1;
-    while (i > 0 && seg.startMs + gops[i]!.timeMs > at) i--;
-    const frameMs = seg.startMs + gops[i]!.timeMs;
-    const key = `${seg.startMs}:${i}`;
+    const gop = gopAtOrBefore(seg, at);
+    const frameMs = gop.startMs;
+    const key = `${seg.startMs}:${gop.index}`;
     if (seen.has(key)) continue;
     seen.add(key);
     out.push({ at: iso(frameMs), url: `/api/cameras/${encodeURIComponent(cameraId)}/frame.jpg?at=${frameMs}&width=${width}` });

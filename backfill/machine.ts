@@ -21,7 +21,7 @@
  * `rec.v1.backfill.<camera>`), `alarm` (given up), `slot.wanted` / `slot.freed` (the
  * manager's count), `failed` (for the log). The context is data: ids, delays, the queue.
  */
-import { assign, emit, enqueueActions, fromPromise, setup } from 'xstate';
+import { assign, emit, enqueueActions, fromPromise, raise, setup } from 'xstate';
 import type { GapRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 
@@ -105,6 +105,8 @@ export const backfillMachine = setup({
   guards: {
     queued: ({ context }) => context.queue.length > 0,
     later: ({ event }) => event.type === 'DUE' && (event.inMs ?? 0) > 0,
+    /** The claim's answer: the record is this camera's to fetch (null: nothing to fetch any more). */
+    claimed: ({ event }) => (event as unknown as { output: Claimed }).output !== null,
   },
   actions: {
     /** Injected: queues the camera's due records (the manager reads the ledger and sends DUE). */
@@ -118,6 +120,16 @@ export const backfillMachine = setup({
       enqueue.raise({ type: 'DUE', startMs: event.startMs }, { delay: event.inMs });
     }),
     take: assign(({ context }) => ({ current: context.queue[0] ?? null, queue: context.queue.slice(1) })),
+    /** A camera recording again: its SD card has the gap's video once the camera flushed it. */
+    checkAfterSdFlush: raise({ type: 'CHECK' }, { delay: 'sdFlush' }),
+    wantSlot: emit(({ context }) => ({ type: 'slot.wanted' as const, camera: context.camera })),
+    holdClaim: enqueueActions(({ event, enqueue }) => {
+      const gap = (event as unknown as { output: Claimed }).output!;
+      enqueue.assign({ gap });
+      enqueue.emit({ type: 'progress', gap });
+    }),
+    freeSlot: emit(({ context }) => ({ type: 'slot.freed' as const, camera: context.camera })),
+    clearCurrent: assign({ current: null, gap: null }),
     /** What an attempt or a release left: each record's state, an alarm, the retries as delayed events. */
     report: enqueueActions(({ event, enqueue }) => {
       const outcome = (event as unknown as { output: AttemptOutcome }).output;
@@ -138,7 +150,7 @@ export const backfillMachine = setup({
   context: ({ input }) => ({ ...input, queue: [], current: null, gap: null }),
   on: {
     DUE: [{ guard: 'later', actions: 'dueLater' }, { actions: 'enqueue' }],
-    RECORDING: { actions: enqueueActions(({ enqueue }) => enqueue.raise({ type: 'CHECK' }, { delay: 'sdFlush' })) },
+    RECORDING: { actions: 'checkAfterSdFlush' },
     CHECK: { actions: { type: 'checkDue', params: ({ context }) => ({ camera: context.camera }) } },
   },
   initial: 'idle',
@@ -147,7 +159,7 @@ export const backfillMachine = setup({
       always: { guard: 'queued', target: 'queued' },
     },
     queued: {
-      entry: emit(({ context }) => ({ type: 'slot.wanted' as const, camera: context.camera })),
+      entry: 'wantSlot',
       on: { GO: 'claiming' },
     },
     claiming: {
@@ -155,14 +167,7 @@ export const backfillMachine = setup({
       invoke: {
         src: 'claim',
         input: ({ context }) => ({ camera: context.camera, startMs: context.current! }),
-        onDone: [
-          {
-            guard: ({ event }) => event.output !== null,
-            target: 'fetching',
-            actions: [assign({ gap: ({ event }) => event.output }), emit(({ event }) => ({ type: 'progress' as const, gap: event.output! }))],
-          },
-          { target: 'done' },
-        ],
+        onDone: [{ guard: 'claimed', target: 'fetching', actions: 'holdClaim' }, { target: 'done' }],
         onError: { target: 'done', actions: 'failedClaim' },
       },
     },
@@ -183,7 +188,7 @@ export const backfillMachine = setup({
       },
     },
     done: {
-      entry: [emit(({ context }) => ({ type: 'slot.freed' as const, camera: context.camera })), assign({ current: null, gap: null })],
+      entry: ['freeSlot', 'clearCurrent'],
       always: 'idle',
     },
   },

@@ -69,17 +69,13 @@ export function sha256Hex(data: string | Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-const keyCache = new Map<string, Buffer>();
-
+/**
+ * The day's signing key. Derived per request and kept for its chunk signatures (four
+ * HMACs, a few microseconds): not memoised in a module global, so nodes in one process
+ * share nothing and no secret-derived key outlives its request.
+ */
 export function signingKey(secret: string, date: string, region: string, service: string): Buffer {
-  const id = `${secret}\0${date}\0${region}\0${service}`;
-  let k = keyCache.get(id);
-  if (!k) {
-    k = hmac(hmac(hmac(hmac(`AWS4${secret}`, date), region), service), 'aws4_request');
-    if (keyCache.size > 1000) keyCache.clear();
-    keyCache.set(id, k);
-  }
-  return k;
+  return hmac(hmac(hmac(hmac(`AWS4${secret}`, date), region), service), 'aws4_request');
 }
 
 export function sameSignature(a: string, b: string): boolean {

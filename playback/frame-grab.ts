@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import { FrameDecoder } from '../ffmpeg/ffmpeg-frame.ts';
 import type { RecorderIndex } from '../index/db.ts';
-import { decodeGops } from '../index/gop-table.ts';
+import { gopAtOrBefore } from './gop-range.ts';
 import { NoVideoError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
 import type { ReadCaches } from './read-caches.ts';
@@ -44,10 +44,7 @@ export class FrameGrabber {
   async grab(camera: string, atMs: number, width?: number): Promise<GrabbedFrame> {
     const seg = this.d.index.segments.inRange(camera, atMs, atMs + 1)[0];
     if (!seg || seg.startMs > atMs) throw new NoVideoError(`no video of camera ${camera} at ${iso(atMs)}`);
-    const gops = decodeGops(seg.gops);
-    let i = gops.length - 1;
-    while (i > 0 && seg.startMs + gops[i]!.timeMs > atMs) i--;
-    const gop = gops[i]!;
+    const gop = gopAtOrBefore(seg, atMs);
     const cache = this.d.caches.frames;
     const key = `${seg.file}:${gop.offset}:${width ?? 0}`;
     let jpeg = cache.get(key);
@@ -64,6 +61,6 @@ export class FrameGrabber {
       cache.set(key, decoding);
       jpeg = decoding;
     }
-    return { jpeg: await jpeg, frameMs: seg.startMs + gop.timeMs };
+    return { jpeg: await jpeg, frameMs: gop.startMs };
   }
 }

@@ -33,3 +33,16 @@ export function gopsOverlapping(seg: Pick<SegmentRecord, 'startMs' | 'endMs' | '
   }
   return out;
 }
+
+/**
+ * The GOP of `seg` a frame at `atMs` is taken from: the last whose keyframe is at or
+ * before `atMs` (the first when `atMs` is before it), with its index in the table.
+ * Frame grabs and thumbnail strips pick through this.
+ */
+export function gopAtOrBefore(seg: Pick<SegmentRecord, 'startMs' | 'gops'>, atMs: number): { index: number; offset: number; size: number; startMs: number } {
+  const gops = decodeGops(seg.gops);
+  let i = gops.length - 1;
+  while (i > 0 && seg.startMs + gops[i]!.timeMs > atMs) i--;
+  const g = gops[i]!;
+  return { index: i, offset: g.offset, size: g.size, startMs: seg.startMs + g.timeMs };
+}

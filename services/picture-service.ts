@@ -157,7 +157,6 @@ export function splitMeta(query: Record<string, unknown>): { rest: Record<string
 
 export class PictureService {
   /** Rendered previews (pictures/preview.ts), bounded by RECORDER_PICTURE_PREVIEW_CACHE_BYTES. */
-  readonly previews: PreviewCache;
 
   private frames: FrameGrabber | null = null;
   private eventSnapshots = false;
@@ -172,12 +171,11 @@ export class PictureService {
     private readonly log: Logger,
     /** Largest picture accepted (RECORDER_PICTURE_MAX_BYTES). */
     readonly maxBytes: number,
-    previewCacheBytes: number,
+    /** The node's preview cache (built by the composition root, node.ts). */
+    readonly previews: PreviewCache,
     /** Retention's mutex: a lock change never lands between cover's look at a lock and its removal of the pack. */
     private readonly exclusive: <T>(work: () => Promise<T>) => Promise<T> = (work) => work(),
-  ) {
-    this.previews = new PreviewCache(previewCacheBytes);
-  }
+  ) {}
 
   /** The node's frame decodes (snapshots come from them); `eventSnapshots`: NVR events take one (RECORDER_EVENT_SNAPSHOTS). */
   attachFrames(frames: FrameGrabber, opts: { eventSnapshots: boolean }): void {

@@ -19,7 +19,7 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PS_OUTPUT_VERSION } from '../api/video-ps.ts';
+import { PS_OUTPUT_VERSION } from '../playback/ps-range.ts';
 import { FMP4_RANGE_FORMAT_VERSION } from '../playback/fmp4-range.ts';
 import { PROGRESSIVE_FORMAT_VERSION } from '../playback/progressive-mp4.ts';
 import { GOLDEN_DIR, type GoldenManifest } from '../scripts/make-golden-clip.ts';

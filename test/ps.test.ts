@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { PS_OUTPUT_VERSION } from '../api/video-ps.ts';
+import { PS_OUTPUT_VERSION } from '../playback/ps-range.ts';
 import { RecorderIndex } from '../index/db.ts';
 import { demuxPs } from '../media/ps/ps-demux.ts';
 import { SimCamera } from '../sim/camera.ts';

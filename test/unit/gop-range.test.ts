@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { encodeGops } from '../../index/gop-table.ts';
-import { gopsOverlapping } from '../../playback/gop-range.ts';
+import { gopAtOrBefore, gopsOverlapping } from '../../playback/gop-range.ts';
 
 // GOPs at +0, +2000, +4000 ms of a segment from 10 000 to 16 000.
 const seg = {
@@ -32,4 +32,11 @@ test('nothing outside the segment, nothing for an empty range', (t) => {
   t.deepEqual(starts(16_000, 17_000), []);
   t.deepEqual(starts(5000, 10_000), []);
   t.deepEqual(starts(12_000, 12_000), []);
+});
+
+test('a frame at an instant comes from the GOP whose keyframe is at or before it (the first before the segment)', (t) => {
+  t.deepEqual(gopAtOrBefore(seg, 13_999), { index: 1, offset: 110, size: 20, startMs: 12_000 });
+  t.is(gopAtOrBefore(seg, 14_000).startMs, 14_000);
+  t.is(gopAtOrBefore(seg, 99_000).index, 2);
+  t.is(gopAtOrBefore(seg, 9_000).index, 0);
 });

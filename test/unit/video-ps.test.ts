@@ -10,7 +10,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { pickGops, walk } from '../../api/video-ps.ts';
+import { pickGops, walk } from '../../playback/ps-range.ts';
 import { RecorderIndex } from '../../index/db.ts';
 import type { CameraConfig } from '../../index/records.ts';
 import { silentLogger } from '../../lib/log.ts';
