@@ -62,7 +62,8 @@ import { PictureService } from './services/picture-service.ts';
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
-import { startS3Listener } from './buckets/listener.ts';
+import { rootCredential, startS3Listener } from './buckets/listener.ts';
+import { S3Presigner, isRecorderUi } from './buckets/presign.ts';
 import type { S3Server } from './buckets/s3-server.ts';
 
 /** A camera's write error that says the disk is full. */
@@ -433,7 +434,16 @@ export class RecorderNode {
       );
       self.s3 = await life.start(
         's3',
-        () => startS3Listener({ config, index, log, clock, signal, raiseAlarm: (a) => self.alarms.raise(a) }),
+        () =>
+          startS3Listener({
+            config,
+            index,
+            log,
+            clock,
+            signal,
+            raiseAlarm: (a) => self.alarms.raise(a),
+            corsOrigin: (origin) => isRecorderUi(origin, self.httpUrl),
+          }),
         (s3) => s3?.stop(),
       );
       self.s3Url = self.s3?.url ?? '';
@@ -492,6 +502,7 @@ export class RecorderNode {
       caches: this.caches,
       frames: this.frames,
       clusterToken: () => this.copies?.clusterToken() ?? null,
+      s3Presigner: new S3Presigner({ index: this.index, clock: this.clock, root: rootCredential(this.config), listenerUrl: () => this.s3Url }),
     });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });

@@ -10,6 +10,7 @@ import type { ReadCaches } from '../playback/read-caches.ts';
 import type { FrameGrabber } from '../playback/frame-grab.ts';
 import type { UserStore } from '../security/users.ts';
 import type { RecorderService } from '../services/recorder-service.ts';
+import type { S3Presigner } from '../buckets/presign.ts';
 
 export interface HttpDeps {
   service: RecorderService;
@@ -32,4 +33,6 @@ export interface HttpDeps {
   clusterToken?: () => string | null;
   /** The node's shutdown signal (lib/lifecycle.ts): once aborted every request is answered 503 SHUTTING_DOWN. */
   signal?: AbortSignal;
+  /** Presigned S3 URLs for the web UI's buckets page (buckets/presign.ts); absent: answered S3_UNAVAILABLE. */
+  s3Presigner?: S3Presigner;
 }

@@ -44,6 +44,8 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     // Extra flags for the recorder's node (e.g. --max-semi-space-size=16), to try GC settings.
     'node-arg': { type: 'string', multiple: true },
+    // An H.264 MP4 of your own instead of the 1080p bench clip (figures then compare to nothing published).
+    clip: { type: 'string' },
   },
 });
 const counts = values.cameras.split(',').map(Number);
@@ -152,7 +154,7 @@ async function recorded(http: string, n: number, fromMs: number, toMs: number): 
 }
 
 const results: Record<string, unknown>[] = [];
-const file = await clip();
+const file = values.clip ?? (await clip());
 // One simulated camera server per CAMERAS_PER_SIM cameras (both sides): GStreamer's RTSP
 // server stalls all clients of one shared media somewhere past ~50 TCP clients.
 const CAMERAS_PER_SIM = 25;

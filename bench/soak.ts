@@ -3,19 +3,22 @@
  * grows. A person runs it for hours; its figures and verdict go in bench/README.md
  * ("Soak"). Issue 12: the recorder died after ~10 minutes with MDB_READERS_FULL.
  *
- *   node --import tsx bench/soak.ts --minutes 240 --cameras 4 --sample-seconds 10
+ *   node --import tsx bench/soak.ts --minutes 240 --cameras 6 --sample-seconds 10
  *   npm run bench:soak -- --minutes 30
  *
  * What runs: the compiled recorder as a child (bench/harness.ts `recorderProgram`,
  * like every bench; BENCH_SOURCES=1 for the sources) and one simulated camera server
- * (sim/camera.ts), with cameras in four roles, repeated for more than four:
+ * (sim/camera.ts), with cameras in six roles, repeated for more than six:
  *   event  H.264+AAC, an event slot all week with 10 s of pre-record, a motion pulse
  *          of 2 s every 30 s (recorded from 10 s before to 5 s after: 17 s of 30)
  *   smart  H.264 + an ONVIF metadata track (/h264meta): smart stream split off
  *   ps     H.264+AAC recorded as MPEG-PS segments
  *   thin   H.264 in a pool that thins segments older than --thin-after-seconds to
  *          I-frames (thinAfterDays is a fraction of a day, no shifted clock needed)
- * Pools `ring` (event, smart, ps; --pool-mb per three cameras) and `thin`
+ *   g711   H.264 + G.711 A-law (/h264pcma): the audio made AAC by the ingest's ffmpeg
+ *   mp2p   H.264 + AAC in MPEG-PS over RTP (/h264ps, GB28181 style): our own RTSP
+ *          bridge and PS reader instead of ffmpeg
+ * Pools `ring` (all but thin; --pool-mb per three cameras) and `thin`
  * (--thin-pool-mb per camera) are small `capacity` pools (at the default 320x240
  * 400 kbit/s, ~2 and ~5 minutes of video) and the retention tick is 200 ms, so
  * overwrite runs all the time. Meanwhile: a lock on a
@@ -70,7 +73,7 @@ import { outDir, putJson, recorderProgram, sleep } from './harness.ts';
 const { values } = parseArgs({
   options: {
     minutes: { type: 'string', default: '30' },
-    cameras: { type: 'string', default: '4' },
+    cameras: { type: 'string', default: '6' },
     'sample-seconds': { type: 'string', default: '10' },
     'warmup-minutes': { type: 'string' },
     'max-down-seconds': { type: 'string', default: '90' },
@@ -102,9 +105,11 @@ const maxDownMs = num('max-down-seconds') * 1000;
 const maxSlots = num('max-reader-slots');
 const restartMs = num('camera-restart-minutes') * 60_000;
 
-type Role = 'event' | 'smart' | 'ps' | 'thin';
-const ROLES: Role[] = ['event', 'smart', 'ps', 'thin'];
-const MOUNT: Record<Role, SimMount> = { event: 'h264aac', smart: 'h264meta', ps: 'h264aac', thin: 'h264' };
+// g711: G.711 audio made AAC by the ingest's ffmpeg; mp2p: MPEG-PS over RTP read by our
+// own bridge and PS reader (no ffmpeg): the two ingest paths issue 12 found broken.
+type Role = 'event' | 'smart' | 'ps' | 'thin' | 'g711' | 'mp2p';
+const ROLES: Role[] = ['event', 'smart', 'ps', 'thin', 'g711', 'mp2p'];
+const MOUNT: Record<Role, SimMount> = { event: 'h264aac', smart: 'h264meta', ps: 'h264aac', thin: 'h264', g711: 'h264pcma', mp2p: 'h264ps' };
 const cameras = Array.from({ length: nCameras }, (_, i) => {
   const role = ROLES[i % ROLES.length]!;
   return { id: `soak${i + 1}-${role}`, role, pool: role === 'thin' ? 'thin' : 'ring' };

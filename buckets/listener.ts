@@ -24,6 +24,15 @@ export interface S3ListenerDeps {
   clock: Clock;
   signal: AbortSignal;
   raiseAlarm?: (alarm: AlarmInput) => void;
+  /** Browser origins the listener answers CORS for (the recorder's own web UI). */
+  corsOrigin?: (origin: string) => boolean;
+}
+
+/** The settings' first key (RECORDER_S3_ACCESS_KEY / _SECRET_KEY), acting as root; undefined when unset. */
+export function rootCredential(config: Pick<RecorderConfig, 's3AccessKey' | 's3SecretKey'>): Credential | undefined {
+  return config.s3AccessKey !== undefined && config.s3SecretKey !== undefined
+    ? { accessKeyId: config.s3AccessKey, secret: config.s3SecretKey, user: ROOT_USER }
+    : undefined;
 }
 
 /** The started listener, or null when it is off or no access key exists. */
@@ -34,11 +43,7 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
   }
   const userKeys = new S3Keys(d.index);
   if (config.s3 === 'off' || (config.s3AccessKey === undefined && !userKeys.any())) return null;
-  const root: Credential | undefined =
-    config.s3AccessKey !== undefined && config.s3SecretKey !== undefined
-      ? { accessKeyId: config.s3AccessKey, secret: config.s3SecretKey, user: ROOT_USER }
-      : undefined;
-  const keys = userKeys.lookup(root);
+  const keys = userKeys.lookup(rootCredential(config));
   const server = new S3Server({
     index: d.index,
     dataDir: config.dataDir,
@@ -49,6 +54,7 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
     uploadExpiryMs: config.s3UploadExpiryMs,
     backupAuditMs: config.backupAuditMs,
     ...(d.raiseAlarm ? { raiseAlarm: d.raiseAlarm } : {}),
+    ...(d.corsOrigin ? { corsOrigin: d.corsOrigin } : {}),
   });
   const { host, port } = splitHostPort(config.s3);
   await server.start(host, port);

@@ -121,7 +121,16 @@ export interface S3ServerOptions {
   backupAuditMs?: number;
   /** `backup-failed` when an object's backup copy could not be made. */
   raiseAlarm?: (alarm: AlarmInput) => void;
+  /**
+   * Browser origins whose requests get CORS headers and whose preflights are answered
+   * (the recorder's own web UI, which uses presigned URLs: buckets/presign.ts). Others
+   * get none, as a bucket without a CORS configuration in S3.
+   */
+  corsOrigin?: (origin: string) => boolean;
 }
+
+/** Headers a browser page may read from a response (ETag to show, versions, ranges). */
+const CORS_EXPOSED = 'ETag, Content-Length, Content-Range, Content-Type, Last-Modified, x-amz-version-id, x-amz-request-id, x-amz-delete-marker';
 
 export class S3Server {
   url = '';
@@ -339,6 +348,31 @@ export class S3Server {
     // The recorder's clock, which signatures are judged by: clients correct their skew from it.
     res.sendDate = false;
     res.setHeader('Date', new Date(this.opts.clock.nowMs()).toUTCString());
+    const origin = req.headers.origin;
+    const cors = origin !== undefined && this.opts.corsOrigin?.(origin) === true;
+    if (cors) {
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      res.setHeader('Vary', 'Origin');
+      res.setHeader('Access-Control-Expose-Headers', CORS_EXPOSED);
+    }
+    // A CORS preflight carries no signature: answered from the origin rule alone (S3 answers 403 without a rule).
+    if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+      if (!cors) {
+        res.writeHead(403, { 'Content-Type': 'application/xml' });
+        res.end(
+          '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessForbidden</Code><Message>CORSResponse: This CORS request is not allowed.</Message></Error>',
+        );
+        return;
+      }
+      res.writeHead(200, {
+        'Access-Control-Allow-Methods': 'GET, PUT, HEAD, DELETE, POST',
+        'Access-Control-Allow-Headers': req.headers['access-control-request-headers'] ?? '',
+        'Access-Control-Max-Age': '600',
+        'Content-Length': '0',
+      });
+      res.end();
+      return;
+    }
     const target = req.url ?? '/';
     const q = target.indexOf('?');
     const rawPath = q < 0 ? target : target.slice(0, q);

@@ -240,3 +240,51 @@ export function chunkStringToSign(v: Pick<Verified, 'amzDate' | 'scope'>, previo
 export function trailerStringToSign(v: Pick<Verified, 'amzDate' | 'scope'>, previous: string, trailerSha256: string): string {
   return `AWS4-HMAC-SHA256-TRAILER\n${v.amzDate}\n${v.scope}\n${previous}\n${trailerSha256}`;
 }
+
+export interface PresignRequest {
+  method: 'GET' | 'PUT' | 'DELETE' | 'HEAD';
+  /** `http://host:port` as the client will reach the listener (its Host header is signed). */
+  origin: string;
+  /** The object path, decoded (`/bucket/key`, `/` for the bucket list). */
+  path: string;
+  /** Query parameters the request carries (e.g. list-type, prefix), signed with it. */
+  query?: Readonly<Record<string, string>>;
+  cred: Credential;
+  nowMs: number;
+  expiresS: number;
+  region?: string;
+}
+
+/**
+ * A presigned URL: the query form verifyQueryAuth checks (host the only signed header,
+ * UNSIGNED-PAYLOAD), so a browser can list, download and upload with plain fetch and
+ * links while the secret stays on the server.
+ */
+export function presignUrl(p: PresignRequest): string {
+  if (!Number.isInteger(p.expiresS) || p.expiresS < 1 || p.expiresS > MAX_EXPIRES_S) throw new RangeError('expiresS must be an integer from 1 to 604800');
+  const host = new URL(p.origin).host;
+  const amzDate = new Date(p.nowMs)
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
+  const date = amzDate.slice(0, 8);
+  const region = p.region ?? 'us-east-1';
+  const scope = `${date}/${region}/s3/aws4_request`;
+  const params: [string, string][] = [
+    ...Object.entries(p.query ?? {}),
+    ['X-Amz-Algorithm', ALGORITHM],
+    ['X-Amz-Credential', `${p.cred.accessKeyId}/${scope}`],
+    ['X-Amz-Date', amzDate],
+    ['X-Amz-Expires', String(p.expiresS)],
+    ['X-Amz-SignedHeaders', 'host'],
+  ];
+  const rawQuery = params.map(([k, v]) => `${uriEncode(k, false)}=${uriEncode(v, false)}`).join('&');
+  const rawPath = p.path
+    .split('/')
+    .map((seg) => uriEncode(seg, false))
+    .join('/');
+  const creq = [p.method, rawPath, canonicalQuery(rawQuery), `host:${host}\n`, 'host', 'UNSIGNED-PAYLOAD'].join('\n');
+  const key = signingKey(p.cred.secret, date, region, 's3');
+  const signature = sign(key, `${ALGORITHM}\n${amzDate}\n${scope}\n${sha256Hex(creq)}`);
+  return `${p.origin}${rawPath}?${rawQuery}&X-Amz-Signature=${signature}`;
+}

@@ -50,6 +50,7 @@ export type ErrorCode =
   | 'PICTURE_NOT_FOUND'
   | 'CLUSTER_UNAVAILABLE'
   | 'CAMERA_FENCED'
+  | 'S3_UNAVAILABLE'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -113,6 +114,8 @@ const STATUS: Record<ErrorCode, number> = {
   CLUSTER_UNAVAILABLE: 503,
   // A write of a camera that another cluster node holds now: this node stops recording it (cluster/cluster.ts).
   CAMERA_FENCED: 409,
+  // A presigned S3 URL cannot be made: the S3 listener is off, or the user has no access key (buckets/presign.ts).
+  S3_UNAVAILABLE: 409,
   INTERNAL: 500,
 };
 

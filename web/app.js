@@ -6,6 +6,7 @@
 import { apiFetch, apiJson, ApiError, getToken, setToken } from './api.js';
 import { LivePlayer, RecordingPlayer, SessionPlayer } from './player.js';
 import { Timeline, TYPE_COLORS } from './timeline.js';
+import { FilesPanel } from './buckets.js';
 
 const $ = (id) => document.getElementById(id);
 const video = $('video');
@@ -489,6 +490,22 @@ $('picture-close').addEventListener('click', () => ($('picture-view').hidden = t
 $('picture-lock').addEventListener('click', toggleLock);
 $('picture-play').addEventListener('click', () => {
   if (pictureShown) playRecording(pictureShown.camera, Date.parse(pictureShown.at));
+});
+const files = new FilesPanel(
+  {
+    body: document.querySelector('#files tbody'),
+    path: $('files-path'),
+    up: $('files-up'),
+    upload: $('files-upload'),
+    more: $('files-more'),
+    status: $('files-status'),
+  },
+  showError,
+);
+$('files-button').addEventListener('click', () => {
+  $('files-panel').hidden = !$('files-panel').hidden;
+  $('files-button').classList.toggle('active', !$('files-panel').hidden);
+  if (!$('files-panel').hidden) void files.show();
 });
 $('nodes-button').addEventListener('click', () => {
   $('nodes-panel').hidden = !$('nodes-panel').hidden;
