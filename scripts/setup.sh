@@ -34,7 +34,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 stamp=node_modules/.setup-stamp
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+if [ -L node_modules ]; then
+  # A git worktree sharing another checkout's install: npm ci would empty it through the link.
+  echo "setup: node_modules is a link; not reinstalled here" >&2
+elif [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   echo "setup: installing npm dependencies" >&2
   npm ci --no-audit --no-fund --loglevel=error
   touch "$stamp"
