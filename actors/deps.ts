@@ -13,7 +13,7 @@ import type { RtspTransport } from '../rtsp/rtsp-transport.ts';
 export interface IngestMedia {
   /** What happens to the camera's audio (ffmpeg/audio-plan.ts). */
   audio: AudioStatus;
-  /** The RTSP transport in use; null when ffmpeg does not speak RTSP itself (the MP2P bridge). */
+  /** The RTSP transport in use (ffmpeg's, or the MP2P bridge's: tcp or udp); null when not known. */
   transportInUse: RtspTransport | null;
 }
 

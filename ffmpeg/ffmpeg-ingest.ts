@@ -126,7 +126,7 @@ function openDataSocket(onBytes: (b: Buffer) => void): { url: string; close(): v
 }
 
 export interface IngestPlan {
-  /** The RTSP lower transport asked for; null when the input is not RTSP (the MP2P bridge). */
+  /** The RTSP lower transport asked for (the MP2P bridge: the one the camera took); null when not known. */
   transport: RtspTransport | null;
   audio: AudioPlan;
   /** `keyframe`: one fragment per GOP; `second`: one per second (Motion JPEG: every frame is a keyframe). */

@@ -5,13 +5,17 @@
  * ffmpeg (ingest/mp2p-ingest.ts: our RTSP bridge, PS reader and fMP4 writer), giving the
  * same fMP4 chunks, so segment writing, indexing and playback do not change.
  * A DESCRIBE that fails is not an error here: the camera is taken for what its last
- * answer said (MP2P or not), else ffmpeg reports the camera's problem.
+ * answer said (MP2P or not), else ffmpeg reports the camera's problem. Except a refused
+ * login (RtspAuthError, RTSP_AUTH): the attempt ends with it at once, since the stream
+ * would be asked with the same credentials (and an MP2P camera refused so could not
+ * even be recognised as one).
  * The returned session behaves as startIngest's.
  */
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { startIngest, type IngestExit, type IngestOptions, type IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 import { startMp2pIngest } from './mp2p-ingest.ts';
 import { describeWithRetry } from '../rtsp/rtsp-describe.ts';
+import { RtspAuthError } from '../rtsp/rtsp-auth.ts';
 
 const DESCRIBE_TIMEOUT_MS = 5000;
 /** URL → whether its last DESCRIBE answer had an MP2P stream (for attempts whose DESCRIBE gets none). */
@@ -28,6 +32,11 @@ export interface CameraIngestOptions extends IngestOptions {
   recordFormat?: 'mp4' | 'ps';
 }
 
+/** An attempt that ended before it began (no chunks), with `error`. */
+function failedSession(error: Error): IngestSession {
+  return { chunks: (async function* (): AsyncGenerator<Fmp4Chunk> {})(), exited: Promise.resolve({ requested: false, error }), stop: () => undefined };
+}
+
 export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
   let inner: IngestSession | null = null;
   let stopped = false;
@@ -36,20 +45,29 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
   const ready = (async (): Promise<IngestSession | null> => {
     const timeout = Math.min(opts.stallTimeoutMs, DESCRIBE_TIMEOUT_MS);
     // One DESCRIBE per attempt: MP2P here, the data-track check in startIngest.
-    const described = await describeWithRetry(opts.url, timeout).catch(() => null);
+    let refused: RtspAuthError | null = null;
+    const described = await describeWithRetry(opts.url, timeout).catch((err: unknown) => {
+      if (err instanceof RtspAuthError) refused = err;
+      return null;
+    });
     if (stopped) return null;
+    if (refused) return failedSession(refused);
     // No answer this time (a busy camera): what the last answer said, since ffmpeg
     // cannot read MP2P at all and the bridge makes its own DESCRIBE anyway.
     const mp2p = described ? described.some((m) => m.encodings.includes('MP2P')) : (knownMp2p.get(opts.url) ?? false);
     if (described) knownMp2p.set(opts.url, mp2p);
     if (!mp2p) return startIngest({ ...opts, described });
-    return startMp2pIngest({
+    const session = startMp2pIngest({
       url: opts.url,
       stallTimeoutMs: opts.stallTimeoutMs,
       g711: opts.recordFormat === 'ps' ? 'keep' : 'drop',
-      onAudio: (audio) => opts.onPlan?.({ transport: null, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
+      ...(opts.transport ? { transport: opts.transport } : {}),
+      ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}),
+      // Called with an init, so after SETUP: the transport the camera took is known.
+      onAudio: (audio) => opts.onPlan?.({ transport: session.stats().transport, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
       ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
     });
+    return session;
   })();
   void ready.then((s) => {
     inner = s;

@@ -28,6 +28,7 @@
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import type { IngestExit, IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 import { startMp2pBridge, type Mp2pBridge } from '../rtsp/mp2p-bridge.ts';
+import type { RtspTransport, TransportSetting } from '../rtsp/rtsp-transport.ts';
 import { PsGopReader, type PsGop, type PsGopReaderCounters } from '../media/ps/ps-gop-reader.ts';
 import { PsLiveFmp4, VIDEO_TYPES, type PsAudioStatus, type PsLiveCounters } from '../media/ps/ps-live-fmp4.ts';
 import { STREAM_TYPE } from '../media/ps/ps-mux.ts';
@@ -47,6 +48,9 @@ export class Mp2pIngestError extends Error {
 
 export interface Mp2pIngestOptions {
   url: string;
+  /** The camera's transport setting and what names it across attempts (rtsp/mp2p-bridge.ts). */
+  transport?: TransportSetting;
+  memoryKey?: string;
   /** The camera sends nothing for this long: the session ends (MP2P_STALLED). */
   stallTimeoutMs: number;
   /** G.711 A-law audio: kept (PS segments carry it) or left out (MP4 segments). Default keep. */
@@ -67,6 +71,8 @@ export interface Mp2pIngestStats {
   fmp4: PsLiveCounters;
   lostPackets: number;
   audio: PsAudioStatus;
+  /** The lower transport the camera took; null before it answered SETUP. */
+  transport: RtspTransport | null;
 }
 
 export interface Mp2pIngestSession extends IngestSession {
@@ -133,6 +139,7 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     fmp4: { ...fmp4.counters },
     lostPackets: bridge?.lostPackets ?? 0,
     audio: fmp4.audio,
+    transport: bridge?.transport ?? null,
   });
 
   const finish = (error?: Error): void => {
@@ -189,25 +196,31 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
 
   void (async () => {
     try {
-      const b = await startMp2pBridge(opts.url, opts.stallTimeoutMs, {
-        onBytes(bytes, gap) {
-          if (finished) return;
-          silence.heard();
-          if (gap) reader.discontinuity();
-          try {
-            for (const gop of reader.push(bytes)) convert(gop);
-            checkVideoType();
-          } catch (err) {
-            // Our bug, not the camera's: end this attempt with it rather than the process.
-            fail(err as Error);
-          }
+      const bridgeOpts = { ...(opts.transport ? { transport: opts.transport } : {}), ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}) };
+      const b = await startMp2pBridge(
+        opts.url,
+        opts.stallTimeoutMs,
+        {
+          onBytes(bytes, gap) {
+            if (finished) return;
+            silence.heard();
+            if (gap) reader.discontinuity();
+            try {
+              for (const gop of reader.push(bytes)) convert(gop);
+              checkVideoType();
+            } catch (err) {
+              // Our bug, not the camera's: end this attempt with it rather than the process.
+              fail(err as Error);
+            }
+          },
         },
-      });
+        bridgeOpts,
+      );
       bridge = b;
       if (finished) return void b.close();
       silence.heard();
       lastFragmentAt = Date.now();
-      opts.onNotice?.('info', 'camera sends MPEG-PS over RTP (MP2P): read by our PS reader', {});
+      opts.onNotice?.('info', 'camera sends MPEG-PS over RTP (MP2P): read by our PS reader', { transport: b.transport });
       const why = await b.ended;
       if (finished) return;
       if (!requested) {

@@ -1,13 +1,52 @@
 /**
  * RTSP client authentication (RFC 2617 as cameras use it): Basic, and Digest with MD5
  * and optional `qop=auth`. The replay proxy answers a camera's 401 itself, because
- * ffmpeg would compute Digest over the proxy's URL, not the camera's.
+ * ffmpeg would compute Digest over the proxy's URL, not the camera's; the MP2P bridge
+ * (rtsp/mp2p-bridge.ts) and the DESCRIBE before each ingest attempt
+ * (rtsp/rtsp-describe.ts) answer theirs with this too.
  */
 import { createHash, randomBytes } from 'node:crypto';
 
 export interface Credentials {
   user: string;
   password: string;
+}
+
+/**
+ * A camera refused the login (a 401 to a request that carried the URL's credentials),
+ * asked for one the URL does not have, or offers no scheme we speak. The message names
+ * the user and the camera's host, never the password.
+ */
+export class RtspAuthError extends Error {
+  readonly code = 'RTSP_AUTH';
+  constructor(message: string) {
+    super(message);
+    this.name = 'RtspAuthError';
+  }
+}
+
+/** The URL's user info, percent-decoded; null when it has no user. */
+export function urlCredentials(url: URL): Credentials | null {
+  if (!url.username) return null;
+  const decode = (s: string): string => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s; // a stray `%`: taken as written
+    }
+  };
+  return { user: decode(url.username), password: decode(url.password) };
+}
+
+/** Why a 401 ends the attempt, in words for the camera's status (no password). */
+export function refusalReason(host: string, method: string, cred: Credentials | null, challenge: Challenge | null, offered: string[]): string {
+  if (!cred) return `RTSP_AUTH: camera ${host} asks for a login to ${method} and the camera's URL has no user and password`;
+  if (!challenge) {
+    const schemes = offered.map((v) => /^\s*(\S+)/.exec(v)?.[1] ?? '?').join(', ') || 'none';
+    return `RTSP_AUTH: camera ${host} asks for a login scheme we do not speak (${schemes}; Basic and Digest MD5 are)`;
+  }
+  const scheme = challenge.scheme === 'basic' ? 'Basic' : 'Digest';
+  return `RTSP_AUTH: camera ${host} refused the login of user "${cred.user}" (${scheme}) to ${method}: wrong user or password`;
 }
 
 export interface Challenge {

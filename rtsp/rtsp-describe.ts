@@ -9,7 +9,7 @@
  * Basic and Digest authentication come from the URL's user info (rtsp/rtsp-auth.ts).
  */
 import { connect } from 'node:net';
-import { pickChallenge, authorization } from './rtsp-auth.ts';
+import { pickChallenge, authorization, refusalReason, urlCredentials, RtspAuthError, type Challenge } from './rtsp-auth.ts';
 
 export interface SdpMedia {
   /** The `m=` media type: video, audio, application, text… */
@@ -107,7 +107,7 @@ interface Response {
 export async function describeRtsp(url: string, timeoutMs: number): Promise<SdpMedia[]> {
   const u = new URL(url);
   if (u.protocol !== 'rtsp:') throw new Error(`DESCRIBE needs rtsp://, got ${u.protocol}`);
-  const cred = u.username ? { user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) } : null;
+  const cred = urlCredentials(u);
   u.username = '';
   u.password = '';
   const target = u.toString();
@@ -162,10 +162,15 @@ export async function describeRtsp(url: string, timeoutMs: number): Promise<SdpM
     });
   try {
     let res = await request();
-    if (res.status === 401 && cred) {
-      const ch = pickChallenge(res.headers.filter(([k]) => k === 'www-authenticate').map(([, v]) => v));
-      if (ch) res = await request(authorization(ch, cred, 'DESCRIBE', target));
+    let ch: Challenge | null = null;
+    let offered: string[] = [];
+    if (res.status === 401) {
+      offered = res.headers.filter(([k]) => k === 'www-authenticate').map(([, v]) => v);
+      ch = pickChallenge(offered);
+      if (ch && cred) res = await request(authorization(ch, cred, 'DESCRIBE', target));
     }
+    // The login was refused (or cannot be made): a typed error saying why, no password.
+    if (res.status === 401) throw new RtspAuthError(refusalReason(u.host, 'DESCRIBE', cred, ch, offered));
     if (res.status !== 200) throw new Error(`DESCRIBE answered ${res.status}`);
     return parseSdpMedia(res.body);
   } finally {
@@ -186,7 +191,7 @@ export async function describeWithRetry(url: string, timeoutMs: number, attempts
       return await describeRtsp(url, timeoutMs);
     } catch (err) {
       last = err;
-      if (/answered 4\d\d/.test((err as Error).message)) break; // the camera said no: retrying will not help
+      if (err instanceof RtspAuthError || /answered 4\d\d/.test((err as Error).message)) break; // the camera said no: retrying will not help
       await new Promise((r) => setTimeout(r, pauseMs));
     }
   }

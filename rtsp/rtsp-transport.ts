@@ -7,7 +7,9 @@
  *   (`461 Unsupported transport` to SETUP, as cameras that offer only UDP answer), the
  *   next attempts for that URL use UDP. Should the camera later refuse UDP the same way,
  *   auto goes back to TCP. What was learnt lives as long as the process.
- * The MP2P bridge (rtsp/mp2p-bridge.ts) speaks its own RTSP over TCP and is not steered here.
+ * The MP2P bridge (rtsp/mp2p-bridge.ts) is steered by the same setting and memory, for
+ * `tcp` and `udp`; under `auto` it also retries a SETUP refused 461 with the other
+ * transport at once, on the same connection. It does not tunnel in HTTP.
  */
 
 export type RtspTransport = 'tcp' | 'udp' | 'http';
@@ -48,9 +50,14 @@ export function noteTransportOutcome(
   outcome: { gotVideo: boolean; requested: boolean; stderr: string[] },
 ): boolean {
   if (setting !== 'auto' || outcome.gotVideo || outcome.requested || !transportRefused(outcome.stderr)) return false;
-  if (used === 'tcp') tcpRefused.add(url);
-  else tcpRefused.delete(url);
+  noteRefused(url, used);
   return true;
+}
+
+/** The camera at `url` refused `used` in SETUP (461): under auto, its next attempts use the other. */
+export function noteRefused(url: string, used: RtspTransport): void {
+  if (used === 'tcp') tcpRefused.add(url);
+  else if (used === 'udp') tcpRefused.delete(url);
 }
 
 /** Forgets what was learnt (tests). */

@@ -11,13 +11,14 @@ import { freePort } from '../lib/nats-embedded.ts';
 import { startSimChild } from './camera.ts';
 
 /**
- * `/<video><audio>[-midgop][-wrap]`: video h264 | h265; audio aac (ADTS, 16 kHz, PSM
- * type 0x0F), alaw (G.711 A-law 8 kHz, type 0x90) or none; `-midgop`: the client's
+ * `/<video><audio>[-midgop][-wrap][-udp]`: video h264 | h265; audio aac (ADTS, 16 kHz,
+ * PSM type 0x0F), alaw (G.711 A-law 8 kHz, type 0x90) or none; `-midgop`: the client's
  * first bytes are half a GOP in, before any PSM; `-wrap`: the PTS passes 2^33
- * WRAP_AFTER_SECONDS after the client connects. Every client gets its own encoder, so
- * a stream without `-midgop` starts at an I-frame.
+ * WRAP_AFTER_SECONDS after the client connects; `-udp`: RTP over UDP only (a SETUP
+ * asking for TCP is answered 461). Every client gets its own encoder, so a stream
+ * without `-midgop` starts at an I-frame.
  */
-export type Mp2pMount = `${'h264' | 'h265'}${'aac' | 'alaw' | ''}${'' | '-midgop'}${'' | '-wrap'}`;
+export type Mp2pMount = `${'h264' | 'h265'}${'aac' | 'alaw' | ''}${'' | '-midgop'}${'' | '-wrap'}${'' | '-udp'}`;
 
 export const WRAP_AFTER_SECONDS = 8;
 
@@ -30,6 +31,8 @@ export interface SimMp2pOptions {
   bitrateKbit?: number;
   /** videotestsrc pattern (default `ball`; `snow` is noise that spends the whole bitrate). */
   pattern?: string;
+  /** Every mount asks for these credentials, with this one scheme (GstRtspServer.RTSPAuth). */
+  auth?: { scheme: 'basic' | 'digest'; user: string; password: string };
 }
 
 const SCRIPT = join(import.meta.dirname, 'mp2p.py');
@@ -38,6 +41,7 @@ export class SimMp2pCamera {
   private constructor(
     readonly port: number,
     private child: Child | null,
+    private readonly auth: SimMp2pOptions['auth'],
   ) {}
 
   static async start(opts: SimMp2pOptions = {}): Promise<SimMp2pCamera> {
@@ -59,8 +63,9 @@ export class SimMp2pCamera {
       '--pattern',
       opts.pattern ?? 'ball',
     ];
+    if (opts.auth) args.push('--auth', opts.auth.scheme, '--user', opts.auth.user, '--password', opts.auth.password);
     const child = await startSimChild('sim-mp2p-camera', args, (why) => new Error(`sim/mp2p.py: ${why}`));
-    const cam = new SimMp2pCamera(port, child);
+    const cam = new SimMp2pCamera(port, child, opts.auth);
     void child.exited.then(() => {
       if (cam.child === child) cam.child = null;
     });
@@ -72,8 +77,10 @@ export class SimMp2pCamera {
     return this.child?.pid ?? 0;
   }
 
-  url(mount: Mp2pMount): string {
-    return `rtsp://127.0.0.1:${this.port}/${mount}`;
+  /** The mount's URL; with `auth`, the credentials are in it, percent-encoded (as a VMS configures a camera). */
+  url(mount: Mp2pMount, credentials: { user: string; password: string } | undefined = this.auth): string {
+    const who = credentials ? `${encodeURIComponent(credentials.user)}:${encodeURIComponent(credentials.password)}@` : '';
+    return `rtsp://${who}127.0.0.1:${this.port}/${mount}`;
   }
 
   async stop(): Promise<void> {

@@ -8,7 +8,9 @@ it as /h264ps (video only).
 
 Run as a script, an MP2P camera with audio, its program stream written here (see
 PsCamera and MOUNTS below): `/usr/bin/python3 sim/mp2p.py --port N`; prints
-"READY <port>", exits on SIGTERM/SIGINT or when stdin reaches EOF.
+"READY <port>", exits on SIGTERM/SIGINT or when stdin reaches EOF. `--auth
+basic|digest` (with --user/--password) makes every mount ask for that login, as
+Hikvision cameras ask for Digest.
 """
 import os
 import random
@@ -274,10 +276,11 @@ class PsCamera:
                 self.src.emit("push-buffer", out)
 
 
-# MOUNTS: /<video><audio>[-midgop][-wrap], video h264|h265, audio aac|alaw|none ("" for
-# none): e.g. /h264aac (starts at an I-frame), /h264alaw (PSM type 0x90), /h264aac-midgop
-# (the client's first bytes are mid-GOP, before any PSM), /h264aac-wrap (PTS 2^33 is
-# passed WRAP_AFTER seconds after the client connects), /h265aac.
+# MOUNTS: /<video><audio>[-midgop][-wrap][-udp], video h264|h265, audio aac|alaw|none
+# ("" for none): e.g. /h264aac (starts at an I-frame), /h264alaw (PSM type 0x90),
+# /h264aac-midgop (the client's first bytes are mid-GOP, before any PSM), /h264aac-wrap
+# (PTS 2^33 is passed WRAP_AFTER seconds after the client connects), /h265aac;
+# `-udp`: RTP over UDP only (a SETUP asking for TCP is answered 461).
 WRAP_AFTER = 8
 
 
@@ -286,8 +289,36 @@ def mounts():
         for audio in ("aac", "alaw", "none"):
             for midgop in (False, True):
                 for wrap in (False, True):
-                    name = f"/{video}{'' if audio == 'none' else audio}{'-midgop' if midgop else ''}{'-wrap' if wrap else ''}"
-                    yield name, video, audio, midgop, wrap
+                    for udp in (False, True):
+                        name = (
+                            f"/{video}{'' if audio == 'none' else audio}{'-midgop' if midgop else ''}"
+                            f"{'-wrap' if wrap else ''}{'-udp' if udp else ''}"
+                        )
+                        yield name, video, audio, midgop, wrap, udp
+
+
+def setup_auth(server, a):
+    """Basic or Digest on every mount (GstRtspServer.RTSPAuth, as sim/camera.py); the
+    permissions each factory needs, or None without --auth."""
+    gi.require_version("GstRtsp", "1.0")
+    from gi.repository import GstRtsp, GstRtspServer
+
+    if not a.auth:
+        return None
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string("media.factory.role", "user")
+    if a.auth == "basic":
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+    else:
+        auth.add_digest(a.user, a.password, token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    permissions.add_permission_for_role("user", "media.factory.access", True)
+    permissions.add_permission_for_role("user", "media.factory.construct", True)
+    return permissions
 
 
 def main():
@@ -297,7 +328,8 @@ def main():
 
     os.environ["TZ"] = "UTC"
     gi.require_version("GstRtspServer", "1.0")
-    from gi.repository import GLib, GstRtspServer
+    gi.require_version("GstRtsp", "1.0")
+    from gi.repository import GLib, GstRtsp, GstRtspServer
 
     p = argparse.ArgumentParser(description="MP2P (MPEG-PS over RTP) camera with audio")
     p.add_argument("--host", default="127.0.0.1")
@@ -308,6 +340,9 @@ def main():
     p.add_argument("--gop", type=int, default=50)
     p.add_argument("--bitrate", type=int, default=300)
     p.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: noise that uses the whole bitrate)")
+    p.add_argument("--auth", choices=["basic", "digest"], help="every mount asks for these credentials")
+    p.add_argument("--user", default="user")
+    p.add_argument("--password", default="secret")
     a = p.parse_args()
 
     Gst.init(None)
@@ -315,11 +350,16 @@ def main():
     server.set_address(a.host)
     server.set_service(str(a.port))
     points = server.get_mount_points()
-    for name, video, audio, midgop, wrap in mounts():
+    permissions = setup_auth(server, a)
+    for name, video, audio, midgop, wrap, udp in mounts():
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(f"( {es_launch(a, video, audio)} )")
         f.set_shared(False)
         f.set_latency(50)
+        if udp:
+            f.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
+        if permissions is not None:
+            f.set_permissions(permissions)
         f.connect(
             "media-configure",
             lambda _f, media, v=video, au=audio, m=midgop, w=wrap: PsCamera(media, v, au, m, WRAP_AFTER if w else None, a.gop / a.fps),

@@ -31,7 +31,16 @@ export interface TestNode {
   request<T = Record<string, unknown>>(subject: string, body: unknown): Promise<T & { ok: boolean; error?: { code: string; message: string } }>;
 }
 
-export async function startNode(t: ExecutionContext, overrides: RecorderConfigInput = {}, dataDir?: string, opts: { clock?: Clock } = {}): Promise<TestNode> {
+/**
+ * `opts.logLines`: every line the node logs is also pushed there (a test that checks
+ * what the log never says, e.g. a camera's password).
+ */
+export async function startNode(
+  t: ExecutionContext,
+  overrides: RecorderConfigInput = {},
+  dataDir?: string,
+  opts: { clock?: Clock; logLines?: string[] } = {},
+): Promise<TestNode> {
   const dir = dataDir ?? (await tempDir(t));
   const config = configSchema.parse({
     dataDir: dir,
@@ -46,9 +55,19 @@ export async function startNode(t: ExecutionContext, overrides: RecorderConfigIn
   // The node's log goes to stderr when TEST_LOG asks for it; otherwise its last lines are
   // kept and logged only when the test fails (a camera in backoff says why).
   const logTail = process.env.TEST_LOG ? null : lineTail(60);
+  const out = logTail?.stream ?? process.stderr;
+  const all = opts.logLines;
+  const logStream = all
+    ? new Writable({
+        write(chunk: Buffer, _enc, done) {
+          all.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+          out.write(chunk, () => done());
+        },
+      })
+    : out;
   const node = await RecorderNode.start({
     config,
-    log: createLogger(config.logLevel, logTail?.stream ?? process.stderr),
+    log: createLogger(config.logLevel, logStream),
     ...(opts.clock ? { clock: opts.clock } : {}),
   });
   if (logTail) t.teardown(() => reportTailOnFailure(t, 'recorder log (in-process node), last lines', logTail.lines));
