@@ -20,8 +20,18 @@ command -v rclone >/dev/null 2>&1 || need+=(rclone)
 command -v s3cmd >/dev/null 2>&1 || need+=(s3cmd)
 # ps and pgrep: tests check that no child process outlives its owner.
 { command -v ps >/dev/null 2>&1 && command -v pgrep >/dev/null 2>&1; } || need+=(procps)
-if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1 \
-  || ! command -v gst-inspect-1.0 >/dev/null 2>&1 || ! gst-inspect-1.0 x265enc >/dev/null 2>&1 || ! gst-inspect-1.0 avenc_aac >/dev/null 2>&1 || ! gst-inspect-1.0 mpegpsmux >/dev/null 2>&1 || ! gst-inspect-1.0 splitmuxsink >/dev/null 2>&1; then
+# The simulated camera's elements: encoders for every codec it sends (AAC, G.711, G.722,
+# G.726 from gstreamer1.0-libav; Opus from -base; MP3 (lame) and the RTP payloaders from
+# -good; x265 from -bad/-ugly), the PS muxer and the SD card's splitmuxsink.
+gst_missing() {
+  command -v gst-inspect-1.0 >/dev/null 2>&1 || return 0
+  local e
+  for e in x265enc avenc_aac avenc_g722 avenc_g726 opusenc lamemp3enc rtpg722pay rtpg726pay rtpopuspay rtpmpapay mpegpsmux splitmuxsink; do
+    gst-inspect-1.0 "$e" >/dev/null 2>&1 || return 0
+  done
+  return 1
+}
+if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1 || gst_missing; then
   need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
          gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools)
 fi

@@ -15,6 +15,10 @@ Mounts (each shared: one encoder however many clients):
   /h264pcma     H.264 + G.711 A-law 8 kHz mono (RTP payload type 8)
   /h264pcmu     H.264 + G.711 µ-law 8 kHz mono (RTP payload type 0)
   /h264pcmasilent  H.264 + G.711 A-law announced in the SDP, never sent
+  /h264g722     H.264 + G.722 16 kHz mono (RTP payload type 9, 8000 Hz RTP clock)
+  /h264g726     H.264 + G.726 32 kbit/s 8 kHz mono (G726-32, RFC 3551 packing)
+  /h264opus     H.264 + Opus 48 kHz mono (OPUS/48000/2)
+  /h264mp3      H.264 + MP3 44.1 kHz mono (MPA, RTP payload type 14)
   /h264bframes  H.264 main with 2 B-frames between references (no zerolatency tune)
   /mjpeg        Motion JPEG (RTP payload type 26)
   /h264aacudp   H.264 + AAC offering UDP transport only (TCP SETUP gets 461)
@@ -117,6 +121,23 @@ PCMU = g711("mulawenc", "rtppcmupay", 0)
 PCMA_SILENT = PCMA.replace(
     " ! rtppcmapay", " ! identity drop-probability=1.0 ! rtppcmapay"
 )
+
+
+
+def tone(caps):
+    """A 440 Hz tone in the given raw caps (rate, channels), 20 ms buffers."""
+    return (
+        "audiotestsrc is-live=true wave=sine freq=440 volume=0.2 samplesperbuffer=320 ! audioconvert ! "
+        f"audioresample ! audio/x-raw,format=S16LE,{caps}"
+    )
+
+
+# Other codecs IP cameras and intercoms send (issue 12: each is stored as AAC).
+G722 = f"{tone('rate=16000,channels=1')} ! avenc_g722 ! rtpg722pay name=pay1 pt=9"
+# force-aal2=false: the RFC 3551 "G726-32" packing cameras announce (AAL2 is the exception).
+G726 = f"{tone('rate=8000,channels=1')} ! avenc_g726 bitrate=32000 ! rtpg726pay force-aal2=false name=pay1 pt=97"
+OPUS = f"{tone('rate=48000,channels=1')} ! opusenc bitrate=32000 ! rtpopuspay name=pay1 pt=97"
+MP3 = f"{tone('rate=44100,channels=1')} ! lamemp3enc target=bitrate bitrate=64 ! mpegaudioparse ! rtpmpapay name=pay1 pt=14"
 
 
 class AuthMounts:
@@ -262,6 +283,10 @@ def main():
     add("/h264pcma", f"{h264(a)} {PCMA}")
     add("/h264pcmu", f"{h264(a)} {PCMU}")
     add("/h264pcmasilent", f"{h264(a)} {PCMA_SILENT}")
+    add("/h264g722", f"{h264(a)} {G722}")
+    add("/h264g726", f"{h264(a)} {G726}")
+    add("/h264opus", f"{h264(a)} {OPUS}")
+    add("/h264mp3", f"{h264(a)} {MP3}")
     add("/h264bframes", h264_bframes(a))
     add("/mjpeg", mjpeg(a))
     add("/h264aacudp", f"{h264(a)} {AAC}", GstRtsp.RTSPLowerTrans.UDP)

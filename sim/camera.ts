@@ -26,6 +26,11 @@ export type SimMount =
   /** H.264 + G.711 A-law (payload type 8) / µ-law (0), 8 kHz mono. */
   | 'h264pcma'
   | 'h264pcmu'
+  /** H.264 + G.722 (16 kHz), G.726-32 (8 kHz), Opus (48 kHz), MP3 (44.1 kHz), mono: all stored as AAC. */
+  | 'h264g722'
+  | 'h264g726'
+  | 'h264opus'
+  | 'h264mp3'
   /** H.264 + G.711 A-law announced in the SDP and never sent. */
   | 'h264pcmasilent'
   /** H.264 with 2 B-frames between references. */

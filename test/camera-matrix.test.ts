@@ -2,10 +2,12 @@
  * Issue 12's camera matrix, the RTSP half: cameras as customers have them, through
  * real RTSP servers (sim/camera.py), one recorder and real ffmpeg. Every kind must
  * record video (a span in search), download as an MP4 that ffprobe reads with its video
- * and, where the camera had audio, an AAC track, and say in its status (HTTP and NATS)
- * what happens to its audio and which transport it uses.
+ * and, where the camera had audio, an AAC track, play (`/play` and the HLS playlist,
+ * decoded with video and the stored audio), and say in its status (HTTP and NATS) what
+ * happens to its audio and which transport it uses.
  *
- *   AAC (copied) · G.711 A-law and µ-law (made AAC; once more recorded as PS) · G.711
+ *   AAC (copied) · G.711 A-law and µ-law (made AAC; once more recorded as PS) · G.722,
+ *   G.726, Opus, MP3 (each made AAC at its own sample rate) · G.711
  *   announced and never sent (video only after two attempts) · no audio · H.264 with B-frames · H.265 · Motion JPEG · UDP-only (TCP refused with 461: auto
  *   falls back) · RTSP over HTTP · Basic and Digest authentication.
  *
@@ -20,6 +22,7 @@ import { promisify } from 'node:util';
 import type { Subscription } from 'nats';
 import { SimCamera, type SimMount } from '../sim/camera.ts';
 import { decodeErrors } from './helpers/media.ts';
+import { checkPlays } from './helpers/play.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
@@ -40,6 +43,11 @@ const KINDS: Kind[] = [
   { id: 'aac', sim: 'plain', mount: 'h264aac', video: 'h264', audio: { source: 'aac', stored: 'copy' }, transportInUse: 'tcp' },
   { id: 'pcma', sim: 'plain', mount: 'h264pcma', video: 'h264', audio: { source: 'pcm_alaw', stored: 'aac' }, transportInUse: 'tcp' },
   { id: 'pcmu', sim: 'plain', mount: 'h264pcmu', video: 'h264', audio: { source: 'pcm_mulaw', stored: 'aac' }, transportInUse: 'tcp' },
+  // Other codecs IP cameras and intercoms send: none fits MP4 as sent, each is made AAC.
+  { id: 'g722', sim: 'plain', mount: 'h264g722', video: 'h264', audio: { source: 'adpcm_g722', stored: 'aac' }, transportInUse: 'tcp' },
+  { id: 'g726', sim: 'plain', mount: 'h264g726', video: 'h264', audio: { source: 'adpcm_g726le', stored: 'aac' }, transportInUse: 'tcp' },
+  { id: 'opus', sim: 'plain', mount: 'h264opus', video: 'h264', audio: { source: 'opus', stored: 'aac' }, transportInUse: 'tcp' },
+  { id: 'mp3', sim: 'plain', mount: 'h264mp3', video: 'h264', audio: { source: 'mp3', stored: 'aac' }, transportInUse: 'tcp' },
   { id: 'pcma-ps', sim: 'plain', mount: 'h264pcma', format: 'ps', video: 'h264', audio: { source: 'pcm_alaw', stored: 'aac' }, transportInUse: 'tcp' },
   // Announces G.711 and sends none: ffmpeg's AAC encoder waits for a first frame and no
   // video comes out. Two such attempts in a row, and the next records video only.
@@ -55,6 +63,16 @@ const KINDS: Kind[] = [
   { id: 'basic', sim: 'basic', mount: 'h264aac', video: 'h264', audio: { source: 'aac', stored: 'copy' }, transportInUse: 'tcp' },
   { id: 'digest', sim: 'digest', mount: 'h264pcma', video: 'h264', audio: { source: 'pcm_alaw', stored: 'aac' }, transportInUse: 'tcp' },
 ];
+
+/** Sample rate (Hz) of each source codec the sim sends, kept by the AAC made from it. */
+const SOURCE_RATE: Record<string, string> = {
+  pcm_alaw: '8000',
+  pcm_mulaw: '8000',
+  adpcm_g722: '16000',
+  adpcm_g726le: '8000',
+  opus: '48000',
+  mp3: '44100',
+};
 
 interface Status {
   camera: string;
@@ -147,7 +165,7 @@ async function videoPtsInDecodeOrder(file: string): Promise<number[]> {
 }
 
 for (const k of KINDS) {
-  test(`${k.id}: ${k.mount}${k.transport ? ` over ${k.transport}` : ''}${k.format === 'ps' ? ' as PS' : ''} records, downloads as MP4 and says its audio (${k.audio.stored}) and transport (${k.transportInUse})`, async (t) => {
+  test(`${k.id}: ${k.mount}${k.transport ? ` over ${k.transport}` : ''}${k.format === 'ps' ? ' as PS' : ''} records, downloads as MP4, plays and says its audio (${k.audio.stored}) and transport (${k.transportInUse})`, async (t) => {
     t.timeout(240_000);
     matrix ??= startMatrix();
     const m = await matrix;
@@ -227,9 +245,12 @@ for (const k of KINDS) {
         ['aac'],
         JSON.stringify(streams),
       );
-    // G.711 is 8 kHz: the AAC made from it keeps the rate.
-    if (k.audio.stored === 'aac' && (k.audio.source === 'pcm_alaw' || k.audio.source === 'pcm_mulaw')) t.is(audio[0]?.sample_rate, '8000');
+    // The AAC made from the camera's audio keeps its sample rate (G.711 and G.726 are 8 kHz).
+    if (k.audio.stored === 'aac') t.is(audio[0]?.sample_rate, SOURCE_RATE[k.audio.source ?? ''], JSON.stringify(streams));
     t.is(await decodeErrors(file), '', 'decodes without errors');
+
+    // Plays: /play (the fMP4 stream MSE players append) and the HLS playlist, decoded.
+    await checkPlays(t, m.node.http, k.id, fromMs, fromMs + 3500, m.dir, { video: k.video, audio: k.audio.stored === 'none' ? null : 'aac' });
 
     if (k.video === 'mjpeg') {
       // Every frame is a keyframe: fragments are cut per second, not per frame, so the

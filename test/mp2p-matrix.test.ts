@@ -7,7 +7,8 @@
  * as MP4 and as PS segments; each must give one long span (no flapping), a download
  * that ffprobe reads with the video and the audio as decided (AAC kept; G.711 kept in
  * PS recordings, left out of MP4 ones with the reason in the camera's status), that
- * decodes without errors, with every frame and no hole (across the wrap too).
+ * decodes without errors, with every frame and no hole (across the wrap too), and that
+ * plays (`/play` and the HLS playlist decode with the video and the same audio).
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
@@ -19,6 +20,7 @@ import { liveChildCount } from '../lib/child-process.ts';
 import { demuxPs } from '../media/ps/ps-demux.ts';
 import { SimMp2pCamera, WRAP_AFTER_SECONDS, type Mp2pMount } from '../sim/mp2p-camera.ts';
 import { decodeErrors } from './helpers/media.ts';
+import { checkPlays } from './helpers/play.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
@@ -140,6 +142,9 @@ async function checkCamera(t: ExecutionContext, n: TestNode, dir: string, v: Var
   t.true(Math.max(...steps) < 1.5 / FPS, `${id}: largest step between frames ${Math.max(...steps)} s`);
   t.is(await decodeErrors(frag), '', `${id}: fragmented video.mp4 decodes`);
 
+  // Plays (/play and HLS; a PS recording is read as the fMP4 it converts to, G.711 kept).
+  await checkPlays(t, n.http, id, fromMs, toMs, dir, { video: v.video, audio: v.audio[format][0] ?? null });
+
   if (format === 'ps') {
     const ps = join(dir, `${id}.ps`);
     await fetchTo(`${n.http}/api/cameras/${id}/video.ps?${q}`, ps);
@@ -164,7 +169,7 @@ async function slot(t: ExecutionContext): Promise<void> {
 }
 
 for (const v of VARIANTS) {
-  test(`MP2P ${v.what}: recorded as MP4 and as PS, one long span, downloads with the video and the audio as decided, every frame`, async (t) => {
+  test(`MP2P ${v.what}: recorded as MP4 and as PS, one long span, downloads and plays with the video and the audio as decided, every frame`, async (t) => {
     await slot(t);
     const sim = await SimMp2pCamera.start();
     t.teardown(() => sim.stop());
