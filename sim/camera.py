@@ -50,6 +50,7 @@ from gi.repository import GLib, GObject, Gst, GstRtsp, GstRtspServer  # noqa: E4
 Gst.init(None)
 
 import onvif_meta  # noqa: E402  (beside this script)
+from rtsp_auth import setup_auth  # noqa: E402  (beside this script)
 
 
 def video_source(a):
@@ -218,26 +219,6 @@ def live_factory(launch, protocols=None, path=None, fps=None):
     if path is not None and fps:
         f.connect("media-configure", lambda _f, media: FrameHoles(path, fps, media))
     return f
-
-
-def setup_auth(server, a):
-    """Basic or Digest on every mount (GstRtspServer.RTSPAuth); None without --auth."""
-    if not a.auth:
-        return None
-    auth = GstRtspServer.RTSPAuth()
-    token = GstRtspServer.RTSPToken()
-    token.set_string("media.factory.role", "user")
-    if a.auth == "basic":
-        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
-    else:
-        auth.add_digest(a.user, a.password, token)
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
-    server.set_auth(auth)
-    permissions = GstRtspServer.RTSPPermissions()
-    permissions.add_permission_for_role("user", "media.factory.access", True)
-    permissions.add_permission_for_role("user", "media.factory.construct", True)
-    return permissions
 
 
 def file_factory(path):

@@ -297,30 +297,6 @@ def mounts():
                         yield name, video, audio, midgop, wrap, udp
 
 
-def setup_auth(server, a):
-    """Basic or Digest on every mount (GstRtspServer.RTSPAuth, as sim/camera.py); the
-    permissions each factory needs, or None without --auth."""
-    gi.require_version("GstRtsp", "1.0")
-    from gi.repository import GstRtsp, GstRtspServer
-
-    if not a.auth:
-        return None
-    auth = GstRtspServer.RTSPAuth()
-    token = GstRtspServer.RTSPToken()
-    token.set_string("media.factory.role", "user")
-    if a.auth == "basic":
-        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
-    else:
-        auth.add_digest(a.user, a.password, token)
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
-    server.set_auth(auth)
-    permissions = GstRtspServer.RTSPPermissions()
-    permissions.add_permission_for_role("user", "media.factory.access", True)
-    permissions.add_permission_for_role("user", "media.factory.construct", True)
-    return permissions
-
-
 def main():
     import argparse
     import signal
@@ -330,6 +306,7 @@ def main():
     gi.require_version("GstRtspServer", "1.0")
     gi.require_version("GstRtsp", "1.0")
     from gi.repository import GLib, GstRtsp, GstRtspServer
+    from rtsp_auth import setup_auth  # beside this script
 
     p = argparse.ArgumentParser(description="MP2P (MPEG-PS over RTP) camera with audio")
     p.add_argument("--host", default="127.0.0.1")
