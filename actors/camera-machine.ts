@@ -92,7 +92,10 @@ export interface IngestInput {
 
 /** What an ingest attempt tells its camera. */
 export type IngestEvent =
-  { type: 'INGEST.RECORDING'; startMs: number; media?: IngestMedia } | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
+  | { type: 'INGEST.RECORDING'; startMs: number; media?: IngestMedia }
+  /** What a recording attempt stores changed midway (a new init: its audio encoder failed). */
+  | { type: 'INGEST.MEDIA'; media: IngestMedia }
+  | { type: 'INGEST.EXITED'; error: string; lastEndMs: number | null };
 
 /** What the camera tells its running attempt: the recording state changed. */
 export type IngestCommand = { type: 'RECORDING'; recording: RecordingState };
@@ -223,6 +226,7 @@ export const cameraMachine = setup({
       if (event.type !== 'INGEST.RECORDING') return {};
       return { backoffMs: context.backoff.initialMs, lastError: null, media: event.media ?? null };
     }),
+    noteMedia: assign(({ event }) => (event.type === 'INGEST.MEDIA' ? { media: event.media } : {})),
     doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMs * 2, context.backoff.maxMs) })),
     /** Raised once per outage: later failed attempts only back off. */
     alarmOffline: emit(({ context, event }) => ({
@@ -337,7 +341,10 @@ export const cameraMachine = setup({
             },
             recording: {
               entry: ['faultPointRecording', 'statusRecording'],
-              on: { 'INGEST.EXITED': { target: '#camera.ingest.backoff', actions: ['noteExit', 'openGap', 'alarmOffline'] } },
+              on: {
+                'INGEST.EXITED': { target: '#camera.ingest.backoff', actions: ['noteExit', 'openGap', 'alarmOffline'] },
+                'INGEST.MEDIA': { actions: ['noteMedia', 'statusRecording'] },
+              },
             },
           },
         },

@@ -90,7 +90,10 @@ export const ingestActor = (deps: CameraDeps): IngestLogic =>
         segmentMs: deps.config.segmentSeconds * 1000,
         syncMs: deps.config.syncSeconds * 1000,
         decide: (startMs) => decide(recording, startMs),
-        onFirstFragment: (startMs) => sendBack({ type: 'INGEST.RECORDING', startMs, ...(media ? { media } : {}) } satisfies IngestEvent),
+        onFirstFragment: (startMs) => {
+          reported = media ?? null;
+          sendBack({ type: 'INGEST.RECORDING', startMs, ...(media ? { media } : {}) } satisfies IngestEvent);
+        },
         ...(deps.onSegmentClosed ? { onSegmentClosed: deps.onSegmentClosed } : {}),
         ...(deps.fence ? { fence: () => deps.fence!(camera.id) } : {}),
       },
@@ -99,6 +102,8 @@ export const ingestActor = (deps: CameraDeps): IngestLogic =>
     // This attempt's plan (transport, audio) and what its init showed: the status says it.
     let plan: IngestPlan | null = null;
     let media: IngestMedia | undefined;
+    /** What the camera's status says (sent with INGEST.RECORDING, then INGEST.MEDIA); undefined before. */
+    let reported: IngestMedia | null | undefined;
     let audioTrackId: number | null = null;
     let firstFragmentSeen = false;
     const noteMedia = (chunk: Fmp4Chunk): void => {
@@ -107,6 +112,12 @@ export const ingestActor = (deps: CameraDeps): IngestLogic =>
         media = { audio: audioStatusFromInit(plan.audio, chunk.info), transportInUse: plan.transport };
         audioTrackId = chunk.info.tracks.find((tr) => tr.kind === 'audio')?.id ?? null;
         firstFragmentSeen = false;
+        // A new init midway (an MP2P camera's AAC encoder failed): the status says so.
+        if (reported !== undefined && JSON.stringify(media) !== JSON.stringify(reported)) {
+          reported = media;
+          log.info(media, 'ingest media changed');
+          sendBack({ type: 'INGEST.MEDIA', media } satisfies IngestEvent);
+        }
         return;
       }
       if (firstFragmentSeen || !media) return;

@@ -9,6 +9,9 @@
  * `iframes=1` or `reverse=1` only each GOP's I-frame is sent, shown for the GOP's
  * duration / speed; reverse walks the GOPs backwards from `from` while output times
  * still increase. Streamed lazily (no Content-Length): memory per client is one GOP.
+ *
+ * Audio browsers cannot play (G.711 kept as it is in PS recordings) is left out at any
+ * speed, the stream is video only and `X-Audio-Left-Out` names the codec (`alaw`).
  */
 import type { FastifyInstance } from 'fastify';
 import { Readable } from 'node:stream';
@@ -74,6 +77,7 @@ export function registerPlay(app: FastifyInstance, deps: HttpDeps): void {
         .header('Cache-Control', 'no-store')
         .header('X-Playback-Mode', q.mode.kind)
         .header('X-Recording-From', firstMs === null ? '' : iso(firstMs));
+      if (stream.droppedAudio.length > 0) void reply.header('X-Audio-Left-Out', stream.droppedAudio.join(','));
       if (req.method === 'HEAD') {
         // The headers only: a body stream would be read to the end of the recording and dropped.
         await stream.close();

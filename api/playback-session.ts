@@ -16,7 +16,9 @@
  *        the decode time (s) of its first sample, `from` the wall-clock start of that
  *        sample's GOP (the I-frame at or before the instant asked for): streams of one session continue the
  *        previous one's timeline, so a client keeps its SourceBuffer when `mimeType` is
- *        unchanged (audio is only present at speed 1).
+ *        unchanged (audio is only present at speed 1). `audioLeftOut` (only when there
+ *        is some) names audio browsers cannot play (G.711 of PS recordings): left out,
+ *        the stream is video only.
  *   binary: one fragment (moof+mdat, one GOP or one I-frame) per message
  *   text {"type":"state","state":"playing"|"paused","position":iso|null} after each command
  *   text {"type":"end","reason":"end"|"codec-change","position":iso|null} when a stream runs out
@@ -220,6 +222,7 @@ export class PlaybackSession {
       reverse: q.reverse,
       from: iso(stream.firstMs),
       mediaStart: this.mediaEnd,
+      ...(stream.droppedAudio.length > 0 ? { audioLeftOut: stream.droppedAudio } : {}),
     });
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(stream.init);
   }

@@ -26,8 +26,8 @@ export interface CameraIngestOptions extends IngestOptions {
   onNotice?: (level: 'info' | 'warn', message: string, details: Record<string, unknown>) => void;
   /**
    * The segment format the chunks are written as. Only MP2P cameras look at it: their
-   * G.711 audio is kept for PS segments (which carry it) and left out of MP4 ones
-   * (browsers cannot play G.711 in MP4, and would not play the video either).
+   * G.711 audio is kept for PS segments (which carry it) and made into AAC for MP4 ones
+   * (MP4 cannot carry G.711 and browsers cannot play it), as the RTSP path does.
    */
   recordFormat?: 'mp4' | 'ps';
 }
@@ -60,7 +60,10 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
     const session = startMp2pIngest({
       url: opts.url,
       stallTimeoutMs: opts.stallTimeoutMs,
-      g711: opts.recordFormat === 'ps' ? 'keep' : 'drop',
+      // G.711 is stored as is where the segment format carries it (PS), else as AAC made of it.
+      g711: opts.recordFormat === 'ps' ? 'keep' : 'aac',
+      ffmpegPath: opts.ffmpegPath,
+      ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.transport ? { transport: opts.transport } : {}),
       ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}),
       // Called with an init, so after SETUP: the transport the camera took is known.

@@ -20,6 +20,15 @@
  * (MP2P_STALLED). The bridge's own errors (Mp2pBridgeError) pass as they are.
  * Corrupt input is skipped and counted (`stats()`), never an error by itself.
  *
+ * Audio: G.711 of a camera recording MP4 segments (`g711: 'aac'`) becomes AAC made by
+ * one ffmpeg child for the session (ffmpeg/g711-aac.ts, started at the first G.711,
+ * killed with the session): each GOP's G.711 is fed to it, and its fragment waits for
+ * the AAC it can make of that (at most AAC_WAIT_MS after the GOP was cut; what is not
+ * ready then goes with the next GOP, at its exact time; the first GOP waits up to
+ * AAC_START_WAIT_MS for ffmpeg to start). GOPs are written in order,
+ * one at a time. If the encoder fails the video goes on without audio (a new init;
+ * the status says why) until the next session.
+ *
  * Bounds: the reader holds at most one GOP (plus its bound); fragments not yet taken
  * by the consumer (a slow disk) pause the camera's socket past QUEUE_HIGH_BYTES and
  * resume it below QUEUE_LOW_BYTES. While paused the camera is not judged silent
@@ -30,7 +39,8 @@ import type { IngestExit, IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 import { startMp2pBridge, type Mp2pBridge } from '../rtsp/mp2p-bridge.ts';
 import type { RtspTransport, TransportSetting } from '../rtsp/rtsp-transport.ts';
 import { PsGopReader, type PsGop, type PsGopReaderCounters } from '../media/ps/ps-gop-reader.ts';
-import { PsLiveFmp4, VIDEO_TYPES, type PsAudioStatus, type PsLiveCounters } from '../media/ps/ps-live-fmp4.ts';
+import { PsLiveFmp4, VIDEO_TYPES, type PreparedGop, type PsAudioStatus, type PsLiveCounters } from '../media/ps/ps-live-fmp4.ts';
+import { G711Aac } from '../ffmpeg/g711-aac.ts';
 import { STREAM_TYPE } from '../media/ps/ps-mux.ts';
 import { SilenceWatch } from '../lib/silence-watch.ts';
 
@@ -53,8 +63,12 @@ export interface Mp2pIngestOptions {
   memoryKey?: string;
   /** The camera sends nothing for this long: the session ends (MP2P_STALLED). */
   stallTimeoutMs: number;
-  /** G.711 A-law audio: kept (PS segments carry it) or left out (MP4 segments). Default keep. */
-  g711?: 'keep' | 'drop';
+  /** G.711 A-law audio: kept (PS segments carry it), made into AAC (MP4 segments) or left out. Default keep. */
+  g711?: 'keep' | 'aac' | 'drop';
+  /** ffmpeg, for `g711: 'aac'`. */
+  ffmpegPath?: string;
+  /** The owner's signal: aborting it kills the AAC encoder (the session is stopped by its owner). */
+  signal?: AbortSignal;
   maxGopBytes?: number;
   /** What happens to the audio, before the init it applies to (and whenever it changes). */
   onAudio?: (audio: PsAudioStatus) => void;
@@ -73,6 +87,8 @@ export interface Mp2pIngestStats {
   audio: PsAudioStatus;
   /** The lower transport the camera took; null before it answered SETUP. */
   transport: RtspTransport | null;
+  /** The G.711 → AAC encoder, when one ran: encoders started, silence filled in holes, samples cut as overlapping. */
+  aac: { started: number; filled: number; overlapped: number; failure: string | null } | null;
 }
 
 export interface Mp2pIngestSession extends IngestSession {
@@ -83,10 +99,19 @@ export interface Mp2pIngestSession extends IngestSession {
 const QUEUE_HIGH_BYTES = 32 * 1024 * 1024;
 /** … until they are below this. */
 const QUEUE_LOW_BYTES = 8 * 1024 * 1024;
+/** How long a GOP's fragment may wait for the AAC made of its G.711 … */
+export const AAC_WAIT_MS = 500;
+/** … and before the encoder's first frame (ffmpeg starting on a loaded machine). */
+export const AAC_START_WAIT_MS = 3000;
 
 export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
   const reader = new PsGopReader(opts.maxGopBytes !== undefined ? { maxGopBytes: opts.maxGopBytes } : {});
-  const fmp4 = new PsLiveFmp4({ g711: opts.g711 ?? 'keep' });
+  const g711 = opts.g711 ?? 'keep';
+  const fmp4 = new PsLiveFmp4({ g711 });
+  let aac: G711Aac | null = null;
+  /** GOPs cut, waiting to be written in order (g711 'aac': each may wait for its AAC). */
+  const gops: { gop: PsGop; cutAt: number }[] = [];
+  let writing: Promise<void> | null = null;
   const noVideoMs = 2 * opts.stallTimeoutMs + 10_000;
   const queue: Fmp4Chunk[] = [];
   let queueBytes = 0;
@@ -119,8 +144,8 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     }
     notify();
   };
-  const convert = (gop: PsGop): void => {
-    for (const c of fmp4.push(gop)) {
+  const emit = (chunks: Fmp4Chunk[]): void => {
+    for (const c of chunks) {
       if (c.kind === 'init') {
         const audio = JSON.stringify(fmp4.audio);
         if (audio !== lastAudio) {
@@ -134,12 +159,50 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
       enqueue(c);
     }
   };
+  /** Writes a GOP with the AAC made of its G.711 so far (see the module comment). */
+  const writeWithAac = async (p: PreparedGop, cutAt: number): Promise<void> => {
+    if (p.g711.length > 0 && !aac && opts.ffmpegPath) {
+      aac = new G711Aac({ ffmpegPath: opts.ffmpegPath, ...(opts.signal ? { signal: opts.signal } : {}) });
+    }
+    if (!aac) return emit(fmp4.write(p, { frames: [], failure: opts.ffmpegPath ? null : 'no ffmpeg configured' }));
+    aac.push(p.g711);
+    await aac.settle(cutAt + (aac.framesOut > 0 ? AAC_WAIT_MS : AAC_START_WAIT_MS));
+    if (finished) return;
+    emit(fmp4.write(p, { frames: aac.take(), failure: aac.failure }));
+  };
+  const writingNow = (): Promise<void> | null => writing;
+  /** Writes the GOPs waiting, in order; one writer at a time (`writing` while it runs). */
+  const drain = (): void => {
+    if (writing) return;
+    let done!: () => void;
+    writing = new Promise<void>((r) => (done = r));
+    void (async () => {
+      try {
+        for (let next = gops.shift(); next && !finished; next = gops.shift()) {
+          const p = fmp4.prepare(next.gop);
+          if (!p) continue;
+          if (g711 === 'aac') await writeWithAac(p, next.cutAt);
+          else emit(fmp4.write(p));
+        }
+      } catch (err) {
+        fail(err as Error); // our bug, not the camera's: this attempt ends with it
+      } finally {
+        writing = null;
+        done();
+      }
+    })();
+  };
+  const convert = (gop: PsGop): void => {
+    gops.push({ gop, cutAt: Date.now() });
+    drain();
+  };
   const stats = (): Mp2pIngestStats => ({
     reader: { ...reader.counters },
     fmp4: { ...fmp4.counters },
     lostPackets: bridge?.lostPackets ?? 0,
     audio: fmp4.audio,
     transport: bridge?.transport ?? null,
+    aac: aac ? { started: aac.started, ...aac.feedCounters, failure: aac.failure } : null,
   });
 
   const finish = (error?: Error): void => {
@@ -147,6 +210,8 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     finished = true;
     clearInterval(watchdog);
     bridge?.close();
+    aac?.stop();
+    gops.length = 0;
     const s = stats();
     const trouble =
       s.lostPackets +
@@ -227,6 +292,7 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
         // The camera hung up: its last GOP is whole up to the last packet.
         const last = reader.end();
         if (last) convert(last);
+        for (let w = writingNow(); w; w = writingNow()) await w;
       }
       finish(why ?? new Error('camera stream ended'));
     } catch (err) {

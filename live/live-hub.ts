@@ -3,11 +3,16 @@
  * Ingest attempts publish into it (LivePublisher, the narrow producer side); the
  * supervisor hands out subscriptions. A preview (live/live-preview.ts) exists only
  * while it has viewers and is stopped with its camera's channel.
+ *
+ * Live view is for browsers: a stream whose audio they cannot play (G.711 of an MP2P
+ * camera recording PS segments, which keep it as it is) is published video only
+ * (media/mp4/video-only.ts), since MSE would refuse the video with it.
  */
 import type { Logger } from '../lib/log.ts';
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { DEFAULT_MAX_QUEUED_BYTES, LiveChannel, type LiveSink, type LiveViewer, type LiveViewerStats } from './live-fanout.ts';
 import { LivePreview } from './live-preview.ts';
+import { VideoOnlyFilter } from '../media/mp4/video-only.ts';
 
 /** What an ingest needs to feed live viewers. Never blocks, never throws. */
 export interface LivePublisher {
@@ -40,6 +45,8 @@ export interface LiveStats {
 export class LiveHub implements LivePublisher {
   private readonly channels = new Map<string, LiveChannel>();
   private readonly previews = new Map<string, LivePreview>();
+  /** Per camera: what browsers get of its stream (video only when they cannot play its audio). */
+  private readonly filters = new Map<string, VideoOnlyFilter>();
 
   constructor(private readonly opts: LiveHubOptions) {}
 
@@ -53,7 +60,17 @@ export class LiveHub implements LivePublisher {
   }
 
   publish(cameraId: string, chunk: Fmp4Chunk): void {
-    this.channel(cameraId).publish(chunk);
+    let filter = this.filters.get(cameraId);
+    if (!filter) this.filters.set(cameraId, (filter = new VideoOnlyFilter()));
+    let out: Fmp4Chunk | null;
+    try {
+      out = filter.push(chunk);
+    } catch (err) {
+      // Never throws (LivePublisher): a chunk we cannot rewrite is not shown.
+      this.opts.log.warn({ err, camera: cameraId }, 'live: a chunk could not be made video only');
+      return;
+    }
+    if (out) this.channel(cameraId).publish(out);
   }
 
   ended(cameraId: string, reason: string): void {
@@ -92,6 +109,7 @@ export class LiveHub implements LivePublisher {
   close(cameraId: string, reason: string): void {
     const ch = this.channels.get(cameraId);
     this.channels.delete(cameraId);
+    this.filters.delete(cameraId);
     ch?.close(reason);
     const p = this.previews.get(cameraId);
     this.previews.delete(cameraId);

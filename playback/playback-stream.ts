@@ -8,6 +8,10 @@
  * already in output order (reverse play hands them backwards). The stream ends at the
  * end of the iterator or at the first segment whose codec config differs from the
  * first one (`endReason`), since one init cannot describe both.
+ *
+ * A recording whose audio browsers cannot play (G.711 kept as it is in PS segments,
+ * media/mp4/video-only.ts) is sent as video only at any speed (`droppedAudio` names
+ * what was left out): MSE would refuse the video with it.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { openSegmentFile } from './segment-source.ts';
@@ -20,6 +24,7 @@ import { checkUnchanged, type FragmentRef, type FragmentTable, type SampleTableC
 import { OutputTimeline } from './timeline.ts';
 import { readExactly } from '../media/mp4/file-read.ts';
 import { withoutDurations } from '../media/mp4/init-duration.ts';
+import { unplayableAudio } from '../media/mp4/video-only.ts';
 
 export interface PlaybackFragment extends FragmentRef {
   /** Wall-clock start of the GOP (UTC ms). */
@@ -78,15 +83,22 @@ export class PlaybackStream {
     private readonly videoId: number,
     first: { seg: SegmentTables; frags: PlaybackFragment[] },
     startSec: number,
+    /** Audio codecs left out because browsers cannot play them (empty: every track is sent). */
+    readonly droppedAudio: readonly string[] = [],
   ) {
     this.seg = first.seg;
     this.segFrags = first.frags;
     this.firstMs = first.frags[0]!.timeMs;
     const timescales = new Map(info.tracks.map((t) => [t.id, t.timescale]));
     this.timeline = new OutputTimeline(timescales, videoId, startSec);
-    this.rescaler = mode.kind === 'normal' ? null : new Rescaler(mode.speed);
+    this.rescaler = this.allTracks ? null : new Rescaler(mode.kind === 'normal' ? 1 : mode.speed);
     this.baseTicks = Math.round(startSec * (timescales.get(videoId) ?? 1));
     this.mediaEndSec = startSec;
+  }
+
+  /** Every track as stored, times exact (speed 1 with audio browsers play); else video only, rescaled. */
+  private get allTracks(): boolean {
+    return this.mode.kind === 'normal' && this.droppedAudio.length === 0;
   }
 
   /**
@@ -106,14 +118,16 @@ export class PlaybackStream {
       const info = seg.info;
       const video = info.tracks.find((t) => t.kind === 'video');
       if (mode.kind !== 'normal' && !video) throw new RecorderError('VALIDATION_FAILED', 'trick play needs a video track');
+      const dropped = video ? unplayableAudio(info) : [];
       const videoId = video?.id ?? info.tracks[0]!.id;
       // Without the durations a closed segment's init carries: an MSE player would take
       // that one segment's length for the stream's (and the same range would send other
       // bytes once its segment closed).
       const plain = withoutDurations(seg.init);
-      const init = mode.kind === 'normal' ? plain : singleTrackInit(plain, videoId);
-      const mimeType = mode.kind === 'normal' ? info.mimeType : `video/mp4; codecs="${video!.codec}"`;
-      return new PlaybackStream(segments, cache, mode, info, init, mimeType, s.codecKey, videoId, { seg, frags: s.fragments }, startSec);
+      const all = mode.kind === 'normal' && dropped.length === 0;
+      const init = all ? plain : singleTrackInit(plain, videoId);
+      const mimeType = all ? info.mimeType : `video/mp4; codecs="${video!.codec}"`;
+      return new PlaybackStream(segments, cache, mode, info, init, mimeType, s.codecKey, videoId, { seg, frags: s.fragments }, startSec, dropped);
     }
     return null;
   }
@@ -137,7 +151,7 @@ export class PlaybackStream {
         throw segmentError(err, this.seg.path);
       }
       this.timeline.afterFragment(table.tracks);
-      if (this.mode.kind === 'normal') this.mediaEndSec = this.timeline.endSec;
+      if (this.allTracks) this.mediaEndSec = this.timeline.endSec;
       this.positionMs = ref.timeMs;
       if (out) return out;
     }
@@ -190,7 +204,7 @@ export class PlaybackStream {
   private async render(path: string, table: FragmentTable): Promise<Buffer[] | null> {
     const fh = await this.handle(path);
     const timescale = this.info.tracks.find((t) => t.id === this.videoId)?.timescale ?? 1;
-    if (this.mode.kind === 'normal') {
+    if (this.allTracks) {
       const bytes = await readExactly(fh, table.offset, table.size);
       const decode = new Map(table.tracks.map((t) => [t.trackId, t.baseDecodeTime + (this.segShift.get(t.trackId) ?? 0n)]));
       const moof = rewriteMoof(bytes.subarray(0, table.moofSize), { sequence: this.sequence++, baseDecodeTime: decode });

@@ -10,10 +10,15 @@
  * (track 2): AAC as raw frames with an AudioSpecificConfig made from the ADTS header,
  * timescale its sample rate, 1024 samples per frame; G.711 A-law (PSM type 0x90) as an
  * `alaw` entry at 8 kHz, one sample per PES, its byte count the sample count, when
- * `g711: 'keep'` (segment format PS, which carries it as is), or left out when `drop`.
- * Any other audio is left out. What happens to the audio is `audio` (for the camera's
- * status); an audio problem never costs the video: a GOP whose audio does not parse
- * is written without it.
+ * `g711: 'keep'` (segment format PS, which carries it as is); with `g711: 'aac'`
+ * (segment format MP4, which cannot carry it) as AAC-LC 8 kHz mono made from it by the
+ * caller's encoder (ffmpeg/g711-aac.ts): prepare() hands out the GOP's G.711 placed on
+ * the output timeline (`g711`), the caller feeds its encoder and passes the AAC frames
+ * made so far to write(), each already timed (media/ps/g711-aac-timing.ts); an encoder
+ * that failed (`failure`) makes the track go (a new init, video only). `drop` leaves
+ * G.711 out. Any other audio is left out. What happens to the audio is `audio` (for
+ * the camera's status); an audio problem never costs the video: a GOP whose audio does
+ * not parse is written without it.
  *
  * Time: PS timestamps are 33-bit. The demuxer unwraps within a GOP from its first
  * timestamp; across GOPs each track's times are placed at the 64-bit value nearest the
@@ -40,6 +45,7 @@ import { parseMoof } from '../mp4/moof.ts';
 import { demuxPs, type PsCounters, type PsTrack } from './ps-demux.ts';
 import type { PsGop } from './ps-gop-reader.ts';
 import { STREAM_TYPE } from './ps-mux.ts';
+import { AAC_FRAME_SAMPLES, G711_RATE, samplesFrom90k, type AacFrame, type G711Piece } from './g711-aac-timing.ts';
 
 export const VIDEO_TIMESCALE = 90_000;
 const TS_MOD = 2n ** 33n;
@@ -52,14 +58,18 @@ const MAX_FRAME_90K = 10n * 90_000n;
 export interface PsAudioStatus {
   /** The codec the camera sends (ffmpeg's name, else `stream type 0x..`); null: none. */
   source: string | null;
-  /** `copy`: stored as sent; `none`: not stored. */
-  stored: 'copy' | 'none';
+  /** `copy`: stored as sent; `aac`: AAC made from it; `none`: not stored. */
+  stored: 'copy' | 'aac' | 'none';
   reason?: string;
 }
 
 export interface PsLiveFmp4Options {
-  /** G.711 A-law: kept as an `alaw` track (PS segments carry it) or left out (MP4 segments: browsers cannot play it). Default keep. */
-  g711?: 'keep' | 'drop';
+  /**
+   * G.711 A-law: kept as an `alaw` track (PS segments carry it), made into AAC by the
+   * caller's encoder (MP4 segments: G.711 cannot be stored in them, browsers cannot play
+   * it), or left out. Default keep.
+   */
+  g711?: 'keep' | 'aac' | 'drop';
 }
 
 export interface PsLiveCounters extends PsCounters {
@@ -73,6 +83,32 @@ export interface PsLiveCounters extends PsCounters {
   /** Holes in the audio bridged by lengthening the sample before. */
   audioHoles: number;
 }
+
+/** A GOP read and its video placed (prepare()), waiting for write(). */
+export interface PreparedGop {
+  gop: PsGop;
+  tracks: PsTrack[];
+  psm: Map<number, number>;
+  video: { params: ParameterSets; track: EsTrack };
+  /** Output decode time of the first video sample (90 kHz). */
+  baseDecodeTime: bigint;
+  samples: MuxSample[];
+  /** The last video DTS (64-bit, PS clock), the reference its audio is unwrapped against. */
+  lastDts: bigint;
+  /** With `g711: 'aac'`: the GOP's G.711, placed on the output timeline, for the caller's encoder. */
+  g711: G711Piece[];
+}
+
+/** What the caller's encoder made of the G.711 so far (`g711: 'aac'`). */
+export interface AacFromG711 {
+  frames: AacFrame[];
+  /** Why it makes no more (it failed); null while it works. */
+  failure: string | null;
+}
+
+/** AudioSpecificConfig of AAC-LC, 8 kHz, mono: what ffmpeg's encoder makes of G.711. */
+const G711_AAC_ASC = Buffer.from([0x15, 0x88]);
+const G711_AAC_KEY = 'aac-from-g711';
 
 /** Names of PSM audio stream types (ffmpeg's codec names where there is one). */
 const AUDIO_TYPES: Record<number, string> = {
@@ -137,7 +173,7 @@ export class PsLiveFmp4 {
   };
   /** What is done with the audio, as of the last GOP. */
   audio: PsAudioStatus = { source: null, stored: 'none', reason: 'no audio in the program stream' };
-  private readonly g711: 'keep' | 'drop';
+  private readonly g711: 'keep' | 'aac' | 'drop';
   private video: { params: ParameterSets; track: EsTrack } | null = null;
   private audioConfig: AudioConfig | null = null;
   private initKey = '';
@@ -160,45 +196,73 @@ export class PsLiveFmp4 {
     return this.init;
   }
 
-  /** One GOP → [init?, fragment], or nothing when the GOP cannot be written (counted). */
+  /** One GOP → [init?, fragment], or nothing when the GOP cannot be written (counted). With `g711: 'aac'` use prepare() and write(). */
   push(gop: PsGop): Fmp4Chunk[] {
+    const p = this.prepare(gop);
+    return p ? this.write(p) : [];
+  }
+
+  /**
+   * Reads a GOP and places its video on the output timeline (GOPs in order, each
+   * prepared then written before the next is prepared); null when the GOP cannot be
+   * written (counted).
+   */
+  prepare(gop: PsGop): PreparedGop | null {
     this.counters.gops++;
     try {
-      return this.convert(gop);
+      return this.read(gop);
     } catch (err) {
-      // Parameter sets or a configuration our muxer cannot describe: this GOP is skipped.
+      // Parameter sets our muxer cannot describe: this GOP is skipped.
+      if (!(err instanceof MediaFormatError)) throw err;
+      this.counters.skippedGops++;
+      return null;
+    }
+  }
+
+  /** A prepared GOP → [init?, fragment]; `aac`: what the caller's encoder made so far (`g711: 'aac'`). */
+  write(p: PreparedGop, aac?: AacFromG711): Fmp4Chunk[] {
+    try {
+      return this.convert(p, aac);
+    } catch (err) {
+      // A configuration our muxer cannot describe: this GOP is skipped.
       if (!(err instanceof MediaFormatError)) throw err;
       this.counters.skippedGops++;
       return [];
     }
   }
 
-  private convert(gop: PsGop): Fmp4Chunk[] {
+  private read(gop: PsGop): PreparedGop | null {
     const d = demuxPs(gop.bytes, { psm: gop.psm });
     for (const k of Object.keys(d.counters) as (keyof PsCounters)[]) this.counters[k] += d.counters[k];
     const v = d.tracks.find((t) => (t.codec === 'h264' || t.codec === 'h265') && t.samples.length > 0);
     if (!v) {
       this.counters.skippedGops++;
-      return [];
+      return null;
     }
-    const out: Fmp4Chunk[] = [];
     const video = this.videoConfig(v);
     if (!video) {
       this.counters.skippedGops++;
-      return [];
+      return null;
     }
-    const audio = this.audioFor(d.psm, d.tracks);
+    const placed = this.placeVideo(gop, v);
+    return { gop, tracks: d.tracks, psm: d.psm, video, ...placed, g711: this.g711 === 'aac' ? this.g711Pieces(d.tracks, placed.lastDts) : [] };
+  }
+
+  private convert(p: PreparedGop, aac: AacFromG711 | undefined): Fmp4Chunk[] {
+    const out: Fmp4Chunk[] = [];
+    const { video } = p;
+    const audio = this.audioFor(p.psm, p.tracks, aac?.failure ?? null);
     const key = `${paramsKey(video.params)}|${audio?.key ?? ''}`;
     if (key !== this.initKey || !this.init) {
       const bytes = buildInit(audio ? [video.track, audio.track] : [video.track]);
       this.init = parseInit(bytes);
       this.initKey = key;
-      this.video = video;
       this.audioConfig = audio;
       this.counters.inits++;
       out.push({ kind: 'init', bytes, info: this.init });
     }
-    out.push(this.fragment(gop, v, d.tracks));
+    this.video = video;
+    out.push(this.fragment(p, aac?.frames ?? []));
     return out;
   }
 
@@ -223,9 +287,18 @@ export class PsLiveFmp4 {
   }
 
   /** The audio track to write (and why not, in `audio`). */
-  private audioFor(psm: Map<number, number>, tracks: PsTrack[]): AudioConfig | null {
+  private audioFor(psm: Map<number, number>, tracks: PsTrack[], aacFailure: string | null): AudioConfig | null {
     const declared = [...psm.entries()].filter(([id]) => id >= 0xc0 && id <= 0xdf).sort((a, b) => a[0] - b[0]);
     const a = tracks.find((t) => t.codec === 'aac' || t.codec === 'g711a');
+    if (aacFailure !== null && (this.audioConfig?.key === G711_AAC_KEY || a?.codec === 'g711a')) {
+      // The encoder failed: video only (a new init without the track), saying why.
+      this.audio = {
+        source: 'pcm_alaw',
+        stored: 'none',
+        reason: `G.711 A-law cannot be stored as it is in MP4 and making AAC of it failed (${aacFailure}): video only until the camera's next session`,
+      };
+      return null;
+    }
     if (!a || a.samples.length === 0) {
       // Nothing readable in this GOP: keep the track in force (a GOP without audio).
       if (this.audioConfig) return this.audioConfig;
@@ -240,6 +313,12 @@ export class PsLiveFmp4 {
       return null;
     }
     if (a.codec === 'g711a') {
+      if (this.g711 === 'aac') {
+        this.audio = { source: 'pcm_alaw', stored: 'aac', reason: 'G.711 A-law cannot be stored as it is in MP4: AAC made from it (8 kHz, by ffmpeg)' };
+        if (this.audioConfig?.key === G711_AAC_KEY) return this.audioConfig;
+        const track = aacTrackFromAsc(G711_AAC_ASC, 2, G711_RATE);
+        return { track: { ...track, timescale: G711_RATE }, key: G711_AAC_KEY };
+      }
       if (this.g711 === 'drop') {
         this.audio = {
           source: 'pcm_alaw',
@@ -270,7 +349,8 @@ export class PsLiveFmp4 {
     }
   }
 
-  private fragment(gop: PsGop, v: PsTrack, tracks: PsTrack[]): Fmp4Chunk {
+  /** Places a GOP's video on the output timeline. */
+  private placeVideo(gop: PsGop, v: PsTrack): { baseDecodeTime: bigint; samples: MuxSample[]; lastDts: bigint } {
     const s = v.samples;
     // Place the GOP's video on the 64-bit timeline.
     const first = this.ref === null ? s[0]!.dts : nearestUnwrap(this.ref, s[0]!.dts);
@@ -290,8 +370,32 @@ export class PsLiveFmp4 {
     // The frame interval, for a last frame whose end is not known (the end of input).
     if (s.length >= 2 && s[s.length - 1]!.dts > s[s.length - 2]!.dts) this.lastVideoDuration = s[s.length - 1]!.dts - s[s.length - 2]!.dts;
     this.ref = last;
-    const runs: MuxTrackRun[] = [{ trackId: 1, baseDecodeTime: first - this.origin, samples }];
-    const audio = this.audioConfig ? this.audioRun(tracks, last) : null;
+    return { baseDecodeTime: first - this.origin, samples, lastDts: last };
+  }
+
+  /** The G.711 of a GOP on the output timeline (8 kHz samples), for the caller's encoder; before the first video, dropped. */
+  private g711Pieces(tracks: PsTrack[], ref: bigint): G711Piece[] {
+    const a = tracks.find((t) => t.codec === 'g711a');
+    if (!a || a.samples.length === 0) return [];
+    const shift = nearestUnwrap(ref, a.samples[0]!.dts) - a.samples[0]!.dts;
+    const out: G711Piece[] = [];
+    for (const x of a.samples) {
+      const t90 = x.dts + shift - this.origin!;
+      if (t90 < 0n) {
+        this.counters.droppedAudio++;
+        continue;
+      }
+      if (x.data.length > 0) out.push({ at: samplesFrom90k(t90), data: x.data });
+    }
+    return out;
+  }
+
+  private fragment(p: PreparedGop, frames: AacFrame[]): Fmp4Chunk {
+    const { samples } = p;
+    const runs: MuxTrackRun[] = [{ trackId: 1, baseDecodeTime: p.baseDecodeTime, samples }];
+    let audio: MuxTrackRun | null = null;
+    if (this.audioConfig?.key === G711_AAC_KEY) audio = this.layAudio(frames.map((f) => ({ at: BigInt(f.at), duration: AAC_FRAME_SAMPLES, data: f.data })));
+    else if (this.audioConfig) audio = this.audioRun(p.tracks, p.lastDts);
     if (audio) runs.push(audio);
     const bytes = buildFragment(++this.sequence, runs);
     const moofSize = bytes.readUInt32BE(0);
@@ -316,9 +420,7 @@ export class PsLiveFmp4 {
     if (!a || a.samples.length === 0) return null;
     const rate = BigInt(track.timescale);
     const shift = nearestUnwrap(ref, a.samples[0]!.dts) - a.samples[0]!.dts;
-    const tolerance = (AUDIO_TOLERANCE_90K * rate) / 90_000n;
-    const samples: MuxSample[] = [];
-    let base: bigint | null = null;
+    const entries: { at: bigint; duration: number; data: Buffer }[] = [];
     for (const x of a.samples) {
       const t90 = x.dts + shift - this.origin!;
       if (t90 < 0n) {
@@ -339,7 +441,18 @@ export class PsLiveFmp4 {
         duration = x.data.length;
       }
       if (duration === 0 || data.length === 0) continue;
-      const at = (t90 * rate) / 90_000n;
+      entries.push({ at: (t90 * rate) / 90_000n, duration, data });
+    }
+    return this.layAudio(entries);
+  }
+
+  /** Audio samples (times in the track's timescale) laid end to end (see the module comment). */
+  private layAudio(entries: { at: bigint; duration: number; data: Buffer }[]): MuxTrackRun | null {
+    const rate = BigInt(this.audioConfig!.track.timescale);
+    const tolerance = (AUDIO_TOLERANCE_90K * rate) / 90_000n;
+    const samples: MuxSample[] = [];
+    let base: bigint | null = null;
+    for (const { at, duration, data } of entries) {
       let next = this.audioNext ?? at;
       if (at > next + tolerance) {
         // A hole (audio lost or paused): the sample before lasts until this one.

@@ -558,3 +558,53 @@ test('fMP4 audio: timestamp jitter stays end to end; a hole lengthens the sample
   t.is(durations.filter((d) => d === 1024 * 3).length, 1, 'the frame before the hole lasts three frames');
   t.true(durations.every((d) => d === 1024 || d === 3072));
 });
+
+test('fMP4 G.711 → AAC (g711 "aac"): prepare places the G.711 on the 8 kHz output timeline, write muxes the frames given as an AAC track; an encoder failure makes a new init without audio', (t) => {
+  const made = makeStream({ audio: 'g711a', gops: 3 });
+  const conv = new PsLiveFmp4({ g711: 'aac' });
+  const gops = readAll(new PsGopReader(), made.bytes);
+  t.is(gops.length, 3);
+  const frame = (at: number): { at: number; data: Buffer } => ({ at, data: Buffer.from([0x21, 0x10, 0x04, 0x60]) });
+
+  const p0 = conv.prepare(gops[0]!)!;
+  // G.711 PES every 1440 ticks (16 ms = 128 samples) from 1000 ticks before the first video DTS.
+  t.is(p0.g711[0]!.at, Math.floor((440 * 8000) / 90_000), 'the first piece after the video starts, at 8 kHz');
+  t.true(p0.g711.every((x, i) => x.data.length === 128 && (i === 0 || x.at - p0.g711[i - 1]!.at === 128)));
+  t.is(conv.counters.droppedAudio, 0);
+  const c0 = conv.write(p0, { frames: [frame(39), frame(39 + 1024)], failure: null });
+  t.deepEqual(
+    c0.map((c) => c.kind),
+    ['init', 'fragment'],
+  );
+  const init = c0[0]!.kind === 'init' ? c0[0]!.info : null;
+  t.is(init?.mimeType, 'video/mp4; codecs="avc1.64000d,mp4a.40.2"');
+  t.like(
+    init?.tracks.find((x) => x.kind === 'audio'),
+    { timescale: 8000, sampleRate: 8000, channels: 1 },
+  );
+  t.like(conv.audio, { source: 'pcm_alaw', stored: 'aac' });
+  const a0 = (c0[1] as Fragment).moof.tracks.find((x) => x.trackId === 2)!;
+  t.is(a0.baseDecodeTime, 39n);
+  t.deepEqual(a0.durations, [1024, 1024]);
+
+  // The next GOP carries the frames made since, continuing the track.
+  const p1 = conv.prepare(gops[1]!)!;
+  t.is(p1.g711[0]!.at, p0.g711[p0.g711.length - 1]!.at + 128);
+  const c1 = conv.write(p1, { frames: [frame(39 + 2048)], failure: null });
+  t.deepEqual(
+    c1.map((c) => c.kind),
+    ['fragment'],
+  );
+  t.is((c1[0] as Fragment).moof.tracks.find((x) => x.trackId === 2)!.baseDecodeTime, 39n + 2048n);
+
+  // The encoder failed: video only from here, saying why.
+  const c2 = conv.write(conv.prepare(gops[2]!)!, { frames: [], failure: 'ffmpeg exited with code 1' });
+  t.deepEqual(
+    c2.map((c) => (c.kind === 'init' ? c.info.mimeType : 'frag')),
+    ['video/mp4; codecs="avc1.64000d"', 'frag'],
+  );
+  t.is(conv.audio.stored, 'none');
+  t.regex(conv.audio.reason!, /ffmpeg exited with code 1/);
+  const frags = [c0[1], c1[0], c2[1]] as Fragment[];
+  t.is(frags[2]!.moof.tracks[0]!.baseDecodeTime, BigInt(frags[0]!.durationTicks + frags[1]!.durationTicks), 'the video goes on');
+});
