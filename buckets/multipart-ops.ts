@@ -16,7 +16,7 @@ import type { Logger } from '../lib/log.ts';
 import type { BucketStore, PartRecord, UploadRecord } from '../index/buckets.ts';
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
-import { assertPoolRoom, cannedAcl, copySource, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
+import { cannedAcl, copySource, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
 import {
   bodyStream,
   crc32Announced,
@@ -103,7 +103,8 @@ export async function uploadPart(d: ObjectDeps, r: S3Request): Promise<void> {
       ProposedSize: String(length),
       MaxSizeAllowed: String(MAX_PUT_BYTES),
     });
-  assertPoolRoom(d, bucket.pool, length);
+  // Parts count against the pool once completed; a part that could not fit even now is refused.
+  d.poolRoom.hold(bucket.pool, length).release();
   const { stream, decoder } = bodyStream(r, length);
   const wantSha = payloadHashToCheck(r);
   let written;
@@ -213,26 +214,32 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
   }
   const size = chosen.reduce((n, p) => n + p.size, 0);
   if (size > MAX_OBJECT_BYTES) throw new S3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
-  assertPoolRoom(d, bucket.pool, size);
+  // Held until the catalog has the object (its bytes then count as the bucket's).
+  const room = d.poolRoom.hold(bucket.pool, size);
+  let fileId: string;
+  let result: Awaited<ReturnType<typeof d.catalog.completeUpload>>;
   const md5s = createHash('md5');
   for (const p of chosen) md5s.update(Buffer.from(p.etag, 'hex'));
   const etag = `${md5s.digest('hex')}-${chosen.length}`;
-  const fileId = await d.files.assemble(up.uploadId, chosen, r.nowMs, {
-    bucket: up.bucket,
-    key: up.key,
-    etag,
-    size,
-    lastModifiedMs: r.nowMs,
-    meta: up.meta,
-    ...(up.headers.contentType ? { contentType: up.headers.contentType } : {}),
-  });
-  const rec = { fileId, size, etag, lastModifiedMs: r.nowMs, headers: up.headers, meta: up.meta, ...(up.acl ? { acl: up.acl } : {}) };
-  let result;
   try {
-    result = await d.catalog.completeUpload(up, rec);
-  } catch (err) {
-    await d.files.discard(up.bucket, fileId);
-    throw err;
+    fileId = await d.files.assemble(up.uploadId, chosen, r.nowMs, {
+      bucket: up.bucket,
+      key: up.key,
+      etag,
+      size,
+      lastModifiedMs: r.nowMs,
+      meta: up.meta,
+      ...(up.headers.contentType ? { contentType: up.headers.contentType } : {}),
+    });
+    const rec = { fileId, size, etag, lastModifiedMs: r.nowMs, headers: up.headers, meta: up.meta, ...(up.acl ? { acl: up.acl } : {}) };
+    try {
+      result = await d.catalog.completeUpload(up, rec);
+    } catch (err) {
+      await d.files.discard(up.bucket, fileId);
+      throw err;
+    }
+  } finally {
+    room.release();
   }
   if (result === 'no-upload' || result === 'no-bucket') {
     await d.files.discard(up.bucket, fileId);

@@ -28,6 +28,7 @@ import {
 import { parseXmlBody, xmlList, xmlText, type XmlObject } from './xml.ts';
 import { S3Error } from './s3-errors.ts';
 import type { Access } from './access.ts';
+import type { PoolRoom } from './pool-room.ts';
 
 /** S3's limit on user metadata (names and values of x-amz-meta-*). */
 const MAX_META_BYTES = 2048;
@@ -40,8 +41,8 @@ export interface ObjectDeps {
   access: Access;
   log: Logger;
   dataDir: string;
-  /** Bytes a pool may still take (its capacity less its video and its buckets' objects); null: no capacity set. */
-  poolRoom: (pool: string) => number | null;
+  /** Each pool's room for uploads, held while they are in flight (buckets/pool-room.ts). */
+  poolRoom: PoolRoom;
 }
 
 const HEADER_FIELDS: [keyof ObjectHeaders, string][] = [
@@ -101,14 +102,6 @@ export function objectHeaders(rec: ObjectRecord): Record<string, string> {
   return h;
 }
 
-/** A bucket's pool has a capacity: its objects count against it with its video, and an object that would pass it is refused. */
-export function assertPoolRoom(d: Pick<ObjectDeps, 'poolRoom'>, pool: string, bytes: number): void {
-  const room = d.poolRoom(pool);
-  if (room !== null && bytes > room) {
-    throw new S3Error('InsufficientStorage', `Pool ${pool} has ${Math.max(0, room)} bytes left of its capacity, less than this object's ${bytes}`);
-  }
-}
-
 async function assertRoom(dataDir: string, bytes: number): Promise<void> {
   const s = await statfs(dataDir);
   if (bytes + FREE_MARGIN_BYTES > s.bavail * s.bsize) {
@@ -134,13 +127,20 @@ export async function putObject(d: ObjectDeps, r: S3Request): Promise<void> {
     throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
   const contentMd5 = r.req.headers['content-md5'] as string | undefined;
   if (contentMd5 !== undefined && !/^[A-Za-z0-9+/]{22}==$/.test(contentMd5)) throw new S3Error('InvalidDigest', 'The Content-MD5 you specified is not valid.');
-  assertPoolRoom(d, bucket.pool, length);
-  await assertRoom(d.dataDir, length);
-
-  const acl = cannedAcl(r);
-  const rec = await receiveObject(d, r, bucket.name, key, length, meta, headers);
-  if (acl) rec.acl = acl;
-  const versionId = await commitOrDiscard(d, bucket.name, key, rec, onlyIfAbsent);
+  // A bucket's pool has a capacity: its objects count against it with its video, and an
+  // object that would pass it is refused; held until committed, so concurrent uploads add up.
+  const room = d.poolRoom.hold(bucket.pool, length);
+  let rec: ObjectRecord;
+  let versionId: string | undefined;
+  try {
+    await assertRoom(d.dataDir, length);
+    const acl = cannedAcl(r);
+    rec = await receiveObject(d, r, bucket.name, key, length, meta, headers);
+    if (acl) rec.acl = acl;
+    versionId = await commitOrDiscard(d, bucket.name, key, rec, onlyIfAbsent);
+  } finally {
+    room.release();
+  }
   if (versionId) r.res.setHeader('x-amz-version-id', versionId);
   r.res.setHeader('ETag', `"${rec.etag}"`);
   if (rec.checksumCrc32) r.res.setHeader('x-amz-checksum-crc32', rec.checksumCrc32);
@@ -445,7 +445,25 @@ export async function copyObject(d: ObjectDeps, r: S3Request): Promise<void> {
   }
   const meta = directive === 'REPLACE' ? userMeta(r) : src.rec.meta;
   const headers = directive === 'REPLACE' ? requestHeaders(r) : src.rec.headers;
-  assertPoolRoom(d, bucket.pool, src.rec.size);
+  const room = d.poolRoom.hold(bucket.pool, src.rec.size);
+  try {
+    await copyInto(d, r, bucket, key, src, meta, headers, acl);
+  } finally {
+    room.release();
+  }
+}
+
+/** CopyObject's work once the pool's room is held: the bytes copied durably, then committed. */
+async function copyInto(
+  d: ObjectDeps,
+  r: S3Request,
+  bucket: BucketRecord,
+  key: string,
+  src: { bucket: string; key: string; rec: ObjectRecord },
+  meta: Record<string, string>,
+  headers: ObjectHeaders,
+  acl: CannedAcl | undefined,
+): Promise<void> {
   await assertRoom(d.dataDir, src.rec.size);
   let fileId: string;
   try {

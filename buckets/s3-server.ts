@@ -49,6 +49,7 @@ import {
 } from './multipart-ops.ts';
 import { copyObject, deleteObject, deleteObjects, getObject, putObject, type ObjectDeps } from './object-ops.ts';
 import type { S3Request } from './request.ts';
+import { PoolRoom } from './pool-room.ts';
 import { S3Error, s3ErrorXml } from './s3-errors.ts';
 import { verifyHeaderAuth, verifyQueryAuth, type KeyLookup } from './sigv4.ts';
 
@@ -165,7 +166,7 @@ export class S3Server {
       log: opts.log,
       dataDir: opts.dataDir,
       poolExists: (pool) => index.pools.get(pool) !== undefined,
-      poolRoom: (pool) => {
+      poolRoom: new PoolRoom((pool) => {
         const cap = index.pools.get(pool)?.capacityBytes;
         if (cap === undefined || cap === null) return null;
         const objects = index.buckets
@@ -173,7 +174,7 @@ export class S3Server {
           .filter((b) => b.pool === pool)
           .reduce((n, b) => n + index.buckets.bucketUsage(b.name).bytes, 0);
         return cap - index.segments.poolUsage(pool) - objects;
-      },
+      }),
     };
   }
 

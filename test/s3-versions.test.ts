@@ -300,3 +300,45 @@ test("a pool's capacity holds for its buckets' objects: an upload that would pas
   await c.send(new DeleteObjectCommand({ Bucket: 'tiny-bucket', Key: 'a' }));
   await c.send(new PutObjectCommand({ Bucket: 'tiny-bucket', Key: 'b', Body: Buffer.alloc(600_000, 2) }));
 });
+
+test("uploads in flight hold their pool's room: of two concurrent uploads that each fit but not together, one is refused and nothing is stored half-way", async (t) => {
+  const TOKEN = 'admin-token-0123456789abcdef';
+  const n = await startNode(t, { s3: '127.0.0.1:0', s3AccessKey: KEY, s3SecretKey: SECRET, authToken: TOKEN });
+  const put = await fetch(`${n.http}/api/pools/tiny`, {
+    method: 'PUT',
+    headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ capacityBytes: 1_000_000, overwrite: 'capacity' }),
+  });
+  t.is(put.status, 200);
+  const c = new S3Client({
+    endpoint: n.node.s3Url,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    maxAttempts: 1,
+    credentials: { accessKeyId: KEY, secretAccessKey: SECRET },
+  });
+  t.teardown(() => c.destroy());
+  await c.send(new CreateBucketCommand({ Bucket: 'tiny-bucket', CreateBucketConfiguration: { LocationConstraint: 'tiny' as never } }));
+  // Presigned PUTs whose bodies arrive slowly: both requests are in before either body ends.
+  const url = (key: string): Promise<string> => getSignedUrl(c, new PutObjectCommand({ Bucket: 'tiny-bucket', Key: key }), { expiresIn: 300 });
+  const slowPut = async (key: string): Promise<number> => {
+    const body = Buffer.alloc(600_000, key.charCodeAt(0));
+    const stream = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        for (let i = 0; i < body.length; i += 100_000) {
+          controller.enqueue(body.subarray(i, i + 100_000));
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        controller.close();
+      },
+    });
+    const res = await fetch(await url(key), { method: 'PUT', body: stream, headers: { 'Content-Length': String(body.length) }, duplex: 'half' });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  const statuses = await Promise.all([slowPut('a'), slowPut('b')]);
+  t.deepEqual([...statuses].sort(), [200, 507], `statuses ${statuses.join(', ')}`);
+  const listed = await c.send(new ListObjectsV2Command({ Bucket: 'tiny-bucket' }));
+  t.is(listed.Contents?.length, 1, JSON.stringify(listed.Contents));
+  t.is(listed.Contents?.[0]?.Size, 600_000);
+});
