@@ -26,8 +26,9 @@ Mounts (each shared: one encoder however many clients):
 Video carries the UTC wall clock burnt in (clockoverlay, HH:MM:SS, large, top-left)
 so tests can check recorded times against the picture.
 
-Prints "READY <port>" once listening, and "HOLE <mount path> <n>" for each run of n
-frames a mount's encoder did not deliver (a camera starved of CPU drops frames). Exits on SIGTERM/SIGINT and when stdin reaches
+Prints "READY <port>" once listening; with --report-holes, "HOLE <mount path> <n>" for
+each run of n frames a mount's encoder did not deliver (a camera starved of CPU drops
+frames). Exits on SIGTERM/SIGINT and when stdin reaches
 EOF, so it never outlives the process that started it (even after SIGKILL).
 """
 import argparse
@@ -217,6 +218,9 @@ def live_factory(launch, protocols=None, path=None, fps=None):
     if protocols is not None:
         f.set_protocols(protocols)
     if path is not None and fps:
+        # Only when asked (--report-holes): a Python callback on every video frame holds
+        # the GIL in the streaming thread and delays the video against the audio enough
+        # to change what ffmpeg does with the first RTCP report after a connect.
         f.connect("media-configure", lambda _f, media: FrameHoles(path, fps, media))
     return f
 
@@ -244,6 +248,7 @@ def main():
     p.add_argument("--bitrate", type=int, default=300)
     p.add_argument("--file")
     p.add_argument("--sd", help="directory of an SD card recorded from /sdlive (sim/edge_sd.py)")
+    p.add_argument("--report-holes", action="store_true", help="print HOLE lines for frames a live mount's encoder did not deliver")
     p.add_argument("--auth", choices=["basic", "digest"], help="every mount asks for these credentials")
     p.add_argument("--user", default="user")
     p.add_argument("--password", default="secret")
@@ -256,7 +261,7 @@ def main():
     mounts = AuthMounts(server.get_mount_points(), setup_auth(server, a))
 
     def add(path, launch, protocols=None):
-        mounts.add_factory(path, live_factory(launch, protocols, path, a.fps))
+        mounts.add_factory(path, live_factory(launch, protocols, path, a.fps if a.report_holes else None))
 
     add("/h264aac", f"{h264(a)} {AAC}")
     add("/h264", h264(a))

@@ -57,11 +57,16 @@ export interface SimCameraOptions {
   sd?: string;
   /** Every mount asks for these credentials, with this one scheme (GstRtspServer.RTSPAuth). */
   auth?: { scheme: 'basic' | 'digest'; user: string; password: string };
+  /**
+   * Report the frames each live mount's encoder did not deliver (framesDropped). Off by
+   * default: the per-frame probe delays the video against the audio (camera.py).
+   */
+  reportHoles?: boolean;
 }
 
 export class SimCameraError extends Error {
   constructor(
-    readonly code: 'SIM_START_FAILED' | 'SIM_NOT_RUNNING',
+    readonly code: 'SIM_START_FAILED' | 'SIM_NOT_RUNNING' | 'SIM_OPTION_MISSING',
     message: string,
   ) {
     super(message);
@@ -127,6 +132,7 @@ export class SimCamera {
     if (o.file) args.push('--file', o.file);
     if (o.sd) args.push('--sd', o.sd);
     if (o.auth) args.push('--auth', o.auth.scheme, '--user', o.auth.user, '--password', o.auth.password);
+    if (o.reportHoles) args.push('--report-holes');
     const child = await startSimChild('sim-camera', args, (why) => new SimCameraError('SIM_START_FAILED', why));
     void child.exited.then((exit) => {
       if (this.child !== child) return;
@@ -152,6 +158,7 @@ export class SimCamera {
    * camera's, any more were lost on the way.
    */
   framesDropped(mount: SimMount): number {
+    if (!this.opts.reportHoles) throw new SimCameraError('SIM_OPTION_MISSING', 'framesDropped needs a camera started with reportHoles');
     return this.holes.get(mount) ?? 0;
   }
 

@@ -140,7 +140,7 @@ for (const [mount, videoCodec] of [
   ['h265aac', 'hevc'],
 ] as const) {
   test(`PS recording of the ${mount} camera (${mount === 'h265aac' ? 'pool' : 'camera'} format "ps"): segments pass ffprobe; MP4, /play and PS of one range have the same frames`, async (t) => {
-    const sim = await SimCamera.start();
+    const sim = await SimCamera.start({ reportHoles: true });
     t.teardown(() => sim.stop());
     const n = await startNode(t);
     const dir = await tempDir(t);
