@@ -53,6 +53,7 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
     signal: d.signal,
     uploadExpiryMs: config.s3UploadExpiryMs,
     backupAuditMs: config.backupAuditMs,
+    scrubMs: config.s3ScrubMs,
     ...(d.raiseAlarm ? { raiseAlarm: d.raiseAlarm } : {}),
     ...(d.corsOrigin ? { corsOrigin: d.corsOrigin } : {}),
   });

@@ -35,7 +35,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, type ReadStream } from 'node:fs';
 import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { access, copyFile, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
@@ -362,6 +362,41 @@ export class ObjectFiles {
     return 'restored';
   }
 
+  /**
+   * The scrub of one object file and its backup copy (bit rot, a torn sector, a copy
+   * written over by hand): the MD5 of the object's bytes against its ETag when the ETag
+   * is that MD5 (an object put whole), else (a multipart ETag is the MD5 of the parts'
+   * MD5s, which a whole file cannot show) the two copies against each other. A bad copy
+   * is made again from the good one (tmp, fdatasync, rename); what cannot be told or
+   * mended is said: `corrupt` (no copy matches the ETag), `copies-differ` (multipart, the
+   * copies disagree), `missing` (no file to read: the audit's case; or `held()` says the
+   * object was deleted while it was read).
+   */
+  async scrub(bucket: string, fileId: string, size: number, etag: string, held: () => boolean): Promise<ScrubResult> {
+    const primary = this.path(bucket, fileId);
+    const backup = this.backupPath(bucket, fileId);
+    const p = await md5Of(primary, size);
+    const b = backup ? await md5Of(backup, size) : null;
+    // Deleted meanwhile (a delete unlinks one copy, then the other): nothing to judge or copy back.
+    if (!held()) return 'missing';
+    if (!etag.includes('-')) {
+      const primaryGood = p === etag;
+      const backupGood = b === etag;
+      if (primaryGood && (!backup || backupGood)) return 'ok';
+      if (primaryGood && backup) {
+        await copyDurably(primary, backup);
+        return 'backup-repaired';
+      }
+      if (backupGood) {
+        await copyDurably(backup!, primary);
+        return 'primary-repaired';
+      }
+      return p === null && b === null ? 'missing' : 'corrupt';
+    }
+    if (p === null) return 'missing';
+    return !backup || b === null || p === b ? 'ok' : 'copies-differ';
+  }
+
   /** Backup files of a bucket that no record names (a crash between the copy and the commit, a delete cut short). */
   async sweepBackups(bucket: string, holds: (fileId: string) => boolean): Promise<number> {
     const dir = this.backups.dirOf(bucket);
@@ -447,6 +482,26 @@ async function sizeOf(path: string): Promise<number | null> {
 }
 
 /** `from` copied to `to` durably: a tmp file beside it, fdatasync, rename, folder fsync. */
+/** What a scrub found and did (ObjectFiles.scrub). */
+export type ScrubResult = 'ok' | 'backup-repaired' | 'primary-repaired' | 'corrupt' | 'copies-differ' | 'missing';
+
+/** Hex MD5 of the first `size` bytes of a file; null when it is missing or shorter. */
+async function md5Of(path: string, size: number): Promise<string | null> {
+  const hash = createHash('md5');
+  let read = 0;
+  try {
+    if (size > 0) {
+      for await (const chunk of createReadStream(path, { start: 0, end: size - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        read += chunk.length;
+      }
+    } else await access(path);
+  } catch {
+    return null;
+  }
+  return read === size ? hash.digest('hex') : null;
+}
+
 async function copyDurably(from: string, to: string): Promise<void> {
   await mkdir(dirname(to), { recursive: true });
   const tmp = `${to}.copy-tmp`;

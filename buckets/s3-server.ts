@@ -120,7 +120,9 @@ export interface S3ServerOptions {
   uploadExpiryMs: number;
   /** How often backup copies of objects (pools with a backupDir) are checked and re-made (RECORDER_BACKUP_AUDIT_MS). */
   backupAuditMs?: number;
-  /** `backup-failed` when an object's backup copy could not be made. */
+  /** How often every object is scrubbed (read back, MD5 checked, a bad copy made again: RECORDER_S3_SCRUB_MS); absent: never by itself. */
+  scrubMs?: number;
+  /** `backup-failed` when an object's backup copy could not be made; `object-corrupt` when a scrub finds no good copy. */
   raiseAlarm?: (alarm: AlarmInput) => void;
   /**
    * Browser origins whose requests get CORS headers and whose preflights are answered
@@ -133,6 +135,15 @@ export interface S3ServerOptions {
 /** Headers a browser page may read from a response (ETag to show, versions, ranges). */
 const CORS_EXPOSED = 'ETag, Content-Length, Content-Range, Content-Type, Last-Modified, x-amz-version-id, x-amz-request-id, x-amz-delete-marker';
 
+/** What a scrub found (S3Server.scrub): objects read, their bytes, copies made again, objects with no good copy, files missing (the audit's case). */
+export interface ScrubReport {
+  checked: number;
+  bytes: number;
+  repaired: number;
+  corrupt: number;
+  missing: number;
+}
+
 export class S3Server {
   url = '';
   private server: Server | null = null;
@@ -144,6 +155,8 @@ export class S3Server {
   private lifecycleRun: Promise<LifecycleReport> | null = null;
   private backupTimer: NodeJS.Timeout | null = null;
   private auditing: Promise<unknown> | null = null;
+  private scrubbing: Promise<ScrubReport> | null = null;
+  private scrubTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: S3ServerOptions) {
     const { index } = opts;
@@ -198,6 +211,8 @@ export class S3Server {
     for (const [bucket, found] of swept.lost) await this.recover(bucket, found);
     await this.auditBackups();
     this.backupTimer = setInterval(() => void this.auditBackups(), this.opts.backupAuditMs ?? 3_600_000);
+    // Reading every byte is the costly pass: the first one period after start, not at it.
+    if (this.opts.scrubMs) this.scrubTimer = setInterval(() => void this.scrub(), this.opts.scrubMs);
     this.backupTimer.unref();
     await this.expire();
     // Abandoned multipart uploads go after uploadExpiryMs, checked this often.
@@ -309,6 +324,60 @@ export class S3Server {
     return done;
   }
 
+  /**
+   * Every object version of every bucket read back (ObjectFiles.scrub): its MD5 against
+   * its ETag and its backup copy, a bad copy made again from the good one. What cannot
+   * be mended (no copy matches, or a multipart object's two copies differ) raises
+   * `object-corrupt` once per object per scrub. One scrub at a time; it stops with the node.
+   */
+  scrub(): Promise<ScrubReport> {
+    this.scrubbing ??= this.runScrub().finally(() => (this.scrubbing = null));
+    return this.scrubbing;
+  }
+
+  private async runScrub(): Promise<ScrubReport> {
+    const catalog = this.opts.index.buckets;
+    const report: ScrubReport = { checked: 0, bytes: 0, repaired: 0, corrupt: 0, missing: 0 };
+    try {
+      for (const b of catalog.listBuckets()) {
+        let after: { key: string; versionId?: string } | undefined;
+        for (;;) {
+          if (this.opts.signal.aborted) return report;
+          const page = catalog.listVersions(b.name, '', 1000, after);
+          for (const { key, record } of page.versions) {
+            if (record.deleteMarker || this.opts.signal.aborted) continue;
+            const found = await this.files.scrub(b.name, record.fileId, record.size, record.etag, () => catalog.holdsFile(record.fileId));
+            report.checked++;
+            report.bytes += record.size;
+            const where = { bucket: b.name, key, versionId: record.versionId ?? null };
+            if (found === 'primary-repaired' || found === 'backup-repaired') {
+              report.repaired++;
+              this.opts.log.warn({ ...where, found }, 's3 scrub: a bad copy of an object was made again from its good one');
+            } else if (found === 'corrupt' || found === 'copies-differ') {
+              report.corrupt++;
+              this.opts.raiseAlarm?.({
+                kind: 'object-corrupt',
+                pool: b.pool,
+                message:
+                  found === 'corrupt'
+                    ? `object ${b.name}/${key}: no copy matches its ETag (bytes changed on disk); it is served as it is`
+                    : `object ${b.name}/${key}: its two copies differ and a multipart ETag cannot tell which is good`,
+                details: { ...where, found },
+              });
+            } else if (found === 'missing') report.missing++;
+          }
+          const last = page.versions[page.versions.length - 1];
+          if (!page.truncated || !last) break;
+          after = { key: last.key, versionId: last.record.versionId ?? 'null' };
+        }
+      }
+      this.opts.log.info(report, 's3 scrub: every object read back');
+    } catch (err) {
+      this.opts.log.error({ err }, 's3 scrub failed; tried again at the next one');
+    }
+    return report;
+  }
+
   private async expire(): Promise<void> {
     try {
       await expireUploads(this.opts.index.buckets, this.files, this.opts.clock.nowMs(), this.opts.uploadExpiryMs, this.opts.log);
@@ -329,6 +398,7 @@ export class S3Server {
 
   async stop(): Promise<void> {
     if (this.backupTimer) clearInterval(this.backupTimer);
+    if (this.scrubTimer) clearInterval(this.scrubTimer);
     if (this.expiryTimer) clearInterval(this.expiryTimer);
     if (this.lifecycleTimer) clearInterval(this.lifecycleTimer);
     const server = this.server;
@@ -339,7 +409,7 @@ export class S3Server {
     const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
     await closed;
     clearTimeout(cut);
-    await Promise.allSettled([...this.inFlight, this.lifecycleRun]);
+    await Promise.allSettled([...this.inFlight, this.lifecycleRun, this.scrubbing]);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -30,6 +30,7 @@ export type AlarmKind =
   | 'disk-full'
   | 'pool-full'
   | 'backup-failed'
+  | 'object-corrupt'
   | 'node-left'
   | 'cluster-unavailable'
   | 'copies-behind';

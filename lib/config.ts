@@ -142,6 +142,12 @@ export const configSchema = z
       .min(1000)
       .default(86_400_000)
       .describe('an S3 multipart upload neither completed nor aborted this long after it started is aborted and its parts removed'),
+    s3ScrubMs: z.coerce
+      .number()
+      .int()
+      .min(60_000)
+      .default(604_800_000)
+      .describe('how often every S3 object is read back and checked against its MD5 (and its backup copy): a bad copy is made again from the good one'),
     backupAuditMs: z.coerce
       .number()
       .int()
@@ -233,6 +239,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_S3_ACCESS_KEY: 's3AccessKey',
   RECORDER_S3_SECRET_KEY: 's3SecretKey',
   RECORDER_S3_UPLOAD_EXPIRY_MS: 's3UploadExpiryMs',
+  RECORDER_S3_SCRUB_MS: 's3ScrubMs',
 };
 
 const FLAGS = {
