@@ -9,7 +9,8 @@
  * reconcile → start().
  *
  * A full disk (issue 13 item 1): `diskFull()` (an index commit or a segment write
- * failed with ENOSPC, or the disk is full at start-up) deletes the index's reserve
+ * failed with ENOSPC, the disk is full at start-up, or a pass finds less free than
+ * the reserve) deletes the index's reserve
  * file and gives its space to the index file's preallocated tail
  * (storage/index-reserve.ts) so the index can commit deletions, raises one `disk-full`
  * alarm per episode, raises the free-space floor for the rest of the run to
@@ -430,6 +431,7 @@ export class StorageSupervisor {
   private async onDiskFull(what: string): Promise<void> {
     const released = (await this.deps.reserve?.release().catch(() => false)) ?? false;
     const reserveBytes = (await this.deps.reserve?.bytes().catch(() => 0)) ?? 0;
+    const indexTailBytes = (await this.deps.reserve?.tail().catch(() => 0)) ?? 0;
     const s = await statfs(this.poolsDir());
     const floor = fullHeadroom(s.blocks * s.bsize, reserveBytes);
     if (floor > this.fullFloor) {
@@ -441,7 +443,7 @@ export class StorageSupervisor {
       this.deps.raiseAlarm({
         kind: 'disk-full',
         message: `data disk full (${what}): ${released ? `index reserve released (${reserveBytes} bytes) so the index can commit deletions; ` : ''}emergency overwrite of the oldest unlocked video until ${floor} bytes are free; recording retries meanwhile`,
-        details: { cause: what, reserveReleased: released, floorBytes: floor, freeBytes: s.bavail * s.bsize },
+        details: { cause: what, reserveReleased: released, indexTailBytes, floorBytes: floor, freeBytes: s.bavail * s.bsize },
       });
     }
     await this.emergencyPass().catch((err: unknown) => this.deps.log.error({ err }, 'emergency overwrite failed'));
@@ -508,6 +510,13 @@ export class StorageSupervisor {
       return { free: s.bavail * s.bsize, need: Math.max(configured, Math.min(this.fullFloor + reserveBytes, Math.floor(ours / 2))) };
     };
     let { free, need } = await threshold();
+    // A disk with less free than the reserve is full, whoever filled it: release the
+    // reserve now, before the index's commits have run its tail out (a segment write's
+    // ENOSPC may come later than those commits, or never: another writer filled it).
+    // (Not from within a full-disk run: that run released it, or could not.)
+    if (reserve && !this.fullRun && (await this.reserveOnVideoDisk()) && free < (await reserve.bytes()) && (await reserve.present())) {
+      return this.diskFull(`${free} bytes free, less than the index reserve`);
+    }
     if (free >= need) {
       this.lowDisk = false;
       await reserve?.ensure(Math.max(0, need - reserveBytes));

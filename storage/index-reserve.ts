@@ -108,15 +108,26 @@ export class IndexReserve {
    * what the disk has beyond `keepFree`. Returns the tail's size after.
    */
   async topUpTail(keepFree = 0): Promise<number> {
+    return this.growTail(keepFree, false);
+  }
+
+  /**
+   * `topUpTail`, or with `onTop` (the reserve file was just freed): the tail grows by
+   * the file's size whatever it holds, up to twice `bytes()`, before anything else on
+   * the disk can take the freed space. Without it a tail still over half its size took
+   * nothing, the segment writer's retry took the freed space, and the commits of the
+   * full-disk episode (labels, segments, the overwrite's deletions) ran the tail out.
+   */
+  private async growTail(keepFree: number, onTop: boolean): Promise<number> {
     const bytes = await this.bytes();
     if (bytes === 0 || this.tailUnsupported) return 0;
     const st = await stat(this.indexFile).catch(() => null);
     if (!st) return 0;
     const tail = Math.max(0, st.blocks * 512 - st.size);
-    if (tail >= bytes / 2) return tail;
+    if (!onTop && tail >= bytes / 2) return tail;
     const s = await statfs(this.dataDir);
     const room = Math.floor((s.bavail * s.bsize - keepFree) / 4096) * 4096;
-    const want = Math.min(bytes, room + tail);
+    const want = Math.min(onTop ? Math.min(tail + bytes, 2 * bytes) : bytes, room + tail);
     if (want <= tail) return tail;
     try {
       await fallocate(this.indexFile, st.size, want);
@@ -139,7 +150,7 @@ export class IndexReserve {
     const had = await this.present();
     await rm(this.path, { force: true });
     if (had) await fsyncDir(dirname(this.path)).catch(() => undefined);
-    await this.topUpTail().catch(() => 0);
+    await this.growTail(0, had).catch(() => 0);
     return had;
   }
 
