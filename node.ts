@@ -55,6 +55,7 @@ import type { SegmentRecord } from './index/records.ts';
 import { openCheckedIndex } from './index/startup.ts';
 import { JournalWriter } from './index/journal.ts';
 import { IndexReserve } from './storage/index-reserve.ts';
+import { BackupSender } from './cluster/backup-sender.ts';
 import type { AlarmInput } from './lib/alarms.ts';
 import { PictureStorage } from './pictures/picture-storage.ts';
 import { PreviewCache } from './pictures/preview.ts';
@@ -126,6 +127,8 @@ export class RecorderNode {
   cluster: ClusterNode | null = null;
   /** Copies of closed segments on other nodes (cluster/copies.ts); null outside cluster mode. */
   copies: CopyService | null = null;
+  /** Backup of pools to another cluster (cluster/backup-sender.ts; cluster mode only). */
+  backups: BackupSender | null = null;
 
   private constructor(
     readonly config: RecorderConfig,
@@ -179,6 +182,7 @@ export class RecorderNode {
         storage?.segmentClosed(seg);
         tables.segmentClosed(seg);
         node?.copies?.announce(seg);
+        node?.backups?.kick(seg);
       };
       // Camera alarms: a write that failed on a full disk also starts the emergency overwrite.
       const cameraAlarm = (alarm: AlarmInput): void => {
@@ -329,11 +333,27 @@ export class RecorderNode {
           },
         });
         self.copies = copies;
-        service.attachCluster(cluster, {
-          status: () => copies.status(),
-          pull: async (source, camera, seg) =>
-            (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null,
+        self.backups = new BackupSender({
+          nodeId: cluster.nodeId,
+          prefix: config.subjectPrefix,
+          replicas: replicasFor(config.natsUrl?.split(',') ?? []),
+          index,
+          log,
+          signal,
+          httpUrl: () => self.httpUrl || null,
+          clusterToken: () => copies.clusterToken(),
+          raiseAlarm: (alarm) => alarms.raise(alarm),
         });
+        service.attachCluster(
+          cluster,
+          {
+            status: () => copies.status(),
+            backups: () => self.backups?.statuses() ?? [],
+            pull: async (source, camera, seg) =>
+              (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null,
+          },
+          config.clusterPlaybackWindowMs,
+        );
         // What peers ask this node on its own subject: its own index's spans (services/recorder-service.ts search).
         self.cluster.serve('search', (b) => service.localSearch(b));
         self.cluster.serve('segments', (b) => service.localSegments(b));
@@ -578,6 +598,7 @@ export class RecorderNode {
     this.natsApi = api;
     this.cluster?.start(nc);
     this.copies?.start(nc);
+    this.backups?.start(nc);
     const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
     this.alarms.attach(sink);
     // Disconnected (the embedded server died, an external one went away): alarms are
@@ -650,6 +671,7 @@ export class RecorderNode {
     await this.cluster?.stop();
     // A pull in flight is cut (its .pull file resumes at the next start).
     await this.copies?.close();
+    await this.backups?.close();
     this.alarms.detach();
     if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
     // An external server still connecting: attachNats() sees the signal and closes it.

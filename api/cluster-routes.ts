@@ -16,7 +16,7 @@ import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { CLUSTER_TOKEN_HEADER, recordToWire } from '../cluster/copies.ts';
+import { BACKUP_GRANT_HEADER, backupGrant, CLUSTER_TOKEN_HEADER, recordToWire } from '../cluster/copies.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { parseRangeMs } from '../lib/time.ts';
 import { RecorderError, ValidationError } from '../lib/errors.ts';
@@ -112,9 +112,14 @@ export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
 function peerSegment(deps: HttpDeps, req: FastifyRequest): SegmentRecord {
   const expected = deps.clusterToken?.() ?? null;
   if (expected === null) throw new RecorderError('NOT_FOUND', 'this node is not in a cluster');
-  const given = req.headers[CLUSTER_TOKEN_HEADER];
-  if (typeof given !== 'string' || !secretEquals(given, expected)) throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token');
   const { camera, startMs } = req.params as { camera: string; startMs: string };
+  // A peer shows the cluster token; a backup cluster's node the grant for this one segment.
+  const given = req.headers[CLUSTER_TOKEN_HEADER];
+  const grant = req.headers[BACKUP_GRANT_HEADER];
+  const allowed =
+    (typeof given === 'string' && secretEquals(given, expected)) ||
+    (typeof grant === 'string' && secretEquals(grant, backupGrant(expected, camera, Number(startMs))));
+  if (!allowed) throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token (or a backup grant for this segment)');
   if (!ID_PATTERN.test(camera) || !/^\d{1,15}$/.test(startMs)) throw new ValidationError('camera id and startMs (ms since the epoch) expected');
   const seg = deps.index.segments.get(camera, Number(startMs));
   if (!seg || seg.open) throw new RecorderError('NOT_FOUND', `no closed segment ${camera}/${startMs} on this node`);

@@ -37,6 +37,7 @@ import type { Logger } from '../lib/log.ts';
 import { iso, parseTimeMs } from '../lib/time.ts';
 import type { PlaybackStream } from '../playback/playback-stream.ts';
 import type { HttpDeps } from './http-deps.ts';
+import type { RecorderService } from '../services/recorder-service.ts';
 import { openPlayback } from './play.ts';
 import { parsePlaybackQuery, type PlaybackQuery } from '../playback/playback-source.ts';
 
@@ -90,6 +91,9 @@ function flagText(v: unknown): unknown {
   return typeof v === 'boolean' ? (v ? '1' : '0') : v;
 }
 
+/** What a session reads: the index and files, and the service that decides its windows. */
+export type PlaybackSessionDeps = Pick<HttpDeps, 'index' | 'dataDir' | 'caches'> & { service: Pick<RecorderService, 'playbackWindow'> };
+
 export class PlaybackSession {
   private stream: PlaybackStream | null = null;
   private query: PlaybackQuery | null = null;
@@ -105,10 +109,12 @@ export class PlaybackSession {
   /** Wall-clock start of the GOP last sent (survives the end of its stream). */
   private lastSentMs: number | null = null;
   private pendingMs: number | null = null;
+  /** Where the next window starts when the current stream runs out (null: it is the last; services/playback-windows.ts). */
+  private nextFromMs: number | null = null;
 
   constructor(
     private readonly socket: WebSocket,
-    private readonly deps: Pick<HttpDeps, 'index' | 'dataDir' | 'caches'>,
+    private readonly deps: PlaybackSessionDeps,
     private readonly camera: string,
     private readonly log: Logger,
   ) {
@@ -203,17 +209,37 @@ export class PlaybackSession {
     const old = this.stream;
     this.stream = null;
     this.pending = null;
+    this.nextFromMs = null;
     await old?.close();
-    const stream = await openPlayback(this.deps, this.camera, q, this.mediaEnd);
+    await this.openWindow(q, gen, false);
+  }
+
+  /**
+   * Opens the stream of the window `q` starts (services/playback-windows.ts: in a
+   * cluster, what other nodes hold of it is pulled here first); false when a newer
+   * command replaced it meanwhile. `continuing`: the next window of a stream that ran
+   * out, whose player is still playing what was sent (its clock and position go on).
+   */
+  private async openWindow(q: PlaybackQuery, gen: number, continuing: boolean): Promise<boolean> {
+    const window = await this.deps.service.playbackWindow(this.camera, { fromMs: q.fromMs, toMs: q.toMs, reverse: q.reverse });
+    if (gen !== this.generation || this.closed) return false;
+    const stream = await openPlayback(this.deps, this.camera, { ...q, toMs: window.toMs }, this.mediaEnd);
     if (gen !== this.generation || this.closed) {
       await stream.close();
-      return;
+      return false;
     }
     this.query = q;
     this.stream = stream;
-    this.lastSentMs = null;
-    this.clockMedia = this.mediaEnd;
-    this.clockAt = Date.now();
+    this.nextFromMs = window.nextFromMs;
+    if (!continuing) {
+      this.lastSentMs = null;
+      this.clockMedia = this.mediaEnd;
+      this.clockAt = Date.now();
+    }
+    if (window.unreachable.length > 0) {
+      this.log.warn({ unreachable: window.unreachable }, 'playback session: nodes holding part of the range did not answer; their part is left out');
+      this.text({ type: 'partial', unreachable: window.unreachable, position: this.position() });
+    }
     this.text({
       type: 'init',
       mimeType: stream.mimeType,
@@ -225,6 +251,25 @@ export class PlaybackSession {
       ...(stream.droppedAudio.length > 0 ? { audioLeftOut: stream.droppedAudio } : {}),
     });
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(stream.init);
+    return true;
+  }
+
+  /**
+   * The stream of a window ran out and another window follows: opens it (true), or
+   * false when there is no more video (NO_VIDEO) or a command replaced the stream.
+   */
+  private async continueAt(fromMs: number, gen: number): Promise<boolean> {
+    const q = this.query;
+    if (!q || gen !== this.generation) return false;
+    try {
+      return await this.openWindow({ ...q, fromMs }, gen, true);
+    } catch (err) {
+      const e = toRecorderError(err);
+      if (e.code === 'NO_VIDEO') return false;
+      this.log.warn({ err: e }, 'playback session: the next window could not be opened');
+      this.text({ type: 'error', error: errorBody(e) });
+      return false;
+    }
   }
 
   /** Where the player should be now (output seconds), if it plays in real time. */
@@ -264,8 +309,13 @@ export class PlaybackSession {
         }
         if (gen !== this.generation) continue;
         if (!parts) {
-          this.text({ type: 'end', reason: stream.endReason ?? 'end', position: this.position() });
+          const next = this.nextFromMs;
           this.stream = null;
+          this.nextFromMs = null;
+          await stream.close();
+          if (next !== null && (stream.endReason ?? 'end') === 'end' && (await this.continueAt(next, gen))) continue;
+          if (gen !== this.generation) continue;
+          this.text({ type: 'end', reason: stream.endReason ?? 'end', position: this.position() });
           continue;
         }
         this.pending = Buffer.concat(parts);

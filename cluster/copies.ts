@@ -30,7 +30,7 @@
  * made by the first node with a create and read by the others), sent as
  * `X-Recorder-Cluster-Token`.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AckPolicy, DeliverPolicy, JSONCodec, nanos, RetentionPolicy, StorageType, type JsMsg, type KV, type NatsConnection } from 'nats';
@@ -39,12 +39,24 @@ import type { SegmentRecord } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
-import { parseSegmentRelPath } from '../storage/layout.ts';
+import { parseSegmentRelPath, segmentRelPath } from '../storage/layout.ts';
 import { fsyncDir } from '../storage/segment-file.ts';
 import { copyHolders, heldByDead, segmentKey } from './copy-plan.ts';
 
 /** The header a peer's pull carries (its value: the cluster token). */
 export const CLUSTER_TOKEN_HEADER = 'x-recorder-cluster-token';
+
+/** The header a backup cluster's pull carries: the grant for that one segment (`backupGrant`). */
+export const BACKUP_GRANT_HEADER = 'x-recorder-backup-grant';
+
+/**
+ * What lets a node of another cluster read one segment of this one (cluster/backup-sender.ts):
+ * an HMAC of the segment's camera and start under this cluster's token. It opens that
+ * segment's record and bytes and nothing else; the token itself never leaves the cluster.
+ */
+export function backupGrant(clusterToken: string, camera: string, startMs: number): string {
+  return createHmac('sha256', clusterToken).update(`backup:${camera}/${startMs}`).digest('hex');
+}
 
 /** Announcements older than this leave the stream: a node down longer misses them (docs/design/cluster.md). */
 const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
@@ -69,6 +81,12 @@ export interface CopyAnnouncement {
   source: string;
   /** The nodes that should hold it (cluster/copy-plan.ts), the source among them when alive. */
   holders: string[];
+  /**
+   * A backup from another cluster (cluster/backup-sender.ts): where its source answers
+   * and the grant for this segment. `holders` is then empty: the nodes of this cluster
+   * choose among themselves (the pool's `copies` of them), and `pool` is this cluster's.
+   */
+  origin?: { node: string; http: string; grant: string };
 }
 
 /** A segment record as it travels between nodes (the GOP table in base64). */
@@ -315,7 +333,8 @@ export class CopyService {
       return;
     }
     const have = this.d.index.segments.get(a.camera, a.startMs);
-    if (a.source === this.d.nodeId || !a.holders.includes(this.d.nodeId) || (have && !have.open)) {
+    const holders = a.origin ? copyHolders(segmentKey(a.camera, a.startMs), null, this.d.liveNodes(), this.copiesOf(a.pool)) : a.holders;
+    if (a.source === this.d.nodeId || !holders.includes(this.d.nodeId) || (have && !have.open)) {
       m.ack();
       return;
     }
@@ -366,22 +385,27 @@ export class CopyService {
   }
 
   private async pullOnce(a: CopyAnnouncement): Promise<SegmentRecord | null> {
-    const http = this.d.peerHttp(a.source);
+    const http = a.origin?.http ?? this.d.peerHttp(a.source);
     if (!http) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source} has no known HTTP address`);
+    if (a.origin && !this.d.index.pools.get(a.pool)) {
+      throw new RecorderError('POOL_NOT_FOUND', `a backup from node ${a.origin.node} goes to pool ${a.pool}, which this cluster does not have: create it`);
+    }
     const base = `${http}/api/cluster/segments/${encodeURIComponent(a.camera)}/${a.startMs}`;
-    const headers = { [CLUSTER_TOKEN_HEADER]: this.token ?? '' };
+    const headers: Record<string, string> = a.origin ? { [BACKUP_GRANT_HEADER]: a.origin.grant } : { [CLUSTER_TOKEN_HEADER]: this.token ?? '' };
     const res = await fetch(base, { headers, signal: this.stop.signal });
     if (res.status === 404) {
       await res.body?.cancel();
       return null;
     }
     if (!res.ok) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source}: segment record ${res.status}`);
-    const seg = recordFromWire(((await res.json()) as { segment: SegmentRecordWire }).segment);
-    const parsed = parseSegmentRelPath(seg.file);
+    const sent = recordFromWire(((await res.json()) as { segment: SegmentRecordWire }).segment);
+    const parsed = parseSegmentRelPath(sent.file);
     // The record names where its bytes go here: only a segment path of this camera and instant.
-    if (!parsed || parsed.camera !== a.camera || parsed.startMs !== a.startMs || seg.camera !== a.camera || seg.startMs !== a.startMs || seg.open) {
-      throw new RecorderError('VALIDATION_FAILED', `node ${a.source} sent a record that does not match ${a.camera}/${a.startMs}: ${seg.file}`);
+    if (!parsed || parsed.camera !== a.camera || parsed.startMs !== a.startMs || sent.camera !== a.camera || sent.startMs !== a.startMs || sent.open) {
+      throw new RecorderError('VALIDATION_FAILED', `node ${a.source} sent a record that does not match ${a.camera}/${a.startMs}: ${sent.file}`);
     }
+    // A backup goes into this cluster's pool: its path here names that pool.
+    const seg = a.origin ? { ...sent, pool: a.pool, file: segmentRelPath(a.pool, a.camera, a.startMs, parsed.format) } : sent;
     // A segment this node has at that instant (written or copied) is never replaced: its
     // file is what its entry describes (checked again right before the rename).
     if (this.d.index.segments.get(seg.camera, seg.startMs)) return null;

@@ -148,6 +148,21 @@ export interface PoolPolicy {
    * keeps its own; the others pull theirs (cluster/copies.ts).
    */
   copies?: number;
+  /** Another cluster of recorders that receives a copy of every closed segment of the pool (cluster/backup-sender.ts). */
+  backupCluster?: BackupClusterTarget;
+}
+
+/** Where a pool's backup to another cluster goes: that cluster's NATS and its pool. */
+export interface BackupClusterTarget {
+  /** The target cluster's NATS servers (`nats://host:port`). */
+  servers: string[];
+  /** NATS credentials on the target (its operator gives them; shown to admins only). */
+  user?: string;
+  pass?: string;
+  /** The target's subject prefix (its `RECORDER_SUBJECT_PREFIX`; default `rec`). */
+  prefix?: string;
+  /** The target's pool that keeps the copies (default: this pool's id). */
+  pool?: string;
 }
 
 /**

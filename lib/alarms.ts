@@ -33,7 +33,8 @@ export type AlarmKind =
   | 'object-corrupt'
   | 'node-left'
   | 'cluster-unavailable'
-  | 'copies-behind';
+  | 'copies-behind'
+  | 'backup-behind';
 
 export interface Alarm {
   kind: AlarmKind;

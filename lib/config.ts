@@ -119,6 +119,13 @@ export const configSchema = z
       .describe('cluster mode (docs/cluster.md): auto is on when natsUrl lists several servers; on: also with one server (the embedded one included)'),
     clusterTickMs: z.coerce.number().int().min(100).max(60_000).default(500).describe('cluster heartbeat and ownership tick'),
     clusterWeight: z.coerce.number().gt(0).max(100).default(1).describe("this node's capacity relative to the others in camera placement"),
+    clusterPlaybackWindowMs: z.coerce
+      .number()
+      .int()
+      .min(1000)
+      .max(24 * 3600_000)
+      .default(600_000)
+      .describe('recording time a playback session through this node pulls from other nodes at a time (docs/cluster.md)'),
     clusterDeadTicks: z.coerce
       .number()
       .int()
@@ -232,6 +239,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_CLUSTER: 'cluster',
   RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
   RECORDER_CLUSTER_WEIGHT: 'clusterWeight',
+  RECORDER_CLUSTER_PLAYBACK_WINDOW_MS: 'clusterPlaybackWindowMs',
   RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',
   RECORDER_PICTURE_PREVIEW_CACHE_BYTES: 'picturePreviewCacheBytes',
   RECORDER_EVENT_SNAPSHOTS: 'eventSnapshots',

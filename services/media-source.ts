@@ -14,6 +14,7 @@
  *   closed segment.
  */
 import type { CameraPlacement } from '../cluster/cluster.ts';
+import { RecorderError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
 import type { Logger } from '../lib/log.ts';
 
@@ -98,23 +99,62 @@ export async function chooseMediaSource(d: MediaSourceDeps, camera: string, from
   // One node has it all (as far as any node has it): no stitching.
   if (bestMs >= allMs - 500 || !d.pull) return best ? { node: best.node, http: best.http } : null;
   try {
-    let pulled = 0;
-    let bytes = 0;
     // The nodes with the most first: fewer, longer pulls.
-    for (const o of [...others].sort((a, b) => length(b.ranges) - length(a.ranges))) {
-      if (o.ranges.length === 0) continue;
-      const { segments } = await cluster.ask<{ segments: RemoteSegment[] }>(o.node, 'segments', q);
-      for (const seg of segments) {
-        if (d.hasLocal(camera, seg.startMs, seg.endMs)) continue;
-        bytes += seg.bytes;
-        if (bytes > STITCH_MAX_BYTES) throw new Error(`more than ${STITCH_MAX_BYTES} bytes to pull`);
-        if (await d.pull(o.node, camera, seg)) pulled++;
-      }
-    }
+    const order = [...others].sort((a, b) => length(b.ranges) - length(a.ranges)).filter((o) => o.ranges.length > 0);
+    const { pulled, bytes, unreachable } = await pullMissing(
+      d,
+      camera,
+      fromMs,
+      toMs,
+      order.map((o) => o.node),
+    );
+    if (unreachable.length > 0) throw new Error(`node ${unreachable.join(', ')} did not answer`);
     d.log.info({ camera, from: q.from, to: q.to, pulled, bytes }, 'media range split between nodes: the segments this node lacked pulled, served here as one');
     return null;
   } catch (err) {
     d.log.warn({ camera, err: (err as Error).message }, 'media range split between nodes could not be stitched: served by the node with the most of it');
     return best ? { node: best.node, http: best.http } : null;
   }
+}
+
+/** What `pullMissing` did. */
+export interface PullReport {
+  pulled: number;
+  bytes: number;
+  /** Holders that did not answer or whose pull failed: their part of the range may be missing here. */
+  unreachable: string[];
+}
+
+/**
+ * Pulls to this node every closed segment of `camera` overlapping [fromMs, toMs) that
+ * `nodes` (default: every other holder of the camera) have and this node lacks, as
+ * copies (synced, then indexed). Throws past STITCH_MAX_BYTES; a node that does not
+ * answer, or whose pull fails, is reported, not thrown.
+ */
+export async function pullMissing(
+  d: Pick<MediaSourceDeps, 'cluster' | 'hasLocal' | 'pull'>,
+  camera: string,
+  fromMs: number,
+  toMs: number,
+  nodes?: readonly string[],
+): Promise<PullReport> {
+  const report: PullReport = { pulled: 0, bytes: 0, unreachable: [] };
+  const pull = d.pull;
+  if (!pull) return report;
+  const q = { camera, from: iso(fromMs), to: iso(toMs) };
+  for (const node of nodes ?? d.cluster.holders(camera).filter((n) => n !== d.cluster.nodeId)) {
+    const answer = await d.cluster.ask<{ segments: RemoteSegment[] }>(node, 'segments', q).catch(() => null);
+    if (!answer) {
+      report.unreachable.push(node);
+      continue;
+    }
+    for (const seg of answer.segments) {
+      if (d.hasLocal(camera, seg.startMs, seg.endMs)) continue;
+      report.bytes += seg.bytes;
+      if (report.bytes > STITCH_MAX_BYTES) throw new RecorderError('PAYLOAD_TOO_LARGE', `more than ${STITCH_MAX_BYTES} bytes to pull for one range`);
+      if (await pull(node, camera, seg).catch(() => false)) report.pulled++;
+      else if (!report.unreachable.includes(node)) report.unreachable.push(node);
+    }
+  }
+  return report;
 }

@@ -30,12 +30,16 @@ import {
 import type { BackfillManager } from '../backfill/manager.ts';
 import type { CameraPlacement, ClusterNodeView } from '../cluster/cluster.ts';
 import type { CopyStatus } from '../cluster/copies.ts';
-import { chooseMediaSource, type RemoteSegment } from './media-source.ts';
+import type { BackupStatus } from '../cluster/backup-sender.ts';
+import { chooseMediaSource, pullMissing, type RemoteSegment } from './media-source.ts';
+import { playbackWindow, searchBody, spanTimes, wholeRange, WINDOW_MS, type PlaybackWindow, type SessionRange } from './playback-windows.ts';
 import { parsePictureId } from '../pictures/layout.ts';
 
 /** What the service uses of the node's copy work (cluster/copies.ts). */
 export interface ClusterCopies {
   status(): CopyStatus;
+  /** This node's backups of pools to another cluster (cluster/backup-sender.ts). */
+  backups?(): BackupStatus[];
   /** Pulls one closed segment of `camera` from `node` and indexes it here (true: copied). */
   pull(node: string, camera: string, seg: RemoteSegment): Promise<boolean>;
 }
@@ -89,6 +93,8 @@ export class RecorderService {
   private cluster: CameraPlacement | null = null;
   /** This node's copy work (cluster/copies.ts): shown with the nodes, and the pulls that stitch a split range. */
   private copies: ClusterCopies | null = null;
+  /** Recording time a playback session pulls from other nodes at a time (services/playback-windows.ts). */
+  private playbackWindowMs = WINDOW_MS;
   /** Audio handling and transport of each camera's recording attempt, from its published statuses. */
   private readonly media = new Map<string, IngestMedia>();
 
@@ -121,8 +127,9 @@ export class RecorderService {
    * Cluster mode (wired by the node before the cameras resume): camera configs go to the
    * shared KV before the local index, and a camera runs only on the node that holds it.
    */
-  attachCluster(cluster: CameraPlacement, copies?: ClusterCopies): void {
+  attachCluster(cluster: CameraPlacement, copies?: ClusterCopies, playbackWindowMs = WINDOW_MS): void {
     this.cluster = cluster;
+    this.playbackWindowMs = playbackWindowMs;
     if (copies) this.copies = copies;
     this.storageService?.attachCluster(cluster);
   }
@@ -287,6 +294,35 @@ export class RecorderService {
     );
   }
 
+  /**
+   * The window a playback session plays next (services/playback-windows.ts): in a
+   * cluster, what other nodes hold of it is pulled here first; alone, the whole range.
+   */
+  async playbackWindow(camera: string, r: SessionRange): Promise<PlaybackWindow> {
+    const cluster = this.cluster;
+    if (!cluster) return wholeRange(r);
+    const copies = this.copies;
+    const hasLocal = (c: string, from: number, to: number): boolean => this.index.segments.inRange(c, from, to).length > 0;
+    return playbackWindow(
+      {
+        cluster,
+        segments: this.index.segments,
+        spans: async (c, from, to) => spanTimes(await this.search(searchBody(c, from, to))),
+        pullMissing: (c, from, to) =>
+          pullMissing(
+            { cluster, hasLocal, ...(copies ? { pull: (node: string, cam: string, seg: RemoteSegment) => copies.pull(node, cam, seg) } : {}) },
+            c,
+            from,
+            to,
+          ),
+        nowMs: () => this.clock.nowMs(),
+        windowMs: this.playbackWindowMs,
+      },
+      camera,
+      r,
+    );
+  }
+
   /** In a cluster: the live node that records `camera` when this one does not (live view is relayed from it), or null. */
   liveSource(camera: string): { node: string; http: string } | null {
     const cluster = this.cluster;
@@ -440,6 +476,7 @@ export class RecorderService {
     cluster: boolean;
     nodes: (ClusterNodeView | { node: string; self: true; alive: true; cameras: string[] })[];
     copies?: CopyStatus;
+    backups?: BackupStatus[];
   } {
     if (!this.cluster) {
       const cameras = this.listCameras()
@@ -447,7 +484,13 @@ export class RecorderService {
         .map((c) => c.id);
       return { cluster: false, nodes: [{ node: 'local', self: true, alive: true, cameras }] };
     }
-    return { cluster: true, nodes: this.cluster.nodes(), ...(this.copies ? { copies: this.copies.status() } : {}) };
+    const backups = this.copies?.backups?.() ?? [];
+    return {
+      cluster: true,
+      nodes: this.cluster.nodes(),
+      ...(this.copies ? { copies: this.copies.status() } : {}),
+      ...(backups.length > 0 ? { backups } : {}),
+    };
   }
 
   /**
@@ -479,9 +522,20 @@ export class RecorderService {
   private smartService: SmartService | undefined;
 
   requireCamera(id: string): CameraConfig {
-    const camera = this.transient.get(id) ?? this.index.cameras.get(id);
+    const camera = this.transient.get(id) ?? this.index.cameras.get(id) ?? this.videoOnlyCamera(id);
     if (!camera) throw new CameraNotFoundError(id);
     return camera;
+  }
+
+  /**
+   * A camera with no config here whose video is stored here: a backup cluster's copies
+   * of another cluster's camera (cluster/backup-sender.ts), or the video of a camera
+   * deleted without purge. Its video can be searched, played, downloaded, locked and
+   * labelled; it records nothing (actors start from configs only) and is not listed.
+   */
+  private videoOnlyCamera(id: string): CameraConfig | undefined {
+    const last = this.index.segments.last(id);
+    return last ? { id, pool: last.pool, streams: { main: '' }, record: { stream: 'main' } } : undefined;
   }
 
   private view(camera: CameraConfig, opts: ViewOptions): CameraView {

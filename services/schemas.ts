@@ -151,6 +151,23 @@ export const poolPutSchema = z
       .optional(),
     format: z.enum(['mp4', 'ps']).optional().describe('segment format of cameras that set none (default mp4)'),
     copies: z.number().int().min(1).max(3).optional().describe('in a cluster: nodes that hold each closed segment (default 1)'),
+    backupCluster: z
+      .object({
+        servers: z
+          .array(z.string().regex(/^(nats|tls):\/\/[^\s/]+$/, 'a NATS server URL: nats://host:port'))
+          .min(1)
+          .max(16),
+        user: z.string().min(1).max(256).optional(),
+        pass: z.string().min(1).max(1024).optional(),
+        prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,64}$/)
+          .optional(),
+        pool: id.optional(),
+      })
+      .strict()
+      .optional()
+      .describe('in a cluster: another cluster that receives a copy of every closed segment (docs/cluster.md)'),
   })
   .strict()
   .superRefine((p, ctx) => {

@@ -14,6 +14,7 @@ import type { LabelRecord, LockRecord, PoolPolicy } from '../index/records.ts';
 import { DEFAULT_MAX_LOCK_SHARE, lockActive } from '../storage/retention-policy.ts';
 import { NoVideoError, RecorderError, ValidationError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
+import { REDACTED } from '../lib/redact.ts';
 import { iso, parseRangeMs, parseTimeMs, type Clock } from '../lib/time.ts';
 import {
   labelAddSchema,
@@ -88,12 +89,18 @@ export class StorageService {
   // ---- pools ----------------------------------------------------------------
 
   listPools(): PoolView[] {
-    return this.storage.pools().map((p) => this.storage.view(p));
+    return this.storage.pools().map((p) => this.poolView(p));
   }
 
   getPool(body: unknown): PoolView {
     const { id } = validate(poolIdSchema, body);
-    return this.storage.view(this.requirePool(id));
+    return this.poolView(this.requirePool(id));
+  }
+
+  /** A pool as shown: the backup cluster's NATS password never leaves (the mark instead). */
+  private poolView(p: PoolPolicy): PoolView {
+    const view = this.storage.view(p);
+    return p.backupCluster?.pass !== undefined ? { ...view, backupCluster: { ...p.backupCluster, pass: REDACTED } } : view;
   }
 
   async putPool(body: unknown): Promise<PoolView> {
@@ -110,6 +117,14 @@ export class StorageService {
         throw new ValidationError(`backupDir ${p.backupDir} must be outside the data dir (another disk), not inside it or around it`);
       }
     }
+    // A client that sends back the mark it was shown keeps the stored password (same target and user).
+    if (p.backupCluster?.pass === REDACTED) {
+      const stored = this.storage.pool(p.id)?.backupCluster;
+      if (!stored?.pass || stored.user !== p.backupCluster.user || stored.servers.join() !== p.backupCluster.servers.join()) {
+        throw new ValidationError(`backupCluster.pass: ${REDACTED} stands for a stored password, and pool ${p.id} has none for this user and servers`);
+      }
+      p.backupCluster.pass = stored.pass;
+    }
     const policy: PoolPolicy = {
       id: p.id,
       capacityBytes: p.capacityBytes,
@@ -121,11 +136,12 @@ export class StorageService {
       ...(p.format !== undefined ? { format: p.format } : {}),
       ...(p.pictureCapacityBytes !== undefined ? { pictureCapacityBytes: p.pictureCapacityBytes } : {}),
       ...(p.copies !== undefined ? { copies: p.copies } : {}),
+      ...(p.backupCluster !== undefined ? { backupCluster: p.backupCluster } : {}),
     };
     await this.cluster?.config().put('pool', policy.id, policy);
     await this.storage.putPool(policy);
     this.log.info({ pool: policy.id, capacityBytes: policy.capacityBytes, overwrite: policy.overwrite }, 'pool configured');
-    return this.storage.view(policy);
+    return this.poolView(policy);
   }
 
   requirePool(id: string): PoolPolicy {

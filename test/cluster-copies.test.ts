@@ -49,6 +49,53 @@ function covers(spans: Range[], r: Range, slackMs = 300): boolean {
   return at >= r.toMs - slackMs;
 }
 
+interface SessionCapture {
+  init: Buffer;
+  fragments: Buffer[];
+  inits: number;
+  partial: string[];
+}
+
+/** Plays [fromMs, toMs) through a playback session to its end: the first init, every fragment, how many streams. */
+function playSession(url: string, r: Range): Promise<SessionCapture> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const out: SessionCapture = { init: Buffer.alloc(0), fragments: [], inits: 0, partial: [] };
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`playback session did not end: ${out.inits} streams, ${out.fragments.length} fragments`));
+    }, 60_000);
+    ws.on('open', () => ws.send(JSON.stringify({ cmd: 'play', from: new Date(r.fromMs).toISOString(), to: new Date(r.toMs).toISOString() })));
+    ws.on('message', (data, isBinary) => {
+      const buf = data as Buffer;
+      if (isBinary) {
+        // Each stream starts with its init (ftyp + moov); a player keeps the first.
+        if (buf.toString('latin1', 4, 8) === 'ftyp') {
+          if (out.init.length === 0) out.init = Buffer.from(buf);
+        } else out.fragments.push(Buffer.from(buf));
+        return;
+      }
+      const msg = JSON.parse(buf.toString()) as { type: string; unreachable?: string[]; error?: unknown };
+      if (msg.type === 'init') out.inits++;
+      if (msg.type === 'partial') out.partial.push(...(msg.unreachable ?? []));
+      if (msg.type === 'error') {
+        clearTimeout(timer);
+        ws.terminate();
+        reject(new Error(`playback session error: ${JSON.stringify(msg.error)}`));
+      }
+      if (msg.type === 'end') {
+        clearTimeout(timer);
+        ws.close();
+        resolve(out);
+      }
+    });
+    ws.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
 test('copies: every closed segment of a copies-2 pool reaches one other node byte for byte; the recorder killed, its video is read from the copy and the copy re-made', async (t) => {
   t.timeout(170_000);
   const dir = await tempDir(t, 'rec-copies-');
@@ -56,7 +103,10 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
   t.teardown(() => cluster.stop());
   const sim = await SimCamera.start({ width: 160, height: 120, bitrateKbit: 150 });
   t.teardown(() => sim.stop());
-  const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], { RECORDER_SEGMENT_SECONDS: '2' });
+  const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], {
+    RECORDER_SEGMENT_SECONDS: '2',
+    RECORDER_CLUSTER_PLAYBACK_WINDOW_MS: '4000',
+  });
   const nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   t.teardown(() => nc.close());
 
@@ -222,6 +272,18 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
   const viaHls = await ffprobe(hls);
   t.true(Math.abs(viaHls.durationSec - probe.durationSec) < 0.5, `HLS ${viaHls.durationSec} s, download ${probe.durationSec} s`);
   t.is(await decodeErrors(hls), '', 'the HLS playlist through another node decodes');
+  // A playback session (WebSocket) through the node that has only its own part: it pulls
+  // the other part window by window (RECORDER_CLUSTER_PLAYBACK_WINDOW_MS 4 s here) and
+  // plays the range as one stream on one timeline.
+  const session = await playSession(`${to.http.replace(/^http/, 'ws')}/api/cameras/k2/playback`, range);
+  const played = join(dir, 'session.mp4');
+  await writeFile(played, Buffer.concat([session.init, ...session.fragments]));
+  const viaSession = await ffprobe(played);
+  t.log(`k2 split, playback session through ${to.name}: ${session.inits} streams, ${session.fragments.length} fragments, ${viaSession.durationSec} s`);
+  t.true(session.inits >= 3, `the range was played in windows (${session.inits} streams)`);
+  t.deepEqual(session.partial, [], 'every holder answered');
+  t.true(Math.abs(viaSession.durationSec - probe.durationSec) < 0.5, `session ${viaSession.durationSec} s, download ${probe.durationSec} s`);
+  t.is(await decodeErrors(played), '', 'the session through another node decodes as one stream');
 
   // ---- pictures through any node: by URL (original, preview, lock) and in search ----
   const picture = await sharp({ create: { width: 320, height: 240, channels: 3, background: { r: 200, g: 40, b: 90 } } })

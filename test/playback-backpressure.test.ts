@@ -9,6 +9,7 @@
  * buffers take from a reader that never reads, so the userland bound is reached.
  */
 import test from 'ava';
+import { wholeRange } from '../services/playback-windows.ts';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -54,7 +55,12 @@ test('a client that stops reading stalls its session at the unsent-bytes bound; 
   t.teardown(() => new Promise<void>((r) => wss.close(() => r())));
   const server = new Promise<WebSocket>((resolve) =>
     wss.on('connection', (ws) => {
-      new PlaybackSession(ws, { index, dataDir: dir, caches: createReadCaches() }, 'cam', createLogger('silent'));
+      new PlaybackSession(
+        ws,
+        { index, dataDir: dir, caches: createReadCaches(), service: { playbackWindow: (_camera, r) => Promise.resolve(wholeRange(r)) } },
+        'cam',
+        createLogger('silent'),
+      );
       resolve(ws);
     }),
   );

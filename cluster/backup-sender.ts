@@ -1,0 +1,277 @@
+/**
+ * Backup to another cluster (docs/design/cluster.md "Backup to another cluster"; seed:
+ * "backup to a different cluster"). A pool's `backupCluster` names another cluster of
+ * recorders by its NATS servers and one of its pools; that cluster receives a copy of
+ * every closed segment of the pool by the protocol copies use inside a cluster
+ * (cluster/copies.ts), announce and pull:
+ *
+ * - Each node announces the closed segments it wrote itself of such a pool on the
+ *   target's copy stream (`<target prefix>.copies.<camera>`), with `origin`: this node's
+ *   HTTP URL and a grant for that one segment (`backupGrant`: an HMAC under this
+ *   cluster's token, which never leaves it), `holders` empty and the target's pool. The
+ *   target's nodes choose among themselves who pulls it (the target pool's `copies`).
+ * - Progress is a cursor per pool, camera and node in this cluster's KV
+ *   (`<prefix>-backup`): the start of the last segment the target's stream took. A
+ *   restart of this node goes on from it; the target's stream holds what was announced
+ *   while its nodes were down, and a node of it that restarts resumes its pulls
+ *   (`.pull` temp files resume with a Range). A publish repeated after a lost
+ *   acknowledgement carries the same message id, which JetStream de-duplicates.
+ * - A target that does not answer: every round tries again from the cursor; a pool
+ *   whose backup has not moved for BEHIND_ALARM_MS while it has segments waiting raises
+ *   `backup-behind` (at most once per BEHIND_ALARM_MS).
+ *
+ * Segments this node holds as copies of another node's are left to their writer.
+ */
+import { connect, JSONCodec, type KV, type NatsConnection } from 'nats';
+import type { RecorderIndex } from '../index/db.ts';
+import type { BackupClusterTarget, PoolPolicy, SegmentRecord } from '../index/records.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
+import type { Logger } from '../lib/log.ts';
+import { backupGrant, type CopyAnnouncement } from './copies.ts';
+
+const JS_TIMEOUT_MS = 4000;
+const ROUND_MS = 2000;
+/** A pool whose backup has not moved this long with segments waiting: an alarm. */
+const BEHIND_ALARM_MS = 5 * 60_000;
+/** Cursor writes: after this many announcements of a camera, and at the end of its run. */
+const CURSOR_EVERY = 50;
+
+export interface BackupSenderDeps {
+  nodeId: string;
+  prefix: string;
+  replicas: number;
+  index: RecorderIndex;
+  log: Logger;
+  signal: AbortSignal;
+  /** This node's HTTP base URL as the target's nodes reach it (null: not listening yet). */
+  httpUrl: () => string | null;
+  /** This cluster's token (null: not bound yet): grants are made under it. */
+  clusterToken: () => string | null;
+  raiseAlarm?: (alarm: AlarmInput) => void;
+  roundMs?: number;
+}
+
+/** What `GET /api/cluster/nodes` shows of this node's backups, per pool. */
+export interface BackupStatus {
+  pool: string;
+  target: string;
+  announced: number;
+  /** Start of the newest segment the target took (null: none yet). */
+  lastMs: number | null;
+  lastError: string | null;
+}
+
+interface Target {
+  key: string;
+  nc: NatsConnection;
+}
+
+const json = JSONCodec();
+
+/** The KV key of a cursor (keys hold letters, digits, `-`, `_`, `=`, `.`, `/`). */
+function cursorKey(pool: string, camera: string, node: string): string {
+  const safe = (v: string): string => v.replace(/[^A-Za-z0-9_-]/g, (c) => `=${c.charCodeAt(0).toString(16)}`);
+  return `${safe(pool)}.${safe(camera)}.${safe(node)}`;
+}
+
+export class BackupSender {
+  private nc: NatsConnection | null = null;
+  private kv: KV | null = null;
+  private readonly targets = new Map<string, Target>();
+  private readonly cursors = new Map<string, number>();
+  private readonly status = new Map<string, BackupStatus>();
+  private readonly movedAt = new Map<string, number>();
+  private readonly alarmedAt = new Map<string, number>();
+  private readonly stop = new AbortController();
+  private wakeUp: (() => void) | null = null;
+  private done: Promise<void> = Promise.resolve();
+
+  constructor(private readonly d: BackupSenderDeps) {
+    d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+  }
+
+  start(nc: NatsConnection): void {
+    if (this.nc) return;
+    this.nc = nc;
+    this.done = this.loop();
+  }
+
+  /** A segment closed here: announce it now rather than at the next round. */
+  kick(seg: SegmentRecord): void {
+    if (!seg.open && this.d.index.pools.get(seg.pool)?.backupCluster) this.wake();
+  }
+
+  statuses(): BackupStatus[] {
+    return [...this.status.values()];
+  }
+
+  async close(): Promise<void> {
+    this.stop.abort();
+    this.wake();
+    await this.done;
+    await Promise.all([...this.targets.values()].map((t) => t.nc.close().catch(() => undefined)));
+    this.targets.clear();
+  }
+
+  private wake(): void {
+    this.wakeUp?.();
+    this.wakeUp = null;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stop.signal.aborted) {
+      try {
+        await this.round();
+      } catch (err) {
+        if (!this.stop.signal.aborted) this.d.log.warn({ err: (err as Error).message }, 'backup: round failed; again shortly');
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.d.roundMs ?? ROUND_MS);
+        this.wakeUp = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        if (this.stop.signal.aborted) this.wake();
+      });
+    }
+  }
+
+  private async round(): Promise<void> {
+    const pools = this.d.index.pools.list().filter((p): p is PoolPolicy & { backupCluster: BackupClusterTarget } => p.backupCluster !== undefined);
+    // Targets no pool names any more are let go.
+    const wanted = new Set(pools.map((p) => targetKey(p.backupCluster)));
+    for (const [key, t] of this.targets) {
+      if (!wanted.has(key)) {
+        this.targets.delete(key);
+        void t.nc.close().catch(() => undefined);
+      }
+    }
+    if (pools.length === 0) return;
+    const token = this.d.clusterToken();
+    const http = this.d.httpUrl();
+    if (!token || !http || !this.nc) return;
+    this.kv ??= await this.nc
+      .jetstream({ timeout: JS_TIMEOUT_MS })
+      .views.kv(`${this.d.prefix}-backup`, { replicas: this.d.replicas, history: 1, timeout: JS_TIMEOUT_MS });
+    for (const pool of pools) {
+      if (this.stop.signal.aborted) return;
+      const st = this.statusOf(pool);
+      try {
+        const target = await this.target(pool.backupCluster);
+        for (const camera of this.d.index.segments.poolCameras(pool.id)) await this.sendCamera(pool, camera, target, token, http, st);
+        st.lastError = null;
+      } catch (err) {
+        st.lastError = (err as Error).message;
+        this.d.log.warn(
+          { pool: pool.id, target: st.target, err: st.lastError },
+          'backup: the target cluster did not take the announcements; tried again next round',
+        );
+      }
+      this.checkBehind(pool, st);
+    }
+  }
+
+  private statusOf(pool: PoolPolicy & { backupCluster: BackupClusterTarget }): BackupStatus {
+    const target = `${pool.backupCluster.servers.join(',')} pool ${pool.backupCluster.pool ?? pool.id}`;
+    let st = this.status.get(pool.id);
+    if (!st || st.target !== target) {
+      st = { pool: pool.id, target, announced: 0, lastMs: null, lastError: null };
+      this.status.set(pool.id, st);
+      this.movedAt.set(pool.id, performance.now());
+    }
+    return st;
+  }
+
+  /** Announces the camera's closed segments of the pool this node wrote, after its cursor. */
+  private async sendCamera(
+    pool: PoolPolicy & { backupCluster: BackupClusterTarget },
+    camera: string,
+    target: Target,
+    token: string,
+    http: string,
+    st: BackupStatus,
+  ): Promise<void> {
+    const key = cursorKey(pool.id, camera, this.d.nodeId);
+    let cursor = this.cursors.get(key);
+    if (cursor === undefined) {
+      const e = await this.kv!.get(key);
+      cursor = e && e.operation === 'PUT' ? Number(e.string()) : -1;
+      this.cursors.set(key, cursor);
+    }
+    const prefix = pool.backupCluster.prefix ?? 'rec';
+    const js = target.nc.jetstream({ timeout: JS_TIMEOUT_MS });
+    let sent = 0;
+    try {
+      for (const seg of this.d.index.segments.all(camera, cursor + 1)) {
+        if (this.stop.signal.aborted) return;
+        // Time order: an open segment is the camera's last; what follows it is not closed yet.
+        if (seg.open) break;
+        if (seg.pool !== pool.id || (seg.fence && seg.fence.node !== this.d.nodeId)) continue;
+        const a: CopyAnnouncement = {
+          camera,
+          startMs: seg.startMs,
+          bytes: seg.bytes,
+          pool: pool.backupCluster.pool ?? pool.id,
+          source: this.d.nodeId,
+          holders: [],
+          origin: { node: this.d.nodeId, http, grant: backupGrant(token, camera, seg.startMs) },
+        };
+        await js.publish(`${prefix}.copies.${camera}`, json.encode(a), { msgID: `backup.${this.d.nodeId}.${camera}.${seg.startMs}` });
+        cursor = seg.startMs;
+        st.announced++;
+        st.lastMs = seg.startMs;
+        this.movedAt.set(pool.id, performance.now());
+        if (++sent % CURSOR_EVERY === 0) await this.saveCursor(key, cursor);
+      }
+    } finally {
+      if (sent > 0) await this.saveCursor(key, cursor);
+    }
+  }
+
+  private async saveCursor(key: string, cursor: number): Promise<void> {
+    this.cursors.set(key, cursor);
+    // A cursor not saved (no quorum here) only repeats announcements after a restart: the target ignores what it has.
+    await this.kv!.put(key, String(cursor)).catch((err: unknown) => this.d.log.debug({ key, err: (err as Error).message }, 'backup: cursor not saved'));
+  }
+
+  private checkBehind(pool: PoolPolicy, st: BackupStatus): void {
+    if (st.lastError === null) {
+      this.movedAt.set(pool.id, performance.now());
+      return;
+    }
+    const since = performance.now() - (this.movedAt.get(pool.id) ?? performance.now());
+    const last = this.alarmedAt.get(pool.id) ?? -Infinity;
+    if (since < BEHIND_ALARM_MS || performance.now() - last < BEHIND_ALARM_MS) return;
+    this.alarmedAt.set(pool.id, performance.now());
+    this.d.raiseAlarm?.({
+      kind: 'backup-behind',
+      pool: pool.id,
+      message: `backup of pool ${pool.id} to ${st.target} has not moved for ${Math.round(since / 60_000)} min: ${st.lastError}`,
+      details: { target: st.target, lastMs: st.lastMs },
+    });
+  }
+
+  /** The connection to a target cluster (made once, kept while a pool names it). */
+  private async target(t: BackupClusterTarget): Promise<Target> {
+    const key = targetKey(t);
+    const have = this.targets.get(key);
+    if (have && !have.nc.isClosed()) return have;
+    const nc = await connect({
+      servers: t.servers,
+      ...(t.user !== undefined ? { user: t.user } : {}),
+      ...(t.pass !== undefined ? { pass: t.pass } : {}),
+      name: `recorder-backup-${this.d.nodeId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 1000,
+      timeout: JS_TIMEOUT_MS,
+    });
+    const target = { key, nc };
+    this.targets.set(key, target);
+    this.d.log.info({ servers: t.servers }, 'backup: connected to the target cluster');
+    return target;
+  }
+}
+
+function targetKey(t: BackupClusterTarget): string {
+  return JSON.stringify([t.servers, t.user ?? null, t.pass ?? null]);
+}
