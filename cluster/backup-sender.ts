@@ -201,12 +201,18 @@ export class BackupSender {
     const prefix = pool.backupCluster.prefix ?? 'rec';
     const js = target.nc.jetstream({ timeout: JS_TIMEOUT_MS });
     let sent = 0;
+    const from = cursor;
     try {
       for (const seg of this.d.index.segments.all(camera, cursor + 1)) {
         if (this.stop.signal.aborted) return;
         // Time order: an open segment is the camera's last; what follows it is not closed yet.
         if (seg.open) break;
-        if (seg.pool !== pool.id || (seg.fence && seg.fence.node !== this.d.nodeId)) continue;
+        // Another pool's, or a copy of another node's: never this node's to send; the cursor
+        // passes it, so a camera that moved away is not walked again every round.
+        if (seg.pool !== pool.id || (seg.fence && seg.fence.node !== this.d.nodeId)) {
+          cursor = seg.startMs;
+          continue;
+        }
         const a: CopyAnnouncement = {
           camera,
           startMs: seg.startMs,
@@ -224,7 +230,7 @@ export class BackupSender {
         if (++sent % CURSOR_EVERY === 0) await this.saveCursor(key, cursor);
       }
     } finally {
-      if (sent > 0) await this.saveCursor(key, cursor);
+      if (cursor !== from) await this.saveCursor(key, cursor);
     }
   }
 

@@ -61,7 +61,8 @@ export async function startNatsCluster(opts: { dir: string; size?: number; binar
         `server_name: ${name}`,
         `listen: 127.0.0.1:${clientPorts[i]}`,
         `jetstream { store_dir: "${store}" }`,
-        `cluster { name: ${opts.name ?? 'c1'}, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes}] }`,
+        // One server is a cluster of one without routes: a cluster block of itself never elects a JetStream meta leader.
+        size > 1 ? `cluster { name: ${opts.name ?? 'c1'}, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes}] }` : '',
         '',
       ].join('\n'),
     );
