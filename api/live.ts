@@ -54,7 +54,7 @@ export function registerLive(app: FastifyInstance, deps: HttpDeps): void {
     url: '/api/cameras/:id/live',
     // Runs before the upgrade: bad input gets a plain HTTP error, not a dead socket.
     preValidation: async (req) => {
-      deps.service.requireCamera(req.params.id);
+      deps.service.requireConfiguredCamera(req.params.id);
       parsePreview(req.query.preview);
     },
     handler: async () => {

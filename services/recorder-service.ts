@@ -116,7 +116,7 @@ export class RecorderService {
   /** `rec.v1.backfill`: fetch [from, to) from the camera's edge storage (async; progress on NATS and in search). */
   async backfill(body: unknown): Promise<{ camera: string; from: string; to: string; gaps: { from: string; to: string; state: string }[] }> {
     const q = validate(backfillSchema, body);
-    this.requireCamera(q.camera);
+    this.requireConfiguredCamera(q.camera);
     const { fromMs, toMs } = parseRangeMs(q.from, q.to);
     if (!this.backfillManager) throw new Error('back-fill not attached');
     const gaps = await this.backfillManager.request(q.camera, fromMs, toMs);
@@ -193,7 +193,7 @@ export class RecorderService {
 
   async deleteCamera(body: unknown): Promise<{ id: string; purged: number }> {
     const { id, purge } = validate(cameraDeleteSchema, body);
-    const camera = this.requireCamera(id);
+    const camera = this.requireConfiguredCamera(id);
     if (!camera.transient) await this.cluster?.deleteCamera(id);
     await this.supervisor.remove(id);
     this.transient.delete(id);
@@ -211,12 +211,12 @@ export class RecorderService {
 
   getCamera(body: unknown, opts: ViewOptions = {}): CameraView {
     const { id } = validate(cameraIdSchema, body);
-    return this.view(this.requireCamera(id), opts);
+    return this.view(this.requireConfiguredCamera(id), opts);
   }
 
   async putSchedule(body: unknown): Promise<SchedulePlan> {
     const parsed = validate(schedulePutSchema, body);
-    const camera = this.requireCamera(parsed.camera);
+    const camera = this.requireConfiguredCamera(parsed.camera);
     const plan: SchedulePlan = parsed;
     if (!camera.transient) {
       await this.cluster?.config().put('schedule', plan.camera, plan);
@@ -229,7 +229,7 @@ export class RecorderService {
   /** An NVR-style event (docs/api/nats.md `rec.v1.event.<camera>`). */
   event(cameraId: string, body: unknown): { camera: string; type: string; action: string; at: string; recording: boolean } {
     const e = validate(eventSchema, body);
-    this.requireCamera(cameraId);
+    this.requireConfiguredCamera(cameraId);
     const now = this.clock.nowMs();
     const atMs = e.at === undefined ? now : parseTimeMs(e.at, 'at');
     if (Math.abs(atMs - now) > EVENT_SKEW_MS) throw new BadTimeError(`event time ${iso(atMs)} is more than 24 h from now`);
@@ -242,7 +242,7 @@ export class RecorderService {
   /** Manual recording on or off (type `manual`; events during it still change the type). */
   manual(body: unknown, on: boolean): { camera: string; manual: boolean } {
     const { camera } = validate(manualSchema, body);
-    this.requireCamera(camera);
+    this.requireConfiguredCamera(camera);
     this.supervisor.manual(camera, on);
     return { camera, manual: on };
   }
@@ -458,13 +458,13 @@ export class RecorderService {
 
   /** A live viewer of the camera's running ingest (api/live.ts); the caller closes it. */
   subscribeLive(cameraId: string, sink: LiveSink, opts: { preview: boolean }): LiveViewer {
-    this.requireCamera(cameraId);
+    this.requireConfiguredCamera(cameraId);
     return this.supervisor.subscribeLive(cameraId, sink, opts);
   }
 
   /** The camera's state and the MIME type of its live stream (null while not ingesting). */
   liveState(cameraId: string): { status: CameraLiveState['state']; mimeType: string | null } {
-    this.requireCamera(cameraId);
+    this.requireConfiguredCamera(cameraId);
     return { status: this.supervisor.live(cameraId)?.state ?? 'stopped', mimeType: this.supervisor.liveStats(cameraId).mimeType };
   }
 
@@ -521,8 +521,20 @@ export class RecorderService {
   }
   private smartService: SmartService | undefined;
 
+  /**
+   * A camera whose video can be read here: a configured one, or one known here only by
+   * its video (`videoOnlyCamera`). What records, streams live or is configured asks
+   * `requireConfiguredCamera`.
+   */
   requireCamera(id: string): CameraConfig {
     const camera = this.transient.get(id) ?? this.index.cameras.get(id) ?? this.videoOnlyCamera(id);
+    if (!camera) throw new CameraNotFoundError(id);
+    return camera;
+  }
+
+  /** A camera configured on this node (its view, schedule, events, live view, deletion). */
+  requireConfiguredCamera(id: string): CameraConfig {
+    const camera = this.transient.get(id) ?? this.index.cameras.get(id);
     if (!camera) throw new CameraNotFoundError(id);
     return camera;
   }
