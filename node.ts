@@ -311,6 +311,10 @@ export class RecorderNode {
           pressure: () => self.sampler?.pressure() ?? null,
           peerDied: (dead) =>
             void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed')),
+          peerJoined: (joined) =>
+            void self.copies
+              ?.peerJoined(joined)
+              .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed')),
           signal,
         });
         const cluster = self.cluster;

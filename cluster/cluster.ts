@@ -66,6 +66,12 @@ export interface ClusterOptions {
   httpUrl: () => string;
   /** A peer was judged dead by this node's count (once per death; cluster/copies.ts re-makes its copies). */
   peerDied?: (node: string) => void;
+  /**
+   * A peer joined while this node ran, or came back after it was judged dead, and has
+   * beaten for K ticks since (once per arrival; cluster/copies.ts announces its share of
+   * the copies to it).
+   */
+  peerJoined?: (node: string) => void;
   /** This node's weight in placement (RECORDER_CLUSTER_WEIGHT; default 1). */
   weight?: number;
   /** Why this node is under pressure now (its health alarms that hold), or null. */
@@ -215,6 +221,10 @@ export class ClusterNode implements CameraPlacement {
   private readonly peerCapacity = new Map<string, NodeCapacity>();
   /** Peers judged dead (peerDied called once for each until it beats again). */
   private readonly deadPeers = new Set<string>();
+  /** Peers seen beating steadily since they arrived (peerJoined was considered for each). */
+  private readonly steadyPeers = new Set<string>();
+  /** Peers first seen after this node's start-up: when they beat steadily, they joined. */
+  private readonly lateArrivals = new Set<string>();
   private watchingNodes = false;
   private readonly freshMs: number;
   private nc: NatsConnection | null = null;
@@ -509,10 +519,17 @@ export class ClusterNode implements CameraPlacement {
     }
   }
 
+  /** A peer to watch; one first seen after this node's start-up is a late arrival (a join). */
+  private addPeer(node: string): void {
+    if (this.peers.has(node)) return;
+    this.peers.add(node);
+    if (this.ticks > 2 * this.o.deadTicks) this.lateArrivals.add(node);
+  }
+
   private async watchNodes(): Promise<void> {
     await this.watchKv(this.nodesKv!, 'nodes', (e) => {
       const hb = decode<Heartbeat>(e);
-      if (e.key !== this.nodeId) this.peers.add(e.key);
+      if (e.key !== this.nodeId) this.addPeer(e.key);
       if (hb) this.httpOf.set(hb.node, hb.http);
     });
   }
@@ -566,7 +583,7 @@ export class ClusterNode implements CameraPlacement {
     for (const r of reads) {
       const o = decode<Owner>(r.entry);
       if (o) current.set(r.camera, o);
-      if (o && o.node !== this.nodeId) this.peers.add(o.node);
+      if (o && o.node !== this.nodeId) this.addPeer(o.node);
     }
     this.owners = current;
     if (beatOk) {
@@ -592,11 +609,15 @@ export class ClusterNode implements CameraPlacement {
         const dead = this.liveness.dead(peer);
         if (dead && !this.deadPeers.has(peer)) {
           this.deadPeers.add(peer);
+          this.steadyPeers.delete(peer);
           this.o.raiseAlarm?.({ kind: 'node-left', message: `cluster node ${peer} stopped beating: judged dead, its cameras move`, details: { node: peer } });
           this.o.peerDied?.(peer);
-        } else if (!dead && this.deadPeers.has(peer) && this.liveness.alive(peer)) {
-          this.deadPeers.delete(peer);
-          this.o.log.info({ node: peer }, 'cluster: node alive again');
+        } else if (!dead && this.liveness.aliveTicks(peer) > this.o.deadTicks && !this.steadyPeers.has(peer)) {
+          // Beating for K ticks in a row: not a stale heartbeat record of a node long gone.
+          this.steadyPeers.add(peer);
+          const back = this.deadPeers.delete(peer);
+          if (back) this.o.log.info({ node: peer }, 'cluster: node alive again');
+          if (back || this.lateArrivals.delete(peer)) this.o.peerJoined?.(peer);
         }
       }
     }

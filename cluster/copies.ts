@@ -230,6 +230,34 @@ export class CopyService {
     return announced;
   }
 
+  /**
+   * `joined` joined the cluster, or came back after it was judged dead: announce the
+   * segments this node wrote whose holders, over the nodes alive now, include it (a new
+   * node takes its share of the copies of video recorded before it came; a node that was
+   * away longer than the stream keeps announcements gets what it missed). Only writers
+   * announce, so each segment is announced once; `joined` acknowledges what it has.
+   */
+  async peerJoined(joined: string): Promise<number> {
+    const live = [...new Set([...this.d.liveNodes(), joined])];
+    let announced = 0;
+    for (const pool of this.d.index.pools.list()) {
+      const copies = pool.copies ?? 1;
+      if (copies <= 1) continue;
+      for (const camera of this.d.index.segments.poolCameras(pool.id)) {
+        for (const seg of this.d.index.segments.all(camera)) {
+          if (this.stop.signal.aborted) return announced;
+          if (seg.pool !== pool.id || seg.open || seg.fence?.node !== this.d.nodeId) continue;
+          const holders = copyHolders(segmentKey(seg.camera, seg.startMs), this.d.nodeId, live, copies);
+          if (!holders.includes(joined)) continue;
+          await this.publish({ camera: seg.camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source: this.d.nodeId, holders });
+          announced++;
+        }
+      }
+    }
+    if (announced > 0) this.d.log.info({ joined, announced }, 'copies: segments the node that joined should hold announced to it');
+    return announced;
+  }
+
   private copiesOf(pool: string): number {
     return this.d.index.pools.get(pool)?.copies ?? 1;
   }

@@ -359,6 +359,24 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
   t.regex(texts.find((m) => m.type === 'init')!.mimeType ?? '', /^video\/mp4/);
   live.close();
 
+  // ---- a node joins: it takes its share of the copies of video recorded before it came ----
+  // (k1, in the copies-2 pool: what its live writer recorded since the failover; the dead
+  // writer's segments were re-made among the survivors and are not announced again.)
+  const joinedAt = Date.now();
+  const k1Before = { fromMs: recorded.fromMs, toMs: joinedAt };
+  const [d] = await spawnClusterNodes(t, dir, cluster.urls, ['d'], { RECORDER_SEGMENT_SECONDS: '2' });
+  const onD = await waitFor(
+    'd holds copies of k1 recorded before it came',
+    async () => {
+      const spans = await ownSpans(nc, d!.id, 'k1', k1Before).catch(() => []);
+      const ms = spans.reduce((n, s) => n + Math.max(0, Math.min(s.toMs, joinedAt) - s.fromMs), 0);
+      return ms >= 4000 ? ms : null;
+    },
+    60_000,
+    500,
+  );
+  t.log(`d joined and holds ${onD} ms of k1 recorded before it came`);
+
   // Byte for byte: every copy equals what the writer wrote.
   for (const n of others) n.proc.child.kill('SIGTERM');
   await Promise.all(others.map((n) => n.proc.exited));
