@@ -258,6 +258,17 @@ export class CopyService {
     return announced;
   }
 
+  /**
+   * Why a backup from another cluster is not taken here (null: it is): its pool must say
+   * `receivesBackups`, and its camera must not be one of this cluster's own (a backup
+   * never mixes into a camera recorded here).
+   */
+  private refusedBackup(a: CopyAnnouncement): string | null {
+    if (!this.d.index.pools.get(a.pool)?.receivesBackups) return `pool ${a.pool} does not receive backups (receivesBackups)`;
+    if (this.d.index.cameras.get(a.camera)) return `camera ${a.camera} is configured in this cluster`;
+    return null;
+  }
+
   private copiesOf(pool: string): number {
     return this.d.index.pools.get(pool)?.copies ?? 1;
   }
@@ -359,6 +370,14 @@ export class CopyService {
     } catch {
       m.term('not an announcement');
       return;
+    }
+    if (a.origin) {
+      const refused = this.refusedBackup(a);
+      if (refused) {
+        this.d.log.warn({ camera: a.camera, pool: a.pool, origin: a.origin.node }, `copies: a backup announcement refused: ${refused}`);
+        m.term(refused);
+        return;
+      }
     }
     const have = this.d.index.segments.get(a.camera, a.startMs);
     const holders = a.origin ? copyHolders(segmentKey(a.camera, a.startMs), null, this.d.liveNodes(), this.copiesOf(a.pool)) : a.holders;

@@ -148,6 +148,11 @@ export interface PoolPolicy {
    * keeps its own; the others pull theirs (cluster/copies.ts).
    */
   copies?: number;
+  /**
+   * This pool takes backups from another cluster (cluster/backup-sender.ts): an
+   * announcement with an `origin` for any other pool is refused.
+   */
+  receivesBackups?: boolean;
   /** Another cluster of recorders that receives a copy of every closed segment of the pool (cluster/backup-sender.ts). */
   backupCluster?: BackupClusterTarget;
 }

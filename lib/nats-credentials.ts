@@ -73,7 +73,8 @@ export function natsPermissions(prefix: string): Record<NatsUserName, NatsPermis
       subscribe: { allow: [`${p}.>`, '_INBOX.>', '$SRV.>', '$KV.>', '$O.>'] },
     },
     vms: {
-      publish: { allow: [`${p}.>`, '$SRV.>'], deny: published },
+      // Nor copy announcements: only recorders (and a backup source with its own credentials) make them.
+      publish: { allow: [`${p}.>`, '$SRV.>'], deny: [...published, `${p}.copies.>`] },
       subscribe: { allow: ['_INBOX.>', ...published] },
     },
     observer: {

@@ -152,8 +152,10 @@ export async function pullMissing(
       if (d.hasLocal(camera, seg.startMs, seg.endMs)) continue;
       report.bytes += seg.bytes;
       if (report.bytes > STITCH_MAX_BYTES) throw new RecorderError('PAYLOAD_TOO_LARGE', `more than ${STITCH_MAX_BYTES} bytes to pull for one range`);
-      if (await pull(node, camera, seg).catch(() => false)) report.pulled++;
-      else if (!report.unreachable.includes(node)) report.unreachable.push(node);
+      // false: gone from the holder meanwhile (retention) or here already; a throw: the holder failed.
+      const pulled = await pull(node, camera, seg).catch(() => null);
+      if (pulled === true) report.pulled++;
+      else if (pulled === null && !report.unreachable.includes(node)) report.unreachable.push(node);
     }
   }
   return report;

@@ -151,10 +151,13 @@ export const poolPutSchema = z
       .optional(),
     format: z.enum(['mp4', 'ps']).optional().describe('segment format of cameras that set none (default mp4)'),
     copies: z.number().int().min(1).max(3).optional().describe('in a cluster: nodes that hold each closed segment (default 1)'),
+    receivesBackups: z.boolean().optional().describe("in a cluster: this pool keeps other clusters' backups (default false)"),
     backupCluster: z
       .object({
         servers: z
-          .array(z.string().regex(/^(nats|tls):\/\/[^\s/]+$/, 'a NATS server URL: nats://host:port'))
+          .array(
+            z.string().regex(/^(nats|tls):\/\/[^\s/@]+$/, 'a NATS server URL without credentials: nats://host:port (user and pass are fields of their own)'),
+          )
           .min(1)
           .max(16),
         user: z.string().min(1).max(256).optional(),

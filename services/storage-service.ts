@@ -137,6 +137,7 @@ export class StorageService {
       ...(p.pictureCapacityBytes !== undefined ? { pictureCapacityBytes: p.pictureCapacityBytes } : {}),
       ...(p.copies !== undefined ? { copies: p.copies } : {}),
       ...(p.backupCluster !== undefined ? { backupCluster: p.backupCluster } : {}),
+      ...(p.receivesBackups !== undefined ? { receivesBackups: p.receivesBackups } : {}),
     };
     await this.cluster?.config().put('pool', policy.id, policy);
     await this.storage.putPool(policy);

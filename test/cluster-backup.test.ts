@@ -66,7 +66,7 @@ test('backup to another cluster: every closed segment reaches it byte for byte, 
   // The target's pool first (an announcement for a pool B lacks waits and retries).
   await waitFor(
     'pool vault on B',
-    async () => (await send('PUT', `${b.http}/api/pools/vault`, { capacityBytes: null, overwrite: 'capacity' })).status === 200,
+    async () => (await send('PUT', `${b.http}/api/pools/vault`, { capacityBytes: null, overwrite: 'capacity', receivesBackups: true })).status === 200,
     60_000,
     500,
   );
@@ -77,6 +77,12 @@ test('backup to another cluster: every closed segment reaches it byte for byte, 
   });
   t.is(bad.status, 400, 'a backup target that is not a NATS URL is refused');
   t.is(bad.body.error.code, 'VALIDATION_FAILED');
+  const userinfo = await send('PUT', `${a.http}/api/pools/yard`, {
+    capacityBytes: null,
+    overwrite: 'capacity',
+    backupCluster: { servers: ['nats://u:secret@127.0.0.1:4222'] },
+  });
+  t.is(userinfo.status, 400, 'credentials in a server URL are refused (they would be shown)');
   const backupCluster = { servers: natsB.urls.split(','), pool: 'vault', user: 'backup', pass: 'not-needed-here' };
   // B's nats-server has no users: a user and password are sent and ignored there; the view never shows the password.
   await waitFor(
