@@ -58,6 +58,9 @@ const IDLE_MS = 60_000;
 /** How long a stop lets requests in flight finish. */
 const CLOSE_GRACE_MS = 2000;
 
+/** A refused request body up to this size is read to its end and dropped, keeping the connection. */
+const DRAIN_LIMIT_BYTES = 16 * 1024 * 1024;
+
 /** Sub-resources this listener answers; any other is NotImplemented (never mistaken for a plain GET or PUT). */
 const KNOWN_SUBRESOURCES = new Set([
   'location',
@@ -560,9 +563,16 @@ export class S3Server {
       return;
     }
     const body = Buffer.from(s3ErrorXml(e, resource, requestId));
-    // A body not read to its end is not read at all (a 5 GiB PUT refused at once): close instead.
     const headers: Record<string, string> = { ...e.headers, 'Content-Type': 'application/xml', 'Content-Length': String(body.length) };
-    if (!req.complete) headers.Connection = 'close';
+    if (!req.complete) {
+      // The rest of the body is read and dropped: a socket closed with unread bytes sends
+      // a reset, which can take the answer with it (a client still sending its body got
+      // "fetch failed" instead of the 507). Past DRAIN_LIMIT_BYTES (a 5 GiB PUT refused at
+      // once) the connection closes after the answer rather than read it all.
+      req.resume();
+      const length = Number(req.headers['content-length']);
+      if (!Number.isFinite(length) || length > DRAIN_LIMIT_BYTES) headers.Connection = 'close';
+    }
     res.writeHead(e.status, headers);
     res.end(req.method === 'HEAD' ? undefined : body);
   }
