@@ -204,27 +204,19 @@ export class CopyService {
   async peerDied(dead: string): Promise<number> {
     const live = this.d.liveNodes().filter((n) => n !== dead);
     let announced = 0;
-    for (const pool of this.d.index.pools.list()) {
-      const copies = pool.copies ?? 1;
-      if (copies <= 1) continue;
-      for (const camera of this.d.index.segments.poolCameras(pool.id)) {
-        for (const seg of this.d.index.segments.all(camera)) {
-          if (this.stop.signal.aborted) return announced;
-          if (seg.pool !== pool.id || seg.open) continue;
-          const key = segmentKey(seg.camera, seg.startMs);
-          const writer = seg.fence?.node ?? null;
-          if (!heldByDead(key, writer, live, dead, copies)) continue;
-          await this.publish({
-            camera: seg.camera,
-            startMs: seg.startMs,
-            bytes: seg.bytes,
-            pool: seg.pool,
-            source: this.d.nodeId,
-            holders: copyHolders(key, writer, live, copies),
-          });
-          announced++;
-        }
-      }
+    for (const { seg, copies } of this.closedCopySegments()) {
+      const key = segmentKey(seg.camera, seg.startMs);
+      const writer = seg.fence?.node ?? null;
+      if (!heldByDead(key, writer, live, dead, copies)) continue;
+      await this.publish({
+        camera: seg.camera,
+        startMs: seg.startMs,
+        bytes: seg.bytes,
+        pool: seg.pool,
+        source: this.d.nodeId,
+        holders: copyHolders(key, writer, live, copies),
+      });
+      announced++;
     }
     if (announced > 0) this.d.log.info({ dead, announced }, 'copies: segments the dead node held announced again (re-made elsewhere)');
     return announced;
@@ -240,22 +232,33 @@ export class CopyService {
   async peerJoined(joined: string): Promise<number> {
     const live = [...new Set([...this.d.liveNodes(), joined])];
     let announced = 0;
+    for (const { seg, copies } of this.closedCopySegments()) {
+      if (seg.fence?.node !== this.d.nodeId) continue;
+      const holders = copyHolders(segmentKey(seg.camera, seg.startMs), this.d.nodeId, live, copies);
+      if (!holders.includes(joined)) continue;
+      await this.publish({ camera: seg.camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source: this.d.nodeId, holders });
+      announced++;
+    }
+    if (announced > 0) this.d.log.info({ joined, announced }, 'copies: segments the node that joined should hold announced to it');
+    return announced;
+  }
+
+  /**
+   * Every closed segment held here of a pool with more than one copy, with that number;
+   * read in batches (segments.all), so the caller may await between them. Ends when the
+   * service stops.
+   */
+  private *closedCopySegments(): Generator<{ seg: SegmentRecord; copies: number }> {
     for (const pool of this.d.index.pools.list()) {
       const copies = pool.copies ?? 1;
       if (copies <= 1) continue;
       for (const camera of this.d.index.segments.poolCameras(pool.id)) {
         for (const seg of this.d.index.segments.all(camera)) {
-          if (this.stop.signal.aborted) return announced;
-          if (seg.pool !== pool.id || seg.open || seg.fence?.node !== this.d.nodeId) continue;
-          const holders = copyHolders(segmentKey(seg.camera, seg.startMs), this.d.nodeId, live, copies);
-          if (!holders.includes(joined)) continue;
-          await this.publish({ camera: seg.camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source: this.d.nodeId, holders });
-          announced++;
+          if (this.stop.signal.aborted) return;
+          if (seg.pool === pool.id && !seg.open) yield { seg, copies };
         }
       }
     }
-    if (announced > 0) this.d.log.info({ joined, announced }, 'copies: segments the node that joined should hold announced to it');
-    return announced;
   }
 
   /**

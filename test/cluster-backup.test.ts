@@ -58,6 +58,11 @@ test('backup to another cluster: every closed segment reaches it byte for byte, 
   const env = { RECORDER_CLUSTER: 'on', RECORDER_SEGMENT_SECONDS: '2' };
   let [a] = (await spawnClusterNodes(t, dir, natsA.urls, ['a'], env)) as [ClusterNodeProcess];
   let [b] = (await spawnClusterNodes(t, dir, natsB.urls, ['b'], env)) as [ClusterNodeProcess];
+  /** The node started again on its data dir (the same node id), as spawnClusterNodes starts one. */
+  const restart = async (n: ClusterNodeProcess, urls: string): Promise<ClusterNodeProcess> => {
+    const proc = spawnRecorder(t, { RECORDER_DATA_DIR: n.dataDir, RECORDER_HTTP: '127.0.0.1:0', RECORDER_NATS_URL: urls, RECORDER_SYNC_SECONDS: '0', ...env });
+    return { ...n, proc, http: await proc.http };
+  };
   const ncA = await connect({ servers: natsA.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   t.teardown(() => ncA.close());
   const ncB = await connect({ servers: natsB.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
@@ -124,11 +129,7 @@ test('backup to another cluster: every closed segment reaches it byte for byte, 
     60_000,
     500,
   );
-  b = {
-    ...b,
-    proc: spawnRecorder(t, { RECORDER_DATA_DIR: b.dataDir, RECORDER_HTTP: '127.0.0.1:0', RECORDER_NATS_URL: natsB.urls, RECORDER_SYNC_SECONDS: '0', ...env }),
-  };
-  b.http = await b.proc.http;
+  b = await restart(b, natsB.urls);
   const untilB = Date.now() - 6000;
   await waitFor(
     'B has every segment A closed while it was down',
@@ -140,11 +141,7 @@ test('backup to another cluster: every closed segment reaches it byte for byte, 
   // The source's node killed and restarted on its data dir: it goes on from its cursor.
   a.proc.child.kill('SIGKILL');
   await a.proc.exited;
-  a = {
-    ...a,
-    proc: spawnRecorder(t, { RECORDER_DATA_DIR: a.dataDir, RECORDER_HTTP: '127.0.0.1:0', RECORDER_NATS_URL: natsA.urls, RECORDER_SYNC_SECONDS: '0', ...env }),
-  };
-  a.http = await a.proc.http;
+  a = await restart(a, natsA.urls);
   const restartedAt = Date.now();
   await waitFor(
     'A records again after its restart',
