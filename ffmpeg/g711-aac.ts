@@ -72,6 +72,9 @@ export function g711AacArgs(law: 'alaw' | 'mulaw', bitrate: number): string[] {
   ];
 }
 
+/** I/O turns settle() gives the pipe after its deadline (each reads what is there, cheap when nothing is). */
+const SETTLE_IO_TURNS = 3;
+
 interface Encoder {
   child: Child;
   /** Output-timeline position of its first input sample. */
@@ -135,15 +138,24 @@ export class G711Aac {
   /**
    * Resolves once the encoder has written every frame it can from what was fed
    * (framesReady), it failed, or at `deadline` (Date.now() ms), whichever is first.
+   * At the deadline, output already waiting in the pipe is read first (a few I/O turns):
+   * after our own thread was held up (GC, a long synchronous step) the timer fires
+   * before the pipe is polled, and frames the encoder made in time would otherwise
+   * miss their GOP.
    */
   async settle(deadline: number): Promise<void> {
     const done = (): boolean => {
       const e = this.enc;
       return this.failure !== null || this.stopped || !e || e.count >= framesReady(this.feed.fed);
     };
+    let ioTurns = 0;
     while (!done()) {
       const wait = deadline - Date.now();
-      if (wait <= 0) return;
+      if (wait <= 0) {
+        if (ioTurns++ >= SETTLE_IO_TURNS) return;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(finish, wait);
         function finish(): void {

@@ -23,7 +23,8 @@
  * Audio: G.711 of a camera recording MP4 segments (`g711: 'aac'`) becomes AAC made by
  * one ffmpeg child for the session (ffmpeg/g711-aac.ts, started at the first G.711,
  * killed with the session): each GOP's G.711 is fed to it, and its fragment waits for
- * the AAC it can make of that (at most AAC_WAIT_MS after the GOP was cut; what is not
+ * the AAC it can make of that (at most AAC_WAIT_MS after the GOP was cut or, when it
+ * waited in the queue, after its G.711 was fed; what is not
  * ready then goes with the next GOP, at its exact time; the first GOP waits up to
  * AAC_START_WAIT_MS for ffmpeg to start). GOPs are written in order,
  * one at a time. If the encoder fails the video goes on without audio (a new init;
@@ -166,7 +167,9 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     }
     if (!aac) return emit(fmp4.write(p, { frames: [], failure: opts.ffmpegPath ? null : 'no ffmpeg configured' }));
     aac.push(p.g711);
-    await aac.settle(cutAt + (aac.framesOut > 0 ? AAC_WAIT_MS : AAC_START_WAIT_MS));
+    // Measured from the later of the cut and this push: a GOP that waited in the queue
+    // (the one before it waiting for its audio) still gives the encoder its full time.
+    await aac.settle(Math.max(cutAt, Date.now()) + (aac.framesOut > 0 ? AAC_WAIT_MS : AAC_START_WAIT_MS));
     if (finished) return;
     emit(fmp4.write(p, { frames: aac.take(), failure: aac.failure }));
   };

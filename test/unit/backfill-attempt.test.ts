@@ -149,16 +149,19 @@ test('an attempt that throws gives its gap back for a retry instead of leaving i
   t.teardown(() => manager.stop());
   await manager.start();
   const gaps = (): GapRecord[] => index.gaps.ofCamera('c');
+  // A record's progress is published after its release commits: wait for both, or the
+  // last release can be seen in the index before its progress is out.
+  const published = (): number => progress.filter((p) => p.state !== 'fetching').length;
   const settled = await waitFor(
-    'every gap given back',
+    'every gap given back and published',
     () => {
       const g = gaps();
-      return g.length === 3 && g.every((x) => x.state === 'pending' && x.attempts === 1) ? g : null;
+      return g.length === 3 && g.every((x) => x.state === 'pending' && x.attempts === 1) && published() >= 3 ? g : null;
     },
     10_000,
     50,
   ).catch(() => null);
-  t.truthy(settled, `gaps: ${JSON.stringify(gaps().map((g) => [g.state, g.attempts]))}`);
+  t.truthy(settled, `gaps: ${JSON.stringify(gaps().map((g) => [g.state, g.attempts]))}, published: ${published()}`);
   if (!settled) return;
   t.true(
     settled.every((g) => g.lastError?.message.includes('index read failed')),

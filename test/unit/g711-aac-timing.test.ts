@@ -125,6 +125,36 @@ test('G711Aac with ffmpeg: a click fed at a known instant plays at that instant 
   t.is(liveChildCount('ffmpeg', 'g711-aac'), 0, 'stop() leaves no encoder');
 });
 
+test.serial('G711Aac: after our thread was held up past the deadline, frames the encoder made meanwhile are still taken', async (t) => {
+  const aac = new G711Aac({ ffmpegPath: 'ffmpeg' });
+  t.teardown(() => aac.stop());
+  const second = (from: number): { at: number; data: Buffer }[] => {
+    const out = [];
+    for (let at = from; at < from + 8000; at += 160) out.push({ at, data: Buffer.alloc(160, SILENCE.alaw) });
+    return out;
+  };
+  aac.push(second(0));
+  await aac.settle(Date.now() + 10_000); // the encoder is up
+  t.is(aac.failure, null);
+  aac.take();
+  aac.push(second(8000));
+  // Our thread is busy (a GC, a long synchronous step) until after the deadline, while
+  // the encoder makes the frames of what was fed and writes them into the pipe.
+  const wanted = framesReady(16_000);
+  const until = Date.now() + 1500;
+  while (Date.now() < until) {
+    /* held up */
+  }
+  await aac.settle(Date.now() - 1);
+  const got = aac.take().length;
+  // Everything of the first second was taken already (but the priming frame, never emitted).
+  t.is(got, wanted - framesReady(8000), `frames taken at the deadline: ${got}`);
+  // Gone before the other tests count encoders (serial tests run first).
+  aac.stop();
+  const deadline = Date.now() + 5000;
+  while (liveChildCount('ffmpeg', 'g711-aac') > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+});
+
 test('G711Aac: an encoder that cannot start is a failure with its words, never an exception', async (t) => {
   const aac = new G711Aac({ ffmpegPath: '/nonexistent/ffmpeg' });
   t.teardown(() => aac.stop());
