@@ -37,7 +37,7 @@ import { assertAuthForBind, splitHostPort } from './lib/config.ts';
 import type { Logger } from './lib/log.ts';
 import { startEmbeddedNats, type EmbeddedNats } from './lib/nats-embedded.ts';
 import { AlarmBus, type Alarm } from './lib/alarms.ts';
-import { systemClock, type Clock } from './lib/time.ts';
+import { iso, systemClock, type Clock } from './lib/time.ts';
 import { reconcile, type ReconcileReport } from './storage/reconcile.ts';
 import { UserStore } from './security/users.ts';
 import { RecorderMetrics } from './ops/metrics.ts';
@@ -63,6 +63,8 @@ import { PictureService } from './services/picture-service.ts';
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
+import { OverlapHeal } from './cluster/overlap-heal.ts';
+import type { RemoteSegment } from './services/media-source.ts';
 import { rootCredential, startS3Listener } from './buckets/listener.ts';
 import { S3Presigner, isRecorderUi } from './buckets/presign.ts';
 import type { S3Server } from './buckets/s3-server.ts';
@@ -127,6 +129,8 @@ export class RecorderNode {
   cluster: ClusterNode | null = null;
   /** Copies of closed segments on other nodes (cluster/copies.ts); null outside cluster mode. */
   copies: CopyService | null = null;
+  /** Pulls what another node recorded of a camera this node also recorded during a partition. */
+  overlapHeal: OverlapHeal | null = null;
   /** Backup of pools to another cluster (cluster/backup-sender.ts; cluster mode only). */
   backups: BackupSender | null = null;
 
@@ -315,6 +319,7 @@ export class RecorderNode {
             void self.copies
               ?.peerJoined(joined)
               .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed')),
+          cameraLost: (camera, owner, grantedAtMs) => self.overlapHeal?.lost(camera, owner, grantedAtMs),
           signal,
         });
         const cluster = self.cluster;
@@ -337,6 +342,16 @@ export class RecorderNode {
           },
         });
         self.copies = copies;
+        self.overlapHeal = new OverlapHeal({
+          nodeId: cluster.nodeId,
+          segments: index.segments,
+          ownerSegments: async (owner, camera, fromMs, toMs) =>
+            (await cluster.ask<{ segments: RemoteSegment[] }>(owner, 'segments', { camera, from: iso(fromMs), to: iso(toMs) })).segments,
+          pull: async (source, camera, seg) =>
+            (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null,
+          log,
+          signal,
+        });
         self.backups = new BackupSender({
           nodeId: cluster.nodeId,
           prefix: config.subjectPrefix,
@@ -430,6 +445,7 @@ export class RecorderNode {
             clock,
             log,
             signal,
+            ...(self.cluster ? { nodeId: self.cluster.nodeId } : {}),
             camera: (id) => {
               try {
                 return service.requireCamera(id);

@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { createReadStream } from 'node:fs';
 import { segmentRangeStream } from '../playback/segment-source.ts';
 import { join } from 'node:path';
-import { gopsOverlapping } from '../playback/gop-range.ts';
+import { timelineGops } from '../playback/one-timeline.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import { replyRange } from './byte-ranges.ts';
@@ -31,21 +31,23 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
       const lines: string[] = [];
       let maxDurSec = 1;
       let prev: { endMs: number; codecKey: string } | null = null;
-      for (const seg of deps.index.segments.inRange(camera.id, fromMs, toMs)) {
+      for (const { seg, gops } of timelineGops(deps.index.segments.overlapping(camera.id, fromMs, toMs), fromMs, toMs)) {
         const uri = `segments/${seg.startMs}.mp4`;
         const picked: string[] = [];
         let firstMs: number | null = null;
-        for (const g of gopsOverlapping(seg, fromMs, toMs)) {
+        let lastMs = seg.endMs;
+        for (const g of gops) {
           firstMs ??= g.startMs;
+          lastMs = g.endMs;
           const dur = (g.endMs - g.startMs) / 1000;
           maxDurSec = Math.max(maxDurSec, Math.ceil(dur));
           picked.push(`#EXTINF:${dur.toFixed(3)},`, `#EXT-X-BYTERANGE:${g.size}@${g.offset}`, uri);
         }
         if (firstMs === null) continue;
-        if (prev && (prev.codecKey !== seg.codecKey || Math.abs(seg.startMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs))
+        if (prev && (prev.codecKey !== seg.codecKey || Math.abs(firstMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs))
           lines.push('#EXT-X-DISCONTINUITY');
         lines.push(`#EXT-X-MAP:URI="${uri}",BYTERANGE="${seg.initSize}@0"`, `#EXT-X-PROGRAM-DATE-TIME:${iso(firstMs)}`, ...picked);
-        prev = { endMs: seg.endMs, codecKey: seg.codecKey };
+        prev = { endMs: lastMs, codecKey: seg.codecKey };
       }
       if (lines.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
       const body = [

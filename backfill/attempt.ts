@@ -19,7 +19,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import { pieces, settleAttempt, subtract, type Interval } from '../index/gap-ledger.ts';
-import type { CameraConfig, GapRecord, SegmentRecord } from '../index/records.ts';
+import type { CameraConfig, FenceStamp, GapRecord, SegmentRecord } from '../index/records.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { RecorderError, toRecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
@@ -42,6 +42,13 @@ export interface AttemptDeps {
   clock: Clock;
   log: Logger;
   onSegmentClosed?: (segment: SegmentRecord) => void;
+  /**
+   * In a cluster: this node's id, stamped on back-filled segments as their writer with
+   * fence revision 0 (no grant: they rank below every grant's live video, and above
+   * unfenced video, in playback/one-timeline.ts). Copies and backups find their writer
+   * by it (cluster/copies.ts, cluster/backup-sender.ts).
+   */
+  nodeId?: string;
   /** Pulls an interval from the camera into a staging file (ingest/edge-replay.ts; tests inject a fake camera). */
   pull?: (opts: EdgePullOptions) => Promise<EdgePullResult>;
 }
@@ -50,6 +57,12 @@ export interface AttemptResult {
   records: GapRecord[];
   error: RecorderError | null;
   filledMs: number;
+}
+
+/** The fence stamp of a cluster node's back-filled segments (see AttemptDeps.nodeId). */
+export function backfillFence(nodeId: string): () => Promise<FenceStamp> {
+  const stamp: FenceStamp = { node: nodeId, rev: 0 };
+  return () => Promise.resolve(stamp);
 }
 
 export function stagingDir(dataDir: string): string {
@@ -189,6 +202,7 @@ async function writeStaged(deps: AttemptDeps, camera: CameraConfig, staging: str
       anchorMs,
       fit: (startMs, endMs) => fitIntoHole(hole, startMs, endMs),
       flags: { backfill: true },
+      ...(deps.nodeId !== undefined ? { fence: backfillFence(deps.nodeId) } : {}),
       ...(deps.onSegmentClosed ? { onSegmentClosed: deps.onSegmentClosed } : {}),
     },
     hole.fromMs,

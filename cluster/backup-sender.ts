@@ -21,6 +21,14 @@
  *   `backup-behind` (at most once per BEHIND_ALARM_MS).
  *
  * Segments this node holds as copies of another node's are left to their writer.
+ *
+ * Back-filled segments close late: their start is in the past, often behind the
+ * cursor, which only walks forward. kick() keeps each back-filled segment of a backed-up
+ * pool; the next round of its camera persists those behind the cursor in the KV
+ * (`<cursor key>.late`, a list of starts) before announcing them, and removes each once
+ * the target's stream took it, so a target that is down, or a restart of this node,
+ * does not lose them. (One closed in the instant before a crash, before that round,
+ * is not backed up.)
  */
 import { connect, JSONCodec, type KV, type NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
@@ -79,6 +87,8 @@ export class BackupSender {
   private kv: KV | null = null;
   private readonly targets = new Map<string, Target>();
   private readonly cursors = new Map<string, number>();
+  /** Back-filled segments closed here since the last round of their camera, by cursor key. */
+  private readonly backfilled = new Map<string, Set<number>>();
   private readonly status = new Map<string, BackupStatus>();
   private readonly movedAt = new Map<string, number>();
   private readonly alarmedAt = new Map<string, number>();
@@ -98,7 +108,14 @@ export class BackupSender {
 
   /** A segment closed here: announce it now rather than at the next round. */
   kick(seg: SegmentRecord): void {
-    if (!seg.open && this.d.index.pools.get(seg.pool)?.backupCluster) this.wake();
+    if (seg.open || !this.d.index.pools.get(seg.pool)?.backupCluster) return;
+    if (seg.flags.backfill && (!seg.fence || seg.fence.node === this.d.nodeId)) {
+      const key = cursorKey(seg.pool, seg.camera, this.d.nodeId);
+      const starts = this.backfilled.get(key) ?? new Set<number>();
+      starts.add(seg.startMs);
+      this.backfilled.set(key, starts);
+    }
+    this.wake();
   }
 
   statuses(): BackupStatus[] {
@@ -200,6 +217,22 @@ export class BackupSender {
     }
     const prefix = pool.backupCluster.prefix ?? 'rec';
     const js = target.nc.jetstream({ timeout: JS_TIMEOUT_MS });
+    const announce = async (seg: SegmentRecord): Promise<void> => {
+      const a: CopyAnnouncement = {
+        camera,
+        startMs: seg.startMs,
+        bytes: seg.bytes,
+        pool: pool.backupCluster.pool ?? pool.id,
+        source: this.d.nodeId,
+        holders: [],
+        origin: { node: this.d.nodeId, http, grant: backupGrant(token, camera, seg.startMs) },
+      };
+      await js.publish(`${prefix}.copies.${camera}`, json.encode(a), { msgID: `backup.${this.d.nodeId}.${camera}.${seg.startMs}` });
+      st.announced++;
+      st.lastMs = Math.max(st.lastMs ?? -Infinity, seg.startMs);
+      this.movedAt.set(pool.id, performance.now());
+    };
+    await this.sendLate(key, cursor, camera, announce);
     let sent = 0;
     const from = cursor;
     try {
@@ -213,24 +246,47 @@ export class BackupSender {
           cursor = seg.startMs;
           continue;
         }
-        const a: CopyAnnouncement = {
-          camera,
-          startMs: seg.startMs,
-          bytes: seg.bytes,
-          pool: pool.backupCluster.pool ?? pool.id,
-          source: this.d.nodeId,
-          holders: [],
-          origin: { node: this.d.nodeId, http, grant: backupGrant(token, camera, seg.startMs) },
-        };
-        await js.publish(`${prefix}.copies.${camera}`, json.encode(a), { msgID: `backup.${this.d.nodeId}.${camera}.${seg.startMs}` });
+        await announce(seg);
         cursor = seg.startMs;
-        st.announced++;
-        st.lastMs = seg.startMs;
-        this.movedAt.set(pool.id, performance.now());
         if (++sent % CURSOR_EVERY === 0) await this.saveCursor(key, cursor);
       }
     } finally {
       if (cursor !== from) await this.saveCursor(key, cursor);
+    }
+  }
+
+  /**
+   * The camera's back-filled segments behind its cursor (see the module comment):
+   * persisted with those an earlier round left, then announced one by one, each removed
+   * from the list once the target took it. Those after the cursor the walk announces.
+   */
+  private async sendLate(key: string, cursor: number, camera: string, announce: (seg: SegmentRecord) => Promise<void>): Promise<void> {
+    const lateKey = `${key}.late`;
+    const kicked = this.backfilled.get(key) ?? new Set<number>();
+    const taken = [...kicked]; // those after the cursor the walk below announces
+    const fresh = taken.filter((s) => s <= cursor);
+    const e = await this.kv!.get(lateKey);
+    const stored = e && e.operation === 'PUT' ? (JSON.parse(e.string()) as number[]) : [];
+    const late = [...new Set([...stored, ...fresh])].sort((a, b) => a - b);
+    // Kept in memory until persisted: a KV that does not take the list now loses nothing.
+    if (fresh.some((s) => !stored.includes(s))) await this.kv!.put(lateKey, JSON.stringify(late));
+    for (const s of taken) kicked.delete(s); // kicks during the awaits stay for the next round
+    if (kicked.size === 0 && this.backfilled.get(key) === kicked) this.backfilled.delete(key);
+    if (late.length === 0) return;
+    const left = [...late];
+    try {
+      for (const startMs of late) {
+        if (this.stop.signal.aborted) return;
+        const seg = this.d.index.segments.get(camera, startMs);
+        // Gone (retention) or no longer closed here: nothing to send.
+        if (seg && !seg.open) await announce(seg);
+        left.shift();
+      }
+    } finally {
+      if (left.length !== late.length) {
+        if (left.length === 0) await this.kv!.delete(lateKey).catch(() => undefined);
+        else await this.kv!.put(lateKey, JSON.stringify(left)).catch(() => undefined);
+      }
     }
   }
 

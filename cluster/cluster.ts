@@ -72,6 +72,12 @@ export interface ClusterOptions {
    * the copies to it).
    */
   peerJoined?: (node: string) => void;
+  /**
+   * This node lost a camera it recorded to another node, granted it at `grantedAtMs`
+   * (the owner record's time): cluster/overlap-heal.ts pulls what that node recorded if
+   * this one went on recording after the grant (a partition).
+   */
+  cameraLost?: (camera: string, node: string, grantedAtMs: number) => void;
   /** This node's weight in placement (RECORDER_CLUSTER_WEIGHT; default 1). */
   weight?: number;
   /** Why this node is under pressure now (its health alarms that hold), or null. */
@@ -757,7 +763,9 @@ export class ClusterNode implements CameraPlacement {
     if (!this.held.delete(camera)) return;
     this.startedWith.delete(camera);
     this.o.log.warn({ camera, to: owner?.node ?? null }, 'cluster: camera lost to another node; recording it stops here');
-    void this.o.supervisor.remove(camera).catch((err: unknown) => this.o.log.error({ camera, err }, 'cluster: stopping a lost camera failed'));
+    const stopped = this.o.supervisor.remove(camera).catch((err: unknown) => this.o.log.error({ camera, err }, 'cluster: stopping a lost camera failed'));
+    // After the camera's last segment is closed here: that is where what we recorded ends.
+    if (owner && owner.node !== this.nodeId) void stopped.then(() => this.o.cameraLost?.(camera, owner.node, Date.parse(owner.at)));
   }
 
   /** Gives up the owner key of a camera we hold (CAS on our revision: never someone else's grant). */

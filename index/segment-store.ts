@@ -39,6 +39,13 @@ export const SEGMENT_BATCH = 256;
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 30_000;
 
+/**
+ * Segments starting before a range that overlapping() looks at: enough for a few
+ * writers' series of any length side by side (a segment is looked for only among
+ * these; one further back, e.g. an hour-long segment beside 2 s ones, is missed).
+ */
+const OVERLAP_LOOKBACK = 16;
+
 export interface SegmentTimesView {
   startMs: number;
   endMs: number;
@@ -334,6 +341,27 @@ export class SegmentStore {
       if (out.length > 0 && out[out.length - 1]!.startMs === value.startMs) continue;
       out.push(value);
     }
+    return out;
+  }
+
+  /**
+   * Every segment of `camera` whose span overlaps [fromMs, toMs), in start order,
+   * also where two writers' segments overlap in time (a partition made two cluster
+   * nodes record the camera: playback/one-timeline.ts picks one). Unlike inRange, which
+   * takes only the last segment starting before `fromMs`, this looks back over the
+   * OVERLAP_LOOKBACK segments starting before it (their times only, from `segtimes`).
+   */
+  overlapping(camera: string, fromMs: number, toMs: number): SegmentRecord[] {
+    const starts: number[] = [];
+    for (const { key, value } of this.t.segtimes.getRange({ start: [camera, fromMs], end: [camera, -1], reverse: true, limit: OVERLAP_LOOKBACK })) {
+      if (key[1] < fromMs && (value[0] as number) > fromMs) starts.push(key[1]);
+    }
+    const out: SegmentRecord[] = [];
+    for (const startMs of starts.reverse()) {
+      const seg = this.t.segments.get([camera, startMs]);
+      if (seg) out.push(seg);
+    }
+    for (const { value } of this.t.segments.getRange({ start: [camera, fromMs], end: [camera, toMs] })) out.push(value);
     return out;
   }
 

@@ -12,12 +12,27 @@ import { BadTimeError, ValidationError } from '../lib/errors.ts';
 import { iso, parseTimeMs } from '../lib/time.ts';
 import { MAX_SPEED, MIN_SPEED, trickMode, type TrickMode } from '../media/mp4/fmp4-trick.ts';
 import type { PlaybackFragment, PlaybackSegment } from './playback-stream.ts';
-import { gopsOverlapping } from './gop-range.ts';
+import { shownGops } from './one-timeline.ts';
 
 const BATCH = 16;
-/** The GOPs of `seg` overlapping [fromMs, toMs) (playback/gop-range.ts), as playback fragments. */
-function fragmentsOf(seg: SegmentRecord, fromMs: number, toMs: number): PlaybackFragment[] {
-  return gopsOverlapping(seg, fromMs, toMs).map((g) => ({ offset: g.offset, size: g.size, timeMs: g.startMs }));
+/**
+ * The GOPs of `seg` overlapping [fromMs, toMs) that the one timeline shows
+ * (playback/one-timeline.ts: where another writer's segment outranks it, its GOPs
+ * there are hidden), as playback fragments. Segments are played one after another in
+ * start order, so a segment that a higher-ranked one cuts in two (rare: that one lies
+ * wholly inside it) plays its first part only; downloads have both.
+ */
+function fragmentsOf(index: RecorderIndex, seg: SegmentRecord, fromMs: number, toMs: number): PlaybackFragment[] {
+  const rivals = index.segments.overlapping(seg.camera, Math.max(seg.startMs, fromMs), Math.min(seg.endMs, toMs));
+  const shown = shownGops(seg, rivals, fromMs, toMs);
+  let run = shown.length;
+  for (let i = 1; i < shown.length; i++) {
+    if (shown[i]!.startMs !== shown[i - 1]!.endMs) {
+      run = i;
+      break;
+    }
+  }
+  return shown.slice(0, run).map((g) => ({ offset: g.offset, size: g.size, timeMs: g.startMs }));
 }
 
 function toPlayback(dataDir: string, seg: SegmentRecord, fragments: PlaybackFragment[]): PlaybackSegment {
@@ -46,14 +61,14 @@ export function* playbackSegments(
     // 13: 5.3 MB of index for 0.4 MB of video).
     const before = index.segments.atOrBefore(camera, fromMs);
     if (before && before.endMs > fromMs && before.startMs < fromMs) {
-      const f = fragmentsOf(before, fromMs, toMs);
+      const f = fragmentsOf(index, before, fromMs, toMs);
       if (f.length) yield toPlayback(dataDir, before, f);
     }
     let next = fromMs;
     for (;;) {
       const batch = index.segments.page(camera, next, { toMs, limit: BATCH });
       for (const seg of batch) {
-        const f = fragmentsOf(seg, fromMs, toMs);
+        const f = fragmentsOf(index, seg, fromMs, toMs);
         if (f.length) yield toPlayback(dataDir, seg, f);
       }
       if (batch.length < BATCH) return;
@@ -67,7 +82,7 @@ export function* playbackSegments(
       if (seg.camera !== camera) return;
       if (seg.endMs <= toMs) return;
       // Down to `toMs`, up to the GOP holding `fromMs` itself: [toMs, fromMs] in whole ms.
-      const f = fragmentsOf(seg, toMs, fromMs + 1).reverse();
+      const f = fragmentsOf(index, seg, toMs, fromMs + 1).reverse();
       if (f.length) yield toPlayback(dataDir, seg, f);
     }
     if (batch.length < BATCH) return;

@@ -13,7 +13,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { gopsOverlapping } from './gop-range.ts';
+import { timelineGops } from './one-timeline.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -50,9 +50,7 @@ export interface PsDeps {
 /** The GOPs of every segment overlapping [fromMs, toMs), in time order. */
 export function pickGops(deps: { index: RecorderIndex }, camera: string, fromMs: number, toMs: number): PickedSegment[] {
   const out: PickedSegment[] = [];
-  for (const seg of deps.index.segments.inRange(camera, fromMs, toMs)) {
-    const picked = gopsOverlapping(seg, fromMs, toMs);
-    if (picked.length === 0) continue;
+  for (const { seg, gops: picked } of timelineGops(deps.index.segments.overlapping(camera, fromMs, toMs), fromMs, toMs)) {
     out.push({ seg, gops: picked.map((g) => ({ offset: g.offset, size: g.size })), firstMs: picked[0]!.startMs, lastMs: picked[picked.length - 1]!.endMs });
   }
   return out;

@@ -14,6 +14,7 @@
  *   closed segment.
  */
 import type { CameraPlacement } from '../cluster/cluster.ts';
+import type { FenceStamp } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { iso } from '../lib/time.ts';
 import type { Logger } from '../lib/log.ts';
@@ -24,6 +25,8 @@ export interface RemoteSegment {
   endMs: number;
   bytes: number;
   pool: string;
+  /** Who wrote it under which grant (absent: a single node's or a back-fill's). */
+  fence?: FenceStamp;
 }
 
 /** Bytes one request may pull to stitch a split range (a 4 Mbit/s camera: about 2 hours). */
@@ -33,8 +36,12 @@ export interface MediaSourceDeps {
   cluster: CameraPlacement;
   /** This node's own spans of the camera. */
   localSearch: (q: { camera: string; from: string; to: string }) => SpansView;
-  /** Whether this node has a segment of the camera overlapping [fromMs, toMs). */
-  hasLocal: (camera: string, fromMs: number, toMs: number) => boolean;
+  /**
+   * Whether this node has the camera's segment that starts at `startMs` (that very
+   * segment: another writer's overlapping one does not count, playback/one-timeline.ts
+   * picks between them once both are here).
+   */
+  hasSegment: (camera: string, startMs: number) => boolean;
   /** Pulls one closed segment from `node` and indexes it here (true: copied). Absent: no stitching. */
   pull?: (node: string, camera: string, seg: RemoteSegment) => Promise<boolean>;
   log: Logger;
@@ -132,7 +139,7 @@ export interface PullReport {
  * answer, or whose pull fails, is reported, not thrown.
  */
 export async function pullMissing(
-  d: Pick<MediaSourceDeps, 'cluster' | 'hasLocal' | 'pull'>,
+  d: Pick<MediaSourceDeps, 'cluster' | 'hasSegment' | 'pull'>,
   camera: string,
   fromMs: number,
   toMs: number,
@@ -149,7 +156,7 @@ export async function pullMissing(
       continue;
     }
     for (const seg of answer.segments) {
-      if (d.hasLocal(camera, seg.startMs, seg.endMs)) continue;
+      if (d.hasSegment(camera, seg.startMs)) continue;
       report.bytes += seg.bytes;
       if (report.bytes > STITCH_MAX_BYTES) throw new RecorderError('PAYLOAD_TOO_LARGE', `more than ${STITCH_MAX_BYTES} bytes to pull for one range`);
       // false: gone from the holder meanwhile (retention) or here already; a throw: the holder failed.

@@ -284,7 +284,7 @@ export class RecorderService {
       {
         cluster: this.cluster,
         localSearch: (q) => this.localSearch(q),
-        hasLocal: (c, from, to) => this.index.segments.inRange(c, from, to).length > 0,
+        hasSegment: (c, startMs) => this.index.segments.get(c, startMs) !== undefined,
         ...(copies ? { pull: (node: string, c: string, seg: RemoteSegment) => copies.pull(node, c, seg) } : {}),
         log: this.log,
       },
@@ -302,7 +302,7 @@ export class RecorderService {
     const cluster = this.cluster;
     if (!cluster) return wholeRange(r);
     const copies = this.copies;
-    const hasLocal = (c: string, from: number, to: number): boolean => this.index.segments.inRange(c, from, to).length > 0;
+    const hasSegment = (c: string, startMs: number): boolean => this.index.segments.get(c, startMs) !== undefined;
     return playbackWindow(
       {
         cluster,
@@ -310,7 +310,7 @@ export class RecorderService {
         spans: async (c, from, to) => spanTimes(await this.search(searchBody(c, from, to))),
         pullMissing: (c, from, to) =>
           pullMissing(
-            { cluster, hasLocal, ...(copies ? { pull: (node: string, cam: string, seg: RemoteSegment) => copies.pull(node, cam, seg) } : {}) },
+            { cluster, hasSegment, ...(copies ? { pull: (node: string, cam: string, seg: RemoteSegment) => copies.pull(node, cam, seg) } : {}) },
             c,
             from,
             to,
@@ -402,9 +402,9 @@ export class RecorderService {
     this.requireCamera(q.camera);
     const { fromMs, toMs } = parseRangeMs(q.from, q.to);
     const segments = this.index.segments
-      .inRange(q.camera, fromMs, toMs)
+      .overlapping(q.camera, fromMs, toMs)
       .filter((s) => !s.open)
-      .map((s) => ({ startMs: s.startMs, endMs: s.endMs, bytes: s.bytes, pool: s.pool }));
+      .map((s) => ({ startMs: s.startMs, endMs: s.endMs, bytes: s.bytes, pool: s.pool, ...(s.fence ? { fence: s.fence } : {}) }));
     return { segments };
   }
 

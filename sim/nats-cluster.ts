@@ -39,7 +39,12 @@ export interface NatsCluster {
 
 const READY_TIMEOUT_MS = 20_000;
 
-export async function startNatsCluster(opts: { dir: string; size?: number; binary?: string; name?: string }): Promise<NatsCluster> {
+/**
+ * `noAdvertise`: the servers do not tell clients each other's URLs, so a client reaches
+ * only the URLs it was given (a test that cuts one client off through TCP forwarders
+ * needs it: nats.js would otherwise reconnect to a discovered server directly).
+ */
+export async function startNatsCluster(opts: { dir: string; size?: number; binary?: string; name?: string; noAdvertise?: boolean }): Promise<NatsCluster> {
   const size = opts.size ?? 3;
   const binary = opts.binary ?? 'nats-server';
   const clientPorts: number[] = [];
@@ -62,7 +67,9 @@ export async function startNatsCluster(opts: { dir: string; size?: number; binar
         `listen: 127.0.0.1:${clientPorts[i]}`,
         `jetstream { store_dir: "${store}" }`,
         // One server is a cluster of one without routes: a cluster block of itself never elects a JetStream meta leader.
-        size > 1 ? `cluster { name: ${opts.name ?? 'c1'}, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes}] }` : '',
+        size > 1
+          ? `cluster { name: ${opts.name ?? 'c1'}, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes}]${opts.noAdvertise ? ', no_advertise: true' : ''} }`
+          : '',
         '',
       ].join('\n'),
     );

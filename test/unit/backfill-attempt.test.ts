@@ -101,6 +101,23 @@ test('a camera that inherits ps from its pool is back-filled as .ps, like its li
   t.true(segs.every((s) => s.flags.backfill === true));
 });
 
+test('in a cluster, back-filled segments name this node as their writer, under no grant (fence revision 0)', async (t) => {
+  const { index, camera, gap, config, stagedClip } = await setup(t, undefined);
+  const result = await runAttempt(
+    { index, config, clock: { nowMs: () => NOW }, log: silentLogger, pull: stagedClip, nodeId: 'node-a' },
+    camera,
+    gap,
+    new AbortController().signal,
+  );
+  t.is(result.error, null, result.error?.message);
+  const segs = [...index.segments.all('c')];
+  t.true(segs.length > 0);
+  t.true(
+    segs.every((s) => s.fence?.node === 'node-a' && s.fence.rev === 0 && s.flags.backfill === true),
+    JSON.stringify(segs.map((s) => s.fence)),
+  );
+});
+
 test('a staging file that cannot be read ends the attempt with an error; it does not hang holding the camera', async (t) => {
   const { index, camera, gap, config } = await setup(t, undefined);
   // The pull "succeeds" but what it staged is unreadable (EISDIR on read, as EIO would be).
