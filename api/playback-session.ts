@@ -38,6 +38,7 @@ import { iso, parseTimeMs } from '../lib/time.ts';
 import type { PlaybackStream } from '../playback/playback-stream.ts';
 import type { HttpDeps } from './http-deps.ts';
 import type { RecorderService } from '../services/recorder-service.ts';
+import type { PlaybackWindow } from '../services/playback-windows.ts';
 import { openPlayback } from './play.ts';
 import { parsePlaybackQuery, type PlaybackQuery } from '../playback/playback-source.ts';
 
@@ -99,6 +100,8 @@ export class PlaybackSession {
   private query: PlaybackQuery | null = null;
   private paused = false;
   private closed = false;
+  /** Aborts the pulls of the window being prepared (services/playback-windows.ts). */
+  private windowAbort: AbortController | null = null;
   private generation = 0;
   private pending: Buffer | null = null;
   private wakeUp: (() => void) | null = null;
@@ -206,6 +209,7 @@ export class PlaybackSession {
   /** Replaces the current stream; its output continues the session's media timeline. */
   private async start(q: PlaybackQuery): Promise<void> {
     const gen = ++this.generation;
+    this.windowAbort?.abort();
     const old = this.stream;
     this.stream = null;
     this.pending = null;
@@ -221,7 +225,16 @@ export class PlaybackSession {
    * out, whose player is still playing what was sent (its clock and position go on).
    */
   private async openWindow(q: PlaybackQuery, gen: number, continuing: boolean): Promise<boolean> {
-    const window = await this.deps.service.playbackWindow(this.camera, { fromMs: q.fromMs, toMs: q.toMs, reverse: q.reverse });
+    // One window prepared at a time: a newer command or the close aborts this one's pulls.
+    this.windowAbort?.abort();
+    const abort = new AbortController();
+    this.windowAbort = abort;
+    let window: PlaybackWindow;
+    try {
+      window = await this.deps.service.playbackWindow(this.camera, { fromMs: q.fromMs, toMs: q.toMs, reverse: q.reverse }, abort.signal);
+    } finally {
+      if (this.windowAbort === abort) this.windowAbort = null;
+    }
     if (gen !== this.generation || this.closed) return false;
     const stream = await openPlayback(this.deps, this.camera, { ...q, toMs: window.toMs }, this.mediaEnd);
     if (gen !== this.generation || this.closed) {
@@ -335,6 +348,7 @@ export class PlaybackSession {
     if (this.closed) return;
     this.closed = true;
     this.generation++;
+    this.windowAbort?.abort();
     this.pending = null;
     this.wake();
     const s = this.stream;

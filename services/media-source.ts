@@ -136,7 +136,9 @@ export interface PullReport {
  * Pulls to this node every closed segment of `camera` overlapping [fromMs, toMs) that
  * `nodes` (default: every other holder of the camera) have and this node lacks, as
  * copies (synced, then indexed). Throws past STITCH_MAX_BYTES; a node that does not
- * answer, or whose pull fails, is reported, not thrown.
+ * answer, or whose pull fails, is reported, not thrown. Once `signal` aborts (the
+ * playback session that wanted the range moved on or closed) no further segment is
+ * pulled; one being pulled finishes (a copy kept here) and the report so far returns.
  */
 export async function pullMissing(
   d: Pick<MediaSourceDeps, 'cluster' | 'hasSegment' | 'pull'>,
@@ -144,18 +146,21 @@ export async function pullMissing(
   fromMs: number,
   toMs: number,
   nodes?: readonly string[],
+  signal?: AbortSignal,
 ): Promise<PullReport> {
   const report: PullReport = { pulled: 0, bytes: 0, unreachable: [] };
   const pull = d.pull;
   if (!pull) return report;
   const q = { camera, from: iso(fromMs), to: iso(toMs) };
   for (const node of nodes ?? d.cluster.holders(camera).filter((n) => n !== d.cluster.nodeId)) {
+    if (signal?.aborted) return report;
     const answer = await d.cluster.ask<{ segments: RemoteSegment[] }>(node, 'segments', q).catch(() => null);
     if (!answer) {
       report.unreachable.push(node);
       continue;
     }
     for (const seg of answer.segments) {
+      if (signal?.aborted) return report;
       if (d.hasSegment(camera, seg.startMs)) continue;
       report.bytes += seg.bytes;
       if (report.bytes > STITCH_MAX_BYTES) throw new RecorderError('PAYLOAD_TOO_LARGE', `more than ${STITCH_MAX_BYTES} bytes to pull for one range`);

@@ -17,6 +17,9 @@
  *   it, in reverse): time no node recorded is skipped, as within one node's gaps.
  * - Without other holders of the camera (one node, or only this one recorded it) there
  *   is one window, the session's whole range: single-node playback is unchanged.
+ * - A window whose holder did not answer and of which this node has nothing is skipped
+ *   (its holder named in `unreachable`), and the next one is prepared: the part of the
+ *   range after it, perhaps another holder's, still plays.
  */
 import type { CameraPlacement } from '../cluster/cluster.ts';
 import type { SegmentRecord } from '../index/records.ts';
@@ -35,7 +38,8 @@ export interface PlaybackWindowDeps {
   };
   /** Every node's spans of the camera, merged (a search). */
   spans(camera: string, fromMs: number, toMs: number): Promise<{ fromMs: number; toMs: number }[]>;
-  pullMissing(camera: string, fromMs: number, toMs: number): Promise<PullReport>;
+  /** `signal`: the session moved on or closed; pulling stops (services/media-source.ts). */
+  pullMissing(camera: string, fromMs: number, toMs: number, signal?: AbortSignal): Promise<PullReport>;
   nowMs(): number;
   /** Recording time per window (default WINDOW_MS; `RECORDER_CLUSTER_PLAYBACK_WINDOW_MS`). */
   windowMs?: number;
@@ -62,33 +66,57 @@ export function wholeRange(r: SessionRange): PlaybackWindow {
   return { toMs: r.toMs, nextFromMs: null, unreachable: [] };
 }
 
-/** The window a session plays from `r.fromMs` on. */
-export async function playbackWindow(d: PlaybackWindowDeps, camera: string, r: SessionRange): Promise<PlaybackWindow> {
+/**
+ * The window a session plays from `r.fromMs` on. `signal` aborts when the session no
+ * longer wants it (a new command, the viewer gone): its pulls stop, and what it
+ * answers then is not used.
+ */
+export async function playbackWindow(d: PlaybackWindowDeps, camera: string, r: SessionRange, signal?: AbortSignal): Promise<PlaybackWindow> {
   if (!d.cluster.holders(camera).some((n) => n !== d.cluster.nodeId)) return wholeRange(r);
-  return r.reverse ? reverseWindow(d, camera, r) : forwardWindow(d, camera, r);
+  // A window whose holder did not answer and of which this node has nothing is skipped
+  // (its holder named), not played as nothing: the next window may be another holder's.
+  const missed = new Set<string>();
+  let from = r.fromMs;
+  for (;;) {
+    const w = r.reverse ? await reverseWindow(d, camera, { ...r, fromMs: from }, signal) : await forwardWindow(d, camera, { ...r, fromMs: from }, signal);
+    for (const n of w.unreachable) missed.add(n);
+    if (!w.skip || signal?.aborted) return { toMs: w.toMs, nextFromMs: w.skip ? null : w.nextFromMs, unreachable: [...missed] };
+    from = w.nextFromMs!;
+  }
 }
 
-async function forwardWindow(d: PlaybackWindowDeps, camera: string, r: SessionRange): Promise<PlaybackWindow> {
+/** A window as found; `skip`: nothing of it here and a holder did not answer, go on at nextFromMs. */
+type FoundWindow = PlaybackWindow & { skip?: true };
+
+async function forwardWindow(d: PlaybackWindowDeps, camera: string, r: SessionRange, signal?: AbortSignal): Promise<FoundWindow> {
   const now = d.nowMs();
   const first = (await d.spans(camera, r.fromMs, Math.min(r.toMs, now + 60_000))).find((s) => s.toMs > r.fromMs);
   if (!first) return { toMs: r.toMs, nextFromMs: null, unreachable: [] };
   const start = Math.max(r.fromMs, first.fromMs);
   const edge = Math.min(r.toMs, start + (d.windowMs ?? WINDOW_MS));
-  const { unreachable } = await d.pullMissing(camera, start, edge);
+  const { unreachable } = await d.pullMissing(camera, start, edge, signal);
+  if (unreachable.length > 0 && edge < r.toMs && edge < now) {
+    const here = d.segments.atOrBefore(camera, edge - 1);
+    if (!here || here.endMs <= start) return { toMs: edge, nextFromMs: edge, unreachable, skip: true };
+  }
   const last = edge >= r.toMs || edge >= now ? undefined : d.segments.atOrBefore(camera, edge - 1);
   // The live edge, the session's own end, or nothing here to cut at: one stream to the end.
   if (!last || last.open || last.endMs <= r.fromMs || last.endMs >= r.toMs) return { toMs: r.toMs, nextFromMs: null, unreachable };
   return { toMs: last.endMs, nextFromMs: last.endMs, unreachable };
 }
 
-async function reverseWindow(d: PlaybackWindowDeps, camera: string, r: SessionRange): Promise<PlaybackWindow> {
+async function reverseWindow(d: PlaybackWindowDeps, camera: string, r: SessionRange, signal?: AbortSignal): Promise<FoundWindow> {
   const spans = await d.spans(camera, Math.max(0, r.toMs), r.fromMs + 1);
   const latest = [...spans].reverse().find((s) => s.fromMs <= r.fromMs);
   if (!latest) return { toMs: r.toMs, nextFromMs: null, unreachable: [] };
   const start = Math.min(r.fromMs, latest.toMs - 1);
   const edge = Math.max(r.toMs, start - (d.windowMs ?? WINDOW_MS));
-  const { unreachable } = await d.pullMissing(camera, edge, start + 1);
+  const { unreachable } = await d.pullMissing(camera, edge, start + 1, signal);
   if (edge <= r.toMs) return { toMs: r.toMs, nextFromMs: null, unreachable };
+  if (unreachable.length > 0) {
+    const here = d.segments.atOrBefore(camera, start);
+    if (!here || here.endMs <= edge) return { toMs: edge, nextFromMs: edge - 1, unreachable, skip: true };
+  }
   // The earliest segment here that reaches past the edge: the window stops at its start.
   const holding = d.segments.atOrBefore(camera, edge);
   const earliest = holding && holding.endMs > edge ? holding : d.segments.after(camera, edge - 1);

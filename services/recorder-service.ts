@@ -298,7 +298,7 @@ export class RecorderService {
    * The window a playback session plays next (services/playback-windows.ts): in a
    * cluster, what other nodes hold of it is pulled here first; alone, the whole range.
    */
-  async playbackWindow(camera: string, r: SessionRange): Promise<PlaybackWindow> {
+  async playbackWindow(camera: string, r: SessionRange, signal?: AbortSignal): Promise<PlaybackWindow> {
     const cluster = this.cluster;
     if (!cluster) return wholeRange(r);
     const copies = this.copies;
@@ -308,18 +308,21 @@ export class RecorderService {
         cluster,
         segments: this.index.segments,
         spans: async (c, from, to) => spanTimes(await this.search(searchBody(c, from, to))),
-        pullMissing: (c, from, to) =>
+        pullMissing: (c, from, to, sig) =>
           pullMissing(
             { cluster, hasSegment, ...(copies ? { pull: (node: string, cam: string, seg: RemoteSegment) => copies.pull(node, cam, seg) } : {}) },
             c,
             from,
             to,
+            undefined,
+            sig,
           ),
         nowMs: () => this.clock.nowMs(),
         windowMs: this.playbackWindowMs,
       },
       camera,
       r,
+      signal,
     );
   }
 

@@ -7,6 +7,7 @@
 import test from 'ava';
 import type { CameraPlacement } from '../../cluster/cluster.ts';
 import type { SegmentRecord } from '../../index/records.ts';
+import { pullMissing } from '../../services/media-source.ts';
 import { playbackWindow, WINDOW_MS, type PlaybackWindowDeps, type SessionRange } from '../../services/playback-windows.ts';
 
 const MIN = 60_000;
@@ -18,7 +19,8 @@ interface Seg {
 }
 
 /** A node (`here`) and the segments another node (`there`) holds; pulls copy them here. */
-function world(o: { here?: Seg[]; there: Seg[]; unreachable?: boolean; nowMs?: number; holders?: string[] }) {
+/** `unreachableBefore`: the holder does not answer for windows that start before it (it was down then). */
+function world(o: { here?: Seg[]; there: Seg[]; unreachable?: boolean; unreachableBefore?: number; nowMs?: number; holders?: string[] }) {
   const here = [...(o.here ?? [])];
   const pulls: [number, number][] = [];
   const record = (s: Seg): SegmentRecord => ({ camera: 'c', startMs: s.startMs, endMs: s.endMs, open: s.open ?? false }) as SegmentRecord;
@@ -49,7 +51,7 @@ function world(o: { here?: Seg[]; there: Seg[]; unreachable?: boolean; nowMs?: n
     },
     pullMissing: (_c, from, to) => {
       pulls.push([from, to]);
-      if (o.unreachable) return Promise.resolve({ pulled: 0, bytes: 0, unreachable: ['b'] });
+      if (o.unreachable || from < (o.unreachableBefore ?? -Infinity)) return Promise.resolve({ pulled: 0, bytes: 0, unreachable: ['b'] });
       let pulled = 0;
       for (const s of o.there) {
         if (s.endMs <= from || s.startMs >= to || here.some((h) => h.startMs === s.startMs)) continue;
@@ -135,4 +137,55 @@ test('a holder that does not answer is reported with the window; what is here is
   const w = await playbackWindow(deps, 'c', { fromMs: 0, toMs: 30 * MIN, reverse: false });
   t.deepEqual(w.unreachable, ['b']);
   t.is(w.toMs, 3 * MIN, 'up to the end of what is here');
+});
+
+test('pullMissing stops pulling once its signal aborts (the session moved on or closed); the pull under way finishes', async (t) => {
+  const asked: string[] = [];
+  const pulled: number[] = [];
+  const abort = new AbortController();
+  const cluster = {
+    nodeId: 'a',
+    holders: () => ['a', 'b', 'c'],
+    ask: (node: string) => {
+      asked.push(node);
+      return Promise.resolve({ segments: [0, 1, 2, 3].map((m) => ({ startMs: m * MIN, endMs: (m + 1) * MIN, bytes: 1000, pool: 'p' })) });
+    },
+  } as unknown as CameraPlacement;
+  const report = await pullMissing(
+    {
+      cluster,
+      hasSegment: () => false,
+      pull: (_node, _camera, seg) => {
+        pulled.push(seg.startMs);
+        // The viewer sends a new command while the second segment is being pulled.
+        if (pulled.length === 2) abort.abort();
+        return Promise.resolve(true);
+      },
+    },
+    'c',
+    0,
+    4 * MIN,
+    undefined,
+    abort.signal,
+  );
+  t.deepEqual(pulled, [0, MIN], 'no segment pulled after the abort');
+  t.deepEqual(asked, ['b'], 'no other holder asked');
+  t.is(report.pulled, 2);
+  t.deepEqual(report.unreachable, []);
+});
+
+test('a window whose holder does not answer and of which nothing is here is skipped, named; the range after it still plays', async (t) => {
+  // Forward: the first window's holder is away; what follows is pulled and played.
+  const fwd = world({ there: minutes(0, 30), unreachableBefore: 10 * MIN });
+  const w = await playbackWindow(fwd.deps, 'c', { fromMs: 0, toMs: 30 * MIN, reverse: false });
+  t.deepEqual(w.unreachable, ['b']);
+  t.deepEqual([w.toMs, w.nextFromMs], [20 * MIN, 20 * MIN], 'the window after the skipped one, to its last segment end');
+  t.deepEqual(fwd.pulls[0], [0, 10 * MIN]);
+  t.deepEqual(fwd.pulls[1], [10 * MIN, 20 * MIN]);
+  // Reverse: the same, going back.
+  const rev = world({ there: minutes(0, 30), unreachableBefore: Infinity });
+  const back = await playbackWindow(rev.deps, 'c', { fromMs: 30 * MIN - 1, toMs: 0, reverse: true });
+  t.deepEqual(back.unreachable, ['b']);
+  t.is(back.nextFromMs, null, 'nothing anywhere: one stream to the end, which finds no video');
+  t.true(rev.pulls.length >= 3, `every window was tried: ${JSON.stringify(rev.pulls)}`);
 });
