@@ -58,6 +58,8 @@ export function backupGrant(clusterToken: string, camera: string, startMs: numbe
   return createHmac('sha256', clusterToken).update(`backup:${camera}/${startMs}`).digest('hex');
 }
 
+/** How far before this node's start a new consumer of the copy stream begins (other machines' clocks may be behind). */
+const CONSUMER_START_MARGIN_MS = 60_000;
 /** Announcements older than this leave the stream: a node down longer misses them (docs/design/cluster.md). */
 const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
 const JS_TIMEOUT_MS = 4000;
@@ -145,6 +147,8 @@ export class CopyService {
   private readonly pulling = new Map<string, Promise<SegmentRecord | null>>();
   private readonly stop = new AbortController();
   private done: Promise<void> = Promise.resolve();
+  /** When this service was made (the node's start): a new consumer is delivered what was published since. */
+  private readonly startedAt = Date.now();
 
   constructor(private readonly d: CopyDeps) {
     d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
@@ -327,8 +331,12 @@ export class CopyService {
           durable_name: this.durable,
           ack_policy: AckPolicy.Explicit,
           ack_wait: nanos(ACK_WAIT_MS),
-          // A node that joins copies what is closed from now on; a node that was down resumes where it was.
-          deliver_policy: DeliverPolicy.New,
+          // A node that joins copies what is announced from its start on (CONSUMER_START_MARGIN_MS
+          // before it, for clocks of other machines): the copies the others announce to it
+          // once it beats (peerJoined) may come before this consumer exists, and a consumer
+          // of new messages only would miss them. A node that was down resumes where it was.
+          deliver_policy: DeliverPolicy.StartTime,
+          opt_start_time: new Date(this.startedAt - CONSUMER_START_MARGIN_MS).toISOString(),
           max_ack_pending: 64,
         }),
       );
