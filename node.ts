@@ -315,9 +315,9 @@ export class RecorderNode {
           pressure: () => self.sampler?.pressure() ?? null,
           peerDied: (dead) =>
             void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed')),
-          peerJoined: (joined) =>
+          peerJoined: (joined, awaySinceMs) =>
             void self.copies
-              ?.peerJoined(joined)
+              ?.peerJoined(joined, awaySinceMs)
               .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed')),
           cameraLost: (camera, owner, grantedAtMs) => self.overlapHeal?.lost(camera, owner, grantedAtMs),
           signal,

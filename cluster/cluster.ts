@@ -69,9 +69,10 @@ export interface ClusterOptions {
   /**
    * A peer joined while this node ran, or came back after it was judged dead, and has
    * beaten for K ticks since (once per arrival; cluster/copies.ts announces its share of
-   * the copies to it).
+   * the copies to it). `awaySinceMs`: when this node judged it dead (null: a node not
+   * seen before).
    */
-  peerJoined?: (node: string) => void;
+  peerJoined?: (node: string, awaySinceMs: number | null) => void;
   /**
    * This node lost a camera it recorded to another node, granted it at `grantedAtMs`
    * (the owner record's time): cluster/overlap-heal.ts pulls what that node recorded if
@@ -226,7 +227,8 @@ export class ClusterNode implements CameraPlacement {
   /** What each peer's last heartbeat read said of its capacity. */
   private readonly peerCapacity = new Map<string, NodeCapacity>();
   /** Peers judged dead (peerDied called once for each until it beats again). */
-  private readonly deadPeers = new Set<string>();
+  /** Peers judged dead, with when (Date.now() ms). */
+  private readonly deadPeers = new Map<string, number>();
   /** Peers seen beating steadily since they arrived (peerJoined was considered for each). */
   private readonly steadyPeers = new Set<string>();
   /** Peers first seen after this node's start-up: when they beat steadily, they joined. */
@@ -614,16 +616,17 @@ export class ClusterNode implements CameraPlacement {
       for (const peer of this.peers) {
         const dead = this.liveness.dead(peer);
         if (dead && !this.deadPeers.has(peer)) {
-          this.deadPeers.add(peer);
+          this.deadPeers.set(peer, Date.now());
           this.steadyPeers.delete(peer);
           this.o.raiseAlarm?.({ kind: 'node-left', message: `cluster node ${peer} stopped beating: judged dead, its cameras move`, details: { node: peer } });
           this.o.peerDied?.(peer);
         } else if (!dead && this.liveness.aliveTicks(peer) > this.o.deadTicks && !this.steadyPeers.has(peer)) {
           // Beating for K ticks in a row: not a stale heartbeat record of a node long gone.
           this.steadyPeers.add(peer);
+          const deadAt = this.deadPeers.get(peer) ?? null;
           const back = this.deadPeers.delete(peer);
           if (back) this.o.log.info({ node: peer }, 'cluster: node alive again');
-          if (back || this.lateArrivals.delete(peer)) this.o.peerJoined?.(peer);
+          if (back || this.lateArrivals.delete(peer)) this.o.peerJoined?.(peer, deadAt);
         }
       }
     }

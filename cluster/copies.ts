@@ -58,6 +58,8 @@ export function backupGrant(clusterToken: string, camera: string, startMs: numbe
   return createHmac('sha256', clusterToken).update(`backup:${camera}/${startMs}`).digest('hex');
 }
 
+/** A returning node is announced again what closed from this long before it was judged dead on (peerJoined). */
+export const RETURN_MARGIN_MS = 10 * 60_000;
 /** How far before this node's start a new consumer of the copy stream begins (other machines' clocks may be behind). */
 const CONSUMER_START_MARGIN_MS = 60_000;
 /** Announcements older than this leave the stream: a node down longer misses them (docs/design/cluster.md). */
@@ -229,15 +231,25 @@ export class CopyService {
   /**
    * `joined` joined the cluster, or came back after it was judged dead: announce the
    * segments this node wrote whose holders, over the nodes alive now, include it (a new
-   * node takes its share of the copies of video recorded before it came; a node that was
-   * away longer than the stream keeps announcements gets what it missed). Only writers
+   * node takes its share of the copies of video recorded before it came). Only writers
    * announce, so each segment is announced once; `joined` acknowledges what it has.
+   *
+   * A node that comes back (`awaySinceMs`: when it was judged dead) was a holder in the
+   * announcements made while it lived: it has those copies, or its durable consumer still
+   * holds the announcements it had not handled. What closed while it was judged dead was
+   * announced without it: only the segments that closed since shortly before its death
+   * (RETURN_MARGIN_MS: it died up to K ticks before it was judged dead, and pulls were in
+   * flight) are announced again, not the whole history. The walk stops if it is judged
+   * dead again meanwhile.
    */
-  async peerJoined(joined: string): Promise<number> {
+  async peerJoined(joined: string, awaySinceMs: number | null = null): Promise<number> {
     const live = [...new Set([...this.d.liveNodes(), joined])];
+    const since = awaySinceMs === null ? -Infinity : awaySinceMs - RETURN_MARGIN_MS;
     let announced = 0;
+    let walked = 0;
     for (const { seg, copies } of this.closedCopySegments()) {
-      if (seg.fence?.node !== this.d.nodeId) continue;
+      if (++walked % 100 === 0 && !this.d.liveNodes().includes(joined)) break;
+      if (seg.fence?.node !== this.d.nodeId || seg.endMs < since) continue;
       const holders = copyHolders(segmentKey(seg.camera, seg.startMs), this.d.nodeId, live, copies);
       if (!holders.includes(joined)) continue;
       await this.publish({ camera: seg.camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source: this.d.nodeId, holders });
