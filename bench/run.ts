@@ -24,6 +24,7 @@ const BENCHES: Record<string, string[]> = {
   crash: ['crash.ts', '--cameras', '50', '--minutes', '10', '--every', '30'],
   soak: ['soak.ts', '--minutes', '10', '--cameras', '4'],
   cluster: ['cluster.ts', '--cameras', '12', '--kills', '10', '--searches', '200'],
+  'cluster-search': ['cluster-search.ts', '--searches', '200'],
   copies: ['copies.ts', '--segments', '20', '--rounds', '3'],
   s3: ['s3.ts'],
   pictures: ['pictures.ts'],
