@@ -25,6 +25,7 @@ const BENCHES: Record<string, string[]> = {
   soak: ['soak.ts', '--minutes', '10', '--cameras', '4'],
   cluster: ['cluster.ts', '--cameras', '12', '--kills', '10', '--searches', '200'],
   'cluster-search': ['cluster-search.ts', '--searches', '200'],
+  'cluster-cpu': ['cluster-cpu.ts', '--cameras', '100', '--seconds', '60', '--rounds', '2'],
   copies: ['copies.ts', '--segments', '20', '--rounds', '3'],
   s3: ['s3.ts'],
   pictures: ['pictures.ts'],
