@@ -319,7 +319,7 @@ export class RecorderNode {
             void self.copies
               ?.peerJoined(joined, awaySinceMs)
               .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed')),
-          cameraLost: (camera, owner, grantedAtMs) => self.overlapHeal?.lost(camera, owner, grantedAtMs),
+          cameraLost: (camera, rev, lastConfirmedMs) => self.overlapHeal?.lost(camera, rev, lastConfirmedMs),
           signal,
         });
         const cluster = self.cluster;
@@ -345,6 +345,7 @@ export class RecorderNode {
         self.overlapHeal = new OverlapHeal({
           nodeId: cluster.nodeId,
           segments: index.segments,
+          holders: (camera) => cluster.holders(camera),
           ownerSegments: async (owner, camera, fromMs, toMs) =>
             (await cluster.ask<{ segments: RemoteSegment[] }>(owner, 'segments', { camera, from: iso(fromMs), to: iso(toMs) })).segments,
           pull: async (source, camera, seg) =>

@@ -30,7 +30,7 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
       const { fromMs, toMs } = parseRangeMs(req.query.from, req.query.to);
       const lines: string[] = [];
       let maxDurSec = 1;
-      let prev: { endMs: number; codecKey: string } | null = null;
+      let prev: { endMs: number; codecKey: string; writer: string } | null = null;
       for (const { seg, gops } of timelineGops(deps.index.segments.overlapping(camera.id, fromMs, toMs), fromMs, toMs)) {
         const uri = `segments/${seg.startMs}.mp4`;
         const picked: string[] = [];
@@ -44,10 +44,12 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
           picked.push(`#EXTINF:${dur.toFixed(3)},`, `#EXT-X-BYTERANGE:${g.size}@${g.offset}`, uri);
         }
         if (firstMs === null) continue;
-        if (prev && (prev.codecKey !== seg.codecKey || Math.abs(firstMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs))
+        // Another writer (a partition's two series) has timestamps of its own: a discontinuity even when the times meet.
+        const writer = seg.fence ? `${seg.fence.node}/${seg.fence.rev}` : '';
+        if (prev && (prev.codecKey !== seg.codecKey || prev.writer !== writer || Math.abs(firstMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs))
           lines.push('#EXT-X-DISCONTINUITY');
         lines.push(`#EXT-X-MAP:URI="${uri}",BYTERANGE="${seg.initSize}@0"`, `#EXT-X-PROGRAM-DATE-TIME:${iso(firstMs)}`, ...picked);
-        prev = { endMs: lastMs, codecKey: seg.codecKey };
+        prev = { endMs: lastMs, codecKey: seg.codecKey, writer };
       }
       if (lines.length === 0) throw new NoVideoError(`no video of camera ${camera.id} between ${iso(fromMs)} and ${iso(toMs)}`);
       const body = [

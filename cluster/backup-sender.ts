@@ -24,11 +24,12 @@
  *
  * Back-filled segments close late: their start is in the past, often behind the
  * cursor, which only walks forward. kick() keeps each back-filled segment of a backed-up
- * pool; the next round of its camera persists those behind the cursor in the KV
- * (`<cursor key>.late`, a list of starts) before announcing them, and removes each once
- * the target's stream took it, so a target that is down, or a restart of this node,
- * does not lose them. (One closed in the instant before a crash, before that round,
- * is not backed up.)
+ * pool in memory; the next round of its camera that reaches the target adds those
+ * behind the cursor to a list in the KV (`<cursor key>.late`, starts) before announcing
+ * them, and takes each off once the target's stream took it: once listed, a target
+ * that is down or a restart of this node loses none. Kicks not listed yet (the target
+ * unreachable since before the segment closed, or the KV without quorum) are held in
+ * memory only, and a restart then loses them.
  */
 import { connect, JSONCodec, type KV, type NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
@@ -89,6 +90,8 @@ export class BackupSender {
   private readonly cursors = new Map<string, number>();
   /** Back-filled segments closed here since the last round of their camera, by cursor key. */
   private readonly backfilled = new Map<string, Set<number>>();
+  /** Back-filled segments behind the cursor still to announce, by cursor key (the KV's `.late` list, held here once read). */
+  private readonly late = new Map<string, number[]>();
   private readonly status = new Map<string, BackupStatus>();
   private readonly movedAt = new Map<string, number>();
   private readonly alarmedAt = new Map<string, number>();
@@ -232,7 +235,7 @@ export class BackupSender {
       st.lastMs = Math.max(st.lastMs ?? -Infinity, seg.startMs);
       this.movedAt.set(pool.id, performance.now());
     };
-    await this.sendLate(key, cursor, camera, announce);
+    await this.sendLate(key, cursor, pool.id, camera, announce);
     let sent = 0;
     const from = cursor;
     try {
@@ -256,38 +259,58 @@ export class BackupSender {
   }
 
   /**
-   * The camera's back-filled segments behind its cursor (see the module comment):
-   * persisted with those an earlier round left, then announced one by one, each removed
-   * from the list once the target took it. Those after the cursor the walk announces.
+   * The camera's back-filled segments behind its cursor (see the module comment): the
+   * list kept in the KV (read once per camera and node, then held here) with the new
+   * ones, written back when it changed, then announced one by one, each taken off the
+   * list once the target took it. Those after the cursor the walk announces. A KV that
+   * does not answer keeps the list in memory (tried again next round) and never holds
+   * up the walk.
    */
-  private async sendLate(key: string, cursor: number, camera: string, announce: (seg: SegmentRecord) => Promise<void>): Promise<void> {
+  private async sendLate(key: string, cursor: number, pool: string, camera: string, announce: (seg: SegmentRecord) => Promise<void>): Promise<void> {
     const lateKey = `${key}.late`;
+    let late = this.late.get(key);
+    if (late === undefined) {
+      const e = await this.kv!.get(lateKey).catch(() => undefined);
+      if (e === undefined) return; // not readable now: the kicks wait in memory for the next round
+      late = e && e.operation === 'PUT' ? (JSON.parse(e.string()) as number[]) : [];
+      this.late.set(key, late);
+    }
     const kicked = this.backfilled.get(key) ?? new Set<number>();
     const taken = [...kicked]; // those after the cursor the walk below announces
-    const fresh = taken.filter((s) => s <= cursor);
-    const e = await this.kv!.get(lateKey);
-    const stored = e && e.operation === 'PUT' ? (JSON.parse(e.string()) as number[]) : [];
-    const late = [...new Set([...stored, ...fresh])].sort((a, b) => a - b);
-    // Kept in memory until persisted: a KV that does not take the list now loses nothing.
-    if (fresh.some((s) => !stored.includes(s))) await this.kv!.put(lateKey, JSON.stringify(late));
+    const known = late;
+    const fresh = taken.filter((s) => s <= cursor && !known.includes(s));
     for (const s of taken) kicked.delete(s); // kicks during the awaits stay for the next round
     if (kicked.size === 0 && this.backfilled.get(key) === kicked) this.backfilled.delete(key);
+    if (fresh.length > 0) {
+      late = [...late, ...fresh].sort((a, b) => a - b);
+      this.late.set(key, late);
+      await this.saveLate(lateKey, late);
+    }
     if (late.length === 0) return;
     const left = [...late];
     try {
       for (const startMs of late) {
         if (this.stop.signal.aborted) return;
         const seg = this.d.index.segments.get(camera, startMs);
-        // Gone (retention) or no longer closed here: nothing to send.
-        if (seg && !seg.open) await announce(seg);
+        // Gone (retention), not closed, moved to another pool or not ours: nothing to send.
+        if (seg && !seg.open && seg.pool === pool && (!seg.fence || seg.fence.node === this.d.nodeId)) await announce(seg);
         left.shift();
       }
     } finally {
       if (left.length !== late.length) {
-        if (left.length === 0) await this.kv!.delete(lateKey).catch(() => undefined);
-        else await this.kv!.put(lateKey, JSON.stringify(left)).catch(() => undefined);
+        this.late.set(key, left);
+        await this.saveLate(lateKey, left);
       }
     }
+  }
+
+  /** The late list in the KV; not written now (no quorum here): held in memory, and written with the next change. */
+  private async saveLate(lateKey: string, list: number[]): Promise<void> {
+    const write = list.length === 0 ? this.kv!.delete(lateKey) : this.kv!.put(lateKey, JSON.stringify(list));
+    await write.then(
+      () => undefined,
+      (err: unknown) => this.d.log.debug({ key: lateKey, err: (err as Error).message }, 'backup: late list not saved'),
+    );
   }
 
   private async saveCursor(key: string, cursor: number): Promise<void> {

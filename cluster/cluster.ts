@@ -74,11 +74,12 @@ export interface ClusterOptions {
    */
   peerJoined?: (node: string, awaySinceMs: number | null) => void;
   /**
-   * This node lost a camera it recorded to another node, granted it at `grantedAtMs`
-   * (the owner record's time): cluster/overlap-heal.ts pulls what that node recorded if
-   * this one went on recording after the grant (a partition).
+   * This node lost a camera it recorded under grant `rev`, which it last confirmed at
+   * `lastConfirmedMs` (wall clock): cluster/overlap-heal.ts pulls what other nodes
+   * recorded of it under later grants if this one went on recording after that (a
+   * partition).
    */
-  cameraLost?: (camera: string, node: string, grantedAtMs: number) => void;
+  cameraLost?: (camera: string, rev: number, lastConfirmedMs: number) => void;
   /** This node's weight in placement (RECORDER_CLUSTER_WEIGHT; default 1). */
   weight?: number;
   /** Why this node is under pressure now (its health alarms that hold), or null. */
@@ -763,12 +764,20 @@ export class ClusterNode implements CameraPlacement {
 
   /** Another node holds the camera now (or nobody): stop recording it at once. */
   private lose(camera: string, owner: Owner | null): void {
-    if (!this.held.delete(camera)) return;
+    const h = this.held.get(camera);
+    if (!h || !this.held.delete(camera)) return;
+    const lastConfirmedMs = Date.now() - (now() - h.confirmedAt);
     this.startedWith.delete(camera);
     this.o.log.warn({ camera, to: owner?.node ?? null }, 'cluster: camera lost to another node; recording it stops here');
     const stopped = this.o.supervisor.remove(camera).catch((err: unknown) => this.o.log.error({ camera, err }, 'cluster: stopping a lost camera failed'));
     // After the camera's last segment is closed here: that is where what we recorded ends.
-    if (owner && owner.node !== this.nodeId) void stopped.then(() => this.o.cameraLost?.(camera, owner.node, Date.parse(owner.at)));
+    void stopped.then(() => {
+      try {
+        this.o.cameraLost?.(camera, h.rev, lastConfirmedMs);
+      } catch (err) {
+        this.o.log.error({ camera, err }, 'cluster: the partition overlap heal could not start');
+      }
+    });
   }
 
   /** Gives up the owner key of a camera we hold (CAS on our revision: never someone else's grant). */

@@ -4,19 +4,24 @@
  * A node cut off from NATS goes on recording its cameras under its last fence token;
  * the nodes that still reach a quorum grant those cameras anew and record them too.
  * When the partition heals, the cut-off node learns it lost a camera (its tick, or its
- * next fence check) with the new owner and the time of the new grant. If it recorded
- * the camera after that grant, both nodes hold video of those instants. This node then
- * pulls the new owner's closed segments of that time as copies (the same pull as
- * stitching: synced, then indexed, with their fence), so its index has both series and
- * every read of the time shows one timeline where the higher fence wins
- * (playback/one-timeline.ts). Reads of the time on other nodes are served by this node
- * (it has the most of it) or stitched from both, and come out the same.
+ * next fence check). Its last confirmation of the camera is when the overlap can have
+ * begun: any grant to another node came after it (one grant or several, to one node or
+ * more). If it recorded the camera after that, other nodes may hold video of those
+ * instants under higher fences. This node then asks every holder of the camera for its
+ * closed segments of that time and pulls those stamped with a higher fence than its own
+ * as copies (the same pull as stitching: synced, then indexed, with their fence), so its
+ * index has every series and each read of the time shows one timeline where the higher
+ * fence wins (playback/one-timeline.ts). Reads of that time through another node are
+ * served by this one (it has the most of it) or stitched; a node that holds only copies
+ * of this node's segments of the time and all of the range serves those (the lower
+ * fence's).
  *
- * The new owner's segment being written at heal time cannot be pulled yet: the heal is
- * tried again every RETRY_MS until the owner's closed segments reach the end of what
- * this node recorded, and given up (a warning) after GIVE_UP_MS. Until then the part
- * not pulled shows this node's own video. Held in memory: a node restarted before its
- * heal finished leaves that overlap showing whichever node serves it.
+ * A holder's segment being written at heal time cannot be pulled yet: the heal is tried
+ * again every RETRY_MS until the higher-fenced closed segments reach the end of what
+ * this node recorded, and given up (a warning) after GIVE_UP_MS (longer than the
+ * longest segment). Until then the part not pulled shows this node's own video. Held in
+ * memory: a node restarted before its heal finished leaves that overlap showing
+ * whichever node serves it.
  */
 import type { Logger } from '../lib/log.ts';
 import type { FenceStamp } from '../index/records.ts';
@@ -35,7 +40,9 @@ export interface OwnerSegment {
 export interface OverlapHealDeps {
   nodeId: string;
   segments: Pick<SegmentStore, 'overlapping' | 'get'>;
-  /** The owner's closed segments of [from, to) (`<prefix>.v1.node.<node>.segments`). */
+  /** The nodes that hold video of the camera (the holders catalog), this one included or not. */
+  holders: (camera: string) => string[];
+  /** A node's closed segments of [from, to) (`<prefix>.v1.node.<node>.segments`). */
   ownerSegments: (node: string, camera: string, fromMs: number, toMs: number) => Promise<OwnerSegment[]>;
   /** Pulls one closed segment from `node` and indexes it here (cluster/copies.ts); false: gone there. */
   pull: (node: string, camera: string, seg: OwnerSegment) => Promise<boolean>;
@@ -47,18 +54,20 @@ export interface OverlapHealDeps {
 
 /** How often a heal whose owner has not closed every segment yet is tried again. */
 export const RETRY_MS = 5000;
-/** How long a heal is tried before it is given up. */
-export const GIVE_UP_MS = 10 * 60_000;
+/** How long a heal is tried before it is given up: past the longest segment (an hour) a holder can be writing. */
+export const GIVE_UP_MS = 65 * 60_000;
 /** The end of the owner's closed video may fall this short of ours and the heal is done (about a frame). */
 const END_SLACK_MS = 40;
 
 interface Heal {
   camera: string;
-  node: string;
+  /** The revision this node recorded under: what outranks it is pulled. */
+  rev: number;
   fromMs: number;
   toMs: number;
   sinceMs: number;
   pulled: number;
+  warned?: boolean;
 }
 
 export class OverlapHeal {
@@ -71,28 +80,29 @@ export class OverlapHeal {
   }
 
   /**
-   * `camera` was lost to `node`, granted it at `grantedAtMs`. What this node recorded
-   * of it since then overlaps what `node` recorded: its segments there are pulled.
-   * Nothing to do after a plain move (this node wrote nothing after the grant).
+   * `camera` was lost; this node recorded it under revision `rev` and last confirmed it
+   * was still its own at `sinceMs` (wall clock). What it recorded after that may overlap
+   * what other nodes recorded under later grants: theirs is pulled. Nothing to do after
+   * a plain move (this node wrote nothing after its last confirmation).
    */
-  lost(camera: string, node: string, grantedAtMs: number): void {
-    if (this.d.signal.aborted || node === this.d.nodeId || !Number.isFinite(grantedAtMs)) return;
+  lost(camera: string, rev: number, sinceMs: number): void {
+    if (this.d.signal.aborted || !Number.isFinite(sinceMs)) return;
     const ours = this.d.segments
-      .overlapping(camera, grantedAtMs, Number.MAX_SAFE_INTEGER)
-      .filter((s) => s.fence?.node === this.d.nodeId && s.endMs > grantedAtMs);
+      .overlapping(camera, sinceMs, Number.MAX_SAFE_INTEGER)
+      .filter((s) => s.fence?.node === this.d.nodeId && s.fence.rev === rev && s.endMs > sinceMs);
     if (ours.length === 0) return;
     const toMs = Math.max(...ours.map((s) => s.endMs));
-    this.d.log.warn(
-      { camera, node, from: iso(grantedAtMs), to: iso(toMs) },
-      'cluster: this node recorded a camera after it was granted to another (a partition); the overlap heals by pulling that node’s video of it',
+    this.d.log.info(
+      { camera, from: iso(sinceMs), to: iso(toMs) },
+      'cluster: this node recorded a camera after its last confirmation that it held it; what other nodes recorded of that time under later grants is pulled (a partition overlap heals)',
     );
-    this.heals.set(camera, { camera, node, fromMs: grantedAtMs, toMs, sinceMs: Date.now(), pulled: 0 });
+    this.heals.set(camera, { camera, rev, fromMs: sinceMs, toMs, sinceMs: Date.now(), pulled: 0 });
     void this.pass();
   }
 
   /** Heals still waiting (what the tests and /api/cluster/nodes may show). */
-  pending(): { camera: string; node: string; from: string; to: string; pulled: number }[] {
-    return [...this.heals.values()].map((h) => ({ camera: h.camera, node: h.node, from: iso(h.fromMs), to: iso(h.toMs), pulled: h.pulled }));
+  pending(): { camera: string; from: string; to: string; pulled: number }[] {
+    return [...this.heals.values()].map((h) => ({ camera: h.camera, from: iso(h.fromMs), to: iso(h.toMs), pulled: h.pulled }));
   }
 
   /** Tries every waiting heal once; one pass at a time. */
@@ -103,11 +113,15 @@ export class OverlapHeal {
     try {
       for (const h of [...this.heals.values()]) {
         if (this.d.signal.aborted) return;
-        if (await this.tryHeal(h).catch((err: unknown) => this.failed(h, err))) this.heals.delete(h.camera);
+        // Deleted only if still this heal: a newer loss of the camera may have replaced it meanwhile.
+        const forget = (): void => {
+          if (this.heals.get(h.camera) === h) this.heals.delete(h.camera);
+        };
+        if (await this.tryHeal(h).catch((err: unknown) => this.failed(h, err))) forget();
         else if (Date.now() - h.sinceMs > (this.d.giveUpMs ?? GIVE_UP_MS)) {
-          this.heals.delete(h.camera);
+          forget();
           this.d.log.warn(
-            { camera: h.camera, node: h.node, from: iso(h.fromMs), to: iso(h.toMs), pulled: h.pulled },
+            { camera: h.camera, from: iso(h.fromMs), to: iso(h.toMs), pulled: h.pulled },
             'cluster: partition overlap not healed in time; the part not pulled shows whichever node serves it',
           );
         }
@@ -121,21 +135,35 @@ export class OverlapHeal {
     }
   }
 
-  /** true: the owner's closed video reaches the end of ours and every segment of it is here. */
+  /**
+   * true: the closed segments other holders wrote under later grants reach the end of
+   * ours, and every one of them is here. A holder that does not answer: not yet.
+   */
   private async tryHeal(h: Heal): Promise<boolean> {
-    const theirs = await this.d.ownerSegments(h.node, h.camera, h.fromMs, h.toMs);
-    for (const seg of theirs) {
-      if (this.d.segments.get(h.camera, seg.startMs)) continue;
-      if (await this.d.pull(h.node, h.camera, seg)) h.pulled++;
+    let reached = -Infinity;
+    for (const node of this.d.holders(h.camera)) {
+      if (node === this.d.nodeId) continue;
+      // Only what outranks ours: a holder also lists copies it holds of our own segments.
+      // Asked up to now: video of a later grant that begins after ours ended (a plain move,
+      // a frozen node) shows there was no overlap, and the heal is done.
+      const theirs = (await this.d.ownerSegments(node, h.camera, h.fromMs, Math.max(h.toMs, Date.now()))).filter(
+        (s) => s.fence !== undefined && s.fence.rev > h.rev,
+      );
+      for (const seg of theirs) {
+        if (seg.startMs < h.toMs && !this.d.segments.get(h.camera, seg.startMs) && (await this.d.pull(node, h.camera, seg))) h.pulled++;
+        reached = Math.max(reached, seg.endMs);
+      }
     }
-    const reached = theirs.reduce((end, s) => Math.max(end, s.endMs), -Infinity);
     const done = reached >= h.toMs - END_SLACK_MS;
-    if (done) this.d.log.info({ camera: h.camera, node: h.node, pulled: h.pulled, from: iso(h.fromMs), to: iso(h.toMs) }, 'cluster: partition overlap healed');
+    if (done && h.pulled > 0)
+      this.d.log.info({ camera: h.camera, pulled: h.pulled, from: iso(h.fromMs), to: iso(h.toMs) }, 'cluster: partition overlap healed');
     return done;
   }
 
   private failed(h: Heal, err: unknown): false {
-    this.d.log.debug({ camera: h.camera, node: h.node, err: (err as Error).message }, 'cluster: partition overlap heal failed; tried again');
+    // Once at warn (the first failure says why), then quietly until it works or gives up.
+    if (!h.warned) this.d.log.warn({ camera: h.camera, err: (err as Error).message }, 'cluster: partition overlap heal failed; tried again every few seconds');
+    h.warned = true;
     return false;
   }
 

@@ -41,8 +41,9 @@ const RETRY_MAX_MS = 30_000;
 
 /**
  * Segments starting before a range that overlapping() looks at: enough for a few
- * writers' series of any length side by side (a segment is looked for only among
- * these; one further back, e.g. an hour-long segment beside 2 s ones, is missed).
+ * writers' series of similar segment lengths side by side (a segment is looked for only
+ * among these; one further back, e.g. an hour-long segment of one node beside another
+ * node's 2 s ones, is missed).
  */
 const OVERLAP_LOOKBACK = 16;
 

@@ -10,21 +10,21 @@
  * single node, ranks below every fenced one).
  *
  * Rule (pure, per segment, so a lazy reader can apply it one segment at a time): a GOP
- * of segment S is kept unless a segment of another fence that ranks above S overlaps
- * it by more than OVERLAP_SLACK_MS. Segments of one fence never hide each other: one
- * writer's segments follow each other, and a single node behaves as before.
+ * of segment S is hidden when segments of other fences that rank above S cover it,
+ * apart from OVERLAP_SLACK_MS at its ends. Segments of one fence never hide each
+ * other: one writer's segments follow each other, and a single node behaves as before.
  *
- * Why that is the greedy "highest first" cover: a GOP of S hidden by T is covered by
- * T's GOPs, except where T's own GOPs are hidden by a U above T, which covers them in
- * turn; so the kept GOPs cover every instant any segment covers, once.
+ * Only a GOP that higher-ranked segments cover whole (to within about a frame) is
+ * hidden; one covered in part is kept, so a short stretch at the edge of an overlap may
+ * be shown twice but no instant any writer recorded is lost. A GOP of S hidden by T is
+ * covered by T's GOPs, or, where T's own are hidden, by those of a U above T.
  */
 import type { FenceStamp, SegmentRecord } from '../index/records.ts';
 import { gopsOverlapping, type GopSpan } from './gop-range.ts';
 
 /**
- * Overlap a GOP may have with a higher-ranked segment and still be kept: about a frame.
- * Two writers' clocks of one camera differ by a few ms; a GOP hidden for that would
- * open a hole of a whole GOP.
+ * What a higher-ranked segment's cover of a GOP may lack at each end and still hide it:
+ * about a frame (two writers' clocks of one camera differ by a few ms).
  */
 export const OVERLAP_SLACK_MS = 40;
 
@@ -43,15 +43,35 @@ function sameFence(a: FenceStamp | undefined, b: FenceStamp | undefined): boolea
 /**
  * The segments among `rivals` that outrank `seg` and overlap it: of another fence, with
  * a higher rank. Empty in the common case (one writer), and then nothing is hidden.
+ * `seg` itself (the same start: a record read again) is never its own rival.
  */
 export function outranking<T extends Ranked>(seg: Ranked, rivals: readonly T[]): T[] {
   const rank = fenceRank(seg.fence);
-  return rivals.filter((r) => r !== seg && !sameFence(r.fence, seg.fence) && fenceRank(r.fence) > rank && r.startMs < seg.endMs && seg.startMs < r.endMs);
+  return rivals.filter(
+    (r) => r.startMs !== seg.startMs && !sameFence(r.fence, seg.fence) && fenceRank(r.fence) > rank && r.startMs < seg.endMs && seg.startMs < r.endMs,
+  );
+}
+
+/**
+ * Whether [startMs, endMs) is covered by the union of `above` to within
+ * OVERLAP_SLACK_MS at each end and in each hole: only then is a GOP hidden. A GOP
+ * that a higher-ranked segment covers only in part is kept (a short stretch shown
+ * twice), never dropped: no instant any writer recorded is lost.
+ */
+function covered(startMs: number, endMs: number, above: readonly Ranked[]): boolean {
+  let at = startMs + OVERLAP_SLACK_MS;
+  const want = endMs - OVERLAP_SLACK_MS;
+  for (const r of [...above].sort((a, b) => a.startMs - b.startMs)) {
+    if (at >= want) break;
+    if (r.startMs > at) return false;
+    at = Math.max(at, r.endMs);
+  }
+  return at >= want;
 }
 
 /**
  * The GOPs of `seg` overlapping [fromMs, toMs) (playback/gop-range.ts) that are shown:
- * those no segment of `rivals` outranking it covers (see the module comment). `rivals`
+ * those the segments of `rivals` outranking it do not cover (see covered()). `rivals`
  * holds at least every segment overlapping the part of `seg` read; it may hold `seg`
  * itself and segments that do not overlap it.
  */
@@ -64,7 +84,7 @@ export function shownGops(
   const gops = gopsOverlapping(seg, fromMs, toMs);
   const above = outranking(seg, rivals);
   if (above.length === 0) return gops;
-  return gops.filter((g) => above.every((r) => Math.min(g.endMs, r.endMs) - Math.max(g.startMs, r.startMs) <= OVERLAP_SLACK_MS));
+  return gops.filter((g) => !covered(g.startMs, g.endMs, above));
 }
 
 /**
@@ -80,9 +100,36 @@ export function timelineGops<S extends Pick<SegmentRecord, 'startMs' | 'endMs' |
   toMs: number,
 ): { seg: S; gops: GopSpan[] }[] {
   const parts: { seg: S; gops: GopSpan[] }[] = [];
+  const fences = new Map<string, S[]>();
+  for (const seg of segs) {
+    const key = seg.fence ? `${seg.fence.node}/${seg.fence.rev}` : '';
+    const list = fences.get(key);
+    if (list) list.push(seg);
+    else fences.set(key, [seg]);
+  }
+  // One writer (every single-node read): nothing to hide, no rival to look for.
+  const single = fences.size <= 1;
+  // Rivals of a segment: per other fence, found by binary search (one writer's segments
+  // follow each other, so their starts and ends are both in order), never a scan of all.
+  const groups = [...fences.values()].map((g) => [...g].sort((a, b) => a.startMs - b.startMs));
+  const rivalsOf = (seg: S): S[] => {
+    const out: S[] = [];
+    for (const g of groups) {
+      if (g[0]!.fence === seg.fence || sameFence(g[0]!.fence, seg.fence)) continue;
+      let lo = 0;
+      let hi = g.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (g[mid]!.endMs <= seg.startMs) lo = mid + 1;
+        else hi = mid;
+      }
+      for (let i = lo; i < g.length && g[i]!.startMs < seg.endMs; i++) out.push(g[i]!);
+    }
+    return out;
+  };
   for (const seg of segs) {
     const all = gopsOverlapping(seg, fromMs, toMs);
-    const shown = shownGops(seg, segs, fromMs, toMs);
+    const shown = single ? all : shownGops(seg, rivalsOf(seg), fromMs, toMs);
     if (shown.length === 0) continue;
     if (shown.length === all.length) {
       parts.push({ seg, gops: shown });

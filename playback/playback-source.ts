@@ -59,8 +59,9 @@ export function* playbackSegments(
     // player, or one that went away), and an open read transaction stops LMDB from
     // reusing any page freed after it: the index file then grew by every commit (issue
     // 13: 5.3 MB of index for 0.4 MB of video).
-    const before = index.segments.atOrBefore(camera, fromMs);
-    if (before && before.endMs > fromMs && before.startMs < fromMs) {
+    // Every segment holding `from` that started before it (two writers' in an overlap:
+    // the shown one may not be the last to start), in start order.
+    for (const before of index.segments.overlapping(camera, fromMs, fromMs + 1).filter((s) => s.startMs < fromMs)) {
       const f = fragmentsOf(index, before, fromMs, toMs);
       if (f.length) yield toPlayback(dataDir, before, f);
     }

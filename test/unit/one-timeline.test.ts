@@ -77,14 +77,20 @@ test('a partition: the higher fence wins where both recorded; each has the time 
   t.deepEqual(runs(timelineGops(segs, 25_000, 35_000)), [['b', 24_000, 36_000]]);
 });
 
-test('a GOP overlapping the winner by about a frame is kept (two clocks of one camera); by more it is hidden', (t) => {
-  const b = seg(20_000 - OVERLAP_SLACK_MS, 40_000, B);
-  t.deepEqual(
-    shownGops(seg(0, 20_000, A), [b], 0, 40_000).map((g) => g.startMs),
-    [0, 2000, 4000, 6000, 8000, 10_000, 12_000, 14_000, 16_000, 18_000],
-  );
-  const b2 = seg(20_000 - OVERLAP_SLACK_MS - 1, 40_000, B);
-  t.is(shownGops(seg(0, 20_000, A), [b2], 0, 40_000).length, 9, 'the last GOP of A is hidden');
+test('a GOP is hidden only when the winner covers it whole, to within about a frame; covered in part it is kept (shown twice, never lost)', (t) => {
+  const a = seg(0, 20_000, A);
+  const starts = (b: SegmentRecord): number[] => shownGops(a, [b], 0, 40_000).map((g) => g.startMs);
+  // B starts a frame's slack into A's last GOP [18 s, 20 s): that GOP is B's.
+  t.deepEqual(starts(seg(18_000 + OVERLAP_SLACK_MS, 40_000, B)), [0, 2000, 4000, 6000, 8000, 10_000, 12_000, 14_000, 16_000]);
+  // A millisecond later, or well inside the GOP: A's GOP stays, the stretch is shown twice.
+  t.is(starts(seg(18_000 + OVERLAP_SLACK_MS + 1, 40_000, B)).length, 10);
+  t.is(starts(seg(19_959, 40_000, B)).length, 10);
+  // A hole in the winner inside a GOP keeps that GOP; two winners' segments that meet cover it.
+  t.is(starts({ ...seg(1, 40_000, B), endMs: 17_000 }).length, 2, 'B covers up to 17 s: A shows 16-18 s and 18-20 s');
+  const meeting = [seg(1, 19_000, B), seg(19_000, 40_000, B)];
+  t.deepEqual(shownGops(a, meeting, 0, 40_000), [], 'covered whole by two segments of B');
+  // The same record read again is never its own rival.
+  t.is(shownGops(a, [{ ...a }], 0, 40_000).length, 10);
 });
 
 test('unfenced video (a single node before the cluster, a back-fill) ranks below any fence; a segment cut in two shows both parts in order', (t) => {
