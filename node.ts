@@ -342,14 +342,16 @@ export class RecorderNode {
           },
         });
         self.copies = copies;
+        /** One closed segment another node has, pulled here as a copy (stitching, playback windows, the overlap heal); false: gone there. */
+        const pullFrom = async (source: string, camera: string, seg: RemoteSegment): Promise<boolean> =>
+          (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null;
         self.overlapHeal = new OverlapHeal({
           nodeId: cluster.nodeId,
           segments: index.segments,
           holders: (camera) => cluster.holders(camera),
           ownerSegments: async (owner, camera, fromMs, toMs) =>
             (await cluster.ask<{ segments: RemoteSegment[] }>(owner, 'segments', { camera, from: iso(fromMs), to: iso(toMs) })).segments,
-          pull: async (source, camera, seg) =>
-            (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null,
+          pull: pullFrom,
           log,
           signal,
         });
@@ -369,8 +371,7 @@ export class RecorderNode {
           {
             status: () => copies.status(),
             backups: () => self.backups?.statuses() ?? [],
-            pull: async (source, camera, seg) =>
-              (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null,
+            pull: pullFrom,
           },
           config.clusterPlaybackWindowMs,
         );

@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { createReadStream } from 'node:fs';
 import { segmentRangeStream } from '../playback/segment-source.ts';
 import { join } from 'node:path';
-import { timelineGops } from '../playback/one-timeline.ts';
+import { timelineGops, writerKey } from '../playback/one-timeline.ts';
 import { NoVideoError, RecorderError } from '../lib/errors.ts';
 import { iso, parseRangeMs } from '../lib/time.ts';
 import { replyRange } from './byte-ranges.ts';
@@ -45,7 +45,7 @@ export function registerHls(app: FastifyInstance, deps: HttpDeps): void {
         }
         if (firstMs === null) continue;
         // Another writer (a partition's two series) has timestamps of its own: a discontinuity even when the times meet.
-        const writer = seg.fence ? `${seg.fence.node}/${seg.fence.rev}` : '';
+        const writer = writerKey(seg.fence);
         if (prev && (prev.codecKey !== seg.codecKey || prev.writer !== writer || Math.abs(firstMs - prev.endMs) > CONTIGUOUS_MS || firstMs !== seg.startMs))
           lines.push('#EXT-X-DISCONTINUITY');
         lines.push(`#EXT-X-MAP:URI="${uri}",BYTERANGE="${seg.initSize}@0"`, `#EXT-X-PROGRAM-DATE-TIME:${iso(firstMs)}`, ...picked);

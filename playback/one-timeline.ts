@@ -35,9 +35,13 @@ export function fenceRank(fence: FenceStamp | undefined): number {
   return fence ? fence.rev : -1;
 }
 
+/** A writer's key: its node and grant ('' for unfenced video). Segments of one key are one writer's series. */
+export function writerKey(fence: FenceStamp | undefined): string {
+  return fence ? `${fence.node}/${fence.rev}` : '';
+}
+
 function sameFence(a: FenceStamp | undefined, b: FenceStamp | undefined): boolean {
-  if (!a || !b) return a === b;
-  return a.node === b.node && a.rev === b.rev;
+  return writerKey(a) === writerKey(b);
 }
 
 /**
@@ -102,7 +106,7 @@ export function timelineGops<S extends Pick<SegmentRecord, 'startMs' | 'endMs' |
   const parts: { seg: S; gops: GopSpan[] }[] = [];
   const fences = new Map<string, S[]>();
   for (const seg of segs) {
-    const key = seg.fence ? `${seg.fence.node}/${seg.fence.rev}` : '';
+    const key = writerKey(seg.fence);
     const list = fences.get(key);
     if (list) list.push(seg);
     else fences.set(key, [seg]);
@@ -115,7 +119,7 @@ export function timelineGops<S extends Pick<SegmentRecord, 'startMs' | 'endMs' |
   const rivalsOf = (seg: S): S[] => {
     const out: S[] = [];
     for (const g of groups) {
-      if (g[0]!.fence === seg.fence || sameFence(g[0]!.fence, seg.fence)) continue;
+      if (sameFence(g[0]!.fence, seg.fence)) continue;
       let lo = 0;
       let hi = g.length;
       while (lo < hi) {

@@ -11,34 +11,25 @@ import { connect, JSONCodec, type NatsConnection } from 'nats';
 import { BackupSender } from '../../cluster/backup-sender.ts';
 import type { CopyAnnouncement } from '../../cluster/copies.ts';
 import { RecorderIndex } from '../../index/db.ts';
-import { encodeGops } from '../../index/gop-table.ts';
 import type { FenceStamp, SegmentRecord } from '../../index/records.ts';
 import { silentLogger } from '../../lib/log.ts';
 import { startNatsCluster } from '../../sim/nats-cluster.ts';
+import { segmentRecord } from '../helpers/segment-record.ts';
 import { tempDir, waitFor } from '../helpers/recorder.ts';
 
 const T0 = Date.UTC(2026, 11, 4, 10);
 const NODE = 'node-1';
 
 function segment(startMs: number, fence: FenceStamp, flags: SegmentRecord['flags'] = {}): SegmentRecord {
-  return {
+  return segmentRecord({
     camera: 'k',
     startMs,
     endMs: startMs + 4000,
-    file: `pools/p/k/${startMs}.mp4`,
-    format: 'mp4',
     pool: 'p',
-    stream: 'main',
-    bytes: 1000,
-    initSize: 100,
-    mimeType: 'video/mp4',
-    codecKey: 'k',
     types: [{ type: flags.backfill ? 'backfill' : 'timing', fromMs: startMs }],
-    gops: encodeGops([{ offset: 100, size: 900, timeMs: 0 }]),
-    open: false,
     flags,
     fence,
-  };
+  });
 }
 
 test('a back-filled segment behind the backup cursor is announced to the target once; the cursor stays', async (t) => {

@@ -8,33 +8,16 @@
 import test from 'ava';
 import { CopyService, RETURN_MARGIN_MS } from '../../cluster/copies.ts';
 import { RecorderIndex } from '../../index/db.ts';
-import { encodeGops } from '../../index/gop-table.ts';
 import type { SegmentRecord } from '../../index/records.ts';
 import { silentLogger } from '../../lib/log.ts';
+import { segmentRecord } from '../helpers/segment-record.ts';
 import { tempDir } from '../helpers/recorder.ts';
 
 const T0 = Date.UTC(2026, 11, 1);
 const HOUR = 3600_000;
 
 function segment(startMs: number): SegmentRecord {
-  return {
-    camera: 'k',
-    startMs,
-    endMs: startMs + 60_000,
-    file: `pools/dup/k/${startMs}.mp4`,
-    format: 'mp4',
-    pool: 'dup',
-    stream: 'main',
-    bytes: 1000,
-    initSize: 100,
-    mimeType: 'video/mp4',
-    codecKey: 'k',
-    types: [{ type: 'timing', fromMs: startMs }],
-    gops: encodeGops([{ offset: 100, size: 900, timeMs: 0 }]),
-    open: false,
-    flags: {},
-    fence: { node: 'a', rev: 3 },
-  };
+  return segmentRecord({ camera: 'k', startMs, endMs: startMs + 60_000, pool: 'dup', fence: { node: 'a', rev: 3 } });
 }
 
 test('a new node gets its share of all the history; a returning one only what closed since shortly before its death', async (t) => {
@@ -46,38 +29,29 @@ test('a new node gets its share of all the history; a returning one only what cl
   for (let m = 0; m < 600; m++) await index.segments.put(segment(T0 + m * 60_000));
   const ac = new AbortController();
   t.teardown(() => ac.abort());
-  const copies = new CopyService({
-    nodeId: 'a',
-    prefix: 'rec',
-    replicas: 1,
-    index,
-    dataDir: dir,
-    log: silentLogger,
-    signal: ac.signal,
-    // Two nodes and two copies: the other node holds every segment.
-    liveNodes: () => ['a', 'b'],
-    peerHttp: () => null,
-    catalog: () => undefined,
-    copied: () => undefined,
-  });
+  /** This node's copy service, not bound to NATS, seeing `live` as the live nodes. */
+  const service = (live: () => string[]): CopyService =>
+    new CopyService({
+      nodeId: 'a',
+      prefix: 'rec',
+      replicas: 1,
+      index,
+      dataDir: dir,
+      log: silentLogger,
+      signal: ac.signal,
+      liveNodes: live,
+      peerHttp: () => null,
+      catalog: () => undefined,
+      copied: () => undefined,
+    });
+  // Two nodes and two copies: the other node holds every segment.
+  const copies = service(() => ['a', 'b']);
   t.is(await copies.peerJoined('b', null), 600, 'a node not seen before: every segment');
   const deadAt = T0 + 8 * HOUR;
   const expected = 600 - (8 * HOUR - RETURN_MARGIN_MS) / 60_000 + 1; // segments ending at or after deadAt - margin
   t.is(await copies.peerJoined('b', deadAt), expected, 'a node that came back: what closed from the margin before its death on');
   // A node judged dead again during the walk: it stops.
   let asked = 0;
-  const flaky = new CopyService({
-    nodeId: 'a',
-    prefix: 'rec',
-    replicas: 1,
-    index,
-    dataDir: dir,
-    log: silentLogger,
-    signal: ac.signal,
-    liveNodes: () => (++asked > 1 ? ['a'] : ['a', 'b']),
-    peerHttp: () => null,
-    catalog: () => undefined,
-    copied: () => undefined,
-  });
+  const flaky = service(() => (++asked > 1 ? ['a'] : ['a', 'b']));
   t.true((await flaky.peerJoined('b', null)) < 600, 'the walk stopped once the node was gone');
 });

@@ -10,30 +10,14 @@ import { encodeGops } from '../../index/gop-table.ts';
 import { RecorderIndex } from '../../index/db.ts';
 import type { FenceStamp, SegmentRecord } from '../../index/records.ts';
 import { OVERLAP_SLACK_MS, shownGops, timelineGops } from '../../playback/one-timeline.ts';
+import { segmentRecord } from '../helpers/segment-record.ts';
 import { tempDir } from '../helpers/recorder.ts';
 
 /** A segment of 2 s GOPs from startMs to endMs (offsets: startMs / 1000 + GOP number, to tell them apart). */
 function seg(startMs: number, endMs: number, fence?: FenceStamp, gopMs = 2000): SegmentRecord {
   const gops = [];
   for (let t = 0, i = 0; startMs + t < endMs; t += gopMs, i++) gops.push({ offset: startMs / 1000 + i, size: 1, timeMs: t });
-  return {
-    camera: 'c',
-    startMs,
-    endMs,
-    file: `pools/default/c/${startMs}.mp4`,
-    format: 'mp4',
-    pool: 'default',
-    stream: 'main',
-    bytes: 1,
-    initSize: 1,
-    mimeType: 'video/mp4',
-    codecKey: 'k',
-    types: [{ type: 'timing', fromMs: startMs }],
-    gops: encodeGops(gops),
-    open: false,
-    flags: {},
-    ...(fence ? { fence } : {}),
-  };
+  return segmentRecord({ camera: 'c', startMs, endMs, pool: 'default', bytes: 1, initSize: 1, gops: encodeGops(gops), ...(fence ? { fence } : {}) });
 }
 
 const A = { node: 'a', rev: 10 }; // the node cut off by the partition: the older grant
