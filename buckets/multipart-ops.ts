@@ -29,6 +29,7 @@ import {
   xmlTime,
   type S3Request,
 } from './request.ts';
+import { HashWorkerError } from './upload-hasher.ts';
 import { S3Error } from './s3-errors.ts';
 import { parseXmlBody, xmlList, xmlText, type XmlObject } from './xml.ts';
 
@@ -111,6 +112,8 @@ export async function uploadPart(d: ObjectDeps, r: S3Request): Promise<void> {
   try {
     written = await d.files.receive(stream, r.nowMs, { maxBytes: length, sha256: wantSha !== undefined, crc32: crc32Announced(r) });
   } catch (err) {
+    // A failed hashing worker is our fault, not the body's: the listener answers InternalError and logs it.
+    if (err instanceof HashWorkerError) throw err;
     if (err instanceof S3Error && err.code !== 'EntityTooLarge') throw err;
     throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header');
   }

@@ -33,13 +33,14 @@
  * an object whose primary file is gone come from the backup; deletes unlink both.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, type ReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { constants } from 'node:fs';
 import { access, copyFile, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { crc32 } from 'node:zlib';
 import { S3Error } from './s3-errors.ts';
+import { ReadAheadStream } from '../lib/read-ahead-stream.ts';
+import { UploadHasher } from './upload-hasher.ts';
 
 const MAGIC = Buffer.from('RS3O');
 /** Bytes gathered before one write to the file (fewer system calls for big objects). */
@@ -83,6 +84,8 @@ const NO_BACKUPS: ObjectBackups = { dirOf: () => null, failed: () => undefined }
 export class ObjectFiles {
   readonly root: string;
   readonly tmpDir: string;
+  /** Hashes uploads off the main thread (buckets/upload-hasher.ts). */
+  private readonly hasher = new UploadHasher();
 
   constructor(
     dataDir: string,
@@ -134,6 +137,11 @@ export class ObjectFiles {
     return join(this.partDir(uploadId), fileId);
   }
 
+  /** Ends the hashing worker (the listener has stopped taking uploads). */
+  async stop(): Promise<void> {
+    await this.hasher.stop();
+  }
+
   async init(): Promise<void> {
     await mkdirDurable(this.tmpDir);
     await mkdirDurable(join(this.root, 'objects'));
@@ -147,47 +155,47 @@ export class ObjectFiles {
   async receive(body: Readable, nowMs: number, opts: { maxBytes: number; sha256?: boolean; crc32?: boolean }): Promise<WrittenFile & { handle: FileHandle }> {
     const fileId = newFileId(nowMs);
     const handle = await open(this.tmpPath(fileId), 'wx', 0o600);
-    // One write in flight while the next batch is received and hashed.
+    const digest = this.hasher.begin({ sha256: opts.sha256 === true, crc32: opts.crc32 === true });
+    // One batch in flight (written, then hashed off this thread) while the next is received.
     let inFlight: Promise<void> | null = null;
     try {
-      const md5 = createHash('md5');
-      const sha = opts.sha256 ? createHash('sha256') : null;
-      let crc = 0;
       let size = 0;
       let batch: Buffer[] = [];
       let batched = 0;
       for await (const chunk of body as AsyncIterable<Buffer>) {
         size += chunk.length;
         if (size > opts.maxBytes) throw new S3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
-        md5.update(chunk);
-        sha?.update(chunk);
-        if (opts.crc32) crc = crc32(chunk, crc);
         batch.push(chunk);
         batched += chunk.length;
         if (batched >= WRITE_BATCH) {
           await inFlight;
-          inFlight = writeAll(handle, batch);
+          const whole = Buffer.concat(batch, batched);
+          inFlight = writeAll(handle, whole).then(() => digest.update(whole, false));
           batch = [];
           batched = 0;
         }
       }
       await inFlight;
       inFlight = null;
-      await writeAll(handle, batch);
-      const digest = md5.digest();
+      const rest = Buffer.concat(batch, batched);
+      await writeAll(handle, rest);
+      await digest.update(rest, true);
+      const { md5Hex, sha256Hex, crc32: crc } = await digest.digest();
+      const md5 = Buffer.from(md5Hex, 'hex');
       const crcBuf = Buffer.alloc(4);
-      crcBuf.writeUInt32BE(crc >>> 0);
+      crcBuf.writeUInt32BE((crc ?? 0) >>> 0);
       return {
         handle,
         fileId,
         size,
-        md5Hex: digest.toString('hex'),
-        md5Base64: digest.toString('base64'),
+        md5Hex,
+        md5Base64: md5.toString('base64'),
         ...(opts.crc32 ? { crc32Base64: crcBuf.toString('base64') } : {}),
-        ...(sha ? { sha256Hex: sha.digest('hex') } : {}),
+        ...(sha256Hex !== null ? { sha256Hex } : {}),
       };
     } catch (err) {
       await inFlight?.catch(() => undefined);
+      digest.drop();
       await handle.close().catch(() => undefined);
       await unlink(this.tmpPath(fileId)).catch(() => undefined);
       throw err;
@@ -200,7 +208,7 @@ export class ObjectFiles {
       const json = Buffer.from(JSON.stringify(footer));
       const len = Buffer.alloc(4);
       len.writeUInt32LE(json.length);
-      await writeAll(handle, [json, len, MAGIC]);
+      await writeAll(handle, Buffer.concat([json, len, MAGIC]));
       await handle.datasync();
     } catch (err) {
       await handle.close().catch(() => undefined);
@@ -258,7 +266,7 @@ export class ObjectFiles {
           while (copied < p.size) {
             const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, p.size - copied), copied);
             if (bytesRead === 0) throw new Error(`part file ${p.fileId} of upload ${uploadId} is shorter than its record`);
-            await writeAll(handle, [buf.subarray(0, bytesRead)]);
+            await writeAll(handle, buf.subarray(0, bytesRead));
             copied += bytesRead;
           }
         } finally {
@@ -335,11 +343,11 @@ export class ObjectFiles {
   }
 
   /** Bytes [start, end] (inclusive) of an object file: from its backup when the primary file is gone. */
-  read(bucket: string, fileId: string, start: number, end: number): ReadStream {
+  read(bucket: string, fileId: string, start: number, end: number): ReadAheadStream {
     const primary = this.path(bucket, fileId);
     const backup = this.backupPath(bucket, fileId);
     const from = backup && !existsSync(primary) && existsSync(backup) ? backup : primary;
-    return createReadStream(from, { start, end, highWaterMark: 1024 * 1024 });
+    return new ReadAheadStream(from, { start, end });
   }
 
   /**
@@ -538,10 +546,7 @@ export async function readFooter(path: string): Promise<ObjectFooter | null> {
   }
 }
 
-async function writeAll(handle: FileHandle, bufs: Buffer[]): Promise<void> {
-  if (bufs.length === 0) return;
-  // One buffer: a write of many small chunks would need more iovecs than one call takes.
-  const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+async function writeAll(handle: FileHandle, all: Buffer): Promise<void> {
   let at = 0;
   while (at < all.length) {
     const { bytesWritten } = await handle.write(all, at, all.length - at);

@@ -26,6 +26,7 @@ import {
   type S3Request,
 } from './request.ts';
 import { parseXmlBody, xmlList, xmlText, type XmlObject } from './xml.ts';
+import { HashWorkerError } from './upload-hasher.ts';
 import { S3Error } from './s3-errors.ts';
 import type { Access } from './access.ts';
 import type { PoolRoom } from './pool-room.ts';
@@ -177,6 +178,8 @@ export async function receiveObject(
   try {
     written = await d.files.receive(stream, r.nowMs, { maxBytes: length, sha256: wantSha !== undefined, crc32: crc32Announced(r) });
   } catch (err) {
+    // A failed hashing worker is our fault, not the body's: the listener answers InternalError and logs it.
+    if (err instanceof HashWorkerError) throw err;
     if (err instanceof S3Error) throw err.code === 'EntityTooLarge' ? new S3Error('IncompleteBody', 'The body holds more bytes than its declared length') : err;
     throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header');
   }

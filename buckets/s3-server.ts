@@ -413,6 +413,7 @@ export class S3Server {
     await closed;
     clearTimeout(cut);
     await Promise.allSettled([...this.inFlight, this.lifecycleRun, this.scrubbing]);
+    await this.files.stop();
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -2,15 +2,21 @@
  * The recorder users run: `npm start` / `npm run demo` build it (scripts/build.ts) and
  * run the compiled JavaScript. Built here into a temp dir, started with `--demo`: the
  * demo camera records and is searchable, the web UI's files are served from beside
- * the compiled code, and SIGTERM stops it with exit 0 leaving no child behind.
+ * the compiled code, an S3 upload large enough to be hashed in the worker thread (its
+ * file must be in the build: nothing imports it) is stored with the right ETag, and
+ * SIGTERM stops it with exit 0 leaving no child behind.
  */
 import test from 'ava';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { access, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from '../lib/nats-embedded.ts';
 import { spawnRecorder, tempDir, waitFor } from './helpers/recorder.ts';
+import { S3_KEY, S3_SECRET, s3Client } from './helpers/s3.ts';
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, '..');
@@ -29,7 +35,18 @@ test('the compiled recorder runs the demo: a camera recorded and searchable, the
   await symlink(join(ROOT, 'package.json'), join(out, 'package.json'));
 
   const dataDir = await tempDir(t);
-  const rec = spawnRecorder(t, { RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: '127.0.0.1:0' }, { entry: join(out, 'recorder.js'), args: ['--demo'] });
+  const s3Port = await freePort();
+  const rec = spawnRecorder(
+    t,
+    {
+      RECORDER_DATA_DIR: dataDir,
+      RECORDER_HTTP: '127.0.0.1:0',
+      RECORDER_S3: `127.0.0.1:${s3Port}`,
+      RECORDER_S3_ACCESS_KEY: S3_KEY,
+      RECORDER_S3_SECRET_KEY: S3_SECRET,
+    },
+    { entry: join(out, 'recorder.js'), args: ['--demo'] },
+  );
   const http = await rec.http;
   const recorded = await waitFor(
     '6 s of demo video',
@@ -52,6 +69,14 @@ test('the compiled recorder runs the demo: a camera recorded and searchable, the
   const script = await fetch(`${http}/ui/app.js`);
   t.is(script.status, 200);
   t.true((await script.text()).length > 0);
+
+  const s3 = s3Client(t, `http://127.0.0.1:${s3Port}`);
+  await s3.send(new CreateBucketCommand({ Bucket: 'built' }));
+  const body = randomBytes(3 * 1024 * 1024 + 17);
+  const put = await s3.send(new PutObjectCommand({ Bucket: 'built', Key: 'k', Body: body }));
+  t.is(put.ETag, `"${createHash('md5').update(body).digest('hex')}"`, 'hashed by the built worker');
+  const got = await s3.send(new GetObjectCommand({ Bucket: 'built', Key: 'k' }));
+  t.true(Buffer.from(await got.Body!.transformToByteArray()).equals(body));
 
   // Its children now: ffmpeg for the camera, the embedded nats-server, the demo's
   // camera server. None may outlive it.
