@@ -107,7 +107,9 @@ export async function recorderProgram(): Promise<string[]> {
 /** Starts the recorder on `dataDir` with extra RECORDER_* settings; resolves once HTTP answers. */
 export async function startRecorder(dataDir: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<RecorderChild> {
   const port = await freePort();
-  const child = spawn(process.execPath, [...nodeArgs, ...(await recorderProgram())], {
+  // BENCH_RECORDER_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`): profile the recorder of any bench.
+  const extraArgs = process.env.BENCH_RECORDER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...extraArgs, ...nodeArgs, ...(await recorderProgram())], {
     env: { ...process.env, RECORDER_DATA_DIR: dataDir, RECORDER_HTTP: `127.0.0.1:${port}`, RECORDER_LOG_LEVEL: 'warn', RECORDER_SEGMENT_SECONDS: '60', ...env },
     stdio: ['ignore', process.env.BENCH_RECORDER_STDOUT ? 'inherit' : 'ignore', 'inherit'],
   });

@@ -25,15 +25,18 @@ port.on('message', (m: HashRequest) => {
     return;
   }
   const state = states.get(m.id);
-  if (!state) return;
+  if (!state) {
+    // A dropped upload's batch still goes back.
+    if (m.op === 'update') port.postMessage({ op: 'hashed', id: m.id, batch: m.batch, length: m.length } satisfies HashReply, [m.batch]);
+    return;
+  }
   if (m.op === 'update') {
-    const bytes = new Uint8Array(m.bytes);
-    // zlib.crc32 of an empty view of its own empty ArrayBuffer answers 0, not the running value (Node 20): empty is skipped.
-    if (bytes.length === 0) return;
+    const bytes = new Uint8Array(m.batch, 0, m.length);
     state.md5.update(bytes);
     state.sha256?.update(bytes);
     if (state.crc32 !== null) state.crc32 = crc32(bytes, state.crc32);
-    port.postMessage({ op: 'hashed', id: m.id, bytes: bytes.length } satisfies HashReply);
+    // The batch's memory goes back to be filled again.
+    port.postMessage({ op: 'hashed', id: m.id, batch: m.batch, length: m.length } satisfies HashReply, [m.batch]);
     return;
   }
   states.delete(m.id);

@@ -44,7 +44,6 @@ import { UploadHasher } from './upload-hasher.ts';
 
 const MAGIC = Buffer.from('RS3O');
 /** Bytes gathered before one write to the file (fewer system calls for big objects). */
-const WRITE_BATCH = 1024 * 1024;
 
 export interface ObjectFooter {
   bucket: string;
@@ -158,28 +157,29 @@ export class ObjectFiles {
     const digest = this.hasher.begin({ sha256: opts.sha256 === true, crc32: opts.crc32 === true });
     // One batch in flight (written, then hashed off this thread) while the next is received.
     let inFlight: Promise<void> | null = null;
+    let batch = this.hasher.batch();
     try {
       let size = 0;
-      let batch: Buffer[] = [];
-      let batched = 0;
+      let filled = 0;
       for await (const chunk of body as AsyncIterable<Buffer>) {
         size += chunk.length;
         if (size > opts.maxBytes) throw new S3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
-        batch.push(chunk);
-        batched += chunk.length;
-        if (batched >= WRITE_BATCH) {
+        for (let at = 0; at < chunk.length;) {
+          const n = chunk.copy(batch, filled, at);
+          filled += n;
+          at += n;
+          if (filled < batch.length) continue;
           await inFlight;
-          const whole = Buffer.concat(batch, batched);
-          inFlight = writeAll(handle, whole).then(() => digest.update(whole, false));
-          batch = [];
-          batched = 0;
+          const full = batch;
+          inFlight = writeAll(handle, full).then(() => digest.update(full, full.length, false));
+          batch = this.hasher.batch();
+          filled = 0;
         }
       }
       await inFlight;
       inFlight = null;
-      const rest = Buffer.concat(batch, batched);
-      await writeAll(handle, rest);
-      await digest.update(rest, true);
+      await writeAll(handle, batch.subarray(0, filled));
+      await digest.update(batch, filled, true);
       const { md5Hex, sha256Hex, crc32: crc } = await digest.digest();
       const md5 = Buffer.from(md5Hex, 'hex');
       const crcBuf = Buffer.alloc(4);

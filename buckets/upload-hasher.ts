@@ -8,9 +8,14 @@
  * An upload that ends within its first batch (small objects, most PUTs) is hashed inline:
  * a round trip to the worker would cost more than the hashing.
  *
+ * Batches are buffers of BATCH_BYTES from a pool: the upload copies what it receives into
+ * one, writes it, hands it over; the worker hashes it and hands its memory back. Reused
+ * buffers spare a fresh 1 MiB allocation per batch (page faults, external memory for the
+ * GC to chase), which cost the receiving thread as much as the copy itself.
+ *
  * Invariants: an upload's bytes reach its digests in the order they were written; a
- * batch handed to the worker is owned by it (its memory is transferred, not copied, and
- * must not be touched again); at most MAX_QUEUED bytes of an upload wait in the worker,
+ * batch handed to `update` is owned by the hasher (its memory is transferred to the
+ * worker, not copied, and must not be touched again); at most MAX_QUEUED bytes of an upload wait in the worker,
  * beyond that `update` waits (the receive loop stops reading, TCP slows the client); a
  * worker that dies fails the uploads it was hashing (HASH_WORKER_FAILED), never gives a
  * wrong digest, and the next upload starts a new one.
@@ -23,11 +28,13 @@ import { crc32 } from 'node:zlib';
 
 export type HashRequest =
   | { op: 'open'; id: number; sha256: boolean; crc32: boolean }
-  | { op: 'update'; id: number; bytes: ArrayBuffer }
+  | { op: 'update'; id: number; batch: ArrayBuffer; length: number }
   | { op: 'digest'; id: number }
   | { op: 'drop'; id: number };
 
-export type HashReply = { op: 'hashed'; id: number; bytes: number } | { op: 'digest'; id: number; md5: string; sha256: string | null; crc32: number | null };
+/** `hashed` gives the batch's memory back for reuse. */
+export type HashReply =
+  { op: 'hashed'; id: number; batch: ArrayBuffer; length: number } | { op: 'digest'; id: number; md5: string; sha256: string | null; crc32: number | null };
 
 export interface Digests {
   md5Hex: string;
@@ -51,8 +58,14 @@ export class HashWorkerError extends Error {
   }
 }
 
+/** The size of an upload's batches (each written with one write, then hashed). */
+export const BATCH_BYTES = 1024 * 1024;
+
 /** Bytes of one upload that may wait in the worker before `update` waits. */
 const MAX_QUEUED = 8 * 1024 * 1024;
+
+/** Batch buffers kept for reuse; beyond, a returned one is left to the GC. */
+const POOLED_BATCHES = 16;
 
 const self = fileURLToPath(import.meta.url);
 /** The worker's file beside this one: .ts under tsx (tests, benches), .js in the build. */
@@ -75,7 +88,18 @@ interface Pending {
 export class UploadHasher {
   private worker: Worker | null = null;
   private readonly pending = new Map<number, Pending>();
+  private readonly free: Buffer[] = [];
   private nextId = 1;
+
+  /** An empty batch of BATCH_BYTES (from the pool when one is free): its own memory, so it can be transferred. */
+  batch(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(BATCH_BYTES);
+  }
+
+  /** @internal A batch whose bytes were hashed: kept for the next upload. */
+  recycle(batch: Buffer): void {
+    if (this.free.length < POOLED_BATCHES && batch.length === BATCH_BYTES) this.free.push(batch);
+  }
 
   /** The digests of one upload: feed it each written batch in order, then ask for the digests. */
   begin(opts: DigestOptions): UploadDigest {
@@ -99,13 +123,13 @@ export class UploadHasher {
     return id;
   }
 
-  /** @internal Hands `bytes` (owned from now on by the worker) to upload `id`; resolves once it may send more. */
-  async update(id: number, bytes: Buffer): Promise<void> {
+  /** @internal Hands the first `length` bytes of `batch` (owned from now on by the worker) to upload `id`; resolves once it may send more. */
+  async update(id: number, batch: Buffer, length: number): Promise<void> {
     const p = this.pending.get(id);
     if (!p || !this.worker) throw new HashWorkerError('the hashing worker stopped during the upload');
-    const owned = ownedArrayBuffer(bytes);
-    p.queued += bytes.length;
-    this.worker.postMessage({ op: 'update', id, bytes: owned } satisfies HashRequest, [owned]);
+    const owned = ownedArrayBuffer(batch);
+    p.queued += length;
+    this.worker.postMessage({ op: 'update', id, batch: owned, length } satisfies HashRequest, [owned]);
     if (p.queued > MAX_QUEUED) await new Promise<void>((resolve) => (p.drained = resolve));
   }
 
@@ -148,9 +172,13 @@ export class UploadHasher {
 
   private onReply(m: HashReply): void {
     const p = this.pending.get(m.id);
-    if (!p) return;
+    if (!p) {
+      if (m.op === 'hashed') this.recycle(Buffer.from(m.batch));
+      return;
+    }
     if (m.op === 'hashed') {
-      p.queued -= m.bytes;
+      this.recycle(Buffer.from(m.batch));
+      p.queued -= m.length;
       if (p.queued <= MAX_QUEUED && p.drained) {
         const drained = p.drained;
         p.drained = null;
@@ -186,21 +214,30 @@ export class UploadDigest {
     private readonly opts: DigestOptions,
   ) {}
 
-  /** Adds a written batch; `last` says no batch follows. `bytes` must not be used after (it may be transferred). */
-  async update(bytes: Buffer, last: boolean): Promise<void> {
+  /**
+   * Adds the first `length` bytes of a written batch (from `UploadHasher.batch`); `last`
+   * says no batch follows. The batch belongs to the hasher from now on.
+   */
+  async update(batch: Buffer, length: number, last: boolean): Promise<void> {
     if (this.id === null && (last || this.inline)) {
       this.inline ??= { md5: createHash('md5'), sha256: this.opts.sha256 ? createHash('sha256') : null, crc32: this.opts.crc32 ? 0 : null };
-      if (bytes.length === 0) return;
-      this.inline.md5.update(bytes);
-      this.inline.sha256?.update(bytes);
-      if (this.inline.crc32 !== null) this.inline.crc32 = crc32(bytes, this.inline.crc32);
+      if (length > 0) {
+        const bytes = batch.subarray(0, length);
+        this.inline.md5.update(bytes);
+        this.inline.sha256?.update(bytes);
+        if (this.inline.crc32 !== null) this.inline.crc32 = crc32(bytes, this.inline.crc32);
+      }
+      this.hasher.recycle(batch);
       return;
     }
-    // Nothing to hash; and zlib.crc32 of an empty view of its own empty ArrayBuffer answers 0, not the running value (Node 20).
-    if (bytes.length === 0) return;
+    // Nothing to send (and zlib.crc32 of an empty view of its own ArrayBuffer answers 0, not the running value: Node 20).
+    if (length === 0) {
+      this.hasher.recycle(batch);
+      return;
+    }
     this.id ??= this.hasher.open(this.opts);
     try {
-      await this.hasher.update(this.id, bytes);
+      await this.hasher.update(this.id, batch, length);
     } catch (err) {
       this.failed = err as HashWorkerError;
       throw err;
@@ -220,7 +257,7 @@ export class UploadDigest {
   }
 }
 
-/** An ArrayBuffer holding exactly `buf`'s bytes that may be transferred: its own when it has one to itself, else a copy. */
+/** An ArrayBuffer holding `buf`'s bytes that may be transferred: its own when it has one to itself, else a copy. */
 function ownedArrayBuffer(buf: Buffer): ArrayBuffer {
   if (buf.byteOffset === 0 && buf.buffer.byteLength === buf.length && buf.buffer instanceof ArrayBuffer) return buf.buffer;
   const copy = new ArrayBuffer(buf.length);

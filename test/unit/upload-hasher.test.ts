@@ -21,13 +21,17 @@ function expected(bytes: Buffer): Digests {
   };
 }
 
-/** Feeds `bytes` in batches of `batch` (copies: a batch sent to the worker is transferred), then an empty last batch when `emptyLast`. */
+/** Feeds `bytes` through the hasher's batches, `batch` bytes each, then an empty last batch when `emptyLast`. */
 async function hash(hasher: UploadHasher, bytes: Buffer, batch: number, emptyLast = false): Promise<Digests> {
   const digest = hasher.begin({ sha256: true, crc32: true });
   const pieces: Buffer[] = [];
-  for (let at = 0; at < bytes.length; at += batch) pieces.push(Buffer.from(bytes.subarray(at, at + batch)));
-  if (emptyLast || pieces.length === 0) pieces.push(Buffer.concat([], 0));
-  for (const [i, piece] of pieces.entries()) await digest.update(piece, i === pieces.length - 1);
+  for (let at = 0; at < bytes.length; at += batch) pieces.push(bytes.subarray(at, at + batch));
+  if (emptyLast || pieces.length === 0) pieces.push(Buffer.alloc(0));
+  for (const [i, piece] of pieces.entries()) {
+    const b = hasher.batch();
+    piece.copy(b);
+    await digest.update(b, piece.length, i === pieces.length - 1);
+  }
   return digest.digest();
 }
 
@@ -39,6 +43,7 @@ test('digests equal node:crypto and zlib, inline and in the worker', async (t) =
   t.deepEqual(await hash(hasher, Buffer.alloc(0), MiB), expected(Buffer.alloc(0)), 'an empty object');
   const big = randomBytes(5 * MiB + 123);
   t.deepEqual(await hash(hasher, big, MiB), expected(big), 'several batches: in the worker');
+  t.deepEqual(await hash(hasher, big, 100_000), expected(big), 'batches not full');
   const exact = randomBytes(2 * MiB);
   t.deepEqual(await hash(hasher, exact, MiB, true), expected(exact), 'ending at a batch boundary, an empty last batch');
   const results = await Promise.all([big, exact, small].map((b) => hash(hasher, b, 256 * 1024)));
@@ -49,23 +54,25 @@ test('batches sent faster than the worker hashes wait for it', async (t) => {
   const hasher = new UploadHasher();
   t.teardown(() => hasher.stop());
   const digest = hasher.begin({ sha256: true, crc32: false });
-  const batch = randomBytes(4 * MiB);
+  const batch = randomBytes(MiB);
   let waited = 0;
-  for (let i = 0; i < 16; i++) {
+  for (let i = 0; i < 64; i++) {
     let settled = false;
-    const sent = digest.update(Buffer.from(batch), false).then(() => (settled = true));
+    const b = hasher.batch();
+    batch.copy(b);
+    const sent = digest.update(b, b.length, false).then(() => (settled = true));
     // Without the bound every update settles within this turn (its microtasks run before setImmediate); with it, those
-    // beyond 8 MiB queued wait for the worker's answers (hashing 4 MiB takes milliseconds, a turn much less).
+    // beyond 8 MiB queued wait for the worker's answers (hashing 8 MiB takes ~10 ms, a turn much less).
     await new Promise((resolve) => setImmediate(resolve));
     if (!settled) waited++;
     await sent;
   }
-  await digest.update(Buffer.concat([], 0), true);
+  await digest.update(hasher.batch(), 0, true);
   const got = await digest.digest();
   t.is(
     got.md5Hex,
     createHash('md5')
-      .update(Buffer.concat(Array.from({ length: 16 }, () => batch)))
+      .update(Buffer.concat(Array.from({ length: 64 }, () => batch)))
       .digest('hex'),
   );
   t.true(waited > 0, 'some updates waited for the worker');
@@ -74,7 +81,9 @@ test('batches sent faster than the worker hashes wait for it', async (t) => {
 test('a worker stopped during an upload fails it typed', async (t) => {
   const hasher = new UploadHasher();
   const digest = hasher.begin({ sha256: false, crc32: false });
-  await digest.update(randomBytes(MiB), false);
+  const b = hasher.batch();
+  randomBytes(MiB).copy(b);
+  await digest.update(b, MiB, false);
   await hasher.stop();
   const err = await t.throwsAsync(digest.digest());
   t.true(err instanceof HashWorkerError);
