@@ -36,6 +36,8 @@ export interface CoverDeps {
   rewrite: (key: PictureKey) => Promise<void>;
   /** Told of the pictures a cover removed (the in-memory signature index forgets them). */
   onRemoved?: (keys: PictureKey[]) => void;
+  /** Told of a pack file unlinked (kept read handles of it are closed). */
+  onPackGone?: (file: string) => void;
 }
 
 export interface CoverReport {
@@ -89,6 +91,7 @@ export async function coverPack(d: CoverDeps, pack: PackRecord, nowMs: number): 
   await unlink(join(d.dataDir, pack.file)).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
   });
+  d.onPackGone?.(pack.file);
   report.pictures = await d.index.pictures.removePack(pack);
   d.onRemoved?.(gone);
   report.packs = 1;

@@ -8,7 +8,6 @@
  * the next after the highest the index or a write still in flight holds for that ms,
  * so two writers at the same instant never share a key.
  */
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
 import type { PackRecord, PictureEntry, PictureHit, PictureKey } from '../index/pictures.ts';
@@ -18,6 +17,7 @@ import type { Clock } from '../lib/time.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { inspectJpeg } from './jpeg.ts';
+import { PackReaders } from './pack-readers.ts';
 import { PackWriter } from './pack-writer.ts';
 import { Signer } from './signer.ts';
 import type { PictureHeader } from './pack-format.ts';
@@ -57,6 +57,8 @@ export interface StoredPicture {
 export class PictureStorage {
   private readonly writers = new Map<string, PackWriter>();
   private readonly seqs = new Map<number, { next: number; pending: number }>();
+  /** Packs' read handles, kept between reads. */
+  private readonly readers = new PackReaders();
   private lastPackId: number;
   private stopped = false;
   /** The node's index (its picture store). */
@@ -131,7 +133,15 @@ export class PictureStorage {
   async read(key: PictureKey, entry = this.entry(key)): Promise<Buffer> {
     const pack = this.opts.index.pictures.pack(entry.pack);
     if (!pack) throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)} (its pack is gone)`);
-    return readAt(join(this.opts.dataDir, pack.file), entry.offset, entry.length, key);
+    try {
+      return await this.readers.read(join(this.opts.dataDir, pack.file), entry.offset, entry.length);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)} (its pack is gone)`, { cause: err });
+      if ((err as NodeJS.ErrnoException).code === 'ERANGE')
+        throw new RecorderError('STORAGE_IO', `pack ${pack.file} is shorter than the index says`, { cause: err });
+      throw err;
+    }
   }
 
   /** Pictures of the cameras (null: all) in [fromMs, toMs), time order, after `after`, at most `limit` that `keep` accepts. */
@@ -189,6 +199,7 @@ export class PictureStorage {
       log: this.opts.log,
       rewrite: (key) => this.rewrite(key),
       onRemoved: (keys) => this.signatures.remove(keys),
+      onPackGone: (file) => this.readers.forget(join(this.opts.dataDir, file)),
     };
   }
 
@@ -213,6 +224,7 @@ export class PictureStorage {
     this.stopped = true;
     await Promise.all([...this.writers.values()].map((w) => w.stop()));
     await this.signer.stop();
+    this.readers.closeAll();
   }
 
   private writer(pool: string): PackWriter {
@@ -223,22 +235,5 @@ export class PictureStorage {
       this.writers.set(pool, w);
     }
     return w;
-  }
-}
-
-async function readAt(path: string, offset: number, length: number, key: PictureKey): Promise<Buffer> {
-  let fh;
-  try {
-    fh = await open(path, 'r');
-  } catch (err) {
-    throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${pictureId(key)} (its pack is gone)`, { cause: err });
-  }
-  try {
-    const buf = Buffer.allocUnsafe(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    if (bytesRead !== length) throw new RecorderError('STORAGE_IO', `pack ${path} is shorter than the index says`);
-    return buf;
-  } finally {
-    await fh.close();
   }
 }

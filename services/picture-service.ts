@@ -566,7 +566,7 @@ export class PictureService {
     const key = this.key(id);
     const entry = this.storage.entry(key);
     const bytes = await this.storage.read(key, entry);
-    return { bytes, etag: this.etag(key), view: view(key, entry) };
+    return { bytes, etag: this.etag(key, entry), view: view(key, entry) };
   }
 
   /**
@@ -592,8 +592,7 @@ export class PictureService {
   }
 
   /** Unique for these bytes: pack ids are not reused while the pack exists, and its creation time tells a later pack of the same id apart. */
-  etag(key: PictureKey): string {
-    const entry = this.storage.entry(key);
+  etag(key: PictureKey, entry = this.storage.entry(key)): string {
     const pack = this.storage.pack(entry.pack);
     return `"p${pack ? pack.createdMs.toString(36) : '0'}-${entry.pack}-${entry.offset}"`;
   }
