@@ -513,7 +513,7 @@ test('search by cameras, time, type and metadata, paged; the batch ZIP is exact,
   t.like(natsBad, { ok: false, error: { code: 'PICTURE_INVALID' } });
 });
 
-test('search by image: a resized, recompressed copy finds its original first', async (t) => {
+test('search by image: a resized, recompressed or slightly cropped copy finds its original first', async (t) => {
   const { http, node } = await startNode(t);
   await addCamera(http, 'lane');
   // Six different scenes: gradients turned and tinted, blocks of other sizes.
@@ -549,8 +549,14 @@ test('search by image: a resized, recompressed copy finds its original first', a
     20_000,
     50,
   );
-  for (const k of [1, 4]) {
-    const copy = await sharp(scenes[k]).resize(400).jpeg({ quality: 40 }).toBuffer();
+  const nearCopies = [1, 4].flatMap((k) => [
+    { k, copy: sharp(scenes[k]).resize(400).jpeg({ quality: 40 }).toBuffer() },
+    // Slightly cropped (2 % off each edge) and recompressed.
+    { k, copy: sharp(scenes[k]).extract({ left: 13, top: 7, width: 614, height: 346 }).jpeg({ quality: 70 }).toBuffer() },
+  ]);
+  for (const near of nearCopies) {
+    const k = near.k;
+    const copy = await near.copy;
     const res = await fetch(`${http}/api/pictures/similar?camera=lane&limit=3`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: copy });
     t.is(res.status, 200);
     const { matches } = (await res.json()) as { matches: (PutAnswer & { score: number })[] };
