@@ -60,6 +60,7 @@ import type { AlarmInput } from './lib/alarms.ts';
 import { PictureStorage } from './pictures/picture-storage.ts';
 import { PreviewCache } from './pictures/preview.ts';
 import { PictureService } from './services/picture-service.ts';
+import { PEER_PICTURE_SUBJECTS, type PeerLockOneRequest, type PeerLockRequest, type PeerSimilarRequest } from './services/cluster-pictures.ts';
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
@@ -379,11 +380,23 @@ export class RecorderNode {
         self.cluster.serve('search', (b) => service.localSearch(b));
         self.cluster.serve('segments', (b) => service.localSegments(b));
         // Pictures: whether this node stores one, and its own search (merged by the node asked).
-        self.cluster.serve('picture', (b) => {
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.lockOne, (b) => {
+          const { id, unlock, ...rest } = b as PeerLockOneRequest;
+          return service.pictures.lockJson({ id, ...rest }, unlock === true);
+        });
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.has, (b) => {
           const id = (b as { id?: unknown }).id;
           return { has: typeof id === 'string' && service.pictures.has(id) };
         });
-        self.cluster.serve('pictures.search', (b) => service.pictures.search(b as Record<string, unknown>, () => true));
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.search, (b) => service.pictures.search(b as Record<string, unknown>, () => true));
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.similar, (b) => {
+          const r = b as PeerSimilarRequest;
+          return service.pictures.similarTo(r.query ?? {}, Buffer.from(typeof r.signature === 'string' ? r.signature : '', 'base64'), () => true);
+        });
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.locks, (b) => {
+          const r = b as PeerLockRequest;
+          return service.pictures.lockBatch(r.body, () => true, r.unlock === true);
+        });
         service.pictures.onStored((camera) => cluster.catalog(camera));
         self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
       }

@@ -120,8 +120,9 @@ export async function startNatsApi(nc: NatsConnection, service: RecorderService,
     'label.delete': (b) => service.storage.deleteLabel(b),
     'label.search': (b) => ({ labels: service.storage.searchLabels(b) }),
     'picture.put': (b) => service.pictures.putJson(b).then((picture) => ({ picture })),
-    'picture.lock': (b) => service.pictures.lockJson(b, false),
-    'picture.unlock': (b) => service.pictures.lockJson(b, true),
+    // By id: on the node that stores it; in batch: on every node storing pictures of the cameras (services/cluster-pictures.ts).
+    'picture.lock': (b) => (isOneId(b) ? service.clusterPictures.lockOne(b, false) : service.clusterPictures.lockBatch(b, () => true, false)),
+    'picture.unlock': (b) => (isOneId(b) ? service.clusterPictures.lockOne(b, true) : service.clusterPictures.lockBatch(b, () => true, true)),
   };
   for (const [name, handler] of Object.entries(endpoints)) {
     srv.addEndpoint(name.replace('.', '_'), {
@@ -213,4 +214,9 @@ async function respond(msg: ServiceMsg, handler: Handler, name: string, log: Log
   } catch (err) {
     log.warn({ err, endpoint: name }, 'could not send reply');
   }
+}
+
+/** A picture lock request naming one picture by `id` (else a batch by cameras and range). */
+function isOneId(body: unknown): body is Record<string, unknown> & { id: string } {
+  return typeof (body as { id?: unknown } | null)?.id === 'string';
 }

@@ -52,12 +52,12 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
       return { pictures: await pictures().putMany(req.query, parseMultipart(req.body, boundary)) };
     });
 
+    // In a cluster every node that stores pictures of the cameras is asked and the answers merged (services/cluster-pictures.ts).
+    const across = () => deps.service.clusterPictures;
     scope.post<{ Querystring: Query }>('/api/pictures/similar', { ...access('read'), bodyLimit: maxBytes }, async (req) =>
-      pictures().similar(req.query, req.body, visible(req)),
+      across().similar(req.query, req.body, visible(req)),
     );
-
-    // In a cluster every node that stores pictures of the cameras is asked and the pages merged.
-    scope.get<{ Querystring: Query }>('/api/pictures', access('read'), async (req) => deps.service.searchPictures(req.query, visible(req)));
+    scope.get<{ Querystring: Query }>('/api/pictures', access('read'), async (req) => across().search(req.query, visible(req)));
 
     scope.post<{ Params: { id: string }; Querystring: Query }>('/api/cameras/:id/snapshot', access('write', { camera: 'params.id' }), async (req) =>
       pictures().snapshot(req.params.id, req.query),
@@ -70,8 +70,8 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
     scope.delete<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) => ({
       picture: await pictures().unlock(req.params.id),
     }));
-    scope.post('/api/pictures/locks', access('lock'), async (req) => pictures().lockBatch(req.body, visible(req), false));
-    scope.delete<{ Querystring: Query }>('/api/pictures/locks', access('lock'), async (req) => pictures().lockBatch(req.query, visible(req), true));
+    scope.post('/api/pictures/locks', access('lock'), async (req) => across().lockBatch(req.body, visible(req), false));
+    scope.delete<{ Querystring: Query }>('/api/pictures/locks', access('lock'), async (req) => across().lockBatch(req.query, visible(req), true));
 
     scope.get<{ Querystring: Query }>('/api/pictures/download.zip', access('read'), async (req, reply) => {
       const zip = await pictures().zip(req.query, visible(req));

@@ -32,7 +32,7 @@ import type { StorageSupervisor } from '../actors/storage-supervisor.ts';
 import { SharedConfig } from './shared-config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { CameraConfig, FenceStamp } from '../index/records.ts';
-import { RecorderError } from '../lib/errors.ts';
+import { isErrorCode, RecorderError } from '../lib/errors.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderConfig } from '../lib/config.ts';
@@ -302,7 +302,12 @@ export class ClusterNode implements CameraPlacement {
     if (!this.nc) throw new RecorderError('CLUSTER_UNAVAILABLE', 'not connected to the cluster');
     const m = await this.nc.request(`${this.o.prefix}.v1.node.${node}.${what}`, json.encode(body), { timeout: timeoutMs });
     const r = json.decode(m.data) as { ok: boolean; error?: { code: string; message: string } } & T;
-    if (!r.ok) throw new Error(`node ${node}: ${r.error?.code ?? 'error'} ${r.error?.message ?? ''}`);
+    if (!r.ok) {
+      // A refusal (the peer answered with one of our codes) stays typed: callers tell it from a node that did not answer.
+      const code = r.error?.code;
+      if (isErrorCode(code)) throw new RecorderError(code, `node ${node}: ${r.error?.message ?? ''}`, { details: { node } });
+      throw new Error(`node ${node}: ${code ?? 'error'} ${r.error?.message ?? ''}`);
+    }
     return r;
   }
 

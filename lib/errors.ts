@@ -119,6 +119,11 @@ const STATUS: Record<ErrorCode, number> = {
   INTERNAL: 500,
 };
 
+/** Whether `code` is one of ours (an error a peer node sent back keeps its code). */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(STATUS, code);
+}
+
 export class RecorderError extends Error {
   readonly code: ErrorCode;
   readonly status: number;

@@ -16,7 +16,7 @@ import { inspectJpeg } from '../pictures/jpeg.ts';
 import { PreviewCache, parsePreviewSpec, renderPreview, specKey, type PreviewSpec } from '../pictures/preview.ts';
 import type { Part } from '../pictures/multipart.ts';
 import { buildZip, type ZipItem } from '../pictures/zip.ts';
-import { signatureOf } from '../pictures/signature.ts';
+import { SIGNATURE_BYTES, signatureOf } from '../pictures/signature.ts';
 import type { PictureHit } from '../index/pictures.ts';
 import { pictureLockHolds } from '../pictures/cover.ts';
 import type { FrameGrabber } from '../playback/frame-grab.ts';
@@ -135,6 +135,9 @@ export interface PictureView {
   /** Present when the picture is locked: until when (null: until unlocked). */
   lockedUntil?: string | null;
 }
+
+/** A match of search by image: the picture and its similarity to the query in [0, 1]. */
+export type SimilarMatch = PictureView & { score: number };
 
 /** `meta.<name>=<value>` query keys → metadata; the rest is returned for the schema. */
 export function splitMeta(query: Record<string, unknown>): { rest: Record<string, unknown>; meta: Record<string, string> | undefined } {
@@ -366,6 +369,11 @@ export class PictureService {
   }
 
   /** Locks (or with `unlock`, unlocks) every picture of the cameras over [from, to) (and the types given). */
+  /** The cameras a batch lock or unlock names (validated as `lockBatch` does; a peer is asked only about these). */
+  lockBatchCameras(body: unknown): string[] {
+    return [...new Set(validate(lockBatchSchema, body ?? {}).camera)].map((c) => this.requireCamera(c).id);
+  }
+
   async lockBatch(body: unknown, visible: (camera: string) => boolean, unlock: boolean): Promise<{ pictures: number }> {
     const b = validate(lockBatchSchema, body ?? {});
     const cameras = [...new Set(b.camera)].map((c) => this.requireCamera(c).id);
@@ -530,23 +538,33 @@ export class PictureService {
    * layout, pictures/signature.ts), best first with their scores (0-1), over an optional
    * camera and time filter. Pictures whose signature is not computed yet are not found.
    */
-  async similar(
-    query: Record<string, unknown>,
-    body: unknown,
-    visible: (camera: string) => boolean,
-  ): Promise<{ matches: (PictureView & { score: number })[] }> {
-    const q = validate(similarSchema, query);
+  async similar(query: Record<string, unknown>, body: unknown, visible: (camera: string) => boolean): Promise<{ matches: SimilarMatch[] }> {
+    validate(similarSchema, query);
+    return this.similarTo(query, await this.querySignature(body), visible);
+  }
+
+  /** The signature of a query picture (the body of `POST /api/pictures/similar`); PICTURE_INVALID when it is not a JPEG. */
+  async querySignature(body: unknown): Promise<Buffer> {
     if (!(body instanceof Uint8Array) || body.length === 0) throw new RecorderError('PICTURE_INVALID', 'the body must be the query picture: a JPEG');
     inspectJpeg(body);
+    return signatureOf(Buffer.from(body));
+  }
+
+  /**
+   * This node's pictures most similar to `sig`, best first (what a peer asks with a
+   * query picture's signature: the picture itself does not travel).
+   */
+  similarTo(query: Record<string, unknown>, sig: Uint8Array, visible: (camera: string) => boolean): { matches: SimilarMatch[] } {
+    const q = validate(similarSchema, query);
+    if (sig.length !== SIGNATURE_BYTES) throw new ValidationError(`a signature is ${SIGNATURE_BYTES} bytes`);
     const fromMs = q.from !== undefined ? parseTimeMs(q.from, 'from') : 0;
     const toMs = q.to !== undefined ? parseTimeMs(q.to, 'to') : Number.MAX_SAFE_INTEGER;
     const cameras = q.camera ? new Set(q.camera.map((c) => this.requireCamera(c).id)) : null;
     for (const c of cameras ?? []) if (!visible(c)) throw new RecorderError('FORBIDDEN', `no access to camera ${c}`);
-    const sig = await signatureOf(Buffer.from(body));
     const limit = q.limit ?? 10;
     // The in-memory signatures (pictures/signature-index.ts); the index is checked for each match.
-    const best = this.storage.signatures.best(sig, fromMs, toMs, limit, (camera) => (cameras ? cameras.has(camera) : visible(camera)));
-    const matches: (PictureView & { score: number })[] = [];
+    const best = this.storage.signatures.best(Buffer.from(sig), fromMs, toMs, limit, (camera) => (cameras ? cameras.has(camera) : visible(camera)));
+    const matches: SimilarMatch[] = [];
     for (const { key, score } of best) {
       const entry = this.storage.index.pictures.get(key);
       if (entry) matches.push({ ...view(key, entry), score: Math.round(score * 1000) / 1000 });

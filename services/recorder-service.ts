@@ -9,7 +9,8 @@ import type { CameraConfig, SchedulePlan } from '../index/records.ts';
 import { clipSpans, intersectRanges, search, type RangeMs } from '../index/search.ts';
 import type { LabelView, LockView, StorageService } from './storage-service.ts';
 import { labelView, lockView } from './storage-service.ts';
-import type { PictureService, PictureView } from './picture-service.ts';
+import type { PictureService } from './picture-service.ts';
+import { ClusterPictures } from './cluster-pictures.ts';
 import { CameraNotFoundError, RecorderError } from '../lib/errors.ts';
 import { assertRunning } from '../lib/lifecycle.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
@@ -33,7 +34,6 @@ import type { CopyStatus } from '../cluster/copies.ts';
 import type { BackupStatus } from '../cluster/backup-sender.ts';
 import { chooseMediaSource, pullMissing, type RemoteSegment } from './media-source.ts';
 import { playbackWindow, searchBody, spanTimes, wholeRange, WINDOW_MS, type PlaybackWindow, type SessionRange } from './playback-windows.ts';
-import { parsePictureId } from '../pictures/layout.ts';
 
 /** What the service uses of the node's copy work (cluster/copies.ts). */
 export interface ClusterCopies {
@@ -91,6 +91,7 @@ export class RecorderService {
   private backfillManager: BackfillManager | null = null;
   /** In a cluster (cluster/cluster.ts): cameras are shared through its KV and run where it places them. */
   private cluster: CameraPlacement | null = null;
+  private picturesAcross: ClusterPictures | null = null;
   /** This node's copy work (cluster/copies.ts): shown with the nodes, and the pulls that stitch a split range. */
   private copies: ClusterCopies | null = null;
   /** Recording time a playback session pulls from other nodes at a time (services/playback-windows.ts). */
@@ -340,63 +341,15 @@ export class RecorderService {
    * answers PICTURE_NOT_FOUND).
    */
   async pictureSource(id: string): Promise<{ node: string; http: string } | null> {
-    const cluster = this.cluster;
-    const camera = parsePictureId(id)?.[0];
-    if (!cluster || camera === undefined || this.pictures.has(id)) return null;
-    for (const node of cluster.holders(camera)) {
-      if (node === cluster.nodeId) continue;
-      const http = cluster.peerHttp(node);
-      const r = await cluster.ask<{ has: boolean }>(node, 'picture', { id }).catch(() => null);
-      if (r?.has && http) return { node, http };
-    }
-    return null;
+    const node = await this.clusterPictures.holderOf(id);
+    const http = node === null ? null : (this.cluster?.peerHttp(node) ?? null);
+    return node !== null && http ? { node, http } : null;
   }
 
-  /**
-   * The picture search on every node that stores pictures of the cameras asked for (all
-   * nodes heard of when none is named), merged in time order (then seq, then camera):
-   * one page of `limit`, `next` as on one node. A node that does not answer makes the
-   * reply `partial` with its id in `unreachable`.
-   */
-  async searchPictures(
-    query: Record<string, unknown>,
-    visible: (camera: string) => boolean,
-  ): Promise<{ pictures: PictureView[]; next: string | null; partial?: boolean; unreachable?: string[] }> {
-    const local = this.pictures.search(query, visible);
-    const cluster = this.cluster;
-    if (!cluster) return local;
-    const named = [query.camera]
-      .flat()
-      .filter((c): c is string => typeof c === 'string')
-      .flatMap((c) => c.split(','))
-      .filter(Boolean);
-    const nodes = new Set(named.length > 0 ? named.flatMap((c) => cluster.holders(c)) : cluster.nodes().map((n) => n.node));
-    nodes.delete(cluster.nodeId);
-    if (nodes.size === 0) return local;
-    const unreachable: string[] = [];
-    const pages = await Promise.all(
-      [...nodes].map((node) =>
-        cluster.ask<{ pictures: PictureView[]; next: string | null }>(node, 'pictures.search', query).catch(() => {
-          unreachable.push(node);
-          return null;
-        }),
-      ),
-    );
-    const limit = Number(query.limit ?? 100) || 100;
-    const all = [local, ...pages.filter((p) => p !== null)];
-    const order = (a: PictureView, b: PictureView): number =>
-      Date.parse(a.at) - Date.parse(b.at) || a.seq - b.seq || (a.camera < b.camera ? -1 : a.camera > b.camera ? 1 : 0);
-    const merged = all
-      .flatMap((p) => p.pictures)
-      .filter((p) => visible(p.camera))
-      .sort(order);
-    const page = merged.slice(0, limit);
-    const more = merged.length > limit || all.some((p) => p.next !== null);
-    return {
-      pictures: page,
-      next: more && page.length > 0 ? page[page.length - 1]!.id : null,
-      ...(unreachable.length > 0 ? { partial: true, unreachable: unreachable.sort() } : {}),
-    };
+  /** Pictures through every node of the cluster (search, search by image, batch locks; services/cluster-pictures.ts). */
+  get clusterPictures(): ClusterPictures {
+    this.picturesAcross ??= new ClusterPictures(this.pictures, () => this.cluster);
+    return this.picturesAcross;
   }
 
   /** This node's closed segments of a camera in a range (what a peer stitching a split range asks: `<prefix>.v1.node.<id>.segments`). */

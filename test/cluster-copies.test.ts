@@ -339,6 +339,62 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
     );
   }
 
+  // ---- search by image and batch locks through any node: every node storing pictures of the camera answers ----
+  const scene = await sharp(
+    Buffer.from(
+      Array.from({ length: 320 * 240 * 3 }, (_, i) => ((i % 960 < 480 ? i % 960 : 960 - (i % 960)) + (Math.floor(i / 960) % 60 < 30 ? 80 : 0)) % 256),
+    ),
+    { raw: { width: 320, height: 240, channels: 3 } },
+  )
+    .jpeg()
+    .toBuffer();
+  const sceneRes = await fetch(`${to.http}/api/pictures?camera=k2&type=anpr&at=${picAt + 10_000}`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: scene,
+  });
+  const onToScene = ((await sceneRes.json()) as { id: string }).id;
+  await waitFor('the scene signed on its node', async () => {
+    const r = await fetch(`${to.http}/api/pictures/similar?camera=k2&limit=5`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: scene });
+    return ((await r.json()) as { matches: { id: string }[] }).matches.some((m) => m.id === onToScene) || null;
+  });
+  const nearCopy = await sharp(scene).resize(200).jpeg({ quality: 50 }).toBuffer();
+  const similarRes = await fetch(`${from.http}/api/pictures/similar?camera=k2&limit=5`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: nearCopy,
+  });
+  t.is(similarRes.status, 200);
+  const similar = (await similarRes.json()) as { matches: { id: string; score: number }[]; partial?: boolean };
+  t.is(similar.matches[0]?.id, onToScene, `search by image through ${from.name} finds the picture ${to.name} stores first: ${JSON.stringify(similar.matches)}`);
+  t.true(
+    similar.matches.some((m) => m.id === onFrom),
+    'and its own pictures, merged by score',
+  );
+  t.falsy(similar.partial);
+  const lockRange = { camera: ['k2'], from: new Date(picAt - 1000).toISOString(), to: new Date(picAt + 20_000).toISOString() };
+  const unlocked = await send<{ pictures: number }>('DELETE', `${from.http}/api/pictures/locks?camera=k2&from=${lockRange.from}&to=${lockRange.to}`);
+  t.is(unlocked.status, 200, JSON.stringify(unlocked.body));
+  t.is(unlocked.body.pictures, 1, 'the lock by URL, on the other node, is taken off through this one');
+  const batch = await send<{ pictures: number; partial?: boolean }>('POST', `${from.http}/api/pictures/locks`, lockRange);
+  t.is(batch.status, 200, JSON.stringify(batch.body));
+  t.is(batch.body.pictures, 3, 'a batch lock through one node locks the pictures of both');
+  for (const n of [from, to]) {
+    const locked = await getJson<{ pictures: { id: string }[]; partial?: boolean }>(
+      `${n.http}/api/pictures?camera=k2&from=${lockRange.from}&to=${lockRange.to}&locked=true`,
+    );
+    t.deepEqual(locked.body.pictures.map((p) => p.id).sort(), [onTo, onFrom, onToScene].sort(), `all three locked, as searched through ${n.name}`);
+  }
+
+  // rec.v1.picture.lock by id reaches any node (a queue group): each locks it where it is stored.
+  for (let i = 0; i < 6; i++) {
+    const until = new Date(Date.now() + 3_600_000 + i * 1000).toISOString();
+    const m = await nc.request('rec.v1.picture.lock', JSON.stringify({ id: onFrom, until }), { timeout: 5000 });
+    const body = JSON.parse(m.string()) as { ok: boolean; picture?: { id: string; lockedUntil: string | null } };
+    t.true(body.ok, m.string());
+    t.is(body.picture?.lockedUntil, until, `lock ${i} by id over NATS, answered by any node`);
+  }
+
   // ---- live view through a node that does not record the camera: relayed from its owner ----
   const k2Now = await waitFor('k2 recorded by a live node', k2Owner, 10_000, 200);
   const viewerNode = nodes.find((n) => n.id !== k2Now && n !== writer)!;

@@ -1,0 +1,193 @@
+/**
+ * Picture operations over every node of a cluster (docs/pictures.md "In a cluster"): a
+ * picture is stored on the node that received it, so a search, a search by image and a
+ * batch lock ask each node that stores pictures of the cameras named (all nodes heard of
+ * when none is named) on its own subject and merge what they answer.
+ *
+ * What travels: the search's query; for search by image the query picture's 20-byte
+ * signature, computed once here (never the picture); for a batch lock its body. A node
+ * that does not answer makes a search `partial` with its id in `unreachable`; a batch
+ * lock too, once the nodes that did answer have locked theirs. A node that refuses a
+ * lock (its pool's lock share) fails the request with its code, naming that node and
+ * how many pictures the others locked: a lock is never reported done where it was not.
+ */
+import type { CameraPlacement } from '../cluster/cluster.ts';
+import { RecorderError } from '../lib/errors.ts';
+import { parsePictureId } from '../pictures/layout.ts';
+import type { PictureService, PictureView, SimilarMatch } from './picture-service.ts';
+
+/** What peers are asked, on `<prefix>.v1.node.<id>.<subject>` (node.ts serves them). */
+export const PEER_PICTURE_SUBJECTS = {
+  has: 'picture',
+  search: 'pictures.search',
+  similar: 'pictures.similar',
+  locks: 'pictures.locks',
+  lockOne: 'pictures.lock-one',
+} as const;
+
+/** What a peer receives for search by image: the query's filters and the signature (base64). */
+export interface PeerSimilarRequest {
+  query: Record<string, unknown>;
+  signature: string;
+}
+
+/** What a peer receives to lock or unlock one picture it stores (`rec.v1.picture.lock` with an `id`). */
+export interface PeerLockOneRequest {
+  id: string;
+  until?: string | number;
+  unlock: boolean;
+}
+
+/** What a peer receives for a batch lock or unlock. */
+export interface PeerLockRequest {
+  body: unknown;
+  unlock: boolean;
+}
+
+type Visible = (camera: string) => boolean;
+interface Partial {
+  partial?: boolean;
+  unreachable?: string[];
+}
+
+export class ClusterPictures {
+  constructor(
+    private readonly pictures: PictureService,
+    private readonly cluster: () => CameraPlacement | null,
+  ) {}
+
+  /** Merged in time order (then seq, then camera): one page of `limit`, `next` as on one node. */
+  async search(query: Record<string, unknown>, visible: Visible): Promise<{ pictures: PictureView[]; next: string | null } & Partial> {
+    const local = this.pictures.search(query, visible);
+    const asked = await this.askPeers<{ pictures: PictureView[]; next: string | null }>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.search, query);
+    if (!asked) return local;
+    const limit = Number(query.limit ?? 100) || 100;
+    const all = [local, ...asked.answers];
+    const order = (a: PictureView, b: PictureView): number =>
+      Date.parse(a.at) - Date.parse(b.at) || a.seq - b.seq || (a.camera < b.camera ? -1 : a.camera > b.camera ? 1 : 0);
+    const merged = all
+      .flatMap((p) => p.pictures)
+      .filter((p) => visible(p.camera))
+      .sort(order);
+    const page = merged.slice(0, limit);
+    const more = merged.length > limit || all.some((p) => p.next !== null);
+    return { pictures: page, next: more && page.length > 0 ? page[page.length - 1]!.id : null, ...partialOf(asked.unreachable) };
+  }
+
+  /** The `limit` best matches of every node, best first (equal scores: by id, so every node asked answers alike). */
+  async similar(query: Record<string, unknown>, body: unknown, visible: Visible): Promise<{ matches: SimilarMatch[] } & Partial> {
+    const sig = await this.pictures.querySignature(body);
+    const local = this.pictures.similarTo(query, sig, visible);
+    const request: PeerSimilarRequest = { query, signature: sig.toString('base64') };
+    const asked = await this.askPeers<{ matches: SimilarMatch[] }>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.similar, request);
+    if (!asked) return local;
+    const limit = Number(query.limit ?? 10) || 10;
+    const matches = [local, ...asked.answers]
+      .flatMap((a) => a.matches)
+      .filter((m) => visible(m.camera))
+      .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .slice(0, limit);
+    return { matches, ...partialOf(asked.unreachable) };
+  }
+
+  /** Locks (or unlocks) the pictures of the cameras over the range on every node that stores some; the count over all. */
+  async lockBatch(body: unknown, visible: Visible, unlock: boolean): Promise<{ pictures: number } & Partial> {
+    // Here first: it validates the body and checks the caller may see every camera before any peer is asked.
+    const local = await this.pictures.lockBatch(body, visible, unlock);
+    const cameras = this.pictures.lockBatchCameras(body);
+    const request: PeerLockRequest = { body, unlock };
+    const refused: { node: string; error: RecorderError }[] = [];
+    const asked = await this.askPeers<{ pictures: number }>(cameras, PEER_PICTURE_SUBJECTS.locks, request, (node, error) => refused.push({ node, error }));
+    if (!asked) return local;
+    const pictures = asked.answers.reduce((n, a) => n + a.pictures, local.pictures);
+    if (refused.length > 0) {
+      const first = refused[0]!;
+      throw new RecorderError(
+        first.error.code,
+        `${first.error.message} (${pictures} pictures were ${unlock ? 'unlocked' : 'locked'} on the nodes that accepted)`,
+        {
+          details: {
+            done: pictures,
+            refused: refused.map((r) => ({ node: r.node, code: r.error.code, message: r.error.message })),
+            unreachable: asked.unreachable,
+          },
+        },
+      );
+    }
+    return { pictures, ...partialOf(asked.unreachable) };
+  }
+
+  /**
+   * In a cluster: the node that stores picture `id` when this one does not (asked on each
+   * holder of its camera's `picture` subject), or null: here, or nowhere.
+   */
+  async holderOf(id: string): Promise<string | null> {
+    const cluster = this.cluster();
+    const camera = parsePictureId(id)?.[0];
+    if (!cluster || camera === undefined || this.pictures.has(id)) return null;
+    for (const node of cluster.holders(camera)) {
+      if (node === cluster.nodeId) continue;
+      const r = await cluster.ask<{ has: boolean }>(node, PEER_PICTURE_SUBJECTS.has, { id }).catch(() => null);
+      if (r?.has) return node;
+    }
+    return null;
+  }
+
+  /** Locks or unlocks one picture by id on the node that stores it (`rec.v1.picture.lock` reaches any node). */
+  async lockOne(body: Record<string, unknown>, unlock: boolean): Promise<{ picture: PictureView }> {
+    const id = String(body.id);
+    const holder = await this.holderOf(id);
+    const cluster = this.cluster();
+    if (holder === null || !cluster) return this.pictures.lockJson(body, unlock) as Promise<{ picture: PictureView }>;
+    const { id: _id, ...rest } = body;
+    const request: PeerLockOneRequest = { id, ...(rest.until !== undefined ? { until: rest.until as string | number } : {}), unlock };
+    // Its refusal (PICTURE_NOT_FOUND, LOCK_SHARE_EXCEEDED, BAD_TIME) comes back typed; a node that does not answer: CLUSTER_UNAVAILABLE.
+    return cluster.ask<{ picture: PictureView }>(holder, PEER_PICTURE_SUBJECTS.lockOne, request).catch((err: unknown) => {
+      if (err instanceof RecorderError) throw err;
+      throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${holder}, which stores picture ${id}, did not answer`, { cause: err });
+    });
+  }
+
+  /**
+   * Asks each other node storing pictures of `cameras` (every node heard of when none is
+   * named); null outside a cluster or with no other node. A node that refused (answered
+   * one of our codes but INTERNAL) goes to `onRefused` when given, else counts as not
+   * answering.
+   */
+  private async askPeers<T>(
+    cameras: string[],
+    subject: string,
+    body: unknown,
+    onRefused?: (node: string, error: RecorderError) => void,
+  ): Promise<{ answers: T[]; unreachable: string[] } | null> {
+    const cluster = this.cluster();
+    if (!cluster) return null;
+    const nodes = new Set(cameras.length > 0 ? cameras.flatMap((c) => cluster.holders(c)) : cluster.nodes().map((n) => n.node));
+    nodes.delete(cluster.nodeId);
+    if (nodes.size === 0) return null;
+    const unreachable: string[] = [];
+    const answers = await Promise.all(
+      [...nodes].map((node) =>
+        cluster.ask<T>(node, subject, body).catch((err: unknown) => {
+          if (onRefused && err instanceof RecorderError && err.code !== 'INTERNAL') onRefused(node, err);
+          else unreachable.push(node);
+          return null;
+        }),
+      ),
+    );
+    return { answers: answers.filter((a): a is Awaited<T> => a !== null), unreachable: unreachable.sort() };
+  }
+}
+
+/** The cameras a query names (`camera=a,b` or repeated); [] when none. */
+function namedCameras(camera: unknown): string[] {
+  return [camera]
+    .flat()
+    .filter((c): c is string => typeof c === 'string')
+    .flatMap((c) => c.split(','))
+    .filter(Boolean);
+}
+
+function partialOf(unreachable: string[]): Partial {
+  return unreachable.length > 0 ? { partial: true, unreachable } : {};
+}
