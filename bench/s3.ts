@@ -159,7 +159,7 @@ async function loop(workers: number, op: (worker: number, i: number) => Promise<
 }
 
 async function small(dir: string, s3: S3Client): Promise<Record<string, unknown>> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  let agent = new Agent({ keepAlive: true, maxSockets: 16 });
   const body = randomBytes(4096);
   const send = (method: string, url: string, payload?: Buffer): Promise<number> =>
     new Promise((resolve, reject) => {
@@ -207,6 +207,10 @@ async function small(dir: string, s3: S3Client): Promise<Record<string, unknown>
   await dirHandle.close();
   const keys = [...putUrls.keys()];
   const getUrls = await Promise.all(keys.slice(0, 5000).map((k) => getSignedUrl(s3, new GetObjectCommand({ Bucket: 'bench', Key: k }), { expiresIn: 3600 })));
+  // Signing the GETs takes seconds: sockets idle that long may be closed by the server's
+  // keep-alive timeout just as a request is sent on them (a hang-up): new ones for the GETs.
+  agent.destroy();
+  agent = new Agent({ keepAlive: true, maxSockets: 16 });
   const recorderGet = await loop(16, async (w, i) => {
     if ((await send('GET', getUrls[(w * 7919 + i) % getUrls.length]!)) !== 200) failed++;
   });
