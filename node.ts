@@ -23,6 +23,7 @@
  * cameras (every open segment is closed before `stop()` resolves), storage with its
  * retention, the sample tables, the journal, the index and the lock, in that order.
  */
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Events, type NatsConnection } from 'nats';
 import { Supervisor } from './actors/supervisor.ts';
@@ -68,6 +69,8 @@ import { OverlapHeal } from './cluster/overlap-heal.ts';
 import type { RemoteSegment } from './services/media-source.ts';
 import { rootCredential, startS3Listener } from './buckets/listener.ts';
 import { S3Presigner, isRecorderUi } from './buckets/presign.ts';
+import { S3Keys } from './buckets/keys.ts';
+import { SecretBox } from './lib/secret-box.ts';
 import type { S3Server } from './buckets/s3-server.ts';
 
 /** A camera's write error that says the disk is full. */
@@ -102,6 +105,8 @@ export class RecorderNode {
   /** The S3 listener (buckets/), null when off or no access key exists; its URL, '' then. */
   s3: S3Server | null = null;
   s3Url = '';
+  /** Users' S3 access keys, their secrets sealed under the secret key file (buckets/keys.ts, lib/secret-box.ts). */
+  s3Keys!: S3Keys;
   reconcileReport: ReconcileReport | null = null;
   storage: StorageSupervisor | null = null;
   /** Sample tables persisted at segment close (storage/segment-tables.ts). */
@@ -482,6 +487,13 @@ export class RecorderNode {
       );
       const resumed = await life.start('camera resume', () => service.resume());
       log.info({ cameras: resumed }, 'cameras resumed from the index');
+      // Before HTTP and S3 (both use users' keys): secrets stored in clear by an older version are sealed now.
+      self.s3Keys = new S3Keys(index, await SecretBox.open(config.secretKeyFile ?? join(config.dataDir, 'secret.key')));
+      const keys = await self.s3Keys.sealLegacy();
+      if (keys.sealed > 0) log.info({ keys: keys.sealed }, 's3: access key secrets stored in clear were sealed');
+      if (keys.unreadable.length > 0) {
+        log.error({ keys: keys.unreadable }, 's3: these access keys were sealed under another secret key file and are refused until issued again');
+      }
       await life.start(
         'http',
         () => self.startHttp(),
@@ -493,6 +505,7 @@ export class RecorderNode {
           startS3Listener({
             config,
             index,
+            keys: self.s3Keys,
             log,
             clock,
             signal,
@@ -557,7 +570,14 @@ export class RecorderNode {
       caches: this.caches,
       frames: this.frames,
       clusterToken: () => this.copies?.clusterToken() ?? null,
-      s3Presigner: new S3Presigner({ index: this.index, clock: this.clock, root: rootCredential(this.config), listenerUrl: () => this.s3Url }),
+      s3Presigner: new S3Presigner({
+        index: this.index,
+        keys: this.s3Keys,
+        clock: this.clock,
+        root: rootCredential(this.config),
+        listenerUrl: () => this.s3Url,
+      }),
+      s3Keys: this.s3Keys,
     });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });

@@ -10,6 +10,7 @@ import type { ReadCaches } from '../playback/read-caches.ts';
 import type { FrameGrabber } from '../playback/frame-grab.ts';
 import type { UserStore } from '../security/users.ts';
 import type { RecorderService } from '../services/recorder-service.ts';
+import type { S3Keys } from '../buckets/keys.ts';
 import type { S3Presigner } from '../buckets/presign.ts';
 
 export interface HttpDeps {
@@ -35,4 +36,6 @@ export interface HttpDeps {
   signal?: AbortSignal;
   /** Presigned S3 URLs for the web UI's buckets page (buckets/presign.ts); absent: answered S3_UNAVAILABLE. */
   s3Presigner?: S3Presigner;
+  /** Users' S3 access keys (buckets/keys.ts); absent: the key routes are not served. */
+  s3Keys?: S3Keys;
 }

@@ -201,7 +201,7 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   });
   app.get('/api/system', access('admin'), async () => ({ system: await deps.service.systemInfo() }));
   registerUsers(app, deps.users);
-  registerS3Keys(app, deps.index, deps.s3Presigner);
+  registerS3Keys(app, deps.s3Keys, deps.s3Presigner);
   registerStorageRoutes(app, deps);
   registerCluster(app, deps);
   registerDownload(app, deps);

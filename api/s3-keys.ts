@@ -7,18 +7,17 @@
  *   POST   /api/s3/presign                          a presigned URL signed with the user's key (buckets/presign.ts)
  */
 import type { FastifyInstance } from 'fastify';
-import type { RecorderIndex } from '../index/db.ts';
-import { S3Keys } from '../buckets/keys.ts';
+import type { S3Keys } from '../buckets/keys.ts';
 import type { S3Presigner } from '../buckets/presign.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { access } from '../security/http-auth.ts';
 
-export function registerS3Keys(app: FastifyInstance, index: RecorderIndex, presigner?: S3Presigner): void {
+export function registerS3Keys(app: FastifyInstance, keys: S3Keys | undefined, presigner?: S3Presigner): void {
   app.post('/api/s3/presign', access('read'), async (req) => {
     if (!presigner) throw new RecorderError('S3_UNAVAILABLE', 'this recorder has no S3 listener');
     return presigner.presign(req.principal, req.headers.host, req.body);
   });
-  const keys = new S3Keys(index);
+  if (!keys) return;
   app.post<{ Params: { name: string } }>('/api/users/:name/s3-keys', access('admin'), async (req, reply) => {
     reply.code(201);
     return keys.issue(req.params.name, Date.now());

@@ -8,6 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { RecorderIndex } from '../index/db.ts';
+import type { S3KeyRecord } from '../index/buckets.ts';
+import { isSealed, type SecretBox } from '../lib/secret-box.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { ROOT_USER } from './access.ts';
 import type { Credential, KeyLookup } from './sigv4.ts';
@@ -21,14 +23,17 @@ export interface S3KeyView {
 }
 
 export class S3Keys {
-  constructor(private readonly index: RecorderIndex) {}
+  constructor(
+    private readonly index: RecorderIndex,
+    private readonly box: SecretBox,
+  ) {}
 
   /** A new key for `user` (who must exist); the secret appears only in this answer. */
   async issue(user: string, nowMs: number): Promise<S3KeyView & { secretAccessKey: string }> {
     if (!this.index.users.get(user)) throw new RecorderError('NOT_FOUND', `unknown user ${JSON.stringify(user)}`);
     const id = `RK${[...randomBytes(18)].map((b) => ALPHABET[b % 32]).join('')}`;
     const secret = randomBytes(30).toString('base64url');
-    await this.index.buckets.putAccessKey({ accessKeyId: id, user, secret, createdMs: nowMs });
+    await this.index.buckets.putAccessKey({ accessKeyId: id, user, secret: this.box.seal(secret), createdMs: nowMs });
     return { accessKeyId: id, user, createdAt: new Date(nowMs).toISOString(), secretAccessKey: secret };
   }
 
@@ -50,8 +55,41 @@ export class S3Keys {
       if (root && id === root.accessKeyId) return root;
       const k = this.index.buckets.accessKey(id);
       if (!k || k.user === ROOT_USER || !this.index.users.get(k.user)) return undefined;
-      return { accessKeyId: k.accessKeyId, secret: k.secret, user: k.user };
+      try {
+        return { accessKeyId: k.accessKeyId, secret: this.secretOf(k), user: k.user };
+      } catch {
+        // Sealed under another key file: as if unknown (InvalidAccessKeyId); said once at start by sealLegacy.
+        return undefined;
+      }
     };
+  }
+
+  /** A stored key's secret in clear (a legacy clear one as it is); SECRET_UNREADABLE when it does not open. */
+  secretOf(rec: S3KeyRecord): string {
+    return isSealed(rec.secret) ? this.box.unseal(rec.secret) : rec.secret;
+  }
+
+  /**
+   * At start: seals the secrets stored in clear (before sealing existed), each in its own
+   * commit; returns how many, and the keys whose sealed secret does not open with this
+   * key file (to be logged: they are refused until issued again).
+   */
+  async sealLegacy(): Promise<{ sealed: number; unreadable: string[] }> {
+    let sealed = 0;
+    const unreadable: string[] = [];
+    for (const k of this.index.buckets.accessKeys()) {
+      if (!isSealed(k.secret)) {
+        await this.index.buckets.putAccessKey({ ...k, secret: this.box.seal(k.secret) });
+        sealed++;
+        continue;
+      }
+      try {
+        this.box.unseal(k.secret);
+      } catch {
+        unreadable.push(k.accessKeyId);
+      }
+    }
+    return { sealed, unreadable };
   }
 
   any(): boolean {

@@ -20,6 +20,8 @@ import type { Credential } from './sigv4.ts';
 export interface S3ListenerDeps {
   config: RecorderConfig;
   index: RecorderIndex;
+  /** Users' keys (their secrets sealed in the index). */
+  keys: S3Keys;
   log: Logger;
   clock: Clock;
   signal: AbortSignal;
@@ -41,7 +43,7 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
   if ((config.s3AccessKey === undefined) !== (config.s3SecretKey === undefined)) {
     throw new RecorderError('CONFIG_INVALID', 'RECORDER_S3_ACCESS_KEY and RECORDER_S3_SECRET_KEY go together: set both or neither');
   }
-  const userKeys = new S3Keys(d.index);
+  const userKeys = d.keys;
   if (config.s3 === 'off' || (config.s3AccessKey === undefined && !userKeys.any())) return null;
   const keys = userKeys.lookup(rootCredential(config));
   const server = new S3Server({

@@ -14,6 +14,7 @@
  */
 import { z } from 'zod';
 import type { RecorderIndex } from '../index/db.ts';
+import type { S3Keys } from './keys.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Clock } from '../lib/time.ts';
 import { validate } from '../lib/validate.ts';
@@ -60,6 +61,8 @@ export interface PresignView {
 
 export interface PresignDeps {
   index: RecorderIndex;
+  /** Users' keys (their secrets are sealed in the index). */
+  keys: S3Keys;
   clock: Clock;
   /** The settings' first key (RECORDER_S3_ACCESS_KEY), acting as root; absent when unset. */
   root?: Credential | undefined;
@@ -95,7 +98,7 @@ export class S3Presigner {
 
   private credentialFor(who: { name: string; role: string }): Credential {
     const own = this.d.index.buckets.accessKeys(who.name)[0];
-    if (own && who.name !== ROOT_USER) return { accessKeyId: own.accessKeyId, secret: own.secret, user: own.user };
+    if (own && who.name !== ROOT_USER) return { accessKeyId: own.accessKeyId, secret: this.d.keys.secretOf(own), user: own.user };
     if (who.role === 'admin' && this.d.root) return this.d.root;
     throw new RecorderError('S3_UNAVAILABLE', `user ${JSON.stringify(who.name)} has no S3 access key (an admin issues one: POST /api/users/:name/s3-keys)`);
   }

@@ -15,7 +15,7 @@
  *   s3files    fileId → [bucket, key]: every object file the catalog holds
  *   s3versions [bucket, key, fileId] → ObjectRecord: noncurrent versions (fileIds are time-ordered: oldest first)
  *   s3usage    bucket → [versions, bytes] (delete markers and noncurrent versions counted), in the same commit as every write
- *   s3keys     accessKeyId → S3KeyRecord: users' access keys (the secret kept as is: SigV4 signs with it)
+ *   s3keys     accessKeyId → S3KeyRecord: users' access keys (the secret sealed: lib/secret-box.ts)
  *   s3uploads  [bucket, key, uploadId] → UploadRecord: a multipart upload in progress
  *   s3parts    [uploadId, partNumber] → PartRecord: its parts (files under buckets/parts/<uploadId>/)
  *
@@ -122,7 +122,11 @@ export type UploadKey = [string, string, string];
 export interface S3KeyRecord {
   accessKeyId: string;
   user: string;
-  /** SigV4 needs the secret itself to sign with, so it is stored, not a digest of it. */
+  /**
+   * SigV4 needs the secret itself to sign with, so it is stored, not a digest of it:
+   * sealed (`sealed:v1:…`, lib/secret-box.ts; buckets/keys.ts opens it), or in clear in
+   * an index from before sealing until the next start seals it.
+   */
   secret: string;
   createdMs: number;
 }

@@ -143,6 +143,11 @@ export const configSchema = z
       .optional()
       .describe('the first S3 access key id (acts as an admin), with s3SecretKey'),
     s3SecretKey: z.string().min(8).max(256).optional().describe('the secret of the first S3 access key'),
+    secretKeyFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("the key that seals users' S3 secret keys in the index (made on first use, 32 bytes, mode 0600); default <dataDir>/secret.key"),
     s3UploadExpiryMs: z.coerce
       .number()
       .int()
@@ -246,6 +251,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_S3: 's3',
   RECORDER_S3_ACCESS_KEY: 's3AccessKey',
   RECORDER_S3_SECRET_KEY: 's3SecretKey',
+  RECORDER_SECRET_KEY_FILE: 'secretKeyFile',
   RECORDER_S3_UPLOAD_EXPIRY_MS: 's3UploadExpiryMs',
   RECORDER_S3_SCRUB_MS: 's3ScrubMs',
 };

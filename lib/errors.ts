@@ -49,6 +49,7 @@ export type ErrorCode =
   | 'PICTURE_INVALID'
   | 'PICTURE_NOT_FOUND'
   | 'CLUSTER_UNAVAILABLE'
+  | 'SECRET_UNREADABLE'
   | 'CAMERA_FENCED'
   | 'S3_UNAVAILABLE'
   | 'INTERNAL';
@@ -112,6 +113,7 @@ const STATUS: Record<ErrorCode, number> = {
   PICTURE_NOT_FOUND: 404,
   // A cluster config write the replicated KV did not confirm (quorum lost, leader election): recording goes on (cluster/cluster.ts).
   CLUSTER_UNAVAILABLE: 503,
+  SECRET_UNREADABLE: 500,
   // A write of a camera that another cluster node holds now: this node stops recording it (cluster/cluster.ts).
   CAMERA_FENCED: 409,
   // A presigned S3 URL cannot be made: the S3 listener is off, or the user has no access key (buckets/presign.ts).

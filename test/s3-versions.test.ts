@@ -25,9 +25,10 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { execFile } from 'node:child_process';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { RecorderIndex } from '../index/db.ts';
 import { startNode, tempDir } from './helpers/recorder.ts';
 import { S3_KEY as KEY, S3_SECRET as SECRET, s3Client, s3Code as code, s3Node } from './helpers/s3.ts';
 
@@ -270,6 +271,65 @@ test("users' access keys: issued over HTTP, a user sees only the buckets of thei
   );
   t.is((await http('DELETE', `/api/users/alice/s3-keys/${issued.body.accessKeyId}`)).status, 200);
   t.is(await code(t, alice.send(new ListBucketsCommand({}))), 'InvalidAccessKeyId');
+});
+
+test("users' S3 secrets are sealed at rest: never in the index in clear, clear ones from before sealed at start, refused under another key file", async (t) => {
+  const TOKEN = 'admin-token-0123456789abcdef';
+  const dataDir = await tempDir(t);
+  const settings = { s3: '127.0.0.1:0', s3AccessKey: KEY, s3SecretKey: SECRET, authToken: TOKEN };
+  const admin = (http: string) => (method: string, path: string, body?: unknown) =>
+    fetch(`${http}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  const first = await startNode(t, settings, dataDir);
+  t.is((await admin(first.http)('PUT', '/api/users/alice', { role: 'operator', pools: ['default'], password: 'alice-password' })).status, 200);
+  const issued = (await (await admin(first.http)('POST', '/api/users/alice/s3-keys')).json()) as { accessKeyId: string; secretAccessKey: string };
+  const alice = (s3: string) => s3Client(t, s3, { accessKeyId: issued.accessKeyId, secretAccessKey: issued.secretAccessKey });
+  await alice(first.node.s3Url).send(new CreateBucketCommand({ Bucket: 'sealed' }));
+  const presigned = await admin(first.http)('POST', '/api/s3/presign', { method: 'GET', bucket: 'sealed' });
+  t.is(presigned.status, 200, 'the UI presigns with the opened secret');
+  await first.node.stop();
+  const indexBytes = await Promise.all((await readdir(join(dataDir, 'index'))).map((f) => readFile(join(dataDir, 'index', f))));
+  t.false(
+    indexBytes.some((b) => b.includes(issued.secretAccessKey)),
+    'the secret is nowhere in the index files',
+  );
+  const keyFile = await readFile(join(dataDir, 'secret.key'));
+  t.is(keyFile.length, 32);
+
+  // An index from before sealing: a secret in clear, sealed by the next start and still working.
+  const legacy = { accessKeyId: 'RKLEGACYKEY0000000000000', user: 'alice', secret: 'legacy-clear-secret-0123456789', createdMs: Date.now() };
+  const index = await RecorderIndex.open(dataDir);
+  await index.buckets.putAccessKey(legacy);
+  await index.close();
+  const second = await startNode(t, settings, dataDir);
+  const old = s3Client(t, second.node.s3Url, { accessKeyId: legacy.accessKeyId, secretAccessKey: legacy.secret });
+  t.deepEqual(
+    (await old.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name),
+    ['sealed'],
+  );
+  await second.node.stop();
+  const reopened = await RecorderIndex.open(dataDir);
+  const stored = reopened.buckets.accessKey(legacy.accessKeyId)!.secret;
+  await reopened.close();
+  t.true(stored.startsWith('sealed:v1:') && !stored.includes(legacy.secret), 'sealed at start');
+
+  // Another key file (the data disk moved without its key): the keys are refused, not misread; issued again they work.
+  const lines: string[] = [];
+  const third = await startNode(t, { ...settings, secretKeyFile: join(dataDir, 'other.key') }, dataDir, { logLines: lines });
+  t.is(await code(t, alice(third.node.s3Url).send(new ListBucketsCommand({}))), 'InvalidAccessKeyId');
+  t.true(
+    lines.some((l) => l.includes('sealed under another secret key file') && l.includes(issued.accessKeyId)),
+    'said once at start',
+  );
+  const again = (await (await admin(third.http)('POST', '/api/users/alice/s3-keys')).json()) as { accessKeyId: string; secretAccessKey: string };
+  const reissued = s3Client(t, third.node.s3Url, { accessKeyId: again.accessKeyId, secretAccessKey: again.secretAccessKey });
+  t.deepEqual(
+    (await reissued.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name),
+    ['sealed'],
+  );
 });
 
 test("a pool's capacity holds for its buckets' objects: an upload that would pass it is refused, nothing stored", async (t) => {
