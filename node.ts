@@ -61,7 +61,13 @@ import type { AlarmInput } from './lib/alarms.ts';
 import { PictureStorage } from './pictures/picture-storage.ts';
 import { PreviewCache } from './pictures/preview.ts';
 import { PictureService } from './services/picture-service.ts';
-import { PEER_PICTURE_SUBJECTS, type PeerLockOneRequest, type PeerLockRequest, type PeerSimilarRequest } from './services/cluster-pictures.ts';
+import {
+  PEER_PICTURE_SUBJECTS,
+  type PeerLockOneRequest,
+  type PeerLockRequest,
+  type PeerSimilarRequest,
+  type PeerZipListing,
+} from './services/cluster-pictures.ts';
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
@@ -378,6 +384,7 @@ export class RecorderNode {
             status: () => copies.status(),
             backups: () => self.backups?.statuses() ?? [],
             pull: pullFrom,
+            clusterToken: () => copies.clusterToken(),
           },
           config.clusterPlaybackWindowMs,
         );
@@ -385,6 +392,10 @@ export class RecorderNode {
         self.cluster.serve('search', (b) => service.localSearch(b));
         self.cluster.serve('segments', (b) => service.localSegments(b));
         // Pictures: whether this node stores one, and its own search (merged by the node asked).
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.zip, async (b): Promise<PeerZipListing> => {
+          const { entries } = await service.pictures.zipEntries(b as Record<string, unknown>, () => true);
+          return { entries: entries.map(({ load: _load, ...e }) => e) };
+        });
         self.cluster.serve(PEER_PICTURE_SUBJECTS.lockOne, (b) => {
           const { id, unlock, ...rest } = b as PeerLockOneRequest;
           return service.pictures.lockJson({ id, ...rest }, unlock === true);

@@ -75,6 +75,18 @@ export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
       .send(createReadStream(join(deps.dataDir, seg.file), { start, end: seg.bytes - 1 }));
   });
 
+  // A peer building a batch download of pictures some of which are here (services/cluster-pictures.ts):
+  // the picture's bytes, original or the preview its query asks for. The cluster token is the credential.
+  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/api/cluster/pictures/:id', access('public'), async (req, reply) => {
+    const expected = deps.clusterToken?.() ?? null;
+    const given = req.headers[CLUSTER_TOKEN_HEADER];
+    if (expected === null || typeof given !== 'string' || !secretEquals(given, expected)) {
+      throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token');
+    }
+    const { bytes, etag } = await deps.service.pictures.read(req.params.id, req.query);
+    return reply.header('content-type', 'image/jpeg').header('etag', etag).send(bytes);
+  });
+
   // After the auth seam (its preHandler was added first): only an allowed request is passed on.
   app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
     const route = req.routeOptions.url ?? '';

@@ -74,7 +74,7 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
     scope.delete<{ Querystring: Query }>('/api/pictures/locks', access('lock'), async (req) => across().lockBatch(req.query, visible(req), true));
 
     scope.get<{ Querystring: Query }>('/api/pictures/download.zip', access('read'), async (req, reply) => {
-      const zip = await pictures().zip(req.query, visible(req));
+      const zip = await across().zip(req.query, visible(req));
       let range;
       try {
         range = replyRange(req, reply, zip.length, zip.etag);

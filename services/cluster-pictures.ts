@@ -14,7 +14,9 @@
 import type { CameraPlacement } from '../cluster/cluster.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { parsePictureId } from '../pictures/layout.ts';
-import type { PictureService, PictureView, SimilarMatch } from './picture-service.ts';
+import { zipLimit, zipOf, zipTooLarge, type PictureService, type PictureView, type PictureZip, type SimilarMatch, type ZipEntry } from './picture-service.ts';
+import { CLUSTER_TOKEN_HEADER } from '../cluster/copies.ts';
+import { specKey } from '../pictures/preview.ts';
 
 /** What peers are asked, on `<prefix>.v1.node.<id>.<subject>` (node.ts serves them). */
 export const PEER_PICTURE_SUBJECTS = {
@@ -23,7 +25,13 @@ export const PEER_PICTURE_SUBJECTS = {
   similar: 'pictures.similar',
   locks: 'pictures.locks',
   lockOne: 'pictures.lock-one',
+  zip: 'pictures.zip-list',
 } as const;
+
+/** What a peer answers for a batch download: its entries without their bytes (fetched over HTTP as the ZIP is sent). */
+export interface PeerZipListing {
+  entries: Omit<ZipEntry, 'load'>[];
+}
 
 /** What a peer receives for search by image: the query's filters and the signature (base64). */
 export interface PeerSimilarRequest {
@@ -54,7 +62,56 @@ export class ClusterPictures {
   constructor(
     private readonly pictures: PictureService,
     private readonly cluster: () => CameraPlacement | null,
+    /** The token peers show each other over HTTP (cluster/copies.ts); null outside a cluster. */
+    private readonly token: () => string | null = () => null,
   ) {}
+
+  /**
+   * The batch download over every node storing pictures of the cameras: each lists its
+   * entries (and renders its previews, to know their sizes) on `pictures.zip-list`; the
+   * ZIP is built here in time order with an exact length, and another node's bytes are
+   * fetched from it over HTTP (`/api/cluster/pictures/:id`, the cluster token) when the
+   * stream reaches them. A node that does not answer the listing fails the request
+   * (CLUSTER_UNAVAILABLE): a ZIP cannot say it is partial, and a silent hole is what a
+   * user must never get. One that fails while its bytes are sent ends the stream short
+   * of its Content-Length (the client sees a broken download, and resumes with Range).
+   */
+  async zip(query: Record<string, unknown>, visible: Visible): Promise<PictureZip> {
+    const local = await this.pictures.zipEntries(query, visible);
+    const variant = local.spec ? specKey(local.spec) : 'original';
+    const asked = await this.askPeers<PeerZipListing>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.zip, query);
+    if (!asked) return zipOf(local.entries, variant);
+    if (asked.unreachable.length > 0) {
+      throw new RecorderError(
+        'CLUSTER_UNAVAILABLE',
+        `node ${asked.unreachable.join(', ')}, which stores pictures of the range, did not answer: the ZIP would miss them`,
+        {
+          details: { unreachable: asked.unreachable },
+        },
+      );
+    }
+    const preview = previewQuery(query);
+    const entries = [...local.entries];
+    for (const [i, answer] of asked.answers.entries()) {
+      const node = asked.nodes[i]!;
+      for (const e of answer.entries) {
+        if (!visible(e.camera)) continue;
+        entries.push({ ...e, load: () => this.fetchPicture(node, e.id, preview) });
+      }
+    }
+    if (entries.length > zipLimit(local.spec !== null)) throw zipTooLarge(local.spec !== null);
+    return zipOf(entries, variant);
+  }
+
+  /** A picture's bytes (original, or the preview of `preview`) from the node that stores it. */
+  private async fetchPicture(node: string, id: string, preview: string): Promise<Buffer> {
+    const http = this.cluster()?.peerHttp(node);
+    const token = this.token();
+    if (!http || token === null) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${node} is not reachable over HTTP`);
+    const res = await fetch(`${http}/api/cluster/pictures/${encodeURIComponent(id)}${preview}`, { headers: { [CLUSTER_TOKEN_HEADER]: token } });
+    if (!res.ok) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${node} answered ${res.status} for picture ${id}`);
+    return Buffer.from(await res.arrayBuffer());
+  }
 
   /** Merged in time order (then seq, then camera): one page of `limit`, `next` as on one node. */
   async search(query: Record<string, unknown>, visible: Visible): Promise<{ pictures: PictureView[]; next: string | null } & Partial> {
@@ -159,15 +216,16 @@ export class ClusterPictures {
     subject: string,
     body: unknown,
     onRefused?: (node: string, error: RecorderError) => void,
-  ): Promise<{ answers: T[]; unreachable: string[] } | null> {
+  ): Promise<{ answers: T[]; nodes: string[]; unreachable: string[] } | null> {
     const cluster = this.cluster();
     if (!cluster) return null;
     const nodes = new Set(cameras.length > 0 ? cameras.flatMap((c) => cluster.holders(c)) : cluster.nodes().map((n) => n.node));
     nodes.delete(cluster.nodeId);
     if (nodes.size === 0) return null;
     const unreachable: string[] = [];
+    const asked = [...nodes].sort();
     const answers = await Promise.all(
-      [...nodes].map((node) =>
+      asked.map((node) =>
         cluster.ask<T>(node, subject, body).catch((err: unknown) => {
           if (onRefused && err instanceof RecorderError && err.code !== 'INTERNAL') onRefused(node, err);
           else unreachable.push(node);
@@ -175,7 +233,9 @@ export class ClusterPictures {
         }),
       ),
     );
-    return { answers: answers.filter((a): a is Awaited<T> => a !== null), unreachable: unreachable.sort() };
+    // `answers[i]` is `nodes[i]`'s.
+    const answered = asked.flatMap((node, i) => (answers[i] === null ? [] : [{ node, answer: answers[i] as T }]));
+    return { answers: answered.map((a) => a.answer), nodes: answered.map((a) => a.node), unreachable: unreachable.sort() };
   }
 }
 
@@ -190,4 +250,16 @@ function namedCameras(camera: unknown): string[] {
 
 function partialOf(unreachable: string[]): Partial {
   return unreachable.length > 0 ? { partial: true, unreachable } : {};
+}
+
+/** The preview keys of a batch download's query as the query of a picture's URL ('' for originals). */
+function previewQuery(query: Record<string, unknown>): string {
+  const keys = ['scale', 'width', 'height', 'fit', 'maxBytes'] as const;
+  const params = new URLSearchParams();
+  for (const k of keys) {
+    const v = query[k];
+    if (typeof v === 'string' || typeof v === 'number') params.set(k, String(v));
+  }
+  const text = params.toString();
+  return text ? `?${text}` : '';
 }

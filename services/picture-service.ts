@@ -458,30 +458,35 @@ export class PictureService {
    * The same request answers the same bytes (entries in time order, named by id, dated
    * by the picture's time); its ETag is a hash of what it holds.
    */
-  async zip(query: Record<string, unknown>, visible: (camera: string) => boolean): Promise<{ length: number; stream: Readable; etag: string; count: number }> {
+  async zip(query: Record<string, unknown>, visible: (camera: string) => boolean): Promise<PictureZip> {
+    const { entries, spec } = await this.zipEntries(query, visible);
+    return zipOf(entries, spec ? specKey(spec) : 'original');
+  }
+
+  /**
+   * This node's entries of a batch download (each with its size: a preview is rendered
+   * to know it, and cached) and the preview asked for; VALIDATION_FAILED past the limit.
+   */
+  async zipEntries(query: Record<string, unknown>, visible: (camera: string) => boolean): Promise<{ entries: ZipEntry[]; spec: PreviewSpec | null }> {
     const { access_token: _token, scale, width, height, fit, maxBytes, ...rest } = query;
     const previewQuery = Object.fromEntries(Object.entries({ scale, width, height, fit, maxBytes }).filter(([, v]) => v !== undefined));
     const spec = parsePreviewSpec(previewQuery);
     const { filter, limit, after } = this.filter(rest, visible);
     if (limit !== undefined || after !== undefined) throw new ValidationError('limit and after page a search; a ZIP holds every picture of the range');
-    const max = spec ? ZIP_MAX_PREVIEWS : ZIP_MAX_PICTURES;
+    const max = zipLimit(spec !== null);
     const hits = this.storage.search(filter.cameras, filter.fromMs, filter.toMs, max + 1, this.keep(filter, visible));
-    if (hits.length > max) throw new ValidationError(`over ${max} pictures ${spec ? 'with previews ' : ''}in one ZIP: narrow the range or the filter`);
-    const hash = createHash('sha256').update(spec ? specKey(spec) : 'original');
-    const items: ZipItem[] = [];
+    if (hits.length > max) throw zipTooLarge(spec !== null);
+    const entries: ZipEntry[] = [];
     for (const { key, entry } of hits) {
-      const etag = this.etag(key);
-      hash.update(`\n${pictureId(key)} ${etag}`);
-      const mtime = new Date(key[1]);
-      const name = `${pictureId(key)}.jpg`;
-      if (!spec) items.push({ name, mtime, size: entry.length, load: () => this.storage.read(key, entry) });
+      const etag = this.etag(key, entry);
+      const item = { id: pictureId(key), atMs: key[1], seq: key[2], camera: key[0], etag };
+      if (!spec) entries.push({ ...item, size: entry.length, load: () => this.storage.read(key, entry) });
       else {
         const size = (await this.preview(key, etag, spec)).length;
-        items.push({ name, mtime, size, load: () => this.preview(key, etag, spec) });
+        entries.push({ ...item, size, load: () => this.preview(key, etag, spec) });
       }
     }
-    const { length, stream } = await buildZip(items);
-    return { length, stream, etag: `"z${hash.digest('hex').slice(0, 32)}"`, count: items.length };
+    return { entries, spec };
   }
 
   private filter(query: Record<string, unknown>, visible: (camera: string) => boolean): { filter: PictureFilter; limit?: number; after?: PictureKey } {
@@ -627,4 +632,48 @@ export function view(key: PictureKey, entry: { length: number; type: string; met
     bytes: entry.length,
     ...(entry.meta ? { meta: entry.meta } : {}),
   };
+}
+
+/** One picture of a batch download: where it sorts, its size, its ETag, and how to load its bytes. */
+export interface ZipEntry {
+  id: string;
+  atMs: number;
+  seq: number;
+  camera: string;
+  size: number;
+  etag: string;
+  load: () => Promise<Buffer>;
+}
+
+export interface PictureZip {
+  length: number;
+  stream: Readable;
+  etag: string;
+  count: number;
+}
+
+/** How many pictures one ZIP may hold (fewer with previews: each is rendered before the first byte). */
+export function zipLimit(previews: boolean): number {
+  return previews ? ZIP_MAX_PREVIEWS : ZIP_MAX_PICTURES;
+}
+
+export function zipTooLarge(previews: boolean): ValidationError {
+  return new ValidationError(`over ${zipLimit(previews)} pictures ${previews ? 'with previews ' : ''}in one ZIP: narrow the range or the filter`);
+}
+
+/**
+ * The ZIP of `entries` (from one node or several): in time order (then seq, then
+ * camera), named by id, dated by the picture's time; its ETag a hash of `variant` (the
+ * preview asked for) and each entry's id and ETag, so the same pictures give the same
+ * bytes and the same ETag whichever node builds it.
+ */
+export async function zipOf(entries: readonly ZipEntry[], variant: string): Promise<PictureZip> {
+  const sorted = [...entries].sort((a, b) => a.atMs - b.atMs || a.seq - b.seq || (a.camera < b.camera ? -1 : a.camera > b.camera ? 1 : 0));
+  const hash = createHash('sha256').update(variant);
+  const items: ZipItem[] = sorted.map((e) => {
+    hash.update(`\n${e.id} ${e.etag}`);
+    return { name: `${e.id}.jpg`, mtime: new Date(e.atMs), size: e.size, load: e.load };
+  });
+  const { length, stream } = await buildZip(items);
+  return { length, stream, etag: `"z${hash.digest('hex').slice(0, 32)}"`, count: items.length };
 }

@@ -42,6 +42,8 @@ export interface ClusterCopies {
   backups?(): BackupStatus[];
   /** Pulls one closed segment of `camera` from `node` and indexes it here (true: copied). */
   pull(node: string, camera: string, seg: RemoteSegment): Promise<boolean>;
+  /** The token peers show each other over HTTP (null before the cluster's shared store gave one). */
+  clusterToken(): string | null;
 }
 import { mergeSearch } from './search-merge.ts';
 import { BadTimeError } from '../lib/errors.ts';
@@ -348,7 +350,11 @@ export class RecorderService {
 
   /** Pictures through every node of the cluster (search, search by image, batch locks; services/cluster-pictures.ts). */
   get clusterPictures(): ClusterPictures {
-    this.picturesAcross ??= new ClusterPictures(this.pictures, () => this.cluster);
+    this.picturesAcross ??= new ClusterPictures(
+      this.pictures,
+      () => this.cluster,
+      () => this.copies?.clusterToken() ?? null,
+    );
     return this.picturesAcross;
   }
 

@@ -7,6 +7,7 @@
  * re-made on the survivor that lacked it, so two nodes hold every segment again.
  */
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
@@ -18,6 +19,7 @@ import { RecorderIndex } from '../index/db.ts';
 import { getJson, tempDir, waitFor } from './helpers/recorder.ts';
 import { send, spawnClusterNodes } from './helpers/cluster.ts';
 import { decodeErrors, ffprobe } from './helpers/media.ts';
+import { readZip } from './helpers/zip-reader.ts';
 
 interface Range {
   fromMs: number;
@@ -385,6 +387,30 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
     );
     t.deepEqual(locked.body.pictures.map((p) => p.id).sort(), [onTo, onFrom, onToScene].sort(), `all three locked, as searched through ${n.name}`);
   }
+
+  // The batch ZIP through one node holds both nodes' pictures, in time order, exact and repeatable.
+  const zipUrl = (n: typeof from, extra = ''): string => `${n.http}/api/pictures/download.zip?camera=k2&from=${lockRange.from}&to=${lockRange.to}${extra}`;
+  const zipRes = await fetch(zipUrl(from));
+  t.is(zipRes.status, 200, await zipRes.clone().text());
+  const zipBytes = Buffer.from(await zipRes.arrayBuffer());
+  t.is(Number(zipRes.headers.get('content-length')), zipBytes.length, 'an exact Content-Length');
+  const zipped = await readZip(await tempDir(t), zipBytes);
+  t.deepEqual(
+    zipped.map((e) => e.name),
+    [onTo, onFrom, onToScene].map((id) => `${id}.jpg`),
+    `the ZIP through ${from.name} holds the pictures of both nodes, in time order`,
+  );
+  t.is(zipped[2]!.sha, createHash('sha256').update(scene).digest('hex'), "another node's picture, byte for byte");
+  const viaTo = await fetch(zipUrl(to));
+  t.is(viaTo.headers.get('etag'), zipRes.headers.get('etag'), 'the same pictures give the same ETag through any node');
+  t.true(Buffer.from(await viaTo.arrayBuffer()).equals(zipBytes), 'and the same bytes');
+  t.is((await fetch(`${to.http}/api/cluster/pictures/${onToScene}`)).status, 401, "a picture's peer route needs the cluster token");
+  const previews = await readZip(await tempDir(t), Buffer.from(await (await fetch(zipUrl(from, '&width=64'))).arrayBuffer()));
+  t.deepEqual(
+    previews.map((e) => e.width),
+    [64, 64, 64],
+    "previews of another node's pictures rendered there",
+  );
 
   // rec.v1.picture.lock by id reaches any node (a queue group): each locks it where it is stored.
   for (let i = 0; i < 6; i++) {

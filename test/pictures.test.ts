@@ -7,17 +7,14 @@
  * `recorder check` finds the packs and the index consistent afterwards.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { appendFile, readdir, stat } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import sharp, { type Metadata } from 'sharp';
+import { readZip } from './helpers/zip-reader.ts';
 import { spawnRecorder, startNode, tempDir, waitFor } from './helpers/recorder.ts';
 import { checkPictures } from './helpers/check.ts';
-
-const run = promisify(execFile);
 
 /** A real JPEG of noise (incompressible, so its size is about `w*h*0.6` bytes at q90). */
 async function jpeg(w: number, h: number, seed: number): Promise<Buffer> {
@@ -348,38 +345,6 @@ test('previews by URL: scale, width/height/fit, maxBytes (best quality that fits
     t.is(((await res.json()) as { error: { code: string } }).error.code, 'VALIDATION_FAILED', q);
   }
 });
-
-interface ZipEntry {
-  name: string;
-  size: number;
-  sha: string;
-  stored: boolean;
-  width: number;
-}
-
-/** The entries of a ZIP as Python's zipfile reads them (an independent reader), with each JPEG's width. */
-async function readZip(dir: string, bytes: Buffer): Promise<ZipEntry[]> {
-  const file = join(dir, `z${Date.now()}${Math.random()}.zip`);
-  await writeFile(file, bytes);
-  const script = [
-    'import hashlib, json, struct, sys, zipfile',
-    'z = zipfile.ZipFile(sys.argv[1])',
-    'assert z.testzip() is None',
-    'def width(b):',
-    '  i = 2',
-    '  while i < len(b):',
-    '    m = b[i + 1]; n = struct.unpack(">H", b[i + 2:i + 4])[0]',
-    '    if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC): return struct.unpack(">H", b[i + 7:i + 9])[0]',
-    '    i += 2 + n',
-    'out = []',
-    'for info in z.infolist():',
-    '  b = z.read(info)',
-    '  out.append({"name": info.filename, "size": info.file_size, "sha": hashlib.sha256(b).hexdigest(), "stored": info.compress_type == 0, "width": width(b)})',
-    'print(json.dumps(out))',
-  ].join('\n');
-  const { stdout } = await run('python3', ['-c', script, file]);
-  return JSON.parse(stdout) as ZipEntry[];
-}
 
 test('search by cameras, time, type and metadata, paged; the batch ZIP is exact, repeatable and resumes with Range; multipart and NATS writes', async (t) => {
   const node = await startNode(t);
