@@ -41,7 +41,7 @@ import { AlarmBus, type Alarm } from './lib/alarms.ts';
 import { iso, systemClock, type Clock } from './lib/time.ts';
 import { reconcile, type ReconcileReport } from './storage/reconcile.ts';
 import { UserStore } from './security/users.ts';
-import { RecorderMetrics } from './ops/metrics.ts';
+import { bitrateOf, RecorderMetrics } from './ops/metrics.ts';
 import { HealthSampler, machineReader } from './ops/health-sampler.ts';
 import { RecorderError } from './lib/errors.ts';
 import { Lifecycle } from './lib/lifecycle.ts';
@@ -325,6 +325,11 @@ export class RecorderNode {
           weight: config.clusterWeight,
           // Cameras move off a node whose CPU, memory or disk alarm holds.
           pressure: () => self.sampler?.pressure() ?? null,
+          // Placement weighs each camera by its bitrate, as the metrics measure it (one meter, ops/metrics.ts).
+          bitrate: (camera) => {
+            const last = index.segments.last(camera);
+            return last ? bitrateOf(last) : null;
+          },
           peerDied: (dead) =>
             void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed')),
           peerJoined: (joined, awaySinceMs) =>

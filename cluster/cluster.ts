@@ -3,7 +3,7 @@
  * camera ownership with fencing, placement of cameras without a live owner, and the
  * cameras' shared config. NATS JetStream is the engine: three replicated KV buckets,
  *
- *   <prefix>-nodes    node id → heartbeat {node, session, http, cameras}; TTL 1 h
+ *   <prefix>-nodes    node id → heartbeat {node, session, http, cameras, bitsPerSecond?, …}; TTL 1 h
  *   <prefix>-owners   camera id → {node, session, at}; changed only by compare-and-set
  *   <prefix>-config   `camera.<id>` → the camera's config (every node mirrors it into LMDB)
  *
@@ -11,8 +11,9 @@
  * after a successful beat, each peer's heartbeat revision (cluster/liveness.ts counts
  * them); confirm the cameras we hold or drop the ones whose key names another owner;
  * claim by CAS what cluster/placement.ts gives us among the cameras without a live
- * owner. Nothing is claimed in a tick whose own heartbeat failed (then our view may be
- * that of a minority, and our writes would fail anyway).
+ * owner, each camera weighed by its measured bitrate (Bitrates, below). Nothing is
+ * claimed in a tick whose own heartbeat failed (then our view may be that of a
+ * minority, and our writes would fail anyway).
  *
  * Fencing: the KV revision our CAS wrote is the camera's fence token. The segment
  * writer asks `fence(camera)` before it appends each GOP (storage/segment-writer.ts),
@@ -21,6 +22,15 @@
  * it lost the camera before it writes a byte more; a node that cannot reach NATS at
  * all keeps recording under its old token (a partition: recording goes on, the
  * higher token wins on heal).
+ *
+ * Bitrates: each heartbeat reports the ingest bitrate of the cameras the node measured
+ * (`ClusterOptions.bitrate`, the metrics' meter over the camera's newest segment): those
+ * it holds, and those it gave up or lost until their new owner reports them itself.
+ * An orphan's bitrate is read from its dead owner's last heartbeat: that record stays in
+ * the nodes bucket (TTL 1 h) and no longer changes, and every node reads every peer's
+ * heartbeat each tick anyway (liveness), so every node weighs the orphan alike at no
+ * extra write or read; a shared per-camera record would cost a KV write per camera
+ * and another read per camera per tick for the same answer.
  *
  * Errors: CLUSTER_UNAVAILABLE (503) for a config write the KV did not confirm,
  * CAMERA_FENCED (409) for a write of a camera this node no longer holds.
@@ -37,7 +47,7 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { LivenessCounter } from './liveness.ts';
-import { placeOrphans, shouldGiveUp, type NodeCapacity, type OwnerView } from './placement.ts';
+import { bitrateView, placeOrphans, shouldGiveUp, type Bitrates, type NodeCapacity, type OwnerView } from './placement.ts';
 
 /** Heartbeats of nodes gone for this long vanish from the nodes bucket. */
 const NODES_TTL_MS = 3600_000;
@@ -84,6 +94,14 @@ export interface ClusterOptions {
   weight?: number;
   /** Why this node is under pressure now (its health alarms that hold), or null. */
   pressure?: () => string | null;
+  /**
+   * The camera's ingest bitrate (bits per second) over its newest segment in this node's
+   * index, or null when it has none here (node.ts: ops/metrics.ts `bitrateOf`, the
+   * meter of `recorder_camera_bitrate_bits_per_second`). A camera offline keeps its last
+   * figure: it costs that again when it comes back. Absent: nothing is measured, every
+   * camera weighs alike.
+   */
+  bitrate?: (camera: string) => number | null;
   /** `node-left` (a peer judged dead) and `cluster-unavailable` (heartbeats failing: no quorum). */
   raiseAlarm?: (alarm: AlarmInput) => void;
   signal: AbortSignal;
@@ -138,6 +156,12 @@ interface Heartbeat {
   weight?: number;
   /** Why it is under pressure (cpu-high, memory-high, disk-near-full); absent: none. */
   pressure?: string;
+  /**
+   * Camera id → its ingest bitrate as this node last measured it (whole bits per
+   * second): the cameras it holds that it has measured, and those it gave up or lost
+   * whose new owner has not reported them yet. Absent: none measured.
+   */
+  bitsPerSecond?: Record<string, number>;
 }
 
 interface Held {
@@ -163,6 +187,8 @@ export interface ClusterNodeView {
   weight: number;
   /** Why it is under pressure (it takes no camera and gives its own up), or null. */
   pressure: string | null;
+  /** The sum of the measured bitrates of its cameras (bits per second; unmeasured ones count 0). */
+  bitsPerSecond: number;
 }
 
 const json = JSONCodec();
@@ -174,6 +200,16 @@ function decode<T>(e: KvEntry | null | undefined): T | null {
   } catch {
     return null;
   }
+}
+
+/** The bitrates of a heartbeat, keeping only whole positive numbers (a peer of another version may send anything). */
+function bitratesOf(hb: Heartbeat | null): Map<string, number> {
+  const out = new Map<string, number>();
+  const raw: unknown = hb?.bitsPerSecond;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return out;
+  for (const [camera, bps] of Object.entries(raw as Record<string, unknown>))
+    if (typeof bps === 'number' && Number.isFinite(bps) && bps > 0) out.set(camera, Math.round(bps));
+  return out;
 }
 
 function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -227,6 +263,12 @@ export class ClusterNode implements CameraPlacement {
   private readonly drainingPeers = new Set<string>();
   /** What each peer's last heartbeat read said of its capacity. */
   private readonly peerCapacity = new Map<string, NodeCapacity>();
+  /** The bitrates each peer's last heartbeat read reported (a dead peer's last ones stay). */
+  private readonly peerBitrates = new Map<string, Bitrates>();
+  /** What this node reports in its heartbeat (`Heartbeat.bitsPerSecond`), camera → bits per second. */
+  private readonly measured = new Map<string, number>();
+  /** Each camera's bitrate as the last tick's view made it (cluster/placement.ts `bitrateView`). */
+  private bitrates: Bitrates = new Map();
   /** Peers judged dead (peerDied called once for each until it beats again). */
   /** Peers judged dead, with when (Date.now() ms). */
   private readonly deadPeers = new Map<string, number>();
@@ -390,6 +432,7 @@ export class ClusterNode implements CameraPlacement {
       draining: node === this.nodeId ? this.draining : this.drainingPeers.has(node),
       weight: node === this.nodeId ? (this.o.weight ?? 1) : (this.peerCapacity.get(node)?.weight ?? 1),
       pressure: node === this.nodeId ? this.pressureNow() : (this.peerCapacity.get(node)?.pressure ?? null),
+      bitsPerSecond: (cams.get(node) ?? []).reduce((sum, camera) => sum + (this.bitrates.get(camera) ?? 0), 0),
     }));
   }
 
@@ -551,6 +594,9 @@ export class ClusterNode implements CameraPlacement {
   private async tick(): Promise<void> {
     const nodes = this.nodesKv!;
     const owners = this.ownersKv!;
+    this.measure();
+    // What peers read of us this tick; our own view uses the same (not what pruning leaves below).
+    const reported: Bitrates = new Map(this.measured);
     const beat: Heartbeat = {
       node: this.nodeId,
       session: this.session,
@@ -559,6 +605,7 @@ export class ClusterNode implements CameraPlacement {
       ...(this.draining ? { draining: true } : {}),
       ...(this.o.weight !== undefined && this.o.weight !== 1 ? { weight: this.o.weight } : {}),
       ...(this.pressureNow() ? { pressure: this.pressureNow()! } : {}),
+      ...(reported.size > 0 ? { bitsPerSecond: Object.fromEntries([...reported].sort(([a], [b]) => (a < b ? -1 : 1))) } : {}),
     };
     let beatOk = false;
     try {
@@ -612,6 +659,9 @@ export class ClusterNode implements CameraPlacement {
             if (hb?.draining) this.drainingPeers.add(peer);
             else this.drainingPeers.delete(peer);
             if (hb) this.peerCapacity.set(peer, { weight: hb.weight ?? 1, pressure: hb.pressure ?? null });
+            // A node that left cleanly released its cameras and deleted its beat: nothing of it is reported.
+            if (hb) this.peerBitrates.set(peer, bitratesOf(hb));
+            else this.peerBitrates.delete(peer);
           } catch {
             /* not counted this tick */
           }
@@ -658,12 +708,19 @@ export class ClusterNode implements CameraPlacement {
       else if (!o || this.liveness.dead(o.node)) orphans.push(r.camera);
     }
     for (const camera of this.held.keys()) this.catalog(camera);
+    const ownerOf = new Map([...current].map(([camera, o]) => [camera, o.node]));
+    this.bitrates = bitrateView(
+      cameras.map((c) => c.id),
+      ownerOf,
+      new Map([...this.peerBitrates, [this.nodeId, reported]]),
+    );
+    this.pruneMeasured(new Set(cameras.map((c) => c.id)), ownerOf);
     if (!beatOk || !this.shared?.synced || this.halted) return;
     for (const camera of earlier) live.set(camera, { node: this.nodeId });
     if (this.draining) return this.giveUpOne(null);
     // Placement skips nodes being drained.
     const eligible = this.liveness.aliveNodes().filter((n) => !this.drainingPeers.has(n));
-    const plan = placeOrphans(orphans, live, eligible, this.capacities());
+    const plan = placeOrphans(orphans, live, eligible, this.capacities(), this.bitrates);
     if (plan.size === 0) this.rebalance(live, eligible);
     const entries = new Map(reads.map((r) => [r.camera, r.entry]));
     const mineToClaim = [...earlier, ...[...plan].filter(([, node]) => node === this.nodeId).map(([camera]) => camera)];
@@ -671,14 +728,47 @@ export class ClusterNode implements CameraPlacement {
   }
 
   /**
-   * Rebalancing (a node joined or came back): when this node has at least two cameras
-   * more than the least-loaded steady node (alive for 2·K ticks in a row), it gives up
-   * one camera per tick; placement hands it to the least loaded at the next tick.
+   * Rebalancing (a node joined or came back, or bitrates changed): when moving one of
+   * this node's cameras to the least-loaded steady node (alive for 2·K ticks in a row)
+   * leaves that node no more loaded than this one, by measured bitrate (with equal
+   * weights and nothing measured: two cameras more), it gives that camera up; one per
+   * tick, placement hands it on at the next tick.
    */
   private rebalance(owners: ReadonlyMap<string, OwnerView>, eligible: readonly string[]): void {
     const steady = eligible.filter((n) => n === this.nodeId || this.liveness.aliveTicks(n) >= 2 * this.o.deadTicks);
-    const why = shouldGiveUp(this.nodeId, owners, steady, this.capacities());
-    if (why) this.giveUpOne(why);
+    const give = shouldGiveUp(this.nodeId, owners, steady, this.capacities(), this.bitrates);
+    if (give) this.giveUpOne(give.why, give.camera);
+  }
+
+  /** Measures the bitrate of each held camera (what the next heartbeat reports). */
+  private measure(): void {
+    const bitrate = this.o.bitrate;
+    if (!bitrate) return;
+    for (const camera of this.held.keys()) {
+      let bps: number | null;
+      try {
+        bps = bitrate(camera);
+      } catch (err) {
+        this.o.log.debug({ camera, err: (err as Error).message }, 'cluster: bitrate not measured');
+        continue;
+      }
+      if (bps !== null && Number.isFinite(bps) && bps > 0) this.measured.set(camera, Math.round(bps));
+    }
+  }
+
+  /**
+   * Forgets the bitrate of a camera this node no longer holds once its new owner reports
+   * it (until then ours keeps the camera's weight in every node's view, so a camera that
+   * just moved does not count as the median and draw a second move), or once it is
+   * no longer configured.
+   */
+  private pruneMeasured(configured: ReadonlySet<string>, ownerOf: ReadonlyMap<string, string>): void {
+    for (const camera of [...this.measured.keys()]) {
+      if (this.held.has(camera)) continue;
+      const owner = ownerOf.get(camera);
+      const reportedByOwner = owner !== undefined && owner !== this.nodeId && this.peerBitrates.get(owner)?.has(camera) === true;
+      if (!configured.has(camera) || reportedByOwner) this.measured.delete(camera);
+    }
   }
 
   /** Every node's weight and pressure, this one's included. */
@@ -692,10 +782,12 @@ export class ClusterNode implements CameraPlacement {
     return this.o.pressure?.() ?? null;
   }
 
-  /** Stops one held camera (the last by id) and releases its owner key; `why` null: draining. */
-  private giveUpOne(why: string | null): void {
-    const camera = [...this.held.keys()].sort().pop();
-    if (camera === undefined || this.releasing) return;
+  /**
+   * Stops one held camera (`camera`, or the last by id) and releases its owner key;
+   * `why` null: draining. One at a time: nothing while a give-up is under way.
+   */
+  private giveUpOne(why: string | null, camera = [...this.held.keys()].sort().pop()): void {
+    if (camera === undefined || !this.held.has(camera) || this.releasing) return;
     this.releasing = true;
     this.o.log.info({ camera, why: why ?? 'draining' }, 'cluster: giving a camera up');
     void (async () => {

@@ -6,10 +6,27 @@
  * cameras the plan gives it, by compare-and-set, so views that differ for a tick cost a
  * retry, never a camera recorded twice.
  *
- * Load is a node's cameras over its weight (RECORDER_CLUSTER_WEIGHT: a box twice as big
- * says 2). A node under pressure (its health sampler's cpu-high, memory-high or
- * disk-near-full holds) takes no camera while another node is not under pressure, and
- * gives its cameras up one at a time.
+ * A camera weighs its last measured ingest bitrate (bits per second, as a heartbeat
+ * reports it: `bitrateView`). A camera nobody has measured weighs the median of the
+ * measured ones in the same view, or 1 when none is measured (then load is cameras
+ * per weight). A node's load is the sum of its cameras' weights over its own weight
+ * (RECORDER_CLUSTER_WEIGHT: a box twice as big says 2), so a node with four 8 Mbit/s
+ * cameras is as loaded as one with thirty-two of 1 Mbit/s. A node under pressure (its
+ * health sampler's cpu-high, memory-high or disk-near-full holds) takes no camera while
+ * another node is not under pressure, and gives its cameras up one at a time.
+ *
+ * Invariants:
+ * - Determinism: the same inputs give the same answer whatever order they come in.
+ *   Orphans are placed heaviest first, ties by camera id; nodes are compared by load
+ *   after taking, ties by node id. Weights are whole bits per second (or 1, or a median
+ *   of whole numbers, a multiple of 0.5), so sums are exact in float64 whatever order
+ *   they are added in.
+ * - No flapping: `shouldGiveUp` moves a camera of weight w from s to t only when t is
+ *   no more loaded than s afterwards, (L_t + w)/W_t ≤ (L_s − w)/W_s, and placement gives
+ *   the orphan to a node at least as good as t (never back to s, whose load after
+ *   taking it back is L_s/W_s, more). Each such move lowers Σ L²/W by at least
+ *   w·(L_s/W_s − L_t/W_t) > 0, so while the bitrates hold no chain of moves comes back
+ *   to where it started; in particular t never hands anything straight back to s.
  */
 
 export interface OwnerView {
@@ -23,11 +40,65 @@ export interface NodeCapacity {
   pressure: string | null;
 }
 
+/** Camera id → its last measured ingest bitrate in bits per second (> 0). */
+export type Bitrates = ReadonlyMap<string, number>;
+
+/** A camera `shouldGiveUp` says to give up, and why (for the log). */
+export interface GiveUp {
+  camera: string;
+  why: string;
+}
+
 const PLAIN: NodeCapacity = { weight: 1, pressure: null };
 
-function loads(owners: ReadonlyMap<string, OwnerView>, nodes: readonly string[]): Map<string, number> {
+const byId = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * The bitrate of each camera as the heartbeats report it: `reports` holds, per node, the
+ * last heartbeat read from it (a dead node's included: its record stays in the nodes
+ * bucket for an hour and no longer changes, so every node reads the same one), and
+ * `ownerOf` each camera's owner key. The owner's report wins; a camera its owner has
+ * not measured (a dead owner's last beat never listed it, or the new owner has written
+ * no GOP of it yet) takes the report of the first other node by id that lists it: the
+ * node that gave it up keeps reporting it until its new owner measures it
+ * (cluster/cluster.ts), so a camera that moved weighs the same before and after. A
+ * camera nobody reports is absent (unmeasured).
+ */
+export function bitrateView(cameras: Iterable<string>, ownerOf: ReadonlyMap<string, string>, reports: ReadonlyMap<string, Bitrates>): Map<string, number> {
+  const nodes = [...reports.keys()].sort(byId);
+  const view = new Map<string, number>();
+  for (const camera of cameras) {
+    const owner = ownerOf.get(camera);
+    let bps = owner === undefined ? undefined : reports.get(owner)?.get(camera);
+    for (let i = 0; bps === undefined && i < nodes.length; i++) bps = reports.get(nodes[i]!)!.get(camera);
+    if (bps !== undefined) view.set(camera, bps);
+  }
+  return view;
+}
+
+/**
+ * Each camera's weight in placement: its bitrate in `bitrates` when measured (> 0), else
+ * the median of the measured bitrates of `cameras`, or 1 when none of them is measured.
+ */
+export function cameraWeights(cameras: Iterable<string>, bitrates: Bitrates): Map<string, number> {
+  const all = [...new Set(cameras)];
+  const measured = all
+    .map((c) => bitrates.get(c))
+    .filter((b): b is number => b !== undefined && Number.isFinite(b) && b > 0)
+    .sort((a, b) => a - b);
+  const mid = measured.length >> 1;
+  const median = measured.length === 0 ? 1 : measured.length % 2 === 1 ? measured[mid]! : (measured[mid - 1]! + measured[mid]!) / 2;
+  return new Map(
+    all.map((c) => {
+      const b = bitrates.get(c);
+      return [c, b !== undefined && Number.isFinite(b) && b > 0 ? b : median];
+    }),
+  );
+}
+
+function loads(owners: ReadonlyMap<string, OwnerView>, nodes: readonly string[], weight: ReadonlyMap<string, number>): Map<string, number> {
   const load = new Map<string, number>(nodes.map((n) => [n, 0]));
-  for (const o of owners.values()) if (load.has(o.node)) load.set(o.node, load.get(o.node)! + 1);
+  for (const [camera, o] of owners) if (load.has(o.node)) load.set(o.node, load.get(o.node)! + weight.get(camera)!);
   return load;
 }
 
@@ -37,58 +108,80 @@ function takers(alive: readonly string[], cap: (n: string) => NodeCapacity): str
   return calm.length > 0 ? calm : [...alive];
 }
 
+/** Of `nodes`, the one whose load after taking `w` is least; ties by node id. */
+function leastAfter(nodes: readonly string[], w: number, load: ReadonlyMap<string, number>, cap: (n: string) => NodeCapacity): string | null {
+  let best: string | null = null;
+  for (const n of [...nodes].sort(byId)) if (best === null || (load.get(n)! + w) / cap(n).weight < (load.get(best)! + w) / cap(best).weight) best = n;
+  return best;
+}
+
 /**
  * The plan for the cameras without a live owner: camera → node. `owners` holds the
  * current owner of each owned camera; `alive` the live nodes (sorted or not);
- * `orphans` the cameras to place; `capacity` what each node's heartbeat says.
+ * `orphans` the cameras to place; `capacity` what each node's heartbeat says;
+ * `bitrates` each camera's last measured bitrate (`bitrateView`).
  */
 export function placeOrphans(
   orphans: readonly string[],
   owners: ReadonlyMap<string, OwnerView>,
   alive: readonly string[],
   capacity: ReadonlyMap<string, NodeCapacity> = new Map(),
+  bitrates: Bitrates = new Map(),
 ): Map<string, string> {
   const plan = new Map<string, string>();
   if (alive.length === 0) return plan;
   const cap = (n: string): NodeCapacity => capacity.get(n) ?? PLAIN;
-  const load = loads(owners, takers(alive, cap));
-  const nodes = [...load.keys()].sort();
-  for (const camera of [...orphans].sort()) {
-    // The node whose load after taking this camera is least; ties by node id.
-    let best: string | null = null;
-    for (const n of nodes) if (best === null || (load.get(n)! + 1) / cap(n).weight < (load.get(best)! + 1) / cap(best).weight) best = n;
-    plan.set(camera, best!);
-    load.set(best!, load.get(best!)! + 1);
+  const weight = cameraWeights([...owners.keys(), ...orphans], bitrates);
+  const nodes = takers(alive, cap);
+  const load = loads(owners, nodes, weight);
+  // Heaviest first (a greedy that places big cameras while every node still has room balances best).
+  const order = [...new Set(orphans)].sort((a, b) => weight.get(b)! - weight.get(a)! || byId(a, b));
+  for (const camera of order) {
+    const w = weight.get(camera)!;
+    const best = leastAfter(nodes, w, load, cap)!;
+    plan.set(camera, best);
+    load.set(best, load.get(best)! + w);
   }
   return plan;
 }
 
 /**
- * Whether `self` should give one camera up now (why), or null: it is under pressure
- * while some steady node is not; or moving one camera to the least-loaded steady node
- * leaves that node no more loaded than `self` is after (with equal weights: `self` has
- * two cameras more).
+ * Which camera `self` should give up now, or null: under pressure while some steady
+ * node is not, its heaviest camera; else, of its cameras heaviest first (ties: the last
+ * by id), the first whose move to the node least loaded after taking it leaves that
+ * node no more loaded than `self` is after (the no-flapping rule of the module comment;
+ * with equal weights and unmeasured cameras: `self` has two cameras more).
  */
 export function shouldGiveUp(
   self: string,
   owners: ReadonlyMap<string, OwnerView>,
   steady: readonly string[],
   capacity: ReadonlyMap<string, NodeCapacity> = new Map(),
-): string | null {
+  bitrates: Bitrates = new Map(),
+): GiveUp | null {
   if (steady.length < 2) return null;
   const cap = (n: string): NodeCapacity => capacity.get(n) ?? PLAIN;
-  const load = loads(owners, steady);
-  const mine = load.get(self) ?? 0;
-  if (mine === 0) return null;
+  const weight = cameraWeights(owners.keys(), bitrates);
+  const load = loads(owners, steady, weight);
+  const mine = [...owners]
+    .filter(([, o]) => o.node === self)
+    .map(([camera]) => camera)
+    .sort((a, b) => weight.get(b)! - weight.get(a)! || byId(b, a));
+  if (mine.length === 0 || !load.has(self)) return null;
+  const selfLoad = load.get(self)!;
+  const here = `${mine.length} cameras of load ${selfLoad} here`;
   const others = takers(steady, cap).filter((n) => n !== self);
   const pressure = cap(self).pressure;
-  if (pressure !== null && others.some((n) => cap(n).pressure === null)) return `under pressure (${pressure}): ${mine} cameras here`;
-  let least: string | null = null;
-  for (const n of others.sort()) if (least === null || load.get(n)! / cap(n).weight < load.get(least)! / cap(least).weight) least = n;
-  if (least === null) return null;
-  const after = (load.get(least)! + 1) / cap(least).weight;
-  const mineAfter = (mine - 1) / cap(self).weight;
-  return mineAfter >= after
-    ? `rebalancing: ${mine} cameras here (weight ${cap(self).weight}), ${load.get(least)} on ${least} (weight ${cap(least).weight})`
-    : null;
+  if (pressure !== null && others.some((n) => cap(n).pressure === null)) return { camera: mine[0]!, why: `under pressure (${pressure}): ${here}` };
+  for (const camera of mine) {
+    const w = weight.get(camera)!;
+    const to = leastAfter(others, w, load, cap);
+    if (to === null) return null;
+    if ((selfLoad - w) / cap(self).weight >= (load.get(to)! + w) / cap(to).weight)
+      return {
+        camera,
+        why: `rebalancing: ${here} (weight ${cap(self).weight}), load ${load.get(to)} on ${to} (weight ${cap(to).weight}); ${camera} weighs ${w}`,
+      };
+  }
+  return null;
 }

@@ -128,6 +128,15 @@ test.serial('kill -9 and SIGSTOP: cameras move to the survivors, a node that los
     30_000,
     250,
   );
+  // The holder's heartbeat carries the bitrate it measures of the camera (what placement weighs).
+  const beats = await nc.jetstream().views.kv('rec-nodes', { bindOnly: true });
+  const bps = await waitFor(
+    `${victim.name}'s heartbeat reports the bitrate of ${lost[0]}`,
+    async () => (await beats.get(victim.id))?.json<{ bitsPerSecond?: Record<string, number> }>().bitsPerSecond?.[lost[0]!] ?? null,
+    10_000,
+    250,
+  );
+  t.true(bps > 10_000 && bps < 5_000_000, `${lost[0]} measured at ${bps} bit/s (the simulated camera sends ~150 kbit/s)`);
   const dlFrom = new Date(Date.parse(held.from) + 1000).toISOString();
   const dlTo = new Date(Date.parse(held.from) + 5000).toISOString();
   const dl = await fetch(`${stranger.http}/api/cameras/${lost[0]}/video.mp4?${new URLSearchParams({ from: dlFrom, to: dlTo }).toString()}`);
