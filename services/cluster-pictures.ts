@@ -53,6 +53,9 @@ export interface PeerLockRequest {
 }
 
 type Visible = (camera: string) => boolean;
+
+/** How long a holder may take to list its part of a batch ZIP (its previews rendered to know their sizes). */
+const ZIP_LISTING_TIMEOUT_MS = 60_000;
 interface Partial {
   partial?: boolean;
   unreachable?: string[];
@@ -79,7 +82,8 @@ export class ClusterPictures {
   async zip(query: Record<string, unknown>, visible: Visible): Promise<PictureZip> {
     const local = await this.pictures.zipEntries(query, visible);
     const variant = local.spec ? specKey(local.spec) : 'original';
-    const asked = await this.askPeers<PeerZipListing>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.zip, query);
+    // A holder renders its previews to list their sizes (up to 2000): far longer than a plain peer request's 2 s.
+    const asked = await this.askPeers<PeerZipListing>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.zip, query, undefined, ZIP_LISTING_TIMEOUT_MS);
     if (!asked) return zipOf(local.entries, variant);
     if (asked.unreachable.length > 0) {
       throw new RecorderError(
@@ -216,6 +220,7 @@ export class ClusterPictures {
     subject: string,
     body: unknown,
     onRefused?: (node: string, error: RecorderError) => void,
+    timeoutMs?: number,
   ): Promise<{ answers: T[]; nodes: string[]; unreachable: string[] } | null> {
     const cluster = this.cluster();
     if (!cluster) return null;
@@ -226,7 +231,7 @@ export class ClusterPictures {
     const asked = [...nodes].sort();
     const answers = await Promise.all(
       asked.map((node) =>
-        cluster.ask<T>(node, subject, body).catch((err: unknown) => {
+        cluster.ask<T>(node, subject, body, timeoutMs).catch((err: unknown) => {
           if (onRefused && err instanceof RecorderError && err.code !== 'INTERNAL') onRefused(node, err);
           else unreachable.push(node);
           return null;
