@@ -23,6 +23,9 @@
  * cameras (every open segment is closed before `stop()` resolves), storage with its
  * retention, the sample tables, the journal, the index and the lock, in that order.
  */
+import os from 'node:os';
+import { diskInfo } from './ops/system.ts';
+import { poolsDir } from './storage/layout.ts';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Events, type NatsConnection } from 'nats';
@@ -322,7 +325,9 @@ export class RecorderNode {
           storage: () => self.storage,
           usersChanged: () => self.users.forget(),
           raiseAlarm: (alarm) => alarms.raise(alarm),
-          weight: config.clusterWeight,
+          ...(config.clusterWeight !== undefined ? { weight: config.clusterWeight } : {}),
+          // Unless configured, a node weighs its cores and its pools' disk against the biggest node's.
+          measureSize: async () => ({ cores: os.availableParallelism(), diskBytes: (await diskInfo(poolsDir(config.dataDir))).totalBytes }),
           // Cameras move off a node whose CPU, memory or disk alarm holds.
           pressure: () => self.sampler?.pressure() ?? null,
           // Placement weighs each camera by its bitrate, as the metrics measure it (one meter, ops/metrics.ts).

@@ -47,7 +47,17 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { LivenessCounter } from './liveness.ts';
-import { bitrateView, placeOrphans, shouldGiveUp, type Bitrates, type NodeCapacity, type OwnerView } from './placement.ts';
+import {
+  bitrateView,
+  nodeWeights,
+  placeOrphans,
+  shouldGiveUp,
+  type Bitrates,
+  type NodeCapacity,
+  type NodeSize,
+  type NodeSizing,
+  type OwnerView,
+} from './placement.ts';
 
 /** Heartbeats of nodes gone for this long vanish from the nodes bucket. */
 const NODES_TTL_MS = 3600_000;
@@ -57,6 +67,8 @@ const KV_TIMEOUT_MS = 2000;
 const UNAVAILABLE_ALARM_MS = 15_000;
 /** How long a fence re-read may take before NATS is judged unreachable (recording goes on). */
 const FENCE_READ_TIMEOUT_MS = 1000;
+/** How often a node measures its size again (cores, disk): disks and CPUs of a running box rarely change. */
+const SIZE_EVERY_MS = 60_000;
 
 export interface ClusterOptions {
   nodeId: string;
@@ -90,8 +102,14 @@ export interface ClusterOptions {
    * partition).
    */
   cameraLost?: (camera: string, rev: number, lastConfirmedMs: number) => void;
-  /** This node's weight in placement (RECORDER_CLUSTER_WEIGHT; default 1). */
+  /** This node's weight in placement as configured (RECORDER_CLUSTER_WEIGHT); absent: measured (`measureSize`). */
   weight?: number;
+  /**
+   * Measures this node's size (cores, bytes of the pools' filesystem) for placement
+   * (cluster/placement.ts `nodeWeights`); read at start and every SIZE_EVERY_MS, never
+   * waited on by a tick. Absent (or failing): the heartbeat says no size.
+   */
+  measureSize?: () => Promise<NodeSize>;
   /** Why this node is under pressure now (its health alarms that hold), or null. */
   pressure?: () => string | null;
   /**
@@ -152,8 +170,10 @@ interface Heartbeat {
   cameras: number;
   /** Being drained: it takes no camera and gives up the ones it has, one per tick. */
   draining?: boolean;
-  /** Its capacity relative to the others (RECORDER_CLUSTER_WEIGHT); absent: 1. */
+  /** Its capacity relative to the others as configured (RECORDER_CLUSTER_WEIGHT); absent: measured. */
   weight?: number;
+  /** What it measured of itself (cores, bytes of its pools' filesystem); absent: weight 1 unless configured. */
+  size?: NodeSize;
   /** Why it is under pressure (cpu-high, memory-high, disk-near-full); absent: none. */
   pressure?: string;
   /**
@@ -183,8 +203,10 @@ export interface ClusterNodeView {
   missedTicks: number | null;
   /** Being drained: takes no camera, gives up the ones it has. */
   draining: boolean;
-  /** Its weight in placement (cameras per weight are balanced). */
+  /** Its weight in placement (cameras per weight are balanced): configured, else measured against the biggest live node. */
   weight: number;
+  /** What it measured of itself (cores, bytes of its pools' filesystem), or null. */
+  size: NodeSize | null;
   /** Why it is under pressure (it takes no camera and gives its own up), or null. */
   pressure: string | null;
   /** The sum of the measured bitrates of its cameras (bits per second; unmeasured ones count 0). */
@@ -200,6 +222,16 @@ function decode<T>(e: KvEntry | null | undefined): T | null {
   } catch {
     return null;
   }
+}
+
+/** A heartbeat's configured weight and measured size, keeping only positive finite numbers (a peer of another version may send anything). */
+function sizingOf(hb: Heartbeat): NodeSizing {
+  const ok = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && x > 0;
+  const size = hb.size as Partial<NodeSize> | undefined;
+  return {
+    ...(ok(hb.weight) ? { configured: hb.weight } : {}),
+    ...(size && ok(size.cores) && ok(size.diskBytes) ? { size: { cores: size.cores, diskBytes: size.diskBytes } } : {}),
+  };
 }
 
 /** The bitrates of a heartbeat, keeping only whole positive numbers (a peer of another version may send anything). */
@@ -261,8 +293,11 @@ export class ClusterNode implements CameraPlacement {
   private draining = false;
   /** Peers whose last heartbeat said they are being drained. */
   private readonly drainingPeers = new Set<string>();
-  /** What each peer's last heartbeat read said of its capacity. */
-  private readonly peerCapacity = new Map<string, NodeCapacity>();
+  /** What each peer's last heartbeat read said of its size and pressure. */
+  private readonly peerCapacity = new Map<string, NodeSizing & { pressure: string | null }>();
+  /** This node's last measured size (null: not yet, or unmeasurable), and when it was asked for. */
+  private size: NodeSize | null = null;
+  private sizeAskedAt = -Infinity;
   /** The bitrates each peer's last heartbeat read reported (a dead peer's last ones stay). */
   private readonly peerBitrates = new Map<string, Bitrates>();
   /** What this node reports in its heartbeat (`Heartbeat.bitsPerSecond`), camera → bits per second. */
@@ -422,6 +457,7 @@ export class ClusterNode implements CameraPlacement {
     const all = new Set<string>([this.nodeId, ...this.peers]);
     const cams = new Map<string, string[]>();
     for (const [camera, o] of this.owners) cams.set(o.node, [...(cams.get(o.node) ?? []), camera]);
+    const capacity = this.capacities();
     return [...all].sort().map((node) => ({
       node,
       http: node === this.nodeId ? this.o.httpUrl() : (this.httpOf.get(node) ?? null),
@@ -430,7 +466,8 @@ export class ClusterNode implements CameraPlacement {
       cameras: (cams.get(node) ?? []).sort(),
       missedTicks: node === this.nodeId ? null : (this.liveness.missed(node) ?? null),
       draining: node === this.nodeId ? this.draining : this.drainingPeers.has(node),
-      weight: node === this.nodeId ? (this.o.weight ?? 1) : (this.peerCapacity.get(node)?.weight ?? 1),
+      weight: capacity.get(node)?.weight ?? 1,
+      size: node === this.nodeId ? this.size : (this.peerCapacity.get(node)?.size ?? null),
       pressure: node === this.nodeId ? this.pressureNow() : (this.peerCapacity.get(node)?.pressure ?? null),
       bitsPerSecond: (cams.get(node) ?? []).reduce((sum, camera) => sum + (this.bitrates.get(camera) ?? 0), 0),
     }));
@@ -595,6 +632,7 @@ export class ClusterNode implements CameraPlacement {
     const nodes = this.nodesKv!;
     const owners = this.ownersKv!;
     this.measure();
+    this.remeasureSize();
     // What peers read of us this tick; our own view uses the same (not what pruning leaves below).
     const reported: Bitrates = new Map(this.measured);
     const beat: Heartbeat = {
@@ -603,7 +641,8 @@ export class ClusterNode implements CameraPlacement {
       http: this.o.httpUrl(),
       cameras: this.held.size,
       ...(this.draining ? { draining: true } : {}),
-      ...(this.o.weight !== undefined && this.o.weight !== 1 ? { weight: this.o.weight } : {}),
+      ...(this.o.weight !== undefined ? { weight: this.o.weight } : {}),
+      ...(this.size ? { size: this.size } : {}),
       ...(this.pressureNow() ? { pressure: this.pressureNow()! } : {}),
       ...(reported.size > 0 ? { bitsPerSecond: Object.fromEntries([...reported].sort(([a], [b]) => (a < b ? -1 : 1))) } : {}),
     };
@@ -658,7 +697,7 @@ export class ClusterNode implements CameraPlacement {
             const hb = decode<Heartbeat>(e);
             if (hb?.draining) this.drainingPeers.add(peer);
             else this.drainingPeers.delete(peer);
-            if (hb) this.peerCapacity.set(peer, { weight: hb.weight ?? 1, pressure: hb.pressure ?? null });
+            if (hb) this.peerCapacity.set(peer, { ...sizingOf(hb), pressure: typeof hb.pressure === 'string' ? hb.pressure : null });
             // A node that left cleanly released its cameras and deleted its beat: nothing of it is reported.
             if (hb) this.peerBitrates.set(peer, bitratesOf(hb));
             else this.peerBitrates.delete(peer);
@@ -771,11 +810,34 @@ export class ClusterNode implements CameraPlacement {
     }
   }
 
-  /** Every node's weight and pressure, this one's included. */
+  /**
+   * Every live node's weight and pressure, this one's included. Weights are measured
+   * against the largest live node (`nodeWeights`): a dead node's last beat no longer
+   * sizes the others.
+   */
   private capacities(): Map<string, NodeCapacity> {
-    const all = new Map(this.peerCapacity);
-    all.set(this.nodeId, { weight: this.o.weight ?? 1, pressure: this.pressureNow() });
-    return all;
+    const sizing = new Map<string, NodeSizing & { pressure: string | null }>();
+    for (const [node, c] of this.peerCapacity) if (this.liveness.alive(node)) sizing.set(node, c);
+    sizing.set(this.nodeId, {
+      ...(this.o.weight !== undefined ? { configured: this.o.weight } : {}),
+      ...(this.size ? { size: this.size } : {}),
+      pressure: this.pressureNow(),
+    });
+    const weights = nodeWeights(sizing);
+    return new Map([...sizing].map(([node, c]) => [node, { weight: weights.get(node)!, pressure: c.pressure }]));
+  }
+
+  /** Asks for this node's size again when the last answer is SIZE_EVERY_MS old; the tick goes on with the last one. */
+  private remeasureSize(): void {
+    const measure = this.o.measureSize;
+    if (!measure || now() - this.sizeAskedAt < SIZE_EVERY_MS) return;
+    this.sizeAskedAt = now();
+    measure().then(
+      (size) => {
+        this.size = size.cores > 0 && size.diskBytes > 0 ? size : null;
+      },
+      (err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'cluster: node size not measured (placement weighs it 1)'),
+    );
   }
 
   private pressureNow(): string | null {

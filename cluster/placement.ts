@@ -21,12 +21,26 @@
  *   after taking, ties by node id. Weights are whole bits per second (or 1, or a median
  *   of whole numbers, a multiple of 0.5), so sums are exact in float64 whatever order
  *   they are added in.
- * - No flapping: `shouldGiveUp` moves a camera of weight w from s to t only when t is
- *   no more loaded than s afterwards, (L_t + w)/W_t ≤ (L_s − w)/W_s, and placement gives
- *   the orphan to a node at least as good as t (never back to s, whose load after
- *   taking it back is L_s/W_s, more). Each such move lowers Σ L²/W by at least
- *   w·(L_s/W_s − L_t/W_t) > 0, so while the bitrates hold no chain of moves comes back
- *   to where it started; in particular t never hands anything straight back to s.
+ * - No flapping: `shouldGiveUp` moves a camera of weight w from s to t only when
+ *   (a) placement will not hand it back: (L_t + w)/W_t < L_s/W_s (s's load after taking
+ *   it back), so the orphan goes to t or a node at least as good, never to s; and
+ *   (b) the move lowers Φ = Σ L²/W by a margin: with D = L_s/W_s − L_t/W_t and
+ *   H = 1/W_s + 1/W_t, a move changes Φ by −2wD + w²H, and we ask D ≥ (1 − f/2)·w·H
+ *   (`GIVE_UP_SLACK` f = 1/2), so Φ falls by at least (1 − f)·w²·H > 0. Φ only falls
+ *   while the bitrates hold, so no chain of moves comes back to where it started, and
+ *   a camera that just moved never goes straight back (D would have to be positive
+ *   the other way). f = 0 would be "t no more loaded than s afterwards"; f > 0 lets
+ *   near-equal cameras even out (three against one, the lone camera a few percent
+ *   heavier), which that rule left as it was.
+ *
+ * Node weights (`nodeWeights`): a node's configured weight (RECORDER_CLUSTER_WEIGHT)
+ * when it has one; else its measured size, the smaller of its share of CPU cores and
+ * of video disk, each against the largest node of the view (1 = as big as the biggest).
+ * Disk is the size of the filesystem that holds the pools, not its free space: a
+ * recorder overwrites its oldest video, so in steady state every disk is near full by
+ * design and free space says nothing of capacity (a disk that runs out regardless is
+ * the `disk-near-full` pressure). Weighing by disk gives every node the same days of
+ * retention for the same pool; by cores, the same CPU per core.
  */
 
 export interface OwnerView {
@@ -35,6 +49,7 @@ export interface OwnerView {
 
 /** What a node's heartbeat says of its capacity (absent: weight 1, no pressure). */
 export interface NodeCapacity {
+  /** Its weight in placement (`nodeWeights`). */
   weight: number;
   /** Why it is under pressure (e.g. `cpu-high`), or null. */
   pressure: string | null;
@@ -49,7 +64,53 @@ export interface GiveUp {
   why: string;
 }
 
+/** What a node measures of itself and says in its heartbeat. */
+export interface NodeSize {
+  /** CPU cores it may use (os.availableParallelism). */
+  cores: number;
+  /** Bytes of the filesystem that holds its pools. */
+  diskBytes: number;
+}
+
+/** What a heartbeat says that weighs the node: a configured weight, a measured size, both or neither. */
+export interface NodeSizing {
+  configured?: number;
+  size?: NodeSize;
+}
+
+/** f of the module comment: how far short of "the taker no more loaded afterwards" a move may stop. */
+export const GIVE_UP_SLACK = 0.5;
+
 const PLAIN: NodeCapacity = { weight: 1, pressure: null };
+
+const positive = (x: number | undefined): x is number => x !== undefined && Number.isFinite(x) && x > 0;
+
+/**
+ * Each node's weight (module comment): its configured weight, else the smaller of its
+ * cores and disk over the largest of the view's measured nodes, else 1 (a node that
+ * says neither: a peer of an older version). Pure and order-free: maxima are the same
+ * whatever order the view comes in.
+ */
+export function nodeWeights(view: ReadonlyMap<string, NodeSizing>): Map<string, number> {
+  let maxCores = 0;
+  let maxDisk = 0;
+  for (const s of view.values()) {
+    if (positive(s.size?.cores)) maxCores = Math.max(maxCores, s.size.cores);
+    if (positive(s.size?.diskBytes)) maxDisk = Math.max(maxDisk, s.size.diskBytes);
+  }
+  const weights = new Map<string, number>();
+  for (const [node, s] of view) {
+    if (positive(s.configured)) {
+      weights.set(node, s.configured);
+      continue;
+    }
+    const shares: number[] = [];
+    if (positive(s.size?.cores)) shares.push(s.size.cores / maxCores);
+    if (positive(s.size?.diskBytes)) shares.push(s.size.diskBytes / maxDisk);
+    weights.set(node, shares.length > 0 ? Math.min(...shares) : 1);
+  }
+  return weights;
+}
 
 const byId = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -148,9 +209,10 @@ export function placeOrphans(
 /**
  * Which camera `self` should give up now, or null: under pressure while some steady
  * node is not, its heaviest camera; else, of its cameras heaviest first (ties: the last
- * by id), the first whose move to the node least loaded after taking it leaves that
- * node no more loaded than `self` is after (the no-flapping rule of the module comment;
- * with equal weights and unmeasured cameras: `self` has two cameras more).
+ * by id), the first whose move to the node least loaded after taking it passes the
+ * no-flapping rule of the module comment (placement will not hand it back, and the
+ * move lowers Σ L²/W by a margin; with equal weights and unmeasured cameras: `self`
+ * has two cameras more).
  */
 export function shouldGiveUp(
   self: string,
@@ -177,7 +239,11 @@ export function shouldGiveUp(
     const w = weight.get(camera)!;
     const to = leastAfter(others, w, load, cap);
     if (to === null) return null;
-    if ((selfLoad - w) / cap(self).weight >= (load.get(to)! + w) / cap(to).weight)
+    const ws = cap(self).weight;
+    const wt = cap(to).weight;
+    const d = selfLoad / ws - load.get(to)! / wt;
+    const noReturn = (load.get(to)! + w) / wt < selfLoad / ws;
+    if (noReturn && d >= (1 - GIVE_UP_SLACK / 2) * w * (1 / ws + 1 / wt))
       return {
         camera,
         why: `rebalancing: ${here} (weight ${cap(self).weight}), load ${load.get(to)} on ${to} (weight ${cap(to).weight}); ${camera} weighs ${w}`,

@@ -118,7 +118,12 @@ export const configSchema = z
       .default('auto')
       .describe('cluster mode (docs/cluster.md): auto is on when natsUrl lists several servers; on: also with one server (the embedded one included)'),
     clusterTickMs: z.coerce.number().int().min(100).max(60_000).default(500).describe('cluster heartbeat and ownership tick'),
-    clusterWeight: z.coerce.number().gt(0).max(100).default(1).describe("this node's capacity relative to the others in camera placement"),
+    clusterWeight: z.coerce
+      .number()
+      .gt(0)
+      .max(100)
+      .optional()
+      .describe("this node's capacity relative to the others in camera placement; unset: measured (cores, disk)"),
     clusterPlaybackWindowMs: z.coerce
       .number()
       .int()

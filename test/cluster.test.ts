@@ -11,6 +11,7 @@
 import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { connect, type KV, type NatsConnection } from 'nats';
 import { SimCamera } from '../sim/camera.ts';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
@@ -109,8 +110,17 @@ test.serial('kill -9 and SIGSTOP: cameras move to the survivors, a node that los
   const victim = nodes[counts.indexOf(Math.max(...counts))]!;
   const lost = [...placed].filter(([, o]) => o === victim.id).map(([c]) => c);
   const stranger = nodes.find((n) => n !== victim)!;
-  const view = await getJson<{ cluster: boolean; nodes: { node: string; alive: boolean; cameras: string[] }[] }>(`${stranger.http}/api/cluster/nodes`);
+  const view = await getJson<{
+    cluster: boolean;
+    nodes: { node: string; alive: boolean; cameras: string[]; weight: number; size: { cores: number; diskBytes: number } | null }[];
+  }>(`${stranger.http}/api/cluster/nodes`);
   t.true(view.body.cluster);
+  // Each node measured its size and said it in its heartbeat; on one machine they weigh the same.
+  for (const n of view.body.nodes) {
+    t.is(n.size?.cores, availableParallelism(), `${n.node} measured its cores`);
+    t.true((n.size?.diskBytes ?? 0) > 0, `${n.node} measured its disk`);
+    t.is(n.weight, 1, `${n.node} is as big as the biggest`);
+  }
   t.deepEqual(view.body.nodes.map((n) => n.node).sort(), nodes.map((n) => n.id).sort());
   t.true(view.body.nodes.every((n) => n.alive));
   t.deepEqual(view.body.nodes.flatMap((n) => n.cameras).sort(), [...CAMERAS]);
