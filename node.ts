@@ -74,6 +74,7 @@ import {
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
+import { KEEP_SUBJECT } from './cluster/copy-trim.ts';
 import { OverlapHeal } from './cluster/overlap-heal.ts';
 import type { RemoteSegment } from './services/media-source.ts';
 import { rootCredential, startS3Listener } from './buckets/listener.ts';
@@ -362,6 +363,13 @@ export class RecorderNode {
             store.segmentClosed(seg);
             tables.segmentClosed(seg);
           },
+          // Surplus copies after a join or a return go once membership held still for twice
+          // the time that judges a node dead (a flapping node resets it), and their holders confirm.
+          trim: {
+            ask: (n, what, body) => cluster.ask(n, what, body),
+            drop: (segs, stillSurplus) => store.dropSurplusCopies(segs, stillSurplus),
+            settleMs: 2 * config.clusterTickMs * config.clusterDeadTicks,
+          },
         });
         self.copies = copies;
         /** One closed segment another node has, pulled here as a copy (stitching, playback windows, the overlap heal); false: gone there. */
@@ -401,6 +409,7 @@ export class RecorderNode {
         // What peers ask this node on its own subject: its own index's spans (services/recorder-service.ts search).
         self.cluster.serve('search', (b) => service.localSearch(b));
         self.cluster.serve('segments', (b) => service.localSegments(b));
+        self.cluster.serve(KEEP_SUBJECT, (b) => copies.answerKeep(b));
         // Pictures: whether this node stores one, and its own search (merged by the node asked).
         self.cluster.serve(PEER_PICTURE_SUBJECTS.zip, async (b): Promise<PeerZipListing> => {
           const { entries } = await service.pictures.zipEntries(b as Record<string, unknown>, () => true);

@@ -171,6 +171,35 @@ export class StorageSupervisor {
     });
   }
 
+  /**
+   * Copies of other nodes' segments that the pool holds once too often
+   * (cluster/copy-trim.ts) deleted as retention deletes: only once this node mirrors
+   * every acknowledged lock (the barrier retention waits for), then each under the
+   * storage mutex, read again and deleted only if it is still closed, unlocked and
+   * `stillSurplus` says so. Returns how many went.
+   */
+  async dropSurplusCopies(segs: readonly SegmentRecord[], stillSurplus: (fresh: SegmentRecord) => boolean): Promise<number> {
+    if (this.deps.syncLocks && !(await this.deps.syncLocks())) return 0;
+    const { index, log } = this.deps;
+    let dropped = 0;
+    for (const seg of segs) {
+      if (this.stopped) break;
+      const gone = await this.exclusive(async () => {
+        const fresh = index.segments.get(seg.camera, seg.startMs);
+        if (!fresh || fresh.open || isLocked(index.locks.ofCamera(fresh.camera), fresh.startMs, fresh.endMs, this.deps.clock.nowMs())) return false;
+        if (!stillSurplus(fresh)) return false;
+        await deleteSegment(index, fresh, segmentCopies(this.deps.dataDir, fresh, this.pool(fresh.pool)?.backupDir));
+        await this.deps
+          .onSegmentDeleted?.(fresh)
+          .catch((err: unknown) => log.warn({ err, file: fresh.file }, 'could not delete what belongs to a deleted segment'));
+        log.debug({ camera: fresh.camera, file: fresh.file }, 'surplus copy deleted');
+        return true;
+      });
+      if (gone) dropped++;
+    }
+    return dropped;
+  }
+
   /** A primary copy lost while its backup survives is copied back (before reconcile drops its entry). */
   async restoreFromBackups(): Promise<number> {
     let restored = 0;

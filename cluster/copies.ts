@@ -42,6 +42,7 @@ import type { Logger } from '../lib/log.ts';
 import { parseSegmentRelPath, segmentRelPath } from '../storage/layout.ts';
 import { fsyncDir } from '../storage/segment-file.ts';
 import { copyHolders, heldByDead, segmentKey } from './copy-plan.ts';
+import { CopyTrimmer, type KeepReply, type KeepRequest } from './copy-trim.ts';
 
 /** The header a peer's pull carries (its value: the cluster token). */
 export const CLUSTER_TOKEN_HEADER = 'x-recorder-cluster-token';
@@ -122,6 +123,16 @@ export interface CopyDeps {
   copied: (seg: SegmentRecord) => void;
   /** `copies-behind`: a pull still failing after BEHIND_AFTER deliveries (at most once per BEHIND_ALARM_EVERY_MS). */
   raiseAlarm?: (alarm: AlarmInput) => void;
+  /**
+   * Trimming surplus copies after a join or a return (cluster/copy-trim.ts): how to ask a
+   * peer, how to delete (the storage supervisor), how long membership must hold still.
+   * Without it, surplus copies stay until retention removes them.
+   */
+  trim?: {
+    ask: (node: string, what: string, body: KeepRequest) => Promise<KeepReply>;
+    drop: (segs: SegmentRecord[], stillSurplus: (fresh: SegmentRecord) => boolean) => Promise<number>;
+    settleMs: number;
+  };
 }
 
 /** What the node's copy work shows (`GET /api/cluster/nodes`, this node's entry). */
@@ -134,6 +145,8 @@ export interface CopyStatus {
   copiedBytes: number;
   failed: number;
   lastError: string | null;
+  /** Surplus copies this node deleted since it started (cluster/copy-trim.ts). */
+  trimmed: number;
 }
 
 const json = JSONCodec();
@@ -151,9 +164,24 @@ export class CopyService {
   private done: Promise<void> = Promise.resolve();
   /** When this service was made (the node's start): a new consumer is delivered what was published since. */
   private readonly startedAt = Date.now();
+  private readonly trimmer: CopyTrimmer | null;
 
   constructor(private readonly d: CopyDeps) {
     d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+    this.trimmer = d.trim
+      ? new CopyTrimmer({
+          nodeId: d.nodeId,
+          index: d.index,
+          log: d.log,
+          signal: this.stop.signal,
+          settleMs: d.trim.settleMs,
+          liveNodes: d.liveNodes,
+          segments: () => this.closedCopySegments(),
+          pulling: (camera, startMs) => this.pulling.has(segmentKey(camera, startMs)),
+          ask: d.trim.ask,
+          drop: d.trim.drop,
+        })
+      : null;
   }
 
   private get stream(): string {
@@ -183,7 +211,13 @@ export class CopyService {
   }
 
   status(): CopyStatus {
-    return { pending: this.pending, unpublished: this.unpublished.size, ...this.stats };
+    return { pending: this.pending, unpublished: this.unpublished.size, ...this.stats, trimmed: this.trimmer?.trimmed() ?? 0 };
+  }
+
+  /** A peer about to delete its surplus copies asks whether this node keeps them (`<prefix>.v1.node.<id>.copies.keep`). */
+  answerKeep(body: unknown): KeepReply {
+    if (!this.trimmer) throw new RecorderError('CLUSTER_UNAVAILABLE', 'this node does not trim copies');
+    return this.trimmer.answerKeep(body);
   }
 
   /** A segment closed on this node: announce it when its pool wants copies elsewhere. */
@@ -208,6 +242,8 @@ export class CopyService {
    * of, with their holders among the nodes alive now (the copy re-made elsewhere).
    */
   async peerDied(dead: string): Promise<number> {
+    // No surplus copy goes while the re-make runs: membership must settle again first.
+    this.trimmer?.membershipChanged();
     const live = this.d.liveNodes().filter((n) => n !== dead);
     let announced = 0;
     for (const { seg, copies } of this.closedCopySegments()) {
@@ -256,6 +292,8 @@ export class CopyService {
       announced++;
     }
     if (announced > 0) this.d.log.info({ joined, announced }, 'copies: segments the node that joined should hold announced to it');
+    // Copies this node held before `joined` ranked above it go once their holders confirm (in the background).
+    this.trimmer?.schedule();
     return announced;
   }
 
