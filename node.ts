@@ -336,8 +336,11 @@ export class RecorderNode {
             const last = index.segments.last(camera);
             return last ? bitrateOf(last) : null;
           },
-          peerDied: (dead) =>
-            void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed')),
+          peerDied: (dead) => {
+            void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed'));
+            // Its segments reach the backup cluster from the copies until it beats again.
+            self.backups?.writerDied(dead);
+          },
           peerJoined: (joined, awaySinceMs) =>
             void self.copies
               ?.peerJoined(joined, awaySinceMs)
@@ -395,6 +398,20 @@ export class RecorderNode {
           httpUrl: () => self.httpUrl || null,
           clusterToken: () => copies.clusterToken(),
           raiseAlarm: (alarm) => alarms.raise(alarm),
+          standIn: {
+            liveNodes: () => cluster.liveNodes(),
+            holders: (camera) => cluster.holders(camera),
+            peerHttp: (n) => cluster.peerHttp(n),
+            // A peer without the camera's config (deleted) answers for none of its segments.
+            peerSegments: (n, camera, fromMs, toMs) =>
+              cluster.ask<{ segments: RemoteSegment[] }>(n, 'segments', { camera, from: iso(fromMs), to: iso(toMs) }).then(
+                (r) => r.segments,
+                (err: unknown) => {
+                  if (err instanceof RecorderError && err.code === 'CAMERA_NOT_FOUND') return [];
+                  throw err;
+                },
+              ),
+          },
         });
         service.attachCluster(
           cluster,

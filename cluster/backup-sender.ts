@@ -20,7 +20,16 @@
  *   whose backup has not moved for BEHIND_ALARM_MS while it has segments waiting raises
  *   `backup-behind` (at most once per BEHIND_ALARM_MS).
  *
- * Segments this node holds as copies of another node's are left to their writer.
+ * Segments this node holds as copies of another node's are left to their writer while
+ * it lives. A writer judged dead (the cluster's count, `writerDied`) is stood in for:
+ * one survivor per pool, camera and writer (cluster/backup-stand-in.ts) announces the
+ * copies the live nodes hold of its segments after its cursor, each with the writer's
+ * message id, and moves the writer's cursor by compare-and-set; the segments the writer
+ * announced for copies that no live node holds are counted once and put on the writer's
+ * late list, which it sends from its own disk when it is back. The stand-in stops as
+ * soon as the writer beats again. Every cursor write is a compare-and-set: a writer
+ * that finds its cursor moved by a stand-in (it was judged dead but lived: a stall, a
+ * partition) takes the further of the two and reads its late list again.
  *
  * Back-filled segments close late: their start is in the past, often behind the
  * cursor, which only walks forward. kick() keeps each back-filled segment of a backed-up
@@ -31,11 +40,12 @@
  * unreachable since before the segment closed, or the KV without quorum) are held in
  * memory only, and a restart then loses them.
  */
-import { connect, JSONCodec, type KV, type NatsConnection } from 'nats';
+import { connect, DeliverPolicy, JSONCodec, type KV, type NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
 import type { BackupClusterTarget, PoolPolicy, SegmentRecord } from '../index/records.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
+import { planStandIn, standInFor } from './backup-stand-in.ts';
 import { backupGrant, type CopyAnnouncement } from './copies.ts';
 
 const JS_TIMEOUT_MS = 4000;
@@ -44,6 +54,31 @@ const ROUND_MS = 2000;
 const BEHIND_ALARM_MS = 5 * 60_000;
 /** Cursor writes: after this many announcements of a camera, and at the end of its run. */
 const CURSOR_EVERY = 50;
+/** A stand-in walks a dead writer's segments of a camera at most this often (new copies arrive as they are re-made), and after a failure. */
+const STAND_IN_EVERY_MS = 10_000;
+/** After a pass that found nothing to send: the re-made copies are in place by then; a dead writer's camera costs little while it stays dead. */
+const STAND_IN_IDLE_MS = 60_000;
+/** The copy stream is read from this long before a dead writer's cursor (announcements are published after their segment closes; clocks differ). */
+const LEDGER_MARGIN_MS = 60_000;
+
+/** A closed segment as a peer reports it from its own index (the `segments` peer subject). */
+export interface PeerSegment {
+  startMs: number;
+  bytes: number;
+  pool: string;
+  fence?: { node: string };
+}
+
+/** The cluster's view a stand-in needs (absent: a dead writer's segments wait for it). */
+export interface StandInView {
+  /** The nodes alive by this node's count, itself included. */
+  liveNodes: () => string[];
+  /** The camera's holders catalog (every node that holds video of it). */
+  holders: (camera: string) => string[];
+  peerHttp: (node: string) => string | null;
+  /** A peer's own closed segments of the camera overlapping [fromMs, toMs). */
+  peerSegments: (node: string, camera: string, fromMs: number, toMs: number) => Promise<PeerSegment[]>;
+}
 
 export interface BackupSenderDeps {
   nodeId: string;
@@ -58,6 +93,7 @@ export interface BackupSenderDeps {
   clusterToken: () => string | null;
   raiseAlarm?: (alarm: AlarmInput) => void;
   roundMs?: number;
+  standIn?: StandInView;
 }
 
 /** What `GET /api/cluster/nodes` shows of this node's backups, per pool. */
@@ -88,6 +124,12 @@ export class BackupSender {
   private kv: KV | null = null;
   private readonly targets = new Map<string, Target>();
   private readonly cursors = new Map<string, number>();
+  /** The KV revision each cursor in `cursors` was read or written at (0: no key yet). */
+  private readonly revs = new Map<string, number>();
+  /** Writers judged dead by the cluster's count, until they beat again. */
+  private readonly deadWriters = new Set<string>();
+  /** When each stand-in pass (cursor key) may run again (performance.now()). */
+  private readonly standInAt = new Map<string, number>();
   /** Back-filled segments closed here since the last round of their camera, by cursor key. */
   private readonly backfilled = new Map<string, Set<number>>();
   /** Back-filled segments behind the cursor still to announce, by cursor key (the KV's `.late` list, held here once read). */
@@ -118,6 +160,13 @@ export class BackupSender {
       starts.add(seg.startMs);
       this.backfilled.set(key, starts);
     }
+    this.wake();
+  }
+
+  /** The cluster judged `node` dead: its segments are sent from the copies (by one survivor) until it beats again. */
+  writerDied(node: string): void {
+    if (node === this.d.nodeId || !this.d.standIn) return;
+    this.deadWriters.add(node);
     this.wake();
   }
 
@@ -189,6 +238,231 @@ export class BackupSender {
       }
       this.checkBehind(pool, st);
     }
+    await this.standInRound(pools, token);
+  }
+
+  /** For each writer judged dead: the cameras of pools with copies this node stands in for (module comment). */
+  private async standInRound(pools: (PoolPolicy & { backupCluster: BackupClusterTarget })[], token: string): Promise<void> {
+    const view = this.d.standIn;
+    if (!view || this.deadWriters.size === 0) return;
+    for (const writer of [...this.deadWriters]) {
+      for (const pool of pools) {
+        if ((pool.copies ?? 1) <= 1) continue;
+        const cameras = new Set([
+          ...this.d.index.segments.poolCameras(pool.id),
+          ...this.d.index.cameras
+            .list()
+            .filter((c) => c.pool === pool.id)
+            .map((c) => c.id),
+        ]);
+        for (const camera of cameras) {
+          if (this.stop.signal.aborted || this.writerBack(writer, view)) return;
+          if (standInFor(pool.id, camera, writer, view.liveNodes(), view.holders(camera)) !== this.d.nodeId) continue;
+          const key = cursorKey(pool.id, camera, writer);
+          if ((this.standInAt.get(key) ?? -Infinity) > performance.now()) continue;
+          this.standInAt.set(key, performance.now() + STAND_IN_EVERY_MS);
+          const st = this.statusOf(pool);
+          try {
+            const target = await this.target(pool.backupCluster);
+            if (!(await this.standInCamera(pool, camera, writer, target, token, st, view))) this.standInAt.set(key, performance.now() + STAND_IN_IDLE_MS);
+          } catch (err) {
+            st.lastError = (err as Error).message;
+            this.d.log.warn({ pool: pool.id, camera, writer, err: st.lastError }, 'backup: standing in for a dead writer failed; tried again shortly');
+          }
+        }
+      }
+    }
+  }
+
+  /** Whether `writer` beats again (alive by the cluster's count): its stand-in stops, it sends its own again. */
+  private writerBack(writer: string, view: StandInView): boolean {
+    if (!this.deadWriters.has(writer)) return true;
+    if (!view.liveNodes().includes(writer)) return false;
+    this.deadWriters.delete(writer);
+    this.d.log.info({ writer }, 'backup: the writer beats again; it sends its own segments again');
+    return true;
+  }
+
+  /**
+   * One pass for (pool, camera, dead writer), in this order so that a crash between any
+   * two steps loses nothing: the segments only the writer has go on its late list; its
+   * late segments held here are announced and taken off; the copies the live nodes hold
+   * after its cursor are announced in time order; its cursor moves past all of them.
+   * Every write is a compare-and-set: another writer of the key (a second stand-in for a
+   * tick, the writer back) ends the pass, and the next one reads again. False: nothing
+   * was known after the cursor (an idle pass).
+   */
+  private async standInCamera(
+    pool: PoolPolicy & { backupCluster: BackupClusterTarget },
+    camera: string,
+    writer: string,
+    target: Target,
+    token: string,
+    st: BackupStatus,
+    view: StandInView,
+  ): Promise<boolean> {
+    const key = cursorKey(pool.id, camera, writer);
+    const lateKey = `${key}.late`;
+    const [c, l] = await Promise.all([this.kv!.get(key), this.kv!.get(lateKey)]);
+    let rev = c?.revision ?? 0;
+    let lateRev = l?.revision ?? 0;
+    const cursor = c && c.operation === 'PUT' ? Number(c.string()) : -1;
+    let late = l && l.operation === 'PUT' ? (JSON.parse(l.string()) as number[]) : [];
+    const { held, bytes } = await this.heldCopies(writer, pool.id, camera, cursor, view);
+    const plan = planStandIn({ self: this.d.nodeId, cursor, held, announced: await this.ledger(writer, pool.id, camera, cursor) });
+    const writeLate = async (list: number[]): Promise<boolean> => {
+      const r = await this.cas(lateKey, JSON.stringify(list), lateRev);
+      if (r === null) return false;
+      lateRev = r;
+      late = list;
+      return true;
+    };
+    if (plan.lost.length > 0) {
+      if (!(await writeLate([...new Set([...late, ...plan.lost])].sort((a, b) => a - b)))) return true;
+      this.d.log.warn(
+        { pool: pool.id, camera, writer, lost: plan.lost.length },
+        'backup: segments of a dead writer that no live node holds are not sent; its late list keeps them for when it is back',
+      );
+    }
+    const announce = this.announcer(pool, camera, writer, target, token, st);
+    const http = this.d.httpUrl();
+    const sentLate: number[] = [];
+    for (const startMs of late) {
+      const seg = this.d.index.segments.get(camera, startMs);
+      if (!http || !seg || seg.open || seg.pool !== pool.id || seg.fence?.node !== writer) continue;
+      if (this.writerBack(writer, view)) return true;
+      await announce(startMs, seg.bytes, this.d.nodeId, http);
+      sentLate.push(startMs);
+    }
+    if (sentLate.length > 0 && !(await writeLate(late.filter((s) => !sentLate.includes(s))))) return true;
+    let moved = cursor;
+    const save = async (to: number): Promise<boolean> => {
+      const r = await this.cas(key, String(to), rev);
+      if (r === null) return false;
+      rev = r;
+      moved = to;
+      return true;
+    };
+    let sent = 0;
+    let last = cursor;
+    for (const { startMs, origin } of plan.send) {
+      if (this.stop.signal.aborted || this.writerBack(writer, view)) break;
+      const from = origin === this.d.nodeId ? http : view.peerHttp(origin);
+      if (!from) throw new Error(`no HTTP address for node ${origin}`);
+      await announce(startMs, bytes.get(startMs) ?? 0, origin, from);
+      last = startMs;
+      if (++sent % CURSOR_EVERY === 0 && !(await save(startMs))) return true;
+    }
+    // Stopped early (the writer is back, this node stops): the cursor says what was sent, no more.
+    const to = sent === plan.send.length ? plan.cursor : last;
+    if (to !== moved) await save(to);
+    if (sent > 0) this.d.log.info({ pool: pool.id, camera, writer, sent, cursor: moved }, "backup: sent a dead writer's segments from the copies");
+    return plan.send.length > 0 || plan.lost.length > 0 || sentLate.length > 0;
+  }
+
+  /**
+   * The writer's closed segments of the pool after `from` that live nodes hold, by start,
+   * with those nodes: this node's index and each other live node of the camera's holders
+   * catalog, asked. A node that does not answer fails the pass (its segments would look
+   * lost).
+   */
+  private async heldCopies(
+    writer: string,
+    pool: string,
+    camera: string,
+    from: number,
+    view: StandInView,
+  ): Promise<{ held: Map<number, string[]>; bytes: Map<number, number> }> {
+    const held = new Map<number, string[]>();
+    const bytes = new Map<number, number>();
+    const add = (s: { startMs: number; bytes: number }, node: string): void => {
+      held.set(s.startMs, [...(held.get(s.startMs) ?? []), node]);
+      bytes.set(s.startMs, s.bytes);
+    };
+    for (const seg of this.d.index.segments.all(camera, from + 1)) {
+      if (!seg.open && seg.pool === pool && seg.fence?.node === writer) add(seg, this.d.nodeId);
+    }
+    const live = view.liveNodes();
+    const peers = view.holders(camera).filter((n) => n !== this.d.nodeId && n !== writer && live.includes(n) && view.peerHttp(n) !== null);
+    const toMs = Date.now() + 3600_000; // the range's end only bounds the query; segments ahead of this clock are included
+    const answers = await Promise.all(peers.map(async (n) => ({ n, segs: await view.peerSegments(n, camera, Math.max(0, from + 1), toMs) })));
+    for (const { n, segs } of answers) {
+      for (const s of segs) if (s.startMs > from && s.pool === pool && s.fence?.node === writer) add(s, n);
+    }
+    return { held, bytes };
+  }
+
+  /**
+   * The starts `writer` announced for copies of `camera` in `pool` after `cursor`: its
+   * ledger of closed segments, read from this cluster's copy stream (kept 7 days).
+   */
+  private async ledger(writer: string, pool: string, camera: string, cursor: number): Promise<number[]> {
+    const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
+    const consumer = await js.consumers.get(`${this.d.prefix}-copies`, {
+      // A string, not a list: a list is `filter_subjects`, which servers before 2.10 refuse.
+      filterSubjects: `${this.d.prefix}.copies.${camera}`,
+      ...(cursor > LEDGER_MARGIN_MS ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(cursor - LEDGER_MARGIN_MS).toISOString() } : {}),
+    });
+    const out: number[] = [];
+    try {
+      // One message first: its `pending` says how many follow, so no fetch waits out its expiry.
+      let m = await consumer.next({ expires: 1000 });
+      while (m) {
+        try {
+          const a = m.json<CopyAnnouncement>();
+          if (a.source === writer && !a.origin && a.pool === pool && a.startMs > cursor) out.push(a.startMs);
+        } catch {
+          /* not an announcement: not the writer's */
+        }
+        m = m.info.pending > 0 ? await consumer.next({ expires: 2000 }) : null;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+    return out;
+  }
+
+  /** Announces one segment of `writer` to the target, from `origin` (a node of this cluster that holds it), under the writer's message id. */
+  private announcer(
+    pool: PoolPolicy & { backupCluster: BackupClusterTarget },
+    camera: string,
+    writer: string,
+    target: Target,
+    token: string,
+    st: BackupStatus,
+  ): (startMs: number, bytes: number, origin: string, http: string) => Promise<void> {
+    const js = target.nc.jetstream({ timeout: JS_TIMEOUT_MS });
+    const subject = `${pool.backupCluster.prefix ?? 'rec'}.copies.${camera}`;
+    return async (startMs, bytes, origin, http) => {
+      const a: CopyAnnouncement = {
+        camera,
+        startMs,
+        bytes,
+        pool: pool.backupCluster.pool ?? pool.id,
+        source: origin,
+        holders: [],
+        origin: { node: origin, http, grant: backupGrant(token, camera, startMs) },
+      };
+      // The writer's own id: the writer back re-announcing it is de-duplicated (or acknowledged by a holder that has it).
+      await js.publish(subject, json.encode(a), { msgID: `backup.${writer}.${camera}.${startMs}` });
+      st.announced++;
+      st.lastMs = Math.max(st.lastMs ?? -Infinity, startMs);
+      this.movedAt.set(pool.id, performance.now());
+    };
+  }
+
+  /**
+   * Writes `value` at `key` if the key is still at revision `rev` (0: no key). Its new
+   * revision, or null when another node wrote it first; throws when the KV does not answer.
+   */
+  private async cas(key: string, value: string, rev: number): Promise<number | null> {
+    try {
+      return rev === 0 ? await this.kv!.create(key, value) : await this.kv!.update(key, value, rev);
+    } catch (err) {
+      const now = await this.kv!.get(key);
+      if ((now?.revision ?? 0) !== rev) return null;
+      throw err;
+    }
   }
 
   private statusOf(pool: PoolPolicy & { backupCluster: BackupClusterTarget }): BackupStatus {
@@ -217,6 +491,7 @@ export class BackupSender {
       const e = await this.kv!.get(key);
       cursor = e && e.operation === 'PUT' ? Number(e.string()) : -1;
       this.cursors.set(key, cursor);
+      this.revs.set(key, e?.revision ?? 0);
     }
     const prefix = pool.backupCluster.prefix ?? 'rec';
     const js = target.nc.jetstream({ timeout: JS_TIMEOUT_MS });
@@ -313,10 +588,37 @@ export class BackupSender {
     );
   }
 
+  /**
+   * This node's own cursor, by compare-and-set. Moved by another node meanwhile (a stand-in
+   * while this node was judged dead, but lived): the further of the two is kept, and the
+   * late list is read again (the stand-in may have added to it).
+   */
   private async saveCursor(key: string, cursor: number): Promise<void> {
     this.cursors.set(key, cursor);
-    // A cursor not saved (no quorum here) only repeats announcements after a restart: the target ignores what it has.
-    await this.kv!.put(key, String(cursor)).catch((err: unknown) => this.d.log.debug({ key, err: (err as Error).message }, 'backup: cursor not saved'));
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const rev = await this.cas(key, String(cursor), this.revs.get(key) ?? 0);
+        if (rev !== null) {
+          this.revs.set(key, rev);
+          return;
+        }
+        const e = await this.kv!.get(key);
+        const theirs = e && e.operation === 'PUT' ? Number(e.string()) : -1;
+        this.revs.set(key, e?.revision ?? 0);
+        this.late.delete(key);
+        this.d.log.info(
+          { key, mine: cursor, theirs },
+          'backup: the cursor was written elsewhere (a stand-in, or a write whose answer was lost); the further one is kept',
+        );
+        if (theirs >= cursor) {
+          this.cursors.set(key, theirs);
+          return;
+        }
+      }
+    } catch (err) {
+      // A cursor not saved (no quorum here) only repeats announcements after a restart: the target ignores what it has.
+      this.d.log.debug({ key, err: (err as Error).message }, 'backup: cursor not saved');
+    }
   }
 
   private checkBehind(pool: PoolPolicy, st: BackupStatus): void {
