@@ -5,7 +5,9 @@
  * itself as origin; a segment the writer announced that no live node holds goes on the
  * writer's late list; the cursor moves past both. The writer, back, resumes from that
  * cursor and sends the lost segment from its own disk. Before, a dead writer's segments
- * waited for it.
+ * waited for it. And a writer that was judged dead but lived, whose cursor a stand-in
+ * moved meanwhile, does not write it back (its writes were plain puts) and sends what
+ * the stand-in listed for it.
  */
 import test from 'ava';
 import { join } from 'node:path';
@@ -118,4 +120,64 @@ test("a survivor sends a dead writer's segments from its copies; the writer, bac
   );
   await waitFor('the late list cleared', async () => (await kv.get('p.k.W.late'))?.operation !== 'PUT', 10_000, 100);
   await waitFor('the cursor at its newest', async () => (await kv.get('p.k.W'))?.string() === String(T0 + 16_000), 10_000, 100);
+});
+
+test('a writer judged dead that lived (a stall) finds its cursor moved by a stand-in: it keeps the further one and reads its late list again', async (t) => {
+  const dir = await tempDir(t);
+  const nats = await startNatsCluster({ dir: join(dir, 'nats'), size: 1 });
+  t.teardown(() => nats.stop());
+  const nc: NatsConnection = await connect({ servers: nats.urls });
+  t.teardown(() => nc.close());
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.add({ name: 'dst-copies', subjects: ['dst.copies.>'] });
+  const announced = async (): Promise<number[]> => {
+    const info = await jsm.streams.info('dst-copies');
+    const out: number[] = [];
+    for (let seq = 1; seq <= info.state.last_seq; seq++) out.push(json.decode((await jsm.streams.getMessage('dst-copies', { seq })).data).startMs);
+    return out;
+  };
+  const index = await RecorderIndex.open(join(dir, 'w'));
+  t.teardown(() => index.close());
+  await index.pools.put('p', {
+    id: 'p',
+    capacityBytes: null,
+    overwrite: 'capacity',
+    maxLockShare: 0.5,
+    copies: 2,
+    backupCluster: { servers: [nats.urls], prefix: 'dst' },
+  });
+  for (const s of [T0, T0 + 4000]) await index.segments.put(segment(s));
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const writer = new BackupSender({
+    nodeId: 'W',
+    prefix: 'src',
+    replicas: 1,
+    index,
+    log: silentLogger,
+    signal: ac.signal,
+    httpUrl: () => 'http://w:1',
+    clusterToken: () => 'token',
+    roundMs: 100,
+  });
+  t.teardown(() => writer.close());
+  writer.start(nc);
+  const kv = await nc.jetstream().views.kv('src-backup', { history: 1 });
+  await waitFor('its own sent', async () => (await kv.get('p.k.W'))?.string() === String(T0 + 4000), 20_000, 100);
+
+  // Meanwhile a stand-in went further and listed one segment only the writer has.
+  await kv.put('p.k.W.late', JSON.stringify([T0 + 8000]));
+  await kv.put('p.k.W', String(T0 + 20_000));
+  const next = segment(T0 + 8000);
+  await index.segments.put(next);
+  writer.kick(next);
+  await waitFor('the listed one sent and the list cleared', async () => (await kv.get('p.k.W.late'))?.operation !== 'PUT', 20_000, 100);
+  t.true((await announced()).includes(T0 + 8000));
+  t.is((await kv.get('p.k.W'))?.string(), String(T0 + 20_000), 'the cursor did not move back');
+
+  const later = segment(T0 + 24_000);
+  await index.segments.put(later);
+  writer.kick(later);
+  await waitFor('the writer goes on after the further cursor', async () => (await kv.get('p.k.W'))?.string() === String(T0 + 24_000), 20_000, 100);
+  t.true((await announced()).includes(T0 + 24_000));
 });
