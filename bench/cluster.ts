@@ -118,6 +118,21 @@ try {
   await until('every camera recording', allRecording, 120_000, 500);
 
   const owned: number[] = [];
+  const resumed: number[] = [];
+  const holes: number[] = [];
+  /** A node's own spans of a camera (its peer subject: its index only, nothing merged). */
+  const ownSpans = async (node: string, camera: string, fromMs: number, toMs: number): Promise<{ fromMs: number; toMs: number }[]> => {
+    const m = await nc.request(
+      `rec.v1.node.${node}.search`,
+      JSON.stringify({ camera, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString() }),
+      {
+        timeout: 10_000,
+      },
+    );
+    const body = JSON.parse(m.string()) as { ok: boolean; spans?: { from: string; to: string }[] };
+    if (!body.ok || !body.spans) throw new BenchFailure('cluster', [`search of ${camera} on ${node} refused: ${m.string().slice(0, 200)}`]);
+    return body.spans.map((sp) => ({ fromMs: Date.parse(sp.from), toMs: Date.parse(sp.to) }));
+  };
   const recording: number[] = [];
   const baseline: number[] = [];
   for (let k = 0; k < KILLS; k++) {
@@ -144,7 +159,7 @@ try {
       );
       baseline.push(Date.now() - t0);
     })();
-    const seen = new Map<string, { owned?: number; recording?: number }>();
+    const seen = new Map<string, { owned?: number; recording?: number; owner?: string }>();
     await until(
       `round ${k + 1}: ${lost.length} cameras recording elsewhere`,
       async () => {
@@ -155,6 +170,7 @@ try {
           const o = await ownerOf(kv, c);
           if (!o || o === victim.id) continue;
           m.owned ??= Date.now() - t0;
+          m.owner = o;
           if ((await status(byId(o)!.rec.http, c)) === 'recording') m.recording = Date.now() - t0;
         }
         return lost.every((c) => seen.get(c)!.recording !== undefined);
@@ -172,6 +188,35 @@ try {
     );
     await victim.rec.exited;
     victim.rec = await startRecorder(victim.dataDir, env(nats.urls));
+    // The hole each camera's video shows: from the end of what the victim recorded (its
+    // index after the restart, reconcile having indexed what reached its files) to the
+    // first frame its new owner recorded; and that first frame's time after the kill.
+    for (const [c, m] of seen) {
+      const before = await ownSpans(victim.id, c, t0 - 120_000, t0 + 5_000);
+      // The new owner indexes its open segment at its first sync (RECORDER_SYNC_SECONDS of media).
+      const after = await until(
+        `${c}: video after the kill in ${m.owner}'s index`,
+        async () => {
+          const spans = await ownSpans(m.owner!, c, t0 - 5_000, Date.now() + 60_000);
+          return spans.some((sp) => sp.toMs > t0) && spans;
+        },
+        60_000,
+        250,
+      );
+      const lastEnd = Math.max(...before.filter((sp) => sp.fromMs < t0).map((sp) => sp.toMs));
+      const first = Math.min(...after.filter((sp) => sp.toMs > t0).map((sp) => sp.fromMs));
+      requireWork(
+        'cluster',
+        Number.isFinite(lastEnd) && Number.isFinite(first)
+          ? []
+          : [`round ${k + 1}: ${c} has no video before the kill on ${victim.name}: ${JSON.stringify({ t0, before })}`],
+      );
+      resumed.push(first - t0);
+      holes.push(first - lastEnd);
+    }
+    console.error(
+      `round ${k + 1}: video resumed ${Math.max(...resumed.slice(-lost.length))} ms after the kill; hole ${Math.max(...holes.slice(-lost.length))} ms at most`,
+    );
     // Rebalancing gives the restarted node its share before the next round.
     await until(
       `${victim.name} given cameras again`,
@@ -235,6 +280,8 @@ try {
         camerasMoved: recording.length,
         failoverOwnedMs: p(owned),
         failoverRecordingMs: p(recording),
+        failoverVideoResumesMs: p(resumed),
+        recordingHoleMs: p(holes),
         baselineNewCameraRecordingMs: p(baseline),
         search: {
           camera,

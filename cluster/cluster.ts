@@ -36,7 +36,7 @@
  * CAMERA_FENCED (409) for a write of a camera this node no longer holds.
  */
 import { randomBytes } from 'node:crypto';
-import { JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
+import { ErrorCode, JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
 import type { Supervisor } from '../actors/supervisor.ts';
 import type { StorageSupervisor } from '../actors/storage-supervisor.ts';
 import { SharedConfig } from './shared-config.ts';
@@ -63,6 +63,8 @@ import {
 const NODES_TTL_MS = 3600_000;
 /** One KV read or write waits this long at most (a stalled leader election answers 503 or nothing). */
 const KV_TIMEOUT_MS = 2000;
+/** A peer's ping subject (`<prefix>.v1.node.<id>.ping`, cluster/liveness.ts GONE_TICKS). */
+const PING = 'ping';
 /** Heartbeats failing this long raise `cluster-unavailable`: longer than a leader election (4-9 s). */
 const UNAVAILABLE_ALARM_MS = 15_000;
 /** How long a fence re-read may take before NATS is judged unreachable (recording goes on). */
@@ -304,8 +306,7 @@ export class ClusterNode implements CameraPlacement {
   private readonly measured = new Map<string, number>();
   /** Each camera's bitrate as the last tick's view made it (cluster/placement.ts `bitrateView`). */
   private bitrates: Bitrates = new Map();
-  /** Peers judged dead (peerDied called once for each until it beats again). */
-  /** Peers judged dead, with when (Date.now() ms). */
+  /** Peers judged dead, with when (Date.now() ms): peerDied is called once for each until it beats again. */
   private readonly deadPeers = new Map<string, number>();
   /** Peers seen beating steadily since they arrived (peerJoined was considered for each). */
   private readonly steadyPeers = new Set<string>();
@@ -320,6 +321,8 @@ export class ClusterNode implements CameraPlacement {
   constructor(private readonly o: ClusterOptions) {
     this.nodeId = o.nodeId;
     this.liveness = new LivenessCounter(o.nodeId, o.deadTicks);
+    // Peers ping us each tick: while this node's connection lives, NATS has a responder here.
+    this.handlers.set(PING, () => ({}));
     // Younger than the K-1 ticks a peer waits before claiming: a confirmation this fresh
     // was issued before any peer could have taken the camera.
     this.freshMs = Math.max(o.tickMs / 2, (o.deadTicks - 1) * o.tickMs - o.tickMs / 2);
@@ -646,6 +649,19 @@ export class ClusterNode implements CameraPlacement {
       ...(this.pressureNow() ? { pressure: this.pressureNow()! } : {}),
       ...(reported.size > 0 ? { bitsPerSecond: Object.fromEntries([...reported].sort(([a], [b]) => (a < b ? -1 : 1))) } : {}),
     };
+    const cameras = this.o.index.cameras.list().filter((c) => !c.transient);
+    const issued = now();
+    // The owner reads go out with the beat, not after it: a tick is one round trip, not
+    // two, so it keeps its period on a loaded machine (detection counts ticks).
+    const readsDone = Promise.all(
+      cameras.map(async (c) => {
+        try {
+          return { camera: c.id, ok: true as const, entry: await timeout(owners.get(c.id), KV_TIMEOUT_MS, 'owner read') };
+        } catch {
+          return { camera: c.id, ok: false as const, entry: null };
+        }
+      }),
+    );
     let beatOk = false;
     try {
       await timeout(nodes.put(this.nodeId, json.encode(beat)), KV_TIMEOUT_MS, 'heartbeat');
@@ -668,17 +684,7 @@ export class ClusterNode implements CameraPlacement {
         });
       }
     }
-    const cameras = this.o.index.cameras.list().filter((c) => !c.transient);
-    const issued = now();
-    const reads = await Promise.all(
-      cameras.map(async (c) => {
-        try {
-          return { camera: c.id, ok: true as const, entry: await timeout(owners.get(c.id), KV_TIMEOUT_MS, 'owner read') };
-        } catch {
-          return { camera: c.id, ok: false as const, entry: null };
-        }
-      }),
-    );
+    const reads = await readsDone;
     const current = new Map<string, Owner>();
     for (const r of reads) {
       const o = decode<Owner>(r.entry);
@@ -688,8 +694,13 @@ export class ClusterNode implements CameraPlacement {
     this.owners = current;
     if (beatOk) {
       const seen = new Map<string, number>();
-      await Promise.all(
-        [...this.peers].map(async (peer) => {
+      const gone = new Map<string, boolean>();
+      await Promise.all([
+        ...[...this.peers].map(async (peer) => {
+          const g = await this.pingGone(peer);
+          if (g !== null) gone.set(peer, g);
+        }),
+        ...[...this.peers].map(async (peer) => {
           try {
             const e = await timeout(nodes.get(peer), KV_TIMEOUT_MS, 'heartbeat read');
             // A deleted heartbeat: the node left (cluster/liveness.ts counts it gone at once).
@@ -705,8 +716,8 @@ export class ClusterNode implements CameraPlacement {
             /* not counted this tick */
           }
         }),
-      );
-      this.liveness.tick(seen);
+      ]);
+      this.liveness.tick(seen, gone);
       this.ticks++;
       for (const peer of this.peers) {
         const dead = this.liveness.dead(peer);
@@ -825,6 +836,22 @@ export class ClusterNode implements CameraPlacement {
     });
     const weights = nodeWeights(sizing);
     return new Map([...sizing].map(([node, c]) => [node, { weight: weights.get(node)!, pressure: c.pressure }]));
+  }
+
+  /**
+   * Whether NATS says nobody listens on `peer`'s ping subject any more (true: "no
+   * responders", its connection is gone), a node answered (false), or neither (null: a
+   * timeout or another failure says nothing). cluster/liveness.ts counts it. Half a tick
+   * at most, so a hung peer's silence never stretches our tick (its K counts on).
+   */
+  private async pingGone(peer: string): Promise<boolean | null> {
+    if (!this.nc) return null;
+    try {
+      await this.nc.request(`${this.o.prefix}.v1.node.${peer}.${PING}`, new Uint8Array(0), { timeout: this.o.tickMs / 2 });
+      return false;
+    } catch (err) {
+      return (err as { code?: unknown }).code === ErrorCode.NoResponders ? true : null;
+    }
   }
 
   /** Asks for this node's size again when the last answer is SIZE_EVERY_MS old; the tick goes on with the last one. */

@@ -5,7 +5,7 @@
  * Placement is tested in placement.test.ts.
  */
 import test from 'ava';
-import { LivenessCounter } from '../../cluster/liveness.ts';
+import { GONE_TICKS, LivenessCounter } from '../../cluster/liveness.ts';
 
 test('a peer whose heartbeat stops is dead after K of our ticks, not before', (t) => {
   const l = new LivenessCounter('a', 3);
@@ -52,4 +52,45 @@ test('a node first seen without a heartbeat key counts from one missed tick', (t
   t.true(l.alive('ghost'));
   l.tick(new Map([['ghost', 0]]));
   t.true(l.dead('ghost'));
+});
+
+test('NATS says a peer is gone (no responders on its ping) and its beat stopped: dead after GONE_TICKS, before K', (t) => {
+  const l = new LivenessCounter('a', 5);
+  l.tick(new Map([['b', 10]]), new Map([['b', false]]));
+  const gone = new Map([['b', true]]);
+  for (let i = 1; i < GONE_TICKS; i++) {
+    l.tick(new Map([['b', 10]]), gone);
+    t.true(l.alive('b'), `${i} ticks gone: still alive`);
+  }
+  l.tick(new Map([['b', 10]]), gone);
+  t.true(l.dead('b'), `${GONE_TICKS} ticks gone: dead, K = 5 not reached`);
+  t.is(l.missed('b'), GONE_TICKS);
+  l.tick(new Map([['b', 11]]), new Map([['b', false]]));
+  t.true(l.alive('b'), 'it beats again (a restart): alive');
+});
+
+test('no responders while the beat goes on, a ping that answers or says nothing: not gone', (t) => {
+  const l = new LivenessCounter('a', 5);
+  l.tick(new Map([['b', 1]]));
+  // Its beat changes every tick: a ping that found nobody (a reconnect under way) counts nothing.
+  for (let i = 0; i < 10; i++) l.tick(new Map([['b', 2 + i]]), new Map([['b', true]]));
+  t.true(l.alive('b'));
+  // Beat stopped, ping gone then answered (it reconnected to another server): the count starts over.
+  const c = new LivenessCounter('a', 5);
+  c.tick(new Map([['b', 1]]));
+  c.tick(new Map([['b', 1]]), new Map([['b', true]]));
+  c.tick(new Map([['b', 1]]), new Map([['b', true]]));
+  c.tick(new Map([['b', 1]]), new Map([['b', false]]));
+  c.tick(new Map([['b', 1]]), new Map([['b', true]]));
+  t.true(c.alive('b'), 'answered in between: not gone in a row');
+  // A ping that timed out (absent) neither counts nor resets; K still applies.
+  const d = new LivenessCounter('a', 5);
+  d.tick(new Map([['b', 1]]));
+  d.tick(new Map([['b', 1]]), new Map([['b', true]]));
+  d.tick(new Map([['b', 1]]));
+  d.tick(new Map([['b', 1]]), new Map([['b', true]]));
+  t.is(d.alive('b'), GONE_TICKS > 2, 'a silent tick does not reset the count');
+  d.tick(new Map([['b', 1]]));
+  d.tick(new Map([['b', 1]]));
+  t.true(d.dead('b'), 'K ticks without a beat: dead whatever the pings said');
 });
