@@ -74,6 +74,7 @@ import {
 import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
+import { PictureCopyService } from './cluster/picture-copies.ts';
 import { KEEP_SUBJECT } from './cluster/copy-trim.ts';
 import { OverlapHeal } from './cluster/overlap-heal.ts';
 import type { RemoteSegment } from './services/media-source.ts';
@@ -145,6 +146,8 @@ export class RecorderNode {
   cluster: ClusterNode | null = null;
   /** Copies of closed segments on other nodes (cluster/copies.ts); null outside cluster mode. */
   copies: CopyService | null = null;
+  /** Copies of picture packs on other nodes (cluster/picture-copies.ts); null outside cluster mode. */
+  pictureCopies: PictureCopyService | null = null;
   /** Pulls what another node recorded of a camera this node also recorded during a partition. */
   overlapHeal: OverlapHeal | null = null;
   /** Backup of pools to another cluster (cluster/backup-sender.ts; cluster mode only). */
@@ -338,13 +341,18 @@ export class RecorderNode {
           },
           peerDied: (dead) => {
             void self.copies?.peerDied(dead).catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'copies: re-announcing failed'));
+            void self.pictureCopies
+              ?.peerDied(dead)
+              .catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'picture copies: re-announcing failed'));
             // Its segments reach the backup cluster from the copies until it beats again.
             self.backups?.writerDied(dead);
           },
-          peerJoined: (joined, awaySinceMs) =>
+          peerJoined: (joined, awaySinceMs) => {
             void self.copies
               ?.peerJoined(joined, awaySinceMs)
-              .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed')),
+              .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed'));
+            self.pictureCopies?.peerJoined();
+          },
           cameraLost: (camera, rev, lastConfirmedMs) => self.overlapHeal?.lost(camera, rev, lastConfirmedMs),
           signal,
         });
@@ -375,6 +383,20 @@ export class RecorderNode {
           },
         });
         self.copies = copies;
+        // Pictures of pools with copies: packs' synced extents announced, pulled by their holders.
+        self.pictureCopies = new PictureCopyService({
+          nodeId: cluster.nodeId,
+          prefix: config.subjectPrefix,
+          replicas: replicasFor(config.natsUrl?.split(',') ?? []),
+          index,
+          storage: pictures,
+          log,
+          signal,
+          liveNodes: () => cluster.liveNodes(),
+          peerHttp: (n) => cluster.peerHttp(n),
+          token: () => copies.clusterToken(),
+          catalog: (camera) => cluster.catalog(camera),
+        });
         /** One closed segment another node has, pulled here as a copy (stitching, playback windows, the overlap heal); false: gone there. */
         const pullFrom = async (source: string, camera: string, seg: RemoteSegment): Promise<boolean> =>
           (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null;
@@ -700,6 +722,7 @@ export class RecorderNode {
     this.natsApi = api;
     this.cluster?.start(nc);
     this.copies?.start(nc);
+    this.pictureCopies?.start(nc);
     this.backups?.start(nc);
     const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
     this.alarms.attach(sink);
@@ -773,6 +796,7 @@ export class RecorderNode {
     await this.cluster?.stop();
     // A pull in flight is cut (its .pull file resumes at the next start).
     await this.copies?.close();
+    await this.pictureCopies?.close();
     await this.backups?.close();
     this.alarms.detach();
     if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);

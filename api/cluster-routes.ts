@@ -18,6 +18,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BACKUP_GRANT_HEADER, backupGrant, CLUSTER_TOKEN_HEADER, recordToWire } from '../cluster/copies.ts';
 import type { SegmentRecord } from '../index/records.ts';
+import { encodePackRange } from '../pictures/copy-pack.ts';
 import { parseRangeMs } from '../lib/time.ts';
 import { RecorderError, ValidationError } from '../lib/errors.ts';
 import { access } from '../security/http-auth.ts';
@@ -86,6 +87,27 @@ export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
     const { bytes, etag } = await deps.service.pictures.read(req.params.id, req.query);
     return reply.header('content-type', 'image/jpeg').header('etag', etag).send(bytes);
   });
+
+  // A peer copying pictures (cluster/picture-copies.ts): a byte range of a pack this node
+  // holds (its own, or its copy of another's), in the offsets of the node that wrote it.
+  app.get<{ Params: { origin: string; pack: string }; Querystring: { from?: string } }>(
+    '/api/cluster/picture-packs/:origin/:pack',
+    access('public'),
+    async (req, reply) => {
+      const expected = deps.clusterToken?.() ?? null;
+      const given = req.headers[CLUSTER_TOKEN_HEADER];
+      if (expected === null || typeof given !== 'string' || !secretEquals(given, expected)) {
+        throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token');
+      }
+      const { origin, pack } = req.params;
+      const from = req.query.from ?? '0';
+      if (!/^[A-Za-z0-9._-]{1,128}$/.test(origin) || !/^[1-9]\d{0,14}$/.test(pack) || !/^\d{1,15}$/.test(from)) {
+        throw new ValidationError('a node id, a pack id and from (an offset) expected');
+      }
+      const range = await deps.service.picturePackRange(origin, Number(pack), Number(from));
+      return reply.header('content-type', 'application/octet-stream').send(encodePackRange(range));
+    },
+  );
 
   // After the auth seam (its preHandler was added first): only an allowed request is passed on.
   app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {

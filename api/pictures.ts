@@ -64,12 +64,13 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
     );
 
     // Locks: by URL, and in batch (cameras and a time range; the service checks each camera's pool).
-    scope.post<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) => ({
-      picture: await pictures().lock(req.params.id, req.body),
-    }));
-    scope.delete<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) => ({
-      picture: await pictures().unlock(req.params.id),
-    }));
+    // One picture: on every node that holds it (a pool's copies), this one first.
+    scope.post<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) =>
+      across().lockOne({ ...((req.body ?? {}) as Record<string, unknown>), id: req.params.id }, false),
+    );
+    scope.delete<{ Params: { id: string } }>('/api/pictures/:id/lock', access('lock', { camera: cameraOfId }), async (req) =>
+      across().lockOne({ id: req.params.id }, true),
+    );
     scope.post('/api/pictures/locks', access('lock'), async (req) => across().lockBatch(req.body, visible(req), false));
     scope.delete<{ Querystring: Query }>('/api/pictures/locks', access('lock'), async (req) => across().lockBatch(req.query, visible(req), true));
 

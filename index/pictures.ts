@@ -69,7 +69,29 @@ export interface PackRecord {
   covering?: true;
   /** [first atMs, last atMs] of its pictures; null while it has none. */
   range: [number, number] | null;
+  /**
+   * A copy of another node's pack (cluster/picture-copies.ts): that node and its pack id;
+   * `start`, the offset in that pack of this file's first record; `head`, the length of
+   * this file's own header. The records after the header are the origin's, byte for byte
+   * and in order, so offset x here is `start + x - head` there (`originEnd`).
+   */
+  copyOf?: PackOrigin;
 }
+
+export interface PackOrigin {
+  node: string;
+  pack: number;
+  start: number;
+  head: number;
+}
+
+/** How far into its origin's pack a copy pack reaches: the origin offset just past its durable bytes. */
+export function originEnd(pack: PackRecord & { copyOf: PackOrigin }): number {
+  return pack.copyOf.start + pack.bytes - pack.copyOf.head;
+}
+
+/** A lock as it travels with a copy: the picture and until when (null: until unlocked). */
+export type CopiedLock = [camera: string, atMs: number, seq: number, untilMs: number | null];
 
 export interface PictureHit {
   key: PictureKey;
@@ -232,6 +254,56 @@ export class PictureStore {
         void this.packs.put(pack.id, pack);
       }),
     );
+  }
+
+  /**
+   * Pictures copied from another node (cluster/picture-copies.ts, and reconcile of a copy
+   * pack's tail), as `append` does, except that a key this index already holds is left
+   * as it is: the same picture held already (moved out of a covered pack), or another
+   * camera's picture with the same time and seq (seqs are per node): counted in
+   * `skipped`, never overwritten. `locks` (of the copied pictures) go in the same commit,
+   * so a copy never exists here without the lock its source had. The caller has
+   * fdatasync'ed the pack through `pack.bytes`.
+   */
+  async appendCopies(
+    pack: PackRecord,
+    entries: readonly { key: PictureKey; entry: PictureEntry }[],
+    locks: readonly CopiedLock[] = [],
+  ): Promise<{ indexed: PictureKey[]; skipped: number }> {
+    const indexed: PictureKey[] = [];
+    let skipped = 0;
+    await this.t.commit(
+      this.t.root.transaction(() => {
+        for (const { key, entry } of entries) {
+          if (this.pictures.get([key[1], key[2]]) !== undefined) {
+            skipped++;
+            continue;
+          }
+          void this.pictures.put([key[1], key[2]], encode(key[0], entry));
+          const minute = minuteOf(key[1]);
+          if (this.piccam.get([key[0], minute]) === undefined) void this.piccam.put([key[0], minute], null);
+          indexed.push(key);
+        }
+        const mine = new Set(indexed.map((k) => `${k[1]}/${k[2]}`));
+        for (const [camera, atMs, seq, untilMs] of locks) if (mine.has(`${atMs}/${seq}`)) void this.locks.put([atMs, seq], [camera, untilMs]);
+        void this.packs.put(pack.id, widenPack(pack, indexed));
+      }),
+    );
+    return { indexed, skipped };
+  }
+
+  /**
+   * The locks (held or expired) of the pictures whose entries point into pack `packId` at
+   * offsets in [from, to). Reads every lock, as `lockedBytes` does: a node holds
+   * thousands, not millions, and most pulls find none.
+   */
+  locksIn(packId: number, from: number, to: number): CopiedLock[] {
+    const out: CopiedLock[] = [];
+    for (const { key, value } of this.locks.getRange({})) {
+      const entry = this.get([value[0], key[0], key[1]]);
+      if (entry && entry.pack === packId && entry.offset >= from && entry.offset < to) out.push([value[0], key[0], key[1], value[1]]);
+    }
+    return out;
   }
 
   /**

@@ -22,6 +22,11 @@ export interface PackHeader {
   id: number;
   pool: string;
   createdMs: number;
+  /**
+   * A copy of another node's pack (cluster/picture-copies.ts): that node, its pack id and
+   * the offset in its pack of this file's first record. Absent: this node's own pack.
+   */
+  copyOf?: { node: string; pack: number; start: number };
 }
 
 /** What a record says about its picture (the index entry can be rebuilt from it). */
@@ -76,6 +81,9 @@ export async function readPackHeader(fh: FileHandle, size: number): Promise<Pack
   try {
     const h = JSON.parse(json.toString('utf8')) as PackHeader;
     if (typeof h.id !== 'number' || typeof h.pool !== 'string') return { ok: false, why: 'foreign' };
+    const c = h.copyOf;
+    if (c !== undefined && (typeof c.node !== 'string' || !Number.isSafeInteger(c.pack) || !Number.isSafeInteger(c.start)))
+      return { ok: false, why: 'foreign' };
     return { ok: true, header: h, end };
   } catch {
     return { ok: false, why: 'short' };
@@ -122,4 +130,33 @@ export async function scanRecords(fh: FileHandle, from: number, size: number): P
     at = end;
   }
   return { records, end: at };
+}
+
+/**
+ * The whole records at the start of `buf`, whose first byte is at offset `base` of its
+ * pack (a byte range pulled from another node): each checked as `scanRecords` does
+ * (magic, version, lengths, CRC). `end` is the offset (in the pack) just past the last
+ * whole one: the caller appends only up to it, so a torn or cut record is never kept.
+ */
+export function scanRecordBuffer(buf: Buffer, base: number): { records: ScannedRecord[]; end: number } {
+  const records: ScannedRecord[] = [];
+  let at = 0;
+  while (at + RECORD_FIXED <= buf.length) {
+    if (!buf.subarray(at, at + 4).equals(RECORD_MAGIC) || buf.readUInt8(at + 4) !== RECORD_VERSION) break;
+    const jsonLen = buf.readUInt16BE(at + 5);
+    const payloadLen = buf.readUInt32BE(at + 7);
+    const end = at + RECORD_FIXED + jsonLen + payloadLen;
+    if (end > buf.length) break;
+    const json = buf.subarray(at + RECORD_FIXED, at + RECORD_FIXED + jsonLen);
+    if (crc32(buf.subarray(at + RECORD_FIXED + jsonLen, end), crc32(json)) !== buf.readUInt32BE(at + 11)) break;
+    let header: PictureHeader;
+    try {
+      header = JSON.parse(json.toString('utf8')) as PictureHeader;
+    } catch {
+      break;
+    }
+    records.push({ at: base + at, header, offset: base + at + RECORD_FIXED + jsonLen, length: payloadLen, end: base + end });
+    at = end;
+  }
+  return { records, end: base + at };
 }

@@ -25,6 +25,7 @@ import { pictureId } from './layout.ts';
 import { SignatureIndex } from './signature-index.ts';
 import { reconcilePictures, type PictureReconcileReport } from './reconcile.ts';
 import { coverOrder, coverPack, coverPass, type CoverDeps } from './cover.ts';
+import { CopyPacks, type PackRange } from './copy-pack.ts';
 import type { PoolPolicy } from '../index/records.ts';
 
 export interface PictureStorageOptions {
@@ -67,12 +68,27 @@ export class PictureStorage {
   readonly signer: Signer;
   /** Every signature in memory, for search by image (loaded on the first search). */
   readonly signatures: SignatureIndex;
+  /** Copies of other nodes' packs here, and the ranges this node serves (cluster/picture-copies.ts). */
+  readonly copies: CopyPacks;
 
   constructor(private readonly opts: PictureStorageOptions) {
     this.index = opts.index;
     this.signatures = new SignatureIndex(opts.index.pictures);
     this.signer = new Signer(opts.index, opts.log, undefined, (done) => this.signatures.add(done));
     this.lastPackId = opts.index.pictures.lastPackId();
+    this.copies = new CopyPacks({ index: opts.index, dataDir: opts.dataDir, log: opts.log, newPackId: () => ++this.lastPackId });
+  }
+
+  /**
+   * Appends a range of `origin`'s pack pulled from a node that holds it (pictures/copy-pack.ts)
+   * and queues the copied pictures for their signatures (search by image finds copies too).
+   * Returns how far the copy reaches, the cameras it holds pictures of, and the counts.
+   */
+  async appendCopy(origin: string, pack: number, got: PackRange): Promise<{ progress: number; cameras: string[]; pictures: number; skipped: number }> {
+    if (this.stopped) throw new RecorderError('SHUTTING_DOWN', 'picture storage is stopping');
+    const r = await this.copies.append(origin, pack, got);
+    for (const p of r.indexed) this.signer.add(p.key, Buffer.from(p.payload));
+    return { progress: r.progress, cameras: r.cameras, pictures: r.indexed.length, skipped: r.skipped };
   }
 
   /** Opens the node's picture storage: packs reconciled with the index first; a vanished pack raises an `index` alarm. */

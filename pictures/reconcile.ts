@@ -12,6 +12,8 @@
  * - a record whose file vanished is dropped with its entries (reported, the node
  *   raises an `index` alarm);
  * - packs left open by the last run are closed (the next write starts a new pack);
+ * - a copy of another node's pack (cluster/picture-copies.ts) is reconciled as any pack,
+ *   except that a key the index holds already is left as it is (seqs are per node);
  * - a pack a crash left half covered (`covering`, pictures/cover.ts) is finished: its
  *   file unlinked (if still there) and its record and entries removed, silently (cover
  *   had decided it).
@@ -153,7 +155,9 @@ export async function reconcilePictures(
           );
           if (repair) {
             await fh.datasync();
-            await index.pictures.append({ ...next, closed: true }, entries);
+            // A copy's keys may be taken here by another picture: appendCopies leaves those (index/pictures.ts).
+            if (rec.copyOf) await index.pictures.appendCopies({ ...rec, bytes: end, closed: true }, entries);
+            else await index.pictures.append({ ...next, closed: true }, entries);
           }
         }
         if (end < size) {
@@ -216,13 +220,17 @@ export async function reconcilePictures(
           closed: true,
           range: null,
         };
-        await index.pictures.append(
-          widenPack(
-            rec,
-            entries.map((e) => e.key),
-          ),
-          entries,
-        );
+        const origin = head.header.copyOf;
+        // A copy of another node's pack (its header names the origin): its record says so again.
+        if (origin) await index.pictures.appendCopies({ ...rec, copyOf: { ...origin, head: head.end } }, entries);
+        else
+          await index.pictures.append(
+            widenPack(
+              rec,
+              entries.map((e) => e.key),
+            ),
+            entries,
+          );
       }
     } finally {
       await fh.close();

@@ -85,21 +85,30 @@ export class ClusterPictures {
     // A holder renders its previews to list their sizes (up to 2000): far longer than a plain peer request's 2 s.
     const asked = await this.askPeers<PeerZipListing>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.zip, query, undefined, ZIP_LISTING_TIMEOUT_MS);
     if (!asked) return zipOf(local.entries, variant);
-    if (asked.unreachable.length > 0) {
+    // A node judged dead whose pictures are all in pools with copies is left out: its
+    // pictures are listed by the nodes holding their copies (those it stored in the last
+    // second before it died, not pulled yet, are missing until it is back).
+    const copied = this.pictures.fewestCopies(namedCameras(query.camera)) > 1;
+    const dead = new Set((this.cluster()?.nodes() ?? []).filter((n) => !n.alive).map((n) => n.node));
+    const missing = asked.unreachable.filter((n) => !(copied && dead.has(n)));
+    if (missing.length > 0) {
       throw new RecorderError(
         'CLUSTER_UNAVAILABLE',
-        `node ${asked.unreachable.join(', ')}, which stores pictures of the range, did not answer: the ZIP would miss them`,
+        `node ${missing.join(', ')}, which stores pictures of the range, did not answer: the ZIP would miss them`,
         {
-          details: { unreachable: asked.unreachable },
+          details: { unreachable: missing },
         },
       );
     }
     const preview = previewQuery(query);
     const entries = [...local.entries];
+    // A picture held by several nodes (a pool's copies) is one entry: this node's, else the first node's by id.
+    const seen = new Set(entries.map((e) => e.id));
     for (const [i, answer] of asked.answers.entries()) {
       const node = asked.nodes[i]!;
       for (const e of answer.entries) {
-        if (!visible(e.camera)) continue;
+        if (!visible(e.camera) || seen.has(e.id)) continue;
+        seen.add(e.id);
         entries.push({ ...e, load: () => this.fetchPicture(node, e.id, preview) });
       }
     }
@@ -126,10 +135,12 @@ export class ClusterPictures {
     const all = [local, ...asked.answers];
     const order = (a: PictureView, b: PictureView): number =>
       Date.parse(a.at) - Date.parse(b.at) || a.seq - b.seq || (a.camera < b.camera ? -1 : a.camera > b.camera ? 1 : 0);
-    const merged = all
-      .flatMap((p) => p.pictures)
-      .filter((p) => visible(p.camera))
-      .sort(order);
+    const merged = uniqueById(
+      all
+        .flatMap((p) => p.pictures)
+        .filter((p) => visible(p.camera))
+        .sort(order),
+    );
     const page = merged.slice(0, limit);
     const more = merged.length > limit || all.some((p) => p.next !== null);
     return { pictures: page, next: more && page.length > 0 ? page[page.length - 1]!.id : null, ...partialOf(asked.unreachable) };
@@ -143,11 +154,12 @@ export class ClusterPictures {
     const asked = await this.askPeers<{ matches: SimilarMatch[] }>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.similar, request);
     if (!asked) return local;
     const limit = Number(query.limit ?? 10) || 10;
-    const matches = [local, ...asked.answers]
-      .flatMap((a) => a.matches)
-      .filter((m) => visible(m.camera))
-      .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .slice(0, limit);
+    const matches = uniqueById(
+      [local, ...asked.answers]
+        .flatMap((a) => a.matches)
+        .filter((m) => visible(m.camera))
+        .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+    ).slice(0, limit);
     return { matches, ...partialOf(asked.unreachable) };
   }
 
@@ -194,19 +206,55 @@ export class ClusterPictures {
     return null;
   }
 
-  /** Locks or unlocks one picture by id on the node that stores it (`rec.v1.picture.lock` reaches any node). */
-  async lockOne(body: Record<string, unknown>, unlock: boolean): Promise<{ picture: PictureView }> {
+  /**
+   * Locks or unlocks one picture by id on every node that holds it (its writer and the
+   * copies of a pool with `copies` > 1): here first when it is here, then each other
+   * holder of its camera (`pictures.lock-one`, which locks there only). A lock
+   * acknowledged is on every holder that answered, so cover keeps every copy it reached.
+   * A holder that refuses (its lock share) fails the request with its code, naming what
+   * was locked elsewhere (locks are not atomic across nodes); one that does not answer is
+   * named in `unreachable` with `partial: true`. PICTURE_NOT_FOUND when no node has it.
+   */
+  async lockOne(body: Record<string, unknown>, unlock: boolean): Promise<{ picture: PictureView } & Partial> {
     const id = String(body.id);
-    const holder = await this.holderOf(id);
     const cluster = this.cluster();
-    if (holder === null || !cluster) return this.pictures.lockJson(body, unlock) as Promise<{ picture: PictureView }>;
+    const camera = parsePictureId(id)?.[0];
+    if (!cluster || camera === undefined) return this.pictures.lockJson(body, unlock) as Promise<{ picture: PictureView }>;
+    const local = this.pictures.has(id) ? ((await this.pictures.lockJson(body, unlock)) as { picture: PictureView }) : null;
     const { id: _id, ...rest } = body;
     const request: PeerLockOneRequest = { id, ...(rest.until !== undefined ? { until: rest.until as string | number } : {}), unlock };
-    // Its refusal (PICTURE_NOT_FOUND, LOCK_SHARE_EXCEEDED, BAD_TIME) comes back typed; a node that does not answer: CLUSTER_UNAVAILABLE.
-    return cluster.ask<{ picture: PictureView }>(holder, PEER_PICTURE_SUBJECTS.lockOne, request).catch((err: unknown) => {
-      if (err instanceof RecorderError) throw err;
-      throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${holder}, which stores picture ${id}, did not answer`, { cause: err });
-    });
+    const peers = cluster.holders(camera).filter((n) => n !== cluster.nodeId);
+    const unreachable: string[] = [];
+    const refused: { node: string; error: RecorderError }[] = [];
+    const answers = await Promise.all(
+      peers.map((node) =>
+        cluster.ask<{ picture: PictureView }>(node, PEER_PICTURE_SUBJECTS.lockOne, request).catch((err: unknown) => {
+          // Not stored there: nothing to lock. Any other of our codes is a refusal; the rest, silence.
+          if (err instanceof RecorderError && err.code === 'PICTURE_NOT_FOUND') return null;
+          if (err instanceof RecorderError && err.code !== 'INTERNAL') refused.push({ node, error: err });
+          else unreachable.push(node);
+          return null;
+        }),
+      ),
+    );
+    const held = answers.filter((a): a is { picture: PictureView } => a !== null);
+    const done = held.length + (local ? 1 : 0);
+    if (refused.length > 0) {
+      const first = refused[0]!;
+      throw new RecorderError(first.error.code, `node ${first.node}: ${first.error.message} (${done} other copies were ${unlock ? 'unlocked' : 'locked'})`, {
+        details: { done, refused: refused.map((r) => ({ node: r.node, code: r.error.code, message: r.error.message })), unreachable: unreachable.sort() },
+      });
+    }
+    const picture = local?.picture ?? held[0]?.picture;
+    if (!picture) {
+      if (unreachable.length > 0) {
+        throw new RecorderError('CLUSTER_UNAVAILABLE', `picture ${id} is not here and node ${unreachable.join(', ')} did not answer`, {
+          details: { unreachable },
+        });
+      }
+      throw new RecorderError('PICTURE_NOT_FOUND', `no picture ${id}`);
+    }
+    return { picture, ...partialOf(unreachable.sort()) };
   }
 
   /**
@@ -251,6 +299,12 @@ function namedCameras(camera: unknown): string[] {
     .filter((c): c is string => typeof c === 'string')
     .flatMap((c) => c.split(','))
     .filter(Boolean);
+}
+
+/** The first of each id (a picture several nodes hold: a pool's copies); order kept. */
+function uniqueById<T extends { id: string }>(list: readonly T[]): T[] {
+  const seen = new Set<string>();
+  return list.filter((p) => (seen.has(p.id) ? false : (seen.add(p.id), true)));
 }
 
 function partialOf(unreachable: string[]): Partial {

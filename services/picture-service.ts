@@ -271,6 +271,25 @@ export class PictureService {
     return stored;
   }
 
+  /**
+   * The fewest `copies` (cluster/picture-copies.ts) among the pools of `cameras` (every
+   * pool when none is named): how many nodes hold each of their pictures. A camera
+   * unknown here counts 1.
+   */
+  fewestCopies(cameras: readonly string[]): number {
+    const pools = this.storage.index.pools;
+    if (cameras.length === 0) return Math.min(...pools.list().map((p) => p.copies ?? 1), 3);
+    return Math.min(
+      ...cameras.map((c) => {
+        try {
+          return pools.get(this.requireCamera(c).pool)?.copies ?? 1;
+        } catch {
+          return 1;
+        }
+      }),
+    );
+  }
+
   /** Whether this node stores the picture `id` (a peer asks before passing a request on). */
   has(id: string): boolean {
     const key = parsePictureId(id);

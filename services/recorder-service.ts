@@ -11,6 +11,7 @@ import type { LabelView, LockView, StorageService } from './storage-service.ts';
 import { labelView, lockView } from './storage-service.ts';
 import type { PictureService } from './picture-service.ts';
 import { ClusterPictures } from './cluster-pictures.ts';
+import type { PackRange } from '../pictures/copy-pack.ts';
 import { CameraNotFoundError, RecorderError } from '../lib/errors.ts';
 import { assertRunning } from '../lib/lifecycle.ts';
 import { iso, parseRangeMs, type Clock } from '../lib/time.ts';
@@ -346,6 +347,19 @@ export class RecorderService {
     const node = await this.clusterPictures.holderOf(id);
     const http = node === null ? null : (this.cluster?.peerHttp(node) ?? null);
     return node !== null && http ? { node, http } : null;
+  }
+
+  /**
+   * A peer copying pictures (cluster/picture-copies.ts): the durable bytes of `origin`'s
+   * pack `pack` this node holds from origin offset `from` (0: its first record), with
+   * the locks of their pictures. NOT_FOUND outside a cluster or when none of it is here.
+   */
+  async picturePackRange(origin: string, pack: number, from: number): Promise<PackRange> {
+    const cluster = this.cluster;
+    if (!cluster) throw new RecorderError('NOT_FOUND', 'this node is not in a cluster');
+    const r = await this.pictures.storage.copies.range(cluster.nodeId, origin, pack, from);
+    if (!r) throw new RecorderError('NOT_FOUND', `no picture pack ${origin}/${pack} from offset ${from} on this node`);
+    return r;
   }
 
   /** Pictures through every node of the cluster (search, search by image, batch locks; services/cluster-pictures.ts). */

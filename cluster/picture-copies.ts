@@ -1,0 +1,398 @@
+/**
+ * Redundant copies of pictures (docs/design/pictures.md "Copies in a cluster"): a pool's
+ * `copies` (1 to 3) of every picture, as cluster/copies.ts keeps of video, adapted to
+ * objects a thousand times smaller and a thousand times more numerous.
+ *
+ * The unit announced is a pack's synced extent, never a picture: each second the writer
+ * announces every pack of its own (of a pool with `copies` > 1) whose durable length or
+ * closed state changed since it last did, `{origin, pack, pool, to, closed, source,
+ * holders}` on the replicated stream `<prefix>-piccopies`. A thousand pictures a second
+ * into one pack are one announcement a second. The holders of a pack are its writer and
+ * the next `copies - 1` nodes of the rendezvous ranking of `pictures/<origin>/<pack>`
+ * (cluster/copy-plan.ts), so packs spread over the nodes and a death moves only the
+ * packs the dead node held.
+ *
+ * A holder reads the stream through its durable consumer (`piccopy-<node>`) and pulls
+ * from the announcement's source what it lacks of the pack, from where its copy ends:
+ * `GET /api/cluster/picture-packs/:origin/:pack?from=<offset>` (the cluster token) answers
+ * whole records and the locks of their pictures; the holder appends them after its copy,
+ * fdatasyncs, then indexes them (pictures/copy-pack.ts: an entry never points at bytes
+ * not synced) and joins the cameras' holders catalog, so reads, search and the ZIP
+ * through any node find the copy. Announcements carry only where the pack ends, so a
+ * lost, repeated or reordered one costs nothing: the next one says more.
+ *
+ * Re-make: when a peer is judged dead (`peerDied`, this node's count), the copies of its
+ * packs held here are closed (cover may take them), and every pack held here (own or
+ * copied) that the dead node was a holder of is announced again with this node as its
+ * source and the holders among the nodes alive now: the next node of the ranking pulls
+ * it. When a node joins or comes back (`peerJoined`), the writer announces each of its
+ * own packs again with holders that include the newcomer.
+ *
+ * Failures wait and retry: an announcement that cannot be published is kept and tried
+ * again; a pull that fails is redelivered with a growing delay; a source that no longer
+ * holds the pack (covered) makes the holder acknowledge it.
+ */
+import { AckPolicy, DeliverPolicy, nanos, RetentionPolicy, StorageType, type JsMsg, type NatsConnection } from 'nats';
+import type { RecorderIndex } from '../index/db.ts';
+import { originEnd } from '../index/pictures.ts';
+import { RecorderError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import { decodePackRange } from '../pictures/copy-pack.ts';
+import type { PictureStorage } from '../pictures/picture-storage.ts';
+import { CLUSTER_TOKEN_HEADER } from './copies.ts';
+import { copyHolders, heldByDead } from './copy-plan.ts';
+
+/** How often the writer looks for packs grown since their last announcement. */
+export const ANNOUNCE_EVERY_MS = 1000;
+const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
+const JS_TIMEOUT_MS = 4000;
+const ACK_WAIT_MS = 60_000;
+const MAX_RETRY_DELAY_MS = 60_000;
+/** How far before this node's start a new consumer begins (announcements to a joining node before its consumer exists). */
+const CONSUMER_START_MARGIN_MS = 60_000;
+/** Announcements kept for a publish that failed (quorum lost): one per pack, so few. */
+const MAX_UNPUBLISHED = 10_000;
+
+/** What the stream carries: how far one pack is durable and where to pull it. */
+export interface PictureCopyAnnouncement {
+  /** The node that wrote the pack, and its id there (pack ids are per node). */
+  origin: string;
+  pack: number;
+  pool: string;
+  /** The origin offset the pack is durable to at `source`. */
+  to: number;
+  /** The pack will not grow: closed at its writer, or its writer judged dead. */
+  closed: boolean;
+  /** A node that holds the pack through `to`: the one to pull from. */
+  source: string;
+  /** The nodes that should hold it (cluster/copy-plan.ts), its writer first while alive. */
+  holders: string[];
+}
+
+/** The key that ranks the nodes for one pack (never a segment's: camera ids hold no '/'). */
+export function picturePackKey(origin: string, pack: number): string {
+  return `pictures/${origin}/${pack}`;
+}
+
+export interface PictureCopyDeps {
+  nodeId: string;
+  prefix: string;
+  replicas: number;
+  index: RecorderIndex;
+  storage: PictureStorage;
+  log: Logger;
+  signal: AbortSignal;
+  liveNodes: () => string[];
+  peerHttp: (node: string) => string | null;
+  /** The cluster token (cluster/copies.ts binds it); null: not yet. */
+  token: () => string | null;
+  /** Joins a camera's holders catalog (reads through any node then ask this one). */
+  catalog: (camera: string) => void;
+}
+
+/** What the node's picture copy work shows. */
+export interface PictureCopyStatus {
+  pending: number | null;
+  unpublished: number;
+  pictures: number;
+  bytes: number;
+  /** Copied pictures not indexed: their key held here already (the same picture, or a seq clash). */
+  skipped: number;
+  failed: number;
+  lastError: string | null;
+}
+
+export class PictureCopyService {
+  private nc: NatsConnection | null = null;
+  private bound = false;
+  private readonly stop = new AbortController();
+  private done: Promise<void> = Promise.resolve();
+  private readonly startedAt = Date.now();
+  /** Per own pack: the extent last announced (`<bytes>/<closed>`); cleared to announce every pack again. */
+  private readonly announced = new Map<number, string>();
+  private readonly unpublished = new Map<string, PictureCopyAnnouncement>();
+  private lastAnnounceMs = -Infinity;
+  private pending: number | null = null;
+  private readonly stats = { pictures: 0, bytes: 0, skipped: 0, failed: 0, lastError: null as string | null };
+
+  constructor(private readonly d: PictureCopyDeps) {
+    d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+  }
+
+  private get stream(): string {
+    return `${this.d.prefix}-piccopies`;
+  }
+
+  private get durable(): string {
+    return `piccopy-${this.d.nodeId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+  }
+
+  start(nc: NatsConnection): void {
+    if (this.nc) return;
+    this.nc = nc;
+    this.done = this.loop();
+  }
+
+  async close(): Promise<void> {
+    this.stop.abort();
+    await this.done;
+  }
+
+  status(): PictureCopyStatus {
+    return { pending: this.pending, unpublished: this.unpublished.size, ...this.stats };
+  }
+
+  /**
+   * `dead` was judged dead: its copies here are closed (its packs grow no more until it
+   * is back; cover may take them), and every pack held here that it was a holder of is
+   * announced again from here, with its holders among the nodes alive now.
+   */
+  async peerDied(dead: string): Promise<number> {
+    await this.d.storage.copies.close(dead);
+    const live = this.d.liveNodes().filter((n) => n !== dead);
+    let announced = 0;
+    for (const held of this.heldPacks()) {
+      const key = picturePackKey(held.origin, held.pack);
+      if (!heldByDead(key, held.origin, live, dead, held.copies)) continue;
+      await this.publish({
+        origin: held.origin,
+        pack: held.pack,
+        pool: held.pool,
+        to: held.to,
+        closed: held.closed || held.origin === dead,
+        source: this.d.nodeId,
+        holders: copyHolders(key, held.origin, live, held.copies),
+      });
+      announced++;
+    }
+    if (announced > 0) this.d.log.info({ dead, announced }, 'picture copies: packs the dead node held announced again (re-made elsewhere)');
+    return announced;
+  }
+
+  /** `joined` joined or came back: this node's own packs are announced again, with holders that include it. */
+  peerJoined(): void {
+    this.announced.clear();
+  }
+
+  /**
+   * Every pack of a pool with copies held here, as one entry per origin pack: its own
+   * packs, and its copies of others' (the pieces of one origin pack as one).
+   */
+  private heldPacks(): { origin: string; pack: number; pool: string; to: number; closed: boolean; copies: number }[] {
+    const copiesOf = new Map(this.d.index.pools.list().map((p) => [p.id, p.copies ?? 1]));
+    const out = new Map<string, { origin: string; pack: number; pool: string; to: number; closed: boolean; copies: number }>();
+    for (const p of this.d.index.pictures.allPacks()) {
+      const copies = copiesOf.get(p.pool) ?? 1;
+      if (copies <= 1 || p.covering) continue;
+      if (!p.copyOf) {
+        out.set(picturePackKey(this.d.nodeId, p.id), { origin: this.d.nodeId, pack: p.id, pool: p.pool, to: p.bytes, closed: p.closed, copies });
+        continue;
+      }
+      const key = picturePackKey(p.copyOf.node, p.copyOf.pack);
+      const to = originEnd({ ...p, copyOf: p.copyOf });
+      const had = out.get(key);
+      out.set(key, {
+        origin: p.copyOf.node,
+        pack: p.copyOf.pack,
+        pool: p.pool,
+        to: Math.max(to, had?.to ?? 0),
+        closed: (had?.closed ?? true) && p.closed,
+        copies,
+      });
+    }
+    return [...out.values()];
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stop.signal.aborted) {
+      try {
+        if (!this.bound) {
+          await this.bind();
+          continue;
+        }
+        await this.round();
+      } catch (err) {
+        if (this.stop.signal.aborted) break;
+        this.d.log.debug({ err: (err as Error).message }, 'picture copies: round failed; retrying');
+        await this.sleep(1000);
+      }
+    }
+  }
+
+  private async bind(): Promise<void> {
+    const nc = this.nc!;
+    try {
+      const jsm = await nc.jetstreamManager({ timeout: JS_TIMEOUT_MS });
+      await jsm.streams.info(this.stream).catch(() =>
+        jsm.streams.add({
+          name: this.stream,
+          subjects: [`${this.d.prefix}.piccopies.>`],
+          retention: RetentionPolicy.Limits,
+          storage: StorageType.File,
+          num_replicas: this.d.replicas,
+          max_age: nanos(STREAM_MAX_AGE_MS),
+        }),
+      );
+      await jsm.consumers.info(this.stream, this.durable).catch(() =>
+        jsm.consumers.add(this.stream, {
+          durable_name: this.durable,
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(ACK_WAIT_MS),
+          // As for segment copies: what is announced to a joining node before its consumer exists still reaches it.
+          deliver_policy: DeliverPolicy.StartTime,
+          opt_start_time: new Date(this.startedAt - CONSUMER_START_MARGIN_MS).toISOString(),
+          max_ack_pending: 64,
+        }),
+      );
+      this.bound = true;
+      this.d.log.info({ stream: this.stream, consumer: this.durable }, 'picture copies: bound');
+    } catch (err) {
+      this.d.log.debug({ err: (err as Error).message }, 'picture copies: JetStream not ready yet; retrying');
+      await this.sleep(1000);
+    }
+  }
+
+  /** Announces what grew (at most every ANNOUNCE_EVERY_MS), publishes what was kept, then handles one batch. */
+  private async round(): Promise<void> {
+    if (performance.now() - this.lastAnnounceMs >= ANNOUNCE_EVERY_MS) {
+      this.lastAnnounceMs = performance.now();
+      await this.announceOwn();
+      for (const a of [...this.unpublished.values()].slice(0, 500)) {
+        if (this.stop.signal.aborted) return;
+        await this.publish(a);
+      }
+    }
+    const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
+    const consumer = await js.consumers.get(this.stream, this.durable);
+    const batch = await consumer.fetch({ max_messages: 32, expires: ANNOUNCE_EVERY_MS });
+    for await (const m of batch) {
+      if (this.stop.signal.aborted) {
+        m.nak();
+        continue;
+      }
+      await this.handle(m);
+    }
+    this.pending = await consumer
+      .info(true)
+      .then((i) => i.num_pending + i.num_ack_pending)
+      .catch(() => this.pending);
+  }
+
+  /** Each own pack of a pool with copies whose durable end or closed state changed since its last announcement. */
+  private async announceOwn(): Promise<void> {
+    const live = this.d.liveNodes();
+    const copiesOf = new Map(this.d.index.pools.list().map((p) => [p.id, p.copies ?? 1]));
+    for (const p of this.d.index.pictures.allPacks()) {
+      const copies = copiesOf.get(p.pool) ?? 1;
+      if (p.copyOf || p.covering || copies <= 1 || p.count === 0) continue;
+      const extent = `${p.bytes}/${p.closed}`;
+      if (this.announced.get(p.id) === extent) continue;
+      const key = picturePackKey(this.d.nodeId, p.id);
+      const ok = await this.publish({
+        origin: this.d.nodeId,
+        pack: p.id,
+        pool: p.pool,
+        to: p.bytes,
+        closed: p.closed,
+        source: this.d.nodeId,
+        holders: copyHolders(key, this.d.nodeId, live, copies),
+      });
+      // A publish that failed is kept and tried again; the next change announces the newer extent anyway.
+      if (ok) this.announced.set(p.id, extent);
+    }
+  }
+
+  private async publish(a: PictureCopyAnnouncement): Promise<boolean> {
+    const id = `${a.origin}/${a.pack}/${a.source}`;
+    try {
+      const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
+      await js.publish(`${this.d.prefix}.piccopies.${a.pool}`, JSON.stringify(a));
+      this.unpublished.delete(id);
+      return true;
+    } catch (err) {
+      if (this.unpublished.size < MAX_UNPUBLISHED || this.unpublished.has(id)) this.unpublished.set(id, a);
+      this.d.log.debug({ origin: a.origin, pack: a.pack, err: (err as Error).message }, 'picture copies: announcement not published yet');
+      return false;
+    }
+  }
+
+  private async handle(m: JsMsg): Promise<void> {
+    let a: PictureCopyAnnouncement;
+    try {
+      a = m.json<PictureCopyAnnouncement>();
+      if (typeof a.origin !== 'string' || !Number.isSafeInteger(a.pack) || !Number.isSafeInteger(a.to) || !Array.isArray(a.holders)) throw new Error('shape');
+    } catch {
+      m.term('not a picture copy announcement');
+      return;
+    }
+    if (a.origin === this.d.nodeId || !a.holders.includes(this.d.nodeId)) {
+      m.ack();
+      return;
+    }
+    const working = setInterval(() => m.working(), 10_000);
+    try {
+      await this.pull(a);
+      m.ack();
+    } catch (err) {
+      const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(6, m.info.redeliveryCount));
+      this.stats.failed++;
+      this.stats.lastError = (err as Error).message;
+      this.d.log.warn(
+        { origin: a.origin, pack: a.pack, source: a.source, retryInMs: delay, err: (err as Error).message },
+        'picture copies: pull failed; tried again later',
+      );
+      m.nak(delay);
+    } finally {
+      clearInterval(working);
+    }
+  }
+
+  /** Pulls what this node lacks of the announced pack, range after range, from its source. */
+  private async pull(a: PictureCopyAnnouncement): Promise<void> {
+    const copies = this.d.storage.copies;
+    let at = copies.progress(a.origin, a.pack);
+    while ((at ?? -1) < a.to && !this.stop.signal.aborted) {
+      const got = await this.fetchRange(a, at ?? 0);
+      if (got === null || got.bytes.length === 0) break;
+      const r = await this.d.storage.appendCopy(a.origin, a.pack, got);
+      for (const camera of r.cameras) this.d.catalog(camera);
+      this.stats.pictures += r.pictures;
+      this.stats.skipped += r.skipped;
+      this.stats.bytes += r.progress - got.from;
+      at = r.progress;
+      if (at >= got.end) break;
+    }
+    if (a.closed && at !== null && at >= a.to) await copies.close(a.origin, a.pack);
+  }
+
+  /** One range of the pack from the source; null when the source holds none of it (covered there). */
+  private async fetchRange(a: PictureCopyAnnouncement, from: number): Promise<ReturnType<typeof decodePackRange> | null> {
+    const http = this.d.peerHttp(a.source);
+    const token = this.d.token();
+    if (!http || token === null) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source} has no known HTTP address (or no cluster token yet)`);
+    const url = `${http}/api/cluster/picture-packs/${encodeURIComponent(a.origin)}/${a.pack}?from=${from}`;
+    const res = await fetch(url, { headers: { [CLUSTER_TOKEN_HEADER]: token }, signal: this.stop.signal });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return null;
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source}: picture pack range ${res.status}`);
+    }
+    return decodePackRange(Buffer.from(await res.arrayBuffer()));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const signal = this.stop.signal;
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}
