@@ -122,12 +122,17 @@ try {
   const holes: number[] = [];
   /** A node's own spans of a camera (its peer subject: its index only, nothing merged). */
   const ownSpans = async (node: string, camera: string, fromMs: number, toMs: number): Promise<{ fromMs: number; toMs: number }[]> => {
-    const m = await nc.request(
-      `rec.v1.node.${node}.search`,
-      JSON.stringify({ camera, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString() }),
-      {
-        timeout: 10_000,
-      },
+    // A node just restarted answers once it has joined the cluster ("no responders" before).
+    const m = await until(
+      `${node} answering its peer search`,
+      () =>
+        nc
+          .request(`rec.v1.node.${node}.search`, JSON.stringify({ camera, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString() }), {
+            timeout: 10_000,
+          })
+          .catch(() => null),
+      60_000,
+      250,
     );
     const body = JSON.parse(m.string()) as { ok: boolean; spans?: { from: string; to: string }[] };
     if (!body.ok || !body.spans) throw new BenchFailure('cluster', [`search of ${camera} on ${node} refused: ${m.string().slice(0, 200)}`]);
