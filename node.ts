@@ -384,7 +384,7 @@ export class RecorderNode {
         });
         self.copies = copies;
         // Pictures of pools with copies: packs' synced extents announced, pulled by their holders.
-        self.pictureCopies = new PictureCopyService({
+        const pictureCopies = new PictureCopyService({
           nodeId: cluster.nodeId,
           prefix: config.subjectPrefix,
           replicas: replicasFor(config.natsUrl?.split(',') ?? []),
@@ -397,6 +397,7 @@ export class RecorderNode {
           token: () => copies.clusterToken(),
           catalog: (camera) => cluster.catalog(camera),
         });
+        self.pictureCopies = pictureCopies;
         /** One closed segment another node has, pulled here as a copy (stitching, playback windows, the overlap heal); false: gone there. */
         const pullFrom = async (source: string, camera: string, seg: RemoteSegment): Promise<boolean> =>
           (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null;
@@ -439,6 +440,7 @@ export class RecorderNode {
           cluster,
           {
             status: () => copies.status(),
+            pictures: () => pictureCopies.status(),
             backups: () => self.backups?.statuses() ?? [],
             pull: pullFrom,
             clusterToken: () => copies.clusterToken(),

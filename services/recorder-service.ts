@@ -32,6 +32,7 @@ import {
 import type { BackfillManager } from '../backfill/manager.ts';
 import type { CameraPlacement, ClusterNodeView } from '../cluster/cluster.ts';
 import type { CopyStatus } from '../cluster/copies.ts';
+import type { PictureCopyStatus } from '../cluster/picture-copies.ts';
 import type { BackupStatus } from '../cluster/backup-sender.ts';
 import { chooseMediaSource, pullMissing, type RemoteSegment } from './media-source.ts';
 import { playbackWindow, searchBody, spanTimes, wholeRange, WINDOW_MS, type PlaybackWindow, type SessionRange } from './playback-windows.ts';
@@ -41,6 +42,8 @@ export interface ClusterCopies {
   status(): CopyStatus;
   /** This node's backups of pools to another cluster (cluster/backup-sender.ts). */
   backups?(): BackupStatus[];
+  /** This node's copy work on picture packs (cluster/picture-copies.ts). */
+  pictures?(): PictureCopyStatus;
   /** Pulls one closed segment of `camera` from `node` and indexes it here (true: copied). */
   pull(node: string, camera: string, seg: RemoteSegment): Promise<boolean>;
   /** The token peers show each other over HTTP (null before the cluster's shared store gave one). */
@@ -452,6 +455,7 @@ export class RecorderService {
     cluster: boolean;
     nodes: (ClusterNodeView | { node: string; self: true; alive: true; cameras: string[] })[];
     copies?: CopyStatus;
+    pictureCopies?: PictureCopyStatus;
     backups?: BackupStatus[];
   } {
     if (!this.cluster) {
@@ -465,6 +469,7 @@ export class RecorderService {
       cluster: true,
       nodes: this.cluster.nodes(),
       ...(this.copies ? { copies: this.copies.status() } : {}),
+      ...(this.copies?.pictures ? { pictureCopies: this.copies.pictures() } : {}),
       ...(backups.length > 0 ? { backups } : {}),
     };
   }

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import sharp from 'sharp';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
-import { getJson, tempDir, waitFor } from './helpers/recorder.ts';
+import { getJson, spawnRecorder, tempDir, waitFor } from './helpers/recorder.ts';
 import { send, spawnClusterNodes, type ClusterNodeProcess } from './helpers/cluster.ts';
 import { readZip } from './helpers/zip-reader.ts';
 
@@ -119,6 +119,9 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
     t.is(res.headers.get('x-recorder-node'), null, 'read from the copy itself');
     t.is(sha(new Uint8Array(await res.arrayBuffer())), sha(originals.get(id)!), `${id} byte for byte on ${copyHolder!.name}`);
   }
+  const status = await getJson<{ pictureCopies: { pictures: number; skipped: number } }>(`${copyHolder!.http}/api/cluster/nodes`);
+  t.true(status.body.pictureCopies.pictures >= ids.length, `the holder shows its copy work: ${JSON.stringify(status.body.pictureCopies)}`);
+  t.is(status.body.pictureCopies.skipped, 0);
   // Peers authenticate: a range without the cluster token is refused.
   t.is((await fetch(`${writer.http}/api/cluster/picture-packs/${writer.id}/1`)).status, 401);
 
@@ -193,5 +196,68 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
     const entries = await readZip(await tempDir(t), Buffer.from(await z.arrayBuffer()));
     t.is(entries.length, ids.length);
     for (const e of entries) t.is(e.sha, sha(originals.get(e.name.replace(/\.jpg$/, ''))!), `${e.name} in the ZIP through ${n.name}`);
+  }
+
+  // ---- the writer back on its data dir: its packs closed by reconcile, new pictures copied, each listed once ----
+  const back = spawnRecorder(t, {
+    RECORDER_DATA_DIR: writer.dataDir,
+    RECORDER_HTTP: '127.0.0.1:0',
+    RECORDER_NATS_URL: cluster.urls,
+    RECORDER_SYNC_SECONDS: '0',
+  });
+  const backHttp = await back.http;
+  const again = { ...writer, http: backHttp };
+  const later: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const pic = await sharp({ create: { width: 160, height: 120, channels: 3, background: { r: 250, g: 30 * i, b: 10 } } })
+      .jpeg()
+      .toBuffer();
+    const res = await waitFor(
+      'a picture written to the writer back',
+      async () => {
+        const r = await fetch(`${backHttp}/api/pictures?camera=gate&type=alarm&at=${base + 5000 + i * 100}`, {
+          method: 'POST',
+          headers: { 'content-type': 'image/jpeg' },
+          body: pic,
+        });
+        return r.status === 200 ? r : null;
+      },
+      30_000,
+      250,
+    );
+    const id = ((await res.json()) as { id: string }).id;
+    originals.set(id, pic);
+    later.push(id);
+  }
+  await waitFor(
+    'the pictures written after the return copied to another node',
+    async () => {
+      for (const id of later) if ((await holderOf(id)).length === 0) return false;
+      return true;
+    },
+    30_000,
+    250,
+  );
+  for (const id of later) {
+    const [holder] = await holderOf(id);
+    const res = await fetch(`${holder!.http}/api/pictures/${id}`);
+    t.is(sha(new Uint8Array(await res.arrayBuffer())), sha(originals.get(id)!), `${id} byte for byte on ${holder!.name}`);
+  }
+  const all = [...originals.keys()].sort();
+  for (const n of [again, ...others]) {
+    const listedAll = await waitFor(
+      `every node answers the search through ${n.name}`,
+      async () => {
+        const r = await getJson<{ pictures: { id: string }[]; partial?: boolean }>(`${n.http}/api/pictures?${q}&limit=1000`);
+        return r.status === 200 && !r.body.partial ? r.body : null;
+      },
+      30_000,
+      500,
+    );
+    t.deepEqual(
+      listedAll.pictures.map((p) => p.id),
+      all,
+      `search through ${n.name}: every picture once, with three nodes answering`,
+    );
   }
 });
