@@ -456,10 +456,8 @@ export class RecorderNode {
           const { entries } = await service.pictures.zipEntries(b as Record<string, unknown>, () => true);
           return { entries: entries.map(({ load: _load, ...e }) => e) };
         });
-        self.cluster.serve(PEER_PICTURE_SUBJECTS.lockOne, (b) => {
-          const { id, unlock, ...rest } = b as PeerLockOneRequest;
-          return service.pictures.lockJson({ id, ...rest }, unlock === true);
-        });
+        // Here only; a picture not here yet (a copy in flight) gets the change when its copy is indexed.
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.lockOne, (b) => service.pictures.lockForPeer(b as PeerLockOneRequest));
         self.cluster.serve(PEER_PICTURE_SUBJECTS.has, (b) => {
           const id = (b as { id?: unknown }).id;
           return { has: typeof id === 'string' && service.pictures.has(id) };

@@ -30,10 +30,12 @@ import type { RecorderIndex } from '../index/db.ts';
 import { originEnd, type CopiedLock, type PackOrigin, type PackRecord, type PictureEntry, type PictureKey } from '../index/pictures.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
+import type { Clock } from '../lib/time.ts';
 import { encodePackHeader, RECORD_FIXED, readPackHeader, scanRecordBuffer, type ScannedRecord } from './pack-format.ts';
 import { packRelPath } from './layout.ts';
 import { ID_PATTERN } from '../storage/layout.ts';
 import { fsyncDir } from './pack-writer.ts';
+import { PendingLocks, type LockChange } from './pending-locks.ts';
 
 /** What one range answer carries at least (more when its first record is larger). */
 export const RANGE_CHUNK_BYTES = 16 * 1024 * 1024;
@@ -59,11 +61,14 @@ export interface CopyPacksDeps {
   log: Logger;
   /** A pack id never used on this node (shared with the pack writers). */
   newPackId: () => number;
+  clock: Clock;
 }
 
 export class CopyPacks {
   /** Appends and closes of copy pieces, one at a time (a piece is appended by one writer). */
   private chain: Promise<unknown> = Promise.resolve();
+  /** Lock changes asked for pictures not here yet, applied when their copy is indexed (pictures/pending-locks.ts). */
+  readonly pendingLocks = new PendingLocks();
 
   constructor(private readonly d: CopyPacksDeps) {}
 
@@ -158,7 +163,12 @@ export class CopyPacks {
       }
       const entries = entriesAt(records, piece.id, at - got.from);
       const next: Piece = { ...piece, bytes: at + data.length };
-      const { indexed, skipped } = await this.d.index.pictures.appendCopies(next, entries, got.locks);
+      const locks = this.pendingLocks.merge(
+        entries.map((e) => e.key),
+        got.locks,
+        this.d.clock.nowMs(),
+      );
+      const { indexed, skipped } = await this.d.index.pictures.appendCopies(next, entries, locks);
       const kept = new Set(indexed.map((k) => `${k[1]}/${k[2]}`));
       const out = records
         .filter((r) => kept.has(`${r.header.atMs}/${r.header.seq}`))
@@ -167,6 +177,20 @@ export class CopyPacks {
           payload: got.bytes.subarray(r.offset - got.from, r.offset - got.from + r.length),
         }));
       return { indexed: out, skipped, progress: end, cameras: [...new Set(records.map((r) => r.header.camera))] };
+    });
+  }
+
+  /**
+   * Notes a lock change for a picture not here (a copy may be in flight): applied by the
+   * append that indexes it. Serialized with appends, so a change is either noted before
+   * an append's commit (and merged into it) or finds the picture indexed: false then,
+   * and the caller applies it as to any picture here.
+   */
+  noteLock(key: PictureKey, change: LockChange, nowMs: number): Promise<boolean> {
+    return this.exclusive(() => {
+      if (this.d.index.pictures.get(key)) return Promise.resolve(false);
+      this.pendingLocks.note(key, change, nowMs);
+      return Promise.resolve(true);
     });
   }
 

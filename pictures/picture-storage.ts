@@ -76,7 +76,7 @@ export class PictureStorage {
     this.signatures = new SignatureIndex(opts.index.pictures);
     this.signer = new Signer(opts.index, opts.log, undefined, (done) => this.signatures.add(done));
     this.lastPackId = opts.index.pictures.lastPackId();
-    this.copies = new CopyPacks({ index: opts.index, dataDir: opts.dataDir, log: opts.log, newPackId: () => ++this.lastPackId });
+    this.copies = new CopyPacks({ index: opts.index, dataDir: opts.dataDir, log: opts.log, clock: opts.clock, newPackId: () => ++this.lastPackId });
   }
 
   /**

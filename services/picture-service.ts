@@ -424,6 +424,26 @@ export class PictureService {
   }
 
   /**
+   * A peer's `pictures.lock-one` (services/cluster-pictures.ts): the lock or unlock of one
+   * picture here. A picture not here may be a copy in flight (pulled before the lock,
+   * indexed after this request): the change is noted and applied when its copy is
+   * indexed (pictures/pending-locks.ts); the peer is still told PICTURE_NOT_FOUND.
+   */
+  async lockForPeer(req: { id?: unknown; until?: string | number; unlock?: unknown }): Promise<{ picture: PictureView }> {
+    const { id, unlock, ...rest } = req;
+    try {
+      return (await this.lockJson({ id, ...rest }, unlock === true)) as { picture: PictureView };
+    } catch (err) {
+      const key = typeof id === 'string' ? parsePictureId(id) : null;
+      if (!(err instanceof RecorderError && err.code === 'PICTURE_NOT_FOUND' && key)) throw err;
+      const change = unlock === true ? { unlock: true as const } : { unlock: false as const, untilMs: this.untilOf(rest.until) };
+      // Indexed meanwhile (its copy's commit came between): locked as any picture here.
+      if (await this.storage.copies.noteLock(key, change, this.clock.nowMs())) throw err;
+      return (await this.lockJson({ id, ...rest }, unlock === true)) as { picture: PictureView };
+    }
+  }
+
+  /**
    * A pool with a picture quota keeps locks to `maxLockShare` of it, as video's locks are
    * kept to a share of the pool's capacity: locked pictures are never covered, so locks
    * without a bound would leave cover nothing to take. LOCK_SHARE_EXCEEDED when locking

@@ -66,6 +66,8 @@ test('a range of a pack copied: indexed byte for byte with its locks, a taken ke
   const got = decodePackRange(encodePackRange(served!));
   t.is(got.end, pack.bytes);
   t.deepEqual(got.locks, [['gate', AT + 1, 0, null]]);
+  // A lock asked of B while the copy was in flight (B answered "not found"): it lands with the copy.
+  t.true(await b.storage.copies.noteLock(keys[4]!, { unlock: false, untilMs: null }, Date.now()), 'noted: not here yet');
   const r = await b.storage.appendCopy('A', pack.id, got);
   t.is(r.pictures, 4);
   t.is(r.skipped, 1, 'the taken key is left to its own picture');
@@ -78,6 +80,9 @@ test('a range of a pack copied: indexed byte for byte with its locks, a taken ke
   }
   t.deepEqual(b.index.pictures.get(['door', AT + 3, 0])!.pack, own.entry.pack, "B's own picture untouched");
   t.deepEqual(b.index.pictures.lockOf(keys[1]!), { untilMs: null }, 'the lock came with the copy');
+  t.deepEqual(b.index.pictures.lockOf(keys[4]!), { untilMs: null }, 'the lock noted while in flight applied to the copy');
+  t.is(b.index.pictures.lockOf(keys[0]!), undefined);
+  t.false(await b.storage.copies.noteLock(keys[0]!, { unlock: false, untilMs: null }, Date.now()), 'a picture here is locked as any, not noted');
   t.is(b.storage.copies.progress('A', pack.id), pack.bytes);
 
   // B serves A's pack in A's offsets: the same bytes A serves.
