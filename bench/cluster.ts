@@ -120,6 +120,7 @@ try {
   const owned: number[] = [];
   const resumed: number[] = [];
   const holes: number[] = [];
+  const handovers: number[] = [];
   /** A node's own spans of a camera (its peer subject: its index only, nothing merged). */
   const ownSpans = async (node: string, camera: string, fromMs: number, toMs: number): Promise<{ fromMs: number; toMs: number }[]> => {
     // A node just restarted answers once it has joined the cluster ("no responders" before).
@@ -223,15 +224,31 @@ try {
       `round ${k + 1}: video resumed ${Math.max(...resumed.slice(-lost.length))} ms after the kill; hole ${Math.max(...holes.slice(-lost.length))} ms at most`,
     );
     // Rebalancing gives the restarted node its share before the next round.
-    await until(
+    const movedBack = await until(
       `${victim.name} given cameras again`,
       async () => {
-        for (const c of ids) if ((await ownerOf(kv, c)) === victim.id) return true;
+        for (const c of ids) if ((await ownerOf(kv, c)) === victim.id) return c;
         return false;
       },
       90_000,
       500,
     );
+    // The handover hole of that move (a planned move, not a failure): from the end of
+    // the giver's video of the camera to the start of the taker's.
+    const giver = seen.get(movedBack)?.owner ?? owners.get(movedBack)!;
+    const taken = await until(
+      `${movedBack}: video on ${victim.name} after it was handed over`,
+      async () => {
+        const spans = (await ownSpans(victim.id, movedBack, t0, Date.now() + 60_000)).filter((sp) => sp.fromMs > t0);
+        return spans.length > 0 && Math.min(...spans.map((sp) => sp.fromMs));
+      },
+      60_000,
+      250,
+    );
+    const given = Math.max(...(await ownSpans(giver, movedBack, taken - 120_000, taken + 60_000)).filter((sp) => sp.fromMs < taken).map((sp) => sp.toMs));
+    requireWork('cluster', Number.isFinite(given) ? [] : [`round ${k + 1}: ${movedBack} has no video on ${giver} before it moved`]);
+    handovers.push(taken - given);
+    console.error(`round ${k + 1}: ${movedBack} handed over from ${byId(giver)?.name ?? giver} to ${victim.name}: hole ${taken - given} ms`);
   }
 
   // Search: one camera through its holder and through a node that never held it.
@@ -287,6 +304,7 @@ try {
         failoverRecordingMs: p(recording),
         failoverVideoResumesMs: p(resumed),
         recordingHoleMs: p(holes),
+        handoverHoleMs: p(handovers),
         baselineNewCameraRecordingMs: p(baseline),
         search: {
           camera,
