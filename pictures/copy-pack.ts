@@ -168,7 +168,10 @@ export class CopyPacks {
         got.locks,
         this.d.clock.nowMs(),
       );
+      // A commit that fails leaves synced bytes past the piece's durable end: the retry
+      // writes the same origin bytes at the same place, or reconcile indexes them.
       const { indexed, skipped } = await this.d.index.pictures.appendCopies(next, entries, locks);
+      this.pendingLocks.forget(entries.map((e) => e.key));
       const kept = new Set(indexed.map((k) => `${k[1]}/${k[2]}`));
       const out = records
         .filter((r) => kept.has(`${r.header.atMs}/${r.header.seq}`))

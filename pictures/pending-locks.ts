@@ -42,8 +42,8 @@ export class PendingLocks {
 
   /**
    * The locks to commit with the copied pictures `keys`: the range's `locks`, with each
-   * change noted for one of them (and not expired at `nowMs`) applied over it. The
-   * changes applied are forgotten.
+   * change noted for one of them (and not expired at `nowMs`) applied over it. The notes
+   * stay until `forget` (after the commit: one that failed keeps them for the retry).
    */
   merge(keys: readonly PictureKey[], locks: readonly CopiedLock[], nowMs: number): CopiedLock[] {
     for (const [id, n] of this.noted) {
@@ -58,9 +58,14 @@ export class PendingLocks {
       if (!n) continue;
       if (n.change.unlock) out.delete(id);
       else out.set(id, [key[0], key[1], key[2], n.change.untilMs]);
-      this.noted.delete(id);
     }
     return [...out.values()];
+  }
+
+  /** Forgets the notes of `keys` (their copies are committed with them). */
+  forget(keys: readonly PictureKey[]): void {
+    if (this.noted.size === 0) return;
+    for (const key of keys) this.noted.delete(idOf(key));
   }
 
   get size(): number {

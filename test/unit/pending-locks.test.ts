@@ -25,7 +25,9 @@ test('a noted lock is applied over the range’s locks to the copy that lands, o
     ],
     'the lock added, the unlock applied, the rest as carried',
   );
-  t.is(p.size, 0, 'applied changes are forgotten');
+  t.is(p.size, 2, 'kept until the commit is done');
+  p.forget([k(0), k(1), k(2)]);
+  t.is(p.size, 0, 'forgotten once committed');
   t.deepEqual(p.merge([k(0)], [], 20), [], 'and not applied twice');
 });
 
@@ -34,6 +36,7 @@ test('the latest change per picture wins; notes expire and are bounded', (t) => 
   p.note(k(0), { unlock: false, untilMs: 9 }, 0);
   p.note(k(0), { unlock: true }, 1);
   t.deepEqual(p.merge([k(0)], [['gate', 1000, 0, 9]], 2), [], 'the unlock after the lock wins');
+  p.forget([k(0)]);
   p.note(k(1), { unlock: false, untilMs: null }, 0);
   t.deepEqual(p.merge([k(1)], [], 1001), [], 'a note older than its ttl is dropped');
   for (let i = 0; i < 5; i++) p.note(k(10 + i), { unlock: false, untilMs: null }, 2000);
