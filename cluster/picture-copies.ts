@@ -6,8 +6,9 @@
  * The unit announced is a pack's synced extent, never a picture: each second the writer
  * announces every pack of its own (of a pool with `copies` > 1) whose durable length or
  * closed state changed since it last did, `{origin, pack, pool, to, closed, source,
- * holders}` on the replicated stream `<prefix>-piccopies`. A thousand pictures a second
- * into one pack are one announcement a second. The holders of a pack are its writer and
+ * holders}` on the replicated stream `<prefix>-piccopies`, which keeps the last one per
+ * pack and source. A thousand pictures a second into one pack are one announcement a
+ * second. The holders of a pack are its writer and
  * the next `copies - 1` nodes of the rendezvous ranking of `pictures/<origin>/<pack>`
  * (cluster/copy-plan.ts), so packs spread over the nodes and a death moves only the
  * packs the dead node held.
@@ -32,6 +33,7 @@
  * again; a pull that fails is redelivered with a growing delay; a source that no longer
  * holds the pack (covered) makes the holder acknowledge it.
  */
+import { createHash } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, nanos, RetentionPolicy, StorageType, type JsMsg, type NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
 import { originEnd } from '../index/pictures.ts';
@@ -72,6 +74,16 @@ export interface PictureCopyAnnouncement {
 /** The key that ranks the nodes for one pack (never a segment's: camera ids hold no '/'). */
 export function picturePackKey(origin: string, pack: number): string {
   return `pictures/${origin}/${pack}`;
+}
+
+/**
+ * Where an announcement is published: one subject per pool, pack and source (a hash:
+ * node ids may hold dots), so the stream keeps one message per pack and source (the
+ * latest, which says all the earlier ones did) instead of one a second for 7 days.
+ */
+export function announcementSubject(prefix: string, a: Pick<PictureCopyAnnouncement, 'pool' | 'origin' | 'pack' | 'source'>): string {
+  const tag = createHash('sha256').update(`${a.origin}\0${a.pack}\0${a.source}`).digest('hex').slice(0, 32);
+  return `${prefix}.piccopies.${a.pool}.${tag}`;
 }
 
 export interface PictureCopyDeps {
@@ -231,6 +243,8 @@ export class PictureCopyService {
           storage: StorageType.File,
           num_replicas: this.d.replicas,
           max_age: nanos(STREAM_MAX_AGE_MS),
+          // Each announcement says all an earlier one of its pack and source did: only the last is kept.
+          max_msgs_per_subject: 1,
         }),
       );
       await jsm.consumers.info(this.stream, this.durable).catch(() =>
@@ -306,7 +320,7 @@ export class PictureCopyService {
     const id = `${a.origin}/${a.pack}/${a.source}`;
     try {
       const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
-      await js.publish(`${this.d.prefix}.piccopies.${a.pool}`, JSON.stringify(a));
+      await js.publish(announcementSubject(this.d.prefix, a), JSON.stringify(a));
       this.unpublished.delete(id);
       return true;
     } catch (err) {

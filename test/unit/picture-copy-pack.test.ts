@@ -17,7 +17,7 @@ import { decodePackRange, encodePackRange } from '../../pictures/copy-pack.ts';
 import { scanRecordBuffer } from '../../pictures/pack-format.ts';
 import { PictureStorage } from '../../pictures/picture-storage.ts';
 import { copyHolders } from '../../cluster/copy-plan.ts';
-import { picturePackKey } from '../../cluster/picture-copies.ts';
+import { announcementSubject, picturePackKey } from '../../cluster/picture-copies.ts';
 import type { PictureKey } from '../../index/pictures.ts';
 import { tempDir } from '../helpers/recorder.ts';
 
@@ -222,4 +222,13 @@ test('cover takes a closed copy by the pool’s rules and keeps its locked pictu
     'only the locked picture is kept',
   );
   t.true((await b.storage.read(['gate', AT + 2, 0])).equals(await a.storage.read(['gate', AT + 2, 0])));
+});
+
+test('announcements: one subject per pool, pack and source, a single token whatever the node ids hold', (t) => {
+  const a = { pool: 'dup', origin: 'host.example.org-1a2b3c', pack: 7, source: 'host.example.org-1a2b3c' };
+  const s = announcementSubject('rec', a);
+  t.regex(s, /^rec\.piccopies\.dup\.[0-9a-f]{32}$/);
+  t.is(announcementSubject('rec', { ...a }), s, 'the same pack and source: the same subject (the stream keeps the last)');
+  t.not(announcementSubject('rec', { ...a, source: 'other-000001' }), s, 'another source: its own');
+  t.not(announcementSubject('rec', { ...a, pack: 8 }), s, 'another pack: its own');
 });
