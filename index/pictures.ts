@@ -20,6 +20,10 @@
  *   piclock   [atMs, seq] → [camera, untilMs | null]: locked pictures (null: until
  *                                     unlocked); cover never removes one while its lock
  *                                     holds (pictures/cover.ts moves it out of its pack).
+ *   piccovered [origin node, pack] → origin offset: how far a copy of another node's
+ *                                     pack was covered here (a few bytes per pack of
+ *                                     hundreds of MB), so announcing it again (the
+ *                                     writer's restart, a death) does not copy it again.
  *
  * A picture's identity (its id and URL) is [camera, atMs, seq]; the store checks the
  * camera of the entry at [atMs, seq] against it.
@@ -137,6 +141,8 @@ export class PictureStore {
   /** [atMs, seq] → visual signature (pictures/signature.ts) then the camera's id in UTF-8. */
   private readonly sigs: Database<Buffer, TimeKey>;
   private readonly locks: Database<[string, number | null], TimeKey>;
+  /** [origin node, its pack id] → the origin offset through which a copy of it here was covered. */
+  private readonly covered: Database<number, [string, number]>;
 
   constructor(private readonly t: Tables) {
     this.pictures = t.root.openDB<StoredEntry, TimeKey>({ name: 'pictures' });
@@ -144,6 +150,7 @@ export class PictureStore {
     this.packs = t.root.openDB<PackRecord, number>({ name: 'picpacks' });
     this.sigs = t.root.openDB<Buffer, TimeKey>({ name: 'picsig', encoding: 'binary' });
     this.locks = t.root.openDB<[string, number | null], TimeKey>({ name: 'piclock' });
+    this.covered = t.root.openDB<number, [string, number]>({ name: 'piccovered' });
   }
 
   // ---- locks -------------------------------------------------------------------
@@ -311,10 +318,16 @@ export class PictureStore {
    * in one commit (its file is gone or goes). Entries moved to another pack are not its
    * own any more and stay.
    */
-  async removePack(pack: PackRecord): Promise<number> {
+  async removePack(pack: PackRecord, opts: { covered?: boolean } = {}): Promise<number> {
     let removed = 0;
     await this.t.commit(
       this.t.root.transaction(() => {
+        // A copy covered here is remembered (`coveredThrough`), so announcing its pack again does not copy it again.
+        if (opts.covered && pack.copyOf) {
+          const through = originEnd({ ...pack, copyOf: pack.copyOf });
+          const had = this.covered.get([pack.copyOf.node, pack.copyOf.pack]) ?? 0;
+          if (through > had) void this.covered.put([pack.copyOf.node, pack.copyOf.pack], through);
+        }
         for (const { key } of this.entriesOfPack(pack)) {
           void this.pictures.remove([key[1], key[2]]);
           void this.sigs.remove([key[1], key[2]]);
@@ -328,6 +341,11 @@ export class PictureStore {
   }
 
   // ---- reads -----------------------------------------------------------------
+
+  /** The origin offset through which this node covered its copy of `origin`'s pack `pack` (undefined: never). */
+  coveredThrough(origin: string, pack: number): number | undefined {
+    return this.covered.get([origin, pack]);
+  }
 
   get(key: PictureKey): PictureEntry | undefined {
     const v = this.pictures.get([key[1], key[2]]);

@@ -80,10 +80,15 @@ export class CopyPacks {
       .sort((a, b) => a.copyOf.start - b.copyOf.start);
   }
 
-  /** How far into `origin`'s pack this node's copy reaches (an origin offset); null: none of it is here. */
+  /**
+   * How far into `origin`'s pack this node's copy reaches (an origin offset), counting
+   * what cover took of it here (it is not copied again); null: none of it ever was.
+   */
   progress(origin: string, pack: number): number | null {
-    const pieces = this.pieces(origin, pack);
-    return pieces.length === 0 ? null : Math.max(...pieces.map(originEnd));
+    const ends = this.pieces(origin, pack).map(originEnd);
+    const covered = this.d.index.pictures.coveredThrough(origin, pack);
+    if (covered !== undefined) ends.push(covered);
+    return ends.length === 0 ? null : Math.max(...ends);
   }
 
   /**
@@ -139,13 +144,14 @@ export class CopyPacks {
     return this.exclusive(async () => {
       const pieces = this.pieces(origin, pack);
       const last = pieces[pieces.length - 1];
-      const reach = last ? originEnd(last) : null;
+      const reach = this.progress(origin, pack);
       if (reach !== null && got.from !== reach) {
         throw new RecorderError('VALIDATION_FAILED', `a range of ${origin}/${pack} from ${got.from} does not continue the copy here (at ${reach})`);
       }
       const { records, end } = scanRecordBuffer(got.bytes, got.from);
       if (records.length === 0) throw new RecorderError('VALIDATION_FAILED', `a range of ${origin}/${pack} from ${got.from} holds no whole record`);
-      const piece = last && !last.closed ? last : await this.createPiece(origin, pack, got.pool, got.createdMs, got.from);
+      // The open piece that ends where the range starts, else a new one (after a closed or covered piece).
+      const piece = last && !last.closed && originEnd(last) === got.from ? last : await this.createPiece(origin, pack, got.pool, got.createdMs, got.from);
       const at = piece.bytes;
       const data = got.bytes.subarray(0, end - got.from);
       const abs = join(this.d.dataDir, piece.file);

@@ -92,7 +92,7 @@ export async function coverPack(d: CoverDeps, pack: PackRecord, nowMs: number): 
     if (err.code !== 'ENOENT') throw err;
   });
   d.onPackGone?.(pack.file);
-  report.pictures = await d.index.pictures.removePack(pack);
+  report.pictures = await d.index.pictures.removePack(pack, { covered: true });
   d.onRemoved?.(gone);
   report.packs = 1;
   report.bytes = pack.bytes;

@@ -128,7 +128,7 @@ export async function reconcilePictures(
       report.finishedCovers.push(rec.file);
       if (repair) {
         if (file) await unlink(join(dataDir, file.rel)).catch(() => undefined);
-        await index.pictures.removePack(rec);
+        await index.pictures.removePack(rec, { covered: true });
       }
       continue;
     }

@@ -222,6 +222,14 @@ test('cover takes a closed copy by the pool’s rules and keeps its locked pictu
     'only the locked picture is kept',
   );
   t.true((await b.storage.read(['gate', AT + 2, 0])).equals(await a.storage.read(['gate', AT + 2, 0])));
+  // Announced again (the writer restarted): the covered copy counts as copied, so it is not pulled again.
+  t.is(b.storage.copies.progress('A', pack.id), pack.bytes, 'covered through the end of the pack');
+  // A pack that grew since is copied from there on, into a new piece.
+  await a.storage.put({ camera: 'gate', pool: 'default', atMs: AT + 9, type: 'alarm', bytes: await jpeg(9) });
+  const more = (await a.storage.copies.range('A', 'A', pack.id, pack.bytes))!;
+  const r = await b.storage.appendCopy('A', pack.id, more);
+  t.is(r.pictures, 1);
+  t.is(r.progress, a.storage.currentPack('default')!.bytes);
 });
 
 test('announcements: one subject per pool, pack and source, a single token whatever the node ids hold', (t) => {
