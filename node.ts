@@ -75,6 +75,7 @@ import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
 import { PictureCopyService } from './cluster/picture-copies.ts';
+import { seqSlotOf } from './pictures/seq-slot.ts';
 import { KEEP_SUBJECT } from './cluster/copy-trim.ts';
 import { OverlapHeal } from './cluster/overlap-heal.ts';
 import type { RemoteSegment } from './services/media-source.ts';
@@ -357,6 +358,8 @@ export class RecorderNode {
           signal,
         });
         const cluster = self.cluster;
+        // Its pictures' seqs in its own slot: keys that never clash with the copies of other nodes' pictures it holds.
+        pictures.useSeqSlot(seqSlotOf(cluster.nodeId));
         const copies = new CopyService({
           nodeId: cluster.nodeId,
           prefix: config.subjectPrefix,

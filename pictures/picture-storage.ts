@@ -6,7 +6,8 @@
  *
  * `seq` tells apart pictures of one ms (node-wide: the index is keyed by time first):
  * the next after the highest the index or a write still in flight holds for that ms,
- * so two writers at the same instant never share a key.
+ * so two writers at the same instant never share a key; in a cluster the next of this
+ * node's own series (pictures/seq-slot.ts), so its keys never meet the copies it holds.
  */
 import { join } from 'node:path';
 import type { RecorderIndex } from '../index/db.ts';
@@ -26,6 +27,7 @@ import { SignatureIndex } from './signature-index.ts';
 import { reconcilePictures, type PictureReconcileReport } from './reconcile.ts';
 import { coverOrder, coverPack, coverPass, type CoverDeps } from './cover.ts';
 import { CopyPacks, type PackRange } from './copy-pack.ts';
+import { firstSeq, seqStep } from './seq-slot.ts';
 import type { PoolPolicy } from '../index/records.ts';
 
 export interface PictureStorageOptions {
@@ -62,6 +64,8 @@ export class PictureStorage {
   private readonly readers = new PackReaders();
   private lastPackId: number;
   private stopped = false;
+  /** In a cluster: this node's seq slot (pictures/seq-slot.ts); null: seqs run 0, 1, 2… */
+  private seqSlot: number | null = null;
   /** The node's index (its picture store). */
   readonly index: RecorderIndex;
   /** Visual signatures of stored pictures, computed after each write (search by image). */
@@ -116,16 +120,22 @@ export class PictureStorage {
     return report;
   }
 
+  /** In a cluster: this node's seqs are its slot's (pictures/seq-slot.ts), so its keys never clash with the copies it holds. */
+  useSeqSlot(slot: number): void {
+    this.seqSlot = slot;
+  }
+
   /** Stores one picture; resolves once its bytes are durable and indexed. Throws PICTURE_INVALID before writing anything. */
   async put(input: PictureInput): Promise<StoredPicture> {
     if (this.stopped) throw new RecorderError('SHUTTING_DOWN', 'picture storage is stopping');
     const { width, height } = inspectJpeg(input.bytes);
     let s = this.seqs.get(input.atMs);
     if (!s) {
-      s = { next: this.opts.index.pictures.lastSeq(input.atMs) + 1, pending: 0 };
+      s = { next: firstSeq(this.opts.index.pictures.lastSeq(input.atMs), this.seqSlot), pending: 0 };
       this.seqs.set(input.atMs, s);
     }
-    const seq = s.next++;
+    const seq = s.next;
+    s.next += seqStep(this.seqSlot);
     s.pending++;
     const key: PictureKey = [input.camera, input.atMs, seq];
     const header: PictureHeader = { camera: input.camera, atMs: input.atMs, seq, type: input.type, width, height };

@@ -57,6 +57,12 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
     30_000,
     200,
   );
+  await waitFor(
+    'a second camera accepted',
+    async () => (await send('PUT', `${nodes[1]!.http}/api/cameras/door`, { pool: 'dup', streams: { main: 'rtsp://127.0.0.1:9/none' } })).status === 200,
+    30_000,
+    200,
+  );
   const writer = nodes[0]!;
   const others = nodes.slice(1);
   await waitFor(
@@ -72,6 +78,7 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
   // ---- pictures written to one node, as an alarm server does ----
   const base = Date.now() - 60_000;
   const originals = new Map<string, Buffer>();
+  const doors: string[] = [];
   for (let i = 0; i < 12; i++) {
     const pic = await sharp({ create: { width: 160, height: 120, channels: 3, background: { r: 20 * i, g: 200 - 10 * i, b: 90 } } })
       .jpeg()
@@ -83,6 +90,14 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
     });
     t.is(res.status, 200);
     originals.set(((await res.json()) as { id: string }).id, pic);
+    // Another camera's picture of the same instant, stored by another node: its copy and the writer's must not clash.
+    const door = await fetch(`${nodes[1]!.http}/api/pictures?camera=door&type=alarm&at=${base + i * 100}`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: pic,
+    });
+    t.is(door.status, 200);
+    doors.push(((await door.json()) as { id: string }).id);
   }
   const ids = [...originals.keys()].sort();
   const [first] = ids as [string];
@@ -121,7 +136,19 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
   }
   const status = await getJson<{ pictureCopies: { pictures: number; skipped: number } }>(`${copyHolder!.http}/api/cluster/nodes`);
   t.true(status.body.pictureCopies.pictures >= ids.length, `the holder shows its copy work: ${JSON.stringify(status.body.pictureCopies)}`);
-  t.is(status.body.pictureCopies.skipped, 0);
+  await waitFor(
+    'the other camera’s pictures copied too',
+    async () => {
+      for (const id of doors) if ((await Promise.all([nodes[0]!, nodes[2]!].map((n) => has(nc, n, id)))).every((h) => !h)) return false;
+      return true;
+    },
+    30_000,
+    250,
+  );
+  for (const n of nodes) {
+    const s = await getJson<{ pictureCopies: { skipped: number } }>(`${n.http}/api/cluster/nodes`);
+    t.is(s.body.pictureCopies.skipped, 0, `${n.name}: no copy clashed with a picture of the same instant`);
+  }
   // Peers authenticate: a range without the cluster token is refused.
   t.is((await fetch(`${writer.http}/api/cluster/picture-packs/${writer.id}/1`)).status, 401);
 
