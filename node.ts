@@ -352,7 +352,9 @@ export class RecorderNode {
             void self.copies
               ?.peerJoined(joined, awaySinceMs)
               .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed'));
-            self.pictureCopies?.peerJoined();
+            void self.pictureCopies
+              ?.peerJoined(joined, awaySinceMs)
+              .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'picture copies: announcing to the node that joined failed'));
           },
           cameraLost: (camera, rev, lastConfirmedMs) => self.overlapHeal?.lost(camera, rev, lastConfirmedMs),
           signal,

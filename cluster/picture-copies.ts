@@ -26,8 +26,9 @@
  * packs held here are closed (cover may take them), and every pack held here (own or
  * copied) that the dead node was a holder of is announced again with this node as its
  * source and the holders among the nodes alive now: the next node of the ranking pulls
- * it. When a node joins or comes back (`peerJoined`), the writer announces each of its
- * own packs again with holders that include the newcomer.
+ * it. When a node joins or comes back (`peerJoined`), the writer announces those of its
+ * own packs whose holders now include the newcomer (for one that comes back, only those
+ * written since shortly before it was judged dead).
  *
  * Failures wait and retry: an announcement that cannot be published is kept and tried
  * again; a pull that fails is redelivered with a growing delay; a source that no longer
@@ -36,12 +37,12 @@
 import { createHash } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, nanos, RetentionPolicy, StorageType, type JsMsg, type NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
-import { originEnd } from '../index/pictures.ts';
+import { originEnd, type PackRecord } from '../index/pictures.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { decodePackRange } from '../pictures/copy-pack.ts';
 import type { PictureStorage } from '../pictures/picture-storage.ts';
-import { CLUSTER_TOKEN_HEADER } from './copies.ts';
+import { CLUSTER_TOKEN_HEADER, RETURN_MARGIN_MS } from './copies.ts';
 import { copyHolders, heldByDead } from './copy-plan.ts';
 
 /** How often the writer looks for packs grown since their last announcement. */
@@ -52,6 +53,8 @@ const ACK_WAIT_MS = 60_000;
 const MAX_RETRY_DELAY_MS = 60_000;
 /** How far before this node's start a new consumer begins (announcements to a joining node before its consumer exists). */
 const CONSUMER_START_MARGIN_MS = 60_000;
+/** At start, own packs with pictures this long before the newest are announced again (a crash may have cut their announcement). */
+const START_MARGIN_MS = 3600_000;
 /** Announcements kept for a publish that failed (quorum lost): one per pack, so few. */
 const MAX_UNPUBLISHED = 10_000;
 
@@ -120,8 +123,12 @@ export class PictureCopyService {
   private readonly stop = new AbortController();
   private done: Promise<void> = Promise.resolve();
   private readonly startedAt = Date.now();
-  /** Per own pack: the extent last announced (`<bytes>/<closed>`); cleared to announce every pack again. */
+  /** Per own pack: the extent last announced (`<bytes>/<closed>`). */
   private readonly announced = new Map<number, string>();
+  /** Own packs current at the last look (announceOwn). */
+  private watched = new Set<number>();
+  /** Own packs to look at in the next round whatever they are (the start). */
+  private readonly queued = new Set<number>();
   private readonly unpublished = new Map<string, PictureCopyAnnouncement>();
   private lastAnnounceMs = -Infinity;
   private pending: number | null = null;
@@ -181,9 +188,30 @@ export class PictureCopyService {
     return announced;
   }
 
-  /** `joined` joined or came back: this node's own packs are announced again, with holders that include it. */
-  peerJoined(): void {
-    this.announced.clear();
+  /**
+   * `joined` joined the cluster, or came back after it was judged dead (`awaySinceMs`):
+   * this node's own packs whose holders over the nodes alive now include it are
+   * announced to it (a new node takes its share of the copies); for a node that comes
+   * back only those with pictures from RETURN_MARGIN_MS before it was judged dead on
+   * (what was older was announced while it was a holder). The walk stops if it is judged
+   * dead again meanwhile.
+   */
+  async peerJoined(joined: string, awaySinceMs: number | null = null): Promise<number> {
+    const live = [...new Set([...this.d.liveNodes(), joined])];
+    const since = awaySinceMs === null ? -Infinity : awaySinceMs - RETURN_MARGIN_MS;
+    const copiesOf = new Map(this.d.index.pools.list().map((p) => [p.id, p.copies ?? 1]));
+    let announced = 0;
+    for (const p of this.d.index.pictures.allPacks()) {
+      if (this.stop.signal.aborted || !this.d.liveNodes().includes(joined)) break;
+      const copies = copiesOf.get(p.pool) ?? 1;
+      if (p.copyOf || p.covering || copies <= 1 || p.range === null || p.range[1] < since) continue;
+      const a = this.ownAnnouncement(p, live, copies);
+      if (!a.holders.includes(joined)) continue;
+      await this.publish(a);
+      announced++;
+    }
+    if (announced > 0) this.d.log.info({ joined, announced }, 'picture copies: packs the node that joined should hold announced to it');
+    return announced;
   }
 
   /**
@@ -259,6 +287,7 @@ export class PictureCopyService {
         }),
       );
       this.bound = true;
+      this.queueRecent();
       this.d.log.info({ stream: this.stream, consumer: this.durable }, 'picture copies: bound');
     } catch (err) {
       this.d.log.debug({ err: (err as Error).message }, 'picture copies: JetStream not ready yet; retrying');
@@ -292,28 +321,53 @@ export class PictureCopyService {
       .catch(() => this.pending);
   }
 
-  /** Each own pack of a pool with copies whose durable end or closed state changed since its last announcement. */
+  /**
+   * The writers' current packs, and those that were current at the last look (to announce
+   * their close), plus any queued (the start), each announced when its durable end or
+   * closed state changed since its last announcement. Only these can change: a closed
+   * pack grows no more, so no round walks every pack.
+   */
   private async announceOwn(): Promise<void> {
+    const current = this.d.storage.currentPackIds();
+    const look = new Set([...this.queued, ...this.watched, ...current]);
+    this.watched = new Set(current);
+    this.queued.clear();
     const live = this.d.liveNodes();
     const copiesOf = new Map(this.d.index.pools.list().map((p) => [p.id, p.copies ?? 1]));
-    for (const p of this.d.index.pictures.allPacks()) {
-      const copies = copiesOf.get(p.pool) ?? 1;
-      if (p.copyOf || p.covering || copies <= 1 || p.count === 0) continue;
+    for (const id of look) {
+      const p = this.d.index.pictures.pack(id);
+      const copies = p ? (copiesOf.get(p.pool) ?? 1) : 1;
+      if (!p || p.copyOf || p.covering || copies <= 1 || p.count === 0) continue;
       const extent = `${p.bytes}/${p.closed}`;
       if (this.announced.get(p.id) === extent) continue;
-      const key = picturePackKey(this.d.nodeId, p.id);
-      const ok = await this.publish({
-        origin: this.d.nodeId,
-        pack: p.id,
-        pool: p.pool,
-        to: p.bytes,
-        closed: p.closed,
-        source: this.d.nodeId,
-        holders: copyHolders(key, this.d.nodeId, live, copies),
-      });
+      const ok = await this.publish(this.ownAnnouncement(p, live, copies));
       // A publish that failed is kept and tried again; the next change announces the newer extent anyway.
       if (ok) this.announced.set(p.id, extent);
     }
+  }
+
+  private ownAnnouncement(p: PackRecord, live: readonly string[], copies: number): PictureCopyAnnouncement {
+    return {
+      origin: this.d.nodeId,
+      pack: p.id,
+      pool: p.pool,
+      to: p.bytes,
+      closed: p.closed,
+      source: this.d.nodeId,
+      holders: copyHolders(picturePackKey(this.d.nodeId, p.id), this.d.nodeId, live, copies),
+    };
+  }
+
+  /**
+   * At start: the own packs written in the last START_MARGIN_MS before the newest one
+   * are announced once (a crash may have come between a batch's commit and its
+   * announcement; reconcile closed the packs that were open). Older ones were announced
+   * when they closed.
+   */
+  private queueRecent(): void {
+    const own = this.d.index.pictures.allPacks().filter((p) => !p.copyOf && p.range !== null);
+    const newest = Math.max(...own.map((p) => p.range![1]));
+    for (const p of own) if (p.range![1] >= newest - START_MARGIN_MS) this.queued.add(p.id);
   }
 
   private async publish(a: PictureCopyAnnouncement): Promise<boolean> {

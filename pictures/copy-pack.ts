@@ -69,15 +69,42 @@ export class CopyPacks {
   private chain: Promise<unknown> = Promise.resolve();
   /** Lock changes asked for pictures not here yet, applied when their copy is indexed (pictures/pending-locks.ts). */
   readonly pendingLocks = new PendingLocks();
+  private byOrigin: Map<string, Set<number>> | null = null;
 
   constructor(private readonly d: CopyPacksDeps) {}
 
   /** This node's copy pieces of `origin`'s pack `pack`, in origin order (none when it holds none of it). */
   pieces(origin: string, pack: number): Piece[] {
-    return this.d.index.pictures
-      .allPacks()
-      .filter((p): p is Piece => p.copyOf !== undefined && p.copyOf.node === origin && p.copyOf.pack === pack && !p.covering)
-      .sort((a, b) => a.copyOf.start - b.copyOf.start);
+    const ids = this.pieceIds().get(`${origin}\0${pack}`);
+    if (!ids) return [];
+    const out: Piece[] = [];
+    for (const id of ids) {
+      const p = this.d.index.pictures.pack(id);
+      // A piece cover removed has no record any more: forgotten here too.
+      if (!p?.copyOf) ids.delete(id);
+      else if (!p.covering) out.push(p as Piece);
+    }
+    return out.sort((a, b) => a.copyOf.start - b.copyOf.start);
+  }
+
+  /**
+   * Piece ids by origin pack, read from the index once (after the start's reconcile) and
+   * kept as pieces are made here: an announcement is handled without reading every pack
+   * record (a node holds tens of thousands of packs).
+   */
+  private pieceIds(): Map<string, Set<number>> {
+    if (!this.byOrigin) {
+      this.byOrigin = new Map();
+      for (const p of this.d.index.pictures.allPacks()) if (p.copyOf) this.remember(p.copyOf.node, p.copyOf.pack, p.id);
+    }
+    return this.byOrigin;
+  }
+
+  private remember(origin: string, pack: number, id: number): void {
+    const k = `${origin}\0${pack}`;
+    const set = this.byOrigin!.get(k) ?? new Set<number>();
+    set.add(id);
+    this.byOrigin!.set(k, set);
   }
 
   /**
@@ -207,7 +234,8 @@ export class CopyPacks {
   close(origin: string, pack?: number): Promise<number> {
     return this.exclusive(async () => {
       let n = 0;
-      for (const p of this.d.index.pictures.allPacks()) {
+      const candidates = pack === undefined ? this.d.index.pictures.allPacks() : this.pieces(origin, pack);
+      for (const p of candidates) {
         if (!p.copyOf || p.copyOf.node !== origin || p.closed || p.covering || (pack !== undefined && p.copyOf.pack !== pack)) continue;
         await this.d.index.pictures.putPack({ ...p, closed: true });
         n++;
@@ -252,6 +280,8 @@ export class CopyPacks {
       copyOf: { node: origin, pack, start, head: head.length },
     };
     await this.d.index.pictures.putPack(rec);
+    this.pieceIds();
+    this.remember(origin, pack, id);
     this.d.log.info({ pool, pack: id, origin, originPack: pack, start }, 'picture copy pack created');
     return rec;
   }

@@ -239,6 +239,11 @@ export class PictureStorage {
     return this.writers.get(pool)?.currentPack ?? null;
   }
 
+  /** The ids of the packs the pools' writers append to now (cluster/picture-copies.ts announces their growth). */
+  currentPackIds(): number[] {
+    return [...this.writers.values()].flatMap((w) => (w.currentPack ? [w.currentPack.id] : []));
+  }
+
   /** Group-commit batches committed so far, over every pool (bench: pictures per fdatasync). */
   batches(): number {
     let n = 0;
