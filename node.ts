@@ -401,6 +401,7 @@ export class RecorderNode {
           peerHttp: (n) => cluster.peerHttp(n),
           token: () => copies.clusterToken(),
           catalog: (camera) => cluster.catalog(camera),
+          raiseAlarm: (alarm) => alarms.raise(alarm),
         });
         self.pictureCopies = pictureCopies;
         /** One closed segment another node has, pulled here as a copy (stitching, playback windows, the overlap heal); false: gone there. */
@@ -457,10 +458,9 @@ export class RecorderNode {
         self.cluster.serve('segments', (b) => service.localSegments(b));
         self.cluster.serve(KEEP_SUBJECT, (b) => copies.answerKeep(b));
         // Pictures: whether this node stores one, and its own search (merged by the node asked).
-        self.cluster.serve(PEER_PICTURE_SUBJECTS.zip, async (b): Promise<PeerZipListing> => {
-          const { entries } = await service.pictures.zipEntries(b as Record<string, unknown>, () => true);
-          return { entries: entries.map(({ load: _load, ...e }) => e) };
-        });
+        self.cluster.serve(PEER_PICTURE_SUBJECTS.zip, (b): Promise<PeerZipListing> =>
+          service.clusterPictures.answerZipList(b as Record<string, unknown>, config.clusterZipPageEntries),
+        );
         // Here only; a picture not here yet (a copy in flight) gets the change when its copy is indexed.
         self.cluster.serve(PEER_PICTURE_SUBJECTS.lockOne, (b) => service.pictures.lockForPeer(b as PeerLockOneRequest));
         self.cluster.serve(PEER_PICTURE_SUBJECTS.has, (b) => {

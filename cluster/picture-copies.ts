@@ -40,6 +40,7 @@ import type { RecorderIndex } from '../index/db.ts';
 import { originEnd, type PackRecord } from '../index/pictures.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
 import { decodePackRange } from '../pictures/copy-pack.ts';
 import type { PictureStorage } from '../pictures/picture-storage.ts';
 import { CLUSTER_TOKEN_HEADER, RETURN_MARGIN_MS } from './copies.ts';
@@ -53,6 +54,9 @@ const ACK_WAIT_MS = 60_000;
 const MAX_RETRY_DELAY_MS = 60_000;
 /** How far before this node's start a new consumer begins (announcements to a joining node before its consumer exists). */
 const CONSUMER_START_MARGIN_MS = 60_000;
+/** A pull failing this many times in a row (about 30 s of retries) is behind: an alarm, as for segments. */
+const BEHIND_AFTER = 5;
+const BEHIND_ALARM_EVERY_MS = 10 * 60_000;
 /** At start, own packs with pictures this long before the newest are announced again (a crash may have cut their announcement). */
 const START_MARGIN_MS = 3600_000;
 /** Announcements kept for a publish that failed (quorum lost): one per pack, so few. */
@@ -103,6 +107,8 @@ export interface PictureCopyDeps {
   token: () => string | null;
   /** Joins a camera's holders catalog (reads through any node then ask this one). */
   catalog: (camera: string) => void;
+  /** `copies-behind`: a pull still failing after BEHIND_AFTER deliveries (at most once per BEHIND_ALARM_EVERY_MS). */
+  raiseAlarm?: (alarm: AlarmInput) => void;
 }
 
 /** What the node's picture copy work shows. */
@@ -132,6 +138,7 @@ export class PictureCopyService {
   private readonly unpublished = new Map<string, PictureCopyAnnouncement>();
   private lastAnnounceMs = -Infinity;
   private pending: number | null = null;
+  private behindAlarmAt = -Infinity;
   private readonly stats = { pictures: 0, bytes: 0, skipped: 0, failed: 0, lastError: null as string | null };
 
   constructor(private readonly d: PictureCopyDeps) {
@@ -409,6 +416,15 @@ export class PictureCopyService {
         { origin: a.origin, pack: a.pack, source: a.source, retryInMs: delay, err: (err as Error).message },
         'picture copies: pull failed; tried again later',
       );
+      if (m.info.redeliveryCount >= BEHIND_AFTER && performance.now() - this.behindAlarmAt > BEHIND_ALARM_EVERY_MS) {
+        this.behindAlarmAt = performance.now();
+        this.d.raiseAlarm?.({
+          kind: 'copies-behind',
+          pool: a.pool,
+          message: `picture copies fall behind: pack ${a.origin}/${a.pack} could not be pulled from ${a.source} in ${m.info.redeliveryCount} tries (${(err as Error).message}); retrying`,
+          details: { origin: a.origin, pack: a.pack, source: a.source, pending: this.pending },
+        });
+      }
       m.nak(delay);
     } finally {
       clearInterval(working);

@@ -131,6 +131,13 @@ export const configSchema = z
       .max(24 * 3600_000)
       .default(600_000)
       .describe('recording time a playback session through this node pulls from other nodes at a time (docs/cluster.md)'),
+    clusterZipPageEntries: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(7000)
+      .default(2000)
+      .describe("entries of this node's part of another node's batch ZIP per NATS reply (the listing comes in pages)"),
     clusterDeadTicks: z.coerce
       .number()
       .int()
@@ -248,6 +255,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_PICTURE_PACK_SECONDS: 'picturePackSeconds',
   RECORDER_CLUSTER: 'cluster',
   RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
+  RECORDER_CLUSTER_ZIP_PAGE_ENTRIES: 'clusterZipPageEntries',
   RECORDER_CLUSTER_WEIGHT: 'clusterWeight',
   RECORDER_CLUSTER_PLAYBACK_WINDOW_MS: 'clusterPlaybackWindowMs',
   RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',

@@ -11,6 +11,7 @@
  * lock (its pool's lock share) fails the request with its code, naming that node and
  * how many pictures the others locked: a lock is never reported done where it was not.
  */
+import { randomUUID } from 'node:crypto';
 import type { CameraPlacement } from '../cluster/cluster.ts';
 import { RecorderError } from '../lib/errors.ts';
 import { parsePictureId } from '../pictures/layout.ts';
@@ -28,9 +29,22 @@ export const PEER_PICTURE_SUBJECTS = {
   zip: 'pictures.zip-list',
 } as const;
 
-/** What a peer answers for a batch download: its entries without their bytes (fetched over HTTP as the ZIP is sent). */
+/**
+ * What a peer answers for a batch download: its entries without their bytes (fetched
+ * over HTTP as the ZIP is sent). Asked with `zipPage`, one page of them: `listing` names
+ * the whole list it keeps for the next pages, `total` counts it. Asked without (an older
+ * asker), all of them at once.
+ */
 export interface PeerZipListing {
   entries: Omit<ZipEntry, 'load'>[];
+  listing?: string;
+  total?: number;
+}
+
+/** Which page of a batch listing a peer is asked for: the first (no `listing`), or one of a listing it keeps. */
+export interface ZipPage {
+  listing?: string;
+  offset: number;
 }
 
 /** What a peer receives for search by image: the query's filters and the signature (base64). */
@@ -56,12 +70,20 @@ type Visible = (camera: string) => boolean;
 
 /** How long a holder may take to list its part of a batch ZIP (its previews rendered to know their sizes). */
 const ZIP_LISTING_TIMEOUT_MS = 60_000;
+/** How long a holder keeps a listing for its next pages, and how many it keeps at most (the oldest go first). */
+const ZIP_LISTING_KEEP_MS = 120_000;
+const ZIP_LISTINGS_KEPT = 16;
+/** Entries a holder puts in one NATS reply of a listing unless told (~130 bytes each: far below the 1 MB payload). */
+export const ZIP_PAGE_ENTRIES = 2000;
 interface Partial {
   partial?: boolean;
   unreachable?: string[];
 }
 
 export class ClusterPictures {
+  /** Listings this node answered a first page of, kept for the next pages (`answerZipList`). */
+  private readonly listings = new Map<string, { entries: Omit<ZipEntry, 'load'>[]; until: number }>();
+
   constructor(
     private readonly pictures: PictureService,
     private readonly cluster: () => CameraPlacement | null,
@@ -83,8 +105,16 @@ export class ClusterPictures {
     const local = await this.pictures.zipEntries(query, visible);
     const variant = local.spec ? specKey(local.spec) : 'original';
     // A holder renders its previews to list their sizes (up to 2000): far longer than a plain peer request's 2 s.
-    const asked = await this.askPeers<PeerZipListing>(namedCameras(query.camera), PEER_PICTURE_SUBJECTS.zip, query, undefined, ZIP_LISTING_TIMEOUT_MS);
+    const asked = await this.askPeers<PeerZipListing>(
+      namedCameras(query.camera),
+      PEER_PICTURE_SUBJECTS.zip,
+      { ...query, zipPage: { offset: 0 } satisfies ZipPage },
+      undefined,
+      ZIP_LISTING_TIMEOUT_MS,
+    );
     if (!asked) return zipOf(local.entries, variant);
+    // A holder's listing comes a page per reply (NATS payloads are bounded): the rest now.
+    await Promise.all(asked.answers.map((answer, i) => this.restOfListing(asked.nodes[i]!, answer)));
     // A node judged dead whose pictures are all in pools with copies is left out: its
     // pictures are listed by the nodes holding their copies (those it stored in the last
     // second before it died, not pulled yet, are missing until it is back).
@@ -114,6 +144,54 @@ export class ClusterPictures {
     }
     if (entries.length > zipLimit(local.spec !== null)) throw zipTooLarge(local.spec !== null);
     return zipOf(entries, variant);
+  }
+
+  /** Appends to `first` (a holder's first page) the pages after it; CLUSTER_UNAVAILABLE when one does not come. */
+  private async restOfListing(node: string, first: PeerZipListing): Promise<void> {
+    const cluster = this.cluster();
+    const total = first.total ?? first.entries.length;
+    while (first.entries.length < total) {
+      if (!cluster || first.listing === undefined) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${node} listed part of the batch only`);
+      const page: ZipPage = { listing: first.listing, offset: first.entries.length };
+      let next: PeerZipListing;
+      try {
+        next = await cluster.ask<PeerZipListing>(node, PEER_PICTURE_SUBJECTS.zip, { zipPage: page }, ZIP_LISTING_TIMEOUT_MS);
+      } catch (err) {
+        throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${node} did not answer page ${page.offset} of its batch listing: the ZIP would miss pictures`, {
+          cause: err,
+          details: { unreachable: [node] },
+        });
+      }
+      if (next.entries.length === 0) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${node} answered an empty page ${page.offset} of ${total}`);
+      first.entries.push(...next.entries);
+    }
+  }
+
+  /**
+   * This node's part of another node's batch download (`pictures.zip-list`): with
+   * `zipPage`, `pageEntries` of its entries from the page's offset, the whole list kept
+   * under a listing id for the next pages (ZIP_LISTING_KEEP_MS; dropped once its last
+   * page is sent); without, every entry at once (an asker of an older version).
+   */
+  async answerZipList(body: Record<string, unknown>, pageEntries = ZIP_PAGE_ENTRIES): Promise<PeerZipListing> {
+    const { zipPage, ...query } = body;
+    const page = zipPageOf(zipPage);
+    const whole = async (): Promise<Omit<ZipEntry, 'load'>[]> => (await this.pictures.zipEntries(query, () => true)).entries.map(({ load: _load, ...e }) => e);
+    if (!page) return { entries: await whole() };
+    const nowMs = Date.now();
+    for (const [id, l] of this.listings) if (l.until < nowMs) this.listings.delete(id);
+    let id = page.listing;
+    let listing = id === undefined ? undefined : this.listings.get(id);
+    if (id !== undefined && !listing) throw new RecorderError('CLUSTER_UNAVAILABLE', `batch listing ${id} is no longer kept here: ask for the ZIP again`);
+    if (!listing) {
+      id = randomUUID();
+      listing = { entries: await whole(), until: nowMs + ZIP_LISTING_KEEP_MS };
+      this.listings.set(id, listing);
+      while (this.listings.size > ZIP_LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
+    }
+    const entries = listing.entries.slice(page.offset, page.offset + Math.max(1, pageEntries));
+    if (page.offset + entries.length >= listing.entries.length) this.listings.delete(id!);
+    return { entries, listing: id!, total: listing.entries.length };
   }
 
   /** A picture's bytes (original, or the preview of `preview`) from the node that stores it. */
@@ -290,6 +368,16 @@ export class ClusterPictures {
     const answered = asked.flatMap((node, i) => (answers[i] === null ? [] : [{ node, answer: answers[i] as T }]));
     return { answers: answered.map((a) => a.answer), nodes: answered.map((a) => a.node), unreachable: unreachable.sort() };
   }
+}
+
+/** A `zipPage` as a peer sent it, or null (none: the whole listing); VALIDATION_FAILED when malformed. */
+function zipPageOf(raw: unknown): ZipPage | null {
+  if (raw === undefined) return null;
+  const bad = (): RecorderError => new RecorderError('VALIDATION_FAILED', 'zipPage must be {offset: a whole number ≥ 0, listing?: string}');
+  if (typeof raw !== 'object' || raw === null) throw bad();
+  const { offset, listing } = raw as { offset?: unknown; listing?: unknown };
+  if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0 || (listing !== undefined && typeof listing !== 'string')) throw bad();
+  return { offset, ...(listing !== undefined ? { listing } : {}) };
 }
 
 /** The cameras a query names (`camera=a,b` or repeated); [] when none. */

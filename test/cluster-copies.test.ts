@@ -108,6 +108,8 @@ test('copies: every closed segment of a copies-2 pool reaches one other node byt
   const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], {
     RECORDER_SEGMENT_SECONDS: '2',
     RECORDER_CLUSTER_PLAYBACK_WINDOW_MS: '4000',
+    // A batch ZIP's listing from another node comes a picture per NATS reply: the pages are exercised.
+    RECORDER_CLUSTER_ZIP_PAGE_ENTRIES: '1',
   });
   const nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   t.teardown(() => nc.close());
