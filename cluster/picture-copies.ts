@@ -57,6 +57,8 @@ const CONSUMER_START_MARGIN_MS = 60_000;
 /** A pull failing this many times in a row (about 30 s of retries) is behind: an alarm, as for segments. */
 const BEHIND_AFTER = 5;
 const BEHIND_ALARM_EVERY_MS = 10 * 60_000;
+/** How long a node just started waits to see a peer before it announces its packs anyway. */
+const STARTUP_SETTLE_MS = 30_000;
 /** At start, own packs with pictures this long before the newest are announced again (a crash may have cut their announcement). */
 const START_MARGIN_MS = 3600_000;
 /** Announcements kept for a publish that failed (quorum lost): one per pack, so few. */
@@ -129,6 +131,7 @@ export class PictureCopyService {
   private readonly stop = new AbortController();
   private done: Promise<void> = Promise.resolve();
   private readonly startedAt = Date.now();
+  private readonly startedPerf = performance.now();
   /** Per own pack: the extent last announced (`<bytes>/<closed>`). */
   private readonly announced = new Map<number, string>();
   /** Own packs current at the last look (announceOwn). */
@@ -335,11 +338,15 @@ export class PictureCopyService {
    * pack grows no more, so no round walks every pack.
    */
   private async announceOwn(): Promise<void> {
+    // Just started, this node may not have counted its peers yet: holders computed over
+    // itself alone would name nobody, and a closed pack is announced once. Wait until a
+    // peer is seen, or STARTUP_SETTLE_MS (a cluster of one).
+    const live = this.d.liveNodes();
+    if (live.length < 2 && performance.now() - this.startedPerf < STARTUP_SETTLE_MS) return;
     const current = this.d.storage.currentPackIds();
     const look = new Set([...this.queued, ...this.watched, ...current]);
     this.watched = new Set(current);
     this.queued.clear();
-    const live = this.d.liveNodes();
     const copiesOf = new Map(this.d.index.pools.list().map((p) => [p.id, p.copies ?? 1]));
     for (const id of look) {
       const p = this.d.index.pictures.pack(id);
