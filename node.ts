@@ -75,6 +75,7 @@ import { ClusterNode, clusterMode, replicasFor } from './cluster/cluster.ts';
 import { loadOrCreateNodeId } from './cluster/node-id.ts';
 import { CopyService } from './cluster/copies.ts';
 import { PictureCopyService } from './cluster/picture-copies.ts';
+import { PictureBackupSender } from './cluster/picture-backup.ts';
 import { seqSlotOf } from './pictures/seq-slot.ts';
 import { KEEP_SUBJECT } from './cluster/copy-trim.ts';
 import { OverlapHeal } from './cluster/overlap-heal.ts';
@@ -153,6 +154,7 @@ export class RecorderNode {
   overlapHeal: OverlapHeal | null = null;
   /** Backup of pools to another cluster (cluster/backup-sender.ts; cluster mode only). */
   backups: BackupSender | null = null;
+  pictureBackups: PictureBackupSender | null = null;
 
   private constructor(
     readonly config: RecorderConfig,
@@ -442,12 +444,24 @@ export class RecorderNode {
               ),
           },
         });
+        // Pictures of a pool with a backup cluster: its packs announced there as its segments are.
+        self.pictureBackups = new PictureBackupSender({
+          nodeId: cluster.nodeId,
+          prefix: config.subjectPrefix,
+          replicas: replicasFor(config.natsUrl?.split(',') ?? []),
+          index,
+          log,
+          signal,
+          httpUrl: () => self.httpUrl || null,
+          clusterToken: () => copies.clusterToken(),
+        });
         service.attachCluster(
           cluster,
           {
             status: () => copies.status(),
             pictures: () => pictureCopies.status(),
             backups: () => self.backups?.statuses() ?? [],
+            pictureBackups: () => self.pictureBackups?.statuses() ?? [],
             pull: pullFrom,
             clusterToken: () => copies.clusterToken(),
           },
@@ -729,6 +743,7 @@ export class RecorderNode {
     this.copies?.start(nc);
     this.pictureCopies?.start(nc);
     this.backups?.start(nc);
+    this.pictureBackups?.start(nc);
     const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
     this.alarms.attach(sink);
     // Disconnected (the embedded server died, an external one went away): alarms are
@@ -803,6 +818,7 @@ export class RecorderNode {
     await this.copies?.close();
     await this.pictureCopies?.close();
     await this.backups?.close();
+    await this.pictureBackups?.close();
     this.alarms.detach();
     if (this.natsGraceTimer) clearTimeout(this.natsGraceTimer);
     // An external server still connecting: attachNats() sees the signal and closes it.

@@ -16,7 +16,7 @@ import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { BACKUP_GRANT_HEADER, backupGrant, CLUSTER_TOKEN_HEADER, recordToWire } from '../cluster/copies.ts';
+import { BACKUP_GRANT_HEADER, backupGrant, CLUSTER_TOKEN_HEADER, picturePackAllowed, recordToWire } from '../cluster/copies.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { encodePackRange } from '../pictures/copy-pack.ts';
 import { parseRangeMs } from '../lib/time.ts';
@@ -90,16 +90,20 @@ export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
 
   // A peer copying pictures (cluster/picture-copies.ts): a byte range of a pack this node
   // holds (its own, or its copy of another's), in the offsets of the node that wrote it.
+  // A backup cluster's node (cluster/picture-backup.ts) shows the grant for this one pack instead.
   app.get<{ Params: { origin: string; pack: string }; Querystring: { from?: string } }>(
     '/api/cluster/picture-packs/:origin/:pack',
     access('public'),
     async (req, reply) => {
-      const expected = deps.clusterToken?.() ?? null;
-      const given = req.headers[CLUSTER_TOKEN_HEADER];
-      if (expected === null || typeof given !== 'string' || !secretEquals(given, expected)) {
-        throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token');
-      }
       const { origin, pack } = req.params;
+      const allowed = picturePackAllowed(
+        deps.clusterToken?.() ?? null,
+        req.headers[CLUSTER_TOKEN_HEADER],
+        req.headers[BACKUP_GRANT_HEADER],
+        origin,
+        Number(pack),
+      );
+      if (!allowed) throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token (or a backup grant for this pack)');
       const from = req.query.from ?? '0';
       if (!/^[A-Za-z0-9._-]{1,128}$/.test(origin) || !/^[1-9]\d{0,14}$/.test(pack) || !/^\d{1,15}$/.test(from)) {
         throw new ValidationError('a node id, a pack id and from (an offset) expected');

@@ -643,15 +643,7 @@ export class BackupSender {
     const key = targetKey(t);
     const have = this.targets.get(key);
     if (have && !have.nc.isClosed()) return have;
-    const nc = await connect({
-      servers: t.servers,
-      ...(t.user !== undefined ? { user: t.user } : {}),
-      ...(t.pass !== undefined ? { pass: t.pass } : {}),
-      name: `recorder-backup-${this.d.nodeId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 1000,
-      timeout: JS_TIMEOUT_MS,
-    });
+    const nc = await connectBackupTarget(t, `recorder-backup-${this.d.nodeId}`);
     const target = { key, nc };
     this.targets.set(key, target);
     this.d.log.info({ servers: t.servers }, 'backup: connected to the target cluster');
@@ -659,6 +651,20 @@ export class BackupSender {
   }
 }
 
-function targetKey(t: BackupClusterTarget): string {
+/** What tells one target cluster connection from another (servers and credentials). */
+export function targetKey(t: BackupClusterTarget): string {
   return JSON.stringify([t.servers, t.user ?? null, t.pass ?? null]);
+}
+
+/** A connection to a target cluster's NATS that reconnects for ever (a target down is waited for, never given up). */
+export function connectBackupTarget(t: BackupClusterTarget, name: string): Promise<NatsConnection> {
+  return connect({
+    servers: t.servers,
+    ...(t.user !== undefined ? { user: t.user } : {}),
+    ...(t.pass !== undefined ? { pass: t.pass } : {}),
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 1000,
+    timeout: JS_TIMEOUT_MS,
+  });
 }

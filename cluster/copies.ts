@@ -41,6 +41,7 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import { parseSegmentRelPath, segmentRelPath } from '../storage/layout.ts';
 import { fsyncDir } from '../storage/segment-file.ts';
+import { secretEquals } from '../security/passwords.ts';
 import { copyHolders, heldByDead, segmentKey } from './copy-plan.ts';
 import { CopyTrimmer, type KeepReply, type KeepRequest } from './copy-trim.ts';
 
@@ -57,6 +58,27 @@ export const BACKUP_GRANT_HEADER = 'x-recorder-backup-grant';
  */
 export function backupGrant(clusterToken: string, camera: string, startMs: number): string {
   return createHmac('sha256', clusterToken).update(`backup:${camera}/${startMs}`).digest('hex');
+}
+
+/**
+ * What lets a node of another cluster read one picture pack of this one
+ * (cluster/picture-backup.ts): an HMAC of the pack's origin node and id under this
+ * cluster's token, in its own namespace (`picpack:`), so it never opens a segment, another
+ * pack, or any other peer route; the token itself never leaves the cluster.
+ */
+export function picturePackGrant(clusterToken: string, origin: string, pack: number): string {
+  return createHmac('sha256', clusterToken).update(`picpack:${origin}/${pack}`).digest('hex');
+}
+
+/**
+ * Whether a pull of picture pack `origin/pack` may be answered (`GET
+ * /api/cluster/picture-packs/:origin/:pack`): a peer shows this cluster's token, a backup
+ * cluster's node the grant for that one pack. Null `token`: not in a cluster, nothing is.
+ */
+export function picturePackAllowed(token: string | null, given: unknown, grant: unknown, origin: string, pack: number): boolean {
+  if (token === null) return false;
+  if (typeof given === 'string' && secretEquals(given, token)) return true;
+  return typeof grant === 'string' && secretEquals(grant, picturePackGrant(token, origin, pack));
 }
 
 /** A returning node is announced again what closed from this long before it was judged dead on (peerJoined). */

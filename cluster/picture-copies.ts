@@ -43,7 +43,7 @@ import type { Logger } from '../lib/log.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import { decodePackRange } from '../pictures/copy-pack.ts';
 import type { PictureStorage } from '../pictures/picture-storage.ts';
-import { CLUSTER_TOKEN_HEADER, RETURN_MARGIN_MS } from './copies.ts';
+import { BACKUP_GRANT_HEADER, CLUSTER_TOKEN_HEADER, RETURN_MARGIN_MS } from './copies.ts';
 import { copyHolders, heldByDead } from './copy-plan.ts';
 
 /** How often the writer looks for packs grown since their last announcement. */
@@ -78,6 +78,13 @@ export interface PictureCopyAnnouncement {
   source: string;
   /** The nodes that should hold it (cluster/copy-plan.ts), its writer first while alive. */
   holders: string[];
+  /**
+   * A backup from another cluster (cluster/picture-backup.ts): where its writer answers
+   * and the grant for this one pack (`picturePackGrant`). `holders` is then empty: the
+   * nodes of this cluster choose among themselves (the pool's `copies` of them), and
+   * `pool` is this cluster's.
+   */
+  backup?: { http: string; grant: string };
 }
 
 /** The key that ranks the nodes for one pack (never a segment's: camera ids hold no '/'). */
@@ -143,6 +150,8 @@ export class PictureCopyService {
   private pending: number | null = null;
   private behindAlarmAt = -Infinity;
   private readonly stats = { pictures: 0, bytes: 0, skipped: 0, failed: 0, lastError: null as string | null };
+  /** Pools whose backup announcements were refused: logged once each (a misconfiguration, not news every pack). */
+  private readonly refusedPools = new Set<string>();
 
   constructor(private readonly d: PictureCopyDeps) {
     d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
@@ -407,7 +416,22 @@ export class PictureCopyService {
       m.term('not a picture copy announcement');
       return;
     }
-    if (a.origin === this.d.nodeId || !a.holders.includes(this.d.nodeId)) {
+    if (a.backup !== undefined) {
+      // Another cluster's pictures go only into a pool that says it takes them.
+      if (typeof a.backup.http !== 'string' || typeof a.backup.grant !== 'string' || !this.d.index.pools.get(a.pool)?.receivesBackups) {
+        const why = `pool ${a.pool} does not receive backups (receivesBackups)`;
+        if (!this.refusedPools.has(a.pool)) {
+          this.refusedPools.add(a.pool);
+          this.d.log.warn({ pool: a.pool, origin: a.origin, pack: a.pack }, `picture copies: a backup announcement refused: ${why}`);
+        }
+        m.term(why);
+        return;
+      }
+    }
+    // A backup names no holders: this cluster's live nodes and the target pool's copies choose.
+    const holders =
+      a.backup !== undefined ? copyHolders(picturePackKey(a.origin, a.pack), null, this.d.liveNodes(), this.d.index.pools.get(a.pool)?.copies ?? 1) : a.holders;
+    if (a.origin === this.d.nodeId || !holders.includes(this.d.nodeId)) {
       m.ack();
       return;
     }
@@ -445,7 +469,8 @@ export class PictureCopyService {
     while ((at ?? -1) < a.to && !this.stop.signal.aborted) {
       const got = await this.fetchRange(a, at ?? 0);
       if (got === null || got.bytes.length === 0) break;
-      const r = await this.d.storage.appendCopy(a.origin, a.pack, got);
+      // A backup's pictures are kept under this cluster's pool, whatever the writer's is called.
+      const r = await this.d.storage.appendCopy(a.origin, a.pack, a.backup !== undefined ? { ...got, pool: a.pool } : got);
       for (const camera of r.cameras) this.d.catalog(camera);
       this.stats.pictures += r.pictures;
       this.stats.skipped += r.skipped;
@@ -458,11 +483,15 @@ export class PictureCopyService {
 
   /** One range of the pack from the source; null when the source holds none of it (covered there). */
   private async fetchRange(a: PictureCopyAnnouncement, from: number): Promise<ReturnType<typeof decodePackRange> | null> {
-    const http = this.d.peerHttp(a.source);
+    // A backup is pulled from its writer in the other cluster with the pack's grant: this cluster's token never goes there.
+    const http = a.backup?.http ?? this.d.peerHttp(a.source);
     const token = this.d.token();
-    if (!http || token === null) throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source} has no known HTTP address (or no cluster token yet)`);
+    if (!http || (a.backup === undefined && token === null)) {
+      throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source} has no known HTTP address (or no cluster token yet)`);
+    }
+    const headers: Record<string, string> = a.backup !== undefined ? { [BACKUP_GRANT_HEADER]: a.backup.grant } : { [CLUSTER_TOKEN_HEADER]: token ?? '' };
     const url = `${http}/api/cluster/picture-packs/${encodeURIComponent(a.origin)}/${a.pack}?from=${from}`;
-    const res = await fetch(url, { headers: { [CLUSTER_TOKEN_HEADER]: token }, signal: this.stop.signal });
+    const res = await fetch(url, { headers, signal: this.stop.signal });
     if (res.status === 404) {
       await res.body?.cancel();
       return null;

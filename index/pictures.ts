@@ -361,6 +361,25 @@ export class PictureStore {
     return [...this.packs.getRange({})].map((e) => e.value);
   }
 
+  /**
+   * The pool of a camera's pictures here (the first picture found through its minutes),
+   * undefined when none is here: what a camera known only by its pictures (a backup from
+   * another cluster) is read under.
+   */
+  poolOfCamera(camera: string): string | undefined {
+    for (const [, minute] of this.piccam.getKeys({ start: [camera, 0], end: [camera, MAX_MS] })) {
+      for (const { value } of this.pictures.getRange({ start: [minute, -1], end: [minute + MINUTE_MS, -1] })) {
+        if (value[0] === camera) return this.packs.get(value[1])?.pool;
+      }
+    }
+    return undefined;
+  }
+
+  /** The pack records after `id`, by id (a backup's walk from its cursor: cluster/picture-backup.ts). */
+  packsAfter(id: number): PackRecord[] {
+    return [...this.packs.getRange({ start: id + 1 })].map((e) => e.value);
+  }
+
   /** The highest pack id ever recorded (0: none). */
   lastPackId(): number {
     const e = first(this.packs, { reverse: true });

@@ -34,6 +34,7 @@ import type { CameraPlacement, ClusterNodeView } from '../cluster/cluster.ts';
 import type { CopyStatus } from '../cluster/copies.ts';
 import type { PictureCopyStatus } from '../cluster/picture-copies.ts';
 import type { BackupStatus } from '../cluster/backup-sender.ts';
+import type { PictureBackupStatus } from '../cluster/picture-backup.ts';
 import { chooseMediaSource, pullMissing, type RemoteSegment } from './media-source.ts';
 import { playbackWindow, searchBody, spanTimes, wholeRange, WINDOW_MS, type PlaybackWindow, type SessionRange } from './playback-windows.ts';
 
@@ -42,6 +43,8 @@ export interface ClusterCopies {
   status(): CopyStatus;
   /** This node's backups of pools to another cluster (cluster/backup-sender.ts). */
   backups?(): BackupStatus[];
+  /** This node's picture backups of pools to another cluster (cluster/picture-backup.ts). */
+  pictureBackups?(): PictureBackupStatus[];
   /** This node's copy work on picture packs (cluster/picture-copies.ts). */
   pictures?(): PictureCopyStatus;
   /** Pulls one closed segment of `camera` from `node` and indexes it here (true: copied). */
@@ -457,6 +460,7 @@ export class RecorderService {
     copies?: CopyStatus;
     pictureCopies?: PictureCopyStatus;
     backups?: BackupStatus[];
+    pictureBackups?: PictureBackupStatus[];
   } {
     if (!this.cluster) {
       const cameras = this.listCameras()
@@ -465,12 +469,14 @@ export class RecorderService {
       return { cluster: false, nodes: [{ node: 'local', self: true, alive: true, cameras }] };
     }
     const backups = this.copies?.backups?.() ?? [];
+    const pictureBackups = this.copies?.pictureBackups?.() ?? [];
     return {
       cluster: true,
       nodes: this.cluster.nodes(),
       ...(this.copies ? { copies: this.copies.status() } : {}),
       ...(this.copies?.pictures ? { pictureCopies: this.copies.pictures() } : {}),
       ...(backups.length > 0 ? { backups } : {}),
+      ...(pictureBackups.length > 0 ? { pictureBackups } : {}),
     };
   }
 
@@ -521,14 +527,15 @@ export class RecorderService {
   }
 
   /**
-   * A camera with no config here whose video is stored here: a backup cluster's copies
-   * of another cluster's camera (cluster/backup-sender.ts), or the video of a camera
-   * deleted without purge. Its video can be searched, played, downloaded, locked and
-   * labelled; it records nothing (actors start from configs only) and is not listed.
+   * A camera with no config here whose video or pictures are stored here: a backup
+   * cluster's copies of another cluster's camera (cluster/backup-sender.ts,
+   * cluster/picture-backup.ts), or the data of a camera deleted without purge. Its video
+   * can be searched, played, downloaded, locked and labelled, its pictures searched and
+   * zipped; it records nothing (actors start from configs only) and is not listed.
    */
   private videoOnlyCamera(id: string): CameraConfig | undefined {
-    const last = this.index.segments.last(id);
-    return last ? { id, pool: last.pool, streams: { main: '' }, record: { stream: 'main' } } : undefined;
+    const pool = this.index.segments.last(id)?.pool ?? this.index.pictures.poolOfCamera(id);
+    return pool !== undefined ? { id, pool, streams: { main: '' }, record: { stream: 'main' } } : undefined;
   }
 
   private view(camera: CameraConfig, opts: ViewOptions): CameraView {
