@@ -87,6 +87,8 @@ export function registerPictures(app: FastifyInstance, deps: HttpDeps): void {
         .header('Content-Type', 'application/zip')
         .header('Content-Disposition', 'attachment; filename="pictures.zip"')
         .header('X-Picture-Count', zip.count);
+      // Never silent: a node judged dead was answered for by its copies (see PictureZip).
+      if (zip.fromCopiesOf) void reply.header('X-Recorder-Nodes-Down', zip.fromCopiesOf.join(','));
       if (range.start === 0 && range.end === zip.length - 1) return reply.send(zip.stream);
       return reply.send(pipeline(zip.stream, new ByteSlice(range.start, range.end), () => undefined));
     });

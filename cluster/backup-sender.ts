@@ -114,6 +114,21 @@ interface Target {
 const json = JSONCodec();
 
 /** The KV key of a cursor (keys hold letters, digits, `-`, `_`, `=`, `.`, `/`). */
+/** How much of a camera's time one peer `segments` question covers (its answer is one NATS reply). */
+const PEER_WINDOW_MS = 3600_000;
+/** Where a stand-in with no cursor starts asking peers when this node has no video of the camera. */
+const PEER_WALK_BACK_MS = 7 * 86_400_000;
+
+/** A late list as the KV holds it: segment starts; anything else there is read as none. */
+function lateListOf(text: string): number[] {
+  try {
+    const v: unknown = JSON.parse(text);
+    return Array.isArray(v) ? v.filter((x): x is number => typeof x === 'number' && Number.isSafeInteger(x)) : [];
+  } catch {
+    return [];
+  }
+}
+
 function cursorKey(pool: string, camera: string, node: string): string {
   const safe = (v: string): string => v.replace(/[^A-Za-z0-9_-]/g, (c) => `=${c.charCodeAt(0).toString(16)}`);
   return `${safe(pool)}.${safe(camera)}.${safe(node)}`;
@@ -385,10 +400,22 @@ export class BackupSender {
     const live = view.liveNodes();
     const peers = view.holders(camera).filter((n) => n !== this.d.nodeId && n !== writer && live.includes(n) && view.peerHttp(n) !== null);
     const toMs = Date.now() + 3600_000; // the range's end only bounds the query; segments ahead of this clock are included
-    const answers = await Promise.all(peers.map(async (n) => ({ n, segs: await view.peerSegments(n, camera, Math.max(0, from + 1), toMs) })));
-    for (const { n, segs } of answers) {
-      for (const s of segs) if (s.startMs > from && s.pool === pool && s.fence?.node === writer) add(s, n);
-    }
+    // Asked an hour at a time: a peer's answer is one NATS reply (1 MB), and a cursor far
+    // behind (or none: the writer never sent this camera) must not ask for its whole
+    // history at once. With no cursor the walk starts at the oldest video here of the
+    // camera, or PEER_WALK_BACK_MS ago.
+    let start = Math.max(0, from + 1);
+    if (from < 0) start = this.d.index.segments.all(camera, 0).next().value?.startMs ?? Date.now() - PEER_WALK_BACK_MS;
+    await Promise.all(
+      peers.map(async (n) => {
+        for (let a = start; a < toMs; a += PEER_WINDOW_MS) {
+          for (const s of await view.peerSegments(n, camera, a, Math.min(a + PEER_WINDOW_MS, toMs))) {
+            // A segment across a window's edge is in both answers: added once, by its start.
+            if (s.startMs >= a && s.startMs > from && s.pool === pool && s.fence?.node === writer) add(s, n);
+          }
+        }
+      }),
+    );
     return { held, bytes };
   }
 
@@ -559,7 +586,7 @@ export class BackupSender {
     if (fresh.length > 0) {
       late = [...late, ...fresh].sort((a, b) => a - b);
       this.late.set(key, late);
-      await this.saveLate(lateKey, late);
+      late = await this.saveLate(key, late);
     }
     if (late.length === 0) return;
     const left = [...late];
@@ -573,19 +600,48 @@ export class BackupSender {
       }
     } finally {
       if (left.length !== late.length) {
+        const sent = new Set(late.filter((s) => !left.includes(s)));
         this.late.set(key, left);
-        await this.saveLate(lateKey, left);
+        await this.saveLate(key, left, sent);
       }
     }
   }
 
-  /** The late list in the KV; not written now (no quorum here): held in memory, and written with the next change. */
-  private async saveLate(lateKey: string, list: number[]): Promise<void> {
-    const write = list.length === 0 ? this.kv!.delete(lateKey) : this.kv!.put(lateKey, JSON.stringify(list));
-    await write.then(
-      () => undefined,
-      (err: unknown) => this.d.log.debug({ key: lateKey, err: (err as Error).message }, 'backup: late list not saved'),
-    );
+  /**
+   * Writes the late list of `key` (`<key>.late`) by compare-and-set, merged with what
+   * another node put there meanwhile (a stand-in adds the segments only this node holds
+   * while it is judged dead): theirs are kept unless this node sent them (`sent`), so a
+   * stand-in's additions are never written over. Returns the list kept (also held in
+   * memory). Not written now (no quorum here): held in memory, and written with the
+   * next change.
+   */
+  private async saveLate(key: string, list: number[], sent: ReadonlySet<number> = new Set()): Promise<number[]> {
+    const lateKey = `${key}.late`;
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const e = await this.kv!.get(lateKey);
+        const theirs = e && e.operation === 'PUT' ? lateListOf(e.string()) : [];
+        const merged = [...new Set([...list, ...theirs.filter((s) => !sent.has(s))])].sort((a, b) => a - b);
+        // Empty: the key goes (by its revision, so an addition meanwhile is not lost).
+        const written =
+          merged.length > 0
+            ? (await this.cas(lateKey, JSON.stringify(merged), e?.revision ?? 0)) !== null
+            : !e ||
+              e.operation !== 'PUT' ||
+              (await this.kv!.delete(lateKey, { previousSeq: e.revision }).then(
+                () => true,
+                () => false,
+              ));
+        if (written) {
+          this.late.set(key, merged);
+          return merged;
+        }
+      }
+      this.d.log.debug({ key: lateKey }, 'backup: late list kept changing under this node; written with the next change');
+    } catch (err) {
+      this.d.log.debug({ key: lateKey, err: (err as Error).message }, 'backup: late list not saved');
+    }
+    return list;
   }
 
   /**

@@ -46,7 +46,7 @@ import { isErrorCode, RecorderError } from '../lib/errors.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderConfig } from '../lib/config.ts';
-import { LivenessCounter } from './liveness.ts';
+import { GONE_TICKS, LivenessCounter } from './liveness.ts';
 import {
   bitrateView,
   nodeWeights,
@@ -297,9 +297,11 @@ export class ClusterNode implements CameraPlacement {
   private readonly drainingPeers = new Set<string>();
   /** What each peer's last heartbeat read said of its size and pressure. */
   private readonly peerCapacity = new Map<string, NodeSizing & { pressure: string | null }>();
-  /** This node's last measured size (null: not yet, or unmeasurable), and when it was asked for. */
+  /** This node's size as its beats say it (null: not yet, or unmeasurable); the newest measure waits in `measuredSize` for the next beat. */
   private size: NodeSize | null = null;
+  private measuredSize: NodeSize | null = null;
   private sizeAskedAt = -Infinity;
+  private sizeInFlight = false;
   /** The bitrates each peer's last heartbeat read reported (a dead peer's last ones stay). */
   private readonly peerBitrates = new Map<string, Bitrates>();
   /** What this node reports in its heartbeat (`Heartbeat.bitsPerSecond`), camera → bits per second. */
@@ -323,9 +325,10 @@ export class ClusterNode implements CameraPlacement {
     this.liveness = new LivenessCounter(o.nodeId, o.deadTicks);
     // Peers ping us each tick: while this node's connection lives, NATS has a responder here.
     this.handlers.set(PING, () => ({}));
-    // Younger than the K-1 ticks a peer waits before claiming: a confirmation this fresh
-    // was issued before any peer could have taken the camera.
-    this.freshMs = Math.max(o.tickMs / 2, (o.deadTicks - 1) * o.tickMs - o.tickMs / 2);
+    // Younger than the ticks a peer waits before claiming (GONE_TICKS - 1 when NATS says
+    // our connection is gone, else K - 1): a confirmation this fresh was issued before
+    // any peer could have taken the camera.
+    this.freshMs = Math.max(o.tickMs / 2, (Math.min(GONE_TICKS, o.deadTicks) - 1) * o.tickMs - o.tickMs / 2);
   }
 
   /**
@@ -348,7 +351,20 @@ export class ClusterNode implements CameraPlacement {
               const re = e instanceof RecorderError ? e : new RecorderError('INTERNAL', (e as Error).message);
               reply = { ok: false, error: { code: re.code, message: re.message } };
             }
-            msg.respond(json.encode(reply));
+            // An answer over the NATS payload limit (or a connection closing) throws here:
+            // the asker gets a typed refusal instead, and this process goes on.
+            try {
+              msg.respond(json.encode(reply));
+            } catch (e) {
+              this.o.log.warn({ what, err: (e as Error).message }, 'cluster: a peer answer could not be sent');
+              try {
+                msg.respond(
+                  json.encode({ ok: false, error: { code: 'PAYLOAD_TOO_LARGE', message: `the answer to ${what} could not be sent: ${(e as Error).message}` } }),
+                );
+              } catch {
+                /* the connection is closing: the asker times out */
+              }
+            }
           })();
         },
       });
@@ -636,6 +652,8 @@ export class ClusterNode implements CameraPlacement {
     const owners = this.ownersKv!;
     this.measure();
     this.remeasureSize();
+    // A new measure is taken at a beat: this tick's plan and the beat peers read say the same size.
+    this.size = this.measuredSize;
     // What peers read of us this tick; our own view uses the same (not what pruning leaves below).
     const reported: Bitrates = new Map(this.measured);
     const beat: Heartbeat = {
@@ -857,14 +875,19 @@ export class ClusterNode implements CameraPlacement {
   /** Asks for this node's size again when the last answer is SIZE_EVERY_MS old; the tick goes on with the last one. */
   private remeasureSize(): void {
     const measure = this.o.measureSize;
-    if (!measure || now() - this.sizeAskedAt < SIZE_EVERY_MS) return;
+    if (!measure || this.sizeInFlight || now() - this.sizeAskedAt < SIZE_EVERY_MS) return;
     this.sizeAskedAt = now();
-    measure().then(
-      (size) => {
-        this.size = size.cores > 0 && size.diskBytes > 0 ? size : null;
-      },
-      (err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'cluster: node size not measured (placement weighs it 1)'),
-    );
+    this.sizeInFlight = true;
+    measure()
+      .then(
+        (size) => {
+          // Whole GiB: a filesystem whose size moves a little (thin volumes, datasets) does not move placement.
+          const diskBytes = Math.round(size.diskBytes / 2 ** 30) * 2 ** 30;
+          this.measuredSize = size.cores > 0 && diskBytes > 0 ? { cores: size.cores, diskBytes } : null;
+        },
+        (err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'cluster: node size not measured (placement weighs it 1)'),
+      )
+      .finally(() => (this.sizeInFlight = false));
   }
 
   private pressureNow(): string | null {

@@ -10,6 +10,7 @@
  * record that is not ends the pack's readable part (a torn tail after a crash).
  */
 import { crc32 } from 'node:zlib';
+import { ID_PATTERN } from '../storage/layout.ts';
 import type { FileHandle } from 'node:fs/promises';
 
 export const PACK_MAGIC = Buffer.from('RECPACK1', 'latin1');
@@ -38,6 +39,27 @@ export interface PictureHeader {
   meta?: Record<string, string>;
   width: number;
   height: number;
+}
+
+/**
+ * A record's header as its JSON says, or null when it is not one this recorder writes.
+ * The CRC only proves the writer wrote those bytes: a pack pulled from another node (a
+ * build of another version, a bug there) must not put keys of any shape into the index.
+ */
+export function pictureHeaderOf(json: Buffer): PictureHeader | null {
+  let h: unknown;
+  try {
+    h = JSON.parse(json.toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof h !== 'object' || h === null) return null;
+  const r = h as Record<string, unknown>;
+  const whole = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+  if (typeof r.camera !== 'string' || !ID_PATTERN.test(r.camera) || !whole(r.atMs) || !whole(r.seq) || typeof r.type !== 'string') return null;
+  if (!whole(r.width) || !whole(r.height)) return null;
+  if (r.meta !== undefined && (typeof r.meta !== 'object' || r.meta === null || Object.values(r.meta).some((v) => typeof v !== 'string'))) return null;
+  return h as PictureHeader;
 }
 
 export function encodePackHeader(h: PackHeader): Buffer {
@@ -120,12 +142,8 @@ export async function scanRecords(fh: FileHandle, from: number, size: number): P
     await fh.read(body, 0, body.length, at + RECORD_FIXED);
     const json = body.subarray(0, jsonLen);
     if (crc32(body.subarray(jsonLen), crc32(json)) !== fixed.readUInt32BE(11)) break;
-    let header: PictureHeader;
-    try {
-      header = JSON.parse(json.toString('utf8')) as PictureHeader;
-    } catch {
-      break;
-    }
+    const header = pictureHeaderOf(json);
+    if (!header) break;
     records.push({ at, header, offset: at + RECORD_FIXED + jsonLen, length: payloadLen, end });
     at = end;
   }
@@ -149,12 +167,8 @@ export function scanRecordBuffer(buf: Buffer, base: number): { records: ScannedR
     if (end > buf.length) break;
     const json = buf.subarray(at + RECORD_FIXED, at + RECORD_FIXED + jsonLen);
     if (crc32(buf.subarray(at + RECORD_FIXED + jsonLen, end), crc32(json)) !== buf.readUInt32BE(at + 11)) break;
-    let header: PictureHeader;
-    try {
-      header = JSON.parse(json.toString('utf8')) as PictureHeader;
-    } catch {
-      break;
-    }
+    const header = pictureHeaderOf(json);
+    if (!header) break;
     records.push({ at: base + at, header, offset: base + at + RECORD_FIXED + jsonLen, length: payloadLen, end: base + end });
     at = end;
   }

@@ -70,7 +70,7 @@ type Visible = (camera: string) => boolean;
 
 /** How long a holder may take to list its part of a batch ZIP (its previews rendered to know their sizes). */
 const ZIP_LISTING_TIMEOUT_MS = 60_000;
-/** How long a holder keeps a listing for its next pages, and how many it keeps at most (the oldest go first). */
+/** How long a holder keeps a listing for its next pages, and how many it keeps at most (more: refused, CLUSTER_UNAVAILABLE). */
 const ZIP_LISTING_KEEP_MS = 120_000;
 const ZIP_LISTINGS_KEPT = 16;
 /** Entries a holder puts in one NATS reply of a listing unless told (~130 bytes each: far below the 1 MB payload). */
@@ -143,7 +143,9 @@ export class ClusterPictures {
       }
     }
     if (entries.length > zipLimit(local.spec !== null)) throw zipTooLarge(local.spec !== null);
-    return zipOf(entries, variant);
+    const down = asked.unreachable.filter((n) => !missing.includes(n));
+    const zip = await zipOf(entries, variant);
+    return down.length > 0 ? { ...zip, fromCopiesOf: down } : zip;
   }
 
   /** Appends to `first` (a holder's first page) the pages after it; CLUSTER_UNAVAILABLE when one does not come. */
@@ -187,7 +189,11 @@ export class ClusterPictures {
       id = randomUUID();
       listing = { entries: await whole(), until: nowMs + ZIP_LISTING_KEEP_MS };
       this.listings.set(id, listing);
-      while (this.listings.size > ZIP_LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
+      // Never one still being paged: a listing goes when its last page is sent or it expires.
+      if (this.listings.size > ZIP_LISTINGS_KEPT) {
+        this.listings.delete(id);
+        throw new RecorderError('CLUSTER_UNAVAILABLE', `busy: this node lists ${ZIP_LISTINGS_KEPT} batch downloads already: try again in a minute`);
+      }
     }
     const entries = listing.entries.slice(page.offset, page.offset + Math.max(1, pageEntries));
     if (page.offset + entries.length >= listing.entries.length) this.listings.delete(id!);

@@ -689,6 +689,12 @@ export interface PictureZip {
   stream: Readable;
   etag: string;
   count: number;
+  /**
+   * Nodes judged dead whose pictures are listed from their copies only (pools with
+   * copies): what they stored in their last second, not copied yet, may be missing.
+   * The route says so in `X-Recorder-Nodes-Down`.
+   */
+  fromCopiesOf?: string[];
 }
 
 /** How many pictures one ZIP may hold (fewer with previews: each is rendered before the first byte). */

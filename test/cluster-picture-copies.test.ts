@@ -220,6 +220,7 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
     );
     const z = await fetch(`${n.http}/api/pictures/download.zip?${q}`);
     t.is(z.status, 200, `ZIP through ${n.name}`);
+    t.is(z.headers.get('x-recorder-nodes-down'), writer.id, 'the dead writer is named: its pictures come from their copies');
     const entries = await readZip(await tempDir(t), Buffer.from(await z.arrayBuffer()));
     t.is(entries.length, ids.length);
     for (const e of entries) t.is(e.sha, sha(originals.get(e.name.replace(/\.jpg$/, ''))!), `${e.name} in the ZIP through ${n.name}`);
