@@ -454,6 +454,7 @@ export class RecorderNode {
           signal,
           httpUrl: () => self.httpUrl || null,
           clusterToken: () => copies.clusterToken(),
+          raiseAlarm: (alarm) => alarms.raise(alarm),
         });
         service.attachCluster(
           cluster,

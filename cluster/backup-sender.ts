@@ -46,6 +46,7 @@ import type { BackupClusterTarget, PoolPolicy, SegmentRecord } from '../index/re
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import { planStandIn, standInFor } from './backup-stand-in.ts';
+import { copyHolders, segmentKey } from './copy-plan.ts';
 import { backupGrant, type CopyAnnouncement } from './copies.ts';
 
 const JS_TIMEOUT_MS = 4000;
@@ -324,7 +325,15 @@ export class BackupSender {
     const cursor = c && c.operation === 'PUT' ? Number(c.string()) : -1;
     let late = l && l.operation === 'PUT' ? (JSON.parse(l.string()) as number[]) : [];
     const { held, bytes } = await this.heldCopies(writer, pool.id, camera, cursor, view);
-    const plan = planStandIn({ self: this.d.nodeId, cursor, held, announced: await this.ledger(writer, pool.id, camera, cursor) });
+    const live = view.liveNodes();
+    const plan = planStandIn({
+      self: this.d.nodeId,
+      cursor,
+      held,
+      announced: await this.ledger(writer, pool.id, camera, cursor),
+      // Named from a copy that stays: a surplus one may be trimmed (cluster/copy-trim.ts) before the target pulls it.
+      keeps: (startMs) => copyHolders(segmentKey(camera, startMs), null, live, pool.copies ?? 1),
+    });
     const writeLate = async (list: number[]): Promise<boolean> => {
       const r = await this.cas(lateKey, JSON.stringify(list), lateRev);
       if (r === null) return false;

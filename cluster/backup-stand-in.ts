@@ -36,12 +36,22 @@ export interface StandInPlan {
  * not walked again (the caller lists it behind the cursor for the writer, which sends
  * it when it is back).
  */
-export function planStandIn(p: { self: string; cursor: number; held: ReadonlyMap<number, readonly string[]>; announced: readonly number[] }): StandInPlan {
+export function planStandIn(p: {
+  self: string;
+  cursor: number;
+  held: ReadonlyMap<number, readonly string[]>;
+  announced: readonly number[];
+  /** The nodes that keep each segment's copy (its holders by the ranking): a surplus copy may be trimmed before the target pulls it. */
+  keeps?: (startMs: number) => readonly string[];
+}): StandInPlan {
   const send: StandInPlan['send'] = [];
   for (const startMs of [...p.held.keys()].filter((s) => s > p.cursor).sort((a, b) => a - b)) {
     const nodes = p.held.get(startMs)!;
     if (nodes.length === 0) continue;
-    send.push({ startMs, origin: nodes.includes(p.self) ? p.self : [...nodes].sort()[0]! });
+    const kept = p.keeps ? new Set(p.keeps(startMs)) : null;
+    const lasting = kept ? nodes.filter((n) => kept.has(n)) : [];
+    const from = lasting.length > 0 ? lasting : nodes;
+    send.push({ startMs, origin: from.includes(p.self) ? p.self : [...from].sort()[0]! });
   }
   const lost = [...new Set(p.announced)].filter((s) => s > p.cursor && (p.held.get(s)?.length ?? 0) === 0).sort((a, b) => a - b);
   const cursor = [...send.map((s) => s.startMs), ...lost].reduce((a, b) => Math.max(a, b), p.cursor);

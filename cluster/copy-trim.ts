@@ -133,6 +133,8 @@ export class CopyTrimmer {
    */
   answerKeep(body: unknown): KeepReply {
     const req = parseKeepRequest(body);
+    // Pruned here too: a node that never trims itself still answers, and its promises must not pile up.
+    this.forgetOldPromises();
     const live = this.d.liveNodes();
     const now = this.now();
     const keep = req.segments.map(({ camera, startMs }) => {

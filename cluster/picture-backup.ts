@@ -22,6 +22,8 @@
  *   that every own pack of the pool up to it is closed and its closed extent was taken
  *   by the target's stream. A restart announces again the packs after it (the open pack
  *   and the few closed since), which the target takes at no cost.
+ * - A target that does not take announcements for BEHIND_ALARM_MS raises `backup-behind`
+ *   (at most once per BEHIND_ALARM_MS), as the video backup does.
  *
  * Invariants: only packs this node wrote are announced (copies it holds of its peers'
  * are theirs to send); the cursor moves only over packs whose final extent the target's
@@ -33,6 +35,7 @@ import { JSONCodec, type KV, type NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
 import type { PackRecord } from '../index/pictures.ts';
 import type { BackupClusterTarget, PoolPolicy } from '../index/records.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import { connectBackupTarget, targetKey } from './backup-sender.ts';
 import { picturePackGrant } from './copies.ts';
@@ -41,6 +44,8 @@ import { announcementSubject, type PictureCopyAnnouncement } from './picture-cop
 const JS_TIMEOUT_MS = 4000;
 /** How often the packs being written are looked at (as picture copies announce: once a second). */
 const ROUND_MS = 1000;
+/** A pool whose announcements have failed this long: `backup-behind` (at most once per this), as for segments. */
+const BEHIND_ALARM_MS = 5 * 60_000;
 
 const json = JSONCodec();
 
@@ -55,6 +60,7 @@ export interface PictureBackupDeps {
   httpUrl: () => string | null;
   /** This cluster's token (null: not bound yet): grants are made under it. */
   clusterToken: () => string | null;
+  raiseAlarm?: (alarm: AlarmInput) => void;
   roundMs?: number;
 }
 
@@ -135,6 +141,9 @@ export class PictureBackupSender {
   /** Per pool: the cursor (read once from the KV, then held), the target it is for, and the extents acknowledged after it. */
   private readonly pools = new Map<string, { target: string; cursor: number; acked: Map<number, string> }>();
   private readonly status = new Map<string, PictureBackupStatus>();
+  /** Per pool: since when its announcements fail (performance.now()), and when `backup-behind` was last raised. */
+  private readonly failingSince = new Map<string, number>();
+  private readonly alarmedAt = new Map<string, number>();
   private readonly stop = new AbortController();
   private wakeUp: (() => void) | null = null;
   private done: Promise<void> = Promise.resolve();
@@ -201,6 +210,7 @@ export class PictureBackupSender {
       try {
         await this.sendPool(pool, token, http, st);
         st.lastError = null;
+        this.failingSince.delete(pool.id);
       } catch (err) {
         const message = (err as Error).message;
         // Logged when it changes: a target down for an hour is one line, not 3600.
@@ -211,8 +221,24 @@ export class PictureBackupSender {
           );
         }
         st.lastError = message;
+        this.checkBehind(pool.id, st);
       }
     }
+  }
+
+  /** Announcements of a pool failing for BEHIND_ALARM_MS: `backup-behind`, then at most once per BEHIND_ALARM_MS. */
+  private checkBehind(pool: string, st: PictureBackupStatus): void {
+    const now = performance.now();
+    const since = this.failingSince.get(pool) ?? now;
+    this.failingSince.set(pool, since);
+    if (now - since < BEHIND_ALARM_MS || now - (this.alarmedAt.get(pool) ?? -Infinity) < BEHIND_ALARM_MS) return;
+    this.alarmedAt.set(pool, now);
+    this.d.raiseAlarm?.({
+      kind: 'backup-behind',
+      pool,
+      message: `picture backup of pool ${pool} to ${st.target} has failed for ${Math.round((now - since) / 60_000)} min: ${st.lastError ?? ''}`,
+      details: { target: st.target, sentThrough: st.sentThrough },
+    });
   }
 
   /** Announces the pool's own packs whose extent the target has not acknowledged, then moves the cursor over those done. */

@@ -307,7 +307,18 @@ export class ClusterPictures {
     const local = this.pictures.has(id) ? ((await this.pictures.lockJson(body, unlock)) as { picture: PictureView }) : null;
     const { id: _id, ...rest } = body;
     const request: PeerLockOneRequest = { id, ...(rest.until !== undefined ? { until: rest.until as string | number } : {}), unlock };
-    const peers = cluster.holders(camera).filter((n) => n !== cluster.nodeId);
+    // Every live node besides the camera's holders: a copy holder joins the holders catalog
+    // only once its first range is indexed, and one whose copy is in flight must note the
+    // lock then (a node without the picture answers PICTURE_NOT_FOUND, nothing more).
+    const peers = [
+      ...new Set([
+        ...cluster.holders(camera),
+        ...cluster
+          .nodes()
+          .filter((n) => n.alive)
+          .map((n) => n.node),
+      ]),
+    ].filter((n) => n !== cluster.nodeId);
     const unreachable: string[] = [];
     const refused: { node: string; error: RecorderError }[] = [];
     const answers = await Promise.all(

@@ -4,8 +4,9 @@
  * one recorder node. A pool of cluster A names cluster B's NATS and a pool of B that
  * receives backups; pictures written over HTTP to A are read on B by id byte for byte.
  * B's nats-server is stopped while A takes more pictures and started again (A announces
- * again what B's stream did not take), then A's recorder is killed and restarted (it goes
- * on from its cursor): nothing is missing on B, whose search and ZIP list every picture.
+ * again what B's stream did not take), B's recorder is killed and restarted (it pulls what
+ * waited in its stream), then A's recorder is killed and restarted (it goes on from its
+ * cursor): nothing is missing on B, whose search and ZIP list every picture.
  * A pull without the pack's grant is refused.
  */
 import test from 'ava';
@@ -19,7 +20,7 @@ import { readZip } from './helpers/zip-reader.ts';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-test('picture backup to another cluster: every picture reaches it byte for byte, across a stop of its NATS and a restart of the writer', async (t) => {
+test('picture backup to another cluster: every picture reaches it byte for byte, across a stop of its NATS, a restart of its recorder and of the writer', async (t) => {
   t.timeout(240_000);
   const dir = await tempDir(t, 'rec-picbackup-');
   const natsA = await startNatsCluster({ dir: join(dir, 'nats-a'), size: 1, name: 'a' });
@@ -28,7 +29,7 @@ test('picture backup to another cluster: every picture reaches it byte for byte,
   t.teardown(() => natsB.stop());
   const env = { RECORDER_CLUSTER: 'on' };
   let [a] = (await spawnClusterNodes(t, dir, natsA.urls, ['a'], env)) as [ClusterNodeProcess];
-  const [b] = (await spawnClusterNodes(t, dir, natsB.urls, ['b'], env)) as [ClusterNodeProcess];
+  let [b] = (await spawnClusterNodes(t, dir, natsB.urls, ['b'], env)) as [ClusterNodeProcess];
   let logB = '';
   b.proc.child.stdout?.on('data', (chunk: Buffer) => (logB += chunk.toString()));
 
@@ -139,17 +140,31 @@ test('picture backup to another cluster: every picture reaches it byte for byte,
   await server.start();
   await waitFor('the pictures written while B’s NATS was down on B', async () => (await missingOnB()).length === 0, 90_000, 500);
 
+  /** The node killed and started again on its data dir (the same node id), as spawnClusterNodes starts one. */
+  const restart = async (node: ClusterNodeProcess, urls: string): Promise<ClusterNodeProcess> => {
+    node.proc.child.kill('SIGKILL');
+    await node.proc.exited;
+    const proc = spawnRecorder(t, {
+      RECORDER_DATA_DIR: node.dataDir,
+      RECORDER_HTTP: '127.0.0.1:0',
+      RECORDER_NATS_URL: urls,
+      RECORDER_SYNC_SECONDS: '0',
+      ...env,
+    });
+    return { ...node, proc, http: await proc.http };
+  };
+
+  // B's recorder killed: what A writes meanwhile waits in B's stream; B back pulls it (its consumer is durable).
+  b = await (async () => {
+    b.proc.child.kill('SIGKILL');
+    await b.proc.exited;
+    await write(a, 4);
+    return restart(b, natsB.urls);
+  })();
+  await waitFor('the pictures written while B’s recorder was down on B', async () => (await missingOnB()).length === 0, 90_000, 500);
+
   // A's recorder killed and started again on its data dir: it goes on from its cursor.
-  a.proc.child.kill('SIGKILL');
-  await a.proc.exited;
-  const proc = spawnRecorder(t, {
-    RECORDER_DATA_DIR: a.dataDir,
-    RECORDER_HTTP: '127.0.0.1:0',
-    RECORDER_NATS_URL: natsA.urls,
-    RECORDER_SYNC_SECONDS: '0',
-    ...env,
-  });
-  a = { ...a, proc, http: await proc.http };
+  a = await restart(a, natsA.urls);
   await waitFor(
     'A takes pictures again',
     async () => {

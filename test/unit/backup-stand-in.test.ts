@@ -74,3 +74,20 @@ test('nothing known after the cursor: the cursor stays', (t) => {
   const plan = planStandIn({ self: 'b', cursor: 7000, held: new Map([[7000, ['b']]]), announced: [6000] });
   t.deepEqual(plan, { send: [], cursor: 7000, lost: [] });
 });
+
+test('a segment is sent from a copy that stays: a surplus copy may be trimmed before the target pulls it', (t) => {
+  const held = new Map<number, string[]>([
+    [10, ['S', 'X']],
+    [20, ['X', 'Y']],
+    [30, ['Y']],
+  ]);
+  // S and X hold 10, but only X keeps it by the ranking; Y keeps 20; nobody keeps 30 by the ranking (it is all there is).
+  const keeps = (startMs: number): string[] => (startMs === 10 ? ['X'] : startMs === 20 ? ['Y'] : ['Z']);
+  const plan = planStandIn({ self: 'S', cursor: 0, held, announced: [], keeps });
+  t.deepEqual(plan.send, [
+    { startMs: 10, origin: 'X' },
+    { startMs: 20, origin: 'Y' },
+    { startMs: 30, origin: 'Y' },
+  ]);
+  t.is(planStandIn({ self: 'S', cursor: 0, held, announced: [] }).send[0]!.origin, 'S', 'without the ranking: this node first, as before');
+});
