@@ -412,7 +412,9 @@ export class RecorderNode {
         self.overlapHeal = new OverlapHeal({
           nodeId: cluster.nodeId,
           segments: index.segments,
-          holders: (camera) => cluster.holders(camera),
+          // Every live node too: the catalog a node cut off just came back from may not
+          // show yet who recorded the camera meanwhile (its watch catches up after the heal starts).
+          holders: (camera) => [...new Set([...cluster.holders(camera), ...cluster.liveNodes()])],
           ownerSegments: async (owner, camera, fromMs, toMs) =>
             (await cluster.ask<{ segments: RemoteSegment[] }>(owner, 'segments', { camera, from: iso(fromMs), to: iso(toMs) })).segments,
           pull: pullFrom,

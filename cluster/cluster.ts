@@ -36,7 +36,7 @@
  * CAMERA_FENCED (409) for a write of a camera this node no longer holds.
  */
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
+import { ErrorCode, Events, JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
 import type { Supervisor } from '../actors/supervisor.ts';
 import type { StorageSupervisor } from '../actors/storage-supervisor.ts';
 import { SharedConfig } from './shared-config.ts';
@@ -272,6 +272,12 @@ export class ClusterNode implements CameraPlacement {
   private holdersKv: KV | null = null;
   /** The holders catalog as watched: camera → nodes that held it. */
   private readonly holderMap = new Map<string, Set<string>>();
+  /**
+   * Stops for the KV watches running now. A watch can stay silent after its connection
+   * came back (its consumer lost on the server): on every reconnect each is ended and
+   * made again, which replays the bucket's current keys (idempotent for the maps).
+   */
+  private readonly watches = new Set<() => void>();
   /** Cameras whose holder entry this session wrote. */
   private readonly cataloged = new Set<string>();
   private readonly cataloging = new Set<string>();
@@ -369,6 +375,9 @@ export class ClusterNode implements CameraPlacement {
         },
       });
     }
+    void (async () => {
+      for await (const s of nc.status()) if (s.type === Events.Reconnect) for (const stop of [...this.watches]) stop();
+    })().catch(() => undefined);
     this.loopDone = this.loop();
     this.o.log.info(
       { node: this.nodeId, session: this.session, replicas: this.o.replicas, tickMs: this.o.tickMs, deadTicks: this.o.deadTicks },
@@ -516,9 +525,11 @@ export class ClusterNode implements CameraPlacement {
         const it = await kv.watch({ key: '>' });
         const stop = (): void => it.stop();
         this.stopped.signal.addEventListener('abort', stop, { once: true });
+        this.watches.add(stop);
         try {
           for await (const e of it) apply(e);
         } finally {
+          this.watches.delete(stop);
           this.stopped.signal.removeEventListener('abort', stop);
         }
       } catch (err) {
