@@ -112,14 +112,18 @@ export class ClusterPictures {
       undefined,
       ZIP_LISTING_TIMEOUT_MS,
     );
-    if (!asked) return zipOf(local.entries, variant);
+    // Every node judged dead is named in the answer (the route's X-Recorder-Nodes-Down):
+    // whether it stored pictures of the range is what this node's holders catalog says,
+    // and a catalog can lag; naming a dead node too many is better than a silent hole.
+    const dead = new Set((this.cluster()?.nodes() ?? []).filter((n) => !n.alive).map((n) => n.node));
+    const withDown = (zip: PictureZip): PictureZip => (dead.size > 0 ? { ...zip, fromCopiesOf: [...dead].sort() } : zip);
+    if (!asked) return withDown(await zipOf(local.entries, variant));
     // A holder's listing comes a page per reply (NATS payloads are bounded): the rest now.
     await Promise.all(asked.answers.map((answer, i) => this.restOfListing(asked.nodes[i]!, answer)));
     // A node judged dead whose pictures are all in pools with copies is left out: its
     // pictures are listed by the nodes holding their copies (those it stored in the last
     // second before it died, not pulled yet, are missing until it is back).
     const copied = this.pictures.fewestCopies(namedCameras(query.camera)) > 1;
-    const dead = new Set((this.cluster()?.nodes() ?? []).filter((n) => !n.alive).map((n) => n.node));
     const missing = asked.unreachable.filter((n) => !(copied && dead.has(n)));
     if (missing.length > 0) {
       throw new RecorderError(
@@ -143,9 +147,7 @@ export class ClusterPictures {
       }
     }
     if (entries.length > zipLimit(local.spec !== null)) throw zipTooLarge(local.spec !== null);
-    const down = asked.unreachable.filter((n) => !missing.includes(n));
-    const zip = await zipOf(entries, variant);
-    return down.length > 0 ? { ...zip, fromCopiesOf: down } : zip;
+    return withDown(await zipOf(entries, variant));
   }
 
   /** Appends to `first` (a holder's first page) the pages after it; CLUSTER_UNAVAILABLE when one does not come. */

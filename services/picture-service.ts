@@ -690,9 +690,9 @@ export interface PictureZip {
   etag: string;
   count: number;
   /**
-   * Nodes judged dead whose pictures are listed from their copies only (pools with
-   * copies): what they stored in their last second, not copied yet, may be missing.
-   * The route says so in `X-Recorder-Nodes-Down`.
+   * The nodes judged dead when the ZIP was listed (in a cluster): pictures they stored
+   * come from their copies (pools with copies), and what they stored in their last
+   * second, not copied yet, may be missing. The route says so in `X-Recorder-Nodes-Down`.
    */
   fromCopiesOf?: string[];
 }
