@@ -90,6 +90,8 @@ const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
 const JS_TIMEOUT_MS = 4000;
 /** A pull not finished in this long is redelivered; `working()` extends it while bytes flow. */
 const ACK_WAIT_MS = 60_000;
+/** How long a source may take to send a segment's record. */
+const RECORD_TIMEOUT_MS = 15_000;
 /** The longest a failed pull waits before it is tried again. */
 const MAX_RETRY_DELAY_MS = 60_000;
 /** A pull failing this many times in a row (about 30 s of retries) is behind: an alarm. */
@@ -522,7 +524,8 @@ export class CopyService {
     }
     const base = `${http}/api/cluster/segments/${encodeURIComponent(a.camera)}/${a.startMs}`;
     const headers: Record<string, string> = a.origin ? { [BACKUP_GRANT_HEADER]: a.origin.grant } : { [CLUSTER_TOKEN_HEADER]: this.token ?? '' };
-    const res = await fetch(base, { headers, signal: this.stop.signal });
+    // The record is a few hundred bytes: a source that does not send it in RECORD_TIMEOUT_MS fails this pull (tried again).
+    const res = await fetch(base, { headers, signal: AbortSignal.any([this.stop.signal, AbortSignal.timeout(RECORD_TIMEOUT_MS)]) });
     if (res.status === 404) {
       await res.body?.cancel();
       return null;

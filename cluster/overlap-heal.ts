@@ -56,6 +56,10 @@ export interface OverlapHealDeps {
 export const RETRY_MS = 5000;
 /** How long a heal is tried before it is given up: past the longest segment (an hour) a holder can be writing. */
 export const GIVE_UP_MS = 65 * 60_000;
+/** The longest one heal pass may take before it counts as failed and is tried again. */
+const PASS_TIMEOUT_MS = 30_000;
+/** How often a heal that waits says so. */
+const NOT_YET_LOG_MS = 30_000;
 /** The end of the owner's closed video may fall this short of ours and the heal is done (about a frame). */
 const END_SLACK_MS = 40;
 
@@ -68,6 +72,8 @@ interface Heal {
   sinceMs: number;
   pulled: number;
   warned?: boolean;
+  /** When the heal last said it waits (Date.now()). */
+  saidAt?: number;
 }
 
 export class OverlapHeal {
@@ -117,7 +123,13 @@ export class OverlapHeal {
         const forget = (): void => {
           if (this.heals.get(h.camera) === h) this.heals.delete(h.camera);
         };
-        if (await this.tryHeal(h).catch((err: unknown) => this.failed(h, err))) forget();
+        // Bounded: a peer or a pull that never answers must not hold every later pass back
+        // (the pass is tried again; what the stuck one still does joins the next).
+        const attempt = Promise.race([
+          this.tryHeal(h),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`a heal pass took over ${PASS_TIMEOUT_MS} ms`)), PASS_TIMEOUT_MS).unref()),
+        ]);
+        if (await attempt.catch((err: unknown) => this.failed(h, err))) forget();
         else if (Date.now() - h.sinceMs > (this.d.giveUpMs ?? GIVE_UP_MS)) {
           forget();
           this.d.log.warn(
@@ -141,6 +153,7 @@ export class OverlapHeal {
    */
   private async tryHeal(h: Heal): Promise<boolean> {
     let reached = -Infinity;
+    const asked: Record<string, number> = {};
     for (const node of this.d.holders(h.camera)) {
       if (node === this.d.nodeId) continue;
       // Only what outranks ours: a holder also lists copies it holds of our own segments.
@@ -149,12 +162,21 @@ export class OverlapHeal {
       const theirs = (await this.d.ownerSegments(node, h.camera, h.fromMs, Math.max(h.toMs, Date.now()))).filter(
         (s) => s.fence !== undefined && s.fence.rev > h.rev,
       );
+      asked[node] = theirs.length;
       for (const seg of theirs) {
         if (seg.startMs < h.toMs && !this.d.segments.get(h.camera, seg.startMs) && (await this.d.pull(node, h.camera, seg))) h.pulled++;
         reached = Math.max(reached, seg.endMs);
       }
     }
     const done = reached >= h.toMs - END_SLACK_MS;
+    // Not done: said once, then every NOT_YET_LOG_MS, so a heal that waits is never silent.
+    if (!done && Date.now() - (h.saidAt ?? 0) >= NOT_YET_LOG_MS) {
+      h.saidAt = Date.now();
+      this.d.log.info(
+        { camera: h.camera, asked, reached: Number.isFinite(reached) ? iso(reached) : null, to: iso(h.toMs), pulled: h.pulled },
+        "cluster: partition overlap heal waits for the later grants' closed video to reach the end of ours",
+      );
+    }
     if (done && h.pulled > 0)
       this.d.log.info({ camera: h.camera, pulled: h.pulled, from: iso(h.fromMs), to: iso(h.toMs) }, 'cluster: partition overlap healed');
     return done;
