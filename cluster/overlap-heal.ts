@@ -72,6 +72,8 @@ interface Heal {
   sinceMs: number;
   pulled: number;
   warned?: boolean;
+  /** Whether a segment of a later grant starting where one of ours does was said. */
+  clashSaid?: boolean;
   /** When the heal last said it waits (Date.now()). */
   saidAt?: number;
 }
@@ -164,7 +166,18 @@ export class OverlapHeal {
       );
       asked[node] = theirs.length;
       for (const seg of theirs) {
-        if (seg.startMs < h.toMs && !this.d.segments.get(h.camera, seg.startMs) && (await this.d.pull(node, h.camera, seg))) h.pulled++;
+        const here = seg.startMs < h.toMs ? this.d.segments.get(h.camera, seg.startMs) : undefined;
+        if (seg.startMs < h.toMs && !here && (await this.d.pull(node, h.camera, seg))) h.pulled++;
+        // Ours starts at the very millisecond theirs does (both writers anchor on the same
+        // keyframes): one key per instant, so theirs is not kept here and reads of it show
+        // ours. Said once per heal: a limit (docs/design/cluster.md), not a silent hole.
+        if (here && (here.fence?.node !== seg.fence!.node || here.fence.rev !== seg.fence!.rev) && !h.clashSaid) {
+          h.clashSaid = true;
+          this.d.log.warn(
+            { camera: h.camera, startMs: iso(seg.startMs), from: node },
+            'cluster: partition overlap: a segment of a later grant starts at the same millisecond as one of ours and is not pulled; reads of it show ours',
+          );
+        }
         reached = Math.max(reached, seg.endMs);
       }
     }
