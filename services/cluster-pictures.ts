@@ -115,15 +115,17 @@ export class ClusterPictures {
     // Every node judged dead is named in the answer (the route's X-Recorder-Nodes-Down):
     // whether it stored pictures of the range is what this node's holders catalog says,
     // and a catalog can lag; naming a dead node too many is better than a silent hole.
-    const dead = new Set((this.cluster()?.nodes() ?? []).filter((n) => !n.alive).map((n) => n.node));
-    const withDown = (zip: PictureZip): PictureZip => (dead.size > 0 ? { ...zip, fromCopiesOf: [...dead].sort() } : zip);
-    if (!asked) return withDown(await zipOf(local.entries, variant));
+    // Read after the asking: a node that just died may be judged so meanwhile.
+    const deadNow = (): Set<string> => new Set((this.cluster()?.nodes() ?? []).filter((n) => !n.alive).map((n) => n.node));
+    const withDown = (zip: PictureZip, dead: Set<string>): PictureZip => (dead.size > 0 ? { ...zip, fromCopiesOf: [...dead].sort() } : zip);
+    if (!asked) return withDown(await zipOf(local.entries, variant), deadNow());
     // A holder's listing comes a page per reply (NATS payloads are bounded): the rest now.
     await Promise.all(asked.answers.map((answer, i) => this.restOfListing(asked.nodes[i]!, answer)));
     // A node judged dead whose pictures are all in pools with copies is left out: its
     // pictures are listed by the nodes holding their copies (those it stored in the last
     // second before it died, not pulled yet, are missing until it is back).
     const copied = this.pictures.fewestCopies(namedCameras(query.camera)) > 1;
+    const dead = deadNow();
     const missing = asked.unreachable.filter((n) => !(copied && dead.has(n)));
     if (missing.length > 0) {
       throw new RecorderError(
@@ -147,7 +149,7 @@ export class ClusterPictures {
       }
     }
     if (entries.length > zipLimit(local.spec !== null)) throw zipTooLarge(local.spec !== null);
-    return withDown(await zipOf(entries, variant));
+    return withDown(await zipOf(entries, variant), dead);
   }
 
   /** Appends to `first` (a holder's first page) the pages after it; CLUSTER_UNAVAILABLE when one does not come. */

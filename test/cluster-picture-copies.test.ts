@@ -218,6 +218,11 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
       ids,
       `search through ${n.name}: each picture once`,
     );
+    // A ZIP leaves out a dead node only once this node judges it dead (its own count).
+    await waitFor(`${n.name} judges the writer dead`, async () => {
+      const v = await getJson<{ nodes: { node: string; alive: boolean }[] }>(`${n.http}/api/cluster/nodes`);
+      return v.body.nodes.some((x) => x.node === writer.id && !x.alive) || null;
+    });
     const z = await fetch(`${n.http}/api/pictures/download.zip?${q}`);
     t.is(z.status, 200, `ZIP through ${n.name}`);
     t.is(z.headers.get('x-recorder-nodes-down'), writer.id, 'the dead writer is named: its pictures come from their copies');
