@@ -257,18 +257,20 @@ test('a plan switching from the sub to the main stream at a slot boundary', asyn
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264aac'), sub: sim.url('h264') } })).ok);
   let boundary = Math.ceil(Date.now() / 60_000) * 60_000;
   if (boundary - Date.now() < 15_000) boundary += 60_000;
-  const hhmm = new Date(boundary).toISOString().slice(11, 16);
-  t.true(
-    (
-      await n.request('rec.v1.schedule.put', {
-        camera: 'cam',
-        slots: [
-          { days: ALL_WEEK, start: '00:00', end: hhmm, type: 'timing', stream: 'sub' },
-          { days: ALL_WEEK, start: hhmm, end: '00:00', type: 'timing', stream: 'main' },
-        ],
-      })
-    ).ok,
-  );
+  // Plans are in local time. Ten minutes either side of the boundary, so a boundary at
+  // midnight is an overnight slot then a morning one, not an empty 00:00-00:00 slot.
+  const hhmm = (ms: number): string => {
+    const d = new Date(ms);
+    return `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
+  };
+  const put = await n.request('rec.v1.schedule.put', {
+    camera: 'cam',
+    slots: [
+      { days: ALL_WEEK, start: hhmm(boundary - 600_000), end: hhmm(boundary), type: 'timing', stream: 'sub' },
+      { days: ALL_WEEK, start: hhmm(boundary), end: hhmm(boundary + 600_000), type: 'timing', stream: 'main' },
+    ],
+  });
+  t.true(put.ok, JSON.stringify(put));
   // After the boundary: the main stream's ingest connecting, and its
   // first segment reaching the index at the writer's first sync (~4 s of media) or
   // close. A fixed wait is overrun on a loaded machine: wait for a main segment.

@@ -12,12 +12,13 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { SimCamera } from '../sim/camera.ts';
 import { launchChromium } from './helpers/browser.ts';
-import { startNode, waitForSpan } from './helpers/recorder.ts';
+import { clearOfMidnight, startNode, waitForSpan } from './helpers/recorder.ts';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'test-artifacts');
 
 test('web UI: picture markers on the timeline, previews, the picture with its metadata, play from it; the nodes panel', async (t) => {
-  t.timeout(300_000);
+  t.timeout(540_000);
+  await clearOfMidnight(t, 4);
   const sim = await SimCamera.start();
   t.teardown(() => sim.stop());
   const n = await startNode(t);

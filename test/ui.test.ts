@@ -12,7 +12,7 @@ import type { Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { SimCamera } from '../sim/camera.ts';
 import { launchChromium } from './helpers/browser.ts';
-import { startNode, waitFor } from './helpers/recorder.ts';
+import { clearOfMidnight, startNode, waitFor } from './helpers/recorder.ts';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'test-artifacts');
 const TOKEN = 'ui-test-token-0123456789';
@@ -56,7 +56,8 @@ interface VideoState {
 
 test('web UI: token, cameras, timeline, click to play (pixels advance), live, typed errors; screenshots kept', async (t) => {
   // Chromium, a camera and the recorder share 2 busy cores: allow more than ava's default.
-  t.timeout(360_000);
+  t.timeout(600_000);
+  await clearOfMidnight(t, 4);
   const t00 = Date.now();
   const step = (what: string): void => t.log(`${((Date.now() - t00) / 1000).toFixed(1)} s: ${what}`);
   const sim = await SimCamera.start();
@@ -206,7 +207,8 @@ test('web UI: token, cameras, timeline, click to play (pixels advance), live, ty
 });
 
 test('web UI: locks and labels on the timeline, and the jump to the previous object of a class (smart stream) plays from it', async (t) => {
-  t.timeout(300_000);
+  t.timeout(540_000);
+  await clearOfMidnight(t, 4);
   const sim = await SimCamera.start();
   t.teardown(() => sim.stop());
   const n = await startNode(t);

@@ -79,7 +79,11 @@ export class Timeline {
   zoom(factor, centerMs = (this.viewFrom + this.viewTo) / 2) {
     const span = Math.min(this.dayTo - this.dayFrom, Math.max(60_000, (this.viewTo - this.viewFrom) * factor));
     let from = centerMs - (centerMs - this.viewFrom) * (span / (this.viewTo - this.viewFrom));
-    from = Math.max(this.dayFrom, Math.min(from, this.dayTo - span));
+    // Nothing is recorded after now: on today's timeline the view ends at most a tenth
+    // of its width past now, so zooming in on "now" shows what was just recorded (just
+    // after midnight, zooming at now would otherwise leave the past off the left edge).
+    const latestEnd = Math.min(this.dayTo, Math.max(this.dayFrom + span, Date.now() + span / 10));
+    from = Math.max(this.dayFrom, Math.min(from, latestEnd - span));
     this.viewFrom = from;
     this.viewTo = from + span;
     this.render();

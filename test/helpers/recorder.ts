@@ -156,6 +156,24 @@ export async function waitFor<T>(what: string, probe: () => T | Promise<T>, time
   }
 }
 
+/**
+ * Waits, when a day boundary (local or UTC midnight) is less than `minutes` away, until
+ * it has passed. A test that reads "today" (the web UI's day timeline) and records across
+ * midnight would see its video split over two days: that is the product's rule, not what
+ * the test is about. The wait is on the clock reaching midnight, so it is never longer
+ * than `minutes`.
+ */
+export async function clearOfMidnight(t: ExecutionContext, minutes: number): Promise<void> {
+  const now = new Date();
+  const local = new Date(now);
+  local.setHours(24, 0, 0, 0);
+  const utc = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
+  const next = Math.min(local.getTime(), utc);
+  if (next - now.getTime() > minutes * 60_000) return;
+  t.log(`waiting ${Math.ceil((next - now.getTime()) / 1000)} s for midnight to pass`);
+  await waitFor('midnight to pass', () => Date.now() > next + 1000, minutes * 60_000 + 10_000, 1000);
+}
+
 export async function getJson<T = Record<string, unknown>>(url: string): Promise<{ status: number; body: T }> {
   const res = await fetch(url);
   return { status: res.status, body: (await res.json()) as T };
