@@ -59,6 +59,7 @@ import type { SegmentRecord } from './index/records.ts';
 import { openCheckedIndex } from './index/startup.ts';
 import { JournalWriter } from './index/journal.ts';
 import { IndexReserve } from './storage/index-reserve.ts';
+import type { BackupDeps } from './cluster/backup-rounds.ts';
 import { BackupSender } from './cluster/backup-sender.ts';
 import type { AlarmInput } from './lib/alarms.ts';
 import { PictureStorage } from './pictures/picture-storage.ts';
@@ -421,7 +422,8 @@ export class RecorderNode {
           log,
           signal,
         });
-        self.backups = new BackupSender({
+        // Segments and pictures of a pool with a backup cluster: announced there by the same rounds (cluster/backup-rounds.ts).
+        const backupDeps: BackupDeps = {
           nodeId: cluster.nodeId,
           prefix: config.subjectPrefix,
           replicas: replicasFor(config.natsUrl?.split(',') ?? []),
@@ -431,6 +433,9 @@ export class RecorderNode {
           httpUrl: () => self.httpUrl || null,
           clusterToken: () => copies.clusterToken(),
           raiseAlarm: (alarm) => alarms.raise(alarm),
+        };
+        self.backups = new BackupSender({
+          ...backupDeps,
           standIn: {
             liveNodes: () => cluster.liveNodes(),
             holders: (camera) => cluster.holders(camera),
@@ -446,18 +451,7 @@ export class RecorderNode {
               ),
           },
         });
-        // Pictures of a pool with a backup cluster: its packs announced there as its segments are.
-        self.pictureBackups = new PictureBackupSender({
-          nodeId: cluster.nodeId,
-          prefix: config.subjectPrefix,
-          replicas: replicasFor(config.natsUrl?.split(',') ?? []),
-          index,
-          log,
-          signal,
-          httpUrl: () => self.httpUrl || null,
-          clusterToken: () => copies.clusterToken(),
-          raiseAlarm: (alarm) => alarms.raise(alarm),
-        });
+        self.pictureBackups = new PictureBackupSender(backupDeps);
         service.attachCluster(
           cluster,
           {

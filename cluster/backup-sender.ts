@@ -40,16 +40,13 @@
  * unreachable since before the segment closed, or the KV without quorum) are held in
  * memory only, and a restart then loses them.
  */
-import { connect, DeliverPolicy, JSONCodec, type KV, type NatsConnection } from 'nats';
-import type { RecorderIndex } from '../index/db.ts';
-import type { BackupClusterTarget, PoolPolicy, SegmentRecord } from '../index/records.ts';
-import type { AlarmInput } from '../lib/alarms.ts';
-import type { Logger } from '../lib/log.ts';
+import { DeliverPolicy, JSONCodec, type KV, type NatsConnection } from 'nats';
+import type { PoolPolicy, SegmentRecord } from '../index/records.ts';
+import { BackupRounds, JS_TIMEOUT_MS, targetLabel, type BackedUpPool, type BackupDeps, type BackupRound } from './backup-rounds.ts';
 import { planStandIn, standInFor } from './backup-stand-in.ts';
 import { copyHolders, segmentKey } from './copy-plan.ts';
 import { backupGrant, type CopyAnnouncement } from './copies.ts';
 
-const JS_TIMEOUT_MS = 4000;
 const ROUND_MS = 2000;
 /** A pool whose backup has not moved this long with segments waiting: an alarm. */
 const BEHIND_ALARM_MS = 5 * 60_000;
@@ -81,19 +78,7 @@ export interface StandInView {
   peerSegments: (node: string, camera: string, fromMs: number, toMs: number) => Promise<PeerSegment[]>;
 }
 
-export interface BackupSenderDeps {
-  nodeId: string;
-  prefix: string;
-  replicas: number;
-  index: RecorderIndex;
-  log: Logger;
-  signal: AbortSignal;
-  /** This node's HTTP base URL as the target's nodes reach it (null: not listening yet). */
-  httpUrl: () => string | null;
-  /** This cluster's token (null: not bound yet): grants are made under it. */
-  clusterToken: () => string | null;
-  raiseAlarm?: (alarm: AlarmInput) => void;
-  roundMs?: number;
+export interface BackupSenderDeps extends BackupDeps {
   standIn?: StandInView;
 }
 
@@ -105,11 +90,6 @@ export interface BackupStatus {
   /** Start of the newest segment the target took (null: none yet). */
   lastMs: number | null;
   lastError: string | null;
-}
-
-interface Target {
-  key: string;
-  nc: NatsConnection;
 }
 
 const json = JSONCodec();
@@ -136,9 +116,7 @@ function cursorKey(pool: string, camera: string, node: string): string {
 }
 
 export class BackupSender {
-  private nc: NatsConnection | null = null;
-  private kv: KV | null = null;
-  private readonly targets = new Map<string, Target>();
+  private readonly rounds: BackupRounds;
   private readonly cursors = new Map<string, number>();
   /** The KV revision each cursor in `cursors` was read or written at (0: no key yet). */
   private readonly revs = new Map<string, number>();
@@ -153,18 +131,13 @@ export class BackupSender {
   private readonly status = new Map<string, BackupStatus>();
   private readonly movedAt = new Map<string, number>();
   private readonly alarmedAt = new Map<string, number>();
-  private readonly stop = new AbortController();
-  private wakeUp: (() => void) | null = null;
-  private done: Promise<void> = Promise.resolve();
 
   constructor(private readonly d: BackupSenderDeps) {
-    d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+    this.rounds = new BackupRounds(d, { what: 'backup', connectionName: `recorder-backup-${d.nodeId}`, roundMs: ROUND_MS, round: (r) => this.round(r) });
   }
 
   start(nc: NatsConnection): void {
-    if (this.nc) return;
-    this.nc = nc;
-    this.done = this.loop();
+    this.rounds.start(nc);
   }
 
   /** A segment closed here: announce it now rather than at the next round. */
@@ -176,73 +149,39 @@ export class BackupSender {
       starts.add(seg.startMs);
       this.backfilled.set(key, starts);
     }
-    this.wake();
+    this.rounds.wake();
   }
 
   /** The cluster judged `node` dead: its segments are sent from the copies (by one survivor) until it beats again. */
   writerDied(node: string): void {
     if (node === this.d.nodeId || !this.d.standIn) return;
     this.deadWriters.add(node);
-    this.wake();
+    this.rounds.wake();
   }
 
   statuses(): BackupStatus[] {
     return [...this.status.values()];
   }
 
-  async close(): Promise<void> {
-    this.stop.abort();
-    this.wake();
-    await this.done;
-    await Promise.all([...this.targets.values()].map((t) => t.nc.close().catch(() => undefined)));
-    this.targets.clear();
+  close(): Promise<void> {
+    return this.rounds.close();
   }
 
-  private wake(): void {
-    this.wakeUp?.();
-    this.wakeUp = null;
+  private get kv(): KV {
+    return this.rounds.kv;
   }
 
-  private async loop(): Promise<void> {
-    while (!this.stop.signal.aborted) {
-      try {
-        await this.round();
-      } catch (err) {
-        if (!this.stop.signal.aborted) this.d.log.warn({ err: (err as Error).message }, 'backup: round failed; again shortly');
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.d.roundMs ?? ROUND_MS);
-        this.wakeUp = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        if (this.stop.signal.aborted) this.wake();
-      });
-    }
+  private get stopped(): boolean {
+    return this.rounds.signal.aborted;
   }
 
-  private async round(): Promise<void> {
-    const pools = this.d.index.pools.list().filter((p): p is PoolPolicy & { backupCluster: BackupClusterTarget } => p.backupCluster !== undefined);
-    // Targets no pool names any more are let go.
-    const wanted = new Set(pools.map((p) => targetKey(p.backupCluster)));
-    for (const [key, t] of this.targets) {
-      if (!wanted.has(key)) {
-        this.targets.delete(key);
-        void t.nc.close().catch(() => undefined);
-      }
-    }
-    if (pools.length === 0) return;
-    const token = this.d.clusterToken();
-    const http = this.d.httpUrl();
-    if (!token || !http || !this.nc) return;
-    this.kv ??= await this.nc
-      .jetstream({ timeout: JS_TIMEOUT_MS })
-      .views.kv(`${this.d.prefix}-backup`, { replicas: this.d.replicas, history: 1, timeout: JS_TIMEOUT_MS });
+  /** One round (cluster/backup-rounds.ts): each pool's cameras from their cursors, then the stand-ins. */
+  private async round({ pools, token, http }: BackupRound): Promise<void> {
     for (const pool of pools) {
-      if (this.stop.signal.aborted) return;
+      if (this.stopped) return;
       const st = this.statusOf(pool);
       try {
-        const target = await this.target(pool.backupCluster);
+        const target = await this.rounds.target(pool.backupCluster);
         for (const camera of this.d.index.segments.poolCameras(pool.id)) await this.sendCamera(pool, camera, target, token, http, st);
         st.lastError = null;
       } catch (err) {
@@ -258,7 +197,7 @@ export class BackupSender {
   }
 
   /** For each writer judged dead: the cameras of pools with copies this node stands in for (module comment). */
-  private async standInRound(pools: (PoolPolicy & { backupCluster: BackupClusterTarget })[], token: string): Promise<void> {
+  private async standInRound(pools: BackedUpPool[], token: string): Promise<void> {
     const view = this.d.standIn;
     if (!view || this.deadWriters.size === 0) return;
     for (const writer of [...this.deadWriters]) {
@@ -272,14 +211,14 @@ export class BackupSender {
             .map((c) => c.id),
         ]);
         for (const camera of cameras) {
-          if (this.stop.signal.aborted || this.writerBack(writer, view)) return;
+          if (this.stopped || this.writerBack(writer, view)) return;
           if (standInFor(pool.id, camera, writer, view.liveNodes(), view.holders(camera)) !== this.d.nodeId) continue;
           const key = cursorKey(pool.id, camera, writer);
           if ((this.standInAt.get(key) ?? -Infinity) > performance.now()) continue;
           this.standInAt.set(key, performance.now() + STAND_IN_EVERY_MS);
           const st = this.statusOf(pool);
           try {
-            const target = await this.target(pool.backupCluster);
+            const target = await this.rounds.target(pool.backupCluster);
             if (!(await this.standInCamera(pool, camera, writer, target, token, st, view))) this.standInAt.set(key, performance.now() + STAND_IN_IDLE_MS);
           } catch (err) {
             st.lastError = (err as Error).message;
@@ -309,17 +248,17 @@ export class BackupSender {
    * was known after the cursor (an idle pass).
    */
   private async standInCamera(
-    pool: PoolPolicy & { backupCluster: BackupClusterTarget },
+    pool: BackedUpPool,
     camera: string,
     writer: string,
-    target: Target,
+    target: NatsConnection,
     token: string,
     st: BackupStatus,
     view: StandInView,
   ): Promise<boolean> {
     const key = cursorKey(pool.id, camera, writer);
     const lateKey = `${key}.late`;
-    const [c, l] = await Promise.all([this.kv!.get(key), this.kv!.get(lateKey)]);
+    const [c, l] = await Promise.all([this.kv.get(key), this.kv.get(lateKey)]);
     let rev = c?.revision ?? 0;
     let lateRev = l?.revision ?? 0;
     const cursor = c && c.operation === 'PUT' ? Number(c.string()) : -1;
@@ -370,7 +309,7 @@ export class BackupSender {
     let sent = 0;
     let last = cursor;
     for (const { startMs, origin } of plan.send) {
-      if (this.stop.signal.aborted || this.writerBack(writer, view)) break;
+      if (this.stopped || this.writerBack(writer, view)) break;
       const from = origin === this.d.nodeId ? http : view.peerHttp(origin);
       if (!from) throw new Error(`no HTTP address for node ${origin}`);
       await announce(startMs, bytes.get(startMs) ?? 0, origin, from);
@@ -433,7 +372,7 @@ export class BackupSender {
    * ledger of closed segments, read from this cluster's copy stream (kept 7 days).
    */
   private async ledger(writer: string, pool: string, camera: string, cursor: number): Promise<number[]> {
-    const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
+    const js = this.rounds.connection!.jetstream({ timeout: JS_TIMEOUT_MS });
     const consumer = await js.consumers.get(`${this.d.prefix}-copies`, {
       // A string, not a list: a list is `filter_subjects`, which servers before 2.10 refuse.
       filterSubjects: `${this.d.prefix}.copies.${camera}`,
@@ -458,16 +397,20 @@ export class BackupSender {
     return out;
   }
 
-  /** Announces one segment of `writer` to the target, from `origin` (a node of this cluster that holds it), under the writer's message id. */
+  /**
+   * Announces one segment of `writer` to the target, from `origin` (a node of this
+   * cluster that holds it), under the writer's message id: this node's own segments
+   * (writer and origin itself) and a dead writer's it stands in for alike.
+   */
   private announcer(
-    pool: PoolPolicy & { backupCluster: BackupClusterTarget },
+    pool: BackedUpPool,
     camera: string,
     writer: string,
-    target: Target,
+    target: NatsConnection,
     token: string,
     st: BackupStatus,
   ): (startMs: number, bytes: number, origin: string, http: string) => Promise<void> {
-    const js = target.nc.jetstream({ timeout: JS_TIMEOUT_MS });
+    const js = target.jetstream({ timeout: JS_TIMEOUT_MS });
     const subject = `${pool.backupCluster.prefix ?? 'rec'}.copies.${camera}`;
     return async (startMs, bytes, origin, http) => {
       const a: CopyAnnouncement = {
@@ -493,16 +436,16 @@ export class BackupSender {
    */
   private async cas(key: string, value: string, rev: number): Promise<number | null> {
     try {
-      return rev === 0 ? await this.kv!.create(key, value) : await this.kv!.update(key, value, rev);
+      return rev === 0 ? await this.kv.create(key, value) : await this.kv.update(key, value, rev);
     } catch (err) {
-      const now = await this.kv!.get(key);
+      const now = await this.kv.get(key);
       if ((now?.revision ?? 0) !== rev) return null;
       throw err;
     }
   }
 
-  private statusOf(pool: PoolPolicy & { backupCluster: BackupClusterTarget }): BackupStatus {
-    const target = `${pool.backupCluster.servers.join(',')} pool ${pool.backupCluster.pool ?? pool.id}`;
+  private statusOf(pool: BackedUpPool): BackupStatus {
+    const target = targetLabel(pool);
     let st = this.status.get(pool.id);
     if (!st || st.target !== target) {
       st = { pool: pool.id, target, announced: 0, lastMs: null, lastError: null };
@@ -513,45 +456,23 @@ export class BackupSender {
   }
 
   /** Announces the camera's closed segments of the pool this node wrote, after its cursor. */
-  private async sendCamera(
-    pool: PoolPolicy & { backupCluster: BackupClusterTarget },
-    camera: string,
-    target: Target,
-    token: string,
-    http: string,
-    st: BackupStatus,
-  ): Promise<void> {
+  private async sendCamera(pool: BackedUpPool, camera: string, target: NatsConnection, token: string, http: string, st: BackupStatus): Promise<void> {
     const key = cursorKey(pool.id, camera, this.d.nodeId);
     let cursor = this.cursors.get(key);
     if (cursor === undefined) {
-      const e = await this.kv!.get(key);
+      const e = await this.kv.get(key);
       cursor = e && e.operation === 'PUT' ? Number(e.string()) : -1;
       this.cursors.set(key, cursor);
       this.revs.set(key, e?.revision ?? 0);
     }
-    const prefix = pool.backupCluster.prefix ?? 'rec';
-    const js = target.nc.jetstream({ timeout: JS_TIMEOUT_MS });
-    const announce = async (seg: SegmentRecord): Promise<void> => {
-      const a: CopyAnnouncement = {
-        camera,
-        startMs: seg.startMs,
-        bytes: seg.bytes,
-        pool: pool.backupCluster.pool ?? pool.id,
-        source: this.d.nodeId,
-        holders: [],
-        origin: { node: this.d.nodeId, http, grant: backupGrant(token, camera, seg.startMs) },
-      };
-      await js.publish(`${prefix}.copies.${camera}`, json.encode(a), { msgID: `backup.${this.d.nodeId}.${camera}.${seg.startMs}` });
-      st.announced++;
-      st.lastMs = Math.max(st.lastMs ?? -Infinity, seg.startMs);
-      this.movedAt.set(pool.id, performance.now());
-    };
+    const send = this.announcer(pool, camera, this.d.nodeId, target, token, st);
+    const announce = (seg: SegmentRecord): Promise<void> => send(seg.startMs, seg.bytes, this.d.nodeId, http);
     await this.sendLate(key, cursor, pool.id, camera, announce);
     let sent = 0;
     const from = cursor;
     try {
       for (const seg of this.d.index.segments.all(camera, cursor + 1)) {
-        if (this.stop.signal.aborted) return;
+        if (this.stopped) return;
         // Time order: an open segment is the camera's last; what follows it is not closed yet.
         if (seg.open) break;
         // Another pool's, or a copy of another node's: never this node's to send; the cursor
@@ -581,7 +502,7 @@ export class BackupSender {
     const lateKey = `${key}.late`;
     let late = this.late.get(key);
     if (late === undefined) {
-      const e = await this.kv!.get(lateKey).catch(() => undefined);
+      const e = await this.kv.get(lateKey).catch(() => undefined);
       if (e === undefined) return; // not readable now: the kicks wait in memory for the next round
       late = e && e.operation === 'PUT' ? (JSON.parse(e.string()) as number[]) : [];
       this.late.set(key, late);
@@ -601,7 +522,7 @@ export class BackupSender {
     const left = [...late];
     try {
       for (const startMs of late) {
-        if (this.stop.signal.aborted) return;
+        if (this.stopped) return;
         const seg = this.d.index.segments.get(camera, startMs);
         // Gone (retention), not closed, moved to another pool or not ours: nothing to send.
         if (seg && !seg.open && seg.pool === pool && (!seg.fence || seg.fence.node === this.d.nodeId)) await announce(seg);
@@ -628,7 +549,7 @@ export class BackupSender {
     const lateKey = `${key}.late`;
     try {
       for (let attempt = 0; attempt < 3; attempt++) {
-        const e = await this.kv!.get(lateKey);
+        const e = await this.kv.get(lateKey);
         const theirs = e && e.operation === 'PUT' ? lateListOf(e.string()) : [];
         const merged = [...new Set([...list, ...theirs.filter((s) => !sent.has(s))])].sort((a, b) => a - b);
         // Empty: the key goes (by its revision, so an addition meanwhile is not lost).
@@ -637,7 +558,7 @@ export class BackupSender {
             ? (await this.cas(lateKey, JSON.stringify(merged), e?.revision ?? 0)) !== null
             : !e ||
               e.operation !== 'PUT' ||
-              (await this.kv!.delete(lateKey, { previousSeq: e.revision }).then(
+              (await this.kv.delete(lateKey, { previousSeq: e.revision }).then(
                 () => true,
                 () => false,
               ));
@@ -667,7 +588,7 @@ export class BackupSender {
           this.revs.set(key, rev);
           return;
         }
-        const e = await this.kv!.get(key);
+        const e = await this.kv.get(key);
         const theirs = e && e.operation === 'PUT' ? Number(e.string()) : -1;
         this.revs.set(key, e?.revision ?? 0);
         this.late.delete(key);
@@ -702,34 +623,4 @@ export class BackupSender {
       details: { target: st.target, lastMs: st.lastMs },
     });
   }
-
-  /** The connection to a target cluster (made once, kept while a pool names it). */
-  private async target(t: BackupClusterTarget): Promise<Target> {
-    const key = targetKey(t);
-    const have = this.targets.get(key);
-    if (have && !have.nc.isClosed()) return have;
-    const nc = await connectBackupTarget(t, `recorder-backup-${this.d.nodeId}`);
-    const target = { key, nc };
-    this.targets.set(key, target);
-    this.d.log.info({ servers: t.servers }, 'backup: connected to the target cluster');
-    return target;
-  }
-}
-
-/** What tells one target cluster connection from another (servers and credentials). */
-export function targetKey(t: BackupClusterTarget): string {
-  return JSON.stringify([t.servers, t.user ?? null, t.pass ?? null]);
-}
-
-/** A connection to a target cluster's NATS that reconnects for ever (a target down is waited for, never given up). */
-export function connectBackupTarget(t: BackupClusterTarget, name: string): Promise<NatsConnection> {
-  return connect({
-    servers: t.servers,
-    ...(t.user !== undefined ? { user: t.user } : {}),
-    ...(t.pass !== undefined ? { pass: t.pass } : {}),
-    name,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 1000,
-    timeout: JS_TIMEOUT_MS,
-  });
 }

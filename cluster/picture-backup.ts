@@ -31,17 +31,12 @@
  * to send). Out of scope: a writer that dies is not stood in for (its packs reach the
  * target when it is back, from its cursor), unlike segments.
  */
-import { JSONCodec, type KV, type NatsConnection } from 'nats';
-import type { RecorderIndex } from '../index/db.ts';
+import { JSONCodec, type NatsConnection } from 'nats';
 import type { PackRecord } from '../index/pictures.ts';
-import type { BackupClusterTarget, PoolPolicy } from '../index/records.ts';
-import type { AlarmInput } from '../lib/alarms.ts';
-import type { Logger } from '../lib/log.ts';
-import { connectBackupTarget, targetKey } from './backup-sender.ts';
+import { BackupRounds, JS_TIMEOUT_MS, targetLabel, type BackedUpPool, type BackupDeps, type BackupRound } from './backup-rounds.ts';
 import { picturePackGrant } from './copies.ts';
 import { announcementSubject, type PictureCopyAnnouncement } from './picture-copies.ts';
 
-const JS_TIMEOUT_MS = 4000;
 /** How often the packs being written are looked at (as picture copies announce: once a second). */
 const ROUND_MS = 1000;
 /** A pool whose announcements have failed this long: `backup-behind` (at most once per this), as for segments. */
@@ -49,20 +44,8 @@ const BEHIND_ALARM_MS = 5 * 60_000;
 
 const json = JSONCodec();
 
-export interface PictureBackupDeps {
-  nodeId: string;
-  prefix: string;
-  replicas: number;
-  index: RecorderIndex;
-  log: Logger;
-  signal: AbortSignal;
-  /** This node's HTTP base URL as the target's nodes reach it (null: not listening yet). */
-  httpUrl: () => string | null;
-  /** This cluster's token (null: not bound yet): grants are made under it. */
-  clusterToken: () => string | null;
-  raiseAlarm?: (alarm: AlarmInput) => void;
-  roundMs?: number;
-}
+/** The picture sender needs no more than the shared deps (cluster/backup-rounds.ts). */
+export type PictureBackupDeps = BackupDeps;
 
 /** What `GET /api/cluster/nodes` shows of this node's picture backups, per pool. */
 export interface PictureBackupStatus {
@@ -74,8 +57,6 @@ export interface PictureBackupStatus {
   sentThrough: number;
   lastError: string | null;
 }
-
-type BackedUpPool = PoolPolicy & { backupCluster: BackupClusterTarget };
 
 /** The KV key of a pool's cursor for a node (keys hold letters, digits, `-`, `_`, `=`, `.`, `/`). */
 export function pictureCursorKey(pool: string, node: string): string {
@@ -135,77 +116,39 @@ export function extentOf(p: Pick<PackRecord, 'bytes' | 'closed'>): string {
 }
 
 export class PictureBackupSender {
-  private nc: NatsConnection | null = null;
-  private kv: KV | null = null;
-  private readonly targets = new Map<string, NatsConnection>();
+  private readonly rounds: BackupRounds;
   /** Per pool: the cursor (read once from the KV, then held), the target it is for, and the extents acknowledged after it. */
   private readonly pools = new Map<string, { target: string; cursor: number; acked: Map<number, string> }>();
   private readonly status = new Map<string, PictureBackupStatus>();
   /** Per pool: since when its announcements fail (performance.now()), and when `backup-behind` was last raised. */
   private readonly failingSince = new Map<string, number>();
   private readonly alarmedAt = new Map<string, number>();
-  private readonly stop = new AbortController();
-  private wakeUp: (() => void) | null = null;
-  private done: Promise<void> = Promise.resolve();
 
   constructor(private readonly d: PictureBackupDeps) {
-    d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+    this.rounds = new BackupRounds(d, {
+      what: 'picture backup',
+      connectionName: `recorder-picture-backup-${d.nodeId}`,
+      roundMs: ROUND_MS,
+      round: (r) => this.round(r),
+    });
   }
 
   start(nc: NatsConnection): void {
-    if (this.nc) return;
-    this.nc = nc;
-    this.done = this.loop();
+    this.rounds.start(nc);
   }
 
   statuses(): PictureBackupStatus[] {
     return [...this.status.values()];
   }
 
-  async close(): Promise<void> {
-    this.stop.abort();
-    this.wakeUp?.();
-    await this.done;
-    await Promise.all([...this.targets.values()].map((nc) => nc.close().catch(() => undefined)));
-    this.targets.clear();
+  close(): Promise<void> {
+    return this.rounds.close();
   }
 
-  private async loop(): Promise<void> {
-    while (!this.stop.signal.aborted) {
-      try {
-        await this.round();
-      } catch (err) {
-        if (!this.stop.signal.aborted) this.d.log.warn({ err: (err as Error).message }, 'picture backup: round failed; again shortly');
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.d.roundMs ?? ROUND_MS);
-        this.wakeUp = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        if (this.stop.signal.aborted) this.wakeUp();
-      });
-    }
-  }
-
-  private async round(): Promise<void> {
-    const pools = this.d.index.pools.list().filter((p): p is BackedUpPool => p.backupCluster !== undefined);
-    const wanted = new Set(pools.map((p) => targetKey(p.backupCluster)));
-    for (const [key, nc] of this.targets) {
-      if (!wanted.has(key)) {
-        this.targets.delete(key);
-        void nc.close().catch(() => undefined);
-      }
-    }
-    if (pools.length === 0) return;
-    const token = this.d.clusterToken();
-    const http = this.d.httpUrl();
-    if (!token || !http || !this.nc) return;
-    this.kv ??= await this.nc
-      .jetstream({ timeout: JS_TIMEOUT_MS })
-      .views.kv(`${this.d.prefix}-backup`, { replicas: this.d.replicas, history: 1, timeout: JS_TIMEOUT_MS });
+  /** One round (cluster/backup-rounds.ts): each pool's packs the target has not acknowledged. */
+  private async round({ pools, token, http }: BackupRound): Promise<void> {
     for (const pool of pools) {
-      if (this.stop.signal.aborted) return;
+      if (this.rounds.signal.aborted) return;
       const st = this.statusOf(pool);
       try {
         await this.sendPool(pool, token, http, st);
@@ -244,7 +187,7 @@ export class PictureBackupSender {
   /** Announces the pool's own packs whose extent the target has not acknowledged, then moves the cursor over those done. */
   private async sendPool(pool: BackedUpPool, token: string, http: string, st: PictureBackupStatus): Promise<void> {
     const state = await this.stateOf(pool, st.target);
-    const nc = await this.target(pool.backupCluster);
+    const nc = await this.rounds.target(pool.backupCluster);
     const js = nc.jetstream({ timeout: JS_TIMEOUT_MS });
     const targetPool = pool.backupCluster.pool ?? pool.id;
     const prefix = pool.backupCluster.prefix ?? 'rec';
@@ -253,7 +196,7 @@ export class PictureBackupSender {
     const sent = new Set<number>();
     try {
       for (const p of plan.send) {
-        if (this.stop.signal.aborted) return;
+        if (this.rounds.signal.aborted) return;
         const a = backupAnnouncement(p, { nodeId: this.d.nodeId, http, token, targetPool });
         // Acknowledged by the target's stream: only then is the extent counted as sent.
         await js.publish(announcementSubject(prefix, a), json.encode(a));
@@ -272,7 +215,7 @@ export class PictureBackupSender {
   private async stateOf(pool: BackedUpPool, target: string): Promise<{ target: string; cursor: number; acked: Map<number, string> }> {
     const have = this.pools.get(pool.id);
     if (have && have.target === target) return have;
-    const e = await this.kv!.get(pictureCursorKey(pool.id, this.d.nodeId));
+    const e = await this.rounds.kv.get(pictureCursorKey(pool.id, this.d.nodeId));
     // A target changed since the cursor was written: the new one has none of it yet, so from the start.
     const cursor = have === undefined && e && e.operation === 'PUT' ? Number(e.string()) : -1;
     const state = { target, cursor: Number.isSafeInteger(cursor) ? cursor : -1, acked: new Map<number, string>() };
@@ -284,29 +227,18 @@ export class PictureBackupSender {
   private async saveCursor(pool: string, state: { cursor: number; acked: Map<number, string> }, to: number): Promise<void> {
     state.cursor = to;
     for (const id of state.acked.keys()) if (id <= to) state.acked.delete(id);
-    await this.kv!.put(pictureCursorKey(pool, this.d.nodeId), String(to)).catch((err: unknown) => {
+    await this.rounds.kv.put(pictureCursorKey(pool, this.d.nodeId), String(to)).catch((err: unknown) => {
       this.d.log.debug({ pool, err: (err as Error).message }, 'picture backup: cursor not saved');
     });
   }
 
   private statusOf(pool: BackedUpPool): PictureBackupStatus {
-    const target = `${pool.backupCluster.servers.join(',')} pool ${pool.backupCluster.pool ?? pool.id}`;
+    const target = targetLabel(pool);
     let st = this.status.get(pool.id);
     if (!st || st.target !== target) {
       st = { pool: pool.id, target, announced: 0, sentThrough: -1, lastError: null };
       this.status.set(pool.id, st);
     }
     return st;
-  }
-
-  /** The connection to a target cluster (made once, kept while a pool names it; it reconnects by itself). */
-  private async target(t: BackupClusterTarget): Promise<NatsConnection> {
-    const key = targetKey(t);
-    const have = this.targets.get(key);
-    if (have && !have.isClosed()) return have;
-    const nc = await connectBackupTarget(t, `recorder-picture-backup-${this.d.nodeId}`);
-    this.targets.set(key, nc);
-    this.d.log.info({ servers: t.servers }, 'picture backup: connected to the target cluster');
-    return nc;
   }
 }
