@@ -33,7 +33,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { AckPolicy, DeliverPolicy, JSONCodec, nanos, RetentionPolicy, StorageType, type JsMsg, type KV, type NatsConnection } from 'nats';
+import { JSONCodec, type JsMsg, type KV, type NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -42,6 +42,7 @@ import type { Logger } from '../lib/log.ts';
 import { parseSegmentRelPath, segmentRelPath } from '../storage/layout.ts';
 import { fsyncDir } from '../storage/segment-file.ts';
 import { secretEquals } from '../security/passwords.ts';
+import { AnnouncementStream, durableName, JS_TIMEOUT_MS } from './announcement-stream.ts';
 import { copyHolders, heldByDead, segmentKey } from './copy-plan.ts';
 import { CopyTrimmer, type KeepReply, type KeepRequest } from './copy-trim.ts';
 
@@ -83,20 +84,8 @@ export function picturePackAllowed(token: string | null, given: unknown, grant: 
 
 /** A returning node is announced again what closed from this long before it was judged dead on (peerJoined). */
 export const RETURN_MARGIN_MS = 10 * 60_000;
-/** How far before this node's start a new consumer of the copy stream begins (other machines' clocks may be behind). */
-const CONSUMER_START_MARGIN_MS = 60_000;
-/** Announcements older than this leave the stream: a node down longer misses them (docs/design/cluster.md). */
-const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
-const JS_TIMEOUT_MS = 4000;
-/** A pull not finished in this long is redelivered; `working()` extends it while bytes flow. */
-const ACK_WAIT_MS = 60_000;
 /** How long a source may take to send a segment's record. */
 const RECORD_TIMEOUT_MS = 15_000;
-/** The longest a failed pull waits before it is tried again. */
-const MAX_RETRY_DELAY_MS = 60_000;
-/** A pull failing this many times in a row (about 30 s of retries) is behind: an alarm. */
-const BEHIND_AFTER = 5;
-const BEHIND_ALARM_EVERY_MS = 10 * 60_000;
 /** Announcements kept for a publish that failed (quorum lost), tried again each round. */
 const MAX_UNPUBLISHED = 100_000;
 
@@ -145,7 +134,7 @@ export interface CopyDeps {
   catalog: (camera: string) => void;
   /** A copy is indexed: retention, backup and sample tables see it as any closed segment. */
   copied: (seg: SegmentRecord) => void;
-  /** `copies-behind`: a pull still failing after BEHIND_AFTER deliveries (at most once per BEHIND_ALARM_EVERY_MS). */
+  /** `copies-behind`: a pull still failing after a few deliveries (cluster/announcement-stream.ts). */
   raiseAlarm?: (alarm: AlarmInput) => void;
   /**
    * Trimming surplus copies after a join or a return (cluster/copy-trim.ts): how to ask a
@@ -176,22 +165,48 @@ export interface CopyStatus {
 const json = JSONCodec();
 
 export class CopyService {
-  private nc: NatsConnection | null = null;
   private token: string | null = null;
-  private bound = false;
-  private readonly unpublished = new Map<string, CopyAnnouncement>();
-  private readonly stats = { copied: 0, copiedBytes: 0, failed: 0, lastError: null as string | null };
-  private pending: number | null = null;
-  private behindAlarmAt = -Infinity;
+  private readonly stats = { copied: 0, copiedBytes: 0 };
   private readonly pulling = new Map<string, Promise<SegmentRecord | null>>();
   private readonly stop = new AbortController();
-  private done: Promise<void> = Promise.resolve();
-  /** When this service was made (the node's start): a new consumer is delivered what was published since. */
-  private readonly startedAt = Date.now();
+  /** The copy stream `<prefix>-copies` and this node's durable consumer `copy-<node>`. */
+  private readonly stream: AnnouncementStream<CopyAnnouncement>;
   private readonly trimmer: CopyTrimmer | null;
 
   constructor(private readonly d: CopyDeps) {
     d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+    this.stream = new AnnouncementStream<CopyAnnouncement>({
+      what: 'copies',
+      stream: `${d.prefix}-copies`,
+      subjects: `${d.prefix}.copies.>`,
+      durable: durableName('copy', d.nodeId),
+      replicas: d.replicas,
+      maxUnpublished: MAX_UNPUBLISHED,
+      subject: (a) => `${d.prefix}.copies.${a.camera}`,
+      id: (a) => segmentKey(a.camera, a.startMs),
+      describe: (a) => ({ camera: a.camera, startMs: a.startMs }),
+      parse: (m) => m.json<CopyAnnouncement>(),
+      malformed: 'not an announcement',
+      batch: { max: 16, expiresMs: 2000 },
+      roundFailureLevel: 'warn',
+      // The token peers show to read this node's segments, bound with the stream.
+      onBind: async (nc) => {
+        const kv = await nc.jetstream({ timeout: JS_TIMEOUT_MS }).views.kv(`${d.prefix}-cluster`, { replicas: d.replicas, history: 1, timeout: JS_TIMEOUT_MS });
+        this.token = await clusterToken(kv);
+      },
+      beforeFetch: () => this.stream.republish(),
+      handle: (a, m) => this.handle(a, m),
+      behindAlarm: (a, tries, err, pending) => ({
+        kind: 'copies-behind',
+        camera: a.camera,
+        pool: a.pool,
+        message: `copies fall behind: ${a.camera}/${a.startMs} could not be pulled from ${a.source} in ${tries} tries (${err.message}); retrying`,
+        details: { source: a.source, startMs: a.startMs, pending },
+      }),
+      log: d.log,
+      raiseAlarm: d.raiseAlarm,
+      signal: this.stop.signal,
+    });
     this.trimmer = d.trim
       ? new CopyTrimmer({
           nodeId: d.nodeId,
@@ -208,25 +223,14 @@ export class CopyService {
       : null;
   }
 
-  private get stream(): string {
-    return `${this.d.prefix}-copies`;
-  }
-
-  private get durable(): string {
-    // Consumer names may not hold '.', '*', '>' or spaces; node ids are host names.
-    return `copy-${this.d.nodeId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
-  }
-
   /** Starts binding the stream, the token and the consumer, then the pull loop (in the background). */
   start(nc: NatsConnection): void {
-    if (this.nc) return;
-    this.nc = nc;
-    this.done = this.loop();
+    this.stream.start(nc);
   }
 
   async close(): Promise<void> {
     this.stop.abort();
-    await this.done;
+    await this.stream.stopped();
   }
 
   /** The cluster token peers must show to read this node's segments (null: not bound yet). */
@@ -235,7 +239,13 @@ export class CopyService {
   }
 
   status(): CopyStatus {
-    return { pending: this.pending, unpublished: this.unpublished.size, ...this.stats, trimmed: this.trimmer?.trimmed() ?? 0 };
+    return {
+      pending: this.stream.pending,
+      unpublished: this.stream.unpublishedCount,
+      ...this.stats,
+      ...this.stream.failures,
+      trimmed: this.trimmer?.trimmed() ?? 0,
+    };
   }
 
   /** A peer about to delete its surplus copies asks whether this node keeps them (`<prefix>.v1.node.<id>.copies.keep`). */
@@ -258,7 +268,7 @@ export class CopyService {
       source: this.d.nodeId,
       holders: copyHolders(key, this.d.nodeId, this.d.liveNodes(), copies),
     };
-    void this.publish(a);
+    void this.stream.publish(a);
   }
 
   /**
@@ -274,7 +284,7 @@ export class CopyService {
       const key = segmentKey(seg.camera, seg.startMs);
       const writer = seg.fence?.node ?? null;
       if (!heldByDead(key, writer, live, dead, copies)) continue;
-      await this.publish({
+      await this.stream.publish({
         camera: seg.camera,
         startMs: seg.startMs,
         bytes: seg.bytes,
@@ -312,7 +322,7 @@ export class CopyService {
       if (seg.fence?.node !== this.d.nodeId || seg.endMs < since) continue;
       const holders = copyHolders(segmentKey(seg.camera, seg.startMs), this.d.nodeId, live, copies);
       if (!holders.includes(joined)) continue;
-      await this.publish({ camera: seg.camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source: this.d.nodeId, holders });
+      await this.stream.publish({ camera: seg.camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source: this.d.nodeId, holders });
       announced++;
     }
     if (announced > 0) this.d.log.info({ joined, announced }, 'copies: segments the node that joined should hold announced to it');
@@ -354,108 +364,8 @@ export class CopyService {
     return this.d.index.pools.get(pool)?.copies ?? 1;
   }
 
-  private async publish(a: CopyAnnouncement): Promise<void> {
-    const key = segmentKey(a.camera, a.startMs);
-    if (!this.bound || !this.nc) {
-      this.keep(key, a);
-      return;
-    }
-    try {
-      await this.nc.jetstream({ timeout: JS_TIMEOUT_MS }).publish(`${this.d.prefix}.copies.${a.camera}`, json.encode(a));
-      this.unpublished.delete(key);
-    } catch (err) {
-      this.keep(key, a);
-      this.d.log.debug({ camera: a.camera, startMs: a.startMs, err: (err as Error).message }, 'copies: announcement not published; kept for the next round');
-    }
-  }
-
-  private keep(key: string, a: CopyAnnouncement): void {
-    if (this.unpublished.size >= MAX_UNPUBLISHED && !this.unpublished.has(key)) return;
-    this.unpublished.set(key, a);
-  }
-
-  private async loop(): Promise<void> {
-    while (!this.stop.signal.aborted) {
-      try {
-        if (!this.bound) await this.bind();
-        if (this.bound) await this.round();
-      } catch (err) {
-        if (!this.stop.signal.aborted) this.d.log.warn({ err: (err as Error).message }, 'copies: round failed; again shortly');
-        await this.sleep(1000);
-      }
-    }
-  }
-
-  /** The stream (replicated as the KV buckets), the token and this node's durable consumer. */
-  private async bind(): Promise<void> {
-    const nc = this.nc!;
-    try {
-      const jsm = await nc.jetstreamManager({ timeout: JS_TIMEOUT_MS });
-      const config = {
-        name: this.stream,
-        subjects: [`${this.d.prefix}.copies.>`],
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        num_replicas: this.d.replicas,
-        max_age: nanos(STREAM_MAX_AGE_MS),
-      };
-      await jsm.streams.info(this.stream).catch(() => jsm.streams.add(config));
-      await jsm.consumers.info(this.stream, this.durable).catch(() =>
-        jsm.consumers.add(this.stream, {
-          durable_name: this.durable,
-          ack_policy: AckPolicy.Explicit,
-          ack_wait: nanos(ACK_WAIT_MS),
-          // A node that joins copies what is announced from its start on (CONSUMER_START_MARGIN_MS
-          // before it, for clocks of other machines): the copies the others announce to it
-          // once it beats (peerJoined) may come before this consumer exists, and a consumer
-          // of new messages only would miss them. A node that was down resumes where it was.
-          deliver_policy: DeliverPolicy.StartTime,
-          opt_start_time: new Date(this.startedAt - CONSUMER_START_MARGIN_MS).toISOString(),
-          max_ack_pending: 64,
-        }),
-      );
-      const kv = await nc
-        .jetstream({ timeout: JS_TIMEOUT_MS })
-        .views.kv(`${this.d.prefix}-cluster`, { replicas: this.d.replicas, history: 1, timeout: JS_TIMEOUT_MS });
-      this.token = await clusterToken(kv);
-      this.bound = true;
-      this.d.log.info({ stream: this.stream, consumer: this.durable }, 'copies: bound');
-    } catch (err) {
-      this.d.log.debug({ err: (err as Error).message }, 'copies: JetStream not ready yet; retrying');
-      await this.sleep(1000);
-    }
-  }
-
-  /** Publishes what was kept, then handles one batch of announcements (waits up to 2 s for one). */
-  private async round(): Promise<void> {
-    for (const [, a] of [...this.unpublished].slice(0, 500)) {
-      if (this.stop.signal.aborted) return;
-      await this.publish(a);
-    }
-    const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
-    const consumer = await js.consumers.get(this.stream, this.durable);
-    const batch = await consumer.fetch({ max_messages: 16, expires: 2000 });
-    for await (const m of batch) {
-      if (this.stop.signal.aborted) {
-        m.nak();
-        continue;
-      }
-      await this.handle(m);
-    }
-    this.pending = await consumer
-      .info(true)
-      .then((i) => i.num_pending + i.num_ack_pending)
-      .catch(() => this.pending);
-  }
-
-  private async handle(m: JsMsg): Promise<void> {
-    let a: CopyAnnouncement;
-    try {
-      a = m.json<CopyAnnouncement>();
-    } catch {
-      m.term('not an announcement');
-      return;
-    }
+  /** One announcement (cluster/announcement-stream.ts delivers it): refused, nothing for this node, or pulled. */
+  private async handle(a: CopyAnnouncement, m: JsMsg): Promise<void> {
     if (a.origin) {
       const refused = this.refusedBackup(a);
       if (refused) {
@@ -470,36 +380,13 @@ export class CopyService {
       m.ack();
       return;
     }
-    const working = setInterval(() => m.working(), 10_000);
-    try {
+    await this.stream.work(m, a, async () => {
       const seg = await this.pull(a);
       if (seg) {
         this.stats.copied++;
         this.stats.copiedBytes += seg.bytes;
       }
-      m.ack();
-    } catch (err) {
-      const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(6, m.info.redeliveryCount));
-      this.stats.failed++;
-      this.stats.lastError = (err as Error).message;
-      this.d.log.warn(
-        { camera: a.camera, startMs: a.startMs, source: a.source, retryInMs: delay, err: (err as Error).message },
-        'copies: pull failed; tried again later',
-      );
-      if (m.info.redeliveryCount >= BEHIND_AFTER && performance.now() - this.behindAlarmAt > BEHIND_ALARM_EVERY_MS) {
-        this.behindAlarmAt = performance.now();
-        this.d.raiseAlarm?.({
-          kind: 'copies-behind',
-          camera: a.camera,
-          pool: a.pool,
-          message: `copies fall behind: ${a.camera}/${a.startMs} could not be pulled from ${a.source} in ${m.info.redeliveryCount} tries (${(err as Error).message}); retrying`,
-          details: { source: a.source, startMs: a.startMs, pending: this.pending },
-        });
-      }
-      m.nak(delay);
-    } finally {
-      clearInterval(working);
-    }
+    });
   }
 
   /**
@@ -589,19 +476,6 @@ export class CopyService {
       if (got > bytes) await rm(tmp, { force: true });
       throw new RecorderError('STORAGE_IO', `pulled ${got} bytes where the record says ${bytes}`);
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      const signal = this.stop.signal;
-      function done(): void {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
   }
 }
 

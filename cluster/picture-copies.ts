@@ -35,7 +35,7 @@
  * holds the pack (covered) makes the holder acknowledge it.
  */
 import { createHash } from 'node:crypto';
-import { AckPolicy, DeliverPolicy, nanos, RetentionPolicy, StorageType, type JsMsg, type NatsConnection } from 'nats';
+import type { JsMsg, NatsConnection } from 'nats';
 import type { RecorderIndex } from '../index/db.ts';
 import { originEnd, type PackRecord } from '../index/pictures.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -43,20 +43,12 @@ import type { Logger } from '../lib/log.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import { decodePackRange } from '../pictures/copy-pack.ts';
 import type { PictureStorage } from '../pictures/picture-storage.ts';
+import { AnnouncementStream, durableName } from './announcement-stream.ts';
 import { BACKUP_GRANT_HEADER, CLUSTER_TOKEN_HEADER, RETURN_MARGIN_MS } from './copies.ts';
 import { copyHolders, heldByDead } from './copy-plan.ts';
 
 /** How often the writer looks for packs grown since their last announcement. */
 export const ANNOUNCE_EVERY_MS = 1000;
-const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
-const JS_TIMEOUT_MS = 4000;
-const ACK_WAIT_MS = 60_000;
-const MAX_RETRY_DELAY_MS = 60_000;
-/** How far before this node's start a new consumer begins (announcements to a joining node before its consumer exists). */
-const CONSUMER_START_MARGIN_MS = 60_000;
-/** A pull failing this many times in a row (about 30 s of retries) is behind: an alarm, as for segments. */
-const BEHIND_AFTER = 5;
-const BEHIND_ALARM_EVERY_MS = 10 * 60_000;
 /** How long a node just started waits to see a peer before it announces its packs anyway. */
 const STARTUP_SETTLE_MS = 30_000;
 /** At start, own packs with pictures this long before the newest are announced again (a crash may have cut their announcement). */
@@ -116,7 +108,7 @@ export interface PictureCopyDeps {
   token: () => string | null;
   /** Joins a camera's holders catalog (reads through any node then ask this one). */
   catalog: (camera: string) => void;
-  /** `copies-behind`: a pull still failing after BEHIND_AFTER deliveries (at most once per BEHIND_ALARM_EVERY_MS). */
+  /** `copies-behind`: a pull still failing after a few deliveries, as for segments (cluster/announcement-stream.ts). */
   raiseAlarm?: (alarm: AlarmInput) => void;
 }
 
@@ -133,11 +125,9 @@ export interface PictureCopyStatus {
 }
 
 export class PictureCopyService {
-  private nc: NatsConnection | null = null;
-  private bound = false;
   private readonly stop = new AbortController();
-  private done: Promise<void> = Promise.resolve();
-  private readonly startedAt = Date.now();
+  /** The picture copy stream `<prefix>-piccopies` and this node's durable consumer `piccopy-<node>`. */
+  private readonly stream: AnnouncementStream<PictureCopyAnnouncement>;
   private readonly startedPerf = performance.now();
   /** Per own pack: the extent last announced (`<bytes>/<closed>`). */
   private readonly announced = new Map<number, string>();
@@ -145,39 +135,59 @@ export class PictureCopyService {
   private watched = new Set<number>();
   /** Own packs to look at in the next round whatever they are (the start). */
   private readonly queued = new Set<number>();
-  private readonly unpublished = new Map<string, PictureCopyAnnouncement>();
   private lastAnnounceMs = -Infinity;
-  private pending: number | null = null;
-  private behindAlarmAt = -Infinity;
-  private readonly stats = { pictures: 0, bytes: 0, skipped: 0, failed: 0, lastError: null as string | null };
+  private readonly stats = { pictures: 0, bytes: 0, skipped: 0 };
   /** Pools whose backup announcements were refused: logged once each (a misconfiguration, not news every pack). */
   private readonly refusedPools = new Set<string>();
 
   constructor(private readonly d: PictureCopyDeps) {
     d.signal.addEventListener('abort', () => this.stop.abort(), { once: true });
-  }
-
-  private get stream(): string {
-    return `${this.d.prefix}-piccopies`;
-  }
-
-  private get durable(): string {
-    return `piccopy-${this.d.nodeId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    this.stream = new AnnouncementStream<PictureCopyAnnouncement>({
+      what: 'picture copies',
+      stream: `${d.prefix}-piccopies`,
+      subjects: `${d.prefix}.piccopies.>`,
+      durable: durableName('piccopy', d.nodeId),
+      replicas: d.replicas,
+      // Each announcement says all an earlier one of its pack and source did: only the last is kept.
+      maxMsgsPerSubject: 1,
+      maxUnpublished: MAX_UNPUBLISHED,
+      subject: (a) => announcementSubject(d.prefix, a),
+      id: (a) => `${a.origin}/${a.pack}/${a.source}`,
+      describe: (a) => ({ origin: a.origin, pack: a.pack }),
+      parse: (m) => {
+        const a = m.json<PictureCopyAnnouncement>();
+        if (typeof a.origin !== 'string' || !Number.isSafeInteger(a.pack) || !Number.isSafeInteger(a.to) || !Array.isArray(a.holders)) throw new Error('shape');
+        return a;
+      },
+      malformed: 'not a picture copy announcement',
+      batch: { max: 32, expiresMs: ANNOUNCE_EVERY_MS },
+      roundFailureLevel: 'debug',
+      onBind: () => this.queueRecent(),
+      beforeFetch: () => this.announceRound(),
+      handle: (a, m) => this.handle(a, m),
+      behindAlarm: (a, tries, err, pending) => ({
+        kind: 'copies-behind',
+        pool: a.pool,
+        message: `picture copies fall behind: pack ${a.origin}/${a.pack} could not be pulled from ${a.source} in ${tries} tries (${err.message}); retrying`,
+        details: { origin: a.origin, pack: a.pack, source: a.source, pending },
+      }),
+      log: d.log,
+      raiseAlarm: d.raiseAlarm,
+      signal: this.stop.signal,
+    });
   }
 
   start(nc: NatsConnection): void {
-    if (this.nc) return;
-    this.nc = nc;
-    this.done = this.loop();
+    this.stream.start(nc);
   }
 
   async close(): Promise<void> {
     this.stop.abort();
-    await this.done;
+    await this.stream.stopped();
   }
 
   status(): PictureCopyStatus {
-    return { pending: this.pending, unpublished: this.unpublished.size, ...this.stats };
+    return { pending: this.stream.pending, unpublished: this.stream.unpublishedCount, ...this.stats, ...this.stream.failures };
   }
 
   /**
@@ -192,7 +202,7 @@ export class PictureCopyService {
     for (const held of this.heldPacks()) {
       const key = picturePackKey(held.origin, held.pack);
       if (!heldByDead(key, held.origin, live, dead, held.copies)) continue;
-      await this.publish({
+      await this.stream.publish({
         origin: held.origin,
         pack: held.pack,
         pool: held.pool,
@@ -226,7 +236,7 @@ export class PictureCopyService {
       if (p.copyOf || p.covering || copies <= 1 || p.range === null || p.range[1] < since) continue;
       const a = this.ownAnnouncement(p, live, copies);
       if (!a.holders.includes(joined)) continue;
-      await this.publish(a);
+      await this.stream.publish(a);
       announced++;
     }
     if (announced > 0) this.d.log.info({ joined, announced }, 'picture copies: packs the node that joined should hold announced to it');
@@ -262,82 +272,12 @@ export class PictureCopyService {
     return [...out.values()];
   }
 
-  private async loop(): Promise<void> {
-    while (!this.stop.signal.aborted) {
-      try {
-        if (!this.bound) {
-          await this.bind();
-          continue;
-        }
-        await this.round();
-      } catch (err) {
-        if (this.stop.signal.aborted) break;
-        this.d.log.debug({ err: (err as Error).message }, 'picture copies: round failed; retrying');
-        await this.sleep(1000);
-      }
-    }
-  }
-
-  private async bind(): Promise<void> {
-    const nc = this.nc!;
-    try {
-      const jsm = await nc.jetstreamManager({ timeout: JS_TIMEOUT_MS });
-      await jsm.streams.info(this.stream).catch(() =>
-        jsm.streams.add({
-          name: this.stream,
-          subjects: [`${this.d.prefix}.piccopies.>`],
-          retention: RetentionPolicy.Limits,
-          storage: StorageType.File,
-          num_replicas: this.d.replicas,
-          max_age: nanos(STREAM_MAX_AGE_MS),
-          // Each announcement says all an earlier one of its pack and source did: only the last is kept.
-          max_msgs_per_subject: 1,
-        }),
-      );
-      await jsm.consumers.info(this.stream, this.durable).catch(() =>
-        jsm.consumers.add(this.stream, {
-          durable_name: this.durable,
-          ack_policy: AckPolicy.Explicit,
-          ack_wait: nanos(ACK_WAIT_MS),
-          // As for segment copies: what is announced to a joining node before its consumer exists still reaches it.
-          deliver_policy: DeliverPolicy.StartTime,
-          opt_start_time: new Date(this.startedAt - CONSUMER_START_MARGIN_MS).toISOString(),
-          max_ack_pending: 64,
-        }),
-      );
-      this.bound = true;
-      this.queueRecent();
-      this.d.log.info({ stream: this.stream, consumer: this.durable }, 'picture copies: bound');
-    } catch (err) {
-      this.d.log.debug({ err: (err as Error).message }, 'picture copies: JetStream not ready yet; retrying');
-      await this.sleep(1000);
-    }
-  }
-
-  /** Announces what grew (at most every ANNOUNCE_EVERY_MS), publishes what was kept, then handles one batch. */
-  private async round(): Promise<void> {
-    if (performance.now() - this.lastAnnounceMs >= ANNOUNCE_EVERY_MS) {
-      this.lastAnnounceMs = performance.now();
-      await this.announceOwn();
-      for (const a of [...this.unpublished.values()].slice(0, 500)) {
-        if (this.stop.signal.aborted) return;
-        await this.publish(a);
-      }
-    }
-    const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
-    const consumer = await js.consumers.get(this.stream, this.durable);
-    const batch = await consumer.fetch({ max_messages: 32, expires: ANNOUNCE_EVERY_MS });
-    for await (const m of batch) {
-      if (this.stop.signal.aborted) {
-        m.nak();
-        continue;
-      }
-      await this.handle(m);
-    }
-    this.pending = await consumer
-      .info(true)
-      .then((i) => i.num_pending + i.num_ack_pending)
-      .catch(() => this.pending);
+  /** Each round before its fetch: what grew is announced, and what was kept published again (at most every ANNOUNCE_EVERY_MS). */
+  private async announceRound(): Promise<void> {
+    if (performance.now() - this.lastAnnounceMs < ANNOUNCE_EVERY_MS) return;
+    this.lastAnnounceMs = performance.now();
+    await this.announceOwn();
+    await this.stream.republish();
   }
 
   /**
@@ -363,7 +303,7 @@ export class PictureCopyService {
       if (!p || p.copyOf || p.covering || copies <= 1 || p.count === 0) continue;
       const extent = `${p.bytes}/${p.closed}`;
       if (this.announced.get(p.id) === extent) continue;
-      const ok = await this.publish(this.ownAnnouncement(p, live, copies));
+      const ok = await this.stream.publish(this.ownAnnouncement(p, live, copies));
       // A publish that failed is kept and tried again; the next change announces the newer extent anyway.
       if (ok) this.announced.set(p.id, extent);
     }
@@ -393,29 +333,8 @@ export class PictureCopyService {
     for (const p of own) if (p.range![1] >= newest - START_MARGIN_MS) this.queued.add(p.id);
   }
 
-  private async publish(a: PictureCopyAnnouncement): Promise<boolean> {
-    const id = `${a.origin}/${a.pack}/${a.source}`;
-    try {
-      const js = this.nc!.jetstream({ timeout: JS_TIMEOUT_MS });
-      await js.publish(announcementSubject(this.d.prefix, a), JSON.stringify(a));
-      this.unpublished.delete(id);
-      return true;
-    } catch (err) {
-      if (this.unpublished.size < MAX_UNPUBLISHED || this.unpublished.has(id)) this.unpublished.set(id, a);
-      this.d.log.debug({ origin: a.origin, pack: a.pack, err: (err as Error).message }, 'picture copies: announcement not published yet');
-      return false;
-    }
-  }
-
-  private async handle(m: JsMsg): Promise<void> {
-    let a: PictureCopyAnnouncement;
-    try {
-      a = m.json<PictureCopyAnnouncement>();
-      if (typeof a.origin !== 'string' || !Number.isSafeInteger(a.pack) || !Number.isSafeInteger(a.to) || !Array.isArray(a.holders)) throw new Error('shape');
-    } catch {
-      m.term('not a picture copy announcement');
-      return;
-    }
+  /** One announcement (cluster/announcement-stream.ts delivers it): refused, nothing for this node, or pulled. */
+  private async handle(a: PictureCopyAnnouncement, m: JsMsg): Promise<void> {
     if (a.backup !== undefined) {
       // Another cluster's pictures go only into a pool that says it takes them.
       if (typeof a.backup.http !== 'string' || typeof a.backup.grant !== 'string' || !this.d.index.pools.get(a.pool)?.receivesBackups) {
@@ -435,31 +354,7 @@ export class PictureCopyService {
       m.ack();
       return;
     }
-    const working = setInterval(() => m.working(), 10_000);
-    try {
-      await this.pull(a);
-      m.ack();
-    } catch (err) {
-      const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(6, m.info.redeliveryCount));
-      this.stats.failed++;
-      this.stats.lastError = (err as Error).message;
-      this.d.log.warn(
-        { origin: a.origin, pack: a.pack, source: a.source, retryInMs: delay, err: (err as Error).message },
-        'picture copies: pull failed; tried again later',
-      );
-      if (m.info.redeliveryCount >= BEHIND_AFTER && performance.now() - this.behindAlarmAt > BEHIND_ALARM_EVERY_MS) {
-        this.behindAlarmAt = performance.now();
-        this.d.raiseAlarm?.({
-          kind: 'copies-behind',
-          pool: a.pool,
-          message: `picture copies fall behind: pack ${a.origin}/${a.pack} could not be pulled from ${a.source} in ${m.info.redeliveryCount} tries (${(err as Error).message}); retrying`,
-          details: { origin: a.origin, pack: a.pack, source: a.source, pending: this.pending },
-        });
-      }
-      m.nak(delay);
-    } finally {
-      clearInterval(working);
-    }
+    await this.stream.work(m, a, () => this.pull(a));
   }
 
   /** Pulls what this node lacks of the announced pack, range after range, from its source. */
@@ -501,18 +396,5 @@ export class PictureCopyService {
       throw new RecorderError('CLUSTER_UNAVAILABLE', `node ${a.source}: picture pack range ${res.status}`);
     }
     return decodePackRange(Buffer.from(await res.arrayBuffer()));
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.stop.signal;
-      const t = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
   }
 }
