@@ -15,8 +15,9 @@
  * - Publishing: until the stream is bound, and when a publish fails (no quorum, an
  *   election), the announcement is kept in memory by its id (the latest per id, up to a
  *   bound) and published again by a later round (`republish`).
- * - Consuming: each round fetches a batch; an announcement that does not parse is
- *   terminated (never redelivered); the service's `handle` acknowledges, terminates, or
+ * - Consuming: each round fetches a batch; a message that is not an announcement (not
+ *   JSON, or any field missing or of the wrong type: the service's zod schema) is
+ *   terminated and logged once, never redelivered; the service's `handle` acknowledges, terminates, or
  *   pulls through `work`: the server is told every 10 s that the pull is working, it is
  *   acknowledged when it ends, and one that fails is nak'ed with a delay of 2^n s
  *   (≤ MAX_RETRY_DELAY_MS) and redelivered (a source that died may come back); still
@@ -26,8 +27,10 @@
  * What is announced, who pulls it and how stay with each service.
  */
 import { AckPolicy, DeliverPolicy, nanos, RetentionPolicy, StorageType, type JsMsg, type NatsConnection } from 'nats';
+import type { z } from 'zod';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
+import { validate } from '../lib/validate.ts';
 
 /** Announcements older than this leave the stream: a node down longer misses them. */
 const STREAM_MAX_AGE_MS = 7 * 24 * 3600_000;
@@ -67,9 +70,9 @@ export interface AnnouncementStreamOptions<A extends { source: string }> {
   id: (a: A) => string;
   /** The announcement in log lines. */
   describe: (a: A) => Record<string, unknown>;
-  /** The announcement a message carries; throws when it is not one (the message is terminated). */
-  parse: (m: JsMsg) => A;
-  /** Why a message that does not parse is terminated. */
+  /** Every field of an announcement: a message that fails it is terminated and logged. */
+  schema: z.ZodType<A>;
+  /** Why a message that is not an announcement is terminated. */
   malformed: string;
   /** One fetch: at most `max` messages, waiting up to `expiresMs` for one. */
   batch: { max: number; expiresMs: number };
@@ -148,6 +151,21 @@ export class AnnouncementStream<A extends { source: string }> {
     for (const a of [...this.unpublished.values()].slice(0, REPUBLISH_PER_ROUND)) {
       if (this.o.signal.aborted) return;
       await this.publish(a);
+    }
+  }
+
+  /**
+   * The announcement a delivered message carries, or null when it is none (not JSON, a
+   * field missing or of the wrong type): then the message is terminated, so it is never
+   * redelivered, and logged in one line.
+   */
+  accept(m: JsMsg): A | null {
+    try {
+      return validate(this.o.schema, m.json<unknown>());
+    } catch (err) {
+      this.o.log.warn({ subject: m.subject, seq: m.seq, err: (err as Error).message }, `${this.o.what}: ${this.o.malformed}; terminated`);
+      m.term(this.o.malformed);
+      return null;
     }
   }
 
@@ -248,14 +266,8 @@ export class AnnouncementStream<A extends { source: string }> {
         m.nak();
         continue;
       }
-      let a: A;
-      try {
-        a = this.o.parse(m);
-      } catch {
-        m.term(this.o.malformed);
-        continue;
-      }
-      await this.o.handle(a, m);
+      const a = this.accept(m);
+      if (a !== null) await this.o.handle(a, m);
     }
     this.pendingCount = await consumer
       .info(true)

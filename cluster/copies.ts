@@ -34,6 +34,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { JSONCodec, type JsMsg, type KV, type NatsConnection } from 'nats';
+import { z } from 'zod';
 import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -106,6 +107,21 @@ export interface CopyAnnouncement {
    */
   origin?: { node: string; http: string; grant: string };
 }
+
+/**
+ * Every field of a copy announcement, checked where it is consumed: a malformed one (a
+ * field missing or of the wrong type) is terminated and logged once
+ * (cluster/announcement-stream.ts), never redelivered.
+ */
+export const copyAnnouncementSchema: z.ZodType<CopyAnnouncement> = z.object({
+  camera: z.string().min(1),
+  startMs: z.number().int(),
+  bytes: z.number().int().nonnegative(),
+  pool: z.string().min(1),
+  source: z.string().min(1),
+  holders: z.array(z.string()),
+  origin: z.object({ node: z.string(), http: z.string(), grant: z.string() }).optional(),
+});
 
 /** A segment record as it travels between nodes (the GOP table in base64). */
 export type SegmentRecordWire = Omit<SegmentRecord, 'gops'> & { gops: string };
@@ -185,7 +201,7 @@ export class CopyService {
       subject: (a) => `${d.prefix}.copies.${a.camera}`,
       id: (a) => segmentKey(a.camera, a.startMs),
       describe: (a) => ({ camera: a.camera, startMs: a.startMs }),
-      parse: (m) => m.json<CopyAnnouncement>(),
+      schema: copyAnnouncementSchema,
       malformed: 'not an announcement',
       batch: { max: 16, expiresMs: 2000 },
       roundFailureLevel: 'warn',

@@ -36,6 +36,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { JsMsg, NatsConnection } from 'nats';
+import { z } from 'zod';
 import type { RecorderIndex } from '../index/db.ts';
 import { originEnd, type PackRecord } from '../index/pictures.ts';
 import { RecorderError } from '../lib/errors.ts';
@@ -78,6 +79,22 @@ export interface PictureCopyAnnouncement {
    */
   backup?: { http: string; grant: string };
 }
+
+/**
+ * Every field of a picture copy announcement, checked where it is consumed: a malformed
+ * one (a field missing or of the wrong type) is terminated and logged once
+ * (cluster/announcement-stream.ts), never redelivered.
+ */
+export const pictureCopyAnnouncementSchema: z.ZodType<PictureCopyAnnouncement> = z.object({
+  origin: z.string().min(1),
+  pack: z.number().int().nonnegative(),
+  pool: z.string().min(1),
+  to: z.number().int().nonnegative(),
+  closed: z.boolean(),
+  source: z.string().min(1),
+  holders: z.array(z.string()),
+  backup: z.object({ http: z.string(), grant: z.string() }).optional(),
+});
 
 /** The key that ranks the nodes for one pack (never a segment's: camera ids hold no '/'). */
 export function picturePackKey(origin: string, pack: number): string {
@@ -154,11 +171,7 @@ export class PictureCopyService {
       subject: (a) => announcementSubject(d.prefix, a),
       id: (a) => `${a.origin}/${a.pack}/${a.source}`,
       describe: (a) => ({ origin: a.origin, pack: a.pack }),
-      parse: (m) => {
-        const a = m.json<PictureCopyAnnouncement>();
-        if (typeof a.origin !== 'string' || !Number.isSafeInteger(a.pack) || !Number.isSafeInteger(a.to) || !Array.isArray(a.holders)) throw new Error('shape');
-        return a;
-      },
+      schema: pictureCopyAnnouncementSchema,
       malformed: 'not a picture copy announcement',
       batch: { max: 32, expiresMs: ANNOUNCE_EVERY_MS },
       roundFailureLevel: 'debug',
@@ -337,7 +350,7 @@ export class PictureCopyService {
   private async handle(a: PictureCopyAnnouncement, m: JsMsg): Promise<void> {
     if (a.backup !== undefined) {
       // Another cluster's pictures go only into a pool that says it takes them.
-      if (typeof a.backup.http !== 'string' || typeof a.backup.grant !== 'string' || !this.d.index.pools.get(a.pool)?.receivesBackups) {
+      if (!this.d.index.pools.get(a.pool)?.receivesBackups) {
         const why = `pool ${a.pool} does not receive backups (receivesBackups)`;
         if (!this.refusedPools.has(a.pool)) {
           this.refusedPools.add(a.pool);
