@@ -85,6 +85,9 @@ import { rootCredential, startS3Listener } from './buckets/listener.ts';
 import { S3Presigner, isRecorderUi } from './buckets/presign.ts';
 import { S3Keys } from './buckets/keys.ts';
 import { SecretBox } from './lib/secret-box.ts';
+import { bucketCluster } from './cluster/bucket-cluster.ts';
+import { ObjectCopies } from './cluster/object-copies.ts';
+import { ObjectLog } from './cluster/object-log.ts';
 import type { S3Server } from './buckets/s3-server.ts';
 
 /** A camera's write error that says the disk is full. */
@@ -151,6 +154,9 @@ export class RecorderNode {
   copies: CopyService | null = null;
   /** Copies of picture packs on other nodes (cluster/picture-copies.ts); null outside cluster mode. */
   pictureCopies: PictureCopyService | null = null;
+  /** In a cluster: the S3 catalog's changes in one replicated order, and the copies of objects (cluster/object-log.ts, object-copies.ts). */
+  objectLog: ObjectLog | null = null;
+  objectCopies: ObjectCopies | null = null;
   /** Pulls what another node recorded of a camera this node also recorded during a partition. */
   overlapHeal: OverlapHeal | null = null;
   /** Backup of pools to another cluster (cluster/backup-sender.ts; cluster mode only). */
@@ -348,10 +354,12 @@ export class RecorderNode {
             void self.pictureCopies
               ?.peerDied(dead)
               .catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'picture copies: re-announcing failed'));
+            self.objectCopies?.rescan();
             // Its segments reach the backup cluster from the copies until it beats again.
             self.backups?.writerDied(dead);
           },
           peerJoined: (joined, awaySinceMs) => {
+            self.objectCopies?.rescan();
             void self.copies
               ?.peerJoined(joined, awaySinceMs)
               .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed'));
@@ -407,6 +415,29 @@ export class RecorderNode {
           raiseAlarm: (alarm) => alarms.raise(alarm),
         });
         self.pictureCopies = pictureCopies;
+        // S3 buckets: the catalog through the object log on every node, objects' bytes on their holders.
+        const objectCopies = new ObjectCopies({
+          nodeId: cluster.nodeId,
+          catalog: index.buckets,
+          copiesOf: (pool) => index.pools.get(pool)?.copies ?? 1,
+          liveNodes: () => cluster.liveNodes(),
+          peerHttp: (n) => cluster.peerHttp(n),
+          token: () => copies.clusterToken(),
+          files: () => self.s3?.objects ?? null,
+          log,
+          signal,
+        });
+        self.objectCopies = objectCopies;
+        self.objectLog = new ObjectLog({
+          nodeId: cluster.nodeId,
+          prefix: config.subjectPrefix,
+          replicas: replicasFor(config.natsUrl?.split(',') ?? []),
+          catalog: index.buckets,
+          log,
+          signal,
+          files: () => self.s3?.objects ?? null,
+          applied: (a) => objectCopies.applied(a),
+        });
         /** One closed segment another node has, pulled here as a copy (stitching, playback windows, the overlap heal); false: gone there. */
         const pullFrom = async (source: string, camera: string, seg: RemoteSegment): Promise<boolean> =>
           (await copies.pull({ camera, startMs: seg.startMs, bytes: seg.bytes, pool: seg.pool, source, holders: [] })) !== null;
@@ -596,6 +627,7 @@ export class RecorderNode {
             signal,
             raiseAlarm: (a) => self.alarms.raise(a),
             corsOrigin: (origin) => isRecorderUi(origin, self.httpUrl),
+            ...(self.objectLog && self.cluster ? { cluster: bucketCluster(self.objectLog, self.objectCopies!, self.cluster) } : {}),
           }),
         (s3) => s3?.stop(),
       );
@@ -663,6 +695,7 @@ export class RecorderNode {
         listenerUrl: () => this.s3Url,
       }),
       s3Keys: this.s3Keys,
+      objectFile: (bucket, fileId) => this.s3?.localFile(bucket, fileId) ?? null,
     });
     const { host, port } = splitHostPort(this.config.http);
     await this.http.listen({ host, port });
@@ -739,6 +772,8 @@ export class RecorderNode {
     this.cluster?.start(nc);
     this.copies?.start(nc);
     this.pictureCopies?.start(nc);
+    this.objectLog?.start(nc);
+    this.objectCopies?.start();
     this.backups?.start(nc);
     this.pictureBackups?.start(nc);
     const sink = (alarms: Alarm[]): Promise<void> => api.deliverAlarms(alarms);
@@ -814,6 +849,8 @@ export class RecorderNode {
     // A pull in flight is cut (its .pull file resumes at the next start).
     await this.copies?.close();
     await this.pictureCopies?.close();
+    this.objectCopies?.stop();
+    await this.objectLog?.stop();
     await this.backups?.close();
     await this.pictureBackups?.close();
     this.alarms.detach();

@@ -13,6 +13,7 @@
  * node does not have (the playlist's URIs are relative, so they come here).
  */
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -86,6 +87,31 @@ export function registerCluster(app: FastifyInstance, deps: HttpDeps): void {
     }
     const { bytes, etag } = await deps.service.pictures.read(req.params.id, req.query);
     return reply.header('content-type', 'image/jpeg').header('etag', etag).send(bytes);
+  });
+
+  // A peer copying an S3 object file or reading its bytes (cluster/object-copies.ts): the
+  // file as it is on disk (bytes, then the footer), a single byte range when asked.
+  app.get<{ Params: { bucket: string; fileId: string } }>('/api/cluster/objects/:bucket/:fileId', access('public'), async (req, reply) => {
+    const expected = deps.clusterToken?.() ?? null;
+    const given = req.headers[CLUSTER_TOKEN_HEADER];
+    if (expected === null || typeof given !== 'string' || !secretEquals(given, expected)) {
+      throw new RecorderError('UNAUTHORIZED', 'a cluster peer request needs the cluster token');
+    }
+    const { bucket, fileId } = req.params;
+    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket) || !/^[0-9a-f]{24}$/.test(fileId))
+      throw new ValidationError('a bucket name and an object file id expected');
+    const path = deps.objectFile?.(bucket, fileId) ?? null;
+    if (path === null) throw new RecorderError('NOT_FOUND', `object file ${bucket}/${fileId} is not on this node`);
+    const size = (await stat(path)).size;
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    const end = m && m[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
+    if (start > end) throw new RecorderError('RANGE_NOT_SATISFIABLE', `bytes ${start}-${end} of a ${size}-byte file`);
+    if (m) reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`);
+    return reply
+      .header('content-type', 'application/octet-stream')
+      .header('content-length', String(end - start + 1))
+      .send(createReadStream(path, { start, end }));
   });
 
   // A peer copying pictures (cluster/picture-copies.ts): a byte range of a pack this node

@@ -36,6 +36,8 @@ export interface HttpDeps {
   signal?: AbortSignal;
   /** Presigned S3 URLs for the web UI's buckets page (buckets/presign.ts); absent: answered S3_UNAVAILABLE. */
   s3Presigner?: S3Presigner;
+  /** In a cluster: the path of an S3 object file this node holds (a peer pulls or reads it); null: not here. */
+  objectFile?: (bucket: string, fileId: string) => string | null;
   /** Users' S3 access keys (buckets/keys.ts); absent: the key routes are not served. */
   s3Keys?: S3Keys;
 }

@@ -23,7 +23,7 @@ export async function putBucketVersioning(d: BucketDeps, r: S3Request): Promise<
   const status = xmlText(conf.Status);
   if (status !== 'Enabled' && status !== 'Suspended') throw new S3Error('MalformedXML', 'Status must be Enabled or Suspended');
   if (xmlText(conf.MfaDelete) === 'Enabled') throw new S3Error('NotImplemented', 'MFA delete is not implemented');
-  await d.catalog.putBucket({ ...b, versioning: status });
+  await d.writes.putBucket({ ...b, versioning: status });
   sendEmpty(r, 200);
 }
 
@@ -112,7 +112,7 @@ export async function putBucketLifecycle(d: BucketDeps, r: S3Request): Promise<v
     return rule;
   });
   if (rules.length === 0 || rules.length > MAX_RULES) throw new S3Error('MalformedXML', `A lifecycle configuration has 1 to ${MAX_RULES} rules`);
-  await d.catalog.putBucket({ ...b, lifecycle: rules });
+  await d.writes.putBucket({ ...b, lifecycle: rules });
   sendEmpty(r, 200);
 }
 
@@ -143,7 +143,7 @@ export async function deleteBucketLifecycle(d: BucketDeps, r: S3Request): Promis
   const b = requireBucket(d, r.bucket!);
   d.access.require(r, b, 'admin');
   const { lifecycle: _gone, ...rest } = b;
-  await d.catalog.putBucket(rest);
+  await d.writes.putBucket(rest);
   sendEmpty(r, 204);
 }
 
@@ -168,7 +168,7 @@ export async function bucketAcl(d: BucketDeps, r: S3Request): Promise<void> {
   if (r.method === 'PUT') {
     d.access.require(r, b, 'admin');
     const acl: BucketRecord['acl'] = requiredAcl(r);
-    await d.catalog.putBucket({ ...b, acl });
+    await d.writes.putBucket({ ...b, acl });
     return sendEmpty(r, 200);
   }
   if (r.method !== 'GET') throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
@@ -187,7 +187,7 @@ export async function objectAcl(d: BucketDeps, r: S3Request): Promise<void> {
   if (r.method === 'PUT') {
     d.access.require(r, b, 'write');
     const acl = requiredAcl(r);
-    if (!(await d.catalog.setObjectAcl(b.name, key, rec.fileId, acl))) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+    if (!(await d.writes.setObjectAcl(b.name, key, rec.fileId, acl))) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
     return sendEmpty(r, 200);
   }
   if (r.method !== 'GET') throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');

@@ -6,6 +6,7 @@
  * (index/buckets.ts `list`).
  */
 import type { BucketStore } from '../index/buckets.ts';
+import type { CatalogWrites } from './catalog-writes.ts';
 import type { Access } from './access.ts';
 import { assertBucketName } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
@@ -17,6 +18,8 @@ import { parseXmlBody, xmlText, type XmlObject } from './xml.ts';
 
 export interface BucketDeps {
   catalog: BucketStore;
+  /** Where the catalog's changes go (buckets/catalog-writes.ts). */
+  writes: CatalogWrites;
   files: ObjectFiles;
   access: Access;
   /** Whether a pool of that id exists (a bucket's LocationConstraint). */
@@ -57,7 +60,7 @@ export async function createBucket(d: BucketDeps, r: S3Request): Promise<void> {
   if (!d.access.mayCreate(r, pool)) throw new S3Error('AccessDenied', 'Access Denied');
   const acl = cannedAcl(r) ?? 'private';
   const existing = d.catalog.bucket(name);
-  const created = !existing && (await d.catalog.createBucket({ name, pool, createdMs: r.nowMs, acl, owner: r.auth!.cred.user }));
+  const created = !existing && (await d.writes.createBucket({ name, pool, createdMs: r.nowMs, acl, owner: r.auth!.cred.user }));
   if (!created) {
     const b = d.catalog.bucket(name);
     if (b && b.owner === r.auth!.cred.user)
@@ -70,7 +73,7 @@ export async function createBucket(d: BucketDeps, r: S3Request): Promise<void> {
 export async function deleteBucket(d: BucketDeps, r: S3Request): Promise<void> {
   const b = requireBucket(d, r.bucket!);
   d.access.require(r, b, 'admin');
-  const removed = await d.catalog.removeBucket(b.name);
+  const removed = await d.writes.removeBucket(b.name);
   if (!removed) throw new S3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: b.name });
   // Its multipart uploads in progress went with it.
   for (const id of removed.uploads) await d.files.removeUploadFiles(id);

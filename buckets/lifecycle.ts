@@ -8,9 +8,6 @@
  * NoncurrentDays 0 (the recorder's "keep N versions") is also applied to a key right
  * after each write to it (buckets/object-ops.ts keepVersions).
  */
-import type { BucketStore } from '../index/buckets.ts';
-import type { Logger } from '../lib/log.ts';
-import type { ObjectFiles } from './object-files.ts';
 import { removeKey, unlinkAfterCommit, type ObjectDeps } from './object-ops.ts';
 
 const DAY_MS = 86_400_000;
@@ -23,10 +20,13 @@ export interface LifecycleReport {
 }
 
 /** One lifecycle pass over every bucket with rules. */
-export async function runLifecycle(d: { catalog: BucketStore; files: ObjectFiles; log: Logger }, nowMs: number): Promise<LifecycleReport> {
+export async function runLifecycle(d: ObjectDeps, nowMs: number): Promise<LifecycleReport> {
   const report: LifecycleReport = { expired: 0, noncurrent: 0, uploads: 0 };
-  const deps = d as ObjectDeps;
+  const deps = d;
   for (const b of d.catalog.listBuckets()) {
+    // In a cluster one node expires a bucket's objects (each expiry is one change of the
+    // log, made once); every node aborts its own multipart uploads, which are its alone.
+    const objectsHere = d.cluster?.runsLifecycle(b.name) ?? true;
     for (const rule of b.lifecycle ?? []) {
       if (!rule.enabled) continue;
       if (rule.abortDays !== undefined) {
@@ -38,7 +38,7 @@ export async function runLifecycle(d: { catalog: BucketStore; files: ObjectFiles
           }
         }
       }
-      if (rule.expirationDays === undefined && rule.noncurrentDays === undefined) continue;
+      if (!objectsHere || (rule.expirationDays === undefined && rule.noncurrentDays === undefined)) continue;
       let after: string | undefined;
       for (;;) {
         const page = d.catalog.keys(b.name, rule.prefix, after, PAGE);
@@ -48,7 +48,7 @@ export async function runLifecycle(d: { catalog: BucketStore; files: ObjectFiles
             report.expired++;
           }
           if (rule.noncurrentDays !== undefined) {
-            const gone = await d.catalog.expireNoncurrent(b.name, key, rule, nowMs);
+            const gone = await d.writes.expireNoncurrent(b.name, key, rule, nowMs);
             await unlinkAfterCommit(d, b.name, key, gone);
             report.noncurrent += gone.length;
           }

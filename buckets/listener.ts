@@ -13,6 +13,7 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
 import { ROOT_USER } from './access.ts';
+import type { BucketCluster } from './catalog-writes.ts';
 import { S3Server } from './s3-server.ts';
 import { S3Keys } from './keys.ts';
 import type { Credential } from './sigv4.ts';
@@ -28,6 +29,8 @@ export interface S3ListenerDeps {
   raiseAlarm?: (alarm: AlarmInput) => void;
   /** Browser origins the listener answers CORS for (the recorder's own web UI). */
   corsOrigin?: (origin: string) => boolean;
+  /** In a cluster: the object log, the read barrier and other nodes' bytes. */
+  cluster?: BucketCluster;
 }
 
 /** The settings' first key (RECORDER_S3_ACCESS_KEY / _SECRET_KEY), acting as root; undefined when unset. */
@@ -58,6 +61,7 @@ export async function startS3Listener(d: S3ListenerDeps): Promise<S3Server | nul
     scrubMs: config.s3ScrubMs,
     ...(d.raiseAlarm ? { raiseAlarm: d.raiseAlarm } : {}),
     ...(d.corsOrigin ? { corsOrigin: d.corsOrigin } : {}),
+    ...(d.cluster ? { cluster: d.cluster } : {}),
   });
   const { host, port } = splitHostPort(config.s3);
   await server.start(host, port);

@@ -16,7 +16,8 @@ import type { Logger } from '../lib/log.ts';
 import type { BucketStore, PartRecord, UploadRecord } from '../index/buckets.ts';
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
-import { cannedAcl, copySource, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
+import { UnconfirmedChange } from './catalog-writes.ts';
+import { cannedAcl, copySource, ensureHere, requestHeaders, requireBucket, unlinkAfterCommit, userMeta, type ObjectDeps } from './object-ops.ts';
 import {
   bodyStream,
   crc32Announced,
@@ -161,6 +162,7 @@ async function uploadPartCopy(d: ObjectDeps, r: S3Request, up: UploadRecord, n: 
     start = Number(m[1]);
     end = Number(m[2]);
   }
+  await ensureHere(d, src);
   const stream = end >= start ? d.files.read(src.bucket, src.rec.fileId, start, end) : Readable.from([]);
   let written;
   try {
@@ -220,7 +222,7 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
   // Held until the catalog has the object (its bytes then count as the bucket's).
   const room = d.poolRoom.hold(bucket.pool, size);
   let fileId: string;
-  let result: Awaited<ReturnType<typeof d.catalog.completeUpload>>;
+  let result: Awaited<ReturnType<typeof d.writes.completeUpload>>;
   const md5s = createHash('md5');
   for (const p of chosen) md5s.update(Buffer.from(p.etag, 'hex'));
   const etag = `${md5s.digest('hex')}-${chosen.length}`;
@@ -234,11 +236,20 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
       meta: up.meta,
       ...(up.headers.contentType ? { contentType: up.headers.contentType } : {}),
     });
-    const rec = { fileId, size, etag, lastModifiedMs: r.nowMs, headers: up.headers, meta: up.meta, ...(up.acl ? { acl: up.acl } : {}) };
+    const rec = {
+      fileId,
+      size,
+      etag,
+      lastModifiedMs: r.nowMs,
+      headers: up.headers,
+      meta: up.meta,
+      ...(up.acl ? { acl: up.acl } : {}),
+      ...(d.cluster ? { node: d.cluster.nodeId } : {}),
+    };
     try {
-      result = await d.catalog.completeUpload(up, rec);
+      result = await d.writes.completeUpload(up, rec);
     } catch (err) {
-      await d.files.discard(up.bucket, fileId);
+      if (!(err instanceof UnconfirmedChange)) await d.files.discard(up.bucket, fileId);
       throw err;
     }
   } finally {

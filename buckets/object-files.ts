@@ -342,6 +342,35 @@ export class ObjectFiles {
     }
   }
 
+  /** Whether this node has the object file (or its backup copy): in a cluster, other nodes may hold it instead. */
+  has(bucket: string, fileId: string): boolean {
+    const backup = this.backupPath(bucket, fileId);
+    return existsSync(this.path(bucket, fileId)) || (backup !== null && existsSync(backup));
+  }
+
+  /**
+   * Takes in an object file copied whole from another node (its bytes and footer, as
+   * `finish` left them there): fdatasync'ed as a tmp file, renamed to its name, its
+   * folder fsync'ed, then backed up. The caller checks the bytes first.
+   */
+  async adopt(bucket: string, fileId: string, write: (handle: FileHandle) => Promise<void>): Promise<void> {
+    const handle = await open(this.tmpPath(fileId), 'w', 0o600);
+    try {
+      await write(handle);
+      await handle.datasync();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(this.tmpPath(fileId)).catch(() => undefined);
+      throw err;
+    }
+    await handle.close();
+    const dest = this.path(bucket, fileId);
+    await mkdirDurable(dirname(dest));
+    await rename(this.tmpPath(fileId), dest);
+    await fsyncDir(dirname(dest));
+    await this.backUp(bucket, fileId);
+  }
+
   /** Bytes [start, end] (inclusive) of an object file: from its backup when the primary file is gone. */
   read(bucket: string, fileId: string, start: number, end: number): ReadAheadStream {
     const primary = this.path(bucket, fileId);

@@ -8,8 +8,10 @@
  * never replaces the object it names.
  */
 import { statfs } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../lib/log.ts';
 import { CANNED_ACLS, type BucketRecord, type BucketStore, type CannedAcl, type ObjectHeaders, type ObjectRecord } from '../index/buckets.ts';
+import { UnconfirmedChange, type BucketCluster, type CatalogWrites } from './catalog-writes.ts';
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
 import {
@@ -38,6 +40,10 @@ const FREE_MARGIN_BYTES = 64 * 1024 ** 2;
 
 export interface ObjectDeps {
   catalog: BucketStore;
+  /** Where the catalog's changes go: the catalog itself, or the cluster's object log (buckets/catalog-writes.ts). */
+  writes: CatalogWrites;
+  /** In a cluster: the bytes of objects other nodes hold, and the node id stamped on new files. */
+  cluster?: BucketCluster;
   files: ObjectFiles;
   access: Access;
   log: Logger;
@@ -209,6 +215,7 @@ export async function receiveObject(
     headers,
     meta,
     ...(crcSent !== undefined ? { checksumCrc32: crcSent } : {}),
+    ...(d.cluster ? { node: d.cluster.nodeId } : {}),
   };
   await d.files.finish(handle, fileId, {
     bucket,
@@ -226,9 +233,9 @@ export async function receiveObject(
 export async function commitOrDiscard(d: ObjectDeps, bucket: string, key: string, rec: ObjectRecord, onlyIfAbsent = false): Promise<string | undefined> {
   let result;
   try {
-    result = await d.catalog.putObject(bucket, key, rec, { onlyIfAbsent });
+    result = await d.writes.putObject(bucket, key, rec, { onlyIfAbsent });
   } catch (err) {
-    await d.files.discard(bucket, rec.fileId);
+    if (!(err instanceof UnconfirmedChange)) await d.files.discard(bucket, rec.fileId);
     throw err;
   }
   if (result === 'no-bucket') {
@@ -245,13 +252,13 @@ export async function commitOrDiscard(d: ObjectDeps, bucket: string, key: string
 }
 
 /** After a write to a versioned key: noncurrent versions beyond a NoncurrentDays-0 rule's count go now. */
-export async function keepVersions(d: Pick<ObjectDeps, 'catalog' | 'files' | 'log'>, bucket: string, key: string, nowMs: number): Promise<void> {
+export async function keepVersions(d: Pick<ObjectDeps, 'catalog' | 'writes' | 'files' | 'log'>, bucket: string, key: string, nowMs: number): Promise<void> {
   const b = d.catalog.bucket(bucket);
   if (!b?.versioning) return;
   for (const rule of b.lifecycle ?? []) {
     if (!rule.enabled || !key.startsWith(rule.prefix)) continue;
     if (rule.noncurrentDays !== 0) continue;
-    await unlinkAfterCommit(d, bucket, key, await d.catalog.expireNoncurrent(bucket, key, rule, nowMs));
+    await unlinkAfterCommit(d, bucket, key, await d.writes.expireNoncurrent(bucket, key, rule, nowMs));
   }
 }
 
@@ -355,6 +362,14 @@ export async function getObject(d: ObjectDeps, r: S3Request): Promise<void> {
   if (r.method === 'HEAD' || rec.size === 0) {
     r.res.writeHead(range ? 206 : 200, headers);
     r.res.end();
+    return;
+  }
+  if (d.cluster && !d.files.has(bucket.name, rec.fileId)) {
+    // In a cluster: an object whose copies are on other nodes is streamed from one of them.
+    const remote = await d.cluster.read(bucket.name, rec, start, end);
+    if (!remote) throw new S3Error('ServiceUnavailable', 'No node that holds this object answered; try again');
+    r.res.writeHead(range ? 206 : 200, headers);
+    await pipeline(remote, r.res).catch((err: unknown) => r.res.destroy(err as Error));
     return;
   }
   const stream = d.files.read(bucket.name, rec.fileId, start, end);
@@ -468,6 +483,7 @@ async function copyInto(
   acl: CannedAcl | undefined,
 ): Promise<void> {
   await assertRoom(d.dataDir, src.rec.size);
+  await ensureHere(d, src);
   let fileId: string;
   try {
     fileId = await d.files.copy(src.bucket, src.rec.fileId, src.rec.size, r.nowMs, {
@@ -492,6 +508,7 @@ async function copyInto(
     meta,
     ...(acl ? { acl } : {}),
     ...(src.rec.checksumCrc32 ? { checksumCrc32: src.rec.checksumCrc32 } : {}),
+    ...(d.cluster ? { node: d.cluster.nodeId } : {}),
   };
   const versionId = await commitOrDiscard(d, bucket.name, key, rec);
   const answer: Record<string, string> = {};
@@ -554,8 +571,18 @@ export async function removeKey(
   versionId: string | undefined,
   nowMs: number,
 ): Promise<{ versionId?: string; deleteMarker?: boolean }> {
-  const out = await d.catalog.deleteObject(bucket, key, versionId, nowMs);
+  const out = await d.writes.deleteObject(bucket, key, versionId, nowMs);
   await unlinkAfterCommit(d, bucket, key, out.unlink);
   if (versionId === undefined) await keepVersions(d, bucket, key, nowMs);
   return { ...(out.versionId ? { versionId: out.versionId } : {}), ...(out.deleteMarker ? { deleteMarker: true } : {}) };
+}
+
+/**
+ * In a cluster, the file of a copy source (CopyObject, UploadPartCopy) pulled here first
+ * when another node holds it: the copy is then made from local bytes.
+ */
+export async function ensureHere(d: Pick<ObjectDeps, 'files' | 'cluster'>, src: { bucket: string; key: string; rec: ObjectRecord }): Promise<void> {
+  if (!d.cluster || src.rec.deleteMarker || d.files.has(src.bucket, src.rec.fileId)) return;
+  if (!(await d.cluster.fetch(src.bucket, src.rec)))
+    throw new S3Error('ServiceUnavailable', 'No node that holds the copy source answered; try again', { Key: src.key });
 }

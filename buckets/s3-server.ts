@@ -18,6 +18,7 @@
  * connection; requests in flight get a grace, then are cut (their tmp files go).
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { RecorderIndex } from '../index/db.ts';
@@ -34,6 +35,7 @@ import {
   putBucketLifecycle,
   putBucketVersioning,
 } from './bucket-config-ops.ts';
+import type { BucketCluster } from './catalog-writes.ts';
 import { runLifecycle, type LifecycleReport } from './lifecycle.ts';
 import { createBucket, deleteBucket, getBucketLocation, headBucket, listBuckets, listObjects, type BucketDeps } from './bucket-ops.ts';
 import { Access, ROOT_USER } from './access.ts';
@@ -133,6 +135,8 @@ export interface S3ServerOptions {
    * get none, as a bucket without a CORS configuration in S3.
    */
   corsOrigin?: (origin: string) => boolean;
+  /** In a cluster: the object log, the read barrier and other nodes' bytes (buckets/catalog-writes.ts). */
+  cluster?: BucketCluster;
 }
 
 /** Headers a browser page may read from a response (ETag to show, versions, ranges). */
@@ -177,6 +181,8 @@ export class S3Server {
     });
     this.deps = {
       catalog: index.buckets,
+      writes: opts.cluster?.writes ?? index.buckets,
+      ...(opts.cluster ? { cluster: opts.cluster } : {}),
       files: this.files,
       access: new Access((name) => index.users.get(name)),
       log: opts.log,
@@ -192,6 +198,19 @@ export class S3Server {
         return cap - index.segments.poolUsage(pool) - objects;
       }),
     };
+  }
+
+  /** This node's object files (in a cluster, the object log unlinks and the copies adopt them). */
+  get objects(): ObjectFiles {
+    return this.files;
+  }
+
+  /** The path of an object file on this node (its backup when the primary is gone); null: not here. */
+  localFile(bucket: string, fileId: string): string | null {
+    const primary = this.files.path(bucket, fileId);
+    if (existsSync(primary)) return primary;
+    const backup = this.files.backupPath(bucket, fileId);
+    return backup && existsSync(backup) ? backup : null;
   }
 
   /** Sweeps the object store, then listens on `host:port`. */
@@ -454,6 +473,8 @@ export class S3Server {
     let r: S3Request | undefined;
     try {
       if (this.opts.signal.aborted) throw new S3Error('ServiceUnavailable', 'The recorder is stopping');
+      // In a cluster: every change any node acknowledged before this request is in this node's catalog.
+      await this.opts.cluster?.caughtUp();
       if (!rawPath.startsWith('/')) throw new S3Error('InvalidRequest', 'The request target must be a path');
       const rawQuery = q < 0 ? '' : target.slice(q + 1);
       const query = new URLSearchParams(rawQuery);

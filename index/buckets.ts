@@ -91,6 +91,8 @@ export interface ObjectRecord {
   acl?: CannedAcl;
   /** The CRC-32 the client sent as a trailer or header (base64), if any. */
   checksumCrc32?: string;
+  /** In a cluster: the node that wrote the file, asked first for its bytes (cluster/object-log.ts). */
+  node?: string;
 }
 
 export type ObjectKey = [string, string];
@@ -173,10 +175,12 @@ export class BucketStore {
   private readonly versions: Database<ObjectRecord, [string, string, string]>;
   private readonly keyDb: Database<S3KeyRecord, string>;
   private readonly parts: Database<PartRecord, [string, number]>;
+  private readonly meta: Database<number | string, string>;
   private readonly commit: <T>(p: Promise<T>) => Promise<T>;
 
   constructor(t: Tables) {
     this.root = t.root;
+    this.meta = t.meta;
     this.commit = t.commit;
     this.buckets = t.root.openDB<BucketRecord, string>({ name: 's3buckets' });
     this.objects = t.root.openDB<ObjectRecord, ObjectKey>({ name: 's3objects', sharedStructuresKey: Symbol.for('s3structures') });
@@ -367,6 +371,21 @@ export class BucketStore {
     return this.objects.get([bucket, key]);
   }
 
+  /** Whether `fileId` is a version of the key, current or not (a delete marker too): a change applied twice is seen so. */
+  hasVersion(bucket: string, key: string, fileId: string): boolean {
+    return this.objects.get([bucket, key])?.fileId === fileId || this.versions.doesExist([bucket, key, fileId]);
+  }
+
+  /** The last change of the cluster's object log applied here (cluster/object-log.ts); 0: none. */
+  logSeq(): number {
+    const v = this.meta.get('s3log.seq');
+    return typeof v === 'number' ? v : 0;
+  }
+
+  async setLogSeq(seq: number): Promise<void> {
+    await this.commit(this.meta.put('s3log.seq', seq));
+  }
+
   /** Whether the catalog holds the object file `fileId` (the start-up sweep asks). */
   holdsFile(fileId: string): boolean {
     return this.files.doesExist(fileId);
@@ -420,7 +439,7 @@ export class BucketStore {
    * versioned, a delete marker becomes the current version. Returns the files to unlink
    * after this commit, the version id removed or created, and whether that is a marker.
    */
-  async deleteObject(bucket: string, key: string, versionId?: string, nowMs = Date.now()): Promise<Written & { deleteMarker?: boolean }> {
+  async deleteObject(bucket: string, key: string, versionId?: string, nowMs = Date.now(), markerId?: string): Promise<Written & { deleteMarker?: boolean }> {
     let out: Written & { deleteMarker?: boolean } = { unlink: [] };
     await this.commit(
       this.root.transaction(() => {
@@ -438,7 +457,8 @@ export class BucketStore {
           return;
         }
         const marker: ObjectRecord = {
-          fileId: `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`,
+          // Given by the caller in a cluster, so every node's catalog names the marker alike.
+          fileId: markerId ?? `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`,
           size: 0,
           etag: '',
           lastModifiedMs: nowMs,
@@ -550,17 +570,20 @@ export class BucketStore {
     const unlink: string[] = [];
     await this.commit(
       this.root.transaction(() => {
-        const all = this.noncurrent(bucket, key);
-        const keep = rule.newerNoncurrent ?? 0;
-        const candidates = all.slice(0, Math.max(0, all.length - keep));
-        for (const v of candidates) {
-          if (nowMs - (v.noncurrentSinceMs ?? v.lastModifiedMs) < (rule.noncurrentDays ?? 0) * DAY_MS) continue;
+        for (const v of this.expiredNoncurrent(bucket, key, rule, nowMs)) {
           const out = this.removeVersion(bucket, key, v.versionId ?? 'null', this.objects.get([bucket, key]));
           unlink.push(...out.unlink);
         }
       }),
     );
     return unlink;
+  }
+
+  /** The noncurrent versions of a key the rule lets go at `nowMs` (a read: whether there is anything to expire). */
+  expiredNoncurrent(bucket: string, key: string, rule: LifecycleRule, nowMs: number): ObjectRecord[] {
+    const all = this.noncurrent(bucket, key);
+    const candidates = all.slice(0, Math.max(0, all.length - (rule.newerNoncurrent ?? 0)));
+    return candidates.filter((v) => nowMs - (v.noncurrentSinceMs ?? v.lastModifiedMs) >= (rule.noncurrentDays ?? 0) * DAY_MS);
   }
 
   /** Keys of a bucket under a prefix, from `after` on, at most `limit` (the lifecycle pass walks them page by page). */

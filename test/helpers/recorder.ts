@@ -183,6 +183,8 @@ export async function getJson<T = Record<string, unknown>>(url: string): Promise
 export interface RecorderProcess {
   child: ChildProcess;
   http: Promise<string>;
+  /** The S3 listener's URL once it logs it (never settles for a recorder without one). */
+  s3: Promise<string>;
   exited: Promise<number | null>;
 }
 
@@ -225,15 +227,18 @@ export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, 
     if (typeof t.log === 'function') t.log(said);
   });
   let buf = '';
+  let s3Found: (url: string) => void = () => undefined;
+  const s3 = new Promise<string>((resolve) => (s3Found = resolve));
   const http = new Promise<string>((resolve, reject) => {
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (s: string) => {
       keep(s);
       buf += s;
       for (const line of buf.split('\n')) {
-        if (!line.includes('"http listening"')) continue;
+        const found = line.includes('"http listening"') ? resolve : line.includes('"s3 listening"') ? s3Found : null;
+        if (!found) continue;
         try {
-          resolve((JSON.parse(line) as { url: string }).url);
+          found((JSON.parse(line) as { url: string }).url);
         } catch {
           /* partial line */
         }
@@ -243,5 +248,5 @@ export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, 
     child.once('exit', (code) => reject(new Error(`recorder exited with ${code}`)));
   });
   http.catch(() => undefined);
-  return { child, http, exited };
+  return { child, http, s3, exited };
 }

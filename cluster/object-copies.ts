@@ -1,0 +1,246 @@
+/**
+ * Copies of S3 objects on other nodes (docs/design/buckets.md "In a cluster"): a bucket's
+ * pool's `copies` (1 to 3) of every object version, as cluster/copies.ts keeps of video.
+ *
+ * The catalog is on every node (cluster/object-log.ts); the bytes are on the holders: the
+ * node that wrote the file while it lives, then the live nodes by rendezvous ranking of
+ * `object/<bucket>/<fileId>` (cluster/copy-plan.ts), `copies` in all. A holder that
+ * applies a put it did not make pulls the whole file (bytes and footer) from the writer,
+ * or from any live node that has it: `GET /api/cluster/objects/:bucket/:fileId` with the
+ * cluster token, into a tmp file, fdatasync, rename (buckets/object-files.ts adopt). A
+ * plain-MD5 ETag is checked against the bytes pulled.
+ *
+ * Re-make: when membership changes (a node judged dead, one that joins) and every ten
+ * minutes, the catalog is walked and each version this node should now hold but lacks
+ * is pulled. A node that holds no copy of an object reads its bytes from a node that does
+ * (`read`), ranges passed through.
+ */
+import { createHash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { BucketStore, ObjectRecord } from '../index/buckets.ts';
+import type { Logger } from '../lib/log.ts';
+import { CLUSTER_TOKEN_HEADER } from './copies.ts';
+import { copyHolders } from './copy-plan.ts';
+import type { Applied } from './object-log.ts';
+
+const SCAN_EVERY_MS = 10 * 60_000;
+const PULLS_AT_ONCE = 2;
+const FETCH_TIMEOUT_MS = 10_000;
+const MAX_RETRY_MS = 60_000;
+/** Failed pulls of one file before a warning (about a minute of retries). */
+const RETRY_WARN_AFTER = 6;
+
+/** The key that ranks the nodes for one object file. */
+export function objectCopyKey(bucket: string, fileId: string): string {
+  return `object/${bucket}/${fileId}`;
+}
+
+/** This node's object files, as the S3 listener keeps them (buckets/object-files.ts). */
+export interface LocalObjectFiles {
+  has(bucket: string, fileId: string): boolean;
+  adopt(bucket: string, fileId: string, write: (handle: FileHandle) => Promise<void>): Promise<void>;
+  remove(bucket: string, fileId: string): Promise<void>;
+}
+
+export interface ObjectCopiesDeps {
+  nodeId: string;
+  catalog: BucketStore;
+  /** The `copies` of a pool (1 when unset or unknown). */
+  copiesOf: (pool: string) => number;
+  liveNodes: () => string[];
+  peerHttp: (node: string) => string | null;
+  token: () => string | null;
+  /** Null while the S3 listener is not up. */
+  files: () => LocalObjectFiles | null;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+export interface ObjectCopiesStatus {
+  pulled: number;
+  failed: number;
+  queued: number;
+}
+
+export class ObjectCopies {
+  private readonly queue = new Map<string, { bucket: string; rec: ObjectRecord }>();
+  /** Failed pulls in a row, by file id. */
+  private readonly retries = new Map<string, number>();
+  private active = 0;
+  private pulled = 0;
+  private failed = 0;
+  private scanning: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly d: ObjectCopiesDeps) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.rescan(), SCAN_EVERY_MS);
+    this.timer.unref();
+    this.rescan();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  status(): ObjectCopiesStatus {
+    return { pulled: this.pulled, failed: this.failed, queued: this.queue.size };
+  }
+
+  /** The nodes that should hold a version's file now. */
+  holders(bucket: string, rec: ObjectRecord): string[] {
+    const pool = this.d.catalog.bucket(bucket)?.pool;
+    const copies = pool === undefined ? 1 : this.d.copiesOf(pool);
+    return copyHolders(objectCopyKey(bucket, rec.fileId), rec.node ?? null, [...this.d.liveNodes(), this.d.nodeId], copies);
+  }
+
+  /** After the log applied a change: a put this node should hold a copy of is pulled. */
+  applied(a: Applied): void {
+    if (a.change.op !== 'putObject' || a.origin === this.d.nodeId || typeof a.result !== 'object') return;
+    this.want(a.change.bucket, a.change.rec);
+  }
+
+  /** Membership changed (or the periodic pass): every version this node should hold and lacks is pulled. */
+  rescan(): void {
+    this.scanning ??= this.scan()
+      .catch((err: unknown) => this.d.log.warn({ err: (err as Error).message }, 'object copies: a scan failed; again at the next one'))
+      .finally(() => (this.scanning = null));
+  }
+
+  private async scan(): Promise<void> {
+    for (const b of this.d.catalog.listBuckets()) {
+      if (this.d.copiesOf(b.pool) <= 1) continue;
+      let after: { key: string; versionId?: string } | undefined;
+      for (;;) {
+        if (this.d.signal.aborted) return;
+        const page = this.d.catalog.listVersions(b.name, '', 1000, after);
+        for (const { record } of page.versions) this.want(b.name, record);
+        const last = page.versions[page.versions.length - 1];
+        if (!page.truncated || !last) break;
+        after = { key: last.key, versionId: last.record.versionId ?? 'null' };
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+  }
+
+  private want(bucket: string, rec: ObjectRecord): void {
+    const files = this.d.files();
+    if (!files || rec.deleteMarker || files.has(bucket, rec.fileId)) return;
+    if (!this.holders(bucket, rec).includes(this.d.nodeId)) return;
+    this.queue.set(rec.fileId, { bucket, rec });
+    this.drain();
+  }
+
+  private drain(): void {
+    while (this.active < PULLS_AT_ONCE && this.queue.size > 0 && !this.d.signal.aborted) {
+      const [fileId, job] = this.queue.entries().next().value as [string, { bucket: string; rec: ObjectRecord }];
+      this.queue.delete(fileId);
+      this.active++;
+      void this.fetch(job.bucket, job.rec)
+        .then((ok) => {
+          if (ok) {
+            this.pulled++;
+            this.retries.delete(fileId);
+          } else this.retryLater(job.bucket, job.rec);
+        })
+        .finally(() => {
+          this.active--;
+          this.drain();
+        });
+    }
+  }
+
+  /**
+   * A pull that found no node to give the file (peers not bound yet, the one that has it
+   * restarting) is tried again after a growing delay, while this node should still hold it.
+   */
+  private retryLater(bucket: string, rec: ObjectRecord): void {
+    this.failed++;
+    const tries = (this.retries.get(rec.fileId) ?? 0) + 1;
+    this.retries.set(rec.fileId, tries);
+    if (tries === RETRY_WARN_AFTER) this.d.log.warn({ bucket, fileId: rec.fileId, tries }, 'object copies: no node gave this object file yet; still trying');
+    const timer = setTimeout(
+      () => {
+        if (this.d.catalog.holdsFile(rec.fileId)) this.want(bucket, rec);
+        else this.retries.delete(rec.fileId);
+      },
+      Math.min(MAX_RETRY_MS, 1000 * 2 ** Math.min(tries, 6)),
+    );
+    timer.unref();
+  }
+
+  /** Live nodes to ask for a version's bytes: its writer first, then the others. */
+  private sources(rec: ObjectRecord): string[] {
+    const live = this.d.liveNodes().filter((n) => n !== this.d.nodeId);
+    return [...new Set([...(rec.node && live.includes(rec.node) ? [rec.node] : []), ...live])];
+  }
+
+  private async ask(node: string, bucket: string, fileId: string, range?: string): Promise<Response | null> {
+    const base = this.d.peerHttp(node);
+    const token = this.d.token();
+    if (!base || !token) return null;
+    // The timeout is for the answer's head only: a large body takes as long as it takes.
+    const slow = new AbortController();
+    const timer = setTimeout(() => slow.abort(), FETCH_TIMEOUT_MS);
+    try {
+      const res = await fetch(`${base}/api/cluster/objects/${encodeURIComponent(bucket)}/${encodeURIComponent(fileId)}`, {
+        headers: { [CLUSTER_TOKEN_HEADER]: token, ...(range ? { range } : {}) },
+        signal: slow.signal,
+      });
+      if (res.ok && res.body) return res;
+      // 404: not on that node (the next is asked); 401: that node has not bound the cluster token yet.
+      await res.body?.cancel();
+      return null;
+    } catch {
+      // Unreachable, or no answer in time: the next node is asked.
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Pulls a version's whole file here (a copy this node holds, or a copy source it needs);
+   * true when it is here. The record gone meanwhile: the file pulled goes too.
+   */
+  async fetch(bucket: string, rec: ObjectRecord): Promise<boolean> {
+    const files = this.d.files();
+    if (!files) return false;
+    if (files.has(bucket, rec.fileId)) return true;
+    for (const node of this.sources(rec)) {
+      const res = await this.ask(node, bucket, rec.fileId);
+      if (!res) continue;
+      try {
+        await files.adopt(bucket, rec.fileId, async (handle) => {
+          const md5 = createHash('md5');
+          let at = 0;
+          for await (const chunk of Readable.fromWeb(res.body as WebReadableStream<Uint8Array>) as AsyncIterable<Buffer>) {
+            if (at < rec.size) md5.update(chunk.subarray(0, Math.max(0, rec.size - at)));
+            at += chunk.length;
+            await handle.write(chunk);
+          }
+          if (at < rec.size) throw new Error(`${node} sent ${at} bytes of ${rec.size}`);
+          if (!rec.etag.includes('-') && md5.digest('hex') !== rec.etag) throw new Error(`the bytes ${node} sent do not match the ETag`);
+        });
+      } catch (err) {
+        this.d.log.warn({ bucket, fileId: rec.fileId, from: node, err: (err as Error).message }, 'object copies: a pull failed; another holder is asked');
+        continue;
+      }
+      if (!this.d.catalog.holdsFile(rec.fileId)) await files.remove(bucket, rec.fileId);
+      return true;
+    }
+    return false;
+  }
+
+  /** Bytes [start, end] of a version from a node that holds it; null when none answers. */
+  async read(bucket: string, rec: ObjectRecord, start: number, end: number): Promise<NodeJS.ReadableStream | null> {
+    for (const node of this.sources(rec)) {
+      const res = await this.ask(node, bucket, rec.fileId, `bytes=${start}-${end}`);
+      if (res) return Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
+    }
+    return null;
+  }
+}

@@ -1,0 +1,349 @@
+/**
+ * The cluster's object log (docs/design/buckets.md "In a cluster"): every change to the
+ * S3 catalog (a bucket made, configured or removed; an object version put; a delete, a
+ * delete marker, an ACL, a lifecycle expiry) is a message of one replicated JetStream
+ * stream, `<prefix>-objects` (subjects `<prefix>.v1.objects.<bucket>`), and every node
+ * applies the stream, in its order, to its own catalog (index/buckets.ts). JetStream
+ * orders and replicates; nothing of ours decides which of two writes came first.
+ *
+ * Invariants:
+ * - The same changes in the same order make the same catalog on every node: a change
+ *   carries everything its effect depends on (a delete marker's id, the time a lifecycle
+ *   judges by), and is decided against the catalog as it stands at that point of the log
+ *   (a second CreateBucket of a name is refused on every node alike).
+ * - A write is answered once this node has applied it: the operation reads its own
+ *   effect (the version id, what it replaced), and any request on any node that starts
+ *   after the answer waits (caughtUp) until that node has applied it too.
+ * - Applying a change twice (a crash between applying and remembering the position) does
+ *   nothing the second time: versions are known by their file ids.
+ * - Object files follow the catalog: a change another node made that drops versions
+ *   unlinks their files here (the node that made it unlinks its own, as on one node).
+ *
+ * The stream keeps every change (no age limit): a node that joins later, or was away,
+ * applies the whole history from where it stopped.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { nanos, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { z } from 'zod';
+import type { BucketRecord, BucketStore, CannedAcl, LifecycleRule, ObjectRecord, UploadRecord, Written } from '../index/buckets.ts';
+import { UnconfirmedChange, type CatalogWrites } from '../buckets/catalog-writes.ts';
+import { S3Error } from '../buckets/s3-errors.ts';
+import type { Logger } from '../lib/log.ts';
+
+const JS_TIMEOUT_MS = 4000;
+/** How long a request waits for this node's catalog to reach the log's end before it is refused (503: S3 clients retry). */
+const CAUGHT_UP_MS = 5000;
+/** How long a write waits for its own change to come back applied. */
+const APPLIED_MS = 15_000;
+const PUBLISH_ATTEMPTS = 3;
+
+/** One change of the catalog, as the log carries it. */
+export type ObjectChange =
+  | { op: 'createBucket'; rec: BucketRecord }
+  | { op: 'putBucket'; rec: BucketRecord }
+  | { op: 'removeBucket'; name: string }
+  | { op: 'putObject'; bucket: string; key: string; rec: ObjectRecord; onlyIfAbsent?: boolean }
+  | { op: 'deleteObject'; bucket: string; key: string; versionId?: string; nowMs: number; markerId: string }
+  | { op: 'setObjectAcl'; bucket: string; key: string; fileId: string; acl: CannedAcl }
+  | { op: 'expireNoncurrent'; bucket: string; key: string; rule: LifecycleRule; nowMs: number };
+
+/** The envelope: who made the change, and its id (the publish's dedupe id too). */
+const envelopeSchema = z.object({
+  origin: z.string().min(1),
+  id: z.string().min(1),
+  change: z
+    .object({
+      op: z.enum(['createBucket', 'putBucket', 'removeBucket', 'putObject', 'deleteObject', 'setObjectAcl', 'expireNoncurrent']),
+    })
+    .passthrough(),
+});
+
+/** What applying a change here did, for the node that made it and for the copies. */
+export interface Applied {
+  change: ObjectChange;
+  origin: string;
+  result: unknown;
+}
+
+export interface ObjectLogDeps {
+  nodeId: string;
+  prefix: string;
+  replicas: number;
+  catalog: BucketStore;
+  log: Logger;
+  signal: AbortSignal;
+  /** Object files of this node: those a change from another node dropped are unlinked. Null while the S3 listener is not up. */
+  files: () => {
+    remove(bucket: string, fileId: string): Promise<void>;
+    removeUploadFiles(uploadId: string): Promise<void>;
+    removeBucketDir(bucket: string): Promise<void>;
+  } | null;
+  /** After each change is applied here (the copies pull what this node should hold). */
+  applied?: (a: Applied) => void;
+}
+
+export class ObjectLog implements CatalogWrites {
+  readonly stream: string;
+  private nc: NatsConnection | null = null;
+  private js: JetStreamClient | null = null;
+  private jsm: JetStreamManager | null = null;
+  private ready: Promise<void> | null = null;
+  private appliedSeq: number;
+  private readonly waiting = new Map<string, (result: unknown) => void>();
+  private readonly seqWaiters = new Set<{ seq: number; resolve: () => void }>();
+  private running: Promise<void> | null = null;
+  private messages: { close(): Promise<void | Error> } | null = null;
+
+  constructor(private readonly d: ObjectLogDeps) {
+    this.stream = `${d.prefix}-objects`;
+    this.appliedSeq = d.catalog.logSeq();
+    // One listener for the node's life, not one per consumer made.
+    d.signal.addEventListener('abort', () => void this.messages?.close(), { once: true });
+  }
+
+  /** Binds the stream and starts applying it from where this node stopped. */
+  start(nc: NatsConnection): void {
+    this.nc = nc;
+    this.running = this.run();
+  }
+
+  async stop(): Promise<void> {
+    await this.running?.catch(() => undefined);
+  }
+
+  /** The log's position applied here. */
+  get position(): number {
+    return this.appliedSeq;
+  }
+
+  private async bind(): Promise<void> {
+    const nc = this.nc!;
+    this.jsm = await nc.jetstreamManager({ timeout: JS_TIMEOUT_MS });
+    this.js = nc.jetstream({ timeout: JS_TIMEOUT_MS });
+    await this.jsm.streams.info(this.stream).catch(() =>
+      this.jsm!.streams.add({
+        name: this.stream,
+        subjects: [`${this.d.prefix}.v1.objects.>`],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        num_replicas: this.d.replicas,
+        duplicate_window: nanos(120_000),
+      }),
+    );
+  }
+
+  private async run(): Promise<void> {
+    while (!this.d.signal.aborted) {
+      try {
+        this.ready ??= this.bind();
+        await this.ready;
+        const consumer = await this.js!.consumers.get(this.stream, { opt_start_seq: this.appliedSeq + 1 });
+        const messages = await consumer.consume({ max_messages: 256 });
+        this.messages = messages;
+        try {
+          for await (const m of messages) {
+            if (m.seq <= this.appliedSeq) continue;
+            await this.applyMessage(m.seq, m.data);
+          }
+        } finally {
+          this.messages = null;
+        }
+        // The consumer ended without a stop (its server went away): made again after a breath.
+        if (!this.d.signal.aborted) await new Promise((r) => setTimeout(r, 250));
+      } catch (err) {
+        this.ready = null;
+        if (this.d.signal.aborted) return;
+        this.d.log.warn({ err: (err as Error).message }, 'object log: reading the stream failed; again shortly');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  private async applyMessage(seq: number, data: Uint8Array): Promise<void> {
+    let env: { origin: string; id: string; change: ObjectChange } | null = null;
+    try {
+      const parsed = envelopeSchema.safeParse(JSON.parse(new TextDecoder().decode(data)));
+      if (parsed.success) env = parsed.data as unknown as { origin: string; id: string; change: ObjectChange };
+    } catch {
+      env = null;
+    }
+    if (!env) {
+      // Not ours (a hand-published message): skipped, once, and the log goes on.
+      this.d.log.error({ seq, stream: this.stream }, 'object log: a message that is not a catalog change was skipped');
+    } else {
+      const mine = env.origin === this.d.nodeId;
+      const result = await this.apply(env.change, mine);
+      this.d.applied?.({ change: env.change, origin: env.origin, result });
+      if (mine) this.waiting.get(env.id)?.(result);
+    }
+    await this.d.catalog.setLogSeq(seq);
+    this.appliedSeq = seq;
+    for (const w of this.seqWaiters) if (w.seq <= seq) w.resolve();
+  }
+
+  /** One change against this node's catalog; files it drops are unlinked here unless this node made it (its operation does). */
+  private async apply(c: ObjectChange, mine: boolean): Promise<unknown> {
+    const cat = this.d.catalog;
+    const files = mine ? null : this.d.files();
+    const unlink = async (bucket: string, ids: readonly string[]): Promise<void> => {
+      for (const id of ids)
+        await files
+          ?.remove(bucket, id)
+          .catch((err: unknown) => this.d.log.warn({ bucket, id, err: (err as Error).message }, 'object log: unlinking a dropped version failed'));
+    };
+    switch (c.op) {
+      case 'createBucket':
+        return cat.createBucket(c.rec);
+      case 'putBucket':
+        // A configuration read before a concurrent DeleteBucket does not bring the bucket back.
+        if (cat.bucket(c.rec.name)) await cat.putBucket(c.rec);
+        return undefined;
+      case 'removeBucket': {
+        const removed = await cat.removeBucket(c.name);
+        if (removed && files) {
+          for (const id of removed.uploads) await files.removeUploadFiles(id).catch(() => undefined);
+          await files.removeBucketDir(c.name).catch(() => undefined);
+        }
+        return removed;
+      }
+      case 'putObject': {
+        if (cat.hasVersion(c.bucket, c.key, c.rec.fileId)) return { unlink: [] } satisfies Written;
+        const out = await cat.putObject(c.bucket, c.key, c.rec, c.onlyIfAbsent ? { onlyIfAbsent: true } : {});
+        if (typeof out === 'object') await unlink(c.bucket, out.unlink);
+        return out;
+      }
+      case 'deleteObject': {
+        if (c.versionId === undefined && cat.hasVersion(c.bucket, c.key, c.markerId)) return { unlink: [] } satisfies Written;
+        const out = await cat.deleteObject(c.bucket, c.key, c.versionId, c.nowMs, c.markerId);
+        await unlink(c.bucket, out.unlink);
+        return out;
+      }
+      case 'setObjectAcl':
+        return cat.setObjectAcl(c.bucket, c.key, c.fileId, c.acl);
+      case 'expireNoncurrent': {
+        const gone = await cat.expireNoncurrent(c.bucket, c.key, c.rule, c.nowMs);
+        await unlink(c.bucket, gone);
+        return gone;
+      }
+    }
+  }
+
+  /**
+   * Publishes a change and resolves with what applying it did here. A publish that timed
+   * out is sent again with the same id (JetStream keeps one of the two); one that still
+   * fails is ServiceUnavailable (503), and the change may yet apply.
+   */
+  private async submit(bucket: string, change: ObjectChange): Promise<unknown> {
+    if (!this.nc) throw new S3Error('ServiceUnavailable', 'The cluster is not connected yet; try again');
+    const id = randomUUID();
+    const applied = new Promise<unknown>((resolve) => this.waiting.set(id, resolve));
+    try {
+      let lastErr: unknown;
+      let published = false;
+      for (let attempt = 0; attempt < PUBLISH_ATTEMPTS && !published; attempt++) {
+        try {
+          this.ready ??= this.bind();
+          await this.ready;
+          const payload = JSON.stringify({ origin: this.d.nodeId, id, change });
+          await this.js!.publish(`${this.d.prefix}.v1.objects.${bucket}`, payload, { msgID: id, timeout: JS_TIMEOUT_MS });
+          published = true;
+        } catch (err) {
+          lastErr = err;
+          this.ready = null;
+        }
+      }
+      if (!published) {
+        this.d.log.warn({ bucket, op: change.op, err: (lastErr as Error | undefined)?.message }, 'object log: a change could not be published');
+        throw new UnconfirmedChange('The cluster did not confirm the change (it may still apply); try again');
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new UnconfirmedChange('The change was stored but not yet applied on this node; try again')), APPLIED_MS);
+      });
+      try {
+        return await Promise.race([applied, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    } finally {
+      this.waiting.delete(id);
+    }
+  }
+
+  /** Resolves once every change the stream held when called is applied here; ServiceUnavailable when the stream cannot say. */
+  async caughtUp(): Promise<void> {
+    let last: number;
+    try {
+      this.ready ??= this.bind();
+      await this.ready;
+      last = (await this.jsm!.streams.info(this.stream)).state.last_seq;
+    } catch (err) {
+      this.ready = null;
+      throw new S3Error('ServiceUnavailable', `The cluster's object log cannot be read (${(err as Error).message}); try again`);
+    }
+    if (this.appliedSeq >= last) return;
+    let waiter: { seq: number; resolve: () => void } | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          waiter = { seq: last, resolve };
+          this.seqWaiters.add(waiter);
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new S3Error('ServiceUnavailable', "This node is still applying the cluster's object log; try again")), CAUGHT_UP_MS);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      if (waiter) this.seqWaiters.delete(waiter);
+    }
+  }
+
+  // ---- CatalogWrites: each a change of the log ---------------------------------
+
+  async createBucket(rec: BucketRecord): Promise<boolean> {
+    return (await this.submit(rec.name, { op: 'createBucket', rec })) === true;
+  }
+
+  async putBucket(rec: BucketRecord): Promise<void> {
+    await this.submit(rec.name, { op: 'putBucket', rec });
+  }
+
+  async removeBucket(name: string): Promise<false | { uploads: string[] }> {
+    return (await this.submit(name, { op: 'removeBucket', name })) as false | { uploads: string[] };
+  }
+
+  async putObject(bucket: string, key: string, rec: ObjectRecord, opts: { onlyIfAbsent?: boolean } = {}): Promise<Written | 'exists' | 'no-bucket'> {
+    const change: ObjectChange = { op: 'putObject', bucket, key, rec, ...(opts.onlyIfAbsent ? { onlyIfAbsent: true } : {}) };
+    return (await this.submit(bucket, change)) as Written | 'exists' | 'no-bucket';
+  }
+
+  async deleteObject(bucket: string, key: string, versionId: string | undefined, nowMs: number): Promise<Written & { deleteMarker?: boolean }> {
+    const markerId = `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`;
+    const change: ObjectChange = { op: 'deleteObject', bucket, key, nowMs, markerId, ...(versionId !== undefined ? { versionId } : {}) };
+    return (await this.submit(bucket, change)) as Written & { deleteMarker?: boolean };
+  }
+
+  async setObjectAcl(bucket: string, key: string, fileId: string, acl: CannedAcl): Promise<boolean> {
+    return (await this.submit(bucket, { op: 'setObjectAcl', bucket, key, fileId, acl })) === true;
+  }
+
+  async expireNoncurrent(bucket: string, key: string, rule: LifecycleRule, nowMs: number): Promise<string[]> {
+    // Asked for every key a lifecycle pass walks: only a key with something to expire is a change.
+    if (this.d.catalog.expiredNoncurrent(bucket, key, rule, nowMs).length === 0) return [];
+    return (await this.submit(bucket, { op: 'expireNoncurrent', bucket, key, rule, nowMs })) as string[];
+  }
+
+  /**
+   * A multipart upload is this node's own: its record and parts stay here. Completing it
+   * puts the assembled object through the log, then drops the upload here.
+   */
+  async completeUpload(up: UploadRecord, rec: ObjectRecord): Promise<Written | 'no-upload' | 'no-bucket'> {
+    if (!this.d.catalog.upload(up.bucket, up.key, up.uploadId)) return 'no-upload';
+    const out = await this.putObject(up.bucket, up.key, rec);
+    if (out === 'exists') return { unlink: [] };
+    await this.d.catalog.removeUpload(up);
+    return out;
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * S3 buckets in a cluster through real processes (docs/design/buckets.md "In a cluster"):
+ * three nats-servers clustered on loopback, three recorders with their S3 listeners, the
+ * AWS SDK. A bucket made on one node is seen by every node; objects put through two
+ * nodes are listed and read byte for byte through the third, which may hold none of
+ * them; a pool with `copies: 2` keeps each object file on exactly two nodes; a delete
+ * through one node removes the object's files on every node; two nodes creating one
+ * bucket name at once: one wins. The writer killed with SIGKILL, every object is still
+ * read through a survivor and its lost copy is re-made.
+ */
+import test from 'ava';
+import { randomBytes, createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  ListObjectVersionsCommand,
+  PutBucketVersioningCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { startNatsCluster } from '../sim/nats-cluster.ts';
+import { tempDir, waitFor } from './helpers/recorder.ts';
+import { send, spawnClusterNodes, type ClusterNodeProcess } from './helpers/cluster.ts';
+import { S3_KEY, S3_SECRET, s3Client, s3Code } from './helpers/s3.ts';
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+/** Waits until the nodes hold `want` object files of `bucket` in all; the counts are in the message when they do not. */
+async function untilFiles(
+  nodes: readonly ClusterNodeProcess[],
+  bucket: string,
+  what: string,
+  want: (counts: number[]) => boolean,
+  timeoutMs = 60_000,
+): Promise<void> {
+  try {
+    await waitFor(what, () => want(nodes.map((n) => filesOn(n, bucket))), timeoutMs, 250);
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (files per node: ${nodes.map((n) => `${n.name} ${filesOn(n, bucket)}`).join(', ')})`);
+  }
+}
+
+/** How many object files of `bucket` a node holds on its disk. */
+function filesOn(node: ClusterNodeProcess, bucket: string): number {
+  const dir = join(node.dataDir, 'buckets', 'objects', bucket);
+  return existsSync(dir) ? readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length : 0;
+}
+
+async function bytesOf(client: S3Client, bucket: string, key: string, range?: string): Promise<Buffer> {
+  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...(range ? { Range: range } : {}) }));
+  return Buffer.from(await res.Body!.transformToByteArray());
+}
+
+test('S3 in a cluster: one catalog on every node, objects read through any node, two copies of each, deletes everywhere; the writer killed, nothing is lost', async (t) => {
+  t.timeout(240_000);
+  const dir = await tempDir(t, 'rec-clusters3-');
+  const cluster = await startNatsCluster({ dir: join(dir, 'nats') });
+  t.teardown(() => cluster.stop());
+  const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], {
+    RECORDER_S3: '127.0.0.1:0',
+    RECORDER_S3_ACCESS_KEY: S3_KEY,
+    RECORDER_S3_SECRET_KEY: S3_SECRET,
+  });
+  const [a, b, c] = nodes as [ClusterNodeProcess, ClusterNodeProcess, ClusterNodeProcess];
+  const s3 = await Promise.all(nodes.map((n) => n.proc.s3));
+  const [sa, sb, sc] = s3.map((url) => s3Client(t, url)) as [S3Client, S3Client, S3Client];
+
+  await waitFor(
+    'the pool accepted (the cluster config is up)',
+    async () => (await send('PUT', `${a.http}/api/pools/dup`, { capacityBytes: null, overwrite: 'capacity', copies: 2 })).status === 200,
+    60_000,
+    500,
+  );
+  await waitFor(
+    'every node knows the pool',
+    async () => {
+      const all = await Promise.all(nodes.map(async (n) => JSON.stringify((await send('GET', `${n.http}/api/pools`)).body)));
+      return all.every((p) => p.includes('"dup"'));
+    },
+    30_000,
+    250,
+  );
+  await waitFor(
+    'the bucket made through a',
+    async () => {
+      await sa.send(new CreateBucketCommand({ Bucket: 'evidence', CreateBucketConfiguration: { LocationConstraint: 'dup' as never } }));
+      return true;
+    },
+    30_000,
+    500,
+  );
+
+  // Peers read each other's files with the cluster token, which each node binds with its
+  // copies stream (a new stream's leader election can take seconds): the cluster is ready
+  // once an object written through each node reads through the others.
+  for (const [i, writer] of [sa, sb, sc].entries()) await writer.send(new PutObjectCommand({ Bucket: 'evidence', Key: `ready/${i}`, Body: `ready ${i}` }));
+  await waitFor(
+    'every node reads what the others wrote',
+    async () => {
+      for (const reader of [sa, sb, sc])
+        for (let i = 0; i < 3; i++) if ((await bytesOf(reader, 'evidence', `ready/${i}`)).toString() !== `ready ${i}`) return false;
+      return true;
+    },
+    60_000,
+    500,
+  );
+  for (let i = 0; i < 3; i++) await sa.send(new DeleteObjectCommand({ Bucket: 'evidence', Key: `ready/${i}` }));
+
+  // Objects through a and b, of sizes from empty to 3 MiB.
+  const objects = new Map<string, Buffer>();
+  for (const [i, size] of [0, 1, 4096, 300_000, 3 * 1024 * 1024].entries()) objects.set(`a/${i}.bin`, randomBytes(size));
+  for (const [i, size] of [10, 70_000].entries()) objects.set(`b/${i}.bin`, randomBytes(size));
+  for (const [key, body] of objects) await (key.startsWith('a/') ? sa : sb).send(new PutObjectCommand({ Bucket: 'evidence', Key: key, Body: body }));
+
+  // Read through c at once after the answers: listing and every byte.
+  const listed = await sc.send(new ListObjectsV2Command({ Bucket: 'evidence' }));
+  t.deepEqual((listed.Contents ?? []).map((o) => o.Key).sort(), [...objects.keys()].sort());
+  for (const [key, body] of objects) t.is(sha(await bytesOf(sc, 'evidence', key)), sha(body), key);
+  const big = objects.get('a/4.bin')!;
+  t.deepEqual(await bytesOf(sc, 'evidence', 'a/4.bin', 'bytes=1000000-1000099'), big.subarray(1_000_000, 1_000_100));
+
+  // Two copies of each (six of the seven have bytes; the empty one has a file too).
+  const sum = (counts: number[]): number => counts.reduce((a, b) => a + b, 0);
+  await untilFiles(nodes, 'evidence', 'two copies of every object', (counts) => sum(counts) === 2 * objects.size);
+  for (const n of nodes) t.true(filesOn(n, 'evidence') <= objects.size);
+
+  // A delete through b: gone through every node, its two files too.
+  await sb.send(new DeleteObjectCommand({ Bucket: 'evidence', Key: 'b/0.bin' }));
+  objects.delete('b/0.bin');
+  t.is(await s3Code(t, sa.send(new GetObjectCommand({ Bucket: 'evidence', Key: 'b/0.bin' }))), 'NoSuchKey');
+  t.is(await s3Code(t, sc.send(new GetObjectCommand({ Bucket: 'evidence', Key: 'b/0.bin' }))), 'NoSuchKey');
+  await untilFiles(nodes, 'evidence', 'the deleted object\u2019s files gone', (counts) => sum(counts) === 2 * objects.size);
+
+  // One bucket name made through two nodes at once: one of them made it.
+  const race = await Promise.allSettled([sa, sb].map((cl) => cl.send(new CreateBucketCommand({ Bucket: 'race' }))));
+  t.is(race.filter((r) => r.status === 'fulfilled').length, 1, JSON.stringify(race.map((r) => (r.status === 'rejected' ? (r.reason as Error).name : 'ok'))));
+
+  // Versions through one node, listed through another.
+  await sb.send(new PutBucketVersioningCommand({ Bucket: 'evidence', VersioningConfiguration: { Status: 'Enabled' } }));
+  await sc.send(new PutObjectCommand({ Bucket: 'evidence', Key: 'v.txt', Body: 'one' }));
+  await sa.send(new PutObjectCommand({ Bucket: 'evidence', Key: 'v.txt', Body: 'two' }));
+  const versions = await sb.send(new ListObjectVersionsCommand({ Bucket: 'evidence', Prefix: 'v.txt' }));
+  t.is(versions.Versions?.length, 2);
+  t.is((await bytesOf(sb, 'evidence', 'v.txt')).toString(), 'two');
+  objects.set('v.txt', Buffer.from('two'));
+
+  // The node that wrote most of them is killed: every object still reads through b and c.
+  const files = objects.size + 1; // the noncurrent version of v.txt has its file too
+  await untilFiles(nodes, 'evidence', 'two copies of everything before the kill', (counts) => sum(counts) === 2 * files);
+  a.proc.child.kill('SIGKILL');
+  await a.proc.exited;
+  for (const [key, body] of objects) {
+    t.is(sha(await bytesOf(sc, 'evidence', key)), sha(body), `${key} through c`);
+    t.is(sha(await bytesOf(sb, 'evidence', key)), sha(body), `${key} through b`);
+  }
+  // Once a is judged dead, what it held is copied again: every file on both b and c.
+  await untilFiles([b, c], 'evidence', 'the lost copies re-made on the survivors', (counts) => counts.every((n) => n === files), 90_000);
+  t.pass();
+});
