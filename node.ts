@@ -605,6 +605,8 @@ export class RecorderNode {
       log.info({ cameras: resumed }, 'cameras resumed from the index');
       // Before HTTP and S3 (both use users' keys): secrets stored in clear by an older version are sealed now.
       self.s3Keys = new S3Keys(index, await SecretBox.open(config.secretKeyFile ?? join(config.dataDir, 'secret.key')));
+      // In a cluster, users' keys go through the object log, sealed under a key derived from the cluster token.
+      if (self.objectLog) self.s3Keys.useCluster({ writes: self.objectLog, box: clusterKeyBox(() => self.copies?.clusterToken() ?? null) });
       const keys = await self.s3Keys.sealLegacy();
       if (keys.sealed > 0) log.info({ keys: keys.sealed }, 's3: access key secrets stored in clear were sealed');
       if (keys.unreadable.length > 0) {
@@ -863,4 +865,15 @@ export class RecorderNode {
   async stop(): Promise<void> {
     await this.lifecycle.stop();
   }
+}
+
+/** The box of the cluster's key for users' S3 secrets, made again when the cluster token is first known (or changes). */
+function clusterKeyBox(token: () => string | null): () => SecretBox | null {
+  let made: { token: string; box: SecretBox } | null = null;
+  return () => {
+    const t = token();
+    if (t === null) return null;
+    if (made?.token !== t) made = { token: t, box: SecretBox.derived(t, 's3-access-keys') };
+    return made.box;
+  };
 }

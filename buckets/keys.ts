@@ -22,19 +22,58 @@ export interface S3KeyView {
   createdAt: string;
 }
 
+/** Where key changes go: the catalog on one node, the cluster's object log in a cluster (every node then knows every key). */
+export interface KeyWrites {
+  putAccessKey(rec: S3KeyRecord): Promise<void>;
+  removeAccessKey(accessKeyId: string): Promise<boolean>;
+}
+
+/** In a cluster: the ordered key writes, and the box of the cluster's key (null until the cluster token is bound). */
+export interface ClusterKeys {
+  writes: KeyWrites;
+  box: () => SecretBox | null;
+}
+
 export class S3Keys {
+  private cluster: ClusterKeys | null = null;
+
   constructor(
     private readonly index: RecorderIndex,
     private readonly box: SecretBox,
   ) {}
+
+  /**
+   * In a cluster, keys are issued and revoked through the cluster's object log and sealed
+   * under the cluster's key, so a key issued through one node signs requests to any node.
+   * Keys issued before the node joined stay its own.
+   */
+  useCluster(cluster: ClusterKeys): void {
+    this.cluster = cluster;
+  }
 
   /** A new key for `user` (who must exist); the secret appears only in this answer. */
   async issue(user: string, nowMs: number): Promise<S3KeyView & { secretAccessKey: string }> {
     if (!this.index.users.get(user)) throw new RecorderError('NOT_FOUND', `unknown user ${JSON.stringify(user)}`);
     const id = `RK${[...randomBytes(18)].map((b) => ALPHABET[b % 32]).join('')}`;
     const secret = randomBytes(30).toString('base64url');
-    await this.index.buckets.putAccessKey({ accessKeyId: id, user, secret: this.box.seal(secret), createdMs: nowMs });
+    if (this.cluster) {
+      const box = this.cluster.box();
+      if (!box) throw new RecorderError('CLUSTER_UNAVAILABLE', 'the cluster key is not known on this node yet; try again');
+      await this.inCluster(() => this.cluster!.writes.putAccessKey({ accessKeyId: id, user, secret: box.seal(secret), createdMs: nowMs, sealedBy: 'cluster' }));
+    } else {
+      await this.index.buckets.putAccessKey({ accessKeyId: id, user, secret: this.box.seal(secret), createdMs: nowMs });
+    }
     return { accessKeyId: id, user, createdAt: new Date(nowMs).toISOString(), secretAccessKey: secret };
+  }
+
+  /** A cluster write whose S3-shaped refusal (the log unavailable) becomes the API's CLUSTER_UNAVAILABLE. */
+  private async inCluster<T>(write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } catch (err) {
+      if (err instanceof RecorderError) throw err;
+      throw new RecorderError('CLUSTER_UNAVAILABLE', `the cluster did not confirm the key change (${(err as Error).message})`);
+    }
   }
 
   list(user: string): S3KeyView[] {
@@ -45,7 +84,8 @@ export class S3Keys {
   async revoke(user: string, accessKeyId: string): Promise<{ accessKeyId: string }> {
     const k = this.index.buckets.accessKey(accessKeyId);
     if (!k || k.user !== user) throw new RecorderError('NOT_FOUND', `user ${JSON.stringify(user)} has no S3 key ${JSON.stringify(accessKeyId)}`);
-    await this.index.buckets.removeAccessKey(accessKeyId);
+    if (this.cluster && k.sealedBy === 'cluster') await this.inCluster(() => this.cluster!.writes.removeAccessKey(accessKeyId));
+    else await this.index.buckets.removeAccessKey(accessKeyId);
     return { accessKeyId };
   }
 
@@ -66,6 +106,11 @@ export class S3Keys {
 
   /** A stored key's secret in clear (a legacy clear one as it is); SECRET_UNREADABLE when it does not open. */
   secretOf(rec: S3KeyRecord): string {
+    if (rec.sealedBy === 'cluster') {
+      const box = this.cluster?.box();
+      if (!box) throw new RecorderError('SECRET_UNREADABLE', 'a key sealed under the cluster key, and the cluster token is not known here');
+      return box.unseal(rec.secret);
+    }
     return isSealed(rec.secret) ? this.box.unseal(rec.secret) : rec.secret;
   }
 
@@ -78,6 +123,8 @@ export class S3Keys {
     let sealed = 0;
     const unreadable: string[] = [];
     for (const k of this.index.buckets.accessKeys()) {
+      // Opened with the cluster's key once the cluster is joined, not this node's file.
+      if (k.sealedBy === 'cluster') continue;
       if (!isSealed(k.secret)) {
         await this.index.buckets.putAccessKey({ ...k, secret: this.box.seal(k.secret) });
         sealed++;

@@ -25,8 +25,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { nanos, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { z } from 'zod';
-import type { BucketRecord, BucketStore, CannedAcl, LifecycleRule, ObjectRecord, UploadRecord, Written } from '../index/buckets.ts';
+import type { BucketRecord, BucketStore, CannedAcl, LifecycleRule, ObjectRecord, S3KeyRecord, UploadRecord, Written } from '../index/buckets.ts';
 import { UnconfirmedChange, type CatalogWrites } from '../buckets/catalog-writes.ts';
+import type { KeyWrites } from '../buckets/keys.ts';
 import { S3Error } from '../buckets/s3-errors.ts';
 import type { Logger } from '../lib/log.ts';
 
@@ -36,6 +37,8 @@ const CAUGHT_UP_MS = 5000;
 /** How long a write waits for its own change to come back applied. */
 const APPLIED_MS = 15_000;
 const PUBLISH_ATTEMPTS = 3;
+/** The subject token of key changes (`<prefix>.v1.objects._keys`): a bucket name never starts with `_`. */
+const KEYS_SUBJECT = '_keys';
 
 /** One change of the catalog, as the log carries it. */
 export type ObjectChange =
@@ -45,7 +48,9 @@ export type ObjectChange =
   | { op: 'putObject'; bucket: string; key: string; rec: ObjectRecord; onlyIfAbsent?: boolean }
   | { op: 'deleteObject'; bucket: string; key: string; versionId?: string; nowMs: number; markerId: string }
   | { op: 'setObjectAcl'; bucket: string; key: string; fileId: string; acl: CannedAcl }
-  | { op: 'expireNoncurrent'; bucket: string; key: string; rule: LifecycleRule; nowMs: number };
+  | { op: 'expireNoncurrent'; bucket: string; key: string; rule: LifecycleRule; nowMs: number }
+  | { op: 'putAccessKey'; rec: S3KeyRecord }
+  | { op: 'removeAccessKey'; accessKeyId: string };
 
 /** The envelope: who made the change, and its id (the publish's dedupe id too). */
 const envelopeSchema = z.object({
@@ -53,7 +58,17 @@ const envelopeSchema = z.object({
   id: z.string().min(1),
   change: z
     .object({
-      op: z.enum(['createBucket', 'putBucket', 'removeBucket', 'putObject', 'deleteObject', 'setObjectAcl', 'expireNoncurrent']),
+      op: z.enum([
+        'createBucket',
+        'putBucket',
+        'removeBucket',
+        'putObject',
+        'deleteObject',
+        'setObjectAcl',
+        'expireNoncurrent',
+        'putAccessKey',
+        'removeAccessKey',
+      ]),
     })
     .passthrough(),
 });
@@ -82,7 +97,7 @@ export interface ObjectLogDeps {
   applied?: (a: Applied) => void;
 }
 
-export class ObjectLog implements CatalogWrites {
+export class ObjectLog implements CatalogWrites, KeyWrites {
   readonly stream: string;
   private nc: NatsConnection | null = null;
   private js: JetStreamClient | null = null;
@@ -225,6 +240,11 @@ export class ObjectLog implements CatalogWrites {
         await unlink(c.bucket, gone);
         return gone;
       }
+      case 'putAccessKey':
+        await cat.putAccessKey(c.rec);
+        return undefined;
+      case 'removeAccessKey':
+        return cat.removeAccessKey(c.accessKeyId);
     }
   }
 
@@ -333,6 +353,15 @@ export class ObjectLog implements CatalogWrites {
     // Asked for every key a lifecycle pass walks: only a key with something to expire is a change.
     if (this.d.catalog.expiredNoncurrent(bucket, key, rule, nowMs).length === 0) return [];
     return (await this.submit(bucket, { op: 'expireNoncurrent', bucket, key, rule, nowMs })) as string[];
+  }
+
+  /** Users' S3 keys (buckets/keys.ts), sealed under the cluster's key: on the log's own subject, which no bucket name can take. */
+  async putAccessKey(rec: S3KeyRecord): Promise<void> {
+    await this.submit(KEYS_SUBJECT, { op: 'putAccessKey', rec });
+  }
+
+  async removeAccessKey(accessKeyId: string): Promise<boolean> {
+    return (await this.submit(KEYS_SUBJECT, { op: 'removeAccessKey', accessKeyId })) === true;
   }
 
   /**

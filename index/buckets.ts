@@ -131,6 +131,8 @@ export interface S3KeyRecord {
    */
   secret: string;
   createdMs: number;
+  /** `cluster`: sealed under the cluster's key (lib/secret-box.ts derived from the cluster token), shared by every node; unset: this node's key file. */
+  sealedBy?: 'cluster';
 }
 
 export interface ListedObject {

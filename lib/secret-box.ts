@@ -14,7 +14,7 @@
  * that does not open (another key file, changed bytes) is SECRET_UNREADABLE, never
  * garbage; a value without the prefix is a legacy clear one (`isSealed` tells).
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { link, open, readFile, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RecorderError } from './errors.ts';
@@ -26,6 +26,15 @@ const TAG_BYTES = 16;
 
 export class SecretBox {
   private constructor(private readonly key: Buffer) {}
+
+  /**
+   * A box whose key is derived (HKDF-SHA256) from a secret several parties hold, for one
+   * purpose: nodes of a cluster seal with the key of the cluster token what every node
+   * must open, and the value never travels or rests in clear.
+   */
+  static derived(secret: string, purpose: string): SecretBox {
+    return new SecretBox(Buffer.from(hkdfSync('sha256', secret, 'recorder-secret-box', purpose, KEY_BYTES)));
+  }
 
   /** The box of the key file at `path`, made (durably) when it does not exist. A file of the wrong size is CONFIG_INVALID. */
   static async open(path: string): Promise<SecretBox> {

@@ -16,6 +16,7 @@ import {
   CreateBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  ListBucketsCommand,
   ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutBucketVersioningCommand,
@@ -147,6 +148,40 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
   t.is(versions.Versions?.length, 2);
   t.is((await bytesOf(sb, 'evidence', 'v.txt')).toString(), 'two');
   objects.set('v.txt', Buffer.from('two'));
+
+  // A user's key issued through b signs requests to c (a user sees their pools' buckets
+  // only); revoked through a, c refuses it.
+  // The first user makes the API ask for credentials: an admin first, then calls as it.
+  t.is((await send('PUT', `${a.http}/api/users/admin`, { role: 'admin', password: 'admin-password' })).status, 200);
+  const asAdmin = async <T>(method: string, url: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await fetch(url, {
+      method,
+      headers: {
+        Authorization: `Basic ${Buffer.from('admin:admin-password').toString('base64')}`,
+        ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: res.status, body: (await res.json()) as T };
+  };
+  t.is((await asAdmin('PUT', `${a.http}/api/users/alice`, { role: 'operator', pools: ['dup'], password: 'alice-password' })).status, 200);
+  const issued = await waitFor(
+    'a key issued through b (once b has the users)',
+    async () => {
+      const res = await asAdmin<{ accessKeyId: string; secretAccessKey: string }>('POST', `${b.http}/api/users/alice/s3-keys`);
+      return res.status === 201 ? res.body : null;
+    },
+    30_000,
+    250,
+  );
+  const alice = s3Client(t, s3[2]!, { accessKeyId: issued.accessKeyId, secretAccessKey: issued.secretAccessKey });
+  t.deepEqual(
+    ((await alice.send(new ListBucketsCommand({}))).Buckets ?? []).map((x) => x.Name),
+    ['evidence'],
+  );
+  t.is((await bytesOf(alice, 'evidence', 'v.txt')).toString(), 'two');
+  t.is((await asAdmin('DELETE', `${a.http}/api/users/alice/s3-keys/${issued.accessKeyId}`)).status, 200);
+  t.is(await s3Code(t, alice.send(new ListBucketsCommand({}))), 'InvalidAccessKeyId');
 
   // The node that wrote most of them is killed: every object still reads through b and c.
   const files = objects.size + 1; // the noncurrent version of v.txt has its file too

@@ -69,3 +69,12 @@ test('boxes opened at once on a missing key file share one key', async (t) => {
   for (const box of boxes) t.is(box.unseal(sealed), 'shared');
   t.is((await stat(path)).size, 32);
 });
+
+test('boxes derived from one shared secret open each other’s values; another secret or purpose does not', (t) => {
+  const a = SecretBox.derived('the cluster token', 's3-access-keys');
+  const b = SecretBox.derived('the cluster token', 's3-access-keys');
+  const sealed = a.seal('wJalrXUtnFEMI');
+  t.is(b.unseal(sealed), 'wJalrXUtnFEMI');
+  t.throws(() => SecretBox.derived('another token', 's3-access-keys').unseal(sealed), { instanceOf: RecorderError, message: /does not open/ });
+  t.throws(() => SecretBox.derived('the cluster token', 'another purpose').unseal(sealed), { instanceOf: RecorderError });
+});
