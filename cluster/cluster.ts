@@ -32,45 +32,37 @@
  * extra write or read; a shared per-camera record would cost a KV write per camera
  * and another read per camera per tick for the same answer.
  *
+ * Requests between nodes (each node's own subjects, `ping` among them) are
+ * cluster/peer-requests.ts; the nodes' sizes and weights as placement sees them,
+ * cluster/node-sizes.ts.
+ *
  * Errors: CLUSTER_UNAVAILABLE (503) for a config write the KV did not confirm,
  * CAMERA_FENCED (409) for a write of a camera this node no longer holds.
  */
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, Events, JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
+import { Events, JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
 import type { Supervisor } from '../actors/supervisor.ts';
 import type { StorageSupervisor } from '../actors/storage-supervisor.ts';
 import { SharedConfig } from './shared-config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { CameraConfig, FenceStamp } from '../index/records.ts';
-import { isErrorCode, RecorderError } from '../lib/errors.ts';
+import { RecorderError } from '../lib/errors.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { RecorderConfig } from '../lib/config.ts';
 import { GONE_TICKS, LivenessCounter } from './liveness.ts';
-import {
-  bitrateView,
-  nodeWeights,
-  placeOrphans,
-  shouldGiveUp,
-  type Bitrates,
-  type NodeCapacity,
-  type NodeSize,
-  type NodeSizing,
-  type OwnerView,
-} from './placement.ts';
+import { NodeSizes, type SizeBeat } from './node-sizes.ts';
+import { PEER_TIMEOUT_MS, PeerRequests, type PeerHandler } from './peer-requests.ts';
+import { bitrateView, placeOrphans, shouldGiveUp, type Bitrates, type NodeSize, type OwnerView } from './placement.ts';
 
 /** Heartbeats of nodes gone for this long vanish from the nodes bucket. */
 const NODES_TTL_MS = 3600_000;
 /** One KV read or write waits this long at most (a stalled leader election answers 503 or nothing). */
 const KV_TIMEOUT_MS = 2000;
-/** A peer's ping subject (`<prefix>.v1.node.<id>.ping`, cluster/liveness.ts GONE_TICKS). */
-const PING = 'ping';
 /** Heartbeats failing this long raise `cluster-unavailable`: longer than a leader election (4-9 s). */
 const UNAVAILABLE_ALARM_MS = 15_000;
 /** How long a fence re-read may take before NATS is judged unreachable (recording goes on). */
 const FENCE_READ_TIMEOUT_MS = 1000;
-/** How often a node measures its size again (cores, disk): disks and CPUs of a running box rarely change. */
-const SIZE_EVERY_MS = 60_000;
 
 export interface ClusterOptions {
   nodeId: string;
@@ -108,7 +100,7 @@ export interface ClusterOptions {
   weight?: number;
   /**
    * Measures this node's size (cores, bytes of the pools' filesystem) for placement
-   * (cluster/placement.ts `nodeWeights`); read at start and every SIZE_EVERY_MS, never
+   * (cluster/placement.ts `nodeWeights`); read at start and every minute (cluster/node-sizes.ts), never
    * waited on by a tick. Absent (or failing): the heartbeat says no size.
    */
   measureSize?: () => Promise<NodeSize>;
@@ -153,31 +145,20 @@ export interface CameraPlacement {
   drain(on: boolean): { node: string; draining: boolean; cameras: number };
 }
 
-/** A request a peer answers on this node's own subject (registered by node.ts). */
-export type PeerHandler = (body: unknown) => unknown;
-
-/** How long a peer request waits for its answer by default. */
-export const PEER_TIMEOUT_MS = 2000;
-
 interface Owner {
   node: string;
   session: string;
   at: string;
 }
 
-interface Heartbeat {
+/** A node's heartbeat; its weight, size and pressure: cluster/node-sizes.ts. */
+interface Heartbeat extends SizeBeat {
   node: string;
   session: string;
   http: string;
   cameras: number;
   /** Being drained: it takes no camera and gives up the ones it has, one per tick. */
   draining?: boolean;
-  /** Its capacity relative to the others as configured (RECORDER_CLUSTER_WEIGHT); absent: measured. */
-  weight?: number;
-  /** What it measured of itself (cores, bytes of its pools' filesystem); absent: weight 1 unless configured. */
-  size?: NodeSize;
-  /** Why it is under pressure (cpu-high, memory-high, disk-near-full); absent: none. */
-  pressure?: string;
   /**
    * Camera id → its ingest bitrate as this node last measured it (whole bits per
    * second): the cameras it holds that it has measured, and those it gave up or lost
@@ -224,16 +205,6 @@ function decode<T>(e: KvEntry | null | undefined): T | null {
   } catch {
     return null;
   }
-}
-
-/** A heartbeat's configured weight and measured size, keeping only positive finite numbers (a peer of another version may send anything). */
-function sizingOf(hb: Heartbeat): NodeSizing {
-  const ok = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && x > 0;
-  const size = hb.size as Partial<NodeSize> | undefined;
-  return {
-    ...(ok(hb.weight) ? { configured: hb.weight } : {}),
-    ...(size && ok(size.cores) && ok(size.diskBytes) ? { size: { cores: size.cores, diskBytes: size.diskBytes } } : {}),
-  };
 }
 
 /** The bitrates of a heartbeat, keeping only whole positive numbers (a peer of another version may send anything). */
@@ -283,7 +254,7 @@ export class ClusterNode implements CameraPlacement {
   private readonly cataloging = new Set<string>();
   /** The config each held camera's actor was last given (JSON): a mirror echo of the same one changes nothing. */
   private readonly startedWith = new Map<string, string>();
-  private readonly handlers = new Map<string, PeerHandler>();
+  private readonly requests: PeerRequests;
   /** Node ids heard of (heartbeat watch, owner keys): whose heartbeats are counted. */
   private readonly peers = new Set<string>();
   private readonly httpOf = new Map<string, string>();
@@ -301,13 +272,8 @@ export class ClusterNode implements CameraPlacement {
   private draining = false;
   /** Peers whose last heartbeat said they are being drained. */
   private readonly drainingPeers = new Set<string>();
-  /** What each peer's last heartbeat read said of its size and pressure. */
-  private readonly peerCapacity = new Map<string, NodeSizing & { pressure: string | null }>();
-  /** This node's size as its beats say it (null: not yet, or unmeasurable); the newest measure waits in `measuredSize` for the next beat. */
-  private size: NodeSize | null = null;
-  private measuredSize: NodeSize | null = null;
-  private sizeAskedAt = -Infinity;
-  private sizeInFlight = false;
+  /** The nodes' weights, sizes and pressure as placement sees them. */
+  private readonly sizes: NodeSizes;
   /** The bitrates each peer's last heartbeat read reported (a dead peer's last ones stay). */
   private readonly peerBitrates = new Map<string, Bitrates>();
   /** What this node reports in its heartbeat (`Heartbeat.bitsPerSecond`), camera → bits per second. */
@@ -329,8 +295,15 @@ export class ClusterNode implements CameraPlacement {
   constructor(private readonly o: ClusterOptions) {
     this.nodeId = o.nodeId;
     this.liveness = new LivenessCounter(o.nodeId, o.deadTicks);
-    // Peers ping us each tick: while this node's connection lives, NATS has a responder here.
-    this.handlers.set(PING, () => ({}));
+    this.requests = new PeerRequests({ prefix: o.prefix, nodeId: o.nodeId, log: o.log });
+    this.sizes = new NodeSizes({
+      nodeId: o.nodeId,
+      log: o.log,
+      alive: (node) => this.liveness.alive(node),
+      weight: o.weight,
+      measureSize: o.measureSize,
+      pressure: o.pressure,
+    });
     // Younger than the ticks a peer waits before claiming (GONE_TICKS - 1 when NATS says
     // our connection is gone, else K - 1): a confirmation this fresh was issued before
     // any peer could have taken the camera.
@@ -345,36 +318,7 @@ export class ClusterNode implements CameraPlacement {
   start(nc: NatsConnection): void {
     if (this.nc || this.halted) return;
     this.nc = nc;
-    for (const [what, handler] of this.handlers) {
-      nc.subscribe(`${this.o.prefix}.v1.node.${this.nodeId}.${what}`, {
-        callback: (err, msg) => {
-          if (err || !msg.reply) return;
-          void (async () => {
-            let reply: unknown;
-            try {
-              reply = { ok: true, ...((await handler(msg.data.length > 0 ? json.decode(msg.data) : {})) as object) };
-            } catch (e) {
-              const re = e instanceof RecorderError ? e : new RecorderError('INTERNAL', (e as Error).message);
-              reply = { ok: false, error: { code: re.code, message: re.message } };
-            }
-            // An answer over the NATS payload limit (or a connection closing) throws here:
-            // the asker gets a typed refusal instead, and this process goes on.
-            try {
-              msg.respond(json.encode(reply));
-            } catch (e) {
-              this.o.log.warn({ what, err: (e as Error).message }, 'cluster: a peer answer could not be sent');
-              try {
-                msg.respond(
-                  json.encode({ ok: false, error: { code: 'PAYLOAD_TOO_LARGE', message: `the answer to ${what} could not be sent: ${(e as Error).message}` } }),
-                );
-              } catch {
-                /* the connection is closing: the asker times out */
-              }
-            }
-          })();
-        },
-      });
-    }
+    this.requests.listen(nc);
     void (async () => {
       for await (const s of nc.status()) if (s.type === Events.Reconnect) for (const stop of [...this.watches]) stop();
     })().catch(() => undefined);
@@ -385,9 +329,9 @@ export class ClusterNode implements CameraPlacement {
     );
   }
 
-  /** Registers what this node answers on `<prefix>.v1.node.<id>.<what>` (subscribed once NATS is there). */
+  /** Registers what this node answers on `<prefix>.v1.node.<id>.<what>` (subscribed once NATS is there; cluster/peer-requests.ts). */
   serve(what: string, handler: PeerHandler): void {
-    this.handlers.set(what, handler);
+    this.requests.serve(what, handler);
   }
 
   /** The nodes alive by this node's count, itself included, sorted. */
@@ -403,17 +347,9 @@ export class ClusterNode implements CameraPlacement {
     return node === this.nodeId ? this.o.httpUrl() : (this.httpOf.get(node) ?? null);
   }
 
-  async ask<T>(node: string, what: string, body: unknown, timeoutMs = PEER_TIMEOUT_MS): Promise<T> {
-    if (!this.nc) throw new RecorderError('CLUSTER_UNAVAILABLE', 'not connected to the cluster');
-    const m = await this.nc.request(`${this.o.prefix}.v1.node.${node}.${what}`, json.encode(body), { timeout: timeoutMs });
-    const r = json.decode(m.data) as { ok: boolean; error?: { code: string; message: string } } & T;
-    if (!r.ok) {
-      // A refusal (the peer answered with one of our codes) stays typed: callers tell it from a node that did not answer.
-      const code = r.error?.code;
-      if (isErrorCode(code)) throw new RecorderError(code, `node ${node}: ${r.error?.message ?? ''}`, { details: { node } });
-      throw new Error(`node ${node}: ${code ?? 'error'} ${r.error?.message ?? ''}`);
-    }
-    return r;
+  /** Asks `node` on its own `<what>` subject (cluster/peer-requests.ts); a refusal stays typed. */
+  ask<T>(node: string, what: string, body: unknown, timeoutMs = PEER_TIMEOUT_MS): Promise<T> {
+    return this.requests.ask<T>(node, what, body, timeoutMs);
   }
 
   runsHere(camera: string): boolean {
@@ -485,7 +421,7 @@ export class ClusterNode implements CameraPlacement {
     const all = new Set<string>([this.nodeId, ...this.peers]);
     const cams = new Map<string, string[]>();
     for (const [camera, o] of this.owners) cams.set(o.node, [...(cams.get(o.node) ?? []), camera]);
-    const capacity = this.capacities();
+    const capacity = this.sizes.capacities();
     return [...all].sort().map((node) => ({
       node,
       http: node === this.nodeId ? this.o.httpUrl() : (this.httpOf.get(node) ?? null),
@@ -495,8 +431,7 @@ export class ClusterNode implements CameraPlacement {
       missedTicks: node === this.nodeId ? null : (this.liveness.missed(node) ?? null),
       draining: node === this.nodeId ? this.draining : this.drainingPeers.has(node),
       weight: capacity.get(node)?.weight ?? 1,
-      size: node === this.nodeId ? this.size : (this.peerCapacity.get(node)?.size ?? null),
-      pressure: node === this.nodeId ? this.pressureNow() : (this.peerCapacity.get(node)?.pressure ?? null),
+      ...this.sizes.view(node),
       bitsPerSecond: (cams.get(node) ?? []).reduce((sum, camera) => sum + (this.bitrates.get(camera) ?? 0), 0),
     }));
   }
@@ -662,9 +597,7 @@ export class ClusterNode implements CameraPlacement {
     const nodes = this.nodesKv!;
     const owners = this.ownersKv!;
     this.measure();
-    this.remeasureSize();
-    // A new measure is taken at a beat: this tick's plan and the beat peers read say the same size.
-    this.size = this.measuredSize;
+    const sized = this.sizes.beat();
     // What peers read of us this tick; our own view uses the same (not what pruning leaves below).
     const reported: Bitrates = new Map(this.measured);
     const beat: Heartbeat = {
@@ -673,9 +606,7 @@ export class ClusterNode implements CameraPlacement {
       http: this.o.httpUrl(),
       cameras: this.held.size,
       ...(this.draining ? { draining: true } : {}),
-      ...(this.o.weight !== undefined ? { weight: this.o.weight } : {}),
-      ...(this.size ? { size: this.size } : {}),
-      ...(this.pressureNow() ? { pressure: this.pressureNow()! } : {}),
+      ...sized,
       ...(reported.size > 0 ? { bitsPerSecond: Object.fromEntries([...reported].sort(([a], [b]) => (a < b ? -1 : 1))) } : {}),
     };
     const cameras = this.o.index.cameras.list().filter((c) => !c.transient);
@@ -726,7 +657,8 @@ export class ClusterNode implements CameraPlacement {
       const gone = new Map<string, boolean>();
       await Promise.all([
         ...[...this.peers].map(async (peer) => {
-          const g = await this.pingGone(peer);
+          // Half a tick at most, so a hung peer's silence never stretches our tick (its K counts on).
+          const g = await this.requests.pingGone(peer, this.o.tickMs / 2);
           if (g !== null) gone.set(peer, g);
         }),
         ...[...this.peers].map(async (peer) => {
@@ -737,7 +669,7 @@ export class ClusterNode implements CameraPlacement {
             const hb = decode<Heartbeat>(e);
             if (hb?.draining) this.drainingPeers.add(peer);
             else this.drainingPeers.delete(peer);
-            if (hb) this.peerCapacity.set(peer, { ...sizingOf(hb), pressure: typeof hb.pressure === 'string' ? hb.pressure : null });
+            if (hb) this.sizes.peerBeat(peer, hb);
             // A node that left cleanly released its cameras and deleted its beat: nothing of it is reported.
             if (hb) this.peerBitrates.set(peer, bitratesOf(hb));
             else this.peerBitrates.delete(peer);
@@ -799,7 +731,7 @@ export class ClusterNode implements CameraPlacement {
     if (this.draining) return this.giveUpOne(null);
     // Placement skips nodes being drained.
     const eligible = this.liveness.aliveNodes().filter((n) => !this.drainingPeers.has(n));
-    const plan = placeOrphans(orphans, live, eligible, this.capacities(), this.bitrates);
+    const plan = placeOrphans(orphans, live, eligible, this.sizes.capacities(), this.bitrates);
     if (plan.size === 0) this.rebalance(live, eligible);
     const entries = new Map(reads.map((r) => [r.camera, r.entry]));
     const mineToClaim = [...earlier, ...[...plan].filter(([, node]) => node === this.nodeId).map(([camera]) => camera)];
@@ -815,7 +747,7 @@ export class ClusterNode implements CameraPlacement {
    */
   private rebalance(owners: ReadonlyMap<string, OwnerView>, eligible: readonly string[]): void {
     const steady = eligible.filter((n) => n === this.nodeId || this.liveness.aliveTicks(n) >= 2 * this.o.deadTicks);
-    const give = shouldGiveUp(this.nodeId, owners, steady, this.capacities(), this.bitrates);
+    const give = shouldGiveUp(this.nodeId, owners, steady, this.sizes.capacities(), this.bitrates);
     if (give) this.giveUpOne(give.why, give.camera);
   }
 
@@ -848,61 +780,6 @@ export class ClusterNode implements CameraPlacement {
       const reportedByOwner = owner !== undefined && owner !== this.nodeId && this.peerBitrates.get(owner)?.has(camera) === true;
       if (!configured.has(camera) || reportedByOwner) this.measured.delete(camera);
     }
-  }
-
-  /**
-   * Every live node's weight and pressure, this one's included. Weights are measured
-   * against the largest live node (`nodeWeights`): a dead node's last beat no longer
-   * sizes the others.
-   */
-  private capacities(): Map<string, NodeCapacity> {
-    const sizing = new Map<string, NodeSizing & { pressure: string | null }>();
-    for (const [node, c] of this.peerCapacity) if (this.liveness.alive(node)) sizing.set(node, c);
-    sizing.set(this.nodeId, {
-      ...(this.o.weight !== undefined ? { configured: this.o.weight } : {}),
-      ...(this.size ? { size: this.size } : {}),
-      pressure: this.pressureNow(),
-    });
-    const weights = nodeWeights(sizing);
-    return new Map([...sizing].map(([node, c]) => [node, { weight: weights.get(node)!, pressure: c.pressure }]));
-  }
-
-  /**
-   * Whether NATS says nobody listens on `peer`'s ping subject any more (true: "no
-   * responders", its connection is gone), a node answered (false), or neither (null: a
-   * timeout or another failure says nothing). cluster/liveness.ts counts it. Half a tick
-   * at most, so a hung peer's silence never stretches our tick (its K counts on).
-   */
-  private async pingGone(peer: string): Promise<boolean | null> {
-    if (!this.nc) return null;
-    try {
-      await this.nc.request(`${this.o.prefix}.v1.node.${peer}.${PING}`, new Uint8Array(0), { timeout: this.o.tickMs / 2 });
-      return false;
-    } catch (err) {
-      return (err as { code?: unknown }).code === ErrorCode.NoResponders ? true : null;
-    }
-  }
-
-  /** Asks for this node's size again when the last answer is SIZE_EVERY_MS old; the tick goes on with the last one. */
-  private remeasureSize(): void {
-    const measure = this.o.measureSize;
-    if (!measure || this.sizeInFlight || now() - this.sizeAskedAt < SIZE_EVERY_MS) return;
-    this.sizeAskedAt = now();
-    this.sizeInFlight = true;
-    measure()
-      .then(
-        (size) => {
-          // Whole GiB: a filesystem whose size moves a little (thin volumes, datasets) does not move placement.
-          const diskBytes = Math.round(size.diskBytes / 2 ** 30) * 2 ** 30;
-          this.measuredSize = size.cores > 0 && diskBytes > 0 ? { cores: size.cores, diskBytes } : null;
-        },
-        (err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'cluster: node size not measured (placement weighs it 1)'),
-      )
-      .finally(() => (this.sizeInFlight = false));
-  }
-
-  private pressureNow(): string | null {
-    return this.o.pressure?.() ?? null;
   }
 
   /**
