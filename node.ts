@@ -85,7 +85,7 @@ import { rootCredential, startS3Listener } from './buckets/listener.ts';
 import { S3Presigner, isRecorderUi } from './buckets/presign.ts';
 import { S3Keys } from './buckets/keys.ts';
 import { SecretBox } from './lib/secret-box.ts';
-import { bucketCluster } from './cluster/bucket-cluster.ts';
+import { bucketCluster, S3_URL_SUBJECT } from './cluster/bucket-cluster.ts';
 import { ObjectCopies } from './cluster/object-copies.ts';
 import { ObjectLog } from './cluster/object-log.ts';
 import type { S3Server } from './buckets/s3-server.ts';
@@ -520,6 +520,8 @@ export class RecorderNode {
         });
         service.pictures.onStored((camera) => cluster.catalog(camera));
         self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
+        // Where this node's S3 listener is: a node asked for a part of an upload this node created passes it here.
+        self.cluster.serve(S3_URL_SUBJECT, () => ({ url: self.s3Url || null }));
       }
       self.storage = store;
       self.tables = tables;

@@ -55,4 +55,12 @@ export interface BucketCluster {
   runsLifecycle(bucket: string): boolean;
   /** The node id stamped on the object files written here. */
   nodeId: string;
+  /** A new multipart upload's id, naming this node: its parts sent to another node are passed here. */
+  newUploadId(nowMs: number): string;
+  /**
+   * The node that created an upload and its S3 listener, when that is another node; null
+   * for this node's own (or an id from before the cluster). ServiceUnavailable when that
+   * node is not alive or does not say where it listens.
+   */
+  uploadNode(uploadId: string): Promise<{ node: string; s3: string } | null>;
 }

@@ -72,7 +72,7 @@ export async function createMultipartUpload(d: ObjectDeps, r: S3Request): Promis
   const up: UploadRecord = {
     bucket: bucket.name,
     key,
-    uploadId: `${r.nowMs.toString(16)}${randomBytes(12).toString('hex')}`,
+    uploadId: d.cluster?.newUploadId(r.nowMs) ?? `${r.nowMs.toString(16)}${randomBytes(12).toString('hex')}`,
     initiatedMs: r.nowMs,
     owner: r.auth?.cred.user ?? 'anonymous',
     headers: requestHeaders(r),

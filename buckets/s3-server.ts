@@ -36,6 +36,7 @@ import {
   putBucketVersioning,
 } from './bucket-config-ops.ts';
 import type { BucketCluster } from './catalog-writes.ts';
+import { passOn, PROXIED_HEADER } from './pass-on.ts';
 import { runLifecycle, type LifecycleReport } from './lifecycle.ts';
 import { createBucket, deleteBucket, getBucketLocation, headBucket, listBuckets, listObjects, type BucketDeps } from './bucket-ops.ts';
 import { Access, ROOT_USER } from './access.ts';
@@ -555,6 +556,11 @@ export class S3Server {
       throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.');
     }
     if (r.query.has('acl')) return objectAcl(d, r);
+    if (r.query.has('uploadId') && this.opts.cluster && r.req.headers[PROXIED_HEADER] === undefined) {
+      // In a cluster: an upload another node created is continued there (its parts are on its disk).
+      const holder = await this.opts.cluster.uploadNode(r.query.get('uploadId')!);
+      if (holder) return passOn(r, holder);
+    }
     if (r.query.has('uploadId')) {
       if (m === 'PUT' && r.query.has('partNumber')) return uploadPart(d, r);
       if (m === 'POST') return completeMultipartUpload(d, r);

@@ -13,14 +13,18 @@ import { randomBytes, createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  CompleteMultipartUploadCommand,
   CreateBucketCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   ListBucketsCommand,
   ListObjectsV2Command,
   ListObjectVersionsCommand,
+  ListPartsCommand,
   PutBucketVersioningCommand,
   PutObjectCommand,
+  UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
@@ -148,6 +152,40 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
   t.is(versions.Versions?.length, 2);
   t.is((await bytesOf(sb, 'evidence', 'v.txt')).toString(), 'two');
   objects.set('v.txt', Buffer.from('two'));
+
+  // A multipart upload created through a, its parts sent through b and c, listed through
+  // b, completed through c: the parts are passed to a, which holds the upload.
+  const created = await sa.send(new CreateMultipartUploadCommand({ Bucket: 'evidence', Key: 'mp.bin' }));
+  const partOne = randomBytes(5 * 1024 * 1024);
+  const partTwo = randomBytes(123_456);
+  const etagOne = (await sb.send(new UploadPartCommand({ Bucket: 'evidence', Key: 'mp.bin', UploadId: created.UploadId!, PartNumber: 1, Body: partOne })))
+    .ETag!;
+  const etagTwo = (await sc.send(new UploadPartCommand({ Bucket: 'evidence', Key: 'mp.bin', UploadId: created.UploadId!, PartNumber: 2, Body: partTwo })))
+    .ETag!;
+  const parts = await sb.send(new ListPartsCommand({ Bucket: 'evidence', Key: 'mp.bin', UploadId: created.UploadId! }));
+  t.deepEqual(
+    (parts.Parts ?? []).map((p) => [p.PartNumber, p.Size]),
+    [
+      [1, partOne.length],
+      [2, partTwo.length],
+    ],
+  );
+  await sc.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: 'evidence',
+      Key: 'mp.bin',
+      UploadId: created.UploadId!,
+      MultipartUpload: {
+        Parts: [
+          { PartNumber: 1, ETag: etagOne },
+          { PartNumber: 2, ETag: etagTwo },
+        ],
+      },
+    }),
+  );
+  const whole = Buffer.concat([partOne, partTwo]);
+  t.is(sha(await bytesOf(sb, 'evidence', 'mp.bin')), sha(whole));
+  objects.set('mp.bin', whole);
 
   // A user's key issued through b signs requests to c (a user sees their pools' buckets
   // only); revoked through a, c refuses it.
