@@ -86,7 +86,7 @@ import { S3Presigner, isRecorderUi } from './buckets/presign.ts';
 import { S3Keys } from './buckets/keys.ts';
 import { SecretBox } from './lib/secret-box.ts';
 import { bucketCluster, S3_URL_SUBJECT } from './cluster/bucket-cluster.ts';
-import { ObjectCopies } from './cluster/object-copies.ts';
+import { OBJECT_PULL_SUBJECT, ObjectCopies } from './cluster/object-copies.ts';
 import { ObjectLog } from './cluster/object-log.ts';
 import type { S3Server } from './buckets/s3-server.ts';
 
@@ -424,6 +424,8 @@ export class RecorderNode {
           peerHttp: (n) => cluster.peerHttp(n),
           token: () => copies.clusterToken(),
           files: () => self.s3?.objects ?? null,
+          ask: (n, what, body, timeoutMs) => cluster.ask(n, what, body, timeoutMs),
+          caughtUp: () => self.objectLog!.caughtUp(),
           log,
           signal,
         });
@@ -522,6 +524,7 @@ export class RecorderNode {
         self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
         // Where this node's S3 listener is: a node asked for a part of an upload this node created passes it here.
         self.cluster.serve(S3_URL_SUBJECT, () => ({ url: self.s3Url || null }));
+        self.cluster.serve(OBJECT_PULL_SUBJECT, (b) => objectCopies.answerPull(b));
       }
       self.storage = store;
       self.tables = tables;

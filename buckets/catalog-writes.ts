@@ -49,6 +49,12 @@ export interface BucketCluster {
   caughtUp(): Promise<void>;
   /** Bytes [start, end] of an object whose file is not on this node, from a node that holds it; null: none answered. */
   read(bucket: string, rec: ObjectRecord, start: number, end: number): Promise<NodeJS.ReadableStream | null>;
+  /**
+   * After a version is committed here: its other holders pull it now, and this resolves
+   * when they have it (or could not, in time: the copies then follow as for any apply),
+   * so an acknowledged object is on `copies` nodes while they live.
+   */
+  replicate(bucket: string, rec: ObjectRecord): Promise<void>;
   /** Pulls an object's file here (a copy source this node lacks); false: no node has it. */
   fetch(bucket: string, rec: ObjectRecord): Promise<boolean>;
   /** Whether this node runs the bucket's lifecycle (one node per bucket, so an expiry is made once). */

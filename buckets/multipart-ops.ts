@@ -13,7 +13,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Logger } from '../lib/log.ts';
-import type { BucketStore, PartRecord, UploadRecord } from '../index/buckets.ts';
+import type { BucketStore, ObjectRecord, PartRecord, UploadRecord } from '../index/buckets.ts';
 import { assertKey } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
 import { UnconfirmedChange } from './catalog-writes.ts';
@@ -223,6 +223,7 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
   const room = d.poolRoom.hold(bucket.pool, size);
   let fileId: string;
   let result: Awaited<ReturnType<typeof d.writes.completeUpload>>;
+  let rec: ObjectRecord;
   const md5s = createHash('md5');
   for (const p of chosen) md5s.update(Buffer.from(p.etag, 'hex'));
   const etag = `${md5s.digest('hex')}-${chosen.length}`;
@@ -236,7 +237,7 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
       meta: up.meta,
       ...(up.headers.contentType ? { contentType: up.headers.contentType } : {}),
     });
-    const rec = {
+    rec = {
       fileId,
       size,
       etag,
@@ -262,6 +263,7 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
   }
   await d.files.removeUploadFiles(up.uploadId);
   await unlinkAfterCommit(d, up.bucket, up.key, result.unlink);
+  await d.cluster?.replicate(up.bucket, rec);
   sendXml(
     r,
     200,

@@ -248,6 +248,7 @@ export async function commitOrDiscard(d: ObjectDeps, bucket: string, key: string
   }
   await unlinkAfterCommit(d, bucket, key, result.unlink);
   await keepVersions(d, bucket, key, rec.lastModifiedMs);
+  await d.cluster?.replicate(bucket, rec);
   return result.versionId;
 }
 

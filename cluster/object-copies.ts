@@ -20,12 +20,17 @@ import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { BucketStore, ObjectRecord } from '../index/buckets.ts';
+import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { CLUSTER_TOKEN_HEADER } from './copies.ts';
 import { copyHolders } from './copy-plan.ts';
 import type { Applied } from './object-log.ts';
 
 const SCAN_EVERY_MS = 10 * 60_000;
+/** How long a write waits for its other holders to confirm their copy before it is answered anyway. */
+const REPLICATE_MS = 60_000;
+/** The peer subject a writer asks a holder on to pull a version it just committed (`<prefix>.v1.node.<id>.objects.pull`). */
+export const OBJECT_PULL_SUBJECT = 'objects.pull';
 const PULLS_AT_ONCE = 2;
 const FETCH_TIMEOUT_MS = 10_000;
 const MAX_RETRY_MS = 60_000;
@@ -54,6 +59,10 @@ export interface ObjectCopiesDeps {
   token: () => string | null;
   /** Null while the S3 listener is not up. */
   files: () => LocalObjectFiles | null;
+  /** Asks a peer on its own subject (cluster/cluster.ts ask). */
+  ask: <T>(node: string, what: string, body: unknown, timeoutMs: number) => Promise<T>;
+  /** Resolves once this node has applied the object log as far as it went (cluster/object-log.ts caughtUp). */
+  caughtUp: () => Promise<void>;
   log: Logger;
   signal: AbortSignal;
 }
@@ -66,6 +75,8 @@ export interface ObjectCopiesStatus {
 
 export class ObjectCopies {
   private readonly queue = new Map<string, { bucket: string; rec: ObjectRecord }>();
+  /** Pulls running, by file id. */
+  private readonly inflight = new Map<string, Promise<boolean>>();
   /** Failed pulls in a row, by file id. */
   private readonly retries = new Map<string, number>();
   private active = 0;
@@ -206,7 +217,17 @@ export class ObjectCopies {
    * Pulls a version's whole file here (a copy this node holds, or a copy source it needs);
    * true when it is here. The record gone meanwhile: the file pulled goes too.
    */
-  async fetch(bucket: string, rec: ObjectRecord): Promise<boolean> {
+  fetch(bucket: string, rec: ObjectRecord): Promise<boolean> {
+    // One pull per file at a time (the log's apply and a writer's ask may want it together: one tmp file each).
+    let pull = this.inflight.get(rec.fileId);
+    if (!pull) {
+      pull = this.pullOnce(bucket, rec).finally(() => this.inflight.delete(rec.fileId));
+      this.inflight.set(rec.fileId, pull);
+    }
+    return pull;
+  }
+
+  private async pullOnce(bucket: string, rec: ObjectRecord): Promise<boolean> {
     const files = this.d.files();
     if (!files) return false;
     if (files.has(bucket, rec.fileId)) return true;
@@ -233,6 +254,42 @@ export class ObjectCopies {
       return true;
     }
     return false;
+  }
+
+  /**
+   * After this node committed a version it wrote: each other live holder is asked to pull
+   * it now (`<prefix>.v1.node.<id>.objects.pull`), and this resolves when every one has it
+   * or REPLICATE_MS passed. A holder that did not confirm gets it as any apply does (the
+   * log, retries, rescans); the operation is answered either way.
+   */
+  async replicate(bucket: string, rec: ObjectRecord): Promise<void> {
+    const others = this.holders(bucket, rec).filter((n) => n !== this.d.nodeId);
+    if (others.length === 0) return;
+    const results = await Promise.allSettled(
+      others.map((n) => this.d.ask<{ held: boolean }>(n, OBJECT_PULL_SUBJECT, { bucket, fileId: rec.fileId }, REPLICATE_MS)),
+    );
+    const missing = others.filter((_, i) => {
+      const r = results[i]!;
+      return r.status === 'rejected' || !r.value.held;
+    });
+    if (missing.length > 0) {
+      this.d.log.warn({ bucket, fileId: rec.fileId, holders: missing }, 'object copies: holders did not confirm a copy before the answer; it follows');
+    }
+  }
+
+  /**
+   * A writer asks this node to pull a version it just committed: once this node has
+   * applied the log that far, the file is pulled (or found here). `{held}`.
+   */
+  async answerPull(body: unknown): Promise<{ held: boolean }> {
+    const b = body as { bucket?: unknown; fileId?: unknown };
+    if (typeof b.bucket !== 'string' || typeof b.fileId !== 'string' || !/^[0-9a-f]{24}$/.test(b.fileId)) {
+      throw new RecorderError('VALIDATION_FAILED', 'objects.pull needs {bucket, fileId}');
+    }
+    await this.d.caughtUp();
+    const found = this.d.catalog.versionOfFile(b.fileId);
+    if (!found || found.bucket !== b.bucket) return { held: false };
+    return { held: await this.fetch(found.bucket, found.record) };
   }
 
   /** Bytes [start, end] of a version from a node that holds it; null when none answers. */

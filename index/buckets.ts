@@ -388,6 +388,16 @@ export class BucketStore {
     await this.commit(this.meta.put('s3log.seq', seq));
   }
 
+  /** The version whose file is `fileId`, current or not, with its bucket and key. */
+  versionOfFile(fileId: string): { bucket: string; key: string; record: ObjectRecord } | undefined {
+    const at = this.files.get(fileId);
+    if (!at) return undefined;
+    const [bucket, key] = at;
+    const cur = this.objects.get([bucket, key]);
+    const record = cur?.fileId === fileId ? cur : this.versions.get([bucket, key, fileId]);
+    return record ? { bucket, key, record } : undefined;
+  }
+
   /** Whether the catalog holds the object file `fileId` (the start-up sweep asks). */
   holdsFile(fileId: string): boolean {
     return this.files.doesExist(fileId);

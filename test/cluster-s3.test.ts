@@ -114,6 +114,8 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
     500,
   );
   for (let i = 0; i < 3; i++) await sa.send(new DeleteObjectCommand({ Bucket: 'evidence', Key: `ready/${i}` }));
+  const sum = (counts: number[]): number => counts.reduce((a, b) => a + b, 0);
+  await untilFiles(nodes, 'evidence', 'the ready objects\u2019 files gone', (counts) => sum(counts) === 0);
 
   // Objects through a and b, of sizes from empty to 3 MiB.
   const objects = new Map<string, Buffer>();
@@ -128,9 +130,8 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
   const big = objects.get('a/4.bin')!;
   t.deepEqual(await bytesOf(sc, 'evidence', 'a/4.bin', 'bytes=1000000-1000099'), big.subarray(1_000_000, 1_000_100));
 
-  // Two copies of each (six of the seven have bytes; the empty one has a file too).
-  const sum = (counts: number[]): number => counts.reduce((a, b) => a + b, 0);
-  await untilFiles(nodes, 'evidence', 'two copies of every object', (counts) => sum(counts) === 2 * objects.size);
+  // Two copies of each as soon as each PUT was answered (the empty one has a file too).
+  t.is(sum(nodes.map((n) => filesOn(n, 'evidence'))), 2 * objects.size, 'copies made before the answers');
   for (const n of nodes) t.true(filesOn(n, 'evidence') <= objects.size);
 
   // A delete through b: gone through every node, its two files too.
