@@ -182,17 +182,20 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     } catch {
       env = null;
     }
+    let answer: (() => void) | null = null;
     if (!env) {
       // Not ours (a hand-published message): skipped, once, and the log goes on.
       this.d.log.error({ seq, stream: this.stream }, 'object log: a message that is not a catalog change was skipped');
     } else {
-      const mine = env.origin === this.d.nodeId;
-      const result = await this.apply(env.change, mine);
-      this.d.applied?.({ change: env.change, origin: env.origin, result });
-      if (mine) this.waiting.get(env.id)?.(result);
+      const { id, origin, change } = env;
+      const result = await this.apply(change, origin === this.d.nodeId);
+      this.d.applied?.({ change, origin, result });
+      if (origin === this.d.nodeId) answer = () => this.waiting.get(id)?.(result);
     }
     await this.d.catalog.setLogSeq(seq);
     this.appliedSeq = seq;
+    // Answered once the position is kept: the operation's answer implies this node is at least here.
+    answer?.();
     for (const w of this.seqWaiters) if (w.seq <= seq) w.resolve();
   }
 

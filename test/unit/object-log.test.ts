@@ -1,0 +1,129 @@
+/**
+ * cluster/object-log.ts on a real nats-server (JetStream) and real LMDB indexes: two
+ * nodes writing through one log end with the same catalog, whichever wrote what; a
+ * bucket name created by both at once is made once; a change another node made that
+ * drops a version unlinks its file here, one this node made does not (its operation
+ * does); the last change applied again (a crash before the position was kept) changes
+ * nothing and unlinks nothing; a node with an empty index applies the whole log to the
+ * same catalog.
+ */
+import test from 'ava';
+import { join } from 'node:path';
+import { connect } from 'nats';
+import { RecorderIndex } from '../../index/db.ts';
+import type { ObjectRecord } from '../../index/buckets.ts';
+import { ObjectLog } from '../../cluster/object-log.ts';
+import { startNatsCluster } from '../../sim/nats-cluster.ts';
+import { silentLogger } from '../../lib/log.ts';
+import { tempDir, waitFor } from '../helpers/recorder.ts';
+
+function version(fileId: string, size: number, nowMs: number, node: string): ObjectRecord {
+  return { fileId, size, etag: 'd41d8cd98f00b204e9800998ecf8427e', lastModifiedMs: nowMs, headers: {}, meta: {}, node };
+}
+
+test('two nodes writing through the log end with one catalog; a replay changes nothing', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t, 'rec-objlog-');
+  const nats = await startNatsCluster({ dir: join(dir, 'nats'), size: 1 });
+  t.teardown(() => nats.stop());
+  const stop = new AbortController();
+  // Stopped in order: the logs (no apply in flight), then connections and indexes.
+  const logs: ObjectLog[] = [];
+  const closing: (() => Promise<void>)[] = [];
+  t.teardown(async () => {
+    stop.abort();
+    for (const l of logs) await l.stop();
+    for (const c of closing.reverse()) await c();
+  });
+  const nodes = await Promise.all(
+    ['n1', 'n2'].map(async (id) => {
+      const index = await RecorderIndex.open(join(dir, id));
+      closing.push(() => index.close());
+      const nc = await connect({ servers: nats.urls });
+      closing.push(() => nc.close());
+      const unlinked: string[] = [];
+      const files = {
+        remove: (_b: string, fileId: string): Promise<void> => Promise.resolve(void unlinked.push(fileId)),
+        removeUploadFiles: (): Promise<void> => Promise.resolve(),
+        removeBucketDir: (): Promise<void> => Promise.resolve(),
+      };
+      const log = new ObjectLog({ nodeId: id, prefix: 'rec', replicas: 1, catalog: index.buckets, log: silentLogger, signal: stop.signal, files: () => files });
+      log.start(nc);
+      logs.push(log);
+      return { id, index, nc, log, unlinked, files };
+    }),
+  );
+  const [n1, n2] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+  const bucket = { name: 'evidence', pool: 'default', createdMs: 1, acl: 'private' as const, owner: 'root' };
+
+  // One name created through both at once: made once.
+  const made = await waitFor(
+    'the log to take writes',
+    async () => {
+      try {
+        return await Promise.all([n1.log.createBucket(bucket), n2.log.createBucket({ ...bucket, createdMs: 2 })]);
+      } catch {
+        return null;
+      }
+    },
+    30_000,
+    500,
+  );
+  t.is(made.filter(Boolean).length, 1);
+
+  // Versions through both, a marker, a version removed by id, an unversioned overwrite.
+  await n2.log.putBucket({ ...n2.index.buckets.bucket('evidence')!, versioning: 'Enabled' });
+  const w1 = await n1.log.putObject('evidence', 'k', version('0000000000010000000000a1', 5, 10, 'n1'));
+  t.true(typeof w1 === 'object' && w1.versionId === '0000000000010000000000a1');
+  await n2.log.putObject('evidence', 'k', version('0000000000020000000000b2', 7, 20, 'n2'));
+  const marker = await n1.log.deleteObject('evidence', 'k', undefined, 30);
+  t.true(marker.deleteMarker);
+  await n2.log.deleteObject('evidence', 'k', '0000000000010000000000a1', 40);
+  await n1.log.putObject('evidence', 'plain', version('0000000000050000000000c3', 3, 50, 'n1'));
+
+  await waitFor('both nodes at the same position', () => n1.log.position === n2.log.position && n1.log.position > 0, 10_000, 50);
+  const catalog = (n: typeof n1): unknown => n.index.buckets.listVersions('evidence', '', 1000).versions.map((v) => [v.key, v.record]);
+  t.deepEqual(catalog(n1), catalog(n2));
+  t.deepEqual(
+    n1.index.buckets.listVersions('evidence', '', 1000).versions.map((v) => [v.key, v.record.fileId, v.record.deleteMarker === true]),
+    [
+      ['k', n1.index.buckets.object('evidence', 'k')!.fileId, true],
+      ['k', '0000000000020000000000b2', false],
+      ['plain', '0000000000050000000000c3', false],
+    ],
+  );
+  // The version n2 removed by id was n1's: n1 unlinks it (n2's operation unlinks its own copy).
+  t.deepEqual(n1.unlinked, ['0000000000010000000000a1']);
+  t.deepEqual(n2.unlinked, []);
+
+  // The last change applied again (a crash between applying it and keeping the position): nothing changes, nothing is unlinked.
+  const before = catalog(n2);
+  await n2.index.buckets.setLogSeq(n2.log.position - 1);
+  const replayed: string[] = [];
+  const again = new ObjectLog({
+    nodeId: 'n2',
+    prefix: 'rec',
+    replicas: 1,
+    catalog: n2.index.buckets,
+    log: silentLogger,
+    signal: stop.signal,
+    files: () => ({ ...n2.files, remove: (_b: string, fileId: string): Promise<void> => Promise.resolve(void replayed.push(fileId)) }),
+  });
+  again.start(n2.nc);
+  logs.push(again);
+  await waitFor('the change applied again', () => again.position === n1.log.position, 10_000, 50);
+  t.deepEqual(catalog(n2), before);
+  t.deepEqual(replayed, []);
+
+  // A node with an empty index (new, or its index rebuilt) applies the whole log to the same catalog.
+  const n3index = await RecorderIndex.open(join(dir, 'n3'));
+  closing.push(() => n3index.close());
+  const n3 = new ObjectLog({ nodeId: 'n3', prefix: 'rec', replicas: 1, catalog: n3index.buckets, log: silentLogger, signal: stop.signal, files: () => null });
+  n3.start(n1.nc);
+  logs.push(n3);
+  await waitFor('the new node to apply the log', () => n3.position === n1.log.position, 10_000, 50);
+  t.deepEqual(
+    n3index.buckets.listVersions('evidence', '', 1000).versions.map((v) => [v.key, v.record]),
+    before,
+  );
+});
