@@ -246,6 +246,7 @@ export async function completeMultipartUpload(d: ObjectDeps, r: S3Request): Prom
       meta: up.meta,
       ...(up.acl ? { acl: up.acl } : {}),
       ...(d.cluster ? { node: d.cluster.nodeId } : {}),
+      partSizes: chosen.map((p) => p.size),
     };
     try {
       result = await d.writes.completeUpload(up, rec);

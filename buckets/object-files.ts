@@ -409,14 +409,18 @@ export class ObjectFiles {
    * copies disagree), `missing` (no file to read: the audit's case; or `held()` says the
    * object was deleted while it was read).
    */
-  async scrub(bucket: string, fileId: string, size: number, etag: string, held: () => boolean): Promise<ScrubResult> {
+  async scrub(bucket: string, fileId: string, size: number, etag: string, held: () => boolean, partSizes?: readonly number[]): Promise<ScrubResult> {
     const primary = this.path(bucket, fileId);
     const backup = this.backupPath(bucket, fileId);
-    const p = await md5Of(primary, size);
-    const b = backup ? await md5Of(backup, size) : null;
+    // A multipart ETag is computed again from the part sizes when the record has them
+    // (objects completed before they were kept: the two copies are only compared).
+    const parts = etag.includes('-') && partSizes && partSizes.reduce((n, s) => n + s, 0) === size ? partSizes : null;
+    const digest = (path: string): Promise<string | null> => (parts ? multipartEtagOf(path, parts) : md5Of(path, size));
+    const p = await digest(primary);
+    const b = backup ? await digest(backup) : null;
     // Deleted meanwhile (a delete unlinks one copy, then the other): nothing to judge or copy back.
     if (!held()) return 'missing';
-    if (!etag.includes('-')) {
+    if (!etag.includes('-') || parts) {
       const primaryGood = p === etag;
       const backupGood = b === etag;
       if (primaryGood && (!backup || backupGood)) return 'ok';
@@ -518,7 +522,6 @@ async function sizeOf(path: string): Promise<number | null> {
   );
 }
 
-/** `from` copied to `to` durably: a tmp file beside it, fdatasync, rename, folder fsync. */
 /** What a scrub found and did (ObjectFiles.scrub). */
 export type ScrubResult = 'ok' | 'backup-repaired' | 'primary-repaired' | 'corrupt' | 'copies-differ' | 'missing';
 
@@ -539,6 +542,48 @@ async function md5Of(path: string, size: number): Promise<string | null> {
   return read === size ? hash.digest('hex') : null;
 }
 
+/**
+ * The multipart ETag of a file's first bytes cut into parts of these sizes: the MD5 of
+ * the parts' MD5s, then `-` and their count (as S3 computes it); null when the file is
+ * missing or shorter.
+ */
+async function multipartEtagOf(path: string, partSizes: readonly number[]): Promise<string | null> {
+  const total = partSizes.reduce((n, s) => n + s, 0);
+  const digests = createHash('md5');
+  let part = 0;
+  let left = partSizes[0] ?? 0;
+  let hash = createHash('md5');
+  let read = 0;
+  try {
+    if (total > 0) {
+      for await (const chunk of createReadStream(path, { start: 0, end: total - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+        read += chunk.length;
+        for (let at = 0; at < chunk.length; ) {
+          while (left === 0 && part < partSizes.length - 1) {
+            digests.update(hash.digest());
+            hash = createHash('md5');
+            left = partSizes[++part]!;
+          }
+          const n = Math.min(left, chunk.length - at);
+          hash.update(chunk.subarray(at, at + n));
+          at += n;
+          left -= n;
+        }
+      }
+    } else await access(path);
+  } catch {
+    return null;
+  }
+  if (read !== total) return null;
+  // The last parts (and empty ones) are closed here.
+  for (; part < partSizes.length; part++) {
+    digests.update(hash.digest());
+    hash = createHash('md5');
+  }
+  return `${digests.digest('hex')}-${partSizes.length}`;
+}
+
+/** `from` copied to `to` durably: a tmp file beside it, fdatasync, rename, folder fsync. */
 async function copyDurably(from: string, to: string): Promise<void> {
   await mkdir(dirname(to), { recursive: true });
   const tmp = `${to}.copy-tmp`;

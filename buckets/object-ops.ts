@@ -509,6 +509,7 @@ async function copyInto(
     meta,
     ...(acl ? { acl } : {}),
     ...(src.rec.checksumCrc32 ? { checksumCrc32: src.rec.checksumCrc32 } : {}),
+    ...(src.rec.partSizes ? { partSizes: src.rec.partSizes } : {}),
     ...(d.cluster ? { node: d.cluster.nodeId } : {}),
   };
   const versionId = await commitOrDiscard(d, bucket.name, key, rec);

@@ -369,7 +369,7 @@ export class S3Server {
           const page = catalog.listVersions(b.name, '', 1000, after);
           for (const { key, record } of page.versions) {
             if (record.deleteMarker || this.opts.signal.aborted) continue;
-            const found = await this.files.scrub(b.name, record.fileId, record.size, record.etag, () => catalog.holdsFile(record.fileId));
+            const found = await this.files.scrub(b.name, record.fileId, record.size, record.etag, () => catalog.holdsFile(record.fileId), record.partSizes);
             report.checked++;
             report.bytes += record.size;
             const where = { bucket: b.name, key, versionId: record.versionId ?? null };

@@ -93,6 +93,8 @@ export interface ObjectRecord {
   checksumCrc32?: string;
   /** In a cluster: the node that wrote the file, asked first for its bytes (cluster/object-log.ts). */
   node?: string;
+  /** A multipart object's part sizes, in order: its ETag is computed again from them (a scrub tells a good copy from a bad one). */
+  partSizes?: number[];
 }
 
 export type ObjectKey = [string, string];
