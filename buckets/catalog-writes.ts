@@ -55,6 +55,8 @@ export interface BucketCluster {
    * so an acknowledged object is on `copies` nodes while they live.
    */
   replicate(bucket: string, rec: ObjectRecord): Promise<void>;
+  /** A copy here that no local copy of matches its ETag, made again from another node's good one; false: none could be had. */
+  repair(bucket: string, rec: ObjectRecord): Promise<boolean>;
   /** Pulls an object's file here (a copy source this node lacks); false: no node has it. */
   fetch(bucket: string, rec: ObjectRecord): Promise<boolean>;
   /** Whether this node runs the bucket's lifecycle (one node per bucket, so an expiry is made once). */

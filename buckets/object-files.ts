@@ -38,6 +38,7 @@ import { constants } from 'node:fs';
 import { access, copyFile, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { EtagHasher } from './etag.ts';
 import { S3Error } from './s3-errors.ts';
 import { ReadAheadStream } from '../lib/read-ahead-stream.ts';
 import { UploadHasher } from './upload-hasher.ts';
@@ -542,45 +543,18 @@ async function md5Of(path: string, size: number): Promise<string | null> {
   return read === size ? hash.digest('hex') : null;
 }
 
-/**
- * The multipart ETag of a file's first bytes cut into parts of these sizes: the MD5 of
- * the parts' MD5s, then `-` and their count (as S3 computes it); null when the file is
- * missing or shorter.
- */
+/** The multipart ETag of a file's first bytes cut into parts of these sizes (buckets/etag.ts); null when it is missing or shorter. */
 async function multipartEtagOf(path: string, partSizes: readonly number[]): Promise<string | null> {
   const total = partSizes.reduce((n, s) => n + s, 0);
-  const digests = createHash('md5');
-  let part = 0;
-  let left = partSizes[0] ?? 0;
-  let hash = createHash('md5');
-  let read = 0;
+  const etag = new EtagHasher(partSizes);
   try {
     if (total > 0) {
-      for await (const chunk of createReadStream(path, { start: 0, end: total - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-        read += chunk.length;
-        for (let at = 0; at < chunk.length; ) {
-          while (left === 0 && part < partSizes.length - 1) {
-            digests.update(hash.digest());
-            hash = createHash('md5');
-            left = partSizes[++part]!;
-          }
-          const n = Math.min(left, chunk.length - at);
-          hash.update(chunk.subarray(at, at + n));
-          at += n;
-          left -= n;
-        }
-      }
+      for await (const chunk of createReadStream(path, { start: 0, end: total - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) etag.update(chunk);
     } else await access(path);
   } catch {
     return null;
   }
-  if (read !== total) return null;
-  // The last parts (and empty ones) are closed here.
-  for (; part < partSizes.length; part++) {
-    digests.update(hash.digest());
-    hash = createHash('md5');
-  }
-  return `${digests.digest('hex')}-${partSizes.length}`;
+  return etag.bytes === total ? etag.digest() : null;
 }
 
 /** `from` copied to `to` durably: a tmp file beside it, fdatasync, rename, folder fsync. */

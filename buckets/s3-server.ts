@@ -373,6 +373,11 @@ export class S3Server {
             report.checked++;
             report.bytes += record.size;
             const where = { bucket: b.name, key, versionId: record.versionId ?? null };
+            if (found === 'corrupt' && (await this.opts.cluster?.repair(b.name, record))) {
+              report.repaired++;
+              this.opts.log.warn(where, "s3 scrub: a bad copy of an object was made again from another node's good one");
+              continue;
+            }
             if (found === 'primary-repaired' || found === 'backup-repaired') {
               report.repaired++;
               this.opts.log.warn({ ...where, found }, 's3 scrub: a bad copy of an object was made again from its good one');

@@ -35,6 +35,7 @@ export function bucketCluster(log: ObjectLog, copies: ObjectCopies, node: Bucket
     read: (bucket, rec, start, end) => copies.read(bucket, rec, start, end),
     fetch: (bucket, rec) => copies.fetch(bucket, rec),
     replicate: (bucket, rec) => copies.replicate(bucket, rec),
+    repair: (bucket, rec) => copies.repair(bucket, rec),
     runsLifecycle: (bucket) => copyHolders(`bucket/${bucket}`, null, node.liveNodes(), 1)[0] === node.nodeId,
     nodeId: node.nodeId,
     newUploadId: (nowMs) => `${ownTag}-${nowMs.toString(16)}${randomBytes(12).toString('hex')}`,

@@ -15,10 +15,10 @@
  * is pulled. A node that holds no copy of an object reads its bytes from a node that does
  * (`read`), ranges passed through.
  */
-import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { EtagHasher } from '../buckets/etag.ts';
 import type { BucketStore, ObjectRecord } from '../index/buckets.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
@@ -217,34 +217,46 @@ export class ObjectCopies {
    * Pulls a version's whole file here (a copy this node holds, or a copy source it needs);
    * true when it is here. The record gone meanwhile: the file pulled goes too.
    */
-  fetch(bucket: string, rec: ObjectRecord): Promise<boolean> {
-    // One pull per file at a time (the log's apply and a writer's ask may want it together: one tmp file each).
+  fetch(bucket: string, rec: ObjectRecord, replace = false): Promise<boolean> {
+    // One pull per file at a time (the log's apply, a writer's ask and a scrub may want it together: one tmp file each).
     let pull = this.inflight.get(rec.fileId);
     if (!pull) {
-      pull = this.pullOnce(bucket, rec).finally(() => this.inflight.delete(rec.fileId));
+      pull = this.pullOnce(bucket, rec, replace).finally(() => this.inflight.delete(rec.fileId));
       this.inflight.set(rec.fileId, pull);
     }
     return pull;
   }
 
-  private async pullOnce(bucket: string, rec: ObjectRecord): Promise<boolean> {
+  /**
+   * A copy here that the scrub found bad (no local copy matches its ETag): a good one is
+   * pulled from another node and renamed over it; true when that was done. The bad file
+   * stays until a good one replaces it.
+   */
+  repair(bucket: string, rec: ObjectRecord): Promise<boolean> {
+    if (rec.etag.includes('-') && !rec.partSizes) return Promise.resolve(false); // nothing to tell a good copy by
+    return this.fetch(bucket, rec, true);
+  }
+
+  private async pullOnce(bucket: string, rec: ObjectRecord, replace: boolean): Promise<boolean> {
     const files = this.d.files();
     if (!files) return false;
-    if (files.has(bucket, rec.fileId)) return true;
+    if (!replace && files.has(bucket, rec.fileId)) return true;
     for (const node of this.sources(rec)) {
       const res = await this.ask(node, bucket, rec.fileId);
       if (!res) continue;
       try {
         await files.adopt(bucket, rec.fileId, async (handle) => {
-          const md5 = createHash('md5');
+          // A plain ETag, or a multipart one with its part sizes, checks the bytes pulled.
+          const checkable = !rec.etag.includes('-') || rec.partSizes !== undefined;
+          const etag = new EtagHasher(rec.partSizes);
           let at = 0;
           for await (const chunk of Readable.fromWeb(res.body as WebReadableStream<Uint8Array>) as AsyncIterable<Buffer>) {
-            if (at < rec.size) md5.update(chunk.subarray(0, Math.max(0, rec.size - at)));
+            if (at < rec.size) etag.update(chunk.subarray(0, Math.max(0, rec.size - at)));
             at += chunk.length;
             await handle.write(chunk);
           }
           if (at < rec.size) throw new Error(`${node} sent ${at} bytes of ${rec.size}`);
-          if (!rec.etag.includes('-') && md5.digest('hex') !== rec.etag) throw new Error(`the bytes ${node} sent do not match the ETag`);
+          if (checkable && etag.digest() !== rec.etag) throw new Error(`the bytes ${node} sent do not match the ETag`);
         });
       } catch (err) {
         this.d.log.warn({ bucket, fileId: rec.fileId, from: node, err: (err as Error).message }, 'object copies: a pull failed; another holder is asked');

@@ -169,7 +169,7 @@ export const configSchema = z
     s3ScrubMs: z.coerce
       .number()
       .int()
-      .min(60_000)
+      .min(1000)
       .default(604_800_000)
       .describe('how often every S3 object is read back and checked against its MD5 (and its backup copy): a bad copy is made again from the good one'),
     backupAuditMs: z.coerce

@@ -11,6 +11,7 @@
 import test from 'ava';
 import { randomBytes, createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
@@ -27,6 +28,7 @@ import {
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { readFooter } from '../buckets/object-files.ts';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
 import { tempDir, waitFor } from './helpers/recorder.ts';
 import { send, spawnClusterNodes, type ClusterNodeProcess } from './helpers/cluster.ts';
@@ -49,6 +51,21 @@ async function untilFiles(
   }
 }
 
+/** The files on the nodes' disks that hold `key` of `bucket` (read from their footers). */
+async function copiesOf(nodes: readonly ClusterNodeProcess[], bucket: string, key: string): Promise<{ node: string; path: string }[]> {
+  const found: { node: string; path: string }[] = [];
+  for (const n of nodes) {
+    const dir = join(n.dataDir, 'buckets', 'objects', bucket);
+    if (!existsSync(dir)) continue;
+    for (const e of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+      if (!e.isFile()) continue;
+      const path = join(e.parentPath, e.name);
+      if ((await readFooter(path))?.key === key) found.push({ node: n.name, path });
+    }
+  }
+  return found;
+}
+
 /** How many object files of `bucket` a node holds on its disk. */
 function filesOn(node: ClusterNodeProcess, bucket: string): number {
   const dir = join(node.dataDir, 'buckets', 'objects', bucket);
@@ -69,6 +86,8 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
     RECORDER_S3: '127.0.0.1:0',
     RECORDER_S3_ACCESS_KEY: S3_KEY,
     RECORDER_S3_SECRET_KEY: S3_SECRET,
+    // A scrub every 2 s: a copy whose bytes rot is seen and mended within the test.
+    RECORDER_S3_SCRUB_MS: '2000',
   });
   const [a, b, c] = nodes as [ClusterNodeProcess, ClusterNodeProcess, ClusterNodeProcess];
   const s3 = await Promise.all(nodes.map((n) => n.proc.s3));
@@ -187,6 +206,26 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
   const whole = Buffer.concat([partOne, partTwo]);
   t.is(sha(await bytesOf(sb, 'evidence', 'mp.bin')), sha(whole));
   objects.set('mp.bin', whole);
+
+  // A copy rots on one holder (a plain object and the multipart one): that node's scrub
+  // finds no local copy matching the ETag and makes it again from another node's.
+  for (const key of ['a/3.bin', 'mp.bin']) {
+    const [held] = await copiesOf(nodes, 'evidence', key);
+    t.truthy(held, `a copy of ${key} on disk`);
+    const fh = await open(held!.path, 'r+');
+    const byte = Buffer.alloc(1);
+    await fh.read(byte, 0, 1, 1000);
+    byte[0] = byte[0]! ^ 0xff;
+    await fh.write(byte, 0, 1, 1000);
+    await fh.close();
+    const body = objects.get(key)!;
+    await waitFor(
+      `the rotten copy of ${key} on ${held!.node} mended`,
+      async () => sha((await readFile(held!.path)).subarray(0, body.length)) === sha(body),
+      60_000,
+      250,
+    );
+  }
 
   // A user's key issued through b signs requests to c (a user sees their pools' buckets
   // only); revoked through a, c refuses it.
