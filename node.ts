@@ -354,12 +354,12 @@ export class RecorderNode {
             void self.pictureCopies
               ?.peerDied(dead)
               .catch((err: unknown) => log.warn({ dead, err: (err as Error).message }, 'picture copies: re-announcing failed'));
-            self.objectCopies?.rescan();
+            self.objectCopies?.membershipChanged();
             // Its segments reach the backup cluster from the copies until it beats again.
             self.backups?.writerDied(dead);
           },
           peerJoined: (joined, awaySinceMs) => {
-            self.objectCopies?.rescan();
+            self.objectCopies?.membershipChanged();
             void self.copies
               ?.peerJoined(joined, awaySinceMs)
               .catch((err: unknown) => log.warn({ joined, err: (err as Error).message }, 'copies: announcing to the node that joined failed'));
@@ -426,6 +426,7 @@ export class RecorderNode {
           files: () => self.s3?.objects ?? null,
           ask: (n, what, body, timeoutMs) => cluster.ask(n, what, body, timeoutMs),
           caughtUp: () => self.objectLog!.caughtUp(),
+          settleMs: 2 * config.clusterTickMs * config.clusterDeadTicks,
           log,
           signal,
         });

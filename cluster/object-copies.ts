@@ -23,7 +23,7 @@ import type { BucketStore, ObjectRecord } from '../index/buckets.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { CLUSTER_TOKEN_HEADER } from './copies.ts';
-import { copyHolders } from './copy-plan.ts';
+import { copyHolders, MembershipSettle } from './copy-plan.ts';
 import type { Applied } from './object-log.ts';
 
 const SCAN_EVERY_MS = 10 * 60_000;
@@ -63,6 +63,8 @@ export interface ObjectCopiesDeps {
   ask: <T>(node: string, what: string, body: unknown, timeoutMs: number) => Promise<T>;
   /** Resolves once this node has applied the object log as far as it went (cluster/object-log.ts caughtUp). */
   caughtUp: () => Promise<void>;
+  /** How long membership must hold still before surplus copies go (as for segments: twice the time that judges a node dead). */
+  settleMs: number;
   log: Logger;
   signal: AbortSignal;
 }
@@ -71,6 +73,7 @@ export interface ObjectCopiesStatus {
   pulled: number;
   failed: number;
   queued: number;
+  trimmed: number;
 }
 
 export class ObjectCopies {
@@ -83,9 +86,14 @@ export class ObjectCopies {
   private pulled = 0;
   private failed = 0;
   private scanning: Promise<void> | null = null;
+  private readonly settle: MembershipSettle;
+  private settleTimer: NodeJS.Timeout | null = null;
+  private trimmed = 0;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly d: ObjectCopiesDeps) {}
+  constructor(private readonly d: ObjectCopiesDeps) {
+    this.settle = new MembershipSettle(d.settleMs);
+  }
 
   start(): void {
     this.timer = setInterval(() => this.rescan(), SCAN_EVERY_MS);
@@ -95,10 +103,11 @@ export class ObjectCopies {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    if (this.settleTimer) clearTimeout(this.settleTimer);
   }
 
   status(): ObjectCopiesStatus {
-    return { pulled: this.pulled, failed: this.failed, queued: this.queue.size };
+    return { pulled: this.pulled, failed: this.failed, queued: this.queue.size, trimmed: this.trimmed };
   }
 
   /** The nodes that should hold a version's file now. */
@@ -121,20 +130,64 @@ export class ObjectCopies {
       .finally(() => (this.scanning = null));
   }
 
+  /**
+   * A node joined, came back or was judged dead: what this node should hold is pulled at
+   * once; what it holds beyond that is trimmed once membership has held still (a second
+   * pass then).
+   */
+  membershipChanged(): void {
+    this.settle.reset();
+    this.rescan();
+    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => this.rescan(), this.d.settleMs + 1000);
+    this.settleTimer.unref();
+  }
+
   private async scan(): Promise<void> {
+    // Copies beyond the holders go only when the live nodes have not changed for settleMs.
+    const trimming = this.settle.settled(this.d.liveNodes(), performance.now());
+    const surplus: { bucket: string; rec: ObjectRecord }[] = [];
     for (const b of this.d.catalog.listBuckets()) {
-      if (this.d.copiesOf(b.pool) <= 1) continue;
+      const pulls = this.d.copiesOf(b.pool) > 1;
       let after: { key: string; versionId?: string } | undefined;
       for (;;) {
         if (this.d.signal.aborted) return;
         const page = this.d.catalog.listVersions(b.name, '', 1000, after);
-        for (const { record } of page.versions) this.want(b.name, record);
+        for (const { record } of page.versions) {
+          if (pulls) this.want(b.name, record);
+          if (trimming && this.isSurplus(b.name, record)) surplus.push({ bucket: b.name, rec: record });
+        }
         const last = page.versions[page.versions.length - 1];
         if (!page.truncated || !last) break;
         after = { key: last.key, versionId: last.record.versionId ?? 'null' };
         await new Promise((r) => setImmediate(r));
       }
     }
+    for (const { bucket, rec } of surplus) await this.trim(bucket, rec);
+  }
+
+  /** A file here that this node is not a holder of (a node came back after its copies were made again, a copy source pulled). */
+  private isSurplus(bucket: string, rec: ObjectRecord): boolean {
+    const files = this.d.files();
+    return (
+      !!files && !rec.deleteMarker && !this.inflight.has(rec.fileId) && files.has(bucket, rec.fileId) && !this.holders(bucket, rec).includes(this.d.nodeId)
+    );
+  }
+
+  /**
+   * A surplus copy goes once every holder confirms it holds the version (each is asked to
+   * pull it if it has not: `objects.pull`), and membership is still as it was.
+   */
+  private async trim(bucket: string, rec: ObjectRecord): Promise<void> {
+    const holders = this.holders(bucket, rec);
+    const answers = await Promise.allSettled(
+      holders.map((n) => this.d.ask<{ held: boolean }>(n, OBJECT_PULL_SUBJECT, { bucket, fileId: rec.fileId }, REPLICATE_MS)),
+    );
+    if (!answers.every((a) => a.status === 'fulfilled' && a.value.held)) return;
+    if (!this.settle.settled(this.d.liveNodes(), performance.now()) || !this.isSurplus(bucket, rec)) return;
+    await this.d.files()?.remove(bucket, rec.fileId);
+    this.trimmed++;
+    this.d.log.info({ bucket, fileId: rec.fileId, holders }, 'object copies: a surplus copy removed (its holders have it)');
   }
 
   private want(bucket: string, rec: ObjectRecord): void {

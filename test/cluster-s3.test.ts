@@ -6,7 +6,7 @@
  * them; a pool with `copies: 2` keeps each object file on exactly two nodes; a delete
  * through one node removes the object's files on every node; two nodes creating one
  * bucket name at once: one wins. The writer killed with SIGKILL, every object is still
- * read through a survivor and its lost copy is re-made.
+ * read through a survivor and its lost copy is re-made; back, the surplus copies go.
  */
 import test from 'ava';
 import { randomBytes, createHash } from 'node:crypto';
@@ -30,7 +30,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { readFooter } from '../buckets/object-files.ts';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
-import { tempDir, waitFor } from './helpers/recorder.ts';
+import { spawnRecorder, tempDir, waitFor } from './helpers/recorder.ts';
 import { send, spawnClusterNodes, type ClusterNodeProcess } from './helpers/cluster.ts';
 import { S3_KEY, S3_SECRET, s3Client, s3Code } from './helpers/s3.ts';
 
@@ -77,18 +77,19 @@ async function bytesOf(client: S3Client, bucket: string, key: string, range?: st
   return Buffer.from(await res.Body!.transformToByteArray());
 }
 
-test('S3 in a cluster: one catalog on every node, objects read through any node, two copies of each, deletes everywhere; the writer killed, nothing is lost', async (t) => {
+test('S3 in a cluster: one catalog on every node, objects read through any node, two copies of each, deletes everywhere; the writer killed, nothing is lost; back, two copies again', async (t) => {
   t.timeout(240_000);
   const dir = await tempDir(t, 'rec-clusters3-');
   const cluster = await startNatsCluster({ dir: join(dir, 'nats') });
   t.teardown(() => cluster.stop());
-  const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], {
+  const env = {
     RECORDER_S3: '127.0.0.1:0',
     RECORDER_S3_ACCESS_KEY: S3_KEY,
     RECORDER_S3_SECRET_KEY: S3_SECRET,
     // A scrub every 2 s: a copy whose bytes rot is seen and mended within the test.
     RECORDER_S3_SCRUB_MS: '2000',
-  });
+  };
+  const nodes = await spawnClusterNodes(t, dir, cluster.urls, ['a', 'b', 'c'], env);
   const [a, b, c] = nodes as [ClusterNodeProcess, ClusterNodeProcess, ClusterNodeProcess];
   const s3 = await Promise.all(nodes.map((n) => n.proc.s3));
   const [sa, sb, sc] = s3.map((url) => s3Client(t, url)) as [S3Client, S3Client, S3Client];
@@ -272,5 +273,18 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
   }
   // Once a is judged dead, what it held is copied again: every file on both b and c.
   await untilFiles([b, c], 'evidence', 'the lost copies re-made on the survivors', (counts) => counts.every((n) => n === files), 90_000);
-  t.pass();
+
+  // a comes back with its files: once membership holds still, each object is on exactly
+  // two nodes again (the copies made while it was away, or its own, trimmed), and every
+  // object still reads through a.
+  const back = spawnRecorder(t, {
+    ...env,
+    RECORDER_DATA_DIR: a.dataDir,
+    RECORDER_HTTP: '127.0.0.1:0',
+    RECORDER_NATS_URL: cluster.urls,
+    RECORDER_SYNC_SECONDS: '0',
+  });
+  const sa2 = s3Client(t, await back.s3);
+  await untilFiles(nodes, 'evidence', 'exactly two copies of everything after a came back', (counts) => sum(counts) === 2 * files, 90_000);
+  for (const [key, body] of objects) t.is(sha(await bytesOf(sa2, 'evidence', key)), sha(body), `${key} through a, back`);
 });
