@@ -108,6 +108,9 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
   private readonly seqWaiters = new Set<{ seq: number; resolve: () => void }>();
   private running: Promise<void> | null = null;
   private messages: { close(): Promise<void | Error> } | null = null;
+  /** The read of the stream's last sequence in flight, and the one queued behind it (lastSeqSinceNow). */
+  private seqRead: Promise<number> | null = null;
+  private nextSeqRead: Promise<number> | null = null;
 
   constructor(private readonly d: ObjectLogDeps) {
     this.stream = `${d.prefix}-objects`;
@@ -297,9 +300,7 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
   async caughtUp(): Promise<void> {
     let last: number;
     try {
-      this.ready ??= this.bind();
-      await this.ready;
-      last = (await this.jsm!.streams.info(this.stream)).state.last_seq;
+      last = await this.lastSeqSinceNow();
     } catch (err) {
       this.ready = null;
       throw new S3Error('ServiceUnavailable', `The cluster's object log cannot be read (${(err as Error).message}); try again`);
@@ -321,6 +322,34 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
       clearTimeout(timer);
       if (waiter) this.seqWaiters.delete(waiter);
     }
+  }
+
+  /**
+   * The stream's last sequence, read by a request to its leader that started after this
+   * call: a write acknowledged before the call is in it. Concurrent callers share reads:
+   * one in flight, and at most one waiting to start when it ends, for everyone who came
+   * after the first one started. A burst of requests costs two reads, not one each.
+   */
+  private lastSeqSinceNow(): Promise<number> {
+    if (!this.seqRead) return (this.seqRead = this.readLastSeq());
+    this.nextSeqRead ??= this.seqRead
+      .catch(() => 0)
+      .then(() => {
+        this.nextSeqRead = null;
+        return (this.seqRead = this.readLastSeq());
+      });
+    return this.nextSeqRead;
+  }
+
+  private readLastSeq(): Promise<number> {
+    const read: Promise<number> = (async () => {
+      this.ready ??= this.bind();
+      await this.ready;
+      return (await this.jsm!.streams.info(this.stream)).state.last_seq;
+    })().finally(() => {
+      if (this.seqRead === read) this.seqRead = null;
+    });
+    return read;
   }
 
   // ---- CatalogWrites: each a change of the log ---------------------------------

@@ -81,12 +81,34 @@ test('two nodes writing through the log end with one catalog; a replay changes n
   await n2.log.deleteObject('evidence', 'k', '0000000000010000000000a1', 40);
   await n1.log.putObject('evidence', 'plain', version('0000000000050000000000c3', 3, 50, 'n1'));
 
+  // Reads after a write through the other node: however many wait at once (they share
+  // the reads of the stream's end), each sees it once caught up, also while other reads
+  // of the end, begun before the write, are still in flight.
+  let spinning = true;
+  const spinner = (async () => {
+    while (spinning) await n2.log.caughtUp();
+  })();
+  for (let i = 0; i < 5; i++) {
+    const fileId = `00000000000600000000000${i}`;
+    await n1.log.putObject('evidence', `burst-${i}`, version(fileId, 1, 60 + i, 'n1'));
+    const seen = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        await n2.log.caughtUp();
+        return n2.index.buckets.object('evidence', `burst-${i}`)?.fileId;
+      }),
+    );
+    t.deepEqual(new Set(seen), new Set([fileId]));
+  }
+  spinning = false;
+  await spinner;
+
   await waitFor('both nodes at the same position', () => n1.log.position === n2.log.position && n1.log.position > 0, 10_000, 50);
   const catalog = (n: typeof n1): unknown => n.index.buckets.listVersions('evidence', '', 1000).versions.map((v) => [v.key, v.record]);
   t.deepEqual(catalog(n1), catalog(n2));
   t.deepEqual(
     n1.index.buckets.listVersions('evidence', '', 1000).versions.map((v) => [v.key, v.record.fileId, v.record.deleteMarker === true]),
     [
+      ...[0, 1, 2, 3, 4].map((i) => [`burst-${i}`, `00000000000600000000000${i}`, false]),
       ['k', n1.index.buckets.object('evidence', 'k')!.fileId, true],
       ['k', '0000000000020000000000b2', false],
       ['plain', '0000000000050000000000c3', false],
