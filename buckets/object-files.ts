@@ -205,23 +205,10 @@ export class ObjectFiles {
 
   /** Writes the footer, fdatasyncs, renames the tmp file to the object's name and fsyncs its folder. */
   async finish(handle: FileHandle, fileId: string, footer: ObjectFooter): Promise<void> {
-    try {
-      const json = Buffer.from(JSON.stringify(footer));
-      const len = Buffer.alloc(4);
-      len.writeUInt32LE(json.length);
-      await writeAll(handle, Buffer.concat([json, len, MAGIC]));
-      await handle.datasync();
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      await unlink(this.tmpPath(fileId)).catch(() => undefined);
-      throw err;
-    }
-    await handle.close();
-    const dest = this.path(footer.bucket, fileId);
-    await mkdirDurable(dirname(dest));
-    await rename(this.tmpPath(fileId), dest);
-    await fsyncDir(dirname(dest));
-    await this.backUp(footer.bucket, fileId);
+    const json = Buffer.from(JSON.stringify(footer));
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(json.length);
+    await this.settle(handle, footer.bucket, fileId, (h) => writeAll(h, Buffer.concat([json, len, MAGIC])));
   }
 
   /** A received part: fdatasync, rename into its upload's folder, fsync that folder. */
@@ -355,7 +342,15 @@ export class ObjectFiles {
    * folder fsync'ed, then backed up. The caller checks the bytes first.
    */
   async adopt(bucket: string, fileId: string, write: (handle: FileHandle) => Promise<void>): Promise<void> {
-    const handle = await open(this.tmpPath(fileId), 'w', 0o600);
+    await this.settle(await open(this.tmpPath(fileId), 'w', 0o600), bucket, fileId, write);
+  }
+
+  /**
+   * The end of every object file's write: the last bytes written to its open tmp file,
+   * fdatasync, the rename to its name, its folder fsync'ed, then its backup copy. A
+   * failure before the rename removes the tmp file.
+   */
+  private async settle(handle: FileHandle, bucket: string, fileId: string, write: (handle: FileHandle) => Promise<unknown>): Promise<void> {
     try {
       await write(handle);
       await handle.datasync();
