@@ -52,26 +52,31 @@ export type ObjectChange =
   | { op: 'putAccessKey'; rec: S3KeyRecord }
   | { op: 'removeAccessKey'; accessKeyId: string };
 
+/**
+ * What the log must carry for a change to be applied: every field a change's apply reads,
+ * by type. Records keep their other fields as they are (the node that wrote them made
+ * them from the same types). A message that is not this is skipped, logged once.
+ */
+const record = z.object({ fileId: z.string().min(1), size: z.number().int().nonnegative(), etag: z.string(), lastModifiedMs: z.number() }).passthrough();
+const bucketRecord = z.object({ name: z.string().min(1), pool: z.string().min(1), createdMs: z.number(), acl: z.string(), owner: z.string() }).passthrough();
+const where = { bucket: z.string().min(1), key: z.string().min(1) };
+const changeSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('createBucket'), rec: bucketRecord }),
+  z.object({ op: z.literal('putBucket'), rec: bucketRecord }),
+  z.object({ op: z.literal('removeBucket'), name: z.string().min(1) }),
+  z.object({ op: z.literal('putObject'), ...where, rec: record, onlyIfAbsent: z.boolean().optional() }),
+  z.object({ op: z.literal('deleteObject'), ...where, versionId: z.string().optional(), nowMs: z.number(), markerId: z.string().min(1) }),
+  z.object({ op: z.literal('setObjectAcl'), ...where, fileId: z.string().min(1), acl: z.string() }),
+  z.object({ op: z.literal('expireNoncurrent'), ...where, rule: z.object({ prefix: z.string(), enabled: z.boolean() }).passthrough(), nowMs: z.number() }),
+  z.object({
+    op: z.literal('putAccessKey'),
+    rec: z.object({ accessKeyId: z.string().min(1), user: z.string().min(1), secret: z.string().min(1), createdMs: z.number() }).passthrough(),
+  }),
+  z.object({ op: z.literal('removeAccessKey'), accessKeyId: z.string().min(1) }),
+]);
+
 /** The envelope: who made the change, and its id (the publish's dedupe id too). */
-const envelopeSchema = z.object({
-  origin: z.string().min(1),
-  id: z.string().min(1),
-  change: z
-    .object({
-      op: z.enum([
-        'createBucket',
-        'putBucket',
-        'removeBucket',
-        'putObject',
-        'deleteObject',
-        'setObjectAcl',
-        'expireNoncurrent',
-        'putAccessKey',
-        'removeAccessKey',
-      ]),
-    })
-    .passthrough(),
-});
+const envelopeSchema = z.object({ origin: z.string().min(1), id: z.string().min(1), change: changeSchema });
 
 /** What applying a change here did, for the node that made it and for the copies. */
 export interface Applied {
@@ -151,6 +156,7 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
   }
 
   private async run(): Promise<void> {
+    let failures = 0;
     while (!this.d.signal.aborted) {
       try {
         this.ready ??= this.bind();
@@ -162,6 +168,7 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
           for await (const m of messages) {
             if (m.seq <= this.appliedSeq) continue;
             await this.applyMessage(m.seq, m.data);
+            failures = 0;
           }
         } finally {
           this.messages = null;
@@ -171,8 +178,13 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
       } catch (err) {
         this.ready = null;
         if (this.d.signal.aborted) return;
-        this.d.log.warn({ err: (err as Error).message }, 'object log: reading the stream failed; again shortly');
-        await new Promise((r) => setTimeout(r, 1000));
+        // Again from the first change not applied, after 1 s, 2 s, … up to 30 s while it keeps failing.
+        const delayMs = Math.min(30_000, 1000 * 2 ** Math.min(failures++, 5));
+        this.d.log.warn(
+          { err: (err as Error).message, position: this.appliedSeq, delayMs },
+          'object log: reading or applying the stream failed; again shortly',
+        );
+        await new Promise((r) => setTimeout(r, delayMs));
       }
     }
   }
@@ -191,6 +203,8 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
       this.d.log.error({ seq, stream: this.stream }, 'object log: a message that is not a catalog change was skipped');
     } else {
       const { id, origin, change } = env;
+      // An apply that fails (the disk full, the index unwritable) is tried again from this
+      // message until it succeeds: skipping it would leave this node's catalog different.
       const result = await this.apply(change, origin === this.d.nodeId);
       this.d.applied?.({ change, origin, result });
       if (origin === this.d.nodeId) answer = () => this.waiting.get(id)?.(result);

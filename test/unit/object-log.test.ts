@@ -118,6 +118,14 @@ test('two nodes writing through the log end with one catalog; a replay changes n
   t.deepEqual(n1.unlinked, ['0000000000010000000000a1']);
   t.deepEqual(n2.unlinked, []);
 
+  // Messages that are not changes (garbage, a change missing its record) are skipped,
+  // and the log goes on with the next change.
+  n1.nc.publish('rec.v1.objects.evidence', 'not json');
+  n1.nc.publish('rec.v1.objects.evidence', JSON.stringify({ origin: 'n9', id: 'x1', change: { op: 'putObject', bucket: 'evidence', key: 'broken' } }));
+  await n1.log.putObject('evidence', 'after', version('0000000000070000000000d4', 2, 70, 'n1'));
+  await waitFor('n2 past the bad messages', () => n2.index.buckets.object('evidence', 'after') !== undefined, 30_000, 100);
+  t.is(n2.index.buckets.object('evidence', 'broken'), undefined);
+
   // The last change applied again (a crash between applying it and keeping the position): nothing changes, nothing is unlinked.
   const before = catalog(n2);
   await n2.index.buckets.setLogSeq(n2.log.position - 1);
