@@ -17,13 +17,6 @@
  *   FLOOR_WORKERS=N   the cameras' ffmpeg pipes are read and written by N worker threads
  *                     (cameras dealt round-robin), so the video bytes are external memory
  *                     of the workers' small heaps; the main thread keeps FLOOR_HEAP_MB.
- *   FLOOR_SPLIT=1     instead of appending the pipe as it comes, do what the recorder's
- *                     ingest does with the bytes: the real Fmp4Splitter cuts GOPs, the
- *                     real SegmentFile writes them into 60 s segment files, fdatasync
- *                     every 4 s of media, and only then are the GOPs' records (offset,
- *                     size, times, keyframe) handed to the main thread's index (a
- *                     postMessage from a worker), in the crash-safety order. This is the
- *                     shape issue 18 asks of the recorder, measured without the rest.
  *
  *   node --import tsx bench/floor-recorder.ts <outDir> <rtsp-url>...
  */
@@ -31,34 +24,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
-import { Fmp4Splitter, type Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
-import { SegmentFile } from '../storage/segment-file.ts';
 
 const copyGops = process.env.FLOOR_GOP_COPY === '1';
-const split = process.env.FLOOR_SPLIT === '1';
-const SEGMENT_MS = 60_000;
-const SYNC_MS = 4000;
-/** What crosses to the main thread per GOP once its bytes are durable. */
-interface GopRecord {
-  cam: number;
-  seg: number;
-  offset: number;
-  size: number;
-  startMs: number;
-  durationMs: number;
-  keyframe: boolean;
-}
-/** The main thread's stand-in for the index: the GOP records, as the recorder keeps a segment's GOP table. */
-const index = new Map<number, GopRecord[]>();
-function indexGops(gops: GopRecord[]): void {
-  for (const g of gops) {
-    const list = index.get(g.cam) ?? [];
-    // A segment's worth per camera, as the recorder's open entries hold.
-    if (list.length >= SEGMENT_MS / 2000) list.shift();
-    list.push(g);
-    index.set(g.cam, list);
-  }
-}
 const GOP_BYTES = 1 << 20;
 const STAGGER_MS = Number(process.env.CONNECT_STAGGER_MS ?? 150);
 const children: ChildProcess[] = [];
@@ -72,15 +39,15 @@ if (isMainThread) {
   const heap: { i: number; s: string; a: number[] }[] = [];
   for (let i = 0; i < Number(process.env.FLOOR_HEAP_MB ?? 0) * 10_000; i++) heap.push({ i, s: `o${i}`, a: [i, i + 1] });
   const nWorkers = Number(process.env.FLOOR_WORKERS ?? 0);
-  const workers = Array.from({ length: nWorkers }, () => {
-    const w = new Worker(
-      // A worker does not inherit tsx's loader: register it there, then load this file.
-      `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}); })`,
-      { eval: true },
-    );
-    w.on('message', (gops: GopRecord[]) => indexGops(gops));
-    return w;
-  });
+  const workers = Array.from(
+    { length: nWorkers },
+    () =>
+      new Worker(
+        // A worker does not inherit tsx's loader: register it there, then load this file.
+        `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}); })`,
+        { eval: true },
+      ),
+  );
   process.on('SIGTERM', () => {
     for (const c of children) c.kill('SIGKILL');
     // Workers kill their children when told; exit once they have.
@@ -129,7 +96,6 @@ function record(outDir: string, i: number, url: string): void {
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   children.push(child);
-  if (split) return splitAndWrite(outDir, i, child);
   const out = createWriteStream(join(outDir, `cam${i}.mp4`));
   if (!copyGops) {
     child.stdout.pipe(out);
@@ -145,53 +111,4 @@ function record(outDir: string, i: number, url: string): void {
     parts = [];
     held = 0;
   });
-}
-
-/**
- * FLOOR_SPLIT: GOPs cut by the splitter, appended to segment files, fdatasync'ed every
- * SYNC_MS of media, then their records handed to the index (main thread: directly; a
- * worker: one postMessage per sync). One camera's writes run in order.
- */
-function splitAndWrite(outDir: string, cam: number, child: ChildProcess): void {
-  const splitter = new Fmp4Splitter();
-  child.stdout!.pipe(splitter);
-  let file: SegmentFile | null = null;
-  let init: Buffer | null = null;
-  let seg = 0;
-  let segMs = 0;
-  let mediaMs = 0;
-  let pending: GopRecord[] = [];
-  let pendingMs = 0;
-  const hand = (gops: GopRecord[]): void => (isMainThread ? indexGops(gops) : parentPort!.postMessage(gops));
-  const sync = async (): Promise<void> => {
-    if (!file || pending.length === 0) return;
-    await file.sync();
-    hand(pending);
-    pending = [];
-    pendingMs = 0;
-  };
-  void (async () => {
-    for await (const chunk of splitter as AsyncIterable<Fmp4Chunk>) {
-      if (chunk.kind === 'init') {
-        init = chunk.bytes;
-        continue;
-      }
-      if (!init) continue;
-      const ms = (chunk.durationTicks / chunk.timescale) * 1000;
-      if (!file || segMs >= SEGMENT_MS) {
-        await sync();
-        await file?.close();
-        file = await SegmentFile.create(join(outDir, `cam${cam}`, `${String(seg++).padStart(5, '0')}.mp4`), init);
-        segMs = 0;
-      }
-      const offset = await file.append(chunk.bytes);
-      pending.push({ cam, seg, offset, size: chunk.bytes.length, startMs: mediaMs, durationMs: ms, keyframe: chunk.keyframe });
-      segMs += ms;
-      mediaMs += ms;
-      pendingMs += ms;
-      if (pendingMs >= SYNC_MS) await sync();
-    }
-    await sync();
-    await file?.close();
-  })();
 }
