@@ -19,6 +19,7 @@
  * supervisor's, the back-fill manager's, the sample-table builder's, the embedded NATS
  * supervisor's): they read `signal.aborted`, or follow the signal.
  */
+import { setMaxListeners } from 'node:events';
 import { RecorderError } from './errors.ts';
 import type { Logger } from './log.ts';
 
@@ -61,6 +62,10 @@ export class Lifecycle {
     /** Logged once every component has stopped. */
     private readonly stoppedMessage = 'stopped',
   ) {
+    // The node's shutdown signal: every long-lived component (cameras' supervisors, copies,
+    // the object log, back-fill, …) listens on it once, more than Node's default warning
+    // limit of 10 for one target; a listener per request would still show, past 100.
+    setMaxListeners(100, this.controller.signal);
     if (parent?.aborted) this.controller.abort(shuttingDown());
     parent?.addEventListener('abort', () => void this.stop(), { once: true });
   }
