@@ -453,6 +453,9 @@ export class RecorderNode {
           ownerSegments: async (owner, camera, fromMs, toMs) =>
             (await cluster.ask<{ segments: RemoteSegment[] }>(owner, 'segments', { camera, from: iso(fromMs), to: iso(toMs) })).segments,
           pull: pullFrom,
+          // Our own segment of the overlap that a later grant's starts at the same instant as: it goes, theirs takes its key.
+          dropOwn: async (ours) =>
+            (await store.dropSurplusCopies([ours], (fresh) => fresh.fence?.node === ours.fence?.node && fresh.fence?.rev === ours.fence?.rev)) === 1,
           log,
           signal,
         });

@@ -263,6 +263,7 @@ export class ClusterNode implements CameraPlacement {
   /** performance.now() of the last fence re-read that failed for want of NATS. */
   private unreachableAt = -Infinity;
   private beatFailing = false;
+  private ownerReadsFailing = false;
   /** performance.now() of the first failed heartbeat of the current outage. */
   private beatFailingSince: number | null = null;
   private unavailableRaised = false;
@@ -617,8 +618,8 @@ export class ClusterNode implements CameraPlacement {
       cameras.map(async (c) => {
         try {
           return { camera: c.id, ok: true as const, entry: await timeout(owners.get(c.id), KV_TIMEOUT_MS, 'owner read') };
-        } catch {
-          return { camera: c.id, ok: false as const, entry: null };
+        } catch (err) {
+          return { camera: c.id, ok: false as const, entry: null, err: (err as Error).message };
         }
       }),
     );
@@ -645,6 +646,19 @@ export class ClusterNode implements CameraPlacement {
       }
     }
     const reads = await readsDone;
+    // Owner reads of held cameras failing while heartbeats go through would keep this node
+    // recording a camera it lost: said once when they start failing, and when they stop.
+    const heldFailing = reads.filter((r) => !r.ok && this.held.has(r.camera));
+    if (heldFailing.length > 0 && !this.ownerReadsFailing) {
+      this.ownerReadsFailing = true;
+      this.o.log.warn(
+        { cameras: heldFailing.map((r) => r.camera), err: 'err' in heldFailing[0]! ? heldFailing[0].err : undefined, beatOk },
+        'cluster: owner reads of held cameras fail',
+      );
+    } else if (heldFailing.length === 0 && this.ownerReadsFailing) {
+      this.ownerReadsFailing = false;
+      this.o.log.info('cluster: owner reads of held cameras succeed again');
+    }
     const current = new Map<string, Owner>();
     for (const r of reads) {
       const o = decode<Owner>(r.entry);

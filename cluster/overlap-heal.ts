@@ -24,7 +24,7 @@
  * whichever node serves it.
  */
 import type { Logger } from '../lib/log.ts';
-import type { FenceStamp } from '../index/records.ts';
+import type { FenceStamp, SegmentRecord } from '../index/records.ts';
 import type { SegmentStore } from '../index/segment-store.ts';
 import { iso } from '../lib/time.ts';
 
@@ -46,6 +46,12 @@ export interface OverlapHealDeps {
   ownerSegments: (node: string, camera: string, fromMs: number, toMs: number) => Promise<OwnerSegment[]>;
   /** Pulls one closed segment from `node` and indexes it here (cluster/copies.ts); false: gone there. */
   pull: (node: string, camera: string, seg: OwnerSegment) => Promise<boolean>;
+  /**
+   * Deletes this node's own segment `ours` (as retention deletes: locks kept, under the
+   * storage mutex) so that a later grant's segment starting at the same instant can take
+   * its key; false: it stays (locked, or no longer the same). One key per instant.
+   */
+  dropOwn: (ours: SegmentRecord) => Promise<boolean>;
   log: Logger;
   signal: AbortSignal;
   retryMs?: number;
@@ -166,16 +172,20 @@ export class OverlapHeal {
       );
       asked[node] = theirs.length;
       for (const seg of theirs) {
-        const here = seg.startMs < h.toMs ? this.d.segments.get(h.camera, seg.startMs) : undefined;
-        if (seg.startMs < h.toMs && !here && (await this.d.pull(node, h.camera, seg))) h.pulled++;
+        let here = seg.startMs < h.toMs ? this.d.segments.get(h.camera, seg.startMs) : undefined;
         // Ours starts at the very millisecond theirs does (both writers anchor on the same
-        // keyframes): one key per instant, so theirs is not kept here and reads of it show
-        // ours. Said once per heal: a limit (docs/design/cluster.md), not a silent hole.
+        // keyframes from the camera's clock): one key per instant, and the higher fence wins,
+        // so ours goes and theirs takes the key. Theirs covers the same instants of the same
+        // camera; the tail of ours past its end is covered by their next segment.
+        if (here && here.fence?.node === this.d.nodeId && here.fence.rev <= h.rev && !here.open && (await this.d.dropOwn(here))) here = undefined;
+        if (seg.startMs < h.toMs && !here && (await this.d.pull(node, h.camera, seg))) h.pulled++;
+        // Ours stays (locked, or a copy of a third node's): reads of that instant show it.
+        // Said once per heal: a limit (docs/design/cluster.md), not a silent hole.
         if (here && (here.fence?.node !== seg.fence!.node || here.fence.rev !== seg.fence!.rev) && !h.clashSaid) {
           h.clashSaid = true;
           this.d.log.warn(
             { camera: h.camera, startMs: iso(seg.startMs), from: node },
-            'cluster: partition overlap: a segment of a later grant starts at the same millisecond as one of ours and is not pulled; reads of it show ours',
+            "cluster: partition overlap: a segment of a later grant starts at the same millisecond as one kept here (locked, or another node's copy) and is not pulled; reads of it show the one here",
           );
         }
         reached = Math.max(reached, seg.endMs);

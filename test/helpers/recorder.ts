@@ -215,7 +215,8 @@ export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, 
   const tail: string[] = [];
   const keep = (s: string): void => {
     tail.push(...s.split('\n').filter(Boolean));
-    if (tail.length > 40) tail.splice(0, tail.length - 40);
+    // Enough to see a cluster test's partition and heal (a reconnect logs a line per server a second).
+    if (tail.length > 150) tail.splice(0, tail.length - 150);
   };
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', keep);
