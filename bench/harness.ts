@@ -146,6 +146,26 @@ export async function putJson(url: string, body: unknown): Promise<void> {
   if (!res.ok) throw new Error(`PUT ${url}: ${res.status} ${await res.text()}`);
 }
 
+/** Runs `op` from `workers` loops for `seconds`; the ops done per second and their p99 latency. */
+export async function timedLoops(
+  workers: number,
+  seconds: number,
+  op: (worker: number, i: number) => Promise<void>,
+): Promise<{ perSecond: number; p99Ms: number; n: number }> {
+  const lat: number[] = [];
+  const until = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      for (let i = 0; performance.now() < until; i++) {
+        const t0 = performance.now();
+        await op(w, i);
+        lat.push(performance.now() - t0);
+      }
+    }),
+  );
+  return { perSecond: Math.round(lat.length / seconds), p99Ms: +percentile(lat, 99).toFixed(1), n: lat.length };
+}
+
 export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;

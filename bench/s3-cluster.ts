@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { freePort } from '../lib/nats-embedded.ts';
 import { startNatsCluster, type NatsCluster } from '../sim/nats-cluster.ts';
-import { BenchFailure, outDir, percentile, putJson, requireWork, sleep, startRecorder, type RecorderChild } from './harness.ts';
+import { BenchFailure, outDir, percentile, putJson, requireWork, sleep, startRecorder, timedLoops, type RecorderChild } from './harness.ts';
 
 const { values: args } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' } } });
 const SECONDS = Number(args.seconds);
@@ -53,30 +53,15 @@ async function until<T>(what: string, fn: () => Promise<T>, ms = 60_000): Promis
   }
 }
 
-async function loop(op: (w: number, i: number) => Promise<void>): Promise<{ perSecond: number; p99Ms: number; n: number }> {
-  const lat: number[] = [];
-  const until = performance.now() + SECONDS * 1000;
-  await Promise.all(
-    Array.from({ length: WORKERS }, async (_, w) => {
-      for (let i = 0; performance.now() < until; i++) {
-        const t0 = performance.now();
-        await op(w, i);
-        lat.push(performance.now() - t0);
-      }
-    }),
-  );
-  return { perSecond: Math.round(lat.length / SECONDS), p99Ms: +percentile(lat, 99).toFixed(1), n: lat.length };
-}
-
 async function measure(side: Side, tag: string): Promise<Record<string, unknown>> {
   const small = randomBytes(4096);
   const written: string[] = [];
-  const put = await loop(async (w, i) => {
+  const put = await timedLoops(WORKERS, SECONDS, async (w, i) => {
     const key = `${tag}/s/${w}/${i}`;
     await side.writer.send(new PutObjectCommand({ Bucket: 'bench', Key: key, Body: small }));
     written.push(key);
   });
-  const get = await loop(async (w, i) => {
+  const get = await timedLoops(WORKERS, SECONDS, async (w, i) => {
     const res = await side.reader.send(new GetObjectCommand({ Bucket: 'bench', Key: written[(w * 7919 + i) % written.length] }));
     await res.Body!.transformToByteArray();
   });

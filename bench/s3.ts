@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { RecorderIndex } from '../index/db.ts';
 import { freePort } from '../lib/nats-embedded.ts';
-import { outDir, percentile, requireWork, startRecorder, type RecorderChild } from './harness.ts';
+import { outDir, percentile, requireWork, timedLoops, startRecorder, type RecorderChild } from './harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -142,22 +142,6 @@ async function throughput(dir: string, s3: S3Client): Promise<Record<string, unk
 /** URLs signed ahead for each of the 16 small-PUT loops (~1500/s in all for 10 s fits). */
 const PRESIGNED_PER_WORKER = Math.ceil((SECONDS * 2000) / 16);
 
-/** Runs `op` from `workers` loops for SECONDS; returns ops done and their latencies. */
-async function loop(workers: number, op: (worker: number, i: number) => Promise<void>): Promise<{ perSecond: number; p99Ms: number; n: number }> {
-  const lat: number[] = [];
-  const until = performance.now() + SECONDS * 1000;
-  await Promise.all(
-    Array.from({ length: workers }, async (_, w) => {
-      for (let i = 0; performance.now() < until; i++) {
-        const t0 = performance.now();
-        await op(w, i);
-        lat.push(performance.now() - t0);
-      }
-    }),
-  );
-  return { perSecond: Math.round(lat.length / SECONDS), p99Ms: +percentile(lat, 99).toFixed(1), n: lat.length };
-}
-
 async function small(dir: string, s3: S3Client): Promise<Record<string, unknown>> {
   let agent = new Agent({ keepAlive: true, maxSockets: 16 });
   const body = randomBytes(4096);
@@ -182,7 +166,7 @@ async function small(dir: string, s3: S3Client): Promise<Record<string, unknown>
   }
   const putUrls = new Map<string, string>();
   let ranOut = false;
-  const recorderPut = await loop(16, async (w, i) => {
+  const recorderPut = await timedLoops(16, SECONDS, async (w, i) => {
     const next = presigned[w]![i];
     if (!next) {
       ranOut = true;
@@ -195,7 +179,7 @@ async function small(dir: string, s3: S3Client): Promise<Record<string, unknown>
   const folder = join(dir, 'small');
   await mkdir(folder, { recursive: true });
   const dirHandle = await open(folder, 'r');
-  const basePut = await loop(16, async (w, i) => {
+  const basePut = await timedLoops(16, SECONDS, async (w, i) => {
     const tmp = join(folder, `.${w}-${i}`);
     const f = await open(tmp, 'wx');
     await f.write(body);
@@ -211,10 +195,10 @@ async function small(dir: string, s3: S3Client): Promise<Record<string, unknown>
   // keep-alive timeout just as a request is sent on them (a hang-up): new ones for the GETs.
   agent.destroy();
   agent = new Agent({ keepAlive: true, maxSockets: 16 });
-  const recorderGet = await loop(16, async (w, i) => {
+  const recorderGet = await timedLoops(16, SECONDS, async (w, i) => {
     if ((await send('GET', getUrls[(w * 7919 + i) % getUrls.length]!)) !== 200) failed++;
   });
-  const baseGet = await loop(16, async (w, i) => {
+  const baseGet = await timedLoops(16, SECONDS, async (w, i) => {
     await readFile(join(folder, `${w}-${i % Math.max(1, Math.floor(basePut.n / 16))}`)).catch(() => undefined);
   });
   agent.destroy();
