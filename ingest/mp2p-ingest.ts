@@ -28,7 +28,8 @@
  * ready then goes with the next GOP, at its exact time; the first GOP waits up to
  * AAC_START_WAIT_MS for ffmpeg to start). GOPs are written in order,
  * one at a time. If the encoder fails the video goes on without audio (a new init;
- * the status says why) until the next session.
+ * the status says why) until the next session. A fragment carries how long it waited
+ * here (`heldMs`): its time is when its GOP was complete, not when the AAC was ready.
  *
  * Bounds: the reader holds at most one GOP (plus its bound); fragments not yet taken
  * by the consumer (a slow disk) pause the camera's socket past QUEUE_HIGH_BYTES and
@@ -145,8 +146,9 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     }
     notify();
   };
-  const emit = (chunks: Fmp4Chunk[]): void => {
-    for (const c of chunks) {
+  /** `cutAt`: when the GOP's last frame had arrived (its fragment is timed from then, however long it waited here). */
+  const emit = (chunks: Fmp4Chunk[], cutAt: number): void => {
+    for (let c of chunks) {
       if (c.kind === 'init') {
         const audio = JSON.stringify(fmp4.audio);
         if (audio !== lastAudio) {
@@ -156,6 +158,7 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
         }
       } else {
         lastFragmentAt = Date.now();
+        c = { ...c, heldMs: Math.max(0, lastFragmentAt - cutAt) };
       }
       enqueue(c);
     }
@@ -165,13 +168,13 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     if (p.g711.length > 0 && !aac && opts.ffmpegPath) {
       aac = new G711Aac({ ffmpegPath: opts.ffmpegPath, ...(opts.signal ? { signal: opts.signal } : {}) });
     }
-    if (!aac) return emit(fmp4.write(p, { frames: [], failure: opts.ffmpegPath ? null : 'no ffmpeg configured' }));
+    if (!aac) return emit(fmp4.write(p, { frames: [], failure: opts.ffmpegPath ? null : 'no ffmpeg configured' }), cutAt);
     aac.push(p.g711);
     // Measured from the later of the cut and this push: a GOP that waited in the queue
     // (the one before it waiting for its audio) still gives the encoder its full time.
     await aac.settle(Math.max(cutAt, Date.now()) + (aac.framesOut > 0 ? AAC_WAIT_MS : AAC_START_WAIT_MS));
     if (finished) return;
-    emit(fmp4.write(p, { frames: aac.take(), failure: aac.failure }));
+    emit(fmp4.write(p, { frames: aac.take(), failure: aac.failure }), cutAt);
   };
   const writingNow = (): Promise<void> | null => writing;
   /** Writes the GOPs waiting, in order; one writer at a time (`writing` while it runs). */
@@ -185,7 +188,7 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
           const p = fmp4.prepare(next.gop);
           if (!p) continue;
           if (g711 === 'aac') await writeWithAac(p, next.cutAt);
-          else emit(fmp4.write(p));
+          else emit(fmp4.write(p), next.cutAt);
         }
       } catch (err) {
         fail(err as Error); // our bug, not the camera's: this attempt ends with it

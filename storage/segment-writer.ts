@@ -226,7 +226,8 @@ export class SegmentWriter {
     const ticks = traf.baseDecodeTime;
     const durationMs = (frag.durationTicks * 1000) / frag.timescale;
     const fixed = this.deps.anchorMs;
-    const arrivalStartMs = fixed ?? this.deps.clock.nowMs() - durationMs;
+    // Its last frame arrived `heldMs` before it reached us (0 unless its producer held it).
+    const arrivalStartMs = fixed ?? this.deps.clock.nowMs() - (frag.heldMs ?? 0) - durationMs;
     let discontinuous = false;
     let a = this.anchor;
     if (a && a.timescale === frag.timescale) {

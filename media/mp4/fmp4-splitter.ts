@@ -35,6 +35,12 @@ export type Fmp4Chunk =
       timescale: number;
       /** The first sample of that track is a sync sample. */
       keyframe: boolean;
+      /**
+       * How long its producer held it after its last frame had arrived (the MP2P ingest
+       * waiting for the AAC of its audio): the writer times it from then, not from when
+       * it reached the writer. Absent: handed on at once (ffmpeg's output).
+       */
+      heldMs?: number;
     };
 
 /** Boxes that are cut and handed on whole; anything else at top level is skipped. */

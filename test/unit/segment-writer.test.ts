@@ -105,6 +105,32 @@ test('segments rotate at the target length, on a timestamp jump and on a codec c
   }
 });
 
+test('a fragment its producer held after its last frame arrived is timed from that arrival, not from when it was handed on', async (t) => {
+  const dir = await tempDir(t);
+  const index = await RecorderIndex.open(dir);
+  t.teardown(() => index.close());
+  const a = await chunksOf(dir, 'a.mp4', '160x120', 3); // 3 one-second GOPs
+  const start = Date.UTC(2026, 10, 25, 12, 0, 0);
+  let now = start;
+  const writer = new SegmentWriter(camera, { index, dataDir: dir, clock: { nowMs: () => now }, log: silentLogger, segmentMs: 60_000 }, null);
+  // GOP i is complete at start + i s; the first waits 2.5 s for its AAC, and the ones
+  // complete meanwhile wait behind it: each is handed on at max(complete, start + 3.5 s).
+  let i = 0;
+  for (const c of a) {
+    if (c.kind !== 'fragment') {
+      await writer.handle(c);
+      continue;
+    }
+    const complete = start + ++i * 1000;
+    now = Math.max(complete, start + 3500);
+    await writer.handle({ ...c, heldMs: now - complete });
+  }
+  await writer.close();
+  const [seg] = [...index.segments.all('cam')];
+  t.is(seg?.startMs, start, 'the first frame came in at start, whatever the wait after');
+  t.is(seg?.endMs, start + 3000);
+});
+
 test('appended GOPs are fdatasynced and indexed every syncMs of media, and everything at close', async (t) => {
   const dir = await tempDir(t);
   const index = await RecorderIndex.open(dir);
