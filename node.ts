@@ -35,6 +35,7 @@ import { buildHttp, registeredRoutes, type RegisteredRoute } from './api/http.ts
 import { connectNats, startNatsApi, type NatsApi } from './api/nats.ts';
 import { RecorderService } from './services/recorder-service.ts';
 import { lockDataDir } from './lib/data-dir-lock.ts';
+import { reachableUrl } from './lib/advertise.ts';
 import { RecorderIndex } from './index/db.ts';
 import type { RecorderConfig } from './lib/config.ts';
 import { assertAuthForBind, splitHostPort } from './lib/config.ts';
@@ -335,7 +336,8 @@ export class RecorderNode {
           tickMs: config.clusterTickMs,
           deadTicks: config.clusterDeadTicks,
           replicas: replicasFor(config.natsUrl?.split(',') ?? []),
-          httpUrl: () => self.httpUrl,
+          // What peers fetch from: reachable from them, also when HTTP listens on every interface.
+          httpUrl: () => (self.httpUrl ? reachableUrl(self.httpUrl, config.advertiseHost) : ''),
           storage: () => self.storage,
           usersChanged: () => self.users.forget(),
           raiseAlarm: (alarm) => alarms.raise(alarm),
@@ -440,6 +442,7 @@ export class RecorderNode {
           signal,
           files: () => self.s3?.objects ?? null,
           applied: (a) => objectCopies.applied(a),
+          raiseAlarm: (alarm) => alarms.raise(alarm),
         });
         /** One closed segment another node has, pulled here as a copy (stitching, playback windows, the overlap heal); false: gone there. */
         const pullFrom = async (source: string, camera: string, seg: RemoteSegment): Promise<boolean> =>
@@ -467,7 +470,7 @@ export class RecorderNode {
           index,
           log,
           signal,
-          httpUrl: () => self.httpUrl || null,
+          httpUrl: () => (self.httpUrl ? reachableUrl(self.httpUrl, config.advertiseHost) : null),
           clusterToken: () => copies.clusterToken(),
           raiseAlarm: (alarm) => alarms.raise(alarm),
         };
@@ -527,7 +530,7 @@ export class RecorderNode {
         service.pictures.onStored((camera) => cluster.catalog(camera));
         self.cluster.serve('drain', (b) => service.clusterDrain({ ...(b as object), node: self.cluster!.nodeId }));
         // Where this node's S3 listener is: a node asked for a part of an upload this node created passes it here.
-        self.cluster.serve(S3_URL_SUBJECT, () => ({ url: self.s3Url || null }));
+        self.cluster.serve(S3_URL_SUBJECT, () => ({ url: self.s3Url ? reachableUrl(self.s3Url, config.advertiseHost) : null }));
         self.cluster.serve(OBJECT_PULL_SUBJECT, (b) => objectCopies.answerPull(b));
       }
       self.storage = store;

@@ -6,7 +6,7 @@
  * (index/buckets.ts `list`).
  */
 import type { BucketStore } from '../index/buckets.ts';
-import type { CatalogWrites } from './catalog-writes.ts';
+import type { BucketCluster, CatalogWrites } from './catalog-writes.ts';
 import type { Access } from './access.ts';
 import { assertBucketName } from './names.ts';
 import type { ObjectFiles } from './object-files.ts';
@@ -24,6 +24,8 @@ export interface BucketDeps {
   access: Access;
   /** Whether a pool of that id exists (a bucket's LocationConstraint). */
   poolExists: (pool: string) => boolean;
+  /** In a cluster: the object log removes a removed bucket's files as it applies the removal. */
+  cluster?: BucketCluster;
 }
 
 /** The pool of a bucket created without a LocationConstraint. */
@@ -75,9 +77,12 @@ export async function deleteBucket(d: BucketDeps, r: S3Request): Promise<void> {
   d.access.require(r, b, 'admin');
   const removed = await d.writes.removeBucket(b.name);
   if (!removed) throw new S3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: b.name });
-  // Its multipart uploads in progress went with it.
-  for (const id of removed.uploads) await d.files.removeUploadFiles(id);
-  await d.files.removeBucketDir(b.name);
+  // Its multipart uploads in progress went with it. In a cluster the object log removes
+  // the files when it applies the removal, in its order (cluster/object-log.ts).
+  if (!d.cluster) {
+    for (const id of removed.uploads) await d.files.removeUploadFiles(id);
+    await d.files.removeBucketDir(b.name);
+  }
   sendEmpty(r, 204);
 }
 

@@ -29,7 +29,14 @@ export interface CatalogWrites {
   putBucket(rec: BucketRecord): Promise<void>;
   removeBucket(name: string): Promise<false | { uploads: string[] }>;
   putObject(bucket: string, key: string, rec: ObjectRecord, opts?: { onlyIfAbsent?: boolean }): Promise<Written | 'exists' | 'no-bucket'>;
-  deleteObject(bucket: string, key: string, versionId: string | undefined, nowMs: number): Promise<Written & { deleteMarker?: boolean }>;
+  /** `opts.ifCurrent`: nothing happens unless that file is the key's current version when the delete is applied. */
+  deleteObject(
+    bucket: string,
+    key: string,
+    versionId: string | undefined,
+    nowMs: number,
+    opts?: { ifCurrent?: string },
+  ): Promise<Written & { deleteMarker?: boolean }>;
   setObjectAcl(bucket: string, key: string, fileId: string, acl: CannedAcl): Promise<boolean>;
   expireNoncurrent(bucket: string, key: string, rule: LifecycleRule, nowMs: number): Promise<string[]>;
   completeUpload(up: UploadRecord, rec: ObjectRecord): Promise<Written | 'no-upload' | 'no-bucket'>;

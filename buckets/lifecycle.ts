@@ -44,8 +44,9 @@ export async function runLifecycle(d: ObjectDeps, nowMs: number): Promise<Lifecy
         const page = d.catalog.keys(b.name, rule.prefix, after, PAGE);
         for (const { key, record } of page) {
           if (rule.expirationDays !== undefined && !record.deleteMarker && nowMs - record.lastModifiedMs >= rule.expirationDays * DAY_MS) {
-            await removeKey(deps, b.name, key, undefined, nowMs);
-            report.expired++;
+            // Only the version judged here: a PUT since (on any node) is not expired with it.
+            await removeKey(deps, b.name, key, undefined, nowMs, { ifCurrent: record.fileId });
+            if (d.catalog.object(b.name, key)?.fileId !== record.fileId) report.expired++;
           }
           if (rule.noncurrentDays !== undefined) {
             const gone = await d.writes.expireNoncurrent(b.name, key, rule, nowMs);

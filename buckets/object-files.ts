@@ -434,8 +434,13 @@ export class ObjectFiles {
     return !backup || b === null || p === b ? 'ok' : 'copies-differ';
   }
 
-  /** Backup files of a bucket that no record names (a crash between the copy and the commit, a delete cut short). */
-  async sweepBackups(bucket: string, holds: (fileId: string) => boolean): Promise<number> {
+  /**
+   * Backup files of a bucket that no record names (a crash between the copy and the
+   * commit, a delete cut short). Only files that changed before `before` (epoch ms) are
+   * judged: a write whose change is still on its way to the catalog (the object log's
+   * round trip in a cluster) has its backup already.
+   */
+  async sweepBackups(bucket: string, holds: (fileId: string) => boolean, before = Infinity): Promise<number> {
     const dir = this.backups.dirOf(bucket);
     if (!dir) return 0;
     const root = join(dir, 'buckets', 'objects', bucket);
@@ -443,7 +448,9 @@ export class ObjectFiles {
     for (const fan of await readdir(root).catch(() => [] as string[])) {
       for (const f of await readdir(join(root, fan)).catch(() => [] as string[])) {
         if (holds(f)) continue;
-        await unlink(join(root, fan, f)).catch(() => undefined);
+        const path = join(root, fan, f);
+        if (before !== Infinity && ((await stat(path).catch(() => null))?.ctimeMs ?? Infinity) >= before) continue;
+        await unlink(path).catch(() => undefined);
         removed++;
       }
     }
@@ -455,22 +462,31 @@ export class ObjectFiles {
     await rm(this.bucketDir(bucket), { recursive: true, force: true });
   }
 
+  /** Removes every tmp/ file (uploads and pulls cut by a crash or a stop): at start, before any request. Returns how many. */
+  async sweepTmp(): Promise<number> {
+    let tmp = 0;
+    for (const f of await readdir(this.tmpDir)) {
+      await rm(join(this.tmpDir, f), { recursive: true, force: true });
+      tmp++;
+    }
+    return tmp;
+  }
+
   /**
-   * The start-up sweep: every tmp/ file goes (uploads cut by a crash or a stop), and
-   * every object file the catalog does not hold (`holds`), and the folders of buckets
-   * that no longer exist. Returns how many files went.
+   * The start-up sweep: every object file the catalog does not hold (`holds`), part files
+   * no upload names, and the folders of buckets that no longer exist. `before` (epoch ms):
+   * only files whose inode changed before then are judged (in a cluster the sweep runs
+   * once the object log is caught up, while requests and pulls already write new files,
+   * each named by the catalog only once its change is applied). Returns what went.
    */
   async sweep(
     holds: (fileId: string) => boolean,
     bucketExists: (bucket: string) => boolean,
     /** Uploads in progress, with the part files their records name. */
     uploads: ReadonlyMap<string, ReadonlySet<string>>,
-  ): Promise<{ tmp: number; orphans: number; parts: number; lost: Map<string, { fileId: string; footer: ObjectFooter }[]> }> {
-    let tmp = 0;
-    for (const f of await readdir(this.tmpDir)) {
-      await rm(join(this.tmpDir, f), { recursive: true, force: true });
-      tmp++;
-    }
+    before = Infinity,
+  ): Promise<{ orphans: number; parts: number; lost: Map<string, { fileId: string; footer: ObjectFooter }[]> }> {
+    const judged = async (path: string): Promise<boolean> => before === Infinity || ((await stat(path).catch(() => null))?.ctimeMs ?? Infinity) < before;
     let orphans = 0;
     const lost = new Map<string, { fileId: string; footer: ObjectFooter }[]>();
     const objects = join(this.root, 'objects');
@@ -478,36 +494,47 @@ export class ObjectFiles {
       const dir = join(objects, bucket);
       const known = bucketExists(bucket);
       const found: { fileId: string; footer: ObjectFooter }[] = [];
+      let kept = 0;
       for (const fan of await readdir(dir)) {
         for (const f of await readdir(join(dir, fan))) {
           if (holds(f)) continue;
+          const path = join(dir, fan, f);
+          if (!(await judged(path))) {
+            kept++;
+            continue;
+          }
           // A bucket the catalog does not know at all: the catalog was lost (a reindex),
           // not a crash in one write. Its files say what they are: kept to be recovered.
-          const footer = known ? null : await readFooter(join(dir, fan, f));
+          const footer = known ? null : await readFooter(path);
           if (footer && footer.bucket === bucket) {
             found.push({ fileId: f, footer });
             continue;
           }
-          await unlink(join(dir, fan, f));
+          await unlink(path);
           orphans++;
         }
       }
       if (found.length > 0) lost.set(bucket, found);
-      else if (!known) await rm(dir, { recursive: true, force: true });
+      else if (!known && kept === 0 && (await judged(dir))) await rm(dir, { recursive: true, force: true });
     }
     let parts = 0;
     const partsRoot = join(this.root, 'parts');
     for (const uploadId of await readdir(partsRoot)) {
       const held = uploads.get(uploadId);
       const dir = join(partsRoot, uploadId);
+      let kept = 0;
       for (const f of await readdir(dir)) {
         if (held?.has(f)) continue;
+        if (!(await judged(join(dir, f)))) {
+          kept++;
+          continue;
+        }
         await unlink(join(dir, f));
         parts++;
       }
-      if (!held) await rm(dir, { recursive: true, force: true });
+      if (!held && kept === 0 && (await judged(dir))) await rm(dir, { recursive: true, force: true });
     }
-    return { tmp, orphans, parts, lost };
+    return { orphans, parts, lost };
   }
 }
 

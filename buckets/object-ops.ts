@@ -572,8 +572,9 @@ export async function removeKey(
   key: string,
   versionId: string | undefined,
   nowMs: number,
+  opts: { ifCurrent?: string } = {},
 ): Promise<{ versionId?: string; deleteMarker?: boolean }> {
-  const out = await d.writes.deleteObject(bucket, key, versionId, nowMs);
+  const out = await d.writes.deleteObject(bucket, key, versionId, nowMs, opts);
   await unlinkAfterCommit(d, bucket, key, out.unlink);
   if (versionId === undefined) await keepVersions(d, bucket, key, nowMs);
   return { ...(out.versionId ? { versionId: out.versionId } : {}), ...(out.deleteMarker ? { deleteMarker: true } : {}) };

@@ -58,6 +58,8 @@ import { verifyHeaderAuth, verifyQueryAuth, type KeyLookup } from './sigv4.ts';
 
 /** How long a connection may send or receive nothing before it is cut (S3 cuts idle uploads after ~20 s). */
 const IDLE_MS = 60_000;
+/** Longer than any write takes from its backup copy to its change in the catalog (the object log's publish and apply, with retries, in a cluster). */
+const IN_FLIGHT_WRITE_MS = 5 * 60_000;
 /** How long a stop lets requests in flight finish. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -165,6 +167,8 @@ export class S3Server {
   private auditing: Promise<unknown> | null = null;
   private scrubbing: Promise<ScrubReport> | null = null;
   private scrubTimer: NodeJS.Timeout | null = null;
+  /** In a cluster: the start-up sweep and passes, waiting for the object log (housekeepWhenCaughtUp). */
+  private housekeeping: Promise<void> | null = null;
 
   constructor(private readonly opts: S3ServerOptions) {
     const { index } = opts;
@@ -214,36 +218,22 @@ export class S3Server {
     return backup && existsSync(backup) ? backup : null;
   }
 
-  /** Sweeps the object store, then listens on `host:port`. */
+  /**
+   * Listens on `host:port`. On one node the start-up sweep and the passes that judge by
+   * the catalog (backup audit, upload expiry, lifecycle) run first; in a cluster they run
+   * once the object log has been caught up with (housekeepWhenCaughtUp).
+   */
   async start(host: string, port: number): Promise<void> {
     await this.files.init();
-    const catalog = this.opts.index.buckets;
-    const uploads = new Map<string, Set<string>>();
-    for (const up of catalog.allUploads()) uploads.set(up.uploadId, new Set(catalog.listParts(up.uploadId).map((p) => p.part.fileId)));
-    const swept = await this.files.sweep(
-      (id) => catalog.holdsFile(id),
-      (b) => catalog.bucket(b) !== undefined,
-      uploads,
-    );
-    if (swept.tmp + swept.orphans + swept.parts > 0) {
-      this.opts.log.warn(
-        { tmp: swept.tmp, orphans: swept.orphans, parts: swept.parts },
-        's3: unfinished uploads and unreferenced object and part files removed at start',
+    const tmp = await this.files.sweepTmp();
+    if (tmp > 0) this.opts.log.warn({ tmp }, 's3: unfinished uploads removed at start');
+    const cluster = this.opts.cluster;
+    if (cluster) {
+      const startedMs = Date.now();
+      this.housekeeping = this.housekeepWhenCaughtUp(cluster, startedMs).catch((err: unknown) =>
+        this.opts.log.error({ err }, 's3: the start-up sweep failed (the next start sweeps again)'),
       );
-    }
-    for (const [bucket, found] of swept.lost) await this.recover(bucket, found);
-    await this.auditBackups();
-    this.backupTimer = setInterval(() => void this.auditBackups(), this.opts.backupAuditMs ?? 3_600_000);
-    // Reading every byte is the costly pass: the first one period after start, not at it.
-    if (this.opts.scrubMs) this.scrubTimer = setInterval(() => void this.scrub(), this.opts.scrubMs);
-    this.backupTimer.unref();
-    await this.expire();
-    // Abandoned multipart uploads go after uploadExpiryMs, checked this often.
-    this.expiryTimer = setInterval(() => void this.expire(), Math.min(this.opts.uploadExpiryMs, 3_600_000));
-    this.expiryTimer.unref();
-    this.lifecycleTick();
-    this.lifecycleTimer = setInterval(() => this.lifecycleTick(), 3_600_000);
-    this.lifecycleTimer.unref();
+    } else await this.housekeep(false);
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5000 }, (req, res) => {
       const p = this.handle(req, res);
       this.inFlight.add(p);
@@ -278,6 +268,84 @@ export class S3Server {
   }
 
   /**
+   * In a cluster this node's catalog is the object log applied here, and at start it may
+   * still lack changes made while it was away, or made here just before a crash and not
+   * yet applied: an object file it does not name yet is not an orphan. So the sweep and
+   * the passes wait until the catalog has caught up with the log once, retrying while the
+   * log cannot be read (a node that never reaches its cluster sweeps nothing).
+   */
+  private async housekeepWhenCaughtUp(cluster: BucketCluster, startedMs: number): Promise<void> {
+    const { signal, log } = this.opts;
+    for (let failures = 0; !signal.aborted; failures++) {
+      try {
+        await cluster.caughtUp();
+      } catch (err) {
+        if (failures === 0) log.info({ err: (err as Error).message }, "s3: the start-up sweep waits until this node has applied the cluster's object log");
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)));
+          signal.addEventListener('abort', done, { once: true });
+          function done(): void {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', done);
+            resolve();
+          }
+        });
+        continue;
+      }
+      if (!signal.aborted) await this.housekeep(startedMs);
+      return;
+    }
+  }
+
+  /**
+   * The start-up sweep (every object file the catalog does not hold, part files no upload
+   * names), then the first backup audit, upload expiry and lifecycle pass and their
+   * timers. `clusterStartMs`, in a cluster: only files there before the listener started
+   * are swept (newer ones may be named by a change not applied yet), and a bucket folder
+   * the catalog has no bucket for is kept and reported, not recovered from its files as
+   * on one node: the cluster's catalog comes from the log, which removes a bucket's
+   * folder when it applies the bucket's removal, so such a folder after catching up means
+   * the log itself lost the bucket.
+   */
+  private async housekeep(clusterStartMs: number | false): Promise<void> {
+    const catalog = this.opts.index.buckets;
+    const uploads = new Map<string, Set<string>>();
+    for (const up of catalog.allUploads()) uploads.set(up.uploadId, new Set(catalog.listParts(up.uploadId).map((p) => p.part.fileId)));
+    const swept = await this.files.sweep(
+      (id) => catalog.holdsFile(id),
+      (b) => catalog.bucket(b) !== undefined,
+      uploads,
+      clusterStartMs === false ? Infinity : clusterStartMs,
+    );
+    if (swept.orphans + swept.parts > 0) {
+      this.opts.log.warn({ orphans: swept.orphans, parts: swept.parts }, 's3: object and part files no record names removed at start');
+    }
+    for (const [bucket, found] of swept.lost) {
+      if (clusterStartMs !== false) {
+        this.opts.log.error(
+          { bucket, files: found.length },
+          "s3: object files of a bucket the cluster's object log does not know are kept, not recovered (was the log's stream removed?)",
+        );
+      } else await this.recover(bucket, found);
+    }
+    // Backup files no record names: all of them on one node (nothing is written yet); in a
+    // cluster those from before the start.
+    await this.auditBackups(clusterStartMs === false ? Infinity : clusterStartMs);
+    if (this.opts.signal.aborted) return;
+    this.backupTimer = setInterval(() => void this.auditBackups(), this.opts.backupAuditMs ?? 3_600_000);
+    this.backupTimer.unref();
+    // Reading every byte is the costly pass: the first one period after start, not at it.
+    if (this.opts.scrubMs) this.scrubTimer = setInterval(() => void this.scrub(), this.opts.scrubMs);
+    await this.expire();
+    // Abandoned multipart uploads go after uploadExpiryMs, checked this often.
+    this.expiryTimer = setInterval(() => void this.expire(), Math.min(this.opts.uploadExpiryMs, 3_600_000));
+    this.expiryTimer.unref();
+    this.lifecycleTick();
+    this.lifecycleTimer = setInterval(() => this.lifecycleTick(), 3_600_000);
+    this.lifecycleTimer.unref();
+  }
+
+  /**
    * Re-catalogs a bucket the catalog lost (a reindex sets a corrupt index aside) from
    * its files' footers: the bucket comes back private, in the pool `default`, owned by
    * root; each key's newest file becomes its object (older ones go: their versions are
@@ -308,14 +376,17 @@ export class S3Server {
   /**
    * Every object of the buckets whose pool has a backup dir against its backup copy
    * (buckets/object-files.ts auditBackup): missing or short backups made again, lost
-   * primaries copied back, backup files no record names removed. One audit at a time.
+   * primaries copied back, backup files no record names removed (those that changed
+   * before `before`: by default IN_FLIGHT_WRITE_MS ago, as a write on its way to the
+   * catalog already has its backup). One audit at a time.
    */
-  auditBackups(): Promise<unknown> {
-    this.auditing ??= this.runAudit().finally(() => (this.auditing = null));
+  auditBackups(before = Date.now() - IN_FLIGHT_WRITE_MS): Promise<unknown> {
+    this.auditing ??= this.runAudit(before).finally(() => (this.auditing = null));
     return this.auditing;
   }
 
-  private async runAudit(): Promise<{ backedUp: number; restored: number; removed: number }> {
+  /** `before`: backup files no record names are removed if they changed before then (ObjectFiles.sweepBackups). */
+  private async runAudit(before: number): Promise<{ backedUp: number; restored: number; removed: number }> {
     const catalog = this.opts.index.buckets;
     const done = { backedUp: 0, restored: 0, removed: 0 };
     try {
@@ -338,7 +409,7 @@ export class S3Server {
           if (!page.truncated || !last) break;
           after = { key: last.key, versionId: last.record.versionId ?? 'null' };
         }
-        done.removed += await this.files.sweepBackups(b.name, (id) => catalog.holdsFile(id));
+        done.removed += await this.files.sweepBackups(b.name, (id) => catalog.holdsFile(id), before);
       }
       if (done.backedUp + done.restored + done.removed > 0) this.opts.log.warn(done, 's3: backup copies audited');
     } catch (err) {
@@ -425,6 +496,8 @@ export class S3Server {
   }
 
   async stop(): Promise<void> {
+    // Its waits end with the node's signal; timers it set are cleared below.
+    await this.housekeeping?.catch((err: unknown) => this.opts.log.error({ err }, 's3: the start-up sweep failed'));
     if (this.backupTimer) clearInterval(this.backupTimer);
     if (this.scrubTimer) clearInterval(this.scrubTimer);
     if (this.expiryTimer) clearInterval(this.expiryTimer);

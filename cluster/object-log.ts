@@ -18,6 +18,8 @@
  *   nothing the second time: versions are known by their file ids.
  * - Object files follow the catalog: a change another node made that drops versions
  *   unlinks their files here (the node that made it unlinks its own, as on one node).
+ *   A bucket's removal removes its folder and uploads on every node, the one that made
+ *   it too, when applied: never after a later change that made the name again.
  *
  * The stream keeps every change (no age limit): a node that joins later, or was away,
  * applies the whole history from where it stopped.
@@ -29,6 +31,7 @@ import type { BucketRecord, BucketStore, CannedAcl, LifecycleRule, ObjectRecord,
 import { UnconfirmedChange, type CatalogWrites } from '../buckets/catalog-writes.ts';
 import type { KeyWrites } from '../buckets/keys.ts';
 import { S3Error } from '../buckets/s3-errors.ts';
+import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 
 const JS_TIMEOUT_MS = 4000;
@@ -37,6 +40,8 @@ const CAUGHT_UP_MS = 5000;
 /** How long a write waits for its own change to come back applied. */
 const APPLIED_MS = 15_000;
 const PUBLISH_ATTEMPTS = 3;
+/** How often the stream is checked for having been made anew (checkStream). */
+const STREAM_CHECK_MS = 10_000;
 /** The subject token of key changes (`<prefix>.v1.objects._keys`): a bucket name never starts with `_`. */
 const KEYS_SUBJECT = '_keys';
 
@@ -46,7 +51,7 @@ export type ObjectChange =
   | { op: 'putBucket'; rec: BucketRecord }
   | { op: 'removeBucket'; name: string }
   | { op: 'putObject'; bucket: string; key: string; rec: ObjectRecord; onlyIfAbsent?: boolean }
-  | { op: 'deleteObject'; bucket: string; key: string; versionId?: string; nowMs: number; markerId: string }
+  | { op: 'deleteObject'; bucket: string; key: string; versionId?: string; nowMs: number; markerId: string; ifCurrent?: string }
   | { op: 'setObjectAcl'; bucket: string; key: string; fileId: string; acl: CannedAcl }
   | { op: 'expireNoncurrent'; bucket: string; key: string; rule: LifecycleRule; nowMs: number }
   | { op: 'putAccessKey'; rec: S3KeyRecord }
@@ -65,7 +70,14 @@ const changeSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('putBucket'), rec: bucketRecord }),
   z.object({ op: z.literal('removeBucket'), name: z.string().min(1) }),
   z.object({ op: z.literal('putObject'), ...where, rec: record, onlyIfAbsent: z.boolean().optional() }),
-  z.object({ op: z.literal('deleteObject'), ...where, versionId: z.string().optional(), nowMs: z.number(), markerId: z.string().min(1) }),
+  z.object({
+    op: z.literal('deleteObject'),
+    ...where,
+    versionId: z.string().optional(),
+    nowMs: z.number(),
+    markerId: z.string().min(1),
+    ifCurrent: z.string().min(1).optional(),
+  }),
   z.object({ op: z.literal('setObjectAcl'), ...where, fileId: z.string().min(1), acl: z.string() }),
   z.object({ op: z.literal('expireNoncurrent'), ...where, rule: z.object({ prefix: z.string(), enabled: z.boolean() }).passthrough(), nowMs: z.number() }),
   z.object({
@@ -100,6 +112,8 @@ export interface ObjectLogDeps {
   } | null;
   /** After each change is applied here (the copies pull what this node should hold). */
   applied?: (a: Applied) => void;
+  /** `object-log-reset`: the stream was made anew, or lost changes not applied here. */
+  raiseAlarm?: (alarm: AlarmInput) => void;
 }
 
 export class ObjectLog implements CatalogWrites, KeyWrites {
@@ -128,6 +142,11 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
   start(nc: NatsConnection): void {
     this.nc = nc;
     this.running = this.run();
+    // The consumer alone never notices its stream made anew (it waits past the old end):
+    // the stream is looked at this often besides each read barrier (readLastSeq).
+    const watch = setInterval(() => void this.lastSeqSinceNow().catch(() => undefined), STREAM_CHECK_MS);
+    watch.unref();
+    this.d.signal.addEventListener('abort', () => clearInterval(watch), { once: true });
   }
 
   async stop(): Promise<void> {
@@ -143,7 +162,7 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     const nc = this.nc!;
     this.jsm = await nc.jetstreamManager({ timeout: JS_TIMEOUT_MS });
     this.js = nc.jetstream({ timeout: JS_TIMEOUT_MS });
-    await this.jsm.streams.info(this.stream).catch(() =>
+    const info = await this.jsm.streams.info(this.stream).catch(() =>
       this.jsm!.streams.add({
         name: this.stream,
         subjects: [`${this.d.prefix}.v1.objects.>`],
@@ -153,6 +172,44 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
         duplicate_window: nanos(120_000),
       }),
     );
+    await this.checkStream(info.created, info.state.first_seq, info.state.last_seq);
+  }
+
+  /**
+   * The stream is the one this node applied, and still holds every change not applied
+   * here. A stream removed and made again (by hand, or its servers' store lost) starts its
+   * sequence anew: positions in the old one mean nothing in it, and a node that kept its
+   * position would skip the new stream's first changes without a word. Then this node
+   * applies the new stream from its start, over the catalog it has (every node that had
+   * caught up has the same one, so they stay alike), and `object-log-reset` says that
+   * changes made between the old stream's end and the new one's start may be lost.
+   * Changes removed from the stream before this node applied them (it was away longer
+   * than a limit someone set) raise the alarm too, and it goes on from the first held.
+   */
+  private async checkStream(created: string, firstSeq: number, lastSeq: number): Promise<void> {
+    const cat = this.d.catalog;
+    const known = cat.logStream();
+    const replaced = known !== null ? known !== created : lastSeq < this.appliedSeq;
+    const cutShort = !replaced && firstSeq > this.appliedSeq + 1;
+    if (replaced || cutShort) {
+      const from = replaced ? 0 : firstSeq - 1;
+      const details = { stream: this.stream, position: this.appliedSeq, firstSeq, lastSeq, created, was: known };
+      this.d.log.error(
+        details,
+        replaced ? 'object log: its stream was made anew; applied from its start' : 'object log: changes this node had not applied are no longer in the stream',
+      );
+      this.d.raiseAlarm?.({
+        kind: 'object-log-reset',
+        message: replaced
+          ? `the S3 object log's stream ${this.stream} was made anew (this node had applied up to ${this.appliedSeq}): it applies the new one from its start; S3 changes made in between may be missing`
+          : `the S3 object log no longer holds changes ${this.appliedSeq + 1}-${firstSeq - 1} this node had not applied: those S3 changes are missing here`,
+        details,
+      });
+      this.appliedSeq = from;
+      // A consumer still reading (bound by a write's publish, not by run()) starts again from there.
+      void this.messages?.close();
+    }
+    if (replaced || cutShort || known !== created) await cat.setLogStream(created, this.appliedSeq);
   }
 
   private async run(): Promise<void> {
@@ -235,9 +292,12 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
         return undefined;
       case 'removeBucket': {
         const removed = await cat.removeBucket(c.name);
-        if (removed && files) {
-          for (const id of removed.uploads) await files.removeUploadFiles(id).catch(() => undefined);
-          await files.removeBucketDir(c.name).catch(() => undefined);
+        // Here on every node, the one that made it too, at this point of the log: a bucket
+        // of the same name created after it never loses its files to this removal.
+        const dirs = this.d.files();
+        if (removed && dirs) {
+          for (const id of removed.uploads) await dirs.removeUploadFiles(id).catch(() => undefined);
+          await dirs.removeBucketDir(c.name).catch(() => undefined);
         }
         return removed;
       }
@@ -249,7 +309,10 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
       }
       case 'deleteObject': {
         if (c.versionId === undefined && cat.hasVersion(c.bucket, c.key, c.markerId)) return { unlink: [] } satisfies Written;
-        const out = await cat.deleteObject(c.bucket, c.key, c.versionId, c.nowMs, c.markerId);
+        const out = await cat.deleteObject(c.bucket, c.key, c.versionId, c.nowMs, {
+          markerId: c.markerId,
+          ...(c.ifCurrent !== undefined ? { ifCurrent: c.ifCurrent } : {}),
+        });
         await unlink(c.bucket, out.unlink);
         return out;
       }
@@ -359,7 +422,14 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     const read: Promise<number> = (async () => {
       this.ready ??= this.bind();
       await this.ready;
-      return (await this.jsm!.streams.info(this.stream)).state.last_seq;
+      const info = await this.jsm!.streams.info(this.stream);
+      const known = this.d.catalog.logStream();
+      if (known !== null && known !== info.created) {
+        // Made anew since it was bound: bound again (checkStream) and consumed from there.
+        this.ready = null;
+        void this.messages?.close();
+      }
+      return info.state.last_seq;
     })().finally(() => {
       if (this.seqRead === read) this.seqRead = null;
     });
@@ -385,9 +455,23 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     return (await this.submit(bucket, change)) as Written | 'exists' | 'no-bucket';
   }
 
-  async deleteObject(bucket: string, key: string, versionId: string | undefined, nowMs: number): Promise<Written & { deleteMarker?: boolean }> {
+  async deleteObject(
+    bucket: string,
+    key: string,
+    versionId: string | undefined,
+    nowMs: number,
+    opts: { ifCurrent?: string } = {},
+  ): Promise<Written & { deleteMarker?: boolean }> {
     const markerId = `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`;
-    const change: ObjectChange = { op: 'deleteObject', bucket, key, nowMs, markerId, ...(versionId !== undefined ? { versionId } : {}) };
+    const change: ObjectChange = {
+      op: 'deleteObject',
+      bucket,
+      key,
+      nowMs,
+      markerId,
+      ...(versionId !== undefined ? { versionId } : {}),
+      ...(opts.ifCurrent !== undefined ? { ifCurrent: opts.ifCurrent } : {}),
+    };
     return (await this.submit(bucket, change)) as Written & { deleteMarker?: boolean };
   }
 

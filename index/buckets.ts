@@ -390,6 +390,22 @@ export class BucketStore {
     await this.commit(this.meta.put('s3log.seq', seq));
   }
 
+  /** When the object log's stream this node applies was created (JetStream's `created`); null: not known yet. */
+  logStream(): string | null {
+    const v = this.meta.get('s3log.stream');
+    return typeof v === 'string' ? v : null;
+  }
+
+  /** A stream (re)bound: its creation time, and the position in it. */
+  async setLogStream(created: string, seq: number): Promise<void> {
+    await this.commit(
+      this.root.transaction(() => {
+        void this.meta.put('s3log.stream', created);
+        void this.meta.put('s3log.seq', seq);
+      }),
+    );
+  }
+
   /** The version whose file is `fileId`, current or not, with its bucket and key. */
   versionOfFile(fileId: string): { bucket: string; key: string; record: ObjectRecord } | undefined {
     const at = this.files.get(fileId);
@@ -453,13 +469,26 @@ export class BucketStore {
    * versioned, a delete marker becomes the current version. Returns the files to unlink
    * after this commit, the version id removed or created, and whether that is a marker.
    */
-  async deleteObject(bucket: string, key: string, versionId?: string, nowMs = Date.now(), markerId?: string): Promise<Written & { deleteMarker?: boolean }> {
+  /**
+   * `opts.markerId`: the delete marker's id (given by the object log in a cluster, so every
+   * node names it alike). `opts.ifCurrent`: only if that file is still the key's current
+   * version (a lifecycle expiry judged an object that a PUT may have replaced since).
+   */
+  async deleteObject(
+    bucket: string,
+    key: string,
+    versionId?: string,
+    nowMs = Date.now(),
+    opts: { markerId?: string; ifCurrent?: string } = {},
+  ): Promise<Written & { deleteMarker?: boolean }> {
+    const { markerId, ifCurrent } = opts;
     let out: Written & { deleteMarker?: boolean } = { unlink: [] };
     await this.commit(
       this.root.transaction(() => {
         const b = this.buckets.get(bucket);
         if (!b) return;
         const cur = this.objects.get([bucket, key]);
+        if (ifCurrent !== undefined && cur?.fileId !== ifCurrent) return;
         if (versionId !== undefined) {
           out = this.removeVersion(bucket, key, versionId, cur);
           return;
@@ -471,7 +500,6 @@ export class BucketStore {
           return;
         }
         const marker: ObjectRecord = {
-          // Given by the caller in a cluster, so every node's catalog names the marker alike.
           fileId: markerId ?? `${nowMs.toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`,
           size: 0,
           etag: '',

@@ -34,7 +34,8 @@ export type AlarmKind =
   | 'node-left'
   | 'cluster-unavailable'
   | 'copies-behind'
-  | 'backup-behind';
+  | 'backup-behind'
+  | 'object-log-reset';
 
 export interface Alarm {
   kind: AlarmKind;

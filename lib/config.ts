@@ -118,6 +118,13 @@ export const configSchema = z
       .default('auto')
       .describe('cluster mode (docs/cluster.md): auto is on when natsUrl lists several servers; on: also with one server (the embedded one included)'),
     clusterTickMs: z.coerce.number().int().min(100).max(60_000).default(500).describe('cluster heartbeat and ownership tick'),
+    advertiseHost: z
+      .string()
+      .regex(/^[^\s/:[\]]+$|^\[?[0-9a-fA-F:.]+\]?$/, 'expected a host name or an IP address')
+      .optional()
+      .describe(
+        'the host or IP other cluster nodes reach this node at (its HTTP and S3 listeners); unset: the listen host, or when that is 0.0.0.0 or ::, the first address of the machine that is not loopback',
+      ),
     clusterWeight: z.coerce
       .number()
       .gt(0)
@@ -257,6 +264,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_CLUSTER_TICK_MS: 'clusterTickMs',
   RECORDER_CLUSTER_ZIP_PAGE_ENTRIES: 'clusterZipPageEntries',
   RECORDER_CLUSTER_WEIGHT: 'clusterWeight',
+  RECORDER_ADVERTISE_HOST: 'advertiseHost',
   RECORDER_CLUSTER_PLAYBACK_WINDOW_MS: 'clusterPlaybackWindowMs',
   RECORDER_CLUSTER_DEAD_TICKS: 'clusterDeadTicks',
   RECORDER_PICTURE_PREVIEW_CACHE_BYTES: 'picturePreviewCacheBytes',

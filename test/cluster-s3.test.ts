@@ -6,13 +6,14 @@
  * them; a pool with `copies: 2` keeps each object file on exactly two nodes; a delete
  * through one node removes the object's files on every node; two nodes creating one
  * bucket name at once: one wins. The writer killed with SIGKILL, every object is still
- * read through a survivor and its lost copy is re-made; back, the surplus copies go.
+ * read through a survivor and its lost copy is re-made; back, the surplus copies go, and
+ * files it has of changes it had not applied survive its start-up sweep.
  */
 import test from 'ava';
 import { randomBytes, createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, mkdir, open, readFile, stat, utimes } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
   CreateBucketCommand,
@@ -29,6 +30,8 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { readFooter } from '../buckets/object-files.ts';
+import { copyHolders } from '../cluster/copy-plan.ts';
+import { objectCopyKey } from '../cluster/object-copies.ts';
 import { startNatsCluster } from '../sim/nats-cluster.ts';
 import { spawnRecorder, tempDir, waitFor } from './helpers/recorder.ts';
 import { send, spawnClusterNodes, type ClusterNodeProcess } from './helpers/cluster.ts';
@@ -274,6 +277,28 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
   // Once a is judged dead, what it held is copied again: every file on both b and c.
   await untilFiles([b, c], 'evidence', 'the lost copies re-made on the survivors', (counts) => counts.every((n) => n === files), 90_000);
 
+  // While a is away, objects are put through b, and a's disk is given b's file of those a
+  // will hold, as if a had written them and died before applying their changes: the files
+  // are not in a's catalog when it starts. Back, a keeps them (its start-up sweep waits
+  // until it has applied the object log): the very files, dated 2001, not pulled again.
+  const planted: string[] = [];
+  for (let i = 0; planted.length < 2; i++) {
+    if (i === 20) t.fail('a is a holder of none of 20 objects');
+    const key = `while-away/${i}.bin`;
+    const body = randomBytes(1000 + i);
+    await sb.send(new PutObjectCommand({ Bucket: 'evidence', Key: key, Body: body }));
+    objects.set(key, body);
+    const [src] = await copiesOf([b], 'evidence', key);
+    const fileId = basename(src!.path);
+    if (!copyHolders(objectCopyKey('evidence', fileId), b.id, [a.id, b.id, c.id], 2).includes(a.id)) continue;
+    const dest = join(a.dataDir, 'buckets', 'objects', 'evidence', basename(dirname(src!.path)), fileId);
+    await mkdir(dirname(dest), { recursive: true });
+    await copyFile(src!.path, dest);
+    await utimes(dest, new Date('2001-01-01'), new Date('2001-01-01'));
+    planted.push(dest);
+  }
+  const allFiles = objects.size + 1;
+
   // a comes back with its files: once membership holds still, each object is on exactly
   // two nodes again (the copies made while it was away, or its own, trimmed), and every
   // object still reads through a.
@@ -285,6 +310,7 @@ test('S3 in a cluster: one catalog on every node, objects read through any node,
     RECORDER_SYNC_SECONDS: '0',
   });
   const sa2 = s3Client(t, await back.s3);
-  await untilFiles(nodes, 'evidence', 'exactly two copies of everything after a came back', (counts) => sum(counts) === 2 * files, 90_000);
+  await untilFiles(nodes, 'evidence', 'exactly two copies of everything after a came back', (counts) => sum(counts) === 2 * allFiles, 90_000);
   for (const [key, body] of objects) t.is(sha(await bytesOf(sa2, 'evidence', key)), sha(body), `${key} through a, back`);
+  for (const path of planted) t.is((await stat(path)).mtime.getUTCFullYear(), 2001, `${path}: kept by a's start-up sweep`);
 });

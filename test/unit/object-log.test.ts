@@ -3,9 +3,10 @@
  * nodes writing through one log end with the same catalog, whichever wrote what; a
  * bucket name created by both at once is made once; a change another node made that
  * drops a version unlinks its file here, one this node made does not (its operation
- * does); the last change applied again (a crash before the position was kept) changes
+ * does); a delete naming the version it judged does nothing once another replaced it;
+ * the last change applied again (a crash before the position was kept) changes
  * nothing and unlinks nothing; a node with an empty index applies the whole log to the
- * same catalog.
+ * same catalog; a stream made anew is noticed (object-log-reset) and applied from its start.
  */
 import test from 'ava';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import type { ObjectRecord } from '../../index/buckets.ts';
 import { ObjectLog } from '../../cluster/object-log.ts';
 import { startNatsCluster } from '../../sim/nats-cluster.ts';
 import { silentLogger } from '../../lib/log.ts';
+import type { AlarmInput } from '../../lib/alarms.ts';
 import { tempDir, waitFor } from '../helpers/recorder.ts';
 
 function version(fileId: string, size: number, nowMs: number, node: string): ObjectRecord {
@@ -118,6 +120,18 @@ test('two nodes writing through the log end with one catalog; a replay changes n
   t.deepEqual(n1.unlinked, ['0000000000010000000000a1']);
   t.deepEqual(n2.unlinked, []);
 
+  // A delete that names the version it judged (a lifecycle expiry) does nothing once a
+  // PUT through another node replaced that version; naming the current one, it applies.
+  await n1.log.putObject('evidence', 'expiring', version('0000000000080000000000e1', 1, 80, 'n1'));
+  await n2.log.putObject('evidence', 'expiring', version('0000000000080000000000e2', 1, 81, 'n2'));
+  const stale = await n1.log.deleteObject('evidence', 'expiring', undefined, 82, { ifCurrent: '0000000000080000000000e1' });
+  t.deepEqual(stale, { unlink: [] });
+  await n2.log.caughtUp();
+  t.is(n2.index.buckets.object('evidence', 'expiring')?.fileId, '0000000000080000000000e2');
+  const judged = await n1.log.deleteObject('evidence', 'expiring', undefined, 83, { ifCurrent: '0000000000080000000000e2' });
+  t.true(judged.deleteMarker);
+  t.is(n1.index.buckets.listVersions('evidence', 'expiring', 10).versions.length, 3, 'two versions and the marker');
+
   // Messages that are not changes (garbage, a change missing its record) are skipped,
   // and the log goes on with the next change.
   n1.nc.publish('rec.v1.objects.evidence', 'not json');
@@ -156,4 +170,72 @@ test('two nodes writing through the log end with one catalog; a replay changes n
     n3index.buckets.listVersions('evidence', '', 1000).versions.map((v) => [v.key, v.record]),
     before,
   );
+});
+
+test('a stream made anew is noticed: the alarm is raised and every node applies the new stream from its start', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t, 'rec-objlog-reset-');
+  const nats = await startNatsCluster({ dir: join(dir, 'nats'), size: 1 });
+  t.teardown(() => nats.stop());
+  const stop = new AbortController();
+  const logs: ObjectLog[] = [];
+  const closing: (() => Promise<void>)[] = [];
+  t.teardown(async () => {
+    stop.abort();
+    for (const l of logs) await l.stop();
+    for (const c of closing.reverse()) await c();
+  });
+  const nodes = await Promise.all(
+    ['n1', 'n2'].map(async (id) => {
+      const index = await RecorderIndex.open(join(dir, id));
+      closing.push(() => index.close());
+      const nc = await connect({ servers: nats.urls });
+      closing.push(() => nc.close());
+      const alarms: AlarmInput[] = [];
+      const log = new ObjectLog({
+        nodeId: id,
+        prefix: 'rec',
+        replicas: 1,
+        catalog: index.buckets,
+        log: silentLogger,
+        signal: stop.signal,
+        files: () => null,
+        raiseAlarm: (a) => alarms.push(a),
+      });
+      log.start(nc);
+      logs.push(log);
+      return { id, index, nc, log, alarms };
+    }),
+  );
+  const [n1, n2] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+  await waitFor(
+    'the log to take writes',
+    async () => n1.log.createBucket({ name: 'evidence', pool: 'default', createdMs: 1, acl: 'private', owner: 'root' }).catch(() => null),
+    30_000,
+    500,
+  );
+  for (let i = 0; i < 3; i++) await n1.log.putObject('evidence', `old-${i}`, version(`00000000000100000000000${i}`, 1, 10 + i, 'n1'));
+  await waitFor('n2 at the end', () => n2.log.position === n1.log.position, 10_000, 50);
+  t.is(n1.log.position, 4);
+
+  // The stream removed (by hand, or its store lost) and made again by the next write.
+  const jsm = await n1.nc.jetstreamManager();
+  await jsm.streams.delete('rec-objects');
+  const put = await waitFor(
+    'a write to the new stream',
+    async () => n2.log.putObject('evidence', 'new', version('000000000002000000000001', 1, 20, 'n2')).catch(() => null),
+    60_000,
+    500,
+  );
+  t.true(typeof put === 'object');
+  // (A write retried while the stream was being made again may be in it more than once.)
+  const end = (await jsm.streams.info('rec-objects')).state.last_seq;
+  const dump: string[] = [];
+  for (let q = 1; q <= end; q++) dump.push(new TextDecoder().decode((await jsm.streams.getMessage('rec-objects', { seq: q })).data));
+  t.true(end >= 1 && end < 4, `the new stream ends at ${end}: ${dump.join('\n')}`);
+  await waitFor('both nodes at the new stream’s end', () => n1.log.position === end && n2.log.position === end, 60_000, 100);
+  for (const n of [n1, n2]) {
+    t.is(n.index.buckets.listVersions('evidence', '', 100).versions.length, 4, `${n.id}: the old objects and the new one`);
+    t.is(n.alarms.filter((a) => a.kind === 'object-log-reset').length, 1, `${n.id}: one alarm`);
+  }
 });
