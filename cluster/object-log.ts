@@ -48,7 +48,8 @@ const KEYS_SUBJECT = '_keys';
 /** One change of the catalog, as the log carries it. */
 export type ObjectChange =
   | { op: 'createBucket'; rec: BucketRecord }
-  | { op: 'putBucket'; rec: BucketRecord }
+  /** `set`/`unset`: the fields this configuration changed (applied over the bucket as it then is); without them, the whole record (older nodes). */
+  | { op: 'putBucket'; rec: BucketRecord; set?: Partial<BucketRecord>; unset?: (keyof BucketRecord)[] }
   | { op: 'removeBucket'; name: string }
   | { op: 'putObject'; bucket: string; key: string; rec: ObjectRecord; onlyIfAbsent?: boolean }
   | { op: 'deleteObject'; bucket: string; key: string; versionId?: string; nowMs: number; markerId: string; ifCurrent?: string }
@@ -67,7 +68,12 @@ const bucketRecord = z.object({ name: z.string().min(1), pool: z.string().min(1)
 const where = { bucket: z.string().min(1), key: z.string().min(1) };
 const changeSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('createBucket'), rec: bucketRecord }),
-  z.object({ op: z.literal('putBucket'), rec: bucketRecord }),
+  z.object({
+    op: z.literal('putBucket'),
+    rec: bucketRecord,
+    set: z.record(z.string(), z.unknown()).optional(),
+    unset: z.array(z.string()).optional(),
+  }),
   z.object({ op: z.literal('removeBucket'), name: z.string().min(1) }),
   z.object({ op: z.literal('putObject'), ...where, rec: record, onlyIfAbsent: z.boolean().optional() }),
   z.object({
@@ -86,6 +92,9 @@ const changeSchema = z.discriminatedUnion('op', [
   }),
   z.object({ op: z.literal('removeAccessKey'), accessKeyId: z.string().min(1) }),
 ]);
+
+/** Fields a bucket's configuration never removes. */
+const BUCKET_IDENTITY = new Set<string>(['name', 'pool', 'createdMs', 'acl', 'owner']);
 
 /** The envelope: who made the change, and its id (the publish's dedupe id too). */
 const envelopeSchema = z.object({ origin: z.string().min(1), id: z.string().min(1), change: changeSchema });
@@ -286,10 +295,19 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     switch (c.op) {
       case 'createBucket':
         return cat.createBucket(c.rec);
-      case 'putBucket':
+      case 'putBucket': {
         // A configuration read before a concurrent DeleteBucket does not bring the bucket back.
-        if (cat.bucket(c.rec.name)) await cat.putBucket(c.rec);
+        const cur = cat.bucket(c.rec.name);
+        if (!cur) return undefined;
+        if (c.set === undefined && c.unset === undefined) {
+          await cat.putBucket(c.rec);
+          return undefined;
+        }
+        const next: BucketRecord = { ...cur, ...c.set, name: cur.name };
+        for (const f of c.unset ?? []) if (!BUCKET_IDENTITY.has(f)) delete next[f];
+        await cat.putBucket(next);
         return undefined;
+      }
       case 'removeBucket': {
         const removed = await cat.removeBucket(c.name);
         // Here on every node, the one that made it too, at this point of the log: a bucket
@@ -442,8 +460,22 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     return (await this.submit(rec.name, { op: 'createBucket', rec })) === true;
   }
 
+  /**
+   * Only the fields that differ from the bucket here are the change: two configurations
+   * made at once through two nodes (versioning through one, a lifecycle through another)
+   * both hold, whichever comes first in the log.
+   */
   async putBucket(rec: BucketRecord): Promise<void> {
-    await this.submit(rec.name, { op: 'putBucket', rec });
+    const cur = this.d.catalog.bucket(rec.name);
+    const set: Record<string, unknown> = {};
+    const unset: (keyof BucketRecord)[] = [];
+    const fields = new Set([...Object.keys(cur ?? {}), ...Object.keys(rec)] as (keyof BucketRecord)[]);
+    for (const f of fields) {
+      if (f === 'name' || JSON.stringify(cur?.[f]) === JSON.stringify(rec[f])) continue;
+      if (rec[f] === undefined) unset.push(f);
+      else set[f] = rec[f];
+    }
+    await this.submit(rec.name, { op: 'putBucket', rec, set, unset });
   }
 
   async removeBucket(name: string): Promise<false | { uploads: string[] }> {

@@ -73,8 +73,22 @@ test('two nodes writing through the log end with one catalog; a replay changes n
   );
   t.is(made.filter(Boolean).length, 1);
 
+  // Two configurations made at once through the two nodes, each from the bucket as it
+  // read it: both hold, on both nodes (each change is only the fields it changed).
+  await n1.log.caughtUp();
+  await n2.log.caughtUp();
+  const base = n1.index.buckets.bucket('evidence')!;
+  const rule = { id: 'old', prefix: 'tmp/', enabled: true, expirationDays: 7 };
+  await Promise.all([n1.log.putBucket({ ...base, lifecycle: [rule] }), n2.log.putBucket({ ...base, versioning: 'Enabled' })]);
+  await waitFor('both nodes at the same position', () => n1.log.position === n2.log.position, 10_000, 50);
+  for (const n of [n1, n2]) t.like(n.index.buckets.bucket('evidence'), { versioning: 'Enabled', lifecycle: [rule] }, n.id);
+  // A configuration that removes a field (the lifecycle deleted) removes it.
+  await n2.log.putBucket({ ...n2.index.buckets.bucket('evidence')!, lifecycle: undefined });
+  await n1.log.caughtUp();
+  t.is(n1.index.buckets.bucket('evidence')?.lifecycle, undefined);
+  t.is(n1.index.buckets.bucket('evidence')?.versioning, 'Enabled');
+
   // Versions through both, a marker, a version removed by id, an unversioned overwrite.
-  await n2.log.putBucket({ ...n2.index.buckets.bucket('evidence')!, versioning: 'Enabled' });
   const w1 = await n1.log.putObject('evidence', 'k', version('0000000000010000000000a1', 5, 10, 'n1'));
   t.true(typeof w1 === 'object' && w1.versionId === '0000000000010000000000a1');
   await n2.log.putObject('evidence', 'k', version('0000000000020000000000b2', 7, 20, 'n2'));
