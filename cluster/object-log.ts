@@ -31,6 +31,7 @@ import type { BucketRecord, BucketStore, CannedAcl, LifecycleRule, ObjectRecord,
 import { UnconfirmedChange, type CatalogWrites } from '../buckets/catalog-writes.ts';
 import type { KeyWrites } from '../buckets/keys.ts';
 import { S3Error } from '../buckets/s3-errors.ts';
+import { JoiningBuckets } from './joining-buckets.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 
@@ -139,10 +140,19 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
   /** The read of the stream's last sequence in flight, and the one queued behind it (lastSeqSinceNow). */
   private seqRead: Promise<number> | null = null;
   private nextSeqRead: Promise<number> | null = null;
+  /** Buckets this node had before it joined, being given to the cluster. */
+  private readonly joining: JoiningBuckets;
 
   constructor(private readonly d: ObjectLogDeps) {
     this.stream = `${d.prefix}-objects`;
     this.appliedSeq = d.catalog.logSeq();
+    this.joining = new JoiningBuckets({
+      nodeId: d.nodeId,
+      catalog: d.catalog,
+      log: d.log,
+      signal: d.signal,
+      ...(d.raiseAlarm ? { raiseAlarm: d.raiseAlarm } : {}),
+    });
     // One listener for the node's life, not one per consumer made.
     d.signal.addEventListener('abort', () => void this.messages?.close(), { once: true });
   }
@@ -218,6 +228,8 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
       // A consumer still reading (bound by a write's publish, not by run()) starts again from there.
       void this.messages?.close();
     }
+    // A node that never applied a log: its own buckets are given to the cluster.
+    if (known === null && this.appliedSeq === 0) await this.joining.joined();
     if (replaced || cutShort || known !== created) await cat.setLogStream(created, this.appliedSeq);
   }
 
@@ -227,6 +239,8 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
       try {
         this.ready ??= this.bind();
         await this.ready;
+        // Published while the consumer below applies (each waits for its own change).
+        void this.joining.give(this);
         const consumer = await this.js!.consumers.get(this.stream, { opt_start_seq: this.appliedSeq + 1 });
         const messages = await consumer.consume({ max_messages: 256 });
         this.messages = messages;
@@ -294,6 +308,7 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     };
     switch (c.op) {
       case 'createBucket':
+        if (this.joining.deciding(c.rec.name)) return this.joining.claimApplied(c.rec.name, mine);
         return cat.createBucket(c.rec);
       case 'putBucket': {
         // A configuration read before a concurrent DeleteBucket does not bring the bucket back.

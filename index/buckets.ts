@@ -390,6 +390,17 @@ export class BucketStore {
     await this.commit(this.meta.put('s3log.seq', seq));
   }
 
+  /** Buckets this node had before it joined a cluster, not yet given to the cluster's object log (cluster/joining-buckets.ts). */
+  logJoining(): string | null {
+    const v = this.meta.get('s3log.joining');
+    return typeof v === 'string' ? v : null;
+  }
+
+  /** Its state (JSON, opaque here); null: none left to give. */
+  async setLogJoining(state: string | null): Promise<void> {
+    await this.commit(state !== null ? this.meta.put('s3log.joining', state) : this.meta.remove('s3log.joining'));
+  }
+
   /** When the object log's stream this node applies was created (JetStream's `created`); null: not known yet. */
   logStream(): string | null {
     const v = this.meta.get('s3log.stream');

@@ -35,7 +35,8 @@ export type AlarmKind =
   | 'cluster-unavailable'
   | 'copies-behind'
   | 'backup-behind'
-  | 'object-log-reset';
+  | 'object-log-reset'
+  | 'bucket-name-taken';
 
 export interface Alarm {
   kind: AlarmKind;

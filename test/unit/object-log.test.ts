@@ -253,3 +253,79 @@ test('a stream made anew is noticed: the alarm is raised and every node applies 
     t.is(n.alarms.filter((a) => a.kind === 'object-log-reset').length, 1, `${n.id}: one alarm`);
   }
 });
+
+test("a node's buckets from before it joined are given to the cluster; one whose name the cluster took first stays its own, with an alarm", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t, 'rec-objlog-join-');
+  const nats = await startNatsCluster({ dir: join(dir, 'nats'), size: 1 });
+  t.teardown(() => nats.stop());
+  const stop = new AbortController();
+  const logs: ObjectLog[] = [];
+  const closing: (() => Promise<void>)[] = [];
+  t.teardown(async () => {
+    stop.abort();
+    for (const l of logs) await l.stop();
+    for (const c of closing.reverse()) await c();
+  });
+  const node = async (id: string, before?: (index: RecorderIndex) => Promise<void>) => {
+    const index = await RecorderIndex.open(join(dir, id));
+    closing.push(() => index.close());
+    await before?.(index);
+    const nc = await connect({ servers: nats.urls });
+    closing.push(() => nc.close());
+    const alarms: AlarmInput[] = [];
+    const log = new ObjectLog({
+      nodeId: id,
+      prefix: 'rec',
+      replicas: 1,
+      catalog: index.buckets,
+      log: silentLogger,
+      signal: stop.signal,
+      files: () => null,
+      raiseAlarm: (a) => alarms.push(a),
+    });
+    log.start(nc);
+    logs.push(log);
+    return { id, index, log, alarms };
+  };
+  const bucket = (name: string) => ({ name, pool: 'default', createdMs: 1, acl: 'private' as const, owner: 'root' });
+
+  // The cluster (n0) has a bucket `shared` before n1 joins.
+  const n0 = await node('n0');
+  await waitFor('the log to take writes', async () => n0.log.createBucket(bucket('shared')).catch(() => null), 30_000, 500);
+  await n0.log.putObject('shared', 'theirs', version('000000000001000000000000', 1, 10, 'n0'));
+
+  // n1 had, on its own: `mine` (versioned: two versions of a key, then a marker) and its own `shared`.
+  const n1 = await node('n1', async (index) => {
+    const b = index.buckets;
+    await b.createBucket({ ...bucket('mine'), versioning: 'Enabled' });
+    await b.putObject('mine', 'k', version('000000000002000000000001', 3, 20, 'n1'));
+    await b.putObject('mine', 'k', version('000000000002000000000002', 4, 21, 'n1'));
+    await b.deleteObject('mine', 'k', undefined, 22, { markerId: '000000000002000000000003' });
+    await b.putObject('mine', 'other', version('000000000002000000000004', 5, 23, 'n1'));
+    await b.createBucket(bucket('shared'));
+    await b.putObject('shared', 'ours', version('000000000002000000000005', 6, 24, 'n1'));
+  });
+  const shape = (index: RecorderIndex, name: string): unknown =>
+    index.buckets.listVersions(name, '', 100).versions.map((v) => [v.key, v.record.fileId, v.record.deleteMarker === true, v.latest]);
+  await waitFor('n0 has every version of mine', () => n0.index.buckets.listVersions('mine', '', 100).versions.length === 4, 30_000, 100);
+  t.deepEqual(shape(n0.index, 'mine'), shape(n1.index, 'mine'));
+  t.like(n0.index.buckets.bucket('mine'), { versioning: 'Enabled' });
+  t.is(n0.index.buckets.object('mine', 'k')?.deleteMarker, true);
+  t.is(n0.index.buckets.versionOfFile('000000000002000000000002')?.record.node, 'n1', 'the holders pull from n1');
+
+  // `shared` was the cluster's first: n1's stays its own, said once.
+  await waitFor('the name found taken', () => n1.alarms.length > 0, 30_000, 100);
+  t.deepEqual(
+    n1.alarms.map((a) => [a.kind, a.details?.['bucket']]),
+    [['bucket-name-taken', 'shared']],
+  );
+  t.is(n0.index.buckets.object('shared', 'ours'), undefined);
+  await waitFor('n1 done giving', () => n1.index.buckets.logJoining() === null, 30_000, 100);
+
+  // A node that joins later has `mine` from the log alone.
+  const n2 = await node('n2');
+  await waitFor('n2 applied the log', () => n2.log.position === n0.log.position && n2.log.position > 0, 30_000, 100);
+  t.deepEqual(shape(n2.index, 'mine'), shape(n1.index, 'mine'));
+  t.deepEqual(n2.alarms, []);
+});
