@@ -163,7 +163,13 @@ export class ObjectLog implements CatalogWrites, KeyWrites {
     this.running = this.run();
     // The consumer alone never notices its stream made anew (it waits past the old end):
     // the stream is looked at this often besides each read barrier (readLastSeq).
-    const watch = setInterval(() => void this.lastSeqSinceNow().catch(() => undefined), STREAM_CHECK_MS);
+    const watch = setInterval(
+      () =>
+        void this.lastSeqSinceNow().catch(() => {
+          this.ready = null; // bound again at the next use
+        }),
+      STREAM_CHECK_MS,
+    );
     watch.unref();
     this.d.signal.addEventListener('abort', () => clearInterval(watch), { once: true });
   }
