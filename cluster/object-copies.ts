@@ -16,9 +16,10 @@
  * (`read`), ranges passed through.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { EtagHasher } from '../buckets/etag.ts';
+import type { ScrubResult } from '../buckets/object-files.ts';
 import type { BucketStore, ObjectRecord } from '../index/buckets.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
@@ -33,6 +34,8 @@ const REPLICATE_MS = 60_000;
 export const OBJECT_PULL_SUBJECT = 'objects.pull';
 const PULLS_AT_ONCE = 2;
 const FETCH_TIMEOUT_MS = 10_000;
+/** A peer's body that sends nothing this long is cut (a node hung mid-answer): the pull tries another, a read fails. */
+const BODY_IDLE_MS = 30_000;
 const MAX_RETRY_MS = 60_000;
 /** Failed pulls of one file before a warning (about a minute of retries). */
 const RETRY_WARN_AFTER = 6;
@@ -47,6 +50,8 @@ export interface LocalObjectFiles {
   has(bucket: string, fileId: string): boolean;
   adopt(bucket: string, fileId: string, write: (handle: FileHandle) => Promise<void>): Promise<void>;
   remove(bucket: string, fileId: string): Promise<void>;
+  /** Reads a file back against its ETag (and mends it from its backup copy): buckets/object-files.ts scrub. */
+  scrub(bucket: string, fileId: string, size: number, etag: string, held: () => boolean, partSizes?: readonly number[]): Promise<ScrubResult>;
 }
 
 export interface ObjectCopiesDeps {
@@ -67,21 +72,29 @@ export interface ObjectCopiesDeps {
   settleMs: number;
   log: Logger;
   signal: AbortSignal;
+  /** A peer's body that sends nothing this long is cut (default BODY_IDLE_MS). */
+  bodyIdleMs?: number;
 }
 
 export interface ObjectCopiesStatus {
   pulled: number;
   failed: number;
   queued: number;
+  /** Pulls running now. */
+  active: number;
+  /** Files waiting for their retry. */
+  waiting: number;
   trimmed: number;
 }
 
 export class ObjectCopies {
   private readonly queue = new Map<string, { bucket: string; rec: ObjectRecord }>();
-  /** Pulls running, by file id. */
-  private readonly inflight = new Map<string, Promise<boolean>>();
+  /** Pulls running, by file id (one at a time per file: they share its tmp file); `replace`: a repair's. */
+  private readonly inflight = new Map<string, { pull: Promise<boolean>; replace: boolean }>();
   /** Failed pulls in a row, by file id. */
   private readonly retries = new Map<string, number>();
+  /** The one retry waiting per file (a file is never in two retry chains). */
+  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private active = 0;
   private pulled = 0;
   private failed = 0;
@@ -104,10 +117,12 @@ export class ObjectCopies {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     if (this.settleTimer) clearTimeout(this.settleTimer);
+    for (const t of this.retryTimers.values()) clearTimeout(t);
+    this.retryTimers.clear();
   }
 
   status(): ObjectCopiesStatus {
-    return { pulled: this.pulled, failed: this.failed, queued: this.queue.size, trimmed: this.trimmed };
+    return { pulled: this.pulled, failed: this.failed, queued: this.queue.size, active: this.active, waiting: this.retryTimers.size, trimmed: this.trimmed };
   }
 
   /** The nodes that should hold a version's file now. */
@@ -175,13 +190,15 @@ export class ObjectCopies {
   }
 
   /**
-   * A surplus copy goes once every holder confirms it holds the version (each is asked to
-   * pull it if it has not: `objects.pull`), and membership is still as it was.
+   * A surplus copy goes once every holder confirms it holds a good copy of the version
+   * (each is asked to pull it if it has not, and to read its copy back against the ETag:
+   * `objects.pull` with `verify`), and membership is still as it was. So the surplus copy
+   * is never the last good one: a holder whose copy rotted mends it first, from this one.
    */
   private async trim(bucket: string, rec: ObjectRecord): Promise<void> {
     const holders = this.holders(bucket, rec);
     const answers = await Promise.allSettled(
-      holders.map((n) => this.d.ask<{ held: boolean }>(n, OBJECT_PULL_SUBJECT, { bucket, fileId: rec.fileId }, REPLICATE_MS)),
+      holders.map((n) => this.d.ask<{ held: boolean }>(n, OBJECT_PULL_SUBJECT, { bucket, fileId: rec.fileId, verify: true }, REPLICATE_MS)),
     );
     if (!answers.every((a) => a.status === 'fulfilled' && a.value.held)) return;
     if (!this.settle.settled(this.d.liveNodes(), performance.now()) || !this.isSurplus(bucket, rec)) return;
@@ -193,6 +210,8 @@ export class ObjectCopies {
   private want(bucket: string, rec: ObjectRecord): void {
     const files = this.d.files();
     if (!files || rec.deleteMarker || files.has(bucket, rec.fileId)) return;
+    // Being pulled, or waiting for its retry: that pull or retry will do.
+    if (this.inflight.has(rec.fileId) || this.retryTimers.has(rec.fileId)) return;
     if (!this.holders(bucket, rec).includes(this.d.nodeId)) return;
     this.queue.set(rec.fileId, { bucket, rec });
     this.drain();
@@ -226,14 +245,17 @@ export class ObjectCopies {
     const tries = (this.retries.get(rec.fileId) ?? 0) + 1;
     this.retries.set(rec.fileId, tries);
     if (tries === RETRY_WARN_AFTER) this.d.log.warn({ bucket, fileId: rec.fileId, tries }, 'object copies: no node gave this object file yet; still trying');
+    if (this.retryTimers.has(rec.fileId) || this.d.signal.aborted) return;
     const timer = setTimeout(
       () => {
+        this.retryTimers.delete(rec.fileId);
         if (this.d.catalog.holdsFile(rec.fileId)) this.want(bucket, rec);
         else this.retries.delete(rec.fileId);
       },
       Math.min(MAX_RETRY_MS, 1000 * 2 ** Math.min(tries, 6)),
     );
     timer.unref();
+    this.retryTimers.set(rec.fileId, timer);
   }
 
   /** Live nodes to ask for a version's bytes: its writer first, then the others. */
@@ -242,41 +264,82 @@ export class ObjectCopies {
     return [...new Set([...(rec.node && live.includes(rec.node) ? [rec.node] : []), ...live])];
   }
 
-  private async ask(node: string, bucket: string, fileId: string, range?: string): Promise<Response | null> {
+  /**
+   * A peer's answer for an object's bytes, as a stream cut with an error when the peer
+   * sends nothing for BODY_IDLE_MS, and `abort()` to let go of it (the socket with it)
+   * when the caller gives up; null when that node does not answer with the file.
+   */
+  private async ask(node: string, bucket: string, fileId: string, range?: string): Promise<{ body: Readable; abort: () => void } | null> {
     const base = this.d.peerHttp(node);
     const token = this.d.token();
     if (!base || !token) return null;
-    // The timeout is for the answer's head only: a large body takes as long as it takes.
-    const slow = new AbortController();
-    const timer = setTimeout(() => slow.abort(), FETCH_TIMEOUT_MS);
+    const cut = new AbortController();
+    // The timeout is for the answer's head; the body then has the idle guard.
+    const timer = setTimeout(() => cut.abort(new Error(`${node} did not answer in ${FETCH_TIMEOUT_MS} ms`)), FETCH_TIMEOUT_MS);
+    let res: Response;
     try {
-      const res = await fetch(`${base}/api/cluster/objects/${encodeURIComponent(bucket)}/${encodeURIComponent(fileId)}`, {
+      res = await fetch(`${base}/api/cluster/objects/${encodeURIComponent(bucket)}/${encodeURIComponent(fileId)}`, {
         headers: { [CLUSTER_TOKEN_HEADER]: token, ...(range ? { range } : {}) },
-        signal: slow.signal,
+        signal: cut.signal,
       });
-      if (res.ok && res.body) return res;
-      // 404: not on that node (the next is asked); 401: that node has not bound the cluster token yet.
-      await res.body?.cancel();
-      return null;
     } catch {
       // Unreachable, or no answer in time: the next node is asked.
       return null;
     } finally {
       clearTimeout(timer);
     }
+    if (!res.ok || !res.body) {
+      // 404: not on that node (the next is asked); 401: that node has not bound the cluster token yet.
+      await res.body?.cancel().catch(() => undefined);
+      return null;
+    }
+    const idleMs = this.d.bodyIdleMs ?? BODY_IDLE_MS;
+    let idle: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(idle);
+      idle = setTimeout(() => cut.abort(new Error(`${node} sent nothing for ${idleMs} ms`)), idleMs);
+      idle.unref();
+    };
+    const watched = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        arm();
+        done(null, chunk);
+      },
+      flush(done) {
+        clearTimeout(idle);
+        done();
+      },
+    });
+    arm();
+    pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), watched, () => clearTimeout(idle));
+    return {
+      body: watched,
+      abort: () => {
+        clearTimeout(idle);
+        cut.abort(new Error('let go'));
+        watched.destroy();
+      },
+    };
   }
 
   /**
    * Pulls a version's whole file here (a copy this node holds, or a copy source it needs);
    * true when it is here. The record gone meanwhile: the file pulled goes too.
+   *
+   * One pull per file at a time (they share its tmp file): a pull asked while one runs
+   * shares it, except a repair (`replace`), which must write a good copy over a bad one:
+   * it waits for a plain pull to end, then runs its own.
    */
   fetch(bucket: string, rec: ObjectRecord, replace = false): Promise<boolean> {
-    // One pull per file at a time (the log's apply, a writer's ask and a scrub may want it together: one tmp file each).
-    let pull = this.inflight.get(rec.fileId);
-    if (!pull) {
-      pull = this.pullOnce(bucket, rec, replace).finally(() => this.inflight.delete(rec.fileId));
-      this.inflight.set(rec.fileId, pull);
-    }
+    const running = this.inflight.get(rec.fileId);
+    if (running && (running.replace || !replace)) return running.pull;
+    const after = running ? running.pull.catch(() => false) : Promise.resolve(false);
+    const pull = after
+      .then(() => this.pullOnce(bucket, rec, replace))
+      .finally(() => {
+        if (this.inflight.get(rec.fileId)?.pull === pull) this.inflight.delete(rec.fileId);
+      });
+    this.inflight.set(rec.fileId, { pull, replace });
     return pull;
   }
 
@@ -295,15 +358,15 @@ export class ObjectCopies {
     if (!files) return false;
     if (!replace && files.has(bucket, rec.fileId)) return true;
     for (const node of this.sources(rec)) {
-      const res = await this.ask(node, bucket, rec.fileId);
-      if (!res) continue;
+      const answer = await this.ask(node, bucket, rec.fileId);
+      if (!answer) continue;
       try {
         await files.adopt(bucket, rec.fileId, async (handle) => {
           // A plain ETag, or a multipart one with its part sizes, checks the bytes pulled.
           const checkable = !rec.etag.includes('-') || rec.partSizes !== undefined;
           const etag = new EtagHasher(rec.partSizes);
           let at = 0;
-          for await (const chunk of Readable.fromWeb(res.body as WebReadableStream<Uint8Array>) as AsyncIterable<Buffer>) {
+          for await (const chunk of answer.body as AsyncIterable<Buffer>) {
             if (at < rec.size) etag.update(chunk.subarray(0, Math.max(0, rec.size - at)));
             at += chunk.length;
             await handle.write(chunk);
@@ -312,6 +375,7 @@ export class ObjectCopies {
           if (checkable && etag.digest() !== rec.etag) throw new Error(`the bytes ${node} sent do not match the ETag`);
         });
       } catch (err) {
+        answer.abort();
         this.d.log.warn({ bucket, fileId: rec.fileId, from: node, err: (err as Error).message }, 'object copies: a pull failed; another holder is asked');
         continue;
       }
@@ -343,25 +407,37 @@ export class ObjectCopies {
   }
 
   /**
-   * A writer asks this node to pull a version it just committed: once this node has
-   * applied the log that far, the file is pulled (or found here). `{held}`.
+   * A writer asks this node to pull a version it just committed, or a node about to drop
+   * a surplus copy asks whether this holder's is good (`verify`): once this node has
+   * applied the log that far, the file is pulled (or found here) and, with `verify`, read
+   * back against its ETag (a bad copy is mended first: from its backup, or another
+   * node's). `{held}`: this node has the file (with `verify`: a good one).
    */
   async answerPull(body: unknown): Promise<{ held: boolean }> {
-    const b = body as { bucket?: unknown; fileId?: unknown };
+    const b = body as { bucket?: unknown; fileId?: unknown; verify?: unknown };
     if (typeof b.bucket !== 'string' || typeof b.fileId !== 'string' || !/^[0-9a-f]{24}$/.test(b.fileId)) {
       throw new RecorderError('VALIDATION_FAILED', 'objects.pull needs {bucket, fileId}');
     }
     await this.d.caughtUp();
     const found = this.d.catalog.versionOfFile(b.fileId);
     if (!found || found.bucket !== b.bucket) return { held: false };
-    return { held: await this.fetch(found.bucket, found.record) };
+    const { bucket, record } = found;
+    if (!(await this.fetch(bucket, record))) return { held: false };
+    if (b.verify !== true) return { held: true };
+    const files = this.d.files();
+    if (!files) return { held: false };
+    const checked = await files.scrub(bucket, record.fileId, record.size, record.etag, () => this.d.catalog.holdsFile(record.fileId), record.partSizes);
+    if (checked === 'ok' || checked === 'primary-repaired' || checked === 'backup-repaired') return { held: true };
+    // Rotten here: a good copy from another node (the one asking has one) replaces it. Copies
+    // that differ with no part sizes to tell the good one by, or the file gone: not confirmed.
+    return { held: checked === 'corrupt' && (await this.repair(bucket, record)) };
   }
 
   /** Bytes [start, end] of a version from a node that holds it; null when none answers. */
   async read(bucket: string, rec: ObjectRecord, start: number, end: number): Promise<NodeJS.ReadableStream | null> {
     for (const node of this.sources(rec)) {
-      const res = await this.ask(node, bucket, rec.fileId, `bytes=${start}-${end}`);
-      if (res) return Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
+      const answer = await this.ask(node, bucket, rec.fileId, `bytes=${start}-${end}`);
+      if (answer) return answer.body;
     }
     return null;
   }
