@@ -8,7 +8,7 @@
  * nothing and unlinks nothing; a node with an empty index applies the whole log to the
  * same catalog; a stream made anew is noticed (object-log-reset) and applied from its start.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import { RecorderIndex } from '../../index/db.ts';
@@ -23,13 +23,18 @@ function version(fileId: string, size: number, nowMs: number, node: string): Obj
   return { fileId, size, etag: 'd41d8cd98f00b204e9800998ecf8427e', lastModifiedMs: nowMs, headers: {}, meta: {}, node };
 }
 
-test('two nodes writing through the log end with one catalog; a replay changes nothing', async (t) => {
+/**
+ * A one-server JetStream on a temp dir and `node(id)` to start a node on it: its index
+ * (`before` fills it first), a connection and its object log, with the files it unlinks
+ * and the alarms it raises recorded. Stopped in order at the end: the logs (no apply in
+ * flight), then connections and indexes.
+ */
+async function logCluster(t: ExecutionContext, prefix: string) {
   t.timeout(120_000);
-  const dir = await tempDir(t, 'rec-objlog-');
+  const dir = await tempDir(t, prefix);
   const nats = await startNatsCluster({ dir: join(dir, 'nats'), size: 1 });
   t.teardown(() => nats.stop());
   const stop = new AbortController();
-  // Stopped in order: the logs (no apply in flight), then connections and indexes.
   const logs: ObjectLog[] = [];
   const closing: (() => Promise<void>)[] = [];
   t.teardown(async () => {
@@ -37,24 +42,46 @@ test('two nodes writing through the log end with one catalog; a replay changes n
     for (const l of logs) await l.stop();
     for (const c of closing.reverse()) await c();
   });
-  const nodes = await Promise.all(
-    ['n1', 'n2'].map(async (id) => {
-      const index = await RecorderIndex.open(join(dir, id));
-      closing.push(() => index.close());
-      const nc = await connect({ servers: nats.urls });
-      closing.push(() => nc.close());
-      const unlinked: string[] = [];
-      const files = {
-        remove: (_b: string, fileId: string): Promise<void> => Promise.resolve(void unlinked.push(fileId)),
-        removeUploadFiles: (): Promise<void> => Promise.resolve(),
-        removeBucketDir: (): Promise<void> => Promise.resolve(),
-      };
-      const log = new ObjectLog({ nodeId: id, prefix: 'rec', replicas: 1, catalog: index.buckets, log: silentLogger, signal: stop.signal, files: () => files });
-      log.start(nc);
-      logs.push(log);
-      return { id, index, nc, log, unlinked, files };
-    }),
-  );
+  const node = async (id: string, before?: (index: RecorderIndex) => Promise<void>) => {
+    const index = await RecorderIndex.open(join(dir, id));
+    closing.push(() => index.close());
+    await before?.(index);
+    const nc = await connect({ servers: nats.urls });
+    closing.push(() => nc.close());
+    const unlinked: string[] = [];
+    const alarms: AlarmInput[] = [];
+    const files = {
+      remove: (_b: string, fileId: string): Promise<void> => Promise.resolve(void unlinked.push(fileId)),
+      removeUploadFiles: (): Promise<void> => Promise.resolve(),
+      removeBucketDir: (): Promise<void> => Promise.resolve(),
+    };
+    const log = new ObjectLog({
+      nodeId: id,
+      prefix: 'rec',
+      replicas: 1,
+      catalog: index.buckets,
+      log: silentLogger,
+      signal: stop.signal,
+      files: () => files,
+      raiseAlarm: (a) => alarms.push(a),
+    });
+    log.start(nc);
+    logs.push(log);
+    return { id, index, nc, log, unlinked, files, alarms };
+  };
+  return {
+    dir,
+    signal: stop.signal,
+    node,
+    /** Another log started by the test: stopped with the others. */
+    track: (log: ObjectLog): void => void logs.push(log),
+    closeLater: (close: () => Promise<void>): void => void closing.push(close),
+  };
+}
+
+test('two nodes writing through the log end with one catalog; a replay changes nothing', async (t) => {
+  const c = await logCluster(t, 'rec-objlog-');
+  const nodes = await Promise.all(['n1', 'n2'].map((id) => c.node(id)));
   const [n1, n2] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
   const bucket = { name: 'evidence', pool: 'default', createdMs: 1, acl: 'private' as const, owner: 'root' };
 
@@ -164,21 +191,21 @@ test('two nodes writing through the log end with one catalog; a replay changes n
     replicas: 1,
     catalog: n2.index.buckets,
     log: silentLogger,
-    signal: stop.signal,
+    signal: c.signal,
     files: () => ({ ...n2.files, remove: (_b: string, fileId: string): Promise<void> => Promise.resolve(void replayed.push(fileId)) }),
   });
   again.start(n2.nc);
-  logs.push(again);
+  c.track(again);
   await waitFor('the change applied again', () => again.position === n1.log.position, 10_000, 50);
   t.deepEqual(catalog(n2), before);
   t.deepEqual(replayed, []);
 
   // A node with an empty index (new, or its index rebuilt) applies the whole log to the same catalog.
-  const n3index = await RecorderIndex.open(join(dir, 'n3'));
-  closing.push(() => n3index.close());
-  const n3 = new ObjectLog({ nodeId: 'n3', prefix: 'rec', replicas: 1, catalog: n3index.buckets, log: silentLogger, signal: stop.signal, files: () => null });
+  const n3index = await RecorderIndex.open(join(c.dir, 'n3'));
+  c.closeLater(() => n3index.close());
+  const n3 = new ObjectLog({ nodeId: 'n3', prefix: 'rec', replicas: 1, catalog: n3index.buckets, log: silentLogger, signal: c.signal, files: () => null });
   n3.start(n1.nc);
-  logs.push(n3);
+  c.track(n3);
   await waitFor('the new node to apply the log', () => n3.position === n1.log.position, 10_000, 50);
   t.deepEqual(
     n3index.buckets.listVersions('evidence', '', 1000).versions.map((v) => [v.key, v.record]),
@@ -187,40 +214,8 @@ test('two nodes writing through the log end with one catalog; a replay changes n
 });
 
 test('a stream made anew is noticed: the alarm is raised and every node applies the new stream from its start', async (t) => {
-  t.timeout(120_000);
-  const dir = await tempDir(t, 'rec-objlog-reset-');
-  const nats = await startNatsCluster({ dir: join(dir, 'nats'), size: 1 });
-  t.teardown(() => nats.stop());
-  const stop = new AbortController();
-  const logs: ObjectLog[] = [];
-  const closing: (() => Promise<void>)[] = [];
-  t.teardown(async () => {
-    stop.abort();
-    for (const l of logs) await l.stop();
-    for (const c of closing.reverse()) await c();
-  });
-  const nodes = await Promise.all(
-    ['n1', 'n2'].map(async (id) => {
-      const index = await RecorderIndex.open(join(dir, id));
-      closing.push(() => index.close());
-      const nc = await connect({ servers: nats.urls });
-      closing.push(() => nc.close());
-      const alarms: AlarmInput[] = [];
-      const log = new ObjectLog({
-        nodeId: id,
-        prefix: 'rec',
-        replicas: 1,
-        catalog: index.buckets,
-        log: silentLogger,
-        signal: stop.signal,
-        files: () => null,
-        raiseAlarm: (a) => alarms.push(a),
-      });
-      log.start(nc);
-      logs.push(log);
-      return { id, index, nc, log, alarms };
-    }),
-  );
+  const c = await logCluster(t, 'rec-objlog-reset-');
+  const nodes = await Promise.all(['n1', 'n2'].map((id) => c.node(id)));
   const [n1, n2] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
   await waitFor(
     'the log to take writes',
@@ -255,39 +250,8 @@ test('a stream made anew is noticed: the alarm is raised and every node applies 
 });
 
 test("a node's buckets from before it joined are given to the cluster; one whose name the cluster took first stays its own, with an alarm", async (t) => {
-  t.timeout(120_000);
-  const dir = await tempDir(t, 'rec-objlog-join-');
-  const nats = await startNatsCluster({ dir: join(dir, 'nats'), size: 1 });
-  t.teardown(() => nats.stop());
-  const stop = new AbortController();
-  const logs: ObjectLog[] = [];
-  const closing: (() => Promise<void>)[] = [];
-  t.teardown(async () => {
-    stop.abort();
-    for (const l of logs) await l.stop();
-    for (const c of closing.reverse()) await c();
-  });
-  const node = async (id: string, before?: (index: RecorderIndex) => Promise<void>) => {
-    const index = await RecorderIndex.open(join(dir, id));
-    closing.push(() => index.close());
-    await before?.(index);
-    const nc = await connect({ servers: nats.urls });
-    closing.push(() => nc.close());
-    const alarms: AlarmInput[] = [];
-    const log = new ObjectLog({
-      nodeId: id,
-      prefix: 'rec',
-      replicas: 1,
-      catalog: index.buckets,
-      log: silentLogger,
-      signal: stop.signal,
-      files: () => null,
-      raiseAlarm: (a) => alarms.push(a),
-    });
-    log.start(nc);
-    logs.push(log);
-    return { id, index, log, alarms };
-  };
+  const c = await logCluster(t, 'rec-objlog-join-');
+  const node = c.node;
   const bucket = (name: string) => ({ name, pool: 'default', createdMs: 1, acl: 'private' as const, owner: 'root' });
 
   // The cluster (n0) has a bucket `shared` before n1 joins.
