@@ -75,6 +75,22 @@ test('picture copies: a copies-2 pool holds each picture on two nodes byte for b
     200,
   );
 
+  // The holders of a copy are ranked among the live nodes each node sees: until every
+  // node sees all three, two nodes may each rank themselves the holder (the surplus copy
+  // goes later, once membership holds still). The count below is of a settled cluster.
+  await waitFor(
+    'every node sees the three alive',
+    async () => {
+      for (const n of nodes) {
+        const view = await getJson<{ nodes: { alive: boolean }[] }>(`${n.http}/api/cluster/nodes`);
+        if (view.status !== 200 || view.body.nodes.length !== 3 || !view.body.nodes.every((x) => x.alive)) return false;
+      }
+      return true;
+    },
+    30_000,
+    200,
+  );
+
   // ---- pictures written to one node, as an alarm server does ----
   const base = Date.now() - 60_000;
   const originals = new Map<string, Buffer>();
