@@ -22,6 +22,7 @@ import { existsSync } from 'node:fs';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { RecorderIndex } from '../index/db.ts';
+import { sleepUnlessStopped } from '../lib/lifecycle.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Clock } from '../lib/time.ts';
@@ -281,15 +282,7 @@ export class S3Server {
         await cluster.caughtUp();
       } catch (err) {
         if (failures === 0) log.info({ err: (err as Error).message }, "s3: the start-up sweep waits until this node has applied the cluster's object log");
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)));
-          signal.addEventListener('abort', done, { once: true });
-          function done(): void {
-            clearTimeout(timer);
-            signal.removeEventListener('abort', done);
-            resolve();
-          }
-        });
+        await sleepUnlessStopped(Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)), signal);
         continue;
       }
       if (!signal.aborted) await this.housekeep(startedMs);

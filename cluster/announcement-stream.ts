@@ -28,6 +28,7 @@
  */
 import { AckPolicy, DeliverPolicy, nanos, RetentionPolicy, StorageType, type JsMsg, type NatsConnection } from 'nats';
 import type { z } from 'zod';
+import { sleepUnlessStopped } from '../lib/lifecycle.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
 import { validate } from '../lib/validate.ts';
@@ -276,15 +277,6 @@ export class AnnouncementStream<A extends { source: string }> {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.o.signal;
-      const t = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(ms, this.o.signal);
   }
 }

@@ -46,6 +46,7 @@ import type { StorageSupervisor } from '../actors/storage-supervisor.ts';
 import { SharedConfig } from './shared-config.ts';
 import type { RecorderIndex } from '../index/db.ts';
 import type { CameraConfig, FenceStamp } from '../index/records.ts';
+import { sleepUnlessStopped } from '../lib/lifecycle.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { AlarmInput } from '../lib/alarms.ts';
 import type { Logger } from '../lib/log.ts';
@@ -514,16 +515,7 @@ export class ClusterNode implements CameraPlacement {
 
   /** Waits `ms`, or less when the node leaves. */
   private sleep(ms: number): Promise<void> {
-    const signal = this.stopped.signal;
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(ms, this.stopped.signal);
   }
 
   /** Binds (creating where missing) the three buckets; retried each tick until JetStream answers. */

@@ -24,6 +24,7 @@
  */
 import type { RecorderIndex } from '../index/db.ts';
 import type { SegmentRecord } from '../index/records.ts';
+import { sleepUnlessStopped } from '../lib/lifecycle.ts';
 import { RecorderError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { isLocked } from '../storage/retention-policy.ts';
@@ -298,16 +299,7 @@ export class CopyTrimmer {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.d.signal;
-      const done = (): void => {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(ms, this.d.signal);
   }
 }
 

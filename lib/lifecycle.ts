@@ -23,6 +23,23 @@ import { setMaxListeners } from 'node:events';
 import { RecorderError } from './errors.ts';
 import type { Logger } from './log.ts';
 
+/**
+ * Resolves after `ms`, or at once when `signal` aborts; never rejects. A component's
+ * wait between tries (a tick, a backoff) that its stop cuts short.
+ */
+export function sleepUnlessStopped(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
 /** The error of anything refused because the node is shutting down (503). */
 export function shuttingDown(what = 'the request'): RecorderError {
   return new RecorderError('SHUTTING_DOWN', `the recorder is shutting down: ${what} is refused`);
