@@ -5,10 +5,10 @@
  * (threshold set low) and camera offline (the simulated camera vanishes).
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { connect, type Msg } from 'nats';
-import { SimCamera, freePort } from '../sim/camera.ts';
+import { SimCamera } from '../sim/camera.ts';
+import { startNatsServer } from './helpers/nats-server.ts';
 import { startNode, waitFor } from './helpers/recorder.ts';
 
 interface AlarmMsg {
@@ -33,11 +33,8 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 
 test('metrics move with a recording camera; system info; alarms on NATS when the disk fills and the camera vanishes', async (t) => {
   // An external nats-server, subscribed to before the node starts, so no alarm is missed.
-  const port = await freePort();
-  const server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-  t.teardown(() => server.kill('SIGKILL'));
-  const natsUrl = `nats://127.0.0.1:${port}`;
-  const watcher = await waitFor('nats-server', () => connect({ servers: natsUrl, reconnect: false }).catch(() => null), 20_000);
+  const { url: natsUrl } = await startNatsServer(t, (port) => ['-a', '127.0.0.1', '-p', String(port)]);
+  const watcher = await connect({ servers: natsUrl, reconnect: false });
   t.teardown(() => watcher.close());
   const alarms: AlarmMsg[] = [];
   const subjects: string[] = [];

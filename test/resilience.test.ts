@@ -3,16 +3,16 @@
  * and comes back, a recorder killed with SIGKILL, a NATS server that goes away.
  */
 import test from 'ava';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { rm, writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { connect } from 'nats';
 import { SimCamera } from '../sim/camera.ts';
 import { freePort } from '../lib/nats-embedded.ts';
 import { RecorderIndex } from '../index/db.ts';
 import { ffprobe, decodeErrors, nonIncreasingDts } from './helpers/media.ts';
+import { startNatsServer } from './helpers/nats-server.ts';
 import { getJson, spawnRecorder, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
@@ -223,33 +223,18 @@ test('recording goes on while an external NATS server is away, and the service a
   const sim = await SimCamera.start();
   t.teardown(() => sim.stop());
   const natsDir = await tempDir(t, 'nats-');
-  const port = await freePort();
   // Killed after the recorder and the client have closed (teardowns run last-in first-out):
   // closing a nats.js connection while it is dialling can leave it retrying.
   const natsProcs: ChildProcess[] = [];
   t.teardown(() => natsProcs.forEach((p) => p.kill('SIGKILL')));
-  const startNats = () => {
-    const child = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir], { stdio: 'ignore' });
-    natsProcs.push(child);
-    return child;
-  };
-  let natsProc = startNats();
-  // Probe the port with plain TCP: a failed nats.js connect() leaves its timer running.
-  await waitFor(
-    'nats up',
-    () =>
-      new Promise<boolean>((resolve) => {
-        const s = createConnection(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-        s.once('error', () => resolve(false));
-      }),
-    10_000,
-    100,
-  );
+  const natsArgs = (port: number): string[] => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir];
+  const first = await startNatsServer(t, natsArgs, { killed: natsProcs });
+  const port = first.port;
   const n = await startNode(t, { natsUrl: `nats://127.0.0.1:${port}` });
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   await waitFor('recording', async () => (await cameraState(n, 'cam')) === 'recording', 30_000);
 
-  natsProc.kill('SIGKILL');
+  first.child.kill('SIGKILL');
   const downAt = Date.now();
   await new Promise((r) => setTimeout(r, 8000));
   // The index end moves at the writer's syncs (every ~4 s of media) and segment closes,
@@ -266,7 +251,8 @@ test('recording goes on while an external NATS server is away, and the service a
   );
   t.is(await cameraState(n, 'cam'), 'recording');
 
-  natsProc = startNats();
+  // Back on the same address the recorder knows.
+  await startNatsServer(t, natsArgs, { port, killed: natsProcs });
   const reply = await waitFor(
     'service answers again',
     async () => {
@@ -284,20 +270,7 @@ test('a segment file that vanished while the recorder was down is dropped from t
   const sim = await SimCamera.start();
   t.teardown(() => sim.stop());
   const natsDir = await tempDir(t, 'nats-');
-  const port = await freePort();
-  const nats = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir], { stdio: 'ignore' });
-  t.teardown(() => nats.kill('SIGKILL'));
-  await waitFor(
-    'nats up',
-    () =>
-      new Promise<boolean>((resolve) => {
-        const s = createConnection(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-        s.once('error', () => resolve(false));
-      }),
-    10_000,
-    100,
-  );
-  const natsUrl = `nats://127.0.0.1:${port}`;
+  const { url: natsUrl } = await startNatsServer(t, (port) => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir]);
   const a = await startNode(t, { natsUrl, segmentSeconds: 2 });
   t.true((await a.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   await waitFor('three segments', () => [...a.node.index.segments.all('cam')].filter((s) => !s.open).length >= 3, 40_000, 500);

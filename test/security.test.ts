@@ -25,6 +25,7 @@ import { natsAuthOptions } from '../api/nats.ts';
 import { access, installAuth } from '../security/http-auth.ts';
 import { attachmentDisposition } from '../security/headers.ts';
 import { UserStore } from '../security/users.ts';
+import { startNatsServer } from './helpers/nats-server.ts';
 import { startNode, tempDir, waitFor } from './helpers/recorder.ts';
 
 const ADMIN_TOKEN = 'admin-token-for-security-tests-0123';
@@ -561,7 +562,9 @@ const userKeys = nkeys as { createUser(): { getSeed(): Uint8Array; getPublicKey(
 
 async function tryConnect(server: string, opts: object): Promise<string> {
   try {
-    const nc = await connect({ servers: server, reconnect: false, timeout: 5000, ...opts });
+    // The timeout only bounds a failure: a refusal comes back at once, and on a loaded
+    // CI machine the TLS handshake alone can take seconds.
+    const nc = await connect({ servers: server, reconnect: false, timeout: 30_000, ...opts });
     await nc.flush();
     await nc.close();
     return 'ok';
@@ -570,26 +573,15 @@ async function tryConnect(server: string, opts: object): Promise<string> {
   }
 }
 
-async function portOpen(port: number): Promise<boolean> {
-  const net = await import('node:net');
-  return new Promise((r) => {
-    const s = net.connect(port, '127.0.0.1', () => {
-      s.destroy();
-      r(true);
-    });
-    s.on('error', () => r(false));
-  });
-}
-
+/** nats-server on a config written for its port. */
 async function startNatsWithConfig(t: import('ava').ExecutionContext, conf: (port: number) => string): Promise<string> {
   const dir = await tempDir(t);
-  const port = await freePort();
-  const file = join(dir, 'nats.conf');
-  await writeFile(file, conf(port));
-  const child = spawn('nats-server', ['-c', file], { stdio: 'ignore' });
-  t.teardown(() => child.kill('SIGKILL'));
-  await waitFor('nats-server', () => portOpen(port), 20_000);
-  return `127.0.0.1:${port}`;
+  const server = await startNatsServer(t, async (port) => {
+    const file = join(dir, `nats-${port}.conf`);
+    await writeFile(file, conf(port));
+    return ['-c', file];
+  });
+  return server.hostPort;
 }
 
 test('NATS client: user/password, token, nkey and TLS from the settings', async (t) => {

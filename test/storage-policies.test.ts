@@ -7,15 +7,14 @@
  * in its log and checks nothing else).
  */
 import test from 'ava';
-import { execFile, spawn } from 'node:child_process';
-import { createConnection } from 'node:net';
+import { execFile } from 'node:child_process';
 import { connect } from 'nats';
-import { freePort } from '../lib/nats-embedded.ts';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Alarm } from '../lib/alarms.ts';
 import { SimCamera } from '../sim/camera.ts';
+import { startNatsServer } from './helpers/nats-server.ts';
 import { getJson, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
@@ -32,26 +31,7 @@ function closedSegments(n: TestNode, camera: string) {
 
 /** A nats-server of this test's own (killed after the clients close: teardowns run last-in first-out). */
 async function externalNats(t: import('ava').ExecutionContext): Promise<string> {
-  const port = await freePort();
-  const child = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-  t.teardown(() => {
-    child.kill('SIGKILL');
-  });
-  // Probe the port with plain TCP: a failed nats.js connect() leaves its timer running.
-  await waitFor(
-    'nats up',
-    () =>
-      new Promise<boolean>((resolve) => {
-        const s = createConnection(port, '127.0.0.1', () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.once('error', () => resolve(false));
-      }),
-    10_000,
-    100,
-  );
-  return `nats://127.0.0.1:${port}`;
+  return (await startNatsServer(t, (port) => ['-a', '127.0.0.1', '-p', String(port)])).url;
 }
 
 async function alarmsOf(t: import('ava').ExecutionContext, n: TestNode, kind: string): Promise<Alarm[]> {
