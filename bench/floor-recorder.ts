@@ -17,18 +17,27 @@
  *   FLOOR_WORKERS=N   the cameras' ffmpeg pipes are read and written by N worker threads
  *                     (cameras dealt round-robin), so the video bytes are external memory
  *                     of the workers' small heaps; the main thread keeps FLOOR_HEAP_MB.
+ *   FLOOR_FILES=1     ffmpeg writes each camera's fragmented MP4 file itself; Node only
+ *                     reads back the box headers and the moofs (a few KiB per GOP, from
+ *                     the page cache) every FLOOR_SYNC_MS (4000) and fdatasyncs the file
+ *                     before "committing" them: the video bytes never enter Node at all.
  *
  *   node --import tsx bench/floor-recorder.ts <outDir> <rtsp-url>...
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 
 const copyGops = process.env.FLOOR_GOP_COPY === '1';
+const ffmpegWritesFiles = process.env.FLOOR_FILES === '1';
+const SYNC_MS = Number(process.env.FLOOR_SYNC_MS ?? 4000);
 const GOP_BYTES = 1 << 20;
 const STAGGER_MS = Number(process.env.CONNECT_STAGGER_MS ?? 150);
 const children: ChildProcess[] = [];
+/** FLOOR_FILES: the last moof indexed per file (printed at the end, so a run that indexed nothing shows). */
+const lastMoofSeq = new Map<string, number>();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 if (isMainThread) {
@@ -50,6 +59,7 @@ if (isMainThread) {
   );
   process.on('SIGTERM', () => {
     for (const c of children) c.kill('SIGKILL');
+    if (ffmpegWritesFiles) console.error(`floor: ${lastMoofSeq.size} files indexed, up to moof ${Math.max(0, ...lastMoofSeq.values())}`);
     // Workers kill their children when told; exit once they have.
     void Promise.all(workers.map((w) => new Promise((r) => (w.once('exit', r), w.postMessage('stop'))))).then(
       () => process.exit(heap.length >= 0 ? 0 : 1), // `heap` stays reachable until here
@@ -70,6 +80,7 @@ if (isMainThread) {
 
 /** One camera: its ffmpeg and the file its bytes are appended to. */
 function record(outDir: string, i: number, url: string): void {
+  const file = join(outDir, `cam${i}.mp4`);
   const child = spawn(
     'ffmpeg',
     [
@@ -91,19 +102,24 @@ function record(outDir: string, i: number, url: string): void {
       'mp4',
       '-movflags',
       'frag_keyframe+empty_moov+default_base_moof',
-      'pipe:1',
+      ffmpegWritesFiles ? file : 'pipe:1',
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', ffmpegWritesFiles ? 'ignore' : 'pipe', 'inherit'] },
   );
   children.push(child);
-  const out = createWriteStream(join(outDir, `cam${i}.mp4`));
+  if (ffmpegWritesFiles) {
+    indexBehind(file);
+    return;
+  }
+  const out = createWriteStream(file);
+  const stdout = child.stdout!;
   if (!copyGops) {
-    child.stdout.pipe(out);
+    stdout.pipe(out);
     return;
   }
   let parts: Buffer[] = [];
   let held = 0;
-  child.stdout.on('data', (b: Buffer) => {
+  stdout.on('data', (b: Buffer) => {
     parts.push(b);
     held += b.length;
     if (held < GOP_BYTES) return;
@@ -111,4 +127,42 @@ function record(outDir: string, i: number, url: string): void {
     parts = [];
     held = 0;
   });
+}
+
+/**
+ * FLOOR_FILES: every SYNC_MS, walk the boxes ffmpeg appended since the last pass (a
+ * header read per box, the whole moof read since an index needs its times and sizes),
+ * then fdatasync the file, as a recorder must before it indexes what the file holds.
+ * A box not yet whole is left for the next pass.
+ */
+function indexBehind(file: string): void {
+  let fh: FileHandle | null = null;
+  let at = 0;
+  const head = Buffer.alloc(16);
+  const pass = async (): Promise<void> => {
+    fh ??= await open(file, 'r').catch(() => null);
+    if (!fh) return;
+    const { size } = await fh.stat();
+    let found = 0;
+    while (at + 8 <= size) {
+      await fh.read(head, 0, 16, at);
+      let len = head.readUInt32BE(0);
+      const type = head.toString('latin1', 4, 8);
+      if (len === 1) len = Number(head.readBigUInt64BE(8));
+      if (len < 8 || at + len > size) break;
+      if (type === 'moof') {
+        const moof = Buffer.alloc(len);
+        await fh.read(moof, 0, len, at);
+        // What an index keeps: the moof's sequence number (mfhd) and where it lies.
+        if (moof.toString('latin1', 12, 16) === 'mfhd') lastMoofSeq.set(file, moof.readUInt32BE(20));
+        found++;
+      }
+      at += len;
+    }
+    if (found > 0) await fh.datasync();
+  };
+  const loop = (): void => {
+    setTimeout(() => void pass().then(loop, loop), SYNC_MS);
+  };
+  loop();
 }

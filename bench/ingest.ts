@@ -15,7 +15,18 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCamera } from '../sim/camera.ts';
 import { breakdownCores, recorderBreakdown, sampleTrees, threadTicks, ticksToCores, type ThreadTicks } from './proc-stats.ts';
-import { CONNECT_STAGGER_MS, cameraStates, clip, dirBytes, outDir, putJson, requireWork, sleep, startRecorder as startRecorderChild } from './harness.ts';
+import {
+  BenchFailure,
+  CONNECT_STAGGER_MS,
+  cameraStates,
+  clip,
+  dirBytes,
+  outDir,
+  putJson,
+  requireWork,
+  sleep,
+  startRecorder as startRecorderChild,
+} from './harness.ts';
 
 async function startRecorder(n: number, url: (i: number) => string, dir: string): Promise<Group & { http: string }> {
   // --cpu-prof: V8 profile of the recorder's main thread, written at its exit (bench/out/prof).
@@ -46,8 +57,11 @@ const { values } = parseArgs({
     'node-arg': { type: 'string', multiple: true },
     // An H.264 MP4 of your own instead of the 1080p bench clip (figures then compare to nothing published).
     clip: { type: 'string' },
+    // Each N this many times, with a median and the count of runs thrown away.
+    runs: { type: 'string', default: '1' },
   },
 });
+const runs = Math.max(1, Number(values.runs));
 const counts = values.cameras.split(',').map(Number);
 const windowSec = Number(values.seconds);
 const warmupSec = Number(values.warmup);
@@ -153,7 +167,135 @@ async function recorded(http: string, n: number, fromMs: number, toMs: number): 
   return { recordedSec, gaps };
 }
 
-const results: Record<string, unknown>[] = [];
+interface Row {
+  cameras: number;
+  side: 'floor' | 'recorder';
+  windowSec: number;
+  baselineCoresPerCam: number | null;
+  recorderCoresPerCam: number | null;
+  camerasPerCoreAt70: { baseline: number | null; recorder: number | null };
+  baselinePssMbPerCam: number | null;
+  recorderPssMbPerCam: number | null;
+  cpuRatio: number | null;
+  recordedShare: number | null;
+  gaps: number | null;
+  recorderCores: unknown;
+  baselineCores: unknown;
+  baselineDiskMb: number | null;
+  recorderDiskMb: number | null;
+}
+
+const perCoreAt70 = (coresPerCam: number | null): number | null => (coresPerCam && coresPerCam > 0 ? Math.floor(0.7 / coresPerCam) : null);
+
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** The runs of one N kept, as medians, with how many were thrown away. */
+function summarize(n: number, kept: Row[], thrownAway: number): Record<string, unknown> {
+  const of = (f: (r: Row) => number | null): number[] => kept.map(f).filter((x): x is number => x !== null);
+  const ratios = of((r) => r.cpuRatio);
+  return {
+    cameras: n,
+    summary: true,
+    runsKept: kept.length,
+    runsThrownAway: thrownAway,
+    cpuRatios: ratios.map((x) => Math.round(x * 100) / 100),
+    cpuRatioMedian: median(ratios),
+    pssRatioMedian: median(of((r) => (r.recorderPssMbPerCam !== null && r.baselinePssMbPerCam ? r.recorderPssMbPerCam / r.baselinePssMbPerCam : null))),
+    recordedShareMin: kept.some((r) => r.recordedShare !== null) ? Math.min(...of((r) => r.recordedShare)) : null,
+    camerasPerCoreAt70: { baseline: perCoreAt70(median(of((r) => r.baselineCoresPerCam))), recorder: perCoreAt70(median(of((r) => r.recorderCoresPerCam))) },
+  };
+}
+
+/** One run of N cameras; throws BenchFailure when a side did no work in the window. */
+async function runOnce(n: number): Promise<Row> {
+  const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
+  // --mode floor: the baseline beside bench/floor-recorder.ts instead of the recorder.
+  const floor = values.mode === 'floor';
+  const side = floor ? 'floor recorder' : 'recorder';
+  const baseDir = join(work, 'baseline');
+  const recDir = floor ? join(work, 'floor') : join(work, 'recorder', 'pools');
+  let base: Group | null = null;
+  let rec: (Group & { http?: string }) | null = null;
+  try {
+    base = values.mode !== 'recorder' ? await startBaseline(n, url, baseDir) : null;
+    rec = floor ? await startFloor(n, url, join(work, 'floor')) : values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
+    await sleep(warmupSec * 1000);
+    const b0 = base ? sampleTrees(base.roots) : null;
+    const r0 = rec ? sampleTrees(rec.roots) : null;
+    const bd0: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
+    const bb0: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
+    const baseBytes0 = base ? await dirBytes(baseDir) : 0;
+    const recBytes0 = rec ? await dirBytes(recDir) : 0;
+    const fromMs = Date.now();
+    await sleep(windowSec * 1000);
+    const toMs = Date.now();
+    const b1 = base ? sampleTrees(base.roots) : null;
+    const r1 = rec ? sampleTrees(rec.roots) : null;
+    const bd1: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
+    const bb1: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
+    const baseBytes1 = base ? await dirBytes(baseDir) : 0;
+    const recBytes1 = rec ? await dirBytes(recDir) : 0;
+
+    // A side that did nothing in the window gives no figures (bench/README.md): a
+    // recorder that recorded nothing once printed a negative CPU ratio (its dying
+    // ffmpeg children took their ticks out of the tree) and a recorded share of 0.
+    const problems: string[] = [];
+    if (base && b0 && b1) {
+      if (baseBytes1 <= baseBytes0) problems.push(`the baseline wrote nothing in the window (${base.exited()} of its ${n} ffmpeg exited)`);
+      if (b1.ticks < b0.ticks)
+        problems.push(`the baseline's CPU ticks went down in the window (${b0.ticks} → ${b1.ticks}): ${base.exited()} of its ${n} ffmpeg exited`);
+    }
+    // Video that ended in the window must be indexed; leave two GOPs for the tail.
+    let rs: RecordedStats | null = null;
+    if (rec && r0 && r1) {
+      if (rec.exited() > 0) problems.push(`the ${side} exited`);
+      else if (rec.http) {
+        rs = await recorded(rec.http, n, fromMs, toMs - 4000);
+        if (rs.recordedSec <= 0) problems.push(`the recorder recorded nothing in the window (${rs.gaps} gaps; cameras: ${await cameraStates(rec.http)})`);
+      }
+      if (floor && recBytes1 <= recBytes0) problems.push('the floor recorder wrote nothing in the window');
+      if (r1.ticks < r0.ticks) problems.push(`the ${side}'s CPU ticks went down in the window (${r0.ticks} → ${r1.ticks}): processes of its tree exited`);
+    }
+    requireWork(`ingest, ${n} cameras`, problems);
+
+    await rec?.stop();
+    await base?.stop();
+    const seconds = (toMs - fromMs) / 1000;
+    const baselineCoresPerCam = b0 && b1 ? ticksToCores(b1.ticks - b0.ticks, seconds) / n : null;
+    const recorderCoresPerCam = r0 && r1 ? ticksToCores(r1.ticks - r0.ticks, seconds) / n : null;
+    const row: Row = {
+      cameras: n,
+      side: floor ? 'floor' : 'recorder',
+      windowSec: Math.round(seconds),
+      baselineCoresPerCam,
+      recorderCoresPerCam,
+      // Capacity a buyer understands: cameras one core carries at 70 % busy, the camera servers not counted.
+      camerasPerCoreAt70: { baseline: perCoreAt70(baselineCoresPerCam), recorder: perCoreAt70(recorderCoresPerCam) },
+      baselinePssMbPerCam: b1 ? b1.pssKb / 1024 / n : null,
+      recorderPssMbPerCam: r1 ? r1.pssKb / 1024 / n : null,
+      cpuRatio: b0 && b1 && r0 && r1 ? (r1.ticks - r0.ticks) / Math.max(1, b1.ticks - b0.ticks) : null,
+      recordedShare: rs ? rs.recordedSec / (n * (seconds - 4)) : null,
+      gaps: rs?.gaps ?? null,
+      // Where the CPU goes (cores, whole window): node's threads by kind + ffmpeg children.
+      recorderCores: bd0 && bd1 ? breakdownCores(bd0, bd1, seconds) : null,
+      baselineCores: bb0 && bb1 ? breakdownCores(bb0, bb1, seconds) : null,
+      baselineDiskMb: base ? (await dirBytes(baseDir)) / 1e6 : null,
+      recorderDiskMb: rec ? (await dirBytes(recDir)) / 1e6 : null,
+    };
+    console.log(JSON.stringify(row));
+    return row;
+  } finally {
+    await rec?.stop();
+    await base?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+const results: object[] = [];
 const file = values.clip ?? (await clip());
 // One simulated camera server per CAMERAS_PER_SIM cameras (both sides): GStreamer's RTSP
 // server stalls all clients of one shared media somewhere past ~50 TCP clients.
@@ -163,82 +305,26 @@ for (let i = 0; i < Math.ceil(Math.max(...counts) / CAMERAS_PER_SIM); i++) sims.
 const url = (i: number): string => sims[Math.floor(i / CAMERAS_PER_SIM) % sims.length]!.url('file');
 try {
   for (const n of counts) {
-    const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
-    // --mode floor: the baseline beside bench/floor-recorder.ts instead of the recorder.
-    const floor = values.mode === 'floor';
-    const side = floor ? 'floor recorder' : 'recorder';
-    const baseDir = join(work, 'baseline');
-    const recDir = floor ? join(work, 'floor') : join(work, 'recorder', 'pools');
-    let base: Group | null = null;
-    let rec: (Group & { http?: string }) | null = null;
-    try {
-      base = values.mode !== 'recorder' ? await startBaseline(n, url, baseDir) : null;
-      rec = floor ? await startFloor(n, url, join(work, 'floor')) : values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
-      await sleep(warmupSec * 1000);
-      const b0 = base ? sampleTrees(base.roots) : null;
-      const r0 = rec ? sampleTrees(rec.roots) : null;
-      const bd0: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
-      const bb0: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
-      const baseBytes0 = base ? await dirBytes(baseDir) : 0;
-      const recBytes0 = rec ? await dirBytes(recDir) : 0;
-      const fromMs = Date.now();
-      await sleep(windowSec * 1000);
-      const toMs = Date.now();
-      const b1 = base ? sampleTrees(base.roots) : null;
-      const r1 = rec ? sampleTrees(rec.roots) : null;
-      const bd1: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
-      const bb1: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
-      const baseBytes1 = base ? await dirBytes(baseDir) : 0;
-      const recBytes1 = rec ? await dirBytes(recDir) : 0;
-
-      // A side that did nothing in the window gives no figures (bench/README.md): a
-      // recorder that recorded nothing once printed a negative CPU ratio (its dying
-      // ffmpeg children took their ticks out of the tree) and a recorded share of 0.
-      const problems: string[] = [];
-      if (base && b0 && b1) {
-        if (baseBytes1 <= baseBytes0) problems.push(`the baseline wrote nothing in the window (${base.exited()} of its ${n} ffmpeg exited)`);
-        if (b1.ticks < b0.ticks)
-          problems.push(`the baseline's CPU ticks went down in the window (${b0.ticks} → ${b1.ticks}): ${base.exited()} of its ${n} ffmpeg exited`);
+    // --runs K: each N K times. A run where a side stalled (a camera server stopped
+    // serving, a side wrote nothing) is thrown away and counted; if every run is, the
+    // bench fails rather than print figures.
+    const kept: Row[] = [];
+    const thrown: string[] = [];
+    for (let r = 0; r < runs; r++) {
+      try {
+        kept.push(await runOnce(n));
+      } catch (err) {
+        if (!(err instanceof BenchFailure)) throw err;
+        thrown.push(err.message);
+        console.error(`ingest, ${n} cameras, run ${r + 1}: thrown away: ${err.message}`);
+        if (thrown.length === runs) throw err;
       }
-      // Video that ended in the window must be indexed; leave two GOPs for the tail.
-      let rs: RecordedStats | null = null;
-      if (rec && r0 && r1) {
-        if (rec.exited() > 0) problems.push(`the ${side} exited`);
-        else if (rec.http) {
-          rs = await recorded(rec.http, n, fromMs, toMs - 4000);
-          if (rs.recordedSec <= 0) problems.push(`the recorder recorded nothing in the window (${rs.gaps} gaps; cameras: ${await cameraStates(rec.http)})`);
-        }
-        if (floor && recBytes1 <= recBytes0) problems.push('the floor recorder wrote nothing in the window');
-        if (r1.ticks < r0.ticks) problems.push(`the ${side}'s CPU ticks went down in the window (${r0.ticks} → ${r1.ticks}): processes of its tree exited`);
-      }
-      requireWork(`ingest, ${n} cameras`, problems);
-
-      await rec?.stop();
-      await base?.stop();
-      const seconds = (toMs - fromMs) / 1000;
-      const row = {
-        cameras: n,
-        side: floor ? 'floor' : 'recorder',
-        windowSec: Math.round(seconds),
-        baselineCoresPerCam: b0 && b1 ? ticksToCores(b1.ticks - b0.ticks, seconds) / n : null,
-        recorderCoresPerCam: r0 && r1 ? ticksToCores(r1.ticks - r0.ticks, seconds) / n : null,
-        baselinePssMbPerCam: b1 ? b1.pssKb / 1024 / n : null,
-        recorderPssMbPerCam: r1 ? r1.pssKb / 1024 / n : null,
-        cpuRatio: b0 && b1 && r0 && r1 ? (r1.ticks - r0.ticks) / Math.max(1, b1.ticks - b0.ticks) : null,
-        recordedShare: rs ? rs.recordedSec / (n * (seconds - 4)) : null,
-        gaps: rs?.gaps ?? null,
-        // Where the CPU goes (cores, whole window): node's threads by kind + ffmpeg children.
-        recorderCores: bd0 && bd1 ? breakdownCores(bd0, bd1, seconds) : null,
-        baselineCores: bb0 && bb1 ? breakdownCores(bb0, bb1, seconds) : null,
-        baselineDiskMb: base ? (await dirBytes(baseDir)) / 1e6 : null,
-        recorderDiskMb: rec ? (await dirBytes(recDir)) / 1e6 : null,
-      };
-      results.push(row);
-      console.log(JSON.stringify(row));
-    } finally {
-      await rec?.stop();
-      await base?.stop();
-      await rm(work, { recursive: true, force: true });
+    }
+    results.push(...kept);
+    if (runs > 1) {
+      const summary = summarize(n, kept, thrown.length);
+      results.push(summary);
+      console.log(JSON.stringify(summary));
     }
   }
 } finally {
