@@ -22,10 +22,21 @@
  *                     the page cache) every FLOOR_SYNC_MS (4000) and fdatasyncs the file
  *                     before "committing" them: the video bytes never enter Node at all.
  *
+ * And one that asks why reading into reused memory once stalled camera servers (issue 18):
+ *   FLOOR_PAUSE_MS=N  every 10 s each camera's pipe is not read for N ms, as a reader
+ *                     that falls behind (waiting for a recycled buffer) does: ffmpeg then
+ *                     blocks on its stdout and stops reading the camera.
+ *
+ *   FLOOR_REUSE=1     ffmpeg writes to a unix socket it listens on, and Node reads it into
+ *                     one reused 64 KiB buffer (net `onread`) and writes it on with
+ *                     writeSync: no new Buffer memory at all, the shape that stalled
+ *                     camera servers when the recorder tried it.
+ *
  *   node --import tsx bench/floor-recorder.ts <outDir> <rtsp-url>...
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { connect } from 'node:net';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
@@ -33,6 +44,8 @@ import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 const copyGops = process.env.FLOOR_GOP_COPY === '1';
 const ffmpegWritesFiles = process.env.FLOOR_FILES === '1';
 const SYNC_MS = Number(process.env.FLOOR_SYNC_MS ?? 4000);
+const PAUSE_MS = Number(process.env.FLOOR_PAUSE_MS ?? 0);
+const reuse = process.env.FLOOR_REUSE === '1';
 const GOP_BYTES = 1 << 20;
 const STAGGER_MS = Number(process.env.CONNECT_STAGGER_MS ?? 150);
 const children: ChildProcess[] = [];
@@ -102,17 +115,26 @@ function record(outDir: string, i: number, url: string): void {
       'mp4',
       '-movflags',
       'frag_keyframe+empty_moov+default_base_moof',
-      ffmpegWritesFiles ? file : 'pipe:1',
+      ...(reuse ? ['-listen', '1', `unix:${file}.sock`] : [ffmpegWritesFiles ? file : 'pipe:1']),
     ],
-    { stdio: ['ignore', ffmpegWritesFiles ? 'ignore' : 'pipe', 'inherit'] },
+    { stdio: ['ignore', ffmpegWritesFiles || reuse ? 'ignore' : 'pipe', 'inherit'] },
   );
   children.push(child);
+  if (reuse) {
+    readReused(file);
+    return;
+  }
   if (ffmpegWritesFiles) {
     indexBehind(file);
     return;
   }
   const out = createWriteStream(file);
   const stdout = child.stdout!;
+  if (PAUSE_MS > 0)
+    setInterval(() => {
+      stdout.pause();
+      setTimeout(() => stdout.resume(), PAUSE_MS);
+    }, 10_000).unref();
   if (!copyGops) {
     stdout.pipe(out);
     return;
@@ -165,4 +187,25 @@ function indexBehind(file: string): void {
     setTimeout(() => void pass().then(loop, loop), SYNC_MS);
   };
   loop();
+}
+
+/** FLOOR_REUSE: once ffmpeg listens, read its socket into one buffer and write each read at once. */
+function readReused(file: string): void {
+  const fd = openSync(file, 'w');
+  const buffer = Buffer.allocUnsafe(64 * 1024);
+  const tryConnect = (): void => {
+    if (!existsSync(`${file}.sock`)) return void setTimeout(tryConnect, 200);
+    const socket = connect({
+      path: `${file}.sock`,
+      onread: {
+        buffer,
+        callback: (n: number, buf: Uint8Array) => {
+          writeSync(fd, buf, 0, n);
+          return true;
+        },
+      },
+    });
+    socket.on('error', () => setTimeout(tryConnect, 200));
+  };
+  tryConnect();
 }
