@@ -8,17 +8,21 @@
  * depacketizing (FU-A reassembly, AVCC), no MP4: what it measures is receiving and
  * storing the bytes, the part a client of our own cannot avoid. bench/ingest.ts runs
  * it with `FLOOR_SCRIPT=floor-rtsp.ts --mode floor`, beside the baseline.
+ * FLOOR_DEPACK=1 adds the depacketizing and fragment writing (bench/floor-depack.ts).
  *
  *   node --import tsx bench/floor-rtsp.ts <outDir> <rtsp-url>...
  */
 import { mkdirSync, openSync, writeSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { H264Depacketizer } from './floor-depack.ts';
 
 const STAGGER_MS = Number(process.env.CONNECT_STAGGER_MS ?? 150);
 /** GStreamer's sessions time out after 60 s without a request: ask for nothing every 20 s. */
 const KEEPALIVE_MS = 20_000;
+const depack = process.env.FLOOR_DEPACK === '1';
 const sockets: Socket[] = [];
+const depacketizers: H264Depacketizer[] = [];
 let packets = 0;
 
 const [outDir, ...urls] = process.argv.slice(2);
@@ -30,6 +34,10 @@ for (let i = 0; i < Number(process.env.FLOOR_HEAP_MB ?? 0) * 10_000; i++) heap.p
 process.on('SIGTERM', () => {
   for (const s of sockets) s.destroy();
   console.error(`floor-rtsp: ${packets} RTP packets stored`);
+  if (depack)
+    console.error(
+      `floor-rtsp: ${depacketizers.reduce((n, d) => n + d.fragments, 0)} fragments written, ${depacketizers.reduce((n, d) => n + d.dropped, 0)} NAL units dropped`,
+    );
   process.exit(heap.length >= 0 ? 0 : 1); // `heap` stays reachable until here
 });
 for (const [i, url] of urls.entries()) {
@@ -45,6 +53,8 @@ function record(url: string, file: string): void {
   let accLen = 0;
   const out = Buffer.allocUnsafe(64 * 1024);
   let outLen = 0;
+  const depacketizer = depack ? new H264Depacketizer(fd) : null;
+  if (depacketizer) depacketizers.push(depacketizer);
   let cseq = 0;
   let session = '';
   let phase: 'describe' | 'setup' | 'play' | 'playing' = 'describe';
@@ -69,6 +79,7 @@ function record(url: string, file: string): void {
     if (b0 & 0x10 && at + 4 <= to) at += 4 + 4 * acc.readUInt16BE(at + 2);
     if (at >= to) return;
     packets++;
+    if (depacketizer) return depacketizer.packet(acc, at, to, acc.readUInt32BE(from + 4));
     if (outLen + (to - at) > out.length) flush();
     acc.copy(out, outLen, at, to);
     outLen += to - at;
