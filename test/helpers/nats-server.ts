@@ -19,6 +19,8 @@ export interface TestNatsServer {
 }
 
 const ATTEMPTS = 3;
+/** Generous: it bounds a failure only, on a machine shared by many tests. */
+const READY_TIMEOUT_MS = 30_000;
 
 /**
  * `args(port)` gives nats-server's arguments for a port. The server is killed at the
@@ -39,17 +41,26 @@ export async function startNatsServer(
       });
     const outcome = await new Promise<string>((resolve) => {
       let text = '';
+      // A server that neither says ready nor exits fails the test instead of hanging it.
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve(`nats-server did not report ready within ${READY_TIMEOUT_MS / 1000} s: ${text.slice(-500)}`);
+      }, READY_TIMEOUT_MS);
+      const done = (why: string): void => {
+        clearTimeout(timer);
+        resolve(why);
+      };
       child.stderr.setEncoding('utf8');
       // Read to the end (a server whose stderr pipe fills blocks on its next log line); keep only the start-up.
       child.stderr.on('data', (chunk: string) => {
         if (text.length > 64_000) return;
         text += chunk;
-        if (text.includes('Server is ready')) resolve('ready');
+        if (text.includes('Server is ready')) done('ready');
       });
       child.once('exit', (code, signal) =>
-        resolve(/address already in use/i.test(text) ? 'taken' : `nats-server exited (${code ?? signal}): ${text.slice(-500)}`),
+        done(/address already in use/i.test(text) ? 'taken' : `nats-server exited (${code ?? signal}): ${text.slice(-500)}`),
       );
-      child.once('error', (err) => resolve(`nats-server did not start: ${err.message}`));
+      child.once('error', (err) => done(`nats-server did not start: ${err.message}`));
     });
     if (outcome === 'ready') return { port, url: `nats://127.0.0.1:${port}`, hostPort: `127.0.0.1:${port}`, child };
     if (outcome !== 'taken' || opts.port !== undefined || attempt >= ATTEMPTS) throw new Error(outcome === 'taken' ? `port ${port} is taken` : outcome);
