@@ -166,22 +166,32 @@ function indexBehind(file: string): void {
     if (!fh) return;
     const { size } = await fh.stat();
     let found = 0;
+    const seen: number[] = [];
     while (at + 8 <= size) {
-      await fh.read(head, 0, 16, at);
+      await fh.read(head, 0, 8, at);
       let len = head.readUInt32BE(0);
       const type = head.toString('latin1', 4, 8);
-      if (len === 1) len = Number(head.readBigUInt64BE(8));
+      if (len === 1) {
+        // A 64-bit size follows the type: wait until it is in the file.
+        if (at + 16 > size) break;
+        await fh.read(head, 8, 8, at + 8);
+        len = Number(head.readBigUInt64BE(8));
+      }
+      // 0 is "to the end of the file", which a fragmented file being written never uses.
       if (len < 8 || at + len > size) break;
       if (type === 'moof') {
         const moof = Buffer.alloc(len);
         await fh.read(moof, 0, len, at);
         // What an index keeps: the moof's sequence number (mfhd) and where it lies.
-        if (moof.toString('latin1', 12, 16) === 'mfhd') lastMoofSeq.set(file, moof.readUInt32BE(20));
+        if (moof.toString('latin1', 12, 16) === 'mfhd') seen.push(moof.readUInt32BE(20));
         found++;
       }
       at += len;
     }
-    if (found > 0) await fh.datasync();
+    if (found === 0) return;
+    // Durable first, then "indexed", the order invariant 2 asks.
+    await fh.datasync();
+    lastMoofSeq.set(file, seen.at(-1) ?? 0);
   };
   const loop = (): void => {
     setTimeout(() => void pass().then(loop, loop), SYNC_MS);

@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -61,7 +61,8 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1' },
   },
 });
-const runs = Math.max(1, Number(values.runs));
+const runs = Number(values.runs);
+if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a whole number of at least 1, not ${values.runs}`);
 const counts = values.cameras.split(',').map(Number);
 const windowSec = Number(values.seconds);
 const warmupSec = Number(values.warmup);
@@ -146,7 +147,14 @@ async function startFloor(n: number, url: (i: number) => string, dir: string): P
   return {
     roots: [child.pid!],
     exited: () => (child.exitCode !== null || child.signalCode !== null ? 1 : 0),
-    stop: () => new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : (child.once('exit', () => r()), child.kill('SIGTERM')))),
+    // SIGTERM, and SIGKILL 10 s later: a floor that hangs must not hang the bench.
+    stop: () =>
+      new Promise((r) => {
+        if (child.exitCode !== null || child.signalCode !== null) return r();
+        const kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        child.once('exit', () => (clearTimeout(kill), r()));
+        child.kill('SIGTERM');
+      }),
   };
 }
 
@@ -210,6 +218,30 @@ function summarize(n: number, kept: Row[], thrownAway: number): Record<string, u
   };
 }
 
+/** Bytes under `dir` by camera: the first `cam<i>` in a file's path names it. */
+async function bytesPerCamera(dir: string, n: number): Promise<number[]> {
+  const out = new Array<number>(n).fill(0);
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!e.isFile()) continue;
+    const m = /cam(\d+)/.exec(join(e.parentPath, e.name).slice(dir.length));
+    const i = m ? Number(m[1]) : -1;
+    if (i >= 0 && i < n)
+      out[i]! += await stat(join(e.parentPath, e.name)).then(
+        (st) => st.size,
+        () => 0,
+      );
+  }
+  return out;
+}
+
+/** The cameras of a side that wrote less than half what its median camera wrote in the window. */
+function starved(side: string, before: number[], after: number[]): string[] {
+  const grew = after.map((b, i) => b - before[i]!);
+  const med = median(grew) ?? 0;
+  const low = grew.flatMap((g, i) => (g < med / 2 ? [`cam${i}`] : []));
+  return low.length > 0 ? [`a camera server stalled: ${side} ${low.join(', ')} wrote less than half the median camera`] : [];
+}
+
 /** One run of N cameras; throws BenchFailure when a side did no work in the window. */
 async function runOnce(n: number): Promise<Row> {
   const work = await mkdtemp(join(tmpdir(), `bench-ingest-${n}-`));
@@ -230,6 +262,8 @@ async function runOnce(n: number): Promise<Row> {
     const bb0: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
     const baseBytes0 = base ? await dirBytes(baseDir) : 0;
     const recBytes0 = rec ? await dirBytes(recDir) : 0;
+    const baseCams0 = base ? await bytesPerCamera(baseDir, n) : null;
+    const floorCams0 = floor && rec ? await bytesPerCamera(recDir, n) : null;
     const fromMs = Date.now();
     await sleep(windowSec * 1000);
     const toMs = Date.now();
@@ -239,6 +273,8 @@ async function runOnce(n: number): Promise<Row> {
     const bb1: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
     const baseBytes1 = base ? await dirBytes(baseDir) : 0;
     const recBytes1 = rec ? await dirBytes(recDir) : 0;
+    const baseCams1 = base ? await bytesPerCamera(baseDir, n) : null;
+    const floorCams1 = floor && rec ? await bytesPerCamera(recDir, n) : null;
 
     // A side that did nothing in the window gives no figures (bench/README.md): a
     // recorder that recorded nothing once printed a negative CPU ratio (its dying
@@ -248,7 +284,12 @@ async function runOnce(n: number): Promise<Row> {
       if (baseBytes1 <= baseBytes0) problems.push(`the baseline wrote nothing in the window (${base.exited()} of its ${n} ffmpeg exited)`);
       if (b1.ticks < b0.ticks)
         problems.push(`the baseline's CPU ticks went down in the window (${b0.ticks} → ${b1.ticks}): ${base.exited()} of its ${n} ffmpeg exited`);
+      if (base.exited() > 0) problems.push(`${base.exited()} of the baseline's ${n} ffmpeg exited`);
     }
+    // A camera server that stalls starves some cameras of both sides while the rest go
+    // on: any camera that wrote less than half the median camera is a stall.
+    if (baseCams0 && baseCams1) problems.push(...starved('baseline', baseCams0, baseCams1));
+    if (floorCams0 && floorCams1) problems.push(...starved('floor', floorCams0, floorCams1));
     // Video that ended in the window must be indexed; leave two GOPs for the tail.
     let rs: RecordedStats | null = null;
     if (rec && r0 && r1) {
@@ -306,8 +347,8 @@ const url = (i: number): string => sims[Math.floor(i / CAMERAS_PER_SIM) % sims.l
 try {
   for (const n of counts) {
     // --runs K: each N K times. A run where a side stalled (a camera server stopped
-    // serving, a side wrote nothing) is thrown away and counted; if every run is, the
-    // bench fails rather than print figures.
+    // serving some cameras, a baseline ffmpeg exited, a side wrote nothing) is thrown
+    // away and counted; if every run is, the bench fails rather than print figures.
     const kept: Row[] = [];
     const thrown: string[] = [];
     for (let r = 0; r < runs; r++) {
@@ -318,6 +359,11 @@ try {
         thrown.push(err.message);
         console.error(`ingest, ${n} cameras, run ${r + 1}: thrown away: ${err.message}`);
         if (thrown.length === runs) throw err;
+        // A stalled camera server would stall the next run too: fresh ones.
+        for (const [i, sim] of sims.entries()) {
+          await sim.stop();
+          sims[i] = await SimCamera.start({ file });
+        }
       }
     }
     results.push(...kept);

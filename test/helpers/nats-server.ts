@@ -57,7 +57,8 @@ export async function startNatsServer(
         text += chunk;
         if (text.includes('Server is ready')) done('ready');
       });
-      child.once('exit', (code, signal) =>
+      // 'close', not 'exit': by then stderr has been read to its end, its last words included.
+      child.once('close', (code, signal) =>
         done(/address already in use/i.test(text) ? 'taken' : `nats-server exited (${code ?? signal}): ${text.slice(-500)}`),
       );
       child.once('error', (err) => done(`nats-server did not start: ${err.message}`));
