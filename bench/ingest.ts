@@ -256,40 +256,40 @@ async function runOnce(n: number): Promise<Row> {
     base = values.mode !== 'recorder' ? await startBaseline(n, url, baseDir) : null;
     rec = floor ? await startFloor(n, url, join(work, 'floor')) : values.mode !== 'baseline' ? await startRecorder(n, url, join(work, 'recorder')) : null;
     await sleep(warmupSec * 1000);
-    const b0 = base ? sampleTrees(base.roots) : null;
-    const r0 = rec ? sampleTrees(rec.roots) : null;
-    const bd0: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
-    const bb0: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
-    const baseBytes0 = base ? await dirBytes(baseDir) : 0;
-    const recBytes0 = rec ? await dirBytes(recDir) : 0;
-    const baseCams0 = base ? await bytesPerCamera(baseDir, n) : null;
-    const floorCams0 = floor && rec ? await bytesPerCamera(recDir, n) : null;
+    // The same readings at the window's start and end: CPU ticks and PSS of each side's
+    // process tree, the recorder's threads, and the bytes each camera wrote.
+    const snapshot = async () => ({
+      base: base ? sampleTrees(base.roots) : null,
+      rec: rec ? sampleTrees(rec.roots) : null,
+      recThreads: rec ? recorderBreakdown(rec.roots[0]!) : null,
+      baseThreads: base ? baselineBreakdown(base.roots) : null,
+      baseCams: base ? await bytesPerCamera(baseDir, n) : null,
+      recBytes: rec ? await dirBytes(recDir) : 0,
+      floorCams: floor && rec ? await bytesPerCamera(recDir, n) : null,
+    });
+    const start = await snapshot();
     const fromMs = Date.now();
     await sleep(windowSec * 1000);
     const toMs = Date.now();
-    const b1 = base ? sampleTrees(base.roots) : null;
-    const r1 = rec ? sampleTrees(rec.roots) : null;
-    const bd1: ThreadTicks | null = rec ? recorderBreakdown(rec.roots[0]!) : null;
-    const bb1: ThreadTicks | null = base ? baselineBreakdown(base.roots) : null;
-    const baseBytes1 = base ? await dirBytes(baseDir) : 0;
-    const recBytes1 = rec ? await dirBytes(recDir) : 0;
-    const baseCams1 = base ? await bytesPerCamera(baseDir, n) : null;
-    const floorCams1 = floor && rec ? await bytesPerCamera(recDir, n) : null;
+    const end = await snapshot();
+    const [b0, b1, r0, r1] = [start.base, end.base, start.rec, end.rec];
+    const [bd0, bd1, bb0, bb1] = [start.recThreads, end.recThreads, start.baseThreads, end.baseThreads];
+    const sum = (xs: number[] | null): number => (xs ?? []).reduce((a, b) => a + b, 0);
 
     // A side that did nothing in the window gives no figures (bench/README.md): a
     // recorder that recorded nothing once printed a negative CPU ratio (its dying
     // ffmpeg children took their ticks out of the tree) and a recorded share of 0.
     const problems: string[] = [];
     if (base && b0 && b1) {
-      if (baseBytes1 <= baseBytes0) problems.push(`the baseline wrote nothing in the window (${base.exited()} of its ${n} ffmpeg exited)`);
+      if (sum(end.baseCams) <= sum(start.baseCams)) problems.push(`the baseline wrote nothing in the window (${base.exited()} of its ${n} ffmpeg exited)`);
       if (b1.ticks < b0.ticks)
         problems.push(`the baseline's CPU ticks went down in the window (${b0.ticks} → ${b1.ticks}): ${base.exited()} of its ${n} ffmpeg exited`);
       if (base.exited() > 0) problems.push(`${base.exited()} of the baseline's ${n} ffmpeg exited`);
     }
     // A camera server that stalls starves some cameras of both sides while the rest go
     // on: any camera that wrote less than half the median camera is a stall.
-    if (baseCams0 && baseCams1) problems.push(...starved('baseline', baseCams0, baseCams1));
-    if (floorCams0 && floorCams1) problems.push(...starved('floor', floorCams0, floorCams1));
+    if (start.baseCams && end.baseCams) problems.push(...starved('baseline', start.baseCams, end.baseCams));
+    if (start.floorCams && end.floorCams) problems.push(...starved('floor', start.floorCams, end.floorCams));
     // Video that ended in the window must be indexed; leave two GOPs for the tail.
     let rs: RecordedStats | null = null;
     if (rec && r0 && r1) {
@@ -298,7 +298,7 @@ async function runOnce(n: number): Promise<Row> {
         rs = await recorded(rec.http, n, fromMs, toMs - 4000);
         if (rs.recordedSec <= 0) problems.push(`the recorder recorded nothing in the window (${rs.gaps} gaps; cameras: ${await cameraStates(rec.http)})`);
       }
-      if (floor && recBytes1 <= recBytes0) problems.push('the floor recorder wrote nothing in the window');
+      if (floor && end.recBytes <= start.recBytes) problems.push('the floor recorder wrote nothing in the window');
       if (r1.ticks < r0.ticks) problems.push(`the ${side}'s CPU ticks went down in the window (${r0.ticks} → ${r1.ticks}): processes of its tree exited`);
     }
     requireWork(`ingest, ${n} cameras`, problems);

@@ -3,7 +3,7 @@
  * and comes back, a recorder killed with SIGKILL, a NATS server that goes away.
  */
 import test from 'ava';
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { rm, writeFile } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import { SimCamera } from '../sim/camera.ts';
 import { freePort } from '../lib/nats-embedded.ts';
 import { RecorderIndex } from '../index/db.ts';
 import { ffprobe, decodeErrors, nonIncreasingDts } from './helpers/media.ts';
-import { startNatsServer } from './helpers/nats-server.ts';
+import { startNatsServer, type TestNatsServer } from './helpers/nats-server.ts';
 import { getJson, spawnRecorder, startNode, tempDir, waitFor, type TestNode } from './helpers/recorder.ts';
 
 const run = promisify(execFile);
@@ -225,16 +225,17 @@ test('recording goes on while an external NATS server is away, and the service a
   const natsDir = await tempDir(t, 'nats-');
   // Killed after the recorder and the client have closed (teardowns run last-in first-out):
   // closing a nats.js connection while it is dialling can leave it retrying.
-  const natsProcs: ChildProcess[] = [];
-  t.teardown(() => natsProcs.forEach((p) => p.kill('SIGKILL')));
+  const natsServers: TestNatsServer[] = [];
+  t.teardown(() => Promise.all(natsServers.map((s) => s.stop())));
   const natsArgs = (port: number): string[] => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', natsDir];
-  const first = await startNatsServer(t, natsArgs, { killed: natsProcs });
+  const first = await startNatsServer(t, natsArgs, { stoppedByCaller: true });
+  natsServers.push(first);
   const port = first.port;
   const n = await startNode(t, { natsUrl: `nats://127.0.0.1:${port}` });
   t.true((await n.request('rec.v1.camera.put', { id: 'cam', streams: { main: sim.url('h264') } })).ok);
   await waitFor('recording', async () => (await cameraState(n, 'cam')) === 'recording', 30_000);
 
-  first.child.kill('SIGKILL');
+  first.crash();
   const downAt = Date.now();
   await new Promise((r) => setTimeout(r, 8000));
   // The index end moves at the writer's syncs (every ~4 s of media) and segment closes,
@@ -252,7 +253,7 @@ test('recording goes on while an external NATS server is away, and the service a
   t.is(await cameraState(n, 'cam'), 'recording');
 
   // Back on the same address the recorder knows.
-  await startNatsServer(t, natsArgs, { port, killed: natsProcs });
+  natsServers.push(await startNatsServer(t, natsArgs, { port, stoppedByCaller: true }));
   const reply = await waitFor(
     'service answers again',
     async () => {

@@ -3,10 +3,11 @@
  * reports ready. An open port is not proof: a port found free can be taken by another
  * test before nats-server binds it, and a client would then talk to that listener and
  * time out. A taken port is retried on another, unless the test asked for one port
- * (a restart on the same address).
+ * (a restart on the same address). The process is owned through lib/child-process.ts,
+ * as every child of ours is: stderr read to its end, SIGKILL at this process's exit.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
+import { spawnChild } from '../../lib/child-process.ts';
 import { freePort } from '../../lib/nats-embedded.ts';
 
 export interface TestNatsServer {
@@ -15,7 +16,10 @@ export interface TestNatsServer {
   url: string;
   /** `127.0.0.1:<port>` */
   hostPort: string;
-  child: ChildProcess;
+  /** SIGKILL: the server crashes. */
+  crash(): void;
+  /** SIGTERM (SIGKILL 5 s later) and its exit. */
+  stop(): Promise<void>;
 }
 
 const ATTEMPTS = 3;
@@ -23,47 +27,55 @@ const ATTEMPTS = 3;
 const READY_TIMEOUT_MS = 30_000;
 
 /**
- * `args(port)` gives nats-server's arguments for a port. The server is killed at the
- * test's teardown (teardowns run last-in first-out: register clients' closes after this).
+ * `args(port)` gives nats-server's arguments for a port. The server is stopped at the
+ * test's teardown (teardowns run last-in first-out: register clients' closes after
+ * this), or, with `stoppedByCaller`, by a teardown the test registered earlier.
  */
 export async function startNatsServer(
   t: ExecutionContext,
   args: (port: number) => string[] | Promise<string[]>,
-  opts: { port?: number; killed?: ChildProcess[] } = {},
+  opts: { port?: number; stoppedByCaller?: boolean } = {},
 ): Promise<TestNatsServer> {
   for (let attempt = 1; ; attempt++) {
     const port = opts.port ?? (await freePort());
-    const child = spawn('nats-server', await args(port), { stdio: ['ignore', 'ignore', 'pipe'] });
-    if (opts.killed) opts.killed.push(child);
-    else
-      t.teardown(() => {
-        child.kill('SIGKILL');
-      });
-    const outcome = await new Promise<string>((resolve) => {
-      let text = '';
-      // A server that neither says ready nor exits fails the test instead of hanging it.
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        resolve(`nats-server did not report ready within ${READY_TIMEOUT_MS / 1000} s: ${text.slice(-500)}`);
-      }, READY_TIMEOUT_MS);
-      const done = (why: string): void => {
-        clearTimeout(timer);
-        resolve(why);
-      };
-      child.stderr.setEncoding('utf8');
-      // Read to the end (a server whose stderr pipe fills blocks on its next log line); keep only the start-up.
-      child.stderr.on('data', (chunk: string) => {
-        if (text.length > 64_000) return;
-        text += chunk;
-        if (text.includes('Server is ready')) done('ready');
-      });
-      // 'close', not 'exit': by then stderr has been read to its end, its last words included.
-      child.once('close', (code, signal) =>
-        done(/address already in use/i.test(text) ? 'taken' : `nats-server exited (${code ?? signal}): ${text.slice(-500)}`),
-      );
-      child.once('error', (err) => done(`nats-server did not start: ${err.message}`));
+    let ready!: () => void;
+    const isReady = new Promise<'ready'>((r) => (ready = () => r('ready')));
+    const child = spawnChild({
+      command: 'nats-server',
+      file: 'nats-server',
+      args: await args(port),
+      stdin: 'ignore',
+      stdout: 'ignore',
+      stopSignal: 'SIGTERM',
+      stopGraceMs: 5000,
+      stderrLines: 20,
+      onStderrLine: (line) => {
+        if (line.includes('Server is ready')) ready();
+      },
     });
-    if (outcome === 'ready') return { port, url: `nats://127.0.0.1:${port}`, hostPort: `127.0.0.1:${port}`, child };
+    const server: TestNatsServer = {
+      port,
+      url: `nats://127.0.0.1:${port}`,
+      hostPort: `127.0.0.1:${port}`,
+      crash: () => {
+        if (child.running && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+      },
+      stop: async () => void (await child.stop()),
+    };
+    if (!opts.stoppedByCaller) t.teardown(() => server.stop());
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      isReady,
+      // `exited` resolves after stderr was read to its end: its last words are in the tail.
+      child.exited.then((exit) => {
+        const said = child.stderrTail.join(' | ');
+        return /address already in use/i.test(said) ? 'taken' : `nats-server exited (${exit.code ?? exit.signal}): ${said}`;
+      }),
+      new Promise<string>((r) => (timer = setTimeout(() => r(`nats-server did not report ready within ${READY_TIMEOUT_MS / 1000} s`), READY_TIMEOUT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (outcome === 'ready') return server;
+    await child.stop();
     if (outcome !== 'taken' || opts.port !== undefined || attempt >= ATTEMPTS) throw new Error(outcome === 'taken' ? `port ${port} is taken` : outcome);
   }
 }
