@@ -5,7 +5,8 @@
  */
 import test from 'ava';
 import { createServer } from 'node:net';
-import { Mp2pBridgeError, findMp2p, isMp2pCamera, rtpPayload, startMp2pBridge } from '../../rtsp/mp2p-bridge.ts';
+import { Mp2pBridgeError, findMp2p, isMp2pCamera, startMp2pBridge } from '../../rtsp/mp2p-bridge.ts';
+import { readRtp } from '../../media/rtp/rtp-packet.ts';
 import { freePort } from '../../sim/camera.ts';
 
 test('findMp2p: the MP2P/90000 media and its control URL (relative, absolute, none)', (t) => {
@@ -16,10 +17,10 @@ test('findMp2p: the MP2P/90000 media and its control URL (relative, absolute, no
   t.is(findMp2p('v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n', 'rtsp://cam/'), null);
 });
 
-test('rtpPayload: skips CSRCs and the header extension, drops padding, refuses non-RTP', (t) => {
+test('readRtp: reads seq, timestamp, marker and SSRC, skips CSRCs and the header extension, drops padding, refuses non-RTP', (t) => {
   const payload = Buffer.from([0, 0, 1, 0xba, 1, 2, 3]);
   const plain = Buffer.concat([Buffer.from([0x80, 96, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2]), payload]);
-  t.deepEqual(rtpPayload(plain), { seq: 7, payloadType: 96, payload });
+  t.deepEqual(readRtp(plain), { seq: 7, timestamp: 1, marker: false, payloadType: 96, ssrc: 2, payload });
   // 1 CSRC, an extension of one word, 3 bytes of padding.
   const fancy = Buffer.concat([
     Buffer.from([0xb1, 0xe0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 2]),
@@ -29,11 +30,13 @@ test('rtpPayload: skips CSRCs and the header extension, drops padding, refuses n
     payload,
     Buffer.from([0, 0, 3]),
   ]);
-  const r = rtpPayload(fancy)!;
+  const r = readRtp(fancy)!;
   t.is(r.payloadType, 96);
+  t.true(r.marker);
+  t.is(r.seq, 8);
   t.true(r.payload.equals(payload));
-  t.is(rtpPayload(Buffer.from('not rtp at all')), null);
-  t.is(rtpPayload(Buffer.alloc(5)), null);
+  t.is(readRtp(Buffer.from('not rtp at all')), null);
+  t.is(readRtp(Buffer.alloc(5)), null);
 });
 
 test('a camera that is not there or answers garbage: typed errors, not MP2P', async (t) => {

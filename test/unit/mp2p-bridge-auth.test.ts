@@ -9,7 +9,9 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
-import { Mp2pBridgeError, RtpReorder, parseSession, startMp2pBridge, transportHeader } from '../../rtsp/mp2p-bridge.ts';
+import { Mp2pBridgeError, startMp2pBridge } from '../../rtsp/mp2p-bridge.ts';
+import { RtpReorder } from '../../rtsp/rtp-reorder.ts';
+import { parseSession, transportHeader } from '../../rtsp/rtsp-connection.ts';
 import { authorization, parseChallenge, pickChallenge, refusalReason, urlCredentials } from '../../rtsp/rtsp-auth.ts';
 import { resetTransportMemory } from '../../rtsp/rtsp-transport.ts';
 
@@ -153,7 +155,7 @@ test('challenges: Digest MD5 preferred over Basic, unknown schemes and algorithm
 
 test('UDP reorder window: reordered packets come out in order without loss; a hole is given up after the window or the wait, counted and flagged', (t) => {
   const out: string[] = [];
-  const r = new RtpReorder((p, gap) => out.push(`${p.toString()}${gap ? '!' : ''}`), 4, 100);
+  const r = new RtpReorder<Buffer>((p, gap) => out.push(`${p.toString()}${gap ? '!' : ''}`), 4, 100);
   const b = (s: string): Buffer => Buffer.from(s);
   r.push(65534, b('a'), 0);
   r.push(0, b('c'), 1); // ahead across the wrap: waits
@@ -185,4 +187,5 @@ test('Session timeout and SETUP Transport headers', (t) => {
   t.deepEqual(parseSession('abc'), { id: 'abc', timeoutS: 60 });
   t.is(transportHeader('tcp'), 'RTP/AVP/TCP;unicast;interleaved=0-1');
   t.is(transportHeader('udp', 50000), 'RTP/AVP;unicast;client_port=50000-50001');
+  t.is(transportHeader('tcp', 0, 2), 'RTP/AVP/TCP;unicast;interleaved=2-3', 'a second track on the next channels');
 });
