@@ -8,6 +8,7 @@ import type { AlarmInput } from '../lib/alarms.ts';
 import type { LivePublisher } from '../live/live-hub.ts';
 import type { AudioStatus } from '../ffmpeg/audio-plan.ts';
 import type { RtspTransport } from '../rtsp/rtsp-transport.ts';
+import type { IngestReader } from '../ffmpeg/ffmpeg-ingest.ts';
 
 /** What the running ingest does with the camera's stream, as status reports it. */
 export interface IngestMedia {
@@ -15,6 +16,8 @@ export interface IngestMedia {
   audio: AudioStatus;
   /** The RTSP transport in use (ffmpeg's, or the MP2P bridge's: tcp or udp); null when not known. */
   transportInUse: RtspTransport | null;
+  /** Who reads the camera: ffmpeg, our own RTSP client (`native`) or the MP2P path. */
+  ingest: IngestReader;
 }
 
 export interface CameraStatus {
@@ -25,6 +28,7 @@ export interface CameraStatus {
   /** While recording: what happens to the audio, and the transport in use. */
   audio?: AudioStatus;
   transportInUse?: RtspTransport | null;
+  ingest?: IngestReader;
 }
 
 export interface IngestAttempt {

@@ -109,7 +109,7 @@ export const ingestActor = (deps: CameraDeps): IngestLogic =>
     const noteMedia = (chunk: Fmp4Chunk): void => {
       if (!plan) return;
       if (chunk.kind === 'init') {
-        media = { audio: audioStatusFromInit(plan.audio, chunk.info), transportInUse: plan.transport };
+        media = { audio: audioStatusFromInit(plan.audio, chunk.info), transportInUse: plan.transport, ingest: plan.ingest };
         audioTrackId = chunk.info.tracks.find((tr) => tr.kind === 'audio')?.id ?? null;
         firstFragmentSeen = false;
         // A new init midway (an MP2P camera's AAC encoder failed): the status says so.
@@ -135,6 +135,7 @@ export const ingestActor = (deps: CameraDeps): IngestLogic =>
       stallTimeoutMs: deps.config.ingestTimeoutMs,
       // The writer's format (same rule): MP2P cameras keep G.711 only where it is stored as is.
       recordFormat: format,
+      ingest: deps.config.ingest,
       onNotice: (level, message, details) => log[level](details, message),
       transport: transportSetting(camera),
       // What attempts learn (audio, transport) is this camera's: two cameras configured

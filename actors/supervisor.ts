@@ -161,7 +161,7 @@ export class Supervisor {
         state: s.state,
         at: iso(this.deps.clock.nowMs()),
         ...(s.detail !== undefined ? { detail: s.detail } : {}),
-        ...(s.media ? { audio: s.media.audio, transportInUse: s.media.transportInUse } : {}),
+        ...(s.media ? { audio: s.media.audio, transportInUse: s.media.transportInUse, ingest: s.media.ingest } : {}),
       });
     });
     actor.on('alarm', (a) => this.deps.raiseAlarm(a.alarm));

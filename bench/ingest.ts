@@ -5,7 +5,7 @@
  * (the baseline). Reports CPU and PSS per camera for both, their ratio, fragments lost
  * and disk bytes written. Method and figures: bench/README.md.
  *
- *   node --import tsx bench/ingest.ts --cameras 25,50,100 --seconds 60
+ *   node --import tsx bench/ingest.ts --cameras 25,50,100 --seconds 60 [--ingest native]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,7 @@ import {
 
 async function startRecorder(n: number, url: (i: number) => string, dir: string): Promise<Group & { http: string }> {
   // --cpu-prof: V8 profile of the recorder's main thread, written at its exit (bench/out/prof).
-  const rec = await startRecorderChild(dir, {}, [
+  const rec = await startRecorderChild(dir, { RECORDER_INGEST: ingest }, [
     ...(values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(outDir, 'prof')}`] : []),
     ...(values['node-arg'] ?? []),
   ]);
@@ -59,8 +59,12 @@ const { values } = parseArgs({
     clip: { type: 'string' },
     // Each N this many times, with a median and the count of runs thrown away.
     runs: { type: 'string', default: '1' },
+    // Who reads the cameras in the recorder: ffmpeg (one process per camera) or native (our own RTSP client).
+    ingest: { type: 'string', default: 'ffmpeg' },
   },
 });
+if (values.ingest !== 'ffmpeg' && values.ingest !== 'native') throw new Error(`--ingest is ffmpeg or native, not ${values.ingest}`);
+const ingest: 'ffmpeg' | 'native' = values.ingest;
 const runs = Number(values.runs);
 if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a whole number of at least 1, not ${values.runs}`);
 const counts = values.cameras.split(',').map(Number);
@@ -178,6 +182,8 @@ async function recorded(http: string, n: number, fromMs: number, toMs: number): 
 interface Row {
   cameras: number;
   side: 'floor' | 'recorder';
+  /** Who read the cameras in the recorder (null for a floor). */
+  ingest: 'ffmpeg' | 'native' | null;
   windowSec: number;
   baselineCoresPerCam: number | null;
   recorderCoresPerCam: number | null;
@@ -311,6 +317,7 @@ async function runOnce(n: number): Promise<Row> {
     const row: Row = {
       cameras: n,
       side: floor ? 'floor' : 'recorder',
+      ingest: floor ? null : ingest,
       windowSec: Math.round(seconds),
       baselineCoresPerCam,
       recorderCoresPerCam,

@@ -125,7 +125,11 @@ function openDataSocket(onBytes: (b: Buffer) => void): { url: string; close(): v
   };
 }
 
+/** Who reads the camera: ffmpeg, our own RTSP client (ingest/native-ingest.ts) or the MP2P path. */
+export type IngestReader = 'ffmpeg' | 'native' | 'mp2p';
+
 export interface IngestPlan {
+  ingest: IngestReader;
   /** The RTSP lower transport asked for (the MP2P bridge: the one the camera took); null when not known. */
   transport: RtspTransport | null;
   audio: AudioPlan;
@@ -294,6 +298,7 @@ export function startIngest(opts: IngestOptions): IngestSession {
     }
     const video = media?.find((m) => m.media === 'video');
     plan = {
+      ingest: 'ffmpeg',
       transport: chooseTransport(memoryKey, transportSetting),
       audio: planAudio(memoryKey, media),
       fragments: video?.encodings[0] === 'JPEG' ? 'second' : 'keyframe',

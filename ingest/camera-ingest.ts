@@ -1,6 +1,9 @@
 /**
  * Starts the ingest of one camera session whatever its RTSP payload: most cameras go
- * straight to ffmpeg (ffmpeg/ffmpeg-ingest.ts); a camera whose session carries MPEG-PS
+ * straight to ffmpeg (ffmpeg/ffmpeg-ingest.ts); with `ingest: 'native'`, an H.264/H.265
+ * camera whose audio is AAC or none, without a data track and not tunnelled in HTTP, is
+ * read by our own RTSP client instead (ingest/native-ingest.ts, no process per camera;
+ * the DESCRIBE decides, and without an answer ffmpeg reads it); a camera whose session carries MPEG-PS
  * over RTP (MP2P/90000, GB28181 style) is recognised by one DESCRIBE and read without
  * ffmpeg (ingest/mp2p-ingest.ts: our RTSP bridge, PS reader and fMP4 writer), giving the
  * same fMP4 chunks, so segment writing, indexing and playback do not change.
@@ -14,7 +17,9 @@
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { startIngest, type IngestExit, type IngestOptions, type IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 import { startMp2pIngest } from './mp2p-ingest.ts';
-import { describeWithRetry } from '../rtsp/rtsp-describe.ts';
+import { NATIVE_AUDIO, NATIVE_VIDEO, startNativeIngest } from './native-ingest.ts';
+import { describeWithRetry, type SdpMedia } from '../rtsp/rtsp-describe.ts';
+import type { TransportSetting } from '../rtsp/rtsp-transport.ts';
 import { RtspAuthError } from '../rtsp/rtsp-auth.ts';
 
 const DESCRIBE_TIMEOUT_MS = 5000;
@@ -30,6 +35,22 @@ export interface CameraIngestOptions extends IngestOptions {
    * (MP4 cannot carry G.711 and browsers cannot play it), as the RTSP path does.
    */
   recordFormat?: 'mp4' | 'ps';
+  /** Who reads the H.264/H.265 cameras the native client can take (default ffmpeg). */
+  ingest?: 'ffmpeg' | 'native';
+}
+
+/**
+ * Whether our own RTSP client records this camera as ffmpeg would: H.264/H.265 video,
+ * audio AAC (RFC 3640) or none, no data track (the smart stream's data tracks are split
+ * off by ffmpeg), and a transport it speaks (not HTTP tunnelling).
+ */
+export function nativeFits(media: SdpMedia[], transport: TransportSetting | undefined): boolean {
+  if (transport === 'http') return false;
+  const video = media.filter((m) => m.media === 'video');
+  const audio = media.filter((m) => m.media === 'audio');
+  if (video.length === 0 || !NATIVE_VIDEO.has(video[0]!.encodings[0] ?? '')) return false;
+  if (media.some((m) => m.media === 'application')) return false;
+  return audio.every((m) => NATIVE_AUDIO.has(m.encodings[0] ?? ''));
 }
 
 /** An attempt that ended before it began (no chunks), with `error`. */
@@ -56,6 +77,17 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
     // cannot read MP2P at all and the bridge makes its own DESCRIBE anyway.
     const mp2p = described ? described.some((m) => m.encodings.includes('MP2P')) : (knownMp2p.get(opts.url) ?? false);
     if (described) knownMp2p.set(opts.url, mp2p);
+    if (!mp2p && opts.ingest === 'native' && described && nativeFits(described, opts.transport)) {
+      const session = startNativeIngest({
+        url: opts.url,
+        stallTimeoutMs: opts.stallTimeoutMs,
+        ...(opts.transport ? { transport: opts.transport } : {}),
+        ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}),
+        onAudio: (audio, transport) => opts.onPlan?.({ ingest: 'native', transport, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
+        ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
+      });
+      return session;
+    }
     if (!mp2p) return startIngest({ ...opts, described });
     const session = startMp2pIngest({
       url: opts.url,
@@ -67,7 +99,8 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
       ...(opts.transport ? { transport: opts.transport } : {}),
       ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}),
       // Called with an init, so after SETUP: the transport the camera took is known.
-      onAudio: (audio) => opts.onPlan?.({ transport: session.stats().transport, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
+      onAudio: (audio) =>
+        opts.onPlan?.({ ingest: 'mp2p', transport: session.stats().transport, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
       ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
     });
     return session;

@@ -45,6 +45,12 @@ export const configSchema = z
     backoffInitialMs: z.coerce.number().int().min(100).max(60_000).default(1000).describe('first reconnect delay; doubles per failure'),
     backoffMaxMs: z.coerce.number().int().min(100).max(600_000).default(30_000).describe('reconnect delay cap'),
     ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
+    ingest: z
+      .enum(['ffmpeg', 'native'])
+      .default('ffmpeg')
+      .describe(
+        'who reads H.264/H.265 cameras whose audio is AAC or none: ffmpeg (one process per camera) or native (our own RTSP client in this process); the others always use ffmpeg',
+      ),
     authToken: z.string().min(16).optional().describe('an admin bearer token for HTTP; this or auth=required is mandatory when HTTP binds beyond loopback'),
     auth: z
       .enum(['auto', 'required'])
@@ -229,6 +235,7 @@ const ENV: Record<string, keyof RecorderConfig> = {
   RECORDER_BACKOFF_INITIAL_MS: 'backoffInitialMs',
   RECORDER_BACKOFF_MAX_MS: 'backoffMaxMs',
   RECORDER_INGEST_TIMEOUT_MS: 'ingestTimeoutMs',
+  RECORDER_INGEST: 'ingest',
   RECORDER_AUTH_TOKEN: 'authToken',
   RECORDER_AUTH: 'auth',
   RECORDER_NATS_USER: 'natsUser',

@@ -73,6 +73,8 @@ export interface CameraView extends CameraConfig {
   audio: IngestMedia['audio'] | null;
   /** The RTSP transport of that attempt (`transport` is the setting). */
   transportInUse: IngestMedia['transportInUse'];
+  /** Who read the camera in that attempt (ffmpeg, native, mp2p); null before one recorded. */
+  ingest: IngestMedia['ingest'] | null;
 }
 
 /**
@@ -434,7 +436,8 @@ export class RecorderService {
    * last attempt that recorded does with audio and transport, as NATS status said it.
    */
   noteStatus(status: CameraStatus): void {
-    if (status.state === 'recording' && status.audio) this.media.set(status.camera, { audio: status.audio, transportInUse: status.transportInUse ?? null });
+    if (status.state === 'recording' && status.audio)
+      this.media.set(status.camera, { audio: status.audio, transportInUse: status.transportInUse ?? null, ingest: status.ingest ?? 'ffmpeg' });
     else if (status.state === 'stopped') this.media.delete(status.camera);
   }
 
@@ -550,6 +553,7 @@ export class RecorderService {
       lastVideoAt: lastEndMs === null ? null : iso(lastEndMs),
       audio: this.media.get(camera.id)?.audio ?? null,
       transportInUse: this.media.get(camera.id)?.transportInUse ?? null,
+      ingest: this.media.get(camera.id)?.ingest ?? null,
     };
   }
 }

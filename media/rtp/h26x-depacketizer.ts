@@ -1,0 +1,258 @@
+/**
+ * H.264 (RFC 6184) and H.265 (RFC 7798) RTP payloads back into access units, written
+ * straight into the camera's NalArena as MP4 samples (4-byte length-prefixed NAL
+ * units). Packets come in sequence order (the RTSP client reorders UDP), each with a
+ * flag when packets are missing before it.
+ *
+ * Payloads: H.264 single NAL units (types 1-23), STAP-A (24) and FU-A (28); H.265
+ * single NAL units (0-47), aggregation packets (48) and fragmentation units (49).
+ * STAP-B, MTAP, FU-B (H.264, interleaved mode only) and PACI (H.265) are counted
+ * unsupported and skipped; DONL fields (H.265 with sprop-max-don-diff > 0) are
+ * refused earlier, by media/rtp/rtp-config.ts.
+ *
+ * An access unit ends when the RTP timestamp changes or with the marker bit. Access
+ * unit delimiters are dropped (MP4 samples do not carry them); parameter sets stay in
+ * the sample and are reported with it (`params`), so a changed SPS is seen.
+ *
+ * Loss: a gap drops the NAL unit being rebuilt from fragments (its start, middle or
+ * end is gone) and a fragment without its start; the access unit around it is still
+ * handed on, marked `damaged` (a decoder conceals it, as with ffmpeg's recording). A
+ * unit that lost every NAL unit (a frame of one slice) is no frame: counted damaged,
+ * not handed on.
+ * Bounds: an access unit over `maxUnitBytes` is dropped whole (counted); the arena's
+ * own bound is the GOP's, kept by the caller.
+ */
+import { isParameterSet, parameterSetsIn, type ParameterSets, type VideoCodec } from '../codec/annexb.ts';
+import type { NalArena } from './nal-arena.ts';
+
+export interface AccessUnit {
+  /** Where its sample lies in the arena: [start, end). */
+  start: number;
+  end: number;
+  rtpTimestamp: number;
+  /** It holds an IDR (H.264) or IRAP (H.265) slice. */
+  keyframe: boolean;
+  /** It holds a slice at all (else only parameter sets or SEI: not a frame). */
+  vcl: boolean;
+  /** Packets were lost in it: NAL units are missing. */
+  damaged: boolean;
+  /** The parameter sets it carries (copies), or null when it has none. */
+  params: ParameterSets | null;
+}
+
+export interface DepacketizerCounters {
+  units: number;
+  /** NAL units lost with packets (partly received fragments). */
+  droppedNals: number;
+  damagedUnits: number;
+  /** Packets of a kind we do not read (STAP-B, MTAP, FU-B, PACI) or cut short. */
+  unsupportedPackets: number;
+  /** Access units over maxUnitBytes, or that found no room in the arena. */
+  oversizedUnits: number;
+}
+
+const H264_STAP_A = 24;
+const H264_FU_A = 28;
+const H265_AP = 48;
+const H265_FU = 49;
+const AUD = { h264: 9, h265: 35 } as const;
+
+export class H26xDepacketizer {
+  readonly counters: DepacketizerCounters = { units: 0, droppedNals: 0, damagedUnits: 0, unsupportedPackets: 0, oversizedUnits: 0 };
+  private inUnit = false;
+  private unitStart = 0;
+  private unitTs = 0;
+  private keyframe = false;
+  private vcl = false;
+  private damaged = false;
+  private hasParams = false;
+  /** The unit is being dropped (too big): its remaining packets are ignored. */
+  private dropping = false;
+  /** Length slot of the NAL unit being rebuilt from fragments; -1 when none. */
+  private fuSlot = -1;
+  /** The NAL unit whose fragments are still arriving was counted dropped already. */
+  private fuCounted = false;
+  /** The NAL header a fragmentation unit rebuilds (reused: no memory per packet). */
+  private readonly fuHead = Buffer.alloc(2);
+
+  constructor(
+    private readonly codec: VideoCodec,
+    private readonly arena: NalArena,
+    private readonly onUnit: (unit: AccessUnit) => void,
+    private readonly maxUnitBytes = 16 * 1024 * 1024,
+  ) {}
+
+  push(p: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean): void {
+    if (this.inUnit && rtpTimestamp !== this.unitTs) this.endUnit();
+    if (gap) this.lose();
+    if (!this.inUnit) {
+      this.inUnit = true;
+      this.unitStart = this.arena.used;
+      this.unitTs = rtpTimestamp;
+      this.keyframe = false;
+      this.vcl = false;
+      this.damaged = gap;
+      this.hasParams = false;
+      this.dropping = false;
+    }
+    if (!this.dropping) {
+      if (this.codec === 'h264') this.h264(p);
+      else this.h265(p);
+    }
+    if (marker) this.endUnit();
+  }
+
+  /** Ends the access unit in progress (the camera hung up). */
+  flush(): void {
+    if (this.inUnit) this.endUnit();
+  }
+
+  private h264(p: Buffer): void {
+    if (p.length < 1) return;
+    const type = p[0]! & 0x1f;
+    if (type >= 1 && type <= 23) return this.nal(p, 0, p.length);
+    if (type === H264_STAP_A) return this.aggregate(p, 1);
+    if (type === H264_FU_A && p.length >= 2) {
+      this.fuHead[0] = (p[0]! & 0xe0) | (p[1]! & 0x1f);
+      return this.fragment(p, p[1]!, 2, 1);
+    }
+    this.counters.unsupportedPackets++;
+  }
+
+  private h265(p: Buffer): void {
+    if (p.length < 2) return void this.counters.unsupportedPackets++;
+    const type = (p[0]! >> 1) & 0x3f;
+    if (type <= 47) return this.nal(p, 0, p.length);
+    if (type === H265_AP) return this.aggregate(p, 2);
+    if (type === H265_FU && p.length >= 3) {
+      const fu = p[2]!;
+      this.fuHead[0] = (p[0]! & 0x81) | ((fu & 0x3f) << 1);
+      this.fuHead[1] = p[1]!;
+      return this.fragment(p, fu, 3, 2);
+    }
+    this.counters.unsupportedPackets++;
+  }
+
+  /** NAL units with 16-bit sizes from `at` (STAP-A, AP). */
+  private aggregate(p: Buffer, at: number): void {
+    while (at + 2 <= p.length) {
+      const n = p.readUInt16BE(at);
+      if (n === 0 || at + 2 + n > p.length) return void this.counters.unsupportedPackets++;
+      this.nal(p, at + 2, at + 2 + n);
+      at += 2 + n;
+    }
+  }
+
+  /** One whole NAL unit, p[from, to). */
+  private nal(p: Buffer, from: number, to: number): void {
+    const type = this.typeOf(p[from]!);
+    if (type === AUD[this.codec]) return;
+    if (!this.room(4 + to - from)) return;
+    const slot = this.arena.lengthSlot();
+    this.arena.append(p, from, to);
+    this.arena.setLength(slot);
+    this.note(type);
+  }
+
+  /** A fragmentation unit (FU-A, H.265 FU): `fu` its header, payload from `at`; the rebuilt NAL header is fuHead[0, headerLen). */
+  private fragment(p: Buffer, fu: number, at: number, headerLen: number): void {
+    const start = (fu & 0x80) !== 0;
+    const end = (fu & 0x40) !== 0;
+    if (start) {
+      if (this.fuSlot >= 0) this.dropFragment(); // its end was lost
+      this.fuCounted = false;
+      if (!this.room(4 + headerLen + p.length - at)) return;
+      this.fuSlot = this.arena.lengthSlot();
+      this.arena.append(this.fuHead, 0, headerLen);
+    } else if (this.fuSlot < 0) {
+      // The start of this NAL unit was lost: the rest is no use (counted once: here,
+      // unless the loss already counted it).
+      if (end) {
+        if (!this.fuCounted) this.counters.droppedNals++;
+        this.fuCounted = false;
+        this.damaged = true;
+      }
+      return;
+    } else if (!this.room(p.length - at)) {
+      return;
+    }
+    this.arena.append(p, at, p.length);
+    if (end) {
+      this.arena.setLength(this.fuSlot);
+      this.note(this.typeOf(this.fuHead[0]!));
+      this.fuSlot = -1;
+    }
+  }
+
+  /** The NAL unit type from its first byte. */
+  private typeOf(first: number): number {
+    return this.codec === 'h264' ? first & 0x1f : (first >> 1) & 0x3f;
+  }
+
+  private note(type: number): void {
+    // H.264: slices 1-5, IDR 5, SPS 7, PPS 8. H.265: slices 0-31, IRAP 16-23, VPS 32, SPS 33, PPS 34.
+    if (this.codec === 'h264' ? type >= 1 && type <= 5 : type <= 31) this.vcl = true;
+    if (this.codec === 'h264' ? type === 5 : type >= 16 && type <= 23) this.keyframe = true;
+    else if (this.codec === 'h264' ? type === 7 || type === 8 : type >= 32 && type <= 34) this.hasParams = true;
+  }
+
+  /** Packets were lost: a NAL unit being rebuilt from fragments is gone. */
+  private lose(): void {
+    if (this.fuSlot >= 0) this.dropFragment();
+    if (this.inUnit) this.damaged = true;
+  }
+
+  private dropFragment(): void {
+    this.arena.used = this.fuSlot;
+    this.fuSlot = -1;
+    this.fuCounted = true;
+    this.counters.droppedNals++;
+    this.damaged = true;
+  }
+
+  /** Room for `n` more bytes of this unit; else the unit is dropped whole. */
+  private room(n: number): boolean {
+    if (this.arena.used - this.unitStart + n <= this.maxUnitBytes && this.arena.reserve(n)) return true;
+    this.counters.oversizedUnits++;
+    this.arena.used = this.unitStart;
+    this.fuSlot = -1;
+    this.dropping = true;
+    return false;
+  }
+
+  private endUnit(): void {
+    this.inUnit = false;
+    if (this.fuSlot >= 0) this.dropFragment(); // its end never came
+    if (this.dropping) return;
+    if (this.arena.used === this.unitStart) {
+      // Every NAL unit of it was lost: no frame (the one before lasts until the next).
+      if (this.damaged) this.counters.damagedUnits++;
+      return;
+    }
+    this.counters.units++;
+    if (this.damaged) this.counters.damagedUnits++;
+    const unit: AccessUnit = {
+      start: this.unitStart,
+      end: this.arena.used,
+      rtpTimestamp: this.unitTs,
+      keyframe: this.keyframe,
+      vcl: this.vcl,
+      damaged: this.damaged,
+      params: this.hasParams ? this.paramsOf(this.unitStart, this.arena.used) : null,
+    };
+    this.onUnit(unit);
+  }
+
+  /** Copies of the parameter sets in the sample at [start, end). */
+  private paramsOf(start: number, end: number): ParameterSets {
+    const nals: Buffer[] = [];
+    const buf = this.arena.buf;
+    for (let at = start; at + 4 <= end;) {
+      const n = buf.readUInt32BE(at);
+      const nal = buf.subarray(at + 4, at + 4 + n);
+      if (isParameterSet(this.codec, nal)) nals.push(Buffer.from(nal));
+      at += 4 + n;
+    }
+    return parameterSetsIn(this.codec, nals);
+  }
+}
