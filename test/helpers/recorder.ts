@@ -50,6 +50,8 @@ export async function startNode(
     minFreeBytes: 0,
     minFreeRatio: 0,
     indexReserveBytes: 0,
+    // TEST_INGEST=native runs any suite with our own RTSP client reading the cameras it can.
+    ...(process.env.TEST_INGEST ? { ingest: process.env.TEST_INGEST } : {}),
     ...overrides,
   });
   // The node's log goes to stderr when TEST_LOG asks for it; otherwise its last lines are
