@@ -6,6 +6,10 @@
  * H.264/H.265 and AAC) and the MP2P bridge (rtsp/mp2p-bridge.ts, MPEG-PS) are its two
  * owners; each makes its own typed errors (`fail`).
  *
+ * RTCP: sender reports go to the owner (`onRtcp`); our receiver reports (RR + SDES,
+ * media/rtp/receiver-report.ts) go back every RECEIVER_REPORT_MS on the track's RTCP
+ * channel or port, as ffmpeg's do.
+ *
  * Transport (the camera's `transport` setting, rtsp/rtsp-transport.ts): `tcp` is RTP
  * interleaved in the RTSP connection (track i on channels 2i and 2i+1, or what the
  * camera answers); `udp` is RTP to a local even port and RTCP to the next, one pair per
@@ -33,6 +37,8 @@ import { bindRtpPair, openRtsp, requestUrl, transportHeader, type MakeRtspError,
 import { RtpReorder, REORDER_MS } from './rtp-reorder.ts';
 import { chooseTransport, noteRefused, type RtspTransport, type TransportSetting } from './rtsp-transport.ts';
 import { readRtp, type RtpPacket } from '../media/rtp/rtp-packet.ts';
+import { RECEIVER_REPORT_MS, ReceptionStats, receiverReport } from '../media/rtp/receiver-report.ts';
+import { randomInt } from 'node:crypto';
 
 const KEEPALIVE_MS = 20_000;
 /**
@@ -88,6 +94,10 @@ interface TrackState {
   udp: { rtp: UdpSocket; rtcp: UdpSocket } | null;
   /** UDP only: puts the track's packets back in order (kept after close for its count). */
   reorder: RtpReorder<RtpPacket> | null;
+  /** What our receiver reports say of the track. */
+  stats: ReceptionStats;
+  /** UDP: the camera's RTCP port (SETUP's `server_port`); null when it gave none. */
+  serverRtcpPort: number | null;
 }
 
 /**
@@ -123,15 +133,22 @@ export async function startRtpSession<T extends { control: string }>(
   let paused = false;
   let playing = false;
   let reorderTimer: NodeJS.Timeout | null = null;
+  let reportTimer: NodeJS.Timeout | null = null;
+  /** Our SSRC in receiver reports. */
+  const ourSsrc = randomInt(1, 0xffffffff);
 
   const onFrame = (ch: number, p: Buffer): void => {
     if (closed) return;
     for (let i = 0; i < states.length; i++) {
       const s = states[i]!;
-      if (ch === s.rtcpChannel) return sink.onRtcp?.(i, p);
+      if (ch === s.rtcpChannel) {
+        s.stats.senderReport(p, Date.now());
+        return sink.onRtcp?.(i, p);
+      }
       if (ch !== s.rtpChannel) continue;
       const rtp = readRtp(p);
       if (!rtp) return;
+      s.stats.packet(rtp.seq, rtp.ssrc);
       let gap = false;
       if (s.expectSeq >= 0 && rtp.seq !== s.expectSeq) {
         const ahead = (rtp.seq - s.expectSeq + 0x10000) & 0xffff;
@@ -158,6 +175,7 @@ export async function startRtpSession<T extends { control: string }>(
     closed = true;
     if (keepalive) clearInterval(keepalive);
     if (reorderTimer) clearInterval(reorderTimer);
+    if (reportTimer) clearInterval(reportTimer);
     closeUdp();
     if (err === null && playing && !sock.destroyed) {
       // Asked to stop: the camera is told (a UDP session would otherwise stream on until it times out).
@@ -189,7 +207,7 @@ export async function startRtpSession<T extends { control: string }>(
   };
   /** SETUP of track `i` over `transport`; a refusal (461) is thrown as TRANSPORT. */
   const setup = async (i: number, control: string, transport: 'tcp' | 'udp'): Promise<void> => {
-    const state: TrackState = { rtpChannel: -1, rtcpChannel: -1, expectSeq: -1, udp: null, reorder: null };
+    const state: TrackState = { rtpChannel: -1, rtcpChannel: -1, expectSeq: -1, udp: null, reorder: null, stats: new ReceptionStats(), serverRtcpPort: null };
     if (transport === 'tcp') {
       const r = await rtsp.request('SETUP', control, timeoutMs, { Transport: transportHeader('tcp', 0, 2 * i) });
       const t = r.headers.get('transport') ?? '';
@@ -207,7 +225,9 @@ export async function startRtpSession<T extends { control: string }>(
     state.reorder = reorder;
     states[i] = state;
     pair.rtcp.on('message', (msg, from) => {
-      if (!closed && from.address === camera) sink.onRtcp?.(i, msg);
+      if (closed || from.address !== camera) return;
+      state.stats.senderReport(msg, Date.now());
+      sink.onRtcp?.(i, msg);
     });
     pair.rtcp.on('error', () => undefined);
     pair.rtp.on('error', (err) => finish(fail('RTSP', `RTP socket: ${err.message}`, null)));
@@ -218,10 +238,14 @@ export async function startRtpSession<T extends { control: string }>(
         return;
       }
       const rtp = readRtp(msg);
-      if (rtp) reorder.push(rtp.seq, rtp.payload.length > 0 ? rtp : null, Date.now());
+      if (!rtp) return;
+      state.stats.packet(rtp.seq, rtp.ssrc);
+      reorder.push(rtp.seq, rtp.payload.length > 0 ? rtp : null, Date.now());
     });
     try {
-      await rtsp.request('SETUP', control, timeoutMs, { Transport: transportHeader('udp', pair.port) });
+      const r = await rtsp.request('SETUP', control, timeoutMs, { Transport: transportHeader('udp', pair.port) });
+      const ports = /server_port=(\d+)(?:-(\d+))?/i.exec(r.headers.get('transport') ?? '');
+      if (ports) state.serverRtcpPort = ports[2] !== undefined ? Number(ports[2]) : Number(ports[1]) + 1;
     } catch (err) {
       state.udp = null;
       pair.rtp.close();
@@ -275,6 +299,21 @@ export async function startRtpSession<T extends { control: string }>(
     Math.min(KEEPALIVE_MS, (rtsp.timeoutS * 1000) / 2),
   );
   keepalive.unref();
+  // Receiver reports, as ffmpeg sends them: a camera may end a session whose receiver is silent.
+  reportTimer = setInterval(() => {
+    const now = Date.now();
+    for (const s of states) {
+      const report = receiverReport(ourSsrc, s.stats, 'ipcam-recorder', now);
+      if (!report || closed) continue;
+      if (s.udp) {
+        if (s.serverRtcpPort !== null) s.udp.rtcp.send(report, s.serverRtcpPort, sock.remoteAddress);
+      } else if (s.rtcpChannel >= 0 && !sock.destroyed) {
+        const head = Buffer.from([0x24, s.rtcpChannel, report.length >> 8, report.length & 0xff]);
+        sock.write(Buffer.concat([head, report]));
+      }
+    }
+  }, RECEIVER_REPORT_MS);
+  reportTimer.unref();
   return {
     tracks,
     get lostPackets() {

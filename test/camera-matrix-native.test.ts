@@ -10,7 +10,11 @@
  *   same attempt) · Basic and Digest login · AAC recorded as PS · and on ffmpeg: G.711 ·
  *   Motion JPEG · RTSP over HTTP.
  */
+import test from 'ava';
 import { cameraMatrix, type Kind } from './helpers/camera-matrix.ts';
+import { SimCamera } from '../sim/camera.ts';
+import { startNativeIngest } from '../ingest/native-ingest.ts';
+import { startIngest, type IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 
 const KINDS: Kind[] = [
   { id: 'aac', sim: 'plain', mount: 'h264aac', video: 'h264', audio: { source: 'aac', stored: 'copy' }, transportInUse: 'tcp', ingest: 'native' },
@@ -46,3 +50,24 @@ const KINDS: Kind[] = [
 ];
 
 cameraMatrix('camera-matrix-native', KINDS, { ingest: 'native' });
+
+async function firstInitKey(session: IngestSession): Promise<string> {
+  try {
+    for await (const c of session.chunks) if (c.kind === 'init') return c.info.codecKey;
+    throw new Error(`no init: ${String((await session.exited).error)}`);
+  } finally {
+    session.stop();
+    await session.exited;
+  }
+}
+
+test("ffmpeg's init and ours of one camera are interchangeable (one codecKey): a download across both, as when a native camera is back-filled through ffmpeg, is one file", async (t) => {
+  const sim = await SimCamera.start({ width: 320, height: 240, gop: 25 });
+  t.teardown(() => sim.stop());
+  for (const mount of ['h264aac', 'h265aac'] as const) {
+    const url = sim.url(mount);
+    const native = await firstInitKey(startNativeIngest({ url, stallTimeoutMs: 10_000 }));
+    const ffmpeg = await firstInitKey(startIngest({ url, ffmpegPath: 'ffmpeg', stallTimeoutMs: 10_000 }));
+    t.is(native, ffmpeg, mount);
+  }
+});

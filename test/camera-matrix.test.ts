@@ -41,4 +41,4 @@ const KINDS: Kind[] = [
   { id: 'digest', sim: 'digest', mount: 'h264pcma', video: 'h264', audio: { source: 'pcm_alaw', stored: 'aac' }, transportInUse: 'tcp' },
 ];
 
-cameraMatrix('camera-matrix', KINDS);
+cameraMatrix('camera-matrix', KINDS, { ingest: 'ffmpeg' });

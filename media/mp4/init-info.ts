@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createFile, MP4BoxBuffer, type Movie } from 'mp4box';
+import { parseAvcC, parseHvcC } from '../codec/codec-config.ts';
 import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, readBoxHeader, type Box } from './boxes.ts';
 
 export interface TrexDefaults {
@@ -39,8 +40,11 @@ export interface InitInfo {
   mimeType: string;
   /**
    * sha1 (hex) of what must match for two inits to be interchangeable: per track its
-   * id, handler, timescale, the stsd box bytes and the trex defaults. Creation times,
-   * durations and names are left out, so two recordings of one camera config match.
+   * id, handler, timescale, what its sample entry says to a decoder (decoderKey: the
+   * configuration record and picture size, or the AudioSpecificConfig; the stsd bytes
+   * for other entries) and the trex defaults. Creation times, durations, names and
+   * container details are left out, so two recordings of one camera config match,
+   * whether ffmpeg or our native ingest wrote them.
    */
   codecKey: string;
   trexDefaults: Map<number, TrexDefaults>;
@@ -188,23 +192,81 @@ function descriptor(buf: Buffer, p: number, end: number): { tag: number; body: n
 const AAC_RATES = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 /** Sample rate and channel count from the AudioSpecificConfig in an mp4a entry's esds, if present and plain. */
-function aacConfig(buf: Buffer, entry: Box): { sampleRate?: number; channels?: number } {
+/** Where an mp4a entry's AudioSpecificConfig lies (esds → ES → DecoderConfig → DecoderSpecificInfo); null when it has none. */
+function ascRange(buf: Buffer, entry: Box): { body: number; end: number } | null {
   const at = sampleEntryChildren(buf, entry);
-  if (at < 0 || at > entry.size) return {};
+  if (at < 0 || at > entry.size) return null;
   const esds = childBoxes(buf, entry.offset + at, entry.offset + entry.size).find((b) => b.type === 'esds');
-  if (!esds) return {};
+  if (!esds) return null;
   const end = esds.offset + esds.size;
   const es = descriptor(buf, esds.offset + esds.headerSize + 4, end);
-  if (!es || es.tag !== 3) return {};
+  if (!es || es.tag !== 3) return null;
   let p = es.body + 2;
   const flags = buf[p++] ?? 0;
   if (flags & 0x80) p += 2;
   if (flags & 0x40) p += 1 + (buf[p] ?? 0);
   if (flags & 0x20) p += 2;
   const dc = descriptor(buf, p, es.end);
-  if (!dc || dc.tag !== 4) return {};
+  if (!dc || dc.tag !== 4) return null;
   const dsi = descriptor(buf, dc.body + 13, dc.end);
-  if (!dsi || dsi.tag !== 5 || dsi.end - dsi.body < 2) return {};
+  if (!dsi || dsi.tag !== 5 || dsi.end - dsi.body < 2) return null;
+  return { body: dsi.body, end: dsi.end };
+}
+
+/**
+ * An avcC/hvcC record by what a decoder takes from it: the NAL length size and the
+ * parameter sets. The record's other fields are derived from those, and encoders
+ * fill them differently (ffmpeg's hvcC and ours differ in flags no decoder reads).
+ * null for other records or one that does not parse.
+ */
+function parameterSetsKey(type: string, body: Buffer): string | null {
+  try {
+    const parsed = type === 'avcC' ? parseAvcC(body) : type === 'hvcC' ? parseHvcC(body) : null;
+    if (!parsed) return null;
+    const { vps, sps, pps } = parsed.params;
+    return [parsed.lengthSize, ...[...vps, ...sps, ...pps].map((n) => n.toString('hex'))].join(' ');
+  } catch {
+    return null;
+  }
+}
+
+const SAME_FAMILY: Record<string, string> = { avc1: 'avc', avc3: 'avc', hvc1: 'hevc', hev1: 'hevc' };
+
+/** Decoder configuration records of visual sample entries. */
+const CONFIG_BOXES = new Set(['avcC', 'hvcC', 'av1C', 'vpcC']);
+
+/**
+ * What decides whether two sample entries decode alike: the entry type, the picture
+ * size and the decoder configuration record (avcC, hvcC…), or an AAC entry's
+ * AudioSpecificConfig. Container details are left out (compressor name, `colr`,
+ * `pasp`, `btrt`, how an esds writes its lengths), so the init ffmpeg writes and the
+ * one our native ingest writes for the same camera stream are interchangeable, and a
+ * download across both plays with either. Any other entry: its bytes, as they are.
+ */
+function decoderKey(buf: Buffer, stsd: Box, entry: Box | undefined): string {
+  const whole = buf.subarray(stsd.offset, stsd.offset + stsd.size).toString('hex');
+  if (!entry) return whole;
+  const at = sampleEntryChildren(buf, entry);
+  if (VISUAL_ENTRIES.has(entry.type) && at >= 0 && at <= entry.size) {
+    const config = childBoxes(buf, entry.offset + at, entry.offset + entry.size).find((b) => CONFIG_BOXES.has(b.type));
+    if (!config) return whole;
+    const size = `${u16(buf, entry.offset + entry.headerSize + 24)}x${u16(buf, entry.offset + entry.headerSize + 26)}`;
+    const body = buf.subarray(config.offset + config.headerSize, config.offset + config.size);
+    // avc1/avc3 and hvc1/hev1 differ in where parameter sets may be, and ours are in
+    // front of every keyframe whichever the entry says: one family each.
+    const family = SAME_FAMILY[entry.type] ?? entry.type;
+    return `${family} ${size} ${config.type} ${parameterSetsKey(config.type, body) ?? body.toString('hex')}`;
+  }
+  if (entry.type === 'mp4a') {
+    const asc = ascRange(buf, entry);
+    return asc ? `mp4a ${buf.subarray(asc.body, asc.end).toString('hex')}` : whole;
+  }
+  return whole;
+}
+
+function aacConfig(buf: Buffer, entry: Box): { sampleRate?: number; channels?: number } {
+  const dsi = ascRange(buf, entry);
+  if (!dsi) return {};
   // Bit reader over the AudioSpecificConfig.
   let bit = dsi.body * 8;
   const limit = dsi.end * 8;
@@ -291,7 +353,7 @@ export function parseInit(init: Buffer): InitInfo {
     if (raw.some((r) => r.id === id)) throw new Mp4FormatError('MP4_BAD_BOX', `two tracks with id ${id}`);
 
     key.update(`track ${id} ${handler} ${timescale}\n`);
-    key.update(init.subarray(stsd.offset, stsd.offset + stsd.size));
+    key.update(decoderKey(init, stsd, entry));
     const trex = trexDefaults.get(id);
     key.update(trex ? `\ntrex ${trex.sampleDescriptionIndex} ${trex.sampleDuration} ${trex.sampleSize} ${trex.sampleFlags}\n` : '\nno trex\n');
     raw.push({ id, handler, timescale, entry, tkhdWidth: u32(init, sizeAt) / 65536, tkhdHeight: u32(init, sizeAt + 4) / 65536 });

@@ -1,11 +1,13 @@
 /**
  * What our own RTSP client reads from a camera besides RTP: the SDP's tracks
  * (rtsp/sdp-tracks.ts: encoding, clock, fmtp, control URL) and RTCP sender reports
- * (media/rtp/rtcp.ts: the NTP time of an RTP timestamp).
+ * (media/rtp/rtcp.ts: the NTP time of an RTP timestamp), and the receiver reports our
+ * client sends back (media/rtp/receiver-report.ts).
  */
 import test from 'ava';
 import { parseSdpTracks } from '../../rtsp/sdp-tracks.ts';
 import { readSenderReport } from '../../media/rtp/rtcp.ts';
+import { ReceptionStats, receiverReport } from '../../media/rtp/receiver-report.ts';
 
 const SDP = [
   'v=0',
@@ -56,4 +58,30 @@ test('RTCP: the sender report of a compound packet (after a receiver report), NT
   t.is(readSenderReport(rr), null);
   t.is(readSenderReport(sr.subarray(0, 20)), null, 'cut short');
   t.is(readSenderReport(Buffer.from('garbage!')), null);
+});
+
+test('receiver reports: loss counted across the 16-bit wrap, the last sender report echoed with its delay, RR + SDES CNAME', (t) => {
+  const stats = new ReceptionStats();
+  t.is(receiverReport(7, stats, 'me', 0), null, 'nothing to report before a packet');
+  for (let seq = 65530; seq < 65536 + 10; seq++) if (seq !== 65534 && seq !== 65536 + 3) stats.packet(seq & 0xffff, 0xabc);
+  stats.packet(65533, 0xabc); // a late repeat changes nothing
+  const sr = Buffer.alloc(28);
+  sr[0] = 0x80;
+  sr[1] = 200;
+  sr.writeUInt16BE(6, 2);
+  sr.writeUInt32BE(0x11223344, 8);
+  sr.writeUInt32BE(0x55667788, 12);
+  stats.senderReport(sr, 1000);
+  const rr = receiverReport(7, stats, 'ipcam-recorder', 1500)!;
+  t.is(rr[1], 201);
+  t.is(rr.readUInt32BE(4), 7, 'our SSRC');
+  t.is(rr.readUInt32BE(8), 0xabc, "the camera's SSRC");
+  t.is(rr.readUInt32BE(12) & 0xffffff, 16 - 15, 'one lost in all (16 expected, 15 received with the repeat)');
+  t.is(rr.readUInt32BE(16), 65536 + 9, 'extended highest sequence number');
+  t.is(rr.readUInt32BE(24), 0x33445566, 'LSR: the middle of the NTP time');
+  t.is(rr.readUInt32BE(28), 32768, 'DLSR: 0.5 s in 1/65536 s');
+  t.is(rr[33], 202);
+  t.is(rr.subarray(42, 42 + rr[41]!).toString(), 'ipcam-recorder');
+  t.is(rr.length % 4, 0);
+  t.is(4 * (rr.readUInt16BE(34) + 1), rr.length - 32, 'SDES length in words');
 });
