@@ -3,7 +3,9 @@
  * straight to ffmpeg (ffmpeg/ffmpeg-ingest.ts); with `ingest: 'native'`, an H.264/H.265
  * camera whose audio is AAC or none, without a data track and not tunnelled in HTTP, is
  * read by our own RTSP client instead (ingest/native-ingest.ts, no process per camera;
- * the DESCRIBE decides, and without an answer ffmpeg reads it); a camera whose session carries MPEG-PS
+ * the DESCRIBE decides, and without an answer ffmpeg reads it; a camera the client
+ * failed on before any video, in a way of its own, is read by ffmpeg from then on:
+ * nativeClientFailure); a camera whose session carries MPEG-PS
  * over RTP (MP2P/90000, GB28181 style) is recognised by one DESCRIBE and read without
  * ffmpeg (ingest/mp2p-ingest.ts: our RTSP bridge, PS reader and fMP4 writer), giving the
  * same fMP4 chunks, so segment writing, indexing and playback do not change.
@@ -17,7 +19,7 @@
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { startIngest, type IngestExit, type IngestOptions, type IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 import { startMp2pIngest } from './mp2p-ingest.ts';
-import { NATIVE_AUDIO, NATIVE_VIDEO, startNativeIngest } from './native-ingest.ts';
+import { NATIVE_AUDIO, NATIVE_VIDEO, NativeIngestError, startNativeIngest } from './native-ingest.ts';
 import { describeWithRetry, type SdpMedia } from '../rtsp/rtsp-describe.ts';
 import type { TransportSetting } from '../rtsp/rtsp-transport.ts';
 import { RtspAuthError } from '../rtsp/rtsp-auth.ts';
@@ -53,6 +55,25 @@ export function nativeFits(media: SdpMedia[], transport: TransportSetting | unde
   return audio.every((m) => NATIVE_AUDIO.has(m.encodings[0] ?? ''));
 }
 
+/**
+ * Cameras (by memory key) the native client failed on in a way ffmpeg may not: their
+ * next attempts use ffmpeg, for as long as this process runs. A camera that is off,
+ * silent or refuses the login is not one of them (ffmpeg would fail the same way).
+ */
+const nativeFailed = new Set<string>();
+
+/** Whether a native attempt's failure, before any video, is the client's (ffmpeg may do better). */
+export function nativeClientFailure(err: Error | undefined): boolean {
+  if (!(err instanceof NativeIngestError)) return false;
+  if (err.code === 'RTSP_RTSP') return err.status !== null && err.status >= 400 && err.status !== 401;
+  return err.code === 'RTSP_NO_STREAM' || err.code === 'RTSP_TRANSPORT' || err.code === 'NATIVE_BAD_CONFIG' || err.code === 'NATIVE_NO_VIDEO';
+}
+
+/** Forgets which cameras fell back to ffmpeg (tests). */
+export function resetNativeFallback(): void {
+  nativeFailed.clear();
+}
+
 /** An attempt that ended before it began (no chunks), with `error`. */
 function failedSession(error: Error): IngestSession {
   return { chunks: (async function* (): AsyncGenerator<Fmp4Chunk> {})(), exited: Promise.resolve({ requested: false, error }), stop: () => undefined };
@@ -77,7 +98,8 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
     // cannot read MP2P at all and the bridge makes its own DESCRIBE anyway.
     const mp2p = described ? described.some((m) => m.encodings.includes('MP2P')) : (knownMp2p.get(opts.url) ?? false);
     if (described) knownMp2p.set(opts.url, mp2p);
-    if (!mp2p && opts.ingest === 'native' && described && nativeFits(described, opts.transport)) {
+    const key = opts.memoryKey ?? opts.url;
+    if (!mp2p && opts.ingest === 'native' && described && nativeFits(described, opts.transport) && !nativeFailed.has(key)) {
       const session = startNativeIngest({
         url: opts.url,
         stallTimeoutMs: opts.stallTimeoutMs,
@@ -85,6 +107,11 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
         ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}),
         onAudio: (audio, transport) => opts.onPlan?.({ ingest: 'native', transport, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
         ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
+      });
+      void session.exited.then((exit) => {
+        if (fragments > 0 || !nativeClientFailure(exit.error)) return;
+        nativeFailed.add(key);
+        opts.onNotice?.('warn', 'native ingest failed on this camera before any video: its next attempts use ffmpeg', { error: exit.error?.message });
       });
       return session;
     }
@@ -115,9 +142,14 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
     if (stopped) s.stop();
   });
 
+  let fragments = 0;
   async function* chunks(): AsyncGenerator<Fmp4Chunk> {
     const s = await ready;
-    if (s) yield* s.chunks;
+    if (!s) return;
+    for await (const c of s.chunks) {
+      if (c.kind === 'fragment') fragments++;
+      yield c;
+    }
   }
 
   return {

@@ -94,7 +94,7 @@ export class RecorderMetrics {
   });
   private readonly restarts = new Counter({
     name: 'recorder_ffmpeg_restarts_total',
-    help: 'ingest (ffmpeg) restarts after a failure',
+    help: 'ingest restarts after a failure (ffmpeg or the native RTSP client; the name is v1)',
     labelNames: ['camera'],
     registers: [this.registry],
   });

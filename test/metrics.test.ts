@@ -49,7 +49,8 @@ test('metrics move with a recording camera; system info; alarms on NATS when the
   const sim = await SimCamera.start({ width: 320, height: 240, bitrateKbit: 400 });
   t.teardown(() => sim.stop());
   // Disk threshold 1%: any real disk is "near full"; sampled every second.
-  const n = await startNode(t, { natsUrl, segmentSeconds: 2, alarmDiskPercent: 1, healthSampleSeconds: 1 });
+  // ingest ffmpeg: the children metric is checked on the recording camera's ffmpeg.
+  const n = await startNode(t, { natsUrl, segmentSeconds: 2, alarmDiskPercent: 1, healthSampleSeconds: 1, ingest: 'ffmpeg' });
 
   const disk = await waitFor('disk-near-full alarm', () => alarms.find((a) => a.kind === 'disk-near-full'), 30_000);
   t.is(subjects[alarms.indexOf(disk)], 'rec.v1.alarm.disk-near-full');

@@ -9,7 +9,8 @@ import test, { type ExecutionContext } from 'ava';
 import { createServer, type Socket } from 'node:net';
 import { NativeIngestError, startNativeIngest } from '../../ingest/native-ingest.ts';
 import { RtspAuthError } from '../../rtsp/rtsp-auth.ts';
-import { nativeFits } from '../../ingest/camera-ingest.ts';
+import { nativeFits, resetNativeFallback, startCameraIngest } from '../../ingest/camera-ingest.ts';
+import type { IngestPlan } from '../../ffmpeg/ffmpeg-ingest.ts';
 import { parseSdpMedia } from '../../rtsp/rtsp-describe.ts';
 
 const H264 =
@@ -116,4 +117,25 @@ test('which cameras the native client takes: H.264/H.265 with AAC or no audio, n
   t.false(nativeFits(sdp(v264, 'm=application 0 RTP/AVP 107\r\na=rtpmap:107 vnd.onvif.metadata/90000\r\n'), 'auto'), 'a data track');
   t.false(nativeFits(sdp('m=video 0 RTP/AVP 26\r\n'), 'auto'), 'Motion JPEG');
   t.false(nativeFits(sdp(v264), 'http'));
+});
+
+test('a camera the native client fails on before any video (here: parameter sets it cannot read) is read by ffmpeg from its next attempt', async (t) => {
+  resetNativeFallback();
+  t.teardown(resetNativeFallback);
+  const cam = await fakeCamera(t, H264.replace('Z0IAHpWoKA9puAgICBA=', 'not*base64'));
+  const attempt = async (): Promise<{ plans: IngestPlan[]; error: Error | undefined }> => {
+    const plans: IngestPlan[] = [];
+    const s = startCameraIngest({ url: cam.url, ffmpegPath: 'ffmpeg', stallTimeoutMs: 2000, ingest: 'native', onPlan: (p) => plans.push(p) });
+    // ffmpeg's attempt would wait on a camera that sends nothing: stopped once it has its plan.
+    const planned = setInterval(() => plans.length > 0 && s.stop(), 20);
+    for await (const _ of s.chunks) {
+      /* none expected */
+    }
+    clearInterval(planned);
+    return { plans, error: (await s.exited).error };
+  };
+  const first = await attempt();
+  t.true(first.error instanceof NativeIngestError && first.error.code === 'NATIVE_BAD_CONFIG', String(first.error));
+  const second = await attempt();
+  t.is(second.plans[0]?.ingest, 'ffmpeg', JSON.stringify(second.plans));
 });
