@@ -3,10 +3,13 @@
  * AAC-lbr): a 16-bit AU-headers-length in bits, the AU headers (an AU size of
  * `sizeLength` bits, then an index of `indexLength` bits for the first and an index
  * delta of `indexDeltaLength` bits for the others), padding to a byte, then the AUs
- * one after the other. Several AUs in one packet are timed `AAC_FRAME_SAMPLES` apart
- * (plus any index delta). One AU larger than a packet comes in fragments with the same
- * timestamp, each with one AU header giving the whole size, the last marked; a packet
- * lost in between drops that AU.
+ * one after the other. Several AUs in one packet are timed `frameTicks` apart (1024
+ * samples in the RTP clock; plus any index delta). One AU larger than a packet comes
+ * in fragments (RFC 3640 §3.2.3): same timestamp, each with one AU header giving the
+ * whole AU's size, the marker bit on the last one only; a packet lost in between, a
+ * fragment that does not continue it, or a marker before the AU is whole drops that AU.
+ * The optional AU-header fields (CTS/DTS deltas, RAP, stream state) and the auxiliary
+ * section are refused by rtp-config.ts, so they are never read here.
  *
  * Memory: each frame handed on is a copy (a few hundred bytes, a few dozen a second);
  * the packet it came from may be a reused read buffer.
@@ -22,7 +25,7 @@ export interface AacDepacketizerCounters {
   frames: number;
   /** Packets whose AU headers do not fit the packet. */
   badPackets: number;
-  /** AUs lost to a gap in the middle of their fragments, or too big. */
+  /** AUs lost to a gap in the middle of their fragments, too big, or empty. */
   droppedFrames: number;
 }
 
@@ -33,9 +36,13 @@ export class AacDepacketizer {
 
   constructor(
     private readonly cfg: Pick<RtpAudioConfig, 'sizeLength' | 'indexLength' | 'indexDeltaLength'>,
+    /** Called with a copy of each AU (the caller may keep it), its RTP timestamp. */
     private readonly onFrame: (rtpTimestamp: number, data: Buffer) => void,
+    /** One AU's duration in the RTP clock (1024 when the clock is the sample rate). */
+    private readonly frameTicks = AAC_FRAME_SAMPLES,
   ) {}
 
+  /** One RTP payload, packets in sequence order; `gap`: packets were lost right before it. Never throws. */
   push(payload: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean): void {
     if (gap && this.partial) {
       this.partial = null;
@@ -64,6 +71,7 @@ export class AacDepacketizer {
       sizes.push(size);
       indexes.push(index);
     }
+    if (sizes.length === 0) return void this.counters.badPackets++;
     let at = 2 + headerBytes;
     if (this.partial && (sizes.length !== 1 || rtpTimestamp !== this.partial.ts)) {
       // A fragmented AU whose rest never came: what arrives now is new.
@@ -84,10 +92,14 @@ export class AacDepacketizer {
     }
     for (let i = 0; i < sizes.length; i++) {
       const size = sizes[i]!;
-      const ts = (rtpTimestamp + indexes[i]! * AAC_FRAME_SAMPLES) >>> 0;
+      const ts = (rtpTimestamp + indexes[i]! * this.frameTicks) >>> 0;
       if (size > MAX_AU_BYTES) {
         this.counters.droppedFrames++;
         return;
+      }
+      if (size === 0) {
+        this.counters.droppedFrames++;
+        continue;
       }
       if (at + size <= payload.length) {
         this.emit(ts, Buffer.from(payload.subarray(at, at + size)));

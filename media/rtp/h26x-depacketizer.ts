@@ -7,8 +7,10 @@
  * Payloads: H.264 single NAL units (types 1-23), STAP-A (24) and FU-A (28); H.265
  * single NAL units (0-47), aggregation packets (48) and fragmentation units (49).
  * STAP-B, MTAP, FU-B (H.264, interleaved mode only) and PACI (H.265) are counted
- * unsupported and skipped; DONL fields (H.265 with sprop-max-don-diff > 0) are
- * refused earlier, by media/rtp/rtp-config.ts.
+ * unsupported and skipped, as is a NAL unit type that may not stand alone (inside an
+ * aggregation packet too). DONL fields are never read: they are only sent when
+ * sprop-max-don-diff > 0, which media/rtp/rtp-config.ts refuses, so every H.265 payload
+ * here is read as sprop-max-don-diff=0 (no DONL/DOND).
  *
  * An access unit ends when the RTP timestamp changes or with the marker bit. Access
  * unit delimiters are dropped (MP4 samples do not carry them); parameter sets stay in
@@ -16,11 +18,19 @@
  *
  * Loss: a gap drops the NAL unit being rebuilt from fragments (its start, middle or
  * end is gone) and a fragment without its start; the access unit around it is still
- * handed on, marked `damaged` (a decoder conceals it, as with ffmpeg's recording). A
+ * handed on, marked `damaged` (a recorder keeps what it got: a decoder conceals the
+ * missing slices, as with ffmpeg's recording). Lost packets may be the end of the unit
+ * in progress (its marker never came) or the start of the next: both are marked. A
  * unit that lost every NAL unit (a frame of one slice) is no frame: counted damaged,
  * not handed on.
- * Bounds: an access unit over `maxUnitBytes` is dropped whole (counted); the arena's
- * own bound is the GOP's, kept by the caller.
+ *
+ * Bounds: an access unit over `maxUnitBytes` or `maxUnitNals` is dropped whole
+ * (counted in `oversizedUnits`), as is one that finds no room in the arena (whose
+ * bound is the GOP's, `NalArena.maxBytes`: `arenaFull` says which, for the caller).
+ *
+ * Lifetime: the unit handed to `onUnit` is offsets into `arena.buf`; its bytes stay
+ * there until the caller moves or rewinds the arena (rtp-fmp4.ts keeps a GOP's units
+ * there until it writes the fragment). Nothing of the packet is kept after push().
  */
 import { isParameterSet, parameterSetsIn, type ParameterSets, type VideoCodec } from '../codec/annexb.ts';
 import type { NalArena } from './nal-arena.ts';
@@ -47,9 +57,14 @@ export interface DepacketizerCounters {
   damagedUnits: number;
   /** Packets of a kind we do not read (STAP-B, MTAP, FU-B, PACI) or cut short. */
   unsupportedPackets: number;
-  /** Access units over maxUnitBytes, or that found no room in the arena. */
+  /** Access units over maxUnitBytes or maxUnitNals, or that found no room in the arena. */
   oversizedUnits: number;
 }
+
+/** An access unit bigger than this is not a camera's frame: dropped (16 MiB). */
+export const MAX_UNIT_BYTES = 16 * 1024 * 1024;
+/** More NAL units than this in one access unit (slices, SEI…) is garbage: dropped. */
+export const MAX_UNIT_NALS = 4096;
 
 const H264_STAP_A = 24;
 const H264_FU_A = 28;
@@ -66,6 +81,7 @@ export class H26xDepacketizer {
   private vcl = false;
   private damaged = false;
   private hasParams = false;
+  private nals = 0;
   /** The unit is being dropped (too big): its remaining packets are ignored. */
   private dropping = false;
   /** Length slot of the NAL unit being rebuilt from fragments; -1 when none. */
@@ -74,17 +90,25 @@ export class H26xDepacketizer {
   private fuCounted = false;
   /** The NAL header a fragmentation unit rebuilds (reused: no memory per packet). */
   private readonly fuHead = Buffer.alloc(2);
+  /** The last unit dropped found no room in the arena (the GOP is full), rather than being over its own bounds. */
+  arenaFull = false;
 
   constructor(
     private readonly codec: VideoCodec,
     private readonly arena: NalArena,
     private readonly onUnit: (unit: AccessUnit) => void,
-    private readonly maxUnitBytes = 16 * 1024 * 1024,
+    private readonly maxUnitBytes = MAX_UNIT_BYTES,
+    private readonly maxUnitNals = MAX_UNIT_NALS,
   ) {}
 
+  /**
+   * One RTP payload, packets in sequence order (reordering is the caller's); `gap`:
+   * packets were lost right before this one. Never throws for what a camera sends.
+   */
   push(p: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean): void {
-    if (this.inUnit && rtpTimestamp !== this.unitTs) this.endUnit();
+    // The lost packets may have ended the unit in progress: mark it before it ends.
     if (gap) this.lose();
+    if (this.inUnit && rtpTimestamp !== this.unitTs) this.endUnit();
     if (!this.inUnit) {
       this.inUnit = true;
       this.unitStart = this.arena.used;
@@ -93,6 +117,7 @@ export class H26xDepacketizer {
       this.vcl = false;
       this.damaged = gap;
       this.hasParams = false;
+      this.nals = 0;
       this.dropping = false;
     }
     if (!this.dropping) {
@@ -146,8 +171,10 @@ export class H26xDepacketizer {
   /** One whole NAL unit, p[from, to). */
   private nal(p: Buffer, from: number, to: number): void {
     const type = this.typeOf(p[from]!);
+    // Only types that may stand alone (an aggregation inside an aggregation is not one).
+    if (this.codec === 'h264' ? type === 0 || type > 23 : type > 47 || to - from < 2) return void this.counters.unsupportedPackets++;
     if (type === AUD[this.codec]) return;
-    if (!this.room(4 + to - from)) return;
+    if (!this.room(4 + to - from, 1)) return;
     const slot = this.arena.lengthSlot();
     this.arena.append(p, from, to);
     this.arena.setLength(slot);
@@ -161,7 +188,7 @@ export class H26xDepacketizer {
     if (start) {
       if (this.fuSlot >= 0) this.dropFragment(); // its end was lost
       this.fuCounted = false;
-      if (!this.room(4 + headerLen + p.length - at)) return;
+      if (!this.room(4 + headerLen + p.length - at, 1)) return;
       this.fuSlot = this.arena.lengthSlot();
       this.arena.append(this.fuHead, 0, headerLen);
     } else if (this.fuSlot < 0) {
@@ -210,9 +237,15 @@ export class H26xDepacketizer {
     this.damaged = true;
   }
 
-  /** Room for `n` more bytes of this unit; else the unit is dropped whole. */
-  private room(n: number): boolean {
-    if (this.arena.used - this.unitStart + n <= this.maxUnitBytes && this.arena.reserve(n)) return true;
+  /** Room for `n` more bytes (`nals` more NAL units) of this unit; else the unit is dropped whole. */
+  private room(n: number, nals = 0): boolean {
+    if (this.dropping) return false; // counted when it began
+    const within = this.arena.used - this.unitStart + n <= this.maxUnitBytes && this.nals + nals <= this.maxUnitNals;
+    this.arenaFull = within && !this.arena.reserve(n);
+    if (within && !this.arenaFull) {
+      this.nals += nals;
+      return true;
+    }
     this.counters.oversizedUnits++;
     this.arena.used = this.unitStart;
     this.fuSlot = -1;

@@ -6,7 +6,11 @@
  *   DONL is not supported (`sprop-max-don-diff` must be 0 or absent): a camera that
  *   interleaves NAL units out of decoding order is refused typed.
  * - AAC (RFC 3640 §4.1, mpeg4-generic): `mode` AAC-hbr or AAC-lbr, `config` (the
- *   AudioSpecificConfig in hex), `sizeLength`, `indexLength`, `indexDeltaLength`.
+ *   AudioSpecificConfig in hex), `sizeLength`, `indexLength`, `indexDeltaLength`
+ *   (defaults those of the mode: 13/3/3 for AAC-hbr, 6/2/2 for AAC-lbr). The optional
+ *   AU-header fields (CTS/DTS deltas, random access, stream state) and the auxiliary
+ *   section are refused (CODEC_UNSUPPORTED): neither mode uses them, and reading AU
+ *   headers without them would misplace every AU. The channel count is the ASC's.
  * Parameter sets may be missing from the SDP (many cameras send them in band only);
  * they are then learnt from the stream. A value that is there and does not parse is a
  * MediaFormatError (BAD_CODEC_CONFIG) naming the parameter.
@@ -75,6 +79,9 @@ export function videoConfig(encoding: string, clockRate: number, fmtp: Record<st
   throw new MediaFormatError('CODEC_UNSUPPORTED', `video encoding ${encoding} is not H.264 or H.265`);
 }
 
+/** fmtp parameters (lower-cased) that add fields to the AU headers or an auxiliary section. */
+const OPTIONAL_AU_FIELDS = ['ctsdeltalength', 'dtsdeltalength', 'randomaccessindication', 'streamstateindication', 'auxiliarydatasizelength'];
+
 /** The AAC configuration of an mpeg4-generic track; null for any other encoding or mode. */
 export function audioConfig(encoding: string, clockRate: number, fmtp: Record<string, string>): RtpAudioConfig | null {
   if (encoding.toUpperCase() !== 'MPEG4-GENERIC') return null;
@@ -84,6 +91,10 @@ export function audioConfig(encoding: string, clockRate: number, fmtp: Record<st
   if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw new MediaFormatError('BAD_CODEC_CONFIG', `config: ${JSON.stringify(hex.slice(0, 40))} is not hex`);
   const asc = Buffer.from(hex, 'hex');
   parseAsc(asc); // throws when it cannot be carried
+  for (const name of OPTIONAL_AU_FIELDS) {
+    const v = fmtp[name];
+    if (v !== undefined && v.trim() !== '0') throw new MediaFormatError('CODEC_UNSUPPORTED', `${name}=${v}: AU headers with optional fields are not read`);
+  }
   const hbr = mode === 'aac-hbr';
   const int = (name: string, fallback: number): number => {
     const v = fmtp[name.toLowerCase()];

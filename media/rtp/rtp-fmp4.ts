@@ -22,16 +22,30 @@
  * Audio time: each track's RTP clock starts at its own random value. Once both tracks
  * have an RTCP sender report (`anchor`), audio is placed on the camera's wall clock
  * against the video; before that, the first audio frame is placed at the video time of
- * its arrival (as ffmpeg does until RTCP). Frames are laid end to end and re-placed on
+ * its arrival (the presentation time of the last video frame received: as ffmpeg does
+ * until RTCP, off by the network's jitter), and the ones after by their RTP distance
+ * from it. A frame lasts 1024 samples of the ASC's rate, in the track's timescale (the
+ * RTP clock, which cameras make the sample rate). Frames are laid end to end and re-placed on
  * that time only when they drift from it by more than AUDIO_TOLERANCE_MS (a hole
  * lengthens the sample before it, audio overlapping what is written is dropped), so
  * rounding never makes gaps or overlaps. Audio before the first keyframe is dropped.
  *
+ * Init: before the first fragment and whenever the GOP's parameter sets differ from
+ * the last init's (in band, or the SDP's). The audio configuration is the SDP's and is
+ * fixed for a session (a new SDP is a new RtpFmp4, whose first fragment has an init).
+ *
  * Memory: the video is rebuilt in one NalArena per camera (no Buffer per packet, NAL
- * unit or frame); each GOP costs one Buffer, the fragment buildFragment writes (the
- * consumers keep it: pre-record, live view). Audio frames are small copies.
- * Bounds: a GOP over `maxGopBytes` is dropped whole (counted) and the next keyframe
- * starts afresh.
+ * unit or frame; it grows by doubling and never shrinks). Per GOP: the fragment
+ * buildFragment writes (one Buffer the consumers keep: pre-record, live view), its
+ * parsed moof, one small object per frame (MuxSample), the parameter sets of a keyframe
+ * that carries them (copies, a few hundred bytes) and, when the camera sends them only
+ * in the SDP, the bytes put in front of its keyframe. Audio frames are small copies.
+ * Bounds: a GOP over `maxGopBytes` or `maxGopFrames` is cut there (written as it is,
+ * counted in `cutGops`); the frames after it, up to the next keyframe, are dropped
+ * (they would not decode alone).
+ *
+ * Errors: nothing a camera sends makes video()/audio()/end() throw: what cannot be
+ * read is skipped and counted.
  */
 import type { ParameterSets } from '../codec/annexb.ts';
 import { aacTrackFromAsc, videoTrackFromParams, type EsTrack } from '../codec/codec-config.ts';
@@ -50,15 +64,26 @@ export const AUDIO_TOLERANCE_MS = 50;
 /** A last-frame duration beyond this (a camera paused) is not believed. */
 const MAX_FRAME_MS = 10_000;
 const INITIAL_ARENA_BYTES = 1024 * 1024;
-const MAX_GOP_BYTES = 64 * 1024 * 1024;
+export const MAX_GOP_BYTES = 64 * 1024 * 1024;
+/** 5 minutes at 100 fps: beyond any camera's GOP; bounds the per-frame objects held. */
+export const MAX_GOP_FRAMES = 30_000;
+
+export interface RtpFmp4Options {
+  /** Largest GOP held (default MAX_GOP_BYTES, 64 MiB): the arena's bound. */
+  maxGopBytes?: number;
+  /** Most frames in a GOP (default MAX_GOP_FRAMES). */
+  maxGopFrames?: number;
+}
 
 export interface RtpFmp4Counters extends DepacketizerCounters {
   gops: number;
   inits: number;
   /** Frames before the first keyframe (or after a dropped GOP), dropped. */
   framesBeforeKeyframe: number;
-  /** GOPs dropped: no parameter sets known, unreadable ones, or over maxGopBytes. */
+  /** GOPs dropped: no parameter sets known, or unreadable ones. */
   skippedGops: number;
+  /** GOPs cut short at maxGopBytes / maxGopFrames. */
+  cutGops: number;
   audio: AacDepacketizerCounters;
   /** Audio frames dropped: before the first video, or overlapping what is written. */
   droppedAudio: number;
@@ -75,7 +100,7 @@ interface VideoSample {
 }
 
 interface AudioSample {
-  /** Placed decode time, in the audio clock, on the output timeline. */
+  /** Placed decode time, in the audio clock, on the output timeline before `offset` is added. */
   at: number;
   duration: number;
   data: Buffer;
@@ -125,27 +150,37 @@ export class RtpFmp4 {
   private audioPending: AudioSample[] = [];
   /** Where the next audio frame goes if laid end to end; null before the first. */
   private audioNext: number | null = null;
-  /** Before sender reports: the first audio frame's RTP time and the output video time it was placed at. */
+  /** Before sender reports: the first audio frame's RTP time and the video time (from the origin) it was placed at. */
   private arrival: { rtp: number; at90k: number } | null = null;
   private videoSr: Anchor | null = null;
   private audioSr: Anchor | null = null;
+  /** One AAC frame's duration in the audio track's timescale (the RTP clock). */
+  private readonly audioFrameTicks: number = AAC_FRAME_SAMPLES;
+  private readonly maxGopFrames: number;
 
+  /** `audioConfig` null: video only. Throws MediaFormatError only for an AAC configuration audioConfig() would have refused. */
   constructor(
     private readonly videoConfig: RtpVideoConfig,
     private readonly audioConfig: RtpAudioConfig | null,
-    private readonly maxGopBytes = MAX_GOP_BYTES,
+    opts: RtpFmp4Options = {},
   ) {
     this.params = videoConfig.params;
-    this.arena = new NalArena(INITIAL_ARENA_BYTES, maxGopBytes);
+    this.maxGopFrames = opts.maxGopFrames ?? MAX_GOP_FRAMES;
+    const maxGopBytes = opts.maxGopBytes ?? MAX_GOP_BYTES;
+    this.arena = new NalArena(Math.min(INITIAL_ARENA_BYTES, maxGopBytes), maxGopBytes);
     this.depacketizer = new H26xDepacketizer(videoConfig.codec, this.arena, (u) => this.unit(u));
     this.audioTrack = audioConfig ? aacTrackFromAsc(audioConfig.asc, 2, audioConfig.clockRate) : null;
-    this.aac = audioConfig ? new AacDepacketizer(audioConfig, (ts, data) => this.audioFrame(ts, data)) : null;
+    if (audioConfig && this.audioTrack?.kind === 'audio' && this.audioTrack.codec === 'aac') {
+      this.audioFrameTicks = Math.round((AAC_FRAME_SAMPLES * audioConfig.clockRate) / this.audioTrack.sampleRate);
+    }
+    this.aac = audioConfig ? new AacDepacketizer(audioConfig, (ts, data) => this.audioFrame(ts, data), this.audioFrameTicks) : null;
     this.counters = {
       ...this.depacketizer.counters,
       gops: 0,
       inits: 0,
       framesBeforeKeyframe: 0,
       skippedGops: 0,
+      cutGops: 0,
       audio: this.aac?.counters ?? { frames: 0, badPackets: 0, droppedFrames: 0 },
       droppedAudio: 0,
       audioHoles: 0,
@@ -162,17 +197,16 @@ export class RtpFmp4 {
     this.out = [];
     const full = this.depacketizer.counters.oversizedUnits;
     this.depacketizer.push(payload, rtpTimestamp, marker, gap);
-    if (this.depacketizer.counters.oversizedUnits > full && this.samples.length > 0) {
-      // The GOP outgrew maxGopBytes: dropped whole; the next keyframe starts afresh.
-      this.samples = [];
-      this.arena.used = 0;
-      this.counters.skippedGops++;
+    if (this.depacketizer.counters.oversizedUnits > full && this.depacketizer.arenaFull && this.samples.length > 0) {
+      // The GOP outgrew maxGopBytes: written as it is; up to the next keyframe, frames are dropped.
+      this.counters.cutGops++;
+      this.cut(null, this.arena.used, false);
     }
     Object.assign(this.counters, this.depacketizer.counters);
     return this.out;
   }
 
-  /** One audio RTP packet's payload (in sequence order); its frames wait for their GOP. */
+  /** One audio RTP packet's payload (in sequence order; `marker` ends a fragmented AU); its frames wait for their GOP. */
   audio(payload: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean): void {
     this.aac?.push(payload, rtpTimestamp, marker, gap);
   }
@@ -187,7 +221,7 @@ export class RtpFmp4 {
   end(): Fmp4Chunk[] {
     this.out = [];
     this.depacketizer.flush();
-    if (this.samples.length > 0) this.cut(null);
+    if (this.samples.length > 0) this.cut(null, this.arena.used, true);
     return this.out;
   }
 
@@ -200,7 +234,7 @@ export class RtpFmp4 {
 
   private unit(u: AccessUnit): void {
     const pts = this.unwrap(u.rtpTimestamp);
-    if (u.params && (u.params.sps.length > 0 || u.params.pps.length > 0)) {
+    if (u.params) {
       // In-band parameter sets replace the SDP's (a camera may change them at a keyframe).
       const merged: ParameterSets = {
         codec: this.videoConfig.codec,
@@ -217,11 +251,19 @@ export class RtpFmp4 {
     }
     if (u.keyframe) {
       let start = u.start;
-      if (this.samples.length > 0) start -= this.cut(pts, u.start);
+      if (this.samples.length > 0) start -= this.cut(pts, u.start, false);
       else if (start > 0) start -= this.arena.moveToStart(start); // bytes of dropped frames before it
       if (!this.startGop(start, u)) return;
       this.samples.push({ start, size: this.arena.used - start, pts, keyframe: true });
       this.origin ??= pts;
+      return;
+    }
+    if (this.samples.length >= this.maxGopFrames) {
+      // A GOP that never ends: written as it is; this frame and the ones up to the next
+      // keyframe are dropped (the arena is left empty: this frame's bytes were its last).
+      this.counters.cutGops++;
+      this.cut(pts, u.end, false);
+      this.counters.framesBeforeKeyframe++;
       return;
     }
     if (this.samples.length === 0) {
@@ -236,7 +278,10 @@ export class RtpFmp4 {
   private startGop(start: number, u: AccessUnit): boolean {
     const p = this.params;
     const missing = p.sps.length === 0 || p.pps.length === 0 || (p.codec === 'h265' && p.vps.length === 0);
-    if (missing || (!u.params && !this.arena.insert(start, this.paramBytes(p)))) {
+    // Not all of them in band (none, or the camera repeats only some): the whole set goes in
+    // front, so the sample decodes alone; repeating one it carries does no harm.
+    const inBand = u.params !== null && u.params.sps.length > 0 && u.params.pps.length > 0 && (p.codec === 'h264' || u.params.vps.length > 0);
+    if (missing || (!inBand && !this.arena.insert(start, this.paramBytes(p)))) {
       this.counters.skippedGops++;
       this.counters.framesBeforeKeyframe++;
       this.arena.used = start;
@@ -261,11 +306,12 @@ export class RtpFmp4 {
 
   /**
    * Writes the GOP held as one fragment (with an init first when the configuration
-   * changed). `nextPts`: the next keyframe's presentation time (null at the end);
-   * `keep`: where the next keyframe's sample starts in the arena, moved to its start.
-   * Returns how far that moved.
+   * changed). `nextPts`: the next frame's presentation time (null when unknown: the
+   * end, or a GOP cut at maxGopBytes); `keep`: where the next keyframe's sample starts in
+   * the arena, moved to its start; `allAudio`: write every audio frame held (the end),
+   * not only those within the video written. Returns how far `keep` moved.
    */
-  private cut(nextPts: number | null, keep = this.arena.used): number {
+  private cut(nextPts: number | null, keep: number, allAudio: boolean): number {
     const samples = this.samples;
     this.samples = [];
     const clock = this.videoConfig.clockRate;
@@ -296,7 +342,7 @@ export class RtpFmp4 {
       }));
       this.videoEnd = dts[last]! + lastDuration;
       const runs: MuxTrackRun[] = [{ trackId: 1, baseDecodeTime: BigInt(dts[0]), samples: muxed }];
-      const audio = this.audioRun(nextPts === null);
+      const audio = this.audioRun(allAudio);
       if (audio) runs.push(audio);
       this.emitInit(this.gopParams!);
       const bytes = buildFragment(++this.sequence, runs);
@@ -336,19 +382,24 @@ export class RtpFmp4 {
   private audioRun(all: boolean): MuxTrackRun | null {
     if (!this.audioConfig || this.audioPending.length === 0) return null;
     const rate = this.audioConfig.clockRate;
-    const endAt = (this.videoEnd * rate) / this.videoConfig.clockRate;
+    const offset = (this.offset * rate) / this.videoConfig.clockRate;
+    const endAt = (this.videoEnd * rate) / this.videoConfig.clockRate - offset;
     let n = 0;
     while (n < this.audioPending.length && (all || this.audioPending[n]!.at < endAt)) n++;
     if (n === 0) return null;
     const taken = this.audioPending.splice(0, n);
     return {
       trackId: 2,
-      baseDecodeTime: BigInt(Math.round(taken[0]!.at)),
+      baseDecodeTime: BigInt(Math.round(taken[0]!.at + offset)),
       samples: taken.map((a) => ({ duration: a.duration, cto: 0, keyframe: true, data: a.data })),
     };
   }
 
-  /** Where an audio frame of RTP time `rtp` belongs on the output timeline, in the audio clock; null before the video starts. */
+  /**
+   * Where an audio frame of RTP time `rtp` belongs, in the audio clock, from the video's
+   * origin (the first keyframe's presentation time; `offset` is added when it is
+   * written, as it is fixed only when the first GOP is cut); null before the video starts.
+   */
   private audioTime(rtp: number): number | null {
     const rate = this.audioConfig!.clockRate;
     const clock = this.videoConfig.clockRate;
@@ -356,10 +407,10 @@ export class RtpFmp4 {
     if (this.videoSr && this.audioSr) {
       const wallMs = this.audioSr.ntpMs + (diff32(rtp, this.audioSr.rtp) * 1000) / rate;
       const videoPts = this.lastPts + diff32(this.videoSr.rtp, this.lastTs) + ((wallMs - this.videoSr.ntpMs) * clock) / 1000;
-      return ((videoPts - this.origin + this.offset) * rate) / clock;
+      return Math.round(((videoPts - this.origin) * rate) / clock);
     }
-    this.arrival ??= { rtp, at90k: this.lastPts - this.origin + this.offset };
-    return (this.arrival.at90k * rate) / clock + diff32(rtp, this.arrival.rtp);
+    this.arrival ??= { rtp, at90k: this.lastPts - this.origin };
+    return Math.round((this.arrival.at90k * rate) / clock) + diff32(rtp, this.arrival.rtp);
   }
 
   private audioFrame(rtp: number, data: Buffer): void {
@@ -378,7 +429,7 @@ export class RtpFmp4 {
       this.counters.droppedAudio++; // overlaps audio already placed
       return;
     }
-    this.audioPending.push({ at: place, duration: AAC_FRAME_SAMPLES, data });
-    this.audioNext = place + AAC_FRAME_SAMPLES;
+    this.audioPending.push({ at: place, duration: this.audioFrameTicks, data });
+    this.audioNext = place + this.audioFrameTicks;
   }
 }
