@@ -5,7 +5,7 @@
  * (the baseline). Reports CPU and PSS per camera for both, their ratio, fragments lost
  * and disk bytes written. Method and figures: bench/README.md.
  *
- *   node --import tsx bench/ingest.ts --cameras 25,50,100 --seconds 60 [--ingest native]
+ *   node --import tsx bench/ingest.ts --cameras 25,50,100 --seconds 60 [--ingest ffmpeg]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -59,8 +59,8 @@ const { values } = parseArgs({
     clip: { type: 'string' },
     // Each N this many times, with a median and the count of runs thrown away.
     runs: { type: 'string', default: '1' },
-    // Who reads the cameras in the recorder: ffmpeg (one process per camera) or native (our own RTSP client).
-    ingest: { type: 'string', default: 'ffmpeg' },
+    // Who reads the cameras in the recorder: native (our own RTSP client, the default) or ffmpeg (one process per camera).
+    ingest: { type: 'string', default: 'native' },
   },
 });
 if (values.ingest !== 'ffmpeg' && values.ingest !== 'native') throw new Error(`--ingest is ffmpeg or native, not ${values.ingest}`);

@@ -45,6 +45,7 @@ import { PsLiveFmp4, VIDEO_TYPES, type PreparedGop, type PsAudioStatus, type PsL
 import { G711Aac } from '../ffmpeg/g711-aac.ts';
 import { STREAM_TYPE } from '../media/ps/ps-mux.ts';
 import { SilenceWatch } from '../lib/silence-watch.ts';
+import { ChunkQueue } from './chunk-queue.ts';
 
 export type Mp2pIngestErrorCode = 'MP2P_VIDEO_UNSUPPORTED' | 'MP2P_NO_VIDEO' | 'MP2P_STALLED';
 
@@ -115,37 +116,33 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
   const gops: { gop: PsGop; cutAt: number }[] = [];
   let writing: Promise<void> | null = null;
   const noVideoMs = 2 * opts.stallTimeoutMs + 10_000;
-  const queue: Fmp4Chunk[] = [];
-  let queueBytes = 0;
-  let wake: (() => void) | null = null;
   let bridge: Mp2pBridge | null = null;
-  let paused = false;
   let requested = false;
   let finished = false;
   let failure: Error | undefined;
-  const highBytes = opts.queueHighBytes ?? QUEUE_HIGH_BYTES;
-  const lowBytes = opts.queueLowBytes ?? QUEUE_LOW_BYTES;
   const silence = new SilenceWatch();
   let lastFragmentAt = Date.now();
   let lastAudio = '';
   let resolveExit!: (e: IngestExit) => void;
   const exited = new Promise<IngestExit>((r) => (resolveExit = r));
 
-  const notify = (): void => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
-  const enqueue = (c: Fmp4Chunk): void => {
-    queue.push(c);
-    queueBytes += c.bytes.length;
-    if (!paused && queueBytes > highBytes && bridge) {
-      paused = true;
+  const queue = new ChunkQueue({
+    highBytes: opts.queueHighBytes ?? QUEUE_HIGH_BYTES,
+    lowBytes: opts.queueLowBytes ?? QUEUE_LOW_BYTES,
+    pause: () => {
+      if (!bridge) return false;
       silence.hold();
       bridge.pause();
-    }
-    notify();
-  };
+      return true;
+    },
+    resume: () => {
+      silence.release();
+      // Time paused is not time without video either.
+      lastFragmentAt = Date.now();
+      bridge?.resume();
+    },
+  });
+  const enqueue = (c: Fmp4Chunk): void => queue.push([c]);
   /** `cutAt`: when the GOP's last frame had arrived (its fragment is timed from then, however long it waited here). */
   const emit = (chunks: Fmp4Chunk[], cutAt: number): void => {
     for (let c of chunks) {
@@ -230,7 +227,7 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     if (trouble > 0)
       opts.onNotice?.('warn', 'MP2P: damaged input in this session (skipped and resynchronised)', { lostPackets: s.lostPackets, ...s.reader, ...s.fmp4 });
     resolveExit(requested ? { requested: true } : { requested: false, ...((failure ?? error) ? { error: failure ?? error } : {}) });
-    notify();
+    queue.end();
   };
   const fail = (err: Error): void => {
     failure ??= err;
@@ -252,7 +249,7 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     const silentMs = silence.silentMs();
     if (silentMs > opts.stallTimeoutMs) {
       fail(new Mp2pIngestError('MP2P_STALLED', `no data from the camera for ${silentMs} ms`));
-    } else if (!paused && now - lastFragmentAt > noVideoMs) {
+    } else if (!queue.paused && now - lastFragmentAt > noVideoMs) {
       const r = reader.counters;
       const why = reader.codec === null ? 'no H.264/H.265 video found' : r.gops === 0 ? 'no keyframe with a PSM' : 'no GOP with readable video';
       fail(
@@ -306,28 +303,8 @@ export function startMp2pIngest(opts: Mp2pIngestOptions): Mp2pIngestSession {
     }
   })();
 
-  async function* chunks(): AsyncGenerator<Fmp4Chunk> {
-    for (;;) {
-      const c = queue.shift();
-      if (c) {
-        queueBytes -= c.bytes.length;
-        if (paused && queueBytes < lowBytes) {
-          paused = false;
-          silence.release();
-          // Time paused is not time without video either.
-          lastFragmentAt = Date.now();
-          bridge?.resume();
-        }
-        yield c;
-        continue;
-      }
-      if (finished) return;
-      await new Promise<void>((r) => (wake = r));
-    }
-  }
-
   return {
-    chunks: chunks(),
+    chunks: queue.chunks(),
     exited,
     stats,
     stop() {

@@ -38,6 +38,7 @@ import { RtpFmp4, type RtpFmp4Counters } from '../media/rtp/rtp-fmp4.ts';
 import { audioConfig, parseFmtp, videoConfig, type RtpAudioConfig, type RtpVideoConfig } from '../media/rtp/rtp-config.ts';
 import { readSenderReport } from '../media/rtp/rtcp.ts';
 import { SilenceWatch } from '../lib/silence-watch.ts';
+import { ChunkQueue } from './chunk-queue.ts';
 import { redactText } from '../lib/redact.ts';
 
 export type NativeIngestErrorCode =
@@ -110,17 +111,11 @@ function chooseTracks(sdp: string, base: string): Chosen[] {
 }
 
 export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSession {
-  const queue: Fmp4Chunk[] = [];
-  let queueBytes = 0;
-  let wake: (() => void) | null = null;
   let session: RtpSession<Chosen> | null = null;
   let media: RtpFmp4 | null = null;
-  let paused = false;
   let requested = false;
   let finished = false;
   let failure: Error | undefined;
-  const highBytes = opts.queueHighBytes ?? QUEUE_HIGH_BYTES;
-  const lowBytes = opts.queueLowBytes ?? QUEUE_LOW_BYTES;
   const noVideoMs = 2 * opts.stallTimeoutMs + 10_000;
   const silence = new SilenceWatch();
   let lastFragmentAt = Date.now();
@@ -129,23 +124,24 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
   /** Track index (as set up) → which it is; filled once the session is up. */
   let kinds: ('video' | 'audio')[] = [];
 
-  const notify = (): void => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
-  const enqueue = (chunks: Fmp4Chunk[]): void => {
-    for (const c of chunks) {
-      queue.push(c);
-      queueBytes += c.bytes.length;
-      if (c.kind === 'fragment') lastFragmentAt = Date.now();
-    }
-    if (!paused && queueBytes > highBytes && session) {
-      paused = true;
+  const queue = new ChunkQueue({
+    highBytes: opts.queueHighBytes ?? QUEUE_HIGH_BYTES,
+    lowBytes: opts.queueLowBytes ?? QUEUE_LOW_BYTES,
+    pause: () => {
+      if (!session) return false;
       silence.hold();
       session.pause();
-    }
-    if (chunks.length > 0) notify();
+      return true;
+    },
+    resume: () => {
+      silence.release();
+      lastFragmentAt = Date.now(); // time paused is not time without video either
+      session?.resume();
+    },
+  });
+  const enqueue = (chunks: Fmp4Chunk[]): void => {
+    if (chunks.some((c) => c.kind === 'fragment')) lastFragmentAt = Date.now();
+    queue.push(chunks);
   };
   const stats = (): NativeIngestStats => ({
     media: media ? { ...media.counters } : null,
@@ -162,7 +158,7 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
     if (trouble > 0)
       opts.onNotice?.('warn', 'native ingest: damaged input in this session (skipped and resynchronised)', { lostPackets: s.lostPackets, ...s.media });
     resolveExit(requested ? { requested: true } : { requested: false, ...((failure ?? error) ? { error: failure ?? error } : {}) });
-    notify();
+    queue.end();
   };
   const fail = (err: Error): void => {
     failure ??= err;
@@ -174,7 +170,7 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
     const silentMs = silence.silentMs();
     const now = Date.now();
     if (silentMs > opts.stallTimeoutMs) fail(new NativeIngestError('NATIVE_STALLED', `no data from the camera for ${silentMs} ms`));
-    else if (!paused && now - lastFragmentAt > noVideoMs) {
+    else if (!queue.paused && now - lastFragmentAt > noVideoMs) {
       const c = media?.counters;
       fail(new NativeIngestError('NATIVE_NO_VIDEO', `no GOP could be made in ${now - lastFragmentAt} ms of RTP (${JSON.stringify(c ?? {})})`));
     }
@@ -231,27 +227,8 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
     }
   })();
 
-  async function* chunks(): AsyncGenerator<Fmp4Chunk> {
-    for (;;) {
-      const c = queue.shift();
-      if (c) {
-        queueBytes -= c.bytes.length;
-        if (paused && queueBytes < lowBytes) {
-          paused = false;
-          silence.release();
-          lastFragmentAt = Date.now(); // time paused is not time without video either
-          session?.resume();
-        }
-        yield c;
-        continue;
-      }
-      if (finished) return;
-      await new Promise<void>((r) => (wake = r));
-    }
-  }
-
   return {
-    chunks: chunks(),
+    chunks: queue.chunks(),
     exited,
     stats,
     stop() {

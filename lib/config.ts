@@ -47,9 +47,9 @@ export const configSchema = z
     ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
     ingest: z
       .enum(['ffmpeg', 'native'])
-      .default('ffmpeg')
+      .default('native')
       .describe(
-        'who reads H.264/H.265 cameras whose audio is AAC or none: ffmpeg (one process per camera) or native (our own RTSP client in this process); the others always use ffmpeg',
+        'who reads H.264/H.265 cameras whose audio is AAC or none: native (our own RTSP client in this process) or ffmpeg (one process per camera); the others always use ffmpeg',
       ),
     authToken: z.string().min(16).optional().describe('an admin bearer token for HTTP; this or auth=required is mandatory when HTTP binds beyond loopback'),
     auth: z

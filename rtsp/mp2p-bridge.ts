@@ -19,8 +19,8 @@
  * packet and resynchronises.
  */
 import { openRtsp, requestUrl, type MakeRtspError } from './rtsp-connection.ts';
-import { startRtpSession } from './rtp-session.ts';
-import type { RtspTransport, TransportSetting } from './rtsp-transport.ts';
+import { startRtpSession, type RtpSession } from './rtp-session.ts';
+import type { TransportSetting } from './rtsp-transport.ts';
 import { redactText } from '../lib/redact.ts';
 
 export type Mp2pBridgeErrorCode = 'MP2P_CONNECT' | 'MP2P_RTSP' | 'MP2P_NO_STREAM' | 'MP2P_AUTH' | 'MP2P_TIMEOUT' | 'MP2P_TRANSPORT';
@@ -81,18 +81,8 @@ export interface Mp2pBridgeOptions {
   memoryKey?: string;
 }
 
-export interface Mp2pBridge {
-  /** RTP packets missing by sequence number so far. */
-  readonly lostPackets: number;
-  /** The lower transport the camera took. */
-  readonly transport: RtspTransport;
-  /** Settles when the camera connection ends (with the reason) or close() is called. */
-  readonly ended: Promise<Error | null>;
-  /** Stops reading the camera (TCP back-pressure; over UDP packets are dropped) until resume(). */
-  pause(): void;
-  resume(): void;
-  close(): void;
-}
+/** The running stream: RTP packets lost, the transport taken, `ended`, pause/resume and close (rtsp/rtp-session.ts). */
+export type Mp2pBridge = Omit<RtpSession<{ control: string }>, 'tracks'>;
 
 /** Connects to the camera and starts the stream; resolves once PLAY succeeded. */
 export async function startMp2pBridge(cameraUrl: string, timeoutMs: number, sink: Mp2pSink, opts: Mp2pBridgeOptions = {}): Promise<Mp2pBridge> {

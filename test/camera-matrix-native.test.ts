@@ -1,5 +1,5 @@
 /**
- * Issue 18's camera matrix on the native ingest (`RECORDER_INGEST=native`): the
+ * Issue 18's camera matrix on the native ingest (`RECORDER_INGEST=native`, the default): the
  * H.264/H.265 cameras our own RTSP client takes (audio AAC or none) are read by it, with
  * every check of the ffmpeg matrix (camera-matrix.test.ts): recorded, downloaded,
  * decoded without an error, played through /play and HLS, status over HTTP and NATS.

@@ -47,7 +47,7 @@
  * Errors: nothing a camera sends makes video()/audio()/end() throw: what cannot be
  * read is skipped and counted.
  */
-import type { ParameterSets } from '../codec/annexb.ts';
+import { joinLengthPrefixed, type ParameterSets } from '../codec/annexb.ts';
 import { aacTrackFromAsc, videoTrackFromParams, type EsTrack } from '../codec/codec-config.ts';
 import type { Fmp4Chunk } from '../mp4/fmp4-splitter.ts';
 import { buildFragment, buildInit, type MuxSample, type MuxTrackRun } from '../mp4/fmp4-mux.ts';
@@ -293,15 +293,7 @@ export class RtpFmp4 {
 
   /** The parameter sets as length-prefixed NAL units, to put in front of a keyframe. */
   private paramBytes(p: ParameterSets): Buffer {
-    const nals = [...p.vps, ...p.sps, ...p.pps];
-    const out = Buffer.allocUnsafe(nals.reduce((n, x) => n + 4 + x.length, 0));
-    let at = 0;
-    for (const n of nals) {
-      out.writeUInt32BE(n.length, at);
-      n.copy(out, at + 4);
-      at += 4 + n.length;
-    }
-    return out;
+    return joinLengthPrefixed([...p.vps, ...p.sps, ...p.pps]);
   }
 
   /**
