@@ -1,7 +1,7 @@
 /**
  * A bench whose side did nothing must fail with the reason and print no figures
  * (bench/README.md). bench/ingest once printed a negative CPU ratio and a recorded share
- * of 0 with exit code 0 when the recorder recorded nothing; here its cameras' ffmpeg is
+ * of 0 with exit code 0 when the recorder recorded nothing; here (ingest ffmpeg) its cameras' ffmpeg is
  * /bin/false, so the recorder records nothing, and the bench must say so and exit 1.
  */
 import test from 'ava';
@@ -40,7 +40,7 @@ test('bench/ingest fails with the reason and no figures when the recorder record
   const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     execFile(
       process.execPath,
-      ['--import', 'tsx', join(root, 'bench', 'ingest.ts'), '--cameras', '2', '--seconds', '5', '--mode', 'recorder', '--clip', clip],
+      ['--import', 'tsx', join(root, 'bench', 'ingest.ts'), '--cameras', '2', '--seconds', '5', '--mode', 'recorder', '--clip', clip, '--ingest', 'ffmpeg'],
       { cwd: root, env: { ...process.env, RECORDER_FFMPEG: '/bin/false', BENCH_SOURCES: '1' }, timeout: 150_000, maxBuffer: 16 << 20 },
       (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
     );

@@ -57,6 +57,8 @@ test('an error inside one camera actor is contained: the camera restarts, the pr
     RECORDER_HTTP: '127.0.0.1:0',
     RECORDER_SEGMENT_SECONDS: '4',
     RECORDER_BACKOFF_MAX_MS: '2000',
+    // ffmpeg reads the cameras: the check below is that failed actors leave no child behind.
+    RECORDER_INGEST: 'ffmpeg',
     // Twice inside the actor of `faulty` as it starts recording; once as `flaky` starts an attempt.
     RECORDER_FAULT_POINT: 'camera.recording:faulty:2,ingest.start:flaky:1',
   });

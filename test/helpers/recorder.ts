@@ -197,7 +197,16 @@ export interface RecorderProcess {
 export function spawnRecorder(t: ExecutionContext, env: Record<string, string>, opts: { entry?: string; args?: string[] } = {}): RecorderProcess {
   const program = opts.entry ? ['--enable-source-maps', opts.entry] : ['--import', 'tsx', join(import.meta.dirname, '../../recorder.ts')];
   const child = spawn(process.execPath, [...program, ...(opts.args ?? [])], {
-    env: { ...process.env, RECORDER_LOG_LEVEL: 'info', RECORDER_MIN_FREE_BYTES: '0', RECORDER_MIN_FREE_RATIO: '0', RECORDER_INDEX_RESERVE_BYTES: '0', ...env },
+    env: {
+      ...process.env,
+      RECORDER_LOG_LEVEL: 'info',
+      RECORDER_MIN_FREE_BYTES: '0',
+      RECORDER_MIN_FREE_RATIO: '0',
+      RECORDER_INDEX_RESERVE_BYTES: '0',
+      // TEST_INGEST, as for startNode: who reads the cameras, unless the test says.
+      ...(process.env.TEST_INGEST ? { RECORDER_INGEST: process.env.TEST_INGEST } : {}),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.teardown(() => {
