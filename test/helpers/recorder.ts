@@ -50,7 +50,7 @@ export async function startNode(
     minFreeBytes: 0,
     minFreeRatio: 0,
     indexReserveBytes: 0,
-    // TEST_INGEST=ffmpeg runs any suite with ffmpeg reading every camera (the default is native).
+    // TEST_INGEST=native runs any suite with our own RTSP client reading the cameras it can.
     ...(process.env.TEST_INGEST ? { ingest: process.env.TEST_INGEST } : {}),
     ...overrides,
   });
