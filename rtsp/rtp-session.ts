@@ -245,7 +245,9 @@ export async function startRtpSession<T extends { control: string }>(
     try {
       const r = await rtsp.request('SETUP', control, timeoutMs, { Transport: transportHeader('udp', pair.port) });
       const ports = /server_port=(\d+)(?:-(\d+))?/i.exec(r.headers.get('transport') ?? '');
-      if (ports) state.serverRtcpPort = ports[2] !== undefined ? Number(ports[2]) : Number(ports[1]) + 1;
+      const rtcpPort = ports ? (ports[2] !== undefined ? Number(ports[2]) : Number(ports[1]) + 1) : 0;
+      // A port out of range (a camera's garbage) gets no reports: dgram would throw in the timer.
+      state.serverRtcpPort = rtcpPort >= 1 && rtcpPort <= 65535 ? rtcpPort : null;
     } catch (err) {
       state.udp = null;
       pair.rtp.close();
@@ -306,7 +308,12 @@ export async function startRtpSession<T extends { control: string }>(
       const report = receiverReport(ourSsrc, s.stats, 'ipcam-recorder', now);
       if (!report || closed) continue;
       if (s.udp) {
-        if (s.serverRtcpPort !== null) s.udp.rtcp.send(report, s.serverRtcpPort, sock.remoteAddress);
+        if (s.serverRtcpPort === null) continue;
+        try {
+          s.udp.rtcp.send(report, s.serverRtcpPort, sock.remoteAddress);
+        } catch {
+          s.serverRtcpPort = null; // the socket or address cannot send: no more reports, the stream goes on
+        }
       } else if (s.rtcpChannel >= 0 && !sock.destroyed) {
         const head = Buffer.from([0x24, s.rtcpChannel, report.length >> 8, report.length & 0xff]);
         sock.write(Buffer.concat([head, report]));
