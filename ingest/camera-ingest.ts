@@ -19,7 +19,7 @@
 import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import { startIngest, type IngestExit, type IngestOptions, type IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 import { startMp2pIngest } from './mp2p-ingest.ts';
-import { NATIVE_AUDIO, NATIVE_VIDEO, NativeIngestError, startNativeIngest } from './native-ingest.ts';
+import { NATIVE_AUDIO, NATIVE_VIDEO, nativeClientFault, startNativeIngest } from './native-ingest.ts';
 import { describeWithRetry, type SdpMedia } from '../rtsp/rtsp-describe.ts';
 import type { TransportSetting } from '../rtsp/rtsp-transport.ts';
 import { RtspAuthError } from '../rtsp/rtsp-auth.ts';
@@ -64,9 +64,7 @@ const nativeFailed = new Set<string>();
 
 /** Whether a native attempt's failure, before any video, is the client's (ffmpeg may do better). */
 export function nativeClientFailure(err: Error | undefined): boolean {
-  if (!(err instanceof NativeIngestError)) return false;
-  if (err.code === 'RTSP_RTSP') return err.status !== null && err.status >= 400 && err.status !== 401;
-  return err.code === 'RTSP_NO_STREAM' || err.code === 'RTSP_TRANSPORT' || err.code === 'NATIVE_BAD_CONFIG' || err.code === 'NATIVE_NO_VIDEO';
+  return nativeClientFault(err);
 }
 
 /** Forgets which cameras fell back to ffmpeg (tests). */
@@ -105,6 +103,7 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
         stallTimeoutMs: opts.stallTimeoutMs,
         ...(opts.transport ? { transport: opts.transport } : {}),
         ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
         onAudio: (audio, transport) => opts.onPlan?.({ ingest: 'native', transport, audio: { ...audio, outputOptions: [] }, fragments: 'keyframe' }),
         ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
       });

@@ -17,9 +17,15 @@
  * Failures end the session typed (the camera actor backs off and retries): the RTSP
  * client's (NativeIngestError RTSP_CONNECT, RTSP_RTSP, RTSP_TIMEOUT, RTSP_TRANSPORT,
  * RTSP_NO_STREAM; a refused login is the RtspAuthError every path gives), a camera
- * that sends nothing for `stallTimeoutMs` (NATIVE_STALLED), packets but no GOP for
- * NO_VIDEO_MS (NATIVE_NO_VIDEO: no keyframe, no parameter sets). Corrupt input is
- * skipped and counted (`stats()`), never an error by itself.
+ * that sends nothing for `stallTimeoutMs` (NATIVE_STALLED), packets but no video frame
+ * that goes into a GOP for `noVideoMs` (NATIVE_NO_VIDEO: no keyframe, no parameter
+ * sets). A frame taken into the GOP being built is progress, not only a whole GOP: a
+ * camera with a GOP longer than `noVideoMs` records. Corrupt input is skipped and
+ * counted (`stats()`), never an error by itself. Which failures are our client's (the
+ * camera goes to ffmpeg then) is nativeClientFault's call: not a busy camera's.
+ *
+ * Stopping: stop() (or the owner's `signal`) while the RTSP session is starting aborts
+ * it at once (its socket and timers closed; rtsp/rtp-session.ts), not at its timeout.
  *
  * Bounds: the depacketizer holds at most one GOP (its own bound); fragments not yet
  * taken by the consumer (a slow disk) pause the camera's socket past QUEUE_HIGH_BYTES
@@ -30,13 +36,14 @@ import type { Fmp4Chunk } from '../media/mp4/fmp4-splitter.ts';
 import type { IngestExit, IngestSession } from '../ffmpeg/ffmpeg-ingest.ts';
 import type { AudioStatus } from '../ffmpeg/audio-plan.ts';
 import { startRtpSession, type RtpSession } from '../rtsp/rtp-session.ts';
-import type { MakeRtspError } from '../rtsp/rtsp-connection.ts';
+import { isRtspAbort, type MakeRtspError } from '../rtsp/rtsp-connection.ts';
 import { parseSdpTracks, type SdpTrack } from '../rtsp/sdp-tracks.ts';
 import { RtspAuthError } from '../rtsp/rtsp-auth.ts';
 import type { RtspTransport, TransportSetting } from '../rtsp/rtsp-transport.ts';
 import { RtpFmp4, type RtpFmp4Counters } from '../media/rtp/rtp-fmp4.ts';
 import { audioConfig, parseFmtp, videoConfig, type RtpAudioConfig, type RtpVideoConfig } from '../media/rtp/rtp-config.ts';
 import { readSenderReport } from '../media/rtp/rtcp.ts';
+import type { RtpPacket } from '../media/rtp/rtp-packet.ts';
 import { SilenceWatch } from '../lib/silence-watch.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { redactText } from '../lib/redact.ts';
@@ -59,6 +66,25 @@ export class NativeIngestError extends Error {
 const nativeError: MakeRtspError = (kind, message, status) =>
   kind === 'AUTH' ? new RtspAuthError(message) : new NativeIngestError(`RTSP_${kind}`, message, status);
 
+/**
+ * Statuses that say the camera is busy or has lost our session for now (RFC 2326
+ * §7.1.1: 408 Request Timeout, 453 Not Enough Bandwidth, 454 Session Not Found), like
+ * every 5xx: ffmpeg would meet them as well, so they are not our client's fault.
+ */
+const TRANSIENT_STATUS = new Set([408, 453, 454]);
+
+/**
+ * Whether a native attempt's failure, before any video, is our client's (ffmpeg may do
+ * better with the camera): what it could not set up, parse or depacketize, and a 4xx
+ * refusal of what it asked (a URL or header the camera does not take), except a login
+ * (401) and the transient statuses. ingest/camera-ingest.ts's nativeClientFailure.
+ */
+export function nativeClientFault(err: Error | undefined): boolean {
+  if (!(err instanceof NativeIngestError)) return false;
+  if (err.code === 'RTSP_RTSP') return err.status !== null && err.status >= 400 && err.status < 500 && err.status !== 401 && !TRANSIENT_STATUS.has(err.status);
+  return err.code === 'RTSP_NO_STREAM' || err.code === 'RTSP_TRANSPORT' || err.code === 'NATIVE_BAD_CONFIG' || err.code === 'NATIVE_NO_VIDEO';
+}
+
 /** Video and audio encodings the native client records (SDP names). */
 export const NATIVE_VIDEO = new Set(['H264', 'H265']);
 export const NATIVE_AUDIO = new Set(['MPEG4-GENERIC']);
@@ -69,6 +95,10 @@ export interface NativeIngestOptions {
   memoryKey?: string;
   /** The camera sends nothing for this long: the session ends (NATIVE_STALLED). */
   stallTimeoutMs: number;
+  /** Packets but no usable video frame for this long: NATIVE_NO_VIDEO (default 2 × stallTimeoutMs + 10 s). */
+  noVideoMs?: number;
+  /** The owner's signal: aborting it stops the session like stop(). */
+  signal?: AbortSignal;
   /** What happens to the audio, once the tracks are set up. */
   onAudio?: (audio: AudioStatus, transport: RtspTransport) => void;
   /** Things worth a log line that are not failures (counters at the end of a session). */
@@ -82,6 +112,8 @@ export interface NativeIngestOptions {
 export interface NativeIngestStats {
   media: RtpFmp4Counters | null;
   lostPackets: number;
+  /** Stray bytes between interleaved frames skipped to resynchronise. */
+  skippedBytes: number;
   transport: RtspTransport | null;
 }
 
@@ -116,9 +148,12 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
   let requested = false;
   let finished = false;
   let failure: Error | undefined;
-  const noVideoMs = 2 * opts.stallTimeoutMs + 10_000;
+  const noVideoMs = opts.noVideoMs ?? 2 * opts.stallTimeoutMs + 10_000;
   const silence = new SilenceWatch();
-  let lastFragmentAt = Date.now();
+  /** When video last made progress: a frame taken into a GOP, or a fragment. */
+  let lastVideoAt = Date.now();
+  /** Aborted by finish(): a session still starting closes at once. */
+  const stopper = new AbortController();
   let resolveExit!: (e: IngestExit) => void;
   const exited = new Promise<IngestExit>((r) => (resolveExit = r));
   /** Track index (as set up) → which it is; filled once the session is up. */
@@ -135,28 +170,47 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
     },
     resume: () => {
       silence.release();
-      lastFragmentAt = Date.now(); // time paused is not time without video either
+      lastVideoAt = Date.now(); // time paused is not time without video either
       session?.resume();
     },
   });
   const enqueue = (chunks: Fmp4Chunk[]): void => {
-    if (chunks.some((c) => c.kind === 'fragment')) lastFragmentAt = Date.now();
+    if (chunks.some((c) => c.kind === 'fragment')) lastVideoAt = Date.now();
     queue.push(chunks);
+  };
+  /**
+   * One video packet. Progress is a frame taken into the GOP being built: access units
+   * made beyond those dropped waiting for a keyframe (or lacking parameter sets). Whole
+   * GOPs only would fail a camera whose GOP is longer than noVideoMs.
+   */
+  const video = (m: RtpFmp4, packet: RtpPacket, gap: boolean): void => {
+    const taken = m.counters.units - m.counters.framesBeforeKeyframe;
+    const chunks = m.video(packet.payload, packet.timestamp, packet.marker, gap, packet.ssrc);
+    if (m.counters.units - m.counters.framesBeforeKeyframe > taken) lastVideoAt = Date.now();
+    enqueue(chunks);
   };
   const stats = (): NativeIngestStats => ({
     media: media ? { ...media.counters } : null,
     lostPackets: session?.lostPackets ?? 0,
+    skippedBytes: session?.skippedBytes ?? 0,
     transport: session?.transport ?? null,
   });
   const finish = (error?: Error): void => {
     if (finished) return;
     finished = true;
     clearInterval(watchdog);
+    opts.signal?.removeEventListener('abort', onAbort);
     session?.close();
+    stopper.abort(); // after close(): a playing session says TEARDOWN first
     const s = stats();
-    const trouble = s.lostPackets + (s.media ? s.media.droppedNals + s.media.damagedUnits + s.media.skippedGops + s.media.unsupportedPackets : 0);
+    const trouble =
+      s.lostPackets + s.skippedBytes + (s.media ? s.media.droppedNals + s.media.damagedUnits + s.media.skippedGops + s.media.unsupportedPackets : 0);
     if (trouble > 0)
-      opts.onNotice?.('warn', 'native ingest: damaged input in this session (skipped and resynchronised)', { lostPackets: s.lostPackets, ...s.media });
+      opts.onNotice?.('warn', 'native ingest: damaged input in this session (skipped and resynchronised)', {
+        lostPackets: s.lostPackets,
+        skippedBytes: s.skippedBytes,
+        ...s.media,
+      });
     resolveExit(requested ? { requested: true } : { requested: false, ...((failure ?? error) ? { error: failure ?? error } : {}) });
     queue.end();
   };
@@ -170,12 +224,18 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
     const silentMs = silence.silentMs();
     const now = Date.now();
     if (silentMs > opts.stallTimeoutMs) fail(new NativeIngestError('NATIVE_STALLED', `no data from the camera for ${silentMs} ms`));
-    else if (!queue.paused && now - lastFragmentAt > noVideoMs) {
+    else if (!queue.paused && now - lastVideoAt > noVideoMs) {
       const c = media?.counters;
-      fail(new NativeIngestError('NATIVE_NO_VIDEO', `no GOP could be made in ${now - lastFragmentAt} ms of RTP (${JSON.stringify(c ?? {})})`));
+      fail(new NativeIngestError('NATIVE_NO_VIDEO', `no video frame could be used in ${now - lastVideoAt} ms of RTP (${JSON.stringify(c ?? {})})`));
     }
   }, 1000);
   watchdog.unref();
+  const onAbort = (): void => {
+    requested = true;
+    finish();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
 
   void (async () => {
     try {
@@ -193,23 +253,28 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
             if (finished || !media) return;
             silence.heard();
             try {
-              if (kinds[track] === 'video') enqueue(media.video(packet.payload, packet.timestamp, packet.marker, gap));
-              else media.audio(packet.payload, packet.timestamp, packet.marker, gap);
+              if (kinds[track] === 'video') video(media, packet, gap);
+              else media.audio(packet.payload, packet.timestamp, packet.marker, gap, packet.ssrc);
             } catch (err) {
               fail(err as Error); // our bug, not the camera's: this attempt ends with it
             }
           },
           onRtcp(track, bytes) {
             const sr = readSenderReport(bytes);
-            if (sr && media) media.anchor(kinds[track] ?? 'video', sr.rtpTimestamp, sr.ntpMs);
+            if (sr && media) media.anchor(kinds[track] ?? 'video', sr.rtpTimestamp, sr.ntpMs, sr.ssrc);
           },
         },
-        { ...(opts.transport ? { transport: opts.transport } : {}), ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}), fail: nativeError },
+        {
+          ...(opts.transport ? { transport: opts.transport } : {}),
+          ...(opts.memoryKey ? { memoryKey: opts.memoryKey } : {}),
+          fail: nativeError,
+          signal: stopper.signal,
+        },
       );
       session = s;
       if (finished) return void s.close();
       silence.heard();
-      lastFragmentAt = Date.now();
+      lastVideoAt = Date.now();
       // Made by `choose`, during the session's start (TypeScript cannot see that).
       const made = media as RtpFmp4 | null;
       const audioTrack = s.tracks.find((t) => t.kind === 'audio');
@@ -223,6 +288,7 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
       if (!requested && made) enqueue(made.end()); // the camera hung up: its last GOP is whole up to the last packet
       finish(why ?? new Error('camera stream ended'));
     } catch (err) {
+      if (isRtspAbort(err) && finished) return; // stopped while starting: exited says so already
       fail(err as Error);
     }
   })();

@@ -17,7 +17,15 @@
  * buffer (at most 4 + 65535 bytes). RTSP text messages (rare) are gathered apart.
  *
  * Errors are made by the owner's `fail` (the MP2P bridge's and the native ingest's
- * typed errors keep their own names and codes); the kinds are below.
+ * typed errors keep their own names and codes); the kinds are below. When the camera
+ * closes the connection (or the socket fails), every request waiting for an answer fails
+ * at once (CONNECT), not after its timeout. The owner's AbortSignal ends a connect at
+ * once with an RtspAbortError (not a camera failure: no kind of its own).
+ *
+ * Resynchronisation: bytes at a message boundary that are neither `$` nor the start of
+ * an RTSP message (a camera's stray bytes between frames) are skipped up to the next `$`
+ * or `RTSP/1.0 ` and counted (`skippedBytes`); MAX_GARBAGE_BYTES of them in a row is not
+ * an RTSP camera at all (RTSP).
  */
 import { connect, type Socket } from 'node:net';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
@@ -30,6 +38,58 @@ export type MakeRtspError = (kind: RtspFailureKind, message: string, status: num
 const MAX_MESSAGE_BYTES = 256 * 1024;
 /** One read of the camera's socket; also the largest read handed on without a carry. */
 const READ_BYTES = 64 * 1024;
+/** Stray bytes skipped in a row past this: the peer does not speak RTSP (a resync would never come). */
+const MAX_GARBAGE_BYTES = 1024 * 1024;
+/** A request line from the server (`OPTIONS rtsp://… RTSP/1.0`) longer than this is not one. */
+const MAX_REQUEST_LINE = 4096;
+const RESPONSE_START = Buffer.from('RTSP/1.0 ', 'latin1');
+/**
+ * UDP: what we ask the OS to buffer of a track's RTP. A keyframe of a 4K camera is
+ * hundreds of packets in a burst; the default (about 200 KB on Linux) drops its tail
+ * whenever the event loop is busy for a few ms. The OS caps it at its own limit.
+ */
+export const RTP_RECV_BUFFER_BYTES = 2 * 1024 * 1024;
+
+/**
+ * The owner aborted (its AbortSignal) while connecting or starting: not the camera's
+ * failure, so not one of the owner's typed errors. Recognise it by class or by `code`.
+ */
+export class RtspAbortError extends Error {
+  readonly code = 'RTSP_ABORTED';
+  constructor(message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'AbortError';
+  }
+}
+
+export function isRtspAbort(err: unknown): err is RtspAbortError {
+  return err instanceof RtspAbortError;
+}
+
+/** Whether `text` starts an RTSP message (a status line or a request line); 'maybe' while too short to tell. */
+export function messageStart(text: Buffer): 'yes' | 'no' | 'maybe' {
+  const n = Math.min(text.length, RESPONSE_START.length);
+  if (text.compare(RESPONSE_START, 0, n, 0, n) === 0) return n === RESPONSE_START.length ? 'yes' : 'maybe';
+  const eol = text.indexOf('\r\n');
+  if (eol < 0) {
+    if (text.length > MAX_REQUEST_LINE) return 'no';
+    // A request line cut by the end of a read: METHOD, then up to two words so far.
+    return /^[A-Z][A-Z_]{0,31}(?: [\x21-\x7e]*(?: [\x21-\x7e]*)?)?$/.test(text.toString('latin1')) ? 'maybe' : 'no';
+  }
+  return eol <= MAX_REQUEST_LINE && /^[A-Z][A-Z_]{0,31} \S+ RTSP\/1\.0$/.test(text.toString('latin1', 0, eol)) ? 'yes' : 'no';
+}
+
+/** Where `text` may be in sync again after `from`: the next `$` or `RTSP/1.0 `; else how much of its end to keep (a cut `RTSP/1.0 `). */
+function nextSync(text: Buffer, from: number): number {
+  const dollar = text.indexOf(0x24, from);
+  const response = text.indexOf(RESPONSE_START, from);
+  if (dollar >= 0 || response >= 0) return dollar < 0 ? response : response < 0 ? dollar : Math.min(dollar, response);
+  for (let keep = Math.min(RESPONSE_START.length - 1, text.length - from); keep > 0; keep--) {
+    const at = text.length - keep;
+    if (text.compare(RESPONSE_START, 0, keep, at, text.length) === 0) return at;
+  }
+  return text.length;
+}
 
 export interface RtspResponse {
   status: number;
@@ -51,7 +111,12 @@ export class RtspReader {
   private readonly carry = Buffer.allocUnsafeSlow(4 + 0xffff);
   private carried = 0;
   private carryNeed = 0;
-  private readonly waiting = new Map<number, (r: RtspResponse) => void>();
+  private readonly waiting = new Map<number, { resolve: (r: RtspResponse) => void; reject: (e: Error) => void }>();
+  /** Why the connection ended (set once): later requests fail with it at once. */
+  private endedWith: Error | null = null;
+  /** Stray bytes skipped to resynchronise, in all, and in a row. */
+  skippedBytes = 0;
+  private garbageRun = 0;
   constructor(
     private readonly onFrame: (channel: number, payload: Buffer) => void,
     private readonly fail: MakeRtspError,
@@ -73,6 +138,7 @@ export class RtspReader {
       if (chunk.length - at >= 4) {
         const len = chunk.readUInt16BE(at + 2);
         if (chunk.length - at >= 4 + len) {
+          this.garbageRun = 0;
           this.onFrame(chunk[at + 1]!, chunk.subarray(at + 4, at + 4 + len));
           at += 4 + len;
           continue;
@@ -105,6 +171,7 @@ export class RtspReader {
       const need = this.carryNeed;
       this.carried = 0;
       this.carryNeed = 0;
+      this.garbageRun = 0;
       this.onFrame(this.carry[1]!, this.carry.subarray(4, need));
     }
     return at;
@@ -114,20 +181,39 @@ export class RtspReader {
    * Gathers a text message from `chunk` at `at` and parses what is whole; returns where
    * reading goes on. Text is copied (a few answers per session). Interleaved data after
    * a message is a suffix of this read (the message ended in it: an earlier read would
-   * have parsed it otherwise), so it goes back to the frame path from there.
+   * have parsed it otherwise), so it goes back to the frame path from there; unless a
+   * resync found the `$` in bytes kept from an earlier read, read then from the copy.
    */
   private pushText(chunk: Buffer, at: number): number {
+    const fresh = chunk.length - at;
     this.text = Buffer.concat([this.text, chunk.subarray(at)]);
     this.parseText();
     if (this.text.length === 0 || this.text[0] !== 0x24) return chunk.length;
-    const back = chunk.length - this.text.length;
+    const rest = this.text;
     this.text = Buffer.alloc(0);
-    return back;
+    if (rest.length <= fresh) return chunk.length - rest.length;
+    this.push(rest);
+    return chunk.length;
+  }
+
+  /** Skips the stray bytes at the start of `text` up to where it may be in sync again. */
+  private skipGarbage(): void {
+    const to = nextSync(this.text, 1);
+    this.text = this.text.subarray(to);
+    this.skippedBytes += to;
+    this.garbageRun += to;
+    if (this.garbageRun > MAX_GARBAGE_BYTES) throw this.fail('RTSP', `${this.garbageRun} bytes in a row that are neither RTSP nor interleaved data`, null);
   }
 
   /** Parses the whole text messages at the start of `text`. */
   private parseText(): void {
     while (this.text.length > 0 && this.text[0] !== 0x24) {
+      const start = messageStart(this.text);
+      if (start === 'maybe') return;
+      if (start === 'no') {
+        this.skipGarbage();
+        continue;
+      }
       const end = this.text.indexOf('\r\n\r\n');
       if (end < 0) {
         if (this.text.length > MAX_MESSAGE_BYTES) throw this.fail('RTSP', 'RTSP header too long', null);
@@ -150,18 +236,28 @@ export class RtspReader {
       const m = /^RTSP\/1\.0 (\d{3})/.exec(lines[0] ?? '');
       const body = this.text.toString('utf8', end + 4, end + 4 + bodyLen);
       this.text = this.text.subarray(end + 4 + bodyLen);
+      this.garbageRun = 0;
       if (!m) continue; // a request from the server (e.g. OPTIONS): ignored
       const cseq = Number(headers.get('cseq'));
       const key = this.waiting.has(cseq) ? cseq : this.waiting.keys().next().value;
       if (key === undefined) continue; // the answer to a request no one waits for any more
       const w = this.waiting.get(key)!;
       this.waiting.delete(key);
-      w({ status: Number(m[1]), headers, challenges, body });
+      w.resolve({ status: Number(m[1]), headers, challenges, body });
     }
   }
 
   next(cseq: number): Promise<RtspResponse> {
-    return new Promise((resolve) => this.waiting.set(cseq, resolve));
+    if (this.endedWith) return Promise.reject(this.endedWith);
+    return new Promise((resolve, reject) => this.waiting.set(cseq, { resolve, reject }));
+  }
+
+  /** The connection ended: every waiting request fails with `err` now (no answer can come), and every later one. */
+  end(err: Error): void {
+    this.endedWith ??= err;
+    const waiting = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const w of waiting) w.reject(this.endedWith);
   }
 
   forget(cseq: number): void {
@@ -193,6 +289,10 @@ export function requestUrl(url: URL): string {
  * One RTSP connection's requests: CSeq, Session, and the login. Once a camera has
  * challenged, every request carries an `Authorization` for it (Digest: nc counts up);
  * a 401 is answered once per request with the challenge it carries.
+ *
+ * The end of the connection (the camera closed it, the socket failed, the reader found
+ * it is not RTSP, or the owner's `end()`) is one event: waiting requests fail with its
+ * error at once, the socket is destroyed, and `onEnd` listeners hear it.
  */
 export class RtspConnection {
   private cseq = 0;
@@ -200,13 +300,44 @@ export class RtspConnection {
   timeoutS = 60;
   private challenge: Challenge | null = null;
   private nc = 0;
+  private endedWith: Error | null = null;
+  private readonly endListeners: ((err: Error) => void)[] = [];
   constructor(
     readonly sock: Socket,
     private readonly reader: RtspReader,
     private readonly cred: Credentials | null,
     private readonly host: string,
     private readonly fail: MakeRtspError,
-  ) {}
+  ) {
+    let sockError: Error | null = null;
+    sock.on('error', (err) => (sockError ??= err));
+    sock.on('close', () => this.end(this.fail('CONNECT', sockError ? `${host}: ${sockError.message}` : `${host} closed the RTSP connection`, null)));
+  }
+
+  /** Why the connection ended; null while it is open. */
+  get ended(): Error | null {
+    return this.endedWith;
+  }
+
+  /** Stray bytes skipped between messages and frames (a camera's garbage). */
+  get skippedBytes(): number {
+    return this.reader.skippedBytes;
+  }
+
+  /** Ends the connection with `err` (the first reason wins): requests waiting fail with it, the socket is destroyed. */
+  end(err: Error): void {
+    if (this.endedWith) return;
+    this.endedWith = err;
+    this.reader.end(err);
+    this.sock.destroy();
+    for (const l of this.endListeners.splice(0)) l(err);
+  }
+
+  /** `listener` hears the connection end, at once if it has. */
+  onEnd(listener: (err: Error) => void): void {
+    if (this.endedWith) listener(this.endedWith);
+    else this.endListeners.push(listener);
+  }
 
   private authorize(method: string, url: string): Record<string, string> {
     if (!this.challenge || !this.cred) return {};
@@ -215,6 +346,7 @@ export class RtspConnection {
 
   private send(method: string, url: string, extra: Record<string, string>): number {
     const cseq = ++this.cseq;
+    if (this.endedWith) return cseq; // nothing to write to: the request fails with the reason
     const headers = {
       CSeq: String(cseq),
       'User-Agent': 'ipcam-recorder',
@@ -264,10 +396,32 @@ export class RtspConnection {
   }
 }
 
-/** Connects to the camera of `url`; `onFrame` gets each interleaved frame (a view valid for the call). */
-export function openRtsp(url: URL, timeoutMs: number, onFrame: (ch: number, p: Buffer) => void, fail: MakeRtspError): Promise<RtspConnection> {
+export interface OpenRtspOptions {
+  /** Aborting it while connecting destroys the socket at once and rejects with an RtspAbortError. */
+  signal?: AbortSignal;
+}
+
+/** The owner's abort as our error (its reason kept as the cause). */
+export function abortError(host: string, signal: AbortSignal): RtspAbortError {
+  return new RtspAbortError(`${host}: aborted by its owner`, signal.reason);
+}
+
+/**
+ * Connects to the camera of `url`; `onFrame` gets each interleaved frame (a view valid
+ * for the call). The signal only covers the connect: once connected, `end()` is the owner's.
+ */
+export function openRtsp(
+  url: URL,
+  timeoutMs: number,
+  onFrame: (ch: number, p: Buffer) => void,
+  fail: MakeRtspError,
+  opts: OpenRtspOptions = {},
+): Promise<RtspConnection> {
+  const { signal } = opts;
+  if (signal?.aborted) return Promise.reject(abortError(url.host, signal));
   return new Promise((resolve, reject) => {
-    let reader: RtspReader | null = null;
+    let conn: RtspConnection | null = null;
+    const reader = new RtspReader(onFrame, fail);
     const buffer = Buffer.allocUnsafeSlow(READ_BYTES);
     const sock: Socket = connect({
       host: url.hostname.replace(/^\[|\]$/g, ''),
@@ -276,25 +430,39 @@ export function openRtsp(url: URL, timeoutMs: number, onFrame: (ch: number, p: B
         buffer,
         callback: (n: number, buf: Uint8Array) => {
           try {
-            reader?.push((buf as Buffer).subarray(0, n));
+            reader.push((buf as Buffer).subarray(0, n));
           } catch (err) {
-            sock.destroy(err as Error);
+            // Now, not at the socket's close: a PLAY answered in this same read must not start the session.
+            if (conn) conn.end(err as Error);
+            else sock.destroy(err as Error);
           }
           return true; // false would pause the socket: pause() is the owner's, for back-pressure
         },
       },
     });
-    reader = new RtspReader(onFrame, fail);
+    const settle = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const onAbort = (): void => {
+      settle();
+      sock.destroy();
+      reject(abortError(url.host, signal!));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     const timer = setTimeout(() => {
+      settle();
       sock.destroy();
       reject(fail('TIMEOUT', `no connection to ${url.host} within ${timeoutMs} ms`, null));
     }, timeoutMs);
     sock.once('connect', () => {
-      clearTimeout(timer);
-      resolve(new RtspConnection(sock, reader, urlCredentials(url), url.host, fail));
+      settle();
+      conn = new RtspConnection(sock, reader, urlCredentials(url), url.host, fail);
+      resolve(conn);
     });
     sock.once('error', (err) => {
-      clearTimeout(timer);
+      if (conn) return; // the connection's own listener has it
+      settle();
       reject(fail('CONNECT', `${url.host}: ${err.message}`, null));
     });
   });
@@ -305,7 +473,7 @@ export function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error
   return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), ms)))]).finally(() => clearTimeout(timer));
 }
 
-/** Two UDP sockets on an even port and the next (RTP, RTCP), any interface. */
+/** Two UDP sockets on an even port and the next (RTP, RTCP), any interface; the RTP one asks for a large receive buffer. */
 export async function bindRtpPair(family: 'udp4' | 'udp6', fail: MakeRtspError): Promise<{ rtp: UdpSocket; rtcp: UdpSocket; port: number }> {
   const bind = (s: UdpSocket, port: number): Promise<boolean> =>
     new Promise((resolve) => {
@@ -319,18 +487,35 @@ export async function bindRtpPair(family: 'udp4' | 'udp6', fail: MakeRtspError):
   for (let i = 0; i < 20; i++) {
     const rtp = createSocket(family);
     if (!(await bind(rtp, 0))) {
-      rtp.close();
+      closeDgram(rtp);
       continue;
     }
     const port = rtp.address().port;
     const rtcp = createSocket(family);
-    if (port % 2 === 0 && port < 65535 && (await bind(rtcp, port + 1))) return { rtp, rtcp, port };
-    rtp.close();
-    try {
-      rtcp.close();
-    } catch {
-      /* never bound */
+    if (port % 2 === 0 && port < 65535 && (await bind(rtcp, port + 1))) {
+      enlargeReceiveBuffer(rtp);
+      return { rtp, rtcp, port };
     }
+    closeDgram(rtp);
+    closeDgram(rtcp);
   }
   throw fail('CONNECT', 'no pair of local UDP ports for RTP and RTCP', null);
+}
+
+/** Asks for RTP_RECV_BUFFER_BYTES; the OS may cap it (Linux: net.core.rmem_max) or refuse: its default then. */
+function enlargeReceiveBuffer(s: UdpSocket): void {
+  try {
+    if (s.getRecvBufferSize() < RTP_RECV_BUFFER_BYTES) s.setRecvBufferSize(RTP_RECV_BUFFER_BYTES);
+  } catch {
+    /* refused: the default buffer, as before */
+  }
+}
+
+/** Closes a UDP socket once: a second close (or one never bound) throws ERR_SOCKET_DGRAM_NOT_RUNNING, which must not replace the error being handled. */
+export function closeDgram(s: UdpSocket): void {
+  try {
+    s.close();
+  } catch {
+    /* already closed */
+  }
 }

@@ -12,9 +12,15 @@
  * sprop-max-don-diff > 0, which media/rtp/rtp-config.ts refuses, so every H.265 payload
  * here is read as sprop-max-don-diff=0 (no DONL/DOND).
  *
- * An access unit ends when the RTP timestamp changes or with the marker bit. Access
- * unit delimiters are dropped (MP4 samples do not carry them); parameter sets stay in
- * the sample and are reported with it (`params`), so a changed SPS is seen.
+ * An access unit ends when the RTP timestamp changes (or at flush()): all the slices of
+ * a picture share its timestamp (RFC 6184 §5.1, RFC 7798 §4.1), and some cameras set
+ * the marker bit on every slice, so the marker cannot end the unit by itself. It only
+ * says the unit was complete at that packet: a loss right after it belongs to the next
+ * unit when the next packet's timestamp differs, to this one when it is the same. So a
+ * unit is handed on when the first packet of the next one arrives (one frame interval
+ * later; fragments are per GOP anyway). Access unit delimiters are dropped (MP4 samples
+ * do not carry them); parameter sets stay in the sample and are reported with it
+ * (`params`), so a changed SPS is seen.
  *
  * Loss: a gap drops the NAL unit being rebuilt from fragments (its start, middle or
  * end is gone) and a fragment without its start; the access unit around it is still
@@ -75,6 +81,8 @@ const AUD = { h264: 9, h265: 35 } as const;
 export class H26xDepacketizer {
   readonly counters: DepacketizerCounters = { units: 0, droppedNals: 0, damagedUnits: 0, unsupportedPackets: 0, oversizedUnits: 0 };
   private inUnit = false;
+  /** The unit's last packet so far had the marker bit: it may be whole. */
+  private marked = false;
   private unitStart = 0;
   private unitTs = 0;
   private keyframe = false;
@@ -106,7 +114,11 @@ export class H26xDepacketizer {
    * packets were lost right before this one. Never throws for what a camera sends.
    */
   push(p: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean): void {
-    // The lost packets may have ended the unit in progress: mark it before it ends.
+    // A unit the marker said was whole, followed by another timestamp: whole indeed, and
+    // any packets lost in between were the next unit's.
+    if (this.inUnit && this.marked && rtpTimestamp !== this.unitTs) this.endUnit();
+    // Otherwise the lost packets may have been the end of the unit in progress (or, after
+    // a marker, more of its slices): mark it before it ends.
     if (gap) this.lose();
     if (this.inUnit && rtpTimestamp !== this.unitTs) this.endUnit();
     if (!this.inUnit) {
@@ -124,10 +136,10 @@ export class H26xDepacketizer {
       if (this.codec === 'h264') this.h264(p);
       else this.h265(p);
     }
-    if (marker) this.endUnit();
+    this.marked = marker;
   }
 
-  /** Ends the access unit in progress (the camera hung up). */
+  /** Ends the access unit in progress (the camera hung up, or its source changed). */
   flush(): void {
     if (this.inUnit) this.endUnit();
   }

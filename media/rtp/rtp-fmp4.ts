@@ -11,24 +11,45 @@
  * when the camera sent them only in the SDP. Frames before the first keyframe, and
  * GOPs while no parameter sets are known, are dropped and counted.
  *
- * Video time: RTP timestamps (32-bit) are unwrapped to the nearest value; the output
- * timeline starts at 0 at the first keyframe. They are presentation times: with
- * B-frames they go back and forth in decode order. Decode times are the GOP's
+ * Video time: RTP timestamps (32-bit) are unwrapped frame to frame to the nearest
+ * value (RtpTimeline); the output timeline starts at 0 at the first keyframe. They are
+ * presentation times: with B-frames they go back and forth in decode order, but never
+ * further back than a decoder reorders (MAX_REORDER_FRAMES) nor further ahead than
+ * MAX_FRAME_MS. A timestamp beyond either (the camera's clock stepped, its encoder
+ * restarted) or from a new SSRC is taken as one typical frame interval after the
+ * newest frame (re-based, counted in `videoRebases`), so that a step never shows:
+ * decode times keep increasing by about a frame (without re-basing, a step back made
+ * every later frame last 1 tick, and a jump made one frame last the jump). The typical
+ * frame interval is the GOP held's presentation span over its frames (else the last
+ * GOP's). Wall-clock time is not the fMP4's business: storage/segment-writer.ts anchors
+ * fragments on arrival and re-anchors on drift. Decode times are the GOP's
  * presentation times sorted, moved back by the smallest shift that keeps every decode
  * time at or before its presentation time (the composition offset, trun v1, signed);
  * the shift only grows, and a GOP never starts before the previous one ended. A frame
  * lasts until the next one's decode time; the last of a GOP until the next keyframe's.
+ * A frame is known whole when a packet of another timestamp comes (h26x-depacketizer.ts:
+ * the marker bit may be on every slice), so a GOP is written one packet after its next
+ * keyframe; end() writes the last one.
  *
  * Audio time: each track's RTP clock starts at its own random value. Once both tracks
  * have an RTCP sender report (`anchor`), audio is placed on the camera's wall clock
  * against the video; before that, the first audio frame is placed at the video time of
  * its arrival (the presentation time of the last video frame received: as ffmpeg does
  * until RTCP, off by the network's jitter), and the ones after by their RTP distance
- * from it. A frame lasts 1024 samples of the ASC's rate, in the track's timescale (the
- * RTP clock, which cameras make the sample rate). Frames are laid end to end and re-placed on
- * that time only when they drift from it by more than AUDIO_TOLERANCE_MS (a hole
- * lengthens the sample before it, audio overlapping what is written is dropped), so
- * rounding never makes gaps or overlaps. Audio before the first keyframe is dropped.
+ * from it, unwrapped frame to frame like the video (so it never flips sign: a fixed
+ * 32-bit difference did after 2^31 ticks, 12 h at 48 kHz; a step of its clock is
+ * re-based, counted in `audioRebases`). Invariant: audio is placed within
+ * AUDIO_RESYNC_MS of the video time of its arrival. Sender reports that put it further
+ * (stale after a clock step, or wrong) are not followed, and the arrival reference is
+ * moved to the frame's arrival when it drifts that far (counted in `audioReanchors`);
+ * audio held past the new place is dropped. A frame lasts 1024 samples of the ASC's
+ * rate, in the track's timescale (the RTP clock, which cameras make the sample rate).
+ * Frames are laid end to end and re-placed on that time only when they drift from it
+ * by more than AUDIO_TOLERANCE_MS (a hole lengthens the sample before it, audio
+ * overlapping what is written is dropped), so rounding never makes gaps or overlaps.
+ * Audio before the first keyframe is dropped. Audio waits for the fragment of the GOP
+ * it falls in: at most `maxPendingAudio` frames (the oldest are dropped, counted in
+ * `overflowAudio`).
  *
  * Init: before the first fragment and whenever the GOP's parameter sets differ from
  * the last init's (in band, or the SDP's). The audio configuration is the SDP's and is
@@ -61,8 +82,26 @@ import type { RtpAudioConfig, RtpVideoConfig } from './rtp-config.ts';
 
 /** Audio further than this from where its clock puts it is re-placed. */
 export const AUDIO_TOLERANCE_MS = 50;
-/** A last-frame duration beyond this (a camera paused) is not believed. */
+/** Audio placed further than this from the video time of its arrival is re-anchored there. */
+export const AUDIO_RESYNC_MS = 2_000;
+/**
+ * Audio whose timestamp goes back less than this is a late or repeated packet (dropped
+ * as overlapping what is placed; the frames after it are unaffected); further back, its
+ * clock stepped: re-based.
+ */
+const AUDIO_STEP_BACK_MS = 1_000;
+/** A frame duration beyond this (a camera paused) is not believed: a timestamp further ahead is re-based. */
 const MAX_FRAME_MS = 10_000;
+/**
+ * The most frames a decoder reorders (the largest H.264/H.265 DPB): in decode order a
+ * frame is never shown this many frames before the newest one shown; further back is a
+ * clock step.
+ */
+const MAX_REORDER_FRAMES = 16;
+/** The frame interval assumed before one is measured (25 fps). */
+const DEFAULT_FPS = 25;
+/** Most audio frames waiting for their GOP: about 3 minutes at 48 kHz, 9 at 16 kHz (a few MB at most). */
+export const MAX_PENDING_AUDIO = 8192;
 const INITIAL_ARENA_BYTES = 1024 * 1024;
 export const MAX_GOP_BYTES = 64 * 1024 * 1024;
 /** 5 minutes at 100 fps: beyond any camera's GOP; bounds the per-frame objects held. */
@@ -73,6 +112,8 @@ export interface RtpFmp4Options {
   maxGopBytes?: number;
   /** Most frames in a GOP (default MAX_GOP_FRAMES). */
   maxGopFrames?: number;
+  /** Most audio frames held waiting for their GOP (default MAX_PENDING_AUDIO). */
+  maxPendingAudio?: number;
 }
 
 export interface RtpFmp4Counters extends DepacketizerCounters {
@@ -89,6 +130,14 @@ export interface RtpFmp4Counters extends DepacketizerCounters {
   droppedAudio: number;
   /** Holes in the audio bridged by lengthening the frame before. */
   audioHoles: number;
+  /** Audio frames dropped, oldest first, because more than maxPendingAudio waited for their GOP. */
+  overflowAudio: number;
+  /** Video timestamps that stepped (back, or ahead by more than MAX_FRAME_MS) or came from a new SSRC: re-based. */
+  videoRebases: number;
+  /** The same for audio timestamps (back by more than AUDIO_STEP_BACK_MS, or ahead by more than MAX_FRAME_MS, or a new SSRC). */
+  audioRebases: number;
+  /** Audio re-anchored at its arrival: placed more than AUDIO_RESYNC_MS from the video. */
+  audioReanchors: number;
 }
 
 interface VideoSample {
@@ -116,6 +165,60 @@ function diff32(a: number, b: number): number {
   return (a - b) | 0;
 }
 
+/** How far a track's timestamps may move from the newest one before they are taken as a step (ticks). */
+interface StepBounds {
+  /** Behind the newest (B-frames; a late audio packet). */
+  back: number;
+  /** Ahead of the newest. */
+  ahead: number;
+  /** One typical frame interval: where a step continues, after the newest. */
+  frame: number;
+}
+
+/**
+ * One track's 32-bit RTP timestamps as a timeline that goes on: each is unwrapped from
+ * the one before (their nearest signed difference, so 2^32 wraps do not show). One that
+ * lands more than `back` behind or `ahead` in front of the newest value given (a clock
+ * step, an encoder restart), and the first after restart() (a new SSRC), is re-based:
+ * taken as `frame` after the newest, and the ones after it follow from it. Invariant:
+ * no value is more than `back` behind, or `ahead` in front of, the newest before it.
+ */
+export class RtpTimeline {
+  rebases = 0;
+  /** The last timestamp given, and its value on the timeline (null before the first). */
+  lastTs = 0;
+  last: number | null = null;
+  /** The highest value given. */
+  newest = 0;
+  private restarted = false;
+
+  next(ts: number, b: StepBounds): number {
+    if (this.last === null) {
+      this.newest = ts;
+      return this.take(ts, ts);
+    }
+    let value = this.last + diff32(ts, this.lastTs);
+    if (this.restarted || value < this.newest - b.back || value > this.newest + b.ahead) {
+      value = this.newest + b.frame;
+      this.rebases++;
+    }
+    this.restarted = false;
+    this.newest = Math.max(this.newest, value);
+    return this.take(ts, value);
+  }
+
+  private take(ts: number, value: number): number {
+    this.lastTs = ts;
+    this.last = value;
+    return value;
+  }
+
+  /** The timestamps start again from another origin (a new SSRC): the next is re-based. */
+  restart(): void {
+    this.restarted = this.last !== null;
+  }
+}
+
 function paramsKey(p: ParameterSets): string {
   return [...p.vps, ...p.sps, ...p.pps].map((b) => b.toString('hex')).join('.');
 }
@@ -136,9 +239,10 @@ export class RtpFmp4 {
   private sequence = 0;
   /** The first keyframe's presentation time: output time 0. */
   private origin: number | null = null;
-  /** The last video RTP timestamp and its unwrapped value. */
-  private lastTs = 0;
-  private lastPts: number | null = null;
+  /** Video presentation times, unwrapped and re-based (`last`: the last frame's). */
+  private readonly videoClock = new RtpTimeline();
+  /** One typical frame interval of the last GOP written (90 kHz ticks): where a re-based timestamp continues. */
+  private frameTicks: number;
   private shift = 0;
   /**
    * Added to every output time: the first GOP's decode times would start before 0 with
@@ -150,13 +254,25 @@ export class RtpFmp4 {
   private audioPending: AudioSample[] = [];
   /** Where the next audio frame goes if laid end to end; null before the first. */
   private audioNext: number | null = null;
-  /** Before sender reports: the first audio frame's RTP time and the video time (from the origin) it was placed at. */
-  private arrival: { rtp: number; at90k: number } | null = null;
+  /** Where the audio written so far ends (as `at`); null before any. */
+  private audioWritten: number | null = null;
+  /** Audio RTP times, unwrapped frame to frame and re-based like the video's. */
+  private readonly audioClock = new RtpTimeline();
+  /**
+   * Where audio is placed without (believable) sender reports: the unwrapped audio time
+   * `u` was placed at `at` (audio clock, from the origin); the ones after by their
+   * distance from it.
+   */
+  private arrival: { u: number; at: number } | null = null;
   private videoSr: Anchor | null = null;
   private audioSr: Anchor | null = null;
+  /** The SSRC of each track's last packet, when the caller gives it; null before. */
+  private videoSsrc: number | null = null;
+  private audioSsrc: number | null = null;
   /** One AAC frame's duration in the audio track's timescale (the RTP clock). */
   private readonly audioFrameTicks: number = AAC_FRAME_SAMPLES;
   private readonly maxGopFrames: number;
+  private readonly maxPendingAudio: number;
 
   /** `audioConfig` null: video only. Throws MediaFormatError only for an AAC configuration audioConfig() would have refused. */
   constructor(
@@ -166,6 +282,8 @@ export class RtpFmp4 {
   ) {
     this.params = videoConfig.params;
     this.maxGopFrames = opts.maxGopFrames ?? MAX_GOP_FRAMES;
+    this.maxPendingAudio = Math.max(1, opts.maxPendingAudio ?? MAX_PENDING_AUDIO);
+    this.frameTicks = Math.round(videoConfig.clockRate / DEFAULT_FPS);
     const maxGopBytes = opts.maxGopBytes ?? MAX_GOP_BYTES;
     this.arena = new NalArena(Math.min(INITIAL_ARENA_BYTES, maxGopBytes), maxGopBytes);
     this.depacketizer = new H26xDepacketizer(videoConfig.codec, this.arena, (u) => this.unit(u));
@@ -184,6 +302,10 @@ export class RtpFmp4 {
       audio: this.aac?.counters ?? { frames: 0, badPackets: 0, droppedFrames: 0 },
       droppedAudio: 0,
       audioHoles: 0,
+      overflowAudio: 0,
+      videoRebases: 0,
+      audioRebases: 0,
+      audioReanchors: 0,
     };
   }
 
@@ -192,9 +314,17 @@ export class RtpFmp4 {
     return this.audioTrack !== null;
   }
 
-  /** One video RTP packet's payload (in sequence order); the chunks it completes. */
-  video(payload: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean): Fmp4Chunk[] {
+  /**
+   * One video RTP packet's payload (in sequence order); the chunks it completes. `ssrc`
+   * (optional): the packet's source; when it changes, the unit in progress ends and the
+   * timestamps are re-based (a new source's clock has nothing to do with the old one's).
+   */
+  video(payload: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean, ssrc?: number): Fmp4Chunk[] {
     this.out = [];
+    if (this.newSource('video', ssrc)) {
+      this.depacketizer.flush();
+      this.videoClock.restart();
+    }
     const full = this.depacketizer.counters.oversizedUnits;
     this.depacketizer.push(payload, rtpTimestamp, marker, gap);
     if (this.depacketizer.counters.oversizedUnits > full && this.depacketizer.arenaFull && this.samples.length > 0) {
@@ -206,13 +336,38 @@ export class RtpFmp4 {
     return this.out;
   }
 
-  /** One audio RTP packet's payload (in sequence order; `marker` ends a fragmented AU); its frames wait for their GOP. */
-  audio(payload: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean): void {
-    this.aac?.push(payload, rtpTimestamp, marker, gap);
+  /** One audio RTP packet's payload (in sequence order; `marker` ends a fragmented AU); its frames wait for their GOP. `ssrc`: as for video(). */
+  audio(payload: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean, ssrc?: number): void {
+    if (!this.aac) return;
+    const restart = this.newSource('audio', ssrc);
+    if (restart) this.audioClock.restart();
+    // A fragmented AU of the old source cannot go on in the new one: as after a loss.
+    this.aac.push(payload, rtpTimestamp, marker, gap || restart);
   }
 
-  /** A sender report of a track: its RTP time `rtp` was the camera's wall clock `ntpMs`. */
-  anchor(track: 'video' | 'audio', rtp: number, ntpMs: number): void {
+  /**
+   * Notes the SSRC of a track's packet; true when it differs from the one before (not
+   * for the first). The old source's sender report no longer applies: forgotten.
+   */
+  private newSource(track: 'video' | 'audio', ssrc: number | undefined): boolean {
+    if (ssrc === undefined) return false;
+    const before = track === 'video' ? this.videoSsrc : this.audioSsrc;
+    if (track === 'video') this.videoSsrc = ssrc;
+    else this.audioSsrc = ssrc;
+    if (before === null || before === ssrc) return false;
+    if (track === 'video') this.videoSr = null;
+    else this.audioSr = null;
+    return true;
+  }
+
+  /**
+   * A sender report of a track: its RTP time `rtp` was the camera's wall clock `ntpMs`.
+   * `ssrc` (optional): the report's source; one of another source than the track's
+   * packets (a late report of a source replaced) is ignored.
+   */
+  anchor(track: 'video' | 'audio', rtp: number, ntpMs: number, ssrc?: number): void {
+    const current = track === 'video' ? this.videoSsrc : this.audioSsrc;
+    if (ssrc !== undefined && current !== null && ssrc !== current) return;
     if (track === 'video') this.videoSr = { rtp, ntpMs };
     else this.audioSr = { rtp, ntpMs };
   }
@@ -225,15 +380,32 @@ export class RtpFmp4 {
     return this.out;
   }
 
+  /** A frame's presentation time: its RTP timestamp unwrapped, re-based on a step (see the module comment). */
   private unwrap(ts: number): number {
-    const pts = this.lastPts === null ? ts : this.lastPts + diff32(ts, this.lastTs);
-    this.lastTs = ts;
-    this.lastPts = pts;
+    const frame = this.typicalFrame();
+    const clock = this.videoConfig.clockRate;
+    const pts = this.videoClock.next(ts, {
+      // Half a second at least: a frame interval measured short (a burst) must not make B-frames look like steps.
+      back: Math.max(MAX_REORDER_FRAMES * frame, clock / 2),
+      ahead: (MAX_FRAME_MS * clock) / 1000,
+      frame,
+    });
+    this.counters.videoRebases = this.videoClock.rebases;
     return pts;
   }
 
+  /**
+   * One frame interval, as the GOP held shows it so far (its presentation times span
+   * over its frames: B-frames' order does not matter), else as the last GOP written did.
+   */
+  private typicalFrame(): number {
+    const n = this.samples.length;
+    const newest = this.videoClock.newest;
+    if (n >= 2 && newest > this.samples[0]!.pts) return Math.max(1, Math.round((newest - this.samples[0]!.pts) / (n - 1)));
+    return this.frameTicks;
+  }
+
   private unit(u: AccessUnit): void {
-    const pts = this.unwrap(u.rtpTimestamp);
     if (u.params) {
       // In-band parameter sets replace the SDP's (a camera may change them at a keyframe).
       const merged: ParameterSets = {
@@ -245,10 +417,12 @@ export class RtpFmp4 {
       if (paramsKey(merged) !== paramsKey(this.params)) this.params = merged;
     }
     if (!u.vcl) {
-      // Parameter sets (or SEI) sent with a timestamp of their own: not a frame.
+      // Parameter sets (or SEI) sent with a timestamp of their own: not a frame (nor a
+      // time: a camera may stamp them with anything).
       this.arena.used = u.start;
       return;
     }
+    const pts = this.unwrap(u.rtpTimestamp);
     if (u.keyframe) {
       let start = u.start;
       if (this.samples.length > 0) start -= this.cut(pts, u.start, false);
@@ -312,6 +486,9 @@ export class RtpFmp4 {
       const first = this.sequence === 0;
       let pts = samples.map((s) => s.pts - origin + this.offset);
       const sorted = [...pts].sort((a, b) => a - b);
+      if (sorted.length >= 2 && sorted[sorted.length - 1]! > sorted[0]!) {
+        this.frameTicks = Math.max(1, Math.round((sorted[sorted.length - 1]! - sorted[0]!) / (sorted.length - 1)));
+      }
       for (let i = 0; i < pts.length; i++) this.shift = Math.max(this.shift, sorted[i]! - pts[i]!);
       let dts = sorted.map((p) => p - this.shift);
       if (first && dts[0]! < 0) {
@@ -380,6 +557,8 @@ export class RtpFmp4 {
     while (n < this.audioPending.length && (all || this.audioPending[n]!.at < endAt)) n++;
     if (n === 0) return null;
     const taken = this.audioPending.splice(0, n);
+    const last = taken[taken.length - 1]!;
+    this.audioWritten = last.at + last.duration;
     return {
       trackId: 2,
       baseDecodeTime: BigInt(Math.round(taken[0]!.at + offset)),
@@ -387,29 +566,63 @@ export class RtpFmp4 {
     };
   }
 
+  /** The video time of the last frame received (from the origin), in the audio clock; null before the video starts. */
+  private videoNow(): number | null {
+    const last = this.videoClock.last;
+    if (this.origin === null || last === null) return null;
+    return Math.round(((last - this.origin) * this.audioConfig!.clockRate) / this.videoConfig.clockRate);
+  }
+
   /**
    * Where an audio frame of RTP time `rtp` belongs, in the audio clock, from the video's
    * origin (the first keyframe's presentation time; `offset` is added when it is
-   * written, as it is fixed only when the first GOP is cut); null before the video starts.
+   * written, as it is fixed only when the first GOP is cut); null before the video
+   * starts. Within AUDIO_RESYNC_MS of the video time of its arrival (see the module comment).
    */
   private audioTime(rtp: number): number | null {
     const rate = this.audioConfig!.clockRate;
-    const clock = this.videoConfig.clockRate;
-    if (this.origin === null || this.lastPts === null) return null;
-    if (this.videoSr && this.audioSr) {
-      const wallMs = this.audioSr.ntpMs + (diff32(rtp, this.audioSr.rtp) * 1000) / rate;
-      const videoPts = this.lastPts + diff32(this.videoSr.rtp, this.lastTs) + ((wallMs - this.videoSr.ntpMs) * clock) / 1000;
-      return Math.round(((videoPts - this.origin) * rate) / clock);
+    // Every frame goes through the audio timeline, so that it is unwrapped frame to frame.
+    const u = this.audioClock.next(rtp, { back: (AUDIO_STEP_BACK_MS * rate) / 1000, ahead: (MAX_FRAME_MS * rate) / 1000, frame: this.audioFrameTicks });
+    const now = this.videoNow();
+    if (now === null) return null;
+    const slack = (AUDIO_RESYNC_MS * rate) / 1000;
+    const bySr = this.bySenderReports(rtp);
+    if (bySr !== null && Math.abs(bySr - now) <= slack) {
+      // Kept as the reference for when the reports stop being believable.
+      this.arrival ??= { u, at: bySr };
+      this.arrival.u = u;
+      this.arrival.at = bySr;
+      return bySr;
     }
-    this.arrival ??= { rtp, at90k: this.lastPts - this.origin };
-    return Math.round((this.arrival.at90k * rate) / clock) + diff32(rtp, this.arrival.rtp);
+    if (this.arrival !== null && Math.abs(this.arrival.at + (u - this.arrival.u) - now) > slack) {
+      this.counters.audioReanchors++;
+      this.arrival = null;
+    }
+    this.arrival ??= { u, at: now };
+    return this.arrival.at + (u - this.arrival.u);
+  }
+
+  /**
+   * Where the sender reports put audio of RTP time `rtp` (as audioTime()); null without
+   * one of each track. RTP times are taken from the reports' (recent: a few seconds).
+   */
+  private bySenderReports(rtp: number): number | null {
+    const last = this.videoClock.last;
+    if (!this.videoSr || !this.audioSr || last === null || this.origin === null) return null;
+    const rate = this.audioConfig!.clockRate;
+    const clock = this.videoConfig.clockRate;
+    const wallMs = this.audioSr.ntpMs + (diff32(rtp, this.audioSr.rtp) * 1000) / rate;
+    const videoPts = last + diff32(this.videoSr.rtp, this.videoClock.lastTs) + ((wallMs - this.videoSr.ntpMs) * clock) / 1000;
+    return Math.round(((videoPts - this.origin) * rate) / clock);
   }
 
   private audioFrame(rtp: number, data: Buffer): void {
     const at = this.audioTime(rtp);
+    this.counters.audioRebases = this.audioClock.rebases;
     if (at === null || at < 0) return void this.counters.droppedAudio++;
     const rate = this.audioConfig!.clockRate;
     const tolerance = (AUDIO_TOLERANCE_MS * rate) / 1000;
+    if (this.audioNext !== null && Math.abs(at - this.audioNext) > (AUDIO_RESYNC_MS * rate) / 1000) this.resyncAudio(at);
     let place = this.audioNext ?? at;
     if (at > place + tolerance) {
       // A hole: the frame before lasts until this one, when it is still held.
@@ -423,5 +636,28 @@ export class RtpFmp4 {
     }
     this.audioPending.push({ at: place, duration: this.audioFrameTicks, data });
     this.audioNext = place + this.audioFrameTicks;
+    if (this.audioPending.length > this.maxPendingAudio) {
+      // A GOP that goes on for minutes: its oldest audio goes (the fragment's audio then starts later).
+      this.audioPending.shift();
+      this.counters.overflowAudio++;
+    }
+  }
+
+  /**
+   * The audio's place moved by seconds from where frames were being laid (re-anchored,
+   * or a hole of seconds): frames held at or after `at` were placed on the old footing
+   * and are dropped; the next is laid at `at`, without lengthening the one before across
+   * the jump, unless audio held or written reaches past it (then it is laid after that,
+   * or dropped as overlapping: a track's samples never overlap).
+   */
+  private resyncAudio(at: number): void {
+    const pending = this.audioPending;
+    let keep = pending.length;
+    while (keep > 0 && pending[keep - 1]!.at >= at) keep--;
+    this.counters.droppedAudio += pending.length - keep;
+    pending.length = keep;
+    const last = pending[keep - 1];
+    const end = last ? last.at + last.duration : this.audioWritten;
+    this.audioNext = end !== null && end > at ? end : null;
   }
 }

@@ -1,7 +1,8 @@
 /**
  * media/rtp/ without ffmpeg: hand-made RTP payloads through the H.264/H.265 and AAC
  * depacketizers and RtpFmp4, for what a real sender rarely shows on demand: each
- * payload kind, loss in the middle of a fragmented NAL unit, a lost marker, the bounds,
+ * payload kind, loss in the middle of a fragmented NAL unit, a lost marker, the marker
+ * on every slice, the bounds,
  * timestamps that wrap at 2^32, the decode times and composition offsets of B-frames,
  * a GOP cut at its byte bound, AAC-lbr headers and the fmtp values we refuse.
  */
@@ -76,7 +77,9 @@ test('H.264: STAP-A, FU-A and single NAL units make one access unit of length-pr
   d.push(slice(1), 4600, false, false); // two slices, no marker: the timestamp change ends the unit
   d.push(slice(2), 4600, false, false);
   d.push(slice(3), 8200, true, false);
-  t.is(units.length, 3);
+  t.is(units.length, 2, 'a unit is handed on when the next timestamp comes…');
+  d.flush();
+  t.is(units.length, 3, '…or at flush()');
   t.deepEqual(units[0]!.nals, [SPS.toString('hex'), PPS.toString('hex'), idr.toString('hex')]);
   t.like(units[0], { rtpTimestamp: 1000, keyframe: true, vcl: true, damaged: false });
   t.deepEqual(units[0]!.params?.sps, [SPS]);
@@ -91,6 +94,7 @@ test('H.264: STAP-B, MTAP and FU-B are counted unsupported and skipped; an aggre
   const { d, units } = depacketizer('h264');
   for (const type of [25, 26, 27, 29]) d.push(Buffer.from([type, 0, 1, 2]), 0, false, false);
   d.push(aggregate(Buffer.from([0x18]), [Buffer.from([0x18, 0, 0]), slice(1)]), 0, true, false);
+  d.flush();
   t.is(d.counters.unsupportedPackets, 5);
   t.deepEqual(units[0]!.nals, [slice(1).toString('hex')]);
 });
@@ -105,6 +109,7 @@ test('H.265: AP of VPS/SPS/PPS and an IRAP slice in FUs; the NAL header is rebui
   d.push(Buffer.from([50 << 1, 0x01, 0, 0]), 90, false, false); // PACI
   for (const p of fu265(cra, 1200)) d.push(p, 90, false, false);
   d.push(Buffer.from([1 << 1, 0x01, 0x33]), 3690, true, false); // TRAIL_R, single
+  d.flush();
   t.is(units.length, 2);
   t.deepEqual(
     units[0]!.nals,
@@ -125,6 +130,7 @@ test('a packet lost in the middle of an FU drops that NAL unit only: the frame k
   // fus[2] lost
   for (let i = 3; i < fus.length; i++) d.push(fus[i]!, 0, false, i === 3);
   d.push(slice(9), 0, true, false); // a second slice of the same frame
+  d.flush();
   t.is(units.length, 1);
   t.deepEqual(
     units[0]!.nals,
@@ -138,6 +144,7 @@ test('a packet lost in the middle of an FU drops that NAL unit only: the frame k
     .slice(1)
     .forEach((p, i) => d.push(p, 3600, false, i === 0));
   d.push(slice(6), 7200, true, false);
+  d.flush();
   t.is(units.length, 2);
   t.like(units[1], { rtpTimestamp: 7200, damaged: false });
   t.is(d.counters.damagedUnits, 2);
@@ -148,19 +155,62 @@ test('a lost packet that carried the marker: the unit it ended is marked damaged
   d.push(slice(1), 0, false, false);
   // Lost: slice 2 of ts 0 (with the marker).
   d.push(slice(3), 3600, true, true);
+  d.push(slice(4), 7200, true, false);
   t.is(units.length, 2);
   t.true(units[0]!.damaged && units[1]!.damaged);
-  // After a marker the loss can only be the next unit's.
-  d.push(slice(4), 7200, true, false);
+  // After a marker, a loss followed by another timestamp can only be the next unit's.
   d.push(slice(5), 10800, true, true);
+  d.flush();
   t.false(units[2]!.damaged);
   t.true(units[3]!.damaged);
+  // After a marker, a loss followed by the same timestamp was a slice of that unit (a camera that marks every slice).
+  d.push(slice(6), 14400, true, false);
+  d.push(slice(7), 14400, true, true);
+  d.flush();
+  t.is(units.length, 5);
+  t.like(units[4], { rtpTimestamp: 14400, damaged: true });
+  t.deepEqual(
+    units[4]!.nals,
+    [slice(6), slice(7)].map((b) => b.toString('hex')),
+  );
+});
+
+test('the marker bit on every slice (H.264 and H.265): the slices of one timestamp are one access unit; flush() ends the last', (t) => {
+  const h264 = depacketizer('h264');
+  const idrSlice = (b: number): Buffer => Buffer.concat([Buffer.from([0x65]), Buffer.alloc(30, b)]);
+  h264.d.push(aggregate(Buffer.from([0x18]), [SPS, PPS]), 0, true, false);
+  for (const b of [1, 2, 3]) h264.d.push(idrSlice(b), 0, true, false);
+  for (const ts of [3600, 7200]) for (const b of [4, 5]) h264.d.push(slice(b), ts, true, false);
+  t.is(h264.units.length, 2, 'the last unit waits for the next timestamp');
+  h264.d.flush();
+  t.deepEqual(
+    h264.units.map((u) => [u.rtpTimestamp, u.nals.length, u.keyframe]),
+    [
+      [0, 5, true],
+      [3600, 2, false],
+      [7200, 2, false],
+    ],
+  );
+  t.true(h264.units.every((u) => !u.damaged));
+  const h265 = depacketizer('h265');
+  const idrW = (b: number): Buffer => Buffer.concat([Buffer.from([19 << 1, 0x01]), Buffer.alloc(20, b)]); // IDR_W_RADL
+  for (const p of [...fu265(idrW(1), 8), ...fu265(idrW(2), 8)]) h265.d.push(p, 90, true, false);
+  h265.d.push(Buffer.from([1 << 1, 0x01, 0x33]), 3690, true, false);
+  h265.d.flush();
+  t.deepEqual(
+    h265.units.map((u) => [u.rtpTimestamp, u.nals.length, u.keyframe]),
+    [
+      [90, 2, true],
+      [3690, 1, false],
+    ],
+  );
 });
 
 test('bounds: an access unit over its byte or NAL count bound is dropped whole and counted; the next is read', (t) => {
   const big = depacketizer('h264', 2000);
   for (const p of fuA(idr, 1000)) big.d.push(p, 0, false, false);
   big.d.push(slice(1), 3600, true, false);
+  big.d.flush();
   t.is(big.d.counters.oversizedUnits, 1);
   t.deepEqual(
     big.units.map((u) => u.rtpTimestamp),
@@ -170,6 +220,7 @@ test('bounds: an access unit over its byte or NAL count bound is dropped whole a
   const many = depacketizer('h264', undefined, 3);
   many.d.push(aggregate(Buffer.from([0x18]), [slice(1, 2), slice(2, 2), slice(3, 2), slice(4, 2)]), 0, true, false);
   many.d.push(slice(5), 3600, true, false);
+  many.d.flush();
   t.is(many.d.counters.oversizedUnits, 1);
   t.deepEqual(
     many.units.map((u) => u.rtpTimestamp),

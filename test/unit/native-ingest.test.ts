@@ -2,12 +2,14 @@
  * The native ingest's failures (ingest/native-ingest.ts), against a fake RTSP camera
  * that says what each case needs: every one ends the attempt with its typed error
  * (what the camera's status and lastError show), and stopping a session tells the
- * camera (TEARDOWN). Recording itself is the camera matrix's
- * (camera-matrix-native.test.ts), through a real RTSP server.
+ * camera (TEARDOWN), stopping it while it starts closes its connection at once. A GOP
+ * longer than the no-video timeout is progress (its frames), a camera without keyframes
+ * is not. Recording itself is the camera matrix's (camera-matrix-native.test.ts),
+ * through a real RTSP server.
  */
 import test, { type ExecutionContext } from 'ava';
 import { createServer, type Socket } from 'node:net';
-import { NativeIngestError, startNativeIngest } from '../../ingest/native-ingest.ts';
+import { NativeIngestError, nativeClientFault, startNativeIngest } from '../../ingest/native-ingest.ts';
 import { RtspAuthError } from '../../rtsp/rtsp-auth.ts';
 import { nativeFits, resetNativeFallback, startCameraIngest } from '../../ingest/camera-ingest.ts';
 import type { IngestPlan } from '../../ffmpeg/ffmpeg-ingest.ts';
@@ -19,14 +21,25 @@ const H264 =
 interface FakeCamera {
   url: string;
   methods: string[];
+  /** Client connections the camera saw closed. */
+  closed: number;
 }
 
-/** Answers every request 200 (DESCRIBE with `sdp`), or `status` to `refuse`; sends no media. */
-async function fakeCamera(t: ExecutionContext, sdp: string, refuse?: { method: string; status: string }): Promise<FakeCamera> {
+interface CameraHooks {
+  /** Requests of this method go unanswered. */
+  silent?: string;
+  /** Called once PLAY is answered (to send media). */
+  onPlay?: (s: Socket) => void;
+}
+
+/** Answers every request 200 (DESCRIBE with `sdp`), or `status` to `refuse`; sends no media unless `hooks.onPlay` does. */
+async function fakeCamera(t: ExecutionContext, sdp: string, refuse?: { method: string; status: string }, hooks: CameraHooks = {}): Promise<FakeCamera> {
   const methods: string[] = [];
   const sockets = new Set<Socket>();
+  let closed = 0;
   const server = createServer((s) => {
     sockets.add(s);
+    s.on('close', () => closed++);
     let buf = '';
     s.on('error', () => undefined);
     s.on('data', (d: Buffer) => {
@@ -34,15 +47,18 @@ async function fakeCamera(t: ExecutionContext, sdp: string, refuse?: { method: s
       for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
         const req = buf.slice(0, end);
         buf = buf.slice(end + 4);
+        if (!/^[A-Z_]+ /.test(req)) continue; // interleaved receiver reports
         const method = req.split(' ')[0] ?? '';
         const cseq = /^CSeq: (.*)$/im.exec(req)?.[1] ?? '0';
         methods.push(method);
+        if (method === hooks.silent) continue;
         if (refuse && method === refuse.method) s.write(`RTSP/1.0 ${refuse.status}\r\nCSeq: ${cseq}\r\nWWW-Authenticate: Basic realm="cam"\r\n\r\n`);
         else if (method === 'DESCRIBE')
           s.write(`RTSP/1.0 200 OK\r\nCSeq: ${cseq}\r\nContent-Type: application/sdp\r\nContent-Length: ${sdp.length}\r\n\r\n${sdp}`);
         else if (method === 'SETUP')
           s.write(`RTSP/1.0 200 OK\r\nCSeq: ${cseq}\r\nSession: 7;timeout=60\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n`);
         else s.write(`RTSP/1.0 200 OK\r\nCSeq: ${cseq}\r\nSession: 7\r\n\r\n`);
+        if (method === 'PLAY') hooks.onPlay?.(s);
       }
     });
   });
@@ -51,11 +67,50 @@ async function fakeCamera(t: ExecutionContext, sdp: string, refuse?: { method: s
     for (const s of sockets) s.destroy();
     server.close();
   });
-  return { url: `rtsp://user:secret@127.0.0.1:${(server.address() as { port: number }).port}/live`, methods };
+  return {
+    url: `rtsp://user:secret@127.0.0.1:${(server.address() as { port: number }).port}/live`,
+    methods,
+    get closed() {
+      return closed;
+    },
+  };
 }
 
-async function failure(url: string, stallTimeoutMs = 1500): Promise<Error | undefined> {
-  const s = startNativeIngest({ url, stallTimeoutMs });
+/** Waits for `cond`, checking every 10 ms; fails the test with `what` if it is not met within `ms`. */
+async function until(t: ExecutionContext, what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) return void t.fail(`never: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Sends H.264 frames interleaved on channel 0, one single-NAL packet each, 25 a second:
+ * an IDR first when `keyframe`, then P slices only (a GOP that does not end). Stops when
+ * the socket does.
+ */
+function sendFrames(s: Socket, keyframe: boolean): void {
+  let n = 0;
+  const timer = setInterval(() => {
+    if (s.destroyed) return clearInterval(timer);
+    const nal = Buffer.alloc(200, 0x5a);
+    nal[0] = n === 0 && keyframe ? 0x65 : 0x41; // IDR slice, else non-IDR slice
+    const rtp = Buffer.alloc(12);
+    rtp[0] = 0x80;
+    rtp[1] = 0x80 | 96; // marker: the frame's last packet
+    rtp.writeUInt16BE(n & 0xffff, 2);
+    rtp.writeUInt32BE((n * 3600) >>> 0, 4);
+    rtp.writeUInt32BE(0xc0ffee, 8);
+    const head = Buffer.from([0x24, 0, 0, 0]);
+    head.writeUInt16BE(rtp.length + nal.length, 2);
+    s.write(Buffer.concat([head, rtp, nal]));
+    n++;
+  }, 40);
+}
+
+async function failure(url: string, stallTimeoutMs = 1500, noVideoMs?: number): Promise<Error | undefined> {
+  const s = startNativeIngest({ url, stallTimeoutMs, ...(noVideoMs !== undefined ? { noVideoMs } : {}) });
   for await (const _ of s.chunks) {
     /* none expected */
   }
@@ -138,4 +193,58 @@ test('a camera the native client fails on before any video (here: parameter sets
   t.true(first.error instanceof NativeIngestError && first.error.code === 'NATIVE_BAD_CONFIG', String(first.error));
   const second = await attempt();
   t.is(second.plans[0]?.ingest, 'ffmpeg', JSON.stringify(second.plans));
+});
+
+test('stop() while the session starts (DESCRIBE unanswered) closes the camera connection at once, not at the RTSP timeout', async (t) => {
+  t.timeout(15_000);
+  const cam = await fakeCamera(t, H264, undefined, { silent: 'DESCRIBE' });
+  const s = startNativeIngest({ url: cam.url, stallTimeoutMs: 60_000 });
+  await until(t, 'DESCRIBE asked', () => cam.methods.includes('DESCRIBE'));
+  s.stop();
+  t.deepEqual(await s.exited, { requested: true });
+  await until(t, 'the camera sees the connection closed', () => cam.closed === 1);
+});
+
+test("the owner's signal aborted while the session starts stops it like stop()", async (t) => {
+  t.timeout(15_000);
+  const cam = await fakeCamera(t, H264, undefined, { silent: 'SETUP' });
+  const ac = new AbortController();
+  const s = startNativeIngest({ url: cam.url, stallTimeoutMs: 60_000, signal: ac.signal });
+  await until(t, 'SETUP asked', () => cam.methods.includes('SETUP'));
+  ac.abort();
+  t.deepEqual(await s.exited, { requested: true });
+  await until(t, 'the camera sees the connection closed', () => cam.closed === 1);
+});
+
+test('a GOP longer than the no-video timeout is not NATIVE_NO_VIDEO: its frames are progress; frames without a keyframe are not', async (t) => {
+  t.timeout(30_000);
+  const noVideoMs = 1000;
+  const long = await fakeCamera(t, H264, undefined, { onPlay: (sock) => sendFrames(sock, true) });
+  const s = startNativeIngest({ url: long.url, stallTimeoutMs: 5000, noVideoMs });
+  let exit: Awaited<typeof s.exited> | null = null;
+  void s.exited.then((e) => (exit = e));
+  // 3 × noVideoMs of one GOP (25 frames a second), the watchdog looking every second.
+  await until(t, '75 frames taken or an early exit', () => (s.stats().media?.units ?? 0) >= 75 || exit !== null);
+  t.is(exit, null, `ended early: ${String((exit as { error?: Error } | null)?.error)}`);
+  t.is(s.stats().media?.gops, 0, 'one GOP, still open');
+  s.stop();
+  t.deepEqual(await s.exited, { requested: true });
+
+  const none = await fakeCamera(t, H264, undefined, { onPlay: (sock) => sendFrames(sock, false) });
+  const started = Date.now();
+  const err = await failure(none.url, 5000, noVideoMs);
+  t.true(err instanceof NativeIngestError && err.code === 'NATIVE_NO_VIDEO', String(err));
+  t.true(Date.now() - started < 5000, 'before the stall timeout');
+});
+
+test("which failures are our client's (ffmpeg reads the camera next): a 4xx refusal of what we asked, not a busy camera's 5xx, 453 or 454", (t) => {
+  const rtsp = (status: number): NativeIngestError => new NativeIngestError('RTSP_RTSP', `PLAY: ${status}`, status);
+  for (const status of [400, 404, 405, 451, 455, 459]) t.true(nativeClientFault(rtsp(status)), String(status));
+  for (const status of [401, 408, 453, 454, 500, 503, 551]) t.false(nativeClientFault(rtsp(status)), String(status));
+  t.true(nativeClientFault(new NativeIngestError('RTSP_TRANSPORT', 'SETUP: 461', 461)));
+  t.true(nativeClientFault(new NativeIngestError('NATIVE_BAD_CONFIG', 'sps')));
+  t.false(nativeClientFault(new NativeIngestError('RTSP_CONNECT', 'closed')));
+  t.false(nativeClientFault(new NativeIngestError('NATIVE_STALLED', 'silent')));
+  t.false(nativeClientFault(new RtspAuthError('refused')));
+  t.false(nativeClientFault(undefined));
 });
