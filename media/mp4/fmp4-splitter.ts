@@ -9,7 +9,9 @@
  * as they stream by, never buffered.
  *
  * A new `ftyp`+`moov` mid-stream is parsed and re-emitted as a new init (a codec
- * change). Errors are Mp4FormatError on the stream: a box type that is not 4 printable
+ * change). A fragment that ends in video samples holding no picture (ffmpeg's stub of
+ * a frame cut off by a dropped connection) is re-written without them
+ * (media/mp4/pictureless-tail.ts). Errors are Mp4FormatError on the stream: a box type that is not 4 printable
  * characters or a size below its header (MP4_BAD_BOX), a box over MAX_BOX_BYTES
  * (MP4_BAD_BOX), a size-0 box (MP4_UNSUPPORTED: its end is unknowable on a pipe), a
  * moof not followed by an mdat or an mdat without a moof (MP4_UNEXPECTED_BOX), a
@@ -17,9 +19,10 @@
  * (MP4_TRUNCATED: the stream stopped mid-box, e.g. mid-GOP).
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { MAX_BOX_BYTES, Mp4FormatError, isBoxType } from './boxes.ts';
+import { MAX_BOX_BYTES, Mp4FormatError, isBoxType, readBoxHeader } from './boxes.ts';
 import { parseInit, type InitInfo } from './init-info.ts';
 import { parseMoof, type MoofInfo } from './moof.ts';
+import { dropPicturelessTail } from './pictureless-tail.ts';
 
 export type Fmp4Chunk =
   | { kind: 'init'; bytes: Buffer; info: InitInfo }
@@ -56,6 +59,8 @@ export class Fmp4Splitter extends Transform {
   bytesIn = 0;
   /** Fragments emitted in total. */
   fragmentsOut = 0;
+  /** Fragments whose trailing samples held no picture and were dropped (media/mp4/pictureless-tail.ts). */
+  picturelessDropped = 0;
 
   private readonly maxBoxBytes: number;
   /** Unconsumed input, oldest first; `head` is the read position in chunks[0]. */
@@ -284,7 +289,16 @@ export class Fmp4Splitter extends Transform {
 
   private emitFragment(bytes: Buffer, moofSize: number): void {
     const init = this.init!;
-    const moof = parseMoof(bytes.subarray(0, moofSize), init.trexDefaults);
+    let moof = parseMoof(bytes.subarray(0, moofSize), init.trexDefaults);
+    const nal = init.videoTrackId !== null ? init.tracks.find((t) => t.id === init.videoTrackId)?.nal : undefined;
+    const trimmed = nal ? dropPicturelessTail(bytes, moof, init.videoTrackId!, nal) : null;
+    if (trimmed) {
+      this.picturelessDropped++;
+      if (trimmed.byteLength === 0) return;
+      bytes = Buffer.from(trimmed.buffer, trimmed.byteOffset, trimmed.byteLength);
+      moofSize = readBoxHeader(bytes, 0)!.size;
+      moof = parseMoof(bytes.subarray(0, moofSize), init.trexDefaults);
+    }
     const mainId = init.videoTrackId ?? init.tracks[0]!.id;
     const main = moof.tracks.find((t) => t.trackId === mainId) ?? moof.tracks[0];
     if (!main) throw new Mp4FormatError('MP4_BAD_BOX', 'moof without track fragments');

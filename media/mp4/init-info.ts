@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { createFile, MP4BoxBuffer, type Movie } from 'mp4box';
 import { parseAvcC, parseHvcC } from '../codec/codec-config.ts';
+import type { VideoCodec } from '../codec/annexb.ts';
 import { Mp4FormatError, childBoxes, findAll, findBox, findChild, fullBoxBody, readBoxHeader, type Box } from './boxes.ts';
 
 export interface TrexDefaults {
@@ -31,6 +32,13 @@ export interface TrackInfo {
   height?: number;
   sampleRate?: number;
   channels?: number;
+  /** H.264/H.265 video: the codec and the NAL length size its samples are written with. */
+  nal?: NalFormat;
+}
+
+export interface NalFormat {
+  codec: VideoCodec;
+  lengthSize: number;
 }
 
 export interface InitInfo {
@@ -230,6 +238,21 @@ function parameterSetsKey(type: string, body: Buffer): string | null {
   }
 }
 
+/** The NAL format of an avcC/hvcC visual entry; undefined for any other entry or a record that does not parse. */
+function nalFormat(buf: Buffer, entry: Box | undefined): NalFormat | undefined {
+  if (!entry || !VISUAL_ENTRIES.has(entry.type)) return undefined;
+  const at = sampleEntryChildren(buf, entry);
+  if (at < 0 || at > entry.size) return undefined;
+  const config = childBoxes(buf, entry.offset + at, entry.offset + entry.size).find((b) => b.type === 'avcC' || b.type === 'hvcC');
+  if (!config) return undefined;
+  const body = buf.subarray(config.offset + config.headerSize, config.offset + config.size);
+  try {
+    return config.type === 'avcC' ? { codec: 'h264', lengthSize: parseAvcC(body).lengthSize } : { codec: 'h265', lengthSize: parseHvcC(body).lengthSize };
+  } catch {
+    return undefined;
+  }
+}
+
 const SAME_FAMILY: Record<string, string> = { avc1: 'avc', avc3: 'avc', hvc1: 'hevc', hev1: 'hevc' };
 
 /** Decoder configuration records of visual sample entries. */
@@ -368,6 +391,8 @@ export function parseInit(init: Buffer): InitInfo {
     if (kind === 'video') {
       info.width = t?.video?.width || Math.round(r.tkhdWidth);
       info.height = t?.video?.height || Math.round(r.tkhdHeight);
+      const nal = nalFormat(init, r.entry);
+      if (nal) info.nal = nal;
     } else if (kind === 'audio') {
       const asc = r.entry?.type === 'mp4a' ? aacConfig(init, r.entry) : {};
       const sampleRate = asc.sampleRate ?? t?.audio?.sample_rate;
