@@ -47,7 +47,7 @@ export const configSchema = z
     ingestTimeoutMs: z.coerce.number().int().min(1000).max(120_000).default(10_000).describe('a camera that sends nothing this long is treated as gone'),
     ingest: z
       .enum(['ffmpeg', 'native'])
-      .default('ffmpeg')
+      .default('native')
       .describe(
         'who reads H.264/H.265 cameras whose audio is AAC or none: native (our own RTSP client in this process) or ffmpeg (one process per camera); the others always use ffmpeg',
       ),
