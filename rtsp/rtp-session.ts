@@ -125,6 +125,8 @@ interface TrackState {
   udp: UdpPair | null;
   /** UDP only: puts the track's packets back in order (kept after close for its count). */
   reorder: RtpReorder<RtpPacket> | null;
+  /** UDP: the source the reorder follows; a new one (an encoder restart) starts its numbering afresh. */
+  ssrc: number | null;
   /** What our receiver reports say of the track. */
   stats: ReceptionStats;
   /** UDP: where the camera's RTCP goes (SETUP's `server_port`, at `source=` or the camera); null when it gave none. */
@@ -334,7 +336,16 @@ export async function startRtpSession<T extends { control: string }>(
   };
   /** SETUP of track `i` over `transport`; a refusal (461) is thrown as TRANSPORT. */
   const setup = async (i: number, control: string, transport: 'tcp' | 'udp'): Promise<void> => {
-    const state: TrackState = { rtpChannel: -1, rtcpChannel: -1, expectSeq: -1, udp: null, reorder: null, stats: new ReceptionStats(), serverRtcp: null };
+    const state: TrackState = {
+      rtpChannel: -1,
+      rtcpChannel: -1,
+      expectSeq: -1,
+      udp: null,
+      reorder: null,
+      ssrc: null,
+      stats: new ReceptionStats(),
+      serverRtcp: null,
+    };
     if (transport === 'tcp') {
       const r = await conn.request('SETUP', control, timeoutMs, { Transport: transportHeader('tcp', 0, 2 * i) });
       const t = r.headers.get('transport') ?? '';
@@ -371,6 +382,10 @@ export async function startRtpSession<T extends { control: string }>(
       const rtp = readRtp(msg);
       if (!rtp) return;
       state.stats.packet(rtp.seq, rtp.ssrc);
+      // A new SSRC numbers its packets from anywhere: waiting for the old numbering
+      // would hold or drop its first packets (up to the reorder window).
+      if (state.ssrc !== null && rtp.ssrc !== state.ssrc) reorder.restart(true);
+      state.ssrc = rtp.ssrc;
       reorder.push(rtp.seq, rtp.payload.length > 0 ? rtp : null, Date.now());
     });
     try {

@@ -99,8 +99,8 @@ const answering =
 
 const choose = (sdp: string, base: string): { control: string }[] => parseSdpTracks(sdp, base).map((tr) => ({ control: tr.control }));
 
-const start = (url: string, opts: Partial<RtpSessionOptions> = {}, onPacket: (payload: Buffer) => void = () => undefined) =>
-  startRtpSession(url, 60_000, choose, { onPacket: (_track, p) => onPacket(Buffer.from(p.payload)) }, { fail, ...opts });
+const start = (url: string, opts: Partial<RtpSessionOptions> = {}, onPacket: (payload: Buffer, gap: boolean) => void = () => undefined) =>
+  startRtpSession(url, 60_000, choose, { onPacket: (_track, p, gap) => onPacket(Buffer.from(p.payload), gap) }, { fail, ...opts });
 
 /** Waits for `cond`, checking every 10 ms; fails the test with `what` if it is not met within `ms`. */
 async function until(t: ExecutionContext, what: string, cond: () => boolean, ms = 5000): Promise<void> {
@@ -261,13 +261,13 @@ test('a UDP SETUP answer: its ports (in range) and its source= (an IP)', (t) => 
 });
 
 /** One RTP packet: V=2, PT 96, marker, `seq`, a 3-byte payload starting with `tag`. */
-function rtp(seq: number, tag: number): Buffer {
+function rtp(seq: number, tag: number, ssrc = 0x1234): Buffer {
   const p = Buffer.alloc(15);
   p[0] = 0x80;
   p[1] = 0x80 | 96;
   p.writeUInt16BE(seq, 2);
   p.writeUInt32BE(seq * 3000, 4);
-  p.writeUInt32BE(0x1234, 8);
+  p.writeUInt32BE(ssrc, 8);
   p[12] = tag;
   return p;
 }
@@ -312,4 +312,34 @@ test('UDP: after SETUP the camera’s RTP and RTCP ports (at its source=) get a 
   for (let seq = 1; seq <= 3; seq++) serverRtp.send(rtp(seq, seq), client, '127.0.0.1');
   await until(t, 'the three packets from source=', () => got.length === 3);
   t.deepEqual(got, [1, 2, 3]);
+});
+
+test('UDP: a new SSRC (an encoder restart) numbering far behind is taken at once, flagged as after a gap, not dropped as late', async (t) => {
+  t.timeout(15_000);
+  const serverRtp = await udpSocket(t, '127.0.0.1');
+  let client = 0;
+  const cam = await camera(t, (req, reply, s) => {
+    if (req.method !== 'SETUP') return answering()(req, reply, s);
+    client = clientPort(req.transport);
+    reply('200 OK', {
+      Session: '7;timeout=60',
+      Transport: `RTP/AVP;unicast;client_port=${client}-${client + 1};server_port=${serverRtp.address().port}-${serverRtp.address().port + 1}`,
+    });
+  });
+  const got: { tag: number; gap: boolean }[] = [];
+  const session = await start(cam.url, { transport: 'udp' }, (p, gap) => got.push({ tag: p[0]!, gap }));
+  t.teardown(() => session.close());
+  for (let seq = 40_000; seq < 40_003; seq++) serverRtp.send(rtp(seq, seq - 40_000 + 1), client, '127.0.0.1');
+  await until(t, 'the first source', () => got.length === 3);
+  // 30000 is "behind" 40003 in 16-bit order: without the restart these would be dropped as late.
+  for (let seq = 30_000; seq < 30_003; seq++) serverRtp.send(rtp(seq, seq - 30_000 + 11, 0x5678), client, '127.0.0.1');
+  await until(t, 'the new source', () => got.length === 6);
+  t.deepEqual(
+    got.map((g) => g.tag),
+    [1, 2, 3, 11, 12, 13],
+  );
+  t.deepEqual(
+    got.map((g) => g.gap),
+    [false, false, false, true, false, false],
+  );
 });
