@@ -6,10 +6,12 @@
  * track how fragments are cut. DESCRIBE opens no session (no SETUP/PLAY): the camera
  * still sees one streaming session, ffmpeg's, and the RTP transport (TCP, UDP, HTTP
  * tunnel) plays no part in it, so a camera that offers only UDP answers it as any.
- * Basic and Digest authentication come from the URL's user info (rtsp/rtsp-auth.ts).
+ * The request, its login (Basic and Digest from the URL's user info) and its timeouts
+ * are rtsp/rtsp-connection.ts's; the errors stay this module's own (describeFailure).
  */
-import { connect } from 'node:net';
-import { pickChallenge, authorization, refusalReason, urlCredentials, RtspAuthError, type Challenge } from './rtsp-auth.ts';
+import { RtspAuthError } from './rtsp-auth.ts';
+import { openRtsp, requestUrl, type MakeRtspError } from './rtsp-connection.ts';
+import { parseSdp, staticFormat, type SdpFormat, type SdpSection } from './sdp-tracks.ts';
 
 export interface SdpMedia {
   /** The `m=` media type: video, audio, application, text… */
@@ -25,157 +27,63 @@ export interface SdpMedia {
   channels?: number;
 }
 
-/** RFC 3551 static payload types a camera may send without an rtpmap line. */
-const STATIC_PAYLOAD_TYPES: Record<number, { encoding: string; clockRate: number; channels?: number }> = {
-  0: { encoding: 'PCMU', clockRate: 8000, channels: 1 },
-  3: { encoding: 'GSM', clockRate: 8000, channels: 1 },
-  4: { encoding: 'G723', clockRate: 8000, channels: 1 },
-  8: { encoding: 'PCMA', clockRate: 8000, channels: 1 },
-  9: { encoding: 'G722', clockRate: 8000, channels: 1 },
-  10: { encoding: 'L16', clockRate: 44100, channels: 2 },
-  11: { encoding: 'L16', clockRate: 44100, channels: 1 },
-  14: { encoding: 'MPA', clockRate: 90000 },
-  18: { encoding: 'G729', clockRate: 8000, channels: 1 },
-  26: { encoding: 'JPEG', clockRate: 90000 },
-  32: { encoding: 'MPV', clockRate: 90000 },
-  33: { encoding: 'MP2T', clockRate: 90000 },
-  34: { encoding: 'H263', clockRate: 90000 },
-};
-
-const MAX_RESPONSE_BYTES = 256 * 1024;
-const MAX_SDP_MEDIA = 64;
-
-/** The media sections of an SDP body. */
+/** The media sections of an SDP body (rtsp/sdp-tracks.ts reads them). */
 export function parseSdpMedia(sdp: string): SdpMedia[] {
-  interface Section {
-    media: string;
-    payloadTypes: number[];
-    rtpmap: Map<number, { encoding: string; clockRate?: number; channels?: number }>;
+  return parseSdp(sdp).sections.map(toMedia);
+}
+
+/** A section's formats: the listed payload types', then those of rtpmap lines for types the m= line lacks (malformed, but seen). */
+function toMedia(s: SdpSection): SdpMedia {
+  // The last rtpmap of a payload type wins, in the place of its first.
+  const rtpmap = new Map(s.rtpmap.map((r) => [r.payloadType, r.format]));
+  const listed = s.formats.filter((x) => /^\d{1,3}$/.test(x)).map(Number);
+  const formats: SdpFormat[] = [];
+  for (const pt of listed) {
+    // A whole rtpmap or the static format, not a mix: the rates are the rtpmap's to say.
+    const f = rtpmap.get(pt) ?? staticFormat(pt);
+    if (f) formats.push(f);
   }
-  const sections: Section[] = [];
-  for (const line of sdp.split(/\r?\n/)) {
-    const m = /^m=(\S+)\s+\S+\s+\S+((?:\s+\S+)*)/.exec(line);
-    if (m) {
-      if (sections.length >= MAX_SDP_MEDIA) break;
-      const payloadTypes = (m[2] ?? '')
-        .trim()
-        .split(/\s+/)
-        .filter((x) => /^\d{1,3}$/.test(x))
-        .map(Number);
-      sections.push({ media: m[1]!.toLowerCase(), payloadTypes, rtpmap: new Map() });
-      continue;
-    }
-    const r = /^a=rtpmap:(\d+)\s+([^/\s]+)(?:\/(\d+))?(?:\/(\d+))?/.exec(line);
-    const section = sections[sections.length - 1];
-    if (r && section) {
-      section.rtpmap.set(Number(r[1]), {
-        encoding: r[2]!.toUpperCase(),
-        ...(r[3] ? { clockRate: Number(r[3]) } : {}),
-        ...(r[4] ? { channels: Number(r[4]) } : {}),
-      });
-    }
-  }
-  return sections.map((s) => {
-    const formats: { encoding: string; clockRate?: number; channels?: number }[] = [];
-    for (const pt of s.payloadTypes) {
-      const f = s.rtpmap.get(pt) ?? STATIC_PAYLOAD_TYPES[pt];
-      if (f) formats.push(f);
-    }
-    // rtpmap lines for payload types the m= line does not list (malformed, but seen): kept.
-    for (const [pt, f] of s.rtpmap) if (!s.payloadTypes.includes(pt)) formats.push(f);
-    const first = formats[0];
-    return {
-      media: s.media,
-      encodings: formats.map((f) => f.encoding),
-      ...(first?.clockRate !== undefined ? { clockRate: first.clockRate } : {}),
-      ...(first?.channels !== undefined ? { channels: first.channels } : {}),
-    };
-  });
+  for (const [pt, f] of rtpmap) if (!listed.includes(pt)) formats.push(f);
+  const first = formats[0];
+  return {
+    media: s.media,
+    encodings: formats.map((f) => f.encoding),
+    ...(first?.clockRate !== undefined ? { clockRate: first.clockRate } : {}),
+    ...(first?.channels !== undefined ? { channels: first.channels } : {}),
+  };
 }
 
 export function hasDataTrack(media: SdpMedia[]): boolean {
   return media.some((m) => m.media === 'application');
 }
 
-interface Response {
-  status: number;
-  headers: [string, string][];
-  body: string;
+/**
+ * DESCRIBE's errors, as its callers tell them apart: a refused login is an RtspAuthError
+ * (the attempt fails with it, unretried); an answer other than 200 says its status
+ * (describeWithRetry retries a 5xx, not a 4xx); the rest are plain Errors (less is
+ * known: ffmpeg reports the real problem).
+ */
+function describeFailure(timeoutMs: number): MakeRtspError {
+  return (kind, message, status) => {
+    if (kind === 'AUTH') return new RtspAuthError(message);
+    if (status !== null) return new Error(`DESCRIBE answered ${status}`);
+    if (kind === 'TIMEOUT') return new Error(`no DESCRIBE answer within ${timeoutMs} ms`);
+    return new Error(message);
+  };
 }
+
+const ignoreFrames = (): void => undefined; // DESCRIBE opens no session: no interleaved data comes
 
 /** DESCRIBE `url` (rtsp:// only); answers the media sections, or throws on any failure. */
 export async function describeRtsp(url: string, timeoutMs: number): Promise<SdpMedia[]> {
   const u = new URL(url);
   if (u.protocol !== 'rtsp:') throw new Error(`DESCRIBE needs rtsp://, got ${u.protocol}`);
-  const cred = urlCredentials(u);
-  u.username = '';
-  u.password = '';
-  const target = u.toString();
-  const socket = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 554) });
-  socket.setTimeout(timeoutMs);
-  let buf = Buffer.alloc(0);
-  let waiting: { resolve: (r: Response) => void; reject: (e: Error) => void } | null = null;
-  let failure: Error | null = null;
-  const fail = (err: Error): void => {
-    failure ??= err;
-    waiting?.reject(failure);
-    waiting = null;
-    socket.destroy();
-  };
-  const tryParse = (): void => {
-    if (!waiting) return;
-    const end = buf.indexOf('\r\n\r\n');
-    if (end < 0) {
-      if (buf.length > MAX_RESPONSE_BYTES) fail(new Error('RTSP response headers too large'));
-      return;
-    }
-    const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
-    const status = /^RTSP\/1\.\d (\d{3})/.exec(lines[0] ?? '');
-    if (!status) return fail(new Error(`not an RTSP response: ${JSON.stringify(lines[0]?.slice(0, 80))}`));
-    const headers = lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()] as [string, string]);
-    const len = Number(headers.find(([k]) => k === 'content-length')?.[1] ?? 0);
-    if (!Number.isFinite(len) || len < 0 || len > MAX_RESPONSE_BYTES) return fail(new Error('bad Content-Length'));
-    if (buf.length < end + 4 + len) return;
-    const body = buf.subarray(end + 4, end + 4 + len).toString('utf8');
-    buf = buf.subarray(end + 4 + len);
-    const w = waiting;
-    waiting = null;
-    w.resolve({ status: Number(status[1]), headers, body });
-  };
-  socket.on('data', (d: Buffer) => {
-    buf = Buffer.concat([buf, d]);
-    tryParse();
-  });
-  socket.on('timeout', () => fail(new Error(`no DESCRIBE answer within ${timeoutMs} ms`)));
-  socket.on('error', (err) => fail(err));
-  socket.on('close', () => fail(new Error('connection closed')));
-  let cseq = 0;
-  const request = (auth?: string): Promise<Response> =>
-    new Promise<Response>((resolve, reject) => {
-      if (failure) return reject(failure);
-      waiting = { resolve, reject };
-      cseq++;
-      socket.write(
-        `DESCRIBE ${target} RTSP/1.0\r\nCSeq: ${cseq}\r\nAccept: application/sdp\r\nUser-Agent: ipcam-recorder\r\n${auth ? `Authorization: ${auth}\r\n` : ''}\r\n`,
-      );
-      tryParse();
-    });
+  const conn = await openRtsp(u, timeoutMs, ignoreFrames, describeFailure(timeoutMs));
   try {
-    let res = await request();
-    let ch: Challenge | null = null;
-    let offered: string[] = [];
-    if (res.status === 401) {
-      offered = res.headers.filter(([k]) => k === 'www-authenticate').map(([, v]) => v);
-      ch = pickChallenge(offered);
-      if (ch && cred) res = await request(authorization(ch, cred, 'DESCRIBE', target));
-    }
-    // The login was refused (or cannot be made): a typed error saying why, no password.
-    if (res.status === 401) throw new RtspAuthError(refusalReason(u.host, 'DESCRIBE', cred, ch, offered));
-    if (res.status !== 200) throw new Error(`DESCRIBE answered ${res.status}`);
+    const res = await conn.request('DESCRIBE', requestUrl(u), timeoutMs, { Accept: 'application/sdp' });
     return parseSdpMedia(res.body);
   } finally {
-    socket.removeAllListeners('close');
-    socket.destroy();
+    conn.end(new Error('DESCRIBE done'));
   }
 }
 

@@ -1,6 +1,7 @@
 /** The SDP reading behind the smart stream's data-track detection and the audio plan (rtsp/rtsp-describe.ts). */
 import test from 'ava';
 import { hasDataTrack, parseSdpMedia } from '../../rtsp/rtsp-describe.ts';
+import { parseSdpTracks } from '../../rtsp/sdp-tracks.ts';
 
 test('SDP: a data track is an m=application section', (t) => {
   const sdp = 'v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\nm=application 0 RTP/AVP 107\r\na=rtpmap:107 vnd.onvif.metadata/90000\r\n';
@@ -29,4 +30,12 @@ test('SDP: rate and channels of the first format come from its rtpmap; an rtpmap
   ]);
   t.deepEqual(parseSdpMedia('m=audio 0 RTP/AVP 97\n'), [{ media: 'audio', encodings: [] }]);
   t.deepEqual(parseSdpMedia('garbage\na=rtpmap:96 H264/90000\n'), []);
+});
+
+test('SDP: both views read one parse (rtsp/sdp-tracks.ts): the same static names, and a line without its value takes nothing from the next', (t) => {
+  const sdp = 'v=0\r\nm=audio 0 RTP/AVP 9\r\na=rtpmap:9\r\na=fmtp:9\r\na=control:track1\r\nm=video\r\nc=IN IP4 0.0.0.0\r\n';
+  t.deepEqual(parseSdpMedia(sdp), [{ media: 'audio', encodings: ['G722'], clockRate: 8000, channels: 1 }]);
+  t.deepEqual(parseSdpTracks(sdp, 'rtsp://cam/live/'), [
+    { media: 'audio', payloadType: 9, encoding: 'G722', clockRate: 8000, channels: 1, fmtp: '', control: 'rtsp://cam/live/track1' },
+  ]);
 });
