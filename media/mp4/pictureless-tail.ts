@@ -35,8 +35,11 @@ export function holdsPicture(sample: Uint8Array, nal: NalFormat): boolean {
 /**
  * The fragment without the trailing video samples that hold no picture, or null when
  * there are none (the common case: one walk over the last sample's NAL headers). An
- * empty fragment when no video sample is left. A fragment of a shape we do not
- * rewrite (more than one trun) is returned as null, unchanged.
+ * empty fragment when it held nothing else. When no picture is left but other tracks
+ * have samples (audio), the fragment is returned as null, unchanged: its audio is worth
+ * more than a clean decode, and a fragment of ffmpeg's always starts at a keyframe, so
+ * this does not arise from the cut it is for. A fragment of a shape we do not rewrite
+ * (more than one trun) is returned as null, unchanged.
  */
 export function dropPicturelessTail(frag: Uint8Array, moof: MoofInfo, videoTrackId: number, nal: NalFormat): Uint8Array | null {
   const video = moof.tracks.find((t) => t.trackId === videoTrackId);
@@ -46,7 +49,7 @@ export function dropPicturelessTail(frag: Uint8Array, moof: MoofInfo, videoTrack
   let keep = samples.length;
   while (keep > 0 && !holdsPicture(samples[keep - 1]!, nal)) keep--;
   if (keep === samples.length) return null;
-  if (keep === 0) return new Uint8Array(0);
+  if (keep === 0) return moof.tracks.some((t) => t !== video && t.sampleCount > 0) ? null : new Uint8Array(0);
   const tracks: FragmentTrack[] = moof.tracks.map((t) => (t === video ? trimmed(t, samples, keep) : wholeTrack(frag, t)));
   return writeFragment(moof.sequence, tracks);
 }

@@ -93,3 +93,41 @@ test('holdsPicture: a slice anywhere is a picture; delimiter, SEI and parameter 
   t.false(holdsPicture(STUB.h265, { codec: 'h265', lengthSize: 4 }));
   t.true(holdsPicture(Buffer.concat([STUB.h265, nal(0x02, 0x01, 0xd0)]), { codec: 'h265', lengthSize: 4 }), 'an H.265 TRAIL_R slice');
 });
+
+test('a fragment whose only video is a stub: dropped when it holds nothing else, kept whole when it carries audio', async (t) => {
+  const source = await split(await readFile(await input('h264.mp4', { video: 'h264', seconds: 4, gop: 25 })));
+  const init = source.chunks.find((c): c is Init => c.kind === 'init')!;
+  const videoId = init.info.videoTrackId!;
+  const frags = source.chunks.filter((c): c is Fragment => c.kind === 'fragment');
+  const last = frags.at(-1)!;
+  const stubOnly = (withAudio: boolean): Buffer =>
+    Buffer.from(
+      writeFragment(
+        last.moof.sequence + 1,
+        last.moof.tracks
+          .filter((x) => withAudio || x.trackId === videoId)
+          .map((x) =>
+            x.trackId === videoId
+              ? {
+                  trackId: x.trackId,
+                  baseDecodeTime: x.baseDecodeTime + BigInt(x.durationTicks),
+                  durations: [3000],
+                  flags: [x.flags.at(-1)!],
+                  compositionOffsets: [0],
+                  samples: [STUB.h264],
+                }
+              : { ...x, baseDecodeTime: x.baseDecodeTime + BigInt(x.durationTicks), samples: sliceSamples(last.bytes, x) },
+          ),
+      ),
+    );
+  t.true(
+    init.info.tracks.some((x) => x.kind === 'audio'),
+    'the clip has audio',
+  );
+  const withAudio = await split(Buffer.concat([init.bytes, ...frags.map((f) => f.bytes), stubOnly(true)]));
+  const outA = withAudio.chunks.filter((c): c is Fragment => c.kind === 'fragment');
+  t.is(outA.length, frags.length + 1, 'the fragment with audio stays');
+  t.true(outA.at(-1)!.bytes.equals(stubOnly(true)), 'as it was');
+  const alone = await split(Buffer.concat([init.bytes, ...frags.map((f) => f.bytes), stubOnly(false)]));
+  t.is(alone.chunks.filter((c) => c.kind === 'fragment').length, frags.length, 'a stub alone is dropped');
+});
