@@ -20,6 +20,7 @@
  */
 import { openRtsp, requestUrl, type MakeRtspError } from './rtsp-connection.ts';
 import { startRtpSession, type RtpSession } from './rtp-session.ts';
+import { parseSdpTracks } from './sdp-tracks.ts';
 import type { TransportSetting } from './rtsp-transport.ts';
 import { redactText } from '../lib/redact.ts';
 
@@ -41,16 +42,8 @@ const mp2pError: MakeRtspError = (kind, message, status) => new Mp2pBridgeError(
 
 /** The MP2P media of an SDP: payload type and control URL; null when there is none. */
 export function findMp2p(sdp: string, base: string): { payloadType: number; control: string } | null {
-  const sections = sdp.split(/\r?\n(?=m=)/);
-  for (const s of sections) {
-    if (!s.startsWith('m=')) continue;
-    const rtpmap = /^a=rtpmap:(\d+)\s+MP2P\/90000/im.exec(s);
-    if (!rtpmap) continue;
-    const control = /^a=control:(\S+)/im.exec(s)?.[1] ?? '';
-    const url = /^rtsps?:\/\//i.test(control) ? control : control === '' || control === '*' ? base : `${base.replace(/\/$/, '')}/${control}`;
-    return { payloadType: Number(rtpmap[1]), control: url };
-  }
-  return null;
+  const track = parseSdpTracks(sdp, base).find((t) => t.encoding === 'MP2P' && t.clockRate === 90000);
+  return track ? { payloadType: track.payloadType, control: track.control } : null;
 }
 
 /** Whether the camera's session carries MPEG-PS over RTP (one DESCRIBE). */
