@@ -27,6 +27,11 @@
  * Stopping: stop() (or the owner's `signal`) while the RTSP session is starting aborts
  * it at once (its socket and timers closed; rtsp/rtp-session.ts), not at its timeout.
  *
+ * The end: however the session ends (stop, a stall, no video, the camera hanging up or
+ * failing), the GOP held is written (RtpFmp4.end(): a frame is known whole only when
+ * the next one starts, so the last GOP, and until the packet after the next keyframe
+ * the one before, are still held), unless the muxer threw (our bug).
+ *
  * Bounds: the depacketizer holds at most one GOP (its own bound); fragments not yet
  * taken by the consumer (a slow disk) pause the camera's socket past QUEUE_HIGH_BYTES
  * and resume it below QUEUE_LOW_BYTES. While paused the camera is not judged silent
@@ -148,6 +153,8 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
   let requested = false;
   let finished = false;
   let failure: Error | undefined;
+  /** The muxer threw (our bug): what it holds is not written at the end. */
+  let muxerFailed = false;
   const noVideoMs = opts.noVideoMs ?? 2 * opts.stallTimeoutMs + 10_000;
   const silence = new SilenceWatch();
   /** When video last made progress: a frame taken into a GOP, or a fragment. */
@@ -199,6 +206,17 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
     if (finished) return;
     finished = true;
     clearInterval(watchdog);
+    // However it ends (stop, stall, no video, the camera hanging up or failing), the GOP
+    // held is whole up to its last packet (a frame is known whole only at the next
+    // frame's first packet, a GOP one packet after the next keyframe): written, unless
+    // the muxer itself threw (our bug: its state is not to be trusted).
+    if (media && !muxerFailed) {
+      try {
+        enqueue(media.end());
+      } catch (err) {
+        failure ??= err as Error;
+      }
+    }
     opts.signal?.removeEventListener('abort', onAbort);
     session?.close();
     stopper.abort(); // after close(): a playing session says TEARDOWN first
@@ -256,6 +274,7 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
               if (kinds[track] === 'video') video(media, packet, gap);
               else media.audio(packet.payload, packet.timestamp, packet.marker, gap, packet.ssrc);
             } catch (err) {
+              muxerFailed = true;
               fail(err as Error); // our bug, not the camera's: this attempt ends with it
             }
           },
@@ -285,7 +304,6 @@ export function startNativeIngest(opts: NativeIngestOptions): NativeIngestSessio
       });
       const why = await s.ended;
       if (finished) return;
-      if (!requested && made) enqueue(made.end()); // the camera hung up: its last GOP is whole up to the last packet
       finish(why ?? new Error('camera stream ended'));
     } catch (err) {
       if (isRtspAbort(err) && finished) return; // stopped while starting: exited says so already

@@ -18,7 +18,12 @@
  * says the unit was complete at that packet: a loss right after it belongs to the next
  * unit when the next packet's timestamp differs, to this one when it is the same. So a
  * unit is handed on when the first packet of the next one arrives (one frame interval
- * later; fragments are per GOP anyway). Access unit delimiters are dropped (MP4 samples
+ * later; fragments are per GOP anyway). One exception: a camera that repeats a
+ * timestamp (two frames with one) would have its keyframe buried behind a P slice in
+ * one sample, so the first slice of an IDR (H.264) / IRAP (H.265) picture after a slice
+ * of another kind in the unit starts a new unit (with the parameter sets and SEI that
+ * came after that slice), whose timestamp is one tick later so that decode times keep
+ * increasing (counted in `splitUnits`). Access unit delimiters are dropped (MP4 samples
  * do not carry them); parameter sets stay in the sample and are reported with it
  * (`params`), so a changed SPS is seen.
  *
@@ -38,7 +43,7 @@
  * there until the caller moves or rewinds the arena (rtp-fmp4.ts keeps a GOP's units
  * there until it writes the fragment). Nothing of the packet is kept after push().
  */
-import { isParameterSet, parameterSetsIn, type ParameterSets, type VideoCodec } from '../codec/annexb.ts';
+import { isFirstSliceOfPicture, isParameterSet, parameterSetsIn, type ParameterSets, type VideoCodec } from '../codec/annexb.ts';
 import type { NalArena } from './nal-arena.ts';
 
 export interface AccessUnit {
@@ -65,6 +70,8 @@ export interface DepacketizerCounters {
   unsupportedPackets: number;
   /** Access units over maxUnitBytes or maxUnitNals, or that found no room in the arena. */
   oversizedUnits: number;
+  /** Keyframes that shared a timestamp with the frame before: made a unit of their own. */
+  splitUnits: number;
 }
 
 /** An access unit bigger than this is not a camera's frame: dropped (16 MiB). */
@@ -79,7 +86,7 @@ const H265_FU = 49;
 const AUD = { h264: 9, h265: 35 } as const;
 
 export class H26xDepacketizer {
-  readonly counters: DepacketizerCounters = { units: 0, droppedNals: 0, damagedUnits: 0, unsupportedPackets: 0, oversizedUnits: 0 };
+  readonly counters: DepacketizerCounters = { units: 0, droppedNals: 0, damagedUnits: 0, unsupportedPackets: 0, oversizedUnits: 0, splitUnits: 0 };
   private inUnit = false;
   /** The unit's last packet so far had the marker bit: it may be whole. */
   private marked = false;
@@ -90,6 +97,16 @@ export class H26xDepacketizer {
   private damaged = false;
   private hasParams = false;
   private nals = 0;
+  /** Units split off at this timestamp (a keyframe after a frame of the same timestamp): ticks added to it. */
+  private bump = 0;
+  /**
+   * Where the NAL units after the unit's last slice that would start the next picture
+   * (parameter sets, SEI) begin in the arena (-1: none), how many, and whether
+   * parameter sets are among them: they go with a unit split off.
+   */
+  private leadStart = -1;
+  private leadNals = 0;
+  private leadParams = false;
   /** The unit is being dropped (too big): its remaining packets are ignored. */
   private dropping = false;
   /** Length slot of the NAL unit being rebuilt from fragments; -1 when none. */
@@ -98,6 +115,9 @@ export class H26xDepacketizer {
   private fuCounted = false;
   /** The NAL header a fragmentation unit rebuilds (reused: no memory per packet). */
   private readonly fuHead = Buffer.alloc(2);
+  /** A fragmented NAL unit's header and first payload byte (reused). */
+  private readonly fuFirst264 = Buffer.alloc(2);
+  private readonly fuFirst265 = Buffer.alloc(3);
   /** The last unit dropped found no room in the arena (the GOP is full), rather than being over its own bounds. */
   arenaFull = false;
 
@@ -122,21 +142,59 @@ export class H26xDepacketizer {
     if (gap) this.lose();
     if (this.inUnit && rtpTimestamp !== this.unitTs) this.endUnit();
     if (!this.inUnit) {
-      this.inUnit = true;
-      this.unitStart = this.arena.used;
-      this.unitTs = rtpTimestamp;
-      this.keyframe = false;
-      this.vcl = false;
-      this.damaged = gap;
-      this.hasParams = false;
-      this.nals = 0;
-      this.dropping = false;
+      this.begin(rtpTimestamp, gap);
+      this.bump = 0;
     }
     if (!this.dropping) {
       if (this.codec === 'h264') this.h264(p);
       else this.h265(p);
     }
     this.marked = marker;
+  }
+
+  private begin(rtpTimestamp: number, damaged: boolean): void {
+    this.inUnit = true;
+    this.unitStart = this.arena.used;
+    this.unitTs = rtpTimestamp;
+    this.keyframe = false;
+    this.vcl = false;
+    this.damaged = damaged;
+    this.hasParams = false;
+    this.nals = 0;
+    this.dropping = false;
+    this.leadStart = -1;
+    this.leadNals = 0;
+    this.leadParams = false;
+  }
+
+  /**
+   * Whether a slice NAL unit of `type` (its first bytes from p[from], header included)
+   * starts a keyframe picture after a slice of another picture in the unit (a repeated
+   * timestamp): then the unit is split before it.
+   */
+  private splitsBefore(type: number, p: Buffer, from: number): boolean {
+    if (!this.vcl || this.keyframe || this.dropping) return false;
+    if (this.codec === 'h264' ? type !== 5 : type < 16 || type > 23) return false;
+    return isFirstSliceOfPicture(this.codec, from === 0 ? p : p.subarray(from));
+  }
+
+  /** Ends the unit before its trailing parameter sets/SEI (see splitsBefore) and starts the next with them, one tick later. */
+  private split(): void {
+    const lead = this.leadStart >= 0 ? Buffer.from(this.arena.buf.subarray(this.leadStart, this.arena.used)) : null;
+    const leadNals = this.leadNals;
+    const leadParams = this.leadParams;
+    if (this.leadStart >= 0) this.arena.used = this.leadStart;
+    this.leadParams = false;
+    const ts = this.unitTs;
+    const bump = this.bump + 1;
+    this.counters.splitUnits++;
+    this.endUnit();
+    this.begin(ts, false);
+    this.bump = bump;
+    if (lead && this.room(lead.length, leadNals)) {
+      this.arena.append(lead, 0, lead.length);
+      this.hasParams = leadParams;
+    }
   }
 
   /** Ends the access unit in progress (the camera hung up, or its source changed). */
@@ -186,11 +244,12 @@ export class H26xDepacketizer {
     // Only types that may stand alone (an aggregation inside an aggregation is not one).
     if (this.codec === 'h264' ? type === 0 || type > 23 : type > 47 || to - from < 2) return void this.counters.unsupportedPackets++;
     if (type === AUD[this.codec]) return;
+    if (this.splitsBefore(type, p, from)) this.split();
     if (!this.room(4 + to - from, 1)) return;
     const slot = this.arena.lengthSlot();
     this.arena.append(p, from, to);
     this.arena.setLength(slot);
-    this.note(type);
+    this.note(type, slot);
   }
 
   /** A fragmentation unit (FU-A, H.265 FU): `fu` its header, payload from `at`; the rebuilt NAL header is fuHead[0, headerLen). */
@@ -200,6 +259,13 @@ export class H26xDepacketizer {
     if (start) {
       if (this.fuSlot >= 0) this.dropFragment(); // its end was lost
       this.fuCounted = false;
+      if (at < p.length) {
+        // The NAL unit's header and first byte, as isFirstSliceOfPicture reads them.
+        const head = headerLen === 1 ? this.fuFirst264 : this.fuFirst265;
+        this.fuHead.copy(head, 0, 0, headerLen);
+        head[headerLen] = p[at]!;
+        if (this.splitsBefore(this.typeOf(head[0]!), head, 0)) this.split();
+      }
       if (!this.room(4 + headerLen + p.length - at, 1)) return;
       this.fuSlot = this.arena.lengthSlot();
       this.arena.append(this.fuHead, 0, headerLen);
@@ -218,7 +284,7 @@ export class H26xDepacketizer {
     this.arena.append(p, at, p.length);
     if (end) {
       this.arena.setLength(this.fuSlot);
-      this.note(this.typeOf(this.fuHead[0]!));
+      this.note(this.typeOf(this.fuHead[0]!), this.fuSlot);
       this.fuSlot = -1;
     }
   }
@@ -228,11 +294,25 @@ export class H26xDepacketizer {
     return this.codec === 'h264' ? first & 0x1f : (first >> 1) & 0x3f;
   }
 
-  private note(type: number): void {
-    // H.264: slices 1-5, IDR 5, SPS 7, PPS 8. H.265: slices 0-31, IRAP 16-23, VPS 32, SPS 33, PPS 34.
-    if (this.codec === 'h264' ? type >= 1 && type <= 5 : type <= 31) this.vcl = true;
-    if (this.codec === 'h264' ? type === 5 : type >= 16 && type <= 23) this.keyframe = true;
-    else if (this.codec === 'h264' ? type === 7 || type === 8 : type >= 32 && type <= 34) this.hasParams = true;
+  /** A NAL unit of `type` appended at `slot` (its length field). */
+  private note(type: number, slot: number): void {
+    // H.264: slices 1-5, IDR 5, SEI 6, SPS 7, PPS 8. H.265: slices 0-31, IRAP 16-23, VPS 32, SPS 33, PPS 34, prefix SEI 39.
+    const h264 = this.codec === 'h264';
+    if (h264 ? type >= 1 && type <= 5 : type <= 31) {
+      this.vcl = true;
+      this.leadStart = -1;
+      this.leadNals = 0;
+      this.leadParams = false;
+    } else if (this.vcl && (h264 ? type >= 6 && type <= 8 : (type >= 32 && type <= 34) || type === 39)) {
+      // After a slice: the start of another picture's NAL units, if one comes at this timestamp.
+      if (this.leadStart < 0) this.leadStart = slot;
+      this.leadNals++;
+    }
+    if (h264 ? type === 5 : type >= 16 && type <= 23) this.keyframe = true;
+    else if (h264 ? type === 7 || type === 8 : type >= 32 && type <= 34) {
+      if (this.leadStart >= 0) this.leadParams = true;
+      else this.hasParams = true;
+    }
   }
 
   /** Packets were lost: a NAL unit being rebuilt from fragments is gone. */
@@ -279,11 +359,11 @@ export class H26xDepacketizer {
     const unit: AccessUnit = {
       start: this.unitStart,
       end: this.arena.used,
-      rtpTimestamp: this.unitTs,
+      rtpTimestamp: (this.unitTs + this.bump) >>> 0,
       keyframe: this.keyframe,
       vcl: this.vcl,
       damaged: this.damaged,
-      params: this.hasParams ? this.paramsOf(this.unitStart, this.arena.used) : null,
+      params: this.hasParams || this.leadParams ? this.paramsOf(this.unitStart, this.arena.used) : null,
     };
     this.onUnit(unit);
   }

@@ -14,10 +14,12 @@
  * Video time: RTP timestamps (32-bit) are unwrapped frame to frame to the nearest
  * value (RtpTimeline); the output timeline starts at 0 at the first keyframe. They are
  * presentation times: with B-frames they go back and forth in decode order, but never
- * further back than a decoder reorders (MAX_REORDER_FRAMES) nor further ahead than
- * MAX_FRAME_MS. A timestamp beyond either (the camera's clock stepped, its encoder
- * restarted) or from a new SSRC is taken as one typical frame interval after the
- * newest frame (re-based, counted in `videoRebases`), so that a step never shows:
+ * further back than the reordering seen (twice; 2 frames without B-frames), or up to
+ * what a decoder reorders (MAX_REORDER_FRAMES) into a place no recent frame took, nor
+ * further ahead than MAX_FRAME_MS. A timestamp beyond these (the camera's clock
+ * stepped, its encoder restarted) or from a new SSRC is taken as one typical frame
+ * interval after the newest frame, plus the reordering seen unless it is a keyframe
+ * (re-based, counted in `videoRebases`), so that a step never shows:
  * decode times keep increasing by about a frame (without re-basing, a step back made
  * every later frame last 1 tick, and a jump made one frame last the jump). The typical
  * frame interval is the GOP held's presentation span over its frames (else the last
@@ -34,12 +36,12 @@
  * Audio time: each track's RTP clock starts at its own random value. Once both tracks
  * have an RTCP sender report (`anchor`), audio is placed on the camera's wall clock
  * against the video; before that, the first audio frame is placed at the video time of
- * its arrival (the presentation time of the last video frame received: as ffmpeg does
- * until RTCP, off by the network's jitter), and the ones after by their RTP distance
+ * its arrival (the newest video packet's timestamp on the video timeline: as ffmpeg does
+ * until RTCP, off by the network's jitter and up to a frame interval), and the ones after by their RTP distance
  * from it, unwrapped frame to frame like the video (so it never flips sign: a fixed
  * 32-bit difference did after 2^31 ticks, 12 h at 48 kHz; a step of its clock is
  * re-based, counted in `audioRebases`). Invariant: audio is placed within
- * AUDIO_RESYNC_MS of the video time of its arrival. Sender reports that put it further
+ * AUDIO_RESYNC_MS and two video frame intervals of the video time of its arrival. Sender reports that put it further
  * (stale after a clock step, or wrong) are not followed, and the arrival reference is
  * moved to the frame's arrival when it drifts that far (counted in `audioReanchors`);
  * audio held past the new place is dropped. A frame lasts 1024 samples of the ASC's
@@ -167,21 +169,38 @@ function diff32(a: number, b: number): number {
 
 /** How far a track's timestamps may move from the newest one before they are taken as a step (ticks). */
 interface StepBounds {
-  /** Behind the newest (B-frames; a late audio packet). */
+  /** Behind the newest (B-frames as deep as seen; a late audio packet): taken as they are. */
   back: number;
+  /**
+   * Further behind, up to this (0: none): taken only when it lands in a hole among the
+   * recent values (no recent value within `hole`): a B-frame deeper than any seen fills
+   * a place no frame took, a clock step lands on places frames already took.
+   */
+  reorder: number;
+  hole: number;
   /** Ahead of the newest. */
   ahead: number;
-  /** One typical frame interval: where a step continues, after the newest. */
+  /**
+   * Where a step continues, after the newest: one typical frame interval, and the
+   * reorder depth seen for a frame that frames after it in decode order may be shown
+   * before (not a keyframe).
+   */
   frame: number;
 }
+
+/** Recent values kept for the hole test (StepBounds.reorder): more than the deepest reorder at 60 fps. */
+const RECENT_VALUES = 64;
 
 /**
  * One track's 32-bit RTP timestamps as a timeline that goes on: each is unwrapped from
  * the one before (their nearest signed difference, so 2^32 wraps do not show). One that
- * lands more than `back` behind or `ahead` in front of the newest value given (a clock
- * step, an encoder restart), and the first after restart() (a new SSRC), is re-based:
- * taken as `frame` after the newest, and the ones after it follow from it. Invariant:
- * no value is more than `back` behind, or `ahead` in front of, the newest before it.
+ * lands more than `back` behind (and is no reordering: StepBounds.reorder) or `ahead`
+ * in front of the newest value given (a clock step, an encoder restart), and the first
+ * after restart() (a new SSRC), is re-based: taken as `frame` after the newest (the
+ * caller adds the deepest reordering seen, `depth`, so that the frames after it in
+ * decode order shown before it, B-frames, still come after the newest shown before the
+ * step), and the ones after it follow from it. Invariant: no value is more than `reorder` (or
+ * `back`) behind, or `ahead` in front of, the newest before it.
  */
 export class RtpTimeline {
   rebases = 0;
@@ -190,7 +209,12 @@ export class RtpTimeline {
   last: number | null = null;
   /** The highest value given. */
   newest = 0;
+  /** The furthest a value taken as it is has been behind the newest (reordering seen, ticks; only when StepBounds.reorder > 0). */
+  depth = 0;
   private restarted = false;
+  /** The last RECENT_VALUES values (a ring), for the hole test. */
+  private readonly recent: number[] = [];
+  private recentAt = 0;
 
   next(ts: number, b: StepBounds): number {
     if (this.last === null) {
@@ -198,18 +222,39 @@ export class RtpTimeline {
       return this.take(ts, ts);
     }
     let value = this.last + diff32(ts, this.lastTs);
-    if (this.restarted || value < this.newest - b.back || value > this.newest + b.ahead) {
+    const behind = this.newest - value;
+    if (this.restarted || behind > Math.max(b.back, b.reorder) || value > this.newest + b.ahead || (behind > b.back && !this.inHole(value, b.hole))) {
       value = this.newest + b.frame;
       this.rebases++;
+    } else if (b.reorder > 0 && behind > this.depth) {
+      this.depth = behind; // (a track that does not reorder, audio, has none: a late packet is no depth)
     }
     this.restarted = false;
     this.newest = Math.max(this.newest, value);
     return this.take(ts, value);
   }
 
+  /**
+   * What next(ts) would give, without taking it (a packet of a frame not yet whole):
+   * the newest value when it would be re-based or lands behind it.
+   */
+  peek(ts: number, b: StepBounds): number | null {
+    if (this.last === null) return null;
+    const value = this.last + diff32(ts, this.lastTs);
+    if (this.restarted || value > this.newest + b.ahead || value < this.newest) return this.newest;
+    return value;
+  }
+
+  /** No recent value within `hole` of `value`. */
+  private inHole(value: number, hole: number): boolean {
+    return this.recent.every((v) => Math.abs(v - value) >= hole);
+  }
+
   private take(ts: number, value: number): number {
     this.lastTs = ts;
     this.last = value;
+    this.recent[this.recentAt] = value;
+    this.recentAt = (this.recentAt + 1) % RECENT_VALUES;
     return value;
   }
 
@@ -264,6 +309,8 @@ export class RtpFmp4 {
    * distance from it.
    */
   private arrival: { u: number; at: number } | null = null;
+  /** The newest video packet's RTP timestamp (its frame may not be whole yet); null before any. */
+  private videoPacketTs: number | null = null;
   private videoSr: Anchor | null = null;
   private audioSr: Anchor | null = null;
   /** The SSRC of each track's last packet, when the caller gives it; null before. */
@@ -321,6 +368,7 @@ export class RtpFmp4 {
    */
   video(payload: Buffer, rtpTimestamp: number, marker: boolean, gap: boolean, ssrc?: number): Fmp4Chunk[] {
     this.out = [];
+    this.videoPacketTs = rtpTimestamp;
     if (this.newSource('video', ssrc)) {
       this.depacketizer.flush();
       this.videoClock.restart();
@@ -381,17 +429,32 @@ export class RtpFmp4 {
   }
 
   /** A frame's presentation time: its RTP timestamp unwrapped, re-based on a step (see the module comment). */
-  private unwrap(ts: number): number {
+  private unwrap(ts: number, keyframe: boolean): number {
     const frame = this.typicalFrame();
-    const clock = this.videoConfig.clockRate;
-    const pts = this.videoClock.next(ts, {
-      // Half a second at least: a frame interval measured short (a burst) must not make B-frames look like steps.
-      back: Math.max(MAX_REORDER_FRAMES * frame, clock / 2),
-      ahead: (MAX_FRAME_MS * clock) / 1000,
-      frame,
-    });
+    const pts = this.videoClock.next(ts, this.videoBounds(frame, keyframe));
     this.counters.videoRebases = this.videoClock.rebases;
     return pts;
+  }
+
+  /**
+   * The video's step bounds, `frame` one typical frame interval. Behind the newest: as
+   * far as reordering was seen (twice, and half a frame of jitter; 2 frames at least)
+   * without question; further, up to a decoder's deepest reordering (half a second at
+   * least: a frame interval measured short must not make B-frames look like steps),
+   * only into a hole (a B-frame deeper than any before: the first ones of a stream). A
+   * stream without B-frames thus re-bases a step back of more than 2 frames. A step
+   * continues a frame after the newest, and after the reordering seen unless at a
+   * keyframe (`keyframe`: nothing after it in decode order is shown before it).
+   */
+  private videoBounds(frame: number, keyframe: boolean): StepBounds {
+    const clock = this.videoConfig.clockRate;
+    return {
+      back: Math.max(2 * frame, 2 * this.videoClock.depth + frame / 2),
+      reorder: Math.max(MAX_REORDER_FRAMES * frame, clock / 2),
+      hole: (3 * frame) / 4,
+      ahead: (MAX_FRAME_MS * clock) / 1000,
+      frame: keyframe ? frame : frame + this.videoClock.depth,
+    };
   }
 
   /**
@@ -422,7 +485,7 @@ export class RtpFmp4 {
       this.arena.used = u.start;
       return;
     }
-    const pts = this.unwrap(u.rtpTimestamp);
+    const pts = this.unwrap(u.rtpTimestamp, u.keyframe);
     if (u.keyframe) {
       let start = u.start;
       if (this.samples.length > 0) start -= this.cut(pts, u.start, false);
@@ -566,11 +629,35 @@ export class RtpFmp4 {
     };
   }
 
-  /** The video time of the last frame received (from the origin), in the audio clock; null before the video starts. */
+  /**
+   * The video time now (from the origin), in the audio clock; null before the video
+   * starts: the newest video packet's timestamp on the video timeline (a frame is known
+   * whole only at the next frame's first packet: the last whole frame is a frame
+   * interval old), never before the newest frame (a B-frame's packet: the encoder
+   * waited for the frames shown after it).
+   */
   private videoNow(): number | null {
+    if (this.origin === null || this.videoPacketTs === null) return null;
+    const now = this.videoClock.peek(this.videoPacketTs, this.videoBounds(this.typicalFrame(), false));
+    if (now === null) return null;
+    return Math.round(((now - this.origin) * this.audioConfig!.clockRate) / this.videoConfig.clockRate);
+  }
+
+  /**
+   * How far audio may be placed from the video time of its arrival (audio clock ticks):
+   * AUDIO_RESYNC_MS, and twice the video frame interval (the video time moves by whole
+   * frames: at 1/3 fps it is up to 3 s behind the audio's arrival). The frame interval
+   * is the typical one, or the newest packet's distance from the last whole frame when
+   * longer (the first GOP's frame interval is not measured yet).
+   */
+  private audioSlack(): number {
+    const rate = this.audioConfig!.clockRate;
+    const clock = this.videoConfig.clockRate;
+    let frame = this.typicalFrame();
     const last = this.videoClock.last;
-    if (this.origin === null || last === null) return null;
-    return Math.round(((last - this.origin) * this.audioConfig!.clockRate) / this.videoConfig.clockRate);
+    if (this.videoPacketTs !== null && last !== null)
+      frame = Math.max(frame, (this.videoClock.peek(this.videoPacketTs, this.videoBounds(frame, false)) ?? last) - last);
+    return (AUDIO_RESYNC_MS * rate) / 1000 + (2 * frame * rate) / clock;
   }
 
   /**
@@ -582,10 +669,16 @@ export class RtpFmp4 {
   private audioTime(rtp: number): number | null {
     const rate = this.audioConfig!.clockRate;
     // Every frame goes through the audio timeline, so that it is unwrapped frame to frame.
-    const u = this.audioClock.next(rtp, { back: (AUDIO_STEP_BACK_MS * rate) / 1000, ahead: (MAX_FRAME_MS * rate) / 1000, frame: this.audioFrameTicks });
+    const u = this.audioClock.next(rtp, {
+      back: (AUDIO_STEP_BACK_MS * rate) / 1000,
+      reorder: 0,
+      hole: 0,
+      ahead: (MAX_FRAME_MS * rate) / 1000,
+      frame: this.audioFrameTicks,
+    });
     const now = this.videoNow();
     if (now === null) return null;
-    const slack = (AUDIO_RESYNC_MS * rate) / 1000;
+    const slack = this.audioSlack();
     const bySr = this.bySenderReports(rtp);
     if (bySr !== null && Math.abs(bySr - now) <= slack) {
       // Kept as the reference for when the reports stop being believable.
@@ -622,7 +715,7 @@ export class RtpFmp4 {
     if (at === null || at < 0) return void this.counters.droppedAudio++;
     const rate = this.audioConfig!.clockRate;
     const tolerance = (AUDIO_TOLERANCE_MS * rate) / 1000;
-    if (this.audioNext !== null && Math.abs(at - this.audioNext) > (AUDIO_RESYNC_MS * rate) / 1000) this.resyncAudio(at);
+    if (this.audioNext !== null && Math.abs(at - this.audioNext) > this.audioSlack()) this.resyncAudio(at);
     let place = this.audioNext ?? at;
     if (at > place + tolerance) {
       // A hole: the frame before lasts until this one, when it is still held.

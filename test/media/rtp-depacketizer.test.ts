@@ -372,3 +372,38 @@ test('fmtp values we cannot read are typed errors: bad base64 in H.265 sprops, A
   t.true(e3 instanceof MediaFormatError && e3.code === 'BAD_CODEC_CONFIG', String(e3));
   t.is(videoConfig('H265', 90000, { 'sprop-max-don-diff': '0' }).params.sps.length, 0, 'no sprops: learnt in band');
 });
+
+test('a keyframe with the timestamp of the frame before (FU-A / H.265 FU, parameter sets in between): a unit of its own, with them, one tick later; a second slice of a picture is not', (t) => {
+  const h264 = depacketizer('h264');
+  const p = slice(0x80); // first_mb_in_slice 0
+  h264.d.push(p, 7000, true, false);
+  h264.d.push(aggregate(Buffer.from([0x18]), [SPS, PPS]), 7000, false, false);
+  for (const f of fuA(idr, 1000)) h264.d.push(f, 7000, f === fuA(idr, 1000).at(-1), false);
+  h264.d.push(slice(0x81), 10_600, true, false);
+  h264.d.push(slice(0x40), 10_600, true, false); // a second slice of that picture (first_mb_in_slice 1)
+  h264.d.flush();
+  t.deepEqual(
+    h264.units.map((u) => [u.rtpTimestamp, u.keyframe, u.nals.length, u.params?.sps.length ?? 0]),
+    [
+      [7000, false, 1, 0],
+      [7001, true, 3, 1],
+      [10_600, false, 2, 0],
+    ],
+  );
+  t.is(h264.units[1]!.nals[2], idr.toString('hex'));
+  t.is(h264.d.counters.splitUnits, 1);
+
+  const h265 = depacketizer('h265');
+  const trail = Buffer.concat([Buffer.from([0x02, 0x01, 0x80]), Buffer.alloc(30, 1)]); // TRAIL_R, first slice
+  const cra = Buffer.concat([Buffer.from([0x2a, 0x01, 0x80]), Buffer.alloc(3000, 2)]); // CRA (21), first slice
+  h265.d.push(trail, 0xffffffff, true, false);
+  for (const f of fu265(cra, 1000)) h265.d.push(f, 0xffffffff, false, false);
+  h265.d.flush();
+  t.deepEqual(
+    h265.units.map((u) => [u.rtpTimestamp, u.keyframe]),
+    [
+      [0xffffffff, false],
+      [0, true],
+    ],
+  );
+});

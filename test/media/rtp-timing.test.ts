@@ -4,12 +4,16 @@
  * encoder restart) or restarts with a new SSRC, frames whose every slice carries the
  * marker bit, sender reports that put the audio an hour away, a GOP so long that its
  * audio would pile up, audio without sender reports past 2^31 ticks of its clock, an
- * audio clock that steps back, a repeated audio packet and a new audio SSRC.
+ * audio clock that steps back, a repeated audio packet and a new audio SSRC; a step in
+ * the middle of a GOP with B-frames, a small step back without B-frames, audio placed
+ * against the newest video packet (not the last whole frame), at 1/3 fps too, and a
+ * keyframe that repeats the timestamp of the frame before.
  */
 import test from 'ava';
 import { RtpFmp4 } from '../../media/rtp/rtp-fmp4.ts';
 import { audioConfig, videoConfig } from '../../media/rtp/rtp-config.ts';
 import type { Fmp4Chunk } from '../../media/mp4/fmp4-splitter.ts';
+import { isSyncSample } from '../../media/mp4/moof.ts';
 
 const SPS = Buffer.from('Z0IAHpWoKA9puAgICBA=', 'base64');
 const PPS = Buffer.from('aM48gA==', 'base64');
@@ -294,3 +298,158 @@ test('a new audio SSRC restarts the audio timeline (timestamps half a second bac
   t.is(audio.length, a - 1);
   t.true(audio.every((s, i) => i === 0 || s.dts === audio[i - 1]!.dts + 1024));
 });
+
+test('B-frames, the clock stepping back 3 s at a P-frame in the middle of a GOP: the B-frames after it are still shown after what came before, no time shown twice', (t) => {
+  const m = new RtpFmp4(h264(), null);
+  // 12-frame GOPs, decode order I0 P3 B1 B2 P6 B4 B5 P9 B7 B8 P11 B10; the step at the P6 of the second GOP.
+  const order = [0, 3, 1, 2, 6, 4, 5, 9, 7, 8, 11, 10];
+  const chunks: Fmp4Chunk[] = [];
+  let n = 0;
+  for (let gop = 0; gop < 3; gop++) {
+    order.forEach((f, k) => {
+      const step = gop > 1 || (gop === 1 && k >= 4) ? -3 * 90000 : 0;
+      chunks.push(...m.video(f === 0 ? idr : slice(n), (1_000_000 + (gop * 12 + f) * FRAME + step) >>> 0, true, false));
+      n++;
+    });
+  }
+  chunks.push(...m.end());
+  const v = samplesOf(chunks, 1);
+  t.is(v.length, 36);
+  t.is(m.counters.videoRebases, 1);
+  t.true(
+    v.every((s, i) => i === 0 || s.dts === v[i - 1]!.dts + FRAME),
+    'decode times a frame apart',
+  );
+  t.true(
+    v.every((s) => s.cto >= 0),
+    'no negative composition offset',
+  );
+  const shown = v.map((s) => (s.dts + s.cto) / FRAME).sort((a, b) => a - b);
+  t.deepEqual(
+    shown,
+    shown.map((_, i) => shown[0]! + i),
+    'every frame shown once, a frame apart',
+  );
+});
+
+for (const stepMs of [-300, -600]) {
+  test(`a stream without B-frames whose clock steps back ${-stepMs} ms (less than a decoder may reorder): re-based, not taken as reordering`, (t) => {
+    const m = new RtpFmp4(h264(), null);
+    const ts = Array.from({ length: 100 }, (_, i) => 1_000_000 + i * FRAME + (i >= 37 ? stepMs * 90 : 0));
+    const chunks = feedVideo(m, ts);
+    assertSteady(t, samplesOf(chunks, 1), 100);
+    t.is(m.counters.videoRebases, 1);
+  });
+}
+
+test('a B-frame pyramid of 8 (B-frames up to 7 frames behind the newest, from the first GOP on) is not taken as a clock step', (t) => {
+  const m = new RtpFmp4(h264(), null);
+  // Decode order I0 P8 B4 B2 B1 B3 B6 B5 B7 per 9-frame GOP (closed), timestamps across a 2^32 wrap.
+  const order = [0, 8, 4, 2, 1, 3, 6, 5, 7];
+  const chunks: Fmp4Chunk[] = [];
+  const shownIn: number[] = [];
+  for (let gop = 0; gop < 4; gop++) {
+    for (const f of order) {
+      shownIn.push(gop * 9 + f);
+      chunks.push(...m.video(f === 0 ? idr : slice(f), (4_294_900_000 + (gop * 9 + f) * FRAME) >>> 0, true, false));
+    }
+  }
+  chunks.push(...m.end());
+  t.is(m.counters.videoRebases, 0);
+  const v = samplesOf(chunks, 1);
+  t.is(v.length, shownIn.length);
+  const first = v[0]!.dts + v[0]!.cto;
+  t.deepEqual(
+    v.map((s) => (s.dts + s.cto - first) / FRAME),
+    shownIn,
+  );
+});
+
+/**
+ * Video at `fps` (a keyframe every `gop` frames) and AAC at 16 kHz as they arrive in
+ * real time, no sender reports: where each audio frame is placed against the video
+ * (its offset from its real time, in seconds; the video's first frame is captured at 0).
+ */
+function arrivalPlacement(m: RtpFmp4, fps: number, gop: number, seconds: number): { offsets: number[]; sent: number } {
+  const chunks: Fmp4Chunk[] = [];
+  const events: [number, () => void][] = [];
+  const vt = 90000 / fps;
+  for (let i = 0; i < seconds * fps; i++)
+    events.push([i / fps, () => chunks.push(...m.video(i % gop === 0 ? idr : slice(i), (5000 + i * vt) >>> 0, true, false))]);
+  let a = 0;
+  for (; (a * 1024) / 16000 < seconds; a++) {
+    const k = a;
+    events.push([(k * 1024) / 16000 + 1e-6, () => m.audio(aacPacket(Buffer.from([k & 0xff, (k >> 8) & 0xff, 0, 0])), (777 + k * 1024) >>> 0, true, false)]);
+  }
+  events.sort((x, y) => x[0] - y[0]);
+  for (const [, f] of events) f();
+  chunks.push(...m.end());
+  const video = samplesOf(chunks, 1);
+  const videoAt = (video[0]!.dts + video[0]!.cto) / 90000;
+  const offsets: number[] = [];
+  for (const c of chunks) {
+    if (c.kind !== 'fragment') continue;
+    const traf = c.moof.tracks.find((x) => x.trackId === 2);
+    if (!traf) continue;
+    let at = traf.dataOffset;
+    let dts = Number(traf.baseDecodeTime);
+    for (let i = 0; i < traf.sampleCount; i++) {
+      const k = c.bytes[at]! | (c.bytes[at + 1]! << 8); // the frame's number, in its data
+      offsets.push(dts / 16000 - videoAt - (k * 1024) / 16000);
+      at += traf.sizes[i]!;
+      dts += traf.durations[i]!;
+    }
+  }
+  return { offsets, sent: a };
+}
+
+for (const fps of [25, 1]) {
+  test(`audio without sender reports at ${fps} fps is placed by the newest video packet, not a frame early by the last whole frame`, (t) => {
+    const m = new RtpFmp4(h264(), aac(16000));
+    const { offsets } = arrivalPlacement(m, fps, 2 * fps, 20);
+    const mean = offsets.reduce((x, y) => x + y, 0) / offsets.length;
+    // Video time moves by whole frames: audio is up to a frame interval early, half of one on average.
+    t.true(Math.abs(mean) <= 0.6 / fps, `audio ${(mean * 1000).toFixed(0)} ms from its time`);
+  });
+}
+
+test('audio without sender reports at 1/3 fps (video time moves 3 s at once): not re-anchored, nearly every frame kept', (t) => {
+  const m = new RtpFmp4(h264(), aac(16000));
+  const { offsets, sent } = arrivalPlacement(m, 1 / 3, 2, 60);
+  t.is(m.counters.audioReanchors, 0);
+  // Those of the first 3 s come before the first keyframe is known whole: dropped.
+  t.true(offsets.length >= sent - Math.ceil((3 * 16000) / 1024) - 1, `${offsets.length} of ${sent}`);
+});
+
+for (const inBand of [false, true]) {
+  test(`a keyframe with the timestamp of the P-frame before it${inBand ? ' (parameter sets in band)' : ''}: a sample of its own starting the GOP, one tick later`, (t) => {
+    const m = new RtpFmp4(h264(), null);
+    const chunks: Fmp4Chunk[] = [];
+    for (let i = 0; i < 50; i++) {
+      const ts = (i === 25 ? 24 : i) * FRAME;
+      if (i % 25 === 0 && inBand) for (const ps of [SPS, PPS]) chunks.push(...m.video(ps, ts, false, false));
+      chunks.push(...m.video(nalOf(i), ts, true, false));
+    }
+    chunks.push(...m.end());
+    const fragments = chunks.filter((c) => c.kind === 'fragment');
+    t.is(fragments.length, 2);
+    const v = samplesOf(chunks, 1);
+    t.is(v.length, 50);
+    t.true(
+      v.every((s, i) => i === 0 || s.dts > v[i - 1]!.dts),
+      'decode times strictly increase',
+    );
+    t.true(v.every((s) => s.cto >= 0));
+    const keySize = 4 + SPS.length + 4 + PPS.length + 4 + idr.length;
+    t.is(v[25]!.size, keySize, 'the keyframe alone (with its parameter sets)');
+    t.is(v[24]!.size, 4 + slice(24).length, 'the P-frame alone');
+    t.is(v[24]!.duration, 1);
+    const flags = fragments.map((f) => (f.kind === 'fragment' ? f.moof.tracks.find((x) => x.trackId === 1)!.flags : []));
+    t.deepEqual(
+      flags.map((fl) => fl.map(isSyncSample)),
+      [0, 1].map(() => Array.from({ length: 25 }, (_, i) => i === 0)),
+      'each GOP starts at its keyframe, its only sync sample',
+    );
+    t.is(m.counters.splitUnits, 1);
+  });
+}

@@ -109,6 +109,26 @@ function sendFrames(s: Socket, keyframe: boolean): void {
   }, 40);
 }
 
+/** Sends `count` H.264 frames interleaved on channel 0 as fast as `everyMs` allows, a keyframe every `gop`, then nothing (the socket stays open). */
+function sendGops(s: Socket, count: number, gop: number, everyMs = 5): void {
+  let n = 0;
+  const timer = setInterval(() => {
+    if (s.destroyed || n >= count) return clearInterval(timer);
+    const nal = Buffer.alloc(200, 0x5a);
+    nal[0] = n % gop === 0 ? 0x65 : 0x41;
+    const rtp = Buffer.alloc(12);
+    rtp[0] = 0x80;
+    rtp[1] = 0x80 | 96;
+    rtp.writeUInt16BE(n & 0xffff, 2);
+    rtp.writeUInt32BE((n * 3600) >>> 0, 4);
+    rtp.writeUInt32BE(0xc0ffee, 8);
+    const head = Buffer.from([0x24, 0, 0, 0]);
+    head.writeUInt16BE(rtp.length + nal.length, 2);
+    s.write(Buffer.concat([head, rtp, nal]));
+    n++;
+  }, everyMs);
+}
+
 async function failure(url: string, stallTimeoutMs = 1500, noVideoMs?: number): Promise<Error | undefined> {
   const s = startNativeIngest({ url, stallTimeoutMs, ...(noVideoMs !== undefined ? { noVideoMs } : {}) });
   for await (const _ of s.chunks) {
@@ -247,4 +267,31 @@ test("which failures are our client's (ffmpeg reads the camera next): a 4xx refu
   t.false(nativeClientFault(new NativeIngestError('NATIVE_STALLED', 'silent')));
   t.false(nativeClientFault(new RtspAuthError('refused')));
   t.false(nativeClientFault(undefined));
+});
+
+test('a camera that goes silent after 3 GOPs (NATIVE_STALLED), or a session stopped then: every GOP it sent is recorded, the last one too', async (t) => {
+  t.timeout(30_000);
+  const gops = 3;
+  const gop = 10;
+  const record = async (stop: boolean): Promise<{ frames: number; fragments: number; exit: Awaited<ReturnType<typeof startNativeIngest>['exited']> }> => {
+    const cam = await fakeCamera(t, H264, undefined, { onPlay: (sock) => sendGops(sock, gops * gop, gop) });
+    const s = startNativeIngest({ url: cam.url, stallTimeoutMs: 1500 });
+    if (stop) void until(t, 'every frame taken', () => (s.stats().media?.units ?? 0) >= gops * gop - 1).then(() => s.stop());
+    let frames = 0;
+    let fragments = 0;
+    for await (const c of s.chunks) {
+      if (c.kind !== 'fragment') continue;
+      fragments++;
+      frames += c.moof.tracks.find((x) => x.trackId === 1)?.sampleCount ?? 0;
+    }
+    return { frames, fragments, exit: await s.exited };
+  };
+  const stalled = await record(false);
+  t.true(stalled.exit.error instanceof NativeIngestError && stalled.exit.error.code === 'NATIVE_STALLED', String(stalled.exit.error));
+  t.is(stalled.frames, gops * gop, 'every frame sent');
+  t.is(stalled.fragments, gops, 'one fragment per GOP');
+  const stopped = await record(true);
+  t.deepEqual(stopped.exit, { requested: true });
+  t.is(stopped.frames, gops * gop);
+  t.is(stopped.fragments, gops);
 });
