@@ -279,6 +279,17 @@ async function udpSocket(t: ExecutionContext, address: string): Promise<UdpSocke
   return s;
 }
 
+/** A fake camera answering UDP SETUP with `answer` (server_port, source=…); `client()` is the RTP port we asked from. */
+async function udpCamera(t: ExecutionContext, answer: string): Promise<{ cam: Camera; client: () => number }> {
+  let client = 0;
+  const cam = await camera(t, (req, reply, s) => {
+    if (req.method !== 'SETUP') return answering()(req, reply, s);
+    client = clientPort(req.transport);
+    reply('200 OK', { Session: '7;timeout=60', Transport: `RTP/AVP;unicast;client_port=${client}-${client + 1};${answer}` });
+  });
+  return { cam, client: () => client };
+}
+
 test('UDP: after SETUP the camera’s RTP and RTCP ports (at its source=) get a packet from our ports (NAT); RTP from source= is taken, a stranger’s is not', async (t) => {
   t.timeout(15_000);
   // The camera's media address (source=), not its RTSP one: its RTP and RTCP ports are there.
@@ -288,28 +299,20 @@ test('UDP: after SETUP the camera’s RTP and RTCP ports (at its source=) get a 
   const punched: { to: string; from: number; bytes: Buffer }[] = [];
   serverRtp.on('message', (bytes, from) => punched.push({ to: 'rtp', from: from.port, bytes }));
   serverRtcp.on('message', (bytes, from) => punched.push({ to: 'rtcp', from: from.port, bytes }));
-  let client = 0;
-  const cam = await camera(t, (req, reply, s) => {
-    if (req.method !== 'SETUP') return answering()(req, reply, s);
-    client = clientPort(req.transport);
-    reply('200 OK', {
-      Session: '7;timeout=60',
-      Transport: `RTP/AVP;unicast;client_port=${client}-${client + 1};server_port=${serverRtp.address().port}-${serverRtcp.address().port};source=127.0.0.2`,
-    });
-  });
+  const { cam, client } = await udpCamera(t, `server_port=${serverRtp.address().port}-${serverRtcp.address().port};source=127.0.0.2`);
   const got: number[] = [];
   const session = await start(cam.url, { transport: 'udp' }, (p) => got.push(p[0]!));
   t.teardown(() => session.close());
   await until(t, 'a packet to each of the camera’s ports', () => punched.length >= 2);
   const toRtp = punched.find((p) => p.to === 'rtp')!;
   const toRtcp = punched.find((p) => p.to === 'rtcp')!;
-  t.is(toRtp.from, client);
+  t.is(toRtp.from, client());
   t.is(toRtp.bytes.length, 12);
   t.is(toRtp.bytes[0]! >> 6, 2, 'an RTP header');
-  t.is(toRtcp.from, client + 1);
+  t.is(toRtcp.from, client() + 1);
   t.is(toRtcp.bytes[1], 201, 'an RTCP receiver report');
-  stranger.send(rtp(1, 0xee), client, '127.0.0.1');
-  for (let seq = 1; seq <= 3; seq++) serverRtp.send(rtp(seq, seq), client, '127.0.0.1');
+  stranger.send(rtp(1, 0xee), client(), '127.0.0.1');
+  for (let seq = 1; seq <= 3; seq++) serverRtp.send(rtp(seq, seq), client(), '127.0.0.1');
   await until(t, 'the three packets from source=', () => got.length === 3);
   t.deepEqual(got, [1, 2, 3]);
 });
@@ -317,22 +320,14 @@ test('UDP: after SETUP the camera’s RTP and RTCP ports (at its source=) get a 
 test('UDP: a new SSRC (an encoder restart) numbering far behind is taken at once, flagged as after a gap, not dropped as late', async (t) => {
   t.timeout(15_000);
   const serverRtp = await udpSocket(t, '127.0.0.1');
-  let client = 0;
-  const cam = await camera(t, (req, reply, s) => {
-    if (req.method !== 'SETUP') return answering()(req, reply, s);
-    client = clientPort(req.transport);
-    reply('200 OK', {
-      Session: '7;timeout=60',
-      Transport: `RTP/AVP;unicast;client_port=${client}-${client + 1};server_port=${serverRtp.address().port}-${serverRtp.address().port + 1}`,
-    });
-  });
+  const { cam, client } = await udpCamera(t, `server_port=${serverRtp.address().port}-${serverRtp.address().port + 1}`);
   const got: { tag: number; gap: boolean }[] = [];
   const session = await start(cam.url, { transport: 'udp' }, (p, gap) => got.push({ tag: p[0]!, gap }));
   t.teardown(() => session.close());
-  for (let seq = 40_000; seq < 40_003; seq++) serverRtp.send(rtp(seq, seq - 40_000 + 1), client, '127.0.0.1');
+  for (let seq = 40_000; seq < 40_003; seq++) serverRtp.send(rtp(seq, seq - 40_000 + 1), client(), '127.0.0.1');
   await until(t, 'the first source', () => got.length === 3);
   // 30000 is "behind" 40003 in 16-bit order: without the restart these would be dropped as late.
-  for (let seq = 30_000; seq < 30_003; seq++) serverRtp.send(rtp(seq, seq - 30_000 + 11, 0x5678), client, '127.0.0.1');
+  for (let seq = 30_000; seq < 30_003; seq++) serverRtp.send(rtp(seq, seq - 30_000 + 11, 0x5678), client(), '127.0.0.1');
   await until(t, 'the new source', () => got.length === 6);
   t.deepEqual(
     got.map((g) => g.tag),
