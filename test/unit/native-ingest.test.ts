@@ -215,26 +215,20 @@ test('a camera the native client fails on before any video (here: parameter sets
   t.is(second.plans[0]?.ingest, 'ffmpeg', JSON.stringify(second.plans));
 });
 
-test('stop() while the session starts (DESCRIBE unanswered) closes the camera connection at once, not at the RTSP timeout', async (t) => {
-  t.timeout(15_000);
-  const cam = await fakeCamera(t, H264, undefined, { silent: 'DESCRIBE' });
-  const s = startNativeIngest({ url: cam.url, stallTimeoutMs: 60_000 });
-  await until(t, 'DESCRIBE asked', () => cam.methods.includes('DESCRIBE'));
-  s.stop();
-  t.deepEqual(await s.exited, { requested: true });
-  await until(t, 'the camera sees the connection closed', () => cam.closed === 1);
-});
-
-test("the owner's signal aborted while the session starts stops it like stop()", async (t) => {
-  t.timeout(15_000);
-  const cam = await fakeCamera(t, H264, undefined, { silent: 'SETUP' });
-  const ac = new AbortController();
-  const s = startNativeIngest({ url: cam.url, stallTimeoutMs: 60_000, signal: ac.signal });
-  await until(t, 'SETUP asked', () => cam.methods.includes('SETUP'));
-  ac.abort();
-  t.deepEqual(await s.exited, { requested: true });
-  await until(t, 'the camera sees the connection closed', () => cam.closed === 1);
-});
+for (const how of ['stop()', "the owner's signal"] as const) {
+  test(`${how} while the session starts (${how === 'stop()' ? 'DESCRIBE' : 'SETUP'} unanswered) closes the camera connection at once, not at the RTSP timeout`, async (t) => {
+    t.timeout(15_000);
+    const method = how === 'stop()' ? 'DESCRIBE' : 'SETUP';
+    const cam = await fakeCamera(t, H264, undefined, { silent: method });
+    const ac = new AbortController();
+    const s = startNativeIngest({ url: cam.url, stallTimeoutMs: 60_000, signal: ac.signal });
+    await until(t, `${method} asked`, () => cam.methods.includes(method));
+    if (how === 'stop()') s.stop();
+    else ac.abort();
+    t.deepEqual(await s.exited, { requested: true });
+    await until(t, 'the camera sees the connection closed', () => cam.closed === 1);
+  });
+}
 
 test('a GOP longer than the no-video timeout is not NATIVE_NO_VIDEO: its frames are progress; frames without a keyframe are not', async (t) => {
   t.timeout(30_000);

@@ -23,6 +23,16 @@ function frame(channel: number, payload: Buffer): Buffer {
 const answer = (cseq: number, body = ''): Buffer =>
   Buffer.from(`RTSP/1.0 200 OK\r\nCSeq: ${cseq}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, 'latin1');
 
+/** Hands `stream` to the reader `readSize` bytes at a time through one buffer, overwritten after each read as the socket's is. */
+function pushInReads(reader: RtspReader, stream: Buffer, readSize: number): void {
+  const read = Buffer.alloc(readSize);
+  for (let at = 0; at < stream.length; at += readSize) {
+    const n = stream.copy(read, 0, at, Math.min(stream.length, at + readSize));
+    reader.push(read.subarray(0, n));
+    read.fill(0xee);
+  }
+}
+
 test('frames and answers cut at every read size come out whole, in order; a reused read buffer is never relied on', async (t) => {
   const payloads = [Buffer.alloc(1400, 1), Buffer.alloc(3, 2), Buffer.alloc(65535, 3), Buffer.alloc(0), Buffer.alloc(700, 4)];
   const stream = Buffer.concat([
@@ -39,12 +49,7 @@ test('frames and answers cut at every read size come out whole, in order; a reus
     const reader = new RtspReader((ch, p) => got.push(`${ch}:${p.length}:${p[0] ?? '-'}:${p[p.length - 1] ?? '-'}`), fail);
     const first = reader.next(1);
     const second = reader.next(2);
-    const read = Buffer.alloc(readSize);
-    for (let at = 0; at < stream.length; at += readSize) {
-      const n = stream.copy(read, 0, at, Math.min(stream.length, at + readSize));
-      reader.push(read.subarray(0, n));
-      read.fill(0xee); // the socket's buffer is reused for the next read
-    }
+    pushInReads(reader, stream, readSize);
     t.deepEqual(got, ['0:1400:1:1', '1:3:2:2', '0:65535:3:3', '2:0:-:-', '0:700:4:4'], `read size ${readSize}`);
     t.like(await first, { status: 200, body: 'v=0\r\n' });
     t.like(await second, { status: 200, body: '' });
@@ -78,12 +83,7 @@ test('stray bytes between frames and answers are skipped to the next frame or an
     const reader = new RtspReader((ch, p) => got.push(`${ch}:${p.length}:${p[0]}`), fail);
     const first = reader.next(1);
     const second = reader.next(2);
-    const read = Buffer.alloc(readSize);
-    for (let at = 0; at < stream.length; at += readSize) {
-      const n = stream.copy(read, 0, at, Math.min(stream.length, at + readSize));
-      reader.push(read.subarray(0, n));
-      read.fill(0xee);
-    }
+    pushInReads(reader, stream, readSize);
     t.deepEqual(got, ['0:1400:1', '1:3:2', '0:700:4', '2:5:5'], `read size ${readSize}`);
     t.like(await first, { status: 200, body: 'v=0\r\n' });
     t.like(await second, { status: 200, body: '' });
