@@ -5,7 +5,7 @@
  * read by our own RTSP client instead (ingest/native-ingest.ts, no process per camera;
  * the DESCRIBE decides, and without an answer ffmpeg reads it; a camera the client
  * failed on before any video, in a way of its own, is read by ffmpeg from then on:
- * nativeClientFailure); a camera whose session carries MPEG-PS
+ * ingest/native-ingest.ts nativeClientFault); a camera whose session carries MPEG-PS
  * over RTP (MP2P/90000, GB28181 style) is recognised by one DESCRIBE and read without
  * ffmpeg (ingest/mp2p-ingest.ts: our RTSP bridge, PS reader and fMP4 writer), giving the
  * same fMP4 chunks, so segment writing, indexing and playback do not change.
@@ -62,11 +62,6 @@ export function nativeFits(media: SdpMedia[], transport: TransportSetting | unde
  */
 const nativeFailed = new Set<string>();
 
-/** Whether a native attempt's failure, before any video, is the client's (ffmpeg may do better). */
-export function nativeClientFailure(err: Error | undefined): boolean {
-  return nativeClientFault(err);
-}
-
 /** Forgets which cameras fell back to ffmpeg (tests). */
 export function resetNativeFallback(): void {
   nativeFailed.clear();
@@ -108,7 +103,7 @@ export function startCameraIngest(opts: CameraIngestOptions): IngestSession {
         ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
       });
       void session.exited.then((exit) => {
-        if (fragments > 0 || !nativeClientFailure(exit.error)) return;
+        if (fragments > 0 || !nativeClientFault(exit.error)) return;
         nativeFailed.add(key);
         opts.onNotice?.('warn', 'native ingest failed on this camera before any video: its next attempts use ffmpeg', { error: exit.error?.message });
       });

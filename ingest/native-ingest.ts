@@ -82,7 +82,7 @@ const TRANSIENT_STATUS = new Set([408, 453, 454]);
  * Whether a native attempt's failure, before any video, is our client's (ffmpeg may do
  * better with the camera): what it could not set up, parse or depacketize, and a 4xx
  * refusal of what it asked (a URL or header the camera does not take), except a login
- * (401) and the transient statuses. ingest/camera-ingest.ts's nativeClientFailure.
+ * (401) and the transient statuses. ingest/camera-ingest.ts asks it.
  */
 export function nativeClientFault(err: Error | undefined): boolean {
   if (!(err instanceof NativeIngestError)) return false;
